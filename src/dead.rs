@@ -1,0 +1,437 @@
+//! The dead-letter file: jobs that failed for good, kept for inspection.
+//!
+//! One append-only file, `dead.wal`, with the same header and framing as
+//! log segments (file kind 2, checksum seed 0). A [`Record::Dead`] adds a
+//! dead letter with its payload, attempts and last error; a
+//! [`Record::Removed`] drops one (redriven or purged). The file is not
+//! mapped: it is read with `pread`, cut with `set_len` when its tail is
+//! torn, and rewritten (`dead.wal.tmp`, fsync, rename, fsync directory)
+//! when removed records make up most of it.
+//!
+//! Each record's LSN is the main log's next LSN when it was written, so a
+//! dead letter and a later redrive (an enqueue record in the main log with
+//! an LSN at least as large) are ordered across the two files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::frame::{self, FRAME_HEADER_LEN};
+use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::record::{DeadRec, Record};
+use crate::format::FORMAT_VERSION;
+use crate::options::RecoveryMode;
+use crate::vfs::{Vfs, VfsFile};
+
+/// File name of the dead-letter file.
+pub const DEAD_FILE: &str = "dead.wal";
+/// Checksum seed ("segment id") of the dead-letter file.
+pub const DEAD_SEGMENT_ID: u32 = 0;
+/// Largest dead-letter record accepted when reading.
+const MAX_DEAD_RECORD: u32 = 1 << 30;
+
+/// A job in the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The job id.
+    pub id: u64,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the job was first enqueued (ms since the epoch).
+    pub enqueued_ms: u64,
+    /// When it was dead-lettered (ms since the epoch).
+    pub dead_ms: u64,
+    /// The last error text.
+    pub error: String,
+    /// The idempotency key, if the job had one.
+    pub key: Option<Vec<u8>>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Where a dead letter's record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadEntry {
+    /// Offset of the record.
+    pub off: u64,
+    /// Length of the record.
+    pub len: u32,
+    /// The record's LSN (main-log position when written).
+    pub lsn: u64,
+}
+
+/// What opening the dead-letter file found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeadRecovery {
+    /// Bytes of torn tail cut off.
+    pub torn_bytes: u64,
+    /// Bytes skipped as damaged (salvage mode).
+    pub damaged_bytes: u64,
+}
+
+/// The open dead-letter file.
+#[derive(Debug)]
+pub struct DeadFile {
+    path: PathBuf,
+    file: Box<dyn VfsFile>,
+    len: u64,
+    entries: BTreeMap<u64, DeadEntry>,
+    garbage: u64,
+    buf: Vec<u8>,
+}
+
+impl DeadFile {
+    /// Opens `dir/dead.wal`, creating it if missing, and verifies it.
+    pub fn open(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        mode: u32,
+        recovery: RecoveryMode,
+    ) -> Result<(DeadFile, DeadRecovery)> {
+        let path = dir.join(DEAD_FILE);
+        let file = match vfs.open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((
+                    Self::create(vfs, dir, &path, mode)?,
+                    DeadRecovery::default(),
+                ))
+            }
+            Err(e) => return Err(Error::io("opening dead letters", &path, e)),
+        };
+        let len = file
+            .len()
+            .map_err(|e| Error::io("reading dead-letter length", &path, e))?;
+        let len_usize = usize::try_from(len)
+            .map_err(|_| Error::corrupt(&path, 0, "dead-letter file too large"))?;
+        let mut bytes = vec![0u8; len_usize];
+        file.read_at(&mut bytes, 0)
+            .map_err(|e| Error::io("reading dead letters", &path, e))?;
+        let header =
+            SegmentHeader::decode(&bytes).map_err(|e| crate::segment::header_error(&path, e))?;
+        if header.kind != FileKind::Dead {
+            return Err(Error::corrupt(&path, 0, "not a dead-letter file"));
+        }
+        let mut dead = DeadFile {
+            path,
+            file,
+            len,
+            entries: BTreeMap::new(),
+            garbage: 0,
+            buf: Vec::new(),
+        };
+        let report = dead.replay(&bytes, recovery)?;
+        Ok((dead, report))
+    }
+
+    fn create(vfs: &dyn Vfs, dir: &Path, path: &Path, mode: u32) -> Result<DeadFile> {
+        let file = write_fresh(vfs, dir, path, mode, &[])?;
+        Ok(DeadFile {
+            path: path.to_path_buf(),
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            entries: BTreeMap::new(),
+            garbage: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    fn replay(&mut self, bytes: &[u8], recovery: RecoveryMode) -> Result<DeadRecovery> {
+        let mut report = DeadRecovery::default();
+        let mut off = SEGMENT_HEADER_LEN;
+        while off < bytes.len() {
+            match frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
+                Ok(f) => {
+                    match Record::decode(f.kind, f.body) {
+                        Some(Record::Dead(d)) => {
+                            let entry = DeadEntry {
+                                off: off as u64,
+                                len: f.len,
+                                lsn: f.lsn,
+                            };
+                            if let Some(old) = self.entries.insert(d.id, entry) {
+                                self.garbage += u64::from(old.len);
+                            }
+                        }
+                        Some(Record::Removed { id }) => {
+                            if let Some(old) = self.entries.remove(&id) {
+                                self.garbage += u64::from(old.len);
+                            }
+                            self.garbage += u64::from(f.len);
+                        }
+                        _ => {
+                            return Err(Error::corrupt(
+                                &self.path,
+                                off as u64,
+                                format!("record kind {} does not belong in dead letters", f.kind),
+                            ))
+                        }
+                    }
+                    off += f.len as usize;
+                }
+                Err(err) => {
+                    let next = next_valid_frame(bytes, off + 1);
+                    match (next, recovery) {
+                        (None, _) => {
+                            // A torn tail: the last append did not complete.
+                            report.torn_bytes = (bytes.len() - off) as u64;
+                            self.cut(off as u64)?;
+                            break;
+                        }
+                        (Some(next), RecoveryMode::Salvage) => {
+                            report.damaged_bytes += (next - off) as u64;
+                            off = next;
+                        }
+                        (Some(_), RecoveryMode::Strict) => {
+                            return Err(Error::corrupt(
+                                &self.path,
+                                off as u64,
+                                format!("{err} in the middle of the dead letters"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn cut(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("cutting torn dead-letter tail", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing dead letters", &self.path, e))?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// The dead letters by id.
+    pub fn entries(&self) -> &BTreeMap<u64, DeadEntry> {
+        &self.entries
+    }
+
+    /// Appends a dead letter. Not durable until [`DeadFile::sync`].
+    pub fn add(&mut self, rec: &DeadRec<'_>, lsn: u64) -> Result<()> {
+        let off = self.append(&Record::Dead(*rec), lsn)?;
+        let len = u32::try_from(self.len - off).unwrap_or(u32::MAX);
+        if let Some(old) = self.entries.insert(rec.id, DeadEntry { off, len, lsn }) {
+            self.garbage += u64::from(old.len);
+        }
+        Ok(())
+    }
+
+    /// Appends a removal of dead letter `id`. Not durable until synced.
+    pub fn remove(&mut self, id: u64, lsn: u64) -> Result<bool> {
+        let Some(old) = self.entries.remove(&id) else {
+            return Ok(false);
+        };
+        let off = self.append(&Record::Removed { id }, lsn)?;
+        self.garbage += u64::from(old.len) + (self.len - off);
+        Ok(true)
+    }
+
+    fn append(&mut self, rec: &Record<'_>, lsn: u64) -> Result<u64> {
+        self.buf.clear();
+        self.buf.resize(FRAME_HEADER_LEN, 0);
+        let tail = rec.encode_into(&mut self.buf);
+        frame::seal(&mut self.buf, DEAD_SEGMENT_ID, lsn, rec.kind(), 0, 0, tail);
+        let off = self.len;
+        self.file
+            .write_at(&self.buf, off)
+            .and_then(|()| self.file.write_at(tail, off + self.buf.len() as u64))
+            .map_err(|e| Error::io("appending dead letter", &self.path, e))?;
+        self.len = off + (self.buf.len() + tail.len()) as u64;
+        Ok(off)
+    }
+
+    /// Makes every append durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing dead letters", &self.path, e))
+    }
+
+    /// Reads and verifies dead letter `id`.
+    pub fn get(&self, id: u64) -> Result<Option<DeadLetter>> {
+        let Some(entry) = self.entries.get(&id).copied() else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0u8; entry.len as usize];
+        self.file
+            .read_at(&mut bytes, entry.off)
+            .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
+        let bad = |what: &str| Error::corrupt(&self.path, entry.off, what.to_string());
+        let f = frame::decode(&bytes, DEAD_SEGMENT_ID, MAX_DEAD_RECORD)
+            .map_err(|e| bad(&e.to_string()))?;
+        let Some(Record::Dead(d)) = Record::decode(f.kind, f.body) else {
+            return Err(bad("dead-letter record does not decode"));
+        };
+        if d.id != id {
+            return Err(bad("dead-letter record has another id"));
+        }
+        Ok(Some(DeadLetter {
+            id,
+            attempts: d.attempts,
+            enqueued_ms: d.enqueued_ms,
+            dead_ms: d.dead_ms,
+            error: String::from_utf8_lossy(d.error).into_owned(),
+            key: (!d.key.is_empty()).then(|| d.key.to_vec()),
+            payload: d.payload.to_vec(),
+        }))
+    }
+
+    /// Bytes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether removed records make up enough of the file to rewrite it.
+    pub fn wants_compaction(&self) -> bool {
+        self.garbage > 1 << 20 && self.garbage * 2 > self.len
+    }
+
+    /// Rewrites the file with only the live dead letters (same LSNs):
+    /// `dead.wal.tmp`, fsync, rename over `dead.wal`, fsync the directory.
+    pub fn compact(&mut self, vfs: &dyn Vfs, dir: &Path, mode: u32) -> Result<()> {
+        let mut body = Vec::new();
+        let mut entries = BTreeMap::new();
+        for (&id, entry) in &self.entries {
+            let mut bytes = vec![0u8; entry.len as usize];
+            self.file
+                .read_at(&mut bytes, entry.off)
+                .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
+            let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
+            entries.insert(id, DeadEntry { off, ..*entry });
+            body.extend_from_slice(&bytes);
+        }
+        let file = write_fresh(vfs, dir, &self.path, mode, &body)?;
+        self.file = file;
+        self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
+        self.entries = entries;
+        self.garbage = 0;
+        Ok(())
+    }
+}
+
+/// Writes a dead-letter file with `body` after its header crash-atomically
+/// (temporary file, fsync, rename, fsync of the directory).
+fn write_fresh(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    mode: u32,
+    body: &[u8],
+) -> Result<Box<dyn VfsFile>> {
+    let tmp = dir.join(format!("{DEAD_FILE}{}", crate::segment::TMP_SUFFIX));
+    let header = SegmentHeader {
+        version: FORMAT_VERSION,
+        kind: FileKind::Dead,
+        segment_id: DEAD_SEGMENT_ID,
+        base_lsn: 0,
+        next_job_id: 0,
+    };
+    let _ = vfs.remove(&tmp);
+    let file = vfs
+        .create(&tmp, mode)
+        .map_err(|e| Error::io("creating dead letters", &tmp, e))?;
+    file.write_at(&header.encode(), 0)
+        .and_then(|()| file.write_at(body, SEGMENT_HEADER_LEN as u64))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing dead letters", &tmp, e))?;
+    vfs.rename(&tmp, path)
+        .map_err(|e| Error::io("renaming dead letters", path, e))?;
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("syncing directory", dir, e))?;
+    Ok(file)
+}
+
+/// The offset of the first frame at or after `from` that decodes.
+fn next_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len())
+        .find(|&off| frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::StdFs;
+
+    fn rec(id: u64) -> DeadRec<'static> {
+        DeadRec {
+            id,
+            enqueued_ms: 1,
+            dead_ms: 2,
+            attempts: 3,
+            key: b"",
+            error: b"boom",
+            payload: b"payload",
+        }
+    }
+
+    #[test]
+    fn add_remove_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
+        d.add(&rec(1), 10).unwrap();
+        d.add(&rec(2), 11).unwrap();
+        assert!(d.remove(1, 12).unwrap());
+        assert!(!d.remove(1, 12).unwrap());
+        d.sync().unwrap();
+        drop(d);
+        let (d, _) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.entries().keys().copied().collect::<Vec<_>>(), vec![2]);
+        let got = d.get(2).unwrap().unwrap();
+        assert_eq!(got.error, "boom");
+        assert_eq!(got.payload, b"payload");
+        assert_eq!(d.entries()[&2].lsn, 11);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_middle_damage_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
+        d.add(&rec(1), 10).unwrap();
+        d.add(&rec(2), 11).unwrap();
+        let full = d.disk_bytes();
+        drop(d);
+        let path = dir.path().join(DEAD_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        // Cut inside the second record: the first survives.
+        std::fs::write(&path, &bytes[..full as usize - 5]).unwrap();
+        let (d, rep) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.entries().len(), 1);
+        assert!(rep.torn_bytes > 0);
+        drop(d);
+        // Damage the first of two records: strict mode refuses.
+        std::fs::write(&path, &bytes).unwrap();
+        let mut bad = bytes.clone();
+        bad[SEGMENT_HEADER_LEN + 30] ^= 0xff;
+        std::fs::write(&path, &bad).unwrap();
+        let err = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert_eq!(err.offset(), Some(SEGMENT_HEADER_LEN as u64));
+        let (d, rep) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Salvage).unwrap();
+        assert_eq!(d.entries().keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert!(rep.damaged_bytes > 0);
+    }
+
+    #[test]
+    fn compaction_keeps_live_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
+        for id in 0..10 {
+            d.add(&rec(id), id).unwrap();
+        }
+        for id in 0..9 {
+            d.remove(id, 100).unwrap();
+        }
+        d.compact(&StdFs, dir.path(), 0o600).unwrap();
+        assert_eq!(d.get(9).unwrap().unwrap().payload, b"payload");
+        drop(d);
+        let (d, _) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.entries().len(), 1);
+        assert_eq!(d.entries()[&9].lsn, 9);
+    }
+}

@@ -1,0 +1,118 @@
+//! A leased job and its receipt.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::segment::Segment;
+
+/// Proof of one lease on one job, for [`crate::Queue::ack`],
+/// [`crate::Queue::nack`], [`crate::Queue::fail`] and
+/// [`crate::Queue::extend`].
+///
+/// A receipt is valid while its lease is: once the lease expires (and the
+/// job may be leased again by another worker), the receipt is refused with
+/// [`crate::ErrorKind::LeaseLost`] and never acts on the newer lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Receipt {
+    pub(crate) id: u64,
+    pub(crate) token: u64,
+}
+
+impl Receipt {
+    /// The job this receipt is for.
+    pub fn job_id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// A job leased from the queue.
+///
+/// The payload is read straight from the memory-mapped segment, without a
+/// copy; it stays readable for as long as the `Job` lives, even after the
+/// job is acked and its segment deleted.
+///
+/// ```
+/// # fn main() -> walq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let q = walq::Queue::open(dir.path())?;
+/// q.enqueue(b"resize image 17")?;
+/// let job = q.dequeue()?.expect("a job is ready");
+/// assert_eq!(job.payload(), b"resize image 17");
+/// assert_eq!(job.attempt(), 1);
+/// q.ack(job.receipt())?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Job {
+    pub(crate) id: u64,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) enqueued_ms: u64,
+    pub(crate) receipt: Receipt,
+    pub(crate) segment: Arc<Segment>,
+    pub(crate) key: (usize, usize),
+    pub(crate) payload: (usize, usize),
+}
+
+impl Job {
+    /// The job id: unique, stable across redeliveries, never reused.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Which attempt this is (1 for the first delivery).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Attempts allowed before the job goes to the dead letters.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// When the job was enqueued, in milliseconds since the Unix epoch.
+    pub fn enqueued_ms(&self) -> u64 {
+        self.enqueued_ms
+    }
+
+    /// When the job was enqueued.
+    pub fn enqueued_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.enqueued_ms)
+    }
+
+    /// The payload, zero-copy from the memory map.
+    pub fn payload(&self) -> &[u8] {
+        self.segment
+            .region
+            .bytes(self.payload.0, self.payload.1)
+            .unwrap_or_default()
+    }
+
+    /// The idempotency key the job was enqueued with, if any.
+    pub fn idempotency_key(&self) -> Option<&[u8]> {
+        let key = self.segment.region.bytes(self.key.0, self.key.1)?;
+        (!key.is_empty()).then_some(key)
+    }
+
+    /// The receipt of this lease.
+    pub fn receipt(&self) -> Receipt {
+        self.receipt
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("enqueued_ms", &self.enqueued_ms)
+            .field("payload_len", &self.payload.1)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<&Job> for Receipt {
+    fn from(job: &Job) -> Receipt {
+        job.receipt
+    }
+}

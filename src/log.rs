@@ -1,0 +1,212 @@
+//! The segmented log: appends records to the active segment and rotates.
+//!
+//! Segment ids are consecutive from the oldest to the active (newest)
+//! segment; only the oldest is ever deleted (see `reclaim`). LSNs are
+//! consecutive across segments: a new segment's header carries the LSN of
+//! its first record.
+//!
+//! Rotation order (each step durable before the next):
+//! 1. fdatasync the old active segment, so nothing in the new segment is
+//!    acknowledged while an older record could still be lost;
+//! 2. create the new segment (see `segment`), which fsyncs it and the
+//!    directory.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::commit::Committer;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::frame::{self, FRAME_HEADER_LEN};
+use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::format::record::Record;
+use crate::segment::Segment;
+use crate::vfs::Vfs;
+
+/// A segment and what still lives in it.
+#[derive(Debug)]
+pub struct SegInfo {
+    /// The segment.
+    pub seg: Arc<Segment>,
+    /// Live jobs whose latest full record is in this segment.
+    pub live_jobs: u64,
+    /// Bytes of those records.
+    pub live_bytes: u64,
+}
+
+/// Where an appended record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Segment id.
+    pub seg: u32,
+    /// Offset in the segment.
+    pub off: u32,
+    /// Frame length.
+    pub len: u32,
+    /// LSN given to the record.
+    pub lsn: u64,
+}
+
+/// The log writer.
+#[derive(Debug)]
+pub struct Log {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// The file system.
+    pub vfs: Arc<dyn Vfs>,
+    /// Permission bits of new files.
+    pub mode: u32,
+    /// Size of new segments.
+    pub seg_size: u64,
+    /// Segments, oldest first; the last is the active one.
+    pub segments: VecDeque<SegInfo>,
+    /// Where the next record goes in the active segment.
+    pub tail: u32,
+    /// LSN of the next record.
+    pub next_lsn: u64,
+    /// Group-commit coordinator (holds the durable LSN).
+    pub commit: Arc<Committer>,
+    buf: Vec<u8>,
+}
+
+impl Log {
+    /// A log over recovered `segments` (at least one), appending at `tail`.
+    pub fn new(
+        dir: PathBuf,
+        vfs: Arc<dyn Vfs>,
+        mode: u32,
+        seg_size: u64,
+        segments: VecDeque<SegInfo>,
+        tail: u32,
+        next_lsn: u64,
+        commit: Arc<Committer>,
+    ) -> Log {
+        assert!(!segments.is_empty(), "a log has an active segment");
+        Log {
+            dir,
+            vfs,
+            mode,
+            seg_size,
+            segments,
+            tail,
+            next_lsn,
+            commit,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// The active segment.
+    pub fn active(&self) -> &Arc<Segment> {
+        &self
+            .segments
+            .back()
+            .expect("a log has an active segment")
+            .seg
+    }
+
+    /// The segment with this id, if it still exists.
+    pub fn info(&self, id: u32) -> Option<&SegInfo> {
+        let front = self.segments.front()?.seg.id;
+        self.segments.get(id.checked_sub(front)? as usize)
+    }
+
+    /// The segment with this id, for update.
+    pub fn info_mut(&mut self, id: u32) -> Option<&mut SegInfo> {
+        let front = self.segments.front()?.seg.id;
+        self.segments.get_mut(id.checked_sub(front)? as usize)
+    }
+
+    /// Largest frame that fits in an empty segment.
+    pub fn max_frame(&self) -> u64 {
+        self.seg_size - SEGMENT_HEADER_LEN as u64
+    }
+
+    /// Bytes of all segment files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.seg.region.len() as u64)
+            .sum()
+    }
+
+    /// Rotates first if `bytes` more would not fit in the active segment.
+    pub fn ensure_room(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        if bytes > self.max_frame() {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "{bytes} bytes of records do not fit in a segment of {} bytes",
+                    self.seg_size
+                ),
+            ));
+        }
+        let end = u64::from(self.tail) + bytes;
+        if end > u64::from(self.active().size()) {
+            self.rotate(next_job_id)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one record and returns where it went.
+    pub fn append(&mut self, rec: &Record<'_>, flags: u8, next_job_id: u64) -> Result<Appended> {
+        self.buf.clear();
+        self.buf.resize(FRAME_HEADER_LEN, 0);
+        let tail = rec.encode_into(&mut self.buf);
+        let len = (self.buf.len() + tail.len()) as u64;
+        self.ensure_room(len, next_job_id)?;
+        let lsn = self.next_lsn;
+        let lag = u32::try_from(lsn.saturating_sub(self.commit.durable())).unwrap_or(u32::MAX);
+        let seg = self.active().clone();
+        frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
+        let off = self.tail;
+        seg.write(off, &self.buf)?;
+        if !tail.is_empty() {
+            seg.write(off + self.buf.len() as u32, tail)?;
+        }
+        let len = u32::try_from(len).expect("checked against the segment size");
+        self.tail += len;
+        self.next_lsn += 1;
+        Ok(Appended {
+            seg: seg.id,
+            off,
+            len,
+            lsn,
+        })
+    }
+
+    /// Makes everything written so far durable (outside group commit).
+    pub fn sync_now(&self) -> Result<()> {
+        let seg = self.active();
+        seg.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing segment", &seg.path, e))?;
+        self.commit.mark_durable(self.next_lsn - 1);
+        Ok(())
+    }
+
+    fn rotate(&mut self, next_job_id: u64) -> Result<()> {
+        self.sync_now()?;
+        let id = self.active().id.checked_add(1).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidOptions,
+                "segment ids exhausted (2^32 segments)",
+            )
+        })?;
+        let seg = Segment::create(
+            &*self.vfs,
+            &self.dir,
+            id,
+            self.seg_size,
+            self.next_lsn,
+            next_job_id,
+            self.mode,
+        )?;
+        self.segments.push_back(SegInfo {
+            seg: Arc::new(seg),
+            live_jobs: 0,
+            live_bytes: 0,
+        });
+        self.tail = SEGMENT_HEADER_LEN as u32;
+        Ok(())
+    }
+}

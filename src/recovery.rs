@@ -1,0 +1,561 @@
+//! Opening a queue directory: verify every record, rebuild the state.
+//!
+//! 1. Delete leftover `*.tmp` files (an interrupted segment creation or
+//!    dead-letter rewrite) and fsync the directory.
+//! 2. Open the dead-letter file (torn tail cut, damage reported).
+//! 3. Replay the segments in id order. Ids must be consecutive and LSNs
+//!    must continue from one segment to the next, so a missing segment or
+//!    a lost sealed tail is reported, not skipped.
+//! 4. Classify damage. In a sealed segment any bad record is corruption
+//!    (sealed segments were fsynced before the next one was written). In
+//!    the last segment, a bad record is a torn tail unless a later valid
+//!    record proves, through its sync lag, that the bad record had been
+//!    durable: then it is corruption too. A torn tail, and an unfinished
+//!    batch before it, are zeroed and fsynced before the first new append.
+//! 5. Release the leases of the previous process (their attempt counts;
+//!    a job on its last attempt goes to the dead letters).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::commit::Committer;
+use crate::dead::DeadFile;
+use crate::error::{Error, Result};
+use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
+use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::format::record::Record;
+use crate::jobs::{JobTable, Slot, SlotState};
+use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::log::{Log, SegInfo};
+use crate::options::{Durability, Options, RecoveryMode};
+use crate::segment::{self, Segment, TMP_SUFFIX};
+use crate::state::{Config, Counters, QueueState};
+use crate::stats::RecoveryReport;
+use crate::vfs::Vfs;
+
+/// Jobs as replay leaves them, before leases are released.
+#[derive(Default)]
+struct Replay {
+    jobs: JobTable,
+    due: HashMap<u64, u64>,
+    in_flight: HashSet<u64>,
+    keys: KeyIndex,
+    superseded_dead: Vec<u64>,
+    next_id: u64,
+    records: u64,
+}
+
+/// Where a scan of one segment stopped.
+struct ScanEnd {
+    off: u32,
+    next_lsn: u64,
+}
+
+/// Opens (or creates) the queue in `dir`; `dir` exists and is locked.
+pub fn recover(
+    vfs: Arc<dyn Vfs>,
+    dir: &Path,
+    opts: &Options,
+    commit: Arc<Committer>,
+    clock_ms: u64,
+) -> Result<(QueueState, RecoveryReport)> {
+    let mut report = RecoveryReport::default();
+    let names = vfs
+        .list(dir)
+        .map_err(|e| Error::io("listing queue directory", dir, e))?;
+    let mut ids = Vec::new();
+    for name in &names {
+        if name.ends_with(TMP_SUFFIX) {
+            let path = dir.join(name);
+            vfs.remove(&path)
+                .map_err(|e| Error::io("removing leftover temporary file", &path, e))?;
+            report.temp_files_removed += 1;
+        } else if let Some(id) = segment::parse_name(name) {
+            ids.push(id);
+        }
+    }
+    if report.temp_files_removed > 0 {
+        vfs.sync_dir(dir)
+            .map_err(|e| Error::io("syncing directory", dir, e))?;
+    }
+    ids.sort_unstable();
+    for pair in ids.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let path = dir.join(segment::file_name(pair[1]));
+            return Err(Error::corrupt(
+                &path,
+                0,
+                format!("segment {} is missing before this one", pair[0] + 1),
+            ));
+        }
+    }
+
+    let (dead, dead_report) = DeadFile::open(&*vfs, dir, opts.file_mode, opts.recovery)?;
+    report.torn_bytes += dead_report.torn_bytes;
+    report.bytes_skipped += dead_report.damaged_bytes;
+
+    let mut replay = Replay {
+        next_id: 1,
+        ..Replay::default()
+    };
+    for (&id, _) in dead.entries().iter() {
+        replay.next_id = replay.next_id.max(id + 1);
+    }
+    let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
+
+    let mut segments = VecDeque::new();
+    let mut next_lsn = None;
+    let mut tail = SEGMENT_HEADER_LEN as u32;
+    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    for (i, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment::file_name(id));
+        let seg = Arc::new(Segment::open(&*vfs, &path, id)?);
+        replay.next_id = replay.next_id.max(seg.header.next_job_id);
+        let expected = match next_lsn {
+            None => seg.header.base_lsn,
+            Some(lsn) if lsn == seg.header.base_lsn => lsn,
+            Some(lsn) if opts.recovery == RecoveryMode::Salvage && seg.header.base_lsn > lsn => {
+                report.records_lost += seg.header.base_lsn - lsn;
+                seg.header.base_lsn
+            }
+            Some(lsn) => {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    format!(
+                        "segment starts at LSN {}, but the one before ends at LSN {}",
+                        seg.header.base_lsn,
+                        lsn - 1
+                    ),
+                ))
+            }
+        };
+        let last = i + 1 == ids.len();
+        let end = scan_segment(
+            &seg,
+            expected,
+            last,
+            opts.recovery,
+            &mut replay,
+            &dead_lsns,
+            dedup_ms,
+            &mut report,
+        )?;
+        report.segments_scanned += 1;
+        report.bytes_scanned += u64::from(end.off);
+        next_lsn = Some(end.next_lsn);
+        tail = end.off;
+        segments.push_back(SegInfo {
+            seg,
+            live_jobs: 0,
+            live_bytes: 0,
+        });
+    }
+
+    if segments.is_empty() {
+        let seg = Segment::create(
+            &*vfs,
+            dir,
+            1,
+            opts.segment_size,
+            1,
+            replay.next_id,
+            opts.file_mode,
+        )?;
+        segments.push_back(SegInfo {
+            seg: Arc::new(seg),
+            live_jobs: 0,
+            live_bytes: 0,
+        });
+        next_lsn = Some(1);
+    }
+    let next_lsn = next_lsn.unwrap_or(1);
+    // Whatever survived the crash is on disk from here on, so later sync
+    // lags are measured from a true durable point.
+    let active = &segments.back().expect("at least one segment").seg;
+    active
+        .file
+        .sync_data()
+        .map_err(|e| Error::io("syncing segment", &active.path, e))?;
+    commit.mark_durable(next_lsn - 1);
+
+    let log = Log::new(
+        dir.to_path_buf(),
+        vfs,
+        opts.file_mode,
+        opts.segment_size,
+        segments,
+        tail,
+        next_lsn,
+        commit,
+    );
+    finish(log, dead, replay, opts, clock_ms, report)
+}
+
+/// Replays one segment; returns where it ends.
+#[allow(clippy::too_many_arguments)]
+fn scan_segment(
+    seg: &Segment,
+    mut expected: u64,
+    last: bool,
+    mode: RecoveryMode,
+    replay: &mut Replay,
+    dead_lsns: &HashMap<u64, u64>,
+    dedup_ms: u64,
+    report: &mut RecoveryReport,
+) -> Result<ScanEnd> {
+    let size = seg.size();
+    let mut off = SEGMENT_HEADER_LEN as u32;
+    let mut batch: Vec<u32> = Vec::new();
+    loop {
+        let damage = match seg.frame_at(off) {
+            Ok(f) if f.lsn == expected => {
+                if f.flags & FLAG_BATCH_MORE != 0 {
+                    batch.push(off);
+                } else {
+                    for b in std::mem::take(&mut batch) {
+                        let bf = seg
+                            .frame_at(b)
+                            .map_err(|e| Error::corrupt(&seg.path, u64::from(b), e.to_string()))?;
+                        apply(seg, b, &bf, replay, dead_lsns, dedup_ms)?;
+                    }
+                    apply(seg, off, &f, replay, dead_lsns, dedup_ms)?;
+                }
+                expected += 1;
+                off += f.len;
+                continue;
+            }
+            Ok(f) => format!("record has LSN {}, expected {expected}", f.lsn),
+            Err(FrameError::Zero) if all_zero(seg, off) => break,
+            Err(e) => e.to_string(),
+        };
+        // A damaged or torn record at `off`.
+        let next = find_next(seg, off + 1, expected);
+        let durable_later = next.is_some_and(|(_, f)| f.lsn - u64::from(f.sync_lag) >= expected);
+        if last && !durable_later {
+            break;
+        }
+        match (mode, next) {
+            (RecoveryMode::Salvage, Some((next_off, f))) => {
+                report.records_lost += f.lsn - expected;
+                report.bytes_skipped += u64::from(next_off - off);
+                report.records_lost += batch.len() as u64;
+                batch.clear();
+                expected = f.lsn;
+                off = next_off;
+            }
+            (RecoveryMode::Salvage, None) => {
+                report.bytes_skipped += u64::from(size - off);
+                break;
+            }
+            (RecoveryMode::Strict, _) => {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    u64::from(off),
+                    format!("{damage} (not a torn tail: later records are intact)"),
+                ));
+            }
+        }
+    }
+    if !batch.is_empty() {
+        // An unfinished batch: none of it was acknowledged.
+        report.incomplete_batch_records += batch.len() as u64;
+        expected -= batch.len() as u64;
+        off = batch[0];
+    }
+    if last {
+        let end = last_nonzero(seg, off);
+        if end > off {
+            report.torn_bytes += u64::from(end - off);
+            zero(seg, off, end)?;
+            seg.file
+                .sync_data()
+                .map_err(|e| Error::io("syncing cut tail", &seg.path, e))?;
+        }
+    } else if !batch.is_empty() || !all_zero(seg, off) {
+        // Sealed segments end cleanly; anything else was reported above.
+        if mode == RecoveryMode::Strict {
+            return Err(Error::corrupt(
+                &seg.path,
+                u64::from(off),
+                "sealed segment ends inside an unfinished batch",
+            ));
+        }
+    }
+    Ok(ScanEnd {
+        off,
+        next_lsn: expected,
+    })
+}
+
+fn all_zero(seg: &Segment, off: u32) -> bool {
+    last_nonzero(seg, off) <= off
+}
+
+/// One past the last nonzero byte at or after `off` (or `off`).
+fn last_nonzero(seg: &Segment, off: u32) -> u32 {
+    let size = seg.size();
+    let Some(rest) = seg.region.bytes(off as usize, (size - off) as usize) else {
+        return off;
+    };
+    match rest.iter().rposition(|&b| b != 0) {
+        Some(p) => off + p as u32 + 1,
+        None => off,
+    }
+}
+
+fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
+    let zeros = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u32);
+        seg.write(at, &zeros[..n as usize])?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// The next frame after `from` that verifies and has an LSN past `expected`.
+fn find_next(seg: &Segment, from: u32, expected: u64) -> Option<(u32, Frame<'_>)> {
+    let size = seg.size() as usize;
+    let bytes = seg.region.bytes(0, size)?;
+    let mut off = from as usize;
+    while off + frame::FRAME_HEADER_LEN <= size {
+        let lsn = crate::format::u64_at(bytes, off + 8).unwrap_or(0);
+        if lsn > expected && lsn - expected < (1 << 40) {
+            if let Ok(f) = frame::decode(&bytes[off..], seg.id, seg.size()) {
+                return Some((off as u32, f));
+            }
+        }
+        off += 1;
+    }
+    None
+}
+
+/// Applies one verified record to the replay state.
+fn apply(
+    seg: &Segment,
+    off: u32,
+    f: &Frame<'_>,
+    replay: &mut Replay,
+    dead_lsns: &HashMap<u64, u64>,
+    dedup_ms: u64,
+) -> Result<()> {
+    replay.records += 1;
+    let Some(rec) = Record::decode(f.kind, f.body) else {
+        return Err(Error::corrupt(
+            &seg.path,
+            u64::from(off),
+            format!("record of kind {} does not decode", f.kind),
+        ));
+    };
+    match rec {
+        Record::Enqueue(e) => {
+            replay.next_id = replay.next_id.max(e.id.saturating_add(1));
+            if let Some(&dead_lsn) = dead_lsns.get(&e.id) {
+                if dead_lsn > f.lsn {
+                    return Ok(()); // died after this record was written
+                }
+                replay.superseded_dead.push(e.id); // redriven
+            }
+            replay.jobs.insert(
+                e.id,
+                Slot {
+                    seg: seg.id,
+                    off,
+                    len: f.len,
+                    attempts: u16::try_from(e.attempts).unwrap_or(u16::MAX),
+                    state: SlotState::Fresh,
+                },
+            );
+            replay.in_flight.remove(&e.id);
+            if e.due_ms > e.enqueued_ms || e.attempts > 0 {
+                replay.due.insert(e.id, e.due_ms);
+            } else {
+                replay.due.remove(&e.id);
+            }
+            if !e.key.is_empty() {
+                replay.keys.insert(
+                    key_hash(e.key),
+                    KeyEntry {
+                        id: e.id,
+                        expires_ms: e.enqueued_ms.saturating_add(dedup_ms),
+                        seg: seg.id,
+                        off,
+                    },
+                );
+            }
+        }
+        Record::Lease { id, attempts } => {
+            if let Some(slot) = replay.jobs.get_mut(id) {
+                slot.attempts = u16::try_from(attempts).unwrap_or(u16::MAX);
+                replay.in_flight.insert(id);
+            }
+        }
+        Record::Ack { id } => {
+            replay.jobs.remove(id);
+            replay.due.remove(&id);
+            replay.in_flight.remove(&id);
+        }
+        Record::Nack { id, due_ms } => {
+            if replay.jobs.get(id).is_some() {
+                replay.due.insert(id, due_ms);
+                replay.in_flight.remove(&id);
+            }
+        }
+        Record::Key {
+            id,
+            expires_ms,
+            key,
+        } => {
+            replay.keys.insert(
+                key_hash(key),
+                KeyEntry {
+                    id,
+                    expires_ms,
+                    seg: seg.id,
+                    off,
+                },
+            );
+        }
+        Record::Dead(_) | Record::Removed { .. } => {
+            return Err(Error::corrupt(
+                &seg.path,
+                u64::from(off),
+                "a dead-letter record inside a log segment",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the live state from the replay and releases old leases.
+fn finish(
+    mut log: Log,
+    dead: DeadFile,
+    mut replay: Replay,
+    opts: &Options,
+    clock_ms: u64,
+    mut report: RecoveryReport,
+) -> Result<(QueueState, RecoveryReport)> {
+    report.records = replay.records;
+    let mut last_now = clock_ms;
+    // Keys of dead letters.
+    for (&id, _) in dead.entries().iter() {
+        if let Some(letter) = dead.get(id)? {
+            if let Some(key) = letter.key {
+                let hash = key_hash(&key);
+                if replay.keys.get(hash).is_none_or(|e| e.id == id) {
+                    let expires_ms = letter.enqueued_ms.saturating_add(
+                        u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
+                    );
+                    replay.keys.insert(
+                        hash,
+                        KeyEntry {
+                            id,
+                            expires_ms,
+                            seg: IN_DEAD_LETTERS,
+                            off: 0,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let mut due_heap = std::collections::BinaryHeap::new();
+    let mut fresh = 0u64;
+    let mut exhausted = Vec::new();
+    let ids: Vec<u64> = replay.jobs.iter().map(|(id, _)| id).collect();
+    for id in ids {
+        let straggler = replay.jobs.is_straggler(id);
+        let slot = replay.jobs.get_mut(id).expect("listed");
+        if let Some(info) = log.info_mut(slot.seg) {
+            info.live_jobs += 1;
+            info.live_bytes += u64::from(slot.len);
+        }
+        let seg = log.info(slot.seg).map(|i| i.seg.clone());
+        let meta = seg.as_ref().and_then(|s| {
+            let f = s.frame_at(slot.off).ok()?;
+            match Record::decode(f.kind, f.body)? {
+                Record::Enqueue(e) => Some((e.enqueued_ms, e.max_attempts)),
+                _ => None,
+            }
+        });
+        let Some((enqueued_ms, max_attempts)) = meta else {
+            return Err(Error::new(
+                crate::ErrorKind::Corrupt,
+                format!("job {id}'s record could not be read back"),
+            ));
+        };
+        last_now = last_now.max(enqueued_ms);
+        if replay.in_flight.contains(&id) {
+            report.leases_released += 1;
+            if u32::from(slot.attempts) >= u32::from(max_attempts) {
+                slot.state = SlotState::InFlight;
+                exhausted.push(id);
+                continue;
+            }
+            slot.state = SlotState::Waiting;
+            due_heap.push(std::cmp::Reverse((clock_ms, id)));
+        } else if let Some(&due) = replay.due.get(&id) {
+            slot.state = SlotState::Waiting;
+            due_heap.push(std::cmp::Reverse((due, id)));
+        } else if straggler {
+            slot.state = SlotState::Waiting;
+            due_heap.push(std::cmp::Reverse((enqueued_ms, id)));
+        } else {
+            slot.state = SlotState::Fresh;
+            fresh += 1;
+        }
+    }
+    let cfg = Config {
+        visibility_ms: u64::try_from(opts.visibility_timeout.as_millis()).unwrap_or(u64::MAX),
+        max_attempts: opts.max_attempts,
+        backoff: opts.backoff,
+        dedup_ms: u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
+        max_payload: opts.effective_max_payload(),
+        sync: opts.durability == Durability::Sync,
+    };
+    let active_next_id = log.active().header.next_job_id;
+    let mut state = QueueState {
+        jobs: replay.jobs,
+        due: due_heap,
+        leases: HashMap::new(),
+        expiries: std::collections::BinaryHeap::new(),
+        keys: replay.keys,
+        dead,
+        next_id: replay.next_id.max(active_next_id),
+        fresh_cursor: 0,
+        fresh,
+        last_now,
+        next_token: clock_ms.wrapping_shl(16) | 1,
+        rng: opts.jitter_seed.unwrap_or(clock_ms ^ 0x5eed),
+        counters: Counters::default(),
+        cfg,
+        log: {
+            log.tail = log.tail.max(SEGMENT_HEADER_LEN as u32);
+            log
+        },
+    };
+    let now = state.now(clock_ms);
+    // Redriven jobs: drop their superseded dead letters now.
+    if !replay.superseded_dead.is_empty() {
+        for id in replay.superseded_dead {
+            state.dead.remove(id, state.log.next_lsn)?;
+        }
+        state.dead.sync()?;
+    }
+    for id in exhausted {
+        let attempts = state.jobs.get(id).map_or(0, |s| s.attempts);
+        state.dead_letter(
+            id,
+            &format!("the process stopped during attempt {attempts}, the last one allowed"),
+            now,
+        )?;
+        report.dead_lettered_on_open += 1;
+    }
+    state.sweep_keys(now);
+    state.reclaim(now)?;
+    Ok((state, report))
+}

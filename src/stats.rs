@@ -1,0 +1,61 @@
+//! What the queue reports about itself.
+
+/// A snapshot of the queue, from [`crate::Queue::stats`].
+///
+/// Totals count since this `Queue` was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Jobs ready to be dequeued now.
+    pub ready: u64,
+    /// Jobs waiting for their due time (delayed or retried).
+    pub delayed: u64,
+    /// Jobs leased to a consumer.
+    pub in_flight: u64,
+    /// Jobs in the dead letters.
+    pub dead: u64,
+    /// Jobs enqueued since open (duplicates by idempotency key excluded).
+    pub enqueued_total: u64,
+    /// Jobs acked since open.
+    pub acked_total: u64,
+    /// Nacks that scheduled a retry, and expired leases, since open.
+    pub retried_total: u64,
+    /// Jobs moved to the dead letters since open.
+    pub dead_lettered_total: u64,
+    /// Live jobs rewritten into the active segment so that an old segment
+    /// could be deleted, since open.
+    pub carried_total: u64,
+    /// Log segment files.
+    pub segments: u64,
+    /// Bytes of all files (segments and dead letters).
+    pub disk_bytes: u64,
+    /// Heap bytes of the in-memory index (job slots, leases, keys).
+    pub index_bytes: u64,
+}
+
+/// What opening the queue found and did, from
+/// [`crate::Queue::recovery_report`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecoveryReport {
+    /// Segment files scanned.
+    pub segments_scanned: u64,
+    /// Bytes of log scanned.
+    pub bytes_scanned: u64,
+    /// Records replayed.
+    pub records: u64,
+    /// Bytes of torn tail (a write cut short by a crash) zeroed.
+    pub torn_bytes: u64,
+    /// Records of an unfinished batch dropped with the torn tail.
+    pub incomplete_batch_records: u64,
+    /// Leases held by the previous process, released (attempt counted).
+    pub leases_released: u64,
+    /// Of those, jobs that had used their last attempt and went to the
+    /// dead letters.
+    pub dead_lettered_on_open: u64,
+    /// Salvage mode: records lost to damage (counted from LSN gaps). Each
+    /// lost record may have been a job, or a state change of one.
+    pub records_lost: u64,
+    /// Salvage mode: bytes skipped as damaged.
+    pub bytes_skipped: u64,
+    /// Leftover temporary files deleted.
+    pub temp_files_removed: u64,
+}

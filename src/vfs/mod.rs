@@ -1,0 +1,60 @@
+//! The file-system seam.
+//!
+//! The engine touches files only through [`Vfs`] and [`VfsFile`]. The real
+//! implementation is [`StdFs`]; tests plug in file systems that simulate
+//! power loss or inject I/O faults (see `tests/`), so every crash and fault
+//! scenario runs against the same engine code that users run.
+
+mod std_fs;
+
+use std::any::Any;
+use std::io;
+use std::path::Path;
+
+pub use crate::os::Region;
+pub use std_fs::StdFs;
+
+/// A file opened through a [`Vfs`].
+pub trait VfsFile: Send + Sync + std::fmt::Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads exactly `buf.len()` bytes at `off`.
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `off`. Within a mapped range the bytes become
+    /// visible through the [`Region`] returned by [`VfsFile::map`].
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Sets the length (used only on files that are never mapped).
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk space so that the file is at least `len` bytes long.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// `fdatasync`: data and the metadata needed to read it are durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// `fsync`: data and all metadata are durable.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Maps the first `len` bytes (the file is at least that long and never
+    /// shrinks afterwards). Writes through [`VfsFile::write_at`] to the
+    /// range show in the region.
+    fn map(&self, len: u64) -> io::Result<std::sync::Arc<Region>>;
+}
+
+/// A file system.
+pub trait Vfs: Send + Sync + std::fmt::Debug {
+    /// Creates `dir` and its parents, with `mode` for the ones created.
+    fn create_dir_all(&self, dir: &Path, mode: u32) -> io::Result<()>;
+    /// The names of the entries of `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a new file (failing if it exists) with permission `mode`.
+    fn create(&self, path: &Path, mode: u32) -> io::Result<Box<dyn VfsFile>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (created with `mode` if missing),
+    /// held until the returned guard is dropped. Fails with
+    /// [`io::ErrorKind::WouldBlock`] if anyone else holds it.
+    fn lock(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Any + Send + Sync>>;
+}

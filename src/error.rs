@@ -124,11 +124,6 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_offset(mut self, offset: u64) -> Error {
-        self.offset = Some(offset);
-        self
-    }
-
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -61,11 +61,13 @@ pub struct JobTable {
 
 impl JobTable {
     /// Number of live jobs.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.in_slots + self.stragglers.len()
     }
 
     /// Whether no job is live.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -71,6 +71,7 @@ pub struct Log {
 
 impl Log {
     /// A log over recovered `segments` (at least one), appending at `tail`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: PathBuf,
         vfs: Arc<dyn Vfs>,

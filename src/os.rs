@@ -100,6 +100,11 @@ impl Region {
         self.len
     }
 
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn base(&self) -> *mut u8 {
         match &self.inner {
             Inner::Map(m) => m.as_mut_ptr(),

@@ -42,6 +42,9 @@ struct Replay {
     in_flight: HashSet<u64>,
     keys: KeyIndex,
     superseded_dead: Vec<u64>,
+    /// Jobs whose log records predate their dead letter and that have no
+    /// finishing record in the log yet.
+    shadowed_by_dead: HashSet<u64>,
     next_id: u64,
     records: u64,
 }
@@ -355,7 +358,9 @@ fn apply(
             replay.next_id = replay.next_id.max(e.id.saturating_add(1));
             if let Some(&dead_lsn) = dead_lsns.get(&e.id) {
                 if dead_lsn > f.lsn {
-                    return Ok(()); // died after this record was written
+                    // Died after this record was written.
+                    replay.shadowed_by_dead.insert(e.id);
+                    return Ok(());
                 }
                 replay.superseded_dead.push(e.id); // redriven
             }
@@ -394,6 +399,7 @@ fn apply(
             }
         }
         Record::Ack { id } => {
+            replay.shadowed_by_dead.remove(&id);
             replay.jobs.remove(id);
             replay.due.remove(&id);
             replay.in_flight.remove(&id);
@@ -510,7 +516,6 @@ fn finish(
         }
     }
     let cfg = Config {
-        visibility_ms: u64::try_from(opts.visibility_timeout.as_millis()).unwrap_or(u64::MAX),
         max_attempts: opts.max_attempts,
         backoff: opts.backoff,
         dedup_ms: u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
@@ -545,6 +550,17 @@ fn finish(
             state.dead.remove(id, state.log.next_lsn)?;
         }
         state.dead.sync()?;
+    }
+    // A crash between writing a dead letter and its ack record: write the
+    // ack record now, so the job stays finished if the letter is purged.
+    if !replay.shadowed_by_dead.is_empty() {
+        let mut ids: Vec<u64> = replay.shadowed_by_dead.into_iter().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let next_id = state.next_id;
+            state.log.append(&Record::Ack { id }, 0, next_id)?;
+        }
+        state.log.sync_now()?;
     }
     for id in exhausted {
         let attempts = state.jobs.get(id).map_or(0, |s| s.attempts);

@@ -42,8 +42,6 @@ pub struct Lease {
 /// The options the state machine needs, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Default visibility timeout.
-    pub visibility_ms: u64,
     /// Default max attempts.
     pub max_attempts: u32,
     /// Retry policy.
@@ -335,12 +333,9 @@ impl QueueState {
         };
         let key_at = slot.off as usize + FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN;
         let meta = EnqueueRecMeta {
-            id: e.id,
             enqueued_ms: e.enqueued_ms,
-            due_ms: e.due_ms,
             max_attempts: u32::from(e.max_attempts),
             key_len: e.key.len(),
-            payload_len: e.payload.len(),
         };
         let payload_at = key_at + e.key.len();
         let payload_len = e.payload.len();
@@ -561,8 +556,9 @@ impl QueueState {
     }
 
     /// Moves a live job (not in the due heap or fresh list) to the dead
-    /// letters. The dead letter is durable before this returns under
-    /// `Durability::Sync`. Returns the LSN to wait for (nothing new).
+    /// letters: the dead letter first (durable before anything else under
+    /// `Durability::Sync`), then an ack record in the log. A crash between
+    /// the two is resolved on open by LSN order. Returns the LSN to wait for.
     pub fn dead_letter(&mut self, id: u64, error: &str, now: u64) -> Result<u64> {
         let slot = *self.jobs.get(id).expect("dead-lettering a live job");
         let seg = self.segment_of(&slot)?;
@@ -604,10 +600,13 @@ impl QueueState {
                 }
             }
         }
+        // Mark the job finished in the log too, so that its records there
+        // stay dead even after the dead letter is purged.
+        let a = self.log.append(&Record::Ack { id }, 0, self.next_id)?;
         self.finish(id);
         self.counters.dead_lettered += 1;
         self.reclaim(now)?;
-        Ok(self.log.next_lsn - 1)
+        Ok(a.lsn)
     }
 
     /// Puts dead letters back in the queue (attempts reset), in the order
@@ -697,9 +696,10 @@ impl QueueState {
             }
             done.push(id);
         }
-        if wrote_keys {
-            self.log.sync_now()?;
-        }
+        // Keys, and the log records that mark these jobs finished, must be
+        // durable before the dead letters go.
+        let _ = wrote_keys;
+        self.log.sync_now()?;
         for &id in &done {
             self.dead.remove(id, self.log.next_lsn)?;
         }
@@ -817,10 +817,7 @@ impl QueueState {
 /// Fields of a job's enqueue record.
 #[derive(Debug, Clone, Copy)]
 pub struct EnqueueRecMeta {
-    pub id: u64,
     pub enqueued_ms: u64,
-    pub due_ms: u64,
     pub max_attempts: u32,
     pub key_len: usize,
-    pub payload_len: usize,
 }

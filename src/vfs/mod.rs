@@ -15,6 +15,7 @@ pub use crate::os::Region;
 pub use std_fs::StdFs;
 
 /// A file opened through a [`Vfs`].
+#[allow(clippy::len_without_is_empty)]
 pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -120,6 +120,17 @@ impl QueueState {
                 ..e
             });
             let a = self.log.append(&rec, 0, self.next_id)?;
+            if slot.state == SlotState::InFlight {
+                // Keep the job leased in the log, as it is in memory.
+                self.log.append(
+                    &Record::Lease {
+                        id: e.id,
+                        attempts: u32::from(slot.attempts),
+                    },
+                    0,
+                    self.next_id,
+                )?;
+            }
             let old = self.log.info_mut(id).expect("segment exists");
             old.live_jobs -= 1;
             old.live_bytes -= u64::from(slot.len);

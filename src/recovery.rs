@@ -472,6 +472,7 @@ fn finish(
     let mut due_heap = std::collections::BinaryHeap::new();
     let mut fresh = 0u64;
     let mut exhausted = Vec::new();
+    let mut released = Vec::new();
     let ids: Vec<u64> = replay.jobs.iter().map(|(id, _)| id).collect();
     for id in ids {
         let straggler = replay.jobs.is_straggler(id);
@@ -504,6 +505,7 @@ fn finish(
             }
             slot.state = SlotState::Waiting;
             due_heap.push(std::cmp::Reverse((clock_ms, id)));
+            released.push(id);
         } else if let Some(&due) = replay.due.get(&id) {
             slot.state = SlotState::Waiting;
             due_heap.push(std::cmp::Reverse((due, id)));
@@ -559,6 +561,23 @@ fn finish(
         for id in ids {
             let next_id = state.next_id;
             state.log.append(&Record::Ack { id }, 0, next_id)?;
+        }
+        state.log.sync_now()?;
+    }
+    // Record each release, so the job keeps its place if the queue is
+    // reopened again before it is served.
+    if !released.is_empty() {
+        released.sort_unstable();
+        for id in released {
+            let next_id = state.next_id;
+            state.log.append(
+                &Record::Nack {
+                    id,
+                    due_ms: clock_ms,
+                },
+                0,
+                next_id,
+            )?;
         }
         state.log.sync_now()?;
     }

@@ -453,6 +453,17 @@ impl QueueState {
                 self.expiries.pop();
                 self.leases.remove(&id);
             } else {
+                // Record the expiry, so that after a restart the job keeps
+                // its place (due at the deadline) instead of counting as a
+                // lease of the stopped process.
+                self.log.append(
+                    &Record::Nack {
+                        id,
+                        due_ms: deadline,
+                    },
+                    0,
+                    self.next_id,
+                )?;
                 self.expiries.pop();
                 self.leases.remove(&id);
                 self.jobs.get_mut(id).expect("live").state = SlotState::Waiting;

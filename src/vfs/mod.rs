@@ -5,6 +5,7 @@
 //! power loss or inject I/O faults (see `tests/`), so every crash and fault
 //! scenario runs against the same engine code that users run.
 
+mod sim;
 mod std_fs;
 
 use std::any::Any;
@@ -12,6 +13,7 @@ use std::io;
 use std::path::Path;
 
 pub use crate::os::Region;
+pub use sim::{Fault, FaultOp, SimFs};
 pub use std_fs::StdFs;
 
 /// A file opened through a [`Vfs`].

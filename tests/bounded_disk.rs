@@ -1,0 +1,108 @@
+//! Guarantee 9: disk use follows the live jobs; finished segments are
+//! deleted, long-lived jobs are carried forward, a drained queue keeps at
+//! most one segment plus the dead letters.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{drain, open};
+use walq::{EnqueueOptions, ManualClock};
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".wal") && name != "dead.wal"
+        })
+        .count()
+}
+
+#[test]
+fn a_drained_queue_keeps_one_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    for _ in 0..2000 {
+        q.enqueue(&[9u8; 500]).unwrap();
+    }
+    assert!(segment_files(dir.path()) > 10);
+    assert_eq!(drain(&q).len(), 2000);
+    assert_eq!(segment_files(dir.path()), 1);
+    assert_eq!(q.stats().segments, 1);
+    drop(q);
+    let q = open(dir.path(), &clock);
+    assert_eq!(segment_files(dir.path()), 1);
+    assert!(q.dequeue().unwrap().is_none());
+}
+
+#[test]
+fn long_lived_jobs_do_not_pin_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    // One job leased for a long time, one delayed for a day.
+    let held = q.enqueue(b"held").unwrap();
+    let lease = q.dequeue().unwrap().unwrap();
+    let delayed = q
+        .enqueue_with(
+            b"tomorrow",
+            EnqueueOptions::new().delay(Duration::from_secs(86_400)),
+        )
+        .unwrap()
+        .id;
+    // Lots of traffic after them.
+    for round in 0..20 {
+        for _ in 0..200 {
+            q.enqueue(&[round as u8; 400]).unwrap();
+        }
+        drain(&q);
+        q.extend(lease.receipt(), Duration::from_secs(30)).unwrap();
+    }
+    let s = q.stats();
+    assert!(s.carried_total >= 2, "{s:?}");
+    assert!(s.segments <= 3, "old segments pinned: {s:?}");
+    assert!(segment_files(dir.path()) <= 3);
+    // Both jobs are intact, in their state, and survive a restart.
+    q.ack(lease.receipt()).unwrap();
+    drop(q);
+    let q = open(dir.path(), &clock);
+    assert!(
+        q.dequeue().unwrap().is_none(),
+        "the delayed job stays delayed"
+    );
+    clock.advance(Duration::from_secs(86_400));
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!((job.id(), job.payload()), (delayed, &b"tomorrow"[..]));
+    assert_ne!(job.id(), held);
+    q.ack(job.receipt()).unwrap();
+    assert!(q.dequeue().unwrap().is_none(), "the acked held job is gone");
+}
+
+#[test]
+fn a_carried_in_flight_job_is_redelivered_after_restart_with_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let id = {
+        let q = open(dir.path(), &clock);
+        let id = q.enqueue(b"slow").unwrap();
+        let lease = q.dequeue().unwrap().unwrap();
+        for _ in 0..10 {
+            for _ in 0..200 {
+                q.enqueue(&[1u8; 400]).unwrap();
+            }
+            drain(&q);
+            q.extend(lease.receipt(), Duration::from_secs(30)).unwrap();
+        }
+        assert!(q.stats().carried_total >= 1);
+        id
+    };
+    let q = open(dir.path(), &clock);
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(
+        (job.id(), job.attempt(), job.payload()),
+        (id, 2, &b"slow"[..])
+    );
+}

@@ -1,0 +1,1589 @@
+//! Real crashes (brief §4, test 4): a child process runs a heavy mixed
+//! workload under `Durability::Sync` and is killed with SIGKILL at random
+//! moments; after each kill the parent reopens the queue and checks it
+//! against a model built from what the child reported.
+//!
+//! How it works:
+//! - The test binary re-executes itself (`--exact kill9_child`) with
+//!   `WALQ_CRASH_CHILD=<dir>`. The child opens the queue (Sync, 256 KiB
+//!   segments so rotation, deletion and carry-forward happen) and runs two
+//!   producer threads (enqueue, enqueue_with delay/key/max_attempts,
+//!   enqueue_batch, re-enqueue of known idempotency keys) and two consumer
+//!   threads (dequeue, dequeue_timeout, dequeue_batch, ack, nack, fail,
+//!   extend, abandon, redrive, purge) until it is killed.
+//! - Before each operation that changes a job the child writes an intent
+//!   line, and after the operation returned `Ok` a completion line, to
+//!   stdout (a pipe; one flushed line each). A line cut by the kill is
+//!   ignored. The parent kills the child after a random number of reported
+//!   operations (or at once after spawn, or right after open).
+//! - Payloads are self-checking: they carry the producer's sequence number,
+//!   their options and a checksum over deterministic padding.
+//! - The parent keeps, for every job id, the set of places the job may be
+//!   in (live, dead letter, gone): a completion narrows it, an intent
+//!   widens it (the operation may or may not have happened). After the
+//!   kill it reopens the queue with a manual clock an hour ahead (so every
+//!   delayed job is due), reads the dead letters, leases every job, and
+//!   checks: no acknowledged job is missing, no acked or purged job comes
+//!   back, no job is there twice, payloads and keys are intact, batches are
+//!   all or nothing, idempotency keys survive restarts, ready jobs come out
+//!   by (due time, id), attempts never pass max_attempts, and the stats and
+//!   files on disk add up. It then drops the queue (its leases are released
+//!   by the next open, counting an attempt) and the next cycle continues on
+//!   the same directory.
+//!
+//! `WALQ_CRASH_CYCLES` (default 100) and `WALQ_CRASH_SEED` tune a run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use walq::{Backoff, Durability, EnqueueOptions, Job, ManualClock, Options, Queue, Retry};
+
+const CHILD_TEST: &str = "kill9_child";
+const CHILD_DIR_ENV: &str = "WALQ_CRASH_CHILD";
+const CHILD_SEED_ENV: &str = "WALQ_CRASH_CHILD_SEED";
+const CHILD_BASE_ENV: &str = "WALQ_CRASH_CHILD_BASE";
+const CHILD_KEYS_ENV: &str = "WALQ_CRASH_CHILD_KEYS";
+const CYCLES_ENV: &str = "WALQ_CRASH_CYCLES";
+const SEED_ENV: &str = "WALQ_CRASH_SEED";
+const DEFAULT_CYCLES: u64 = 100;
+const DEFAULT_SEED: u64 = 0x3a11_c0de_5eed_0001;
+
+const SEGMENT_SIZE: u64 = 256 * 1024;
+const MAX_ATTEMPTS: u32 = 4;
+/// Producers wait while this many jobs are ready or delayed.
+const BACKLOG: u64 = 120;
+const PREFIX: &str = "@W ";
+const FAIL_TEXT: &str = "crash-test fail";
+const NACK_TEXT: &str = "crash-test nack";
+/// How long the parent waits for a line before it calls the child hung.
+const HANG_LIMIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------
+// Shared helpers: a small seeded generator and self-checking payloads.
+
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What a payload says about its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spec {
+    /// The producer's sequence number: unique per enqueue attempt.
+    seq: u64,
+    /// Delay given at enqueue, in milliseconds.
+    delay_ms: u64,
+    /// 0: no idempotency key; otherwise the key is `key_for(key_seq)`.
+    key_seq: u64,
+    /// 0: the queue's max_attempts; otherwise the job's own.
+    max_attempts: u32,
+    /// Bytes of deterministic padding.
+    pad_len: usize,
+}
+
+fn key_for(key_seq: u64) -> String {
+    format!("crash-key-{key_seq}")
+}
+
+fn fnv64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// `W|seq|delay|key_seq|max_attempts|pad_len|<pad>|<fnv64 hex>`; the pad is
+/// binary, generated from the seq.
+fn encode(spec: &Spec) -> Vec<u8> {
+    let mut out = format!(
+        "W|{}|{}|{}|{}|{}|",
+        spec.seq, spec.delay_ms, spec.key_seq, spec.max_attempts, spec.pad_len
+    )
+    .into_bytes();
+    let mut rng = Rng::new(spec.seq.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    out.extend((0..spec.pad_len).map(|_| rng.next() as u8));
+    let sum = fnv64(&out);
+    out.extend(format!("|{sum:016x}").bytes());
+    out
+}
+
+/// Parses a payload and checks it byte for byte against its re-encoding.
+fn decode(bytes: &[u8]) -> Result<Spec, String> {
+    let show = || {
+        let n = bytes.len().min(48);
+        format!("{:?}", String::from_utf8_lossy(&bytes[..n]))
+    };
+    let mut fields = Vec::new();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'|' {
+            fields.push(&bytes[start..i]);
+            start = i + 1;
+            if fields.len() == 6 {
+                break;
+            }
+        }
+    }
+    if fields.len() != 6 || fields[0] != b"W" {
+        return Err(format!("payload has no walq-crash header: {}", show()));
+    }
+    let num = |f: &[u8]| -> Result<u64, String> {
+        std::str::from_utf8(f)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad number in payload header: {}", show()))
+    };
+    let spec = Spec {
+        seq: num(fields[1])?,
+        delay_ms: num(fields[2])?,
+        key_seq: num(fields[3])?,
+        max_attempts: u32::try_from(num(fields[4])?).map_err(|e| e.to_string())?,
+        pad_len: usize::try_from(num(fields[5])?).map_err(|e| e.to_string())?,
+    };
+    if spec.pad_len > 1 << 20 {
+        return Err(format!("absurd pad length in payload: {}", show()));
+    }
+    if encode(&spec) != bytes {
+        return Err(format!(
+            "payload of seq {} ({} bytes) does not match its checksum/padding: {}",
+            spec.seq,
+            bytes.len(),
+            show()
+        ));
+    }
+    Ok(spec)
+}
+
+fn queue_options(seed: u64) -> Options {
+    Options::default()
+        .segment_size(SEGMENT_SIZE)
+        .durability(Durability::Sync)
+        .max_attempts(MAX_ATTEMPTS)
+        .visibility_timeout(Duration::from_secs(30))
+        .backoff(Backoff {
+            initial: Duration::from_millis(2),
+            multiplier: 2.0,
+            max: Duration::from_millis(40),
+            jitter: 0.5,
+        })
+        .jitter_seed(seed)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// ---------------------------------------------------------------------------
+// The child: runs the workload and reports, until killed.
+
+struct Reporter {
+    out: Mutex<std::io::Stdout>,
+}
+
+impl Reporter {
+    /// Writes whole lines, flushed, under one lock.
+    fn lines(&self, thread: u32, lines: &[String]) {
+        let mut text = String::new();
+        for l in lines {
+            text.push_str(PREFIX);
+            text.push_str(&thread.to_string());
+            text.push(' ');
+            text.push_str(l);
+            text.push('\n');
+        }
+        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lock = out.lock();
+        if lock
+            .write_all(text.as_bytes())
+            .and_then(|()| lock.flush())
+            .is_err()
+        {
+            // The parent is gone: nothing left to report to.
+            std::process::exit(0);
+        }
+    }
+
+    fn line(&self, thread: u32, line: String) {
+        self.lines(thread, &[line]);
+    }
+
+    /// Reports a failure the child itself detected and stops.
+    fn fatal(&self, thread: u32, what: String) -> ! {
+        self.line(thread, format!("! {what}"));
+        std::process::exit(3);
+    }
+}
+
+struct Child {
+    q: Queue,
+    out: Reporter,
+    /// Serialises dead-letter operations (list + redrive/purge + report).
+    dead_ops: Mutex<()>,
+    /// Producers wait here while the backlog is full.
+    room: (Mutex<()>, Condvar),
+    base: u64,
+    seed: u64,
+    keys: Vec<u64>,
+}
+
+impl Child {
+    fn ok<T>(&self, t: u32, what: &str, r: walq::Result<T>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => self.out.fatal(t, format!("{what} failed: {e}")),
+        }
+    }
+
+    fn producer(&self, t: u32) {
+        let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x1000_0001));
+        let mut keys = self.keys.clone();
+        let mut n = 0u64;
+        let mut next_seq = || {
+            n += 1;
+            self.base + u64::from(t) * 1_000_000 + n
+        };
+        loop {
+            self.wait_for_room();
+            let pad = |rng: &mut Rng| {
+                if rng.chance(6) {
+                    rng.range(2_000, 12_000) as usize
+                } else {
+                    rng.range(0, 400) as usize
+                }
+            };
+            let choice = rng.below(100);
+            if choice < 15 {
+                let specs: Vec<Spec> = (0..rng.range(2, 6))
+                    .map(|_| Spec {
+                        seq: next_seq(),
+                        delay_ms: 0,
+                        key_seq: 0,
+                        max_attempts: 0,
+                        pad_len: pad(&mut rng),
+                    })
+                    .collect();
+                let seqs: Vec<String> = specs.iter().map(|s| s.seq.to_string()).collect();
+                self.out.line(t, format!("b {}", seqs.join(" ")));
+                let payloads: Vec<Vec<u8>> = specs.iter().map(encode).collect();
+                let ids = self.ok(t, "enqueue_batch", self.q.enqueue_batch(&payloads));
+                let pairs: Vec<String> = specs
+                    .iter()
+                    .zip(&ids)
+                    .map(|(s, id)| format!("{}:{id}", s.seq))
+                    .collect();
+                self.out.line(t, format!("B {}", pairs.join(" ")));
+            } else if choice < 25 && !keys.is_empty() {
+                let key_seq = keys[rng.below(keys.len() as u64) as usize];
+                let spec = Spec {
+                    seq: next_seq(),
+                    delay_ms: 0,
+                    key_seq,
+                    max_attempts: 0,
+                    pad_len: pad(&mut rng),
+                };
+                self.out.line(t, format!("k {} {key_seq}", spec.seq));
+                let r = self.q.enqueue_with(
+                    &encode(&spec),
+                    EnqueueOptions::new().idempotency_key(key_for(key_seq)),
+                );
+                let r = self.ok(t, "enqueue_with (known key)", r);
+                self.out.line(
+                    t,
+                    format!("K {} {} {}", spec.seq, r.id, u8::from(r.duplicate)),
+                );
+            } else {
+                let seq = next_seq();
+                let spec = Spec {
+                    seq,
+                    delay_ms: if rng.chance(20) { rng.range(1, 30) } else { 0 },
+                    key_seq: if rng.chance(15) { seq } else { 0 },
+                    max_attempts: if rng.chance(20) {
+                        rng.range(1, 6) as u32
+                    } else {
+                        0
+                    },
+                    pad_len: pad(&mut rng),
+                };
+                self.out.line(t, format!("e {seq}"));
+                let payload = encode(&spec);
+                let plain = spec.delay_ms == 0 && spec.key_seq == 0 && spec.max_attempts == 0;
+                let (id, dup) = if plain {
+                    (self.ok(t, "enqueue", self.q.enqueue(&payload)), false)
+                } else {
+                    let mut o = EnqueueOptions::new();
+                    if spec.delay_ms > 0 {
+                        o = o.delay(Duration::from_millis(spec.delay_ms));
+                    }
+                    if spec.key_seq > 0 {
+                        o = o.idempotency_key(key_for(spec.key_seq));
+                    }
+                    if spec.max_attempts > 0 {
+                        o = o.max_attempts(spec.max_attempts);
+                    }
+                    let r = self.ok(t, "enqueue_with", self.q.enqueue_with(&payload, o));
+                    (r.id, r.duplicate)
+                };
+                self.out.line(
+                    t,
+                    format!("E {seq} {id} {} {}", u8::from(dup), spec.key_seq),
+                );
+                if spec.key_seq > 0 {
+                    keys.push(spec.key_seq);
+                }
+            }
+        }
+    }
+
+    fn wait_for_room(&self) {
+        let (lock, cv) = &self.room;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let s = self.q.stats();
+            if s.ready + s.delayed < BACKLOG {
+                return;
+            }
+            // The timeout only bounds a missed wakeup; nothing depends on it.
+            guard = cv
+                .wait_timeout(guard, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn check_job(&self, t: u32, job: &Job) -> Spec {
+        let spec = match decode(job.payload()) {
+            Ok(s) => s,
+            Err(e) => self.out.fatal(t, format!("job {}: {e}", job.id())),
+        };
+        if job.attempt() == 0 || job.attempt() > job.max_attempts() {
+            self.out.fatal(
+                t,
+                format!(
+                    "job {} delivered for attempt {} of max {}",
+                    job.id(),
+                    job.attempt(),
+                    job.max_attempts()
+                ),
+            );
+        }
+        let want_key = (spec.key_seq > 0).then(|| key_for(spec.key_seq));
+        if job.idempotency_key() != want_key.as_deref().map(str::as_bytes) {
+            self.out
+                .fatal(t, format!("job {} has the wrong idempotency key", job.id()));
+        }
+        spec
+    }
+
+    fn consumer(&self, t: u32) {
+        let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x2000_0003));
+        loop {
+            if rng.chance(5) {
+                self.dead_letter_op(t, &mut rng);
+            }
+            let jobs = match rng.below(100) {
+                0..=69 => {
+                    let r = self.q.dequeue_timeout(Duration::from_millis(20));
+                    self.ok(t, "dequeue_timeout", r).into_iter().collect()
+                }
+                70..=84 => self
+                    .ok(t, "dequeue", self.q.dequeue())
+                    .into_iter()
+                    .collect(),
+                _ => {
+                    let n = rng.range(1, 4) as usize;
+                    self.ok(t, "dequeue_batch", self.q.dequeue_batch(n))
+                }
+            };
+            let lines: Vec<String> = jobs
+                .iter()
+                .map(|j| {
+                    let spec = self.check_job(t, j);
+                    format!(
+                        "D {} {} {} {}",
+                        j.id(),
+                        j.attempt(),
+                        spec.seq,
+                        j.max_attempts()
+                    )
+                })
+                .collect();
+            if !lines.is_empty() {
+                self.out.lines(t, &lines);
+            }
+            for job in jobs {
+                let id = job.id();
+                let r = job.receipt();
+                match rng.below(100) {
+                    0..=59 => {
+                        self.out.line(t, format!("a {id}"));
+                        self.ok(t, "ack", self.q.ack(r));
+                        self.out.line(t, format!("A {id}"));
+                    }
+                    60..=76 => {
+                        let dead = u8::from(job.attempt() >= job.max_attempts());
+                        let retry = if rng.chance(25) {
+                            Retry::Backoff
+                        } else {
+                            Retry::After(Duration::from_millis(rng.below(20)))
+                        };
+                        self.out.line(t, format!("n {id} {dead}"));
+                        let text = format!("{NACK_TEXT} {id}");
+                        self.ok(t, "nack", self.q.nack(r, retry, &text));
+                        self.out.line(t, format!("N {id} {dead}"));
+                    }
+                    77..=81 => {
+                        self.out.line(t, format!("f {id}"));
+                        let text = format!("{FAIL_TEXT} {id}");
+                        self.ok(t, "fail", self.q.fail(r, &text));
+                        self.out.line(t, format!("F {id}"));
+                    }
+                    82..=93 => {
+                        self.out.line(t, format!("x {id}"));
+                        self.ok(t, "extend", self.q.extend(r, Duration::from_secs(30)));
+                        self.out.line(t, format!("T {id}"));
+                        self.out.line(t, format!("a {id}"));
+                        self.ok(t, "ack", self.q.ack(r));
+                        self.out.line(t, format!("A {id}"));
+                    }
+                    _ => {
+                        // Abandon: the lease stays held until the crash.
+                        self.out.line(t, format!("H {id}"));
+                    }
+                }
+            }
+            self.room.1.notify_all();
+        }
+    }
+
+    fn dead_letter_op(&self, t: u32, rng: &mut Rng) {
+        let _serial = self.dead_ops.lock().unwrap_or_else(|e| e.into_inner());
+        let ids = self.q.dead_letter_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let id = ids[rng.below(ids.len() as u64) as usize];
+        let letter = match self.q.dead_letter(id) {
+            Ok(Some(l)) => l,
+            Ok(None) => self
+                .out
+                .fatal(t, format!("listed dead letter {id} is not there")),
+            Err(e) => self.out.fatal(t, format!("reading dead letter {id}: {e}")),
+        };
+        if let Err(e) = decode(&letter.payload) {
+            self.out.fatal(t, format!("dead letter {id}: {e}"));
+        }
+        if rng.chance(50) {
+            self.out.line(t, format!("r {id}"));
+            self.ok(t, "redrive", self.q.redrive(id));
+            self.out.line(t, format!("R {id}"));
+        } else {
+            self.out.line(t, format!("p {id}"));
+            self.ok(t, "purge", self.q.purge(id));
+            self.out.line(t, format!("P {id}"));
+        }
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn child_main(dir: PathBuf) -> ! {
+    let seed = env_u64(CHILD_SEED_ENV).unwrap_or(1);
+    let base = env_u64(CHILD_BASE_ENV).unwrap_or(1_000_000_000);
+    let keys: Vec<u64> = std::env::var(CHILD_KEYS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let out = Reporter {
+        out: Mutex::new(std::io::stdout()),
+    };
+    // End whatever the test harness printed, so our first line is whole.
+    {
+        let mut lock = std::io::stdout().lock();
+        let _ = lock.write_all(b"\n").and_then(|()| lock.flush());
+    }
+    let q = match Queue::open_with(&dir, queue_options(seed)) {
+        Ok(q) => q,
+        Err(e) => out.fatal(0, format!("open failed: {e}")),
+    };
+    q.check_invariants();
+    out.line(0, "O".to_string());
+    let child = Arc::new(Child {
+        q,
+        out,
+        dead_ops: Mutex::new(()),
+        room: (Mutex::new(()), Condvar::new()),
+        base,
+        seed,
+        keys,
+    });
+    let mut handles = Vec::new();
+    for t in 1..=4u32 {
+        let c = child.clone();
+        handles.push(std::thread::spawn(move || {
+            if t <= 2 {
+                c.producer(t)
+            } else {
+                c.consumer(t)
+            }
+        }));
+    }
+    for h in handles {
+        if h.join().is_err() {
+            child.out.fatal(0, "a worker thread panicked".into());
+        }
+    }
+    std::process::exit(0)
+}
+
+/// The child's body; does nothing unless the parent started this process.
+#[test]
+fn kill9_child() {
+    if let Some(dir) = std::env::var_os(CHILD_DIR_ENV) {
+        child_main(PathBuf::from(dir));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent: the model of what the child acknowledged.
+
+/// Where a job can be.
+const LIVE: u8 = 1;
+const DEAD: u8 = 2;
+const ABSENT: u8 = 4;
+
+fn loc_name(set: u8) -> String {
+    let mut v = Vec::new();
+    if set & LIVE != 0 {
+        v.push("live");
+    }
+    if set & DEAD != 0 {
+        v.push("dead");
+    }
+    if set & ABSENT != 0 {
+        v.push("absent");
+    }
+    format!("{{{}}}", v.join(","))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Ack,
+    Nack { dead: bool },
+    Fail,
+    Redrive,
+    Purge,
+}
+
+impl Op {
+    fn after(self) -> u8 {
+        match self {
+            Op::Ack | Op::Purge => ABSENT,
+            Op::Nack { dead: false } | Op::Redrive => LIVE,
+            Op::Nack { dead: true } | Op::Fail => DEAD,
+        }
+    }
+}
+
+struct JobModel {
+    seq: u64,
+    /// Places the job may be in now.
+    may: u8,
+    /// The last events, for failure messages.
+    history: Vec<String>,
+}
+
+/// An operation whose intent was reported, waiting for its completion.
+struct Pending {
+    op: Op,
+    /// Another thread reported an event on the job since the intent: the
+    /// operation took effect, and the later event supersedes it.
+    overtaken: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    jobs: BTreeMap<u64, JobModel>,
+    id_of_seq: HashMap<u64, u64>,
+    /// Seqs the child tried to enqueue.
+    intended: HashSet<u64>,
+    /// Seqs of dup re-enqueues (their payload must never become a job).
+    dup_seqs: HashSet<u64>,
+    /// Confirmed keyed jobs: key seq -> job id.
+    keyed: BTreeMap<u64, u64>,
+    /// Ids a redrive was attempted on (their max_attempts and order change).
+    maybe_redriven: HashSet<u64>,
+    // Per cycle:
+    pending: HashMap<(u64, u32), Pending>,
+    /// Leases held: job id -> (thread, on its last attempt).
+    holder: HashMap<u64, (u32, bool)>,
+    /// Ids with an event this cycle.
+    touched: HashSet<u64>,
+    /// Batches reported started but not finished, by thread.
+    open_batches: HashMap<u32, Vec<u64>>,
+    /// Of those, the ones the kill interrupted.
+    torn_batches: Vec<Vec<u64>>,
+    /// Dup re-enqueues started, by thread: (seq, key seq).
+    open_dups: HashMap<u32, (u64, u64)>,
+}
+
+struct Ctx {
+    seed: u64,
+    cycle: u64,
+    dir: PathBuf,
+}
+
+impl Ctx {
+    fn fail(&self, model: &Model, ids: &[u64], msg: String) -> ! {
+        let mut text = format!(
+            "crash test failed in cycle {} (seed {:#x}, dir {}): {msg}",
+            self.cycle,
+            self.seed,
+            self.dir.display()
+        );
+        for id in ids {
+            if let Some(j) = model.jobs.get(id) {
+                let from = j.history.len().saturating_sub(40);
+                text.push_str(&format!(
+                    "\n  job {id} (seq {}), may be {}; history:\n    {}",
+                    j.seq,
+                    loc_name(j.may),
+                    j.history[from..].join("\n    ")
+                ));
+            }
+        }
+        panic!("{text}");
+    }
+}
+
+impl Model {
+    fn note(&mut self, id: u64, what: String) {
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.history.push(what);
+        }
+    }
+
+    /// Marks every other thread's pending operation on `id` as overtaken.
+    fn overtake(&mut self, id: u64, thread: u32) {
+        for ((pid, pt), p) in self.pending.iter_mut() {
+            if *pid == id && *pt != thread {
+                p.overtaken = true;
+            }
+        }
+        self.touched.insert(id);
+    }
+
+    /// Records that job `id` carries `seq`; an id or seq seen before must
+    /// keep its partner.
+    fn link(&mut self, ctx: &Ctx, id: u64, seq: u64) {
+        if let Some(&other) = self.id_of_seq.get(&seq) {
+            if other != id {
+                ctx.fail(
+                    self,
+                    &[id, other],
+                    format!("seq {seq} is job {id} and also job {other}: a job was duplicated"),
+                );
+            }
+        }
+        if let Some(j) = self.jobs.get(&id) {
+            if j.seq != seq {
+                ctx.fail(
+                    self,
+                    &[id],
+                    format!("job {id} carries seq {seq}, earlier seq {}", j.seq),
+                );
+            }
+        }
+        if !self.intended.contains(&seq) {
+            ctx.fail(
+                self,
+                &[id],
+                format!("job {id} carries seq {seq}, which no producer enqueued"),
+            );
+        }
+        if self.dup_seqs.contains(&seq) {
+            ctx.fail(
+                self,
+                &[id],
+                format!(
+                    "job {id} carries seq {seq}, an enqueue with a known idempotency key that must not have added a job"
+                ),
+            );
+        }
+        self.id_of_seq.insert(seq, id);
+    }
+
+    /// A job created this cycle (enqueue reported).
+    fn created(&mut self, ctx: &Ctx, id: u64, seq: u64, line: &str) {
+        if let Some(j) = self.jobs.get(&id) {
+            if !self.touched.contains(&id) {
+                ctx.fail(
+                    self,
+                    &[id],
+                    format!(
+                        "enqueue of seq {seq} returned id {id}, already used by seq {} before",
+                        j.seq
+                    ),
+                );
+            }
+            self.link(ctx, id, seq);
+            self.note(id, line.to_string());
+            return; // Its consumer reported first; that is the later state.
+        }
+        self.link(ctx, id, seq);
+        self.jobs.insert(
+            id,
+            JobModel {
+                seq,
+                may: LIVE,
+                history: vec![format!("c{} {line}", ctx.cycle)],
+            },
+        );
+        self.touched.insert(id);
+    }
+
+    fn apply_line(&mut self, ctx: &Ctx, raw: &str) -> bool {
+        let Some(rest) = raw.strip_prefix(PREFIX) else {
+            return false;
+        };
+        let line = format!("c{} {rest}", ctx.cycle);
+        let mut words = rest.split_whitespace();
+        let thread: u32 = words
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| ctx.fail(self, &[], format!("bad report line {raw:?}")));
+        let tag = words.next().unwrap_or("");
+        let args: Vec<&str> = words.collect();
+        let num = |i: usize| -> u64 {
+            args.get(i)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("bad report line {raw:?}"))
+        };
+        match tag {
+            "!" => ctx.fail(self, &[], format!("the child reported: {}", args.join(" "))),
+            "O" => return false,
+            "e" => {
+                self.intended.insert(num(0));
+                return false;
+            }
+            "E" => {
+                let (seq, id, dup, key_seq) = (num(0), num(1), num(2), num(3));
+                if dup != 0 {
+                    ctx.fail(
+                        self,
+                        &[id],
+                        format!("first enqueue with key of seq {seq} reported a duplicate"),
+                    );
+                }
+                self.created(ctx, id, seq, &line);
+                if key_seq != 0 {
+                    self.keyed.insert(key_seq, id);
+                }
+            }
+            "b" => {
+                let seqs: Vec<u64> = (0..args.len()).map(num).collect();
+                self.intended.extend(seqs.iter().copied());
+                self.open_batches.insert(thread, seqs);
+                return false;
+            }
+            "B" => {
+                self.open_batches.remove(&thread);
+                let mut prev: Option<u64> = None;
+                for a in &args {
+                    let (s, i) = a.split_once(':').expect("seq:id");
+                    let (seq, id): (u64, u64) = (s.parse().unwrap(), i.parse().unwrap());
+                    if prev.is_some_and(|p| p + 1 != id) {
+                        ctx.fail(
+                            self,
+                            &[id],
+                            format!("batch ids are not consecutive: {rest}"),
+                        );
+                    }
+                    prev = Some(id);
+                    self.created(ctx, id, seq, &line);
+                }
+            }
+            "k" => {
+                let (seq, key_seq) = (num(0), num(1));
+                self.intended.insert(seq);
+                self.dup_seqs.insert(seq);
+                self.open_dups.insert(thread, (seq, key_seq));
+                return false;
+            }
+            "K" => {
+                let (seq, id, dup) = (num(0), num(1), num(2));
+                let (_, key_seq) = self.open_dups.remove(&thread).expect("k before K");
+                let want = self.keyed.get(&key_seq).copied();
+                if dup != 1 || Some(id) != want {
+                    ctx.fail(
+                        self,
+                        &[id],
+                        format!(
+                            "enqueue of seq {seq} with the key of seq {key_seq} (job {want:?}) returned id {id}, duplicate={dup}: the idempotency key was forgotten"
+                        ),
+                    );
+                }
+                self.note(id, line);
+            }
+            "D" => {
+                let (id, attempt, seq, max) = (num(0), num(1), num(2), num(3));
+                if let Some((t, _)) = self.holder.get(&id) {
+                    ctx.fail(
+                        self,
+                        &[id],
+                        format!("job {id} delivered to thread {thread} while thread {t} holds its lease"),
+                    );
+                }
+                let known = self.jobs.contains_key(&id);
+                self.link(ctx, id, seq);
+                if known {
+                    let may = self.jobs[&id].may;
+                    if may & LIVE == 0 {
+                        self.note(id, line);
+                        ctx.fail(
+                            self,
+                            &[id],
+                            format!(
+                                "job {id} delivered (attempt {attempt}) but it may only be {}",
+                                loc_name(may)
+                            ),
+                        );
+                    }
+                } else {
+                    self.jobs.insert(
+                        id,
+                        JobModel {
+                            seq,
+                            may: LIVE,
+                            history: Vec::new(),
+                        },
+                    );
+                }
+                self.overtake(id, thread);
+                let j = self.jobs.get_mut(&id).expect("inserted");
+                j.may = LIVE;
+                j.history.push(line);
+                self.holder.insert(id, (thread, attempt >= max));
+            }
+            "a" | "n" | "f" | "r" | "p" => {
+                let id = num(0);
+                let op = match tag {
+                    "a" => Op::Ack,
+                    "n" => Op::Nack { dead: num(1) != 0 },
+                    "f" => Op::Fail,
+                    "r" => Op::Redrive,
+                    _ => Op::Purge,
+                };
+                let Some(j) = self.jobs.get(&id) else {
+                    ctx.fail(
+                        self,
+                        &[],
+                        format!("{line}: job {id} is unknown to the model"),
+                    );
+                };
+                // If the operation does not happen, the job stays as it was;
+                // for a lease that is: released by the next open, and dead
+                // if this was its last attempt.
+                let mut before = j.may;
+                match op {
+                    Op::Ack | Op::Nack { .. } | Op::Fail => {
+                        let Some((holder, last)) = self.holder.remove(&id) else {
+                            panic!("test bug: {line} without holding the lease");
+                        };
+                        assert_eq!(holder, thread, "test bug: {line} by another thread");
+                        if last {
+                            before = DEAD;
+                        }
+                    }
+                    Op::Redrive | Op::Purge => {
+                        if j.may & DEAD == 0 {
+                            let may = j.may;
+                            self.note(id, line);
+                            ctx.fail(
+                                self,
+                                &[id],
+                                format!(
+                                    "job {id} listed among the dead letters, but it may only be {}",
+                                    loc_name(may)
+                                ),
+                            );
+                        }
+                        if op == Op::Redrive {
+                            self.maybe_redriven.insert(id);
+                        }
+                    }
+                }
+                self.overtake(id, thread);
+                self.pending.insert(
+                    (id, thread),
+                    Pending {
+                        op,
+                        overtaken: false,
+                    },
+                );
+                let j = self.jobs.get_mut(&id).expect("checked");
+                j.may = before | op.after();
+                j.history.push(line);
+                return false;
+            }
+            "A" | "N" | "F" | "R" | "P" => {
+                let id = num(0);
+                let p = self
+                    .pending
+                    .remove(&(id, thread))
+                    .unwrap_or_else(|| panic!("test bug: {line} without its intent"));
+                if !p.overtaken {
+                    self.jobs.get_mut(&id).expect("known").may = p.op.after();
+                }
+                self.overtake(id, thread);
+                self.note(id, line);
+            }
+            "x" | "H" => {
+                self.note(num(0), line);
+                return false;
+            }
+            "T" => self.note(num(0), line),
+            other => panic!("test bug: unknown report tag {other:?} in {raw:?}"),
+        }
+        true
+    }
+
+    /// The kill is done: whatever was started and not reported finished
+    /// stays uncertain.
+    fn end_of_child(&mut self) {
+        self.torn_batches = self.open_batches.drain().map(|(_, v)| v).collect();
+        self.open_dups.clear();
+        self.pending.clear();
+        // A lease still held at the kill is released by the next open,
+        // which dead-letters the job if that was its last attempt.
+        for (id, (_, last)) in self.holder.drain() {
+            if last {
+                if let Some(j) = self.jobs.get_mut(&id) {
+                    j.may = DEAD;
+                    j.history
+                        .push("held at the kill on its last attempt".into());
+                }
+            }
+        }
+        self.touched.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The parent: running a child, and checking the queue after the kill.
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+struct ChildGuard(std::process::Child);
+
+impl ChildGuard {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// Right after spawn: lands during exec, open or recovery.
+    AtSpawn,
+    /// After `n` reported operations (0: as soon as open returned).
+    AfterOps(u64),
+}
+
+#[derive(Default)]
+struct Totals {
+    ops: u64,
+    killed_at_spawn: u64,
+    torn_tails: u64,
+    incomplete_batches: u64,
+    tmp_removed: u64,
+    leases_released: u64,
+    dead_on_open: u64,
+    max_segments: u64,
+    max_segment_id: u64,
+    max_jobs: usize,
+    dead_seen: u64,
+}
+
+struct Run {
+    exe: PathBuf,
+    dir: PathBuf,
+    logs: PathBuf,
+    model: Model,
+    totals: Totals,
+    rng: Rng,
+}
+
+impl Run {
+    fn run_child(&mut self, ctx: &Ctx, kill: Kill) {
+        let cycle = ctx.cycle;
+        let mut keys: Vec<u64> = self.model.keyed.keys().copied().collect();
+        let mut pass = Vec::new();
+        for _ in 0..6 {
+            if keys.is_empty() {
+                break;
+            }
+            let i = self.rng.below(keys.len() as u64) as usize;
+            pass.push(keys.swap_remove(i).to_string());
+        }
+        let stderr_path = self.logs.join(format!("child-{cycle}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("child stderr file");
+        let child = Command::new(&self.exe)
+            .args([
+                CHILD_TEST,
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(CHILD_DIR_ENV, &self.dir)
+            .env(CHILD_SEED_ENV, self.rng.next().to_string())
+            .env(CHILD_BASE_ENV, ((cycle + 1) * 10_000_000).to_string())
+            .env(CHILD_KEYS_ENV, pass.join(","))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn the child");
+        // Killed and reaped on every path, panics included.
+        let mut child = ChildGuard(child);
+        let stdout = child.0.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            loop {
+                let mut buf = Vec::new();
+                match r.read_until(b'\n', &mut buf) {
+                    // A last line without its newline was cut by the kill.
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if buf.last() != Some(&b'\n') => break,
+                    Ok(_) => {
+                        if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let mut exited_early = None;
+        let opened_line = format!("{PREFIX}0 O");
+        match kill {
+            Kill::AtSpawn => {
+                self.totals.killed_at_spawn += 1;
+                child.kill();
+            }
+            Kill::AfterOps(n) => {
+                let mut ops = 0u64;
+                let mut opened = false;
+                loop {
+                    match rx.recv_timeout(HANG_LIMIT) {
+                        Ok(line) => {
+                            opened |= line.starts_with(&opened_line);
+                            if self.model.apply_line(ctx, line.trim_end()) {
+                                ops += 1;
+                            }
+                            if opened && ops >= n {
+                                child.kill();
+                                break;
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => ctx.fail(
+                            &self.model,
+                            &[],
+                            format!(
+                                "the child reported nothing for {HANG_LIMIT:?} (hung?); stderr in {}",
+                                stderr_path.display()
+                            ),
+                        ),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            exited_early = Some(child.0.wait().expect("wait for the child"));
+                            break;
+                        }
+                    }
+                }
+                self.totals.ops += ops;
+            }
+        }
+        child.kill();
+        reader.join().expect("reader thread");
+        for line in rx.try_iter() {
+            if self.model.apply_line(ctx, line.trim_end()) {
+                self.totals.ops += 1;
+            }
+        }
+        if let Some(status) = exited_early {
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            ctx.fail(
+                &self.model,
+                &[],
+                format!("the child exited by itself ({status}) before the kill; stderr:\n{err}"),
+            );
+        }
+        self.model.end_of_child();
+    }
+
+    /// Reopens the queue after the kill and checks everything.
+    fn check(&mut self, ctx: &Ctx) {
+        let t_far = wall_ms() + 3_600_000;
+        let opts = queue_options(ctx.seed).clock(ManualClock::new(t_far));
+        let q = match Queue::open_with(&self.dir, opts) {
+            Ok(q) => q,
+            Err(e) => ctx.fail(
+                &self.model,
+                &[],
+                format!("reopening after the kill failed: {e}"),
+            ),
+        };
+        q.check_invariants();
+        let report = q.recovery_report().clone();
+        let s0 = q.stats();
+        let dead = match q.dead_letters() {
+            Ok(d) => d,
+            Err(e) => ctx.fail(
+                &self.model,
+                &[],
+                format!("reading dead letters failed: {e}"),
+            ),
+        };
+        let mut drained = Vec::new();
+        loop {
+            match q.dequeue() {
+                Ok(Some(job)) => drained.push(job),
+                Ok(None) => break,
+                Err(e) => ctx.fail(
+                    &self.model,
+                    &[],
+                    format!("dequeue after reopen failed: {e}"),
+                ),
+            }
+        }
+        let s1 = q.stats();
+        q.check_invariants();
+        drop(q);
+        let m = &mut self.model;
+
+        // Stats add up.
+        let n = drained.len() as u64;
+        let stats_ok = s0.in_flight == 0
+            && s0.ready == n
+            && s0.delayed == 0
+            && s0.dead == dead.len() as u64
+            && s0.enqueued_total == 0
+            && s0.acked_total == 0
+            && s0.dead_lettered_total == report.dead_lettered_on_open
+            && s1.in_flight == n
+            && s1.ready == 0
+            && s1.delayed == 0
+            && s1.dead == s0.dead;
+        if !stats_ok {
+            ctx.fail(
+                m,
+                &[],
+                format!(
+                    "stats do not add up with {n} jobs leased and {} dead letters read:\n  at open {s0:?}\n  after leasing {s1:?}\n  report {report:?}",
+                    dead.len()
+                ),
+            );
+        }
+        // The files on disk match the stats; no temporary file is left.
+        let mut segs = 0u64;
+        let mut bytes = 0u64;
+        for entry in std::fs::read_dir(&self.dir).expect("list queue dir") {
+            let entry = entry.expect("dir entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                ctx.fail(m, &[], format!("temporary file {name} left after open"));
+            }
+            if name.ends_with(".wal") {
+                bytes += entry.metadata().expect("metadata").len();
+                if name != "dead.wal" {
+                    segs += 1;
+                    let id: u64 = name.trim_end_matches(".wal").parse().unwrap_or(0);
+                    self.totals.max_segment_id = self.totals.max_segment_id.max(id);
+                }
+            }
+        }
+        if segs != s1.segments || bytes != s1.disk_bytes {
+            ctx.fail(
+                m,
+                &[],
+                format!(
+                    "{segs} segment files holding {bytes} bytes on disk, stats say {} segments, {} bytes",
+                    s1.segments, s1.disk_bytes
+                ),
+            );
+        }
+        self.totals.max_segments = self.totals.max_segments.max(segs);
+        self.totals.torn_tails += u64::from(report.torn_bytes > 0);
+        self.totals.incomplete_batches += u64::from(report.incomplete_batch_records > 0);
+        self.totals.tmp_removed += report.temp_files_removed;
+        self.totals.leases_released += report.leases_released;
+        self.totals.dead_on_open += report.dead_lettered_on_open;
+        self.totals.dead_seen = self.totals.dead_seen.max(dead.len() as u64);
+
+        // Every job found: intact, known key, at most once.
+        let mut seen: BTreeMap<u64, u8> = BTreeMap::new();
+        let mut specs: HashMap<u64, Spec> = HashMap::new();
+        for letter in &dead {
+            let spec = decode(&letter.payload).unwrap_or_else(|e| {
+                ctx.fail(m, &[letter.id], format!("dead letter {}: {e}", letter.id))
+            });
+            let want_key = (spec.key_seq > 0).then(|| key_for(spec.key_seq).into_bytes());
+            if letter.key != want_key {
+                ctx.fail(
+                    m,
+                    &[letter.id],
+                    format!("dead letter {} has the wrong key", letter.id),
+                );
+            }
+            // A redrive resets the attempts and gives the queue's max.
+            let max = spec_max(&spec);
+            let redriven = m.maybe_redriven.contains(&letter.id);
+            let allowed = if redriven { max.max(MAX_ATTEMPTS) } else { max };
+            let exhausted = letter.attempts == max || (redriven && letter.attempts == MAX_ATTEMPTS);
+            let failed = letter.error.starts_with(FAIL_TEXT);
+            if letter.attempts == 0 || letter.attempts > allowed || !(failed || exhausted) {
+                ctx.fail(
+                    m,
+                    &[letter.id],
+                    format!(
+                        "dead letter {} after {} attempts (max {max}) with error {:?}",
+                        letter.id, letter.attempts, letter.error
+                    ),
+                );
+            }
+            if seen.insert(letter.id, DEAD).is_some() {
+                ctx.fail(
+                    m,
+                    &[letter.id],
+                    format!("dead letter {} listed twice", letter.id),
+                );
+            }
+            specs.insert(letter.id, spec);
+        }
+        for job in &drained {
+            let id = job.id();
+            let spec = decode(job.payload())
+                .unwrap_or_else(|e| ctx.fail(m, &[id], format!("job {id}: {e}")));
+            let want_key = (spec.key_seq > 0).then(|| key_for(spec.key_seq).into_bytes());
+            if job.idempotency_key().map(<[u8]>::to_vec) != want_key {
+                ctx.fail(m, &[id], format!("job {id} has the wrong idempotency key"));
+            }
+            let redriven = m.maybe_redriven.contains(&id);
+            let max_ok = job.max_attempts() == spec_max(&spec)
+                || (redriven && job.max_attempts() == MAX_ATTEMPTS);
+            if !max_ok || job.attempt() == 0 || job.attempt() > job.max_attempts() {
+                ctx.fail(
+                    m,
+                    &[id],
+                    format!(
+                        "job {id} delivered for attempt {} of max {} (its payload asked for max {})",
+                        job.attempt(),
+                        job.max_attempts(),
+                        spec_max(&spec)
+                    ),
+                );
+            }
+            if let Some(prev) = seen.insert(id, LIVE) {
+                ctx.fail(
+                    m,
+                    &[id],
+                    format!("job {id} is both {} and ready", loc_name(prev)),
+                );
+            }
+            specs.insert(id, spec);
+        }
+        for (&id, spec) in &specs {
+            m.link(ctx, id, spec.seq);
+            if spec.key_seq != 0 && spec.key_seq != spec.seq {
+                ctx.fail(
+                    m,
+                    &[id],
+                    format!("job {id} came from a re-enqueue of a known key"),
+                );
+            }
+        }
+
+        // Each job is where the model allows.
+        for (&id, &loc) in &seen {
+            match m.jobs.get_mut(&id) {
+                Some(j) => {
+                    if j.may & loc == 0 {
+                        let may = j.may;
+                        ctx.fail(
+                            m,
+                            &[id],
+                            format!(
+                                "job {id} is {} after the crash, but may only be {}",
+                                loc_name(loc),
+                                loc_name(may)
+                            ),
+                        );
+                    }
+                }
+                None => {
+                    m.jobs.insert(
+                        id,
+                        JobModel {
+                            seq: specs[&id].seq,
+                            may: loc,
+                            history: vec![format!(
+                                "c{} found after the crash (enqueue not reported)",
+                                ctx.cycle
+                            )],
+                        },
+                    );
+                }
+            }
+        }
+        let missing: Vec<u64> = m
+            .jobs
+            .iter()
+            .filter(|(id, j)| !seen.contains_key(id) && j.may & ABSENT == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        if !missing.is_empty() {
+            let n = missing.len();
+            ctx.fail(
+                m,
+                &missing[..n.min(5)],
+                format!("{n} acknowledged job(s) missing after the crash: {missing:?}"),
+            );
+        }
+        // A batch is all or nothing.
+        for batch in std::mem::take(&mut m.torn_batches) {
+            let there = batch.iter().filter(|s| m.id_of_seq.contains_key(s)).count();
+            if there != 0 && there != batch.len() {
+                ctx.fail(
+                    m,
+                    &[],
+                    format!(
+                        "only {there} of the {} jobs of an interrupted batch exist: seqs {batch:?}",
+                        batch.len()
+                    ),
+                );
+            }
+        }
+
+        // Ready order: jobs never leased come out by (due, id); the leases
+        // released by this open (due = the open's clock) come last, by id.
+        let released = (report.leases_released - report.dead_lettered_on_open) as usize;
+        if released > drained.len() {
+            ctx.fail(
+                m,
+                &[],
+                format!("report {report:?} releases more leases than there are jobs"),
+            );
+        }
+        let split = drained.len() - released;
+        let mut last: Option<(u64, u64)> = None;
+        for job in &drained[..split] {
+            if job.attempt() != 1 || m.maybe_redriven.contains(&job.id()) {
+                continue;
+            }
+            let key = (job.enqueued_ms() + specs[&job.id()].delay_ms, job.id());
+            if last.is_some_and(|l| l > key) {
+                ctx.fail(
+                    m,
+                    &[job.id()],
+                    format!(
+                        "ready order broken: job {} (due, id) = {key:?} came after {last:?}",
+                        job.id()
+                    ),
+                );
+            }
+            last = Some(key);
+        }
+        for pair in drained[split..].windows(2) {
+            if pair[0].id() >= pair[1].id() {
+                ctx.fail(
+                    m,
+                    &[pair[0].id(), pair[1].id()],
+                    format!(
+                        "released jobs out of id order: {} before {}",
+                        pair[0].id(),
+                        pair[1].id()
+                    ),
+                );
+            }
+        }
+        if let Some(job) = drained[split..].iter().find(|j| j.attempt() < 2) {
+            ctx.fail(
+                m,
+                &[job.id()],
+                format!(
+                    "job {} came out among the released leases with attempt {}",
+                    job.id(),
+                    job.attempt()
+                ),
+            );
+        }
+
+        // The new state: what was found. Our own leases are released by the
+        // next open; a job on its last attempt then goes to the dead letters.
+        let last_attempt: HashSet<u64> = drained
+            .iter()
+            .filter(|j| j.attempt() >= j.max_attempts())
+            .map(Job::id)
+            .collect();
+        for (&id, j) in m.jobs.iter_mut() {
+            let loc = seen.get(&id).copied().unwrap_or(ABSENT);
+            j.may = if last_attempt.contains(&id) {
+                DEAD
+            } else {
+                loc
+            };
+            j.history
+                .push(format!("c{} checked: {}", ctx.cycle, loc_name(loc)));
+            if j.history.len() > 200 {
+                j.history.drain(..100);
+            }
+        }
+        for (&id, spec) in &specs {
+            if spec.key_seq == spec.seq {
+                m.keyed.insert(spec.seq, id);
+            }
+        }
+        self.totals.max_jobs = self.totals.max_jobs.max(drained.len());
+    }
+}
+
+fn spec_max(spec: &Spec) -> u32 {
+    if spec.max_attempts == 0 {
+        MAX_ATTEMPTS
+    } else {
+        spec.max_attempts
+    }
+}
+
+#[test]
+fn kill9_crash_cycles() {
+    if std::env::var_os(CHILD_DIR_ENV).is_some() {
+        return; // We are a child; only `kill9_child` runs there.
+    }
+    let cycles = env_u64(CYCLES_ENV).unwrap_or(DEFAULT_CYCLES);
+    let seed = env_u64(SEED_ENV).unwrap_or(DEFAULT_SEED);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("queue");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let mut run = Run {
+        exe: std::env::current_exe().expect("current exe"),
+        dir: dir.clone(),
+        logs,
+        model: Model::default(),
+        totals: Totals::default(),
+        rng: Rng::new(seed),
+    };
+    let started = Instant::now();
+    let keep = AtomicU64::new(0);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for cycle in 0..cycles {
+            keep.store(cycle, Ordering::Relaxed);
+            let ctx = Ctx {
+                seed,
+                cycle,
+                dir: dir.clone(),
+            };
+            let kill = match run.rng.below(100) {
+                0..=9 => Kill::AtSpawn,
+                10..=19 => Kill::AfterOps(0),
+                20..=94 => Kill::AfterOps(run.rng.range(1, 80)),
+                _ => Kill::AfterOps(run.rng.range(100, 300)),
+            };
+            run.run_child(&ctx, kill);
+            run.check(&ctx);
+        }
+    }));
+    if let Err(panic) = result {
+        // Keep the directory for a post-mortem.
+        let kept = tmp.keep();
+        eprintln!(
+            "crash test: cycle {} failed; queue directory and child logs kept in {}",
+            keep.load(Ordering::Relaxed),
+            kept.display()
+        );
+        std::panic::resume_unwind(panic);
+    }
+    let t = &run.totals;
+    eprintln!(
+        "crash test: {cycles} kill -9 cycles in {:.1?} (seed {seed:#x}): {} jobs known, {} ops reported, \
+         {} kills at spawn, {} torn tails cut, {} interrupted batches dropped, {} tmp files removed, \
+         {} leases released, {} dead-lettered on open, up to {} dead letters, up to {} live jobs, \
+         up to {} segments, last segment id {}",
+        started.elapsed(),
+        run.model.jobs.len(),
+        t.ops,
+        t.killed_at_spawn,
+        t.torn_tails,
+        t.incomplete_batches,
+        t.tmp_removed,
+        t.leases_released,
+        t.dead_on_open,
+        t.dead_seen,
+        t.max_jobs,
+        t.max_segments,
+        t.max_segment_id,
+    );
+}
+
+#[test]
+fn payloads_check_themselves() {
+    let spec = Spec {
+        seq: 42,
+        delay_ms: 7,
+        key_seq: 42,
+        max_attempts: 3,
+        pad_len: 300,
+    };
+    let bytes = encode(&spec);
+    assert_eq!(decode(&bytes), Ok(spec));
+    for i in 0..bytes.len() {
+        let mut b = bytes.clone();
+        b[i] ^= 0x10;
+        assert!(decode(&b).is_err(), "flip at {i} not detected");
+    }
+    assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+}

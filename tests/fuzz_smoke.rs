@@ -1,0 +1,86 @@
+//! The fuzz targets on stable Rust, without libFuzzer: every input of the
+//! checked-in corpus `fuzz/corpus/<target>/` and every seed that
+//! `fuzz/harness/seeds.rs` builds from live workloads goes through the
+//! target's `run`, the same function that `cargo fuzz run <target>` calls.
+//! A finding's input is added to the corpus, so it stays fixed.
+//!
+//! `WALQ_FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_smoke` rewrites the
+//! `seed-*` files of the corpus from the workloads. See docs/testing.md.
+
+#[path = "../fuzz/harness/mod.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+
+type Target = fn(&[u8]);
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+/// Runs `run` on every input, naming the input that fails.
+fn run_inputs(target: &str, run: Target, seeds: Vec<(String, Vec<u8>)>) {
+    if std::env::var_os("WALQ_FUZZ_WRITE_SEEDS").is_some() {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).expect("corpus directory");
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("writing a seed");
+        }
+    }
+    let mut inputs: Vec<(String, Vec<u8>)> = seeds
+        .into_iter()
+        .map(|(name, bytes)| (format!("generated seed {name}"), bytes))
+        .collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
+        .map(|dir| dir.map(|e| e.expect("corpus entry").path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for path in files {
+        let bytes = std::fs::read(&path).expect("reading a corpus file");
+        inputs.push((path.display().to_string(), bytes));
+    }
+    assert!(!inputs.is_empty(), "no inputs for {target}");
+    let mut failed = Vec::new();
+    for (name, bytes) in &inputs {
+        let outcome = std::panic::catch_unwind(|| run(bytes));
+        if outcome.is_err() {
+            failed.push(name.clone());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{target}: {} of {} inputs fail (panic messages above):\n{}",
+        failed.len(),
+        inputs.len(),
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn decode_record_corpus() {
+    run_inputs(
+        "decode_record",
+        harness::decode_record::run,
+        harness::seeds::decode_record(),
+    );
+}
+
+#[test]
+fn recover_segment_corpus() {
+    run_inputs(
+        "recover_segment",
+        harness::recover_segment::run,
+        harness::seeds::recover_segment(),
+    );
+}
+
+#[test]
+fn ops_with_crash_corpus() {
+    run_inputs(
+        "ops_with_crash",
+        harness::ops_with_crash::run,
+        harness::seeds::ops_with_crash(),
+    );
+}

@@ -1,0 +1,377 @@
+//! Model-based test: random sequences of every operation, reopen
+//! included, against a simple in-memory model. Any divergence in what is
+//! delivered, in which order, with which attempt, or in the counts fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use walq::{Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Queue, Receipt, Retry};
+
+const MAX_ATTEMPTS: u32 = 3;
+const VT_MS: u64 = 1_000;
+const WINDOW_MS: u64 = 5_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue {
+        len: usize,
+        delay_ms: u64,
+        max_attempts: Option<u32>,
+    },
+    EnqueueKeyed {
+        key: u8,
+    },
+    Batch {
+        n: usize,
+    },
+    Dequeue,
+    Ack(usize),
+    Nack(usize, u64),
+    Fail(usize),
+    Extend(usize, u64),
+    Advance(u64),
+    Redrive(usize),
+    Purge(usize),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4))
+            .prop_map(|(len, delay_ms, max_attempts)| Op::Enqueue { len, delay_ms, max_attempts }),
+        1 => (0u8..4).prop_map(|key| Op::EnqueueKeyed { key }),
+        1 => (1usize..6).prop_map(|n| Op::Batch { n }),
+        5 => Just(Op::Dequeue),
+        3 => (0usize..8).prop_map(Op::Ack),
+        2 => ((0usize..8), 0u64..2000).prop_map(|(i, d)| Op::Nack(i, d)),
+        1 => (0usize..8).prop_map(Op::Fail),
+        1 => ((0usize..8), 1u64..3000).prop_map(|(i, d)| Op::Extend(i, d)),
+        2 => (0u64..2500).prop_map(Op::Advance),
+        1 => (0usize..4).prop_map(Op::Redrive),
+        1 => (0usize..4).prop_map(Op::Purge),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum St {
+    Ready { at: u64 },
+    Leased { token: u64, deadline: u64 },
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+struct MJob {
+    payload: Vec<u8>,
+    attempts: u32,
+    max_attempts: u32,
+    st: St,
+    key: Option<u8>,
+    enq: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    jobs: BTreeMap<u64, MJob>,
+    finished_keys: BTreeMap<u8, (u64, u64)>, // key -> (id, enqueued)
+    next_token: u64,
+}
+
+impl Model {
+    fn expire(&mut self, now: u64) {
+        for job in self.jobs.values_mut() {
+            if let St::Leased { deadline, .. } = job.st {
+                if deadline <= now {
+                    job.st = if job.attempts >= job.max_attempts {
+                        St::Dead
+                    } else {
+                        St::Ready { at: deadline }
+                    };
+                }
+            }
+        }
+    }
+
+    fn next_ready(&self, now: u64) -> Option<u64> {
+        self.jobs
+            .iter()
+            .filter_map(|(id, j)| match j.st {
+                St::Ready { at } if at <= now => Some((at, *id)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    fn lease_valid(&self, id: u64, token: u64, now: u64) -> bool {
+        matches!(self.jobs.get(&id).map(|j| &j.st),
+            Some(St::Leased { token: t, deadline }) if *t == token && *deadline > now)
+    }
+
+    fn key_owner(&self, key: u8, now: u64) -> Option<u64> {
+        if let Some((id, _)) = self.jobs.iter().find(|(_, j)| j.key == Some(key)) {
+            return Some(*id);
+        }
+        match self.finished_keys.get(&key) {
+            Some(&(id, enq)) if enq + WINDOW_MS > now => Some(id),
+            _ => None,
+        }
+    }
+
+    fn finish(&mut self, id: u64) {
+        let job = self.jobs.remove(&id).expect("finishing a known job");
+        if let Some(k) = job.key {
+            self.finished_keys.insert(k, (id, job.enq));
+        }
+    }
+
+    fn counts(&self, now: u64) -> (u64, u64, u64, u64) {
+        let mut c = (0, 0, 0, 0);
+        for j in self.jobs.values() {
+            match j.st {
+                St::Ready { at } if at <= now => c.0 += 1,
+                St::Ready { .. } => c.1 += 1,
+                St::Leased { .. } => c.2 += 1,
+                St::Dead => c.3 += 1,
+            }
+        }
+        c
+    }
+}
+
+fn options(clock: &ManualClock) -> Options {
+    Options::default()
+        .clock(clock.clone())
+        .durability(Durability::Os)
+        .segment_size(64 * 1024)
+        .max_attempts(MAX_ATTEMPTS)
+        .visibility_timeout(Duration::from_millis(VT_MS))
+        .dedup_window(Duration::from_millis(WINDOW_MS))
+}
+
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (seq as usize * 7 + k) as u8).collect()
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let mut q = Queue::open_with(dir.path(), options(&clock)).unwrap();
+    let mut m = Model::default();
+    let mut receipts: Vec<(Receipt, u64)> = Vec::new(); // receipt, model token
+    let mut seq = 0u64;
+    for op in ops {
+        let now = clock.now_ms_for_test();
+        match op {
+            Op::Enqueue {
+                len,
+                delay_ms,
+                max_attempts,
+            } => {
+                seq += 1;
+                let p = payload(seq, len);
+                let mut o = EnqueueOptions::new().delay(Duration::from_millis(delay_ms));
+                if let Some(n) = max_attempts {
+                    o = o.max_attempts(n);
+                }
+                let id = q.enqueue_with(&p, o).unwrap().id;
+                prop_assert!(!m.jobs.contains_key(&id), "id {id} reused");
+                m.jobs.insert(
+                    id,
+                    MJob {
+                        payload: p,
+                        attempts: 0,
+                        max_attempts: max_attempts.unwrap_or(MAX_ATTEMPTS),
+                        st: St::Ready { at: now + delay_ms },
+                        key: None,
+                        enq: now,
+                    },
+                );
+            }
+            Op::EnqueueKeyed { key } => {
+                seq += 1;
+                let p = payload(seq, 10);
+                let out = q
+                    .enqueue_with(&p, EnqueueOptions::new().idempotency_key([key]))
+                    .unwrap();
+                match m.key_owner(key, now) {
+                    Some(id) => {
+                        prop_assert!(out.duplicate, "key {key} should be known (job {id})");
+                        prop_assert_eq!(out.id, id);
+                    }
+                    None => {
+                        prop_assert!(!out.duplicate, "key {} should be free", key);
+                        m.finished_keys.remove(&key);
+                        m.jobs.insert(
+                            out.id,
+                            MJob {
+                                payload: p,
+                                attempts: 0,
+                                max_attempts: MAX_ATTEMPTS,
+                                st: St::Ready { at: now },
+                                key: Some(key),
+                                enq: now,
+                            },
+                        );
+                    }
+                }
+            }
+            Op::Batch { n } => {
+                let ps: Vec<Vec<u8>> = (0..n)
+                    .map(|_| {
+                        seq += 1;
+                        payload(seq, 20)
+                    })
+                    .collect();
+                let ids = q.enqueue_batch(&ps).unwrap();
+                prop_assert_eq!(ids.len(), n);
+                for (id, p) in ids.into_iter().zip(ps) {
+                    m.jobs.insert(
+                        id,
+                        MJob {
+                            payload: p,
+                            attempts: 0,
+                            max_attempts: MAX_ATTEMPTS,
+                            st: St::Ready { at: now },
+                            key: None,
+                            enq: now,
+                        },
+                    );
+                }
+            }
+            Op::Dequeue => {
+                m.expire(now);
+                let want = m.next_ready(now);
+                let got = q.dequeue().unwrap();
+                prop_assert_eq!(got.as_ref().map(|j| j.id()), want);
+                if let Some(job) = got {
+                    let mj = m.jobs.get_mut(&job.id()).unwrap();
+                    mj.attempts += 1;
+                    prop_assert_eq!(job.attempt(), mj.attempts);
+                    prop_assert_eq!(job.payload(), &mj.payload[..]);
+                    m.next_token += 1;
+                    mj.st = St::Leased {
+                        token: m.next_token,
+                        deadline: now + VT_MS,
+                    };
+                    receipts.push((job.receipt(), m.next_token));
+                }
+            }
+            Op::Ack(i) | Op::Fail(i) | Op::Nack(i, _) | Op::Extend(i, _) => {
+                if receipts.is_empty() {
+                    continue;
+                }
+                let (r, token) = receipts[i % receipts.len()];
+                let id = r.job_id();
+                let valid = m.lease_valid(id, token, now);
+                let result = match op {
+                    Op::Ack(_) => q.ack(r),
+                    Op::Fail(_) => q.fail(r, "failed"),
+                    Op::Nack(_, d) => q.nack(r, Retry::After(Duration::from_millis(d)), "retry"),
+                    Op::Extend(_, d) => q.extend(r, Duration::from_millis(d)),
+                    _ => unreachable!(),
+                };
+                if !valid {
+                    let err = result.expect_err("a stale receipt was accepted");
+                    prop_assert_eq!(err.kind(), ErrorKind::LeaseLost);
+                    if matches!(m.jobs.get(&id).map(|j| &j.st), Some(St::Leased { token: t, .. }) if *t == token)
+                    {
+                        m.expire(now);
+                    }
+                    continue;
+                }
+                result.unwrap();
+                match op {
+                    Op::Ack(_) => m.finish(id),
+                    Op::Fail(_) => m.jobs.get_mut(&id).unwrap().st = St::Dead,
+                    Op::Nack(_, d) => {
+                        let j = m.jobs.get_mut(&id).unwrap();
+                        j.st = if j.attempts >= j.max_attempts {
+                            St::Dead
+                        } else {
+                            St::Ready { at: now + d }
+                        };
+                    }
+                    Op::Extend(_, d) => {
+                        let j = m.jobs.get_mut(&id).unwrap();
+                        j.st = St::Leased {
+                            token,
+                            deadline: now + d,
+                        };
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+            Op::Redrive(i) | Op::Purge(i) => {
+                let dead: Vec<u64> = m
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.st == St::Dead)
+                    .map(|(id, _)| *id)
+                    .collect();
+                prop_assert_eq!(q.dead_letter_ids(), dead.clone());
+                if dead.is_empty() {
+                    continue;
+                }
+                let id = dead[i % dead.len()];
+                if matches!(op, Op::Redrive(_)) {
+                    q.redrive(id).unwrap();
+                    let j = m.jobs.get_mut(&id).unwrap();
+                    j.attempts = 0;
+                    j.max_attempts = MAX_ATTEMPTS;
+                    j.st = St::Ready { at: now };
+                } else {
+                    q.purge(id).unwrap();
+                    m.finish(id);
+                }
+            }
+            Op::Reopen => {
+                drop(q);
+                q = Queue::open_with(dir.path(), options(&clock)).unwrap();
+                receipts.clear();
+                for j in m.jobs.values_mut() {
+                    if let St::Leased { .. } = j.st {
+                        j.st = if j.attempts >= j.max_attempts {
+                            St::Dead
+                        } else {
+                            St::Ready { at: now }
+                        };
+                    }
+                }
+            }
+        }
+        q.check_invariants();
+        let s = q.stats();
+        let now = clock.now_ms_for_test();
+        prop_assert_eq!(
+            (s.ready, s.delayed, s.in_flight, s.dead),
+            m.counts(now),
+            "after {:?}",
+            op_name(&s)
+        );
+    }
+    Ok(())
+}
+
+fn op_name(s: &walq::Stats) -> String {
+    format!("{s:?}")
+}
+
+trait NowForTest {
+    fn now_ms_for_test(&self) -> u64;
+}
+impl NowForTest for ManualClock {
+    fn now_ms_for_test(&self) -> u64 {
+        walq::Clock::now_ms(self)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96), max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #[test]
+    fn queue_matches_model(ops in proptest::collection::vec(op(), 1..80)) {
+        run(ops)?;
+    }
+}

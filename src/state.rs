@@ -474,6 +474,29 @@ impl QueueState {
         Ok(())
     }
 
+    /// Forgets a lease. Expiry entries of settled leases are dropped in
+    /// bulk once they outnumber the live leases, so memory follows the
+    /// leases held, not the dequeue rate.
+    fn end_lease(&mut self, id: u64) {
+        self.leases.remove(&id);
+        if self.expiries.len() > 2 * self.leases.len() + 1024 {
+            let leases = &self.leases;
+            self.expiries.retain(|Reverse((deadline, id, token))| {
+                leases.get(id)
+                    == Some(&Lease {
+                        token: *token,
+                        deadline_ms: *deadline,
+                    })
+            });
+            if self.leases.capacity() > 4 * self.leases.len() + 1024 {
+                self.leases.shrink_to_fit();
+            }
+            if self.expiries.capacity() > 4 * self.expiries.len() + 1024 {
+                self.expiries.shrink_to_fit();
+            }
+        }
+    }
+
     /// The soonest time something becomes ready (a due job or an expiring
     /// lease), for blocking waits.
     pub fn next_wakeup(&self) -> Option<u64> {
@@ -515,7 +538,7 @@ impl QueueState {
         let a = self
             .log
             .append(&Record::Ack { id: r.id }, 0, self.next_id)?;
-        self.leases.remove(&r.id);
+        self.end_lease(r.id);
         self.finish(r.id);
         self.counters.acked += 1;
         self.reclaim(now)?;
@@ -528,7 +551,7 @@ impl QueueState {
         let slot = *self.jobs.get(r.id).expect("a leased job is live");
         let (_, _, _, _, meta) = self.read_job(&slot)?;
         if u32::from(slot.attempts) >= meta.max_attempts {
-            self.leases.remove(&r.id);
+            self.end_lease(r.id);
             return self.dead_letter(r.id, error, now);
         }
         let delay = match retry {
@@ -542,7 +565,7 @@ impl QueueState {
         let a = self
             .log
             .append(&Record::Nack { id: r.id, due_ms }, 0, self.next_id)?;
-        self.leases.remove(&r.id);
+        self.end_lease(r.id);
         self.jobs.get_mut(r.id).expect("live").state = SlotState::Waiting;
         self.due.push(Reverse((due_ms, r.id)));
         self.counters.retried += 1;
@@ -552,7 +575,7 @@ impl QueueState {
     /// Sends a leased job straight to the dead letters.
     pub fn fail(&mut self, r: Receipt, error: &str, now: u64) -> Result<u64> {
         self.check_receipt(r, now)?;
-        self.leases.remove(&r.id);
+        self.end_lease(r.id);
         self.dead_letter(r.id, error, now)
     }
 

@@ -81,3 +81,8 @@ pub use options::{
 };
 pub use queue::{Enqueued, Queue, LOCK_FILE};
 pub use stats::{RecoveryReport, Stats};
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

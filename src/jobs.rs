@@ -9,7 +9,9 @@
 //!
 //! Payloads are never here: a slot holds where the job's record lies.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::idhash::IdMap;
 
 /// Where a job is and what it is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +57,7 @@ const EMPTY: Slot = Slot {
 pub struct JobTable {
     base: u64,
     slots: VecDeque<Slot>,
-    stragglers: HashMap<u64, Slot>,
+    stragglers: IdMap<Slot>,
     in_slots: usize,
 }
 

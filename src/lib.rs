@@ -55,6 +55,7 @@ mod dead;
 mod error;
 #[doc(hidden)]
 pub mod format;
+mod idhash;
 mod job;
 mod jobs;
 mod keys;

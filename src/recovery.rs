@@ -15,7 +15,7 @@
 //! 5. Release the leases of the previous process (their attempt counts;
 //!    a job on its last attempt goes to the dead letters).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
+use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::{Log, SegInfo};
@@ -38,13 +39,13 @@ use crate::vfs::Vfs;
 #[derive(Default)]
 struct Replay {
     jobs: JobTable,
-    due: HashMap<u64, u64>,
-    in_flight: HashSet<u64>,
+    due: IdMap<u64>,
+    in_flight: IdSet,
     keys: KeyIndex,
     superseded_dead: Vec<u64>,
     /// Jobs whose log records predate their dead letter and that have no
     /// finishing record in the log yet.
-    shadowed_by_dead: HashSet<u64>,
+    shadowed_by_dead: IdSet,
     next_id: u64,
     records: u64,
 }
@@ -528,7 +529,7 @@ fn finish(
     let mut state = QueueState {
         jobs: replay.jobs,
         due: due_heap,
-        leases: HashMap::new(),
+        leases: IdMap::default(),
         expiries: std::collections::BinaryHeap::new(),
         keys: replay.keys,
         dead,

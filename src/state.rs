@@ -20,6 +20,7 @@ use crate::dead::{DeadFile, DeadLetter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{DeadRec, EnqueueRec, Record, ENQUEUE_FIXED_LEN};
+use crate::idhash::IdMap;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
@@ -71,7 +72,7 @@ pub struct QueueState {
     pub jobs: JobTable,
     /// `(due_ms, id)` of waiting jobs.
     pub due: BinaryHeap<Reverse<(u64, u64)>>,
-    pub leases: HashMap<u64, Lease>,
+    pub leases: IdMap<Lease>,
     /// `(deadline_ms, id, token)`; stale entries are skipped.
     pub expiries: BinaryHeap<Reverse<(u64, u64, u64)>>,
     pub keys: KeyIndex,

@@ -143,6 +143,13 @@ impl DeadFile {
             match frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
                 Ok(f) => {
                     match Record::decode(f.kind, f.body) {
+                        Some(Record::Dead(d)) if d.id >= crate::format::MAX_ID => {
+                            return Err(Error::corrupt(
+                                &self.path,
+                                off as u64,
+                                format!("dead letter with job id {} out of range", d.id),
+                            ))
+                        }
                         Some(Record::Dead(d)) => {
                             let entry = DeadEntry {
                                 off: off as u64,

@@ -59,6 +59,7 @@ pub struct JobTable {
     slots: VecDeque<Slot>,
     stragglers: IdMap<Slot>,
     in_slots: usize,
+    parked_fresh: Vec<u64>,
 }
 
 impl JobTable {
@@ -107,9 +108,10 @@ impl JobTable {
             // A far jump (an old job carried forward was replayed first):
             // park what we have instead of filling the gap with empty slots.
             let base = self.base;
-            for (k, s) in self.slots.drain(..).enumerate() {
+            let slots: Vec<Slot> = self.slots.drain(..).collect();
+            for (k, s) in slots.into_iter().enumerate() {
                 if s.state != SlotState::Empty {
-                    self.stragglers.insert(base + k as u64, s);
+                    self.park(base + k as u64, s);
                 }
             }
             self.in_slots = 0;
@@ -165,7 +167,7 @@ impl JobTable {
                 if self.slots.len() <= 2 * self.in_slots {
                     break;
                 }
-                self.stragglers.insert(self.base, front);
+                self.park(self.base, front);
                 self.slots.pop_front();
                 self.base += 1;
                 self.in_slots -= 1;
@@ -174,6 +176,23 @@ impl JobTable {
         if self.slots.is_empty() {
             self.slots.shrink_to(1024);
         }
+    }
+
+    /// Moves a job to the side map. Stragglers are never served in id
+    /// order, so a fresh one becomes waiting, and the owner must put it in
+    /// the due heap (see [`JobTable::take_parked_fresh`]).
+    fn park(&mut self, id: u64, mut slot: Slot) {
+        if slot.state == SlotState::Fresh {
+            slot.state = SlotState::Waiting;
+            self.parked_fresh.push(id);
+        }
+        self.stragglers.insert(id, slot);
+    }
+
+    /// Fresh jobs parked since the last call: now waiting, to be put in the
+    /// due heap by the caller.
+    pub fn take_parked_fresh(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.parked_fresh)
     }
 
     /// Whether a live job is kept in the side map (never served as fresh).
@@ -268,6 +287,8 @@ mod tests {
         t.insert(u64::MAX / 2, slot(SlotState::Fresh));
         assert_eq!(t.len(), 2);
         assert!(t.is_straggler(5));
+        assert_eq!(t.take_parked_fresh(), vec![5]);
+        assert_eq!(t.get(5).unwrap().state, SlotState::Waiting);
         assert!(t.get(5).is_some());
         assert!(t.get(u64::MAX / 2).is_some());
         assert!(t.slots.len() < 10);

@@ -21,8 +21,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::format::header::SEGMENT_HEADER_LEN;
-use crate::format::record::{EnqueueRec, Record, KIND_ENQUEUE};
+use crate::format::record::{EnqueueRec, Record};
 use crate::jobs::SlotState;
 use crate::keys::key_hash;
 use crate::state::QueueState;
@@ -78,22 +77,15 @@ impl QueueState {
     /// Rewrites the live jobs of segment `id` into the active segment.
     fn carry_jobs(&mut self, id: u32) -> Result<()> {
         let seg = self.log.info(id).expect("segment exists").seg.clone();
-        let mut carry = Vec::new();
-        let mut off = SEGMENT_HEADER_LEN as u32;
-        while let Ok(frame) = seg.frame_at(off) {
-            if frame.kind == KIND_ENQUEUE {
-                if let Some(Record::Enqueue(e)) = Record::decode(frame.kind, frame.body) {
-                    if self
-                        .jobs
-                        .get(e.id)
-                        .is_some_and(|s| s.seg == id && s.off == off)
-                    {
-                        carry.push(off);
-                    }
-                }
-            }
-            off += frame.len;
-        }
+        // From the job table, not a walk of the segment's frames: a segment
+        // opened in salvage mode may hold damage between live records.
+        let mut carry: Vec<u32> = self
+            .jobs
+            .iter()
+            .filter(|(_, s)| s.seg == id)
+            .map(|(_, s)| s.off)
+            .collect();
+        carry.sort_unstable();
         let mut dues: HashMap<u64, u64> = HashMap::new();
         for Reverse((due, job)) in self.due.iter() {
             dues.insert(*job, *due);

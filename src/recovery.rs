@@ -104,7 +104,7 @@ pub fn recover(
         ..Replay::default()
     };
     for (&id, _) in dead.entries().iter() {
-        replay.next_id = replay.next_id.max(id + 1);
+        replay.next_id = replay.next_id.max(id.saturating_add(1));
     }
     let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
 
@@ -235,8 +235,7 @@ fn scan_segment(
             Err(e) => e.to_string(),
         };
         // A damaged or torn record at `off`.
-        let next = find_next(seg, off + 1, expected);
-        let durable_later = next.is_some_and(|(_, f)| f.lsn - u64::from(f.sync_lag) >= expected);
+        let (next, durable_later) = find_later(seg, off + 1, expected);
         if last && !durable_later {
             break;
         }
@@ -320,21 +319,33 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
     Ok(())
 }
 
-/// The next frame after `from` that verifies and has an LSN past `expected`.
-fn find_next(seg: &Segment, from: u32, expected: u64) -> Option<(u32, Frame<'_>)> {
+/// The first intact frame after `from` with an LSN past `expected`, and
+/// whether any intact frame after `from` proves, through its sync lag, that
+/// LSN `expected` had been durable (then the damage is not a torn write).
+fn find_later(seg: &Segment, from: u32, expected: u64) -> (Option<(u32, Frame<'_>)>, bool) {
     let size = seg.size() as usize;
-    let bytes = seg.region.bytes(0, size)?;
+    let Some(bytes) = seg.region.bytes(0, size) else {
+        return (None, false);
+    };
+    let mut first = None;
     let mut off = from as usize;
     while off + frame::FRAME_HEADER_LEN <= size {
         let lsn = crate::format::u64_at(bytes, off + 8).unwrap_or(0);
         if lsn > expected && lsn - expected < (1 << 40) {
             if let Ok(f) = frame::decode(&bytes[off..], seg.id, seg.size()) {
-                return Some((off as u32, f));
+                if first.is_none() {
+                    first = Some((off as u32, f));
+                }
+                if f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected {
+                    return (first, true);
+                }
+                off += f.len as usize;
+                continue;
             }
         }
         off += 1;
     }
-    None
+    (first, false)
 }
 
 /// Applies one verified record to the replay state.
@@ -356,7 +367,14 @@ fn apply(
     };
     match rec {
         Record::Enqueue(e) => {
-            replay.next_id = replay.next_id.max(e.id.saturating_add(1));
+            if e.id >= crate::format::MAX_ID || f.lsn >= crate::format::MAX_ID {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    u64::from(off),
+                    format!("job id {} or LSN {} out of range", e.id, f.lsn),
+                ));
+            }
+            replay.next_id = replay.next_id.max(e.id + 1);
             if let Some(&dead_lsn) = dead_lsns.get(&e.id) {
                 if dead_lsn > f.lsn {
                     // Died after this record was written.
@@ -437,6 +455,15 @@ fn apply(
     Ok(())
 }
 
+/// A per-process random starting point for lease tokens, so a receipt kept
+/// from an earlier process never matches a lease of this one.
+fn random_token_base() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() >> 2
+}
+
 /// Builds the live state from the replay and releases old leases.
 fn finish(
     mut log: Log,
@@ -453,7 +480,8 @@ fn finish(
         if let Some(letter) = dead.get(id)? {
             if let Some(key) = letter.key {
                 let hash = key_hash(&key);
-                if replay.keys.get(hash).is_none_or(|e| e.id == id) {
+                // The key belongs to its newest job.
+                if replay.keys.get(hash).is_none_or(|e| e.id <= id) {
                     let expires_ms = letter.enqueued_ms.saturating_add(
                         u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
                     );
@@ -474,6 +502,8 @@ fn finish(
     let mut fresh = 0u64;
     let mut exhausted = Vec::new();
     let mut released = Vec::new();
+    // Replay marks every job fresh; `is_straggler` below decides again.
+    let _ = replay.jobs.take_parked_fresh();
     let ids: Vec<u64> = replay.jobs.iter().map(|(id, _)| id).collect();
     for id in ids {
         let straggler = replay.jobs.is_straggler(id);
@@ -496,7 +526,11 @@ fn finish(
                 format!("job {id}'s record could not be read back"),
             ));
         };
-        last_now = last_now.max(enqueued_ms);
+        // Keep ordering monotonic across restarts, but do not let a record
+        // from far in the future (a bad clock) pin the queue's time.
+        if enqueued_ms <= clock_ms.saturating_add(365 * 86_400_000) {
+            last_now = last_now.max(enqueued_ms);
+        }
         if replay.in_flight.contains(&id) {
             report.leases_released += 1;
             if u32::from(slot.attempts) >= u32::from(max_attempts) {
@@ -537,7 +571,7 @@ fn finish(
         fresh_cursor: 0,
         fresh,
         last_now,
-        next_token: clock_ms.wrapping_shl(16) | 1,
+        next_token: random_token_base(),
         rng: opts.jitter_seed.unwrap_or(clock_ms ^ 0x5eed),
         counters: Counters::default(),
         cfg,

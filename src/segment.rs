@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{self, Frame, FrameError};
 use crate::format::header::{FileKind, HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::format::FORMAT_VERSION;
+use crate::format::{FORMAT_VERSION, MAX_ID};
 use crate::vfs::{Region, Vfs, VfsFile};
 
 /// Suffix of segment file names.
@@ -126,6 +126,16 @@ impl Segment {
         let header = SegmentHeader::decode(&head[..n]).map_err(|e| header_error(path, e))?;
         if header.kind != FileKind::Log {
             return Err(Error::corrupt(path, 0, "not a log segment"));
+        }
+        if header.base_lsn == 0 || header.base_lsn >= MAX_ID || header.next_job_id >= MAX_ID {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!(
+                    "header out of range (base LSN {}, next job id {})",
+                    header.base_lsn, header.next_job_id
+                ),
+            ));
         }
         if header.segment_id != id {
             return Err(Error::corrupt(

@@ -207,6 +207,12 @@ impl QueueState {
             }
         }
         let id = self.next_id;
+        if id >= crate::format::MAX_ID {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                "job ids are exhausted (2^62 jobs enqueued)",
+            ));
+        }
         let due_ms = now.saturating_add(ms(opts.delay));
         let max_attempts = opts.max_attempts.unwrap_or(self.cfg.max_attempts);
         let rec = Record::Enqueue(EnqueueRec {
@@ -292,6 +298,17 @@ impl QueueState {
             .expect("appended to a live segment");
         info.live_jobs += 1;
         info.live_bytes += u64::from(a.len);
+        self.unpark();
+    }
+
+    /// Fresh jobs the job table moved aside wait in the due heap instead,
+    /// at their enqueue time, so they keep their place.
+    fn unpark(&mut self) {
+        for id in self.jobs.take_parked_fresh() {
+            let enqueued_ms = self.enqueued_ms_of(id);
+            self.fresh -= 1;
+            self.due.push(Reverse((enqueued_ms, id)));
+        }
     }
 
     /// Removes a finished job from memory and from its segment's count.
@@ -307,6 +324,7 @@ impl QueueState {
             .expect("a live job's segment exists");
         info.live_jobs -= 1;
         info.live_bytes -= u64::from(slot.len);
+        self.unpark();
     }
 
     fn segment_of(&self, slot: &Slot) -> Result<Arc<Segment>> {
@@ -808,7 +826,10 @@ impl QueueState {
             e.0 += 1;
             e.1 += u64::from(slot.len);
             match slot.state {
-                SlotState::Fresh => fresh += 1,
+                SlotState::Fresh => {
+                    assert!(!self.jobs.is_straggler(id), "fresh job {id} parked aside");
+                    fresh += 1;
+                }
                 SlotState::Waiting => {
                     assert!(waiting.contains(&id), "job {id} waits outside the heap")
                 }

@@ -10,6 +10,9 @@ pub mod record;
 
 /// The format version written by this build, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
+/// Job ids and LSNs stay below this bound; a file claiming more is corrupt
+/// (it leaves room to count up without overflow).
+pub const MAX_ID: u64 = 1 << 62;
 
 pub(crate) fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
     let bytes = buf.get(at..at.checked_add(2)?)?;

@@ -46,16 +46,24 @@
 //!   running count per kind ([`SimFs::op_count`]; failed operations count
 //!   too). A [`Fault`] fails the operation whose count before it equals
 //!   `at` (0 = the first), and with `forever` every later one of that kind.
-//!   A failed operation changes nothing, except a failed write (or
-//!   `set_len`, which counts as a write): it leaves the first half of its
-//!   bytes written (a torn write, as a short `pwrite` or a partly copied
-//!   mapped page would), volatile like any write. A failed sync makes
-//!   nothing durable and keeps the volatile writes volatile. `ENOSPC` is
-//!   [`std::io::ErrorKind::StorageFull`].
+//!   A failed operation changes nothing, except a failed `write_at`: it
+//!   leaves the first half of its bytes written (a torn write, as a short
+//!   `pwrite` or a partly copied mapped page would), volatile like any
+//!   write. (`set_len` counts as a write; a failed one changes nothing.)
+//!   A failed sync makes nothing durable and keeps the volatile writes
+//!   volatile (a later successful sync, or a power loss, decides their
+//!   fate). `ENOSPC` is [`std::io::ErrorKind::StorageFull`]. Opening and
+//!   reading never fail, nor does the implicit creation of a lock file.
 //! * **Maps.** A mapped file is a [`Region::heap`] copy of the file's
 //!   first `len` bytes, kept up to date by `write_at` (mapped files are
 //!   never shrunk; `set_len` on a mapped handle is refused as in
 //!   [`super::StdFs`]).
+//!
+//! * **Test hooks.** [`SimFs::pause_syncs`] holds every sync call (before
+//!   fault injection and counting) until released, so a test can line up
+//!   concurrent group-commit callers behind one fsync;
+//!   [`SimFs::read_file`] shows a file's current bytes; [`SimFs::frozen`]
+//!   says whether the freeze point was reached.
 //!
 //! Everything is deterministic: no clock, no thread-local randomness.
 

@@ -77,6 +77,8 @@ pub struct DeadFile {
     len: u64,
     entries: BTreeMap<u64, DeadEntry>,
     garbage: u64,
+    /// Bytes known durable; a frame's sync lag is its offset minus this.
+    synced_len: u64,
     buf: Vec<u8>,
 }
 
@@ -118,9 +120,13 @@ impl DeadFile {
             len,
             entries: BTreeMap::new(),
             garbage: 0,
+            synced_len: 0,
             buf: Vec::new(),
         };
         let report = dead.replay(&bytes, recovery)?;
+        // What survived is durable from here on, so sync lags written from
+        // now on are measured from a true durable point.
+        dead.sync()?;
         Ok((dead, report))
     }
 
@@ -132,6 +138,7 @@ impl DeadFile {
             len: SEGMENT_HEADER_LEN as u64,
             entries: BTreeMap::new(),
             garbage: 0,
+            synced_len: SEGMENT_HEADER_LEN as u64,
             buf: Vec::new(),
         })
     }
@@ -177,9 +184,9 @@ impl DeadFile {
                     off += f.len as usize;
                 }
                 Err(err) => {
-                    let next = next_valid_frame(bytes, off + 1);
+                    let (next, durable) = later_frames(bytes, off);
                     match (next, recovery) {
-                        (None, _) => {
+                        (_, _) if !durable => {
                             // A torn tail: the last append did not complete.
                             report.torn_bytes = (bytes.len() - off) as u64;
                             self.cut(off as u64)?;
@@ -189,7 +196,7 @@ impl DeadFile {
                             report.damaged_bytes += (next - off) as u64;
                             off = next;
                         }
-                        (Some(_), RecoveryMode::Strict) => {
+                        (_, RecoveryMode::Strict) | (None, _) => {
                             return Err(Error::corrupt(
                                 &self.path,
                                 off as u64,
@@ -243,8 +250,17 @@ impl DeadFile {
         self.buf.clear();
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
-        frame::seal(&mut self.buf, DEAD_SEGMENT_ID, lsn, rec.kind(), 0, 0, tail);
         let off = self.len;
+        let lag = u32::try_from(off - self.synced_len).unwrap_or(u32::MAX);
+        frame::seal(
+            &mut self.buf,
+            DEAD_SEGMENT_ID,
+            lsn,
+            rec.kind(),
+            0,
+            lag,
+            tail,
+        );
         self.file
             .write_at(&self.buf, off)
             .and_then(|()| self.file.write_at(tail, off + self.buf.len() as u64))
@@ -254,10 +270,12 @@ impl DeadFile {
     }
 
     /// Makes every append durable.
-    pub fn sync(&self) -> Result<()> {
+    pub fn sync(&mut self) -> Result<()> {
         self.file
             .sync_data()
-            .map_err(|e| Error::io("syncing dead letters", &self.path, e))
+            .map_err(|e| Error::io("syncing dead letters", &self.path, e))?;
+        self.synced_len = self.len;
+        Ok(())
     }
 
     /// Reads and verifies dead letter `id`.
@@ -309,6 +327,12 @@ impl DeadFile {
             self.file
                 .read_at(&mut bytes, entry.off)
                 .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
+            // The rewritten file is synced whole: clear the sync lag.
+            if bytes.len() >= FRAME_HEADER_LEN {
+                bytes[20..24].fill(0);
+                let crc = frame::checksum(DEAD_SEGMENT_ID, &[&bytes[4..]]);
+                bytes[0..4].copy_from_slice(&crc.to_le_bytes());
+            }
             let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
             entries.insert(id, DeadEntry { off, ..*entry });
             body.extend_from_slice(&bytes);
@@ -318,6 +342,7 @@ impl DeadFile {
         self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
         self.entries = entries;
         self.garbage = 0;
+        self.synced_len = self.len;
         Ok(())
     }
 }
@@ -354,10 +379,26 @@ fn write_fresh(
     Ok(file)
 }
 
-/// The offset of the first frame at or after `from` that decodes.
-fn next_valid_frame(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len())
-        .find(|&off| frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD).is_ok())
+/// The first intact frame after a damaged one at `damaged`, and whether
+/// any later intact frame proves, through its sync lag (bytes written since
+/// the last sync), that the damaged bytes had been synced: then the damage
+/// is not a torn write.
+fn later_frames(bytes: &[u8], damaged: usize) -> (Option<usize>, bool) {
+    let mut first = None;
+    let mut off = damaged + 1;
+    while off < bytes.len() {
+        match frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
+            Ok(f) => {
+                first.get_or_insert(off);
+                if off.saturating_sub(f.sync_lag as usize) > damaged {
+                    return (first, true);
+                }
+                off += f.len as usize;
+            }
+            Err(_) => off += 1,
+        }
+    }
+    (first, false)
 }
 
 #[cfg(test)]
@@ -400,6 +441,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = DeadFile::open(&StdFs, dir.path(), 0o600, RecoveryMode::Strict).unwrap();
         d.add(&rec(1), 10).unwrap();
+        d.sync().unwrap();
         d.add(&rec(2), 11).unwrap();
         let full = d.disk_bytes();
         drop(d);

@@ -442,7 +442,7 @@ impl Queue {
         self.check_open()?;
         let lsn = self.inner.state.lock().log.next_lsn - 1;
         self.make_durable(lsn)?;
-        let st = self.inner.state.lock();
+        let mut st = self.inner.state.lock();
         st.dead.sync().inspect_err(|e| self.poison(e))
     }
 

@@ -21,7 +21,11 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
+use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
+
+/// Length of a lease frame.
+const LEASE_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64 + 12;
 use crate::jobs::SlotState;
 use crate::keys::key_hash;
 use crate::state::QueueState;
@@ -111,9 +115,18 @@ impl QueueState {
                 due_ms,
                 ..e
             });
-            let a = self.log.append(&rec, 0, self.next_id)?;
-            if slot.state == SlotState::InFlight {
-                // Keep the job leased in the log, as it is in memory.
+            let in_flight = slot.state == SlotState::InFlight;
+            let a = if in_flight {
+                // Keep the job leased in the log, as it is in memory: the
+                // carried copy and its lease form one batch, so a crash
+                // keeps both or neither.
+                let len = QueueState::enqueue_frame_len(e.payload, e.key.len());
+                self.log.ensure_room(len + LEASE_FRAME_LEN, self.next_id)?;
+                self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?
+            } else {
+                self.log.append(&rec, 0, self.next_id)?
+            };
+            if in_flight {
                 self.log.append(
                     &Record::Lease {
                         id: e.id,

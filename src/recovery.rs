@@ -29,7 +29,7 @@ use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::{Log, SegInfo};
-use crate::options::{Durability, Options, RecoveryMode};
+use crate::options::{Options, RecoveryMode};
 use crate::segment::{self, Segment, TMP_SUFFIX};
 use crate::state::{Config, Counters, QueueState};
 use crate::stats::RecoveryReport;
@@ -557,7 +557,6 @@ fn finish(
         backoff: opts.backoff,
         dedup_ms: u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
         max_payload: opts.effective_max_payload(),
-        sync: opts.durability == Durability::Sync,
     };
     let active_next_id = log.active().header.next_job_id;
     let mut state = QueueState {

@@ -51,8 +51,6 @@ pub struct Config {
     pub dedup_ms: u64,
     /// Largest payload.
     pub max_payload: u32,
-    /// Whether writes wait for fdatasync (`Durability::Sync`).
-    pub sync: bool,
 }
 
 /// Totals since open.
@@ -634,10 +632,13 @@ impl QueueState {
             error: cut_text(error),
             payload: e.payload,
         };
+        // Order, whatever the durability mode (dead-lettering is rare):
+        // the job's log records (its enqueue, perhaps a batch still waiting
+        // for its group commit) are durable before its dead letter, and the
+        // dead letter before the ack record that finishes it in the log.
+        self.log.sync_now()?;
         self.dead.add(&rec, self.log.next_lsn)?;
-        if self.cfg.sync {
-            self.dead.sync()?;
-        }
+        self.dead.sync()?;
         if !e.key.is_empty() {
             let hash = key_hash(e.key);
             if let Some(entry) = self.keys.get(hash).copied() {

@@ -4,18 +4,20 @@
 //! against a model built from what the child reported.
 //!
 //! How it works:
-//! - The test binary re-executes itself (`--exact kill9_child`) with
+//! - The test binary re-executes itself (`kill9_child --exact`) with
 //!   `WALQ_CRASH_CHILD=<dir>`. The child opens the queue (Sync, 256 KiB
 //!   segments so rotation, deletion and carry-forward happen) and runs two
 //!   producer threads (enqueue, enqueue_with delay/key/max_attempts,
-//!   enqueue_batch, re-enqueue of known idempotency keys) and two consumer
-//!   threads (dequeue, dequeue_timeout, dequeue_batch, ack, nack, fail,
-//!   extend, abandon, redrive, purge) until it is killed.
+//!   enqueue_batch, re-enqueue of known idempotency keys) and three
+//!   consumer threads (dequeue, dequeue_timeout, dequeue_batch, ack, nack,
+//!   fail, extend, abandon, dead-letter redrive and purge) until killed.
 //! - Before each operation that changes a job the child writes an intent
 //!   line, and after the operation returned `Ok` a completion line, to
 //!   stdout (a pipe; one flushed line each). A line cut by the kill is
-//!   ignored. The parent kills the child after a random number of reported
-//!   operations (or at once after spawn, or right after open).
+//!   ignored. The parent kills the child (seeded plan, no sleeps): at once
+//!   after spawn (the kill lands in exec, open or recovery), right after
+//!   open, after a random number of reported operations, or at the next
+//!   intent of a given kind after that (a batch, an ack, ... under way).
 //! - Payloads are self-checking: they carry the producer's sequence number,
 //!   their options and a checksum over deterministic padding.
 //! - The parent keeps, for every job id, the set of places the job may be
@@ -26,8 +28,9 @@
 //!   checks: no acknowledged job is missing, no acked or purged job comes
 //!   back, no job is there twice, payloads and keys are intact, batches are
 //!   all or nothing, idempotency keys survive restarts, ready jobs come out
-//!   by (due time, id), attempts never pass max_attempts, and the stats and
-//!   files on disk add up. It then drops the queue (its leases are released
+//!   by (due time, id), attempts are never lost nor pass max_attempts, dead
+//!   letters have a reason (a fail, or attempts used up), one lease has
+//!   one holder, and the stats and files on disk add up. It then drops the queue (its leases are released
 //!   by the next open, counting an attempt) and the next cycle continues on
 //!   the same directory.
 //!
@@ -37,7 +40,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,7 +56,11 @@ const DEFAULT_CYCLES: u64 = 100;
 const DEFAULT_SEED: u64 = 0x3a11_c0de_5eed_0001;
 
 const SEGMENT_SIZE: u64 = 256 * 1024;
-const MAX_ATTEMPTS: u32 = 4;
+const MAX_ATTEMPTS: u32 = 6;
+const LEASE: Duration = Duration::from_secs(6 * 3600);
+/// Of the child's five worker threads, 1..=PRODUCERS produce, the others
+/// consume.
+const PRODUCERS: u32 = 2;
 /// Producers wait while this many jobs are ready or delayed.
 const BACKLOG: u64 = 120;
 const PREFIX: &str = "@W ";
@@ -191,7 +197,9 @@ fn queue_options(seed: u64) -> Options {
         .segment_size(SEGMENT_SIZE)
         .durability(Durability::Sync)
         .max_attempts(MAX_ATTEMPTS)
-        .visibility_timeout(Duration::from_secs(30))
+        // Leases never expire while a child runs, however slow the machine:
+        // no check may depend on timing.
+        .visibility_timeout(LEASE)
         .backoff(Backoff {
             initial: Duration::from_millis(2),
             multiplier: 2.0,
@@ -279,15 +287,15 @@ impl Child {
         loop {
             self.wait_for_room();
             let pad = |rng: &mut Rng| {
-                if rng.chance(6) {
-                    rng.range(2_000, 12_000) as usize
+                if rng.chance(10) {
+                    rng.range(2_000, 16_000) as usize
                 } else {
                     rng.range(0, 400) as usize
                 }
             };
             let choice = rng.below(100);
             if choice < 15 {
-                let specs: Vec<Spec> = (0..rng.range(2, 6))
+                let specs: Vec<Spec> = (0..rng.range(2, 12))
                     .map(|_| Spec {
                         seq: next_seq(),
                         delay_ms: 0,
@@ -297,8 +305,10 @@ impl Child {
                     })
                     .collect();
                 let seqs: Vec<String> = specs.iter().map(|s| s.seq.to_string()).collect();
-                self.out.line(t, format!("b {}", seqs.join(" ")));
+                // Payloads are built before the intent line, so the
+                // operation follows the line at once (kills aim at it).
                 let payloads: Vec<Vec<u8>> = specs.iter().map(encode).collect();
+                self.out.line(t, format!("b {}", seqs.join(" ")));
                 let ids = self.ok(t, "enqueue_batch", self.q.enqueue_batch(&payloads));
                 let pairs: Vec<String> = specs
                     .iter()
@@ -315,9 +325,10 @@ impl Child {
                     max_attempts: 0,
                     pad_len: pad(&mut rng),
                 };
+                let payload = encode(&spec);
                 self.out.line(t, format!("k {} {key_seq}", spec.seq));
                 let r = self.q.enqueue_with(
-                    &encode(&spec),
+                    &payload,
                     EnqueueOptions::new().idempotency_key(key_for(key_seq)),
                 );
                 let r = self.ok(t, "enqueue_with (known key)", r);
@@ -338,8 +349,8 @@ impl Child {
                     },
                     pad_len: pad(&mut rng),
                 };
-                self.out.line(t, format!("e {seq}"));
                 let payload = encode(&spec);
+                self.out.line(t, format!("e {seq}"));
                 let plain = spec.delay_ms == 0 && spec.key_seq == 0 && spec.max_attempts == 0;
                 let (id, dup) = if plain {
                     (self.ok(t, "enqueue", self.q.enqueue(&payload)), false)
@@ -411,7 +422,14 @@ impl Child {
     fn consumer(&self, t: u32) {
         let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x2000_0003));
         loop {
-            if rng.chance(5) {
+            // Redrive or purge dead letters, more often when they pile up.
+            let dead = self.q.stats().dead;
+            let rounds = if dead > 30 {
+                3
+            } else {
+                u64::from(rng.chance(8))
+            };
+            for _ in 0..rounds {
                 self.dead_letter_op(t, &mut rng);
             }
             let jobs = match rng.below(100) {
@@ -433,11 +451,12 @@ impl Child {
                 .map(|j| {
                     let spec = self.check_job(t, j);
                     format!(
-                        "D {} {} {} {}",
+                        "D {} {} {} {} {}",
                         j.id(),
                         j.attempt(),
                         spec.seq,
-                        j.max_attempts()
+                        j.max_attempts(),
+                        j.enqueued_ms()
                     )
                 })
                 .collect();
@@ -455,12 +474,14 @@ impl Child {
                     }
                     60..=76 => {
                         let dead = u8::from(job.attempt() >= job.max_attempts());
-                        let retry = if rng.chance(25) {
-                            Retry::Backoff
+                        // The report gives the least delay: 0 for a backoff.
+                        let (retry, least) = if rng.chance(25) {
+                            (Retry::Backoff, 0)
                         } else {
-                            Retry::After(Duration::from_millis(rng.below(20)))
+                            let ms = rng.below(20);
+                            (Retry::After(Duration::from_millis(ms)), ms)
                         };
-                        self.out.line(t, format!("n {id} {dead}"));
+                        self.out.line(t, format!("n {id} {dead} {least}"));
                         let text = format!("{NACK_TEXT} {id}");
                         self.ok(t, "nack", self.q.nack(r, retry, &text));
                         self.out.line(t, format!("N {id} {dead}"));
@@ -473,7 +494,7 @@ impl Child {
                     }
                     82..=93 => {
                         self.out.line(t, format!("x {id}"));
-                        self.ok(t, "extend", self.q.extend(r, Duration::from_secs(30)));
+                        self.ok(t, "extend", self.q.extend(r, LEASE));
                         self.out.line(t, format!("T {id}"));
                         self.out.line(t, format!("a {id}"));
                         self.ok(t, "ack", self.q.ack(r));
@@ -495,7 +516,12 @@ impl Child {
         if ids.is_empty() {
             return;
         }
-        let id = ids[rng.below(ids.len() as u64) as usize];
+        // Purge the oldest when they pile up, else pick any.
+        let id = if ids.len() > 30 && rng.chance(70) {
+            ids[0]
+        } else {
+            ids[rng.below(ids.len() as u64) as usize]
+        };
         let letter = match self.q.dead_letter(id) {
             Ok(Some(l)) => l,
             Ok(None) => self
@@ -506,7 +532,7 @@ impl Child {
         if let Err(e) = decode(&letter.payload) {
             self.out.fatal(t, format!("dead letter {id}: {e}"));
         }
-        if rng.chance(50) {
+        if rng.chance(30) {
             self.out.line(t, format!("r {id}"));
             self.ok(t, "redrive", self.q.redrive(id));
             self.out.line(t, format!("R {id}"));
@@ -554,10 +580,10 @@ fn child_main(dir: PathBuf) -> ! {
         keys,
     });
     let mut handles = Vec::new();
-    for t in 1..=4u32 {
+    for t in 1..=5u32 {
         let c = child.clone();
         handles.push(std::thread::spawn(move || {
-            if t <= 2 {
+            if t <= PRODUCERS {
                 c.producer(t)
             } else {
                 c.consumer(t)
@@ -625,6 +651,10 @@ struct JobModel {
     seq: u64,
     /// Places the job may be in now.
     may: u8,
+    /// Attempts counted when last seen (an unreported lease may add one).
+    attempts: u32,
+    /// Set by a reported nack: the least due time it set.
+    due_floor: Option<u64>,
     /// The last events, for failure messages.
     history: Vec<String>,
 }
@@ -632,13 +662,29 @@ struct JobModel {
 /// An operation whose intent was reported, waiting for its completion.
 struct Pending {
     op: Op,
+    /// For a nack: the least due time it can set.
+    due_floor: u64,
     /// Another thread reported an event on the job since the intent: the
     /// operation took effect, and the later event supersedes it.
     overtaken: bool,
 }
 
+/// What the parent knows about every job the child touched.
+///
+/// Lines of one child thread arrive in program order, but lines of
+/// different threads only in the order they were written, which may differ
+/// from the order their operations took effect (a producer may report its
+/// enqueue after a consumer already reported acking the job). Every
+/// operation on a job is serialised by the queue, and another thread can
+/// only act on a job after the operation that made it visible to it took
+/// effect (a nack makes it ready, a fail makes it a dead letter, ...). So
+/// when another thread reports an event on a job between an intent and
+/// its completion, that operation has taken effect, the later event
+/// carries the newer state, and the completion is ignored ("overtaken").
 #[derive(Default)]
 struct Model {
+    /// Completed operations reported, by tag.
+    done: BTreeMap<String, u64>,
     jobs: BTreeMap<u64, JobModel>,
     id_of_seq: HashMap<u64, u64>,
     /// Seqs the child tried to enqueue.
@@ -655,6 +701,9 @@ struct Model {
     holder: HashMap<u64, (u32, bool)>,
     /// Ids with an event this cycle.
     touched: HashSet<u64>,
+    /// The largest enqueue time of a job reported dequeued this cycle: the
+    /// queue's clock (monotonic) is at least this for any later operation.
+    time_floor: u64,
     /// Batches reported started but not finished, by thread.
     open_batches: HashMap<u32, Vec<u64>>,
     /// Of those, the ones the kill interrupted.
@@ -772,6 +821,8 @@ impl Model {
             JobModel {
                 seq,
                 may: LIVE,
+                attempts: 0,
+                due_floor: None,
                 history: vec![format!("c{} {line}", ctx.cycle)],
             },
         );
@@ -790,6 +841,9 @@ impl Model {
             .unwrap_or_else(|| ctx.fail(self, &[], format!("bad report line {raw:?}")));
         let tag = words.next().unwrap_or("");
         let args: Vec<&str> = words.collect();
+        if tag.chars().all(|c| c.is_ascii_uppercase()) {
+            *self.done.entry(tag.to_string()).or_default() += 1;
+        }
         let num = |i: usize| -> u64 {
             args.get(i)
                 .and_then(|w| w.parse().ok())
@@ -863,6 +917,7 @@ impl Model {
             }
             "D" => {
                 let (id, attempt, seq, max) = (num(0), num(1), num(2), num(3));
+                self.time_floor = self.time_floor.max(num(4));
                 if let Some((t, _)) = self.holder.get(&id) {
                     ctx.fail(
                         self,
@@ -891,6 +946,8 @@ impl Model {
                         JobModel {
                             seq,
                             may: LIVE,
+                            attempts: 0,
+                            due_floor: None,
                             history: Vec::new(),
                         },
                     );
@@ -898,6 +955,8 @@ impl Model {
                 self.overtake(id, thread);
                 let j = self.jobs.get_mut(&id).expect("inserted");
                 j.may = LIVE;
+                j.due_floor = None;
+                j.attempts = u32::try_from(attempt).expect("attempt fits u32");
                 j.history.push(line);
                 self.holder.insert(id, (thread, attempt >= max));
             }
@@ -950,15 +1009,23 @@ impl Model {
                     }
                 }
                 self.overtake(id, thread);
+                let due_floor = match op {
+                    Op::Nack { .. } => self.time_floor + num(2),
+                    _ => 0,
+                };
                 self.pending.insert(
                     (id, thread),
                     Pending {
                         op,
+                        due_floor,
                         overtaken: false,
                     },
                 );
                 let j = self.jobs.get_mut(&id).expect("checked");
                 j.may = before | op.after();
+                if op == Op::Redrive {
+                    j.due_floor = None; // due at the redrive, if it happens
+                }
                 j.history.push(line);
                 return false;
             }
@@ -969,7 +1036,15 @@ impl Model {
                     .remove(&(id, thread))
                     .unwrap_or_else(|| panic!("test bug: {line} without its intent"));
                 if !p.overtaken {
-                    self.jobs.get_mut(&id).expect("known").may = p.op.after();
+                    let j = self.jobs.get_mut(&id).expect("known");
+                    j.may = p.op.after();
+                    j.due_floor = match p.op {
+                        Op::Nack { dead: false } => Some(p.due_floor),
+                        _ => None,
+                    };
+                    if p.op == Op::Redrive {
+                        j.attempts = 0;
+                    }
                 }
                 self.overtake(id, thread);
                 self.note(id, line);
@@ -1002,11 +1077,20 @@ impl Model {
             }
         }
         self.touched.clear();
+        self.time_floor = 0;
     }
 }
 
 // ---------------------------------------------------------------------------
 // The parent: running a child, and checking the queue after the kill.
+
+/// Whether a report tag is a completed operation (what kill plans count).
+fn is_op(tag: &str) -> bool {
+    matches!(
+        tag,
+        "E" | "B" | "K" | "D" | "A" | "N" | "F" | "R" | "P" | "T"
+    )
+}
 
 /// A child process that is killed (SIGKILL) and reaped when dropped.
 struct ChildGuard(std::process::Child);
@@ -1028,8 +1112,11 @@ impl Drop for ChildGuard {
 enum Kill {
     /// Right after spawn: lands during exec, open or recovery.
     AtSpawn,
-    /// After `n` reported operations (0: as soon as open returned).
-    AfterOps(u64),
+    /// After `n` reported operations (0: as soon as open returned), and
+    /// then, if `at` is given, at the next intent line with that tag: the
+    /// operation is then most likely under way (a batch half written, an
+    /// ack's record not yet synced, ...).
+    AfterOps(u64, Option<&'static str>),
 }
 
 #[derive(Default)]
@@ -1070,7 +1157,7 @@ impl Run {
         }
         let stderr_path = self.logs.join(format!("child-{cycle}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).expect("child stderr file");
-        let child = Command::new(&self.exe)
+        let mut child = Command::new(&self.exe)
             .args([
                 CHILD_TEST,
                 "--exact",
@@ -1087,73 +1174,78 @@ impl Run {
             .stderr(Stdio::from(stderr))
             .spawn()
             .expect("spawn the child");
+        let stdout = child.stdout.take().expect("piped stdout");
         // Killed and reaped on every path, panics included.
-        let mut child = ChildGuard(child);
-        let stdout = child.0.stdout.take().expect("piped stdout");
+        let child = Arc::new(Mutex::new(ChildGuard(child)));
+        let pid = child.lock().expect("child lock").0.id();
+        if matches!(kill, Kill::AtSpawn) {
+            self.totals.killed_at_spawn += 1;
+        }
+        // The reader kills the child itself, as soon as it reads the line
+        // the plan names, to land the kill as close to that moment as it
+        // can; then it passes the lines on, in order.
         let (tx, rx) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
+        let killer = child.clone();
+        let reader = std::thread::spawn(move || -> bool {
+            let signal = || {
+                let _ = killer.lock().expect("child lock").0.kill();
+                true
+            };
+            let mut killed = matches!(kill, Kill::AtSpawn) && signal();
             let mut r = BufReader::new(stdout);
+            let (mut ops, mut opened) = (0u64, false);
             loop {
                 let mut buf = Vec::new();
                 match r.read_until(b'\n', &mut buf) {
                     // A last line without its newline was cut by the kill.
                     Ok(0) | Err(_) => break,
                     Ok(_) if buf.last() != Some(&b'\n') => break,
-                    Ok(_) => {
-                        if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
-                            break;
-                        }
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&buf).into_owned();
+                if let (false, Kill::AfterOps(n, at)) = (killed, kill) {
+                    let mut words = line.strip_prefix(PREFIX).unwrap_or("").split_whitespace();
+                    let tag = words.nth(1);
+                    opened |= tag == Some("O");
+                    ops += u64::from(tag.is_some_and(is_op));
+                    if opened && ops >= n && (at.is_none() || tag == at) {
+                        killed = signal();
                     }
                 }
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
+            killed
         });
-        let mut exited_early = None;
-        let opened_line = format!("{PREFIX}0 O");
-        match kill {
-            Kill::AtSpawn => {
-                self.totals.killed_at_spawn += 1;
-                child.kill();
-            }
-            Kill::AfterOps(n) => {
-                let mut ops = 0u64;
-                let mut opened = false;
-                loop {
-                    match rx.recv_timeout(HANG_LIMIT) {
-                        Ok(line) => {
-                            opened |= line.starts_with(&opened_line);
-                            if self.model.apply_line(ctx, line.trim_end()) {
-                                ops += 1;
-                            }
-                            if opened && ops >= n {
-                                child.kill();
-                                break;
-                            }
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => ctx.fail(
-                            &self.model,
-                            &[],
-                            format!(
-                                "the child reported nothing for {HANG_LIMIT:?} (hung?); stderr in {}",
-                                stderr_path.display()
-                            ),
-                        ),
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            exited_early = Some(child.0.wait().expect("wait for the child"));
-                            break;
-                        }
+        loop {
+            match rx.recv_timeout(HANG_LIMIT) {
+                Ok(line) => {
+                    if self.model.apply_line(ctx, line.trim_end()) {
+                        self.totals.ops += 1;
                     }
                 }
-                self.totals.ops += ops;
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let stacks = thread_stacks(pid);
+                    ctx.fail(
+                        &self.model,
+                        &[],
+                        format!(
+                            "the child reported nothing for {HANG_LIMIT:?} (hung?); \
+                             stderr in {}; its threads:\n{stacks}",
+                            stderr_path.display()
+                        ),
+                    )
+                }
             }
         }
-        child.kill();
-        reader.join().expect("reader thread");
-        for line in rx.try_iter() {
-            if self.model.apply_line(ctx, line.trim_end()) {
-                self.totals.ops += 1;
-            }
-        }
-        if let Some(status) = exited_early {
+        let killed = reader.join().expect("reader thread");
+        let status = {
+            let mut guard = child.lock().expect("child lock");
+            guard.0.wait().expect("wait for the child")
+        };
+        if !killed {
             let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             ctx.fail(
                 &self.model,
@@ -1266,6 +1358,9 @@ impl Run {
         // Every job found: intact, known key, at most once.
         let mut seen: BTreeMap<u64, u8> = BTreeMap::new();
         let mut specs: HashMap<u64, Spec> = HashMap::new();
+        let mut attempts_seen: HashMap<u64, u32> = HashMap::new();
+        // Dead letters of jobs whose lease was released on its last attempt.
+        let mut exhausted_on_open: HashMap<u64, u32> = HashMap::new();
         for letter in &dead {
             let spec = decode(&letter.payload).unwrap_or_else(|e| {
                 ctx.fail(m, &[letter.id], format!("dead letter {}: {e}", letter.id))
@@ -1294,6 +1389,10 @@ impl Run {
                     ),
                 );
             }
+            if exhausted && !failed && !letter.error.starts_with(NACK_TEXT) {
+                exhausted_on_open.insert(letter.id, letter.attempts);
+            }
+            attempts_seen.insert(letter.id, letter.attempts);
             if seen.insert(letter.id, DEAD).is_some() {
                 ctx.fail(
                     m,
@@ -1326,6 +1425,7 @@ impl Run {
                     ),
                 );
             }
+            attempts_seen.insert(id, job.attempt());
             if let Some(prev) = seen.insert(id, LIVE) {
                 ctx.fail(
                     m,
@@ -1350,7 +1450,30 @@ impl Run {
         for (&id, &loc) in &seen {
             match m.jobs.get_mut(&id) {
                 Some(j) => {
-                    if j.may & loc == 0 {
+                    // A lease taken just before the kill, never reported,
+                    // counts an attempt: on the last one the open that
+                    // follows dead-letters the job.
+                    let unreported_last_lease = loc == DEAD
+                        && j.may & LIVE != 0
+                        && exhausted_on_open.get(&id) == Some(&(j.attempts + 1));
+                    // Attempts are persisted: never fewer than last seen
+                    // (a leased job here has one more: ours), unless a
+                    // redrive reset them.
+                    let now_attempts = attempts_seen[&id];
+                    let floor = j.attempts + u32::from(loc == LIVE);
+                    if now_attempts < floor && !m.maybe_redriven.contains(&id) {
+                        let was = j.attempts;
+                        ctx.fail(
+                            m,
+                            &[id],
+                            format!(
+                                "job {id} is {} with {now_attempts} attempts counted, \
+                                 but {was} were counted before",
+                                loc_name(loc)
+                            ),
+                        );
+                    }
+                    if j.may & loc == 0 && !unreported_last_lease {
                         let may = j.may;
                         ctx.fail(
                             m,
@@ -1369,6 +1492,8 @@ impl Run {
                         JobModel {
                             seq: specs[&id].seq,
                             may: loc,
+                            attempts: attempts_seen[&id],
+                            due_floor: None,
                             history: vec![format!(
                                 "c{} found after the crash (enqueue not reported)",
                                 ctx.cycle
@@ -1407,8 +1532,15 @@ impl Run {
             }
         }
 
-        // Ready order: jobs never leased come out by (due, id); the leases
-        // released by this open (due = the open's clock) come last, by id.
+        // Ready order: jobs come out by (due, id). A job never leased nor
+        // redriven is due exactly at enqueue time + delay; a lease released
+        // by this open is due at the open's clock (after everything else);
+        // any other job is due somewhere between its enqueue time (it was
+        // delivered, then nacked, released or redriven later; our own
+        // leases, with the clock an hour ahead, may even precede its delay)
+        // and the open's clock, and a reported nack puts it no earlier than
+        // the queue's clock when the nack started plus its delay. So no job may come out after one whose earliest
+        // possible (due, id) is past its own latest possible one.
         let released = (report.leases_released - report.dead_lettered_on_open) as usize;
         if released > drained.len() {
             ctx.fail(
@@ -1418,23 +1550,34 @@ impl Run {
             );
         }
         let split = drained.len() - released;
-        let mut last: Option<(u64, u64)> = None;
-        for job in &drained[..split] {
-            if job.attempt() != 1 || m.maybe_redriven.contains(&job.id()) {
-                continue;
+        let mut max_lo: Option<((u64, u64), u64)> = None;
+        for (k, job) in drained.iter().enumerate() {
+            let id = job.id();
+            let due = (job.enqueued_ms() + specs[&id].delay_ms, id);
+            let exact = job.attempt() == 1 && !m.maybe_redriven.contains(&id);
+            let (lo, hi) = if k >= split {
+                ((t_far, id), (t_far, id))
+            } else if exact {
+                (due, due)
+            } else {
+                let floor = m.jobs.get(&id).and_then(|j| j.due_floor).unwrap_or(0);
+                ((job.enqueued_ms().max(floor), id), (t_far, id))
+            };
+            if let Some((before, other)) = max_lo {
+                if hi < before {
+                    ctx.fail(
+                        m,
+                        &[other, id],
+                        format!(
+                            "ready order broken: job {id} (due, id) at most {hi:?} came out \
+                             after job {other}, due at least {before:?}"
+                        ),
+                    );
+                }
             }
-            let key = (job.enqueued_ms() + specs[&job.id()].delay_ms, job.id());
-            if last.is_some_and(|l| l > key) {
-                ctx.fail(
-                    m,
-                    &[job.id()],
-                    format!(
-                        "ready order broken: job {} (due, id) = {key:?} came after {last:?}",
-                        job.id()
-                    ),
-                );
+            if max_lo.is_none_or(|(before, _)| lo > before) {
+                max_lo = Some((lo, id));
             }
-            last = Some(key);
         }
         for pair in drained[split..].windows(2) {
             if pair[0].id() >= pair[1].id() {
@@ -1475,6 +1618,10 @@ impl Run {
             } else {
                 loc
             };
+            if let Some(&a) = attempts_seen.get(&id) {
+                j.attempts = a;
+            }
+            j.due_floor = None;
             j.history
                 .push(format!("c{} checked: {}", ctx.cycle, loc_name(loc)));
             if j.history.len() > 200 {
@@ -1487,6 +1634,31 @@ impl Run {
             }
         }
         self.totals.max_jobs = self.totals.max_jobs.max(drained.len());
+    }
+}
+
+/// The stacks of a hung child's threads, if gdb is installed.
+fn thread_stacks(pid: u32) -> String {
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt 30",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let frames: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with('#') || l.starts_with("Thread"))
+                .collect();
+            frames.join("\n")
+        }
+        Err(e) => format!("(no stacks: gdb did not run: {e})"),
     }
 }
 
@@ -1518,20 +1690,25 @@ fn kill9_crash_cycles() {
         rng: Rng::new(seed),
     };
     let started = Instant::now();
-    let keep = AtomicU64::new(0);
+    let current = std::cell::Cell::new(0u64);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for cycle in 0..cycles {
-            keep.store(cycle, Ordering::Relaxed);
+            current.set(cycle);
             let ctx = Ctx {
                 seed,
                 cycle,
                 dir: dir.clone(),
             };
+            const INTENTS: [&str; 9] = ["b", "b", "b", "e", "a", "n", "f", "r", "p"];
             let kill = match run.rng.below(100) {
                 0..=9 => Kill::AtSpawn,
-                10..=19 => Kill::AfterOps(0),
-                20..=94 => Kill::AfterOps(run.rng.range(1, 80)),
-                _ => Kill::AfterOps(run.rng.range(100, 300)),
+                10..=16 => Kill::AfterOps(0, None),
+                17..=59 => Kill::AfterOps(run.rng.range(1, 150), None),
+                60..=91 => {
+                    let tag = INTENTS[run.rng.below(INTENTS.len() as u64) as usize];
+                    Kill::AfterOps(run.rng.range(1, 150), Some(tag))
+                }
+                _ => Kill::AfterOps(run.rng.range(200, 600), None),
             };
             run.run_child(&ctx, kill);
             run.check(&ctx);
@@ -1542,7 +1719,7 @@ fn kill9_crash_cycles() {
         let kept = tmp.keep();
         eprintln!(
             "crash test: cycle {} failed; queue directory and child logs kept in {}",
-            keep.load(Ordering::Relaxed),
+            current.get(),
             kept.display()
         );
         std::panic::resume_unwind(panic);
@@ -1552,7 +1729,7 @@ fn kill9_crash_cycles() {
         "crash test: {cycles} kill -9 cycles in {:.1?} (seed {seed:#x}): {} jobs known, {} ops reported, \
          {} kills at spawn, {} torn tails cut, {} interrupted batches dropped, {} tmp files removed, \
          {} leases released, {} dead-lettered on open, up to {} dead letters, up to {} live jobs, \
-         up to {} segments, last segment id {}",
+         up to {} segments, last segment id {}; operations reported by kind: {:?}",
         started.elapsed(),
         run.model.jobs.len(),
         t.ops,
@@ -1566,6 +1743,7 @@ fn kill9_crash_cycles() {
         t.max_jobs,
         t.max_segments,
         t.max_segment_id,
+        run.model.done,
     );
 }
 

@@ -1,0 +1,447 @@
+//! I/O faults (issue 3, item 3): failing writes, syncs, creates, renames,
+//! removes and preallocations, once or for good, and a full disk.
+//!
+//! For each kind of operation and each occurrence `k` of it in a small
+//! workload (which rotates and deletes segments, dead-letters, redrives and
+//! reopens), the `k`-th operation fails. Then:
+//! - the call that hit it returns an error of kind `Io` (with the OS error
+//!   attached, `StorageFull` for a full disk);
+//! - every later write call on that `Queue` returns `Poisoned`;
+//! - an open under a persisting fault fails cleanly or opens a sound queue,
+//!   and once the fault is gone an open succeeds;
+//! - the reopened queue reflects every call that returned `Ok` (checked
+//!   job by job, see `sim_common`), both on the same file system (a process
+//!   restart) and after a power loss taken right after the failure.
+//!
+//! Concurrent callers waiting on a group commit whose fsync fails all get
+//! an error and nobody hangs.
+
+mod sim_common;
+
+use std::io;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sim_common::*;
+use walq::vfs::{Fault, FaultOp, SimFs, Vfs};
+use walq::{ErrorKind, Queue, Retry};
+
+const SEED: u64 = 3;
+
+fn workload(run: &mut Run) {
+    mixed_workload(run, 240, true);
+}
+
+/// Calls every write operation and expects `Poisoned` from each.
+fn assert_poisoned(run: &Run, label: &str) {
+    let q = run.q.as_ref().expect("open");
+    let mut results: Vec<(&str, walq::Result<()>)> = vec![
+        ("enqueue", q.enqueue(b"after the failure").map(|_| ())),
+        ("enqueue_batch", q.enqueue_batch([b"a", b"b"]).map(|_| ())),
+        ("dequeue", q.dequeue().map(|_| ())),
+        ("dequeue_batch", q.dequeue_batch(3).map(|_| ())),
+        ("sync", q.sync()),
+        ("redrive", q.redrive(1)),
+        ("redrive_all", q.redrive_all().map(|_| ())),
+        ("purge_all", q.purge_all().map(|_| ())),
+    ];
+    if let Some(job) = run.held.first() {
+        results.push(("ack", q.ack(job.receipt())));
+        results.push(("nack", q.nack(job.receipt(), Retry::Backoff, "x")));
+        results.push(("fail", q.fail(job.receipt(), "x")));
+        results.push(("extend", q.extend(job.receipt(), Duration::from_secs(1))));
+    }
+    for (name, r) in results {
+        match r {
+            Err(e) if e.kind() == ErrorKind::Poisoned => {}
+            other => panic!("{label}: {name} after a failed write returned {other:?}"),
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    runs: u64,
+    errors: u64,
+    failed_opens: u64,
+    silent: u64,
+}
+
+/// Runs the workload with `fault` and checks everything listed above.
+fn fault_run(fault: Fault, tally: &mut Tally) {
+    let label = format!("{fault:?}");
+    let fs = SimFs::new();
+    fs.set_fault(Some(fault));
+    let mut run = Run::start(fs.clone(), SEED, None);
+    workload(&mut run);
+    tally.runs += 1;
+    let now = run.clock_ms();
+    let Some((op, err)) = run.failed.take() else {
+        // The fault hit an operation whose failure is harmless (removing a
+        // leftover that is not there): everything must still be intact.
+        tally.silent += 1;
+        drop(run.q.take());
+        run.held.clear();
+        fs.set_fault(None);
+        check(&run.m, &fs, u64::MAX, now, &label);
+        return;
+    };
+    tally.errors += 1;
+    let in_open = run.m.ops[op].kind == OpKind::Open;
+    if in_open {
+        tally.failed_opens += 1;
+    }
+    assert_eq!(err.kind(), ErrorKind::Io, "{label}: {err}");
+    assert!(err.to_string().contains("simulated"), "{label}: {err}");
+    if fault.kind == io::ErrorKind::StorageFull && fault.op != FaultOp::Sync {
+        let kind = err.io_error().map(io::Error::kind);
+        assert_eq!(kind, Some(io::ErrorKind::StorageFull), "{label}: {err}");
+    }
+    if !in_open {
+        assert_poisoned(&run, &label);
+    }
+    // What a power loss right now would leave.
+    let crashed = fs.power_loss(fault.at * 2 + u64::from(fault.forever));
+    drop(run.q.take());
+    run.held.clear();
+
+    // An open while the fault persists fails cleanly or opens a sound queue;
+    // after a one-shot fault has passed it must succeed.
+    match open(&fs, &run.clock) {
+        Ok(q) => {
+            q.check_invariants();
+            let _ = q.dead_letters().unwrap_or_else(|e| panic!("{label}: {e}"));
+        }
+        Err(e) => {
+            assert!(fault.forever, "{label}: open after a one-shot fault: {e}");
+            assert_eq!(e.kind(), ErrorKind::Io, "{label}: {e}");
+        }
+    }
+    fs.set_fault(None);
+    check(&run.m, &fs, u64::MAX, now, &label);
+    let label = format!("{label} + power loss");
+    check(&run.m, &crashed, u64::MAX, now, &label);
+}
+
+fn sweep(op: FaultOp) {
+    let started = Instant::now();
+    let mut base = Run::start(SimFs::new(), SEED, None);
+    workload(&mut base);
+    assert!(base.failed.is_none(), "{:?}", base.failed);
+    let n = base.fs.op_count(op);
+    assert!(n > 0, "the workload never does {op:?}");
+    let mut tally = Tally::default();
+    for at in 0..n {
+        for forever in [false, true] {
+            let kind = if forever && matches!(op, FaultOp::Write | FaultOp::Allocate) {
+                io::ErrorKind::StorageFull
+            } else {
+                io::ErrorKind::Other
+            };
+            fault_run(
+                Fault {
+                    op,
+                    at,
+                    forever,
+                    kind,
+                },
+                &mut tally,
+            );
+        }
+    }
+    eprintln!(
+        "{op:?}: {n} fault points, {tally:?}, in {:?}",
+        started.elapsed()
+    );
+    assert!(tally.errors > 0);
+}
+
+#[test]
+fn workload_covers_every_kind_of_operation() {
+    let mut base = Run::start(SimFs::new(), SEED, None);
+    workload(&mut base);
+    assert!(base.failed.is_none(), "{:?}", base.failed);
+    let counts: Vec<(FaultOp, u64)> = FaultOp::ALL
+        .iter()
+        .map(|&op| (op, base.fs.op_count(op)))
+        .collect();
+    let (carried, acked, dead) = base.totals();
+    eprintln!(
+        "fault workload: {} ops, carried {carried}, acked {acked}, dead {dead}, segments {:?}, {counts:?}",
+        base.m.ops.len(),
+        segment_ids(&base.fs)
+    );
+    for (op, n) in counts {
+        assert!(n > 0, "{op:?} never happens");
+    }
+    assert!(segment_ids(&base.fs)[0] > 1, "a segment was deleted");
+}
+
+#[test]
+fn write_faults() {
+    sweep(FaultOp::Write);
+}
+
+#[test]
+fn sync_faults() {
+    sweep(FaultOp::Sync);
+}
+
+#[test]
+fn create_faults() {
+    sweep(FaultOp::Create);
+}
+
+#[test]
+fn rename_faults() {
+    sweep(FaultOp::Rename);
+}
+
+#[test]
+fn remove_faults() {
+    sweep(FaultOp::Remove);
+}
+
+#[test]
+fn allocate_faults() {
+    sweep(FaultOp::Allocate);
+}
+
+#[test]
+fn dead_letter_compaction_faults() {
+    // The dead-letter rewrite (create, write, sync, rename, sync of the
+    // directory) cut by a fault at each of its steps.
+    let mut base = Run::start(SimFs::new(), 5, None);
+    let before = std::rc::Rc::new(std::cell::Cell::new([0u64; 6]));
+    let (watch, path) = (before.clone(), dir().join("dead.wal"));
+    let mut largest = 0;
+    base.on_op = Some(Box::new(move |fs: &SimFs| {
+        let len = fs.read_file(&path).map_or(0, |d| d.len());
+        if len >= largest {
+            largest = len;
+            let mut c = [0u64; 6];
+            for (i, op) in FaultOp::ALL.iter().enumerate() {
+                c[i] = fs.op_count(*op);
+            }
+            watch.set(c);
+        }
+    }));
+    dead_letter_workload(&mut base);
+    assert!(base.failed.is_none(), "{:?}", base.failed);
+    // Counts when the file was at its largest: compaction comes after.
+    let before = before.get();
+    let mut tally = Tally::default();
+    for (i, &op) in FaultOp::ALL.iter().enumerate() {
+        let end = base.fs.op_count(op);
+        // The ops of the few calls around the compaction.
+        let from = before[i];
+        let to = end.min(from + if op == FaultOp::Write { 40 } else { 12 });
+        for at in from..to {
+            for forever in [false, true] {
+                let fault = Fault {
+                    op,
+                    at,
+                    forever,
+                    kind: io::ErrorKind::Other,
+                };
+                let fs = SimFs::new();
+                fs.set_fault(Some(fault));
+                let mut run = Run::start(fs.clone(), 5, None);
+                dead_letter_workload(&mut run);
+                tally.runs += 1;
+                let now = run.clock_ms();
+                if let Some((_, err)) = run.failed.take() {
+                    tally.errors += 1;
+                    assert_eq!(err.kind(), ErrorKind::Io, "{fault:?}: {err}");
+                }
+                let crashed = fs.power_loss(at);
+                drop(run.q.take());
+                run.held.clear();
+                fs.set_fault(None);
+                check(&run.m, &fs, u64::MAX, now, &format!("{fault:?}"));
+                check(
+                    &run.m,
+                    &crashed,
+                    u64::MAX,
+                    now,
+                    &format!("{fault:?} + power loss"),
+                );
+            }
+        }
+    }
+    eprintln!("dead-letter compaction: {tally:?}");
+    assert!(tally.errors > 0);
+}
+
+#[test]
+fn full_disk_gives_a_clear_error_and_loses_nothing() {
+    for op in [FaultOp::Allocate, FaultOp::Write] {
+        let fs = SimFs::new();
+        let mut run = Run::start(fs.clone(), SEED, None);
+        // The disk fills up after the open.
+        fs.set_fault(Some(Fault {
+            op,
+            at: fs.op_count(op) + 3,
+            forever: true,
+            kind: io::ErrorKind::StorageFull,
+        }));
+        workload(&mut run);
+        let (_, err) = run.failed.take().expect("the disk filled up");
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert_eq!(
+            err.io_error().map(io::Error::kind),
+            Some(io::ErrorKind::StorageFull),
+            "{err}"
+        );
+        assert!(err.path().is_some(), "the error names the file: {err}");
+        let text = err.to_string();
+        assert!(text.contains("/q/"), "{text}");
+        assert_poisoned(&run, "full disk");
+        drop(run.q.take());
+        run.held.clear();
+        // Space comes back: nothing acknowledged is lost.
+        fs.set_fault(None);
+        check(&run.m, &fs, u64::MAX, run.clock_ms(), "full disk");
+    }
+}
+
+#[test]
+fn open_fails_cleanly_under_every_fault_and_recovers_after() {
+    // Faults during the very first open (creating the directory's files)
+    // and during a reopen of a populated queue.
+    for populated in [false, true] {
+        let base = SimFs::new();
+        if populated {
+            let mut run = Run::start(base.clone(), SEED, None);
+            workload(&mut run);
+            assert!(run.failed.is_none());
+        }
+        for &op in &FaultOp::ALL {
+            let start = base.power_loss(0);
+            let before = start.op_count(op);
+            let _ = open(&start, &walq::ManualClock::new(START_MS)).unwrap();
+            let n = start.op_count(op) - before;
+            for at in 0..n {
+                for forever in [false, true] {
+                    let fs = base.power_loss(0);
+                    let fault = Fault {
+                        op,
+                        at: fs.op_count(op) + at,
+                        forever,
+                        kind: io::ErrorKind::Other,
+                    };
+                    fs.set_fault(Some(fault));
+                    let clock = walq::ManualClock::new(START_MS);
+                    match open(&fs, &clock) {
+                        Ok(q) => q.check_invariants(),
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::Io, "{fault:?}: {e}"),
+                    }
+                    fs.set_fault(None);
+                    let q = open(&fs, &clock)
+                        .unwrap_or_else(|e| panic!("{fault:?}: open after the fault: {e}"));
+                    q.check_invariants();
+                    assert!(
+                        !fs.list(dir()).unwrap().iter().any(|n| n.ends_with(".tmp")),
+                        "{fault:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Enqueues from `n` threads while the first fsync is held, then fails that
+/// fsync: every caller gets an error, and nobody hangs.
+fn group_commit_failure(n: usize, before: usize) {
+    let fs = SimFs::new();
+    let clock = walq::ManualClock::new(START_MS);
+    let q = open(&fs, &clock).unwrap();
+    // How many writes one enqueue makes (its record, no rotation here).
+    let w0 = fs.op_count(FaultOp::Write);
+    let mut ok_ids = vec![q.enqueue(&payload(999, 50)).unwrap()];
+    let per_enqueue = fs.op_count(FaultOp::Write) - w0;
+    assert!(per_enqueue > 0);
+    for i in 0..before {
+        ok_ids.push(q.enqueue(&payload(i as u64, 50)).unwrap());
+    }
+    let writes = fs.op_count(FaultOp::Write);
+    fs.pause_syncs(true);
+    let (tx, rx) = mpsc::channel();
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (q, tx) = (q.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let r = q.enqueue(&payload(1000 + i as u64, 50));
+                tx.send((i, r)).unwrap();
+            })
+        })
+        .collect();
+    // One caller leads the group commit and waits in its fsync; the others
+    // write their records and wait behind it.
+    fs.wait_paused_syncs(1);
+    while fs.op_count(FaultOp::Write) < writes + per_enqueue * n as u64 {
+        std::thread::yield_now();
+    }
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Sync,
+        at: fs.op_count(FaultOp::Sync),
+        forever: false,
+        kind: io::ErrorKind::Other,
+    }));
+    fs.pause_syncs(false);
+    let (mut errors, mut io_errors) = (0, 0);
+    for _ in 0..n {
+        // A generous bound that only a hang reaches.
+        let (i, r) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a caller hangs after a failed group commit");
+        let e = r.expect_err("no caller may succeed: the only fsync failed");
+        assert!(
+            matches!(e.kind(), ErrorKind::Io | ErrorKind::Poisoned),
+            "caller {i}: {e}"
+        );
+        errors += 1;
+        if e.kind() == ErrorKind::Io {
+            io_errors += 1;
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(errors, n);
+    // Every caller had written its record before the fsync failed: each
+    // was waiting on the group commit and got its I/O error.
+    assert_eq!(io_errors, n, "waiters got the group commit's error");
+    let e = q.enqueue(b"later").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Poisoned);
+    let e = q.sync().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Poisoned);
+    drop(q);
+    // Reopen: the jobs acknowledged before are there; the failed ones may
+    // be (their records reached the file) but intact and once each.
+    let q: Queue = open(&fs, &clock).unwrap();
+    q.check_invariants();
+    let mut seen = Vec::new();
+    while let Some(j) = q.dequeue().unwrap() {
+        let tag = tag_of(j.payload()).unwrap();
+        assert_eq!(j.payload(), &payload(tag, 50)[..]);
+        seen.push((j.id(), tag));
+    }
+    for id in &ok_ids {
+        assert!(
+            seen.iter().any(|(s, _)| s == id),
+            "acknowledged job {id} lost"
+        );
+    }
+    let mut tags: Vec<u64> = seen.iter().map(|(_, t)| *t).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    assert_eq!(tags.len(), seen.len(), "a job appears twice");
+}
+
+#[test]
+fn failed_group_commit_fails_every_waiter() {
+    for (n, before) in [(2, 0), (8, 3), (16, 1)] {
+        group_commit_failure(n, before);
+    }
+}

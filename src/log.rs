@@ -23,6 +23,9 @@ use crate::format::record::Record;
 use crate::segment::Segment;
 use crate::vfs::Vfs;
 
+/// How far ahead of the tail pages are faulted in.
+const PREFAULT_BYTES: usize = 2 << 20;
+
 /// A segment and what still lives in it.
 #[derive(Debug)]
 pub struct SegInfo {
@@ -165,6 +168,11 @@ impl Log {
             seg.write(off + self.buf.len() as u32, tail)?;
         }
         let len = u32::try_from(len).expect("checked against the segment size");
+        // Crossing a 1 MiB boundary: fault in the next 2 MiB in one call.
+        if (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32 {
+            let next = ((off + len) >> 20) << 20;
+            seg.region.prefault(next as usize, PREFAULT_BYTES);
+        }
         self.tail += len;
         self.next_lsn += 1;
         Ok(Appended {

@@ -150,6 +150,19 @@ impl Region {
         Ok(())
     }
 
+    /// Faults in the pages of `off..off+len` for writing ahead of use
+    /// (`MADV_POPULATE_WRITE`), so that appends do not take one page fault
+    /// (and a readahead of preallocated zeros) per page. A hint: errors
+    /// (older kernels) are ignored.
+    pub fn prefault(&self, off: usize, len: usize) {
+        if let Inner::Map(m) = &self.inner {
+            let len = len.min(self.len.saturating_sub(off));
+            if len > 0 {
+                let _ = m.advise_range(memmap2::Advice::PopulateWrite, off, len);
+            }
+        }
+    }
+
     /// Asks the kernel to write dirty pages of a mapped range back now,
     /// without waiting (a hint; durability still comes from `fdatasync`).
     pub fn flush_async(&self, off: usize, len: usize) -> io::Result<()> {

@@ -1,0 +1,146 @@
+//! Consuming: dequeue + ack (with leases) on one consumer thread, one job
+//! at a time and through `dequeue_batch(100)`, under `Durability::Os` and
+//! `Sync`; and a mixed steady state of producer and consumer threads.
+//!
+//! `cargo bench --bench dequeue`
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use walq::{Durability, Queue};
+
+use common::{mode_name, open, payload, tempdir};
+
+/// Fills `q` with `n` jobs through batches (untimed set-up).
+fn prefill(q: &Queue, n: u64, p: &[u8]) {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000) as usize;
+        q.enqueue_batch(std::iter::repeat_n(p, k)).expect("prefill");
+        left -= k as u64;
+    }
+}
+
+fn dequeue_ack(c: &mut Criterion) {
+    for size in [100usize, 1024] {
+        let mut g = c.benchmark_group(format!("dequeue_ack/{size}B"));
+        g.throughput(Throughput::Elements(1));
+        for mode in [Durability::Os, Durability::Sync] {
+            g.bench_function(BenchmarkId::new("one", mode_name(mode)), |b| {
+                let p = payload(size);
+                b.iter_custom(|iters| {
+                    let dir = tempdir();
+                    let q = open(dir.path(), mode);
+                    prefill(&q, iters, &p);
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let job = q.dequeue().expect("dequeue").expect("a job");
+                        q.ack(job.receipt()).expect("ack");
+                    }
+                    let elapsed = start.elapsed();
+                    drop(q);
+                    elapsed
+                });
+            });
+            g.bench_function(BenchmarkId::new("batch100", mode_name(mode)), |b| {
+                let p = payload(size);
+                b.iter_custom(|iters| {
+                    let dir = tempdir();
+                    let q = open(dir.path(), mode);
+                    prefill(&q, iters, &p);
+                    let start = Instant::now();
+                    let mut done = 0;
+                    while done < iters {
+                        let jobs = q.dequeue_batch(100).expect("dequeue_batch");
+                        assert!(!jobs.is_empty());
+                        for job in &jobs {
+                            q.ack(job.receipt()).expect("ack");
+                        }
+                        done += jobs.len() as u64;
+                    }
+                    let elapsed = start.elapsed();
+                    drop(q);
+                    elapsed
+                });
+            });
+        }
+        g.finish();
+    }
+}
+
+/// `producers` threads enqueue, `consumers` threads dequeue + ack, until
+/// `total` jobs went through; returns the wall time.
+fn run_mixed(q: &Queue, producers: usize, consumers: usize, total: u64, p: &[u8]) -> Duration {
+    let per = total.div_ceil(producers as u64);
+    let total = per * producers as u64;
+    let acked = AtomicU64::new(0);
+    let barrier = Barrier::new(producers + consumers + 1);
+    std::thread::scope(|s| {
+        for _ in 0..producers {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..per {
+                    q.enqueue(p).expect("enqueue");
+                }
+            });
+        }
+        for _ in 0..consumers {
+            s.spawn(|| {
+                barrier.wait();
+                while acked.load(Ordering::Relaxed) < total {
+                    if let Some(job) = q
+                        .dequeue_timeout(Duration::from_millis(5))
+                        .expect("dequeue")
+                    {
+                        q.ack(job.receipt()).expect("ack");
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // The scope joins every thread before returning.
+        start
+    })
+    .elapsed()
+}
+
+fn mixed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mixed/100B");
+    g.throughput(Throughput::Elements(1));
+    let cases = [
+        (Durability::Os, 1, 1),
+        (Durability::Os, 2, 2),
+        (Durability::Os, 4, 4),
+        (Durability::Sync, 4, 4),
+        (Durability::Sync, 16, 16),
+    ];
+    for (mode, producers, consumers) in cases {
+        let id = format!("{}/{producers}p{consumers}c", mode_name(mode));
+        g.bench_function(BenchmarkId::from_parameter(id), |b| {
+            let p = payload(100);
+            b.iter_custom(|iters| {
+                let dir = tempdir();
+                let q = open(dir.path(), mode);
+                let total = iters.max(producers as u64);
+                let t = run_mixed(&q, producers, consumers, total, &p);
+                drop(q);
+                // Scale to the requested iteration count.
+                t.mul_f64(iters as f64 / total.div_ceil(producers as u64) as f64 / producers as f64)
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = common::criterion();
+    targets = dequeue_ack, mixed
+}
+criterion_main!(benches);

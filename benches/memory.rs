@@ -1,0 +1,108 @@
+//! RAM per queued job: RSS growth while `WALQ_BENCH_MEM_JOBS` jobs
+//! (default 1,000,000) are queued, for 100 B and 1 KiB payloads (and
+//! 64 KiB with a twentieth of the jobs), plus `Stats::index_bytes`.
+//!
+//! RSS is split as Linux reports it in /proc/self/status: `RssAnon` is the
+//! process's own memory (the index: what the 64 B/job target is about);
+//! `RssFile` is page cache of the mapped segments that this process touched
+//! (payload bytes, shared with the kernel's cache and reclaimable). The
+//! brief's "payloads stay on disk" means they are not in `RssAnon`.
+//!
+//! A last phase leases every job (dequeue without ack) to show the extra
+//! cost of an in-flight job (lease table and expiry heap).
+//!
+//! `cargo bench --bench memory`
+
+mod common;
+
+use walq::Durability;
+
+use common::{env_u64, open, payload, tempdir};
+
+/// (RssAnon, RssFile) in bytes.
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+/// The same from /proc/self/statm (resident − shared), as a cross-check.
+fn statm_anon() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let v: Vec<u64> = statm
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let page = 4096;
+    v.get(1).zip(v.get(2)).map_or(0, |(r, s)| (r - s) * page)
+}
+
+fn row(size: usize, jobs: u64) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Os);
+    let p = payload(size);
+    let (anon0, file0) = rss();
+    let statm0 = statm_anon();
+    let mut left = jobs;
+    while left > 0 {
+        let k = left.min(100) as usize;
+        q.enqueue_batch(std::iter::repeat_n(&p[..], k))
+            .expect("enqueue_batch");
+        left -= k as u64;
+    }
+    let (anon1, file1) = rss();
+    let statm1 = statm_anon();
+    let st = q.stats();
+    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / jobs as f64;
+    println!(
+        "| {size:>6} B | {jobs:>9} | queued    | {:>6.1} | {:>6.1} | {:>6.1} | {:>8.0} | {:>6} |",
+        per(anon1, anon0),
+        per(statm1, statm0),
+        st.index_bytes as f64 / jobs as f64,
+        per(file1, file0),
+        st.disk_bytes / (1 << 20),
+    );
+    // Lease every job: in-flight jobs also hold a lease and an expiry.
+    let mut held = Vec::new();
+    while let Some(job) = q.dequeue().expect("dequeue") {
+        held.push(job.receipt());
+    }
+    let (anon2, _) = rss();
+    let statm2 = statm_anon();
+    let st = q.stats();
+    // The receipts we hold (16 B each) are ours, not the queue's.
+    let ours = (held.capacity() * std::mem::size_of::<walq::Receipt>()) as u64;
+    println!(
+        "| {size:>6} B | {jobs:>9} | in flight | {:>6.1} | {:>6.1} | {:>6.1} | {:>8} | {:>6} |",
+        per(anon2.saturating_sub(ours), anon0),
+        per(statm2.saturating_sub(ours), statm0),
+        st.index_bytes as f64 / jobs as f64,
+        "",
+        st.disk_bytes / (1 << 20),
+    );
+    drop(q);
+}
+
+fn main() {
+    // Under `cargo test --benches` (no `--bench`), a quick smoke run.
+    let default = if common::bench_mode() {
+        1_000_000
+    } else {
+        1_000
+    };
+    let jobs = env_u64("WALQ_BENCH_MEM_JOBS", default);
+    println!("RAM per job (bytes per job; RssAnon = the process's own memory)");
+    println!("| payload | jobs | state | RssAnon/job | statm (res−shared)/job | index_bytes/job | RssFile/job | disk MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    row(100, jobs);
+    row(1024, jobs);
+    row(64 * 1024, (jobs / 20).max(1));
+}

@@ -1,0 +1,124 @@
+//! Small walq reproductions to profile (under `valgrind --tool=callgrind`
+//! or `perf`), printing jobs/s and the user/system CPU split.
+//!
+//! `walq_profile <workload> [jobs] [payload bytes] [os|sync|periodic]`
+//! workloads: enqueue, dequeue_ack, batch, open, producers64
+
+use std::time::{Duration, Instant};
+
+use walq::{Durability, Options, Queue};
+
+fn cpu() -> (f64, f64) {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    (t(ru.ru_utime), t(ru.ru_stime))
+}
+
+fn faults() -> (i64, i64) {
+    // SAFETY: as above.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    (ru.ru_minflt, ru.ru_majflt)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let what = args.get(1).map_or("enqueue", String::as_str);
+    let jobs: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let mode = match args.get(4).map_or("os", String::as_str) {
+        "sync" => Durability::Sync,
+        "periodic" => Durability::Periodic(Duration::from_millis(10)),
+        _ => Durability::Os,
+    };
+    let dir = match std::env::var_os("COMPARE_DIR") {
+        Some(b) => tempfile::tempdir_in(b).expect("tempdir"),
+        None => tempfile::tempdir().expect("tempdir"),
+    };
+    let opts = || Options::default().durability(mode);
+    let q = Queue::open_with(dir.path(), opts()).expect("open");
+    let p: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let fill = |q: &Queue| {
+        let mut left = jobs;
+        while left > 0 {
+            let k = left.min(1000) as usize;
+            q.enqueue_batch(std::iter::repeat_n(&p[..], k))
+                .expect("fill");
+            left -= k as u64;
+        }
+    };
+    let q = match what {
+        "dequeue_ack" | "open" => {
+            fill(&q);
+            q.sync().expect("sync");
+            if what == "open" {
+                drop(q);
+                let (u0, s0) = cpu();
+                let t = Instant::now();
+                let q = Queue::open_with(dir.path(), opts()).expect("reopen");
+                let e = t.elapsed().as_secs_f64();
+                let (u1, s1) = cpu();
+                let r = q.recovery_report();
+                println!(
+                    "open: {jobs} jobs, {} bytes scanned in {e:.3} s = {:.0} MB/s, user {:.2} s sys {:.2} s",
+                    r.bytes_scanned,
+                    r.bytes_scanned as f64 / e / 1e6,
+                    u1 - u0,
+                    s1 - s0
+                );
+                return;
+            }
+            q
+        }
+        _ => q,
+    };
+    let (u0, s0) = cpu();
+    let (f0, _) = faults();
+    let t = Instant::now();
+    match what {
+        "enqueue" => {
+            for _ in 0..jobs {
+                q.enqueue(&p).expect("enqueue");
+            }
+        }
+        "batch" => {
+            for _ in 0..jobs / 100 {
+                q.enqueue_batch(std::iter::repeat_n(&p[..], 100))
+                    .expect("batch");
+            }
+        }
+        "dequeue_ack" => {
+            for _ in 0..jobs {
+                let j = q.dequeue().expect("dequeue").expect("job");
+                q.ack(j.receipt()).expect("ack");
+            }
+        }
+        "producers64" => {
+            std::thread::scope(|s| {
+                for _ in 0..64 {
+                    s.spawn(|| {
+                        for _ in 0..jobs / 64 {
+                            q.enqueue(&p).expect("enqueue");
+                        }
+                    });
+                }
+            });
+        }
+        other => panic!("unknown workload {other}"),
+    }
+    let e = t.elapsed().as_secs_f64();
+    let (u1, s1) = cpu();
+    let (f1, _) = faults();
+    println!(
+        "{what} {size} B {mode:?}: {jobs} jobs in {e:.3} s = {:.0} jobs/s; user {:.2} s, sys {:.2} s, minor faults {}",
+        jobs as f64 / e,
+        u1 - u0,
+        s1 - s0,
+        f1 - f0
+    );
+}

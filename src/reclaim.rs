@@ -34,15 +34,35 @@ impl QueueState {
     /// Deletes the oldest segments while they hold nothing live, carrying a
     /// few live jobs forward where that frees a segment.
     pub fn reclaim(&mut self, now: u64) -> Result<()> {
+        // Never reclaim a segment created during this pass: carrying can
+        // fill the active segment, and its successor must wait its turn.
+        let stop = self.log.active().id;
         while self.log.segments.len() > 1 {
             let front = &self.log.segments[0];
             let id = front.seg.id;
-            if front.live_jobs > 0 {
-                // Fresh jobs in the oldest segment are the next to be
-                // served: let consumers drain them instead of copying.
-                if front.live_bytes * 4 > self.log.seg_size || self.oldest_fresh_in(id) {
-                    break;
-                }
+            let (live_jobs, live_bytes) = (front.live_jobs, front.live_bytes);
+            if id >= stop
+                || self
+                    .key_block
+                    .is_some_and(|(seg, until)| seg == id && now < until)
+            {
+                break;
+            }
+            // Fresh jobs in the oldest segment are the next to be served:
+            // let consumers drain them instead of copying.
+            if live_bytes * 4 > self.log.seg_size || (live_jobs > 0 && self.oldest_fresh_in(id)) {
+                break;
+            }
+            // Keys of finished jobs still in their window count as live
+            // bytes too: a segment that is mostly remembered keys stays
+            // until they expire instead of being copied forward again.
+            let (key_bytes, first_expiry) = self.homed_key_bytes(id, now);
+            if (live_bytes + key_bytes) * 4 > self.log.seg_size {
+                self.key_block = Some((id, first_expiry));
+                break;
+            }
+            self.key_block = None;
+            if live_jobs > 0 {
                 self.carry_jobs(id)?;
             }
             self.carry_keys(id, now)?;
@@ -65,6 +85,44 @@ impl QueueState {
                 .map_err(|e| Error::io("syncing directory", &self.log.dir, e))?;
         }
         Ok(())
+    }
+
+    /// Bytes of the key records that carrying the keys of finished jobs
+    /// homed in segment `id` would write, and the soonest of their expiries.
+    /// Forgets expired keys.
+    fn homed_key_bytes(&mut self, id: u32, now: u64) -> (u64, u64) {
+        if self.keys.is_empty() {
+            return (0, u64::MAX);
+        }
+        let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
+            return (0, u64::MAX);
+        };
+        let (mut bytes, mut first_expiry) = (0u64, u64::MAX);
+        let mut expired = Vec::new();
+        for (hash, entry) in self.keys.iter_mut() {
+            if entry.seg != id || self.jobs.get(entry.id).is_some() {
+                continue;
+            }
+            if entry.expires_ms <= now {
+                expired.push(*hash);
+                continue;
+            }
+            first_expiry = first_expiry.min(entry.expires_ms);
+            // What carrying it costs: a key record, not the job's record.
+            let key_len =
+                seg.frame_at(entry.off)
+                    .ok()
+                    .map_or(0, |f| match Record::decode(f.kind, f.body) {
+                        Some(Record::Enqueue(e)) => e.key.len(),
+                        Some(Record::Key { key, .. }) => key.len(),
+                        _ => 0,
+                    });
+            bytes += (FRAME_HEADER_LEN + 16 + key_len) as u64;
+        }
+        for hash in expired {
+            self.keys.remove(hash);
+        }
+        (bytes, first_expiry)
     }
 
     fn oldest_fresh_in(&mut self, id: u32) -> bool {

@@ -574,6 +574,7 @@ fn finish(
         rng: opts.jitter_seed.unwrap_or(clock_ms ^ 0x5eed),
         counters: Counters::default(),
         cfg,
+        key_block: None,
         log: {
             log.tail = log.tail.max(SEGMENT_HEADER_LEN as u32);
             log

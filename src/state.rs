@@ -83,6 +83,9 @@ pub struct QueueState {
     pub rng: u64,
     pub counters: Counters,
     pub cfg: Config,
+    /// The oldest segment is kept for the remembered keys in it until
+    /// this time: `(segment id, first expiry)`.
+    pub key_block: Option<(u32, u64)>,
 }
 
 /// The outcome of an enqueue.

@@ -34,7 +34,7 @@
 //!   by the next open, counting an attempt) and the next cycle continues on
 //!   the same directory.
 //!
-//! `WALQ_CRASH_CYCLES` (default 100) and `WALQ_CRASH_SEED` tune a run.
+//! `WALQ_CRASH_CYCLES` (default 200) and `WALQ_CRASH_SEED` tune a run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -52,7 +52,7 @@ const CHILD_BASE_ENV: &str = "WALQ_CRASH_CHILD_BASE";
 const CHILD_KEYS_ENV: &str = "WALQ_CRASH_CHILD_KEYS";
 const CYCLES_ENV: &str = "WALQ_CRASH_CYCLES";
 const SEED_ENV: &str = "WALQ_CRASH_SEED";
-const DEFAULT_CYCLES: u64 = 100;
+const DEFAULT_CYCLES: u64 = 200;
 const DEFAULT_SEED: u64 = 0x3a11_c0de_5eed_0001;
 
 const SEGMENT_SIZE: u64 = 256 * 1024;

@@ -1,0 +1,501 @@
+//! Checked-in queue directories (`tests/fixtures/`) and what opening each
+//! one must do. They pin the on-disk format: a change that breaks reading
+//! files written by an earlier build fails here. See `docs/fixtures.md`.
+//!
+//! Regenerate (after a deliberate format change only) with
+//! `WALQ_REGEN_FIXTURES=1 cargo test --test fixtures regenerate_fixtures`.
+//! Generation is deterministic (manual clock, fixed jitter seed), so an
+//! unchanged format regenerates identical bytes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use walq::format::frame;
+use walq::format::header::{SegmentHeader, SEGMENT_HEADER_LEN};
+use walq::{
+    Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Queue, RecoveryMode, Retry,
+    LOCK_FILE,
+};
+
+/// The clock of every fixture: 2023-11-14T22:13:20Z.
+const T0: u64 = 1_700_000_000_000;
+const SEGMENT_SIZE: u64 = 64 * 1024;
+const SEGMENT_1: &str = "0000000001.wal";
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn fixtures_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn opts(clock: &ManualClock) -> Options {
+    Options::default()
+        .clock(clock.clone())
+        .segment_size(SEGMENT_SIZE)
+        .durability(Durability::Sync)
+        .visibility_timeout(Duration::from_secs(30))
+        .jitter_seed(7)
+}
+
+/// Copies fixture `name` into a fresh temporary directory (opening a
+/// queue writes to it); returns the tempdir guard and the queue directory.
+fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let src = fixtures_root().join(name);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dst = tmp.path().join(name);
+    std::fs::create_dir(&dst).expect("create copy");
+    let entries = std::fs::read_dir(&src)
+        .unwrap_or_else(|e| panic!("fixture {} is missing: {e}", src.display()));
+    for entry in entries {
+        let entry = entry.expect("fixture entry");
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy fixture file");
+    }
+    (tmp, dst)
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `(offset, length)` of every frame of a segment file, up to the first
+/// that does not decode.
+fn frames(bytes: &[u8], segment_id: u32) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Ok(f) = frame::decode(&bytes[off..], segment_id, bytes.len() as u32) {
+        out.push((off, f.len as usize));
+        off += f.len as usize;
+    }
+    out
+}
+
+/// Leases every ready job: `(id, payload, attempt)`, in delivery order.
+fn lease_all(q: &Queue) -> Vec<(u64, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    while let Some(job) = q.dequeue().expect("dequeue") {
+        out.push((job.id(), job.payload().to_vec(), job.attempt()));
+    }
+    out
+}
+
+fn payloads(jobs: &[(u64, Vec<u8>, u32)]) -> Vec<(u64, String)> {
+    jobs.iter()
+        .map(|(id, p, _)| (*id, String::from_utf8_lossy(p).into_owned()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The generator.
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = fixtures_root().join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("remove old fixture");
+    }
+    std::fs::create_dir_all(&dir).expect("create fixture dir");
+    dir
+}
+
+fn finish(dir: &Path) {
+    let lock = dir.join(LOCK_FILE);
+    if lock.exists() {
+        std::fs::remove_file(lock).expect("remove LOCK");
+    }
+}
+
+fn gen_clean() {
+    let dir = fresh_dir("clean");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    // 1: acked, never seen again.
+    assert_eq!(q.enqueue(b"acked").unwrap(), 1);
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack(job.receipt()).unwrap();
+    // 2: failed for good.
+    assert_eq!(q.enqueue(b"failed").unwrap(), 2);
+    let job = q.dequeue().unwrap().unwrap();
+    q.fail(job.receipt(), "payment declined").unwrap();
+    // 3: nacked on its only attempt.
+    let e = q
+        .enqueue_with(b"exhausted", EnqueueOptions::new().max_attempts(1))
+        .unwrap();
+    assert_eq!(e.id, 3);
+    let job = q.dequeue().unwrap().unwrap();
+    q.nack(job.receipt(), Retry::Backoff, "upstream timeout")
+        .unwrap();
+    // 4: leased when the queue closes.
+    assert_eq!(q.enqueue(b"in-flight").unwrap(), 4);
+    let leased = q.dequeue().unwrap().unwrap();
+    assert_eq!(leased.id(), 4);
+    // 5..8: ready, ready with a key, delayed an hour, ready.
+    assert_eq!(q.enqueue(b"ready-1").unwrap(), 5);
+    let e = q
+        .enqueue_with(
+            b"ready-keyed",
+            EnqueueOptions::new().idempotency_key("order-42"),
+        )
+        .unwrap();
+    assert_eq!(e.id, 6);
+    let e = q
+        .enqueue_with(b"delayed-1h", EnqueueOptions::new().delay(HOUR))
+        .unwrap();
+    assert_eq!(e.id, 7);
+    assert_eq!(q.enqueue(b"ready-2").unwrap(), 8);
+    q.close().unwrap();
+    drop(leased);
+    drop(q);
+    finish(&dir);
+}
+
+/// Enqueues `payloads` one by one (each fsynced) into a new queue.
+fn gen_jobs(dir: &Path, payloads: &[&[u8]]) {
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(dir, opts(&clock)).expect("open");
+    for p in payloads {
+        q.enqueue(p).unwrap();
+    }
+    q.close().unwrap();
+    drop(q);
+    finish(dir);
+}
+
+fn gen_torn_tail() {
+    let dir = fresh_dir("torn_tail");
+    gen_jobs(
+        &dir,
+        &[b"torn-1", b"torn-2", b"torn-3", b"torn-4", b"torn-5"],
+    );
+    let path = dir.join(SEGMENT_1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let all = frames(&bytes, 1);
+    assert_eq!(all.len(), 5, "one record per job");
+    // A crash mid-write: the second half of the last record never landed.
+    let (off, len) = all[4];
+    bytes[off + len / 2..off + len].fill(0);
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn gen_corrupt_middle() {
+    let dir = fresh_dir("corrupt_middle");
+    gen_jobs(
+        &dir,
+        &[
+            b"intact-1",
+            b"damaged-2",
+            b"intact-3",
+            b"intact-4",
+            b"intact-5",
+            b"intact-6",
+        ],
+    );
+    let path = dir.join(SEGMENT_1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let all = frames(&bytes, 1);
+    assert_eq!(all.len(), 6, "one record per job");
+    // Bit rot in the second record's payload; four fsynced records follow.
+    let (off, len) = all[1];
+    bytes[off + len - 1] ^= 0x04;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn gen_leftover_tmp() {
+    let dir = fresh_dir("leftover_tmp");
+    gen_jobs(&dir, &[b"kept-1", b"kept-2"]);
+    // An interrupted segment creation: header written, never renamed.
+    let header = SegmentHeader::decode(&std::fs::read(dir.join(SEGMENT_1)).unwrap())
+        .expect("segment 1 header");
+    let next = SegmentHeader {
+        segment_id: 9,
+        base_lsn: 3,
+        ..header
+    };
+    let mut tmp = next.encode().to_vec();
+    tmp.resize(4096, 0);
+    std::fs::write(dir.join("0000000009.wal.tmp"), tmp).unwrap();
+    // An interrupted dead-letter rewrite.
+    std::fs::write(dir.join("dead.wal.tmp"), b"half-written dead letters").unwrap();
+}
+
+fn gen_future_version() {
+    let dir = fresh_dir("future_version");
+    gen_jobs(&dir, &[b"from the future"]);
+    let path = dir.join(SEGMENT_1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let header = SegmentHeader::decode(&bytes).expect("segment 1 header");
+    let future = SegmentHeader {
+        version: walq::format::FORMAT_VERSION + 1,
+        ..header
+    };
+    // encode() computes a valid header CRC for the new version.
+    bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&future.encode());
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn gen_not_walq() {
+    let dir = fresh_dir("not_walq");
+    let text = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n\
+        This file was named like a walq segment but holds something else.\n";
+    std::fs::write(dir.join(SEGMENT_1), &text[..]).unwrap();
+}
+
+/// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`.
+#[test]
+fn regenerate_fixtures() {
+    if std::env::var("WALQ_REGEN_FIXTURES").as_deref() != Ok("1") {
+        return;
+    }
+    gen_clean();
+    gen_torn_tail();
+    gen_corrupt_middle();
+    gen_leftover_tmp();
+    gen_future_version();
+    gen_not_walq();
+    eprintln!("fixtures written to {}", fixtures_root().display());
+}
+
+// ---------------------------------------------------------------------------
+// The documented outcomes.
+
+#[test]
+fn clean_opens_with_exactly_its_jobs() {
+    let (_tmp, dir) = copy_fixture("clean");
+    // A minute after the fixture was written: the delayed job is not due.
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("clean fixture opens");
+    q.check_invariants();
+    let r = q.recovery_report().clone();
+    assert_eq!(r.segments_scanned, 1, "{r:?}");
+    assert_eq!(r.leases_released, 1, "{r:?}");
+    assert_eq!(r.dead_lettered_on_open, 0, "{r:?}");
+    assert_eq!(r.torn_bytes, 0, "{r:?}");
+    assert_eq!(r.records_lost, 0, "{r:?}");
+    assert_eq!(r.temp_files_removed, 0, "{r:?}");
+    let s = q.stats();
+    assert_eq!(
+        (s.ready, s.delayed, s.in_flight, s.dead, s.segments),
+        (4, 1, 0, 2, 1),
+        "{s:?}"
+    );
+
+    // Dead letters, with their payload, attempts and last error.
+    let dead = q.dead_letters().unwrap();
+    let summary: Vec<_> = dead
+        .iter()
+        .map(|d| {
+            (
+                d.id,
+                String::from_utf8_lossy(&d.payload).into_owned(),
+                d.attempts,
+                d.error.clone(),
+                d.enqueued_ms,
+                d.key.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (2, "failed".into(), 1, "payment declined".into(), T0, None),
+            (
+                3,
+                "exhausted".into(),
+                1,
+                "upstream timeout".into(),
+                T0,
+                None
+            ),
+        ]
+    );
+
+    // The key is still known (within its window): no new job.
+    let again = q
+        .enqueue_with(
+            b"ready-keyed again",
+            EnqueueOptions::new().idempotency_key("order-42"),
+        )
+        .unwrap();
+    assert_eq!((again.id, again.duplicate), (6, true));
+
+    // Ready jobs oldest first; the lease held at close comes back due at
+    // the open, with its interrupted attempt counted.
+    let mut jobs = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        jobs.push((job.id(), job.payload().to_vec(), job.attempt()));
+        q.ack(job.receipt()).unwrap();
+    }
+    assert_eq!(
+        payloads(&jobs),
+        vec![
+            (5, "ready-1".to_string()),
+            (6, "ready-keyed".to_string()),
+            (8, "ready-2".to_string()),
+            (4, "in-flight".to_string()),
+        ]
+    );
+    let attempts: Vec<u32> = jobs.iter().map(|j| j.2).collect();
+    assert_eq!(attempts, vec![1, 1, 1, 2]);
+
+    // The delayed job comes due an hour after it was enqueued (the jobs
+    // above were acked, so no expiring lease comes back meanwhile).
+    clock.set(T0 + HOUR.as_secs() * 1000 - 1);
+    assert!(q.dequeue().unwrap().is_none());
+    clock.set(T0 + HOUR.as_secs() * 1000);
+    let job = q.dequeue().unwrap().expect("delayed job due");
+    assert_eq!((job.id(), job.payload()), (7, &b"delayed-1h"[..]));
+    assert_eq!(job.enqueued_ms(), T0);
+
+    // Ids are never reused: the next job is 9, the acked job 1 is gone.
+    assert_eq!(q.enqueue(b"new").unwrap(), 9);
+    assert!(q.dead_letter(1).unwrap().is_none());
+    q.check_invariants();
+}
+
+#[test]
+fn torn_tail_opens_with_the_intact_prefix() {
+    let (_tmp, dir) = copy_fixture("torn_tail");
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("a torn tail is cut, not an error");
+    let r = q.recovery_report().clone();
+    assert!(r.torn_bytes > 0, "{r:?}");
+    assert_eq!(r.records, 4, "{r:?}");
+    assert_eq!(r.records_lost, 0, "{r:?}");
+    let jobs = lease_all(&q);
+    assert_eq!(
+        payloads(&jobs),
+        vec![
+            (1, "torn-1".to_string()),
+            (2, "torn-2".to_string()),
+            (3, "torn-3".to_string()),
+            (4, "torn-4".to_string()),
+        ]
+    );
+    // The cut record's id was never acknowledged; appends continue cleanly.
+    let id = q.enqueue(b"after the cut").unwrap();
+    assert!(id >= 5, "{id}");
+    drop(jobs);
+    drop(q);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("reopen after the cut");
+    assert_eq!(q.recovery_report().torn_bytes, 0);
+    let last = lease_all(&q)
+        .into_iter()
+        .find(|j| j.0 == id)
+        .expect("the job enqueued after the cut");
+    assert_eq!(last.1, b"after the cut");
+}
+
+#[test]
+fn corrupt_middle_is_an_error_naming_file_and_offset() {
+    let (_tmp, dir) = copy_fixture("corrupt_middle");
+    // Where the damaged (second) record starts, found independently: the
+    // first record is the last one that still decodes.
+    let seg = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+    let good = frames(&seg, 1);
+    assert_eq!(
+        good.len(),
+        1,
+        "only the first record decodes before the damage"
+    );
+    let bad_offset = (good[0].0 + good[0].1) as u64;
+
+    let clock = ManualClock::new(T0 + 60_000);
+    let err = Queue::open_with(&dir, opts(&clock)).expect_err("damage before intact records");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(
+        err.path().and_then(Path::file_name),
+        Some(std::ffi::OsStr::new(SEGMENT_1)),
+        "{err}"
+    );
+    assert_eq!(err.offset(), Some(bad_offset), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(SEGMENT_1), "{text}");
+    assert!(text.contains(&format!("offset {bad_offset}")), "{text}");
+
+    // Strict open changed nothing; salvage skips the damaged record.
+    assert_eq!(std::fs::read(dir.join(SEGMENT_1)).unwrap(), seg);
+    let q = Queue::open_with(&dir, opts(&clock).recovery(RecoveryMode::Salvage))
+        .expect("salvage opens");
+    let r = q.recovery_report().clone();
+    assert_eq!(r.records_lost, 1, "{r:?}");
+    assert!(r.bytes_skipped > 0, "{r:?}");
+    let jobs = lease_all(&q);
+    assert_eq!(
+        payloads(&jobs),
+        vec![
+            (1, "intact-1".to_string()),
+            (3, "intact-3".to_string()),
+            (4, "intact-4".to_string()),
+            (5, "intact-5".to_string()),
+            (6, "intact-6".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn leftover_tmp_files_are_removed() {
+    let (_tmp, dir) = copy_fixture("leftover_tmp");
+    assert!(dir.join("0000000009.wal.tmp").exists());
+    assert!(dir.join("dead.wal.tmp").exists());
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("leftover tmp files are no error");
+    assert_eq!(q.recovery_report().temp_files_removed, 2);
+    let names = file_names(&dir);
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "tmp files left: {names:?}"
+    );
+    assert_eq!(
+        payloads(&lease_all(&q)),
+        vec![(1, "kept-1".to_string()), (2, "kept-2".to_string())]
+    );
+    assert_eq!(q.stats().segments, 1);
+}
+
+#[test]
+fn future_version_is_refused() {
+    let (_tmp, dir) = copy_fixture("future_version");
+    let before = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let err = Queue::open_with(&dir, opts(&clock)).expect_err("a newer format is refused");
+    assert_eq!(err.kind(), ErrorKind::UnsupportedVersion, "{err}");
+    assert_eq!(
+        err.path().and_then(Path::file_name),
+        Some(std::ffi::OsStr::new(SEGMENT_1)),
+        "{err}"
+    );
+    // Nothing was changed: a newer build can still read it.
+    assert_eq!(std::fs::read(dir.join(SEGMENT_1)).unwrap(), before);
+}
+
+#[test]
+fn not_walq_is_refused() {
+    let (_tmp, dir) = copy_fixture("not_walq");
+    let before = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let err = Queue::open_with(&dir, opts(&clock)).expect_err("a foreign file is refused");
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(
+        err.path().and_then(Path::file_name),
+        Some(std::ffi::OsStr::new(SEGMENT_1)),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join(SEGMENT_1)).unwrap(), before);
+}
+
+#[test]
+fn fixtures_hold_no_lock_file() {
+    for name in [
+        "clean",
+        "torn_tail",
+        "corrupt_middle",
+        "leftover_tmp",
+        "future_version",
+        "not_walq",
+    ] {
+        let names = file_names(&fixtures_root().join(name));
+        assert!(!names.iter().any(|n| n == LOCK_FILE), "{name}: {names:?}");
+    }
+}

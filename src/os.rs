@@ -155,21 +155,15 @@ impl Region {
     /// (and a readahead of preallocated zeros) per page. A hint: errors
     /// (older kernels) are ignored.
     pub fn prefault(&self, off: usize, len: usize) {
+        #[cfg(target_os = "linux")]
         if let Inner::Map(m) = &self.inner {
             let len = len.min(self.len.saturating_sub(off));
             if len > 0 {
                 let _ = m.advise_range(memmap2::Advice::PopulateWrite, off, len);
             }
         }
-    }
-
-    /// Asks the kernel to write dirty pages of a mapped range back now,
-    /// without waiting (a hint; durability still comes from `fdatasync`).
-    pub fn flush_async(&self, off: usize, len: usize) -> io::Result<()> {
-        match &self.inner {
-            Inner::Map(m) => m.flush_async_range(off, len),
-            Inner::Heap(_) => Ok(()),
-        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (off, len);
     }
 }
 

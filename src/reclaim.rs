@@ -153,16 +153,7 @@ impl QueueState {
             dues.insert(*job, *due);
         }
         for off in carry {
-            let frame = seg.frame_at(off).map_err(|e| {
-                Error::corrupt(&seg.path, u64::from(off), format!("carrying a job: {e}"))
-            })?;
-            let Some(Record::Enqueue(e)) = Record::decode(frame.kind, frame.body) else {
-                return Err(Error::corrupt(
-                    &seg.path,
-                    u64::from(off),
-                    "not an enqueue record",
-                ));
-            };
+            let e = seg.enqueue_at(off)?;
             let slot = *self.jobs.get(e.id).expect("collected as live");
             let due_ms = match slot.state {
                 SlotState::Waiting => dues.get(&e.id).copied().unwrap_or(e.due_ms),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{self, Frame, FrameError};
 use crate::format::header::{FileKind, HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::record::{EnqueueRec, Record};
 use crate::format::{FORMAT_VERSION, MAX_ID};
 use crate::vfs::{Region, Vfs, VfsFile};
 
@@ -172,6 +173,21 @@ impl Segment {
             .bytes(off as usize, rest)
             .ok_or(FrameError::Truncated)?;
         frame::decode(buf, self.id, self.size())
+    }
+
+    /// Decodes and verifies the enqueue record of a job at `off`.
+    pub fn enqueue_at(&self, off: u32) -> Result<EnqueueRec<'_>> {
+        let frame = self
+            .frame_at(off)
+            .map_err(|e| Error::corrupt(&self.path, u64::from(off), format!("job record: {e}")))?;
+        match Record::decode(frame.kind, frame.body) {
+            Some(Record::Enqueue(e)) => Ok(e),
+            _ => Err(Error::corrupt(
+                &self.path,
+                u64::from(off),
+                "job record is not an enqueue record",
+            )),
+        }
     }
 
     /// Writes `bytes` at `off`.

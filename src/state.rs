@@ -341,16 +341,7 @@ impl QueueState {
         slot: &Slot,
     ) -> Result<(Arc<Segment>, usize, usize, usize, EnqueueRecMeta)> {
         let seg = self.segment_of(slot)?;
-        let frame = seg.frame_at(slot.off).map_err(|e| {
-            Error::corrupt(&seg.path, u64::from(slot.off), format!("job record: {e}"))
-        })?;
-        let Some(Record::Enqueue(e)) = Record::decode(frame.kind, frame.body) else {
-            return Err(Error::corrupt(
-                &seg.path,
-                u64::from(slot.off),
-                "job record is not an enqueue record",
-            ));
-        };
+        let e = seg.enqueue_at(slot.off)?;
         let key_at = slot.off as usize + FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN;
         let meta = EnqueueRecMeta {
             enqueued_ms: e.enqueued_ms,
@@ -610,22 +601,13 @@ impl QueueState {
     }
 
     /// Moves a live job (not in the due heap or fresh list) to the dead
-    /// letters: the dead letter first (durable before anything else under
-    /// `Durability::Sync`), then an ack record in the log. A crash between
-    /// the two is resolved on open by LSN order. Returns the LSN to wait for.
+    /// letters: log synced, dead letter written and synced, then an ack
+    /// record in the log (see `docs/architecture.md`). A crash between the
+    /// last two is resolved on open by LSN order. Returns the LSN to wait for.
     pub fn dead_letter(&mut self, id: u64, error: &str, now: u64) -> Result<u64> {
         let slot = *self.jobs.get(id).expect("dead-lettering a live job");
         let seg = self.segment_of(&slot)?;
-        let frame = seg.frame_at(slot.off).map_err(|e| {
-            Error::corrupt(&seg.path, u64::from(slot.off), format!("job record: {e}"))
-        })?;
-        let Some(Record::Enqueue(e)) = Record::decode(frame.kind, frame.body) else {
-            return Err(Error::corrupt(
-                &seg.path,
-                u64::from(slot.off),
-                "not an enqueue record",
-            ));
-        };
+        let e = seg.enqueue_at(slot.off)?;
         let rec = DeadRec {
             id,
             enqueued_ms: e.enqueued_ms,

@@ -188,12 +188,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn print_stats(q: &Queue) {
     let s = q.stats();
     println!(
-        "   stats: ready {}, delayed {}, in flight {}, dead {}; segments {}, {} KiB on disk",
+        "   stats: ready {}, delayed {}, in flight {}, dead {}; segments {}, {} KiB on disk; {} log fdatasyncs since open",
         s.ready,
         s.delayed,
         s.in_flight,
         s.dead,
         s.segments,
-        s.disk_bytes / 1024
+        s.disk_bytes / 1024,
+        s.syncs_total
     );
 }

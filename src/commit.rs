@@ -25,6 +25,7 @@ pub struct Committer {
     state: Mutex<CommitState>,
     cv: Condvar,
     durable: AtomicU64,
+    syncs: AtomicU64,
 }
 
 impl Committer {
@@ -41,9 +42,15 @@ impl Committer {
         self.durable.load(Ordering::Acquire)
     }
 
+    /// Log fdatasyncs completed since open.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
     /// Records that everything up to `lsn` is durable (after a sync made
     /// outside the coordinator, as at segment rotation).
     pub fn mark_durable(&self, lsn: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         self.durable.fetch_max(lsn, Ordering::AcqRel);
     }
 
@@ -77,6 +84,10 @@ impl Committer {
             }
             st.syncing = true;
             drop(st);
+            // Let producers that were just woken append before the sync
+            // starts, so that it covers more of them (64 Sync producers on
+            // 2 vCPUs: 26 -> 33 jobs per fdatasync).
+            std::thread::yield_now();
             let result = sync();
             st = self.state.lock();
             st.syncing = false;

@@ -790,6 +790,7 @@ impl QueueState {
             retried_total: self.counters.retried,
             dead_lettered_total: self.counters.dead_lettered,
             carried_total: self.counters.carried,
+            syncs_total: self.log.commit.syncs(),
             segments: self.log.segments.len() as u64,
             disk_bytes: self.log.disk_bytes() + self.dead.disk_bytes(),
             index_bytes: index_bytes as u64,

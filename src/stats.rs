@@ -24,6 +24,9 @@ pub struct Stats {
     /// Live jobs rewritten into the active segment so that an old segment
     /// could be deleted, since open.
     pub carried_total: u64,
+    /// fdatasyncs of the log since open. With `Durability::Sync` and
+    /// concurrent producers, far fewer than the operations: group commit.
+    pub syncs_total: u64,
     /// Log segment files.
     pub segments: u64,
     /// Bytes of all files (segments and dead letters).

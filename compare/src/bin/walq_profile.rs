@@ -114,8 +114,9 @@ fn main() {
     let e = t.elapsed().as_secs_f64();
     let (u1, s1) = cpu();
     let (f1, _) = faults();
+    let syncs = q.stats().syncs_total;
     println!(
-        "{what} {size} B {mode:?}: {jobs} jobs in {e:.3} s = {:.0} jobs/s; user {:.2} s, sys {:.2} s, minor faults {}",
+        "{what} {size} B {mode:?}: {jobs} jobs in {e:.3} s = {:.0} jobs/s; user {:.2} s, sys {:.2} s, minor faults {}, log fdatasyncs {syncs}",
         jobs as f64 / e,
         u1 - u0,
         s1 - s0,

@@ -52,6 +52,7 @@
 mod clock;
 mod commit;
 mod dead;
+mod dead_letters;
 mod error;
 #[doc(hidden)]
 pub mod format;

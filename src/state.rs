@@ -618,6 +618,8 @@ impl QueueState {
             dead_lettered_total: self.counters.dead_lettered,
             carried_total: self.counters.carried,
             syncs_total: self.log.commit.syncs(),
+            written_lsn: self.log.next_lsn - 1,
+            durable_lsn: self.log.commit.durable(),
             segments: self.log.segments.len() as u64,
             disk_bytes: self.log.disk_bytes() + self.dead.disk_bytes(),
             index_bytes: index_bytes as u64,

@@ -27,6 +27,11 @@ pub struct Stats {
     /// fdatasyncs of the log since open. With `Durability::Sync` and
     /// concurrent producers, far fewer than the operations: group commit.
     pub syncs_total: u64,
+    /// LSN of the last record written to the log.
+    pub written_lsn: u64,
+    /// Highest LSN known to be on stable storage; `written_lsn -
+    /// durable_lsn` records would be lost by a power cut now.
+    pub durable_lsn: u64,
     /// Log segment files.
     pub segments: u64,
     /// Bytes of all files (segments and dead letters).

@@ -107,16 +107,7 @@ impl QueueState {
             }
             done.push(id);
         }
-        if done.is_empty() {
-            return Ok(done);
-        }
-        // The jobs must be durable in the log before their dead letters go.
-        self.log.sync_now()?;
-        for &id in &done {
-            self.dead.remove(id, self.log.next_lsn)?;
-        }
-        self.dead.sync()?;
-        self.compact_dead()?;
+        self.remove_dead_letters(&done)?;
         Ok(done)
     }
 
@@ -124,7 +115,6 @@ impl QueueState {
     /// until their window ends. Returns the ids purged.
     pub fn purge(&mut self, ids: &[u64], now: u64) -> Result<Vec<u64>> {
         let mut done = Vec::new();
-        let mut wrote_keys = false;
         for &id in ids {
             let Some(letter) = self.dead.get(id)? else {
                 continue;
@@ -150,7 +140,6 @@ impl QueueState {
                                 ..entry
                             },
                         );
-                        wrote_keys = true;
                     }
                     Some(entry) if entry.id == id => self.keys.remove(hash),
                     _ => {}
@@ -158,16 +147,23 @@ impl QueueState {
             }
             done.push(id);
         }
-        // Keys, and the log records that mark these jobs finished, must be
-        // durable before the dead letters go.
-        let _ = wrote_keys;
+        self.remove_dead_letters(&done)?;
+        Ok(done)
+    }
+
+    /// Drops dead letters once what replaces them is durable in the log
+    /// (a redriven job's enqueue record; a purged job's ack record and
+    /// carried key), then rewrites the file if removals dominate it.
+    fn remove_dead_letters(&mut self, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.log.sync_now()?;
-        for &id in &done {
+        for &id in ids {
             self.dead.remove(id, self.log.next_lsn)?;
         }
         self.dead.sync()?;
-        self.compact_dead()?;
-        Ok(done)
+        self.compact_dead()
     }
 
     fn compact_dead(&mut self) -> Result<()> {

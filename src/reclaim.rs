@@ -224,8 +224,11 @@ impl QueueState {
             }
         }
         for (hash, entry) in homed {
-            debug_assert!(self.jobs.get(entry.id).is_none(), "live jobs were carried");
-            if entry.expires_ms <= now {
+            // Normally only keys of finished jobs are left here (a live
+            // job's key moves with it), but a damaged or crafted log can
+            // point a live job's key at a key record: keep it known.
+            let live = self.jobs.get(entry.id).is_some();
+            if entry.expires_ms <= now && !live {
                 self.keys.remove(hash);
                 continue;
             }

@@ -474,7 +474,6 @@ fn finish(
     mut report: RecoveryReport,
 ) -> Result<(QueueState, RecoveryReport)> {
     report.records = replay.records;
-    let mut last_now = clock_ms;
     // Keys of dead letters.
     for (&id, _) in dead.entries().iter() {
         if let Some(letter) = dead.get(id)? {
@@ -526,11 +525,6 @@ fn finish(
                 format!("job {id}'s record could not be read back"),
             ));
         };
-        // Keep ordering monotonic across restarts, but do not let a record
-        // from far in the future (a bad clock) pin the queue's time.
-        if enqueued_ms <= clock_ms.saturating_add(365 * 86_400_000) {
-            last_now = last_now.max(enqueued_ms);
-        }
         if replay.in_flight.contains(&id) {
             report.leases_released += 1;
             if u32::from(slot.attempts) >= u32::from(max_attempts) {
@@ -546,7 +540,9 @@ fn finish(
             due_heap.push(std::cmp::Reverse((due, id)));
         } else if straggler {
             slot.state = SlotState::Waiting;
-            due_heap.push(std::cmp::Reverse((enqueued_ms, id)));
+            // Not delayed: ready now, in its enqueue-time place (a time
+            // stamped in the future must not delay it).
+            due_heap.push(std::cmp::Reverse((enqueued_ms.min(clock_ms), id)));
         } else {
             slot.state = SlotState::Fresh;
             fresh += 1;
@@ -569,7 +565,10 @@ fn finish(
         next_id: replay.next_id.max(active_next_id),
         fresh_cursor: 0,
         fresh,
-        last_now,
+        // Time as the clock says: a record stamped in the future (a clock
+        // that stepped back, or a crafted file) must not make delayed jobs
+        // due early.
+        last_now: clock_ms,
         next_token: random_token_base(),
         rng: opts.jitter_seed.unwrap_or(clock_ms ^ 0x5eed),
         counters: Counters::default(),

@@ -293,7 +293,7 @@ impl QueueState {
     /// at their enqueue time, so they keep their place.
     fn unpark(&mut self) {
         for id in self.jobs.take_parked_fresh() {
-            let enqueued_ms = self.enqueued_ms_of(id);
+            let enqueued_ms = self.enqueued_ms_of(id).min(self.last_now);
             self.fresh -= 1;
             self.due.push(Reverse((enqueued_ms, id)));
         }

@@ -393,7 +393,8 @@ fn later_frames(bytes: &[u8], damaged: usize) -> (Option<usize>, bool) {
                 if off.saturating_sub(f.sync_lag as usize) > damaged {
                     return (first, true);
                 }
-                off += f.len as usize;
+                // Byte by byte: a bogus frame's length could skip real ones.
+                off += 1;
             }
             Err(_) => off += 1,
         }

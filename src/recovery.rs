@@ -339,10 +339,10 @@ fn find_later(seg: &Segment, from: u32, expected: u64) -> (Option<(u32, Frame<'_
                 if f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected {
                     return (first, true);
                 }
-                off += f.len as usize;
-                continue;
             }
         }
+        // Byte by byte, not frame by frame: a frame found inside damaged
+        // bytes may be bogus and its length would skip real ones.
         off += 1;
     }
     (first, false)

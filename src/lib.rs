@@ -70,8 +70,10 @@ mod recovery;
 mod segment;
 mod state;
 mod stats;
+pub mod typed;
 #[doc(hidden)]
 pub mod vfs;
+pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;
@@ -83,6 +85,8 @@ pub use options::{
 };
 pub use queue::{Enqueued, Queue, LOCK_FILE};
 pub use stats::{RecoveryReport, Stats};
+pub use typed::Jobs;
+pub use worker::{JobContext, Outcome, RateLimit, WorkerPool};
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -501,3 +501,68 @@ fn flush_loop(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: Duration
         }
     }
 }
+
+/// Leases sized per call, for worker pools whose jobs need more (or less)
+/// time than the queue-wide visibility timeout.
+impl Queue {
+    /// Leases the next ready job for `visibility` (instead of the queue's
+    /// visibility timeout), or returns `None` at once if none is ready.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue(b"transcode video 9")?;
+    /// let job = q.dequeue_for(Duration::from_secs(600))?.expect("ready");
+    /// q.ack(job.receipt())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn dequeue_for(&self, visibility: Duration) -> Result<Option<Job>> {
+        let vt = lease_ms(visibility)?;
+        self.write_op(|st, now| st.dequeue(now, vt))
+    }
+
+    /// Leases the next ready job for `visibility`, waiting up to `wait` for
+    /// one. Wakes on enqueue, on a retry or delay coming due and on an
+    /// expiring lease; never spins.
+    pub fn dequeue_wait(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
+        let vt = lease_ms(visibility)?;
+        let deadline = Instant::now() + wait;
+        let mut st = self.lock_for_write()?;
+        loop {
+            self.check_open()?;
+            let now = st.now(self.inner.opts.clock.now_ms());
+            match st.dequeue(now, vt) {
+                Ok(Some(job)) => return Ok(Some(job)),
+                Ok(None) => {}
+                Err(e) => {
+                    if e.kind() == ErrorKind::Io {
+                        self.poison(&e);
+                    }
+                    return Err(e);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let until_due = st.next_wakeup().map_or(left, |t| {
+                Duration::from_millis(t.saturating_sub(now).max(1))
+            });
+            self.inner.ready.wait_for(&mut st, left.min(until_due));
+        }
+    }
+}
+
+/// A per-call visibility timeout in milliseconds; at least 1 ms.
+fn lease_ms(visibility: Duration) -> Result<u64> {
+    let vt = duration_ms(visibility);
+    if vt == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidOptions,
+            format!("a lease's visibility timeout must be at least 1 ms, got {visibility:?}"),
+        ));
+    }
+    Ok(vt)
+}

@@ -1,0 +1,142 @@
+//! The small trait a worker pool drives a queue through.
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::options::EnqueueOptions;
+use crate::queue::Enqueued;
+use crate::worker::status::JobStatus;
+
+/// A queue as a [`crate::worker::WorkerPool`] and a
+/// [`crate::typed::Jobs`] handle see it: enqueue, lease, settle, extend,
+/// and look a job up.
+///
+/// [`crate::Queue`] implements it. Another backend (a distributed one, such
+/// as NATS JetStream) implements the same methods and runs the same pools
+/// and handlers unchanged. The trait speaks only of job ids, payload bytes,
+/// durations and error texts; what proves a lease is the backend's own
+/// [`Backend::Lease`] type (a [`crate::Receipt`] here, a fenced ack
+/// subject elsewhere).
+///
+/// Every settle (`complete`, `retry`, `release`, `fail`) and `extend` must
+/// be fenced: when the lease it names has expired or been replaced, it
+/// changes nothing and fails with [`crate::ErrorKind::LeaseLost`].
+pub trait Backend: Send + Sync + 'static {
+    /// Proof of one lease on one job, handed back to settle it.
+    type Lease: Clone + Send + Sync + 'static;
+
+    /// Adds a job; with an idempotency key already known, returns the
+    /// existing job's id and `duplicate: true` instead.
+    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued>;
+
+    /// Leases the next ready job for `visibility`, waiting up to `wait`
+    /// for one to become ready. `Ok(None)` when none did.
+    fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Self::Lease>>>;
+
+    /// Marks the job done, with an optional small result kept for clients
+    /// that poll [`Backend::status`].
+    fn complete(&self, lease: &Self::Lease, result: Option<&[u8]>) -> Result<()>;
+
+    /// Gives the job back for another attempt after `delay`, or after the
+    /// backend's own backoff when `None`, recording `error`. A job on its
+    /// last attempt goes to the dead letters instead.
+    fn retry(&self, lease: &Self::Lease, delay: Option<Duration>, error: &str) -> Result<()>;
+
+    /// Gives the job back ready now (the attempt stays counted), for a
+    /// worker that stops before its handler finished.
+    fn release(&self, lease: &Self::Lease, error: &str) -> Result<()> {
+        self.retry(lease, Some(Duration::ZERO), error)
+    }
+
+    /// Sends the job straight to the dead letters with `error`.
+    fn fail(&self, lease: &Self::Lease, error: &str) -> Result<()>;
+
+    /// Keeps the lease for `visibility` from now (a heartbeat).
+    fn extend(&self, lease: &Self::Lease, visibility: Duration) -> Result<()>;
+
+    /// What became of job `id`.
+    fn status(&self, id: u64) -> Result<JobStatus>;
+}
+
+/// One leased job, as a [`Backend`] hands it to a worker.
+#[derive(Debug, Clone)]
+pub struct Delivery<L> {
+    id: u64,
+    attempt: u32,
+    max_attempts: u32,
+    idempotency_key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    lease: L,
+}
+
+impl<L> Delivery<L> {
+    /// A delivery of job `id` (attempt 1 of 1, no key) under `lease`.
+    pub fn new(id: u64, payload: Vec<u8>, lease: L) -> Delivery<L> {
+        Delivery {
+            id,
+            attempt: 1,
+            max_attempts: 1,
+            idempotency_key: None,
+            payload,
+            lease,
+        }
+    }
+
+    /// Sets which attempt this is (1-based) and how many are allowed.
+    pub fn attempts(mut self, attempt: u32, max_attempts: u32) -> Delivery<L> {
+        self.attempt = attempt;
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets the idempotency key the job was enqueued with.
+    pub fn idempotency_key(mut self, key: Option<Vec<u8>>) -> Delivery<L> {
+        self.idempotency_key = key;
+        self
+    }
+
+    /// The job id: stable across attempts, never reused.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Which attempt this is (1 for the first delivery).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Attempts allowed before the job goes to the dead letters.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The lease, to settle or extend the job with.
+    pub fn lease(&self) -> &L {
+        &self.lease
+    }
+
+    /// Splits the delivery into what a handler sees and the lease.
+    pub(crate) fn into_parts(self) -> (JobInfo, Vec<u8>, L) {
+        let info = JobInfo {
+            id: self.id,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            idempotency_key: self.idempotency_key,
+        };
+        (info, self.payload, self.lease)
+    }
+}
+
+/// The identity of one attempt of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JobInfo {
+    pub(crate) id: u64,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) idempotency_key: Option<Vec<u8>>,
+}

@@ -1,0 +1,182 @@
+//! How a worker pool is configured and started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::worker::backend::Backend;
+use crate::worker::context::JobContext;
+use crate::worker::handler::Handler;
+use crate::worker::outcome::Outcome;
+use crate::worker::pool::WorkerPool;
+use crate::worker::rate::RateLimit;
+
+/// Most workers one pool runs.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The settings of a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) name: String,
+    pub(crate) visibility: Duration,
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) poll: Duration,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// How often running leases are extended: the set interval, or a
+    /// third of the visibility timeout.
+    pub(crate) fn heartbeat_every(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.visibility / 3)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::new(ErrorKind::InvalidOptions, msg));
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return bad(format!(
+                "workers {} is outside 1..={MAX_WORKERS}",
+                self.workers
+            ));
+        }
+        if self.visibility < Duration::from_millis(3) {
+            return bad(format!(
+                "visibility {:?} must be at least 3 ms",
+                self.visibility
+            ));
+        }
+        let beat = self.heartbeat_every();
+        if beat.is_zero() || beat >= self.visibility {
+            return bad(format!(
+                "heartbeat {beat:?} must be more than zero and less than the visibility {:?}",
+                self.visibility
+            ));
+        }
+        if self.poll.is_zero() {
+            return bad("poll_interval must be more than zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Configures a [`WorkerPool`]; from [`WorkerPool::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use walq::worker::{Outcome, RateLimit, WorkerPool};
+///
+/// # fn main() -> walq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let q = walq::Queue::open(dir.path())?;
+/// let pool = WorkerPool::builder(q.clone())
+///     .name("thumbnails")
+///     .workers(2)
+///     .visibility(Duration::from_secs(60)) // each lease; extended while the handler runs
+///     .rate_limit(RateLimit::per_second(500))
+///     .start(|_ctx, _payload| Outcome::done())?;
+/// pool.shutdown(Duration::from_secs(5));
+/// # Ok(()) }
+/// ```
+pub struct PoolBuilder<B: Backend> {
+    backend: B,
+    cfg: Config,
+    rate: Option<RateLimit>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<B: Backend> PoolBuilder<B> {
+    pub(crate) fn new(backend: B) -> PoolBuilder<B> {
+        PoolBuilder {
+            backend,
+            cfg: Config {
+                workers: 4,
+                name: "walq-worker".into(),
+                visibility: Duration::from_secs(30),
+                heartbeat: None,
+                poll: Duration::from_millis(100),
+                shutdown_timeout: Duration::from_secs(30),
+            },
+            rate: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// How many worker threads (default 4, at most [`MAX_WORKERS`]).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.cfg.workers = n;
+        self
+    }
+
+    /// Thread names are `<name>-<n>` (default `walq-worker`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.name = name.into();
+        self
+    }
+
+    /// The visibility timeout of each lease (default 30 s). While a handler
+    /// runs, the pool extends its lease by this much every heartbeat.
+    pub fn visibility(mut self, visibility: Duration) -> Self {
+        self.cfg.visibility = visibility;
+        self
+    }
+
+    /// How often running leases are extended (default a third of the
+    /// visibility timeout; must be less than it).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.cfg.heartbeat = Some(every);
+        self
+    }
+
+    /// How long an idle worker waits for a job before it checks for
+    /// shutdown again (default 100 ms). Enqueues wake it at once.
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.cfg.poll = every;
+        self
+    }
+
+    /// Start at most this many jobs per second (default: no limit).
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate = Some(limit);
+        self
+    }
+
+    /// The clock the rate limiter refills by (default the system clock; a
+    /// [`crate::ManualClock`] makes the limit testable by counting).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How long dropping the pool without [`WorkerPool::shutdown`] lets
+    /// running handlers finish (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Starts the workers with a closure handler.
+    pub fn start<F, R>(self, handler: F) -> Result<WorkerPool<B>>
+    where
+        F: Fn(&JobContext, &[u8]) -> R + Send + Sync + 'static,
+        R: Into<Outcome>,
+    {
+        self.start_handler(handler)
+    }
+
+    /// Starts the workers with any [`Handler`].
+    pub fn start_handler(self, handler: impl Handler) -> Result<WorkerPool<B>> {
+        self.cfg.validate()?;
+        if let Some(rate) = &self.rate {
+            rate.validate()?;
+        }
+        WorkerPool::spawn(
+            self.backend,
+            self.cfg,
+            Box::new(handler),
+            self.rate,
+            self.clock,
+        )
+    }
+}

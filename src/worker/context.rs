@@ -1,0 +1,126 @@
+//! What a handler knows about the job it runs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::worker::backend::JobInfo;
+
+/// The job a handler runs, and the state of its lease.
+///
+/// It carries what makes a side effect safe to retry (see
+/// `docs/idempotency.md`): the job's stable [`id`](JobContext::id), the
+/// [`attempt`](JobContext::attempt) number and the
+/// [`idempotency_key`](JobContext::idempotency_key) it was enqueued with.
+/// It is plain data and atomics, so the same context serves threads and
+/// async tasks.
+///
+/// ```
+/// use walq::worker::JobContext;
+///
+/// // Handlers can be unit-tested with a context of their own.
+/// let ctx = JobContext::new(42).with_attempt(2, 5).with_key(b"order-42".to_vec());
+/// assert_eq!(ctx.id(), 42);
+/// assert_eq!(ctx.provider_key(), "walq-job-42");
+/// assert!(!ctx.is_last_attempt());
+/// assert!(!ctx.lease_lost());
+/// ```
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    info: JobInfo,
+    worker: Arc<str>,
+    lost: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    /// A context for job `id`, attempt 1 of 1, outside any pool (for tests
+    /// of handlers).
+    pub fn new(id: u64) -> JobContext {
+        let info = JobInfo {
+            id,
+            attempt: 1,
+            max_attempts: 1,
+            idempotency_key: None,
+        };
+        JobContext::in_pool(info, Arc::from("test"), Arc::default(), Arc::default())
+    }
+
+    /// Sets the attempt number and the attempts allowed.
+    pub fn with_attempt(mut self, attempt: u32, max_attempts: u32) -> JobContext {
+        self.info.attempt = attempt;
+        self.info.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_key(mut self, key: Vec<u8>) -> JobContext {
+        self.info.idempotency_key = Some(key);
+        self
+    }
+
+    pub(crate) fn in_pool(
+        info: JobInfo,
+        worker: Arc<str>,
+        lost: Arc<AtomicBool>,
+        stopping: Arc<AtomicBool>,
+    ) -> JobContext {
+        JobContext {
+            info,
+            worker,
+            lost,
+            stopping,
+        }
+    }
+
+    /// The job id: unique, the same on every attempt, never reused.
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    /// Which attempt this is (1 for the first).
+    pub fn attempt(&self) -> u32 {
+        self.info.attempt
+    }
+
+    /// Attempts allowed before the job goes to the dead letters.
+    pub fn max_attempts(&self) -> u32 {
+        self.info.max_attempts
+    }
+
+    /// True on the last attempt: a retry now sends the job to the dead
+    /// letters.
+    pub fn is_last_attempt(&self) -> bool {
+        self.info.attempt >= self.info.max_attempts
+    }
+
+    /// The idempotency key the job was enqueued with, if any.
+    pub fn idempotency_key(&self) -> Option<&[u8]> {
+        self.info.idempotency_key.as_deref()
+    }
+
+    /// A key to hand to an outside service (a payment or mail provider)
+    /// so that it performs this job's side effect at most once, whatever
+    /// the attempt: `walq-job-<id>`.
+    pub fn provider_key(&self) -> String {
+        format!("walq-job-{}", self.info.id)
+    }
+
+    /// The name of the worker thread running the job.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// True once the lease is gone: it expired before a heartbeat could
+    /// extend it, or the pool released the job at shutdown. Another worker
+    /// may now run the job; stop and don't commit side effects. The
+    /// outcome of this attempt will be refused.
+    pub fn lease_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// True once the pool is shutting down; a long handler may finish
+    /// early (e.g. return a retry) to hand its job back sooner.
+    pub fn is_shutting_down(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,121 @@
+//! What a worker pool has done, counted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of a pool's counters, from
+/// [`crate::worker::WorkerPool::stats`].
+///
+/// Once the pool has stopped and its handlers have returned, every leased
+/// job is accounted for exactly once:
+/// `leased == done + retried + dead + lost + released + settle_errors`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Jobs leased by the workers (each attempt counts once).
+    pub leased: u64,
+    /// Attempts that completed their job.
+    pub done: u64,
+    /// Attempts that failed and scheduled another attempt.
+    pub retried: u64,
+    /// Attempts that sent their job to the dead letters: a failure, a retry
+    /// on the last attempt, a panic on the last attempt, or a payload that
+    /// does not decode.
+    pub dead: u64,
+    /// Attempts whose handler panicked (also counted in `retried` or `dead`).
+    pub panicked: u64,
+    /// Jobs handed back at shutdown, ready at once, attempt counted.
+    pub released: u64,
+    /// Attempts whose outcome was refused because the lease was lost.
+    pub lost: u64,
+    /// Attempts whose outcome could not be recorded for another reason
+    /// (the job comes back when its lease expires).
+    pub settle_errors: u64,
+    /// Lease calls that failed (the worker waits a poll interval and tries
+    /// again).
+    pub lease_errors: u64,
+    /// Lease extensions made by the heartbeat.
+    pub extended: u64,
+    /// Handlers running now.
+    pub running: u64,
+    /// Workers waiting for the rate limiter now.
+    pub throttled: u64,
+}
+
+impl PoolStats {
+    /// Attempts that ran and were settled: `done + retried + dead`.
+    pub fn processed(&self) -> u64 {
+        self.done + self.retried + self.dead
+    }
+}
+
+/// One counter of [`Counters`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Count {
+    Leased,
+    Done,
+    Retried,
+    Dead,
+    Panicked,
+    Released,
+    Lost,
+    SettleErrors,
+    LeaseErrors,
+    Extended,
+}
+
+/// The live counters, shared by a pool's threads.
+#[derive(Default)]
+pub(crate) struct Counters {
+    totals: [AtomicU64; 10],
+    running: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(&self, which: Count) {
+        self.totals[which as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a running handler until the guard drops.
+    pub(crate) fn running(&self) -> Gauge<'_> {
+        Gauge::new(&self.running)
+    }
+
+    /// Counts a worker waiting for a token until the guard drops.
+    pub(crate) fn throttled(&self) -> Gauge<'_> {
+        Gauge::new(&self.throttled)
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolStats {
+        let get = |which: Count| self.totals[which as usize].load(Ordering::Relaxed);
+        PoolStats {
+            leased: get(Count::Leased),
+            done: get(Count::Done),
+            retried: get(Count::Retried),
+            dead: get(Count::Dead),
+            panicked: get(Count::Panicked),
+            released: get(Count::Released),
+            lost: get(Count::Lost),
+            settle_errors: get(Count::SettleErrors),
+            lease_errors: get(Count::LeaseErrors),
+            extended: get(Count::Extended),
+            running: self.running.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds one to a gauge while alive.
+pub(crate) struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    fn new(gauge: &'a AtomicU64) -> Gauge<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Gauge(gauge)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

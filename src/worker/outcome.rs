@@ -1,0 +1,86 @@
+//! What a handler decides about the job it ran.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+/// The result of one attempt, returned by a handler.
+///
+/// A handler may also return `Result<(), E>` with `E: Display`: `Ok(())`
+/// completes the job, `Err(e)` retries it after the queue's backoff with
+/// `e` as its error.
+///
+/// ```
+/// use std::time::Duration;
+/// use walq::worker::Outcome;
+///
+/// let done = Outcome::done();
+/// let later = Outcome::retry_after(Duration::from_secs(30), "rate limited by the mail API");
+/// let never = Outcome::fail("address does not exist");
+/// let from_result: Outcome = Err::<(), _>("timed out").into();
+/// assert_eq!(from_result, Outcome::retry("timed out"));
+/// # let _ = (done, later, never);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job is finished, with an optional small result that clients
+    /// polling its status can read.
+    Done(Option<Vec<u8>>),
+    /// Try again: after `after`, or after the queue's backoff when `None`.
+    /// On the last attempt the job goes to the dead letters with `error`.
+    Retry {
+        /// Why the attempt failed, kept with the job.
+        error: String,
+        /// A delay the handler names (e.g. from a `Retry-After` header).
+        after: Option<Duration>,
+    },
+    /// Give up: the job goes to the dead letters with this error now.
+    Fail(String),
+}
+
+impl Outcome {
+    /// The job is finished.
+    pub fn done() -> Outcome {
+        Outcome::Done(None)
+    }
+
+    /// The job is finished, with a small result for clients.
+    pub fn done_with(result: impl Into<Vec<u8>>) -> Outcome {
+        Outcome::Done(Some(result.into()))
+    }
+
+    /// Retry after the queue's backoff.
+    pub fn retry(error: impl Display) -> Outcome {
+        Outcome::Retry {
+            error: error.to_string(),
+            after: None,
+        }
+    }
+
+    /// Retry after exactly `delay`.
+    pub fn retry_after(delay: Duration, error: impl Display) -> Outcome {
+        Outcome::Retry {
+            error: error.to_string(),
+            after: Some(delay),
+        }
+    }
+
+    /// Send the job to the dead letters now.
+    pub fn fail(error: impl Display) -> Outcome {
+        Outcome::Fail(error.to_string())
+    }
+}
+
+impl<E: Display> From<Result<(), E>> for Outcome {
+    fn from(result: Result<(), E>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::done(),
+            Err(e) => Outcome::retry(e),
+        }
+    }
+}
+
+impl From<()> for Outcome {
+    fn from((): ()) -> Outcome {
+        Outcome::done()
+    }
+}

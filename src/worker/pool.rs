@@ -1,0 +1,256 @@
+//! The worker pool: threads that lease jobs and run a handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::queue::Queue;
+use crate::worker::backend::Backend;
+use crate::worker::builder::{Config, PoolBuilder};
+use crate::worker::counters::{Count, Counters, PoolStats};
+use crate::worker::handler::Handler;
+use crate::worker::rate::{RateLimit, TokenBucket};
+use crate::worker::shutdown::ShutdownReport;
+use crate::worker::signal::Signal;
+
+/// A pool of named worker threads that lease jobs from a [`Backend`] and
+/// run a handler on each.
+///
+/// * The handler's [`crate::worker::Outcome`] completes, retries or fails
+///   the job.
+/// * While a handler runs, a heartbeat thread extends its lease; a
+///   handler sees a lost lease with [`crate::worker::JobContext::lease_lost`].
+/// * A panic in a handler is caught and counts as a failed attempt, with
+///   the panic message as the job's error.
+/// * [`WorkerPool::shutdown`] stops leasing, lets running handlers finish
+///   within a deadline and releases the rest at once.
+///
+/// See the [module documentation](crate::worker) for an example.
+pub struct WorkerPool<B: Backend = Queue> {
+    shared: Arc<Shared<B>>,
+    workers: Vec<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+/// The job a worker is running.
+pub(crate) struct Active<L> {
+    pub(crate) id: u64,
+    pub(crate) lease: L,
+    pub(crate) lost: Arc<AtomicBool>,
+}
+
+struct Busy {
+    running: usize,
+    stopping: bool,
+}
+
+/// What a pool's threads share.
+pub(crate) struct Shared<B: Backend> {
+    pub(crate) backend: B,
+    pub(crate) cfg: Config,
+    pub(crate) handler: Box<dyn Handler>,
+    pub(crate) slots: Vec<Mutex<Option<Active<B::Lease>>>>,
+    pub(crate) counters: Counters,
+    pub(crate) limiter: Option<TokenBucket>,
+    /// Set when the pool stops leasing.
+    pub(crate) stop: Signal,
+    /// Set when the heartbeat stops (after running jobs finished or were
+    /// released).
+    pub(crate) heartbeat_stop: Signal,
+    busy: Mutex<Busy>,
+    idle: Condvar,
+}
+
+impl<B: Backend> Shared<B> {
+    /// Records that worker `index` runs `active`, unless the pool is
+    /// stopping (then the job is handed back).
+    pub(crate) fn begin(
+        &self,
+        index: usize,
+        active: Active<B::Lease>,
+    ) -> std::result::Result<(), Active<B::Lease>> {
+        let mut busy = self.busy.lock();
+        if busy.stopping {
+            return Err(active);
+        }
+        busy.running += 1;
+        *self.slots[index].lock() = Some(active);
+        Ok(())
+    }
+
+    /// Takes worker `index`'s job back to settle it; `None` if shutdown
+    /// released it meanwhile.
+    pub(crate) fn take(&self, index: usize) -> Option<Active<B::Lease>> {
+        self.slots[index].lock().take()
+    }
+
+    /// Records that a worker finished with its job.
+    pub(crate) fn end(&self) {
+        let mut busy = self.busy.lock();
+        busy.running = busy.running.saturating_sub(1);
+        self.idle.notify_all();
+    }
+
+    fn begin_stop(&self) -> usize {
+        let running = {
+            let mut busy = self.busy.lock();
+            busy.stopping = true;
+            busy.running
+        };
+        self.stop.set();
+        running
+    }
+
+    /// Waits until no handler runs, or `deadline`.
+    fn wait_idle(&self, deadline: Instant) {
+        let mut busy = self.busy.lock();
+        while busy.running > 0 {
+            if self.idle.wait_until(&mut busy, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// Hands back every job still running: ready at once, attempt counted.
+    /// Returns the workers that were running them.
+    fn release_running(&self, report: &mut ShutdownReport) -> Vec<usize> {
+        let mut stragglers = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(active) = slot.lock().take() else {
+                continue;
+            };
+            active.lost.store(true, Ordering::Release);
+            stragglers.push(index);
+            let why = "the worker pool shut down before the handler finished";
+            match self.backend.release(&active.lease, why) {
+                Ok(()) => {
+                    self.counters.add(Count::Released);
+                    report.released.push(active.id);
+                }
+                Err(e) if e.kind() == ErrorKind::LeaseLost => self.counters.add(Count::Lost),
+                Err(_) => self.counters.add(Count::SettleErrors),
+            }
+        }
+        stragglers
+    }
+}
+
+impl<B: Backend> WorkerPool<B> {
+    /// Configures a pool that drives `backend` (a [`Queue`], or another
+    /// [`Backend`]).
+    pub fn builder(backend: B) -> PoolBuilder<B> {
+        PoolBuilder::new(backend)
+    }
+
+    pub(crate) fn spawn(
+        backend: B,
+        cfg: Config,
+        handler: Box<dyn Handler>,
+        rate: Option<RateLimit>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<WorkerPool<B>> {
+        let shared = Arc::new(Shared {
+            slots: (0..cfg.workers).map(|_| Mutex::new(None)).collect(),
+            limiter: rate.map(|r| TokenBucket::new(r, clock)),
+            backend,
+            cfg,
+            handler,
+            counters: Counters::default(),
+            stop: Signal::default(),
+            heartbeat_stop: Signal::default(),
+            busy: Mutex::new(Busy {
+                running: 0,
+                stopping: false,
+            }),
+            idle: Condvar::new(),
+        });
+        // On a spawn failure, dropping `pool` stops what was started.
+        let mut pool = WorkerPool {
+            shared: shared.clone(),
+            workers: Vec::with_capacity(shared.cfg.workers),
+            heartbeat: None,
+        };
+        let s = shared.clone();
+        let name = format!("{}-heartbeat", shared.cfg.name);
+        pool.heartbeat = Some(spawn_named(name, move || {
+            crate::worker::heartbeat::run(&s);
+        })?);
+        for index in 0..shared.cfg.workers {
+            let name = format!("{}-{index}", shared.cfg.name);
+            let s = shared.clone();
+            let label: Arc<str> = Arc::from(name.as_str());
+            pool.workers.push(spawn_named(name, move || {
+                crate::worker::run::run(&s, index, &label);
+            })?);
+        }
+        Ok(pool)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops leasing, lets running handlers finish for up to `deadline`,
+    /// then releases the jobs of handlers still running: they are ready
+    /// again at once, their attempt counted, and their handlers see
+    /// [`crate::worker::JobContext::lease_lost`]. Returns when the workers
+    /// that finished have exited; a handler still running keeps its thread
+    /// until it returns, and its outcome is then dropped.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        self.stop(deadline)
+    }
+
+    fn stop(&mut self, deadline: Duration) -> ShutdownReport {
+        let until = Instant::now() + deadline;
+        let mut report = ShutdownReport {
+            running: self.shared.begin_stop(),
+            ..ShutdownReport::default()
+        };
+        self.shared.wait_idle(until);
+        let stragglers = self.shared.release_running(&mut report);
+        self.shared.heartbeat_stop.set();
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+        for (index, handle) in self.workers.drain(..).enumerate() {
+            if !stragglers.contains(&index) {
+                let _ = handle.join();
+            }
+        }
+        report.finished = report.running.saturating_sub(stragglers.len());
+        report.stats = self.stats();
+        report
+    }
+}
+
+impl<B: Backend> Drop for WorkerPool<B> {
+    fn drop(&mut self) {
+        if !self.workers.is_empty() || self.heartbeat.is_some() {
+            let timeout = self.shared.cfg.shutdown_timeout;
+            self.stop(timeout);
+        }
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for WorkerPool<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("name", &self.shared.cfg.name)
+            .field("workers", &self.shared.cfg.workers)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn spawn_named(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("starting thread {name}: {e}")))
+}

@@ -1,0 +1,17 @@
+//! What a graceful shutdown did.
+
+use crate::worker::counters::PoolStats;
+
+/// The result of [`crate::worker::WorkerPool::shutdown`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Handlers running when shutdown began.
+    pub running: usize,
+    /// Of those, how many finished within the deadline.
+    pub finished: usize,
+    /// Ids of the jobs released at the deadline (ready again at once,
+    /// attempt counted).
+    pub released: Vec<u64>,
+    /// The pool's counters when it stopped.
+    pub stats: PoolStats,
+}

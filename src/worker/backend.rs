@@ -140,3 +140,41 @@ pub(crate) struct JobInfo {
     pub(crate) max_attempts: u32,
     pub(crate) idempotency_key: Option<Vec<u8>>,
 }
+
+/// A shared backend is a backend: one `Arc` can feed a [`crate::Jobs`]
+/// producer handle and a pool.
+impl<B: Backend> Backend for std::sync::Arc<B> {
+    type Lease = B::Lease;
+
+    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
+        (**self).enqueue(payload, opts)
+    }
+
+    fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Self::Lease>>> {
+        (**self).lease(visibility, wait)
+    }
+
+    fn complete(&self, lease: &Self::Lease, result: Option<&[u8]>) -> Result<()> {
+        (**self).complete(lease, result)
+    }
+
+    fn retry(&self, lease: &Self::Lease, delay: Option<Duration>, error: &str) -> Result<()> {
+        (**self).retry(lease, delay, error)
+    }
+
+    fn release(&self, lease: &Self::Lease, error: &str) -> Result<()> {
+        (**self).release(lease, error)
+    }
+
+    fn fail(&self, lease: &Self::Lease, error: &str) -> Result<()> {
+        (**self).fail(lease, error)
+    }
+
+    fn extend(&self, lease: &Self::Lease, visibility: Duration) -> Result<()> {
+        (**self).extend(lease, visibility)
+    }
+
+    fn status(&self, id: u64) -> Result<JobStatus> {
+        (**self).status(id)
+    }
+}

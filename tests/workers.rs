@@ -478,3 +478,20 @@ fn bad_pool_settings_are_refused_not_panicked_on() {
         assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
     }
 }
+
+#[test]
+fn a_stopped_pool_lets_go_of_the_queue_so_it_can_be_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    q.enqueue(b"one").unwrap();
+    let pool = WorkerPool::builder(q.clone())
+        .workers(3)
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    wait_until("the job is done", || pool.stats().done == 1);
+    drop(pool); // no explicit shutdown: dropping stops and joins the threads
+    drop(q);
+    let q = common::open(dir.path(), &clock); // Locked if a thread still held it
+    assert_eq!(q.stats().ready + q.stats().in_flight, 0);
+}

@@ -53,6 +53,7 @@ mod clock;
 mod commit;
 mod dead;
 mod dead_letters;
+mod done;
 mod error;
 #[doc(hidden)]
 pub mod format;
@@ -70,11 +71,13 @@ mod recovery;
 mod segment;
 mod state;
 mod stats;
+mod status;
 #[doc(hidden)]
 pub mod vfs;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;
+pub use done::MAX_RESULT_LEN;
 pub use error::{Error, ErrorKind, Result};
 pub use job::{Job, Receipt};
 pub use options::{
@@ -83,6 +86,7 @@ pub use options::{
 };
 pub use queue::{Enqueued, Queue, LOCK_FILE};
 pub use stats::{RecoveryReport, Stats};
+pub use status::JobStatus;
 
 /// The README's examples, compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

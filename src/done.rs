@@ -437,7 +437,9 @@ impl DoneFile {
 
     /// What the file knows about job `id` at `now`: a result still inside
     /// its window (read and verified from disk), or a purge marker.
-    pub fn get(&self, id: u64, now: u64) -> Result<Option<Completion>> {
+    /// Expired results are dropped from memory first.
+    pub fn get(&mut self, id: u64, now: u64) -> Result<Option<Completion>> {
+        self.sweep(now);
         let Some(e) = self.entries.get(&id).copied() else {
             return Ok(None);
         };
@@ -561,7 +563,7 @@ mod tests {
         d.record_result(2, b"two again", 40).unwrap();
         d.sync().unwrap();
         drop(d);
-        let d = open(dir.path(), 1000, 500, RecoveryMode::Strict).unwrap();
+        let mut d = open(dir.path(), 1000, 500, RecoveryMode::Strict).unwrap();
         let r = |result: &[u8], finished_ms| {
             Some(Completion::Result {
                 finished_ms,
@@ -611,7 +613,7 @@ mod tests {
         assert!(d.disk_bytes() < 3 << 20, "{} bytes", d.disk_bytes());
         d.sync().unwrap();
         drop(d);
-        let d = open(dir.path(), 1000, 11_100, RecoveryMode::Strict).unwrap();
+        let mut d = open(dir.path(), 1000, 11_100, RecoveryMode::Strict).unwrap();
         assert!(matches!(
             d.get(1100, 11_100).unwrap(),
             Some(Completion::Result { ref result, .. }) if result == &[2u8; 4000]
@@ -653,7 +655,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Corrupt);
         assert_eq!(err.offset(), Some(SEGMENT_HEADER_LEN as u64));
         assert_eq!(err.path(), Some(path.as_path()));
-        let d = open(dir.path(), 1000, 3, RecoveryMode::Salvage).unwrap();
+        let mut d = open(dir.path(), 1000, 3, RecoveryMode::Salvage).unwrap();
         assert_eq!(d.get(1, 3).unwrap(), None);
         assert!(d.get(2, 3).unwrap().is_some());
     }

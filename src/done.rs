@@ -33,7 +33,7 @@ use std::sync::Arc;
 use crate::dead::{later_side_frames, write_side_file};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::done::{DoneRecord, DONE_FIXED_LEN};
-use crate::format::frame::{self, FRAME_HEADER_LEN};
+use crate::format::frame::{self, FrameError, FRAME_HEADER_LEN};
 use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::options::RecoveryMode;
 use crate::vfs::{Vfs, VfsFile};
@@ -53,6 +53,8 @@ pub const MAX_DONE_RESULTS: usize = 100_000;
 pub const MAX_DONE_RESULT_BYTES: u64 = 64 << 20;
 /// Largest record accepted when reading.
 const MAX_DONE_RECORD: u32 = (FRAME_HEADER_LEN + DONE_FIXED_LEN + MAX_RESULT_LEN) as u32;
+/// The file grows by zeros written ahead in steps of this many bytes.
+const GROW_CHUNK: u64 = 64 << 10;
 /// Unneeded bytes tolerated before a rewrite.
 const COMPACT_MIN_GARBAGE: u64 = 1 << 20;
 
@@ -98,9 +100,14 @@ pub struct DoneFile {
     dir: PathBuf,
     path: PathBuf,
     mode: u32,
-    file: Box<dyn VfsFile>,
+    file: Arc<dyn VfsFile>,
+    /// End of the last record (the logical length).
     len: u64,
+    /// Length of the file: records, then zeros written ahead of them.
+    alloc: u64,
     synced_len: u64,
+    /// Bumped by every rewrite (a new file, synced whole).
+    generation: u64,
     buf: Vec<u8>,
     /// In-window results and purge markers, by job id.
     entries: HashMap<u64, Entry>,
@@ -131,9 +138,9 @@ impl DoneFile {
     ) -> Result<(DoneFile, DoneRecovery)> {
         let path = dir.join(DONE_FILE);
         let (file, fresh) = match vfs.open(&path) {
-            Ok(f) => (f, false),
+            Ok(f) => (Arc::from(f), false),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-                write_side_file(
+                Arc::from(write_side_file(
                     &*vfs,
                     dir,
                     &path,
@@ -141,7 +148,7 @@ impl DoneFile {
                     DONE_SEGMENT_ID,
                     mode,
                     &[],
-                )?,
+                )?),
                 true,
             ),
             Err(e) => return Err(Error::io("opening completion file", &path, e)),
@@ -153,7 +160,9 @@ impl DoneFile {
             mode,
             file,
             len: SEGMENT_HEADER_LEN as u64,
+            alloc: SEGMENT_HEADER_LEN as u64,
             synced_len: SEGMENT_HEADER_LEN as u64,
+            generation: 0,
             buf: Vec::new(),
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -184,6 +193,7 @@ impl DoneFile {
             return Err(Error::corrupt(&done.path, 0, "not a completion file"));
         }
         done.len = len;
+        done.alloc = len;
         let report = done.replay(&bytes, recovery, now)?;
         done.sweep(now);
         // What survived is durable from here on.
@@ -217,6 +227,11 @@ impl DoneFile {
                     self.next_seq = self.next_seq.max(f.lsn.saturating_add(1));
                     self.apply(rec, off as u64, f.len, now);
                     off += f.len as usize;
+                }
+                Err(FrameError::Zero) if bytes[off..].iter().all(|&b| b == 0) => {
+                    // The clean end: zeros written ahead of the records.
+                    self.len = off as u64;
+                    break;
                 }
                 Err(err) => {
                     let (next, durable) =
@@ -333,6 +348,7 @@ impl DoneFile {
             .sync_data()
             .map_err(|e| Error::io("syncing completion file", &self.path, e))?;
         self.len = len;
+        self.alloc = len;
         Ok(())
     }
 
@@ -341,6 +357,10 @@ impl DoneFile {
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
         let off = self.len;
+        let end = off + (self.buf.len() + tail.len()) as u64;
+        if end > self.alloc {
+            self.grow(end)?;
+        }
         let lag = u32::try_from(off - self.synced_len).unwrap_or(u32::MAX);
         frame::seal(
             &mut self.buf,
@@ -359,6 +379,20 @@ impl DoneFile {
         self.len = off + u64::from(len);
         self.next_seq += 1;
         Ok((off, len))
+    }
+
+    /// Writes zeros ahead of the records up to a multiple of
+    /// [`GROW_CHUNK`] past `end`: appends then overwrite blocks that exist,
+    /// so their fdatasync need not also commit a new file size and block
+    /// allocation each time.
+    fn grow(&mut self, end: u64) -> Result<()> {
+        let new = end.div_ceil(GROW_CHUNK) * GROW_CHUNK;
+        let zeros = vec![0u8; (new - self.alloc) as usize];
+        self.file
+            .write_at(&zeros, self.alloc)
+            .map_err(|e| Error::io("growing completion file", &self.path, e))?;
+        self.alloc = new;
+        Ok(())
     }
 
     /// Records that job `id` completed with `result` at `now`. Not durable
@@ -473,8 +507,35 @@ impl DoneFile {
         }))
     }
 
-    /// Bytes on disk.
+    /// The point to make durable for everything appended so far.
+    pub fn sync_target(&self) -> SyncTarget {
+        SyncTarget {
+            generation: self.generation,
+            len: self.len,
+        }
+    }
+
+    /// Whether everything up to `t` is durable (a rewrite since syncs the
+    /// new file whole).
+    pub fn is_synced(&self, t: SyncTarget) -> bool {
+        self.generation > t.generation || self.synced_len >= t.len
+    }
+
+    /// Records that the file was fdatasync'ed after `t` was taken.
+    fn mark_synced(&mut self, t: SyncTarget) {
+        if self.generation == t.generation {
+            self.synced_len = self.synced_len.max(t.len);
+        }
+    }
+
+    /// Bytes on disk (records and the zeros written ahead of them).
     pub fn disk_bytes(&self) -> u64 {
+        self.alloc
+    }
+
+    /// End of the last record.
+    #[cfg(test)]
+    fn end(&self) -> u64 {
         self.len
     }
 
@@ -523,15 +584,65 @@ impl DoneFile {
             self.mode,
             &body,
         )?;
-        self.file = file;
+        self.file = Arc::from(file);
         self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
+        self.alloc = self.len;
         self.synced_len = self.len;
+        self.generation += 1;
         let order = std::mem::take(&mut self.order);
         self.order = order
             .into_iter()
             .filter_map(|(at, id, off)| moved.get(&off).map(|&n| (at, id, n)))
             .filter(|&(_, id, off)| self.entries.get(&id).is_some_and(|e| e.off == off))
             .collect();
+        Ok(())
+    }
+}
+
+/// A point in the completion file to make durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncTarget {
+    generation: u64,
+    len: u64,
+}
+
+/// The completion file with group commit: appends take the file's lock
+/// briefly; [`Completions::make_durable`] fdatasyncs outside it, one caller
+/// at a time, and one fdatasync covers every append made before it began.
+#[derive(Debug)]
+pub struct Completions {
+    file: parking_lot::Mutex<DoneFile>,
+    syncing: parking_lot::Mutex<()>,
+}
+
+impl Completions {
+    /// Wraps an open completion file.
+    pub fn new(file: DoneFile) -> Completions {
+        Completions {
+            file: parking_lot::Mutex::new(file),
+            syncing: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Locks the file (lock order: the queue's state first, then this).
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, DoneFile> {
+        self.file.lock()
+    }
+
+    /// Makes everything up to `target` durable, sharing the fdatasync with
+    /// concurrent callers.
+    pub fn make_durable(&self, target: SyncTarget) -> Result<()> {
+        let _turn = self.syncing.lock();
+        let (upto, file, path) = {
+            let done = self.file.lock();
+            if done.is_synced(target) {
+                return Ok(());
+            }
+            (done.sync_target(), done.file.clone(), done.path.clone())
+        };
+        file.sync_data()
+            .map_err(|e| Error::io("syncing completion file", &path, e))?;
+        self.file.lock().mark_synced(upto);
         Ok(())
     }
 }
@@ -631,7 +742,7 @@ mod tests {
         d.record_result(1, b"first", 1).unwrap();
         d.sync().unwrap();
         d.record_result(2, b"second", 2).unwrap();
-        let full = d.disk_bytes() as usize;
+        let full = d.end() as usize;
         drop(d);
         let path = dir.path().join(DONE_FILE);
         let bytes = std::fs::read(&path).unwrap();

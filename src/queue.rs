@@ -32,7 +32,7 @@ struct Inner {
     dir: PathBuf,
     opts: Options,
     state: Mutex<QueueState>,
-    done: Mutex<crate::done::DoneFile>,
+    done: crate::done::Completions,
     ready: Condvar,
     commit: Arc<Committer>,
     poisoned: AtomicBool,
@@ -130,7 +130,7 @@ impl Queue {
             dir: dir.to_path_buf(),
             opts,
             state: Mutex::new(state),
-            done: Mutex::new(done),
+            done: crate::done::Completions::new(done),
             ready: Condvar::new(),
             commit,
             poisoned: AtomicBool::new(false),
@@ -635,21 +635,23 @@ impl Queue {
             }
             now
         };
-        {
+        let written = {
             let mut done = self.inner.done.lock();
-            let written = done.record_result(receipt.id, result, now).and_then(|()| {
-                if self.inner.opts.durability == Durability::Sync {
-                    done.sync()
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(e) = written {
-                if e.kind() == ErrorKind::Io {
-                    self.poison(&e);
-                }
-                return Err(e);
+            done.record_result(receipt.id, result, now)
+                .map(|()| done.sync_target())
+        };
+        let durable = written.and_then(|target| {
+            if self.inner.opts.durability == Durability::Sync {
+                self.inner.done.make_durable(target)
+            } else {
+                Ok(())
             }
+        });
+        if let Err(e) = durable {
+            if e.kind() == ErrorKind::Io {
+                self.poison(&e);
+            }
+            return Err(e);
         }
         self.ack(receipt)
     }

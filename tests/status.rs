@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{open, opts};
+use walq::format::frame;
+use walq::format::header::SEGMENT_HEADER_LEN;
 use walq::vfs::SimFs;
 use walq::{
     Durability, EnqueueOptions, ErrorKind, JobStatus, ManualClock, Queue, RecoveryMode, Retry,
@@ -296,18 +298,44 @@ fn two_results(dir: &Path, clock: &ManualClock) -> (u64, u64, Vec<u8>) {
     (ids[0], ids[1], std::fs::read(dir.join(DONE_FILE)).unwrap())
 }
 
+/// `(offset, length)` of each record of a `done.rec`, up to the zeros
+/// written ahead of them.
+fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let seed = u32::from_le_bytes(*b"DONE");
+    let mut out = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Ok(f) = frame::decode(&bytes[off..], seed, 1 << 20) {
+        out.push((off, f.len as usize));
+        off += f.len as usize;
+    }
+    out
+}
+
 #[test]
 fn a_torn_tail_of_done_rec_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let (first, second, bytes) = two_results(dir.path(), &clock);
-    std::fs::write(dir.path().join(DONE_FILE), &bytes[..bytes.len() - 4]).unwrap();
+    let (first, second, mut bytes) = two_results(dir.path(), &clock);
+    let recs = records(&bytes);
+    assert_eq!(recs.len(), 2);
+    // The last sector of the second record never landed.
+    let (off, len) = recs[1];
+    bytes[off + len - 4..off + len].fill(0);
+    std::fs::write(dir.path().join(DONE_FILE), &bytes).unwrap();
     let q = open(dir.path(), &clock);
     assert!(q.recovery_report().torn_bytes > 0);
     assert_eq!(q.status(first).unwrap(), done_with(b"first", T0));
     // The torn record is lost; its job still reads as done.
     assert_eq!(q.status(second).unwrap(), PLAIN_DONE);
-    assert!(done_len(dir.path()) < bytes.len() as u64);
+    assert_eq!(
+        done_len(dir.path()),
+        off as u64,
+        "cut where the torn record began"
+    );
+    // A clean reopen reports nothing torn.
+    drop(q);
+    let q = open(dir.path(), &clock);
+    assert_eq!(q.recovery_report().torn_bytes, 0);
 }
 
 #[test]
@@ -316,12 +344,12 @@ fn damage_in_the_middle_of_done_rec_names_file_and_offset() {
     let clock = ManualClock::new(T0);
     let (first, second, mut bytes) = two_results(dir.path(), &clock);
     let path = dir.path().join(DONE_FILE);
-    bytes[64 + 30] ^= 0x01; // inside the first record
+    bytes[SEGMENT_HEADER_LEN + 30] ^= 0x01; // inside the first record
     std::fs::write(&path, &bytes).unwrap();
     let err = Queue::open_with(dir.path(), opts(&clock)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert_eq!(err.path(), Some(path.as_path()));
-    assert_eq!(err.offset(), Some(64));
+    assert_eq!(err.offset(), Some(SEGMENT_HEADER_LEN as u64));
     assert_eq!(
         std::fs::read(&path).unwrap(),
         bytes,
@@ -440,4 +468,32 @@ fn a_purge_marker_whose_purge_was_lost_is_dropped_on_open() {
     drop(q);
     let q = sim_queue(&fs, &clock);
     assert_eq!(q.status(id).unwrap(), PLAIN_DONE);
+}
+
+#[test]
+fn concurrent_results_share_fsyncs_and_all_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock).durability(Durability::Sync);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    let ids: Vec<u64> = (0..200u32)
+        .map(|i| q.enqueue(&i.to_le_bytes()).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let q = &q;
+            s.spawn(move || {
+                while let Some(job) = q.dequeue().unwrap() {
+                    let result = format!("result of {}", job.id());
+                    q.ack_with_result(job.receipt(), result.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    drop(q);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    for id in ids {
+        let want = format!("result of {id}");
+        assert_eq!(q.status(id).unwrap(), done_with(want.as_bytes(), T0));
+    }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use walq::worker::{JobContext, Outcome, PoolStats, RateLimit, WorkerPool};
-use walq::{Backoff, Durability, EnqueueOptions, Jobs, Options, Queue};
+use walq::{Backoff, Durability, EnqueueOptions, JobStatus, Jobs, Options, Queue};
 
 const REQUEST_THREADS: u64 = 8;
 const SIGNUPS_PER_THREAD: u64 = 150;
@@ -195,7 +195,7 @@ fn watch(
             mailer.calls.load(Ordering::Relaxed),
         );
         if let Some(id) = client_job {
-            let status = poll_status(q, mailer, id);
+            let status = poll_status(q, id);
             if status != last_status {
                 println!("            client: job {id} is {status}");
                 last_status = status;
@@ -207,25 +207,25 @@ fn watch(
     }
 }
 
-/// What a client polling job `id` is told.
-///
-/// At merge with the job-status work this becomes a call to
-/// `q.status(id)`: `Queued`/`Delayed` → "waiting", `InFlight { attempt }`
-/// → "running (attempt n)", `Done { result }` → "done" with the message
-/// id from `result`, `Dead` → "dead". Until then it reads the dead letters,
-/// the provider's record of sent mail and the queue's counts.
-fn poll_status(q: &Queue, mailer: &Mailer, id: u64) -> String {
-    if let Ok(Some(dead)) = q.dead_letter(id) {
-        return format!("dead: {}", dead.error);
+/// What a client polling job `id` is told, from [`Queue::status`]: the
+/// handler's result (the provider's message id) is kept with the done
+/// status for the dedup window.
+fn poll_status(q: &Queue, id: u64) -> String {
+    match q.status(id) {
+        Ok(JobStatus::Queued { .. }) | Ok(JobStatus::Delayed { .. }) => {
+            let s = q.stats();
+            let waiting = s.ready + s.delayed + s.in_flight;
+            format!("waiting ({waiting} jobs queued or running)")
+        }
+        Ok(JobStatus::InFlight { attempt, .. }) => format!("running (attempt {attempt})"),
+        Ok(JobStatus::Done { result, .. }) => match result {
+            Some(r) => format!("done (message id {})", String::from_utf8_lossy(&r)),
+            None => "done".to_string(),
+        },
+        Ok(JobStatus::Dead { error, .. }) => format!("dead: {error}"),
+        Ok(other) => format!("{other:?}"),
+        Err(e) => format!("unreadable: {e}"),
     }
-    if let Some(message_id) = mailer.message_id(&format!("walq-job-{id}")) {
-        return format!("done (message id {message_id})");
-    }
-    let s = q.stats();
-    format!(
-        "waiting ({} jobs queued or running)",
-        s.ready + s.delayed + s.in_flight
-    )
 }
 
 /// What the burst of sign-ups did.
@@ -373,7 +373,7 @@ fn summary(
         ("no handler panicked", first.panicked + second.panicked == 0),
         (
             "the client's job is done",
-            poll_status(q, mailer, client_job).starts_with("done"),
+            poll_status(q, client_job).starts_with("done"),
         ),
     ];
     let failed: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
@@ -455,10 +455,6 @@ impl Mailer {
 
     fn delivered(&self) -> u64 {
         self.sent.lock().map_or(0, |s| s.len() as u64)
-    }
-
-    fn message_id(&self, key: &str) -> Option<String> {
-        self.sent.lock().ok()?.get(key).cloned()
     }
 }
 

@@ -356,24 +356,42 @@ fn write_fresh(
     mode: u32,
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
-    let tmp = dir.join(format!("{DEAD_FILE}{}", crate::segment::TMP_SUFFIX));
+    write_side_file(vfs, dir, path, FileKind::Dead, DEAD_SEGMENT_ID, mode, body)
+}
+
+/// Writes a side file (dead letters, completions) with `body` after its
+/// header crash-atomically: `<name>.tmp`, fsync, rename over `path`,
+/// fsync of the directory.
+pub(crate) fn write_side_file(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    kind: FileKind,
+    segment_id: u32,
+    mode: u32,
+    body: &[u8],
+) -> Result<Box<dyn VfsFile>> {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!("{name}{}", crate::segment::TMP_SUFFIX));
     let header = SegmentHeader {
         version: FORMAT_VERSION,
-        kind: FileKind::Dead,
-        segment_id: DEAD_SEGMENT_ID,
+        kind,
+        segment_id,
         base_lsn: 0,
         next_job_id: 0,
     };
     let _ = vfs.remove(&tmp);
     let file = vfs
         .create(&tmp, mode)
-        .map_err(|e| Error::io("creating dead letters", &tmp, e))?;
+        .map_err(|e| Error::io("creating side file", &tmp, e))?;
     file.write_at(&header.encode(), 0)
         .and_then(|()| file.write_at(body, SEGMENT_HEADER_LEN as u64))
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing dead letters", &tmp, e))?;
+        .map_err(|e| Error::io("writing side file", &tmp, e))?;
     vfs.rename(&tmp, path)
-        .map_err(|e| Error::io("renaming dead letters", path, e))?;
+        .map_err(|e| Error::io("renaming side file", path, e))?;
     vfs.sync_dir(dir)
         .map_err(|e| Error::io("syncing directory", dir, e))?;
     Ok(file)
@@ -384,10 +402,21 @@ fn write_fresh(
 /// the last sync), that the damaged bytes had been synced: then the damage
 /// is not a torn write.
 fn later_frames(bytes: &[u8], damaged: usize) -> (Option<usize>, bool) {
+    later_side_frames(bytes, damaged, DEAD_SEGMENT_ID, MAX_DEAD_RECORD)
+}
+
+/// [`later_frames`] for any side file, with its checksum seed and record
+/// size limit.
+pub(crate) fn later_side_frames(
+    bytes: &[u8],
+    damaged: usize,
+    segment_id: u32,
+    max_len: u32,
+) -> (Option<usize>, bool) {
     let mut first = None;
     let mut off = damaged + 1;
     while off < bytes.len() {
-        match frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
+        match frame::decode(&bytes[off..], segment_id, max_len) {
             Ok(f) => {
                 first.get_or_insert(off);
                 if off.saturating_sub(f.sync_lag as usize) > damaged {

@@ -53,6 +53,7 @@ mod clock;
 mod commit;
 mod dead;
 mod dead_letters;
+mod done;
 mod error;
 #[doc(hidden)]
 pub mod format;
@@ -70,6 +71,7 @@ mod recovery;
 mod segment;
 mod state;
 mod stats;
+mod status;
 pub mod typed;
 #[doc(hidden)]
 pub mod vfs;
@@ -77,6 +79,7 @@ pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;
+pub use done::MAX_RESULT_LEN;
 pub use error::{Error, ErrorKind, Result};
 pub use job::{Job, Receipt};
 pub use options::{
@@ -85,6 +88,7 @@ pub use options::{
 };
 pub use queue::{Enqueued, Queue, LOCK_FILE};
 pub use stats::{RecoveryReport, Stats};
+pub use status::JobStatus;
 pub use typed::Jobs;
 pub use worker::{JobContext, Outcome, RateLimit, WorkerPool};
 

@@ -32,6 +32,7 @@ struct Inner {
     dir: PathBuf,
     opts: Options,
     state: Mutex<QueueState>,
+    done: crate::done::Completions,
     ready: Condvar,
     commit: Arc<Committer>,
     poisoned: AtomicBool,
@@ -118,7 +119,9 @@ impl Queue {
         })?;
         let commit = Arc::new(Committer::new(0));
         let now = opts.clock.now_ms();
-        let (state, report) = crate::recovery::recover(vfs, dir, &opts, commit.clone(), now)?;
+        let (state, mut report) =
+            crate::recovery::recover(vfs.clone(), dir, &opts, commit.clone(), now)?;
+        let done = Queue::open_done(vfs, dir, &opts, &state, now, &mut report)?;
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
             _ => None,
@@ -127,6 +130,7 @@ impl Queue {
             dir: dir.to_path_buf(),
             opts,
             state: Mutex::new(state),
+            done: crate::done::Completions::new(done),
             ready: Condvar::new(),
             commit,
             poisoned: AtomicBool::new(false),
@@ -413,7 +417,10 @@ impl Queue {
 
     /// Deletes a dead letter for good.
     pub fn purge(&self, id: u64) -> Result<()> {
-        let done = self.write_op(|st, now| st.purge(&[id], now))?;
+        let done = self.write_op(|st, now| {
+            self.mark_purged(st, &[id], now)?;
+            st.purge(&[id], now)
+        })?;
         if done.is_empty() {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -426,7 +433,12 @@ impl Queue {
     /// Deletes every dead letter; returns how many.
     pub fn purge_all(&self) -> Result<usize> {
         let ids = self.dead_letter_ids();
-        Ok(self.write_op(|st, now| st.purge(&ids, now))?.len())
+        Ok(self
+            .write_op(|st, now| {
+                self.mark_purged(st, &ids, now)?;
+                st.purge(&ids, now)
+            })?
+            .len())
     }
 
     /// Counts and sizes.
@@ -443,7 +455,12 @@ impl Queue {
         let lsn = self.inner.state.lock().log.next_lsn - 1;
         self.make_durable(lsn)?;
         let mut st = self.inner.state.lock();
-        st.dead.sync().inspect_err(|e| self.poison(e))
+        st.dead.sync().inspect_err(|e| self.poison(e))?;
+        self.inner
+            .done
+            .lock()
+            .sync()
+            .inspect_err(|e| self.poison(e))
     }
 
     /// Syncs and closes the queue; every clone then fails with
@@ -565,4 +582,200 @@ fn lease_ms(visibility: Duration) -> Result<u64> {
         ));
     }
     Ok(vt)
+}
+
+/// Job status and completion records (`docs/architecture.md`, "Job status
+/// and completion records").
+impl Queue {
+    /// What became of job `id`: queued, delayed, in flight (with its
+    /// attempt), done (with the result given to [`Queue::ack_with_result`],
+    /// kept for the dedup window), dead, purged, or unknown (never issued).
+    ///
+    /// The live state wins over the dead letters, and both over the
+    /// completion file. A lease whose deadline has passed is expired first,
+    /// as a dequeue would, so a job whose worker vanished reads as queued
+    /// again (or dead, if that was its last attempt).
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use walq::{JobStatus, Queue};
+    /// let q = Queue::open(dir.path())?;
+    /// let id = q.enqueue(b"render invoice 12")?;
+    /// assert_eq!(q.status(id)?, JobStatus::Queued { attempts: 0 });
+    /// let job = q.dequeue()?.unwrap();
+    /// q.ack_with_result(job.receipt(), b"invoice-12.pdf")?;
+    /// match q.status(id)? {
+    ///     JobStatus::Done { result, .. } => assert_eq!(result.as_deref(), Some(&b"invoice-12.pdf"[..])),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn status(&self, id: u64) -> Result<crate::status::JobStatus> {
+        use crate::done::Completion;
+        use crate::status::{JobStatus, LiveStatus};
+        self.write_op(|st, now| {
+            st.expire_leases(now)?;
+            Ok(match st.live_status(id, now) {
+                LiveStatus::Ready { attempts } => JobStatus::Queued { attempts },
+                LiveStatus::Delayed { due_ms, attempts } => JobStatus::Delayed { due_ms, attempts },
+                LiveStatus::InFlight {
+                    attempt,
+                    lease_expires_ms,
+                    ..
+                } => JobStatus::InFlight {
+                    attempt,
+                    lease_expires_ms,
+                },
+                LiveStatus::Dead => {
+                    let d = st.dead_letter_get(id)?.ok_or_else(|| {
+                        Error::new(ErrorKind::NotFound, format!("dead letter {id} vanished"))
+                    })?;
+                    JobStatus::Dead {
+                        attempts: d.attempts,
+                        dead_ms: d.dead_ms,
+                        error: d.error,
+                    }
+                }
+                LiveStatus::Finished => match self.inner.done.lock().get(id, now)? {
+                    Some(Completion::Result {
+                        finished_ms,
+                        result,
+                    }) => JobStatus::Done {
+                        finished_ms: Some(finished_ms),
+                        result: Some(result),
+                    },
+                    Some(Completion::Purged { purged_ms }) => JobStatus::Purged { purged_ms },
+                    None => JobStatus::Done {
+                        finished_ms: None,
+                        result: None,
+                    },
+                },
+                LiveStatus::NeverIssued => JobStatus::Unknown,
+            })
+        })
+    }
+
+    /// Acks a job and keeps `result` (at most [`crate::MAX_RESULT_LEN`]
+    /// bytes) with its done status for the dedup window, for
+    /// [`Queue::status`].
+    ///
+    /// The result is written to the completion file (`done.rec`) and, under
+    /// [`Durability::Sync`], made durable before the ack; a crash between the
+    /// two leaves a result for a job that is still live (its live state
+    /// wins; the job is delivered again, and a later result supersedes this
+    /// one). A result over the limit is refused with
+    /// [`ErrorKind::PayloadTooLarge`] and nothing is written; a stale
+    /// receipt is refused with [`ErrorKind::LeaseLost`] before anything is
+    /// written.
+    pub fn ack_with_result(&self, receipt: Receipt, result: &[u8]) -> Result<()> {
+        use crate::status::LiveStatus;
+        if result.len() > crate::done::MAX_RESULT_LEN {
+            return Err(crate::done::result_too_large(result.len()));
+        }
+        let now = {
+            let mut st = self.lock_for_write()?;
+            let now = st.now(self.inner.opts.clock.now_ms());
+            match st.live_status(receipt.id, now) {
+                LiveStatus::InFlight {
+                    lease_expires_ms,
+                    token,
+                    ..
+                } if token == receipt.token && lease_expires_ms > now => {}
+                LiveStatus::NeverIssued => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("no job {} was ever enqueued", receipt.id),
+                    ))
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::LeaseLost,
+                        format!(
+                            "the receipt's lease on job {} is no longer held (expired, or the job was settled or leased again)",
+                            receipt.id
+                        ),
+                    ))
+                }
+            }
+            now
+        };
+        let written = {
+            let mut done = self.inner.done.lock();
+            done.record_result(receipt.id, result, now)
+                .map(|()| done.sync_target())
+        };
+        let durable = written.and_then(|target| {
+            if self.inner.opts.durability == Durability::Sync {
+                self.inner.done.make_durable(target)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = durable {
+            if e.kind() == ErrorKind::Io {
+                self.poison(&e);
+            }
+            return Err(e);
+        }
+        self.ack(receipt)
+    }
+
+    /// Opens the completion file and drops purge markers whose purge did
+    /// not happen (a crash after the marker, before the purge): their job
+    /// is still dead, or was redriven.
+    fn open_done(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        opts: &Options,
+        state: &QueueState,
+        now: u64,
+        report: &mut RecoveryReport,
+    ) -> Result<crate::done::DoneFile> {
+        use crate::status::LiveStatus;
+        let window = duration_ms(opts.dedup_window);
+        let (mut done, found) =
+            crate::done::DoneFile::open(vfs, dir, opts.file_mode, opts.recovery, window, now)?;
+        report.torn_bytes += found.torn_bytes;
+        report.bytes_skipped += found.damaged_bytes;
+        let mut stale = false;
+        for id in done.purged_ids() {
+            if !matches!(
+                state.live_status(id, now),
+                LiveStatus::Finished | LiveStatus::NeverIssued
+            ) {
+                done.clear(id)?;
+                stale = true;
+            }
+        }
+        if stale {
+            done.sync()?;
+        }
+        Ok(done)
+    }
+
+    /// Writes durable purge markers for those of `ids` that are dead
+    /// letters, before they are purged, so a purged job never reads as
+    /// done. Called under the state lock (lock order: state, then done).
+    fn mark_purged(&self, st: &QueueState, ids: &[u64], now: u64) -> Result<()> {
+        let dead: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| st.live_status(id, now) == crate::status::LiveStatus::Dead)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut done = self.inner.done.lock();
+        done.record_purged(&dead, now)?;
+        done.sync()
+    }
+
+    /// Entries the completion index holds in memory, and the completion
+    /// file's size in bytes (for tests of the bounds).
+    #[doc(hidden)]
+    pub fn completion_footprint(&self) -> (usize, u64) {
+        let done = self.inner.done.lock();
+        (done.index_len(), done.disk_bytes())
+    }
 }

@@ -684,6 +684,50 @@ impl QueueState {
             );
         }
     }
+
+    /// What the live state says about job `id` at `now` (for
+    /// `Queue::status`). Read-only; O(1) except for a waiting job, whose due
+    /// time is found by a scan of the due heap (O(waiting jobs)).
+    pub fn live_status(&self, id: u64, now: u64) -> crate::status::LiveStatus {
+        use crate::status::LiveStatus;
+        if let Some(slot) = self.jobs.get(id) {
+            let attempts = u32::from(slot.attempts);
+            return match slot.state {
+                SlotState::Fresh => LiveStatus::Ready { attempts },
+                SlotState::Waiting => {
+                    let due_ms = self
+                        .due
+                        .iter()
+                        .find(|Reverse((_, j))| *j == id)
+                        .map_or(now, |Reverse((due, _))| *due);
+                    if due_ms > now {
+                        LiveStatus::Delayed { due_ms, attempts }
+                    } else {
+                        LiveStatus::Ready { attempts }
+                    }
+                }
+                SlotState::InFlight => {
+                    let lease = self.leases.get(&id).copied().unwrap_or(Lease {
+                        token: u64::MAX,
+                        deadline_ms: now,
+                    });
+                    LiveStatus::InFlight {
+                        attempt: attempts,
+                        lease_expires_ms: lease.deadline_ms,
+                        token: lease.token,
+                    }
+                }
+                SlotState::Empty => LiveStatus::Finished,
+            };
+        }
+        if self.dead.entries().contains_key(&id) {
+            LiveStatus::Dead
+        } else if id == 0 || id >= self.next_id {
+            LiveStatus::NeverIssued
+        } else {
+            LiveStatus::Finished
+        }
+    }
 }
 
 /// Fields of a job's enqueue record.

@@ -13,8 +13,8 @@ use std::time::Duration;
 use walq::format::frame;
 use walq::format::header::{SegmentHeader, SEGMENT_HEADER_LEN};
 use walq::{
-    Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Queue, RecoveryMode, Retry,
-    LOCK_FILE,
+    Durability, EnqueueOptions, ErrorKind, JobStatus, ManualClock, Options, Queue, RecoveryMode,
+    Retry, LOCK_FILE,
 };
 
 /// The clock of every fixture: 2023-11-14T22:13:20Z.
@@ -22,6 +22,8 @@ const T0: u64 = 1_700_000_000_000;
 const SEGMENT_SIZE: u64 = 64 * 1024;
 const SEGMENT_1: &str = "0000000001.wal";
 const HOUR: Duration = Duration::from_secs(3600);
+const DONE_FILE: &str = "done.rec";
+const RESULT_1: &[u8] = br#"{"invoice":"INV-1"}"#;
 
 fn fixtures_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -107,6 +109,16 @@ fn finish(dir: &Path) {
     }
 }
 
+/// The fixtures that predate `done.rec` stay directories without one, so
+/// that they keep pinning the upgrade path (an old directory gains it).
+fn finish_without_done_rec(dir: &Path) {
+    finish(dir);
+    let done = dir.join(DONE_FILE);
+    if done.exists() {
+        std::fs::remove_file(done).expect("remove done.rec");
+    }
+}
+
 fn gen_clean() {
     let dir = fresh_dir("clean");
     let clock = ManualClock::new(T0);
@@ -148,7 +160,7 @@ fn gen_clean() {
     q.close().unwrap();
     drop(leased);
     drop(q);
-    finish(&dir);
+    finish_without_done_rec(&dir);
 }
 
 /// Enqueues `payloads` one by one (each fsynced) into a new queue.
@@ -160,7 +172,7 @@ fn gen_jobs(dir: &Path, payloads: &[&[u8]]) {
     }
     q.close().unwrap();
     drop(q);
-    finish(dir);
+    finish_without_done_rec(dir);
 }
 
 fn gen_torn_tail() {
@@ -242,6 +254,33 @@ fn gen_not_walq() {
     std::fs::write(dir.join(SEGMENT_1), &text[..]).unwrap();
 }
 
+fn gen_completions() {
+    let dir = fresh_dir("completions");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    // 1: acked with a result.
+    assert_eq!(q.enqueue(b"with-result").unwrap(), 1);
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack_with_result(job.receipt(), RESULT_1).unwrap();
+    // 2: acked without one.
+    assert_eq!(q.enqueue(b"plain").unwrap(), 2);
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack(job.receipt()).unwrap();
+    // 3: failed, then purged.
+    assert_eq!(q.enqueue(b"purged").unwrap(), 3);
+    let job = q.dequeue().unwrap().unwrap();
+    q.fail(job.receipt(), "bad address").unwrap();
+    q.purge(3).unwrap();
+    // 4: failed and kept; 5: ready.
+    assert_eq!(q.enqueue(b"dead").unwrap(), 4);
+    let job = q.dequeue().unwrap().unwrap();
+    q.fail(job.receipt(), "card declined").unwrap();
+    assert_eq!(q.enqueue(b"ready").unwrap(), 5);
+    q.close().unwrap();
+    drop(q);
+    finish(&dir);
+}
+
 /// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`.
 #[test]
 fn regenerate_fixtures() {
@@ -254,6 +293,7 @@ fn regenerate_fixtures() {
     gen_leftover_tmp();
     gen_future_version();
     gen_not_walq();
+    gen_completions();
     eprintln!("fixtures written to {}", fixtures_root().display());
 }
 
@@ -494,8 +534,65 @@ fn fixtures_hold_no_lock_file() {
         "leftover_tmp",
         "future_version",
         "not_walq",
+        "completions",
     ] {
         let names = file_names(&fixtures_root().join(name));
         assert!(!names.iter().any(|n| n == LOCK_FILE), "{name}: {names:?}");
     }
+}
+
+#[test]
+fn a_directory_without_done_rec_gains_one() {
+    let (_tmp, dir) = copy_fixture("clean");
+    assert!(!dir.join(DONE_FILE).exists(), "clean predates done.rec");
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("opens");
+    let done = std::fs::read(dir.join(DONE_FILE)).expect("done.rec created");
+    assert_eq!(done.len(), SEGMENT_HEADER_LEN, "header only");
+    let plain = JobStatus::Done {
+        finished_ms: None,
+        result: None,
+    };
+    assert_eq!(q.status(1).unwrap(), plain);
+    assert!(matches!(q.status(2).unwrap(), JobStatus::Dead { .. }));
+    assert_eq!(q.status(4).unwrap(), JobStatus::Queued { attempts: 1 });
+    assert_eq!(q.status(9).unwrap(), JobStatus::Unknown);
+}
+
+#[test]
+fn completions_fixture_reads_every_status() {
+    let (_tmp, dir) = copy_fixture("completions");
+    let before = std::fs::read(dir.join(DONE_FILE)).unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("opens");
+    let plain = JobStatus::Done {
+        finished_ms: None,
+        result: None,
+    };
+    assert_eq!(
+        q.status(1).unwrap(),
+        JobStatus::Done {
+            finished_ms: Some(T0),
+            result: Some(RESULT_1.to_vec())
+        }
+    );
+    assert_eq!(q.status(2).unwrap(), plain);
+    assert_eq!(q.status(3).unwrap(), JobStatus::Purged { purged_ms: T0 });
+    assert_eq!(
+        q.status(4).unwrap(),
+        JobStatus::Dead {
+            attempts: 1,
+            dead_ms: T0,
+            error: "card declined".into()
+        }
+    );
+    assert_eq!(q.status(5).unwrap(), JobStatus::Queued { attempts: 0 });
+    assert_eq!(q.status(6).unwrap(), JobStatus::Unknown);
+    drop(q);
+    assert_eq!(std::fs::read(dir.join(DONE_FILE)).unwrap(), before);
+    // After the 24 h window the result is forgotten; the marker is not.
+    let clock = ManualClock::new(T0 + 25 * HOUR.as_millis() as u64);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("opens");
+    assert_eq!(q.status(1).unwrap(), plain);
+    assert_eq!(q.status(3).unwrap(), JobStatus::Purged { purged_ms: T0 });
 }

@@ -132,16 +132,24 @@ impl Backend for Memory {
         let st = self.0.lock().unwrap();
         Ok(if let Some(result) = st.done.get(&id) {
             JobStatus::Done {
+                finished_ms: None,
                 result: result.clone(),
             }
-        } else if st.dead.contains_key(&id) {
-            JobStatus::Dead
+        } else if let Some(error) = st.dead.get(&id) {
+            JobStatus::Dead {
+                attempts: st.attempts[&id],
+                dead_ms: 0,
+                error: error.clone(),
+            }
         } else if st.leased.contains_key(&id) {
             JobStatus::InFlight {
                 attempt: st.attempts[&id],
+                lease_expires_ms: 0,
             }
         } else if st.ready.contains(&id) {
-            JobStatus::Queued
+            JobStatus::Queued {
+                attempts: st.attempts.get(&id).copied().unwrap_or(0),
+            }
         } else {
             JobStatus::Unknown
         })
@@ -174,11 +182,15 @@ fn a_pool_runs_unchanged_on_another_backend() {
     assert_eq!((s.done, s.retried, s.dead, s.panicked), (20, 30, 10, 30));
     assert_eq!(s.leased, s.done + s.retried + s.dead);
     let done_with = |result: Option<&[u8]>| JobStatus::Done {
+        finished_ms: None,
         result: result.map(<[u8]>::to_vec),
     };
     assert_eq!(memory.status(ids[3]).unwrap(), done_with(Some(b"6")));
     assert_eq!(memory.status(ids[4]).unwrap(), done_with(None));
-    assert_eq!(memory.status(ids[5]).unwrap(), JobStatus::Dead);
+    assert!(matches!(
+        memory.status(ids[5]).unwrap(),
+        JobStatus::Dead { attempts: 3, .. }
+    ));
     let dead = memory.0.lock().unwrap().dead[&ids[5]].clone();
     assert_eq!(dead, "handler panicked: poison 5");
 }
@@ -190,5 +202,8 @@ fn the_queue_backend_reports_dead_letters_by_status() {
     let id = q.enqueue(b"poison").unwrap();
     let job = q.dequeue().unwrap().unwrap();
     q.fail(job.receipt(), "bad").unwrap();
-    assert_eq!(Backend::status(&q, id).unwrap(), JobStatus::Dead);
+    assert!(matches!(
+        Backend::status(&q, id).unwrap(),
+        JobStatus::Dead { attempts: 1, ref error, .. } if error == "bad"
+    ));
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! 0   [u8; 8]  magic "walqseg\0"
 //! 8   u16      format version
-//! 10  u8       file kind (1 = log segment, 2 = dead-letter file)
+//! 10  u8       file kind (1 = log segment, 2 = dead-letter file,
+//!              3 = completion file)
 //! 11  u8       reserved, 0
 //! 12  u32      segment id (the number in the file name; 0 for dead letters)
 //! 16  u64      base LSN: every record in the file has a larger or equal LSN
@@ -26,6 +27,8 @@ pub enum FileKind {
     Log = 1,
     /// The dead-letter file.
     Dead = 2,
+    /// The completion file (`done.rec`): results and purge markers.
+    Done = 3,
 }
 
 /// A decoded file header.
@@ -118,6 +121,7 @@ impl SegmentHeader {
         let kind = match h[10] {
             1 => FileKind::Log,
             2 => FileKind::Dead,
+            3 => FileKind::Done,
             _ => return Err(HeaderError::Invalid("unknown file kind")),
         };
         if h[11] != 0 || h[32..60].iter().any(|&b| b != 0) {

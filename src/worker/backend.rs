@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::options::EnqueueOptions;
 use crate::queue::Enqueued;
-use crate::worker::status::JobStatus;
+use crate::status::JobStatus;
 
 /// A queue as a [`crate::worker::WorkerPool`] and a
 /// [`crate::typed::Jobs`] handle see it: enqueue, lease, settle, extend,

@@ -74,8 +74,8 @@ mod rate;
 mod run;
 mod shutdown;
 mod signal;
-mod status;
 
+pub use crate::status::JobStatus;
 pub use backend::{Backend, Delivery};
 pub use builder::{PoolBuilder, MAX_WORKERS};
 pub use context::JobContext;
@@ -85,4 +85,3 @@ pub use outcome::Outcome;
 pub use pool::WorkerPool;
 pub use rate::RateLimit;
 pub use shutdown::ShutdownReport;
-pub use status::JobStatus;

@@ -6,8 +6,8 @@ use crate::error::Result;
 use crate::job::Receipt;
 use crate::options::{EnqueueOptions, Retry};
 use crate::queue::{Enqueued, Queue};
+use crate::status::JobStatus;
 use crate::worker::backend::{Backend, Delivery};
-use crate::worker::status::JobStatus;
 
 impl Backend for Queue {
     type Lease = Receipt;
@@ -27,10 +27,10 @@ impl Backend for Queue {
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> Result<()> {
-        // Wired to `Queue::ack_with_result` when the job-status branch
-        // merges; until then a result is not kept.
-        let _ = result;
-        self.ack(*lease)
+        match result {
+            None => self.ack(*lease),
+            Some(result) => self.ack_with_result(*lease, result),
+        }
     }
 
     fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> Result<()> {
@@ -47,11 +47,6 @@ impl Backend for Queue {
     }
 
     fn status(&self, id: u64) -> Result<JobStatus> {
-        // Wired to `Queue::status` when the job-status branch merges; until
-        // then only the dead letters can be told apart.
-        Ok(match self.dead_letter(id)? {
-            Some(_) => JobStatus::Dead,
-            None => JobStatus::Unknown,
-        })
+        Queue::status(self, id)
     }
 }

@@ -1,0 +1,773 @@
+//! The completion file: job results and purge markers, for
+//! [`crate::Queue::status`].
+//!
+//! One append-only side file, `done.rec`, with the same header and framing
+//! as the dead-letter file (file kind 3, checksum seed
+//! [`DONE_SEGMENT_ID`]). It is deliberately not named `*.wal`: every
+//! `*.wal` but `dead.wal` is a log segment to tools and tests. Records
+//! (see `format::done`):
+//!
+//! - `Done`: job `id` completed at `finished_ms` with a result of at most
+//!   [`MAX_RESULT_LEN`] bytes (written by `Queue::ack_with_result`; a plain
+//!   ack writes nothing here);
+//! - `Purged`: dead letter `id` was purged, so the job did not complete;
+//! - `Cleared`: forget the earlier records of `id` (a purge marker whose
+//!   purge did not happen before a crash).
+//!
+//! Memory holds only what is still needed: results inside the window (the
+//! queue's dedup window) as `id → (offset, length, finish time)`, and the
+//! purge markers. Results are read back from disk on demand. A result
+//! leaves memory when its window ends, or earlier when more than
+//! [`MAX_DONE_RESULTS`] results or [`MAX_DONE_RESULT_BYTES`] bytes of them
+//! are held (oldest first). The file is rewritten with only the records
+//! still needed (`done.rec.tmp`, fsync, rename, fsync of the directory)
+//! once the rest is more than 1 MiB and more than half of it.
+//!
+//! A torn tail is cut on open; damage in the middle is an error naming the
+//! file and offset (`RecoveryMode::Salvage` skips it).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::dead::{later_side_frames, write_side_file};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::done::{DoneRecord, DONE_FIXED_LEN};
+use crate::format::frame::{self, FrameError, FRAME_HEADER_LEN};
+use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::options::RecoveryMode;
+use crate::vfs::{Vfs, VfsFile};
+
+/// File name of the completion file.
+pub const DONE_FILE: &str = "done.rec";
+/// Checksum seed ("segment id") of the completion file: "DONE" read as a
+/// little-endian `u32`.
+pub const DONE_SEGMENT_ID: u32 = u32::from_le_bytes(*b"DONE");
+/// Largest result [`crate::Queue::ack_with_result`] accepts, in bytes.
+pub const MAX_RESULT_LEN: usize = 4096;
+/// Most results held at once; beyond it the oldest are forgotten before
+/// their window ends (their jobs then read as done without a result).
+pub const MAX_DONE_RESULTS: usize = 100_000;
+/// Most bytes of result records held at once (same rule as
+/// [`MAX_DONE_RESULTS`]).
+pub const MAX_DONE_RESULT_BYTES: u64 = 64 << 20;
+/// Largest record accepted when reading.
+const MAX_DONE_RECORD: u32 = (FRAME_HEADER_LEN + DONE_FIXED_LEN + MAX_RESULT_LEN) as u32;
+/// The file grows by zeros written ahead in steps of this many bytes.
+const GROW_CHUNK: u64 = 64 << 10;
+/// Unneeded bytes tolerated before a rewrite.
+const COMPACT_MIN_GARBAGE: u64 = 1 << 20;
+
+/// What the completion file knows about a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Completed with a result, inside the window.
+    Result {
+        /// When it completed.
+        finished_ms: u64,
+        /// The result.
+        result: Vec<u8>,
+    },
+    /// Purged from the dead letters.
+    Purged {
+        /// When it was purged.
+        purged_ms: u64,
+    },
+}
+
+/// What opening the completion file found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DoneRecovery {
+    /// Bytes of torn tail cut off.
+    pub torn_bytes: u64,
+    /// Bytes skipped as damaged (salvage mode).
+    pub damaged_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    off: u64,
+    len: u32,
+    /// Finish time of a result, purge time of a marker.
+    at_ms: u64,
+    purged: bool,
+}
+
+/// The open completion file and its in-memory index.
+#[derive(Debug)]
+pub struct DoneFile {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    path: PathBuf,
+    mode: u32,
+    file: Arc<dyn VfsFile>,
+    /// End of the last record (the logical length).
+    len: u64,
+    /// Length of the file: records, then zeros written ahead of them.
+    alloc: u64,
+    synced_len: u64,
+    /// Bumped by every rewrite (a new file, synced whole).
+    generation: u64,
+    buf: Vec<u8>,
+    /// In-window results and purge markers, by job id.
+    entries: HashMap<u64, Entry>,
+    /// `(finished_ms, id, offset)` of results, oldest first; entries
+    /// superseded since are skipped when popped.
+    order: VecDeque<(u64, u64, u64)>,
+    results: usize,
+    result_bytes: u64,
+    /// Bytes of the records in `entries`; the rest of the file is garbage.
+    kept_bytes: u64,
+    window_ms: u64,
+    max_results: usize,
+    next_seq: u64,
+    last_ms: u64,
+}
+
+impl DoneFile {
+    /// Opens `dir/done.rec`, creating it if missing (a directory written
+    /// before completion records existed gains one), and verifies it.
+    /// Results older than `window_ms` at `now` are not loaded.
+    pub fn open(
+        vfs: Arc<dyn Vfs>,
+        dir: &Path,
+        mode: u32,
+        recovery: RecoveryMode,
+        window_ms: u64,
+        now: u64,
+    ) -> Result<(DoneFile, DoneRecovery)> {
+        let path = dir.join(DONE_FILE);
+        let (file, fresh) = match vfs.open(&path) {
+            Ok(f) => (Arc::from(f), false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                Arc::from(write_side_file(
+                    &*vfs,
+                    dir,
+                    &path,
+                    FileKind::Done,
+                    DONE_SEGMENT_ID,
+                    mode,
+                    &[],
+                )?),
+                true,
+            ),
+            Err(e) => return Err(Error::io("opening completion file", &path, e)),
+        };
+        let mut done = DoneFile {
+            vfs,
+            dir: dir.to_path_buf(),
+            path,
+            mode,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            alloc: SEGMENT_HEADER_LEN as u64,
+            synced_len: SEGMENT_HEADER_LEN as u64,
+            generation: 0,
+            buf: Vec::new(),
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            results: 0,
+            result_bytes: 0,
+            kept_bytes: 0,
+            window_ms,
+            max_results: MAX_DONE_RESULTS,
+            next_seq: 1,
+            last_ms: 0,
+        };
+        if fresh {
+            return Ok((done, DoneRecovery::default()));
+        }
+        let len = done
+            .file
+            .len()
+            .map_err(|e| Error::io("reading completion file length", &done.path, e))?;
+        let len_usize = usize::try_from(len)
+            .map_err(|_| Error::corrupt(&done.path, 0, "completion file too large"))?;
+        let mut bytes = vec![0u8; len_usize];
+        done.file
+            .read_at(&mut bytes, 0)
+            .map_err(|e| Error::io("reading completion file", &done.path, e))?;
+        let header = SegmentHeader::decode(&bytes)
+            .map_err(|e| crate::segment::header_error(&done.path, e))?;
+        if header.kind != FileKind::Done {
+            return Err(Error::corrupt(&done.path, 0, "not a completion file"));
+        }
+        done.len = len;
+        done.alloc = len;
+        let report = done.replay(&bytes, recovery, now)?;
+        done.sweep(now);
+        // What survived is durable from here on.
+        done.sync()?;
+        Ok((done, report))
+    }
+
+    fn replay(&mut self, bytes: &[u8], recovery: RecoveryMode, now: u64) -> Result<DoneRecovery> {
+        let mut report = DoneRecovery::default();
+        let mut off = SEGMENT_HEADER_LEN;
+        while off < bytes.len() {
+            match frame::decode(&bytes[off..], DONE_SEGMENT_ID, MAX_DONE_RECORD) {
+                Ok(f) => {
+                    let Some(rec) = DoneRecord::decode(f.kind, f.body) else {
+                        return Err(Error::corrupt(
+                            &self.path,
+                            off as u64,
+                            format!(
+                                "record kind {} does not belong in the completion file",
+                                f.kind
+                            ),
+                        ));
+                    };
+                    if rec.id() >= crate::format::MAX_ID {
+                        return Err(Error::corrupt(
+                            &self.path,
+                            off as u64,
+                            format!("completion record with job id {} out of range", rec.id()),
+                        ));
+                    }
+                    self.next_seq = self.next_seq.max(f.lsn.saturating_add(1));
+                    self.apply(rec, off as u64, f.len, now);
+                    off += f.len as usize;
+                }
+                Err(FrameError::Zero) if bytes[off..].iter().all(|&b| b == 0) => {
+                    // The clean end: zeros written ahead of the records.
+                    self.len = off as u64;
+                    break;
+                }
+                Err(err) => {
+                    let (next, durable) =
+                        later_side_frames(bytes, off, DONE_SEGMENT_ID, MAX_DONE_RECORD);
+                    match (next, recovery) {
+                        (_, _) if !durable => {
+                            // A torn tail: the last append did not complete.
+                            report.torn_bytes = (bytes.len() - off) as u64;
+                            self.cut(off as u64)?;
+                            break;
+                        }
+                        (Some(next), RecoveryMode::Salvage) => {
+                            report.damaged_bytes += (next - off) as u64;
+                            off = next;
+                        }
+                        (_, RecoveryMode::Strict) | (None, _) => {
+                            return Err(Error::corrupt(
+                                &self.path,
+                                off as u64,
+                                format!("{err} in the middle of the completion file"),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Applies one record to the index; a later record of a job supersedes
+    /// the earlier ones.
+    fn apply(&mut self, rec: DoneRecord<'_>, off: u64, len: u32, now: u64) {
+        let id = rec.id();
+        self.forget(id);
+        match rec {
+            DoneRecord::Done { finished_ms, .. } => {
+                self.last_ms = self.last_ms.max(finished_ms);
+                if finished_ms.saturating_add(self.window_ms) > now {
+                    self.insert(
+                        id,
+                        Entry {
+                            off,
+                            len,
+                            at_ms: finished_ms,
+                            purged: false,
+                        },
+                    );
+                }
+            }
+            DoneRecord::Purged { purged_ms, .. } => {
+                self.last_ms = self.last_ms.max(purged_ms);
+                self.insert(
+                    id,
+                    Entry {
+                        off,
+                        len,
+                        at_ms: purged_ms,
+                        purged: true,
+                    },
+                );
+            }
+            DoneRecord::Cleared { .. } => {}
+        }
+    }
+
+    fn insert(&mut self, id: u64, e: Entry) {
+        self.kept_bytes += u64::from(e.len);
+        if !e.purged {
+            self.results += 1;
+            self.result_bytes += u64::from(e.len);
+            self.order.push_back((e.at_ms, id, e.off));
+        }
+        self.entries.insert(id, e);
+    }
+
+    fn forget(&mut self, id: u64) {
+        if let Some(old) = self.entries.remove(&id) {
+            self.kept_bytes -= u64::from(old.len);
+            if !old.purged {
+                self.results -= 1;
+                self.result_bytes -= u64::from(old.len);
+            }
+        }
+    }
+
+    /// Drops results whose window has ended, and the oldest results while
+    /// more than the caps are held.
+    fn sweep(&mut self, now: u64) {
+        while let Some(&(at, id, off)) = self.order.front() {
+            let expired = at.saturating_add(self.window_ms) <= now;
+            let over = self.results > self.max_results || self.result_bytes > MAX_DONE_RESULT_BYTES;
+            let current = matches!(self.entries.get(&id), Some(e) if !e.purged && e.off == off);
+            if current && !expired && !over {
+                break;
+            }
+            self.order.pop_front();
+            if current {
+                self.forget(id);
+            }
+        }
+        if self.order.capacity() > 4 * self.order.len() + 1024 {
+            self.order.shrink_to_fit();
+        }
+        if self.entries.capacity() > 4 * self.entries.len() + 1024 {
+            self.entries.shrink_to_fit();
+        }
+    }
+
+    fn cut(&mut self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("cutting torn completion-file tail", &self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing completion file", &self.path, e))?;
+        self.len = len;
+        self.alloc = len;
+        Ok(())
+    }
+
+    fn append(&mut self, rec: &DoneRecord<'_>) -> Result<(u64, u32)> {
+        self.buf.clear();
+        self.buf.resize(FRAME_HEADER_LEN, 0);
+        let tail = rec.encode_into(&mut self.buf);
+        let off = self.len;
+        let end = off + (self.buf.len() + tail.len()) as u64;
+        if end > self.alloc {
+            self.grow(end)?;
+        }
+        let lag = u32::try_from(off - self.synced_len).unwrap_or(u32::MAX);
+        frame::seal(
+            &mut self.buf,
+            DONE_SEGMENT_ID,
+            self.next_seq,
+            rec.kind(),
+            0,
+            lag,
+            tail,
+        );
+        self.file
+            .write_at(&self.buf, off)
+            .and_then(|()| self.file.write_at(tail, off + self.buf.len() as u64))
+            .map_err(|e| Error::io("appending to completion file", &self.path, e))?;
+        let len = (self.buf.len() + tail.len()) as u32;
+        self.len = off + u64::from(len);
+        self.next_seq += 1;
+        Ok((off, len))
+    }
+
+    /// Writes zeros ahead of the records up to a multiple of
+    /// [`GROW_CHUNK`] past `end`: appends then overwrite blocks that exist,
+    /// so their fdatasync need not also commit a new file size and block
+    /// allocation each time.
+    fn grow(&mut self, end: u64) -> Result<()> {
+        let new = end.div_ceil(GROW_CHUNK) * GROW_CHUNK;
+        let zeros = vec![0u8; (new - self.alloc) as usize];
+        self.file
+            .write_at(&zeros, self.alloc)
+            .map_err(|e| Error::io("growing completion file", &self.path, e))?;
+        self.alloc = new;
+        Ok(())
+    }
+
+    /// Records that job `id` completed with `result` at `now`. Not durable
+    /// until [`DoneFile::sync`].
+    pub fn record_result(&mut self, id: u64, result: &[u8], now: u64) -> Result<()> {
+        if result.len() > MAX_RESULT_LEN {
+            return Err(result_too_large(result.len()));
+        }
+        let at = now.max(self.last_ms);
+        self.last_ms = at;
+        let (off, len) = self.append(&DoneRecord::Done {
+            id,
+            finished_ms: at,
+            result,
+        })?;
+        self.apply_appended(id, off, len, at, false);
+        self.sweep(now);
+        self.maybe_compact()
+    }
+
+    /// Records that dead letters `ids` are being purged. Not durable until
+    /// [`DoneFile::sync`].
+    pub fn record_purged(&mut self, ids: &[u64], now: u64) -> Result<()> {
+        let at = now.max(self.last_ms);
+        self.last_ms = at;
+        for &id in ids {
+            let (off, len) = self.append(&DoneRecord::Purged { id, purged_ms: at })?;
+            self.apply_appended(id, off, len, at, true);
+        }
+        self.sweep(now);
+        self.maybe_compact()
+    }
+
+    /// Forgets what the file says about `id` (durable after a sync).
+    pub fn clear(&mut self, id: u64) -> Result<()> {
+        if self.entries.contains_key(&id) {
+            self.append(&DoneRecord::Cleared { id })?;
+            self.forget(id);
+        }
+        Ok(())
+    }
+
+    fn apply_appended(&mut self, id: u64, off: u64, len: u32, at_ms: u64, purged: bool) {
+        self.forget(id);
+        self.insert(
+            id,
+            Entry {
+                off,
+                len,
+                at_ms,
+                purged,
+            },
+        );
+    }
+
+    /// The ids with a purge marker.
+    pub fn purged_ids(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.purged)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Makes every append durable.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.synced_len == self.len {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("syncing completion file", &self.path, e))?;
+        self.synced_len = self.len;
+        Ok(())
+    }
+
+    /// What the file knows about job `id` at `now`: a result still inside
+    /// its window (read and verified from disk), or a purge marker.
+    /// Expired results are dropped from memory first.
+    pub fn get(&mut self, id: u64, now: u64) -> Result<Option<Completion>> {
+        self.sweep(now);
+        let Some(e) = self.entries.get(&id).copied() else {
+            return Ok(None);
+        };
+        if e.purged {
+            return Ok(Some(Completion::Purged { purged_ms: e.at_ms }));
+        }
+        if e.at_ms.saturating_add(self.window_ms) <= now {
+            return Ok(None);
+        }
+        let mut bytes = vec![0u8; e.len as usize];
+        self.file
+            .read_at(&mut bytes, e.off)
+            .map_err(|err| Error::io("reading completion record", &self.path, err))?;
+        let bad = |what: &str| Error::corrupt(&self.path, e.off, what.to_string());
+        let f = frame::decode(&bytes, DONE_SEGMENT_ID, MAX_DONE_RECORD)
+            .map_err(|err| bad(&err.to_string()))?;
+        let Some(DoneRecord::Done {
+            id: got,
+            finished_ms,
+            result,
+        }) = DoneRecord::decode(f.kind, f.body)
+        else {
+            return Err(bad("completion record does not decode"));
+        };
+        if got != id {
+            return Err(bad("completion record has another id"));
+        }
+        Ok(Some(Completion::Result {
+            finished_ms,
+            result: result.to_vec(),
+        }))
+    }
+
+    /// The point to make durable for everything appended so far.
+    pub fn sync_target(&self) -> SyncTarget {
+        SyncTarget {
+            generation: self.generation,
+            len: self.len,
+        }
+    }
+
+    /// Whether everything up to `t` is durable (a rewrite since syncs the
+    /// new file whole).
+    pub fn is_synced(&self, t: SyncTarget) -> bool {
+        self.generation > t.generation || self.synced_len >= t.len
+    }
+
+    /// Records that the file was fdatasync'ed after `t` was taken.
+    fn mark_synced(&mut self, t: SyncTarget) {
+        if self.generation == t.generation {
+            self.synced_len = self.synced_len.max(t.len);
+        }
+    }
+
+    /// Bytes on disk (records and the zeros written ahead of them).
+    pub fn disk_bytes(&self) -> u64 {
+        self.alloc
+    }
+
+    /// End of the last record.
+    #[cfg(test)]
+    fn end(&self) -> u64 {
+        self.len
+    }
+
+    /// Entries held in memory (results in their window and purge markers).
+    pub fn index_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn maybe_compact(&mut self) -> Result<()> {
+        let garbage = self.len - SEGMENT_HEADER_LEN as u64 - self.kept_bytes;
+        if garbage > COMPACT_MIN_GARBAGE && garbage * 2 > self.len {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file with only the records still needed:
+    /// `done.rec.tmp`, fsync, rename over `done.rec`, fsync the directory.
+    pub fn compact(&mut self) -> Result<()> {
+        let mut live: Vec<(u64, Entry)> = self.entries.iter().map(|(&id, &e)| (id, e)).collect();
+        live.sort_unstable_by_key(|(_, e)| e.off);
+        let mut body = Vec::with_capacity(self.kept_bytes as usize);
+        let mut moved = HashMap::with_capacity(live.len());
+        for (id, e) in live {
+            let mut bytes = vec![0u8; e.len as usize];
+            self.file
+                .read_at(&mut bytes, e.off)
+                .map_err(|err| Error::io("reading completion record", &self.path, err))?;
+            // The rewritten file is synced whole: clear the sync lag.
+            if bytes.len() >= FRAME_HEADER_LEN {
+                bytes[20..24].fill(0);
+                let crc = frame::checksum(DONE_SEGMENT_ID, &[&bytes[4..]]);
+                bytes[0..4].copy_from_slice(&crc.to_le_bytes());
+            }
+            let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
+            moved.insert(e.off, off);
+            self.entries.insert(id, Entry { off, ..e });
+            body.extend_from_slice(&bytes);
+        }
+        let file = write_side_file(
+            &*self.vfs,
+            &self.dir,
+            &self.path,
+            FileKind::Done,
+            DONE_SEGMENT_ID,
+            self.mode,
+            &body,
+        )?;
+        self.file = Arc::from(file);
+        self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
+        self.alloc = self.len;
+        self.synced_len = self.len;
+        self.generation += 1;
+        let order = std::mem::take(&mut self.order);
+        self.order = order
+            .into_iter()
+            .filter_map(|(at, id, off)| moved.get(&off).map(|&n| (at, id, n)))
+            .filter(|&(_, id, off)| self.entries.get(&id).is_some_and(|e| e.off == off))
+            .collect();
+        Ok(())
+    }
+}
+
+/// A point in the completion file to make durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncTarget {
+    generation: u64,
+    len: u64,
+}
+
+/// The completion file with group commit: appends take the file's lock
+/// briefly; [`Completions::make_durable`] fdatasyncs outside it, one caller
+/// at a time, and one fdatasync covers every append made before it began.
+#[derive(Debug)]
+pub struct Completions {
+    file: parking_lot::Mutex<DoneFile>,
+    syncing: parking_lot::Mutex<()>,
+}
+
+impl Completions {
+    /// Wraps an open completion file.
+    pub fn new(file: DoneFile) -> Completions {
+        Completions {
+            file: parking_lot::Mutex::new(file),
+            syncing: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Locks the file (lock order: the queue's state first, then this).
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, DoneFile> {
+        self.file.lock()
+    }
+
+    /// Makes everything up to `target` durable, sharing the fdatasync with
+    /// concurrent callers.
+    pub fn make_durable(&self, target: SyncTarget) -> Result<()> {
+        let _turn = self.syncing.lock();
+        let (upto, file, path) = {
+            let done = self.file.lock();
+            if done.is_synced(target) {
+                return Ok(());
+            }
+            (done.sync_target(), done.file.clone(), done.path.clone())
+        };
+        file.sync_data()
+            .map_err(|e| Error::io("syncing completion file", &path, e))?;
+        self.file.lock().mark_synced(upto);
+        Ok(())
+    }
+}
+
+/// The error for a result over [`MAX_RESULT_LEN`].
+pub fn result_too_large(len: usize) -> Error {
+    Error::new(
+        ErrorKind::PayloadTooLarge,
+        format!("result of {len} bytes is over the limit of {MAX_RESULT_LEN} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::StdFs;
+
+    fn open(dir: &Path, window: u64, now: u64, mode: RecoveryMode) -> Result<DoneFile> {
+        DoneFile::open(Arc::new(StdFs), dir, 0o600, mode, window, now).map(|(d, _)| d)
+    }
+
+    #[test]
+    fn results_and_markers_survive_reopen_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), 1000, 10, RecoveryMode::Strict).unwrap();
+        d.record_result(1, b"one", 10).unwrap();
+        d.record_result(2, b"two", 20).unwrap();
+        d.record_purged(&[3], 30).unwrap();
+        d.record_result(2, b"two again", 40).unwrap();
+        d.sync().unwrap();
+        drop(d);
+        let mut d = open(dir.path(), 1000, 500, RecoveryMode::Strict).unwrap();
+        let r = |result: &[u8], finished_ms| {
+            Some(Completion::Result {
+                finished_ms,
+                result: result.to_vec(),
+            })
+        };
+        assert_eq!(d.get(1, 500).unwrap(), r(b"one", 10));
+        assert_eq!(d.get(2, 500).unwrap(), r(b"two again", 40));
+        assert_eq!(
+            d.get(3, 500).unwrap(),
+            Some(Completion::Purged { purged_ms: 30 })
+        );
+        // Past the window results are gone, markers stay.
+        assert_eq!(d.get(1, 1010).unwrap(), None);
+        drop(d);
+        let d = open(dir.path(), 1000, 1041, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.index_len(), 1);
+        assert_eq!(d.purged_ids(), vec![3]);
+    }
+
+    #[test]
+    fn the_cap_forgets_the_oldest_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), u64::MAX / 4, 1, RecoveryMode::Strict).unwrap();
+        d.max_results = 10;
+        for id in 1..=100 {
+            d.record_result(id, &[7u8; 100], id).unwrap();
+        }
+        assert_eq!(d.index_len(), 10);
+        assert_eq!(d.get(90, 100).unwrap(), None);
+        assert!(d.get(91, 100).unwrap().is_some());
+        assert!(d.order.len() <= 10);
+    }
+
+    #[test]
+    fn compaction_keeps_what_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), 1000, 0, RecoveryMode::Strict).unwrap();
+        for id in 1..=1000u64 {
+            d.record_result(id, &[1u8; 4000], id * 10).unwrap();
+        }
+        d.record_purged(&[5000], 10_000).unwrap();
+        // Every result but the last hundred has expired by now.
+        for id in 1001..=1100u64 {
+            d.record_result(id, &[2u8; 4000], 10_000 + id).unwrap();
+        }
+        assert!(d.disk_bytes() < 3 << 20, "{} bytes", d.disk_bytes());
+        d.sync().unwrap();
+        drop(d);
+        let mut d = open(dir.path(), 1000, 11_100, RecoveryMode::Strict).unwrap();
+        assert!(matches!(
+            d.get(1100, 11_100).unwrap(),
+            Some(Completion::Result { ref result, .. }) if result == &[2u8; 4000]
+        ));
+        assert_eq!(
+            d.get(5000, 11_100).unwrap(),
+            Some(Completion::Purged { purged_ms: 10_000 })
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_middle_damage_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), 1000, 0, RecoveryMode::Strict).unwrap();
+        d.record_result(1, b"first", 1).unwrap();
+        d.sync().unwrap();
+        d.record_result(2, b"second", 2).unwrap();
+        let full = d.end() as usize;
+        drop(d);
+        let path = dir.path().join(DONE_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..full - 3]).unwrap();
+        let (d, rep) = DoneFile::open(
+            Arc::new(StdFs),
+            dir.path(),
+            0o600,
+            RecoveryMode::Strict,
+            1000,
+            3,
+        )
+        .unwrap();
+        assert!(rep.torn_bytes > 0);
+        assert_eq!(d.index_len(), 1);
+        drop(d);
+        let mut bad = bytes.clone();
+        bad[SEGMENT_HEADER_LEN + 26] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+        let err = open(dir.path(), 1000, 3, RecoveryMode::Strict).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert_eq!(err.offset(), Some(SEGMENT_HEADER_LEN as u64));
+        assert_eq!(err.path(), Some(path.as_path()));
+        let mut d = open(dir.path(), 1000, 3, RecoveryMode::Salvage).unwrap();
+        assert_eq!(d.get(1, 3).unwrap(), None);
+        assert!(d.get(2, 3).unwrap().is_some());
+    }
+}

@@ -1,0 +1,499 @@
+//! `Queue::status` and `Queue::ack_with_result`: every status a job can
+//! read as, across restarts, the window that forgets results, the bounds on
+//! memory and disk, and damage to the completion file (`done.rec`).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{open, opts};
+use walq::format::frame;
+use walq::format::header::SEGMENT_HEADER_LEN;
+use walq::vfs::SimFs;
+use walq::{
+    Durability, EnqueueOptions, ErrorKind, JobStatus, ManualClock, Queue, RecoveryMode, Retry,
+    MAX_RESULT_LEN,
+};
+
+const T0: u64 = 1_700_000_000_000;
+const DONE_FILE: &str = "done.rec";
+
+fn done_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(DONE_FILE)).unwrap().len()
+}
+
+fn done_with(result: &[u8], finished_ms: u64) -> JobStatus {
+    JobStatus::Done {
+        finished_ms: Some(finished_ms),
+        result: Some(result.to_vec()),
+    }
+}
+
+const PLAIN_DONE: JobStatus = JobStatus::Done {
+    finished_ms: None,
+    result: None,
+};
+
+/// Leaves a dead letter: a job with one attempt, failed.
+fn dead_job(q: &Queue, payload: &[u8]) -> u64 {
+    let id = q
+        .enqueue_with(payload, EnqueueOptions::new().max_attempts(1))
+        .unwrap()
+        .id;
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), id);
+    q.fail(job.receipt(), "card declined").unwrap();
+    id
+}
+
+#[test]
+fn every_transition_reads_as_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+
+    // Unknown: never issued (ids start at 1).
+    assert_eq!(q.status(0).unwrap(), JobStatus::Unknown);
+    assert_eq!(q.status(1).unwrap(), JobStatus::Unknown);
+
+    let a = q.enqueue(b"a").unwrap();
+    let b = q
+        .enqueue_with(b"b", EnqueueOptions::new().delay(Duration::from_secs(60)))
+        .unwrap()
+        .id;
+    assert_eq!(q.status(a).unwrap(), JobStatus::Queued { attempts: 0 });
+    assert_eq!(
+        q.status(b).unwrap(),
+        JobStatus::Delayed {
+            due_ms: T0 + 60_000,
+            attempts: 0
+        }
+    );
+    assert_eq!(q.status(b + 1).unwrap(), JobStatus::Unknown);
+
+    // In flight, attempt 1; a retry makes it delayed, then queued, then in
+    // flight with attempt 2.
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), a);
+    assert_eq!(
+        q.status(a).unwrap(),
+        JobStatus::InFlight {
+            attempt: 1,
+            lease_expires_ms: T0 + 30_000
+        }
+    );
+    q.nack(job.receipt(), Retry::After(Duration::from_secs(5)), "busy")
+        .unwrap();
+    assert_eq!(
+        q.status(a).unwrap(),
+        JobStatus::Delayed {
+            due_ms: T0 + 5_000,
+            attempts: 1
+        }
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(q.status(a).unwrap(), JobStatus::Queued { attempts: 1 });
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(
+        q.status(a).unwrap(),
+        JobStatus::InFlight {
+            attempt: 2,
+            lease_expires_ms: T0 + 35_000
+        }
+    );
+
+    // Done without a result: a plain ack writes nothing to done.rec.
+    let before = done_len(dir.path());
+    q.ack(job.receipt()).unwrap();
+    assert_eq!(q.status(a).unwrap(), PLAIN_DONE);
+    assert_eq!(done_len(dir.path()), before);
+
+    // Done with a result.
+    clock.advance(Duration::from_secs(60));
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), b);
+    q.ack_with_result(job.receipt(), b"receipt #77").unwrap();
+    assert_eq!(q.status(b).unwrap(), done_with(b"receipt #77", T0 + 65_000));
+    assert!(done_len(dir.path()) > before);
+
+    // Dead, then purged: a purged job never reads as done.
+    let c = dead_job(&q, b"c");
+    assert_eq!(
+        q.status(c).unwrap(),
+        JobStatus::Dead {
+            attempts: 1,
+            dead_ms: T0 + 65_000,
+            error: "card declined".into()
+        }
+    );
+    q.purge(c).unwrap();
+    assert_eq!(
+        q.status(c).unwrap(),
+        JobStatus::Purged {
+            purged_ms: T0 + 65_000
+        }
+    );
+
+    // Redriven jobs read live again; purge_all marks every one it purges.
+    let d = dead_job(&q, b"d");
+    let e = dead_job(&q, b"e");
+    q.redrive(d).unwrap();
+    assert_eq!(q.status(d).unwrap(), JobStatus::Queued { attempts: 0 });
+    assert_eq!(q.purge_all().unwrap(), 1);
+    assert!(matches!(q.status(e).unwrap(), JobStatus::Purged { .. }));
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), d);
+    q.ack(job.receipt()).unwrap();
+    assert_eq!(q.status(d).unwrap(), PLAIN_DONE);
+    q.check_invariants();
+}
+
+#[test]
+fn an_expired_lease_reads_as_queued_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"x").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(q.status(id).unwrap(), JobStatus::Queued { attempts: 1 });
+    // The stale receipt writes no result.
+    let before = done_len(dir.path());
+    let err = q.ack_with_result(job.receipt(), b"late").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseLost);
+    assert_eq!(done_len(dir.path()), before);
+}
+
+#[test]
+fn status_and_results_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+    let with = q.enqueue(b"with").unwrap();
+    let plain = q.enqueue(b"plain").unwrap();
+    let flying = q.enqueue(b"flying").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack_with_result(job.receipt(), b"{\"ok\":true}").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack(job.receipt()).unwrap();
+    let _leased = q.dequeue().unwrap().unwrap();
+    let dead = dead_job(&q, b"dead");
+    let purged = dead_job(&q, b"purged");
+    q.purge(purged).unwrap();
+    q.close().unwrap();
+    drop(q);
+
+    clock.advance(Duration::from_secs(1));
+    let q = open(dir.path(), &clock);
+    assert_eq!(q.status(with).unwrap(), done_with(b"{\"ok\":true}", T0));
+    assert_eq!(q.status(plain).unwrap(), PLAIN_DONE);
+    // A lease of the stopped process is released on open.
+    assert_eq!(q.status(flying).unwrap(), JobStatus::Queued { attempts: 1 });
+    assert!(matches!(q.status(dead).unwrap(), JobStatus::Dead { .. }));
+    assert_eq!(
+        q.status(purged).unwrap(),
+        JobStatus::Purged { purged_ms: T0 }
+    );
+    assert_eq!(q.status(purged + 1).unwrap(), JobStatus::Unknown);
+}
+
+#[test]
+fn a_result_is_forgotten_when_its_window_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock).dedup_window(Duration::from_secs(60));
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    let id = q.enqueue(b"x").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack_with_result(job.receipt(), b"42").unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(q.status(id).unwrap(), done_with(b"42", T0));
+    drop(q);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    assert_eq!(q.status(id).unwrap(), done_with(b"42", T0));
+    clock.advance(Duration::from_secs(1));
+    // Still done, without the result; also after a restart.
+    assert_eq!(q.status(id).unwrap(), PLAIN_DONE);
+    drop(q);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    assert_eq!(q.status(id).unwrap(), PLAIN_DONE);
+    assert_eq!(q.completion_footprint().0, 0);
+}
+
+#[test]
+fn memory_and_disk_stay_bounded_over_many_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let window = Duration::from_secs(10);
+    let q = Queue::open_with(dir.path(), opts(&clock).dedup_window(window)).unwrap();
+    let per_window = 400u64;
+    let result = [5u8; 2048];
+    let mut written = 0u64;
+    let mut last = 0;
+    for _ in 0..8 {
+        for _ in 0..per_window {
+            q.enqueue(b"job").unwrap();
+            let job = q.dequeue().unwrap().unwrap();
+            q.ack_with_result(job.receipt(), &result).unwrap();
+            written += result.len() as u64;
+            last = job.id();
+            clock.advance(window / per_window as u32);
+        }
+        let (index, disk) = q.completion_footprint();
+        assert!(index as u64 <= per_window + 1, "index holds {index}");
+        assert!(disk < 3 << 20, "done.rec is {disk} bytes");
+        assert_eq!(disk, done_len(dir.path()));
+    }
+    assert!(written > 6 << 20);
+    // The newest result is still there.
+    assert!(matches!(
+        q.status(last).unwrap(),
+        JobStatus::Done { result: Some(r), .. } if r == result
+    ));
+    drop(q);
+    let q = Queue::open_with(dir.path(), opts(&clock).dedup_window(window)).unwrap();
+    assert!(q.completion_footprint().0 as u64 <= per_window + 1);
+}
+
+#[test]
+fn an_oversize_result_is_refused_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"x").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    let before = done_len(dir.path());
+    let err = q
+        .ack_with_result(job.receipt(), &vec![0u8; MAX_RESULT_LEN + 1])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+    assert!(err.to_string().contains("4096"), "{err}");
+    assert_eq!(done_len(dir.path()), before);
+    // The job is untouched: still in flight, and the limit itself is fine.
+    assert!(matches!(
+        q.status(id).unwrap(),
+        JobStatus::InFlight { attempt: 1, .. }
+    ));
+    q.ack_with_result(job.receipt(), &vec![1u8; MAX_RESULT_LEN])
+        .unwrap();
+    assert!(matches!(
+        q.status(id).unwrap(),
+        JobStatus::Done { result: Some(r), .. } if r.len() == MAX_RESULT_LEN
+    ));
+}
+
+/// Writes two results (the first synced before the second), returns the
+/// job ids and the file's bytes.
+fn two_results(dir: &Path, clock: &ManualClock) -> (u64, u64, Vec<u8>) {
+    let q = Queue::open_with(dir, opts(clock).durability(Durability::Sync)).unwrap();
+    let mut ids = Vec::new();
+    for r in [&b"first"[..], b"second"] {
+        ids.push(q.enqueue(r).unwrap());
+        let job = q.dequeue().unwrap().unwrap();
+        q.ack_with_result(job.receipt(), r).unwrap();
+    }
+    drop(q);
+    (ids[0], ids[1], std::fs::read(dir.join(DONE_FILE)).unwrap())
+}
+
+/// `(offset, length)` of each record of a `done.rec`, up to the zeros
+/// written ahead of them.
+fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let seed = u32::from_le_bytes(*b"DONE");
+    let mut out = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Ok(f) = frame::decode(&bytes[off..], seed, 1 << 20) {
+        out.push((off, f.len as usize));
+        off += f.len as usize;
+    }
+    out
+}
+
+#[test]
+fn a_torn_tail_of_done_rec_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (first, second, mut bytes) = two_results(dir.path(), &clock);
+    let recs = records(&bytes);
+    assert_eq!(recs.len(), 2);
+    // The last sector of the second record never landed.
+    let (off, len) = recs[1];
+    bytes[off + len - 4..off + len].fill(0);
+    std::fs::write(dir.path().join(DONE_FILE), &bytes).unwrap();
+    let q = open(dir.path(), &clock);
+    assert!(q.recovery_report().torn_bytes > 0);
+    assert_eq!(q.status(first).unwrap(), done_with(b"first", T0));
+    // The torn record is lost; its job still reads as done.
+    assert_eq!(q.status(second).unwrap(), PLAIN_DONE);
+    assert_eq!(
+        done_len(dir.path()),
+        off as u64,
+        "cut where the torn record began"
+    );
+    // A clean reopen reports nothing torn.
+    drop(q);
+    let q = open(dir.path(), &clock);
+    assert_eq!(q.recovery_report().torn_bytes, 0);
+}
+
+#[test]
+fn damage_in_the_middle_of_done_rec_names_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let (first, second, mut bytes) = two_results(dir.path(), &clock);
+    let path = dir.path().join(DONE_FILE);
+    bytes[SEGMENT_HEADER_LEN + 30] ^= 0x01; // inside the first record
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Queue::open_with(dir.path(), opts(&clock)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(err.path(), Some(path.as_path()));
+    assert_eq!(err.offset(), Some(SEGMENT_HEADER_LEN as u64));
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "strict open changed it"
+    );
+    let q = Queue::open_with(dir.path(), opts(&clock).recovery(RecoveryMode::Salvage)).unwrap();
+    assert!(q.recovery_report().bytes_skipped > 0);
+    assert_eq!(q.status(first).unwrap(), PLAIN_DONE);
+    assert_eq!(q.status(second).unwrap(), done_with(b"second", T0));
+}
+
+#[test]
+fn an_old_directory_gains_done_rec_with_private_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"x").unwrap();
+    drop(q);
+    // A directory written before completion records existed.
+    std::fs::remove_file(dir.path().join(DONE_FILE)).unwrap();
+    let q = open(dir.path(), &clock);
+    assert_eq!(q.status(id).unwrap(), JobStatus::Queued { attempts: 0 });
+    let mode = std::fs::metadata(dir.path().join(DONE_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn status_serializes_tagged() {
+    let s = serde_json::to_string(&JobStatus::InFlight {
+        attempt: 2,
+        lease_expires_ms: 9,
+    })
+    .unwrap();
+    assert_eq!(
+        s,
+        r#"{"status":"in_flight","attempt":2,"lease_expires_ms":9}"#
+    );
+    let back: JobStatus = serde_json::from_str(&s).unwrap();
+    assert_eq!(
+        back,
+        JobStatus::InFlight {
+            attempt: 2,
+            lease_expires_ms: 9
+        }
+    );
+    let unknown = serde_json::to_string(&JobStatus::Unknown).unwrap();
+    assert_eq!(unknown, r#"{"status":"unknown"}"#);
+}
+
+/// A queue on a simulated file system whose syncs stop making anything
+/// durable after `syncs` more of them (a power loss at that point).
+fn sim_queue(fs: &SimFs, clock: &ManualClock) -> Queue {
+    let o = opts(clock).durability(Durability::Sync);
+    Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), o).unwrap()
+}
+
+#[test]
+fn a_crash_between_the_result_and_the_ack_leaves_the_job_live() {
+    // Power is lost right after done.rec's fsync, before the ack's log
+    // record is durable; each seed keeps or drops the unsynced ack.
+    let mut live_after_crash = 0;
+    for seed in 0..16 {
+        let fs = SimFs::new();
+        let clock = ManualClock::new(T0);
+        let q = sim_queue(&fs, &clock);
+        let id = q.enqueue(b"x").unwrap();
+        let job = q.dequeue().unwrap().unwrap();
+        fs.freeze_after_syncs(Some(1));
+        q.ack_with_result(job.receipt(), b"first").unwrap();
+        drop(q);
+        let fs = fs.power_loss(seed);
+        let q = sim_queue(&fs, &clock);
+        match q.status(id).unwrap() {
+            // The ack survived: done with the result.
+            JobStatus::Done { result, .. } => assert_eq!(result.as_deref(), Some(&b"first"[..])),
+            // The ack was lost: the live state wins over the result, the
+            // job is delivered again and a later completion supersedes.
+            JobStatus::Queued { .. } => {
+                live_after_crash += 1;
+                let job = q.dequeue().unwrap().unwrap();
+                assert_eq!(job.id(), id);
+                q.ack_with_result(job.receipt(), b"second").unwrap();
+                assert_eq!(q.status(id).unwrap(), done_with(b"second", T0));
+                drop(q);
+                let q = sim_queue(&fs, &clock);
+                assert_eq!(q.status(id).unwrap(), done_with(b"second", T0));
+            }
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+    assert!(live_after_crash > 0, "no seed dropped the ack");
+}
+
+#[test]
+fn a_purge_marker_whose_purge_was_lost_is_dropped_on_open() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(T0);
+    let q = sim_queue(&fs, &clock);
+    let id = dead_job(&q, b"x");
+    // Power is lost right after the marker's fsync: the purge never lands.
+    fs.freeze_after_syncs(Some(1));
+    q.purge(id).unwrap();
+    drop(q);
+    let fs = fs.power_loss(2);
+    let q = sim_queue(&fs, &clock);
+    assert!(matches!(q.status(id).unwrap(), JobStatus::Dead { .. }));
+    // Redriven and acked, it reads as done, not purged.
+    q.redrive(id).unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack(job.receipt()).unwrap();
+    assert_eq!(q.status(id).unwrap(), PLAIN_DONE);
+    drop(q);
+    let q = sim_queue(&fs, &clock);
+    assert_eq!(q.status(id).unwrap(), PLAIN_DONE);
+}
+
+#[test]
+fn concurrent_results_share_fsyncs_and_all_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock).durability(Durability::Sync);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    let ids: Vec<u64> = (0..200u32)
+        .map(|i| q.enqueue(&i.to_le_bytes()).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let q = &q;
+            s.spawn(move || {
+                while let Some(job) = q.dequeue().unwrap() {
+                    let result = format!("result of {}", job.id());
+                    q.ack_with_result(job.receipt(), result.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    drop(q);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    for id in ids {
+        let want = format!("result of {id}");
+        assert_eq!(q.status(id).unwrap(), done_with(want.as_bytes(), T0));
+    }
+}

@@ -52,7 +52,6 @@ declare -A KILL9_SIZE=([ext4]=256M [xfs]=300M [btrfs]=256M [tmpfs]=256M)
 declare -A FULL_SIZE=([ext4]=64M [xfs]=300M [btrfs]=128M [tmpfs]=64M)
 
 LOGS="$PWD/target/fs-matrix"
-mkdir -p "$LOGS"
 
 say() { printf 'fs-matrix: %s\n' "$*"; }
 
@@ -83,6 +82,7 @@ if [[ $EUID -ne 0 ]]; then
   say "Run it as root: sudo bash .ci/fs-matrix.sh"
   exit 0
 fi
+mkdir -p "$LOGS"
 
 declare -A MKFS_PKG=([ext4]=e2fsprogs [xfs]=xfsprogs [btrfs]=btrfs-progs)
 declare -A SKIP=()
@@ -114,22 +114,26 @@ WORK="$(mktemp -d "${FS_MATRIX_WORK:-/var/tmp}/walq-fs-matrix.XXXXXX")"
 probe="$WORK/probe"
 mkdir -p "$probe/m"
 MOUNTS+=("$probe/m")
+loop_err=""
 if ! command -v mkfs.ext4 >/dev/null 2>&1; then
-  loop_err="mkfs.ext4 missing, cannot probe"
-elif truncate -s 16M "$probe/img" && mkfs.ext4 -q -F "$probe/img" >/dev/null 2>&1 &&
-  loop_err="$(mount -o loop "$probe/img" "$probe/m" 2>&1)"; then
-  loop_err=""
+  loop_err="mkfs.ext4 is missing, so loop mounts could not be probed"
+elif ! out="$(truncate -s 16M "$probe/img" 2>&1 && mkfs.ext4 -q -F "$probe/img" 2>&1)"; then
+  loop_err="could not make a probe image: $out"
+elif ! out="$(mount -o loop "$probe/img" "$probe/m" 2>&1)"; then
+  loop_err="$(head -n 1 <<<"$out")"
+else
   umount "$probe/m"
 fi
-if [[ -n "${loop_err:-}" ]]; then
+if [[ -n "$loop_err" ]]; then
   say "SKIPPED ext4, xfs, btrfs: this machine does not allow loop mounts: $loop_err"
-  for fs in ext4 xfs btrfs; do SKIP[$fs]="no loop mounts here: $loop_err"; done
+  for fs in ext4 xfs btrfs; do SKIP[$fs]="no loop mounts on this machine"; done
 fi
 if tmpfs_err="$(mount -t tmpfs -o size=1M walq-probe "$probe/m" 2>&1)"; then
   umount "$probe/m"
+  tmpfs_err=""
 else
-  say "SKIPPED tmpfs: this machine does not allow tmpfs mounts: $tmpfs_err"
-  SKIP[tmpfs]="no tmpfs mounts here: $tmpfs_err"
+  say "SKIPPED tmpfs: this machine does not allow tmpfs mounts: $(head -n 1 <<<"$tmpfs_err")"
+  SKIP[tmpfs]="no tmpfs mounts on this machine"
 fi
 rm -rf "$probe"
 

@@ -572,8 +572,8 @@ impl Verdicts {
         }
         if let Some(death) = &run.death {
             let check = match (phase, step.as_str()) {
-                (Phase::Fill, "open" | "fill") => "enospc-is-error",
-                (Phase::Fill, _) => "no-tmp-left",
+                // A signal instead of an error, wherever it hit.
+                (Phase::Fill, _) => "enospc-is-error",
                 (Phase::Drain, "top-up" | "reopen") => "reopen-while-full",
                 (Phase::Drain, "top-up-again" | "drain") => "drain-while-full",
                 (Phase::Drain, _) => "enqueue-after-drain",

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# Real file systems (brief guarantees 13 and 14, issue 8): runs the kill -9
+# harness (tests/crash_kill9.rs) and the full-disk test (tests/full_disk.rs)
+# on ext4, xfs, btrfs and tmpfs file systems made on loop devices (tmpfs:
+# a size-limited tmpfs mount), each test on a fresh file system of its own.
+#
+#   sudo bash .ci/fs-matrix.sh                # everything
+#   sudo FS_MATRIX_FS="btrfs" bash .ci/fs-matrix.sh
+#   sudo KILL9_CYCLES=300 bash .ci/fs-matrix.sh
+#
+# Needs root (mkfs, mount). Installs xfsprogs/btrfs-progs/e2fsprogs with
+# apt-get when a mkfs is missing. Where the machine does not allow loop
+# mounts (or tmpfs mounts), it says so and skips only those file systems;
+# a missing mkfs that cannot be installed skips only that file system.
+# Everything it mounts is unmounted and every image removed on exit, even
+# on failure or Ctrl-C. Logs: target/fs-matrix/<fs>-<test>.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# ---------------------------------------------------------------------------
+# THE SWITCH. on: the full-disk test runs here on every file system (and, in
+# .ci/run, its simulated version runs in `cargo test`), and its failures fail
+# CI. off: neither runs, and this script says so loudly.
+# Until the engine fix for issue 8 findings 7 and 9 (pwrite where stores into
+# the map cannot be guaranteed space, a reserve for leases and acks on a full
+# disk, removal of a failed .tmp) is merged, these checks fail; set this to
+# off on main until then, and back to on with the fix.
+FULL_DISK_CHECKS="${FULL_DISK_CHECKS:-on}"
+# ---------------------------------------------------------------------------
+
+# `bash .ci/fs-matrix.sh --full-disk-checks` prints the switch (for .ci/run).
+if [[ "${1:-}" == "--full-disk-checks" ]]; then
+  echo "$FULL_DISK_CHECKS"
+  exit 0
+fi
+case "$FULL_DISK_CHECKS" in
+  on | off) ;;
+  *) echo "FULL_DISK_CHECKS must be on or off, not '$FULL_DISK_CHECKS'" >&2; exit 2 ;;
+esac
+
+# Kill -9 cycles per file system (`cargo test` runs its own 200 on the
+# default disk). 0.01-0.3 s a cycle on a 2-core VM, see docs/testing.md.
+KILL9_CYCLES="${KILL9_CYCLES:-100}"
+FS_LIST="${FS_MATRIX_FS:-ext4 xfs btrfs tmpfs}"
+# Per test run; a hung run is killed and counts as a failure.
+RUN_TIMEOUT="${FS_MATRIX_TIMEOUT:-600}"
+
+# File system sizes. The full-disk ones are small, since the test fills
+# them: xfs cannot be made smaller than 300 MiB; 128 MiB of btrfs holds
+# about 47 MiB of data (metadata is duplicated).
+declare -A KILL9_SIZE=([ext4]=256M [xfs]=300M [btrfs]=256M [tmpfs]=256M)
+declare -A FULL_SIZE=([ext4]=64M [xfs]=300M [btrfs]=128M [tmpfs]=64M)
+
+LOGS="$PWD/target/fs-matrix"
+
+say() { printf 'fs-matrix: %s\n' "$*"; }
+
+# ---------------------------------------------------------------------------
+# Cleanup: everything mounted or created is undone on any exit.
+
+WORK=""
+MOUNTS=()
+cleanup() {
+  local m
+  for m in "${MOUNTS[@]}"; do
+    if mountpoint -q "$m" 2>/dev/null; then
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "could not unmount $m"
+    fi
+  done
+  if [[ -n "$WORK" && -d "$WORK" ]]; then
+    rm -rf --one-file-system "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------
+# Preconditions.
+
+if [[ $EUID -ne 0 ]]; then
+  say "SKIPPED: not root, so no file system can be made and mounted here."
+  say "Run it as root: sudo bash .ci/fs-matrix.sh"
+  exit 0
+fi
+mkdir -p "$LOGS"
+
+declare -A MKFS_PKG=([ext4]=e2fsprogs [xfs]=xfsprogs [btrfs]=btrfs-progs)
+declare -A SKIP=()
+missing_pkgs=()
+for fs in $FS_LIST; do
+  [[ $fs == tmpfs ]] && continue
+  command -v "mkfs.$fs" >/dev/null 2>&1 || missing_pkgs+=("${MKFS_PKG[$fs]}")
+done
+if ((${#missing_pkgs[@]})); then
+  say "installing ${missing_pkgs[*]}"
+  if command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_pkgs[@]}" >"$LOGS/apt.log" 2>&1 ||
+      { apt-get update -q >>"$LOGS/apt.log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing_pkgs[@]}" >>"$LOGS/apt.log" 2>&1; } ||
+      say "apt-get install failed (see $LOGS/apt.log)"
+  else
+    say "no apt-get here to install ${missing_pkgs[*]}"
+  fi
+fi
+for fs in $FS_LIST; do
+  if [[ $fs != tmpfs ]] && ! command -v "mkfs.$fs" >/dev/null 2>&1; then
+    SKIP[$fs]="mkfs.$fs is not installed and could not be installed"
+  fi
+done
+
+WORK="$(mktemp -d "${FS_MATRIX_WORK:-/var/tmp}/walq-fs-matrix.XXXXXX")"
+
+# Can this machine mount a loop device, and a tmpfs?
+probe="$WORK/probe"
+mkdir -p "$probe/m"
+MOUNTS+=("$probe/m")
+loop_err=""
+if ! command -v mkfs.ext4 >/dev/null 2>&1; then
+  loop_err="mkfs.ext4 is missing, so loop mounts could not be probed"
+elif ! out="$(truncate -s 16M "$probe/img" 2>&1 && mkfs.ext4 -q -F "$probe/img" 2>&1)"; then
+  loop_err="could not make a probe image: $out"
+elif ! out="$(mount -o loop "$probe/img" "$probe/m" 2>&1)"; then
+  loop_err="$(head -n 1 <<<"$out")"
+else
+  umount "$probe/m"
+fi
+if [[ -n "$loop_err" ]]; then
+  say "SKIPPED ext4, xfs, btrfs: this machine does not allow loop mounts: $loop_err"
+  for fs in ext4 xfs btrfs; do SKIP[$fs]="no loop mounts on this machine"; done
+fi
+if tmpfs_err="$(mount -t tmpfs -o size=1M walq-probe "$probe/m" 2>&1)"; then
+  umount "$probe/m"
+  tmpfs_err=""
+else
+  say "SKIPPED tmpfs: this machine does not allow tmpfs mounts: $(head -n 1 <<<"$tmpfs_err")"
+  SKIP[tmpfs]="no tmpfs mounts on this machine"
+fi
+rm -rf "$probe"
+
+# ---------------------------------------------------------------------------
+# Build once; run the built binaries directly.
+
+say "building the test binaries (cargo test --no-run)"
+build_json="$LOGS/build.json"
+if ! cargo test --no-run --test crash_kill9 --test full_disk --message-format=json >"$build_json" 2>"$LOGS/build.log"; then
+  tail -n 30 "$LOGS/build.log"
+  say "FAILED: the test binaries do not build"
+  exit 1
+fi
+exe_of() {
+  grep "\"name\":\"$1\"" "$build_json" | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d'"' -f4
+}
+KILL9_BIN="$(exe_of crash_kill9)"
+FULL_BIN="$(exe_of full_disk)"
+if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" ]]; then
+  say "FAILED: cannot find the built test binaries in $build_json"
+  exit 1
+fi
+
+# ---------------------------------------------------------------------------
+# One file system: make it, mount it at $WORK/<name>/mnt, set MNT to that.
+# (Not called in a subshell, so the cleanup trap learns every mount.)
+
+MNT=""
+make_fs() {
+  local fs=$1 size=$2 name=$3
+  local base="$WORK/$name" mnt="$WORK/$name/mnt"
+  MNT="$mnt"
+  mkdir -p "$mnt" || return 1
+  MOUNTS+=("$mnt")
+  case $fs in
+    tmpfs)
+      mount -t tmpfs -o "size=$size,mode=0755" "walq-$name" "$mnt" || return 1
+      ;;
+    *)
+      truncate -s "$size" "$base/img" || return 1
+      case $fs in
+        ext4) mkfs.ext4 -q -F -m 0 -b 4096 "$base/img" ;;
+        xfs) mkfs.xfs -q -f "$base/img" ;;
+        btrfs) mkfs.btrfs -q -f "$base/img" ;;
+      esac >"$base/mkfs.log" 2>&1 || { cat "$base/mkfs.log"; return 1; }
+      mount -o loop "$base/img" "$mnt" || return 1
+      ;;
+  esac
+}
+
+drop_fs() {
+  local name=$1
+  local mnt="$WORK/$name/mnt"
+  if mountpoint -q "$mnt"; then
+    umount "$mnt" || umount -l "$mnt"
+  fi
+  rm -rf --one-file-system "$WORK/$name"
+}
+
+# ---------------------------------------------------------------------------
+# The runs.
+
+declare -A K_RES=() K_TIME=() F_RES=() F_TIME=()
+failed=0
+
+run_kill9() {
+  local fs=$1 mnt log="$LOGS/$fs-kill9.log" t0 rc
+  if ! make_fs "$fs" "${KILL9_SIZE[$fs]}" "$fs-kill9"; then
+    K_RES[$fs]="FAIL (could not make the file system)"
+    failed=1
+    return
+  fi
+  mnt="$MNT"
+  say "$fs: kill -9 harness, $KILL9_CYCLES cycles in $mnt ($(findmnt -no FSTYPE,SIZE "$mnt" | tr -s ' '))"
+  t0=$SECONDS
+  TMPDIR="$mnt" WALQ_CRASH_CYCLES="$KILL9_CYCLES" timeout --signal=KILL "$RUN_TIMEOUT" \
+    "$KILL9_BIN" kill9_crash_cycles --exact --nocapture --test-threads=1 >"$log" 2>&1
+  rc=$?
+  K_TIME[$fs]=$((SECONDS - t0))
+  if ((rc == 0)) && grep -q "^test result: ok. 1 passed" "$log"; then
+    K_RES[$fs]="ok ($KILL9_CYCLES cycles)"
+  else
+    K_RES[$fs]="FAIL (exit $rc)"
+    failed=1
+    tail -n 40 "$log"
+  fi
+  grep -o -m1 "crash test: .* last segment id [0-9]*" "$log" | sed 's/^/  /'
+  drop_fs "$fs-kill9"
+}
+
+run_full_disk() {
+  local fs=$1 mnt log="$LOGS/$fs-full-disk.log" t0 rc
+  if ! make_fs "$fs" "${FULL_SIZE[$fs]}" "$fs-full"; then
+    F_RES[$fs]="FAIL (could not make the file system)"
+    failed=1
+    return
+  fi
+  mnt="$MNT"
+  mkdir -p "$mnt/full"
+  say "$fs: full-disk test in $mnt/full ($(findmnt -no FSTYPE,SIZE "$mnt" | tr -s ' '))"
+  t0=$SECONDS
+  WALQ_FULL_DISK_DIR="$mnt/full" timeout --signal=KILL "$RUN_TIMEOUT" \
+    "$FULL_BIN" full_disk_scenario_real_fs --exact --nocapture --test-threads=1 >"$log" 2>&1
+  rc=$?
+  F_TIME[$fs]=$((SECONDS - t0))
+  grep -E '^full-disk scenario on|^  (ok|FAIL|info)  ' "$log" | cut -c1-400
+  if ((rc == 0)) && grep -q "^test result: ok. 1 passed" "$log"; then
+    F_RES[$fs]="ok"
+  else
+    local fails
+    fails="$(grep -oE '^  FAIL  [a-z-]+' "$log" | awk '{print $2}' | paste -sd, -)"
+    F_RES[$fs]="FAIL (exit $rc${fails:+: $fails})"
+    failed=1
+  fi
+  drop_fs "$fs-full"
+}
+
+started=$SECONDS
+for fs in $FS_LIST; do
+  case $fs in ext4 | xfs | btrfs | tmpfs) ;; *) say "unknown file system '$fs'"; exit 2 ;; esac
+  if [[ -n "${SKIP[$fs]:-}" ]]; then
+    K_RES[$fs]="SKIPPED (${SKIP[$fs]})"
+    F_RES[$fs]="SKIPPED (${SKIP[$fs]})"
+    continue
+  fi
+  run_kill9 "$fs"
+  if [[ $FULL_DISK_CHECKS == on ]]; then
+    run_full_disk "$fs"
+  else
+    F_RES[$fs]="OFF (FULL_DISK_CHECKS=off)"
+  fi
+done
+
+# ---------------------------------------------------------------------------
+# Summary.
+
+echo
+say "summary (logs in $LOGS)"
+printf '  %-6s  %-28s %6s   %s\n' "fs" "kill -9" "time" "full disk (time)"
+for fs in $FS_LIST; do
+  f_time=""
+  [[ -n "${F_TIME[$fs]:-}" ]] && f_time=" (${F_TIME[$fs]}s)"
+  k_time=""
+  [[ -n "${K_TIME[$fs]:-}" ]] && k_time="${K_TIME[$fs]}s"
+  printf '  %-6s  %-28s %6s   %s\n' "$fs" "${K_RES[$fs]:-}" "$k_time" "${F_RES[$fs]:-}$f_time"
+done
+say "total $((SECONDS - started))s"
+if [[ $FULL_DISK_CHECKS == off ]]; then
+  say "NOTE: FULL_DISK_CHECKS=off in .ci/fs-matrix.sh: the full-disk test (guarantee 13) was NOT run."
+fi
+exit "$failed"

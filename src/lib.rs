@@ -54,8 +54,14 @@ mod commit;
 mod dead;
 mod dead_letters;
 mod error;
+// The raw format and file-system seam are internal. The `testing` feature
+// exposes them to walq's own tests and fuzz targets; a release build's API
+// has neither (and neither reaches the memory-map type, see `os`).
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod format;
+#[cfg(not(feature = "testing"))]
+mod format;
 mod idhash;
 mod job;
 mod jobs;
@@ -70,8 +76,11 @@ mod recovery;
 mod segment;
 mod state;
 mod stats;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod vfs;
+#[cfg(not(feature = "testing"))]
+mod vfs;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;

@@ -6,10 +6,17 @@
 //! its first record.
 //!
 //! Rotation order (each step durable before the next):
-//! 1. fdatasync the old active segment, so nothing in the new segment is
-//!    acknowledged while an older record could still be lost;
+//! 1. fdatasync the old active segment through the committer (the one sync
+//!    path, see `commit`), so nothing in the new segment is acknowledged
+//!    while an older record could still be lost;
 //! 2. create the new segment (see `segment`), which fsyncs it and the
-//!    directory.
+//!    directory, and make it the committer's target;
+//! 3. close the old segment's descriptor: sealed segments are read through
+//!    their map and hold no file descriptor.
+//!
+//! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
+//! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])
+//! and the next append tries again.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -70,6 +77,8 @@ pub struct Log {
     /// Group-commit coordinator (holds the durable LSN).
     pub commit: Arc<Committer>,
     buf: Vec<u8>,
+    /// The last append failed before writing anything (see rotation).
+    harmless_failure: bool,
 }
 
 impl Log {
@@ -86,6 +95,9 @@ impl Log {
         commit: Arc<Committer>,
     ) -> Log {
         assert!(!segments.is_empty(), "a log has an active segment");
+        if let Some(active) = segments.back() {
+            commit.set_target(active.seg.clone(), next_lsn - 1);
+        }
         Log {
             dir,
             vfs,
@@ -96,6 +108,7 @@ impl Log {
             next_lsn,
             commit,
             buf: Vec::with_capacity(256),
+            harmless_failure: false,
         }
     }
 
@@ -127,10 +140,7 @@ impl Log {
 
     /// Bytes of all segment files.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| s.seg.region.len() as u64)
-            .sum()
+        self.segments.iter().map(|s| u64::from(s.seg.size())).sum()
     }
 
     /// Rotates first if `bytes` more would not fit in the active segment.
@@ -174,6 +184,8 @@ impl Log {
             seg.region.prefault(next as usize, PREFAULT_BYTES);
         }
         self.tail += len;
+        seg.publish(self.tail);
+        self.commit.written(lsn);
         self.next_lsn += 1;
         Ok(Appended {
             seg: seg.id,
@@ -183,17 +195,21 @@ impl Log {
         })
     }
 
-    /// Makes everything written so far durable (outside group commit).
+    /// Makes everything written so far durable, through the committer (the
+    /// one sync path of the log).
     pub fn sync_now(&self) -> Result<()> {
-        let seg = self.active();
-        seg.file
-            .sync_data()
-            .map_err(|e| Error::io("syncing segment", &seg.path, e))?;
-        self.commit.mark_durable(self.next_lsn - 1);
-        Ok(())
+        self.commit.wait(self.next_lsn - 1)
+    }
+
+    /// Whether the last failed append wrote nothing and changed nothing (a
+    /// segment could not be created): such a failure does not poison the
+    /// queue. Resets the flag.
+    pub fn take_harmless_failure(&mut self) -> bool {
+        std::mem::take(&mut self.harmless_failure)
     }
 
     fn rotate(&mut self, next_job_id: u64) -> Result<()> {
+        self.harmless_failure = false;
         self.sync_now()?;
         let id = self.active().id.checked_add(1).ok_or_else(|| {
             Error::new(
@@ -209,13 +225,18 @@ impl Log {
             self.next_lsn,
             next_job_id,
             self.mode,
-        )?;
+        )
+        .inspect_err(|_| self.harmless_failure = !self.commit.failed())?;
+        let seg = Arc::new(seg);
+        self.commit.set_target(seg.clone(), self.next_lsn - 1);
+        let old = self.active().clone();
         self.segments.push_back(SegInfo {
-            seg: Arc::new(seg),
+            seg,
             live_jobs: 0,
             live_bytes: 0,
         });
         self.tail = SEGMENT_HEADER_LEN as u32;
+        old.release_fd();
         Ok(())
     }
 }

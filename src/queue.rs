@@ -95,12 +95,18 @@ impl Queue {
     /// Recovery runs here: every record is verified, a torn tail is cut,
     /// and leases of the previous process are released.
     pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Queue> {
-        Queue::open_on(Arc::new(StdFs), dir.as_ref(), opts)
+        Queue::open_vfs(Arc::new(StdFs), dir.as_ref(), opts)
     }
 
-    /// Opens the queue on another file system (for fault-injection tests).
+    /// Opens the queue on another file system (for fault-injection tests;
+    /// only with the `testing` feature).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn open_on(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Queue> {
+        Queue::open_vfs(vfs, dir, opts)
+    }
+
+    fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Queue> {
         opts.validate()?;
         vfs.create_dir_all(dir, opts.dir_mode)
             .map_err(|e| Error::io("creating queue directory", dir, e))?;
@@ -116,9 +122,10 @@ impl Queue {
                 Error::io("locking queue directory", &lock_path, e)
             }
         })?;
-        let commit = Arc::new(Committer::new(0));
         let now = opts.clock.now_ms();
-        let (state, report) = crate::recovery::recover(vfs, dir, &opts, commit.clone(), now)?;
+        let (state, report) = crate::recovery::recover(vfs, dir, &opts, now)?;
+        // The log's committer: the one path that syncs the log.
+        let commit = state.log.commit.clone();
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
             _ => None,
@@ -185,7 +192,7 @@ impl Queue {
         let now = st.now(self.inner.opts.clock.now_ms());
         let out = op(&mut st, now);
         if let Err(e) = &out {
-            if matches!(e.kind(), ErrorKind::Io) {
+            if matches!(e.kind(), ErrorKind::Io) && !st.log.take_harmless_failure() {
                 self.poison(e);
             }
         }
@@ -206,18 +213,10 @@ impl Queue {
         self.make_durable(lsn)
     }
 
+    /// Waits until `lsn` is durable through the committer, the one path
+    /// that syncs the log; a failure poisons the queue.
     fn make_durable(&self, lsn: u64) -> Result<()> {
-        let inner = &self.inner;
-        let result = inner.commit.wait(lsn, || {
-            let (seg, upto) = {
-                let st = inner.state.lock();
-                (st.log.active().clone(), st.log.next_lsn - 1)
-            };
-            seg.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync of segment", &seg.path, e))?;
-            Ok(upto)
-        });
+        let result = self.inner.commit.wait(lsn);
         if let Err(e) = &result {
             self.poison(e);
         }
@@ -305,7 +304,7 @@ impl Queue {
                 Ok(Some(job)) => return Ok(Some(job)),
                 Ok(None) => {}
                 Err(e) => {
-                    if e.kind() == ErrorKind::Io {
+                    if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                         self.poison(&e);
                     }
                     return Err(e);

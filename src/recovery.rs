@@ -30,7 +30,7 @@ use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
-use crate::segment::{self, Segment, TMP_SUFFIX};
+use crate::segment::{self, Segment};
 use crate::state::{Config, Counters, QueueState};
 use crate::stats::RecoveryReport;
 use crate::vfs::Vfs;
@@ -61,7 +61,6 @@ pub fn recover(
     vfs: Arc<dyn Vfs>,
     dir: &Path,
     opts: &Options,
-    commit: Arc<Committer>,
     clock_ms: u64,
 ) -> Result<(QueueState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
@@ -70,7 +69,7 @@ pub fn recover(
         .map_err(|e| Error::io("listing queue directory", dir, e))?;
     let mut ids = Vec::new();
     for name in &names {
-        if name.ends_with(TMP_SUFFIX) {
+        if segment::is_own_tmp(name, crate::dead::DEAD_FILE) {
             let path = dir.join(name);
             vfs.remove(&path)
                 .map_err(|e| Error::io("removing leftover temporary file", &path, e))?;
@@ -136,16 +135,19 @@ pub fn recover(
             }
         };
         let last = i + 1 == ids.len();
-        let end = scan_segment(
-            &seg,
-            expected,
+        let ctx = ScanCtx {
             last,
-            opts.recovery,
-            &mut replay,
-            &dead_lsns,
+            mode: opts.recovery,
+            dead_lsns: &dead_lsns,
             dedup_ms,
-            &mut report,
-        )?;
+        };
+        let end = scan_segment(&seg, expected, &ctx, &mut replay, &mut report)?;
+        // From here on the segment is read through its map, below what was
+        // found intact; a sealed one gives its descriptor back.
+        seg.publish(end.off);
+        if !last {
+            seg.release_fd();
+        }
         report.segments_scanned += 1;
         report.bytes_scanned += u64::from(end.off);
         next_lsn = Some(end.next_lsn);
@@ -178,11 +180,8 @@ pub fn recover(
     // Whatever survived the crash is on disk from here on, so later sync
     // lags are measured from a true durable point.
     let active = &segments.back().expect("at least one segment").seg;
-    active
-        .file
-        .sync_data()
-        .map_err(|e| Error::io("syncing segment", &active.path, e))?;
-    commit.mark_durable(next_lsn - 1);
+    active.sync_data()?;
+    let commit = Arc::new(Committer::new(next_lsn - 1));
 
     let log = Log::new(
         dir.to_path_buf(),
@@ -197,30 +196,48 @@ pub fn recover(
     finish(log, dead, replay, opts, clock_ms, report)
 }
 
-/// Replays one segment; returns where it ends.
-#[allow(clippy::too_many_arguments)]
+/// What a segment scan needs to know besides the segment.
+struct ScanCtx<'a> {
+    /// The newest segment (a torn tail is cut, not reported).
+    last: bool,
+    mode: RecoveryMode,
+    dead_lsns: &'a HashMap<u64, u64>,
+    dedup_ms: u64,
+}
+
+/// The frame at `off` of a segment image read with `pread`.
+fn frame_in<'a>(
+    image: &'a [u8],
+    seg: &Segment,
+    off: u32,
+) -> std::result::Result<Frame<'a>, FrameError> {
+    let buf = image.get(off as usize..).ok_or(FrameError::Truncated)?;
+    frame::decode(buf, seg.id, seg.size())
+}
+
+/// Replays one segment, read with `pread` (an unreadable sector is an
+/// error naming the file, never a `SIGBUS`); returns where it ends.
 fn scan_segment(
     seg: &Segment,
     mut expected: u64,
-    last: bool,
-    mode: RecoveryMode,
+    ctx: &ScanCtx<'_>,
     replay: &mut Replay,
-    dead_lsns: &HashMap<u64, u64>,
-    dedup_ms: u64,
     report: &mut RecoveryReport,
 ) -> Result<ScanEnd> {
+    let image = seg.read_image()?;
+    let image = &image[..];
+    let (last, mode, dead_lsns, dedup_ms) = (ctx.last, ctx.mode, ctx.dead_lsns, ctx.dedup_ms);
     let size = seg.size();
     let mut off = SEGMENT_HEADER_LEN as u32;
     let mut batch: Vec<u32> = Vec::new();
     loop {
-        let damage = match seg.frame_at(off) {
+        let damage = match frame_in(image, seg, off) {
             Ok(f) if f.lsn == expected => {
                 if f.flags & FLAG_BATCH_MORE != 0 {
                     batch.push(off);
                 } else {
                     for b in std::mem::take(&mut batch) {
-                        let bf = seg
-                            .frame_at(b)
+                        let bf = frame_in(image, seg, b)
                             .map_err(|e| Error::corrupt(&seg.path, u64::from(b), e.to_string()))?;
                         apply(seg, b, &bf, replay, dead_lsns, dedup_ms)?;
                     }
@@ -231,11 +248,11 @@ fn scan_segment(
                 continue;
             }
             Ok(f) => format!("record has LSN {}, expected {expected}", f.lsn),
-            Err(FrameError::Zero) if all_zero(seg, off) => break,
+            Err(FrameError::Zero) if all_zero(image, off) => break,
             Err(e) => e.to_string(),
         };
         // A damaged or torn record at `off`.
-        let (next, durable_later) = find_later(seg, off + 1, expected);
+        let (next, durable_later) = find_later(image, seg, off + 1, expected);
         if last && !durable_later {
             break;
         }
@@ -268,15 +285,13 @@ fn scan_segment(
         off = batch[0];
     }
     if last {
-        let end = last_nonzero(seg, off);
+        let end = last_nonzero(image, off);
         if end > off {
             report.torn_bytes += u64::from(end - off);
             zero(seg, off, end)?;
-            seg.file
-                .sync_data()
-                .map_err(|e| Error::io("syncing cut tail", &seg.path, e))?;
+            seg.sync_data()?;
         }
-    } else if !batch.is_empty() || !all_zero(seg, off) {
+    } else if !batch.is_empty() || !all_zero(image, off) {
         // Sealed segments end cleanly; anything else was reported above.
         if mode == RecoveryMode::Strict {
             return Err(Error::corrupt(
@@ -292,14 +307,13 @@ fn scan_segment(
     })
 }
 
-fn all_zero(seg: &Segment, off: u32) -> bool {
-    last_nonzero(seg, off) <= off
+fn all_zero(image: &[u8], off: u32) -> bool {
+    last_nonzero(image, off) <= off
 }
 
 /// One past the last nonzero byte at or after `off` (or `off`).
-fn last_nonzero(seg: &Segment, off: u32) -> u32 {
-    let size = seg.size();
-    let Some(rest) = seg.region.bytes(off as usize, (size - off) as usize) else {
+fn last_nonzero(image: &[u8], off: u32) -> u32 {
+    let Some(rest) = image.get(off as usize..) else {
         return off;
     };
     match rest.iter().rposition(|&b| b != 0) {
@@ -322,11 +336,13 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
 /// The first intact frame after `from` with an LSN past `expected`, and
 /// whether any intact frame after `from` proves, through its sync lag, that
 /// LSN `expected` had been durable (then the damage is not a torn write).
-fn find_later(seg: &Segment, from: u32, expected: u64) -> (Option<(u32, Frame<'_>)>, bool) {
-    let size = seg.size() as usize;
-    let Some(bytes) = seg.region.bytes(0, size) else {
-        return (None, false);
-    };
+fn find_later<'a>(
+    bytes: &'a [u8],
+    seg: &Segment,
+    from: u32,
+    expected: u64,
+) -> (Option<(u32, Frame<'a>)>, bool) {
+    let size = bytes.len();
     let mut first = None;
     let mut off = from as usize;
     while off + frame::FRAME_HEADER_LEN <= size {

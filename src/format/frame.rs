@@ -83,6 +83,7 @@ pub fn checksum(segment_id: u32, parts: &[&[u8]]) -> u32 {
 /// `head`; `tail` (the payload) belongs after it and is covered by the
 /// checksum, so a frame is `out ‖ tail` on disk.
 #[allow(clippy::too_many_arguments)]
+#[cfg(any(test, feature = "testing"))]
 pub fn encode(
     out: &mut Vec<u8>,
     segment_id: u32,

@@ -5,6 +5,7 @@
 //! power loss or inject I/O faults (see `tests/`), so every crash and fault
 //! scenario runs against the same engine code that users run.
 
+#[cfg(any(test, feature = "testing"))]
 mod sim;
 mod std_fs;
 
@@ -12,7 +13,10 @@ use std::any::Any;
 use std::io;
 use std::path::Path;
 
-pub use crate::os::Region;
+// Not re-exported: the map type never leaves the crate, even with the
+// `testing` feature (its methods are crate-private too).
+pub(crate) use crate::os::Region;
+#[cfg(any(test, feature = "testing"))]
 pub use sim::{Fault, FaultOp, SimFs};
 pub use std_fs::StdFs;
 

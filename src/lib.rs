@@ -40,6 +40,28 @@
 //! record is checksummed and damage is reported, never skipped silently.
 //! See the README for the full list and the tests that prove each one.
 //!
+//! ## Soundness
+//!
+//! No public type gives a view into walq's memory maps: a [`Job`] owns a
+//! copy of its payload, and the map type is crate-private (the file-system
+//! seam and raw format modules are public only with the `testing` feature,
+//! for walq's own tests, and even then the map is out of reach):
+//!
+//! ```compile_fail
+//! // The memory-map type is not nameable from outside the crate.
+//! fn peek(region: &walq::vfs::Region) {}
+//! ```
+//!
+//! ```compile_fail
+//! // Nor are its methods callable on a map obtained through the seam.
+//! use walq::vfs::{SimFs, Vfs, VfsFile};
+//! let fs = SimFs::new();
+//! let file = fs.create(std::path::Path::new("/x"), 0o600).unwrap();
+//! let region = file.map(16).unwrap();
+//! let _ = region.write(0, b"two writers");
+//! let _ = region.bytes(0, 16);
+//! ```
+//!
 //! ## Layout
 //!
 //! The format is specified in `docs/format.md`, the design in

@@ -356,7 +356,6 @@ fn write_fresh(
     mode: u32,
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
-    let tmp = dir.join(format!("{DEAD_FILE}{}", crate::segment::TMP_SUFFIX));
     let header = SegmentHeader {
         version: FORMAT_VERSION,
         kind: FileKind::Dead,
@@ -364,19 +363,8 @@ fn write_fresh(
         base_lsn: 0,
         next_job_id: 0,
     };
-    let _ = vfs.remove(&tmp);
-    let file = vfs
-        .create(&tmp, mode)
-        .map_err(|e| Error::io("creating dead letters", &tmp, e))?;
-    file.write_at(&header.encode(), 0)
-        .and_then(|()| file.write_at(body, SEGMENT_HEADER_LEN as u64))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing dead letters", &tmp, e))?;
-    vfs.rename(&tmp, path)
-        .map_err(|e| Error::io("renaming dead letters", path, e))?;
-    vfs.sync_dir(dir)
-        .map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(file)
+    debug_assert_eq!(path, dir.join(DEAD_FILE));
+    crate::vfs::write_atomically(vfs, dir, DEAD_FILE, &[&header.encode(), body], mode)
 }
 
 /// The first intact frame after a damaged one at `damaged`, and whether

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use crate::commit::Committer;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::close::CleanClose;
 use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
@@ -199,6 +200,26 @@ impl Log {
     /// one sync path of the log).
     pub fn sync_now(&self) -> Result<()> {
         self.commit.wait(self.next_lsn - 1)
+    }
+
+    /// Records where the log ends (`CLOSED`, crash-atomically), after
+    /// everything is synced at a clean close: a later open that finds the
+    /// log ending earlier, or the active segment shorter, reports damage.
+    pub fn record_clean_close(&self) -> Result<()> {
+        let active = self.active();
+        let rec = CleanClose {
+            segment_id: active.id,
+            segment_size: u64::from(active.size()),
+            last_lsn: self.next_lsn - 1,
+        };
+        crate::vfs::write_atomically(
+            &*self.vfs,
+            &self.dir,
+            crate::segment::CLOSE_FILE,
+            &[&rec.encode()],
+            self.mode,
+        )
+        .map(drop)
     }
 
     /// Whether the last failed append wrote nothing and changed nothing (a

@@ -39,7 +39,8 @@ struct Inner {
     report: RecoveryReport,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
-    _lock: Box<dyn std::any::Any + Send + Sync>,
+    /// The directory lock, released by `close` or the last drop.
+    lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -141,7 +142,7 @@ impl Queue {
             report,
             flusher: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         if let Some(every) = periodic {
             let weak = Arc::downgrade(&inner);
@@ -446,16 +447,34 @@ impl Queue {
     }
 
     /// Syncs and closes the queue; every clone then fails with
-    /// [`ErrorKind::Closed`]. The directory lock is released when the last
-    /// clone is dropped.
+    /// [`ErrorKind::Closed`]. The directory lock is released at once, so
+    /// the queue can be reopened (in this process or another) while clones
+    /// of this handle are still alive. A clean close records where the log
+    /// ends (file `CLOSED`), so that a later open detects a log cut short.
     pub fn close(&self) -> Result<()> {
+        // Under the state lock: no operation is half done, none starts.
+        let mut st = self.inner.state.lock();
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::new(ErrorKind::Closed, "the queue was closed"));
+        }
+        self.inner.ready.notify_all();
         let result = if self.inner.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.sync()
+            self.inner
+                .commit
+                .wait(st.log.next_lsn - 1)
+                .and_then(|()| st.dead.sync())
+                .inspect_err(|e| self.poison(e))
         };
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.ready.notify_all();
+        if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
+            // Best effort: without the record (a full disk, say) the next
+            // open just has one check fewer; an older record stays valid
+            // (the log only grows).
+            let _ = st.log.record_clean_close();
+        }
+        drop(st);
+        self.inner.lock.lock().take();
         result
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::commit::Committer;
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
+use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
@@ -159,6 +160,7 @@ pub fn recover(
         });
     }
 
+    check_clean_close(&*vfs, dir, &segments, next_lsn, opts.recovery, &mut report)?;
     if segments.is_empty() {
         let seg = Segment::create(
             &*vfs,
@@ -194,6 +196,82 @@ pub fn recover(
         commit,
     );
     finish(log, dead, replay, opts, clock_ms, report)
+}
+
+/// Checks the log against the last clean close (file `CLOSED`, absent in
+/// directories written before it existed): a log that ends before the LSN
+/// recorded there, or an active segment shorter than it was created, was
+/// cut by someone else (a segment is preallocated before it is renamed
+/// into place, so a short segment is never a torn write). Strict refuses
+/// with an error naming the file; Salvage opens and counts the loss.
+fn check_clean_close(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segments: &VecDeque<SegInfo>,
+    next_lsn: Option<u64>,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let path = dir.join(segment::CLOSE_FILE);
+    let Some(bytes) = read_small(vfs, &path)? else {
+        return Ok(());
+    };
+    let strict = mode == RecoveryMode::Strict;
+    let Some(clean) = CleanClose::decode(&bytes) else {
+        if strict {
+            return Err(Error::corrupt(&path, 0, "clean-close record is damaged"));
+        }
+        return Ok(());
+    };
+    let found = next_lsn.map_or(0, |n| n - 1);
+    let last = segments.back().map(|s| &s.seg);
+    let where_ = last.map_or(path.as_path(), |s| s.path.as_path());
+    if let Some(seg) = last.filter(|s| s.id == clean.segment_id) {
+        let size = u64::from(seg.size());
+        if size < clean.segment_size {
+            if strict {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    size,
+                    format!(
+                        "segment is {size} bytes, shorter than the {} it was created with: \
+                         it was truncated (open with RecoveryMode::Salvage to keep the rest)",
+                        clean.segment_size
+                    ),
+                ));
+            }
+            report.bytes_skipped += clean.segment_size - size;
+        }
+    }
+    if found < clean.last_lsn {
+        if strict {
+            return Err(Error::corrupt(
+                where_,
+                0,
+                format!(
+                    "the log ends at LSN {found}, but the queue was closed cleanly at LSN {}: \
+                     records were cut off (open with RecoveryMode::Salvage to keep the rest)",
+                    clean.last_lsn
+                ),
+            ));
+        }
+        report.records_lost += clean.last_lsn - found;
+    }
+    Ok(())
+}
+
+/// The bytes of a small file, `None` if it does not exist.
+fn read_small(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match vfs.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening", path, e)),
+    };
+    let len = file.len().map_err(|e| Error::io("reading", path, e))?;
+    let mut buf = vec![0u8; usize::try_from(len.min(4096)).unwrap_or(4096)];
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok(Some(buf))
 }
 
 /// What a segment scan needs to know besides the segment.

@@ -21,6 +21,8 @@ use crate::vfs::{Region, Vfs, VfsFile};
 pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of files being built; leftovers are deleted on open.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// The clean-close record (`format::close`).
+pub const CLOSE_FILE: &str = "CLOSED";
 
 /// An open log segment.
 #[derive(Debug)]
@@ -43,7 +45,7 @@ pub struct Segment {
 /// on open, never a user's `notes.tmp`.
 pub fn is_own_tmp(name: &str, dead_file: &str) -> bool {
     name.strip_suffix(TMP_SUFFIX)
-        .is_some_and(|base| parse_name(base).is_some() || base == dead_file)
+        .is_some_and(|base| parse_name(base).is_some() || base == dead_file || base == CLOSE_FILE)
 }
 
 /// The file name of segment `id`.
@@ -294,6 +296,7 @@ mod tests {
         assert_eq!(parse_name("dead.wal"), None);
         assert!(is_own_tmp("0000000042.wal.tmp", "dead.wal"));
         assert!(is_own_tmp("dead.wal.tmp", "dead.wal"));
+        assert!(is_own_tmp("CLOSED.tmp", "dead.wal"));
         assert!(!is_own_tmp("notes.tmp", "dead.wal"));
         assert!(!is_own_tmp("backup.tmp", "dead.wal"));
         assert!(!is_own_tmp("0000000042.wal", "dead.wal"));

@@ -65,3 +65,46 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
     /// [`io::ErrorKind::WouldBlock`] if anyone else holds it.
     fn lock(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Any + Send + Sync>>;
 }
+
+/// Writes `dir/name` crash-atomically with `parts` one after another: a
+/// temporary file `name.tmp` is written and fsynced, renamed over `name`,
+/// and the directory fsynced. After a crash the file is either the old one
+/// or the new one; a failure removes the temporary file at once. The one
+/// implementation of the protocol for small files (`dead.wal`, `CLOSED`).
+pub(crate) fn write_atomically(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    parts: &[&[u8]],
+    mode: u32,
+) -> crate::Result<Box<dyn VfsFile>> {
+    use crate::error::Error;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}{}", crate::segment::TMP_SUFFIX));
+    let _ = vfs.remove(&tmp);
+    let file = vfs
+        .create(&tmp, mode)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut off = 0u64;
+    let written = parts
+        .iter()
+        .try_for_each(|part| {
+            file.write_at(part, off)?;
+            off += part.len() as u64;
+            Ok(())
+        })
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))
+        .and_then(|()| {
+            vfs.rename(&tmp, &path)
+                .map_err(|e| Error::io("renaming", &path, e))
+        });
+    if let Err(e) = written {
+        drop(file);
+        let _ = vfs.remove(&tmp);
+        return Err(e);
+    }
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("syncing directory", dir, e))?;
+    Ok(file)
+}

@@ -28,7 +28,7 @@ use crate::format::close::CleanClose;
 use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
-use crate::segment::Segment;
+use crate::segment::{Segment, Spare};
 use crate::vfs::Vfs;
 
 /// How far ahead of the tail pages are faulted in.
@@ -80,6 +80,8 @@ pub struct Log {
     buf: Vec<u8>,
     /// The last append failed before writing anything (see rotation).
     harmless_failure: bool,
+    /// The next segment, created and preallocated ahead of time.
+    spare: Option<Spare>,
 }
 
 impl Log {
@@ -110,6 +112,7 @@ impl Log {
             commit,
             buf: Vec::with_capacity(256),
             harmless_failure: false,
+            spare: None,
         }
     }
 
@@ -144,8 +147,23 @@ impl Log {
         self.segments.iter().map(|s| u64::from(s.seg.size())).sum()
     }
 
-    /// Rotates first if `bytes` more would not fit in the active segment.
+    /// Rotates first if `bytes` more of new jobs would not fit in the
+    /// active segment (see [`Log::ensure_room_for`]).
     pub fn ensure_room(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        self.ensure_room_for(bytes, next_job_id, false)
+    }
+
+    /// Rotates first if `bytes` more of records that drain the queue
+    /// (leases, acks, nacks, dead letters, carried records) would not fit.
+    pub fn ensure_room_draining(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        self.ensure_room_for(bytes, next_job_id, true)
+    }
+
+    /// Rotates first if `bytes` more would not fit in the active segment.
+    /// Only `draining` records may use the last spare segment: new jobs are
+    /// refused (ENOSPC, not poisoned) unless the segment after it can be
+    /// prepared too, so a full disk keeps room to drain the queue.
+    fn ensure_room_for(&mut self, bytes: u64, next_job_id: u64, draining: bool) -> Result<()> {
         if bytes > self.max_frame() {
             return Err(Error::new(
                 ErrorKind::PayloadTooLarge,
@@ -157,7 +175,7 @@ impl Log {
         }
         let end = u64::from(self.tail) + bytes;
         if end > u64::from(self.active().size()) {
-            self.rotate(next_job_id)?;
+            self.rotate(next_job_id, draining)?;
         }
         Ok(())
     }
@@ -168,7 +186,8 @@ impl Log {
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
         let len = (self.buf.len() + tail.len()) as u64;
-        self.ensure_room(len, next_job_id)?;
+        let draining = !matches!(rec, Record::Enqueue(_));
+        self.ensure_room_for(len, next_job_id, draining)?;
         let lsn = self.next_lsn;
         let lag = u32::try_from(lsn.saturating_sub(self.commit.durable())).unwrap_or(u32::MAX);
         let seg = self.active().clone();
@@ -202,6 +221,20 @@ impl Log {
         self.commit.wait(self.next_lsn - 1)
     }
 
+    /// Prepares the next segment ahead of time (best effort: without a
+    /// spare, rotation creates the segment itself). Keeping one spare means
+    /// a full disk can still rotate once, so that leases, acks and dead
+    /// letters, which drain the queue and free space, can be written.
+    pub fn prepare_spare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let Some(id) = self.active().id.checked_add(1) else {
+            return;
+        };
+        self.spare = Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode).ok();
+    }
+
     /// Records where the log ends (`CLOSED`, crash-atomically), after
     /// everything is synced at a clean close: a later open that finds the
     /// log ending earlier, or the active segment shorter, reports damage.
@@ -229,7 +262,7 @@ impl Log {
         std::mem::take(&mut self.harmless_failure)
     }
 
-    fn rotate(&mut self, next_job_id: u64) -> Result<()> {
+    fn rotate(&mut self, next_job_id: u64, draining: bool) -> Result<()> {
         self.harmless_failure = false;
         self.sync_now()?;
         let id = self.active().id.checked_add(1).ok_or_else(|| {
@@ -238,16 +271,9 @@ impl Log {
                 "segment ids exhausted (2^32 segments)",
             )
         })?;
-        let seg = Segment::create(
-            &*self.vfs,
-            &self.dir,
-            id,
-            self.seg_size,
-            self.next_lsn,
-            next_job_id,
-            self.mode,
-        )
-        .inspect_err(|_| self.harmless_failure = !self.commit.failed())?;
+        let seg = self
+            .next_segment(id, next_job_id, draining)
+            .inspect_err(|_| self.harmless_failure = !self.commit.failed())?;
         let seg = Arc::new(seg);
         self.commit.set_target(seg.clone(), self.next_lsn - 1);
         let old = self.active().clone();
@@ -259,5 +285,43 @@ impl Log {
         self.tail = SEGMENT_HEADER_LEN as u32;
         old.release_fd();
         Ok(())
+    }
+
+    /// Installs segment `id` (the spare, or a new one) and leaves a spare
+    /// for the one after; a new job may take the spare only if that spare
+    /// can be prepared. On failure nothing changed and the spare is kept.
+    fn next_segment(&mut self, id: u32, next_job_id: u64, draining: bool) -> Result<Segment> {
+        let spare = match self.spare.take() {
+            Some(s) if s.id == id => s,
+            other => {
+                if let Some(s) = other {
+                    s.discard(&*self.vfs);
+                }
+                Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)?
+            }
+        };
+        let after = match id
+            .checked_add(1)
+            .map(|next| Spare::prepare(&*self.vfs, &self.dir, next, self.seg_size, self.mode))
+        {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) if !draining => {
+                self.spare = Some(spare);
+                return Err(e);
+            }
+            _ => None,
+        };
+        match spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id) {
+            Ok(seg) => {
+                self.spare = after;
+                Ok(seg)
+            }
+            Err(e) => {
+                if let Some(s) = after {
+                    s.discard(&*self.vfs);
+                }
+                Err(e)
+            }
+        }
     }
 }

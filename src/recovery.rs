@@ -70,7 +70,12 @@ pub fn recover(
         .map_err(|e| Error::io("listing queue directory", dir, e))?;
     let mut ids = Vec::new();
     for name in &names {
-        if segment::is_own_tmp(name, crate::dead::DEAD_FILE) {
+        if segment::is_spare(name) {
+            // The previous run's spare segment: a fresh one is prepared.
+            let path = dir.join(name);
+            vfs.remove(&path)
+                .map_err(|e| Error::io("removing spare segment", &path, e))?;
+        } else if segment::is_own_tmp(name, crate::dead::DEAD_FILE) {
             let path = dir.join(name);
             vfs.remove(&path)
                 .map_err(|e| Error::io("removing leftover temporary file", &path, e))?;
@@ -185,7 +190,7 @@ pub fn recover(
     active.sync_data()?;
     let commit = Arc::new(Committer::new(next_lsn - 1));
 
-    let log = Log::new(
+    let mut log = Log::new(
         dir.to_path_buf(),
         vfs,
         opts.file_mode,
@@ -195,6 +200,7 @@ pub fn recover(
         next_lsn,
         commit,
     );
+    log.prepare_spare();
     finish(log, dead, replay, opts, clock_ms, report)
 }
 

@@ -21,8 +21,114 @@ use crate::vfs::{Region, Vfs, VfsFile};
 pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of files being built; leftovers are deleted on open.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of the next segment prepared ahead of time ([`Spare`]); removed
+/// (not counted as a leftover) on open, which prepares a fresh one.
+pub const SPARE_SUFFIX: &str = ".spare";
 /// The clean-close record (`format::close`).
 pub const CLOSE_FILE: &str = "CLOSED";
+
+/// The next segment, prepared ahead of time: `NNNNNNNNNN.wal.spare`, created
+/// and preallocated to its full size, not yet renamed into place. Rotation
+/// only writes its header and renames it, so it needs no new disk space: a
+/// full disk can still take the leases, acks and dead letters that drain it.
+#[derive(Debug)]
+pub struct Spare {
+    /// The id the segment will have.
+    pub id: u32,
+    size: u64,
+    tmp: PathBuf,
+    file: Box<dyn VfsFile>,
+}
+
+impl Spare {
+    /// Creates and preallocates the temporary file of segment `id`. On
+    /// failure the temporary file is removed at once.
+    pub fn prepare(vfs: &dyn Vfs, dir: &Path, id: u32, size: u64, mode: u32) -> Result<Spare> {
+        let tmp = dir.join(format!("{}{SPARE_SUFFIX}", file_name(id)));
+        let file = vfs
+            .create(&tmp, mode)
+            .map_err(|e| Error::io("creating new segment", &tmp, e))?;
+        if let Err(e) = file.allocate(size) {
+            drop(file);
+            let _ = vfs.remove(&tmp);
+            return Err(Error::io("preallocating new segment", &tmp, e));
+        }
+        Ok(Spare {
+            id,
+            size,
+            tmp,
+            file,
+        })
+    }
+
+    /// Writes the header, fsyncs, renames the file into place, fsyncs the
+    /// directory and maps it. On failure nothing is left behind (the
+    /// temporary file, or the renamed one if the directory sync failed).
+    pub fn install(
+        self,
+        vfs: &dyn Vfs,
+        dir: &Path,
+        base_lsn: u64,
+        next_job_id: u64,
+    ) -> Result<Segment> {
+        let Spare {
+            id,
+            size,
+            tmp,
+            file,
+        } = self;
+        let path = dir.join(file_name(id));
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            kind: FileKind::Log,
+            segment_id: id,
+            base_lsn,
+            next_job_id,
+        };
+        let built = file
+            .write_at(&header.encode(), 0)
+            .map_err(|e| Error::io("writing new segment header", &tmp, e))
+            .and_then(|()| {
+                file.sync_all()
+                    .map_err(|e| Error::io("syncing new segment", &tmp, e))
+            })
+            .and_then(|()| {
+                vfs.rename(&tmp, &path)
+                    .map_err(|e| Error::io("renaming new segment", &path, e))
+            });
+        if let Err(e) = built {
+            // Give the allocated space back at once, not at the next open.
+            drop(file);
+            let _ = vfs.remove(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = vfs.sync_dir(dir) {
+            // Unknown whether the name is durable; an empty segment is
+            // valid either way. Take it away so a retry starts afresh.
+            drop(file);
+            let _ = vfs.remove(&path);
+            return Err(Error::io("syncing directory for new segment", dir, e));
+        }
+        let region = file
+            .map(size)
+            .map_err(|e| Error::io("mapping new segment", &path, e))?;
+        region.publish(SEGMENT_HEADER_LEN);
+        Ok(Segment {
+            id,
+            path,
+            file: RwLock::new(Some(file)),
+            region,
+            header,
+        })
+    }
+
+    /// Removes the temporary file (the spare is not needed).
+    pub fn discard(self, vfs: &dyn Vfs) {
+        let Spare { tmp, file, .. } = self;
+        drop(file);
+        let _ = vfs.remove(&tmp);
+    }
+}
 
 /// An open log segment.
 #[derive(Debug)]
@@ -46,6 +152,12 @@ pub struct Segment {
 pub fn is_own_tmp(name: &str, dead_file: &str) -> bool {
     name.strip_suffix(TMP_SUFFIX)
         .is_some_and(|base| parse_name(base).is_some() || base == dead_file || base == CLOSE_FILE)
+}
+
+/// Whether `name` is a spare segment walq prepared ([`Spare`]).
+pub fn is_spare(name: &str) -> bool {
+    name.strip_suffix(SPARE_SUFFIX)
+        .is_some_and(|base| parse_name(base).is_some())
 }
 
 /// The file name of segment `id`.
@@ -84,54 +196,7 @@ impl Segment {
         next_job_id: u64,
         mode: u32,
     ) -> Result<Segment> {
-        let path = dir.join(file_name(id));
-        let tmp = dir.join(format!("{}{TMP_SUFFIX}", file_name(id)));
-        let header = SegmentHeader {
-            version: FORMAT_VERSION,
-            kind: FileKind::Log,
-            segment_id: id,
-            base_lsn,
-            next_job_id,
-        };
-        let file = vfs
-            .create(&tmp, mode)
-            .map_err(|e| Error::io("creating new segment", &tmp, e))?;
-        let built = (|| {
-            file.allocate(size)
-                .map_err(|e| Error::io("preallocating new segment", &tmp, e))?;
-            file.write_at(&header.encode(), 0)
-                .map_err(|e| Error::io("writing new segment header", &tmp, e))?;
-            file.sync_all()
-                .map_err(|e| Error::io("syncing new segment", &tmp, e))?;
-            vfs.rename(&tmp, &path)
-                .map_err(|e| Error::io("renaming new segment", &path, e))
-        })();
-        if let Err(e) = built {
-            // Give the partly allocated space back at once, not at the next
-            // open. Nothing refers to the file; a failed removal is left to
-            // recovery, which removes walq's own `.tmp` names.
-            drop(file);
-            let _ = vfs.remove(&tmp);
-            return Err(e);
-        }
-        if let Err(e) = vfs.sync_dir(dir) {
-            // Unknown whether the name is durable; an empty segment is
-            // valid either way. Take it away so a retry starts afresh.
-            drop(file);
-            let _ = vfs.remove(&path);
-            return Err(Error::io("syncing directory for new segment", dir, e));
-        }
-        let region = file
-            .map(size)
-            .map_err(|e| Error::io("mapping new segment", &path, e))?;
-        region.publish(SEGMENT_HEADER_LEN);
-        Ok(Segment {
-            id,
-            path,
-            file: RwLock::new(Some(file)),
-            region,
-            header,
-        })
+        Spare::prepare(vfs, dir, id, size, mode)?.install(vfs, dir, base_lsn, next_job_id)
     }
 
     /// Opens and maps an existing segment, checking its header.
@@ -297,6 +362,8 @@ mod tests {
         assert!(is_own_tmp("0000000042.wal.tmp", "dead.wal"));
         assert!(is_own_tmp("dead.wal.tmp", "dead.wal"));
         assert!(is_own_tmp("CLOSED.tmp", "dead.wal"));
+        assert!(is_spare("0000000042.wal.spare"));
+        assert!(!is_spare("notes.spare"));
         assert!(!is_own_tmp("notes.tmp", "dead.wal"));
         assert!(!is_own_tmp("backup.tmp", "dead.wal"));
         assert!(!is_own_tmp("0000000042.wal", "dead.wal"));

@@ -193,6 +193,10 @@ impl Log {
         let seg = self.active().clone();
         frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
         let off = self.tail;
+        // A failed write (ENOSPC from `pwrite` on a copy-on-write file
+        // system, say) poisons the queue: some callers change memory before
+        // their last record is appended, so the failure is not harmless in
+        // general (see issue 8, finding 3, on validate-write-apply).
         seg.write(off, &self.buf)?;
         if !tail.is_empty() {
             seg.write(off + self.buf.len() as u32, tail)?;

@@ -48,6 +48,9 @@ pub struct Committer {
     target: Mutex<Target>,
     durable: AtomicU64,
     syncs: AtomicU64,
+    /// Test hook: the next leader panics inside its sync.
+    #[cfg(test)]
+    panic_next_sync: std::sync::atomic::AtomicBool,
 }
 
 /// Latches a failure if the leader unwinds out of its sync.
@@ -175,6 +178,10 @@ impl Committer {
 
     /// Syncs the target; returns the LSN it covered.
     fn sync_target(&self) -> Result<u64> {
+        #[cfg(test)]
+        if self.panic_next_sync.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in the group-commit leader");
+        }
         let (seg, upto) = {
             let t = self.target.lock();
             (t.seg.clone(), t.written)
@@ -229,6 +236,23 @@ mod tests {
         assert_eq!(c.durable(), 800);
         assert!(c.syncs() <= 800);
         assert_eq!(fs.max_syncs_in_flight(), 1);
+    }
+
+    #[test]
+    fn a_panicking_leader_does_not_leave_waiters_waiting() {
+        let fs = SimFs::new();
+        let c = committer(&fs);
+        c.written(1);
+        c.panic_next_sync.store(true, Ordering::SeqCst);
+        let leader = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait(1))
+        };
+        assert!(leader.join().is_err(), "the leader panicked");
+        // Before: `syncing` stayed set and this waited for ever.
+        let err = c.wait(1).unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(c.durable(), 0);
     }
 
     #[test]

@@ -430,7 +430,7 @@ fn find_later<'a>(
     let mut first = None;
     let mut off = from as usize;
     while off + frame::FRAME_HEADER_LEN <= size {
-        let lsn = crate::format::u64_at(bytes, off + 8).unwrap_or(0);
+        let lsn = frame::peek_lsn(&bytes[off..]).unwrap_or(0);
         if lsn > expected && lsn - expected < (1 << 40) {
             if let Ok(f) = frame::decode(&bytes[off..], seg.id, seg.size()) {
                 if first.is_none() {

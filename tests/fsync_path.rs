@@ -112,10 +112,10 @@ fn a_dropped_writeback_is_never_published_as_durable() {
 }
 
 #[test]
-fn a_panicking_sync_does_not_leave_waiters_hanging() {
-    // A failed leader latches its failure, and every later caller gets an
-    // error rather than waiting for ever (the panic case is covered in the
-    // committer's unit tests; here the public API after a failed sync).
+fn nothing_is_acknowledged_after_a_failed_sync() {
+    // A failed leader latches its failure: every later caller gets an error
+    // although the kernel cleared it (a panicking leader is covered by the
+    // committer's unit tests).
     let fs = SimFs::new();
     let clock = ManualClock::new(START_MS);
     let q = open_with(&fs, &clock, Durability::Sync).unwrap();

@@ -32,12 +32,11 @@ struct CommitState {
     failure: Option<String>,
 }
 
-/// What the next sync covers: the active segment, and the last LSN
-/// written to it.
+/// What the next sync covers: the active segment (the last LSN written to
+/// it is `Committer::written`).
 #[derive(Debug, Default)]
 struct Target {
     seg: Option<Arc<Segment>>,
-    written: u64,
 }
 
 /// The group-commit coordinator.
@@ -46,6 +45,12 @@ pub struct Committer {
     state: Mutex<CommitState>,
     cv: Condvar,
     target: Mutex<Target>,
+    /// The last LSN written to the target segment. Stored by the log after
+    /// each append (no lock on the hot path); read by the leader with the
+    /// target lock held. A record of a newer segment is appended only after
+    /// `set_target` released that lock, so a leader holding it never reads
+    /// an LSN that its segment does not hold.
+    written: AtomicU64,
     durable: AtomicU64,
     syncs: AtomicU64,
     /// Test hook: the next leader panics inside its sync.
@@ -97,13 +102,12 @@ impl Committer {
     pub fn set_target(&self, seg: Arc<Segment>, written: u64) {
         let mut t = self.target.lock();
         t.seg = Some(seg);
-        t.written = written;
+        self.written.fetch_max(written, Ordering::Release);
     }
 
     /// Records that LSN `lsn` was written to the target segment.
     pub fn written(&self, lsn: u64) {
-        let mut t = self.target.lock();
-        t.written = t.written.max(lsn);
+        self.written.fetch_max(lsn, Ordering::Release);
     }
 
     /// Whether a failure is latched.
@@ -184,7 +188,7 @@ impl Committer {
         }
         let (seg, upto) = {
             let t = self.target.lock();
-            (t.seg.clone(), t.written)
+            (t.seg.clone(), self.written.load(Ordering::Acquire))
         };
         if let Some(seg) = seg {
             seg.sync_data()?;

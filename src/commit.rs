@@ -1,17 +1,30 @@
-//! Group commit: concurrent callers share one `fdatasync`.
+//! Group commit, and the one place that syncs the log.
+//!
+//! Every `fdatasync` of a log segment goes through [`Committer::wait`]:
+//! the group commit of `enqueue`/`ack`, rotation, dead-lettering, reclaim,
+//! redrive, purge, `sync()` and recovery. So at most one sync of the log is
+//! in flight, and no path can consume a writeback error that another then
+//! misses (Linux reports one once per open file, then clears it: two
+//! syncing paths could publish a durable LSN for dropped pages).
 //!
 //! A caller that needs LSN `n` durable either finds it already durable,
 //! waits while another caller's sync is running, or becomes the leader:
-//! it runs the sync with the lock released, publishes the new durable LSN
-//! (or the failure) and wakes every waiter. A failed sync is never retried
-//! (after a failed fsync the kernel may have dropped the dirty pages): the
-//! failure is latched, every waiter gets it, and the queue is poisoned.
+//! it syncs the sync target (the active segment and the last LSN written
+//! to it, read together under the target lock, so never an LSN of a newer
+//! segment) with no other lock held, publishes the new durable LSN (or the
+//! failure) and wakes every waiter. A failed sync is never retried (after a
+//! failed fsync the kernel may have dropped the dirty pages): the failure
+//! is latched before anything is published, every waiter gets it, nothing
+//! is published after it, and the queue is poisoned. A leader that panics
+//! latches a failure too, so no waiter waits for ever.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::segment::Segment;
 
 #[derive(Debug, Default)]
 struct CommitState {
@@ -19,13 +32,48 @@ struct CommitState {
     failure: Option<String>,
 }
 
+/// What the next sync covers: the active segment (the last LSN written to
+/// it is `Committer::written`).
+#[derive(Debug, Default)]
+struct Target {
+    seg: Option<Arc<Segment>>,
+}
+
 /// The group-commit coordinator.
 #[derive(Debug, Default)]
 pub struct Committer {
     state: Mutex<CommitState>,
     cv: Condvar,
+    target: Mutex<Target>,
+    /// The last LSN written to the target segment. Stored by the log after
+    /// each append (no lock on the hot path); read by the leader with the
+    /// target lock held. A record of a newer segment is appended only after
+    /// `set_target` released that lock, so a leader holding it never reads
+    /// an LSN that its segment does not hold.
+    written: AtomicU64,
     durable: AtomicU64,
     syncs: AtomicU64,
+    /// Test hook: the next leader panics inside its sync.
+    #[cfg(test)]
+    panic_next_sync: std::sync::atomic::AtomicBool,
+}
+
+/// Latches a failure if the leader unwinds out of its sync.
+struct LeaderGuard<'a> {
+    commit: &'a Committer,
+    done: bool,
+}
+
+impl Drop for LeaderGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut st = self.commit.state.lock();
+            st.syncing = false;
+            st.failure
+                .get_or_insert_with(|| "the group-commit leader panicked".to_string());
+            self.commit.cv.notify_all();
+        }
+    }
 }
 
 impl Committer {
@@ -47,33 +95,53 @@ impl Committer {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Records that everything up to `lsn` is durable (after a sync made
-    /// outside the coordinator, as at segment rotation).
-    pub fn mark_durable(&self, lsn: u64) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.durable.fetch_max(lsn, Ordering::AcqRel);
+    /// Makes `seg` the file later syncs cover, with `written` the last LSN
+    /// in the log. The log calls this at open and at rotation (after the
+    /// old segment is durable, so no sync of the old file can be claimed
+    /// for a record of the new one).
+    pub fn set_target(&self, seg: Arc<Segment>, written: u64) {
+        let mut t = self.target.lock();
+        t.seg = Some(seg);
+        self.written.fetch_max(written, Ordering::Release);
     }
 
-    /// Latches a failure: every waiter and later caller gets an error.
+    /// Records that LSN `lsn` was written to the target segment.
+    pub fn written(&self, lsn: u64) {
+        self.written.fetch_max(lsn, Ordering::Release);
+    }
+
+    /// Whether a failure is latched.
+    pub fn failed(&self) -> bool {
+        self.state.lock().failure.is_some()
+    }
+
+    /// Latches a failure: every waiter and later caller gets an error, and
+    /// the durable LSN never moves again.
     pub fn fail(&self, message: String) {
         let mut st = self.state.lock();
         st.failure.get_or_insert(message);
         self.cv.notify_all();
     }
 
-    /// Returns once `lsn` is durable. `sync` makes everything written so
-    /// far durable and returns the LSN it covered.
-    pub fn wait(&self, lsn: u64, sync: impl Fn() -> Result<u64>) -> Result<()> {
+    fn failure_error(msg: &str) -> Error {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "group commit failed, nothing after the last durable record is acknowledged: {msg}"
+            ),
+        )
+    }
+
+    /// Returns once `lsn` is durable, syncing the log (as leader) or
+    /// waiting for the sync in flight.
+    pub fn wait(&self, lsn: u64) -> Result<()> {
         if self.durable() >= lsn {
             return Ok(());
         }
         let mut st = self.state.lock();
         loop {
             if let Some(msg) = &st.failure {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!("group commit failed, nothing after the last durable record is acknowledged: {msg}"),
-                ));
+                return Err(Self::failure_error(msg));
             }
             if self.durable() >= lsn {
                 return Ok(());
@@ -84,50 +152,83 @@ impl Committer {
             }
             st.syncing = true;
             drop(st);
+            let mut guard = LeaderGuard {
+                commit: self,
+                done: false,
+            };
             // Let producers that were just woken append before the sync
             // starts, so that it covers more of them (64 Sync producers on
             // 2 vCPUs: 26 -> 33 jobs per fdatasync).
             std::thread::yield_now();
-            let result = sync();
+            let result = self.sync_target();
             st = self.state.lock();
+            guard.done = true;
             st.syncing = false;
+            self.cv.notify_all();
             match result {
-                Ok(upto) => {
-                    self.mark_durable(upto);
+                // Published only if no failure was latched meanwhile.
+                Ok(upto) if st.failure.is_none() => {
+                    self.syncs.fetch_add(1, Ordering::Relaxed);
+                    self.durable.fetch_max(upto, Ordering::AcqRel);
                 }
+                Ok(_) => {}
                 Err(err) => {
                     st.failure.get_or_insert(err.to_string());
-                    self.cv.notify_all();
                     return Err(err);
                 }
             }
-            self.cv.notify_all();
         }
+    }
+
+    /// Syncs the target; returns the LSN it covered.
+    fn sync_target(&self) -> Result<u64> {
+        #[cfg(test)]
+        if self.panic_next_sync.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in the group-commit leader");
+        }
+        let (seg, upto) = {
+            let t = self.target.lock();
+            (t.seg.clone(), self.written.load(Ordering::Acquire))
+        };
+        if let Some(seg) = seg {
+            seg.sync_data()?;
+        }
+        Ok(upto)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
+    use crate::vfs::{Fault, FaultOp, SimFs, Vfs};
+    use std::path::Path;
+
+    fn committer(fs: &SimFs) -> Arc<Committer> {
+        let dir = Path::new("/q");
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let seg = Segment::create(fs, dir, 1, 1 << 16, 1, 1, 0o600).unwrap();
+        let c = Arc::new(Committer::new(0));
+        c.set_target(Arc::new(seg), 0);
+        c
+    }
 
     #[test]
     fn waiters_share_syncs() {
-        let c = Arc::new(Committer::new(0));
-        let written = Arc::new(AtomicU64::new(0));
-        let syncs = Arc::new(AtomicUsize::new(0));
+        let fs = SimFs::new();
+        let c = committer(&fs);
+        let written = Arc::new(Mutex::new(0u64));
         let threads: Vec<_> = (0..8)
             .map(|_| {
-                let (c, written, syncs) = (c.clone(), written.clone(), syncs.clone());
+                let (c, written) = (c.clone(), written.clone());
                 std::thread::spawn(move || {
                     for _ in 0..100 {
-                        let lsn = written.fetch_add(1, Ordering::SeqCst) + 1;
-                        c.wait(lsn, || {
-                            syncs.fetch_add(1, Ordering::SeqCst);
-                            Ok(written.load(Ordering::SeqCst))
-                        })
-                        .unwrap();
+                        let lsn = {
+                            let mut w = written.lock();
+                            *w += 1;
+                            c.written(*w);
+                            *w
+                        };
+                        c.wait(lsn).unwrap();
                         assert!(c.durable() >= lsn);
                     }
                 })
@@ -137,19 +238,47 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(c.durable(), 800);
-        assert!(syncs.load(Ordering::SeqCst) <= 800);
+        assert!(c.syncs() <= 800);
+        assert_eq!(fs.max_syncs_in_flight(), 1);
+    }
+
+    #[test]
+    fn a_panicking_leader_does_not_leave_waiters_waiting() {
+        let fs = SimFs::new();
+        let c = committer(&fs);
+        c.written(1);
+        c.panic_next_sync.store(true, Ordering::SeqCst);
+        let leader = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait(1))
+        };
+        assert!(leader.join().is_err(), "the leader panicked");
+        // Before: `syncing` stayed set and this waited for ever.
+        let err = c.wait(1).unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(c.durable(), 0);
     }
 
     #[test]
     fn a_failure_reaches_every_waiter_and_sticks() {
-        let c = Committer::new(0);
-        let err = c
-            .wait(1, || Err(Error::new(ErrorKind::Io, "disk on fire")))
-            .unwrap_err();
-        assert!(err.to_string().contains("disk on fire"));
-        let later = c.wait(1, || Ok(1)).unwrap_err();
+        let fs = SimFs::new();
+        let c = committer(&fs);
+        fs.kernel_sync_errors(true);
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Sync,
+            at: fs.op_count(FaultOp::Sync),
+            forever: false,
+            kind: std::io::ErrorKind::Other,
+        }));
+        c.written(1);
+        let err = c.wait(1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        // The kernel cleared the error: the next fdatasync would succeed,
+        // but nothing may be published after the failure.
+        c.written(2);
+        let later = c.wait(2).unwrap_err();
         assert_eq!(later.kind(), ErrorKind::Io);
-        assert!(later.to_string().contains("disk on fire"));
+        assert!(later.to_string().contains("fault"), "{later}");
         assert_eq!(c.durable(), 0);
     }
 }

@@ -360,8 +360,8 @@ fn write_fresh(
 }
 
 /// Writes a side file (dead letters, completions) with `body` after its
-/// header crash-atomically: `<name>.tmp`, fsync, rename over `path`,
-/// fsync of the directory.
+/// header crash-atomically (`vfs::write_atomically`: `<name>.tmp`, fsync,
+/// rename over `path`, fsync of the directory).
 pub(crate) fn write_side_file(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -371,10 +371,6 @@ pub(crate) fn write_side_file(
     mode: u32,
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!("{name}{}", crate::segment::TMP_SUFFIX));
     let header = SegmentHeader {
         version: FORMAT_VERSION,
         kind,
@@ -382,19 +378,11 @@ pub(crate) fn write_side_file(
         base_lsn: 0,
         next_job_id: 0,
     };
-    let _ = vfs.remove(&tmp);
-    let file = vfs
-        .create(&tmp, mode)
-        .map_err(|e| Error::io("creating side file", &tmp, e))?;
-    file.write_at(&header.encode(), 0)
-        .and_then(|()| file.write_at(body, SEGMENT_HEADER_LEN as u64))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing side file", &tmp, e))?;
-    vfs.rename(&tmp, path)
-        .map_err(|e| Error::io("renaming side file", path, e))?;
-    vfs.sync_dir(dir)
-        .map_err(|e| Error::io("syncing directory", dir, e))?;
-    Ok(file)
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    debug_assert_eq!(path, dir.join(&name));
+    crate::vfs::write_atomically(vfs, dir, &name, &[&header.encode(), body], mode)
 }
 
 /// The first intact frame after a damaged one at `damaged`, and whether

@@ -1,9 +1,6 @@
 //! A leased job and its receipt.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crate::segment::Segment;
 
 /// Proof of one lease on one job, for [`crate::Queue::ack`],
 /// [`crate::Queue::nack`], [`crate::Queue::fail`] and
@@ -27,9 +24,10 @@ impl Receipt {
 
 /// A job leased from the queue.
 ///
-/// The payload is read straight from the memory-mapped segment, without a
-/// copy; it stays readable for as long as the `Job` lives, even after the
-/// job is acked and its segment deleted.
+/// A `Job` owns a copy of its payload (and key), taken when it was leased:
+/// it holds no reference to the log, so keeping a `Job` pins no segment
+/// file, its disk space or its memory map, and reading the payload can
+/// never fault, whatever happens to the queue's files meanwhile.
 ///
 /// ```
 /// # fn main() -> walq::Result<()> {
@@ -49,9 +47,8 @@ pub struct Job {
     pub(crate) max_attempts: u32,
     pub(crate) enqueued_ms: u64,
     pub(crate) receipt: Receipt,
-    pub(crate) segment: Arc<Segment>,
-    pub(crate) key: (usize, usize),
-    pub(crate) payload: (usize, usize),
+    pub(crate) key: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Job {
@@ -80,18 +77,19 @@ impl Job {
         UNIX_EPOCH + Duration::from_millis(self.enqueued_ms)
     }
 
-    /// The payload, zero-copy from the memory map.
+    /// The payload (the job's own copy).
     pub fn payload(&self) -> &[u8] {
-        self.segment
-            .region
-            .bytes(self.payload.0, self.payload.1)
-            .unwrap_or_default()
+        &self.payload
+    }
+
+    /// Takes the payload out of the job, without another copy.
+    pub fn into_payload(self) -> Vec<u8> {
+        self.payload
     }
 
     /// The idempotency key the job was enqueued with, if any.
     pub fn idempotency_key(&self) -> Option<&[u8]> {
-        let key = self.segment.region.bytes(self.key.0, self.key.1)?;
-        (!key.is_empty()).then_some(key)
+        (!self.key.is_empty()).then_some(&self.key[..])
     }
 
     /// The receipt of this lease.
@@ -106,7 +104,7 @@ impl std::fmt::Debug for Job {
             .field("id", &self.id)
             .field("attempt", &self.attempt)
             .field("enqueued_ms", &self.enqueued_ms)
-            .field("payload_len", &self.payload.1)
+            .field("payload_len", &self.payload.len())
             .finish_non_exhaustive()
     }
 }

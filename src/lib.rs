@@ -40,6 +40,28 @@
 //! record is checksummed and damage is reported, never skipped silently.
 //! See the README for the full list and the tests that prove each one.
 //!
+//! ## Soundness
+//!
+//! No public type gives a view into walq's memory maps: a [`Job`] owns a
+//! copy of its payload, and the map type is crate-private (the file-system
+//! seam and raw format modules are public only with the `testing` feature,
+//! for walq's own tests, and even then the map is out of reach):
+//!
+//! ```compile_fail
+//! // The memory-map type is not nameable from outside the crate.
+//! fn peek(region: &walq::vfs::Region) {}
+//! ```
+//!
+//! ```compile_fail
+//! // Nor are its methods callable on a map obtained through the seam.
+//! use walq::vfs::{SimFs, Vfs, VfsFile};
+//! let fs = SimFs::new();
+//! let file = fs.create(std::path::Path::new("/x"), 0o600).unwrap();
+//! let region = file.map(16).unwrap();
+//! let _ = region.write(0, b"two writers");
+//! let _ = region.bytes(0, 16);
+//! ```
+//!
 //! ## Layout
 //!
 //! The format is specified in `docs/format.md`, the design in
@@ -55,8 +77,14 @@ mod dead;
 mod dead_letters;
 mod done;
 mod error;
+// The raw format and file-system seam are internal. The `testing` feature
+// exposes them to walq's own tests and fuzz targets; a release build's API
+// has neither (and neither reaches the memory-map type, see `os`).
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod format;
+#[cfg(not(feature = "testing"))]
+mod format;
 mod idhash;
 mod job;
 mod jobs;
@@ -73,8 +101,11 @@ mod state;
 mod stats;
 mod status;
 pub mod typed;
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod vfs;
+#[cfg(not(feature = "testing"))]
+mod vfs;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -6,10 +6,17 @@
 //! its first record.
 //!
 //! Rotation order (each step durable before the next):
-//! 1. fdatasync the old active segment, so nothing in the new segment is
-//!    acknowledged while an older record could still be lost;
+//! 1. fdatasync the old active segment through the committer (the one sync
+//!    path, see `commit`), so nothing in the new segment is acknowledged
+//!    while an older record could still be lost;
 //! 2. create the new segment (see `segment`), which fsyncs it and the
-//!    directory.
+//!    directory, and make it the committer's target;
+//! 3. close the old segment's descriptor: sealed segments are read through
+//!    their map and hold no file descriptor.
+//!
+//! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
+//! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])
+//! and the next append tries again.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -17,10 +24,11 @@ use std::sync::Arc;
 
 use crate::commit::Committer;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::close::CleanClose;
 use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
-use crate::segment::Segment;
+use crate::segment::{Segment, Spare};
 use crate::vfs::Vfs;
 
 /// How far ahead of the tail pages are faulted in.
@@ -70,6 +78,10 @@ pub struct Log {
     /// Group-commit coordinator (holds the durable LSN).
     pub commit: Arc<Committer>,
     buf: Vec<u8>,
+    /// The last append failed before writing anything (see rotation).
+    harmless_failure: bool,
+    /// The next segment, created and preallocated ahead of time.
+    spare: Option<Spare>,
 }
 
 impl Log {
@@ -86,6 +98,9 @@ impl Log {
         commit: Arc<Committer>,
     ) -> Log {
         assert!(!segments.is_empty(), "a log has an active segment");
+        if let Some(active) = segments.back() {
+            commit.set_target(active.seg.clone(), next_lsn - 1);
+        }
         Log {
             dir,
             vfs,
@@ -96,6 +111,8 @@ impl Log {
             next_lsn,
             commit,
             buf: Vec::with_capacity(256),
+            harmless_failure: false,
+            spare: None,
         }
     }
 
@@ -127,14 +144,26 @@ impl Log {
 
     /// Bytes of all segment files.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| s.seg.region.len() as u64)
-            .sum()
+        self.segments.iter().map(|s| u64::from(s.seg.size())).sum()
+    }
+
+    /// Rotates first if `bytes` more of new jobs would not fit in the
+    /// active segment (see [`Log::ensure_room_for`]).
+    pub fn ensure_room(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        self.ensure_room_for(bytes, next_job_id, false)
+    }
+
+    /// Rotates first if `bytes` more of records that drain the queue
+    /// (leases, acks, nacks, dead letters, carried records) would not fit.
+    pub fn ensure_room_draining(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        self.ensure_room_for(bytes, next_job_id, true)
     }
 
     /// Rotates first if `bytes` more would not fit in the active segment.
-    pub fn ensure_room(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+    /// Only `draining` records may use the last spare segment: new jobs are
+    /// refused (ENOSPC, not poisoned) unless the segment after it can be
+    /// prepared too, so a full disk keeps room to drain the queue.
+    fn ensure_room_for(&mut self, bytes: u64, next_job_id: u64, draining: bool) -> Result<()> {
         if bytes > self.max_frame() {
             return Err(Error::new(
                 ErrorKind::PayloadTooLarge,
@@ -146,7 +175,7 @@ impl Log {
         }
         let end = u64::from(self.tail) + bytes;
         if end > u64::from(self.active().size()) {
-            self.rotate(next_job_id)?;
+            self.rotate(next_job_id, draining)?;
         }
         Ok(())
     }
@@ -157,12 +186,17 @@ impl Log {
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
         let len = (self.buf.len() + tail.len()) as u64;
-        self.ensure_room(len, next_job_id)?;
+        let draining = !matches!(rec, Record::Enqueue(_));
+        self.ensure_room_for(len, next_job_id, draining)?;
         let lsn = self.next_lsn;
         let lag = u32::try_from(lsn.saturating_sub(self.commit.durable())).unwrap_or(u32::MAX);
         let seg = self.active().clone();
         frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
         let off = self.tail;
+        // A failed write (ENOSPC from `pwrite` on a copy-on-write file
+        // system, say) poisons the queue: some callers change memory before
+        // their last record is appended, so the failure is not harmless in
+        // general (see issue 8, finding 3, on validate-write-apply).
         seg.write(off, &self.buf)?;
         if !tail.is_empty() {
             seg.write(off + self.buf.len() as u32, tail)?;
@@ -174,6 +208,8 @@ impl Log {
             seg.region.prefault(next as usize, PREFAULT_BYTES);
         }
         self.tail += len;
+        seg.publish(self.tail);
+        self.commit.written(lsn);
         self.next_lsn += 1;
         Ok(Appended {
             seg: seg.id,
@@ -183,17 +219,55 @@ impl Log {
         })
     }
 
-    /// Makes everything written so far durable (outside group commit).
+    /// Makes everything written so far durable, through the committer (the
+    /// one sync path of the log).
     pub fn sync_now(&self) -> Result<()> {
-        let seg = self.active();
-        seg.file
-            .sync_data()
-            .map_err(|e| Error::io("syncing segment", &seg.path, e))?;
-        self.commit.mark_durable(self.next_lsn - 1);
-        Ok(())
+        self.commit.wait(self.next_lsn - 1)
     }
 
-    fn rotate(&mut self, next_job_id: u64) -> Result<()> {
+    /// Prepares the next segment ahead of time (best effort: without a
+    /// spare, rotation creates the segment itself). Keeping one spare means
+    /// a full disk can still rotate once, so that leases, acks and dead
+    /// letters, which drain the queue and free space, can be written.
+    pub fn prepare_spare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let Some(id) = self.active().id.checked_add(1) else {
+            return;
+        };
+        self.spare = Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode).ok();
+    }
+
+    /// Records where the log ends (`CLOSED`, crash-atomically), after
+    /// everything is synced at a clean close: a later open that finds the
+    /// log ending earlier, or the active segment shorter, reports damage.
+    pub fn record_clean_close(&self) -> Result<()> {
+        let active = self.active();
+        let rec = CleanClose {
+            segment_id: active.id,
+            segment_size: u64::from(active.size()),
+            last_lsn: self.next_lsn - 1,
+        };
+        crate::vfs::write_atomically(
+            &*self.vfs,
+            &self.dir,
+            crate::segment::CLOSE_FILE,
+            &[&rec.encode()],
+            self.mode,
+        )
+        .map(drop)
+    }
+
+    /// Whether the last failed append wrote nothing and changed nothing (a
+    /// segment could not be created): such a failure does not poison the
+    /// queue. Resets the flag.
+    pub fn take_harmless_failure(&mut self) -> bool {
+        std::mem::take(&mut self.harmless_failure)
+    }
+
+    fn rotate(&mut self, next_job_id: u64, draining: bool) -> Result<()> {
+        self.harmless_failure = false;
         self.sync_now()?;
         let id = self.active().id.checked_add(1).ok_or_else(|| {
             Error::new(
@@ -201,21 +275,57 @@ impl Log {
                 "segment ids exhausted (2^32 segments)",
             )
         })?;
-        let seg = Segment::create(
-            &*self.vfs,
-            &self.dir,
-            id,
-            self.seg_size,
-            self.next_lsn,
-            next_job_id,
-            self.mode,
-        )?;
+        let seg = self
+            .next_segment(id, next_job_id, draining)
+            .inspect_err(|_| self.harmless_failure = !self.commit.failed())?;
+        let seg = Arc::new(seg);
+        self.commit.set_target(seg.clone(), self.next_lsn - 1);
+        let old = self.active().clone();
         self.segments.push_back(SegInfo {
-            seg: Arc::new(seg),
+            seg,
             live_jobs: 0,
             live_bytes: 0,
         });
         self.tail = SEGMENT_HEADER_LEN as u32;
+        old.release_fd();
         Ok(())
+    }
+
+    /// Installs segment `id` (the spare, or a new one) and leaves a spare
+    /// for the one after; a new job may take the spare only if that spare
+    /// can be prepared. On failure nothing changed and the spare is kept.
+    fn next_segment(&mut self, id: u32, next_job_id: u64, draining: bool) -> Result<Segment> {
+        let spare = match self.spare.take() {
+            Some(s) if s.id == id => s,
+            other => {
+                if let Some(s) = other {
+                    s.discard(&*self.vfs);
+                }
+                Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)?
+            }
+        };
+        let after = match id
+            .checked_add(1)
+            .map(|next| Spare::prepare(&*self.vfs, &self.dir, next, self.seg_size, self.mode))
+        {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) if !draining => {
+                self.spare = Some(spare);
+                return Err(e);
+            }
+            _ => None,
+        };
+        match spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id) {
+            Ok(seg) => {
+                self.spare = after;
+                Ok(seg)
+            }
+            Err(e) => {
+                if let Some(s) = after {
+                    s.discard(&*self.vfs);
+                }
+                Err(e)
+            }
+        }
     }
 }

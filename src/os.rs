@@ -4,54 +4,65 @@
 //! # Safety argument
 //!
 //! A [`Region`] is a fixed-length byte range shared between one writer and
-//! many readers. Soundness rests on three rules that the rest of the crate
-//! keeps and that this module checks where it can:
+//! many readers. It is crate-private (not reachable from the public API,
+//! even with the `testing` feature: its type is not re-exported and every
+//! method is `pub(crate)`), and it enforces the rule that makes its
+//! shared slices sound by itself, whatever its callers do:
 //!
-//! 1. **The mapped file never shrinks while mapped.** walq maps only log
-//!    segments, which are preallocated to their full size when created and
-//!    never truncated: a torn tail is cut by writing zeros, not by
-//!    `set_len`. Segments are deleted by unlinking, which leaves existing
-//!    mappings valid (the inode lives until the last mapping is gone).
-//!    Another process cannot shrink the file through walq, because the
-//!    queue directory is locked (`LOCK`, `flock`). A process outside walq
-//!    that truncates a segment is outside the contract: reading a mapped
-//!    page past the end of a file raises `SIGBUS`, as with every mmap
-//!    database (LMDB, bbolt).
-//! 2. **Bytes are written once, before they are read.** The engine writes a
-//!    record past the published tail while holding the queue lock, then
-//!    publishes the new tail under that lock; readers take slices only below
-//!    a tail they read under the lock. So no slice handed out by
-//!    [`Region::bytes`] ever overlaps a concurrent [`Region::write`]. The one
-//!    exception, zeroing a torn tail during recovery, happens before any
-//!    reader exists.
+//! 1. **Published bytes are never written again.** The region keeps a
+//!    watermark, `published`, that only grows. [`Region::bytes`] hands out
+//!    slices only below it; [`Region::write`] refuses any write that starts
+//!    below it. So no slice handed out can overlap a write, now or later.
+//! 2. **Writes and publication are serialised.** `write` and `publish` take
+//!    the region's writer lock, so a watermark never moves over a write in
+//!    progress, and two writes never run at once. `publish` stores with
+//!    `Release` and `bytes` loads with `Acquire`, so a reader that sees the
+//!    watermark sees the bytes written below it.
 //! 3. **Bounds are checked** on every read and write; an out-of-range
 //!    request returns `None` or an error, never touches memory.
+//! 4. **The mapped file never shrinks while mapped (by walq).** Segments
+//!    are preallocated to their full size when created and never truncated:
+//!    a torn tail is cut by writing zeros, not by `set_len`. Segments are
+//!    deleted by unlinking, which leaves existing mappings valid. The queue
+//!    directory is locked (`LOCK`, `flock`), so no other walq shrinks it.
 //!
-//! I/O errors: a read of a mapped page that the disk cannot deliver raises
-//! `SIGBUS` (there is no error return from a memory access). walq reduces
-//! the exposure by mapping only files it preallocated and verified on open,
-//! and by checking every record's CRC when it is read, so silent corruption
-//! is reported as [`crate::ErrorKind::Corrupt`]. Write errors surface at
-//! `fdatasync`, which is checked and poisons the queue.
+//! What remains outside the type system, as with every mmap database
+//! (LMDB, bbolt): a process outside walq that truncates a live segment
+//! makes a later access of the lost pages raise `SIGBUS`. walq limits that
+//! exposure: a [`crate::Job`] owns a copy of its payload (user code never
+//! holds a slice of a map), recovery reads files with `pread` before
+//! mapping them, and appends go through `pwrite` where a store into the
+//! map could fault for lack of space (copy-on-write file systems, see
+//! [`map_stores_are_safe`]). `docs/architecture.md` lists what stays fatal.
 
 use std::cell::UnsafeCell;
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 /// A fixed-length byte region: a shared memory map of a file, or a heap
 /// buffer standing in for one in test file systems.
 pub struct Region {
     inner: Inner,
     len: usize,
+    /// Bytes below this are readable and never written again (rule 1).
+    published: AtomicUsize,
+    /// Serialises writes and publication (rule 2).
+    writer: Mutex<()>,
 }
 
 enum Inner {
     Map(memmap2::MmapRaw),
+    // Only the simulated file system (tests, fuzzing) builds heap regions.
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     Heap(Box<[UnsafeCell<u8>]>),
 }
 
-// SAFETY: the region is plain memory; concurrent access follows rule 2 of
-// the module safety argument (writes and reads never overlap).
+// SAFETY: the region is plain memory; writes happen only above the
+// published watermark under the writer lock, reads only below it (rules 1
+// and 2 of the module safety argument), so no access races another.
 unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
@@ -69,7 +80,7 @@ impl std::fmt::Debug for Region {
 impl Region {
     /// Maps the first `len` bytes of `file` shared, readable and writable.
     /// The file must already be at least `len` bytes long.
-    pub fn map(file: &File, len: u64) -> io::Result<Region> {
+    pub(crate) fn map(file: &File, len: u64) -> io::Result<Region> {
         let file_len = file.metadata()?.len();
         if file_len < len {
             return Err(io::Error::new(
@@ -80,29 +91,41 @@ impl Region {
         let len_usize = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "map length"))?;
         let map = memmap2::MmapOptions::new().len(len_usize).map_raw(file)?;
-        Ok(Region {
-            inner: Inner::Map(map),
-            len: len_usize,
-        })
+        Ok(Region::new(Inner::Map(map), len_usize))
     }
 
     /// A zeroed heap region of `len` bytes.
-    pub fn heap(len: usize) -> Region {
+    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+    pub(crate) fn heap(len: usize) -> Region {
         let buf: Box<[UnsafeCell<u8>]> = (0..len).map(|_| UnsafeCell::new(0)).collect();
+        Region::new(Inner::Heap(buf), len)
+    }
+
+    fn new(inner: Inner, len: usize) -> Region {
         Region {
-            inner: Inner::Heap(buf),
+            inner,
             len,
+            published: AtomicUsize::new(0),
+            writer: Mutex::new(()),
         }
     }
 
     /// Length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether the region is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Bytes `0..published()` are readable and frozen.
+    pub(crate) fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Freezes `0..upto` (clamped to the region): readable from now on,
+    /// never written again. The watermark never goes back.
+    pub(crate) fn publish(&self, upto: usize) {
+        let _writer = self.writer.lock();
+        self.published
+            .fetch_max(upto.min(self.len), Ordering::Release);
     }
 
     fn base(&self) -> *mut u8 {
@@ -112,24 +135,30 @@ impl Region {
         }
     }
 
-    /// The bytes `off..off+len`, or `None` if out of range.
-    ///
-    /// Callers read only ranges that were written and published before
-    /// (rule 2 of the module safety argument).
-    pub fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+    /// The bytes `off..off+len`, or `None` unless the whole range is
+    /// below the published watermark.
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
         let end = off.checked_add(len)?;
-        if end > self.len {
+        if end > self.published() {
             return None;
         }
-        // SAFETY: in bounds (checked above); the memory lives as long as
-        // `self`; by rule 2 nothing writes to this range while the slice
-        // lives.
+        // SAFETY: in bounds (published <= len); the memory lives as long
+        // as `self`; the range is below the watermark, which never goes
+        // back, and `write` refuses every write that starts below it (rule
+        // 1), so nothing writes to this range while the slice lives.
         Some(unsafe { std::slice::from_raw_parts(self.base().add(off), len) })
     }
 
-    /// Copies `data` to `off`. Callers write only past every published
-    /// range (rule 2).
-    pub fn write(&self, off: usize, data: &[u8]) -> io::Result<()> {
+    /// Copies `data` to `off`, which must not be below the published
+    /// watermark.
+    pub(crate) fn write(&self, off: usize, data: &[u8]) -> io::Result<()> {
+        let _writer = self.writer.lock();
+        if off < self.published.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("write at {off} is below the published watermark"),
+            ));
+        }
         let end = off.checked_add(data.len());
         if end.is_none_or(|end| end > self.len) {
             return Err(io::Error::new(
@@ -141,9 +170,10 @@ impl Region {
                 ),
             ));
         }
-        // SAFETY: in bounds (checked above); `data` is a separate borrow
-        // and cannot overlap a region we hold no slice of for writing; by
-        // rule 2 no reader holds a slice of this range.
+        // SAFETY: in bounds (checked above); `data` is a shared borrow, so
+        // it is not a slice of this range (slices exist only below the
+        // watermark, and `off` is at or above it); we hold the writer lock,
+        // so no other write and no publication runs meanwhile (rule 2).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(off), data.len());
         }
@@ -154,7 +184,7 @@ impl Region {
     /// (`MADV_POPULATE_WRITE`), so that appends do not take one page fault
     /// (and a readahead of preallocated zeros) per page. A hint: errors
     /// (older kernels) are ignored.
-    pub fn prefault(&self, off: usize, len: usize) {
+    pub(crate) fn prefault(&self, off: usize, len: usize) {
         #[cfg(target_os = "linux")]
         if let Inner::Map(m) = &self.inner {
             let len = len.min(self.len.saturating_sub(off));
@@ -167,10 +197,49 @@ impl Region {
     }
 }
 
+/// Whether a store into a shared map of `file` is backed by the space that
+/// [`preallocate`] reserved, so that it cannot fault for lack of space.
+///
+/// True only on file systems where that was measured (see
+/// `docs/architecture.md`, "Appends: map stores or pwrite"): ext2/3/4, xfs
+/// and tmpfs overwrite preallocated blocks in place. On copy-on-write file
+/// systems (btrfs, zfs, bcachefs) an overwrite allocates new blocks, so a
+/// store into the map on a full disk raises `SIGBUS`: walq appends with
+/// `pwrite` there, which returns `ENOSPC`. Unknown file systems get
+/// `pwrite` too.
+pub(crate) fn map_stores_are_safe(file: &File) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        const EXT4: u32 = 0xef53;
+        const XFS: u32 = 0x5846_5342;
+        const TMPFS: u32 = 0x0102_1994;
+        let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+        // SAFETY: `fstatfs` fills the `statfs` we pass (valid, writable,
+        // properly aligned) and reads nothing else; the fd is ours.
+        let rc = unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) };
+        if rc != 0 {
+            return false;
+        }
+        // SAFETY: `fstatfs` succeeded, so it initialised the struct (it was
+        // zeroed before in any case, and every field is an integer).
+        let sfs = unsafe { buf.assume_init() };
+        // The magic numbers fit in 32 bits; the field's width varies.
+        #[allow(clippy::cast_possible_truncation, clippy::unnecessary_cast)]
+        let magic = sfs.f_type as u32;
+        matches!(magic, EXT4 | XFS | TMPFS)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        false
+    }
+}
+
 /// Reserves `len` bytes of disk for `file` so that writes through a map
 /// cannot fail for lack of space later. Falls back to writing zeros where
 /// `fallocate` is not supported.
-pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::io::AsRawFd;
@@ -210,7 +279,13 @@ mod tests {
     fn heap_region_bounds() {
         let r = Region::heap(16);
         r.write(4, b"abcd").unwrap();
+        assert_eq!(r.bytes(4, 4), None, "not published yet");
+        r.publish(8);
         assert_eq!(r.bytes(4, 4), Some(&b"abcd"[..]));
+        assert!(r.write(7, b"x").is_err(), "below the watermark");
+        r.write(8, b"x").unwrap();
+        r.publish(4);
+        assert_eq!(r.published(), 8, "the watermark never goes back");
         assert!(r.bytes(14, 4).is_none());
         assert!(r.bytes(usize::MAX, 2).is_none());
         assert!(r.write(14, b"abcd").is_err());
@@ -224,6 +299,7 @@ mod tests {
         assert!(Region::map(&f, 20).is_err());
         let r = Region::map(&f, 10).unwrap();
         r.write(0, b"hello").unwrap();
+        r.publish(5);
         assert_eq!(r.bytes(0, 5), Some(&b"hello"[..]));
     }
 

@@ -40,7 +40,8 @@ struct Inner {
     report: RecoveryReport,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
-    _lock: Box<dyn std::any::Any + Send + Sync>,
+    /// The directory lock, released by `close` or the last drop.
+    lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -96,12 +97,18 @@ impl Queue {
     /// Recovery runs here: every record is verified, a torn tail is cut,
     /// and leases of the previous process are released.
     pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Queue> {
-        Queue::open_on(Arc::new(StdFs), dir.as_ref(), opts)
+        Queue::open_vfs(Arc::new(StdFs), dir.as_ref(), opts)
     }
 
-    /// Opens the queue on another file system (for fault-injection tests).
+    /// Opens the queue on another file system (for fault-injection tests;
+    /// only with the `testing` feature).
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn open_on(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Queue> {
+        Queue::open_vfs(vfs, dir, opts)
+    }
+
+    fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Queue> {
         opts.validate()?;
         vfs.create_dir_all(dir, opts.dir_mode)
             .map_err(|e| Error::io("creating queue directory", dir, e))?;
@@ -117,10 +124,10 @@ impl Queue {
                 Error::io("locking queue directory", &lock_path, e)
             }
         })?;
-        let commit = Arc::new(Committer::new(0));
         let now = opts.clock.now_ms();
-        let (state, mut report) =
-            crate::recovery::recover(vfs.clone(), dir, &opts, commit.clone(), now)?;
+        let (state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
+        // The log's committer: the one path that syncs the log.
+        let commit = state.log.commit.clone();
         let done = Queue::open_done(vfs, dir, &opts, &state, now, &mut report)?;
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
@@ -138,7 +145,7 @@ impl Queue {
             report,
             flusher: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         if let Some(every) = periodic {
             let weak = Arc::downgrade(&inner);
@@ -189,7 +196,7 @@ impl Queue {
         let now = st.now(self.inner.opts.clock.now_ms());
         let out = op(&mut st, now);
         if let Err(e) = &out {
-            if matches!(e.kind(), ErrorKind::Io) {
+            if matches!(e.kind(), ErrorKind::Io) && !st.log.take_harmless_failure() {
                 self.poison(e);
             }
         }
@@ -210,18 +217,10 @@ impl Queue {
         self.make_durable(lsn)
     }
 
+    /// Waits until `lsn` is durable through the committer, the one path
+    /// that syncs the log; a failure poisons the queue.
     fn make_durable(&self, lsn: u64) -> Result<()> {
-        let inner = &self.inner;
-        let result = inner.commit.wait(lsn, || {
-            let (seg, upto) = {
-                let st = inner.state.lock();
-                (st.log.active().clone(), st.log.next_lsn - 1)
-            };
-            seg.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync of segment", &seg.path, e))?;
-            Ok(upto)
-        });
+        let result = self.inner.commit.wait(lsn);
         if let Err(e) = &result {
             self.poison(e);
         }
@@ -309,7 +308,7 @@ impl Queue {
                 Ok(Some(job)) => return Ok(Some(job)),
                 Ok(None) => {}
                 Err(e) => {
-                    if e.kind() == ErrorKind::Io {
+                    if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                         self.poison(&e);
                     }
                     return Err(e);
@@ -464,16 +463,34 @@ impl Queue {
     }
 
     /// Syncs and closes the queue; every clone then fails with
-    /// [`ErrorKind::Closed`]. The directory lock is released when the last
-    /// clone is dropped.
+    /// [`ErrorKind::Closed`]. The directory lock is released at once, so
+    /// the queue can be reopened (in this process or another) while clones
+    /// of this handle are still alive. A clean close records where the log
+    /// ends (file `CLOSED`), so that a later open detects a log cut short.
     pub fn close(&self) -> Result<()> {
+        // Under the state lock: no operation is half done, none starts.
+        let mut st = self.inner.state.lock();
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::new(ErrorKind::Closed, "the queue was closed"));
+        }
+        self.inner.ready.notify_all();
         let result = if self.inner.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.sync()
+            self.inner
+                .commit
+                .wait(st.log.next_lsn - 1)
+                .and_then(|()| st.dead.sync())
+                .inspect_err(|e| self.poison(e))
         };
-        self.inner.closed.store(true, Ordering::Release);
-        self.inner.ready.notify_all();
+        if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
+            // Best effort: without the record (a full disk, say) the next
+            // open just has one check fewer; an older record stays valid
+            // (the log only grows).
+            let _ = st.log.record_clean_close();
+        }
+        drop(st);
+        self.inner.lock.lock().take();
         result
     }
 

@@ -170,7 +170,8 @@ impl QueueState {
                 // carried copy and its lease form one batch, so a crash
                 // keeps both or neither.
                 let len = QueueState::enqueue_frame_len(e.payload, e.key.len());
-                self.log.ensure_room(len + LEASE_FRAME_LEN, self.next_id)?;
+                self.log
+                    .ensure_room_draining(len + LEASE_FRAME_LEN, self.next_id)?;
                 self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?
             } else {
                 self.log.append(&rec, 0, self.next_id)?

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::commit::Committer;
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
+use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
@@ -30,7 +31,7 @@ use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
-use crate::segment::{self, Segment, TMP_SUFFIX};
+use crate::segment::{self, Segment};
 use crate::state::{Config, Counters, QueueState};
 use crate::stats::RecoveryReport;
 use crate::vfs::Vfs;
@@ -61,7 +62,6 @@ pub fn recover(
     vfs: Arc<dyn Vfs>,
     dir: &Path,
     opts: &Options,
-    commit: Arc<Committer>,
     clock_ms: u64,
 ) -> Result<(QueueState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
@@ -70,7 +70,14 @@ pub fn recover(
         .map_err(|e| Error::io("listing queue directory", dir, e))?;
     let mut ids = Vec::new();
     for name in &names {
-        if name.ends_with(TMP_SUFFIX) {
+        if segment::is_spare(name) {
+            // The previous run's spare segment: a fresh one is prepared.
+            let path = dir.join(name);
+            vfs.remove(&path)
+                .map_err(|e| Error::io("removing spare segment", &path, e))?;
+        } else if segment::is_own_tmp(name, crate::dead::DEAD_FILE)
+            || name.strip_suffix(segment::TMP_SUFFIX) == Some(crate::done::DONE_FILE)
+        {
             let path = dir.join(name);
             vfs.remove(&path)
                 .map_err(|e| Error::io("removing leftover temporary file", &path, e))?;
@@ -136,16 +143,19 @@ pub fn recover(
             }
         };
         let last = i + 1 == ids.len();
-        let end = scan_segment(
-            &seg,
-            expected,
+        let ctx = ScanCtx {
             last,
-            opts.recovery,
-            &mut replay,
-            &dead_lsns,
+            mode: opts.recovery,
+            dead_lsns: &dead_lsns,
             dedup_ms,
-            &mut report,
-        )?;
+        };
+        let end = scan_segment(&seg, expected, &ctx, &mut replay, &mut report)?;
+        // From here on the segment is read through its map, below what was
+        // found intact; a sealed one gives its descriptor back.
+        seg.publish(end.off);
+        if !last {
+            seg.release_fd();
+        }
         report.segments_scanned += 1;
         report.bytes_scanned += u64::from(end.off);
         next_lsn = Some(end.next_lsn);
@@ -157,6 +167,7 @@ pub fn recover(
         });
     }
 
+    check_clean_close(&*vfs, dir, &segments, next_lsn, opts.recovery, &mut report)?;
     if segments.is_empty() {
         let seg = Segment::create(
             &*vfs,
@@ -178,13 +189,10 @@ pub fn recover(
     // Whatever survived the crash is on disk from here on, so later sync
     // lags are measured from a true durable point.
     let active = &segments.back().expect("at least one segment").seg;
-    active
-        .file
-        .sync_data()
-        .map_err(|e| Error::io("syncing segment", &active.path, e))?;
-    commit.mark_durable(next_lsn - 1);
+    active.sync_data()?;
+    let commit = Arc::new(Committer::new(next_lsn - 1));
 
-    let log = Log::new(
+    let mut log = Log::new(
         dir.to_path_buf(),
         vfs,
         opts.file_mode,
@@ -194,33 +202,128 @@ pub fn recover(
         next_lsn,
         commit,
     );
+    log.prepare_spare();
     finish(log, dead, replay, opts, clock_ms, report)
 }
 
-/// Replays one segment; returns where it ends.
-#[allow(clippy::too_many_arguments)]
+/// Checks the log against the last clean close (file `CLOSED`, absent in
+/// directories written before it existed): a log that ends before the LSN
+/// recorded there, or an active segment shorter than it was created, was
+/// cut by someone else (a segment is preallocated before it is renamed
+/// into place, so a short segment is never a torn write). Strict refuses
+/// with an error naming the file; Salvage opens and counts the loss.
+fn check_clean_close(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segments: &VecDeque<SegInfo>,
+    next_lsn: Option<u64>,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let path = dir.join(segment::CLOSE_FILE);
+    let Some(bytes) = read_small(vfs, &path)? else {
+        return Ok(());
+    };
+    let strict = mode == RecoveryMode::Strict;
+    let Some(clean) = CleanClose::decode(&bytes) else {
+        if strict {
+            return Err(Error::corrupt(&path, 0, "clean-close record is damaged"));
+        }
+        return Ok(());
+    };
+    let found = next_lsn.map_or(0, |n| n - 1);
+    let last = segments.back().map(|s| &s.seg);
+    let where_ = last.map_or(path.as_path(), |s| s.path.as_path());
+    if let Some(seg) = last.filter(|s| s.id == clean.segment_id) {
+        let size = u64::from(seg.size());
+        if size < clean.segment_size {
+            if strict {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    size,
+                    format!(
+                        "segment is {size} bytes, shorter than the {} it was created with: \
+                         it was truncated (open with RecoveryMode::Salvage to keep the rest)",
+                        clean.segment_size
+                    ),
+                ));
+            }
+            report.bytes_skipped += clean.segment_size - size;
+        }
+    }
+    if found < clean.last_lsn {
+        if strict {
+            return Err(Error::corrupt(
+                where_,
+                0,
+                format!(
+                    "the log ends at LSN {found}, but the queue was closed cleanly at LSN {}: \
+                     records were cut off (open with RecoveryMode::Salvage to keep the rest)",
+                    clean.last_lsn
+                ),
+            ));
+        }
+        report.records_lost += clean.last_lsn - found;
+    }
+    Ok(())
+}
+
+/// The bytes of a small file, `None` if it does not exist.
+fn read_small(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = match vfs.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("opening", path, e)),
+    };
+    let len = file.len().map_err(|e| Error::io("reading", path, e))?;
+    let mut buf = vec![0u8; usize::try_from(len.min(4096)).unwrap_or(4096)];
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok(Some(buf))
+}
+
+/// What a segment scan needs to know besides the segment.
+struct ScanCtx<'a> {
+    /// The newest segment (a torn tail is cut, not reported).
+    last: bool,
+    mode: RecoveryMode,
+    dead_lsns: &'a HashMap<u64, u64>,
+    dedup_ms: u64,
+}
+
+/// The frame at `off` of a segment image read with `pread`.
+fn frame_in<'a>(
+    image: &'a [u8],
+    seg: &Segment,
+    off: u32,
+) -> std::result::Result<Frame<'a>, FrameError> {
+    let buf = image.get(off as usize..).ok_or(FrameError::Truncated)?;
+    frame::decode(buf, seg.id, seg.size())
+}
+
+/// Replays one segment, read with `pread` (an unreadable sector is an
+/// error naming the file, never a `SIGBUS`); returns where it ends.
 fn scan_segment(
     seg: &Segment,
     mut expected: u64,
-    last: bool,
-    mode: RecoveryMode,
+    ctx: &ScanCtx<'_>,
     replay: &mut Replay,
-    dead_lsns: &HashMap<u64, u64>,
-    dedup_ms: u64,
     report: &mut RecoveryReport,
 ) -> Result<ScanEnd> {
+    let image = seg.read_image()?;
+    let image = &image[..];
+    let (last, mode, dead_lsns, dedup_ms) = (ctx.last, ctx.mode, ctx.dead_lsns, ctx.dedup_ms);
     let size = seg.size();
     let mut off = SEGMENT_HEADER_LEN as u32;
     let mut batch: Vec<u32> = Vec::new();
     loop {
-        let damage = match seg.frame_at(off) {
+        let damage = match frame_in(image, seg, off) {
             Ok(f) if f.lsn == expected => {
                 if f.flags & FLAG_BATCH_MORE != 0 {
                     batch.push(off);
                 } else {
                     for b in std::mem::take(&mut batch) {
-                        let bf = seg
-                            .frame_at(b)
+                        let bf = frame_in(image, seg, b)
                             .map_err(|e| Error::corrupt(&seg.path, u64::from(b), e.to_string()))?;
                         apply(seg, b, &bf, replay, dead_lsns, dedup_ms)?;
                     }
@@ -231,11 +334,11 @@ fn scan_segment(
                 continue;
             }
             Ok(f) => format!("record has LSN {}, expected {expected}", f.lsn),
-            Err(FrameError::Zero) if all_zero(seg, off) => break,
+            Err(FrameError::Zero) if all_zero(image, off) => break,
             Err(e) => e.to_string(),
         };
         // A damaged or torn record at `off`.
-        let (next, durable_later) = find_later(seg, off + 1, expected);
+        let (next, durable_later) = find_later(image, seg, off + 1, expected);
         if last && !durable_later {
             break;
         }
@@ -268,15 +371,13 @@ fn scan_segment(
         off = batch[0];
     }
     if last {
-        let end = last_nonzero(seg, off);
+        let end = last_nonzero(image, off);
         if end > off {
             report.torn_bytes += u64::from(end - off);
             zero(seg, off, end)?;
-            seg.file
-                .sync_data()
-                .map_err(|e| Error::io("syncing cut tail", &seg.path, e))?;
+            seg.sync_data()?;
         }
-    } else if !batch.is_empty() || !all_zero(seg, off) {
+    } else if !batch.is_empty() || !all_zero(image, off) {
         // Sealed segments end cleanly; anything else was reported above.
         if mode == RecoveryMode::Strict {
             return Err(Error::corrupt(
@@ -292,14 +393,13 @@ fn scan_segment(
     })
 }
 
-fn all_zero(seg: &Segment, off: u32) -> bool {
-    last_nonzero(seg, off) <= off
+fn all_zero(image: &[u8], off: u32) -> bool {
+    last_nonzero(image, off) <= off
 }
 
 /// One past the last nonzero byte at or after `off` (or `off`).
-fn last_nonzero(seg: &Segment, off: u32) -> u32 {
-    let size = seg.size();
-    let Some(rest) = seg.region.bytes(off as usize, (size - off) as usize) else {
+fn last_nonzero(image: &[u8], off: u32) -> u32 {
+    let Some(rest) = image.get(off as usize..) else {
         return off;
     };
     match rest.iter().rposition(|&b| b != 0) {
@@ -322,15 +422,17 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
 /// The first intact frame after `from` with an LSN past `expected`, and
 /// whether any intact frame after `from` proves, through its sync lag, that
 /// LSN `expected` had been durable (then the damage is not a torn write).
-fn find_later(seg: &Segment, from: u32, expected: u64) -> (Option<(u32, Frame<'_>)>, bool) {
-    let size = seg.size() as usize;
-    let Some(bytes) = seg.region.bytes(0, size) else {
-        return (None, false);
-    };
+fn find_later<'a>(
+    bytes: &'a [u8],
+    seg: &Segment,
+    from: u32,
+    expected: u64,
+) -> (Option<(u32, Frame<'a>)>, bool) {
+    let size = bytes.len();
     let mut first = None;
     let mut off = from as usize;
     while off + frame::FRAME_HEADER_LEN <= size {
-        let lsn = crate::format::u64_at(bytes, off + 8).unwrap_or(0);
+        let lsn = frame::peek_lsn(&bytes[off..]).unwrap_or(0);
         if lsn > expected && lsn - expected < (1 << 40) {
             if let Ok(f) = frame::decode(&bytes[off..], seg.id, seg.size()) {
                 if first.is_none() {

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{self, Frame, FrameError};
 use crate::format::header::{FileKind, HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
@@ -19,6 +21,115 @@ use crate::vfs::{Region, Vfs, VfsFile};
 pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of files being built; leftovers are deleted on open.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// Suffix of the next segment prepared ahead of time ([`Spare`]); removed
+/// (not counted as a leftover) on open, which prepares a fresh one.
+pub const SPARE_SUFFIX: &str = ".spare";
+/// The clean-close record (`format::close`).
+pub const CLOSE_FILE: &str = "CLOSED";
+
+/// The next segment, prepared ahead of time: `NNNNNNNNNN.wal.spare`, created
+/// and preallocated to its full size, not yet renamed into place. Rotation
+/// only writes its header and renames it, so it needs no new disk space: a
+/// full disk can still take the leases, acks and dead letters that drain it.
+#[derive(Debug)]
+pub struct Spare {
+    /// The id the segment will have.
+    pub id: u32,
+    size: u64,
+    tmp: PathBuf,
+    file: Box<dyn VfsFile>,
+}
+
+impl Spare {
+    /// Creates and preallocates the temporary file of segment `id`. On
+    /// failure the temporary file is removed at once.
+    pub fn prepare(vfs: &dyn Vfs, dir: &Path, id: u32, size: u64, mode: u32) -> Result<Spare> {
+        let tmp = dir.join(format!("{}{SPARE_SUFFIX}", file_name(id)));
+        let file = vfs
+            .create(&tmp, mode)
+            .map_err(|e| Error::io("creating new segment", &tmp, e))?;
+        if let Err(e) = file.allocate(size) {
+            drop(file);
+            let _ = vfs.remove(&tmp);
+            return Err(Error::io("preallocating new segment", &tmp, e));
+        }
+        Ok(Spare {
+            id,
+            size,
+            tmp,
+            file,
+        })
+    }
+
+    /// Writes the header, fsyncs, renames the file into place, fsyncs the
+    /// directory and maps it. On failure nothing is left behind (the
+    /// temporary file, or the renamed one if the directory sync failed).
+    pub fn install(
+        self,
+        vfs: &dyn Vfs,
+        dir: &Path,
+        base_lsn: u64,
+        next_job_id: u64,
+    ) -> Result<Segment> {
+        let Spare {
+            id,
+            size,
+            tmp,
+            file,
+        } = self;
+        let path = dir.join(file_name(id));
+        let header = SegmentHeader {
+            version: FORMAT_VERSION,
+            kind: FileKind::Log,
+            segment_id: id,
+            base_lsn,
+            next_job_id,
+        };
+        let built = file
+            .write_at(&header.encode(), 0)
+            .map_err(|e| Error::io("writing new segment header", &tmp, e))
+            .and_then(|()| {
+                file.sync_all()
+                    .map_err(|e| Error::io("syncing new segment", &tmp, e))
+            })
+            .and_then(|()| {
+                vfs.rename(&tmp, &path)
+                    .map_err(|e| Error::io("renaming new segment", &path, e))
+            });
+        if let Err(e) = built {
+            // Give the allocated space back at once, not at the next open.
+            drop(file);
+            let _ = vfs.remove(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = vfs.sync_dir(dir) {
+            // Unknown whether the name is durable; an empty segment is
+            // valid either way. Take it away so a retry starts afresh.
+            drop(file);
+            let _ = vfs.remove(&path);
+            return Err(Error::io("syncing directory for new segment", dir, e));
+        }
+        let region = file
+            .map(size)
+            .map_err(|e| Error::io("mapping new segment", &path, e))?
+            .0;
+        region.publish(SEGMENT_HEADER_LEN);
+        Ok(Segment {
+            id,
+            path,
+            file: RwLock::new(Some(file)),
+            region,
+            header,
+        })
+    }
+
+    /// Removes the temporary file (the spare is not needed).
+    pub fn discard(self, vfs: &dyn Vfs) {
+        let Spare { tmp, file, .. } = self;
+        drop(file);
+        let _ = vfs.remove(&tmp);
+    }
+}
 
 /// An open log segment.
 #[derive(Debug)]
@@ -27,12 +138,27 @@ pub struct Segment {
     pub id: u32,
     /// Where the file is.
     pub path: PathBuf,
-    /// The file.
-    pub file: Box<dyn VfsFile>,
-    /// The whole file, mapped.
+    /// The file, while open: sealed segments give their descriptor back
+    /// (see [`Segment::release_fd`]) and are read through the map.
+    file: RwLock<Option<Box<dyn VfsFile>>>,
+    /// The whole file, mapped; bytes below its watermark are published.
     pub region: Arc<Region>,
     /// The decoded header.
     pub header: SegmentHeader,
+}
+
+/// Whether `name` is a temporary name that walq itself creates (a
+/// segment being built, or `dead` being rewritten): only those are removed
+/// on open, never a user's `notes.tmp`.
+pub fn is_own_tmp(name: &str, dead_file: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX)
+        .is_some_and(|base| parse_name(base).is_some() || base == dead_file || base == CLOSE_FILE)
+}
+
+/// Whether `name` is a spare segment walq prepared ([`Spare`]).
+pub fn is_spare(name: &str) -> bool {
+    name.strip_suffix(SPARE_SUFFIX)
+        .is_some_and(|base| parse_name(base).is_some())
 }
 
 /// The file name of segment `id`.
@@ -71,38 +197,7 @@ impl Segment {
         next_job_id: u64,
         mode: u32,
     ) -> Result<Segment> {
-        let path = dir.join(file_name(id));
-        let tmp = dir.join(format!("{}{TMP_SUFFIX}", file_name(id)));
-        let header = SegmentHeader {
-            version: FORMAT_VERSION,
-            kind: FileKind::Log,
-            segment_id: id,
-            base_lsn,
-            next_job_id,
-        };
-        let file = vfs
-            .create(&tmp, mode)
-            .map_err(|e| Error::io("creating segment", &tmp, e))?;
-        file.allocate(size)
-            .map_err(|e| Error::io("preallocating segment", &tmp, e))?;
-        file.write_at(&header.encode(), 0)
-            .map_err(|e| Error::io("writing segment header", &tmp, e))?;
-        file.sync_all()
-            .map_err(|e| Error::io("syncing new segment", &tmp, e))?;
-        vfs.rename(&tmp, &path)
-            .map_err(|e| Error::io("renaming new segment", &path, e))?;
-        vfs.sync_dir(dir)
-            .map_err(|e| Error::io("syncing directory", dir, e))?;
-        let region = file
-            .map(size)
-            .map_err(|e| Error::io("mapping segment", &path, e))?;
-        Ok(Segment {
-            id,
-            path,
-            file,
-            region,
-            header,
-        })
+        Spare::prepare(vfs, dir, id, size, mode)?.install(vfs, dir, base_lsn, next_job_id)
     }
 
     /// Opens and maps an existing segment, checking its header.
@@ -150,14 +245,71 @@ impl Segment {
         }
         let region = file
             .map(len)
-            .map_err(|e| Error::io("mapping segment", path, e))?;
+            .map_err(|e| Error::io("mapping segment", path, e))?
+            .0;
         Ok(Segment {
             id,
             path: path.to_path_buf(),
-            file,
+            file: RwLock::new(Some(file)),
             region,
             header,
         })
+    }
+
+    /// Runs `f` on the open file; an error if the descriptor was released.
+    fn with_file<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&dyn VfsFile) -> std::io::Result<T>,
+    ) -> Result<T> {
+        let guard = self.file.read();
+        let file = guard.as_deref().ok_or_else(|| {
+            Error::io(
+                what,
+                &self.path,
+                std::io::Error::other("the segment is sealed and its file closed"),
+            )
+        })?;
+        f(file).map_err(|e| Error::io(what, &self.path, e))
+    }
+
+    /// Closes the file descriptor of a sealed segment (reads go through the
+    /// map, which stays valid), so a long backlog holds no descriptors.
+    pub fn release_fd(&self) {
+        self.file.write().take();
+    }
+
+    /// `fdatasync` of the segment file.
+    pub fn sync_data(&self) -> Result<()> {
+        self.with_file("fdatasync of segment", |f| f.sync_data())
+    }
+
+    /// The whole file, read with `pread` (recovery reads this way, so an
+    /// unreadable sector is an error naming the file, not a `SIGBUS`).
+    pub fn read_image(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.region.len()];
+        self.with_file("reading segment", |f| f.read_at(&mut buf, 0))?;
+        Ok(buf)
+    }
+
+    /// Publishes `0..end`: from now on those bytes are readable through the
+    /// map and never written again.
+    pub fn publish(&self, end: u32) {
+        self.region.publish(end as usize);
+    }
+
+    /// A copy of the published bytes `off..off+len` (an owned job payload).
+    pub fn copy(&self, off: usize, len: usize) -> Result<Vec<u8>> {
+        self.region
+            .bytes(off, len)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    off as u64,
+                    format!("{len} bytes past the end of the written log"),
+                )
+            })
     }
 
     /// Size of the file in bytes.
@@ -166,8 +318,9 @@ impl Segment {
     }
 
     /// Decodes and verifies the frame at `off`.
+    /// Only published bytes are read.
     pub fn frame_at(&self, off: u32) -> std::result::Result<Frame<'_>, FrameError> {
-        let rest = self.region.len().saturating_sub(off as usize);
+        let rest = self.region.published().saturating_sub(off as usize);
         let buf = self
             .region
             .bytes(off as usize, rest)
@@ -192,9 +345,7 @@ impl Segment {
 
     /// Writes `bytes` at `off`.
     pub fn write(&self, off: u32, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_at(bytes, u64::from(off))
-            .map_err(|e| Error::io("writing record", &self.path, e))
+        self.with_file("writing record", |f| f.write_at(bytes, u64::from(off)))
     }
 }
 
@@ -210,6 +361,14 @@ mod tests {
         assert_eq!(parse_name("42.wal"), None);
         assert_eq!(parse_name("0000000042.wal.tmp"), None);
         assert_eq!(parse_name("dead.wal"), None);
+        assert!(is_own_tmp("0000000042.wal.tmp", "dead.wal"));
+        assert!(is_own_tmp("dead.wal.tmp", "dead.wal"));
+        assert!(is_own_tmp("CLOSED.tmp", "dead.wal"));
+        assert!(is_spare("0000000042.wal.spare"));
+        assert!(!is_spare("notes.spare"));
+        assert!(!is_own_tmp("notes.tmp", "dead.wal"));
+        assert!(!is_own_tmp("backup.tmp", "dead.wal"));
+        assert!(!is_own_tmp("0000000042.wal", "dead.wal"));
     }
 
     #[test]

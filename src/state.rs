@@ -392,6 +392,10 @@ impl QueueState {
         };
         let slot = *self.jobs.get(id).expect("a ready job is live");
         let (segment, key_at, payload_at, payload_len, meta) = self.read_job(&slot)?;
+        let (key, payload) = (
+            segment.copy(key_at, meta.key_len)?,
+            segment.copy(payload_at, payload_len)?,
+        );
         let attempts = slot.attempts.saturating_add(1);
         self.log.append(
             &Record::Lease {
@@ -420,9 +424,8 @@ impl QueueState {
             max_attempts: meta.max_attempts,
             enqueued_ms: meta.enqueued_ms,
             receipt: Receipt { id, token },
-            segment,
-            key: (key_at, meta.key_len),
-            payload: (payload_at, payload_len),
+            key,
+            payload,
         }))
     }
 

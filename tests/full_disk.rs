@@ -85,7 +85,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use walq::vfs::{Region, SimFs, StdFs, Vfs, VfsFile};
+use walq::vfs::{Mapping, SimFs, StdFs, Vfs, VfsFile};
 use walq::{Durability, ErrorKind, Options, Queue};
 
 const DIR_ENV: &str = "WALQ_FULL_DISK_DIR";
@@ -1033,7 +1033,7 @@ impl VfsFile for QuotaFile {
         self.inner.sync_all()
     }
 
-    fn map(&self, len: u64) -> std::io::Result<Arc<Region>> {
+    fn map(&self, len: u64) -> std::io::Result<Mapping> {
         self.inner.map(len)
     }
 }

@@ -79,10 +79,17 @@ pub fn checksum(segment_id: u32, parts: &[&[u8]]) -> u32 {
     h.finalize()
 }
 
+/// The LSN field of what may be a frame header at the start of `buf`,
+/// unverified (for the byte-by-byte search for intact frames after damage).
+pub fn peek_lsn(buf: &[u8]) -> Option<u64> {
+    u64_at(buf, 8)
+}
+
 /// Encodes a frame: `out` is cleared and receives the header followed by
 /// `head`; `tail` (the payload) belongs after it and is covered by the
 /// checksum, so a frame is `out ‖ tail` on disk.
 #[allow(clippy::too_many_arguments)]
+#[cfg(any(test, feature = "testing"))]
 pub fn encode(
     out: &mut Vec<u8>,
     segment_id: u32,

@@ -5,6 +5,7 @@
 //! power loss or inject I/O faults (see `tests/`), so every crash and fault
 //! scenario runs against the same engine code that users run.
 
+#[cfg(any(test, feature = "testing"))]
 mod sim;
 mod std_fs;
 
@@ -12,7 +13,17 @@ use std::any::Any;
 use std::io;
 use std::path::Path;
 
-pub use crate::os::Region;
+// Not re-exported: the map type never leaves the crate, even with the
+// `testing` feature (its methods are crate-private too).
+pub(crate) use crate::os::Region;
+
+/// A file's memory map as the seam hands it over: opaque outside walq
+/// (nothing outside the crate can read or write through it), so a file
+/// system written outside the crate, such as a test's wrapper around
+/// [`SimFs`], can pass a map along but never touch its bytes.
+#[derive(Clone)]
+pub struct Mapping(pub(crate) std::sync::Arc<Region>);
+#[cfg(any(test, feature = "testing"))]
 pub use sim::{Fault, FaultOp, SimFs};
 pub use std_fs::StdFs;
 
@@ -37,7 +48,7 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// Maps the first `len` bytes (the file is at least that long and never
     /// shrinks afterwards). Writes through [`VfsFile::write_at`] to the
     /// range show in the region.
-    fn map(&self, len: u64) -> io::Result<std::sync::Arc<Region>>;
+    fn map(&self, len: u64) -> io::Result<Mapping>;
 }
 
 /// A file system.
@@ -60,4 +71,47 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
     /// held until the returned guard is dropped. Fails with
     /// [`io::ErrorKind::WouldBlock`] if anyone else holds it.
     fn lock(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Any + Send + Sync>>;
+}
+
+/// Writes `dir/name` crash-atomically with `parts` one after another: a
+/// temporary file `name.tmp` is written and fsynced, renamed over `name`,
+/// and the directory fsynced. After a crash the file is either the old one
+/// or the new one; a failure removes the temporary file at once. The one
+/// implementation of the protocol for small files (`dead.wal`, `CLOSED`).
+pub(crate) fn write_atomically(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    parts: &[&[u8]],
+    mode: u32,
+) -> crate::Result<Box<dyn VfsFile>> {
+    use crate::error::Error;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}{}", crate::segment::TMP_SUFFIX));
+    let _ = vfs.remove(&tmp);
+    let file = vfs
+        .create(&tmp, mode)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    let mut off = 0u64;
+    let written = parts
+        .iter()
+        .try_for_each(|part| {
+            file.write_at(part, off)?;
+            off += part.len() as u64;
+            Ok(())
+        })
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))
+        .and_then(|()| {
+            vfs.rename(&tmp, &path)
+                .map_err(|e| Error::io("renaming", &path, e))
+        });
+    if let Err(e) = written {
+        drop(file);
+        let _ = vfs.remove(&tmp);
+        return Err(e);
+    }
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("syncing directory", dir, e))?;
+    Ok(file)
 }

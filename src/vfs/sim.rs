@@ -149,6 +149,9 @@ struct Inode {
     pending: Vec<Change>,
     /// Live maps of this file, kept in step with `data`.
     maps: Vec<Weak<Region>>,
+    /// A failed sync dropped writes (`kernel_sync_errors`): `data` holds
+    /// bytes that will never be durable.
+    dropped_writes: bool,
 }
 
 fn len_u64(n: usize) -> u64 {
@@ -199,6 +202,13 @@ impl Inode {
         });
     }
 
+    /// A failed writeback as Linux handles it: the pending writes are
+    /// forgotten (still readable in `data`, never made durable).
+    fn drop_pending_writes(&mut self) {
+        self.dropped_writes = true;
+        self.pending.retain(|c| matches!(c, Change::Len(_)));
+    }
+
     fn set_len(&mut self, len: usize) {
         self.data.resize(len, 0);
         self.pending.push(Change::Len(len_u64(len)));
@@ -233,7 +243,10 @@ impl Inode {
         }
         self.synced_len = len_u64(cur);
         debug_assert_eq!(cur, self.data.len(), "volatile changes were all recorded");
-        debug_assert!(self.durable[..cur] == self.data[..], "durable matches data");
+        debug_assert!(
+            self.dropped_writes || self.durable[..cur] == self.data[..],
+            "durable matches data"
+        );
     }
 
     /// The contents after a power loss, the fate of each volatile write
@@ -344,6 +357,11 @@ struct State {
     frozen: bool,
     fault: Option<Fault>,
     counts: [u64; 6],
+    /// Fail syncs as Linux does (see [`SimFs::kernel_sync_errors`]).
+    kernel_sync_errors: bool,
+    /// Syncs running now, per inode, and the most ever seen on one inode.
+    syncs_in_flight: BTreeMap<u64, usize>,
+    max_syncs_in_flight: usize,
 }
 
 impl State {
@@ -561,6 +579,19 @@ impl SimFs {
         self.shared.gate_cv.notify_all();
     }
 
+    /// Makes a failed sync behave as on Linux (fsyncgate): the file's
+    /// unsynced writes are dropped (they stay readable but never become
+    /// durable), the error is reported to that one call, and the next sync
+    /// succeeds. Off by default (a failed sync keeps the writes volatile).
+    pub fn kernel_sync_errors(&self, on: bool) {
+        self.shared.state.lock().kernel_sync_errors = on;
+    }
+
+    /// The most syncs ever running at once on one file.
+    pub fn max_syncs_in_flight(&self) -> usize {
+        self.shared.state.lock().max_syncs_in_flight
+    }
+
     /// How many sync calls are blocked by [`SimFs::pause_syncs`] now.
     pub fn paused_syncs(&self) -> usize {
         self.shared.gate.lock().waiting
@@ -600,10 +631,30 @@ impl std::fmt::Debug for SimFile {
 
 impl SimFile {
     fn sync(&self, all: bool) -> io::Result<()> {
+        {
+            let mut st = self.shared.state.lock();
+            let n = st.syncs_in_flight.entry(self.ino).or_insert(0);
+            *n += 1;
+            let n = *n;
+            st.max_syncs_in_flight = st.max_syncs_in_flight.max(n);
+        }
         self.shared.gate();
         let mut st = self.shared.state.lock();
-        if st.sync_point()? {
-            st.inode(self.ino)?.sync(all);
+        if let Some(n) = st.syncs_in_flight.get_mut(&self.ino) {
+            *n -= 1;
+        }
+        match st.sync_point() {
+            Ok(true) => st.inode(self.ino)?.sync(all),
+            Ok(false) => {}
+            Err(e) => {
+                if st.kernel_sync_errors {
+                    // Linux marks the dirty pages clean after a writeback
+                    // error and reports it once: the writes stay readable
+                    // but never reach the disk, and the next sync succeeds.
+                    st.inode(self.ino)?.drop_pending_writes();
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -678,7 +729,13 @@ impl VfsFile for SimFile {
         self.sync(true)
     }
 
-    fn map(&self, len: u64) -> io::Result<Arc<Region>> {
+    fn map(&self, len: u64) -> io::Result<super::Mapping> {
+        self.map_region(len).map(super::Mapping)
+    }
+}
+
+impl SimFile {
+    fn map_region(&self, len: u64) -> io::Result<Arc<Region>> {
         if let Some(map) = self.map.get() {
             return Ok(map.clone());
         }
@@ -1180,23 +1237,49 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_style_sync_error_drops_the_writes_once() {
+        let fs = fs_with_dir();
+        let f = durable_file(&fs, "a", b"old!");
+        fs.kernel_sync_errors(true);
+        f.write_at(b"new!", 0).unwrap();
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Sync,
+            at: fs.op_count(FaultOp::Sync),
+            forever: false,
+            kind: io::ErrorKind::Other,
+        }));
+        assert!(f.sync_data().is_err());
+        // Reported once: the next sync succeeds, the write stays readable
+        // but was dropped.
+        f.sync_data().unwrap();
+        assert_eq!(fs.read_file(&p("/d/a")).unwrap(), b"new!");
+        let after = fs.power_loss(1);
+        assert_eq!(after.read_file(&p("/d/a")).unwrap(), b"old!");
+    }
+
+    #[test]
     fn maps_follow_writes() {
         let fs = fs_with_dir();
         let f = fs.create(&p("/d/s"), 0o600).unwrap();
         f.allocate(4096).unwrap();
         f.write_at(b"head", 0).unwrap();
         assert!(f.map(8192).is_err());
-        let r = f.map(4096).unwrap();
+        let r = f.map(4096).unwrap().0;
+        assert_eq!(r.bytes(0, 4), None, "nothing published yet");
+        r.publish(4);
         assert_eq!(r.bytes(0, 4), Some(&b"head"[..]));
         f.write_at(b"body", 100).unwrap();
+        r.publish(104);
         assert_eq!(r.bytes(100, 4), Some(&b"body"[..]));
-        assert!(Arc::ptr_eq(&r, &f.map(4096).unwrap()));
+        assert!(Arc::ptr_eq(&r, &f.map(4096).unwrap().0));
         assert!(f.set_len(10).is_err(), "mapped files are not resized");
         // Another handle maps the same bytes.
         let g = fs.open(&p("/d/s")).unwrap();
-        let r2 = g.map(4096).unwrap();
+        let r2 = g.map(4096).unwrap().0;
+        r2.publish(104);
         assert_eq!(r2.bytes(100, 4), Some(&b"body"[..]));
         g.write_at(b"more", 200).unwrap();
+        r.publish(204);
         assert_eq!(r.bytes(200, 4), Some(&b"more"[..]));
         let mut buf = [0u8; 4];
         f.read_at(&mut buf, 200).unwrap();

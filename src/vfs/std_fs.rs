@@ -17,6 +17,10 @@ pub struct StdFs;
 struct StdFile {
     file: File,
     map: OnceLock<Arc<Region>>,
+    /// Appends may be stores into the map (see `os::map_stores_are_safe`);
+    /// otherwise they are `pwrite`s, which return ENOSPC instead of
+    /// raising SIGBUS.
+    stores: OnceLock<bool>,
 }
 
 impl VfsFile for StdFile {
@@ -29,7 +33,7 @@ impl VfsFile for StdFile {
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        if let Some(map) = self.map.get() {
+        if let (Some(map), Some(true)) = (self.map.get(), self.stores.get()) {
             let end = off.checked_add(buf.len() as u64);
             if end.is_some_and(|end| end <= map.len() as u64) {
                 let off = usize::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
@@ -61,11 +65,18 @@ impl VfsFile for StdFile {
         self.file.sync_all()
     }
 
-    fn map(&self, len: u64) -> io::Result<Arc<Region>> {
+    fn map(&self, len: u64) -> io::Result<super::Mapping> {
+        self.map_region(len).map(super::Mapping)
+    }
+}
+
+impl StdFile {
+    fn map_region(&self, len: u64) -> io::Result<Arc<Region>> {
         if let Some(map) = self.map.get() {
             return Ok(map.clone());
         }
         let map = Arc::new(Region::map(&self.file, len)?);
+        let _ = self.stores.set(crate::os::map_stores_are_safe(&self.file));
         Ok(self.map.get_or_init(|| map).clone())
     }
 }
@@ -93,6 +104,7 @@ impl Vfs for StdFs {
         Ok(Box::new(StdFile {
             file,
             map: OnceLock::new(),
+            stores: OnceLock::new(),
         }))
     }
 
@@ -101,6 +113,7 @@ impl Vfs for StdFs {
         Ok(Box::new(StdFile {
             file,
             map: OnceLock::new(),
+            stores: OnceLock::new(),
         }))
     }
 

@@ -1,0 +1,140 @@
+//! One fsync path per file (issue 8, finding 2).
+//!
+//! Linux reports a writeback error once per open file and then clears it:
+//! the next fsync succeeds although the dirty pages were dropped. If two
+//! paths sync the log (the group-commit leader outside the queue lock, and
+//! rotation under it), one can consume the error while the other publishes
+//! a durable LSN for the dropped pages. These tests line a leader's sync
+//! up against a rotation and check that the second never reaches the file
+//! while the first is in flight, and that a dropped writeback is never
+//! claimed durable. `SimFs::kernel_sync_errors` fails syncs the Linux way.
+
+mod sim_common;
+
+use std::io;
+use std::sync::Arc;
+
+use sim_common::*;
+use walq::vfs::{Fault, FaultOp, SimFs};
+use walq::{Durability, ManualClock, Queue};
+
+/// A Sync queue whose active segment is nearly full: a small enqueue still
+/// fits, a 20 KiB one rotates.
+fn nearly_full(fs: &SimFs, clock: &ManualClock) -> Queue {
+    let q = open_with(fs, clock, Durability::Sync).unwrap();
+    q.enqueue(&vec![1u8; 50 << 10]).unwrap();
+    q
+}
+
+/// Holds a group-commit leader's sync, then starts an enqueue that rotates
+/// the log, gives it every chance to reach the file, and lets both go.
+/// Returns their results.
+fn leader_against_rotation(fs: &SimFs, q: &Queue) -> (walq::Result<u64>, walq::Result<u64>) {
+    fs.pause_syncs(true);
+    let leader = {
+        let q = q.clone();
+        std::thread::spawn(move || q.enqueue(b"small"))
+    };
+    fs.wait_paused_syncs(1);
+    let rotation = {
+        let q = q.clone();
+        std::thread::spawn(move || q.enqueue(&vec![2u8; 20 << 10]))
+    };
+    // With a second sync path the rotation's fsync arrives at the (paused)
+    // file system; with one path it waits for the leader instead. Bounded
+    // by a number of yields, not by time.
+    for _ in 0..200_000 {
+        if fs.paused_syncs() >= 2 {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    fs.pause_syncs(false);
+    (leader.join().unwrap(), rotation.join().unwrap())
+}
+
+#[test]
+fn rotation_never_syncs_the_log_beside_the_group_commit_leader() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(START_MS);
+    let q = nearly_full(&fs, &clock);
+    let (a, b) = leader_against_rotation(&fs, &q);
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        fs.max_syncs_in_flight(),
+        1,
+        "two syncs of one file were in flight at once"
+    );
+    q.check_invariants();
+}
+
+#[test]
+fn a_dropped_writeback_is_never_published_as_durable() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(START_MS);
+    let q = nearly_full(&fs, &clock);
+    fs.kernel_sync_errors(true);
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Sync,
+        at: fs.op_count(FaultOp::Sync),
+        forever: false,
+        kind: io::ErrorKind::Other,
+    }));
+    let (a, b) = leader_against_rotation(&fs, &q);
+    assert!(a.is_err() || b.is_err(), "one fsync failed");
+    let claimed = q.stats().durable_lsn;
+    // Whatever returned Ok must survive a power cut, and so must every LSN
+    // the queue claimed durable.
+    let ok: Vec<u64> = [a, b].into_iter().filter_map(Result::ok).collect();
+    for seed in 0..8 {
+        let after = fs.power_loss(seed);
+        after.set_fault(None);
+        let q2 = Queue::open_on(
+            Arc::new(after.clone()),
+            dir(),
+            options(&clock, Durability::Sync),
+        )
+        .unwrap();
+        let recovered = q2.stats().written_lsn;
+        assert!(
+            recovered >= claimed,
+            "seed {seed}: durable LSN {claimed} was published, only {recovered} survived"
+        );
+        let mut ids = Vec::new();
+        while let Some(job) = q2.dequeue().unwrap() {
+            ids.push(job.id());
+        }
+        for id in &ok {
+            assert!(ids.contains(id), "seed {seed}: acknowledged job {id} lost");
+        }
+    }
+}
+
+#[test]
+fn nothing_is_acknowledged_after_a_failed_sync() {
+    // A failed leader latches its failure: every later caller gets an error
+    // although the kernel cleared it (a panicking leader is covered by the
+    // committer's unit tests).
+    let fs = SimFs::new();
+    let clock = ManualClock::new(START_MS);
+    let q = open_with(&fs, &clock, Durability::Sync).unwrap();
+    fs.kernel_sync_errors(true);
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Sync,
+        at: fs.op_count(FaultOp::Sync),
+        forever: false,
+        kind: io::ErrorKind::Other,
+    }));
+    assert!(q.enqueue(b"x").is_err());
+    // The kernel cleared the error; the queue must not publish anything.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || q.enqueue(b"y"))
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap().is_err());
+    }
+}

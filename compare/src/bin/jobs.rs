@@ -780,8 +780,9 @@ fn main() -> Res<()> {
                 for (k, s) in systems.iter().enumerate() {
                     let dir = tempdir();
                     let r = s.drain(w, jobs, dir.path()).map(|secs| jobs as f64 / secs);
-                    if let Err(e) = &r {
-                        eprintln!("{} drain {w}: {e}", s.key());
+                    match &r {
+                        Ok(v) => eprintln!("{} drain {w} workers: {v:.0} jobs/s", s.key()),
+                        Err(e) => eprintln!("{} drain {w}: {e}", s.key()),
                     }
                     runs[k].push(r.map_err(|e| e.to_string()));
                 }
@@ -840,7 +841,15 @@ fn main() -> Res<()> {
             for (k, s) in systems.iter().enumerate() {
                 let dir = tempdir();
                 match s.pickup(pickup_workers, pickup_jobs, rate, dir.path()) {
-                    Ok(p) => runs[k].push(p),
+                    Ok(p) => {
+                        eprintln!(
+                            "{} pickup {rate}/s: p50 {:.0} µs, p99 {:.0} µs",
+                            s.key(),
+                            p.call[0],
+                            p.call[1]
+                        );
+                        runs[k].push(p)
+                    }
                     Err(e) => eprintln!("{} pickup: {e}", s.key()),
                 }
             }

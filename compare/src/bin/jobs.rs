@@ -30,6 +30,9 @@
 //!   at 200/s a system that fsyncs per claim can fall behind on a slow
 //!   disk, and then its latency is queueing, so 50/s is measured too),
 //!   `COMPARE_PICKUP_SECS` (default 5), `COMPARE_PICKUP_WORKERS` (default 4).
+//! - `COMPARE_WALQ_DURABILITY=os`: walq rows under `Durability::Os` (a
+//!   diagnostic: what the fsync costs; not durable, so never published
+//!   next to the durable peers).
 //! - `COMPARE_EFFECTUM_BIN`: the effectum child (default:
 //!   `compare/effectum-jobs/target/release/effectum-jobs`, built with cargo
 //!   on first use). effectum links an older SQLite binding than sqlx, so
@@ -115,6 +118,7 @@ impl System {
 
     fn name(self) -> &'static str {
         match self {
+            System::Walq if walq_os() => "walq, Durability::Os (NOT durable: diagnostic)",
             System::Walq => "walq (worker threads: dequeue_timeout + ack)",
             System::Sqlite => "plain SQLite job table (rusqlite 0.32)",
             System::Apalis => "apalis 1.0 + apalis-sqlite 1.0",
@@ -124,6 +128,9 @@ impl System {
 
     fn durability(self) -> &'static str {
         match self {
+            System::Walq if walq_os() => {
+                "Durability::Os: no fsync; survives a process crash, not a power loss"
+            }
             System::Walq => {
                 "Durability::Sync: enqueue and ack return after fdatasync (group commit: \
                  concurrent acks share one)"
@@ -222,8 +229,20 @@ fn runtime() -> Res<tokio::runtime::Runtime> {
 // time, `walq_drain` and `walq_pickup` are the two functions to rewrite on
 // the pool; everything else stays.
 
+/// `COMPARE_WALQ_DURABILITY=os` runs the walq rows under `Durability::Os`
+/// (no fsync; survives a process crash, not power loss) to tell what the
+/// fsync costs; the default and every published row is `Sync`.
+fn walq_os() -> bool {
+    std::env::var("COMPARE_WALQ_DURABILITY").is_ok_and(|v| v.eq_ignore_ascii_case("os"))
+}
+
 fn walq_open(dir: &Path) -> Res<walq::Queue> {
-    let opts = walq::Options::default().durability(walq::Durability::Sync);
+    let durability = if walq_os() {
+        walq::Durability::Os
+    } else {
+        walq::Durability::Sync
+    };
+    let opts = walq::Options::default().durability(durability);
     Ok(walq::Queue::open_with(dir.join("walq"), opts)?)
 }
 

@@ -15,6 +15,7 @@ use crate::options::{Durability, EnqueueOptions, Options, Retry};
 use crate::state::QueueState;
 use crate::stats::{RecoveryReport, Stats};
 use crate::vfs::{StdFs, Vfs};
+use crate::worker::async_wait::AsyncWait;
 
 /// Name of the lock file in a queue directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -33,6 +34,8 @@ struct Inner {
     opts: Options,
     state: Mutex<QueueState>,
     ready: Condvar,
+    /// Async waiters, woken wherever `ready` is notified.
+    async_wait: AsyncWait,
     commit: Arc<Committer>,
     poisoned: AtomicBool,
     closed: AtomicBool,
@@ -128,6 +131,7 @@ impl Queue {
             opts,
             state: Mutex::new(state),
             ready: Condvar::new(),
+            async_wait: AsyncWait::default(),
             commit,
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -196,6 +200,7 @@ impl Queue {
         self.inner.poisoned.store(true, Ordering::Release);
         self.inner.commit.fail(e.to_string());
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
     }
 
     /// Waits until `lsn` is durable if the queue runs in `Durability::Sync`.
@@ -253,6 +258,7 @@ impl Queue {
         })?;
         if !out.duplicate {
             self.inner.ready.notify_one();
+            self.inner.async_wait.wake_all();
         }
         self.settle(out.lsn)?;
         Ok(Enqueued {
@@ -277,6 +283,7 @@ impl Queue {
         }
         let (ids, lsn) = self.write_op(|st, now| st.enqueue_batch(&slices, now))?;
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         self.settle(lsn)?;
         Ok(ids)
     }
@@ -350,6 +357,7 @@ impl Queue {
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
         let lsn = self.write_op(|st, now| st.nack(receipt, retry, error, now))?;
         self.inner.ready.notify_one();
+        self.inner.async_wait.wake_all();
         self.settle(lsn)
     }
 
@@ -400,6 +408,7 @@ impl Queue {
             ));
         }
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         Ok(())
     }
 
@@ -408,6 +417,7 @@ impl Queue {
         let ids = self.dead_letter_ids();
         let done = self.write_op(|st, now| st.redrive(&ids, now))?;
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         Ok(done.len())
     }
 
@@ -457,6 +467,7 @@ impl Queue {
         };
         self.inner.closed.store(true, Ordering::Release);
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         result
     }
 
@@ -565,4 +576,22 @@ fn lease_ms(visibility: Duration) -> Result<u64> {
         ));
     }
     Ok(vt)
+}
+
+/// Hooks for async dequeues (`src/worker/async_*.rs`).
+impl Queue {
+    /// The wakers woken wherever the `ready` condvar is notified.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn async_wait(&self) -> &AsyncWait {
+        &self.inner.async_wait
+    }
+
+    /// How long until a delayed job or a lease comes due, if any will.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn next_due_in(&self) -> Option<Duration> {
+        let st = self.inner.state.lock();
+        let now = self.inner.opts.clock.now_ms();
+        st.next_wakeup()
+            .map(|t| Duration::from_millis(t.saturating_sub(now)))
+    }
 }

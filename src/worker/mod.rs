@@ -61,6 +61,13 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "tokio")]
+mod async_dequeue;
+#[cfg(feature = "tokio")]
+mod async_handler;
+#[cfg(feature = "tokio")]
+mod async_pool;
+pub(crate) mod async_wait;
 mod backend;
 mod builder;
 mod context;
@@ -75,7 +82,14 @@ mod run;
 mod shutdown;
 mod signal;
 mod status;
+mod trace;
 
+#[cfg(feature = "tokio")]
+pub use async_dequeue::AsyncBackend;
+#[cfg(feature = "tokio")]
+pub use async_handler::{async_typed, AsyncHandler, AsyncTyped};
+#[cfg(feature = "tokio")]
+pub use async_pool::AsyncWorkerPool;
 pub use backend::{Backend, Delivery};
 pub use builder::{PoolBuilder, MAX_WORKERS};
 pub use context::JobContext;

@@ -125,8 +125,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first_run = pool.shutdown(Duration::from_secs(5)).await;
     println!(
         "restart: the first pool stopped ({} running jobs finished, {} handed back unfinished)",
-        first_run.finished,
-        first_run.stats.released
+        first_run.finished, first_run.stats.released
     );
     drop((q, emails)); // every handle, so the directory lock is free
 

@@ -31,7 +31,7 @@ async fn send(ctx: &JobContext, mail: &Email) -> Result<(), String> {
     if mail.to.starts_with("bounce") {
         return Err(format!("{} does not exist", mail.to));
     }
-    if ctx.id() % 7 == 0 && ctx.attempt() == 1 {
+    if ctx.id().is_multiple_of(7) && ctx.attempt() == 1 {
         return Err("mail API timed out".into());
     }
     Ok(())
@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A burst of requests enqueue and answer at once; the workers catch up.
     for i in 0..JOBS {
-        let to = if i % (JOBS / POISON) == 0 {
+        let to = if i.is_multiple_of(JOBS / POISON) {
             format!("bounce-{i}@example.com")
         } else {
             format!("user-{i}@example.com")

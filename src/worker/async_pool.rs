@@ -218,9 +218,11 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
             (report, stragglers)
         })
         .await;
+        // An error: the runtime is shutting down; end every task.
+        let all = stopped.is_err();
         let (mut report, stragglers) = stopped.unwrap_or_default();
         for (index, task) in self.tasks.drain(..).enumerate() {
-            if stragglers.contains(&index) {
+            if all || stragglers.contains(&index) {
                 task.abort();
             }
             let _ = task.await;

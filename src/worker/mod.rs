@@ -25,6 +25,12 @@
 //! handlers unchanged. For handlers that take a typed value instead of
 //! bytes, see [`crate::typed`].
 //!
+//! With the `tokio` feature, the same builder starts an async pool
+//! (`start_async`, `start_async_typed`: N tasks awaiting async handlers,
+//! same rules) and `Queue::dequeue_async` waits for a job without
+//! blocking a runtime thread. With the `tracing` feature, each job runs
+//! in a `walq.job` span. See `docs/workers.md`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use walq::worker::{JobContext, Outcome, WorkerPool};

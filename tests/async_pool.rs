@@ -434,3 +434,36 @@ fn starting_an_async_pool_outside_a_runtime_is_refused_not_panicked_on() {
         .unwrap_err();
     assert_eq!(err.kind(), walq::ErrorKind::InvalidOptions);
 }
+
+/// The async pool takes the same token bucket before each lease: counted
+/// per tick of a manual clock, not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_rate_limit_admits_exactly_the_tokens_of_each_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    let payloads: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    q.enqueue_batch(&payloads).unwrap();
+    let workers = 3;
+    let pool = WorkerPool::builder(q.clone())
+        .workers(workers)
+        .rate_limit(walq::RateLimit::per_second(5).burst(5))
+        .clock(clock.clone())
+        .poll_interval(Duration::from_millis(2))
+        .start_async(|_ctx: JobContext, _p: Vec<u8>| async { Outcome::done() })
+        .unwrap();
+    let mut expected = 5; // the bucket starts full
+    for tick in 0..4 {
+        wait_until("every task waits for a token", || {
+            let s = pool.stats();
+            s.done >= expected && s.throttled == workers as u64
+        })
+        .await;
+        assert_eq!(pool.stats().done, expected, "tick {tick}");
+        assert_eq!(q.stats().ready, 40 - expected);
+        clock.advance(Duration::from_secs(1));
+        expected += 5;
+    }
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert_eq!(accounted(&s), s.leased);
+}

@@ -15,6 +15,7 @@ use crate::options::{Durability, EnqueueOptions, Options, Retry};
 use crate::state::QueueState;
 use crate::stats::{RecoveryReport, Stats};
 use crate::vfs::{StdFs, Vfs};
+use crate::worker::async_wait::AsyncWait;
 
 /// Name of the lock file in a queue directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -34,6 +35,8 @@ struct Inner {
     state: Mutex<QueueState>,
     done: crate::done::Completions,
     ready: Condvar,
+    /// Async waiters, woken wherever `ready` is notified.
+    async_wait: AsyncWait,
     commit: Arc<Committer>,
     poisoned: AtomicBool,
     closed: AtomicBool,
@@ -139,6 +142,7 @@ impl Queue {
             state: Mutex::new(state),
             done: crate::done::Completions::new(done),
             ready: Condvar::new(),
+            async_wait: AsyncWait::default(),
             commit,
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -207,6 +211,7 @@ impl Queue {
         self.inner.poisoned.store(true, Ordering::Release);
         self.inner.commit.fail(e.to_string());
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
     }
 
     /// Waits until `lsn` is durable if the queue runs in `Durability::Sync`.
@@ -256,6 +261,7 @@ impl Queue {
         })?;
         if !out.duplicate {
             self.inner.ready.notify_one();
+            self.inner.async_wait.wake_all();
         }
         self.settle(out.lsn)?;
         Ok(Enqueued {
@@ -280,6 +286,7 @@ impl Queue {
         }
         let (ids, lsn) = self.write_op(|st, now| st.enqueue_batch(&slices, now))?;
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         self.settle(lsn)?;
         Ok(ids)
     }
@@ -353,6 +360,7 @@ impl Queue {
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
         let lsn = self.write_op(|st, now| st.nack(receipt, retry, error, now))?;
         self.inner.ready.notify_one();
+        self.inner.async_wait.wake_all();
         self.settle(lsn)
     }
 
@@ -403,6 +411,7 @@ impl Queue {
             ));
         }
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         Ok(())
     }
 
@@ -411,6 +420,7 @@ impl Queue {
         let ids = self.dead_letter_ids();
         let done = self.write_op(|st, now| st.redrive(&ids, now))?;
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         Ok(done.len())
     }
 
@@ -474,6 +484,7 @@ impl Queue {
             return Err(Error::new(ErrorKind::Closed, "the queue was closed"));
         }
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
         let result = if self.inner.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
@@ -481,6 +492,7 @@ impl Queue {
                 .commit
                 .wait(st.log.next_lsn - 1)
                 .and_then(|()| st.dead.sync())
+                .and_then(|()| self.inner.done.lock().sync())
                 .inspect_err(|e| self.poison(e))
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
@@ -794,5 +806,23 @@ impl Queue {
     pub fn completion_footprint(&self) -> (usize, u64) {
         let done = self.inner.done.lock();
         (done.index_len(), done.disk_bytes())
+    }
+}
+
+/// Hooks for async dequeues (`src/worker/async_*.rs`).
+impl Queue {
+    /// The wakers woken wherever the `ready` condvar is notified.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn async_wait(&self) -> &AsyncWait {
+        &self.inner.async_wait
+    }
+
+    /// How long until a delayed job or a lease comes due, if any will.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn next_due_in(&self) -> Option<Duration> {
+        let st = self.inner.state.lock();
+        let now = self.inner.opts.clock.now_ms();
+        st.next_wakeup()
+            .map(|t| Duration::from_millis(t.saturating_sub(now)))
     }
 }

@@ -128,7 +128,9 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
 }
 
 /// Decodes, or says why not in words fit for a dead letter.
-fn decode_or_say_why<T: DeserializeOwned>(payload: &[u8]) -> std::result::Result<T, String> {
+pub(crate) fn decode_or_say_why<T: DeserializeOwned>(
+    payload: &[u8],
+) -> std::result::Result<T, String> {
     serde_json::from_slice(payload)
         .map_err(|e| format!("payload does not decode as {}: {e}", type_name::<T>()))
 }

@@ -167,16 +167,17 @@ impl<B: Backend> PoolBuilder<B> {
 
     /// Starts the workers with any [`Handler`].
     pub fn start_handler(self, handler: impl Handler) -> Result<WorkerPool<B>> {
+        let (backend, cfg, rate, clock) = self.validated()?;
+        WorkerPool::spawn(backend, cfg, Box::new(handler), rate, clock)
+    }
+
+    /// The settings, checked (shared with the async pool).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn validated(self) -> Result<(B, Config, Option<RateLimit>, Arc<dyn Clock>)> {
         self.cfg.validate()?;
         if let Some(rate) = &self.rate {
             rate.validate()?;
         }
-        WorkerPool::spawn(
-            self.backend,
-            self.cfg,
-            Box::new(handler),
-            self.rate,
-            self.clock,
-        )
+        Ok((self.backend, self.cfg, self.rate, self.clock))
     }
 }

@@ -25,6 +25,12 @@
 //! handlers unchanged. For handlers that take a typed value instead of
 //! bytes, see [`crate::typed`].
 //!
+//! With the `tokio` feature, the same builder starts an async pool
+//! (`start_async`, `start_async_typed`: N tasks awaiting async handlers,
+//! same rules) and `Queue::dequeue_async` waits for a job without
+//! blocking a runtime thread. With the `tracing` feature, each job runs
+//! in a `walq.job` span. See `docs/workers.md`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use walq::worker::{JobContext, Outcome, WorkerPool};
@@ -61,6 +67,13 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "tokio")]
+mod async_dequeue;
+#[cfg(feature = "tokio")]
+mod async_handler;
+#[cfg(feature = "tokio")]
+mod async_pool;
+pub(crate) mod async_wait;
 mod backend;
 mod builder;
 mod context;
@@ -74,6 +87,14 @@ mod rate;
 mod run;
 mod shutdown;
 mod signal;
+mod trace;
+
+#[cfg(feature = "tokio")]
+pub use async_dequeue::AsyncBackend;
+#[cfg(feature = "tokio")]
+pub use async_handler::{async_typed, AsyncHandler, AsyncTyped};
+#[cfg(feature = "tokio")]
+pub use async_pool::AsyncWorkerPool;
 
 pub use crate::status::JobStatus;
 pub use backend::{Backend, Delivery};

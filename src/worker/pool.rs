@@ -67,6 +67,31 @@ pub(crate) struct Shared<B: Backend> {
 }
 
 impl<B: Backend> Shared<B> {
+    /// What a pool's threads (or tasks) share, before any starts.
+    pub(crate) fn new(
+        backend: B,
+        cfg: Config,
+        handler: Box<dyn Handler>,
+        rate: Option<RateLimit>,
+        clock: Arc<dyn Clock>,
+    ) -> Shared<B> {
+        Shared {
+            slots: (0..cfg.workers).map(|_| Mutex::new(None)).collect(),
+            limiter: rate.map(|r| TokenBucket::new(r, clock)),
+            backend,
+            cfg,
+            handler,
+            counters: Counters::default(),
+            stop: Signal::default(),
+            heartbeat_stop: Signal::default(),
+            busy: Mutex::new(Busy {
+                running: 0,
+                stopping: false,
+            }),
+            idle: Condvar::new(),
+        }
+    }
+
     /// Records that worker `index` runs `active`, unless the pool is
     /// stopping (then the job is handed back).
     pub(crate) fn begin(
@@ -96,7 +121,7 @@ impl<B: Backend> Shared<B> {
         self.idle.notify_all();
     }
 
-    fn begin_stop(&self) -> usize {
+    pub(crate) fn begin_stop(&self) -> usize {
         let running = {
             let mut busy = self.busy.lock();
             busy.stopping = true;
@@ -107,7 +132,7 @@ impl<B: Backend> Shared<B> {
     }
 
     /// Waits until no handler runs, or `deadline`.
-    fn wait_idle(&self, deadline: Instant) {
+    pub(crate) fn wait_idle(&self, deadline: Instant) {
         let mut busy = self.busy.lock();
         while busy.running > 0 {
             if self.idle.wait_until(&mut busy, deadline).timed_out() {
@@ -118,7 +143,7 @@ impl<B: Backend> Shared<B> {
 
     /// Hands back every job still running: ready at once, attempt counted.
     /// Returns the workers that were running them.
-    fn release_running(&self, report: &mut ShutdownReport) -> Vec<usize> {
+    pub(crate) fn release_running(&self, report: &mut ShutdownReport) -> Vec<usize> {
         let mut stragglers = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
             let Some(active) = slot.lock().take() else {
@@ -154,21 +179,7 @@ impl<B: Backend> WorkerPool<B> {
         rate: Option<RateLimit>,
         clock: Arc<dyn Clock>,
     ) -> Result<WorkerPool<B>> {
-        let shared = Arc::new(Shared {
-            slots: (0..cfg.workers).map(|_| Mutex::new(None)).collect(),
-            limiter: rate.map(|r| TokenBucket::new(r, clock)),
-            backend,
-            cfg,
-            handler,
-            counters: Counters::default(),
-            stop: Signal::default(),
-            heartbeat_stop: Signal::default(),
-            busy: Mutex::new(Busy {
-                running: 0,
-                stopping: false,
-            }),
-            idle: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(backend, cfg, handler, rate, clock));
         // On a spawn failure, dropping `pool` stops what was started.
         let mut pool = WorkerPool {
             shared: shared.clone(),
@@ -248,7 +259,10 @@ impl<B: Backend> std::fmt::Debug for WorkerPool<B> {
     }
 }
 
-fn spawn_named(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn_named(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(f)

@@ -3,11 +3,18 @@
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::job::Receipt;
+use crate::job::{Job, Receipt};
 use crate::options::{EnqueueOptions, Retry};
 use crate::queue::{Enqueued, Queue};
 use crate::status::JobStatus;
 use crate::worker::backend::{Backend, Delivery};
+
+/// What a worker sees of a leased job (shared with the async pool).
+pub(crate) fn delivery_of(job: Job) -> Delivery<Receipt> {
+    Delivery::new(job.id(), job.payload().to_vec(), job.receipt())
+        .attempts(job.attempt(), job.max_attempts())
+        .idempotency_key(job.idempotency_key().map(<[u8]>::to_vec))
+}
 
 impl Backend for Queue {
     type Lease = Receipt;
@@ -17,13 +24,7 @@ impl Backend for Queue {
     }
 
     fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Receipt>>> {
-        let Some(job) = self.dequeue_wait(visibility, wait)? else {
-            return Ok(None);
-        };
-        let delivery = Delivery::new(job.id(), job.payload().to_vec(), job.receipt())
-            .attempts(job.attempt(), job.max_attempts())
-            .idempotency_key(job.idempotency_key().map(<[u8]>::to_vec));
-        Ok(Some(delivery))
+        Ok(self.dequeue_wait(visibility, wait)?.map(delivery_of))
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> Result<()> {

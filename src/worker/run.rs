@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::error::ErrorKind;
 use crate::worker::backend::{Backend, Delivery};
 use crate::worker::context::JobContext;
-use crate::worker::counters::Count;
+use crate::worker::counters::{Count, Counters};
 use crate::worker::outcome::Outcome;
 use crate::worker::pool::{Active, Shared};
+use crate::worker::trace::JobSpan;
 
 /// The loop of worker `index`, until the pool stops leasing.
 pub(crate) fn run<B: Backend>(shared: &Shared<B>, index: usize, name: &Arc<str>) {
@@ -76,23 +77,34 @@ fn run_one<B: Backend>(
         // The pool began stopping while this job was being leased.
         let why = "the worker pool shut down before the job started";
         settle_count(
-            shared,
+            &shared.counters,
             shared.backend.release(&active.lease, why),
             Count::Released,
         );
         return;
     }
     let ctx = JobContext::in_pool(info, name.clone(), lost, shared.stop.flag());
-    let (outcome, panicked) = {
+    let span = JobSpan::new(&shared.cfg.name, &ctx);
+    let (outcome, panicked) = span.in_scope(|| {
         let _running = shared.counters.running();
         call_handler(shared, &ctx, &payload)
-    };
+    });
     if panicked {
         shared.counters.add(Count::Panicked);
     }
+    span.outcome(&ctx, &outcome, panicked);
     // `None`: shutdown released the job while the handler ran.
     if let Some(active) = shared.take(index) {
-        settle(shared, &ctx, &active.lease, outcome);
+        let counted = settle(
+            &shared.backend,
+            &shared.counters,
+            &ctx,
+            &active.lease,
+            outcome,
+        );
+        if matches!(counted, Count::Lost) {
+            span.lease_lost();
+        }
     }
     shared.end();
 }
@@ -113,7 +125,7 @@ fn call_handler<B: Backend>(
     }
 }
 
-fn panic_text(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_text(panic: &(dyn Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_string()
     } else if let Some(text) = panic.downcast_ref::<String>() {
@@ -123,17 +135,21 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Records the outcome with the backend and counts it.
-fn settle<B: Backend>(shared: &Shared<B>, ctx: &JobContext, lease: &B::Lease, outcome: Outcome) {
-    let backend = &shared.backend;
+/// Records the outcome with the backend and counts it; returns what was
+/// counted. Shared with the async pool.
+pub(crate) fn settle<B: Backend>(
+    backend: &B,
+    counters: &Counters,
+    ctx: &JobContext,
+    lease: &B::Lease,
+    outcome: Outcome,
+) -> Count {
     match outcome {
-        Outcome::Done(result) => {
-            settle_count(
-                shared,
-                backend.complete(lease, result.as_deref()),
-                Count::Done,
-            );
-        }
+        Outcome::Done(result) => settle_count(
+            counters,
+            backend.complete(lease, result.as_deref()),
+            Count::Done,
+        ),
         Outcome::Retry { error, after } => {
             // On the last attempt a retry sends the job to the dead letters.
             let counted = if ctx.is_last_attempt() {
@@ -141,18 +157,24 @@ fn settle<B: Backend>(shared: &Shared<B>, ctx: &JobContext, lease: &B::Lease, ou
             } else {
                 Count::Retried
             };
-            settle_count(shared, backend.retry(lease, after, &error), counted);
+            settle_count(counters, backend.retry(lease, after, &error), counted)
         }
-        Outcome::Fail(error) => {
-            settle_count(shared, backend.fail(lease, &error), Count::Dead);
-        }
+        Outcome::Fail(error) => settle_count(counters, backend.fail(lease, &error), Count::Dead),
     }
 }
 
-fn settle_count<B: Backend>(shared: &Shared<B>, result: crate::Result<()>, counted: Count) {
-    match result {
-        Ok(()) => shared.counters.add(counted),
-        Err(e) if e.kind() == ErrorKind::LeaseLost => shared.counters.add(Count::Lost),
-        Err(_) => shared.counters.add(Count::SettleErrors),
-    }
+/// Counts a settle's result: `counted` if it was recorded; returns the
+/// count it added.
+pub(crate) fn settle_count(
+    counters: &Counters,
+    result: crate::Result<()>,
+    counted: Count,
+) -> Count {
+    let which = match result {
+        Ok(()) => counted,
+        Err(e) if e.kind() == ErrorKind::LeaseLost => Count::Lost,
+        Err(_) => Count::SettleErrors,
+    };
+    counters.add(which);
+    which
 }

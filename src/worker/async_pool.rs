@@ -1,0 +1,416 @@
+//! The async worker pool: N tokio tasks that lease jobs and await an async
+//! handler, with the sync pool's rules.
+//!
+//! What is shared with [`WorkerPool`](crate::worker::WorkerPool), not
+//! copied: the builder and its checks, the slots of running jobs and the
+//! shutdown steps (`Shared`), the heartbeat (one thread, as in the sync
+//! pool: an extension may block on a remote backend), the token bucket,
+//! the counters and the settle logic (`run::settle`).
+//!
+//! What is async: leasing ([`AsyncBackend::lease_async`], which waits on
+//! wakers and a timer, not on a thread), the handler's future, the rate
+//! limiter's naps and the wait for shutdown.
+//!
+//! Settling goes through `tokio::task::spawn_blocking`: an ack under
+//! `Durability::Sync` waits for a group-commit fdatasync, which must not
+//! stall a runtime thread. `spawn_blocking` rather than `block_in_place`
+//! because it works on every runtime flavour (`block_in_place` panics on
+//! a current-thread runtime, the default of `#[tokio::test]`), and because
+//! many settles then wait on one fsync at once from the blocking pool, so
+//! they share it (group commit), instead of being capped by the number of
+//! runtime threads. The hop costs microseconds; the fsync it hides costs
+//! tens to hundreds.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::queue::Queue;
+use crate::worker::async_dequeue::AsyncBackend;
+use crate::worker::async_handler::{async_typed, AsyncHandler};
+use crate::worker::backend::Delivery;
+use crate::worker::builder::PoolBuilder;
+use crate::worker::context::JobContext;
+use crate::worker::counters::{Count, PoolStats};
+use crate::worker::handler::Handler;
+use crate::worker::outcome::Outcome;
+use crate::worker::pool::{spawn_named, Active, Shared};
+use crate::worker::run::{panic_text, settle, settle_count};
+use crate::worker::shutdown::ShutdownReport;
+use crate::worker::trace::JobSpan;
+
+/// How long one lease call waits before the worker looks again; wakes and
+/// shutdown end the wait sooner, so this only bounds a backend's call.
+const LEASE_WAIT: Duration = Duration::from_secs(60);
+
+/// A pool of tokio tasks that lease jobs from an [`AsyncBackend`] and
+/// await an [`AsyncHandler`] on each; from
+/// [`PoolBuilder::start_async`] (feature `tokio`).
+///
+/// The same rules as [`crate::worker::WorkerPool`]: outcomes settle the
+/// job, a heartbeat extends running leases (a handler sees a lost one in
+/// [`JobContext::lease_lost`]), a panicking handler or future is a failed
+/// attempt with the panic message, an optional rate limit paces starts,
+/// and [`AsyncWorkerPool::shutdown`] stops leasing, lets running handlers
+/// finish within a deadline and releases the rest at once. One
+/// difference: at the deadline a still-running handler's future is
+/// dropped (its task aborted), since a future, unlike a thread, can be.
+///
+/// ```
+/// use std::time::Duration;
+/// use walq::worker::{JobContext, Outcome, WorkerPool};
+///
+/// # fn main() -> walq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let q = walq::Queue::open(dir.path())?;
+/// q.enqueue(b"resize photo 1")?;
+/// let rt = tokio::runtime::Builder::new_multi_thread()
+///     .worker_threads(2)
+///     .enable_time()
+///     .build()
+///     .unwrap();
+/// rt.block_on(async {
+///     let pool = WorkerPool::builder(q.clone())
+///         .name("resizer")
+///         .workers(8) // concurrent tasks
+///         .start_async(|ctx: JobContext, payload: Vec<u8>| async move {
+///             // await an HTTP call, a database, ... here
+///             let _ = (ctx.id(), payload);
+///             Outcome::done()
+///         })?;
+///     # let deadline = std::time::Instant::now() + Duration::from_secs(30);
+///     while pool.stats().done < 1 {
+///         tokio::time::sleep(Duration::from_millis(5)).await;
+///         # assert!(std::time::Instant::now() < deadline);
+///     }
+///     let report = pool.shutdown(Duration::from_secs(5)).await;
+///     assert_eq!(report.stats.done, 1);
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub struct AsyncWorkerPool<B: AsyncBackend = Queue> {
+    shared: Arc<Shared<B>>,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The sync handler slot of `Shared`, never called: async workers call
+/// their [`AsyncHandler`] instead.
+struct NoSyncHandler;
+
+impl Handler for NoSyncHandler {
+    fn handle(&self, _ctx: &JobContext, _payload: &[u8]) -> Outcome {
+        Outcome::fail("internal: an async pool ran its sync handler")
+    }
+}
+
+impl<B: AsyncBackend> PoolBuilder<B> {
+    /// Starts the pool's workers as tasks on the current tokio runtime,
+    /// with an async closure handler: `|ctx: JobContext, payload: Vec<u8>|
+    /// async move { ... }` returning anything `Into<Outcome>`.
+    ///
+    /// `workers(n)` is how many jobs run at once (n tasks). Fails with
+    /// [`ErrorKind::InvalidOptions`] outside a tokio runtime.
+    pub fn start_async<F, Fut, R>(self, handler: F) -> Result<AsyncWorkerPool<B>>
+    where
+        F: Fn(JobContext, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+        R: Into<Outcome>,
+    {
+        self.start_async_handler(handler)
+    }
+
+    /// Starts the pool with an async handler of decoded `T` jobs (JSON, as
+    /// [`crate::typed::Jobs`] enqueues them); a payload that does not
+    /// decode goes to the dead letters with the decode error.
+    pub fn start_async_typed<T, F, Fut, R>(self, f: F) -> Result<AsyncWorkerPool<B>>
+    where
+        T: DeserializeOwned + 'static,
+        F: Fn(JobContext, T) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+        R: Into<Outcome>,
+    {
+        self.start_async_handler(async_typed(f))
+    }
+
+    /// Starts the pool with any [`AsyncHandler`].
+    pub fn start_async_handler(self, handler: impl AsyncHandler) -> Result<AsyncWorkerPool<B>> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidOptions,
+                format!("an async worker pool starts inside a tokio runtime: {e}"),
+            )
+        })?;
+        let (backend, cfg, rate, clock) = self.validated()?;
+        let shared = Arc::new(Shared::new(
+            backend,
+            cfg,
+            Box::new(NoSyncHandler),
+            rate,
+            clock,
+        ));
+        let (stop_tx, _) = watch::channel(false);
+        let mut pool = AsyncWorkerPool {
+            shared: shared.clone(),
+            stop_tx,
+            tasks: Vec::with_capacity(shared.cfg.workers),
+            heartbeat: None,
+        };
+        let s = shared.clone();
+        let name = format!("{}-heartbeat", shared.cfg.name);
+        pool.heartbeat = Some(spawn_named(name, move || {
+            crate::worker::heartbeat::run(&s);
+        })?);
+        let handler: Arc<dyn AsyncHandler> = Arc::new(handler);
+        for index in 0..shared.cfg.workers {
+            let label: Arc<str> = Arc::from(format!("{}-{index}", shared.cfg.name));
+            let task = work(
+                shared.clone(),
+                handler.clone(),
+                index,
+                label,
+                pool.stop_tx.subscribe(),
+            );
+            pool.tasks.push(runtime.spawn(task));
+        }
+        Ok(pool)
+    }
+}
+
+impl<B: AsyncBackend> AsyncWorkerPool<B> {
+    /// The counters so far.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops leasing, lets running handlers finish for up to `deadline`,
+    /// then releases the jobs of handlers still running (ready again at
+    /// once, attempt counted; their contexts see `lease_lost`) and drops
+    /// their futures. Returns when every task has ended.
+    pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        let until = Instant::now() + deadline;
+        let running = self.shared.begin_stop();
+        self.stop_tx.send_replace(true);
+        let shared = self.shared.clone();
+        let heartbeat = self.heartbeat.take();
+        // Waiting for idle, releasing (may fsync) and joining the
+        // heartbeat thread all block: off the runtime's threads.
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut report = ShutdownReport {
+                running,
+                ..ShutdownReport::default()
+            };
+            shared.wait_idle(until);
+            let stragglers = shared.release_running(&mut report);
+            shared.heartbeat_stop.set();
+            if let Some(h) = heartbeat {
+                let _ = h.join();
+            }
+            (report, stragglers)
+        })
+        .await;
+        // An error: the runtime is shutting down; end every task.
+        let all = stopped.is_err();
+        let (mut report, stragglers) = stopped.unwrap_or_default();
+        for (index, task) in self.tasks.drain(..).enumerate() {
+            if all || stragglers.contains(&index) {
+                task.abort();
+            }
+            let _ = task.await;
+        }
+        report.finished = report.running.saturating_sub(stragglers.len());
+        report.stats = self.stats();
+        report
+    }
+}
+
+impl<B: AsyncBackend> Drop for AsyncWorkerPool<B> {
+    /// Dropped without [`AsyncWorkerPool::shutdown`]: stops leasing at
+    /// once; a background thread then does the rest of a shutdown with
+    /// the pool's `shutdown_timeout` (tasks still running then are left to
+    /// end on their own, their outcomes refused).
+    fn drop(&mut self) {
+        let Some(heartbeat) = self.heartbeat.take() else {
+            return;
+        };
+        self.shared.begin_stop();
+        self.stop_tx.send_replace(true);
+        let shared = self.shared.clone();
+        let until = Instant::now() + shared.cfg.shutdown_timeout;
+        let name = format!("{}-stop", shared.cfg.name);
+        let _ = spawn_named(name, move || {
+            shared.wait_idle(until);
+            shared.release_running(&mut ShutdownReport::default());
+            shared.heartbeat_stop.set();
+            let _ = heartbeat.join();
+        });
+    }
+}
+
+impl<B: AsyncBackend> std::fmt::Debug for AsyncWorkerPool<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncWorkerPool")
+            .field("name", &self.shared.cfg.name)
+            .field("workers", &self.shared.cfg.workers)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves once the pool stops leasing.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the pool is gone: stopped too.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The loop of worker task `index`, until the pool stops leasing.
+async fn work<B: AsyncBackend>(
+    shared: Arc<Shared<B>>,
+    handler: Arc<dyn AsyncHandler>,
+    index: usize,
+    name: Arc<str>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !shared.stop.is_set() {
+        if !take_token(&shared, &mut stop).await {
+            break;
+        }
+        let leased = tokio::select! {
+            r = shared.backend.lease_async(shared.cfg.visibility, LEASE_WAIT) => r,
+            () = stopped(&mut stop) => {
+                give_back_token(&shared);
+                break;
+            }
+        };
+        match leased {
+            Ok(Some(delivery)) => run_one(&shared, &*handler, index, &name, delivery).await,
+            Ok(None) => give_back_token(&shared),
+            Err(e) if e.kind() == ErrorKind::Closed => break,
+            Err(_) => {
+                give_back_token(&shared);
+                shared.counters.add(Count::LeaseErrors);
+                tokio::select! {
+                    () = tokio::time::sleep(shared.cfg.poll) => {}
+                    () = stopped(&mut stop) => break,
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the rate limiter, if any; false if the pool stopped first.
+async fn take_token<B: AsyncBackend>(shared: &Shared<B>, stop: &mut watch::Receiver<bool>) -> bool {
+    let Some(bucket) = &shared.limiter else {
+        return true;
+    };
+    loop {
+        match bucket.try_take() {
+            Ok(()) => return true,
+            Err(wait) => {
+                let _gauge = shared.counters.throttled();
+                let nap = wait.clamp(Duration::from_millis(1), shared.cfg.poll);
+                tokio::select! {
+                    () = tokio::time::sleep(nap) => {}
+                    () = stopped(stop) => return false,
+                }
+            }
+        }
+    }
+}
+
+fn give_back_token<B: AsyncBackend>(shared: &Shared<B>) {
+    if let Some(bucket) = &shared.limiter {
+        bucket.give_back();
+    }
+}
+
+/// Runs one leased job and settles it.
+async fn run_one<B: AsyncBackend>(
+    shared: &Arc<Shared<B>>,
+    handler: &dyn AsyncHandler,
+    index: usize,
+    name: &Arc<str>,
+    delivery: Delivery<B::Lease>,
+) {
+    shared.counters.add(Count::Leased);
+    let (info, payload, lease) = delivery.into_parts();
+    let lost = Arc::new(AtomicBool::new(false));
+    let active = Active {
+        id: info.id,
+        lease,
+        lost: lost.clone(),
+    };
+    if let Err(active) = shared.begin(index, active) {
+        // The pool began stopping while this job was being leased.
+        let s = shared.clone();
+        blocking(move || {
+            let why = "the worker pool shut down before the job started";
+            let released = s.backend.release(&active.lease, why);
+            settle_count(&s.counters, released, Count::Released);
+        })
+        .await;
+        return;
+    }
+    let ctx = JobContext::in_pool(info, name.clone(), lost, shared.stop.flag());
+    let span = JobSpan::new(&shared.cfg.name, &ctx);
+    let (outcome, panicked) = {
+        let _running = shared.counters.running();
+        span.instrument(call_handler(handler, ctx.clone(), payload))
+            .await
+    };
+    if panicked {
+        shared.counters.add(Count::Panicked);
+    }
+    span.outcome(&ctx, &outcome, panicked);
+    // `None`: shutdown released the job while the handler ran.
+    if let Some(active) = shared.take(index) {
+        let s = shared.clone();
+        let counted =
+            blocking(move || settle(&s.backend, &s.counters, &ctx, &active.lease, outcome)).await;
+        match counted {
+            Some(Count::Lost) => span.lease_lost(),
+            Some(_) => {}
+            // The settle did not run to its end; the job comes back when
+            // its lease expires.
+            None => shared.counters.add(Count::SettleErrors),
+        }
+    }
+    shared.end();
+}
+
+/// Runs `f` (which may fsync) on tokio's blocking pool; `None` if it
+/// could not run to the end (the runtime is shutting down, or it
+/// panicked).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// Runs the handler to its outcome, turning a panic (in the call or in
+/// the future) into a retry that carries the panic message.
+async fn call_handler(
+    handler: &dyn AsyncHandler,
+    ctx: JobContext,
+    payload: Vec<u8>,
+) -> (Outcome, bool) {
+    let panicked = |panic: Box<dyn std::any::Any + Send>| {
+        let text = panic_text(&*panic);
+        (Outcome::retry(format!("handler panicked: {text}")), true)
+    };
+    let fut = match catch_unwind(AssertUnwindSafe(|| handler.handle(ctx, payload))) {
+        Ok(fut) => fut,
+        Err(panic) => return panicked(panic),
+    };
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(outcome) => (outcome, false),
+        Err(panic) => panicked(panic),
+    }
+}

@@ -1,0 +1,469 @@
+//! The async (tokio) worker pool and `Queue::dequeue_async` keep the sync
+//! pool's promises: dequeue waits without blocking a runtime thread,
+//! shutdown releases running jobs at once, panics are failed attempts,
+//! slow handlers keep their leases, lost leases are seen, typed handlers
+//! decode (or dead-letter) their jobs. No test asserts a timing: bounds
+//! are generous deadlines for liveness only.
+#![cfg(feature = "tokio")]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use walq::typed::Jobs;
+use walq::worker::{JobContext, Outcome, PoolStats, WorkerPool};
+use walq::{ManualClock, Options, Queue};
+
+/// Generous: for liveness only, never a timing claim.
+const LIVENESS: Duration = Duration::from_secs(60);
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + LIVENESS;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn accounted(s: &PoolStats) -> u64 {
+    s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors
+}
+
+fn real_clock_queue(dir: &std::path::Path, max_attempts: u32) -> Queue {
+    let opts = Options::default()
+        .segment_size(64 * 1024)
+        .max_attempts(max_attempts);
+    Queue::open_with(dir, opts).unwrap()
+}
+
+/// On a runtime with ONE thread, a pending `dequeue_async` must leave that
+/// thread free: the enqueue that wakes it runs on the same thread. A
+/// dequeue that blocked its thread (a condvar wait, `block_on`) would
+/// never see the enqueue and the test would time out.
+#[tokio::test(flavor = "current_thread")]
+async fn dequeue_async_waits_without_blocking_the_runtime_and_wakes_on_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 3);
+    let waiter = {
+        let q = q.clone();
+        // An hour: only a wake ends this wait early.
+        tokio::spawn(async move {
+            q.dequeue_async(Duration::from_secs(30), Duration::from_secs(3600))
+                .await
+        })
+    };
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished(), "nothing is ready: the dequeue waits");
+    // On this same (only) runtime thread.
+    let id = q.enqueue(b"wake up").unwrap();
+    let job = tokio::time::timeout(LIVENESS, waiter)
+        .await
+        .expect("the enqueue woke the dequeue")
+        .unwrap()
+        .unwrap()
+        .expect("a job");
+    assert_eq!((job.id(), job.attempt()), (id, 1));
+    q.ack(job.receipt()).unwrap();
+
+    // An enqueue from another thread wakes it too.
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            q.dequeue_async(Duration::from_secs(30), Duration::from_secs(3600))
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || q.enqueue(b"from a thread").unwrap())
+    };
+    let job = tokio::time::timeout(LIVENESS, waiter)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap()
+        .expect("a job");
+    assert_eq!(job.id(), producer.join().unwrap());
+
+    // A short wait with nothing ready ends with None.
+    let none = q
+        .dequeue_async(Duration::from_secs(30), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+}
+
+/// A delayed job (and a nacked one) wakes the waiter by the timer, with no
+/// enqueue to wake it; closing the queue ends the wait with an error.
+#[tokio::test(flavor = "current_thread")]
+async fn dequeue_async_wakes_when_a_delay_comes_due_and_when_the_queue_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 3);
+    let id = q
+        .enqueue_with(
+            b"later",
+            walq::EnqueueOptions::new().delay(Duration::from_millis(50)),
+        )
+        .unwrap()
+        .id;
+    let job = q
+        .dequeue_async(Duration::from_secs(30), LIVENESS)
+        .await
+        .unwrap()
+        .expect("the delay came due");
+    assert_eq!(job.id(), id);
+    q.ack(job.receipt()).unwrap();
+
+    let waiter = {
+        let q = q.clone();
+        tokio::spawn(async move { q.dequeue_async(Duration::from_secs(30), LIVENESS).await })
+    };
+    tokio::task::yield_now().await;
+    q.close().unwrap();
+    let err = tokio::time::timeout(LIVENESS, waiter)
+        .await
+        .expect("close woke the waiter")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), walq::ErrorKind::Closed);
+}
+
+/// Counts handler futures dropped before they finished.
+struct DropCount(Arc<AtomicU32>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_running_async_jobs_at_once_with_the_attempt_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 5);
+    let a = q.enqueue(b"stuck a").unwrap();
+    let b = q.enqueue(b"stuck b").unwrap();
+    let dropped = Arc::new(AtomicU32::new(0));
+    let saw_lost = Arc::new(AtomicU32::new(0));
+    let pool = {
+        let (dropped, saw_lost) = (dropped.clone(), saw_lost.clone());
+        WorkerPool::builder(q.clone())
+            .workers(3)
+            .visibility(Duration::from_secs(600)) // expiry cannot explain a redelivery
+            .start_async(move |ctx: JobContext, _payload: Vec<u8>| {
+                let guard = DropCount(dropped.clone());
+                let saw_lost = saw_lost.clone();
+                async move {
+                    // Never finishes on its own; watches its lease.
+                    while !ctx.lease_lost() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    saw_lost.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    drop(guard);
+                    Outcome::done()
+                }
+            })
+            .unwrap()
+    };
+    wait_until("both handlers run", || pool.stats().running == 2).await;
+    let report = pool.shutdown(Duration::from_millis(50)).await;
+    assert_eq!((report.running, report.finished), (2, 0));
+    let mut released = report.released.clone();
+    released.sort_unstable();
+    assert_eq!(released, vec![a, b]);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "the stuck futures were dropped"
+    );
+    let s = report.stats;
+    assert_eq!((s.leased, s.released, s.done, s.running), (2, 2, 0, 0));
+    assert_eq!(accounted(&s), s.leased);
+    // Ready again at once (not after the 600 s lease), attempt counted.
+    let mut again: Vec<(u64, u32)> = common::lease_all(&q)
+        .iter()
+        .map(|j| (j.id(), j.attempt()))
+        .collect();
+    again.sort_unstable();
+    assert_eq!(again, vec![(a, 2), (b, 2)]);
+    // The contexts were told (seen before the futures were dropped, or
+    // not at all if the abort came first: at most 2).
+    assert!(saw_lost.load(Ordering::SeqCst) <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_async_handlers_finish_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 5);
+    q.enqueue(b"finishes").unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (started, saw_stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let pool = {
+        let (gate, started, saw_stop) = (gate.clone(), started.clone(), saw_stop.clone());
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .start_async(move |ctx: JobContext, _payload: Vec<u8>| {
+                let (gate, started, saw_stop) = (gate.clone(), started.clone(), saw_stop.clone());
+                async move {
+                    started.store(true, Ordering::SeqCst);
+                    while !ctx.is_shutting_down() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    saw_stop.store(true, Ordering::SeqCst);
+                    gate.notified().await;
+                    Outcome::done()
+                }
+            })
+            .unwrap()
+    };
+    wait_until("the handler runs", || started.load(Ordering::SeqCst)).await;
+    let stopping = tokio::spawn(pool.shutdown(LIVENESS));
+    wait_until("the handler sees the pool stopping", || {
+        saw_stop.load(Ordering::SeqCst)
+    })
+    .await;
+    // Stopping, the pool starts nothing new (a job leased in the race is
+    // handed back unstarted, counted as released).
+    q.enqueue(b"not leased").unwrap();
+    gate.notify_one();
+    let report = stopping.await.unwrap();
+    assert_eq!((report.running, report.finished), (1, 1));
+    assert!(report.released.is_empty());
+    let s = report.stats;
+    assert_eq!((s.done, s.leased - s.released), (1, 1));
+    assert_eq!(q.stats().acked_total, 1);
+    let left = common::lease_all(&q);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].payload(), b"not leased");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_async_handler_is_a_failed_attempt_with_the_panic_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 1); // one attempt: a failure is dead
+    let in_future = q.enqueue(b"panic in the future").unwrap();
+    let in_call = q.enqueue(b"panic in the call").unwrap();
+    let fine = q.enqueue(b"fine").unwrap();
+    let pool = WorkerPool::builder(q.clone())
+        .workers(2)
+        .start_async(|_ctx: JobContext, payload: Vec<u8>| {
+            if payload == b"panic in the call" {
+                panic!("boom before the future");
+            }
+            async move {
+                tokio::task::yield_now().await;
+                if payload == b"panic in the future" {
+                    panic!("boom in the future");
+                }
+                Outcome::done()
+            }
+        })
+        .unwrap();
+    wait_until("all three settled", || pool.stats().processed() == 3).await;
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert_eq!((s.done, s.dead, s.panicked), (1, 2, 2));
+    assert_eq!(accounted(&s), s.leased);
+    let error = |id| q.dead_letter(id).unwrap().expect("dead").error;
+    assert_eq!(error(in_future), "handler panicked: boom in the future");
+    assert_eq!(error(in_call), "handler panicked: boom before the future");
+    assert!(q.dead_letter(fine).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_async_handler_keeps_its_lease_past_several_visibility_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    q.enqueue(b"slow").unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicU32::new(0));
+    let pool = {
+        let (gate, runs) = (gate.clone(), runs.clone());
+        WorkerPool::builder(q.clone())
+            .workers(2) // an idle task would take the job if its lease expired
+            .visibility(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(5))
+            .start_async(move |_ctx: JobContext, _payload: Vec<u8>| {
+                let (gate, runs) = (gate.clone(), runs.clone());
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    gate.notified().await;
+                    Outcome::done()
+                }
+            })
+            .unwrap()
+    };
+    wait_until("the handler started", || runs.load(Ordering::SeqCst) == 1).await;
+    for _ in 0..6 {
+        // Two extensions after this point: at least one read the clock
+        // after the last advance, so the lease runs to now + 1 s.
+        let seen = pool.stats().extended;
+        wait_until("the heartbeat extended the lease", || {
+            pool.stats().extended >= seen + 2
+        })
+        .await;
+        clock.advance(Duration::from_millis(600));
+    }
+    // 3.6 s of queue time have passed with a 1 s lease.
+    assert_eq!(q.stats().in_flight, 1);
+    gate.notify_one();
+    wait_until("the job is done", || pool.stats().done == 1).await;
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert_eq!((s.leased, s.done, s.lost), (1, 1, 0));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "never run twice");
+    assert_eq!(q.stats().acked_total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_handler_sees_that_its_lease_was_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    q.enqueue(b"job").unwrap();
+    let started = Arc::new(AtomicBool::new(false));
+    let saw_lost = Arc::new(AtomicBool::new(false));
+    let pool = {
+        let (started, saw_lost) = (started.clone(), saw_lost.clone());
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .visibility(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(5))
+            .start_async(move |ctx: JobContext, _payload: Vec<u8>| {
+                let (started, saw_lost) = (started.clone(), saw_lost.clone());
+                async move {
+                    if ctx.attempt() == 1 {
+                        started.store(true, Ordering::SeqCst);
+                        let deadline = Instant::now() + LIVENESS;
+                        while !ctx.lease_lost() && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        saw_lost.store(ctx.lease_lost(), Ordering::SeqCst);
+                    }
+                    Outcome::done()
+                }
+            })
+            .unwrap()
+    };
+    wait_until("the first attempt runs", || started.load(Ordering::SeqCst)).await;
+    // Past the deadline in one step: no heartbeat can save the lease.
+    clock.advance(Duration::from_secs(2));
+    wait_until("both attempts settled", || {
+        let s = pool.stats();
+        s.done + s.lost == 2
+    })
+    .await;
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert!(saw_lost.load(Ordering::SeqCst));
+    assert_eq!(
+        (s.leased, s.done, s.lost),
+        (2, 1, 1),
+        "the stale ack was refused"
+    );
+    assert_eq!(q.stats().acked_total, 1);
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Resize {
+    photo: u64,
+    width: u32,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_async_handler_gets_values_and_dead_letters_what_does_not_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 3);
+    let resizes = Jobs::<Resize>::new(q.clone());
+    let ok = resizes
+        .enqueue(&Resize {
+            photo: 7,
+            width: 640,
+        })
+        .unwrap();
+    let bad = q.enqueue(b"{\"photo\": \"seven\"}").unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pool = {
+        let seen = seen.clone();
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .start_async_typed(move |ctx: JobContext, job: Resize| {
+                let seen = seen.clone();
+                async move {
+                    tokio::task::yield_now().await;
+                    seen.lock().unwrap().push((ctx.id(), job));
+                    Ok::<(), String>(())
+                }
+            })
+            .unwrap()
+    };
+    wait_until("both settled", || pool.stats().processed() == 2).await;
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert_eq!((s.done, s.dead, s.panicked), (1, 1, 0));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(
+            ok,
+            Resize {
+                photo: 7,
+                width: 640
+            }
+        )]
+    );
+    let why = q.dead_letter(bad).unwrap().expect("dead").error;
+    assert!(
+        why.starts_with("payload does not decode as"),
+        "decode error kept: {why}"
+    );
+}
+
+#[test]
+fn starting_an_async_pool_outside_a_runtime_is_refused_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 3);
+    let err = WorkerPool::builder(q)
+        .start_async(|_ctx: JobContext, _p: Vec<u8>| async { Outcome::done() })
+        .unwrap_err();
+    assert_eq!(err.kind(), walq::ErrorKind::InvalidOptions);
+}
+
+/// The async pool takes the same token bucket before each lease: counted
+/// per tick of a manual clock, not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_rate_limit_admits_exactly_the_tokens_of_each_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    let payloads: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    q.enqueue_batch(&payloads).unwrap();
+    let workers = 3;
+    let pool = WorkerPool::builder(q.clone())
+        .workers(workers)
+        .rate_limit(walq::RateLimit::per_second(5).burst(5))
+        .clock(clock.clone())
+        .poll_interval(Duration::from_millis(2))
+        .start_async(|_ctx: JobContext, _p: Vec<u8>| async { Outcome::done() })
+        .unwrap();
+    let mut expected = 5; // the bucket starts full
+    for tick in 0..4 {
+        wait_until("every task waits for a token", || {
+            let s = pool.stats();
+            s.done >= expected && s.throttled == workers as u64
+        })
+        .await;
+        assert_eq!(pool.stats().done, expected, "tick {tick}");
+        assert_eq!(q.stats().ready, 40 - expected);
+        clock.advance(Duration::from_secs(1));
+        expected += 5;
+    }
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert_eq!(accounted(&s), s.leased);
+}

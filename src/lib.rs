@@ -52,7 +52,7 @@
 mod clock;
 mod commit;
 mod dead;
-mod dead_letters;
+mod delivery;
 mod error;
 #[doc(hidden)]
 pub mod format;
@@ -60,12 +60,12 @@ mod idhash;
 mod job;
 mod jobs;
 mod keys;
+mod leases;
 mod log;
 mod options;
 #[allow(unsafe_code)]
 mod os;
 mod queue;
-mod reclaim;
 mod recovery;
 mod segment;
 mod state;
@@ -77,6 +77,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;
 pub use error::{Error, ErrorKind, Result};
 pub use job::{Job, Receipt};
+#[doc(hidden)]
+pub use keys::force_key_hash_collisions as __force_key_hash_collisions;
 pub use options::{
     Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, MAX_ATTEMPTS_LIMIT,
     MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,

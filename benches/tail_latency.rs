@@ -172,10 +172,13 @@ fn pickup(mode: Durability, jobs: usize) {
             })
         })
         .collect();
+    let mut enq = Vec::with_capacity(jobs);
     for i in 0..jobs {
         // Ids start at 1 on a fresh queue.
-        sent.lock().expect("lock")[i + 1] = Some(Instant::now());
+        let t0 = Instant::now();
+        sent.lock().expect("lock")[i + 1] = Some(t0);
         q.enqueue(b"pickup").expect("enqueue");
+        enq.push(t0.elapsed());
         std::thread::sleep(Duration::from_micros(200));
     }
     while got.lock().expect("lock").len() < jobs {
@@ -186,7 +189,8 @@ fn pickup(mode: Durability, jobs: usize) {
         c.join().expect("consumer");
     }
     let lat = std::mem::take(&mut *got.lock().expect("lock"));
-    report(&format!("pickup {mode:?}"), lat, "");
+    report(&format!("paced enqueue {mode:?}"), enq, "(the group commit)");
+    report(&format!("pickup {mode:?}"), lat, "(enqueue start to lease)");
 }
 
 fn main() {

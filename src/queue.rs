@@ -198,6 +198,18 @@ impl Queue {
         self.write_op_at(op, |_| 0)
     }
 
+    /// Runs an enqueue: no maintenance after it (an enqueue frees
+    /// nothing), so producers never pay for reclaim.
+    fn enqueue_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
+        let mut st = self.lock_for_write()?;
+        let now = st.now(self.clock());
+        op(&mut st, now).inspect_err(|e| {
+            if e.kind() == ErrorKind::Io {
+                self.poison(e);
+            }
+        })
+    }
+
     /// Runs a state operation; any I/O failure poisons the queue. After an
     /// operation that happened, maintenance (reclaim) runs as a separate
     /// step, and its failure is not the operation's: the queue is poisoned
@@ -301,13 +313,10 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_with(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
-        let out = self.write_op_at(
-            |st, now| {
-                st.validate_enqueue(payload, &opts)?;
-                st.enqueue(payload, &opts, now.wall, 0)
-            },
-            |out| out.lsn,
-        )?;
+        let out = self.enqueue_op(|st, now| {
+            st.validate_enqueue(payload, &opts)?;
+            st.enqueue(payload, &opts, now.wall, 0)
+        })?;
         self.settle(out.lsn)?;
         if !out.duplicate {
             self.wake_consumers(false);
@@ -332,8 +341,7 @@ impl Queue {
         if slices.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, lsn) =
-            self.write_op_at(|st, now| st.enqueue_batch(&slices, now.wall), |o| o.1)?;
+        let (ids, lsn) = self.enqueue_op(|st, now| st.enqueue_batch(&slices, now.wall))?;
         self.settle(lsn)?;
         self.wake_consumers(true);
         Ok(ids)

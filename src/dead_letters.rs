@@ -72,6 +72,12 @@ impl QueueState {
         };
         let (enqueued_ms, key, payload, text) = match &read {
             Ok(e) => (e.enqueued_ms, e.key, e.payload, error.to_string()),
+            Err(damage) if error.is_empty() => (
+                0,
+                &[][..],
+                &[][..],
+                format!("record damaged, payload lost: {damage}"),
+            ),
             Err(damage) => (
                 0,
                 &[][..],

@@ -25,9 +25,10 @@
 //! failed append or log sync is returned, to poison the queue (after a
 //! failed fsync nothing more may be published).
 //!
-//! Carrying is incremental: the live jobs of the segment are listed once,
-//! then at most [`CARRY_BUDGET`] bytes are copied per call, so no single
-//! operation pays for a whole segment's worth of copies.
+//! Carrying is incremental: the live jobs of the segment are listed a step
+//! of the job table per call, then at most [`CARRY_BUDGET`] bytes are
+//! copied per call, so no single operation pays for a scan of every live
+//! job or for a whole segment's worth of copies.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
@@ -44,6 +45,18 @@ const CARRY_BUDGET: u64 = 64 * 1024;
 /// Maintenance calls skipped after a failed unlink before trying again.
 const RETRY_AFTER: u32 = 256;
 
+/// Job-table slots looked at per call while listing a segment's jobs.
+const SCAN_STEP: usize = 32 * 1024;
+
+/// The live jobs of a segment to carry.
+#[derive(Debug)]
+enum Plan {
+    /// Listing: segment, next id to look at, `(offset, id)` found so far.
+    Scanning(u32, u64, Vec<(u32, u64)>),
+    /// Listed: segment, ids still to carry (last in record order first).
+    Ready(u32, Vec<u64>),
+}
+
 /// The state of maintenance between calls.
 #[derive(Debug, Default)]
 pub(super) struct Maintenance {
@@ -53,8 +66,8 @@ pub(super) struct Maintenance {
     last_error: Option<String>,
     /// Calls to skip before retrying a failed deletion.
     backoff: u32,
-    /// Live jobs of the segment being emptied, still to carry (ids).
-    plan: Option<(u32, Vec<u64>)>,
+    /// Live jobs of the segment being emptied: being listed, or listed.
+    plan: Option<Plan>,
     /// The oldest segment is kept for the remembered keys in it until this
     /// time: `(segment id, first expiry)`.
     key_block: Option<(u32, u64)>,
@@ -218,23 +231,38 @@ impl QueueState {
         self.jobs.get(first).is_some_and(|s| s.seg == id)
     }
 
-    /// The live jobs of segment `id` still to carry, in record order: listed
-    /// once per segment (from the job table, not a walk of the segment's
-    /// frames: a segment opened in salvage mode may hold damage between
-    /// live records).
-    fn carry_plan(&mut self, id: u32) -> Vec<u64> {
-        match self.maintenance.plan.take() {
-            Some((seg, ids)) if seg == id => ids,
-            _ => {
-                let mut live: Vec<(u32, u64)> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, s)| s.seg == id)
-                    .map(|(job, s)| (s.off, job))
-                    .collect();
+    /// The live jobs of segment `id` still to carry, in record order, or
+    /// `None` while they are still being listed. The job table is scanned
+    /// in steps of [`SCAN_STEP`] slots per call, so no call pays for a scan
+    /// of every live job (a job made live meanwhile is never in this old
+    /// segment; one finished meanwhile is skipped when carried). From the
+    /// job table, not a walk of the segment's frames: a segment opened in
+    /// salvage mode may hold damage between live records.
+    fn carry_plan(&mut self, id: u32) -> Option<Vec<u64>> {
+        let (mut from, mut found) = match self.maintenance.plan.take() {
+            Some(Plan::Ready(seg, ids)) if seg == id => return Some(ids),
+            Some(Plan::Scanning(seg, from, found)) if seg == id => (from, found),
+            _ => (0, Vec::new()),
+        };
+        let (chunk, next) = self.jobs.scan(from, SCAN_STEP);
+        found.extend(
+            chunk
+                .iter()
+                .filter(|(_, s)| s.seg == id)
+                .map(|(j, s)| (s.off, *j)),
+        );
+        match next {
+            Some(n) => {
+                from = n;
+                self.maintenance.plan = Some(Plan::Scanning(id, from, found));
+                None
+            }
+            None => {
+                let stragglers = self.jobs.stragglers().filter(|(_, s)| s.seg == id);
+                found.extend(stragglers.map(|(j, s)| (s.off, j)).collect::<Vec<_>>());
                 // Carried last first: the plan is popped from the back.
-                live.sort_unstable_by(|a, b| b.cmp(a));
-                live.into_iter().map(|(_, job)| job).collect()
+                found.sort_unstable_by(|a, b| b.cmp(a));
+                Some(found.into_iter().map(|(_, job)| job).collect())
             }
         }
     }
@@ -242,10 +270,12 @@ impl QueueState {
     /// Rewrites live jobs of segment `id` into the active segment, up to
     /// `budget` bytes. Returns whether none is left.
     fn carry_jobs(&mut self, id: u32, budget: &mut u64) -> Result<bool> {
-        let mut plan = self.carry_plan(id);
+        let Some(mut plan) = self.carry_plan(id) else {
+            return Ok(false);
+        };
         while let Some(&job) = plan.last() {
             if *budget == 0 {
-                self.maintenance.plan = Some((id, plan));
+                self.maintenance.plan = Some(Plan::Ready(id, plan));
                 return Ok(false);
             }
             if self.jobs.get(job).is_some_and(|s| s.seg == id) {

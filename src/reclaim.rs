@@ -28,7 +28,8 @@
 //! Carrying is incremental: the live jobs of the segment are listed a step
 //! of the job table per call, then at most [`CARRY_BUDGET`] bytes are
 //! copied per call, so no single operation pays for a scan of every live
-//! job or for a whole segment's worth of copies.
+//! job or for a whole segment's worth of copies. The scan of the key index
+//! for the keys homed in that segment runs once per segment.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
@@ -71,6 +72,11 @@ pub(super) struct Maintenance {
     /// The oldest segment is kept for the remembered keys in it until this
     /// time: `(segment id, first expiry)`.
     key_block: Option<(u32, u64)>,
+    /// `homed_key_bytes` of the front segment, computed once per segment
+    /// (it scans every key) until its first key expires: `(segment id,
+    /// bytes, first expiry)`. It only steers the choice to carry or wait;
+    /// `carry_keys` carries whatever keys are homed there when it runs.
+    homed: Option<(u32, u64, u64)>,
 }
 
 impl Maintenance {
@@ -128,7 +134,7 @@ impl QueueState {
             // Keys of finished jobs still in their window count as live
             // bytes too: a segment that is mostly remembered keys stays
             // until they expire instead of being copied forward again.
-            let (key_bytes, first_expiry) = self.homed_key_bytes(id, now);
+            let (key_bytes, first_expiry) = self.homed_keys_of(id, now);
             if (live_bytes + key_bytes) * 4 > self.log.seg_size {
                 self.set_key_block(Some((id, first_expiry)));
                 break;
@@ -180,6 +186,18 @@ impl QueueState {
             self.maintenance.last_error = Some(e.to_string());
         }
         Ok(true)
+    }
+
+    /// [`QueueState::homed_key_bytes`] of segment `id`, once per segment.
+    fn homed_keys_of(&mut self, id: u32, now: u64) -> (u64, u64) {
+        if let Some((seg, bytes, first)) = self.maintenance.homed {
+            if seg == id && now < first {
+                return (bytes, first);
+            }
+        }
+        let (bytes, first) = self.homed_key_bytes(id, now);
+        self.maintenance.homed = Some((id, bytes, first));
+        (bytes, first)
     }
 
     /// Bytes of the key records that carrying the keys of finished jobs

@@ -6,15 +6,42 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time in milliseconds since the Unix epoch.
+/// A source of wall-clock time in milliseconds since the Unix epoch, and
+/// of a monotonic reading for deadlines that live only in this process.
 ///
-/// The queue never lets its own view of time go backwards: it keeps the
-/// largest value it has seen, so a clock step back cannot reorder jobs.
+/// Wall time is what gets persisted (enqueue times, due times). Lease
+/// deadlines use [`Clock::monotonic_ms`], so a wall clock stepped forward
+/// (NTP, a suspended VM) does not expire every lease at once. The queue
+/// never lets either reading go backwards: it keeps the largest value it
+/// has seen, so a clock step back cannot reorder jobs.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+
+    /// Milliseconds on a monotonic clock (any origin, same process). The
+    /// default reads [`Instant`].
+    fn monotonic_ms(&self) -> u64 {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ms(ORIGIN.get_or_init(Instant::now).elapsed())
+    }
+}
+
+/// Whole milliseconds of `d`, saturating: the one conversion of a
+/// duration to the milliseconds the queue works in.
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One reading of both clocks, taken when an operation starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Now {
+    /// Wall time (ms since the epoch), for what is persisted.
+    pub wall: u64,
+    /// Monotonic time (ms), for lease deadlines.
+    pub mono: u64,
 }
 
 /// The system clock.
@@ -23,9 +50,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
     }
 }
 
@@ -54,8 +79,7 @@ impl ManualClock {
 
     /// Moves time forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.now_ms.fetch_add(ms, Ordering::SeqCst);
+        self.now_ms.fetch_add(ms(by), Ordering::SeqCst);
     }
 
     /// Sets the time to `ms` (it may go backwards, to test that the queue copes).
@@ -64,8 +88,13 @@ impl ManualClock {
     }
 }
 
+/// Both readings are the manual time, so tests drive lease expiry too.
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
         self.now_ms.load(Ordering::SeqCst)
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::frame::{self, FRAME_HEADER_LEN};
@@ -73,7 +74,7 @@ pub struct DeadRecovery {
 #[derive(Debug)]
 pub struct DeadFile {
     path: PathBuf,
-    file: Box<dyn VfsFile>,
+    file: Arc<dyn VfsFile>,
     len: u64,
     entries: BTreeMap<u64, DeadEntry>,
     garbage: u64,
@@ -104,26 +105,26 @@ impl DeadFile {
         let len = file
             .len()
             .map_err(|e| Error::io("reading dead-letter length", &path, e))?;
-        let len_usize = usize::try_from(len)
-            .map_err(|_| Error::corrupt(&path, 0, "dead-letter file too large"))?;
-        let mut bytes = vec![0u8; len_usize];
-        file.read_at(&mut bytes, 0)
+        let head_len =
+            usize::try_from(len).map_or(SEGMENT_HEADER_LEN, |l| l.min(SEGMENT_HEADER_LEN));
+        let mut head = vec![0u8; head_len];
+        file.read_at(&mut head, 0)
             .map_err(|e| Error::io("reading dead letters", &path, e))?;
         let header =
-            SegmentHeader::decode(&bytes).map_err(|e| crate::segment::header_error(&path, e))?;
+            SegmentHeader::decode(&head).map_err(|e| crate::segment::header_error(&path, e))?;
         if header.kind != FileKind::Dead {
             return Err(Error::corrupt(&path, 0, "not a dead-letter file"));
         }
         let mut dead = DeadFile {
             path,
-            file,
+            file: Arc::from(file),
             len,
             entries: BTreeMap::new(),
             garbage: 0,
             synced_len: 0,
             buf: Vec::new(),
         };
-        let report = dead.replay(&bytes, recovery)?;
+        let report = dead.replay(recovery)?;
         // What survived is durable from here on, so sync lags written from
         // now on are measured from a true durable point.
         dead.sync()?;
@@ -134,7 +135,7 @@ impl DeadFile {
         let file = write_fresh(vfs, dir, path, mode, &[])?;
         Ok(DeadFile {
             path: path.to_path_buf(),
-            file,
+            file: Arc::from(file),
             len: SEGMENT_HEADER_LEN as u64,
             entries: BTreeMap::new(),
             garbage: 0,
@@ -143,63 +144,59 @@ impl DeadFile {
         })
     }
 
-    fn replay(&mut self, bytes: &[u8], recovery: RecoveryMode) -> Result<DeadRecovery> {
+    /// Reads the frame at `off` into `buf`: the bytes it claims to span
+    /// (or what is left of the file), one `pread` or two.
+    fn read_frame(&self, off: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let left = usize::try_from(self.len - off).unwrap_or(usize::MAX);
+        buf.resize(left.min(FRAME_HEADER_LEN), 0);
+        self.read_into(buf, off)?;
+        let claimed = crate::format::u32_at(buf, 4).unwrap_or(0) as usize;
+        if claimed > buf.len() && claimed <= MAX_DEAD_RECORD as usize {
+            buf.resize(claimed.min(left), 0);
+            self.read_into(buf, off)?;
+        }
+        Ok(())
+    }
+
+    fn read_into(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        self.file
+            .read_at(buf, off)
+            .map_err(|e| Error::io("reading dead letters", &self.path, e))
+    }
+
+    /// Indexes the records one at a time; only damage makes it read the
+    /// rest of the file at once (to tell a torn tail from corruption).
+    fn replay(&mut self, recovery: RecoveryMode) -> Result<DeadRecovery> {
         let mut report = DeadRecovery::default();
-        let mut off = SEGMENT_HEADER_LEN;
-        while off < bytes.len() {
-            match frame::decode(&bytes[off..], DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
+        let mut off = SEGMENT_HEADER_LEN as u64;
+        let mut buf = Vec::new();
+        while off < self.len {
+            self.read_frame(off, &mut buf)?;
+            match frame::decode(&buf, DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
                 Ok(f) => {
-                    match Record::decode(f.kind, f.body) {
-                        Some(Record::Dead(d)) if d.id >= crate::format::MAX_ID => {
-                            return Err(Error::corrupt(
-                                &self.path,
-                                off as u64,
-                                format!("dead letter with job id {} out of range", d.id),
-                            ))
-                        }
-                        Some(Record::Dead(d)) => {
-                            let entry = DeadEntry {
-                                off: off as u64,
-                                len: f.len,
-                                lsn: f.lsn,
-                            };
-                            if let Some(old) = self.entries.insert(d.id, entry) {
-                                self.garbage += u64::from(old.len);
-                            }
-                        }
-                        Some(Record::Removed { id }) => {
-                            if let Some(old) = self.entries.remove(&id) {
-                                self.garbage += u64::from(old.len);
-                            }
-                            self.garbage += u64::from(f.len);
-                        }
-                        _ => {
-                            return Err(Error::corrupt(
-                                &self.path,
-                                off as u64,
-                                format!("record kind {} does not belong in dead letters", f.kind),
-                            ))
-                        }
-                    }
-                    off += f.len as usize;
+                    let (kind, len, lsn) = (f.kind, f.len, f.lsn);
+                    self.index_record(Record::decode(kind, f.body), off, len, lsn)?;
+                    off += u64::from(len);
                 }
                 Err(err) => {
-                    let (next, durable) = later_frames(bytes, off);
+                    let mut rest = vec![0u8; usize::try_from(self.len - off).unwrap_or(0)];
+                    self.read_into(&mut rest, off)?;
+                    let (next, durable) = later_frames(&rest, 0);
                     match (next, recovery) {
                         (_, _) if !durable => {
                             // A torn tail: the last append did not complete.
-                            report.torn_bytes = (bytes.len() - off) as u64;
-                            self.cut(off as u64)?;
+                            report.torn_bytes = self.len - off;
+                            self.cut(off)?;
                             break;
                         }
                         (Some(next), RecoveryMode::Salvage) => {
-                            report.damaged_bytes += (next - off) as u64;
-                            off = next;
+                            report.damaged_bytes += next as u64;
+                            off += next as u64;
                         }
                         (_, RecoveryMode::Strict) | (None, _) => {
                             return Err(Error::corrupt(
                                 &self.path,
-                                off as u64,
+                                off,
                                 format!("{err} in the middle of the dead letters"),
                             ));
                         }
@@ -208,6 +205,48 @@ impl DeadFile {
             }
         }
         Ok(report)
+    }
+
+    fn index_record(
+        &mut self,
+        rec: Option<Record<'_>>,
+        off: u64,
+        len: u32,
+        lsn: u64,
+    ) -> Result<()> {
+        match rec {
+            Some(Record::Dead(d)) if d.id >= crate::format::MAX_ID => Err(Error::corrupt(
+                &self.path,
+                off,
+                format!("dead letter with job id {} out of range", d.id),
+            )),
+            Some(Record::Dead(d)) => {
+                if let Some(old) = self.entries.insert(d.id, DeadEntry { off, len, lsn }) {
+                    self.garbage += u64::from(old.len);
+                }
+                Ok(())
+            }
+            Some(Record::Removed { id }) => {
+                if let Some(old) = self.entries.remove(&id) {
+                    self.garbage += u64::from(old.len);
+                }
+                self.garbage += u64::from(len);
+                Ok(())
+            }
+            Some(other) => Err(Error::corrupt(
+                &self.path,
+                off,
+                format!(
+                    "record kind {} does not belong in dead letters",
+                    other.kind()
+                ),
+            )),
+            None => Err(Error::corrupt(
+                &self.path,
+                off,
+                "dead-letter record does not decode",
+            )),
+        }
     }
 
     fn cut(&mut self, len: u64) -> Result<()> {
@@ -283,28 +322,17 @@ impl DeadFile {
         let Some(entry) = self.entries.get(&id).copied() else {
             return Ok(None);
         };
-        let mut bytes = vec![0u8; entry.len as usize];
-        self.file
-            .read_at(&mut bytes, entry.off)
-            .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
-        let bad = |what: &str| Error::corrupt(&self.path, entry.off, what.to_string());
-        let f = frame::decode(&bytes, DEAD_SEGMENT_ID, MAX_DEAD_RECORD)
-            .map_err(|e| bad(&e.to_string()))?;
-        let Some(Record::Dead(d)) = Record::decode(f.kind, f.body) else {
-            return Err(bad("dead-letter record does not decode"));
-        };
-        if d.id != id {
-            return Err(bad("dead-letter record has another id"));
-        }
-        Ok(Some(DeadLetter {
-            id,
-            attempts: d.attempts,
-            enqueued_ms: d.enqueued_ms,
-            dead_ms: d.dead_ms,
-            error: String::from_utf8_lossy(d.error).into_owned(),
-            key: (!d.key.is_empty()).then(|| d.key.to_vec()),
-            payload: d.payload.to_vec(),
-        }))
+        read_letter(&*self.file, &self.path, id, entry).map(Some)
+    }
+
+    /// The open file, for reading letters without the queue lock.
+    pub fn file_handle(&self) -> Arc<dyn VfsFile> {
+        self.file.clone()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Bytes on disk.
@@ -338,13 +366,43 @@ impl DeadFile {
             body.extend_from_slice(&bytes);
         }
         let file = write_fresh(vfs, dir, &self.path, mode, &body)?;
-        self.file = file;
+        self.file = Arc::from(file);
         self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
         self.entries = entries;
         self.garbage = 0;
         self.synced_len = self.len;
         Ok(())
     }
+}
+
+/// Reads and verifies the dead letter `id` at `entry` of `file`.
+pub fn read_letter(
+    file: &dyn VfsFile,
+    path: &Path,
+    id: u64,
+    entry: DeadEntry,
+) -> Result<DeadLetter> {
+    let mut bytes = vec![0u8; entry.len as usize];
+    file.read_at(&mut bytes, entry.off)
+        .map_err(|e| Error::io("reading dead letter", path, e))?;
+    let bad = |what: &str| Error::corrupt(path, entry.off, what.to_string());
+    let f =
+        frame::decode(&bytes, DEAD_SEGMENT_ID, MAX_DEAD_RECORD).map_err(|e| bad(&e.to_string()))?;
+    let Some(Record::Dead(d)) = Record::decode(f.kind, f.body) else {
+        return Err(bad("dead-letter record does not decode"));
+    };
+    if d.id != id {
+        return Err(bad("dead-letter record has another id"));
+    }
+    Ok(DeadLetter {
+        id,
+        attempts: d.attempts,
+        enqueued_ms: d.enqueued_ms,
+        dead_ms: d.dead_ms,
+        error: String::from_utf8_lossy(d.error).into_owned(),
+        key: (!d.key.is_empty()).then(|| d.key.to_vec()),
+        payload: d.payload.to_vec(),
+    })
 }
 
 /// Writes a dead-letter file with `body` after its header crash-atomically

@@ -1,15 +1,24 @@
 //! Moving jobs to and from the dead letters: dead-lettering, redrive,
-//! purge. The fsync order each one follows is in `docs/architecture.md`.
+//! purge, listing. The fsync order each one follows is in
+//! `docs/architecture.md`.
+//!
+//! Multi-item operations (redrive and purge of several letters) run in
+//! three phases: validate and read everything (nothing written yet), then
+//! write every record (log, sync, dead-letter file, sync), then change
+//! memory. A failure in the first phase changes nothing; a failure in the
+//! second is an I/O error that poisons the queue before memory changes, so
+//! no job is ever both live and dead.
 
-use std::cmp::Reverse;
+use std::sync::Arc;
 
-use crate::dead::DeadLetter;
-use crate::error::Result;
+use super::QueueState;
+use crate::dead::{DeadEntry, DeadLetter};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::record::{DeadRec, EnqueueRec, Record};
 use crate::jobs::SlotState;
 use crate::keys::{key_hash, KeyEntry, IN_DEAD_LETTERS};
 use crate::options::MAX_ERROR_LEN;
-use crate::state::QueueState;
+use crate::vfs::VfsFile;
 
 fn cut_text(text: &str) -> &[u8] {
     if text.len() <= MAX_ERROR_LEN {
@@ -22,23 +31,68 @@ fn cut_text(text: &str) -> &[u8] {
     &text.as_bytes()[..end]
 }
 
+/// A page of dead letters to read without the queue lock: the file handle
+/// as it was (a compaction replaces the file, not this handle's contents)
+/// and where each letter lies in it.
+pub struct DeadPage {
+    file: Arc<dyn VfsFile>,
+    path: std::path::PathBuf,
+    entries: Vec<(u64, DeadEntry)>,
+}
+
+impl DeadPage {
+    /// Reads and verifies the letters of the page.
+    pub fn read(&self) -> Result<Vec<DeadLetter>> {
+        self.entries
+            .iter()
+            .map(|&(id, e)| crate::dead::read_letter(&*self.file, &self.path, id, e))
+            .collect()
+    }
+}
+
 impl QueueState {
-    /// Moves a live job (not in the due heap or fresh list) to the dead
+    /// Moves a live job, taken out of the delivery order, to the dead
     /// letters: log synced, dead letter written and synced, then an ack
     /// record in the log (see `docs/architecture.md`). A crash between the
-    /// last two is resolved on open by LSN order. Returns the LSN to wait for.
-    pub fn dead_letter(&mut self, id: u64, error: &str, now: u64) -> Result<u64> {
-        let slot = *self.jobs.get(id).expect("dead-lettering a live job");
-        let seg = self.segment_of(&slot)?;
-        let e = seg.enqueue_at(slot.off)?;
+    /// last two is resolved on open by LSN order. A job whose record cannot
+    /// be read back (damaged after open) goes with an empty payload and
+    /// the damage as its error, counted in `damaged_total`. Returns the
+    /// LSN to wait for.
+    pub(crate) fn dead_letter(&mut self, id: u64, error: &str, now: u64) -> Result<u64> {
+        let Some(slot) = self.jobs.get(id).copied() else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("job {id} is not live"),
+            ));
+        };
+        let seg = self.segment_of(&slot);
+        let read = match &seg {
+            Ok(s) => s.enqueue_at(slot.off),
+            Err(e) => Err(Error::new(ErrorKind::Corrupt, e.to_string())),
+        };
+        let (enqueued_ms, key, payload, text) = match &read {
+            Ok(e) => (e.enqueued_ms, e.key, e.payload, error.to_string()),
+            Err(damage) if error.is_empty() => (
+                0,
+                &[][..],
+                &[][..],
+                format!("record damaged, payload lost: {damage}"),
+            ),
+            Err(damage) => (
+                0,
+                &[][..],
+                &[][..],
+                format!("record damaged, payload lost: {damage}; {error}"),
+            ),
+        };
         let rec = DeadRec {
             id,
-            enqueued_ms: e.enqueued_ms,
+            enqueued_ms,
             dead_ms: now,
             attempts: u32::from(slot.attempts),
-            key: e.key,
-            error: cut_text(error),
-            payload: e.payload,
+            key,
+            error: cut_text(&text),
+            payload,
         };
         // Order, whatever the durability mode (dead-lettering is rare):
         // the job's log records (its enqueue, perhaps a batch still waiting
@@ -47,113 +101,132 @@ impl QueueState {
         self.log.sync_now()?;
         self.dead.add(&rec, self.log.next_lsn)?;
         self.dead.sync()?;
-        if !e.key.is_empty() {
-            let hash = key_hash(e.key);
-            if let Some(entry) = self.keys.get(hash).copied() {
-                if entry.id == id {
-                    self.keys.insert(
-                        hash,
-                        KeyEntry {
-                            seg: IN_DEAD_LETTERS,
-                            off: 0,
-                            ..entry
-                        },
-                    );
-                }
-            }
-        }
         // Mark the job finished in the log too, so that its records there
         // stay dead even after the dead letter is purged.
         let a = self.log.append(&Record::Ack { id }, 0, self.next_id)?;
+        if !key.is_empty() {
+            let hash = key_hash(key);
+            if let Some(entry) = self.keys.of_job(hash, id) {
+                let moved = KeyEntry {
+                    seg: IN_DEAD_LETTERS,
+                    off: 0,
+                    ..entry
+                };
+                self.keys.set(hash, Some(id), moved);
+            }
+        }
+        if read.is_err() {
+            self.counters.damaged += 1;
+        }
+        if let Some(s) = self.jobs.get_mut(id) {
+            s.state = SlotState::InFlight;
+        }
         self.finish(id);
         self.counters.dead_lettered += 1;
-        self.reclaim(now)?;
         Ok(a.lsn)
     }
 
-    /// Puts dead letters back in the queue (attempts reset), in the order
-    /// given. Unknown ids are skipped; returns the ids redriven.
-    pub fn redrive(&mut self, ids: &[u64], now: u64) -> Result<Vec<u64>> {
-        let mut done = Vec::new();
+    /// Reads the dead letters among `ids` that exist and whose job is not
+    /// live, in order; fails (having changed nothing) if one cannot be read.
+    fn read_letters(&self, ids: &[u64]) -> Result<Vec<DeadLetter>> {
+        let mut letters = Vec::new();
         for &id in ids {
-            let Some(letter) = self.dead.get(id)? else {
+            if self.jobs.get(id).is_some() {
                 continue;
-            };
-            let key = letter.key.clone().unwrap_or_default();
+            }
+            if let Some(letter) = self.dead.get(id)? {
+                letters.push(letter);
+            }
+        }
+        Ok(letters)
+    }
+
+    /// Puts dead letters back in the queue (attempts reset), in the order
+    /// given: all of them or, on an error, none. Unknown ids are skipped;
+    /// returns the ids redriven.
+    pub fn redrive(&mut self, ids: &[u64], now: u64) -> Result<Vec<u64>> {
+        let letters = self.read_letters(ids)?;
+        let max_attempts = u16::try_from(self.cfg.max_attempts).unwrap_or(u16::MAX);
+        let mut written = Vec::with_capacity(letters.len());
+        for letter in &letters {
             let rec = Record::Enqueue(EnqueueRec {
-                id,
+                id: letter.id,
                 enqueued_ms: letter.enqueued_ms,
                 due_ms: now,
                 attempts: 0,
-                max_attempts: u16::try_from(self.cfg.max_attempts).unwrap_or(u16::MAX),
-                key: &key,
+                max_attempts,
+                key: letter.key.as_deref().unwrap_or_default(),
                 payload: &letter.payload,
             });
-            let a = self.log.append(&rec, 0, self.next_id)?;
-            self.add_job(id, a, 0, SlotState::Waiting);
-            self.due.push(Reverse((now, id)));
-            if !key.is_empty() {
-                let hash = key_hash(&key);
-                let expires_ms = self.keys.get(hash).map_or(now, |e| e.expires_ms);
-                self.keys.insert(
-                    hash,
-                    KeyEntry {
-                        id,
-                        expires_ms,
-                        seg: a.seg,
-                        off: a.off,
-                    },
-                );
-            }
-            done.push(id);
+            written.push(self.log.append(&rec, 0, self.next_id)?);
         }
-        self.remove_dead_letters(&done)?;
-        Ok(done)
+        let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
+        self.remove_dead_letters(&ids)?;
+        for (letter, a) in letters.iter().zip(written) {
+            let id = letter.id;
+            self.add_job(id, a, 0, SlotState::Waiting, now);
+            if let Some(key) = letter.key.as_deref() {
+                let hash = key_hash(key);
+                let old = self.keys.of_job(hash, id);
+                let entry = KeyEntry {
+                    id,
+                    expires_ms: old.map_or(now, |e| e.expires_ms),
+                    seg: a.seg,
+                    off: a.off,
+                };
+                self.keys.set(hash, old.map(|e| e.id), entry);
+            }
+        }
+        self.compact_dead()?;
+        Ok(ids)
     }
 
-    /// Deletes dead letters for good. Their idempotency keys stay known
-    /// until their window ends. Returns the ids purged.
+    /// Deletes dead letters for good, all or (on an error) none. Their
+    /// idempotency keys stay known until their window ends. Returns the
+    /// ids purged.
     pub fn purge(&mut self, ids: &[u64], now: u64) -> Result<Vec<u64>> {
-        let mut done = Vec::new();
-        for &id in ids {
-            let Some(letter) = self.dead.get(id)? else {
-                continue;
-            };
-            if let Some(key) = &letter.key {
-                let hash = key_hash(key);
-                match self.keys.get(hash).copied() {
-                    Some(entry) if entry.id == id && entry.expires_ms > now => {
-                        let a = self.log.append(
-                            &Record::Key {
-                                id,
-                                expires_ms: entry.expires_ms,
-                                key,
-                            },
-                            0,
-                            self.next_id,
-                        )?;
-                        self.keys.insert(
-                            hash,
-                            KeyEntry {
-                                seg: a.seg,
-                                off: a.off,
-                                ..entry
-                            },
-                        );
-                    }
-                    Some(entry) if entry.id == id => self.keys.remove(hash),
-                    _ => {}
+        let letters = self.read_letters(ids)?;
+        let mut moves = Vec::new();
+        let mut forget = Vec::new();
+        for letter in &letters {
+            let Some(key) = &letter.key else { continue };
+            let hash = key_hash(key);
+            match self.keys.of_job(hash, letter.id) {
+                Some(entry) if entry.expires_ms > now => {
+                    let rec = Record::Key {
+                        id: letter.id,
+                        expires_ms: entry.expires_ms,
+                        key,
+                    };
+                    let a = self.log.append(&rec, 0, self.next_id)?;
+                    moves.push((
+                        hash,
+                        KeyEntry {
+                            seg: a.seg,
+                            off: a.off,
+                            ..entry
+                        },
+                    ));
                 }
+                Some(entry) => forget.push((hash, entry.id)),
+                None => {}
             }
-            done.push(id);
         }
-        self.remove_dead_letters(&done)?;
-        Ok(done)
+        let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
+        self.remove_dead_letters(&ids)?;
+        for (hash, entry) in moves {
+            self.keys.set(hash, Some(entry.id), entry);
+        }
+        for (hash, id) in forget {
+            self.keys.remove(hash, id);
+        }
+        self.compact_dead()?;
+        Ok(ids)
     }
 
     /// Drops dead letters once what replaces them is durable in the log
     /// (a redriven job's enqueue record; a purged job's ack record and
-    /// carried key), then rewrites the file if removals dominate it.
+    /// carried key).
     fn remove_dead_letters(&mut self, ids: &[u64]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
@@ -162,10 +235,10 @@ impl QueueState {
         for &id in ids {
             self.dead.remove(id, self.log.next_lsn)?;
         }
-        self.dead.sync()?;
-        self.compact_dead()
+        self.dead.sync()
     }
 
+    /// Rewrites the dead-letter file if removals dominate it.
     fn compact_dead(&mut self) -> Result<()> {
         if self.dead.wants_compaction() {
             let vfs = self.log.vfs.clone();
@@ -177,5 +250,37 @@ impl QueueState {
     /// Reads one dead letter.
     pub fn dead_letter_get(&self, id: u64) -> Result<Option<DeadLetter>> {
         self.dead.get(id)
+    }
+
+    /// Up to `limit` dead-letter ids after `after` (from the first if
+    /// `None`), in id order: only the index, no payload read.
+    pub fn dead_ids_page(&self, after: Option<u64>, limit: usize) -> Vec<u64> {
+        self.dead_entries_after(after, limit)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    fn dead_entries_after(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> impl Iterator<Item = (u64, DeadEntry)> + '_ {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let skip_all = after == Some(u64::MAX);
+        self.dead
+            .entries()
+            .range(from..)
+            .filter(move |_| !skip_all)
+            .take(limit)
+            .map(|(id, e)| (*id, *e))
+    }
+
+    /// A page of dead letters to read after the lock is released.
+    pub fn dead_page(&self, after: Option<u64>, limit: usize) -> DeadPage {
+        DeadPage {
+            file: self.dead.file_handle(),
+            path: self.dead.path().to_path_buf(),
+            entries: self.dead_entries_after(after, limit).collect(),
+        }
     }
 }

@@ -226,6 +226,27 @@ impl JobTable {
         pos.map(|p| self.base + p as u64)
     }
 
+    /// Live jobs of the id-ordered part with ids from `from`, looking at
+    /// most `n` slots, and the id to continue from (`None` at the end).
+    /// Stragglers are not included (see [`JobTable::stragglers`]).
+    pub fn scan(&self, from: u64, n: usize) -> (Vec<(u64, Slot)>, Option<u64>) {
+        let start = usize::try_from(from.saturating_sub(self.base)).unwrap_or(usize::MAX);
+        let end = start.saturating_add(n).min(self.slots.len());
+        let found = (start.min(end)..end)
+            .filter_map(|i| {
+                let s = self.slots[i];
+                (s.state != SlotState::Empty).then_some((self.base + i as u64, s))
+            })
+            .collect();
+        let next = (end < self.slots.len()).then_some(self.base + end as u64);
+        (found, next)
+    }
+
+    /// The live jobs kept in the side map.
+    pub fn stragglers(&self) -> impl Iterator<Item = (u64, &Slot)> + '_ {
+        self.stragglers.iter().map(|(id, s)| (*id, s))
+    }
+
     /// Every live job, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> + '_ {
         let base = self.base;
@@ -278,6 +299,15 @@ mod tests {
         assert_eq!(t.get(3).unwrap().state, SlotState::Waiting);
         assert_eq!(t.len(), 10);
         assert_eq!(t.iter().count(), 10);
+        let (first, next) = t.scan(0, 5);
+        assert_eq!(
+            first.iter().map(|j| j.0).collect::<Vec<_>>(),
+            vec![11, 12, 13, 14, 15]
+        );
+        let (rest, end) = t.scan(next.unwrap(), 100);
+        assert_eq!(rest.len(), 4);
+        assert_eq!(end, None);
+        assert_eq!(t.stragglers().count(), 1);
     }
 
     #[test]

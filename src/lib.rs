@@ -74,7 +74,7 @@
 mod clock;
 mod commit;
 mod dead;
-mod dead_letters;
+mod delivery;
 mod done;
 mod error;
 // The raw format and file-system seam are internal. The `testing` feature
@@ -89,12 +89,12 @@ mod idhash;
 mod job;
 mod jobs;
 mod keys;
+mod leases;
 mod log;
 mod options;
 #[allow(unsafe_code)]
 mod os;
 mod queue;
-mod reclaim;
 mod recovery;
 mod segment;
 mod state;
@@ -113,6 +113,8 @@ pub use dead::DeadLetter;
 pub use done::MAX_RESULT_LEN;
 pub use error::{Error, ErrorKind, Result};
 pub use job::{Job, Receipt};
+#[doc(hidden)]
+pub use keys::force_key_hash_collisions as __force_key_hash_collisions;
 pub use options::{
     Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, MAX_ATTEMPTS_LIMIT,
     MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,

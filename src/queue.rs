@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::clock::{ms as duration_ms, Now};
 use crate::commit::Committer;
 use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
@@ -19,6 +20,10 @@ use crate::worker::async_wait::AsyncWait;
 
 /// Name of the lock file in a queue directory.
 pub const LOCK_FILE: &str = "LOCK";
+
+/// Dead letters handled per lock hold when listing, redriving or purging
+/// them all.
+const DEAD_PAGE: usize = 256;
 
 /// The result of [`Queue::enqueue_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +44,8 @@ struct Inner {
     async_wait: AsyncWait,
     commit: Arc<Committer>,
     poisoned: AtomicBool,
+    /// What poisoned the queue, for the `Poisoned` errors that follow.
+    poison_cause: Mutex<Option<String>>,
     closed: AtomicBool,
     report: RecoveryReport,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -82,10 +89,6 @@ impl std::fmt::Debug for Queue {
             .field("dir", &self.inner.dir)
             .finish_non_exhaustive()
     }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Queue {
@@ -145,6 +148,7 @@ impl Queue {
             async_wait: AsyncWait::default(),
             commit,
             poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
             report,
             flusher: Mutex::new(None),
@@ -185,32 +189,95 @@ impl Queue {
             return Err(Error::new(ErrorKind::Closed, "the queue was closed"));
         }
         if self.inner.poisoned.load(Ordering::Acquire) {
+            let cause = self.inner.poison_cause.lock().clone().unwrap_or_default();
             return Err(Error::new(
                 ErrorKind::Poisoned,
-                "an earlier write or fsync failed; reopen the queue to recover",
+                format!("an earlier write or fsync failed ({cause}); reopen the queue to recover"),
             )
             .with_path(&self.inner.dir));
         }
         Ok(())
     }
 
-    /// Runs a state operation; any I/O failure poisons the queue.
-    fn write_op<T>(&self, op: impl FnOnce(&mut QueueState, u64) -> Result<T>) -> Result<T> {
+    fn clock(&self) -> Now {
+        let clock = &self.inner.opts.clock;
+        Now {
+            wall: clock.now_ms(),
+            mono: clock.monotonic_ms(),
+        }
+    }
+
+    /// Runs a state operation that needs no durability wait; any I/O
+    /// failure poisons the queue.
+    fn write_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
+        self.write_op_at(op, |_| 0)
+    }
+
+    /// Runs an enqueue: no maintenance after it (an enqueue frees
+    /// nothing), so producers never pay for reclaim.
+    fn enqueue_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
         let mut st = self.lock_for_write()?;
-        let now = st.now(self.inner.opts.clock.now_ms());
-        let out = op(&mut st, now);
-        if let Err(e) = &out {
-            if matches!(e.kind(), ErrorKind::Io) && !st.log.take_harmless_failure() {
+        let now = st.now(self.clock());
+        op(&mut st, now).inspect_err(|e| {
+            if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                 self.poison(e);
             }
+        })
+    }
+
+    /// Runs a state operation; any I/O failure poisons the queue. After an
+    /// operation that happened, maintenance (reclaim) runs as a separate
+    /// step, and its failure is not the operation's: the queue is poisoned
+    /// (so later calls fail), but this call succeeds, unless it promised
+    /// `Durability::Sync` and its record (LSN `lsn_of(out)`) was not yet
+    /// durable when the log failed: that promise can no longer be kept,
+    /// exactly as when its own group commit fails.
+    fn write_op_at<T>(
+        &self,
+        op: impl FnOnce(&mut QueueState, Now) -> Result<T>,
+        lsn_of: impl Fn(&T) -> u64,
+    ) -> Result<T> {
+        let mut st = self.lock_for_write()?;
+        let now = st.now(self.clock());
+        let out = op(&mut st, now).inspect_err(|e| {
+            if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
+                self.poison(e);
+            }
+        })?;
+        if let Some(e) = st.maintain(now.wall) {
+            self.poison(&e);
+            let sync = self.inner.opts.durability == Durability::Sync;
+            if sync && self.inner.commit.durable() < lsn_of(&out) {
+                return Err(e);
+            }
         }
-        out
+        Ok(out)
     }
 
     fn poison(&self, e: &Error) {
+        self.inner
+            .poison_cause
+            .lock()
+            .get_or_insert_with(|| e.to_string());
         self.inner.poisoned.store(true, Ordering::Release);
         self.inner.commit.fail(e.to_string());
         self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
+    }
+
+    /// Wakes blocked consumers after an enqueue. Under `Durability::Sync`
+    /// this runs once the enqueue is durable (only durable jobs are
+    /// delivered); the lock is taken and dropped first so that a consumer
+    /// between its check and its wait cannot miss the wakeup.
+    fn wake_consumers(&self, all: bool) {
+        if self.inner.opts.durability == Durability::Sync {
+            drop(self.inner.state.lock());
+        }
+        if all {
+            self.inner.ready.notify_all();
+        } else {
+            self.inner.ready.notify_one();
+        }
         self.inner.async_wait.wake_all();
     }
 
@@ -255,15 +322,14 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_with(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
-        let out = self.write_op(|st, now| {
+        let out = self.enqueue_op(|st, now| {
             st.validate_enqueue(payload, &opts)?;
-            st.enqueue(payload, &opts, now, 0)
+            st.enqueue(payload, &opts, now.wall, 0)
         })?;
-        if !out.duplicate {
-            self.inner.ready.notify_one();
-            self.inner.async_wait.wake_all();
-        }
         self.settle(out.lsn)?;
+        if !out.duplicate {
+            self.wake_consumers(false);
+        }
         Ok(Enqueued {
             id: out.id,
             duplicate: out.duplicate,
@@ -284,10 +350,9 @@ impl Queue {
         if slices.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, lsn) = self.write_op(|st, now| st.enqueue_batch(&slices, now))?;
-        self.inner.ready.notify_all();
-        self.inner.async_wait.wake_all();
+        let (ids, lsn) = self.enqueue_op(|st, now| st.enqueue_batch(&slices, now.wall))?;
         self.settle(lsn)?;
+        self.wake_consumers(true);
         Ok(ids)
     }
 
@@ -304,14 +369,24 @@ impl Queue {
     /// enqueue, on a retry or delay coming due and on an expiring lease;
     /// never spins.
     pub fn dequeue_timeout(&self, wait: Duration) -> Result<Option<Job>> {
-        let vt = duration_ms(self.inner.opts.visibility_timeout);
+        self.dequeue_waiting(duration_ms(self.inner.opts.visibility_timeout), wait)
+    }
+
+    /// The blocking dequeue of [`Queue::dequeue_timeout`] and
+    /// [`Queue::dequeue_wait`], leasing for `vt` milliseconds.
+    fn dequeue_waiting(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock_for_write()?;
         loop {
             self.check_open()?;
-            let clock = self.inner.opts.clock.now_ms();
-            let now = st.now(clock);
-            match st.dequeue(now, vt) {
+            let now = st.now(self.clock());
+            let got = st.dequeue(now, vt);
+            if got.is_ok() {
+                if let Some(e) = st.maintain(now.wall) {
+                    self.poison(&e);
+                }
+            }
+            match got {
                 Ok(Some(job)) => return Ok(Some(job)),
                 Ok(None) => {}
                 Err(e) => {
@@ -325,9 +400,9 @@ impl Queue {
             if left.is_zero() {
                 return Ok(None);
             }
-            let until_due = st.next_wakeup().map_or(left, |t| {
-                Duration::from_millis(t.saturating_sub(now).max(1))
-            });
+            let until_due = st
+                .wakeup_in(now)
+                .map_or(left, |t| Duration::from_millis(t.max(1)));
             self.inner.ready.wait_for(&mut st, left.min(until_due));
         }
     }
@@ -351,14 +426,14 @@ impl Queue {
     ///
     /// Fails with [`ErrorKind::LeaseLost`] if the receipt's lease expired.
     pub fn ack(&self, receipt: Receipt) -> Result<()> {
-        let lsn = self.write_op(|st, now| st.ack(receipt, now))?;
+        let lsn = self.write_op_at(|st, now| st.ack(receipt, now), |&l| l)?;
         self.settle(lsn)
     }
 
     /// Gives a job back for a retry after `retry`, recording `error`. If the
     /// job has used its last attempt it goes to the dead letters instead.
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
-        let lsn = self.write_op(|st, now| st.nack(receipt, retry, error, now))?;
+        let lsn = self.write_op_at(|st, now| st.nack(receipt, retry, error, now), |&l| l)?;
         self.inner.ready.notify_one();
         self.inner.async_wait.wake_all();
         self.settle(lsn)
@@ -366,7 +441,7 @@ impl Queue {
 
     /// Sends a job straight to the dead letters with `error`.
     pub fn fail(&self, receipt: Receipt, error: &str) -> Result<()> {
-        let lsn = self.write_op(|st, now| st.fail(receipt, error, now))?;
+        let lsn = self.write_op_at(|st, now| st.fail(receipt, error, now), |&l| l)?;
         self.settle(lsn)
     }
 
@@ -375,25 +450,57 @@ impl Queue {
         self.write_op(|st, now| st.extend(receipt, duration_ms(by), now))
     }
 
-    /// The ids of all dead letters, oldest id first.
+    /// The ids of all dead letters, oldest id first. Only the in-memory
+    /// index is read; the lock is taken once per page of ids.
     pub fn dead_letter_ids(&self) -> Vec<u64> {
-        self.inner
-            .state
-            .lock()
-            .dead
-            .entries()
-            .keys()
-            .copied()
-            .collect()
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.inner.state.lock().dead_ids_page(after, DEAD_PAGE);
+            ids.extend_from_slice(&page);
+            match page.last() {
+                Some(&last) if page.len() == DEAD_PAGE => after = Some(last),
+                _ => return ids,
+            }
+        }
     }
 
-    /// All dead letters with their payloads and last errors.
+    /// Up to `limit` dead letters with ids after `after` (from the first
+    /// with `None`), oldest id first, with their payloads and last errors.
+    /// The payloads are read after the queue lock is released, from the
+    /// file as it was when the page was taken: a letter redriven or purged
+    /// meanwhile may still appear in this page.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let q = walq::Queue::open(dir.path())?;
+    /// let mut after = None;
+    /// while let Some(last) = q.dead_letters_page(after, 100)?.last() {
+    ///     after = Some(last.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn dead_letters_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let page = self.inner.state.lock().dead_page(after, limit);
+        page.read()
+    }
+
+    /// All dead letters with their payloads and last errors, read a page at
+    /// a time (never the whole list under the lock). Prefer
+    /// [`Queue::dead_letters_page`] when there may be many.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        let st = self.inner.state.lock();
-        let ids: Vec<u64> = st.dead.entries().keys().copied().collect();
-        ids.into_iter()
-            .filter_map(|id| st.dead_letter_get(id).transpose())
-            .collect()
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.dead_letters_page(after, DEAD_PAGE)?;
+            let full = page.len() == DEAD_PAGE;
+            after = page.last().map(|d| d.id);
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
     }
 
     /// One dead letter.
@@ -403,7 +510,7 @@ impl Queue {
 
     /// Puts a dead letter back in the queue, ready now, attempts reset.
     pub fn redrive(&self, id: u64) -> Result<()> {
-        let done = self.write_op(|st, now| st.redrive(&[id], now))?;
+        let done = self.write_op(|st, now| st.redrive(&[id], now.wall))?;
         if done.is_empty() {
             return Err(Error::new(
                 ErrorKind::NotFound,
@@ -415,20 +522,18 @@ impl Queue {
         Ok(())
     }
 
-    /// Puts every dead letter back in the queue; returns how many.
+    /// Puts every dead letter back in the queue; returns how many. Each
+    /// page of letters is redriven all or nothing; on an error, the pages
+    /// before it stay redriven.
     pub fn redrive_all(&self) -> Result<usize> {
-        let ids = self.dead_letter_ids();
-        let done = self.write_op(|st, now| st.redrive(&ids, now))?;
-        self.inner.ready.notify_all();
-        self.inner.async_wait.wake_all();
-        Ok(done.len())
+        self.each_dead_page(|st, ids, now| st.redrive(ids, now))
     }
 
     /// Deletes a dead letter for good.
     pub fn purge(&self, id: u64) -> Result<()> {
         let done = self.write_op(|st, now| {
-            self.mark_purged(st, &[id], now)?;
-            st.purge(&[id], now)
+            self.mark_purged(st, &[id], now.wall)?;
+            st.purge(&[id], now.wall)
         })?;
         if done.is_empty() {
             return Err(Error::new(
@@ -439,21 +544,43 @@ impl Queue {
         Ok(())
     }
 
-    /// Deletes every dead letter; returns how many.
+    /// Deletes every dead letter; returns how many (a page at a time, as
+    /// [`Queue::redrive_all`]).
     pub fn purge_all(&self) -> Result<usize> {
-        let ids = self.dead_letter_ids();
-        Ok(self
-            .write_op(|st, now| {
-                self.mark_purged(st, &ids, now)?;
-                st.purge(&ids, now)
-            })?
-            .len())
+        self.each_dead_page(|st, ids, now| {
+            self.mark_purged(st, ids, now)?;
+            st.purge(ids, now)
+        })
+    }
+
+    /// Runs `op` on the dead letters a page of ids at a time, each page
+    /// under the lock once, so memory and lock hold stay bounded.
+    fn each_dead_page(
+        &self,
+        op: impl Fn(&mut QueueState, &[u64], u64) -> Result<Vec<u64>>,
+    ) -> Result<usize> {
+        let mut total = 0;
+        let mut after = None;
+        loop {
+            let (done, last, full) = self.write_op(|st, now| {
+                let ids = st.dead_ids_page(after, DEAD_PAGE);
+                let done = op(st, &ids, now.wall)?;
+                Ok((done.len(), ids.last().copied(), ids.len() == DEAD_PAGE))
+            })?;
+            total += done;
+            self.inner.ready.notify_all();
+            self.inner.async_wait.wake_all();
+            match last {
+                Some(last) if full => after = Some(last),
+                _ => return Ok(total),
+            }
+        }
     }
 
     /// Counts and sizes.
     pub fn stats(&self) -> Stats {
         let mut st = self.inner.state.lock();
-        let now = st.now(self.inner.opts.clock.now_ms());
+        let now = st.now(self.clock());
         st.stats(now)
     }
 
@@ -573,31 +700,7 @@ impl Queue {
     /// one. Wakes on enqueue, on a retry or delay coming due and on an
     /// expiring lease; never spins.
     pub fn dequeue_wait(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
-        let vt = lease_ms(visibility)?;
-        let deadline = Instant::now() + wait;
-        let mut st = self.lock_for_write()?;
-        loop {
-            self.check_open()?;
-            let now = st.now(self.inner.opts.clock.now_ms());
-            match st.dequeue(now, vt) {
-                Ok(Some(job)) => return Ok(Some(job)),
-                Ok(None) => {}
-                Err(e) => {
-                    if e.kind() == ErrorKind::Io {
-                        self.poison(&e);
-                    }
-                    return Err(e);
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            let until_due = st.next_wakeup().map_or(left, |t| {
-                Duration::from_millis(t.saturating_sub(now).max(1))
-            });
-            self.inner.ready.wait_for(&mut st, left.min(until_due));
-        }
+        self.dequeue_waiting(lease_ms(visibility)?, wait)
     }
 }
 
@@ -666,7 +769,7 @@ impl Queue {
                         error: d.error,
                     }
                 }
-                LiveStatus::Finished => match self.inner.done.lock().get(id, now)? {
+                LiveStatus::Finished => match self.inner.done.lock().get(id, now.wall)? {
                     Some(Completion::Result {
                         finished_ms,
                         result,
@@ -704,13 +807,13 @@ impl Queue {
         }
         let now = {
             let mut st = self.lock_for_write()?;
-            let now = st.now(self.inner.opts.clock.now_ms());
+            let now = st.now(self.clock());
             match st.live_status(receipt.id, now) {
                 LiveStatus::InFlight {
                     lease_expires_ms,
                     token,
                     ..
-                } if token == receipt.token && lease_expires_ms > now => {}
+                } if token == receipt.token && lease_expires_ms > now.wall => {}
                 LiveStatus::NeverIssued => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -727,7 +830,7 @@ impl Queue {
                     ))
                 }
             }
-            now
+            now.wall
         };
         let written = {
             let mut done = self.inner.done.lock();
@@ -761,7 +864,6 @@ impl Queue {
         now: u64,
         report: &mut RecoveryReport,
     ) -> Result<crate::done::DoneFile> {
-        use crate::status::LiveStatus;
         let window = duration_ms(opts.dedup_window);
         let (mut done, found) =
             crate::done::DoneFile::open(vfs, dir, opts.file_mode, opts.recovery, window, now)?;
@@ -769,10 +871,7 @@ impl Queue {
         report.bytes_skipped += found.damaged_bytes;
         let mut stale = false;
         for id in done.purged_ids() {
-            if !matches!(
-                state.live_status(id, now),
-                LiveStatus::Finished | LiveStatus::NeverIssued
-            ) {
+            if !state.is_settled_or_unknown(id) {
                 done.clear(id)?;
                 stale = true;
             }
@@ -790,7 +889,7 @@ impl Queue {
         let dead: Vec<u64> = ids
             .iter()
             .copied()
-            .filter(|&id| st.live_status(id, now) == crate::status::LiveStatus::Dead)
+            .filter(|&id| st.is_dead_letter(id))
             .collect();
         if dead.is_empty() {
             return Ok(());
@@ -820,9 +919,8 @@ impl Queue {
     /// How long until a delayed job or a lease comes due, if any will.
     #[cfg(feature = "tokio")]
     pub(crate) fn next_due_in(&self) -> Option<Duration> {
-        let st = self.inner.state.lock();
-        let now = self.inner.opts.clock.now_ms();
-        st.next_wakeup()
-            .map(|t| Duration::from_millis(t.saturating_sub(now)))
+        let mut st = self.inner.state.lock();
+        let now = st.now(self.clock());
+        st.wakeup_in(now).map(Duration::from_millis)
     }
 }

@@ -17,33 +17,111 @@
 //! A crash after 1 or 2 leaves both copies; replay keeps the later one,
 //! which carries the same id and state, so nothing is lost or duplicated.
 
-use std::cmp::Reverse;
-use std::collections::HashMap;
+//! Maintenance never fails the operation that triggered it: `queue` runs
+//! [`QueueState::maintain`] after an operation has happened. A failed
+//! unlink or directory sync is recorded and retried later; damage met
+//! while carrying (a record that no longer verifies) stops reclaim until
+//! the queue is reopened, reported in `Stats::maintenance_error`; only a
+//! failed append or log sync is returned, to poison the queue (after a
+//! failed fsync nothing more may be published).
+//!
+//! Carrying is incremental: the live jobs of the segment are listed a step
+//! of the job table per call, then at most [`CARRY_BUDGET`] bytes are
+//! copied per call, so no single operation pays for a scan of every live
+//! job or for a whole segment's worth of copies. The scan of the key index
+//! for the keys homed in that segment runs once per segment.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
+use crate::jobs::SlotState;
+use crate::keys::key_hash;
+
+use super::QueueState;
 
 /// Length of a lease frame.
 const LEASE_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64 + 12;
-use crate::jobs::SlotState;
-use crate::keys::key_hash;
-use crate::state::QueueState;
+/// Bytes of job records carried per maintenance call.
+const CARRY_BUDGET: u64 = 64 * 1024;
+/// Maintenance calls skipped after a failed unlink before trying again.
+const RETRY_AFTER: u32 = 256;
+
+/// Job-table slots looked at per call while listing a segment's jobs.
+const SCAN_STEP: usize = 32 * 1024;
+
+/// The live jobs of a segment to carry.
+#[derive(Debug)]
+enum Plan {
+    /// Listing: segment, next id to look at, `(offset, id)` found so far.
+    Scanning(u32, u64, Vec<(u32, u64)>),
+    /// Listed: segment, ids still to carry (last in record order first).
+    Ready(u32, Vec<u64>),
+}
+
+/// The state of maintenance between calls.
+#[derive(Debug, Default)]
+pub(super) struct Maintenance {
+    /// Set when damage stopped reclaim (until reopen).
+    stuck: Option<String>,
+    /// The last failure, for `Stats`.
+    last_error: Option<String>,
+    /// Calls to skip before retrying a failed deletion.
+    backoff: u32,
+    /// Live jobs of the segment being emptied: being listed, or listed.
+    plan: Option<Plan>,
+    /// The oldest segment is kept for the remembered keys in it until this
+    /// time: `(segment id, first expiry)`.
+    key_block: Option<(u32, u64)>,
+    /// `homed_key_bytes` of the front segment, computed once per segment
+    /// (it scans every key) until its first key expires: `(segment id,
+    /// bytes, first expiry)`. It only steers the choice to carry or wait;
+    /// `carry_keys` carries whatever keys are homed there when it runs.
+    homed: Option<(u32, u64, u64)>,
+}
+
+impl Maintenance {
+    /// The last maintenance failure, if any.
+    pub(super) fn error(&self) -> Option<String> {
+        self.stuck.clone().or_else(|| self.last_error.clone())
+    }
+}
 
 impl QueueState {
+    /// Runs reclaim as best-effort maintenance after an operation. Returns
+    /// only an I/O error of an append or a log sync, which must poison the
+    /// queue; every other failure is recorded and retried or reported.
+    pub fn maintain(&mut self, now: u64) -> Option<Error> {
+        if self.maintenance.stuck.is_some() || self.log.segments.len() <= 1 {
+            return None;
+        }
+        if self.maintenance.backoff > 0 {
+            self.maintenance.backoff -= 1;
+            return None;
+        }
+        match self.reclaim(now) {
+            Ok(()) => None,
+            Err(e) if e.kind() == ErrorKind::Io => Some(e),
+            Err(e) => {
+                self.maintenance.stuck = Some(format!("reclaim stopped: {e}"));
+                None
+            }
+        }
+    }
+
     /// Deletes the oldest segments while they hold nothing live, carrying a
     /// few live jobs forward where that frees a segment.
-    pub fn reclaim(&mut self, now: u64) -> Result<()> {
+    fn reclaim(&mut self, now: u64) -> Result<()> {
         // Never reclaim a segment created during this pass: carrying can
         // fill the active segment, and its successor must wait its turn.
         let stop = self.log.active().id;
+        let mut budget = CARRY_BUDGET;
         while self.log.segments.len() > 1 {
             let front = &self.log.segments[0];
             let id = front.seg.id;
             let (live_jobs, live_bytes) = (front.live_jobs, front.live_bytes);
             if id >= stop
                 || self
-                    .key_block
+                    .key_block()
                     .is_some_and(|(seg, until)| seg == id && now < until)
             {
                 break;
@@ -56,35 +134,70 @@ impl QueueState {
             // Keys of finished jobs still in their window count as live
             // bytes too: a segment that is mostly remembered keys stays
             // until they expire instead of being copied forward again.
-            let (key_bytes, first_expiry) = self.homed_key_bytes(id, now);
+            let (key_bytes, first_expiry) = self.homed_keys_of(id, now);
             if (live_bytes + key_bytes) * 4 > self.log.seg_size {
-                self.key_block = Some((id, first_expiry));
+                self.set_key_block(Some((id, first_expiry)));
                 break;
             }
-            self.key_block = None;
-            if live_jobs > 0 {
-                self.carry_jobs(id)?;
+            self.set_key_block(None);
+            if live_jobs > 0 && !self.carry_jobs(id, &mut budget)? {
+                break; // budget spent: continue on the next call
             }
             self.carry_keys(id, now)?;
-            let front = &self.log.segments[0];
-            assert_eq!(front.seg.id, id, "only reclaim deletes segments");
-            assert_eq!(
-                front.live_jobs, 0,
-                "carried every live job out of segment {id}"
-            );
-            if self.log.segments.len() <= 1 {
+            if self.log.segments.len() <= 1 || self.log.segments[0].live_jobs > 0 {
                 break;
             }
-            self.log.sync_now()?;
-            self.dead.sync()?;
-            let info = self.log.segments.pop_front().expect("checked above");
-            let vfs = self.log.vfs.clone();
-            vfs.remove(&info.seg.path)
-                .map_err(|e| Error::io("deleting finished segment", &info.seg.path, e))?;
-            vfs.sync_dir(&self.log.dir)
-                .map_err(|e| Error::io("syncing directory", &self.log.dir, e))?;
+            if !self.delete_front(id)? {
+                break;
+            }
         }
         Ok(())
+    }
+
+    fn key_block(&self) -> Option<(u32, u64)> {
+        self.maintenance.key_block
+    }
+
+    fn set_key_block(&mut self, b: Option<(u32, u64)>) {
+        self.maintenance.key_block = b;
+    }
+
+    /// Deletes the emptied oldest segment: carried records and the dead
+    /// letters durable first, then unlink, then the directory. A failed
+    /// unlink keeps the segment for a later try (returns false).
+    fn delete_front(&mut self, id: u32) -> Result<bool> {
+        self.log.sync_now()?;
+        self.dead.sync()?;
+        let path = self.log.segments[0].seg.path.clone();
+        let vfs = self.log.vfs.clone();
+        if let Err(e) = vfs.remove(&path) {
+            let e = Error::io("deleting finished segment", &path, e);
+            self.maintenance.last_error = Some(e.to_string());
+            self.maintenance.backoff = RETRY_AFTER;
+            return Ok(false);
+        }
+        let info = self.log.segments.pop_front();
+        debug_assert_eq!(info.map(|i| i.seg.id), Some(id));
+        if let Err(e) = vfs.sync_dir(&self.log.dir) {
+            // The segment is gone from the queue's view; should the unlink
+            // not survive a power cut, replay reads it again and finds
+            // every job in it superseded by the carried records.
+            let e = Error::io("syncing directory", &self.log.dir, e);
+            self.maintenance.last_error = Some(e.to_string());
+        }
+        Ok(true)
+    }
+
+    /// [`QueueState::homed_key_bytes`] of segment `id`, once per segment.
+    fn homed_keys_of(&mut self, id: u32, now: u64) -> (u64, u64) {
+        if let Some((seg, bytes, first)) = self.maintenance.homed {
+            if seg == id && now < first {
+                return (bytes, first);
+            }
+        }
+        let (bytes, first) = self.homed_key_bytes(id, now);
+        self.maintenance.homed = Some((id, bytes, first));
+        (bytes, first)
     }
 
     /// Bytes of the key records that carrying the keys of finished jobs
@@ -99,12 +212,12 @@ impl QueueState {
         };
         let (mut bytes, mut first_expiry) = (0u64, u64::MAX);
         let mut expired = Vec::new();
-        for (hash, entry) in self.keys.iter_mut() {
+        for (hash, entry) in self.keys.iter() {
             if entry.seg != id || self.jobs.get(entry.id).is_some() {
                 continue;
             }
             if entry.expires_ms <= now {
-                expired.push(*hash);
+                expired.push((hash, entry.id));
                 continue;
             }
             first_expiry = first_expiry.min(entry.expires_ms);
@@ -119,14 +232,14 @@ impl QueueState {
                     });
             bytes += (FRAME_HEADER_LEN + 16 + key_len) as u64;
         }
-        for hash in expired {
-            self.keys.remove(hash);
+        for (hash, job) in expired {
+            self.keys.remove(hash, job);
         }
         (bytes, first_expiry)
     }
 
     fn oldest_fresh_in(&mut self, id: u32) -> bool {
-        if self.fresh == 0 {
+        if self.delivery.fresh() == 0 {
             return false;
         }
         let Some(first) = self.jobs.next_fresh(self.fresh_cursor) else {
@@ -136,79 +249,116 @@ impl QueueState {
         self.jobs.get(first).is_some_and(|s| s.seg == id)
     }
 
-    /// Rewrites the live jobs of segment `id` into the active segment.
-    fn carry_jobs(&mut self, id: u32) -> Result<()> {
-        let seg = self.log.info(id).expect("segment exists").seg.clone();
-        // From the job table, not a walk of the segment's frames: a segment
-        // opened in salvage mode may hold damage between live records.
-        let mut carry: Vec<u32> = self
-            .jobs
-            .iter()
-            .filter(|(_, s)| s.seg == id)
-            .map(|(_, s)| s.off)
-            .collect();
-        carry.sort_unstable();
-        let mut dues: HashMap<u64, u64> = HashMap::new();
-        for Reverse((due, job)) in self.due.iter() {
-            dues.insert(*job, *due);
-        }
-        for off in carry {
-            let e = seg.enqueue_at(off)?;
-            let slot = *self.jobs.get(e.id).expect("collected as live");
-            let due_ms = match slot.state {
-                SlotState::Waiting => dues.get(&e.id).copied().unwrap_or(e.due_ms),
-                _ => e.due_ms,
-            };
-            let rec = Record::Enqueue(EnqueueRec {
-                attempts: u32::from(slot.attempts),
-                due_ms,
-                ..e
-            });
-            let in_flight = slot.state == SlotState::InFlight;
-            let a = if in_flight {
-                // Keep the job leased in the log, as it is in memory: the
-                // carried copy and its lease form one batch, so a crash
-                // keeps both or neither.
-                let len = QueueState::enqueue_frame_len(e.payload, e.key.len());
-                self.log
-                    .ensure_room_draining(len + LEASE_FRAME_LEN, self.next_id)?;
-                self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?
-            } else {
-                self.log.append(&rec, 0, self.next_id)?
-            };
-            if in_flight {
-                self.log.append(
-                    &Record::Lease {
-                        id: e.id,
-                        attempts: u32::from(slot.attempts),
-                    },
-                    0,
-                    self.next_id,
-                )?;
+    /// The live jobs of segment `id` still to carry, in record order, or
+    /// `None` while they are still being listed. The job table is scanned
+    /// in steps of [`SCAN_STEP`] slots per call, so no call pays for a scan
+    /// of every live job (a job made live meanwhile is never in this old
+    /// segment; one finished meanwhile is skipped when carried). From the
+    /// job table, not a walk of the segment's frames: a segment opened in
+    /// salvage mode may hold damage between live records.
+    fn carry_plan(&mut self, id: u32) -> Option<Vec<u64>> {
+        let (mut from, mut found) = match self.maintenance.plan.take() {
+            Some(Plan::Ready(seg, ids)) if seg == id => return Some(ids),
+            Some(Plan::Scanning(seg, from, found)) if seg == id => (from, found),
+            _ => (0, Vec::new()),
+        };
+        let (chunk, next) = self.jobs.scan(from, SCAN_STEP);
+        found.extend(
+            chunk
+                .iter()
+                .filter(|(_, s)| s.seg == id)
+                .map(|(j, s)| (s.off, *j)),
+        );
+        match next {
+            Some(n) => {
+                from = n;
+                self.maintenance.plan = Some(Plan::Scanning(id, from, found));
+                None
             }
-            let old = self.log.info_mut(id).expect("segment exists");
-            old.live_jobs -= 1;
-            old.live_bytes -= u64::from(slot.len);
-            let new = self.log.info_mut(a.seg).expect("active segment exists");
-            new.live_jobs += 1;
-            new.live_bytes += u64::from(a.len);
-            let s = self.jobs.get_mut(e.id).expect("live");
+            None => {
+                let stragglers = self.jobs.stragglers().filter(|(_, s)| s.seg == id);
+                found.extend(stragglers.map(|(j, s)| (s.off, j)).collect::<Vec<_>>());
+                // Carried last first: the plan is popped from the back.
+                found.sort_unstable_by(|a, b| b.cmp(a));
+                Some(found.into_iter().map(|(_, job)| job).collect())
+            }
+        }
+    }
+
+    /// Rewrites live jobs of segment `id` into the active segment, up to
+    /// `budget` bytes. Returns whether none is left.
+    fn carry_jobs(&mut self, id: u32, budget: &mut u64) -> Result<bool> {
+        let Some(mut plan) = self.carry_plan(id) else {
+            return Ok(false);
+        };
+        while let Some(&job) = plan.last() {
+            if *budget == 0 {
+                self.maintenance.plan = Some(Plan::Ready(id, plan));
+                return Ok(false);
+            }
+            if self.jobs.get(job).is_some_and(|s| s.seg == id) {
+                *budget = budget.saturating_sub(self.carry_job(id, job)?);
+            }
+            plan.pop();
+        }
+        Ok(true)
+    }
+
+    /// Rewrites one live job with its current attempts and due time;
+    /// returns the bytes written.
+    fn carry_job(&mut self, id: u32, job: u64) -> Result<u64> {
+        let seg = self.log.info(id).map(|i| i.seg.clone());
+        let slot = *self
+            .jobs
+            .get(job)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "job"))?;
+        let seg =
+            seg.ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("segment {id} is gone")))?;
+        let e = seg.enqueue_at(slot.off)?;
+        let due_ms = match slot.state {
+            SlotState::Waiting => self.delivery.due_of(job).unwrap_or(e.due_ms),
+            _ => e.due_ms,
+        };
+        let rec = Record::Enqueue(EnqueueRec {
+            attempts: u32::from(slot.attempts),
+            due_ms,
+            ..e
+        });
+        let in_flight = slot.state == SlotState::InFlight;
+        let a = if in_flight {
+            // Keep the job leased in the log, as it is in memory: the
+            // carried copy and its lease form one batch, so a crash keeps
+            // both or neither.
+            let len = QueueState::enqueue_frame_len(e.payload, e.key.len());
+            self.log
+                .ensure_room_draining(len + LEASE_FRAME_LEN, self.next_id)?;
+            let a = self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?;
+            let lease = Record::Lease {
+                id: job,
+                attempts: u32::from(slot.attempts),
+            };
+            self.log.append(&lease, 0, self.next_id)?;
+            a
+        } else {
+            self.log.append(&rec, 0, self.next_id)?
+        };
+        self.count_in_segment(id, slot.len, false);
+        self.count_in_segment(a.seg, a.len, true);
+        if let Some(s) = self.jobs.get_mut(job) {
             s.seg = a.seg;
             s.off = a.off;
             s.len = a.len;
-            if !e.key.is_empty() {
-                let hash = key_hash(e.key);
-                if let Some(mut entry) = self.keys.get(hash).copied() {
-                    if entry.id == e.id {
-                        entry.seg = a.seg;
-                        entry.off = a.off;
-                        self.keys.insert(hash, entry);
-                    }
-                }
-            }
-            self.counters.carried += 1;
         }
-        Ok(())
+        if !e.key.is_empty() {
+            let hash = key_hash(e.key);
+            if let Some(mut entry) = self.keys.of_job(hash, job) {
+                entry.seg = a.seg;
+                entry.off = a.off;
+                self.keys.set(hash, Some(job), entry);
+            }
+        }
+        self.counters.carried += 1;
+        Ok(u64::from(a.len))
     }
 
     /// Carries keys of finished jobs whose bytes live in segment `id` and
@@ -217,53 +367,38 @@ impl QueueState {
         if self.keys.is_empty() {
             return Ok(());
         }
-        let seg = self.log.info(id).expect("segment exists").seg.clone();
-        let mut homed = Vec::new();
-        for (hash, entry) in self.keys.iter_mut() {
-            if entry.seg == id {
-                homed.push((*hash, *entry));
-            }
-        }
+        let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
+            return Ok(());
+        };
+        let homed: Vec<_> = self.keys.iter().filter(|(_, e)| e.seg == id).collect();
         for (hash, entry) in homed {
             // Normally only keys of finished jobs are left here (a live
             // job's key moves with it), but a damaged or crafted log can
             // point a live job's key at a key record: keep it known.
             let live = self.jobs.get(entry.id).is_some();
             if entry.expires_ms <= now && !live {
-                self.keys.remove(hash);
+                self.keys.remove(hash, entry.id);
                 continue;
             }
-            let frame = seg.frame_at(entry.off).map_err(|e| {
-                Error::corrupt(
-                    &seg.path,
-                    u64::from(entry.off),
-                    format!("carrying a key: {e}"),
-                )
-            })?;
+            let at = u64::from(entry.off);
+            let frame = seg
+                .frame_at(entry.off)
+                .map_err(|e| Error::corrupt(&seg.path, at, format!("carrying a key: {e}")))?;
             let key = match Record::decode(frame.kind, frame.body) {
                 Some(Record::Enqueue(e)) => e.key,
                 Some(Record::Key { key, .. }) => key,
-                _ => {
-                    return Err(Error::corrupt(
-                        &seg.path,
-                        u64::from(entry.off),
-                        "key record does not decode",
-                    ))
-                }
+                _ => return Err(Error::corrupt(&seg.path, at, "key record does not decode")),
             };
-            let a = self.log.append(
-                &Record::Key {
-                    id: entry.id,
-                    expires_ms: entry.expires_ms,
-                    key,
-                },
-                0,
-                self.next_id,
-            )?;
+            let rec = Record::Key {
+                id: entry.id,
+                expires_ms: entry.expires_ms,
+                key,
+            };
+            let a = self.log.append(&rec, 0, self.next_id)?;
             let mut moved = entry;
             moved.seg = a.seg;
             moved.off = a.off;
-            self.keys.insert(hash, moved);
+            self.keys.set(hash, Some(entry.id), moved);
         }
         Ok(())
     }

@@ -12,7 +12,7 @@
 //!    record proves, through its sync lag, that the bad record had been
 //!    durable: then it is corruption too. A torn tail, and an unfinished
 //!    batch before it, are zeroed and fsynced before the first new append.
-//! 5. Release the leases of the previous process (their attempt counts;
+//! 5. Rebuild the state (`rebuild.rs`) and release the leases of the previous process (their attempt counts;
 //!    a job on its last attempt goes to the dead letters).
 
 use std::collections::{HashMap, VecDeque};
@@ -25,31 +25,13 @@ use crate::error::{Error, Result};
 use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
-use crate::format::record::Record;
-use crate::idhash::{IdMap, IdSet};
-use crate::jobs::{JobTable, Slot, SlotState};
-use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
 use crate::segment::{self, Segment};
-use crate::state::{Config, Counters, QueueState};
+use crate::state::rebuild::{apply, finish, Replay};
+use crate::state::QueueState;
 use crate::stats::RecoveryReport;
 use crate::vfs::Vfs;
-
-/// Jobs as replay leaves them, before leases are released.
-#[derive(Default)]
-struct Replay {
-    jobs: JobTable,
-    due: IdMap<u64>,
-    in_flight: IdSet,
-    keys: KeyIndex,
-    superseded_dead: Vec<u64>,
-    /// Jobs whose log records predate their dead letter and that have no
-    /// finishing record in the log yet.
-    shadowed_by_dead: IdSet,
-    next_id: u64,
-    records: u64,
-}
 
 /// Where a scan of one segment stopped.
 struct ScanEnd {
@@ -106,10 +88,7 @@ pub fn recover(
     report.torn_bytes += dead_report.torn_bytes;
     report.bytes_skipped += dead_report.damaged_bytes;
 
-    let mut replay = Replay {
-        next_id: 1,
-        ..Replay::default()
-    };
+    let mut replay = Replay::new();
     for (&id, _) in dead.entries().iter() {
         replay.next_id = replay.next_id.max(id.saturating_add(1));
     }
@@ -448,285 +427,4 @@ fn find_later<'a>(
         off += 1;
     }
     (first, false)
-}
-
-/// Applies one verified record to the replay state.
-fn apply(
-    seg: &Segment,
-    off: u32,
-    f: &Frame<'_>,
-    replay: &mut Replay,
-    dead_lsns: &HashMap<u64, u64>,
-    dedup_ms: u64,
-) -> Result<()> {
-    replay.records += 1;
-    let Some(rec) = Record::decode(f.kind, f.body) else {
-        return Err(Error::corrupt(
-            &seg.path,
-            u64::from(off),
-            format!("record of kind {} does not decode", f.kind),
-        ));
-    };
-    match rec {
-        Record::Enqueue(e) => {
-            if e.id >= crate::format::MAX_ID || f.lsn >= crate::format::MAX_ID {
-                return Err(Error::corrupt(
-                    &seg.path,
-                    u64::from(off),
-                    format!("job id {} or LSN {} out of range", e.id, f.lsn),
-                ));
-            }
-            replay.next_id = replay.next_id.max(e.id + 1);
-            if let Some(&dead_lsn) = dead_lsns.get(&e.id) {
-                if dead_lsn > f.lsn {
-                    // Died after this record was written.
-                    replay.shadowed_by_dead.insert(e.id);
-                    return Ok(());
-                }
-                replay.superseded_dead.push(e.id); // redriven
-            }
-            replay.jobs.insert(
-                e.id,
-                Slot {
-                    seg: seg.id,
-                    off,
-                    len: f.len,
-                    attempts: u16::try_from(e.attempts).unwrap_or(u16::MAX),
-                    state: SlotState::Fresh,
-                },
-            );
-            replay.in_flight.remove(&e.id);
-            if e.due_ms > e.enqueued_ms || e.attempts > 0 {
-                replay.due.insert(e.id, e.due_ms);
-            } else {
-                replay.due.remove(&e.id);
-            }
-            if !e.key.is_empty() {
-                replay.keys.insert(
-                    key_hash(e.key),
-                    KeyEntry {
-                        id: e.id,
-                        expires_ms: e.enqueued_ms.saturating_add(dedup_ms),
-                        seg: seg.id,
-                        off,
-                    },
-                );
-            }
-        }
-        Record::Lease { id, attempts } => {
-            if let Some(slot) = replay.jobs.get_mut(id) {
-                slot.attempts = u16::try_from(attempts).unwrap_or(u16::MAX);
-                replay.in_flight.insert(id);
-            }
-        }
-        Record::Ack { id } => {
-            replay.shadowed_by_dead.remove(&id);
-            replay.jobs.remove(id);
-            replay.due.remove(&id);
-            replay.in_flight.remove(&id);
-        }
-        Record::Nack { id, due_ms } => {
-            if replay.jobs.get(id).is_some() {
-                replay.due.insert(id, due_ms);
-                replay.in_flight.remove(&id);
-            }
-        }
-        Record::Key {
-            id,
-            expires_ms,
-            key,
-        } => {
-            replay.keys.insert(
-                key_hash(key),
-                KeyEntry {
-                    id,
-                    expires_ms,
-                    seg: seg.id,
-                    off,
-                },
-            );
-        }
-        Record::Dead(_) | Record::Removed { .. } => {
-            return Err(Error::corrupt(
-                &seg.path,
-                u64::from(off),
-                "a dead-letter record inside a log segment",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A per-process random starting point for lease tokens, so a receipt kept
-/// from an earlier process never matches a lease of this one.
-fn random_token_base() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish() >> 2
-}
-
-/// Builds the live state from the replay and releases old leases.
-fn finish(
-    mut log: Log,
-    dead: DeadFile,
-    mut replay: Replay,
-    opts: &Options,
-    clock_ms: u64,
-    mut report: RecoveryReport,
-) -> Result<(QueueState, RecoveryReport)> {
-    report.records = replay.records;
-    // Keys of dead letters.
-    for (&id, _) in dead.entries().iter() {
-        if let Some(letter) = dead.get(id)? {
-            if let Some(key) = letter.key {
-                let hash = key_hash(&key);
-                // The key belongs to its newest job.
-                if replay.keys.get(hash).is_none_or(|e| e.id <= id) {
-                    let expires_ms = letter.enqueued_ms.saturating_add(
-                        u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
-                    );
-                    replay.keys.insert(
-                        hash,
-                        KeyEntry {
-                            id,
-                            expires_ms,
-                            seg: IN_DEAD_LETTERS,
-                            off: 0,
-                        },
-                    );
-                }
-            }
-        }
-    }
-    let mut due_heap = std::collections::BinaryHeap::new();
-    let mut fresh = 0u64;
-    let mut exhausted = Vec::new();
-    let mut released = Vec::new();
-    // Replay marks every job fresh; `is_straggler` below decides again.
-    let _ = replay.jobs.take_parked_fresh();
-    let ids: Vec<u64> = replay.jobs.iter().map(|(id, _)| id).collect();
-    for id in ids {
-        let straggler = replay.jobs.is_straggler(id);
-        let slot = replay.jobs.get_mut(id).expect("listed");
-        if let Some(info) = log.info_mut(slot.seg) {
-            info.live_jobs += 1;
-            info.live_bytes += u64::from(slot.len);
-        }
-        let seg = log.info(slot.seg).map(|i| i.seg.clone());
-        let meta = seg.as_ref().and_then(|s| {
-            let f = s.frame_at(slot.off).ok()?;
-            match Record::decode(f.kind, f.body)? {
-                Record::Enqueue(e) => Some((e.enqueued_ms, e.max_attempts)),
-                _ => None,
-            }
-        });
-        let Some((enqueued_ms, max_attempts)) = meta else {
-            return Err(Error::new(
-                crate::ErrorKind::Corrupt,
-                format!("job {id}'s record could not be read back"),
-            ));
-        };
-        if replay.in_flight.contains(&id) {
-            report.leases_released += 1;
-            if u32::from(slot.attempts) >= u32::from(max_attempts) {
-                slot.state = SlotState::InFlight;
-                exhausted.push(id);
-                continue;
-            }
-            slot.state = SlotState::Waiting;
-            due_heap.push(std::cmp::Reverse((clock_ms, id)));
-            released.push(id);
-        } else if let Some(&due) = replay.due.get(&id) {
-            slot.state = SlotState::Waiting;
-            due_heap.push(std::cmp::Reverse((due, id)));
-        } else if straggler {
-            slot.state = SlotState::Waiting;
-            // Not delayed: ready now, in its enqueue-time place (a time
-            // stamped in the future must not delay it).
-            due_heap.push(std::cmp::Reverse((enqueued_ms.min(clock_ms), id)));
-        } else {
-            slot.state = SlotState::Fresh;
-            fresh += 1;
-        }
-    }
-    let cfg = Config {
-        max_attempts: opts.max_attempts,
-        backoff: opts.backoff,
-        dedup_ms: u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX),
-        max_payload: opts.effective_max_payload(),
-    };
-    let active_next_id = log.active().header.next_job_id;
-    let mut state = QueueState {
-        jobs: replay.jobs,
-        due: due_heap,
-        leases: IdMap::default(),
-        expiries: std::collections::BinaryHeap::new(),
-        keys: replay.keys,
-        dead,
-        next_id: replay.next_id.max(active_next_id),
-        fresh_cursor: 0,
-        fresh,
-        // Time as the clock says: a record stamped in the future (a clock
-        // that stepped back, or a crafted file) must not make delayed jobs
-        // due early.
-        last_now: clock_ms,
-        next_token: random_token_base(),
-        rng: opts.jitter_seed.unwrap_or(clock_ms ^ 0x5eed),
-        counters: Counters::default(),
-        cfg,
-        key_block: None,
-        log: {
-            log.tail = log.tail.max(SEGMENT_HEADER_LEN as u32);
-            log
-        },
-    };
-    let now = state.now(clock_ms);
-    // Redriven jobs: drop their superseded dead letters now.
-    if !replay.superseded_dead.is_empty() {
-        for id in replay.superseded_dead {
-            state.dead.remove(id, state.log.next_lsn)?;
-        }
-        state.dead.sync()?;
-    }
-    // A crash between writing a dead letter and its ack record: write the
-    // ack record now, so the job stays finished if the letter is purged.
-    if !replay.shadowed_by_dead.is_empty() {
-        let mut ids: Vec<u64> = replay.shadowed_by_dead.into_iter().collect();
-        ids.sort_unstable();
-        for id in ids {
-            let next_id = state.next_id;
-            state.log.append(&Record::Ack { id }, 0, next_id)?;
-        }
-        state.log.sync_now()?;
-    }
-    // Record each release, so the job keeps its place if the queue is
-    // reopened again before it is served.
-    if !released.is_empty() {
-        released.sort_unstable();
-        for id in released {
-            let next_id = state.next_id;
-            state.log.append(
-                &Record::Nack {
-                    id,
-                    due_ms: clock_ms,
-                },
-                0,
-                next_id,
-            )?;
-        }
-        state.log.sync_now()?;
-    }
-    for id in exhausted {
-        let attempts = state.jobs.get(id).map_or(0, |s| s.attempts);
-        state.dead_letter(
-            id,
-            &format!("the process stopped during attempt {attempts}, the last one allowed"),
-            now,
-        )?;
-        report.dead_lettered_on_open += 1;
-    }
-    state.sweep_keys(now);
-    state.reclaim(now)?;
-    Ok((state, report))
 }

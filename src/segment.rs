@@ -298,20 +298,6 @@ impl Segment {
         self.region.publish(end as usize);
     }
 
-    /// A copy of the published bytes `off..off+len` (an owned job payload).
-    pub fn copy(&self, off: usize, len: usize) -> Result<Vec<u8>> {
-        self.region
-            .bytes(off, len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| {
-                Error::corrupt(
-                    &self.path,
-                    off as u64,
-                    format!("{len} bytes past the end of the written log"),
-                )
-            })
-    }
-
     /// Size of the file in bytes.
     pub fn size(&self) -> u32 {
         u32::try_from(self.region.len()).unwrap_or(u32::MAX)

@@ -1,42 +1,51 @@
 //! The queue's state and its operations, all run under the queue lock.
 //!
-//! Each operation validates first, then appends its record, then changes
-//! memory, so a refused operation changes nothing. Each returns the LSN the
-//! caller must see durable before acknowledging (group commit happens
-//! outside the lock, in `queue`).
+//! `QueueState` owns its parts and every change to them: the job table
+//! (`jobs`), the delivery order (`delivery`), the lease table (`leases`),
+//! the key index (`keys`) and the counters. Their fields are private to
+//! this module and its children (`dead_letters`, `reclaim`, `rebuild`), so
+//! no other module can change one part without the others.
+//!
+//! Each operation validates first, then appends its records, then changes
+//! memory, so a refused operation changes nothing and a failed write
+//! leaves memory as it was. Each returns the LSN the caller must see
+//! durable before acknowledging (group commit happens outside the lock, in
+//! `queue`). Maintenance (reclaim) runs after an operation, never as part
+//! of it: its failure is not the operation's (see `reclaim`).
 //!
 //! Invariants (checked by `check_invariants` in tests):
 //! - every live job is in exactly one of: fresh (served in id order),
-//!   the due heap, the lease table;
+//!   waiting in the delivery order, the lease table;
 //! - a segment's `live_jobs`/`live_bytes` count exactly the live jobs whose
 //!   latest full record it holds;
-//! - `fresh` counts the fresh jobs.
+//! - no live job is also a dead letter;
+//! - under read-committed delivery, `unconfirmed` lists, in id order, the
+//!   enqueues not yet known durable.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
+use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN};
-use crate::idhash::IdMap;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
-use crate::keys::{key_hash, KeyEntry, KeyIndex};
+use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::leases::{Lease, Leases};
 use crate::log::{Appended, Log};
 use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
 use crate::segment::Segment;
 use crate::stats::Stats;
 
-/// A lease held by a consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    /// Matches the receipt's token.
-    pub token: u64,
-    /// When the lease expires.
-    pub deadline_ms: u64,
-}
+#[path = "dead_letters.rs"]
+mod dead_letters;
+#[path = "rebuild.rs"]
+pub(crate) mod rebuild;
+#[path = "reclaim.rs"]
+mod reclaim;
 
 /// The options the state machine needs, in milliseconds.
 #[derive(Debug, Clone)]
@@ -49,41 +58,43 @@ pub struct Config {
     pub dedup_ms: u64,
     /// Largest payload.
     pub max_payload: u32,
+    /// Deliver only jobs whose enqueue record is durable (`Durability::Sync`).
+    pub read_committed: bool,
 }
 
-/// Totals since open.
+/// Totals since open. Changed only by `QueueState`'s operations.
 #[derive(Debug, Default, Clone)]
-pub struct Counters {
-    pub enqueued: u64,
-    pub acked: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
-    pub carried: u64,
+struct Counters {
+    enqueued: u64,
+    acked: u64,
+    retried: u64,
+    dead_lettered: u64,
+    damaged: u64,
+    carried: u64,
 }
 
 /// The whole in-memory state of an open queue.
 #[derive(Debug)]
 pub struct QueueState {
-    pub log: Log,
-    pub jobs: JobTable,
-    /// `(due_ms, id)` of waiting jobs.
-    pub due: BinaryHeap<Reverse<(u64, u64)>>,
-    pub leases: IdMap<Lease>,
-    /// `(deadline_ms, id, token)`; stale entries are skipped.
-    pub expiries: BinaryHeap<Reverse<(u64, u64, u64)>>,
-    pub keys: KeyIndex,
-    pub dead: DeadFile,
-    pub next_id: u64,
-    pub fresh_cursor: u64,
-    pub fresh: u64,
-    pub last_now: u64,
-    pub next_token: u64,
-    pub rng: u64,
-    pub counters: Counters,
-    pub cfg: Config,
-    /// The oldest segment is kept for the remembered keys in it until
-    /// this time: `(segment id, first expiry)`.
-    pub key_block: Option<(u32, u64)>,
+    /// The log writer (appends, rotation, syncs: the storage layer).
+    pub(crate) log: Log,
+    /// The dead-letter file and its index.
+    pub(crate) dead: DeadFile,
+    jobs: JobTable,
+    delivery: Delivery,
+    leases: Leases,
+    keys: KeyIndex,
+    next_id: u64,
+    fresh_cursor: u64,
+    last: Now,
+    next_token: u64,
+    rng: u64,
+    counters: Counters,
+    cfg: Config,
+    /// `(id, lsn)` of enqueues not yet known durable, in id order (only
+    /// under read-committed delivery).
+    unconfirmed: VecDeque<(u64, u64)>,
+    maintenance: reclaim::Maintenance,
 }
 
 /// The outcome of an enqueue.
@@ -97,6 +108,14 @@ pub struct EnqueueOutcome {
     pub lsn: u64,
 }
 
+/// Where a job's parts lie in its segment, read from its enqueue record.
+struct JobRecord {
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    enqueued_ms: u64,
+    max_attempts: u32,
+}
+
 fn too_large(what: &str, len: usize, limit: usize) -> Error {
     Error::new(
         ErrorKind::PayloadTooLarge,
@@ -104,15 +123,25 @@ fn too_large(what: &str, len: usize, limit: usize) -> Error {
     )
 }
 
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// The bytes of the key an entry points to, if they can be read.
+fn stored_key(log: &Log, dead: &DeadFile, e: &KeyEntry) -> Option<Vec<u8>> {
+    if e.seg == IN_DEAD_LETTERS {
+        return dead.get(e.id).ok()??.key;
+    }
+    let f = log.info(e.seg)?.seg.frame_at(e.off).ok()?;
+    match Record::decode(f.kind, f.body)? {
+        Record::Enqueue(r) => Some(r.key.to_vec()),
+        Record::Key { key, .. } => Some(key.to_vec()),
+        _ => None,
+    }
 }
 
 impl QueueState {
-    /// Monotonic "now": never behind a time already used.
-    pub fn now(&mut self, clock_ms: u64) -> u64 {
-        self.last_now = self.last_now.max(clock_ms);
-        self.last_now
+    /// Monotonic readings: never behind a time already used.
+    pub fn now(&mut self, clock: Now) -> Now {
+        self.last.wall = self.last.wall.max(clock.wall);
+        self.last.mono = self.last.mono.max(clock.mono);
+        self.last
     }
 
     fn random(&mut self) -> f64 {
@@ -161,16 +190,18 @@ impl QueueState {
         (FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN + key_len + payload.len()) as u64
     }
 
-    /// The job a known key points to, if the key is still known.
-    fn known_key(&mut self, hash: u128, now: u64) -> Option<u64> {
-        let entry = *self.keys.get(hash)?;
+    /// The job `key` belongs to, if the key is still known. The stored key
+    /// bytes decide, not the hash alone.
+    fn known_key(&mut self, hash: u128, key: &[u8], now: u64) -> Option<u64> {
+        let (log, dead) = (&self.log, &self.dead);
+        let entry = self.keys.find(hash, key, |e| stored_key(log, dead, e))?;
         let alive = self.jobs.get(entry.id).is_some()
             || self.dead.entries().contains_key(&entry.id)
             || entry.expires_ms > now;
         if alive {
             Some(entry.id)
         } else {
-            self.keys.remove(hash);
+            self.keys.remove(hash, entry.id);
             None
         }
     }
@@ -186,7 +217,7 @@ impl QueueState {
         let key = opts.key.as_deref().unwrap_or_default();
         let hash = (!key.is_empty()).then(|| key_hash(key));
         if let Some(hash) = hash {
-            if let Some(id) = self.known_key(hash, now) {
+            if let Some(id) = self.known_key(hash, key, now) {
                 return Ok(EnqueueOutcome {
                     id,
                     duplicate: true,
@@ -214,24 +245,23 @@ impl QueueState {
         });
         let a = self.log.append(&rec, flags, self.next_id + 1)?;
         self.next_id += 1;
+        if self.cfg.read_committed {
+            self.unconfirmed.push_back((id, a.lsn));
+        }
         let state = if due_ms > now {
-            self.due.push(Reverse((due_ms, id)));
             SlotState::Waiting
         } else {
-            self.fresh += 1;
             SlotState::Fresh
         };
-        self.add_job(id, a, 0, state);
+        self.add_job(id, a, 0, state, due_ms);
         if let Some(hash) = hash {
-            self.keys.insert(
-                hash,
-                KeyEntry {
-                    id,
-                    expires_ms: now.saturating_add(self.cfg.dedup_ms),
-                    seg: a.seg,
-                    off: a.off,
-                },
-            );
+            let entry = KeyEntry {
+                id,
+                expires_ms: now.saturating_add(self.cfg.dedup_ms),
+                seg: a.seg,
+                off: a.off,
+            };
+            self.keys.set(hash, None, entry);
             if self.keys.wants_sweep() {
                 self.sweep_keys(now);
             }
@@ -269,7 +299,13 @@ impl QueueState {
         Ok((ids, lsn))
     }
 
-    pub(crate) fn add_job(&mut self, id: u64, a: Appended, attempts: u16, state: SlotState) {
+    /// Makes a job live: its slot, its segment's counts, and its place in
+    /// the delivery order (`due_ms` for a waiting job).
+    fn add_job(&mut self, id: u64, a: Appended, attempts: u16, state: SlotState, due_ms: u64) {
+        assert!(
+            self.jobs.get(id).is_none(),
+            "job {id} is made live while live"
+        );
         self.jobs.insert(
             id,
             Slot {
@@ -280,42 +316,54 @@ impl QueueState {
                 state,
             },
         );
-        let info = self
-            .log
-            .info_mut(a.seg)
-            .expect("appended to a live segment");
-        info.live_jobs += 1;
-        info.live_bytes += u64::from(a.len);
+        match state {
+            SlotState::Fresh => self.delivery.add_fresh(),
+            SlotState::Waiting => self.delivery.push_waiting(id, due_ms),
+            _ => {}
+        }
+        self.count_in_segment(a.seg, a.len, true);
         self.unpark();
     }
 
-    /// Fresh jobs the job table moved aside wait in the due heap instead,
-    /// at their enqueue time, so they keep their place.
-    fn unpark(&mut self) {
-        for id in self.jobs.take_parked_fresh() {
-            let enqueued_ms = self.enqueued_ms_of(id).min(self.last_now);
-            self.fresh -= 1;
-            self.due.push(Reverse((enqueued_ms, id)));
+    /// Adds (or removes) one record of `len` bytes to a segment's counts.
+    fn count_in_segment(&mut self, seg: u32, len: u32, add: bool) {
+        let Some(info) = self.log.info_mut(seg) else {
+            return;
+        };
+        if add {
+            info.live_jobs += 1;
+            info.live_bytes += u64::from(len);
+        } else {
+            info.live_jobs -= 1;
+            info.live_bytes -= u64::from(len);
         }
     }
 
-    /// Removes a finished job from memory and from its segment's count.
-    pub(crate) fn finish(&mut self, id: u64) {
-        let slot = self.jobs.remove(id).expect("finishing a live job");
+    /// Fresh jobs the job table moved aside wait in the delivery order
+    /// instead, at their enqueue time, so they keep their place.
+    fn unpark(&mut self) {
+        for id in self.jobs.take_parked_fresh() {
+            let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
+            self.delivery.take_fresh();
+            self.delivery.push_waiting(id, enqueued_ms);
+        }
+    }
+
+    /// Removes a finished job (taken out of the delivery order already)
+    /// from memory and from its segment's count.
+    fn finish(&mut self, id: u64) {
+        let Some(slot) = self.jobs.remove(id) else {
+            return;
+        };
         assert!(
-            slot.state != SlotState::Fresh,
-            "a fresh job is never finished"
+            slot.state == SlotState::InFlight,
+            "only a taken job is finished"
         );
-        let info = self
-            .log
-            .info_mut(slot.seg)
-            .expect("a live job's segment exists");
-        info.live_jobs -= 1;
-        info.live_bytes -= u64::from(slot.len);
+        self.count_in_segment(slot.seg, slot.len, false);
         self.unpark();
     }
 
-    pub(crate) fn segment_of(&self, slot: &Slot) -> Result<Arc<Segment>> {
+    fn segment_of(&self, slot: &Slot) -> Result<Arc<Segment>> {
         self.log
             .info(slot.seg)
             .map(|i| i.seg.clone())
@@ -323,21 +371,25 @@ impl QueueState {
     }
 
     /// Reads and verifies the full record of a live job.
-    pub fn read_job(
-        &self,
-        slot: &Slot,
-    ) -> Result<(Arc<Segment>, usize, usize, usize, EnqueueRecMeta)> {
+    /// A job's enqueue time and max attempts, from its verified record,
+    /// without copying its payload.
+    fn job_meta(&self, slot: &Slot) -> Result<(u64, u32)> {
         let seg = self.segment_of(slot)?;
         let e = seg.enqueue_at(slot.off)?;
-        let key_at = slot.off as usize + FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN;
-        let meta = EnqueueRecMeta {
+        Ok((e.enqueued_ms, u32::from(e.max_attempts)))
+    }
+
+    fn read_job(&self, slot: &Slot) -> Result<JobRecord> {
+        // Owned copies: a `Job` pins no segment and a payload read later
+        // cannot fault on a file truncated meanwhile (docs/architecture.md).
+        let seg = self.segment_of(slot)?;
+        let e = seg.enqueue_at(slot.off)?;
+        Ok(JobRecord {
+            key: e.key.to_vec(),
+            payload: e.payload.to_vec(),
             enqueued_ms: e.enqueued_ms,
             max_attempts: u32::from(e.max_attempts),
-            key_len: e.key.len(),
-        };
-        let payload_at = key_at + e.key.len();
-        let payload_len = e.payload.len();
-        Ok((seg, key_at, payload_at, payload_len, meta))
+        })
     }
 
     fn enqueued_ms_of(&self, id: u64) -> u64 {
@@ -354,19 +406,31 @@ impl QueueState {
             .map_or(0, |b| crate::format::u64_at(b, 0).unwrap_or(0))
     }
 
-    /// The next job to serve, without taking it: `(id, from_due_heap)`.
+    /// The smallest id whose enqueue is not known durable (`u64::MAX` when
+    /// all are, or when delivery does not wait for durability). Ids are
+    /// given in LSN order, so every smaller id is durable.
+    fn first_unconfirmed(&mut self) -> u64 {
+        let durable = self.log.commit.durable();
+        while self
+            .unconfirmed
+            .front()
+            .is_some_and(|&(_, lsn)| lsn <= durable)
+        {
+            self.unconfirmed.pop_front();
+        }
+        self.unconfirmed.front().map_or(u64::MAX, |&(id, _)| id)
+    }
+
+    /// The next job to serve, without taking it: `(id, from_waiting)`.
     fn peek_next(&mut self, now: u64) -> Option<(u64, bool)> {
-        let waiting = self
-            .due
-            .peek()
-            .map(|Reverse(k)| *k)
-            .filter(|(due, _)| *due <= now);
-        let fresh = if self.fresh > 0 {
+        let limit = self.first_unconfirmed();
+        let waiting = self.delivery.peek_due(now).filter(|&(_, id)| id < limit);
+        let fresh = if self.delivery.fresh() > 0 {
             let f = self.jobs.next_fresh(self.fresh_cursor);
             if let Some(f) = f {
                 self.fresh_cursor = f;
             }
-            f
+            f.filter(|&f| f < limit)
         } else {
             None
         };
@@ -384,134 +448,139 @@ impl QueueState {
         }
     }
 
-    /// Leases the next ready job, if any.
-    pub fn dequeue(&mut self, now: u64, visibility_ms: u64) -> Result<Option<Job>> {
-        self.expire_leases(now)?;
-        let Some((id, from_heap)) = self.peek_next(now) else {
-            return Ok(None);
-        };
-        let slot = *self.jobs.get(id).expect("a ready job is live");
-        let (segment, key_at, payload_at, payload_len, meta) = self.read_job(&slot)?;
-        let (key, payload) = (
-            segment.copy(key_at, meta.key_len)?,
-            segment.copy(payload_at, payload_len)?,
-        );
-        let attempts = slot.attempts.saturating_add(1);
-        self.log.append(
-            &Record::Lease {
-                id,
-                attempts: u32::from(attempts),
-            },
-            0,
-            self.next_id,
-        )?;
-        if from_heap {
-            self.due.pop();
+    /// Takes a job out of the delivery order: it is in flight from now on.
+    fn take(&mut self, id: u64, from_waiting: bool) {
+        if from_waiting {
+            self.delivery.pop_due(id);
         } else {
-            self.fresh -= 1;
+            self.delivery.take_fresh();
         }
-        let slot = self.jobs.get_mut(id).expect("a ready job is live");
-        slot.attempts = attempts;
-        slot.state = SlotState::InFlight;
+        if let Some(slot) = self.jobs.get_mut(id) {
+            slot.state = SlotState::InFlight;
+        }
+    }
+
+    /// Leases the next ready job, if any. A job whose record fails its
+    /// checksum is moved to the dead letters and the next one is served.
+    pub fn dequeue(&mut self, now: Now, visibility_ms: u64) -> Result<Option<Job>> {
+        self.expire_leases(now)?;
+        loop {
+            let Some((id, from_waiting)) = self.peek_next(now.wall) else {
+                return Ok(None);
+            };
+            let expected = if from_waiting {
+                SlotState::Waiting
+            } else {
+                SlotState::Fresh
+            };
+            let slot = match self.jobs.get(id) {
+                Some(s) if s.state == expected => *s,
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!("job {id} is next to serve but not ready (internal error)"),
+                    ))
+                }
+            };
+            match self.read_job(&slot) {
+                Ok(rec) => return self.lease(id, from_waiting, slot, rec, now, visibility_ms),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.take(id, from_waiting);
+                    self.dead_letter(id, "", now.wall)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn lease(
+        &mut self,
+        id: u64,
+        from_waiting: bool,
+        slot: Slot,
+        rec: JobRecord,
+        now: Now,
+        visibility_ms: u64,
+    ) -> Result<Option<Job>> {
+        let attempts = slot.attempts.saturating_add(1);
+        let lease = Record::Lease {
+            id,
+            attempts: u32::from(attempts),
+        };
+        self.log.append(&lease, 0, self.next_id)?;
+        self.take(id, from_waiting);
+        if let Some(slot) = self.jobs.get_mut(id) {
+            slot.attempts = attempts;
+        }
         let token = self.next_token;
         self.next_token += 1;
-        let deadline_ms = now.saturating_add(visibility_ms);
-        self.leases.insert(id, Lease { token, deadline_ms });
-        self.expiries.push(Reverse((deadline_ms, id, token)));
+        let deadline = now.mono.saturating_add(visibility_ms);
+        self.leases.insert(id, Lease { token, deadline });
         Ok(Some(Job {
             id,
             attempt: u32::from(attempts),
-            max_attempts: meta.max_attempts,
-            enqueued_ms: meta.enqueued_ms,
+            max_attempts: rec.max_attempts,
+            enqueued_ms: rec.enqueued_ms,
             receipt: Receipt { id, token },
-            key,
-            payload,
+            key: rec.key,
+            payload: rec.payload,
         }))
     }
 
     /// Ends leases whose deadline passed: the job is ready again, or dead
-    /// if that was its last attempt.
-    pub fn expire_leases(&mut self, now: u64) -> Result<()> {
-        while let Some(&Reverse((deadline, id, token))) = self.expiries.peek() {
-            if deadline > now {
-                break;
-            }
-            let current = self.leases.get(&id).copied();
-            if current
-                != Some(Lease {
-                    token,
-                    deadline_ms: deadline,
-                })
-            {
-                self.expiries.pop();
+    /// if that was its last attempt (or its record is damaged).
+    pub fn expire_leases(&mut self, now: Now) -> Result<()> {
+        while let Some((id, lease)) = self.leases.first_expired(now.mono) {
+            let Some(slot) = self.jobs.get(id).copied() else {
+                self.leases.remove(id);
+                continue;
+            };
+            let max_attempts = self.job_meta(&slot).map_or(0, |m| m.1);
+            if u32::from(slot.attempts) >= max_attempts {
+                let text = format!("lease expired during attempt {}", slot.attempts);
+                self.dead_letter(id, &text, now.wall)?;
+                self.leases.remove(id);
                 continue;
             }
-            let slot = *self.jobs.get(id).expect("a leased job is live");
-            let (_, _, _, _, meta) = self.read_job(&slot)?;
-            if u32::from(slot.attempts) >= meta.max_attempts {
-                let text = format!("lease expired during attempt {}", slot.attempts);
-                self.dead_letter(id, &text, now)?;
-                self.expiries.pop();
-                self.leases.remove(&id);
-            } else {
-                // Record the expiry, so that after a restart the job keeps
-                // its place (due at the deadline) instead of counting as a
-                // lease of the stopped process.
-                self.log.append(
-                    &Record::Nack {
-                        id,
-                        due_ms: deadline,
-                    },
-                    0,
-                    self.next_id,
-                )?;
-                self.expiries.pop();
-                self.leases.remove(&id);
-                self.jobs.get_mut(id).expect("live").state = SlotState::Waiting;
-                self.due.push(Reverse((deadline, id)));
-                self.counters.retried += 1;
-            }
+            // Record the expiry, so that after a restart the job keeps its
+            // place (due when the lease ended, in wall time) instead of
+            // counting as a lease of the stopped process.
+            let due_ms = now
+                .wall
+                .saturating_sub(now.mono.saturating_sub(lease.deadline));
+            self.log
+                .append(&Record::Nack { id, due_ms }, 0, self.next_id)?;
+            self.leases.remove(id);
+            self.make_waiting(id, due_ms);
+            self.counters.retried += 1;
         }
         Ok(())
     }
 
-    /// Forgets a lease. Expiry entries of settled leases are dropped in
-    /// bulk once they outnumber the live leases, so memory follows the
-    /// leases held, not the dequeue rate.
-    fn end_lease(&mut self, id: u64) {
-        self.leases.remove(&id);
-        if self.expiries.len() > 2 * self.leases.len() + 1024 {
-            let leases = &self.leases;
-            self.expiries.retain(|Reverse((deadline, id, token))| {
-                leases.get(id)
-                    == Some(&Lease {
-                        token: *token,
-                        deadline_ms: *deadline,
-                    })
-            });
-            if self.leases.capacity() > 4 * self.leases.len() + 1024 {
-                self.leases.shrink_to_fit();
-            }
-            if self.expiries.capacity() > 4 * self.expiries.len() + 1024 {
-                self.expiries.shrink_to_fit();
-            }
+    fn make_waiting(&mut self, id: u64, due_ms: u64) {
+        if let Some(slot) = self.jobs.get_mut(id) {
+            slot.state = SlotState::Waiting;
+            self.delivery.push_waiting(id, due_ms);
         }
     }
 
-    /// The soonest time something becomes ready (a due job or an expiring
-    /// lease), for blocking waits.
-    pub fn next_wakeup(&self) -> Option<u64> {
-        let due = self.due.peek().map(|Reverse((d, _))| *d);
-        let exp = self.expiries.peek().map(|Reverse((d, _, _))| *d);
+    /// Milliseconds until something may become ready (a due job or an
+    /// expiring lease), for blocking waits.
+    pub fn wakeup_in(&self, now: Now) -> Option<u64> {
+        let due = self.delivery.next_due().map(|d| d.saturating_sub(now.wall));
+        let exp = self
+            .leases
+            .next_deadline()
+            .map(|d| d.saturating_sub(now.mono));
         match (due, exp) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn check_receipt(&mut self, r: Receipt, now: u64) -> Result<()> {
-        match self.leases.get(&r.id) {
-            Some(l) if l.token == r.token && l.deadline_ms > now => Ok(()),
+    fn check_receipt(&mut self, r: Receipt, now: Now) -> Result<()> {
+        match self.leases.get(r.id) {
+            Some(l) if l.token == r.token && l.deadline > now.mono => Ok(()),
             Some(l) if l.token == r.token => {
                 self.expire_leases(now)?;
                 Err(Error::new(
@@ -534,26 +603,28 @@ impl QueueState {
     }
 
     /// Acks a job: it is finished and never delivered again.
-    pub fn ack(&mut self, r: Receipt, now: u64) -> Result<u64> {
+    pub fn ack(&mut self, r: Receipt, now: Now) -> Result<u64> {
         self.check_receipt(r, now)?;
         let a = self
             .log
             .append(&Record::Ack { id: r.id }, 0, self.next_id)?;
-        self.end_lease(r.id);
+        self.leases.remove(r.id);
         self.finish(r.id);
         self.counters.acked += 1;
-        self.reclaim(now)?;
         Ok(a.lsn)
     }
 
     /// Nacks a job: retried after a delay, or dead if out of attempts.
-    pub fn nack(&mut self, r: Receipt, retry: Retry, error: &str, now: u64) -> Result<u64> {
+    pub fn nack(&mut self, r: Receipt, retry: Retry, error: &str, now: Now) -> Result<u64> {
         self.check_receipt(r, now)?;
-        let slot = *self.jobs.get(r.id).expect("a leased job is live");
-        let (_, _, _, _, meta) = self.read_job(&slot)?;
-        if u32::from(slot.attempts) >= meta.max_attempts {
-            self.end_lease(r.id);
-            return self.dead_letter(r.id, error, now);
+        let Some(slot) = self.jobs.get(r.id).copied() else {
+            return Err(Error::new(ErrorKind::LeaseLost, "job is gone"));
+        };
+        let max_attempts = self.job_meta(&slot).map_or(0, |m| m.1);
+        if u32::from(slot.attempts) >= max_attempts {
+            let lsn = self.dead_letter(r.id, error, now.wall)?;
+            self.leases.remove(r.id);
+            return Ok(lsn);
         }
         let delay = match retry {
             Retry::Backoff => {
@@ -562,31 +633,28 @@ impl QueueState {
             }
             Retry::After(d) => ms(d),
         };
-        let due_ms = now.saturating_add(delay);
+        let due_ms = now.wall.saturating_add(delay);
         let a = self
             .log
             .append(&Record::Nack { id: r.id, due_ms }, 0, self.next_id)?;
-        self.end_lease(r.id);
-        self.jobs.get_mut(r.id).expect("live").state = SlotState::Waiting;
-        self.due.push(Reverse((due_ms, r.id)));
+        self.leases.remove(r.id);
+        self.make_waiting(r.id, due_ms);
         self.counters.retried += 1;
         Ok(a.lsn)
     }
 
     /// Sends a leased job straight to the dead letters.
-    pub fn fail(&mut self, r: Receipt, error: &str, now: u64) -> Result<u64> {
+    pub fn fail(&mut self, r: Receipt, error: &str, now: Now) -> Result<u64> {
         self.check_receipt(r, now)?;
-        self.end_lease(r.id);
-        self.dead_letter(r.id, error, now)
+        let lsn = self.dead_letter(r.id, error, now.wall)?;
+        self.leases.remove(r.id);
+        Ok(lsn)
     }
 
     /// Extends a lease to `now + by`.
-    pub fn extend(&mut self, r: Receipt, by_ms: u64, now: u64) -> Result<()> {
+    pub fn extend(&mut self, r: Receipt, by_ms: u64, now: Now) -> Result<()> {
         self.check_receipt(r, now)?;
-        let lease = self.leases.get_mut(&r.id).expect("checked");
-        lease.deadline_ms = now.saturating_add(by_ms);
-        self.expiries
-            .push(Reverse((lease.deadline_ms, r.id, r.token)));
+        self.leases.extend(r.id, now.mono.saturating_add(by_ms));
         Ok(())
     }
 
@@ -598,27 +666,24 @@ impl QueueState {
         });
     }
 
-    /// A snapshot of the counts.
-    pub fn stats(&self, now: u64) -> Stats {
-        let due_now = self
-            .due
-            .iter()
-            .filter(|Reverse((due, _))| *due <= now)
-            .count() as u64;
+    /// A snapshot of the counts: running counts, no scan.
+    pub fn stats(&mut self, now: Now) -> Stats {
+        self.delivery.promote(now.wall);
+        let (due_now, delayed) = self.delivery.waiting_counts();
         let index_bytes = self.jobs.heap_bytes()
-            + self.due.capacity() * 16
-            + self.leases.capacity() * 33
-            + self.expiries.capacity() * 24
-            + self.keys.len() * 49;
+            + self.delivery.heap_bytes()
+            + self.leases.heap_bytes()
+            + self.keys.heap_bytes();
         Stats {
-            ready: self.fresh + due_now,
-            delayed: self.due.len() as u64 - due_now,
+            ready: self.delivery.fresh() + due_now,
+            delayed,
             in_flight: self.leases.len() as u64,
             dead: self.dead.entries().len() as u64,
             enqueued_total: self.counters.enqueued,
             acked_total: self.counters.acked,
             retried_total: self.counters.retried,
             dead_lettered_total: self.counters.dead_lettered,
+            damaged_total: self.counters.damaged,
             carried_total: self.counters.carried,
             syncs_total: self.log.commit.syncs(),
             written_lsn: self.log.next_lsn - 1,
@@ -626,6 +691,7 @@ impl QueueState {
             segments: self.log.segments.len() as u64,
             disk_bytes: self.log.disk_bytes() + self.dead.disk_bytes(),
             index_bytes: index_bytes as u64,
+            maintenance_error: self.maintenance.error(),
         }
     }
 
@@ -633,47 +699,48 @@ impl QueueState {
     pub fn check_invariants(&self) {
         let mut fresh = 0u64;
         let mut per_seg: HashMap<u32, (u64, u64)> = HashMap::new();
-        let waiting: std::collections::HashSet<u64> =
-            self.due.iter().map(|Reverse((_, id))| *id).collect();
-        assert_eq!(
-            waiting.len(),
-            self.due.len(),
-            "a job is twice in the due heap"
-        );
         for (id, slot) in self.jobs.iter() {
             let e = per_seg.entry(slot.seg).or_default();
             e.0 += 1;
             e.1 += u64::from(slot.len);
+            let waiting = self.delivery.is_waiting(id);
             match slot.state {
                 SlotState::Fresh => {
                     assert!(!self.jobs.is_straggler(id), "fresh job {id} parked aside");
+                    assert!(!waiting, "fresh job {id} also waiting");
                     fresh += 1;
                 }
-                SlotState::Waiting => {
-                    assert!(waiting.contains(&id), "job {id} waits outside the heap")
+                SlotState::Waiting => assert!(waiting, "job {id} waits outside the order"),
+                SlotState::InFlight => {
+                    assert!(
+                        self.leases.contains(id),
+                        "job {id} in flight without a lease"
+                    );
+                    assert!(!waiting, "leased job {id} also waiting");
                 }
-                SlotState::InFlight => assert!(
-                    self.leases.contains_key(&id),
-                    "job {id} in flight without a lease"
-                ),
                 SlotState::Empty => unreachable!("iter skips empty slots"),
             }
+            assert!(
+                !self.dead.entries().contains_key(&id),
+                "job {id} is both live and dead"
+            );
             assert!(
                 id < self.next_id,
                 "job {id} is not below next id {}",
                 self.next_id
             );
         }
-        assert_eq!(fresh, self.fresh, "fresh count");
+        self.delivery.check(fresh);
+        let waiting: HashSet<u64> = self.delivery.waiting_ids().collect();
         for id in &waiting {
             assert_eq!(
                 self.jobs.get(*id).map(|s| s.state),
                 Some(SlotState::Waiting)
             );
         }
-        for id in self.leases.keys() {
+        for id in self.leases.ids() {
             assert_eq!(
-                self.jobs.get(*id).map(|s| s.state),
+                self.jobs.get(id).map(|s| s.state),
                 Some(SlotState::InFlight)
             );
         }
@@ -686,37 +753,52 @@ impl QueueState {
                 info.seg.id
             );
         }
+        let mut last = 0;
+        for &(id, _) in &self.unconfirmed {
+            assert!(id > last, "unconfirmed enqueues out of order");
+            last = id;
+        }
+    }
+
+    /// Whether job `id` is a dead letter (and not live again).
+    pub fn is_dead_letter(&self, id: u64) -> bool {
+        // Whether a job is dead does not depend on the time.
+        let any_time = Now { wall: 0, mono: 0 };
+        self.live_status(id, any_time) == crate::status::LiveStatus::Dead
+    }
+
+    /// Whether job `id` is neither live nor dead: finished, or never issued.
+    pub fn is_settled_or_unknown(&self, id: u64) -> bool {
+        use crate::status::LiveStatus;
+        let any_time = Now { wall: 0, mono: 0 };
+        matches!(
+            self.live_status(id, any_time),
+            LiveStatus::Finished | LiveStatus::NeverIssued
+        )
     }
 
     /// What the live state says about job `id` at `now` (for
-    /// `Queue::status`). Read-only; O(1) except for a waiting job, whose due
-    /// time is found by a scan of the due heap (O(waiting jobs)).
-    pub fn live_status(&self, id: u64, now: u64) -> crate::status::LiveStatus {
+    /// `Queue::status`). Read-only and O(1).
+    pub fn live_status(&self, id: u64, now: Now) -> crate::status::LiveStatus {
         use crate::status::LiveStatus;
         if let Some(slot) = self.jobs.get(id) {
             let attempts = u32::from(slot.attempts);
             return match slot.state {
                 SlotState::Fresh => LiveStatus::Ready { attempts },
-                SlotState::Waiting => {
-                    let due_ms = self
-                        .due
-                        .iter()
-                        .find(|Reverse((_, j))| *j == id)
-                        .map_or(now, |Reverse((due, _))| *due);
-                    if due_ms > now {
-                        LiveStatus::Delayed { due_ms, attempts }
-                    } else {
-                        LiveStatus::Ready { attempts }
-                    }
-                }
+                SlotState::Waiting => match self.delivery.due_of(id) {
+                    Some(due_ms) if due_ms > now.wall => LiveStatus::Delayed { due_ms, attempts },
+                    _ => LiveStatus::Ready { attempts },
+                },
                 SlotState::InFlight => {
-                    let lease = self.leases.get(&id).copied().unwrap_or(Lease {
+                    let lease = self.leases.get(id).unwrap_or(Lease {
                         token: u64::MAX,
-                        deadline_ms: now,
+                        deadline: now.mono,
                     });
+                    // Deadlines are monotonic; report the wall-clock time.
+                    let left = lease.deadline.saturating_sub(now.mono);
                     LiveStatus::InFlight {
                         attempt: attempts,
-                        lease_expires_ms: lease.deadline_ms,
+                        lease_expires_ms: now.wall.saturating_add(left),
                         token: lease.token,
                     }
                 }
@@ -731,12 +813,4 @@ impl QueueState {
             LiveStatus::Finished
         }
     }
-}
-
-/// Fields of a job's enqueue record.
-#[derive(Debug, Clone, Copy)]
-pub struct EnqueueRecMeta {
-    pub enqueued_ms: u64,
-    pub max_attempts: u32,
-    pub key_len: usize,
 }

@@ -21,6 +21,11 @@ pub struct Stats {
     pub retried_total: u64,
     /// Jobs moved to the dead letters since open.
     pub dead_lettered_total: u64,
+    /// Jobs whose record failed its checksum after open and that were
+    /// moved to the dead letters (with an empty payload and the damage as
+    /// their error) so the queue could keep serving the rest, since open.
+    #[serde(default)]
+    pub damaged_total: u64,
     /// Live jobs rewritten into the active segment so that an old segment
     /// could be deleted, since open.
     pub carried_total: u64,
@@ -38,6 +43,10 @@ pub struct Stats {
     pub disk_bytes: u64,
     /// Heap bytes of the in-memory index (job slots, leases, keys).
     pub index_bytes: u64,
+    /// The last failure of background maintenance (reclaiming disk), if
+    /// any. It never failed an operation; a failed deletion is retried.
+    #[serde(default)]
+    pub maintenance_error: Option<String>,
 }
 
 /// What opening the queue found and did, from

@@ -106,9 +106,15 @@ fn fault_run(fault: Fault, tally: &mut Tally) {
     if in_open {
         tally.failed_opens += 1;
     }
-    assert_eq!(err.kind(), ErrorKind::Io, "{label}: {err}");
+    // A fault in maintenance (reclaim) after an operation had happened is
+    // not that operation's error (issue 8): it poisons the queue, and the
+    // next call reports `Poisoned`, naming the fault.
+    let after_the_fact = err.kind() == ErrorKind::Poisoned;
+    if !after_the_fact {
+        assert_eq!(err.kind(), ErrorKind::Io, "{label}: {err}");
+    }
     assert!(err.to_string().contains("simulated"), "{label}: {err}");
-    if fault.kind == io::ErrorKind::StorageFull && fault.op != FaultOp::Sync {
+    if fault.kind == io::ErrorKind::StorageFull && fault.op != FaultOp::Sync && !after_the_fact {
         let kind = err.io_error().map(io::Error::kind);
         assert_eq!(kind, Some(io::ErrorKind::StorageFull), "{label}: {err}");
     }
@@ -173,7 +179,10 @@ fn sweep(op: FaultOp) {
         "{op:?}: {n} fault points, {tally:?}, in {:?}",
         started.elapsed()
     );
-    assert!(tally.errors > 0);
+    // A failed unlink of a finished segment is retried later, not an
+    // error (issue 8): remove faults may leave every call successful, and
+    // each such run was checked above as intact.
+    assert!(tally.errors > 0 || op == FaultOp::Remove);
 }
 
 #[test]
@@ -272,7 +281,14 @@ fn dead_letter_compaction_faults() {
                 let now = run.clock_ms();
                 if let Some((_, err)) = run.failed.take() {
                     tally.errors += 1;
-                    assert_eq!(err.kind(), ErrorKind::Io, "{fault:?}: {err}");
+                    // `Poisoned`: the fault hit maintenance after a call
+                    // that happened; the next call names it.
+                    let kind = err.kind();
+                    assert!(
+                        kind == ErrorKind::Io || kind == ErrorKind::Poisoned,
+                        "{fault:?}: {err}"
+                    );
+                    assert!(err.to_string().contains("simulated"), "{fault:?}: {err}");
                 }
                 let crashed = fs.power_loss(at);
                 drop(run.q.take());

@@ -35,7 +35,7 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// Reads exactly `buf.len()` bytes at `off`.
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
     /// Writes all of `buf` at `off`. Within a mapped range the bytes become
-    /// visible through the [`Region`] returned by [`VfsFile::map`].
+    /// visible through the [`Mapping`] returned by [`VfsFile::map`].
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
     /// Sets the length (used only on files that are never mapped).
     fn set_len(&self, len: u64) -> io::Result<()>;

@@ -1,0 +1,117 @@
+//! The lease table: who holds which job, until when.
+//!
+//! Deadlines are on the monotonic clock ([`crate::Clock::monotonic_ms`]):
+//! leases do not outlive the process, so they never need wall time, and a
+//! wall clock stepped forward does not expire them.
+//!
+//! Invariants: `expiries` holds an entry `(deadline, id, token)` for every
+//! held lease (plus stale entries of settled or extended leases, which are
+//! skipped and dropped in bulk once they outnumber the live ones).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::idhash::IdMap;
+
+/// A lease held by a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Matches the receipt's token.
+    pub token: u64,
+    /// When the lease expires (monotonic ms).
+    pub deadline: u64,
+}
+
+/// Held leases and their deadlines.
+#[derive(Debug, Default)]
+pub struct Leases {
+    held: IdMap<Lease>,
+    expiries: BinaryHeap<Reverse<(u64, u64, u64)>>,
+}
+
+impl Leases {
+    /// Records a new lease.
+    pub fn insert(&mut self, id: u64, lease: Lease) {
+        let old = self.held.insert(id, lease);
+        assert!(old.is_none(), "job {id} leased twice");
+        self.expiries
+            .push(Reverse((lease.deadline, id, lease.token)));
+    }
+
+    /// The lease on `id`, if held.
+    pub fn get(&self, id: u64) -> Option<Lease> {
+        self.held.get(&id).copied()
+    }
+
+    /// Whether `id` is leased.
+    pub fn contains(&self, id: u64) -> bool {
+        self.held.contains_key(&id)
+    }
+
+    /// Held leases.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Moves a held lease's deadline.
+    pub fn extend(&mut self, id: u64, deadline: u64) {
+        if let Some(lease) = self.held.get_mut(&id) {
+            lease.deadline = deadline;
+            self.expiries.push(Reverse((deadline, id, lease.token)));
+        }
+    }
+
+    /// The first held lease whose deadline is at or before `now`, without
+    /// ending it.
+    pub fn first_expired(&mut self, now: u64) -> Option<(u64, Lease)> {
+        while let Some(&Reverse((deadline, id, token))) = self.expiries.peek() {
+            if deadline > now {
+                return None;
+            }
+            if self.held.get(&id) == Some(&Lease { token, deadline }) {
+                return Some((id, Lease { token, deadline }));
+            }
+            self.expiries.pop();
+        }
+        None
+    }
+
+    /// Ends the lease on `id`. Stale expiry entries are dropped in bulk
+    /// once they outnumber the held leases, so memory follows the leases
+    /// held, not the dequeue rate.
+    pub fn remove(&mut self, id: u64) {
+        self.held.remove(&id);
+        if self.expiries.len() > 2 * self.held.len() + 1024 {
+            let held = &self.held;
+            self.expiries.retain(|Reverse((deadline, id, token))| {
+                held.get(id)
+                    == Some(&Lease {
+                        token: *token,
+                        deadline: *deadline,
+                    })
+            });
+            if self.held.capacity() > 4 * self.held.len() + 1024 {
+                self.held.shrink_to_fit();
+            }
+            if self.expiries.capacity() > 4 * self.expiries.len() + 1024 {
+                self.expiries.shrink_to_fit();
+            }
+        }
+    }
+
+    /// The soonest deadline (possibly of a stale entry: waking early is
+    /// harmless).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.expiries.peek().map(|Reverse((d, _, _))| *d)
+    }
+
+    /// The ids of held leases.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.held.keys().copied()
+    }
+
+    /// Heap bytes held, for the memory report.
+    pub fn heap_bytes(&self) -> usize {
+        self.held.capacity() * 33 + self.expiries.capacity() * 24
+    }
+}

@@ -1,0 +1,378 @@
+//! Rebuilding the queue state on open, from records that `recovery` has
+//! already verified and classified (torn, damaged, clean).
+//!
+//! `apply` folds one record into a [`Replay`]; `finish` turns the replay
+//! into a [`QueueState`] through its own methods (so the segment counts,
+//! the delivery order and the counters stay consistent), then settles
+//! what the previous process left open: superseded dead letters, missing
+//! ack records, leases to release, jobs whose last attempt was cut short.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::{Config, Counters, QueueState};
+use crate::clock::{ms, Now};
+use crate::dead::DeadFile;
+use crate::error::{Error, Result};
+use crate::format::frame::Frame;
+use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::format::record::{EnqueueRec, Record};
+use crate::idhash::{IdMap, IdSet};
+use crate::jobs::{JobTable, Slot, SlotState};
+use crate::keys::{key_check, key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::log::Log;
+use crate::options::{Durability, Options};
+use crate::segment::Segment;
+use crate::stats::RecoveryReport;
+
+/// Jobs as replay leaves them, before leases are released.
+pub(crate) struct Replay {
+    jobs: JobTable,
+    due: IdMap<u64>,
+    in_flight: IdSet,
+    /// Keys by their hash and an independent check hash: distinct keys
+    /// that share a hash keep an entry each.
+    keys: HashMap<(u128, u64), KeyEntry>,
+    superseded_dead: Vec<u64>,
+    /// Jobs whose log records predate their dead letter and that have no
+    /// finishing record in the log yet.
+    shadowed_by_dead: IdSet,
+    /// One past the highest job id seen anywhere.
+    pub(crate) next_id: u64,
+    records: u64,
+}
+
+impl Replay {
+    /// An empty replay; job ids start at 1.
+    pub(crate) fn new() -> Replay {
+        Replay {
+            jobs: JobTable::default(),
+            due: IdMap::default(),
+            in_flight: IdSet::default(),
+            keys: HashMap::new(),
+            superseded_dead: Vec::new(),
+            shadowed_by_dead: IdSet::default(),
+            next_id: 1,
+            records: 0,
+        }
+    }
+
+    fn enqueue(&mut self, seg: u32, off: u32, len: u32, e: &EnqueueRec<'_>, dedup_ms: u64) {
+        let slot = Slot {
+            seg,
+            off,
+            len,
+            attempts: u16::try_from(e.attempts).unwrap_or(u16::MAX),
+            state: SlotState::Fresh,
+        };
+        self.jobs.insert(e.id, slot);
+        self.in_flight.remove(&e.id);
+        if e.due_ms > e.enqueued_ms || e.attempts > 0 {
+            self.due.insert(e.id, e.due_ms);
+        } else {
+            self.due.remove(&e.id);
+        }
+        if !e.key.is_empty() {
+            let entry = KeyEntry {
+                id: e.id,
+                expires_ms: e.enqueued_ms.saturating_add(dedup_ms),
+                seg,
+                off,
+            };
+            self.keys.insert((key_hash(e.key), key_check(e.key)), entry);
+        }
+    }
+}
+
+fn corrupt(seg: &Segment, off: u32, what: String) -> Error {
+    Error::corrupt(&seg.path, u64::from(off), what)
+}
+
+/// Applies one verified record to the replay state.
+pub(crate) fn apply(
+    seg: &Segment,
+    off: u32,
+    f: &Frame<'_>,
+    replay: &mut Replay,
+    dead_lsns: &HashMap<u64, u64>,
+    dedup_ms: u64,
+) -> Result<()> {
+    replay.records += 1;
+    let Some(rec) = Record::decode(f.kind, f.body) else {
+        return Err(corrupt(
+            seg,
+            off,
+            format!("record of kind {} does not decode", f.kind),
+        ));
+    };
+    match rec {
+        Record::Enqueue(e) => {
+            if e.id >= crate::format::MAX_ID || f.lsn >= crate::format::MAX_ID {
+                let what = format!("job id {} or LSN {} out of range", e.id, f.lsn);
+                return Err(corrupt(seg, off, what));
+            }
+            replay.next_id = replay.next_id.max(e.id + 1);
+            if let Some(&dead_lsn) = dead_lsns.get(&e.id) {
+                if dead_lsn > f.lsn {
+                    // Died after this record was written.
+                    replay.shadowed_by_dead.insert(e.id);
+                    return Ok(());
+                }
+                replay.superseded_dead.push(e.id); // redriven
+            }
+            replay.enqueue(seg.id, off, f.len, &e, dedup_ms);
+        }
+        Record::Lease { id, attempts } => {
+            if let Some(slot) = replay.jobs.get_mut(id) {
+                slot.attempts = u16::try_from(attempts).unwrap_or(u16::MAX);
+                replay.in_flight.insert(id);
+            }
+        }
+        Record::Ack { id } => {
+            replay.shadowed_by_dead.remove(&id);
+            replay.jobs.remove(id);
+            replay.due.remove(&id);
+            replay.in_flight.remove(&id);
+        }
+        Record::Nack { id, due_ms } => {
+            if replay.jobs.get(id).is_some() {
+                replay.due.insert(id, due_ms);
+                replay.in_flight.remove(&id);
+            }
+        }
+        Record::Key {
+            id,
+            expires_ms,
+            key,
+        } => {
+            let entry = KeyEntry {
+                id,
+                expires_ms,
+                seg: seg.id,
+                off,
+            };
+            replay.keys.insert((key_hash(key), key_check(key)), entry);
+        }
+        Record::Dead(_) | Record::Removed { .. } => {
+            let what = "a dead-letter record inside a log segment".to_string();
+            return Err(corrupt(seg, off, what));
+        }
+    }
+    Ok(())
+}
+
+/// A per-process random starting point for lease tokens, so a receipt kept
+/// from an earlier process never matches a lease of this one.
+fn random_token_base() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() >> 2
+}
+
+/// Keys of dead letters: a key belongs to its newest job.
+fn add_dead_letter_keys(replay: &mut Replay, dead: &DeadFile, dedup_ms: u64) -> Result<()> {
+    let ids: Vec<u64> = dead.entries().keys().copied().collect();
+    for id in ids {
+        let Some(letter) = dead.get(id)? else {
+            continue;
+        };
+        let Some(key) = letter.key else { continue };
+        let k = (key_hash(&key), key_check(&key));
+        if replay.keys.get(&k).is_none_or(|e| e.id <= id) {
+            let entry = KeyEntry {
+                id,
+                expires_ms: letter.enqueued_ms.saturating_add(dedup_ms),
+                seg: IN_DEAD_LETTERS,
+                off: 0,
+            };
+            replay.keys.insert(k, entry);
+        }
+    }
+    Ok(())
+}
+
+/// What the previous process left a job doing.
+enum Restore {
+    Fresh,
+    Waiting(u64),
+    /// Leased when the process stopped: released, or dead if that was its
+    /// last attempt.
+    Released {
+        last_attempt: bool,
+    },
+}
+
+/// Jobs to settle after the state is built.
+#[derive(Default)]
+struct Leftovers {
+    released: Vec<u64>,
+    exhausted: Vec<u64>,
+}
+
+impl QueueState {
+    fn empty(log: Log, dead: DeadFile, jobs: JobTable, opts: &Options, clock: Now) -> QueueState {
+        let cfg = Config {
+            max_attempts: opts.max_attempts,
+            backoff: opts.backoff,
+            dedup_ms: ms(opts.dedup_window),
+            max_payload: opts.effective_max_payload(),
+            read_committed: opts.durability == Durability::Sync,
+        };
+        QueueState {
+            log,
+            dead,
+            jobs,
+            delivery: super::Delivery::default(),
+            leases: super::Leases::default(),
+            keys: KeyIndex::default(),
+            next_id: 1,
+            fresh_cursor: 0,
+            // Time as the clock says: a record stamped in the future (a
+            // clock that stepped back, or a crafted file) must not make
+            // delayed jobs due early.
+            last: clock,
+            next_token: random_token_base(),
+            rng: opts.jitter_seed.unwrap_or(clock.wall ^ 0x5eed),
+            counters: Counters::default(),
+            cfg,
+            unconfirmed: VecDeque::new(),
+            maintenance: super::reclaim::Maintenance::default(),
+        }
+    }
+
+    /// Puts a replayed job (its slot already in the table) in its place.
+    fn restore(&mut self, id: u64, class: Restore) {
+        let Some(slot) = self.jobs.get_mut(id) else {
+            return;
+        };
+        let (seg, len) = (slot.seg, slot.len);
+        match class {
+            Restore::Fresh => {
+                slot.state = SlotState::Fresh;
+                self.delivery.add_fresh();
+            }
+            Restore::Waiting(due) => {
+                slot.state = SlotState::Waiting;
+                self.delivery.push_waiting(id, due);
+            }
+            Restore::Released { last_attempt: true } => slot.state = SlotState::InFlight,
+            Restore::Released {
+                last_attempt: false,
+            } => {
+                slot.state = SlotState::Waiting;
+                self.delivery.push_waiting(id, self.last.wall);
+            }
+        }
+        self.count_in_segment(seg, len, true);
+    }
+
+    /// Classifies every replayed job and puts it in place.
+    fn restore_jobs(&mut self, replay: &Replay, report: &mut RecoveryReport) -> Result<Leftovers> {
+        let mut left = Leftovers::default();
+        let ids: Vec<u64> = self.jobs.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let Some(slot) = self.jobs.get(id).copied() else {
+                continue;
+            };
+            let Ok((enqueued_ms, max_attempts)) = self.job_meta(&slot) else {
+                return Err(Error::new(
+                    crate::ErrorKind::Corrupt,
+                    format!("job {id}'s record could not be read back"),
+                ));
+            };
+            let class = if replay.in_flight.contains(&id) {
+                report.leases_released += 1;
+                let last_attempt = u32::from(slot.attempts) >= max_attempts;
+                if last_attempt {
+                    left.exhausted.push(id);
+                } else {
+                    left.released.push(id);
+                }
+                Restore::Released { last_attempt }
+            } else if let Some(&due) = replay.due.get(&id) {
+                Restore::Waiting(due)
+            } else if self.jobs.is_straggler(id) {
+                // Not delayed: ready now, in its enqueue-time place (a time
+                // stamped in the future must not delay it).
+                Restore::Waiting(enqueued_ms.min(self.last.wall))
+            } else {
+                Restore::Fresh
+            };
+            self.restore(id, class);
+        }
+        Ok(left)
+    }
+
+    /// Drops the dead letters of redriven jobs, writes the ack records a
+    /// crash left out, records each released lease.
+    fn settle_leftovers(&mut self, replay: &mut Replay, left: &mut Leftovers) -> Result<()> {
+        if !replay.superseded_dead.is_empty() {
+            for &id in &replay.superseded_dead {
+                self.dead.remove(id, self.log.next_lsn)?;
+            }
+            self.dead.sync()?;
+        }
+        // A crash between writing a dead letter and its ack record: write
+        // the ack record now, so the job stays finished if it is purged.
+        if !replay.shadowed_by_dead.is_empty() {
+            let mut ids: Vec<u64> = replay.shadowed_by_dead.iter().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                self.log.append(&Record::Ack { id }, 0, self.next_id)?;
+            }
+            self.log.sync_now()?;
+        }
+        // Record each release, so the job keeps its place if the queue is
+        // reopened again before it is served.
+        if !left.released.is_empty() {
+            left.released.sort_unstable();
+            let due_ms = self.last.wall;
+            for &id in &left.released {
+                self.log
+                    .append(&Record::Nack { id, due_ms }, 0, self.next_id)?;
+            }
+            self.log.sync_now()?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the live state from the replay and releases old leases.
+pub(crate) fn finish(
+    mut log: Log,
+    dead: DeadFile,
+    mut replay: Replay,
+    opts: &Options,
+    clock_ms: u64,
+    mut report: RecoveryReport,
+) -> Result<(QueueState, RecoveryReport)> {
+    let clock = Now {
+        wall: clock_ms,
+        mono: opts.clock.monotonic_ms(),
+    };
+    report.records = replay.records;
+    let dedup_ms = ms(opts.dedup_window);
+    add_dead_letter_keys(&mut replay, &dead, dedup_ms)?;
+    // Replay marks every job fresh; `restore_jobs` decides again.
+    let _ = replay.jobs.take_parked_fresh();
+    log.tail = log.tail.max(SEGMENT_HEADER_LEN as u32);
+    let active_next_id = log.active().header.next_job_id;
+    let jobs = std::mem::take(&mut replay.jobs);
+    let mut state = QueueState::empty(log, dead, jobs, opts, clock);
+    state.next_id = replay.next_id.max(active_next_id);
+    for ((hash, _), entry) in std::mem::take(&mut replay.keys) {
+        state.keys.set(hash, None, entry);
+    }
+    let mut left = state.restore_jobs(&replay, &mut report)?;
+    state.settle_leftovers(&mut replay, &mut left)?;
+    let now = state.now(clock);
+    for id in left.exhausted {
+        let attempts = state.jobs.get(id).map_or(0, |s| s.attempts);
+        let text = format!("the process stopped during attempt {attempts}, the last one allowed");
+        state.dead_letter(id, &text, now.wall)?;
+        report.dead_lettered_on_open += 1;
+    }
+    state.sweep_keys(now.wall);
+    state.maintain(now.wall);
+    Ok((state, report))
+}

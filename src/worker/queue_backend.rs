@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::Receipt;
 use crate::options::{EnqueueOptions, Retry};
 use crate::queue::{Enqueued, Queue};
@@ -31,6 +31,19 @@ impl Backend for Queue {
         // merges; until then a result is not kept.
         let _ = result;
         self.ack(*lease)
+    }
+
+    fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<Result<()>> {
+        // Results are not kept yet (see `complete`).
+        let receipts: Vec<Receipt> = items.iter().map(|(lease, _)| **lease).collect();
+        match self.ack_batch(&receipts) {
+            Ok(results) => results,
+            // Nothing in the batch is acknowledged: each item fails alike.
+            Err(e) => items
+                .iter()
+                .map(|_| Err(Error::new(e.kind(), e.to_string())))
+                .collect(),
+        }
     }
 
     fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> Result<()> {

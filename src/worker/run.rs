@@ -92,7 +92,7 @@ fn run_one<B: Backend>(
     }
     // `None`: shutdown released the job while the handler ran.
     if let Some(active) = shared.take(index) {
-        settle(shared, &ctx, &active.lease, outcome);
+        settle(shared, index, &ctx, active.lease, outcome);
     }
     shared.end();
 }
@@ -123,16 +123,27 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Records the outcome with the backend and counts it.
-fn settle<B: Backend>(shared: &Shared<B>, ctx: &JobContext, lease: &B::Lease, outcome: Outcome) {
+/// Records the outcome with the backend and counts it. A completion is
+/// handed to the settler, which makes it durable in a batch with others
+/// and counts it then; the worker goes on to its next job meanwhile.
+fn settle<B: Backend>(
+    shared: &Shared<B>,
+    index: usize,
+    ctx: &JobContext,
+    lease: B::Lease,
+    outcome: Outcome,
+) {
     let backend = &shared.backend;
     match outcome {
         Outcome::Done(result) => {
-            settle_count(
-                shared,
-                backend.complete(lease, result.as_deref()),
-                Count::Done,
-            );
+            if let Err((lease, result)) = shared.settler.hand_over(index, lease, result) {
+                // The settler is gone (shutting down): settle here.
+                settle_count(
+                    shared,
+                    backend.complete(&lease, result.as_deref()),
+                    Count::Done,
+                );
+            }
         }
         Outcome::Retry { error, after } => {
             // On the last attempt a retry sends the job to the dead letters.
@@ -141,18 +152,28 @@ fn settle<B: Backend>(shared: &Shared<B>, ctx: &JobContext, lease: &B::Lease, ou
             } else {
                 Count::Retried
             };
-            settle_count(shared, backend.retry(lease, after, &error), counted);
+            settle_count(shared, backend.retry(&lease, after, &error), counted);
         }
         Outcome::Fail(error) => {
-            settle_count(shared, backend.fail(lease, &error), Count::Dead);
+            settle_count(shared, backend.fail(&lease, &error), Count::Dead);
         }
     }
 }
 
 fn settle_count<B: Backend>(shared: &Shared<B>, result: crate::Result<()>, counted: Count) {
+    count_settled(shared, result.map_err(|e| e.kind()), counted);
+}
+
+/// Counts a settle: `counted` if it was recorded, `lost` if the lease was
+/// gone, a settle error otherwise.
+pub(crate) fn count_settled<B: Backend>(
+    shared: &Shared<B>,
+    result: std::result::Result<(), ErrorKind>,
+    counted: Count,
+) {
     match result {
         Ok(()) => shared.counters.add(counted),
-        Err(e) if e.kind() == ErrorKind::LeaseLost => shared.counters.add(Count::Lost),
+        Err(ErrorKind::LeaseLost) => shared.counters.add(Count::Lost),
         Err(_) => shared.counters.add(Count::SettleErrors),
     }
 }

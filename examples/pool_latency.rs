@@ -105,7 +105,7 @@ fn latency(workers: usize, rate: u64, jobs: u64) {
 fn drain(workers: usize, jobs: u64) {
     let dir = tempdir();
     let q = open(dir.path());
-    let p = vec![9u8; 100];
+    let p = [9u8; 100];
     let mut left = jobs;
     while left > 0 {
         let k = left.min(1000) as usize;

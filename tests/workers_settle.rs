@@ -22,6 +22,28 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// Waits up to `limit` for `cond`; says whether it came.
+fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// Resumes paused syncs when dropped, so a failing assertion does not
+/// leave the pool's shutdown waiting for a sync forever.
+struct Unpause(SimFs);
+
+impl Drop for Unpause {
+    fn drop(&mut self) {
+        self.0.pause_syncs(false);
+    }
+}
+
 fn accounted(s: &PoolStats) -> u64 {
     s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors
 }
@@ -109,6 +131,7 @@ fn jobs_count_done_only_once_their_acks_are_durable_and_shutdown_settles_the_res
             })
             .unwrap()
     };
+    let _unpause = Unpause(fs.clone());
     // Every handler returned while no sync could finish: none is done yet.
     wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
     fs.wait_paused_syncs(1);
@@ -152,6 +175,7 @@ fn the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync() {
             })
             .unwrap()
     };
+    let _unpause = Unpause(fs.clone());
     wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
     fs.wait_paused_syncs(1);
     // Time passes well beyond the visibility timeout while the acks wait;
@@ -159,10 +183,14 @@ fn the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync() {
     for _ in 0..6 {
         let seen = pool.stats().extended;
         clock.advance(Duration::from_millis(100));
-        wait_until("two more beats", || pool.stats().extended >= seen + 2);
+        // Without extensions of the waiting acks this never comes, and the
+        // acks are refused below (lost) once syncs resume.
+        wait_for(Duration::from_secs(10), || {
+            pool.stats().extended >= seen + 2
+        });
     }
     fs.pause_syncs(false);
-    wait_until("every ack settled", || pool.stats().done == n);
+    wait_until("every ack settled", || accounted(&pool.stats()) == n);
     let s = pool.shutdown(Duration::from_secs(10)).stats;
     assert_eq!((s.done, s.lost, s.leased), (n, 0, n), "{s:?}");
     assert_eq!(q.stats().acked_total, n);

@@ -924,3 +924,57 @@ impl Queue {
         st.wakeup_in(now).map(Duration::from_millis)
     }
 }
+
+/// Settling many leases at once, for worker pools that pipeline their
+/// acks: one lock, one group commit for the lot.
+impl Queue {
+    /// Marks several jobs done: appends every ack under one lock, then
+    /// (under [`Durability::Sync`]) waits for one group commit that covers
+    /// them all.
+    ///
+    /// The outer `Err` means nothing in the batch is acknowledged (the
+    /// queue is closed or poisoned, or the write or fdatasync failed);
+    /// otherwise one result per receipt, in order: `Ok` once that ack is
+    /// durable, or the receipt's own error ([`ErrorKind::LeaseLost`] when
+    /// its lease expired or was replaced), which changes nothing.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue_batch([b"a", b"b"])?;
+    /// let receipts: Vec<_> = q.dequeue_batch(2)?.iter().map(|j| j.receipt()).collect();
+    /// let results = q.ack_batch(&receipts)?;
+    /// assert!(results.iter().all(|r| r.is_ok()));
+    /// assert_eq!(q.stats().acked_total, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn ack_batch(&self, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (results, lsn) = self.write_op_at(
+            |st, now| {
+                let mut results = Vec::with_capacity(receipts.len());
+                let mut last = None;
+                for receipt in receipts {
+                    match st.ack(*receipt, now) {
+                        Ok(lsn) => {
+                            last = Some(lsn);
+                            results.push(Ok(()));
+                        }
+                        // A failed write fails the batch (and poisons the queue).
+                        Err(e) if e.kind() == ErrorKind::Io => return Err(e),
+                        Err(e) => results.push(Err(e)),
+                    }
+                }
+                Ok((results, last))
+            },
+            |(_, last)| last.unwrap_or(0),
+        )?;
+        if let Some(lsn) = lsn {
+            self.settle(lsn)?;
+        }
+        Ok(results)
+    }
+}

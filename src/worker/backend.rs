@@ -37,6 +37,21 @@ pub trait Backend: Send + Sync + 'static {
     /// that poll [`Backend::status`].
     fn complete(&self, lease: &Self::Lease, result: Option<&[u8]>) -> Result<()>;
 
+    /// Marks several jobs done, as [`Backend::complete`] does for each,
+    /// for a pool that pipelines its acks. Returns one result per item, in
+    /// order; each `Ok` must mean that item's completion is as durable as
+    /// [`Backend::complete`] makes it.
+    ///
+    /// The default calls [`Backend::complete`] for each item; a backend
+    /// that can record many completions with one write and one sync (as
+    /// [`crate::Queue`] does) overrides it.
+    fn complete_batch(&self, items: &[(&Self::Lease, Option<&[u8]>)]) -> Vec<Result<()>> {
+        items
+            .iter()
+            .map(|(lease, result)| self.complete(lease, *result))
+            .collect()
+    }
+
     /// Gives the job back for another attempt after `delay`, or after the
     /// backend's own backoff when `None`, recording `error`. A job on its
     /// last attempt goes to the dead letters instead.
@@ -156,6 +171,10 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn complete(&self, lease: &Self::Lease, result: Option<&[u8]>) -> Result<()> {
         (**self).complete(lease, result)
+    }
+
+    fn complete_batch(&self, items: &[(&Self::Lease, Option<&[u8]>)]) -> Vec<Result<()>> {
+        (**self).complete_batch(items)
     }
 
     fn retry(&self, lease: &Self::Lease, delay: Option<Duration>, error: &str) -> Result<()> {

@@ -33,5 +33,6 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
                 Err(_) => shared.counters.add(Count::LeaseErrors),
             }
         }
+        crate::worker::settle::extend_pending(shared);
     }
 }

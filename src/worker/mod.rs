@@ -85,6 +85,7 @@ mod pool;
 mod queue_backend;
 mod rate;
 mod run;
+mod settle;
 mod shutdown;
 mod signal;
 mod trace;

@@ -15,6 +15,7 @@ use crate::worker::builder::{Config, PoolBuilder};
 use crate::worker::counters::{Count, Counters, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::rate::{RateLimit, TokenBucket};
+use crate::worker::settle::Settler;
 use crate::worker::shutdown::ShutdownReport;
 use crate::worker::signal::Signal;
 
@@ -35,6 +36,7 @@ pub struct WorkerPool<B: Backend = Queue> {
     shared: Arc<Shared<B>>,
     workers: Vec<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    settler: Option<JoinHandle<()>>,
 }
 
 /// The job a worker is running.
@@ -62,6 +64,8 @@ pub(crate) struct Shared<B: Backend> {
     /// Set when the heartbeat stops (after running jobs finished or were
     /// released).
     pub(crate) heartbeat_stop: Signal,
+    /// Completions handed over by workers, made durable in batches.
+    pub(crate) settler: Settler<B::Lease>,
     busy: Mutex<Busy>,
     idle: Condvar,
 }
@@ -75,6 +79,7 @@ impl<B: Backend> Shared<B> {
         rate: Option<RateLimit>,
         clock: Arc<dyn Clock>,
     ) -> Shared<B> {
+        let workers = cfg.workers;
         Shared {
             slots: (0..cfg.workers).map(|_| Mutex::new(None)).collect(),
             limiter: rate.map(|r| TokenBucket::new(r, clock)),
@@ -84,6 +89,7 @@ impl<B: Backend> Shared<B> {
             counters: Counters::default(),
             stop: Signal::default(),
             heartbeat_stop: Signal::default(),
+            settler: Settler::new(workers),
             busy: Mutex::new(Busy {
                 running: 0,
                 stopping: false,
@@ -185,11 +191,17 @@ impl<B: Backend> WorkerPool<B> {
             shared: shared.clone(),
             workers: Vec::with_capacity(shared.cfg.workers),
             heartbeat: None,
+            settler: None,
         };
         let s = shared.clone();
         let name = format!("{}-heartbeat", shared.cfg.name);
         pool.heartbeat = Some(spawn_named(name, move || {
             crate::worker::heartbeat::run(&s);
+        })?);
+        let s = shared.clone();
+        let name = format!("{}-settler", shared.cfg.name);
+        pool.settler = Some(spawn_named(name, move || {
+            crate::worker::settle::run(&s);
         })?);
         for index in 0..shared.cfg.workers {
             let name = format!("{}-{index}", shared.cfg.name);
@@ -225,14 +237,22 @@ impl<B: Backend> WorkerPool<B> {
         };
         self.shared.wait_idle(until);
         let stragglers = self.shared.release_running(&mut report);
-        self.shared.heartbeat_stop.set();
-        if let Some(h) = self.heartbeat.take() {
-            let _ = h.join();
-        }
+        // Workers that finished have handed over their last acks once
+        // they exit (a straggler's outcome is dropped, never handed over).
         for (index, handle) in self.workers.drain(..).enumerate() {
             if !stragglers.contains(&index) {
                 let _ = handle.join();
             }
+        }
+        // Every pending ack is settled (and counted) before shutdown
+        // returns; the heartbeat keeps their leases alive until then.
+        self.shared.settler.close();
+        if let Some(h) = self.settler.take() {
+            let _ = h.join();
+        }
+        self.shared.heartbeat_stop.set();
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
         }
         report.finished = report.running.saturating_sub(stragglers.len());
         report.stats = self.stats();
@@ -242,7 +262,7 @@ impl<B: Backend> WorkerPool<B> {
 
 impl<B: Backend> Drop for WorkerPool<B> {
     fn drop(&mut self) {
-        if !self.workers.is_empty() || self.heartbeat.is_some() {
+        if !self.workers.is_empty() || self.heartbeat.is_some() || self.settler.is_some() {
             let timeout = self.shared.cfg.shutdown_timeout;
             self.stop(timeout);
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{Job, Receipt};
 use crate::options::{EnqueueOptions, Retry};
 use crate::queue::{Enqueued, Queue};
@@ -32,6 +32,37 @@ impl Backend for Queue {
             None => self.ack(*lease),
             Some(result) => self.ack_with_result(*lease, result),
         }
+    }
+
+    fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<Result<()>> {
+        // Plain acks share one lock and one group commit; a job with a
+        // result goes through `ack_with_result` (its record first).
+        let plain: Vec<Receipt> = items
+            .iter()
+            .filter(|(_, result)| result.is_none())
+            .map(|(lease, _)| **lease)
+            .collect();
+        let mut acked = match self.ack_batch(&plain) {
+            Ok(results) => results.into_iter(),
+            // Nothing in the batch is acknowledged: each plain ack fails alike.
+            Err(e) => plain
+                .iter()
+                .map(|_| Err(Error::new(e.kind(), e.to_string())))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        };
+        items
+            .iter()
+            .map(|(lease, result)| match result {
+                Some(result) => self.ack_with_result(**lease, result),
+                None => acked.next().unwrap_or_else(|| {
+                    Err(Error::new(
+                        crate::ErrorKind::Closed,
+                        "ack batch ended early",
+                    ))
+                }),
+            })
+            .collect()
     }
 
     fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> Result<()> {

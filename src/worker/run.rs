@@ -95,15 +95,24 @@ fn run_one<B: Backend>(
     span.outcome(&ctx, &outcome, panicked);
     // `None`: shutdown released the job while the handler ran.
     if let Some(active) = shared.take(index) {
-        let counted = settle(
-            &shared.backend,
-            &shared.counters,
-            &ctx,
-            &active.lease,
-            outcome,
-        );
-        if matches!(counted, Count::Lost) {
-            span.lease_lost();
+        let outcome = match outcome {
+            // A completion goes to the settler, which makes it durable in a
+            // batch with others and counts it then; this worker goes on to
+            // its next job meanwhile.
+            Outcome::Done(result) => {
+                match shared.settler.hand_over(index, active.lease, result) {
+                    Ok(()) => None,
+                    // The settler is gone (shutting down): settle here.
+                    Err((lease, result)) => Some((lease, Outcome::Done(result))),
+                }
+            }
+            other => Some((active.lease, other)),
+        };
+        if let Some((lease, outcome)) = outcome {
+            let counted = settle(&shared.backend, &shared.counters, &ctx, &lease, outcome);
+            if matches!(counted, Count::Lost) {
+                span.lease_lost();
+            }
         }
     }
     shared.end();
@@ -170,9 +179,19 @@ pub(crate) fn settle_count(
     result: crate::Result<()>,
     counted: Count,
 ) -> Count {
+    count_settled(counters, result.map_err(|e| e.kind()), counted)
+}
+
+/// Counts a settle: `counted` if it was recorded, `lost` if the lease was
+/// gone, a settle error otherwise; returns the count it added.
+pub(crate) fn count_settled(
+    counters: &Counters,
+    result: std::result::Result<(), ErrorKind>,
+    counted: Count,
+) -> Count {
     let which = match result {
         Ok(()) => counted,
-        Err(e) if e.kind() == ErrorKind::LeaseLost => Count::Lost,
+        Err(ErrorKind::LeaseLost) => Count::Lost,
         Err(_) => Count::SettleErrors,
     };
     counters.add(which);

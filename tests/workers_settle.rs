@@ -1,0 +1,252 @@
+//! The pool's batched settles keep every promise a direct settle kept: a
+//! job counts as done only once its ack is durable, pending acks keep
+//! their leases, shutdown settles every pending ack before it returns,
+//! and the counters add up with many workers.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use walq::vfs::{Fault, FaultOp, SimFs};
+use walq::worker::{JobContext, Outcome, PoolStats, WorkerPool};
+use walq::{Durability, ManualClock, Options, Queue};
+
+/// Waits (up to a generous deadline, for liveness only) until `cond`.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Waits up to `limit` for `cond`; says whether it came.
+fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// Resumes paused syncs when dropped, so a failing assertion does not
+/// leave the pool's shutdown waiting for a sync forever.
+struct Unpause(SimFs);
+
+impl Drop for Unpause {
+    fn drop(&mut self) {
+        self.0.pause_syncs(false);
+    }
+}
+
+fn accounted(s: &PoolStats) -> u64 {
+    s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors
+}
+
+fn options(clock: &ManualClock) -> Options {
+    Options::default()
+        .segment_size(256 * 1024)
+        .durability(Durability::Sync)
+        .visibility_timeout(Duration::from_secs(3600))
+        .max_attempts(3)
+        .clock(clock.clone())
+        .jitter_seed(7)
+}
+
+fn open_sim(fs: &SimFs, clock: &ManualClock) -> Queue {
+    Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), options(clock)).expect("open")
+}
+
+fn enqueue_n(q: &Queue, n: u64) -> Vec<u64> {
+    (0..n)
+        .map(|i| q.enqueue(format!("job {i}").as_bytes()).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_ack_whose_sync_fails_is_not_counted_done_and_the_job_comes_back() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    enqueue_n(&q, 20);
+    // Every sync from now on fails: no ack can become durable.
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Sync,
+        at: fs.op_count(FaultOp::Sync),
+        forever: true,
+        kind: std::io::ErrorKind::Other,
+    }));
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = {
+        let ran = ran.clone();
+        WorkerPool::builder(q.clone())
+            .workers(4)
+            .poll_interval(Duration::from_millis(5))
+            .start(move |_: &JobContext, _: &[u8]| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_until("an ack's sync failed", || pool.stats().settle_errors > 0);
+    let report = pool.shutdown(Duration::from_secs(10));
+    let s = report.stats;
+    assert!(ran.load(Ordering::SeqCst) > 0);
+    assert_eq!(s.done, 0, "no ack became durable, so none is done: {s:?}");
+    assert_eq!(accounted(&s), s.leased, "{s:?}");
+    assert_eq!(s.settle_errors, ran.load(Ordering::SeqCst), "{s:?}");
+    drop(q);
+    // After a power loss every job whose handler did not run is still
+    // there (an ack written but never synced may or may not survive).
+    let ran = ran.load(Ordering::SeqCst);
+    for seed in 1..=4 {
+        let q = open_sim(&fs.power_loss(seed), &clock);
+        let st = q.stats();
+        assert!(st.ready + ran >= 20 && st.ready <= 20, "{st:?}, ran {ran}");
+    }
+}
+
+#[test]
+fn jobs_count_done_only_once_their_acks_are_durable_and_shutdown_settles_the_rest() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let n = 40;
+    enqueue_n(&q, n);
+    fs.pause_syncs(true);
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = {
+        let ran = ran.clone();
+        WorkerPool::builder(q.clone())
+            .workers(4)
+            .poll_interval(Duration::from_millis(5))
+            .start(move |_: &JobContext, _: &[u8]| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _unpause = Unpause(fs.clone());
+    // Every handler returned while no sync could finish: none is done yet.
+    wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
+    fs.wait_paused_syncs(1);
+    assert_eq!(pool.stats().done, 0, "{:?}", pool.stats());
+    assert_eq!(pool.stats().leased, n);
+    // Shutdown waits for the pending acks; they settle once syncs resume.
+    let stopping = std::thread::spawn(move || pool.shutdown(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(20));
+    fs.pause_syncs(false);
+    let report = stopping.join().unwrap();
+    let s = report.stats;
+    assert_eq!((s.done, s.leased, accounted(&s)), (n, n, n), "{s:?}");
+    assert_eq!(q.stats().acked_total, n);
+    // And they are durable: a power loss now keeps them acked.
+    let after = fs.power_loss(2);
+    drop(q);
+    let q = open_sim(&after, &clock);
+    let st = q.stats();
+    assert_eq!((st.ready, st.in_flight), (0, 0), "{st:?}");
+}
+
+#[test]
+fn the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let n = 30;
+    enqueue_n(&q, n);
+    fs.pause_syncs(true);
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = {
+        let ran = ran.clone();
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(20))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |_: &JobContext, _: &[u8]| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _unpause = Unpause(fs.clone());
+    wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
+    fs.wait_paused_syncs(1);
+    // Time passes well beyond the visibility timeout while the acks wait;
+    // each step waits for heartbeats that extend the waiting leases.
+    for _ in 0..6 {
+        let seen = pool.stats().extended;
+        clock.advance(Duration::from_millis(100));
+        // Without extensions of the waiting acks this never comes, and the
+        // acks are refused below (lost) once syncs resume.
+        wait_for(Duration::from_secs(10), || {
+            pool.stats().extended >= seen + 2
+        });
+    }
+    fs.pause_syncs(false);
+    wait_until("every ack settled", || accounted(&pool.stats()) >= n);
+    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    assert_eq!((s.done, s.lost, s.leased), (n, 0, n), "{s:?}");
+    assert_eq!(q.stats().acked_total, n);
+}
+
+#[test]
+fn counters_add_up_with_16_workers_and_batched_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(
+        dir.path(),
+        Options::default()
+            .durability(Durability::Sync)
+            .max_attempts(2),
+    )
+    .unwrap();
+    let n = 1500u64;
+    let batch: Vec<Vec<u8>> = (0..n).map(|i| i.to_string().into_bytes()).collect();
+    q.enqueue_batch(&batch).unwrap();
+    // Of every 10 jobs: 1 fails, 1 retries once then completes, 1 retries
+    // on both attempts (dead on the second), 1 panics once then completes.
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let pool = {
+        let seen = seen.clone();
+        WorkerPool::builder(q.clone())
+            .workers(16)
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, p: &[u8]| {
+                let i: u64 = std::str::from_utf8(p).unwrap().parse().unwrap();
+                seen.lock().unwrap().insert((i, ctx.attempt()));
+                match (i % 10, ctx.attempt()) {
+                    (0, _) => Outcome::fail("bad"),
+                    (1, 1) => Outcome::retry_after(Duration::ZERO, "flaky"),
+                    (2, _) => Outcome::retry_after(Duration::ZERO, "always"),
+                    (3, 1) => panic!("boom"),
+                    _ => Outcome::done(),
+                }
+            })
+            .unwrap()
+    };
+    let tenth = n / 10;
+    let (done, dead) = (n - 2 * tenth, 2 * tenth);
+    wait_until("every job settled", || {
+        let s = pool.stats();
+        s.done == done && s.dead == dead
+    });
+    let s = pool.shutdown(Duration::from_secs(30)).stats;
+    assert_eq!(s.done, done, "{s:?}");
+    assert_eq!(s.dead, dead, "{s:?}");
+    assert_eq!(s.retried, 3 * tenth, "{s:?}");
+    assert_eq!(s.panicked, tenth, "{s:?}");
+    assert_eq!(s.leased, n + 3 * tenth, "{s:?}");
+    assert_eq!((s.lost, s.settle_errors, s.released), (0, 0, 0), "{s:?}");
+    assert_eq!(accounted(&s), s.leased, "{s:?}");
+    assert_eq!(seen.lock().unwrap().len() as u64, s.leased);
+    let st = q.stats();
+    assert_eq!(st.acked_total, done);
+    assert_eq!((st.ready, st.in_flight, st.delayed), (0, 0, 0), "{st:?}");
+    assert_eq!(q.dead_letter_ids().len() as u64, dead);
+}

@@ -356,11 +356,7 @@ impl DeadFile {
                 .read_at(&mut bytes, entry.off)
                 .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
             // The rewritten file is synced whole: clear the sync lag.
-            if bytes.len() >= FRAME_HEADER_LEN {
-                bytes[20..24].fill(0);
-                let crc = frame::checksum(DEAD_SEGMENT_ID, &[&bytes[4..]]);
-                bytes[0..4].copy_from_slice(&crc.to_le_bytes());
-            }
+            frame::clear_sync_lag(&mut bytes, DEAD_SEGMENT_ID);
             let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
             entries.insert(id, DeadEntry { off, ..*entry });
             body.extend_from_slice(&bytes);

@@ -565,11 +565,7 @@ impl DoneFile {
                 .read_at(&mut bytes, e.off)
                 .map_err(|err| Error::io("reading completion record", &self.path, err))?;
             // The rewritten file is synced whole: clear the sync lag.
-            if bytes.len() >= FRAME_HEADER_LEN {
-                bytes[20..24].fill(0);
-                let crc = frame::checksum(DONE_SEGMENT_ID, &[&bytes[4..]]);
-                bytes[0..4].copy_from_slice(&crc.to_le_bytes());
-            }
+            frame::clear_sync_lag(&mut bytes, DONE_SEGMENT_ID);
             let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
             moved.insert(e.off, off);
             self.entries.insert(id, Entry { off, ..e });

@@ -131,6 +131,19 @@ pub fn seal(
     buf[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Sets the sync lag of the whole sealed frame in `frame` to zero and
+/// reseals its checksum: for a file that is rewritten and synced whole
+/// (dead-letter and completion file compaction). A buffer shorter than a
+/// frame header is left as it is.
+pub fn clear_sync_lag(frame: &mut [u8], segment_id: u32) {
+    if frame.len() < FRAME_HEADER_LEN {
+        return;
+    }
+    frame[20..24].fill(0);
+    let crc = checksum(segment_id, &[&frame[4..]]);
+    frame[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Decodes and verifies the frame at the start of `buf`, whose length must
 /// not exceed `max_len`.
 pub fn decode(buf: &[u8], segment_id: u32, max_len: u32) -> Result<Frame<'_>, FrameError> {
@@ -179,6 +192,18 @@ mod tests {
         encode(&mut out, seg, 42, 3, FLAG_BATCH_MORE, 5, head, tail);
         out.extend_from_slice(tail);
         out
+    }
+
+    #[test]
+    fn clearing_the_sync_lag_keeps_the_frame_valid() {
+        let mut bytes = frame(9, b"head", b"tail-bytes");
+        assert_eq!(decode(&bytes, 9, 1 << 20).unwrap().sync_lag, 5);
+        clear_sync_lag(&mut bytes, 9);
+        let f = decode(&bytes, 9, 1 << 20).unwrap();
+        assert_eq!((f.sync_lag, f.lsn, f.body), (0, 42, &b"headtail-bytes"[..]));
+        let mut short = vec![7u8; FRAME_HEADER_LEN - 1];
+        clear_sync_lag(&mut short, 9);
+        assert_eq!(short, vec![7u8; FRAME_HEADER_LEN - 1]);
     }
 
     #[test]

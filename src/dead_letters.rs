@@ -99,6 +99,9 @@ impl QueueState {
         // for its group commit) are durable before its dead letter, and the
         // dead letter before the ack record that finishes it in the log.
         self.log.sync_now()?;
+        // From here on the dead letter exists: a failed append below is
+        // not harmless (the queue is poisoned; reopening resolves it).
+        self.log.mark_changed();
         self.dead.add(&rec, self.log.next_lsn)?;
         self.dead.sync()?;
         // Mark the job finished in the log too, so that its records there

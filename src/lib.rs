@@ -96,6 +96,7 @@ mod options;
 mod os;
 mod queue;
 mod recovery;
+mod reserve;
 mod segment;
 mod state;
 mod stats;

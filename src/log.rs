@@ -17,6 +17,16 @@
 //! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
 //! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])
 //! and the next append tries again.
+//!
+//! A failed write of a record (ENOSPC from `pwrite` on a copy-on-write file
+//! system) is rolled back the same way: the tail does not move, nothing is
+//! published, and the bytes it may have written past the tail (the
+//! "residue") are zeroed before the next record is written or the segment
+//! is sealed, so a sealed segment ends cleanly. Such a failure is harmless
+//! only if it is the operation's first change: an operation that already
+//! appended a record or changed memory ([`Log::mark_changed`]) poisons the
+//! queue, as before. Records that drain the queue may, on ENOSPC, give up
+//! the reserve (see `reserve`) and try once more.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -28,6 +38,7 @@ use crate::format::close::CleanClose;
 use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
+use crate::reserve::{is_enospc, Reserve};
 use crate::segment::{Segment, Spare};
 use crate::vfs::Vfs;
 
@@ -82,6 +93,18 @@ pub struct Log {
     harmless_failure: bool,
     /// The next segment, created and preallocated ahead of time.
     spare: Option<Spare>,
+    /// Records appended or memory changed by the current operation (see
+    /// [`Log::begin_op`]): a failure after the first change is not harmless.
+    op_changes: u32,
+    /// End of bytes past `tail` in the active segment that a failed write
+    /// may have left (0: none); zeroed before the next write or rotation.
+    residue: u32,
+    /// Space held for draining records where overwrites need space.
+    reserve: Option<Reserve>,
+    /// Whether the file system was asked if it needs the reserve.
+    reserve_checked: bool,
+    /// The last failed append failed writing (not creating a segment).
+    write_failed: bool,
 }
 
 impl Log {
@@ -113,7 +136,59 @@ impl Log {
             buf: Vec::with_capacity(256),
             harmless_failure: false,
             spare: None,
+            op_changes: 0,
+            residue: 0,
+            reserve: None,
+            reserve_checked: false,
+            write_failed: false,
         }
+    }
+
+    /// Starts a state operation: its first failed change, if it wrote
+    /// nothing, is harmless ([`Log::take_harmless_failure`]).
+    pub fn begin_op(&mut self) {
+        self.harmless_failure = false;
+        self.op_changes = 0;
+    }
+
+    /// The current operation changed memory (or another file) before its
+    /// next append: a failure of that append is no longer harmless.
+    pub fn mark_changed(&mut self) {
+        self.op_changes = self.op_changes.saturating_add(1);
+    }
+
+    /// Sets up the reserve where the file system needs one (at open, and
+    /// again once reclaim gave space back): best effort.
+    pub fn fill_reserve(&mut self) {
+        if !self.reserve_checked {
+            self.reserve_checked = true;
+            let bytes = crate::reserve::reserve_bytes(self.seg_size);
+            self.reserve = Reserve::for_dir(&*self.vfs, &self.dir, bytes);
+        }
+        if let Some(r) = &mut self.reserve {
+            r.fill(&*self.vfs);
+        }
+    }
+
+    /// Whether a failure at this point would be harmless: nothing changed
+    /// yet in this operation and the log has not failed.
+    fn failure_is_harmless(&self) -> bool {
+        self.op_changes == 0 && !self.commit.failed()
+    }
+
+    /// Zeroes what a failed write may have left past the tail. On failure
+    /// nothing changed (the residue is still remembered).
+    fn clear_residue(&mut self) -> Result<()> {
+        if self.residue <= self.tail {
+            self.residue = 0;
+            return Ok(());
+        }
+        let seg = self.active().clone();
+        let zeros = vec![0u8; (self.residue - self.tail) as usize];
+        seg.write(self.tail, &zeros)
+            .inspect_err(|_| self.write_failed = true)?;
+        self.residue = 0;
+        Ok(())
     }
 
     /// The active segment.
@@ -150,13 +225,17 @@ impl Log {
     /// Rotates first if `bytes` more of new jobs would not fit in the
     /// active segment (see [`Log::ensure_room_for`]).
     pub fn ensure_room(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        self.write_failed = false;
         self.ensure_room_for(bytes, next_job_id, false)
+            .inspect_err(|e| self.note_failure(e))
     }
 
     /// Rotates first if `bytes` more of records that drain the queue
     /// (leases, acks, nacks, dead letters, carried records) would not fit.
     pub fn ensure_room_draining(&mut self, bytes: u64, next_job_id: u64) -> Result<()> {
+        self.write_failed = false;
         self.ensure_room_for(bytes, next_job_id, true)
+            .inspect_err(|e| self.note_failure(e))
     }
 
     /// Rotates first if `bytes` more would not fit in the active segment.
@@ -180,28 +259,80 @@ impl Log {
         Ok(())
     }
 
-    /// Appends one record and returns where it went.
+    /// Appends one record and returns where it went. On failure nothing
+    /// was published and the tail did not move; the failure is harmless if
+    /// it was the operation's first change ([`Log::take_harmless_failure`]).
+    /// A record that drains the queue (not an enqueue) that fails with
+    /// ENOSPC gives up the reserve, if one is held, and is tried once more.
     pub fn append(&mut self, rec: &Record<'_>, flags: u8, next_job_id: u64) -> Result<Appended> {
+        let draining = !matches!(rec, Record::Enqueue(_));
+        let first = self.try_append(rec, flags, next_job_id, draining);
+        let out = match first {
+            Err(e)
+                if draining && is_enospc(&e) && !self.commit.failed() && self.release_reserve() =>
+            {
+                self.try_append(rec, flags, next_job_id, draining)
+            }
+            other => other,
+        };
+        match &out {
+            Ok(_) => self.op_changes = self.op_changes.saturating_add(1),
+            Err(e) => self.note_failure(e),
+        }
+        out
+    }
+
+    /// Classifies a failed append or rotation for
+    /// [`Log::take_harmless_failure`]. A failed write is rolled back, but
+    /// only a full disk is taken as harmless: EIO (a failing device) still
+    /// poisons the queue.
+    fn note_failure(&mut self, e: &Error) {
+        self.harmless_failure = self.failure_is_harmless() && (!self.write_failed || is_enospc(e));
+    }
+
+    /// Gives the reserve up (see [`Log::append`]); whether there was one.
+    fn release_reserve(&mut self) -> bool {
+        let vfs = self.vfs.clone();
+        self.reserve.as_mut().is_some_and(|r| r.release(&*vfs))
+    }
+
+    fn try_append(
+        &mut self,
+        rec: &Record<'_>,
+        flags: u8,
+        next_job_id: u64,
+        draining: bool,
+    ) -> Result<Appended> {
+        self.write_failed = false;
         self.buf.clear();
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
         let len = (self.buf.len() + tail.len()) as u64;
-        let draining = !matches!(rec, Record::Enqueue(_));
         self.ensure_room_for(len, next_job_id, draining)?;
+        self.clear_residue()?;
         let lsn = self.next_lsn;
         let lag = u32::try_from(lsn.saturating_sub(self.commit.durable())).unwrap_or(u32::MAX);
         let seg = self.active().clone();
         frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
         let off = self.tail;
-        // A failed write (ENOSPC from `pwrite` on a copy-on-write file
-        // system, say) poisons the queue: some callers change memory before
-        // their last record is appended, so the failure is not harmless in
-        // general (see issue 8, finding 3, on validate-write-apply).
-        seg.write(off, &self.buf)?;
-        if !tail.is_empty() {
-            seg.write(off + self.buf.len() as u32, tail)?;
-        }
         let len = u32::try_from(len).expect("checked against the segment size");
+        // A failed write (ENOSPC from `pwrite` on a copy-on-write file
+        // system, say) is rolled back: nothing is published, the tail and
+        // the LSN stay, and whatever it wrote past the tail is the residue,
+        // zeroed before the next write (right away, if that works).
+        let written = seg.write(off, &self.buf).and_then(|()| {
+            if tail.is_empty() {
+                Ok(())
+            } else {
+                seg.write(off + self.buf.len() as u32, tail)
+            }
+        });
+        if let Err(e) = written {
+            self.write_failed = true;
+            self.residue = self.residue.max(off + len);
+            let _ = self.clear_residue();
+            return Err(e);
+        }
         // Crossing a 1 MiB boundary: fault in the next 2 MiB in one call.
         if (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32 {
             let next = ((off + len) >> 20) << 20;
@@ -259,15 +390,17 @@ impl Log {
         .map(drop)
     }
 
-    /// Whether the last failed append wrote nothing and changed nothing (a
-    /// segment could not be created): such a failure does not poison the
-    /// queue. Resets the flag.
+    /// Whether the last failed append wrote nothing that was published and
+    /// was the first change of its operation (a segment could not be
+    /// created, or a record's write failed and was rolled back): such a
+    /// failure does not poison the queue. Resets the flag.
     pub fn take_harmless_failure(&mut self) -> bool {
         std::mem::take(&mut self.harmless_failure)
     }
 
     fn rotate(&mut self, next_job_id: u64, draining: bool) -> Result<()> {
-        self.harmless_failure = false;
+        // The sealed segment ends cleanly: no residue of a failed write.
+        self.clear_residue()?;
         self.sync_now()?;
         let id = self.active().id.checked_add(1).ok_or_else(|| {
             Error::new(
@@ -275,9 +408,7 @@ impl Log {
                 "segment ids exhausted (2^32 segments)",
             )
         })?;
-        let seg = self
-            .next_segment(id, next_job_id, draining)
-            .inspect_err(|_| self.harmless_failure = !self.commit.failed())?;
+        let seg = self.next_segment(id, next_job_id, draining)?;
         let seg = Arc::new(seg);
         self.commit.set_target(seg.clone(), self.next_lsn - 1);
         let old = self.active().clone();

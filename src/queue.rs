@@ -218,6 +218,7 @@ impl Queue {
     fn enqueue_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
         let mut st = self.lock_for_write()?;
         let now = st.now(self.clock());
+        st.log.begin_op();
         op(&mut st, now).inspect_err(|e| {
             if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                 self.poison(e);
@@ -239,6 +240,7 @@ impl Queue {
     ) -> Result<T> {
         let mut st = self.lock_for_write()?;
         let now = st.now(self.clock());
+        st.log.begin_op();
         let out = op(&mut st, now).inspect_err(|e| {
             if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                 self.poison(e);
@@ -380,6 +382,7 @@ impl Queue {
         loop {
             self.check_open()?;
             let now = st.now(self.clock());
+            st.log.begin_op();
             let got = st.dequeue(now, vt);
             if got.is_ok() {
                 if let Some(e) = st.maintain(now.wall) {
@@ -533,6 +536,7 @@ impl Queue {
     pub fn purge(&self, id: u64) -> Result<()> {
         let done = self.write_op(|st, now| {
             self.mark_purged(st, &[id], now.wall)?;
+            st.log.mark_changed();
             st.purge(&[id], now.wall)
         })?;
         if done.is_empty() {
@@ -549,6 +553,7 @@ impl Queue {
     pub fn purge_all(&self) -> Result<usize> {
         self.each_dead_page(|st, ids, now| {
             self.mark_purged(st, ids, now)?;
+            st.log.mark_changed();
             st.purge(ids, now)
         })
     }
@@ -627,6 +632,9 @@ impl Queue {
             // open just has one check fewer; an older record stays valid
             // (the log only grows).
             let _ = st.log.record_clean_close();
+            // Best effort: the reserve a drain used is made again while
+            // there is room, for the next open on a disk that fills up.
+            st.log.fill_reserve();
         }
         drop(st);
         self.inner.lock.lock().take();

@@ -23,7 +23,9 @@
 //! while carrying (a record that no longer verifies) stops reclaim until
 //! the queue is reopened, reported in `Stats::maintenance_error`; only a
 //! failed append or log sync is returned, to poison the queue (after a
-//! failed fsync nothing more may be published).
+//! failed fsync nothing more may be published), except a carried record's
+//! write rolled back on a full disk as the first change of its step
+//! (`Log::take_harmless_failure`): recorded, and retried later.
 //!
 //! Carrying is incremental: the live jobs of the segment are listed a step
 //! of the job table per call, then at most [`CARRY_BUDGET`] bytes are
@@ -100,6 +102,14 @@ impl QueueState {
         }
         match self.reclaim(now) {
             Ok(()) => None,
+            // A carried record's write rolled back on a full disk (each
+            // carry is its own step, see `carry_job`): nothing changed, so
+            // reclaim just tries again later.
+            Err(e) if e.kind() == ErrorKind::Io && self.log.take_harmless_failure() => {
+                self.maintenance.last_error = Some(format!("reclaim: {e}"));
+                self.maintenance.backoff = RETRY_AFTER;
+                None
+            }
             Err(e) if e.kind() == ErrorKind::Io => Some(e),
             Err(e) => {
                 self.maintenance.stuck = Some(format!("reclaim stopped: {e}"));
@@ -185,6 +195,8 @@ impl QueueState {
             let e = Error::io("syncing directory", &self.log.dir, e);
             self.maintenance.last_error = Some(e.to_string());
         }
+        // Space came back: make the reserve again if a drain used it.
+        self.log.fill_reserve();
         Ok(true)
     }
 
@@ -307,6 +319,10 @@ impl QueueState {
     /// Rewrites one live job with its current attempts and due time;
     /// returns the bytes written.
     fn carry_job(&mut self, id: u32, job: u64) -> Result<u64> {
+        // One step: its records, then memory. A full disk on its first
+        // record changes nothing (see `maintain`); on the lease that
+        // follows a carried in-flight job it poisons the queue.
+        self.log.begin_op();
         let seg = self.log.info(id).map(|i| i.seg.clone());
         let slot = *self
             .jobs
@@ -394,6 +410,7 @@ impl QueueState {
                 expires_ms: entry.expires_ms,
                 key,
             };
+            self.log.begin_op();
             let a = self.log.append(&rec, 0, self.next_id)?;
             let mut moved = entry;
             moved.seg = a.seg;

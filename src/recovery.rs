@@ -127,6 +127,7 @@ pub fn recover(
             mode: opts.recovery,
             dead_lsns: &dead_lsns,
             dedup_ms,
+            vfs: &*vfs,
         };
         let end = scan_segment(&seg, expected, &ctx, &mut replay, &mut report)?;
         // From here on the segment is read through its map, below what was
@@ -182,6 +183,7 @@ pub fn recover(
         commit,
     );
     log.prepare_spare();
+    log.fill_reserve();
     finish(log, dead, replay, opts, clock_ms, report)
 }
 
@@ -268,6 +270,8 @@ struct ScanCtx<'a> {
     mode: RecoveryMode,
     dead_lsns: &'a HashMap<u64, u64>,
     dedup_ms: u64,
+    /// The file system (to give up the reserve on a full disk).
+    vfs: &'a dyn Vfs,
 }
 
 /// The frame at `off` of a segment image read with `pread`.
@@ -353,7 +357,16 @@ fn scan_segment(
         let end = last_nonzero(image, off);
         if end > off {
             report.torn_bytes += u64::from(end - off);
-            zero(seg, off, end)?;
+            // Zeroing is an overwrite: on a full copy-on-write disk it
+            // needs new space, which the reserve gives (see `reserve`).
+            zero(seg, off, end).or_else(|e| {
+                let dir = seg.path.parent().unwrap_or(Path::new("."));
+                if crate::reserve::is_enospc(&e) && crate::reserve::give_up(ctx.vfs, dir) {
+                    zero(seg, off, end)
+                } else {
+                    Err(e)
+                }
+            })?;
             seg.sync_data()?;
         }
     } else if !batch.is_empty() || !all_zero(image, off) {

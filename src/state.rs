@@ -485,6 +485,7 @@ impl QueueState {
             match self.read_job(&slot) {
                 Ok(rec) => return self.lease(id, from_waiting, slot, rec, now, visibility_ms),
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.log.mark_changed();
                     self.take(id, from_waiting);
                     self.dead_letter(id, "", now.wall)?;
                 }

@@ -72,7 +72,12 @@
 //!   never fail there, because `SimFs` maps files onto heap memory. So the
 //!   simulated run checks the queue's logic on a full disk (room kept for
 //!   leases and acks, a failed `.tmp` removed, space coming back), and only
-//!   the real-file-system run can catch a SIGBUS. Mounting a small tmpfs
+//!   the real-file-system run can catch a SIGBUS. `full_disk_scenario_sim_cow`
+//!   runs the scenario again on a copy-on-write quota (`QuotaFs::new_cow`:
+//!   an overwrite needs free space for a new copy of each 4 KiB block it
+//!   touches), which refuses the drain's lease records on a full disk as
+//!   btrfs does, so the `RESERVE` file walq keeps there is exercised in
+//!   `cargo test` too. Mounting a small tmpfs
 //!   from inside `cargo test` would need root and would mount things behind
 //!   the user's back, so that is left to `.ci/fs-matrix.sh`.
 
@@ -916,6 +921,10 @@ struct QuotaFs {
     inner: SimFs,
     pool: Arc<Pool>,
     names: Arc<Mutex<HashMap<PathBuf, Arc<Blocks>>>>,
+    /// Copy-on-write, like btrfs: an overwrite of allocated bytes needs
+    /// free space for the new copy of every 4 KiB block it touches (given
+    /// back at once: the old copy is freed), so a full disk refuses it.
+    cow: bool,
 }
 
 impl QuotaFs {
@@ -927,6 +936,15 @@ impl QuotaFs {
                 used: Mutex::new(0),
             }),
             names: Arc::new(Mutex::new(HashMap::new())),
+            cow: false,
+        }
+    }
+
+    /// A copy-on-write [`QuotaFs`] (see [`QuotaFs::cow`]).
+    fn new_cow(capacity: u64) -> QuotaFs {
+        QuotaFs {
+            cow: true,
+            ..QuotaFs::new(capacity)
         }
     }
 
@@ -955,6 +973,7 @@ impl QuotaFs {
 struct QuotaFile {
     inner: Box<dyn VfsFile>,
     blocks: Arc<Blocks>,
+    cow: bool,
 }
 
 impl QuotaFile {
@@ -985,6 +1004,19 @@ impl VfsFile for QuotaFile {
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        if self.cow {
+            // The allocated blocks this write overwrites need new copies.
+            const BLOCK: u64 = 4096;
+            let size = *self.blocks.size.lock();
+            let end = (off + buf.len() as u64).min(size);
+            if end > off {
+                let need = end.div_ceil(BLOCK) * BLOCK - off / BLOCK * BLOCK;
+                if self.blocks.pool.take(need, false) < need {
+                    return Err(enospc());
+                }
+                self.blocks.pool.give(need);
+            }
+        }
         let charged = self.grow_to(off + buf.len() as u64)?;
         self.inner
             .write_at(buf, off)
@@ -1054,13 +1086,21 @@ impl Vfs for QuotaFs {
             size: Mutex::new(0),
         });
         self.names.lock().insert(path.to_path_buf(), blocks.clone());
-        Ok(Box::new(QuotaFile { inner, blocks }))
+        Ok(Box::new(QuotaFile {
+            inner,
+            blocks,
+            cow: self.cow,
+        }))
     }
 
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
         let inner = self.inner.open(path)?;
         let blocks = self.blocks(path, inner.len()?);
-        Ok(Box::new(QuotaFile { inner, blocks }))
+        Ok(Box::new(QuotaFile {
+            inner,
+            blocks,
+            cow: self.cow,
+        }))
     }
 
     fn remove(&self, path: &Path) -> std::io::Result<()> {
@@ -1084,6 +1124,10 @@ impl Vfs for QuotaFs {
 
     fn lock(&self, path: &Path, mode: u32) -> std::io::Result<Box<dyn Any + Send + Sync>> {
         self.inner.lock(path, mode)
+    }
+
+    fn overwrites_need_space(&self, _dir: &Path) -> bool {
+        self.cow
     }
 }
 
@@ -1109,6 +1153,97 @@ fn quota_fs_counts_space_like_a_disk() {
     a.write_at(&[1; 4_000], 6_000).unwrap();
     a.set_len(1_000).unwrap();
     assert_eq!(*fs.pool.used.lock(), 1_000);
+}
+
+#[test]
+fn quota_fs_cow_overwrites_need_space() {
+    let fs = QuotaFs::new_cow(12_000);
+    fs.create_dir_all(Path::new("/d"), 0o700).unwrap();
+    let a = fs.create(Path::new("/d/a"), 0o600).unwrap();
+    a.allocate(6_000).unwrap();
+    a.write_at(&[1; 100], 0).unwrap(); // 4 KiB of new copy fits
+    let b = fs.create(Path::new("/d/b"), 0o600).unwrap();
+    b.allocate(3_000).unwrap();
+    let err = a.write_at(&[1; 100], 0).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::StorageFull, "3 000 free");
+    fs.remove(Path::new("/d/b")).unwrap();
+    drop(b);
+    a.write_at(&[1; 100], 0).unwrap();
+    assert_eq!(*fs.pool.used.lock(), 6_000, "an overwrite keeps nothing");
+}
+
+/// The scenario on a copy-on-write simulated disk (btrfs's behaviour: the
+/// lease and ack records of the drain need new space even inside the
+/// preallocated segment, so the drain lives on the reserve).
+#[test]
+fn full_disk_scenario_sim_cow() {
+    let fs = QuotaFs::new_cow(SIM_CAPACITY);
+    let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+    run_scenario(
+        "the simulated copy-on-write file system (QuotaFs over SimFs)",
+        |phase| {
+            if phase == Phase::Verify {
+                fs.grow(SIM_CAPACITY);
+            }
+            let mut lines = Vec::new();
+            let mut out = |line: String| lines.push(line);
+            Env {
+                vfs: vfs.clone(),
+                root: PathBuf::from("/disk"),
+                sizes: SIM,
+                out: &mut out,
+            }
+            .run(phase);
+            PhaseRun { lines, death: None }
+        },
+    );
+}
+
+/// A torn tail met by an open on a full copy-on-write disk: zeroing it is
+/// an overwrite that needs space, which the reserve gives, so the open
+/// succeeds and the queue drains.
+#[test]
+fn torn_tail_on_a_full_cow_disk_opens() {
+    let fs = QuotaFs::new_cow(SIM_CAPACITY);
+    let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+    let root = PathBuf::from("/disk");
+    let dir = root.join("queue");
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("open");
+    for tag in 0..20 {
+        q.enqueue(&payload(tag, &SIM)).expect("enqueue");
+    }
+    q.close().expect("close");
+    assert!(
+        vfs.list(&dir).unwrap().iter().any(|n| n == "RESERVE"),
+        "a copy-on-write disk gets a reserve"
+    );
+    // A torn write past the last record of the active segment.
+    let seg = dir.join("0000000001.wal");
+    let f = vfs.open(&seg).expect("segment");
+    let mut image = vec![0u8; f.len().unwrap() as usize];
+    f.read_at(&mut image, 0).unwrap();
+    let end = image.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
+    f.write_at(&[0xa5; 300], end + 8).unwrap();
+    drop(f);
+    // Fill the disk.
+    let filler = vfs.create(&root.join("filler"), 0o600).unwrap();
+    let mut off = 0u64;
+    let mut chunk = 64usize << 10;
+    while chunk >= 512 {
+        match filler.write_at(&vec![0x5a; chunk], off) {
+            Ok(()) => off += chunk as u64,
+            Err(_) => chunk /= 2,
+        }
+    }
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("open on a full disk");
+    assert!(q.recovery_report().torn_bytes > 0, "the torn tail was cut");
+    let mut n = 0;
+    while let Some(job) = q.dequeue().expect("dequeue on a full disk") {
+        assert!(check_payload(job.payload(), &SIM).is_some());
+        q.ack(job.receipt()).expect("ack on a full disk");
+        n += 1;
+    }
+    assert_eq!(n, 20);
 }
 
 #[test]

@@ -74,8 +74,15 @@ fn assert_not_poisoned(run: &Run, label: &str) {
     q.check_invariants();
 }
 
+/// Whether the queue refuses calls as poisoned.
+fn is_poisoned(run: &Run) -> bool {
+    let q = run.q.as_ref().expect("open");
+    matches!(q.sync(), Err(e) if e.kind() == ErrorKind::Poisoned)
+}
+
 #[derive(Default, Debug)]
 struct Tally {
+    rolled_back: u64,
     runs: u64,
     errors: u64,
     failed_opens: u64,
@@ -122,6 +129,17 @@ fn fault_run(fault: Fault, tally: &mut Tally) {
         // A segment could not be created: nothing was written, so the
         // queue is not poisoned (it retries the creation on the next
         // append) and the error said so by naming the new segment.
+        assert_not_poisoned(&run, &label);
+    } else if !in_open
+        && fault.kind == io::ErrorKind::StorageFull
+        && err.to_string().contains("writing record")
+        && !is_poisoned(&run)
+    {
+        // A record's write hit a full disk as the first change of its
+        // operation: rolled back (nothing published, nothing changed in
+        // memory), so the queue is not poisoned. What was acknowledged is
+        // checked below, after a reopen and after a power loss.
+        tally.rolled_back += 1;
         assert_not_poisoned(&run, &label);
     } else if !in_open {
         assert_poisoned(&run, &label);
@@ -332,9 +350,11 @@ fn full_disk_gives_a_clear_error_and_loses_nothing() {
         assert!(err.path().is_some(), "the error names the file: {err}");
         let text = err.to_string();
         assert!(text.contains("/q/"), "{text}");
-        if text.contains("new segment") {
-            // No room for a new segment: nothing was written, the queue is
-            // not poisoned, and it works again once space is back.
+        if text.contains("new segment") || !is_poisoned(&run) {
+            // No room for a new segment, or a record's write rolled back
+            // (the first change of its operation): nothing was published,
+            // the queue is not poisoned, and it works again once space is
+            // back.
             assert_not_poisoned(&run, "full disk");
             fs.set_fault(None);
             run.failed = None;
@@ -495,4 +515,72 @@ fn failed_group_commit_fails_every_waiter() {
     for (n, before) in [(2, 0), (8, 3), (16, 1)] {
         group_commit_failure(n, before);
     }
+}
+
+/// A full disk on a record's write is rolled back (not poisoned) only when
+/// that write is the first change of its operation: failing a job writes
+/// its dead letter first, so a failure of the ack record that follows
+/// poisons the queue; a plain ack that fails is rolled back, and the same
+/// ack succeeds once space is back.
+#[test]
+fn enospc_rollback_only_before_any_change() {
+    let full = |at| Fault {
+        op: FaultOp::Write,
+        at,
+        forever: false,
+        kind: io::ErrorKind::StorageFull,
+    };
+    // A plain ack: rolled back, retried with success, nothing lost.
+    let fs = SimFs::new();
+    let clock = walq::ManualClock::new(START_MS);
+    let q = open(&fs, &clock).unwrap();
+    q.enqueue(b"one").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    fs.set_fault(Some(full(fs.op_count(FaultOp::Write))));
+    let err = q.ack(job.receipt()).unwrap_err();
+    assert_eq!(
+        err.io_error().map(io::Error::kind),
+        Some(io::ErrorKind::StorageFull)
+    );
+    q.check_invariants();
+    q.ack(job.receipt())
+        .expect("the same ack once space is back");
+    q.sync().unwrap();
+    drop(q);
+    let q = open(&fs, &clock).unwrap();
+    assert!(q.dequeue().unwrap().is_none(), "the ack is durable");
+    drop(q);
+
+    // Failing a job: the dead letter is written before the ack record.
+    let mut poisoned = 0;
+    for extra in 0..4 {
+        let fs = SimFs::new();
+        let q = open(&fs, &clock).unwrap();
+        q.enqueue(b"two").unwrap();
+        let job = q.dequeue().unwrap().unwrap();
+        fs.set_fault(Some(full(fs.op_count(FaultOp::Write) + extra)));
+        let Err(err) = q.fail(job.receipt(), "boom") else {
+            continue;
+        };
+        let text = err.to_string();
+        let ack_record = text.contains("writing record") && !text.contains("dead");
+        if ack_record {
+            // The log's ack record, after the dead letter was written.
+            assert!(is_poisoned_q(&q), "{text}");
+            poisoned += 1;
+        }
+        drop(q);
+        fs.set_fault(None);
+        let q = open(&fs, &clock).unwrap();
+        q.check_invariants();
+        if ack_record {
+            assert_eq!(q.dead_letter_ids(), vec![job.id()], "{text}");
+            assert!(q.dequeue().unwrap().is_none(), "{text}: the job is dead");
+        }
+    }
+    assert!(poisoned > 0, "the ack record after the dead letter was hit");
+}
+
+fn is_poisoned_q(q: &Queue) -> bool {
+    matches!(q.sync(), Err(e) if e.kind() == ErrorKind::Poisoned)
 }

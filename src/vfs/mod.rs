@@ -71,6 +71,15 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
     /// held until the returned guard is dropped. Fails with
     /// [`io::ErrorKind::WouldBlock`] if anyone else holds it.
     fn lock(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Any + Send + Sync>>;
+    /// Whether overwriting bytes of a preallocated file in `dir` can fail
+    /// for lack of space (a copy-on-write file system such as btrfs): walq
+    /// then keeps a reserve file there that it gives up to let leases and
+    /// acks through on a full disk (see `reserve`). False unless a file
+    /// system says so.
+    fn overwrites_need_space(&self, dir: &Path) -> bool {
+        let _ = dir;
+        false
+    }
 }
 
 /// Writes `dir/name` crash-atomically with `parts` one after another: a

@@ -129,6 +129,11 @@ impl Vfs for StdFs {
         File::open(dir)?.sync_all()
     }
 
+    fn overwrites_need_space(&self, dir: &Path) -> bool {
+        // The same test that chooses `pwrite` over stores into the map.
+        File::open(dir).is_ok_and(|d| !crate::os::map_stores_are_safe(&d))
+    }
+
     fn lock(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Any + Send + Sync>> {
         let file = OpenOptions::new()
             .read(true)

@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 #[path = "../jobs_common.rs"]
 mod jobs_common;
 use jobs_common::{field, index_payload, payload_index, Stamps};
+use walq::worker::{JobContext, Outcome, WorkerPool};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -119,7 +120,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Walq if walq_os() => "walq, Durability::Os (NOT durable: diagnostic)",
-            System::Walq => "walq (worker threads: dequeue_timeout + ack)",
+            System::Walq => "walq pool (Sync)",
             System::Sqlite => "plain SQLite job table (rusqlite 0.32)",
             System::Apalis => "apalis 1.0 + apalis-sqlite 1.0",
             System::Effectum => "effectum 0.7.0",
@@ -132,8 +133,8 @@ impl System {
                 "Durability::Os: no fsync; survives a process crash, not a power loss"
             }
             System::Walq => {
-                "Durability::Sync: enqueue and ack return after fdatasync (group commit: \
-                 concurrent acks share one)"
+                "Durability::Sync: enqueue returns after fdatasync; the pool's settler \
+                 group-commits acks in batches, a job counted done once its ack is durable"
             }
             System::Sqlite => {
                 "WAL, synchronous=FULL: the claim and the ack are each a committed, \
@@ -224,10 +225,10 @@ fn runtime() -> Res<tokio::runtime::Runtime> {
 
 // ---------------------------------------------------------------- walq
 //
-// The walq side is N threads, each looping dequeue_timeout + handler + ack
-// on one shared Queue: what the worker pool (issue 7) does inside. At merge
-// time, `walq_drain` and `walq_pickup` are the two functions to rewrite on
-// the pool; everything else stays.
+// The walq side is the library's worker pool (`walq::worker::WorkerPool`):
+// N threads leasing jobs and running the handler, their acks pipelined
+// through the pool's settler thread (one group commit per batch of acks).
+// A job counts as done only once its ack is durable.
 
 /// `COMPARE_WALQ_DURABILITY=os` runs the walq rows under `Durability::Os`
 /// (no fsync; survives a process crash, not power loss) to tell what the
@@ -246,85 +247,65 @@ fn walq_open(dir: &Path) -> Res<walq::Queue> {
     Ok(walq::Queue::open_with(dir.join("walq"), opts)?)
 }
 
-/// Drains a `jobs`-job backlog with `workers` threads; returns the seconds
-/// from the workers' start to the last durable ack.
+/// Drains a `jobs`-job backlog with a `workers`-thread pool; returns the
+/// seconds from the pool's start until its `done` count (durable acks only)
+/// reaches `jobs`.
 fn walq_drain(dir: &Path, workers: usize, jobs: usize) -> Res<f64> {
     let q = walq_open(dir)?;
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
         q.enqueue_batch(chunk.iter().map(|&i| index_payload(i)))?;
     }
-    let done = AtomicUsize::new(0);
     let start = Instant::now();
-    let end = Mutex::new(start);
-    std::thread::scope(|s| -> Res<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Res<()> {
-                    while done.load(Ordering::Relaxed) < jobs {
-                        let Some(job) = q.dequeue_timeout(Duration::from_millis(20))? else {
-                            continue;
-                        };
-                        std::hint::black_box(payload_index(job.payload())); // the no-op handler
-                        q.ack(job.receipt())?;
-                        if done.fetch_add(1, Ordering::Relaxed) + 1 == jobs {
-                            *end.lock().unwrap() = Instant::now();
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("walq worker panicked")?;
+    let pool = WorkerPool::builder(q.clone())
+        .name("compare-drain")
+        .workers(workers)
+        .start(|_ctx: &JobContext, payload: &[u8]| {
+            std::hint::black_box(payload_index(payload)); // the no-op handler
+            Outcome::done()
+        })?;
+    let deadline = start + Duration::from_secs(300);
+    while pool.stats().done < jobs as u64 {
+        if Instant::now() > deadline {
+            let stats = pool.shutdown(Duration::from_secs(10)).stats;
+            return Err(format!("walq drain: {} of {jobs} done after 300 s", stats.done).into());
         }
-        Ok(())
-    })?;
-    let secs = end.lock().unwrap().duration_since(start).as_secs_f64();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pool.shutdown(Duration::from_secs(30));
     q.close()?;
     Ok(secs)
 }
 
-/// One producer enqueues `jobs` jobs at `rate`/s while `workers` threads
-/// run them.
+/// One producer enqueues `jobs` jobs at `rate`/s while a `workers`-thread
+/// pool runs them.
 fn walq_pickup(dir: &Path, workers: usize, jobs: usize, rate: f64) -> Res<Stamps> {
     let q = walq_open(dir)?;
-    let st = Stamps::new(jobs);
-    let stop = AtomicBool::new(false);
-    let done = AtomicUsize::new(0);
-    std::thread::scope(|s| -> Res<()> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Res<()> {
-                    while !stop.load(Ordering::Relaxed) {
-                        let Some(job) = q.dequeue_timeout(Duration::from_millis(20))? else {
-                            continue;
-                        };
-                        Stamps::mark(&st.start[payload_index(job.payload())], st.now());
-                        q.ack(job.receipt())?;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        let produced = (|| -> Res<()> {
-            for i in 0..jobs {
-                sleep_until(st.due(i, rate));
-                Stamps::mark(&st.call[i], st.now());
-                q.enqueue(&index_payload(i))?;
-                Stamps::mark(&st.ret[i], st.now());
-            }
-            wait_for(|| done.load(Ordering::Relaxed) >= jobs);
-            Ok(())
-        })();
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            h.join().expect("walq worker panicked")?;
+    let st = Arc::new(Stamps::new(jobs));
+    let pool = {
+        let st = st.clone();
+        WorkerPool::builder(q.clone())
+            .name("compare-pickup")
+            .workers(workers)
+            .start(move |_ctx: &JobContext, payload: &[u8]| {
+                Stamps::mark(&st.start[payload_index(payload)], st.now());
+                Outcome::done()
+            })?
+    };
+    let produced = (|| -> Res<()> {
+        for i in 0..jobs {
+            sleep_until(st.due(i, rate));
+            Stamps::mark(&st.call[i], st.now());
+            q.enqueue(&index_payload(i))?;
+            Stamps::mark(&st.ret[i], st.now());
         }
-        produced
-    })?;
+        wait_for(|| pool.stats().done >= jobs as u64);
+        Ok(())
+    })();
+    pool.shutdown(Duration::from_secs(30));
+    produced?;
     q.close()?;
-    Ok(st)
+    Arc::try_unwrap(st).map_err(|_| "walq pickup: the pool still holds the stamps".into())
 }
 
 fn sleep_until(t: Instant) {

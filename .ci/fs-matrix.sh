@@ -21,11 +21,16 @@ cd "$(dirname "$0")/.."
 # THE SWITCH. on: the full-disk test runs here on every file system (and, in
 # .ci/run, its simulated version runs in `cargo test`), and its failures fail
 # CI. off: neither runs, and this script says so loudly.
-# Until the engine fix for issue 8 findings 7 and 9 (pwrite where stores into
-# the map cannot be guaranteed space, a reserve for leases and acks on a full
-# disk, removal of a failed .tmp) is merged, these checks fail; set this to
-# off on main until then, and back to on with the fix.
-FULL_DISK_CHECKS="${FULL_DISK_CHECKS:-off}"
+# The engine fix for issue 8 findings 7 and 9 (pwrite where stores into the
+# map cannot be guaranteed space, a spare segment so leases and acks have
+# room on a full disk, removal of a failed .tmp) is in: ext4, xfs and tmpfs
+# pass. On btrfs a full disk is an error now (it was SIGBUS), but the queue
+# cannot yet be drained while the disk is full: copy-on-write needs new
+# space even to overwrite preallocated blocks, so the spare does not help.
+# That one known failure is listed below: it still runs and prints its
+# result, but does not fail CI; if it starts passing, this script says so.
+FULL_DISK_CHECKS="${FULL_DISK_CHECKS:-on}"
+FULL_DISK_EXPECTED_FAIL="${FULL_DISK_EXPECTED_FAIL:-btrfs}"
 # ---------------------------------------------------------------------------
 
 # `bash .ci/fs-matrix.sh --full-disk-checks` prints the switch (for .ci/run).
@@ -245,8 +250,15 @@ run_full_disk() {
   else
     local fails
     fails="$(grep -oE '^  FAIL  [a-z-]+' "$log" | awk '{print $2}' | paste -sd, -)"
-    F_RES[$fs]="FAIL (exit $rc${fails:+: $fails})"
-    failed=1
+    if [[ " $FULL_DISK_EXPECTED_FAIL " == *" $fs "* ]]; then
+      F_RES[$fs]="EXPECTED FAIL, known (exit $rc${fails:+: $fails})"
+    else
+      F_RES[$fs]="FAIL (exit $rc${fails:+: $fails})"
+      failed=1
+    fi
+  fi
+  if [[ ${F_RES[$fs]} == ok && " $FULL_DISK_EXPECTED_FAIL " == *" $fs "* ]]; then
+    F_RES[$fs]="ok (listed as an expected failure: take $fs out of FULL_DISK_EXPECTED_FAIL)"
   fi
   drop_fs "$fs-full"
 }

@@ -22,7 +22,6 @@
 //! tens to hundreds.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,7 @@ use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::outcome::Outcome;
-use crate::worker::pool::{spawn_named, Active, Shared};
+use crate::worker::pool::{spawn_named, Shared};
 use crate::worker::run::{panic_text, settle, settle_count};
 use crate::worker::shutdown::ShutdownReport;
 use crate::worker::trace::JobSpan;
@@ -341,26 +340,20 @@ async fn run_one<B: AsyncBackend>(
     name: &Arc<str>,
     delivery: Delivery<B::Lease>,
 ) {
-    shared.counters.add(Count::Leased);
-    let (info, payload, lease) = delivery.into_parts();
-    let lost = Arc::new(AtomicBool::new(false));
-    let active = Active {
-        id: info.id,
-        lease,
-        lost: lost.clone(),
+    let (ctx, payload) = match shared.start(index, name, delivery) {
+        Ok(started) => started,
+        Err(active) => {
+            // The pool began stopping while this job was being leased.
+            let s = shared.clone();
+            blocking(move || {
+                let why = "the worker pool shut down before the job started";
+                let released = s.backend.release(&active.lease, why);
+                settle_count(&s.counters, released, Count::Released);
+            })
+            .await;
+            return;
+        }
     };
-    if let Err(active) = shared.begin(index, active) {
-        // The pool began stopping while this job was being leased.
-        let s = shared.clone();
-        blocking(move || {
-            let why = "the worker pool shut down before the job started";
-            let released = s.backend.release(&active.lease, why);
-            settle_count(&s.counters, released, Count::Released);
-        })
-        .await;
-        return;
-    }
-    let ctx = JobContext::in_pool(info, name.clone(), lost, shared.stop.flag());
     let span = JobSpan::new(&shared.cfg.name, &ctx);
     let (outcome, panicked) = {
         let _running = shared.counters.running();

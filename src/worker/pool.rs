@@ -10,8 +10,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::Queue;
-use crate::worker::backend::Backend;
+use crate::worker::backend::{Backend, Delivery};
 use crate::worker::builder::{Config, PoolBuilder};
+use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, Counters, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::rate::{RateLimit, TokenBucket};
@@ -112,6 +113,28 @@ impl<B: Backend> Shared<B> {
         busy.running += 1;
         *self.slots[index].lock() = Some(active);
         Ok(())
+    }
+
+    /// Counts a leased delivery and records that worker `index` runs it:
+    /// returns what its handler sees and its payload, or, when the pool
+    /// began stopping while the job was being leased, the job to release.
+    pub(crate) fn start(
+        &self,
+        index: usize,
+        name: &Arc<str>,
+        delivery: Delivery<B::Lease>,
+    ) -> std::result::Result<(JobContext, Vec<u8>), Active<B::Lease>> {
+        self.counters.add(Count::Leased);
+        let (info, payload, lease) = delivery.into_parts();
+        let lost = Arc::new(AtomicBool::new(false));
+        let active = Active {
+            id: info.id,
+            lease,
+            lost: lost.clone(),
+        };
+        self.begin(index, active)?;
+        let ctx = JobContext::in_pool(info, name.clone(), lost, self.stop.flag());
+        Ok((ctx, payload))
     }
 
     /// Takes worker `index`'s job back to settle it; `None` if shutdown

@@ -2,7 +2,6 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use crate::worker::backend::{Backend, Delivery};
 use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, Counters};
 use crate::worker::outcome::Outcome;
-use crate::worker::pool::{Active, Shared};
+use crate::worker::pool::Shared;
 use crate::worker::trace::JobSpan;
 
 /// The loop of worker `index`, until the pool stops leasing.
@@ -65,25 +64,19 @@ fn run_one<B: Backend>(
     name: &Arc<str>,
     delivery: Delivery<B::Lease>,
 ) {
-    shared.counters.add(Count::Leased);
-    let (info, payload, lease) = delivery.into_parts();
-    let lost = Arc::new(AtomicBool::new(false));
-    let active = Active {
-        id: info.id,
-        lease,
-        lost: lost.clone(),
+    let (ctx, payload) = match shared.start(index, name, delivery) {
+        Ok(started) => started,
+        Err(active) => {
+            // The pool began stopping while this job was being leased.
+            let why = "the worker pool shut down before the job started";
+            settle_count(
+                &shared.counters,
+                shared.backend.release(&active.lease, why),
+                Count::Released,
+            );
+            return;
+        }
     };
-    if let Err(active) = shared.begin(index, active) {
-        // The pool began stopping while this job was being leased.
-        let why = "the worker pool shut down before the job started";
-        settle_count(
-            &shared.counters,
-            shared.backend.release(&active.lease, why),
-            Count::Released,
-        );
-        return;
-    }
-    let ctx = JobContext::in_pool(info, name.clone(), lost, shared.stop.flag());
     let span = JobSpan::new(&shared.cfg.name, &ctx);
     let (outcome, panicked) = span.in_scope(|| {
         let _running = shared.counters.running();

@@ -97,6 +97,7 @@ mod os;
 mod queue;
 mod recovery;
 mod reserve;
+pub mod schedule;
 mod segment;
 mod state;
 mod stats;
@@ -121,6 +122,7 @@ pub use options::{
     MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 pub use queue::{Enqueued, Queue, LOCK_FILE};
+pub use schedule::{Schedule, Scheduler};
 pub use stats::{RecoveryReport, Stats};
 pub use status::JobStatus;
 pub use typed::Jobs;

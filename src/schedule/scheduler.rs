@@ -1,0 +1,341 @@
+//! The scheduler: owns a queue directory's schedules and enqueues their
+//! due ticks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::codec::{self, Entry, MAX_SCHEDULES};
+use super::definition::Schedule;
+use super::key::tick_key;
+use super::plan::{plan, Action};
+use super::store::Store;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::EnqueueOptions;
+use crate::queue::Queue;
+use crate::vfs::{StdFs, Vfs};
+
+/// Runs the schedules registered in a queue directory: each due tick
+/// becomes exactly one job (see `docs/recurring.md`).
+///
+/// A scheduler holds a clone of its [`Queue`] (and so the directory lock)
+/// and the lock of the schedule file: one scheduler per directory at a
+/// time; processes take turns like they do with the queue. Call
+/// [`Scheduler::tick`] yourself, or let [`Scheduler::spawn`] run a thread
+/// that does. Cheap to clone; clones share one scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: Queue,
+    clock: Arc<dyn Clock>,
+    store: Store,
+    /// The file's content, sorted by name; changed only after a save.
+    entries: Mutex<Vec<Entry>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("queue", &self.inner.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Scheduler::register`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// A new schedule; its first tick is the first one after now.
+    Added,
+    /// A schedule of that name was replaced; its progress (the last tick
+    /// dealt with) is kept, so no tick runs twice.
+    Updated,
+    /// The same schedule was already registered; nothing was written.
+    Unchanged,
+}
+
+/// One job enqueued by [`Scheduler::tick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    /// The schedule's name.
+    pub name: String,
+    /// The tick the job stands for (seconds since the Unix epoch); under
+    /// [`super::Missed::RunOnce`] also for every missed tick before it.
+    pub tick: u64,
+    /// The job's id.
+    pub job_id: u64,
+    /// True when the queue already had this tick's job (a tick enqueued
+    /// before a crash, deduplicated by its idempotency key).
+    pub duplicate: bool,
+}
+
+/// Ticks passed over by [`Scheduler::tick`] under [`super::Missed::Skip`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The schedule's name.
+    pub name: String,
+    /// The latest tick skipped; the schedule resumes after it.
+    pub tick: u64,
+}
+
+/// What one [`Scheduler::tick`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// The jobs enqueued, one per schedule with a due tick.
+    pub fired: Vec<Fired>,
+    /// The schedules whose due ticks were all missed.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A registered schedule and its progress, from [`Scheduler::schedules`].
+#[derive(Debug, Clone)]
+pub struct ScheduleInfo {
+    /// The schedule as registered.
+    pub schedule: Schedule,
+    /// Ticks at or before this time (seconds since the Unix epoch) have
+    /// been dealt with (the registration time for a schedule that has not
+    /// ticked yet).
+    pub last_tick: u64,
+    /// The next tick after `last_tick`, if the schedule fires again.
+    pub next_tick: Option<u64>,
+}
+
+impl Scheduler {
+    /// The scheduler of `queue`'s directory, on the system clock.
+    pub fn open(queue: &Queue) -> Result<Scheduler> {
+        Scheduler::open_with_clock(queue, SystemClock)
+    }
+
+    /// The scheduler of `queue`'s directory, reading time from `clock`
+    /// (give it the queue's clock).
+    ///
+    /// Fails with [`ErrorKind::Locked`] while another scheduler owns the
+    /// directory's schedules, and with [`ErrorKind::Corrupt`] naming
+    /// `schedules.bin` when that file is damaged (the queue is not
+    /// affected).
+    pub fn open_with_clock(queue: &Queue, clock: impl Clock) -> Result<Scheduler> {
+        Scheduler::open_vfs(Arc::new(StdFs), queue, Arc::new(clock))
+    }
+
+    /// Opens the schedule file through another file system (tests only).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn open_on(vfs: Arc<dyn Vfs>, queue: &Queue, clock: impl Clock) -> Result<Scheduler> {
+        Scheduler::open_vfs(vfs, queue, Arc::new(clock))
+    }
+
+    fn open_vfs(vfs: Arc<dyn Vfs>, queue: &Queue, clock: Arc<dyn Clock>) -> Result<Scheduler> {
+        let store = Store::open(vfs, queue.path())?;
+        let mut entries = store.load()?;
+        entries.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
+        Ok(Scheduler {
+            inner: Arc::new(Inner {
+                queue: queue.clone(),
+                clock,
+                store,
+                entries: Mutex::new(entries),
+            }),
+        })
+    }
+
+    /// The schedule file's path.
+    pub fn path(&self) -> PathBuf {
+        self.inner.store.path()
+    }
+
+    fn now_s(&self) -> u64 {
+        self.inner.clock.now_ms() / 1000
+    }
+
+    /// Registers `schedule`, or replaces the one with its name (keeping
+    /// how far it has run). Durable when it returns. Registering the same
+    /// schedule at every start of a program is cheap and changes nothing.
+    pub fn register(&self, schedule: Schedule) -> Result<Registered> {
+        schedule.validate()?;
+        let now = self.now_s();
+        let mut entries = self.inner.entries.lock();
+        let found = entries.binary_search_by(|e| e.schedule.name.as_str().cmp(&schedule.name));
+        let cursor = match found {
+            Ok(i) => entries[i].cursor,
+            Err(_) if entries.len() >= MAX_SCHEDULES => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOptions,
+                    format!("a queue holds at most {MAX_SCHEDULES} schedules"),
+                ));
+            }
+            Err(_) => now,
+        };
+        if schedule.spec.next_after(cursor.max(now)).is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                format!("schedule {:?} never fires after now", schedule.name),
+            ));
+        }
+        let entry = Entry { schedule, cursor };
+        let mut next = entries.clone();
+        let outcome = match found {
+            Ok(i) if same(&next[i], &entry) => return Ok(Registered::Unchanged),
+            Ok(i) => {
+                next[i] = entry;
+                Registered::Updated
+            }
+            Err(i) => {
+                next.insert(i, entry);
+                Registered::Added
+            }
+        };
+        self.inner.store.save(&next)?;
+        *entries = next;
+        Ok(outcome)
+    }
+
+    /// Removes the schedule `name`; false if there was none. Jobs it
+    /// already enqueued stay in the queue.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        let mut entries = self.inner.entries.lock();
+        let Some(i) = entries.iter().position(|e| e.schedule.name == name) else {
+            return Ok(false);
+        };
+        let mut next = entries.clone();
+        next.remove(i);
+        self.inner.store.save(&next)?;
+        *entries = next;
+        Ok(true)
+    }
+
+    /// The registered schedules, by name.
+    pub fn schedules(&self) -> Vec<ScheduleInfo> {
+        self.inner.entries.lock().iter().map(info).collect()
+    }
+
+    /// The schedule `name`, if registered.
+    pub fn get(&self, name: &str) -> Option<ScheduleInfo> {
+        let entries = self.inner.entries.lock();
+        entries.iter().find(|e| e.schedule.name == name).map(info)
+    }
+
+    /// When the next tick of any schedule is due (ms since the epoch).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        let entries = self.inner.entries.lock();
+        let next = entries
+            .iter()
+            .filter_map(|e| e.schedule.spec.next_after(e.cursor));
+        next.min().map(|s| s.saturating_mul(1000))
+    }
+
+    /// Enqueues one job for each schedule with a due tick, skips missed
+    /// ticks per policy, then records the progress in the schedule file.
+    ///
+    /// Each job is enqueued with the idempotency key
+    /// [`super::tick_key`]`(name, tick)` and made durable **before** the
+    /// file records the tick, so a crash in between enqueues the same key
+    /// again on the next run, which the queue deduplicates. If enqueueing
+    /// one schedule fails, the others still run and their progress is
+    /// saved; the first error is returned and the failed tick is tried
+    /// again on the next call.
+    pub fn tick(&self) -> Result<TickReport> {
+        let now = self.now_s();
+        let mut entries = self.inner.entries.lock();
+        let plans: Vec<(usize, Action)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, plan(e, now)))
+            .filter(|(_, a)| *a != Action::Nothing)
+            .collect();
+        if plans.is_empty() {
+            return Ok(TickReport::default());
+        }
+        let mut next = entries.clone();
+        let (report, first_err) = self.run_plans(&mut next, &plans);
+        if !report.fired.is_empty() {
+            // Under Durability::Os or Periodic the enqueue is not durable
+            // yet: it must be before the file says the tick is done.
+            self.inner.queue.sync()?;
+        }
+        if !report.fired.is_empty() || !report.skipped.is_empty() {
+            self.inner.store.save(&next)?;
+            *entries = next;
+        }
+        first_err.map_or(Ok(report), Err)
+    }
+
+    /// Carries out `plans` on `next` (cursors advanced for what happened).
+    fn run_plans(
+        &self,
+        next: &mut [Entry],
+        plans: &[(usize, Action)],
+    ) -> (TickReport, Option<Error>) {
+        let mut report = TickReport::default();
+        let mut first_err = None;
+        for &(i, action) in plans {
+            let e = &mut next[i];
+            let name = e.schedule.name.clone();
+            match action {
+                Action::Nothing => {}
+                Action::Skip(tick) => {
+                    e.cursor = tick;
+                    report.skipped.push(Skipped { name, tick });
+                }
+                Action::Enqueue(tick) => match self.enqueue(&e.schedule, tick) {
+                    Ok(out) => {
+                        e.cursor = tick;
+                        report.fired.push(Fired {
+                            name,
+                            tick,
+                            job_id: out.id,
+                            duplicate: out.duplicate,
+                        });
+                    }
+                    Err(err) => {
+                        first_err.get_or_insert(err);
+                    }
+                },
+            }
+        }
+        (report, first_err)
+    }
+
+    fn enqueue(&self, s: &Schedule, tick: u64) -> Result<crate::queue::Enqueued> {
+        let mut opts = EnqueueOptions::new().idempotency_key(tick_key(&s.name, tick));
+        if let Some(n) = s.max_attempts {
+            opts = opts.max_attempts(n);
+        }
+        self.inner
+            .queue
+            .enqueue_with(&s.payload, opts)
+            .map_err(|e| {
+                let msg = format!("enqueueing tick {tick} of schedule {:?}: {e}", s.name);
+                let err = Error::new(e.kind(), msg);
+                match e.path() {
+                    Some(p) => err.with_path(p),
+                    None => err,
+                }
+            })
+    }
+
+    /// The queue this scheduler enqueues into.
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+}
+
+/// Whether two entries would be written the same.
+fn same(a: &Entry, b: &Entry) -> bool {
+    codec::encode(std::slice::from_ref(a)) == codec::encode(std::slice::from_ref(b))
+}
+
+fn info(e: &Entry) -> ScheduleInfo {
+    ScheduleInfo {
+        schedule: e.schedule.clone(),
+        last_tick: e.cursor,
+        next_tick: e.schedule.spec.next_after(e.cursor),
+    }
+}

@@ -1,0 +1,111 @@
+//! A background thread that calls [`Scheduler::tick`], with a clean
+//! shutdown.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::scheduler::Scheduler;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The thread started by [`Scheduler::spawn`]. Dropping it stops the
+/// thread too (and waits for it).
+#[derive(Debug)]
+pub struct SchedulerThread {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    last_error: Arc<Mutex<Option<String>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts a thread that calls [`Scheduler::tick`] whenever a tick is
+    /// due, and at least every `poll` (so a clock stepped forward is
+    /// noticed). An error is kept for [`SchedulerThread::last_error`] and
+    /// the thread goes on; the failed tick is tried again after `poll`.
+    pub fn spawn(&self, poll: Duration) -> Result<SchedulerThread> {
+        if poll.is_zero() {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                "the scheduler's poll interval must be more than zero",
+            ));
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let last_error = Arc::new(Mutex::new(None));
+        let (sched, s, errors) = (self.clone(), stop.clone(), last_error.clone());
+        let handle = std::thread::Builder::new()
+            .name("walq-scheduler".into())
+            .spawn(move || run(&sched, &s, &errors, poll))
+            .map_err(|e| Error::io("starting the scheduler thread", &self.path(), e))?;
+        Ok(SchedulerThread {
+            stop,
+            last_error,
+            handle: Some(handle),
+        })
+    }
+
+    /// How long to wait before the next tick: until the next one is due,
+    /// at most `poll`, at least a millisecond.
+    fn wait_hint(&self, poll: Duration) -> Duration {
+        let now = self.clock().now_ms();
+        let until = self
+            .next_due_ms()
+            .map_or(poll, |due| Duration::from_millis(due.saturating_sub(now)));
+        until.min(poll).max(Duration::from_millis(1))
+    }
+}
+
+fn run(
+    sched: &Scheduler,
+    stop: &(Mutex<bool>, Condvar),
+    last_error: &Mutex<Option<String>>,
+    poll: Duration,
+) {
+    loop {
+        let wait = match sched.tick() {
+            Ok(_) => sched.wait_hint(poll),
+            Err(e) => {
+                *last_error.lock() = Some(e.to_string());
+                poll
+            }
+        };
+        let mut stopped = stop.0.lock();
+        if !*stopped {
+            stop.1.wait_for(&mut stopped, wait);
+        }
+        if *stopped {
+            return;
+        }
+    }
+}
+
+impl SchedulerThread {
+    /// The last error a tick returned, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// Stops the thread and waits for it: a tick in progress finishes
+    /// first (its jobs and the schedule file are written whole or the
+    /// next run redoes them).
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(handle) = self.handle.take() {
+            // A tick never panics on input or disk errors; if the thread
+            // did panic there is nothing left to stop.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for SchedulerThread {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

@@ -1,0 +1,410 @@
+//! Recurring jobs (`walq::schedule`): one job per due tick, across
+//! restarts, crashes between the enqueue and the schedule file's update,
+//! missed ticks, and schedulers taking turns on one directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use walq::schedule::{
+    parse_tick_key, tick_key, Missed, Registered, Schedule, Scheduler, SCHEDULE_FILE,
+};
+use walq::{ErrorKind, ManualClock, Queue};
+
+/// 2023-11-14T22:13:20Z.
+const T0_MS: u64 = 1_700_000_000_000;
+const T0: u64 = T0_MS / 1000;
+
+fn setup() -> (tempfile::TempDir, ManualClock) {
+    (tempfile::tempdir().unwrap(), ManualClock::new(T0_MS))
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> (Queue, Scheduler) {
+    let q = common::open(dir, clock);
+    let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+    (q, s)
+}
+
+/// Every ready job's (schedule, tick), leased and acked.
+fn take_ticks(q: &Queue) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        let key = job.idempotency_key().expect("a scheduled job has a key");
+        let (name, tick) = parse_tick_key(key).expect("a tick key");
+        out.push((name.to_string(), tick));
+        q.ack(job.receipt()).unwrap();
+    }
+    out
+}
+
+/// Counts per (schedule, tick); every count must be one.
+fn assert_no_duplicates(ticks: &[(String, u64)]) {
+    let mut counts = BTreeMap::new();
+    for t in ticks {
+        *counts.entry(t.clone()).or_insert(0) += 1;
+    }
+    let dups: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(dups.is_empty(), "ticks enqueued more than once: {dups:?}");
+}
+
+/// Makes the next save of the schedule file fail after the jobs were
+/// enqueued: a directory where its temporary file must be created. This
+/// is a crash between the enqueue and the file update, as far as the
+/// files are concerned.
+fn block_saves(dir: &Path) -> impl Drop {
+    struct Unblock(std::path::PathBuf);
+    impl Drop for Unblock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let tmp = dir.join(format!("{SCHEDULE_FILE}.tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    Unblock(tmp)
+}
+
+#[test]
+fn each_due_tick_yields_exactly_one_job() {
+    let (dir, clock) = setup();
+    let (q, s) = open(dir.path(), &clock);
+    s.register(Schedule::every("minutely", Duration::from_secs(60)).unwrap())
+        .unwrap();
+    s.register(
+        Schedule::cron("five", "*/5 * * * *")
+            .unwrap()
+            .payload(b"5".to_vec()),
+    )
+    .unwrap();
+    let mut ticks = Vec::new();
+    // An hour, in steps of 20 s, ticking twice each time.
+    for _ in 0..180 {
+        clock.advance(Duration::from_secs(20));
+        s.tick().unwrap();
+        assert!(
+            s.tick().unwrap().fired.is_empty(),
+            "a second call fires nothing"
+        );
+        ticks.extend(take_ticks(&q));
+    }
+    assert_no_duplicates(&ticks);
+    let end = T0 + 3600;
+    let minutely: Vec<u64> = ticks
+        .iter()
+        .filter(|t| t.0 == "minutely")
+        .map(|t| t.1)
+        .collect();
+    let expected: Vec<u64> = (T0 / 60 + 1..=end / 60).map(|m| m * 60).collect();
+    assert_eq!(minutely, expected);
+    let five: Vec<u64> = ticks
+        .iter()
+        .filter(|t| t.0 == "five")
+        .map(|t| t.1)
+        .collect();
+    let expected: Vec<u64> = (T0 / 300 + 1..=end / 300).map(|m| m * 300).collect();
+    assert_eq!(five, expected);
+}
+
+#[test]
+fn jobs_carry_the_payload_and_max_attempts() {
+    let (dir, clock) = setup();
+    let (q, s) = open(dir.path(), &clock);
+    let sched = Schedule::every("report", Duration::from_secs(10))
+        .unwrap()
+        .payload(b"build it".to_vec())
+        .max_attempts(2)
+        .unwrap();
+    s.register(sched).unwrap();
+    clock.advance(Duration::from_secs(10));
+    let fired = s.tick().unwrap().fired;
+    assert_eq!(fired.len(), 1);
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), fired[0].job_id);
+    assert_eq!(job.payload(), b"build it");
+    assert_eq!(job.max_attempts(), 2);
+    assert_eq!(
+        job.idempotency_key(),
+        Some(tick_key("report", fired[0].tick).as_bytes())
+    );
+}
+
+#[test]
+fn crash_between_enqueue_and_file_update_does_not_duplicate() {
+    let (dir, clock) = setup();
+    let registered_at;
+    {
+        let (q, s) = open(dir.path(), &clock);
+        s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+            .unwrap();
+        registered_at = s.get("m").unwrap().last_tick;
+        clock.advance(Duration::from_secs(60));
+        let _blocked = block_saves(dir.path());
+        let err = s.tick().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        // The job is in the queue, the file still says the tick is due.
+        assert_eq!(q.stats().ready, 1);
+        assert_eq!(s.get("m").unwrap().last_tick, registered_at);
+    } // "crash": both dropped, the schedule file never recorded the tick
+    let (q, s) = open(dir.path(), &clock);
+    assert_eq!(s.get("m").unwrap().last_tick, registered_at);
+    let fired = s.tick().unwrap().fired;
+    assert_eq!(fired.len(), 1);
+    assert!(fired[0].duplicate, "the queue dedups the re-enqueued tick");
+    let ticks = take_ticks(&q);
+    assert_eq!(ticks, vec![("m".to_string(), T0 - T0 % 60 + 60)]);
+    assert!(s.get("m").unwrap().last_tick > registered_at);
+}
+
+/// The dedup window must exceed the time from a crash (between the enqueue
+/// and the file update) to the next run; past it the re-enqueued tick is
+/// a second job. Ticks the file recorded never run again, whatever the
+/// window.
+#[test]
+fn the_dedup_window_condition() {
+    let window = Duration::from_secs(600);
+    let opts = |clock: &ManualClock| common::opts(clock).dedup_window(window);
+    let yearly = || Schedule::cron("yearly", "0 0 1 1 *").unwrap();
+    let new_year = 1_704_067_200; // 2024-01-01T00:00:00Z
+    for (crash, restart_after, expected_jobs) in [
+        (true, Duration::from_secs(300), 1), // inside the window: deduped
+        (true, Duration::from_secs(3600), 2), // past it: a second job
+        (false, Duration::from_secs(3600), 1), // recorded: never again
+    ] {
+        let (dir, clock) = setup();
+        let mut jobs = 0;
+        {
+            let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+            let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+            s.register(yearly()).unwrap();
+            clock.set(new_year * 1000 + 5_000);
+            let blocked = crash.then(|| block_saves(dir.path()));
+            assert_eq!(s.tick().is_err(), crash);
+            drop(blocked);
+            jobs += take_ticks(&q).len(); // the job ran and was acked
+        }
+        clock.advance(restart_after);
+        let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+        let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+        s.tick().unwrap();
+        jobs += take_ticks(&q).len();
+        assert_eq!(
+            jobs, expected_jobs,
+            "crash {crash}, restart after {restart_after:?}"
+        );
+        assert_eq!(s.get("yearly").unwrap().last_tick, new_year);
+    }
+}
+
+#[test]
+fn missed_ticks_run_once() {
+    let (dir, clock) = setup();
+    {
+        let (_q, s) = open(dir.path(), &clock);
+        s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(600)); // ten ticks pass while down
+    let (q, s) = open(dir.path(), &clock);
+    let report = s.tick().unwrap();
+    assert_eq!(report.fired.len(), 1);
+    let latest = (T0 + 600) / 60 * 60;
+    assert_eq!(take_ticks(&q), vec![("m".to_string(), latest)]);
+    clock.advance(Duration::from_secs(60));
+    s.tick().unwrap();
+    assert_eq!(take_ticks(&q), vec![("m".to_string(), latest + 60)]);
+}
+
+#[test]
+fn missed_ticks_are_skipped() {
+    let (dir, clock) = setup();
+    let skip = || {
+        Schedule::cron("hourly", "0 * * * *")
+            .unwrap()
+            .missed(Missed::Skip)
+            .grace(Duration::from_secs(30))
+            .unwrap()
+    };
+    {
+        let (_q, s) = open(dir.path(), &clock);
+        s.register(skip()).unwrap();
+    }
+    // Down from 22:13:20 until 01:10:00: the 23:00, 00:00 and 01:00 ticks pass.
+    let one_am = 1_700_010_000; // 2023-11-15T01:00:00Z
+    clock.set((one_am + 600) * 1000);
+    let (q, s) = open(dir.path(), &clock);
+    let report = s.tick().unwrap();
+    assert!(report.fired.is_empty());
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].tick, one_am);
+    assert!(take_ticks(&q).is_empty());
+    assert_eq!(s.get("hourly").unwrap().next_tick, Some(one_am + 3600));
+    // The next tick, reached within the grace period, runs.
+    clock.set((one_am + 3600 + 20) * 1000);
+    assert_eq!(s.tick().unwrap().fired.len(), 1);
+    assert_eq!(take_ticks(&q), vec![("hourly".to_string(), one_am + 3600)]);
+}
+
+#[test]
+fn schedulers_taking_turns_never_duplicate() {
+    let (dir, clock) = setup();
+    let mut rng = common_rng(42);
+    let mut ticks = Vec::new();
+    // Two programs, each registering its schedules at start, take turns
+    // on the directory; some turns "crash" between enqueue and update.
+    for turn in 0..60 {
+        let (q, s) = open(dir.path(), &clock);
+        let again = Scheduler::open_with_clock(&q, clock.clone()).unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::Locked);
+        s.register(Schedule::every("a", Duration::from_secs(45)).unwrap())
+            .unwrap();
+        if turn % 2 == 0 {
+            s.register(Schedule::cron("b", "*/2 * * * *").unwrap())
+                .unwrap();
+        }
+        for _ in 0..(rng() % 4) {
+            clock.advance(Duration::from_secs(rng() % 100));
+            let _blocked = (rng() % 5 == 0).then(|| block_saves(dir.path()));
+            let _ = s.tick();
+        }
+        ticks.extend(take_ticks(&q));
+    }
+    assert_no_duplicates(&ticks);
+    assert!(ticks.len() > 40, "the schedules ran ({} jobs)", ticks.len());
+    for (name, tick) in &ticks {
+        let period = if name == "a" { 45 } else { 120 };
+        assert_eq!(tick % period, 0, "{name} at {tick} is not one of its ticks");
+    }
+}
+
+fn common_rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[test]
+fn a_damaged_schedule_file_is_a_clear_error_and_the_queue_is_unaffected() {
+    let (dir, clock) = setup();
+    let path = dir.path().join(SCHEDULE_FILE);
+    {
+        let (q, s) = open(dir.path(), &clock);
+        s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+            .unwrap();
+        q.enqueue(b"unrelated job").unwrap();
+    }
+    let good = std::fs::read(&path).unwrap();
+    let mut damaged = good.clone();
+    damaged[20] ^= 0x40;
+    for (what, bytes) in [
+        ("a flipped bit", damaged),
+        ("a cut", good[..good.len() - 3].to_vec()),
+        ("another file", b"%PDF-1.7 not a schedule".to_vec()),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let q = common::open(dir.path(), &clock);
+        let err = Scheduler::open_with_clock(&q, clock.clone()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}: {err}");
+        assert_eq!(err.path(), Some(path.as_path()), "{what}");
+        assert!(err.to_string().contains(SCHEDULE_FILE), "{what}: {err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{what}: file left as it was"
+        );
+        assert_eq!(q.stats().ready, 1, "{what}: the queue opens and serves");
+    }
+}
+
+#[test]
+fn invalid_cron_is_a_clear_error() {
+    for bad in ["61 * * * *", "* * *", "every day", "0 0 31 2 *"] {
+        let err = Schedule::cron("x", bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{bad}");
+        assert!(err.to_string().contains(bad), "{err}");
+    }
+    let (dir, clock) = setup();
+    let (_q, s) = open(dir.path(), &clock);
+    let past = Schedule::cron("past", "0 0 0 1 1 * 2020").unwrap();
+    assert_eq!(
+        s.register(past).unwrap_err().kind(),
+        ErrorKind::InvalidOptions
+    );
+    assert!(!dir.path().join(SCHEDULE_FILE).exists(), "nothing written");
+}
+
+#[test]
+fn update_and_remove_a_schedule() {
+    let (dir, clock) = setup();
+    let (q, s) = open(dir.path(), &clock);
+    let v1 = || Schedule::every("m", Duration::from_secs(60)).unwrap();
+    assert_eq!(s.register(v1()).unwrap(), Registered::Added);
+    assert_eq!(s.register(v1()).unwrap(), Registered::Unchanged);
+    clock.advance(Duration::from_secs(60));
+    s.tick().unwrap();
+    let done = s.get("m").unwrap().last_tick;
+    // A new payload keeps the progress: the tick just run does not rerun.
+    let v2 = v1().payload(b"v2".to_vec());
+    assert_eq!(s.register(v2).unwrap(), Registered::Updated);
+    assert_eq!(s.get("m").unwrap().last_tick, done);
+    assert!(s.tick().unwrap().fired.is_empty());
+    clock.advance(Duration::from_secs(60));
+    s.tick().unwrap();
+    let payloads: Vec<Vec<u8>> = common::drain(&q).into_iter().map(|j| j.1).collect();
+    assert_eq!(payloads, vec![Vec::new(), b"v2".to_vec()]);
+    // Removed: no more jobs, also after a restart.
+    assert!(s.remove("m").unwrap());
+    assert!(!s.remove("m").unwrap());
+    drop((q, s));
+    clock.advance(Duration::from_secs(600));
+    let (q, s) = open(dir.path(), &clock);
+    assert!(s.schedules().is_empty());
+    assert!(s.tick().unwrap().fired.is_empty());
+    assert_eq!(q.stats().ready, 0);
+}
+
+#[test]
+fn schedule_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, clock) = setup();
+    let (_q, s) = open(dir.path(), &clock);
+    s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+        .unwrap();
+    for name in [SCHEDULE_FILE, walq::schedule::SCHEDULE_LOCK_FILE] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
+#[test]
+fn the_thread_ticks_and_shuts_down() {
+    let (dir, clock) = setup();
+    let (q, s) = open(dir.path(), &clock);
+    s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+        .unwrap();
+    let thread = s.spawn(Duration::from_millis(2)).unwrap();
+    clock.advance(Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while q.stats().ready == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the thread never ticked"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(thread.last_error(), None);
+    thread.shutdown();
+    drop(s);
+    // The thread's handle is gone with it: the directory can be taken over.
+    let again = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+    assert_eq!(again.tick().unwrap(), Default::default());
+    assert_eq!(take_ticks(&q).len(), 1);
+}

@@ -174,9 +174,13 @@ fn decode_entry(bytes: &[u8], at: usize) -> std::result::Result<(Entry, usize), 
         .map_err(|_| "cron expression is not UTF-8")?;
     let period = u64::from_le_bytes(le(fixed, 16));
     let spec = match fixed[8] {
-        SPEC_CRON => Spec::cron(cron),
+        SPEC_CRON if period == 0 => Spec::cron(cron),
         SPEC_EVERY if cron_len == 0 => Spec::every(Duration::from_secs(period)),
-        k => return Err(format!("unknown schedule kind {k}")),
+        k => {
+            return Err(format!(
+                "unknown schedule kind {k} (or a field it must not have)"
+            ))
+        }
     }
     .map_err(|e| e.to_string())?;
     let missed = match fixed[9] {

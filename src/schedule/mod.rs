@@ -60,3 +60,8 @@ pub use scheduler::{Fired, Registered, ScheduleInfo, Scheduler, Skipped, TickRep
 pub use spec::{Spec, MAX_CRON_LEN};
 pub use store::{SCHEDULE_FILE, SCHEDULE_LOCK_FILE};
 pub use thread::SchedulerThread;
+
+/// The examples of `docs/recurring.md`, compiled and run as doc tests.
+#[doc = include_str!("../../docs/recurring.md")]
+#[cfg(doctest)]
+pub struct RecurringDoctests;

@@ -252,19 +252,19 @@ fn schedulers_taking_turns_never_duplicate() {
     let mut ticks = Vec::new();
     // Two programs, each registering its schedules at start, take turns
     // on the directory; some turns "crash" between enqueue and update.
-    for turn in 0..60 {
+    for turn in 0..60u32 {
         let (q, s) = open(dir.path(), &clock);
         let again = Scheduler::open_with_clock(&q, clock.clone()).unwrap_err();
         assert_eq!(again.kind(), ErrorKind::Locked);
         s.register(Schedule::every("a", Duration::from_secs(45)).unwrap())
             .unwrap();
-        if turn % 2 == 0 {
+        if turn.is_multiple_of(2) {
             s.register(Schedule::cron("b", "*/2 * * * *").unwrap())
                 .unwrap();
         }
         for _ in 0..(rng() % 4) {
             clock.advance(Duration::from_secs(rng() % 100));
-            let _blocked = (rng() % 5 == 0).then(|| block_saves(dir.path()));
+            let _blocked = rng().is_multiple_of(5).then(|| block_saves(dir.path()));
             let _ = s.tick();
         }
         ticks.extend(take_ticks(&q));

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sim_common::{dir, open_with, START_MS};
+use sim_common::{open_with, START_MS};
 use walq::schedule::{parse_tick_key, Schedule, Scheduler};
 use walq::vfs::SimFs;
 use walq::{Durability, ManualClock, Queue};
@@ -118,4 +118,35 @@ fn power_cut_at_every_sync_point_sync_durability() {
 #[test]
 fn power_cut_at_every_sync_point_os_durability() {
     check_after_power_loss(Durability::Os);
+}
+
+/// What a tick costs in syncs (the fsyncs of the log, `dead.wal`, the
+/// schedule file and the directory), with one schedule firing and with
+/// ten firing together, and with nothing due.
+#[test]
+fn syncs_per_tick() {
+    for (durability, one, ten) in [(Durability::Sync, 4, 13), (Durability::Os, 4, 4)] {
+        let fs = SimFs::new();
+        let clock = ManualClock::new(START_MS);
+        let q = open_with(&fs, &clock, durability).unwrap();
+        let s = scheduler(&fs, &q, &clock);
+        s.register(Schedule::every("a", Duration::from_secs(60)).unwrap())
+            .unwrap();
+        clock.advance(Duration::from_secs(60));
+        let before = fs.syncs();
+        assert_eq!(s.tick().unwrap().fired.len(), 1);
+        assert_eq!(fs.syncs() - before, one, "{durability:?}, one schedule");
+        let before = fs.syncs();
+        assert!(s.tick().unwrap().fired.is_empty());
+        assert_eq!(fs.syncs(), before, "{durability:?}: nothing due, no I/O");
+        for i in 0..9 {
+            let name = format!("b{i}");
+            s.register(Schedule::every(&name, Duration::from_secs(60)).unwrap())
+                .unwrap();
+        }
+        clock.advance(Duration::from_secs(60));
+        let before = fs.syncs();
+        assert_eq!(s.tick().unwrap().fired.len(), 10);
+        assert_eq!(fs.syncs() - before, ten, "{durability:?}, ten schedules");
+    }
 }

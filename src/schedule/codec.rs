@@ -264,6 +264,36 @@ mod tests {
         }
     }
 
+    /// Damage behind a valid checksum (what a bug or a hand edit could
+    /// write) reaches every field check: never a panic, and either a
+    /// clean decode or an error naming the file.
+    #[test]
+    fn any_byte_behind_a_valid_crc_decodes_or_is_an_error() {
+        let bytes = encode(&sample());
+        let body = bytes.len() - CRC_LEN;
+        let path = Path::new("dir/schedules.bin");
+        let (mut ok, mut errors) = (0, 0);
+        for i in 0..body {
+            for v in [0u8, 1, 2, 3, 0x7f, 0x80, 0xff, bytes[i] ^ 0x20] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                let crc = crc32fast::hash(&b[..body]);
+                b[body..].copy_from_slice(&crc.to_le_bytes());
+                match decode(&b, path) {
+                    Ok(entries) => {
+                        ok += 1;
+                        assert_eq!(decode(&encode(&entries), path).unwrap().len(), 2);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        assert_eq!(e.path(), Some(path));
+                    }
+                }
+            }
+        }
+        assert!(ok > 0 && errors > 0, "{ok} decoded, {errors} refused");
+    }
+
     #[test]
     fn newer_version_is_refused_as_such() {
         let mut b = encode(&sample());

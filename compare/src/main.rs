@@ -3,8 +3,9 @@
 //! `cargo run --release --manifest-path compare/Cargo.toml`
 //!
 //! Prints one Markdown table: workload × system → jobs/s, walq's ratio to
-//! the system, and the disk bytes the system held at the end of the
-//! workload. Every workload states its durability class, and every row in
+//! the system, jobs per CPU-second, the p99 latency per job where it is
+//! recorded (the producer rows), and the disk bytes the system held at the
+//! end of the workload; then the reopen row's table (time, median). Every workload states its durability class, and every row in
 //! it belongs to that class: rows that fsync per operation are never in the
 //! same group as rows that do not.
 //!
@@ -13,11 +14,18 @@
 //! - `COMPARE_DIR`: where the queues are created (default: the system temp
 //!   directory; it must be on the disk you mean to measure, not tmpfs).
 //! - `COMPARE_ONLY`: run only workloads whose name contains this text.
+//!
+//! `--charts DIR` (default `docs/img`) also draws the results as SVG charts
+//! into DIR: throughput by workload, the producers sweep, the reopen row.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
+
+mod charts;
+mod fj;
+mod reopen;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -75,6 +83,8 @@ struct Measure {
     /// the timed part.
     cpu: f64,
     disk: u64,
+    /// Latency of each operation, where the workload records it.
+    lat: Vec<Duration>,
 }
 
 impl Measure {
@@ -85,10 +95,38 @@ impl Measure {
     fn cpu_rate(&self) -> f64 {
         self.jobs as f64 / self.cpu.max(1e-9)
     }
+
+    /// The 99th percentile of the recorded operation latencies.
+    fn p99(&self) -> Option<Duration> {
+        let mut l = self.lat.clone();
+        if l.is_empty() {
+            return None;
+        }
+        l.sort_unstable();
+        Some(l[(l.len() * 99 / 100).min(l.len() - 1)])
+    }
 }
 
-/// What a timed section reports: jobs, wall time, CPU seconds.
-type Timed = (u64, Duration, f64);
+/// What a timed section reports: jobs, wall time, CPU seconds, and the
+/// latency of each operation where the workload records it.
+struct Timed {
+    jobs: u64,
+    elapsed: Duration,
+    cpu: f64,
+    lat: Vec<Duration>,
+}
+
+impl Timed {
+    /// `jobs` done in `(wall time, CPU seconds)`, latencies not recorded.
+    fn new(jobs: u64, (elapsed, cpu): (Duration, f64)) -> Timed {
+        Timed {
+            jobs,
+            elapsed,
+            cpu,
+            lat: Vec::new(),
+        }
+    }
+}
 
 /// User + system CPU seconds of this process so far.
 fn cpu_now() -> f64 {
@@ -106,13 +144,14 @@ fn measure(repeats: u32, body: impl Fn(&Path) -> Res<Timed>) -> Res<Measure> {
     let mut best: Option<Measure> = None;
     for _ in 0..repeats.max(1) {
         let dir = tempdir();
-        let (jobs, elapsed, cpu) = body(dir.path())?;
+        let t = body(dir.path())?;
         let disk = disk_bytes(dir.path());
         let m = Measure {
-            jobs,
-            elapsed,
-            cpu,
+            jobs: t.jobs,
+            elapsed: t.elapsed,
+            cpu: t.cpu,
             disk,
+            lat: t.lat,
         };
         if best.as_ref().is_none_or(|b| m.rate() > b.rate()) {
             best = Some(m);
@@ -125,7 +164,7 @@ fn timed(jobs: u64, f: impl FnOnce() -> Res<()>) -> Res<Timed> {
     let cpu = cpu_now();
     let start = Instant::now();
     f()?;
-    Ok((jobs, start.elapsed(), cpu_now() - cpu))
+    Ok(Timed::new(jobs, (start.elapsed(), cpu_now() - cpu)))
 }
 
 /// Runs `threads` workers, each calling `f(thread_index)` after a common
@@ -156,6 +195,26 @@ fn parallel(threads: usize, f: impl Fn(usize) -> Res<()> + Sync) -> Res<(Duratio
         r?;
     }
     Ok((elapsed, cpu_now() - cpu))
+}
+
+/// Runs `threads` workers that each call `op(thread_index)` `per` times
+/// after a common start, timing every call; returns all `threads × per`
+/// jobs with their latencies.
+fn parallel_lat(threads: usize, per: u64, op: impl Fn(usize) -> Res<()> + Sync) -> Res<Timed> {
+    let sink = Mutex::new(Vec::with_capacity(threads * per as usize));
+    let t = parallel(threads, |i| {
+        let mut lat = Vec::with_capacity(per as usize);
+        for _ in 0..per {
+            let start = Instant::now();
+            op(i)?;
+            lat.push(start.elapsed());
+        }
+        sink.lock().expect("latencies").extend(lat);
+        Ok(())
+    })?;
+    let mut timed = Timed::new(per * threads as u64, t);
+    timed.lat = sink.into_inner().expect("latencies");
+    Ok(timed)
 }
 
 // ------------------------------------------------------------------- walq
@@ -209,13 +268,10 @@ mod wq {
 
     pub fn producers(dir: &Path, threads: usize, per: u64, p: &[u8]) -> Res<Timed> {
         let q = open(dir, Durability::Sync)?;
-        let t = parallel(threads, |_| {
-            for _ in 0..per {
-                q.enqueue(p)?;
-            }
+        parallel_lat(threads, per, |_| {
+            q.enqueue(p)?;
             Ok(())
-        })?;
-        Ok((per * threads as u64, t.0, t.1))
+        })
     }
 }
 
@@ -241,7 +297,7 @@ mod sq {
         Ok(c)
     }
 
-    const INSERT: &str = "INSERT INTO jobs(payload) VALUES (?1)";
+    pub const INSERT: &str = "INSERT INTO jobs(payload) VALUES (?1)";
 
     pub fn enqueue(dir: &Path, sync: &str, jobs: u64, p: &[u8]) -> Res<Timed> {
         let c = open(dir, sync)?;
@@ -277,6 +333,18 @@ mod sq {
             .map_or(0, |d| d.as_millis() as i64)
     }
 
+    /// Leases the oldest free job for 30 s: `?1` = lease end, `?2` = now (ms).
+    pub const CLAIM: &str = "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1
+             WHERE id = (SELECT id FROM jobs WHERE lease_until <= ?2 ORDER BY id LIMIT 1)
+             RETURNING id, payload";
+
+    /// Claims one job (the dequeue half of [`dequeue_ack`]).
+    pub fn claim(c: &Connection) -> Res<(i64, Vec<u8>)> {
+        let now = now_ms();
+        Ok(c.prepare_cached(CLAIM)?
+            .query_row(params![now + 30_000, now], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+
     /// Claim with a lease (UPDATE … RETURNING), then DELETE as the ack.
     pub fn dequeue_ack(dir: &Path, sync: &str, jobs: u64, p: &[u8]) -> Res<Timed> {
         let mut c = open(dir, sync)?;
@@ -291,11 +359,7 @@ mod sq {
             tx.commit()?;
         }
         c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
-        let mut claim = c.prepare_cached(
-            "UPDATE jobs SET lease_until = ?1, attempts = attempts + 1
-             WHERE id = (SELECT id FROM jobs WHERE lease_until <= ?2 ORDER BY id LIMIT 1)
-             RETURNING id, payload",
-        )?;
+        let mut claim = c.prepare_cached(CLAIM)?;
         let mut delete = c.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
         timed(jobs, || {
             for _ in 0..jobs {
@@ -312,14 +376,11 @@ mod sq {
     /// One connection shared by every thread (what most applications do).
     pub fn producers_shared(dir: &Path, threads: usize, per: u64, p: &[u8]) -> Res<Timed> {
         let c = Mutex::new(open(dir, "FULL")?);
-        let t = parallel(threads, |_| {
-            for _ in 0..per {
-                let c = c.lock().expect("connection");
-                c.prepare_cached(INSERT)?.execute(params![p])?;
-            }
+        parallel_lat(threads, per, |_| {
+            let c = c.lock().expect("connection");
+            c.prepare_cached(INSERT)?.execute(params![p])?;
             Ok(())
-        })?;
-        Ok((per * threads as u64, t.0, t.1))
+        })
     }
 
     /// A connection per thread: writers contend on SQLite's write lock and
@@ -329,15 +390,11 @@ mod sq {
         let conns: Vec<Mutex<rusqlite::Connection>> = (0..threads)
             .map(|_| open(dir, "FULL").map(Mutex::new))
             .collect::<Res<_>>()?;
-        let t = parallel(threads, |i| {
+        parallel_lat(threads, per, |i| {
             let c = conns[i].lock().expect("connection");
-            let mut st = c.prepare_cached(INSERT)?;
-            for _ in 0..per {
-                st.execute(params![p])?;
-            }
+            c.prepare_cached(INSERT)?.execute(params![p])?;
             Ok(())
-        })?;
-        Ok((per * threads as u64, t.0, t.1))
+        })
     }
 }
 
@@ -431,13 +488,10 @@ mod qf {
 
     pub fn producers(dir: &Path, threads: usize, per: u64, p: &[u8]) -> Res<Timed> {
         let q = Mutex::new(open(dir, true)?);
-        let t = parallel(threads, |_| {
-            for _ in 0..per {
-                q.lock().expect("queue-file").add(p)?;
-            }
+        parallel_lat(threads, per, |_| {
+            q.lock().expect("queue-file").add(p)?;
             Ok(())
-        })?;
-        Ok((per * threads as u64, t.0, t.1))
+        })
     }
 }
 
@@ -531,21 +585,18 @@ mod rd {
     pub fn producers(dir: &Path, threads: usize, per: u64, p: &[u8]) -> Res<Timed> {
         let db = Arc::new(open(dir)?);
         let next = Mutex::new(0u64);
-        let t = parallel(threads, |_| {
-            for _ in 0..per {
-                let mut tx = db.begin_write()?;
-                tx.set_durability(Durability::Immediate);
-                {
-                    let mut t = tx.open_table(Q)?;
-                    let mut id = next.lock().expect("id");
-                    t.insert(*id, p)?;
-                    *id += 1;
-                }
-                tx.commit()?;
+        parallel_lat(threads, per, |_| {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(Durability::Immediate);
+            {
+                let mut t = tx.open_table(Q)?;
+                let mut id = next.lock().expect("id");
+                t.insert(*id, p)?;
+                *id += 1;
             }
+            tx.commit()?;
             Ok(())
-        })?;
-        Ok((per * threads as u64, t.0, t.1))
+        })
     }
 }
 
@@ -626,10 +677,15 @@ struct Row {
     result: Res<Measure>,
 }
 
+#[derive(Default)]
 struct Group {
     workload: String,
     durability: &'static str,
     rows: Vec<Row>,
+    /// Producer threads, for the rows of the producers sweep.
+    producers: Option<usize>,
+    /// The rows measure the time of one operation (reopen), not jobs/s.
+    time: bool,
 }
 
 /// Repeats of the rows that do not fsync per operation (`COMPARE_REPEATS`,
@@ -669,11 +725,14 @@ fn row_n(
     }
 }
 
+/// What an interleaved row runs on a fresh directory.
+type Body<'a> = Box<dyn Fn(&Path) -> Res<Timed> + 'a>;
+
 /// A row of an interleaved group.
 struct Spec<'a> {
     system: &'static str,
     mode: String,
-    body: Option<Box<dyn Fn(&Path) -> Res<Timed> + 'a>>,
+    body: Option<Body<'a>>,
     why: String,
 }
 
@@ -708,6 +767,7 @@ fn interleaved(rounds: u32, specs: Vec<Spec<'_>>) -> Vec<Row> {
                     elapsed: Duration::ZERO,
                     cpu: 0.0,
                     disk: 0,
+                    lat: Vec::new(),
                 })
             } else {
                 Err(s.why.clone())
@@ -725,6 +785,7 @@ fn interleaved(rounds: u32, specs: Vec<Spec<'_>>) -> Vec<Row> {
                     total.elapsed += m.elapsed;
                     total.cpu += m.cpu;
                     total.disk = total.disk.max(m.disk);
+                    total.lat.extend(m.lat);
                 }
                 Err(e) => *a = Err(e.to_string()),
             }
@@ -768,6 +829,31 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
+/// A ratio with one decimal, or two significant digits below 1.
+fn fmt_ratio(r: f64) -> String {
+    if !r.is_finite() {
+        "—".to_string()
+    } else if r >= 1.0 || r == 0.0 {
+        format!("{r:.1}×")
+    } else {
+        let decimals = (1.0 - r.log10().floor()) as usize;
+        format!("{r:.decimals$}×")
+    }
+}
+
+/// 200000 → "200,000".
+fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn fmt_bytes(b: u64) -> String {
     if b >= 1 << 20 {
         format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
@@ -779,9 +865,9 @@ fn fmt_bytes(b: u64) -> String {
 }
 
 fn print(groups: &[Group]) {
-    println!("| workload | durability of every row | system (mode) | jobs/s | walq ÷ system | jobs per CPU-s | disk at end |");
-    println!("|---|---|---|---:|---:|---:|---:|");
-    for g in groups {
+    println!("| workload | durability of every row | system (mode) | jobs/s | walq ÷ system | jobs per CPU-s | p99 per job | disk at end |");
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for g in groups.iter().filter(|g| !g.time) {
         let walq = g
             .rows
             .iter()
@@ -802,17 +888,18 @@ fn print(groups: &[Group]) {
             match &r.result {
                 Ok(m) => {
                     let ratio = match walq {
-                        Some(w) if r.system != "walq" => format!("{:.1}×", w / m.rate()),
+                        Some(w) if r.system != "walq" => fmt_ratio(w / m.rate()),
                         _ => "—".to_string(),
                     };
+                    let p99 = m.p99().map_or("—".to_string(), reopen::fmt_time);
                     println!(
-                        "| {workload} | {dur} | {who} | {} | {ratio} | {} | {} |",
+                        "| {workload} | {dur} | {who} | {} | {ratio} | {} | {p99} | {} |",
                         fmt_rate(m.rate()),
                         fmt_rate(m.cpu_rate()),
                         fmt_bytes(m.disk)
                     );
                 }
-                Err(e) => println!("| {workload} | {dur} | {who} | n/a: {e} | — | — | — |"),
+                Err(e) => println!("| {workload} | {dur} | {who} | n/a: {e} | — | — | — | — |"),
             }
         }
     }
@@ -846,6 +933,8 @@ fn main() {
             let redb_n = n(15_000);
             groups.push(Group {
                 workload: name,
+                producers: None,
+                time: false,
                 durability: "no fsync per op (survives a process crash, not power loss)",
                 rows: vec![
                     row("walq", "Durability::Os", |d| {
@@ -853,6 +942,9 @@ fn main() {
                     }),
                     row("SQLite", "WAL, synchronous=NORMAL", |d| {
                         sq::enqueue(d, "NORMAL", slow, p)
+                    }),
+                    row("fjall", "PersistMode::Buffer (its default)", |d| {
+                        fj::enqueue(d, None, fast, p)
                     }),
                     row("yaque", "write+flush, never fsyncs", |d| {
                         yq::enqueue(d, fast, p)
@@ -873,6 +965,8 @@ fn main() {
             let k = n(800) / ROUNDS as u64;
             groups.push(Group {
                 workload: name,
+                producers: None,
+                time: false,
                 durability: "fsync before each Ok (survives power loss)",
                 rows: interleaved(
                     ROUNDS,
@@ -882,6 +976,9 @@ fn main() {
                         }),
                         spec("SQLite", "WAL, synchronous=FULL", |d| {
                             sq::enqueue(d, "FULL", k, p)
+                        }),
+                        spec("fjall", "PersistMode::SyncData per op", |d| {
+                            fj::enqueue(d, Some(fjall::PersistMode::SyncData), k, p)
                         }),
                         spec_na("yaque", "has no fsync mode"),
                         spec("queue-file", "sync_writes=true", |d| {
@@ -911,6 +1008,8 @@ fn main() {
         let b = n(400) / ROUNDS as u64;
         groups.push(Group {
             workload: name,
+            producers: None,
+            time: false,
             durability: "fsync before each Ok (survives power loss)",
             rows: interleaved(
                 ROUNDS,
@@ -921,6 +1020,7 @@ fn main() {
                     spec("SQLite", "one transaction per batch, FULL", |d| {
                         sq::batches(d, "FULL", b, p)
                     }),
+                    spec("fjall", "write batch, SyncData", |d| fj::batches(d, b, p)),
                     spec_na("yaque", "has no fsync mode"),
                     spec("queue-file", "add_n, sync_writes=true", |d| {
                         qf::batches(d, b, p)
@@ -942,8 +1042,11 @@ fn main() {
         let fast = n(300_000);
         let slow = n(50_000);
         let redb_n = n(15_000);
+        let fjall_n = n(FJALL_POPS);
         groups.push(Group {
             workload: name,
+            producers: None,
+            time: false,
             durability: "no fsync per op (survives a process crash, not power loss)",
             rows: vec![
                 row("walq", "dequeue+ack with leases, Os", |d| {
@@ -951,6 +1054,14 @@ fn main() {
                 }),
                 row("SQLite", "UPDATE…RETURNING claim + DELETE, NORMAL", |d| {
                     sq::dequeue_ack(d, "NORMAL", slow, p)
+                }),
+                row(
+                    "fjall",
+                    "range from last key+remove, no leases, Buffer",
+                    |d| fj::dequeue_ack_cursor(d, fast, p),
+                ),
+                row("fjall", "first_key_value+remove, no leases, Buffer", |d| {
+                    fj::dequeue_ack(d, None, fjall_n, p)
                 }),
                 row("yaque", "recv+commit, no leases", |d| {
                     yq::dequeue_ack(d, fast, p)
@@ -971,6 +1082,8 @@ fn main() {
         let k = n(500) / ROUNDS as u64;
         groups.push(Group {
             workload: name,
+            producers: None,
+            time: false,
             durability: "fsync before each ack's Ok (survives power loss)",
             rows: interleaved(
                 ROUNDS,
@@ -980,6 +1093,9 @@ fn main() {
                     }),
                     spec("SQLite", "claim + DELETE, FULL (2 commits/job)", |d| {
                         sq::dequeue_ack(d, "FULL", k, p)
+                    }),
+                    spec("fjall", "first_key_value+remove, SyncData", |d| {
+                        fj::dequeue_ack(d, Some(fjall::PersistMode::SyncData), k, p)
                     }),
                     spec_na("yaque", "has no fsync mode"),
                     spec("queue-file", "peek+remove, sync_writes=true", |d| {
@@ -996,14 +1112,25 @@ fn main() {
         });
     }
 
+    for threads in SWEEP {
+        let plural = if threads == 1 { "" } else { "s" };
+        let name = format!("enqueue 100 B, {threads} producer thread{plural}, fsync");
+        if wants(&name) {
+            eprintln!("{name} (rows interleaved)");
+            groups.push(sweep_group(name, threads, p));
+        }
+    }
+
     let name = "enqueue 100 B, 64 producer threads, fsync".to_string();
     if wants(&name) {
         eprintln!("{name} (rows interleaved)");
         let threads = 64;
         let fast = n(1_000) / ROUNDS as u64;
-        let slow = n(20) / ROUNDS as u64;
+        let slow = (n(20) / ROUNDS as u64).max(1);
         groups.push(Group {
             workload: name,
+            producers: Some(threads),
+            time: false,
             durability: "fsync before each Ok (survives power loss)",
             rows: interleaved(
                 ROUNDS,
@@ -1016,6 +1143,9 @@ fn main() {
                     }),
                     spec("SQLite", "FULL, a connection per thread", |d| {
                         sq::producers(d, threads, (slow / 4).max(1), p)
+                    }),
+                    spec("fjall", "SyncData per job, one shared database", |d| {
+                        fj::producers(d, threads, slow, p)
                     }),
                     spec_na("yaque", "has no fsync mode (and one sender)"),
                     spec("queue-file", "sync_writes=true, behind a Mutex", |d| {
@@ -1034,6 +1164,199 @@ fn main() {
         });
     }
 
+    let queued = n(200_000);
+    let name = format!(
+        "reopen + first dequeue, {} × 100 B queued",
+        thousands(queued)
+    );
+    if wants(&name) {
+        eprintln!("{name} (median of {REOPENS} reopens)");
+        groups.push(Group {
+            workload: name,
+            durability: "closed cleanly, page cache warm",
+            rows: reopen::rows(queued, p, REOPENS),
+            producers: None,
+            time: true,
+        });
+    }
+
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     print(&groups);
+    print_times(&groups);
+    if let Some(dir) = charts_dir() {
+        if let Err(e) = draw_charts(&dir, &groups) {
+            eprintln!("charts: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Producer counts of the sweep below the 64-producer workload.
+const SWEEP: [usize; 3] = [1, 4, 16];
+
+/// Reopens per system in the reopen row (the median is kept).
+const REOPENS: usize = 3;
+
+/// Pops in fjall's `first_key_value` dequeue row without fsync: every pop
+/// steps over the tombstones of the pops before it (10,000 pops took 26 s
+/// on the 2-vCPU VM), so the row is kept short; its rate falls as it grows.
+const FJALL_POPS: u64 = 5_000;
+
+/// walq, SQLite (FULL, one shared connection) and fjall (SyncData) with
+/// `threads` producers, each job acknowledged only once durable.
+fn sweep_group(workload: String, threads: usize, p: &[u8]) -> Group {
+    let fast = (n(600) / ROUNDS as u64).max(1);
+    let slow = (n(1_200) / ROUNDS as u64 / threads as u64).max(1);
+    Group {
+        workload,
+        durability: "fsync before each Ok (survives power loss)",
+        rows: interleaved(
+            ROUNDS,
+            vec![
+                spec("walq", "Sync, group commit", |d| {
+                    wq::producers(d, threads, fast, p)
+                }),
+                spec("SQLite", "FULL, one connection behind a Mutex", |d| {
+                    sq::producers_shared(d, threads, slow, p)
+                }),
+                spec("fjall", "SyncData per job, one shared database", |d| {
+                    fj::producers(d, threads, slow, p)
+                }),
+            ],
+        ),
+        producers: Some(threads),
+        time: false,
+    }
+}
+
+/// `--charts DIR`: where to write the SVG charts.
+fn charts_dir() -> Option<std::path::PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--charts")?;
+    Some(args.get(i + 1).map_or("docs/img".into(), Into::into))
+}
+
+/// The workload's name as a chart label.
+fn short(workload: &str) -> String {
+    workload
+        .replace("enqueue batches of", "batches of")
+        .replace(", fsync per batch", ", fsync")
+        .replace(" producer threads", " producers")
+        .replace(" producer thread", " producer")
+        .replace(", 1 thread", "")
+}
+
+/// The first row of each system (its main mode), without the `disk` rows.
+fn rates(g: &Group) -> Vec<(&'static str, f64)> {
+    let mut out: Vec<(&'static str, f64)> = Vec::new();
+    for r in &g.rows {
+        if let (Ok(m), false) = (&r.result, r.system == "disk") {
+            if !out.iter().any(|(s, _)| *s == r.system) {
+                out.push((r.system, m.rate()));
+            }
+        }
+    }
+    out
+}
+
+fn draw_charts(dir: &Path, groups: &[Group]) -> Res<()> {
+    std::fs::create_dir_all(dir)?;
+    let workloads: Vec<charts::Category> = groups
+        .iter()
+        .filter(|g| !g.time && g.producers.is_none_or(|t| !SWEEP.contains(&t)))
+        .map(|g| (short(&g.workload), rates(g)))
+        .collect();
+    if !workloads.is_empty() {
+        charts::bars(
+            &dir.join("throughput.svg"),
+            "walq and its peers: jobs/s by workload (log scale; higher is better)",
+            "jobs/s",
+            &workloads,
+            fmt_rate,
+        )?;
+    }
+    let mut points = Vec::new();
+    for g in groups.iter().filter(|g| g.producers.is_some()) {
+        for (system, _) in rates(g) {
+            let Some(Ok(m)) = g
+                .rows
+                .iter()
+                .find(|r| r.system == system)
+                .map(|r| &r.result)
+            else {
+                continue;
+            };
+            points.push(charts::Point {
+                system,
+                producers: g.producers.unwrap_or(1),
+                rate: m.rate(),
+                p99_ms: m.p99().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+            });
+        }
+    }
+    points.retain(|p| ["walq", "SQLite", "fjall"].contains(&p.system));
+    if !points.is_empty() {
+        charts::producers(
+            &dir.join("producers.svg"),
+            "Producers, 100 B jobs, fsync before each Ok",
+            &points,
+        )?;
+    }
+    for g in groups.iter().filter(|g| g.time) {
+        let times: Vec<(&'static str, f64)> = g
+            .rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.system,
+                    r.result.as_ref().ok()?.elapsed.as_secs_f64() * 1e3,
+                ))
+            })
+            .collect();
+        charts::bars(
+            &dir.join("reopen.svg"),
+            &format!("{} (median of {REOPENS}; lower is better)", g.workload),
+            "milliseconds (log scale)",
+            &[("reopen + first dequeue".to_string(), times)],
+            |ms| reopen::fmt_time(Duration::from_secs_f64(ms / 1e3)),
+        )?;
+    }
+    eprintln!("charts written to {}", dir.display());
+    Ok(())
+}
+
+/// The rows that measure one operation's time (the reopen row).
+fn print_times(groups: &[Group]) {
+    for g in groups.iter().filter(|g| g.time) {
+        println!();
+        println!(
+            "| {} ({}) | system (how) | time, median | walq ÷ system (speed) | disk |",
+            g.workload, g.durability
+        );
+        println!("|---|---|---:|---:|---:|");
+        let walq = g
+            .rows
+            .iter()
+            .find(|r| r.system == "walq")
+            .and_then(|r| r.result.as_ref().ok())
+            .map(|m| m.elapsed.as_secs_f64());
+        for r in &g.rows {
+            match &r.result {
+                Ok(m) => {
+                    let ratio = match walq {
+                        Some(w) if r.system != "walq" => fmt_ratio(m.elapsed.as_secs_f64() / w),
+                        _ => "—".to_string(),
+                    };
+                    println!(
+                        "| | {} ({}) | {} | {ratio} | {} |",
+                        r.system,
+                        r.mode,
+                        reopen::fmt_time(m.elapsed),
+                        fmt_bytes(m.disk)
+                    );
+                }
+                Err(e) => println!("| | {} ({}) | n/a: {e} | — | — |", r.system, r.mode),
+            }
+        }
+    }
 }

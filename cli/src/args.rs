@@ -1,0 +1,88 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::fail::EXIT_CODES;
+
+/// Look inside, verify, repair, move and benchmark a walq queue.
+///
+/// Read-only commands (stats, peek, show, dead list/show, verify, dump,
+/// export) work while a running program holds the queue: they never take
+/// its lock and never write, and say when what they show is a snapshot of
+/// a live queue. Commands that change the queue take its lock and say
+/// which process holds it when they cannot.
+#[derive(Parser, Debug)]
+#[command(name = "walq", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Counts of ready, delayed, leased and dead jobs, files and disk use.
+    #[command(after_help = "Examples:
+  walq stats /var/lib/app/queue
+  walq stats /var/lib/app/queue --json
+  walq stats /var/lib/app/queue --watch            # refresh every second, with rates
+  walq stats /var/lib/app/queue --watch --count 5  # five refreshes, then exit")]
+    Stats(StatsArgs),
+    /// The next jobs in delivery order (read-only: nothing is leased).
+    #[command(after_help = "Examples:
+  walq peek /var/lib/app/queue
+  walq peek /var/lib/app/queue -n 50 --json")]
+    Peek(PeekArgs),
+    /// One job: status, attempts, key, times, payload.
+    #[command(after_help = "Examples:
+  walq show /var/lib/app/queue 42
+  walq show /var/lib/app/queue 42 --json")]
+    Show(ShowArgs),
+}
+
+/// `walq stats`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// One JSON object (with --watch, one per line).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh until interrupted, with rates (enqueued/s, acked/s, backlog trend).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// `walq peek`.
+#[derive(Args, Debug)]
+pub struct PeekArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// How many jobs.
+    #[arg(short = 'n', long = "count", default_value_t = 10)]
+    pub n: usize,
+    /// JSON lines, one job per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walq show`.
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// The job id.
+    pub id: u64,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -41,6 +41,41 @@ pub enum Cmd {
   walq show /var/lib/app/queue 42
   walq show /var/lib/app/queue 42 --json")]
     Show(ShowArgs),
+    /// Check every record's checksum in every file and the invariants
+    /// between files; damage is reported with file and byte offset.
+    #[command(
+        after_help = "Exit status: 0 healthy, 1 damaged, 3 unreadable or not a queue.
+
+Examples:
+  walq verify /var/lib/app/queue
+  walq verify /var/lib/app/queue --json   # one JSON line per problem, then a summary"
+    )]
+    Verify(VerifyArgs),
+    /// Every record in log order (dead.wal first, the segments, done.rec).
+    #[command(after_help = "Examples:
+  walq dump /var/lib/app/queue | less
+  walq dump /var/lib/app/queue --json | jq 'select(.kind == \"nack\")'")]
+    Dump(DumpArgs),
+}
+
+/// `walq verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// JSON lines: one per problem, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walq dump`.
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// JSON lines, one record (or problem) per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `walq stats`.

@@ -6,6 +6,7 @@
 mod args;
 mod cmd;
 mod fail;
+mod progress;
 mod render;
 
 use std::process::ExitCode;

@@ -26,6 +26,7 @@ mod files;
 mod scan;
 mod segscan;
 mod snapshot;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -80,6 +81,20 @@ impl Inspector {
     /// Fails when the directory cannot be listed or holds no queue.
     pub fn scan(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
         scan::scan(&self.dir, self.live, visitor)
+    }
+
+    /// Checks every record of every file and the invariants between
+    /// files, reporting each record and problem to `visitor`. The summary
+    /// counts the damage (`damage == 0`: healthy).
+    pub fn verify(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+        let mut checks = verify::Invariants::new(visitor);
+        let mut summary = self.scan(&mut checks)?;
+        let late = checks.finish(summary.next_job_id, summary.segments);
+        for p in &late {
+            summary.damage += 1;
+            visitor.problem(p);
+        }
+        Ok(summary)
     }
 
     /// The queue's state as the files hold it now.

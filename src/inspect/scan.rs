@@ -315,15 +315,16 @@ impl Scan<'_> {
     }
 
     fn other_file(&mut self, name: &str) {
-        let what = if name == crate::queue::LOCK_FILE || name == "RESERVE" {
-            return;
-        } else if segment::is_spare(name) {
-            "a spare segment prepared ahead of time (prepared again on open)"
-        } else if name.ends_with(segment::TMP_SUFFIX) {
-            "a leftover temporary file (deleted on the next open)"
-        } else {
-            "not a walq file (ignored)"
-        };
+        // The lock, the disk reserve and the spare segment prepared ahead
+        // of time hold no queue data.
+        let what =
+            if name == crate::queue::LOCK_FILE || name == "RESERVE" || segment::is_spare(name) {
+                return;
+            } else if name.ends_with(segment::TMP_SUFFIX) {
+                "a leftover temporary file (deleted on the next open)"
+            } else {
+                "not a walq file (ignored)"
+            };
         self.problem(Problem::note(name, 0, what));
     }
 }

@@ -1,7 +1,9 @@
 //! One module per command.
 
+mod dump;
 mod look;
 mod stats;
+mod verify;
 
 use std::path::Path;
 
@@ -16,6 +18,8 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Stats(a) => stats::run(&a),
         Cmd::Peek(a) => look::peek(&a),
         Cmd::Show(a) => look::show(&a),
+        Cmd::Verify(a) => verify::run(&a),
+        Cmd::Dump(a) => dump::run(&a),
     }
 }
 

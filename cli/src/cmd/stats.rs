@@ -81,6 +81,9 @@ pub fn run(a: &StatsArgs) -> CmdResult {
         let snap = inspector
             .snapshot()
             .map_err(|e| Fail::reading(&a.dir, &e))?;
+        if !a.watch {
+            super::warn_damage(&snap);
+        }
         Ok::<_, Fail>(Numbers::of(&snap))
     };
     let live = inspector.live();

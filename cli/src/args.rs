@@ -56,6 +56,132 @@ Examples:
   walq dump /var/lib/app/queue | less
   walq dump /var/lib/app/queue --json | jq 'select(.kind == \"nack\")'")]
     Dump(DumpArgs),
+    /// The dead letters: list, show, redrive (put back), purge (delete).
+    #[command(subcommand)]
+    Dead(DeadCmd),
+    /// Pending jobs and dead letters as JSON lines (read-only).
+    #[command(
+        after_help = "Each line is one JSON object: a header {\"walq_export\":1,...}, then one
+{\"type\":\"job\",...} per pending job and one {\"type\":\"dead\",...} per dead
+letter. Payloads, keys and errors are UTF-8 strings (\"payload\") when they
+are valid UTF-8, else standard base64 (\"payload_base64\"). See docs/cli.md.
+
+Examples:
+  walq export /var/lib/app/queue > backup.jsonl
+  walq export /var/lib/app/queue -o backup.jsonl
+  walq export /var/lib/app/queue | jq -r 'select(.type == \"dead\") | .error'"
+    )]
+    Export(ExportArgs),
+    /// Add the jobs and dead letters of an export to a queue (created if
+    /// missing). Takes the queue's lock.
+    #[command(
+        after_help = "Delays are kept (what is left of them), and so is the number of attempts a
+job has left; dead letters arrive as dead letters with their error text.
+Dead letters can only be imported into a queue with no ready jobs.
+
+Examples:
+  walq import /var/lib/app/new-queue < backup.jsonl
+  walq import /var/lib/app/new-queue -i backup.jsonl
+  walq export old/ | ssh host walq import /srv/queue"
+    )]
+    Import(ImportArgs),
+    /// Add jobs from arguments, or one per line of stdin. Takes the lock;
+    /// creates the queue if missing.
+    #[command(after_help = "Examples:
+  walq enqueue /var/lib/app/queue 'resize photo 1'
+  walq enqueue /var/lib/app/queue '{\"to\":\"ada@example.com\"}' --key signup/ada
+  walq enqueue /var/lib/app/queue 'report' --delay 10m --max-attempts 3
+  seq 1 1000 | walq enqueue /var/lib/app/queue      # one job per line")]
+    Enqueue(EnqueueArgs),
+}
+
+/// `walq dead …`.
+#[derive(Subcommand, Debug)]
+pub enum DeadCmd {
+    /// The dead letters, oldest first (read-only).
+    #[command(after_help = "Examples:
+  walq dead list /var/lib/app/queue
+  walq dead list /var/lib/app/queue --json")]
+    List {
+        /// The queue directory.
+        dir: PathBuf,
+        /// JSON lines, one dead letter per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter with its error and payload (read-only).
+    #[command(after_help = "Examples:
+  walq dead show /var/lib/app/queue 42")]
+    Show {
+        /// The queue directory.
+        dir: PathBuf,
+        /// The job id.
+        id: u64,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the queue (attempts start again). Takes the lock.
+    #[command(after_help = "Examples:
+  walq dead redrive /var/lib/app/queue 42
+  walq dead redrive /var/lib/app/queue --all")]
+    Redrive(DeadTarget),
+    /// Delete dead letters for good. Takes the lock.
+    #[command(after_help = "Examples:
+  walq dead purge /var/lib/app/queue 42
+  walq dead purge /var/lib/app/queue --all")]
+    Purge(DeadTarget),
+}
+
+/// Which dead letters `redrive` or `purge` act on.
+#[derive(Args, Debug)]
+pub struct DeadTarget {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// The job id.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<u64>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `walq export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `walq import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The queue directory (created if missing).
+    pub dir: PathBuf,
+    /// Read this file instead of stdin.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+}
+
+/// `walq enqueue`.
+#[derive(Args, Debug)]
+pub struct EnqueueArgs {
+    /// The queue directory (created if missing).
+    pub dir: PathBuf,
+    /// Payloads, one job each; none: one job per line of stdin.
+    pub payloads: Vec<String>,
+    /// Idempotency key (with exactly one payload).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Delay before the jobs become ready: 500ms, 30s, 10m, 2h, or seconds.
+    #[arg(long, value_name = "DURATION")]
+    pub delay: Option<String>,
+    /// Attempts before the dead letters (default: the queue's, 5).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
 }
 
 /// `walq verify`.

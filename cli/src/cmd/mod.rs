@@ -1,13 +1,17 @@
 //! One module per command.
 
+mod dead;
 mod dump;
+mod enqueue;
 mod look;
 mod stats;
+mod transfer;
 mod verify;
 
 use std::path::Path;
 
 use walq::inspect::{Inspector, Snapshot};
+use walq::{Durability, Options, Queue};
 
 use crate::args::Cmd;
 use crate::fail::{CmdResult, Fail};
@@ -20,6 +24,10 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Show(a) => look::show(&a),
         Cmd::Verify(a) => verify::run(&a),
         Cmd::Dump(a) => dump::run(&a),
+        Cmd::Dead(c) => dead::run(c),
+        Cmd::Export(a) => transfer::export(&a),
+        Cmd::Import(a) => transfer::import(&a),
+        Cmd::Enqueue(a) => enqueue::run(&a),
     }
 }
 
@@ -57,3 +65,27 @@ pub fn warn_damage(snap: &Snapshot) {
         );
     }
 }
+
+/// Opens the queue in `dir` for writing, taking its lock. `existing`:
+/// refuse a directory that holds no queue yet (instead of creating one).
+/// `Durability::Os` for bulk writes, which sync once at the end.
+pub fn open_queue(dir: &Path, existing: bool, durability: Durability) -> Result<Queue, Fail> {
+    if existing {
+        // Read-only look first: a typo must not create a queue.
+        Inspector::open(dir)
+            .and_then(|i| i.scan(&mut NoVisit))
+            .map_err(|e| Fail::reading(dir, &e))?;
+    }
+    let opts = Options::default().durability(durability);
+    Queue::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
+}
+
+/// Syncs and closes a queue opened by [`open_queue`].
+pub fn close_queue(dir: &Path, q: Queue) -> Result<(), Fail> {
+    q.sync()
+        .and_then(|()| q.close())
+        .map_err(|e| Fail::operation(dir, &e))
+}
+
+struct NoVisit;
+impl walq::inspect::Visitor for NoVisit {}

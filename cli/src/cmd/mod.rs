@@ -4,6 +4,7 @@ mod dead;
 mod dump;
 mod enqueue;
 mod look;
+mod salvage;
 mod stats;
 mod transfer;
 mod verify;
@@ -28,6 +29,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Export(a) => transfer::export(&a),
         Cmd::Import(a) => transfer::import(&a),
         Cmd::Enqueue(a) => enqueue::run(&a),
+        Cmd::Salvage(a) => salvage::run(&a),
     }
 }
 

@@ -104,6 +104,38 @@ Examples:
   walq verify /var/lib/app/queue.salvaged && mv ..."
     )]
     Salvage(SalvageArgs),
+    /// A quick benchmark on your disk: jobs/s and latency of enqueue and of
+    /// dequeue+ack, for each durability mode (sync, os, periodic).
+    #[command(
+        after_help = "The queue lives in a temporary directory inside DIR (default: the system's
+temporary directory), removed afterwards. Run it on the disk your queue
+will use: fsync cost is a property of the disk.
+
+Examples:
+  walq bench
+  walq bench /var/lib/app --seconds 3 --threads 4
+  walq bench /var/lib/app --json"
+    )]
+    Bench(BenchArgs),
+}
+
+/// `walq bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Where to create the temporary queue (default: the temp directory).
+    pub dir: Option<PathBuf>,
+    /// Seconds per measurement (six measurements in all).
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Producer and consumer threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// JSON lines, one per measurement.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `walq salvage`.

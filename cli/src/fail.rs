@@ -126,7 +126,11 @@ impl fmt::Display for Fail {
 
 impl From<std::io::Error> for Fail {
     fn from(e: std::io::Error) -> Fail {
-        // Writing to stdout failed (a closed pipe, a full disk).
+        // The reader went away (`walq dump DIR | head`): stop quietly.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Fail::new(OK, "");
+        }
+        // Writing to stdout failed (a full disk, say).
         Fail::new(FAILED, format!("writing output: {e}"))
     }
 }

@@ -1,7 +1,5 @@
 //! `walq`: the command line of the walq job queue. See docs/cli.md.
 
-// Helpers of the commands still to come.
-#![allow(dead_code)]
 
 mod args;
 mod cmd;
@@ -18,7 +16,9 @@ fn main() -> ExitCode {
     match cmd::run(cli.cmd) {
         Ok(code) => ExitCode::from(code),
         Err(fail) => {
-            eprintln!("walq: {}", fail.message);
+            if !fail.message.is_empty() {
+                eprintln!("walq: {}", fail.message);
+            }
             ExitCode::from(fail.code)
         }
     }

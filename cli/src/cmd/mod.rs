@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod bench;
 mod dead;
 mod dump;
 mod enqueue;
@@ -30,6 +31,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Import(a) => transfer::import(&a),
         Cmd::Enqueue(a) => enqueue::run(&a),
         Cmd::Salvage(a) => salvage::run(&a),
+        Cmd::Bench(a) => bench::run(&a),
     }
 }
 

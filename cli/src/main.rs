@@ -1,6 +1,5 @@
 //! `walq`: the command line of the walq job queue. See docs/cli.md.
 
-
 mod args;
 mod cmd;
 mod fail;

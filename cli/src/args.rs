@@ -51,7 +51,7 @@ Examples:
   walq verify /var/lib/app/queue --json   # one JSON line per problem, then a summary"
     )]
     Verify(VerifyArgs),
-    /// Every record in log order (dead.wal first, the segments, done.rec).
+    /// Every record: the log segments in LSN order, then dead.wal, then done.rec.
     #[command(after_help = "Examples:
   walq dump /var/lib/app/queue | less
   walq dump /var/lib/app/queue --json | jq 'select(.kind == \"nack\")'")]

@@ -83,8 +83,8 @@ fn layout(names: Vec<String>) -> Layout {
     l
 }
 
-/// Scans every file of the queue in `dir`: `dead.wal`, the segments in
-/// order, `done.rec`, `CLOSED`. Fails only when the directory cannot be
+/// Scans every file of the queue in `dir`: the segments in log order,
+/// `dead.wal`, `done.rec`, `CLOSED`. Fails only when the directory cannot be
 /// listed or holds no queue; damage goes to the visitor.
 pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
     let l = layout(files::list(dir)?);
@@ -103,10 +103,10 @@ pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSum
             ..ScanSummary::default()
         },
     };
+    s.segments(&l.segments)?;
     if l.dead {
         s.side_file(crate::dead::DEAD_FILE, FileRole::DeadLetters)?;
     }
-    s.segments(&l.segments)?;
     if l.done {
         s.side_file(crate::done::DONE_FILE, FileRole::Completions)?;
     }

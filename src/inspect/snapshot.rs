@@ -146,7 +146,9 @@ enum Op {
 /// an observer (a progress display, say).
 pub(crate) struct Replay<'a> {
     pub(crate) snap: Snapshot,
-    dead_lsns: BTreeMap<u64, u64>,
+    /// The LSN of each job's newest enqueue record (kept after its ack: a
+    /// redriven and finished job's old dead letter must stay superseded).
+    enqueue_lsns: BTreeMap<u64, u64>,
     batch: Vec<Op>,
     observer: &'a mut dyn Visitor,
 }
@@ -159,7 +161,7 @@ impl<'a> Replay<'a> {
                 next_job_id: 1,
                 ..Snapshot::default()
             },
-            dead_lsns: BTreeMap::new(),
+            enqueue_lsns: BTreeMap::new(),
             batch: Vec::new(),
             observer,
         }
@@ -173,10 +175,7 @@ impl<'a> Replay<'a> {
         let jobs = &mut self.snap.jobs;
         match op {
             Op::Enqueue(job, lsn) => {
-                if self.dead_lsns.get(&job.id).is_some_and(|&d| d > lsn) {
-                    return; // the job died after this record
-                }
-                self.snap.dead.remove(&job.id); // redriven, if it was dead
+                self.enqueue_lsns.insert(job.id, lsn);
                 jobs.insert(job.id, job);
             }
             Op::Lease(id, attempts) => {
@@ -248,7 +247,16 @@ impl<'a> Replay<'a> {
                 payload,
             } => {
                 self.see_id(id);
-                self.dead_lsns.insert(id, r.lsn);
+                // `dead.wal` is read after the log. A dead letter wins over
+                // the job's log records with smaller LSNs; an enqueue with
+                // an LSN at least as large (a redrive) wins over it.
+                match self.enqueue_lsns.get(&id) {
+                    Some(&lsn) if lsn >= r.lsn => return,
+                    Some(_) => {
+                        self.snap.jobs.remove(&id);
+                    }
+                    None => {}
+                }
                 let letter = DeadLetter {
                     id,
                     attempts,
@@ -261,7 +269,6 @@ impl<'a> Replay<'a> {
                 self.snap.dead.insert(id, letter);
             }
             Entry::Removed { id } => {
-                self.dead_lsns.remove(&id);
                 self.snap.dead.remove(&id);
             }
             Entry::Done {

@@ -68,12 +68,14 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
             .map_err(|e| Fail::operation(&a.dir, &e))?;
         if done.duplicate {
             println!("job {} already has this key: nothing added", done.id);
+        } else {
+            ids.push(done.id);
         }
-        ids.push(done.id);
     }
     super::close_queue(&a.dir, q)?;
     match ids.as_slice() {
-        [] => println!("no jobs (stdin was empty)"),
+        [] if payloads.is_empty() => println!("no jobs (stdin was empty)"),
+        [] => {}
         [one] => println!("enqueued job {one}"),
         [first, .., last] => println!("enqueued {} jobs (ids {first}..={last})", ids.len()),
     }

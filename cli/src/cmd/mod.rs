@@ -41,7 +41,7 @@ pub fn inspect(dir: &Path) -> Result<Inspector, Fail> {
     let inspector = Inspector::open(dir).map_err(|e| Fail::reading(dir, &e))?;
     if inspector.live() {
         let who = match walq::inspect::lock_holder(dir) {
-            Some(h) => format!(" (process {})", h.pid),
+            Some(h) => format!(" (pid {})", h.pid),
             None => String::new(),
         };
         eprintln!(

@@ -85,7 +85,7 @@ pub fn run(a: &VerifyArgs) -> CmdResult {
     } else {
         writeln!(
             out,
-            "checked {} records in {} segments and the side files ({} read), last LSN {}",
+            "checked {} records in {} segment(s) and the side files ({} read), last LSN {}",
             summary.records,
             summary.segments,
             render::bytes(summary.bytes),

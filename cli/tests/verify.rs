@@ -166,3 +166,30 @@ fn verify_refuses_paths_without_a_queue() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stderr.contains("not a walq queue"), "{}", run.stderr);
 }
+
+#[test]
+fn a_torn_tail_is_a_note_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    // The end of the last record of the (only) segment, from dump.
+    let dump = walq(&["dump", d, "--json"]);
+    let end = dump
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["file"] == "0000000001.wal")
+        .map(|r| r["offset"].as_u64().unwrap() + r["len"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // A write cut short by a crash: half a frame of garbage, nothing after.
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[end as usize..end as usize + 30].fill(0xab);
+    std::fs::write(seg, &bytes).unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let note = format!("note   0000000001.wal at byte {end}: torn tail of 30 bytes");
+    assert!(run.stdout.contains(&note), "{}", run.stdout);
+    assert!(run.stdout.contains("healthy"), "{}", run.stdout);
+}

@@ -185,3 +185,36 @@ fn usage_errors_exit_2_and_help_lists_exit_codes() {
         stats_help.stdout
     );
 }
+
+#[test]
+fn show_gives_the_result_kept_in_done_rec() {
+    let dir = tempfile::tempdir().unwrap();
+    quiet(|| {
+        let q = Queue::open_with(dir.path(), opts()).unwrap();
+        let id = q.enqueue(b"render invoice").unwrap();
+        let job = q.dequeue().unwrap().unwrap();
+        q.ack_with_result(job.receipt(), br#"{"pages":3}"#).unwrap();
+        assert_eq!(id, 1);
+        q.close().unwrap();
+    });
+    let d = dir.path().to_str().unwrap();
+    let text = walq(&["show", d, "1"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.contains("status     done at"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(r#"result     json:{"pages":3}"#),
+        "{}",
+        text.stdout
+    );
+    let v = json(walq(&["show", d, "1", "--json"]).stdout.trim());
+    assert_eq!(
+        (v["status"].as_str(), v["result"].as_str()),
+        (Some("done"), Some(r#"{"pages":3}"#))
+    );
+    let dump = walq(&["dump", d]);
+    assert!(dump.stdout.contains("done.rec @64"), "{}", dump.stdout);
+}

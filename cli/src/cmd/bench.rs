@@ -93,8 +93,12 @@ fn modes() -> [(&'static str, Durability); 3] {
 
 /// Runs `walq bench`.
 pub fn run(a: &BenchArgs) -> CmdResult {
-    if !(a.seconds.is_finite() && a.seconds > 0.0) || a.threads == 0 {
-        return Err(Fail::new(USAGE, "--seconds and --threads must be positive"));
+    let valid = a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 3600.0;
+    if !valid || a.threads == 0 || a.threads > 1024 || a.payload > 1 << 20 {
+        return Err(Fail::new(
+            USAGE,
+            "--seconds must be in (0, 3600], --threads in 1..=1024, --payload at most 1 MiB",
+        ));
     }
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()

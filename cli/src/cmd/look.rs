@@ -119,42 +119,7 @@ pub fn show(a: &ShowArgs) -> CmdResult {
             }
         }
         JobState::Dead(d) => show_dead(&mut out, d, a.json)?,
-        JobState::Finished(c) => {
-            if a.json {
-                let mut v = json!({"id": a.id, "status": status});
-                if let Some(Completion::Done {
-                    finished_ms,
-                    result,
-                }) = c
-                {
-                    v["finished_ms"] = json!(finished_ms);
-                    let (k, r) = render::json_bytes("result", result);
-                    v[k] = r;
-                }
-                writeln!(out, "{v}")?;
-            } else {
-                writeln!(out, "job        {}", a.id)?;
-                match c {
-                    Some(Completion::Done {
-                        finished_ms,
-                        result,
-                    }) => {
-                        writeln!(out, "status     done at {}", render::time(*finished_ms))?;
-                        writeln!(out, "result     {}", render::payload(result))?;
-                    }
-                    Some(Completion::Purged { purged_ms }) => writeln!(
-                        out,
-                        "status     purged from the dead letters at {}",
-                        render::time(*purged_ms)
-                    )?,
-                    None => writeln!(
-                        out,
-                        "status     finished (acked; walq keeps no record of finished jobs \
-                         without a result)"
-                    )?,
-                }
-            }
-        }
+        JobState::Finished(c) => show_finished(&mut out, a, status, c)?,
         JobState::Unknown => {
             return Err(Fail::new(
                 NOT_FOUND,
@@ -168,6 +133,47 @@ pub fn show(a: &ShowArgs) -> CmdResult {
         }
     }
     Ok(OK)
+}
+
+/// Prints a finished job: done with its result, purged, or plain acked.
+fn show_finished(
+    out: &mut impl Write,
+    a: &ShowArgs,
+    status: &str,
+    c: Option<&Completion>,
+) -> std::io::Result<()> {
+    if a.json {
+        let mut v = json!({"id": a.id, "status": status});
+        if let Some(Completion::Done {
+            finished_ms,
+            result,
+        }) = c
+        {
+            v["finished_ms"] = json!(finished_ms);
+            let (k, r) = render::json_bytes("result", result);
+            v[k] = r;
+        }
+        return writeln!(out, "{v}");
+    }
+    writeln!(out, "job        {}", a.id)?;
+    match c {
+        Some(Completion::Done {
+            finished_ms,
+            result,
+        }) => {
+            writeln!(out, "status     done at {}", render::time(*finished_ms))?;
+            writeln!(out, "result     {}", render::payload(result))
+        }
+        Some(Completion::Purged { purged_ms }) => writeln!(
+            out,
+            "status     purged from the dead letters at {}",
+            render::time(*purged_ms)
+        ),
+        None => writeln!(
+            out,
+            "status     finished (acked; walq keeps no record of finished jobs without a result)"
+        ),
+    }
 }
 
 fn show_key(out: &mut impl Write, key: Option<&[u8]>) -> std::io::Result<()> {

@@ -70,12 +70,10 @@ impl Rates {
 
 /// Runs `walq stats`.
 pub fn run(a: &StatsArgs) -> CmdResult {
-    if !(a.interval.is_finite() && a.interval > 0.0) {
-        return Err(Fail::new(
-            USAGE,
-            "--interval must be a positive number of seconds",
-        ));
-    }
+    let interval = Duration::try_from_secs_f64(a.interval)
+        .ok()
+        .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
+        .ok_or_else(|| Fail::new(USAGE, "--interval must be between 0 and 86400 seconds"))?;
     let inspector = super::inspect(&a.dir)?;
     let read = || {
         let snap = inspector
@@ -109,7 +107,7 @@ pub fn run(a: &StatsArgs) -> CmdResult {
             return Ok(OK);
         }
         prev = Some((now, numbers));
-        std::thread::sleep(Duration::from_secs_f64(a.interval));
+        std::thread::sleep(interval);
     }
 }
 

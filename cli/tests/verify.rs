@@ -193,3 +193,21 @@ fn a_torn_tail_is_a_note_not_damage() {
     assert!(run.stdout.contains(&note), "{}", run.stdout);
     assert!(run.stdout.contains("healthy"), "{}", run.stdout);
 }
+
+#[test]
+fn a_newer_format_is_unreadable_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[8] = 2; // format version 2 (checked before the header checksum)
+    std::fs::write(seg, &bytes).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("format version 2 is newer"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("0000000001.wal"), "{}", run.stderr);
+}

@@ -165,20 +165,26 @@ impl Scan<'_> {
         name: &str,
         bytes: &[u8],
         kind: FileKind,
-    ) -> Option<SegmentHeader> {
+    ) -> Result<Option<SegmentHeader>> {
         let header = match SegmentHeader::decode(bytes) {
             Ok(h) => h,
+            Err(e @ crate::format::header::HeaderError::FutureVersion(_)) => {
+                // Not damage: a newer walq wrote it, and this build cannot
+                // judge it. The whole queue is unreadable here.
+                return Err(Error::new(ErrorKind::UnsupportedVersion, e.to_string())
+                    .with_path(&self.dir.join(name)));
+            }
             Err(e) => {
                 self.problem(Problem::damage(name, 0, e.to_string()));
-                return None;
+                return Ok(None);
             }
         };
         if header.kind != kind {
             let what = format!("file header says {:?}, expected {:?}", header.kind, kind);
             self.problem(Problem::damage(name, 0, what));
-            return None;
+            return Ok(None);
         }
-        Some(header)
+        Ok(Some(header))
     }
 
     fn segments(&mut self, ids: &[u32]) -> Result<()> {
@@ -238,7 +244,7 @@ impl Scan<'_> {
                 MAX_DONE_RECORD,
             ),
         };
-        if let Some(h) = self.header(name, &bytes, kind) {
+        if let Some(h) = self.header(name, &bytes, kind)? {
             if h.segment_id != seed {
                 let what = format!("file header id {:#x}, expected {seed:#x}", h.segment_id);
                 self.problem(Problem::damage(name, 0, what));

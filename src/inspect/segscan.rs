@@ -20,7 +20,7 @@ impl Scan<'_> {
         prev: Option<(String, u64)>,
     ) -> Result<Option<SegEnd>> {
         let name = seg.name;
-        let Some(h) = self.header(name, seg.bytes, FileKind::Log) else {
+        let Some(h) = self.header(name, seg.bytes, FileKind::Log)? else {
             return Ok(None);
         };
         if h.segment_id != seg.id || h.base_lsn == 0 || h.base_lsn >= MAX_ID {

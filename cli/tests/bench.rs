@@ -99,3 +99,54 @@ fn stats_watch_refreshes_with_rates() {
         "no colour or screen clearing off a terminal"
     );
 }
+
+#[test]
+fn stats_watch_sees_a_running_producer() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let q = walq::Queue::open_with(dir.path(), common::opts().durability(walq::Durability::Os))
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let d = dir.path().to_str().unwrap();
+    let run = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                q.enqueue(b"tick").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let run = walq(&[
+            "stats",
+            d,
+            "--watch",
+            "--count",
+            "2",
+            "--interval",
+            "0.3",
+            "--json",
+        ]);
+        stop.store(true, Ordering::Relaxed);
+        run
+    });
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[1]["live"], true);
+    assert!(
+        lines[1]["enqueued_per_s"].as_f64().unwrap() > 0.0,
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1]["backlog_per_s"].as_f64().unwrap() > 0.0,
+        "nothing consumes: {}",
+        lines[1]
+    );
+    assert!(
+        lines[1]["ready"].as_u64().unwrap() > lines[0]["ready"].as_u64().unwrap(),
+        "{lines:?}"
+    );
+}

@@ -198,7 +198,8 @@ impl Scan<'_> {
         let mut prev: Option<(String, u64)> = None;
         for (i, &id) in ids.iter().enumerate() {
             let name = segment::file_name(id);
-            let Some(bytes) = self.read(&name)? else {
+            let last = i + 1 == ids.len();
+            let Some(bytes) = self.read_segment(&name, id, last)? else {
                 // Deleted by reclaim since the listing: the LSNs of the next
                 // segment cannot be checked against the one before.
                 expected = None;
@@ -207,7 +208,6 @@ impl Scan<'_> {
             };
             self.visitor
                 .file_start(&name, FileRole::Segment(id), bytes.len() as u64);
-            let last = i + 1 == ids.len();
             let seg = SegScan {
                 name: &name,
                 id,
@@ -225,6 +225,27 @@ impl Scan<'_> {
             self.sum.last_lsn = next.saturating_sub(1);
         }
         Ok(())
+    }
+
+    /// A segment's bytes. The newest segment of a live queue is read
+    /// again (up to three times) while it shows damage: `read` copies page
+    /// by page while the writer appends, so a copy can hold a later record
+    /// but miss an earlier one that a second read finds intact.
+    fn read_segment(&mut self, name: &str, id: u32, last: bool) -> Result<Option<Vec<u8>>> {
+        let mut bytes = self.read(name)?;
+        if !(self.sum.live && last) {
+            return Ok(bytes);
+        }
+        for _ in 0..3 {
+            match &bytes {
+                Some(b) if shows_damage(self.dir, name, id, b) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    bytes = files::read(&self.dir.join(name))?;
+                }
+                _ => break,
+            }
+        }
+        Ok(bytes)
     }
 
     fn side_file(&mut self, name: &str, role: FileRole) -> Result<()> {
@@ -358,6 +379,29 @@ fn r_id(r: &Record<'_>) -> u64 {
         Record::Removed { id } => id,
         _ => 0,
     }
+}
+
+/// Whether a scan of the newest segment's `bytes` finds damage.
+fn shows_damage(dir: &Path, name: &str, id: u32, bytes: &[u8]) -> bool {
+    struct Quiet;
+    impl Visitor for Quiet {}
+    let mut quiet = Quiet;
+    let mut scan = Scan {
+        dir,
+        visitor: &mut quiet,
+        sum: ScanSummary {
+            live: true,
+            ..ScanSummary::default()
+        },
+    };
+    let seg = SegScan {
+        name,
+        id,
+        bytes,
+        last: true,
+    };
+    // An unreadable header is damage too (or a newer format: an error).
+    !matches!(scan.segment(&seg, None, None), Ok(Some(_))) || scan.sum.damage > 0
 }
 
 /// Whether every byte is zero.

@@ -86,6 +86,7 @@ pub mod format;
 #[cfg(not(feature = "testing"))]
 mod format;
 mod idhash;
+pub mod inspect;
 mod job;
 mod jobs;
 mod keys;

@@ -1,0 +1,76 @@
+//! `walq dead list|show|redrive|purge`.
+
+use std::io::Write;
+
+use serde_json::Value;
+use walq::Durability;
+
+use crate::args::{DeadCmd, DeadTarget};
+use crate::fail::{CmdResult, Fail, NOT_FOUND, OK};
+use crate::render;
+
+/// Runs a `walq dead` command.
+pub fn run(cmd: DeadCmd) -> CmdResult {
+    match cmd {
+        DeadCmd::List { dir, json } => list(&dir, json),
+        DeadCmd::Show { dir, id, json } => show(&dir, id, json),
+        DeadCmd::Redrive(t) => change(&t, "redriven", |q, id| q.redrive(id), |q| q.redrive_all()),
+        DeadCmd::Purge(t) => change(&t, "purged", |q, id| q.purge(id), |q| q.purge_all()),
+    }
+}
+
+fn list(dir: &std::path::Path, json: bool) -> CmdResult {
+    let (_, snap) = super::snapshot(dir)?;
+    let mut out = std::io::stdout().lock();
+    if !json && snap.dead.is_empty() {
+        writeln!(out, "no dead letters")?;
+    }
+    for d in snap.dead.values() {
+        if json {
+            writeln!(out, "{}", Value::Object(super::look::dead_json(d)))?;
+        } else {
+            writeln!(
+                out,
+                "{:>8}  died {}  attempts {}  error {:?}  {}",
+                d.id,
+                render::time(d.dead_ms),
+                d.attempts,
+                d.error,
+                render::payload_short(&d.payload, 50)
+            )?;
+        }
+    }
+    Ok(OK)
+}
+
+fn show(dir: &std::path::Path, id: u64, json: bool) -> CmdResult {
+    let (_, snap) = super::snapshot(dir)?;
+    let Some(d) = snap.dead.get(&id) else {
+        return Err(Fail::new(
+            NOT_FOUND,
+            format!("{}: no dead letter {id}", dir.display()),
+        ));
+    };
+    super::look::show_dead(&mut std::io::stdout().lock(), d, json)?;
+    Ok(OK)
+}
+
+type One = fn(&walq::Queue, u64) -> walq::Result<()>;
+type All = fn(&walq::Queue) -> walq::Result<usize>;
+
+fn change(t: &DeadTarget, done: &str, one: One, all: All) -> CmdResult {
+    let q = super::open_queue(&t.dir, true, Durability::Sync)?;
+    let result = match t.id {
+        Some(id) if !t.all => one(&q, id).map(|()| 1),
+        _ => all(&q),
+    };
+    let n = result.map_err(|e| Fail::operation(&t.dir, &e))?;
+    super::close_queue(&t.dir, q)?;
+    let what = if n == 1 {
+        "dead letter"
+    } else {
+        "dead letters"
+    };
+    println!("{done} {n} {what}");
+    Ok(OK)
+}

@@ -1,0 +1,176 @@
+//! `walq dump`: every record in log order, for people or as JSON lines.
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+use walq::inspect::{Entry, Problem, RecordView, Visitor};
+
+use crate::args::DumpArgs;
+use crate::fail::{CmdResult, Fail, DAMAGED, OK};
+use crate::progress::Scanning;
+use crate::render;
+
+struct Dump<W: Write> {
+    out: W,
+    json: bool,
+    broken: Option<std::io::Error>,
+}
+
+impl<W: Write> Dump<W> {
+    fn line(&mut self, text: &str) {
+        if self.broken.is_none() {
+            if let Err(e) = writeln!(self.out, "{text}") {
+                self.broken = Some(e);
+            }
+        }
+    }
+}
+
+/// The fields of a record body as JSON.
+fn fields(e: &Entry<'_>, m: &mut Map<String, Value>) {
+    m.insert("id".into(), json!(e.id()));
+    match *e {
+        Entry::Enqueue {
+            enqueued_ms,
+            due_ms,
+            attempts,
+            max_attempts,
+            key,
+            payload,
+            ..
+        } => {
+            m.insert("enqueued_ms".into(), json!(enqueued_ms));
+            m.insert("due_ms".into(), json!(due_ms));
+            m.insert("attempts".into(), json!(attempts));
+            m.insert("max_attempts".into(), json!(max_attempts));
+            if !key.is_empty() {
+                render::put_bytes(m, "key", key);
+            }
+            render::put_bytes(m, "payload", payload);
+        }
+        Entry::Lease { attempts, .. } => {
+            m.insert("attempts".into(), json!(attempts));
+        }
+        Entry::Nack { due_ms, .. } => {
+            m.insert("due_ms".into(), json!(due_ms));
+        }
+        Entry::Key {
+            expires_ms, key, ..
+        } => {
+            m.insert("expires_ms".into(), json!(expires_ms));
+            render::put_bytes(m, "key", key);
+        }
+        Entry::Dead {
+            enqueued_ms,
+            dead_ms,
+            attempts,
+            key,
+            error,
+            payload,
+            ..
+        } => {
+            m.insert("enqueued_ms".into(), json!(enqueued_ms));
+            m.insert("dead_ms".into(), json!(dead_ms));
+            m.insert("attempts".into(), json!(attempts));
+            if !key.is_empty() {
+                render::put_bytes(m, "key", key);
+            }
+            render::put_bytes(m, "error", error);
+            render::put_bytes(m, "payload", payload);
+        }
+        Entry::Done {
+            finished_ms,
+            result,
+            ..
+        } => {
+            m.insert("finished_ms".into(), json!(finished_ms));
+            render::put_bytes(m, "result", result);
+        }
+        Entry::Purged { purged_ms, .. } => {
+            m.insert("purged_ms".into(), json!(purged_ms));
+        }
+        Entry::Ack { .. } | Entry::Removed { .. } | Entry::Cleared { .. } => {}
+    }
+}
+
+/// A record body for people: `id=… key=value …`.
+fn text(e: &Entry<'_>) -> String {
+    let mut m = Map::new();
+    fields(e, &mut m);
+    let mut parts = vec![format!("id={}", e.id())];
+    for (k, v) in m.iter().filter(|(k, _)| *k != "id") {
+        let shown = match (k.as_str(), v) {
+            (k, Value::Number(n)) if k.ends_with("_ms") => render::time(n.as_u64().unwrap_or(0)),
+            (_, Value::String(s)) if !k.ends_with("_base64") => {
+                render::payload_short(s.as_bytes(), 60)
+            }
+            _ => v.to_string(),
+        };
+        parts.push(format!("{k}={shown}"));
+    }
+    parts.join(" ")
+}
+
+impl<W: Write> Visitor for Dump<W> {
+    fn record(&mut self, r: &RecordView<'_>) {
+        let line = if self.json {
+            let mut m = Map::new();
+            m.insert("file".into(), json!(r.file));
+            m.insert("offset".into(), json!(r.offset));
+            m.insert("len".into(), json!(r.len));
+            m.insert("lsn".into(), json!(r.lsn));
+            m.insert("kind".into(), json!(r.entry.name()));
+            if r.batch_more {
+                m.insert("batch_more".into(), json!(true));
+            }
+            fields(&r.entry, &mut m);
+            Value::Object(m).to_string()
+        } else {
+            let batch = if r.batch_more { " +batch" } else { "" };
+            format!(
+                "{} @{:<8} lsn {:<8} {:<8}{batch} {}",
+                r.file,
+                r.offset,
+                r.lsn,
+                r.entry.name(),
+                text(&r.entry)
+            )
+        };
+        self.line(&line);
+    }
+
+    fn problem(&mut self, p: &Problem) {
+        let line = if self.json {
+            json!({
+                "problem": super::verify::severity(p.severity),
+                "file": p.file,
+                "offset": p.offset,
+                "what": p.what,
+            })
+            .to_string()
+        } else {
+            format!("!! {}: {p}", super::verify::severity(p.severity))
+        };
+        self.line(&line);
+    }
+}
+
+/// Runs `walq dump`.
+pub fn run(a: &DumpArgs) -> CmdResult {
+    let inspector = super::inspect(&a.dir)?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut dump = Dump {
+        out,
+        json: a.json,
+        broken: None,
+    };
+    let mut scanning = Scanning::new(&a.dir, "dumping", &mut dump);
+    let result = inspector.verify(&mut scanning);
+    scanning.bar.finish_and_clear();
+    let summary = result.map_err(|e| Fail::reading(&a.dir, &e))?;
+    dump.out.flush()?;
+    if let Some(e) = dump.broken {
+        return Err(e.into());
+    }
+    Ok(if summary.damage == 0 { OK } else { DAMAGED })
+}

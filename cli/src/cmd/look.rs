@@ -1,0 +1,199 @@
+//! `walq peek` and `walq show`: jobs, read-only.
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+use walq::inspect::{Completion, JobState, PendingJob};
+use walq::DeadLetter;
+
+use crate::args::{PeekArgs, ShowArgs};
+use crate::fail::{CmdResult, Fail, NOT_FOUND, OK};
+use crate::render;
+
+/// Runs `walq peek`.
+pub fn peek(a: &PeekArgs) -> CmdResult {
+    let (_, snap) = super::snapshot(&a.dir)?;
+    let mut out = std::io::stdout().lock();
+    let jobs = snap.in_delivery_order();
+    if !a.json && jobs.is_empty() {
+        writeln!(out, "no pending jobs")?;
+    }
+    for job in jobs.into_iter().take(a.n) {
+        let state = status_name(&snap.state(job.id));
+        if a.json {
+            writeln!(out, "{}", Value::Object(job_json(job, state)))?;
+        } else {
+            let due = render::relative(job.due_ms, snap.taken_ms);
+            writeln!(
+                out,
+                "{:>8}  {:<8} due {:<12} attempts {}/{}  {}{}",
+                job.id,
+                state,
+                due,
+                job.attempts,
+                job.max_attempts,
+                key_text(job.key.as_deref()),
+                render::payload_short(&job.payload, 60)
+            )?;
+        }
+    }
+    Ok(OK)
+}
+
+fn key_text(key: Option<&[u8]>) -> String {
+    key.map(|k| format!("key {}  ", render::payload(k)))
+        .unwrap_or_default()
+}
+
+/// The status word of a job state.
+pub fn status_name(s: &JobState<'_>) -> &'static str {
+    match s {
+        JobState::Ready(_) => "ready",
+        JobState::Delayed(_) => "delayed",
+        JobState::Leased(_) => "leased",
+        JobState::Dead(_) => "dead",
+        JobState::Finished(Some(Completion::Done { .. })) => "done",
+        JobState::Finished(Some(Completion::Purged { .. })) => "purged",
+        JobState::Finished(None) => "finished",
+        JobState::Unknown => "unknown",
+    }
+}
+
+/// A pending job as a JSON object.
+pub fn job_json(job: &PendingJob, status: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(job.id));
+    m.insert("status".into(), json!(status));
+    m.insert("attempts".into(), json!(job.attempts));
+    m.insert("max_attempts".into(), json!(job.max_attempts));
+    m.insert("enqueued_ms".into(), json!(job.enqueued_ms));
+    m.insert("due_ms".into(), json!(job.due_ms));
+    if let Some(k) = &job.key {
+        render::put_bytes(&mut m, "key", k);
+    }
+    render::put_bytes(&mut m, "payload", &job.payload);
+    m
+}
+
+/// A dead letter as a JSON object.
+pub fn dead_json(d: &DeadLetter) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(d.id));
+    m.insert("status".into(), json!("dead"));
+    m.insert("attempts".into(), json!(d.attempts));
+    m.insert("enqueued_ms".into(), json!(d.enqueued_ms));
+    m.insert("dead_ms".into(), json!(d.dead_ms));
+    m.insert("error".into(), json!(d.error));
+    if let Some(k) = &d.key {
+        render::put_bytes(&mut m, "key", k);
+    }
+    render::put_bytes(&mut m, "payload", &d.payload);
+    m
+}
+
+/// Runs `walq show`.
+pub fn show(a: &ShowArgs) -> CmdResult {
+    let (_, snap) = super::snapshot(&a.dir)?;
+    let state = snap.state(a.id);
+    let status = status_name(&state);
+    let mut out = std::io::stdout().lock();
+    match state {
+        JobState::Ready(job) | JobState::Delayed(job) | JobState::Leased(job) => {
+            if a.json {
+                writeln!(out, "{}", Value::Object(job_json(job, status)))?;
+            } else {
+                let leased = if job.leased && !snap.summary.live {
+                    " (by a process that stopped: released on the next open)"
+                } else {
+                    ""
+                };
+                writeln!(out, "job        {}", job.id)?;
+                writeln!(out, "status     {status}{leased}")?;
+                writeln!(out, "attempts   {} of {}", job.attempts, job.max_attempts)?;
+                writeln!(out, "enqueued   {}", render::time(job.enqueued_ms))?;
+                let due = render::relative(job.due_ms, snap.taken_ms);
+                writeln!(out, "due        {} ({due})", render::time(job.due_ms))?;
+                show_key(&mut out, job.key.as_deref())?;
+                writeln!(out, "stored in  {} at byte {}", job.file, job.offset)?;
+                writeln!(out, "payload    {}", render::payload(&job.payload))?;
+            }
+        }
+        JobState::Dead(d) => show_dead(&mut out, d, a.json)?,
+        JobState::Finished(c) => show_finished(&mut out, a, status, c)?,
+        JobState::Unknown => {
+            return Err(Fail::new(
+                NOT_FOUND,
+                format!(
+                    "{}: no job {} (the next job id is {})",
+                    a.dir.display(),
+                    a.id,
+                    snap.next_job_id
+                ),
+            ))
+        }
+    }
+    Ok(OK)
+}
+
+/// Prints a finished job: done with its result, purged, or plain acked.
+fn show_finished(
+    out: &mut impl Write,
+    a: &ShowArgs,
+    status: &str,
+    c: Option<&Completion>,
+) -> std::io::Result<()> {
+    if a.json {
+        let mut v = json!({"id": a.id, "status": status});
+        if let Some(Completion::Done {
+            finished_ms,
+            result,
+        }) = c
+        {
+            v["finished_ms"] = json!(finished_ms);
+            let (k, r) = render::json_bytes("result", result);
+            v[k] = r;
+        }
+        return writeln!(out, "{v}");
+    }
+    writeln!(out, "job        {}", a.id)?;
+    match c {
+        Some(Completion::Done {
+            finished_ms,
+            result,
+        }) => {
+            writeln!(out, "status     done at {}", render::time(*finished_ms))?;
+            writeln!(out, "result     {}", render::payload(result))
+        }
+        Some(Completion::Purged { purged_ms }) => writeln!(
+            out,
+            "status     purged from the dead letters at {}",
+            render::time(*purged_ms)
+        ),
+        None => writeln!(
+            out,
+            "status     finished (acked; walq keeps no record of finished jobs without a result)"
+        ),
+    }
+}
+
+fn show_key(out: &mut impl Write, key: Option<&[u8]>) -> std::io::Result<()> {
+    match key {
+        Some(k) => writeln!(out, "key        {}", render::payload(k)),
+        None => writeln!(out, "key        (none)"),
+    }
+}
+
+/// Prints one dead letter, for people or as JSON.
+pub fn show_dead(out: &mut impl Write, d: &DeadLetter, json: bool) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{}", Value::Object(dead_json(d)));
+    }
+    writeln!(out, "job        {}", d.id)?;
+    writeln!(out, "status     dead (in the dead letters)")?;
+    writeln!(out, "attempts   {}", d.attempts)?;
+    writeln!(out, "enqueued   {}", render::time(d.enqueued_ms))?;
+    writeln!(out, "died       {}", render::time(d.dead_ms))?;
+    writeln!(out, "error      {}", d.error)?;
+    show_key(out, d.key.as_deref())?;
+    writeln!(out, "payload    {}", render::payload(&d.payload))
+}

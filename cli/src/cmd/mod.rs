@@ -1,0 +1,95 @@
+//! One module per command.
+
+mod bench;
+mod dead;
+mod dump;
+mod enqueue;
+mod look;
+mod salvage;
+mod stats;
+mod transfer;
+mod verify;
+
+use std::path::Path;
+
+use walq::inspect::{Inspector, Snapshot};
+use walq::{Durability, Options, Queue};
+
+use crate::args::Cmd;
+use crate::fail::{CmdResult, Fail};
+
+/// Runs a command; its exit code or failure.
+pub fn run(cmd: Cmd) -> CmdResult {
+    match cmd {
+        Cmd::Stats(a) => stats::run(&a),
+        Cmd::Peek(a) => look::peek(&a),
+        Cmd::Show(a) => look::show(&a),
+        Cmd::Verify(a) => verify::run(&a),
+        Cmd::Dump(a) => dump::run(&a),
+        Cmd::Dead(c) => dead::run(c),
+        Cmd::Export(a) => transfer::export(&a),
+        Cmd::Import(a) => transfer::import(&a),
+        Cmd::Enqueue(a) => enqueue::run(&a),
+        Cmd::Salvage(a) => salvage::run(&a),
+        Cmd::Bench(a) => bench::run(&a),
+    }
+}
+
+/// Opens `dir` read-only and says on stderr when a running process holds
+/// it (what is shown is then a snapshot that may already be stale).
+pub fn inspect(dir: &Path) -> Result<Inspector, Fail> {
+    let inspector = Inspector::open(dir).map_err(|e| Fail::reading(dir, &e))?;
+    if inspector.live() {
+        let who = match walq::inspect::lock_holder(dir) {
+            Some(h) => format!(" (pid {})", h.pid),
+            None => String::new(),
+        };
+        eprintln!(
+            "walq: note: the queue is live: a running process{who} holds it. What follows \
+             was read while it runs, without its lock: a snapshot that may already be stale."
+        );
+    }
+    Ok(inspector)
+}
+
+/// A snapshot of `dir`, read-only.
+pub fn snapshot(dir: &Path) -> Result<(Inspector, Snapshot), Fail> {
+    let inspector = inspect(dir)?;
+    let snap = inspector.snapshot().map_err(|e| Fail::reading(dir, &e))?;
+    warn_damage(&snap);
+    Ok((inspector, snap))
+}
+
+/// Warns on stderr when the scan found damage (what is shown skips it).
+pub fn warn_damage(snap: &Snapshot) {
+    if snap.summary.damage > 0 {
+        eprintln!(
+            "walq: warning: {} damaged place(s) found and skipped; `walq verify` lists them",
+            snap.summary.damage
+        );
+    }
+}
+
+/// Opens the queue in `dir` for writing, taking its lock. `existing`:
+/// refuse a directory that holds no queue yet (instead of creating one).
+/// `Durability::Os` for bulk writes, which sync once at the end.
+pub fn open_queue(dir: &Path, existing: bool, durability: Durability) -> Result<Queue, Fail> {
+    if existing {
+        // Read-only look first: a typo must not create a queue.
+        Inspector::open(dir)
+            .and_then(|i| i.scan(&mut NoVisit))
+            .map_err(|e| Fail::reading(dir, &e))?;
+    }
+    let opts = Options::default().durability(durability);
+    Queue::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
+}
+
+/// Syncs and closes a queue opened by [`open_queue`].
+pub fn close_queue(dir: &Path, q: Queue) -> Result<(), Fail> {
+    q.sync()
+        .and_then(|()| q.close())
+        .map_err(|e| Fail::operation(dir, &e))
+}
+
+struct NoVisit;
+impl walq::inspect::Visitor for NoVisit {}

@@ -1,0 +1,94 @@
+//! `walq salvage DIR --into NEW`: the intact jobs of a damaged queue,
+//! copied into a fresh one; the damaged directory is only read.
+
+use std::path::Path;
+
+use walq::inspect::Severity;
+use walq::Durability;
+
+use crate::args::SalvageArgs;
+use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
+use crate::progress;
+
+use super::transfer::{add_dead, add_job};
+
+/// NEW must be absent or an empty directory, and not DIR itself.
+fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
+    if let (Ok(a), Ok(b)) = (dir.canonicalize(), into.canonicalize()) {
+        if a == b {
+            return Err(Fail::new(FAILED, "--into must be a new directory, not DIR"));
+        }
+    }
+    match std::fs::read_dir(into).map(|mut entries| entries.next().is_some()) {
+        Ok(true) => Err(Fail::new(
+            FAILED,
+            format!(
+                "{}: not empty; salvage writes only into a new queue",
+                into.display()
+            ),
+        )),
+        Ok(false) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Fail::new(FAILED, format!("{}: {e}", into.display()))),
+    }
+}
+
+/// Runs `walq salvage`.
+pub fn run(a: &SalvageArgs) -> CmdResult {
+    check_target(&a.dir, &a.into)?;
+    let (_, snap) = super::snapshot(&a.dir)?;
+    let q = super::open_queue(&a.into, false, Durability::Os)?;
+    let bar = progress::bar(
+        (snap.jobs.len() + snap.dead.len()) as u64,
+        "copying",
+        "items",
+    );
+    let (mut jobs, mut dead, mut dups) = (0u64, 0u64, 0u64);
+    let copy = |e: walq::Error| Fail::operation(&a.into, &e);
+    // Dead letters first: they are made by leasing a job, so no other may be ready.
+    for d in snap.dead.values() {
+        match add_dead(&q, &d.payload, d.key.as_deref(), &d.error).map_err(copy)? {
+            true => dead += 1,
+            false => dups += 1,
+        }
+        bar.inc(1);
+    }
+    for j in snap.in_delivery_order() {
+        let left = j.max_attempts.saturating_sub(j.attempts).max(1);
+        match add_job(&q, &j.payload, j.key.as_deref(), j.due_ms, left).map_err(copy)? {
+            true => jobs += 1,
+            false => dups += 1,
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    super::close_queue(&a.into, q)?;
+    println!(
+        "copied {jobs} pending jobs and {dead} dead letters into {}",
+        a.into.display()
+    );
+    if dups > 0 {
+        println!("skipped {dups} that shared an idempotency key with one copied before");
+    }
+    let damage: Vec<_> = snap
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Damage)
+        .collect();
+    if damage.is_empty() {
+        println!("nothing lost: {} was healthy", a.dir.display());
+        return Ok(OK);
+    }
+    println!("lost: whatever the damaged bytes held:");
+    for p in &damage {
+        println!("  {p}");
+    }
+    if snap.summary.records_lost > 0 {
+        println!(
+            "  at least {} log records are missing (each an enqueue or a state change of a job)",
+            snap.summary.records_lost
+        );
+    }
+    println!("{} was not changed", a.dir.display());
+    Ok(DAMAGED)
+}

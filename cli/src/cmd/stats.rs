@@ -1,0 +1,181 @@
+//! `walq stats`: counts, files and disk use; `--watch` adds rates.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use walq::inspect::Snapshot;
+
+use crate::args::StatsArgs;
+use crate::fail::{CmdResult, Fail, OK, USAGE};
+use crate::render;
+
+/// The numbers `stats` shows.
+struct Numbers {
+    ready: u64,
+    delayed: u64,
+    leased: u64,
+    dead: u64,
+    next_job_id: u64,
+    last_lsn: u64,
+    segments: u64,
+    disk_bytes: u64,
+    files: usize,
+    damage: u64,
+}
+
+impl Numbers {
+    fn of(snap: &Snapshot) -> Numbers {
+        let (ready, delayed, leased) = snap.counts();
+        Numbers {
+            ready,
+            delayed,
+            leased,
+            dead: snap.dead.len() as u64,
+            next_job_id: snap.next_job_id,
+            last_lsn: snap.summary.last_lsn,
+            segments: snap.summary.segments,
+            disk_bytes: snap.files.iter().map(|(_, len)| len).sum(),
+            files: snap.files.len(),
+            damage: snap.summary.damage,
+        }
+    }
+
+    fn backlog(&self) -> u64 {
+        self.ready + self.delayed + self.leased
+    }
+}
+
+/// Rates between two refreshes.
+struct Rates {
+    enqueued: f64,
+    acked: f64,
+    backlog: f64,
+}
+
+impl Rates {
+    /// Enqueued/s from the job ids handed out; finished/s from what left
+    /// the backlog without reaching the dead letters.
+    fn between(a: &Numbers, b: &Numbers, secs: f64) -> Rates {
+        let enq = b.next_job_id.saturating_sub(a.next_job_id) as f64;
+        let backlog = b.backlog() as f64 - a.backlog() as f64;
+        let dead = b.dead as f64 - a.dead as f64;
+        Rates {
+            enqueued: enq / secs,
+            acked: ((enq - backlog - dead) / secs).max(0.0),
+            backlog: backlog / secs,
+        }
+    }
+}
+
+/// Runs `walq stats`.
+pub fn run(a: &StatsArgs) -> CmdResult {
+    let interval = Duration::try_from_secs_f64(a.interval)
+        .ok()
+        .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
+        .ok_or_else(|| Fail::new(USAGE, "--interval must be between 0 and 86400 seconds"))?;
+    let inspector = super::inspect(&a.dir)?;
+    let read = || {
+        let snap = inspector
+            .snapshot()
+            .map_err(|e| Fail::reading(&a.dir, &e))?;
+        if !a.watch {
+            super::warn_damage(&snap);
+        }
+        Ok::<_, Fail>(Numbers::of(&snap))
+    };
+    let live = inspector.live();
+    if !a.watch {
+        print(a, live, &read()?, None)?;
+        return Ok(OK);
+    }
+    let clear = std::io::stdout().is_terminal() && !a.json;
+    let mut prev: Option<(Instant, Numbers)> = None;
+    let mut shown = 0;
+    loop {
+        let now = Instant::now();
+        let numbers = read()?;
+        let rates = prev
+            .as_ref()
+            .map(|(t, p)| Rates::between(p, &numbers, now.duration_since(*t).as_secs_f64()));
+        if clear {
+            print!("\x1b[2J\x1b[H");
+        }
+        print(a, live, &numbers, rates.as_ref())?;
+        shown += 1;
+        if a.count.is_some_and(|c| shown >= c) {
+            return Ok(OK);
+        }
+        prev = Some((now, numbers));
+        std::thread::sleep(interval);
+    }
+}
+
+fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Result<(), Fail> {
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let mut v = json!({
+            "dir": a.dir.display().to_string(),
+            "live": live,
+            "ready": n.ready,
+            "delayed": n.delayed,
+            "leased": n.leased,
+            "dead": n.dead,
+            "next_job_id": n.next_job_id,
+            "last_lsn": n.last_lsn,
+            "segments": n.segments,
+            "files": n.files,
+            "disk_bytes": n.disk_bytes,
+            "damage": n.damage,
+        });
+        if let Some(r) = rates {
+            v["enqueued_per_s"] = json!(r.enqueued);
+            v["acked_per_s"] = json!(r.acked);
+            v["backlog_per_s"] = json!(r.backlog);
+        }
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    let c = render::colour();
+    let state = if live {
+        render::yellow("live (held by a running process; a snapshot)", c)
+    } else {
+        "not open".to_string()
+    };
+    writeln!(out, "queue      {}", a.dir.display())?;
+    writeln!(out, "state      {state}")?;
+    writeln!(out, "ready      {}", n.ready)?;
+    writeln!(out, "delayed    {}", n.delayed)?;
+    writeln!(out, "leased     {}", n.leased)?;
+    let dead = n.dead.to_string();
+    let dead = if n.dead > 0 {
+        render::red(&dead, c)
+    } else {
+        dead
+    };
+    writeln!(out, "dead       {dead}")?;
+    writeln!(out, "next id    {}", n.next_job_id)?;
+    writeln!(out, "last LSN   {}", n.last_lsn)?;
+    writeln!(out, "segments   {}", n.segments)?;
+    writeln!(
+        out,
+        "disk       {} in {} files",
+        render::bytes(n.disk_bytes),
+        n.files
+    )?;
+    if n.damage > 0 {
+        let d = format!("{} (run `walq verify`)", n.damage);
+        writeln!(out, "damage     {}", render::red(&d, c))?;
+    }
+    if let Some(r) = rates {
+        let trend = match r.backlog {
+            b if b > 0.0 => "growing",
+            b if b < 0.0 => "shrinking",
+            _ => "steady",
+        };
+        writeln!(out, "enqueued/s {:.1}", r.enqueued)?;
+        writeln!(out, "acked/s    {:.1}", r.acked)?;
+        writeln!(out, "backlog    {:+.1}/s ({trend})", r.backlog)?;
+    }
+    Ok(())
+}

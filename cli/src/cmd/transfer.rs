@@ -1,0 +1,272 @@
+//! `walq export` and `walq import`: pending jobs and dead letters as JSON
+//! lines, the format described in docs/cli.md.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use walq::{Durability, EnqueueOptions, Queue};
+
+use crate::args::{ExportArgs, ImportArgs};
+use crate::fail::{CmdResult, Fail, FAILED, OK};
+use crate::{progress, render};
+
+/// The version of the export format this build writes and reads.
+const EXPORT_VERSION: u64 = 1;
+
+/// Runs `walq export`.
+pub fn export(a: &ExportArgs) -> CmdResult {
+    let (inspector, snap) = super::snapshot(&a.dir)?;
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let header = json!({
+        "walq_export": EXPORT_VERSION,
+        "source": a.dir.display().to_string(),
+        "exported_ms": snap.taken_ms,
+        "live": inspector.live(),
+        "jobs": snap.jobs.len(),
+        "dead": snap.dead.len(),
+    });
+    writeln!(out, "{header}")?;
+    let bar = progress::bar(
+        (snap.jobs.len() + snap.dead.len()) as u64,
+        "exporting",
+        "items",
+    );
+    for job in snap.in_delivery_order() {
+        let mut m = super::look::job_json(job, "pending");
+        m.remove("status");
+        m.insert("type".into(), json!("job"));
+        writeln!(out, "{}", Value::Object(m))?;
+        bar.inc(1);
+    }
+    for d in snap.dead.values() {
+        let mut m = super::look::dead_json(d);
+        m.remove("status");
+        m.insert("type".into(), json!("dead"));
+        writeln!(out, "{}", Value::Object(m))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    out.flush()?;
+    eprintln!(
+        "walq: exported {} pending jobs and {} dead letters",
+        snap.jobs.len(),
+        snap.dead.len()
+    );
+    Ok(OK)
+}
+
+/// One item of an export file.
+struct Item {
+    dead: bool,
+    payload: Vec<u8>,
+    key: Option<Vec<u8>>,
+    error: String,
+    due_ms: u64,
+    attempts_left: u32,
+}
+
+fn field_u64(m: &Map<String, Value>, name: &str) -> Result<u64, String> {
+    m.get(name)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("\"{name}\" is missing or not a whole number"))
+}
+
+fn item(m: &Map<String, Value>) -> Result<Item, String> {
+    let dead = match m.get("type").and_then(Value::as_str) {
+        Some("job") => false,
+        Some("dead") => true,
+        _ => return Err("\"type\" must be \"job\" or \"dead\"".into()),
+    };
+    let payload = render::bytes_from_json(m, "payload")?.ok_or("\"payload\" is missing")?;
+    let key = render::bytes_from_json(m, "key")?;
+    let error = match render::bytes_from_json(m, "error")? {
+        Some(e) => String::from_utf8_lossy(&e).into_owned(),
+        None if dead => return Err("\"error\" is missing".into()),
+        None => String::new(),
+    };
+    let (due_ms, attempts_left) = if dead {
+        (0, 1)
+    } else {
+        let max = field_u64(m, "max_attempts")?;
+        let made = field_u64(m, "attempts")?;
+        let left = u32::try_from(max.saturating_sub(made).max(1)).unwrap_or(u32::MAX);
+        (field_u64(m, "due_ms")?, left)
+    };
+    Ok(Item {
+        dead,
+        payload,
+        key,
+        error,
+        due_ms,
+        attempts_left,
+    })
+}
+
+/// Reads and checks the whole export before anything is written.
+fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<Vec<Item>, Fail> {
+    let mut items = Vec::new();
+    let mut header = false;
+    for (i, line) in input.lines().enumerate() {
+        let at = |what: String| Fail::new(FAILED, format!("{name}: line {}: {what}", i + 1));
+        let line = line.map_err(|e| at(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+        let Value::Object(m) = value else {
+            return Err(at("not a JSON object".into()));
+        };
+        if !header {
+            match m.get("walq_export").and_then(Value::as_u64) {
+                Some(EXPORT_VERSION) => {
+                    header = true;
+                    continue;
+                }
+                Some(v) => return Err(at(format!("export format {v}; this build reads 1"))),
+                None => return Err(at("not a walq export (no \"walq_export\" header)".into())),
+            }
+        }
+        items.push(item(&m).map_err(at)?);
+    }
+    if !header {
+        return Err(Fail::new(
+            FAILED,
+            format!("{name}: empty, not a walq export"),
+        ));
+    }
+    Ok(items)
+}
+
+/// What an import added.
+#[derive(Default)]
+pub struct Added {
+    /// Pending jobs added.
+    pub jobs: u64,
+    /// Dead letters added.
+    pub dead: u64,
+    /// Items skipped: their idempotency key was already known.
+    pub duplicates: u64,
+}
+
+/// Adds a dead letter: enqueued with one attempt, leased and failed with
+/// its error. The queue must have no other ready job (checked by callers).
+pub fn add_dead(q: &Queue, payload: &[u8], key: Option<&[u8]>, error: &str) -> walq::Result<bool> {
+    let mut opts = EnqueueOptions::new().max_attempts(1);
+    if let Some(k) = key {
+        opts = opts.idempotency_key(k);
+    }
+    let added = q.enqueue_with(payload, opts)?;
+    if added.duplicate {
+        return Ok(false);
+    }
+    let mut others = Vec::new();
+    while let Some(job) = q.dequeue_timeout(Duration::ZERO)? {
+        if job.id() == added.id {
+            q.fail(job.receipt(), error)?;
+            break;
+        }
+        others.push(job); // not ours: callers make sure there is none
+    }
+    for job in others {
+        q.nack(
+            job.receipt(),
+            walq::Retry::After(Duration::ZERO),
+            "released by walq import",
+        )?;
+    }
+    Ok(true)
+}
+
+/// Adds a pending job with what is left of its delay and attempts.
+pub fn add_job(
+    q: &Queue,
+    payload: &[u8],
+    key: Option<&[u8]>,
+    due_ms: u64,
+    attempts_left: u32,
+) -> walq::Result<bool> {
+    let delay = Duration::from_millis(due_ms.saturating_sub(render::now_ms()));
+    let mut opts = EnqueueOptions::new()
+        .delay(delay)
+        .max_attempts(attempts_left.min(walq::MAX_ATTEMPTS_LIMIT));
+    if let Some(k) = key {
+        opts = opts.idempotency_key(k);
+    }
+    Ok(!q.enqueue_with(payload, opts)?.duplicate)
+}
+
+/// Runs `walq import`.
+pub fn import(a: &ImportArgs) -> CmdResult {
+    let (input, name): (Box<dyn BufRead>, String) = match &a.input {
+        Some(p) => (
+            Box::new(std::io::BufReader::new(std::fs::File::open(p).map_err(
+                |e| Fail::new(crate::fail::UNREADABLE, format!("{}: {e}", p.display())),
+            )?)),
+            p.display().to_string(),
+        ),
+        None => (Box::new(std::io::stdin().lock()), "stdin".into()),
+    };
+    let items = read_items(input, &name)?;
+    let q = super::open_queue(&a.dir, false, Durability::Os)?;
+    let added = add_all(&q, &a.dir, &items)?;
+    super::close_queue(&a.dir, q)?;
+    println!(
+        "imported {} pending jobs and {} dead letters{}",
+        added.jobs,
+        added.dead,
+        if added.duplicates > 0 {
+            format!(
+                " ({} skipped: their key was already known)",
+                added.duplicates
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(OK)
+}
+
+fn add_all(q: &Queue, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
+    let mut added = Added::default();
+    let has_dead = items.iter().any(|i| i.dead);
+    if has_dead && q.stats().ready > 0 {
+        return Err(Fail::new(
+            FAILED,
+            format!(
+                "{}: dead letters can only be imported into a queue with no ready jobs \
+                 (they are made by leasing and failing a job); nothing was imported",
+                dir.display()
+            ),
+        ));
+    }
+    let bar = progress::bar(items.len() as u64, "importing", "items");
+    // Dead letters first, while no other job is ready.
+    for it in items
+        .iter()
+        .filter(|i| i.dead)
+        .chain(items.iter().filter(|i| !i.dead))
+    {
+        let key = it.key.as_deref();
+        let result = if it.dead {
+            add_dead(q, &it.payload, key, &it.error)
+        } else {
+            add_job(q, &it.payload, key, it.due_ms, it.attempts_left)
+        };
+        match result.map_err(|e| Fail::operation(dir, &e))? {
+            false => added.duplicates += 1,
+            true if it.dead => added.dead += 1,
+            true => added.jobs += 1,
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(added)
+}

@@ -1,0 +1,139 @@
+//! Exit codes, and the one error type of the command line.
+
+use std::fmt;
+use std::path::Path;
+
+use walq::ErrorKind;
+
+/// Success; for `verify`, the queue is healthy.
+pub const OK: u8 = 0;
+/// `verify` (or `salvage`) found damage.
+pub const DAMAGED: u8 = 1;
+/// Bad arguments (clap's own code for usage errors).
+pub const USAGE: u8 = 2;
+/// The path is missing, unreadable, or holds no walq queue.
+pub const UNREADABLE: u8 = 3;
+/// A running process holds the queue (commands that change it).
+pub const LOCKED: u8 = 4;
+/// No job or dead letter with that id.
+pub const NOT_FOUND: u8 = 5;
+/// The operation failed (an I/O error, a full disk, a refused write).
+pub const FAILED: u8 = 6;
+
+/// The exit codes, for `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok (verify: the queue is healthy)
+  1  damaged: verify or salvage found damage, or a command that opens the
+     queue for writing found it damaged (run `walq verify DIR`)
+  2  usage error
+  3  unreadable: no such path, not a directory, not a walq queue, or a
+     newer format than this build reads
+  4  locked: a running process holds the queue (commands that change it)
+  5  not found: no job or dead letter with that id
+  6  failed: the operation failed (I/O error, full disk, refused write)";
+
+/// A failure: a message for stderr and an exit code.
+#[derive(Debug)]
+pub struct Fail {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong, naming the file.
+    pub message: String,
+}
+
+impl Fail {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Fail {
+        Fail {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An error from inspecting `dir` read-only.
+    pub fn reading(dir: &Path, e: &walq::Error) -> Fail {
+        let code = match e.kind() {
+            ErrorKind::Corrupt => DAMAGED,
+            _ => UNREADABLE,
+        };
+        Fail::new(code, describe(dir, e))
+    }
+
+    /// An error from `Queue::open` on `dir`.
+    pub fn opening(dir: &Path, e: &walq::Error) -> Fail {
+        match e.kind() {
+            ErrorKind::Locked => Fail::new(LOCKED, locked_message(dir)),
+            ErrorKind::Corrupt => Fail::new(
+                DAMAGED,
+                format!(
+                    "{}\nthe queue is damaged: `walq verify {}` lists the damage, \
+                     `walq salvage {} --into NEW` copies what is intact",
+                    describe(dir, e),
+                    dir.display(),
+                    dir.display()
+                ),
+            ),
+            ErrorKind::Io | ErrorKind::UnsupportedVersion | ErrorKind::NotFound => {
+                Fail::new(UNREADABLE, describe(dir, e))
+            }
+            _ => Fail::new(FAILED, describe(dir, e)),
+        }
+    }
+
+    /// An error from an operation on an open queue.
+    pub fn operation(dir: &Path, e: &walq::Error) -> Fail {
+        let code = match e.kind() {
+            ErrorKind::NotFound => NOT_FOUND,
+            _ => FAILED,
+        };
+        Fail::new(code, describe(dir, e))
+    }
+}
+
+/// The error text, with the file when the error does not name one.
+fn describe(dir: &Path, e: &walq::Error) -> String {
+    if e.path().is_some() {
+        e.to_string()
+    } else {
+        format!("{}: {e}", dir.display())
+    }
+}
+
+/// Which process holds the queue, as precisely as the system tells.
+pub fn locked_message(dir: &Path) -> String {
+    let lock = dir.join(walq::LOCK_FILE);
+    let who = match walq::inspect::lock_holder(dir) {
+        Some(h) => match h.command {
+            Some(cmd) => format!("process {} ({cmd})", h.pid),
+            None => format!("process {}", h.pid),
+        },
+        None => "another process".to_string(),
+    };
+    format!(
+        "{} is locked by {who}: a running program has the queue open, and only one \
+         may change it. Stop it, or use the read-only commands (stats, peek, show, \
+         dead list/show, verify, dump, export), which work while it runs.",
+        lock.display()
+    )
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<std::io::Error> for Fail {
+    fn from(e: std::io::Error) -> Fail {
+        // The reader went away (`walq dump DIR | head`): stop quietly.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Fail::new(OK, "");
+        }
+        // Writing to stdout failed (a full disk, say).
+        Fail::new(FAILED, format!("writing output: {e}"))
+    }
+}
+
+/// The result of a command: an exit code, or a failure.
+pub type CmdResult = Result<u8, Fail>;

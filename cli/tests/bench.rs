@@ -1,0 +1,152 @@
+//! `walq bench` and `walq stats --watch`: they run, print every row, and
+//! leave nothing behind. (No timing is asserted: numbers are for people.)
+
+mod common;
+
+use common::{healthy, walq};
+
+#[test]
+fn bench_measures_each_durability_mode_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["bench", d, "--seconds", "0.05", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["durability"].as_str().unwrap(),
+                r["operation"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "sync enqueue",
+            "sync dequeue+ack",
+            "os enqueue",
+            "os dequeue+ack",
+            "periodic(100ms) enqueue",
+            "periodic(100ms) dequeue+ack"
+        ]
+    );
+    for r in &rows {
+        assert!(r["jobs"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            r["p99_us"].as_f64().unwrap() >= r["p50_us"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temp queue left behind"
+    );
+    let table = walq(&["bench", d, "--seconds", "0.02", "--threads", "2"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("jobs/s"), "{}", table.stdout);
+    assert!(
+        table.stderr.is_empty(),
+        "no progress bar when stderr is not a terminal: {:?}",
+        table.stderr
+    );
+    assert_eq!(walq(&["bench", d, "--seconds", "0"]).code, 2);
+}
+
+#[test]
+fn stats_watch_refreshes_with_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&[
+        "stats",
+        d,
+        "--watch",
+        "--count",
+        "2",
+        "--interval",
+        "0.05",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines[0].get("enqueued_per_s").is_none(),
+        "no rate before two samples"
+    );
+    assert_eq!(
+        lines[1]["enqueued_per_s"], 0.0,
+        "nothing was enqueued meanwhile"
+    );
+    assert_eq!(lines[1]["ready"], 2);
+    let table = walq(&["stats", d, "--watch", "--count", "2", "--interval", "0.05"]);
+    assert!(table.stdout.contains("acked/s    0.0"), "{}", table.stdout);
+    assert!(table.stdout.contains("(steady)"), "{}", table.stdout);
+    assert!(
+        !table.stdout.contains('\x1b'),
+        "no colour or screen clearing off a terminal"
+    );
+}
+
+#[test]
+fn stats_watch_sees_a_running_producer() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let q = walq::Queue::open_with(dir.path(), common::opts().durability(walq::Durability::Os))
+        .unwrap();
+    let stop = AtomicBool::new(false);
+    let d = dir.path().to_str().unwrap();
+    let run = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                q.enqueue(b"tick").unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let run = walq(&[
+            "stats",
+            d,
+            "--watch",
+            "--count",
+            "2",
+            "--interval",
+            "0.3",
+            "--json",
+        ]);
+        stop.store(true, Ordering::Relaxed);
+        run
+    });
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[1]["live"], true);
+    assert!(
+        lines[1]["enqueued_per_s"].as_f64().unwrap() > 0.0,
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1]["backlog_per_s"].as_f64().unwrap() > 0.0,
+        "nothing consumes: {}",
+        lines[1]
+    );
+    assert!(
+        lines[1]["ready"].as_u64().unwrap() > lines[0]["ready"].as_u64().unwrap(),
+        "{lines:?}"
+    );
+}

@@ -1,0 +1,238 @@
+//! Commands that change a queue: dead redrive/purge, enqueue, import; the
+//! lock of a running process; the export → import round trip.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{healthy, image, opts, segments, walq, walq_stdin};
+use walq::Queue;
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn stats(d: &str) -> serde_json::Value {
+    let run = walq(&["stats", d, "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    json(run.stdout.trim())
+}
+
+#[test]
+fn dead_letters_are_listed_shown_redriven_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let list = walq(&["dead", "list", d, "--json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let letters: Vec<_> = list.stdout.lines().map(json).collect();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["id"], 5);
+    assert_eq!(letters[0]["error"], "boom");
+    let show = walq(&["dead", "show", d, "5"]);
+    assert!(
+        show.stdout.contains("payload    \"doomed\""),
+        "{}",
+        show.stdout
+    );
+    assert_eq!(walq(&["dead", "show", d, "1"]).code, 5);
+    let redrive = walq(&["dead", "redrive", d, "5"]);
+    assert_eq!(redrive.code, 0, "{}", redrive.stderr);
+    assert_eq!(redrive.stdout.trim(), "redriven 1 dead letter");
+    let s = stats(d);
+    assert_eq!(
+        (s["dead"].as_u64(), s["ready"].as_u64()),
+        (Some(0), Some(3)),
+        "{s}"
+    );
+    assert_eq!(walq(&["dead", "redrive", d, "5"]).code, 5, "no longer dead");
+    // Kill the ready ones, then purge everything.
+    common::quiet(|| {
+        let q = Queue::open_with(dir.path(), opts()).unwrap();
+        while let Some(job) = q.dequeue_timeout(std::time::Duration::ZERO).unwrap() {
+            q.fail(job.receipt(), "again").unwrap();
+        }
+        q.close().unwrap();
+    });
+    assert_eq!(stats(d)["dead"], 3, "the delayed job is not ready");
+    let purge = walq(&["dead", "purge", d, "--all"]);
+    assert_eq!(purge.code, 0, "{}", purge.stderr);
+    assert_eq!(purge.stdout.trim(), "purged 3 dead letters");
+    assert_eq!(stats(d)["dead"], 0);
+    assert_eq!(
+        walq(&["dead", "purge", d]).code,
+        2,
+        "an id or --all is required"
+    );
+}
+
+#[test]
+fn writing_commands_report_the_running_process_that_holds_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let pid = format!("process {}", std::process::id());
+    for (args, stdin) in [
+        (vec!["dead", "redrive", d, "--all"], None),
+        (vec!["dead", "purge", d, "5"], None),
+        (vec!["enqueue", d, "x"], None),
+        (vec!["import", d], Some("{\"walq_export\":1}\n")),
+    ] {
+        let run = walq_stdin(&args, stdin);
+        assert_eq!(run.code, 4, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("LOCK is locked by"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&pid),
+            "names the holder: {}",
+            run.stderr
+        );
+    }
+    // Nothing changed under the running process.
+    assert_eq!(q.stats().dead, 1);
+    assert_eq!(q.dead_letters().unwrap().len(), 1);
+    drop(q);
+}
+
+#[test]
+fn enqueue_from_arguments_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let d = path.to_str().unwrap();
+    let one = walq(&["enqueue", d, "hello", "--key", "k1", "--max-attempts", "2"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert_eq!(one.stdout.trim(), "enqueued job 1");
+    let dup = walq(&["enqueue", d, "hello again", "--key", "k1"]);
+    assert!(
+        dup.stdout.contains("job 1 already has this key"),
+        "{}",
+        dup.stdout
+    );
+    let later = walq(&["enqueue", d, "later", "--delay", "10m"]);
+    assert_eq!(later.stdout.trim(), "enqueued job 2");
+    let lines = walq_stdin(&["enqueue", d], Some("a\nb\nc\n"));
+    assert_eq!(
+        lines.stdout.trim(),
+        "enqueued 3 jobs (ids 3..=5)",
+        "{}",
+        lines.stderr
+    );
+    let s = stats(d);
+    assert_eq!(
+        (s["ready"].as_u64(), s["delayed"].as_u64()),
+        (Some(4), Some(1)),
+        "{s}"
+    );
+    let show = walq(&["show", d, "1", "--json"]);
+    let v = json(show.stdout.trim());
+    assert_eq!(
+        (v["key"].as_str(), v["max_attempts"].as_u64()),
+        (Some("k1"), Some(2))
+    );
+    assert_eq!(walq(&["enqueue", d, "x", "--delay", "soon"]).code, 2);
+    assert_eq!(walq(&["enqueue", d, "a", "b", "--key", "k"]).code, 2);
+}
+
+#[test]
+fn writing_commands_refuse_damaged_queues_and_foreign_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[64 + 24 + 40] ^= 0x40;
+    std::fs::write(seg, &bytes).unwrap();
+    let run = walq(&["enqueue", dir.path().to_str().unwrap(), "x"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("0000000001.wal"),
+        "names the file: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("walq salvage"), "{}", run.stderr);
+    let empty = tempfile::tempdir().unwrap();
+    let e = empty.path().to_str().unwrap();
+    let redrive = walq(&["dead", "redrive", e, "--all"]);
+    assert_eq!(redrive.code, 3, "{}", redrive.stderr);
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "no queue created"
+    );
+}
+
+/// What an export says about each item, without ids and times.
+fn items(export: &str) -> BTreeSet<String> {
+    export
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut v = json(l);
+            let o = v.as_object_mut().unwrap();
+            for k in ["id", "enqueued_ms", "due_ms", "dead_ms"] {
+                o.remove(k);
+            }
+            // Attempts restart in the new queue; what is left is kept.
+            if o["type"] == "job" {
+                let left = o["max_attempts"].as_u64().unwrap() - o["attempts"].as_u64().unwrap();
+                o.insert("left".into(), left.into());
+            }
+            o.remove("attempts");
+            o.remove("max_attempts");
+            v.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn export_then_import_keeps_every_job_key_and_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let before = image(dir.path());
+    let out = walq(&["export", d]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(image(dir.path()), before, "export changed a file");
+    let header = json(out.stdout.lines().next().unwrap());
+    assert_eq!(header["walq_export"], 1);
+    assert_eq!(out.stdout.lines().count(), 1 + 3 + 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("\"payload_base64\":\"/wB/\""),
+        "{}",
+        out.stdout
+    );
+
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().join("copy");
+    let t = t.to_str().unwrap();
+    let import = walq_stdin(&["import", t], Some(&out.stdout));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    assert_eq!(
+        import.stdout.trim(),
+        "imported 3 pending jobs and 1 dead letters"
+    );
+    let again = walq(&["export", t]);
+    assert_eq!(items(&again.stdout), items(&out.stdout));
+    let s = stats(t);
+    assert_eq!(
+        (
+            s["ready"].as_u64(),
+            s["delayed"].as_u64(),
+            s["dead"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    // The keys are live in the new queue: resubmitting is a duplicate.
+    let dup = walq(&["enqueue", t, "alpha", "--key", "k-alpha"]);
+    assert!(
+        dup.stdout.contains("already has this key"),
+        "{}",
+        dup.stdout
+    );
+    // A file that is not an export is refused before anything is written.
+    let bad = walq_stdin(
+        &["import", t],
+        Some("{\"walq_export\":1}\n{\"type\":\"job\"}\n"),
+    );
+    assert_eq!(bad.code, 6, "{}", bad.stderr);
+    assert!(bad.stderr.contains("line 2"), "{}", bad.stderr);
+}

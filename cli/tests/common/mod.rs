@@ -1,0 +1,141 @@
+//! Helpers of the command-line tests: real queue directories and the
+//! built `walq` binary.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use walq::{EnqueueOptions, Options, Queue};
+
+/// Held while a child process is spawned, and while a test opens and
+/// closes a queue it expects to be free afterwards: a child forked by a
+/// test running in parallel holds copies of every descriptor until it
+/// execs, the queue's lock among them, so a closed queue could still look
+/// held to the next command.
+static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` with no child process being spawned meanwhile.
+pub fn quiet<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = FORK.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// The output of one run of `walq`.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the built binary with `args`, stdin closed.
+pub fn walq(args: &[&str]) -> Run {
+    walq_stdin(args, None)
+}
+
+/// Runs the built binary with `args`, feeding `stdin` when given.
+pub fn walq_stdin(args: &[&str], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_walq"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = quiet(|| cmd.spawn().expect("spawn walq"));
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait walq");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Small segments, so tests stay quick and several segments appear.
+pub fn opts() -> Options {
+    Options::default().segment_size(64 << 10).max_attempts(3)
+}
+
+/// A queue in `dir` with known content, closed: jobs 1..=3 pending
+/// ("alpha" with key "k-alpha", binary bytes, a JSON object delayed by an
+/// hour), job 4 acked, job 5 dead ("boom", key "k-dead").
+pub fn healthy(dir: &Path) {
+    quiet(|| fill(dir));
+}
+
+fn fill(dir: &Path) {
+    let q = Queue::open_with(dir, opts()).unwrap();
+    q.enqueue_with(b"alpha", EnqueueOptions::new().idempotency_key("k-alpha"))
+        .unwrap();
+    q.enqueue(&[0xff, 0x00, 0x7f]).unwrap();
+    q.enqueue_with(
+        br#"{"to":"ada@example.com"}"#,
+        EnqueueOptions::new().delay(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let acked = q.enqueue(b"finished").unwrap();
+    let dead = q
+        .enqueue_with(
+            b"doomed",
+            EnqueueOptions::new()
+                .idempotency_key("k-dead")
+                .max_attempts(1),
+        )
+        .unwrap()
+        .id;
+    // Lease the two last jobs: the oldest ready ones go first, so drain.
+    let mut held = Vec::new();
+    while let Some(job) = q.dequeue_timeout(Duration::ZERO).unwrap() {
+        held.push(job);
+    }
+    for job in held {
+        if job.id() == acked {
+            q.ack(job.receipt()).unwrap();
+        } else if job.id() == dead {
+            q.fail(job.receipt(), "boom").unwrap();
+        } else {
+            q.nack(job.receipt(), walq::Retry::After(Duration::ZERO), "again")
+                .unwrap();
+        }
+    }
+    q.close().unwrap();
+}
+
+/// The segment files of the queue in `dir`, sorted.
+pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.len() == 14 && n.ends_with(".wal") && n != "dead.wal"
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every file of `dir` with its bytes, sorted by name.
+pub fn image(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}

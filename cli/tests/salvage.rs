@@ -1,0 +1,90 @@
+//! `walq salvage`: intact jobs of a damaged queue copied into a new one,
+//! the damaged directory left byte for byte as it was.
+
+mod common;
+
+use common::{healthy, image, segments, walq};
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn payloads(dir: &str) -> Vec<String> {
+    let run = walq(&["export", dir]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut v: Vec<String> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let j = json(l);
+            format!(
+                "{}:{}",
+                j["type"].as_str().unwrap(),
+                j["payload"].as_str().unwrap_or("<binary>")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn salvage_copies_the_intact_jobs_and_leaves_the_damaged_queue_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    // Damage the first record (job 1, "alpha"): later records are intact.
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[64 + 24 + 40] ^= 0x40;
+    std::fs::write(seg, &bytes).unwrap();
+    let before = image(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let new = target.path().join("salvaged");
+    let n = new.to_str().unwrap();
+    let run = walq(&["salvage", d, "--into", n]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("copied 2 pending jobs and 1 dead letters"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("0000000001.wal at byte 64"),
+        "reports the loss: {}",
+        run.stdout
+    );
+    assert_eq!(
+        image(dir.path()),
+        before,
+        "salvage changed the damaged directory"
+    );
+    assert_eq!(
+        payloads(n),
+        [
+            "dead:doomed",
+            "job:<binary>",
+            "job:{\"to\":\"ada@example.com\"}"
+        ]
+    );
+    let verify = walq(&["verify", n]);
+    assert_eq!(verify.code, 0, "the copy is healthy: {}", verify.stdout);
+}
+
+#[test]
+fn salvage_of_a_healthy_queue_copies_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let target = tempfile::tempdir().unwrap();
+    let n = target.path().to_str().unwrap();
+    let run = walq(&["salvage", dir.path().to_str().unwrap(), "--into", n]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("nothing lost"), "{}", run.stdout);
+    assert_eq!(payloads(n), payloads(dir.path().to_str().unwrap()));
+    // A second salvage into the same, now non-empty, directory is refused.
+    let again = walq(&["salvage", dir.path().to_str().unwrap(), "--into", n]);
+    assert_eq!(again.code, 6, "{}", again.stderr);
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+}

@@ -1,0 +1,213 @@
+//! `walq verify` and `walq dump` on healthy, damaged, live and foreign
+//! directories.
+
+mod common;
+
+use common::{healthy, image, opts, segments, walq};
+use walq::Queue;
+
+/// Offset of the first record of a segment (after the 64-byte header).
+const FIRST_RECORD: u64 = 64;
+
+/// Flips one byte of the payload of the first record of the first
+/// segment; later records stay intact, so it is not a torn tail.
+fn damage(dir: &std::path::Path) -> (String, u64) {
+    let seg = &segments(dir)[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    let at = (FIRST_RECORD + 24 + 40) as usize; // inside the first enqueue's body
+    bytes[at] ^= 0x40;
+    std::fs::write(seg, &bytes).unwrap();
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    (name, FIRST_RECORD)
+}
+
+#[test]
+fn a_healthy_queue_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let before = image(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("healthy"), "{}", run.stdout);
+    assert!(run.stdout.contains("checked 14 records"), "{}", run.stdout);
+    let json = walq(&["verify", d, "--json"]);
+    let last: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["healthy"], true);
+    assert_eq!(last["damage"], 0);
+    assert_eq!(image(dir.path()), before, "verify changed a file");
+}
+
+#[test]
+fn a_flipped_byte_is_damage_named_by_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let (file, offset) = damage(dir.path());
+    let before = image(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let expected = format!("damage {file} at byte {offset}: record checksum mismatch");
+    assert!(run.stdout.contains(&expected), "{}", run.stdout);
+    assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
+    let json = walq(&["verify", d, "--json"]);
+    assert_eq!(json.code, 1);
+    let first: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["severity"], "damage");
+    assert_eq!(first["file"], file.as_str());
+    assert_eq!(first["offset"], offset);
+    // Read-only commands still show the rest, and warn.
+    let stats = walq(&["stats", d, "--json"]);
+    assert_eq!(stats.code, 0, "{}", stats.stderr);
+    assert!(stats.stderr.contains("damaged"), "{}", stats.stderr);
+    let dump = walq(&["dump", d]);
+    assert_eq!(dump.code, 1);
+    assert!(
+        dump.stdout
+            .contains(&format!("!! damage: {file} at byte {offset}")),
+        "{}",
+        dump.stdout
+    );
+    assert_eq!(
+        image(dir.path()),
+        before,
+        "a read-only command changed a file"
+    );
+}
+
+#[test]
+fn a_damaged_dead_letter_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let path = dir.path().join("dead.wal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[2] ^= 1; // the magic
+    std::fs::write(&path, &bytes).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("damage dead.wal at byte 0: not a walq file"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_missing_segment_is_a_broken_invariant() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = common::quiet(|| {
+        let q = Queue::open_with(dir.path(), opts()).unwrap();
+        // Big jobs fill several 64 KiB segments.
+        for i in 0..40u32 {
+            q.enqueue(&vec![i as u8; 4000]).unwrap();
+        }
+        q.close().unwrap();
+        q
+    });
+    drop(q);
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    std::fs::remove_file(&segs[1]).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("is missing before this one"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn verify_works_on_a_live_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    q.enqueue(b"live").unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the queue is live"), "{}", run.stderr);
+    drop(q);
+}
+
+#[test]
+fn dump_lists_records_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let run = walq(&["dump", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let recs: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let log: Vec<_> = recs
+        .iter()
+        .filter(|r| r["file"] == "0000000001.wal")
+        .collect();
+    let lsns: Vec<u64> = log.iter().map(|r| r["lsn"].as_u64().unwrap()).collect();
+    assert_eq!(lsns, (1..=lsns.len() as u64).collect::<Vec<_>>());
+    assert_eq!(log[0]["kind"], "enqueue");
+    assert_eq!(log[0]["payload"], "alpha");
+    assert_eq!(log[0]["key"], "k-alpha");
+    let dead: Vec<_> = recs.iter().filter(|r| r["kind"] == "dead").collect();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["error"], "boom");
+    let text = walq(&["dump", dir.path().to_str().unwrap()]);
+    assert!(text.stdout.contains("enqueue  id=1"), "{}", text.stdout);
+}
+
+#[test]
+fn verify_refuses_paths_without_a_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("not a walq queue"), "{}", run.stderr);
+}
+
+#[test]
+fn a_torn_tail_is_a_note_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    // The end of the last record of the (only) segment, from dump.
+    let dump = walq(&["dump", d, "--json"]);
+    let end = dump
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["file"] == "0000000001.wal")
+        .map(|r| r["offset"].as_u64().unwrap() + r["len"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    // A write cut short by a crash: half a frame of garbage, nothing after.
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[end as usize..end as usize + 30].fill(0xab);
+    std::fs::write(seg, &bytes).unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let note = format!("note   0000000001.wal at byte {end}: torn tail of 30 bytes");
+    assert!(run.stdout.contains(&note), "{}", run.stdout);
+    assert!(run.stdout.contains("healthy"), "{}", run.stdout);
+}
+
+#[test]
+fn a_newer_format_is_unreadable_not_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[8] = 2; // format version 2 (checked before the header checksum)
+    std::fs::write(seg, &bytes).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("format version 2 is newer"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("0000000001.wal"), "{}", run.stderr);
+}

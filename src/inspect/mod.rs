@@ -1,0 +1,138 @@
+//! Read-only inspection of a queue directory, for tools such as the
+//! `walq` command line: every record with its file and offset, damage
+//! classified as recovery would, and the queue's state rebuilt from the
+//! files, all without the writer's lock and without writing a byte.
+//!
+//! Files are read with `read`, never mapped, so a running process that
+//! holds the queue may delete or grow them meanwhile: a file that vanishes
+//! is a note, not damage, and what is read is a snapshot that may already
+//! be stale ([`Inspector::live`] says whether a process held the queue).
+//!
+//! ```
+//! # fn main() -> walq::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let q = walq::Queue::open(dir.path())?;
+//! q.enqueue(b"hello")?;
+//! let inspector = walq::inspect::Inspector::open(dir.path())?;
+//! assert!(inspector.live()); // `q` holds the queue
+//! let snap = inspector.snapshot()?;
+//! assert_eq!(snap.jobs.len(), 1);
+//! assert_eq!(snap.summary.damage, 0);
+//! # Ok(()) }
+//! ```
+
+mod entry;
+mod files;
+mod scan;
+mod segscan;
+mod snapshot;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
+pub use files::{is_live, lock_holder, LockHolder};
+pub use scan::ScanSummary;
+pub use snapshot::{Completion, JobState, PendingJob, Snapshot};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A visitor that ignores everything.
+struct Ignore;
+impl Visitor for Ignore {}
+
+/// A read-only view of a queue directory.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    dir: PathBuf,
+    live: bool,
+}
+
+impl Inspector {
+    /// Looks at `dir` (which must be a directory) and whether a running
+    /// process holds its lock. Nothing is written or locked.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Inspector> {
+        let dir = dir.as_ref();
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::new(ErrorKind::NotFound, "not a directory").with_path(dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::new(ErrorKind::NotFound, "no such directory").with_path(dir))
+            }
+            Err(e) => return Err(Error::io("reading", dir, e)),
+        }
+        Ok(Inspector {
+            dir: dir.to_path_buf(),
+            live: files::is_live(dir)?,
+        })
+    }
+
+    /// The queue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a running process held the queue when this was opened.
+    pub fn live(&self) -> bool {
+        self.live
+    }
+
+    /// Scans every file, reporting each record and problem to `visitor`.
+    /// Fails when the directory cannot be listed or holds no queue.
+    pub fn scan(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+        scan::scan(&self.dir, self.live, visitor)
+    }
+
+    /// Checks every record of every file and the invariants between
+    /// files, reporting each record and problem to `visitor`. The summary
+    /// counts the damage (`damage == 0`: healthy).
+    pub fn verify(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+        let mut checks = verify::Invariants::new(visitor);
+        let mut summary = self.scan(&mut checks)?;
+        let late = checks.finish(summary.next_job_id, summary.segments);
+        for p in &late {
+            summary.damage += 1;
+            visitor.problem(p);
+        }
+        Ok(summary)
+    }
+
+    /// The queue's state as the files hold it now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        self.snapshot_observed(&mut Ignore)
+    }
+
+    /// [`Inspector::snapshot`], reporting every record and problem to
+    /// `observer` as well (for progress). While a process holds the queue,
+    /// a scan during which the set of segments changed is done again (up
+    /// to three times), so jobs carried into a new segment are not missed.
+    pub fn snapshot_observed(&self, observer: &mut dyn Visitor) -> Result<Snapshot> {
+        let mut tries = 0;
+        loop {
+            let before = files::list(&self.dir)?;
+            let mut replay = snapshot::Replay::new(now_ms(), observer);
+            let summary = self.scan(&mut replay)?;
+            let mut snap = replay.snap;
+            snap.next_job_id = snap.next_job_id.max(summary.next_job_id);
+            snap.summary = summary;
+            tries += 1;
+            if !self.live || tries >= 3 || segments(&files::list(&self.dir)?) == segments(&before) {
+                return Ok(snap);
+            }
+        }
+    }
+}
+
+fn segments(names: &[String]) -> Vec<&String> {
+    names
+        .iter()
+        .filter(|n| crate::segment::parse_name(n).is_some())
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch, by the system clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,425 @@
+//! Walking every file of a queue directory, read-only: each record's
+//! checksum and the invariants between records and files. The decoding is
+//! `crate::format`'s; this module only classifies what it finds, with the
+//! rules recovery applies (`docs/format.md`, "Sync lag").
+
+use std::path::Path;
+
+use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
+use super::files;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::close::CleanClose;
+use crate::format::done::DoneRecord;
+use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
+use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::record::Record;
+use crate::format::MAX_ID;
+use crate::segment;
+
+/// Largest dead-letter frame accepted (as the dead-letter file reads).
+const MAX_DEAD_RECORD: u32 = 1 << 30;
+/// Largest completion frame: header, id, time and a full result.
+const MAX_DONE_RECORD: u32 = (frame::FRAME_HEADER_LEN + 16 + crate::done::MAX_RESULT_LEN) as u32;
+
+/// Totals of one scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// A running process held the queue when the scan started.
+    pub live: bool,
+    /// Log segments read.
+    pub segments: u64,
+    /// Verified records in all files.
+    pub records: u64,
+    /// Problems of severity damage.
+    pub damage: u64,
+    /// Problems of severity note.
+    pub notes: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// LSN of the last intact log record (0 when the log is empty).
+    pub last_lsn: u64,
+    /// The largest "next job id" of any segment header.
+    pub next_job_id: u64,
+    /// Log records lost to damage, counted from LSN gaps.
+    pub records_lost: u64,
+}
+
+/// The state of a scan: the visitor, the totals, the directory.
+pub(crate) struct Scan<'a> {
+    dir: &'a Path,
+    visitor: &'a mut dyn Visitor,
+    pub(crate) sum: ScanSummary,
+}
+
+/// The files of a queue directory by role.
+struct Layout {
+    segments: Vec<u32>,
+    others: Vec<String>,
+    dead: bool,
+    done: bool,
+    close: bool,
+}
+
+fn layout(names: Vec<String>) -> Layout {
+    let mut l = Layout {
+        segments: Vec::new(),
+        others: Vec::new(),
+        dead: false,
+        done: false,
+        close: false,
+    };
+    for name in names {
+        match name.as_str() {
+            crate::dead::DEAD_FILE => l.dead = true,
+            crate::done::DONE_FILE => l.done = true,
+            segment::CLOSE_FILE => l.close = true,
+            _ => match segment::parse_name(&name) {
+                Some(id) => l.segments.push(id),
+                None => l.others.push(name),
+            },
+        }
+    }
+    l.segments.sort_unstable();
+    l
+}
+
+/// Scans every file of the queue in `dir`: the segments in log order,
+/// `dead.wal`, `done.rec`, `CLOSED`. Fails only when the directory cannot be
+/// listed or holds no queue; damage goes to the visitor.
+pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+    let l = layout(files::list(dir)?);
+    if l.segments.is_empty() && !l.dead {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "not a walq queue: no log segment (NNNNNNNNNN.wal) and no dead.wal",
+        )
+        .with_path(dir));
+    }
+    let mut s = Scan {
+        dir,
+        visitor,
+        sum: ScanSummary {
+            live,
+            ..ScanSummary::default()
+        },
+    };
+    s.segments(&l.segments)?;
+    if l.dead {
+        s.side_file(crate::dead::DEAD_FILE, FileRole::DeadLetters)?;
+    }
+    if l.done {
+        s.side_file(crate::done::DONE_FILE, FileRole::Completions)?;
+    }
+    if l.close {
+        s.check_close(l.segments.last().copied())?;
+    }
+    for name in &l.others {
+        s.other_file(name);
+    }
+    Ok(s.sum)
+}
+
+impl Scan<'_> {
+    pub(crate) fn problem(&mut self, p: Problem) {
+        match p.severity {
+            super::Severity::Damage => self.sum.damage += 1,
+            super::Severity::Note => self.sum.notes += 1,
+        }
+        self.visitor.problem(&p);
+    }
+
+    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        let bytes = files::read(&self.dir.join(name))?;
+        match &bytes {
+            Some(b) => self.sum.bytes += b.len() as u64,
+            None => {
+                let what = if self.sum.live {
+                    "deleted by the running process while this scan ran (not damage)"
+                } else {
+                    "deleted while this scan ran"
+                };
+                self.problem(Problem::note(name, 0, what));
+            }
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn emit(&mut self, name: &str, off: usize, f: &Frame<'_>, entry: Entry<'_>) {
+        self.sum.records += 1;
+        let view = RecordView {
+            file: name,
+            offset: off as u64,
+            len: f.len,
+            lsn: f.lsn,
+            batch_more: f.flags & FLAG_BATCH_MORE != 0,
+            sync_lag: f.sync_lag,
+            entry,
+        };
+        self.visitor.record(&view);
+    }
+
+    /// Decodes and checks a file header; a problem is reported and `None`
+    /// returned when it is not the header this file must have.
+    pub(crate) fn header(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        kind: FileKind,
+    ) -> Result<Option<SegmentHeader>> {
+        let header = match SegmentHeader::decode(bytes) {
+            Ok(h) => h,
+            Err(e @ crate::format::header::HeaderError::FutureVersion(_)) => {
+                // Not damage: a newer walq wrote it, and this build cannot
+                // judge it. The whole queue is unreadable here.
+                return Err(Error::new(ErrorKind::UnsupportedVersion, e.to_string())
+                    .with_path(&self.dir.join(name)));
+            }
+            Err(e) => {
+                self.problem(Problem::damage(name, 0, e.to_string()));
+                return Ok(None);
+            }
+        };
+        if header.kind != kind {
+            let what = format!("file header says {:?}, expected {:?}", header.kind, kind);
+            self.problem(Problem::damage(name, 0, what));
+            return Ok(None);
+        }
+        Ok(Some(header))
+    }
+
+    fn segments(&mut self, ids: &[u32]) -> Result<()> {
+        for pair in ids.windows(2) {
+            if pair[1] != pair[0] + 1 {
+                let what = format!("segment {} is missing before this one", pair[0] + 1);
+                self.problem(Problem::damage(&segment::file_name(pair[1]), 0, what));
+            }
+        }
+        let mut expected = None;
+        let mut prev: Option<(String, u64)> = None;
+        for (i, &id) in ids.iter().enumerate() {
+            let name = segment::file_name(id);
+            let last = i + 1 == ids.len();
+            let Some(bytes) = self.read_segment(&name, id, last)? else {
+                // Deleted by reclaim since the listing: the LSNs of the next
+                // segment cannot be checked against the one before.
+                expected = None;
+                prev = None;
+                continue;
+            };
+            self.visitor
+                .file_start(&name, FileRole::Segment(id), bytes.len() as u64);
+            let seg = SegScan {
+                name: &name,
+                id,
+                bytes: &bytes,
+                last,
+            };
+            if let Some(end) = self.segment(&seg, expected, prev.take())? {
+                expected = Some(end.next_lsn);
+                prev = Some((name.clone(), end.max_fresh_id));
+            }
+            self.sum.segments += 1;
+            self.visitor.file_end(&name, FileRole::Segment(id));
+        }
+        if let Some(next) = expected {
+            self.sum.last_lsn = next.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// A segment's bytes. The newest segment of a live queue is read
+    /// again (up to three times) while it shows damage: `read` copies page
+    /// by page while the writer appends, so a copy can hold a later record
+    /// but miss an earlier one that a second read finds intact.
+    fn read_segment(&mut self, name: &str, id: u32, last: bool) -> Result<Option<Vec<u8>>> {
+        let mut bytes = self.read(name)?;
+        if !(self.sum.live && last) {
+            return Ok(bytes);
+        }
+        for _ in 0..3 {
+            match &bytes {
+                Some(b) if shows_damage(self.dir, name, id, b) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    bytes = files::read(&self.dir.join(name))?;
+                }
+                _ => break,
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn side_file(&mut self, name: &str, role: FileRole) -> Result<()> {
+        let Some(bytes) = self.read(name)? else {
+            return Ok(());
+        };
+        self.visitor.file_start(name, role, bytes.len() as u64);
+        let (kind, seed, max_len) = match role {
+            FileRole::DeadLetters => (
+                FileKind::Dead,
+                crate::dead::DEAD_SEGMENT_ID,
+                MAX_DEAD_RECORD,
+            ),
+            _ => (
+                FileKind::Done,
+                crate::done::DONE_SEGMENT_ID,
+                MAX_DONE_RECORD,
+            ),
+        };
+        if let Some(h) = self.header(name, &bytes, kind)? {
+            if h.segment_id != seed {
+                let what = format!("file header id {:#x}, expected {seed:#x}", h.segment_id);
+                self.problem(Problem::damage(name, 0, what));
+            }
+            self.side_records(name, role, &bytes, seed, max_len);
+        }
+        self.visitor.file_end(name, role);
+        Ok(())
+    }
+
+    fn side_records(&mut self, name: &str, role: FileRole, bytes: &[u8], seed: u32, max_len: u32) {
+        let mut off = SEGMENT_HEADER_LEN;
+        while off < bytes.len() {
+            let damage = match frame::decode(&bytes[off..], seed, max_len) {
+                Ok(f) => match side_entry(role, &f) {
+                    Some(entry) => {
+                        self.emit(name, off, &f, entry);
+                        off += f.len as usize;
+                        continue;
+                    }
+                    None => format!("record of kind {} does not belong in {name}", f.kind),
+                },
+                Err(FrameError::Zero)
+                    if role == FileRole::Completions && all_zero(&bytes[off..]) =>
+                {
+                    break
+                }
+                Err(e) => e.to_string(),
+            };
+            let (next, durable) = crate::dead::later_side_frames(bytes, off, seed, max_len);
+            if !durable {
+                let what = format!(
+                    "torn tail of {} bytes ({damage}): a write cut short, cut on the next open",
+                    bytes.len() - off
+                );
+                self.problem(Problem::note(name, off as u64, what));
+                break;
+            }
+            let what = format!("{damage} (not a torn tail: later records were synced)");
+            self.problem(Problem::damage(name, off as u64, what));
+            match next {
+                Some(n) => off = n,
+                None => break,
+            }
+        }
+    }
+
+    fn check_close(&mut self, last_segment: Option<u32>) -> Result<()> {
+        let name = segment::CLOSE_FILE;
+        let Some(bytes) = self.read(name)? else {
+            return Ok(());
+        };
+        let Some(clean) = CleanClose::decode(&bytes) else {
+            self.problem(Problem::damage(name, 0, "clean-close record is damaged"));
+            return Ok(());
+        };
+        if last_segment == Some(clean.segment_id) {
+            let seg = segment::file_name(clean.segment_id);
+            if let Ok(meta) = std::fs::metadata(self.dir.join(&seg)) {
+                if meta.len() < clean.segment_size {
+                    let what = format!(
+                        "segment is {} bytes, shorter than the {} it was created with (truncated)",
+                        meta.len(),
+                        clean.segment_size
+                    );
+                    self.problem(Problem::damage(&seg, meta.len(), what));
+                }
+            }
+        }
+        if self.sum.last_lsn < clean.last_lsn {
+            let what = format!(
+                "the log ends at LSN {}, but the queue was closed cleanly at LSN {}: records were cut off",
+                self.sum.last_lsn, clean.last_lsn
+            );
+            self.problem(Problem::damage(name, 24, what));
+        }
+        Ok(())
+    }
+
+    fn other_file(&mut self, name: &str) {
+        // The lock, the disk reserve and the spare segment prepared ahead
+        // of time hold no queue data.
+        let what =
+            if name == crate::queue::LOCK_FILE || name == "RESERVE" || segment::is_spare(name) {
+                return;
+            } else if name.ends_with(segment::TMP_SUFFIX) {
+                "a leftover temporary file (deleted on the next open)"
+            } else {
+                "not a walq file (ignored)"
+            };
+        self.problem(Problem::note(name, 0, what));
+    }
+}
+
+/// The entry of a side-file frame when its kind belongs in that file.
+fn side_entry<'a>(role: FileRole, f: &Frame<'a>) -> Option<Entry<'a>> {
+    match role {
+        FileRole::DeadLetters => match Record::decode(f.kind, f.body)? {
+            r @ (Record::Dead(_) | Record::Removed { .. }) if r_id(&r) < MAX_ID => {
+                Some(Entry::from_record(r))
+            }
+            _ => None,
+        },
+        _ => DoneRecord::decode(f.kind, f.body).map(Entry::from_done),
+    }
+}
+
+fn r_id(r: &Record<'_>) -> u64 {
+    match *r {
+        Record::Dead(d) => d.id,
+        Record::Removed { id } => id,
+        _ => 0,
+    }
+}
+
+/// Whether a scan of the newest segment's `bytes` finds damage.
+fn shows_damage(dir: &Path, name: &str, id: u32, bytes: &[u8]) -> bool {
+    struct Quiet;
+    impl Visitor for Quiet {}
+    let mut quiet = Quiet;
+    let mut scan = Scan {
+        dir,
+        visitor: &mut quiet,
+        sum: ScanSummary {
+            live: true,
+            ..ScanSummary::default()
+        },
+    };
+    let seg = SegScan {
+        name,
+        id,
+        bytes,
+        last: true,
+    };
+    // An unreadable header is damage too (or a newer format: an error).
+    !matches!(scan.segment(&seg, None, None), Ok(Some(_))) || scan.sum.damage > 0
+}
+
+/// Whether every byte is zero.
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// One segment being scanned.
+pub(crate) struct SegScan<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) id: u32,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) last: bool,
+}
+
+/// Where a segment's scan ended.
+pub(crate) struct SegEnd {
+    pub(crate) next_lsn: u64,
+    /// The largest job id enqueued in the segment.
+    pub(crate) max_fresh_id: u64,
+}

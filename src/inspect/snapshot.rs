@@ -1,0 +1,324 @@
+//! The queue's state rebuilt from a read-only scan, with the replay rules
+//! of `docs/format.md`: records in LSN order, a dead letter wins over a
+//! job's log records with smaller LSNs, an unfinished batch counts for
+//! nothing.
+
+use std::collections::BTreeMap;
+
+use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
+use super::scan::ScanSummary;
+use crate::dead::DeadLetter;
+
+/// A job that is not finished: ready, delayed or leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// Job id.
+    pub id: u64,
+    /// When it was first enqueued (ms since the epoch).
+    pub enqueued_ms: u64,
+    /// When it is (or was) due (ms since the epoch).
+    pub due_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts allowed before the dead letters.
+    pub max_attempts: u32,
+    /// The idempotency key, if any.
+    pub key: Option<Vec<u8>>,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Leased when the snapshot was taken (by the running process, or by
+    /// one that stopped: then the lease is released on the next open).
+    pub leased: bool,
+    /// The segment holding the job's newest full record.
+    pub file: String,
+    /// Its byte offset.
+    pub offset: u64,
+}
+
+/// What `done.rec` says about a finished job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Completed with a result.
+    Done {
+        /// When (ms since the epoch).
+        finished_ms: u64,
+        /// The result bytes.
+        result: Vec<u8>,
+    },
+    /// A dead letter that was purged.
+    Purged {
+        /// When (ms since the epoch).
+        purged_ms: u64,
+    },
+}
+
+/// Where a job stands in a [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState<'a> {
+    /// Ready to be dequeued.
+    Ready(&'a PendingJob),
+    /// Waiting for its due time.
+    Delayed(&'a PendingJob),
+    /// Leased.
+    Leased(&'a PendingJob),
+    /// In the dead letters.
+    Dead(&'a DeadLetter),
+    /// Finished, with what `done.rec` keeps about it, if anything (a
+    /// plain ack keeps nothing).
+    Finished(Option<&'a Completion>),
+    /// No job with this id was ever enqueued.
+    Unknown,
+}
+
+/// The queue as a read-only scan found it.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// When the snapshot was taken (ms since the epoch).
+    pub taken_ms: u64,
+    /// Unfinished jobs by id.
+    pub jobs: BTreeMap<u64, PendingJob>,
+    /// Dead letters by id.
+    pub dead: BTreeMap<u64, DeadLetter>,
+    /// Results and purge markers of finished jobs, by id.
+    pub completions: BTreeMap<u64, Completion>,
+    /// The id the next enqueued job would get (at least).
+    pub next_job_id: u64,
+    /// Every file's name and length as read.
+    pub files: Vec<(String, u64)>,
+    /// Damage and notes, in the order found.
+    pub problems: Vec<Problem>,
+    /// Totals of the scan.
+    pub summary: ScanSummary,
+}
+
+impl Snapshot {
+    /// Where job `id` stands.
+    pub fn state(&self, id: u64) -> JobState<'_> {
+        if let Some(job) = self.jobs.get(&id) {
+            if job.leased {
+                JobState::Leased(job)
+            } else if job.due_ms > self.taken_ms {
+                JobState::Delayed(job)
+            } else {
+                JobState::Ready(job)
+            }
+        } else if let Some(letter) = self.dead.get(&id) {
+            JobState::Dead(letter)
+        } else if id != 0 && id < self.next_job_id {
+            JobState::Finished(self.completions.get(&id))
+        } else {
+            JobState::Unknown
+        }
+    }
+
+    /// Counts of unfinished jobs: (ready, delayed, leased).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let (mut ready, mut delayed, mut leased) = (0, 0, 0);
+        for job in self.jobs.values() {
+            if job.leased {
+                leased += 1;
+            } else if job.due_ms > self.taken_ms {
+                delayed += 1;
+            } else {
+                ready += 1;
+            }
+        }
+        (ready, delayed, leased)
+    }
+
+    /// Unfinished jobs in delivery order: due time, then id.
+    pub fn in_delivery_order(&self) -> Vec<&PendingJob> {
+        let mut jobs: Vec<&PendingJob> = self.jobs.values().collect();
+        jobs.sort_by_key(|j| (j.leased, j.due_ms.max(j.enqueued_ms), j.id));
+        jobs
+    }
+}
+
+/// A log record held until its batch completes.
+enum Op {
+    Enqueue(PendingJob, u64),
+    Lease(u64, u32),
+    Ack(u64),
+    Nack(u64, u64),
+}
+
+/// The visitor that rebuilds a [`Snapshot`], forwarding every event to
+/// an observer (a progress display, say).
+pub(crate) struct Replay<'a> {
+    pub(crate) snap: Snapshot,
+    /// The LSN of each job's newest enqueue record (kept after its ack: a
+    /// redriven and finished job's old dead letter must stay superseded).
+    enqueue_lsns: BTreeMap<u64, u64>,
+    batch: Vec<Op>,
+    observer: &'a mut dyn Visitor,
+}
+
+impl<'a> Replay<'a> {
+    pub(crate) fn new(taken_ms: u64, observer: &'a mut dyn Visitor) -> Replay<'a> {
+        Replay {
+            snap: Snapshot {
+                taken_ms,
+                next_job_id: 1,
+                ..Snapshot::default()
+            },
+            enqueue_lsns: BTreeMap::new(),
+            batch: Vec::new(),
+            observer,
+        }
+    }
+
+    fn see_id(&mut self, id: u64) {
+        self.snap.next_job_id = self.snap.next_job_id.max(id.saturating_add(1));
+    }
+
+    fn apply(&mut self, op: Op) {
+        let jobs = &mut self.snap.jobs;
+        match op {
+            Op::Enqueue(job, lsn) => {
+                self.enqueue_lsns.insert(job.id, lsn);
+                jobs.insert(job.id, job);
+            }
+            Op::Lease(id, attempts) => {
+                if let Some(j) = jobs.get_mut(&id) {
+                    j.attempts = attempts;
+                    j.leased = true;
+                }
+            }
+            Op::Ack(id) => {
+                jobs.remove(&id);
+            }
+            Op::Nack(id, due) => {
+                if let Some(j) = jobs.get_mut(&id) {
+                    j.due_ms = due;
+                    j.leased = false;
+                }
+            }
+        }
+    }
+
+    fn log_record(&mut self, r: &RecordView<'_>) {
+        let op = match r.entry {
+            Entry::Enqueue {
+                id,
+                enqueued_ms,
+                due_ms,
+                attempts,
+                max_attempts,
+                key,
+                payload,
+            } => Op::Enqueue(
+                PendingJob {
+                    id,
+                    enqueued_ms,
+                    due_ms,
+                    attempts,
+                    max_attempts: u32::from(max_attempts),
+                    key: (!key.is_empty()).then(|| key.to_vec()),
+                    payload: payload.to_vec(),
+                    leased: false,
+                    file: r.file.to_string(),
+                    offset: r.offset,
+                },
+                r.lsn,
+            ),
+            Entry::Lease { id, attempts } => Op::Lease(id, attempts),
+            Entry::Ack { id } => Op::Ack(id),
+            Entry::Nack { id, due_ms } => Op::Nack(id, due_ms),
+            _ => return,
+        };
+        self.see_id(r.entry.id());
+        self.batch.push(op);
+        if !r.batch_more {
+            for op in std::mem::take(&mut self.batch) {
+                self.apply(op);
+            }
+        }
+    }
+
+    fn side_record(&mut self, r: &RecordView<'_>) {
+        match r.entry {
+            Entry::Dead {
+                id,
+                enqueued_ms,
+                dead_ms,
+                attempts,
+                key,
+                error,
+                payload,
+            } => {
+                self.see_id(id);
+                // `dead.wal` is read after the log. A dead letter wins over
+                // the job's log records with smaller LSNs; an enqueue with
+                // an LSN at least as large (a redrive) wins over it.
+                match self.enqueue_lsns.get(&id) {
+                    Some(&lsn) if lsn >= r.lsn => return,
+                    Some(_) => {
+                        self.snap.jobs.remove(&id);
+                    }
+                    None => {}
+                }
+                let letter = DeadLetter {
+                    id,
+                    attempts,
+                    enqueued_ms,
+                    dead_ms,
+                    error: String::from_utf8_lossy(error).into_owned(),
+                    key: (!key.is_empty()).then(|| key.to_vec()),
+                    payload: payload.to_vec(),
+                };
+                self.snap.dead.insert(id, letter);
+            }
+            Entry::Removed { id } => {
+                self.snap.dead.remove(&id);
+            }
+            Entry::Done {
+                id,
+                finished_ms,
+                result,
+            } => {
+                let c = Completion::Done {
+                    finished_ms,
+                    result: result.to_vec(),
+                };
+                self.snap.completions.insert(id, c);
+            }
+            Entry::Purged { id, purged_ms } => {
+                let c = Completion::Purged { purged_ms };
+                self.snap.completions.insert(id, c);
+            }
+            Entry::Cleared { id } => {
+                self.snap.completions.remove(&id);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Visitor for Replay<'_> {
+    fn file_start(&mut self, name: &str, role: FileRole, len: u64) {
+        self.snap.files.push((name.to_string(), len));
+        self.observer.file_start(name, role, len);
+    }
+
+    fn record(&mut self, r: &RecordView<'_>) {
+        if crate::segment::parse_name(r.file).is_some() {
+            self.log_record(r);
+        } else {
+            self.side_record(r);
+        }
+        self.observer.record(r);
+    }
+
+    fn problem(&mut self, p: &Problem) {
+        // Records of a batch cut by damage were never acknowledged.
+        self.batch.clear();
+        self.snap.problems.push(p.clone());
+        self.observer.problem(p);
+    }
+
+    fn file_end(&mut self, name: &str, role: FileRole) {
+        // A batch never spans segments: one still open here is unfinished.
+        self.batch.clear();
+        self.observer.file_end(name, role);
+    }
+}

@@ -317,6 +317,15 @@ impl DeadFile {
         Ok(())
     }
 
+    /// Makes every append durable, if anything was appended since the
+    /// last sync.
+    pub fn sync_if_dirty(&mut self) -> Result<()> {
+        if self.synced_len == self.len {
+            return Ok(());
+        }
+        self.sync()
+    }
+
     /// Reads and verifies dead letter `id`.
     pub fn get(&self, id: u64) -> Result<Option<DeadLetter>> {
         let Some(entry) = self.entries.get(&id).copied() else {

@@ -39,7 +39,8 @@ use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
 use crate::reserve::{is_enospc, Reserve};
-use crate::segment::{Segment, Spare};
+use crate::segment::Segment;
+use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
 
 /// How far ahead of the tail pages are faulted in.
@@ -91,8 +92,9 @@ pub struct Log {
     buf: Vec<u8>,
     /// The last append failed before writing anything (see rotation).
     harmless_failure: bool,
-    /// The next segment, created and preallocated ahead of time.
-    spare: Option<Spare>,
+    /// The spares prepared ahead, and segments to delete: file work done
+    /// after the queue lock is released.
+    upkeep: Arc<Upkeep>,
     /// Records appended or memory changed by the current operation (see
     /// [`Log::begin_op`]): a failure after the first change is not harmless.
     op_changes: u32,
@@ -121,9 +123,17 @@ impl Log {
         commit: Arc<Committer>,
     ) -> Log {
         assert!(!segments.is_empty(), "a log has an active segment");
+        let active = segments.back().map_or(0, |a| a.seg.id);
         if let Some(active) = segments.back() {
             commit.set_target(active.seg.clone(), next_lsn - 1);
         }
+        let upkeep = Arc::new(Upkeep::new(
+            vfs.clone(),
+            dir.clone(),
+            seg_size,
+            mode,
+            active,
+        ));
         Log {
             dir,
             vfs,
@@ -135,7 +145,7 @@ impl Log {
             commit,
             buf: Vec::with_capacity(256),
             harmless_failure: false,
-            spare: None,
+            upkeep,
             op_changes: 0,
             residue: 0,
             reserve: None,
@@ -356,18 +366,29 @@ impl Log {
         self.commit.wait(self.next_lsn - 1)
     }
 
-    /// Prepares the next segment ahead of time (best effort: without a
-    /// spare, rotation creates the segment itself). Keeping one spare means
-    /// a full disk can still rotate once, so that leases, acks and dead
+    /// Prepares the spare segments now (at open; afterwards
+    /// [`Upkeep::run`] does, outside the queue lock). Best effort: without
+    /// a spare, rotation creates the segment itself. Keeping spares means a
+    /// full disk can still rotate once, so that leases, acks and dead
     /// letters, which drain the queue and free space, can be written.
     pub fn prepare_spare(&mut self) {
-        if self.spare.is_some() {
-            return;
+        self.upkeep.fill_spares();
+    }
+
+    /// The deferred file work of this log (see `upkeep`).
+    pub fn upkeep(&self) -> &Arc<Upkeep> {
+        &self.upkeep
+    }
+
+    /// Takes the emptied oldest segment out of the log; it is deleted once
+    /// everything written so far is durable (see `upkeep`).
+    pub fn retire_front(&mut self) -> Option<Arc<Segment>> {
+        if self.segments.len() <= 1 {
+            return None;
         }
-        let Some(id) = self.active().id.checked_add(1) else {
-            return;
-        };
-        self.spare = Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode).ok();
+        let info = self.segments.pop_front()?;
+        self.upkeep.retire(info.seg.clone(), self.next_lsn - 1);
+        Some(info.seg)
     }
 
     /// Records where the log ends (`CLOSED`, crash-atomically), after
@@ -408,9 +429,18 @@ impl Log {
                 "segment ids exhausted (2^32 segments)",
             )
         })?;
-        let seg = self.next_segment(id, next_job_id, draining)?;
-        let seg = Arc::new(seg);
-        self.commit.set_target(seg.clone(), self.next_lsn - 1);
+        // Only the spare's header is written and synced here; the next
+        // spare is prepared and the directory synced after the queue lock
+        // is released (see `upkeep`).
+        let spare = self.upkeep.take_spare(id, draining)?;
+        let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
+        self.commit.set_new_target(
+            seg.clone(),
+            self.next_lsn - 1,
+            self.vfs.clone(),
+            self.dir.clone(),
+        );
+        self.upkeep.rotated(id);
         let old = self.active().clone();
         self.segments.push_back(SegInfo {
             seg,
@@ -420,43 +450,5 @@ impl Log {
         self.tail = SEGMENT_HEADER_LEN as u32;
         old.release_fd();
         Ok(())
-    }
-
-    /// Installs segment `id` (the spare, or a new one) and leaves a spare
-    /// for the one after; a new job may take the spare only if that spare
-    /// can be prepared. On failure nothing changed and the spare is kept.
-    fn next_segment(&mut self, id: u32, next_job_id: u64, draining: bool) -> Result<Segment> {
-        let spare = match self.spare.take() {
-            Some(s) if s.id == id => s,
-            other => {
-                if let Some(s) = other {
-                    s.discard(&*self.vfs);
-                }
-                Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)?
-            }
-        };
-        let after = match id
-            .checked_add(1)
-            .map(|next| Spare::prepare(&*self.vfs, &self.dir, next, self.seg_size, self.mode))
-        {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) if !draining => {
-                self.spare = Some(spare);
-                return Err(e);
-            }
-            _ => None,
-        };
-        match spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id) {
-            Ok(seg) => {
-                self.spare = after;
-                Ok(seg)
-            }
-            Err(e) => {
-                if let Some(s) = after {
-                    s.discard(&*self.vfs);
-                }
-                Err(e)
-            }
-        }
     }
 }

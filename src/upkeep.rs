@@ -1,0 +1,204 @@
+//! Work on the log's files that is done after the queue lock is released:
+//! preparing the spare segments and deleting sealed ones.
+//!
+//! Under the queue lock, rotation only installs a spare that is already
+//! created, preallocated and synced (`segment::Spare`): it writes the
+//! header, fdatasyncs that one block and renames the file into place; the
+//! directory sync of the new name is left to the committer, whose leader
+//! runs it before the first sync of the new segment (so no record in the
+//! new segment is acknowledged before its name is durable). Reclaim, under
+//! the lock, only takes an emptied oldest segment out of the queue's view
+//! and hands it here.
+//!
+//! [`Upkeep::run`] is called by the operation that queued the work, once it
+//! released the queue lock (and by `close`), so no other caller waits for
+//! it. Invariants:
+//! * spares are prepared for the two ids after the active segment; a new
+//!   job may rotate into the first only if the second exists (or can be
+//!   made), so a full disk always keeps a whole spare for the records that
+//!   drain the queue (leases, acks, nacks, dead letters, carried records);
+//! * rotation never waits for a spare being prepared except through the
+//!   spare lock (a create and a fallocate, no sync), and creates one itself
+//!   if none is ready;
+//! * a retired segment is deleted only once every record that supersedes
+//!   it is durable (the committer has synced up to the LSN recorded when it
+//!   was retired), and retired segments are deleted oldest first, stopping
+//!   at the first failure, so a remaining segment can still rely on every
+//!   newer one;
+//! * a retired segment whose deletion failed stays queued and is tried again
+//!   on the next run (should the process stop first, the next open replays
+//!   it and finds every record in it superseded, as after a crash).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::commit::Committer;
+use crate::error::{Error, Result};
+use crate::segment::{Segment, Spare};
+use crate::vfs::Vfs;
+
+/// Spares kept ready: the next segment and the one after it.
+const SPARES: u32 = 2;
+
+/// Prepared spares, and which segment is active.
+#[derive(Debug, Default)]
+struct Spares {
+    active: u32,
+    ready: VecDeque<Spare>,
+}
+
+/// A segment taken out of the log, to delete once `lsn` is durable.
+#[derive(Debug)]
+struct Retired {
+    seg: Arc<Segment>,
+    lsn: u64,
+}
+
+/// The log's deferred file work (see the module docs).
+#[derive(Debug)]
+pub struct Upkeep {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    seg_size: u64,
+    mode: u32,
+    /// Work was queued since the last run.
+    pending: AtomicBool,
+    spares: Mutex<Spares>,
+    retired: Mutex<VecDeque<Retired>>,
+    /// The last failure of a deletion, for `Stats::maintenance_error`.
+    error: Mutex<Option<String>>,
+}
+
+impl Upkeep {
+    /// Upkeep of the log in `dir`, whose active segment is `active`.
+    pub fn new(vfs: Arc<dyn Vfs>, dir: PathBuf, seg_size: u64, mode: u32, active: u32) -> Upkeep {
+        Upkeep {
+            vfs,
+            dir,
+            seg_size,
+            mode,
+            pending: AtomicBool::new(true),
+            spares: Mutex::new(Spares {
+                active,
+                ready: VecDeque::new(),
+            }),
+            retired: Mutex::new(VecDeque::new()),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The last failed deletion, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    fn prepare(&self, id: u32) -> Result<Spare> {
+        Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)
+    }
+
+    /// Prepares the missing spares (best effort: without one, rotation
+    /// creates the segment itself).
+    pub fn fill_spares(&self) {
+        let mut sp = self.spares.lock();
+        let active = sp.active;
+        while sp.ready.front().is_some_and(|s| s.id <= active) {
+            if let Some(s) = sp.ready.pop_front() {
+                s.discard(&*self.vfs);
+            }
+        }
+        for k in 1..=SPARES {
+            let Some(id) = active.checked_add(k) else {
+                return;
+            };
+            if sp.ready.iter().any(|s| s.id == id) {
+                continue;
+            }
+            match self.prepare(id) {
+                Ok(s) => sp.ready.push_back(s),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// The spare for segment `id`, prepared now if none is ready. Unless
+    /// the rotation is `draining`, the spare after it must exist too (or is
+    /// prepared now): a new job never takes the last spare. On failure
+    /// nothing changed.
+    pub fn take_spare(&self, id: u32, draining: bool) -> Result<Spare> {
+        let mut sp = self.spares.lock();
+        while sp.ready.front().is_some_and(|s| s.id < id) {
+            if let Some(s) = sp.ready.pop_front() {
+                s.discard(&*self.vfs);
+            }
+        }
+        if sp.ready.front().is_none_or(|s| s.id != id) {
+            let s = self.prepare(id)?;
+            sp.ready.push_front(s);
+        }
+        if !draining && sp.ready.get(1).is_none() {
+            if let Some(next) = id.checked_add(1) {
+                let s = self.prepare(next)?;
+                sp.ready.push_back(s);
+            }
+        }
+        let spare = sp.ready.pop_front().expect("a spare for this id is ready");
+        self.pending.store(true, Ordering::Release);
+        Ok(spare)
+    }
+
+    /// Segment `id` is now the active one: spares are kept for the ids
+    /// after it.
+    pub fn rotated(&self, id: u32) {
+        self.spares.lock().active = id;
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Queues `seg` (already out of the log) for deletion once `lsn` is
+    /// durable.
+    pub fn retire(&self, seg: Arc<Segment>, lsn: u64) {
+        self.retired.lock().push_back(Retired { seg, lsn });
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Does the queued work: prepares spares, deletes retired segments.
+    /// Returns whether a segment was deleted (space came back), or the
+    /// error of a failed log sync, which must poison the queue.
+    pub fn run(&self, commit: &Committer) -> Result<bool> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        self.fill_spares();
+        self.delete_retired(commit)
+    }
+
+    /// Deletes the retired segments, oldest first (see the module docs).
+    fn delete_retired(&self, commit: &Committer) -> Result<bool> {
+        let mut retired = self.retired.lock();
+        let mut deleted = false;
+        while let Some(r) = retired.front() {
+            commit.wait(r.lsn)?;
+            if let Err(e) = self.vfs.remove(&r.seg.path) {
+                let e = Error::io("deleting finished segment", &r.seg.path, e);
+                *self.error.lock() = Some(e.to_string());
+                // Tried again on the next run.
+                self.pending.store(true, Ordering::Release);
+                break;
+            }
+            retired.pop_front();
+            deleted = true;
+        }
+        if deleted {
+            if let Err(e) = self.vfs.sync_dir(&self.dir) {
+                // Should the unlink not survive a power cut, replay reads
+                // the segment again and finds every job in it superseded.
+                let e = Error::io("syncing directory", &self.dir, e);
+                *self.error.lock() = Some(e.to_string());
+            }
+        }
+        Ok(deleted)
+    }
+}

@@ -99,10 +99,14 @@ impl QueueState {
         // for its group commit) are durable before its dead letter, and the
         // dead letter before the ack record that finishes it in the log.
         self.log.sync_now()?;
-        // From here on the dead letter exists: a failed append below is
-        // not harmless (the queue is poisoned; reopening resolves it).
-        self.log.mark_changed();
-        self.dead.add(&rec, self.log.next_lsn)?;
+        // On a full copy-on-write disk the dead letter's write may need
+        // the reserve. If it still fails, nothing was written (the file's
+        // end did not move): harmless if nothing else changed before. From
+        // then on the dead letter exists: a failed append below is not
+        // harmless (the queue is poisoned; reopening resolves it).
+        let lsn = self.log.next_lsn;
+        let dead = &mut self.dead;
+        self.log.write_draining(|| dead.add(&rec, lsn))?;
         self.dead.sync()?;
         // Mark the job finished in the log too, so that its records there
         // stay dead even after the dead letter is purged.

@@ -292,6 +292,27 @@ impl Log {
         out
     }
 
+    /// Runs a write of a record that drains the queue into another file
+    /// (a dead letter into `dead.wal`) as [`Log::append`] runs its own: on
+    /// ENOSPC it gives up the reserve, if one is held, and is tried once
+    /// more; a failure that was the operation's first change, on a full
+    /// disk, is harmless ([`Log::take_harmless_failure`]), and a success
+    /// counts as a change of the operation.
+    pub fn write_draining<T>(&mut self, mut write: impl FnMut() -> Result<T>) -> Result<T> {
+        let out = match write() {
+            Err(e) if is_enospc(&e) && !self.commit.failed() && self.release_reserve() => write(),
+            other => other,
+        };
+        match &out {
+            Ok(_) => self.op_changes = self.op_changes.saturating_add(1),
+            Err(e) => {
+                self.write_failed = true;
+                self.note_failure(e);
+            }
+        }
+        out
+    }
+
     /// Classifies a failed append or rotation for
     /// [`Log::take_harmless_failure`]. A failed write is rolled back, but
     /// only a full disk is taken as harmless: EIO (a failing device) still

@@ -1267,3 +1267,72 @@ fn full_disk_scenario_sim() {
         PhaseRun { lines, death: None }
     });
 }
+
+/// Fills what is left of the simulated disk, to the last byte, with a file
+/// of its own.
+fn fill_disk(vfs: &dyn Vfs, root: &Path, name: &str) {
+    let filler = vfs.create(&root.join(name), 0o600).unwrap();
+    let mut off = 0u64;
+    let mut chunk = 64usize << 10;
+    while chunk >= 1 {
+        match filler.write_at(&vec![0x5a; chunk], off) {
+            Ok(()) => off += chunk as u64,
+            Err(_) => chunk /= 2,
+        }
+    }
+}
+
+/// Dead-lettering on a full copy-on-write disk: the write into `dead.wal`
+/// needs new space like any overwrite. It gives up the reserve and goes
+/// through (before: ENOSPC, and the queue was poisoned until reopened),
+/// and the queue keeps serving: the remaining jobs drain.
+#[test]
+fn dead_letters_on_a_full_cow_disk() {
+    let fs = QuotaFs::new_cow(SIM_CAPACITY);
+    let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+    let root = PathBuf::from("/disk");
+    let dir = root.join("queue");
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("open");
+    for tag in 0..20 {
+        q.enqueue(&payload(tag, &SIM)).expect("enqueue");
+    }
+    assert!(
+        vfs.list(&dir).unwrap().iter().any(|n| n == "RESERVE"),
+        "a copy-on-write disk gets a reserve"
+    );
+    // Leased before the disk fills: the dead letter is the first write on
+    // the full disk, with the reserve still held.
+    let first = q.dequeue().expect("dequeue").expect("a job");
+    let second = q.dequeue().expect("dequeue").expect("a job");
+    fill_disk(&*vfs, &root, "filler");
+    q.fail(first.receipt(), "does not work")
+        .unwrap_or_else(|e| panic!("dead-lettering on a full disk: {e}"));
+    // The reserve is used up: a full disk now refuses the dead letter with
+    // a clear error, and the queue keeps serving (not poisoned).
+    fill_disk(&*vfs, &root, "filler2");
+    let err = q.fail(second.receipt(), "does not work").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(is_enospc(&err), "{err}");
+    vfs.remove(&root.join("filler2")).unwrap();
+    q.fail(second.receipt(), "does not work")
+        .expect("dead-lettering once space is back");
+    let mut failed = vec![first.id(), second.id()];
+    let mut acked = 0;
+    while let Some(job) = q.dequeue().expect("dequeue on a full disk") {
+        let tag = check_payload(job.payload(), &SIM).expect("payload intact");
+        if tag.is_multiple_of(4) {
+            q.fail(job.receipt(), "does not work")
+                .unwrap_or_else(|e| panic!("dead-lettering job {tag} on a full disk: {e}"));
+            failed.push(job.id());
+        } else {
+            q.ack(job.receipt()).expect("ack on a full disk");
+            acked += 1;
+        }
+    }
+    assert_eq!(acked + failed.len(), 20);
+    assert_eq!(q.dead_letter_ids(), failed);
+    assert_eq!(q.stats().dead, failed.len() as u64);
+    q.close().expect("close");
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("reopen");
+    assert_eq!(q.dead_letter_ids(), failed, "the dead letters are durable");
+}

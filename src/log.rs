@@ -9,8 +9,11 @@
 //! 1. fdatasync the old active segment through the committer (the one sync
 //!    path, see `commit`), so nothing in the new segment is acknowledged
 //!    while an older record could still be lost;
-//! 2. create the new segment (see `segment`), which fsyncs it and the
-//!    directory, and make it the committer's target;
+//! 2. install the spare prepared ahead (see `segment` and `upkeep`): its
+//!    header written and fdatasynced, renamed into place; make it the
+//!    committer's target, whose next leader syncs the directory before the
+//!    new segment (the next spare is prepared after the queue lock is
+//!    released);
 //! 3. close the old segment's descriptor: sealed segments are read through
 //!    their map and hold no file descriptor.
 //!
@@ -107,6 +110,9 @@ pub struct Log {
     reserve_checked: bool,
     /// The last failed append failed writing (not creating a segment).
     write_failed: bool,
+    /// Appends are `pwrite`s, never stores into the map (set under
+    /// `Durability::Sync`, see [`Log::append_by_syscall`]).
+    syscall_appends: bool,
 }
 
 impl Log {
@@ -151,7 +157,17 @@ impl Log {
             reserve: None,
             reserve_checked: false,
             write_failed: false,
+            syscall_appends: false,
         }
+    }
+
+    /// Makes appends `pwrite`s instead of stores into the map. Under
+    /// `Durability::Sync` every record is followed by an fdatasync, which
+    /// write-protects the pages it cleans, so the next store into the
+    /// same page faults again (`page_mkwrite`); a `pwrite` takes no fault
+    /// (measured in `docs/benchmarks.md`). Reads still go through the map.
+    pub fn append_by_syscall(&mut self, on: bool) {
+        self.syscall_appends = on;
     }
 
     /// Starts a state operation: its first failed change, if it wrote
@@ -195,7 +211,7 @@ impl Log {
         }
         let seg = self.active().clone();
         let zeros = vec![0u8; (self.residue - self.tail) as usize];
-        seg.write(self.tail, &zeros)
+        seg.write_by(self.tail, &zeros, self.syscall_appends)
             .inspect_err(|_| self.write_failed = true)?;
         self.residue = 0;
         Ok(())
@@ -351,11 +367,16 @@ impl Log {
         // system, say) is rolled back: nothing is published, the tail and
         // the LSN stay, and whatever it wrote past the tail is the residue,
         // zeroed before the next write (right away, if that works).
-        let written = seg.write(off, &self.buf).and_then(|()| {
-            if tail.is_empty() {
+        let syscall = self.syscall_appends;
+        if syscall && !tail.is_empty() {
+            // One `pwrite` per record, not two.
+            self.buf.extend_from_slice(tail);
+        }
+        let written = seg.write_by(off, &self.buf, syscall).and_then(|()| {
+            if tail.is_empty() || syscall {
                 Ok(())
             } else {
-                seg.write(off + self.buf.len() as u32, tail)
+                seg.write_by(off + self.buf.len() as u32, tail, syscall)
             }
         });
         if let Err(e) = written {
@@ -365,7 +386,10 @@ impl Log {
             return Err(e);
         }
         // Crossing a 1 MiB boundary: fault in the next 2 MiB in one call.
-        if (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32 {
+        // (Not for `pwrite` appends: it would dirty pages for the next
+        // fdatasync to write.)
+        let crossing = (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32;
+        if crossing && !syscall {
             let next = ((off + len) >> 20) << 20;
             seg.region.prefault(next as usize, PREFAULT_BYTES);
         }

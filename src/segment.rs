@@ -354,9 +354,21 @@ impl Segment {
         }
     }
 
-    /// Writes `bytes` at `off`.
+    /// Writes `bytes` at `off` (stores into the map where that is safe).
     pub fn write(&self, off: u32, bytes: &[u8]) -> Result<()> {
-        self.with_file("writing record", |f| f.write_at(bytes, u64::from(off)))
+        self.write_by(off, bytes, false)
+    }
+
+    /// Writes `bytes` at `off`: stores into the map where that is safe,
+    /// unless `syscall` asks for `pwrite` (see [`VfsFile::write_at_syscall`]).
+    pub fn write_by(&self, off: u32, bytes: &[u8], syscall: bool) -> Result<()> {
+        self.with_file("writing record", |f| {
+            if syscall {
+                f.write_at_syscall(bytes, u64::from(off))
+            } else {
+                f.write_at(bytes, u64::from(off))
+            }
+        })
     }
 }
 

@@ -17,9 +17,9 @@
 //!   job may rotate into the first only if the second exists (or can be
 //!   made), so a full disk always keeps a whole spare for the records that
 //!   drain the queue (leases, acks, nacks, dead letters, carried records);
-//! * rotation never waits for a spare being prepared except through the
-//!   spare lock (a create and a fallocate, no sync), and creates one itself
-//!   if none is ready;
+//! * spare files are made without the spare lock held: a rotation whose
+//!   spares are ready takes one at once; only one whose spare is missing
+//!   waits for a preparation under way, then makes what is still missing;
 //! * a retired segment is deleted only once every record that supersedes
 //!   it is durable (the committer has synced up to the LSN recorded when it
 //!   was retired), and retired segments are deleted oldest first, stopping
@@ -68,6 +68,8 @@ pub struct Upkeep {
     /// Work was queued since the last run.
     pending: AtomicBool,
     spares: Mutex<Spares>,
+    /// Held while spare files are being made (taken before `spares`).
+    preparing: Mutex<()>,
     retired: Mutex<VecDeque<Retired>>,
     /// The last failure of a deletion, for `Stats::maintenance_error`.
     error: Mutex<Option<String>>,
@@ -86,6 +88,7 @@ impl Upkeep {
                 active,
                 ready: VecDeque::new(),
             }),
+            preparing: Mutex::new(()),
             retired: Mutex::new(VecDeque::new()),
             error: Mutex::new(None),
         }
@@ -101,50 +104,72 @@ impl Upkeep {
     }
 
     /// Prepares the missing spares (best effort: without one, rotation
-    /// creates the segment itself).
+    /// creates the segment itself). The file work runs without the spare
+    /// lock, so a rotation whose spare is ready never waits for it.
     pub fn fill_spares(&self) {
-        let mut sp = self.spares.lock();
-        let active = sp.active;
-        while sp.ready.front().is_some_and(|s| s.id <= active) {
-            if let Some(s) = sp.ready.pop_front() {
-                s.discard(&*self.vfs);
-            }
-        }
-        for k in 1..=SPARES {
-            let Some(id) = active.checked_add(k) else {
-                return;
-            };
-            if sp.ready.iter().any(|s| s.id == id) {
-                continue;
+        let _preparing = self.preparing.lock();
+        let missing: Vec<u32> = {
+            let mut sp = self.spares.lock();
+            let active = sp.active;
+            self.discard_below(&mut sp, active.saturating_add(1));
+            (1..=SPARES)
+                .filter_map(|k| active.checked_add(k))
+                .filter(|id| !sp.ready.iter().any(|s| s.id == *id))
+                .collect()
+        };
+        for id in missing {
+            if self.spares.lock().active >= id {
+                continue; // taken by a rotation meanwhile
             }
             match self.prepare(id) {
-                Ok(s) => sp.ready.push_back(s),
+                Ok(s) => Self::insert(&mut self.spares.lock(), s),
                 Err(_) => return,
             }
         }
     }
 
-    /// The spare for segment `id`, prepared now if none is ready. Unless
-    /// the rotation is `draining`, the spare after it must exist too (or is
-    /// prepared now): a new job never takes the last spare. On failure
-    /// nothing changed.
-    pub fn take_spare(&self, id: u32, draining: bool) -> Result<Spare> {
-        let mut sp = self.spares.lock();
+    /// Removes the spares for ids below `id` (already used).
+    fn discard_below(&self, sp: &mut Spares, id: u32) {
         while sp.ready.front().is_some_and(|s| s.id < id) {
             if let Some(s) = sp.ready.pop_front() {
                 s.discard(&*self.vfs);
             }
         }
-        if sp.ready.front().is_none_or(|s| s.id != id) {
-            let s = self.prepare(id)?;
-            sp.ready.push_front(s);
-        }
-        if !draining && sp.ready.get(1).is_none() {
-            if let Some(next) = id.checked_add(1) {
-                let s = self.prepare(next)?;
-                sp.ready.push_back(s);
+    }
+
+    /// Adds a spare, keeping them ordered by id.
+    fn insert(sp: &mut Spares, spare: Spare) {
+        let at = sp.ready.partition_point(|s| s.id < spare.id);
+        sp.ready.insert(at, spare);
+    }
+
+    /// Whether the spares a rotation into `id` needs are ready.
+    fn has(sp: &Spares, id: u32, draining: bool) -> bool {
+        let ready = |id: u32| sp.ready.iter().any(|s| s.id == id);
+        ready(id) && (draining || id.checked_add(1).is_none_or(ready))
+    }
+
+    /// The spare for segment `id`, prepared now if none is ready. Unless
+    /// the rotation is `draining`, the spare after it must exist too (or is
+    /// prepared now): a new job never takes the last spare. On failure
+    /// nothing changed (a spare prepared here is kept).
+    pub fn take_spare(&self, id: u32, draining: bool) -> Result<Spare> {
+        let mut sp = self.spares.lock();
+        if !Self::has(&sp, id, draining) {
+            // Slow path: wait for a preparation under way, then make what
+            // is still missing.
+            drop(sp);
+            let _preparing = self.preparing.lock();
+            sp = self.spares.lock();
+            for want in [Some(id), id.checked_add(1).filter(|_| !draining)] {
+                let Some(want) = want else { continue };
+                if !sp.ready.iter().any(|s| s.id == want) {
+                    let s = self.prepare(want)?;
+                    Self::insert(&mut sp, s);
+                }
             }
         }
+        self.discard_below(&mut sp, id);
         let spare = sp.ready.pop_front().expect("a spare for this id is ready");
         self.pending.store(true, Ordering::Release);
         Ok(spare)

@@ -227,3 +227,95 @@ impl Upkeep {
         Ok(deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::{Fault, FaultOp, SimFs};
+    use std::path::Path;
+
+    const SIZE: u64 = 1 << 16;
+
+    fn setup() -> (SimFs, Upkeep) {
+        let fs = SimFs::new();
+        let dir = Path::new("/q");
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let up = Upkeep::new(Arc::new(fs.clone()), dir.to_path_buf(), SIZE, 0o600, 1);
+        (fs, up)
+    }
+
+    fn names(fs: &SimFs) -> Vec<String> {
+        let mut n = fs.list(Path::new("/q")).unwrap();
+        n.sort();
+        n
+    }
+
+    fn full_disk(fs: &SimFs) {
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Allocate,
+            at: fs.op_count(FaultOp::Allocate),
+            forever: true,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+    }
+
+    #[test]
+    fn a_new_job_never_takes_the_last_spare() {
+        let (fs, up) = setup();
+        up.fill_spares();
+        assert_eq!(
+            names(&fs),
+            ["0000000002.wal.spare", "0000000003.wal.spare"],
+            "two spares ahead of the active segment"
+        );
+        full_disk(&fs);
+        // A producer's rotation takes segment 2 and leaves 3 for the drain.
+        let two = up.take_spare(2, false).unwrap();
+        assert_eq!(two.id, 2);
+        up.rotated(2);
+        up.fill_spares(); // cannot make segment 4 on the full disk
+        let err = up.take_spare(3, false).unwrap_err();
+        assert!(err.to_string().contains("0000000004"), "{err}");
+        // The spare is still there for records that drain the queue.
+        assert_eq!(up.take_spare(3, true).unwrap().id, 3);
+        // And with none left, a draining rotation creates one (or fails
+        // cleanly, leaving nothing behind).
+        let err = up.take_spare(4, true).unwrap_err();
+        assert!(err.to_string().contains("0000000004"), "{err}");
+        assert!(!names(&fs).iter().any(|n| n.starts_with("0000000004")));
+        two.discard(&fs);
+    }
+
+    #[test]
+    fn retired_segments_go_once_durable_and_oldest_first() {
+        let (fs, up) = setup();
+        let dir = Path::new("/q");
+        let seg = |id| Arc::new(Segment::create(&fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let (s1, s2, s3) = (seg(1), seg(2), seg(3));
+        let commit = Committer::new(0);
+        commit.set_target(s3.clone(), 0);
+        commit.written(7);
+        up.retire(s1, 5);
+        up.retire(s2, 7);
+        // The oldest cannot be unlinked: the newer one stays too.
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Remove,
+            at: fs.op_count(FaultOp::Remove),
+            forever: false,
+            kind: std::io::ErrorKind::Other,
+        }));
+        assert!(!up.run(&commit).unwrap());
+        assert!(up.error().is_some_and(|e| e.contains("0000000001.wal")));
+        assert!(names(&fs).contains(&"0000000002.wal".to_string()));
+        // Their superseding records were made durable first.
+        assert!(commit.durable() >= 5);
+        // Retried on the next run.
+        assert!(up.run(&commit).unwrap());
+        assert_eq!(commit.durable(), 7);
+        let left: Vec<_> = names(&fs)
+            .into_iter()
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        assert_eq!(left, ["0000000003.wal"]);
+    }
+}

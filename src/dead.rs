@@ -24,6 +24,8 @@ use crate::format::FORMAT_VERSION;
 use crate::options::RecoveryMode;
 use crate::vfs::{Vfs, VfsFile};
 
+mod compact;
+
 /// File name of the dead-letter file.
 pub const DEAD_FILE: &str = "dead.wal";
 /// Checksum seed ("segment id") of the dead-letter file.
@@ -81,6 +83,8 @@ pub struct DeadFile {
     /// Bytes known durable; a frame's sync lag is its offset minus this.
     synced_len: u64,
     buf: Vec<u8>,
+    /// A compaction is under way (see `compact`).
+    compacting: bool,
 }
 
 impl DeadFile {
@@ -123,6 +127,7 @@ impl DeadFile {
             garbage: 0,
             synced_len: 0,
             buf: Vec::new(),
+            compacting: false,
         };
         let report = dead.replay(recovery)?;
         // What survived is durable from here on, so sync lags written from
@@ -141,6 +146,7 @@ impl DeadFile {
             garbage: 0,
             synced_len: SEGMENT_HEADER_LEN as u64,
             buf: Vec::new(),
+            compacting: false,
         })
     }
 
@@ -352,31 +358,6 @@ impl DeadFile {
     /// Whether removed records make up enough of the file to rewrite it.
     pub fn wants_compaction(&self) -> bool {
         self.garbage > 1 << 20 && self.garbage * 2 > self.len
-    }
-
-    /// Rewrites the file with only the live dead letters (same LSNs):
-    /// `dead.wal.tmp`, fsync, rename over `dead.wal`, fsync the directory.
-    pub fn compact(&mut self, vfs: &dyn Vfs, dir: &Path, mode: u32) -> Result<()> {
-        let mut body = Vec::new();
-        let mut entries = BTreeMap::new();
-        for (&id, entry) in &self.entries {
-            let mut bytes = vec![0u8; entry.len as usize];
-            self.file
-                .read_at(&mut bytes, entry.off)
-                .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
-            // The rewritten file is synced whole: clear the sync lag.
-            frame::clear_sync_lag(&mut bytes, DEAD_SEGMENT_ID);
-            let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
-            entries.insert(id, DeadEntry { off, ..*entry });
-            body.extend_from_slice(&bytes);
-        }
-        let file = write_fresh(vfs, dir, &self.path, mode, &body)?;
-        self.file = Arc::from(file);
-        self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
-        self.entries = entries;
-        self.garbage = 0;
-        self.synced_len = self.len;
-        Ok(())
     }
 }
 

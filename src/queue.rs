@@ -247,6 +247,9 @@ impl Queue {
             Ok(true) => self.inner.state.lock().log.fill_reserve(),
             Err(e) => self.poison(&e),
         }
+        if self.inner.upkeep.dead_compaction_wanted() {
+            QueueState::compact_dead_letters(&self.inner.state);
+        }
     }
 
     /// Runs a state operation; any I/O failure poisons the queue. After an

@@ -67,6 +67,8 @@ pub struct Upkeep {
     mode: u32,
     /// Work was queued since the last run.
     pending: AtomicBool,
+    /// A compaction of `dead.wal` was asked for (`dead::compact`).
+    dead_compaction: AtomicBool,
     spares: Mutex<Spares>,
     /// Held while spare files are being made (taken before `spares`).
     preparing: Mutex<()>,
@@ -84,6 +86,7 @@ impl Upkeep {
             seg_size,
             mode,
             pending: AtomicBool::new(true),
+            dead_compaction: AtomicBool::new(false),
             spares: Mutex::new(Spares {
                 active,
                 ready: VecDeque::new(),
@@ -94,9 +97,29 @@ impl Upkeep {
         }
     }
 
-    /// The last failed deletion, if any.
+    /// The last failed deletion or compaction, if any.
     pub fn error(&self) -> Option<String> {
         self.error.lock().clone()
+    }
+
+    /// Records a failure of deferred work.
+    pub fn note_error(&self, e: String) {
+        *self.error.lock() = Some(e);
+    }
+
+    /// Asks for `dead.wal` to be compacted after the lock is released.
+    pub fn want_dead_compaction(&self) {
+        self.dead_compaction.store(true, Ordering::Release);
+    }
+
+    /// Whether a compaction of `dead.wal` was asked for (and clears it).
+    pub fn take_dead_compaction(&self) -> bool {
+        self.dead_compaction.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a compaction of `dead.wal` is waiting (no lock taken).
+    pub fn dead_compaction_wanted(&self) -> bool {
+        self.dead_compaction.load(Ordering::Acquire)
     }
 
     fn prepare(&self, id: u32) -> Result<Spare> {

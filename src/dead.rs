@@ -296,21 +296,17 @@ impl DeadFile {
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
         let off = self.len;
-        let lag = u32::try_from(off - self.synced_len).unwrap_or(u32::MAX);
-        frame::seal(
-            &mut self.buf,
-            DEAD_SEGMENT_ID,
-            lsn,
-            rec.kind(),
-            0,
-            lag,
-            tail,
-        );
-        self.file
-            .write_at(&self.buf, off)
-            .and_then(|()| self.file.write_at(tail, off + self.buf.len() as u64))
+        let frame = SideFrame {
+            segment_id: DEAD_SEGMENT_ID,
+            seq: lsn,
+            kind: rec.kind(),
+            off,
+            synced_len: self.synced_len,
+        };
+        let len = frame
+            .write(&*self.file, &mut self.buf, tail)
             .map_err(|e| Error::io("appending dead letter", &self.path, e))?;
-        self.len = off + (self.buf.len() + tail.len()) as u64;
+        self.len = off + u64::from(len);
         Ok(off)
     }
 
@@ -401,6 +397,40 @@ fn write_fresh(
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
     write_side_file(vfs, dir, path, FileKind::Dead, DEAD_SEGMENT_ID, mode, body)
+}
+
+/// Where and how a record is appended to a side file (dead letters,
+/// completions): one place seals and writes their frames.
+pub(crate) struct SideFrame {
+    /// The file's checksum seed.
+    pub segment_id: u32,
+    /// The frame's LSN (dead letters) or sequence number (completions).
+    pub seq: u64,
+    /// Record kind.
+    pub kind: u8,
+    /// Where the frame goes (the file's end).
+    pub off: u64,
+    /// Bytes known durable: the sync lag is `off` minus this.
+    pub synced_len: u64,
+}
+
+impl SideFrame {
+    /// Seals the frame whose header space and inline body are in `buf`
+    /// (encoded there by the record) and whose `tail` follows, and writes
+    /// it at `off`. Returns its length.
+    pub(crate) fn write(
+        &self,
+        file: &dyn VfsFile,
+        buf: &mut [u8],
+        tail: &[u8],
+    ) -> std::io::Result<u32> {
+        let lag = u32::try_from(self.off.saturating_sub(self.synced_len)).unwrap_or(u32::MAX);
+        frame::seal(buf, self.segment_id, self.seq, self.kind, 0, lag, tail);
+        file.write_at(buf, self.off)?;
+        file.write_at(tail, self.off + buf.len() as u64)?;
+        u32::try_from(buf.len() + tail.len())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))
+    }
 }
 
 /// Writes a side file (dead letters, completions) with `body` after its

@@ -254,6 +254,24 @@ fn sync_one(jobs: usize) {
     );
 }
 
+/// One producer under `Os`, nothing else running: the enqueue rate alone
+/// (for instruction counts under `valgrind --tool=callgrind`, which do not
+/// depend on the machine's load).
+fn os_plain(jobs: usize) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Os);
+    let payload = [0x42u8; 100];
+    let start = Instant::now();
+    for _ in 0..jobs {
+        q.enqueue(&payload).expect("enqueue");
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "enqueue Os alone      n={jobs:<7} {:.0} jobs/s",
+        jobs as f64 / elapsed.as_secs_f64()
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -262,7 +280,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    // `WALQ_TAIL_RUNS=os,sync4,sync1,pickup` picks runs (default: all).
+    // `WALQ_TAIL_RUNS=os,sync4,sync1,pickup` picks runs (default: all);
+    // `osplain` (only when named) is one Os producer alone.
     let runs = std::env::var("WALQ_TAIL_RUNS").unwrap_or_default();
     let wanted = |name: &str| runs.is_empty() || runs.split(',').any(|r| r == name);
     if wanted("os") {
@@ -273,6 +292,9 @@ fn main() {
     }
     if wanted("sync1") {
         sync_one(n / 100);
+    }
+    if runs.split(',').any(|r| r == "osplain") {
+        os_plain(n);
     }
     if wanted("pickup") {
         pickup(Durability::Sync, 2_000);

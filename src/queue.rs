@@ -241,7 +241,16 @@ impl Queue {
     /// retired segments to delete), now that the lock is released. A failed
     /// log sync poisons the queue; once a segment is deleted, the reserve
     /// a drain used is made again.
+    #[inline]
     fn upkeep(&self) {
+        // Two plain loads on the hot path: nearly every call has no work.
+        if self.inner.upkeep.has_work() {
+            self.run_upkeep();
+        }
+    }
+
+    #[cold]
+    fn run_upkeep(&self) {
         match self.inner.upkeep.run(&self.inner.commit) {
             Ok(false) => {}
             Ok(true) => self.inner.state.lock().log.fill_reserve(),

@@ -212,6 +212,12 @@ impl Upkeep {
         self.pending.store(true, Ordering::Release);
     }
 
+    /// Whether any work is queued (no lock, no atomic write).
+    #[inline]
+    pub fn has_work(&self) -> bool {
+        self.pending.load(Ordering::Acquire) || self.dead_compaction.load(Ordering::Acquire)
+    }
+
     /// Does the queued work: prepares spares, deletes retired segments.
     /// Returns whether a segment was deleted (space came back), or the
     /// error of a failed log sync, which must poison the queue.

@@ -215,6 +215,63 @@ fn pickup(mode: Durability, jobs: usize) {
     report(&format!("pickup {mode:?}"), lat, "(enqueue start to lease)");
 }
 
+/// Minor page faults of this process so far (field 10 of /proc/self/stat).
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(7)?.parse().ok()
+}
+
+/// One producer under `Sync`, one fdatasync per enqueue (the issue 9
+/// "fsync per operation" row), with the minor page faults per enqueue: a
+/// store into a page that the last fdatasync cleaned faults again, a
+/// `pwrite` does not.
+fn sync_one(jobs: usize) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Sync);
+    let payload = [0x42u8; 100];
+    let mut lat = Vec::with_capacity(jobs);
+    let faults = minor_faults();
+    let start = Instant::now();
+    for _ in 0..jobs {
+        let t = Instant::now();
+        q.enqueue(&payload).expect("enqueue");
+        lat.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let per_job = match (faults, minor_faults()) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) as f64 / jobs as f64),
+        _ => "n/a".into(),
+    };
+    report(
+        "enqueue Sync x1",
+        lat,
+        &format!(
+            "{:.0} jobs/s, minor faults per enqueue {per_job}",
+            jobs as f64 / elapsed.as_secs_f64()
+        ),
+    );
+}
+
+/// One producer under `Os`, nothing else running: the enqueue rate alone
+/// (for instruction counts under `valgrind --tool=callgrind`, which do not
+/// depend on the machine's load).
+fn os_plain(jobs: usize) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Os);
+    let payload = [0x42u8; 100];
+    let start = Instant::now();
+    for _ in 0..jobs {
+        q.enqueue(&payload).expect("enqueue");
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "enqueue Os alone      n={jobs:<7} {:.0} jobs/s",
+        jobs as f64 / elapsed.as_secs_f64()
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -223,8 +280,24 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
-    run(Durability::Os, 1, n);
-    run(Durability::Sync, 4, n / 40);
-    pickup(Durability::Sync, 2_000);
-    pickup(Durability::Os, 2_000);
+    // `WALQ_TAIL_RUNS=os,sync4,sync1,pickup` picks runs (default: all);
+    // `osplain` (only when named) is one Os producer alone.
+    let runs = std::env::var("WALQ_TAIL_RUNS").unwrap_or_default();
+    let wanted = |name: &str| runs.is_empty() || runs.split(',').any(|r| r == name);
+    if wanted("os") {
+        run(Durability::Os, 1, n);
+    }
+    if wanted("sync4") {
+        run(Durability::Sync, 4, n / 40);
+    }
+    if wanted("sync1") {
+        sync_one(n / 100);
+    }
+    if runs.split(',').any(|r| r == "osplain") {
+        os_plain(n);
+    }
+    if wanted("pickup") {
+        pickup(Durability::Sync, 2_000);
+        pickup(Durability::Os, 2_000);
+    }
 }

@@ -18,6 +18,7 @@
 //! is published after it, and the queue is poisoned. A leader that panics
 //! latches a failure too, so no waiter waits for ever.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::Segment;
+use crate::vfs::Vfs;
 
 #[derive(Debug, Default)]
 struct CommitState {
@@ -37,6 +39,9 @@ struct CommitState {
 #[derive(Debug, Default)]
 struct Target {
     seg: Option<Arc<Segment>>,
+    /// A directory whose new entry (the target segment's name) is not yet
+    /// durable: synced by the next leader before the segment itself.
+    dir: Option<(Arc<dyn Vfs>, PathBuf)>,
 }
 
 /// The group-commit coordinator.
@@ -102,6 +107,17 @@ impl Committer {
     pub fn set_target(&self, seg: Arc<Segment>, written: u64) {
         let mut t = self.target.lock();
         t.seg = Some(seg);
+        self.written.fetch_max(written, Ordering::Release);
+    }
+
+    /// As [`Committer::set_target`] for a segment just renamed into `dir`
+    /// whose name is not yet durable: the next sync syncs the directory
+    /// first, so nothing in the segment is published before its name is
+    /// durable.
+    pub fn set_new_target(&self, seg: Arc<Segment>, written: u64, vfs: Arc<dyn Vfs>, dir: PathBuf) {
+        let mut t = self.target.lock();
+        t.seg = Some(seg);
+        t.dir = Some((vfs, dir));
         self.written.fetch_max(written, Ordering::Release);
     }
 
@@ -186,10 +202,18 @@ impl Committer {
         if self.panic_next_sync.swap(false, Ordering::SeqCst) {
             panic!("injected panic in the group-commit leader");
         }
-        let (seg, upto) = {
-            let t = self.target.lock();
-            (t.seg.clone(), self.written.load(Ordering::Acquire))
+        let (seg, upto, dir) = {
+            let mut t = self.target.lock();
+            let dir = t.dir.take();
+            (t.seg.clone(), self.written.load(Ordering::Acquire), dir)
         };
+        if let Some((vfs, dir)) = dir {
+            // A failure is latched like a failed fdatasync: the segment's
+            // name may not survive a power cut, so nothing in it may be
+            // published.
+            vfs.sync_dir(&dir)
+                .map_err(|e| Error::io("syncing the log directory after rotation", &dir, e))?;
+        }
         if let Some(seg) = seg {
             seg.sync_data()?;
         }
@@ -200,7 +224,7 @@ impl Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vfs::{Fault, FaultOp, SimFs, Vfs};
+    use crate::vfs::{Fault, FaultOp, SimFs};
     use std::path::Path;
 
     fn committer(fs: &SimFs) -> Arc<Committer> {

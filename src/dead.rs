@@ -24,6 +24,8 @@ use crate::format::FORMAT_VERSION;
 use crate::options::RecoveryMode;
 use crate::vfs::{Vfs, VfsFile};
 
+mod compact;
+
 /// File name of the dead-letter file.
 pub const DEAD_FILE: &str = "dead.wal";
 /// Checksum seed ("segment id") of the dead-letter file.
@@ -81,6 +83,8 @@ pub struct DeadFile {
     /// Bytes known durable; a frame's sync lag is its offset minus this.
     synced_len: u64,
     buf: Vec<u8>,
+    /// A compaction is under way (see `compact`).
+    compacting: bool,
 }
 
 impl DeadFile {
@@ -123,6 +127,7 @@ impl DeadFile {
             garbage: 0,
             synced_len: 0,
             buf: Vec::new(),
+            compacting: false,
         };
         let report = dead.replay(recovery)?;
         // What survived is durable from here on, so sync lags written from
@@ -141,6 +146,7 @@ impl DeadFile {
             garbage: 0,
             synced_len: SEGMENT_HEADER_LEN as u64,
             buf: Vec::new(),
+            compacting: false,
         })
     }
 
@@ -290,21 +296,17 @@ impl DeadFile {
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
         let off = self.len;
-        let lag = u32::try_from(off - self.synced_len).unwrap_or(u32::MAX);
-        frame::seal(
-            &mut self.buf,
-            DEAD_SEGMENT_ID,
-            lsn,
-            rec.kind(),
-            0,
-            lag,
-            tail,
-        );
-        self.file
-            .write_at(&self.buf, off)
-            .and_then(|()| self.file.write_at(tail, off + self.buf.len() as u64))
+        let frame = SideFrame {
+            segment_id: DEAD_SEGMENT_ID,
+            seq: lsn,
+            kind: rec.kind(),
+            off,
+            synced_len: self.synced_len,
+        };
+        let len = frame
+            .write(&*self.file, &mut self.buf, tail)
             .map_err(|e| Error::io("appending dead letter", &self.path, e))?;
-        self.len = off + (self.buf.len() + tail.len()) as u64;
+        self.len = off + u64::from(len);
         Ok(off)
     }
 
@@ -315,6 +317,15 @@ impl DeadFile {
             .map_err(|e| Error::io("syncing dead letters", &self.path, e))?;
         self.synced_len = self.len;
         Ok(())
+    }
+
+    /// Makes every append durable, if anything was appended since the
+    /// last sync.
+    pub fn sync_if_dirty(&mut self) -> Result<()> {
+        if self.synced_len == self.len {
+            return Ok(());
+        }
+        self.sync()
     }
 
     /// Reads and verifies dead letter `id`.
@@ -343,31 +354,6 @@ impl DeadFile {
     /// Whether removed records make up enough of the file to rewrite it.
     pub fn wants_compaction(&self) -> bool {
         self.garbage > 1 << 20 && self.garbage * 2 > self.len
-    }
-
-    /// Rewrites the file with only the live dead letters (same LSNs):
-    /// `dead.wal.tmp`, fsync, rename over `dead.wal`, fsync the directory.
-    pub fn compact(&mut self, vfs: &dyn Vfs, dir: &Path, mode: u32) -> Result<()> {
-        let mut body = Vec::new();
-        let mut entries = BTreeMap::new();
-        for (&id, entry) in &self.entries {
-            let mut bytes = vec![0u8; entry.len as usize];
-            self.file
-                .read_at(&mut bytes, entry.off)
-                .map_err(|e| Error::io("reading dead letter", &self.path, e))?;
-            // The rewritten file is synced whole: clear the sync lag.
-            frame::clear_sync_lag(&mut bytes, DEAD_SEGMENT_ID);
-            let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
-            entries.insert(id, DeadEntry { off, ..*entry });
-            body.extend_from_slice(&bytes);
-        }
-        let file = write_fresh(vfs, dir, &self.path, mode, &body)?;
-        self.file = Arc::from(file);
-        self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
-        self.entries = entries;
-        self.garbage = 0;
-        self.synced_len = self.len;
-        Ok(())
     }
 }
 
@@ -411,6 +397,40 @@ fn write_fresh(
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
     write_side_file(vfs, dir, path, FileKind::Dead, DEAD_SEGMENT_ID, mode, body)
+}
+
+/// Where and how a record is appended to a side file (dead letters,
+/// completions): one place seals and writes their frames.
+pub(crate) struct SideFrame {
+    /// The file's checksum seed.
+    pub segment_id: u32,
+    /// The frame's LSN (dead letters) or sequence number (completions).
+    pub seq: u64,
+    /// Record kind.
+    pub kind: u8,
+    /// Where the frame goes (the file's end).
+    pub off: u64,
+    /// Bytes known durable: the sync lag is `off` minus this.
+    pub synced_len: u64,
+}
+
+impl SideFrame {
+    /// Seals the frame whose header space and inline body are in `buf`
+    /// (encoded there by the record) and whose `tail` follows, and writes
+    /// it at `off`. Returns its length.
+    pub(crate) fn write(
+        &self,
+        file: &dyn VfsFile,
+        buf: &mut [u8],
+        tail: &[u8],
+    ) -> std::io::Result<u32> {
+        let lag = u32::try_from(self.off.saturating_sub(self.synced_len)).unwrap_or(u32::MAX);
+        frame::seal(buf, self.segment_id, self.seq, self.kind, 0, lag, tail);
+        file.write_at(buf, self.off)?;
+        file.write_at(tail, self.off + buf.len() as u64)?;
+        u32::try_from(buf.len() + tail.len())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame over 4 GiB"))
+    }
 }
 
 /// Writes a side file (dead letters, completions) with `body` after its

@@ -99,10 +99,14 @@ impl QueueState {
         // for its group commit) are durable before its dead letter, and the
         // dead letter before the ack record that finishes it in the log.
         self.log.sync_now()?;
-        // From here on the dead letter exists: a failed append below is
-        // not harmless (the queue is poisoned; reopening resolves it).
-        self.log.mark_changed();
-        self.dead.add(&rec, self.log.next_lsn)?;
+        // On a full copy-on-write disk the dead letter's write may need
+        // the reserve. If it still fails, nothing was written (the file's
+        // end did not move): harmless if nothing else changed before. From
+        // then on the dead letter exists: a failed append below is not
+        // harmless (the queue is poisoned; reopening resolves it).
+        let lsn = self.log.next_lsn;
+        let dead = &mut self.dead;
+        self.log.write_draining(|| dead.add(&rec, lsn))?;
         self.dead.sync()?;
         // Mark the job finished in the log too, so that its records there
         // stay dead even after the dead letter is purged.
@@ -241,13 +245,39 @@ impl QueueState {
         self.dead.sync()
     }
 
-    /// Rewrites the dead-letter file if removals dominate it.
+    /// Asks for the dead-letter file to be rewritten if removals dominate
+    /// it: the copy runs after the queue lock is released (see
+    /// `dead::compact` and [`QueueState::compact_dead_letters`]).
     fn compact_dead(&mut self) -> Result<()> {
         if self.dead.wants_compaction() {
-            let vfs = self.log.vfs.clone();
-            self.dead.compact(&*vfs, &self.log.dir, self.log.mode)?;
+            self.log.upkeep().want_dead_compaction();
         }
         Ok(())
+    }
+
+    /// Runs a wanted compaction of the dead-letter file: started and
+    /// finished under the queue lock `state`, the copy in between without
+    /// it. A failure leaves the file as it was; it is recorded for
+    /// `Stats::maintenance_error` and the compaction tried again later.
+    pub(crate) fn compact_dead_letters(state: &parking_lot::Mutex<QueueState>) {
+        let (mut c, vfs, dir, mode) = {
+            let mut st = state.lock();
+            if !st.log.upkeep().take_dead_compaction() {
+                return;
+            }
+            let Some(c) = st.dead.start_compaction() else {
+                return;
+            };
+            (c, st.log.vfs.clone(), st.log.dir.clone(), st.log.mode)
+        };
+        let written = c.write(&*vfs, mode);
+        let mut st = state.lock();
+        let finished = st.dead.finish_compaction(c, &*vfs, &dir);
+        if let Err(e) = written.and(finished) {
+            st.log
+                .upkeep()
+                .note_error(format!("compacting dead letters: {e}"));
+        }
     }
 
     /// Reads one dead letter.

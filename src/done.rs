@@ -361,21 +361,16 @@ impl DoneFile {
         if end > self.alloc {
             self.grow(end)?;
         }
-        let lag = u32::try_from(off - self.synced_len).unwrap_or(u32::MAX);
-        frame::seal(
-            &mut self.buf,
-            DONE_SEGMENT_ID,
-            self.next_seq,
-            rec.kind(),
-            0,
-            lag,
-            tail,
-        );
-        self.file
-            .write_at(&self.buf, off)
-            .and_then(|()| self.file.write_at(tail, off + self.buf.len() as u64))
+        let frame = crate::dead::SideFrame {
+            segment_id: DONE_SEGMENT_ID,
+            seq: self.next_seq,
+            kind: rec.kind(),
+            off,
+            synced_len: self.synced_len,
+        };
+        let len = frame
+            .write(&*self.file, &mut self.buf, tail)
             .map_err(|e| Error::io("appending to completion file", &self.path, e))?;
-        let len = (self.buf.len() + tail.len()) as u32;
         self.len = off + u64::from(len);
         self.next_seq += 1;
         Ok((off, len))

@@ -104,6 +104,7 @@ mod state;
 mod stats;
 mod status;
 pub mod typed;
+mod upkeep;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod vfs;

@@ -9,8 +9,11 @@
 //! 1. fdatasync the old active segment through the committer (the one sync
 //!    path, see `commit`), so nothing in the new segment is acknowledged
 //!    while an older record could still be lost;
-//! 2. create the new segment (see `segment`), which fsyncs it and the
-//!    directory, and make it the committer's target;
+//! 2. install the spare prepared ahead (see `segment` and `upkeep`): its
+//!    header written and fdatasynced, renamed into place; make it the
+//!    committer's target, whose next leader syncs the directory before the
+//!    new segment (the next spare is prepared after the queue lock is
+//!    released);
 //! 3. close the old segment's descriptor: sealed segments are read through
 //!    their map and hold no file descriptor.
 //!
@@ -39,7 +42,8 @@ use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
 use crate::reserve::{is_enospc, Reserve};
-use crate::segment::{Segment, Spare};
+use crate::segment::Segment;
+use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
 
 /// How far ahead of the tail pages are faulted in.
@@ -91,8 +95,9 @@ pub struct Log {
     buf: Vec<u8>,
     /// The last append failed before writing anything (see rotation).
     harmless_failure: bool,
-    /// The next segment, created and preallocated ahead of time.
-    spare: Option<Spare>,
+    /// The spares prepared ahead, and segments to delete: file work done
+    /// after the queue lock is released.
+    upkeep: Arc<Upkeep>,
     /// Records appended or memory changed by the current operation (see
     /// [`Log::begin_op`]): a failure after the first change is not harmless.
     op_changes: u32,
@@ -105,6 +110,9 @@ pub struct Log {
     reserve_checked: bool,
     /// The last failed append failed writing (not creating a segment).
     write_failed: bool,
+    /// Appends are `pwrite`s, never stores into the map (set under
+    /// `Durability::Sync`, see [`Log::append_by_syscall`]).
+    syscall_appends: bool,
 }
 
 impl Log {
@@ -121,9 +129,17 @@ impl Log {
         commit: Arc<Committer>,
     ) -> Log {
         assert!(!segments.is_empty(), "a log has an active segment");
+        let active = segments.back().map_or(0, |a| a.seg.id);
         if let Some(active) = segments.back() {
             commit.set_target(active.seg.clone(), next_lsn - 1);
         }
+        let upkeep = Arc::new(Upkeep::new(
+            vfs.clone(),
+            dir.clone(),
+            seg_size,
+            mode,
+            active,
+        ));
         Log {
             dir,
             vfs,
@@ -135,13 +151,23 @@ impl Log {
             commit,
             buf: Vec::with_capacity(256),
             harmless_failure: false,
-            spare: None,
+            upkeep,
             op_changes: 0,
             residue: 0,
             reserve: None,
             reserve_checked: false,
             write_failed: false,
+            syscall_appends: false,
         }
+    }
+
+    /// Makes appends `pwrite`s instead of stores into the map. Under
+    /// `Durability::Sync` every record is followed by an fdatasync, which
+    /// write-protects the pages it cleans, so the next store into the
+    /// same page faults again (`page_mkwrite`); a `pwrite` takes no fault
+    /// (measured in `docs/benchmarks.md`). Reads still go through the map.
+    pub fn append_by_syscall(&mut self, on: bool) {
+        self.syscall_appends = on;
     }
 
     /// Starts a state operation: its first failed change, if it wrote
@@ -185,7 +211,7 @@ impl Log {
         }
         let seg = self.active().clone();
         let zeros = vec![0u8; (self.residue - self.tail) as usize];
-        seg.write(self.tail, &zeros)
+        seg.write_by(self.tail, &zeros, self.syscall_appends)
             .inspect_err(|_| self.write_failed = true)?;
         self.residue = 0;
         Ok(())
@@ -282,6 +308,27 @@ impl Log {
         out
     }
 
+    /// Runs a write of a record that drains the queue into another file
+    /// (a dead letter into `dead.wal`) as [`Log::append`] runs its own: on
+    /// ENOSPC it gives up the reserve, if one is held, and is tried once
+    /// more; a failure that was the operation's first change, on a full
+    /// disk, is harmless ([`Log::take_harmless_failure`]), and a success
+    /// counts as a change of the operation.
+    pub fn write_draining<T>(&mut self, mut write: impl FnMut() -> Result<T>) -> Result<T> {
+        let out = match write() {
+            Err(e) if is_enospc(&e) && !self.commit.failed() && self.release_reserve() => write(),
+            other => other,
+        };
+        match &out {
+            Ok(_) => self.op_changes = self.op_changes.saturating_add(1),
+            Err(e) => {
+                self.write_failed = true;
+                self.note_failure(e);
+            }
+        }
+        out
+    }
+
     /// Classifies a failed append or rotation for
     /// [`Log::take_harmless_failure`]. A failed write is rolled back, but
     /// only a full disk is taken as harmless: EIO (a failing device) still
@@ -320,11 +367,16 @@ impl Log {
         // system, say) is rolled back: nothing is published, the tail and
         // the LSN stay, and whatever it wrote past the tail is the residue,
         // zeroed before the next write (right away, if that works).
-        let written = seg.write(off, &self.buf).and_then(|()| {
-            if tail.is_empty() {
+        let syscall = self.syscall_appends;
+        if syscall && !tail.is_empty() {
+            // One `pwrite` per record, not two.
+            self.buf.extend_from_slice(tail);
+        }
+        let written = seg.write_by(off, &self.buf, syscall).and_then(|()| {
+            if tail.is_empty() || syscall {
                 Ok(())
             } else {
-                seg.write(off + self.buf.len() as u32, tail)
+                seg.write_by(off + self.buf.len() as u32, tail, syscall)
             }
         });
         if let Err(e) = written {
@@ -334,7 +386,10 @@ impl Log {
             return Err(e);
         }
         // Crossing a 1 MiB boundary: fault in the next 2 MiB in one call.
-        if (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32 {
+        // (Not for `pwrite` appends: it would dirty pages for the next
+        // fdatasync to write.)
+        let crossing = (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32;
+        if crossing && !syscall {
             let next = ((off + len) >> 20) << 20;
             seg.region.prefault(next as usize, PREFAULT_BYTES);
         }
@@ -356,18 +411,29 @@ impl Log {
         self.commit.wait(self.next_lsn - 1)
     }
 
-    /// Prepares the next segment ahead of time (best effort: without a
-    /// spare, rotation creates the segment itself). Keeping one spare means
-    /// a full disk can still rotate once, so that leases, acks and dead
+    /// Prepares the spare segments now (at open; afterwards
+    /// [`Upkeep::run`] does, outside the queue lock). Best effort: without
+    /// a spare, rotation creates the segment itself. Keeping spares means a
+    /// full disk can still rotate once, so that leases, acks and dead
     /// letters, which drain the queue and free space, can be written.
     pub fn prepare_spare(&mut self) {
-        if self.spare.is_some() {
-            return;
+        self.upkeep.fill_spares();
+    }
+
+    /// The deferred file work of this log (see `upkeep`).
+    pub fn upkeep(&self) -> &Arc<Upkeep> {
+        &self.upkeep
+    }
+
+    /// Takes the emptied oldest segment out of the log; it is deleted once
+    /// everything written so far is durable (see `upkeep`).
+    pub fn retire_front(&mut self) -> Option<Arc<Segment>> {
+        if self.segments.len() <= 1 {
+            return None;
         }
-        let Some(id) = self.active().id.checked_add(1) else {
-            return;
-        };
-        self.spare = Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode).ok();
+        let info = self.segments.pop_front()?;
+        self.upkeep.retire(info.seg.clone(), self.next_lsn - 1);
+        Some(info.seg)
     }
 
     /// Records where the log ends (`CLOSED`, crash-atomically), after
@@ -408,9 +474,18 @@ impl Log {
                 "segment ids exhausted (2^32 segments)",
             )
         })?;
-        let seg = self.next_segment(id, next_job_id, draining)?;
-        let seg = Arc::new(seg);
-        self.commit.set_target(seg.clone(), self.next_lsn - 1);
+        // Only the spare's header is written and synced here; the next
+        // spare is prepared and the directory synced after the queue lock
+        // is released (see `upkeep`).
+        let spare = self.upkeep.take_spare(id, draining)?;
+        let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
+        self.commit.set_new_target(
+            seg.clone(),
+            self.next_lsn - 1,
+            self.vfs.clone(),
+            self.dir.clone(),
+        );
+        self.upkeep.rotated(id);
         let old = self.active().clone();
         self.segments.push_back(SegInfo {
             seg,
@@ -420,43 +495,5 @@ impl Log {
         self.tail = SEGMENT_HEADER_LEN as u32;
         old.release_fd();
         Ok(())
-    }
-
-    /// Installs segment `id` (the spare, or a new one) and leaves a spare
-    /// for the one after; a new job may take the spare only if that spare
-    /// can be prepared. On failure nothing changed and the spare is kept.
-    fn next_segment(&mut self, id: u32, next_job_id: u64, draining: bool) -> Result<Segment> {
-        let spare = match self.spare.take() {
-            Some(s) if s.id == id => s,
-            other => {
-                if let Some(s) = other {
-                    s.discard(&*self.vfs);
-                }
-                Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)?
-            }
-        };
-        let after = match id
-            .checked_add(1)
-            .map(|next| Spare::prepare(&*self.vfs, &self.dir, next, self.seg_size, self.mode))
-        {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) if !draining => {
-                self.spare = Some(spare);
-                return Err(e);
-            }
-            _ => None,
-        };
-        match spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id) {
-            Ok(seg) => {
-                self.spare = after;
-                Ok(seg)
-            }
-            Err(e) => {
-                if let Some(s) = after {
-                    s.discard(&*self.vfs);
-                }
-                Err(e)
-            }
-        }
     }
 }

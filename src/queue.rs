@@ -43,6 +43,8 @@ struct Inner {
     /// Async waiters, woken wherever `ready` is notified.
     async_wait: AsyncWait,
     commit: Arc<Committer>,
+    /// The log's file work done outside the queue lock (see `upkeep`).
+    upkeep: Arc<crate::upkeep::Upkeep>,
     poisoned: AtomicBool,
     /// What poisoned the queue, for the `Poisoned` errors that follow.
     poison_cause: Mutex<Option<String>>,
@@ -131,9 +133,13 @@ impl Queue {
             }
         })?;
         let now = opts.clock.now_ms();
-        let (state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
+        let (mut state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
+        state
+            .log
+            .append_by_syscall(opts.durability == Durability::Sync);
         // The log's committer: the one path that syncs the log.
         let commit = state.log.commit.clone();
+        let upkeep = state.log.upkeep().clone();
         let done = Queue::open_done(vfs, dir, &opts, &state, now, &mut report)?;
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
@@ -147,6 +153,7 @@ impl Queue {
             ready: Condvar::new(),
             async_wait: AsyncWait::default(),
             commit,
+            upkeep,
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -216,14 +223,42 @@ impl Queue {
     /// Runs an enqueue: no maintenance after it (an enqueue frees
     /// nothing), so producers never pay for reclaim.
     fn enqueue_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
-        let mut st = self.lock_for_write()?;
-        let now = st.now(self.clock());
-        st.log.begin_op();
-        op(&mut st, now).inspect_err(|e| {
-            if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
-                self.poison(e);
-            }
-        })
+        let out = {
+            let mut st = self.lock_for_write()?;
+            let now = st.now(self.clock());
+            st.log.begin_op();
+            op(&mut st, now).inspect_err(|e| {
+                if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
+                    self.poison(e);
+                }
+            })
+        };
+        self.upkeep();
+        out
+    }
+
+    /// Runs the log's file work queued under the lock (spares to prepare,
+    /// retired segments to delete), now that the lock is released. A failed
+    /// log sync poisons the queue; once a segment is deleted, the reserve
+    /// a drain used is made again.
+    #[inline]
+    fn upkeep(&self) {
+        // Two plain loads on the hot path: nearly every call has no work.
+        if self.inner.upkeep.has_work() {
+            self.run_upkeep();
+        }
+    }
+
+    #[cold]
+    fn run_upkeep(&self) {
+        match self.inner.upkeep.run(&self.inner.commit) {
+            Ok(false) => {}
+            Ok(true) => self.inner.state.lock().log.fill_reserve(),
+            Err(e) => self.poison(&e),
+        }
+        if self.inner.upkeep.dead_compaction_wanted() {
+            QueueState::compact_dead_letters(&self.inner.state);
+        }
     }
 
     /// Runs a state operation; any I/O failure poisons the queue. After an
@@ -234,6 +269,17 @@ impl Queue {
     /// durable when the log failed: that promise can no longer be kept,
     /// exactly as when its own group commit fails.
     fn write_op_at<T>(
+        &self,
+        op: impl FnOnce(&mut QueueState, Now) -> Result<T>,
+        lsn_of: impl Fn(&T) -> u64,
+    ) -> Result<T> {
+        let out = self.locked_op(op, lsn_of);
+        self.upkeep();
+        out
+    }
+
+    /// [`Queue::write_op_at`] under the lock.
+    fn locked_op<T>(
         &self,
         op: impl FnOnce(&mut QueueState, Now) -> Result<T>,
         lsn_of: impl Fn(&T) -> u64,
@@ -377,6 +423,13 @@ impl Queue {
     /// The blocking dequeue of [`Queue::dequeue_timeout`] and
     /// [`Queue::dequeue_wait`], leasing for `vt` milliseconds.
     fn dequeue_waiting(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
+        let out = self.dequeue_locked(vt, wait);
+        self.upkeep();
+        out
+    }
+
+    /// [`Queue::dequeue_waiting`] under the lock.
+    fn dequeue_locked(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock_for_write()?;
         loop {
@@ -623,6 +676,7 @@ impl Queue {
             self.inner
                 .commit
                 .wait(st.log.next_lsn - 1)
+                .and_then(|()| self.inner.upkeep.run(&self.inner.commit).map(drop))
                 .and_then(|()| st.dead.sync())
                 .and_then(|()| self.inner.done.lock().sync())
                 .inspect_err(|e| self.poison(e))

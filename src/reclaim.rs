@@ -89,6 +89,13 @@ impl Maintenance {
 }
 
 impl QueueState {
+    /// The last maintenance failure: reclaim's, or a deletion's (`upkeep`).
+    pub(super) fn maintenance_error(&self) -> Option<String> {
+        self.maintenance
+            .error()
+            .or_else(|| self.log.upkeep().error())
+    }
+
     /// Runs reclaim as best-effort maintenance after an operation. Returns
     /// only an I/O error of an append or a log sync, which must poison the
     /// queue; every other failure is recorded and retried or reported.
@@ -172,31 +179,14 @@ impl QueueState {
         self.maintenance.key_block = b;
     }
 
-    /// Deletes the emptied oldest segment: carried records and the dead
-    /// letters durable first, then unlink, then the directory. A failed
-    /// unlink keeps the segment for a later try (returns false).
+    /// Takes the emptied oldest segment out of the queue's view: the dead
+    /// letters are made durable now (if anything is unsynced there), the
+    /// log's carried records and the unlink are left to `upkeep`, after
+    /// the queue lock is released. Returns whether it was taken.
     fn delete_front(&mut self, id: u32) -> Result<bool> {
-        self.log.sync_now()?;
-        self.dead.sync()?;
-        let path = self.log.segments[0].seg.path.clone();
-        let vfs = self.log.vfs.clone();
-        if let Err(e) = vfs.remove(&path) {
-            let e = Error::io("deleting finished segment", &path, e);
-            self.maintenance.last_error = Some(e.to_string());
-            self.maintenance.backoff = RETRY_AFTER;
-            return Ok(false);
-        }
-        let info = self.log.segments.pop_front();
-        debug_assert_eq!(info.map(|i| i.seg.id), Some(id));
-        if let Err(e) = vfs.sync_dir(&self.log.dir) {
-            // The segment is gone from the queue's view; should the unlink
-            // not survive a power cut, replay reads it again and finds
-            // every job in it superseded by the carried records.
-            let e = Error::io("syncing directory", &self.log.dir, e);
-            self.maintenance.last_error = Some(e.to_string());
-        }
-        // Space came back: make the reserve again if a drain used it.
-        self.log.fill_reserve();
+        self.dead.sync_if_dirty()?;
+        let seg = self.log.retire_front();
+        debug_assert_eq!(seg.map(|s| s.id), Some(id));
         Ok(true)
     }
 

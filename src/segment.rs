@@ -1,9 +1,12 @@
 //! Segment files: preallocated, mapped, named by id.
 //!
-//! Creation is crash-atomic: the file is built as `NNNNNNNNNN.wal.tmp`
-//! (preallocated, header written, fsynced), renamed into place, and the
-//! directory fsynced. A crash leaves either no segment or a complete one
-//! plus perhaps a `.tmp` file, which recovery deletes.
+//! Creation is crash-atomic: the file is built as `NNNNNNNNNN.wal.spare`
+//! ahead of time (preallocated, its first block written and synced), and
+//! at rotation its header is written and fdatasynced, then it is renamed
+//! into place; the directory is synced before anything in the segment is
+//! acknowledged (by the committer, see `upkeep`). A crash leaves either no
+//! segment or one with a durable header, plus perhaps a `.spare` file,
+//! which recovery deletes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +29,9 @@ pub const TMP_SUFFIX: &str = ".tmp";
 pub const SPARE_SUFFIX: &str = ".spare";
 /// The clean-close record (`format::close`).
 pub const CLOSE_FILE: &str = "CLOSED";
+/// Bytes of a spare written (zeros) when it is prepared: the block that
+/// will hold the header.
+const HEADER_BLOCK: usize = 4096;
 
 /// The next segment, prepared ahead of time: `NNNNNNNNNN.wal.spare`, created
 /// and preallocated to its full size, not yet renamed into place. Rotation
@@ -48,10 +54,23 @@ impl Spare {
         let file = vfs
             .create(&tmp, mode)
             .map_err(|e| Error::io("creating new segment", &tmp, e))?;
-        if let Err(e) = file.allocate(size) {
+        // The header block is written (zeros) and the allocation synced
+        // now, off the write path: installing the spare then overwrites an
+        // already written block, and its fdatasync has no metadata to
+        // commit.
+        let head = vec![0u8; usize::try_from(size).map_or(HEADER_BLOCK, |s| s.min(HEADER_BLOCK))];
+        let prepared = file
+            .allocate(size)
+            .map_err(|e| ("preallocating new segment", e))
+            .and_then(|()| {
+                file.write_at(&head, 0)
+                    .map_err(|e| ("writing new segment", e))
+            })
+            .and_then(|()| file.sync_all().map_err(|e| ("syncing new segment", e)));
+        if let Err((what, e)) = prepared {
             drop(file);
             let _ = vfs.remove(&tmp);
-            return Err(Error::io("preallocating new segment", &tmp, e));
+            return Err(Error::io(what, &tmp, e));
         }
         Ok(Spare {
             id,
@@ -61,9 +80,10 @@ impl Spare {
         })
     }
 
-    /// Writes the header, fsyncs, renames the file into place, fsyncs the
-    /// directory and maps it. On failure nothing is left behind (the
-    /// temporary file, or the renamed one if the directory sync failed).
+    /// Writes the header, fdatasyncs it and renames the file into place,
+    /// then maps it. The new name is not yet durable: the caller syncs the
+    /// directory before anything in the segment counts as durable (the
+    /// committer does, see `upkeep`). On failure nothing is left behind.
     pub fn install(
         self,
         vfs: &dyn Vfs,
@@ -89,7 +109,7 @@ impl Spare {
             .write_at(&header.encode(), 0)
             .map_err(|e| Error::io("writing new segment header", &tmp, e))
             .and_then(|()| {
-                file.sync_all()
+                file.sync_data()
                     .map_err(|e| Error::io("syncing new segment", &tmp, e))
             })
             .and_then(|()| {
@@ -102,17 +122,14 @@ impl Spare {
             let _ = vfs.remove(&tmp);
             return Err(e);
         }
-        if let Err(e) = vfs.sync_dir(dir) {
-            // Unknown whether the name is durable; an empty segment is
-            // valid either way. Take it away so a retry starts afresh.
-            drop(file);
-            let _ = vfs.remove(&path);
-            return Err(Error::io("syncing directory for new segment", dir, e));
-        }
-        let region = file
-            .map(size)
-            .map_err(|e| Error::io("mapping new segment", &path, e))?
-            .0;
+        let region = match file.map(size) {
+            Ok(m) => m.0,
+            Err(e) => {
+                drop(file);
+                let _ = vfs.remove(&path);
+                return Err(Error::io("mapping new segment", &path, e));
+            }
+        };
         region.publish(SEGMENT_HEADER_LEN);
         Ok(Segment {
             id,
@@ -197,7 +214,15 @@ impl Segment {
         next_job_id: u64,
         mode: u32,
     ) -> Result<Segment> {
-        Spare::prepare(vfs, dir, id, size, mode)?.install(vfs, dir, base_lsn, next_job_id)
+        let seg =
+            Spare::prepare(vfs, dir, id, size, mode)?.install(vfs, dir, base_lsn, next_job_id)?;
+        if let Err(e) = vfs.sync_dir(dir) {
+            // Unknown whether the name is durable; an empty segment is
+            // valid either way. Take it away so a retry starts afresh.
+            let _ = vfs.remove(&seg.path);
+            return Err(Error::io("syncing directory for new segment", dir, e));
+        }
+        Ok(seg)
     }
 
     /// Opens and maps an existing segment, checking its header.
@@ -329,9 +354,21 @@ impl Segment {
         }
     }
 
-    /// Writes `bytes` at `off`.
+    /// Writes `bytes` at `off` (stores into the map where that is safe).
     pub fn write(&self, off: u32, bytes: &[u8]) -> Result<()> {
-        self.with_file("writing record", |f| f.write_at(bytes, u64::from(off)))
+        self.write_by(off, bytes, false)
+    }
+
+    /// Writes `bytes` at `off`: stores into the map where that is safe,
+    /// unless `syscall` asks for `pwrite` (see [`VfsFile::write_at_syscall`]).
+    pub fn write_by(&self, off: u32, bytes: &[u8], syscall: bool) -> Result<()> {
+        self.with_file("writing record", |f| {
+            if syscall {
+                f.write_at_syscall(bytes, u64::from(off))
+            } else {
+                f.write_at(bytes, u64::from(off))
+            }
+        })
     }
 }
 

@@ -692,7 +692,7 @@ impl QueueState {
             segments: self.log.segments.len() as u64,
             disk_bytes: self.log.disk_bytes() + self.dead.disk_bytes(),
             index_bytes: index_bytes as u64,
-            maintenance_error: self.maintenance.error(),
+            maintenance_error: self.maintenance_error(),
         }
     }
 

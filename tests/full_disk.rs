@@ -48,6 +48,10 @@
 //!
 //! # Where it runs
 //!
+//! - With `WALQ_FULL_DISK_DEAD_DIR=<dir>` (an empty directory on a small
+//!   btrfs), `dead_letters_on_a_full_real_disk` dead-letters jobs on that
+//!   disk filled to the last byte (`dead_letters_on_a_full_cow_disk` does
+//!   on the simulated copy-on-write one).
 //! - With `WALQ_FULL_DISK_DIR=<dir>` set, `full_disk_scenario_real_fs` runs
 //!   the scenario on the real file system holding `<dir>` (the directory
 //!   must be on a small, otherwise empty file system: it is filled to the
@@ -1266,4 +1270,88 @@ fn full_disk_scenario_sim() {
         .run(phase);
         PhaseRun { lines, death: None }
     });
+}
+
+/// Fills what is left of the simulated disk, to the last byte, with a file
+/// of its own.
+fn fill_disk(vfs: &dyn Vfs, root: &Path, name: &str) {
+    let filler = vfs.create(&root.join(name), 0o600).unwrap();
+    let mut off = 0u64;
+    let mut chunk = 64usize << 10;
+    while chunk >= 1 {
+        match filler.write_at(&vec![0x5a; chunk], off) {
+            Ok(()) => off += chunk as u64,
+            Err(_) => chunk /= 2,
+        }
+    }
+}
+
+/// Dead-lettering on a full copy-on-write disk: the write into `dead.wal`
+/// needs new space like any overwrite. It gives up the reserve and goes
+/// through (before: ENOSPC, and the queue was poisoned until reopened),
+/// and the queue keeps serving: the remaining jobs drain.
+#[test]
+fn dead_letters_on_a_full_cow_disk() {
+    let fs = QuotaFs::new_cow(SIM_CAPACITY);
+    dead_letters_on_a_full_disk(Arc::new(fs), &PathBuf::from("/disk"), &SIM);
+}
+
+/// [`dead_letters_on_a_full_cow_disk`] on a real file system: with
+/// `WALQ_FULL_DISK_DEAD_DIR=<empty dir on a small btrfs>` (skipped without).
+#[test]
+fn dead_letters_on_a_full_real_disk() {
+    let Some(root) = std::env::var_os("WALQ_FULL_DISK_DEAD_DIR") else {
+        eprintln!("dead_letters_on_a_full_real_disk: WALQ_FULL_DISK_DEAD_DIR is not set");
+        return;
+    };
+    dead_letters_on_a_full_disk(Arc::new(StdFs), &PathBuf::from(root), &REAL);
+}
+
+fn dead_letters_on_a_full_disk(vfs: Arc<dyn Vfs>, root: &Path, sizes: &Sizes) {
+    let dir = root.join("queue");
+    let q = Queue::open_on(vfs.clone(), &dir, options(sizes)).expect("open");
+    for tag in 0..20 {
+        q.enqueue(&payload(tag, sizes)).expect("enqueue");
+    }
+    assert!(
+        vfs.list(&dir).unwrap().iter().any(|n| n == "RESERVE"),
+        "a copy-on-write disk gets a reserve"
+    );
+    // Leased before the disk fills: the dead letter is the first write on
+    // the full disk, with the reserve still held.
+    let first = q.dequeue().expect("dequeue").expect("a job");
+    let second = q.dequeue().expect("dequeue").expect("a job");
+    fill_disk(&*vfs, root, "filler");
+    q.fail(first.receipt(), "does not work")
+        .unwrap_or_else(|e| panic!("dead-lettering on a full disk: {e}"));
+    // The reserve is used up: a full disk now refuses the dead letter with
+    // a clear error, and the queue keeps serving (not poisoned).
+    fill_disk(&*vfs, root, "filler2");
+    let err = q.fail(second.receipt(), "does not work").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(is_enospc(&err), "{err}");
+    vfs.remove(&root.join("filler2")).unwrap();
+    // A real file system may free the blocks only at its next commit.
+    let _ = std::process::Command::new("sync").status();
+    q.fail(second.receipt(), "does not work")
+        .expect("dead-lettering once space is back");
+    let mut failed = vec![first.id(), second.id()];
+    let mut acked = 0;
+    while let Some(job) = q.dequeue().expect("dequeue on a full disk") {
+        let tag = check_payload(job.payload(), sizes).expect("payload intact");
+        if tag.is_multiple_of(4) {
+            q.fail(job.receipt(), "does not work")
+                .unwrap_or_else(|e| panic!("dead-lettering job {tag} on a full disk: {e}"));
+            failed.push(job.id());
+        } else {
+            q.ack(job.receipt()).expect("ack on a full disk");
+            acked += 1;
+        }
+    }
+    assert_eq!(acked + failed.len(), 20);
+    assert_eq!(q.dead_letter_ids(), failed);
+    assert_eq!(q.stats().dead, failed.len() as u64);
+    q.close().expect("close");
+    let q = Queue::open_on(vfs.clone(), &dir, options(sizes)).expect("reopen");
+    assert_eq!(q.dead_letter_ids(), failed, "the dead letters are durable");
 }

@@ -132,10 +132,11 @@ fn fault_run(fault: Fault, tally: &mut Tally) {
         assert_not_poisoned(&run, &label);
     } else if !in_open
         && fault.kind == io::ErrorKind::StorageFull
-        && err.to_string().contains("writing record")
+        && (err.to_string().contains("writing record")
+            || err.to_string().contains("appending dead letter"))
         && !is_poisoned(&run)
     {
-        // A record's write hit a full disk as the first change of its
+        // A record's (or a dead letter's) write hit a full disk as the first change of its
         // operation: rolled back (nothing published, nothing changed in
         // memory), so the queue is not poisoned. What was acknowledged is
         // checked below, after a reopen and after a power loss.

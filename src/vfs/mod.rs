@@ -37,6 +37,13 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// Writes all of `buf` at `off`. Within a mapped range the bytes become
     /// visible through the [`Mapping`] returned by [`VfsFile::map`].
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `off` with a write system call (`pwrite`),
+    /// never as stores into the map (the log's appends under
+    /// `Durability::Sync`: see `docs/architecture.md`). By default the same
+    /// as [`VfsFile::write_at`].
+    fn write_at_syscall(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.write_at(buf, off)
+    }
     /// Sets the length (used only on files that are never mapped).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves disk space so that the file is at least `len` bytes long.

@@ -43,6 +43,10 @@ impl VfsFile for StdFile {
         self.file.write_all_at(buf, off)
     }
 
+    fn write_at_syscall(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, off)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         if self.map.get().is_some() {
             return Err(io::Error::new(

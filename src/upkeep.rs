@@ -1,0 +1,350 @@
+//! Work on the log's files that is done after the queue lock is released:
+//! preparing the spare segments and deleting sealed ones.
+//!
+//! Under the queue lock, rotation only installs a spare that is already
+//! created, preallocated and synced (`segment::Spare`): it writes the
+//! header, fdatasyncs that one block and renames the file into place; the
+//! directory sync of the new name is left to the committer, whose leader
+//! runs it before the first sync of the new segment (so no record in the
+//! new segment is acknowledged before its name is durable). Reclaim, under
+//! the lock, only takes an emptied oldest segment out of the queue's view
+//! and hands it here.
+//!
+//! [`Upkeep::run`] is called by the operation that queued the work, once it
+//! released the queue lock (and by `close`), so no other caller waits for
+//! it. Invariants:
+//! * spares are prepared for the two ids after the active segment; a new
+//!   job may rotate into the first only if the second exists (or can be
+//!   made), so a full disk always keeps a whole spare for the records that
+//!   drain the queue (leases, acks, nacks, dead letters, carried records);
+//! * spare files are made without the spare lock held: a rotation whose
+//!   spares are ready takes one at once; only one whose spare is missing
+//!   waits for a preparation under way, then makes what is still missing;
+//! * a retired segment is deleted only once every record that supersedes
+//!   it is durable (the committer has synced up to the LSN recorded when it
+//!   was retired), and retired segments are deleted oldest first, stopping
+//!   at the first failure, so a remaining segment can still rely on every
+//!   newer one;
+//! * a retired segment whose deletion failed stays queued and is tried again
+//!   on the next run (should the process stop first, the next open replays
+//!   it and finds every record in it superseded, as after a crash).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::commit::Committer;
+use crate::error::{Error, Result};
+use crate::segment::{Segment, Spare};
+use crate::vfs::Vfs;
+
+/// Spares kept ready: the next segment and the one after it.
+const SPARES: u32 = 2;
+
+/// Prepared spares, and which segment is active.
+#[derive(Debug, Default)]
+struct Spares {
+    active: u32,
+    ready: VecDeque<Spare>,
+}
+
+/// A segment taken out of the log, to delete once `lsn` is durable.
+#[derive(Debug)]
+struct Retired {
+    seg: Arc<Segment>,
+    lsn: u64,
+}
+
+/// The log's deferred file work (see the module docs).
+#[derive(Debug)]
+pub struct Upkeep {
+    vfs: Arc<dyn Vfs>,
+    dir: PathBuf,
+    seg_size: u64,
+    mode: u32,
+    /// Work was queued since the last run.
+    pending: AtomicBool,
+    /// A compaction of `dead.wal` was asked for (`dead::compact`).
+    dead_compaction: AtomicBool,
+    spares: Mutex<Spares>,
+    /// Held while spare files are being made (taken before `spares`).
+    preparing: Mutex<()>,
+    retired: Mutex<VecDeque<Retired>>,
+    /// The last failure of a deletion, for `Stats::maintenance_error`.
+    error: Mutex<Option<String>>,
+}
+
+impl Upkeep {
+    /// Upkeep of the log in `dir`, whose active segment is `active`.
+    pub fn new(vfs: Arc<dyn Vfs>, dir: PathBuf, seg_size: u64, mode: u32, active: u32) -> Upkeep {
+        Upkeep {
+            vfs,
+            dir,
+            seg_size,
+            mode,
+            pending: AtomicBool::new(true),
+            dead_compaction: AtomicBool::new(false),
+            spares: Mutex::new(Spares {
+                active,
+                ready: VecDeque::new(),
+            }),
+            preparing: Mutex::new(()),
+            retired: Mutex::new(VecDeque::new()),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The last failed deletion or compaction, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    /// Records a failure of deferred work.
+    pub fn note_error(&self, e: String) {
+        *self.error.lock() = Some(e);
+    }
+
+    /// Asks for `dead.wal` to be compacted after the lock is released.
+    pub fn want_dead_compaction(&self) {
+        self.dead_compaction.store(true, Ordering::Release);
+    }
+
+    /// Whether a compaction of `dead.wal` was asked for (and clears it).
+    pub fn take_dead_compaction(&self) -> bool {
+        self.dead_compaction.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether a compaction of `dead.wal` is waiting (no lock taken).
+    pub fn dead_compaction_wanted(&self) -> bool {
+        self.dead_compaction.load(Ordering::Acquire)
+    }
+
+    fn prepare(&self, id: u32) -> Result<Spare> {
+        Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)
+    }
+
+    /// Prepares the missing spares (best effort: without one, rotation
+    /// creates the segment itself). The file work runs without the spare
+    /// lock, so a rotation whose spare is ready never waits for it.
+    pub fn fill_spares(&self) {
+        let _preparing = self.preparing.lock();
+        let missing: Vec<u32> = {
+            let mut sp = self.spares.lock();
+            let active = sp.active;
+            self.discard_below(&mut sp, active.saturating_add(1));
+            (1..=SPARES)
+                .filter_map(|k| active.checked_add(k))
+                .filter(|id| !sp.ready.iter().any(|s| s.id == *id))
+                .collect()
+        };
+        for id in missing {
+            if self.spares.lock().active >= id {
+                continue; // taken by a rotation meanwhile
+            }
+            match self.prepare(id) {
+                Ok(s) => Self::insert(&mut self.spares.lock(), s),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Removes the spares for ids below `id` (already used).
+    fn discard_below(&self, sp: &mut Spares, id: u32) {
+        while sp.ready.front().is_some_and(|s| s.id < id) {
+            if let Some(s) = sp.ready.pop_front() {
+                s.discard(&*self.vfs);
+            }
+        }
+    }
+
+    /// Adds a spare, keeping them ordered by id.
+    fn insert(sp: &mut Spares, spare: Spare) {
+        let at = sp.ready.partition_point(|s| s.id < spare.id);
+        sp.ready.insert(at, spare);
+    }
+
+    /// Whether the spares a rotation into `id` needs are ready.
+    fn has(sp: &Spares, id: u32, draining: bool) -> bool {
+        let ready = |id: u32| sp.ready.iter().any(|s| s.id == id);
+        ready(id) && (draining || id.checked_add(1).is_none_or(ready))
+    }
+
+    /// The spare for segment `id`, prepared now if none is ready. Unless
+    /// the rotation is `draining`, the spare after it must exist too (or is
+    /// prepared now): a new job never takes the last spare. On failure
+    /// nothing changed (a spare prepared here is kept).
+    pub fn take_spare(&self, id: u32, draining: bool) -> Result<Spare> {
+        let mut sp = self.spares.lock();
+        if !Self::has(&sp, id, draining) {
+            // Slow path: wait for a preparation under way, then make what
+            // is still missing.
+            drop(sp);
+            let _preparing = self.preparing.lock();
+            sp = self.spares.lock();
+            for want in [Some(id), id.checked_add(1).filter(|_| !draining)] {
+                let Some(want) = want else { continue };
+                if !sp.ready.iter().any(|s| s.id == want) {
+                    let s = self.prepare(want)?;
+                    Self::insert(&mut sp, s);
+                }
+            }
+        }
+        self.discard_below(&mut sp, id);
+        let spare = sp.ready.pop_front().expect("a spare for this id is ready");
+        self.pending.store(true, Ordering::Release);
+        Ok(spare)
+    }
+
+    /// Segment `id` is now the active one: spares are kept for the ids
+    /// after it.
+    pub fn rotated(&self, id: u32) {
+        self.spares.lock().active = id;
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Queues `seg` (already out of the log) for deletion once `lsn` is
+    /// durable.
+    pub fn retire(&self, seg: Arc<Segment>, lsn: u64) {
+        self.retired.lock().push_back(Retired { seg, lsn });
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Whether any work is queued (no lock, no atomic write).
+    #[inline]
+    pub fn has_work(&self) -> bool {
+        self.pending.load(Ordering::Acquire) || self.dead_compaction.load(Ordering::Acquire)
+    }
+
+    /// Does the queued work: prepares spares, deletes retired segments.
+    /// Returns whether a segment was deleted (space came back), or the
+    /// error of a failed log sync, which must poison the queue.
+    pub fn run(&self, commit: &Committer) -> Result<bool> {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        self.fill_spares();
+        self.delete_retired(commit)
+    }
+
+    /// Deletes the retired segments, oldest first (see the module docs).
+    fn delete_retired(&self, commit: &Committer) -> Result<bool> {
+        let mut retired = self.retired.lock();
+        let mut deleted = false;
+        while let Some(r) = retired.front() {
+            commit.wait(r.lsn)?;
+            if let Err(e) = self.vfs.remove(&r.seg.path) {
+                let e = Error::io("deleting finished segment", &r.seg.path, e);
+                *self.error.lock() = Some(e.to_string());
+                // Tried again on the next run.
+                self.pending.store(true, Ordering::Release);
+                break;
+            }
+            retired.pop_front();
+            deleted = true;
+        }
+        if deleted {
+            if let Err(e) = self.vfs.sync_dir(&self.dir) {
+                // Should the unlink not survive a power cut, replay reads
+                // the segment again and finds every job in it superseded.
+                let e = Error::io("syncing directory", &self.dir, e);
+                *self.error.lock() = Some(e.to_string());
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::{Fault, FaultOp, SimFs};
+    use std::path::Path;
+
+    const SIZE: u64 = 1 << 16;
+
+    fn setup() -> (SimFs, Upkeep) {
+        let fs = SimFs::new();
+        let dir = Path::new("/q");
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let up = Upkeep::new(Arc::new(fs.clone()), dir.to_path_buf(), SIZE, 0o600, 1);
+        (fs, up)
+    }
+
+    fn names(fs: &SimFs) -> Vec<String> {
+        let mut n = fs.list(Path::new("/q")).unwrap();
+        n.sort();
+        n
+    }
+
+    fn full_disk(fs: &SimFs) {
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Allocate,
+            at: fs.op_count(FaultOp::Allocate),
+            forever: true,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+    }
+
+    #[test]
+    fn a_new_job_never_takes_the_last_spare() {
+        let (fs, up) = setup();
+        up.fill_spares();
+        assert_eq!(
+            names(&fs),
+            ["0000000002.wal.spare", "0000000003.wal.spare"],
+            "two spares ahead of the active segment"
+        );
+        full_disk(&fs);
+        // A producer's rotation takes segment 2 and leaves 3 for the drain.
+        let two = up.take_spare(2, false).unwrap();
+        assert_eq!(two.id, 2);
+        up.rotated(2);
+        up.fill_spares(); // cannot make segment 4 on the full disk
+        let err = up.take_spare(3, false).unwrap_err();
+        assert!(err.to_string().contains("0000000004"), "{err}");
+        // The spare is still there for records that drain the queue.
+        assert_eq!(up.take_spare(3, true).unwrap().id, 3);
+        // And with none left, a draining rotation creates one (or fails
+        // cleanly, leaving nothing behind).
+        let err = up.take_spare(4, true).unwrap_err();
+        assert!(err.to_string().contains("0000000004"), "{err}");
+        assert!(!names(&fs).iter().any(|n| n.starts_with("0000000004")));
+        two.discard(&fs);
+    }
+
+    #[test]
+    fn retired_segments_go_once_durable_and_oldest_first() {
+        let (fs, up) = setup();
+        let dir = Path::new("/q");
+        let seg = |id| Arc::new(Segment::create(&fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let (s1, s2, s3) = (seg(1), seg(2), seg(3));
+        let commit = Committer::new(0);
+        commit.set_target(s3.clone(), 0);
+        commit.written(7);
+        up.retire(s1, 5);
+        up.retire(s2, 7);
+        // The oldest cannot be unlinked: the newer one stays too.
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Remove,
+            at: fs.op_count(FaultOp::Remove),
+            forever: false,
+            kind: std::io::ErrorKind::Other,
+        }));
+        assert!(!up.run(&commit).unwrap());
+        assert!(up.error().is_some_and(|e| e.contains("0000000001.wal")));
+        assert!(names(&fs).contains(&"0000000002.wal".to_string()));
+        // Their superseding records were made durable first.
+        assert!(commit.durable() >= 5);
+        // Retried on the next run.
+        assert!(up.run(&commit).unwrap());
+        assert_eq!(commit.durable(), 7);
+        let left: Vec<_> = names(&fs)
+            .into_iter()
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        assert_eq!(left, ["0000000003.wal"]);
+    }
+}

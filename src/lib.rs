@@ -86,6 +86,8 @@ pub mod format;
 #[cfg(not(feature = "testing"))]
 mod format;
 mod idhash;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 mod job;
 mod jobs;
 mod keys;

@@ -23,6 +23,8 @@ pub struct JetStreamStats {
     pub stream_messages: u64,
     /// Bytes of the work-queue stream.
     pub stream_bytes: u64,
+    /// The server leading the work-queue stream's replicas, if known.
+    pub leader: Option<String>,
 }
 
 impl Inner {
@@ -61,6 +63,7 @@ impl Inner {
             dead: dead.state.messages,
             stream_messages: work.state.messages,
             stream_bytes: work.state.bytes,
+            leader: work.cluster.and_then(|c| c.leader),
         })
     }
 }

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             status_follows_a_job_from_queued_to_done,
             an_expired_lease_is_delivered_again_with_the_attempt_counted,
             a_stale_lease_cannot_settle_or_extend,
+            a_job_whose_leases_keep_expiring_dies_after_max_attempts,
             typed_jobs_round_trip_and_undecodable_ones_die,
             shutdown_releases_running_work_with_the_attempt_counted);
     };
@@ -326,6 +327,38 @@ pub fn a_stale_lease_cannot_settle_or_extend<H: Harness>(h: &H) {
     assert!(matches!(b.status(id).unwrap(), JobStatus::Done { .. }));
     // Settled, the live lease is spent too.
     lost(b.complete(live.lease(), None));
+}
+
+pub fn a_job_whose_leases_keep_expiring_dies_after_max_attempts<H: Harness>(h: &H) {
+    let setup = Setup {
+        visibility: Duration::from_secs(1),
+        ..Setup::default()
+    };
+    let b = h.fresh(setup);
+    let id = b
+        .enqueue(b"x", EnqueueOptions::new().max_attempts(2))
+        .unwrap()
+        .id;
+    // Two workers lease the job and vanish without settling it.
+    for attempt in 1..=2 {
+        let d = b
+            .lease(setup.visibility, LONG)
+            .unwrap()
+            .expect("a delivery");
+        assert_eq!((d.id(), d.attempt()), (id, attempt));
+    }
+    // The expiry of the last attempt's lease sends it to the dead letters.
+    wait_until("dead", LONG, || {
+        assert!(b
+            .lease(setup.visibility, Duration::from_millis(200))
+            .unwrap()
+            .is_none());
+        matches!(b.status(id).unwrap(), JobStatus::Dead { .. })
+    });
+    assert!(matches!(b.status(id).unwrap(),
+        JobStatus::Dead { attempts: 2, ref error, .. } if error == "lease expired during attempt 2"));
+    let dead = h.dead_letters(&b);
+    assert_eq!((dead.len(), dead[0].id, dead[0].attempts), (1, id, 2));
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -67,7 +67,7 @@ impl Inner {
                 .await
                 .map_err(|e| nats_err(&format!("create bucket {}", cfg.bucket()), e))?,
         };
-        Ok(Inner {
+        let inner = Inner {
             cfg,
             client,
             js,
@@ -75,7 +75,39 @@ impl Inner {
             dead,
             consumer,
             kv,
-        })
+        };
+        inner.wait_ready().await?;
+        Ok(inner)
+    }
+
+    /// Waits until the bucket and both streams answer: a stream just created has
+    /// its replicas elect a leader first, and calls made before that fail.
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        loop {
+            let probe = match self.kv.entry("0").await {
+                Ok(_) => match self.work.get_info().await {
+                    Ok(_) => self
+                        .dead
+                        .get_info()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match probe {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(nats_err(
+                        &format!("bucket {} not ready", self.cfg.bucket()),
+                        e,
+                    ))
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Job `id`'s record and its revision.

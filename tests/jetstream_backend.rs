@@ -62,3 +62,46 @@ fn a_retry_in_backoff_holds_no_ack_pending_slot_and_stats_say_where_jobs_are() {
         (s.in_flight, s.delayed, s.dead, s.stream_messages) == (0, 1, 1, 1)
     });
 }
+
+#[test]
+fn an_async_pool_runs_on_jetstream_from_another_runtime() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "asyncpool");
+    let ids: Vec<u64> = (0..10)
+        .map(|n| {
+            js.enqueue(format!("{n}").as_bytes(), EnqueueOptions::new())
+                .unwrap()
+                .id
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = rt.block_on(async {
+        let pool = walq::WorkerPool::builder(js.clone())
+            .workers(4)
+            .visibility(Duration::from_secs(10))
+            .poll_interval(Duration::from_millis(50))
+            .start_async(|ctx: walq::JobContext, _payload: Vec<u8>| async move {
+                if ctx.attempt() == 1 && ctx.id().is_multiple_of(2) {
+                    walq::Outcome::retry_after(Duration::ZERO, "even ids fail once")
+                } else {
+                    walq::Outcome::done()
+                }
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.stats().done < 10 {
+            assert!(Instant::now() < deadline, "{:?}", pool.stats());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pool.shutdown(Duration::from_secs(10)).await.stats
+    });
+    let even = ids.iter().filter(|id| id.is_multiple_of(2)).count() as u64;
+    assert_eq!((stats.done, stats.retried, stats.lost), (10, even, 0));
+    for id in ids {
+        assert!(matches!(js.status(id).unwrap(), JobStatus::Done { .. }));
+    }
+}

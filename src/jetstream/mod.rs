@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+mod async_lease;
 mod backend;
 mod config;
 mod dead_letters;

@@ -19,6 +19,8 @@ pub(crate) struct Inner {
     pub(crate) dead: stream::Stream,
     pub(crate) consumer: consumer::PullConsumer,
     pub(crate) kv: kv::Store,
+    /// The backend's own runtime (this struct's futures run on it).
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 /// The outcome of a compare-and-set on a record.
@@ -75,6 +77,7 @@ impl Inner {
             dead,
             consumer,
             kv,
+            runtime: tokio::runtime::Handle::current(),
         };
         inner.wait_ready().await?;
         Ok(inner)

@@ -87,6 +87,8 @@ pub mod format;
 mod format;
 mod idhash;
 pub mod inspect;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 mod job;
 mod jobs;
 mod keys;

@@ -1,0 +1,256 @@
+//! [`Backend`] for [`JetStream`]: enqueue, and the blocking wrappers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dead::DeadLetter;
+use crate::error::{Error, ErrorKind, Result};
+use crate::jetstream::headers::{id_of_key, random_id, JobHeaders};
+use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::setup::{Cas, Inner};
+use crate::jetstream::{JetStream, JetStreamStats};
+use crate::options::{EnqueueOptions, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
+use crate::queue::Enqueued;
+use crate::status::JobStatus;
+use crate::worker::{Backend, Delivery};
+
+/// Proof of one lease on a job held through [`JetStream`]: the delivery's
+/// ack subject and the job record's revision that the lease wrote. Cheap
+/// to clone; clones are the same lease.
+#[derive(Clone)]
+pub struct JetStreamLease {
+    pub(crate) state: Arc<LeaseState>,
+}
+
+pub(crate) struct LeaseState {
+    pub(crate) headers: JobHeaders,
+    pub(crate) reply: String,
+    pub(crate) payload: Vec<u8>,
+    /// The record as this lease last wrote it, and its revision. Held
+    /// across a settle, so a heartbeat and a settle of one lease never
+    /// race each other's compare-and-set.
+    pub(crate) held: tokio::sync::Mutex<(Record, u64)>,
+}
+
+impl JetStreamLease {
+    pub(crate) fn new(
+        h: JobHeaders,
+        reply: String,
+        payload: Vec<u8>,
+        rec: Record,
+        rev: u64,
+    ) -> Self {
+        JetStreamLease {
+            state: Arc::new(LeaseState {
+                headers: h,
+                reply,
+                payload,
+                held: tokio::sync::Mutex::new((rec, rev)),
+            }),
+        }
+    }
+
+    /// The job id.
+    pub fn id(&self) -> u64 {
+        self.state.headers.id
+    }
+}
+
+impl std::fmt::Debug for JetStreamLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JetStreamLease(job {}, {})", self.id(), self.state.reply)
+    }
+}
+
+impl Inner {
+    pub(crate) async fn enqueue(&self, payload: Vec<u8>, opts: EnqueueOptions) -> Result<Enqueued> {
+        let max_attempts = opts.max_attempts.unwrap_or(self.cfg.max_attempts);
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                format!("max_attempts {max_attempts} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
+            ));
+        }
+        if opts.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!("an idempotency key is at most {MAX_KEY_LEN} bytes"),
+            ));
+        }
+        let due_ms = if opts.delay.is_zero() {
+            0
+        } else {
+            now_ms() + opts.delay.as_millis() as u64
+        };
+        let rec = Record::new(max_attempts, due_ms, opts.key.clone());
+        let id = match &opts.key {
+            Some(key) => {
+                let id = id_of_key(key);
+                if let Cas::Stale = self.create(id, &rec).await? {
+                    return self.duplicate(id, key, &payload).await;
+                }
+                id
+            }
+            None => loop {
+                let id = random_id();
+                if let Cas::Written(_) = self.create(id, &rec).await? {
+                    break id;
+                }
+            },
+        };
+        let h = JobHeaders {
+            id,
+            copy: 0,
+            max_attempts,
+            key: opts.key,
+        };
+        if let Err(e) = self.publish_copy(&h, &payload, due_ms).await {
+            // No message: drop the record, so the key is free again.
+            let _ = self.kv.delete(id.to_string()).await;
+            return Err(e);
+        }
+        Ok(Enqueued {
+            id,
+            duplicate: false,
+        })
+    }
+
+    /// An enqueue whose key is taken: the existing job. If that job never
+    /// ran, its first copy is published again (a no-op within the
+    /// duplicate window), in case the first enqueue stopped between its
+    /// record and its message.
+    async fn duplicate(&self, id: u64, key: &[u8], payload: &[u8]) -> Result<Enqueued> {
+        let Some((rec, _)) = self.record(id).await? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("job {id} vanished while its key was checked; enqueue again"),
+            ));
+        };
+        if rec.key.as_deref() != Some(key) {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                format!("idempotency key collides with job {id}'s; use another key"),
+            ));
+        }
+        if matches!(rec.state, State::Queued | State::Delayed) && rec.copy == 0 && rec.attempts == 0
+        {
+            let h = JobHeaders {
+                id,
+                copy: 0,
+                max_attempts: rec.max_attempts,
+                key: rec.key.clone(),
+            };
+            self.publish_copy(&h, payload, rec.due_ms).await?;
+        }
+        Ok(Enqueued {
+            id,
+            duplicate: true,
+        })
+    }
+
+    pub(crate) async fn status(&self, id: u64) -> Result<JobStatus> {
+        Ok(match self.record(id).await? {
+            Some((rec, _)) => rec.status(now_ms()),
+            None => JobStatus::Unknown,
+        })
+    }
+}
+
+impl Backend for JetStream {
+    type Lease = JetStreamLease;
+
+    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
+        let payload = payload.to_vec();
+        self.block(|i| async move { i.enqueue(payload, opts).await })
+    }
+
+    fn lease(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Option<Delivery<JetStreamLease>>> {
+        self.block(|i| i.lease(visibility, wait))
+    }
+
+    fn complete(&self, lease: &JetStreamLease, result: Option<&[u8]>) -> Result<()> {
+        let (lease, result) = (lease.clone(), result.map(<[u8]>::to_vec));
+        self.block(|i| async move { i.complete(&lease, result).await })
+    }
+
+    fn complete_batch(&self, items: &[(&JetStreamLease, Option<&[u8]>)]) -> Vec<Result<()>> {
+        let items: Vec<_> = items
+            .iter()
+            .map(|(l, r)| ((*l).clone(), r.map(<[u8]>::to_vec)))
+            .collect();
+        let n = items.len();
+        // All completions in flight at once: one round trip, not one each.
+        self.block(|i| async move {
+            let all = items.into_iter().map(|(lease, result)| {
+                let i = i.clone();
+                async move { i.complete(&lease, result).await }
+            });
+            Ok(futures_util::future::join_all(all).await)
+        })
+        .unwrap_or_else(|e| {
+            (0..n)
+                .map(|_| Err(Error::new(e.kind(), e.to_string())))
+                .collect()
+        })
+    }
+
+    fn retry(&self, lease: &JetStreamLease, delay: Option<Duration>, error: &str) -> Result<()> {
+        let (lease, error) = (lease.clone(), error.to_string());
+        self.block(|i| async move { i.retry(&lease, delay, &error).await })
+    }
+
+    fn fail(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
+        let (lease, error) = (lease.clone(), error.to_string());
+        self.block(|i| async move { i.fail(&lease, &error).await })
+    }
+
+    fn extend(&self, lease: &JetStreamLease, visibility: Duration) -> Result<()> {
+        let lease = lease.clone();
+        self.block(|i| async move { i.extend(&lease, visibility).await })
+    }
+
+    fn status(&self, id: u64) -> Result<JobStatus> {
+        self.block(|i| async move { i.status(id).await })
+    }
+}
+
+impl JetStream {
+    /// Every dead letter (payload, attempts, last error), oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.block(|i| async move { i.dead_letters().await })
+    }
+
+    /// Sends dead job `id` back to the queue with its attempts reset.
+    /// `NotFound` if it is not in the dead letters.
+    pub fn redrive(&self, id: u64) -> Result<()> {
+        self.block(|i| async move { i.redrive(id).await })
+    }
+
+    /// Redrives every dead letter; how many.
+    pub fn redrive_all(&self) -> Result<usize> {
+        let ids: Vec<u64> = self.dead_letters()?.iter().map(|d| d.id).collect();
+        ids.iter().try_for_each(|&id| self.redrive(id))?;
+        Ok(ids.len())
+    }
+
+    /// Drops dead job `id`; its status becomes `Purged`.
+    pub fn purge(&self, id: u64) -> Result<()> {
+        self.block(|i| async move { i.purge(id).await })
+    }
+
+    /// Purges every dead letter; how many.
+    pub fn purge_all(&self) -> Result<usize> {
+        let ids: Vec<u64> = self.dead_letters()?.iter().map(|d| d.id).collect();
+        ids.iter().try_for_each(|&id| self.purge(id))?;
+        Ok(ids.len())
+    }
+
+    /// Counts from the stream and consumer info.
+    pub fn stats(&self) -> Result<JetStreamStats> {
+        self.block(|i| async move { i.stats().await })
+    }
+}

@@ -1,0 +1,162 @@
+//! The settings of a [`crate::jetstream::JetStream`] backend.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::Backoff;
+
+/// How a [`crate::jetstream::JetStream`] backend connects and what it
+/// creates on the cluster. The defaults match walq's `Durability::Sync`
+/// promise as far as the client can set it: file storage, three replicas
+/// (an enqueue returns once a majority stored it); the servers must also
+/// run with `jetstream { sync_interval: always }` (see `docs/scale-out.md`).
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    pub(crate) urls: String,
+    pub(crate) name: String,
+    pub(crate) replicas: usize,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) retention: Duration,
+    pub(crate) max_ack_pending: i64,
+    pub(crate) timeout: Duration,
+}
+
+impl JetStreamConfig {
+    /// A queue called `name` (letters, digits, `-` and `_`) on the servers
+    /// at `urls` (comma-separated, e.g. `nats://a:4222,nats://b:4222`).
+    pub fn new(urls: impl Into<String>, name: impl Into<String>) -> JetStreamConfig {
+        JetStreamConfig {
+            urls: urls.into(),
+            name: name.into(),
+            replicas: 3,
+            ack_wait: Duration::from_secs(30),
+            max_attempts: 5,
+            backoff: Backoff::default(),
+            retention: Duration::from_secs(24 * 3600),
+            max_ack_pending: 1000,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Replicas of every stream and bucket (default 3; 1 for a single
+    /// server, which loses acknowledged jobs with its disk).
+    pub fn replicas(mut self, n: usize) -> JetStreamConfig {
+        self.replicas = n;
+        self
+    }
+
+    /// The consumer's AckWait: how long a delivery stays leased without a
+    /// heartbeat before the server hands it out again (default 30 s). Keep
+    /// it at least the worker pool's `visibility`.
+    pub fn ack_wait(mut self, wait: Duration) -> JetStreamConfig {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Attempts of a job enqueued without its own (default 5).
+    pub fn max_attempts(mut self, n: u32) -> JetStreamConfig {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Delay between attempts of a job whose retry names none.
+    pub fn backoff(mut self, backoff: Backoff) -> JetStreamConfig {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long idempotency keys, job records (status, results) and
+    /// `Nats-Msg-Id` duplicates are kept (default 24 h, as the embedded
+    /// queue's dedup window). It is the stream's duplicate window and the
+    /// job bucket's `max_age`.
+    pub fn retention(mut self, retention: Duration) -> JetStreamConfig {
+        self.retention = retention;
+        self
+    }
+
+    /// Most deliveries leased and not settled at once, over all workers
+    /// (the consumer's MaxAckPending, default 1000). Retries waiting
+    /// for their backoff do not count against it.
+    pub fn max_ack_pending(mut self, n: i64) -> JetStreamConfig {
+        self.max_ack_pending = n;
+        self
+    }
+
+    /// How long one request to the cluster may take (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> JetStreamConfig {
+        self.timeout = timeout;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::new(ErrorKind::InvalidOptions, msg));
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return bad(format!(
+                "queue name {:?} must be 1-64 letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return bad(format!("replicas {} is outside 1..=5", self.replicas));
+        }
+        if self.ack_wait < Duration::from_millis(100) {
+            return bad(format!("ack_wait {:?} is under 100 ms", self.ack_wait));
+        }
+        if !(1..=crate::options::MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
+            return bad(format!(
+                "max_attempts {} is out of range",
+                self.max_attempts
+            ));
+        }
+        if self.retention < Duration::from_secs(1) || self.max_ack_pending < 1 {
+            return bad("retention must be at least 1 s and max_ack_pending at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The work-queue stream.
+    pub(crate) fn stream(&self) -> String {
+        format!("WALQ_{}", self.name)
+    }
+
+    /// The dead-letter stream.
+    pub(crate) fn dead_stream(&self) -> String {
+        format!("WALQ_{}_DEAD", self.name)
+    }
+
+    /// The job-record bucket.
+    pub(crate) fn bucket(&self) -> String {
+        format!("WALQ_{}_jobs", self.name)
+    }
+
+    /// The durable consumer.
+    pub(crate) fn consumer(&self) -> String {
+        format!("walq-{}", self.name)
+    }
+
+    /// The subject ready jobs are published on.
+    pub(crate) fn jobs_subject(&self) -> String {
+        format!("walq.{}.jobs", self.name)
+    }
+
+    /// The subject holding the schedule of copy `copy` of job `id`.
+    pub(crate) fn sched_subject(&self, id: u64, copy: u32) -> String {
+        format!("walq.{}.sched.{id}-{copy}", self.name)
+    }
+
+    /// The subject of job `id`'s dead letter (`None`: all of them).
+    pub(crate) fn dead_subject(&self, id: Option<u64>) -> String {
+        match id {
+            Some(id) => format!("walq.{}.dead.{id}", self.name),
+            None => format!("walq.{}.dead.*", self.name),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The dead-letter stream: copy a job there before its message goes,
+//! list, redrive and purge.
+
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::HeaderMap;
+
+use crate::dead::DeadLetter;
+use crate::error::{Error, ErrorKind, Result};
+use crate::jetstream::headers::{self, get, hex, one_line, unhex, JobHeaders};
+use crate::jetstream::nats_err;
+use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::setup::{Cas, Inner};
+
+/// Longest error text kept in a dead letter's header.
+const MAX_HEADER_ERROR: usize = 2048;
+
+impl Inner {
+    /// Copies a `Dying` job to the dead letters (waiting for the stream to
+    /// store it), then marks its record dead. Only then may the caller
+    /// acknowledge the delivery: nothing is lost in between.
+    pub(crate) async fn finish_dead(
+        &self,
+        h: &JobHeaders,
+        payload: &[u8],
+        rec: &Record,
+        rev: u64,
+    ) -> Result<()> {
+        let dead_ms = now_ms();
+        let mut hm = HeaderMap::new();
+        hm.insert(headers::ID, h.id.to_string().as_str());
+        hm.insert(headers::ATTEMPTS, rec.attempts.to_string().as_str());
+        hm.insert(headers::MAX_ATTEMPTS, rec.max_attempts.to_string().as_str());
+        hm.insert(headers::DEAD_MS, dead_ms.to_string().as_str());
+        hm.insert(headers::ENQUEUED_MS, rec.enqueued_ms.to_string().as_str());
+        let error = rec.error.clone().unwrap_or_default();
+        hm.insert(headers::ERROR, one_line(&error, MAX_HEADER_ERROR).as_str());
+        if let Some(key) = &rec.key {
+            hm.insert(headers::KEY, hex(key).as_str());
+        }
+        hm.insert(
+            "Nats-Msg-Id",
+            format!("walq-dead-{}-{}", h.id, rec.copy).as_str(),
+        );
+        let msg = Publish::build()
+            .payload(payload.to_vec().into())
+            .headers(hm);
+        self.js
+            .send_publish(self.cfg.dead_subject(Some(h.id)), msg)
+            .await
+            .map_err(|e| nats_err(&format!("publish dead letter of job {}", h.id), e))?
+            .await
+            .map_err(|e| nats_err(&format!("store dead letter of job {}", h.id), e))?;
+        let mut dead = rec.clone();
+        dead.state = State::Dead;
+        dead.finished_ms = dead_ms;
+        self.cas(h.id, &dead, rev).await?;
+        Ok(())
+    }
+
+    /// Every dead letter, oldest first.
+    pub(crate) async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let mut out = Vec::new();
+        let mut seq = 1;
+        let filter = self.cfg.dead_subject(None);
+        loop {
+            let next = self
+                .dead
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(filter.clone());
+            match next.send().await {
+                Ok(msg) => {
+                    seq = msg.sequence + 1;
+                    out.push(letter_of(&msg));
+                }
+                Err(e) if e.to_string().contains("no message found") => return Ok(out),
+                Err(e) => return Err(nats_err("read dead letters", e)),
+            }
+        }
+    }
+
+    async fn dead_message(&self, id: u64) -> Result<StreamMessage> {
+        self.dead
+            .get_last_raw_message_by_subject(&self.cfg.dead_subject(Some(id)))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("no dead letter of job {id}: {e}"),
+                )
+            })
+    }
+
+    async fn dead_record(&self, id: u64) -> Result<(Record, u64)> {
+        match self.record(id).await? {
+            Some((rec, rev)) if matches!(rec.state, State::Dead | State::Redriving) => {
+                Ok((rec, rev))
+            }
+            _ => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("job {id} is not in the dead letters"),
+            )),
+        }
+    }
+
+    /// Sends job `id` back to the queue as a fresh job (attempts reset).
+    pub(crate) async fn redrive(&self, id: u64) -> Result<()> {
+        let msg = self.dead_message(id).await?;
+        let (rec, rev) = self.dead_record(id).await?;
+        let (rec, rev) = if rec.state == State::Redriving {
+            (rec, rev)
+        } else {
+            let mut redriving = rec.clone();
+            redriving.state = State::Redriving;
+            redriving.copy += 1;
+            redriving.attempts = 0;
+            redriving.msg_seq = 0;
+            redriving.due_ms = 0;
+            match self.cas(id, &redriving, rev).await? {
+                Cas::Written(rev) => (redriving, rev),
+                Cas::Stale => return Err(changed(id)),
+            }
+        };
+        let h = JobHeaders {
+            id,
+            copy: rec.copy,
+            max_attempts: rec.max_attempts,
+            key: rec.key.clone(),
+        };
+        self.publish_copy(&h, &msg.payload, 0).await?;
+        let mut queued = rec.clone();
+        queued.state = State::Queued;
+        self.cas(id, &queued, rev).await?;
+        self.delete_dead(msg.sequence).await
+    }
+
+    /// Drops job `id`'s dead letter; its status becomes `Purged`.
+    pub(crate) async fn purge(&self, id: u64) -> Result<()> {
+        let msg = self.dead_message(id).await?;
+        let (rec, rev) = self.dead_record(id).await?;
+        let mut purged = rec;
+        purged.state = State::Purged;
+        purged.finished_ms = now_ms();
+        if let Cas::Stale = self.cas(id, &purged, rev).await? {
+            return Err(changed(id));
+        }
+        self.delete_dead(msg.sequence).await
+    }
+
+    async fn delete_dead(&self, seq: u64) -> Result<()> {
+        self.dead
+            .delete_message(seq)
+            .await
+            .map(|_| ())
+            .map_err(|e| nats_err("delete dead letter", e))
+    }
+}
+
+fn changed(id: u64) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("job {id} changed while it was being redriven or purged"),
+    )
+}
+
+/// A dead-letter message as a [`DeadLetter`].
+fn letter_of(msg: &StreamMessage) -> DeadLetter {
+    let h = &msg.headers;
+    DeadLetter {
+        id: get(h, headers::ID).unwrap_or(0),
+        attempts: get(h, headers::ATTEMPTS).unwrap_or(0),
+        enqueued_ms: get(h, headers::ENQUEUED_MS).unwrap_or(0),
+        dead_ms: get(h, headers::DEAD_MS).unwrap_or(0),
+        error: h
+            .get(headers::ERROR)
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default(),
+        key: h.get(headers::KEY).and_then(|v| unhex(v.as_str())),
+        payload: msg.payload.to_vec(),
+    }
+}

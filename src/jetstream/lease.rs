@@ -1,0 +1,214 @@
+//! Leasing: pull one delivery, reconcile it with the job's record, and
+//! take the lease with a compare-and-set.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::Message;
+use futures_util::StreamExt;
+
+use crate::error::Result;
+use crate::jetstream::backend::JetStreamLease;
+use crate::jetstream::headers::JobHeaders;
+use crate::jetstream::nats_err;
+use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::setup::{Cas, Inner};
+use crate::worker::Delivery;
+
+/// What to do with a delivery, given the job's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Lease it to the caller.
+    Lease,
+    /// Settled already, or an older or duplicate copy: acknowledge it.
+    Skip,
+    /// A retry whose new copy may not have been published: publish it,
+    /// then acknowledge this one.
+    FinishRetry,
+    /// A dead-lettering that may not have reached the dead letters:
+    /// finish it, then acknowledge this one.
+    FinishDead,
+    /// Redelivered after the lease of its last attempt expired: dead.
+    Exhausted,
+}
+
+/// What the delivery of copy `h.copy` at stream sequence `seq` means for
+/// a job whose record is `rec`.
+pub(crate) fn decide(rec: &Record, h: &JobHeaders, seq: u64) -> Decision {
+    if matches!(rec.state, State::Done | State::Dead | State::Purged) {
+        return Decision::Skip;
+    }
+    if h.copy < rec.copy {
+        return if rec.state == State::Retrying {
+            Decision::FinishRetry
+        } else {
+            Decision::Skip
+        };
+    }
+    if h.copy == rec.copy {
+        if rec.state == State::Dying {
+            return Decision::FinishDead;
+        }
+        // Another message of the copy already leased: a duplicate publish.
+        if rec.msg_seq != 0 && rec.msg_seq != seq {
+            return Decision::Skip;
+        }
+        if rec.state == State::InFlight && rec.attempts >= rec.max_attempts {
+            return Decision::Exhausted;
+        }
+    }
+    Decision::Lease
+}
+
+impl Inner {
+    /// Leases the next job, waiting up to `wait` for one.
+    pub(crate) async fn lease(
+        self: Arc<Self>,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Option<Delivery<JetStreamLease>>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(msg) = self.next_message(left).await? else {
+                return Ok(None);
+            };
+            if let Some(delivery) = self.take(msg, visibility).await? {
+                return Ok(Some(delivery));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn next_message(&self, wait: Duration) -> Result<Option<Message>> {
+        let mut batch = self
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait.max(Duration::from_millis(10)))
+            .messages()
+            .await
+            .map_err(|e| nats_err("pull request", e))?;
+        match batch.next().await {
+            Some(Ok(msg)) => Ok(Some(msg)),
+            Some(Err(e)) => Err(nats_err("pull", e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reconciles one delivery with its record; leases it, or settles
+    /// what an earlier crash left half done and returns `None`.
+    async fn take(
+        &self,
+        msg: Message,
+        visibility: Duration,
+    ) -> Result<Option<Delivery<JetStreamLease>>> {
+        let seq = msg
+            .info()
+            .map_err(|e| nats_err("ack subject", e))?
+            .stream_sequence;
+        let reply = msg
+            .reply
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        let h = JobHeaders::parse(msg.headers.as_ref()).unwrap_or(JobHeaders {
+            id: seq,
+            copy: 0,
+            max_attempts: self.cfg.max_attempts,
+            key: None,
+        });
+        let payload = msg.payload.to_vec();
+        loop {
+            let (rec, rev) = match self.record(h.id).await? {
+                Some(found) => found,
+                // The record aged out of the bucket (or was never written):
+                // the message is the job.
+                None => {
+                    let mut rec = Record::new(h.max_attempts, 0, h.key.clone());
+                    rec.copy = h.copy;
+                    match self.create(h.id, &rec).await? {
+                        Cas::Written(rev) => (rec, rev),
+                        Cas::Stale => continue,
+                    }
+                }
+            };
+            match decide(&rec, &h, seq) {
+                Decision::Skip => {}
+                Decision::FinishRetry => self.finish_retry(&h, &payload, &rec, rev).await?,
+                Decision::FinishDead => self.finish_dead(&h, &payload, &rec, rev).await?,
+                Decision::Exhausted => {
+                    let why = format!("lease expired during attempt {}", rec.attempts);
+                    let mut dying = rec.clone();
+                    dying.state = State::Dying;
+                    dying.error = Some(why);
+                    match self.cas(h.id, &dying, rev).await? {
+                        Cas::Written(rev) => self.finish_dead(&h, &payload, &dying, rev).await?,
+                        Cas::Stale => continue,
+                    }
+                }
+                Decision::Lease => {
+                    let mut leased = rec.clone();
+                    leased.state = State::InFlight;
+                    leased.attempts += 1;
+                    leased.copy = h.copy;
+                    leased.msg_seq = seq;
+                    leased.lease_expires_ms = now_ms() + visibility.as_millis() as u64;
+                    let Cas::Written(rev) = self.cas(h.id, &leased, rev).await? else {
+                        continue;
+                    };
+                    let delivery = Delivery::new(
+                        h.id,
+                        payload.clone(),
+                        JetStreamLease::new(h.clone(), reply, payload, leased.clone(), rev),
+                    )
+                    .attempts(leased.attempts, leased.max_attempts)
+                    .idempotency_key(leased.key.clone());
+                    return Ok(Some(delivery));
+                }
+            }
+            self.ack(&reply).await;
+            return Ok(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(copy: u32) -> JobHeaders {
+        JobHeaders {
+            id: 1,
+            copy,
+            max_attempts: 3,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn deliveries_are_reconciled_with_the_record() {
+        let mut rec = Record::new(3, 0, None);
+        assert_eq!(decide(&rec, &h(0), 10), Decision::Lease);
+        rec.state = State::InFlight;
+        rec.attempts = 1;
+        rec.msg_seq = 10;
+        // A redelivery of the same message after its lease expired.
+        assert_eq!(decide(&rec, &h(0), 10), Decision::Lease);
+        // A second message of the same copy.
+        assert_eq!(decide(&rec, &h(0), 11), Decision::Skip);
+        rec.attempts = 3;
+        assert_eq!(decide(&rec, &h(0), 10), Decision::Exhausted);
+        rec.state = State::Retrying;
+        rec.copy = 1;
+        rec.msg_seq = 0;
+        assert_eq!(decide(&rec, &h(0), 10), Decision::FinishRetry);
+        assert_eq!(decide(&rec, &h(1), 12), Decision::Lease);
+        rec.state = State::Dying;
+        assert_eq!(decide(&rec, &h(1), 12), Decision::FinishDead);
+        rec.state = State::Done;
+        assert_eq!(decide(&rec, &h(1), 12), Decision::Skip);
+    }
+}

@@ -1,0 +1,198 @@
+//! The record kept for each job in the job bucket (key: the job id).
+//!
+//! The record is what fences leases and what `status` reads. Every change
+//! of a job goes through a compare-and-set on the record's revision, so of
+//! two workers holding deliveries of the same job only the one whose lease
+//! wrote the latest revision can settle or extend it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::status::JobStatus;
+
+/// Where a job is. `Retrying`, `Dying` and `Redriving` are intents: the
+/// record says what is being done before the messages that do it are
+/// published, so a crash in between is finished by whoever next meets the
+/// job (see `lease::reconcile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum State {
+    /// Waiting and ready.
+    Queued,
+    /// Waiting for `due_ms` (a delay or a retry backoff).
+    Delayed,
+    /// Leased until `lease_expires_ms`.
+    InFlight,
+    /// Copy `copy` is being published for another attempt at `due_ms`.
+    Retrying,
+    /// Being copied to the dead letters with `error`.
+    Dying,
+    /// Being sent back from the dead letters as copy `copy`.
+    Redriving,
+    /// Completed.
+    Done,
+    /// In the dead letters.
+    Dead,
+    /// Purged from the dead letters.
+    Purged,
+}
+
+/// One job's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub(crate) state: State,
+    /// Attempts started (leases taken).
+    pub(crate) attempts: u32,
+    pub(crate) max_attempts: u32,
+    /// Which published copy of the job is the live one (0 = first).
+    pub(crate) copy: u32,
+    /// Stream sequence of the delivery of `copy` last leased (0: none).
+    #[serde(default)]
+    pub(crate) msg_seq: u64,
+    #[serde(default)]
+    pub(crate) due_ms: u64,
+    #[serde(default)]
+    pub(crate) lease_expires_ms: u64,
+    #[serde(default)]
+    pub(crate) enqueued_ms: u64,
+    #[serde(default)]
+    pub(crate) finished_ms: u64,
+    #[serde(default)]
+    pub(crate) key: Option<Vec<u8>>,
+    #[serde(default)]
+    pub(crate) error: Option<String>,
+    #[serde(default)]
+    pub(crate) result: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// A fresh job.
+    pub(crate) fn new(max_attempts: u32, due_ms: u64, key: Option<Vec<u8>>) -> Record {
+        let now = now_ms();
+        Record {
+            state: if due_ms > now {
+                State::Delayed
+            } else {
+                State::Queued
+            },
+            attempts: 0,
+            max_attempts,
+            copy: 0,
+            msg_seq: 0,
+            due_ms,
+            lease_expires_ms: 0,
+            enqueued_ms: now,
+            finished_ms: 0,
+            key,
+            error: None,
+            result: None,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// The status a client sees, at `now` (ms since the epoch).
+    pub(crate) fn status(&self, now: u64) -> JobStatus {
+        let attempts = self.attempts;
+        match self.state {
+            State::Queued | State::Redriving => JobStatus::Queued { attempts },
+            State::Delayed | State::Retrying if self.due_ms > now => JobStatus::Delayed {
+                due_ms: self.due_ms,
+                attempts,
+            },
+            State::Delayed | State::Retrying => JobStatus::Queued { attempts },
+            State::InFlight if self.lease_expires_ms > now => JobStatus::InFlight {
+                attempt: attempts,
+                lease_expires_ms: self.lease_expires_ms,
+            },
+            // An expired lease: the server hands the job out again.
+            State::InFlight => JobStatus::Queued { attempts },
+            State::Dying => JobStatus::InFlight {
+                attempt: attempts,
+                lease_expires_ms: self.lease_expires_ms,
+            },
+            State::Done => JobStatus::Done {
+                finished_ms: Some(self.finished_ms),
+                result: self.result.clone(),
+            },
+            State::Dead => JobStatus::Dead {
+                attempts,
+                dead_ms: self.finished_ms,
+                error: self.error.clone().unwrap_or_default(),
+            },
+            State::Purged => JobStatus::Purged {
+                purged_ms: self.finished_ms,
+            },
+        }
+    }
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `ms` since the epoch as RFC 3339 UTC, rounded up to the second (a
+/// schedule may fire late, never early).
+pub(crate) fn rfc3339_ceil(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_rounds_up_to_the_second() {
+        assert_eq!(rfc3339_ceil(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_ceil(1), "1970-01-01T00:00:01Z");
+        // 2026-11-30T08:07:01Z
+        assert_eq!(rfc3339_ceil(1_796_026_021_000), "2026-11-30T08:07:01Z");
+        assert_eq!(rfc3339_ceil(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn a_record_round_trips_and_reports_its_status() {
+        let mut r = Record::new(3, 0, Some(b"k".to_vec()));
+        assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+        assert_eq!(r.status(now_ms()), JobStatus::Queued { attempts: 0 });
+        r.state = State::InFlight;
+        r.attempts = 1;
+        r.lease_expires_ms = 10;
+        assert_eq!(
+            r.status(5),
+            JobStatus::InFlight {
+                attempt: 1,
+                lease_expires_ms: 10
+            }
+        );
+        assert_eq!(r.status(11), JobStatus::Queued { attempts: 1 });
+    }
+}

@@ -1,0 +1,244 @@
+//! The connection, the streams, consumer and bucket, and the record and
+//! publish helpers every operation uses.
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::ServerAddr;
+
+use crate::error::Result;
+use crate::jetstream::config::JetStreamConfig;
+use crate::jetstream::headers::JobHeaders;
+use crate::jetstream::nats_err;
+use crate::jetstream::record::{now_ms, rfc3339_ceil, Record};
+
+/// What a connected backend holds.
+pub(crate) struct Inner {
+    pub(crate) cfg: JetStreamConfig,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) work: stream::Stream,
+    pub(crate) dead: stream::Stream,
+    pub(crate) consumer: consumer::PullConsumer,
+    pub(crate) kv: kv::Store,
+    /// The backend's own runtime (this struct's futures run on it).
+    pub(crate) runtime: tokio::runtime::Handle,
+}
+
+/// The outcome of a compare-and-set on a record.
+pub(crate) enum Cas {
+    /// Written; the new revision.
+    Written(u64),
+    /// The record changed since the revision named.
+    Stale,
+}
+
+impl Inner {
+    pub(crate) async fn connect(cfg: JetStreamConfig) -> Result<Inner> {
+        let addrs = cfg
+            .urls
+            .split(',')
+            .map(|u| u.trim().parse::<ServerAddr>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| nats_err(&format!("server list {:?}", cfg.urls), e))?;
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(cfg.timeout)
+            .request_timeout(Some(cfg.timeout))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(addrs)
+            .await
+            .map_err(|e| nats_err(&format!("connect to {}", cfg.urls), e))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(cfg.timeout)
+            .build(client.clone());
+        let work = js
+            .get_or_create_stream(work_stream(&cfg))
+            .await
+            .map_err(|e| nats_err(&format!("create stream {}", cfg.stream()), e))?;
+        let dead = js
+            .get_or_create_stream(dead_stream(&cfg))
+            .await
+            .map_err(|e| nats_err(&format!("create stream {}", cfg.dead_stream()), e))?;
+        let consumer = work
+            .get_or_create_consumer(&cfg.consumer(), consumer_config(&cfg))
+            .await
+            .map_err(|e| nats_err(&format!("create consumer {}", cfg.consumer()), e))?;
+        let kv = match js.get_key_value(cfg.bucket()).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(bucket_config(&cfg))
+                .await
+                .map_err(|e| nats_err(&format!("create bucket {}", cfg.bucket()), e))?,
+        };
+        let inner = Inner {
+            cfg,
+            client,
+            js,
+            work,
+            dead,
+            consumer,
+            kv,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        inner.wait_ready().await?;
+        Ok(inner)
+    }
+
+    /// Waits until the bucket and both streams answer: a stream just created has
+    /// its replicas elect a leader first, and calls made before that fail.
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        loop {
+            let probe = match self.kv.entry("0").await {
+                Ok(_) => match self.work.get_info().await {
+                    Ok(_) => self
+                        .dead
+                        .get_info()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match probe {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(nats_err(
+                        &format!("bucket {} not ready", self.cfg.bucket()),
+                        e,
+                    ))
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Job `id`'s record and its revision.
+    pub(crate) async fn record(&self, id: u64) -> Result<Option<(Record, u64)>> {
+        let entry = self
+            .kv
+            .entry(id.to_string())
+            .await
+            .map_err(|e| nats_err(&format!("read record of job {id}"), e))?;
+        Ok(entry.and_then(|e| {
+            if e.operation != kv::Operation::Put {
+                return None;
+            }
+            Record::decode(&e.value).map(|r| (r, e.revision))
+        }))
+    }
+
+    /// Creates job `id`'s record; `Stale` if it exists.
+    pub(crate) async fn create(&self, id: u64, rec: &Record) -> Result<Cas> {
+        match self.kv.create(id.to_string(), rec.encode().into()).await {
+            Ok(rev) => Ok(Cas::Written(rev)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Cas::Stale),
+            Err(e) => Err(nats_err(&format!("create record of job {id}"), e)),
+        }
+    }
+
+    /// Replaces job `id`'s record if it is still at `revision`.
+    pub(crate) async fn cas(&self, id: u64, rec: &Record, revision: u64) -> Result<Cas> {
+        match self
+            .kv
+            .update(id.to_string(), rec.encode().into(), revision)
+            .await
+        {
+            Ok(rev) => Ok(Cas::Written(rev)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Cas::Stale),
+            Err(e) => Err(nats_err(&format!("update record of job {id}"), e)),
+        }
+    }
+
+    /// Publishes copy `h.copy` of a job, ready at `due_ms` (a message
+    /// schedule when that is in the future), and waits for the stream to
+    /// store it. The `Nats-Msg-Id` makes a second publish of the same copy
+    /// a no-op inside the duplicate window.
+    pub(crate) async fn publish_copy(
+        &self,
+        h: &JobHeaders,
+        payload: &[u8],
+        due_ms: u64,
+    ) -> Result<()> {
+        let mut headers = h.to_map();
+        let subject = if due_ms > now_ms() {
+            headers.insert(
+                "Nats-Schedule",
+                format!("@at {}", rfc3339_ceil(due_ms)).as_str(),
+            );
+            headers.insert("Nats-Schedule-Target", self.cfg.jobs_subject().as_str());
+            self.cfg.sched_subject(h.id, h.copy)
+        } else {
+            headers.insert("Nats-Msg-Id", format!("walq-{}-{}", h.id, h.copy).as_str());
+            self.cfg.jobs_subject()
+        };
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload.to_vec().into())
+            .headers(headers);
+        self.js
+            .send_publish(subject, msg)
+            .await
+            .map_err(|e| nats_err(&format!("publish job {}", h.id), e))?
+            .await
+            .map_err(|e| nats_err(&format!("store job {}", h.id), e))?;
+        Ok(())
+    }
+
+    /// Acknowledges a delivery (removes it from the work queue) and waits
+    /// for the server's confirmation. A failure is not an error of the
+    /// caller: the job's record already says what happened, and a
+    /// redelivery of a settled job is acknowledged and skipped.
+    pub(crate) async fn ack(&self, reply: &str) {
+        let _ = self.client.request(reply.to_string(), "+ACK".into()).await;
+    }
+}
+
+fn work_stream(cfg: &JetStreamConfig) -> stream::Config {
+    stream::Config {
+        name: cfg.stream(),
+        subjects: vec![cfg.jobs_subject(), format!("walq.{}.sched.*", cfg.name)],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        duplicate_window: cfg.retention,
+        allow_message_schedules: true,
+        ..Default::default()
+    }
+}
+
+fn dead_stream(cfg: &JetStreamConfig) -> stream::Config {
+    stream::Config {
+        name: cfg.dead_stream(),
+        subjects: vec![cfg.dead_subject(None)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        duplicate_window: cfg.retention,
+        // A job dead again after a redrive replaces its old letter.
+        max_messages_per_subject: 1,
+        ..Default::default()
+    }
+}
+
+fn consumer_config(cfg: &JetStreamConfig) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(cfg.consumer()),
+        filter_subject: cfg.jobs_subject(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: cfg.max_ack_pending,
+        ..Default::default()
+    }
+}
+
+fn bucket_config(cfg: &JetStreamConfig) -> kv::Config {
+    kv::Config {
+        bucket: cfg.bucket(),
+        history: 1,
+        max_age: cfg.retention,
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,107 @@
+//! JetStream-only behaviour: a retry in backoff holds no MaxAckPending
+//! slot, and the stats read from stream and consumer info. Needs
+//! nats-server 2.12+ (see `tests/nats_cluster`).
+
+mod nats_cluster;
+
+use std::time::Duration;
+
+use std::time::Instant;
+
+use walq::jetstream::{JetStream, JetStreamStats};
+use walq::worker::{Backend, JobStatus};
+use walq::EnqueueOptions;
+
+/// Waits until the stats match: in a replicated stream, counts follow an
+/// enqueue or an ack through the stream's and consumer's own logs, a
+/// moment after the call returned.
+fn stats_become(js: &JetStream, want: impl Fn(&JetStreamStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = js.stats().unwrap();
+        if want(&s) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stats stay {s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_retry_in_backoff_holds_no_ack_pending_slot_and_stats_say_where_jobs_are() {
+    let cluster = nats_cluster::Cluster::start();
+    // One delivery may be pending at a time. A Nak with a delay would keep
+    // the retried job in that slot and starve the second job.
+    let js = cluster.connect(|c| c.max_ack_pending(1), "slots");
+    let a = js.enqueue(b"a", EnqueueOptions::new()).unwrap().id;
+    let b = js.enqueue(b"b", EnqueueOptions::new()).unwrap().id;
+    stats_become(&js, |s| {
+        (s.ready, s.in_flight, s.delayed, s.dead) == (2, 0, 0, 0)
+    });
+
+    let first = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id(), a);
+    js.retry(first.lease(), Some(Duration::from_secs(30)), "later")
+        .unwrap();
+    assert!(matches!(
+        js.status(a).unwrap(),
+        JobStatus::Delayed { attempts: 1, .. }
+    ));
+
+    let second = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap();
+    let second = second.expect("the retry in backoff must not hold the only slot");
+    assert_eq!(second.id(), b);
+    stats_become(&js, |s| (s.ready, s.in_flight, s.delayed) == (0, 1, 1));
+    js.fail(second.lease(), "bad").unwrap();
+    stats_become(&js, |s| {
+        (s.in_flight, s.delayed, s.dead, s.stream_messages) == (0, 1, 1, 1)
+    });
+}
+
+#[test]
+fn an_async_pool_runs_on_jetstream_from_another_runtime() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "asyncpool");
+    let ids: Vec<u64> = (0..10)
+        .map(|n| {
+            js.enqueue(format!("{n}").as_bytes(), EnqueueOptions::new())
+                .unwrap()
+                .id
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = rt.block_on(async {
+        let pool = walq::WorkerPool::builder(js.clone())
+            .workers(4)
+            .visibility(Duration::from_secs(10))
+            .poll_interval(Duration::from_millis(50))
+            .start_async(|ctx: walq::JobContext, _payload: Vec<u8>| async move {
+                if ctx.attempt() == 1 && ctx.id().is_multiple_of(2) {
+                    walq::Outcome::retry_after(Duration::ZERO, "even ids fail once")
+                } else {
+                    walq::Outcome::done()
+                }
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pool.stats().done < 10 {
+            assert!(Instant::now() < deadline, "{:?}", pool.stats());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        pool.shutdown(Duration::from_secs(10)).await.stats
+    });
+    let even = ids.iter().filter(|id| id.is_multiple_of(2)).count() as u64;
+    assert_eq!((stats.done, stats.retried, stats.lost), (10, even, 0));
+    for id in ids {
+        assert!(matches!(js.status(id).unwrap(), JobStatus::Done { .. }));
+    }
+}

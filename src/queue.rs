@@ -13,6 +13,7 @@ use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Receipt};
 use crate::options::{Durability, EnqueueOptions, Options, Retry};
+use crate::state::checkpoint::{self, Schedule};
 use crate::state::QueueState;
 use crate::stats::{RecoveryReport, Stats};
 use crate::vfs::{StdFs, Vfs};
@@ -52,6 +53,8 @@ struct Inner {
     stop: Arc<(Mutex<bool>, Condvar)>,
     /// The directory lock, released by `close` or the last drop.
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// When the next checkpoint of the index is written.
+    checkpoints: Schedule,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -135,6 +138,7 @@ impl Queue {
         // The log's committer: the one path that syncs the log.
         let commit = state.log.commit.clone();
         let done = Queue::open_done(vfs, dir, &opts, &state, now, &mut report)?;
+        let checkpoints = Schedule::new(opts.checkpoint_every, &state);
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
             _ => None,
@@ -154,6 +158,7 @@ impl Queue {
             flusher: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
+            checkpoints,
         });
         if let Some(every) = periodic {
             let weak = Arc::downgrade(&inner);
@@ -219,11 +224,28 @@ impl Queue {
         let mut st = self.lock_for_write()?;
         let now = st.now(self.clock());
         st.log.begin_op();
-        op(&mut st, now).inspect_err(|e| {
+        let out = op(&mut st, now).inspect_err(|e| {
             if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                 self.poison(e);
             }
-        })
+        })?;
+        self.checkpoint_if_due(st);
+        Ok(out)
+    }
+
+    /// Writes a periodic checkpoint if one is due: captured under the
+    /// queue lock, written after it is released, once the log is durable
+    /// up to the LSN it covers (a failed log sync poisons the queue, as
+    /// any; a checkpoint that cannot be written is only left out).
+    fn checkpoint_if_due(&self, st: MutexGuard<'_, QueueState>) {
+        let Some((ck, _writing)) = self.inner.checkpoints.due(&st) else {
+            return;
+        };
+        let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
+        drop(st);
+        if self.make_durable(ck.next_lsn - 1).is_ok() {
+            let _ = checkpoint::write(&*vfs, &self.inner.dir, &ck, mode);
+        }
     }
 
     /// Runs a state operation; any I/O failure poisons the queue. After an
@@ -252,7 +274,9 @@ impl Queue {
             if sync && self.inner.commit.durable() < lsn_of(&out) {
                 return Err(e);
             }
+            return Ok(out);
         }
+        self.checkpoint_if_due(st);
         Ok(out)
     }
 
@@ -628,6 +652,10 @@ impl Queue {
                 .inspect_err(|e| self.poison(e))
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
+            // Best effort: without a checkpoint the next open scans the
+            // whole log. Everything it covers was synced just above.
+            let (ck, _writing) = self.inner.checkpoints.clean(&st);
+            let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
             // Best effort: without the record (a full disk, say) the next
             // open just has one check fewer; an older record stays valid
             // (the log only grows).

@@ -22,12 +22,14 @@ use std::sync::Arc;
 use crate::commit::Committer;
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
+use crate::format::checkpoint::{Checkpoint, FLAG_CLEAN};
 use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
 use crate::segment::{self, Segment};
+use crate::state::checkpoint::{self, CHECKPOINT_FILE};
 use crate::state::rebuild::{apply, finish, Replay};
 use crate::state::QueueState;
 use crate::stats::RecoveryReport;
@@ -59,6 +61,7 @@ pub fn recover(
                 .map_err(|e| Error::io("removing spare segment", &path, e))?;
         } else if segment::is_own_tmp(name, crate::dead::DEAD_FILE)
             || name.strip_suffix(segment::TMP_SUFFIX) == Some(crate::done::DONE_FILE)
+            || name.strip_suffix(segment::TMP_SUFFIX) == Some(CHECKPOINT_FILE)
         {
             let path = dir.join(name);
             vfs.remove(&path)
@@ -88,65 +91,37 @@ pub fn recover(
     report.torn_bytes += dead_report.torn_bytes;
     report.bytes_skipped += dead_report.damaged_bytes;
 
-    let mut replay = Replay::new();
-    for (&id, _) in dead.entries().iter() {
-        replay.next_id = replay.next_id.max(id.saturating_add(1));
-    }
     let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
-
-    let mut segments = VecDeque::new();
-    let mut next_lsn = None;
-    let mut tail = SEGMENT_HEADER_LEN as u32;
-    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
-    for (i, &id) in ids.iter().enumerate() {
+    let mut opened = Vec::with_capacity(ids.len());
+    for &id in &ids {
         let path = dir.join(segment::file_name(id));
-        let seg = Arc::new(Segment::open(&*vfs, &path, id)?);
-        replay.next_id = replay.next_id.max(seg.header.next_job_id);
-        let expected = match next_lsn {
-            None => seg.header.base_lsn,
-            Some(lsn) if lsn == seg.header.base_lsn => lsn,
-            Some(lsn) if opts.recovery == RecoveryMode::Salvage && seg.header.base_lsn > lsn => {
-                report.records_lost += seg.header.base_lsn - lsn;
-                seg.header.base_lsn
-            }
-            Some(lsn) => {
-                return Err(Error::corrupt(
-                    &path,
-                    0,
-                    format!(
-                        "segment starts at LSN {}, but the one before ends at LSN {}",
-                        seg.header.base_lsn,
-                        lsn - 1
-                    ),
-                ))
-            }
-        };
-        let last = i + 1 == ids.len();
-        let ctx = ScanCtx {
-            last,
-            mode: opts.recovery,
-            dead_lsns: &dead_lsns,
-            dedup_ms,
-            vfs: &*vfs,
-        };
-        let end = scan_segment(&seg, expected, &ctx, &mut replay, &mut report)?;
-        // From here on the segment is read through its map, below what was
-        // found intact; a sealed one gives its descriptor back.
-        seg.publish(end.off);
-        if !last {
-            seg.release_fd();
-        }
-        report.segments_scanned += 1;
-        report.bytes_scanned += u64::from(end.off);
-        next_lsn = Some(end.next_lsn);
-        tail = end.off;
-        segments.push_back(SegInfo {
-            seg,
-            live_jobs: 0,
-            live_bytes: 0,
-        });
+        opened.push(Arc::new(Segment::open(&*vfs, &path, id)?));
     }
-
+    let (mut replay, from) = match use_checkpoint(&*vfs, dir, &opened, &dead_lsns) {
+        Ok((replay, ck)) => {
+            report.checkpoint_used = true;
+            report.checkpoint_lsn = ck.next_lsn - 1;
+            (replay, Some(ck))
+        }
+        Err(why) => {
+            report.checkpoint_fallback = Some(why);
+            let mut replay = Replay::new();
+            for &id in dead_lsns.keys() {
+                replay.next_id = replay.next_id.max(id.saturating_add(1));
+            }
+            (replay, None)
+        }
+    };
+    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    let ctx = ScanCtx {
+        last: false,
+        mode: opts.recovery,
+        dead_lsns: &dead_lsns,
+        dedup_ms,
+        vfs: &*vfs,
+    };
+    let scanned = scan_log(&opened, from.as_ref(), &ctx, &mut replay, &mut report)?;
+    let (mut segments, mut next_lsn, tail) = scanned;
     check_clean_close(&*vfs, dir, &segments, next_lsn, opts.recovery, &mut report)?;
     if segments.is_empty() {
         let seg = Segment::create(
@@ -182,9 +157,152 @@ pub fn recover(
         next_lsn,
         commit,
     );
+    if from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0) {
+        // The log grows from here without the clean checkpoint saying so:
+        // the next open must not skip the rest of this segment.
+        checkpoint::remove(&*log.vfs, dir)?;
+    }
     log.prepare_spare();
     log.fill_reserve();
     finish(log, dead, replay, opts, clock_ms, report)
+}
+
+/// The checkpoint, if it decodes and the log matches it, as a replay
+/// state; `Err` says why not (the whole log is scanned then).
+fn use_checkpoint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    segs: &[Arc<Segment>],
+    dead_lsns: &HashMap<u64, u64>,
+) -> std::result::Result<(Replay, Checkpoint), String> {
+    let ck = checkpoint::read(vfs, dir)?;
+    checkpoint::check_log(vfs, &ck, segs)?;
+    let replay = Replay::from_checkpoint(&ck, dead_lsns)?;
+    Ok((replay, ck))
+}
+
+/// The log after the open: its segments, the next LSN and the tail.
+type Scanned = (VecDeque<SegInfo>, Option<u64>, u32);
+
+/// Replays the segments, all of them or (with a checkpoint) only the log
+/// written after the checkpoint: covered segments are taken as they are.
+fn scan_log(
+    opened: &[Arc<Segment>],
+    ck: Option<&Checkpoint>,
+    ctx: &ScanCtx<'_>,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<Scanned> {
+    let covered = ck.map_or(0, |c| c.segments.len());
+    let mut segments = VecDeque::new();
+    let mut next_lsn = None;
+    let mut tail = SEGMENT_HEADER_LEN as u32;
+    for (i, seg) in opened.iter().enumerate() {
+        replay.next_id = replay.next_id.max(seg.header.next_job_id);
+        let last = i + 1 == opened.len();
+        let end = match ck {
+            Some(c) if i + 1 < covered => {
+                // Covered and sealed: read through its map from now on.
+                let end = c.segments[i].end;
+                ScanEnd {
+                    off: end,
+                    next_lsn: 0,
+                }
+            }
+            Some(c) if i + 1 == covered => {
+                let from = ScanEnd {
+                    off: c.segments[i].end,
+                    next_lsn: c.next_lsn,
+                };
+                let clean = c.flags & FLAG_CLEAN != 0;
+                scan_after(
+                    seg,
+                    from,
+                    last && clean,
+                    &ScanCtx { last, ..*ctx },
+                    replay,
+                    report,
+                )?
+            }
+            _ => {
+                let expected = expected_lsn(seg, next_lsn, ctx.mode, report)?;
+                let from = ScanEnd {
+                    off: SEGMENT_HEADER_LEN as u32,
+                    next_lsn: expected,
+                };
+                scan_segment(seg, from, &ScanCtx { last, ..*ctx }, replay, report)?
+            }
+        };
+        // From here on the segment is read through its map, below what was
+        // found intact; a sealed one gives its descriptor back.
+        seg.publish(end.off);
+        if !last {
+            seg.release_fd();
+        }
+        if i + 1 >= covered {
+            next_lsn = Some(end.next_lsn);
+            report.segments_scanned += 1;
+        }
+        tail = end.off;
+        segments.push_back(SegInfo {
+            seg: seg.clone(),
+            live_jobs: 0,
+            live_bytes: 0,
+        });
+    }
+    Ok((segments, next_lsn, tail))
+}
+
+/// The LSN segment `seg` must start with, after one ending at `next_lsn`.
+fn expected_lsn(
+    seg: &Segment,
+    next_lsn: Option<u64>,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    Ok(match next_lsn {
+        None => seg.header.base_lsn,
+        Some(lsn) if lsn == seg.header.base_lsn => lsn,
+        Some(lsn) if mode == RecoveryMode::Salvage && seg.header.base_lsn > lsn => {
+            report.records_lost += seg.header.base_lsn - lsn;
+            seg.header.base_lsn
+        }
+        Some(lsn) => {
+            return Err(Error::corrupt(
+                &seg.path,
+                0,
+                format!(
+                    "segment starts at LSN {}, but the one before ends at LSN {}",
+                    seg.header.base_lsn,
+                    lsn - 1
+                ),
+            ))
+        }
+    })
+}
+
+/// Replays the last covered segment after the checkpoint's end. After a
+/// clean close (`clean`, and no segment after this one) nothing was
+/// appended if the bytes at the end are still zeros: the rest of the
+/// segment is not read (the clean checkpoint is removed before anything
+/// is appended). Otherwise the rest is scanned like any segment's.
+fn scan_after(
+    seg: &Segment,
+    from: ScanEnd,
+    clean: bool,
+    ctx: &ScanCtx<'_>,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<ScanEnd> {
+    if clean {
+        let len = (seg.size() - from.off).min(CLEAN_PROBE);
+        let probe = checkpoint::read_at(ctx.vfs, &seg.path, from.off, len)
+            .map_err(|e| Error::io("reading segment", &seg.path, e))?;
+        if probe.iter().all(|&b| b == 0) {
+            return Ok(from);
+        }
+    }
+    scan_segment(seg, from, ctx, replay, report)
 }
 
 /// Checks the log against the last clean close (file `CLOSED`, absent in
@@ -263,7 +381,11 @@ fn read_small(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// Bytes after a clean checkpoint's end that must still be zeros.
+const CLEAN_PROBE: u32 = 4096;
+
 /// What a segment scan needs to know besides the segment.
+#[derive(Clone, Copy)]
 struct ScanCtx<'a> {
     /// The newest segment (a torn tail is cut, not reported).
     last: bool,
@@ -288,7 +410,7 @@ fn frame_in<'a>(
 /// error naming the file, never a `SIGBUS`); returns where it ends.
 fn scan_segment(
     seg: &Segment,
-    mut expected: u64,
+    from: ScanEnd,
     ctx: &ScanCtx<'_>,
     replay: &mut Replay,
     report: &mut RecoveryReport,
@@ -297,7 +419,7 @@ fn scan_segment(
     let image = &image[..];
     let (last, mode, dead_lsns, dedup_ms) = (ctx.last, ctx.mode, ctx.dead_lsns, ctx.dedup_ms);
     let size = seg.size();
-    let mut off = SEGMENT_HEADER_LEN as u32;
+    let (mut off, mut expected) = (from.off, from.next_lsn);
     let mut batch: Vec<u32> = Vec::new();
     loop {
         let damage = match frame_in(image, seg, off) {
@@ -379,6 +501,7 @@ fn scan_segment(
             ));
         }
     }
+    report.bytes_scanned += u64::from(off.saturating_sub(from.off));
     Ok(ScanEnd {
         off,
         next_lsn: expected,

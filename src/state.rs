@@ -40,6 +40,8 @@ use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY
 use crate::segment::Segment;
 use crate::stats::Stats;
 
+#[path = "checkpoint.rs"]
+pub(crate) mod checkpoint;
 #[path = "dead_letters.rs"]
 mod dead_letters;
 #[path = "rebuild.rs"]

@@ -15,7 +15,6 @@
 //! byte layout is in `docs/format.md` and `format::checkpoint`.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::{stored_key, QueueState};
 use crate::error::{Error, Result};
@@ -167,31 +166,36 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Checkpoint, String
     Ok(ck)
 }
 
-/// Whether the log on disk (`segs`, oldest first, opened but not scanned)
-/// is the log `ck` was taken of; `Err` names the first difference.
+/// Whether the log on disk (segments `ids`, oldest first) is the log `ck`
+/// was taken of; `Err` names the first difference. Each covered segment
+/// is opened for its header and closed again.
 pub fn check_log(
     vfs: &dyn Vfs,
+    dir: &Path,
     ck: &Checkpoint,
-    segs: &[Arc<Segment>],
+    ids: &[u32],
 ) -> std::result::Result<(), String> {
     let stale = |why: String| Err(format!("stale: {why}"));
-    let Some(first) = segs.first() else {
+    let Some(&first) = ids.first() else {
         return stale("the log has no segments".into());
     };
-    if first.id != ck.first_seg {
+    if first != ck.first_seg {
         return stale(format!(
-            "it starts at segment {}, the log at segment {}",
-            ck.first_seg, first.id
+            "it starts at segment {}, the log at segment {first}",
+            ck.first_seg
         ));
     }
-    if ck.segments.len() > segs.len() {
+    if ck.segments.len() > ids.len() {
         return stale(format!(
             "it covers {} segments, the log has {}",
             ck.segments.len(),
-            segs.len()
+            ids.len()
         ));
     }
-    for (c, s) in ck.segments.iter().zip(segs) {
+    let mut seg = None;
+    for (c, &id) in ck.segments.iter().zip(ids) {
+        let path = dir.join(crate::segment::file_name(id));
+        let s = Segment::open(vfs, &path, id).map_err(|e| format!("stale: {e}"))?;
         if c.base_lsn != s.header.base_lsn || c.size != s.size() {
             return stale(format!(
                 "segment {} has base LSN {} and {} bytes, the checkpoint says {} and {}",
@@ -205,11 +209,17 @@ pub fn check_log(
         if c.end < SEGMENT_HEADER_LEN as u32 || c.end > c.size {
             return Err(format!("damaged: segment {} ends outside it", s.id));
         }
+        seg = Some(s);
     }
     let last = &ck.segments[ck.segments.len() - 1];
-    let seg = &segs[ck.segments.len() - 1];
-    if ck.next_lsn < last.base_lsn || ck.next_lsn >= crate::format::MAX_ID {
-        return Err("damaged: LSN out of range".into());
+    let Some(seg) = seg else {
+        return Err("damaged: no segment".into());
+    };
+    if ck.next_lsn < last.base_lsn
+        || ck.next_lsn >= crate::format::MAX_ID
+        || ck.next_id >= crate::format::MAX_ID
+    {
+        return Err("damaged: LSN or job id out of range".into());
     }
     if ck.digest_from > last.end || last.end - ck.digest_from > DIGEST_SPAN {
         return Err("damaged: digest range".into());

@@ -356,6 +356,14 @@ impl Log {
         self.commit.wait(self.next_lsn - 1)
     }
 
+    /// Takes a spare a previous run prepared (see [`Spare::reopen`]).
+    pub fn adopt_spare(&mut self, spare: Spare) {
+        match self.spare {
+            None => self.spare = Some(spare),
+            Some(_) => spare.discard(&*self.vfs),
+        }
+    }
+
     /// Prepares the next segment ahead of time (best effort: without a
     /// spare, rotation creates the segment itself). Keeping one spare means
     /// a full disk can still rotate once, so that leases, acks and dead

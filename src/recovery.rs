@@ -28,7 +28,7 @@ use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
-use crate::segment::{self, Segment};
+use crate::segment::{self, Segment, Spare};
 use crate::state::checkpoint::{self, CHECKPOINT_FILE};
 use crate::state::rebuild::{apply, finish, Replay};
 use crate::state::QueueState;
@@ -53,12 +53,10 @@ pub fn recover(
         .list(dir)
         .map_err(|e| Error::io("listing queue directory", dir, e))?;
     let mut ids = Vec::new();
+    let mut spares = Vec::new();
     for name in &names {
         if segment::is_spare(name) {
-            // The previous run's spare segment: a fresh one is prepared.
-            let path = dir.join(name);
-            vfs.remove(&path)
-                .map_err(|e| Error::io("removing spare segment", &path, e))?;
+            spares.push(name);
         } else if segment::is_own_tmp(name, crate::dead::DEAD_FILE)
             || name.strip_suffix(segment::TMP_SUFFIX) == Some(crate::done::DONE_FILE)
             || name.strip_suffix(segment::TMP_SUFFIX) == Some(CHECKPOINT_FILE)
@@ -87,17 +85,31 @@ pub fn recover(
         }
     }
 
+    // The previous run's spare segment is kept if it is the next one and
+    // complete; any other is removed (a fresh one is prepared).
+    let next_id = ids.last().map(|&id| id.saturating_add(1));
+    let mut spare = None;
+    for name in spares {
+        let path = dir.join(name);
+        let id = name
+            .strip_suffix(segment::SPARE_SUFFIX)
+            .and_then(segment::parse_name);
+        if spare.is_none() && id.is_some() && id == next_id {
+            spare = Spare::reopen(&*vfs, dir, id.unwrap_or(0), opts.segment_size);
+            if spare.is_some() {
+                continue;
+            }
+        }
+        vfs.remove(&path)
+            .map_err(|e| Error::io("removing spare segment", &path, e))?;
+    }
+
     let (dead, dead_report) = DeadFile::open(&*vfs, dir, opts.file_mode, opts.recovery)?;
     report.torn_bytes += dead_report.torn_bytes;
     report.bytes_skipped += dead_report.damaged_bytes;
 
     let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
-    let mut opened = Vec::with_capacity(ids.len());
-    for &id in &ids {
-        let path = dir.join(segment::file_name(id));
-        opened.push(Arc::new(Segment::open(&*vfs, &path, id)?));
-    }
-    let (mut replay, from) = match use_checkpoint(&*vfs, dir, &opened, &dead_lsns) {
+    let (mut replay, from) = match use_checkpoint(&*vfs, dir, &ids, &dead_lsns) {
         Ok((replay, ck)) => {
             report.checkpoint_used = true;
             report.checkpoint_lsn = ck.next_lsn - 1;
@@ -120,7 +132,7 @@ pub fn recover(
         dedup_ms,
         vfs: &*vfs,
     };
-    let scanned = scan_log(&opened, from.as_ref(), &ctx, &mut replay, &mut report)?;
+    let scanned = scan_log(dir, &ids, from.as_ref(), &ctx, &mut replay, &mut report)?;
     let (mut segments, mut next_lsn, tail) = scanned;
     check_clean_close(&*vfs, dir, &segments, next_lsn, opts.recovery, &mut report)?;
     if segments.is_empty() {
@@ -144,7 +156,15 @@ pub fn recover(
     // Whatever survived the crash is on disk from here on, so later sync
     // lags are measured from a true durable point.
     let active = &segments.back().expect("at least one segment").seg;
-    active.sync_data()?;
+    let used_clean = from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
+    // After a clean close, with nothing written since, all of it was
+    // synced by the close.
+    let untouched = from
+        .as_ref()
+        .is_some_and(|ck| ck.next_lsn == next_lsn && ck.segments.len() == segments.len());
+    if !(used_clean && untouched && report.torn_bytes == 0) {
+        active.sync_data()?;
+    }
     let commit = Arc::new(Committer::new(next_lsn - 1));
 
     let mut log = Log::new(
@@ -157,10 +177,13 @@ pub fn recover(
         next_lsn,
         commit,
     );
-    if from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0) {
+    if used_clean {
         // The log grows from here without the clean checkpoint saying so:
         // the next open must not skip the rest of this segment.
         checkpoint::remove(&*log.vfs, dir)?;
+    }
+    if let Some(spare) = spare {
+        log.adopt_spare(spare);
     }
     log.prepare_spare();
     log.fill_reserve();
@@ -172,11 +195,11 @@ pub fn recover(
 fn use_checkpoint(
     vfs: &dyn Vfs,
     dir: &Path,
-    segs: &[Arc<Segment>],
+    ids: &[u32],
     dead_lsns: &HashMap<u64, u64>,
 ) -> std::result::Result<(Replay, Checkpoint), String> {
     let ck = checkpoint::read(vfs, dir)?;
-    checkpoint::check_log(vfs, &ck, segs)?;
+    checkpoint::check_log(vfs, dir, &ck, ids)?;
     let replay = Replay::from_checkpoint(&ck, dead_lsns)?;
     Ok((replay, ck))
 }
@@ -187,7 +210,8 @@ type Scanned = (VecDeque<SegInfo>, Option<u64>, u32);
 /// Replays the segments, all of them or (with a checkpoint) only the log
 /// written after the checkpoint: covered segments are taken as they are.
 fn scan_log(
-    opened: &[Arc<Segment>],
+    dir: &Path,
+    ids: &[u32],
     ck: Option<&Checkpoint>,
     ctx: &ScanCtx<'_>,
     replay: &mut Replay,
@@ -197,9 +221,17 @@ fn scan_log(
     let mut segments = VecDeque::new();
     let mut next_lsn = None;
     let mut tail = SEGMENT_HEADER_LEN as u32;
-    for (i, seg) in opened.iter().enumerate() {
+    for (i, &id) in ids.iter().enumerate() {
+        // One segment at a time: a sealed one gives its descriptor back
+        // before the next is opened.
+        let seg = Arc::new(Segment::open(
+            ctx.vfs,
+            &dir.join(segment::file_name(id)),
+            id,
+        )?);
+        let seg = &seg;
         replay.next_id = replay.next_id.max(seg.header.next_job_id);
-        let last = i + 1 == opened.len();
+        let last = i + 1 == ids.len();
         let end = match ck {
             Some(c) if i + 1 < covered => {
                 // Covered and sealed: read through its map from now on.

@@ -97,9 +97,12 @@ fn build(fs: &SimFs, seed: u8, close: bool) -> BTreeMap<u64, Vec<u8>> {
     jobs
 }
 
+/// Jobs as (id, payload).
+type Jobs = Vec<(u64, Vec<u8>)>;
+
 /// What a queue serves: dead letters, then every job drained (id,
-/// payload), ten years on.
-fn served(fs: &SimFs) -> Option<(Vec<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>, bool)> {
+/// payload), ten years on; and whether it opened from the checkpoint.
+fn served(fs: &SimFs) -> Option<(Jobs, Jobs, bool)> {
     let clock = ManualClock::new(START_MS);
     let q = Queue::open_on(Arc::new(fs.clone()), dir(), options(&clock)).ok()?;
     q.check_invariants();

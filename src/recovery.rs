@@ -198,9 +198,9 @@ fn use_checkpoint(
     ids: &[u32],
     dead_lsns: &HashMap<u64, u64>,
 ) -> std::result::Result<(Replay, Checkpoint), String> {
-    let ck = checkpoint::read(vfs, dir)?;
+    let mut ck = checkpoint::read(vfs, dir)?;
     checkpoint::check_log(vfs, dir, &ck, ids)?;
-    let replay = Replay::from_checkpoint(&ck, dead_lsns)?;
+    let replay = Replay::from_checkpoint(&mut ck, dead_lsns)?;
     Ok((replay, ck))
 }
 

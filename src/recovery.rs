@@ -116,6 +116,11 @@ pub fn recover(
             (replay, Some(ck))
         }
         Err(why) => {
+            if why != "missing" {
+                // Never looked at again (best effort: a stale checkpoint
+                // that came back would fail the same checks).
+                let _ = vfs.remove(&dir.join(CHECKPOINT_FILE));
+            }
             report.checkpoint_fallback = Some(why);
             let mut replay = Replay::new();
             for &id in dead_lsns.keys() {

@@ -205,6 +205,10 @@ fn a_checkpoint_ahead_of_the_log_falls_back() {
     let reason = report.checkpoint_fallback.clone().unwrap_or_default();
     assert!(reason.contains("stale"), "{reason}");
     assert_eq!(q.stats().ready, 19, "the cut record is gone, the rest kept");
+    assert!(
+        !dir.path().join("CHECKPOINT").exists(),
+        "a checkpoint that was not used is deleted"
+    );
 }
 
 #[test]

@@ -136,14 +136,19 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, ck: &Checkpoint, mode: u32) -> Result<()
     crate::vfs::write_atomically(vfs, dir, CHECKPOINT_FILE, &[&ck.encode()], mode).map(drop)
 }
 
-/// Removes the checkpoint (and syncs the directory): a clean checkpoint
-/// is used once, since the log grows after it without it saying so.
-pub fn remove(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+/// Clears the clean flag of the checkpoint in place (its 128-byte head
+/// rewritten, `fdatasync`): the log grows past it from now on without it
+/// saying so, and it stays usable as a checkpoint of an unclean stop.
+pub fn clear_clean(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     let path = dir.join(CHECKPOINT_FILE);
-    vfs.remove(&path)
-        .map_err(|e| Error::io("removing used checkpoint", &path, e))?;
-    vfs.sync_dir(dir)
-        .map_err(|e| Error::io("syncing directory", dir, e))
+    let io = |e| Error::io("clearing the clean flag of the checkpoint", &path, e);
+    let file = vfs.open(&path).map_err(io)?;
+    let mut head = [0u8; crate::format::checkpoint::HEAD_LEN];
+    file.read_at(&mut head, 0).map_err(io)?;
+    let head = crate::format::checkpoint::head_without_clean(&head)
+        .ok_or_else(|| Error::corrupt(&path, 0, "checkpoint head"))?;
+    file.write_at(&head, 0).map_err(io)?;
+    file.sync_data().map_err(io)
 }
 
 /// Reads and decodes the checkpoint; `Err` says why there is none to use.

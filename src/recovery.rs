@@ -185,7 +185,7 @@ pub fn recover(
     if used_clean {
         // The log grows from here without the clean checkpoint saying so:
         // the next open must not skip the rest of this segment.
-        checkpoint::remove(&*log.vfs, dir)?;
+        checkpoint::clear_clean(&*log.vfs, dir)?;
     }
     if let Some(spare) = spare {
         log.adopt_spare(spare);
@@ -321,8 +321,9 @@ fn expected_lsn(
 /// Replays the last covered segment after the checkpoint's end. After a
 /// clean close (`clean`, and no segment after this one) nothing was
 /// appended if the bytes at the end are still zeros: the rest of the
-/// segment is not read (the clean checkpoint is removed before anything
-/// is appended). Otherwise the rest is scanned like any segment's.
+/// segment is not read (open clears the clean flag, durably, before
+/// anything is appended). Otherwise the rest is scanned like any
+/// segment's.
 fn scan_after(
     seg: &Segment,
     from: ScanEnd,

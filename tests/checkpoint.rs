@@ -66,21 +66,23 @@ fn the_checkpoint_file_is_private() {
 }
 
 #[test]
-fn a_clean_checkpoint_is_used_once() {
+fn a_clean_checkpoint_is_cleared_before_the_log_grows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let now = build(dir.path(), 2, 300, 0, true);
+    assert_eq!(checkpoint_bytes(dir.path())[10], 1, "flagged clean");
     let clock = ManualClock::new(now);
     let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
     assert!(q.recovery_report().checkpoint_used);
-    assert!(!dir.path().join("CHECKPOINT").exists());
-    q.enqueue(b"after the checkpoint").expect("enqueue");
+    assert_eq!(checkpoint_bytes(dir.path())[10], 0, "flag cleared in place");
+    let id = q.enqueue(b"after the checkpoint").expect("enqueue");
     drop(q);
-    let (report, seen) = observe(dir.path(), now, false);
-    assert_eq!(report.checkpoint_fallback.as_deref(), Some("missing"));
-    assert!(seen
-        .drained
-        .iter()
-        .any(|(_, p, _)| p == b"after the checkpoint"));
+    // A crash: the unclean checkpoint is used and what came after it read.
+    let (with, seen) = observe(dir.path(), now, false);
+    let (_, scanned) = observe(dir.path(), now, true);
+    assert!(with.checkpoint_used, "{with:?}");
+    assert!(with.records > 0, "{with:?}");
+    assert_eq!(seen, scanned);
+    assert!(seen.drained.iter().any(|(i, _, _)| *i == id));
 }
 
 /// Opens `dir` with its checkpoint replaced by `bytes`: the full scan runs,

@@ -6,9 +6,9 @@
 //! some keyed, delayed, leased, acked, failed; periodic checkpoints; a
 //! clean close or a crash), then replaces its `CHECKPOINT` with the input
 //! bytes: as they are, or XORed onto the real checkpoint (`XOR`, so that
-//! mutations start from a valid file), with the trailing CRC recomputed
-//! (`FIX_CRC`, so that mutated fields get past the checksum and reach the
-//! checks of the loader).
+//! mutations start from a valid file), with both CRCs (head and body)
+//! recomputed (`FIX_CRC`, so that mutated fields get past the checksums
+//! and reach the checks of the loader).
 //!
 //! `Queue::open` must return `Ok` or a clean `Err`, never panic. When it
 //! opens: `check_invariants` holds; every job it serves, and every dead
@@ -26,7 +26,7 @@ use std::time::Duration;
 use walq::vfs::{SimFs, Vfs};
 use walq::{Durability, EnqueueOptions, ManualClock, Options, Queue};
 
-/// Flag: recompute the checkpoint's trailing CRC.
+/// Flag: recompute the checkpoint's CRCs (head and body).
 pub const FIX_CRC: u8 = 0x01;
 /// Flag: XOR the input onto the real checkpoint instead of replacing it.
 pub const XOR: u8 = 0x02;
@@ -148,10 +148,15 @@ pub fn run(data: &[u8]) {
     } else {
         bytes.to_vec()
     };
-    if flags & FIX_CRC != 0 && ck.len() >= 4 {
+    if flags & FIX_CRC != 0 && ck.len() >= 128 + 4 {
         let n = ck.len() - 4;
-        let crc = crc32fast::hash(&ck[..n]);
+        let crc = crc32fast::hash(&ck[128..n]);
         ck[n..].copy_from_slice(&crc.to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        h.update(&ck[..60]);
+        h.update(&ck[64..128]);
+        let crc = h.finalize();
+        ck[60..64].copy_from_slice(&crc.to_le_bytes());
     }
     // The same workload again (it is deterministic), opened without its
     // checkpoint: what a full scan serves.

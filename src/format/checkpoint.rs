@@ -2,9 +2,11 @@
 //! `docs/format.md`, "The checkpoint").
 //!
 //! Pure code: [`Checkpoint::encode`] and [`Checkpoint::decode`]. The file is
-//! one CRC-checked blob: a fixed 128-byte head, then the segments it
-//! covers, the job table's slots, the jobs kept aside, the waiting jobs'
-//! due times and the idempotency keys, then a CRC-32 of everything before.
+//! a fixed 128-byte head with its own CRC, then the segments it covers, the
+//! job table's slots, the jobs kept aside, the waiting jobs' due times and
+//! the idempotency keys, then a CRC-32 of those (everything after the
+//! head). The head has its own CRC so that the clean flag can be cleared
+//! in place ([`head_without_clean`]) with one small write.
 //! Whether the log on disk still matches it is decided by the loader
 //! (`src/checkpoint.rs`), never here.
 
@@ -141,6 +143,32 @@ fn slot_at(b: &[u8]) -> CkSlot {
     }
 }
 
+/// CRC-32 of a head's bytes 0..60 and 64..128 (all but the CRC itself).
+fn head_crc(head: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[..60]);
+    h.update(&head[64..HEAD_LEN]);
+    h.finalize()
+}
+
+/// Writes the head's CRC into it (bytes 60..64).
+fn seal_head(head: &mut [u8]) {
+    let crc = head_crc(head);
+    head[60..64].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The head of checkpoint file `file` with the clean flag cleared (and
+/// its CRC recomputed): what open writes over the first 128 bytes before
+/// the log grows past a clean checkpoint. `None` if `file` is shorter.
+pub fn head_without_clean(file: &[u8]) -> Option<[u8; HEAD_LEN]> {
+    let mut head = [0u8; HEAD_LEN];
+    head.copy_from_slice(file.get(..HEAD_LEN)?);
+    let flags = u16_at(&head, 10)? & !FLAG_CLEAN;
+    head[10..12].copy_from_slice(&flags.to_le_bytes());
+    seal_head(&mut head);
+    Some(head)
+}
+
 impl Checkpoint {
     /// Length of the encoded file.
     pub fn encoded_len(&self) -> usize {
@@ -169,6 +197,7 @@ impl Checkpoint {
             out.extend_from_slice(&v.to_le_bytes());
         }
         for v in [self.first_seg, self.digest_from, self.digest, 0] {
+            // (The 0 at offset 60 is replaced by the head's CRC below.)
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.slot_base.to_le_bytes());
@@ -206,8 +235,9 @@ impl Checkpoint {
             out.extend_from_slice(&k.seg.to_le_bytes());
             out.extend_from_slice(&k.off.to_le_bytes());
         }
-        let crc = crc32fast::hash(&out);
+        let crc = crc32fast::hash(&out[HEAD_LEN..]);
         out.extend_from_slice(&crc.to_le_bytes());
+        seal_head(&mut out[..HEAD_LEN]);
         out
     }
 
@@ -221,14 +251,16 @@ impl Checkpoint {
         if version != CHECKPOINT_VERSION {
             return Err(CheckpointError::Version(version));
         }
+        if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
+            return Err(damaged("head checksum mismatch"));
+        }
         let (body, tail) = buf.split_at(buf.len() - 4);
-        if crc32fast::hash(body) != u32_at(tail, 0).unwrap_or(0) {
+        if crc32fast::hash(&body[HEAD_LEN..]) != u32_at(tail, 0).unwrap_or(0) {
             return Err(damaged("checksum mismatch"));
         }
         let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
-        let reserved_zero = u32_at(buf, 12) == Some(0)
-            && u32_at(buf, 60) == Some(0)
-            && buf[112..HEAD_LEN].iter().all(|&b| b == 0);
+        let reserved_zero =
+            u32_at(buf, 12) == Some(0) && buf[112..HEAD_LEN].iter().all(|&b| b == 0);
         if flags & !FLAG_CLEAN != 0 || !reserved_zero {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
@@ -348,6 +380,17 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn the_clean_flag_is_cleared_in_place() {
+        let ck = sample();
+        let mut bytes = ck.encode();
+        let head = head_without_clean(&bytes).expect("head");
+        bytes[..HEAD_LEN].copy_from_slice(&head);
+        let cleared = Checkpoint::decode(&bytes).expect("still valid");
+        assert_eq!(cleared.flags, 0);
+        assert_eq!(Checkpoint { flags: 0, ..ck }, cleared);
     }
 
     #[test]

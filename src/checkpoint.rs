@@ -151,8 +151,8 @@ pub fn clear_clean(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     file.sync_data().map_err(io)
 }
 
-/// Reads and decodes the checkpoint; `Err` says why there is none to use.
-pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Checkpoint, String> {
+/// Reads the checkpoint file; `Err` says why there is none to use.
+pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Vec<u8>, String> {
     let path = dir.join(CHECKPOINT_FILE);
     let file = match vfs.open(&path) {
         Ok(f) => f,
@@ -164,11 +164,17 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Checkpoint, String
     let mut buf = vec![0u8; len];
     file.read_at(&mut buf, 0)
         .map_err(|e| format!("unreadable: {e}"))?;
-    let ck = Checkpoint::decode(&buf).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// Decodes checkpoint bytes (all but the slots, whose bytes are returned
+/// as they are); `Err` says why they cannot be used.
+pub fn decode(buf: &[u8]) -> std::result::Result<(Checkpoint, &[u8]), String> {
+    let (ck, slots) = Checkpoint::decode_lazy(buf).map_err(|e| e.to_string())?;
     if ck.hash_probe != hash_probe() {
         return Err("written with another key hash".into());
     }
-    Ok(ck)
+    Ok((ck, slots))
 }
 
 /// Whether the log on disk (segments `ids`, oldest first) is the log `ck`

@@ -203,9 +203,10 @@ fn use_checkpoint(
     ids: &[u32],
     dead_lsns: &HashMap<u64, u64>,
 ) -> std::result::Result<(Replay, Checkpoint), String> {
-    let mut ck = checkpoint::read(vfs, dir)?;
+    let buf = checkpoint::read(vfs, dir)?;
+    let (ck, slots) = checkpoint::decode(&buf)?;
     checkpoint::check_log(vfs, dir, &ck, ids)?;
-    let replay = Replay::from_checkpoint(&mut ck, dead_lsns)?;
+    let replay = Replay::from_checkpoint(&ck, slots, dead_lsns)?;
     Ok((replay, ck))
 }
 

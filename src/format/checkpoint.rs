@@ -131,7 +131,8 @@ fn put_slot(out: &mut Vec<u8>, s: &CkSlot) {
     out.extend_from_slice(&[s.state, 0]);
 }
 
-fn slot_at(b: &[u8]) -> CkSlot {
+/// Decodes one stored slot (16 bytes; see [`Checkpoint::decode_lazy`]).
+pub fn slot_at(b: &[u8]) -> CkSlot {
     let mut w = [0u8; SLOT_LEN];
     w.copy_from_slice(&b[..SLOT_LEN]);
     CkSlot {
@@ -241,8 +242,19 @@ impl Checkpoint {
         out
     }
 
-    /// Decodes and verifies a checkpoint file.
+    /// Decodes and verifies a checkpoint file (for tests and tools; open
+    /// uses [`Checkpoint::decode_lazy`]).
+    #[cfg(any(test, feature = "testing"))]
     pub fn decode(buf: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        let (mut ck, slots) = Checkpoint::decode_lazy(buf)?;
+        ck.slots = slots.chunks_exact(SLOT_LEN).map(slot_at).collect();
+        Ok(ck)
+    }
+
+    /// [`Checkpoint::decode`] without the slots: their bytes (16 per
+    /// slot, read with [`slot_at`]) are returned instead, so that a
+    /// reader can build its table from them in one pass.
+    pub fn decode_lazy(buf: &[u8]) -> Result<(Checkpoint, &[u8]), CheckpointError> {
         let damaged = |why: &str| CheckpointError::Damaged(why.to_string());
         if buf.len() < HEAD_LEN + 4 || buf[0..8] != CHECKPOINT_MAGIC {
             return Err(damaged("not a checkpoint (short, or wrong magic)"));
@@ -291,23 +303,27 @@ impl Checkpoint {
         let mut take = |n: usize, size: usize| {
             let part = &body[at..at + n * size];
             at += n * size;
-            part.chunks_exact(size)
+            part
         };
         ck.segments = take(counts[0], SEG_LEN)
+            .chunks_exact(SEG_LEN)
             .map(|b| CkSegment {
                 base_lsn: u64_at(b, 0).unwrap_or(0),
                 size: u32_at(b, 8).unwrap_or(0),
                 end: u32_at(b, 12).unwrap_or(0),
             })
             .collect();
-        ck.slots = take(counts[1], SLOT_LEN).map(slot_at).collect();
+        let slots = take(counts[1], SLOT_LEN);
         ck.aside = take(counts[2], ASIDE_LEN)
+            .chunks_exact(ASIDE_LEN)
             .map(|b| (u64_at(b, 0).unwrap_or(0), slot_at(&b[8..])))
             .collect();
         ck.waiting = take(counts[3], WAIT_LEN)
+            .chunks_exact(WAIT_LEN)
             .map(|b| (u64_at(b, 0).unwrap_or(0), u64_at(b, 8).unwrap_or(0)))
             .collect();
         ck.keys = take(counts[4], KEY_LEN)
+            .chunks_exact(KEY_LEN)
             .map(|b| {
                 let mut h = [0u8; 16];
                 h.copy_from_slice(&b[..16]);
@@ -321,7 +337,7 @@ impl Checkpoint {
                 }
             })
             .collect();
-        Ok(ck)
+        Ok((ck, slots))
     }
 }
 

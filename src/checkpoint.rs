@@ -139,16 +139,27 @@ pub fn write(vfs: &dyn Vfs, dir: &Path, ck: &Checkpoint, mode: u32) -> Result<()
 /// Clears the clean flag of the checkpoint in place (its 128-byte head
 /// rewritten, `fdatasync`): the log grows past it from now on without it
 /// saying so, and it stays usable as a checkpoint of an unclean stop.
+/// Where the overwrite fails (a full copy-on-write disk needs space even
+/// for it) the checkpoint is removed instead and the directory synced.
 pub fn clear_clean(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     let path = dir.join(CHECKPOINT_FILE);
-    let io = |e| Error::io("clearing the clean flag of the checkpoint", &path, e);
-    let file = vfs.open(&path).map_err(io)?;
+    if rewrite_head(vfs, &path).is_ok() {
+        return Ok(());
+    }
+    vfs.remove(&path)
+        .map_err(|e| Error::io("removing the used clean checkpoint", &path, e))?;
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+fn rewrite_head(vfs: &dyn Vfs, path: &Path) -> std::io::Result<()> {
+    let file = vfs.open(path)?;
     let mut head = [0u8; crate::format::checkpoint::HEAD_LEN];
-    file.read_at(&mut head, 0).map_err(io)?;
+    file.read_at(&mut head, 0)?;
     let head = crate::format::checkpoint::head_without_clean(&head)
-        .ok_or_else(|| Error::corrupt(&path, 0, "checkpoint head"))?;
-    file.write_at(&head, 0).map_err(io)?;
-    file.sync_data().map_err(io)
+        .ok_or_else(|| std::io::Error::other("checkpoint head"))?;
+    file.write_at(&head, 0)?;
+    file.sync_data()
 }
 
 /// Reads the checkpoint file; `Err` says why there is none to use.

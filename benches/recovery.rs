@@ -10,9 +10,22 @@
 //!   100 B jobs (default 1,000,000; the brief's figure is 10,000,000) is
 //!   reopened; the time per open is the figure.
 //!
-//! The queue is left without `close()` (as after a crash) before each open.
+//! - `recovery/reopen`: a queue holding `WALQ_BENCH_REOPEN` pending 100 B
+//!   jobs (default 200,000) is closed cleanly, then reopened and the first
+//!   job dequeued; the time of open + first dequeue is the figure, with
+//!   the checkpoint written by the close (`checkpoint`) and without it
+//!   (`full_scan`: the file is deleted before the open). Between two
+//!   samples the job is acked and the queue closed again (not timed).
+//!
+//! `recovery/scan` and `recovery/pending` leave the queue without
+//! `close()` (as after a crash) before each open, and delete the
+//! checkpoint: they measure the full scan.
+//!
+//! `WALQ_BENCH_PARTS` picks parts (default `scan,pending,reopen`);
+//! `WALQ_BENCH_REOPEN_SCAN=0` leaves out the reopen's full-scan variant.
 //!
 //! `WALQ_BENCH_PENDING=10000000 cargo bench --bench recovery`
+//! `WALQ_BENCH_PARTS=reopen WALQ_BENCH_REOPEN=10000000 cargo bench --bench recovery`
 
 mod common;
 
@@ -58,6 +71,7 @@ fn evict(dir: &Path) {
 }
 
 fn open_time(dir: &Path, cold: bool) -> Duration {
+    let _ = std::fs::remove_file(dir.join("CHECKPOINT"));
     if cold {
         evict(dir);
     }
@@ -68,12 +82,82 @@ fn open_time(dir: &Path, cold: bool) -> Duration {
     t
 }
 
+/// Opens the cleanly closed queue in `dir` (without its checkpoint if
+/// `scan`) and dequeues one job: the time of both. Then acks the job and
+/// closes the queue again (not timed).
+fn reopen_time(dir: &Path, scan: bool) -> Duration {
+    if scan {
+        let _ = std::fs::remove_file(dir.join("CHECKPOINT"));
+    }
+    let start = Instant::now();
+    let q = Queue::open_with(dir, common::options(Durability::Os)).expect("open");
+    let job = q.dequeue().expect("dequeue").expect("a job");
+    let t = start.elapsed();
+    assert_eq!(q.recovery_report().checkpoint_used, !scan);
+    q.ack(job.receipt()).expect("ack");
+    q.close().expect("close");
+    t
+}
+
+/// Open + first dequeue of a queue of `n` pending jobs, with and without
+/// its checkpoint.
+fn reopen(c: &mut criterion::Criterion, n: u64) {
+    let dir = tempdir();
+    let t = Instant::now();
+    build(dir.path(), n, 100);
+    let q = open(dir.path(), Durability::Os);
+    q.close().expect("close");
+    drop(q);
+    let ck = std::fs::metadata(dir.path().join("CHECKPOINT")).map_or(0, |m| m.len());
+    eprintln!(
+        "built {n} pending jobs of 100 B, closed (checkpoint {ck} bytes) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let mut g = c.benchmark_group("recovery/reopen");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(if n > 2_000_000 { 60 } else { 10 }));
+    // `WALQ_BENCH_REOPEN_SCAN=0`: only the checkpoint variant (the full
+    // scan of 10 million jobs takes seconds per sample).
+    let scans: &[bool] = if env_u64("WALQ_BENCH_REOPEN_SCAN", 1) == 0 {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    for &scan in scans {
+        let name = if scan { "full_scan" } else { "checkpoint" };
+        g.bench_function(BenchmarkId::new(name, format!("{n}_jobs")), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| reopen_time(dir.path(), scan)).sum());
+        });
+    }
+    g.finish();
+}
+
 fn main() {
     let mut c = common::criterion();
     // Outside `cargo bench` (criterion's test mode, `--list`) build tiny
     // queues so that `cargo test --benches` stays quick.
     let listing = !common::bench_mode();
+    let parts = std::env::var("WALQ_BENCH_PARTS").unwrap_or_else(|_| "scan,pending,reopen".into());
+    if parts.contains("reopen") {
+        let n = if listing {
+            1000
+        } else {
+            env_u64("WALQ_BENCH_REOPEN", 200_000)
+        };
+        reopen(&mut c, n);
+    }
+    if parts.contains("scan") {
+        scan(&mut c, listing);
+    }
+    if parts.contains("pending") {
+        pending(&mut c, listing);
+    }
+    c.final_summary();
+}
 
+/// Full-scan speed in bytes of log.
+fn scan(c: &mut criterion::Criterion, listing: bool) {
     // Scan speed.
     let mb = env_u64("WALQ_BENCH_RECOVERY_MB", 512);
     let dir = tempdir();
@@ -102,8 +186,10 @@ fn main() {
         g.finish();
     }
     drop(dir);
+}
 
-    // Open time with many pending jobs.
+/// Full-scan open time with many pending jobs.
+fn pending(c: &mut criterion::Criterion, listing: bool) {
     let pending = env_u64("WALQ_BENCH_PENDING", 1_000_000);
     let dir = tempdir();
     let n = if listing { 1000 } else { pending };
@@ -124,5 +210,4 @@ fn main() {
         g.finish();
     }
     drop(dir);
-    c.final_summary();
 }

@@ -43,6 +43,11 @@ impl Delivery {
         self.fresh += 1;
     }
 
+    /// Counts `n` fresh jobs at once (open).
+    pub fn add_fresh_n(&mut self, n: u64) {
+        self.fresh += n;
+    }
+
     /// Uncounts a fresh job that was leased, finished or parked.
     pub fn take_fresh(&mut self) {
         assert!(self.fresh > 0, "taking a fresh job when none is counted");

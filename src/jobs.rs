@@ -44,6 +44,11 @@ pub struct Slot {
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 16);
 
+impl Slot {
+    /// No live job.
+    pub const EMPTY: Slot = EMPTY;
+}
+
 const EMPTY: Slot = Slot {
     seg: 0,
     off: 0,
@@ -256,6 +261,26 @@ impl JobTable {
             .filter(|(_, s)| s.state != SlotState::Empty)
             .map(move |(i, s)| (base + i as u64, s))
             .chain(self.stragglers.iter().map(|(id, s)| (*id, s)))
+    }
+
+    /// The id of the first slot, the slots in id order from it, and the
+    /// jobs kept aside (what a checkpoint stores).
+    pub fn parts(&self) -> (u64, &VecDeque<Slot>, &IdMap<Slot>) {
+        (self.base, &self.slots, &self.stragglers)
+    }
+
+    /// A table from the parts a checkpoint stored (see
+    /// [`JobTable::parts`]); the caller checked that every kept-aside id
+    /// is below `base`.
+    pub fn from_parts(base: u64, slots: VecDeque<Slot>, stragglers: IdMap<Slot>) -> JobTable {
+        let in_slots = slots.iter().filter(|s| s.state != SlotState::Empty).count();
+        JobTable {
+            base,
+            slots,
+            stragglers,
+            in_slots,
+            parked_fresh: Vec::new(),
+        }
     }
 
     /// Heap bytes held, for the memory report.

@@ -122,8 +122,8 @@ pub use job::{Job, Receipt};
 #[doc(hidden)]
 pub use keys::force_key_hash_collisions as __force_key_hash_collisions;
 pub use options::{
-    Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, MAX_ATTEMPTS_LIMIT,
-    MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, DEFAULT_CHECKPOINT_EVERY,
+    MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 pub use queue::{Enqueued, Queue, LOCK_FILE};
 pub use schedule::{Schedule, Scheduler};

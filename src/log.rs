@@ -42,7 +42,7 @@ use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
 use crate::reserve::{is_enospc, Reserve};
-use crate::segment::Segment;
+use crate::segment::{Segment, Spare};
 use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
 
@@ -409,6 +409,11 @@ impl Log {
     /// one sync path of the log).
     pub fn sync_now(&self) -> Result<()> {
         self.commit.wait(self.next_lsn - 1)
+    }
+
+    /// Takes a spare a previous run prepared (see [`Spare::reopen`]).
+    pub fn adopt_spare(&mut self, spare: Spare) {
+        self.upkeep.adopt(spare);
     }
 
     /// Prepares the spare segments now (at open; afterwards

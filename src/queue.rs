@@ -13,6 +13,7 @@ use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Receipt};
 use crate::options::{Durability, EnqueueOptions, Options, Retry};
+use crate::state::checkpoint::{self, Schedule};
 use crate::state::QueueState;
 use crate::stats::{RecoveryReport, Stats};
 use crate::vfs::{StdFs, Vfs};
@@ -54,6 +55,8 @@ struct Inner {
     stop: Arc<(Mutex<bool>, Condvar)>,
     /// The directory lock, released by `close` or the last drop.
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// When the next checkpoint of the index is written.
+    checkpoints: Schedule,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -141,6 +144,7 @@ impl Queue {
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();
         let done = Queue::open_done(vfs, dir, &opts, &state, now, &mut report)?;
+        let checkpoints = Schedule::new(opts.checkpoint_every, &state);
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
             _ => None,
@@ -161,6 +165,7 @@ impl Queue {
             flusher: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
+            checkpoints,
         });
         if let Some(every) = periodic {
             let weak = Arc::downgrade(&inner);
@@ -227,11 +232,15 @@ impl Queue {
             let mut st = self.lock_for_write()?;
             let now = st.now(self.clock());
             st.log.begin_op();
-            op(&mut st, now).inspect_err(|e| {
+            let out = op(&mut st, now).inspect_err(|e| {
                 if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {
                     self.poison(e);
                 }
-            })
+            });
+            if out.is_ok() {
+                self.checkpoint_if_due(st);
+            }
+            out
         };
         self.upkeep();
         out
@@ -258,6 +267,21 @@ impl Queue {
         }
         if self.inner.upkeep.dead_compaction_wanted() {
             QueueState::compact_dead_letters(&self.inner.state);
+        }
+    }
+
+    /// Writes a periodic checkpoint if one is due: captured under the
+    /// queue lock, written after it is released, once the log is durable
+    /// up to the LSN it covers (a failed log sync poisons the queue, as
+    /// any; a checkpoint that cannot be written is only left out).
+    fn checkpoint_if_due(&self, st: MutexGuard<'_, QueueState>) {
+        let Some((ck, _writing)) = self.inner.checkpoints.due(&st) else {
+            return;
+        };
+        let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
+        drop(st);
+        if self.make_durable(ck.next_lsn - 1).is_ok() {
+            let _ = checkpoint::write(&*vfs, &self.inner.dir, &ck, mode);
         }
     }
 
@@ -298,7 +322,9 @@ impl Queue {
             if sync && self.inner.commit.durable() < lsn_of(&out) {
                 return Err(e);
             }
+            return Ok(out);
         }
+        self.checkpoint_if_due(st);
         Ok(out)
     }
 
@@ -682,6 +708,10 @@ impl Queue {
                 .inspect_err(|e| self.poison(e))
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
+            // Best effort: without a checkpoint the next open scans the
+            // whole log. Everything it covers was synced just above.
+            let (ck, _writing) = self.inner.checkpoints.clean(&st);
+            let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
             // Best effort: without the record (a full disk, say) the next
             // open just has one check fewer; an older record stays valid
             // (the log only grows).

@@ -9,10 +9,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::checkpoint::live_state;
 use super::{Config, Counters, QueueState};
 use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
+use crate::format::checkpoint::{slot_at, Checkpoint, CkSlot};
 use crate::format::frame::Frame;
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::{EnqueueRec, Record};
@@ -80,6 +82,108 @@ impl Replay {
             };
             self.keys.insert((key_hash(e.key), key_check(e.key)), entry);
         }
+    }
+}
+
+impl Replay {
+    /// The replay state a checkpoint stored, as if the log up to its LSN
+    /// had been replayed: every job fresh unless it waits or is in flight.
+    /// Dead letters settle against it as replay would: one newer than the
+    /// checkpoint shadows its job (the ack record may be missing), an older
+    /// one was superseded by a redrive. `Err` says what does not add up
+    /// (the checkpoint is then not used). `slots` are the stored slots'
+    /// bytes ([`Checkpoint::decode_lazy`]).
+    pub(crate) fn from_checkpoint(
+        ck: &Checkpoint,
+        slots: &[u8],
+        dead_lsns: &HashMap<u64, u64>,
+    ) -> std::result::Result<Replay, String> {
+        let damaged = |what: &str| Err(format!("damaged: {what}"));
+        let first = ck.first_seg;
+        let last = u64::from(first) + ck.segments.len() as u64;
+        let end_of = |seg: u32| ck.segments[(seg - first) as usize].end;
+        let mut in_flight = IdSet::default();
+        let mut convert = |id: u64, s: &CkSlot| -> Option<Slot> {
+            let state = match s.state {
+                0 => return Some(Slot::EMPTY),
+                3 => {
+                    in_flight.insert(id);
+                    SlotState::Fresh
+                }
+                _ => live_state(s.state).map(|_| SlotState::Fresh)?,
+            };
+            let seg_ok = s.seg >= first && u64::from(s.seg) < last;
+            let fits = seg_ok && u64::from(s.off) + u64::from(s.len) <= u64::from(end_of(s.seg));
+            (fits && id < ck.next_id).then_some(Slot {
+                seg: s.seg,
+                off: s.off,
+                len: s.len,
+                attempts: s.attempts,
+                state,
+            })
+        };
+        // Straight from the file's bytes into the table: one pass, no
+        // second buffer of 16 bytes per job.
+        let base = ck.slot_base;
+        let mut bad = false;
+        let slots: Vec<Slot> = slots
+            .chunks_exact(16)
+            .map(slot_at)
+            .enumerate()
+            .map(|(i, s)| {
+                convert(base.saturating_add(i as u64), &s).unwrap_or_else(|| {
+                    bad = true;
+                    Slot::EMPTY
+                })
+            })
+            .collect();
+        if bad {
+            return damaged("a job slot is out of range");
+        }
+        let slots = VecDeque::from(slots);
+        let mut aside = IdMap::default();
+        for (id, s) in &ck.aside {
+            match convert(*id, s) {
+                Some(slot) if *id < ck.slot_base && slot.state != SlotState::Empty => {
+                    aside.insert(*id, slot);
+                }
+                _ => return damaged("a job kept aside is out of range"),
+            }
+        }
+        let mut replay = Replay::new();
+        replay.jobs = JobTable::from_parts(ck.slot_base, slots, aside);
+        replay.in_flight = in_flight;
+        for &(id, due) in &ck.waiting {
+            if replay.jobs.get(id).is_none() {
+                return damaged("a waiting job is not live");
+            }
+            replay.due.insert(id, due);
+        }
+        for k in &ck.keys {
+            let entry = KeyEntry {
+                id: k.id,
+                expires_ms: k.expires_ms,
+                seg: k.seg,
+                off: k.off,
+            };
+            replay.keys.insert((k.hash, k.check), entry);
+        }
+        replay.next_id = ck.next_id.max(1);
+        for (&id, &lsn) in dead_lsns {
+            replay.next_id = replay.next_id.max(id.saturating_add(1));
+            if replay.jobs.get(id).is_none() {
+                continue;
+            }
+            if lsn >= ck.next_lsn {
+                replay.jobs.remove(id);
+                replay.due.remove(&id);
+                replay.in_flight.remove(&id);
+                replay.shadowed_by_dead.insert(id);
+            } else {
+                replay.superseded_dead.push(id);
+            }
+        }
+        Ok(replay)
     }
 }
 
@@ -193,7 +297,6 @@ fn add_dead_letter_keys(replay: &mut Replay, dead: &DeadFile, dedup_ms: u64) -> 
 
 /// What the previous process left a job doing.
 enum Restore {
-    Fresh,
     Waiting(u64),
     /// Leased when the process stopped: released, or dead if that was its
     /// last attempt.
@@ -240,17 +343,13 @@ impl QueueState {
         }
     }
 
-    /// Puts a replayed job (its slot already in the table) in its place.
+    /// Puts a replayed job (its slot already in the table, fresh) in its
+    /// place; fresh jobs and segment counts are counted afterwards.
     fn restore(&mut self, id: u64, class: Restore) {
         let Some(slot) = self.jobs.get_mut(id) else {
             return;
         };
-        let (seg, len) = (slot.seg, slot.len);
         match class {
-            Restore::Fresh => {
-                slot.state = SlotState::Fresh;
-                self.delivery.add_fresh();
-            }
             Restore::Waiting(due) => {
                 slot.state = SlotState::Waiting;
                 self.delivery.push_waiting(id, due);
@@ -263,44 +362,75 @@ impl QueueState {
                 self.delivery.push_waiting(id, self.last.wall);
             }
         }
-        self.count_in_segment(seg, len, true);
     }
 
-    /// Classifies every replayed job and puts it in place.
+    /// Classifies every replayed job and puts it in place. Only jobs that
+    /// are not fresh are looked at one by one (a job in flight has its
+    /// record read for its max attempts); the fresh ones and the segment
+    /// counts are counted in one pass over the table.
     fn restore_jobs(&mut self, replay: &Replay, report: &mut RecoveryReport) -> Result<Leftovers> {
         let mut left = Leftovers::default();
-        let ids: Vec<u64> = self.jobs.iter().map(|(id, _)| id).collect();
-        for id in ids {
+        let mut in_flight: Vec<u64> = replay.in_flight.iter().copied().collect();
+        in_flight.sort_unstable();
+        for id in in_flight {
             let Some(slot) = self.jobs.get(id).copied() else {
                 continue;
             };
-            let Ok((enqueued_ms, max_attempts)) = self.job_meta(&slot) else {
-                return Err(Error::new(
-                    crate::ErrorKind::Corrupt,
-                    format!("job {id}'s record could not be read back"),
-                ));
-            };
-            let class = if replay.in_flight.contains(&id) {
-                report.leases_released += 1;
-                let last_attempt = u32::from(slot.attempts) >= max_attempts;
-                if last_attempt {
-                    left.exhausted.push(id);
-                } else {
-                    left.released.push(id);
-                }
-                Restore::Released { last_attempt }
-            } else if let Some(&due) = replay.due.get(&id) {
-                Restore::Waiting(due)
-            } else if self.jobs.is_straggler(id) {
-                // Not delayed: ready now, in its enqueue-time place (a time
-                // stamped in the future must not delay it).
-                Restore::Waiting(enqueued_ms.min(self.last.wall))
+            // A record that no longer reads back is served (and found
+            // damaged) by the next dequeue, never dropped here.
+            let max_attempts = self.job_meta(&slot).map_or(u32::MAX, |m| m.1);
+            report.leases_released += 1;
+            let last_attempt = u32::from(slot.attempts) >= max_attempts;
+            if last_attempt {
+                left.exhausted.push(id);
             } else {
-                Restore::Fresh
-            };
-            self.restore(id, class);
+                left.released.push(id);
+            }
+            self.restore(id, Restore::Released { last_attempt });
         }
+        for (&id, &due) in replay.due.iter() {
+            if !replay.in_flight.contains(&id) {
+                self.restore(id, Restore::Waiting(due));
+            }
+        }
+        let stragglers: Vec<u64> = self
+            .jobs
+            .stragglers()
+            .map(|(id, _)| id)
+            .filter(|id| !replay.in_flight.contains(id) && !replay.due.contains_key(id))
+            .collect();
+        for id in stragglers {
+            // Not delayed: ready now, in its enqueue-time place (a time
+            // stamped in the future must not delay it).
+            let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
+            self.restore(id, Restore::Waiting(enqueued_ms));
+        }
+        self.count_restored();
         Ok(left)
+    }
+
+    /// Counts the fresh jobs and each segment's live jobs and bytes in one
+    /// pass over the job table.
+    fn count_restored(&mut self) {
+        let first = self.log.segments.front().map_or(0, |i| i.seg.id);
+        let mut per_seg = vec![(0u64, 0u64); self.log.segments.len()];
+        let mut fresh = 0u64;
+        for (_, slot) in self.jobs.iter() {
+            fresh += u64::from(slot.state == SlotState::Fresh);
+            if let Some(c) = slot
+                .seg
+                .checked_sub(first)
+                .and_then(|i| per_seg.get_mut(i as usize))
+            {
+                c.0 += 1;
+                c.1 += u64::from(slot.len);
+            }
+        }
+        self.delivery.add_fresh_n(fresh);
+        for (info, (jobs, bytes)) in self.log.segments.iter_mut().zip(per_seg) {
+            info.live_jobs = jobs;
+            info.live_bytes = bytes;
+        }
     }
 
     /// Drops the dead letters of redriven jobs, writes the ack records a

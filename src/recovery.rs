@@ -22,12 +22,14 @@ use std::sync::Arc;
 use crate::commit::Committer;
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
+use crate::format::checkpoint::{Checkpoint, FLAG_CLEAN};
 use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
-use crate::segment::{self, Segment};
+use crate::segment::{self, Segment, Spare};
+use crate::state::checkpoint::{self, CHECKPOINT_FILE};
 use crate::state::rebuild::{apply, finish, Replay};
 use crate::state::QueueState;
 use crate::stats::RecoveryReport;
@@ -51,14 +53,13 @@ pub fn recover(
         .list(dir)
         .map_err(|e| Error::io("listing queue directory", dir, e))?;
     let mut ids = Vec::new();
+    let mut spares = Vec::new();
     for name in &names {
         if segment::is_spare(name) {
-            // The previous run's spare segment: a fresh one is prepared.
-            let path = dir.join(name);
-            vfs.remove(&path)
-                .map_err(|e| Error::io("removing spare segment", &path, e))?;
+            spares.push(name);
         } else if segment::is_own_tmp(name, crate::dead::DEAD_FILE)
             || name.strip_suffix(segment::TMP_SUFFIX) == Some(crate::done::DONE_FILE)
+            || name.strip_suffix(segment::TMP_SUFFIX) == Some(CHECKPOINT_FILE)
         {
             let path = dir.join(name);
             vfs.remove(&path)
@@ -84,69 +85,63 @@ pub fn recover(
         }
     }
 
+    // The previous run's spare segments are kept if they are the next ones
+    // (as many as `upkeep` keeps) and complete; any other is removed (fresh
+    // ones are prepared).
+    let next_id = ids.last().map(|&id| id.saturating_add(1));
+    let mut kept = Vec::new();
+    for name in spares {
+        let path = dir.join(name);
+        let id = name
+            .strip_suffix(segment::SPARE_SUFFIX)
+            .and_then(segment::parse_name);
+        if let (Some(id), Some(next)) = (id, next_id) {
+            if id >= next && id - next < crate::upkeep::SPARES {
+                if let Some(spare) = Spare::reopen(&*vfs, dir, id, opts.segment_size) {
+                    kept.push(spare);
+                    continue;
+                }
+            }
+        }
+        vfs.remove(&path)
+            .map_err(|e| Error::io("removing spare segment", &path, e))?;
+    }
+
     let (dead, dead_report) = DeadFile::open(&*vfs, dir, opts.file_mode, opts.recovery)?;
     report.torn_bytes += dead_report.torn_bytes;
     report.bytes_skipped += dead_report.damaged_bytes;
 
-    let mut replay = Replay::new();
-    for (&id, _) in dead.entries().iter() {
-        replay.next_id = replay.next_id.max(id.saturating_add(1));
-    }
     let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
-
-    let mut segments = VecDeque::new();
-    let mut next_lsn = None;
-    let mut tail = SEGMENT_HEADER_LEN as u32;
-    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
-    for (i, &id) in ids.iter().enumerate() {
-        let path = dir.join(segment::file_name(id));
-        let seg = Arc::new(Segment::open(&*vfs, &path, id)?);
-        replay.next_id = replay.next_id.max(seg.header.next_job_id);
-        let expected = match next_lsn {
-            None => seg.header.base_lsn,
-            Some(lsn) if lsn == seg.header.base_lsn => lsn,
-            Some(lsn) if opts.recovery == RecoveryMode::Salvage && seg.header.base_lsn > lsn => {
-                report.records_lost += seg.header.base_lsn - lsn;
-                seg.header.base_lsn
-            }
-            Some(lsn) => {
-                return Err(Error::corrupt(
-                    &path,
-                    0,
-                    format!(
-                        "segment starts at LSN {}, but the one before ends at LSN {}",
-                        seg.header.base_lsn,
-                        lsn - 1
-                    ),
-                ))
-            }
-        };
-        let last = i + 1 == ids.len();
-        let ctx = ScanCtx {
-            last,
-            mode: opts.recovery,
-            dead_lsns: &dead_lsns,
-            dedup_ms,
-            vfs: &*vfs,
-        };
-        let end = scan_segment(&seg, expected, &ctx, &mut replay, &mut report)?;
-        // From here on the segment is read through its map, below what was
-        // found intact; a sealed one gives its descriptor back.
-        seg.publish(end.off);
-        if !last {
-            seg.release_fd();
+    let (mut replay, from) = match use_checkpoint(&*vfs, dir, &ids, &dead_lsns) {
+        Ok((replay, ck)) => {
+            report.checkpoint_used = true;
+            report.checkpoint_lsn = ck.next_lsn - 1;
+            (replay, Some(ck))
         }
-        report.segments_scanned += 1;
-        report.bytes_scanned += u64::from(end.off);
-        next_lsn = Some(end.next_lsn);
-        tail = end.off;
-        segments.push_back(SegInfo {
-            seg,
-            live_jobs: 0,
-            live_bytes: 0,
-        });
-    }
-
+        Err(why) => {
+            if why != "missing" {
+                // Never looked at again (best effort: a stale checkpoint
+                // that came back would fail the same checks).
+                let _ = vfs.remove(&dir.join(CHECKPOINT_FILE));
+            }
+            report.checkpoint_fallback = Some(why);
+            let mut replay = Replay::new();
+            for &id in dead_lsns.keys() {
+                replay.next_id = replay.next_id.max(id.saturating_add(1));
+            }
+            (replay, None)
+        }
+    };
+    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    let ctx = ScanCtx {
+        last: false,
+        mode: opts.recovery,
+        dead_lsns: &dead_lsns,
+        dedup_ms,
+        vfs: &*vfs,
+    };
+    let scanned = scan_log(dir, &ids, from.as_ref(), &ctx, &mut replay, &mut report)?;
+    let (mut segments, mut next_lsn, tail) = scanned;
     check_clean_close(&*vfs, dir, &segments, next_lsn, opts.recovery, &mut report)?;
     if segments.is_empty() {
         let seg = Segment::create(
@@ -169,7 +164,15 @@ pub fn recover(
     // Whatever survived the crash is on disk from here on, so later sync
     // lags are measured from a true durable point.
     let active = &segments.back().expect("at least one segment").seg;
-    active.sync_data()?;
+    let used_clean = from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
+    // After a clean close, with nothing written since, all of it was
+    // synced by the close.
+    let untouched = from
+        .as_ref()
+        .is_some_and(|ck| ck.next_lsn == next_lsn && ck.segments.len() == segments.len());
+    if !(used_clean && untouched && report.torn_bytes == 0) {
+        active.sync_data()?;
+    }
     let commit = Arc::new(Committer::new(next_lsn - 1));
 
     let mut log = Log::new(
@@ -182,9 +185,166 @@ pub fn recover(
         next_lsn,
         commit,
     );
+    if used_clean {
+        // The log grows from here without the clean checkpoint saying so:
+        // the next open must not skip the rest of this segment.
+        checkpoint::clear_clean(&*log.vfs, dir)?;
+    }
+    for spare in kept {
+        log.adopt_spare(spare);
+    }
     log.prepare_spare();
     log.fill_reserve();
     finish(log, dead, replay, opts, clock_ms, report)
+}
+
+/// The checkpoint, if it decodes and the log matches it, as a replay
+/// state; `Err` says why not (the whole log is scanned then).
+fn use_checkpoint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    ids: &[u32],
+    dead_lsns: &HashMap<u64, u64>,
+) -> std::result::Result<(Replay, Checkpoint), String> {
+    let buf = checkpoint::read(vfs, dir)?;
+    let (ck, slots) = checkpoint::decode(&buf)?;
+    checkpoint::check_log(vfs, dir, &ck, ids)?;
+    let replay = Replay::from_checkpoint(&ck, slots, dead_lsns)?;
+    Ok((replay, ck))
+}
+
+/// The log after the open: its segments, the next LSN and the tail.
+type Scanned = (VecDeque<SegInfo>, Option<u64>, u32);
+
+/// Replays the segments, all of them or (with a checkpoint) only the log
+/// written after the checkpoint: covered segments are taken as they are.
+fn scan_log(
+    dir: &Path,
+    ids: &[u32],
+    ck: Option<&Checkpoint>,
+    ctx: &ScanCtx<'_>,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<Scanned> {
+    let covered = ck.map_or(0, |c| c.segments.len());
+    let mut segments = VecDeque::new();
+    let mut next_lsn = None;
+    let mut tail = SEGMENT_HEADER_LEN as u32;
+    for (i, &id) in ids.iter().enumerate() {
+        // One segment at a time: a sealed one gives its descriptor back
+        // before the next is opened.
+        let seg = Arc::new(Segment::open(
+            ctx.vfs,
+            &dir.join(segment::file_name(id)),
+            id,
+        )?);
+        let seg = &seg;
+        replay.next_id = replay.next_id.max(seg.header.next_job_id);
+        let last = i + 1 == ids.len();
+        let end = match ck {
+            Some(c) if i + 1 < covered => {
+                // Covered and sealed: read through its map from now on.
+                let end = c.segments[i].end;
+                ScanEnd {
+                    off: end,
+                    next_lsn: 0,
+                }
+            }
+            Some(c) if i + 1 == covered => {
+                let from = ScanEnd {
+                    off: c.segments[i].end,
+                    next_lsn: c.next_lsn,
+                };
+                let clean = c.flags & FLAG_CLEAN != 0;
+                scan_after(
+                    seg,
+                    from,
+                    last && clean,
+                    &ScanCtx { last, ..*ctx },
+                    replay,
+                    report,
+                )?
+            }
+            _ => {
+                let expected = expected_lsn(seg, next_lsn, ctx.mode, report)?;
+                let from = ScanEnd {
+                    off: SEGMENT_HEADER_LEN as u32,
+                    next_lsn: expected,
+                };
+                scan_segment(seg, from, &ScanCtx { last, ..*ctx }, replay, report)?
+            }
+        };
+        // From here on the segment is read through its map, below what was
+        // found intact; a sealed one gives its descriptor back.
+        seg.publish(end.off);
+        if !last {
+            seg.release_fd();
+        }
+        if i + 1 >= covered {
+            next_lsn = Some(end.next_lsn);
+            report.segments_scanned += 1;
+        }
+        tail = end.off;
+        segments.push_back(SegInfo {
+            seg: seg.clone(),
+            live_jobs: 0,
+            live_bytes: 0,
+        });
+    }
+    Ok((segments, next_lsn, tail))
+}
+
+/// The LSN segment `seg` must start with, after one ending at `next_lsn`.
+fn expected_lsn(
+    seg: &Segment,
+    next_lsn: Option<u64>,
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    Ok(match next_lsn {
+        None => seg.header.base_lsn,
+        Some(lsn) if lsn == seg.header.base_lsn => lsn,
+        Some(lsn) if mode == RecoveryMode::Salvage && seg.header.base_lsn > lsn => {
+            report.records_lost += seg.header.base_lsn - lsn;
+            seg.header.base_lsn
+        }
+        Some(lsn) => {
+            return Err(Error::corrupt(
+                &seg.path,
+                0,
+                format!(
+                    "segment starts at LSN {}, but the one before ends at LSN {}",
+                    seg.header.base_lsn,
+                    lsn - 1
+                ),
+            ))
+        }
+    })
+}
+
+/// Replays the last covered segment after the checkpoint's end. After a
+/// clean close (`clean`, and no segment after this one) nothing was
+/// appended if the bytes at the end are still zeros: the rest of the
+/// segment is not read (open clears the clean flag, durably, before
+/// anything is appended). Otherwise the rest is scanned like any
+/// segment's.
+fn scan_after(
+    seg: &Segment,
+    from: ScanEnd,
+    clean: bool,
+    ctx: &ScanCtx<'_>,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<ScanEnd> {
+    if clean {
+        let len = (seg.size() - from.off).min(CLEAN_PROBE);
+        let probe = checkpoint::read_at(ctx.vfs, &seg.path, from.off, len)
+            .map_err(|e| Error::io("reading segment", &seg.path, e))?;
+        if probe.iter().all(|&b| b == 0) {
+            return Ok(from);
+        }
+    }
+    scan_segment(seg, from, ctx, replay, report)
 }
 
 /// Checks the log against the last clean close (file `CLOSED`, absent in
@@ -263,7 +423,11 @@ fn read_small(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// Bytes after a clean checkpoint's end that must still be zeros.
+const CLEAN_PROBE: u32 = 4096;
+
 /// What a segment scan needs to know besides the segment.
+#[derive(Clone, Copy)]
 struct ScanCtx<'a> {
     /// The newest segment (a torn tail is cut, not reported).
     last: bool,
@@ -288,7 +452,7 @@ fn frame_in<'a>(
 /// error naming the file, never a `SIGBUS`); returns where it ends.
 fn scan_segment(
     seg: &Segment,
-    mut expected: u64,
+    from: ScanEnd,
     ctx: &ScanCtx<'_>,
     replay: &mut Replay,
     report: &mut RecoveryReport,
@@ -297,7 +461,7 @@ fn scan_segment(
     let image = &image[..];
     let (last, mode, dead_lsns, dedup_ms) = (ctx.last, ctx.mode, ctx.dead_lsns, ctx.dedup_ms);
     let size = seg.size();
-    let mut off = SEGMENT_HEADER_LEN as u32;
+    let (mut off, mut expected) = (from.off, from.next_lsn);
     let mut batch: Vec<u32> = Vec::new();
     loop {
         let damage = match frame_in(image, seg, off) {
@@ -379,6 +543,7 @@ fn scan_segment(
             ));
         }
     }
+    report.bytes_scanned += u64::from(off.saturating_sub(from.off));
     Ok(ScanEnd {
         off,
         next_lsn: expected,

@@ -80,6 +80,20 @@ impl Spare {
         })
     }
 
+    /// The spare a previous run prepared, if it has its full `size`: it
+    /// was never written, so it is as good as a new one (and reusing it
+    /// spares an open the unlink and preallocation of a whole segment).
+    pub fn reopen(vfs: &dyn Vfs, dir: &Path, id: u32, size: u64) -> Option<Spare> {
+        let tmp = dir.join(format!("{}{SPARE_SUFFIX}", file_name(id)));
+        let file = vfs.open(&tmp).ok()?;
+        (file.len().ok()? == size).then_some(Spare {
+            id,
+            size,
+            tmp,
+            file,
+        })
+    }
+
     /// Writes the header, fdatasyncs it and renames the file into place,
     /// then maps it. The new name is not yet durable: the caller syncs the
     /// directory before anything in the segment counts as durable (the

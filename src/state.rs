@@ -40,6 +40,8 @@ use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY
 use crate::segment::Segment;
 use crate::stats::Stats;
 
+#[path = "checkpoint.rs"]
+pub(crate) mod checkpoint;
 #[path = "dead_letters.rs"]
 mod dead_letters;
 #[path = "rebuild.rs"]
@@ -379,11 +381,20 @@ impl QueueState {
         Ok((e.enqueued_ms, u32::from(e.max_attempts)))
     }
 
-    fn read_job(&self, slot: &Slot) -> Result<JobRecord> {
+    fn read_job(&self, id: u64, slot: &Slot) -> Result<JobRecord> {
         // Owned copies: a `Job` pins no segment and a payload read later
         // cannot fault on a file truncated meanwhile (docs/architecture.md).
         let seg = self.segment_of(slot)?;
         let e = seg.enqueue_at(slot.off)?;
+        if e.id != id {
+            // Only a damaged checkpoint could point a job at another's
+            // record: it is damage, never served as this job.
+            return Err(Error::corrupt(
+                &seg.path,
+                u64::from(slot.off),
+                format!("the record of job {id} is job {}'s", e.id),
+            ));
+        }
         Ok(JobRecord {
             key: e.key.to_vec(),
             payload: e.payload.to_vec(),
@@ -482,7 +493,7 @@ impl QueueState {
                     ))
                 }
             };
-            match self.read_job(&slot) {
+            match self.read_job(id, &slot) {
                 Ok(rec) => return self.lease(id, from_waiting, slot, rec, now, visibility_ms),
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
                     self.log.mark_changed();

@@ -75,4 +75,17 @@ pub struct RecoveryReport {
     pub bytes_skipped: u64,
     /// Leftover temporary files deleted.
     pub temp_files_removed: u64,
+    /// Whether the index was loaded from the checkpoint (file
+    /// `CHECKPOINT`), so that only the log written after it was replayed.
+    #[serde(default)]
+    pub checkpoint_used: bool,
+    /// The LSN the checkpoint covered (0 when none was used); records
+    /// after it were replayed.
+    #[serde(default)]
+    pub checkpoint_lsn: u64,
+    /// Why the whole log was scanned instead: `missing`, `damaged: …`,
+    /// `stale: …` (the log does not match it), `version …`, `written with
+    /// another key hash`, `unreadable: …`. `None` when it was used.
+    #[serde(default)]
+    pub checkpoint_fallback: Option<String>,
 }

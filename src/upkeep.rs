@@ -42,7 +42,7 @@ use crate::segment::{Segment, Spare};
 use crate::vfs::Vfs;
 
 /// Spares kept ready: the next segment and the one after it.
-const SPARES: u32 = 2;
+pub(crate) const SPARES: u32 = 2;
 
 /// Prepared spares, and which segment is active.
 #[derive(Debug, Default)]
@@ -148,6 +148,20 @@ impl Upkeep {
                 Ok(s) => Self::insert(&mut self.spares.lock(), s),
                 Err(_) => return,
             }
+        }
+    }
+
+    /// Takes a spare a previous run prepared, if it is one of the ids kept
+    /// ahead of the active segment and none is ready for it; otherwise its
+    /// file is removed.
+    pub fn adopt(&self, spare: Spare) {
+        let mut sp = self.spares.lock();
+        let ahead = spare.id > sp.active && spare.id - sp.active <= SPARES;
+        if ahead && !sp.ready.iter().any(|s| s.id == spare.id) {
+            Self::insert(&mut sp, spare);
+        } else {
+            drop(sp);
+            spare.discard(&*self.vfs);
         }
     }
 

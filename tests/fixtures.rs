@@ -113,16 +113,33 @@ fn finish(dir: &Path) {
 /// that they keep pinning the upgrade path (an old directory gains it).
 fn finish_without_done_rec(dir: &Path) {
     finish(dir);
-    let done = dir.join(DONE_FILE);
-    if done.exists() {
-        std::fs::remove_file(done).expect("remove done.rec");
+    for name in [DONE_FILE, "CHECKPOINT"] {
+        let path = dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(path).expect("remove a file newer than the fixture");
+        }
     }
 }
 
 fn gen_clean() {
     let dir = fresh_dir("clean");
+    gen_clean_jobs(&dir);
+    finish_without_done_rec(&dir);
+}
+
+/// `clean/`'s jobs, closed cleanly with a checkpoint of format 1.
+fn gen_checkpoint() {
+    let dir = fresh_dir("checkpoint");
+    gen_clean_jobs(&dir);
+    finish(&dir);
+    // The spare segment is prepared afresh by every open.
+    std::fs::remove_file(dir.join("0000000002.wal.spare")).expect("remove spare");
+    assert!(dir.join("CHECKPOINT").exists());
+}
+
+fn gen_clean_jobs(dir: &Path) {
     let clock = ManualClock::new(T0);
-    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    let q = Queue::open_with(dir, opts(&clock)).expect("open");
     // 1: acked, never seen again.
     assert_eq!(q.enqueue(b"acked").unwrap(), 1);
     let job = q.dequeue().unwrap().unwrap();
@@ -160,7 +177,6 @@ fn gen_clean() {
     q.close().unwrap();
     drop(leased);
     drop(q);
-    finish_without_done_rec(&dir);
 }
 
 /// Enqueues `payloads` one by one (each fsynced) into a new queue.
@@ -281,12 +297,19 @@ fn gen_completions() {
     finish(&dir);
 }
 
-/// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`.
+/// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`
+/// (`WALQ_REGEN_FIXTURES=checkpoint`: only `checkpoint/`).
 #[test]
 fn regenerate_fixtures() {
-    if std::env::var("WALQ_REGEN_FIXTURES").as_deref() != Ok("1") {
+    let which = std::env::var("WALQ_REGEN_FIXTURES");
+    if which.as_deref() == Ok("checkpoint") {
+        gen_checkpoint();
         return;
     }
+    if which.as_deref() != Ok("1") {
+        return;
+    }
+    gen_checkpoint();
     gen_clean();
     gen_torn_tail();
     gen_corrupt_middle();
@@ -302,7 +325,24 @@ fn regenerate_fixtures() {
 
 #[test]
 fn clean_opens_with_exactly_its_jobs() {
-    let (_tmp, dir) = copy_fixture("clean");
+    let r = clean_outcome("clean");
+    assert!(!r.checkpoint_used, "{r:?}");
+    assert_eq!(r.checkpoint_fallback.as_deref(), Some("missing"));
+}
+
+#[test]
+fn checkpoint_opens_from_its_checkpoint_with_the_jobs_of_clean() {
+    let r = clean_outcome("checkpoint");
+    assert!(r.checkpoint_used, "{r:?}");
+    assert_eq!(r.checkpoint_fallback, None);
+    assert_eq!(r.checkpoint_lsn, 15, "{r:?}");
+    assert_eq!(r.records, 0, "nothing replayed: {r:?}");
+}
+
+/// Opens a copy of fixture `name` (`clean/`'s jobs), checks the outcome
+/// documented for `clean/`, returns the recovery report.
+fn clean_outcome(name: &str) -> walq::RecoveryReport {
+    let (_tmp, dir) = copy_fixture(name);
     // A minute after the fixture was written: the delayed job is not due.
     let clock = ManualClock::new(T0 + 60_000);
     let q = Queue::open_with(&dir, opts(&clock)).expect("clean fixture opens");
@@ -392,6 +432,7 @@ fn clean_opens_with_exactly_its_jobs() {
     assert_eq!(q.enqueue(b"new").unwrap(), 9);
     assert!(q.dead_letter(1).unwrap().is_none());
     q.check_invariants();
+    r
 }
 
 #[test]

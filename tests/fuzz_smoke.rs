@@ -84,3 +84,12 @@ fn ops_with_crash_corpus() {
         harness::seeds::ops_with_crash(),
     );
 }
+
+#[test]
+fn checkpoint_corpus() {
+    run_inputs(
+        "checkpoint",
+        harness::checkpoint::run,
+        harness::seeds::checkpoint(),
+    );
+}

@@ -142,6 +142,11 @@ fn fault_run(fault: Fault, tally: &mut Tally) {
         // checked below, after a reopen and after a power loss.
         tally.rolled_back += 1;
         assert_not_poisoned(&run, &label);
+    } else if run.close_failed {
+        // A failed close: the queue refuses everything as closed.
+        let q = run.q.as_ref().expect("kept");
+        let e = q.enqueue(b"after a failed close").expect_err("closed");
+        assert_eq!(e.kind(), ErrorKind::Closed, "{label}: {e}");
     } else if !in_open {
         assert_poisoned(&run, &label);
     }
@@ -223,6 +228,11 @@ fn workload_covers_every_kind_of_operation() {
         assert!(n > 0, "{op:?} never happens");
     }
     assert!(segment_ids(&base.fs)[0] > 1, "a segment was deleted");
+    // The workload closes and reopens, and its reopens load a checkpoint,
+    // so the sweeps fail and cut checkpoint writes and loads too.
+    let report = base.q.as_ref().expect("open").recovery_report().clone();
+    assert!(report.checkpoint_used, "{report:?}");
+    assert!(base.fs.op_count(FaultOp::Rename) > 5);
 }
 
 #[test]

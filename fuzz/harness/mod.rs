@@ -9,6 +9,7 @@
 //! keeps its meaning whatever version of `arbitrary` is around.
 #![allow(dead_code)]
 
+pub mod checkpoint;
 pub mod decode_record;
 pub mod input;
 pub mod model;

@@ -420,3 +420,35 @@ pub fn ops_with_crash() -> Vec<(String, Vec<u8>)> {
     ));
     out
 }
+
+/// Seeds of target `checkpoint`: the real checkpoint untouched (clean
+/// close and crash, a few workloads), with one byte flipped at offsets
+/// across the head, the segment list and the slots (CRC fixed or not), and
+/// replaced by an empty file and by a bare magic.
+pub fn checkpoint() -> Vec<(String, Vec<u8>)> {
+    use super::checkpoint::{CLOSE, FIX_CRC, XOR};
+    let mut out = Vec::new();
+    for workload in [0u8, 3, 9] {
+        for close in [0, CLOSE] {
+            let flags = (workload << 3) | close | XOR;
+            out.push((format!("intact-w{workload}-f{flags}"), vec![flags]));
+        }
+    }
+    for at in [
+        8usize, 10, 24, 33, 48, 52, 64, 72, 80, 128, 136, 145, 160, 170, 200,
+    ] {
+        for fix in [0, FIX_CRC] {
+            let flags = (2 << 3) | CLOSE | XOR | fix;
+            let mut input = vec![flags];
+            input.resize(at + 1, 0);
+            input.push(0x41);
+            out.push((format!("flip-{at}-f{flags}"), input));
+        }
+    }
+    out.push(("empty".to_string(), vec![CLOSE]));
+    let mut magic = vec![CLOSE | FIX_CRC];
+    magic.extend_from_slice(b"walqckp\0\x01\0\0\0");
+    magic.resize(200, 0);
+    out.push(("bare-magic".to_string(), magic));
+    out
+}

@@ -4,6 +4,7 @@
 //! byte by byte in `docs/format.md`; the fuzz targets decode through it.
 //! All integers are little-endian.
 
+pub mod checkpoint;
 pub mod close;
 pub mod done;
 pub mod frame;

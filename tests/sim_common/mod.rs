@@ -44,6 +44,10 @@ pub fn options(clock: &ManualClock, durability: Durability) -> Options {
         .dedup_window(Duration::from_secs(365 * 24 * 3600))
         .clock(clock.clone())
         .jitter_seed(7)
+        // Checkpoints often, so every sweep also cuts and fails their
+        // writing (a temporary file, its fsync, the rename, the
+        // directory's fsync) and reopens from them.
+        .checkpoint_every(16 * 1024)
 }
 
 pub fn open(fs: &SimFs, clock: &ManualClock) -> walq::Result<Queue> {
@@ -217,6 +221,8 @@ pub struct Run {
     pub dead_lettered: u64,
     /// Called after every operation (to watch the files).
     pub on_op: Option<Watcher>,
+    /// The run's failure was a failed `Queue::close`.
+    pub close_failed: bool,
 }
 
 impl Run {
@@ -258,6 +264,7 @@ impl Run {
             acked: 0,
             dead_lettered: 0,
             on_op: None,
+            close_failed: false,
         };
         run.open_queue();
         run
@@ -333,6 +340,34 @@ impl Run {
                 self.end(op, Ok(()));
             }
             Err(e) => self.end(op, Err(e)),
+        }
+    }
+
+    /// Closes the queue cleanly (`Queue::close`: the log synced, the
+    /// clean checkpoint written) and reopens it (from that checkpoint).
+    /// A close that fails is recorded as the run's failure
+    /// ([`Run::close_failed`] then says so: later calls fail as `Closed`).
+    pub fn close_reopen(&mut self) {
+        if !self.live() {
+            return;
+        }
+        let op = self.begin(OpKind::Sync);
+        let q = self.q.take().expect("open");
+        let s = q.stats();
+        self.carried += s.carried_total;
+        self.acked += s.acked_total;
+        self.dead_lettered += s.dead_lettered_total;
+        let closed = q.close();
+        if closed.is_err() {
+            self.close_failed = true;
+            self.q = Some(q);
+            self.end(op, closed);
+            return;
+        }
+        drop(q);
+        self.end(op, Ok(()));
+        if !self.stopped && self.failed.is_none() {
+            self.open_queue();
         }
     }
 
@@ -642,6 +677,9 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
     for step in 0..steps {
         if !run.live() {
             return;
+        }
+        if step == steps / 4 {
+            run.close_reopen();
         }
         if step == steps / 2 {
             run.reopen();

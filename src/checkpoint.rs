@@ -1,0 +1,323 @@
+//! The checkpoint: the in-memory index written to the file `CHECKPOINT`,
+//! so that opening a queue costs O(live jobs), not O(log bytes).
+//!
+//! (A child of `state`: it reads the parts of `QueueState`.)
+//!
+//! Written on a clean close (flagged clean) and every
+//! `Options::checkpoint_every` bytes of log, crash-atomically (temporary
+//! file, fsync, rename, fsync of the directory), and only once the log is
+//! durable up to the LSN it covers. Never trusted blindly: `recovery` uses
+//! it only if it decodes (magic, version, CRC), was written by a build with
+//! the same key hash, and the log still matches it: the same first segment,
+//! every covered segment with the base LSN and size it names, and the
+//! last covered bytes (a CRC of up to 4 KiB before its end) unchanged.
+//! Otherwise the full scan runs and the recovery report says why. The
+//! byte layout is in `docs/format.md` and `format::checkpoint`.
+
+use std::path::Path;
+
+use super::{stored_key, QueueState};
+use crate::error::{Error, Result};
+use crate::format::checkpoint::{Checkpoint, CkKey, CkSegment, CkSlot, FLAG_CLEAN};
+use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::jobs::SlotState;
+use crate::keys::{key_check, key_hash, IN_DEAD_LETTERS};
+use crate::segment::Segment;
+use crate::vfs::Vfs;
+
+/// The checkpoint's file name.
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+/// Bytes before the end of the covered log that the digest covers.
+const DIGEST_SPAN: u32 = 4096;
+
+/// A number that changes when the key hash changes (across builds, or the
+/// collision test hook): stored hashes are then useless.
+pub fn hash_probe() -> u64 {
+    key_hash(b"walq checkpoint probe") as u64 ^ key_check(b"walq checkpoint probe")
+}
+
+/// CRC-32 of `bytes`, seeded with the segment id.
+fn digest(seg_id: u32, bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seg_id.to_le_bytes());
+    h.update(bytes);
+    h.finalize()
+}
+
+fn ck_slot(s: &crate::jobs::Slot) -> CkSlot {
+    CkSlot {
+        seg: s.seg,
+        off: s.off,
+        len: s.len,
+        attempts: s.attempts,
+        state: s.state as u8,
+    }
+}
+
+impl QueueState {
+    /// Where the log ends, as a byte count that only grows (segment id
+    /// times segment size plus the tail): the periodic checkpoint's clock.
+    pub(crate) fn log_position(&self) -> u64 {
+        u64::from(self.log.active().id) * self.log.seg_size + u64::from(self.log.tail)
+    }
+
+    /// The index as a checkpoint covering every record written so far.
+    /// The caller makes the log durable up to `log.next_lsn - 1` before
+    /// the checkpoint is written.
+    pub(crate) fn capture_checkpoint(&self, clean: bool, generation: u64) -> Checkpoint {
+        let (base, slots, aside) = self.jobs.parts();
+        let last = self.log.segments.len() - 1;
+        let segments = self
+            .log
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, info)| CkSegment {
+                base_lsn: info.seg.header.base_lsn,
+                size: info.seg.size(),
+                end: if i == last {
+                    self.log.tail
+                } else {
+                    u32::try_from(info.seg.region.published()).unwrap_or(u32::MAX)
+                },
+            })
+            .collect();
+        let active = self.log.active();
+        let tail = self.log.tail;
+        let from = tail
+            .saturating_sub(DIGEST_SPAN)
+            .max(SEGMENT_HEADER_LEN as u32);
+        let bytes = active
+            .region
+            .bytes(from as usize, (tail - from) as usize)
+            .unwrap_or_default();
+        let keys = self
+            .keys
+            .iter()
+            .filter(|(_, e)| e.seg != IN_DEAD_LETTERS)
+            .filter_map(|(hash, e)| {
+                let key = stored_key(&self.log, &self.dead, &e)?;
+                Some(CkKey {
+                    hash,
+                    check: key_check(&key),
+                    id: e.id,
+                    expires_ms: e.expires_ms,
+                    seg: e.seg,
+                    off: e.off,
+                })
+            })
+            .collect();
+        Checkpoint {
+            flags: if clean { FLAG_CLEAN } else { 0 },
+            generation,
+            next_lsn: self.log.next_lsn,
+            next_id: self.next_id,
+            hash_probe: hash_probe(),
+            first_seg: self.log.segments[0].seg.id,
+            digest_from: from,
+            digest: digest(active.id, bytes),
+            segments,
+            slot_base: base,
+            slots: slots.iter().map(ck_slot).collect(),
+            aside: aside.iter().map(|(id, s)| (*id, ck_slot(s))).collect(),
+            waiting: self
+                .delivery
+                .waiting_ids()
+                .filter_map(|id| Some((id, self.delivery.due_of(id)?)))
+                .collect(),
+            keys,
+        }
+    }
+}
+
+/// Writes `ck` crash-atomically (`CHECKPOINT.tmp`, fsync, rename, fsync of
+/// the directory).
+pub fn write(vfs: &dyn Vfs, dir: &Path, ck: &Checkpoint, mode: u32) -> Result<()> {
+    crate::vfs::write_atomically(vfs, dir, CHECKPOINT_FILE, &[&ck.encode()], mode).map(drop)
+}
+
+/// Clears the clean flag of the checkpoint in place (its 128-byte head
+/// rewritten, `fdatasync`): the log grows past it from now on without it
+/// saying so, and it stays usable as a checkpoint of an unclean stop.
+/// Where the overwrite fails (a full copy-on-write disk needs space even
+/// for it) the checkpoint is removed instead and the directory synced.
+pub fn clear_clean(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if rewrite_head(vfs, &path).is_ok() {
+        return Ok(());
+    }
+    vfs.remove(&path)
+        .map_err(|e| Error::io("removing the used clean checkpoint", &path, e))?;
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+fn rewrite_head(vfs: &dyn Vfs, path: &Path) -> std::io::Result<()> {
+    let file = vfs.open(path)?;
+    let mut head = [0u8; crate::format::checkpoint::HEAD_LEN];
+    file.read_at(&mut head, 0)?;
+    let head = crate::format::checkpoint::head_without_clean(&head)
+        .ok_or_else(|| std::io::Error::other("checkpoint head"))?;
+    file.write_at(&head, 0)?;
+    file.sync_data()
+}
+
+/// Reads the checkpoint file; `Err` says why there is none to use.
+pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Vec<u8>, String> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let file = match vfs.open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
+        Err(e) => return Err(format!("unreadable: {e}")),
+    };
+    let len = file.len().map_err(|e| format!("unreadable: {e}"))?;
+    let len = usize::try_from(len).map_err(|_| "larger than memory".to_string())?;
+    let mut buf = vec![0u8; len];
+    file.read_at(&mut buf, 0)
+        .map_err(|e| format!("unreadable: {e}"))?;
+    Ok(buf)
+}
+
+/// Decodes checkpoint bytes (all but the slots, whose bytes are returned
+/// as they are); `Err` says why they cannot be used.
+pub fn decode(buf: &[u8]) -> std::result::Result<(Checkpoint, &[u8]), String> {
+    let (ck, slots) = Checkpoint::decode_lazy(buf).map_err(|e| e.to_string())?;
+    if ck.hash_probe != hash_probe() {
+        return Err("written with another key hash".into());
+    }
+    Ok((ck, slots))
+}
+
+/// Whether the log on disk (segments `ids`, oldest first) is the log `ck`
+/// was taken of; `Err` names the first difference. Each covered segment
+/// is opened for its header and closed again.
+pub fn check_log(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    ck: &Checkpoint,
+    ids: &[u32],
+) -> std::result::Result<(), String> {
+    let stale = |why: String| Err(format!("stale: {why}"));
+    let Some(&first) = ids.first() else {
+        return stale("the log has no segments".into());
+    };
+    if first != ck.first_seg {
+        return stale(format!(
+            "it starts at segment {}, the log at segment {first}",
+            ck.first_seg
+        ));
+    }
+    if ck.segments.len() > ids.len() {
+        return stale(format!(
+            "it covers {} segments, the log has {}",
+            ck.segments.len(),
+            ids.len()
+        ));
+    }
+    let mut seg = None;
+    for (c, &id) in ck.segments.iter().zip(ids) {
+        let path = dir.join(crate::segment::file_name(id));
+        let s = Segment::open(vfs, &path, id).map_err(|e| format!("stale: {e}"))?;
+        if c.base_lsn != s.header.base_lsn || c.size != s.size() {
+            return stale(format!(
+                "segment {} has base LSN {} and {} bytes, the checkpoint says {} and {}",
+                s.id,
+                s.header.base_lsn,
+                s.size(),
+                c.base_lsn,
+                c.size
+            ));
+        }
+        if c.end < SEGMENT_HEADER_LEN as u32 || c.end > c.size {
+            return Err(format!("damaged: segment {} ends outside it", s.id));
+        }
+        seg = Some(s);
+    }
+    let last = &ck.segments[ck.segments.len() - 1];
+    let Some(seg) = seg else {
+        return Err("damaged: no segment".into());
+    };
+    if ck.next_lsn < last.base_lsn
+        || ck.next_lsn >= crate::format::MAX_ID
+        || ck.next_id >= crate::format::MAX_ID
+    {
+        return Err("damaged: LSN or job id out of range".into());
+    }
+    if ck.digest_from > last.end || last.end - ck.digest_from > DIGEST_SPAN {
+        return Err("damaged: digest range".into());
+    }
+    let bytes = read_at(vfs, &seg.path, ck.digest_from, last.end - ck.digest_from)
+        .map_err(|e| format!("unreadable segment {}: {e}", seg.id))?;
+    if digest(seg.id, &bytes) != ck.digest {
+        return stale(format!(
+            "segment {} differs before offset {} from what it covers",
+            seg.id, last.end
+        ));
+    }
+    Ok(())
+}
+
+/// `len` bytes of the file at `path` from `off`, read with `pread`.
+pub fn read_at(vfs: &dyn Vfs, path: &Path, off: u32, len: u32) -> std::io::Result<Vec<u8>> {
+    let file = vfs.open(path)?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_at(&mut buf, u64::from(off))?;
+    Ok(buf)
+}
+
+/// Whether a slot state byte is a live state.
+pub fn live_state(b: u8) -> Option<SlotState> {
+    match b {
+        1 => Some(SlotState::Fresh),
+        2 => Some(SlotState::Waiting),
+        3 => Some(SlotState::InFlight),
+        _ => None,
+    }
+}
+
+/// When the next periodic checkpoint is due, and the one writer at a time.
+#[derive(Debug)]
+pub struct Schedule {
+    every: u64,
+    /// Log position (see `QueueState::log_position`) of the next one.
+    next_at: std::sync::atomic::AtomicU64,
+    /// Held while a checkpoint is captured and written; the generation.
+    writer: parking_lot::Mutex<u64>,
+}
+
+impl Schedule {
+    /// Every `every` bytes of log from `state`'s position (0: never).
+    pub fn new(every: u64, state: &QueueState) -> Schedule {
+        Schedule {
+            every,
+            next_at: state.log_position().saturating_add(every).into(),
+            writer: parking_lot::Mutex::new(0),
+        }
+    }
+
+    /// If a periodic checkpoint is due (and no other is being written), a
+    /// capture of `state` and the LSN the log must be durable up to before
+    /// it is written ([`Schedule::write`]). Cheap when none is due.
+    pub fn due(&self, state: &QueueState) -> Option<(Checkpoint, Writing<'_>)> {
+        use std::sync::atomic::Ordering;
+        if self.every == 0 || state.log_position() < self.next_at.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut w = self.writer.try_lock()?;
+        self.next_at
+            .store(state.log_position() + self.every, Ordering::Relaxed);
+        *w += 1;
+        Some((state.capture_checkpoint(false, *w), Writing(w)))
+    }
+
+    /// Captures the clean checkpoint of a close, after any periodic one
+    /// still being written (so that one cannot replace it).
+    pub fn clean(&self, state: &QueueState) -> (Checkpoint, Writing<'_>) {
+        let mut w = self.writer.lock();
+        *w += 1;
+        (state.capture_checkpoint(true, *w), Writing(w))
+    }
+}
+
+/// The right to write one checkpoint (see [`Schedule`]).
+pub struct Writing<'a>(#[allow(dead_code)] parking_lot::MutexGuard<'a, u64>);

@@ -1,0 +1,256 @@
+//! The checkpoint of the index (issue 9): a reopen after a clean close
+//! loads it instead of scanning the log and shows exactly what a full scan
+//! shows; a damaged, stale, foreign or missing checkpoint falls back to the
+//! full scan and the recovery report says why; after a crash only the log
+//! written since the last checkpoint is replayed.
+
+mod checkpoint_common;
+
+use std::path::Path;
+
+use checkpoint_common::*;
+use walq::{ManualClock, Queue};
+
+const START: u64 = 1_700_000_000_000;
+
+/// Runs the workload of `seed` in `dir`; closes cleanly if `close`, else
+/// drops the queue (a crash: `Durability::Os` keeps what was written).
+fn build(dir: &Path, seed: u64, steps: usize, every: u64, close: bool) -> u64 {
+    let clock = ManualClock::new(START);
+    let q = Queue::open_with(dir, opts(&clock, every)).expect("open");
+    let mut held = Vec::new();
+    apply(&q, &clock, &workload(seed, steps), &mut held);
+    q.check_invariants();
+    if close {
+        q.close().expect("close");
+    }
+    drop(q);
+    walq::Clock::now_ms(&clock)
+}
+
+fn checkpoint_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("CHECKPOINT")).expect("a checkpoint was written")
+}
+
+#[test]
+fn reopen_after_a_clean_close_uses_the_checkpoint_and_matches_a_full_scan() {
+    let mut dead = 0;
+    for seed in 1..=4 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = build(dir.path(), seed, 600, 0, true);
+        let (with, seen) = observe(dir.path(), now, false);
+        let (without, scanned) = observe(dir.path(), now, true);
+        assert!(with.checkpoint_used, "seed {seed}: {with:?}");
+        assert_eq!(with.checkpoint_fallback, None);
+        assert_eq!(with.records, 0, "seed {seed}: nothing after a clean close");
+        assert!(!without.checkpoint_used);
+        assert_eq!(without.checkpoint_fallback.as_deref(), Some("missing"));
+        assert!(without.records > 0);
+        assert_eq!(seen, scanned, "seed {seed}");
+        assert!(!seen.drained.is_empty(), "seed {seed}");
+        dead += seen.dead.len();
+    }
+    assert!(dead > 0, "the workloads leave dead letters");
+}
+
+#[test]
+fn the_checkpoint_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path(), 1, 50, 0, true);
+    let mode = std::fs::metadata(dir.path().join("CHECKPOINT"))
+        .expect("checkpoint")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn a_clean_checkpoint_is_cleared_before_the_log_grows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 2, 300, 0, true);
+    assert_eq!(checkpoint_bytes(dir.path())[10], 1, "flagged clean");
+    let clock = ManualClock::new(now);
+    let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
+    assert!(q.recovery_report().checkpoint_used);
+    assert_eq!(checkpoint_bytes(dir.path())[10], 0, "flag cleared in place");
+    let id = q.enqueue(b"after the checkpoint").expect("enqueue");
+    drop(q);
+    // A crash: the unclean checkpoint is used and what came after it read.
+    let (with, seen) = observe(dir.path(), now, false);
+    let (_, scanned) = observe(dir.path(), now, true);
+    assert!(with.checkpoint_used, "{with:?}");
+    assert!(with.records > 0, "{with:?}");
+    assert_eq!(seen, scanned);
+    assert!(seen.drained.iter().any(|(i, _, _)| *i == id));
+}
+
+/// Opens `dir` with its checkpoint replaced by `bytes`: the full scan runs,
+/// the report's reason contains `why`, and the queue shows exactly what a
+/// scan without any checkpoint shows.
+fn falls_back(dir: &Path, now: u64, bytes: &[u8], why: &str, label: &str) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir, copy.path());
+    std::fs::write(copy.path().join("CHECKPOINT"), bytes).expect("write");
+    let (report, seen) = observe(copy.path(), now, false);
+    let (_, scanned) = observe(dir, now, true);
+    assert!(!report.checkpoint_used, "{label}");
+    let reason = report.checkpoint_fallback.unwrap_or_default();
+    assert!(reason.contains(why), "{label}: {reason}");
+    assert_eq!(seen, scanned, "{label}");
+}
+
+#[test]
+fn a_damaged_checkpoint_falls_back_to_the_full_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 3, 400, 0, true);
+    let good = checkpoint_bytes(dir.path());
+    for at in [
+        0,
+        9,
+        20,
+        70,
+        130,
+        good.len() / 2,
+        good.len() - 5,
+        good.len() - 1,
+    ] {
+        let mut b = good.clone();
+        b[at] ^= 0x10;
+        let why = if at == 0 { "damaged" } else { "" };
+        falls_back(dir.path(), now, &b, why, &format!("bit flip at {at}"));
+    }
+    for cut in [0, 10, 127, good.len() / 2, good.len() - 1] {
+        falls_back(
+            dir.path(),
+            now,
+            &good[..cut],
+            "damaged",
+            &format!("cut at {cut}"),
+        );
+    }
+    let mut v2 = good.clone();
+    v2[8] = 2;
+    falls_back(dir.path(), now, &v2, "version 2", "version 2");
+}
+
+#[test]
+fn a_stale_or_foreign_checkpoint_falls_back_to_the_full_scan() {
+    // An old checkpoint of the same queue, after reclaim deleted the
+    // segments it starts with.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
+    for i in 0..200u32 {
+        q.enqueue(&vec![7u8; 900 + i as usize]).expect("enqueue");
+    }
+    q.close().expect("close");
+    let old = checkpoint_bytes(dir.path());
+    let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("reopen");
+    while let Some(j) = q.dequeue().expect("dequeue") {
+        q.ack(j.receipt()).expect("ack");
+    }
+    for _ in 0..150 {
+        q.enqueue(&[1u8; 1000]).expect("enqueue");
+    }
+    q.close().expect("close");
+    let now = walq::Clock::now_ms(&clock);
+    falls_back(
+        dir.path(),
+        now,
+        &old,
+        "stale",
+        "older checkpoint, segments gone",
+    );
+
+    // The checkpoint of another queue with the same segment layout.
+    let other = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let q = Queue::open_with(other.path(), opts(&clock, 0)).expect("open");
+    for _ in 0..150 {
+        q.enqueue(&[2u8; 1000]).expect("enqueue");
+    }
+    q.close().expect("close");
+    let foreign = checkpoint_bytes(other.path());
+    falls_back(
+        dir.path(),
+        now,
+        &foreign,
+        "stale",
+        "another queue's checkpoint",
+    );
+}
+
+#[test]
+fn a_checkpoint_ahead_of_the_log_falls_back() {
+    // The log lost its last records (cut while closed) but the checkpoint
+    // names them: it no longer matches.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
+    for _ in 0..20 {
+        q.enqueue(&[3u8; 500]).expect("enqueue");
+    }
+    q.close().expect("close");
+    let seg = dir.path().join("0000000001.wal");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let end = bytes.iter().rposition(|&b| b != 0).expect("records");
+    for b in &mut bytes[end - 300..=end] {
+        *b = 0;
+    }
+    std::fs::write(&seg, &bytes).expect("write");
+    let _ = std::fs::remove_file(dir.path().join("CLOSED"));
+    let opts = opts(&clock, 0).recovery(walq::RecoveryMode::Salvage);
+    let q = Queue::open_with(dir.path(), opts).expect("open");
+    let report = q.recovery_report();
+    assert!(!report.checkpoint_used);
+    let reason = report.checkpoint_fallback.clone().unwrap_or_default();
+    assert!(reason.contains("stale"), "{reason}");
+    assert_eq!(q.stats().ready, 19, "the cut record is gone, the rest kept");
+    assert!(
+        !dir.path().join("CHECKPOINT").exists(),
+        "a checkpoint that was not used is deleted"
+    );
+}
+
+#[test]
+fn after_a_crash_only_the_log_after_the_checkpoint_is_replayed() {
+    for seed in 5..=8 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A checkpoint every 16 KiB of log, then a crash (no close).
+        let now = build(dir.path(), seed, 700, 16 * 1024, false);
+        let (with, seen) = observe(dir.path(), now, false);
+        let (without, scanned) = observe(dir.path(), now, true);
+        assert!(with.checkpoint_used, "seed {seed}: {with:?}");
+        assert!(
+            with.records < without.records,
+            "seed {seed}: replayed {} of {} records",
+            with.records,
+            without.records
+        );
+        assert!(with.checkpoint_lsn > 0);
+        assert_eq!(seen, scanned, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_clean_checkpoint_after_more_writes_replays_them() {
+    // A clean checkpoint put back after the queue ran on (an operator's
+    // restore): the bytes after its end are not zeros, so they are read.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 9, 100, 0, true);
+    let clean = checkpoint_bytes(dir.path());
+    let clock = ManualClock::new(now);
+    let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
+    let id = q
+        .enqueue(b"written after the clean close")
+        .expect("enqueue");
+    drop(q);
+    std::fs::write(dir.path().join("CHECKPOINT"), &clean).expect("restore");
+    let (with, seen) = observe(dir.path(), now, false);
+    let (_, scanned) = observe(dir.path(), now, true);
+    assert!(with.checkpoint_used);
+    assert!(with.records > 0);
+    assert_eq!(seen, scanned);
+    assert!(seen.drained.iter().any(|(i, _, _)| *i == id));
+}

@@ -21,7 +21,16 @@ fn reading_a_busy_live_queue_finds_no_damage() {
     let stop = AtomicBool::new(false);
     let rounds = AtomicU64::new(0);
     let d = dir.path().to_str().unwrap();
+    // Stops the writer however the reader's checks end (a failed assertion
+    // included), so a failure is reported instead of churning for ever.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         s.spawn(|| {
             // Churn: 4 KiB jobs fill a 64 KiB segment every few rounds;
             // acked ones let old segments be deleted.

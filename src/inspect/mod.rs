@@ -89,9 +89,12 @@ impl Inspector {
     pub fn verify(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
         let mut checks = verify::Invariants::new(visitor);
         let mut summary = self.scan(&mut checks)?;
-        let late = checks.finish(summary.next_job_id, summary.segments);
+        let late = checks.finish(summary.next_job_id, summary.segments, self.live);
         for p in &late {
-            summary.damage += 1;
+            match p.severity {
+                Severity::Damage => summary.damage += 1,
+                Severity::Note => summary.notes += 1,
+            }
             visitor.problem(p);
         }
         Ok(summary)

@@ -1,6 +1,8 @@
 //! Invariants between files that a record-by-record scan cannot check
 //! alone: every job id in `dead.wal` and `done.rec` was handed out by the
-//! log (it is below the next job id the log knows).
+//! log (it is below the next job id the log knows). While a process holds
+//! the queue, the side files are read after the log, so a side record
+//! may name a job the process enqueued since: there that is a note.
 
 use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
 
@@ -23,8 +25,8 @@ impl<'a> Invariants<'a> {
     }
 
     /// The problems found once the scan is over, given the largest next
-    /// job id of any segment header.
-    pub(crate) fn finish(self, header_next_id: u64, segments: u64) -> Vec<Problem> {
+    /// job id of any segment header and whether a process held the queue.
+    pub(crate) fn finish(self, header_next_id: u64, segments: u64, live: bool) -> Vec<Problem> {
         if segments == 0 {
             return Vec::new(); // no log to compare with (reported already)
         }
@@ -33,6 +35,13 @@ impl<'a> Invariants<'a> {
             .into_iter()
             .filter(|&(_, _, id)| id >= next)
             .map(|(file, off, id)| {
+                if live {
+                    let what = format!(
+                        "names job {id}, enqueued after the log was read (ids up to {} then)",
+                        next - 1
+                    );
+                    return Problem::note(&file, off, what);
+                }
                 let what = format!(
                     "names job {id}, but the log never handed out ids past {}",
                     next - 1

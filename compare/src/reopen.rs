@@ -89,11 +89,21 @@ fn walq(jobs: u64, p: &[u8], runs: usize) -> Row {
         q.close()?;
         Ok(())
     };
-    reopen("walq", "Queue::open + dequeue", runs, fill, |d| {
+    /// Ends the queue the documented way, as each peer's drop ends it:
+    /// `close()` writes the checkpoint the next open reads. (Dropped
+    /// without it, the next open also reads the checkpoint but then scans
+    /// the rest of the active segment to find where the log ends.)
+    struct Closing(Queue);
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            let _ = self.0.close();
+        }
+    }
+    reopen("walq", "Queue::open + dequeue, close()", runs, fill, |d| {
         let q = Queue::open(d)?;
         let job = q.dequeue()?.ok_or("walq: empty after reopen")?;
         std::hint::black_box(job.payload());
-        Ok(Box::new(q) as Handle)
+        Ok(Box::new(Closing(q)) as Handle)
     })
 }
 

@@ -211,3 +211,40 @@ fn a_newer_format_is_unreadable_not_damaged() {
     );
     assert!(run.stderr.contains("0000000001.wal"), "{}", run.stderr);
 }
+
+#[test]
+fn the_checkpoint_is_checked_and_a_damaged_one_is_only_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let ck = dir.path().join("CHECKPOINT");
+    assert!(ck.exists(), "a cleanly closed queue has a checkpoint");
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["verify", d, "--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("CHECKPOINT"), "{}", run.stdout);
+
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&ck, &bytes).unwrap();
+    let run = walq(&["verify", d, "--json"]);
+    assert_eq!(
+        run.code, 0,
+        "a checkpoint is an index, not data: {}",
+        run.stdout
+    );
+    let note = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("\"CHECKPOINT\""))
+        .unwrap_or_else(|| panic!("no note on the damaged checkpoint: {}", run.stdout));
+    let note: serde_json::Value = serde_json::from_str(note).unwrap();
+    assert_eq!(note["severity"], "note");
+    assert!(
+        note["what"]
+            .as_str()
+            .unwrap()
+            .contains("scans the whole log"),
+        "{note}"
+    );
+}

@@ -346,16 +346,44 @@ impl Scan<'_> {
     }
 
     fn other_file(&mut self, name: &str) {
+        use crate::schedule::store::{SCHEDULE_FILE, SCHEDULE_LOCK_FILE};
+        use crate::state::checkpoint::CHECKPOINT_FILE;
         // The lock, the disk reserve and the spare segment prepared ahead
-        // of time hold no queue data.
+        // of time hold no queue data; the schedule file is the scheduler's
+        // (it checks its own checksum when it opens it).
+        let known = [
+            crate::queue::LOCK_FILE,
+            "RESERVE",
+            SCHEDULE_FILE,
+            SCHEDULE_LOCK_FILE,
+        ];
+        let what = if known.contains(&name) || segment::is_spare(name) {
+            return;
+        } else if name == CHECKPOINT_FILE {
+            return self.check_checkpoint(name);
+        } else if name.ends_with(segment::TMP_SUFFIX) {
+            "a leftover temporary file (deleted on the next open)"
+        } else {
+            "not a walq file (ignored)"
+        };
+        self.problem(Problem::note(name, 0, what));
+    }
+}
+
+impl Scan<'_> {
+    /// The checkpoint is an index, not data: one that cannot be used costs
+    /// the next open a full scan of the log, nothing else (a note).
+    fn check_checkpoint(&mut self, name: &str) {
+        let why = match std::fs::read(self.dir.join(name)) {
+            Ok(bytes) => match crate::state::checkpoint::decode(&bytes) {
+                Ok(_) => return,
+                Err(why) => why,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => format!("unreadable: {e}"),
+        };
         let what =
-            if name == crate::queue::LOCK_FILE || name == "RESERVE" || segment::is_spare(name) {
-                return;
-            } else if name.ends_with(segment::TMP_SUFFIX) {
-                "a leftover temporary file (deleted on the next open)"
-            } else {
-                "not a walq file (ignored)"
-            };
+            format!("the checkpoint cannot be used ({why}): the next open scans the whole log");
         self.problem(Problem::note(name, 0, what));
     }
 }

@@ -47,7 +47,7 @@ mod key;
 mod plan;
 mod scheduler;
 mod spec;
-mod store;
+pub(crate) mod store;
 mod thread;
 mod utc;
 

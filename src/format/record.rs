@@ -96,7 +96,7 @@ impl<'a> Entries<'a> {
     /// a whole number of them, at least one and at most 4096.
     pub fn new(raw: &'a [u8], width: usize) -> Option<Entries<'a>> {
         let n = raw.len().checked_div(width)?;
-        let whole = width > 0 && raw.len() % width == 0;
+        let whole = width > 0 && raw.len().is_multiple_of(width);
         (whole && (1..=MAX_MANY).contains(&n)).then_some(Entries { raw, width })
     }
 

@@ -220,3 +220,61 @@ fn an_unknown_record_kind_refuses_the_open_without_writing() {
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the segment changed");
     }
 }
+
+/// A full disk on the batch record is the operation's first change: it is
+/// rolled back, the queue is not poisoned, and every job taken for the
+/// batch is back in its place (fresh or waiting) or still leased.
+#[test]
+fn a_full_disk_on_a_batch_record_changes_nothing() {
+    use std::io;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use walq::vfs::{Fault, FaultOp, SimFs};
+
+    let fs = SimFs::new();
+    let full = |fs: &SimFs| {
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Write,
+            at: fs.op_count(FaultOp::Write),
+            forever: false,
+            kind: io::ErrorKind::StorageFull,
+        }))
+    };
+    let opts = Options::default().segment_size(64 * 1024);
+    let q = Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), opts).unwrap();
+    q.enqueue_batch((1..=5u8).map(|i| vec![i])).unwrap();
+    // Job 1 waits (retried), the others are fresh.
+    let first = q.dequeue().unwrap().unwrap();
+    let retry = walq::Retry::After(Duration::ZERO);
+    q.nack(first.receipt(), retry, "again").unwrap();
+
+    full(&fs);
+    let err = q.dequeue_batch(4).unwrap_err();
+    assert_eq!(
+        err.io_error().map(io::Error::kind),
+        Some(io::ErrorKind::StorageFull)
+    );
+    q.check_invariants();
+    let s = q.stats();
+    assert_eq!((s.ready, s.in_flight), (5, 0), "{s:?}");
+    let jobs = q.dequeue_batch(10).unwrap();
+    let mut got: Vec<(u64, u32)> = jobs.iter().map(|j| (j.id(), j.attempt())).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![(1, 2), (2, 1), (3, 1), (4, 1), (5, 1)]);
+
+    let receipts: Vec<_> = jobs.iter().map(|j| j.receipt()).collect();
+    full(&fs);
+    let err = q.ack_batch(&receipts).unwrap_err();
+    assert_eq!(
+        err.io_error().map(io::Error::kind),
+        Some(io::ErrorKind::StorageFull)
+    );
+    q.check_invariants();
+    assert_eq!(q.stats().in_flight, 5);
+    let results = q
+        .ack_batch(&receipts)
+        .expect("the same batch once space is back");
+    assert!(results.iter().all(|r| r.is_ok()));
+    q.sync().expect("not poisoned");
+    assert_eq!(q.stats().acked_total, 5);
+}

@@ -1,6 +1,8 @@
 //! Consuming: dequeue + ack (with leases) on one consumer thread, one job
-//! at a time and through `dequeue_batch(100)`, under `Durability::Os` and
-//! `Sync`; and a mixed steady state of producer and consumer threads.
+//! at a time, through `dequeue_batch(100)` with one `ack` per job, and
+//! through `dequeue_batch(100)` + `ack_batch` (`batch100_ack_batch`),
+//! under `Durability::Os` and `Sync`; and a mixed steady state of producer
+//! and consumer threads.
 //!
 //! `cargo bench --bench dequeue`
 
@@ -67,6 +69,30 @@ fn dequeue_ack(c: &mut Criterion) {
                     elapsed
                 });
             });
+            g.bench_function(
+                BenchmarkId::new("batch100_ack_batch", mode_name(mode)),
+                |b| {
+                    let p = payload(size);
+                    b.iter_custom(|iters| {
+                        let dir = tempdir();
+                        let q = open(dir.path(), mode);
+                        prefill(&q, iters, &p);
+                        let start = Instant::now();
+                        let mut done = 0;
+                        while done < iters {
+                            let jobs = q.dequeue_batch(100).expect("dequeue_batch");
+                            assert!(!jobs.is_empty());
+                            let receipts: Vec<_> = jobs.iter().map(|j| j.receipt()).collect();
+                            let acked = q.ack_batch(&receipts).expect("ack_batch");
+                            assert!(acked.iter().all(|r| r.is_ok()));
+                            done += jobs.len() as u64;
+                        }
+                        let elapsed = start.elapsed();
+                        drop(q);
+                        elapsed
+                    });
+                },
+            );
         }
         g.finish();
     }

@@ -489,19 +489,12 @@ impl Queue {
         }
     }
 
-    /// Leases up to `max` ready jobs.
+    /// Leases up to `max` ready jobs, with one log record for the lot (a
+    /// LeaseMany record of up to 4096 entries; more are split into several
+    /// records written as one batch).
     pub fn dequeue_batch(&self, max: usize) -> Result<Vec<Job>> {
         let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| {
-            let mut jobs = Vec::with_capacity(max.min(1024));
-            while jobs.len() < max {
-                match st.dequeue(now, vt)? {
-                    Some(job) => jobs.push(job),
-                    None => break,
-                }
-            }
-            Ok(jobs)
-        })
+        self.write_op(|st, now| st.dequeue_many(max, now, vt))
     }
 
     /// Marks a job done: it is never delivered again.
@@ -1020,7 +1013,9 @@ impl Queue {
 /// Settling many leases at once, for worker pools that pipeline their
 /// acks: one lock, one group commit for the lot.
 impl Queue {
-    /// Marks several jobs done: appends every ack under one lock, then
+    /// Marks several jobs done: validates every receipt under one lock,
+    /// writes one AckMany record for the valid ones (up to 4096 entries;
+    /// more are split into several records written as one batch), then
     /// (under [`Durability::Sync`]) waits for one group commit that covers
     /// them all.
     ///
@@ -1046,22 +1041,7 @@ impl Queue {
             return Ok(Vec::new());
         }
         let (results, lsn) = self.write_op_at(
-            |st, now| {
-                let mut results = Vec::with_capacity(receipts.len());
-                let mut last = None;
-                for receipt in receipts {
-                    match st.ack(*receipt, now) {
-                        Ok(lsn) => {
-                            last = Some(lsn);
-                            results.push(Ok(()));
-                        }
-                        // A failed write fails the batch (and poisons the queue).
-                        Err(e) if e.kind() == ErrorKind::Io => return Err(e),
-                        Err(e) => results.push(Err(e)),
-                    }
-                }
-                Ok((results, last))
-            },
+            |st, now| st.ack_many(receipts, now),
             |(_, last)| last.unwrap_or(0),
         )?;
         if let Some(lsn) = lsn {

@@ -187,6 +187,24 @@ impl Replay {
     }
 }
 
+impl Replay {
+    /// A Lease record, or one entry of a LeaseMany record.
+    fn lease(&mut self, id: u64, attempts: u32) {
+        if let Some(slot) = self.jobs.get_mut(id) {
+            slot.attempts = u16::try_from(attempts).unwrap_or(u16::MAX);
+            self.in_flight.insert(id);
+        }
+    }
+
+    /// An Ack record, or one entry of an AckMany record.
+    fn ack(&mut self, id: u64) {
+        self.shadowed_by_dead.remove(&id);
+        self.jobs.remove(id);
+        self.due.remove(&id);
+        self.in_flight.remove(&id);
+    }
+}
+
 fn corrupt(seg: &Segment, off: u32, what: String) -> Error {
     Error::corrupt(&seg.path, u64::from(off), what)
 }
@@ -202,11 +220,8 @@ pub(crate) fn apply(
 ) -> Result<()> {
     replay.records += 1;
     let Some(rec) = Record::decode(f.kind, f.body) else {
-        return Err(corrupt(
-            seg,
-            off,
-            format!("record of kind {} does not decode", f.kind),
-        ));
+        let what = Record::malformed(f.kind, f.body).unwrap_or_default();
+        return Err(corrupt(seg, off, what));
     };
     match rec {
         Record::Enqueue(e) => {
@@ -225,17 +240,17 @@ pub(crate) fn apply(
             }
             replay.enqueue(seg.id, off, f.len, &e, dedup_ms);
         }
-        Record::Lease { id, attempts } => {
-            if let Some(slot) = replay.jobs.get_mut(id) {
-                slot.attempts = u16::try_from(attempts).unwrap_or(u16::MAX);
-                replay.in_flight.insert(id);
+        Record::Lease { id, attempts } => replay.lease(id, attempts),
+        Record::LeaseMany(entries) => {
+            for (id, attempts) in entries.leases() {
+                replay.lease(id, attempts);
             }
         }
-        Record::Ack { id } => {
-            replay.shadowed_by_dead.remove(&id);
-            replay.jobs.remove(id);
-            replay.due.remove(&id);
-            replay.in_flight.remove(&id);
+        Record::Ack { id } => replay.ack(id),
+        Record::AckMany(entries) => {
+            for id in entries.ids() {
+                replay.ack(id);
+            }
         }
         Record::Nack { id, due_ms } => {
             if replay.jobs.get(id).is_some() {

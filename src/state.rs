@@ -3,8 +3,8 @@
 //! `QueueState` owns its parts and every change to them: the job table
 //! (`jobs`), the delivery order (`delivery`), the lease table (`leases`),
 //! the key index (`keys`) and the counters. Their fields are private to
-//! this module and its children (`dead_letters`, `reclaim`, `rebuild`), so
-//! no other module can change one part without the others.
+//! this module and its children (`batch`, `dead_letters`, `reclaim`,
+//! `rebuild`), so no other module can change one part without the others.
 //!
 //! Each operation validates first, then appends its records, then changes
 //! memory, so a refused operation changes nothing and a failed write
@@ -40,6 +40,8 @@ use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY
 use crate::segment::Segment;
 use crate::stats::Stats;
 
+#[path = "batch.rs"]
+mod batch;
 #[path = "checkpoint.rs"]
 pub(crate) mod checkpoint;
 #[path = "dead_letters.rs"]
@@ -108,6 +110,14 @@ pub struct EnqueueOutcome {
     pub duplicate: bool,
     /// LSN to wait for.
     pub lsn: u64,
+}
+
+/// A job chosen to be served, with its verified record.
+struct Ready {
+    id: u64,
+    from_waiting: bool,
+    slot: Slot,
+    rec: JobRecord,
 }
 
 /// Where a job's parts lie in its segment, read from its enqueue record.
@@ -475,6 +485,22 @@ impl QueueState {
     /// checksum is moved to the dead letters and the next one is served.
     pub fn dequeue(&mut self, now: Now, visibility_ms: u64) -> Result<Option<Job>> {
         self.expire_leases(now)?;
+        let Some(r) = self.next_ready(now)? else {
+            return Ok(None);
+        };
+        let lease = Record::Lease {
+            id: r.id,
+            attempts: u32::from(r.slot.attempts.saturating_add(1)),
+        };
+        self.log.append(&lease, 0, self.next_id)?;
+        self.take(r.id, r.from_waiting);
+        Ok(Some(self.grant(r, now, visibility_ms)))
+    }
+
+    /// The next job to serve and its verified record, not taken yet. A
+    /// job whose record fails its checksum is moved to the dead letters
+    /// and the next one is looked at.
+    fn next_ready(&mut self, now: Now) -> Result<Option<Ready>> {
         loop {
             let Some((id, from_waiting)) = self.peek_next(now.wall) else {
                 return Ok(None);
@@ -494,7 +520,14 @@ impl QueueState {
                 }
             };
             match self.read_job(id, &slot) {
-                Ok(rec) => return self.lease(id, from_waiting, slot, rec, now, visibility_ms),
+                Ok(rec) => {
+                    return Ok(Some(Ready {
+                        id,
+                        from_waiting,
+                        slot,
+                        rec,
+                    }))
+                }
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
                     self.log.mark_changed();
                     self.take(id, from_waiting);
@@ -505,38 +538,26 @@ impl QueueState {
         }
     }
 
-    fn lease(
-        &mut self,
-        id: u64,
-        from_waiting: bool,
-        slot: Slot,
-        rec: JobRecord,
-        now: Now,
-        visibility_ms: u64,
-    ) -> Result<Option<Job>> {
-        let attempts = slot.attempts.saturating_add(1);
-        let lease = Record::Lease {
-            id,
-            attempts: u32::from(attempts),
-        };
-        self.log.append(&lease, 0, self.next_id)?;
-        self.take(id, from_waiting);
-        if let Some(slot) = self.jobs.get_mut(id) {
+    /// The memory side of a lease whose record is written and whose job
+    /// is taken: its attempt counted, its lease held.
+    fn grant(&mut self, r: Ready, now: Now, visibility_ms: u64) -> Job {
+        let attempts = r.slot.attempts.saturating_add(1);
+        if let Some(slot) = self.jobs.get_mut(r.id) {
             slot.attempts = attempts;
         }
         let token = self.next_token;
         self.next_token += 1;
         let deadline = now.mono.saturating_add(visibility_ms);
-        self.leases.insert(id, Lease { token, deadline });
-        Ok(Some(Job {
-            id,
+        self.leases.insert(r.id, Lease { token, deadline });
+        Job {
+            id: r.id,
             attempt: u32::from(attempts),
-            max_attempts: rec.max_attempts,
-            enqueued_ms: rec.enqueued_ms,
-            receipt: Receipt { id, token },
-            key: rec.key,
-            payload: rec.payload,
-        }))
+            max_attempts: r.rec.max_attempts,
+            enqueued_ms: r.rec.enqueued_ms,
+            receipt: Receipt { id: r.id, token },
+            key: r.rec.key,
+            payload: r.rec.payload,
+        }
     }
 
     /// Ends leases whose deadline passed: the job is ready again, or dead

@@ -297,13 +297,43 @@ fn gen_completions() {
     finish(&dir);
 }
 
+/// Jobs leased with `dequeue_batch` and settled with `ack_batch` (record
+/// kinds 15 LeaseMany and 14 AckMany), without a checkpoint, so opening it
+/// replays them.
+fn gen_batches() {
+    let dir = fresh_dir("batches");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    let ids = q
+        .enqueue_batch((1..=6).map(|i| format!("batch-{i}")))
+        .unwrap();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+    let jobs = q.dequeue_batch(5).unwrap();
+    let pick: Vec<_> = [0, 1, 3].iter().map(|&i| jobs[i].receipt()).collect();
+    assert!(q.ack_batch(&pick).unwrap().iter().all(|r| r.is_ok()));
+    q.close().unwrap();
+    drop(jobs);
+    drop(q);
+    finish_without_done_rec(&dir);
+    // Spare segments hold no data (an open prepares them again).
+    for name in file_names(&dir) {
+        if name.ends_with(".spare") {
+            std::fs::remove_file(dir.join(name)).expect("remove a spare");
+        }
+    }
+}
+
 /// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`
-/// (`WALQ_REGEN_FIXTURES=checkpoint`: only `checkpoint/`).
+/// (`WALQ_REGEN_FIXTURES=checkpoint` or `=batches`: only that one).
 #[test]
 fn regenerate_fixtures() {
     let which = std::env::var("WALQ_REGEN_FIXTURES");
     if which.as_deref() == Ok("checkpoint") {
         gen_checkpoint();
+        return;
+    }
+    if which.as_deref() == Ok("batches") {
+        gen_batches();
         return;
     }
     if which.as_deref() != Ok("1") {
@@ -317,6 +347,7 @@ fn regenerate_fixtures() {
     gen_future_version();
     gen_not_walq();
     gen_completions();
+    gen_batches();
     eprintln!("fixtures written to {}", fixtures_root().display());
 }
 
@@ -580,6 +611,48 @@ fn fixtures_hold_no_lock_file() {
         let names = file_names(&fixtures_root().join(name));
         assert!(!names.iter().any(|n| n == LOCK_FILE), "{name}: {names:?}");
     }
+}
+
+#[test]
+fn batches_replays_its_batch_records() {
+    let (_tmp, dir) = copy_fixture("batches");
+    let bytes = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+    let kinds: Vec<u8> = frames(&bytes, 1)
+        .iter()
+        .map(|&(off, _)| bytes[off + 16])
+        .collect();
+    // Six enqueues (one framed batch), one LeaseMany, one AckMany.
+    assert_eq!(kinds, vec![1, 1, 1, 1, 1, 1, 15, 14], "{kinds:?}");
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("batches fixture opens");
+    q.check_invariants();
+    let r = q.recovery_report().clone();
+    assert!(!r.checkpoint_used, "{r:?}");
+    assert_eq!(r.records, 8, "{r:?}");
+    assert_eq!(r.leases_released, 2, "jobs 3 and 5: {r:?}");
+    let plain = JobStatus::Done {
+        finished_ms: None,
+        result: None,
+    };
+    for id in [1, 2, 4] {
+        assert_eq!(q.status(id).unwrap(), plain, "job {id}");
+    }
+    assert_eq!(q.status(3).unwrap(), JobStatus::Queued { attempts: 1 });
+    assert_eq!(q.status(6).unwrap(), JobStatus::Queued { attempts: 0 });
+    let s = q.stats();
+    assert_eq!((s.ready, s.in_flight, s.dead), (3, 0, 0));
+    let jobs = lease_all(&q);
+    assert_eq!(
+        payloads(&jobs),
+        vec![
+            (6, "batch-6".to_string()),
+            (3, "batch-3".to_string()),
+            (5, "batch-5".to_string())
+        ]
+    );
+    let attempts: Vec<u32> = jobs.iter().map(|j| j.2).collect();
+    assert_eq!(attempts, vec![1, 2, 2]);
+    assert_eq!(q.enqueue(b"next").unwrap(), 7);
 }
 
 #[test]

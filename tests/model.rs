@@ -26,14 +26,23 @@ enum Op {
         n: usize,
     },
     Dequeue,
+    /// `dequeue_batch(n)`: one LeaseMany record.
+    DequeueBatch(usize),
     Ack(usize),
+    /// `ack_batch` of these receipts (a receipt may repeat): one AckMany
+    /// record for the valid ones.
+    AckBatch(Vec<usize>),
     Nack(usize, u64),
     Fail(usize),
     Extend(usize, u64),
     Advance(u64),
     Redrive(usize),
     Purge(usize),
-    Reopen,
+    /// Reopen; with `scan`, the checkpoint is deleted first, so the whole
+    /// log (batch records included) is replayed.
+    Reopen {
+        scan: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -43,14 +52,16 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..4).prop_map(|key| Op::EnqueueKeyed { key }),
         1 => (1usize..6).prop_map(|n| Op::Batch { n }),
         5 => Just(Op::Dequeue),
+        2 => (0usize..6).prop_map(Op::DequeueBatch),
         3 => (0usize..8).prop_map(Op::Ack),
+        2 => proptest::collection::vec(0usize..8, 0..6).prop_map(Op::AckBatch),
         2 => ((0usize..8), 0u64..2000).prop_map(|(i, d)| Op::Nack(i, d)),
         1 => (0usize..8).prop_map(Op::Fail),
         1 => ((0usize..8), 1u64..3000).prop_map(|(i, d)| Op::Extend(i, d)),
         2 => (0u64..2500).prop_map(Op::Advance),
         1 => (0usize..4).prop_map(Op::Redrive),
         1 => (0usize..4).prop_map(Op::Purge),
-        1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(|scan| Op::Reopen { scan }),
     ]
 }
 
@@ -258,6 +269,60 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     receipts.push((job.receipt(), m.next_token));
                 }
             }
+            Op::DequeueBatch(n) => {
+                m.expire(now);
+                let got = q.dequeue_batch(n).unwrap();
+                prop_assert!(got.len() <= n);
+                for job in &got {
+                    let want = m.next_ready(now);
+                    prop_assert_eq!(Some(job.id()), want);
+                    let mj = m.jobs.get_mut(&job.id()).unwrap();
+                    mj.attempts += 1;
+                    prop_assert_eq!(job.attempt(), mj.attempts);
+                    prop_assert_eq!(job.payload(), &mj.payload[..]);
+                    m.next_token += 1;
+                    mj.st = St::Leased {
+                        token: m.next_token,
+                        deadline: now + VT_MS,
+                    };
+                    receipts.push((job.receipt(), m.next_token));
+                }
+                if got.len() < n {
+                    prop_assert_eq!(m.next_ready(now), None, "dequeue_batch stopped early");
+                }
+            }
+            Op::AckBatch(ref picks) => {
+                if receipts.is_empty() {
+                    continue;
+                }
+                let chosen: Vec<(Receipt, u64)> =
+                    picks.iter().map(|i| receipts[i % receipts.len()]).collect();
+                let rs: Vec<Receipt> = chosen.iter().map(|c| c.0).collect();
+                let results = q.ack_batch(&rs).unwrap();
+                prop_assert_eq!(results.len(), rs.len());
+                let mut acked = Vec::new();
+                let mut expired = false;
+                for ((r, token), result) in chosen.into_iter().zip(results) {
+                    let id = r.job_id();
+                    let valid = m.lease_valid(id, token, now) && !acked.contains(&id);
+                    if !valid {
+                        let err = result.expect_err("a stale receipt was accepted");
+                        prop_assert_eq!(err.kind(), ErrorKind::LeaseLost);
+                        expired |= matches!(m.jobs.get(&id).map(|j| &j.st),
+                            Some(St::Leased { token: t, .. }) if *t == token);
+                        continue;
+                    }
+                    result.unwrap();
+                    acked.push(id);
+                }
+                // Settled after the batch is validated, as the queue does.
+                if expired {
+                    m.expire(now);
+                }
+                for id in acked {
+                    m.finish(id);
+                }
+            }
             Op::Ack(i) | Op::Fail(i) | Op::Nack(i, _) | Op::Extend(i, _) => {
                 if receipts.is_empty() {
                     continue;
@@ -327,8 +392,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.finish(id);
                 }
             }
-            Op::Reopen => {
+            Op::Reopen { scan } => {
                 drop(q);
+                if scan {
+                    let _ = std::fs::remove_file(dir.path().join("CHECKPOINT"));
+                }
                 q = Queue::open_with(dir.path(), options(&clock)).unwrap();
                 receipts.clear();
                 for j in m.jobs.values_mut() {

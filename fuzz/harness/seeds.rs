@@ -57,6 +57,17 @@ fn mixed(q: &Queue, clock: &ManualClock) {
     let _still_leased = q.dequeue().expect("dequeue").expect("a job");
 }
 
+/// Jobs leased with `dequeue_batch` and settled with `ack_batch`: the
+/// batch records (LeaseMany, AckMany), one of them flagged as part of a
+/// framed batch.
+fn batches(q: &Queue, _clock: &ManualClock) {
+    q.enqueue_batch((0..6u8).map(|i| [b'b', i])).expect("batch");
+    let jobs = q.dequeue_batch(4).expect("dequeue_batch");
+    let receipts: Vec<_> = jobs[..3].iter().map(|j| j.receipt()).collect();
+    let results = q.ack_batch(&receipts).expect("ack_batch");
+    assert!(results.iter().all(|r| r.is_ok()));
+}
+
 /// Dead letters redriven and purged, keys of finished jobs.
 fn dead_letters(q: &Queue, clock: &ManualClock) {
     for i in 0..5u8 {
@@ -246,7 +257,7 @@ pub fn recover_segment() -> Vec<(String, Vec<u8>)> {
 pub fn decode_record() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seen_kinds = std::collections::BTreeSet::new();
-    for work in [mixed as Workload, dead_letters] {
+    for work in [mixed as Workload, dead_letters, batches] {
         for (tag, bytes) in workload_files(work) {
             let seed = u32::from(tag);
             let mut input = |name: String, body: &[u8]| {

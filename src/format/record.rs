@@ -1,7 +1,9 @@
 //! Record bodies: what each frame kind carries.
 //!
-//! Log segments hold kinds 1–5; the dead-letter file holds kinds 6–7.
-//! Decoding is total: any byte string gives a record or a `None`.
+//! Log segments hold kinds 1–5, 14 and 15; the dead-letter file holds
+//! kinds 6–7 (kinds 8–10 are `done.rec`'s, 11–13 are reserved in
+//! `docs/design-queues.md`). Decoding is total: any byte string gives a
+//! record or a `None`.
 
 use super::{u16_at, u32_at, u64_at};
 
@@ -19,6 +21,20 @@ pub const KIND_KEY: u8 = 5;
 pub const KIND_DEAD: u8 = 6;
 /// Kind byte of a [`Record::Removed`].
 pub const KIND_REMOVED: u8 = 7;
+
+/// Kind byte of a [`Record::AckMany`].
+pub const KIND_ACK_MANY: u8 = 14;
+/// Kind byte of a [`Record::LeaseMany`].
+pub const KIND_LEASE_MANY: u8 = 15;
+
+/// Most entries one [`Record::AckMany`] or [`Record::LeaseMany`] holds (a
+/// lease record of this many entries, 49 180 bytes framed, fits in the
+/// smallest segment); larger batches are split into several records.
+pub const MAX_MANY: usize = 4096;
+/// Bytes of one [`Record::AckMany`] entry: a job id.
+pub const ACK_MANY_ENTRY: usize = 8;
+/// Bytes of one [`Record::LeaseMany`] entry: a job id and its attempts.
+pub const LEASE_MANY_ENTRY: usize = 12;
 
 /// Fixed part of an enqueue body: id, enqueue time, due time, attempts,
 /// max attempts, key length.
@@ -65,6 +81,66 @@ pub struct DeadRec<'a> {
     pub payload: &'a [u8],
 }
 
+/// The entries of a batch record (kind 14, AckMany: job ids; kind 15,
+/// LeaseMany: job ids with attempts), borrowed as they are on disk:
+/// between 1 and 4096 entries of a fixed width (the count is encoded
+/// before them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entries<'a> {
+    raw: &'a [u8],
+    width: usize,
+}
+
+impl<'a> Entries<'a> {
+    /// Entries of `width` bytes each in `raw`; `None` unless `raw` holds
+    /// a whole number of them, at least one and at most 4096.
+    pub fn new(raw: &'a [u8], width: usize) -> Option<Entries<'a>> {
+        let n = raw.len().checked_div(width)?;
+        let whole = width > 0 && raw.len().is_multiple_of(width);
+        (whole && (1..=MAX_MANY).contains(&n)).then_some(Entries { raw, width })
+    }
+
+    /// The entry bytes, without the count.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.raw.len() / self.width
+    }
+
+    /// Never true: a batch record holds at least one entry.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The job ids of an AckMany body.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + 'a {
+        self.raw
+            .chunks_exact(ACK_MANY_ENTRY)
+            .filter_map(|c| u64_at(c, 0))
+    }
+
+    /// The `(job id, attempts)` pairs of a LeaseMany body.
+    pub fn leases(&self) -> impl Iterator<Item = (u64, u32)> + 'a {
+        self.raw
+            .chunks_exact(LEASE_MANY_ENTRY)
+            .filter_map(|c| Some((u64_at(c, 0)?, u32_at(c, 8)?)))
+    }
+}
+
+/// Appends the [`Record::AckMany`] entry of job `id` to `raw`.
+pub fn push_ack_entry(raw: &mut Vec<u8>, id: u64) {
+    raw.extend_from_slice(&id.to_le_bytes());
+}
+
+/// Appends the [`Record::LeaseMany`] entry of job `id` to `raw`.
+pub fn push_lease_entry(raw: &mut Vec<u8>, id: u64, attempts: u32) {
+    raw.extend_from_slice(&id.to_le_bytes());
+    raw.extend_from_slice(&attempts.to_le_bytes());
+}
+
 /// A decoded record body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -100,6 +176,11 @@ pub enum Record<'a> {
     },
     /// A dead letter (dead-letter file only).
     Dead(DeadRec<'a>),
+    /// Several jobs finished: each entry applies as an [`Record::Ack`].
+    AckMany(Entries<'a>),
+    /// Several jobs were leased: each entry applies as a
+    /// [`Record::Lease`].
+    LeaseMany(Entries<'a>),
     /// A dead letter was redriven or purged (dead-letter file only).
     Removed {
         /// Job id.
@@ -118,6 +199,8 @@ impl<'a> Record<'a> {
             Record::Key { .. } => KIND_KEY,
             Record::Dead(_) => KIND_DEAD,
             Record::Removed { .. } => KIND_REMOVED,
+            Record::AckMany(_) => KIND_ACK_MANY,
+            Record::LeaseMany(_) => KIND_LEASE_MANY,
         }
     }
 
@@ -168,6 +251,10 @@ impl<'a> Record<'a> {
                 head.extend_from_slice(d.key);
                 head.extend_from_slice(d.error);
                 d.payload
+            }
+            Record::AckMany(e) | Record::LeaseMany(e) => {
+                head.extend_from_slice(&count32(e.len()).to_le_bytes());
+                e.raw
             }
         }
     }
@@ -222,9 +309,46 @@ impl<'a> Record<'a> {
             KIND_REMOVED if body.len() == 8 => Some(Record::Removed {
                 id: u64_at(body, 0)?,
             }),
+            KIND_ACK_MANY => many(body, ACK_MANY_ENTRY).map(Record::AckMany),
+            KIND_LEASE_MANY => many(body, LEASE_MANY_ENTRY).map(Record::LeaseMany),
             _ => None,
         }
     }
+
+    /// Why a body of `kind` does not decode, for error messages (`None`
+    /// if it does).
+    pub fn malformed(kind: u8, body: &[u8]) -> Option<String> {
+        if Record::decode(kind, body).is_some() {
+            return None;
+        }
+        let width = match kind {
+            KIND_ACK_MANY => ACK_MANY_ENTRY,
+            KIND_LEASE_MANY => LEASE_MANY_ENTRY,
+            1..=7 => return Some(format!("record of kind {kind} does not decode")),
+            _ => return Some(format!("record of unknown kind {kind}")),
+        };
+        Some(match u32_at(body, 0) {
+            None => format!("batch record of kind {kind} is {} bytes, too short for its count", body.len()),
+            Some(n) => format!(
+                "batch record of kind {kind} claims {n} entries of {width} bytes (1..={MAX_MANY} allowed) in a body of {} bytes",
+                body.len()
+            ),
+        })
+    }
+}
+
+/// The entries of a batch body: a count, then exactly that many entries.
+fn many(body: &[u8], width: usize) -> Option<Entries<'_>> {
+    let count = usize::try_from(u32_at(body, 0)?).ok()?;
+    let raw = body.get(4..)?;
+    if count.checked_mul(width)? != raw.len() {
+        return None;
+    }
+    Entries::new(raw, width)
+}
+
+fn count32(n: usize) -> u32 {
+    u32::try_from(n).expect("batch records hold at most MAX_MANY entries")
 }
 
 fn len16(bytes: &[u8]) -> u16 {
@@ -281,6 +405,58 @@ mod tests {
             payload: b"p",
         }));
         round_trip(Record::Removed { id: 5 });
+        let mut acks = Vec::new();
+        for id in [3u64, 1 << 40, 7] {
+            push_ack_entry(&mut acks, id);
+        }
+        let e = Entries::new(&acks, ACK_MANY_ENTRY).unwrap();
+        assert_eq!(e.ids().collect::<Vec<_>>(), vec![3, 1 << 40, 7]);
+        round_trip(Record::AckMany(e));
+        let mut leases = Vec::new();
+        push_lease_entry(&mut leases, 9, 1);
+        push_lease_entry(&mut leases, 10, u32::MAX);
+        let e = Entries::new(&leases, LEASE_MANY_ENTRY).unwrap();
+        assert_eq!(e.leases().collect::<Vec<_>>(), vec![(9, 1), (10, u32::MAX)]);
+        round_trip(Record::LeaseMany(e));
+    }
+
+    fn many_body(count: u32, entries: usize, width: usize) -> Vec<u8> {
+        let mut body = count.to_le_bytes().to_vec();
+        body.resize(4 + entries * width, 0xab);
+        body
+    }
+
+    #[test]
+    fn batch_bodies_with_wrong_counts_or_lengths_are_none() {
+        for (kind, w) in [
+            (KIND_ACK_MANY, ACK_MANY_ENTRY),
+            (KIND_LEASE_MANY, LEASE_MANY_ENTRY),
+        ] {
+            assert!(Record::decode(kind, &many_body(2, 2, w)).is_some());
+            assert!(Record::decode(kind, &many_body(MAX_MANY as u32, MAX_MANY, w)).is_some());
+            // No entries, a count that disagrees with the body, a count
+            // above the maximum, a ragged entry, a huge count.
+            for bad in [
+                many_body(0, 0, w),
+                many_body(3, 2, w),
+                many_body(1, 2, w),
+                many_body(MAX_MANY as u32 + 1, MAX_MANY + 1, w),
+                many_body(u32::MAX, 2, w),
+                [many_body(1, 1, w), vec![0]].concat(),
+                vec![1, 0],
+                Vec::new(),
+            ] {
+                assert_eq!(Record::decode(kind, &bad), None, "kind {kind} body {bad:?}");
+                let why = Record::malformed(kind, &bad).expect("a reason");
+                assert!(why.contains(&format!("kind {kind}")), "{why}");
+            }
+            assert_eq!(Record::malformed(kind, &many_body(1, 1, w)), None);
+        }
+        assert!(Record::malformed(99, &[])
+            .unwrap()
+            .contains("unknown kind 99"));
+        assert_eq!(Entries::new(&[0; 8], LEASE_MANY_ENTRY), None);
+        assert_eq!(Entries::new(&[], ACK_MANY_ENTRY), None);
     }
 
     #[test]

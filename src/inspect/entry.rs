@@ -1,11 +1,11 @@
 //! What a scan reports: decoded records, the files they sit in, problems.
 
 use crate::format::done::DoneRecord;
-use crate::format::record::Record;
+use crate::format::record::{Entries, Record};
 
 /// A decoded record, borrowing its variable parts from the file buffer.
 ///
-/// One variant per record kind of `docs/format.md` (kinds 1–10).
+/// One variant per record kind of `docs/format.md` (kinds 1–10, 14, 15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry<'a> {
     /// Kind 1 (log): a job with its full state.
@@ -52,6 +52,16 @@ pub enum Entry<'a> {
         expires_ms: u64,
         /// The key.
         key: &'a [u8],
+    },
+    /// Kind 14 (log): several jobs finished, each as by an `Ack`.
+    AckMany {
+        /// The job ids ([`Entries::ids`]).
+        entries: Entries<'a>,
+    },
+    /// Kind 15 (log): several jobs were leased, each as by a `Lease`.
+    LeaseMany {
+        /// The job ids and attempts ([`Entries::leases`]).
+        entries: Entries<'a>,
     },
     /// Kind 6 (`dead.wal`): a dead letter.
     Dead {
@@ -112,12 +122,17 @@ impl<'a> Entry<'a> {
             Entry::Done { .. } => "done",
             Entry::Purged { .. } => "purged",
             Entry::Cleared { .. } => "cleared",
+            Entry::AckMany { .. } => "ack-many",
+            Entry::LeaseMany { .. } => "lease-many",
         }
     }
 
-    /// The job id the record is about.
+    /// The job id the record is about (of a batch record: its first
+    /// entry's; every id is in its `entries`).
     pub fn id(&self) -> u64 {
         match *self {
+            Entry::AckMany { entries } => entries.ids().next().unwrap_or(0),
+            Entry::LeaseMany { entries } => entries.leases().next().map_or(0, |(id, _)| id),
             Entry::Enqueue { id, .. }
             | Entry::Lease { id, .. }
             | Entry::Ack { id }
@@ -164,6 +179,8 @@ impl<'a> Entry<'a> {
                 payload: d.payload,
             },
             Record::Removed { id } => Entry::Removed { id },
+            Record::AckMany(entries) => Entry::AckMany { entries },
+            Record::LeaseMany(entries) => Entry::LeaseMany { entries },
         }
     }
 

@@ -30,6 +30,7 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::format::record::Entries;
 pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
 pub use files::{is_live, lock_holder, LockHolder};
 pub use scan::ScanSummary;

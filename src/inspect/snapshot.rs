@@ -224,10 +224,33 @@ impl<'a> Replay<'a> {
             Entry::Lease { id, attempts } => Op::Lease(id, attempts),
             Entry::Ack { id } => Op::Ack(id),
             Entry::Nack { id, due_ms } => Op::Nack(id, due_ms),
+            Entry::AckMany { entries } => return self.log_many(entries.ids().map(Op::Ack), r),
+            Entry::LeaseMany { entries } => {
+                let ops = entries.leases().map(|(id, n)| Op::Lease(id, n));
+                return self.log_many(ops, r);
+            }
             _ => return,
         };
         self.see_id(r.entry.id());
         self.batch.push(op);
+        self.end_of_record(r);
+    }
+
+    /// A batch record: each entry as the single record would be.
+    fn log_many(&mut self, ops: impl Iterator<Item = Op>, r: &RecordView<'_>) {
+        for op in ops {
+            let id = match op {
+                Op::Ack(id) | Op::Lease(id, _) => id,
+                _ => continue,
+            };
+            self.see_id(id);
+            self.batch.push(op);
+        }
+        self.end_of_record(r);
+    }
+
+    /// Applies the held records once the batch's last one is seen.
+    fn end_of_record(&mut self, r: &RecordView<'_>) {
         if !r.batch_more {
             for op in std::mem::take(&mut self.batch) {
                 self.apply(op);

@@ -516,6 +516,61 @@ impl Run {
         }
     }
 
+    /// `dequeue_batch(n)`: one LeaseMany record for the jobs it leases.
+    pub fn dequeue_batch(&mut self, n: usize) {
+        if !self.live() {
+            return;
+        }
+        let op = self.begin(OpKind::Dequeue);
+        match self.q().dequeue_batch(n) {
+            Ok(jobs) => {
+                assert!(jobs.len() <= n);
+                for job in jobs {
+                    let id = job.id();
+                    let model = self
+                        .m
+                        .jobs
+                        .get(&id)
+                        .unwrap_or_else(|| panic!("dequeued job {id} that was never enqueued"));
+                    assert_eq!(job.payload(), &model.payload[..], "payload of job {id}");
+                    assert_eq!(job.attempt(), model.attempts + 1, "attempt of job {id}");
+                    self.event(id, op, Outcome::Leased(job.attempt()));
+                    self.held.push(job);
+                }
+                self.end(op, Ok(()));
+            }
+            Err(e) => {
+                self.m.failed_dequeues.push(op);
+                self.end(op, Err(e));
+            }
+        }
+    }
+
+    /// `ack_batch` of up to `n` held jobs: one AckMany record.
+    pub fn ack_batch(&mut self, n: usize) {
+        if !self.live() {
+            return;
+        }
+        let jobs: Vec<Job> = (0..n).map_while(|_| self.take_held()).collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let op = self.begin(OpKind::Ack);
+        let receipts: Vec<_> = jobs.iter().map(|j| j.receipt()).collect();
+        let result = self.q().ack_batch(&receipts);
+        if let Ok(results) = &result {
+            assert_eq!(results.len(), jobs.len());
+            for r in results {
+                // Leases never expire here: every receipt is good.
+                r.as_ref().expect("ack_batch of held leases");
+            }
+        }
+        for job in &jobs {
+            self.event(job.id(), op, Outcome::Gone);
+        }
+        self.end(op, result.map(|_| ()));
+    }
+
     fn take_held(&mut self) -> Option<Job> {
         if self.held.is_empty() {
             return None;
@@ -704,8 +759,16 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
                     .collect();
                 run.batch(&lens);
             }
-            26..=55 => run.dequeue(),
-            56..=79 => run.ack(),
+            26..=49 => run.dequeue(),
+            50..=55 => {
+                let n = run.rng.range(2, 9) as usize;
+                run.dequeue_batch(n);
+            }
+            56..=73 => run.ack(),
+            74..=79 => {
+                let n = run.rng.range(2, 9) as usize;
+                run.ack_batch(n);
+            }
             80..=86 => {
                 let retry = if run.rng.below(2) == 0 {
                     Retry::Backoff

@@ -89,6 +89,18 @@ fn fields(e: &Entry<'_>, m: &mut Map<String, Value>) {
         Entry::Purged { purged_ms, .. } => {
             m.insert("purged_ms".into(), json!(purged_ms));
         }
+        Entry::AckMany { entries } => {
+            m.insert("count".into(), json!(entries.len()));
+            m.insert("ids".into(), json!(entries.ids().collect::<Vec<_>>()));
+        }
+        Entry::LeaseMany { entries } => {
+            m.insert("count".into(), json!(entries.len()));
+            let leases: Vec<Value> = entries
+                .leases()
+                .map(|(id, attempts)| json!({"id": id, "attempts": attempts}))
+                .collect();
+            m.insert("leases".into(), Value::Array(leases));
+        }
         Entry::Ack { .. } | Entry::Removed { .. } | Entry::Cleared { .. } => {}
     }
 }

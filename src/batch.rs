@@ -1,0 +1,170 @@
+//! Settling and leasing many jobs with one record: `ack_batch` writes
+//! AckMany records, `dequeue_batch` LeaseMany records (record kinds 14 and
+//! 15 in `docs/format.md`), at most [`MAX_MANY`] entries each.
+//!
+//! Like every operation, these validate first, then write, then change
+//! memory. A batch split into several records is written as one framed
+//! batch (every record but the last flagged `BATCH_MORE`) when it fits in
+//! a segment, so recovery keeps all of it or none. A batch of one writes
+//! the plain Ack or Lease record.
+
+use super::{QueueState, Ready};
+use crate::clock::Now;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
+use crate::format::record::{
+    push_ack_entry, push_lease_entry, Entries, Record, ACK_MANY_ENTRY, LEASE_MANY_ENTRY, MAX_MANY,
+};
+use crate::idhash::IdSet;
+use crate::job::{Job, Receipt};
+use crate::jobs::SlotState;
+
+/// One result per receipt of an ack batch, and the LSN to wait for (none
+/// when nothing was written).
+pub(crate) type AckResults = (Vec<Result<()>>, Option<u64>);
+
+impl QueueState {
+    /// Acks every receipt whose lease is held, with AckMany records; the
+    /// others get their own error ([`ErrorKind::LeaseLost`], a receipt
+    /// given twice included) and nothing is written for them. An I/O
+    /// error fails the whole batch.
+    pub fn ack_many(&mut self, receipts: &[Receipt], now: Now) -> Result<AckResults> {
+        let mut results = Vec::with_capacity(receipts.len());
+        let mut ids = Vec::with_capacity(receipts.len());
+        let mut seen = IdSet::default();
+        for &r in receipts {
+            match self.check_receipt(r, now) {
+                Ok(()) if seen.insert(r.id) => {
+                    ids.push(r.id);
+                    results.push(Ok(()));
+                }
+                Ok(()) => results.push(Err(Error::new(
+                    ErrorKind::LeaseLost,
+                    format!("the receipt of job {} is in the batch twice", r.id),
+                ))),
+                Err(e) if e.kind() == ErrorKind::Io => return Err(e),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let lsn = match ids.as_slice() {
+            [] => return Ok((results, None)),
+            &[id] => self.log.append(&Record::Ack { id }, 0, self.next_id)?.lsn,
+            _ => {
+                let mut raw = Vec::with_capacity(ids.len() * ACK_MANY_ENTRY);
+                ids.iter().for_each(|&id| push_ack_entry(&mut raw, id));
+                self.append_many(&raw, false)?
+            }
+        };
+        for id in ids {
+            self.leases.remove(id);
+            self.finish(id);
+            self.counters.acked += 1;
+        }
+        Ok((results, Some(lsn)))
+    }
+
+    /// Leases up to `max` ready jobs with LeaseMany records. If the write
+    /// fails, the jobs go back to their places in the delivery order.
+    pub fn dequeue_many(&mut self, max: usize, now: Now, visibility_ms: u64) -> Result<Vec<Job>> {
+        self.expire_leases(now)?;
+        let mut picked: Vec<(Ready, Option<u64>)> = Vec::with_capacity(max.min(1024));
+        while picked.len() < max {
+            let r = match self.next_ready(now) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    self.give_back(picked);
+                    return Err(e);
+                }
+            };
+            let due = r.from_waiting.then(|| self.delivery.due_of(r.id)).flatten();
+            self.take(r.id, r.from_waiting);
+            picked.push((r, due));
+        }
+        let written = match picked.as_slice() {
+            [] => return Ok(Vec::new()),
+            [(r, _)] => {
+                let attempts = u32::from(r.slot.attempts.saturating_add(1));
+                let lease = Record::Lease { id: r.id, attempts };
+                self.log.append(&lease, 0, self.next_id).map(|_| ())
+            }
+            _ => {
+                let mut raw = Vec::with_capacity(picked.len() * LEASE_MANY_ENTRY);
+                for (r, _) in &picked {
+                    let attempts = u32::from(r.slot.attempts.saturating_add(1));
+                    push_lease_entry(&mut raw, r.id, attempts);
+                }
+                self.append_many(&raw, true).map(|_| ())
+            }
+        };
+        if let Err(e) = written {
+            self.give_back(picked);
+            return Err(e);
+        }
+        let jobs = picked
+            .into_iter()
+            .map(|(r, _)| self.grant(r, now, visibility_ms))
+            .collect();
+        Ok(jobs)
+    }
+
+    /// Puts taken jobs whose lease was not written back where they were:
+    /// fresh, or waiting with their due time.
+    fn give_back(&mut self, picked: Vec<(Ready, Option<u64>)>) {
+        for (r, due) in picked.into_iter().rev() {
+            let Some(slot) = self.jobs.get_mut(r.id) else {
+                continue;
+            };
+            match due {
+                Some(due) if r.from_waiting => {
+                    slot.state = SlotState::Waiting;
+                    self.delivery.push_waiting(r.id, due);
+                }
+                _ => {
+                    slot.state = SlotState::Fresh;
+                    self.delivery.add_fresh();
+                    self.fresh_cursor = self.fresh_cursor.min(r.id);
+                }
+            }
+        }
+    }
+
+    /// Appends the AckMany (or, if `lease`, LeaseMany) entries in `raw`
+    /// as records of at most [`MAX_MANY`] entries, written as one framed
+    /// batch when they fit in a segment (else each on its own); returns
+    /// the last LSN.
+    fn append_many(&mut self, raw: &[u8], lease: bool) -> Result<u64> {
+        let width = if lease {
+            LEASE_MANY_ENTRY
+        } else {
+            ACK_MANY_ENTRY
+        };
+        let chunks: Vec<&[u8]> = raw.chunks(MAX_MANY * width).collect();
+        let total: u64 = chunks
+            .iter()
+            .map(|c| (FRAME_HEADER_LEN + 4 + c.len()) as u64)
+            .sum();
+        let atomic = total <= self.log.max_frame();
+        if atomic {
+            self.log.ensure_room_draining(total, self.next_id)?;
+        }
+        let mut lsn = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let entries = Entries::new(chunk, width).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Io,
+                    "a batch record of no entries (internal error)",
+                )
+            })?;
+            let more = atomic && i + 1 < chunks.len();
+            let flags = if more { FLAG_BATCH_MORE } else { 0 };
+            let rec = if lease {
+                Record::LeaseMany(entries)
+            } else {
+                Record::AckMany(entries)
+            };
+            lsn = self.log.append(&rec, flags, self.next_id)?.lsn;
+        }
+        Ok(lsn)
+    }
+}

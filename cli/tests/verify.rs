@@ -247,6 +247,9 @@ fn the_checkpoint_is_checked_and_a_damaged_one_is_only_a_note() {
             .contains("scans the whole log"),
         "{note}"
     );
+}
+
+#[test]
 fn batch_records_are_dumped_and_verify_healthy() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open_with(dir.path(), opts()).unwrap();

@@ -109,7 +109,9 @@ impl Inspector {
     /// [`Inspector::snapshot`], reporting every record and problem to
     /// `observer` as well (for progress). While a process holds the queue,
     /// a scan during which the set of segments changed is done again (up
-    /// to three times), so jobs carried into a new segment are not missed.
+    /// to three times), so jobs carried into a new segment are not missed;
+    /// so is one that found damage, which a read racing the writer can
+    /// show (damage on disk is still there at the third look).
     pub fn snapshot_observed(&self, observer: &mut dyn Visitor) -> Result<Snapshot> {
         let mut tries = 0;
         loop {
@@ -120,8 +122,15 @@ impl Inspector {
             snap.next_job_id = snap.next_job_id.max(summary.next_job_id);
             snap.summary = summary;
             tries += 1;
-            if !self.live || tries >= 3 || segments(&files::list(&self.dir)?) == segments(&before) {
+            let settled = segments(&files::list(&self.dir)?) == segments(&before);
+            // A read racing the writer's stores can copy a later record
+            // whole and an earlier one half written: damage that a second
+            // look does not find was such a race, not damage on disk.
+            if !self.live || tries >= 3 || (settled && snap.summary.damage == 0) {
                 return Ok(snap);
+            }
+            if snap.summary.damage > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
     }

@@ -190,8 +190,19 @@ impl Scan<'_> {
     fn segments(&mut self, ids: &[u32]) -> Result<()> {
         for pair in ids.windows(2) {
             if pair[1] != pair[0] + 1 {
-                let what = format!("segment {} is missing before this one", pair[0] + 1);
-                self.problem(Problem::damage(&segment::file_name(pair[1]), 0, what));
+                let name = segment::file_name(pair[1]);
+                let missing = pair[0] + 1;
+                // A directory listing taken while the running process
+                // renames a spare into place can miss the segment it
+                // renames (a process cannot open a queue with a gap).
+                let p = if self.sum.live {
+                    let what = format!("segment {missing} was not in the directory listing, taken while the running process rotated (not damage)");
+                    Problem::note(&name, 0, what)
+                } else {
+                    let what = format!("segment {missing} is missing before this one");
+                    Problem::damage(&name, 0, what)
+                };
+                self.problem(p);
             }
         }
         let mut expected = None;

@@ -93,3 +93,12 @@ fn checkpoint_corpus() {
         harness::seeds::checkpoint(),
     );
 }
+
+#[test]
+fn schedules_corpus() {
+    run_inputs(
+        "schedules",
+        harness::schedules::run,
+        harness::seeds::schedules(),
+    );
+}

@@ -15,4 +15,5 @@ pub mod input;
 pub mod model;
 pub mod ops_with_crash;
 pub mod recover_segment;
+pub mod schedules;
 pub mod seeds;

@@ -463,3 +463,32 @@ pub fn checkpoint() -> Vec<(String, Vec<u8>)> {
     out.push(("bare-magic".to_string(), magic));
     out
 }
+
+/// Seeds of target `schedules`: the real file untouched (a few
+/// workloads), with one byte flipped across the header and the first
+/// entries (CRC fixed or not), empty, and a bare magic.
+pub fn schedules() -> Vec<(String, Vec<u8>)> {
+    use super::schedules::{FIX_CRC, XOR};
+    let mut out = Vec::new();
+    for workload in [0u8, 1, 4, 9, 13] {
+        let flags = (workload << 2) | XOR;
+        out.push((format!("intact-w{workload}"), vec![flags]));
+    }
+    for at in [
+        0usize, 8, 10, 12, 16, 18, 20, 24, 28, 32, 40, 48, 52, 60, 70,
+    ] {
+        for fix in [0, FIX_CRC] {
+            let flags = (2 << 2) | XOR | fix;
+            let mut input = vec![flags];
+            input.resize(at + 1, 0);
+            input.push(0x41);
+            out.push((format!("flip-{at}-f{flags}"), input));
+        }
+    }
+    out.push(("empty".to_string(), vec![0]));
+    let mut magic = vec![FIX_CRC];
+    magic.extend_from_slice(b"walqsch\0\x01\0\0\0\x01\0\0\0");
+    magic.resize(80, 0);
+    out.push(("bare-magic".to_string(), magic));
+    out
+}

@@ -83,7 +83,7 @@ fn build(fs: &SimFs, seed: u8) -> Vec<String> {
         clock.advance(Duration::from_secs(97 * u64::from(step + 1)));
         sched.tick().expect("tick");
     }
-    if seed % 3 == 0 {
+    if seed.is_multiple_of(3) {
         sched.remove(&format!("s0.w{seed}")).expect("remove");
     }
     let names = sched

@@ -298,16 +298,21 @@ impl QueueState {
         self.log.ensure_room(total, self.next_id)?;
         let mut ids = Vec::with_capacity(payloads.len());
         let mut lsn = self.log.next_lsn.saturating_sub(1);
+        // One write for the whole batch (under `pwrite` appends).
+        self.log.stage_begin();
         for (i, p) in payloads.iter().enumerate() {
             let flags = if i + 1 < payloads.len() {
                 FLAG_BATCH_MORE
             } else {
                 0
             };
-            let out = self.enqueue(p, &opts, now, flags)?;
+            let out = self
+                .enqueue(p, &opts, now, flags)
+                .inspect_err(|_| self.log.stage_abort())?;
             ids.push(out.id);
             lsn = out.lsn;
         }
+        self.log.stage_flush()?;
         Ok((ids, lsn))
     }
 

@@ -53,7 +53,10 @@ const LEASED: usize = 8_500;
 /// Runs the same workload with the batch calls or one call per job, then
 /// reopens from a full scan of the log (no checkpoint) and drains.
 fn run(dir: &Path, batch: bool) -> Outcome {
-    let q = Queue::open_with(dir, Options::default()).unwrap();
+    // 8,500 single dequeues under Sync take tens of seconds on a busy
+    // machine: the leases must outlast them, whatever the load.
+    let opts = Options::default().visibility_timeout(std::time::Duration::from_secs(3600));
+    let q = Queue::open_with(dir, opts).unwrap();
     let payloads: Vec<Vec<u8>> = (0..JOBS).map(|i| format!("job-{i}").into_bytes()).collect();
     q.enqueue_batch(&payloads).unwrap();
     let jobs = if batch {

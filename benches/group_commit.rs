@@ -4,7 +4,7 @@
 //! producers while the per-operation latency stays near one fsync.
 //!
 //! Criterion reports jobs/s (elem/s); after it, a latency table (mean, p50,
-//! p99 per enqueue, and jobs/s) is printed for each thread count, from a
+//! p99 per enqueue, jobs/s and jobs per fdatasync) is printed for each thread count, from a
 //! fixed run of `WALQ_BENCH_GC_SECS` seconds (default 2) per row.
 //!
 //! `cargo bench --bench group_commit`
@@ -96,9 +96,11 @@ fn latency_row(threads: usize, size: usize, secs: u64) {
     lat.sort_unstable();
     let n = lat.len() as u64;
     let mean = lat.iter().sum::<u64>() / n.max(1);
+    let syncs = q.stats().syncs_total.max(1);
     println!(
-        "| {size:>5} B | {threads:>3} | {:>10.0} | {:>10} | {:>10} | {:>10} |",
+        "| {size:>5} B | {threads:>3} | {:>10.0} | {:>6.1} | {:>10} | {:>10} | {:>10} |",
         n as f64 / wall.as_secs_f64(),
+        n as f64 / syncs as f64,
         us(mean),
         us(percentile(&lat, 0.5)),
         us(percentile(&lat, 0.99)),
@@ -116,8 +118,8 @@ fn main() {
     let secs = env_u64("WALQ_BENCH_GC_SECS", 2);
     println!();
     println!("Durability::Sync enqueue latency ({secs} s per row)");
-    println!("| payload | threads | jobs/s | mean | p50 | p99 |");
-    println!("|---|---|---|---|---|---|");
+    println!("| payload | threads | jobs/s | jobs per fdatasync | mean | p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|");
     for size in [100usize, 1024] {
         for threads in THREADS {
             latency_row(threads, size, secs);

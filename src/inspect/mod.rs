@@ -30,7 +30,8 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::format::record::Entries;
+pub use crate::format::done::DoneRecord;
+pub use crate::format::record::{DeadRec, EnqueueRec, Entries, Record};
 pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
 pub use files::{is_live, lock_holder, LockHolder};
 pub use scan::ScanSummary;

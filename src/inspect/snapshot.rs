@@ -271,16 +271,7 @@ impl<'a> Replay<'a> {
                     }
                     None => {}
                 }
-                let letter = DeadLetter {
-                    id,
-                    attempts: d.attempts,
-                    enqueued_ms: d.enqueued_ms,
-                    dead_ms: d.dead_ms,
-                    error: String::from_utf8_lossy(d.error).into_owned(),
-                    key: (!d.key.is_empty()).then(|| d.key.to_vec()),
-                    payload: d.payload.to_vec(),
-                };
-                self.snap.dead.insert(id, letter);
+                self.snap.dead.insert(id, DeadLetter::from_rec(&d));
             }
             Entry::Record(Record::Removed { id }) => {
                 self.snap.dead.remove(&id);

@@ -15,15 +15,29 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use walq::{Durability, Queue};
 
-use common::{mode_name, open, payload, tempdir};
+use common::{mode_name, open, payload, prefill, tempdir};
 
-/// Fills `q` with `n` jobs through batches (untimed set-up).
-fn prefill(q: &Queue, n: u64, p: &[u8]) {
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(1000) as usize;
-        q.enqueue_batch(std::iter::repeat_n(p, k)).expect("prefill");
-        left -= k as u64;
+/// Times `drain` on a fresh queue of `mode` holding `n` jobs of payload
+/// `p`; creating, filling and closing the queue are not timed.
+fn timed_drain(mode: Durability, p: &[u8], n: u64, drain: impl FnOnce(&Queue)) -> Duration {
+    let dir = tempdir();
+    let q = open(dir.path(), mode);
+    prefill(&q, n, p);
+    let start = Instant::now();
+    drain(&q);
+    let elapsed = start.elapsed();
+    drop(q);
+    elapsed
+}
+
+/// Dequeues `n` jobs in batches of 100, settling each batch with `settle`.
+fn drain_batches(q: &Queue, n: u64, settle: impl Fn(&Queue, &[walq::Job])) {
+    let mut done = 0;
+    while done < n {
+        let jobs = q.dequeue_batch(100).expect("dequeue_batch");
+        assert!(!jobs.is_empty());
+        settle(q, &jobs);
+        done += jobs.len() as u64;
     }
 }
 
@@ -32,67 +46,40 @@ fn dequeue_ack(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("dequeue_ack/{size}B"));
         g.throughput(Throughput::Elements(1));
         for mode in [Durability::Os, Durability::Sync] {
+            let p = payload(size);
             g.bench_function(BenchmarkId::new("one", mode_name(mode)), |b| {
-                let p = payload(size);
                 b.iter_custom(|iters| {
-                    let dir = tempdir();
-                    let q = open(dir.path(), mode);
-                    prefill(&q, iters, &p);
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let job = q.dequeue().expect("dequeue").expect("a job");
-                        q.ack(job.receipt()).expect("ack");
-                    }
-                    let elapsed = start.elapsed();
-                    drop(q);
-                    elapsed
+                    timed_drain(mode, &p, iters, |q| {
+                        for _ in 0..iters {
+                            let job = q.dequeue().expect("dequeue").expect("a job");
+                            q.ack(job.receipt()).expect("ack");
+                        }
+                    })
                 });
             });
             g.bench_function(BenchmarkId::new("batch100", mode_name(mode)), |b| {
-                let p = payload(size);
                 b.iter_custom(|iters| {
-                    let dir = tempdir();
-                    let q = open(dir.path(), mode);
-                    prefill(&q, iters, &p);
-                    let start = Instant::now();
-                    let mut done = 0;
-                    while done < iters {
-                        let jobs = q.dequeue_batch(100).expect("dequeue_batch");
-                        assert!(!jobs.is_empty());
-                        for job in &jobs {
-                            q.ack(job.receipt()).expect("ack");
-                        }
-                        done += jobs.len() as u64;
-                    }
-                    let elapsed = start.elapsed();
-                    drop(q);
-                    elapsed
+                    timed_drain(mode, &p, iters, |q| {
+                        drain_batches(q, iters, |q, jobs| {
+                            for job in jobs {
+                                q.ack(job.receipt()).expect("ack");
+                            }
+                        })
+                    })
                 });
             });
-            g.bench_function(
-                BenchmarkId::new("batch100_ack_batch", mode_name(mode)),
-                |b| {
-                    let p = payload(size);
-                    b.iter_custom(|iters| {
-                        let dir = tempdir();
-                        let q = open(dir.path(), mode);
-                        prefill(&q, iters, &p);
-                        let start = Instant::now();
-                        let mut done = 0;
-                        while done < iters {
-                            let jobs = q.dequeue_batch(100).expect("dequeue_batch");
-                            assert!(!jobs.is_empty());
+            let id = BenchmarkId::new("batch100_ack_batch", mode_name(mode));
+            g.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    timed_drain(mode, &p, iters, |q| {
+                        drain_batches(q, iters, |q, jobs| {
                             let receipts: Vec<_> = jobs.iter().map(|j| j.receipt()).collect();
                             let acked = q.ack_batch(&receipts).expect("ack_batch");
                             assert!(acked.iter().all(|r| r.is_ok()));
-                            done += jobs.len() as u64;
-                        }
-                        let elapsed = start.elapsed();
-                        drop(q);
-                        elapsed
-                    });
-                },
-            );
+                        })
+                    })
+                });
+            });
         }
         g.finish();
     }

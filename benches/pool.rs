@@ -14,19 +14,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use walq::worker::{Outcome, WorkerPool};
-use walq::{Durability, Queue};
+use walq::Durability;
 
-use common::{env_u64, open, payload, tempdir};
-
-/// Fills `q` with `n` jobs through batches (untimed set-up).
-fn prefill(q: &Queue, n: u64, p: &[u8]) {
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(1000) as usize;
-        q.enqueue_batch(std::iter::repeat_n(p, k)).expect("prefill");
-        left -= k as u64;
-    }
-}
+use common::{env_u64, open, payload, prefill, tempdir};
 
 /// Drains a fresh backlog of `jobs` with `workers`; returns the time from
 /// the pool's start until every job's ack is durable.

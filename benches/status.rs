@@ -40,15 +40,9 @@ impl Ack {
     }
 }
 
+/// Fills `q` with `n` jobs of 100 bytes (untimed set-up).
 fn prefill(q: &Queue, n: u64) {
-    let p = payload(100);
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(1000) as usize;
-        q.enqueue_batch(std::iter::repeat_n(&p[..], k))
-            .expect("prefill");
-        left -= k as u64;
-    }
+    common::prefill(q, n, &payload(100));
 }
 
 fn acks(c: &mut Criterion) {

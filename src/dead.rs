@@ -52,6 +52,22 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
+impl DeadLetter {
+    /// The dead letter a decoded record holds (its error text read as
+    /// UTF-8, invalid bytes replaced).
+    pub(crate) fn from_rec(d: &DeadRec<'_>) -> DeadLetter {
+        DeadLetter {
+            id: d.id,
+            attempts: d.attempts,
+            enqueued_ms: d.enqueued_ms,
+            dead_ms: d.dead_ms,
+            error: String::from_utf8_lossy(d.error).into_owned(),
+            key: (!d.key.is_empty()).then(|| d.key.to_vec()),
+            payload: d.payload.to_vec(),
+        }
+    }
+}
+
 /// Where a dead letter's record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeadEntry {
@@ -376,15 +392,7 @@ pub fn read_letter(
     if d.id != id {
         return Err(bad("dead-letter record has another id"));
     }
-    Ok(DeadLetter {
-        id,
-        attempts: d.attempts,
-        enqueued_ms: d.enqueued_ms,
-        dead_ms: d.dead_ms,
-        error: String::from_utf8_lossy(d.error).into_owned(),
-        key: (!d.key.is_empty()).then(|| d.key.to_vec()),
-        payload: d.payload.to_vec(),
-    })
+    Ok(DeadLetter::from_rec(&d))
 }
 
 /// Writes a dead-letter file with `body` after its header crash-atomically

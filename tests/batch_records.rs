@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use walq::inspect::{Inspector, Problem, RecordView, Visitor};
+use walq::inspect::{Entry, Inspector, Problem, Record, RecordView, Visitor};
 use walq::{ErrorKind, Options, Queue};
 
 /// Counts records by kind name and collects problems.
@@ -19,9 +19,7 @@ struct Census {
 impl Visitor for Census {
     fn record(&mut self, r: &RecordView<'_>) {
         *self.kinds.entry(r.entry.name().to_string()).or_default() += 1;
-        if let walq::inspect::Entry::AckMany { entries }
-        | walq::inspect::Entry::LeaseMany { entries } = r.entry
-        {
+        if let Entry::Record(Record::AckMany(entries) | Record::LeaseMany(entries)) = r.entry {
             self.entries += entries.len() as u64;
         }
     }

@@ -1181,25 +1181,9 @@ fn quota_fs_cow_overwrites_need_space() {
 /// preallocated segment, so the drain lives on the reserve).
 #[test]
 fn full_disk_scenario_sim_cow() {
-    let fs = QuotaFs::new_cow(SIM_CAPACITY);
-    let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    run_scenario(
+    sim_scenario(
+        QuotaFs::new_cow(SIM_CAPACITY),
         "the simulated copy-on-write file system (QuotaFs over SimFs)",
-        |phase| {
-            if phase == Phase::Verify {
-                fs.grow(SIM_CAPACITY);
-            }
-            let mut lines = Vec::new();
-            let mut out = |line: String| lines.push(line);
-            Env {
-                vfs: vfs.clone(),
-                root: PathBuf::from("/disk"),
-                sizes: SIM,
-                out: &mut out,
-            }
-            .run(phase);
-            PhaseRun { lines, death: None }
-        },
     );
 }
 
@@ -1252,11 +1236,18 @@ fn torn_tail_on_a_full_cow_disk_opens() {
 
 #[test]
 fn full_disk_scenario_sim() {
-    let fs = QuotaFs::new(SIM_CAPACITY);
+    sim_scenario(
+        QuotaFs::new(SIM_CAPACITY),
+        "the simulated file system (QuotaFs over SimFs)",
+    );
+}
+
+/// The scenario in this process on the simulated disk `fs`, which grows
+/// by its capacity again (space comes back) before the verify phase.
+fn sim_scenario(fs: QuotaFs, label: &str) {
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
-    run_scenario("the simulated file system (QuotaFs over SimFs)", |phase| {
+    run_scenario(label, |phase| {
         if phase == Phase::Verify {
-            // Space comes back: a bigger disk.
             fs.grow(SIM_CAPACITY);
         }
         let mut lines = Vec::new();

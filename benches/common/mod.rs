@@ -46,6 +46,17 @@ pub fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + 7) as u8).collect()
 }
 
+/// Fills `q` with `n` jobs of payload `p` through batches of 1000 (untimed
+/// set-up).
+pub fn prefill(q: &Queue, n: u64, p: &[u8]) {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000) as usize;
+        q.enqueue_batch(std::iter::repeat_n(p, k)).expect("prefill");
+        left -= k as u64;
+    }
+}
+
 /// `WALQ_BENCH_SCALE` (default 1.0).
 pub fn scale() -> f64 {
     std::env::var("WALQ_BENCH_SCALE")

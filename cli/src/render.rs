@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use base64::Engine as _;
+use walq::Clock as _;
 
 /// Whether to colour output on stdout: only on a terminal, never with
 /// `NO_COLOR` set.
@@ -38,28 +39,7 @@ pub fn yellow(text: &str, on: bool) -> String {
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
-pub fn time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
-}
+pub use walq::inspect::utc_time as time;
 
 /// A signed duration in ms, as `in 5.0s` / `3.2s ago`.
 pub fn relative(ms: u64, now: u64) -> String {
@@ -170,21 +150,12 @@ pub fn put_bytes(obj: &mut serde_json::Map<String, serde_json::Value>, name: &st
 
 /// Milliseconds since the epoch now.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    walq::SystemClock.now_ms()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_utc_calendar_dates() {
-        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(time(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(time(1_798_761_599_000), "2026-12-31T23:59:59.000Z");
-    }
 
     #[test]
     fn payloads_show_as_json_text_or_hex() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{healthy, walq};
+use common::{healthy, json_lines, walq};
 
 #[test]
 fn bench_measures_each_durability_mode_and_cleans_up() {
@@ -11,11 +11,7 @@ fn bench_measures_each_durability_mode_and_cleans_up() {
     let d = dir.path().to_str().unwrap();
     let run = walq(&["bench", d, "--seconds", "0.05", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let rows: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = json_lines(&run.stdout);
     let names: Vec<String> = rows
         .iter()
         .map(|r| {
@@ -76,11 +72,7 @@ fn stats_watch_refreshes_with_rates() {
         "--json",
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&run.stdout);
     assert_eq!(lines.len(), 2);
     assert!(
         lines[0].get("enqueued_per_s").is_none(),
@@ -129,11 +121,7 @@ fn stats_watch_sees_a_running_producer() {
         run
     });
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&run.stdout);
     assert_eq!(lines[1]["live"], true);
     assert!(
         lines[1]["enqueued_per_s"].as_f64().unwrap() > 0.0,

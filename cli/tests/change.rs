@@ -5,12 +5,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{healthy, image, opts, segments, walq, walq_stdin};
+use common::{healthy, image, json, opts, segments, walq, walq_stdin};
 use walq::Queue;
-
-fn json(line: &str) -> serde_json::Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
 
 fn stats(d: &str) -> serde_json::Value {
     let run = walq(&["stats", d, "--json"]);

@@ -3,12 +3,8 @@
 
 mod common;
 
-use common::{healthy, image, opts, quiet, walq};
+use common::{healthy, image, json, opts, quiet, walq};
 use walq::Queue;
-
-fn json(line: &str) -> serde_json::Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
 
 #[test]
 fn stats_counts_a_healthy_queue_and_writes_nothing() {

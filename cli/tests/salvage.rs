@@ -3,11 +3,7 @@
 
 mod common;
 
-use common::{healthy, image, segments, walq};
-
-fn json(line: &str) -> serde_json::Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
+use common::{healthy, image, json, segments, walq};
 
 fn payloads(dir: &str) -> Vec<String> {
     let run = walq(&["export", dir]);

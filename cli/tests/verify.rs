@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{healthy, image, opts, segments, walq};
+use common::{healthy, image, json_lines, opts, segments, walq};
 use walq::Queue;
 
 /// Offset of the first record of a segment (after the 64-byte header).
@@ -138,11 +138,7 @@ fn dump_lists_records_in_order() {
     healthy(dir.path());
     let run = walq(&["dump", dir.path().to_str().unwrap(), "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let recs: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs = json_lines(&run.stdout);
     let log: Vec<_> = recs
         .iter()
         .filter(|r| r["file"] == "0000000001.wal")
@@ -264,11 +260,7 @@ fn batch_records_are_dumped_and_verify_healthy() {
     assert!(run.stdout.contains("healthy"), "{}", run.stdout);
     let dump = walq(&["dump", d, "--json"]);
     assert_eq!(dump.code, 0, "{}", dump.stderr);
-    let recs: Vec<serde_json::Value> = dump
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs = json_lines(&dump.stdout);
     let leases: Vec<_> = recs.iter().filter(|r| r["kind"] == "lease-many").collect();
     assert_eq!(leases.len(), 1, "{}", dump.stdout);
     assert_eq!(leases[0]["count"], 3);

@@ -213,14 +213,12 @@ mod tests {
         }
     }
 
-    /// Letters added and removed while the copy runs (lock released) are
-    /// kept and removed in the new file, and survive a reopen.
-    #[test]
-    fn changes_during_the_copy_are_kept() {
-        let fs = SimFs::new();
-        let dir = Path::new("/q");
+    /// A dead-letter file in `dir` holding 40 letters of 64 KiB (the
+    /// payload is returned), 30 of them removed: enough garbage to want a
+    /// compaction.
+    fn mostly_removed(fs: &SimFs, dir: &Path) -> (DeadFile, Vec<u8>) {
         fs.create_dir_all(dir, 0o700).unwrap();
-        let (mut d, _) = DeadFile::open(&fs, dir, 0o600, RecoveryMode::Strict).unwrap();
+        let (mut d, _) = DeadFile::open(fs, dir, 0o600, RecoveryMode::Strict).unwrap();
         let big = vec![7u8; 64 << 10];
         for id in 0..40 {
             d.add(&rec(id, &big), id).unwrap();
@@ -228,6 +226,16 @@ mod tests {
         for id in 0..30 {
             d.remove(id, 100 + id).unwrap();
         }
+        (d, big)
+    }
+
+    /// Letters added and removed while the copy runs (lock released) are
+    /// kept and removed in the new file, and survive a reopen.
+    #[test]
+    fn changes_during_the_copy_are_kept() {
+        let fs = SimFs::new();
+        let dir = Path::new("/q");
+        let (mut d, big) = mostly_removed(&fs, dir);
         d.sync().unwrap();
         let before = d.disk_bytes();
         let mut c = d.start_compaction().expect("removals dominate");
@@ -266,15 +274,7 @@ mod tests {
         use crate::vfs::{Fault, FaultOp};
         let fs = SimFs::new();
         let dir = Path::new("/q");
-        fs.create_dir_all(dir, 0o700).unwrap();
-        let (mut d, _) = DeadFile::open(&fs, dir, 0o600, RecoveryMode::Strict).unwrap();
-        let big = vec![7u8; 64 << 10];
-        for id in 0..40 {
-            d.add(&rec(id, &big), id).unwrap();
-        }
-        for id in 0..30 {
-            d.remove(id, 100 + id).unwrap();
-        }
+        let (mut d, _) = mostly_removed(&fs, dir);
         let len = d.disk_bytes();
         let mut c = d.start_compaction().unwrap();
         c.write(&fs, 0o600).unwrap();

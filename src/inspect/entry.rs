@@ -1,202 +1,80 @@
 //! What a scan reports: decoded records, the files they sit in, problems.
 
 use crate::format::done::DoneRecord;
-use crate::format::record::{Entries, Record};
+use crate::format::record::Record;
 
 /// A decoded record, borrowing its variable parts from the file buffer.
 ///
-/// One variant per record kind of `docs/format.md` (kinds 1–10, 14, 15).
+/// It is the body as `format` decodes it: [`Record`] for the log and
+/// `dead.wal` (kinds 1–7, 14, 15), [`DoneRecord`] for `done.rec` (kinds
+/// 8–10), so a record kind is defined once (see `docs/format.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry<'a> {
-    /// Kind 1 (log): a job with its full state.
-    Enqueue {
-        /// Job id.
-        id: u64,
-        /// When the job was first enqueued (ms since the epoch).
-        enqueued_ms: u64,
-        /// When it becomes ready (ms since the epoch).
-        due_ms: u64,
-        /// Attempts made so far.
-        attempts: u32,
-        /// Attempts allowed before the dead letters.
-        max_attempts: u16,
-        /// Idempotency key, empty when none.
-        key: &'a [u8],
-        /// The payload.
-        payload: &'a [u8],
-    },
-    /// Kind 2 (log): the job was leased.
-    Lease {
-        /// Job id.
-        id: u64,
-        /// Attempts, including the one that started.
-        attempts: u32,
-    },
-    /// Kind 3 (log): the job finished.
-    Ack {
-        /// Job id.
-        id: u64,
-    },
-    /// Kind 4 (log): the job waits until `due_ms`.
-    Nack {
-        /// Job id.
-        id: u64,
-        /// When it becomes ready again.
-        due_ms: u64,
-    },
-    /// Kind 5 (log): an idempotency key outliving its job.
-    Key {
-        /// The job the key maps to.
-        id: u64,
-        /// When the key is forgotten (ms since the epoch).
-        expires_ms: u64,
-        /// The key.
-        key: &'a [u8],
-    },
-    /// Kind 14 (log): several jobs finished, each as by an `Ack`.
-    AckMany {
-        /// The job ids ([`Entries::ids`]).
-        entries: Entries<'a>,
-    },
-    /// Kind 15 (log): several jobs were leased, each as by a `Lease`.
-    LeaseMany {
-        /// The job ids and attempts ([`Entries::leases`]).
-        entries: Entries<'a>,
-    },
-    /// Kind 6 (`dead.wal`): a dead letter.
-    Dead {
-        /// Job id.
-        id: u64,
-        /// When the job was first enqueued.
-        enqueued_ms: u64,
-        /// When it was dead-lettered.
-        dead_ms: u64,
-        /// Attempts made.
-        attempts: u32,
-        /// Idempotency key, empty when none.
-        key: &'a [u8],
-        /// The last error text (UTF-8 as written).
-        error: &'a [u8],
-        /// The payload.
-        payload: &'a [u8],
-    },
-    /// Kind 7 (`dead.wal`): a dead letter was redriven or purged.
-    Removed {
-        /// Job id.
-        id: u64,
-    },
-    /// Kind 8 (`done.rec`): the job completed with a result.
-    Done {
-        /// Job id.
-        id: u64,
-        /// When it completed.
-        finished_ms: u64,
-        /// The result.
-        result: &'a [u8],
-    },
-    /// Kind 9 (`done.rec`): a dead letter was purged.
-    Purged {
-        /// Job id.
-        id: u64,
-        /// When.
-        purged_ms: u64,
-    },
-    /// Kind 10 (`done.rec`): earlier completion records of the job are void.
-    Cleared {
-        /// Job id.
-        id: u64,
-    },
+    /// A record of a log segment or of `dead.wal`.
+    Record(Record<'a>),
+    /// A record of `done.rec`.
+    Done(DoneRecord<'a>),
 }
 
 impl<'a> Entry<'a> {
     /// A short lower-case name of the record kind (`enqueue`, `lease`, …).
     pub fn name(&self) -> &'static str {
         match self {
-            Entry::Enqueue { .. } => "enqueue",
-            Entry::Lease { .. } => "lease",
-            Entry::Ack { .. } => "ack",
-            Entry::Nack { .. } => "nack",
-            Entry::Key { .. } => "key",
-            Entry::Dead { .. } => "dead",
-            Entry::Removed { .. } => "removed",
-            Entry::Done { .. } => "done",
-            Entry::Purged { .. } => "purged",
-            Entry::Cleared { .. } => "cleared",
-            Entry::AckMany { .. } => "ack-many",
-            Entry::LeaseMany { .. } => "lease-many",
+            Entry::Record(r) => match r {
+                Record::Enqueue(_) => "enqueue",
+                Record::Lease { .. } => "lease",
+                Record::Ack { .. } => "ack",
+                Record::Nack { .. } => "nack",
+                Record::Key { .. } => "key",
+                Record::Dead(_) => "dead",
+                Record::Removed { .. } => "removed",
+                Record::AckMany(_) => "ack-many",
+                Record::LeaseMany(_) => "lease-many",
+            },
+            Entry::Done(d) => match d {
+                DoneRecord::Done { .. } => "done",
+                DoneRecord::Purged { .. } => "purged",
+                DoneRecord::Cleared { .. } => "cleared",
+            },
         }
     }
 
     /// The job id the record is about (of a batch record: its first
-    /// entry's; every id is in its `entries`).
+    /// entry's; every id is in its [`Entries`](super::Entries)).
     pub fn id(&self) -> u64 {
         match *self {
-            Entry::AckMany { entries } => entries.ids().next().unwrap_or(0),
-            Entry::LeaseMany { entries } => entries.leases().next().map_or(0, |(id, _)| id),
-            Entry::Enqueue { id, .. }
-            | Entry::Lease { id, .. }
-            | Entry::Ack { id }
-            | Entry::Nack { id, .. }
-            | Entry::Key { id, .. }
-            | Entry::Dead { id, .. }
-            | Entry::Removed { id }
-            | Entry::Done { id, .. }
-            | Entry::Purged { id, .. }
-            | Entry::Cleared { id } => id,
+            Entry::Record(r) => match r {
+                Record::AckMany(entries) => entries.ids().next().unwrap_or(0),
+                Record::LeaseMany(entries) => entries.leases().next().map_or(0, |(id, _)| id),
+                Record::Enqueue(e) => e.id,
+                Record::Dead(d) => d.id,
+                Record::Lease { id, .. }
+                | Record::Ack { id }
+                | Record::Nack { id, .. }
+                | Record::Key { id, .. }
+                | Record::Removed { id } => id,
+            },
+            Entry::Done(d) => d.id(),
         }
     }
 
-    pub(crate) fn from_record(rec: Record<'a>) -> Entry<'a> {
-        match rec {
-            Record::Enqueue(e) => Entry::Enqueue {
-                id: e.id,
-                enqueued_ms: e.enqueued_ms,
-                due_ms: e.due_ms,
-                attempts: e.attempts,
-                max_attempts: e.max_attempts,
-                key: e.key,
-                payload: e.payload,
-            },
-            Record::Lease { id, attempts } => Entry::Lease { id, attempts },
-            Record::Ack { id } => Entry::Ack { id },
-            Record::Nack { id, due_ms } => Entry::Nack { id, due_ms },
-            Record::Key {
-                id,
-                expires_ms,
-                key,
-            } => Entry::Key {
-                id,
-                expires_ms,
-                key,
-            },
-            Record::Dead(d) => Entry::Dead {
-                id: d.id,
-                enqueued_ms: d.enqueued_ms,
-                dead_ms: d.dead_ms,
-                attempts: d.attempts,
-                key: d.key,
-                error: d.error,
-                payload: d.payload,
-            },
-            Record::Removed { id } => Entry::Removed { id },
-            Record::AckMany(entries) => Entry::AckMany { entries },
-            Record::LeaseMany(entries) => Entry::LeaseMany { entries },
-        }
-    }
-
-    pub(crate) fn from_done(rec: DoneRecord<'a>) -> Entry<'a> {
-        match rec {
-            DoneRecord::Done {
-                id,
-                finished_ms,
-                result,
-            } => Entry::Done {
-                id,
-                finished_ms,
-                result,
-            },
-            DoneRecord::Purged { id, purged_ms } => Entry::Purged { id, purged_ms },
-            DoneRecord::Cleared { id } => Entry::Cleared { id },
+    /// The id of the job an enqueue record (new, carried forward or
+    /// redriven) writes; `None` for every other kind. Every kind is named
+    /// so that a new kind that enqueues cannot be missed.
+    pub(crate) fn enqueued_id(&self) -> Option<u64> {
+        match *self {
+            Entry::Record(Record::Enqueue(e)) => Some(e.id),
+            Entry::Record(
+                Record::Lease { .. }
+                | Record::Ack { .. }
+                | Record::Nack { .. }
+                | Record::Key { .. }
+                | Record::Dead(_)
+                | Record::Removed { .. }
+                | Record::AckMany(_)
+                | Record::LeaseMany(_),
+            )
+            | Entry::Done(_) => None,
         }
     }
 }

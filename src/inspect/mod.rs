@@ -30,12 +30,15 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::format::record::Entries;
+pub use crate::format::done::DoneRecord;
+pub use crate::format::record::{DeadRec, EnqueueRec, Entries, Record};
+pub use crate::schedule::utc::utc_time;
 pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
 pub use files::{is_live, lock_holder, LockHolder};
 pub use scan::ScanSummary;
 pub use snapshot::{Completion, JobState, PendingJob, Snapshot};
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A visitor that ignores everything.
@@ -116,7 +119,7 @@ impl Inspector {
         let mut tries = 0;
         loop {
             let before = files::list(&self.dir)?;
-            let mut replay = snapshot::Replay::new(now_ms(), observer);
+            let mut replay = snapshot::Replay::new(SystemClock.now_ms(), observer);
             let summary = self.scan(&mut replay)?;
             let mut snap = replay.snap;
             snap.next_job_id = snap.next_job_id.max(summary.next_job_id);
@@ -141,11 +144,4 @@ fn segments(names: &[String]) -> Vec<&String> {
         .iter()
         .filter(|n| crate::segment::parse_name(n).is_some())
         .collect()
-}
-
-/// Milliseconds since the Unix epoch, by the system clock.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

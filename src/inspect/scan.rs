@@ -403,20 +403,12 @@ impl Scan<'_> {
 fn side_entry<'a>(role: FileRole, f: &Frame<'a>) -> Option<Entry<'a>> {
     match role {
         FileRole::DeadLetters => match Record::decode(f.kind, f.body)? {
-            r @ (Record::Dead(_) | Record::Removed { .. }) if r_id(&r) < MAX_ID => {
-                Some(Entry::from_record(r))
+            r @ (Record::Dead(_) | Record::Removed { .. }) => {
+                Some(Entry::Record(r)).filter(|e| e.id() < MAX_ID)
             }
             _ => None,
         },
-        _ => DoneRecord::decode(f.kind, f.body).map(Entry::from_done),
-    }
-}
-
-fn r_id(r: &Record<'_>) -> u64 {
-    match *r {
-        Record::Dead(d) => d.id,
-        Record::Removed { id } => id,
-        _ => 0,
+        _ => DoneRecord::decode(f.kind, f.body).map(Entry::Done),
     }
 }
 

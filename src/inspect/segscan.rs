@@ -75,7 +75,7 @@ impl Scan<'_> {
             let damage = match frame::decode(&bytes[off..], seg.id, max_len) {
                 Ok(f) if f.lsn == exp => match log_entry(f.kind, f.body, f.lsn) {
                     Ok(entry) => {
-                        if let Entry::Enqueue { id, .. } = entry {
+                        if let Some(id) = entry.enqueued_id() {
                             max_fresh_id = max_fresh_id.max(id);
                         }
                         self.emit(name, off, &f, entry);
@@ -151,16 +151,21 @@ impl Scan<'_> {
 
 /// The entry of a verified log frame, or why it does not belong in a log.
 fn log_entry<'a>(kind: u8, body: &'a [u8], lsn: u64) -> std::result::Result<Entry<'a>, String> {
-    match Record::decode(kind, body) {
-        Some(Record::Enqueue(e)) if e.id >= MAX_ID || lsn >= MAX_ID => {
-            Err(format!("job id {} or LSN {lsn} out of range", e.id))
+    let Some(r) = Record::decode(kind, body) else {
+        return Err(format!("record of kind {kind} does not decode"));
+    };
+    if let Record::Dead(_) | Record::Removed { .. } = r {
+        let kind = r.kind();
+        return Err(format!(
+            "a dead-letter record (kind {kind}) inside a log segment"
+        ));
+    }
+    let entry = Entry::Record(r);
+    match entry.enqueued_id() {
+        Some(id) if id >= MAX_ID || lsn >= MAX_ID => {
+            Err(format!("job id {id} or LSN {lsn} out of range"))
         }
-        Some(r @ (Record::Dead(_) | Record::Removed { .. })) => Err(format!(
-            "a dead-letter record (kind {}) inside a log segment",
-            r.kind()
-        )),
-        Some(r) => Ok(Entry::from_record(r)),
-        None => Err(format!("record of kind {kind} does not decode")),
+        _ => Ok(entry),
     }
 }
 

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
 use super::scan::ScanSummary;
 use crate::dead::DeadLetter;
+use crate::format::done::DoneRecord;
+use crate::format::record::Record;
 
 /// A job that is not finished: ready, delayed or leased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,39 +199,35 @@ impl<'a> Replay<'a> {
     }
 
     fn log_record(&mut self, r: &RecordView<'_>) {
-        let op = match r.entry {
-            Entry::Enqueue {
-                id,
-                enqueued_ms,
-                due_ms,
-                attempts,
-                max_attempts,
-                key,
-                payload,
-            } => Op::Enqueue(
+        let Entry::Record(rec) = r.entry else {
+            return;
+        };
+        // Every log kind is named: a new one must say how it replays.
+        let op = match rec {
+            Record::Enqueue(e) => Op::Enqueue(
                 PendingJob {
-                    id,
-                    enqueued_ms,
-                    due_ms,
-                    attempts,
-                    max_attempts: u32::from(max_attempts),
-                    key: (!key.is_empty()).then(|| key.to_vec()),
-                    payload: payload.to_vec(),
+                    id: e.id,
+                    enqueued_ms: e.enqueued_ms,
+                    due_ms: e.due_ms,
+                    attempts: e.attempts,
+                    max_attempts: u32::from(e.max_attempts),
+                    key: (!e.key.is_empty()).then(|| e.key.to_vec()),
+                    payload: e.payload.to_vec(),
                     leased: false,
                     file: r.file.to_string(),
                     offset: r.offset,
                 },
                 r.lsn,
             ),
-            Entry::Lease { id, attempts } => Op::Lease(id, attempts),
-            Entry::Ack { id } => Op::Ack(id),
-            Entry::Nack { id, due_ms } => Op::Nack(id, due_ms),
-            Entry::AckMany { entries } => return self.log_many(entries.ids().map(Op::Ack), r),
-            Entry::LeaseMany { entries } => {
+            Record::Lease { id, attempts } => Op::Lease(id, attempts),
+            Record::Ack { id } => Op::Ack(id),
+            Record::Nack { id, due_ms } => Op::Nack(id, due_ms),
+            Record::AckMany(entries) => return self.log_many(entries.ids().map(Op::Ack), r),
+            Record::LeaseMany(entries) => {
                 let ops = entries.leases().map(|(id, n)| Op::Lease(id, n));
                 return self.log_many(ops, r);
             }
-            _ => return,
+            Record::Key { .. } | Record::Dead(_) | Record::Removed { .. } => return,
         };
         self.see_id(r.entry.id());
         self.batch.push(op);
@@ -260,15 +258,8 @@ impl<'a> Replay<'a> {
 
     fn side_record(&mut self, r: &RecordView<'_>) {
         match r.entry {
-            Entry::Dead {
-                id,
-                enqueued_ms,
-                dead_ms,
-                attempts,
-                key,
-                error,
-                payload,
-            } => {
+            Entry::Record(Record::Dead(d)) => {
+                let id = d.id;
                 self.see_id(id);
                 // `dead.wal` is read after the log. A dead letter wins over
                 // the job's log records with smaller LSNs; an enqueue with
@@ -280,36 +271,27 @@ impl<'a> Replay<'a> {
                     }
                     None => {}
                 }
-                let letter = DeadLetter {
-                    id,
-                    attempts,
-                    enqueued_ms,
-                    dead_ms,
-                    error: String::from_utf8_lossy(error).into_owned(),
-                    key: (!key.is_empty()).then(|| key.to_vec()),
-                    payload: payload.to_vec(),
-                };
-                self.snap.dead.insert(id, letter);
+                self.snap.dead.insert(id, DeadLetter::from_rec(&d));
             }
-            Entry::Removed { id } => {
+            Entry::Record(Record::Removed { id }) => {
                 self.snap.dead.remove(&id);
             }
-            Entry::Done {
+            Entry::Done(DoneRecord::Done {
                 id,
                 finished_ms,
                 result,
-            } => {
+            }) => {
                 let c = Completion::Done {
                     finished_ms,
                     result: result.to_vec(),
                 };
                 self.snap.completions.insert(id, c);
             }
-            Entry::Purged { id, purged_ms } => {
+            Entry::Done(DoneRecord::Purged { id, purged_ms }) => {
                 let c = Completion::Purged { purged_ms };
                 self.snap.completions.insert(id, c);
             }
-            Entry::Cleared { id } => {
+            Entry::Done(DoneRecord::Cleared { id }) => {
                 self.snap.completions.remove(&id);
             }
             _ => {}

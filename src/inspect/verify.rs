@@ -5,6 +5,8 @@
 //! may name a job the process enqueued since: there that is a note.
 
 use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
+use crate::format::done::DoneRecord;
+use crate::format::record::Record;
 
 /// Wraps a visitor, remembering the ids each file names.
 pub(crate) struct Invariants<'a> {
@@ -58,14 +60,14 @@ impl Visitor for Invariants<'_> {
     }
 
     fn record(&mut self, r: &RecordView<'_>) {
-        match r.entry {
-            Entry::Enqueue { id, .. } => {
-                self.log_next_id = self.log_next_id.max(id.saturating_add(1));
-            }
-            Entry::Dead { id, .. } | Entry::Done { id, .. } | Entry::Purged { id, .. } => {
-                self.side_ids.push((r.file.to_string(), r.offset, id));
-            }
-            _ => {}
+        if let Some(id) = r.entry.enqueued_id() {
+            self.log_next_id = self.log_next_id.max(id.saturating_add(1));
+        }
+        if let Entry::Record(Record::Dead(_))
+        | Entry::Done(DoneRecord::Done { .. } | DoneRecord::Purged { .. }) = r.entry
+        {
+            self.side_ids
+                .push((r.file.to_string(), r.offset, r.entry.id()));
         }
         self.inner.record(r);
     }

@@ -5,10 +5,10 @@
 //! two workers holding deliveries of the same job only the one whose lease
 //! wrote the latest revision can settle or extend it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, SystemClock};
+use crate::schedule::utc::civil_text;
 use crate::status::JobStatus;
 
 /// Where a job is. `Retrying`, `Dying` and `Redriving` are intents: the
@@ -134,35 +134,18 @@ impl Record {
     }
 }
 
-/// Milliseconds since the epoch.
+/// Milliseconds since the epoch, by the system clock.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemClock.now_ms()
 }
 
 /// `ms` since the epoch as RFC 3339 UTC, rounded up to the second (a
 /// schedule may fire late, never early).
 pub(crate) fn rfc3339_ceil(ms: u64) -> String {
-    let secs = ms.div_ceil(1000);
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    // `u64::MAX / 1000` rounded up is below `i64::MAX`: the fallback is
+    // never taken.
+    let secs = i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX);
+    format!("{}Z", civil_text(secs))
 }
 
 #[cfg(test)]

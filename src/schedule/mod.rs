@@ -49,7 +49,7 @@ mod scheduler;
 mod spec;
 pub(crate) mod store;
 mod thread;
-mod utc;
+pub(crate) mod utc;
 
 pub use codec::MAX_SCHEDULES;
 pub use definition::{

@@ -1,8 +1,11 @@
-//! Unix seconds as a calendar date in UTC, for the cron parser.
+//! Unix seconds as a calendar date in UTC, for the cron parser and for
+//! showing times as text.
 //!
 //! Schedules are evaluated in UTC on whole seconds: this type connects
 //! `croner` to walq's clock without a date library (the conversions are
-//! Howard Hinnant's `days_from_civil` / `civil_from_days`).
+//! Howard Hinnant's `days_from_civil` / `civil_from_days`). The same
+//! conversion writes times as RFC 3339 text for `walq::inspect` users, the
+//! command line and the JetStream backend.
 
 use std::cmp::Ordering;
 
@@ -39,6 +42,33 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     // Both are in range by construction (1..=31, 1..=12).
     (year, day as u32, month as u32)
+}
+
+/// `secs` since the Unix epoch as `YYYY-MM-DDTHH:MM:SS` in UTC (no zone
+/// designator: the caller adds fractions and the `Z`).
+pub(crate) fn civil_text(secs: i64) -> String {
+    let (year, day, month) = civil_from_days(secs.div_euclid(DAY));
+    let rem = secs.rem_euclid(DAY);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 text in UTC with
+/// milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`: how the `walq` command line
+/// shows the `_ms` times of a [`Snapshot`](crate::inspect::Snapshot) or a
+/// dead letter.
+///
+/// ```
+/// assert_eq!(walq::inspect::utc_time(951_782_400_123), "2000-02-29T00:00:00.123Z");
+/// ```
+pub fn utc_time(ms: u64) -> String {
+    // `u64::MAX / 1000` is below `i64::MAX`: the fallback is never taken.
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    format!("{}.{:03}Z", civil_text(secs), ms % 1000)
 }
 
 impl CronDateTime for UtcSecond {
@@ -86,6 +116,15 @@ impl CronDateTime for UtcSecond {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(utc_time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc_time(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(utc_time(1_798_761_599_000), "2026-12-31T23:59:59.000Z");
+        assert_eq!(utc_time(1_700_000_000_999), "2023-11-14T22:13:20.999Z");
+        assert_eq!(civil_text(-1), "1969-12-31T23:59:59");
+    }
 
     #[test]
     fn round_trips_days_across_eras() {

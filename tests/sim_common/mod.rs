@@ -489,6 +489,22 @@ impl Run {
         }
     }
 
+    /// A job that operation `op` leased: checked against the model (it
+    /// was enqueued, with this payload, and this is its next attempt),
+    /// recorded and held.
+    fn leased(&mut self, job: Job, op: usize) {
+        let id = job.id();
+        let model = self
+            .m
+            .jobs
+            .get(&id)
+            .unwrap_or_else(|| panic!("dequeued job {id} that was never enqueued"));
+        assert_eq!(job.payload(), &model.payload[..], "payload of job {id}");
+        assert_eq!(job.attempt(), model.attempts + 1, "attempt of job {id}");
+        self.event(id, op, Outcome::Leased(job.attempt()));
+        self.held.push(job);
+    }
+
     pub fn dequeue(&mut self) {
         if !self.live() {
             return;
@@ -496,16 +512,7 @@ impl Run {
         let op = self.begin(OpKind::Dequeue);
         match self.q().dequeue() {
             Ok(Some(job)) => {
-                let id = job.id();
-                let model = self
-                    .m
-                    .jobs
-                    .get(&id)
-                    .unwrap_or_else(|| panic!("dequeued job {id} that was never enqueued"));
-                assert_eq!(job.payload(), &model.payload[..], "payload of job {id}");
-                assert_eq!(job.attempt(), model.attempts + 1, "attempt of job {id}");
-                self.event(id, op, Outcome::Leased(job.attempt()));
-                self.held.push(job);
+                self.leased(job, op);
                 self.end(op, Ok(()));
             }
             Ok(None) => self.end(op, Ok(())),
@@ -526,16 +533,7 @@ impl Run {
             Ok(jobs) => {
                 assert!(jobs.len() <= n);
                 for job in jobs {
-                    let id = job.id();
-                    let model = self
-                        .m
-                        .jobs
-                        .get(&id)
-                        .unwrap_or_else(|| panic!("dequeued job {id} that was never enqueued"));
-                    assert_eq!(job.payload(), &model.payload[..], "payload of job {id}");
-                    assert_eq!(job.attempt(), model.attempts + 1, "attempt of job {id}");
-                    self.event(id, op, Outcome::Leased(job.attempt()));
-                    self.held.push(job);
+                    self.leased(job, op);
                 }
                 self.end(op, Ok(()));
             }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use serde_json::{json, Map, Value};
-use walq::inspect::{Entry, Problem, RecordView, Visitor};
+use walq::inspect::{DoneRecord, Entry, Problem, Record, RecordView, Visitor};
 
 use crate::args::DumpArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, OK};
@@ -26,74 +26,67 @@ impl<W: Write> Dump<W> {
     }
 }
 
-/// The fields of a record body as JSON.
+/// The fields of a record body as JSON. Every kind is named: a new one
+/// must say what it shows.
 fn fields(e: &Entry<'_>, m: &mut Map<String, Value>) {
     m.insert("id".into(), json!(e.id()));
     match *e {
-        Entry::Enqueue {
-            enqueued_ms,
-            due_ms,
-            attempts,
-            max_attempts,
-            key,
-            payload,
+        Entry::Record(r) => record_fields(r, m),
+        Entry::Done(DoneRecord::Done {
+            finished_ms,
+            result,
             ..
-        } => {
-            m.insert("enqueued_ms".into(), json!(enqueued_ms));
-            m.insert("due_ms".into(), json!(due_ms));
-            m.insert("attempts".into(), json!(attempts));
-            m.insert("max_attempts".into(), json!(max_attempts));
-            if !key.is_empty() {
-                render::put_bytes(m, "key", key);
+        }) => {
+            m.insert("finished_ms".into(), json!(finished_ms));
+            render::put_bytes(m, "result", result);
+        }
+        Entry::Done(DoneRecord::Purged { purged_ms, .. }) => {
+            m.insert("purged_ms".into(), json!(purged_ms));
+        }
+        Entry::Done(DoneRecord::Cleared { .. }) => {}
+    }
+}
+
+/// The fields of a log or `dead.wal` record, besides its id.
+fn record_fields(r: Record<'_>, m: &mut Map<String, Value>) {
+    match r {
+        Record::Enqueue(e) => {
+            m.insert("enqueued_ms".into(), json!(e.enqueued_ms));
+            m.insert("due_ms".into(), json!(e.due_ms));
+            m.insert("attempts".into(), json!(e.attempts));
+            m.insert("max_attempts".into(), json!(e.max_attempts));
+            if !e.key.is_empty() {
+                render::put_bytes(m, "key", e.key);
             }
-            render::put_bytes(m, "payload", payload);
+            render::put_bytes(m, "payload", e.payload);
         }
-        Entry::Lease { attempts, .. } => {
+        Record::Lease { attempts, .. } => {
             m.insert("attempts".into(), json!(attempts));
         }
-        Entry::Nack { due_ms, .. } => {
+        Record::Nack { due_ms, .. } => {
             m.insert("due_ms".into(), json!(due_ms));
         }
-        Entry::Key {
+        Record::Key {
             expires_ms, key, ..
         } => {
             m.insert("expires_ms".into(), json!(expires_ms));
             render::put_bytes(m, "key", key);
         }
-        Entry::Dead {
-            enqueued_ms,
-            dead_ms,
-            attempts,
-            key,
-            error,
-            payload,
-            ..
-        } => {
-            m.insert("enqueued_ms".into(), json!(enqueued_ms));
-            m.insert("dead_ms".into(), json!(dead_ms));
-            m.insert("attempts".into(), json!(attempts));
-            if !key.is_empty() {
-                render::put_bytes(m, "key", key);
+        Record::Dead(d) => {
+            m.insert("enqueued_ms".into(), json!(d.enqueued_ms));
+            m.insert("dead_ms".into(), json!(d.dead_ms));
+            m.insert("attempts".into(), json!(d.attempts));
+            if !d.key.is_empty() {
+                render::put_bytes(m, "key", d.key);
             }
-            render::put_bytes(m, "error", error);
-            render::put_bytes(m, "payload", payload);
+            render::put_bytes(m, "error", d.error);
+            render::put_bytes(m, "payload", d.payload);
         }
-        Entry::Done {
-            finished_ms,
-            result,
-            ..
-        } => {
-            m.insert("finished_ms".into(), json!(finished_ms));
-            render::put_bytes(m, "result", result);
-        }
-        Entry::Purged { purged_ms, .. } => {
-            m.insert("purged_ms".into(), json!(purged_ms));
-        }
-        Entry::AckMany { entries } => {
+        Record::AckMany(entries) => {
             m.insert("count".into(), json!(entries.len()));
             m.insert("ids".into(), json!(entries.ids().collect::<Vec<_>>()));
         }
-        Entry::LeaseMany { entries } => {
+        Record::LeaseMany(entries) => {
             m.insert("count".into(), json!(entries.len()));
             let leases: Vec<Value> = entries
                 .leases()
@@ -101,7 +94,7 @@ fn fields(e: &Entry<'_>, m: &mut Map<String, Value>) {
                 .collect();
             m.insert("leases".into(), Value::Array(leases));
         }
-        Entry::Ack { .. } | Entry::Removed { .. } | Entry::Cleared { .. } => {}
+        Record::Ack { .. } | Record::Removed { .. } => {}
     }
 }
 

@@ -60,6 +60,17 @@ pub fn walq_stdin(args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
+/// `line` as JSON; a panic that shows the line when it is not.
+pub fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Every line of `out` as JSON (the `--json` output of a command that
+/// prints one object a line).
+pub fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(json).collect()
+}
+
 /// Small segments, so tests stay quick and several segments appear.
 pub fn opts() -> Options {
     Options::default().segment_size(64 << 10).max_attempts(3)

@@ -49,6 +49,7 @@ pub struct Job {
     pub(crate) receipt: Receipt,
     pub(crate) key: Vec<u8>,
     pub(crate) payload: Vec<u8>,
+    pub(crate) priority: crate::Priority,
 }
 
 impl Job {
@@ -90,6 +91,11 @@ impl Job {
     /// The idempotency key the job was enqueued with, if any.
     pub fn idempotency_key(&self) -> Option<&[u8]> {
         (!self.key.is_empty()).then_some(&self.key[..])
+    }
+
+    /// The priority level the job was enqueued with.
+    pub fn priority(&self) -> crate::Priority {
+        self.priority
     }
 
     /// The receipt of this lease.

@@ -335,7 +335,7 @@ impl QueueState {
             // Keep the job leased in the log, as it is in memory: the
             // carried copy and its lease form one batch, so a crash keeps
             // both or neither.
-            let len = QueueState::enqueue_frame_len(e.payload, e.key.len());
+            let len = (FRAME_HEADER_LEN + e.body_len()) as u64;
             self.log
                 .ensure_room_draining(len + LEASE_FRAME_LEN, self.next_id)?;
             let a = self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?;

@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
-use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN};
@@ -35,8 +34,10 @@ use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::leases::{Lease, Leases};
+use crate::levels::Levels;
 use crate::log::{Appended, Log};
 use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
+use crate::priority::Priority;
 use crate::segment::Segment;
 use crate::stats::Stats;
 
@@ -85,7 +86,7 @@ pub struct QueueState {
     /// The dead-letter file and its index.
     pub(crate) dead: DeadFile,
     jobs: JobTable,
-    delivery: Delivery,
+    delivery: Levels,
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
@@ -126,6 +127,7 @@ struct JobRecord {
     payload: Vec<u8>,
     enqueued_ms: u64,
     max_attempts: u32,
+    priority: Priority,
 }
 
 fn too_large(what: &str, len: usize, limit: usize) -> Error {
@@ -202,6 +204,11 @@ impl QueueState {
         (FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN + key_len + payload.len()) as u64
     }
 
+    /// The priority level of a live job.
+    pub(crate) fn priority_of(&self, id: u64) -> u8 {
+        self.delivery.level(id)
+    }
+
     /// The job `key` belongs to, if the key is still known. The stored key
     /// bytes decide, not the hash alone.
     fn known_key(&mut self, hash: u128, key: &[u8], now: u64) -> Option<u64> {
@@ -254,17 +261,23 @@ impl QueueState {
             max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
             key,
             payload,
+            queue: 0,
+            priority: opts.priority.byte(),
+            group: &[],
         });
         let a = self.log.append(&rec, flags, self.next_id + 1)?;
         self.next_id += 1;
         if self.cfg.read_committed {
             self.unconfirmed.push_back((id, a.lsn));
         }
-        let state = if due_ms > now {
+        // Only Normal jobs are served by the fresh cursor; a job of
+        // another level waits in its level from the start.
+        let state = if due_ms > now || opts.priority != Priority::Normal {
             SlotState::Waiting
         } else {
             SlotState::Fresh
         };
+        self.delivery.set_level(id, opts.priority.byte());
         self.add_job(id, a, 0, state, due_ms);
         if let Some(hash) = hash {
             let entry = KeyEntry {
@@ -371,6 +384,7 @@ impl QueueState {
             slot.state == SlotState::InFlight,
             "only a taken job is finished"
         );
+        self.delivery.forget(id);
         self.count_in_segment(slot.seg, slot.len, false);
         self.unpark();
     }
@@ -410,6 +424,7 @@ impl QueueState {
             payload: e.payload.to_vec(),
             enqueued_ms: e.enqueued_ms,
             max_attempts: u32::from(e.max_attempts),
+            priority: Priority::from_byte(e.priority),
         })
     }
 
@@ -445,7 +460,16 @@ impl QueueState {
     /// The next job to serve, without taking it: `(id, from_waiting)`.
     fn peek_next(&mut self, now: u64) -> Option<(u64, bool)> {
         let limit = self.first_unconfirmed();
-        let waiting = self.delivery.peek_due(now).filter(|&(_, id)| id < limit);
+        let normal = self.peek_normal(now, limit);
+        if !self.delivery.uses_levels() {
+            return normal;
+        }
+        self.delivery.pick(now, limit, normal)
+    }
+
+    /// The next job of level Normal (fresh or waiting), ids below `limit`.
+    fn peek_normal(&mut self, now: u64, limit: u64) -> Option<(u64, bool)> {
+        let waiting = self.delivery.peek_normal(now).filter(|&(_, id)| id < limit);
         let fresh = if self.delivery.fresh() > 0 {
             let f = self.jobs.next_fresh(self.fresh_cursor);
             if let Some(f) = f {
@@ -476,6 +500,7 @@ impl QueueState {
         } else {
             self.delivery.take_fresh();
         }
+        self.delivery.taken(id);
         if let Some(slot) = self.jobs.get_mut(id) {
             slot.state = SlotState::InFlight;
         }
@@ -557,6 +582,7 @@ impl QueueState {
             receipt: Receipt { id: r.id, token },
             key: r.rec.key,
             payload: r.rec.payload,
+            priority: r.rec.priority,
         }
     }
 

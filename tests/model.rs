@@ -311,7 +311,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         // A receipt refused because its lease ran out makes
                         // the queue reap expired leases; one refused for
                         // being in the batch twice does not.
-                        expired |= !twice && matches!(m.jobs.get(&id).map(|j| &j.st),
+                        expired |= !twice
+                            && matches!(m.jobs.get(&id).map(|j| &j.st),
                             Some(St::Leased { token: t, .. }) if *t == token);
                         continue;
                     }

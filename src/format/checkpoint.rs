@@ -14,8 +14,14 @@ use super::{u16_at, u32_at, u64_at};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
-/// The version written and read.
-pub const CHECKPOINT_VERSION: u16 = 1;
+/// The version written when a live job has a priority other than Normal
+/// (its slots carry priorities), and the newest read.
+pub const CHECKPOINT_VERSION: u16 = 2;
+/// The version written when every live job is of level Normal: what
+/// builds before priorities read (version 2 with every priority Normal).
+pub const CHECKPOINT_VERSION_1: u16 = 1;
+/// Priority byte of level Normal (as in log records).
+const NORMAL: u8 = crate::format::record::PRIORITY_NORMAL;
 /// Flag: written by a clean close; nothing was appended after it then.
 pub const FLAG_CLEAN: u16 = 1;
 /// Length of the fixed head.
@@ -37,8 +43,9 @@ pub struct CkSegment {
     pub end: u32,
 }
 
-/// A job-table slot as stored: `(segment, offset, length, attempts, state)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A job-table slot as stored: `(segment, offset, length, attempts,
+/// state, priority)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CkSlot {
     /// Segment of the job's record.
     pub seg: u32,
@@ -50,6 +57,33 @@ pub struct CkSlot {
     pub attempts: u16,
     /// 0 empty, 1 fresh, 2 waiting, 3 in flight.
     pub state: u8,
+    /// The job's priority byte as in log records (0 Low ..= 3 Urgent;
+    /// stored with Low and Normal swapped, so that a version 1 slot,
+    /// whose byte is 0, reads as Normal).
+    pub priority: u8,
+}
+
+impl Default for CkSlot {
+    fn default() -> CkSlot {
+        CkSlot {
+            seg: 0,
+            off: 0,
+            len: 0,
+            attempts: 0,
+            state: 0,
+            priority: NORMAL,
+        }
+    }
+}
+
+/// The stored priority byte of a slot and back: Low (0) and Normal (1)
+/// swap places, so Normal is stored as 0.
+fn swap_low_normal(b: u8) -> u8 {
+    match b {
+        0 => 1,
+        1 => 0,
+        other => other,
+    }
 }
 
 /// An idempotency key entry.
@@ -128,7 +162,7 @@ fn put_slot(out: &mut Vec<u8>, s: &CkSlot) {
     out.extend_from_slice(&s.off.to_le_bytes());
     out.extend_from_slice(&s.len.to_le_bytes());
     out.extend_from_slice(&s.attempts.to_le_bytes());
-    out.extend_from_slice(&[s.state, 0]);
+    out.extend_from_slice(&[s.state, swap_low_normal(s.priority)]);
 }
 
 /// Decodes one stored slot (16 bytes; see [`Checkpoint::decode_lazy`]).
@@ -141,6 +175,7 @@ pub fn slot_at(b: &[u8]) -> CkSlot {
         len: u32::from_le_bytes([w[8], w[9], w[10], w[11]]),
         attempts: u16::from_le_bytes([w[12], w[13]]),
         state: w[14],
+        priority: swap_low_normal(w[15]),
     }
 }
 
@@ -182,11 +217,27 @@ impl Checkpoint {
             + 4
     }
 
+    /// The version [`Checkpoint::encode`] writes: 1 unless a slot holds
+    /// a priority other than Normal, so that a build that does not know
+    /// priorities never takes such a checkpoint for one it reads.
+    pub fn version(&self) -> u16 {
+        let levels = self
+            .slots
+            .iter()
+            .chain(self.aside.iter().map(|(_, s)| s))
+            .any(|s| s.priority != NORMAL);
+        if levels {
+            CHECKPOINT_VERSION
+        } else {
+            CHECKPOINT_VERSION_1
+        }
+    }
+
     /// Encodes the file.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&CHECKPOINT_MAGIC);
-        out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version().to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         for v in [
@@ -260,7 +311,7 @@ impl Checkpoint {
             return Err(damaged("not a checkpoint (short, or wrong magic)"));
         }
         let version = u16_at(buf, 8).unwrap_or(0);
-        if version != CHECKPOINT_VERSION {
+        if version != CHECKPOINT_VERSION && version != CHECKPOINT_VERSION_1 {
             return Err(CheckpointError::Version(version));
         }
         if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
@@ -352,6 +403,7 @@ mod tests {
             len: 90,
             attempts: 1,
             state: 2,
+            priority: NORMAL,
         };
         Checkpoint {
             flags: FLAG_CLEAN,
@@ -412,7 +464,26 @@ mod tests {
     #[test]
     fn a_future_version_is_named() {
         let mut b = sample().encode();
-        b[8] = 2;
-        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(2)));
+        b[8] = 3;
+        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(3)));
+    }
+
+    #[test]
+    fn priorities_make_version_2_and_round_trip() {
+        let plain = sample();
+        assert_eq!(plain.version(), 1);
+        let bytes = plain.encode();
+        assert_eq!(u16_at(&bytes, 8), Some(1));
+        // A version 1 slot's last byte is 0: Normal.
+        assert_eq!(bytes[HEAD_LEN + SEG_LEN + 15], 0);
+        for level in [0u8, 2, 3] {
+            let mut ck = sample();
+            ck.slots[0].priority = level;
+            ck.aside[0].1.priority = 3;
+            assert_eq!(ck.version(), 2);
+            let bytes = ck.encode();
+            assert_eq!(u16_at(&bytes, 8), Some(2));
+            assert_eq!(Checkpoint::decode(&bytes), Ok(ck));
+        }
     }
 }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use walq::vfs::{SimFs, Vfs};
-use walq::{Durability, EnqueueOptions, ErrorKind, Job, ManualClock, Options, Queue, Retry};
+use walq::{
+    Durability, EnqueueOptions, ErrorKind, Job, ManualClock, Options, Priority, Queue, Retry,
+};
 
 /// The queue directory on the simulated file system.
 pub const DIR: &str = "/q";
@@ -180,6 +182,10 @@ pub struct JobModel {
     pub events: Vec<Event>,
     /// Attempts made (as the running process sees it).
     pub attempts: u32,
+    /// The level it was enqueued with.
+    pub priority: Priority,
+    /// A redrive was issued for it (a redriven job comes back at Normal).
+    pub redriven: bool,
 }
 
 /// Everything the workload did and saw.
@@ -396,12 +402,23 @@ impl Run {
     }
 
     pub fn enqueue(&mut self, len: usize, delay: Option<Duration>, key: Option<String>) {
+        self.enqueue_at(len, delay, key, Priority::Normal);
+    }
+
+    /// [`Run::enqueue`] with a priority level.
+    pub fn enqueue_at(
+        &mut self,
+        len: usize,
+        delay: Option<Duration>,
+        key: Option<String>,
+        priority: Priority,
+    ) {
         if !self.live() {
             return;
         }
         let tag = self.next_tag();
         let p = payload(tag, len);
-        let mut opts = EnqueueOptions::new();
+        let mut opts = EnqueueOptions::new().priority(priority);
         if let Some(d) = delay {
             opts = opts.delay(d);
         }
@@ -436,6 +453,8 @@ impl Run {
                             outcome: Outcome::Live(0),
                         }],
                         attempts: 0,
+                        priority,
+                        redriven: false,
                     },
                 );
                 self.end(op, Ok(()));
@@ -477,6 +496,8 @@ impl Run {
                                 outcome: Outcome::Live(0),
                             }],
                             attempts: 0,
+                            priority: Priority::Normal,
+                            redriven: false,
                         },
                     );
                 }
@@ -650,6 +671,7 @@ impl Run {
         let op = self.begin(OpKind::Redrive);
         let result = self.q().redrive(id);
         self.event(id, op, Outcome::Live(0));
+        self.redriven(id);
         self.end(op, result);
     }
 
@@ -680,8 +702,15 @@ impl Run {
         }
         for id in ids {
             self.event(id, op, Outcome::Live(0));
+            self.redriven(id);
         }
         self.end(op, result.map(|_| ()));
+    }
+
+    fn redriven(&mut self, id: u64) {
+        if let Some(j) = self.m.jobs.get_mut(&id) {
+            j.redriven = true;
+        }
     }
 
     pub fn purge_all(&mut self) {
@@ -801,6 +830,47 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
     }
 }
 
+/// Jobs of two levels (Normal and Urgent), leased, acked, retried,
+/// dead-lettered and redriven, with a clean reopen and a crash-reopen
+/// in the middle: every job comes back at its level.
+pub fn levels_workload(run: &mut Run, steps: usize) {
+    for step in 0..steps {
+        if !run.live() {
+            return;
+        }
+        if step == steps / 3 {
+            run.close_reopen();
+        }
+        if step == 2 * steps / 3 {
+            run.reopen();
+        }
+        match run.rng.below(100) {
+            0..=29 => {
+                let p = if run.rng.below(2) == 0 {
+                    Priority::Urgent
+                } else {
+                    Priority::Normal
+                };
+                let len = run.rng.range(40, 600) as usize;
+                let key = (run.rng.below(8) == 0).then(|| format!("lvl-{}", run.rng.below(20)));
+                run.enqueue_at(len, None, key, p);
+            }
+            30..=54 => run.dequeue(),
+            55..=72 => run.ack(),
+            73..=82 => {
+                let ms = run.rng.below(3000);
+                run.nack(Retry::After(Duration::from_millis(ms)));
+            }
+            83..=86 => run.fail(),
+            87..=89 => run.redrive(),
+            _ => {
+                let ms = run.rng.range(200, 2000);
+                run.advance(ms);
+            }
+        }
+    }
+}
+
 /// Big dead letters, redriven until the dead-letter file is compacted
 /// (it compacts past 1 MiB of removed records), with keys and purges.
 pub fn dead_letter_workload(run: &mut Run) {
@@ -849,6 +919,36 @@ impl Observed {
     }
 }
 
+/// The order of levels the documented cycle (Urgent 8, High 4, Normal 2,
+/// Low 1, from its start) gives when every job is ready: `levels` holds
+/// how many jobs of each level there are.
+pub fn cycle_order(levels: &[Priority]) -> Vec<Priority> {
+    use Priority::{High as H, Low as L, Normal as N, Urgent as U};
+    const CYCLE: [Priority; 15] = [U, H, U, N, U, H, U, L, U, H, U, N, U, H, U];
+    let mut left: BTreeMap<Priority, usize> = BTreeMap::new();
+    for p in levels {
+        *left.entry(*p).or_default() += 1;
+    }
+    let mut turn = 0;
+    let mut out = Vec::with_capacity(levels.len());
+    while let Some((&only, _)) = left.iter().find(|(_, n)| **n > 0) {
+        let several = left.values().filter(|n| **n > 0).count() > 1;
+        let p = if several {
+            let slot = (0..15)
+                .map(|k| (turn + k) % 15)
+                .find(|&s| left.get(&CYCLE[s]).is_some_and(|n| *n > 0))
+                .expect("a ready level has a slot");
+            turn = (slot + 1) % 15;
+            CYCLE[slot]
+        } else {
+            only
+        };
+        *left.get_mut(&p).expect("counted") -= 1;
+        out.push(p);
+    }
+    out
+}
+
 /// Which ops are guaranteed durable when syncs up to `k` were real.
 pub fn guaranteed_ops(m: &Model, k: u64) -> Vec<bool> {
     let good = |o: &OpRecord| o.ok && o.syncs <= k;
@@ -888,6 +988,7 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
     let stats = q.stats();
     assert_eq!(stats.delayed, 0, "{label}: {stats:?}");
     let ready = stats.ready;
+    let mut levels = Vec::new();
     for _ in 0..1_000_000 {
         let Some(job) = q
             .dequeue()
@@ -900,12 +1001,26 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
             !obs.dead.contains_key(&id),
             "{label}: job {id} both queued and dead"
         );
+        levels.push(job.priority());
+        if let Some(j) = m.jobs.get(&id) {
+            let p = job.priority();
+            assert!(
+                p == j.priority || (j.redriven && p == Priority::Normal),
+                "{label}: job {id} comes back at {p:?}, enqueued at {:?}",
+                j.priority
+            );
+        }
         let prev = obs
             .live
             .insert(id, (job.attempt() - 1, job.payload().to_vec()));
         assert!(prev.is_none(), "{label}: job {id} delivered twice");
     }
     assert_eq!(ready, obs.live.len() as u64, "{label}: stats.ready");
+    assert_eq!(
+        levels,
+        cycle_order(&levels),
+        "{label}: levels delivered out of the cycle's order"
+    );
     q.check_invariants();
 
     let guaranteed = guaranteed_ops(m, k);

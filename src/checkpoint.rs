@@ -131,7 +131,9 @@ impl QueueState {
                 .delivery
                 .waiting_ids()
                 .filter_map(|id| Some((id, self.delivery.due_of(id)?)))
+                .chain(self.groups.blocked())
                 .collect(),
+            groups: self.groups.members().collect(),
             keys,
         }
     }

@@ -50,6 +50,7 @@ pub struct Job {
     pub(crate) key: Vec<u8>,
     pub(crate) payload: Vec<u8>,
     pub(crate) priority: crate::Priority,
+    pub(crate) group: Vec<u8>,
 }
 
 impl Job {
@@ -96,6 +97,11 @@ impl Job {
     /// The priority level the job was enqueued with.
     pub fn priority(&self) -> crate::Priority {
         self.priority
+    }
+
+    /// The message group the job was enqueued with, if any.
+    pub fn group(&self) -> Option<&[u8]> {
+        (!self.group.is_empty()).then_some(&self.group[..])
     }
 
     /// The receipt of this lease.

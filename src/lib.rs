@@ -85,6 +85,7 @@ mod error;
 pub mod format;
 #[cfg(not(feature = "testing"))]
 mod format;
+mod groups;
 mod idhash;
 pub mod inspect;
 #[cfg(feature = "jetstream")]

@@ -333,6 +333,7 @@ pub struct EnqueueOptions {
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) priority: Priority,
+    pub(crate) group: Option<Vec<u8>>,
 }
 
 impl EnqueueOptions {
@@ -379,6 +380,34 @@ impl EnqueueOptions {
     /// ```
     pub fn priority(mut self, priority: Priority) -> EnqueueOptions {
         self.priority = priority;
+        self
+    }
+
+    /// A message group (1 to 256 bytes): jobs of one group are delivered
+    /// one at a time, in enqueue order. The next one is delivered only
+    /// after the one before it is acked or dead-lettered; while it is
+    /// leased, or waits out a retry, it holds its group. Other groups (and
+    /// jobs without a group) proceed in parallel. A group costs memory
+    /// only while it has a job in the queue.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use walq::EnqueueOptions;
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue_with(b"charge", EnqueueOptions::new().group("customer-42"))?;
+    /// q.enqueue_with(b"receipt", EnqueueOptions::new().group("customer-42"))?;
+    /// q.enqueue_with(b"other", EnqueueOptions::new().group("customer-7"))?;
+    /// let charge = q.dequeue()?.unwrap();
+    /// // "receipt" waits for "charge": the next job is the other group's.
+    /// assert_eq!(q.dequeue()?.unwrap().payload(), b"other");
+    /// assert!(q.dequeue()?.is_none());
+    /// q.ack(charge.receipt())?;
+    /// assert_eq!(q.dequeue()?.unwrap().payload(), b"receipt");
+    /// # Ok(()) }
+    /// ```
+    pub fn group(mut self, group: impl AsRef<[u8]>) -> EnqueueOptions {
+        self.group = Some(group.as_ref().to_vec());
         self
     }
 }

@@ -32,6 +32,8 @@ pub(crate) struct Replay {
     due: IdMap<u64>,
     /// Live jobs whose level is not Normal: their priority byte.
     levels: IdMap<u8>,
+    /// Live jobs of a group: the group's hash.
+    groups: IdMap<u128>,
     in_flight: IdSet,
     /// Keys by their hash and an independent check hash: distinct keys
     /// that share a hash keep an entry each.
@@ -52,6 +54,7 @@ impl Replay {
             jobs: JobTable::default(),
             due: IdMap::default(),
             levels: IdMap::default(),
+            groups: IdMap::default(),
             in_flight: IdSet::default(),
             keys: HashMap::new(),
             superseded_dead: Vec::new(),
@@ -79,7 +82,13 @@ impl Replay {
         } else {
             self.levels.insert(e.id, e.priority);
         }
-        if e.due_ms > e.enqueued_ms || e.attempts > 0 || !normal {
+        if e.group.is_empty() {
+            self.groups.remove(&e.id);
+        } else {
+            self.groups.insert(e.id, key_hash(e.group));
+        }
+        let grouped = !e.group.is_empty();
+        if e.due_ms > e.enqueued_ms || e.attempts > 0 || !normal || grouped {
             self.due.insert(e.id, e.due_ms);
         } else {
             self.due.remove(&e.id);
@@ -172,6 +181,12 @@ impl Replay {
         replay.jobs = JobTable::from_parts(ck.slot_base, slots, aside);
         replay.in_flight = in_flight;
         replay.levels = levels;
+        for &(id, group) in &ck.groups {
+            if replay.jobs.get(id).is_none() {
+                return damaged("a job of a group is not live");
+            }
+            replay.groups.insert(id, group);
+        }
         for &(id, due) in &ck.waiting {
             if replay.jobs.get(id).is_none() {
                 return damaged("a waiting job is not live");
@@ -226,6 +241,7 @@ impl Replay {
     fn ack(&mut self, id: u64) {
         self.shadowed_by_dead.remove(&id);
         self.levels.remove(&id);
+        self.groups.remove(&id);
         self.jobs.remove(id);
         self.due.remove(&id);
         self.in_flight.remove(&id);
@@ -368,6 +384,7 @@ impl QueueState {
             dead,
             jobs,
             delivery: super::Levels::default(),
+            groups: super::Groups::default(),
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
             next_id: 1,
@@ -394,14 +411,43 @@ impl QueueState {
         match class {
             Restore::Waiting(due) => {
                 slot.state = SlotState::Waiting;
-                self.delivery.push_waiting(id, due);
+                if self.groups.is_blocked(id) {
+                    self.groups.set_due(id, due);
+                } else {
+                    self.delivery.push_waiting(id, due);
+                }
             }
             Restore::Released { last_attempt: true } => slot.state = SlotState::InFlight,
             Restore::Released {
                 last_attempt: false,
             } => {
                 slot.state = SlotState::Waiting;
-                self.delivery.push_waiting(id, self.last.wall);
+                if self.groups.is_blocked(id) {
+                    self.groups.set_due(id, self.last.wall);
+                } else {
+                    self.delivery.push_waiting(id, self.last.wall);
+                }
+            }
+        }
+    }
+
+    /// Puts the live jobs of groups in their groups, in id order: the
+    /// first of each is its head, the others are blocked (a blocked job
+    /// the replay did not give a due time waits from its enqueue time).
+    fn restore_groups(&mut self, replay: &mut Replay) {
+        let mut grouped: Vec<(u64, u128)> = replay
+            .groups
+            .iter()
+            .filter(|(id, _)| self.jobs.get(**id).is_some())
+            .map(|(id, g)| (*id, *g))
+            .collect();
+        grouped.sort_unstable();
+        for (id, group) in grouped {
+            let due = replay.due.get(&id).copied().unwrap_or(0);
+            let head = self.groups.add(id, group, due);
+            if !head && !replay.due.contains_key(&id) && !replay.in_flight.contains(&id) {
+                let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
+                replay.due.insert(id, enqueued_ms);
             }
         }
     }
@@ -540,6 +586,7 @@ pub(crate) fn finish(
             state.delivery.set_level(id, level);
         }
     }
+    state.restore_groups(&mut replay);
     let mut left = state.restore_jobs(&replay, &mut report)?;
     state.settle_leftovers(&mut replay, &mut left)?;
     let now = state.now(clock);

@@ -322,7 +322,11 @@ impl QueueState {
             seg.ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("segment {id} is gone")))?;
         let e = seg.enqueue_at(slot.off)?;
         let due_ms = match slot.state {
-            SlotState::Waiting => self.delivery.due_of(job).unwrap_or(e.due_ms),
+            SlotState::Waiting => self
+                .delivery
+                .due_of(job)
+                .or_else(|| self.groups.blocked_due(job))
+                .unwrap_or(e.due_ms),
             _ => e.due_ms,
         };
         let rec = Record::Enqueue(EnqueueRec {

@@ -29,7 +29,8 @@ use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
-use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN};
+use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN, MAX_GROUP_LEN};
+use crate::groups::Groups;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
@@ -87,6 +88,7 @@ pub struct QueueState {
     pub(crate) dead: DeadFile,
     jobs: JobTable,
     delivery: Levels,
+    groups: Groups,
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
@@ -128,6 +130,7 @@ struct JobRecord {
     enqueued_ms: u64,
     max_attempts: u32,
     priority: Priority,
+    group: Vec<u8>,
 }
 
 fn too_large(what: &str, len: usize, limit: usize) -> Error {
@@ -186,6 +189,17 @@ impl QueueState {
             }
             if key.len() > MAX_KEY_LEN {
                 return Err(too_large("idempotency key", key.len(), MAX_KEY_LEN));
+            }
+        }
+        if let Some(group) = &opts.group {
+            if group.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidOptions,
+                    "a group key must not be empty",
+                ));
+            }
+            if group.len() > MAX_GROUP_LEN {
+                return Err(too_large("group key", group.len(), MAX_GROUP_LEN));
             }
         }
         if let Some(n) = opts.max_attempts {
@@ -263,7 +277,7 @@ impl QueueState {
             payload,
             queue: 0,
             priority: opts.priority.byte(),
-            group: &[],
+            group: opts.group.as_deref().unwrap_or_default(),
         });
         let a = self.log.append(&rec, flags, self.next_id + 1)?;
         self.next_id += 1;
@@ -271,8 +285,14 @@ impl QueueState {
             self.unconfirmed.push_back((id, a.lsn));
         }
         // Only Normal jobs are served by the fresh cursor; a job of
-        // another level waits in its level from the start.
-        let state = if due_ms > now || opts.priority != Priority::Normal {
+        // another level waits in its level from the start, and a job of a
+        // group waits (blocked, outside the delivery order) for the jobs
+        // of its group before it.
+        let blocked = match &opts.group {
+            Some(g) => !self.groups.add(id, key_hash(g), due_ms),
+            None => false,
+        };
+        let state = if due_ms > now || opts.priority != Priority::Normal || blocked {
             SlotState::Waiting
         } else {
             SlotState::Fresh
@@ -343,7 +363,9 @@ impl QueueState {
         );
         match state {
             SlotState::Fresh => self.delivery.add_fresh(),
-            SlotState::Waiting => self.delivery.push_waiting(id, due_ms),
+            SlotState::Waiting if !self.groups.is_blocked(id) => {
+                self.delivery.push_waiting(id, due_ms)
+            }
             _ => {}
         }
         self.count_in_segment(a.seg, a.len, true);
@@ -386,6 +408,11 @@ impl QueueState {
         );
         self.delivery.forget(id);
         self.count_in_segment(slot.seg, slot.len, false);
+        if let Some((next, due)) = self.groups.finish(id) {
+            // The group's next job is free: it enters the delivery order
+            // at its own due time, so it keeps its place.
+            self.make_waiting(next, due);
+        }
         self.unpark();
     }
 
@@ -425,6 +452,7 @@ impl QueueState {
             enqueued_ms: e.enqueued_ms,
             max_attempts: u32::from(e.max_attempts),
             priority: Priority::from_byte(e.priority),
+            group: e.group.to_vec(),
         })
     }
 
@@ -583,6 +611,7 @@ impl QueueState {
             key: r.rec.key,
             payload: r.rec.payload,
             priority: r.rec.priority,
+            group: r.rec.group,
         }
     }
 
@@ -729,8 +758,11 @@ impl QueueState {
     pub fn stats(&mut self, now: Now) -> Stats {
         self.delivery.promote(now.wall);
         let (due_now, delayed) = self.delivery.waiting_counts();
+        // Jobs blocked behind their group's head count as delayed.
+        let delayed = delayed + self.groups.blocked_count();
         let index_bytes = self.jobs.heap_bytes()
             + self.delivery.heap_bytes()
+            + self.groups.heap_bytes()
             + self.leases.heap_bytes()
             + self.keys.heap_bytes();
         Stats {
@@ -767,9 +799,13 @@ impl QueueState {
                 SlotState::Fresh => {
                     assert!(!self.jobs.is_straggler(id), "fresh job {id} parked aside");
                     assert!(!waiting, "fresh job {id} also waiting");
+                    assert!(!self.groups.is_blocked(id), "fresh job {id} blocked");
                     fresh += 1;
                 }
-                SlotState::Waiting => assert!(waiting, "job {id} waits outside the order"),
+                SlotState::Waiting => assert!(
+                    waiting != self.groups.is_blocked(id),
+                    "job {id} waits outside the order, or is both blocked and waiting"
+                ),
                 SlotState::InFlight => {
                     assert!(
                         self.leases.contains(id),
@@ -790,6 +826,14 @@ impl QueueState {
             );
         }
         self.delivery.check(fresh);
+        self.groups.check();
+        for (id, _) in self.groups.blocked() {
+            assert_eq!(
+                self.jobs.get(id).map(|s| s.state),
+                Some(SlotState::Waiting),
+                "blocked job {id}"
+            );
+        }
         let waiting: HashSet<u64> = self.delivery.waiting_ids().collect();
         for id in &waiting {
             assert_eq!(

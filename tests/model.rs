@@ -22,6 +22,8 @@ enum Op {
         max_attempts: Option<u32>,
         /// Priority level, 0 (Low) ..= 3 (Urgent).
         level: u8,
+        /// Message group, if any (of four).
+        group: Option<u8>,
     },
     EnqueueKeyed {
         key: u8,
@@ -51,8 +53,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4), prop_oneof![2 => Just(1u8), 3 => 0u8..4])
-            .prop_map(|(len, delay_ms, max_attempts, level)| Op::Enqueue { len, delay_ms, max_attempts, level }),
+        4 => (0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4), prop_oneof![2 => Just(1u8), 3 => 0u8..4], proptest::option::weighted(0.4, 0u8..4))
+            .prop_map(|(len, delay_ms, max_attempts, level, group)| Op::Enqueue { len, delay_ms, max_attempts, level, group }),
         1 => (0u8..4).prop_map(|key| Op::EnqueueKeyed { key }),
         1 => (1usize..6).prop_map(|n| Op::Batch { n }),
         5 => Just(Op::Dequeue),
@@ -85,6 +87,7 @@ struct MJob {
     key: Option<u8>,
     enq: u64,
     level: u8,
+    group: Option<u8>,
 }
 
 /// The documented cycle of levels (Urgent 8, High 4, Normal 2, Low 1).
@@ -128,6 +131,9 @@ impl Model {
     fn pick(&self, now: u64) -> Option<(u64, usize)> {
         let mut heads: [Option<(u64, u64)>; 4] = [None; 4];
         for (id, j) in &self.jobs {
+            if self.blocked(*id) {
+                continue;
+            }
             if let St::Ready { at } = j.st {
                 let head = &mut heads[usize::from(j.level)];
                 if at <= now && head.is_none_or(|h| (at, *id) < h) {
@@ -145,6 +151,17 @@ impl Model {
                 Some((head.1, (slot + 1) % 15))
             }),
         }
+    }
+
+    /// A job of a group waits while a job of its group enqueued before it
+    /// is neither finished nor dead.
+    fn blocked(&self, id: u64) -> bool {
+        let Some(g) = self.jobs[&id].group else {
+            return false;
+        };
+        self.jobs
+            .range(..id)
+            .any(|(_, j)| j.group == Some(g) && j.st != St::Dead)
     }
 
     fn next_ready(&self, now: u64) -> Option<u64> {
@@ -182,8 +199,9 @@ impl Model {
 
     fn counts(&self, now: u64) -> (u64, u64, u64, u64) {
         let mut c = (0, 0, 0, 0);
-        for j in self.jobs.values() {
+        for (id, j) in &self.jobs {
             match j.st {
+                St::Ready { .. } if self.blocked(*id) => c.1 += 1,
                 St::Ready { at } if at <= now => c.0 += 1,
                 St::Ready { .. } => c.1 += 1,
                 St::Leased { .. } => c.2 += 1,
@@ -223,12 +241,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 delay_ms,
                 max_attempts,
                 level,
+                group,
             } => {
                 seq += 1;
                 let p = payload(seq, len);
                 let mut o = EnqueueOptions::new()
                     .delay(Duration::from_millis(delay_ms))
                     .priority(LEVELS[usize::from(level)]);
+                if let Some(g) = group {
+                    o = o.group(format!("group-{g}"));
+                }
                 if let Some(n) = max_attempts {
                     o = o.max_attempts(n);
                 }
@@ -244,6 +266,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         key: None,
                         enq: now,
                         level,
+                        group,
                     },
                 );
             }
@@ -271,6 +294,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 key: Some(key),
                                 enq: now,
                                 level: NORMAL,
+                                group: None,
                             },
                         );
                     }
@@ -296,6 +320,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             key: None,
                             enq: now,
                             level: NORMAL,
+                            group: None,
                         },
                     );
                 }
@@ -308,6 +333,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(job) = got {
                     let mj = m.jobs.get_mut(&job.id()).unwrap();
                     prop_assert_eq!(job.priority(), LEVELS[usize::from(mj.level)]);
+                    let group = mj.group.map(|g| format!("group-{g}").into_bytes());
+                    prop_assert_eq!(job.group(), group.as_deref());
                     mj.attempts += 1;
                     prop_assert_eq!(job.attempt(), mj.attempts);
                     prop_assert_eq!(job.payload(), &mj.payload[..]);
@@ -441,8 +468,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     j.attempts = 0;
                     j.max_attempts = MAX_ATTEMPTS;
                     j.st = St::Ready { at: now };
-                    // A dead letter keeps no priority: redriven at Normal.
+                    // A dead letter keeps no priority and no group: redriven
+                    // at Normal, without its group.
                     j.level = NORMAL;
+                    j.group = None;
                 } else {
                     q.purge(id).unwrap();
                     m.finish(id);

@@ -31,6 +31,7 @@ const SLOT_LEN: usize = 16;
 const ASIDE_LEN: usize = 24;
 const WAIT_LEN: usize = 16;
 const KEY_LEN: usize = 48;
+const GROUP_LEN: usize = 24;
 
 /// One covered segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,8 @@ pub struct Checkpoint {
     pub waiting: Vec<(u64, u64)>,
     /// Idempotency keys.
     pub keys: Vec<CkKey>,
+    /// Live jobs of a message group: (id, group hash). Version 2 only.
+    pub groups: Vec<(u64, u128)>,
 }
 
 /// Why bytes are not a checkpoint this build can use.
@@ -179,6 +182,12 @@ pub fn slot_at(b: &[u8]) -> CkSlot {
     }
 }
 
+fn u128_at(b: &[u8]) -> u128 {
+    let mut h = [0u8; 16];
+    h.copy_from_slice(&b[..16]);
+    u128::from_le_bytes(h)
+}
+
 /// CRC-32 of a head's bytes 0..60 and 64..128 (all but the CRC itself).
 fn head_crc(head: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -214,6 +223,7 @@ impl Checkpoint {
             + ASIDE_LEN * self.aside.len()
             + WAIT_LEN * self.waiting.len()
             + KEY_LEN * self.keys.len()
+            + GROUP_LEN * self.groups.len()
             + 4
     }
 
@@ -226,7 +236,7 @@ impl Checkpoint {
             .iter()
             .chain(self.aside.iter().map(|(_, s)| s))
             .any(|s| s.priority != NORMAL);
-        if levels {
+        if levels || !self.groups.is_empty() {
             CHECKPOINT_VERSION
         } else {
             CHECKPOINT_VERSION_1
@@ -259,6 +269,7 @@ impl Checkpoint {
             self.aside.len(),
             self.waiting.len(),
             self.keys.len(),
+            self.groups.len(),
         ] {
             out.extend_from_slice(&(n as u64).to_le_bytes());
         }
@@ -286,6 +297,10 @@ impl Checkpoint {
             }
             out.extend_from_slice(&k.seg.to_le_bytes());
             out.extend_from_slice(&k.off.to_le_bytes());
+        }
+        for (id, group) in &self.groups {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&group.to_le_bytes());
         }
         let crc = crc32fast::hash(&out[HEAD_LEN..]);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -323,14 +338,17 @@ impl Checkpoint {
         }
         let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
         let reserved_zero =
-            u32_at(buf, 12) == Some(0) && buf[112..HEAD_LEN].iter().all(|&b| b == 0);
+            u32_at(buf, 12) == Some(0) && buf[120..HEAD_LEN].iter().all(|&b| b == 0);
         if flags & !FLAG_CLEAN != 0 || !reserved_zero {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
         let count = |at: usize| u64_at(buf, at).and_then(|n| usize::try_from(n).ok());
-        let counts: Option<Vec<usize>> = (0..5).map(|i| count(72 + 8 * i)).collect();
+        let counts: Option<Vec<usize>> = (0..6).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
-        let sizes = [SEG_LEN, SLOT_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN];
+        if version == CHECKPOINT_VERSION_1 && counts[5] != 0 {
+            return Err(damaged("unknown flags or nonzero reserved bytes"));
+        }
+        let sizes = [SEG_LEN, SLOT_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN, GROUP_LEN];
         let mut want = HEAD_LEN as u128 + 4;
         for (n, size) in counts.iter().zip(sizes) {
             want += *n as u128 * size as u128;
@@ -387,6 +405,10 @@ impl Checkpoint {
                     off: u32_at(b, 44).unwrap_or(0),
                 }
             })
+            .collect();
+        ck.groups = take(counts[5], GROUP_LEN)
+            .chunks_exact(GROUP_LEN)
+            .map(|b| (u64_at(b, 0).unwrap_or(0), u128_at(&b[8..])))
             .collect();
         Ok((ck, slots))
     }
@@ -469,7 +491,7 @@ mod tests {
     }
 
     #[test]
-    fn priorities_make_version_2_and_round_trip() {
+    fn priorities_and_groups_make_version_2_and_round_trip() {
         let plain = sample();
         assert_eq!(plain.version(), 1);
         let bytes = plain.encode();
@@ -480,6 +502,7 @@ mod tests {
             let mut ck = sample();
             ck.slots[0].priority = level;
             ck.aside[0].1.priority = 3;
+            ck.groups = vec![(10, 1 << 90), (3, 7)];
             assert_eq!(ck.version(), 2);
             let bytes = ck.encode();
             assert_eq!(u16_at(&bytes, 8), Some(2));

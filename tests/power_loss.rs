@@ -133,7 +133,7 @@ fn levels(run: &mut Run) {
 }
 
 #[test]
-fn priority_levels_survive_power_loss_at_every_sync_point() {
+fn priority_levels_and_a_group_survive_power_loss_at_every_sync_point() {
     let mut base = Run::start(SimFs::new(), 23, None);
     levels(&mut base);
     assert!(base.failed.is_none(), "{:?}", base.failed);
@@ -144,6 +144,8 @@ fn priority_levels_survive_power_loss_at_every_sync_point() {
         .filter(|j| j.priority == walq::Priority::Urgent)
         .count();
     assert!(urgent > 5 && urgent < base.m.jobs.len(), "two levels used");
+    let grouped = base.m.jobs.values().filter(|j| j.group.is_some()).count();
+    assert!(grouped > 5, "one group used: {grouped} jobs");
     let (n, checks) = sweep(&Sweep {
         name: "levels",
         seed: 23,

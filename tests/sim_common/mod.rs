@@ -184,6 +184,8 @@ pub struct JobModel {
     pub attempts: u32,
     /// The level it was enqueued with.
     pub priority: Priority,
+    /// The message group it was enqueued with.
+    pub group: Option<String>,
     /// A redrive was issued for it (a redriven job comes back at Normal).
     pub redriven: bool,
 }
@@ -402,16 +404,17 @@ impl Run {
     }
 
     pub fn enqueue(&mut self, len: usize, delay: Option<Duration>, key: Option<String>) {
-        self.enqueue_at(len, delay, key, Priority::Normal);
+        self.enqueue_at(len, delay, key, Priority::Normal, None);
     }
 
-    /// [`Run::enqueue`] with a priority level.
+    /// [`Run::enqueue`] with a priority level and a message group.
     pub fn enqueue_at(
         &mut self,
         len: usize,
         delay: Option<Duration>,
         key: Option<String>,
         priority: Priority,
+        group: Option<String>,
     ) {
         if !self.live() {
             return;
@@ -419,6 +422,9 @@ impl Run {
         let tag = self.next_tag();
         let p = payload(tag, len);
         let mut opts = EnqueueOptions::new().priority(priority);
+        if let Some(g) = &group {
+            opts = opts.group(g);
+        }
         if let Some(d) = delay {
             opts = opts.delay(d);
         }
@@ -454,6 +460,7 @@ impl Run {
                         }],
                         attempts: 0,
                         priority,
+                        group,
                         redriven: false,
                     },
                 );
@@ -497,6 +504,7 @@ impl Run {
                             }],
                             attempts: 0,
                             priority: Priority::Normal,
+                            group: None,
                             redriven: false,
                         },
                     );
@@ -830,9 +838,10 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
     }
 }
 
-/// Jobs of two levels (Normal and Urgent), leased, acked, retried,
-/// dead-lettered and redriven, with a clean reopen and a crash-reopen
-/// in the middle: every job comes back at its level.
+/// Jobs of two levels (Normal and Urgent), some in one message group,
+/// leased, acked, retried, dead-lettered and redriven, with a clean
+/// reopen and a crash-reopen in the middle: every job comes back at its
+/// level and in its group.
 pub fn levels_workload(run: &mut Run, steps: usize) {
     for step in 0..steps {
         if !run.live() {
@@ -853,7 +862,8 @@ pub fn levels_workload(run: &mut Run, steps: usize) {
                 };
                 let len = run.rng.range(40, 600) as usize;
                 let key = (run.rng.below(8) == 0).then(|| format!("lvl-{}", run.rng.below(20)));
-                run.enqueue_at(len, None, key, p);
+                let group = (run.rng.below(3) == 0).then(|| "customer-42".to_string());
+                run.enqueue_at(len, None, key, p, group);
             }
             30..=54 => run.dequeue(),
             55..=72 => run.ack(),
@@ -919,34 +929,50 @@ impl Observed {
     }
 }
 
-/// The order of levels the documented cycle (Urgent 8, High 4, Normal 2,
-/// Low 1, from its start) gives when every job is ready: `levels` holds
-/// how many jobs of each level there are.
-pub fn cycle_order(levels: &[Priority]) -> Vec<Priority> {
+/// A drain of a reopened queue where every job is due, `(id, level,
+/// group)` in delivery order (each grouped job acked when delivered):
+/// each delivered job was free (no undelivered job of its group before
+/// it), and its level is the one the documented cycle (Urgent 8, High 4,
+/// Normal 2, Low 1, from its start) picks among the levels that had a
+/// free job.
+pub fn check_drain_order(drained: &[(u64, Priority, Option<Vec<u8>>)], label: &str) {
     use Priority::{High as H, Low as L, Normal as N, Urgent as U};
     const CYCLE: [Priority; 15] = [U, H, U, N, U, H, U, L, U, H, U, N, U, H, U];
-    let mut left: BTreeMap<Priority, usize> = BTreeMap::new();
-    for p in levels {
-        *left.entry(*p).or_default() += 1;
-    }
+    let mut left: BTreeMap<u64, (Priority, Option<&[u8]>)> = drained
+        .iter()
+        .map(|(id, p, g)| (*id, (*p, g.as_deref())))
+        .collect();
+    let free = |left: &BTreeMap<u64, (Priority, Option<&[u8]>)>, id: u64| {
+        let group = left[&id].1;
+        group.is_none() || !left.range(..id).any(|(_, (_, g))| *g == group)
+    };
     let mut turn = 0;
-    let mut out = Vec::with_capacity(levels.len());
-    while let Some((&only, _)) = left.iter().find(|(_, n)| **n > 0) {
-        let several = left.values().filter(|n| **n > 0).count() > 1;
-        let p = if several {
+    for (id, level, _) in drained {
+        assert!(
+            free(&left, *id),
+            "{label}: job {id} delivered before its group's head"
+        );
+        let ready: BTreeSet<Priority> = left
+            .keys()
+            .filter(|&&j| free(&left, j))
+            .map(|j| left[j].0)
+            .collect();
+        let want = if ready.len() > 1 {
             let slot = (0..15)
                 .map(|k| (turn + k) % 15)
-                .find(|&s| left.get(&CYCLE[s]).is_some_and(|n| *n > 0))
+                .find(|&s| ready.contains(&CYCLE[s]))
                 .expect("a ready level has a slot");
             turn = (slot + 1) % 15;
             CYCLE[slot]
         } else {
-            only
+            *level
         };
-        *left.get_mut(&p).expect("counted") -= 1;
-        out.push(p);
+        assert_eq!(
+            *level, want,
+            "{label}: job {id} delivered out of the cycle's order"
+        );
+        left.remove(id);
     }
-    out
 }
 
 /// Which ops are guaranteed durable when syncs up to `k` were real.
@@ -986,9 +1012,12 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
     assert_eq!(stats.in_flight, 0, "{label}: leases survived a restart");
     clock.advance(Duration::from_secs(30 * 86_400));
     let stats = q.stats();
-    assert_eq!(stats.delayed, 0, "{label}: {stats:?}");
-    let ready = stats.ready;
-    let mut levels = Vec::new();
+    // Only jobs blocked behind their group's head are still delayed.
+    if !m.jobs.values().any(|j| j.group.is_some()) {
+        assert_eq!(stats.delayed, 0, "{label}: {stats:?}");
+    }
+    let ready = stats.ready + stats.delayed;
+    let mut drained = Vec::new();
     for _ in 0..1_000_000 {
         let Some(job) = q
             .dequeue()
@@ -1001,7 +1030,7 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
             !obs.dead.contains_key(&id),
             "{label}: job {id} both queued and dead"
         );
-        levels.push(job.priority());
+        drained.push((id, job.priority(), job.group().map(<[u8]>::to_vec)));
         if let Some(j) = m.jobs.get(&id) {
             let p = job.priority();
             assert!(
@@ -1009,6 +1038,17 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
                 "{label}: job {id} comes back at {p:?}, enqueued at {:?}",
                 j.priority
             );
+            let g = job.group().map(|g| String::from_utf8_lossy(g).into_owned());
+            assert!(
+                g == j.group || (j.redriven && g.is_none()),
+                "{label}: job {id} comes back in group {g:?}, enqueued in {:?}",
+                j.group
+            );
+        }
+        if job.group().is_some() {
+            // Acked, so that the next job of its group is delivered.
+            q.ack(job.receipt())
+                .unwrap_or_else(|e| panic!("{label}: ack in drain: {e}"));
         }
         let prev = obs
             .live
@@ -1016,11 +1056,7 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
         assert!(prev.is_none(), "{label}: job {id} delivered twice");
     }
     assert_eq!(ready, obs.live.len() as u64, "{label}: stats.ready");
-    assert_eq!(
-        levels,
-        cycle_order(&levels),
-        "{label}: levels delivered out of the cycle's order"
-    );
+    check_drain_order(&drained, label);
     q.check_invariants();
 
     let guaranteed = guaranteed_ops(m, k);

@@ -324,8 +324,9 @@ fn gen_batches() {
 }
 
 /// Jobs of every priority level (Enqueue2 records, kind 12, except the
-/// Normal one), one of them leased when the queue closed cleanly, with
-/// its checkpoint (version 2: live jobs have levels).
+/// Normal one) and two of one message group (kind 12), one leased when
+/// the queue closed cleanly, with its checkpoint (version 2: live jobs
+/// have levels and a group).
 fn gen_priorities() {
     let dir = fresh_dir("priorities");
     let clock = ManualClock::new(T0);
@@ -339,6 +340,13 @@ fn gen_priorities() {
     ] {
         q.enqueue_with(payload.as_bytes(), EnqueueOptions::new().priority(p))
             .unwrap();
+    }
+    for payload in ["group-1", "group-2"] {
+        q.enqueue_with(
+            payload.as_bytes(),
+            EnqueueOptions::new().group("customer-42"),
+        )
+        .unwrap();
     }
     let job = q.dequeue().unwrap().expect("a job");
     assert_eq!(job.payload(), b"urgent-1");
@@ -702,8 +710,9 @@ fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
             .iter()
             .map(|&(off, _)| bytes[off + 16])
             .collect();
-        // Enqueue2 for every level but Normal, then the lease of job 3.
-        assert_eq!(kinds, vec![12, 1, 12, 12, 12, 2], "{kinds:?}");
+        // Enqueue2 for every level but Normal and for the grouped jobs,
+        // then the lease of job 3.
+        assert_eq!(kinds, vec![12, 1, 12, 12, 12, 12, 12, 2], "{kinds:?}");
         let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
         assert_eq!(u16::from_le_bytes([ck[8], ck[9]]), 2, "checkpoint version");
         if scan {
@@ -715,12 +724,17 @@ fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
         let r = q.recovery_report().clone();
         assert_eq!(r.checkpoint_used, !scan, "{r:?}");
         assert_eq!(r.leases_released, 1, "{r:?}");
+        let s = q.stats();
+        assert_eq!((s.ready, s.delayed), (6, 1), "job 7 waits for job 6");
         let mut order = Vec::new();
+        let mut held = Vec::new();
         while let Some(job) = q.dequeue().unwrap() {
             order.push((job.id(), job.priority(), job.attempt()));
+            held.push(job);
         }
         // The cycle: Urgent, High, Urgent (job 3, released at the open,
-        // after job 5), Normal, Low.
+        // after job 5), Normal, Low, then Normal alone (job 6, the
+        // group's head; job 7 waits for it).
         assert_eq!(
             order,
             vec![
@@ -729,10 +743,15 @@ fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
                 (3, Priority::Urgent, 2),
                 (2, Priority::Normal, 1),
                 (1, Priority::Low, 1),
+                (6, Priority::Normal, 1),
             ],
             "scan: {scan}"
         );
-        assert_eq!(q.enqueue(b"next").unwrap(), 6);
+        assert_eq!(held[5].group(), Some(&b"customer-42"[..]));
+        q.ack(held[5].receipt()).unwrap();
+        let g2 = q.dequeue().unwrap().expect("job 7, its group free");
+        assert_eq!((g2.id(), g2.payload()), (7, &b"group-2"[..]));
+        assert_eq!(q.enqueue(b"next").unwrap(), 8);
     }
 }
 

@@ -68,8 +68,8 @@ fn batches(q: &Queue, _clock: &ManualClock) {
     assert!(results.iter().all(|r| r.is_ok()));
 }
 
-/// Jobs of every priority level (Enqueue2 records, kind 12, with and
-/// without a key), one leased, one retried, one acked.
+/// Jobs of every priority level and two of one group (Enqueue2 records,
+/// kind 12, with and without a key), one leased, one retried, one acked.
 fn priorities(q: &Queue, _clock: &ManualClock) {
     for (i, p) in Priority::ALL.into_iter().enumerate() {
         q.enqueue_with(&[b'p', i as u8], EnqueueOptions::new().priority(p))
@@ -82,6 +82,10 @@ fn priorities(q: &Queue, _clock: &ManualClock) {
             .idempotency_key("urgent-7"),
     )
     .expect("keyed");
+    for i in 0..2u8 {
+        q.enqueue_with(&[b'g', i], EnqueueOptions::new().group("customer-42"))
+            .expect("grouped");
+    }
     let a = q.dequeue().expect("dequeue").expect("a job");
     q.ack(a.receipt()).expect("ack");
     let b = q.dequeue().expect("dequeue").expect("a job");

@@ -187,7 +187,13 @@ fn feature_opts(row: &str, i: u64) -> EnqueueOptions {
 fn features(c: &mut Criterion) {
     let mut g = c.benchmark_group("features/100B");
     g.throughput(Throughput::Elements(1));
-    let rows = ["plain", "two_levels", "four_levels", "groups_1000", "one_group"];
+    let rows = [
+        "plain",
+        "two_levels",
+        "four_levels",
+        "groups_1000",
+        "one_group",
+    ];
     for row in rows {
         g.bench_function(BenchmarkId::from_parameter(row), |b| {
             let p = payload(100);

@@ -385,6 +385,7 @@ impl QueueState {
             jobs,
             delivery: super::Levels::default(),
             groups: super::Groups::default(),
+            group_freed: false,
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
             next_id: 1,

@@ -89,6 +89,9 @@ pub struct QueueState {
     jobs: JobTable,
     delivery: Levels,
     groups: Groups,
+    /// A finished job freed the next job of its group (consumers waiting
+    /// for a job must be woken: see [`QueueState::take_group_freed`]).
+    group_freed: bool,
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
@@ -216,6 +219,12 @@ impl QueueState {
     /// Size of the frame an enqueue of this payload and key writes.
     pub fn enqueue_frame_len(payload: &[u8], key_len: usize) -> u64 {
         (FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN + key_len + payload.len()) as u64
+    }
+
+    /// Whether an operation since the last call freed the next job of a
+    /// group (an ack or a dead letter of its head).
+    pub(crate) fn take_group_freed(&mut self) -> bool {
+        std::mem::take(&mut self.group_freed)
     }
 
     /// The priority level of a live job.
@@ -412,6 +421,7 @@ impl QueueState {
             // The group's next job is free: it enters the delivery order
             // at its own due time, so it keeps its place.
             self.make_waiting(next, due);
+            self.group_freed = true;
         }
         self.unpark();
     }

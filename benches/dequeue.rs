@@ -171,7 +171,7 @@ fn mixed(c: &mut Criterion) {
 fn feature_opts(row: &str, i: u64) -> EnqueueOptions {
     let o = EnqueueOptions::new();
     match row {
-        "two_levels" => o.priority(if i % 2 == 0 {
+        "two_levels" => o.priority(if i.is_multiple_of(2) {
             Priority::Urgent
         } else {
             Priority::Normal

@@ -453,6 +453,7 @@ mod tests {
                 seg: 2,
                 off: 64,
             }],
+            groups: Vec::new(),
         }
     }
 

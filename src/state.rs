@@ -293,20 +293,7 @@ impl QueueState {
         if self.cfg.read_committed {
             self.unconfirmed.push_back((id, a.lsn));
         }
-        // Only Normal jobs are served by the fresh cursor; a job of
-        // another level waits in its level from the start, and a job of a
-        // group waits (blocked, outside the delivery order) for the jobs
-        // of its group before it.
-        let blocked = match &opts.group {
-            Some(g) => !self.groups.add(id, key_hash(g), due_ms),
-            None => false,
-        };
-        let state = if due_ms > now || opts.priority != Priority::Normal || blocked {
-            SlotState::Waiting
-        } else {
-            SlotState::Fresh
-        };
-        self.delivery.set_level(id, opts.priority.byte());
+        let state = self.place_new(id, opts, due_ms, now);
         self.add_job(id, a, 0, state, due_ms);
         if let Some(hash) = hash {
             let entry = KeyEntry {
@@ -326,6 +313,24 @@ impl QueueState {
             duplicate: false,
             lsn: a.lsn,
         })
+    }
+
+    /// The level and group of a new job, and whether it starts fresh or
+    /// waiting. Only Normal jobs are served by the fresh cursor; a job of
+    /// another level waits in its level from the start, and a job of a
+    /// group waits (blocked, outside the delivery order) for the jobs of
+    /// its group before it.
+    fn place_new(&mut self, id: u64, opts: &EnqueueOptions, due_ms: u64, now: u64) -> SlotState {
+        let blocked = match &opts.group {
+            Some(g) => !self.groups.add(id, key_hash(g), due_ms),
+            None => false,
+        };
+        self.delivery.set_level(id, opts.priority.byte());
+        if due_ms > now || opts.priority != Priority::Normal || blocked {
+            SlotState::Waiting
+        } else {
+            SlotState::Fresh
+        }
     }
 
     /// Enqueues a batch atomically: all records go in one segment, every

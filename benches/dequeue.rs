@@ -1,8 +1,11 @@
 //! Consuming: dequeue + ack (with leases) on one consumer thread, one job
 //! at a time, through `dequeue_batch(100)` with one `ack` per job, and
 //! through `dequeue_batch(100)` + `ack_batch` (`batch100_ack_batch`),
-//! under `Durability::Os` and `Sync`; and a mixed steady state of producer
-//! and consumer threads.
+//! under `Durability::Os` and `Sync`; a mixed steady state of producer
+//! and consumer threads; and what priority levels and message groups cost
+//! against the plain queue (`features/100B`: the same dequeue + ack of
+//! jobs enqueued one by one, plain, over two or four levels, in 1000
+//! groups, in one group).
 //!
 //! `cargo bench --bench dequeue`
 
@@ -13,7 +16,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use walq::{Durability, Queue};
+use walq::{Durability, EnqueueOptions, Priority, Queue};
 
 use common::{mode_name, open, payload, prefill, tempdir};
 
@@ -151,9 +154,59 @@ fn mixed(c: &mut Criterion) {
     g.finish();
 }
 
+/// The options of job `i` in each `features` row.
+fn feature_opts(row: &str, i: u64) -> EnqueueOptions {
+    let o = EnqueueOptions::new();
+    match row {
+        "two_levels" => o.priority(if i.is_multiple_of(2) {
+            Priority::Urgent
+        } else {
+            Priority::Normal
+        }),
+        "four_levels" => o.priority(Priority::ALL[(i % 4) as usize]),
+        "groups_1000" => o.group(format!("customer-{}", i % 1000)),
+        "one_group" => o.group("customer-42"),
+        _ => o,
+    }
+}
+
+/// Dequeue + ack (Os) of jobs enqueued one by one with each row's options.
+fn features(c: &mut Criterion) {
+    let mut g = c.benchmark_group("features/100B");
+    g.throughput(Throughput::Elements(1));
+    let rows = [
+        "plain",
+        "two_levels",
+        "four_levels",
+        "groups_1000",
+        "one_group",
+    ];
+    for row in rows {
+        g.bench_function(BenchmarkId::from_parameter(row), |b| {
+            let p = payload(100);
+            b.iter_custom(|iters| {
+                let dir = tempdir();
+                let q = open(dir.path(), Durability::Os);
+                for i in 0..iters {
+                    q.enqueue_with(&p, feature_opts(row, i)).expect("prefill");
+                }
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let job = q.dequeue().expect("dequeue").expect("a job");
+                    q.ack(job.receipt()).expect("ack");
+                }
+                let elapsed = start.elapsed();
+                drop(q);
+                elapsed
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::criterion();
-    targets = dequeue_ack, mixed
+    targets = dequeue_ack, mixed, features
 }
 criterion_main!(benches);

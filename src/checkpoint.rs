@@ -44,13 +44,14 @@ fn digest(seg_id: u32, bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn ck_slot(s: &crate::jobs::Slot) -> CkSlot {
+fn ck_slot(s: &crate::jobs::Slot, priority: u8) -> CkSlot {
     CkSlot {
         seg: s.seg,
         off: s.off,
         len: s.len,
         attempts: s.attempts,
         state: s.state as u8,
+        priority,
     }
 }
 
@@ -118,13 +119,21 @@ impl QueueState {
             digest: digest(active.id, bytes),
             segments,
             slot_base: base,
-            slots: slots.iter().map(ck_slot).collect(),
-            aside: aside.iter().map(|(id, s)| (*id, ck_slot(s))).collect(),
+            slots: (base..)
+                .zip(slots)
+                .map(|(id, s)| ck_slot(s, self.priority_of(id)))
+                .collect(),
+            aside: aside
+                .iter()
+                .map(|(id, s)| (*id, ck_slot(s, self.priority_of(*id))))
+                .collect(),
             waiting: self
                 .delivery
                 .waiting_ids()
                 .filter_map(|id| Some((id, self.delivery.due_of(id)?)))
+                .chain(self.groups.blocked())
                 .collect(),
+            groups: self.groups.members().collect(),
             keys,
         }
     }

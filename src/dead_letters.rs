@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::QueueState;
 use crate::dead::{DeadEntry, DeadLetter};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::record::{DeadRec, EnqueueRec, Record};
+use crate::format::record::{DeadRec, EnqueueRec, Record, PRIORITY_NORMAL};
 use crate::jobs::SlotState;
 use crate::keys::{key_hash, KeyEntry, IN_DEAD_LETTERS};
 use crate::options::MAX_ERROR_LEN;
@@ -164,6 +164,9 @@ impl QueueState {
                 max_attempts,
                 key: letter.key.as_deref().unwrap_or_default(),
                 payload: &letter.payload,
+                queue: 0,
+                priority: PRIORITY_NORMAL,
+                group: &[],
             });
             written.push(self.log.append(&rec, 0, self.next_id)?);
         }

@@ -49,6 +49,8 @@ pub struct Job {
     pub(crate) receipt: Receipt,
     pub(crate) key: Vec<u8>,
     pub(crate) payload: Vec<u8>,
+    pub(crate) priority: crate::Priority,
+    pub(crate) group: Vec<u8>,
 }
 
 impl Job {
@@ -90,6 +92,16 @@ impl Job {
     /// The idempotency key the job was enqueued with, if any.
     pub fn idempotency_key(&self) -> Option<&[u8]> {
         (!self.key.is_empty()).then_some(&self.key[..])
+    }
+
+    /// The priority level the job was enqueued with.
+    pub fn priority(&self) -> crate::Priority {
+        self.priority
+    }
+
+    /// The message group the job was enqueued with, if any.
+    pub fn group(&self) -> Option<&[u8]> {
+        (!self.group.is_empty()).then_some(&self.group[..])
     }
 
     /// The receipt of this lease.

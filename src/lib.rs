@@ -85,6 +85,7 @@ mod error;
 pub mod format;
 #[cfg(not(feature = "testing"))]
 mod format;
+mod groups;
 mod idhash;
 pub mod inspect;
 #[cfg(feature = "jetstream")]
@@ -93,10 +94,12 @@ mod job;
 mod jobs;
 mod keys;
 mod leases;
+mod levels;
 mod log;
 mod options;
 #[allow(unsafe_code)]
 mod os;
+mod priority;
 mod queue;
 mod recovery;
 mod reserve;
@@ -125,6 +128,7 @@ pub use options::{
     Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, DEFAULT_CHECKPOINT_EVERY,
     MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
+pub use priority::Priority;
 pub use queue::{Enqueued, Queue, LOCK_FILE};
 pub use schedule::{Schedule, Scheduler};
 pub use stats::{RecoveryReport, Stats};

@@ -316,6 +316,12 @@ impl Queue {
                 self.poison(e);
             }
         })?;
+        if st.take_group_freed() {
+            // An ack or a dead letter freed the next job of a group: it
+            // may be ready now, for a consumer waiting for a job.
+            self.inner.ready.notify_one();
+            self.inner.async_wait.wake_all();
+        }
         if let Some(e) = st.maintain(now.wall) {
             self.poison(&e);
             let sync = self.inner.opts.durability == Durability::Sync;

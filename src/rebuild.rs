@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{slot_at, Checkpoint, CkSlot};
 use crate::format::frame::Frame;
 use crate::format::header::SEGMENT_HEADER_LEN;
-use crate::format::record::{EnqueueRec, Record};
+use crate::format::record::{EnqueueRec, Record, PRIORITY_MAX, PRIORITY_NORMAL};
 use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_check, key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
@@ -30,6 +30,10 @@ use crate::stats::RecoveryReport;
 pub(crate) struct Replay {
     jobs: JobTable,
     due: IdMap<u64>,
+    /// Live jobs whose level is not Normal: their priority byte.
+    levels: IdMap<u8>,
+    /// Live jobs of a group: the group's hash.
+    groups: IdMap<u128>,
     in_flight: IdSet,
     /// Keys by their hash and an independent check hash: distinct keys
     /// that share a hash keep an entry each.
@@ -49,6 +53,8 @@ impl Replay {
         Replay {
             jobs: JobTable::default(),
             due: IdMap::default(),
+            levels: IdMap::default(),
+            groups: IdMap::default(),
             in_flight: IdSet::default(),
             keys: HashMap::new(),
             superseded_dead: Vec::new(),
@@ -68,7 +74,21 @@ impl Replay {
         };
         self.jobs.insert(e.id, slot);
         self.in_flight.remove(&e.id);
-        if e.due_ms > e.enqueued_ms || e.attempts > 0 {
+        // A job of a level other than Normal is never fresh: it waits in
+        // its level from its enqueue.
+        let normal = e.priority == PRIORITY_NORMAL;
+        if normal {
+            self.levels.remove(&e.id);
+        } else {
+            self.levels.insert(e.id, e.priority);
+        }
+        if e.group.is_empty() {
+            self.groups.remove(&e.id);
+        } else {
+            self.groups.insert(e.id, key_hash(e.group));
+        }
+        let grouped = !e.group.is_empty();
+        if e.due_ms > e.enqueued_ms || e.attempts > 0 || !normal || grouped {
             self.due.insert(e.id, e.due_ms);
         } else {
             self.due.remove(&e.id);
@@ -103,6 +123,7 @@ impl Replay {
         let last = u64::from(first) + ck.segments.len() as u64;
         let end_of = |seg: u32| ck.segments[(seg - first) as usize].end;
         let mut in_flight = IdSet::default();
+        let mut levels = IdMap::default();
         let mut convert = |id: u64, s: &CkSlot| -> Option<Slot> {
             let state = match s.state {
                 0 => return Some(Slot::EMPTY),
@@ -114,6 +135,12 @@ impl Replay {
             };
             let seg_ok = s.seg >= first && u64::from(s.seg) < last;
             let fits = seg_ok && u64::from(s.off) + u64::from(s.len) <= u64::from(end_of(s.seg));
+            if s.priority > PRIORITY_MAX {
+                return None;
+            }
+            if s.priority != PRIORITY_NORMAL {
+                levels.insert(id, s.priority);
+            }
             (fits && id < ck.next_id).then_some(Slot {
                 seg: s.seg,
                 off: s.off,
@@ -153,11 +180,25 @@ impl Replay {
         let mut replay = Replay::new();
         replay.jobs = JobTable::from_parts(ck.slot_base, slots, aside);
         replay.in_flight = in_flight;
+        replay.levels = levels;
+        for &(id, group) in &ck.groups {
+            if replay.jobs.get(id).is_none() {
+                return damaged("a job of a group is not live");
+            }
+            replay.groups.insert(id, group);
+        }
         for &(id, due) in &ck.waiting {
             if replay.jobs.get(id).is_none() {
                 return damaged("a waiting job is not live");
             }
             replay.due.insert(id, due);
+        }
+        let fresh_of_a_level = replay
+            .levels
+            .keys()
+            .any(|id| !replay.due.contains_key(id) && !replay.in_flight.contains(id));
+        if fresh_of_a_level {
+            return damaged("a job of a level other than Normal is not waiting");
         }
         for k in &ck.keys {
             let entry = KeyEntry {
@@ -199,6 +240,8 @@ impl Replay {
     /// An Ack record, or one entry of an AckMany record.
     fn ack(&mut self, id: u64) {
         self.shadowed_by_dead.remove(&id);
+        self.levels.remove(&id);
+        self.groups.remove(&id);
         self.jobs.remove(id);
         self.due.remove(&id);
         self.in_flight.remove(&id);
@@ -340,7 +383,9 @@ impl QueueState {
             log,
             dead,
             jobs,
-            delivery: super::Delivery::default(),
+            delivery: super::Levels::default(),
+            groups: super::Groups::default(),
+            group_freed: false,
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
             next_id: 1,
@@ -367,14 +412,43 @@ impl QueueState {
         match class {
             Restore::Waiting(due) => {
                 slot.state = SlotState::Waiting;
-                self.delivery.push_waiting(id, due);
+                if self.groups.is_blocked(id) {
+                    self.groups.set_due(id, due);
+                } else {
+                    self.delivery.push_waiting(id, due);
+                }
             }
             Restore::Released { last_attempt: true } => slot.state = SlotState::InFlight,
             Restore::Released {
                 last_attempt: false,
             } => {
                 slot.state = SlotState::Waiting;
-                self.delivery.push_waiting(id, self.last.wall);
+                if self.groups.is_blocked(id) {
+                    self.groups.set_due(id, self.last.wall);
+                } else {
+                    self.delivery.push_waiting(id, self.last.wall);
+                }
+            }
+        }
+    }
+
+    /// Puts the live jobs of groups in their groups, in id order: the
+    /// first of each is its head, the others are blocked (a blocked job
+    /// the replay did not give a due time waits from its enqueue time).
+    fn restore_groups(&mut self, replay: &mut Replay) {
+        let mut grouped: Vec<(u64, u128)> = replay
+            .groups
+            .iter()
+            .filter(|(id, _)| self.jobs.get(**id).is_some())
+            .map(|(id, g)| (*id, *g))
+            .collect();
+        grouped.sort_unstable();
+        for (id, group) in grouped {
+            let due = replay.due.get(&id).copied().unwrap_or(0);
+            let head = self.groups.add(id, group, due);
+            if !head && !replay.due.contains_key(&id) && !replay.in_flight.contains(&id) {
+                let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
+                replay.due.insert(id, enqueued_ms);
             }
         }
     }
@@ -508,6 +582,12 @@ pub(crate) fn finish(
     for ((hash, _), entry) in std::mem::take(&mut replay.keys) {
         state.keys.set(hash, None, entry);
     }
+    for (&id, &level) in replay.levels.iter() {
+        if state.jobs.get(id).is_some() {
+            state.delivery.set_level(id, level);
+        }
+    }
+    state.restore_groups(&mut replay);
     let mut left = state.restore_jobs(&replay, &mut report)?;
     state.settle_leftovers(&mut replay, &mut left)?;
     let now = state.now(clock);

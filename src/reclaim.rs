@@ -322,7 +322,11 @@ impl QueueState {
             seg.ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("segment {id} is gone")))?;
         let e = seg.enqueue_at(slot.off)?;
         let due_ms = match slot.state {
-            SlotState::Waiting => self.delivery.due_of(job).unwrap_or(e.due_ms),
+            SlotState::Waiting => self
+                .delivery
+                .due_of(job)
+                .or_else(|| self.groups.blocked_due(job))
+                .unwrap_or(e.due_ms),
             _ => e.due_ms,
         };
         let rec = Record::Enqueue(EnqueueRec {
@@ -335,7 +339,7 @@ impl QueueState {
             // Keep the job leased in the log, as it is in memory: the
             // carried copy and its lease form one batch, so a crash keeps
             // both or neither.
-            let len = QueueState::enqueue_frame_len(e.payload, e.key.len());
+            let len = (FRAME_HEADER_LEN + e.body_len()) as u64;
             self.log
                 .ensure_room_draining(len + LEASE_FRAME_LEN, self.next_id)?;
             let a = self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?;

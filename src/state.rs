@@ -27,16 +27,18 @@ use std::sync::Arc;
 
 use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
-use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
-use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN};
+use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN, MAX_GROUP_LEN};
+use crate::groups::Groups;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::leases::{Lease, Leases};
+use crate::levels::Levels;
 use crate::log::{Appended, Log};
 use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
+use crate::priority::Priority;
 use crate::segment::Segment;
 use crate::stats::Stats;
 
@@ -85,7 +87,11 @@ pub struct QueueState {
     /// The dead-letter file and its index.
     pub(crate) dead: DeadFile,
     jobs: JobTable,
-    delivery: Delivery,
+    delivery: Levels,
+    groups: Groups,
+    /// A finished job freed the next job of its group (consumers waiting
+    /// for a job must be woken: see [`QueueState::take_group_freed`]).
+    group_freed: bool,
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
@@ -126,6 +132,8 @@ struct JobRecord {
     payload: Vec<u8>,
     enqueued_ms: u64,
     max_attempts: u32,
+    priority: Priority,
+    group: Vec<u8>,
 }
 
 fn too_large(what: &str, len: usize, limit: usize) -> Error {
@@ -186,6 +194,17 @@ impl QueueState {
                 return Err(too_large("idempotency key", key.len(), MAX_KEY_LEN));
             }
         }
+        if let Some(group) = &opts.group {
+            if group.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidOptions,
+                    "a group key must not be empty",
+                ));
+            }
+            if group.len() > MAX_GROUP_LEN {
+                return Err(too_large("group key", group.len(), MAX_GROUP_LEN));
+            }
+        }
         if let Some(n) = opts.max_attempts {
             if n == 0 || n > MAX_ATTEMPTS_LIMIT {
                 return Err(Error::new(
@@ -200,6 +219,17 @@ impl QueueState {
     /// Size of the frame an enqueue of this payload and key writes.
     pub fn enqueue_frame_len(payload: &[u8], key_len: usize) -> u64 {
         (FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN + key_len + payload.len()) as u64
+    }
+
+    /// Whether an operation since the last call freed the next job of a
+    /// group (an ack or a dead letter of its head).
+    pub(crate) fn take_group_freed(&mut self) -> bool {
+        std::mem::take(&mut self.group_freed)
+    }
+
+    /// The priority level of a live job.
+    pub(crate) fn priority_of(&self, id: u64) -> u8 {
+        self.delivery.level(id)
     }
 
     /// The job `key` belongs to, if the key is still known. The stored key
@@ -254,17 +284,16 @@ impl QueueState {
             max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
             key,
             payload,
+            queue: 0,
+            priority: opts.priority.byte(),
+            group: opts.group.as_deref().unwrap_or_default(),
         });
         let a = self.log.append(&rec, flags, self.next_id + 1)?;
         self.next_id += 1;
         if self.cfg.read_committed {
             self.unconfirmed.push_back((id, a.lsn));
         }
-        let state = if due_ms > now {
-            SlotState::Waiting
-        } else {
-            SlotState::Fresh
-        };
+        let state = self.place_new(id, opts, due_ms, now);
         self.add_job(id, a, 0, state, due_ms);
         if let Some(hash) = hash {
             let entry = KeyEntry {
@@ -284,6 +313,24 @@ impl QueueState {
             duplicate: false,
             lsn: a.lsn,
         })
+    }
+
+    /// The level and group of a new job, and whether it starts fresh or
+    /// waiting. Only Normal jobs are served by the fresh cursor; a job of
+    /// another level waits in its level from the start, and a job of a
+    /// group waits (blocked, outside the delivery order) for the jobs of
+    /// its group before it.
+    fn place_new(&mut self, id: u64, opts: &EnqueueOptions, due_ms: u64, now: u64) -> SlotState {
+        let blocked = match &opts.group {
+            Some(g) => !self.groups.add(id, key_hash(g), due_ms),
+            None => false,
+        };
+        self.delivery.set_level(id, opts.priority.byte());
+        if due_ms > now || opts.priority != Priority::Normal || blocked {
+            SlotState::Waiting
+        } else {
+            SlotState::Fresh
+        }
     }
 
     /// Enqueues a batch atomically: all records go in one segment, every
@@ -335,7 +382,9 @@ impl QueueState {
         );
         match state {
             SlotState::Fresh => self.delivery.add_fresh(),
-            SlotState::Waiting => self.delivery.push_waiting(id, due_ms),
+            SlotState::Waiting if !self.groups.is_blocked(id) => {
+                self.delivery.push_waiting(id, due_ms)
+            }
             _ => {}
         }
         self.count_in_segment(a.seg, a.len, true);
@@ -376,7 +425,14 @@ impl QueueState {
             slot.state == SlotState::InFlight,
             "only a taken job is finished"
         );
+        self.delivery.forget(id);
         self.count_in_segment(slot.seg, slot.len, false);
+        if let Some((next, due)) = self.groups.finish(id) {
+            // The group's next job is free: it enters the delivery order
+            // at its own due time, so it keeps its place.
+            self.make_waiting(next, due);
+            self.group_freed = true;
+        }
         self.unpark();
     }
 
@@ -415,6 +471,8 @@ impl QueueState {
             payload: e.payload.to_vec(),
             enqueued_ms: e.enqueued_ms,
             max_attempts: u32::from(e.max_attempts),
+            priority: Priority::from_byte(e.priority),
+            group: e.group.to_vec(),
         })
     }
 
@@ -450,7 +508,16 @@ impl QueueState {
     /// The next job to serve, without taking it: `(id, from_waiting)`.
     fn peek_next(&mut self, now: u64) -> Option<(u64, bool)> {
         let limit = self.first_unconfirmed();
-        let waiting = self.delivery.peek_due(now).filter(|&(_, id)| id < limit);
+        let normal = self.peek_normal(now, limit);
+        if !self.delivery.uses_levels() {
+            return normal;
+        }
+        self.delivery.pick(now, limit, normal)
+    }
+
+    /// The next job of level Normal (fresh or waiting), ids below `limit`.
+    fn peek_normal(&mut self, now: u64, limit: u64) -> Option<(u64, bool)> {
+        let waiting = self.delivery.peek_normal(now).filter(|&(_, id)| id < limit);
         let fresh = if self.delivery.fresh() > 0 {
             let f = self.jobs.next_fresh(self.fresh_cursor);
             if let Some(f) = f {
@@ -481,6 +548,7 @@ impl QueueState {
         } else {
             self.delivery.take_fresh();
         }
+        self.delivery.taken(id);
         if let Some(slot) = self.jobs.get_mut(id) {
             slot.state = SlotState::InFlight;
         }
@@ -562,6 +630,8 @@ impl QueueState {
             receipt: Receipt { id: r.id, token },
             key: r.rec.key,
             payload: r.rec.payload,
+            priority: r.rec.priority,
+            group: r.rec.group,
         }
     }
 
@@ -708,8 +778,11 @@ impl QueueState {
     pub fn stats(&mut self, now: Now) -> Stats {
         self.delivery.promote(now.wall);
         let (due_now, delayed) = self.delivery.waiting_counts();
+        // Jobs blocked behind their group's head count as delayed.
+        let delayed = delayed + self.groups.blocked_count();
         let index_bytes = self.jobs.heap_bytes()
             + self.delivery.heap_bytes()
+            + self.groups.heap_bytes()
             + self.leases.heap_bytes()
             + self.keys.heap_bytes();
         Stats {
@@ -746,9 +819,13 @@ impl QueueState {
                 SlotState::Fresh => {
                     assert!(!self.jobs.is_straggler(id), "fresh job {id} parked aside");
                     assert!(!waiting, "fresh job {id} also waiting");
+                    assert!(!self.groups.is_blocked(id), "fresh job {id} blocked");
                     fresh += 1;
                 }
-                SlotState::Waiting => assert!(waiting, "job {id} waits outside the order"),
+                SlotState::Waiting => assert!(
+                    waiting != self.groups.is_blocked(id),
+                    "job {id} waits outside the order, or is both blocked and waiting"
+                ),
                 SlotState::InFlight => {
                     assert!(
                         self.leases.contains(id),
@@ -769,6 +846,14 @@ impl QueueState {
             );
         }
         self.delivery.check(fresh);
+        self.groups.check();
+        for (id, _) in self.groups.blocked() {
+            assert_eq!(
+                self.jobs.get(id).map(|s| s.state),
+                Some(SlotState::Waiting),
+                "blocked job {id}"
+            );
+        }
         let waiting: HashSet<u64> = self.delivery.waiting_ids().collect();
         for id in &waiting {
             assert_eq!(

@@ -13,8 +13,8 @@ use std::time::Duration;
 use walq::format::frame;
 use walq::format::header::{SegmentHeader, SEGMENT_HEADER_LEN};
 use walq::{
-    Durability, EnqueueOptions, ErrorKind, JobStatus, ManualClock, Options, Queue, RecoveryMode,
-    Retry, LOCK_FILE,
+    Durability, EnqueueOptions, ErrorKind, JobStatus, ManualClock, Options, Priority, Queue,
+    RecoveryMode, Retry, LOCK_FILE,
 };
 
 /// The clock of every fixture: 2023-11-14T22:13:20Z.
@@ -323,6 +323,45 @@ fn gen_batches() {
     }
 }
 
+/// Jobs of every priority level (Enqueue2 records, kind 12, except the
+/// Normal one) and two of one message group (kind 12), one leased when
+/// the queue closed cleanly, with its checkpoint (version 2: live jobs
+/// have levels and a group).
+fn gen_priorities() {
+    let dir = fresh_dir("priorities");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    for (payload, p) in [
+        ("low", Priority::Low),
+        ("normal", Priority::Normal),
+        ("urgent-1", Priority::Urgent),
+        ("high", Priority::High),
+        ("urgent-2", Priority::Urgent),
+    ] {
+        q.enqueue_with(payload.as_bytes(), EnqueueOptions::new().priority(p))
+            .unwrap();
+    }
+    for payload in ["group-1", "group-2"] {
+        q.enqueue_with(
+            payload.as_bytes(),
+            EnqueueOptions::new().group("customer-42"),
+        )
+        .unwrap();
+    }
+    let job = q.dequeue().unwrap().expect("a job");
+    assert_eq!(job.payload(), b"urgent-1");
+    q.close().unwrap();
+    drop(q);
+    finish(&dir);
+    for name in [DONE_FILE.to_string()].into_iter().chain(
+        file_names(&dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".spare")),
+    ) {
+        std::fs::remove_file(dir.join(name)).expect("remove a file the open recreates");
+    }
+}
+
 /// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`
 /// (`WALQ_REGEN_FIXTURES=checkpoint` or `=batches`: only that one).
 #[test]
@@ -334,6 +373,10 @@ fn regenerate_fixtures() {
     }
     if which.as_deref() == Ok("batches") {
         gen_batches();
+        return;
+    }
+    if which.as_deref() == Ok("priorities") {
+        gen_priorities();
         return;
     }
     if which.as_deref() != Ok("1") {
@@ -348,6 +391,7 @@ fn regenerate_fixtures() {
     gen_not_walq();
     gen_completions();
     gen_batches();
+    gen_priorities();
     eprintln!("fixtures written to {}", fixtures_root().display());
 }
 
@@ -607,6 +651,8 @@ fn fixtures_hold_no_lock_file() {
         "future_version",
         "not_walq",
         "completions",
+        "batches",
+        "priorities",
     ] {
         let names = file_names(&fixtures_root().join(name));
         assert!(!names.iter().any(|n| n == LOCK_FILE), "{name}: {names:?}");
@@ -653,6 +699,60 @@ fn batches_replays_its_batch_records() {
     let attempts: Vec<u32> = jobs.iter().map(|j| j.2).collect();
     assert_eq!(attempts, vec![1, 2, 2]);
     assert_eq!(q.enqueue(b"next").unwrap(), 7);
+}
+
+#[test]
+fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
+    for scan in [false, true] {
+        let (_tmp, dir) = copy_fixture("priorities");
+        let bytes = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+        let kinds: Vec<u8> = frames(&bytes, 1)
+            .iter()
+            .map(|&(off, _)| bytes[off + 16])
+            .collect();
+        // Enqueue2 for every level but Normal and for the grouped jobs,
+        // then the lease of job 3.
+        assert_eq!(kinds, vec![12, 1, 12, 12, 12, 12, 12, 2], "{kinds:?}");
+        let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
+        assert_eq!(u16::from_le_bytes([ck[8], ck[9]]), 2, "checkpoint version");
+        if scan {
+            std::fs::remove_file(dir.join("CHECKPOINT")).unwrap();
+        }
+        let clock = ManualClock::new(T0 + 60_000);
+        let q = Queue::open_with(&dir, opts(&clock)).expect("priorities fixture opens");
+        q.check_invariants();
+        let r = q.recovery_report().clone();
+        assert_eq!(r.checkpoint_used, !scan, "{r:?}");
+        assert_eq!(r.leases_released, 1, "{r:?}");
+        let s = q.stats();
+        assert_eq!((s.ready, s.delayed), (6, 1), "job 7 waits for job 6");
+        let mut order = Vec::new();
+        let mut held = Vec::new();
+        while let Some(job) = q.dequeue().unwrap() {
+            order.push((job.id(), job.priority(), job.attempt()));
+            held.push(job);
+        }
+        // The cycle: Urgent, High, Urgent (job 3, released at the open,
+        // after job 5), Normal, Low, then Normal alone (job 6, the
+        // group's head; job 7 waits for it).
+        assert_eq!(
+            order,
+            vec![
+                (5, Priority::Urgent, 1),
+                (4, Priority::High, 1),
+                (3, Priority::Urgent, 2),
+                (2, Priority::Normal, 1),
+                (1, Priority::Low, 1),
+                (6, Priority::Normal, 1),
+            ],
+            "scan: {scan}"
+        );
+        assert_eq!(held[5].group(), Some(&b"customer-42"[..]));
+        q.ack(held[5].receipt()).unwrap();
+        let g2 = q.dequeue().unwrap().expect("job 7, its group free");
+        assert_eq!((g2.id(), g2.payload()), (7, &b"group-2"[..]));
+        assert_eq!(q.enqueue(b"next").unwrap(), 8);
+    }
 }
 
 #[test]

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use walq::{Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Queue, Receipt, Retry};
+use walq::{
+    Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Receipt, Retry,
+};
 
 const MAX_ATTEMPTS: u32 = 3;
 const VT_MS: u64 = 1_000;
@@ -18,6 +20,10 @@ enum Op {
         len: usize,
         delay_ms: u64,
         max_attempts: Option<u32>,
+        /// Priority level, 0 (Low) ..= 3 (Urgent).
+        level: u8,
+        /// Message group, if any (of four).
+        group: Option<u8>,
     },
     EnqueueKeyed {
         key: u8,
@@ -47,8 +53,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4))
-            .prop_map(|(len, delay_ms, max_attempts)| Op::Enqueue { len, delay_ms, max_attempts }),
+        4 => (0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4), prop_oneof![2 => Just(1u8), 3 => 0u8..4], proptest::option::weighted(0.4, 0u8..4))
+            .prop_map(|(len, delay_ms, max_attempts, level, group)| Op::Enqueue { len, delay_ms, max_attempts, level, group }),
         1 => (0u8..4).prop_map(|key| Op::EnqueueKeyed { key }),
         1 => (1usize..6).prop_map(|n| Op::Batch { n }),
         5 => Just(Op::Dequeue),
@@ -80,13 +86,28 @@ struct MJob {
     st: St,
     key: Option<u8>,
     enq: u64,
+    level: u8,
+    group: Option<u8>,
 }
+
+/// The documented cycle of levels (Urgent 8, High 4, Normal 2, Low 1).
+const CYCLE: [u8; 15] = [3, 2, 3, 1, 3, 2, 3, 0, 3, 2, 3, 1, 3, 2, 3];
+const NORMAL: u8 = 1;
+
+const LEVELS: [Priority; 4] = [
+    Priority::Low,
+    Priority::Normal,
+    Priority::High,
+    Priority::Urgent,
+];
 
 #[derive(Default)]
 struct Model {
     jobs: BTreeMap<u64, MJob>,
     finished_keys: BTreeMap<u8, (u64, u64)>, // key -> (id, enqueued)
     next_token: u64,
+    /// Position in the cycle (reset by a reopen).
+    turn: usize,
 }
 
 impl Model {
@@ -104,15 +125,54 @@ impl Model {
         }
     }
 
-    fn next_ready(&self, now: u64) -> Option<u64> {
+    /// The job delivered next: the first ready job, by `(at, id)`, of the
+    /// level the cycle picks among the levels with a ready job (the only
+    /// one, when one level has ready jobs; the cycle then stays put).
+    fn pick(&self, now: u64) -> Option<(u64, usize)> {
+        let mut heads: [Option<(u64, u64)>; 4] = [None; 4];
+        for (id, j) in &self.jobs {
+            if self.blocked(*id) {
+                continue;
+            }
+            if let St::Ready { at } = j.st {
+                let head = &mut heads[usize::from(j.level)];
+                if at <= now && head.is_none_or(|h| (at, *id) < h) {
+                    *head = Some((at, *id));
+                }
+            }
+        }
+        let ready: Vec<usize> = (0..4).filter(|&l| heads[l].is_some()).collect();
+        match ready.as_slice() {
+            [] => None,
+            [l] => Some((heads[*l]?.1, self.turn)),
+            _ => (0..15).find_map(|k| {
+                let slot = (self.turn + k) % 15;
+                let head = heads[usize::from(CYCLE[slot])]?;
+                Some((head.1, (slot + 1) % 15))
+            }),
+        }
+    }
+
+    /// A job of a group waits while a job of its group enqueued before it
+    /// is neither finished nor dead.
+    fn blocked(&self, id: u64) -> bool {
+        let Some(g) = self.jobs[&id].group else {
+            return false;
+        };
         self.jobs
-            .iter()
-            .filter_map(|(id, j)| match j.st {
-                St::Ready { at } if at <= now => Some((at, *id)),
-                _ => None,
-            })
-            .min()
-            .map(|(_, id)| id)
+            .range(..id)
+            .any(|(_, j)| j.group == Some(g) && j.st != St::Dead)
+    }
+
+    fn next_ready(&self, now: u64) -> Option<u64> {
+        self.pick(now).map(|(id, _)| id)
+    }
+
+    /// Delivers the next job: the cycle moves.
+    fn take_next(&mut self, now: u64) -> Option<u64> {
+        let (id, turn) = self.pick(now)?;
+        self.turn = turn;
+        Some(id)
     }
 
     fn lease_valid(&self, id: u64, token: u64, now: u64) -> bool {
@@ -139,8 +199,9 @@ impl Model {
 
     fn counts(&self, now: u64) -> (u64, u64, u64, u64) {
         let mut c = (0, 0, 0, 0);
-        for j in self.jobs.values() {
+        for (id, j) in &self.jobs {
             match j.st {
+                St::Ready { .. } if self.blocked(*id) => c.1 += 1,
                 St::Ready { at } if at <= now => c.0 += 1,
                 St::Ready { .. } => c.1 += 1,
                 St::Leased { .. } => c.2 += 1,
@@ -179,10 +240,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 len,
                 delay_ms,
                 max_attempts,
+                level,
+                group,
             } => {
                 seq += 1;
                 let p = payload(seq, len);
-                let mut o = EnqueueOptions::new().delay(Duration::from_millis(delay_ms));
+                let mut o = EnqueueOptions::new()
+                    .delay(Duration::from_millis(delay_ms))
+                    .priority(LEVELS[usize::from(level)]);
+                if let Some(g) = group {
+                    o = o.group(format!("group-{g}"));
+                }
                 if let Some(n) = max_attempts {
                     o = o.max_attempts(n);
                 }
@@ -197,6 +265,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         st: St::Ready { at: now + delay_ms },
                         key: None,
                         enq: now,
+                        level,
+                        group,
                     },
                 );
             }
@@ -223,6 +293,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 st: St::Ready { at: now },
                                 key: Some(key),
                                 enq: now,
+                                level: NORMAL,
+                                group: None,
                             },
                         );
                     }
@@ -247,17 +319,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             st: St::Ready { at: now },
                             key: None,
                             enq: now,
+                            level: NORMAL,
+                            group: None,
                         },
                     );
                 }
             }
             Op::Dequeue => {
                 m.expire(now);
-                let want = m.next_ready(now);
+                let want = m.take_next(now);
                 let got = q.dequeue().unwrap();
                 prop_assert_eq!(got.as_ref().map(|j| j.id()), want);
                 if let Some(job) = got {
                     let mj = m.jobs.get_mut(&job.id()).unwrap();
+                    prop_assert_eq!(job.priority(), LEVELS[usize::from(mj.level)]);
+                    let group = mj.group.map(|g| format!("group-{g}").into_bytes());
+                    prop_assert_eq!(job.group(), group.as_deref());
                     mj.attempts += 1;
                     prop_assert_eq!(job.attempt(), mj.attempts);
                     prop_assert_eq!(job.payload(), &mj.payload[..]);
@@ -274,7 +351,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let got = q.dequeue_batch(n).unwrap();
                 prop_assert!(got.len() <= n);
                 for job in &got {
-                    let want = m.next_ready(now);
+                    let want = m.take_next(now);
                     prop_assert_eq!(Some(job.id()), want);
                     let mj = m.jobs.get_mut(&job.id()).unwrap();
                     mj.attempts += 1;
@@ -391,6 +468,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     j.attempts = 0;
                     j.max_attempts = MAX_ATTEMPTS;
                     j.st = St::Ready { at: now };
+                    // A dead letter keeps no priority and no group: redriven
+                    // at Normal, without its group.
+                    j.level = NORMAL;
+                    j.group = None;
                 } else {
                     q.purge(id).unwrap();
                     m.finish(id);
@@ -403,6 +484,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 q = Queue::open_with(dir.path(), options(&clock)).unwrap();
                 receipts.clear();
+                m.turn = 0;
                 for j in m.jobs.values_mut() {
                     if let St::Leased { .. } = j.st {
                         j.st = if j.attempts >= j.max_attempts {

@@ -128,6 +128,35 @@ fn mixed_workload_survives_power_loss_at_every_sync_point() {
     });
 }
 
+fn levels(run: &mut Run) {
+    levels_workload(run, 160);
+}
+
+#[test]
+fn priority_levels_and_a_group_survive_power_loss_at_every_sync_point() {
+    let mut base = Run::start(SimFs::new(), 23, None);
+    levels(&mut base);
+    assert!(base.failed.is_none(), "{:?}", base.failed);
+    let urgent = base
+        .m
+        .jobs
+        .values()
+        .filter(|j| j.priority == walq::Priority::Urgent)
+        .count();
+    assert!(urgent > 5 && urgent < base.m.jobs.len(), "two levels used");
+    let grouped = base.m.jobs.values().filter(|j| j.group.is_some()).count();
+    assert!(grouped > 5, "one group used: {grouped} jobs");
+    let (n, checks) = sweep(&Sweep {
+        name: "levels",
+        seed: 23,
+        durability: Durability::Sync,
+        workload: levels,
+        seeds: 2,
+        double_every: 0,
+    });
+    assert!(n > 50 && checks > 100, "{n} sync points, {checks} checks");
+}
+
 #[test]
 fn mixed_workload_with_big_jobs_survives_power_loss_at_every_sync_point() {
     sweep(&Sweep {

@@ -34,8 +34,8 @@ pub fn run(data: &[u8]) {
     check_sealed(buf, seg_id);
     if let Some((&kind, body)) = buf.split_first() {
         check_record(kind, body);
-        // Every kind a log, dead-letter or completion file holds (11–13
-        // are reserved, and decode to nothing).
+        // Every kind a log, dead-letter or completion file holds (11 and
+        // 13 are reserved, and decode to nothing; 12 is Enqueue2).
         for kind in 1..=15 {
             check_record(kind, body);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use walq::format::frame;
 use walq::format::header::SEGMENT_HEADER_LEN;
-use walq::{EnqueueOptions, ManualClock, Queue, Retry};
+use walq::{EnqueueOptions, ManualClock, Priority, Queue, Retry};
 
 use super::recover_segment::{
     self as rs, FIX_FRAMES, FIX_HEADERS, SALVAGE, TAG_DEAD, TAG_DEAD_TMP, TAG_SEG_TMP,
@@ -66,6 +66,36 @@ fn batches(q: &Queue, _clock: &ManualClock) {
     let receipts: Vec<_> = jobs[..3].iter().map(|j| j.receipt()).collect();
     let results = q.ack_batch(&receipts).expect("ack_batch");
     assert!(results.iter().all(|r| r.is_ok()));
+}
+
+/// Jobs of every priority level and two of one group (Enqueue2 records,
+/// kind 12, with and without a key), one leased, one retried, one acked.
+fn priorities(q: &Queue, _clock: &ManualClock) {
+    for (i, p) in Priority::ALL.into_iter().enumerate() {
+        q.enqueue_with(&[b'p', i as u8], EnqueueOptions::new().priority(p))
+            .expect("enqueue");
+    }
+    q.enqueue_with(
+        b"urgent-keyed",
+        EnqueueOptions::new()
+            .priority(Priority::Urgent)
+            .idempotency_key("urgent-7"),
+    )
+    .expect("keyed");
+    for i in 0..2u8 {
+        q.enqueue_with(&[b'g', i], EnqueueOptions::new().group("customer-42"))
+            .expect("grouped");
+    }
+    let a = q.dequeue().expect("dequeue").expect("a job");
+    q.ack(a.receipt()).expect("ack");
+    let b = q.dequeue().expect("dequeue").expect("a job");
+    q.nack(
+        b.receipt(),
+        Retry::After(Duration::from_secs(5)),
+        "try later",
+    )
+    .expect("nack");
+    let _still_leased = q.dequeue().expect("dequeue").expect("a job");
 }
 
 /// Dead letters redriven and purged, keys of finished jobs.
@@ -170,11 +200,12 @@ fn refs(files: &[(u8, Vec<u8>)]) -> Vec<(u8, &[u8])> {
 /// future version, leftover temporary files, a missing segment).
 pub fn recover_segment() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    let workloads: [(&str, Workload); 4] = [
+    let workloads: [(&str, Workload); 5] = [
         ("empty", empty),
         ("mixed", mixed),
         ("dead", dead_letters),
         ("rotation", rotation),
+        ("priorities", priorities),
     ];
     for (name, work) in workloads {
         let files = workload_files(work);
@@ -257,7 +288,7 @@ pub fn recover_segment() -> Vec<(String, Vec<u8>)> {
 pub fn decode_record() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seen_kinds = std::collections::BTreeSet::new();
-    for work in [mixed as Workload, dead_letters, batches] {
+    for work in [mixed as Workload, dead_letters, batches, priorities] {
         for (tag, bytes) in workload_files(work) {
             let seed = u32::from(tag);
             let mut input = |name: String, body: &[u8]| {

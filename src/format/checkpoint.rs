@@ -14,8 +14,14 @@ use super::{u16_at, u32_at, u64_at};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
-/// The version written and read.
-pub const CHECKPOINT_VERSION: u16 = 1;
+/// The version written when a live job has a priority other than Normal
+/// (its slots carry priorities), and the newest read.
+pub const CHECKPOINT_VERSION: u16 = 2;
+/// The version written when every live job is of level Normal: what
+/// builds before priorities read (version 2 with every priority Normal).
+pub const CHECKPOINT_VERSION_1: u16 = 1;
+/// Priority byte of level Normal (as in log records).
+const NORMAL: u8 = crate::format::record::PRIORITY_NORMAL;
 /// Flag: written by a clean close; nothing was appended after it then.
 pub const FLAG_CLEAN: u16 = 1;
 /// Length of the fixed head.
@@ -25,6 +31,7 @@ const SLOT_LEN: usize = 16;
 const ASIDE_LEN: usize = 24;
 const WAIT_LEN: usize = 16;
 const KEY_LEN: usize = 48;
+const GROUP_LEN: usize = 24;
 
 /// One covered segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +44,9 @@ pub struct CkSegment {
     pub end: u32,
 }
 
-/// A job-table slot as stored: `(segment, offset, length, attempts, state)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A job-table slot as stored: `(segment, offset, length, attempts,
+/// state, priority)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CkSlot {
     /// Segment of the job's record.
     pub seg: u32,
@@ -50,6 +58,33 @@ pub struct CkSlot {
     pub attempts: u16,
     /// 0 empty, 1 fresh, 2 waiting, 3 in flight.
     pub state: u8,
+    /// The job's priority byte as in log records (0 Low ..= 3 Urgent;
+    /// stored with Low and Normal swapped, so that a version 1 slot,
+    /// whose byte is 0, reads as Normal).
+    pub priority: u8,
+}
+
+impl Default for CkSlot {
+    fn default() -> CkSlot {
+        CkSlot {
+            seg: 0,
+            off: 0,
+            len: 0,
+            attempts: 0,
+            state: 0,
+            priority: NORMAL,
+        }
+    }
+}
+
+/// The stored priority byte of a slot and back: Low (0) and Normal (1)
+/// swap places, so Normal is stored as 0.
+fn swap_low_normal(b: u8) -> u8 {
+    match b {
+        0 => 1,
+        1 => 0,
+        other => other,
+    }
 }
 
 /// An idempotency key entry.
@@ -103,6 +138,8 @@ pub struct Checkpoint {
     pub waiting: Vec<(u64, u64)>,
     /// Idempotency keys.
     pub keys: Vec<CkKey>,
+    /// Live jobs of a message group: (id, group hash). Version 2 only.
+    pub groups: Vec<(u64, u128)>,
 }
 
 /// Why bytes are not a checkpoint this build can use.
@@ -128,7 +165,7 @@ fn put_slot(out: &mut Vec<u8>, s: &CkSlot) {
     out.extend_from_slice(&s.off.to_le_bytes());
     out.extend_from_slice(&s.len.to_le_bytes());
     out.extend_from_slice(&s.attempts.to_le_bytes());
-    out.extend_from_slice(&[s.state, 0]);
+    out.extend_from_slice(&[s.state, swap_low_normal(s.priority)]);
 }
 
 /// Decodes one stored slot (16 bytes; see [`Checkpoint::decode_lazy`]).
@@ -141,7 +178,14 @@ pub fn slot_at(b: &[u8]) -> CkSlot {
         len: u32::from_le_bytes([w[8], w[9], w[10], w[11]]),
         attempts: u16::from_le_bytes([w[12], w[13]]),
         state: w[14],
+        priority: swap_low_normal(w[15]),
     }
+}
+
+fn u128_at(b: &[u8]) -> u128 {
+    let mut h = [0u8; 16];
+    h.copy_from_slice(&b[..16]);
+    u128::from_le_bytes(h)
 }
 
 /// CRC-32 of a head's bytes 0..60 and 64..128 (all but the CRC itself).
@@ -179,14 +223,31 @@ impl Checkpoint {
             + ASIDE_LEN * self.aside.len()
             + WAIT_LEN * self.waiting.len()
             + KEY_LEN * self.keys.len()
+            + GROUP_LEN * self.groups.len()
             + 4
+    }
+
+    /// The version [`Checkpoint::encode`] writes: 1 unless a slot holds
+    /// a priority other than Normal, so that a build that does not know
+    /// priorities never takes such a checkpoint for one it reads.
+    pub fn version(&self) -> u16 {
+        let levels = self
+            .slots
+            .iter()
+            .chain(self.aside.iter().map(|(_, s)| s))
+            .any(|s| s.priority != NORMAL);
+        if levels || !self.groups.is_empty() {
+            CHECKPOINT_VERSION
+        } else {
+            CHECKPOINT_VERSION_1
+        }
     }
 
     /// Encodes the file.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&CHECKPOINT_MAGIC);
-        out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.version().to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         for v in [
@@ -208,6 +269,7 @@ impl Checkpoint {
             self.aside.len(),
             self.waiting.len(),
             self.keys.len(),
+            self.groups.len(),
         ] {
             out.extend_from_slice(&(n as u64).to_le_bytes());
         }
@@ -236,6 +298,10 @@ impl Checkpoint {
             out.extend_from_slice(&k.seg.to_le_bytes());
             out.extend_from_slice(&k.off.to_le_bytes());
         }
+        for (id, group) in &self.groups {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&group.to_le_bytes());
+        }
         let crc = crc32fast::hash(&out[HEAD_LEN..]);
         out.extend_from_slice(&crc.to_le_bytes());
         seal_head(&mut out[..HEAD_LEN]);
@@ -260,7 +326,7 @@ impl Checkpoint {
             return Err(damaged("not a checkpoint (short, or wrong magic)"));
         }
         let version = u16_at(buf, 8).unwrap_or(0);
-        if version != CHECKPOINT_VERSION {
+        if version != CHECKPOINT_VERSION && version != CHECKPOINT_VERSION_1 {
             return Err(CheckpointError::Version(version));
         }
         if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
@@ -272,14 +338,17 @@ impl Checkpoint {
         }
         let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
         let reserved_zero =
-            u32_at(buf, 12) == Some(0) && buf[112..HEAD_LEN].iter().all(|&b| b == 0);
+            u32_at(buf, 12) == Some(0) && buf[120..HEAD_LEN].iter().all(|&b| b == 0);
         if flags & !FLAG_CLEAN != 0 || !reserved_zero {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
         let count = |at: usize| u64_at(buf, at).and_then(|n| usize::try_from(n).ok());
-        let counts: Option<Vec<usize>> = (0..5).map(|i| count(72 + 8 * i)).collect();
+        let counts: Option<Vec<usize>> = (0..6).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
-        let sizes = [SEG_LEN, SLOT_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN];
+        if version == CHECKPOINT_VERSION_1 && counts[5] != 0 {
+            return Err(damaged("unknown flags or nonzero reserved bytes"));
+        }
+        let sizes = [SEG_LEN, SLOT_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN, GROUP_LEN];
         let mut want = HEAD_LEN as u128 + 4;
         for (n, size) in counts.iter().zip(sizes) {
             want += *n as u128 * size as u128;
@@ -337,6 +406,10 @@ impl Checkpoint {
                 }
             })
             .collect();
+        ck.groups = take(counts[5], GROUP_LEN)
+            .chunks_exact(GROUP_LEN)
+            .map(|b| (u64_at(b, 0).unwrap_or(0), u128_at(&b[8..])))
+            .collect();
         Ok((ck, slots))
     }
 }
@@ -352,6 +425,7 @@ mod tests {
             len: 90,
             attempts: 1,
             state: 2,
+            priority: NORMAL,
         };
         Checkpoint {
             flags: FLAG_CLEAN,
@@ -379,6 +453,7 @@ mod tests {
                 seg: 2,
                 off: 64,
             }],
+            groups: Vec::new(),
         }
     }
 
@@ -412,7 +487,27 @@ mod tests {
     #[test]
     fn a_future_version_is_named() {
         let mut b = sample().encode();
-        b[8] = 2;
-        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(2)));
+        b[8] = 3;
+        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(3)));
+    }
+
+    #[test]
+    fn priorities_and_groups_make_version_2_and_round_trip() {
+        let plain = sample();
+        assert_eq!(plain.version(), 1);
+        let bytes = plain.encode();
+        assert_eq!(u16_at(&bytes, 8), Some(1));
+        // A version 1 slot's last byte is 0: Normal.
+        assert_eq!(bytes[HEAD_LEN + SEG_LEN + 15], 0);
+        for level in [0u8, 2, 3] {
+            let mut ck = sample();
+            ck.slots[0].priority = level;
+            ck.aside[0].1.priority = 3;
+            ck.groups = vec![(10, 1 << 90), (3, 7)];
+            assert_eq!(ck.version(), 2);
+            let bytes = ck.encode();
+            assert_eq!(u16_at(&bytes, 8), Some(2));
+            assert_eq!(Checkpoint::decode(&bytes), Ok(ck));
+        }
     }
 }

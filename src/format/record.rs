@@ -1,7 +1,7 @@
 //! Record bodies: what each frame kind carries.
 //!
-//! Log segments hold kinds 1–5, 14 and 15; the dead-letter file holds
-//! kinds 6–7 (kinds 8–10 are `done.rec`'s, 11–13 are reserved in
+//! Log segments hold kinds 1–5, 12, 14 and 15; the dead-letter file holds
+//! kinds 6–7 (kinds 8–10 are `done.rec`'s, 11 and 13 are reserved in
 //! `docs/design-queues.md`). Decoding is total: any byte string gives a
 //! record or a `None`.
 
@@ -21,6 +21,9 @@ pub const KIND_KEY: u8 = 5;
 pub const KIND_DEAD: u8 = 6;
 /// Kind byte of a [`Record::Removed`].
 pub const KIND_REMOVED: u8 = 7;
+/// Kind byte of an [`Record::Enqueue`] with a priority other than
+/// Normal, a group or a queue id (Enqueue2).
+pub const KIND_ENQUEUE2: u8 = 12;
 
 /// Kind byte of a [`Record::AckMany`].
 pub const KIND_ACK_MANY: u8 = 14;
@@ -39,6 +42,17 @@ pub const LEASE_MANY_ENTRY: usize = 12;
 /// Fixed part of an enqueue body: id, enqueue time, due time, attempts,
 /// max attempts, key length.
 pub const ENQUEUE_FIXED_LEN: usize = 8 + 8 + 8 + 4 + 2 + 2;
+/// Fixed part of an Enqueue2 body: the enqueue fixed part, then queue id,
+/// priority, flags and group length.
+pub const ENQUEUE2_FIXED_LEN: usize = ENQUEUE_FIXED_LEN + 2 + 1 + 1 + 2;
+/// Longest group key (bytes).
+pub const MAX_GROUP_LEN: usize = 256;
+/// Priority byte of the default level (`Normal`); levels are 0 (`Low`)
+/// to 3 (`Urgent`).
+pub const PRIORITY_NORMAL: u8 = 1;
+/// Highest priority byte (`Urgent`).
+pub const PRIORITY_MAX: u8 = 3;
+
 /// Fixed part of a dead-letter body: id, enqueue time, death time,
 /// attempts, key length, error length.
 pub const DEAD_FIXED_LEN: usize = 8 + 8 + 8 + 4 + 2 + 2;
@@ -60,6 +74,32 @@ pub struct EnqueueRec<'a> {
     pub key: &'a [u8],
     /// The payload.
     pub payload: &'a [u8],
+    /// Queue id (0, the only queue, for now).
+    pub queue: u16,
+    /// Priority level, 0 (`Low`) ..= 3 (`Urgent`); [`PRIORITY_NORMAL`] by
+    /// default.
+    pub priority: u8,
+    /// Message group key, empty when none (at most [`MAX_GROUP_LEN`]).
+    pub group: &'a [u8],
+}
+
+impl EnqueueRec<'_> {
+    /// Whether the record needs kind 12 (a priority other than Normal, a
+    /// group or a queue id); otherwise it is written as kind 1, which
+    /// every version reads.
+    pub fn is_extended(&self) -> bool {
+        self.queue != 0 || self.priority != PRIORITY_NORMAL || !self.group.is_empty()
+    }
+
+    /// Length of the encoded body (kind 1 or 12, whichever it needs).
+    pub fn body_len(&self) -> usize {
+        let fixed = if self.is_extended() {
+            ENQUEUE2_FIXED_LEN + self.group.len()
+        } else {
+            ENQUEUE_FIXED_LEN
+        };
+        fixed + self.key.len() + self.payload.len()
+    }
 }
 
 /// A job moved to the dead letters.
@@ -192,6 +232,7 @@ impl<'a> Record<'a> {
     /// The kind byte of this record.
     pub fn kind(&self) -> u8 {
         match self {
+            Record::Enqueue(e) if e.is_extended() => KIND_ENQUEUE2,
             Record::Enqueue(_) => KIND_ENQUEUE,
             Record::Lease { .. } => KIND_LEASE,
             Record::Ack { .. } => KIND_ACK,
@@ -215,7 +256,15 @@ impl<'a> Record<'a> {
                 head.extend_from_slice(&e.attempts.to_le_bytes());
                 head.extend_from_slice(&e.max_attempts.to_le_bytes());
                 head.extend_from_slice(&len16(e.key).to_le_bytes());
-                head.extend_from_slice(e.key);
+                if e.is_extended() {
+                    head.extend_from_slice(&e.queue.to_le_bytes());
+                    head.extend_from_slice(&[e.priority, 0]);
+                    head.extend_from_slice(&len16(e.group).to_le_bytes());
+                    head.extend_from_slice(e.key);
+                    head.extend_from_slice(e.group);
+                } else {
+                    head.extend_from_slice(e.key);
+                }
                 e.payload
             }
             Record::Lease { id, attempts } => {
@@ -273,8 +322,12 @@ impl<'a> Record<'a> {
                     max_attempts: u16_at(body, 28)?,
                     key: body.get(ENQUEUE_FIXED_LEN..key_end)?,
                     payload: body.get(key_end..)?,
+                    queue: 0,
+                    priority: PRIORITY_NORMAL,
+                    group: &[],
                 }))
             }
+            KIND_ENQUEUE2 => decode_enqueue2(body).map(Record::Enqueue),
             KIND_LEASE if body.len() == 12 => Some(Record::Lease {
                 id: u64_at(body, 0)?,
                 attempts: u32_at(body, 8)?,
@@ -324,7 +377,7 @@ impl<'a> Record<'a> {
         let width = match kind {
             KIND_ACK_MANY => ACK_MANY_ENTRY,
             KIND_LEASE_MANY => LEASE_MANY_ENTRY,
-            1..=7 => return Some(format!("record of kind {kind} does not decode")),
+            1..=7 | KIND_ENQUEUE2 => return Some(format!("record of kind {kind} does not decode")),
             _ => return Some(format!("record of unknown kind {kind}")),
         };
         Some(match u32_at(body, 0) {
@@ -335,6 +388,34 @@ impl<'a> Record<'a> {
             ),
         })
     }
+}
+
+/// An Enqueue2 body: the enqueue fixed part, queue id, priority, flags
+/// (none known: must be 0), group length, key, group, payload. A record
+/// that would be written as kind 1 (nothing extended) is not an Enqueue2.
+fn decode_enqueue2(body: &[u8]) -> Option<EnqueueRec<'_>> {
+    let key_len = usize::from(u16_at(body, 30)?);
+    let priority = *body.get(34)?;
+    let flags = *body.get(35)?;
+    let group_len = usize::from(u16_at(body, 36)?);
+    if priority > PRIORITY_MAX || flags != 0 || group_len > MAX_GROUP_LEN {
+        return None;
+    }
+    let key_end = ENQUEUE2_FIXED_LEN.checked_add(key_len)?;
+    let group_end = key_end.checked_add(group_len)?;
+    let e = EnqueueRec {
+        id: u64_at(body, 0)?,
+        enqueued_ms: u64_at(body, 8)?,
+        due_ms: u64_at(body, 16)?,
+        attempts: u32_at(body, 24)?,
+        max_attempts: u16_at(body, 28)?,
+        key: body.get(ENQUEUE2_FIXED_LEN..key_end)?,
+        payload: body.get(group_end..)?,
+        queue: u16_at(body, 32)?,
+        priority,
+        group: body.get(key_end..group_end)?,
+    };
+    e.is_extended().then_some(e)
 }
 
 /// The entries of a batch body: a count, then exactly that many entries.
@@ -365,6 +446,9 @@ mod tests {
         let mut body = head.clone();
         body.extend_from_slice(tail);
         assert_eq!(Record::decode(rec.kind(), &body), Some(rec));
+        if let Record::Enqueue(e) = rec {
+            assert_eq!(e.body_len(), body.len());
+        }
         // Every strict prefix of a fixed-size body is rejected.
         if !matches!(
             rec,
@@ -386,7 +470,30 @@ mod tests {
             max_attempts: 5,
             key: b"key",
             payload: b"payload",
+            queue: 0,
+            priority: PRIORITY_NORMAL,
+            group: b"",
         }));
+        for (priority, group) in [
+            (0u8, &b""[..]),
+            (3, b"customer-42"),
+            (PRIORITY_NORMAL, b"g"),
+        ] {
+            let e = EnqueueRec {
+                id: 7,
+                enqueued_ms: 2,
+                due_ms: 3,
+                attempts: 0,
+                max_attempts: 5,
+                key: b"k",
+                payload: b"payload",
+                queue: 0,
+                priority,
+                group,
+            };
+            assert_eq!(Record::Enqueue(e).kind(), KIND_ENQUEUE2);
+            round_trip(Record::Enqueue(e));
+        }
         round_trip(Record::Lease { id: 9, attempts: 3 });
         round_trip(Record::Ack { id: 9 });
         round_trip(Record::Nack { id: 9, due_ms: 77 });
@@ -467,5 +574,34 @@ mod tests {
         let mut body = vec![0u8; ENQUEUE_FIXED_LEN];
         body[30] = 200; // key length beyond the body
         assert_eq!(Record::decode(KIND_ENQUEUE, &body), None);
+    }
+
+    fn enqueue2_body(priority: u8, flags: u8, group_len: u16) -> Vec<u8> {
+        let mut body = vec![0u8; ENQUEUE2_FIXED_LEN];
+        body[34] = priority;
+        body[35] = flags;
+        body[36..38].copy_from_slice(&group_len.to_le_bytes());
+        body.resize(ENQUEUE2_FIXED_LEN + usize::from(group_len), b'g');
+        body
+    }
+
+    #[test]
+    fn enqueue2_bodies_out_of_range_are_none() {
+        assert!(Record::decode(KIND_ENQUEUE2, &enqueue2_body(3, 0, 4)).is_some());
+        assert!(Record::decode(KIND_ENQUEUE2, &enqueue2_body(1, 0, 256)).is_some());
+        for bad in [
+            enqueue2_body(4, 0, 0),   // unknown priority
+            enqueue2_body(2, 1, 0),   // unknown flag
+            enqueue2_body(1, 0, 257), // group over the limit
+            enqueue2_body(1, 0, 0),   // nothing extended: must be kind 1
+            enqueue2_body(2, 0, 0)[..37].to_vec(),
+        ] {
+            assert_eq!(Record::decode(KIND_ENQUEUE2, &bad), None, "{bad:?}");
+            let why = Record::malformed(KIND_ENQUEUE2, &bad).expect("a reason");
+            assert!(why.contains("kind 12"), "{why}");
+        }
+        let mut long = enqueue2_body(0, 0, 3);
+        long[36] = 9; // group length beyond the body
+        assert_eq!(Record::decode(KIND_ENQUEUE2, &long), None);
     }
 }

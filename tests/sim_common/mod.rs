@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use walq::vfs::{SimFs, Vfs};
-use walq::{Durability, EnqueueOptions, ErrorKind, Job, ManualClock, Options, Queue, Retry};
+use walq::{
+    Durability, EnqueueOptions, ErrorKind, Job, ManualClock, Options, Priority, Queue, Retry,
+};
 
 /// The queue directory on the simulated file system.
 pub const DIR: &str = "/q";
@@ -180,6 +182,12 @@ pub struct JobModel {
     pub events: Vec<Event>,
     /// Attempts made (as the running process sees it).
     pub attempts: u32,
+    /// The level it was enqueued with.
+    pub priority: Priority,
+    /// The message group it was enqueued with.
+    pub group: Option<String>,
+    /// A redrive was issued for it (a redriven job comes back at Normal).
+    pub redriven: bool,
 }
 
 /// Everything the workload did and saw.
@@ -396,12 +404,27 @@ impl Run {
     }
 
     pub fn enqueue(&mut self, len: usize, delay: Option<Duration>, key: Option<String>) {
+        self.enqueue_at(len, delay, key, Priority::Normal, None);
+    }
+
+    /// [`Run::enqueue`] with a priority level and a message group.
+    pub fn enqueue_at(
+        &mut self,
+        len: usize,
+        delay: Option<Duration>,
+        key: Option<String>,
+        priority: Priority,
+        group: Option<String>,
+    ) {
         if !self.live() {
             return;
         }
         let tag = self.next_tag();
         let p = payload(tag, len);
-        let mut opts = EnqueueOptions::new();
+        let mut opts = EnqueueOptions::new().priority(priority);
+        if let Some(g) = &group {
+            opts = opts.group(g);
+        }
         if let Some(d) = delay {
             opts = opts.delay(d);
         }
@@ -436,6 +459,9 @@ impl Run {
                             outcome: Outcome::Live(0),
                         }],
                         attempts: 0,
+                        priority,
+                        group,
+                        redriven: false,
                     },
                 );
                 self.end(op, Ok(()));
@@ -477,6 +503,9 @@ impl Run {
                                 outcome: Outcome::Live(0),
                             }],
                             attempts: 0,
+                            priority: Priority::Normal,
+                            group: None,
+                            redriven: false,
                         },
                     );
                 }
@@ -648,6 +677,7 @@ impl Run {
         let op = self.begin(OpKind::Redrive);
         let result = self.q().redrive(id);
         self.event(id, op, Outcome::Live(0));
+        self.redriven(id);
         self.end(op, result);
     }
 
@@ -678,8 +708,15 @@ impl Run {
         }
         for id in ids {
             self.event(id, op, Outcome::Live(0));
+            self.redriven(id);
         }
         self.end(op, result.map(|_| ()));
+    }
+
+    fn redriven(&mut self, id: u64) {
+        if let Some(j) = self.m.jobs.get_mut(&id) {
+            j.redriven = true;
+        }
     }
 
     pub fn purge_all(&mut self) {
@@ -799,6 +836,49 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
     }
 }
 
+/// Jobs of two levels (Normal and Urgent), some in one message group,
+/// leased, acked, retried, dead-lettered and redriven, with a clean
+/// reopen and a crash-reopen in the middle: every job comes back at its
+/// level and in its group.
+pub fn levels_workload(run: &mut Run, steps: usize) {
+    for step in 0..steps {
+        if !run.live() {
+            return;
+        }
+        if step == steps / 3 {
+            run.close_reopen();
+        }
+        if step == 2 * steps / 3 {
+            run.reopen();
+        }
+        match run.rng.below(100) {
+            0..=29 => {
+                let p = if run.rng.below(2) == 0 {
+                    Priority::Urgent
+                } else {
+                    Priority::Normal
+                };
+                let len = run.rng.range(40, 600) as usize;
+                let key = (run.rng.below(8) == 0).then(|| format!("lvl-{}", run.rng.below(20)));
+                let group = (run.rng.below(3) == 0).then(|| "customer-42".to_string());
+                run.enqueue_at(len, None, key, p, group);
+            }
+            30..=54 => run.dequeue(),
+            55..=72 => run.ack(),
+            73..=82 => {
+                let ms = run.rng.below(3000);
+                run.nack(Retry::After(Duration::from_millis(ms)));
+            }
+            83..=86 => run.fail(),
+            87..=89 => run.redrive(),
+            _ => {
+                let ms = run.rng.range(200, 2000);
+                run.advance(ms);
+            }
+        }
+    }
+}
+
 /// Big dead letters, redriven until the dead-letter file is compacted
 /// (it compacts past 1 MiB of removed records), with keys and purges.
 pub fn dead_letter_workload(run: &mut Run) {
@@ -847,6 +927,52 @@ impl Observed {
     }
 }
 
+/// A drain of a reopened queue where every job is due, `(id, level,
+/// group)` in delivery order (each grouped job acked when delivered):
+/// each delivered job was free (no undelivered job of its group before
+/// it), and its level is the one the documented cycle (Urgent 8, High 4,
+/// Normal 2, Low 1, from its start) picks among the levels that had a
+/// free job.
+pub fn check_drain_order(drained: &[(u64, Priority, Option<Vec<u8>>)], label: &str) {
+    use Priority::{High as H, Low as L, Normal as N, Urgent as U};
+    const CYCLE: [Priority; 15] = [U, H, U, N, U, H, U, L, U, H, U, N, U, H, U];
+    let mut left: BTreeMap<u64, (Priority, Option<&[u8]>)> = drained
+        .iter()
+        .map(|(id, p, g)| (*id, (*p, g.as_deref())))
+        .collect();
+    let free = |left: &BTreeMap<u64, (Priority, Option<&[u8]>)>, id: u64| {
+        let group = left[&id].1;
+        group.is_none() || !left.range(..id).any(|(_, (_, g))| *g == group)
+    };
+    let mut turn = 0;
+    for (id, level, _) in drained {
+        assert!(
+            free(&left, *id),
+            "{label}: job {id} delivered before its group's head"
+        );
+        let ready: BTreeSet<Priority> = left
+            .keys()
+            .filter(|&&j| free(&left, j))
+            .map(|j| left[j].0)
+            .collect();
+        let want = if ready.len() > 1 {
+            let slot = (0..15)
+                .map(|k| (turn + k) % 15)
+                .find(|&s| ready.contains(&CYCLE[s]))
+                .expect("a ready level has a slot");
+            turn = (slot + 1) % 15;
+            CYCLE[slot]
+        } else {
+            *level
+        };
+        assert_eq!(
+            *level, want,
+            "{label}: job {id} delivered out of the cycle's order"
+        );
+        left.remove(id);
+    }
+}
+
 /// Which ops are guaranteed durable when syncs up to `k` were real.
 pub fn guaranteed_ops(m: &Model, k: u64) -> Vec<bool> {
     let good = |o: &OpRecord| o.ok && o.syncs <= k;
@@ -884,8 +1010,12 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
     assert_eq!(stats.in_flight, 0, "{label}: leases survived a restart");
     clock.advance(Duration::from_secs(30 * 86_400));
     let stats = q.stats();
-    assert_eq!(stats.delayed, 0, "{label}: {stats:?}");
-    let ready = stats.ready;
+    // Only jobs blocked behind their group's head are still delayed.
+    if !m.jobs.values().any(|j| j.group.is_some()) {
+        assert_eq!(stats.delayed, 0, "{label}: {stats:?}");
+    }
+    let ready = stats.ready + stats.delayed;
+    let mut drained = Vec::new();
     for _ in 0..1_000_000 {
         let Some(job) = q
             .dequeue()
@@ -898,12 +1028,33 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
             !obs.dead.contains_key(&id),
             "{label}: job {id} both queued and dead"
         );
+        drained.push((id, job.priority(), job.group().map(<[u8]>::to_vec)));
+        if let Some(j) = m.jobs.get(&id) {
+            let p = job.priority();
+            assert!(
+                p == j.priority || (j.redriven && p == Priority::Normal),
+                "{label}: job {id} comes back at {p:?}, enqueued at {:?}",
+                j.priority
+            );
+            let g = job.group().map(|g| String::from_utf8_lossy(g).into_owned());
+            assert!(
+                g == j.group || (j.redriven && g.is_none()),
+                "{label}: job {id} comes back in group {g:?}, enqueued in {:?}",
+                j.group
+            );
+        }
+        if job.group().is_some() {
+            // Acked, so that the next job of its group is delivered.
+            q.ack(job.receipt())
+                .unwrap_or_else(|e| panic!("{label}: ack in drain: {e}"));
+        }
         let prev = obs
             .live
             .insert(id, (job.attempt() - 1, job.payload().to_vec()));
         assert!(prev.is_none(), "{label}: job {id} delivered twice");
     }
     assert_eq!(ready, obs.live.len() as u64, "{label}: stats.ready");
+    check_drain_order(&drained, label);
     q.check_invariants();
 
     let guaranteed = guaranteed_ops(m, k);

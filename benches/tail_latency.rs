@@ -13,7 +13,8 @@
 //! moment a consumer holds the job.
 //!
 //! `cargo bench --bench tail_latency` (`WALQ_TAIL_JOBS=N` for the Os run;
-//! Sync runs a fortieth of it on each of 4 producers).
+//! Sync runs a fortieth of it on each of 4 producers; `WALQ_TAIL_SEGMENT=B`
+//! for segments of `B` bytes instead of 256 KiB).
 //!
 //! Recorded for issue 8 (2-vCPU VM shared with five other builds, load
 //! average about 12, ext4 on virtio; before = commit af7d9ed, after =
@@ -48,11 +49,20 @@ fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
+/// Segment size of the runs: 256 KiB, or `WALQ_TAIL_SEGMENT` bytes (the
+/// default 64 MiB segments: `WALQ_TAIL_SEGMENT=67108864`).
+fn segment_size() -> u64 {
+    std::env::var("WALQ_TAIL_SEGMENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 * 1024)
+}
+
 fn open(dir: &std::path::Path, mode: Durability) -> Queue {
     Queue::open_with(
         dir,
         Options::default()
-            .segment_size(256 * 1024)
+            .segment_size(segment_size())
             .durability(mode)
             .visibility_timeout(Duration::from_secs(600)),
     )

@@ -8,7 +8,9 @@
 //! Rotation order (each step durable before the next):
 //! 1. fdatasync the old active segment through the committer (the one sync
 //!    path, see `commit`), so nothing in the new segment is acknowledged
-//!    while an older record could still be lost;
+//!    while an older record could still be lost (cheap: the writeback of
+//!    every completed 1 MiB chunk was started as the tail passed it, see
+//!    [`Upkeep::write_back`], so at most the last chunk is left to write);
 //! 2. install the spare prepared ahead (see `segment` and `upkeep`): its
 //!    header written and fdatasynced, renamed into place; make it the
 //!    committer's target, whose next leader syncs the directory before the
@@ -48,6 +50,9 @@ use crate::vfs::Vfs;
 
 /// How far ahead of the tail pages are faulted in.
 const PREFAULT_BYTES: usize = 2 << 20;
+/// The chunk of the active segment whose writeback is started once the
+/// tail has passed it (the 1 MiB boundaries where the prefault runs).
+const WRITEBACK_CHUNK: u32 = 1 << 20;
 
 /// A segment and what still lives in it.
 #[derive(Debug)]
@@ -392,6 +397,14 @@ impl Log {
         if crossing && !syscall {
             let next = ((off + len) >> 20) << 20;
             seg.region.prefault(next as usize, PREFAULT_BYTES);
+            // The chunk before `next` is complete: start its writeback
+            // after the lock is released, so that the fdatasync that seals
+            // this segment (under the lock, at rotation) has at most the
+            // last chunk left to write (see `upkeep`). Not under `Sync`,
+            // whose group commits write everything as it comes.
+            if next >= WRITEBACK_CHUNK {
+                self.upkeep.write_back(&seg, next - WRITEBACK_CHUNK, next);
+            }
         }
         self.tail += len;
         seg.publish(self.tail);

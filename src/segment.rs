@@ -323,6 +323,16 @@ impl Segment {
         self.with_file("fdatasync of segment", |f| f.sync_data())
     }
 
+    /// Starts the writeback of `off..off+len` (see
+    /// [`VfsFile::start_writeback`]): best effort, so that the fdatasync
+    /// that seals the segment has little left to write. Does nothing once
+    /// the segment is sealed (its descriptor is closed, and it was synced).
+    pub fn start_writeback(&self, off: u32, len: u32) {
+        let _ = self.with_file("starting writeback of segment", |f| {
+            f.start_writeback(u64::from(off), u64::from(len))
+        });
+    }
+
     /// The whole file, read with `pread` (recovery reads this way, so an
     /// unreadable sector is an error naming the file, not a `SIGBUS`).
     pub fn read_image(&self) -> Result<Vec<u8>> {

@@ -44,6 +44,14 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     fn write_at_syscall(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.write_at(buf, off)
     }
+    /// Starts writing back `off..off+len` without waiting for it and
+    /// without reading the file's writeback-error state (see
+    /// `os::start_writeback`): a hint that makes a later
+    /// [`VfsFile::sync_data`] cheaper. A no-op by default.
+    fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
+        let _ = (off, len);
+        Ok(())
+    }
     /// Sets the length (used only on files that are never mapped).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves disk space so that the file is at least `len` bytes long.

@@ -47,6 +47,10 @@ impl VfsFile for StdFile {
         self.file.write_all_at(buf, off)
     }
 
+    fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
+        crate::os::start_writeback(&self.file, off, len)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         if self.map.get().is_some() {
             return Err(io::Error::new(

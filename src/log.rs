@@ -44,6 +44,7 @@ use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
 use crate::reserve::{is_enospc, Reserve};
+use crate::segmap::{MapBudget, MAX_MAPS};
 use crate::segment::{Segment, Spare};
 use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
@@ -118,6 +119,8 @@ pub struct Log {
     /// Appends are `pwrite`s, never stores into the map (set under
     /// `Durability::Sync`, see [`Log::append_by_syscall`]).
     syscall_appends: bool,
+    /// The bound on the segments' maps (see `segmap`).
+    maps: Arc<MapBudget>,
 }
 
 impl Log {
@@ -137,6 +140,10 @@ impl Log {
         let active = segments.back().map_or(0, |a| a.seg.id);
         if let Some(active) = segments.back() {
             commit.set_target(active.seg.clone(), next_lsn - 1);
+        }
+        let maps = Arc::new(MapBudget::new(vfs.clone(), MAX_MAPS));
+        for info in &segments {
+            info.seg.attach(&maps);
         }
         let upkeep = Arc::new(Upkeep::new(
             vfs.clone(),
@@ -163,6 +170,38 @@ impl Log {
             reserve_checked: false,
             write_failed: false,
             syscall_appends: false,
+            maps,
+        }
+    }
+
+    /// Unmaps sealed segments, least recently read first, while the log
+    /// holds more maps than [`MAX_MAPS`] (down to a quarter below it). A
+    /// segment something else still holds (the committer, a segment
+    /// waiting for deletion, a reader) is skipped: `Arc::get_mut` proves
+    /// that no slice of its map is alive.
+    fn trim_maps(&mut self) {
+        let keep = self.maps.trim_to();
+        let sealed = self.segments.len().saturating_sub(1);
+        let mut lru: Vec<(u64, usize)> = self
+            .segments
+            .iter()
+            .take(sealed)
+            .enumerate()
+            .filter(|(_, i)| i.seg.region.is_mapped())
+            .map(|(at, i)| (i.seg.region.last_used(), at))
+            .collect();
+        lru.sort_unstable();
+        for (_, at) in lru {
+            if self.maps.mapped() <= keep {
+                break;
+            }
+            if let Some(seg) = self
+                .segments
+                .get_mut(at)
+                .and_then(|i| Arc::get_mut(&mut i.seg))
+            {
+                seg.unmap();
+            }
         }
     }
 
@@ -180,6 +219,9 @@ impl Log {
     pub fn begin_op(&mut self) {
         self.harmless_failure = false;
         self.op_changes = 0;
+        if self.maps.over() {
+            self.trim_maps();
+        }
     }
 
     /// The current operation changed memory (or another file) before its
@@ -497,6 +539,7 @@ impl Log {
         // is released (see `upkeep`).
         let spare = self.upkeep.take_spare(id, draining)?;
         let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
+        seg.attach(&self.maps);
         self.commit.set_new_target(
             seg.clone(),
             self.next_lsn - 1,

@@ -277,7 +277,9 @@ fn scan_log(
         // From here on the segment is read through its map, below what was
         // found intact; a sealed one gives its descriptor back.
         seg.publish(end.off);
-        if !last {
+        if last {
+            seg.map_now()?;
+        } else {
             seg.release_fd();
         }
         if i + 1 >= covered {

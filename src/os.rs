@@ -1,6 +1,7 @@
 //! The only `unsafe` code in walq: memory maps of segment files, the heap
 //! stand-in that test file systems use in their place, `fallocate`,
-//! `fstatfs` and `sync_file_range`.
+//! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)` and
+//! `posix_fadvise`.
 //!
 //! # Safety argument
 //!
@@ -301,6 +302,86 @@ pub(crate) fn start_writeback(file: &File, off: u64, len: u64) -> io::Result<()>
     }
 }
 
+/// An offset at or below `len` past which `file` reads as zeros: the end
+/// of its last data extent (`lseek` `SEEK_DATA`/`SEEK_HOLE`), or `len`.
+///
+/// Trusted only where that was checked: ext4, xfs and tmpfs report a
+/// preallocated (unwritten) extent as a hole only while no page of it is
+/// in the page cache (dirty or not), so a hole there reads as zeros even
+/// after a process crash that left dirty pages behind. Elsewhere, and on
+/// any error, the whole `len` is data (read, never guessed).
+pub(crate) fn data_end(file: &File, len: u64) -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        if !map_stores_are_safe(file) {
+            return len;
+        }
+        let fd = file.as_raw_fd();
+        let mut end: libc::off_t = 0;
+        // A segment has a few data extents (written records, prefaulted
+        // pages); past this many, read it all.
+        for _ in 0..1024 {
+            // SAFETY: plain syscalls on a descriptor we own; no memory is
+            // passed. The file offset they move is not used (all I/O on
+            // segments is positional).
+            let data = unsafe { libc::lseek(fd, end, libc::SEEK_DATA) };
+            if data < 0 {
+                let err = io::Error::last_os_error();
+                // ENXIO: no data at or after `end`.
+                return if err.raw_os_error() == Some(libc::ENXIO) {
+                    u64::try_from(end).map_or(len, |e| e.min(len))
+                } else {
+                    len
+                };
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole < data {
+                return len;
+            }
+            end = hole;
+            if u64::try_from(end).unwrap_or(u64::MAX) >= len {
+                return len;
+            }
+        }
+        len
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        len
+    }
+}
+
+/// Drops the clean cached pages of `from..len` of `file` from the page
+/// cache (`posix_fadvise(POSIX_FADV_DONTNEED)`), so that zero pages read
+/// ahead there do not count as data for [`data_end`]. A hint: errors are
+/// ignored. Dirty pages stay (the call only starts their writeback, which
+/// does not touch the file's writeback-error cursor, as in
+/// [`start_writeback`]); `data_end` already counted them.
+pub(crate) fn drop_clean_pages(file: &File, from: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let page = 4096;
+        let from = from.div_ceil(page) * page;
+        if from >= len {
+            return;
+        }
+        let (Ok(off), Ok(n)) = (
+            libc::off_t::try_from(from),
+            libc::off_t::try_from(len - from),
+        ) else {
+            return;
+        };
+        // SAFETY: plain syscall on a descriptor we own; no memory passed.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, len);
+}
+
 fn write_zeros(file: &File, len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let chunk = vec![0u8; 1 << 20];
@@ -356,6 +437,23 @@ mod tests {
         r.publish(1 << 16);
         assert_eq!(r.bytes(0, 4), Some(&[7u8; 4][..]));
         f.sync_data().unwrap();
+    }
+
+    #[test]
+    fn data_ends_where_the_written_bytes_end() {
+        use std::os::unix::fs::FileExt;
+        let f = tempfile::tempfile().unwrap();
+        preallocate(&f, 8 << 20).unwrap();
+        f.write_all_at(&[1u8; 5000], 4096).unwrap();
+        let end = data_end(&f, 8 << 20);
+        // Never below the written bytes; where holes are reported (ext4,
+        // xfs, tmpfs), well below the file's end.
+        assert!(end >= 9096, "{end}");
+        if map_stores_are_safe(&f) {
+            assert!(end < 1 << 20, "{end}");
+        }
+        f.write_all_at(&[2u8; 10], (8 << 20) - 10).unwrap();
+        assert_eq!(data_end(&f, 8 << 20), 8 << 20);
     }
 
     #[test]

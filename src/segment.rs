@@ -360,12 +360,24 @@ impl Segment {
         });
     }
 
-    /// The whole file, read with `pread` (recovery reads this way, so an
-    /// unreadable sector is an error naming the file, not a `SIGBUS`).
-    pub fn read_image(&self) -> Result<Vec<u8>> {
+    /// The file's bytes, read with `pread` (recovery reads this way, so an
+    /// unreadable sector is an error naming the file, not a `SIGBUS`), and
+    /// where its data ends: the image is as long as the file, but only the
+    /// bytes before the data's end (as the file system reports it, see
+    /// [`VfsFile::read_data`]) are read; the rest are zeros, as the file
+    /// reads there. A crashed queue's active segment is read up to its
+    /// tail (and the pages prefaulted or read ahead past it), not the
+    /// whole preallocated segment.
+    ///
+    /// Only bytes from `from` on are read (a scan that starts there looks
+    /// at nothing before it); the image holds zeros before `from`.
+    pub fn read_image(&self, from: u32) -> Result<(Vec<u8>, usize)> {
+        // Zeroed by the allocator (fresh pages): what is not read costs no
+        // memory.
         let mut buf = vec![0u8; self.region.len()];
-        self.with_file("reading segment", |f| f.read_at(&mut buf, 0))?;
-        Ok(buf)
+        let end = self.with_file("reading segment", |f| f.read_data(&mut buf, from as usize))?;
+        let end = end.min(buf.len());
+        Ok((buf, end))
     }
 
     /// Publishes `0..end`: from now on those bytes are readable through the

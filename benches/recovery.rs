@@ -16,6 +16,8 @@
 //!   the checkpoint written by the close (`checkpoint`) and without it
 //!   (`full_scan`: the file is deleted before the open). Between two
 //!   samples the job is acked and the queue closed again (not timed).
+//!   `after_drop`: the same queue reopened after a drop without `close()`
+//!   (as after a crash: the last checkpoint and the log after it).
 //!
 //! `recovery/scan` and `recovery/pending` leave the queue without
 //! `close()` (as after a crash) before each open, and delete the
@@ -99,8 +101,22 @@ fn reopen_time(dir: &Path, scan: bool) -> Duration {
     t
 }
 
+/// Opens the queue in `dir`, left by a drop without `close()` (as after a
+/// crash: the last periodic checkpoint and the log after it are used),
+/// and dequeues one job: the time of both. Then acks the job and drops
+/// the queue again (not timed).
+fn dropped_time(dir: &Path) -> Duration {
+    let start = Instant::now();
+    let q = Queue::open_with(dir, common::options(Durability::Os)).expect("open");
+    let job = q.dequeue().expect("dequeue").expect("a job");
+    let t = start.elapsed();
+    q.ack(job.receipt()).expect("ack");
+    drop(q);
+    t
+}
+
 /// Open + first dequeue of a queue of `n` pending jobs, with and without
-/// its checkpoint.
+/// its checkpoint, and after a drop without `close()`.
 fn reopen(c: &mut criterion::Criterion, n: u64) {
     let dir = tempdir();
     let t = Instant::now();
@@ -130,6 +146,10 @@ fn reopen(c: &mut criterion::Criterion, n: u64) {
             b.iter_custom(|iters| (0..iters).map(|_| reopen_time(dir.path(), scan)).sum());
         });
     }
+    // Last: each sample leaves the queue dropped, not closed.
+    g.bench_function(BenchmarkId::new("after_drop", format!("{n}_jobs")), |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| dropped_time(dir.path())).sum());
+    });
     g.finish();
 }
 

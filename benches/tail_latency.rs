@@ -13,7 +13,9 @@
 //! moment a consumer holds the job.
 //!
 //! `cargo bench --bench tail_latency` (`WALQ_TAIL_JOBS=N` for the Os run;
-//! Sync runs a fortieth of it on each of 4 producers).
+//! Sync runs a fortieth of it on each of 4 producers; `WALQ_TAIL_SEGMENT=B`
+//! for segments of `B` bytes instead of 256 KiB;
+//! `WALQ_TAIL_CHECKPOINT_EVERY=B` for `Options::checkpoint_every`).
 //!
 //! Recorded for issue 8 (2-vCPU VM shared with five other builds, load
 //! average about 12, ext4 on virtio; before = commit af7d9ed, after =
@@ -48,11 +50,28 @@ fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
+/// Segment size of the runs: 256 KiB, or `WALQ_TAIL_SEGMENT` bytes (the
+/// default 64 MiB segments: `WALQ_TAIL_SEGMENT=67108864`).
+fn segment_size() -> u64 {
+    std::env::var("WALQ_TAIL_SEGMENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 * 1024)
+}
+
 fn open(dir: &std::path::Path, mode: Durability) -> Queue {
+    let mut opts = Options::default();
+    // `WALQ_TAIL_CHECKPOINT_EVERY=0`: no periodic checkpoint, whose write
+    // (by the enqueue that made it due) would hide the rotations.
+    if let Some(every) = std::env::var("WALQ_TAIL_CHECKPOINT_EVERY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts = opts.checkpoint_every(every);
+    }
     Queue::open_with(
         dir,
-        Options::default()
-            .segment_size(256 * 1024)
+        opts.segment_size(segment_size())
             .durability(mode)
             .visibility_timeout(Duration::from_secs(600)),
     )

@@ -104,6 +104,7 @@ mod queue;
 mod recovery;
 mod reserve;
 pub mod schedule;
+mod segmap;
 mod segment;
 mod state;
 mod stats;

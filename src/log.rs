@@ -8,7 +8,9 @@
 //! Rotation order (each step durable before the next):
 //! 1. fdatasync the old active segment through the committer (the one sync
 //!    path, see `commit`), so nothing in the new segment is acknowledged
-//!    while an older record could still be lost;
+//!    while an older record could still be lost (cheap: the writeback of
+//!    every completed 1 MiB chunk was started as the tail passed it, see
+//!    [`Upkeep::write_back`], so at most the last chunk is left to write);
 //! 2. install the spare prepared ahead (see `segment` and `upkeep`): its
 //!    header written and fdatasynced, renamed into place; make it the
 //!    committer's target, whose next leader syncs the directory before the
@@ -42,12 +44,16 @@ use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::Record;
 use crate::reserve::{is_enospc, Reserve};
+use crate::segmap::{MapBudget, MAX_MAPS};
 use crate::segment::{Segment, Spare};
 use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
 
 /// How far ahead of the tail pages are faulted in.
 const PREFAULT_BYTES: usize = 2 << 20;
+/// The chunk of the active segment whose writeback is started once the
+/// tail has passed it (the 1 MiB boundaries where the prefault runs).
+const WRITEBACK_CHUNK: u32 = 1 << 20;
 
 /// A segment and what still lives in it.
 #[derive(Debug)]
@@ -115,6 +121,8 @@ pub struct Log {
     syscall_appends: bool,
     /// Records of a batch held for one `pwrite` (see [`Log::stage_begin`]).
     staged: Option<Staged>,
+    /// The bound on the segments' maps (see `segmap`).
+    maps: Arc<MapBudget>,
 }
 
 /// Records appended but not yet written: a batch's frames, written with
@@ -144,6 +152,10 @@ impl Log {
         if let Some(active) = segments.back() {
             commit.set_target(active.seg.clone(), next_lsn - 1);
         }
+        let maps = Arc::new(MapBudget::new(vfs.clone(), MAX_MAPS));
+        for info in &segments {
+            info.seg.attach(&maps);
+        }
         let upkeep = Arc::new(Upkeep::new(
             vfs.clone(),
             dir.clone(),
@@ -170,6 +182,38 @@ impl Log {
             write_failed: false,
             syscall_appends: false,
             staged: None,
+            maps,
+        }
+    }
+
+    /// Unmaps sealed segments, least recently read first, while the log
+    /// holds more maps than [`MAX_MAPS`] (down to a quarter below it). A
+    /// segment something else still holds (the committer, a segment
+    /// waiting for deletion, a reader) is skipped: `Arc::get_mut` proves
+    /// that no slice of its map is alive.
+    fn trim_maps(&mut self) {
+        let keep = self.maps.trim_to();
+        let sealed = self.segments.len().saturating_sub(1);
+        let mut lru: Vec<(u64, usize)> = self
+            .segments
+            .iter()
+            .take(sealed)
+            .enumerate()
+            .filter(|(_, i)| i.seg.region.is_mapped())
+            .map(|(at, i)| (i.seg.region.last_used(), at))
+            .collect();
+        lru.sort_unstable();
+        for (_, at) in lru {
+            if self.maps.mapped() <= keep {
+                break;
+            }
+            if let Some(seg) = self
+                .segments
+                .get_mut(at)
+                .and_then(|i| Arc::get_mut(&mut i.seg))
+            {
+                seg.unmap();
+            }
         }
     }
 
@@ -187,6 +231,9 @@ impl Log {
     pub fn begin_op(&mut self) {
         self.harmless_failure = false;
         self.op_changes = 0;
+        if self.maps.over() {
+            self.trim_maps();
+        }
     }
 
     /// The current operation changed memory (or another file) before its
@@ -479,6 +526,14 @@ impl Log {
         if crossing && !syscall {
             let next = ((off + len) >> 20) << 20;
             seg.region.prefault(next as usize, PREFAULT_BYTES);
+            // The chunk before `next` is complete: start its writeback
+            // after the lock is released, so that the fdatasync that seals
+            // this segment (under the lock, at rotation) has at most the
+            // last chunk left to write (see `upkeep`). Not under `Sync`,
+            // whose group commits write everything as it comes.
+            if next >= WRITEBACK_CHUNK {
+                self.upkeep.write_back(&seg, next - WRITEBACK_CHUNK, next);
+            }
         }
         self.tail += len;
         seg.publish(self.tail);
@@ -571,6 +626,7 @@ impl Log {
         // is released (see `upkeep`).
         let spare = self.upkeep.take_spare(id, draining)?;
         let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
+        seg.attach(&self.maps);
         self.commit.set_new_target(
             seg.clone(),
             self.next_lsn - 1,

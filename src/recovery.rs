@@ -277,7 +277,9 @@ fn scan_log(
         // From here on the segment is read through its map, below what was
         // found intact; a sealed one gives its descriptor back.
         seg.publish(end.off);
-        if !last {
+        if last {
+            seg.map_now()?;
+        } else {
             seg.release_fd();
         }
         if i + 1 >= covered {
@@ -457,8 +459,12 @@ fn scan_segment(
     replay: &mut Replay,
     report: &mut RecoveryReport,
 ) -> Result<ScanEnd> {
-    let image = seg.read_image()?;
-    let image = &image[..];
+    // `image` is the whole segment, read from `from.off` on (nothing
+    // before it is looked at); `written` its bytes up to where the file's
+    // data ends (all zeros after it), the only ones searched for later
+    // records and nonzero bytes.
+    let (image, data_end) = seg.read_image(from.off)?;
+    let (image, written) = (&image[..], &image[..data_end]);
     let (last, mode, dead_lsns, dedup_ms) = (ctx.last, ctx.mode, ctx.dead_lsns, ctx.dedup_ms);
     let size = seg.size();
     let (mut off, mut expected) = (from.off, from.next_lsn);
@@ -481,11 +487,11 @@ fn scan_segment(
                 continue;
             }
             Ok(f) => format!("record has LSN {}, expected {expected}", f.lsn),
-            Err(FrameError::Zero) if all_zero(image, off) => break,
+            Err(FrameError::Zero) if all_zero(written, off) => break,
             Err(e) => e.to_string(),
         };
         // A damaged or torn record at `off`.
-        let (next, durable_later) = find_later(image, seg, off + 1, expected);
+        let (next, durable_later) = find_later(image, written.len(), seg, off + 1, expected);
         if last && !durable_later {
             break;
         }
@@ -518,7 +524,7 @@ fn scan_segment(
         off = batch[0];
     }
     if last {
-        let end = last_nonzero(image, off);
+        let end = last_nonzero(written, off);
         if end > off {
             report.torn_bytes += u64::from(end - off);
             // Zeroing is an overwrite: on a full copy-on-write disk it
@@ -533,7 +539,7 @@ fn scan_segment(
             })?;
             seg.sync_data()?;
         }
-    } else if !batch.is_empty() || !all_zero(image, off) {
+    } else if !batch.is_empty() || !all_zero(written, off) {
         // Sealed segments end cleanly; anything else was reported above.
         if mode == RecoveryMode::Strict {
             return Err(Error::corrupt(
@@ -579,8 +585,10 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
 /// The first intact frame after `from` with an LSN past `expected`, and
 /// whether any intact frame after `from` proves, through its sync lag, that
 /// LSN `expected` had been durable (then the damage is not a torn write).
+/// Frames start before `written` (the bytes after it are zeros).
 fn find_later<'a>(
     bytes: &'a [u8],
+    written: usize,
     seg: &Segment,
     from: u32,
     expected: u64,
@@ -588,7 +596,7 @@ fn find_later<'a>(
     let size = bytes.len();
     let mut first = None;
     let mut off = from as usize;
-    while off + frame::FRAME_HEADER_LEN <= size {
+    while off < written && off + frame::FRAME_HEADER_LEN <= size {
         let lsn = frame::peek_lsn(&bytes[off..]).unwrap_or(0);
         if lsn > expected && lsn - expected < (1 << 40) {
             if let Ok(f) = frame::decode(&bytes[off..], seg.id, seg.size()) {

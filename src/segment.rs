@@ -18,7 +18,8 @@ use crate::format::frame::{self, Frame, FrameError};
 use crate::format::header::{FileKind, HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
 use crate::format::{FORMAT_VERSION, MAX_ID};
-use crate::vfs::{Region, Vfs, VfsFile};
+use crate::segmap::{MapBudget, SegMap};
+use crate::vfs::{Vfs, VfsFile};
 
 /// Suffix of segment file names.
 pub const SEGMENT_SUFFIX: &str = ".wal";
@@ -136,7 +137,7 @@ impl Spare {
             let _ = vfs.remove(&tmp);
             return Err(e);
         }
-        let region = match file.map(size) {
+        let map = match file.map(size) {
             Ok(m) => m.0,
             Err(e) => {
                 drop(file);
@@ -144,6 +145,8 @@ impl Spare {
                 return Err(Error::io("mapping new segment", &path, e));
             }
         };
+        let region = SegMap::new(path.clone(), map.len());
+        region.set(map);
         region.publish(SEGMENT_HEADER_LEN);
         Ok(Segment {
             id,
@@ -172,8 +175,9 @@ pub struct Segment {
     /// The file, while open: sealed segments give their descriptor back
     /// (see [`Segment::release_fd`]) and are read through the map.
     file: RwLock<Option<Box<dyn VfsFile>>>,
-    /// The whole file, mapped; bytes below its watermark are published.
-    pub region: Arc<Region>,
+    /// The file's map, made on demand for a sealed segment (see
+    /// `segmap`); bytes below its watermark are published.
+    pub region: SegMap,
     /// The decoded header.
     pub header: SegmentHeader,
 }
@@ -282,10 +286,12 @@ impl Segment {
                 ),
             ));
         }
-        let region = file
-            .map(len)
-            .map_err(|e| Error::io("mapping segment", path, e))?
-            .0;
+        // Mapped when first read (see `segmap`): the active segment by
+        // `Segment::map_now`, a sealed one on demand.
+        let len = usize::try_from(len).map_err(|_| {
+            Error::corrupt(path, 0, format!("segment is {len} bytes, beyond memory"))
+        })?;
+        let region = SegMap::new(path.to_path_buf(), len);
         Ok(Segment {
             id,
             path: path.to_path_buf(),
@@ -312,6 +318,27 @@ impl Segment {
         f(file).map_err(|e| Error::io(what, &self.path, e))
     }
 
+    /// Maps the segment now through its open file (the active segment's
+    /// appends store into the map where that is safe).
+    pub fn map_now(&self) -> Result<()> {
+        let guard = self.file.read();
+        self.region
+            .region(guard.as_deref())
+            .map(drop)
+            .map_err(|e| Error::io("mapping segment", &self.path, e))
+    }
+
+    /// Counts this segment's map in `budget` (see `segmap`).
+    pub fn attach(&self, budget: &Arc<MapBudget>) {
+        self.region.attach(budget);
+    }
+
+    /// Drops the map of a segment nothing else holds (mapped again when
+    /// read). Never for the active segment.
+    pub fn unmap(&mut self) {
+        self.region.unmap();
+    }
+
     /// Closes the file descriptor of a sealed segment (reads go through the
     /// map, which stays valid), so a long backlog holds no descriptors.
     pub fn release_fd(&self) {
@@ -323,12 +350,34 @@ impl Segment {
         self.with_file("fdatasync of segment", |f| f.sync_data())
     }
 
-    /// The whole file, read with `pread` (recovery reads this way, so an
-    /// unreadable sector is an error naming the file, not a `SIGBUS`).
-    pub fn read_image(&self) -> Result<Vec<u8>> {
+    /// Starts the writeback of `off..off+len` (see
+    /// [`VfsFile::start_writeback`]): best effort, so that the fdatasync
+    /// that seals the segment has little left to write. Does nothing once
+    /// the segment is sealed (its descriptor is closed, and it was synced).
+    pub fn start_writeback(&self, off: u32, len: u32) {
+        let _ = self.with_file("starting writeback of segment", |f| {
+            f.start_writeback(u64::from(off), u64::from(len))
+        });
+    }
+
+    /// The file's bytes, read with `pread` (recovery reads this way, so an
+    /// unreadable sector is an error naming the file, not a `SIGBUS`), and
+    /// where its data ends: the image is as long as the file, but only the
+    /// bytes before the data's end (as the file system reports it, see
+    /// [`VfsFile::read_data`]) are read; the rest are zeros, as the file
+    /// reads there. A crashed queue's active segment is read up to its
+    /// tail (and the pages prefaulted or read ahead past it), not the
+    /// whole preallocated segment.
+    ///
+    /// Only bytes from `from` on are read (a scan that starts there looks
+    /// at nothing before it); the image holds zeros before `from`.
+    pub fn read_image(&self, from: u32) -> Result<(Vec<u8>, usize)> {
+        // Zeroed by the allocator (fresh pages): what is not read costs no
+        // memory.
         let mut buf = vec![0u8; self.region.len()];
-        self.with_file("reading segment", |f| f.read_at(&mut buf, 0))?;
-        Ok(buf)
+        let end = self.with_file("reading segment", |f| f.read_data(&mut buf, from as usize))?;
+        let end = end.min(buf.len());
+        Ok((buf, end))
     }
 
     /// Publishes `0..end`: from now on those bytes are readable through the
@@ -346,6 +395,9 @@ impl Segment {
     /// Only published bytes are read.
     pub fn frame_at(&self, off: u32) -> std::result::Result<Frame<'_>, FrameError> {
         let rest = self.region.published().saturating_sub(off as usize);
+        if rest == 0 {
+            return Err(FrameError::Truncated);
+        }
         let buf = self
             .region
             .bytes(off as usize, rest)
@@ -355,6 +407,13 @@ impl Segment {
 
     /// Decodes and verifies the enqueue record of a job at `off`.
     pub fn enqueue_at(&self, off: u32) -> Result<EnqueueRec<'_>> {
+        // A map that cannot be made (the address space or
+        // `vm.max_map_count` exhausted) is an I/O error, not damage.
+        if !self.region.is_mapped() {
+            self.region
+                .region(None)
+                .map_err(|e| Error::io("mapping segment", &self.path, e))?;
+        }
         let frame = self
             .frame_at(off)
             .map_err(|e| Error::corrupt(&self.path, u64::from(off), format!("job record: {e}")))?;

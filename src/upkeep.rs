@@ -1,5 +1,6 @@
 //! Work on the log's files that is done after the queue lock is released:
-//! preparing the spare segments and deleting sealed ones.
+//! preparing the spare segments, deleting sealed ones, and starting the
+//! writeback of the active segment a chunk at a time behind the tail.
 //!
 //! Under the queue lock, rotation only installs a spare that is already
 //! created, preallocated and synced (`segment::Spare`): it writes the
@@ -75,6 +76,17 @@ pub struct Upkeep {
     retired: Mutex<VecDeque<Retired>>,
     /// The last failure of a deletion, for `Stats::maintenance_error`.
     error: Mutex<Option<String>>,
+    /// A completed range of the active segment whose writeback is to be
+    /// started (see [`Upkeep::write_back`]).
+    writeback: Mutex<Option<Writeback>>,
+}
+
+/// A range of a segment to write back ahead of its sealing fdatasync.
+#[derive(Debug)]
+struct Writeback {
+    seg: Arc<Segment>,
+    off: u32,
+    end: u32,
 }
 
 impl Upkeep {
@@ -94,6 +106,7 @@ impl Upkeep {
             preparing: Mutex::new(()),
             retired: Mutex::new(VecDeque::new()),
             error: Mutex::new(None),
+            writeback: Mutex::new(None),
         }
     }
 
@@ -226,6 +239,39 @@ impl Upkeep {
         self.pending.store(true, Ordering::Release);
     }
 
+    /// Queues the writeback of `off..end` of `seg` (bytes the log will not
+    /// write again), started once the queue lock is released: under
+    /// `Durability::Os` the fdatasync that seals a segment at rotation runs
+    /// under the queue lock, and without this it would write up to a whole
+    /// segment of dirty pages there. Ranges of one segment are merged; a
+    /// range of an older segment not started yet is dropped (the rotation
+    /// that sealed it synced it).
+    pub fn write_back(&self, seg: &Arc<Segment>, off: u32, end: u32) {
+        let mut wb = self.writeback.lock();
+        match wb.as_mut() {
+            Some(w) if w.seg.id == seg.id => {
+                w.off = w.off.min(off);
+                w.end = w.end.max(end);
+            }
+            _ => {
+                *wb = Some(Writeback {
+                    seg: seg.clone(),
+                    off,
+                    end,
+                });
+            }
+        }
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Starts the writeback queued by [`Upkeep::write_back`], if any.
+    fn start_writeback(&self) {
+        let Some(w) = self.writeback.lock().take() else {
+            return;
+        };
+        w.seg.start_writeback(w.off, w.end - w.off);
+    }
+
     /// Whether any work is queued (no lock, no atomic write).
     #[inline]
     pub fn has_work(&self) -> bool {
@@ -239,6 +285,7 @@ impl Upkeep {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
+        self.start_writeback();
         self.fill_spares();
         self.delete_retired(commit)
     }

@@ -138,3 +138,32 @@ fn nothing_is_acknowledged_after_a_failed_sync() {
         assert!(t.join().unwrap().is_err());
     }
 }
+
+#[test]
+fn os_appends_start_the_writeback_of_each_completed_chunk_only() {
+    // Under `Os` the rotation's fdatasync runs under the queue lock: the
+    // writeback of every completed 1 MiB chunk of the active segment is
+    // started ahead of it, never of bytes at or past the tail, and under
+    // `Sync` (whose group commits write everything) not at all.
+    const MIB: u64 = 1 << 20;
+    let clock = ManualClock::new(START_MS);
+    let opts = |d| options(&clock, d).segment_size(4 * MIB).checkpoint_every(0);
+    let fs = SimFs::new();
+    let q = Queue::open_on(Arc::new(fs.clone()), dir(), opts(Durability::Os)).unwrap();
+    let payload = vec![7u8; 1000];
+    for _ in 0..3500 {
+        q.enqueue(&payload).unwrap();
+    }
+    // 3,500 records of a little over 1000 bytes: the tail is past 3 MiB
+    // and short of 4 MiB, in the first segment.
+    assert_eq!(q.stats().segments, 1);
+    assert_eq!(fs.writebacks(), [(0, MIB), (MIB, MIB), (2 * MIB, MIB)]);
+    drop(q);
+
+    let fs = SimFs::new();
+    let q = Queue::open_on(Arc::new(fs.clone()), dir(), opts(Durability::Sync)).unwrap();
+    for _ in 0..1500 {
+        q.enqueue(&payload).unwrap();
+    }
+    assert!(fs.writebacks().is_empty(), "{:?}", fs.writebacks());
+}

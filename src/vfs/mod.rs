@@ -44,6 +44,24 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     fn write_at_syscall(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.write_at(buf, off)
     }
+    /// Starts writing back `off..off+len` without waiting for it and
+    /// without reading the file's writeback-error state (see
+    /// `os::start_writeback`): a hint that makes a later
+    /// [`VfsFile::sync_data`] cheaper. A no-op by default.
+    fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
+        let _ = (off, len);
+        Ok(())
+    }
+    /// Reads the file from offset `from` into `buf[from..]` (`buf` is as
+    /// long as the file) up to where its data ends and returns that end:
+    /// past it the file is known to read as zeros (holes, preallocated
+    /// extents never written), and the rest of `buf` is left as it is
+    /// (zeros, from the caller). By default all of `buf[from..]` is read.
+    fn read_data(&self, buf: &mut [u8], from: usize) -> io::Result<usize> {
+        let from = from.min(buf.len());
+        self.read_at(&mut buf[from..], from as u64)?;
+        Ok(buf.len())
+    }
     /// Sets the length (used only on files that are never mapped).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves disk space so that the file is at least `len` bytes long.

@@ -362,6 +362,8 @@ struct State {
     /// Syncs running now, per inode, and the most ever seen on one inode.
     syncs_in_flight: BTreeMap<u64, usize>,
     max_syncs_in_flight: usize,
+    /// Ranges whose writeback was started ([`VfsFile::start_writeback`]).
+    writebacks: Vec<(u64, u64)>,
 }
 
 impl State {
@@ -592,6 +594,13 @@ impl SimFs {
         self.shared.state.lock().max_syncs_in_flight
     }
 
+    /// The `(offset, length)` of every writeback started so far (on any
+    /// file; starting writeback changes nothing else here: a power loss
+    /// still keeps only what was synced).
+    pub fn writebacks(&self) -> Vec<(u64, u64)> {
+        self.shared.state.lock().writebacks.clone()
+    }
+
     /// How many sync calls are blocked by [`SimFs::pause_syncs`] now.
     pub fn paused_syncs(&self) -> usize {
         self.shared.gate.lock().waiting
@@ -661,6 +670,11 @@ impl SimFile {
 }
 
 impl VfsFile for SimFile {
+    fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
+        self.shared.state.lock().writebacks.push((off, len));
+        Ok(())
+    }
+
     fn len(&self) -> io::Result<u64> {
         let mut st = self.shared.state.lock();
         Ok(len_u64(st.inode(self.ino)?.data.len()))

@@ -47,6 +47,27 @@ impl VfsFile for StdFile {
         self.file.write_all_at(buf, off)
     }
 
+    fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
+        crate::os::start_writeback(&self.file, off, len)
+    }
+
+    fn read_data(&self, buf: &mut [u8], from: usize) -> io::Result<usize> {
+        /// Bytes per `pread`.
+        const CHUNK: usize = 4 << 20;
+        let len = buf.len();
+        let end = usize::try_from(crate::os::data_end(&self.file, len as u64))
+            .map_or(len, |e| e.min(len));
+        let from = from.min(end);
+        for (i, chunk) in buf[from..end].chunks_mut(CHUNK).enumerate() {
+            self.file.read_exact_at(chunk, (from + i * CHUNK) as u64)?;
+        }
+        // The reads' readahead put clean zero pages past `end` into the
+        // page cache, where they would count as data for the next look:
+        // drop them (clean pages only; a hint).
+        crate::os::drop_clean_pages(&self.file, end as u64, len as u64);
+        Ok(end)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         if self.map.get().is_some() {
             return Err(io::Error::new(

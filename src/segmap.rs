@@ -1,0 +1,243 @@
+//! A segment's memory map, made on demand, and the bound on how many maps
+//! a log keeps.
+//!
+//! Every map is one entry of the process's `vm.max_map_count` (65,530 by
+//! default) and pins address space (64 MiB per default segment), so a
+//! backlog of sealed segments must not keep one each. A sealed segment is
+//! mapped when a record in it is read and unmapped again, least recently
+//! used first, once the log holds more than [`MAX_MAPS`] of them (see
+//! `Log::trim_maps`). The active segment keeps its map (appends store into
+//! it).
+//!
+//! Soundness: [`SegMap::bytes`] hands out slices that borrow the
+//! `SegMap`; the map lives in a `OnceLock` that is only ever emptied
+//! through `&mut SegMap` ([`SegMap::unmap`]), so the borrow checker proves
+//! that no slice of a map outlives it. The log unmaps a segment only
+//! through `Arc::get_mut`, that is, when nothing else holds the segment.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::vfs::{Region, Vfs, VfsFile};
+
+/// Maps of segments one log keeps at most between operations (the active
+/// segment's included): 256 maps of the default 64 MiB segments are 16 GiB
+/// of address space and 256 of the 65,530 entries of `vm.max_map_count`.
+/// One operation may map a few more; the next one unmaps them again.
+pub const MAX_MAPS: usize = 256;
+
+/// What the segments of one log share: the file system to map a sealed
+/// segment again, the count of maps, and a clock for least-recent use.
+#[derive(Debug)]
+pub struct MapBudget {
+    vfs: Arc<dyn Vfs>,
+    limit: usize,
+    mapped: AtomicUsize,
+    clock: AtomicU64,
+}
+
+impl MapBudget {
+    /// A budget of `limit` maps (at least 2: the active segment and the
+    /// one being read) for segments on `vfs`.
+    pub fn new(vfs: Arc<dyn Vfs>, limit: usize) -> MapBudget {
+        MapBudget {
+            vfs,
+            limit: limit.max(2),
+            mapped: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    /// Maps that exist now.
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Whether more maps exist than the limit allows.
+    #[inline]
+    pub fn over(&self) -> bool {
+        self.mapped() > self.limit
+    }
+
+    /// How many maps to keep after a trim: a quarter below the limit, so a
+    /// drain through many segments trims once per many segments, not once
+    /// per segment.
+    pub fn trim_to(&self) -> usize {
+        self.limit - self.limit / 4
+    }
+}
+
+/// A segment's map (see the module docs).
+#[derive(Debug)]
+pub struct SegMap {
+    path: PathBuf,
+    len: usize,
+    map: OnceLock<Arc<Region>>,
+    /// Bytes below this are published (the map's watermark, kept while
+    /// the segment is unmapped).
+    published: AtomicUsize,
+    /// The budget's clock at the last read (least recently used first).
+    used: AtomicU64,
+    budget: OnceLock<Arc<MapBudget>>,
+}
+
+impl SegMap {
+    /// The map of the file at `path`, `len` bytes long, not mapped yet.
+    pub fn new(path: PathBuf, len: usize) -> SegMap {
+        SegMap {
+            path,
+            len,
+            map: OnceLock::new(),
+            published: AtomicUsize::new(0),
+            used: AtomicU64::new(0),
+            budget: OnceLock::new(),
+        }
+    }
+
+    /// Counts this segment's maps in `budget` from now on, and maps it
+    /// again through the budget's file system once unmapped. The first
+    /// budget attached stays.
+    pub fn attach(&self, budget: &Arc<MapBudget>) {
+        if self.budget.set(budget.clone()).is_ok() && self.map.get().is_some() {
+            budget.mapped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes `0..published()` are readable and frozen.
+    pub fn published(&self) -> usize {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Freezes `0..upto` (see `Region::publish`).
+    pub fn publish(&self, upto: usize) {
+        self.published
+            .fetch_max(upto.min(self.len), Ordering::AcqRel);
+        if let Some(map) = self.map.get() {
+            map.publish(upto);
+        }
+    }
+
+    /// Installs `region` as the map (the active segment's, made from its
+    /// open file), unless one exists.
+    pub fn set(&self, region: Arc<Region>) {
+        region.publish(self.published());
+        if self.map.set(region).is_ok() {
+            if let Some(b) = self.budget.get() {
+                b.mapped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether the segment is mapped now.
+    pub fn is_mapped(&self) -> bool {
+        self.map.get().is_some()
+    }
+
+    /// When the map was last read (the budget's clock).
+    pub fn last_used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The map, made now (from `file` while the segment has its
+    /// descriptor, else by opening the file again) if there is none.
+    pub fn region(&self, file: Option<&dyn VfsFile>) -> std::io::Result<&Arc<Region>> {
+        if let Some(b) = self.budget.get() {
+            let now = b.clock.fetch_add(1, Ordering::Relaxed);
+            self.used.store(now, Ordering::Relaxed);
+        }
+        if let Some(map) = self.map.get() {
+            return Ok(map);
+        }
+        let len = self.len as u64;
+        let made = match (file, self.budget.get()) {
+            (Some(f), _) => f.map(len)?,
+            (None, Some(b)) => b.vfs.open(&self.path)?.map(len)?,
+            (None, None) => {
+                return Err(std::io::Error::other(
+                    "the segment is sealed and not attached to a log",
+                ))
+            }
+        };
+        self.set(made.0);
+        Ok(self.map.get().expect("set above"))
+    }
+
+    /// The published bytes `off..off+len` (mapping the segment if needed),
+    /// or `None` if they are not published or the map cannot be made.
+    pub fn bytes_with(&self, file: Option<&dyn VfsFile>, off: usize, len: usize) -> Option<&[u8]> {
+        let end = off.checked_add(len)?;
+        if end > self.published() {
+            return None;
+        }
+        self.region(file).ok()?.bytes(off, len)
+    }
+
+    /// The published bytes `off..off+len` of a segment mapped already or
+    /// sealed (see [`SegMap::bytes_with`]).
+    pub fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+        self.bytes_with(None, off, len)
+    }
+
+    /// Faults in pages ahead of appends (a hint; only if mapped).
+    pub fn prefault(&self, off: usize, len: usize) {
+        if let Some(map) = self.map.get() {
+            map.prefault(off, len);
+        }
+    }
+
+    /// Drops the map (mapped again on the next read). `&mut`: no slice of
+    /// it can be alive.
+    pub fn unmap(&mut self) {
+        if self.map.take().is_some() {
+            if let Some(b) = self.budget.get() {
+                b.mapped.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for SegMap {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::SimFs;
+    use std::path::Path;
+
+    #[test]
+    fn a_sealed_map_is_made_again_on_demand_and_counted() {
+        let fs = SimFs::new();
+        let dir = Path::new("/q");
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let path = dir.join("f");
+        let file = fs.create(&path, 0o600).unwrap();
+        file.allocate(4096).unwrap();
+        file.write_at(b"hello", 0).unwrap();
+        let budget = Arc::new(MapBudget::new(Arc::new(fs.clone()), 2));
+        let mut m = SegMap::new(path, 4096);
+        m.attach(&budget);
+        m.publish(5);
+        assert_eq!(budget.mapped(), 0, "nothing mapped before a read");
+        drop(file);
+        assert_eq!(m.bytes(0, 5), Some(&b"hello"[..]));
+        assert_eq!(budget.mapped(), 1);
+        assert!(m.bytes(0, 6).is_none(), "not published");
+        m.unmap();
+        assert_eq!(budget.mapped(), 0);
+        assert!(!m.is_mapped());
+        assert_eq!(m.bytes(1, 4), Some(&b"ello"[..]), "mapped again");
+        assert_eq!(budget.mapped(), 1);
+        drop(m);
+        assert_eq!(budget.mapped(), 0);
+    }
+}

@@ -64,10 +64,50 @@ impl Priority {
         }
     }
 
+    /// The level's name in lower case: `"low"`, `"normal"`, `"high"`,
+    /// `"urgent"` (what [`str::parse`] reads back).
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+
     /// Deliveries this level gets in every cycle of 15 while all levels
     /// have ready jobs.
     pub fn weight(self) -> u32 {
         1 << (self as u32)
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = crate::Error;
+
+    /// Reads a level's name, in any case.
+    ///
+    /// ```
+    /// use walq::Priority;
+    /// assert_eq!("Urgent".parse::<Priority>().unwrap(), Priority::Urgent);
+    /// assert!("soon".parse::<Priority>().is_err());
+    /// ```
+    fn from_str(s: &str) -> crate::Result<Priority> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                crate::Error::new(
+                    crate::ErrorKind::InvalidOptions,
+                    format!("unknown priority {s:?}: use low, normal, high or urgent"),
+                )
+            })
     }
 }
 

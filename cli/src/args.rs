@@ -235,6 +235,12 @@ pub struct EnqueueArgs {
     /// Attempts before the dead letters (default: the queue's, 5).
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
+    /// Priority level: low, normal (default), high or urgent.
+    #[arg(long, value_name = "LEVEL")]
+    pub priority: Option<String>,
+    /// Message group: jobs of one group run one at a time, in order.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 }
 
 /// `walq verify`.

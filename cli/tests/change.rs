@@ -232,3 +232,80 @@ fn export_then_import_keeps_every_job_key_and_dead_letter() {
     assert_eq!(bad.code, 6, "{}", bad.stderr);
     assert!(bad.stderr.contains("line 2"), "{}", bad.stderr);
 }
+
+#[test]
+fn levels_and_groups_are_shown_and_survive_export_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("q");
+    let d = d.to_str().unwrap();
+    for (payload, extra) in [
+        ("plain", vec![]),
+        ("first of c42", vec!["--group", "c42"]),
+        ("second of c42", vec!["--group", "c42"]),
+        ("reset password", vec!["--priority", "urgent"]),
+        ("report", vec!["--priority", "low", "--group", "nightly"]),
+    ] {
+        let mut args = vec!["enqueue", d, payload];
+        args.extend(extra);
+        let run = walq(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let bad = walq(&["enqueue", d, "x", "--priority", "soon"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("unknown priority"), "{}", bad.stderr);
+
+    // The second job of c42 waits for the first: delayed, listed after
+    // the ready jobs; the urgent job is listed first.
+    let s = stats(d);
+    assert_eq!(
+        (s["ready"].as_u64(), s["delayed"].as_u64()),
+        (Some(4), Some(1))
+    );
+    let peek = walq(&["peek", d, "--json"]);
+    let order: Vec<String> = common::json_lines(&peek.stdout)
+        .iter()
+        .map(|j| j["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order[0], "reset password", "{order:?}");
+    assert_eq!(order[4], "second of c42", "{order:?}");
+    let text = walq(&["peek", d]);
+    assert!(text.stdout.contains("urgent  "), "{}", text.stdout);
+    assert!(text.stdout.contains("group \"c42\""), "{}", text.stdout);
+    let show = walq(&["show", d, "3"]);
+    assert!(
+        show.stdout
+            .contains("group      \"c42\" (waits for an older job of its group)"),
+        "{}",
+        show.stdout
+    );
+    let dump = walq(&["dump", d, "--json"]);
+    let urgent = common::json_lines(&dump.stdout)
+        .into_iter()
+        .find(|r| r["payload"] == "reset password")
+        .expect("the urgent job's record");
+    assert_eq!(urgent["priority"], "urgent");
+
+    // Export → import keeps every level and group, and the group's order.
+    let out = walq(&["export", d]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().join("copy");
+    let t = t.to_str().unwrap();
+    let import = walq_stdin(&["import", t], Some(&out.stdout));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    assert_eq!(items(&walq(&["export", t]).stdout), items(&out.stdout));
+    let q = Queue::open_with(target.path().join("copy"), opts()).unwrap();
+    let first = q.dequeue().unwrap().unwrap();
+    assert_eq!(first.payload(), b"reset password");
+    let mut c42 = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        if job.group() == Some(&b"c42"[..]) {
+            c42.push(job.payload().to_vec());
+        }
+        q.ack(job.receipt()).unwrap();
+    }
+    assert_eq!(
+        c42,
+        vec![b"first of c42".to_vec(), b"second of c42".to_vec()]
+    );
+}

@@ -58,6 +58,14 @@ fn record_fields(r: Record<'_>, m: &mut Map<String, Value>) {
             if !e.key.is_empty() {
                 render::put_bytes(m, "key", e.key);
             }
+            if e.is_extended() {
+                m.insert("queue".into(), json!(e.queue));
+                let level = walq::Priority::ALL.get(usize::from(e.priority));
+                m.insert("priority".into(), json!(level.map_or("?", |p| p.name())));
+            }
+            if !e.group.is_empty() {
+                render::put_bytes(m, "group", e.group);
+            }
             render::put_bytes(m, "payload", e.payload);
         }
         Record::Lease { attempts, .. } => {

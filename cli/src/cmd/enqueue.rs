@@ -48,6 +48,15 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
     if let Some(k) = &a.key {
         opts = opts.idempotency_key(k);
     }
+    if let Some(p) = &a.priority {
+        let level: walq::Priority = p
+            .parse()
+            .map_err(|e: walq::Error| Fail::new(USAGE, e.to_string()))?;
+        opts = opts.priority(level);
+    }
+    if let Some(g) = &a.group {
+        opts = opts.group(g);
+    }
     let payloads: Vec<String> = if a.payloads.is_empty() {
         let lines: Result<Vec<String>, _> = std::io::stdin().lock().lines().collect();
         lines.map_err(|e| Fail::new(crate::fail::FAILED, format!("reading stdin: {e}")))?

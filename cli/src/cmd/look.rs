@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 use walq::inspect::{Completion, JobState, PendingJob};
-use walq::DeadLetter;
+use walq::{DeadLetter, Priority};
 
 use crate::args::{PeekArgs, ShowArgs};
 use crate::fail::{CmdResult, Fail, NOT_FOUND, OK};
@@ -26,18 +26,31 @@ pub fn peek(a: &PeekArgs) -> CmdResult {
             let due = render::relative(job.due_ms, snap.taken_ms);
             writeln!(
                 out,
-                "{:>8}  {:<8} due {:<12} attempts {}/{}  {}{}",
+                "{:>8}  {:<8} due {:<12} attempts {}/{}  {}{}{}",
                 job.id,
                 state,
                 due,
                 job.attempts,
                 job.max_attempts,
                 key_text(job.key.as_deref()),
+                level_text(job),
                 render::payload_short(&job.payload, 60)
             )?;
         }
     }
     Ok(OK)
+}
+
+/// The level (unless Normal) and group of a job, for a one-line listing.
+fn level_text(job: &PendingJob) -> String {
+    let mut out = String::new();
+    if job.priority != Priority::Normal {
+        out.push_str(&format!("{}  ", job.priority));
+    }
+    if let Some(g) = &job.group {
+        out.push_str(&format!("group {}  ", render::payload(g)));
+    }
+    out
 }
 
 fn key_text(key: Option<&[u8]>) -> String {
@@ -68,8 +81,12 @@ pub fn job_json(job: &PendingJob, status: &str) -> Map<String, Value> {
     m.insert("max_attempts".into(), json!(job.max_attempts));
     m.insert("enqueued_ms".into(), json!(job.enqueued_ms));
     m.insert("due_ms".into(), json!(job.due_ms));
+    m.insert("priority".into(), json!(job.priority.name()));
     if let Some(k) = &job.key {
         render::put_bytes(&mut m, "key", k);
+    }
+    if let Some(g) = &job.group {
+        render::put_bytes(&mut m, "group", g);
     }
     render::put_bytes(&mut m, "payload", &job.payload);
     m
@@ -114,6 +131,15 @@ pub fn show(a: &ShowArgs) -> CmdResult {
                 let due = render::relative(job.due_ms, snap.taken_ms);
                 writeln!(out, "due        {} ({due})", render::time(job.due_ms))?;
                 show_key(&mut out, job.key.as_deref())?;
+                writeln!(out, "priority   {}", job.priority)?;
+                if let Some(g) = &job.group {
+                    let waits = if snap.waits_for_group(job) {
+                        " (waits for an older job of its group)"
+                    } else {
+                        ""
+                    };
+                    writeln!(out, "group      {}{waits}", render::payload(g))?;
+                }
                 writeln!(out, "stored in  {} at byte {}", job.file, job.offset)?;
                 writeln!(out, "payload    {}", render::payload(&job.payload))?;
             }

@@ -10,7 +10,7 @@ use crate::args::SalvageArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
 use crate::progress;
 
-use super::transfer::{add_dead, add_job};
+use super::transfer::{add_dead, add_job, JobSpec};
 
 /// NEW must be absent or an empty directory, and not DIR itself.
 fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
@@ -53,9 +53,9 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
         }
         bar.inc(1);
     }
-    for j in snap.in_delivery_order() {
-        let left = j.max_attempts.saturating_sub(j.attempts).max(1);
-        match add_job(&q, &j.payload, j.key.as_deref(), j.due_ms, left).map_err(copy)? {
+    // In enqueue order, so that a group's jobs keep theirs.
+    for j in snap.jobs.values() {
+        match add_job(&q, &JobSpec::of(j)).map_err(copy)? {
             true => jobs += 1,
             false => dups += 1,
         }

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use walq::{Durability, EnqueueOptions, Queue};
+use walq::inspect::PendingJob;
+use walq::{Durability, EnqueueOptions, Priority, Queue};
 
 use crate::args::{ExportArgs, ImportArgs};
 use crate::fail::{CmdResult, Fail, FAILED, OK};
@@ -39,7 +40,8 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         "exporting",
         "items",
     );
-    for job in snap.in_delivery_order() {
+    // In enqueue order, so that a group's jobs keep theirs on import.
+    for job in snap.jobs.values() {
         let mut m = super::look::job_json(job, "pending");
         m.remove("status");
         m.insert("type".into(), json!("job"));
@@ -71,6 +73,8 @@ struct Item {
     error: String,
     due_ms: u64,
     attempts_left: u32,
+    priority: Priority,
+    group: Option<Vec<u8>>,
 }
 
 fn field_u64(m: &Map<String, Value>, name: &str) -> Result<u64, String> {
@@ -100,6 +104,12 @@ fn item(m: &Map<String, Value>) -> Result<Item, String> {
         let left = u32::try_from(max.saturating_sub(made).max(1)).unwrap_or(u32::MAX);
         (field_u64(m, "due_ms")?, left)
     };
+    let priority = match m.get("priority") {
+        None => Priority::Normal,
+        Some(Value::String(p)) => p.parse().map_err(|e: walq::Error| e.to_string())?,
+        Some(_) => return Err("\"priority\" must be low, normal, high or urgent".into()),
+    };
+    let group = render::bytes_from_json(m, "group")?;
     Ok(Item {
         dead,
         payload,
@@ -107,6 +117,8 @@ fn item(m: &Map<String, Value>) -> Result<Item, String> {
         error,
         due_ms,
         attempts_left,
+        priority,
+        group,
     })
 }
 
@@ -185,22 +197,51 @@ pub fn add_dead(q: &Queue, payload: &[u8], key: Option<&[u8]>, error: &str) -> w
     Ok(true)
 }
 
-/// Adds a pending job with what is left of its delay and attempts.
-pub fn add_job(
-    q: &Queue,
-    payload: &[u8],
-    key: Option<&[u8]>,
-    due_ms: u64,
-    attempts_left: u32,
-) -> walq::Result<bool> {
-    let delay = Duration::from_millis(due_ms.saturating_sub(render::now_ms()));
+/// A pending job to add: what is left of its delay and attempts, and
+/// its key, level and group.
+pub struct JobSpec<'a> {
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The idempotency key, if any.
+    pub key: Option<&'a [u8]>,
+    /// When it is due (ms since the epoch).
+    pub due_ms: u64,
+    /// Attempts it has left.
+    pub attempts_left: u32,
+    /// Its priority level.
+    pub priority: Priority,
+    /// Its message group, if any.
+    pub group: Option<&'a [u8]>,
+}
+
+impl<'a> JobSpec<'a> {
+    /// The spec of a job found in a snapshot.
+    pub fn of(j: &'a PendingJob) -> JobSpec<'a> {
+        JobSpec {
+            payload: &j.payload,
+            key: j.key.as_deref(),
+            due_ms: j.due_ms,
+            attempts_left: j.max_attempts.saturating_sub(j.attempts).max(1),
+            priority: j.priority,
+            group: j.group.as_deref(),
+        }
+    }
+}
+
+/// Adds a pending job; false if its key was already known.
+pub fn add_job(q: &Queue, job: &JobSpec<'_>) -> walq::Result<bool> {
+    let delay = Duration::from_millis(job.due_ms.saturating_sub(render::now_ms()));
     let mut opts = EnqueueOptions::new()
         .delay(delay)
-        .max_attempts(attempts_left.min(walq::MAX_ATTEMPTS_LIMIT));
-    if let Some(k) = key {
+        .max_attempts(job.attempts_left.min(walq::MAX_ATTEMPTS_LIMIT))
+        .priority(job.priority);
+    if let Some(k) = job.key {
         opts = opts.idempotency_key(k);
     }
-    Ok(!q.enqueue_with(payload, opts)?.duplicate)
+    if let Some(g) = job.group {
+        opts = opts.group(g);
+    }
+    Ok(!q.enqueue_with(job.payload, opts)?.duplicate)
 }
 
 /// Runs `walq import`.
@@ -258,7 +299,15 @@ fn add_all(q: &Queue, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
         let result = if it.dead {
             add_dead(q, &it.payload, key, &it.error)
         } else {
-            add_job(q, &it.payload, key, it.due_ms, it.attempts_left)
+            let job = JobSpec {
+                payload: &it.payload,
+                key,
+                due_ms: it.due_ms,
+                attempts_left: it.attempts_left,
+                priority: it.priority,
+                group: it.group.as_deref(),
+            };
+            add_job(q, &job)
         };
         match result.map_err(|e| Fail::operation(dir, &e))? {
             false => added.duplicates += 1,

@@ -290,8 +290,17 @@ pub struct Schedule {
     every: u64,
     /// Log position (see `QueueState::log_position`) of the next one.
     next_at: std::sync::atomic::AtomicU64,
-    /// Held while a checkpoint is captured and written; the generation.
-    writer: parking_lot::Mutex<u64>,
+    /// The generation of the last checkpoint captured.
+    generation: std::sync::atomic::AtomicU64,
+    /// Whether a checkpoint is being captured or written.
+    gate: std::sync::Arc<Gate>,
+}
+
+/// One writer at a time; a close waits for a periodic write in flight.
+#[derive(Debug, Default)]
+struct Gate {
+    busy: parking_lot::Mutex<bool>,
+    idle: parking_lot::Condvar,
 }
 
 impl Schedule {
@@ -300,33 +309,68 @@ impl Schedule {
         Schedule {
             every,
             next_at: state.log_position().saturating_add(every).into(),
-            writer: parking_lot::Mutex::new(0),
+            generation: 0.into(),
+            gate: std::sync::Arc::default(),
         }
     }
 
     /// If a periodic checkpoint is due (and no other is being written), a
-    /// capture of `state` and the LSN the log must be durable up to before
-    /// it is written ([`Schedule::write`]). Cheap when none is due.
-    pub fn due(&self, state: &QueueState) -> Option<(Checkpoint, Writing<'_>)> {
+    /// capture of `state` and the right to write it, which may move to
+    /// another thread. Cheap when none is due.
+    pub fn due(&self, state: &QueueState) -> Option<(Checkpoint, Writing)> {
         use std::sync::atomic::Ordering;
         if self.every == 0 || state.log_position() < self.next_at.load(Ordering::Relaxed) {
             return None;
         }
-        let mut w = self.writer.try_lock()?;
+        let mut busy = self.gate.busy.try_lock()?;
+        if *busy {
+            return None;
+        }
+        *busy = true;
+        drop(busy);
         self.next_at
             .store(state.log_position() + self.every, Ordering::Relaxed);
-        *w += 1;
-        Some((state.capture_checkpoint(false, *w), Writing(w)))
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let writing = Writing(self.gate.clone());
+        Some((state.capture_checkpoint(false, generation), writing))
+    }
+
+    /// Returns once no checkpoint is being written.
+    pub fn wait_idle(&self) {
+        let mut busy = self.gate.busy.lock();
+        while *busy {
+            self.gate.idle.wait(&mut busy);
+        }
     }
 
     /// Captures the clean checkpoint of a close, after any periodic one
     /// still being written (so that one cannot replace it).
-    pub fn clean(&self, state: &QueueState) -> (Checkpoint, Writing<'_>) {
-        let mut w = self.writer.lock();
-        *w += 1;
-        (state.capture_checkpoint(true, *w), Writing(w))
+    pub fn clean(&self, state: &QueueState) -> (Checkpoint, Writing) {
+        let mut busy = self.gate.busy.lock();
+        while *busy {
+            self.gate.idle.wait(&mut busy);
+        }
+        *busy = true;
+        drop(busy);
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        (
+            state.capture_checkpoint(true, generation),
+            Writing(self.gate.clone()),
+        )
     }
 }
 
-/// The right to write one checkpoint (see [`Schedule`]).
-pub struct Writing<'a>(#[allow(dead_code)] parking_lot::MutexGuard<'a, u64>);
+/// The right to write one checkpoint (see [`Schedule`]); dropping it lets
+/// the next writer in.
+#[derive(Debug)]
+pub struct Writing(std::sync::Arc<Gate>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        *self.0.busy.lock() = false;
+        self.0.idle.notify_all();
+    }
+}

@@ -271,18 +271,44 @@ impl Queue {
     }
 
     /// Writes a periodic checkpoint if one is due: captured under the
-    /// queue lock, written after it is released, once the log is durable
-    /// up to the LSN it covers (a failed log sync poisons the queue, as
-    /// any; a checkpoint that cannot be written is only left out).
+    /// queue lock, written after it is released by a thread of its own
+    /// (its fsyncs take milliseconds: the operation that made it due does
+    /// not wait for them), once the log is durable up to the LSN it covers
+    /// (a failed log sync poisons the queue, as any; a checkpoint that
+    /// cannot be written is only left out). A close waits for it.
     fn checkpoint_if_due(&self, st: MutexGuard<'_, QueueState>) {
-        let Some((ck, _writing)) = self.inner.checkpoints.due(&st) else {
+        let Some((ck, writing)) = self.inner.checkpoints.due(&st) else {
             return;
         };
         let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
         drop(st);
-        if self.make_durable(ck.next_lsn - 1).is_ok() {
-            let _ = checkpoint::write(&*vfs, &self.inner.dir, &ck, mode);
-        }
+        let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
+        let weak = Arc::downgrade(&self.inner);
+        let write = move || {
+            // Holds the queue only to poison it: dropping the last handle
+            // meanwhile waits for this write (`Inner::drop`), then closes.
+            let failed = match commit.wait(ck.next_lsn - 1) {
+                Ok(()) => {
+                    let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
+                    None
+                }
+                Err(e) => weak.upgrade().map(|inner| {
+                    let queue = Queue { inner };
+                    queue.poison(&e);
+                    queue
+                }),
+            };
+            // In this order: if `failed` holds the last handle, its drop
+            // waits for `writing` to be gone.
+            drop(writing);
+            drop(failed);
+        };
+        let spawned = std::thread::Builder::new()
+            .name("walq-checkpoint".into())
+            .spawn(write);
+        // No thread to be had (a process limit): the checkpoint is skipped,
+        // not written inline; the next one is due after as much log again.
+        drop(spawned);
     }
 
     /// Runs a state operation; any I/O failure poisons the queue. After an
@@ -733,6 +759,8 @@ impl Queue {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // A periodic checkpoint being written finishes first.
+        self.checkpoints.wait_idle();
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         if let Some(handle) = self.flusher.get_mut().take() {

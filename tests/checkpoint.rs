@@ -255,3 +255,63 @@ fn a_clean_checkpoint_after_more_writes_replays_them() {
     assert_eq!(seen, scanned);
     assert!(seen.drained.iter().any(|(i, _, _)| *i == id));
 }
+
+/// A periodic checkpoint is written by a thread of its own: the operation
+/// that made it due returns without waiting for its fsyncs (here held by
+/// the simulated file system), and a close waits for it.
+#[test]
+fn a_periodic_checkpoint_does_not_hold_up_the_operation_that_made_it_due() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use walq::vfs::SimFs;
+    use walq::{Durability, Options};
+
+    let fs = SimFs::new();
+    let opts = || {
+        Options::default()
+            .durability(Durability::Os)
+            .segment_size(1 << 20)
+            .checkpoint_every(4096)
+    };
+    let dir = Path::new("/q");
+    let q = Queue::open_on(Arc::new(fs.clone()), dir, opts()).expect("open");
+    fs.pause_syncs(true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for i in 0..100 {
+                q.enqueue(format!("job {i} {}", "x".repeat(80)).as_bytes())
+                    .expect("enqueue");
+            }
+            tx.send(()).expect("send");
+        })
+    };
+    // A liveness check, not a timing one: before, the enqueue that made
+    // the checkpoint due waited for its fsync, held here for ever.
+    let returned = rx.recv_timeout(Duration::from_secs(120));
+    // The checkpoint's write started, and waits for its fsync.
+    for _ in 0..12_000 {
+        if fs.paused_syncs() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = fs.paused_syncs() > 0;
+    fs.pause_syncs(false);
+    assert!(started, "no periodic checkpoint was started");
+    assert!(
+        returned.is_ok(),
+        "an enqueue waited for the periodic checkpoint's fsync"
+    );
+    producer.join().expect("producer");
+    q.close().expect("close");
+    drop(q);
+    let q = Queue::open_on(Arc::new(fs.clone()), dir, opts()).expect("reopen");
+    assert!(
+        q.recovery_report().checkpoint_used,
+        "{:?}",
+        q.recovery_report()
+    );
+    assert_eq!(q.stats().ready, 100);
+}

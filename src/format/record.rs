@@ -76,10 +76,10 @@ pub struct EnqueueRec<'a> {
     pub payload: &'a [u8],
     /// Queue id (0, the only queue, for now).
     pub queue: u16,
-    /// Priority level, 0 (`Low`) ..= 3 (`Urgent`); [`PRIORITY_NORMAL`] by
+    /// Priority level, 0 (`Low`) ..= 3 (`Urgent`); 1 (`Normal`) by
     /// default.
     pub priority: u8,
-    /// Message group key, empty when none (at most [`MAX_GROUP_LEN`]).
+    /// Message group key, empty when none (at most 256 bytes).
     pub group: &'a [u8],
 }
 

@@ -39,8 +39,8 @@
 //!   the leased jobs follow the 15-slot cycle (it restarts at the open),
 //!   the ready order above holds within each level, and at most one job
 //!   per group is leased. The jobs behind their group's head are found by
-//!   draining a copy of the directory (acking, failing and nacking for an
-//!   immediate retry): no job of a group comes out while another of its
+//!   draining a copy of the directory (acking, failing one, nacking for
+//!   an immediate retry): no job of a group comes out while another of its
 //!   group is unfinished, nor after a newer one finished or was delivered
 //!   (in the child too: no job of a group is delivered while another of
 //!   its group is leased, or after a newer one was), and a job behind its
@@ -1430,7 +1430,7 @@ impl Run {
 
     /// Drains a copy of the queue directory as the check left it (its
     /// leases released by the copy's open), acking most jobs, failing
-    /// some and nacking some for an immediate retry, and checks the group
+    /// one and nacking some for an immediate retry, and checks the group
     /// rule on the way: a job of a group comes out only while no other
     /// job of its group is unfinished (leased or nacked), never after a
     /// newer job of its group finished, and never before a job of its

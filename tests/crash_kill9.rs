@@ -11,6 +11,9 @@
 //!   enqueue_batch, re-enqueue of known idempotency keys) and three
 //!   consumer threads (dequeue, dequeue_timeout, dequeue_batch, ack, nack,
 //!   fail, extend, abandon, dead-letter redrive and purge) until killed.
+//!   About a third of the single enqueues ask for a priority level (any
+//!   of the four) and a third for a message group: each producer keeps
+//!   three groups open and gives each five jobs.
 //! - Before each operation that changes a job the child writes an intent
 //!   line, and after the operation returned `Ok` a completion line, to
 //!   stdout (a pipe; one flushed line each). A line cut by the kill is
@@ -30,7 +33,18 @@
 //!   all or nothing, idempotency keys survive restarts, ready jobs come out
 //!   by (due time, id), attempts are never lost nor pass max_attempts, dead
 //!   letters have a reason (a fail, or attempts used up), one lease has
-//!   one holder, and the stats and files on disk add up. It then drops the queue (its leases are released
+//!   one holder, and the stats and files on disk add up. Levels and
+//!   groups: every job found carries the level and group it was enqueued
+//!   with (a redriven one may be `Normal` without a group); the levels of
+//!   the leased jobs follow the 15-slot cycle (it restarts at the open),
+//!   the ready order above holds within each level, and at most one job
+//!   per group is leased. The jobs behind their group's head are found by
+//!   draining a copy of the directory (acking, failing one, nacking for
+//!   an immediate retry): no job of a group comes out while another of its
+//!   group is unfinished, nor after a newer one finished or was delivered
+//!   (in the child too: no job of a group is delivered while another of
+//!   its group is leased, or after a newer one was), and a job behind its
+//!   group's head was never leased. It then drops the queue (its leases are released
 //!   by the next open, counting an attempt) and the next cycle continues on
 //!   the same directory.
 //!
@@ -38,12 +52,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use walq::{Backoff, Durability, EnqueueOptions, Job, ManualClock, Options, Queue, Retry};
+use walq::{
+    Backoff, Durability, EnqueueOptions, Job, ManualClock, Options, Priority, Queue, Retry,
+};
 
 const CHILD_TEST: &str = "kill9_child";
 const CHILD_DIR_ENV: &str = "WALQ_CRASH_CHILD";
@@ -64,6 +81,9 @@ const PRODUCERS: u32 = 2;
 /// Producers wait while this many jobs are ready or delayed.
 const BACKLOG: u64 = 120;
 const PREFIX: &str = "@W ";
+/// Message groups a producer fills at a time, and jobs per group.
+const OPEN_GROUPS: usize = 3;
+const GROUP_JOBS: u32 = 5;
 const FAIL_TEXT: &str = "crash-test fail";
 const NACK_TEXT: &str = "crash-test nack";
 /// How long the parent waits for a line before it calls the child hung.
@@ -115,10 +135,51 @@ struct Spec {
     max_attempts: u32,
     /// Bytes of deterministic padding.
     pad_len: usize,
+    /// The priority level asked for: 0 Low, 1 Normal (the default), 2
+    /// High, 3 Urgent.
+    level: u8,
+    /// 0: no message group; otherwise the group is `group_for(group)`.
+    group: u64,
 }
 
 fn key_for(key_seq: u64) -> String {
     format!("crash-key-{key_seq}")
+}
+
+fn group_for(group: u64) -> String {
+    format!("crash-group-{group}")
+}
+
+/// The group number of a job's group key (0: no group).
+fn group_num(key: Option<&[u8]>) -> Result<u64, String> {
+    let Some(key) = key else { return Ok(0) };
+    std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| k.strip_prefix("crash-group-"))
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n != 0)
+        .ok_or_else(|| format!("unknown group key {:?}", String::from_utf8_lossy(key)))
+}
+
+/// Whether a job carries the level and group its payload asked for; a job
+/// that may have been redriven may instead be `Normal` without a group.
+fn placement_error(job: &Job, spec: &Spec, maybe_redriven: bool) -> Option<String> {
+    let level = job.priority() as u8;
+    let group = match group_num(job.group()) {
+        Ok(g) => g,
+        Err(e) => return Some(format!("job {}: {e}", job.id())),
+    };
+    let asked = (spec.level, spec.group);
+    let redriven = (Priority::Normal as u8, 0);
+    if (level, group) == asked || (maybe_redriven && (level, group) == redriven) {
+        return None;
+    }
+    Some(format!(
+        "job {} has level {level} and group {group}, but was enqueued with level {} and group {}",
+        job.id(),
+        spec.level,
+        spec.group
+    ))
 }
 
 fn fnv64(bytes: &[u8]) -> u64 {
@@ -130,12 +191,18 @@ fn fnv64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// `W|seq|delay|key_seq|max_attempts|pad_len|<pad>|<fnv64 hex>`; the pad is
-/// binary, generated from the seq.
+/// `W|seq|delay|key_seq|max_attempts|pad_len|level|group|<pad>|<fnv64 hex>`;
+/// the pad is binary, generated from the seq.
 fn encode(spec: &Spec) -> Vec<u8> {
     let mut out = format!(
-        "W|{}|{}|{}|{}|{}|",
-        spec.seq, spec.delay_ms, spec.key_seq, spec.max_attempts, spec.pad_len
+        "W|{}|{}|{}|{}|{}|{}|{}|",
+        spec.seq,
+        spec.delay_ms,
+        spec.key_seq,
+        spec.max_attempts,
+        spec.pad_len,
+        spec.level,
+        spec.group
     )
     .into_bytes();
     let mut rng = Rng::new(spec.seq.wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -157,12 +224,12 @@ fn decode(bytes: &[u8]) -> Result<Spec, String> {
         if b == b'|' {
             fields.push(&bytes[start..i]);
             start = i + 1;
-            if fields.len() == 6 {
+            if fields.len() == 8 {
                 break;
             }
         }
     }
-    if fields.len() != 6 || fields[0] != b"W" {
+    if fields.len() != 8 || fields[0] != b"W" {
         return Err(format!("payload has no walq-crash header: {}", show()));
     }
     let num = |f: &[u8]| -> Result<u64, String> {
@@ -177,6 +244,11 @@ fn decode(bytes: &[u8]) -> Result<Spec, String> {
         key_seq: num(fields[3])?,
         max_attempts: u32::try_from(num(fields[4])?).map_err(|e| e.to_string())?,
         pad_len: usize::try_from(num(fields[5])?).map_err(|e| e.to_string())?,
+        level: u8::try_from(num(fields[6])?)
+            .ok()
+            .filter(|&l| l <= 3)
+            .ok_or_else(|| format!("bad level in payload header: {}", show()))?,
+        group: num(fields[7])?,
     };
     if spec.pad_len > 1 << 20 {
         return Err(format!("absurd pad length in payload: {}", show()));
@@ -256,6 +328,30 @@ impl Reporter {
     }
 }
 
+/// A producer's message groups: a few open at a time, each closed after
+/// `GROUP_JOBS` jobs and replaced by a new one (numbered by the seq of its
+/// first job, so group numbers are unique across producers and children).
+#[derive(Default)]
+struct Groups {
+    open: Vec<(u64, u32)>,
+}
+
+impl Groups {
+    fn pick(&mut self, rng: &mut Rng, seq: u64) -> u64 {
+        if self.open.len() < OPEN_GROUPS {
+            self.open.push((seq, 0));
+        }
+        let i = rng.below(self.open.len() as u64) as usize;
+        let (group, used) = &mut self.open[i];
+        let group = *group;
+        *used += 1;
+        if *used >= GROUP_JOBS {
+            self.open.swap_remove(i);
+        }
+        group
+    }
+}
+
 struct Child {
     q: Queue,
     out: Reporter,
@@ -279,6 +375,7 @@ impl Child {
     fn producer(&self, t: u32) {
         let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x1000_0001));
         let mut keys = self.keys.clone();
+        let mut groups = Groups::default();
         let mut n = 0u64;
         let mut next_seq = || {
             n += 1;
@@ -302,6 +399,8 @@ impl Child {
                         key_seq: 0,
                         max_attempts: 0,
                         pad_len: pad(&mut rng),
+                        level: Priority::Normal as u8,
+                        group: 0,
                     })
                     .collect();
                 let seqs: Vec<String> = specs.iter().map(|s| s.seq.to_string()).collect();
@@ -324,6 +423,8 @@ impl Child {
                     key_seq,
                     max_attempts: 0,
                     pad_len: pad(&mut rng),
+                    level: Priority::Normal as u8,
+                    group: 0,
                 };
                 let payload = encode(&spec);
                 self.out.line(t, format!("k {} {key_seq}", spec.seq));
@@ -348,10 +449,24 @@ impl Child {
                         0
                     },
                     pad_len: pad(&mut rng),
+                    level: if rng.chance(30) {
+                        rng.below(4) as u8
+                    } else {
+                        Priority::Normal as u8
+                    },
+                    group: if rng.chance(30) {
+                        groups.pick(&mut rng, seq)
+                    } else {
+                        0
+                    },
                 };
                 let payload = encode(&spec);
                 self.out.line(t, format!("e {seq}"));
-                let plain = spec.delay_ms == 0 && spec.key_seq == 0 && spec.max_attempts == 0;
+                let plain = spec.delay_ms == 0
+                    && spec.key_seq == 0
+                    && spec.max_attempts == 0
+                    && spec.level == Priority::Normal as u8
+                    && spec.group == 0;
                 let (id, dup) = if plain {
                     (self.ok(t, "enqueue", self.q.enqueue(&payload)), false)
                 } else {
@@ -364,6 +479,12 @@ impl Child {
                     }
                     if spec.max_attempts > 0 {
                         o = o.max_attempts(spec.max_attempts);
+                    }
+                    if spec.level != Priority::Normal as u8 {
+                        o = o.priority(Priority::ALL[usize::from(spec.level)]);
+                    }
+                    if spec.group > 0 {
+                        o = o.group(group_for(spec.group));
                     }
                     let r = self.ok(t, "enqueue_with", self.q.enqueue_with(&payload, o));
                     (r.id, r.duplicate)
@@ -416,6 +537,10 @@ impl Child {
             self.out
                 .fatal(t, format!("job {} has the wrong idempotency key", job.id()));
         }
+        // The child does not know which jobs were redriven; the parent does.
+        if let Some(e) = placement_error(job, &spec, true) {
+            self.out.fatal(t, e);
+        }
         spec
     }
 
@@ -451,12 +576,13 @@ impl Child {
                 .map(|j| {
                     let spec = self.check_job(t, j);
                     format!(
-                        "D {} {} {} {} {}",
+                        "D {} {} {} {} {} {}",
                         j.id(),
                         j.attempt(),
                         spec.seq,
                         j.max_attempts(),
-                        j.enqueued_ms()
+                        j.enqueued_ms(),
+                        group_num(j.group()).unwrap_or(0)
                     )
                 })
                 .collect();
@@ -697,8 +823,12 @@ struct Model {
     maybe_redriven: HashSet<u64>,
     // Per cycle:
     pending: HashMap<(u64, u32), Pending>,
-    /// Leases held: job id -> (thread, on its last attempt).
-    holder: HashMap<u64, (u32, bool)>,
+    /// Leases held: job id -> (thread, on its last attempt, group).
+    holder: HashMap<u64, (u32, bool, u64)>,
+    /// Per message group, the largest job id delivered so far (by the
+    /// child or by a check's leasing): a group's jobs are delivered in id
+    /// order, so no job of the group with a smaller id may come later.
+    group_max: HashMap<u64, u64>,
     /// Ids with an event this cycle.
     touched: HashSet<u64>,
     /// The largest enqueue time of a job reported dequeued this cycle: the
@@ -746,6 +876,40 @@ impl Model {
         if let Some(j) = self.jobs.get_mut(&id) {
             j.history.push(what);
         }
+    }
+
+    /// Checks the group rule for a delivery of job `id` of `group` (0:
+    /// none): no other job of its group is leased, and none with a larger
+    /// id was delivered before.
+    fn group_delivered(&mut self, ctx: &Ctx, id: u64, group: u64, by: &str) {
+        if group == 0 {
+            return;
+        }
+        let other = self
+            .holder
+            .iter()
+            .find(|(&o, &(_, _, g))| g == group && o != id)
+            .map(|(&o, _)| o);
+        if let Some(other) = other {
+            ctx.fail(
+                self,
+                &[id, other],
+                format!("job {id} of group {group} delivered {by} while job {other} of its group is leased"),
+            );
+        }
+        let max = self.group_max.entry(group).or_insert(id);
+        if *max > id {
+            let newer = *max;
+            ctx.fail(
+                self,
+                &[id, newer],
+                format!(
+                    "job {id} of group {group} delivered {by} after job {newer} of its group: \
+                     a group is delivered in id order"
+                ),
+            );
+        }
+        *max = id;
     }
 
     /// Marks every other thread's pending operation on `id` as overtaken.
@@ -918,7 +1082,8 @@ impl Model {
             "D" => {
                 let (id, attempt, seq, max) = (num(0), num(1), num(2), num(3));
                 self.time_floor = self.time_floor.max(num(4));
-                if let Some((t, _)) = self.holder.get(&id) {
+                let group = num(5);
+                if let Some((t, _, _)) = self.holder.get(&id) {
                     ctx.fail(
                         self,
                         &[id],
@@ -958,7 +1123,8 @@ impl Model {
                 j.due_floor = None;
                 j.attempts = u32::try_from(attempt).expect("attempt fits u32");
                 j.history.push(line);
-                self.holder.insert(id, (thread, attempt >= max));
+                self.holder.insert(id, (thread, attempt >= max, group));
+                self.group_delivered(ctx, id, group, &format!("by thread {thread}"));
             }
             "a" | "n" | "f" | "r" | "p" => {
                 let id = num(0);
@@ -982,7 +1148,7 @@ impl Model {
                 let mut before = j.may;
                 match op {
                     Op::Ack | Op::Nack { .. } | Op::Fail => {
-                        let Some((holder, last)) = self.holder.remove(&id) else {
+                        let Some((holder, last, _)) = self.holder.remove(&id) else {
                             panic!("test bug: {line} without holding the lease");
                         };
                         assert_eq!(holder, thread, "test bug: {line} by another thread");
@@ -1067,7 +1233,7 @@ impl Model {
         self.pending.clear();
         // A lease still held at the kill is released by the next open,
         // which dead-letters the job if that was its last attempt.
-        for (id, (_, last)) in self.holder.drain() {
+        for (id, (_, last, _)) in self.holder.drain() {
             if last {
                 if let Some(j) = self.jobs.get_mut(&id) {
                     j.may = DEAD;
@@ -1132,6 +1298,10 @@ struct Totals {
     max_segment_id: u64,
     max_jobs: usize,
     dead_seen: u64,
+    /// Jobs leased after the opens, by level (Low first).
+    by_level: [u64; 4],
+    /// The most jobs found waiting behind their group's head.
+    blocked_seen: u64,
 }
 
 struct Run {
@@ -1141,6 +1311,8 @@ struct Run {
     model: Model,
     totals: Totals,
     rng: Rng,
+    /// Where the queue directory is copied for draining.
+    scratch: tempfile::TempDir,
 }
 
 impl Run {
@@ -1256,6 +1428,116 @@ impl Run {
         self.model.end_of_child();
     }
 
+    /// Drains a copy of the queue directory as the check left it (its
+    /// leases released by the copy's open), acking most jobs, failing
+    /// one and nacking some for an immediate retry, and checks the group
+    /// rule on the way: a job of a group comes out only while no other
+    /// job of its group is unfinished (leased or nacked), never after a
+    /// newer job of its group finished, and never before a job of its
+    /// group delivered earlier. Returns each job's first delivery, in
+    /// order, and how many jobs the copy's open dead-lettered.
+    fn drain_copy(&self, ctx: &Ctx, t_far: u64) -> (Vec<Job>, u64) {
+        let m = &self.model;
+        let copy = self.scratch.path().join("copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        if let Err(e) = copy_dir(&self.dir, &copy) {
+            ctx.fail(m, &[], format!("copying the queue directory failed: {e}"));
+        }
+        // The copy is thrown away: no fsync needed (and none paid for).
+        let opts = queue_options(ctx.seed)
+            .durability(Durability::Os)
+            .clock(ManualClock::new(t_far));
+        let q = Queue::open_with(&copy, opts)
+            .unwrap_or_else(|e| ctx.fail(m, &[], format!("opening the copy failed: {e}")));
+        let dead_on_open = q.recovery_report().dead_lettered_on_open;
+        let mut rng = Rng::new(ctx.seed ^ ctx.cycle.wrapping_mul(0x5851_f42d_4c95_7f2d));
+        // Per group: the job delivered and not finished, the largest id
+        // finished.
+        let mut holding: HashMap<u64, u64> = HashMap::new();
+        let mut finished: HashMap<u64, u64> = HashMap::new();
+        let mut firsts = Vec::new();
+        let mut ids = HashSet::new();
+        let mut failed = false;
+        for deliveries in 0u64.. {
+            let job = match q.dequeue() {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(e) => ctx.fail(m, &[], format!("dequeue from the copy failed: {e}")),
+            };
+            let id = job.id();
+            let group = group_num(job.group()).unwrap_or_else(|e| ctx.fail(m, &[id], e));
+            if deliveries > 1_000_000 {
+                ctx.fail(m, &[id], "draining the copy does not end".into());
+            }
+            if group != 0 {
+                let problem = match (holding.get(&group), finished.get(&group)) {
+                    (Some(&cur), _) if cur != id => {
+                        Some(format!("job {cur} of its group is unfinished"))
+                    }
+                    (None, Some(&done)) if done > id => {
+                        Some(format!("job {done} of its group finished before"))
+                    }
+                    (None, _) => m
+                        .group_max
+                        .get(&group)
+                        .filter(|&&max| max > id)
+                        .map(|max| format!("job {max} of its group was delivered before")),
+                    _ => None,
+                };
+                if let Some(p) = problem {
+                    ctx.fail(
+                        m,
+                        &[id],
+                        format!("draining a copy delivered job {id} of group {group} while {p}"),
+                    );
+                }
+                holding.insert(group, id);
+            }
+            let r = job.receipt();
+            // A dead letter costs two fsyncs whatever the durability: one
+            // fail per drain (on a grouped job, to release its group that
+            // way too); nacks only where the job will be back.
+            let kind = rng.below(100);
+            let last = job.attempt() >= job.max_attempts();
+            let done = if group != 0 && !failed && kind < 20 {
+                failed = true;
+                q.fail(r, FAIL_TEXT).map(|()| true)
+            } else if kind < 85 || last {
+                q.ack(r).map(|()| true)
+            } else {
+                q.nack(r, Retry::After(Duration::ZERO), NACK_TEXT)
+                    .map(|()| false)
+            };
+            let done = done.unwrap_or_else(|e| {
+                ctx.fail(
+                    m,
+                    &[id],
+                    format!("settling job {id} in the copy failed: {e}"),
+                )
+            });
+            if done && group != 0 {
+                holding.remove(&group);
+                let f = finished.entry(group).or_insert(id);
+                *f = (*f).max(id);
+            }
+            if ids.insert(id) {
+                firsts.push(job);
+            }
+        }
+        let s = q.stats();
+        if s.ready + s.delayed + s.in_flight != 0 {
+            ctx.fail(
+                m,
+                &[],
+                format!("draining a copy of the queue left jobs behind (groups held by {holding:?}): {s:?}"),
+            );
+        }
+        q.check_invariants();
+        drop(q);
+        let _ = std::fs::remove_dir_all(&copy);
+        (firsts, dead_on_open)
+    }
+
     /// Reopens the queue after the kill and checks everything.
     fn check(&mut self, ctx: &Ctx) {
         let t_far = wall_ms() + 3_600_000;
@@ -1294,27 +1576,92 @@ impl Run {
         let s1 = q.stats();
         q.check_invariants();
         drop(q);
+        // The group rule on the leased jobs: at most one per group, and
+        // never one older than a job of its group delivered before.
+        let mut heads: HashMap<u64, u64> = HashMap::new();
+        for job in &drained {
+            let group =
+                group_num(job.group()).unwrap_or_else(|e| ctx.fail(&self.model, &[job.id()], e));
+            if group == 0 {
+                continue;
+            }
+            if let Some(other) = heads.insert(group, job.id()) {
+                ctx.fail(
+                    &self.model,
+                    &[other, job.id()],
+                    format!(
+                        "jobs {other} and {} of group {group} both leased after the open",
+                        job.id()
+                    ),
+                );
+            }
+            self.model
+                .group_delivered(ctx, job.id(), group, "after the open");
+        }
+        // The jobs behind their group's head (not delivered above): found
+        // by draining a copy of the directory.
+        let (copy_firsts, copy_dead_on_open) = self.drain_copy(ctx, t_far);
+        let leased: HashSet<u64> = drained.iter().map(Job::id).collect();
+        let blocked: Vec<Job> = copy_firsts
+            .iter()
+            .filter(|j| !leased.contains(&j.id()))
+            .cloned()
+            .collect();
+        let in_copy: HashSet<u64> = copy_firsts.iter().map(Job::id).collect();
+        let mut last_leases = 0;
+        for job in &drained {
+            let last = job.attempt() >= job.max_attempts();
+            last_leases += u64::from(last);
+            if in_copy.contains(&job.id()) == last {
+                ctx.fail(
+                    &self.model,
+                    &[job.id()],
+                    format!(
+                        "job {} (attempt {} of {}) was {}delivered when a copy of the queue was drained",
+                        job.id(),
+                        job.attempt(),
+                        job.max_attempts(),
+                        if last { "" } else { "not " }
+                    ),
+                );
+            }
+        }
+        if copy_dead_on_open != last_leases {
+            ctx.fail(
+                &self.model,
+                &[],
+                format!(
+                    "opening a copy dead-lettered {copy_dead_on_open} released leases, \
+                     but {last_leases} were on their last attempt"
+                ),
+            );
+        }
+        self.totals.blocked_seen = self.totals.blocked_seen.max(blocked.len() as u64);
+        for job in &drained {
+            self.totals.by_level[job.priority() as usize] += 1;
+        }
         let m = &mut self.model;
 
         // Stats add up.
         let n = drained.len() as u64;
         let stats_ok = s0.in_flight == 0
             && s0.ready == n
-            && s0.delayed == 0
+            && s0.delayed == blocked.len() as u64
             && s0.dead == dead.len() as u64
             && s0.enqueued_total == 0
             && s0.acked_total == 0
             && s0.dead_lettered_total == report.dead_lettered_on_open
             && s1.in_flight == n
             && s1.ready == 0
-            && s1.delayed == 0
+            && s1.delayed == blocked.len() as u64
             && s1.dead == s0.dead;
         if !stats_ok {
             ctx.fail(
                 m,
                 &[],
                 format!(
-                    "stats do not add up with {n} jobs leased and {} dead letters read:\n  at open {s0:?}\n  after leasing {s1:?}\n  report {report:?}",
+                    "stats do not add up with {n} jobs leased, {} behind their group and {} dead letters read:\n  at open {s0:?}\n  after leasing {s1:?}\n  report {report:?}",
+                    blocked.len(),
                     dead.len()
                 ),
             );
@@ -1425,12 +1772,52 @@ impl Run {
                     ),
                 );
             }
+            if let Some(e) = placement_error(job, &spec, redriven) {
+                ctx.fail(m, &[id], e);
+            }
             attempts_seen.insert(id, job.attempt());
             if let Some(prev) = seen.insert(id, LIVE) {
                 ctx.fail(
                     m,
                     &[id],
                     format!("job {id} is both {} and ready", loc_name(prev)),
+                );
+            }
+            specs.insert(id, spec);
+        }
+        // A job behind its group's head was never leased (a head holds its
+        // group until it is finished), comes out of the copy on its first
+        // attempt, and its group's head has a smaller id.
+        for job in &blocked {
+            let id = job.id();
+            let spec = decode(job.payload())
+                .unwrap_or_else(|e| ctx.fail(m, &[id], format!("job {id}: {e}")));
+            let want_key = (spec.key_seq > 0).then(|| key_for(spec.key_seq).into_bytes());
+            if job.idempotency_key().map(<[u8]>::to_vec) != want_key {
+                ctx.fail(m, &[id], format!("job {id} has the wrong idempotency key"));
+            }
+            if let Some(e) = placement_error(job, &spec, m.maybe_redriven.contains(&id)) {
+                ctx.fail(m, &[id], e);
+            }
+            let group = group_num(job.group()).unwrap_or(0);
+            let head = heads.get(&group).copied();
+            if group == 0 || head.is_none_or(|h| h > id) || job.attempt() != 1 {
+                ctx.fail(
+                    m,
+                    &[id],
+                    format!(
+                        "job {id} of group {group} (attempt {} in the copy) was not leased after \
+                         the open, but its group's head there was {head:?}",
+                        job.attempt()
+                    ),
+                );
+            }
+            attempts_seen.insert(id, 0);
+            if let Some(prev) = seen.insert(id, LIVE) {
+                ctx.fail(
+                    m,
+                    &[id],
+                    format!("job {id} is both {} and waiting", loc_name(prev)),
                 );
             }
             specs.insert(id, spec);
@@ -1460,7 +1847,8 @@ impl Run {
                     // (a leased job here has one more: ours), unless a
                     // redrive reset them.
                     let now_attempts = attempts_seen[&id];
-                    let floor = j.attempts + u32::from(loc == LIVE);
+                    let ours = loc == LIVE && leased.contains(&id);
+                    let floor = j.attempts + u32::from(ours);
                     if now_attempts < floor && !m.maybe_redriven.contains(&id) {
                         let was = j.attempts;
                         ctx.fail(
@@ -1532,7 +1920,11 @@ impl Run {
             }
         }
 
-        // Ready order: jobs come out by (due, id). A job never leased nor
+        // Levels: this open starts the cycle at its first slot and every
+        // job found is due, so how many jobs each level has fixes the level
+        // of every delivery.
+        check_level_cycle(ctx, m, &drained);
+        // Ready order, within each level: jobs come out by (due, id). A job never leased nor
         // redriven is due exactly at enqueue time + delay; a lease released
         // by this open is due at the open's clock (after everything else);
         // any other job is due somewhere between its enqueue time (it was
@@ -1549,60 +1941,7 @@ impl Run {
                 format!("report {report:?} releases more leases than there are jobs"),
             );
         }
-        let split = drained.len() - released;
-        let mut max_lo: Option<((u64, u64), u64)> = None;
-        for (k, job) in drained.iter().enumerate() {
-            let id = job.id();
-            let due = (job.enqueued_ms() + specs[&id].delay_ms, id);
-            let exact = job.attempt() == 1 && !m.maybe_redriven.contains(&id);
-            let (lo, hi) = if k >= split {
-                ((t_far, id), (t_far, id))
-            } else if exact {
-                (due, due)
-            } else {
-                let floor = m.jobs.get(&id).and_then(|j| j.due_floor).unwrap_or(0);
-                ((job.enqueued_ms().max(floor), id), (t_far, id))
-            };
-            if let Some((before, other)) = max_lo {
-                if hi < before {
-                    ctx.fail(
-                        m,
-                        &[other, id],
-                        format!(
-                            "ready order broken: job {id} (due, id) at most {hi:?} came out \
-                             after job {other}, due at least {before:?}"
-                        ),
-                    );
-                }
-            }
-            if max_lo.is_none_or(|(before, _)| lo > before) {
-                max_lo = Some((lo, id));
-            }
-        }
-        for pair in drained[split..].windows(2) {
-            if pair[0].id() >= pair[1].id() {
-                ctx.fail(
-                    m,
-                    &[pair[0].id(), pair[1].id()],
-                    format!(
-                        "released jobs out of id order: {} before {}",
-                        pair[0].id(),
-                        pair[1].id()
-                    ),
-                );
-            }
-        }
-        if let Some(job) = drained[split..].iter().find(|j| j.attempt() < 2) {
-            ctx.fail(
-                m,
-                &[job.id()],
-                format!(
-                    "job {} came out among the released leases with attempt {}",
-                    job.id(),
-                    job.attempt()
-                ),
-            );
-        }
+        check_ready_order(ctx, m, &drained, &specs, released, t_far);
 
         // The new state: what was found. Our own leases are released by the
         // next open; a job on its last attempt then goes to the dead letters.
@@ -1634,6 +1973,152 @@ impl Run {
             }
         }
         self.totals.max_jobs = self.totals.max_jobs.max(drained.len());
+    }
+}
+
+/// A directory for the copies the checks drain: in memory where there is
+/// a tmpfs at /dev/shm (opening a copy syncs what was just copied, which
+/// on a disk costs more than the rest of a cycle), else the temp dir.
+fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("walq-crash-copy")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("scratch dir")
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().mode(0o700).create(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The level the delivery rule serves when the levels in `ready` have
+/// candidates, and the cycle position after it (docs/architecture.md,
+/// "The delivery rule": one level ready is served without moving the
+/// cycle; several walk the 15-slot cycle from `turn`).
+fn cycle_choice(turn: usize, ready: [bool; 4]) -> Option<(usize, usize)> {
+    const CYCLE: [usize; 15] = [3, 2, 3, 1, 3, 2, 3, 0, 3, 2, 3, 1, 3, 2, 3];
+    if ready.iter().filter(|&&r| r).count() <= 1 {
+        return Some((ready.iter().position(|&r| r)?, turn));
+    }
+    (0..CYCLE.len()).find_map(|k| {
+        let slot = (turn + k) % CYCLE.len();
+        ready[CYCLE[slot]].then_some((CYCLE[slot], (slot + 1) % CYCLE.len()))
+    })
+}
+
+/// The levels of the jobs leased after an open, in delivery order, are
+/// the cycle's choices given how many jobs each level has.
+fn check_level_cycle(ctx: &Ctx, m: &Model, drained: &[Job]) {
+    let mut left = [0usize; 4];
+    for job in drained {
+        left[job.priority() as usize] += 1;
+    }
+    let mut turn = 0;
+    for (k, job) in drained.iter().enumerate() {
+        let Some((want, next)) = cycle_choice(turn, left.map(|n| n > 0)) else {
+            unreachable!("a job is left to deliver");
+        };
+        let got = job.priority() as usize;
+        if got != want {
+            ctx.fail(
+                m,
+                &[job.id()],
+                format!(
+                    "delivery {k} after the open is job {} of level {got}, but the cycle \
+                     serves level {want} there (jobs left by level, Low first: {left:?})",
+                    job.id()
+                ),
+            );
+        }
+        left[want] -= 1;
+        turn = next;
+    }
+}
+
+/// The ready order within each level (see the comment at the call). The
+/// leases released by the open come out last in their level, by id, each
+/// on its second attempt or later; how many each level has is not known,
+/// so the longest such tail of each level stands for them (treating a
+/// job there as due at the open is right for a released lease and harmless
+/// for any other: its ids rise and nothing before it is due that late),
+/// and those tails must hold at least as many jobs as were released.
+fn check_ready_order(
+    ctx: &Ctx,
+    m: &Model,
+    drained: &[Job],
+    specs: &HashMap<u64, Spec>,
+    released: usize,
+    t_far: u64,
+) {
+    let mut tails = 0;
+    for level in 0..4 {
+        let lane: Vec<&Job> = drained
+            .iter()
+            .filter(|j| j.priority() as usize == level)
+            .collect();
+        let mut tail = 0;
+        while tail < lane.len() {
+            let k = lane.len() - 1 - tail;
+            if lane[k].attempt() < 2 || (tail > 0 && lane[k].id() >= lane[k + 1].id()) {
+                break;
+            }
+            tail += 1;
+        }
+        tails += tail;
+        let split = lane.len() - tail;
+        let mut max_lo: Option<((u64, u64), u64)> = None;
+        for (k, job) in lane.iter().enumerate() {
+            let id = job.id();
+            let due = (job.enqueued_ms() + specs[&id].delay_ms, id);
+            let exact = job.attempt() == 1 && !m.maybe_redriven.contains(&id);
+            let (lo, hi) = if k >= split {
+                ((t_far, id), (t_far, id))
+            } else if exact {
+                (due, due)
+            } else {
+                let floor = m.jobs.get(&id).and_then(|j| j.due_floor).unwrap_or(0);
+                ((job.enqueued_ms().max(floor), id), (t_far, id))
+            };
+            if let Some((before, other)) = max_lo {
+                if hi < before {
+                    ctx.fail(
+                        m,
+                        &[other, id],
+                        format!(
+                            "ready order broken in level {level}: job {id} (due, id) at most \
+                             {hi:?} came out after job {other}, due at least {before:?}"
+                        ),
+                    );
+                }
+            }
+            if max_lo.is_none_or(|(before, _)| lo > before) {
+                max_lo = Some((lo, id));
+            }
+        }
+    }
+    if tails < released {
+        let order: Vec<(u64, u32, u8)> = drained
+            .iter()
+            .map(|j| (j.id(), j.attempt(), j.priority() as u8))
+            .collect();
+        ctx.fail(
+            m,
+            &[],
+            format!(
+                "{released} leases were released by the open, but only {tails} jobs come out \
+                 last in their level by id on a later attempt; (id, attempt, level): {order:?}"
+            ),
+        );
     }
 }
 
@@ -1688,6 +2173,7 @@ fn kill9_crash_cycles() {
         model: Model::default(),
         totals: Totals::default(),
         rng: Rng::new(seed),
+        scratch: scratch_dir(),
     };
     let started = Instant::now();
     let current = std::cell::Cell::new(0u64);
@@ -1729,7 +2215,8 @@ fn kill9_crash_cycles() {
         "crash test: {cycles} kill -9 cycles in {:.1?} (seed {seed:#x}): {} jobs known, {} ops reported, \
          {} kills at spawn, {} torn tails cut, {} interrupted batches dropped, {} tmp files removed, \
          {} leases released, {} dead-lettered on open, up to {} dead letters, up to {} live jobs, \
-         up to {} segments, last segment id {}; operations reported by kind: {:?}",
+         up to {} segments, last segment id {}; jobs leased after the opens by level (Low first) \
+         {:?}, up to {} jobs behind their group; operations reported by kind: {:?}",
         started.elapsed(),
         run.model.jobs.len(),
         t.ops,
@@ -1743,6 +2230,8 @@ fn kill9_crash_cycles() {
         t.max_jobs,
         t.max_segments,
         t.max_segment_id,
+        t.by_level,
+        t.blocked_seen,
         run.model.done,
     );
 }
@@ -1755,6 +2244,8 @@ fn payloads_check_themselves() {
         key_seq: 42,
         max_attempts: 3,
         pad_len: 300,
+        level: 2,
+        group: 9,
     };
     let bytes = encode(&spec);
     assert_eq!(decode(&bytes), Ok(spec));

@@ -7,15 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
 use walq::{Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Retry};
 
+/// The shared test options, with three attempts.
 fn opts(clock: &ManualClock) -> Options {
-    Options::default()
-        .clock(clock.clone())
-        .durability(Durability::Os)
-        .segment_size(64 * 1024)
-        .visibility_timeout(Duration::from_secs(30))
-        .max_attempts(3)
+    common::opts(clock).max_attempts(3)
 }
 
 fn open(dir: &Path, clock: &ManualClock) -> Queue {

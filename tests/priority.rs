@@ -7,25 +7,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use walq::{Durability, EnqueueOptions, ManualClock, Options, Priority, Queue, Retry};
+mod common;
+
+use common::open;
+use walq::{EnqueueOptions, ManualClock, Priority, Queue, Retry};
 
 /// Urgent 8, High 4, Normal 2, Low 1, in the documented order.
 const CYCLE: [Priority; 15] = {
     use Priority::{High as H, Low as L, Normal as N, Urgent as U};
     [U, H, U, N, U, H, U, L, U, H, U, N, U, H, U]
 };
-
-fn opts(clock: &ManualClock) -> Options {
-    Options::default()
-        .clock(clock.clone())
-        .durability(Durability::Os)
-        .segment_size(64 * 1024)
-        .visibility_timeout(Duration::from_secs(30))
-}
-
-fn open(dir: &Path, clock: &ManualClock) -> Queue {
-    Queue::open_with(dir, opts(clock)).expect("open")
-}
 
 fn put(q: &Queue, p: Priority, payload: &str) -> u64 {
     q.enqueue_with(payload.as_bytes(), EnqueueOptions::new().priority(p))

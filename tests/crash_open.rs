@@ -4,6 +4,8 @@
 //! torn tail is still zeroed whole and damage is still told from a torn
 //! write. Real files (the simulated file system reports no holes).
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -18,16 +20,7 @@ fn options() -> Options {
 }
 
 fn active_segment(dir: &Path) -> PathBuf {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.ends_with(".wal") && n != "dead.wal"
-        })
-        .collect();
-    v.sort();
-    v.pop().expect("a segment")
+    common::segment_files(dir).pop().expect("a segment")
 }
 
 /// A queue of `jobs` jobs, dropped without `close()`, and its active

@@ -2,20 +2,10 @@
 //! a leased `Job` owns its payload, so truncating the files under a live
 //! queue cannot make reading a payload kill the process with `SIGBUS`.
 
-use walq::{Durability, Options, Queue, MIN_SEGMENT_SIZE};
+mod common;
 
-fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.ends_with(".wal") && n != "dead.wal"
-        })
-        .collect();
-    v.sort();
-    v
-}
+use common::segment_files;
+use walq::{Durability, Options, Queue, MIN_SEGMENT_SIZE};
 
 #[test]
 fn a_leased_payload_survives_its_segment_being_truncated() {

@@ -40,3 +40,21 @@ pub fn lease_all(q: &Queue) -> Vec<walq::Job> {
     }
     out
 }
+
+/// The log segment files of the queue in `dir`, oldest first.
+pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("read the queue directory")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            n.ends_with(".wal") && n != "dead.wal"
+        })
+        .collect();
+    v.sort();
+    v
+}

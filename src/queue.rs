@@ -86,6 +86,20 @@ struct Inner {
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
+    /// Shared by the user's handles, never by the queue's own threads (the
+    /// flush and checkpoint threads hold `None`): the last one's drop
+    /// releases the directory then and there, even while such a thread
+    /// still holds `inner` for a moment.
+    _owner: Option<Arc<Owner>>,
+}
+
+/// See `Queue::_owner`: its drop is the drop of the last user handle.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shut_down();
+    }
 }
 
 impl std::fmt::Debug for Queue {
@@ -176,7 +190,11 @@ impl Queue {
                 .map_err(|e| Error::io("starting flush thread", dir, e))?;
             *inner.flusher.lock() = Some(handle);
         }
-        Ok(Queue { inner })
+        let owner = Some(Arc::new(Owner(inner.clone())));
+        Ok(Queue {
+            inner,
+            _owner: owner,
+        })
     }
 
     /// The queue directory.
@@ -285,15 +303,20 @@ impl Queue {
         let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
         let weak = Arc::downgrade(&self.inner);
         let write = move || {
-            // Holds the queue only to poison it: dropping the last handle
-            // meanwhile waits for this write (`Inner::drop`), then closes.
+            // Holds the queue only to poison it: dropping the last user
+            // handle meanwhile waits for this write (`Inner::shut_down`),
+            // then releases the directory; this thread's `failed` holds no
+            // user handle.
             let failed = match commit.wait(ck.next_lsn - 1) {
                 Ok(()) => {
                     let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
                     None
                 }
                 Err(e) => weak.upgrade().map(|inner| {
-                    let queue = Queue { inner };
+                    let queue = Queue {
+                        inner,
+                        _owner: None,
+                    };
                     queue.poison(&e);
                     queue
                 }),
@@ -757,24 +780,28 @@ impl Queue {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // A periodic checkpoint being written finishes first.
+impl Inner {
+    /// Run when the last user handle is dropped: a periodic checkpoint
+    /// being written finishes, the flush thread stops, and the directory
+    /// is released, so that it can be reopened as soon as the drop
+    /// returns.
+    fn shut_down(&self) {
         self.checkpoints.wait_idle();
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
-        if let Some(handle) = self.flusher.get_mut().take() {
-            // The flush thread may itself drop the last handle.
+        if let Some(handle) = self.flusher.lock().take() {
+            // The flush thread holds no user handle; checked all the same.
             if handle.thread().id() != std::thread::current().id() {
                 let _ = handle.join();
             }
         }
+        self.lock.lock().take();
     }
 }
 
 /// Background fdatasync for `Durability::Periodic`. Holds the queue only
-/// while syncing, so dropping the last handle releases the directory at
-/// once.
+/// while syncing, and never as a user handle: dropping the last one stops
+/// this thread (waiting for a sync under way) and releases the directory.
 fn flush_loop(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: Duration) {
     loop {
         {
@@ -787,7 +814,10 @@ fn flush_loop(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: Duration
             }
         }
         let Some(inner) = weak.upgrade() else { return };
-        let q = Queue { inner };
+        let q = Queue {
+            inner,
+            _owner: None,
+        };
         if q.sync().is_err() {
             return;
         }

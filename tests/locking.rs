@@ -85,3 +85,52 @@ fn files_are_private_to_their_owner() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
 }
+
+/// Dropping the last handle releases the directory before the drop
+/// returns, even while one of the queue's own threads (here the
+/// `Durability::Periodic` flush thread, stuck in an fsync that the
+/// simulated file system holds) has the queue in hand. Before, that thread
+/// then held the last reference, and a reopen right after the drop was
+/// refused as locked.
+#[test]
+fn the_directory_is_released_when_the_last_handle_drop_returns() {
+    use std::path::Path;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+    use walq::vfs::SimFs;
+    use walq::{Durability, Options};
+
+    let fs = SimFs::new();
+    let dir = Path::new("/q");
+    let opts = || Options::default().durability(Durability::Periodic(Duration::from_millis(1)));
+    let q = Queue::open_on(Arc::new(fs.clone()), dir, opts()).expect("open");
+    fs.pause_syncs(true);
+    q.enqueue(b"left for the flush thread to sync")
+        .expect("enqueue");
+    fs.wait_paused_syncs(1);
+    let (about_to_drop, dropping) = mpsc::channel();
+    let (tx, reopened) = mpsc::channel();
+    let dropper = {
+        let fs = fs.clone();
+        std::thread::spawn(move || {
+            about_to_drop.send(()).expect("send");
+            drop(q);
+            let again = Queue::open_on(Arc::new(fs), dir, opts());
+            tx.send(again.map(|q| q.stats().ready)).expect("send");
+        })
+    };
+    dropping.recv().expect("recv");
+    // The drop waits for the held fsync, so nothing can arrive yet; if
+    // something does (the drop returned at once), it must be a good open.
+    if let Ok(early) = reopened.recv_timeout(Duration::from_millis(200)) {
+        fs.pause_syncs(false);
+        panic!("the drop returned while its flush thread was syncing: {early:?}");
+    }
+    fs.pause_syncs(false);
+    let ready = reopened
+        .recv()
+        .expect("recv")
+        .expect("reopen after the drop");
+    assert_eq!(ready, 1);
+    dropper.join().expect("dropper");
+}

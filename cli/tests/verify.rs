@@ -132,6 +132,40 @@ fn verify_works_on_a_live_queue() {
     drop(q);
 }
 
+/// Damage on disk in a queue a process holds is reported, once: a live
+/// verify looks again when it finds damage (a read racing the writer can
+/// show some that is not there), but only the last look is printed, and
+/// damage on disk is still there at every look.
+#[test]
+fn damage_in_a_live_queue_is_reported_once() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    // Flipped in place (no truncation under the running process's map).
+    let seg = &segments(dir.path())[0];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(seg)
+        .unwrap();
+    let at = FIRST_RECORD + 24 + 40;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("the queue is live"), "{}", run.stderr);
+    let damage: Vec<_> = json_lines(&run.stdout)
+        .into_iter()
+        .filter(|l| l["severity"] == "damage")
+        .collect();
+    assert_eq!(damage.len(), 1, "{}", run.stdout);
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(damage[0]["file"], name.as_str(), "{}", run.stdout);
+    drop(q);
+}
+
 #[test]
 fn dump_lists_records_in_order() {
     let dir = tempfile::tempdir().unwrap();

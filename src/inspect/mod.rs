@@ -45,6 +45,28 @@ use crate::error::{Error, ErrorKind, Result};
 struct Ignore;
 impl Visitor for Ignore {}
 
+/// Passes records on at once and keeps the problems back until the look
+/// that reports them is known to be the last (see [`Inspector::verify`]).
+struct HeldProblems<'a> {
+    visitor: &'a mut dyn Visitor,
+    problems: Vec<Problem>,
+}
+
+impl Visitor for HeldProblems<'_> {
+    fn file_start(&mut self, name: &str, role: FileRole, len: u64) {
+        self.visitor.file_start(name, role, len);
+    }
+    fn record(&mut self, rec: &RecordView<'_>) {
+        self.visitor.record(rec);
+    }
+    fn problem(&mut self, problem: &Problem) {
+        self.problems.push(problem.clone());
+    }
+    fn file_end(&mut self, name: &str, role: FileRole) {
+        self.visitor.file_end(name, role);
+    }
+}
+
 /// A read-only view of a queue directory.
 #[derive(Debug, Clone)]
 pub struct Inspector {
@@ -90,7 +112,36 @@ impl Inspector {
     /// Checks every record of every file and the invariants between
     /// files, reporting each record and problem to `visitor`. The summary
     /// counts the damage (`damage == 0`: healthy).
+    ///
+    /// While a process holds the queue, a check that finds damage is done
+    /// again (up to three times, as [`Inspector::snapshot`]): files read one
+    /// after the other while the writer appends, rotates and compacts can
+    /// disagree for a moment, while damage on disk is still there at the
+    /// third look. Only the last look's problems reach `visitor`.
     pub fn verify(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+        if !self.live {
+            return self.verify_once(visitor);
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut held = HeldProblems {
+                visitor: &mut *visitor,
+                problems: Vec::new(),
+            };
+            let summary = self.verify_once(&mut held)?;
+            let problems = held.problems;
+            if summary.damage == 0 || tries >= 3 {
+                for p in &problems {
+                    visitor.problem(p);
+                }
+                return Ok(summary);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn verify_once(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
         let mut checks = verify::Invariants::new(visitor);
         let mut summary = self.scan(&mut checks)?;
         let late = checks.finish(summary.next_job_id, summary.segments, self.live);

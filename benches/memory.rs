@@ -11,6 +11,10 @@
 //! A last phase leases every job (dequeue without ack) to show the extra
 //! cost of an in-flight job (lease table and expiry heap).
 //!
+//! The last rows give every 100 B job a message group of its own (a
+//! million groups by default, the worst case for the group table), then
+//! drain them: a group costs memory only while it has a job.
+//!
 //! `cargo bench --bench memory`
 
 mod common;
@@ -91,6 +95,39 @@ fn row(size: usize, jobs: u64) {
     drop(q);
 }
 
+/// Every job in a group of its own (`customer-N`), then a drain: the
+/// group table holds only groups with a pending job.
+fn groups_row(size: usize, jobs: u64) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Os);
+    let p = payload(size);
+    let (anon0, _) = rss();
+    for i in 0..jobs {
+        let opts = walq::EnqueueOptions::new().group(format!("customer-{i}"));
+        q.enqueue_with(&p, opts).expect("enqueue_with");
+    }
+    let (anon1, _) = rss();
+    let queued = q.stats();
+    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / jobs as f64;
+    println!(
+        "| {size:>6} B | {jobs:>9} | queued, a group each | {:>6.1} | {:>6} | {:>6.1} | {:>8} | {:>6} |",
+        per(anon1, anon0),
+        "",
+        queued.index_bytes as f64 / jobs as f64,
+        "",
+        queued.disk_bytes / (1 << 20),
+    );
+    while let Some(job) = q.dequeue().expect("dequeue") {
+        q.ack(job.receipt()).expect("ack");
+    }
+    let drained = q.stats();
+    assert_eq!(drained.ready + drained.delayed + drained.in_flight, 0);
+    println!(
+        "| {size:>6} B | {jobs:>9} | drained (index_bytes: {} in all) | | | | | |",
+        drained.index_bytes,
+    );
+}
+
 fn main() {
     // Under `cargo test --benches` (no `--bench`), a quick smoke run.
     let default = if common::bench_mode() {
@@ -105,4 +142,5 @@ fn main() {
     row(100, jobs);
     row(1024, jobs);
     row(64 * 1024, (jobs / 20).max(1));
+    groups_row(100, jobs);
 }

@@ -113,8 +113,24 @@ impl Groups {
             }
             None => {
                 self.groups.remove(&group);
+                self.shrink();
                 None
             }
+        }
+    }
+
+    /// Gives memory back once the maps are mostly empty (a quarter full,
+    /// past a small floor), halving to twice what they hold: a burst of
+    /// a million groups does not leave a million groups' worth of table
+    /// behind it. Amortised O(1): a shrink follows at least as many
+    /// removals as the entries it moves.
+    fn shrink(&mut self) {
+        const FLOOR: usize = 1024;
+        if self.group_of.capacity() > FLOOR && self.group_of.len() * 4 < self.group_of.capacity() {
+            self.group_of.shrink_to(self.group_of.len() * 2);
+        }
+        if self.groups.capacity() > FLOOR && self.groups.len() * 4 < self.groups.capacity() {
+            self.groups.shrink_to(self.groups.len() * 2);
         }
     }
 

@@ -184,6 +184,18 @@ fn a_group_costs_memory_only_while_it_has_jobs() {
     // empty queue keeps (maps keep some capacity, not one entry per
     // group ever seen).
     assert!(s.index_bytes < 200_000, "{} index bytes", s.index_bytes);
+    // A burst of 50,000 groups at once: the tables grow for it and give
+    // the memory back once it has drained.
+    for g in 0..50_000 {
+        put(&q, &format!("burst-{g}"), "job");
+    }
+    assert!(q.stats().index_bytes > 1_000_000, "the burst is held");
+    while let Some(job) = next(&q) {
+        q.ack(job.receipt()).unwrap();
+    }
+    q.check_invariants();
+    let s = q.stats();
+    assert!(s.index_bytes < 200_000, "{} index bytes", s.index_bytes);
 }
 
 #[test]

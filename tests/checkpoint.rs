@@ -82,7 +82,7 @@ fn a_clean_checkpoint_is_cleared_before_the_log_grows() {
     assert!(with.checkpoint_used, "{with:?}");
     assert!(with.records > 0, "{with:?}");
     assert_eq!(seen, scanned);
-    assert!(seen.drained.iter().any(|(i, _, _)| *i == id));
+    assert!(seen.drained.iter().any(|d| d.0 == id));
 }
 
 /// Opens `dir` with its checkpoint replaced by `bytes`: the full scan runs,
@@ -253,7 +253,7 @@ fn a_clean_checkpoint_after_more_writes_replays_them() {
     assert!(with.checkpoint_used);
     assert!(with.records > 0);
     assert_eq!(seen, scanned);
-    assert!(seen.drained.iter().any(|(i, _, _)| *i == id));
+    assert!(seen.drained.iter().any(|d| d.0 == id));
 }
 
 /// A periodic checkpoint is written by a thread of its own: the operation

@@ -2,7 +2,8 @@
 //! clean close or a crash (the queue dropped), opening from the checkpoint
 //! shows exactly what opening with a full scan shows (counts, every job's
 //! status, dead letters, keys, every job drained in order with its
-//! attempt). `PROPTEST_CASES=N` for more cases.
+//! attempt, level and group; jobs are enqueued at every level and in a few
+//! groups). `PROPTEST_CASES=N` for more cases.
 
 mod checkpoint_common;
 
@@ -12,8 +13,10 @@ use walq::{Clock, ManualClock, Queue};
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..3000, prop_oneof![3 => Just(0u64), 1 => 1u64..200], 0u8..6)
+        3 => (0usize..3000, prop_oneof![3 => Just(0u64), 1 => 1u64..200], 0u8..6)
             .prop_map(|(l, d, k)| Op::Enqueue(l, d, k)),
+        2 => (0usize..3000, prop_oneof![3 => Just(0u64), 1 => 1u64..200], 0u8..6, 0u8..4, 0u8..4)
+            .prop_map(|(l, d, k, p, g)| Op::EnqueueIn(l, d, k, p, g)),
         1 => (1u8..6).prop_map(Op::Batch),
         1 => Just(Op::Lease),
         3 => Just(Op::Ack),

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use walq::{Durability, EnqueueOptions, JobStatus, ManualClock, Options, Queue, RecoveryReport};
+use walq::{
+    Durability, EnqueueOptions, JobStatus, ManualClock, Options, Priority, Queue, RecoveryReport,
+};
 
 /// Options of the checkpoint tests: small segments (so reclaim deletes
 /// and carries), checkpoints every `every` bytes of log.
@@ -28,6 +30,9 @@ pub enum Op {
     /// Enqueue a payload of this size, delayed by this many seconds, with
     /// key number `key` (0: none).
     Enqueue(usize, u64, u8),
+    /// The same at a priority level (0..4: Low..Urgent) and in group
+    /// number `group` (0: none), so checkpoints hold levels and groups.
+    EnqueueIn(usize, u64, u8, u8, u8),
     /// A batch of this many jobs.
     Batch(u8),
     /// Lease a job and keep it.
@@ -49,12 +54,14 @@ pub fn apply(q: &Queue, clock: &ManualClock, ops: &[Op], held: &mut Vec<walq::Jo
     for (i, op) in ops.iter().enumerate() {
         match op {
             Op::Enqueue(len, delay, key) => {
-                let mut o = EnqueueOptions::new();
-                if *delay > 0 {
-                    o = o.delay(Duration::from_secs(*delay));
-                }
-                if *key > 0 {
-                    o = o.idempotency_key(format!("key-{key}"));
+                let payload = vec![(i % 251) as u8; *len];
+                q.enqueue_with(&payload, enqueue_opts(*delay, *key))
+                    .expect("enqueue");
+            }
+            Op::EnqueueIn(len, delay, key, level, group) => {
+                let mut o = enqueue_opts(*delay, *key).priority(LEVELS[usize::from(*level) % 4]);
+                if *group > 0 {
+                    o = o.group(format!("group-{group}"));
                 }
                 let payload = vec![(i % 251) as u8; *len];
                 q.enqueue_with(&payload, o).expect("enqueue");
@@ -89,6 +96,25 @@ pub fn apply(q: &Queue, clock: &ManualClock, ops: &[Op], held: &mut Vec<walq::Jo
     }
 }
 
+/// The levels by number.
+pub const LEVELS: [Priority; 4] = [
+    Priority::Low,
+    Priority::Normal,
+    Priority::High,
+    Priority::Urgent,
+];
+
+fn enqueue_opts(delay: u64, key: u8) -> EnqueueOptions {
+    let mut o = EnqueueOptions::new();
+    if delay > 0 {
+        o = o.delay(Duration::from_secs(delay));
+    }
+    if key > 0 {
+        o = o.idempotency_key(format!("key-{key}"));
+    }
+    o
+}
+
 /// A mixed workload of `n` steps from `seed` (deterministic).
 pub fn workload(seed: u64, n: usize) -> Vec<Op> {
     let mut x = seed;
@@ -116,13 +142,18 @@ pub fn workload(seed: u64, n: usize) -> Vec<Op> {
         .collect()
 }
 
+/// A drained job: id, payload, attempt, level, group.
+pub type Drained = (u64, Vec<u8>, u32, Priority, Option<Vec<u8>>);
+
 /// Everything a reopened queue shows.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Observed {
     pub stats: (u64, u64, u64, u64),
     pub statuses: Vec<(u64, String)>,
     pub dead: Vec<(u64, Vec<u8>, u32)>,
-    pub drained: Vec<(u64, Vec<u8>, u32)>,
+    /// Id, payload, attempt, level and group of every job, in the order
+    /// they are delivered.
+    pub drained: Vec<Drained>,
     pub duplicates: Vec<(u8, bool)>,
 }
 
@@ -169,7 +200,14 @@ pub fn observe(dir: &Path, now_ms: u64, scan: bool) -> (RecoveryReport, Observed
     clock.advance(Duration::from_secs(100_000));
     let mut drained = Vec::new();
     while let Some(job) = q.dequeue().expect("dequeue") {
-        drained.push((job.id(), job.payload().to_vec(), job.attempt()));
+        let group = job.group().map(<[u8]>::to_vec);
+        drained.push((
+            job.id(),
+            job.payload().to_vec(),
+            job.attempt(),
+            job.priority(),
+            group,
+        ));
         q.ack(job.receipt()).expect("ack");
     }
     q.check_invariants();

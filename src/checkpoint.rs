@@ -15,6 +15,7 @@
 //! byte layout is in `docs/format.md` and `format::checkpoint`.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use super::{stored_key, QueueState};
 use crate::error::{Error, Result};
@@ -285,11 +286,22 @@ pub fn live_state(b: u8) -> Option<SlotState> {
 }
 
 /// When the next periodic checkpoint is due, and the one writer at a time.
+///
+/// One is due every `every` bytes of log, and as soon as reclaim has
+/// retired the first segment the last one covered: a checkpoint names the
+/// log's first segment, and one whose first segment is gone is stale (the
+/// next open would scan the whole log), so a queue that drains through
+/// its segments would otherwise be without a usable checkpoint for most
+/// of its life.
 #[derive(Debug)]
 pub struct Schedule {
     every: u64,
     /// Log position (see `QueueState::log_position`) of the next one.
     next_at: std::sync::atomic::AtomicU64,
+    /// The log's first segment when the last one was captured.
+    first_seg: std::sync::atomic::AtomicU32,
+    /// One fell due while another was being written.
+    missed: std::sync::atomic::AtomicBool,
     /// The generation of the last checkpoint captured.
     generation: std::sync::atomic::AtomicU64,
     /// Whether a checkpoint is being captured or written.
@@ -309,6 +321,8 @@ impl Schedule {
         Schedule {
             every,
             next_at: state.log_position().saturating_add(every).into(),
+            first_seg: first_segment(state).into(),
+            missed: false.into(),
             generation: 0.into(),
             gate: std::sync::Arc::default(),
         }
@@ -316,23 +330,45 @@ impl Schedule {
 
     /// If a periodic checkpoint is due (and no other is being written), a
     /// capture of `state` and the right to write it, which may move to
-    /// another thread. Cheap when none is due.
+    /// another thread. Cheap when none is due. One that is due while
+    /// another is being written is remembered ([`Schedule::missed`]).
     pub fn due(&self, state: &QueueState) -> Option<(Checkpoint, Writing)> {
-        use std::sync::atomic::Ordering;
-        if self.every == 0 || state.log_position() < self.next_at.load(Ordering::Relaxed) {
+        if !self.is_due(state) {
             return None;
         }
-        let mut busy = self.gate.busy.try_lock()?;
+        let Some(mut busy) = self.gate.busy.try_lock() else {
+            self.missed.store(true, Ordering::Relaxed);
+            return None;
+        };
         if *busy {
+            self.missed.store(true, Ordering::Relaxed);
             return None;
         }
         *busy = true;
         drop(busy);
+        let writing = Writing(self.gate.clone());
+        Some((self.capture(state), writing))
+    }
+
+    /// For the writer of the last one, which still holds the right to
+    /// write: a capture of `state` if one fell due meanwhile.
+    pub fn missed(&self, state: &QueueState) -> Option<Checkpoint> {
+        (self.missed.swap(false, Ordering::Relaxed) && self.is_due(state))
+            .then(|| self.capture(state))
+    }
+
+    fn is_due(&self, state: &QueueState) -> bool {
+        let retired = first_segment(state) > self.first_seg.load(Ordering::Relaxed);
+        self.every != 0 && (retired || state.log_position() >= self.next_at.load(Ordering::Relaxed))
+    }
+
+    fn capture(&self, state: &QueueState) -> Checkpoint {
         self.next_at
             .store(state.log_position() + self.every, Ordering::Relaxed);
+        self.first_seg
+            .store(first_segment(state), Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let writing = Writing(self.gate.clone());
-        Some((state.capture_checkpoint(false, generation), writing))
+        state.capture_checkpoint(false, generation)
     }
 
     /// Returns once no checkpoint is being written.
@@ -352,15 +388,17 @@ impl Schedule {
         }
         *busy = true;
         drop(busy);
-        let generation = self
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         (
             state.capture_checkpoint(true, generation),
             Writing(self.gate.clone()),
         )
     }
+}
+
+/// The id of the log's first segment.
+fn first_segment(state: &QueueState) -> u32 {
+    state.log.segments.front().map_or(0, |info| info.seg.id)
 }
 
 /// The right to write one checkpoint (see [`Schedule`]); dropping it lets

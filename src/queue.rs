@@ -303,23 +303,27 @@ impl Queue {
         let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
         let weak = Arc::downgrade(&self.inner);
         let write = move || {
+            let mut ck = ck;
             // Holds the queue only to poison it: dropping the last user
             // handle meanwhile waits for this write (`Inner::shut_down`),
             // then releases the directory; this thread's `failed` holds no
             // user handle.
-            let failed = match commit.wait(ck.next_lsn - 1) {
-                Ok(()) => {
-                    let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
-                    None
+            let failed = loop {
+                if let Err(e) = commit.wait(ck.next_lsn - 1) {
+                    break weak.upgrade().map(|inner| {
+                        let queue = Queue {
+                            inner,
+                            _owner: None,
+                        };
+                        queue.poison(&e);
+                        queue
+                    });
                 }
-                Err(e) => weak.upgrade().map(|inner| {
-                    let queue = Queue {
-                        inner,
-                        _owner: None,
-                    };
-                    queue.poison(&e);
-                    queue
-                }),
+                let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
+                match missed_checkpoint(&weak) {
+                    Some(next) => ck = next,
+                    None => break None,
+                }
             };
             // In this order: if `failed` holds the last handle, its drop
             // waits for `writing` to be gone.
@@ -796,6 +800,31 @@ impl Inner {
             }
         }
         self.lock.lock().take();
+    }
+}
+
+/// A checkpoint that fell due while the last one was being written (the
+/// caller still holds the right to write), captured now, unless the queue
+/// is gone, closed or poisoned. The lock is only tried: a close holds it
+/// while it waits for this writer, and sets `closed` first. Both flags are
+/// read again under the lock: an operation that fails half done poisons
+/// the queue before it releases the lock, and its half-applied state must
+/// never be captured (its records may be durable already, so the
+/// checkpoint's log sync would not fail).
+fn missed_checkpoint(weak: &Weak<Inner>) -> Option<crate::format::checkpoint::Checkpoint> {
+    let inner = weak.upgrade()?;
+    let stopped = || inner.closed.load(Ordering::Acquire) || inner.poisoned.load(Ordering::Acquire);
+    loop {
+        if stopped() {
+            return None;
+        }
+        if let Some(st) = inner.state.try_lock_for(Duration::from_millis(1)) {
+            return if stopped() {
+                None
+            } else {
+                inner.checkpoints.missed(&st)
+            };
+        }
     }
 }
 

@@ -315,3 +315,35 @@ fn a_periodic_checkpoint_does_not_hold_up_the_operation_that_made_it_due() {
     );
     assert_eq!(q.stats().ready, 100);
 }
+
+/// A checkpoint names the log's first segment: once reclaim deletes it,
+/// that checkpoint is stale. A new one is written as soon as reclaim has
+/// retired the first segment, however little log was written since, so a
+/// crash after a drain still opens from a checkpoint. (Here the periodic
+/// schedule alone would never write one.)
+#[test]
+fn a_checkpoint_follows_reclaim_of_the_first_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let q = Queue::open_with(dir.path(), opts(&clock, 1 << 40)).expect("open");
+    let payload = vec![7u8; 1000];
+    for _ in 0..300 {
+        q.enqueue(&payload).expect("enqueue");
+    }
+    for _ in 0..250 {
+        let job = q.dequeue().expect("dequeue").expect("a job");
+        q.ack(job.receipt()).expect("ack");
+    }
+    assert!(
+        !dir.path().join("0000000001.wal").exists(),
+        "reclaim deleted the first segment"
+    );
+    drop(q);
+    let now = walq::Clock::now_ms(&clock);
+    let (with, seen) = observe(dir.path(), now, false);
+    let (_, scanned) = observe(dir.path(), now, true);
+    assert!(with.checkpoint_used, "{with:?}");
+    // The 50 left, and the probe and five keyed jobs `observe` enqueues.
+    assert_eq!(seen.drained.len(), 56);
+    assert_eq!(seen, scanned);
+}

@@ -126,10 +126,17 @@ pub fn workload(seed: u64, n: usize) -> Vec<Op> {
     };
     (0..n)
         .map(|_| match next() % 20 {
-            0..=6 => Op::Enqueue(
+            0..=4 => Op::Enqueue(
                 (next() % 2000) as usize,
                 if next() % 4 == 0 { next() % 100 } else { 0 },
                 (next() % 6) as u8,
+            ),
+            5..=6 => Op::EnqueueIn(
+                (next() % 2000) as usize,
+                if next() % 4 == 0 { next() % 100 } else { 0 },
+                (next() % 6) as u8,
+                (next() % 4) as u8,
+                (next() % 4) as u8,
             ),
             7 => Op::Batch((next() % 5 + 1) as u8),
             8 => Op::Lease,

@@ -14,8 +14,9 @@ use super::{Config, Counters, QueueState};
 use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{slot_at, Checkpoint, CkSlot};
+use crate::format::checkpoint::{Checkpoint, CkSlot, SlotRun, Slots};
 use crate::format::frame::Frame;
+use crate::format::frame::FRAME_HEADER_LEN;
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::{EnqueueRec, Record, PRIORITY_MAX, PRIORITY_NORMAL};
 use crate::idhash::{IdMap, IdSet};
@@ -115,59 +116,17 @@ impl Replay {
     /// bytes ([`Checkpoint::decode_lazy`]).
     pub(crate) fn from_checkpoint(
         ck: &Checkpoint,
-        slots: &[u8],
+        slots: Slots<'_>,
         dead_lsns: &HashMap<u64, u64>,
     ) -> std::result::Result<Replay, String> {
         let damaged = |what: &str| Err(format!("damaged: {what}"));
-        let first = ck.first_seg;
-        let last = u64::from(first) + ck.segments.len() as u64;
-        let end_of = |seg: u32| ck.segments[(seg - first) as usize].end;
         let mut in_flight = IdSet::default();
         let mut levels = IdMap::default();
-        let mut convert = |id: u64, s: &CkSlot| -> Option<Slot> {
-            let state = match s.state {
-                0 => return Some(Slot::EMPTY),
-                3 => {
-                    in_flight.insert(id);
-                    SlotState::Fresh
-                }
-                _ => live_state(s.state).map(|_| SlotState::Fresh)?,
-            };
-            let seg_ok = s.seg >= first && u64::from(s.seg) < last;
-            let fits = seg_ok && u64::from(s.off) + u64::from(s.len) <= u64::from(end_of(s.seg));
-            if s.priority > PRIORITY_MAX {
-                return None;
-            }
-            if s.priority != PRIORITY_NORMAL {
-                levels.insert(id, s.priority);
-            }
-            (fits && id < ck.next_id).then_some(Slot {
-                seg: s.seg,
-                off: s.off,
-                len: s.len,
-                attempts: s.attempts,
-                state,
-            })
-        };
-        // Straight from the file's bytes into the table: one pass, no
-        // second buffer of 16 bytes per job.
-        let base = ck.slot_base;
-        let mut bad = false;
-        let slots: Vec<Slot> = slots
-            .chunks_exact(16)
-            .map(slot_at)
-            .enumerate()
-            .map(|(i, s)| {
-                convert(base.saturating_add(i as u64), &s).unwrap_or_else(|| {
-                    bad = true;
-                    Slot::EMPTY
-                })
-            })
-            .collect();
-        if bad {
-            return damaged("a job slot is out of range");
-        }
+        let slots = slot_table(ck, slots, &mut |id, s| {
+            convert(ck, id, s, &mut in_flight, &mut levels)
+        })?;
         let slots = VecDeque::from(slots);
+        let mut convert = |id: u64, s: &CkSlot| convert(ck, id, s, &mut in_flight, &mut levels);
         let mut aside = IdMap::default();
         for (id, s) in &ck.aside {
             match convert(*id, s) {
@@ -226,6 +185,104 @@ impl Replay {
         }
         Ok(replay)
     }
+}
+
+/// A stored slot as a table slot (a job in flight is noted in
+/// `in_flight`, one of a level other than Normal in `levels`); `None` if
+/// it does not fit the log the checkpoint covers.
+fn convert(
+    ck: &Checkpoint,
+    id: u64,
+    s: &CkSlot,
+    in_flight: &mut IdSet,
+    levels: &mut IdMap<u8>,
+) -> Option<Slot> {
+    let state = match s.state {
+        0 => return Some(Slot::EMPTY),
+        3 => {
+            in_flight.insert(id);
+            SlotState::Fresh
+        }
+        _ => live_state(s.state).map(|_| SlotState::Fresh)?,
+    };
+    let fits = u64::from(s.off) + u64::from(s.len) <= u64::from(segment_end(ck, s.seg)?);
+    if s.priority > PRIORITY_MAX {
+        return None;
+    }
+    if s.priority != PRIORITY_NORMAL {
+        levels.insert(id, s.priority);
+    }
+    (fits && id < ck.next_id).then_some(Slot {
+        seg: s.seg,
+        off: s.off,
+        len: s.len,
+        attempts: s.attempts,
+        state,
+    })
+}
+
+/// Where the records of covered segment `seg` end; `None` if the
+/// checkpoint does not cover it.
+fn segment_end(ck: &Checkpoint, seg: u32) -> Option<u32> {
+    let i = usize::try_from(seg.checked_sub(ck.first_seg)?).ok()?;
+    ck.segments.get(i).map(|s| s.end)
+}
+
+/// The job table's slots, straight from the stored bytes (one pass, no
+/// second buffer of 16 bytes per job); `one` converts a slot stored
+/// whole. Runs of fresh jobs (version 3) are checked as a whole: inside
+/// a covered segment, below the next job id. Their number is not bounded
+/// by the file's length, so it is bounded by the log's: the records of
+/// live jobs never overlap, so their lengths add up to at most the
+/// covered bytes, and empty slots are at most a few times the live ones.
+fn slot_table(
+    ck: &Checkpoint,
+    slots: Slots<'_>,
+    one: &mut dyn FnMut(u64, &CkSlot) -> Option<Slot>,
+) -> std::result::Result<Vec<Slot>, String> {
+    let out_of_range = || Err("damaged: a job slot is out of range".to_string());
+    let covered: u64 = ck.segments.iter().map(|s| u64::from(s.end)).sum();
+    let most = (1u64 << 22) + 8 * (covered / FRAME_HEADER_LEN as u64);
+    if slots.is_runs() && slots.len() as u64 > most {
+        return Err(format!(
+            "damaged: {} slots, more than a log of {covered} bytes holds",
+            slots.len()
+        ));
+    }
+    let mut table = Vec::with_capacity(slots.len());
+    let mut live_bytes = 0u64;
+    for run in slots.runs() {
+        let run = run.map_err(|e| e.to_string())?;
+        let id = ck.slot_base.saturating_add(table.len() as u64);
+        let left = (slots.len() - table.len()) as u64;
+        match run {
+            SlotRun::Empty(n) if n <= left => table.resize(table.len() + n as usize, Slot::EMPTY),
+            SlotRun::Fresh(r) if r.n <= left => {
+                live_bytes += u64::from(r.end - r.off);
+                let fits = segment_end(ck, r.seg).is_some_and(|end| r.end <= end);
+                let below = id.checked_add(r.n).is_some_and(|end| end <= ck.next_id);
+                if !fits || !below || live_bytes > covered {
+                    return out_of_range();
+                }
+                table.extend(r.slots().map(|(seg, off, len)| Slot {
+                    seg,
+                    off,
+                    len,
+                    attempts: 0,
+                    state: SlotState::Fresh,
+                }));
+            }
+            SlotRun::One(s) if left > 0 => match one(id, &s) {
+                Some(slot) => table.push(slot),
+                None => return out_of_range(),
+            },
+            _ => return Err(slots.overflow().to_string()),
+        }
+    }
+    if table.len() != slots.len() {
+        return Err(slots.overflow().to_string());
+    }
+    Ok(table)
 }
 
 impl Replay {

@@ -264,13 +264,21 @@ fn slot_table(
                 if !fits || !below || live_bytes > covered {
                     return out_of_range();
                 }
-                table.extend(r.slots().map(|(seg, off, len)| Slot {
+                let fresh = |(seg, off, len)| Slot {
                     seg,
                     off,
                     len,
                     attempts: 0,
                     state: SlotState::Fresh,
-                }));
+                };
+                match r.same_len {
+                    // The common case, in a loop the compiler unrolls.
+                    Some(len) => table.extend(
+                        (0..r.n as u32)
+                            .map(|k| fresh((r.seg, r.off.wrapping_add(k.wrapping_mul(len)), len))),
+                    ),
+                    None => table.extend(r.slots().map(fresh)),
+                }
             }
             SlotRun::One(s) if left > 0 => match one(id, &s) {
                 Some(slot) => table.push(slot),
@@ -561,17 +569,23 @@ impl QueueState {
         let first = self.log.segments.front().map_or(0, |i| i.seg.id);
         let mut per_seg = vec![(0u64, 0u64); self.log.segments.len()];
         let mut fresh = 0u64;
-        for (_, slot) in self.jobs.iter() {
+        // A plain loop over the table's slices (not `JobTable::iter`):
+        // this pass is a good part of an open from a checkpoint.
+        let (_, slots, aside) = self.jobs.parts();
+        let (front, back) = slots.as_slices();
+        let mut count = |slot: &Slot| {
             fresh += u64::from(slot.state == SlotState::Fresh);
-            if let Some(c) = slot
-                .seg
-                .checked_sub(first)
-                .and_then(|i| per_seg.get_mut(i as usize))
+            let i = slot.seg.wrapping_sub(first) as usize;
+            if let Some(c) = per_seg
+                .get_mut(i)
+                .filter(|_| slot.state != SlotState::Empty)
             {
                 c.0 += 1;
                 c.1 += u64::from(slot.len);
             }
-        }
+        };
+        front.iter().chain(back).for_each(&mut count);
+        aside.values().for_each(&mut count);
         self.delivery.add_fresh_n(fresh);
         for (info, (jobs, bytes)) in self.log.segments.iter_mut().zip(per_seg) {
             info.live_jobs = jobs;

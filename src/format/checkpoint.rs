@@ -14,7 +14,7 @@
 use super::{u16_at, u32_at, u64_at};
 
 mod runs;
-pub use runs::{FreshRun, SlotRun, Slots};
+pub use runs::{SlotRun, Slots};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
@@ -379,7 +379,7 @@ impl Checkpoint {
         let count = |at: usize| u64_at(buf, at).and_then(|n| usize::try_from(n).ok());
         let counts: Option<Vec<usize>> = (0..7).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
-        let v3 = version >= CHECKPOINT_VERSION;
+        let v3 = version > CHECKPOINT_VERSION_2;
         if (version == CHECKPOINT_VERSION_1 && counts[5] != 0) || (!v3 && counts[6] != 0) {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }

@@ -39,6 +39,7 @@ impl<'a> Slots<'a> {
     }
 
     /// Whether there are no slots.
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 
 use super::{stored_key, QueueState};
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{Checkpoint, CkKey, CkSegment, CkSlot, FLAG_CLEAN};
+use crate::format::checkpoint::{Checkpoint, CkKey, CkSegment, CkSlot, Slots, FLAG_CLEAN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::jobs::SlotState;
 use crate::keys::{key_check, key_hash, IN_DEAD_LETTERS};
@@ -190,7 +190,7 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Vec<u8>, String> {
 
 /// Decodes checkpoint bytes (all but the slots, whose bytes are returned
 /// as they are); `Err` says why they cannot be used.
-pub fn decode(buf: &[u8]) -> std::result::Result<(Checkpoint, &[u8]), String> {
+pub fn decode(buf: &[u8]) -> std::result::Result<(Checkpoint, Slots<'_>), String> {
     let (ck, slots) = Checkpoint::decode_lazy(buf).map_err(|e| e.to_string())?;
     if ck.hash_probe != hash_probe() {
         return Err("written with another key hash".into());

@@ -105,7 +105,21 @@ pub struct DeadFile {
 
 impl DeadFile {
     /// Opens `dir/dead.wal`, creating it if missing, and verifies it.
+    #[cfg(test)]
     pub fn open(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        mode: u32,
+        recovery: RecoveryMode,
+    ) -> Result<(DeadFile, DeadRecovery)> {
+        let (mut dead, report) = DeadFile::open_unsynced(vfs, dir, mode, recovery)?;
+        dead.opened(false)?;
+        Ok((dead, report))
+    }
+
+    /// [`DeadFile::open`] without its `fdatasync`: the caller calls
+    /// [`DeadFile::opened`] before anything is appended.
+    pub fn open_unsynced(
         vfs: &dyn Vfs,
         dir: &Path,
         mode: u32,
@@ -146,10 +160,21 @@ impl DeadFile {
             compacting: false,
         };
         let report = dead.replay(recovery)?;
-        // What survived is durable from here on, so sync lags written from
-        // now on are measured from a true durable point.
-        dead.sync()?;
         Ok((dead, report))
+    }
+
+    /// Ends an open: what survived is durable from here on, so that sync
+    /// lags written from now on are measured from a true durable point.
+    /// `durable` says the caller knows the file on disk is already what
+    /// was read (synced by a clean close, untouched since): no
+    /// `fdatasync` then. A file just created was synced by its creation.
+    pub fn opened(&mut self, durable: bool) -> Result<()> {
+        if durable {
+            self.synced_len = self.len;
+            return Ok(());
+        }
+        // `open_unsynced` leaves `synced_len` at 0 for a file it read.
+        self.sync_if_dirty()
     }
 
     fn create(vfs: &dyn Vfs, dir: &Path, path: &Path, mode: u32) -> Result<DeadFile> {

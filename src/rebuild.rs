@@ -14,8 +14,9 @@ use super::{Config, Counters, QueueState};
 use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{slot_at, Checkpoint, CkSlot};
+use crate::format::checkpoint::{Checkpoint, CkSlot, SlotRun, Slots};
 use crate::format::frame::Frame;
+use crate::format::frame::FRAME_HEADER_LEN;
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::{EnqueueRec, Record, PRIORITY_MAX, PRIORITY_NORMAL};
 use crate::idhash::{IdMap, IdSet};
@@ -45,6 +46,45 @@ pub(crate) struct Replay {
     /// One past the highest job id seen anywhere.
     pub(crate) next_id: u64,
     records: u64,
+    /// Live jobs, and each covered segment's live jobs and bytes, as the
+    /// checkpoint's runs gave them (`None` once a record is replayed):
+    /// what spares `finish` a pass over the whole table.
+    counts: Option<LiveCounts>,
+}
+
+/// Live jobs in the job table and per segment (see `Replay::counts`).
+#[derive(Debug, Default)]
+struct LiveCounts {
+    live: u64,
+    first_seg: u32,
+    /// (jobs, bytes) of segments `first_seg`, `first_seg + 1`, …
+    per_seg: Vec<(u64, u64)>,
+}
+
+impl LiveCounts {
+    /// Counts `n` live jobs of `bytes` bytes in all in segment `seg`.
+    fn add(&mut self, seg: u32, n: u64, bytes: u64) {
+        if let Some(c) = self
+            .per_seg
+            .get_mut(seg.wrapping_sub(self.first_seg) as usize)
+        {
+            c.0 += n;
+            c.1 += bytes;
+            self.live += n;
+        }
+    }
+
+    /// Uncounts one live job.
+    fn remove(&mut self, slot: &Slot) {
+        if let Some(c) = self
+            .per_seg
+            .get_mut(slot.seg.wrapping_sub(self.first_seg) as usize)
+        {
+            c.0 = c.0.saturating_sub(1);
+            c.1 = c.1.saturating_sub(u64::from(slot.len));
+            self.live = self.live.saturating_sub(1);
+        }
+    }
 }
 
 impl Replay {
@@ -58,6 +98,7 @@ impl Replay {
             in_flight: IdSet::default(),
             keys: HashMap::new(),
             superseded_dead: Vec::new(),
+            counts: None,
             shadowed_by_dead: IdSet::default(),
             next_id: 1,
             records: 0,
@@ -115,64 +156,26 @@ impl Replay {
     /// bytes ([`Checkpoint::decode_lazy`]).
     pub(crate) fn from_checkpoint(
         ck: &Checkpoint,
-        slots: &[u8],
+        slots: Slots<'_>,
         dead_lsns: &HashMap<u64, u64>,
     ) -> std::result::Result<Replay, String> {
         let damaged = |what: &str| Err(format!("damaged: {what}"));
-        let first = ck.first_seg;
-        let last = u64::from(first) + ck.segments.len() as u64;
-        let end_of = |seg: u32| ck.segments[(seg - first) as usize].end;
         let mut in_flight = IdSet::default();
         let mut levels = IdMap::default();
-        let mut convert = |id: u64, s: &CkSlot| -> Option<Slot> {
-            let state = match s.state {
-                0 => return Some(Slot::EMPTY),
-                3 => {
-                    in_flight.insert(id);
-                    SlotState::Fresh
-                }
-                _ => live_state(s.state).map(|_| SlotState::Fresh)?,
-            };
-            let seg_ok = s.seg >= first && u64::from(s.seg) < last;
-            let fits = seg_ok && u64::from(s.off) + u64::from(s.len) <= u64::from(end_of(s.seg));
-            if s.priority > PRIORITY_MAX {
-                return None;
-            }
-            if s.priority != PRIORITY_NORMAL {
-                levels.insert(id, s.priority);
-            }
-            (fits && id < ck.next_id).then_some(Slot {
-                seg: s.seg,
-                off: s.off,
-                len: s.len,
-                attempts: s.attempts,
-                state,
-            })
-        };
-        // Straight from the file's bytes into the table: one pass, no
-        // second buffer of 16 bytes per job.
-        let base = ck.slot_base;
-        let mut bad = false;
-        let slots: Vec<Slot> = slots
-            .chunks_exact(16)
-            .map(slot_at)
-            .enumerate()
-            .map(|(i, s)| {
-                convert(base.saturating_add(i as u64), &s).unwrap_or_else(|| {
-                    bad = true;
-                    Slot::EMPTY
-                })
-            })
-            .collect();
-        if bad {
-            return damaged("a job slot is out of range");
-        }
+        let (slots, mut counts) = slot_table(ck, slots, &mut |id, s| {
+            convert(ck, id, s, &mut in_flight, &mut levels)
+        })?;
         let slots = VecDeque::from(slots);
+        let mut convert = |id: u64, s: &CkSlot| convert(ck, id, s, &mut in_flight, &mut levels);
         let mut aside = IdMap::default();
         for (id, s) in &ck.aside {
             match convert(*id, s) {
                 Some(slot) if *id < ck.slot_base && slot.state != SlotState::Empty => {
-                    aside.insert(*id, slot);
+                    counts.add(slot.seg, 1, u64::from(slot.len));
+                    // (An id stored twice is counted once.)
+                    if let Some(old) = aside.insert(*id, slot) {
+                        counts.remove(&old);
+                    }
                 }
                 _ => return damaged("a job kept aside is out of range"),
             }
@@ -216,7 +219,9 @@ impl Replay {
                 continue;
             }
             if lsn >= ck.next_lsn {
-                replay.jobs.remove(id);
+                if let Some(gone) = replay.jobs.remove(id) {
+                    counts.remove(&gone);
+                }
                 replay.due.remove(&id);
                 replay.in_flight.remove(&id);
                 replay.shadowed_by_dead.insert(id);
@@ -224,8 +229,126 @@ impl Replay {
                 replay.superseded_dead.push(id);
             }
         }
+        replay.counts = Some(counts);
         Ok(replay)
     }
+}
+
+/// A stored slot as a table slot (a job in flight is noted in
+/// `in_flight`, one of a level other than Normal in `levels`); `None` if
+/// it does not fit the log the checkpoint covers.
+fn convert(
+    ck: &Checkpoint,
+    id: u64,
+    s: &CkSlot,
+    in_flight: &mut IdSet,
+    levels: &mut IdMap<u8>,
+) -> Option<Slot> {
+    let state = match s.state {
+        0 => return Some(Slot::EMPTY),
+        3 => {
+            in_flight.insert(id);
+            SlotState::Fresh
+        }
+        _ => live_state(s.state).map(|_| SlotState::Fresh)?,
+    };
+    let fits = u64::from(s.off) + u64::from(s.len) <= u64::from(segment_end(ck, s.seg)?);
+    if s.priority > PRIORITY_MAX {
+        return None;
+    }
+    if s.priority != PRIORITY_NORMAL {
+        levels.insert(id, s.priority);
+    }
+    (fits && id < ck.next_id).then_some(Slot {
+        seg: s.seg,
+        off: s.off,
+        len: s.len,
+        attempts: s.attempts,
+        state,
+    })
+}
+
+/// Where the records of covered segment `seg` end; `None` if the
+/// checkpoint does not cover it.
+fn segment_end(ck: &Checkpoint, seg: u32) -> Option<u32> {
+    let i = usize::try_from(seg.checked_sub(ck.first_seg)?).ok()?;
+    ck.segments.get(i).map(|s| s.end)
+}
+
+/// The job table's slots, straight from the stored bytes (one pass, no
+/// second buffer of 16 bytes per job); `one` converts a slot stored
+/// whole. Runs of fresh jobs (version 3) are checked as a whole: inside
+/// a covered segment, below the next job id. Their number is not bounded
+/// by the file's length, so it is bounded by the log's: the records of
+/// live jobs never overlap, so their lengths add up to at most the
+/// covered bytes, and empty slots are at most a few times the live ones.
+fn slot_table(
+    ck: &Checkpoint,
+    slots: Slots<'_>,
+    one: &mut dyn FnMut(u64, &CkSlot) -> Option<Slot>,
+) -> std::result::Result<(Vec<Slot>, LiveCounts), String> {
+    let out_of_range = || Err("damaged: a job slot is out of range".to_string());
+    let covered: u64 = ck.segments.iter().map(|s| u64::from(s.end)).sum();
+    let most = (1u64 << 22) + 8 * (covered / FRAME_HEADER_LEN as u64);
+    if slots.is_runs() && slots.len() as u64 > most {
+        return Err(format!(
+            "damaged: {} slots, more than a log of {covered} bytes holds",
+            slots.len()
+        ));
+    }
+    let mut table = Vec::with_capacity(slots.len());
+    let mut counts = LiveCounts {
+        first_seg: ck.first_seg,
+        per_seg: vec![(0, 0); ck.segments.len()],
+        ..LiveCounts::default()
+    };
+    let mut live_bytes = 0u64;
+    for run in slots.runs() {
+        let run = run.map_err(|e| e.to_string())?;
+        let id = ck.slot_base.saturating_add(table.len() as u64);
+        let left = (slots.len() - table.len()) as u64;
+        match run {
+            SlotRun::Empty(n) if n <= left => table.resize(table.len() + n as usize, Slot::EMPTY),
+            SlotRun::Fresh(r) if r.n <= left => {
+                live_bytes += u64::from(r.end - r.off);
+                counts.add(r.seg, r.n, u64::from(r.end - r.off));
+                let fits = segment_end(ck, r.seg).is_some_and(|end| r.end <= end);
+                let below = id.checked_add(r.n).is_some_and(|end| end <= ck.next_id);
+                if !fits || !below || live_bytes > covered {
+                    return out_of_range();
+                }
+                let fresh = |(seg, off, len)| Slot {
+                    seg,
+                    off,
+                    len,
+                    attempts: 0,
+                    state: SlotState::Fresh,
+                };
+                match r.same_len {
+                    // The common case, in a loop the compiler unrolls.
+                    Some(len) => table.extend(
+                        (0..r.n as u32)
+                            .map(|k| fresh((r.seg, r.off.wrapping_add(k.wrapping_mul(len)), len))),
+                    ),
+                    None => table.extend(r.slots().map(fresh)),
+                }
+            }
+            SlotRun::One(s) if left > 0 => match one(id, &s) {
+                Some(slot) => {
+                    if slot.state != SlotState::Empty {
+                        counts.add(slot.seg, 1, u64::from(slot.len));
+                    }
+                    table.push(slot);
+                }
+                None => return out_of_range(),
+            },
+            _ => return Err(slots.overflow().to_string()),
+        }
+    }
+    if table.len() != slots.len() {
+        return Err(slots.overflow().to_string());
+    }
+    Ok((table, counts))
 }
 
 impl Replay {
@@ -262,6 +385,7 @@ pub(crate) fn apply(
     dedup_ms: u64,
 ) -> Result<()> {
     replay.records += 1;
+    replay.counts = None;
     let Some(rec) = Record::decode(f.kind, f.body) else {
         let what = Record::malformed(f.kind, f.body).unwrap_or_default();
         return Err(corrupt(seg, off, what));
@@ -405,9 +529,9 @@ impl QueueState {
 
     /// Puts a replayed job (its slot already in the table, fresh) in its
     /// place; fresh jobs and segment counts are counted afterwards.
-    fn restore(&mut self, id: u64, class: Restore) {
+    fn restore(&mut self, id: u64, class: Restore) -> bool {
         let Some(slot) = self.jobs.get_mut(id) else {
-            return;
+            return false;
         };
         match class {
             Restore::Waiting(due) => {
@@ -430,6 +554,7 @@ impl QueueState {
                 }
             }
         }
+        true
     }
 
     /// Puts the live jobs of groups in their groups, in id order: the
@@ -459,6 +584,8 @@ impl QueueState {
     /// counts are counted in one pass over the table.
     fn restore_jobs(&mut self, replay: &Replay, report: &mut RecoveryReport) -> Result<Leftovers> {
         let mut left = Leftovers::default();
+        // Live jobs made waiting or in flight (all were fresh before).
+        let mut restored = 0u64;
         let mut in_flight: Vec<u64> = replay.in_flight.iter().copied().collect();
         in_flight.sort_unstable();
         for id in in_flight {
@@ -475,11 +602,11 @@ impl QueueState {
             } else {
                 left.released.push(id);
             }
-            self.restore(id, Restore::Released { last_attempt });
+            restored += u64::from(self.restore(id, Restore::Released { last_attempt }));
         }
         for (&id, &due) in replay.due.iter() {
             if !replay.in_flight.contains(&id) {
-                self.restore(id, Restore::Waiting(due));
+                restored += u64::from(self.restore(id, Restore::Waiting(due)));
             }
         }
         let stragglers: Vec<u64> = self
@@ -492,34 +619,59 @@ impl QueueState {
             // Not delayed: ready now, in its enqueue-time place (a time
             // stamped in the future must not delay it).
             let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
-            self.restore(id, Restore::Waiting(enqueued_ms));
+            restored += u64::from(self.restore(id, Restore::Waiting(enqueued_ms)));
         }
-        self.count_restored();
+        self.count_restored(replay.counts.as_ref(), restored);
         Ok(left)
     }
 
-    /// Counts the fresh jobs and each segment's live jobs and bytes in one
-    /// pass over the job table.
-    fn count_restored(&mut self) {
+    /// Counts the fresh jobs and each segment's live jobs and bytes: from
+    /// the checkpoint's counts when no record was replayed after it (every
+    /// live job was fresh until `restored` of them were made waiting or in
+    /// flight), else in one pass over the job table.
+    fn count_restored(&mut self, counts: Option<&LiveCounts>, restored: u64) {
         let first = self.log.segments.front().map_or(0, |i| i.seg.id);
-        let mut per_seg = vec![(0u64, 0u64); self.log.segments.len()];
-        let mut fresh = 0u64;
-        for (_, slot) in self.jobs.iter() {
-            fresh += u64::from(slot.state == SlotState::Fresh);
-            if let Some(c) = slot
-                .seg
-                .checked_sub(first)
-                .and_then(|i| per_seg.get_mut(i as usize))
-            {
-                c.0 += 1;
-                c.1 += u64::from(slot.len);
-            }
+        let known = counts.filter(|c| {
+            c.first_seg == first && c.per_seg.len() <= self.log.segments.len() && c.live >= restored
+        });
+        let (fresh, mut per_seg) = match known {
+            Some(c) => (c.live - restored, c.per_seg.clone()),
+            None => self.count_table(first),
+        };
+        // Segments after the covered ones hold no record (none replayed).
+        per_seg.resize(self.log.segments.len(), (0, 0));
+        #[cfg(debug_assertions)]
+        if known.is_some() {
+            assert_eq!((fresh, per_seg.clone()), self.count_table(first));
         }
         self.delivery.add_fresh_n(fresh);
         for (info, (jobs, bytes)) in self.log.segments.iter_mut().zip(per_seg) {
             info.live_jobs = jobs;
             info.live_bytes = bytes;
         }
+    }
+
+    /// Fresh jobs, and each segment's live jobs and bytes, counted over
+    /// the table's slices (a plain loop, not `JobTable::iter`).
+    fn count_table(&self, first: u32) -> (u64, Vec<(u64, u64)>) {
+        let mut per_seg = vec![(0u64, 0u64); self.log.segments.len()];
+        let mut fresh = 0u64;
+        let (_, slots, aside) = self.jobs.parts();
+        let (front, back) = slots.as_slices();
+        let mut count = |slot: &Slot| {
+            fresh += u64::from(slot.state == SlotState::Fresh);
+            let i = slot.seg.wrapping_sub(first) as usize;
+            if let Some(c) = per_seg
+                .get_mut(i)
+                .filter(|_| slot.state != SlotState::Empty)
+            {
+                c.0 += 1;
+                c.1 += u64::from(slot.len);
+            }
+        };
+        front.iter().chain(back).for_each(&mut count);
+        aside.values().for_each(&mut count);
+        (fresh, per_seg)
     }
 
     /// Drops the dead letters of redriven jobs, writes the ack records a

@@ -107,7 +107,9 @@ pub fn recover(
             .map_err(|e| Error::io("removing spare segment", &path, e))?;
     }
 
-    let (dead, dead_report) = DeadFile::open(&*vfs, dir, opts.file_mode, opts.recovery)?;
+    let (mut dead, dead_report) =
+        DeadFile::open_unsynced(&*vfs, dir, opts.file_mode, opts.recovery)?;
+    let dead_intact = dead_report.torn_bytes == 0 && dead_report.damaged_bytes == 0;
     report.torn_bytes += dead_report.torn_bytes;
     report.bytes_skipped += dead_report.damaged_bytes;
 
@@ -170,9 +172,18 @@ pub fn recover(
     let untouched = from
         .as_ref()
         .is_some_and(|ck| ck.next_lsn == next_lsn && ck.segments.len() == segments.len());
-    if !(used_clean && untouched && report.torn_bytes == 0) {
+    let synced_at_close = used_clean && untouched && report.torn_bytes == 0;
+    if !synced_at_close {
         active.sync_data()?;
     }
+    // The same holds for `dead.wal` when this open cut nothing from it:
+    // `Queue::close` synced it before it wrote the clean checkpoint
+    // (crash-atomically), and nothing was written to it since, because
+    // an open clears the clean flag durably (`clear_clean` below) before
+    // its first append to the log or to `dead.wal`, and the only write an
+    // open makes before that (cutting a torn or damaged tail) is excluded
+    // here. So its bytes on disk are the ones just read: no `fdatasync`.
+    dead.opened(synced_at_close && dead_intact)?;
     let commit = Arc::new(Committer::new(next_lsn - 1));
 
     let mut log = Log::new(

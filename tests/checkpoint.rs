@@ -53,6 +53,56 @@ fn reopen_after_a_clean_close_uses_the_checkpoint_and_matches_a_full_scan() {
     assert!(dead > 0, "the workloads leave dead letters");
 }
 
+/// A clean close writes version 3 (fresh jobs back to back stored as
+/// runs: a few bytes for thousands of jobs); the same checkpoint written
+/// as version 2 or 1, as older builds wrote it, is still read and shows
+/// the same queue; a damaged byte in the runs falls back to the scan.
+#[test]
+fn version_3_stores_runs_and_older_versions_still_open() {
+    use walq::format::checkpoint::Checkpoint;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 11, 300, 0, true);
+    let clock = ManualClock::new(now);
+    let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("reopen");
+    for i in 0..5000u32 {
+        q.enqueue(&vec![5u8; 40 + (i % 3) as usize])
+            .expect("enqueue");
+    }
+    q.close().expect("close");
+    drop(q);
+    let v3 = checkpoint_bytes(dir.path());
+    assert_eq!(u16::from_le_bytes([v3[8], v3[9]]), 3, "version written");
+    let ck = Checkpoint::decode(&v3).expect("decodes");
+    assert!(ck.slots.len() > 5000);
+    assert!(
+        v3.len() < 5000 * 3,
+        "{} bytes for {} slots",
+        v3.len(),
+        ck.slots.len()
+    );
+    let (_, scanned) = observe(dir.path(), now, true);
+    let plain = ck.groups.is_empty() && ck.slots.iter().all(|s| s.priority == 1);
+    let versions: &[u16] = if plain { &[3, 2, 1] } else { &[3, 2] };
+    for &version in versions {
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_dir(dir.path(), copy.path());
+        let bytes = ck.encode_as(version);
+        std::fs::write(copy.path().join("CHECKPOINT"), &bytes).expect("write");
+        let (report, seen) = observe(copy.path(), now, false);
+        assert!(report.checkpoint_used, "version {version}: {report:?}");
+        assert_eq!(report.records, 0, "version {version}");
+        assert_eq!(seen, scanned, "version {version}");
+    }
+    // Damage inside the runs (after the head and the segments).
+    let runs_len = u64::from_le_bytes(v3[120..128].try_into().expect("8 bytes")) as usize;
+    let runs_at = 128 + 16 * ck.segments.len();
+    for at in [runs_at, runs_at + runs_len / 2, runs_at + runs_len - 1] {
+        let mut b = v3.clone();
+        b[at] ^= 0x01;
+        falls_back(dir.path(), now, &b, "damaged", &format!("run byte {at}"));
+    }
+}
+
 #[test]
 fn the_checkpoint_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
@@ -129,10 +179,10 @@ fn a_damaged_checkpoint_falls_back_to_the_full_scan() {
             &format!("cut at {cut}"),
         );
     }
-    // Versions 1 and 2 are read; the next one is not.
-    let mut v3 = good.clone();
-    v3[8] = 3;
-    falls_back(dir.path(), now, &v3, "version 3", "version 3");
+    // Versions 1 to 3 are read; the next one is not.
+    let mut v4 = good.clone();
+    v4[8] = 4;
+    falls_back(dir.path(), now, &v4, "version 4", "version 4");
 }
 
 #[test]

@@ -127,7 +127,9 @@ fn gen_clean() {
     finish_without_done_rec(&dir);
 }
 
-/// `clean/`'s jobs, closed cleanly with a checkpoint of format 1.
+/// `clean/`'s jobs, closed cleanly with a checkpoint of format 1 (the
+/// kept file, written by a build before version 3: regenerating it now
+/// writes version 3, and the fixture no longer pins version 1).
 fn gen_checkpoint() {
     let dir = fresh_dir("checkpoint");
     gen_clean_jobs(&dir);
@@ -326,7 +328,9 @@ fn gen_batches() {
 /// Jobs of every priority level (Enqueue2 records, kind 12, except the
 /// Normal one) and two of one message group (kind 12), one leased when
 /// the queue closed cleanly, with its checkpoint (version 2: live jobs
-/// have levels and a group).
+/// have levels and a group; the kept file, written by a build before
+/// version 3: regenerating it now writes version 3, which the test of
+/// this fixture refuses).
 fn gen_priorities() {
     let dir = fresh_dir("priorities");
     let clock = ManualClock::new(T0);
@@ -362,6 +366,41 @@ fn gen_priorities() {
     }
 }
 
+/// A clean close with a checkpoint of version 3 (slot runs): 40 jobs of
+/// one size and 30 of sizes that vary, back to back (two runs), then a
+/// delayed job, one of level High and one leased when the queue closed
+/// (stored whole), and an acked one (an empty slot).
+fn gen_runs() {
+    let dir = fresh_dir("checkpoint_runs");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    for i in 0..40 {
+        q.enqueue(format!("same-{i:02}").as_bytes()).unwrap();
+    }
+    for i in 0..30 {
+        q.enqueue(format!("varied-{}", "x".repeat(i)).as_bytes())
+            .unwrap();
+    }
+    q.enqueue_with(b"delayed", EnqueueOptions::new().delay(HOUR))
+        .unwrap();
+    q.enqueue_with(b"high", EnqueueOptions::new().priority(Priority::High))
+        .unwrap();
+    let high = q.dequeue().unwrap().expect("the High job first");
+    assert_eq!(high.payload(), b"high");
+    let first = q.dequeue().unwrap().expect("job 1");
+    q.ack(first.receipt()).unwrap();
+    q.close().unwrap();
+    drop(q);
+    finish(&dir);
+    for name in [DONE_FILE.to_string()].into_iter().chain(
+        file_names(&dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".spare")),
+    ) {
+        std::fs::remove_file(dir.join(name)).expect("remove a file the open recreates");
+    }
+}
+
 /// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`
 /// (`WALQ_REGEN_FIXTURES=checkpoint` or `=batches`: only that one).
 #[test]
@@ -379,6 +418,10 @@ fn regenerate_fixtures() {
         gen_priorities();
         return;
     }
+    if which.as_deref() == Ok("checkpoint_runs") {
+        gen_runs();
+        return;
+    }
     if which.as_deref() != Ok("1") {
         return;
     }
@@ -392,6 +435,7 @@ fn regenerate_fixtures() {
     gen_completions();
     gen_batches();
     gen_priorities();
+    gen_runs();
     eprintln!("fixtures written to {}", fixtures_root().display());
 }
 
@@ -753,6 +797,45 @@ fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
         assert_eq!((g2.id(), g2.payload()), (7, &b"group-2"[..]));
         assert_eq!(q.enqueue(b"next").unwrap(), 8);
     }
+}
+
+#[test]
+fn checkpoint_runs_opens_from_its_version_3_checkpoint_as_from_the_log() {
+    let mut seen = Vec::new();
+    for scan in [false, true] {
+        let (_tmp, dir) = copy_fixture("checkpoint_runs");
+        let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
+        assert_eq!(u16::from_le_bytes([ck[8], ck[9]]), 3, "checkpoint version");
+        // 73 slots in far fewer than 16 bytes each.
+        assert!(ck.len() < 128 + 16 + 73 * 4, "{} bytes", ck.len());
+        if scan {
+            std::fs::remove_file(dir.join("CHECKPOINT")).unwrap();
+        }
+        let clock = ManualClock::new(T0 + 60_000);
+        let q = Queue::open_with(&dir, opts(&clock)).expect("checkpoint_runs opens");
+        q.check_invariants();
+        let r = q.recovery_report().clone();
+        assert_eq!(r.checkpoint_used, !scan, "{r:?}");
+        assert_eq!(r.leases_released, 1, "{r:?}");
+        let s = q.stats();
+        assert_eq!((s.ready, s.delayed, s.in_flight), (70, 1, 0), "{s:?}");
+        let jobs = lease_all(&q);
+        assert_eq!(jobs.len(), 70);
+        // The High job, released at the open, first; then ids 2..=70.
+        assert_eq!(
+            (jobs[0].0, jobs[0].1.as_slice(), jobs[0].2),
+            (72, &b"high"[..], 2)
+        );
+        let ids: Vec<u64> = jobs[1..].iter().map(|j| j.0).collect();
+        assert_eq!(ids, (2..=70).collect::<Vec<u64>>());
+        assert_eq!(jobs[1].1, b"same-01");
+        assert_eq!(
+            jobs[69].1,
+            format!("varied-{}", "x".repeat(29)).into_bytes()
+        );
+        seen.push(jobs);
+    }
+    assert_eq!(seen[0], seen[1], "checkpoint and scan serve the same");
 }
 
 #[test]

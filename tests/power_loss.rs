@@ -396,3 +396,44 @@ fn carried_job_on_its_last_attempt_is_dead_lettered_after_a_crash() {
     }
     assert_eq!(q.dead_letter_ids(), vec![id]);
 }
+
+/// A reopen after a clean close makes one fsync: the clean flag's clear.
+/// The log and `dead.wal` were synced by the close and nothing was
+/// written since, so neither is synced again; a power loss right after
+/// that reopen, or after its first write, still keeps every dead letter
+/// and job. After a drop without `close()` the open syncs them.
+#[test]
+fn a_clean_reopen_syncs_only_the_clean_flag_and_loses_nothing() {
+    let fs = SimFs::new();
+    let clock = walq::ManualClock::new(START_MS);
+    let q = open_with(&fs, &clock, Durability::Os).unwrap();
+    for i in 0..5u8 {
+        q.enqueue(&[i; 300]).unwrap();
+    }
+    let job = q.dequeue().unwrap().expect("a job");
+    q.fail(job.receipt(), "no").unwrap();
+    q.close().unwrap();
+    drop(q);
+    let before = fs.syncs();
+    let q = open_with(&fs, &clock, Durability::Os).unwrap();
+    assert!(q.recovery_report().checkpoint_used);
+    assert_eq!(fs.syncs() - before, 1, "syncs of a clean reopen");
+    let check = |fs: &SimFs, dead: usize, ready: u64| {
+        for seed in 0..8 {
+            let lost = fs.power_loss(seed);
+            let q = open_with(&lost, &clock, Durability::Os).unwrap();
+            assert_eq!(q.dead_letters().unwrap().len(), dead, "seed {seed}");
+            assert!(q.stats().ready >= ready, "seed {seed}");
+        }
+    };
+    check(&fs, 1, 4);
+    let job = q.dequeue().unwrap().expect("a job");
+    q.fail(job.receipt(), "no").unwrap();
+    q.sync().unwrap();
+    check(&fs, 2, 3);
+    drop(q);
+    let before = fs.syncs();
+    let q = open_with(&fs, &clock, Durability::Os).unwrap();
+    assert!(fs.syncs() - before > 1, "an open after a drop syncs");
+    assert_eq!(q.dead_letters().unwrap().len(), 2);
+}

@@ -3,8 +3,9 @@
 //!
 //! Pure code: [`Checkpoint::encode`] and [`Checkpoint::decode`]. The file is
 //! a fixed 128-byte head with its own CRC, then the segments it covers, the
-//! job table's slots, the jobs kept aside, the waiting jobs' due times and
-//! the idempotency keys, then a CRC-32 of those (everything after the
+//! job table's slots (16 bytes each in versions 1 and 2, runs in version
+//! 3: see [`SlotRun`]), the jobs kept aside, the waiting jobs' due times
+//! and the idempotency keys, then a CRC-32 of those (everything after the
 //! head). The head has its own CRC so that the clean flag can be cleared
 //! in place ([`head_without_clean`]) with one small write.
 //! Whether the log on disk still matches it is decided by the loader
@@ -12,13 +13,17 @@
 
 use super::{u16_at, u32_at, u64_at};
 
+mod runs;
+pub use runs::{SlotRun, Slots};
+
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
-/// The version written when a live job has a priority other than Normal
-/// (its slots carry priorities), and the newest read.
-pub const CHECKPOINT_VERSION: u16 = 2;
-/// The version written when every live job is of level Normal: what
-/// builds before priorities read (version 2 with every priority Normal).
+/// The version written, and the newest read: version 2 with the job
+/// table's slots stored as runs ([`SlotRun`]).
+pub const CHECKPOINT_VERSION: u16 = 3;
+/// Slots of 16 bytes carrying priorities, and the groups section.
+pub const CHECKPOINT_VERSION_2: u16 = 2;
+/// Slots of 16 bytes, every priority Normal, no groups section.
 pub const CHECKPOINT_VERSION_1: u16 = 1;
 /// Priority byte of level Normal (as in log records).
 const NORMAL: u8 = crate::format::record::PRIORITY_NORMAL;
@@ -215,7 +220,8 @@ pub fn head_without_clean(file: &[u8]) -> Option<[u8; HEAD_LEN]> {
 }
 
 impl Checkpoint {
-    /// Length of the encoded file.
+    /// Length of the encoded file in versions 1 and 2 (version 3 stores
+    /// the slots in fewer bytes).
     pub fn encoded_len(&self) -> usize {
         HEAD_LEN
             + SEG_LEN * self.segments.len()
@@ -227,27 +233,24 @@ impl Checkpoint {
             + 4
     }
 
-    /// The version [`Checkpoint::encode`] writes: 1 unless a slot holds
-    /// a priority other than Normal, so that a build that does not know
-    /// priorities never takes such a checkpoint for one it reads.
-    pub fn version(&self) -> u16 {
-        let levels = self
-            .slots
-            .iter()
-            .chain(self.aside.iter().map(|(_, s)| s))
-            .any(|s| s.priority != NORMAL);
-        if levels || !self.groups.is_empty() {
-            CHECKPOINT_VERSION
-        } else {
-            CHECKPOINT_VERSION_1
-        }
+    /// Encodes the file as [`CHECKPOINT_VERSION`].
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(CHECKPOINT_VERSION)
     }
 
-    /// Encodes the file.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the file as version `version` (1, 2 or 3; the older ones
+    /// for tests and tools: version 1 stores every priority as Normal and
+    /// no groups, so it suits only a checkpoint without either).
+    pub fn encode_as(&self, version: u16) -> Vec<u8> {
+        let runs = (version >= CHECKPOINT_VERSION).then(|| runs::encode(&self.slots));
+        let groups = if version == CHECKPOINT_VERSION_1 {
+            &[][..]
+        } else {
+            &self.groups[..]
+        };
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&CHECKPOINT_MAGIC);
-        out.extend_from_slice(&self.version().to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         for v in [
@@ -269,22 +272,33 @@ impl Checkpoint {
             self.aside.len(),
             self.waiting.len(),
             self.keys.len(),
-            self.groups.len(),
+            groups.len(),
+            // Version 3: the slot runs' length in bytes (else reserved).
+            runs.as_ref().map_or(0, Vec::len),
         ] {
             out.extend_from_slice(&(n as u64).to_le_bytes());
         }
-        out.resize(HEAD_LEN, 0);
         for s in &self.segments {
             out.extend_from_slice(&s.base_lsn.to_le_bytes());
             out.extend_from_slice(&s.size.to_le_bytes());
             out.extend_from_slice(&s.end.to_le_bytes());
         }
-        for s in &self.slots {
-            put_slot(&mut out, s);
+        match &runs {
+            Some(runs) => out.extend_from_slice(runs),
+            None => self.slots.iter().for_each(|s| put_slot(&mut out, s)),
         }
+        self.encode_rest(&mut out, groups);
+        let crc = crc32fast::hash(&out[HEAD_LEN..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        seal_head(&mut out[..HEAD_LEN]);
+        out
+    }
+
+    /// The sections after the slots.
+    fn encode_rest(&self, out: &mut Vec<u8>, groups: &[(u64, u128)]) {
         for (id, s) in &self.aside {
             out.extend_from_slice(&id.to_le_bytes());
-            put_slot(&mut out, s);
+            put_slot(out, s);
         }
         for (id, due) in &self.waiting {
             out.extend_from_slice(&id.to_le_bytes());
@@ -298,14 +312,10 @@ impl Checkpoint {
             out.extend_from_slice(&k.seg.to_le_bytes());
             out.extend_from_slice(&k.off.to_le_bytes());
         }
-        for (id, group) in &self.groups {
+        for (id, group) in groups {
             out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&group.to_le_bytes());
         }
-        let crc = crc32fast::hash(&out[HEAD_LEN..]);
-        out.extend_from_slice(&crc.to_le_bytes());
-        seal_head(&mut out[..HEAD_LEN]);
-        out
     }
 
     /// Decodes and verifies a checkpoint file (for tests and tools; open
@@ -313,20 +323,46 @@ impl Checkpoint {
     #[cfg(any(test, feature = "testing"))]
     pub fn decode(buf: &[u8]) -> Result<Checkpoint, CheckpointError> {
         let (mut ck, slots) = Checkpoint::decode_lazy(buf)?;
-        ck.slots = slots.chunks_exact(SLOT_LEN).map(slot_at).collect();
+        for run in slots.runs() {
+            match run? {
+                SlotRun::Empty(n) => {
+                    let n = usize::try_from(n).map_err(|_| slots.overflow())?;
+                    if n > slots.len() - ck.slots.len() {
+                        return Err(slots.overflow());
+                    }
+                    ck.slots.resize(ck.slots.len() + n, CkSlot::default());
+                }
+                SlotRun::Fresh(fresh) => {
+                    ck.slots.extend(fresh.slots().map(|(seg, off, len)| CkSlot {
+                        seg,
+                        off,
+                        len,
+                        state: 1,
+                        ..CkSlot::default()
+                    }))
+                }
+                SlotRun::One(s) => ck.slots.push(s),
+            }
+            if ck.slots.len() > slots.len() {
+                return Err(slots.overflow());
+            }
+        }
+        if ck.slots.len() != slots.len() {
+            return Err(slots.overflow());
+        }
         Ok(ck)
     }
 
-    /// [`Checkpoint::decode`] without the slots: their bytes (16 per
-    /// slot, read with [`slot_at`]) are returned instead, so that a
-    /// reader can build its table from them in one pass.
-    pub fn decode_lazy(buf: &[u8]) -> Result<(Checkpoint, &[u8]), CheckpointError> {
+    /// [`Checkpoint::decode`] without the slots: their bytes are returned
+    /// instead ([`Slots`]), so that a reader can build its table from them
+    /// in one pass.
+    pub fn decode_lazy(buf: &[u8]) -> Result<(Checkpoint, Slots<'_>), CheckpointError> {
         let damaged = |why: &str| CheckpointError::Damaged(why.to_string());
         if buf.len() < HEAD_LEN + 4 || buf[0..8] != CHECKPOINT_MAGIC {
             return Err(damaged("not a checkpoint (short, or wrong magic)"));
         }
         let version = u16_at(buf, 8).unwrap_or(0);
-        if version != CHECKPOINT_VERSION && version != CHECKPOINT_VERSION_1 {
+        if !(CHECKPOINT_VERSION_1..=CHECKPOINT_VERSION).contains(&version) {
             return Err(CheckpointError::Version(version));
         }
         if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
@@ -337,20 +373,26 @@ impl Checkpoint {
             return Err(damaged("checksum mismatch"));
         }
         let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
-        let reserved_zero =
-            u32_at(buf, 12) == Some(0) && buf[120..HEAD_LEN].iter().all(|&b| b == 0);
-        if flags & !FLAG_CLEAN != 0 || !reserved_zero {
+        if flags & !FLAG_CLEAN != 0 || u32_at(buf, 12) != Some(0) {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
         let count = |at: usize| u64_at(buf, at).and_then(|n| usize::try_from(n).ok());
-        let counts: Option<Vec<usize>> = (0..6).map(|i| count(72 + 8 * i)).collect();
+        let counts: Option<Vec<usize>> = (0..7).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
-        if version == CHECKPOINT_VERSION_1 && counts[5] != 0 {
+        let v3 = version > CHECKPOINT_VERSION_2;
+        if (version == CHECKPOINT_VERSION_1 && counts[5] != 0) || (!v3 && counts[6] != 0) {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
-        let sizes = [SEG_LEN, SLOT_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN, GROUP_LEN];
-        let mut want = HEAD_LEN as u128 + 4;
-        for (n, size) in counts.iter().zip(sizes) {
+        // Version 3: the slots take the runs' length, not 16 bytes each.
+        let slot_bytes = if v3 {
+            counts[6] as u128
+        } else {
+            counts[1] as u128 * SLOT_LEN as u128
+        };
+        let sizes = [SEG_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN, GROUP_LEN];
+        let fixed = [counts[0], counts[2], counts[3], counts[4], counts[5]];
+        let mut want = HEAD_LEN as u128 + 4 + slot_bytes;
+        for (n, size) in fixed.iter().zip(sizes) {
             want += *n as u128 * size as u128;
         }
         if want != buf.len() as u128 || counts[0] == 0 {
@@ -369,12 +411,12 @@ impl Checkpoint {
             ..Checkpoint::default()
         };
         let mut at = HEAD_LEN;
-        let mut take = |n: usize, size: usize| {
-            let part = &body[at..at + n * size];
-            at += n * size;
+        let mut take = |len: usize| {
+            let part = &body[at..at + len];
+            at += len;
             part
         };
-        ck.segments = take(counts[0], SEG_LEN)
+        ck.segments = take(counts[0] * SEG_LEN)
             .chunks_exact(SEG_LEN)
             .map(|b| CkSegment {
                 base_lsn: u64_at(b, 0).unwrap_or(0),
@@ -382,31 +424,32 @@ impl Checkpoint {
                 end: u32_at(b, 12).unwrap_or(0),
             })
             .collect();
-        let slots = take(counts[1], SLOT_LEN);
-        ck.aside = take(counts[2], ASIDE_LEN)
+        // `slot_bytes` fits: it is part of the file's length.
+        let slots = Slots {
+            bytes: take(slot_bytes as usize),
+            count: counts[1],
+            runs: v3,
+        };
+        ck.aside = take(counts[2] * ASIDE_LEN)
             .chunks_exact(ASIDE_LEN)
             .map(|b| (u64_at(b, 0).unwrap_or(0), slot_at(&b[8..])))
             .collect();
-        ck.waiting = take(counts[3], WAIT_LEN)
+        ck.waiting = take(counts[3] * WAIT_LEN)
             .chunks_exact(WAIT_LEN)
             .map(|b| (u64_at(b, 0).unwrap_or(0), u64_at(b, 8).unwrap_or(0)))
             .collect();
-        ck.keys = take(counts[4], KEY_LEN)
+        ck.keys = take(counts[4] * KEY_LEN)
             .chunks_exact(KEY_LEN)
-            .map(|b| {
-                let mut h = [0u8; 16];
-                h.copy_from_slice(&b[..16]);
-                CkKey {
-                    hash: u128::from_le_bytes(h),
-                    check: u64_at(b, 16).unwrap_or(0),
-                    id: u64_at(b, 24).unwrap_or(0),
-                    expires_ms: u64_at(b, 32).unwrap_or(0),
-                    seg: u32_at(b, 40).unwrap_or(0),
-                    off: u32_at(b, 44).unwrap_or(0),
-                }
+            .map(|b| CkKey {
+                hash: u128_at(b),
+                check: u64_at(b, 16).unwrap_or(0),
+                id: u64_at(b, 24).unwrap_or(0),
+                expires_ms: u64_at(b, 32).unwrap_or(0),
+                seg: u32_at(b, 40).unwrap_or(0),
+                off: u32_at(b, 44).unwrap_or(0),
             })
             .collect();
-        ck.groups = take(counts[5], GROUP_LEN)
+        ck.groups = take(counts[5] * GROUP_LEN)
             .chunks_exact(GROUP_LEN)
             .map(|b| (u64_at(b, 0).unwrap_or(0), u128_at(&b[8..])))
             .collect();
@@ -460,16 +503,107 @@ mod tests {
     #[test]
     fn round_trips_and_detects_every_bit_flip_and_cut() {
         let ck = sample();
-        let bytes = ck.encode();
-        assert_eq!(bytes.len(), ck.encoded_len());
-        assert_eq!(Checkpoint::decode(&bytes), Ok(ck));
-        for bit in 0..bytes.len() * 8 {
-            let mut b = bytes.clone();
-            b[bit / 8] ^= 1 << (bit % 8);
-            assert!(Checkpoint::decode(&b).is_err(), "bit {bit}");
+        for version in 1..=CHECKPOINT_VERSION {
+            let bytes = ck.encode_as(version);
+            assert_eq!(u16_at(&bytes, 8), Some(version));
+            if version < 3 {
+                assert_eq!(bytes.len(), ck.encoded_len());
+            }
+            assert_eq!(Checkpoint::decode(&bytes), Ok(ck.clone()));
+            for bit in 0..bytes.len() * 8 {
+                let mut b = bytes.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                assert!(Checkpoint::decode(&b).is_err(), "v{version} bit {bit}");
+            }
+            for cut in 0..bytes.len() {
+                assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut {cut}");
+            }
         }
-        for cut in 0..bytes.len() {
-            assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        assert_eq!(ck.encode(), ck.encode_as(3));
+    }
+
+    /// A table as the queue holds it: runs of fresh jobs back to back
+    /// (of one length and of many), gaps, and jobs that are not fresh.
+    fn table() -> Vec<CkSlot> {
+        let fresh = |seg: u32, off: u32, len: u32| CkSlot {
+            seg,
+            off,
+            len,
+            state: 1,
+            ..CkSlot::default()
+        };
+        let mut slots: Vec<CkSlot> = (0..500).map(|i| fresh(2, 64 + 90 * i, 90)).collect();
+        slots.push(CkSlot::default());
+        slots.push(CkSlot::default());
+        let mut off = 64 + 90 * 500;
+        for i in 0..300 {
+            let s = fresh(2, off, 80 + i % 7);
+            off += s.len;
+            slots.push(s);
+        }
+        // Back to back but in the next segment: a new run.
+        slots.extend((0..3).map(|i| fresh(3, 64 + 100 * i, 100)));
+        // Not back to back; attempts; a level; in flight; waiting.
+        slots.push(fresh(3, 5000, 100));
+        slots.push(CkSlot {
+            attempts: 2,
+            ..fresh(3, 5100, 100)
+        });
+        slots.push(CkSlot {
+            priority: 3,
+            ..fresh(3, 5200, 100)
+        });
+        slots.push(CkSlot {
+            state: 3,
+            ..fresh(3, 5300, 100)
+        });
+        slots.push(CkSlot {
+            state: 2,
+            ..fresh(3, 5400, 100)
+        });
+        slots.push(fresh(3, 5500, 100));
+        slots
+    }
+
+    #[test]
+    fn version_3_stores_runs_in_a_few_bytes_and_round_trips() {
+        let ck = Checkpoint {
+            slots: table(),
+            groups: vec![(10, 7)],
+            ..sample()
+        };
+        let v2 = ck.encode_as(2);
+        let v3 = ck.encode();
+        assert_eq!(Checkpoint::decode(&v2), Ok(ck.clone()));
+        assert_eq!(Checkpoint::decode(&v3), Ok(ck.clone()));
+        let slot_bytes = u64_at(&v3, 120).expect("runs length") as usize;
+        assert_eq!(v3.len(), v2.len() - 16 * ck.slots.len() + slot_bytes);
+        // 300 lengths of one or two bytes, 6 whole slots, a few runs.
+        assert!(slot_bytes < 300 * 2 + 6 * 17 + 64, "{slot_bytes} bytes");
+        for at in HEAD_LEN + SEG_LEN..HEAD_LEN + SEG_LEN + slot_bytes {
+            let mut b = v3.clone();
+            b[at] ^= 0x04;
+            assert!(Checkpoint::decode(&b).is_err(), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn runs_that_do_not_add_up_are_damage() {
+        let ck = Checkpoint {
+            slots: table(),
+            ..sample()
+        };
+        // The slot count one more, and one less, than the runs hold (the
+        // CRCs made right again, as a forger would).
+        for count in [ck.slots.len() + 1, ck.slots.len() - 1] {
+            let mut b = ck.encode();
+            b[80..88].copy_from_slice(&(count as u64).to_le_bytes());
+            let n = b.len() - 4;
+            let crc = crc32fast::hash(&b[HEAD_LEN..n]);
+            b[n..].copy_from_slice(&crc.to_le_bytes());
+            seal_head(&mut b[..HEAD_LEN]);
+            let e = Checkpoint::decode(&b).expect_err("count");
+            assert!(e.to_string().contains("do not add up"), "{e}");
         }
     }
 
@@ -487,27 +621,27 @@ mod tests {
     #[test]
     fn a_future_version_is_named() {
         let mut b = sample().encode();
-        b[8] = 3;
-        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(3)));
+        b[8] = 4;
+        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(4)));
     }
 
     #[test]
-    fn priorities_and_groups_make_version_2_and_round_trip() {
+    fn versions_1_and_2_are_still_read() {
         let plain = sample();
-        assert_eq!(plain.version(), 1);
-        let bytes = plain.encode();
-        assert_eq!(u16_at(&bytes, 8), Some(1));
+        let bytes = plain.encode_as(1);
         // A version 1 slot's last byte is 0: Normal.
         assert_eq!(bytes[HEAD_LEN + SEG_LEN + 15], 0);
+        assert_eq!(Checkpoint::decode(&bytes), Ok(plain));
         for level in [0u8, 2, 3] {
             let mut ck = sample();
             ck.slots[0].priority = level;
             ck.aside[0].1.priority = 3;
             ck.groups = vec![(10, 1 << 90), (3, 7)];
-            assert_eq!(ck.version(), 2);
-            let bytes = ck.encode();
-            assert_eq!(u16_at(&bytes, 8), Some(2));
-            assert_eq!(Checkpoint::decode(&bytes), Ok(ck));
+            for version in [2, 3] {
+                let bytes = ck.encode_as(version);
+                assert_eq!(u16_at(&bytes, 8), Some(version));
+                assert_eq!(Checkpoint::decode(&bytes), Ok(ck.clone()));
+            }
         }
     }
 }

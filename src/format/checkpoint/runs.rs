@@ -1,0 +1,311 @@
+//! Version 3's job-table slots, stored as runs (see `docs/format.md`,
+//! "The checkpoint", and [`SlotRun`]).
+//!
+//! Fresh jobs are written one after another, so their records lie back to
+//! back in their segment: a run of them is stored as its first record's
+//! place and the lengths (one length for the whole run when they are all
+//! alike), a few bytes or less per job instead of 16. Empty slots are a
+//! count; any other slot is stored whole, as in version 2.
+//!
+//! Integers in runs are LEB128 varints (7 bits a byte, low bits first, at
+//! most 10 bytes for a u64); the decoder refuses overlong or overflowing
+//! ones, counts of 0, lengths of 0, and runs that end past 4 GiB.
+
+use super::{put_slot, slot_at, CheckpointError, CkSlot, NORMAL, SLOT_LEN};
+
+/// Tag of a run of empty slots: count.
+const EMPTY: u8 = 0;
+/// Tag of a run of fresh jobs of one length: count, segment, offset,
+/// length.
+const SAME: u8 = 1;
+/// Tag of a run of fresh jobs: count, segment, offset, then each length.
+const EACH: u8 = 2;
+/// Tag of one slot stored whole (16 bytes, as in version 2).
+const ONE: u8 = 3;
+
+/// The stored job-table slots of a checkpoint, not yet decoded
+/// ([`Checkpoint::decode_lazy`](super::Checkpoint::decode_lazy)).
+#[derive(Debug, Clone, Copy)]
+pub struct Slots<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) count: usize,
+    pub(super) runs: bool,
+}
+
+impl<'a> Slots<'a> {
+    /// The number of slots the head claims (check it against the runs).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no slots.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether the slots are stored as runs (version 3), so that their
+    /// number is not bounded by the file's length.
+    pub fn is_runs(&self) -> bool {
+        self.runs
+    }
+
+    /// The runs in id order (16-byte slots, versions 1 and 2, come as
+    /// [`SlotRun::One`] each). An `Err` ends the iteration.
+    pub fn runs(&self) -> RunIter<'a> {
+        RunIter {
+            bytes: self.bytes,
+            at: 0,
+            runs: self.runs,
+            failed: false,
+        }
+    }
+
+    /// The error of runs that do not add up to [`Slots::len`].
+    pub fn overflow(&self) -> CheckpointError {
+        CheckpointError::Damaged("the slot runs do not add up to the slot count".into())
+    }
+}
+
+/// Consecutive job-table slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRun<'a> {
+    /// This many empty slots.
+    Empty(u64),
+    /// Fresh jobs (attempts 0, priority Normal) whose records lie back to
+    /// back in one segment.
+    Fresh(FreshRun<'a>),
+    /// One slot as stored in version 2.
+    One(CkSlot),
+}
+
+/// A run of fresh jobs whose records lie back to back in one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshRun<'a> {
+    /// Number of jobs (at least 1).
+    pub n: u64,
+    /// Segment of the records.
+    pub seg: u32,
+    /// Offset of the first record.
+    pub off: u32,
+    /// Offset just past the last record (at most `u32::MAX`).
+    pub end: u32,
+    /// Every record's length, if they are all alike.
+    pub same_len: Option<u32>,
+    /// Otherwise their varints, checked.
+    lens: &'a [u8],
+}
+
+impl FreshRun<'_> {
+    /// `(segment, offset, length)` of each job in id order.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        let mut off = self.off;
+        let mut at = 0;
+        (0..self.n).map(move |_| {
+            // Checked when the run was read: every length fits and the
+            // sum of them ends at `end`.
+            let len = self
+                .same_len
+                .unwrap_or_else(|| var(self.lens, &mut at).unwrap_or(0) as u32);
+            let here = off;
+            off = off.wrapping_add(len);
+            (self.seg, here, len)
+        })
+    }
+}
+
+/// The runs of [`Slots::runs`].
+#[derive(Debug)]
+pub struct RunIter<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    runs: bool,
+    failed: bool,
+}
+
+impl<'a> Iterator for RunIter<'a> {
+    type Item = Result<SlotRun<'a>, CheckpointError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.at >= self.bytes.len() {
+            return None;
+        }
+        if !self.runs {
+            let slot = slot_at(&self.bytes[self.at..]);
+            self.at += SLOT_LEN;
+            return Some(Ok(SlotRun::One(slot)));
+        }
+        let run = read_run(self.bytes, &mut self.at);
+        self.failed = run.is_none();
+        Some(run.ok_or_else(|| {
+            CheckpointError::Damaged(format!("slot run at byte {} of the runs", self.at))
+        }))
+    }
+}
+
+/// The run at `at` (moved past it); `None` if it is not a valid one.
+fn read_run<'a>(b: &'a [u8], at: &mut usize) -> Option<SlotRun<'a>> {
+    let tag = *b.get(*at)?;
+    *at += 1;
+    match tag {
+        EMPTY => Some(SlotRun::Empty(var(b, at).filter(|&n| n > 0)?)),
+        ONE => {
+            let slot = slot_at(b.get(*at..*at + SLOT_LEN)?);
+            *at += SLOT_LEN;
+            Some(SlotRun::One(slot))
+        }
+        SAME | EACH => {
+            let n = var(b, at).filter(|&n| n > 0)?;
+            let seg = u32::try_from(var(b, at)?).ok()?;
+            let off = u32::try_from(var(b, at)?).ok()?;
+            let (same_len, lens, sum) = if tag == SAME {
+                let len = u32::try_from(var(b, at)?).ok().filter(|&l| l > 0)?;
+                (Some(len), &b[..0], u64::from(len).checked_mul(n)?)
+            } else {
+                let start = *at;
+                let mut sum = 0u64;
+                for _ in 0..n {
+                    let len = u32::try_from(var(b, at)?).ok().filter(|&l| l > 0)?;
+                    sum = sum.checked_add(u64::from(len))?;
+                    if sum > u64::from(u32::MAX) {
+                        return None;
+                    }
+                }
+                (None, &b[start..*at], sum)
+            };
+            let end = u32::try_from(u64::from(off).checked_add(sum)?).ok()?;
+            Some(SlotRun::Fresh(FreshRun {
+                n,
+                seg,
+                off,
+                end,
+                same_len,
+                lens,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// The varint at `at` (moved past it); `None` if cut short, longer than
+/// 10 bytes or over `u64::MAX`.
+fn var(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        let bits = u64::from(byte & 0x7f);
+        if shift == 63 && bits > 1 {
+            return None;
+        }
+        v |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn put_var(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Whether a slot can be part of a run of fresh jobs.
+fn plain(s: &CkSlot) -> bool {
+    s.state == 1 && s.attempts == 0 && s.priority == NORMAL && s.len > 0
+}
+
+/// The slots as runs: empty slots (whatever their other fields) as
+/// counts, fresh jobs back to back as runs, any other slot whole.
+pub(super) fn encode(slots: &[CkSlot]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < slots.len() {
+        let s = &slots[i];
+        if s.state == 0 {
+            let n = slots[i..].iter().take_while(|s| s.state == 0).count();
+            out.push(EMPTY);
+            put_var(&mut out, n as u64);
+            i += n;
+        } else if plain(s) {
+            let mut j = i + 1;
+            while j < slots.len()
+                && plain(&slots[j])
+                && slots[j].seg == s.seg
+                && Some(slots[j].off) == slots[j - 1].off.checked_add(slots[j - 1].len)
+            {
+                j += 1;
+            }
+            put_fresh(&mut out, &slots[i..j]);
+            i = j;
+        } else {
+            out.push(ONE);
+            put_slot(&mut out, s);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// One run of fresh jobs back to back (`run` is not empty).
+fn put_fresh(out: &mut Vec<u8>, run: &[CkSlot]) {
+    let same = run.iter().all(|s| s.len == run[0].len);
+    out.push(if same { SAME } else { EACH });
+    put_var(out, run.len() as u64);
+    put_var(out, u64::from(run[0].seg));
+    put_var(out, u64::from(run[0].off));
+    if same {
+        put_var(out, u64::from(run[0].len));
+    } else {
+        run.iter().for_each(|s| put_var(out, u64::from(s.len)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_refuse_overflow() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let mut b = Vec::new();
+            put_var(&mut b, v);
+            let mut at = 0;
+            assert_eq!(var(&b, &mut at), Some(v));
+            assert_eq!(at, b.len());
+            assert_eq!(var(&b[..b.len() - 1], &mut 0), None, "cut {v}");
+        }
+        // 2^64: a tenth byte above 1.
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(var(&over, &mut 0), None);
+        assert_eq!(var(&[0x80; 11], &mut 0), None);
+    }
+
+    #[test]
+    fn back_to_back_jobs_take_a_few_bytes() {
+        let fresh = |off: u32, len: u32| CkSlot {
+            seg: 4,
+            off,
+            len,
+            state: 1,
+            ..CkSlot::default()
+        };
+        let same: Vec<CkSlot> = (0..10_000).map(|i| fresh(64 + 150 * i, 150)).collect();
+        assert!(encode(&same).len() < 16);
+        let mut off = 64;
+        let each: Vec<CkSlot> = (0..10_000u32)
+            .map(|i| {
+                let s = fresh(off, 60 + i % 50);
+                off += s.len;
+                s
+            })
+            .collect();
+        // Lengths below 128: one byte each.
+        assert!(encode(&each).len() < 10_000 + 16);
+    }
+}

@@ -112,14 +112,21 @@ impl QueueState {
         // stay dead even after the dead letter is purged.
         let a = self.log.append(&Record::Ack { id }, 0, self.next_id)?;
         if !key.is_empty() {
-            let hash = key_hash(key);
+            // A dead letter belongs to the default queue (a redrive returns
+            // it there): its key moves to the default queue's scope, as the
+            // next open finds it in the dead-letter file.
+            let queue = self.named.queue_of(id);
+            let hash = crate::named::scoped_hash(queue, key);
             if let Some(entry) = self.keys.of_job(hash, id) {
                 let moved = KeyEntry {
                     seg: IN_DEAD_LETTERS,
                     off: 0,
                     ..entry
                 };
-                self.keys.set(hash, Some(id), moved);
+                if queue != 0 {
+                    self.keys.remove(hash, id);
+                }
+                self.keys.set(key_hash(key), Some(id), moved);
             }
         }
         if read.is_err() {

@@ -15,7 +15,7 @@ use crate::job::{Job, Receipt};
 use crate::options::{Durability, EnqueueOptions, Options, Retry};
 use crate::state::checkpoint::{self, Schedule};
 use crate::state::QueueState;
-use crate::stats::{RecoveryReport, Stats};
+use crate::stats::{RecoveryReport, Stats, StoreStats};
 use crate::vfs::{StdFs, Vfs};
 use crate::worker::async_wait::AsyncWait;
 
@@ -57,6 +57,9 @@ struct Inner {
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
     /// When the next checkpoint of the index is written.
     checkpoints: Schedule,
+    /// Whether a handle of a named queue was made: consumers then wait on
+    /// different queues, and every wakeup is a `notify_all`.
+    multi: AtomicBool,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -83,9 +86,16 @@ struct Inner {
 /// assert_eq!(q.stats().acked_total, 1);
 /// # Ok(()) }
 /// ```
+///
+/// A `Queue` is one queue of a [`crate::Store`]: `Queue::open(dir)` is the
+/// store's default queue, `store.queue(name)` a named one. Enqueues and
+/// dequeues are the queue's own; a receipt, a job id and the dead letters
+/// are the store's (job ids are unique in the store).
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
+    /// The queue id in the store (0: the default queue).
+    queue: u16,
     /// Shared by the user's handles, never by the queue's own threads (the
     /// flush and checkpoint threads hold `None`): the last one's drop
     /// releases the directory then and there, even while such a thread
@@ -106,7 +116,118 @@ impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("dir", &self.inner.dir)
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
+    }
+}
+
+/// A directory of named queues sharing one log, one group commit, one
+/// dead-letter file and one lock (docs/architecture.md, "Named queues").
+///
+/// `Store` is cheap to clone and `Send + Sync`; the directory is locked
+/// while any store or queue handle is alive.
+///
+/// ```
+/// # fn main() -> walq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = walq::Store::open(dir.path())?;
+/// let emails = store.queue("emails")?;
+/// let reports = store.queue("reports")?;
+/// emails.enqueue(b"welcome ada")?;
+/// reports.enqueue(b"monthly totals")?;
+/// let job = reports.dequeue()?.expect("a report");
+/// assert_eq!(job.payload(), b"monthly totals");
+/// reports.ack(job.receipt())?;
+/// assert_eq!(emails.stats().ready, 1);
+/// assert_eq!(store.stats().total.ready, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    default: Queue,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.default.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir` with default [`Options`], creating it if
+    /// needed. A directory written by a single-queue version is a store
+    /// whose jobs are all the default queue's.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Options::default())
+    }
+
+    /// Opens the store in `dir` with `opts` (shared by all its queues).
+    pub fn open_with(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        Ok(Store {
+            default: Queue::open_with(dir, opts)?,
+        })
+    }
+
+    /// Opens the store on another file system (for fault-injection tests;
+    /// only with the `testing` feature).
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn open_on(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Store> {
+        Ok(Store {
+            default: Queue::open_on(vfs, dir, opts)?,
+        })
+    }
+
+    /// The queue named `name` (1 to 64 bytes of `A-Z a-z 0-9 _ . -`;
+    /// `"default"` is the default queue). A new name gets the next queue
+    /// id; its definition is written to the log with its first job. At
+    /// most [`crate::MAX_QUEUES`] named queues per store.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        let q = self.default.lock_for_write()?.queue_id(name)?;
+        if q != 0 {
+            self.default.inner.multi.store(true, Ordering::Release);
+        }
+        Ok(Queue {
+            queue: q,
+            ..self.default.clone()
+        })
+    }
+
+    /// The default queue (the one `Queue::open` returns).
+    pub fn default_queue(&self) -> Queue {
+        self.default.clone()
+    }
+
+    /// The store's counts (every queue summed) and each queue's.
+    pub fn stats(&self) -> StoreStats {
+        let mut st = self.default.inner.state.lock();
+        let now = st.now(self.default.clock());
+        let total = st.stats(now);
+        let queues = st.queue_counts(now);
+        StoreStats { total, queues }
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        self.default.path()
+    }
+
+    /// What recovery found when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        self.default.recovery_report()
+    }
+
+    /// Makes everything written so far durable (see [`Queue::sync`]).
+    pub fn sync(&self) -> Result<()> {
+        self.default.sync()
+    }
+
+    /// Closes the store: every queue handle fails with `Closed` from now
+    /// on (see [`Queue::close`]).
+    pub fn close(&self) -> Result<()> {
+        self.default.close()
     }
 }
 
@@ -180,6 +301,7 @@ impl Queue {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
             checkpoints,
+            multi: AtomicBool::new(false),
         });
         if let Some(every) = periodic {
             let weak = Arc::downgrade(&inner);
@@ -193,8 +315,25 @@ impl Queue {
         let owner = Some(Arc::new(Owner(inner.clone())));
         Ok(Queue {
             inner,
+            queue: 0,
             _owner: owner,
         })
+    }
+
+    /// The name of this queue in its store (`"default"` for the queue
+    /// `Queue::open` returns).
+    pub fn name(&self) -> String {
+        self.inner.state.lock().queue_name(self.queue)
+    }
+
+    /// The store this queue belongs to.
+    pub fn store(&self) -> Store {
+        Store {
+            default: Queue {
+                queue: 0,
+                ..self.clone()
+            },
+        }
     }
 
     /// The queue directory.
@@ -294,10 +433,16 @@ impl Queue {
     /// not wait for them), once the log is durable up to the LSN it covers
     /// (a failed log sync poisons the queue, as any; a checkpoint that
     /// cannot be written is only left out). A close waits for it.
-    fn checkpoint_if_due(&self, st: MutexGuard<'_, QueueState>) {
+    fn checkpoint_if_due(&self, mut st: MutexGuard<'_, QueueState>) {
+        if st.has_named_live() {
+            // Docs/format.md, "Queue definitions": the checkpoint does not
+            // record jobs' queues.
+            return;
+        }
         let Some((ck, writing)) = self.inner.checkpoints.due(&st) else {
             return;
         };
+        st.note_checkpoint(ck.next_lsn);
         let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
         drop(st);
         let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
@@ -315,6 +460,7 @@ impl Queue {
                 Err(e) => weak.upgrade().map(|inner| {
                     let queue = Queue {
                         inner,
+                        queue: 0,
                         _owner: None,
                     };
                     queue.poison(&e);
@@ -368,7 +514,11 @@ impl Queue {
         if st.take_group_freed() {
             // An ack or a dead letter freed the next job of a group: it
             // may be ready now, for a consumer waiting for a job.
-            self.inner.ready.notify_one();
+            if self.inner.multi.load(Ordering::Acquire) {
+                self.inner.ready.notify_all();
+            } else {
+                self.inner.ready.notify_one();
+            }
             self.inner.async_wait.wake_all();
         }
         if let Some(e) = st.maintain(now.wall) {
@@ -402,7 +552,7 @@ impl Queue {
         if self.inner.opts.durability == Durability::Sync {
             drop(self.inner.state.lock());
         }
-        if all {
+        if all || self.inner.multi.load(Ordering::Acquire) {
             self.inner.ready.notify_all();
         } else {
             self.inner.ready.notify_one();
@@ -453,7 +603,7 @@ impl Queue {
     pub fn enqueue_with(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
         let out = self.enqueue_op(|st, now| {
             st.validate_enqueue(payload, &opts)?;
-            st.enqueue(payload, &opts, now.wall, 0)
+            st.enqueue(self.queue, payload, &opts, now.wall, 0)
         })?;
         self.settle(out.lsn)?;
         if !out.duplicate {
@@ -479,7 +629,8 @@ impl Queue {
         if slices.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, lsn) = self.enqueue_op(|st, now| st.enqueue_batch(&slices, now.wall))?;
+        let (ids, lsn) =
+            self.enqueue_op(|st, now| st.enqueue_batch(self.queue, &slices, now.wall))?;
         self.settle(lsn)?;
         self.wake_consumers(true);
         Ok(ids)
@@ -491,7 +642,7 @@ impl Queue {
     /// timeout. Its attempt is counted and written to the log now.
     pub fn dequeue(&self) -> Result<Option<Job>> {
         let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| st.dequeue(now, vt))
+        self.write_op(|st, now| st.dequeue(self.queue, now, vt))
     }
 
     /// Leases the next ready job, waiting up to `wait` for one. Wakes on
@@ -517,7 +668,7 @@ impl Queue {
             self.check_open()?;
             let now = st.now(self.clock());
             st.log.begin_op();
-            let got = st.dequeue(now, vt);
+            let got = st.dequeue(self.queue, now, vt);
             if got.is_ok() {
                 if let Some(e) = st.maintain(now.wall) {
                     self.poison(&e);
@@ -549,7 +700,7 @@ impl Queue {
     /// records written as one batch).
     pub fn dequeue_batch(&self, max: usize) -> Result<Vec<Job>> {
         let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| st.dequeue_many(max, now, vt))
+        self.write_op(|st, now| st.dequeue_many(self.queue, max, now, vt))
     }
 
     /// Marks a job done: it is never delivered again.
@@ -713,7 +864,7 @@ impl Queue {
     pub fn stats(&self) -> Stats {
         let mut st = self.inner.state.lock();
         let now = st.now(self.clock());
-        st.stats(now)
+        st.queue_stats(self.queue, now)
     }
 
     /// Makes every write so far durable (fdatasync), whatever the
@@ -757,9 +908,13 @@ impl Queue {
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
             // Best effort: without a checkpoint the next open scans the
-            // whole log. Everything it covers was synced just above.
-            let (ck, _writing) = self.inner.checkpoints.clean(&st);
-            let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
+            // whole log. Everything it covers was synced just above. None
+            // while a named queue has a live job (docs/format.md, "Queue
+            // definitions").
+            if !st.has_named_live() {
+                let (ck, _writing) = self.inner.checkpoints.clean(&st);
+                let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
+            }
             // Best effort: without the record (a full disk, say) the next
             // open just has one check fewer; an older record stays valid
             // (the log only grows).
@@ -816,6 +971,7 @@ fn flush_loop(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: Duration
         let Some(inner) = weak.upgrade() else { return };
         let q = Queue {
             inner,
+            queue: 0,
             _owner: None,
         };
         if q.sync().is_err() {
@@ -842,7 +998,7 @@ impl Queue {
     /// ```
     pub fn dequeue_for(&self, visibility: Duration) -> Result<Option<Job>> {
         let vt = lease_ms(visibility)?;
-        self.write_op(|st, now| st.dequeue(now, vt))
+        self.write_op(|st, now| st.dequeue(self.queue, now, vt))
     }
 
     /// Leases the next ready job for `visibility`, waiting up to `wait` for

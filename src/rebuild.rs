@@ -22,6 +22,7 @@ use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_check, key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::Log;
+use crate::named::{scoped_hash, Named};
 use crate::options::{Durability, Options};
 use crate::segment::Segment;
 use crate::stats::RecoveryReport;
@@ -34,6 +35,11 @@ pub(crate) struct Replay {
     levels: IdMap<u8>,
     /// Live jobs of a group: the group's hash.
     groups: IdMap<u128>,
+    /// Live jobs of a named queue: the queue id.
+    queues: IdMap<u16>,
+    /// QueueDef records seen: queue id, name, `(segment, lsn)`, in log
+    /// order.
+    defs: Vec<(u16, String, u32, u64)>,
     in_flight: IdSet,
     /// Keys by their hash and an independent check hash: distinct keys
     /// that share a hash keep an entry each.
@@ -55,6 +61,8 @@ impl Replay {
             due: IdMap::default(),
             levels: IdMap::default(),
             groups: IdMap::default(),
+            queues: IdMap::default(),
+            defs: Vec::new(),
             in_flight: IdSet::default(),
             keys: HashMap::new(),
             superseded_dead: Vec::new(),
@@ -85,10 +93,16 @@ impl Replay {
         if e.group.is_empty() {
             self.groups.remove(&e.id);
         } else {
-            self.groups.insert(e.id, key_hash(e.group));
+            self.groups.insert(e.id, scoped_hash(e.queue, e.group));
+        }
+        if e.queue == 0 {
+            self.queues.remove(&e.id);
+        } else {
+            self.queues.insert(e.id, e.queue);
         }
         let grouped = !e.group.is_empty();
-        if e.due_ms > e.enqueued_ms || e.attempts > 0 || !normal || grouped {
+        let waits = !normal || grouped || e.queue != 0;
+        if e.due_ms > e.enqueued_ms || e.attempts > 0 || waits {
             self.due.insert(e.id, e.due_ms);
         } else {
             self.due.remove(&e.id);
@@ -100,7 +114,8 @@ impl Replay {
                 seg,
                 off,
             };
-            self.keys.insert((key_hash(e.key), key_check(e.key)), entry);
+            let hash = scoped_hash(e.queue, e.key);
+            self.keys.insert((hash, key_check(e.key)), entry);
         }
     }
 }
@@ -242,6 +257,7 @@ impl Replay {
         self.shadowed_by_dead.remove(&id);
         self.levels.remove(&id);
         self.groups.remove(&id);
+        self.queues.remove(&id);
         self.jobs.remove(id);
         self.due.remove(&id);
         self.in_flight.remove(&id);
@@ -314,6 +330,11 @@ pub(crate) fn apply(
             };
             replay.keys.insert((key_hash(key), key_check(key)), entry);
         }
+        Record::QueueDef { queue, name } => {
+            // Decoding checked the name: it is ASCII.
+            let name = String::from_utf8_lossy(name).into_owned();
+            replay.defs.push((queue, name, seg.id, f.lsn));
+        }
         Record::Dead(_) | Record::Removed { .. } => {
             let what = "a dead-letter record inside a log segment".to_string();
             return Err(corrupt(seg, off, what));
@@ -385,6 +406,8 @@ impl QueueState {
             jobs,
             delivery: super::Levels::default(),
             groups: super::Groups::default(),
+            named: Named::default(),
+            def_floor: 0,
             group_freed: false,
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
@@ -412,23 +435,48 @@ impl QueueState {
         match class {
             Restore::Waiting(due) => {
                 slot.state = SlotState::Waiting;
-                if self.groups.is_blocked(id) {
-                    self.groups.set_due(id, due);
-                } else {
-                    self.delivery.push_waiting(id, due);
-                }
+                self.place_restored(id, due);
             }
             Restore::Released { last_attempt: true } => slot.state = SlotState::InFlight,
             Restore::Released {
                 last_attempt: false,
             } => {
                 slot.state = SlotState::Waiting;
-                if self.groups.is_blocked(id) {
-                    self.groups.set_due(id, self.last.wall);
-                } else {
-                    self.delivery.push_waiting(id, self.last.wall);
+                self.place_restored(id, self.last.wall);
+            }
+        }
+    }
+
+    /// A restored waiting job in its queue's order, or blocked in its
+    /// group, due at `due`.
+    fn place_restored(&mut self, id: u64, due: u64) {
+        let groups = self.groups_mut(id);
+        if groups.is_blocked(id) {
+            groups.set_due(id, due);
+        } else {
+            self.order_mut(id).push_waiting(id, due);
+        }
+    }
+
+    /// Names the queues the replay defined and puts each live job of a
+    /// named queue in it. A queue id with a live job and no QueueDef (a
+    /// damaged log) is named `queue-<id>`, so that its jobs can still be
+    /// served.
+    fn restore_queues(&mut self, replay: &mut Replay, report: &RecoveryReport) {
+        for (q, name, seg, lsn) in std::mem::take(&mut replay.defs) {
+            self.named.define(q, &name, Some((seg, lsn)));
+        }
+        for (&id, &q) in replay.queues.iter() {
+            if self.jobs.get(id).is_some() {
+                self.named.assign(id, q);
+                if self.named.name(q).is_none() {
+                    let name = format!("queue-{q}");
+                    self.named.define(q, &name, None);
                 }
             }
+        }
+        if report.checkpoint_used {
+            self.def_floor = report.checkpoint_lsn.saturating_add(1);
         }
     }
 
@@ -445,7 +493,7 @@ impl QueueState {
         grouped.sort_unstable();
         for (id, group) in grouped {
             let due = replay.due.get(&id).copied().unwrap_or(0);
-            let head = self.groups.add(id, group, due);
+            let head = self.groups_mut(id).add(id, group, due);
             if !head && !replay.due.contains_key(&id) && !replay.in_flight.contains(&id) {
                 let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
                 replay.due.insert(id, enqueued_ms);
@@ -582,12 +630,19 @@ pub(crate) fn finish(
     for ((hash, _), entry) in std::mem::take(&mut replay.keys) {
         state.keys.set(hash, None, entry);
     }
+    state.restore_queues(&mut replay, &report);
     for (&id, &level) in replay.levels.iter() {
         if state.jobs.get(id).is_some() {
-            state.delivery.set_level(id, level);
+            state.order_mut(id).set_level(id, level);
         }
     }
     state.restore_groups(&mut replay);
+    if state.named.has_live() && !report.checkpoint_used {
+        let why = report.checkpoint_fallback.take().unwrap_or_default();
+        report.checkpoint_fallback = Some(format!(
+            "{why}; named queues had live jobs, and no checkpoint is written then (docs/format.md, \"Queue definitions\")"
+        ));
+    }
     let mut left = state.restore_jobs(&replay, &mut report)?;
     state.settle_leftovers(&mut replay, &mut left)?;
     let now = state.now(clock);

@@ -1,7 +1,7 @@
 //! Record bodies: what each frame kind carries.
 //!
-//! Log segments hold kinds 1–5, 12, 14 and 15; the dead-letter file holds
-//! kinds 6–7 (kinds 8–10 are `done.rec`'s, 11 and 13 are reserved in
+//! Log segments hold kinds 1–5, 11, 12, 14 and 15; the dead-letter file
+//! holds kinds 6–7 (kinds 8–10 are `done.rec`'s, 13 is reserved in
 //! `docs/design-queues.md`). Decoding is total: any byte string gives a
 //! record or a `None`.
 
@@ -21,6 +21,10 @@ pub const KIND_KEY: u8 = 5;
 pub const KIND_DEAD: u8 = 6;
 /// Kind byte of a [`Record::Removed`].
 pub const KIND_REMOVED: u8 = 7;
+/// Kind byte of a [`Record::QueueDef`].
+pub const KIND_QUEUE_DEF: u8 = 11;
+/// Longest queue name (bytes).
+pub const MAX_QUEUE_NAME: usize = 64;
 /// Kind byte of an [`Record::Enqueue`] with a priority other than
 /// Normal, a group or a queue id (Enqueue2).
 pub const KIND_ENQUEUE2: u8 = 12;
@@ -226,6 +230,14 @@ pub enum Record<'a> {
         /// Job id.
         id: u64,
     },
+    /// A named queue's id (kind 11, log): `queue id u16, name len u16,
+    /// name`.
+    QueueDef {
+        /// The queue id (1 and up; 0 is the default queue, never defined).
+        queue: u16,
+        /// The name: 1..=64 bytes of `[A-Za-z0-9_.-]`.
+        name: &'a [u8],
+    },
 }
 
 impl<'a> Record<'a> {
@@ -242,6 +254,7 @@ impl<'a> Record<'a> {
             Record::Removed { .. } => KIND_REMOVED,
             Record::AckMany(_) => KIND_ACK_MANY,
             Record::LeaseMany(_) => KIND_LEASE_MANY,
+            Record::QueueDef { .. } => KIND_QUEUE_DEF,
         }
     }
 
@@ -305,6 +318,11 @@ impl<'a> Record<'a> {
                 head.extend_from_slice(&count32(e.len()).to_le_bytes());
                 e.raw
             }
+            Record::QueueDef { queue, name } => {
+                head.extend_from_slice(&queue.to_le_bytes());
+                head.extend_from_slice(&len16(name).to_le_bytes());
+                name
+            }
         }
     }
 
@@ -364,6 +382,7 @@ impl<'a> Record<'a> {
             }),
             KIND_ACK_MANY => many(body, ACK_MANY_ENTRY).map(Record::AckMany),
             KIND_LEASE_MANY => many(body, LEASE_MANY_ENTRY).map(Record::LeaseMany),
+            KIND_QUEUE_DEF => decode_queue_def(body),
             _ => None,
         }
     }
@@ -377,7 +396,9 @@ impl<'a> Record<'a> {
         let width = match kind {
             KIND_ACK_MANY => ACK_MANY_ENTRY,
             KIND_LEASE_MANY => LEASE_MANY_ENTRY,
-            1..=7 | KIND_ENQUEUE2 => return Some(format!("record of kind {kind} does not decode")),
+            1..=7 | KIND_QUEUE_DEF | KIND_ENQUEUE2 => {
+                return Some(format!("record of kind {kind} does not decode"))
+            }
             _ => return Some(format!("record of unknown kind {kind}")),
         };
         Some(match u32_at(body, 0) {
@@ -419,6 +440,22 @@ fn decode_enqueue2(body: &[u8]) -> Option<EnqueueRec<'_>> {
 }
 
 /// The entries of a batch body: a count, then exactly that many entries.
+fn decode_queue_def(body: &[u8]) -> Option<Record<'_>> {
+    let queue = u16_at(body, 0)?;
+    let len = usize::from(u16_at(body, 2)?);
+    let name = body.get(4..)?;
+    let valid = queue != 0 && name.len() == len && valid_queue_name(name);
+    valid.then_some(Record::QueueDef { queue, name })
+}
+
+/// Whether `name` is a valid queue name: 1..=64 bytes of `[A-Za-z0-9_.-]`.
+pub fn valid_queue_name(name: &[u8]) -> bool {
+    (1..=MAX_QUEUE_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 fn many(body: &[u8], width: usize) -> Option<Entries<'_>> {
     let count = usize::try_from(u32_at(body, 0)?).ok()?;
     let raw = body.get(4..)?;
@@ -512,6 +549,22 @@ mod tests {
             payload: b"p",
         }));
         round_trip(Record::Removed { id: 5 });
+        round_trip(Record::QueueDef {
+            queue: 3,
+            name: b"emails.v2-x_y",
+        });
+        // Queue 0 is never defined; names outside the alphabet or the
+        // length limit, or a length that disagrees, do not decode.
+        for bad in [
+            [&0u16.to_le_bytes()[..], &1u16.to_le_bytes(), b"a"].concat(),
+            [&1u16.to_le_bytes()[..], &1u16.to_le_bytes(), b"/"].concat(),
+            [&1u16.to_le_bytes()[..], &0u16.to_le_bytes()].concat(),
+            [&1u16.to_le_bytes()[..], &2u16.to_le_bytes(), b"a"].concat(),
+            [&1u16.to_le_bytes()[..], &65u16.to_le_bytes(), &[b'a'; 65]].concat(),
+        ] {
+            assert_eq!(Record::decode(KIND_QUEUE_DEF, &bad), None, "{bad:?}");
+            assert!(Record::malformed(KIND_QUEUE_DEF, &bad).is_some());
+        }
         let mut acks = Vec::new();
         for id in [3u64, 1 << 40, 7] {
             push_ack_entry(&mut acks, id);

@@ -1,0 +1,481 @@
+//! Named queues in one store: delivery is per queue, idempotency keys and
+//! groups are scoped per queue, stats are per queue and for the store, a
+//! reopen (from the checkpoint or by a full scan) keeps each job in its
+//! queue, a single-queue directory opens as the default queue, names are
+//! checked, one fdatasync covers records of several queues, and a power
+//! loss at every sync point keeps every job in its own queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod common;
+
+use walq::vfs::SimFs;
+use walq::{
+    Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Store,
+    DEFAULT_QUEUE, MAX_QUEUES,
+};
+
+fn open(dir: &Path, clock: &ManualClock) -> Store {
+    Store::open_with(dir, common::opts(clock)).expect("open store")
+}
+
+fn payload(job: &walq::Job) -> String {
+    String::from_utf8(job.payload().to_vec()).expect("utf-8")
+}
+
+/// Leases every ready job of `q`, acking each: their payloads in order.
+fn drain(q: &Queue) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(job) = q.dequeue().expect("dequeue") {
+        out.push(payload(&job));
+        q.ack(job.receipt()).expect("ack");
+    }
+    out
+}
+
+/// The ready payloads of `q`, leased and not settled.
+fn lease_all(q: &Queue) -> Vec<String> {
+    common::lease_all(q).iter().map(payload).collect()
+}
+
+#[test]
+fn a_dequeue_returns_only_its_own_queues_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let (a, b) = (
+        store.queue("emails").unwrap(),
+        store.queue("reports").unwrap(),
+    );
+    let default = store.default_queue();
+    for i in 0..3 {
+        a.enqueue(format!("a{i}").as_bytes()).unwrap();
+        b.enqueue(format!("b{i}").as_bytes()).unwrap();
+        default.enqueue(format!("d{i}").as_bytes()).unwrap();
+    }
+    b.enqueue_batch([b"b3", b"b4"]).unwrap();
+    assert_eq!(lease_all(&a), ["a0", "a1", "a2"]);
+    assert!(a.dequeue().unwrap().is_none(), "queue a is empty");
+    let bs: Vec<String> = b.dequeue_batch(10).unwrap().iter().map(payload).collect();
+    assert_eq!(bs, ["b0", "b1", "b2", "b3", "b4"]);
+    assert_eq!(drain(&default), ["d0", "d1", "d2"]);
+    // Job ids are the store's: no two queues share one.
+    let ids: std::collections::HashSet<u64> = (0..3)
+        .map(|i| a.enqueue(format!("x{i}").as_bytes()).unwrap())
+        .chain((0..3).map(|i| b.enqueue(format!("y{i}").as_bytes()).unwrap()))
+        .collect();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(a.name(), "emails");
+    assert_eq!(default.name(), DEFAULT_QUEUE);
+    store.default_queue().check_invariants();
+}
+
+#[test]
+fn priorities_delays_and_groups_work_within_each_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
+    a.enqueue(b"a-normal").unwrap();
+    a.enqueue_with(
+        b"a-urgent",
+        EnqueueOptions::new().priority(Priority::Urgent),
+    )
+    .unwrap();
+    a.enqueue_with(
+        b"a-later",
+        EnqueueOptions::new().delay(Duration::from_secs(5)),
+    )
+    .unwrap();
+    b.enqueue_with(b"b-g1", EnqueueOptions::new().group("g"))
+        .unwrap();
+    b.enqueue_with(b"b-g2", EnqueueOptions::new().group("g"))
+        .unwrap();
+    // The same group key on queue a is another group.
+    a.enqueue_with(b"a-g1", EnqueueOptions::new().group("g"))
+        .unwrap();
+    let first = a.dequeue().unwrap().unwrap();
+    assert_eq!(payload(&first), "a-urgent");
+    let g1 = b.dequeue().unwrap().unwrap();
+    assert_eq!(payload(&g1), "b-g1");
+    assert!(b.dequeue().unwrap().is_none(), "b-g2 waits for b-g1");
+    assert_eq!(lease_all(&a), ["a-normal", "a-g1"]);
+    b.ack(g1.receipt()).unwrap();
+    assert_eq!(lease_all(&b), ["b-g2"]);
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(lease_all(&a), ["a-later"]);
+    store.default_queue().check_invariants();
+}
+
+#[test]
+fn idempotency_keys_are_scoped_per_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
+    let default = store.default_queue();
+    let key = || EnqueueOptions::new().idempotency_key("signup/ada");
+    let on_a = a.enqueue_with(b"a", key()).unwrap();
+    let on_b = b.enqueue_with(b"b", key()).unwrap();
+    let on_default = default.enqueue_with(b"d", key()).unwrap();
+    assert!(!on_a.duplicate && !on_b.duplicate && !on_default.duplicate);
+    assert_ne!(on_a.id, on_b.id);
+    let again = a.enqueue_with(b"a again", key()).unwrap();
+    assert_eq!((again.id, again.duplicate), (on_a.id, true));
+    drop((a, b, default));
+    drop(store);
+    // After a full scan (no checkpoint: named queues have live jobs) the
+    // keys are still scoped.
+    let store = open(dir.path(), &clock);
+    let b = store.queue("b").unwrap();
+    let again = b.enqueue_with(b"b again", key()).unwrap();
+    assert_eq!((again.id, again.duplicate), (on_b.id, true));
+    let c = store.queue("c").unwrap();
+    assert!(!c.enqueue_with(b"c", key()).unwrap().duplicate);
+}
+
+#[test]
+fn stats_per_queue_and_for_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
+    let default = store.default_queue();
+    for _ in 0..3 {
+        a.enqueue(b"a").unwrap();
+    }
+    b.enqueue(b"b").unwrap();
+    b.enqueue_with(
+        b"b later",
+        EnqueueOptions::new().delay(Duration::from_secs(9)),
+    )
+    .unwrap();
+    default.enqueue(b"d").unwrap();
+    let _leased = a.dequeue().unwrap().unwrap();
+    let sa = a.stats();
+    assert_eq!((sa.ready, sa.delayed, sa.in_flight), (2, 0, 1));
+    let sb = b.stats();
+    assert_eq!((sb.ready, sb.delayed, sb.in_flight), (1, 1, 0));
+    let sd = default.stats();
+    assert_eq!((sd.ready, sd.delayed, sd.in_flight), (1, 0, 0));
+    let all = store.stats();
+    assert_eq!(
+        (all.total.ready, all.total.delayed, all.total.in_flight),
+        (4, 1, 1)
+    );
+    let names: Vec<&str> = all.queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["default", "a", "b"]);
+    assert_eq!(
+        (all.queues[1].ready, all.queues[1].in_flight),
+        (2, 1),
+        "queue a in the store's list"
+    );
+    assert_eq!(all.total.enqueued_total, 6);
+}
+
+/// Every job of `store`'s queues, leased: `(queue, payload)`, sorted.
+fn contents(store: &Store, names: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in names {
+        let q = store.queue(name).unwrap();
+        out.extend(lease_all(&q).into_iter().map(|p| (name.to_string(), p)));
+    }
+    out.sort();
+    out
+}
+
+fn fill(store: &Store) -> Vec<(String, String)> {
+    let mut expect = Vec::new();
+    for name in ["a", "b", "default"] {
+        let q = store.queue(name).unwrap();
+        for i in 0..4 {
+            let p = format!("{name}-{i}");
+            let opts = EnqueueOptions::new().priority(if i % 2 == 0 {
+                Priority::Normal
+            } else {
+                Priority::High
+            });
+            q.enqueue_with(p.as_bytes(), opts).unwrap();
+            expect.push((name.to_string(), p));
+        }
+    }
+    expect.sort();
+    expect
+}
+
+#[test]
+fn a_full_scan_keeps_each_job_in_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let expect = fill(&store);
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path(), &clock);
+    let report = store.recovery_report().clone();
+    assert!(!report.checkpoint_used);
+    let why = report.checkpoint_fallback.unwrap_or_default();
+    assert!(why.contains("named queues had live jobs"), "{why}");
+    assert_eq!(contents(&store, &["a", "b", "default"]), expect);
+    store.default_queue().check_invariants();
+}
+
+#[test]
+fn a_reopen_from_the_checkpoint_keeps_each_job_in_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    // Named queues used and drained: the close writes a checkpoint.
+    for name in ["a", "b"] {
+        let q = store.queue(name).unwrap();
+        q.enqueue(b"old").unwrap();
+        assert_eq!(drain(&q), ["old"]);
+    }
+    store.default_queue().enqueue(b"default-old").unwrap();
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path(), &clock);
+    assert!(store.recovery_report().checkpoint_used);
+    // The queues' definitions are before the checkpoint: they are written
+    // again with the first job after it.
+    let mut expect = fill(&store);
+    expect.push(("default".into(), "default-old".into()));
+    expect.sort();
+    drop(store);
+    let store = open(dir.path(), &clock);
+    assert!(store.recovery_report().checkpoint_used);
+    store.default_queue().check_invariants();
+    assert_eq!(contents(&store, &["a", "b", "default"]), expect);
+}
+
+#[test]
+fn a_single_queue_fixture_opens_as_the_default_queue() {
+    for fixture in ["clean", "priorities", "batches"] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(fixture);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir: PathBuf = tmp.path().join("q");
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+        let clock = ManualClock::new(1_800_000_000_000);
+        let via_queue = {
+            let q = Queue::open_with(&dir, common::opts(&clock)).unwrap();
+            let s = q.stats();
+            drop(q);
+            (s.ready, s.delayed)
+        };
+        let store = open(&dir, &clock);
+        let all = store.stats();
+        assert_eq!(all.queues.len(), 1, "{fixture}: only the default queue");
+        assert_eq!(
+            (all.queues[0].ready, all.queues[0].delayed),
+            via_queue,
+            "{fixture}"
+        );
+        assert!(via_queue.0 + via_queue.1 > 0, "{fixture} has jobs");
+        let named = store.queue("emails").unwrap();
+        assert!(named.dequeue().unwrap().is_none(), "{fixture}");
+        // Acks free the next job of a group: at least the ready ones.
+        let drained = drain(&store.default_queue());
+        assert!(drained.len() as u64 >= via_queue.0, "{fixture}");
+    }
+}
+
+#[test]
+fn invalid_names_and_too_many_queues_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let long = "x".repeat(65);
+    for bad in ["", "a b", "emails/2", "ümlaut", long.as_str()] {
+        let e = store.queue(bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidOptions, "{bad:?}");
+        assert!(e.to_string().contains("1 to 64 bytes"), "{bad:?}: {e}");
+    }
+    assert!(store.queue(&"y".repeat(64)).is_ok());
+    assert!(store.queue("v1.emails_high-prio").is_ok());
+    for i in 0..MAX_QUEUES - 2 {
+        store.queue(&format!("q{i}")).unwrap();
+    }
+    let e = store.queue("one-too-many").unwrap_err();
+    assert!(e.to_string().contains("at most 1024 named queues"), "{e}");
+    // A known name is still handed out.
+    assert!(store.queue("q0").is_ok());
+}
+
+#[test]
+fn an_enqueue_on_one_queue_and_an_ack_on_another_share_one_fsync() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let opts = Options::default()
+        .clock(clock.clone())
+        .durability(Durability::Sync)
+        .checkpoint_every(0);
+    let store = Store::open_on(Arc::new(fs.clone()), Path::new("/s"), opts).unwrap();
+    let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
+    let default = store.default_queue();
+    b.enqueue(b"first").unwrap();
+    let job = b.dequeue().unwrap().unwrap();
+    a.enqueue(b"warm").unwrap();
+    let written = || store.stats().total.written_lsn;
+    fs.pause_syncs(true);
+    let before = fs.syncs();
+    let start = written();
+    std::thread::scope(|s| {
+        // A sync in flight (held): the records below queue up behind it.
+        let blocker = s.spawn(|| default.enqueue(b"blocker").unwrap());
+        fs.wait_paused_syncs(1);
+        let t1 = s.spawn(|| a.enqueue(b"on a").unwrap());
+        let t2 = s.spawn(|| b.ack(job.receipt()).unwrap());
+        while written() < start + 3 {
+            std::thread::yield_now();
+        }
+        fs.pause_syncs(false);
+        for t in [blocker, t1] {
+            t.join().unwrap();
+        }
+        t2.join().unwrap();
+    });
+    // The blocker's sync, then at most one more for the enqueue on a and
+    // the ack on b together (a sync each would make three).
+    let syncs = fs.syncs() - before;
+    assert!(
+        (1..=2).contains(&syncs),
+        "{syncs} fdatasyncs for three records"
+    );
+    assert_eq!(a.stats().ready, 2);
+    assert_eq!(b.stats().acked_total, 1);
+}
+
+/// The power-loss workload: enqueues on queues a and b and the default
+/// queue, leases and acks across them. Returns the enqueues that returned
+/// `Ok` with the number of syncs done by then: `(queue, payload, syncs)`.
+fn two_queue_workload(store: &Store, fs: &SimFs) -> Vec<(String, String, u64, bool)> {
+    let fs_syncs = || fs.syncs();
+    let mut done = Vec::new();
+    let names = ["a", "b", "default"];
+    for i in 0..12u32 {
+        let name = names[i as usize % 3];
+        let Ok(q) = store.queue(name) else {
+            return done;
+        };
+        let p = format!("{name}-{i}");
+        let opts = EnqueueOptions::new().priority(if i % 4 == 1 {
+            Priority::High
+        } else {
+            Priority::Normal
+        });
+        if q.enqueue_with(p.as_bytes(), opts).is_err() {
+            return done;
+        }
+        done.push((name.to_string(), p, fs_syncs(), false));
+        if i % 4 == 3 {
+            // Ack one job of queue b: it may be gone after the cut.
+            let Ok(b) = store.queue("b") else { return done };
+            let Ok(Some(job)) = b.dequeue() else {
+                return done;
+            };
+            let acked = payload(&job);
+            if b.ack(job.receipt()).is_err() {
+                return done;
+            }
+            if let Some(e) = done.iter_mut().find(|e| e.1 == acked) {
+                e.3 = true;
+            }
+        }
+    }
+    done
+}
+
+#[test]
+fn two_queues_survive_power_loss_at_every_sync_point() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let opts = || {
+        Options::default()
+            .clock(clock.clone())
+            .durability(Durability::Sync)
+            .segment_size(64 * 1024)
+            .checkpoint_every(4 * 1024)
+    };
+    let base = SimFs::new();
+    {
+        let store = Store::open_on(Arc::new(base.clone()), Path::new("/s"), opts()).unwrap();
+        two_queue_workload(&store, &base);
+    }
+    let total = base.syncs();
+    assert!(total > 10, "{total} sync points");
+    let mut checked = 0;
+    for k in 0..=total {
+        let fs = SimFs::new();
+        fs.freeze_after_syncs(Some(k));
+        let done = match Store::open_on(Arc::new(fs.clone()), Path::new("/s"), opts()) {
+            Ok(store) => two_queue_workload(&store, &fs),
+            Err(_) => Vec::new(),
+        };
+        for seed in 0..4 {
+            let after = fs.power_loss(seed);
+            let label = format!("frozen after sync {k}, power-loss seed {seed}");
+            let store = Store::open_on(Arc::new(after), Path::new("/s"), opts())
+                .unwrap_or_else(|e| panic!("{label}: open: {e}"));
+            store.default_queue().check_invariants();
+            let found = contents(&store, &["a", "b", "default"]);
+            for (queue, p) in &found {
+                assert!(
+                    p.starts_with(&format!("{queue}-")),
+                    "{label}: {p} in {queue}"
+                );
+            }
+            for (queue, p, syncs, acked) in &done {
+                if *syncs <= k && !acked {
+                    assert!(
+                        found.contains(&(queue.clone(), p.clone())),
+                        "{label}: durable job {p} of {queue} is missing: {found:?}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} crashes checked");
+}
+
+#[test]
+fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let a = store.queue("a").unwrap();
+    a.enqueue_with(b"kept", EnqueueOptions::new().idempotency_key("k"))
+        .unwrap();
+    let first = common::segment_files(dir.path())[0].clone();
+    // Default-queue traffic, drained, until the segment holding the
+    // queue's definition and its job is reclaimed (the job carried).
+    let filler = vec![1u8; 2048];
+    let default = store.default_queue();
+    for _ in 0..400 {
+        default.enqueue(&filler).unwrap();
+        drain(&default);
+        if !first.exists() {
+            break;
+        }
+    }
+    assert!(!first.exists(), "the first segment was reclaimed");
+    assert!(store.stats().total.carried_total >= 1);
+    drop((a, default));
+    drop(store);
+    let store = open(dir.path(), &clock);
+    assert!(!store.recovery_report().checkpoint_used);
+    let a = store.queue("a").unwrap();
+    let dup = a
+        .enqueue_with(b"again", EnqueueOptions::new().idempotency_key("k"))
+        .unwrap();
+    assert!(dup.duplicate, "the carried job's key is still scoped to a");
+    assert_eq!(lease_all(&a), ["kept"]);
+    assert!(store.default_queue().dequeue().unwrap().is_none());
+}

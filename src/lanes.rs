@@ -55,6 +55,22 @@ impl QueueState {
         self.named.id_for(name)
     }
 
+    /// Sets queue `q`'s own options (see `Store::queue_with`).
+    pub fn set_queue_options(&mut self, q: u16, opts: crate::QueueOptions) {
+        self.named.set_options(q, opts);
+    }
+
+    /// The lease length of a dequeue on queue `q`: `explicit` if given,
+    /// else the queue's visibility timeout, else the store's.
+    pub fn lease_ms(&self, q: u16, explicit: Option<u64>) -> u64 {
+        explicit
+            .or_else(|| {
+                let own = self.named.options(q)?.visibility_timeout?;
+                Some(crate::clock::ms(own))
+            })
+            .unwrap_or(self.cfg.visibility_ms)
+    }
+
     /// The name of queue `q`.
     pub fn queue_name(&self, q: u16) -> String {
         self.named

@@ -102,6 +102,7 @@ mod options;
 mod os;
 mod priority;
 mod queue;
+mod queue_options;
 mod recovery;
 mod reserve;
 pub mod schedule;
@@ -133,6 +134,7 @@ pub use options::{
 };
 pub use priority::Priority;
 pub use queue::{Enqueued, Queue, Store, LOCK_FILE};
+pub use queue_options::QueueOptions;
 pub use schedule::{Schedule, Scheduler};
 pub use stats::{QueueStats, RecoveryReport, Stats, StoreStats};
 pub use status::JobStatus;

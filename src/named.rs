@@ -21,6 +21,7 @@ use crate::format::record::{valid_queue_name, MAX_QUEUE_NAME};
 use crate::groups::Groups;
 use crate::idhash::IdMap;
 use crate::levels::Levels;
+use crate::queue_options::QueueOptions;
 
 /// Most named queues a store knows at once (the default queue not
 /// counted).
@@ -56,6 +57,8 @@ pub struct Named {
     lanes: HashMap<u16, Lane>,
     defs: BTreeMap<u16, Def>,
     by_name: HashMap<String, u16>,
+    /// Options given to `Store::queue_with`, by queue id.
+    opts: HashMap<u16, QueueOptions>,
     /// The highest queue id seen (defined, or on a job).
     max_id: u16,
 }
@@ -196,6 +199,23 @@ impl Named {
             },
         );
         self.lanes.entry(q).or_default();
+    }
+
+    /// Sets queue `q`'s options (replacing earlier ones).
+    pub fn set_options(&mut self, q: u16, opts: QueueOptions) {
+        if opts == QueueOptions::default() {
+            self.opts.remove(&q);
+        } else {
+            self.opts.insert(q, opts);
+        }
+    }
+
+    /// Queue `q`'s options, if it has any of its own.
+    pub fn options(&self, q: u16) -> Option<&QueueOptions> {
+        if self.opts.is_empty() {
+            return None;
+        }
+        self.opts.get(&q)
     }
 
     /// The name of queue `q`.

@@ -195,6 +195,18 @@ impl Store {
         })
     }
 
+    /// The queue named `name` with its own options (see
+    /// [`crate::QueueOptions`]; they replace any given before for the
+    /// name, and hold for every handle of the queue).
+    pub fn queue_with(&self, name: &str, opts: crate::QueueOptions) -> Result<Queue> {
+        opts.validate()?;
+        let queue = self.queue(name)?;
+        self.default
+            .lock_for_write()?
+            .set_queue_options(queue.queue, opts);
+        Ok(queue)
+    }
+
     /// The default queue (the one `Queue::open` returns).
     pub fn default_queue(&self) -> Queue {
         self.default.clone()
@@ -641,33 +653,37 @@ impl Queue {
     /// The job stays invisible to other consumers for the visibility
     /// timeout. Its attempt is counted and written to the log now.
     pub fn dequeue(&self) -> Result<Option<Job>> {
-        let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| st.dequeue(self.queue, now, vt))
+        self.write_op(|st, now| {
+            let vt = st.lease_ms(self.queue, None);
+            st.dequeue(self.queue, now, vt)
+        })
     }
 
     /// Leases the next ready job, waiting up to `wait` for one. Wakes on
     /// enqueue, on a retry or delay coming due and on an expiring lease;
     /// never spins.
     pub fn dequeue_timeout(&self, wait: Duration) -> Result<Option<Job>> {
-        self.dequeue_waiting(duration_ms(self.inner.opts.visibility_timeout), wait)
+        self.dequeue_waiting(None, wait)
     }
 
     /// The blocking dequeue of [`Queue::dequeue_timeout`] and
     /// [`Queue::dequeue_wait`], leasing for `vt` milliseconds.
-    fn dequeue_waiting(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
+    /// `vt` is the lease length, `None` for the queue's visibility timeout.
+    fn dequeue_waiting(&self, vt: Option<u64>, wait: Duration) -> Result<Option<Job>> {
         let out = self.dequeue_locked(vt, wait);
         self.upkeep();
         out
     }
 
     /// [`Queue::dequeue_waiting`] under the lock.
-    fn dequeue_locked(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
+    fn dequeue_locked(&self, vt: Option<u64>, wait: Duration) -> Result<Option<Job>> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock_for_write()?;
         loop {
             self.check_open()?;
             let now = st.now(self.clock());
             st.log.begin_op();
+            let vt = st.lease_ms(self.queue, vt);
             let got = st.dequeue(self.queue, now, vt);
             if got.is_ok() {
                 if let Some(e) = st.maintain(now.wall) {
@@ -699,8 +715,10 @@ impl Queue {
     /// LeaseMany record of up to 4096 entries; more are split into several
     /// records written as one batch).
     pub fn dequeue_batch(&self, max: usize) -> Result<Vec<Job>> {
-        let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| st.dequeue_many(self.queue, max, now, vt))
+        self.write_op(|st, now| {
+            let vt = st.lease_ms(self.queue, None);
+            st.dequeue_many(self.queue, max, now, vt)
+        })
     }
 
     /// Marks a job done: it is never delivered again.
@@ -1005,7 +1023,7 @@ impl Queue {
     /// one. Wakes on enqueue, on a retry or delay coming due and on an
     /// expiring lease; never spins.
     pub fn dequeue_wait(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
-        self.dequeue_waiting(lease_ms(visibility)?, wait)
+        self.dequeue_waiting(Some(lease_ms(visibility)?), wait)
     }
 }
 

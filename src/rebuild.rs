@@ -395,6 +395,7 @@ impl QueueState {
     fn empty(log: Log, dead: DeadFile, jobs: JobTable, opts: &Options, clock: Now) -> QueueState {
         let cfg = Config {
             max_attempts: opts.max_attempts,
+            visibility_ms: ms(opts.visibility_timeout),
             backoff: opts.backoff,
             dedup_ms: ms(opts.dedup_window),
             max_payload: opts.effective_max_payload(),

@@ -61,6 +61,8 @@ mod reclaim;
 pub struct Config {
     /// Default max attempts.
     pub max_attempts: u32,
+    /// Default visibility timeout (ms).
+    pub visibility_ms: u64,
     /// Retry policy.
     pub backoff: Backoff,
     /// Dedup window.
@@ -288,7 +290,10 @@ impl QueueState {
         }
         self.ensure_def(queue)?;
         let due_ms = now.saturating_add(ms(opts.delay));
-        let max_attempts = opts.max_attempts.unwrap_or(self.cfg.max_attempts);
+        let max_attempts = opts
+            .max_attempts
+            .or_else(|| self.named.options(queue).and_then(|o| o.max_attempts))
+            .unwrap_or(self.cfg.max_attempts);
         let rec = Record::Enqueue(EnqueueRec {
             id,
             enqueued_ms: now,
@@ -786,7 +791,10 @@ impl QueueState {
         let delay = match retry {
             Retry::Backoff => {
                 let random = self.random();
-                ms(self.cfg.backoff.delay(u32::from(slot.attempts), random))
+                let queue = self.named.queue_of(r.id);
+                let backoff = self.named.options(queue).and_then(|o| o.backoff);
+                let backoff = backoff.unwrap_or(self.cfg.backoff);
+                ms(backoff.delay(u32::from(slot.attempts), random))
             }
             Retry::After(d) => ms(d),
         };

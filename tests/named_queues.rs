@@ -479,3 +479,70 @@ fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
     assert_eq!(lease_all(&a), ["kept"]);
     assert!(store.default_queue().dequeue().unwrap().is_none());
 }
+
+#[test]
+fn each_queue_has_its_own_visibility_attempts_and_backoff() {
+    use walq::{Backoff, JobStatus, QueueOptions, Retry};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    // The store: 30 s leases (common::opts), 5 attempts, 1 s backoff.
+    let store = Store::open_with(
+        dir.path(),
+        common::opts(&clock).max_attempts(5).backoff(Backoff {
+            initial: Duration::from_secs(1),
+            multiplier: 1.0,
+            max: Duration::from_secs(1),
+            jitter: 0.0,
+        }),
+    )
+    .unwrap();
+    let slow = store
+        .queue_with(
+            "slow",
+            QueueOptions::new()
+                .visibility_timeout(Duration::from_secs(600))
+                .max_attempts(2)
+                .backoff(Backoff {
+                    initial: Duration::from_secs(100),
+                    multiplier: 1.0,
+                    max: Duration::from_secs(100),
+                    jitter: 0.0,
+                }),
+        )
+        .unwrap();
+    let plain = store.queue("plain").unwrap();
+    slow.enqueue(b"s").unwrap();
+    plain.enqueue(b"p").unwrap();
+    let s = slow.dequeue().unwrap().unwrap();
+    let p = plain.dequeue().unwrap().unwrap();
+    assert_eq!((s.max_attempts(), p.max_attempts()), (2, 5));
+    // After 60 s the store's 30 s lease has expired, the queue's 600 s not.
+    clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        store.default_queue().status(s.id()).unwrap(),
+        JobStatus::InFlight { .. }
+    ));
+    let p2 = plain.dequeue().unwrap().expect("p's lease expired");
+    assert_eq!(p2.id(), p.id());
+    // A Backoff nack waits the queue's backoff (100 s), not the store's.
+    slow.nack(s.receipt(), Retry::Backoff, "again").unwrap();
+    plain.nack(p2.receipt(), Retry::Backoff, "again").unwrap();
+    let due = |id| match store.default_queue().status(id).unwrap() {
+        JobStatus::Delayed { due_ms, .. } => due_ms,
+        other => panic!("{other:?}"),
+    };
+    let now = 1_000_000 + 60_000;
+    assert_eq!((due(s.id()), due(p.id())), (now + 100_000, now + 1_000));
+    // Options are checked, with the limit named.
+    let e = store
+        .queue_with("bad", QueueOptions::new().max_attempts(0))
+        .unwrap_err();
+    assert!(e.to_string().contains("1..=65535"), "{e}");
+    let e = store
+        .queue_with(
+            "bad",
+            QueueOptions::new().visibility_timeout(Duration::ZERO),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 1 ms"), "{e}");
+}

@@ -218,6 +218,15 @@ impl Named {
         self.opts.get(&q)
     }
 
+    /// The id of queue `name` if the store knows it (nothing is given a
+    /// new id).
+    pub fn lookup(&self, name: &str) -> Option<u16> {
+        if name == DEFAULT_QUEUE {
+            return Some(0);
+        }
+        self.by_name.get(name).copied()
+    }
+
     /// The name of queue `q`.
     pub fn name(&self, q: u16) -> Option<&str> {
         if q == 0 {

@@ -352,15 +352,25 @@ fn random_token_base() -> u64 {
     h.finish() >> 2
 }
 
-/// Keys of dead letters: a key belongs to its newest job.
-fn add_dead_letter_keys(replay: &mut Replay, dead: &DeadFile, dedup_ms: u64) -> Result<()> {
+/// Keys of dead letters, in the scope of their queue (named by the dead
+/// letter; a name the log no longer defines gets an id in memory): a key
+/// belongs to its newest job.
+fn add_dead_letter_keys(
+    replay: &mut Replay,
+    named: &mut Named,
+    dead: &DeadFile,
+    dedup_ms: u64,
+) -> Result<()> {
     let ids: Vec<u64> = dead.entries().keys().copied().collect();
     for id in ids {
         let Some(letter) = dead.get(id)? else {
             continue;
         };
         let Some(key) = letter.key else { continue };
-        let k = (key_hash(&key), key_check(&key));
+        // The name was checked when the record decoded; a store already
+        // at its queue limit scopes the key to the default queue.
+        let queue = named.id_for(&letter.queue).unwrap_or(0);
+        let k = (scoped_hash(queue, &key), key_check(&key));
         if replay.keys.get(&k).is_none_or(|e| e.id <= id) {
             let entry = KeyEntry {
                 id,
@@ -459,14 +469,11 @@ impl QueueState {
         }
     }
 
-    /// Names the queues the replay defined and puts each live job of a
-    /// named queue in it. A queue id with a live job and no QueueDef (a
+    /// Puts each live job of a named queue in its queue (named by the
+    /// replay's QueueDefs, in `named` already). A queue id with a live job and no QueueDef (a
     /// damaged log) is named `queue-<id>`, so that its jobs can still be
     /// served.
-    fn restore_queues(&mut self, replay: &mut Replay, report: &RecoveryReport) {
-        for (q, name, seg, lsn) in std::mem::take(&mut replay.defs) {
-            self.named.define(q, &name, Some((seg, lsn)));
-        }
+    fn restore_queues(&mut self, replay: &Replay, report: &RecoveryReport) {
         for (&id, &q) in replay.queues.iter() {
             if self.jobs.get(id).is_some() {
                 self.named.assign(id, q);
@@ -620,18 +627,23 @@ pub(crate) fn finish(
     };
     report.records = replay.records;
     let dedup_ms = ms(opts.dedup_window);
-    add_dead_letter_keys(&mut replay, &dead, dedup_ms)?;
+    let mut named = Named::default();
+    for (q, name, seg, lsn) in std::mem::take(&mut replay.defs) {
+        named.define(q, &name, Some((seg, lsn)));
+    }
+    add_dead_letter_keys(&mut replay, &mut named, &dead, dedup_ms)?;
     // Replay marks every job fresh; `restore_jobs` decides again.
     let _ = replay.jobs.take_parked_fresh();
     log.tail = log.tail.max(SEGMENT_HEADER_LEN as u32);
     let active_next_id = log.active().header.next_job_id;
     let jobs = std::mem::take(&mut replay.jobs);
     let mut state = QueueState::empty(log, dead, jobs, opts, clock);
+    state.named = named;
     state.next_id = replay.next_id.max(active_next_id);
     for ((hash, _), entry) in std::mem::take(&mut replay.keys) {
         state.keys.set(hash, None, entry);
     }
-    state.restore_queues(&mut replay, &report);
+    state.restore_queues(&replay, &report);
     for (&id, &level) in replay.levels.iter() {
         if state.jobs.get(id).is_some() {
             state.order_mut(id).set_level(id, level);

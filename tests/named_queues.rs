@@ -546,3 +546,51 @@ fn each_queue_has_its_own_visibility_attempts_and_backoff() {
         .unwrap_err();
     assert!(e.to_string().contains("at least 1 ms"), "{e}");
 }
+
+#[test]
+fn a_dead_letter_remembers_its_queue_and_level_and_a_redrive_returns_it_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let a = store.queue("a").unwrap();
+    let keyed = || {
+        EnqueueOptions::new()
+            .idempotency_key("once")
+            .priority(Priority::High)
+    };
+    let id = a.enqueue_with(b"fragile", keyed()).unwrap().id;
+    let job = a.dequeue().unwrap().unwrap();
+    a.fail(job.receipt(), "boom").unwrap();
+    let letter = a.dead_letter(id).unwrap().expect("dead");
+    assert_eq!(
+        (letter.queue.as_str(), letter.priority),
+        ("a", Priority::High)
+    );
+    // Its key is still queue a's (a duplicate there, new elsewhere).
+    assert!(a.enqueue_with(b"again", keyed()).unwrap().duplicate);
+    let d = store.default_queue();
+    assert!(!d.enqueue_with(b"elsewhere", keyed()).unwrap().duplicate);
+    drain(&d);
+    drop((a, d));
+    store.close().unwrap();
+    drop(store);
+    // After a reopen the dead letter still names its queue, and a redrive
+    // returns it there, at its level.
+    let store = open(dir.path(), &clock);
+    let a = store.queue("a").unwrap();
+    assert!(a.enqueue_with(b"again", keyed()).unwrap().duplicate);
+    a.redrive(id).unwrap();
+    assert!(store.default_queue().dequeue().unwrap().is_none());
+    let back = a.dequeue().unwrap().expect("redriven to a");
+    assert_eq!((back.id(), back.priority()), (id, Priority::High));
+    a.ack(back.receipt()).unwrap();
+    store.default_queue().check_invariants();
+    // A default-queue dead letter is still kind 6 and goes back there.
+    let d = store.default_queue();
+    let plain = d.enqueue(b"plain").unwrap();
+    let job = d.dequeue().unwrap().unwrap();
+    d.fail(job.receipt(), "boom").unwrap();
+    assert_eq!(d.dead_letter(plain).unwrap().unwrap().queue, DEFAULT_QUEUE);
+    d.redrive(plain).unwrap();
+    assert_eq!(d.dequeue().unwrap().unwrap().id(), plain);
+}

@@ -71,6 +71,13 @@ impl QueueState {
             .unwrap_or(self.cfg.visibility_ms)
     }
 
+    /// Whether queue `q` has a job to lease at `now` (expired leases
+    /// released first, as a dequeue does).
+    pub fn has_ready(&mut self, q: u16, now: Now) -> Result<bool> {
+        self.expire_leases(now)?;
+        Ok(self.peek_next(q, now.wall).is_some())
+    }
+
     /// The name of queue `q`.
     pub fn queue_name(&self, q: u16) -> String {
         self.named

@@ -332,6 +332,11 @@ impl Queue {
         })
     }
 
+    /// This queue's id in its store (for a pool over several queues).
+    pub(crate) fn queue_id(&self) -> u16 {
+        self.queue
+    }
+
     /// The name of this queue in its store (`"default"` for the queue
     /// `Queue::open` returns).
     pub fn name(&self) -> String {
@@ -670,21 +675,41 @@ impl Queue {
     /// [`Queue::dequeue_wait`], leasing for `vt` milliseconds.
     /// `vt` is the lease length, `None` for the queue's visibility timeout.
     fn dequeue_waiting(&self, vt: Option<u64>, wait: Duration) -> Result<Option<Job>> {
-        let out = self.dequeue_locked(vt, wait);
+        let queue = self.queue;
+        let mut pick = |st: &mut QueueState, now: Now| {
+            let vt = st.lease_ms(queue, vt);
+            st.dequeue(queue, now, vt)
+        };
+        self.dequeue_picking(&mut pick, wait)
+    }
+
+    /// A blocking dequeue of the job `pick` leases (for a worker pool over
+    /// several queues of the store, `worker::MultiQueue`), waiting up to
+    /// `wait` for one: `pick` runs under the store's lock, each time a job
+    /// may have become ready.
+    pub(crate) fn dequeue_picking(
+        &self,
+        pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
+        wait: Duration,
+    ) -> Result<Option<Job>> {
+        let out = self.dequeue_locked(pick, wait);
         self.upkeep();
         out
     }
 
-    /// [`Queue::dequeue_waiting`] under the lock.
-    fn dequeue_locked(&self, vt: Option<u64>, wait: Duration) -> Result<Option<Job>> {
+    /// [`Queue::dequeue_picking`] under the lock.
+    fn dequeue_locked(
+        &self,
+        pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
+        wait: Duration,
+    ) -> Result<Option<Job>> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock_for_write()?;
         loop {
             self.check_open()?;
             let now = st.now(self.clock());
             st.log.begin_op();
-            let vt = st.lease_ms(self.queue, vt);
-            let got = st.dequeue(self.queue, now, vt);
+            let got = pick(&mut st, now);
             if got.is_ok() {
                 if let Some(e) = st.maintain(now.wall) {
                     self.poison(&e);

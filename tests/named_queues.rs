@@ -594,3 +594,124 @@ fn a_dead_letter_remembers_its_queue_and_level_and_a_redrive_returns_it_there() 
     d.redrive(plain).unwrap();
     assert_eq!(d.dequeue().unwrap().unwrap().id(), plain);
 }
+
+/// The queue names of `n` leases from `pool`, each acked.
+fn lease_names(pool: &walq::worker::MultiQueue, store: &Store, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..n {
+        let Some((name, job)) = pool
+            .lease_from(Duration::from_secs(30), Duration::ZERO)
+            .unwrap()
+        else {
+            break;
+        };
+        store.default_queue().ack(job.receipt()).unwrap();
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn a_pool_over_several_queues_follows_the_weights_and_skips_empty_queues() {
+    use walq::worker::MultiQueue;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    for (name, n) in [("a", 40), ("b", 40), ("c", 0)] {
+        let q = store.queue(name).unwrap();
+        for i in 0..n {
+            q.enqueue(format!("{name}{i}").as_bytes()).unwrap();
+        }
+    }
+    let pool = MultiQueue::new(&store)
+        .queue("a", 3)
+        .unwrap()
+        .queue("b", 1)
+        .unwrap()
+        .queue("c", 4)
+        .unwrap();
+    // While a and b are backlogged (c empty, costing nothing), every
+    // window of 4 leases gives a three and b one.
+    let names = lease_names(&pool, &store, 40);
+    for w in names.windows(4) {
+        let a = w.iter().filter(|n| *n == "a").count();
+        assert_eq!(a, 3, "window {w:?} in {names:?}");
+    }
+    // Jobs on c: it gets 4 of every 8 while all three are busy.
+    let c = store.queue("c").unwrap();
+    for i in 0..40 {
+        c.enqueue(format!("c{i}").as_bytes()).unwrap();
+    }
+    let names = lease_names(&pool, &store, 16);
+    for w in names.windows(8) {
+        let count = |q: &str| w.iter().filter(|n| *n == q).count();
+        assert_eq!((count("a"), count("b"), count("c")), (3, 1, 4), "{w:?}");
+    }
+    // Drained to the last job, then nothing (at once: no wait).
+    let rest = lease_names(&pool, &store, 1000);
+    assert_eq!(names.len() + rest.len() + 40, 120);
+    assert!(pool
+        .lease_from(Duration::from_secs(1), Duration::ZERO)
+        .unwrap()
+        .is_none());
+    // Weights and names are checked.
+    let e = MultiQueue::new(&store).queue("a", 0).unwrap_err();
+    assert!(e.to_string().contains("1..=1000"), "{e}");
+    let e = MultiQueue::new(&store)
+        .queue("a", 1)
+        .unwrap()
+        .queue("a", 2)
+        .unwrap_err();
+    assert!(e.to_string().contains("already"), "{e}");
+}
+
+#[test]
+fn a_worker_pool_serves_several_queues_and_a_waiting_lease_wakes_on_any() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use walq::worker::MultiQueue;
+    use walq::{Outcome, WorkerPool};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let pool_queues = MultiQueue::new(&store)
+        .queue("emails", 2)
+        .unwrap()
+        .queue("reports", 1)
+        .unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counted = seen.clone();
+    let pool = WorkerPool::builder(pool_queues)
+        .workers(2)
+        .start(move |_ctx, payload: &[u8]| {
+            let bit = if payload.starts_with(b"e") {
+                1
+            } else {
+                1 << 32
+            };
+            counted.fetch_add(bit, Ordering::SeqCst);
+            Outcome::done()
+        })
+        .unwrap();
+    // Enqueued after the workers wait: each wakes a waiting lease.
+    for i in 0..5 {
+        store
+            .queue("emails")
+            .unwrap()
+            .enqueue(format!("e{i}").as_bytes())
+            .unwrap();
+        store
+            .queue("reports")
+            .unwrap()
+            .enqueue(format!("r{i}").as_bytes())
+            .unwrap();
+    }
+    // A guard against a hang, not a timing assertion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while pool.stats().processed() < 10 {
+        assert!(std::time::Instant::now() < deadline, "the pool stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.shutdown(Duration::from_secs(5));
+    assert_eq!(seen.load(Ordering::SeqCst), 5 | (5 << 32));
+    let all = store.stats();
+    assert_eq!((all.total.ready, all.total.in_flight), (0, 0));
+}

@@ -715,3 +715,117 @@ fn a_worker_pool_serves_several_queues_and_a_waiting_lease_wakes_on_any() {
     let all = store.stats();
     assert_eq!((all.total.ready, all.total.in_flight), (0, 0));
 }
+
+/// Writes the `named_queues` fixture's store into `dir`: two named queues
+/// and the default one with pending jobs (levels, a delay), one job
+/// leased when the store closed, and a dead letter of a named queue
+/// (dead.wal kind 13). Named queues have live jobs, so no checkpoint.
+fn gen_named_queues(dir: &Path) {
+    let clock = ManualClock::new(1_750_000_000_000);
+    let opts = Options::default()
+        .clock(clock.clone())
+        .segment_size(64 * 1024)
+        .durability(Durability::Sync)
+        .visibility_timeout(Duration::from_secs(30))
+        .jitter_seed(7);
+    let store = Store::open_with(dir, opts).unwrap();
+    let (emails, reports) = (
+        store.queue("emails").unwrap(),
+        store.queue("reports").unwrap(),
+    );
+    emails.enqueue(b"e-dead").unwrap();
+    let job = emails.dequeue().unwrap().unwrap();
+    emails.fail(job.receipt(), "bounced").unwrap();
+    emails.enqueue(b"e-1").unwrap();
+    emails
+        .enqueue_with(
+            b"e-urgent",
+            EnqueueOptions::new().priority(Priority::Urgent),
+        )
+        .unwrap();
+    reports
+        .enqueue_with(b"r-leased", EnqueueOptions::new().idempotency_key("r"))
+        .unwrap();
+    reports
+        .enqueue_with(
+            b"r-later",
+            EnqueueOptions::new().delay(Duration::from_secs(60)),
+        )
+        .unwrap();
+    store.default_queue().enqueue(b"d-1").unwrap();
+    let leased = reports.dequeue().unwrap().unwrap();
+    assert_eq!(leased.payload(), b"r-leased");
+    store.close().unwrap();
+    drop((emails, reports, store));
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name == walq::LOCK_FILE || name.ends_with(".spare") || name == "done.rec" {
+            std::fs::remove_file(dir.join(name)).unwrap();
+        }
+    }
+}
+
+/// `(queue, payload)` pairs.
+type Pairs = Vec<(String, String)>;
+
+/// What opening a copy of `src` finds: each queue's jobs (leased in
+/// delivery order, after the delay), the dead letters with their queue.
+fn named_fixture_contents(src: &Path) -> (Pairs, Pairs) {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let clock = ManualClock::new(1_750_000_000_000 + 3_600_000);
+    let store = open(tmp.path(), &clock);
+    store.default_queue().check_invariants();
+    let dead = store
+        .default_queue()
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.queue, String::from_utf8(d.payload).unwrap()))
+        .collect();
+    let mut jobs = Vec::new();
+    for name in ["emails", "reports", "default"] {
+        let q = store.queue(name).unwrap();
+        jobs.extend(lease_all(&q).into_iter().map(|p| (name.to_string(), p)));
+    }
+    (jobs, dead)
+}
+
+#[test]
+fn the_named_queues_fixture_opens_with_each_job_in_its_queue() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/named_queues");
+    let regen = std::env::var("WALQ_REGEN_FIXTURES");
+    if matches!(regen.as_deref(), Ok("1") | Ok("named_queues")) {
+        if fixture.exists() {
+            std::fs::remove_dir_all(&fixture).unwrap();
+        }
+        std::fs::create_dir_all(&fixture).unwrap();
+        gen_named_queues(&fixture);
+    }
+    let (jobs, dead) = named_fixture_contents(&fixture);
+    let pairs = |v: &[(&str, &str)]| -> Pairs {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        jobs,
+        pairs(&[
+            ("emails", "e-urgent"),
+            ("emails", "e-1"),
+            // Due a minute after the enqueues; the leased one was released
+            // at the open, an hour later.
+            ("reports", "r-later"),
+            ("reports", "r-leased"),
+            ("default", "d-1"),
+        ])
+    );
+    assert_eq!(dead, pairs(&[("emails", "e-dead")]));
+    // This build writes the same store today.
+    let fresh = tempfile::tempdir().unwrap();
+    gen_named_queues(fresh.path());
+    assert_eq!(named_fixture_contents(fresh.path()), (jobs, dead));
+}

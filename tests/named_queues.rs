@@ -829,3 +829,40 @@ fn the_named_queues_fixture_opens_with_each_job_in_its_queue() {
     gen_named_queues(fresh.path());
     assert_eq!(named_fixture_contents(fresh.path()), (jobs, dead));
 }
+
+/// With the `tokio` feature: an async lease over several queues waits
+/// without blocking its (only) runtime thread and wakes on an enqueue to
+/// any of them.
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_lease_over_several_queues_wakes_on_any_of_them() {
+    use walq::worker::{AsyncBackend, MultiQueue};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let both = Arc::new(
+        MultiQueue::new(&store)
+            .queue("a", 1)
+            .unwrap()
+            .queue("b", 1)
+            .unwrap(),
+    );
+    let waiter = {
+        let both = both.clone();
+        tokio::spawn(async move {
+            both.lease_async(Duration::from_secs(30), Duration::from_secs(3600))
+                .await
+        })
+    };
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished(), "nothing is ready: the lease waits");
+    let id = store.queue("b").unwrap().enqueue(b"on b").unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(120), waiter)
+        .await
+        .expect("the enqueue on b woke the lease")
+        .unwrap()
+        .unwrap()
+        .expect("a job");
+    assert_eq!(got.id(), id);
+}

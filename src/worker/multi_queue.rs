@@ -214,3 +214,38 @@ impl Backend for MultiQueue {
         self.first()?.status(id)
     }
 }
+
+/// Leases for the async pool: the weighted pick runs inline (it never
+/// fsyncs); with nothing ready the task waits on the store's async
+/// wakeups and the next due time, as `Queue::dequeue_async` does.
+#[cfg(feature = "tokio")]
+impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
+    async fn lease_async(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Option<Delivery<Receipt>>> {
+        let first = self.first()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // The epoch is taken before the look, so an enqueue between
+            // the look and the wait wakes the wait.
+            let since = first.async_wait().epoch();
+            if let Some((_, job)) = self.lease_from(visibility, Duration::ZERO)? {
+                return Ok(Some(delivery_of(job)));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let until = match first.next_due_in() {
+                Some(due) => deadline.min(now + due.max(Duration::from_millis(1))),
+                None => deadline,
+            };
+            tokio::select! {
+                () = first.async_wait().changed(since) => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+}

@@ -866,3 +866,30 @@ async fn an_async_lease_over_several_queues_wakes_on_any_of_them() {
         .expect("a job");
     assert_eq!(got.id(), id);
 }
+
+#[test]
+fn a_queue_definition_before_the_checkpoint_is_written_again_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let opts = || common::opts(&clock).checkpoint_every(4096);
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    let a = store.queue("a").unwrap();
+    a.enqueue(b"first").unwrap();
+    assert_eq!(drain(&a), ["first"]);
+    // Default-queue traffic past the checkpoint interval: a checkpoint is
+    // captured (no named-queue job is live), after queue a's definition.
+    let default = store.default_queue();
+    for _ in 0..8 {
+        default.enqueue(&[7u8; 1024]).unwrap();
+    }
+    a.enqueue(b"second").unwrap();
+    // No close: the next open starts from that checkpoint, and must find
+    // queue a's definition in the log after it.
+    drop((a, default));
+    drop(store);
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    assert!(store.recovery_report().checkpoint_used);
+    let names: Vec<String> = store.stats().queues.into_iter().map(|q| q.name).collect();
+    assert_eq!(names, ["default", "a"]);
+    assert_eq!(lease_all(&store.queue("a").unwrap()), ["second"]);
+}

@@ -103,6 +103,9 @@ impl QueueState {
         };
         let a = self.log.append(&rec, 0, self.next_id)?;
         self.named.define(q, name, Some((a.seg, a.lsn)));
+        // The definition alone changes no job: if the record after it
+        // fails on a full disk, the operation still changed nothing.
+        self.log.uncount_last_change();
         Ok(())
     }
 

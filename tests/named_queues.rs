@@ -893,3 +893,33 @@ fn a_queue_definition_before_the_checkpoint_is_written_again_after_it() {
     assert_eq!(names, ["default", "a"]);
     assert_eq!(lease_all(&store.queue("a").unwrap()), ["second"]);
 }
+
+#[test]
+fn a_full_disk_on_a_new_queues_first_job_does_not_poison_the_store() {
+    use walq::vfs::{Fault, FaultOp};
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let opts = Options::default()
+        .clock(clock.clone())
+        // One write per record (`pwrite` appends).
+        .durability(Durability::Sync)
+        .checkpoint_every(0);
+    let store = Store::open_on(Arc::new(fs.clone()), Path::new("/s"), opts).unwrap();
+    store.default_queue().enqueue(b"before").unwrap();
+    let a = store.queue("a").unwrap();
+    // The queue's definition is written, then the job's record hits ENOSPC.
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Write,
+        at: fs.op_count(FaultOp::Write) + 1,
+        forever: false,
+        kind: std::io::ErrorKind::StorageFull,
+    }));
+    let e = a.enqueue(b"refused").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    fs.set_fault(None);
+    // Refused, but nothing is poisoned: both queues go on.
+    a.enqueue(b"accepted").unwrap();
+    store.default_queue().enqueue(b"after").unwrap();
+    assert_eq!(lease_all(&a), ["accepted"]);
+    store.default_queue().check_invariants();
+}

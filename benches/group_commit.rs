@@ -7,6 +7,9 @@
 //! p99 per enqueue, jobs/s and jobs per fdatasync) is printed for each thread count, from a
 //! fixed run of `WALQ_BENCH_GC_SECS` seconds (default 2) per row.
 //!
+//! The last rows spread 16 and 64 producers over 4 queues of one store
+//! (`Store::queue`): they share the log and its group commit.
+//!
 //! `cargo bench --bench group_commit`
 
 mod common;
@@ -61,22 +64,31 @@ fn group_commit(c: &mut Criterion) {
     }
 }
 
-/// Per-operation latency with `threads` Sync producers for `secs`.
-fn latency_row(threads: usize, size: usize, secs: u64) {
+/// Per-operation latency with `threads` Sync producers for `secs`,
+/// spread over `queues` queues of one store (1: the default queue only).
+fn latency_row(threads: usize, size: usize, secs: u64, queues: usize) {
     let dir = tempdir();
     let q = open(dir.path(), Durability::Sync);
+    let targets: Vec<Queue> = (0..queues)
+        .map(|i| match i {
+            0 => q.clone(),
+            _ => q.store().queue(&format!("q{i}")).expect("queue"),
+        })
+        .collect();
     let p = payload(size);
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(threads + 1);
     let (mut lat, wall) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
+            .map(|t| {
+                let q = &targets[t % queues];
+                let (p, barrier, stop) = (&p, &barrier, &stop);
+                s.spawn(move || {
                     let mut lat = Vec::with_capacity(1 << 16);
                     barrier.wait();
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
-                        q.enqueue(&p).expect("enqueue");
+                        q.enqueue(p).expect("enqueue");
                         lat.push(t.elapsed().as_nanos() as u64);
                     }
                     lat
@@ -98,7 +110,7 @@ fn latency_row(threads: usize, size: usize, secs: u64) {
     let mean = lat.iter().sum::<u64>() / n.max(1);
     let syncs = q.stats().syncs_total.max(1);
     println!(
-        "| {size:>5} B | {threads:>3} | {:>10.0} | {:>6.1} | {:>10} | {:>10} | {:>10} |",
+        "| {size:>5} B | {threads:>3} | {queues} | {:>10.0} | {:>6.1} | {:>10} | {:>10} | {:>10} |",
         n as f64 / wall.as_secs_f64(),
         n as f64 / syncs as f64,
         us(mean),
@@ -118,11 +130,17 @@ fn main() {
     let secs = env_u64("WALQ_BENCH_GC_SECS", 2);
     println!();
     println!("Durability::Sync enqueue latency ({secs} s per row)");
-    println!("| payload | threads | jobs/s | jobs per fdatasync | mean | p50 | p99 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| payload | threads | queues | jobs/s | jobs per fdatasync | mean | p50 | p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
     for size in [100usize, 1024] {
         for threads in THREADS {
-            latency_row(threads, size, secs);
+            latency_row(threads, size, secs, 1);
         }
+    }
+    // The same producers spread over 4 named queues of one store: one
+    // log and one group commit, so the rate and the jobs per fdatasync
+    // should match the single-queue rows.
+    for threads in [16, 64] {
+        latency_row(threads, 100, secs, 4);
     }
 }

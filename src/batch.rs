@@ -65,11 +65,17 @@ impl QueueState {
 
     /// Leases up to `max` ready jobs with LeaseMany records. If the write
     /// fails, the jobs go back to their places in the delivery order.
-    pub fn dequeue_many(&mut self, max: usize, now: Now, visibility_ms: u64) -> Result<Vec<Job>> {
+    pub fn dequeue_many(
+        &mut self,
+        queue: u16,
+        max: usize,
+        now: Now,
+        visibility_ms: u64,
+    ) -> Result<Vec<Job>> {
         self.expire_leases(now)?;
         let mut picked: Vec<(Ready, Option<u64>)> = Vec::with_capacity(max.min(1024));
         while picked.len() < max {
-            let r = match self.next_ready(now) {
+            let r = match self.next_ready(queue, now) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
@@ -77,7 +83,10 @@ impl QueueState {
                     return Err(e);
                 }
             };
-            let due = r.from_waiting.then(|| self.delivery.due_of(r.id)).flatten();
+            let due = r
+                .from_waiting
+                .then(|| self.order_mut(r.id).due_of(r.id))
+                .flatten();
             self.take(r.id, r.from_waiting);
             picked.push((r, due));
         }
@@ -118,7 +127,7 @@ impl QueueState {
             match due {
                 Some(due) if r.from_waiting => {
                     slot.state = SlotState::Waiting;
-                    self.delivery.push_waiting(r.id, due);
+                    self.order_mut(r.id).push_waiting(r.id, due);
                 }
                 _ => {
                     slot.state = SlotState::Fresh;

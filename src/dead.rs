@@ -50,6 +50,21 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     /// The payload.
     pub payload: Vec<u8>,
+    /// The name of the queue the job belonged to (`"default"` for the
+    /// default queue); a redrive returns it there.
+    #[serde(default = "default_queue_name")]
+    pub queue: String,
+    /// The job's priority level; a redrive keeps it.
+    #[serde(skip)]
+    pub priority: crate::Priority,
+    /// The job's message group, if it had one; a redrive returns the job
+    /// to its group, behind the group's live jobs.
+    #[serde(default)]
+    pub group: Option<Vec<u8>>,
+}
+
+fn default_queue_name() -> String {
+    crate::named::DEFAULT_QUEUE.to_string()
 }
 
 impl DeadLetter {
@@ -64,6 +79,13 @@ impl DeadLetter {
             error: String::from_utf8_lossy(d.error).into_owned(),
             key: (!d.key.is_empty()).then(|| d.key.to_vec()),
             payload: d.payload.to_vec(),
+            queue: if d.queue.is_empty() {
+                default_queue_name()
+            } else {
+                String::from_utf8_lossy(d.queue).into_owned()
+            },
+            priority: crate::Priority::from_byte(d.priority),
+            group: (!d.group.is_empty()).then(|| d.group.to_vec()),
         }
     }
 }
@@ -539,6 +561,9 @@ mod tests {
             attempts: 3,
             key: b"",
             error: b"boom",
+            queue: b"",
+            priority: crate::format::record::PRIORITY_NORMAL,
+            group: b"",
             payload: b"payload",
         }
     }

@@ -16,7 +16,8 @@ use crate::dead::{DeadEntry, DeadLetter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::record::{DeadRec, EnqueueRec, Record, PRIORITY_NORMAL};
 use crate::jobs::SlotState;
-use crate::keys::{key_hash, KeyEntry, IN_DEAD_LETTERS};
+use crate::keys::{KeyEntry, IN_DEAD_LETTERS};
+use crate::named::scoped_hash;
 use crate::options::MAX_ERROR_LEN;
 use crate::vfs::VfsFile;
 
@@ -85,6 +86,18 @@ impl QueueState {
                 format!("record damaged, payload lost: {damage}; {error}"),
             ),
         };
+        // The queue (by name: a dead letter outlives its queue's records
+        // in the log), level and group go with it (kind 13 when needed).
+        let queue = self.named.queue_of(id);
+        let name = if queue == 0 {
+            String::new()
+        } else {
+            self.queue_name(queue)
+        };
+        let (priority, group) = match &read {
+            Ok(e) => (e.priority, e.group),
+            Err(_) => (PRIORITY_NORMAL, &[][..]),
+        };
         let rec = DeadRec {
             id,
             enqueued_ms,
@@ -93,6 +106,9 @@ impl QueueState {
             key,
             error: cut_text(&text),
             payload,
+            queue: name.as_bytes(),
+            priority,
+            group,
         };
         // Order, whatever the durability mode (dead-lettering is rare):
         // the job's log records (its enqueue, perhaps a batch still waiting
@@ -112,7 +128,9 @@ impl QueueState {
         // stay dead even after the dead letter is purged.
         let a = self.log.append(&Record::Ack { id }, 0, self.next_id)?;
         if !key.is_empty() {
-            let hash = key_hash(key);
+            // The key stays in its queue's scope (the dead letter names
+            // the queue, so the next open scopes it the same way).
+            let hash = scoped_hash(queue, key);
             if let Some(entry) = self.keys.of_job(hash, id) {
                 let moved = KeyEntry {
                     seg: IN_DEAD_LETTERS,
@@ -153,30 +171,45 @@ impl QueueState {
     /// returns the ids redriven.
     pub fn redrive(&mut self, ids: &[u64], now: u64) -> Result<Vec<u64>> {
         let letters = self.read_letters(ids)?;
-        let max_attempts = u16::try_from(self.cfg.max_attempts).unwrap_or(u16::MAX);
-        let mut written = Vec::with_capacity(letters.len());
+        let mut queues = Vec::with_capacity(letters.len());
         for letter in &letters {
+            queues.push(self.named.id_for(&letter.queue)?);
+        }
+        let mut written = Vec::with_capacity(letters.len());
+        for (letter, &queue) in letters.iter().zip(&queues) {
+            self.ensure_def(queue)?;
+            let max_attempts = self
+                .named
+                .options(queue)
+                .and_then(|o| o.max_attempts)
+                .unwrap_or(self.cfg.max_attempts);
+            // Back in its queue at its level; not in its group (a group's
+            // order is by id, and the redriven job would jump ahead).
             let rec = Record::Enqueue(EnqueueRec {
                 id: letter.id,
                 enqueued_ms: letter.enqueued_ms,
                 due_ms: now,
                 attempts: 0,
-                max_attempts,
+                max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
                 key: letter.key.as_deref().unwrap_or_default(),
                 payload: &letter.payload,
-                queue: 0,
-                priority: PRIORITY_NORMAL,
+                queue,
+                priority: letter.priority.byte(),
                 group: &[],
             });
             written.push(self.log.append(&rec, 0, self.next_id)?);
         }
         let ids: Vec<u64> = letters.iter().map(|l| l.id).collect();
         self.remove_dead_letters(&ids)?;
-        for (letter, a) in letters.iter().zip(written) {
+        for ((letter, a), queue) in letters.iter().zip(written).zip(queues) {
             let id = letter.id;
+            self.named.assign(id, queue);
+            self.lane_parts(queue)
+                .0
+                .set_level(id, letter.priority.byte());
             self.add_job(id, a, 0, SlotState::Waiting, now);
             if let Some(key) = letter.key.as_deref() {
-                let hash = key_hash(key);
+                let hash = scoped_hash(queue, key);
                 let old = self.keys.of_job(hash, id);
                 let entry = KeyEntry {
                     id,
@@ -200,7 +233,16 @@ impl QueueState {
         let mut forget = Vec::new();
         for letter in &letters {
             let Some(key) = &letter.key else { continue };
-            let hash = key_hash(key);
+            let queue = self.named.lookup(&letter.queue).unwrap_or(0);
+            let hash = scoped_hash(queue, key);
+            if queue != 0 {
+                // A Key record has no queue: the key of a purged dead
+                // letter of a named queue is forgotten now.
+                if let Some(entry) = self.keys.of_job(hash, letter.id) {
+                    forget.push((hash, entry.id));
+                }
+                continue;
+            }
             match self.keys.of_job(hash, letter.id) {
                 Some(entry) if entry.expires_ms > now => {
                     let rec = Record::Key {

@@ -96,11 +96,13 @@ mod keys;
 mod leases;
 mod levels;
 mod log;
+mod named;
 mod options;
 #[allow(unsafe_code)]
 mod os;
 mod priority;
 mod queue;
+mod queue_options;
 mod recovery;
 mod reserve;
 pub mod schedule;
@@ -125,14 +127,16 @@ pub use error::{Error, ErrorKind, Result};
 pub use job::{Job, Receipt};
 #[doc(hidden)]
 pub use keys::force_key_hash_collisions as __force_key_hash_collisions;
+pub use named::{DEFAULT_QUEUE, MAX_QUEUES};
 pub use options::{
     Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, DEFAULT_CHECKPOINT_EVERY,
     MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 pub use priority::Priority;
-pub use queue::{Enqueued, Queue, LOCK_FILE};
+pub use queue::{Enqueued, Queue, Store, LOCK_FILE};
+pub use queue_options::QueueOptions;
 pub use schedule::{Schedule, Scheduler};
-pub use stats::{RecoveryReport, Stats};
+pub use stats::{QueueStats, RecoveryReport, Stats, StoreStats};
 pub use status::JobStatus;
 pub use typed::Jobs;
 pub use worker::{JobContext, Outcome, RateLimit, WorkerPool};

@@ -255,6 +255,13 @@ impl Log {
         }
     }
 
+    /// Takes the last append off the operation's changes: a record that
+    /// replay and memory agree on whatever follows (a QueueDef), so that
+    /// a full disk on the record after it still fails harmlessly.
+    pub fn uncount_last_change(&mut self) {
+        self.op_changes = self.op_changes.saturating_sub(1);
+    }
+
     /// Whether a failure at this point would be harmless: nothing changed
     /// yet in this operation and the log has not failed.
     fn failure_is_harmless(&self) -> bool {

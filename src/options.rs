@@ -90,7 +90,7 @@ impl Backoff {
         Duration::from_secs_f64(jittered.max(0.0))
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let ok = self.multiplier.is_finite()
             && self.multiplier >= 1.0
             && (0.0..=1.0).contains(&self.jitter)

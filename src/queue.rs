@@ -19,6 +19,10 @@ use crate::stats::{RecoveryReport, Stats};
 use crate::vfs::{StdFs, Vfs};
 use crate::worker::async_wait::AsyncWait;
 
+#[path = "store.rs"]
+mod store;
+pub use store::Store;
+
 /// Name of the lock file in a queue directory.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -57,6 +61,9 @@ struct Inner {
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
     /// When the next checkpoint of the index is written.
     checkpoints: Schedule,
+    /// Whether a handle of a named queue was made: consumers then wait on
+    /// different queues, and every wakeup is a `notify_all`.
+    multi: AtomicBool,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -83,9 +90,16 @@ struct Inner {
 /// assert_eq!(q.stats().acked_total, 1);
 /// # Ok(()) }
 /// ```
+///
+/// A `Queue` is one queue of a [`crate::Store`]: `Queue::open(dir)` is the
+/// store's default queue, `store.queue(name)` a named one. Enqueues and
+/// dequeues are the queue's own; a receipt, a job id and the dead letters
+/// are the store's (job ids are unique in the store).
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
+    /// The queue id in the store (0: the default queue).
+    queue: u16,
     /// Shared by the user's handles, never by the queue's own threads (the
     /// flush and checkpoint threads hold `None`): the last one's drop
     /// releases the directory then and there, even while such a thread
@@ -106,6 +120,7 @@ impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
             .field("dir", &self.inner.dir)
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +195,7 @@ impl Queue {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
             checkpoints,
+            multi: AtomicBool::new(false),
         });
         if let Some(every) = periodic {
             let weak = Arc::downgrade(&inner);
@@ -193,8 +209,30 @@ impl Queue {
         let owner = Some(Arc::new(Owner(inner.clone())));
         Ok(Queue {
             inner,
+            queue: 0,
             _owner: owner,
         })
+    }
+
+    /// This queue's id in its store (for a pool over several queues).
+    pub(crate) fn queue_id(&self) -> u16 {
+        self.queue
+    }
+
+    /// The name of this queue in its store (`"default"` for the queue
+    /// `Queue::open` returns).
+    pub fn name(&self) -> String {
+        self.inner.state.lock().queue_name(self.queue)
+    }
+
+    /// The store this queue belongs to.
+    pub fn store(&self) -> Store {
+        Store {
+            default: Queue {
+                queue: 0,
+                ..self.clone()
+            },
+        }
     }
 
     /// The queue directory.
@@ -294,10 +332,16 @@ impl Queue {
     /// not wait for them), once the log is durable up to the LSN it covers
     /// (a failed log sync poisons the queue, as any; a checkpoint that
     /// cannot be written is only left out). A close waits for it.
-    fn checkpoint_if_due(&self, st: MutexGuard<'_, QueueState>) {
+    fn checkpoint_if_due(&self, mut st: MutexGuard<'_, QueueState>) {
+        if st.has_named_live() {
+            // Docs/format.md, "Queue definitions": the checkpoint does not
+            // record jobs' queues.
+            return;
+        }
         let Some((ck, writing)) = self.inner.checkpoints.due(&st) else {
             return;
         };
+        st.note_checkpoint(ck.next_lsn);
         let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
         drop(st);
         let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
@@ -313,6 +357,7 @@ impl Queue {
                     break weak.upgrade().map(|inner| {
                         let queue = Queue {
                             inner,
+                            queue: 0,
                             _owner: None,
                         };
                         queue.poison(&e);
@@ -372,7 +417,11 @@ impl Queue {
         if st.take_group_freed() {
             // An ack or a dead letter freed the next job of a group: it
             // may be ready now, for a consumer waiting for a job.
-            self.inner.ready.notify_one();
+            if self.inner.multi.load(Ordering::Acquire) {
+                self.inner.ready.notify_all();
+            } else {
+                self.inner.ready.notify_one();
+            }
             self.inner.async_wait.wake_all();
         }
         if let Some(e) = st.maintain(now.wall) {
@@ -406,7 +455,7 @@ impl Queue {
         if self.inner.opts.durability == Durability::Sync {
             drop(self.inner.state.lock());
         }
-        if all {
+        if all || self.inner.multi.load(Ordering::Acquire) {
             self.inner.ready.notify_all();
         } else {
             self.inner.ready.notify_one();
@@ -457,7 +506,7 @@ impl Queue {
     pub fn enqueue_with(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
         let out = self.enqueue_op(|st, now| {
             st.validate_enqueue(payload, &opts)?;
-            st.enqueue(payload, &opts, now.wall, 0)
+            st.enqueue(self.queue, payload, &opts, now.wall, 0)
         })?;
         self.settle(out.lsn)?;
         if !out.duplicate {
@@ -483,7 +532,8 @@ impl Queue {
         if slices.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, lsn) = self.enqueue_op(|st, now| st.enqueue_batch(&slices, now.wall))?;
+        let (ids, lsn) =
+            self.enqueue_op(|st, now| st.enqueue_batch(self.queue, &slices, now.wall))?;
         self.settle(lsn)?;
         self.wake_consumers(true);
         Ok(ids)
@@ -494,34 +544,58 @@ impl Queue {
     /// The job stays invisible to other consumers for the visibility
     /// timeout. Its attempt is counted and written to the log now.
     pub fn dequeue(&self) -> Result<Option<Job>> {
-        let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| st.dequeue(now, vt))
+        self.write_op(|st, now| {
+            let vt = st.lease_ms(self.queue, None);
+            st.dequeue(self.queue, now, vt)
+        })
     }
 
     /// Leases the next ready job, waiting up to `wait` for one. Wakes on
     /// enqueue, on a retry or delay coming due and on an expiring lease;
     /// never spins.
     pub fn dequeue_timeout(&self, wait: Duration) -> Result<Option<Job>> {
-        self.dequeue_waiting(duration_ms(self.inner.opts.visibility_timeout), wait)
+        self.dequeue_waiting(None, wait)
     }
 
     /// The blocking dequeue of [`Queue::dequeue_timeout`] and
     /// [`Queue::dequeue_wait`], leasing for `vt` milliseconds.
-    fn dequeue_waiting(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
-        let out = self.dequeue_locked(vt, wait);
+    /// `vt` is the lease length, `None` for the queue's visibility timeout.
+    fn dequeue_waiting(&self, vt: Option<u64>, wait: Duration) -> Result<Option<Job>> {
+        let queue = self.queue;
+        let mut pick = |st: &mut QueueState, now: Now| {
+            let vt = st.lease_ms(queue, vt);
+            st.dequeue(queue, now, vt)
+        };
+        self.dequeue_picking(&mut pick, wait)
+    }
+
+    /// A blocking dequeue of the job `pick` leases (for a worker pool over
+    /// several queues of the store, `worker::MultiQueue`), waiting up to
+    /// `wait` for one: `pick` runs under the store's lock, each time a job
+    /// may have become ready.
+    pub(crate) fn dequeue_picking(
+        &self,
+        pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
+        wait: Duration,
+    ) -> Result<Option<Job>> {
+        let out = self.dequeue_locked(pick, wait);
         self.upkeep();
         out
     }
 
-    /// [`Queue::dequeue_waiting`] under the lock.
-    fn dequeue_locked(&self, vt: u64, wait: Duration) -> Result<Option<Job>> {
+    /// [`Queue::dequeue_picking`] under the lock.
+    fn dequeue_locked(
+        &self,
+        pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
+        wait: Duration,
+    ) -> Result<Option<Job>> {
         let deadline = Instant::now() + wait;
         let mut st = self.lock_for_write()?;
         loop {
             self.check_open()?;
             let now = st.now(self.clock());
             st.log.begin_op();
-            let got = st.dequeue(now, vt);
+            let got = pick(&mut st, now);
             if got.is_ok() {
                 if let Some(e) = st.maintain(now.wall) {
                     self.poison(&e);
@@ -552,8 +626,10 @@ impl Queue {
     /// LeaseMany record of up to 4096 entries; more are split into several
     /// records written as one batch).
     pub fn dequeue_batch(&self, max: usize) -> Result<Vec<Job>> {
-        let vt = duration_ms(self.inner.opts.visibility_timeout);
-        self.write_op(|st, now| st.dequeue_many(max, now, vt))
+        self.write_op(|st, now| {
+            let vt = st.lease_ms(self.queue, None);
+            st.dequeue_many(self.queue, max, now, vt)
+        })
     }
 
     /// Marks a job done: it is never delivered again.
@@ -717,7 +793,7 @@ impl Queue {
     pub fn stats(&self) -> Stats {
         let mut st = self.inner.state.lock();
         let now = st.now(self.clock());
-        st.stats(now)
+        st.queue_stats(self.queue, now)
     }
 
     /// Makes every write so far durable (fdatasync), whatever the
@@ -761,9 +837,13 @@ impl Queue {
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
             // Best effort: without a checkpoint the next open scans the
-            // whole log. Everything it covers was synced just above.
-            let (ck, _writing) = self.inner.checkpoints.clean(&st);
-            let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
+            // whole log. Everything it covers was synced just above. None
+            // while a named queue has a live job (docs/format.md, "Queue
+            // definitions").
+            if !st.has_named_live() {
+                let (ck, _writing) = self.inner.checkpoints.clean(&st);
+                let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
+            }
             // Best effort: without the record (a full disk, say) the next
             // open just has one check fewer; an older record stays valid
             // (the log only grows).
@@ -818,12 +898,14 @@ fn missed_checkpoint(weak: &Weak<Inner>) -> Option<crate::format::checkpoint::Ch
         if stopped() {
             return None;
         }
-        if let Some(st) = inner.state.try_lock_for(Duration::from_millis(1)) {
-            return if stopped() {
-                None
-            } else {
-                inner.checkpoints.missed(&st)
-            };
+        if let Some(mut st) = inner.state.try_lock_for(Duration::from_millis(1)) {
+            // As in `checkpoint_if_due`: none while named queues have jobs.
+            if stopped() || st.has_named_live() {
+                return None;
+            }
+            let ck = inner.checkpoints.missed(&st)?;
+            st.note_checkpoint(ck.next_lsn);
+            return Some(ck);
         }
     }
 }
@@ -845,6 +927,7 @@ fn flush_loop(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: Duration
         let Some(inner) = weak.upgrade() else { return };
         let q = Queue {
             inner,
+            queue: 0,
             _owner: None,
         };
         if q.sync().is_err() {
@@ -871,14 +954,14 @@ impl Queue {
     /// ```
     pub fn dequeue_for(&self, visibility: Duration) -> Result<Option<Job>> {
         let vt = lease_ms(visibility)?;
-        self.write_op(|st, now| st.dequeue(now, vt))
+        self.write_op(|st, now| st.dequeue(self.queue, now, vt))
     }
 
     /// Leases the next ready job for `visibility`, waiting up to `wait` for
     /// one. Wakes on enqueue, on a retry or delay coming due and on an
     /// expiring lease; never spins.
     pub fn dequeue_wait(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
-        self.dequeue_waiting(lease_ms(visibility)?, wait)
+        self.dequeue_waiting(Some(lease_ms(visibility)?), wait)
     }
 }
 

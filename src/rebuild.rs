@@ -23,6 +23,7 @@ use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_check, key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::Log;
+use crate::named::{scoped_hash, Named};
 use crate::options::{Durability, Options};
 use crate::segment::Segment;
 use crate::stats::RecoveryReport;
@@ -35,6 +36,11 @@ pub(crate) struct Replay {
     levels: IdMap<u8>,
     /// Live jobs of a group: the group's hash.
     groups: IdMap<u128>,
+    /// Live jobs of a named queue: the queue id.
+    queues: IdMap<u16>,
+    /// QueueDef records seen: queue id, name, `(segment, lsn)`, in log
+    /// order.
+    defs: Vec<(u16, String, u32, u64)>,
     in_flight: IdSet,
     /// Keys by their hash and an independent check hash: distinct keys
     /// that share a hash keep an entry each.
@@ -95,6 +101,8 @@ impl Replay {
             due: IdMap::default(),
             levels: IdMap::default(),
             groups: IdMap::default(),
+            queues: IdMap::default(),
+            defs: Vec::new(),
             in_flight: IdSet::default(),
             keys: HashMap::new(),
             superseded_dead: Vec::new(),
@@ -126,10 +134,16 @@ impl Replay {
         if e.group.is_empty() {
             self.groups.remove(&e.id);
         } else {
-            self.groups.insert(e.id, key_hash(e.group));
+            self.groups.insert(e.id, scoped_hash(e.queue, e.group));
+        }
+        if e.queue == 0 {
+            self.queues.remove(&e.id);
+        } else {
+            self.queues.insert(e.id, e.queue);
         }
         let grouped = !e.group.is_empty();
-        if e.due_ms > e.enqueued_ms || e.attempts > 0 || !normal || grouped {
+        let waits = !normal || grouped || e.queue != 0;
+        if e.due_ms > e.enqueued_ms || e.attempts > 0 || waits {
             self.due.insert(e.id, e.due_ms);
         } else {
             self.due.remove(&e.id);
@@ -141,7 +155,8 @@ impl Replay {
                 seg,
                 off,
             };
-            self.keys.insert((key_hash(e.key), key_check(e.key)), entry);
+            let hash = scoped_hash(e.queue, e.key);
+            self.keys.insert((hash, key_check(e.key)), entry);
         }
     }
 }
@@ -365,6 +380,7 @@ impl Replay {
         self.shadowed_by_dead.remove(&id);
         self.levels.remove(&id);
         self.groups.remove(&id);
+        self.queues.remove(&id);
         self.jobs.remove(id);
         self.due.remove(&id);
         self.in_flight.remove(&id);
@@ -438,6 +454,11 @@ pub(crate) fn apply(
             };
             replay.keys.insert((key_hash(key), key_check(key)), entry);
         }
+        Record::QueueDef { queue, name } => {
+            // Decoding checked the name: it is ASCII.
+            let name = String::from_utf8_lossy(name).into_owned();
+            replay.defs.push((queue, name, seg.id, f.lsn));
+        }
         Record::Dead(_) | Record::Removed { .. } => {
             let what = "a dead-letter record inside a log segment".to_string();
             return Err(corrupt(seg, off, what));
@@ -455,15 +476,25 @@ fn random_token_base() -> u64 {
     h.finish() >> 2
 }
 
-/// Keys of dead letters: a key belongs to its newest job.
-fn add_dead_letter_keys(replay: &mut Replay, dead: &DeadFile, dedup_ms: u64) -> Result<()> {
+/// Keys of dead letters, in the scope of their queue (named by the dead
+/// letter; a name the log no longer defines gets an id in memory): a key
+/// belongs to its newest job.
+fn add_dead_letter_keys(
+    replay: &mut Replay,
+    named: &mut Named,
+    dead: &DeadFile,
+    dedup_ms: u64,
+) -> Result<()> {
     let ids: Vec<u64> = dead.entries().keys().copied().collect();
     for id in ids {
         let Some(letter) = dead.get(id)? else {
             continue;
         };
         let Some(key) = letter.key else { continue };
-        let k = (key_hash(&key), key_check(&key));
+        // The name was checked when the record decoded; a store already
+        // at its queue limit scopes the key to the default queue.
+        let queue = named.id_for(&letter.queue).unwrap_or(0);
+        let k = (scoped_hash(queue, &key), key_check(&key));
         if replay.keys.get(&k).is_none_or(|e| e.id <= id) {
             let entry = KeyEntry {
                 id,
@@ -498,6 +529,7 @@ impl QueueState {
     fn empty(log: Log, dead: DeadFile, jobs: JobTable, opts: &Options, clock: Now) -> QueueState {
         let cfg = Config {
             max_attempts: opts.max_attempts,
+            visibility_ms: ms(opts.visibility_timeout),
             backoff: opts.backoff,
             dedup_ms: ms(opts.dedup_window),
             max_payload: opts.effective_max_payload(),
@@ -509,6 +541,8 @@ impl QueueState {
             jobs,
             delivery: super::Levels::default(),
             groups: super::Groups::default(),
+            named: Named::default(),
+            def_floor: 0,
             group_freed: false,
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
@@ -536,25 +570,47 @@ impl QueueState {
         match class {
             Restore::Waiting(due) => {
                 slot.state = SlotState::Waiting;
-                if self.groups.is_blocked(id) {
-                    self.groups.set_due(id, due);
-                } else {
-                    self.delivery.push_waiting(id, due);
-                }
+                self.place_restored(id, due);
             }
             Restore::Released { last_attempt: true } => slot.state = SlotState::InFlight,
             Restore::Released {
                 last_attempt: false,
             } => {
                 slot.state = SlotState::Waiting;
-                if self.groups.is_blocked(id) {
-                    self.groups.set_due(id, self.last.wall);
-                } else {
-                    self.delivery.push_waiting(id, self.last.wall);
-                }
+                self.place_restored(id, self.last.wall);
             }
         }
         true
+    }
+
+    /// A restored waiting job in its queue's order, or blocked in its
+    /// group, due at `due`.
+    fn place_restored(&mut self, id: u64, due: u64) {
+        let groups = self.groups_mut(id);
+        if groups.is_blocked(id) {
+            groups.set_due(id, due);
+        } else {
+            self.order_mut(id).push_waiting(id, due);
+        }
+    }
+
+    /// Puts each live job of a named queue in its queue (named by the
+    /// replay's QueueDefs, in `named` already). A queue id with a live job and no QueueDef (a
+    /// damaged log) is named `queue-<id>`, so that its jobs can still be
+    /// served.
+    fn restore_queues(&mut self, replay: &Replay, report: &RecoveryReport) {
+        for (&id, &q) in replay.queues.iter() {
+            if self.jobs.get(id).is_some() {
+                self.named.assign(id, q);
+                if self.named.name(q).is_none() {
+                    let name = format!("queue-{q}");
+                    self.named.define(q, &name, None);
+                }
+            }
+        }
+        if report.checkpoint_used {
+            self.def_floor = report.checkpoint_lsn.saturating_add(1);
+        }
     }
 
     /// Puts the live jobs of groups in their groups, in id order: the
@@ -570,7 +626,7 @@ impl QueueState {
         grouped.sort_unstable();
         for (id, group) in grouped {
             let due = replay.due.get(&id).copied().unwrap_or(0);
-            let head = self.groups.add(id, group, due);
+            let head = self.groups_mut(id).add(id, group, due);
             if !head && !replay.due.contains_key(&id) && !replay.in_flight.contains(&id) {
                 let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
                 replay.due.insert(id, enqueued_ms);
@@ -723,23 +779,35 @@ pub(crate) fn finish(
     };
     report.records = replay.records;
     let dedup_ms = ms(opts.dedup_window);
-    add_dead_letter_keys(&mut replay, &dead, dedup_ms)?;
+    let mut named = Named::default();
+    for (q, name, seg, lsn) in std::mem::take(&mut replay.defs) {
+        named.define(q, &name, Some((seg, lsn)));
+    }
+    add_dead_letter_keys(&mut replay, &mut named, &dead, dedup_ms)?;
     // Replay marks every job fresh; `restore_jobs` decides again.
     let _ = replay.jobs.take_parked_fresh();
     log.tail = log.tail.max(SEGMENT_HEADER_LEN as u32);
     let active_next_id = log.active().header.next_job_id;
     let jobs = std::mem::take(&mut replay.jobs);
     let mut state = QueueState::empty(log, dead, jobs, opts, clock);
+    state.named = named;
     state.next_id = replay.next_id.max(active_next_id);
     for ((hash, _), entry) in std::mem::take(&mut replay.keys) {
         state.keys.set(hash, None, entry);
     }
+    state.restore_queues(&replay, &report);
     for (&id, &level) in replay.levels.iter() {
         if state.jobs.get(id).is_some() {
-            state.delivery.set_level(id, level);
+            state.order_mut(id).set_level(id, level);
         }
     }
     state.restore_groups(&mut replay);
+    if state.named.has_live() && !report.checkpoint_used {
+        let why = report.checkpoint_fallback.take().unwrap_or_default();
+        report.checkpoint_fallback = Some(format!(
+            "{why}; named queues had live jobs, and no checkpoint is written then (docs/format.md, \"Queue definitions\")"
+        ));
+    }
     let mut left = state.restore_jobs(&replay, &mut report)?;
     state.settle_leftovers(&mut replay, &mut left)?;
     let now = state.now(clock);

@@ -161,6 +161,7 @@ impl QueueState {
                 break; // budget spent: continue on the next call
             }
             self.carry_keys(id, now)?;
+            self.carry_defs(id)?;
             if self.log.segments.len() <= 1 || self.log.segments[0].live_jobs > 0 {
                 break;
             }
@@ -323,9 +324,9 @@ impl QueueState {
         let e = seg.enqueue_at(slot.off)?;
         let due_ms = match slot.state {
             SlotState::Waiting => self
-                .delivery
-                .due_of(job)
-                .or_else(|| self.groups.blocked_due(job))
+                .order_ref(job)
+                .and_then(|o| o.due_of(job))
+                .or_else(|| self.groups_ref(job).and_then(|g| g.blocked_due(job)))
                 .unwrap_or(e.due_ms),
             _ => e.due_ms,
         };
@@ -360,7 +361,7 @@ impl QueueState {
             s.len = a.len;
         }
         if !e.key.is_empty() {
-            let hash = key_hash(e.key);
+            let hash = crate::named::scoped_hash(e.queue, e.key);
             if let Some(mut entry) = self.keys.of_job(hash, job) {
                 entry.seg = a.seg;
                 entry.off = a.off;
@@ -399,6 +400,13 @@ impl QueueState {
                 Some(Record::Key { key, .. }) => key,
                 _ => return Err(Error::corrupt(&seg.path, at, "key record does not decode")),
             };
+            if hash != key_hash(key) && !live {
+                // The key of a finished job of a named queue: a Key record
+                // has no queue id, so it is not carried (docs/format.md,
+                // "Queue definitions"); its window ends here.
+                self.keys.remove(hash, entry.id);
+                continue;
+            }
             let rec = Record::Key {
                 id: entry.id,
                 expires_ms: entry.expires_ms,

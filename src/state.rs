@@ -33,10 +33,11 @@ use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN, MAX_GROUP_LEN
 use crate::groups::Groups;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
-use crate::keys::{key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::keys::{KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::leases::{Lease, Leases};
 use crate::levels::Levels;
 use crate::log::{Appended, Log};
+use crate::named::{scoped_hash, Named};
 use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
 use crate::priority::Priority;
 use crate::segment::Segment;
@@ -48,6 +49,8 @@ mod batch;
 pub(crate) mod checkpoint;
 #[path = "dead_letters.rs"]
 mod dead_letters;
+#[path = "lanes.rs"]
+mod lanes;
 #[path = "rebuild.rs"]
 pub(crate) mod rebuild;
 #[path = "reclaim.rs"]
@@ -58,6 +61,8 @@ mod reclaim;
 pub struct Config {
     /// Default max attempts.
     pub max_attempts: u32,
+    /// Default visibility timeout (ms).
+    pub visibility_ms: u64,
     /// Retry policy.
     pub backoff: Backoff,
     /// Dedup window.
@@ -87,8 +92,15 @@ pub struct QueueState {
     /// The dead-letter file and its index.
     pub(crate) dead: DeadFile,
     jobs: JobTable,
+    /// The default queue's delivery order (with the fresh cursor).
     delivery: Levels,
+    /// The default queue's message groups.
     groups: Groups,
+    /// The named queues: names, jobs' queues, their delivery orders.
+    named: Named,
+    /// QueueDef records before this LSN are not read by the next open
+    /// (a checkpoint covers them).
+    def_floor: u64,
     /// A finished job freed the next job of its group (consumers waiting
     /// for a job must be woken: see [`QueueState::take_group_freed`]).
     group_freed: bool,
@@ -229,7 +241,8 @@ impl QueueState {
 
     /// The priority level of a live job.
     pub(crate) fn priority_of(&self, id: u64) -> u8 {
-        self.delivery.level(id)
+        self.order_ref(id)
+            .map_or(crate::format::record::PRIORITY_NORMAL, |o| o.level(id))
     }
 
     /// The job `key` belongs to, if the key is still known. The stored key
@@ -248,16 +261,17 @@ impl QueueState {
         }
     }
 
-    /// Enqueues one job. `flags` marks batch members.
+    /// Enqueues one job on queue `queue`. `flags` marks batch members.
     pub fn enqueue(
         &mut self,
+        queue: u16,
         payload: &[u8],
         opts: &EnqueueOptions,
         now: u64,
         flags: u8,
     ) -> Result<EnqueueOutcome> {
         let key = opts.key.as_deref().unwrap_or_default();
-        let hash = (!key.is_empty()).then(|| key_hash(key));
+        let hash = (!key.is_empty()).then(|| scoped_hash(queue, key));
         if let Some(hash) = hash {
             if let Some(id) = self.known_key(hash, key, now) {
                 return Ok(EnqueueOutcome {
@@ -274,8 +288,12 @@ impl QueueState {
                 "job ids are exhausted (2^62 jobs enqueued)",
             ));
         }
+        self.ensure_def(queue)?;
         let due_ms = now.saturating_add(ms(opts.delay));
-        let max_attempts = opts.max_attempts.unwrap_or(self.cfg.max_attempts);
+        let max_attempts = opts
+            .max_attempts
+            .or_else(|| self.named.options(queue).and_then(|o| o.max_attempts))
+            .unwrap_or(self.cfg.max_attempts);
         let rec = Record::Enqueue(EnqueueRec {
             id,
             enqueued_ms: now,
@@ -284,7 +302,7 @@ impl QueueState {
             max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
             key,
             payload,
-            queue: 0,
+            queue,
             priority: opts.priority.byte(),
             group: opts.group.as_deref().unwrap_or_default(),
         });
@@ -293,7 +311,7 @@ impl QueueState {
         if self.cfg.read_committed {
             self.unconfirmed.push_back((id, a.lsn));
         }
-        let state = self.place_new(id, opts, due_ms, now);
+        let state = self.place_new(id, queue, opts, due_ms, now);
         self.add_job(id, a, 0, state, due_ms);
         if let Some(hash) = hash {
             let entry = KeyEntry {
@@ -319,14 +337,24 @@ impl QueueState {
     /// waiting. Only Normal jobs are served by the fresh cursor; a job of
     /// another level waits in its level from the start, and a job of a
     /// group waits (blocked, outside the delivery order) for the jobs of
-    /// its group before it.
-    fn place_new(&mut self, id: u64, opts: &EnqueueOptions, due_ms: u64, now: u64) -> SlotState {
+    /// its group before it. A job of a named queue always waits (in its
+    /// queue's order).
+    fn place_new(
+        &mut self,
+        id: u64,
+        queue: u16,
+        opts: &EnqueueOptions,
+        due_ms: u64,
+        now: u64,
+    ) -> SlotState {
+        self.named.assign(id, queue);
+        let (order, groups) = self.lane_parts(queue);
         let blocked = match &opts.group {
-            Some(g) => !self.groups.add(id, key_hash(g), due_ms),
+            Some(g) => !groups.add(id, scoped_hash(queue, g), due_ms),
             None => false,
         };
-        self.delivery.set_level(id, opts.priority.byte());
-        if due_ms > now || opts.priority != Priority::Normal || blocked {
+        order.set_level(id, opts.priority.byte());
+        if due_ms > now || opts.priority != Priority::Normal || blocked || queue != 0 {
             SlotState::Waiting
         } else {
             SlotState::Fresh
@@ -335,13 +363,20 @@ impl QueueState {
 
     /// Enqueues a batch atomically: all records go in one segment, every
     /// record but the last flagged, so recovery keeps all or none.
-    pub fn enqueue_batch(&mut self, payloads: &[&[u8]], now: u64) -> Result<(Vec<u64>, u64)> {
+    pub fn enqueue_batch(
+        &mut self,
+        queue: u16,
+        payloads: &[&[u8]],
+        now: u64,
+    ) -> Result<(Vec<u64>, u64)> {
         let opts = EnqueueOptions::default();
         let mut total = 0u64;
         for p in payloads {
             self.validate_enqueue(p, &opts)?;
-            total += Self::enqueue_frame_len(p, 0);
+            // A named queue's records are kind 12: six bytes more.
+            total += Self::enqueue_frame_len(p, 0) + if queue == 0 { 0 } else { 6 };
         }
+        self.ensure_def(queue)?;
         self.log.ensure_room(total, self.next_id)?;
         let mut ids = Vec::with_capacity(payloads.len());
         let mut lsn = self.log.next_lsn.saturating_sub(1);
@@ -354,7 +389,7 @@ impl QueueState {
                 0
             };
             let out = self
-                .enqueue(p, &opts, now, flags)
+                .enqueue(queue, p, &opts, now, flags)
                 .inspect_err(|_| self.log.stage_abort())?;
             ids.push(out.id);
             lsn = out.lsn;
@@ -382,8 +417,8 @@ impl QueueState {
         );
         match state {
             SlotState::Fresh => self.delivery.add_fresh(),
-            SlotState::Waiting if !self.groups.is_blocked(id) => {
-                self.delivery.push_waiting(id, due_ms)
+            SlotState::Waiting if !self.groups_mut(id).is_blocked(id) => {
+                self.order_mut(id).push_waiting(id, due_ms)
             }
             _ => {}
         }
@@ -425,9 +460,11 @@ impl QueueState {
             slot.state == SlotState::InFlight,
             "only a taken job is finished"
         );
-        self.delivery.forget(id);
+        self.order_mut(id).forget(id);
         self.count_in_segment(slot.seg, slot.len, false);
-        if let Some((next, due)) = self.groups.finish(id) {
+        let freed = self.groups_mut(id).finish(id);
+        self.named.forget(id);
+        if let Some((next, due)) = freed {
             // The group's next job is free: it enters the delivery order
             // at its own due time, so it keeps its place.
             self.make_waiting(next, due);
@@ -505,9 +542,21 @@ impl QueueState {
         self.unconfirmed.front().map_or(u64::MAX, |&(id, _)| id)
     }
 
-    /// The next job to serve, without taking it: `(id, from_waiting)`.
-    fn peek_next(&mut self, now: u64) -> Option<(u64, bool)> {
+    /// The next job of queue `queue` to serve, without taking it:
+    /// `(id, from_waiting)`.
+    fn peek_next(&mut self, queue: u16, now: u64) -> Option<(u64, bool)> {
         let limit = self.first_unconfirmed();
+        if queue != 0 {
+            let order = self.lane_parts(queue).0;
+            let normal = order
+                .peek_normal(now)
+                .filter(|&(_, id)| id < limit)
+                .map(|(_, id)| (id, true));
+            if !order.uses_levels() {
+                return normal;
+            }
+            return order.pick(now, limit, normal);
+        }
         let normal = self.peek_normal(now, limit);
         if !self.delivery.uses_levels() {
             return normal;
@@ -543,12 +592,13 @@ impl QueueState {
 
     /// Takes a job out of the delivery order: it is in flight from now on.
     fn take(&mut self, id: u64, from_waiting: bool) {
+        let order = self.order_mut(id);
         if from_waiting {
-            self.delivery.pop_due(id);
+            order.pop_due(id);
         } else {
-            self.delivery.take_fresh();
+            order.take_fresh();
         }
-        self.delivery.taken(id);
+        order.taken(id);
         if let Some(slot) = self.jobs.get_mut(id) {
             slot.state = SlotState::InFlight;
         }
@@ -556,9 +606,9 @@ impl QueueState {
 
     /// Leases the next ready job, if any. A job whose record fails its
     /// checksum is moved to the dead letters and the next one is served.
-    pub fn dequeue(&mut self, now: Now, visibility_ms: u64) -> Result<Option<Job>> {
+    pub fn dequeue(&mut self, queue: u16, now: Now, visibility_ms: u64) -> Result<Option<Job>> {
         self.expire_leases(now)?;
-        let Some(r) = self.next_ready(now)? else {
+        let Some(r) = self.next_ready(queue, now)? else {
             return Ok(None);
         };
         let lease = Record::Lease {
@@ -573,9 +623,9 @@ impl QueueState {
     /// The next job to serve and its verified record, not taken yet. A
     /// job whose record fails its checksum is moved to the dead letters
     /// and the next one is looked at.
-    fn next_ready(&mut self, now: Now) -> Result<Option<Ready>> {
+    fn next_ready(&mut self, queue: u16, now: Now) -> Result<Option<Ready>> {
         loop {
-            let Some((id, from_waiting)) = self.peek_next(now.wall) else {
+            let Some((id, from_waiting)) = self.peek_next(queue, now.wall) else {
                 return Ok(None);
             };
             let expected = if from_waiting {
@@ -668,14 +718,18 @@ impl QueueState {
     fn make_waiting(&mut self, id: u64, due_ms: u64) {
         if let Some(slot) = self.jobs.get_mut(id) {
             slot.state = SlotState::Waiting;
-            self.delivery.push_waiting(id, due_ms);
+            self.order_mut(id).push_waiting(id, due_ms);
         }
     }
 
     /// Milliseconds until something may become ready (a due job or an
     /// expiring lease), for blocking waits.
     pub fn wakeup_in(&self, now: Now) -> Option<u64> {
-        let due = self.delivery.next_due().map(|d| d.saturating_sub(now.wall));
+        let named = self.named.lanes().filter_map(|(_, l)| l.order.next_due());
+        let due = named
+            .chain(self.delivery.next_due())
+            .min()
+            .map(|d| d.saturating_sub(now.wall));
         let exp = self
             .leases
             .next_deadline()
@@ -737,7 +791,10 @@ impl QueueState {
         let delay = match retry {
             Retry::Backoff => {
                 let random = self.random();
-                ms(self.cfg.backoff.delay(u32::from(slot.attempts), random))
+                let queue = self.named.queue_of(r.id);
+                let backoff = self.named.options(queue).and_then(|o| o.backoff);
+                let backoff = backoff.unwrap_or(self.cfg.backoff);
+                ms(backoff.delay(u32::from(slot.attempts), random))
             }
             Retry::After(d) => ms(d),
         };
@@ -777,10 +834,19 @@ impl QueueState {
     /// A snapshot of the counts: running counts, no scan.
     pub fn stats(&mut self, now: Now) -> Stats {
         self.delivery.promote(now.wall);
-        let (due_now, delayed) = self.delivery.waiting_counts();
+        let (mut due_now, delayed) = self.delivery.waiting_counts();
         // Jobs blocked behind their group's head count as delayed.
-        let delayed = delayed + self.groups.blocked_count();
+        let mut delayed = delayed + self.groups.blocked_count();
+        let mut named_bytes = self.named.heap_bytes();
+        for lane in self.named.lanes_mut() {
+            lane.order.promote(now.wall);
+            let (r, d) = lane.order.waiting_counts();
+            due_now += r;
+            delayed += d + lane.groups.blocked_count();
+            named_bytes += lane.order.heap_bytes() + lane.groups.heap_bytes();
+        }
         let index_bytes = self.jobs.heap_bytes()
+            + named_bytes
             + self.delivery.heap_bytes()
             + self.groups.heap_bytes()
             + self.leases.heap_bytes()
@@ -814,16 +880,22 @@ impl QueueState {
             let e = per_seg.entry(slot.seg).or_default();
             e.0 += 1;
             e.1 += u64::from(slot.len);
-            let waiting = self.delivery.is_waiting(id);
+            let waiting = self.order_ref(id).is_some_and(|o| o.is_waiting(id));
+            let blocked = self.groups_ref(id).is_some_and(|g| g.is_blocked(id));
             match slot.state {
                 SlotState::Fresh => {
                     assert!(!self.jobs.is_straggler(id), "fresh job {id} parked aside");
                     assert!(!waiting, "fresh job {id} also waiting");
-                    assert!(!self.groups.is_blocked(id), "fresh job {id} blocked");
+                    assert!(!blocked, "fresh job {id} blocked");
+                    assert_eq!(
+                        self.named.queue_of(id),
+                        0,
+                        "fresh job {id} of a named queue"
+                    );
                     fresh += 1;
                 }
                 SlotState::Waiting => assert!(
-                    waiting != self.groups.is_blocked(id),
+                    waiting != blocked,
                     "job {id} waits outside the order, or is both blocked and waiting"
                 ),
                 SlotState::InFlight => {
@@ -846,15 +918,28 @@ impl QueueState {
             );
         }
         self.delivery.check(fresh);
-        self.groups.check();
-        for (id, _) in self.groups.blocked() {
-            assert_eq!(
-                self.jobs.get(id).map(|s| s.state),
-                Some(SlotState::Waiting),
-                "blocked job {id}"
-            );
+        self.named.check();
+        let lanes = std::iter::once((0, (&self.delivery, &self.groups)))
+            .chain(self.named.lanes().map(|(q, l)| (q, (&l.order, &l.groups))));
+        let mut waiting: HashSet<u64> = HashSet::new();
+        for (q, (order, groups)) in lanes {
+            if q != 0 {
+                order.check(0);
+            }
+            groups.check();
+            for (id, _) in groups.blocked() {
+                assert_eq!(
+                    self.jobs.get(id).map(|s| s.state),
+                    Some(SlotState::Waiting),
+                    "blocked job {id}"
+                );
+                assert_eq!(self.named.queue_of(id), q, "blocked job {id}'s queue");
+            }
+            for id in order.waiting_ids() {
+                assert_eq!(self.named.queue_of(id), q, "waiting job {id}'s queue");
+                waiting.insert(id);
+            }
         }
-        let waiting: HashSet<u64> = self.delivery.waiting_ids().collect();
         for id in &waiting {
             assert_eq!(
                 self.jobs.get(*id).map(|s| s.state),
@@ -908,7 +993,7 @@ impl QueueState {
             let attempts = u32::from(slot.attempts);
             return match slot.state {
                 SlotState::Fresh => LiveStatus::Ready { attempts },
-                SlotState::Waiting => match self.delivery.due_of(id) {
+                SlotState::Waiting => match self.order_ref(id).and_then(|o| o.due_of(id)) {
                     Some(due_ms) if due_ms > now.wall => LiveStatus::Delayed { due_ms, attempts },
                     _ => LiveStatus::Ready { attempts },
                 },

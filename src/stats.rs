@@ -89,3 +89,25 @@ pub struct RecoveryReport {
     #[serde(default)]
     pub checkpoint_fallback: Option<String>,
 }
+
+/// One queue's counts in [`StoreStats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The queue's name (`"default"` for the default queue).
+    pub name: String,
+    /// Jobs of the queue ready to lease now.
+    pub ready: u64,
+    /// Jobs of the queue waiting for their due time (or their group).
+    pub delayed: u64,
+    /// Jobs of the queue leased and not yet settled.
+    pub in_flight: u64,
+}
+
+/// A snapshot of a store: its totals and each queue's counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The store's counts, every queue summed (as [`Stats`]).
+    pub total: Stats,
+    /// Each queue the store knows, the default queue first, then by id.
+    pub queues: Vec<QueueStats>,
+}

@@ -468,9 +468,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     j.attempts = 0;
                     j.max_attempts = MAX_ATTEMPTS;
                     j.st = St::Ready { at: now };
-                    // A dead letter keeps no priority and no group: redriven
-                    // at Normal, without its group.
-                    j.level = NORMAL;
+                    // A dead letter keeps its level (record 13), not its
+                    // group: redriven at its level, without its group.
                     j.group = None;
                 } else {
                     q.purge(id).unwrap();

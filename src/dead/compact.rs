@@ -209,6 +209,9 @@ mod tests {
             attempts: 3,
             key: b"",
             error: b"boom",
+            queue: b"",
+            priority: crate::format::record::PRIORITY_NORMAL,
+            group: b"",
             payload,
         }
     }

@@ -1,8 +1,7 @@
 //! Record bodies: what each frame kind carries.
 //!
-//! Log segments hold kinds 1–5, 12, 14 and 15; the dead-letter file holds
-//! kinds 6–7 (kinds 8–10 are `done.rec`'s, 11 and 13 are reserved in
-//! `docs/design-queues.md`). Decoding is total: any byte string gives a
+//! Log segments hold kinds 1–5, 11, 12, 14 and 15; the dead-letter file
+//! holds kinds 6, 7 and 13 (kinds 8–10 are `done.rec`'s). Decoding is total: any byte string gives a
 //! record or a `None`.
 
 use super::{u16_at, u32_at, u64_at};
@@ -21,6 +20,16 @@ pub const KIND_KEY: u8 = 5;
 pub const KIND_DEAD: u8 = 6;
 /// Kind byte of a [`Record::Removed`].
 pub const KIND_REMOVED: u8 = 7;
+/// Kind byte of a [`Record::Dead`] of a named queue, a priority level
+/// other than Normal or a group (Dead2).
+pub const KIND_DEAD2: u8 = 13;
+/// Fixed part of a Dead2 body: the dead fixed part, then queue name
+/// length, priority, flags and group length.
+pub const DEAD2_FIXED_LEN: usize = DEAD_FIXED_LEN + 2 + 1 + 1 + 2;
+/// Kind byte of a [`Record::QueueDef`].
+pub const KIND_QUEUE_DEF: u8 = 11;
+/// Longest queue name (bytes).
+pub const MAX_QUEUE_NAME: usize = 64;
 /// Kind byte of an [`Record::Enqueue`] with a priority other than
 /// Normal, a group or a queue id (Enqueue2).
 pub const KIND_ENQUEUE2: u8 = 12;
@@ -119,6 +128,20 @@ pub struct DeadRec<'a> {
     pub error: &'a [u8],
     /// The payload.
     pub payload: &'a [u8],
+    /// The name of the job's queue, empty for the default queue.
+    pub queue: &'a [u8],
+    /// The job's priority level (1, Normal, by default).
+    pub priority: u8,
+    /// The job's message group, empty when none.
+    pub group: &'a [u8],
+}
+
+impl DeadRec<'_> {
+    /// Whether the record needs kind 13 (a named queue, a level other
+    /// than Normal or a group); otherwise it is kind 6, as before.
+    pub fn is_extended(&self) -> bool {
+        !self.queue.is_empty() || self.priority != PRIORITY_NORMAL || !self.group.is_empty()
+    }
 }
 
 /// The entries of a batch record (kind 14, AckMany: job ids; kind 15,
@@ -226,6 +249,14 @@ pub enum Record<'a> {
         /// Job id.
         id: u64,
     },
+    /// A named queue's id (kind 11, log): `queue id u16, name len u16,
+    /// name`.
+    QueueDef {
+        /// The queue id (1 and up; 0 is the default queue, never defined).
+        queue: u16,
+        /// The name: 1..=64 bytes of `[A-Za-z0-9_.-]`.
+        name: &'a [u8],
+    },
 }
 
 impl<'a> Record<'a> {
@@ -238,10 +269,12 @@ impl<'a> Record<'a> {
             Record::Ack { .. } => KIND_ACK,
             Record::Nack { .. } => KIND_NACK,
             Record::Key { .. } => KIND_KEY,
+            Record::Dead(d) if d.is_extended() => KIND_DEAD2,
             Record::Dead(_) => KIND_DEAD,
             Record::Removed { .. } => KIND_REMOVED,
             Record::AckMany(_) => KIND_ACK_MANY,
             Record::LeaseMany(_) => KIND_LEASE_MANY,
+            Record::QueueDef { .. } => KIND_QUEUE_DEF,
         }
     }
 
@@ -297,13 +330,27 @@ impl<'a> Record<'a> {
                 head.extend_from_slice(&d.attempts.to_le_bytes());
                 head.extend_from_slice(&len16(d.key).to_le_bytes());
                 head.extend_from_slice(&len16(d.error).to_le_bytes());
+                if d.is_extended() {
+                    head.extend_from_slice(&len16(d.queue).to_le_bytes());
+                    head.extend_from_slice(&[d.priority, 0]);
+                    head.extend_from_slice(&len16(d.group).to_le_bytes());
+                }
                 head.extend_from_slice(d.key);
                 head.extend_from_slice(d.error);
+                if d.is_extended() {
+                    head.extend_from_slice(d.queue);
+                    head.extend_from_slice(d.group);
+                }
                 d.payload
             }
             Record::AckMany(e) | Record::LeaseMany(e) => {
                 head.extend_from_slice(&count32(e.len()).to_le_bytes());
                 e.raw
+            }
+            Record::QueueDef { queue, name } => {
+                head.extend_from_slice(&queue.to_le_bytes());
+                head.extend_from_slice(&len16(name).to_le_bytes());
+                name
             }
         }
     }
@@ -357,13 +404,18 @@ impl<'a> Record<'a> {
                     key: body.get(DEAD_FIXED_LEN..key_end)?,
                     error: body.get(key_end..err_end)?,
                     payload: body.get(err_end..)?,
+                    queue: &[],
+                    priority: PRIORITY_NORMAL,
+                    group: &[],
                 }))
             }
+            KIND_DEAD2 => decode_dead2(body).map(Record::Dead),
             KIND_REMOVED if body.len() == 8 => Some(Record::Removed {
                 id: u64_at(body, 0)?,
             }),
             KIND_ACK_MANY => many(body, ACK_MANY_ENTRY).map(Record::AckMany),
             KIND_LEASE_MANY => many(body, LEASE_MANY_ENTRY).map(Record::LeaseMany),
+            KIND_QUEUE_DEF => decode_queue_def(body),
             _ => None,
         }
     }
@@ -377,7 +429,9 @@ impl<'a> Record<'a> {
         let width = match kind {
             KIND_ACK_MANY => ACK_MANY_ENTRY,
             KIND_LEASE_MANY => LEASE_MANY_ENTRY,
-            1..=7 | KIND_ENQUEUE2 => return Some(format!("record of kind {kind} does not decode")),
+            1..=7 | KIND_QUEUE_DEF | KIND_ENQUEUE2 | KIND_DEAD2 => {
+                return Some(format!("record of kind {kind} does not decode"))
+            }
             _ => return Some(format!("record of unknown kind {kind}")),
         };
         Some(match u32_at(body, 0) {
@@ -419,6 +473,52 @@ fn decode_enqueue2(body: &[u8]) -> Option<EnqueueRec<'_>> {
 }
 
 /// The entries of a batch body: a count, then exactly that many entries.
+fn decode_dead2(body: &[u8]) -> Option<DeadRec<'_>> {
+    let key_len = usize::from(u16_at(body, 28)?);
+    let err_len = usize::from(u16_at(body, 30)?);
+    let name_len = usize::from(u16_at(body, 32)?);
+    let priority = *body.get(34)?;
+    let flags = *body.get(35)?;
+    let group_len = usize::from(u16_at(body, 36)?);
+    if priority > PRIORITY_MAX || flags != 0 || group_len > MAX_GROUP_LEN {
+        return None;
+    }
+    let key_end = DEAD2_FIXED_LEN.checked_add(key_len)?;
+    let err_end = key_end.checked_add(err_len)?;
+    let name_end = err_end.checked_add(name_len)?;
+    let group_end = name_end.checked_add(group_len)?;
+    let d = DeadRec {
+        id: u64_at(body, 0)?,
+        enqueued_ms: u64_at(body, 8)?,
+        dead_ms: u64_at(body, 16)?,
+        attempts: u32_at(body, 24)?,
+        key: body.get(DEAD2_FIXED_LEN..key_end)?,
+        error: body.get(key_end..err_end)?,
+        queue: body.get(err_end..name_end)?,
+        group: body.get(name_end..group_end)?,
+        payload: body.get(group_end..)?,
+        priority,
+    };
+    let name_ok = d.queue.is_empty() || valid_queue_name(d.queue);
+    (name_ok && d.is_extended()).then_some(d)
+}
+
+fn decode_queue_def(body: &[u8]) -> Option<Record<'_>> {
+    let queue = u16_at(body, 0)?;
+    let len = usize::from(u16_at(body, 2)?);
+    let name = body.get(4..)?;
+    let valid = queue != 0 && name.len() == len && valid_queue_name(name);
+    valid.then_some(Record::QueueDef { queue, name })
+}
+
+/// Whether `name` is a valid queue name: 1..=64 bytes of `[A-Za-z0-9_.-]`.
+pub fn valid_queue_name(name: &[u8]) -> bool {
+    (1..=MAX_QUEUE_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 fn many(body: &[u8], width: usize) -> Option<Entries<'_>> {
     let count = usize::try_from(u32_at(body, 0)?).ok()?;
     let raw = body.get(4..)?;
@@ -502,7 +602,7 @@ mod tests {
             expires_ms: 100,
             key: b"k",
         });
-        round_trip(Record::Dead(DeadRec {
+        let dead = DeadRec {
             id: 1,
             enqueued_ms: 2,
             dead_ms: 3,
@@ -510,8 +610,68 @@ mod tests {
             key: b"",
             error: b"boom",
             payload: b"p",
-        }));
+            queue: b"",
+            priority: PRIORITY_NORMAL,
+            group: b"",
+        };
+        round_trip(Record::Dead(dead));
+        for (queue, priority, group) in [
+            (&b"emails"[..], PRIORITY_NORMAL, &b""[..]),
+            (b"", 3, b""),
+            (b"r.2", 0, b"customer-9"),
+        ] {
+            let d = DeadRec {
+                key: b"k",
+                queue,
+                priority,
+                group,
+                ..dead
+            };
+            assert_eq!(Record::Dead(d).kind(), KIND_DEAD2);
+            round_trip(Record::Dead(d));
+            let mut head = Vec::new();
+            let tail = Record::Dead(d).encode_into(&mut head);
+            let body = [head.as_slice(), tail].concat();
+            // Every strict cut of its fixed part is rejected.
+            for cut in 0..DEAD2_FIXED_LEN {
+                assert_eq!(Record::decode(KIND_DEAD2, &body[..cut]), None);
+            }
+        }
+        // Nothing extended, a bad name, an unknown flag: not kind 13.
+        let plain = {
+            let mut body = vec![0u8; DEAD2_FIXED_LEN];
+            body[34] = PRIORITY_NORMAL;
+            body
+        };
+        assert_eq!(Record::decode(KIND_DEAD2, &plain), None);
+        let mut bad_name = plain.clone();
+        bad_name[32] = 1;
+        bad_name.push(b'/');
+        assert_eq!(Record::decode(KIND_DEAD2, &bad_name), None);
+        let mut flagged = plain.clone();
+        flagged[34] = 0;
+        flagged[35] = 1;
+        assert_eq!(Record::decode(KIND_DEAD2, &flagged), None);
+        assert!(Record::malformed(KIND_DEAD2, &flagged)
+            .unwrap()
+            .contains("kind 13"));
         round_trip(Record::Removed { id: 5 });
+        round_trip(Record::QueueDef {
+            queue: 3,
+            name: b"emails.v2-x_y",
+        });
+        // Queue 0 is never defined; names outside the alphabet or the
+        // length limit, or a length that disagrees, do not decode.
+        for bad in [
+            [&0u16.to_le_bytes()[..], &1u16.to_le_bytes(), b"a"].concat(),
+            [&1u16.to_le_bytes()[..], &1u16.to_le_bytes(), b"/"].concat(),
+            [&1u16.to_le_bytes()[..], &0u16.to_le_bytes()].concat(),
+            [&1u16.to_le_bytes()[..], &2u16.to_le_bytes(), b"a"].concat(),
+            [&1u16.to_le_bytes()[..], &65u16.to_le_bytes(), &[b'a'; 65]].concat(),
+        ] {
+            assert_eq!(Record::decode(KIND_QUEUE_DEF, &bad), None, "{bad:?}");
+            assert!(Record::malformed(KIND_QUEUE_DEF, &bad).is_some());
+        }
         let mut acks = Vec::new();
         for id in [3u64, 1 << 40, 7] {
             push_ack_entry(&mut acks, id);

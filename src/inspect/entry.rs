@@ -30,6 +30,7 @@ impl<'a> Entry<'a> {
                 Record::Removed { .. } => "removed",
                 Record::AckMany(_) => "ack-many",
                 Record::LeaseMany(_) => "lease-many",
+                Record::QueueDef { .. } => "queue-def",
             },
             Entry::Done(d) => match d {
                 DoneRecord::Done { .. } => "done",
@@ -53,6 +54,7 @@ impl<'a> Entry<'a> {
                 | Record::Nack { id, .. }
                 | Record::Key { id, .. }
                 | Record::Removed { id } => id,
+                Record::QueueDef { .. } => 0,
             },
             Entry::Done(d) => d.id(),
         }
@@ -72,7 +74,8 @@ impl<'a> Entry<'a> {
                 | Record::Dead(_)
                 | Record::Removed { .. }
                 | Record::AckMany(_)
-                | Record::LeaseMany(_),
+                | Record::LeaseMany(_)
+                | Record::QueueDef { .. },
             )
             | Entry::Done(_) => None,
         }

@@ -275,7 +275,10 @@ impl<'a> Replay<'a> {
                 let ops = entries.leases().map(|(id, n)| Op::Lease(id, n));
                 return self.log_many(ops, r);
             }
-            Record::Key { .. } | Record::Dead(_) | Record::Removed { .. } => return,
+            Record::Key { .. }
+            | Record::Dead(_)
+            | Record::Removed { .. }
+            | Record::QueueDef { .. } => return,
         };
         self.see_id(r.entry.id());
         self.batch.push(op);

@@ -178,5 +178,8 @@ fn letter_of(msg: &StreamMessage) -> DeadLetter {
             .unwrap_or_default(),
         key: h.get(headers::KEY).and_then(|v| unhex(v.as_str())),
         payload: msg.payload.to_vec(),
+        queue: crate::DEFAULT_QUEUE.to_string(),
+        priority: crate::Priority::Normal,
+        group: None,
     }
 }

@@ -102,6 +102,10 @@ fn record_fields(r: Record<'_>, m: &mut Map<String, Value>) {
                 .collect();
             m.insert("leases".into(), Value::Array(leases));
         }
+        Record::QueueDef { queue, name } => {
+            m.insert("queue".into(), json!(queue));
+            render::put_bytes(m, "name", name);
+        }
         Record::Ack { .. } | Record::Removed { .. } => {}
     }
 }

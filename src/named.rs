@@ -1,0 +1,328 @@
+//! The named queues of a store: their ids and names, which queue each
+//! live job belongs to, and each named queue's own delivery order.
+//!
+//! Queue 0 is the default queue ("default"): its jobs are not in
+//! `queue_of` and its delivery order is the state's own (with the fresh
+//! cursor), so a store that uses no named queue pays one empty map. A job
+//! of a named queue is never fresh: it waits in its queue's [`Levels`]
+//! from its enqueue (due at its enqueue time), so FIFO within a queue is
+//! the `(due, id)` order, as for a job of a priority level.
+//!
+//! A name's QueueDef record (kind 11) is written before the first job of
+//! the queue, and written again before a job of the queue when the last
+//! one is no longer in the log that recovery reads (before the checkpoint
+//! the next open starts from, or in a segment deleted since): see
+//! [`Named::needs_def`] and docs/format.md, "Queue definitions".
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::record::{valid_queue_name, MAX_QUEUE_NAME};
+use crate::groups::Groups;
+use crate::idhash::IdMap;
+use crate::levels::Levels;
+use crate::queue_options::QueueOptions;
+
+/// Most named queues a store knows at once (the default queue not
+/// counted).
+pub const MAX_QUEUES: usize = 1024;
+
+/// Name of queue 0, the queue `Queue::open` returns.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A named queue's name and where its latest QueueDef record is.
+#[derive(Debug, Clone)]
+pub struct Def {
+    /// The name.
+    pub name: String,
+    /// `(segment, lsn)` of its latest QueueDef record, if one was written.
+    pub written: Option<(u32, u64)>,
+}
+
+/// The delivery order of one named queue.
+#[derive(Debug, Default)]
+pub struct Lane {
+    /// Its waiting jobs by level.
+    pub order: Levels,
+    /// Its message groups.
+    pub groups: Groups,
+    /// Its live jobs.
+    pub live: u64,
+}
+
+/// The named queues of a store (see the module docs).
+#[derive(Debug, Default)]
+pub struct Named {
+    queue_of: IdMap<u16>,
+    lanes: HashMap<u16, Lane>,
+    defs: BTreeMap<u16, Def>,
+    by_name: HashMap<String, u16>,
+    /// Options given to `Store::queue_with`, by queue id.
+    opts: HashMap<u16, QueueOptions>,
+    /// The highest queue id seen (defined, or on a job).
+    max_id: u16,
+}
+
+/// Checks a queue name against the rules: 1..=64 bytes of
+/// `[A-Za-z0-9_.-]`.
+pub fn validate_name(name: &str) -> Result<()> {
+    if valid_queue_name(name.as_bytes()) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidOptions,
+        format!(
+            "queue name {name:?} is invalid: a name is 1 to {MAX_QUEUE_NAME} bytes of A-Z, a-z, 0-9, '_', '.' and '-'"
+        ),
+    ))
+}
+
+/// The hash of an idempotency or group key of queue `q`: the key's own
+/// hash for the default queue (so a single-queue store's hashes are those
+/// of earlier versions), a hash that covers the queue id for the others,
+/// so that the same key on two queues is two keys.
+pub fn scoped_hash(q: u16, key: &[u8]) -> u128 {
+    if q == 0 {
+        return crate::keys::key_hash(key);
+    }
+    let mut bytes = Vec::with_capacity(key.len() + 12);
+    bytes.extend_from_slice(b"walq-q");
+    bytes.extend_from_slice(&q.to_le_bytes());
+    bytes.extend_from_slice(key);
+    crate::keys::key_hash(&bytes)
+}
+
+impl Named {
+    /// The queue of live job `id` (0 when it is the default queue's).
+    pub fn queue_of(&self, id: u64) -> u16 {
+        if self.queue_of.is_empty() {
+            return 0;
+        }
+        self.queue_of.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Whether any job of a named queue is live.
+    pub fn has_live(&self) -> bool {
+        !self.queue_of.is_empty()
+    }
+
+    /// Makes live job `id` a job of queue `q`.
+    pub fn assign(&mut self, id: u64, q: u16) {
+        if q == 0 {
+            return;
+        }
+        self.max_id = self.max_id.max(q);
+        if self.queue_of.insert(id, q).is_none() {
+            self.lanes.entry(q).or_default().live += 1;
+        }
+    }
+
+    /// Forgets finished job `id`'s queue.
+    pub fn forget(&mut self, id: u64) {
+        if self.queue_of.is_empty() {
+            return;
+        }
+        if let Some(q) = self.queue_of.remove(&id) {
+            if let Some(lane) = self.lanes.get_mut(&q) {
+                lane.live = lane.live.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Queue `q`'s lane (created empty when new).
+    pub fn lane_mut(&mut self, q: u16) -> &mut Lane {
+        self.lanes.entry(q).or_default()
+    }
+
+    /// Queue `q`'s lane, if it has one.
+    pub fn lane(&self, q: u16) -> Option<&Lane> {
+        self.lanes.get(&q)
+    }
+
+    /// Every lane, with its queue id.
+    pub fn lanes(&self) -> impl Iterator<Item = (u16, &Lane)> + '_ {
+        self.lanes.iter().map(|(q, l)| (*q, l))
+    }
+
+    /// Every lane, mutably.
+    pub fn lanes_mut(&mut self) -> impl Iterator<Item = &mut Lane> + '_ {
+        self.lanes.values_mut()
+    }
+
+    /// The id of queue `name`, giving it the next free id if it is new
+    /// (no record is written: the first enqueue writes its QueueDef).
+    pub fn id_for(&mut self, name: &str) -> Result<u16> {
+        validate_name(name)?;
+        if name == DEFAULT_QUEUE {
+            return Ok(0);
+        }
+        if let Some(&q) = self.by_name.get(name) {
+            return Ok(q);
+        }
+        if self.defs.len() >= MAX_QUEUES {
+            return Err(Error::new(
+                ErrorKind::InvalidOptions,
+                format!(
+                    "a store holds at most {MAX_QUEUES} named queues; {name:?} would be one more"
+                ),
+            ));
+        }
+        let q = match self.max_id.checked_add(1) {
+            Some(q) => q,
+            None => (1..=u16::MAX)
+                .find(|q| !self.defs.contains_key(q) && !self.lanes.contains_key(q))
+                .ok_or_else(|| Error::new(ErrorKind::InvalidOptions, "queue ids exhausted"))?,
+        };
+        self.define(q, name, None);
+        Ok(q)
+    }
+
+    /// Records that queue `q` is `name` (a replayed or written QueueDef:
+    /// the latest for a name or an id wins).
+    pub fn define(&mut self, q: u16, name: &str, written: Option<(u32, u64)>) {
+        self.max_id = self.max_id.max(q);
+        if let Some(old) = self.defs.get(&q) {
+            if old.name != name {
+                self.by_name.remove(&old.name);
+            }
+        }
+        if let Some(other) = self.by_name.insert(name.to_string(), q) {
+            if other != q {
+                self.defs.remove(&other);
+            }
+        }
+        self.defs.insert(
+            q,
+            Def {
+                name: name.to_string(),
+                written,
+            },
+        );
+        self.lanes.entry(q).or_default();
+    }
+
+    /// Sets queue `q`'s options (replacing earlier ones).
+    pub fn set_options(&mut self, q: u16, opts: QueueOptions) {
+        if opts == QueueOptions::default() {
+            self.opts.remove(&q);
+        } else {
+            self.opts.insert(q, opts);
+        }
+    }
+
+    /// Queue `q`'s options, if it has any of its own.
+    pub fn options(&self, q: u16) -> Option<&QueueOptions> {
+        if self.opts.is_empty() {
+            return None;
+        }
+        self.opts.get(&q)
+    }
+
+    /// The id of queue `name` if the store knows it (nothing is given a
+    /// new id).
+    pub fn lookup(&self, name: &str) -> Option<u16> {
+        if name == DEFAULT_QUEUE {
+            return Some(0);
+        }
+        self.by_name.get(name).copied()
+    }
+
+    /// The name of queue `q`.
+    pub fn name(&self, q: u16) -> Option<&str> {
+        if q == 0 {
+            return Some(DEFAULT_QUEUE);
+        }
+        self.defs.get(&q).map(|d| d.name.as_str())
+    }
+
+    /// Whether queue `q`'s QueueDef must be written (again) before a job
+    /// of it: none was written, or the last one is before `floor` (the
+    /// LSN the next open's checkpoint starts from) or in a segment below
+    /// `first_seg` (deleted).
+    pub fn needs_def(&self, q: u16, floor: u64, first_seg: u32) -> bool {
+        match self.defs.get(&q).and_then(|d| d.written) {
+            Some((seg, lsn)) => lsn < floor || seg < first_seg,
+            None => q != 0,
+        }
+    }
+
+    /// Queues with live jobs whose QueueDef is in segment `seg` (to be
+    /// written again before it is deleted).
+    pub fn defs_in(&self, seg: u32) -> Vec<(u16, String)> {
+        self.defs
+            .iter()
+            .filter(|(q, d)| {
+                d.written.is_some_and(|(s, _)| s == seg)
+                    && self.lanes.get(q).is_some_and(|l| l.live > 0)
+            })
+            .map(|(q, d)| (*q, d.name.clone()))
+            .collect()
+    }
+
+    /// Heap bytes of the map of jobs to queues.
+    pub fn heap_bytes(&self) -> usize {
+        self.queue_of.capacity() * 11
+    }
+
+    /// Checks the per-queue live counts against `queue_of`.
+    pub fn check(&self) {
+        let mut live: HashMap<u16, u64> = HashMap::new();
+        for q in self.queue_of.values() {
+            *live.entry(*q).or_default() += 1;
+        }
+        for (q, lane) in &self.lanes {
+            assert_eq!(
+                lane.live,
+                live.get(q).copied().unwrap_or(0),
+                "queue {q} live count"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_ids_given_once() {
+        let mut n = Named::default();
+        assert_eq!(n.id_for("default").unwrap(), 0);
+        assert_eq!(n.id_for("emails").unwrap(), 1);
+        assert_eq!(n.id_for("reports").unwrap(), 2);
+        assert_eq!(n.id_for("emails").unwrap(), 1);
+        for bad in ["", "a/b", "é", &"x".repeat(65)] {
+            let e = n.id_for(bad).unwrap_err();
+            assert!(e.to_string().contains("1 to 64 bytes"), "{e}");
+        }
+        assert!(n.needs_def(1, 0, 0));
+        n.define(1, "emails", Some((3, 10)));
+        assert!(!n.needs_def(1, 10, 3));
+        assert!(n.needs_def(1, 11, 3));
+        assert!(n.needs_def(1, 0, 4));
+        assert!(!n.needs_def(0, 100, 100));
+    }
+
+    #[test]
+    fn the_queue_limit_is_an_error() {
+        let mut n = Named::default();
+        for i in 0..MAX_QUEUES {
+            n.id_for(&format!("q{i}")).unwrap();
+        }
+        let e = n.id_for("one-more").unwrap_err();
+        assert!(e.to_string().contains("at most 1024"), "{e}");
+    }
+
+    #[test]
+    fn live_counts_follow_assign_and_forget() {
+        let mut n = Named::default();
+        n.assign(5, 2);
+        n.assign(6, 2);
+        n.assign(7, 0);
+        assert_eq!(n.queue_of(5), 2);
+        assert_eq!(n.queue_of(7), 0);
+        n.forget(5);
+        assert_eq!(n.lane(2).unwrap().live, 1);
+        n.check();
+    }
+}

@@ -35,7 +35,7 @@
 //!   letters have a reason (a fail, or attempts used up), one lease has
 //!   one holder, and the stats and files on disk add up. Levels and
 //!   groups: every job found carries the level and group it was enqueued
-//!   with (a redriven one may be `Normal` without a group); the levels of
+//!   with (a redriven one keeps its level and leaves its group); the levels of
 //!   the leased jobs follow the 15-slot cycle (it restarts at the open),
 //!   the ready order above holds within each level, and at most one job
 //!   per group is leased. The jobs behind their group's head are found by
@@ -162,7 +162,8 @@ fn group_num(key: Option<&[u8]>) -> Result<u64, String> {
 }
 
 /// Whether a job carries the level and group its payload asked for; a job
-/// that may have been redriven may instead be `Normal` without a group.
+/// that may have been redriven may instead be without its group (a
+/// redriven dead letter keeps its level and leaves its group).
 fn placement_error(job: &Job, spec: &Spec, maybe_redriven: bool) -> Option<String> {
     let level = job.priority() as u8;
     let group = match group_num(job.group()) {
@@ -170,8 +171,7 @@ fn placement_error(job: &Job, spec: &Spec, maybe_redriven: bool) -> Option<Strin
         Err(e) => return Some(format!("job {}: {e}", job.id())),
     };
     let asked = (spec.level, spec.group);
-    let redriven = (Priority::Normal as u8, 0);
-    if (level, group) == asked || (maybe_redriven && (level, group) == redriven) {
+    if (level, group) == asked || (maybe_redriven && (level, group) == (spec.level, 0)) {
         return None;
     }
     Some(format!(

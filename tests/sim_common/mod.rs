@@ -186,7 +186,8 @@ pub struct JobModel {
     pub priority: Priority,
     /// The message group it was enqueued with.
     pub group: Option<String>,
-    /// A redrive was issued for it (a redriven job comes back at Normal).
+    /// A redrive was issued for it (a redriven job keeps its level and
+    /// leaves its group).
     pub redriven: bool,
 }
 
@@ -1032,7 +1033,7 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
         if let Some(j) = m.jobs.get(&id) {
             let p = job.priority();
             assert!(
-                p == j.priority || (j.redriven && p == Priority::Normal),
+                p == j.priority,
                 "{label}: job {id} comes back at {p:?}, enqueued at {:?}",
                 j.priority
             );

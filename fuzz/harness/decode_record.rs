@@ -34,8 +34,8 @@ pub fn run(data: &[u8]) {
     check_sealed(buf, seg_id);
     if let Some((&kind, body)) = buf.split_first() {
         check_record(kind, body);
-        // Every kind a log, dead-letter or completion file holds (11 and
-        // 13 are reserved, and decode to nothing; 12 is Enqueue2).
+        // Every kind a log, dead-letter or completion file holds (11 is
+        // QueueDef, 12 Enqueue2, 13 a dead letter naming its queue).
         for kind in 1..=15 {
             check_record(kind, body);
         }

@@ -99,6 +99,30 @@ fn priorities(q: &Queue, _clock: &ManualClock) {
 }
 
 /// Dead letters redriven and purged, keys of finished jobs.
+/// Two named queues beside the default one (QueueDef records, kind 11;
+/// Enqueue2 with a queue id), a keyed job on each, and a dead letter of a
+/// named queue at Urgent (`dead.wal` kind 13).
+fn named_queues(q: &Queue, _clock: &ManualClock) {
+    let store = q.store();
+    let emails = store.queue("emails").expect("queue");
+    let reports = store.queue("reports").expect("queue");
+    emails
+        .enqueue_with(b"e-dead", EnqueueOptions::new().priority(Priority::Urgent))
+        .expect("enqueue");
+    let job = emails.dequeue().expect("dequeue").expect("a job");
+    emails
+        .fail(job.receipt(), "to the dead letters")
+        .expect("fail");
+    emails
+        .enqueue_with(b"e-keyed", EnqueueOptions::new().idempotency_key("k"))
+        .expect("enqueue");
+    reports
+        .enqueue_with(b"r-keyed", EnqueueOptions::new().idempotency_key("k"))
+        .expect("enqueue");
+    q.enqueue(b"d-1").expect("enqueue");
+    let _leased = reports.dequeue().expect("dequeue").expect("a job");
+}
+
 fn dead_letters(q: &Queue, clock: &ManualClock) {
     for i in 0..5u8 {
         let key = format!("k{i}");
@@ -200,12 +224,13 @@ fn refs(files: &[(u8, Vec<u8>)]) -> Vec<(u8, &[u8])> {
 /// future version, leftover temporary files, a missing segment).
 pub fn recover_segment() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    let workloads: [(&str, Workload); 5] = [
+    let workloads: [(&str, Workload); 6] = [
         ("empty", empty),
         ("mixed", mixed),
         ("dead", dead_letters),
         ("rotation", rotation),
         ("priorities", priorities),
+        ("named", named_queues),
     ];
     for (name, work) in workloads {
         let files = workload_files(work);
@@ -288,7 +313,13 @@ pub fn recover_segment() -> Vec<(String, Vec<u8>)> {
 pub fn decode_record() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut seen_kinds = std::collections::BTreeSet::new();
-    for work in [mixed as Workload, dead_letters, batches, priorities] {
+    for work in [
+        mixed as Workload,
+        dead_letters,
+        batches,
+        priorities,
+        named_queues,
+    ] {
         for (tag, bytes) in workload_files(work) {
             let seed = u32::from(tag);
             let mut input = |name: String, body: &[u8]| {

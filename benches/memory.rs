@@ -13,7 +13,8 @@
 //!
 //! The last rows give every 100 B job a message group of its own (a
 //! million groups by default, the worst case for the group table), then
-//! drain them: a group costs memory only while it has a job.
+//! drain them: a group costs memory only while it has a job. The very last
+//! row puts the jobs on a named queue of the store.
 //!
 //! `cargo bench --bench memory`
 
@@ -128,6 +129,35 @@ fn groups_row(size: usize, jobs: u64) {
     );
 }
 
+/// The jobs on a named queue of the store (`emails`) instead of the
+/// default queue: what a job costs for the queue it belongs to.
+fn named_row(size: usize, jobs: u64) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Os);
+    let emails = q.store().queue("emails").expect("queue");
+    let p = payload(size);
+    let (anon0, _) = rss();
+    let mut left = jobs;
+    while left > 0 {
+        let k = left.min(100) as usize;
+        emails
+            .enqueue_batch(std::iter::repeat_n(&p[..], k))
+            .expect("enqueue_batch");
+        left -= k as u64;
+    }
+    let (anon1, _) = rss();
+    let st = emails.stats();
+    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / jobs as f64;
+    println!(
+        "| {size:>6} B | {jobs:>9} | queued on a named queue | {:>6.1} | {:>6} | {:>6.1} | {:>8} | {:>6} |",
+        per(anon1, anon0),
+        "",
+        st.index_bytes as f64 / jobs as f64,
+        "",
+        st.disk_bytes / (1 << 20),
+    );
+}
+
 fn main() {
     // Under `cargo test --benches` (no `--bench`), a quick smoke run.
     let default = if common::bench_mode() {
@@ -143,4 +173,5 @@ fn main() {
     row(1024, jobs);
     row(64 * 1024, (jobs / 20).max(1));
     groups_row(100, jobs);
+    named_row(100, jobs);
 }

@@ -73,8 +73,9 @@ impl QueueState {
             .collect()
     }
 
-    /// The named queues that have live jobs, and those jobs with their
-    /// queue (the version 4 section; both empty when no such job is live).
+    /// The named queues, and the live jobs of named queues with their
+    /// queue (the version 4 section; written only when there is such a
+    /// job).
     fn capture_queues(&self) -> (Vec<CkQueue>, Vec<(u64, u16)>) {
         let jobs = self.named.jobs_by_id();
         let queues = self

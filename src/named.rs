@@ -262,10 +262,13 @@ impl Named {
         jobs
     }
 
-    /// The queues of `jobs` ([`Named::jobs_by_id`]), by id, with their
-    /// name and the place of their latest QueueDef (for the checkpoint).
+    /// Every named queue the store knows and every queue of `jobs`
+    /// ([`Named::jobs_by_id`]), by id, with its name and the place of its
+    /// latest QueueDef (for the checkpoint: queues without live jobs keep
+    /// their ids, so the keys scoped to them stay theirs).
     pub fn defs_of(&self, jobs: &[(u64, u16)]) -> Vec<(u16, Def)> {
-        let ids: std::collections::BTreeSet<u16> = jobs.iter().map(|j| j.1).collect();
+        let mut ids: std::collections::BTreeSet<u16> = jobs.iter().map(|j| j.1).collect();
+        ids.extend(self.defs.keys());
         let unnamed = |q| Def {
             name: format!("queue-{q}"),
             written: None,

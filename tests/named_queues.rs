@@ -1084,3 +1084,31 @@ fn a_damaged_queue_section_falls_back_to_the_scan() {
         assert_eq!(got, want, "{why}");
     }
 }
+
+#[test]
+fn a_queue_without_live_jobs_keeps_its_id_and_keys_across_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let key = || EnqueueOptions::new().idempotency_key("once");
+    // Queue b's keyed job is finished (its key is in the dedup window);
+    // queue a has a live job, so the checkpoint is version 4.
+    let b = store.queue("b").unwrap();
+    b.enqueue_with(b"b-done", key()).unwrap();
+    assert_eq!(drain(&b), ["b-done"]);
+    store.queue("a").unwrap().enqueue(b"a-live").unwrap();
+    store.close().unwrap();
+    drop((b, store));
+    assert_eq!(checkpoint_version(dir.path()), 4);
+    let copy = scanned(dir.path());
+    for (dir, from_checkpoint) in [(copy.path(), false), (dir.path(), true)] {
+        let store = open(dir, &clock);
+        assert_eq!(store.recovery_report().checkpoint_used, from_checkpoint);
+        // A new queue gets an id of its own: the key is not b's there.
+        let c = store.queue("c").unwrap();
+        assert!(!c.enqueue_with(b"c", key()).unwrap().duplicate);
+        let b = store.queue("b").unwrap();
+        assert!(b.enqueue_with(b"b-again", key()).unwrap().duplicate);
+        assert_eq!(lease_all(&store.queue("a").unwrap()), ["a-live"]);
+    }
+}

@@ -19,10 +19,12 @@ use std::sync::atomic::Ordering;
 
 use super::{stored_key, QueueState};
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{Checkpoint, CkKey, CkSegment, CkSlot, Slots, FLAG_CLEAN};
+use crate::format::checkpoint::{Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, Slots, FLAG_CLEAN};
 use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::groups::Groups;
 use crate::jobs::SlotState;
 use crate::keys::{key_check, key_hash, IN_DEAD_LETTERS};
+use crate::levels::Levels;
 use crate::segment::Segment;
 use crate::vfs::Vfs;
 
@@ -61,6 +63,32 @@ impl QueueState {
     /// times segment size plus the tail): the periodic checkpoint's clock.
     pub(crate) fn log_position(&self) -> u64 {
         u64::from(self.log.active().id) * self.log.seg_size + u64::from(self.log.tail)
+    }
+
+    /// The delivery order and groups of every queue, the default first.
+    fn all_lanes(&self) -> Vec<(&Levels, &Groups)> {
+        let named = self.named.lanes().map(|(_, l)| (&l.order, &l.groups));
+        std::iter::once((&self.delivery, &self.groups))
+            .chain(named)
+            .collect()
+    }
+
+    /// The named queues, and the live jobs of named queues with their
+    /// queue (the version 4 section; written only when there is such a
+    /// job).
+    fn capture_queues(&self) -> (Vec<CkQueue>, Vec<(u64, u16)>) {
+        let jobs = self.named.jobs_by_id();
+        let queues = self
+            .named
+            .defs_of(&jobs)
+            .into_iter()
+            .map(|(id, d)| CkQueue {
+                id,
+                def: d.written,
+                name: d.name,
+            })
+            .collect();
+        (queues, jobs)
     }
 
     /// The index as a checkpoint covering every record written so far.
@@ -109,6 +137,8 @@ impl QueueState {
                 })
             })
             .collect();
+        let (queues, queue_jobs) = self.capture_queues();
+        let lanes = self.all_lanes();
         Checkpoint {
             flags: if clean { FLAG_CLEAN } else { 0 },
             generation,
@@ -128,14 +158,17 @@ impl QueueState {
                 .iter()
                 .map(|(id, s)| (*id, ck_slot(s, self.priority_of(*id))))
                 .collect(),
-            waiting: self
-                .delivery
-                .waiting_ids()
-                .filter_map(|id| Some((id, self.delivery.due_of(id)?)))
-                .chain(self.groups.blocked())
+            waiting: lanes
+                .iter()
+                .flat_map(|(order, groups)| {
+                    let due = |id| Some((id, order.due_of(id)?));
+                    order.waiting_ids().filter_map(due).chain(groups.blocked())
+                })
                 .collect(),
-            groups: self.groups.members().collect(),
+            groups: lanes.iter().flat_map(|(_, g)| g.members()).collect(),
             keys,
+            queues,
+            queue_jobs,
         }
     }
 }

@@ -125,12 +125,6 @@ impl QueueState {
         self.def_floor = self.def_floor.max(next_lsn);
     }
 
-    /// Whether a job of a named queue is live (no checkpoint is written
-    /// then: docs/format.md, "Queue definitions").
-    pub(crate) fn has_named_live(&self) -> bool {
-        self.named.has_live()
-    }
-
     /// `(ready, delayed)` of queue `q` at `now`.
     fn lane_counts(&mut self, q: u16, now: u64) -> (u64, u64) {
         let (order, groups) = self.lane_parts(q);

@@ -101,11 +101,6 @@ impl Named {
         self.queue_of.get(&id).copied().unwrap_or(0)
     }
 
-    /// Whether any job of a named queue is live.
-    pub fn has_live(&self) -> bool {
-        !self.queue_of.is_empty()
-    }
-
     /// Makes live job `id` a job of queue `q`.
     pub fn assign(&mut self, id: u64, q: u16) {
         if q == 0 {
@@ -256,6 +251,30 @@ impl Named {
                     && self.lanes.get(q).is_some_and(|l| l.live > 0)
             })
             .map(|(q, d)| (*q, d.name.clone()))
+            .collect()
+    }
+
+    /// Each live job of a named queue with its queue, by job id (for the
+    /// checkpoint).
+    pub fn jobs_by_id(&self) -> Vec<(u64, u16)> {
+        let mut jobs: Vec<(u64, u16)> = self.queue_of.iter().map(|(id, q)| (*id, *q)).collect();
+        jobs.sort_unstable();
+        jobs
+    }
+
+    /// Every named queue the store knows and every queue of `jobs`
+    /// ([`Named::jobs_by_id`]), by id, with its name and the place of its
+    /// latest QueueDef (for the checkpoint: queues without live jobs keep
+    /// their ids, so the keys scoped to them stay theirs).
+    pub fn defs_of(&self, jobs: &[(u64, u16)]) -> Vec<(u16, Def)> {
+        let mut ids: std::collections::BTreeSet<u16> = jobs.iter().map(|j| j.1).collect();
+        ids.extend(self.defs.keys());
+        let unnamed = |q| Def {
+            name: format!("queue-{q}"),
+            written: None,
+        };
+        ids.into_iter()
+            .map(|q| (q, self.defs.get(&q).cloned().unwrap_or_else(|| unnamed(q))))
             .collect()
     }
 

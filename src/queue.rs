@@ -333,11 +333,6 @@ impl Queue {
     /// (a failed log sync poisons the queue, as any; a checkpoint that
     /// cannot be written is only left out). A close waits for it.
     fn checkpoint_if_due(&self, mut st: MutexGuard<'_, QueueState>) {
-        if st.has_named_live() {
-            // Docs/format.md, "Queue definitions": the checkpoint does not
-            // record jobs' queues.
-            return;
-        }
         let Some((ck, writing)) = self.inner.checkpoints.due(&st) else {
             return;
         };
@@ -837,13 +832,9 @@ impl Queue {
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
             // Best effort: without a checkpoint the next open scans the
-            // whole log. Everything it covers was synced just above. None
-            // while a named queue has a live job (docs/format.md, "Queue
-            // definitions").
-            if !st.has_named_live() {
-                let (ck, _writing) = self.inner.checkpoints.clean(&st);
-                let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
-            }
+            // whole log. Everything it covers was synced just above.
+            let (ck, _writing) = self.inner.checkpoints.clean(&st);
+            let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
             // Best effort: without the record (a full disk, say) the next
             // open just has one check fewer; an older record stays valid
             // (the log only grows).
@@ -899,8 +890,7 @@ fn missed_checkpoint(weak: &Weak<Inner>) -> Option<crate::format::checkpoint::Ch
             return None;
         }
         if let Some(mut st) = inner.state.try_lock_for(Duration::from_millis(1)) {
-            // As in `checkpoint_if_due`: none while named queues have jobs.
-            if stopped() || st.has_named_live() {
+            if stopped() {
                 return None;
             }
             let ck = inner.checkpoints.missed(&st)?;

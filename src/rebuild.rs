@@ -23,7 +23,7 @@ use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_check, key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::Log;
-use crate::named::{scoped_hash, Named};
+use crate::named::{scoped_hash, Def, Named};
 use crate::options::{Durability, Options};
 use crate::segment::Segment;
 use crate::stats::RecoveryReport;
@@ -38,9 +38,10 @@ pub(crate) struct Replay {
     groups: IdMap<u128>,
     /// Live jobs of a named queue: the queue id.
     queues: IdMap<u16>,
-    /// QueueDef records seen: queue id, name, `(segment, lsn)`, in log
-    /// order.
-    defs: Vec<(u16, String, u32, u64)>,
+    /// Queue names known: the checkpoint's (with where their QueueDef
+    /// was, if written), then the QueueDef records replayed, in log
+    /// order, by queue id.
+    defs: Vec<(u16, Def)>,
     in_flight: IdSet,
     /// Keys by their hash and an independent check hash: distinct keys
     /// that share a hash keep an entry each.
@@ -211,6 +212,7 @@ impl Replay {
             }
             replay.due.insert(id, due);
         }
+        checkpoint_queues(ck, &mut replay)?;
         let fresh_of_a_level = replay
             .levels
             .keys()
@@ -247,6 +249,34 @@ impl Replay {
         replay.counts = Some(counts);
         Ok(replay)
     }
+}
+
+/// The checkpoint's named queues and their jobs into `replay` (version
+/// 4): every job listed must be live and waiting or in flight (a job of a
+/// named queue is never fresh), and a QueueDef's place inside the log the
+/// checkpoint covers. `Err` says what does not add up.
+fn checkpoint_queues(ck: &Checkpoint, replay: &mut Replay) -> std::result::Result<(), String> {
+    let damaged = |what: &str| Err(format!("damaged: {what}"));
+    let last_seg = ck.first_seg.saturating_add(ck.segments.len() as u32);
+    for q in &ck.queues {
+        if let Some((seg, lsn)) = q.def {
+            if seg >= last_seg || lsn >= ck.next_lsn {
+                return damaged("a QueueDef after the log the checkpoint covers");
+            }
+        }
+        let (name, written) = (q.name.clone(), q.def);
+        replay.defs.push((q.id, Def { name, written }));
+    }
+    for &(id, q) in &ck.queue_jobs {
+        if replay.jobs.get(id).is_none() {
+            return damaged("a job of a named queue is not live");
+        }
+        if !replay.due.contains_key(&id) && !replay.in_flight.contains(&id) {
+            return damaged("a job of a named queue is not waiting");
+        }
+        replay.queues.insert(id, q);
+    }
+    Ok(())
 }
 
 /// A stored slot as a table slot (a job in flight is noted in
@@ -457,7 +487,8 @@ pub(crate) fn apply(
         Record::QueueDef { queue, name } => {
             // Decoding checked the name: it is ASCII.
             let name = String::from_utf8_lossy(name).into_owned();
-            replay.defs.push((queue, name, seg.id, f.lsn));
+            let written = Some((seg.id, f.lsn));
+            replay.defs.push((queue, Def { name, written }));
         }
         Record::Dead(_) | Record::Removed { .. } => {
             let what = "a dead-letter record inside a log segment".to_string();
@@ -780,8 +811,8 @@ pub(crate) fn finish(
     report.records = replay.records;
     let dedup_ms = ms(opts.dedup_window);
     let mut named = Named::default();
-    for (q, name, seg, lsn) in std::mem::take(&mut replay.defs) {
-        named.define(q, &name, Some((seg, lsn)));
+    for (q, def) in std::mem::take(&mut replay.defs) {
+        named.define(q, &def.name, def.written);
     }
     add_dead_letter_keys(&mut replay, &mut named, &dead, dedup_ms)?;
     // Replay marks every job fresh; `restore_jobs` decides again.
@@ -802,12 +833,6 @@ pub(crate) fn finish(
         }
     }
     state.restore_groups(&mut replay);
-    if state.named.has_live() && !report.checkpoint_used {
-        let why = report.checkpoint_fallback.take().unwrap_or_default();
-        report.checkpoint_fallback = Some(format!(
-            "{why}; named queues had live jobs, and no checkpoint is written then (docs/format.md, \"Queue definitions\")"
-        ));
-    }
     let mut left = state.restore_jobs(&replay, &mut report)?;
     state.settle_leftovers(&mut replay, &mut left)?;
     let now = state.now(clock);

@@ -179,10 +179,10 @@ fn a_damaged_checkpoint_falls_back_to_the_full_scan() {
             &format!("cut at {cut}"),
         );
     }
-    // Versions 1 to 3 are read; the next one is not.
-    let mut v4 = good.clone();
-    v4[8] = 4;
-    falls_back(dir.path(), now, &v4, "version 4", "version 4");
+    // Versions 1 to 4 are read; the next one is not.
+    let mut v5 = good.clone();
+    v5[8] = 5;
+    falls_back(dir.path(), now, &v5, "version 5", "version 5");
 }
 
 #[test]

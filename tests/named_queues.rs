@@ -213,11 +213,12 @@ fn a_full_scan_keeps_each_job_in_its_queue() {
     let expect = fill(&store);
     store.close().unwrap();
     drop(store);
+    std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
     let store = open(dir.path(), &clock);
     let report = store.recovery_report().clone();
     assert!(!report.checkpoint_used);
     let why = report.checkpoint_fallback.unwrap_or_default();
-    assert!(why.contains("named queues had live jobs"), "{why}");
+    assert!(why.contains("missing"), "{why}");
     assert_eq!(contents(&store, &["a", "b", "default"]), expect);
     store.default_queue().check_invariants();
 }
@@ -469,15 +470,20 @@ fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
     assert!(store.stats().total.carried_total >= 1);
     drop((a, default));
     drop(store);
-    let store = open(dir.path(), &clock);
-    assert!(!store.recovery_report().checkpoint_used);
-    let a = store.queue("a").unwrap();
-    let dup = a
-        .enqueue_with(b"again", EnqueueOptions::new().idempotency_key("k"))
-        .unwrap();
-    assert!(dup.duplicate, "the carried job's key is still scoped to a");
-    assert_eq!(lease_all(&a), ["kept"]);
-    assert!(store.default_queue().dequeue().unwrap().is_none());
+    // By the full scan, and from the (version 4) checkpoint.
+    let copy = scanned(dir.path());
+    for (dir, from_checkpoint) in [(copy.path(), false), (dir.path(), true)] {
+        let store = open(dir, &clock);
+        let used = store.recovery_report().checkpoint_used;
+        assert_eq!(used, from_checkpoint);
+        let a = store.queue("a").unwrap();
+        let dup = a
+            .enqueue_with(b"again", EnqueueOptions::new().idempotency_key("k"))
+            .unwrap();
+        assert!(dup.duplicate, "the carried job's key is still scoped to a");
+        assert_eq!(lease_all(&a), ["kept"]);
+        assert!(store.default_queue().dequeue().unwrap().is_none());
+    }
 }
 
 #[test]
@@ -922,4 +928,187 @@ fn a_full_disk_on_a_new_queues_first_job_does_not_poison_the_store() {
     store.default_queue().enqueue(b"after").unwrap();
     assert_eq!(lease_all(&a), ["accepted"]);
     store.default_queue().check_invariants();
+}
+
+/// Jobs on queues a, b and the default queue: levels, a delay, a group,
+/// jobs acked and one left leased (released by the next open).
+/// Returns the clock's time at the end.
+fn mixed_workload(store: &Store, clock: &ManualClock) -> u64 {
+    for round in 0..3 {
+        for name in ["a", "b", "default"] {
+            let q = store.queue(name).unwrap();
+            for i in 0..6 {
+                let p = format!("{name}-{round}-{i}");
+                let opts = match i {
+                    1 => EnqueueOptions::new().priority(Priority::High),
+                    2 | 3 => EnqueueOptions::new().group(format!("g{round}")),
+                    4 => EnqueueOptions::new().delay(Duration::from_secs(5)),
+                    _ => EnqueueOptions::new(),
+                };
+                q.enqueue_with(&[p.as_bytes(), &[0u8; 200]].concat(), opts)
+                    .unwrap();
+            }
+            let job = q.dequeue().unwrap().unwrap();
+            q.ack(job.receipt()).unwrap();
+        }
+        clock.advance(Duration::from_secs(1));
+    }
+    // Left leased: released on the next open.
+    let leased = store.queue("b").unwrap().dequeue().unwrap();
+    assert!(leased.is_some());
+    1_000_000 + 3_000
+}
+
+/// Every job of queues a, b and default in the order each queue serves
+/// it (acking each, past every delay): `(queue, id, payload)`.
+fn drain_order(dir: &Path, at_ms: u64) -> (walq::RecoveryReport, Vec<(String, u64, String)>) {
+    let clock = ManualClock::new(at_ms);
+    let store = open(dir, &clock);
+    let report = store.recovery_report().clone();
+    store.default_queue().check_invariants();
+    let names: Vec<String> = store.stats().queues.into_iter().map(|q| q.name).collect();
+    assert_eq!(names, ["default", "a", "b"]);
+    clock.advance(Duration::from_secs(60));
+    let mut out = Vec::new();
+    for name in ["a", "b", "default"] {
+        let q = store.queue(name).unwrap();
+        while let Some(job) = q.dequeue().unwrap() {
+            let p = String::from_utf8_lossy(job.payload())
+                .trim_end_matches('\0')
+                .to_string();
+            out.push((name.to_string(), job.id(), p));
+            q.ack(job.receipt()).unwrap();
+        }
+    }
+    (report, out)
+}
+
+/// A copy of `dir` without its checkpoint: the full scan's view.
+fn scanned(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "CHECKPOINT" && entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    copy
+}
+
+/// The checkpoint's version (bytes 8..10).
+fn checkpoint_version(dir: &Path) -> u16 {
+    let b = std::fs::read(dir.join("CHECKPOINT")).unwrap();
+    u16::from_le_bytes([b[8], b[9]])
+}
+
+/// Checks that `dir` opens from its checkpoint to the same jobs, queues
+/// and order as the full scan, with every job in its own queue.
+fn same_as_the_scan(dir: &Path, at_ms: u64) {
+    let copy = scanned(dir);
+    let (scan_report, want) = drain_order(copy.path(), at_ms);
+    assert!(!scan_report.checkpoint_used);
+    let (report, got) = drain_order(dir, at_ms);
+    assert!(report.checkpoint_used, "{report:?}");
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 3 * 3 * 5, "every job not acked");
+    for (queue, _, p) in &got {
+        assert!(p.starts_with(&format!("{queue}-")), "{p} in {queue}");
+    }
+}
+
+#[test]
+fn a_clean_close_with_named_jobs_live_reopens_from_a_version_4_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let now = mixed_workload(&store, &clock);
+    store.close().unwrap();
+    drop(store);
+    assert_eq!(checkpoint_version(dir.path()), 4);
+    let clock2 = ManualClock::new(now);
+    let store = open(dir.path(), &clock2);
+    let report = store.recovery_report().clone();
+    assert!(report.checkpoint_used, "{report:?}");
+    assert_eq!(report.records, 0, "nothing replayed after the checkpoint");
+    drop(store);
+    same_as_the_scan(dir.path(), now);
+}
+
+#[test]
+fn a_crash_with_named_jobs_live_reopens_from_a_periodic_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = Store::open_with(dir.path(), common::opts(&clock).checkpoint_every(2048)).unwrap();
+    let now = mixed_workload(&store, &clock);
+    // No close.
+    drop(store);
+    assert_eq!(checkpoint_version(dir.path()), 4);
+    same_as_the_scan(dir.path(), now);
+}
+
+#[test]
+fn a_damaged_queue_section_falls_back_to_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let now = mixed_workload(&store, &clock);
+    store.close().unwrap();
+    drop(store);
+    let good = std::fs::read(dir.path().join("CHECKPOINT")).unwrap();
+    let n = good.len() - 4;
+    let (_, want) = drain_order(scanned(dir.path()).path(), now);
+    // The section ends with (job id u64, queue id u16) entries: the last
+    // job's queue id, and its id moved past every live job (CRC made
+    // right again, as a forger would), then one byte flipped as is.
+    let forged = |edit: &dyn Fn(&mut Vec<u8>), reseal: bool| {
+        let mut b = good.clone();
+        edit(&mut b);
+        if reseal {
+            let crc = crc32fast::hash(&b[128..n]);
+            b[n..].copy_from_slice(&crc.to_le_bytes());
+        }
+        b
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (forged(&|b| b[n - 2] ^= 0x40, true), "not listed"),
+        (forged(&|b| b[n - 4] ^= 0x40, true), "not live"),
+        (forged(&|b| b[n - 2] ^= 0x01, false), "checksum"),
+    ];
+    for (bytes, why) in cases {
+        let copy = scanned(dir.path());
+        std::fs::write(copy.path().join("CHECKPOINT"), &bytes).unwrap();
+        let (report, got) = drain_order(copy.path(), now);
+        assert!(!report.checkpoint_used, "{why}");
+        let reason = report.checkpoint_fallback.unwrap_or_default();
+        assert!(reason.contains(why), "{why}: {reason}");
+        assert_eq!(got, want, "{why}");
+    }
+}
+
+#[test]
+fn a_queue_without_live_jobs_keeps_its_id_and_keys_across_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let key = || EnqueueOptions::new().idempotency_key("once");
+    // Queue b's keyed job is finished (its key is in the dedup window);
+    // queue a has a live job, so the checkpoint is version 4.
+    let b = store.queue("b").unwrap();
+    b.enqueue_with(b"b-done", key()).unwrap();
+    assert_eq!(drain(&b), ["b-done"]);
+    store.queue("a").unwrap().enqueue(b"a-live").unwrap();
+    store.close().unwrap();
+    drop((b, store));
+    assert_eq!(checkpoint_version(dir.path()), 4);
+    let copy = scanned(dir.path());
+    for (dir, from_checkpoint) in [(copy.path(), false), (dir.path(), true)] {
+        let store = open(dir, &clock);
+        assert_eq!(store.recovery_report().checkpoint_used, from_checkpoint);
+        // A new queue gets an id of its own: the key is not b's there.
+        let c = store.queue("c").unwrap();
+        assert!(!c.enqueue_with(b"c", key()).unwrap().duplicate);
+        let b = store.queue("b").unwrap();
+        assert!(b.enqueue_with(b"b-again", key()).unwrap().duplicate);
+        assert_eq!(lease_all(&store.queue("a").unwrap()), ["a-live"]);
+    }
 }

@@ -1,10 +1,11 @@
 //! Target `checkpoint`: arbitrary bytes as the `CHECKPOINT` file next to a
 //! valid log.
 //!
-//! Input: a flags byte, then the bytes. The harness builds a queue on
+//! Input: a flags byte, then the bytes. The harness builds a store on
 //! `SimFs` with a workload chosen by the flags' upper bits (jobs enqueued,
-//! some keyed, delayed, leased, acked, failed; periodic checkpoints; a
-//! clean close or a crash), then replaces its `CHECKPOINT` with the input
+//! some keyed, delayed, leased, acked, failed; for odd workloads a third of
+//! them on a named queue, so that the checkpoint has a queue section;
+//! periodic checkpoints; a clean close or a crash), then replaces its `CHECKPOINT` with the input
 //! bytes: as they are, or XORed onto the real checkpoint (`XOR`, so that
 //! mutations start from a valid file), with both CRCs (head and body)
 //! recomputed (`FIX_CRC`, so that mutated fields get past the checksums
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use walq::vfs::{SimFs, Vfs};
-use walq::{Durability, EnqueueOptions, ManualClock, Options, Queue};
+use walq::{Durability, EnqueueOptions, ManualClock, Options, Store};
 
 /// Flag: recompute the checkpoint's CRCs (head and body).
 pub const FIX_CRC: u8 = 0x01;
@@ -56,7 +57,8 @@ fn options(clock: &ManualClock) -> Options {
 /// payload).
 fn build(fs: &SimFs, seed: u8, close: bool) -> BTreeMap<u64, Vec<u8>> {
     let clock = ManualClock::new(START_MS);
-    let q = Queue::open_on(Arc::new(fs.clone()), dir(), options(&clock)).expect("open");
+    let store = Store::open_on(Arc::new(fs.clone()), dir(), options(&clock)).expect("open");
+    let (default, named) = (store.default_queue(), store.queue(NAMED).expect("queue"));
     let mut jobs = BTreeMap::new();
     let mut held = Vec::new();
     let n = 20 + usize::from(seed) * 7;
@@ -69,6 +71,11 @@ fn build(fs: &SimFs, seed: u8, close: bool) -> BTreeMap<u64, Vec<u8>> {
         if i % 7 == 0 {
             o = o.delay(Duration::from_secs(60));
         }
+        let q = if seed % 2 == 1 && i % 3 == 0 {
+            &named
+        } else {
+            &default
+        };
         let e = q.enqueue_with(payload.as_bytes(), o).expect("enqueue");
         if !e.duplicate {
             jobs.insert(e.id, payload.into_bytes());
@@ -92,10 +99,13 @@ fn build(fs: &SimFs, seed: u8, close: bool) -> BTreeMap<u64, Vec<u8>> {
         }
     }
     if close {
-        q.close().expect("close");
+        store.close().expect("close");
     }
     jobs
 }
+
+/// The named queue of odd workloads.
+const NAMED: &str = "named";
 
 /// Jobs as (id, payload).
 type Jobs = Vec<(u64, Vec<u8>)>;
@@ -104,7 +114,8 @@ type Jobs = Vec<(u64, Vec<u8>)>;
 /// payload), ten years on; and whether it opened from the checkpoint.
 fn served(fs: &SimFs) -> Option<(Jobs, Jobs, bool)> {
     let clock = ManualClock::new(START_MS);
-    let q = Queue::open_on(Arc::new(fs.clone()), dir(), options(&clock)).ok()?;
+    let store = Store::open_on(Arc::new(fs.clone()), dir(), options(&clock)).ok()?;
+    let q = store.default_queue();
     q.check_invariants();
     let used = q.recovery_report().checkpoint_used;
     let dead = q
@@ -115,13 +126,17 @@ fn served(fs: &SimFs) -> Option<(Jobs, Jobs, bool)> {
         .collect();
     clock.set(START_MS + 10 * 365 * 24 * 3600 * 1000);
     let mut jobs = Vec::new();
-    for _ in 0..MAX_DEQUEUES {
-        match q.dequeue() {
-            Ok(Some(j)) => {
-                jobs.push((j.id(), j.payload().to_vec()));
-                let _ = q.ack(j.receipt());
+    // Each queue drained in turn: a job in the wrong queue changes the
+    // order.
+    for q in [q.clone(), store.queue(NAMED).ok()?] {
+        for _ in 0..MAX_DEQUEUES {
+            match q.dequeue() {
+                Ok(Some(j)) => {
+                    jobs.push((j.id(), j.payload().to_vec()));
+                    let _ = q.ack(j.receipt());
+                }
+                Ok(None) | Err(_) => break,
             }
-            Ok(None) | Err(_) => break,
         }
     }
     q.check_invariants();

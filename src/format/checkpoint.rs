@@ -13,14 +13,20 @@
 
 use super::{u16_at, u32_at, u64_at};
 
+mod queues;
 mod runs;
+pub use queues::CkQueue;
 pub use runs::{SlotRun, Slots};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
-/// The version written, and the newest read: version 2 with the job
-/// table's slots stored as runs ([`SlotRun`]).
-pub const CHECKPOINT_VERSION: u16 = 3;
+/// The newest version read: version 3 with a section naming the named
+/// queues that have live jobs and each such job's queue. Written only
+/// when a job of a named queue is live ([`Checkpoint::encode`]).
+pub const CHECKPOINT_VERSION: u16 = 4;
+/// Version 2 with the job table's slots stored as runs ([`SlotRun`]):
+/// written when no job of a named queue is live.
+pub const CHECKPOINT_VERSION_3: u16 = 3;
 /// Slots of 16 bytes carrying priorities, and the groups section.
 pub const CHECKPOINT_VERSION_2: u16 = 2;
 /// Slots of 16 bytes, every priority Normal, no groups section.
@@ -143,8 +149,14 @@ pub struct Checkpoint {
     pub waiting: Vec<(u64, u64)>,
     /// Idempotency keys.
     pub keys: Vec<CkKey>,
-    /// Live jobs of a message group: (id, group hash). Version 2 only.
+    /// Live jobs of a message group: (id, group hash). Version 2 and up.
     pub groups: Vec<(u64, u128)>,
+    /// The named queues (every one with a live job, and the others the
+    /// store knows), by id. Version 4 only.
+    pub queues: Vec<CkQueue>,
+    /// Each live job of a named queue with its queue id, by job id.
+    /// Version 4 only.
+    pub queue_jobs: Vec<(u64, u16)>,
 }
 
 /// Why bytes are not a checkpoint this build can use.
@@ -233,16 +245,22 @@ impl Checkpoint {
             + 4
     }
 
-    /// Encodes the file as [`CHECKPOINT_VERSION`].
+    /// Encodes the file as [`CHECKPOINT_VERSION`] when a job of a named
+    /// queue is live, else as version 3 (which older builds read).
     pub fn encode(&self) -> Vec<u8> {
-        self.encode_as(CHECKPOINT_VERSION)
+        if self.queue_jobs.is_empty() {
+            self.encode_as(CHECKPOINT_VERSION_3)
+        } else {
+            self.encode_as(CHECKPOINT_VERSION)
+        }
     }
 
-    /// Encodes the file as version `version` (1, 2 or 3; the older ones
+    /// Encodes the file as version `version` (1 to 4; the older ones
     /// for tests and tools: version 1 stores every priority as Normal and
-    /// no groups, so it suits only a checkpoint without either).
+    /// no groups, so it suits only a checkpoint without either, and
+    /// versions 1 to 3 leave out the queue section).
     pub fn encode_as(&self, version: u16) -> Vec<u8> {
-        let runs = (version >= CHECKPOINT_VERSION).then(|| runs::encode(&self.slots));
+        let runs = (version >= CHECKPOINT_VERSION_3).then(|| runs::encode(&self.slots));
         let groups = if version == CHECKPOINT_VERSION_1 {
             &[][..]
         } else {
@@ -288,6 +306,9 @@ impl Checkpoint {
             None => self.slots.iter().for_each(|s| put_slot(&mut out, s)),
         }
         self.encode_rest(&mut out, groups);
+        if version >= CHECKPOINT_VERSION {
+            queues::encode(&mut out, &self.queues, &self.queue_jobs);
+        }
         let crc = crc32fast::hash(&out[HEAD_LEN..]);
         out.extend_from_slice(&crc.to_le_bytes());
         seal_head(&mut out[..HEAD_LEN]);
@@ -380,6 +401,7 @@ impl Checkpoint {
         let counts: Option<Vec<usize>> = (0..7).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
         let v3 = version > CHECKPOINT_VERSION_2;
+        let v4 = version >= CHECKPOINT_VERSION;
         if (version == CHECKPOINT_VERSION_1 && counts[5] != 0) || (!v3 && counts[6] != 0) {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
@@ -395,7 +417,13 @@ impl Checkpoint {
         for (n, size) in fixed.iter().zip(sizes) {
             want += *n as u128 * size as u128;
         }
-        if want != buf.len() as u128 || counts[0] == 0 {
+        // Version 4: the queue section fills the rest (checked below).
+        let fits = if v4 {
+            want <= buf.len() as u128
+        } else {
+            want == buf.len() as u128
+        };
+        if !fits || counts[0] == 0 {
             return Err(damaged("lengths do not add up to the file's"));
         }
         let mut ck = Checkpoint {
@@ -453,6 +481,9 @@ impl Checkpoint {
             .chunks_exact(GROUP_LEN)
             .map(|b| (u64_at(b, 0).unwrap_or(0), u128_at(&b[8..])))
             .collect();
+        if v4 {
+            (ck.queues, ck.queue_jobs) = queues::decode(&body[at..])?;
+        }
         Ok((ck, slots))
     }
 }
@@ -497,6 +528,8 @@ mod tests {
                 off: 64,
             }],
             groups: Vec::new(),
+            queues: Vec::new(),
+            queue_jobs: Vec::new(),
         }
     }
 
@@ -621,8 +654,104 @@ mod tests {
     #[test]
     fn a_future_version_is_named() {
         let mut b = sample().encode();
-        b[8] = 4;
-        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(4)));
+        b[8] = 5;
+        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(5)));
+    }
+
+    /// [`sample`] with jobs 10 and 3 on two named queues, and a third.
+    fn with_queues() -> Checkpoint {
+        Checkpoint {
+            queues: vec![
+                CkQueue {
+                    id: 1,
+                    def: Some((2, 7)),
+                    name: "emails".into(),
+                },
+                CkQueue {
+                    id: 300,
+                    def: None,
+                    name: "a.b-C_9".into(),
+                },
+                // Known, without a live job.
+                CkQueue {
+                    id: 301,
+                    def: Some((2, 9)),
+                    name: "idle".into(),
+                },
+            ],
+            queue_jobs: vec![(3, 300), (10, 1)],
+            ..sample()
+        }
+    }
+
+    /// Re-seals a forged file's CRCs, so that only the section's own
+    /// checks can refuse it.
+    fn reseal(b: &mut [u8]) {
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[HEAD_LEN..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        seal_head(&mut b[..HEAD_LEN]);
+    }
+
+    #[test]
+    fn version_4_round_trips_and_detects_every_bit_flip_and_cut() {
+        let ck = with_queues();
+        let bytes = ck.encode();
+        assert_eq!(u16_at(&bytes, 8), Some(4));
+        assert_eq!(Checkpoint::decode(&bytes), Ok(ck.clone()));
+        for bit in 0..bytes.len() * 8 {
+            let mut b = bytes.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(Checkpoint::decode(&b).is_err(), "bit {bit}");
+        }
+        for cut in 0..bytes.len() {
+            assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        // Older versions leave the section out.
+        let v3 = Checkpoint::decode(&ck.encode_as(3)).expect("v3");
+        assert!(v3.queues.is_empty() && v3.queue_jobs.is_empty());
+    }
+
+    #[test]
+    fn a_forged_queue_section_is_damage() {
+        let ck = with_queues();
+        let len = ck.encode().len();
+        // The section starts after the head, one segment, the runs, one
+        // aside, two waiting and one key.
+        let runs = u64_at(&ck.encode(), 120).expect("runs") as usize;
+        let at = HEAD_LEN + SEG_LEN + runs + ASIDE_LEN + 2 * WAIT_LEN + KEY_LEN;
+        let first_name = at + 16 + 15;
+        let second_id = first_name + 6;
+        let forge = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = ck.encode();
+            edit(&mut b);
+            reseal(&mut b);
+            Checkpoint::decode(&b).expect_err("forged")
+        };
+        type Edit<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+        let cases: Vec<(&str, Edit<'_>)> = vec![
+            ("ids not increasing", Box::new(|b| b[at] = 4)),
+            ("more queues than", Box::new(|b| b[at + 1] = 0x10)),
+            ("job count", Box::new(|b| b[at + 8] = 3)),
+            ("name is invalid", Box::new(|b| b[first_name] = b'/')),
+            ("from 1", Box::new(|b| b[second_id..second_id + 2].fill(0))),
+            (
+                "ids not",
+                Box::new(|b| b[second_id..second_id + 2].copy_from_slice(&[1, 0])),
+            ),
+            ("not listed", Box::new(|b| b[len - 6] = 9)),
+            ("job ids not", Box::new(|b| b[len - 24] = 11)),
+            ("job count", Box::new(|b| b.truncate(len - 10 + 4))),
+        ];
+        for (why, edit) in cases {
+            let e = forge(&*edit);
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
+        // A version 3 file with the section appended.
+        let mut b = ck.encode();
+        b[8] = 3;
+        reseal(&mut b);
+        assert!(Checkpoint::decode(&b).is_err());
     }
 
     #[test]

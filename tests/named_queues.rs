@@ -1112,3 +1112,26 @@ fn a_queue_without_live_jobs_keeps_its_id_and_keys_across_a_checkpoint() {
         assert_eq!(lease_all(&store.queue("a").unwrap()), ["a-live"]);
     }
 }
+
+/// The same when no named queue has a live job at all: the checkpoint
+/// still names every queue the store knows (version 4), so a queue made
+/// after the open does not take a finished queue's id and its keys.
+#[test]
+fn a_store_whose_named_queues_are_all_drained_keeps_their_ids_across_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let key = || EnqueueOptions::new().idempotency_key("once");
+    let b = store.queue("b").unwrap();
+    b.enqueue_with(b"b-done", key()).unwrap();
+    assert_eq!(drain(&b), ["b-done"]);
+    store.close().unwrap();
+    drop((b, store));
+    assert_eq!(checkpoint_version(dir.path()), 4);
+    let store = open(dir.path(), &clock);
+    assert!(store.recovery_report().checkpoint_used);
+    let c = store.queue("c").unwrap();
+    assert!(!c.enqueue_with(b"c", key()).unwrap().duplicate);
+    let b = store.queue("b").unwrap();
+    assert!(b.enqueue_with(b"b-again", key()).unwrap().duplicate);
+}

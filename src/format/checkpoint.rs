@@ -245,10 +245,12 @@ impl Checkpoint {
             + 4
     }
 
-    /// Encodes the file as [`CHECKPOINT_VERSION`] when a job of a named
-    /// queue is live, else as version 3 (which older builds read).
+    /// Encodes the file as [`CHECKPOINT_VERSION`] when the store knows a
+    /// named queue (even one without live jobs: its id and its keys must
+    /// not pass to a queue created after the open), else as version 3
+    /// (which older builds read).
     pub fn encode(&self) -> Vec<u8> {
-        if self.queue_jobs.is_empty() {
+        if self.queues.is_empty() && self.queue_jobs.is_empty() {
             self.encode_as(CHECKPOINT_VERSION_3)
         } else {
             self.encode_as(CHECKPOINT_VERSION)

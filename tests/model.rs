@@ -1,6 +1,8 @@
 //! Model-based test: random sequences of every operation, reopen
-//! included, against a simple in-memory model. Any divergence in what is
-//! delivered, in which order, with which attempt, or in the counts fails.
+//! included, on the default queue and two named queues of one store,
+//! against a simple in-memory model. Any divergence in what is delivered,
+//! from which queue, in which order, with which attempt, or in any
+//! queue's counts fails.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,15 +10,20 @@ use std::time::Duration;
 use proptest::prelude::*;
 use walq::{
     Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Receipt, Retry,
+    Store,
 };
 
 const MAX_ATTEMPTS: u32 = 3;
 const VT_MS: u64 = 1_000;
 const WINDOW_MS: u64 = 5_000;
+/// The queues of the store, by index: the default queue, then two named.
+const QUEUES: [&str; 3] = ["default", "a", "b"];
 
 #[derive(Debug, Clone)]
 enum Op {
     Enqueue {
+        /// Index into [`QUEUES`].
+        queue: u8,
         len: usize,
         delay_ms: u64,
         max_attempts: Option<u32>,
@@ -26,14 +33,17 @@ enum Op {
         group: Option<u8>,
     },
     EnqueueKeyed {
+        queue: u8,
         key: u8,
     },
     Batch {
+        queue: u8,
         n: usize,
     },
-    Dequeue,
-    /// `dequeue_batch(n)`: one LeaseMany record.
-    DequeueBatch(usize),
+    /// `dequeue` on a queue (index into [`QUEUES`]).
+    Dequeue(u8),
+    /// `dequeue_batch(n)` on a queue: one LeaseMany record.
+    DequeueBatch(u8, usize),
     Ack(usize),
     /// `ack_batch` of these receipts (a receipt may repeat): one AckMany
     /// record for the valid ones.
@@ -53,12 +63,12 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4), prop_oneof![2 => Just(1u8), 3 => 0u8..4], proptest::option::weighted(0.4, 0u8..4))
-            .prop_map(|(len, delay_ms, max_attempts, level, group)| Op::Enqueue { len, delay_ms, max_attempts, level, group }),
-        1 => (0u8..4).prop_map(|key| Op::EnqueueKeyed { key }),
-        1 => (1usize..6).prop_map(|n| Op::Batch { n }),
-        5 => Just(Op::Dequeue),
-        2 => (0usize..6).prop_map(Op::DequeueBatch),
+        4 => (0u8..3, 0usize..300, prop_oneof![Just(0u64), 0u64..3000], proptest::option::of(1u32..4), prop_oneof![2 => Just(1u8), 3 => 0u8..4], proptest::option::weighted(0.4, 0u8..4))
+            .prop_map(|(queue, len, delay_ms, max_attempts, level, group)| Op::Enqueue { queue, len, delay_ms, max_attempts, level, group }),
+        1 => (0u8..3, 0u8..4).prop_map(|(queue, key)| Op::EnqueueKeyed { queue, key }),
+        1 => (0u8..3, 1usize..6).prop_map(|(queue, n)| Op::Batch { queue, n }),
+        5 => (0u8..3).prop_map(Op::Dequeue),
+        2 => (0u8..3, 0usize..6).prop_map(|(queue, n)| Op::DequeueBatch(queue, n)),
         3 => (0usize..8).prop_map(Op::Ack),
         2 => proptest::collection::vec(0usize..8, 0..6).prop_map(Op::AckBatch),
         2 => ((0usize..8), 0u64..2000).prop_map(|(i, d)| Op::Nack(i, d)),
@@ -80,6 +90,8 @@ enum St {
 
 #[derive(Debug, Clone)]
 struct MJob {
+    /// Index into [`QUEUES`].
+    queue: u8,
     payload: Vec<u8>,
     attempts: u32,
     max_attempts: u32,
@@ -104,10 +116,11 @@ const LEVELS: [Priority; 4] = [
 #[derive(Default)]
 struct Model {
     jobs: BTreeMap<u64, MJob>,
-    finished_keys: BTreeMap<u8, (u64, u64)>, // key -> (id, enqueued)
+    /// (queue, key) -> (id, enqueued): keys are scoped per queue.
+    finished_keys: BTreeMap<(u8, u8), (u64, u64)>,
     next_token: u64,
-    /// Position in the cycle (reset by a reopen).
-    turn: usize,
+    /// Each queue's position in its own cycle (reset by a reopen).
+    turn: [usize; 3],
 }
 
 impl Model {
@@ -125,13 +138,15 @@ impl Model {
         }
     }
 
-    /// The job delivered next: the first ready job, by `(at, id)`, of the
-    /// level the cycle picks among the levels with a ready job (the only
-    /// one, when one level has ready jobs; the cycle then stays put).
-    fn pick(&self, now: u64) -> Option<(u64, usize)> {
+    /// The job of queue `q` delivered next: the first ready job, by
+    /// `(at, id)`, of the level `q`'s cycle picks among the levels with a
+    /// ready job (the only one, when one level has ready jobs; the cycle
+    /// then stays put).
+    fn pick(&self, q: u8, now: u64) -> Option<(u64, usize)> {
+        let turn = self.turn[usize::from(q)];
         let mut heads: [Option<(u64, u64)>; 4] = [None; 4];
         for (id, j) in &self.jobs {
-            if self.blocked(*id) {
+            if j.queue != q || self.blocked(*id) {
                 continue;
             }
             if let St::Ready { at } = j.st {
@@ -144,34 +159,35 @@ impl Model {
         let ready: Vec<usize> = (0..4).filter(|&l| heads[l].is_some()).collect();
         match ready.as_slice() {
             [] => None,
-            [l] => Some((heads[*l]?.1, self.turn)),
+            [l] => Some((heads[*l]?.1, turn)),
             _ => (0..15).find_map(|k| {
-                let slot = (self.turn + k) % 15;
+                let slot = (turn + k) % 15;
                 let head = heads[usize::from(CYCLE[slot])]?;
                 Some((head.1, (slot + 1) % 15))
             }),
         }
     }
 
-    /// A job of a group waits while a job of its group enqueued before it
-    /// is neither finished nor dead.
+    /// A job of a group waits while a job of its group (in its queue)
+    /// enqueued before it is neither finished nor dead.
     fn blocked(&self, id: u64) -> bool {
-        let Some(g) = self.jobs[&id].group else {
+        let job = &self.jobs[&id];
+        let Some(g) = job.group else {
             return false;
         };
         self.jobs
             .range(..id)
-            .any(|(_, j)| j.group == Some(g) && j.st != St::Dead)
+            .any(|(_, j)| j.queue == job.queue && j.group == Some(g) && j.st != St::Dead)
     }
 
-    fn next_ready(&self, now: u64) -> Option<u64> {
-        self.pick(now).map(|(id, _)| id)
+    fn next_ready(&self, q: u8, now: u64) -> Option<u64> {
+        self.pick(q, now).map(|(id, _)| id)
     }
 
-    /// Delivers the next job: the cycle moves.
-    fn take_next(&mut self, now: u64) -> Option<u64> {
-        let (id, turn) = self.pick(now)?;
-        self.turn = turn;
+    /// Delivers queue `q`'s next job: `q`'s cycle moves.
+    fn take_next(&mut self, q: u8, now: u64) -> Option<u64> {
+        let (id, turn) = self.pick(q, now)?;
+        self.turn[usize::from(q)] = turn;
         Some(id)
     }
 
@@ -180,11 +196,15 @@ impl Model {
             Some(St::Leased { token: t, deadline }) if *t == token && *deadline > now)
     }
 
-    fn key_owner(&self, key: u8, now: u64) -> Option<u64> {
-        if let Some((id, _)) = self.jobs.iter().find(|(_, j)| j.key == Some(key)) {
+    fn key_owner(&self, q: u8, key: u8, now: u64) -> Option<u64> {
+        let live = self
+            .jobs
+            .iter()
+            .find(|(_, j)| j.queue == q && j.key == Some(key));
+        if let Some((id, _)) = live {
             return Some(*id);
         }
-        match self.finished_keys.get(&key) {
+        match self.finished_keys.get(&(q, key)) {
             Some(&(id, enq)) if enq + WINDOW_MS > now => Some(id),
             _ => None,
         }
@@ -193,13 +213,23 @@ impl Model {
     fn finish(&mut self, id: u64) {
         let job = self.jobs.remove(&id).expect("finishing a known job");
         if let Some(k) = job.key {
-            self.finished_keys.insert(k, (id, job.enq));
+            self.finished_keys.insert((job.queue, k), (id, job.enq));
         }
     }
 
-    fn counts(&self, now: u64) -> (u64, u64, u64, u64) {
+    /// `(ready, delayed, in_flight)` of queue `q`.
+    fn counts(&self, q: u8, now: u64) -> (u64, u64, u64) {
+        let c = self.all_counts(Some(q), now);
+        (c.0, c.1, c.2)
+    }
+
+    /// `(ready, delayed, in_flight, dead)` of queue `q`, or of the store.
+    fn all_counts(&self, q: Option<u8>, now: u64) -> (u64, u64, u64, u64) {
         let mut c = (0, 0, 0, 0);
         for (id, j) in &self.jobs {
+            if q.is_some_and(|q| q != j.queue) {
+                continue;
+            }
             match j.st {
                 St::Ready { .. } if self.blocked(*id) => c.1 += 1,
                 St::Ready { at } if at <= now => c.0 += 1,
@@ -226,17 +256,27 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
     (0..len).map(|k| (seq as usize * 7 + k) as u8).collect()
 }
 
+/// Opens the store: a handle per queue of [`QUEUES`], by index.
+fn open(dir: &std::path::Path, clock: &ManualClock) -> Vec<Queue> {
+    let store = Store::open_with(dir, options(clock)).unwrap();
+    QUEUES.iter().map(|n| store.queue(n).unwrap()).collect()
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
-    let mut q = Queue::open_with(dir.path(), options(&clock)).unwrap();
+    let mut qs = open(dir.path(), &clock);
     let mut m = Model::default();
     let mut receipts: Vec<(Receipt, u64)> = Vec::new(); // receipt, model token
     let mut seq = 0u64;
     for op in ops {
         let now = clock.now_ms_for_test();
+        // Settling, dead letters and invariants are the store's: through
+        // the default queue's handle.
+        let q = qs[0].clone();
         match op {
             Op::Enqueue {
+                queue,
                 len,
                 delay_ms,
                 max_attempts,
@@ -254,11 +294,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(n) = max_attempts {
                     o = o.max_attempts(n);
                 }
-                let id = q.enqueue_with(&p, o).unwrap().id;
+                let id = qs[usize::from(queue)].enqueue_with(&p, o).unwrap().id;
                 prop_assert!(!m.jobs.contains_key(&id), "id {id} reused");
                 m.jobs.insert(
                     id,
                     MJob {
+                        queue,
                         payload: p,
                         attempts: 0,
                         max_attempts: max_attempts.unwrap_or(MAX_ATTEMPTS),
@@ -270,23 +311,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     },
                 );
             }
-            Op::EnqueueKeyed { key } => {
+            Op::EnqueueKeyed { queue, key } => {
                 seq += 1;
                 let p = payload(seq, 10);
-                let out = q
+                let out = qs[usize::from(queue)]
                     .enqueue_with(&p, EnqueueOptions::new().idempotency_key([key]))
                     .unwrap();
-                match m.key_owner(key, now) {
+                match m.key_owner(queue, key, now) {
                     Some(id) => {
                         prop_assert!(out.duplicate, "key {key} should be known (job {id})");
                         prop_assert_eq!(out.id, id);
                     }
                     None => {
                         prop_assert!(!out.duplicate, "key {} should be free", key);
-                        m.finished_keys.remove(&key);
+                        m.finished_keys.remove(&(queue, key));
                         m.jobs.insert(
                             out.id,
                             MJob {
+                                queue,
                                 payload: p,
                                 attempts: 0,
                                 max_attempts: MAX_ATTEMPTS,
@@ -300,19 +342,20 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
             }
-            Op::Batch { n } => {
+            Op::Batch { queue, n } => {
                 let ps: Vec<Vec<u8>> = (0..n)
                     .map(|_| {
                         seq += 1;
                         payload(seq, 20)
                     })
                     .collect();
-                let ids = q.enqueue_batch(&ps).unwrap();
+                let ids = qs[usize::from(queue)].enqueue_batch(&ps).unwrap();
                 prop_assert_eq!(ids.len(), n);
                 for (id, p) in ids.into_iter().zip(ps) {
                     m.jobs.insert(
                         id,
                         MJob {
+                            queue,
                             payload: p,
                             attempts: 0,
                             max_attempts: MAX_ATTEMPTS,
@@ -325,10 +368,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     );
                 }
             }
-            Op::Dequeue => {
+            Op::Dequeue(queue) => {
                 m.expire(now);
-                let want = m.take_next(now);
-                let got = q.dequeue().unwrap();
+                let want = m.take_next(queue, now);
+                let got = qs[usize::from(queue)].dequeue().unwrap();
                 prop_assert_eq!(got.as_ref().map(|j| j.id()), want);
                 if let Some(job) = got {
                     let mj = m.jobs.get_mut(&job.id()).unwrap();
@@ -346,12 +389,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     receipts.push((job.receipt(), m.next_token));
                 }
             }
-            Op::DequeueBatch(n) => {
+            Op::DequeueBatch(queue, n) => {
                 m.expire(now);
-                let got = q.dequeue_batch(n).unwrap();
+                let got = qs[usize::from(queue)].dequeue_batch(n).unwrap();
                 prop_assert!(got.len() <= n);
                 for job in &got {
-                    let want = m.take_next(now);
+                    let want = m.take_next(queue, now);
                     prop_assert_eq!(Some(job.id()), want);
                     let mj = m.jobs.get_mut(&job.id()).unwrap();
                     mj.attempts += 1;
@@ -365,7 +408,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     receipts.push((job.receipt(), m.next_token));
                 }
                 if got.len() < n {
-                    prop_assert_eq!(m.next_ready(now), None, "dequeue_batch stopped early");
+                    let next = m.next_ready(queue, now);
+                    prop_assert_eq!(next, None, "dequeue_batch stopped early");
                 }
             }
             Op::AckBatch(ref picks) => {
@@ -478,12 +522,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Reopen { scan } => {
                 drop(q);
+                qs.clear();
                 if scan {
                     let _ = std::fs::remove_file(dir.path().join("CHECKPOINT"));
                 }
-                q = Queue::open_with(dir.path(), options(&clock)).unwrap();
+                qs = open(dir.path(), &clock);
                 receipts.clear();
-                m.turn = 0;
+                m.turn = [0; 3];
                 for j in m.jobs.values_mut() {
                     if let St::Leased { .. } = j.st {
                         j.st = if j.attempts >= j.max_attempts {
@@ -495,21 +540,28 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
         }
-        q.check_invariants();
-        let s = q.stats();
-        let now = clock.now_ms_for_test();
-        prop_assert_eq!(
-            (s.ready, s.delayed, s.in_flight, s.dead),
-            m.counts(now),
-            "after {:?}",
-            op_name(&s)
-        );
+        check_counts(&qs, &m, clock.now_ms_for_test())?;
     }
     Ok(())
 }
 
-fn op_name(s: &walq::Stats) -> String {
-    format!("{s:?}")
+/// The invariants hold, and each queue's counts (the dead letters are
+/// the store's) and the store's totals are the model's.
+fn check_counts(qs: &[Queue], m: &Model, now: u64) -> Result<(), TestCaseError> {
+    qs[0].check_invariants();
+    let dead = m.all_counts(None, now).3;
+    for (i, q) in (0u8..).zip(qs) {
+        let s = q.stats();
+        let (ready, delayed, in_flight) = m.counts(i, now);
+        prop_assert_eq!(
+            (s.ready, s.delayed, s.in_flight, s.dead),
+            (ready, delayed, in_flight, dead),
+            "queue {}: {:?}",
+            QUEUES[usize::from(i)],
+            s
+        );
+    }
+    Ok(())
 }
 
 trait NowForTest {

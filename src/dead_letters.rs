@@ -235,17 +235,10 @@ impl QueueState {
             let Some(key) = &letter.key else { continue };
             let queue = self.named.lookup(&letter.queue).unwrap_or(0);
             let hash = scoped_hash(queue, key);
-            if queue != 0 {
-                // A Key record has no queue: the key of a purged dead
-                // letter of a named queue is forgotten now.
-                if let Some(entry) = self.keys.of_job(hash, letter.id) {
-                    forget.push((hash, entry.id));
-                }
-                continue;
-            }
             match self.keys.of_job(hash, letter.id) {
                 Some(entry) if entry.expires_ms > now => {
                     let rec = Record::Key {
+                        queue,
                         id: letter.id,
                         expires_ms: entry.expires_ms,
                         key,

@@ -21,7 +21,7 @@ use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::{EnqueueRec, Record, PRIORITY_MAX, PRIORITY_NORMAL};
 use crate::idhash::{IdMap, IdSet};
 use crate::jobs::{JobTable, Slot, SlotState};
-use crate::keys::{key_check, key_hash, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::keys::{key_check, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::Log;
 use crate::named::{scoped_hash, Def, Named};
 use crate::options::{Durability, Options};
@@ -472,6 +472,7 @@ pub(crate) fn apply(
             }
         }
         Record::Key {
+            queue,
             id,
             expires_ms,
             key,
@@ -482,7 +483,9 @@ pub(crate) fn apply(
                 seg: seg.id,
                 off,
             };
-            replay.keys.insert((key_hash(key), key_check(key)), entry);
+            replay
+                .keys
+                .insert((scoped_hash(queue, key), key_check(key)), entry);
         }
         Record::QueueDef { queue, name } => {
             // Decoding checked the name: it is ASCII.

@@ -37,7 +37,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
 use crate::jobs::SlotState;
-use crate::keys::key_hash;
 
 use super::QueueState;
 
@@ -400,14 +399,16 @@ impl QueueState {
                 Some(Record::Key { key, .. }) => key,
                 _ => return Err(Error::corrupt(&seg.path, at, "key record does not decode")),
             };
-            if hash != key_hash(key) && !live {
-                // The key of a finished job of a named queue: a Key record
-                // has no queue id, so it is not carried (docs/format.md,
-                // "Queue definitions"); its window ends here.
+            // The queue whose key it is: the one whose scoped hash of the
+            // key bytes is the hash it is known by (a key of a finished job
+            // of a named queue is carried as kind 16, with its queue).
+            let Some(queue) = self.named.queue_of_key(hash, key) else {
+                // Of no queue this store knows (a damaged log): forgotten.
                 self.keys.remove(hash, entry.id);
                 continue;
-            }
+            };
             let rec = Record::Key {
+                queue,
                 id: entry.id,
                 expires_ms: entry.expires_ms,
                 key,

@@ -16,9 +16,8 @@
 //!   three groups open and gives each five jobs.
 //! - The queue is a store of three queues: the default one and the named
 //!   queues `a` and `b`. Each job goes to a queue (a batch all to one, a
-//!   group's jobs all to the group's, a job with an idempotency key and
-//!   its re-enqueues to the default queue (see `KEYS_ON_NAMED_QUEUES`),
-//!   the others at random); each consumer leases from the three in
+//!   group's jobs all to the group's, the others, keyed ones included
+//!   (see `KEYS_ON_NAMED_QUEUES`), at random); each consumer leases from the three in
 //!   turn and checks a job it gets was enqueued on that queue, and any
 //!   handle lists, redrives and purges the dead letters (the store's).
 //! - Before each operation that changes a job the child writes an intent
@@ -99,12 +98,12 @@ const GROUP_JOBS: u32 = 5;
 /// The store's queues, by the number a payload names: the default queue
 /// and two named ones.
 const QUEUES: [&str; 3] = [walq::DEFAULT_QUEUE, "a", "b"];
-/// Whether idempotency keys are used on the named queues too. Off: on a
-/// named queue the key of a finished job is forgotten once the segment of
-/// its enqueue is reclaimed (acked job), or at once when its dead letter
-/// is purged, while the default queue keeps it; until that is fixed only
-/// the default queue's jobs carry keys here.
-const KEYS_ON_NAMED_QUEUES: bool = false;
+/// Whether idempotency keys are used on the named queues too. On since a
+/// named queue's keys of finished jobs are carried with their queue
+/// (record kind 16); with keys on the default queue only, this harness
+/// missed that a named queue forgot them once their segment was
+/// reclaimed or their dead letter purged.
+const KEYS_ON_NAMED_QUEUES: bool = true;
 const FAIL_TEXT: &str = "crash-test fail";
 const NACK_TEXT: &str = "crash-test nack";
 /// How long the parent waits for a line before it calls the child hung.

@@ -1129,3 +1129,45 @@ fn a_queue_without_live_jobs_keeps_its_id_and_keys_across_a_checkpoint() {
 fn a_store_whose_named_queues_are_all_drained_keeps_their_ids_across_a_checkpoint() {
     keys_stay_with_their_queue_across_a_checkpoint(false);
 }
+
+/// The key of a finished job of a named queue stays known for its dedup
+/// window, as on the default queue: carried with its queue (record kind
+/// 16) when reclaim deletes the segment of its enqueue, and kept when its
+/// dead letter is purged; across a reopen (scan and checkpoint) too.
+/// Before, a Key record named no queue, and both forgot it at once.
+#[test]
+fn a_named_queues_keys_outlive_reclaim_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    let a = store.queue("a").unwrap();
+    let key = |k: &str| EnqueueOptions::new().idempotency_key(k);
+    a.enqueue_with(b"acked", key("acked")).unwrap();
+    assert_eq!(drain(&a), ["acked"]);
+    a.enqueue_with(b"dead", key("dead")).unwrap();
+    let job = a.dequeue().unwrap().unwrap();
+    a.fail(job.receipt(), "boom").unwrap();
+    a.purge(job.id()).unwrap();
+    // Fill and drain the default queue until the first segment is gone.
+    let filler = vec![0u8; 20 * 1024];
+    let first = dir.path().join("0000000001.wal");
+    while first.exists() {
+        store.default_queue().enqueue(&filler).unwrap();
+        drain(&store.default_queue());
+    }
+    let duplicate = |a: &Queue, k: &str| a.enqueue_with(b"again", key(k)).unwrap().duplicate;
+    assert!(duplicate(&a, "acked"), "forgotten after reclaim");
+    assert!(duplicate(&a, "dead"), "forgotten after purge");
+    store.close().unwrap();
+    drop((a, store));
+    let copy = scanned(dir.path());
+    for dir in [copy.path(), dir.path()] {
+        let store = open(dir, &clock);
+        let a = store.queue("a").unwrap();
+        assert!(duplicate(&a, "acked"), "forgotten after a reopen");
+        assert!(duplicate(&a, "dead"), "forgotten after a reopen");
+        // Scoped: the same keys on another queue are new jobs.
+        let b = store.queue("b").unwrap();
+        assert!(!duplicate(&b, "acked"));
+    }
+}

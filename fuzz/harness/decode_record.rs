@@ -35,8 +35,9 @@ pub fn run(data: &[u8]) {
     if let Some((&kind, body)) = buf.split_first() {
         check_record(kind, body);
         // Every kind a log, dead-letter or completion file holds (11 is
-        // QueueDef, 12 Enqueue2, 13 a dead letter naming its queue).
-        for kind in 1..=15 {
+        // QueueDef, 12 Enqueue2, 13 a dead letter naming its queue, 16 a
+        // named queue's key).
+        for kind in 1..=16 {
             check_record(kind, body);
         }
     }

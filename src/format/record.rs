@@ -28,6 +28,9 @@ pub const KIND_DEAD2: u8 = 13;
 pub const DEAD2_FIXED_LEN: usize = DEAD_FIXED_LEN + 2 + 1 + 1 + 2;
 /// Kind byte of a [`Record::QueueDef`].
 pub const KIND_QUEUE_DEF: u8 = 11;
+/// Record kind: the key of a finished job of a named queue (log only):
+/// queue id u16 (never 0) followed by the body of a Key record (kind 5).
+pub const KIND_KEY2: u8 = 16;
 /// Longest queue name (bytes).
 pub const MAX_QUEUE_NAME: usize = 64;
 /// Kind byte of an [`Record::Enqueue`] with a priority other than
@@ -230,6 +233,9 @@ pub enum Record<'a> {
     },
     /// An idempotency key of a finished job, remembered until `expires_ms`.
     Key {
+        /// The queue whose key it is (0: the default queue, kind 5; a
+        /// named queue: kind 16).
+        queue: u16,
         /// The job the key maps to.
         id: u64,
         /// When the key is forgotten.
@@ -268,7 +274,8 @@ impl<'a> Record<'a> {
             Record::Lease { .. } => KIND_LEASE,
             Record::Ack { .. } => KIND_ACK,
             Record::Nack { .. } => KIND_NACK,
-            Record::Key { .. } => KIND_KEY,
+            Record::Key { queue: 0, .. } => KIND_KEY,
+            Record::Key { .. } => KIND_KEY2,
             Record::Dead(d) if d.is_extended() => KIND_DEAD2,
             Record::Dead(_) => KIND_DEAD,
             Record::Removed { .. } => KIND_REMOVED,
@@ -315,10 +322,14 @@ impl<'a> Record<'a> {
                 &[]
             }
             Record::Key {
+                queue,
                 id,
                 expires_ms,
                 key,
             } => {
+                if queue != 0 {
+                    head.extend_from_slice(&queue.to_le_bytes());
+                }
                 head.extend_from_slice(&id.to_le_bytes());
                 head.extend_from_slice(&expires_ms.to_le_bytes());
                 key
@@ -387,9 +398,16 @@ impl<'a> Record<'a> {
                 due_ms: u64_at(body, 8)?,
             }),
             KIND_KEY if body.len() >= 16 => Some(Record::Key {
+                queue: 0,
                 id: u64_at(body, 0)?,
                 expires_ms: u64_at(body, 8)?,
                 key: body.get(16..)?,
+            }),
+            KIND_KEY2 if body.len() >= 18 && u16_at(body, 0)? != 0 => Some(Record::Key {
+                queue: u16_at(body, 0)?,
+                id: u64_at(body, 2)?,
+                expires_ms: u64_at(body, 10)?,
+                key: body.get(18..)?,
             }),
             KIND_DEAD => {
                 let key_len = usize::from(u16_at(body, 28)?);
@@ -429,7 +447,7 @@ impl<'a> Record<'a> {
         let width = match kind {
             KIND_ACK_MANY => ACK_MANY_ENTRY,
             KIND_LEASE_MANY => LEASE_MANY_ENTRY,
-            1..=7 | KIND_QUEUE_DEF | KIND_ENQUEUE2 | KIND_DEAD2 => {
+            1..=7 | KIND_QUEUE_DEF | KIND_ENQUEUE2 | KIND_DEAD2 | KIND_KEY2 => {
                 return Some(format!("record of kind {kind} does not decode"))
             }
             _ => return Some(format!("record of unknown kind {kind}")),
@@ -598,10 +616,27 @@ mod tests {
         round_trip(Record::Ack { id: 9 });
         round_trip(Record::Nack { id: 9, due_ms: 77 });
         round_trip(Record::Key {
+            queue: 0,
             id: 9,
             expires_ms: 100,
             key: b"k",
         });
+        // A named queue's key: kind 16, the queue id before the kind 5 body.
+        let named = Record::Key {
+            queue: 7,
+            id: 9,
+            expires_ms: 100,
+            key: b"k",
+        };
+        assert_eq!(named.kind(), KIND_KEY2);
+        round_trip(named);
+        let mut body = Vec::new();
+        let tail = named.encode_into(&mut body);
+        body.extend_from_slice(tail);
+        assert_eq!(&body[..2], &7u16.to_le_bytes());
+        body[..2].copy_from_slice(&0u16.to_le_bytes());
+        assert_eq!(Record::decode(KIND_KEY2, &body), None, "queue 0 is kind 5");
+        assert_eq!(Record::decode(KIND_KEY2, &body[..17]), None);
         let dead = DeadRec {
             id: 1,
             enqueued_ms: 2,

@@ -725,7 +725,6 @@ impl Run {
         let op = self.begin(OpKind::Purge);
         let result = self.q().purge(id);
         self.event(id, op, Outcome::Gone);
-        self.purged(id);
         self.end(op, result);
     }
 
@@ -750,26 +749,6 @@ impl Run {
         self.end(op, result.map(|_| ()));
     }
 
-    /// The key of a purged dead letter of a named queue is forgotten at
-    /// the purge (a Key record, which keeps a finished job's key known
-    /// until its window ends, names no queue).
-    fn purged(&mut self, id: u64) {
-        let Some(j) = self.m.jobs.get(&id) else {
-            return;
-        };
-        if let (Some(k), true) = (&j.key, j.queue != 0) {
-            let scoped = (j.queue, k.clone());
-            if self
-                .m
-                .keys
-                .get(&scoped)
-                .is_some_and(|&(owner, _)| owner == id)
-            {
-                self.m.keys.remove(&scoped);
-            }
-        }
-    }
-
     fn redriven(&mut self, id: u64) {
         if let Some(j) = self.m.jobs.get_mut(&id) {
             j.redriven = true;
@@ -785,7 +764,6 @@ impl Run {
         let result = self.q().purge_all();
         for id in ids {
             self.event(id, op, Outcome::Gone);
-            self.purged(id);
         }
         self.end(op, result.map(|_| ()));
     }
@@ -844,11 +822,7 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
                 } as usize;
                 let delay = (run.rng.below(5) == 0)
                     .then(|| Duration::from_millis(run.rng.range(1000, 20_000)));
-                // Keys only on the default queue: the key of a finished job
-                // of a named queue is forgotten once its segment is
-                // reclaimed (the Key record that carries it names no
-                // queue), which these checks would report.
-                let keyed = run.lane == 0 && run.rng.below(6) == 0;
+                let keyed = run.rng.below(6) == 0;
                 let key = keyed.then(|| format!("key-{}", run.rng.below(30)));
                 run.enqueue(len, delay, key);
             }

@@ -188,7 +188,7 @@ fn an_unknown_record_kind_refuses_the_open_without_writing() {
     q.close().unwrap();
     drop(q);
     std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
-    // Find the AckMany frame and turn it into kind 16 (no kind yet), checksum resealed.
+    // Find the AckMany frame and turn it into kind 17 (no kind yet), checksum resealed.
     #[derive(Default)]
     struct Find(Option<(String, u64)>);
     impl Visitor for Find {
@@ -208,7 +208,7 @@ fn an_unknown_record_kind_refuses_the_open_without_writing() {
     let mut bytes = std::fs::read(&path).unwrap();
     let at = off as usize;
     let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
-    bytes[at + 16] = 16;
+    bytes[at + 16] = 17;
     let crc = walq::format::frame::checksum(1, &[&bytes[at + 4..at + len]]);
     bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
@@ -216,7 +216,7 @@ fn an_unknown_record_kind_refuses_the_open_without_writing() {
         let err = Queue::open_with(dir.path(), Options::default().recovery(mode)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
         assert_eq!(err.offset(), Some(off), "{err}");
-        assert!(err.to_string().contains("unknown kind 16"), "{err}");
+        assert!(err.to_string().contains("unknown kind 17"), "{err}");
         assert!(err.path().unwrap().ends_with(&file), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "the segment changed");
     }

@@ -79,16 +79,29 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The whole file, or `None` when it no longer exists (a live writer
-/// deleted it after the directory was listed).
+/// The file as long as it was when opened, or `None` when it no longer
+/// exists (a live writer deleted it after the directory was listed).
+///
+/// Only the length it had at the open is read: a live writer appending
+/// meanwhile (to `dead.wal`, say) writes past it, and a read that followed
+/// the growing end could copy a later record whole but an earlier one
+/// half written, which looks like damage. Every byte below that length
+/// was written before it was counted in it, so what is read is a prefix
+/// the writer had finished, or ends in the part of a record being written
+/// (a torn tail, not damage).
 pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("opening", path, e)),
     };
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading the size of", path, e))?
+        .len();
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len)
+        .read_to_end(&mut buf)
         .map_err(|e| Error::io("reading", path, e))?;
     Ok(Some(buf))
 }

@@ -21,6 +21,14 @@ fn open(dir: &Path, clock: &ManualClock) -> Store {
     Store::open_with(dir, common::opts(clock)).expect("open store")
 }
 
+/// A new store in a temporary directory, on a manual clock at 1,000 s.
+fn fresh() -> (tempfile::TempDir, ManualClock, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let store = open(dir.path(), &clock);
+    (dir, clock, store)
+}
+
 fn payload(job: &walq::Job) -> String {
     String::from_utf8(job.payload().to_vec()).expect("utf-8")
 }
@@ -42,9 +50,7 @@ fn lease_all(q: &Queue) -> Vec<String> {
 
 #[test]
 fn a_dequeue_returns_only_its_own_queues_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (_dir, _clock, store) = fresh();
     let (a, b) = (
         store.queue("emails").unwrap(),
         store.queue("reports").unwrap(),
@@ -74,9 +80,7 @@ fn a_dequeue_returns_only_its_own_queues_jobs() {
 
 #[test]
 fn priorities_delays_and_groups_work_within_each_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (_dir, clock, store) = fresh();
     let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
     a.enqueue(b"a-normal").unwrap();
     a.enqueue_with(
@@ -111,9 +115,7 @@ fn priorities_delays_and_groups_work_within_each_queue() {
 
 #[test]
 fn idempotency_keys_are_scoped_per_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
     let default = store.default_queue();
     let key = || EnqueueOptions::new().idempotency_key("signup/ada");
@@ -138,9 +140,7 @@ fn idempotency_keys_are_scoped_per_queue() {
 
 #[test]
 fn stats_per_queue_and_for_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (_dir, _clock, store) = fresh();
     let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
     let default = store.default_queue();
     for _ in 0..3 {
@@ -207,9 +207,7 @@ fn fill(store: &Store) -> Vec<(String, String)> {
 
 #[test]
 fn a_full_scan_keeps_each_job_in_its_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let expect = fill(&store);
     store.close().unwrap();
     drop(store);
@@ -225,9 +223,7 @@ fn a_full_scan_keeps_each_job_in_its_queue() {
 
 #[test]
 fn a_reopen_from_the_checkpoint_keeps_each_job_in_its_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     // Named queues used and drained: the close writes a checkpoint.
     for name in ["a", "b"] {
         let q = store.queue(name).unwrap();
@@ -290,9 +286,7 @@ fn a_single_queue_fixture_opens_as_the_default_queue() {
 
 #[test]
 fn invalid_names_and_too_many_queues_are_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (_dir, _clock, store) = fresh();
     let long = "x".repeat(65);
     for bad in ["", "a b", "emails/2", "ümlaut", long.as_str()] {
         let e = store.queue(bad).unwrap_err();
@@ -448,9 +442,7 @@ fn two_queues_survive_power_loss_at_every_sync_point() {
 
 #[test]
 fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let a = store.queue("a").unwrap();
     a.enqueue_with(b"kept", EnqueueOptions::new().idempotency_key("k"))
         .unwrap();
@@ -555,9 +547,7 @@ fn each_queue_has_its_own_visibility_attempts_and_backoff() {
 
 #[test]
 fn a_dead_letter_remembers_its_queue_and_level_and_a_redrive_returns_it_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let a = store.queue("a").unwrap();
     let keyed = || {
         EnqueueOptions::new()
@@ -620,9 +610,7 @@ fn lease_names(pool: &walq::worker::MultiQueue, store: &Store, n: usize) -> Vec<
 #[test]
 fn a_pool_over_several_queues_follows_the_weights_and_skips_empty_queues() {
     use walq::worker::MultiQueue;
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (_dir, _clock, store) = fresh();
     for (name, n) in [("a", 40), ("b", 40), ("c", 0)] {
         let q = store.queue(name).unwrap();
         for i in 0..n {
@@ -1018,9 +1006,7 @@ fn same_as_the_scan(dir: &Path, at_ms: u64) {
 
 #[test]
 fn a_clean_close_with_named_jobs_live_reopens_from_a_version_4_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let now = mixed_workload(&store, &clock);
     store.close().unwrap();
     drop(store);
@@ -1048,9 +1034,7 @@ fn a_crash_with_named_jobs_live_reopens_from_a_periodic_checkpoint() {
 
 #[test]
 fn a_damaged_queue_section_falls_back_to_the_scan() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let now = mixed_workload(&store, &clock);
     store.close().unwrap();
     drop(store);
@@ -1091,9 +1075,7 @@ fn a_damaged_queue_section_falls_back_to_the_scan() {
 /// as after the scan, a new queue gets an id of its own and b keeps its
 /// key.
 fn keys_stay_with_their_queue_across_a_checkpoint(a_live: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let key = || EnqueueOptions::new().idempotency_key("once");
     let b = store.queue("b").unwrap();
     b.enqueue_with(b"b-done", key()).unwrap();
@@ -1137,9 +1119,7 @@ fn a_store_whose_named_queues_are_all_drained_keeps_their_ids_across_a_checkpoin
 /// Before, a Key record named no queue, and both forgot it at once.
 #[test]
 fn a_named_queues_keys_outlive_reclaim_and_purge() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(1_000_000);
-    let store = open(dir.path(), &clock);
+    let (dir, clock, store) = fresh();
     let a = store.queue("a").unwrap();
     let key = |k: &str| EnqueueOptions::new().idempotency_key(k);
     a.enqueue_with(b"acked", key("acked")).unwrap();

@@ -50,30 +50,58 @@ fn statm_anon() -> u64 {
     v.get(1).zip(v.get(2)).map_or(0, |(r, s)| (r - s) * page)
 }
 
-fn row(size: usize, jobs: u64) {
-    let dir = tempdir();
-    let q = open(dir.path(), Durability::Os);
-    let p = payload(size);
-    let (anon0, file0) = rss();
-    let statm0 = statm_anon();
+/// Enqueues `jobs` copies of `p` on `q`, in batches of 100.
+fn fill(q: &walq::Queue, p: &[u8], jobs: u64) {
     let mut left = jobs;
     while left > 0 {
         let k = left.min(100) as usize;
-        q.enqueue_batch(std::iter::repeat_n(&p[..], k))
+        q.enqueue_batch(std::iter::repeat_n(p, k))
             .expect("enqueue_batch");
         left -= k as u64;
     }
+}
+
+/// Bytes per job between two readings.
+fn per_job(after: u64, before: u64, jobs: u64) -> f64 {
+    after.saturating_sub(before) as f64 / jobs as f64
+}
+
+/// One table row; a column measured only by some rows is `None`.
+fn print_row(
+    size: usize,
+    jobs: u64,
+    state: &str,
+    anon: f64,
+    statm: Option<f64>,
+    file: Option<f64>,
+    st: &walq::Stats,
+) {
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+    println!(
+        "| {size:>6} B | {jobs:>9} | {state} | {anon:>6.1} | {:>6} | {:>6.1} | {:>8} | {:>6} |",
+        opt(statm),
+        st.index_bytes as f64 / jobs as f64,
+        opt(file),
+        st.disk_bytes / (1 << 20),
+    );
+}
+
+fn row(size: usize, jobs: u64) {
+    let dir = tempdir();
+    let q = open(dir.path(), Durability::Os);
+    let (anon0, file0) = rss();
+    let statm0 = statm_anon();
+    fill(&q, &payload(size), jobs);
     let (anon1, file1) = rss();
     let statm1 = statm_anon();
-    let st = q.stats();
-    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / jobs as f64;
-    println!(
-        "| {size:>6} B | {jobs:>9} | queued    | {:>6.1} | {:>6.1} | {:>6.1} | {:>8.0} | {:>6} |",
-        per(anon1, anon0),
-        per(statm1, statm0),
-        st.index_bytes as f64 / jobs as f64,
-        per(file1, file0),
-        st.disk_bytes / (1 << 20),
+    print_row(
+        size,
+        jobs,
+        "queued   ",
+        per_job(anon1, anon0, jobs),
+        Some(per_job(statm1, statm0, jobs)),
+        Some(per_job(file1, file0, jobs)),
+        &q.stats(),
     );
     // Lease every job: in-flight jobs also hold a lease and an expiry.
     let mut held = Vec::new();
@@ -82,18 +110,17 @@ fn row(size: usize, jobs: u64) {
     }
     let (anon2, _) = rss();
     let statm2 = statm_anon();
-    let st = q.stats();
     // The receipts we hold (16 B each) are ours, not the queue's.
     let ours = (held.capacity() * std::mem::size_of::<walq::Receipt>()) as u64;
-    println!(
-        "| {size:>6} B | {jobs:>9} | in flight | {:>6.1} | {:>6.1} | {:>6.1} | {:>8} | {:>6} |",
-        per(anon2.saturating_sub(ours), anon0),
-        per(statm2.saturating_sub(ours), statm0),
-        st.index_bytes as f64 / jobs as f64,
-        "",
-        st.disk_bytes / (1 << 20),
+    print_row(
+        size,
+        jobs,
+        "in flight",
+        per_job(anon2.saturating_sub(ours), anon0, jobs),
+        Some(per_job(statm2.saturating_sub(ours), statm0, jobs)),
+        None,
+        &q.stats(),
     );
-    drop(q);
 }
 
 /// Every job in a group of its own (`customer-N`), then a drain: the
@@ -108,15 +135,15 @@ fn groups_row(size: usize, jobs: u64) {
         q.enqueue_with(&p, opts).expect("enqueue_with");
     }
     let (anon1, _) = rss();
-    let queued = q.stats();
-    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / jobs as f64;
-    println!(
-        "| {size:>6} B | {jobs:>9} | queued, a group each | {:>6.1} | {:>6} | {:>6.1} | {:>8} | {:>6} |",
-        per(anon1, anon0),
-        "",
-        queued.index_bytes as f64 / jobs as f64,
-        "",
-        queued.disk_bytes / (1 << 20),
+    let state = "queued, a group each";
+    print_row(
+        size,
+        jobs,
+        state,
+        per_job(anon1, anon0, jobs),
+        None,
+        None,
+        &q.stats(),
     );
     while let Some(job) = q.dequeue().expect("dequeue") {
         q.ack(job.receipt()).expect("ack");
@@ -135,26 +162,18 @@ fn named_row(size: usize, jobs: u64) {
     let dir = tempdir();
     let q = open(dir.path(), Durability::Os);
     let emails = q.store().queue("emails").expect("queue");
-    let p = payload(size);
     let (anon0, _) = rss();
-    let mut left = jobs;
-    while left > 0 {
-        let k = left.min(100) as usize;
-        emails
-            .enqueue_batch(std::iter::repeat_n(&p[..], k))
-            .expect("enqueue_batch");
-        left -= k as u64;
-    }
+    fill(&emails, &payload(size), jobs);
     let (anon1, _) = rss();
-    let st = emails.stats();
-    let per = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / jobs as f64;
-    println!(
-        "| {size:>6} B | {jobs:>9} | queued on a named queue | {:>6.1} | {:>6} | {:>6.1} | {:>8} | {:>6} |",
-        per(anon1, anon0),
-        "",
-        st.index_bytes as f64 / jobs as f64,
-        "",
-        st.disk_bytes / (1 << 20),
+    let state = "queued on a named queue";
+    print_row(
+        size,
+        jobs,
+        state,
+        per_job(anon1, anon0, jobs),
+        None,
+        None,
+        &emails.stats(),
     );
 }
 

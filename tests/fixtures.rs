@@ -745,29 +745,49 @@ fn batches_replays_its_batch_records() {
     assert_eq!(q.enqueue(b"next").unwrap(), 7);
 }
 
+/// Opens a copy of fixture `name`, whose checkpoint has version `version`,
+/// after `check` looked at its files: from the checkpoint, or with it
+/// removed when `scan`. The open must use the checkpoint exactly when it is
+/// kept, and release the fixture's one lease.
+fn open_fixture(
+    name: &str,
+    version: u16,
+    scan: bool,
+    check: impl FnOnce(&Path),
+) -> (tempfile::TempDir, Queue) {
+    let (tmp, dir) = copy_fixture(name);
+    check(&dir);
+    let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
+    assert_eq!(
+        u16::from_le_bytes([ck[8], ck[9]]),
+        version,
+        "checkpoint version"
+    );
+    if scan {
+        std::fs::remove_file(dir.join("CHECKPOINT")).unwrap();
+    }
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).unwrap_or_else(|e| panic!("{name} opens: {e}"));
+    q.check_invariants();
+    let r = q.recovery_report().clone();
+    assert_eq!(r.checkpoint_used, !scan, "{r:?}");
+    assert_eq!(r.leases_released, 1, "{r:?}");
+    (tmp, q)
+}
+
 #[test]
 fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
     for scan in [false, true] {
-        let (_tmp, dir) = copy_fixture("priorities");
-        let bytes = std::fs::read(dir.join(SEGMENT_1)).unwrap();
-        let kinds: Vec<u8> = frames(&bytes, 1)
-            .iter()
-            .map(|&(off, _)| bytes[off + 16])
-            .collect();
-        // Enqueue2 for every level but Normal and for the grouped jobs,
-        // then the lease of job 3.
-        assert_eq!(kinds, vec![12, 1, 12, 12, 12, 12, 12, 2], "{kinds:?}");
-        let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
-        assert_eq!(u16::from_le_bytes([ck[8], ck[9]]), 2, "checkpoint version");
-        if scan {
-            std::fs::remove_file(dir.join("CHECKPOINT")).unwrap();
-        }
-        let clock = ManualClock::new(T0 + 60_000);
-        let q = Queue::open_with(&dir, opts(&clock)).expect("priorities fixture opens");
-        q.check_invariants();
-        let r = q.recovery_report().clone();
-        assert_eq!(r.checkpoint_used, !scan, "{r:?}");
-        assert_eq!(r.leases_released, 1, "{r:?}");
+        let (_tmp, q) = open_fixture("priorities", 2, scan, |dir| {
+            let bytes = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+            let kinds: Vec<u8> = frames(&bytes, 1)
+                .iter()
+                .map(|&(off, _)| bytes[off + 16])
+                .collect();
+            // Enqueue2 for every level but Normal and for the grouped
+            // jobs, then the lease of job 3.
+            assert_eq!(kinds, vec![12, 1, 12, 12, 12, 12, 12, 2], "{kinds:?}");
+        });
         let s = q.stats();
         assert_eq!((s.ready, s.delayed), (6, 1), "job 7 waits for job 6");
         let mut order = Vec::new();
@@ -803,20 +823,11 @@ fn priorities_opens_with_every_level_from_the_checkpoint_and_from_the_log() {
 fn checkpoint_runs_opens_from_its_version_3_checkpoint_as_from_the_log() {
     let mut seen = Vec::new();
     for scan in [false, true] {
-        let (_tmp, dir) = copy_fixture("checkpoint_runs");
-        let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
-        assert_eq!(u16::from_le_bytes([ck[8], ck[9]]), 3, "checkpoint version");
-        // 73 slots in far fewer than 16 bytes each.
-        assert!(ck.len() < 128 + 16 + 73 * 4, "{} bytes", ck.len());
-        if scan {
-            std::fs::remove_file(dir.join("CHECKPOINT")).unwrap();
-        }
-        let clock = ManualClock::new(T0 + 60_000);
-        let q = Queue::open_with(&dir, opts(&clock)).expect("checkpoint_runs opens");
-        q.check_invariants();
-        let r = q.recovery_report().clone();
-        assert_eq!(r.checkpoint_used, !scan, "{r:?}");
-        assert_eq!(r.leases_released, 1, "{r:?}");
+        let (_tmp, q) = open_fixture("checkpoint_runs", 3, scan, |dir| {
+            let ck = std::fs::read(dir.join("CHECKPOINT")).unwrap();
+            // 73 slots in far fewer than 16 bytes each.
+            assert!(ck.len() < 128 + 16 + 73 * 4, "{} bytes", ck.len());
+        });
         let s = q.stats();
         assert_eq!((s.ready, s.delayed, s.in_flight), (70, 1, 0), "{s:?}");
         let jobs = lease_all(&q);

@@ -77,21 +77,6 @@ pub fn validate_name(name: &str) -> Result<()> {
     ))
 }
 
-impl Named {
-    /// The queue whose key `key` is known by `hash`: the default queue, or
-    /// the named queue whose scoped hash of `key` is `hash` (`None`: no
-    /// queue this store knows). O(queues); run when a key is carried.
-    pub fn queue_of_key(&self, hash: u128, key: &[u8]) -> Option<u16> {
-        if crate::keys::key_hash(key) == hash {
-            return Some(0);
-        }
-        self.defs
-            .keys()
-            .copied()
-            .find(|&q| q != 0 && scoped_hash(q, key) == hash)
-    }
-}
-
 /// The hash of an idempotency or group key of queue `q`: the key's own
 /// hash for the default queue (so a single-queue store's hashes are those
 /// of earlier versions), a hash that covers the queue id for the others,

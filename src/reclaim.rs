@@ -394,19 +394,18 @@ impl QueueState {
             let frame = seg
                 .frame_at(entry.off)
                 .map_err(|e| Error::corrupt(&seg.path, at, format!("carrying a key: {e}")))?;
-            let key = match Record::decode(frame.kind, frame.body) {
-                Some(Record::Enqueue(e)) => e.key,
-                Some(Record::Key { key, .. }) => key,
+            // The record holding the key names its queue (Enqueue2 and
+            // kind 16 carry it; kinds 1 and 5 are the default queue's).
+            let (queue, key) = match Record::decode(frame.kind, frame.body) {
+                Some(Record::Enqueue(e)) => (e.queue, e.key),
+                Some(Record::Key { queue, key, .. }) => (queue, key),
                 _ => return Err(Error::corrupt(&seg.path, at, "key record does not decode")),
             };
-            // The queue whose key it is: the one whose scoped hash of the
-            // key bytes is the hash it is known by (a key of a finished job
-            // of a named queue is carried as kind 16, with its queue).
-            let Some(queue) = self.named.queue_of_key(hash, key) else {
-                // Of no queue this store knows (a damaged log): forgotten.
+            if crate::named::scoped_hash(queue, key) != hash {
+                // Not the key it is known by (a damaged log): forgotten.
                 self.keys.remove(hash, entry.id);
                 continue;
-            };
+            }
             let rec = Record::Key {
                 queue,
                 id: entry.id,

@@ -246,7 +246,9 @@ impl Queue {
     }
 
     fn lock_for_write(&self) -> Result<MutexGuard<'_, QueueState>> {
-        self.check_open()?;
+        // Checked under the lock only: a close or a poisoning happens under
+        // it too (a check before it would cost a second pair of loads on
+        // every operation and decide nothing).
         let guard = self.inner.state.lock();
         self.check_open()?;
         Ok(guard)

@@ -200,6 +200,12 @@ impl JobTable {
         std::mem::take(&mut self.parked_fresh)
     }
 
+    /// Whether fresh jobs were parked since the last
+    /// [`JobTable::take_parked_fresh`] (a check for every operation).
+    pub fn has_parked_fresh(&self) -> bool {
+        !self.parked_fresh.is_empty()
+    }
+
     /// Whether a live job is kept in the side map (never served as fresh).
     pub fn is_straggler(&self, id: u64) -> bool {
         id < self.base && self.stragglers.contains_key(&id)

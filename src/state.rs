@@ -443,6 +443,9 @@ impl QueueState {
     /// Fresh jobs the job table moved aside wait in the delivery order
     /// instead, at their enqueue time, so they keep their place.
     fn unpark(&mut self) {
+        if !self.jobs.has_parked_fresh() {
+            return;
+        }
         for id in self.jobs.take_parked_fresh() {
             let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
             self.delivery.take_fresh();

@@ -493,7 +493,17 @@ impl Log {
             tail = &[];
         }
         let len = (self.buf.len() + tail.len()) as u64;
-        self.ensure_room_for(len, next_job_id, draining)?;
+        // The common case, a record that fits in the active segment with
+        // nothing staged, needs no rotation and is below the frame limit.
+        let fits = self.staged.is_none()
+            && len <= self.max_frame()
+            && self
+                .segments
+                .back()
+                .is_some_and(|a| u64::from(self.tail) + len <= u64::from(a.seg.size()));
+        if !fits {
+            self.ensure_room_for(len, next_job_id, draining)?;
+        }
         if self.residue != 0 {
             self.clear_residue()?;
         }

@@ -423,14 +423,30 @@ impl Log {
     /// ENOSPC gives up the reserve, if one is held, and is tried once more.
     pub fn append(&mut self, rec: &Record<'_>, flags: u8, next_job_id: u64) -> Result<Appended> {
         let draining = !matches!(rec, Record::Enqueue(_));
-        let first = self.try_append(rec, flags, next_job_id, draining);
-        let out = match first {
-            Err(e)
-                if draining && is_enospc(&e) && !self.commit.failed() && self.release_reserve() =>
-            {
-                self.try_append(rec, flags, next_job_id, draining)
+        match self.try_append(rec, flags, next_job_id, draining) {
+            Ok(a) => {
+                self.op_changes = self.op_changes.saturating_add(1);
+                Ok(a)
             }
-            other => other,
+            Err(e) => self.append_failed(e, rec, flags, next_job_id, draining),
+        }
+    }
+
+    /// [`Log::append`] after a failed first try (off the hot path: the
+    /// success path moves no error-sized result around).
+    #[cold]
+    fn append_failed(
+        &mut self,
+        e: Error,
+        rec: &Record<'_>,
+        flags: u8,
+        next_job_id: u64,
+        draining: bool,
+    ) -> Result<Appended> {
+        let out = if draining && is_enospc(&e) && !self.commit.failed() && self.release_reserve() {
+            self.try_append(rec, flags, next_job_id, draining)
+        } else {
+            Err(e)
         };
         match &out {
             Ok(_) => self.op_changes = self.op_changes.saturating_add(1),

@@ -126,7 +126,10 @@ impl JobTable {
             return;
         }
         if i >= self.slots.len() {
-            self.slots.resize(i, EMPTY);
+            // The common case is the next id: nothing to fill before it.
+            if i > self.slots.len() {
+                self.slots.resize(i, EMPTY);
+            }
             self.slots.push_back(slot);
             self.in_slots += 1;
             return;

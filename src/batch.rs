@@ -15,9 +15,9 @@ use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{
     push_ack_entry, push_lease_entry, Entries, Record, ACK_MANY_ENTRY, LEASE_MANY_ENTRY, MAX_MANY,
 };
-use crate::idhash::IdSet;
 use crate::job::{Job, Receipt};
 use crate::jobs::SlotState;
+use crate::leases::Lease;
 
 /// One result per receipt of an ack batch, and the LSN to wait for (none
 /// when nothing was written).
@@ -26,41 +26,62 @@ pub(crate) type AckResults = (Vec<Result<()>>, Option<u64>);
 impl QueueState {
     /// Acks every receipt whose lease is held, with AckMany records; the
     /// others get their own error ([`ErrorKind::LeaseLost`], a receipt
-    /// given twice included) and nothing is written for them. An I/O
-    /// error fails the whole batch.
+    /// given twice included: its lease is taken by the first) and nothing
+    /// is written for them. An I/O error fails the whole batch, and the
+    /// leases taken are put back.
     pub fn ack_many(&mut self, receipts: &[Receipt], now: Now) -> Result<AckResults> {
         let mut results = Vec::with_capacity(receipts.len());
-        let mut ids = Vec::with_capacity(receipts.len());
-        let mut seen = IdSet::default();
+        // Each valid receipt's lease is taken out at once: a second receipt
+        // of the same job finds none, so no set of ids is needed.
+        let mut taken: Vec<(u64, Lease)> = Vec::with_capacity(receipts.len());
         for &r in receipts {
             match self.check_receipt(r, now) {
-                Ok(()) if seen.insert(r.id) => {
-                    ids.push(r.id);
+                Ok(()) => {
+                    if let Some(lease) = self.leases.take(r.id) {
+                        taken.push((r.id, lease));
+                    }
                     results.push(Ok(()));
                 }
-                Ok(()) => results.push(Err(Error::new(
-                    ErrorKind::LeaseLost,
-                    format!("the receipt of job {} is in the batch twice", r.id),
-                ))),
-                Err(e) if e.kind() == ErrorKind::Io => return Err(e),
+                Err(e) if e.kind() == ErrorKind::Io => {
+                    self.put_back(taken);
+                    return Err(e);
+                }
                 Err(e) => results.push(Err(e)),
             }
         }
-        let lsn = match ids.as_slice() {
+        let written = match taken.as_slice() {
             [] => return Ok((results, None)),
-            &[id] => self.log.append(&Record::Ack { id }, 0, self.next_id)?.lsn,
+            &[(id, _)] => self
+                .log
+                .append(&Record::Ack { id }, 0, self.next_id)
+                .map(|a| a.lsn),
             _ => {
-                let mut raw = Vec::with_capacity(ids.len() * ACK_MANY_ENTRY);
-                ids.iter().for_each(|&id| push_ack_entry(&mut raw, id));
-                self.append_many(&raw, false)?
+                let mut raw = Vec::with_capacity(taken.len() * ACK_MANY_ENTRY);
+                taken
+                    .iter()
+                    .for_each(|&(id, _)| push_ack_entry(&mut raw, id));
+                self.append_many(&raw, false)
             }
         };
-        for id in ids {
-            self.leases.remove(id);
+        let lsn = match written {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                self.put_back(taken);
+                return Err(e);
+            }
+        };
+        for (id, _) in taken {
             self.finish(id);
             self.counters.acked += 1;
         }
         Ok((results, Some(lsn)))
+    }
+
+    /// Puts back leases an ack batch took before its write failed.
+    fn put_back(&mut self, taken: Vec<(u64, Lease)>) {
+        for (id, lease) in taken {
+            self.leases.insert(id, lease);
+        }
     }
 
     /// Leases up to `max` ready jobs with LeaseMany records. If the write

@@ -126,7 +126,10 @@ impl JobTable {
             return;
         }
         if i >= self.slots.len() {
-            self.slots.resize(i, EMPTY);
+            // The common case is the next id: nothing to fill before it.
+            if i > self.slots.len() {
+                self.slots.resize(i, EMPTY);
+            }
             self.slots.push_back(slot);
             self.in_slots += 1;
             return;
@@ -198,6 +201,12 @@ impl JobTable {
     /// due heap by the caller.
     pub fn take_parked_fresh(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.parked_fresh)
+    }
+
+    /// Whether fresh jobs were parked since the last
+    /// [`JobTable::take_parked_fresh`] (a check for every operation).
+    pub fn has_parked_fresh(&self) -> bool {
+        !self.parked_fresh.is_empty()
     }
 
     /// Whether a live job is kept in the side map (never served as fresh).

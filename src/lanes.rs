@@ -88,8 +88,12 @@ impl QueueState {
     /// Writes queue `q`'s QueueDef record if the log recovery reads does
     /// not hold one (see [`crate::named::Named::needs_def`]).
     pub(super) fn ensure_def(&mut self, q: u16) -> Result<()> {
+        if q == 0 {
+            // The default queue has no QueueDef (every enqueue asks).
+            return Ok(());
+        }
         let first = self.log.segments.front().map_or(0, |i| i.seg.id);
-        if q == 0 || !self.named.needs_def(q, self.def_floor, first) {
+        if !self.named.needs_def(q, self.def_floor, first) {
             return Ok(());
         }
         let name = self.queue_name(q);

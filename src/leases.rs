@@ -80,7 +80,24 @@ impl Leases {
     /// once they outnumber the held leases, so memory follows the leases
     /// held, not the dequeue rate.
     pub fn remove(&mut self, id: u64) {
-        self.held.remove(&id);
+        self.take(id);
+    }
+
+    /// Ends the lease on `id` and returns it, if held (see
+    /// [`Leases::remove`]).
+    pub fn take(&mut self, id: u64) -> Option<Lease> {
+        let lease = self.held.remove(&id);
+        if self.held.is_empty() {
+            // No lease held: every expiry entry is stale (no scan needed).
+            self.expiries.clear();
+            if self.expiries.capacity() > 1024 {
+                self.expiries.shrink_to(1024);
+            }
+            if self.held.capacity() > 1024 {
+                self.held.shrink_to(1024);
+            }
+            return lease;
+        }
         if self.expiries.len() > 2 * self.held.len() + 1024 {
             let held = &self.held;
             self.expiries.retain(|Reverse((deadline, id, token))| {
@@ -97,6 +114,7 @@ impl Leases {
                 self.expiries.shrink_to_fit();
             }
         }
+        lease
     }
 
     /// The soonest deadline (possibly of a stale entry: waking early is

@@ -59,7 +59,10 @@ impl Levels {
     /// Sets the level of a live job (before it is made waiting).
     pub fn set_level(&mut self, id: u64, level: u8) {
         if usize::from(level) == NORMAL || level > 3 {
-            self.level_of.remove(&id);
+            // A queue without levels has an empty map: no hash per enqueue.
+            if !self.level_of.is_empty() {
+                self.level_of.remove(&id);
+            }
         } else {
             self.level_of.insert(id, level);
         }

@@ -54,6 +54,9 @@ const PREFAULT_BYTES: usize = 2 << 20;
 /// The chunk of the active segment whose writeback is started once the
 /// tail has passed it (the 1 MiB boundaries where the prefault runs).
 const WRITEBACK_CHUNK: u32 = 1 << 20;
+/// Payloads up to this many bytes are copied next to their record's head
+/// and written with it: one checksum pass and one write, not two.
+const INLINE_TAIL: usize = 2048;
 
 /// A segment and what still lives in it.
 #[derive(Debug)]
@@ -420,14 +423,30 @@ impl Log {
     /// ENOSPC gives up the reserve, if one is held, and is tried once more.
     pub fn append(&mut self, rec: &Record<'_>, flags: u8, next_job_id: u64) -> Result<Appended> {
         let draining = !matches!(rec, Record::Enqueue(_));
-        let first = self.try_append(rec, flags, next_job_id, draining);
-        let out = match first {
-            Err(e)
-                if draining && is_enospc(&e) && !self.commit.failed() && self.release_reserve() =>
-            {
-                self.try_append(rec, flags, next_job_id, draining)
+        match self.try_append(rec, flags, next_job_id, draining) {
+            Ok(a) => {
+                self.op_changes = self.op_changes.saturating_add(1);
+                Ok(a)
             }
-            other => other,
+            Err(e) => self.append_failed(e, rec, flags, next_job_id, draining),
+        }
+    }
+
+    /// [`Log::append`] after a failed first try (off the hot path: the
+    /// success path moves no error-sized result around).
+    #[cold]
+    fn append_failed(
+        &mut self,
+        e: Error,
+        rec: &Record<'_>,
+        flags: u8,
+        next_job_id: u64,
+        draining: bool,
+    ) -> Result<Appended> {
+        let out = if draining && is_enospc(&e) && !self.commit.failed() && self.release_reserve() {
+            self.try_append(rec, flags, next_job_id, draining)
+        } else {
+            Err(e)
         };
         match &out {
             Ok(_) => self.op_changes = self.op_changes.saturating_add(1),
@@ -481,13 +500,37 @@ impl Log {
         self.write_failed = false;
         self.buf.clear();
         self.buf.resize(FRAME_HEADER_LEN, 0);
-        let tail = rec.encode_into(&mut self.buf);
+        let mut tail = rec.encode_into(&mut self.buf);
+        let syscall = self.syscall_appends;
+        if syscall || tail.len() <= INLINE_TAIL {
+            // One checksum pass and one write per record, not two (a
+            // `pwrite` append always copies: one system call, not two).
+            self.buf.extend_from_slice(tail);
+            tail = &[];
+        }
         let len = (self.buf.len() + tail.len()) as u64;
-        self.ensure_room_for(len, next_job_id, draining)?;
-        self.clear_residue()?;
+        // The common case, a record that fits in the active segment with
+        // nothing staged, needs no rotation and is below the frame limit.
+        let fits = self.staged.is_none()
+            && len <= self.max_frame()
+            && self
+                .segments
+                .back()
+                .is_some_and(|a| u64::from(self.tail) + len <= u64::from(a.seg.size()));
+        if !fits {
+            self.ensure_room_for(len, next_job_id, draining)?;
+        }
+        if self.residue != 0 {
+            self.clear_residue()?;
+        }
         let lsn = self.next_lsn;
         let lag = u32::try_from(lsn.saturating_sub(self.commit.durable())).unwrap_or(u32::MAX);
-        let seg = self.active().clone();
+        // Borrowed, not cloned: no reference count to move per record.
+        let seg = &self
+            .segments
+            .back()
+            .expect("a log has an active segment")
+            .seg;
         frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
         let len = u32::try_from(len).expect("checked against the segment size");
         if let Some(st) = self.staged.as_mut() {
@@ -508,13 +551,8 @@ impl Log {
         // system, say) is rolled back: nothing is published, the tail and
         // the LSN stay, and whatever it wrote past the tail is the residue,
         // zeroed before the next write (right away, if that works).
-        let syscall = self.syscall_appends;
-        if syscall && !tail.is_empty() {
-            // One `pwrite` per record, not two.
-            self.buf.extend_from_slice(tail);
-        }
         let written = seg.write_by(off, &self.buf, syscall).and_then(|()| {
-            if tail.is_empty() || syscall {
+            if tail.is_empty() {
                 Ok(())
             } else {
                 seg.write_by(off + self.buf.len() as u32, tail, syscall)
@@ -539,15 +577,16 @@ impl Log {
             // last chunk left to write (see `upkeep`). Not under `Sync`,
             // whose group commits write everything as it comes.
             if next >= WRITEBACK_CHUNK {
-                self.upkeep.write_back(&seg, next - WRITEBACK_CHUNK, next);
+                self.upkeep.write_back(seg, next - WRITEBACK_CHUNK, next);
             }
         }
         self.tail += len;
         seg.publish(self.tail);
+        let id = seg.id;
         self.commit.written(lsn);
         self.next_lsn += 1;
         Ok(Appended {
-            seg: seg.id,
+            seg: id,
             off,
             len,
             lsn,

@@ -246,7 +246,9 @@ impl Queue {
     }
 
     fn lock_for_write(&self) -> Result<MutexGuard<'_, QueueState>> {
-        self.check_open()?;
+        // Checked under the lock only: a close or a poisoning happens under
+        // it too (a check before it would cost a second pair of loads on
+        // every operation and decide nothing).
         let guard = self.inner.state.lock();
         self.check_open()?;
         Ok(guard)
@@ -275,6 +277,15 @@ impl Queue {
         }
     }
 
+    /// The wall clock alone, for operations that set no lease deadline
+    /// (enqueues): `QueueState::now` keeps the last monotonic reading.
+    fn wall_clock(&self) -> Now {
+        Now {
+            wall: self.inner.opts.clock.now_ms(),
+            mono: 0,
+        }
+    }
+
     /// Runs a state operation that needs no durability wait; any I/O
     /// failure poisons the queue.
     fn write_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
@@ -286,7 +297,7 @@ impl Queue {
     fn enqueue_op<T>(&self, op: impl FnOnce(&mut QueueState, Now) -> Result<T>) -> Result<T> {
         let out = {
             let mut st = self.lock_for_write()?;
-            let now = st.now(self.clock());
+            let now = st.now(self.wall_clock());
             st.log.begin_op();
             let out = op(&mut st, now).inspect_err(|e| {
                 if e.kind() == ErrorKind::Io && !st.log.take_harmless_failure() {

@@ -443,6 +443,9 @@ impl QueueState {
     /// Fresh jobs the job table moved aside wait in the delivery order
     /// instead, at their enqueue time, so they keep their place.
     fn unpark(&mut self) {
+        if !self.jobs.has_parked_fresh() {
+            return;
+        }
         for id in self.jobs.take_parked_fresh() {
             let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
             self.delivery.take_fresh();
@@ -492,7 +495,12 @@ impl QueueState {
     fn read_job(&self, id: u64, slot: &Slot) -> Result<JobRecord> {
         // Owned copies: a `Job` pins no segment and a payload read later
         // cannot fault on a file truncated meanwhile (docs/architecture.md).
-        let seg = self.segment_of(slot)?;
+        // The segment is borrowed, not cloned: no reference count to move.
+        let seg = &self
+            .log
+            .info(slot.seg)
+            .ok_or_else(|| Error::new(ErrorKind::Corrupt, format!("segment {} is gone", slot.seg)))?
+            .seg;
         let e = seg.enqueue_at(slot.off)?;
         if e.id != id {
             // Only a damaged checkpoint could point a job at another's
@@ -531,6 +539,9 @@ impl QueueState {
     /// all are, or when delivery does not wait for durability). Ids are
     /// given in LSN order, so every smaller id is durable.
     fn first_unconfirmed(&mut self) -> u64 {
+        if self.unconfirmed.is_empty() {
+            return u64::MAX;
+        }
         let durable = self.log.commit.durable();
         while self
             .unconfirmed

@@ -290,12 +290,15 @@ impl<'a> Record<'a> {
     pub fn encode_into(&self, head: &mut Vec<u8>) -> &'a [u8] {
         match *self {
             Record::Enqueue(e) => {
-                head.extend_from_slice(&e.id.to_le_bytes());
-                head.extend_from_slice(&e.enqueued_ms.to_le_bytes());
-                head.extend_from_slice(&e.due_ms.to_le_bytes());
-                head.extend_from_slice(&e.attempts.to_le_bytes());
-                head.extend_from_slice(&e.max_attempts.to_le_bytes());
-                head.extend_from_slice(&len16(e.key).to_le_bytes());
+                // The fixed part in one copy (one capacity check, not six).
+                let mut fixed = [0u8; ENQUEUE_FIXED_LEN];
+                fixed[0..8].copy_from_slice(&e.id.to_le_bytes());
+                fixed[8..16].copy_from_slice(&e.enqueued_ms.to_le_bytes());
+                fixed[16..24].copy_from_slice(&e.due_ms.to_le_bytes());
+                fixed[24..28].copy_from_slice(&e.attempts.to_le_bytes());
+                fixed[28..30].copy_from_slice(&e.max_attempts.to_le_bytes());
+                fixed[30..32].copy_from_slice(&len16(e.key).to_le_bytes());
+                head.extend_from_slice(&fixed);
                 if e.is_extended() {
                     head.extend_from_slice(&e.queue.to_le_bytes());
                     head.extend_from_slice(&[e.priority, 0]);
@@ -308,8 +311,10 @@ impl<'a> Record<'a> {
                 e.payload
             }
             Record::Lease { id, attempts } => {
-                head.extend_from_slice(&id.to_le_bytes());
-                head.extend_from_slice(&attempts.to_le_bytes());
+                let mut body = [0u8; 12];
+                body[0..8].copy_from_slice(&id.to_le_bytes());
+                body[8..12].copy_from_slice(&attempts.to_le_bytes());
+                head.extend_from_slice(&body);
                 &[]
             }
             Record::Ack { id } | Record::Removed { id } => {

@@ -631,7 +631,7 @@ impl Log {
         // Only the spare's header is written and synced here; the next
         // spare is prepared and the directory synced after the queue lock
         // is released (see `upkeep`).
-        let spare = self.upkeep.take_spare(id, draining)?;
+        let spare = self.upkeep.take_spare(id, draining, &self.commit)?;
         let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
         seg.attach(&self.maps);
         self.commit.set_new_target(

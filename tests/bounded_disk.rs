@@ -30,6 +30,8 @@ fn a_drained_queue_keeps_one_segment() {
     }
     assert!(segment_files(dir.path()) > 10);
     assert_eq!(drain(&q).len(), 2000);
+    // The finished segments are deleted by the upkeep thread.
+    q.wait_upkeep();
     assert_eq!(segment_files(dir.path()), 1);
     assert_eq!(q.stats().segments, 1);
     drop(q);

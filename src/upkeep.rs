@@ -464,6 +464,38 @@ mod tests {
     }
 
     #[test]
+    fn a_rotation_on_a_full_disk_deletes_retired_segments_first() {
+        // A rotation whose spare is missing on a full disk: the retired
+        // segment the upkeep thread has not deleted yet is deleted first,
+        // and the spare is made in the space it gave back.
+        let (fs, up) = setup();
+        let dir = Path::new("/q");
+        let seg = |id| Arc::new(Segment::create(&fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let (s1, s2) = (seg(1), seg(2));
+        let commit = Committer::new(0);
+        commit.set_target(s2, 0);
+        commit.written(3);
+        up.retire(s1, 3);
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Allocate,
+            at: fs.op_count(FaultOp::Allocate),
+            forever: false,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+        let spare = up.take_spare(3, true, &commit).unwrap();
+        assert_eq!(spare.id, 3);
+        assert!(!names(&fs).contains(&"0000000001.wal".to_string()));
+        assert_eq!(
+            commit.durable(),
+            3,
+            "deleted once its successors were durable"
+        );
+        // The upkeep thread then makes the reserve again.
+        assert!(up.run(&commit).unwrap());
+        spare.discard(&fs);
+    }
+
+    #[test]
     fn retired_segments_go_once_durable_and_oldest_first() {
         let (fs, up) = setup();
         let dir = Path::new("/q");

@@ -66,6 +66,7 @@ fn long_lived_jobs_do_not_pin_old_segments() {
     let s = q.stats();
     assert!(s.carried_total >= 2, "{s:?}");
     assert!(s.segments <= 3, "old segments pinned: {s:?}");
+    q.wait_upkeep();
     assert!(segment_files(dir.path()) <= 3);
     // Both jobs are intact, in their state, and survive a restart.
     q.ack(lease.receipt()).unwrap();

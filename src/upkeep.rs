@@ -1,6 +1,7 @@
-//! Work on the log's files that is done after the queue lock is released:
-//! preparing the spare segments, deleting sealed ones, and starting the
-//! writeback of the active segment a chunk at a time behind the tail.
+//! Work on the log's files that is done outside the queue lock, by the
+//! queue's `walq-upkeep` thread: preparing the spare segments, deleting
+//! sealed ones, and starting the writeback of the active segment a chunk at
+//! a time behind the tail.
 //!
 //! Under the queue lock, rotation only installs a spare that is already
 //! created, preallocated and synced (`segment::Spare`): it writes the

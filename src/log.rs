@@ -14,8 +14,9 @@
 //! 2. install the spare prepared ahead (see `segment` and `upkeep`): its
 //!    header written and fdatasynced, renamed into place; make it the
 //!    committer's target, whose next leader syncs the directory before the
-//!    new segment (the next spare is prepared after the queue lock is
-//!    released);
+//!    new segment (the next spare is prepared by the `walq-upkeep` thread,
+//!    outside the queue lock; a rotation that finds none makes it itself,
+//!    see [`Upkeep::take_spare`]);
 //! 3. close the old segment's descriptor: sealed segments are read through
 //!    their map and hold no file descriptor.
 //!
@@ -670,7 +671,7 @@ impl Log {
         // Only the spare's header is written and synced here; the next
         // spare is prepared and the directory synced after the queue lock
         // is released (see `upkeep`).
-        let spare = self.upkeep.take_spare(id, draining)?;
+        let spare = self.upkeep.take_spare(id, draining, &self.commit)?;
         let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
         seg.attach(&self.maps);
         self.commit.set_new_target(

@@ -50,6 +50,9 @@ struct Inner {
     commit: Arc<Committer>,
     /// The log's file work done outside the queue lock (see `upkeep`).
     upkeep: Arc<crate::upkeep::Upkeep>,
+    /// Rings the `walq-upkeep` thread, which runs `upkeep`.
+    upkeeper: Arc<crate::upkeep::Mailbox>,
+    upkeep_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     poisoned: AtomicBool,
     /// What poisoned the queue, for the `Poisoned` errors that follow.
     poison_cause: Mutex<Option<String>>,
@@ -187,6 +190,8 @@ impl Queue {
             async_wait: AsyncWait::default(),
             commit,
             upkeep,
+            upkeeper: Arc::default(),
+            upkeep_thread: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -206,6 +211,14 @@ impl Queue {
                 .map_err(|e| Error::io("starting flush thread", dir, e))?;
             *inner.flusher.lock() = Some(handle);
         }
+        let (weak, mailbox) = (Arc::downgrade(&inner), inner.upkeeper.clone());
+        let handle = std::thread::Builder::new()
+            .name("walq-upkeep".into())
+            .spawn(move || upkeep_loop(&weak, &mailbox))
+            .map_err(|e| Error::io("starting upkeep thread", dir, e))?;
+        *inner.upkeep_thread.lock() = Some(handle);
+        // The spares of the active segment are prepared at once.
+        inner.upkeeper.ring();
         let owner = Some(Arc::new(Owner(inner.clone())));
         Ok(Queue {
             inner,
@@ -313,19 +326,28 @@ impl Queue {
         out
     }
 
-    /// Runs the log's file work queued under the lock (spares to prepare,
-    /// retired segments to delete), now that the lock is released. A failed
-    /// log sync poisons the queue; once a segment is deleted, the reserve
-    /// a drain used is made again.
+    /// Hands the log's file work queued under the lock (spares to prepare,
+    /// retired segments to delete) to the `walq-upkeep` thread, now that
+    /// the lock is released: the caller does not wait for it.
     #[inline]
     fn upkeep(&self) {
         // Two plain loads on the hot path: nearly every call has no work.
         if self.inner.upkeep.has_work() {
-            self.run_upkeep();
+            self.inner.upkeeper.ring();
         }
     }
 
-    #[cold]
+    /// Waits until the `walq-upkeep` thread has done the file work queued
+    /// by the operations that returned so far (spares made, finished
+    /// segments deleted): for tests that look at the directory.
+    #[doc(hidden)]
+    pub fn wait_upkeep(&self) {
+        self.inner.upkeeper.wait_idle();
+    }
+
+    /// The `walq-upkeep` thread's work: runs the log's upkeep. A failed
+    /// log sync poisons the queue; once a segment is deleted, the reserve
+    /// a drain used is made again.
     fn run_upkeep(&self) {
         match self.inner.upkeep.run(&self.inner.commit) {
             Ok(false) => {}
@@ -823,6 +845,10 @@ impl Queue {
     /// of this handle are still alive. A clean close records where the log
     /// ends (file `CLOSED`), so that a later open detects a log cut short.
     pub fn close(&self) -> Result<()> {
+        // The upkeep thread is stopped first (it takes the state lock):
+        // what it left is run below, and nothing of this queue touches the
+        // directory once it is released.
+        self.inner.stop_upkeep();
         // Under the state lock: no operation is half done, none starts.
         let mut st = self.inner.state.lock();
         if self.inner.closed.swap(true, Ordering::AcqRel) {
@@ -873,6 +899,7 @@ impl Inner {
     /// returns.
     fn shut_down(&self) {
         self.checkpoints.wait_idle();
+        self.stop_upkeep();
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
         if let Some(handle) = self.flusher.lock().take() {
@@ -882,6 +909,38 @@ impl Inner {
             }
         }
         self.lock.lock().take();
+    }
+}
+
+impl Inner {
+    /// Stops the `walq-upkeep` thread once it did the work rung so far,
+    /// and waits for it.
+    fn stop_upkeep(&self) {
+        self.upkeeper.wait_idle();
+        self.upkeeper.stop();
+        if let Some(handle) = self.upkeep_thread.lock().take() {
+            // The thread holds no user handle; checked all the same.
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// The `walq-upkeep` thread: runs the log's upkeep each time an operation
+/// rings, until the queue is closed or its last user handle dropped. It
+/// holds the queue only while it runs (and never a user handle).
+fn upkeep_loop(weak: &Weak<Inner>, mailbox: &crate::upkeep::Mailbox) {
+    while mailbox.next() {
+        if let Some(inner) = weak.upgrade() {
+            let q = Queue {
+                inner,
+                queue: 0,
+                _owner: None,
+            };
+            q.run_upkeep();
+        }
+        mailbox.done();
     }
 }
 

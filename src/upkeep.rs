@@ -1,6 +1,7 @@
-//! Work on the log's files that is done after the queue lock is released:
-//! preparing the spare segments, deleting sealed ones, and starting the
-//! writeback of the active segment a chunk at a time behind the tail.
+//! Work on the log's files that is done outside the queue lock, by the
+//! queue's `walq-upkeep` thread: preparing the spare segments, deleting
+//! sealed ones, and starting the writeback of the active segment a chunk at
+//! a time behind the tail.
 //!
 //! Under the queue lock, rotation only installs a spare that is already
 //! created, preallocated and synced (`segment::Spare`): it writes the
@@ -11,9 +12,10 @@
 //! the lock, only takes an emptied oldest segment out of the queue's view
 //! and hands it here.
 //!
-//! [`Upkeep::run`] is called by the operation that queued the work, once it
-//! released the queue lock (and by `close`), so no other caller waits for
-//! it. Invariants:
+//! [`Upkeep::run`] runs on the queue's one `walq-upkeep` thread: the
+//! operation that queued the work only rings its [`Mailbox`] once it
+//! released the queue lock, so no caller waits for the file work (`close`
+//! stops the thread, then runs what is left itself). Invariants:
 //! * spares are prepared for the two ids after the active segment; a new
 //!   job may rotate into the first only if the second exists (or can be
 //!   made), so a full disk always keeps a whole spare for the records that
@@ -35,12 +37,82 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::commit::Committer;
 use crate::error::{Error, Result};
 use crate::segment::{Segment, Spare};
 use crate::vfs::Vfs;
+
+/// The handoff between the operations that queue upkeep work and the one
+/// thread that does it: a flag, not a queue, so it is bounded whatever the
+/// rate of operations (work rung while a run is under way is picked up by
+/// the next run, which does all that is queued by then).
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    /// Rung and not yet taken by the thread (read without the lock on the
+    /// hot path).
+    rung: AtomicBool,
+    flags: Mutex<Flags>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    /// The thread is running the work it took.
+    busy: bool,
+    /// The thread is to stop (the queue is closing).
+    stop: bool,
+}
+
+impl Mailbox {
+    /// Asks the thread to run: cheap when it was already asked.
+    pub fn ring(&self) {
+        if !self.rung.swap(true, Ordering::AcqRel) {
+            // Under the lock, so a thread between its check and its wait
+            // cannot miss this.
+            let _flags = self.flags.lock();
+            self.changed.notify_all();
+        }
+    }
+
+    /// For the thread: waits until it is rung (true: run once, then call
+    /// [`Mailbox::done`]) or stopped (false).
+    pub fn next(&self) -> bool {
+        let mut f = self.flags.lock();
+        loop {
+            if f.stop {
+                return false;
+            }
+            if self.rung.swap(false, Ordering::AcqRel) {
+                f.busy = true;
+                return true;
+            }
+            self.changed.wait(&mut f);
+        }
+    }
+
+    /// For the thread: the run that [`Mailbox::next`] started is over.
+    pub fn done(&self) {
+        self.flags.lock().busy = false;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the thread has run everything rung so far (or was
+    /// stopped).
+    pub fn wait_idle(&self) {
+        let mut f = self.flags.lock();
+        while !f.stop && (f.busy || self.rung.load(Ordering::Acquire)) {
+            self.changed.wait(&mut f);
+        }
+    }
+
+    /// Tells the thread to stop after its current run.
+    pub fn stop(&self) {
+        self.flags.lock().stop = true;
+        self.changed.notify_all();
+    }
+}
 
 /// Spares kept ready: the next segment and the one after it.
 pub(crate) const SPARES: u32 = 2;
@@ -68,6 +140,8 @@ pub struct Upkeep {
     mode: u32,
     /// Work was queued since the last run.
     pending: AtomicBool,
+    /// A rotation deleted retired segments itself (`take_spare`).
+    freed: AtomicBool,
     /// A compaction of `dead.wal` was asked for (`dead::compact`).
     dead_compaction: AtomicBool,
     spares: Mutex<Spares>,
@@ -98,6 +172,7 @@ impl Upkeep {
             seg_size,
             mode,
             pending: AtomicBool::new(true),
+            freed: AtomicBool::new(false),
             dead_compaction: AtomicBool::new(false),
             spares: Mutex::new(Spares {
                 active,
@@ -201,9 +276,12 @@ impl Upkeep {
 
     /// The spare for segment `id`, prepared now if none is ready. Unless
     /// the rotation is `draining`, the spare after it must exist too (or is
-    /// prepared now): a new job never takes the last spare. On failure
-    /// nothing changed (a spare prepared here is kept).
-    pub fn take_spare(&self, id: u32, draining: bool) -> Result<Spare> {
+    /// prepared now): a new job never takes the last spare. Should a spare
+    /// not fit, the retired segments the upkeep thread has not deleted yet
+    /// are deleted first (their records made durable through `commit`),
+    /// and it is tried again. On failure nothing changed (a spare prepared
+    /// here is kept).
+    pub fn take_spare(&self, id: u32, draining: bool, commit: &Committer) -> Result<Spare> {
         let mut sp = self.spares.lock();
         if !Self::has(&sp, id, draining) {
             // Slow path: wait for a preparation under way, then make what
@@ -214,7 +292,15 @@ impl Upkeep {
             for want in [Some(id), id.checked_add(1).filter(|_| !draining)] {
                 let Some(want) = want else { continue };
                 if !sp.ready.iter().any(|s| s.id == want) {
-                    let s = self.prepare(want)?;
+                    let s = self.prepare(want).or_else(|e| {
+                        if !self.delete_retired(commit)? {
+                            return Err(e);
+                        }
+                        // Space came back: the reserve is made again too.
+                        self.freed.store(true, Ordering::Release);
+                        self.pending.store(true, Ordering::Release);
+                        self.prepare(want)
+                    })?;
                     Self::insert(&mut sp, s);
                 }
             }
@@ -287,7 +373,8 @@ impl Upkeep {
         }
         self.start_writeback();
         self.fill_spares();
-        self.delete_retired(commit)
+        let deleted = self.delete_retired(commit)?;
+        Ok(deleted | self.freed.swap(false, Ordering::AcqRel))
     }
 
     /// Deletes the retired segments, oldest first (see the module docs).
@@ -352,6 +439,7 @@ mod tests {
     #[test]
     fn a_new_job_never_takes_the_last_spare() {
         let (fs, up) = setup();
+        let commit = Committer::new(0);
         up.fill_spares();
         assert_eq!(
             names(&fs),
@@ -360,20 +448,52 @@ mod tests {
         );
         full_disk(&fs);
         // A producer's rotation takes segment 2 and leaves 3 for the drain.
-        let two = up.take_spare(2, false).unwrap();
+        let two = up.take_spare(2, false, &commit).unwrap();
         assert_eq!(two.id, 2);
         up.rotated(2);
         up.fill_spares(); // cannot make segment 4 on the full disk
-        let err = up.take_spare(3, false).unwrap_err();
+        let err = up.take_spare(3, false, &commit).unwrap_err();
         assert!(err.to_string().contains("0000000004"), "{err}");
         // The spare is still there for records that drain the queue.
-        assert_eq!(up.take_spare(3, true).unwrap().id, 3);
+        assert_eq!(up.take_spare(3, true, &commit).unwrap().id, 3);
         // And with none left, a draining rotation creates one (or fails
         // cleanly, leaving nothing behind).
-        let err = up.take_spare(4, true).unwrap_err();
+        let err = up.take_spare(4, true, &commit).unwrap_err();
         assert!(err.to_string().contains("0000000004"), "{err}");
         assert!(!names(&fs).iter().any(|n| n.starts_with("0000000004")));
         two.discard(&fs);
+    }
+
+    #[test]
+    fn a_rotation_on_a_full_disk_deletes_retired_segments_first() {
+        // A rotation whose spare is missing on a full disk: the retired
+        // segment the upkeep thread has not deleted yet is deleted first,
+        // and the spare is made in the space it gave back.
+        let (fs, up) = setup();
+        let dir = Path::new("/q");
+        let seg = |id| Arc::new(Segment::create(&fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let (s1, s2) = (seg(1), seg(2));
+        let commit = Committer::new(0);
+        commit.set_target(s2, 0);
+        commit.written(3);
+        up.retire(s1, 3);
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Allocate,
+            at: fs.op_count(FaultOp::Allocate),
+            forever: false,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+        let spare = up.take_spare(3, true, &commit).unwrap();
+        assert_eq!(spare.id, 3);
+        assert!(!names(&fs).contains(&"0000000001.wal".to_string()));
+        assert_eq!(
+            commit.durable(),
+            3,
+            "deleted once its successors were durable"
+        );
+        // The upkeep thread then makes the reserve again.
+        assert!(up.run(&commit).unwrap());
+        spare.discard(&fs);
     }
 
     #[test]

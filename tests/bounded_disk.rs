@@ -30,6 +30,8 @@ fn a_drained_queue_keeps_one_segment() {
     }
     assert!(segment_files(dir.path()) > 10);
     assert_eq!(drain(&q).len(), 2000);
+    // The finished segments are deleted by the upkeep thread.
+    q.wait_upkeep();
     assert_eq!(segment_files(dir.path()), 1);
     assert_eq!(q.stats().segments, 1);
     drop(q);
@@ -64,6 +66,7 @@ fn long_lived_jobs_do_not_pin_old_segments() {
     let s = q.stats();
     assert!(s.carried_total >= 2, "{s:?}");
     assert!(s.segments <= 3, "old segments pinned: {s:?}");
+    q.wait_upkeep();
     assert!(segment_files(dir.path()) <= 3);
     // Both jobs are intact, in their state, and survive a restart.
     q.ack(lease.receipt()).unwrap();

@@ -156,6 +156,9 @@ fn os_appends_start_the_writeback_of_each_completed_chunk_only() {
     let payload = vec![7u8; 1000];
     for _ in 0..3500 {
         q.enqueue(&payload).unwrap();
+        // The writeback is started by the upkeep thread: one call per
+        // chunk when each enqueue's upkeep is done before the next.
+        q.wait_upkeep();
     }
     // 3,500 records of a little over 1000 bytes: the tail is past 3 MiB
     // and short of 4 MiB, in the first segment.
@@ -168,5 +171,6 @@ fn os_appends_start_the_writeback_of_each_completed_chunk_only() {
     for _ in 0..1500 {
         q.enqueue(&payload).unwrap();
     }
+    q.wait_upkeep();
     assert!(fs.writebacks().is_empty(), "{:?}", fs.writebacks());
 }

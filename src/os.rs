@@ -1,7 +1,8 @@
 //! The only `unsafe` code in walq: memory maps of segment files, the heap
 //! stand-in that test file systems use in their place, `fallocate`,
-//! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)` and
-//! `posix_fadvise`.
+//! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)`,
+//! `posix_fadvise` and `madvise` of a fresh heap buffer
+//! ([`populate_write`], whose safety argument is on it).
 //!
 //! # Safety argument
 //!

@@ -342,6 +342,8 @@ fn slot_table(
         ));
     }
     let mut table = Vec::with_capacity(slots.len());
+    // One system call instead of one page fault per 256 slots.
+    crate::os::populate_write(table.spare_capacity_mut());
     let mut counts = LiveCounts {
         first_seg: ck.first_seg,
         per_seg: vec![(0, 0); ck.segments.len()],

@@ -198,7 +198,13 @@ pub fn recover(
     );
     if used_clean {
         // The log grows from here without the clean checkpoint saying so:
-        // the next open must not skip the rest of this segment.
+        // the next open must not skip the rest of this segment. Durably
+        // and before the first append: under `Durability::Os` appends are
+        // stores the kernel may write back in any page order, and a
+        // surviving later page read past a lost one at `end` would be
+        // skipped by the next open, then taken for records of the open
+        // after it (same segment id, consecutive LSNs; docs/format.md,
+        // "Clean").
         checkpoint::clear_clean(&*log.vfs, dir)?;
     }
     for spare in kept {

@@ -45,36 +45,12 @@ pub(crate) struct Now {
 }
 
 /// The system clock.
-///
-/// On Linux it reads the kernel's coarse clocks (`CLOCK_REALTIME_COARSE`,
-/// `CLOCK_MONOTONIC_COARSE`): the time of the last timer tick, so a
-/// reading is up to one tick (1–10 ms, `clock_getres`) behind, where the
-/// millisecond truncation alone is up to 1 ms behind. Every operation
-/// reads the clock, and a coarse reading costs a few ns where a precise
-/// one costs ~25 ns on a virtual machine. Delays, leases and the dedup
-/// window are kept to within that tick.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        #[cfg(target_os = "linux")]
-        if let Some(ms) = crate::os::coarse_ms(libc::CLOCK_REALTIME_COARSE) {
-            return ms;
-        }
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
-    }
-
-    fn monotonic_ms(&self) -> u64 {
-        // Both Linux clocks count from boot: a fallback keeps the origin.
-        #[cfg(target_os = "linux")]
-        if let Some(ms) = crate::os::coarse_ms(libc::CLOCK_MONOTONIC_COARSE)
-            .or_else(|| crate::os::coarse_ms(libc::CLOCK_MONOTONIC))
-        {
-            return ms;
-        }
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        ms(ORIGIN.get_or_init(Instant::now).elapsed())
     }
 }
 

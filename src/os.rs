@@ -383,29 +383,6 @@ pub(crate) fn drop_clean_pages(file: &File, from: u64, len: u64) {
     let _ = (file, from, len);
 }
 
-/// A reading of the kernel's clock `clock` (Linux; walq reads
-/// `CLOCK_REALTIME_COARSE` and `CLOCK_MONOTONIC_COARSE`) in whole
-/// milliseconds, or `None` if it cannot be read. The coarse clocks return
-/// the time of the last timer tick (1–10 ms old, `clock_getres`) from the
-/// vDSO without reading the hardware counter: a few ns instead of ~25 ns
-/// for the precise clocks on a KVM guest.
-#[cfg(target_os = "linux")]
-pub(crate) fn coarse_ms(clock: libc::clockid_t) -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes one `timespec` into the one we pass,
-    // which lives for the call; no other memory is touched.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    if rc != 0 {
-        return None;
-    }
-    let secs = u64::try_from(ts.tv_sec).ok()?;
-    let ms = u64::try_from(ts.tv_nsec).ok()? / 1_000_000;
-    Some(secs.saturating_mul(1000).saturating_add(ms))
-}
-
 fn write_zeros(file: &File, len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let chunk = vec![0u8; 1 << 20];

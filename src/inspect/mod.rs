@@ -114,10 +114,10 @@ impl Inspector {
     /// counts the damage (`damage == 0`: healthy).
     ///
     /// While a process holds the queue, a check that finds damage is done
-    /// again (up to three times, as [`Inspector::snapshot`]): files read one
-    /// after the other while the writer appends, rotates and compacts can
-    /// disagree for a moment, while damage on disk is still there at the
-    /// third look. Only the last look's problems reach `visitor`.
+    /// again (up to [`LIVE_LOOKS`] times, as [`Inspector::snapshot`]): files
+    /// read one after the other while the writer appends, rotates and
+    /// compacts can disagree for a moment, while damage on disk is still
+    /// there at the last look. Only the last look's problems reach `visitor`.
     pub fn verify(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
         if !self.live {
             return self.verify_once(visitor);
@@ -131,7 +131,7 @@ impl Inspector {
             };
             let summary = self.verify_once(&mut held)?;
             let problems = held.problems;
-            if summary.damage == 0 || tries >= 3 {
+            if summary.damage == 0 || tries >= LIVE_LOOKS {
                 for p in &problems {
                     visitor.problem(p);
                 }
@@ -163,9 +163,9 @@ impl Inspector {
     /// [`Inspector::snapshot`], reporting every record and problem to
     /// `observer` as well (for progress). While a process holds the queue,
     /// a scan during which the set of segments changed is done again (up
-    /// to three times), so jobs carried into a new segment are not missed;
-    /// so is one that found damage, which a read racing the writer can
-    /// show (damage on disk is still there at the third look).
+    /// to [`LIVE_LOOKS`] times), so jobs carried into a new segment are not
+    /// missed; so is one that found damage, which a read racing the writer
+    /// can show (damage on disk is still there at the last look).
     pub fn snapshot_observed(&self, observer: &mut dyn Visitor) -> Result<Snapshot> {
         let mut tries = 0;
         loop {
@@ -180,7 +180,7 @@ impl Inspector {
             // A read racing the writer's stores can copy a later record
             // whole and an earlier one half written: damage that a second
             // look does not find was such a race, not damage on disk.
-            if !self.live || tries >= 3 || (settled && snap.summary.damage == 0) {
+            if !self.live || tries >= LIVE_LOOKS || (settled && snap.summary.damage == 0) {
                 return Ok(snap);
             }
             if snap.summary.damage > 0 {
@@ -189,6 +189,10 @@ impl Inspector {
         }
     }
 }
+
+/// How many times a scan of a live queue is taken when it found damage
+/// (or, for a snapshot, when the set of segments changed under it).
+pub const LIVE_LOOKS: u32 = 5;
 
 fn segments(names: &[String]) -> Vec<&String> {
     names

@@ -260,22 +260,11 @@ impl Scan<'_> {
     }
 
     fn side_file(&mut self, name: &str, role: FileRole) -> Result<()> {
-        let Some(bytes) = self.read(name)? else {
+        let Some(bytes) = self.read_side_file(name, role)? else {
             return Ok(());
         };
         self.visitor.file_start(name, role, bytes.len() as u64);
-        let (kind, seed, max_len) = match role {
-            FileRole::DeadLetters => (
-                FileKind::Dead,
-                crate::dead::DEAD_SEGMENT_ID,
-                MAX_DEAD_RECORD,
-            ),
-            _ => (
-                FileKind::Done,
-                crate::done::DONE_SEGMENT_ID,
-                MAX_DONE_RECORD,
-            ),
-        };
+        let (kind, seed, max_len) = side_params(role);
         if let Some(h) = self.header(name, &bytes, kind)? {
             if h.segment_id != seed {
                 let what = format!("file header id {:#x}, expected {seed:#x}", h.segment_id);
@@ -285,6 +274,28 @@ impl Scan<'_> {
         }
         self.visitor.file_end(name, role);
         Ok(())
+    }
+
+    /// A side file's bytes. In a live queue it is read again (up to three
+    /// times, 20 ms apart) while it shows damage, as the newest segment is:
+    /// the writer fills a zeroed region ahead of its tail with `pwrite`, and
+    /// `read` copies page by page, so one copy can hold a later record but
+    /// miss an earlier one that was being written.
+    fn read_side_file(&mut self, name: &str, role: FileRole) -> Result<Option<Vec<u8>>> {
+        let mut bytes = self.read(name)?;
+        if !self.sum.live {
+            return Ok(bytes);
+        }
+        for _ in 0..3 {
+            match &bytes {
+                Some(b) if side_shows_damage(self.dir, name, role, b) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    bytes = files::read(&self.dir.join(name))?;
+                }
+                _ => break,
+            }
+        }
+        Ok(bytes)
     }
 
     fn side_records(&mut self, name: &str, role: FileRole, bytes: &[u8], seed: u32, max_len: u32) {
@@ -433,6 +444,41 @@ fn shows_damage(dir: &Path, name: &str, id: u32, bytes: &[u8]) -> bool {
     };
     // An unreadable header is damage too (or a newer format: an error).
     !matches!(scan.segment(&seg, None, None), Ok(Some(_))) || scan.sum.damage > 0
+}
+
+/// The file kind, checksum seed and record limit of a side file.
+fn side_params(role: FileRole) -> (FileKind, u32, u32) {
+    match role {
+        FileRole::DeadLetters => (
+            FileKind::Dead,
+            crate::dead::DEAD_SEGMENT_ID,
+            MAX_DEAD_RECORD,
+        ),
+        _ => (
+            FileKind::Done,
+            crate::done::DONE_SEGMENT_ID,
+            MAX_DONE_RECORD,
+        ),
+    }
+}
+
+/// Whether the records of side file `name` show damage (quietly, to
+/// decide whether to read it again).
+fn side_shows_damage(dir: &Path, name: &str, role: FileRole, bytes: &[u8]) -> bool {
+    struct Quiet;
+    impl Visitor for Quiet {}
+    let mut quiet = Quiet;
+    let mut scan = Scan {
+        dir,
+        visitor: &mut quiet,
+        sum: ScanSummary {
+            live: true,
+            ..ScanSummary::default()
+        },
+    };
+    let (_, seed, max_len) = side_params(role);
+    scan.side_records(name, role, bytes, seed, max_len);
+    scan.sum.damage > 0
 }
 
 /// Whether every byte is zero.

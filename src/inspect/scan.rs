@@ -210,6 +210,13 @@ impl Scan<'_> {
         for (i, &id) in ids.iter().enumerate() {
             let name = segment::file_name(id);
             let last = i + 1 == ids.len();
+            if i > 0 && ids[i - 1] + 1 != id {
+                // A gap in the listing (a note above for a live queue):
+                // this segment's LSNs cannot be checked against the one
+                // listed before it, which is not its predecessor.
+                expected = None;
+                prev = None;
+            }
             let Some(bytes) = self.read_segment(&name, id, last)? else {
                 // Deleted by reclaim since the listing: the LSNs of the next
                 // segment cannot be checked against the one before.

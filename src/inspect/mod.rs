@@ -192,7 +192,7 @@ impl Inspector {
 
 /// How many times a scan of a live queue is taken when it found damage
 /// (or, for a snapshot, when the set of segments changed under it).
-pub const LIVE_LOOKS: u32 = 5;
+pub const LIVE_LOOKS: u32 = 3;
 
 fn segments(names: &[String]) -> Vec<&String> {
     names

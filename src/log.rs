@@ -50,8 +50,9 @@ use crate::segment::{Segment, Spare};
 use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
 
-/// How far ahead of the tail pages are faulted in.
-const PREFAULT_BYTES: usize = 2 << 20;
+/// How far ahead of the tail pages are faulted in (by the `walq-upkeep`
+/// thread, see [`Upkeep::prefault`]).
+const PREFAULT_BYTES: u32 = 2 << 20;
 /// The chunk of the active segment whose writeback is started once the
 /// tail has passed it (the 1 MiB boundaries where the prefault runs).
 const WRITEBACK_CHUNK: u32 = 1 << 20;
@@ -565,13 +566,17 @@ impl Log {
             let _ = self.clear_residue();
             return Err(e);
         }
-        // Crossing a 1 MiB boundary: fault in the next 2 MiB in one call.
-        // (Not for `pwrite` appends: it would dirty pages for the next
-        // fdatasync to write.)
+        // Crossing a 1 MiB boundary (or the first append into a new
+        // segment): have the next 2 MiB faulted in, by the upkeep thread
+        // once the queue lock is released, not here (faulting a page in
+        // zero-fills it: a third of an append's cost when done inline).
+        // Should the thread be late, the stores fault the pages in
+        // themselves. (Not for `pwrite` appends: it would dirty pages for
+        // the next fdatasync to write.)
         let crossing = (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32;
         if crossing && !syscall {
             let next = ((off + len) >> 20) << 20;
-            seg.region.prefault(next as usize, PREFAULT_BYTES);
+            self.upkeep.prefault(seg, next, PREFAULT_BYTES);
             // The chunk before `next` is complete: start its writeback
             // after the lock is released, so that the fdatasync that seals
             // this segment (under the lock, at rotation) has at most the

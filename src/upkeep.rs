@@ -1,7 +1,7 @@
 //! Work on the log's files that is done outside the queue lock, by the
 //! queue's `walq-upkeep` thread: preparing the spare segments, deleting
-//! sealed ones, and starting the writeback of the active segment a chunk at
-//! a time behind the tail.
+//! sealed ones, starting the writeback of the active segment a chunk at a
+//! time behind the tail, and faulting in its pages ahead of the tail.
 //!
 //! Under the queue lock, rotation only installs a spare that is already
 //! created, preallocated and synced (`segment::Spare`): it writes the
@@ -28,6 +28,10 @@
 //!   was retired), and retired segments are deleted oldest first, stopping
 //!   at the first failure, so a remaining segment can still rely on every
 //!   newer one;
+//! * the prefault of the pages ahead of the tail is a hint that changes no
+//!   byte: at most one range is queued (a newer one replaces it), a late
+//!   one only means the appender's stores fault the pages in themselves,
+//!   and a sealed segment is not prefaulted (see [`Segment::prefault`]);
 //! * a retired segment whose deletion failed stays queued and is tried again
 //!   on the next run (should the process stop first, the next open replays
 //!   it and finds every record in it superseded, as after a crash).
@@ -153,9 +157,13 @@ pub struct Upkeep {
     /// A completed range of the active segment whose writeback is to be
     /// started (see [`Upkeep::write_back`]).
     writeback: Mutex<Option<Writeback>>,
+    /// A range of the active segment to fault in ahead of the tail (see
+    /// [`Upkeep::prefault`]).
+    prefault: Mutex<Option<Writeback>>,
 }
 
-/// A range of a segment to write back ahead of its sealing fdatasync.
+/// A range of a segment to write back ahead of its sealing fdatasync, or
+/// to fault in ahead of the tail.
 #[derive(Debug)]
 struct Writeback {
     seg: Arc<Segment>,
@@ -182,6 +190,7 @@ impl Upkeep {
             retired: Mutex::new(VecDeque::new()),
             error: Mutex::new(None),
             writeback: Mutex::new(None),
+            prefault: Mutex::new(None),
         }
     }
 
@@ -358,6 +367,32 @@ impl Upkeep {
         w.seg.start_writeback(w.off, w.end - w.off);
     }
 
+    /// Queues the prefault of `off..off+len` of `seg` (the pages the
+    /// appends will store into next, under `Durability::Os`), done on the
+    /// `walq-upkeep` thread: faulting them in zero-fills each page, and
+    /// under the queue lock that cost was the appender's. One range is
+    /// kept: a newer one replaces it (the tail has moved past the older
+    /// one, whose pages the appends faulted in themselves meanwhile).
+    pub fn prefault(&self, seg: &Arc<Segment>, off: u32, len: u32) {
+        *self.prefault.lock() = Some(Writeback {
+            seg: seg.clone(),
+            off,
+            end: off.saturating_add(len),
+        });
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Runs the prefault queued by [`Upkeep::prefault`], unless its
+    /// segment is no longer the active one (sealed meanwhile).
+    fn run_prefault(&self) {
+        let Some(p) = self.prefault.lock().take() else {
+            return;
+        };
+        if p.seg.id >= self.spares.lock().active {
+            p.seg.prefault(p.off, p.end - p.off);
+        }
+    }
+
     /// Whether any work is queued (no lock, no atomic write).
     #[inline]
     pub fn has_work(&self) -> bool {
@@ -371,6 +406,8 @@ impl Upkeep {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
+        // The prefault first: the appender is heading for those pages.
+        self.run_prefault();
         self.start_writeback();
         self.fill_spares();
         let deleted = self.delete_retired(commit)?;

@@ -20,6 +20,13 @@
 //! 3. close the old segment's descriptor: sealed segments are read through
 //!    their map and hold no file descriptor.
 //!
+//! Under `Durability::Os` appends are stores into the active segment's map.
+//! Each append that carries the tail over a 1 MiB boundary (and the first
+//! into a new segment) queues the prefault of the next 2 MiB for the
+//! `walq-upkeep` thread ([`Upkeep::prefault`]), so the kernel's zero-fill
+//! of those pages is not paid under the queue lock; a late prefault only
+//! means the stores fault the pages in themselves.
+//!
 //! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
 //! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])
 //! and the next append tries again.

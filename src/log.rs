@@ -20,6 +20,13 @@
 //! 3. close the old segment's descriptor: sealed segments are read through
 //!    their map and hold no file descriptor.
 //!
+//! Under `Durability::Os` appends are stores into the active segment's map.
+//! Each append that carries the tail over a 1 MiB boundary (and the first
+//! into a new segment) queues the prefault of the next 2 MiB for the
+//! `walq-upkeep` thread ([`Upkeep::prefault`]), so the kernel's zero-fill
+//! of those pages is not paid under the queue lock; a late prefault only
+//! means the stores fault the pages in themselves.
+//!
 //! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
 //! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])
 //! and the next append tries again.
@@ -50,8 +57,9 @@ use crate::segment::{Segment, Spare};
 use crate::upkeep::Upkeep;
 use crate::vfs::Vfs;
 
-/// How far ahead of the tail pages are faulted in.
-const PREFAULT_BYTES: usize = 2 << 20;
+/// How far ahead of the tail pages are faulted in (by the `walq-upkeep`
+/// thread, see [`Upkeep::prefault`]).
+const PREFAULT_BYTES: u32 = 2 << 20;
 /// The chunk of the active segment whose writeback is started once the
 /// tail has passed it (the 1 MiB boundaries where the prefault runs).
 const WRITEBACK_CHUNK: u32 = 1 << 20;
@@ -565,13 +573,17 @@ impl Log {
             let _ = self.clear_residue();
             return Err(e);
         }
-        // Crossing a 1 MiB boundary: fault in the next 2 MiB in one call.
-        // (Not for `pwrite` appends: it would dirty pages for the next
-        // fdatasync to write.)
+        // Crossing a 1 MiB boundary (or the first append into a new
+        // segment): have the next 2 MiB faulted in, by the upkeep thread
+        // once the queue lock is released, not here (faulting a page in
+        // zero-fills it: a third of an append's cost when done inline).
+        // Should the thread be late, the stores fault the pages in
+        // themselves. (Not for `pwrite` appends: it would dirty pages for
+        // the next fdatasync to write.)
         let crossing = (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32;
         if crossing && !syscall {
             let next = ((off + len) >> 20) << 20;
-            seg.region.prefault(next as usize, PREFAULT_BYTES);
+            self.upkeep.prefault(seg, next, PREFAULT_BYTES);
             // The chunk before `next` is complete: start its writeback
             // after the lock is released, so that the fdatasync that seals
             // this segment (under the lock, at rotation) has at most the

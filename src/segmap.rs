@@ -184,13 +184,6 @@ impl SegMap {
         self.bytes_with(None, off, len)
     }
 
-    /// Faults in pages ahead of appends (a hint; only if mapped).
-    pub fn prefault(&self, off: usize, len: usize) {
-        if let Some(map) = self.map.get() {
-            map.prefault(off, len);
-        }
-    }
-
     /// Drops the map (mapped again on the next read). `&mut`: no slice of
     /// it can be alive.
     pub fn unmap(&mut self) {

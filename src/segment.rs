@@ -360,6 +360,19 @@ impl Segment {
         });
     }
 
+    /// Faults in `off..off+len` of the map for the appends ahead (see
+    /// [`VfsFile::prefault`]): best effort, run by the `walq-upkeep`
+    /// thread. Does nothing once the segment is sealed (its descriptor is
+    /// closed; the release waits for a prefault under way), so a sealed
+    /// segment's pages past its tail are not dirtied. Sound whatever the
+    /// timing: the map lives as long as this segment, and a prefault
+    /// changes no byte, so it cannot race the appender's stores.
+    pub fn prefault(&self, off: u32, len: u32) {
+        let _ = self.with_file("prefaulting segment", |f| {
+            f.prefault(u64::from(off), u64::from(len))
+        });
+    }
+
     /// The file's bytes, read with `pread` (recovery reads this way, so an
     /// unreadable sector is an error naming the file, not a `SIGBUS`), and
     /// where its data ends: the image is as long as the file, but only the

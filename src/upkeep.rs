@@ -1,7 +1,7 @@
 //! Work on the log's files that is done outside the queue lock, by the
 //! queue's `walq-upkeep` thread: preparing the spare segments, deleting
-//! sealed ones, and starting the writeback of the active segment a chunk at
-//! a time behind the tail.
+//! sealed ones, starting the writeback of the active segment a chunk at a
+//! time behind the tail, and faulting in its pages ahead of the tail.
 //!
 //! Under the queue lock, rotation only installs a spare that is already
 //! created, preallocated and synced (`segment::Spare`): it writes the
@@ -28,6 +28,10 @@
 //!   was retired), and retired segments are deleted oldest first, stopping
 //!   at the first failure, so a remaining segment can still rely on every
 //!   newer one;
+//! * the prefault of the pages ahead of the tail is a hint that changes no
+//!   byte: at most one range is queued (a newer one replaces it), a late
+//!   one only means the appender's stores fault the pages in themselves,
+//!   and a sealed segment is not prefaulted (see [`Segment::prefault`]);
 //! * a retired segment whose deletion failed stays queued and is tried again
 //!   on the next run (should the process stop first, the next open replays
 //!   it and finds every record in it superseded, as after a crash).
@@ -153,9 +157,13 @@ pub struct Upkeep {
     /// A completed range of the active segment whose writeback is to be
     /// started (see [`Upkeep::write_back`]).
     writeback: Mutex<Option<Writeback>>,
+    /// A range of the active segment to fault in ahead of the tail (see
+    /// [`Upkeep::prefault`]).
+    prefault: Mutex<Option<Writeback>>,
 }
 
-/// A range of a segment to write back ahead of its sealing fdatasync.
+/// A range of a segment to write back ahead of its sealing fdatasync, or
+/// to fault in ahead of the tail.
 #[derive(Debug)]
 struct Writeback {
     seg: Arc<Segment>,
@@ -182,6 +190,7 @@ impl Upkeep {
             retired: Mutex::new(VecDeque::new()),
             error: Mutex::new(None),
             writeback: Mutex::new(None),
+            prefault: Mutex::new(None),
         }
     }
 
@@ -358,6 +367,32 @@ impl Upkeep {
         w.seg.start_writeback(w.off, w.end - w.off);
     }
 
+    /// Queues the prefault of `off..off+len` of `seg` (the pages the
+    /// appends will store into next, under `Durability::Os`), done on the
+    /// `walq-upkeep` thread: faulting them in zero-fills each page, and
+    /// under the queue lock that cost was the appender's. One range is
+    /// kept: a newer one replaces it (the tail has moved past the older
+    /// one, whose pages the appends faulted in themselves meanwhile).
+    pub fn prefault(&self, seg: &Arc<Segment>, off: u32, len: u32) {
+        *self.prefault.lock() = Some(Writeback {
+            seg: seg.clone(),
+            off,
+            end: off.saturating_add(len),
+        });
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Runs the prefault queued by [`Upkeep::prefault`], unless its
+    /// segment is no longer the active one (sealed meanwhile).
+    fn run_prefault(&self) {
+        let Some(p) = self.prefault.lock().take() else {
+            return;
+        };
+        if p.seg.id >= self.spares.lock().active {
+            p.seg.prefault(p.off, p.end - p.off);
+        }
+    }
+
     /// Whether any work is queued (no lock, no atomic write).
     #[inline]
     pub fn has_work(&self) -> bool {
@@ -371,6 +406,8 @@ impl Upkeep {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
+        // The prefault first: the appender is heading for those pages.
+        self.run_prefault();
         self.start_writeback();
         self.fill_spares();
         let deleted = self.delete_retired(commit)?;
@@ -408,7 +445,9 @@ impl Upkeep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vfs::{Fault, FaultOp, SimFs};
+    use crate::vfs::{Fault, FaultOp, Mapping, SimFs, VfsFile};
+    use std::any::Any;
+    use std::io;
     use std::path::Path;
 
     const SIZE: u64 = 1 << 16;
@@ -527,5 +566,124 @@ mod tests {
             .filter(|n| n.ends_with(".wal"))
             .collect();
         assert_eq!(left, ["0000000003.wal"]);
+    }
+
+    type Ranges = Arc<Mutex<Vec<(u64, u64)>>>;
+
+    /// A file system whose files record the ranges prefaulted.
+    #[derive(Debug)]
+    struct Recording {
+        inner: SimFs,
+        seen: Ranges,
+    }
+
+    #[derive(Debug)]
+    struct RecFile {
+        inner: Box<dyn VfsFile>,
+        seen: Ranges,
+    }
+
+    impl VfsFile for RecFile {
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+        fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+            self.inner.read_at(buf, off)
+        }
+        fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+            self.inner.write_at(buf, off)
+        }
+        fn prefault(&self, off: u64, len: u64) -> io::Result<()> {
+            self.seen.lock().push((off, len));
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn allocate(&self, len: u64) -> io::Result<()> {
+            self.inner.allocate(len)
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.inner.sync_data()
+        }
+        fn sync_all(&self) -> io::Result<()> {
+            self.inner.sync_all()
+        }
+        fn map(&self, len: u64) -> io::Result<Mapping> {
+            self.inner.map(len)
+        }
+    }
+
+    impl Recording {
+        fn wrap(&self, inner: Box<dyn VfsFile>) -> Box<dyn VfsFile> {
+            Box::new(RecFile {
+                inner,
+                seen: self.seen.clone(),
+            })
+        }
+    }
+
+    impl Vfs for Recording {
+        fn create_dir_all(&self, dir: &Path, mode: u32) -> io::Result<()> {
+            self.inner.create_dir_all(dir, mode)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+            self.inner.list(dir)
+        }
+        fn create(&self, path: &Path, mode: u32) -> io::Result<Box<dyn VfsFile>> {
+            Ok(self.wrap(self.inner.create(path, mode)?))
+        }
+        fn open(&self, path: &Path) -> io::Result<Box<dyn VfsFile>> {
+            Ok(self.wrap(self.inner.open(path)?))
+        }
+        fn remove(&self, path: &Path) -> io::Result<()> {
+            self.inner.remove(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+            self.inner.sync_dir(dir)
+        }
+        fn lock(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Any + Send + Sync>> {
+            self.inner.lock(path, mode)
+        }
+    }
+
+    #[test]
+    fn one_prefault_is_kept_and_none_reaches_a_sealed_segment() {
+        let seen: Ranges = Arc::default();
+        let fs = Arc::new(Recording {
+            inner: SimFs::new(),
+            seen: seen.clone(),
+        });
+        let dir = Path::new("/q");
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let up = Upkeep::new(fs.clone(), dir.to_path_buf(), SIZE, 0o600, 1);
+        let commit = Committer::new(0);
+        let seg = |id| Arc::new(Segment::create(&*fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let (s1, s2) = (seg(1), seg(2));
+        // A newer range replaces the one not run yet.
+        up.prefault(&s1, 0, 100);
+        up.prefault(&s1, 1000, 100);
+        up.run(&commit).unwrap();
+        assert_eq!(*seen.lock(), [(1000, 100)]);
+        // Queued for segment 1, which a rotation sealed before the run.
+        up.prefault(&s1, 2000, 100);
+        up.rotated(2);
+        up.run(&commit).unwrap();
+        assert_eq!(
+            *seen.lock(),
+            [(1000, 100)],
+            "no prefault of a sealed segment"
+        );
+        // The active segment is prefaulted while its file is open, not
+        // once its descriptor is released.
+        up.prefault(&s2, 0, 100);
+        up.run(&commit).unwrap();
+        up.prefault(&s2, 100, 100);
+        s2.release_fd();
+        up.run(&commit).unwrap();
+        assert_eq!(*seen.lock(), [(1000, 100), (0, 100)]);
     }
 }

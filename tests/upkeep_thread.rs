@@ -1,28 +1,98 @@
 //! The log's file work (spare segments made and synced, finished segments
 //! deleted) runs on the queue's `walq-upkeep` thread: an operation only
-//! wakes it, and never pays for those fsyncs itself.
+//! wakes it, and never pays for those fsyncs itself. The same goes for
+//! faulting in the pages ahead of the tail under `Durability::Os`.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use walq::vfs::{SimFs, Vfs, VfsFile};
+use walq::vfs::{Mapping, SimFs, Vfs, VfsFile};
 use walq::{Durability, Options, Queue};
 
-/// A file system that records which thread created or removed each file.
+type Seen = Arc<Mutex<Vec<(String, &'static str, String)>>>;
+
+/// A file system that records which thread created or removed each file,
+/// and which prefaulted a range of one.
 #[derive(Debug)]
 struct Watched {
     inner: SimFs,
     /// (thread name, what, file name).
-    seen: Mutex<Vec<(String, &'static str, String)>>,
+    seen: Seen,
+}
+
+fn note(seen: &Seen, what: &'static str, name: String) {
+    let thread = std::thread::current().name().unwrap_or("").to_string();
+    seen.lock().push((thread, what, name));
 }
 
 impl Watched {
+    fn new() -> Watched {
+        Watched {
+            inner: SimFs::new(),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
     fn note(&self, what: &'static str, path: &Path) {
-        let thread = std::thread::current().name().unwrap_or("").to_string();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        self.seen.lock().push((thread, what, name));
+        note(&self.seen, what, name);
+    }
+
+    fn wrap(&self, inner: Box<dyn VfsFile>) -> Box<dyn VfsFile> {
+        Box::new(WatchedFile {
+            inner,
+            seen: self.seen.clone(),
+        })
+    }
+}
+
+/// A file that records the ranges prefaulted, as "prefault" and
+/// "offset+length".
+#[derive(Debug)]
+struct WatchedFile {
+    inner: Box<dyn VfsFile>,
+    seen: Seen,
+}
+
+impl VfsFile for WatchedFile {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, off)
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, off)
+    }
+    fn write_at_syscall(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.inner.write_at_syscall(buf, off)
+    }
+    fn start_writeback(&self, off: u64, len: u64) -> std::io::Result<()> {
+        self.inner.start_writeback(off, len)
+    }
+    fn prefault(&self, off: u64, len: u64) -> std::io::Result<()> {
+        note(&self.seen, "prefault", format!("{off}+{len}"));
+        self.inner.prefault(off, len)
+    }
+    fn read_data(&self, buf: &mut [u8], from: usize) -> std::io::Result<usize> {
+        self.inner.read_data(buf, from)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn map(&self, len: u64) -> std::io::Result<Mapping> {
+        self.inner.map(len)
     }
 }
 
@@ -35,10 +105,10 @@ impl Vfs for Watched {
     }
     fn create(&self, path: &Path, mode: u32) -> std::io::Result<Box<dyn VfsFile>> {
         self.note("create", path);
-        self.inner.create(path, mode)
+        Ok(self.wrap(self.inner.create(path, mode)?))
     }
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn VfsFile>> {
-        self.inner.open(path)
+        Ok(self.wrap(self.inner.open(path)?))
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {
         self.note("remove", path);
@@ -57,10 +127,7 @@ impl Vfs for Watched {
 
 #[test]
 fn spares_and_deletions_run_on_the_upkeep_thread() {
-    let fs = Arc::new(Watched {
-        inner: SimFs::new(),
-        seen: Mutex::new(Vec::new()),
-    });
+    let fs = Arc::new(Watched::new());
     let dir = PathBuf::from("/q");
     let opts = Options::default()
         .segment_size(64 * 1024)
@@ -84,7 +151,7 @@ fn spares_and_deletions_run_on_the_upkeep_thread() {
     let seen = fs.seen.lock().clone();
     let spares: Vec<_> = seen
         .iter()
-        .filter(|s| s.2.ends_with(".wal.spare"))
+        .filter(|s| s.1 == "create" && s.2.ends_with(".wal.spare"))
         .collect();
     let deleted: Vec<_> = seen
         .iter()
@@ -95,5 +162,56 @@ fn spares_and_deletions_run_on_the_upkeep_thread() {
     for (thread, what, name) in spares.iter().chain(&deleted) {
         assert_eq!(thread, "walq-upkeep", "{what} {name} on thread {thread:?}");
     }
+    q.close().unwrap();
+}
+
+#[test]
+fn pages_ahead_of_the_tail_are_prefaulted_on_the_upkeep_thread() {
+    let fs = Arc::new(Watched::new());
+    let dir = PathBuf::from("/q");
+    let opts = Options::default()
+        .segment_size(4 << 20)
+        .durability(Durability::Os);
+    let q = Queue::open_on(fs.clone(), &dir, opts).unwrap();
+    q.wait_upkeep();
+    fs.seen.lock().clear();
+    // A little over 1 MiB of records: the tail crosses the first 1 MiB
+    // boundary of the active segment.
+    for i in 0..1200u32 {
+        q.enqueue(&[i as u8; 1000]).unwrap();
+        q.wait_upkeep();
+    }
+    let seen = fs.seen.lock().clone();
+    let prefaults: Vec<_> = seen.iter().filter(|s| s.1 == "prefault").collect();
+    let mib = format!("{}+{}", 1 << 20, 2 << 20);
+    assert!(
+        prefaults.iter().any(|s| s.2 == mib),
+        "the 2 MiB after the 1 MiB boundary prefaulted: {prefaults:?}"
+    );
+    for (thread, _, range) in &prefaults {
+        assert_eq!(thread, "walq-upkeep", "prefault of {range} on {thread:?}");
+    }
+    q.close().unwrap();
+}
+
+#[test]
+fn no_prefault_under_sync() {
+    // `Durability::Sync` appends with `pwrite`: a prefault would only
+    // dirty pages for the next fdatasync to write.
+    let fs = Arc::new(Watched::new());
+    let dir = PathBuf::from("/q");
+    let opts = Options::default()
+        .segment_size(4 << 20)
+        .durability(Durability::Sync);
+    let q = Queue::open_on(fs.clone(), &dir, opts).unwrap();
+    for i in 0..1200u32 {
+        q.enqueue(&[i as u8; 1000]).unwrap();
+    }
+    q.wait_upkeep();
+    let seen = fs.seen.lock().clone();
+    assert!(
+        !seen.iter().any(|s| s.1 == "prefault"),
+        "prefaults under Sync: {seen:?}"
+    );
     q.close().unwrap();
 }

@@ -52,6 +52,15 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
         let _ = (off, len);
         Ok(())
     }
+    /// Faults in `off..off+len` of the file's map for writing ahead of
+    /// the appends that will store there (`MADV_POPULATE_WRITE`, see
+    /// `os::Region::prefault`), so that they do not each take a page fault
+    /// that zero-fills a page. A hint: it changes no byte of the file, and
+    /// without a map it does nothing. A no-op by default.
+    fn prefault(&self, off: u64, len: u64) -> io::Result<()> {
+        let _ = (off, len);
+        Ok(())
+    }
     /// Reads the file from offset `from` into `buf[from..]` (`buf` is as
     /// long as the file) up to where its data ends and returns that end:
     /// past it the file is known to read as zeros (holes, preallocated

@@ -51,6 +51,15 @@ impl VfsFile for StdFile {
         crate::os::start_writeback(&self.file, off, len)
     }
 
+    fn prefault(&self, off: u64, len: u64) -> io::Result<()> {
+        if let Some(map) = self.map.get() {
+            let off = usize::try_from(off).map_err(|_| io::ErrorKind::InvalidInput)?;
+            let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+            map.prefault(off, len);
+        }
+        Ok(())
+    }
+
     fn read_data(&self, buf: &mut [u8], from: usize) -> io::Result<usize> {
         /// Bytes per `pread`.
         const CHUNK: usize = 4 << 20;

@@ -241,15 +241,15 @@ impl Named {
         }
     }
 
-    /// Queues with live jobs whose QueueDef is in segment `seg` (to be
-    /// written again before it is deleted).
+    /// Queues whose QueueDef is in segment `seg` (to be written again
+    /// before it is deleted). Every known queue is kept, not only those
+    /// with live jobs: the remembered idempotency keys of a drained queue
+    /// are scoped by its id, so an open that met no QueueDef for its name
+    /// would give the name a new id and forget every one of its keys.
     pub fn defs_in(&self, seg: u32) -> Vec<(u16, String)> {
         self.defs
             .iter()
-            .filter(|(q, d)| {
-                d.written.is_some_and(|(s, _)| s == seg)
-                    && self.lanes.get(q).is_some_and(|l| l.live > 0)
-            })
+            .filter(|(_, d)| d.written.is_some_and(|(s, _)| s == seg))
             .map(|(q, d)| (*q, d.name.clone()))
             .collect()
     }

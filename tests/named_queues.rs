@@ -478,6 +478,46 @@ fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
     }
 }
 
+/// A drained queue's QueueDef is carried too when reclaim deletes its
+/// segment: its remembered keys are scoped by its id, and a full scan that
+/// met no QueueDef for the name gave it a new id, so the next enqueue with
+/// a remembered key was taken for a new job (found by the kill -9 harness).
+#[test]
+fn a_drained_queues_definition_is_carried_with_its_keys() {
+    let (dir, clock, store) = fresh();
+    let a = store.queue("a").unwrap();
+    a.enqueue_with(b"done", EnqueueOptions::new().idempotency_key("k"))
+        .unwrap();
+    assert_eq!(drain(&a), ["done"]);
+    // A live job of another queue, so that "a" would get a new id.
+    let b = store.queue("b").unwrap();
+    b.enqueue(b"b-live").unwrap();
+    let first = common::segment_files(dir.path())[0].clone();
+    let filler = vec![1u8; 2048];
+    let default = store.default_queue();
+    for _ in 0..400 {
+        default.enqueue(&filler).unwrap();
+        drain(&default);
+        if !first.exists() {
+            break;
+        }
+    }
+    assert!(!first.exists(), "the first segment was reclaimed");
+    drop((a, b, default));
+    drop(store);
+    let copy = scanned(dir.path());
+    for (dir, from_checkpoint) in [(copy.path(), false), (dir.path(), true)] {
+        let store = open(dir, &clock);
+        assert_eq!(store.recovery_report().checkpoint_used, from_checkpoint);
+        let a = store.queue("a").unwrap();
+        let dup = a
+            .enqueue_with(b"again", EnqueueOptions::new().idempotency_key("k"))
+            .unwrap();
+        assert!(dup.duplicate, "the drained queue kept its id and its key");
+        assert_eq!(lease_all(&store.queue("b").unwrap()), ["b-live"]);
+    }
+}
+
 #[test]
 fn each_queue_has_its_own_visibility_attempts_and_backoff() {
     use walq::{Backoff, JobStatus, QueueOptions, Retry};

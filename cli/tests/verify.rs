@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{healthy, image, json_lines, opts, segments, walq};
+use common::{healthy, image, json_lines, opts, quiet, segments, walq};
+use std::time::Duration;
 use walq::Queue;
 
 /// Offset of the first record of a segment (after the 64-byte header).
@@ -187,6 +188,36 @@ fn dump_lists_records_in_order() {
     assert_eq!(dead[0]["error"], "boom");
     let text = walq(&["dump", dir.path().to_str().unwrap()]);
     assert!(text.stdout.contains("enqueue  id=1"), "{}", text.stdout);
+}
+
+/// A remembered key of a named queue (record kind 16, written here by a
+/// purge) is dumped with its queue id, as its enqueue record is.
+#[test]
+fn a_named_queues_key_record_is_dumped_with_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    quiet(|| {
+        let store = walq::Store::open_with(dir.path(), opts()).unwrap();
+        let mail = store.queue("mail").unwrap();
+        let once = walq::EnqueueOptions::new()
+            .idempotency_key("k-mail")
+            .max_attempts(1);
+        let id = mail.enqueue_with(b"bounce", once).unwrap().id;
+        let job = mail.dequeue_timeout(Duration::ZERO).unwrap().unwrap();
+        mail.fail(job.receipt(), "boom").unwrap();
+        mail.purge(id).unwrap();
+        store.close().unwrap();
+    });
+    let run = walq(&["dump", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let recs = json_lines(&run.stdout);
+    let enqueue = recs.iter().find(|r| r["kind"] == "enqueue").unwrap();
+    let key = recs
+        .iter()
+        .find(|r| r["kind"] == "key")
+        .expect("a key record");
+    assert_eq!(key["key"], "k-mail", "{key}");
+    assert!(key["queue"].as_u64().is_some_and(|q| q != 0), "{key}");
+    assert_eq!(key["queue"], enqueue["queue"], "{key}");
 }
 
 #[test]

@@ -75,10 +75,16 @@ fn record_fields(r: Record<'_>, m: &mut Map<String, Value>) {
             m.insert("due_ms".into(), json!(due_ms));
         }
         Record::Key {
-            expires_ms, key, ..
+            queue,
+            expires_ms,
+            key,
+            ..
         } => {
             m.insert("expires_ms".into(), json!(expires_ms));
             render::put_bytes(m, "key", key);
+            if queue != 0 {
+                m.insert("queue".into(), json!(queue));
+            }
         }
         Record::Dead(d) => {
             m.insert("enqueued_ms".into(), json!(d.enqueued_ms));

@@ -7,7 +7,7 @@
 //! what the previous process left open: superseded dead letters, missing
 //! ack records, leases to release, jobs whose last attempt was cut short.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::checkpoint::live_state;
 use super::{Config, Counters, QueueState};
@@ -514,15 +514,20 @@ fn random_token_base() -> u64 {
 
 /// Keys of dead letters, in the scope of their queue (named by the dead
 /// letter; a name the log no longer defines gets an id in memory): a key
-/// belongs to its newest job.
+/// belongs to its newest job. A dead letter that its redrive superseded (a
+/// crash before its removal; it is dropped when the state is built) is
+/// skipped: its job is live again, and its key stays homed at the
+/// redrive's enqueue record. Homed in the dropped letter, the key could
+/// not be read back, was left out of the next checkpoint, and forgotten.
 fn add_dead_letter_keys(
     replay: &mut Replay,
     named: &mut Named,
     dead: &DeadFile,
     dedup_ms: u64,
 ) -> Result<()> {
+    let superseded: HashSet<u64> = replay.superseded_dead.iter().copied().collect();
     let ids: Vec<u64> = dead.entries().keys().copied().collect();
-    for id in ids {
+    for id in ids.into_iter().filter(|id| !superseded.contains(id)) {
         let Some(letter) = dead.get(id)? else {
             continue;
         };

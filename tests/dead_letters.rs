@@ -98,3 +98,61 @@ fn purge_all_and_many_letters_compact_the_file() {
     let q = open(dir.path(), &clock);
     assert!(q.dead_letter_ids().is_empty());
 }
+
+/// A crash in a redrive after its enqueue record is durable but before the
+/// dead letter's removal: the next open finds the job both redriven (in
+/// the log) and dead (in `dead.wal`), keeps it live and drops the stale
+/// dead letter. Its idempotency key must stay homed at the enqueue record:
+/// it was homed in the dead letter being dropped, so it was forgotten, and
+/// the job's retry was enqueued again (found by the kill -9 harness).
+fn a_redrive_cut_short_keeps_the_jobs_key(from_checkpoint: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let key = || walq::EnqueueOptions::new().idempotency_key("once");
+    let dead_wal = dir.path().join("dead.wal");
+    let id = {
+        let q = open(dir.path(), &clock);
+        let id = q.enqueue_with(b"job", key().max_attempts(1)).unwrap().id;
+        let job = q.dequeue().unwrap().unwrap();
+        q.fail(job.receipt(), "boom").unwrap();
+        q.close().unwrap();
+        id
+    };
+    let dead_before = std::fs::read(&dead_wal).unwrap();
+    {
+        let q = open(dir.path(), &clock);
+        q.redrive(id).unwrap();
+        q.close().unwrap();
+    }
+    // The redrive's removal of the dead letter did not reach the disk.
+    std::fs::write(&dead_wal, &dead_before).unwrap();
+    if !from_checkpoint {
+        std::fs::remove_file(dir.path().join("CHECKPOINT")).unwrap();
+    }
+    let q = open(dir.path(), &clock);
+    assert_eq!(q.recovery_report().checkpoint_used, from_checkpoint);
+    assert!(q.dead_letter_ids().is_empty(), "the redrive held");
+    let dup = q.enqueue_with(b"retry", key()).unwrap();
+    assert!(dup.duplicate && dup.id == id, "the key is known while live");
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), id);
+    q.ack(job.receipt()).unwrap();
+    let dup = q.enqueue_with(b"retry", key()).unwrap();
+    assert!(dup.duplicate && dup.id == id, "the key outlives the job");
+    q.close().unwrap();
+    drop(q);
+    let q = open(dir.path(), &clock);
+    assert!(q.recovery_report().checkpoint_used);
+    let dup = q.enqueue_with(b"retry", key()).unwrap();
+    assert!(dup.duplicate && dup.id == id, "and the reopen after it");
+}
+
+#[test]
+fn a_redrive_cut_short_keeps_the_jobs_key_after_a_scan() {
+    a_redrive_cut_short_keeps_the_jobs_key(false);
+}
+
+#[test]
+fn a_redrive_cut_short_keeps_the_jobs_key_from_the_checkpoint() {
+    a_redrive_cut_short_keeps_the_jobs_key(true);
+}

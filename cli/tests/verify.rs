@@ -191,9 +191,10 @@ fn dump_lists_records_in_order() {
 }
 
 /// A remembered key of a named queue (record kind 16, written here by a
-/// purge) is dumped with its queue id, as its enqueue record is.
+/// purge) is dumped with its queue id, as its enqueue record is, and its
+/// dead letter (kind 13) with its queue's name.
 #[test]
-fn a_named_queues_key_record_is_dumped_with_its_queue() {
+fn a_named_queues_key_and_dead_letter_records_are_dumped_with_their_queue() {
     let dir = tempfile::tempdir().unwrap();
     quiet(|| {
         let store = walq::Store::open_with(dir.path(), opts()).unwrap();
@@ -218,6 +219,12 @@ fn a_named_queues_key_record_is_dumped_with_its_queue() {
     assert_eq!(key["key"], "k-mail", "{key}");
     assert!(key["queue"].as_u64().is_some_and(|q| q != 0), "{key}");
     assert_eq!(key["queue"], enqueue["queue"], "{key}");
+    // The dead letter (kind 13) names its queue too.
+    let dead = recs
+        .iter()
+        .find(|r| r["kind"] == "dead")
+        .expect("a dead letter");
+    assert_eq!(dead["queue"], "mail", "{dead}");
 }
 
 #[test]

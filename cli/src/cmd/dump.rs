@@ -94,6 +94,14 @@ fn record_fields(r: Record<'_>, m: &mut Map<String, Value>) {
                 render::put_bytes(m, "key", d.key);
             }
             render::put_bytes(m, "error", d.error);
+            if d.is_extended() {
+                render::put_bytes(m, "queue", d.queue);
+                let level = walq::Priority::ALL.get(usize::from(d.priority));
+                m.insert("priority".into(), json!(level.map_or("?", |p| p.name())));
+            }
+            if !d.group.is_empty() {
+                render::put_bytes(m, "group", d.group);
+            }
             render::put_bytes(m, "payload", d.payload);
         }
         Record::AckMany(entries) => {

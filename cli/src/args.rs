@@ -241,6 +241,9 @@ pub struct EnqueueArgs {
     /// Message group: jobs of one group run one at a time, in order.
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// Named queue of the store (default: the default queue).
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
 }
 
 /// `walq verify`.

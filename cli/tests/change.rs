@@ -309,3 +309,113 @@ fn levels_and_groups_are_shown_and_survive_export_import() {
         vec![b"first of c42".to_vec(), b"second of c42".to_vec()]
     );
 }
+
+/// The jobs of a store, queue by queue (the default queue first), as
+/// `queue:payload` in delivery order, leased and not settled; and the dead
+/// letters as `queue:level:payload`.
+fn by_queue(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let store = walq::Store::open_with(dir, opts()).unwrap();
+    let mut jobs = Vec::new();
+    for name in ["", "mail", "video"] {
+        let q = if name.is_empty() {
+            store.default_queue()
+        } else {
+            store.queue(name).unwrap()
+        };
+        while let Some(job) = q.dequeue_timeout(std::time::Duration::ZERO).unwrap() {
+            jobs.push(format!("{name}:{}", String::from_utf8_lossy(job.payload())));
+        }
+    }
+    let dead = store
+        .default_queue()
+        .dead_letters()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let payload = String::from_utf8_lossy(&d.payload);
+            format!("{}:{}:{payload}", d.queue, d.priority)
+        })
+        .collect();
+    (jobs, dead)
+}
+
+/// Named queues through the command line: `enqueue --queue`, `peek` and
+/// `show` name each job's queue, and export → import and salvage put every
+/// job and dead letter back in its own queue (before, all of them landed
+/// in the default queue, where that queue's workers never look).
+#[test]
+fn named_queues_are_shown_and_kept_by_export_import_and_salvage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("q");
+    let d = d.to_str().unwrap();
+    for (payload, extra) in [
+        ("plain", vec![]),
+        ("welcome ada", vec!["--queue", "mail"]),
+        ("welcome bob", vec!["--queue", "mail", "--priority", "high"]),
+        ("resize 1", vec!["--queue", "video"]),
+    ] {
+        let mut args = vec!["enqueue", d, payload];
+        args.extend(extra);
+        let run = walq(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    }
+    let bad = walq(&["enqueue", d, "x", "--queue", "no spaces"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    // A dead letter of a named queue, at its level.
+    {
+        let store = walq::Store::open_with(dir.path().join("q"), opts()).unwrap();
+        let video = store.queue("video").unwrap();
+        let once = walq::EnqueueOptions::new()
+            .max_attempts(1)
+            .priority(walq::Priority::Urgent);
+        video.enqueue_with(b"corrupt file", once).unwrap();
+        let mut held = Vec::new();
+        while let Some(job) = video.dequeue_timeout(std::time::Duration::ZERO).unwrap() {
+            held.push(job);
+        }
+        for job in held {
+            if job.payload() == b"corrupt file" {
+                video.fail(job.receipt(), "bad codec").unwrap();
+            } else {
+                video
+                    .nack(
+                        job.receipt(),
+                        walq::Retry::After(Default::default()),
+                        "later",
+                    )
+                    .unwrap();
+            }
+        }
+        store.close().unwrap();
+    }
+    let peek = walq(&["peek", d]);
+    assert!(peek.stdout.contains("queue mail  "), "{}", peek.stdout);
+    let json = common::json_lines(&walq(&["peek", d, "--json"]).stdout);
+    let ada = json.iter().find(|j| j["payload"] == "welcome ada").unwrap();
+    assert_eq!(ada["queue"], "mail", "{ada}");
+    let plain = json.iter().find(|j| j["payload"] == "plain").unwrap();
+    assert!(plain.get("queue").is_none(), "{plain}");
+    let show = walq(&["show", d, &ada["id"].to_string()]);
+    assert!(show.stdout.contains("queue      mail"), "{}", show.stdout);
+
+    let want = (
+        vec![
+            ":plain".to_string(),
+            "mail:welcome bob".into(),
+            "mail:welcome ada".into(),
+            "video:resize 1".into(),
+        ],
+        vec!["video:urgent:corrupt file".to_string()],
+    );
+    let out = walq(&["export", d]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().join("copy");
+    let import = walq_stdin(&["import", t.to_str().unwrap()], Some(&out.stdout));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    assert_eq!(by_queue(&t), want, "after export and import");
+    let s = target.path().join("salvaged");
+    let run = walq(&["salvage", d, "--into", s.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(by_queue(&s), want, "after salvage");
+}

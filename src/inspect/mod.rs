@@ -172,7 +172,7 @@ impl Inspector {
             let before = files::list(&self.dir)?;
             let mut replay = snapshot::Replay::new(SystemClock.now_ms(), observer);
             let summary = self.scan(&mut replay)?;
-            let mut snap = replay.snap;
+            let mut snap = replay.into_snapshot();
             snap.next_job_id = snap.next_job_id.max(summary.next_job_id);
             snap.summary = summary;
             tries += 1;

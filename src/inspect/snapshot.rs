@@ -31,6 +31,9 @@ pub struct PendingJob {
     pub priority: Priority,
     /// The message group, if any.
     pub group: Option<Vec<u8>>,
+    /// The name of its queue (empty: the default queue, as in
+    /// [`DeadLetter::queue`]; `queue-N` if the log names no queue N).
+    pub queue: String,
     /// The payload.
     pub payload: Vec<u8>,
     /// Leased when the snapshot was taken (by the running process, or by
@@ -184,7 +187,8 @@ fn is_head(heads: &BTreeMap<&[u8], u64>, job: &PendingJob) -> bool {
 
 /// A log record held until its batch completes.
 enum Op {
-    Enqueue(PendingJob, u64),
+    /// The job, its record's LSN, its queue id.
+    Enqueue(PendingJob, u64, u16),
     Lease(u64, u32),
     Ack(u64),
     Nack(u64, u64),
@@ -197,6 +201,11 @@ pub(crate) struct Replay<'a> {
     /// The LSN of each job's newest enqueue record (kept after its ack: a
     /// redriven and finished job's old dead letter must stay superseded).
     enqueue_lsns: BTreeMap<u64, u64>,
+    /// The queue id of each pending job of a named queue, and the names
+    /// QueueDef records give (the latest wins): names are filled in by
+    /// [`Replay::into_snapshot`], as a definition may follow a job's record.
+    queue_ids: BTreeMap<u64, u16>,
+    queue_names: BTreeMap<u16, String>,
     batch: Vec<Op>,
     observer: &'a mut dyn Visitor,
 }
@@ -210,9 +219,24 @@ impl<'a> Replay<'a> {
                 ..Snapshot::default()
             },
             enqueue_lsns: BTreeMap::new(),
+            queue_ids: BTreeMap::new(),
+            queue_names: BTreeMap::new(),
             batch: Vec::new(),
             observer,
         }
+    }
+
+    /// The snapshot, each job with its queue's name.
+    pub(crate) fn into_snapshot(mut self) -> Snapshot {
+        for (id, q) in &self.queue_ids {
+            if let Some(job) = self.snap.jobs.get_mut(id) {
+                job.queue = match self.queue_names.get(q) {
+                    Some(name) => name.clone(),
+                    None => format!("queue-{q}"),
+                };
+            }
+        }
+        self.snap
     }
 
     fn see_id(&mut self, id: u64) {
@@ -222,8 +246,13 @@ impl<'a> Replay<'a> {
     fn apply(&mut self, op: Op) {
         let jobs = &mut self.snap.jobs;
         match op {
-            Op::Enqueue(job, lsn) => {
+            Op::Enqueue(job, lsn, queue) => {
                 self.enqueue_lsns.insert(job.id, lsn);
+                if queue == 0 {
+                    self.queue_ids.remove(&job.id);
+                } else {
+                    self.queue_ids.insert(job.id, queue);
+                }
                 jobs.insert(job.id, job);
             }
             Op::Lease(id, attempts) => {
@@ -260,12 +289,14 @@ impl<'a> Replay<'a> {
                     key: (!e.key.is_empty()).then(|| e.key.to_vec()),
                     priority: Priority::from_byte(e.priority),
                     group: (!e.group.is_empty()).then(|| e.group.to_vec()),
+                    queue: String::new(),
                     payload: e.payload.to_vec(),
                     leased: false,
                     file: r.file.to_string(),
                     offset: r.offset,
                 },
                 r.lsn,
+                e.queue,
             ),
             Record::Lease { id, attempts } => Op::Lease(id, attempts),
             Record::Ack { id } => Op::Ack(id),
@@ -275,10 +306,12 @@ impl<'a> Replay<'a> {
                 let ops = entries.leases().map(|(id, n)| Op::Lease(id, n));
                 return self.log_many(ops, r);
             }
-            Record::Key { .. }
-            | Record::Dead(_)
-            | Record::Removed { .. }
-            | Record::QueueDef { .. } => return,
+            Record::QueueDef { queue, name } => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                self.queue_names.insert(queue, name);
+                return;
+            }
+            Record::Key { .. } | Record::Dead(_) | Record::Removed { .. } => return,
         };
         self.see_id(r.entry.id());
         self.batch.push(op);

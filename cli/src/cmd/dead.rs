@@ -59,13 +59,16 @@ type One = fn(&walq::Queue, u64) -> walq::Result<()>;
 type All = fn(&walq::Queue) -> walq::Result<usize>;
 
 fn change(t: &DeadTarget, done: &str, one: One, all: All) -> CmdResult {
-    let q = super::open_queue(&t.dir, true, Durability::Sync)?;
+    // Dead letters are the store's: any queue's handle reaches them all.
+    let store = super::open_store(&t.dir, true, Durability::Sync)?;
+    let q = store.default_queue();
     let result = match t.id {
         Some(id) if !t.all => one(&q, id).map(|()| 1),
         _ => all(&q),
     };
     let n = result.map_err(|e| Fail::operation(&t.dir, &e))?;
-    super::close_queue(&t.dir, q)?;
+    drop(q);
+    super::close_store(&t.dir, store)?;
     let what = if n == 1 {
         "dead letter"
     } else {

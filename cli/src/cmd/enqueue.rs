@@ -69,7 +69,9 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
     } else {
         Durability::Sync
     };
-    let q = super::open_queue(&a.dir, false, durability)?;
+    let store = super::open_store(&a.dir, false, durability)?;
+    let q = super::queue_of(&store, a.queue.as_deref().unwrap_or_default())
+        .map_err(|e| Fail::new(USAGE, e.to_string()))?;
     let mut ids = Vec::with_capacity(payloads.len());
     for p in &payloads {
         let done = q
@@ -81,7 +83,8 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
             ids.push(done.id);
         }
     }
-    super::close_queue(&a.dir, q)?;
+    drop(q);
+    super::close_store(&a.dir, store)?;
     match ids.as_slice() {
         [] if payloads.is_empty() => println!("no jobs (stdin was empty)"),
         [] => {}

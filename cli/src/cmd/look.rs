@@ -41,9 +41,13 @@ pub fn peek(a: &PeekArgs) -> CmdResult {
     Ok(OK)
 }
 
-/// The level (unless Normal) and group of a job, for a one-line listing.
+/// The queue (unless the default), level (unless Normal) and group of a
+/// job, for a one-line listing.
 fn level_text(job: &PendingJob) -> String {
     let mut out = String::new();
+    if !job.queue.is_empty() {
+        out.push_str(&format!("queue {}  ", job.queue));
+    }
     if job.priority != Priority::Normal {
         out.push_str(&format!("{}  ", job.priority));
     }
@@ -82,6 +86,9 @@ pub fn job_json(job: &PendingJob, status: &str) -> Map<String, Value> {
     m.insert("enqueued_ms".into(), json!(job.enqueued_ms));
     m.insert("due_ms".into(), json!(job.due_ms));
     m.insert("priority".into(), json!(job.priority.name()));
+    if !job.queue.is_empty() {
+        m.insert("queue".into(), json!(job.queue));
+    }
     if let Some(k) = &job.key {
         render::put_bytes(&mut m, "key", k);
     }
@@ -101,6 +108,10 @@ pub fn dead_json(d: &DeadLetter) -> Map<String, Value> {
     m.insert("enqueued_ms".into(), json!(d.enqueued_ms));
     m.insert("dead_ms".into(), json!(d.dead_ms));
     m.insert("error".into(), json!(d.error));
+    m.insert("priority".into(), json!(d.priority.name()));
+    if !d.queue.is_empty() {
+        m.insert("queue".into(), json!(d.queue));
+    }
     if let Some(k) = &d.key {
         render::put_bytes(&mut m, "key", k);
     }
@@ -125,6 +136,7 @@ pub fn show(a: &ShowArgs) -> CmdResult {
                     ""
                 };
                 writeln!(out, "job        {}", job.id)?;
+                show_queue(&mut out, &job.queue)?;
                 writeln!(out, "status     {status}{leased}")?;
                 writeln!(out, "attempts   {} of {}", job.attempts, job.max_attempts)?;
                 writeln!(out, "enqueued   {}", render::time(job.enqueued_ms))?;
@@ -202,6 +214,14 @@ fn show_finished(
     }
 }
 
+/// The queue line of `show`, for a job of a named queue.
+fn show_queue(out: &mut impl Write, queue: &str) -> std::io::Result<()> {
+    if queue.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "queue      {queue}")
+}
+
 fn show_key(out: &mut impl Write, key: Option<&[u8]>) -> std::io::Result<()> {
     match key {
         Some(k) => writeln!(out, "key        {}", render::payload(k)),
@@ -215,7 +235,11 @@ pub fn show_dead(out: &mut impl Write, d: &DeadLetter, json: bool) -> std::io::R
         return writeln!(out, "{}", Value::Object(dead_json(d)));
     }
     writeln!(out, "job        {}", d.id)?;
+    show_queue(out, &d.queue)?;
     writeln!(out, "status     dead (in the dead letters)")?;
+    if d.priority != Priority::Normal {
+        writeln!(out, "priority   {}", d.priority)?;
+    }
     writeln!(out, "attempts   {}", d.attempts)?;
     writeln!(out, "enqueued   {}", render::time(d.enqueued_ms))?;
     writeln!(out, "died       {}", render::time(d.dead_ms))?;

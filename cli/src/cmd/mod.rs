@@ -13,7 +13,7 @@ mod verify;
 use std::path::Path;
 
 use walq::inspect::{Inspector, Snapshot};
-use walq::{Durability, Options, Queue};
+use walq::{Durability, Options, Queue, Store};
 
 use crate::args::Cmd;
 use crate::fail::{CmdResult, Fail};
@@ -70,10 +70,10 @@ pub fn warn_damage(snap: &Snapshot) {
     }
 }
 
-/// Opens the queue in `dir` for writing, taking its lock. `existing`:
+/// Opens the store in `dir` for writing, taking its lock. `existing`:
 /// refuse a directory that holds no queue yet (instead of creating one).
 /// `Durability::Os` for bulk writes, which sync once at the end.
-pub fn open_queue(dir: &Path, existing: bool, durability: Durability) -> Result<Queue, Fail> {
+pub fn open_store(dir: &Path, existing: bool, durability: Durability) -> Result<Store, Fail> {
     if existing {
         // Read-only look first: a typo must not create a queue.
         Inspector::open(dir)
@@ -81,14 +81,25 @@ pub fn open_queue(dir: &Path, existing: bool, durability: Durability) -> Result<
             .map_err(|e| Fail::reading(dir, &e))?;
     }
     let opts = Options::default().durability(durability);
-    Queue::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
+    Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
 }
 
-/// Syncs and closes a queue opened by [`open_queue`].
-pub fn close_queue(dir: &Path, q: Queue) -> Result<(), Fail> {
-    q.sync()
-        .and_then(|()| q.close())
+/// Syncs and closes a store opened by [`open_store`].
+pub fn close_store(dir: &Path, store: Store) -> Result<(), Fail> {
+    store
+        .sync()
+        .and_then(|()| store.close())
         .map_err(|e| Fail::operation(dir, &e))
+}
+
+/// The queue `name` of `store`: the default queue for an empty name (as a
+/// dead letter names it) or "default".
+pub fn queue_of(store: &Store, name: &str) -> walq::Result<Queue> {
+    if name.is_empty() {
+        Ok(store.default_queue())
+    } else {
+        store.queue(name)
+    }
 }
 
 struct NoVisit;

@@ -4,13 +4,12 @@
 use std::path::Path;
 
 use walq::inspect::Severity;
-use walq::Durability;
 
 use crate::args::SalvageArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
 use crate::progress;
 
-use super::transfer::{add_dead, add_job, JobSpec};
+use super::transfer::{add_dead, add_job, DeadSpec, JobSpec, Target};
 
 /// NEW must be absent or an empty directory, and not DIR itself.
 fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
@@ -37,7 +36,7 @@ fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
 pub fn run(a: &SalvageArgs) -> CmdResult {
     check_target(&a.dir, &a.into)?;
     let (_, snap) = super::snapshot(&a.dir)?;
-    let q = super::open_queue(&a.into, false, Durability::Os)?;
+    let mut target = Target::open(&a.into)?;
     let bar = progress::bar(
         (snap.jobs.len() + snap.dead.len()) as u64,
         "copying",
@@ -47,7 +46,14 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     let copy = |e: walq::Error| Fail::operation(&a.into, &e);
     // Dead letters first: they are made by leasing a job, so no other may be ready.
     for d in snap.dead.values() {
-        match add_dead(&q, &d.payload, d.key.as_deref(), &d.error).map_err(copy)? {
+        let spec = DeadSpec {
+            queue: &d.queue,
+            priority: d.priority,
+            payload: &d.payload,
+            key: d.key.as_deref(),
+            error: &d.error,
+        };
+        match add_dead(&mut target, &spec).map_err(copy)? {
             true => dead += 1,
             false => dups += 1,
         }
@@ -55,14 +61,14 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     }
     // In enqueue order, so that a group's jobs keep theirs.
     for j in snap.jobs.values() {
-        match add_job(&q, &JobSpec::of(j)).map_err(copy)? {
+        match add_job(&mut target, &JobSpec::of(j)).map_err(copy)? {
             true => jobs += 1,
             false => dups += 1,
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    super::close_queue(&a.into, q)?;
+    target.close(&a.into)?;
     println!(
         "copied {jobs} pending jobs and {dead} dead letters into {}",
         a.into.display()

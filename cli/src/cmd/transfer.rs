@@ -6,8 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use walq::inspect::PendingJob;
-use walq::{Durability, EnqueueOptions, Priority, Queue};
+
+use walq::{Durability, EnqueueOptions, Priority, Queue, Store};
 
 use crate::args::{ExportArgs, ImportArgs};
 use crate::fail::{CmdResult, Fail, FAILED, OK};
@@ -68,6 +70,8 @@ pub fn export(a: &ExportArgs) -> CmdResult {
 /// One item of an export file.
 struct Item {
     dead: bool,
+    /// Its queue's name (empty: the default queue).
+    queue: String,
     payload: Vec<u8>,
     key: Option<Vec<u8>>,
     error: String,
@@ -110,8 +114,14 @@ fn item(m: &Map<String, Value>) -> Result<Item, String> {
         Some(_) => return Err("\"priority\" must be low, normal, high or urgent".into()),
     };
     let group = render::bytes_from_json(m, "group")?;
+    let queue = match m.get("queue") {
+        None => String::new(),
+        Some(Value::String(q)) => q.clone(),
+        Some(_) => return Err("\"queue\" must be a queue name".into()),
+    };
     Ok(Item {
         dead,
+        queue,
         payload,
         key,
         error,
@@ -168,10 +178,60 @@ pub struct Added {
     pub duplicates: u64,
 }
 
+/// The queues of a store written to, by name (empty: the default queue),
+/// each opened once.
+pub struct Target {
+    store: Store,
+    queues: HashMap<String, Queue>,
+}
+
+impl Target {
+    /// Opens the store in `dir` for bulk writes.
+    pub fn open(dir: &Path) -> Result<Target, Fail> {
+        let store = super::open_store(dir, false, Durability::Os)?;
+        Ok(Target {
+            store,
+            queues: HashMap::new(),
+        })
+    }
+
+    /// The queue `name`.
+    pub fn queue(&mut self, name: &str) -> walq::Result<&Queue> {
+        if !self.queues.contains_key(name) {
+            let q = super::queue_of(&self.store, name)?;
+            self.queues.insert(name.to_string(), q);
+        }
+        Ok(&self.queues[name])
+    }
+
+    /// Syncs and closes the store.
+    pub fn close(self, dir: &Path) -> Result<(), Fail> {
+        drop(self.queues);
+        super::close_store(dir, self.store)
+    }
+}
+
+/// A dead letter to add: its queue, level, payload, key and error.
+pub struct DeadSpec<'a> {
+    /// Its queue's name (empty: the default queue).
+    pub queue: &'a str,
+    /// Its priority level (a redrive returns it at this level).
+    pub priority: Priority,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// The idempotency key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The last error.
+    pub error: &'a str,
+}
+
 /// Adds a dead letter: enqueued with one attempt, leased and failed with
-/// its error. The queue must have no other ready job (checked by callers).
-pub fn add_dead(q: &Queue, payload: &[u8], key: Option<&[u8]>, error: &str) -> walq::Result<bool> {
-    let mut opts = EnqueueOptions::new().max_attempts(1);
+/// its error. Its queue must have no other ready job (checked by callers).
+pub fn add_dead(t: &mut Target, d: &DeadSpec<'_>) -> walq::Result<bool> {
+    let q = t.queue(d.queue)?;
+    let (payload, error) = (d.payload, d.error);
+    let mut opts = EnqueueOptions::new().max_attempts(1).priority(d.priority);
+    let key = d.key;
     if let Some(k) = key {
         opts = opts.idempotency_key(k);
     }
@@ -197,9 +257,11 @@ pub fn add_dead(q: &Queue, payload: &[u8], key: Option<&[u8]>, error: &str) -> w
     Ok(true)
 }
 
-/// A pending job to add: what is left of its delay and attempts, and
-/// its key, level and group.
+/// A pending job to add: its queue, what is left of its delay and
+/// attempts, and its key, level and group.
 pub struct JobSpec<'a> {
+    /// Its queue's name (empty: the default queue).
+    pub queue: &'a str,
     /// The payload.
     pub payload: &'a [u8],
     /// The idempotency key, if any.
@@ -218,6 +280,7 @@ impl<'a> JobSpec<'a> {
     /// The spec of a job found in a snapshot.
     pub fn of(j: &'a PendingJob) -> JobSpec<'a> {
         JobSpec {
+            queue: &j.queue,
             payload: &j.payload,
             key: j.key.as_deref(),
             due_ms: j.due_ms,
@@ -228,8 +291,9 @@ impl<'a> JobSpec<'a> {
     }
 }
 
-/// Adds a pending job; false if its key was already known.
-pub fn add_job(q: &Queue, job: &JobSpec<'_>) -> walq::Result<bool> {
+/// Adds a pending job to its queue; false if its key was already known.
+pub fn add_job(t: &mut Target, job: &JobSpec<'_>) -> walq::Result<bool> {
+    let q = t.queue(job.queue)?;
     let delay = Duration::from_millis(job.due_ms.saturating_sub(render::now_ms()));
     let mut opts = EnqueueOptions::new()
         .delay(delay)
@@ -256,9 +320,9 @@ pub fn import(a: &ImportArgs) -> CmdResult {
         None => (Box::new(std::io::stdin().lock()), "stdin".into()),
     };
     let items = read_items(input, &name)?;
-    let q = super::open_queue(&a.dir, false, Durability::Os)?;
-    let added = add_all(&q, &a.dir, &items)?;
-    super::close_queue(&a.dir, q)?;
+    let mut target = Target::open(&a.dir)?;
+    let added = add_all(&mut target, &a.dir, &items)?;
+    target.close(&a.dir)?;
     println!(
         "imported {} pending jobs and {} dead letters{}",
         added.jobs,
@@ -275,10 +339,14 @@ pub fn import(a: &ImportArgs) -> CmdResult {
     Ok(OK)
 }
 
-fn add_all(q: &Queue, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
+fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
     let mut added = Added::default();
-    let has_dead = items.iter().any(|i| i.dead);
-    if has_dead && q.stats().ready > 0 {
+    let mut busy = false;
+    for it in items.iter().filter(|i| i.dead) {
+        let q = t.queue(&it.queue).map_err(|e| Fail::operation(dir, &e))?;
+        busy |= q.stats().ready > 0;
+    }
+    if busy {
         return Err(Fail::new(
             FAILED,
             format!(
@@ -297,9 +365,17 @@ fn add_all(q: &Queue, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
     {
         let key = it.key.as_deref();
         let result = if it.dead {
-            add_dead(q, &it.payload, key, &it.error)
+            let d = DeadSpec {
+                queue: &it.queue,
+                priority: it.priority,
+                payload: &it.payload,
+                key,
+                error: &it.error,
+            };
+            add_dead(t, &d)
         } else {
             let job = JobSpec {
+                queue: &it.queue,
                 payload: &it.payload,
                 key,
                 due_ms: it.due_ms,
@@ -307,7 +383,7 @@ fn add_all(q: &Queue, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
                 priority: it.priority,
                 group: it.group.as_deref(),
             };
-            add_job(q, &job)
+            add_job(t, &job)
         };
         match result.map_err(|e| Fail::operation(dir, &e))? {
             false => added.duplicates += 1,

@@ -12,7 +12,19 @@
 //! it syncs the sync target (the active segment and the last LSN written
 //! to it, read together under the target lock, so never an LSN of a newer
 //! segment) with no other lock held, publishes the new durable LSN (or the
-//! failure) and wakes every waiter. A failed sync is never retried (after a
+//! failure) and wakes every waiter.
+//!
+//! Rotation syncs nothing under the queue lock: it hands the segment it
+//! sealed to the committer as a *pending seal*. The next leader syncs, in
+//! this order, the pending seal, the directory (the new segment's name),
+//! then the new segment (its header and records), and publishes only after
+//! all three. So a record of the new segment is never published before
+//! every record of the sealed one is durable. Rotation keeps at most one
+//! seal pending: it leaves a segment only after a leader has synced that
+//! segment as the target at least once ([`Committer::synced_target`]), so
+//! at any moment every segment but the newest two is durable, and the
+//! newest but one has a durable name and header (the rule recovery relies
+//! on, see `recovery.rs` and docs/format.md, "Torn across a rotation"). A failed sync is never retried (after a
 //! failed fsync the kernel may have dropped the dirty pages): the failure
 //! is latched before anything is published, every waiter gets it, nothing
 //! is published after it, and the queue is poisoned. A leader that panics
@@ -39,6 +51,9 @@ struct CommitState {
 #[derive(Debug, Default)]
 struct Target {
     seg: Option<Arc<Segment>>,
+    /// The segment rotation sealed, not yet synced: synced by the next
+    /// leader before anything else, then its descriptor is closed.
+    sealed: Option<Arc<Segment>>,
     /// A directory whose new entry (the target segment's name) is not yet
     /// durable: synced by the next leader before the segment itself.
     dir: Option<(Arc<dyn Vfs>, PathBuf)>,
@@ -58,6 +73,9 @@ pub struct Committer {
     written: AtomicU64,
     durable: AtomicU64,
     syncs: AtomicU64,
+    /// The id of the newest segment a leader synced as the target (with
+    /// the seal and the directory before it).
+    synced_target: AtomicU64,
     /// Test hook: the next leader panics inside its sync.
     #[cfg(test)]
     panic_next_sync: std::sync::atomic::AtomicBool,
@@ -101,24 +119,54 @@ impl Committer {
     }
 
     /// Makes `seg` the file later syncs cover, with `written` the last LSN
-    /// in the log. The log calls this at open and at rotation (after the
-    /// old segment is durable, so no sync of the old file can be claimed
-    /// for a record of the new one).
+    /// in the log. The log calls this at open, where `seg` (the active
+    /// segment), its name and everything before it are durable.
     pub fn set_target(&self, seg: Arc<Segment>, written: u64) {
         let mut t = self.target.lock();
+        self.synced_target
+            .fetch_max(u64::from(seg.id), Ordering::AcqRel);
         t.seg = Some(seg);
         self.written.fetch_max(written, Ordering::Release);
     }
 
-    /// As [`Committer::set_target`] for a segment just renamed into `dir`
-    /// whose name is not yet durable: the next sync syncs the directory
-    /// first, so nothing in the segment is published before its name is
-    /// durable.
-    pub fn set_new_target(&self, seg: Arc<Segment>, written: u64, vfs: Arc<dyn Vfs>, dir: PathBuf) {
+    /// As [`Committer::set_target`] at rotation: `seg` was just renamed
+    /// into `dir` (its name and header are not yet durable) and `sealed`,
+    /// the previous target, may hold records not yet durable. The next
+    /// leader syncs `sealed`, then the directory, then `seg`, so nothing
+    /// in `seg` is published before all of them are durable.
+    ///
+    /// The caller keeps one seal pending at most: a leader must have
+    /// synced `sealed` as the target (see [`Committer::synced_target`]),
+    /// which also synced the seal before it.
+    pub fn set_new_target(
+        &self,
+        seg: Arc<Segment>,
+        sealed: Arc<Segment>,
+        written: u64,
+        vfs: Arc<dyn Vfs>,
+        dir: PathBuf,
+    ) {
         let mut t = self.target.lock();
+        debug_assert!(
+            self.synced_target() >= u64::from(sealed.id),
+            "rotation away from segment {} before it was synced once",
+            sealed.id
+        );
+        // A seal still pending here was covered by the sync of `sealed`
+        // as target (which ran after it): its records are durable.
+        if let Some(old) = t.sealed.replace(sealed) {
+            old.release_fd();
+        }
         t.seg = Some(seg);
         t.dir = Some((vfs, dir));
         self.written.fetch_max(written, Ordering::Release);
+    }
+
+    /// The id of the newest segment a leader synced as the target, with
+    /// every seal before it: rotation may leave a segment only once this
+    /// reached its id.
+    pub fn synced_target(&self) -> u64 {
+        self.synced_target.load(Ordering::Acquire)
     }
 
     /// Records that LSN `lsn` was written to the target segment.
@@ -151,7 +199,22 @@ impl Committer {
     /// Returns once `lsn` is durable, syncing the log (as leader) or
     /// waiting for the sync in flight.
     pub fn wait(&self, lsn: u64) -> Result<()> {
-        if self.durable() >= lsn {
+        self.wait_until(|| self.durable() >= lsn)
+    }
+
+    /// Returns once segment `id` (the target) was synced by a leader, with
+    /// the seal and the directory before it: rotation calls this before
+    /// it leaves segment `id`, so at most one seal is ever pending.
+    pub fn wait_synced(&self, id: u32) -> Result<()> {
+        // Never a segment past the target (no sync could reach it).
+        let reachable = |id: u32| self.target.lock().seg.as_ref().map_or(0, |t| t.id.min(id));
+        self.wait_until(|| self.synced_target() >= u64::from(reachable(id)))
+    }
+
+    /// Returns once `done()` holds, syncing the target (as leader) or
+    /// waiting for the sync in flight.
+    fn wait_until(&self, done: impl Fn() -> bool) -> Result<()> {
+        if done() {
             return Ok(());
         }
         let mut st = self.state.lock();
@@ -159,7 +222,7 @@ impl Committer {
             if let Some(msg) = &st.failure {
                 return Err(Self::failure_error(msg));
             }
-            if self.durable() >= lsn {
+            if done() {
                 return Ok(());
             }
             if st.syncing {
@@ -202,11 +265,22 @@ impl Committer {
         if self.panic_next_sync.swap(false, Ordering::SeqCst) {
             panic!("injected panic in the group-commit leader");
         }
-        let (seg, upto, dir) = {
+        let (seg, upto, dir, sealed) = {
             let mut t = self.target.lock();
-            let dir = t.dir.take();
-            (t.seg.clone(), self.written.load(Ordering::Acquire), dir)
+            let (dir, sealed) = (t.dir.take(), t.sealed.take());
+            (
+                t.seg.clone(),
+                self.written.load(Ordering::Acquire),
+                dir,
+                sealed,
+            )
         };
+        if let Some(sealed) = sealed {
+            // Rotation's sealing sync, off the queue lock. Its descriptor
+            // is closed only after it (a sealed segment holds none).
+            sealed.sync_data()?;
+            sealed.release_fd();
+        }
         if let Some((vfs, dir)) = dir {
             // A failure is latched like a failed fdatasync: the segment's
             // name may not survive a power cut, so nothing in it may be
@@ -216,6 +290,8 @@ impl Committer {
         }
         if let Some(seg) = seg {
             seg.sync_data()?;
+            self.synced_target
+                .fetch_max(u64::from(seg.id), Ordering::AcqRel);
         }
         Ok(upto)
     }

@@ -105,6 +105,7 @@ mod queue;
 mod queue_options;
 mod recovery;
 mod reserve;
+mod rotation_tear;
 pub mod schedule;
 mod segmap;
 mod segment;

@@ -673,7 +673,10 @@ impl Log {
     fn rotate(&mut self, next_job_id: u64, draining: bool) -> Result<()> {
         // The sealed segment ends cleanly: no residue of a failed write.
         self.clear_residue()?;
-        self.sync_now()?;
+        // At most one seal pending (see `commit`): leave this segment only
+        // once a leader synced it. Rare: under `Durability::Os` the upkeep
+        // thread syncs each seal soon after its rotation.
+        self.commit.wait_synced(self.active().id)?;
         let id = self.active().id.checked_add(1).ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidOptions,
@@ -686,21 +689,23 @@ impl Log {
         let spare = self.upkeep.take_spare(id, draining, &self.commit)?;
         let seg = Arc::new(spare.install(&*self.vfs, &self.dir, self.next_lsn, next_job_id)?);
         seg.attach(&self.maps);
+        // The sealing sync and the new header's are the committer's next
+        // leader's (under `Durability::Os`, the upkeep thread's, which
+        // `rotated` asks for): nothing is synced under the queue lock.
         self.commit.set_new_target(
             seg.clone(),
+            self.active().clone(),
             self.next_lsn - 1,
             self.vfs.clone(),
             self.dir.clone(),
         );
         self.upkeep.rotated(id);
-        let old = self.active().clone();
         self.segments.push_back(SegInfo {
             seg,
             live_jobs: 0,
             live_bytes: 0,
         });
         self.tail = SEGMENT_HEADER_LEN as u32;
-        old.release_fd();
         Ok(())
     }
 }

@@ -6,12 +6,16 @@
 //! 3. Replay the segments in id order. Ids must be consecutive and LSNs
 //!    must continue from one segment to the next, so a missing segment or
 //!    a lost sealed tail is reported, not skipped.
-//! 4. Classify damage. In a sealed segment any bad record is corruption
-//!    (sealed segments were fsynced before the next one was written). In
-//!    the last segment, a bad record is a torn tail unless a later valid
+//! 4. Classify damage. In a segment older than the newest two any bad
+//!    record is corruption (it was fsynced before the newest was written).
+//!    In the last segment, a bad record is a torn tail unless a later valid
 //!    record proves, through its sync lag, that the bad record had been
 //!    durable: then it is corruption too. A torn tail, and an unfinished
 //!    batch before it, are zeroed and fsynced before the first new append.
+//!    The newest but one follows the same rule, with the newest segment's
+//!    records as later ones, since rotation does not sync under the queue
+//!    lock: a torn tail there drops the newest segment too, none of whose
+//!    records was published (see `rotation_tear`).
 //! 5. Rebuild the state (`rebuild.rs`) and release the leases of the previous process (their attempt counts;
 //!    a job on its last attempt goes to the dead letters).
 
@@ -28,6 +32,7 @@ use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
+use crate::rotation_tear::{self, Newest};
 use crate::segment::{self, Segment, Spare};
 use crate::state::checkpoint::{self, CHECKPOINT_FILE};
 use crate::state::rebuild::{apply, finish, Replay};
@@ -39,6 +44,9 @@ use crate::vfs::Vfs;
 struct ScanEnd {
     off: u32,
     next_lsn: u64,
+    /// The newest but one was cut at a tail torn across the rotation: the
+    /// newest segment is to be dropped.
+    cut: bool,
 }
 
 /// Opens (or creates) the queue in `dir`; `dir` exists and is locked.
@@ -74,6 +82,7 @@ pub fn recover(
             .map_err(|e| Error::io("syncing directory", dir, e))?;
     }
     ids.sort_unstable();
+    rotation_tear::drop_unborn(&*vfs, dir, &mut ids, &mut report)?;
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
             let path = dir.join(segment::file_name(pair[1]));
@@ -137,6 +146,7 @@ pub fn recover(
     let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
     let ctx = ScanCtx {
         last: false,
+        newest: None,
         mode: opts.recovery,
         dead_lsns: &dead_lsns,
         dedup_ms,
@@ -175,6 +185,10 @@ pub fn recover(
     let synced_at_close = used_clean && untouched && report.torn_bytes == 0;
     if !synced_at_close {
         active.sync_data()?;
+        // The active segment's name too: after a kill -9 just after a
+        // rotation, the page cache held a name no sync had made durable.
+        vfs.sync_dir(dir)
+            .map_err(|e| Error::io("syncing directory", dir, e))?;
     }
     // The same holds for `dead.wal` when this open cut nothing from it:
     // `Queue::close` synced it before it wrote the clean checkpoint
@@ -247,6 +261,8 @@ fn scan_log(
     let mut segments = VecDeque::new();
     let mut next_lsn = None;
     let mut tail = SEGMENT_HEADER_LEN as u32;
+    let newest_id = ids.last().copied().unwrap_or(0);
+    let newest_path = dir.join(segment::file_name(newest_id));
     for (i, &id) in ids.iter().enumerate() {
         // One segment at a time: a sealed one gives its descriptor back
         // before the next is opened.
@@ -258,6 +274,15 @@ fn scan_log(
         let seg = &seg;
         replay.next_id = replay.next_id.max(seg.header.next_job_id);
         let last = i + 1 == ids.len();
+        let newest = (i + 2 == ids.len()).then_some(Newest {
+            id: newest_id,
+            path: &newest_path,
+        });
+        let ctx = &ScanCtx {
+            last,
+            newest,
+            ..*ctx
+        };
         let end = match ck {
             Some(c) if i + 1 < covered => {
                 // Covered and sealed: read through its map from now on.
@@ -265,36 +290,36 @@ fn scan_log(
                 ScanEnd {
                     off: end,
                     next_lsn: 0,
+                    cut: false,
                 }
             }
             Some(c) if i + 1 == covered => {
                 let from = ScanEnd {
                     off: c.segments[i].end,
                     next_lsn: c.next_lsn,
+                    cut: false,
                 };
                 let clean = c.flags & FLAG_CLEAN != 0;
-                scan_after(
-                    seg,
-                    from,
-                    last && clean,
-                    &ScanCtx { last, ..*ctx },
-                    replay,
-                    report,
-                )?
+                scan_after(seg, from, last && clean, ctx, replay, report)?
             }
             _ => {
                 let expected = expected_lsn(seg, next_lsn, ctx.mode, report)?;
                 let from = ScanEnd {
                     off: SEGMENT_HEADER_LEN as u32,
                     next_lsn: expected,
+                    cut: false,
                 };
-                scan_segment(seg, from, &ScanCtx { last, ..*ctx }, replay, report)?
+                scan_segment(seg, from, ctx, replay, report)?
             }
         };
         // From here on the segment is read through its map, below what was
         // found intact; a sealed one gives its descriptor back.
         seg.publish(end.off);
-        if last {
+        if let (true, Some(newest)) = (end.cut, newest) {
+            // Torn across the rotation: this segment is the last now.
+            rotation_tear::drop_newest(ctx.vfs, dir, newest, report)?;
+        }
+        if last || end.cut {
             seg.map_now()?;
         } else {
             seg.release_fd();
@@ -309,6 +334,9 @@ fn scan_log(
             live_jobs: 0,
             live_bytes: 0,
         });
+        if end.cut {
+            break;
+        }
     }
     Ok((segments, next_lsn, tail))
 }
@@ -450,6 +478,9 @@ const CLEAN_PROBE: u32 = 4096;
 struct ScanCtx<'a> {
     /// The newest segment (a torn tail is cut, not reported).
     last: bool,
+    /// When scanning the newest segment but one: the newest (a tail torn
+    /// across the rotation is cut too, see `rotation_tear`).
+    newest: Option<Newest<'a>>,
     mode: RecoveryMode,
     dead_lsns: &'a HashMap<u64, u64>,
     dedup_ms: u64,
@@ -486,6 +517,7 @@ fn scan_segment(
     let size = seg.size();
     let (mut off, mut expected) = (from.off, from.next_lsn);
     let mut batch: Vec<u32> = Vec::new();
+    let mut torn = false;
     loop {
         let damage = match frame_in(image, seg, off) {
             Ok(f) if f.lsn == expected => {
@@ -509,7 +541,8 @@ fn scan_segment(
         };
         // A damaged or torn record at `off`.
         let (next, durable_later) = find_later(image, written.len(), seg, off + 1, expected);
-        if last && !durable_later {
+        if !durable_later && (last || torn_across(ctx, expected - batch.len() as u64)?) {
+            torn = true;
             break;
         }
         match (mode, next) {
@@ -534,13 +567,21 @@ fn scan_segment(
             }
         }
     }
-    if !batch.is_empty() {
+    let had_batch = !batch.is_empty();
+    if let (false, false, Some(newest)) = (torn, last, ctx.newest) {
+        // Ends early (inside a batch, or before the LSN the newest segment
+        // starts with): torn across the rotation unless the newest segment
+        // proves otherwise.
+        let short = had_batch || rotation_tear::newest_base(ctx.vfs, newest)? != expected;
+        torn = short && torn_across(ctx, expected - batch.len() as u64)?;
+    }
+    if had_batch {
         // An unfinished batch: none of it was acknowledged.
         report.incomplete_batch_records += batch.len() as u64;
         expected -= batch.len() as u64;
         off = batch[0];
     }
-    if last {
+    if last || torn {
         let end = last_nonzero(written, off);
         if end > off {
             report.torn_bytes += u64::from(end - off);
@@ -556,7 +597,7 @@ fn scan_segment(
             })?;
             seg.sync_data()?;
         }
-    } else if !batch.is_empty() || !all_zero(written, off) {
+    } else if had_batch || !all_zero(written, off) {
         // Sealed segments end cleanly; anything else was reported above.
         if mode == RecoveryMode::Strict {
             return Err(Error::corrupt(
@@ -570,7 +611,19 @@ fn scan_segment(
     Ok(ScanEnd {
         off,
         next_lsn: expected,
+        cut: torn && !last,
     })
+}
+
+/// Whether damage or an early end at LSN `lsn` in the newest segment but
+/// one is a tail torn across the rotation: no intact frame of the newest
+/// segment proves `lsn` durable. False for any other segment (there it is
+/// corruption), and for the last (the caller's own rule applies).
+fn torn_across(ctx: &ScanCtx<'_>, lsn: u64) -> Result<bool> {
+    match ctx.newest {
+        Some(newest) => Ok(!rotation_tear::newest_proves(ctx.vfs, newest, lsn)?),
+        None => Ok(false),
+    }
 }
 
 fn all_zero(image: &[u8], off: u32) -> bool {

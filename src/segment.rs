@@ -95,10 +95,12 @@ impl Spare {
         })
     }
 
-    /// Writes the header, fdatasyncs it and renames the file into place,
-    /// then maps it. The new name is not yet durable: the caller syncs the
-    /// directory before anything in the segment counts as durable (the
-    /// committer does, see `upkeep`). On failure nothing is left behind.
+    /// Writes the header and renames the file into place, then maps it.
+    /// Neither the header nor the new name is durable yet: the committer's
+    /// next leader syncs the directory and the segment before anything in
+    /// it counts as durable (see `commit`); recovery drops a newest segment
+    /// whose header never reached the disk (docs/format.md, "Torn across a
+    /// rotation"). On failure nothing is left behind.
     pub fn install(
         self,
         vfs: &dyn Vfs,
@@ -123,10 +125,6 @@ impl Spare {
         let built = file
             .write_at(&header.encode(), 0)
             .map_err(|e| Error::io("writing new segment header", &tmp, e))
-            .and_then(|()| {
-                file.sync_data()
-                    .map_err(|e| Error::io("syncing new segment", &tmp, e))
-            })
             .and_then(|()| {
                 vfs.rename(&tmp, &path)
                     .map_err(|e| Error::io("renaming new segment", &path, e))
@@ -234,6 +232,12 @@ impl Segment {
     ) -> Result<Segment> {
         let seg =
             Spare::prepare(vfs, dir, id, size, mode)?.install(vfs, dir, base_lsn, next_job_id)?;
+        // Header first, then the name: a segment created here is durable
+        // whole when this returns.
+        if let Err(e) = seg.sync_data() {
+            let _ = vfs.remove(&seg.path);
+            return Err(e);
+        }
         if let Err(e) = vfs.sync_dir(dir) {
             // Unknown whether the name is durable; an empty segment is
             // valid either way. Take it away so a retry starts afresh.

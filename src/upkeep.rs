@@ -5,10 +5,12 @@
 //!
 //! Under the queue lock, rotation only installs a spare that is already
 //! created, preallocated and synced (`segment::Spare`): it writes the
-//! header, fdatasyncs that one block and renames the file into place; the
-//! directory sync of the new name is left to the committer, whose leader
-//! runs it before the first sync of the new segment (so no record in the
-//! new segment is acknowledged before its name is durable). Reclaim, under
+//! header and renames the file into place, and syncs nothing. The sealed
+//! segment, the directory and the new header are synced by the
+//! committer's next leader, in that order, before anything in the new
+//! segment is published (see `commit`); under `Durability::Os`, where no
+//! caller waits for a sync, this thread asks for that sync right after
+//! the rotation, so the next rotation finds it done. Reclaim, under
 //! the lock, only takes an emptied oldest segment out of the queue's view
 //! and hands it here.
 //!
@@ -160,6 +162,9 @@ pub struct Upkeep {
     /// A range of the active segment to fault in ahead of the tail (see
     /// [`Upkeep::prefault`]).
     prefault: Mutex<Option<Writeback>>,
+    /// A rotation left its sealing sync to the committer (see
+    /// [`Upkeep::rotated`]).
+    seal: AtomicBool,
 }
 
 /// A range of a segment to write back ahead of its sealing fdatasync, or
@@ -191,6 +196,7 @@ impl Upkeep {
             error: Mutex::new(None),
             writeback: Mutex::new(None),
             prefault: Mutex::new(None),
+            seal: AtomicBool::new(false),
         }
     }
 
@@ -321,10 +327,22 @@ impl Upkeep {
     }
 
     /// Segment `id` is now the active one: spares are kept for the ids
-    /// after it.
+    /// after it, and the next run has the committer sync the segment
+    /// sealed before it, the directory and segment `id` (so that the
+    /// rotation away from `id` will not have to wait for that sync).
     pub fn rotated(&self, id: u32) {
         self.spares.lock().active = id;
+        self.seal.store(true, Ordering::Release);
         self.pending.store(true, Ordering::Release);
+    }
+
+    /// The sync a rotation left to the committer, if one did.
+    fn sync_seal(&self, commit: &Committer) -> Result<()> {
+        if self.seal.swap(false, Ordering::AcqRel) {
+            let active = self.spares.lock().active;
+            commit.wait_synced(active)?;
+        }
+        Ok(())
     }
 
     /// Queues `seg` (already out of the log) for deletion once `lsn` is
@@ -336,11 +354,10 @@ impl Upkeep {
 
     /// Queues the writeback of `off..end` of `seg` (bytes the log will not
     /// write again), started once the queue lock is released: under
-    /// `Durability::Os` the fdatasync that seals a segment at rotation runs
-    /// under the queue lock, and without this it would write up to a whole
-    /// segment of dirty pages there. Ranges of one segment are merged; a
-    /// range of an older segment not started yet is dropped (the rotation
-    /// that sealed it synced it).
+    /// `Durability::Os` the fdatasync that seals a segment would otherwise
+    /// write up to a whole segment of dirty pages at once. Ranges of one
+    /// segment are merged; a range of an older segment not started yet is
+    /// dropped (the seal's sync writes it).
     pub fn write_back(&self, seg: &Arc<Segment>, off: u32, end: u32) {
         let mut wb = self.writeback.lock();
         match wb.as_mut() {
@@ -408,6 +425,7 @@ impl Upkeep {
         }
         // The prefault first: the appender is heading for those pages.
         self.run_prefault();
+        self.sync_seal(commit)?;
         self.start_writeback();
         self.fill_spares();
         let deleted = self.delete_retired(commit)?;

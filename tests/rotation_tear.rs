@@ -1,0 +1,232 @@
+//! Rotation syncs nothing under the queue lock (issue 8, item 6): the
+//! sealed segment, the directory and the new segment's header are synced
+//! by the next group-commit leader. So a power cut can leave the segment
+//! before the newest with a torn tail while pages of the newest reached the
+//! disk, or the newest with a name but no header. Recovery cuts such a
+//! tail and drops the newest segment, none of whose records was published,
+//! unless an intact frame proves through its sync lag that the lost record
+//! had been durable: then it is corruption (docs/format.md, "Torn across a
+//! rotation").
+//!
+//! The states are made by editing the files of a closed queue: the clean
+//! close record and the checkpoint are removed (as after a crash), a record
+//! is zeroed (a page not written back), and the sync lags of the newest
+//! segment's frames are rewritten (resealed) to prove or not prove it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use walq::format::frame;
+use walq::vfs::{Fault, FaultOp, SimFs, Vfs};
+use walq::{Durability, ErrorKind, ManualClock, Options, Queue, RecoveryMode};
+
+const HEADER: usize = 64;
+
+fn opts(clock: &ManualClock) -> Options {
+    Options::default()
+        .clock(clock.clone())
+        .segment_size(64 * 1024)
+        .durability(Durability::Os)
+        .checkpoint_every(0)
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    (0..300 + i % 7).map(|k| (i * 31 + k) as u8 | 1).collect()
+}
+
+fn segment(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:010}.wal"))
+}
+
+/// A closed queue of two segments: returns how many jobs the first holds
+/// (jobs `0..n` in order, `extra` of them in the second).
+fn build(dir: &Path, clock: &ManualClock, extra: usize) -> (usize, usize) {
+    let q = Queue::open_with(dir, opts(clock)).unwrap();
+    let mut i = 0;
+    while q.stats().segments < 2 {
+        q.enqueue(&payload(i)).unwrap();
+        i += 1;
+    }
+    let in_first = i - 1;
+    for _ in 1..extra {
+        q.enqueue(&payload(i)).unwrap();
+        i += 1;
+    }
+    q.close().unwrap();
+    (in_first, i)
+}
+
+/// Makes the directory look like one a crash left (no clean close, no
+/// checkpoint: the whole log is scanned).
+fn as_after_a_crash(dir: &Path) {
+    for name in ["CLOSED", "CHECKPOINT"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+/// Offsets of the frames of segment `id`, in order.
+fn frames(bytes: &[u8], id: u32) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut off = HEADER;
+    while let Ok(f) = frame::decode(&bytes[off..], id, bytes.len() as u32) {
+        out.push((off, f.len as usize));
+        off += f.len as usize;
+    }
+    out
+}
+
+/// Zeroes the last record of segment 1 (a page never written back).
+fn zero_last_record_of_first(dir: &Path) {
+    let path = segment(dir, 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (off, len) = *frames(&bytes, 1).last().unwrap();
+    bytes[off..off + len].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+/// Rewrites the sync lag of every frame of segment 2: `proves` makes each
+/// claim everything before it durable (lag 0); otherwise none claims
+/// anything (lag = its LSN).
+fn set_lags_of_second(dir: &Path, proves: bool) {
+    let path = segment(dir, 2);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let found = frames(&bytes, 2);
+    assert!(!found.is_empty(), "segment 2 holds records");
+    for (off, len) in found {
+        let f = &mut bytes[off..off + len];
+        let lsn = u64::from_le_bytes(f[8..16].try_into().unwrap());
+        let lag = if proves {
+            0
+        } else {
+            u32::try_from(lsn).unwrap()
+        };
+        f[20..24].copy_from_slice(&lag.to_le_bytes());
+        let crc = frame::checksum(2, &[&f[4..]]);
+        f[0..4].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+fn drain(q: &Queue) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        out.push(job.payload().to_vec());
+        q.ack(job.receipt()).unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_tail_torn_across_a_rotation_is_cut_and_the_newest_segment_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let (in_first, _) = build(dir.path(), &clock, 5);
+    as_after_a_crash(dir.path());
+    zero_last_record_of_first(dir.path());
+    set_lags_of_second(dir.path(), false);
+
+    let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+    let report = q.recovery_report();
+    assert!(report.torn_bytes > 0, "{report:?}");
+    assert!(
+        !segment(dir.path(), 2).exists(),
+        "the newest segment is dropped"
+    );
+    let want: Vec<Vec<u8>> = (0..in_first - 1).map(payload).collect();
+    assert_eq!(drain(&q), want);
+    // The log goes on from the cut, across new rotations, and reopens.
+    for i in 0..400 {
+        q.enqueue(&payload(i)).unwrap();
+    }
+    assert!(q.stats().segments >= 2);
+    drop(q);
+    let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+    assert_eq!(drain(&q), (0..400).map(payload).collect::<Vec<_>>());
+}
+
+#[test]
+fn damage_proven_durable_by_the_newest_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let (in_first, total) = build(dir.path(), &clock, 5);
+    as_after_a_crash(dir.path());
+    zero_last_record_of_first(dir.path());
+    set_lags_of_second(dir.path(), true);
+
+    let err = Queue::open_with(dir.path(), opts(&clock)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("0000000002.wal"), "{err}");
+    assert!(segment(dir.path(), 2).exists(), "Strict deletes nothing");
+
+    // Salvage keeps both sides of the lost record.
+    let salvage = opts(&clock).recovery(RecoveryMode::Salvage);
+    let q = Queue::open_with(dir.path(), salvage).unwrap();
+    assert!(q.recovery_report().records_lost >= 1);
+    let want: Vec<Vec<u8>> = (0..total)
+        .filter(|&i| i != in_first - 1)
+        .map(payload)
+        .collect();
+    assert_eq!(drain(&q), want);
+}
+
+#[test]
+fn a_newest_segment_whose_header_never_reached_the_disk_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let (in_first, _) = build(dir.path(), &clock, 5);
+    as_after_a_crash(dir.path());
+    let path = segment(dir.path(), 2);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..HEADER].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+    assert!(!path.exists());
+    assert!(q.recovery_report().torn_bytes > 0);
+    assert_eq!(drain(&q), (0..in_first).map(payload).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_zeroed_header_of_an_older_segment_is_still_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    build(dir.path(), &clock, 5);
+    as_after_a_crash(dir.path());
+    let path = segment(dir.path(), 1);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..HEADER].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Queue::open_with(dir.path(), opts(&clock)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(segment(dir.path(), 2).exists());
+}
+
+#[test]
+fn a_rotation_syncs_nothing_under_the_queue_lock() {
+    // Every sync fails from the moment the spares are ready: the enqueue
+    // that rotates still succeeds (it used to fsync the sealed segment and
+    // the new header itself). The sync it left to the committer fails
+    // later, on the upkeep thread, and poisons the queue as any failed
+    // sync does.
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let dir = Path::new("/q");
+    fs.create_dir_all(dir, 0o700).unwrap();
+    let q = Queue::open_on(Arc::new(fs.clone()), dir, opts(&clock)).unwrap();
+    q.wait_upkeep();
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Sync,
+        at: fs.op_count(FaultOp::Sync),
+        forever: true,
+        kind: std::io::ErrorKind::Other,
+    }));
+    let mut i = 0;
+    while q.stats().segments < 2 {
+        q.enqueue(&payload(i))
+            .unwrap_or_else(|e| panic!("enqueue {i}, which rotated: {e}"));
+        i += 1;
+    }
+    q.wait_upkeep();
+    let err = q.enqueue(b"after the failed seal").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Poisoned, "{err}");
+}

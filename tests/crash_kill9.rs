@@ -61,6 +61,8 @@
 //!
 //! `WALQ_CRASH_CYCLES` (default 200) and `WALQ_CRASH_SEED` tune a run.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -69,6 +71,7 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::Rng;
 use walq::{
     Backoff, Durability, EnqueueOptions, Job, ManualClock, Options, Priority, Queue, Retry, Store,
 };
@@ -110,37 +113,8 @@ const NACK_TEXT: &str = "crash-test nack";
 const HANG_LIMIT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
-// Shared helpers: a small seeded generator and self-checking payloads.
-
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+// Shared helpers: self-checking payloads (the seeded generator is
+// `common::Rng`, started with `Rng::mixed`).
 
 /// What a payload says about its job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +220,7 @@ fn encode(spec: &Spec) -> Vec<u8> {
         spec.queue
     )
     .into_bytes();
-    let mut rng = Rng::new(spec.seq.wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut rng = Rng::mixed(spec.seq.wrapping_mul(0x2545_f491_4f6c_dd1d));
     out.extend((0..spec.pad_len).map(|_| rng.next() as u8));
     let sum = fnv64(&out);
     out.extend(format!("|{sum:016x}").bytes());
@@ -421,7 +395,7 @@ impl Child {
     }
 
     fn producer(&self, t: u32) {
-        let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x1000_0001));
+        let mut rng = Rng::mixed(self.seed ^ u64::from(t).wrapping_mul(0x1000_0001));
         let mut keys = self.keys.clone();
         let mut groups = Groups::default();
         let mut n = 0u64;
@@ -618,7 +592,7 @@ impl Child {
     }
 
     fn consumer(&self, t: u32) {
-        let mut rng = Rng::new(self.seed ^ u64::from(t).wrapping_mul(0x2000_0003));
+        let mut rng = Rng::mixed(self.seed ^ u64::from(t).wrapping_mul(0x2000_0003));
         // Each consumer leases from the queues in turn, starting with its own.
         let mut turn = t as usize;
         loop {
@@ -1561,7 +1535,7 @@ impl Run {
             .unwrap_or_else(|e| ctx.fail(m, &[], format!("opening the copy failed: {e}")));
         let qs = open_queues(ctx, m, &store);
         let dead_on_open = store.recovery_report().dead_lettered_on_open;
-        let mut rng = Rng::new(ctx.seed ^ ctx.cycle.wrapping_mul(0x5851_f42d_4c95_7f2d));
+        let mut rng = Rng::mixed(ctx.seed ^ ctx.cycle.wrapping_mul(0x5851_f42d_4c95_7f2d));
         // Per group: the job delivered and not finished, the largest id
         // finished.
         let mut holding: HashMap<u64, u64> = HashMap::new();
@@ -2367,7 +2341,7 @@ fn kill9_crash_cycles() {
         logs,
         model: Model::default(),
         totals: Totals::default(),
-        rng: Rng::new(seed),
+        rng: Rng::mixed(seed),
         scratch: scratch_dir(),
     };
     let started = Instant::now();

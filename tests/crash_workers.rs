@@ -18,6 +18,8 @@
 //! Cycles: `WALQ_CRASH_WORKERS_CYCLES` (default 50), seed:
 //! `WALQ_CRASH_WORKERS_SEED`.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +28,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use walq::worker::{Backend, Delivery, JobContext, JobStatus, Outcome, WorkerPool};
 use walq::{Durability, EnqueueOptions, Enqueued, Options, Queue, Receipt};
 
@@ -41,23 +44,6 @@ const PER_CHILD: u64 = 400;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-/// splitmix64: a small seeded generator, for reproducible runs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn queue_options() -> Options {

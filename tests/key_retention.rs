@@ -20,6 +20,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::{scanned, Rng};
 use walq::{Clock, EnqueueOptions, ManualClock, Priority, Store};
 
 fn open(dir: &Path, clock: &ManualClock) -> Store {
@@ -28,18 +29,6 @@ fn open(dir: &Path, clock: &ManualClock) -> Store {
 
 fn keyed(k: &str) -> EnqueueOptions {
     EnqueueOptions::new().idempotency_key(k)
-}
-
-/// A copy of the directory without its checkpoint (the next open scans).
-fn scanned(dir: &Path) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "CHECKPOINT" && entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
-    copy
 }
 
 /// Asks for `key` on queue `queue` of the store: it must be a duplicate of
@@ -199,21 +188,6 @@ fn a_purged_letters_key_is_carried_by_reclaim() {
 // window ends.
 // ---------------------------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const QUEUES: [&str; 3] = ["default", "a", "b"];
 const WINDOW_MS: u64 = 24 * 3600 * 1000;
 
@@ -222,6 +196,22 @@ struct KeyedJob {
     id: u64,
     enqueued_ms: u64,
     finished: bool,
+}
+
+/// Marks job `id`'s key finished (acked or purged), if the key still names
+/// that job.
+fn finish(
+    keys: &mut std::collections::BTreeMap<(usize, u64), KeyedJob>,
+    by_id: &std::collections::BTreeMap<u64, (usize, u64)>,
+    id: u64,
+) {
+    if let Some(kk) = by_id.get(&id) {
+        if let Some(kj) = keys.get_mut(kk) {
+            if kj.id == id {
+                kj.finished = true;
+            }
+        }
+    }
 }
 
 fn model_run(seed: u64, steps: usize) {
@@ -327,13 +317,7 @@ fn model_run(seed: u64, steps: usize) {
                 res.as_ref().err().map(|e| e.kind())
             ));
             if res.is_ok() && what <= 1 {
-                if let Some(kk) = by_id.get(&job.id()) {
-                    if let Some(kj) = keys.get_mut(kk) {
-                        if kj.id == job.id() {
-                            kj.finished = true;
-                        }
-                    }
-                }
+                finish(&mut keys, &by_id, job.id());
             }
         } else if r < 76 {
             if held.len() >= 2 {
@@ -343,13 +327,7 @@ fn model_run(seed: u64, steps: usize) {
                 for (j, r) in held.iter().zip(&res) {
                     log.push(format!("{step}: batch ack {} -> {}", j.id(), r.is_ok()));
                     if r.is_ok() {
-                        if let Some(kk) = by_id.get(&j.id()) {
-                            if let Some(kj) = keys.get_mut(kk) {
-                                if kj.id == j.id() {
-                                    kj.finished = true;
-                                }
-                            }
-                        }
+                        finish(&mut keys, &by_id, j.id());
                     }
                 }
                 held.clear();
@@ -366,25 +344,13 @@ fn model_run(seed: u64, steps: usize) {
                     let n = q.purge_all().unwrap();
                     log.push(format!("{step}: purge_all {dead:?} ({n})"));
                     for id in dead {
-                        if let Some(kk) = by_id.get(&id) {
-                            if let Some(kj) = keys.get_mut(kk) {
-                                if kj.id == id {
-                                    kj.finished = true;
-                                }
-                            }
-                        }
+                        finish(&mut keys, &by_id, id);
                     }
                 }
                 1 | 2 => {
                     q.purge(id).unwrap();
                     log.push(format!("{step}: purge {id}"));
-                    if let Some(kk) = by_id.get(&id) {
-                        if let Some(kj) = keys.get_mut(kk) {
-                            if kj.id == id {
-                                kj.finished = true;
-                            }
-                        }
-                    }
+                    finish(&mut keys, &by_id, id);
                 }
                 3 => {
                     q.redrive_all().unwrap();

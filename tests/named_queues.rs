@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod common;
 
+use common::scanned;
 use walq::vfs::SimFs;
 use walq::{
     Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Store,
@@ -440,15 +441,10 @@ fn two_queues_survive_power_loss_at_every_sync_point() {
     assert!(checked > 40, "{checked} crashes checked");
 }
 
-#[test]
-fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
-    let (dir, clock, store) = fresh();
-    let a = store.queue("a").unwrap();
-    a.enqueue_with(b"kept", EnqueueOptions::new().idempotency_key("k"))
-        .unwrap();
-    let first = common::segment_files(dir.path())[0].clone();
-    // Default-queue traffic, drained, until the segment holding the
-    // queue's definition and its job is reclaimed (the job carried).
+/// Default-queue traffic, drained, until the first segment of the store
+/// in `dir` is reclaimed (at most 400 jobs of 2 KiB).
+fn reclaim_first_segment(store: &Store, dir: &Path) {
+    let first = common::segment_files(dir)[0].clone();
     let filler = vec![1u8; 2048];
     let default = store.default_queue();
     for _ in 0..400 {
@@ -459,8 +455,19 @@ fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
         }
     }
     assert!(!first.exists(), "the first segment was reclaimed");
+}
+
+#[test]
+fn a_named_queues_job_carried_forward_keeps_its_queue_after_a_full_scan() {
+    let (dir, clock, store) = fresh();
+    let a = store.queue("a").unwrap();
+    a.enqueue_with(b"kept", EnqueueOptions::new().idempotency_key("k"))
+        .unwrap();
+    // Reclaims the segment holding the queue's definition and its job
+    // (the job carried).
+    reclaim_first_segment(&store, dir.path());
     assert!(store.stats().total.carried_total >= 1);
-    drop((a, default));
+    drop(a);
     drop(store);
     // By the full scan, and from the (version 4) checkpoint.
     let copy = scanned(dir.path());
@@ -492,18 +499,8 @@ fn a_drained_queues_definition_is_carried_with_its_keys() {
     // A live job of another queue, so that "a" would get a new id.
     let b = store.queue("b").unwrap();
     b.enqueue(b"b-live").unwrap();
-    let first = common::segment_files(dir.path())[0].clone();
-    let filler = vec![1u8; 2048];
-    let default = store.default_queue();
-    for _ in 0..400 {
-        default.enqueue(&filler).unwrap();
-        drain(&default);
-        if !first.exists() {
-            break;
-        }
-    }
-    assert!(!first.exists(), "the first segment was reclaimed");
-    drop((a, b, default));
+    reclaim_first_segment(&store, dir.path());
+    drop((a, b));
     drop(store);
     let copy = scanned(dir.path());
     for (dir, from_checkpoint) in [(copy.path(), false), (dir.path(), true)] {
@@ -1009,18 +1006,6 @@ fn drain_order(dir: &Path, at_ms: u64) -> (walq::RecoveryReport, Vec<(String, u6
         }
     }
     (report, out)
-}
-
-/// A copy of `dir` without its checkpoint: the full scan's view.
-fn scanned(dir: &Path) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "CHECKPOINT" && entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
-        }
-    }
-    copy
 }
 
 /// The checkpoint's version (bytes 8..10).

@@ -75,6 +75,12 @@ impl Levels {
         }
     }
 
+    /// The live jobs of a level other than Normal, with their priority
+    /// byte (every other live job is Normal).
+    pub fn other_levels(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.level_of.iter().map(|(id, level)| (*id, *level))
+    }
+
     /// The priority byte of a live job.
     pub fn level(&self, id: u64) -> u8 {
         if self.level_of.is_empty() {

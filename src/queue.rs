@@ -393,6 +393,7 @@ impl Queue {
                     });
                 }
                 let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
+                writing.recycle(std::mem::take(&mut ck.slots));
                 match missed_checkpoint(&weak) {
                     Some(next) => ck = next,
                     None => break None,

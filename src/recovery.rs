@@ -94,28 +94,6 @@ pub fn recover(
         }
     }
 
-    // The previous run's spare segments are kept if they are the next ones
-    // (as many as `upkeep` keeps) and complete; any other is removed (fresh
-    // ones are prepared).
-    let next_id = ids.last().map(|&id| id.saturating_add(1));
-    let mut kept = Vec::new();
-    for name in spares {
-        let path = dir.join(name);
-        let id = name
-            .strip_suffix(segment::SPARE_SUFFIX)
-            .and_then(segment::parse_name);
-        if let (Some(id), Some(next)) = (id, next_id) {
-            if id >= next && id - next < crate::upkeep::SPARES {
-                if let Some(spare) = Spare::reopen(&*vfs, dir, id, opts.segment_size) {
-                    kept.push(spare);
-                    continue;
-                }
-            }
-        }
-        vfs.remove(&path)
-            .map_err(|e| Error::io("removing spare segment", &path, e))?;
-    }
-
     let (mut dead, dead_report) =
         DeadFile::open_unsynced(&*vfs, dir, opts.file_mode, opts.recovery)?;
     let dead_intact = dead_report.torn_bytes == 0 && dead_report.damaged_bytes == 0;
@@ -143,6 +121,8 @@ pub fn recover(
             (replay, None)
         }
     };
+    let clean = from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
+    let kept = reuse_spares(&*vfs, dir, &spares, &ids, clean, opts.segment_size)?;
     let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
     let ctx = ScanCtx {
         last: false,
@@ -227,6 +207,42 @@ pub fn recover(
     log.prepare_spare();
     log.fill_reserve();
     finish(log, dead, replay, opts, clock_ms, report)
+}
+
+/// The previous run's spare segments that are kept: only after a clean
+/// close (`clean`), and only the next ones after `ids` (as many as
+/// `upkeep` keeps) at their full size. Any other is removed (fresh ones are
+/// prepared). After a crash none is trusted: a power cut can undo a spare's
+/// rename into place while its header and records, written after it, reach
+/// the disk, and a spare reused with that content would show a stale header
+/// (rotation no longer syncs the header it writes) or stale frames.
+fn reuse_spares(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    spares: &[&String],
+    ids: &[u32],
+    clean: bool,
+    size: u64,
+) -> Result<Vec<Spare>> {
+    let next_id = ids.last().map(|&id| id.saturating_add(1));
+    let mut kept = Vec::new();
+    for name in spares {
+        let path = dir.join(name);
+        let id = name
+            .strip_suffix(segment::SPARE_SUFFIX)
+            .and_then(segment::parse_name);
+        if let (Some(id), Some(next), true) = (id, next_id, clean) {
+            if id >= next && id - next < crate::upkeep::SPARES {
+                if let Some(spare) = Spare::reopen(vfs, dir, id, size) {
+                    kept.push(spare);
+                    continue;
+                }
+            }
+        }
+        vfs.remove(&path)
+            .map_err(|e| Error::io("removing spare segment", &path, e))?;
+    }
+    Ok(kept)
 }
 
 /// The checkpoint, if it decodes and the log matches it, as a replay
@@ -616,14 +632,16 @@ fn scan_segment(
 }
 
 /// Whether damage or an early end at LSN `lsn` in the newest segment but
-/// one is a tail torn across the rotation: no intact frame of the newest
-/// segment proves `lsn` durable. False for any other segment (there it is
+/// one is a tail torn across the rotation: the newest segment starts at or
+/// after `lsn` (where the lost records would end) and no intact frame of
+/// it proves `lsn` durable. False for any other segment (there it is
 /// corruption), and for the last (the caller's own rule applies).
 fn torn_across(ctx: &ScanCtx<'_>, lsn: u64) -> Result<bool> {
-    match ctx.newest {
-        Some(newest) => Ok(!rotation_tear::newest_proves(ctx.vfs, newest, lsn)?),
-        None => Ok(false),
-    }
+    let Some(newest) = ctx.newest else {
+        return Ok(false);
+    };
+    Ok(rotation_tear::newest_base(ctx.vfs, newest)? >= lsn
+        && !rotation_tear::newest_proves(ctx.vfs, newest, lsn)?)
 }
 
 fn all_zero(image: &[u8], off: u32) -> bool {

@@ -84,6 +84,8 @@ impl Spare {
     /// The spare a previous run prepared, if it has its full `size`: it
     /// was never written, so it is as good as a new one (and reusing it
     /// spares an open the unlink and preallocation of a whole segment).
+    /// Recovery asks for spares only after a clean close: after a crash a
+    /// spare's name may be one a lost rename left on a written file.
     pub fn reopen(vfs: &dyn Vfs, dir: &Path, id: u32, size: u64) -> Option<Spare> {
         let tmp = dir.join(format!("{}{SPARE_SUFFIX}", file_name(id)));
         let file = vfs.open(&tmp).ok()?;

@@ -230,3 +230,52 @@ fn a_rotation_syncs_nothing_under_the_queue_lock() {
     let err = q.enqueue(b"after the failed seal").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Poisoned, "{err}");
 }
+
+#[test]
+fn a_spare_left_written_by_a_lost_rename_is_not_reused() {
+    // A power cut undid the rename of segment 2 into place while its
+    // header and records reached the disk: the file is back under its spare
+    // name, full of records. Reused as a fresh spare, its stale records
+    // would follow the new ones with the right segment id and consecutive
+    // LSNs (the log after the cut numbers its records as before) and come
+    // back as jobs; after a crash no spare is trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let same_size = |tag: u8, i: usize| vec![tag.wrapping_add(i as u8) | 1; 300];
+    let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+    let mut first = Vec::new();
+    while q.stats().segments < 2 {
+        first.push(same_size(b'a', first.len()));
+        q.enqueue(first.last().unwrap()).unwrap();
+    }
+    first.pop(); // that one went to segment 2
+    for i in 0..40 {
+        q.enqueue(&same_size(b'a', 1000 + i)).unwrap();
+    }
+    q.close().unwrap();
+    drop(q);
+    as_after_a_crash(dir.path());
+    for name in std::fs::read_dir(dir.path()).unwrap() {
+        let name = name.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".spare") {
+            std::fs::remove_file(dir.path().join(name)).unwrap();
+        }
+    }
+    let spare = dir.path().join("0000000002.wal.spare");
+    std::fs::rename(segment(dir.path(), 2), &spare).unwrap();
+
+    let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+    let new: Vec<Vec<u8>> = (0..5).map(|i| same_size(b'N', i)).collect();
+    for p in &new {
+        q.enqueue(p).unwrap();
+    }
+    assert_eq!(q.stats().segments, 2, "the new jobs rotated into segment 2");
+    q.close().unwrap();
+    drop(q);
+    as_after_a_crash(dir.path());
+
+    let q = Queue::open_with(dir.path(), opts(&clock)).unwrap();
+    let mut want = first;
+    want.extend(new);
+    assert_eq!(drain(&q), want);
+}

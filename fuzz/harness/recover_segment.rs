@@ -197,7 +197,62 @@ pub fn proven_damage(files: &[FileSpec]) -> Option<String> {
         }
     }
     let (&id, last) = segments.iter().next_back()?;
-    let bytes = &last.bytes;
+    proven_in_last(id, &last.bytes).or_else(|| proven_across_rotation(&segments))
+}
+
+/// Damage in the newest segment but one that a later record, in it or in
+/// the newest segment, proves was durable (docs/format.md, "Torn across a
+/// rotation"): a strict open must report it. Without such a proof the tail
+/// is torn: cut, and the newest segment dropped.
+fn proven_across_rotation(segments: &std::collections::BTreeMap<u32, &FileSpec>) -> Option<String> {
+    let mut newest_two = segments.iter().rev();
+    let (&n_id, newest) = newest_two.next()?;
+    let (&p_id, before) = newest_two.next()?;
+    let (n, p) = (&newest.bytes, &before.bytes);
+    let n_header = SegmentHeader::decode(n).ok()?;
+    let p_header = SegmentHeader::decode(p).ok()?;
+    if n_id != p_id + 1 || n_header.segment_id != n_id || p_header.segment_id != p_id {
+        return None;
+    }
+    let (off, expected, clean_end) = intact_prefix(p, p_id, p_header.base_lsn);
+    if clean_end && n_header.base_lsn == expected {
+        return None;
+    }
+    let proof = |bytes: &[u8], id: u32, from: usize| {
+        let size = u32::try_from(bytes.len()).ok()?;
+        (from..bytes.len().saturating_sub(frame::FRAME_HEADER_LEN - 1)).find_map(|at| {
+            let f = frame::decode(&bytes[at..], id, size).ok()?;
+            (f.lsn > expected && f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected)
+                .then_some((at, f.lsn, f.sync_lag))
+        })
+    };
+    let (at, lsn, lag, id) = proof(p, p_id, off + 1)
+        .map(|(a, l, g)| (a, l, g, p_id))
+        .or_else(|| proof(n, n_id, SEGMENT_HEADER_LEN).map(|(a, l, g)| (a, l, g, n_id)))?;
+    Some(format!(
+        "segment {p_id}: record LSN {expected} at offset {off} is damaged or missing, and the \
+         record of segment {id} at offset {at} (LSN {lsn}, sync lag {lag}) proves it was durable"
+    ))
+}
+
+/// Where the chain of intact frames of a segment ends: the offset, the LSN
+/// expected there, and whether only zeros follow.
+fn intact_prefix(bytes: &[u8], id: u32, base_lsn: u64) -> (usize, u64, bool) {
+    let size = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    let (mut off, mut expected) = (SEGMENT_HEADER_LEN.min(bytes.len()), base_lsn);
+    loop {
+        match frame::decode(&bytes[off..], id, size) {
+            Ok(f) if f.lsn == expected => {
+                off += f.len as usize;
+                expected += 1;
+            }
+            _ => return (off, expected, bytes[off..].iter().all(|&b| b == 0)),
+        }
+    }
+}
+
+/// [`proven_damage`] in the last segment.
+fn proven_in_last(id: u32, bytes: &[u8]) -> Option<String> {
     let header = SegmentHeader::decode(bytes).ok()?;
     if header.segment_id != id {
         return None;

@@ -164,6 +164,14 @@ fn rotation(q: &Queue, _clock: &ManualClock) {
     }
 }
 
+/// A backlog across a rotation: two segments, nothing reclaimed.
+fn two_segments(q: &Queue, _clock: &ManualClock) {
+    let payload = [b't'; 300];
+    for _ in 0..240 {
+        q.enqueue(&payload).expect("enqueue");
+    }
+}
+
 /// Runs `work` on a new queue and returns its files as `(tag, bytes)`,
 /// segments cut after their last record.
 pub fn workload_files(work: Workload) -> Vec<(u8, Vec<u8>)> {
@@ -278,6 +286,49 @@ pub fn recover_segment() -> Vec<(String, Vec<u8>)> {
         tmp.push((TAG_SEG_TMP, files[last].1.clone()));
         tmp.push((TAG_DEAD_TMP, vec![0x55; 10]));
         out.push((format!("{name}-tmp"), rs::encode(0, &refs(&tmp))));
+    }
+    // Torn across a rotation (docs/format.md): the rotation workload's
+    // last record of the segment before the newest zeroed, and the sync
+    // lags of the newest rewritten (checksums fixed by the harness) to
+    // prove nothing (cut, the newest dropped) or to prove it durable
+    // (strict refuses); and the newest segment's header never written.
+    let files = workload_files(two_segments);
+    let segs: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].0 != TAG_DEAD)
+        .collect();
+    let [.., before, newest] = segs[..] else {
+        panic!("the two-segment workload left {} segments", segs.len());
+    };
+    {
+        for (name, proves) in [
+            ("rotation-torn-across", false),
+            ("rotation-proven-across", true),
+        ] {
+            let mut edit = files.clone();
+            let tag = u32::from(edit[before].0);
+            let last = *record_offsets(&edit[before].1, tag)
+                .last()
+                .expect("a record");
+            edit[before].1[last..].fill(0);
+            let tag = u32::from(edit[newest].0);
+            for off in record_offsets(&edit[newest].1, tag) {
+                let f = &mut edit[newest].1[off..];
+                let lsn = u64::from_le_bytes(f[8..16].try_into().expect("8 bytes"));
+                let lag = if proves {
+                    0
+                } else {
+                    u32::try_from(lsn).unwrap_or(u32::MAX)
+                };
+                f[20..24].copy_from_slice(&lag.to_le_bytes());
+            }
+            out.push((name.into(), rs::encode(FIX_FRAMES, &refs(&edit))));
+        }
+        let mut unborn = files.clone();
+        unborn[newest].1[..SEGMENT_HEADER_LEN].fill(0);
+        out.push((
+            "rotation-unborn-newest".into(),
+            rs::encode(0, &refs(&unborn)),
+        ));
     }
     // An unfinished batch at the tail (the mixed workload's batch of three,
     // cut after its second record).

@@ -14,6 +14,11 @@
 //! The workloads rotate segments, delete them, carry live jobs forward,
 //! dead-letter, redrive, purge and compact the dead-letter file, so every
 //! multi-file protocol is cut at each of its sync points.
+//!
+//! `WALQ_POWER_LOSS_SCALE=N` runs N times as many power-loss seeds per sync
+//! point, and N times as many workload seeds under `Durability::Os` (whose
+//! sync points also depend on the upkeep thread's timing): a deeper sweep,
+//! best in a release build (`cargo test --release --test power_loss`).
 
 mod sim_common;
 
@@ -37,6 +42,16 @@ struct Sweep {
     double_every: u64,
 }
 
+/// How many times the default number of seeds to run (see the module
+/// docs).
+fn scale() -> u64 {
+    std::env::var("WALQ_POWER_LOSS_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
 /// Runs the workload once per sync point and checks every crash. Returns
 /// (sync points, crashes checked).
 fn sweep(sw: &Sweep) -> (u64, u64) {
@@ -46,12 +61,13 @@ fn sweep(sw: &Sweep) -> (u64, u64) {
     assert!(base.failed.is_none(), "{}: {:?}", sw.name, base.failed);
     let n = base.fs.syncs();
     let (mut checks, mut doubles) = (0, 0);
+    let seeds = sw.seeds * scale();
     // k = n: the power goes at the end of the whole run.
     for k in 0..=n {
         let mut run = Run::start_with(SimFs::new(), sw.seed, Some(k), sw.durability);
         (sw.workload)(&mut run);
         assert!(run.failed.is_none(), "{}: {:?}", sw.name, run.failed);
-        for s in 0..sw.seeds {
+        for s in 0..seeds {
             let seed = k * 1000 + s;
             let label = format!("{}: frozen after sync {k}, power-loss seed {seed}", sw.name);
             check(&run.m, &run.fs.power_loss(seed), k, run.clock_ms(), &label);
@@ -239,7 +255,7 @@ fn os_durability_power_loss_loses_only_unsynced_work() {
     // Under `Durability::Os` a power loss may lose what was not synced, but
     // the queue must still open and be consistent, and everything before a
     // `sync()` (or a redrive, which syncs) must be there.
-    for seed in [23, 24, 25] {
+    for seed in 23..23 + 3 * scale() {
         sweep(&Sweep {
             name: "os",
             seed,

@@ -359,6 +359,9 @@ struct State {
     counts: [u64; 6],
     /// Fail syncs as Linux does (see [`SimFs::kernel_sync_errors`]).
     kernel_sync_errors: bool,
+    /// A sync fault hits only syncs of this inode (see
+    /// [`SimFs::sync_faults_only_on`]).
+    sync_fault_ino: Option<u64>,
     /// Syncs running now, per inode, and the most ever seen on one inode.
     syncs_in_flight: BTreeMap<u64, usize>,
     max_syncs_in_flight: usize,
@@ -382,10 +385,25 @@ impl State {
         }
     }
 
-    /// A sync that passed fault injection: counts it and says whether it
-    /// makes anything durable.
-    fn sync_point(&mut self) -> io::Result<bool> {
-        self.check(FaultOp::Sync)?;
+    /// A sync of inode `ino` that passed fault injection: counts it and
+    /// says whether it makes anything durable.
+    fn sync_point(&mut self, ino: u64) -> io::Result<bool> {
+        match (self.sync_fault_ino, self.fault) {
+            (Some(only), Some(f)) if f.op == FaultOp::Sync => {
+                let count = self.counts[FaultOp::Sync.index()];
+                self.counts[FaultOp::Sync.index()] += 1;
+                if only == ino && count >= f.at {
+                    if !f.forever {
+                        self.fault = None;
+                    }
+                    return Err(io::Error::new(
+                        f.kind,
+                        format!("simulated Sync fault (operation #{count})"),
+                    ));
+                }
+            }
+            _ => self.check(FaultOp::Sync)?,
+        }
         if self.freeze_at.is_some_and(|at| self.syncs >= at) {
             self.frozen = true;
         }
@@ -567,6 +585,22 @@ impl SimFs {
         self.shared.state.lock().fault = fault;
     }
 
+    /// Makes a [`FaultOp::Sync`] fault hit only syncs of the file at `path`
+    /// (`None`: any file, the default): the first of them from operation
+    /// `at` on fails (every one, if `forever`). For a test whose fault is
+    /// meant for one file while other threads sync others (the queue's
+    /// upkeep thread preparing spare segments).
+    pub fn sync_faults_only_on(&self, path: Option<&Path>) -> io::Result<()> {
+        let mut st = self.shared.state.lock();
+        st.sync_fault_ino = match path {
+            Some(p) => Some(*st.names.get(p).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no file {}", p.display()))
+            })?),
+            None => None,
+        };
+        Ok(())
+    }
+
     /// How many operations of this kind ran so far (for sizing fault loops).
     pub fn op_count(&self, op: FaultOp) -> u64 {
         self.shared.state.lock().counts[op.index()]
@@ -652,7 +686,7 @@ impl SimFile {
         if let Some(n) = st.syncs_in_flight.get_mut(&self.ino) {
             *n -= 1;
         }
-        match st.sync_point() {
+        match st.sync_point(self.ino) {
             Ok(true) => st.inode(self.ino)?.sync(all),
             Ok(false) => {}
             Err(e) => {
@@ -898,7 +932,7 @@ impl Vfs for SimFs {
                 format!("no directory {}", dir.display()),
             ));
         }
-        if st.sync_point()? {
+        if st.sync_point(u64::MAX)? {
             st.durable_names.retain(|p, _| p.parent() != Some(dir));
             let now: Vec<(PathBuf, u64)> = st
                 .names

@@ -384,6 +384,8 @@ fn a_checkpoint_follows_reclaim_of_the_first_segment() {
         let job = q.dequeue().expect("dequeue").expect("a job");
         q.ack(job.receipt()).expect("ack");
     }
+    // Segments are deleted on the upkeep thread, after the seal's sync.
+    q.wait_upkeep();
     assert!(
         !dir.path().join("0000000001.wal").exists(),
         "reclaim deleted the first segment"

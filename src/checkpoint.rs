@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, Slots, FLAG_CLEAN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::Groups;
-use crate::jobs::SlotState;
+use crate::jobs::{CapturedSlots, SlotState};
 use crate::keys::{key_check, key_hash, IN_DEAD_LETTERS};
 use crate::levels::Levels;
 use crate::segment::Segment;
@@ -94,13 +94,7 @@ impl QueueState {
     /// The index as a checkpoint covering every record written so far.
     /// The caller makes the log durable up to `log.next_lsn - 1` before
     /// the checkpoint is written.
-    pub(crate) fn capture_checkpoint(
-        &self,
-        clean: bool,
-        generation: u64,
-        slot_buf: Vec<CkSlot>,
-    ) -> Checkpoint {
-        let (base, slots, aside) = self.jobs.parts();
+    pub(crate) fn capture_checkpoint(&self, clean: bool, generation: u64) -> Capture {
         let last = self.log.segments.len() - 1;
         let segments = self
             .log
@@ -144,7 +138,8 @@ impl QueueState {
             .collect();
         let (queues, queue_jobs) = self.capture_queues();
         let lanes = self.all_lanes();
-        Checkpoint {
+        let slots = self.jobs.capture();
+        let ck = Checkpoint {
             flags: if clean { FLAG_CLEAN } else { 0 },
             generation,
             next_lsn: self.log.next_lsn,
@@ -154,11 +149,12 @@ impl QueueState {
             digest_from: from,
             digest: digest(active.id, bytes),
             segments,
-            slot_base: base,
-            slots: self.capture_slots(base, slots, &lanes, slot_buf),
-            aside: aside
-                .iter()
-                .map(|(id, s)| (*id, ck_slot(s, self.priority_of(*id))))
+            slot_base: slots.base(),
+            slots: Vec::new(),
+            aside: self
+                .jobs
+                .stragglers()
+                .map(|(id, s)| (id, ck_slot(s, self.priority_of(id))))
                 .collect(),
             waiting: lanes
                 .iter()
@@ -171,37 +167,61 @@ impl QueueState {
             keys,
             queues,
             queue_jobs,
-        }
+        };
+        let levels = lanes
+            .iter()
+            .flat_map(|(order, _)| order.other_levels())
+            .inspect(|&(id, level)| debug_assert_eq!(level, self.priority_of(id)))
+            .collect();
+        Capture { ck, slots, levels }
     }
 }
 
-impl QueueState {
-    /// The job table's slots with their priority bytes, into `out` (the
-    /// last checkpoint's, see [`Writing::recycle`]): a plain copy, then the
-    /// few jobs of another level than Normal patched in. Runs under the
-    /// queue lock at every periodic checkpoint, so it stays a copy: asking
-    /// each job's queue for its level cost 16 ns a job (19 ms for 1.1
-    /// million live jobs, then the `Os` maximum enqueue latency).
-    fn capture_slots(
-        &self,
-        base: u64,
-        slots: &std::collections::VecDeque<crate::jobs::Slot>,
-        lanes: &[(&Levels, &Groups)],
-        mut out: Vec<CkSlot>,
-    ) -> Vec<CkSlot> {
+/// A checkpoint captured under the queue lock whose job slots are still
+/// shared with the job table ([`crate::jobs::JobTable::capture`]):
+/// [`Writing::finish`] lays them out, O(live jobs), once the lock is
+/// released. Everything else in it is O(jobs that wait, are kept aside,
+/// belong to a group or a named queue, or have a key).
+#[derive(Debug)]
+pub struct Capture {
+    /// Complete but for its slots.
+    ck: Checkpoint,
+    slots: CapturedSlots,
+    /// Jobs of another level than Normal.
+    levels: Vec<(u64, u8)>,
+}
+
+impl Capture {
+    /// The first LSN the checkpoint does not cover.
+    pub fn next_lsn(&self) -> u64 {
+        self.ck.next_lsn
+    }
+
+    /// The checkpoint, its slots laid out into `out` (the last
+    /// checkpoint's, see [`Writing::recycle`]): a plain copy, then the few
+    /// jobs of another level than Normal patched in.
+    fn finish(self, mut out: Vec<CkSlot>) -> Checkpoint {
+        let Capture {
+            mut ck,
+            slots,
+            levels,
+        } = self;
         let normal = crate::format::record::PRIORITY_NORMAL;
         out.clear();
-        out.extend(slots.iter().map(|s| ck_slot(s, normal)));
-        for (order, _) in lanes {
-            for (id, level) in order.other_levels() {
-                let at = id.checked_sub(base).and_then(|i| usize::try_from(i).ok());
-                if let Some(slot) = at.and_then(|i| out.get_mut(i)) {
-                    debug_assert_eq!(level, self.priority_of(id));
-                    slot.priority = level;
-                }
+        out.reserve(slots.len());
+        for run in slots.runs() {
+            out.extend(run.iter().map(|s| ck_slot(s, normal)));
+        }
+        for (id, level) in levels {
+            let at = id
+                .checked_sub(slots.base())
+                .and_then(|i| usize::try_from(i).ok());
+            if let Some(slot) = at.and_then(|i| out.get_mut(i)) {
+                slot.priority = level;
             }
         }
-        out
+        ck.slots = out;
+        ck
     }
 }
 
@@ -400,7 +420,7 @@ impl Schedule {
     /// capture of `state` and the right to write it, which may move to
     /// another thread. Cheap when none is due. One that is due while
     /// another is being written is remembered ([`Schedule::missed`]).
-    pub fn due(&self, state: &QueueState) -> Option<(Checkpoint, Writing)> {
+    pub fn due(&self, state: &QueueState) -> Option<(Capture, Writing)> {
         if !self.is_due(state) {
             return None;
         }
@@ -420,7 +440,7 @@ impl Schedule {
 
     /// For the writer of the last one, which still holds the right to
     /// write: a capture of `state` if one fell due meanwhile.
-    pub fn missed(&self, state: &QueueState) -> Option<Checkpoint> {
+    pub fn missed(&self, state: &QueueState) -> Option<Capture> {
         (self.missed.swap(false, Ordering::Relaxed) && self.is_due(state))
             .then(|| self.capture(state))
     }
@@ -430,14 +450,13 @@ impl Schedule {
         self.every != 0 && (retired || state.log_position() >= self.next_at.load(Ordering::Relaxed))
     }
 
-    fn capture(&self, state: &QueueState) -> Checkpoint {
+    fn capture(&self, state: &QueueState) -> Capture {
         self.next_at
             .store(state.log_position() + self.every, Ordering::Relaxed);
         self.first_seg
             .store(first_segment(state), Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let buf = std::mem::take(&mut *self.gate.spare.lock());
-        state.capture_checkpoint(false, generation, buf)
+        state.capture_checkpoint(false, generation)
     }
 
     /// Returns once no checkpoint is being written.
@@ -450,7 +469,7 @@ impl Schedule {
 
     /// Captures the clean checkpoint of a close, after any periodic one
     /// still being written (so that one cannot replace it).
-    pub fn clean(&self, state: &QueueState) -> (Checkpoint, Writing) {
+    pub fn clean(&self, state: &QueueState) -> (Capture, Writing) {
         let mut busy = self.gate.busy.lock();
         while *busy {
             self.gate.idle.wait(&mut busy);
@@ -458,9 +477,8 @@ impl Schedule {
         *busy = true;
         drop(busy);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let buf = std::mem::take(&mut *self.gate.spare.lock());
         (
-            state.capture_checkpoint(true, generation, buf),
+            state.capture_checkpoint(true, generation),
             Writing(self.gate.clone()),
         )
     }
@@ -477,10 +495,17 @@ fn first_segment(state: &QueueState) -> u32 {
 pub struct Writing(std::sync::Arc<Gate>);
 
 impl Writing {
+    /// The checkpoint `capture` holds, its slots laid out (O(live jobs):
+    /// call it with the queue lock released) into the slot table of the
+    /// last checkpoint written.
+    pub fn finish(&self, capture: Capture) -> Checkpoint {
+        let buf = std::mem::take(&mut *self.0.spare.lock());
+        capture.finish(buf)
+    }
+
     /// Keeps the slot table of a checkpoint just written for the next
-    /// capture: that capture runs under the queue lock, and filling a fresh
-    /// allocation of 16 bytes per live job faults in every page of it
-    /// (about 11 ns a job: 22 ms for 1.9 million). Not kept when it is far
+    /// one: filling a fresh allocation of 16 bytes per live job faults in
+    /// every page of it (about 11 ns a job: 22 ms for 1.9 million). Not kept when it is far
     /// larger than what it held (the backlog shrank).
     pub fn recycle(&self, mut slots: Vec<CkSlot>) {
         if slots.capacity() / 4 > slots.len() + 4096 {

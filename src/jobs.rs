@@ -1,17 +1,41 @@
 //! The in-memory index of live jobs: 16 bytes per job.
 //!
-//! Job ids grow by one per enqueue, so live jobs sit in a deque indexed by
-//! `id - base`. Finished jobs leave an empty slot until everything before
-//! them is finished too; a few jobs that stay alive for long (a stuck
-//! lease, a far-off delay) would pin the front, so when empty slots
-//! dominate, the front's live jobs move to a small side map ("stragglers")
-//! and the front is released. Memory stays proportional to live jobs.
+//! Job ids grow by one per enqueue, so live jobs sit in slots indexed by
+//! id, in blocks of [`BLOCK`] slots. Finished jobs leave an empty slot
+//! until everything before them is finished too; a few jobs that stay
+//! alive for long (a stuck lease, a far-off delay) would pin the front, so
+//! when empty slots dominate, the front's live jobs move to a small side
+//! map ("stragglers") and the front is released. Memory stays proportional
+//! to live jobs.
+//!
+//! Blocks are shared by `Arc` (copy-on-write): [`JobTable::capture`] takes
+//! the id-ordered part by cloning block pointers, about 440 of them for
+//! 1.8 million jobs, so a periodic checkpoint holds the queue lock for
+//! microseconds instead of copying every slot under it. A block still held
+//! by a capture is copied (64 KiB) on its first change after it; once the
+//! capture is dropped, writes go in place again.
+//!
+//! Invariants: `start <= base <= end <= start + blocks.len() * BLOCK`;
+//! every slot outside `base..end` is empty; `base - start < BLOCK` unless
+//! no block is left; `in_slots` counts the non-empty slots; every straggler
+//! id is below `base`.
 //!
 //! Payloads are never here: a slot holds where the job's record lies.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::idhash::IdMap;
+
+/// Slots per block: 64 KiB.
+pub const BLOCK: usize = 4096;
+
+/// [`BLOCK`] slots, shared between the table and its captures.
+type Block = Arc<[Slot]>;
+
+fn empty_block() -> Block {
+    std::iter::repeat_n(EMPTY, BLOCK).collect()
+}
 
 /// Where a job is and what it is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +82,30 @@ const EMPTY: Slot = Slot {
 };
 
 /// Live jobs by id.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct JobTable {
+    /// Id of the first slot of the first block.
+    start: u64,
+    /// First id of the id-ordered part.
     base: u64,
-    slots: VecDeque<Slot>,
+    /// One past the last id of the id-ordered part.
+    end: u64,
+    blocks: VecDeque<Block>,
     stragglers: IdMap<Slot>,
     in_slots: usize,
     parked_fresh: Vec<u64>,
+}
+
+impl std::fmt::Debug for JobTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobTable")
+            .field("base", &self.base)
+            .field("end", &self.end)
+            .field("blocks", &self.blocks.len())
+            .field("in_slots", &self.in_slots)
+            .field("stragglers", &self.stragglers.len())
+            .finish()
+    }
 }
 
 impl JobTable {
@@ -80,109 +121,155 @@ impl JobTable {
         self.len() == 0
     }
 
+    /// Block and index of `id`, which must be in `start..start + capacity`.
+    fn locate(&self, id: u64) -> (usize, usize) {
+        debug_assert!(id >= self.start);
+        // Below the blocks' capacity, which is in memory: fits a usize.
+        let off = (id - self.start) as usize;
+        (off / BLOCK, off % BLOCK)
+    }
+
+    /// The slot of `id`, in `base..end`.
+    fn ordered(&self, id: u64) -> Option<&Slot> {
+        if id < self.base || id >= self.end {
+            return None;
+        }
+        let (b, i) = self.locate(id);
+        Some(&self.blocks[b][i])
+    }
+
+    /// The slot of `id`, in `base..end`, for a write: the block is copied
+    /// first if a capture still holds it.
+    fn ordered_mut(&mut self, id: u64) -> &mut Slot {
+        debug_assert!(id >= self.base && id < self.end);
+        let (b, i) = self.locate(id);
+        &mut Arc::make_mut(&mut self.blocks[b])[i]
+    }
+
     /// The job with this id, if live.
     pub fn get(&self, id: u64) -> Option<&Slot> {
-        let slot = match id.checked_sub(self.base) {
-            Some(i) => self.slots.get(usize::try_from(i).ok()?),
-            None => self.stragglers.get(&id),
+        let slot = if id < self.base {
+            self.stragglers.get(&id)
+        } else {
+            self.ordered(id)
         }?;
         (slot.state != SlotState::Empty).then_some(slot)
     }
 
     /// The job with this id, if live, for update.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        let slot = match id.checked_sub(self.base) {
-            Some(i) => self.slots.get_mut(usize::try_from(i).ok()?),
-            None => self.stragglers.get_mut(&id),
-        }?;
-        (slot.state != SlotState::Empty).then_some(slot)
+        if id < self.base {
+            return self.stragglers.get_mut(&id);
+        }
+        if self.ordered(id)?.state == SlotState::Empty {
+            return None;
+        }
+        Some(self.ordered_mut(id))
     }
 
     /// Inserts or replaces a live job.
     pub fn insert(&mut self, id: u64, slot: Slot) {
         assert!(slot.state != SlotState::Empty, "inserting an empty slot");
-        if self.slots.is_empty() && (self.stragglers.is_empty() || id >= self.base) {
-            self.base = id;
+        if self.base == self.end && (self.stragglers.is_empty() || id >= self.base) {
+            self.rebase(id);
         }
-        let Some(i) = id.checked_sub(self.base) else {
+        if id < self.base {
             self.stragglers.insert(id, slot);
             return;
-        };
-        let i = usize::try_from(i).unwrap_or(usize::MAX);
-        if i >= self.slots.len() && i - self.slots.len() > (1 << 20) + 4 * self.in_slots {
+        }
+        let (len, i) = (self.end - self.base, id - self.base);
+        if i >= len && i - len > (1 << 20) + 4 * self.in_slots as u64 {
             // A far jump (an old job carried forward was replayed first):
             // park what we have instead of filling the gap with empty slots.
-            let base = self.base;
-            let slots: Vec<Slot> = self.slots.drain(..).collect();
-            for (k, s) in slots.into_iter().enumerate() {
-                if s.state != SlotState::Empty {
-                    self.park(base + k as u64, s);
-                }
-            }
-            self.in_slots = 0;
-            self.base = id;
-            self.slots.push_back(slot);
-            self.in_slots = 1;
-            return;
+            self.park_all();
+            self.rebase(id);
         }
-        if i >= self.slots.len() {
-            // The common case is the next id: nothing to fill before it.
-            if i > self.slots.len() {
-                self.slots.resize(i, EMPTY);
-            }
-            self.slots.push_back(slot);
-            self.in_slots += 1;
-            return;
+        if id >= self.end {
+            self.grow_to(id + 1);
         }
-        let old = std::mem::replace(&mut self.slots[i], slot);
+        let old = std::mem::replace(self.ordered_mut(id), slot);
         if old.state == SlotState::Empty {
             self.in_slots += 1;
         }
     }
 
+    /// With no slot in use, moves the id-ordered part to start at `id`.
+    fn rebase(&mut self, id: u64) {
+        debug_assert_eq!(self.in_slots, 0);
+        let capacity = self.start + (self.blocks.len() * BLOCK) as u64;
+        if id < self.start || id >= capacity {
+            // Every slot is empty: one block can serve from `id` on.
+            self.blocks.truncate(1);
+            self.start = id;
+        }
+        self.base = id;
+        self.end = id;
+    }
+
+    /// Makes `base..new_end` the id-ordered part, adding empty blocks.
+    fn grow_to(&mut self, new_end: u64) {
+        while self.start + ((self.blocks.len() * BLOCK) as u64) < new_end {
+            self.blocks.push_back(empty_block());
+        }
+        self.end = new_end;
+    }
+
+    /// Parks every live job of the id-ordered part and drops its blocks.
+    fn park_all(&mut self) {
+        for id in self.base..self.end {
+            if let Some(&s) = self.ordered(id).filter(|s| s.state != SlotState::Empty) {
+                self.park(id, s);
+            }
+        }
+        self.blocks.clear();
+        self.in_slots = 0;
+        self.start = self.end;
+        self.base = self.end;
+    }
+
     /// Removes a live job and returns it.
     pub fn remove(&mut self, id: u64) -> Option<Slot> {
-        let Some(i) = id.checked_sub(self.base) else {
+        if id < self.base {
             return self.stragglers.remove(&id);
-        };
-        let slot = self.slots.get_mut(usize::try_from(i).ok()?)?;
-        if slot.state == SlotState::Empty {
+        }
+        if self.ordered(id)?.state == SlotState::Empty {
             return None;
         }
-        let old = std::mem::replace(slot, EMPTY);
+        let old = std::mem::replace(self.ordered_mut(id), EMPTY);
         self.in_slots -= 1;
         self.trim();
         Some(old)
     }
 
     fn trim(&mut self) {
-        while self
-            .slots
-            .front()
-            .is_some_and(|s| s.state == SlotState::Empty)
-        {
-            self.slots.pop_front();
-            self.base += 1;
-        }
+        self.skip_empty_front();
         // Move long-lived jobs out of the way when empty slots dominate.
-        if self.slots.len() > 4096 && self.slots.len() > 4 * self.in_slots {
-            while let Some(front) = self.slots.front().copied() {
-                if front.state == SlotState::Empty {
-                    self.slots.pop_front();
-                    self.base += 1;
-                    continue;
-                }
-                if self.slots.len() <= 2 * self.in_slots {
-                    break;
-                }
-                self.park(self.base, front);
-                self.slots.pop_front();
+        let len = |t: &JobTable| t.end - t.base;
+        if len(self) > BLOCK as u64 && len(self) > 4 * self.in_slots as u64 {
+            while len(self) > 2 * self.in_slots as u64 {
+                let id = self.base;
+                let front = std::mem::replace(self.ordered_mut(id), EMPTY);
+                self.park(id, front);
                 self.base += 1;
                 self.in_slots -= 1;
+                self.skip_empty_front();
             }
         }
-        if self.slots.is_empty() {
-            self.slots.shrink_to(1024);
+        while self.base - self.start >= BLOCK as u64 && !self.blocks.is_empty() {
+            self.blocks.pop_front();
+            self.start += BLOCK as u64;
+        }
+        if self.base == self.end {
+            self.blocks.truncate(1);
+        }
+    }
+
+    fn skip_empty_front(&mut self) {
+        while self
+            .ordered(self.base)
+            .is_some_and(|s| s.state == SlotState::Empty)
+        {
+            self.base += 1;
         }
     }
 
@@ -214,45 +301,54 @@ impl JobTable {
         id < self.base && self.stragglers.contains_key(&id)
     }
 
+    /// The slices of the id-ordered part from `from`, each with the id of
+    /// its first slot.
+    fn runs_from(&self, from: u64) -> impl Iterator<Item = (u64, &[Slot])> + '_ {
+        let from = from.max(self.base);
+        let skip = if from < self.end {
+            self.locate(from).0
+        } else {
+            self.blocks.len()
+        };
+        let (start, end) = (self.start, self.end);
+        self.blocks
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map_while(move |(b, block)| {
+                let first = start + (b * BLOCK) as u64;
+                let lo = from.max(first);
+                let hi = end.min(first + BLOCK as u64);
+                if lo >= hi {
+                    return None;
+                }
+                Some((lo, &block[(lo - first) as usize..(hi - first) as usize]))
+            })
+    }
+
     /// The first id at or after `from` in id order whose state is
     /// [`SlotState::Fresh`] (stragglers are never fresh).
     pub fn next_fresh(&self, from: u64) -> Option<u64> {
-        let start = from.saturating_sub(self.base);
-        let start = usize::try_from(start).ok()?;
-        let (a, b) = self.slots.as_slices();
-        let pos = if start < a.len() {
-            a[start..]
-                .iter()
-                .position(|s| s.state == SlotState::Fresh)
-                .map(|p| p + start)
-                .or_else(|| {
-                    b.iter()
-                        .position(|s| s.state == SlotState::Fresh)
-                        .map(|p| p + a.len())
-                })
-        } else {
-            let start_b = start - a.len();
-            b.get(start_b..)?
-                .iter()
-                .position(|s| s.state == SlotState::Fresh)
-                .map(|p| p + a.len() + start_b)
-        };
-        pos.map(|p| self.base + p as u64)
+        self.runs_from(from).find_map(|(first, slots)| {
+            let p = slots.iter().position(|s| s.state == SlotState::Fresh)?;
+            Some(first + p as u64)
+        })
     }
 
     /// Live jobs of the id-ordered part with ids from `from`, looking at
     /// most `n` slots, and the id to continue from (`None` at the end).
     /// Stragglers are not included (see [`JobTable::stragglers`]).
     pub fn scan(&self, from: u64, n: usize) -> (Vec<(u64, Slot)>, Option<u64>) {
-        let start = usize::try_from(from.saturating_sub(self.base)).unwrap_or(usize::MAX);
-        let end = start.saturating_add(n).min(self.slots.len());
-        let found = (start.min(end)..end)
-            .filter_map(|i| {
-                let s = self.slots[i];
-                (s.state != SlotState::Empty).then_some((self.base + i as u64, s))
-            })
+        let from = from.max(self.base);
+        let stop = from.saturating_add(n as u64).min(self.end);
+        let found = self
+            .runs_from(from)
+            .flat_map(|(first, slots)| (first..).zip(slots))
+            .take_while(|(id, _)| *id < stop)
+            .filter(|(_, s)| s.state != SlotState::Empty)
+            .map(|(id, s)| (id, *s))
             .collect();
-        let next = (end < self.slots.len()).then_some(self.base + end as u64);
+        let next = (stop < self.end).then_some(stop);
         (found, next)
     }
 
@@ -263,29 +359,57 @@ impl JobTable {
 
     /// Every live job, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> + '_ {
-        let base = self.base;
-        self.slots
-            .iter()
-            .enumerate()
+        self.runs_from(self.base)
+            .flat_map(|(first, slots)| (first..).zip(slots))
             .filter(|(_, s)| s.state != SlotState::Empty)
-            .map(move |(i, s)| (base + i as u64, s))
-            .chain(self.stragglers.iter().map(|(id, s)| (*id, s)))
+            .chain(self.stragglers())
     }
 
-    /// The id of the first slot, the slots in id order from it, and the
-    /// jobs kept aside (what a checkpoint stores).
-    pub fn parts(&self) -> (u64, &VecDeque<Slot>, &IdMap<Slot>) {
-        (self.base, &self.slots, &self.stragglers)
+    /// Every slot of the id-ordered part, in id order, empty ones included
+    /// (for counts at open: a plain loop over slices).
+    pub fn ordered_slots(&self) -> impl Iterator<Item = &[Slot]> + '_ {
+        self.runs_from(self.base).map(|(_, slots)| slots)
     }
 
-    /// A table from the parts a checkpoint stored (see
-    /// [`JobTable::parts`]); the caller checked that every kept-aside id
-    /// is below `base`.
-    pub fn from_parts(base: u64, slots: VecDeque<Slot>, stragglers: IdMap<Slot>) -> JobTable {
+    /// The id-ordered part as it is now, sharing its blocks with the
+    /// table: O(blocks) pointer copies (what a checkpoint captures under
+    /// the queue lock; the slots are laid out after it is released).
+    pub fn capture(&self) -> CapturedSlots {
+        let first = if self.base < self.end {
+            self.locate(self.base).0
+        } else {
+            self.blocks.len()
+        };
+        let last = if self.base < self.end {
+            self.locate(self.end - 1).0 + 1
+        } else {
+            first
+        };
+        CapturedSlots {
+            base: self.base,
+            end: self.end,
+            first: self.start + (first * BLOCK) as u64,
+            blocks: self.blocks.range(first..last).cloned().collect(),
+        }
+    }
+
+    /// A table from the slots a checkpoint stored, in id order from
+    /// `base`, and the jobs kept aside; the caller checked that every
+    /// kept-aside id is below `base`.
+    pub fn from_parts(base: u64, slots: &[Slot], stragglers: IdMap<Slot>) -> JobTable {
         let in_slots = slots.iter().filter(|s| s.state != SlotState::Empty).count();
+        let blocks = slots
+            .chunks(BLOCK)
+            .map(|c| {
+                let pad = std::iter::repeat_n(EMPTY, BLOCK - c.len());
+                c.iter().copied().chain(pad).collect()
+            })
+            .collect();
         JobTable {
+            start: base,
             base,
-            slots,
+            end: base + slots.len() as u64,
+            blocks,
             stragglers,
             in_slots,
             parked_fresh: Vec::new(),
@@ -294,8 +418,52 @@ impl JobTable {
 
     /// Heap bytes held, for the memory report.
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        self.blocks.len() * BLOCK * std::mem::size_of::<Slot>()
+            + self.blocks.capacity() * std::mem::size_of::<Block>()
             + self.stragglers.capacity() * (std::mem::size_of::<(u64, Slot)>() + 1)
+    }
+}
+
+/// The id-ordered slots of a [`JobTable`] at one moment (see
+/// [`JobTable::capture`]): later changes to the table do not show here.
+#[derive(Clone)]
+pub struct CapturedSlots {
+    base: u64,
+    end: u64,
+    /// Id of the first slot of `blocks[0]`.
+    first: u64,
+    blocks: Vec<Block>,
+}
+
+impl std::fmt::Debug for CapturedSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapturedSlots")
+            .field("base", &self.base)
+            .field("end", &self.end)
+            .finish()
+    }
+}
+
+impl CapturedSlots {
+    /// Id of the first slot.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Number of slots, from [`CapturedSlots::base`] on.
+    pub fn len(&self) -> usize {
+        (self.end - self.base) as usize
+    }
+
+    /// The slots in id order from [`CapturedSlots::base`], empty ones
+    /// included, as slices.
+    pub fn runs(&self) -> impl Iterator<Item = &[Slot]> + '_ {
+        self.blocks.iter().enumerate().map(|(b, block)| {
+            let first = self.first + (b * BLOCK) as u64;
+            let lo = self.base.max(first) - first;
+            let hi = self.end.min(first + BLOCK as u64) - first;
+            &block[lo as usize..hi as usize]
+        })
     }
 }
 
@@ -355,7 +523,7 @@ mod tests {
         assert_eq!(t.get(5).unwrap().state, SlotState::Waiting);
         assert!(t.get(5).is_some());
         assert!(t.get(u64::MAX / 2).is_some());
-        assert!(t.slots.len() < 10);
+        assert!(t.end - t.base < 10);
     }
 
     #[test]
@@ -367,9 +535,134 @@ mod tests {
             t.remove(id);
         }
         assert_eq!(t.len(), 1);
-        assert!(t.slots.len() < 8192, "{} slots kept", t.slots.len());
+        assert!(t.end - t.base < 8192, "{} slots kept", t.end - t.base);
+        assert!(t.blocks.len() <= 3, "{} blocks kept", t.blocks.len());
         assert_eq!(t.get(0).unwrap().state, SlotState::InFlight);
         assert!(t.remove(0).is_some());
         assert!(t.is_empty());
+    }
+
+    /// The slots a capture holds, by id (empty ones left out).
+    fn captured(c: &CapturedSlots) -> Vec<(u64, Slot)> {
+        (c.base()..)
+            .zip(c.runs().flatten())
+            .filter(|(_, s)| s.state != SlotState::Empty)
+            .map(|(id, s)| (id, *s))
+            .collect()
+    }
+
+    #[test]
+    fn a_capture_does_not_see_later_changes() {
+        let mut t = JobTable::default();
+        for id in 0..3 * BLOCK as u64 {
+            t.insert(id, slot(SlotState::Fresh));
+        }
+        let c = t.capture();
+        let before = captured(&c);
+        t.get_mut(5).unwrap().state = SlotState::InFlight;
+        t.remove(BLOCK as u64 + 7);
+        t.insert(3 * BLOCK as u64, slot(SlotState::Fresh));
+        assert_eq!(captured(&c), before);
+        assert_eq!(c.len(), 3 * BLOCK);
+        assert_eq!(t.get(5).unwrap().state, SlotState::InFlight);
+        assert!(t.get(BLOCK as u64 + 7).is_none());
+        // Unchanged blocks are still shared; changed ones were copied.
+        assert!(Arc::ptr_eq(&t.blocks[2], &c.blocks[2]));
+        assert!(!Arc::ptr_eq(&t.blocks[0], &c.blocks[0]));
+    }
+
+    /// Random operations against a map of what each id holds, with
+    /// captures taken along the way that must keep what they saw.
+    #[test]
+    fn the_table_matches_a_model_and_captures_keep_their_moment() {
+        use std::collections::BTreeMap;
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut t = JobTable::default();
+        let mut model: BTreeMap<u64, Slot> = BTreeMap::new();
+        let mut captures: Vec<(CapturedSlots, Vec<(u64, Slot)>)> = Vec::new();
+        let mut next_id = 0u64;
+        for step in 0..60_000u64 {
+            let live: Vec<u64> = model.keys().copied().collect();
+            // Mostly the oldest few (a FIFO drain that leaves stragglers),
+            // sometimes any.
+            let pick = |r: u64| {
+                let n = if r % 4 == 0 {
+                    live.len()
+                } else {
+                    live.len().min(3)
+                };
+                live[(r / 4 % n as u64) as usize]
+            };
+            // Phases that fill and phases that drain (to empty, at times).
+            let fill = if (step / 7_000) % 2 == 0 { 44 } else { 25 };
+            match next(100) {
+                r if r <= fill => {
+                    let s = Slot {
+                        off: step as u32,
+                        ..slot(SlotState::Fresh)
+                    };
+                    t.insert(next_id, s);
+                    model.insert(next_id, s);
+                    next_id += 1 + next(3) / 2;
+                }
+                45..=79 if !live.is_empty() => {
+                    let id = pick(next(u64::MAX));
+                    assert_eq!(t.remove(id), model.remove(&id));
+                }
+                26..=44 if !live.is_empty() => {
+                    let id = pick(next(u64::MAX));
+                    assert_eq!(t.remove(id), model.remove(&id));
+                }
+                80..=89 if !live.is_empty() => {
+                    let id = pick(next(u64::MAX));
+                    t.get_mut(id).unwrap().state = SlotState::InFlight;
+                    model.get_mut(&id).unwrap().state = SlotState::InFlight;
+                }
+                90..=94 if next_id > 0 => {
+                    // An old id comes back (redriven): waiting.
+                    let id = next(next_id);
+                    let s = slot(SlotState::Waiting);
+                    t.insert(id, s);
+                    model.insert(id, s);
+                }
+                95..=96 => {
+                    let c = t.capture();
+                    let seen = (t.base..t.end)
+                        .filter_map(|id| Some((id, *model.get(&id)?)))
+                        .filter(|(id, _)| !t.is_straggler(*id))
+                        .collect();
+                    captures.push((c, seen));
+                    if captures.len() > 4 {
+                        captures.remove(0);
+                    }
+                }
+                _ => {}
+            }
+            for id in t.take_parked_fresh() {
+                model.get_mut(&id).unwrap().state = SlotState::Waiting;
+            }
+            assert!(t.start <= t.base && t.base <= t.end);
+            assert!(t.end <= t.start + (t.blocks.len() * BLOCK) as u64);
+            if step % 997 == 0 {
+                assert_eq!(t.len(), model.len());
+                let mut all: Vec<(u64, Slot)> = t.iter().map(|(id, s)| (id, *s)).collect();
+                all.sort_unstable_by_key(|j| j.0);
+                assert_eq!(
+                    all,
+                    model.iter().map(|(id, s)| (*id, *s)).collect::<Vec<_>>()
+                );
+                let fresh = model.iter().find(|(_, s)| s.state == SlotState::Fresh);
+                assert_eq!(t.next_fresh(0), fresh.map(|(id, _)| *id));
+                for (c, seen) in &captures {
+                    assert_eq!(&captured(c), seen, "a capture changed");
+                }
+            }
+        }
     }
 }

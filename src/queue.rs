@@ -366,16 +366,16 @@ impl Queue {
     /// (a failed log sync poisons the queue, as any; a checkpoint that
     /// cannot be written is only left out). A close waits for it.
     fn checkpoint_if_due(&self, mut st: MutexGuard<'_, QueueState>) {
-        let Some((ck, writing)) = self.inner.checkpoints.due(&st) else {
+        let Some((capture, writing)) = self.inner.checkpoints.due(&st) else {
             return;
         };
-        st.note_checkpoint(ck.next_lsn);
+        st.note_checkpoint(capture.next_lsn());
         let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
         drop(st);
         let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
         let weak = Arc::downgrade(&self.inner);
         let write = move || {
-            let mut ck = ck;
+            let mut ck = writing.finish(capture);
             // Holds the queue only to poison it: dropping the last user
             // handle meanwhile waits for this write (`Inner::shut_down`),
             // then releases the directory; this thread's `failed` holds no
@@ -395,7 +395,7 @@ impl Queue {
                 let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
                 writing.recycle(std::mem::take(&mut ck.slots));
                 match missed_checkpoint(&weak) {
-                    Some(next) => ck = next,
+                    Some(next) => ck = writing.finish(next),
                     None => break None,
                 }
             };
@@ -871,7 +871,8 @@ impl Queue {
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
             // Best effort: without a checkpoint the next open scans the
             // whole log. Everything it covers was synced just above.
-            let (ck, _writing) = self.inner.checkpoints.clean(&st);
+            let (capture, writing) = self.inner.checkpoints.clean(&st);
+            let ck = writing.finish(capture);
             let _ = checkpoint::write(&*st.log.vfs, &self.inner.dir, &ck, st.log.mode);
             // Best effort: without the record (a full disk, say) the next
             // open just has one check fewer; an older record stays valid
@@ -953,7 +954,7 @@ fn upkeep_loop(weak: &Weak<Inner>, mailbox: &crate::upkeep::Mailbox) {
 /// the queue before it releases the lock, and its half-applied state must
 /// never be captured (its records may be durable already, so the
 /// checkpoint's log sync would not fail).
-fn missed_checkpoint(weak: &Weak<Inner>) -> Option<crate::format::checkpoint::Checkpoint> {
+fn missed_checkpoint(weak: &Weak<Inner>) -> Option<checkpoint::Capture> {
     let inner = weak.upgrade()?;
     let stopped = || inner.closed.load(Ordering::Acquire) || inner.poisoned.load(Ordering::Acquire);
     loop {
@@ -964,9 +965,9 @@ fn missed_checkpoint(weak: &Weak<Inner>) -> Option<crate::format::checkpoint::Ch
             if stopped() {
                 return None;
             }
-            let ck = inner.checkpoints.missed(&st)?;
-            st.note_checkpoint(ck.next_lsn);
-            return Some(ck);
+            let capture = inner.checkpoints.missed(&st)?;
+            st.note_checkpoint(capture.next_lsn());
+            return Some(capture);
         }
     }
 }

@@ -181,7 +181,6 @@ impl Replay {
         let (slots, mut counts) = slot_table(ck, slots, &mut |id, s| {
             convert(ck, id, s, &mut in_flight, &mut levels)
         })?;
-        let slots = VecDeque::from(slots);
         let mut convert = |id: u64, s: &CkSlot| convert(ck, id, s, &mut in_flight, &mut levels);
         let mut aside = IdMap::default();
         for (id, s) in &ck.aside {
@@ -197,7 +196,7 @@ impl Replay {
             }
         }
         let mut replay = Replay::new();
-        replay.jobs = JobTable::from_parts(ck.slot_base, slots, aside);
+        replay.jobs = JobTable::from_parts(ck.slot_base, &slots, aside);
         replay.in_flight = in_flight;
         replay.levels = levels;
         for &(id, group) in &ck.groups {
@@ -753,8 +752,6 @@ impl QueueState {
     fn count_table(&self, first: u32) -> (u64, Vec<(u64, u64)>) {
         let mut per_seg = vec![(0u64, 0u64); self.log.segments.len()];
         let mut fresh = 0u64;
-        let (_, slots, aside) = self.jobs.parts();
-        let (front, back) = slots.as_slices();
         let mut count = |slot: &Slot| {
             fresh += u64::from(slot.state == SlotState::Fresh);
             let i = slot.seg.wrapping_sub(first) as usize;
@@ -766,8 +763,8 @@ impl QueueState {
                 c.1 += u64::from(slot.len);
             }
         };
-        front.iter().chain(back).for_each(&mut count);
-        aside.values().for_each(&mut count);
+        self.jobs.ordered_slots().flatten().for_each(&mut count);
+        self.jobs.stragglers().for_each(|(_, s)| count(s));
         (fresh, per_seg)
     }
 

@@ -132,16 +132,18 @@ fn run(mode: Durability, producers: usize, per_producer: usize) {
     let dir = tempdir();
     let q = open(dir.path(), mode);
     let stop = Arc::new(AtomicBool::new(false));
-    let helpers = [
-        std::thread::spawn({
+    // `WALQ_TAIL_ALONE=1`: the producers run alone (no consumer, no
+    // monitor), so fewer threads than CPUs want to run and the maxima show
+    // what walq does, not how long a woken thread waits for a CPU.
+    let alone = std::env::var("WALQ_TAIL_ALONE").is_ok_and(|v| v == "1");
+    let helpers: Vec<_> = [consumer as fn(Queue, Arc<AtomicBool>), monitor]
+        .into_iter()
+        .filter(|_| !alone)
+        .map(|work| {
             let (q, s) = (q.clone(), stop.clone());
-            move || consumer(q, s)
-        }),
-        std::thread::spawn({
-            let (q, s) = (q.clone(), stop.clone());
-            move || monitor(q, s)
-        }),
-    ];
+            std::thread::spawn(move || work(q, s))
+        })
+        .collect();
     let payload = [0x42u8; 100];
     let all = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();

@@ -198,6 +198,26 @@ impl Region {
         #[cfg(not(target_os = "linux"))]
         let _ = (off, len);
     }
+
+    /// Tells the kernel how the map is used from now on (a hint: errors
+    /// are ignored). `appending`: stores at a moving tail into a
+    /// preallocated file, which gain nothing from readahead
+    /// (`MADV_RANDOM`). Without it, a store's page fault can read ahead a
+    /// whole window (up to the device's `read_ahead_kb`: 8 MiB on the
+    /// virtio disk of docs/benchmarks.md) and zero-fill every page of it
+    /// inline, the preallocated extents reading as zeros: 20-50 ms under
+    /// the queue lock, seen with `perf` on ext4. Otherwise the default
+    /// (`MADV_NORMAL`: readahead for the reads of a sealed segment).
+    pub(crate) fn advise(&self, appending: bool) {
+        if let Inner::Map(m) = &self.inner {
+            let advice = if appending {
+                memmap2::Advice::Random
+            } else {
+                memmap2::Advice::Normal
+            };
+            let _ = m.advise(advice);
+        }
+    }
 }
 
 /// Whether a store into a shared map of `file` is backed by the space that

@@ -53,6 +53,9 @@ struct Inner {
     /// Rings the `walq-upkeep` thread, which runs `upkeep`.
     upkeeper: Arc<crate::upkeep::Mailbox>,
     upkeep_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Rings the `walq-prefault` thread (see `Upkeep::prefault`).
+    prefaulter: Arc<crate::upkeep::Mailbox>,
+    prefault_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     poisoned: AtomicBool,
     /// What poisoned the queue, for the `Poisoned` errors that follow.
     poison_cause: Mutex<Option<String>>,
@@ -192,6 +195,8 @@ impl Queue {
             upkeep,
             upkeeper: Arc::default(),
             upkeep_thread: Mutex::new(None),
+            prefaulter: Arc::default(),
+            prefault_thread: Mutex::new(None),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -217,6 +222,17 @@ impl Queue {
             .spawn(move || upkeep_loop(&weak, &mailbox))
             .map_err(|e| Error::io("starting upkeep thread", dir, e))?;
         *inner.upkeep_thread.lock() = Some(handle);
+        let (upkeep, mailbox) = (inner.upkeep.clone(), inner.prefaulter.clone());
+        let handle = std::thread::Builder::new()
+            .name("walq-prefault".into())
+            .spawn(move || {
+                while mailbox.next() {
+                    upkeep.run_prefault();
+                    mailbox.done();
+                }
+            })
+            .map_err(|e| Error::io("starting prefault thread", dir, e))?;
+        *inner.prefault_thread.lock() = Some(handle);
         // The spares of the active segment are prepared at once.
         inner.upkeeper.ring();
         let owner = Some(Arc::new(Owner(inner.clone())));
@@ -335,14 +351,19 @@ impl Queue {
         if self.inner.upkeep.has_work() {
             self.inner.upkeeper.ring();
         }
+        if self.inner.upkeep.has_prefault() {
+            self.inner.prefaulter.ring();
+        }
     }
 
-    /// Waits until the `walq-upkeep` thread has done the file work queued
-    /// by the operations that returned so far (spares made, finished
-    /// segments deleted): for tests that look at the directory.
+    /// Waits until the `walq-upkeep` and `walq-prefault` threads have done
+    /// the file work queued by the operations that returned so far (spares
+    /// made, finished segments deleted, pages prefaulted): for tests that
+    /// look at the directory.
     #[doc(hidden)]
     pub fn wait_upkeep(&self) {
         self.inner.upkeeper.wait_idle();
+        self.inner.prefaulter.wait_idle();
     }
 
     /// The `walq-upkeep` thread's work: runs the log's upkeep. A failed
@@ -920,10 +941,13 @@ impl Inner {
     fn stop_upkeep(&self) {
         self.upkeeper.wait_idle();
         self.upkeeper.stop();
-        if let Some(handle) = self.upkeep_thread.lock().take() {
-            // The thread holds no user handle; checked all the same.
-            if handle.thread().id() != std::thread::current().id() {
-                let _ = handle.join();
+        self.prefaulter.stop();
+        for thread in [&self.upkeep_thread, &self.prefault_thread] {
+            if let Some(handle) = thread.lock().take() {
+                // The threads hold no user handle; checked all the same.
+                if handle.thread().id() != std::thread::current().id() {
+                    let _ = handle.join();
+                }
             }
         }
     }

@@ -134,6 +134,13 @@ impl SegMap {
         }
     }
 
+    /// Advises the map, if there is one (see [`Region::advise`]).
+    pub fn advise(&self, appending: bool) {
+        if let Some(map) = self.map.get() {
+            map.advise(appending);
+        }
+    }
+
     /// Whether the segment is mapped now.
     pub fn is_mapped(&self) -> bool {
         self.map.get().is_some()

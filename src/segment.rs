@@ -147,6 +147,7 @@ impl Spare {
         };
         let region = SegMap::new(path.clone(), map.len());
         region.set(map);
+        region.advise(true);
         region.publish(SEGMENT_HEADER_LEN);
         Ok(Segment {
             id,
@@ -325,12 +326,13 @@ impl Segment {
     }
 
     /// Maps the segment now through its open file (the active segment's
-    /// appends store into the map where that is safe).
+    /// appends store into the map where that is safe), advised for appends
+    /// (no readahead, see `Region::advise`) until [`Segment::release_fd`].
     pub fn map_now(&self) -> Result<()> {
         let guard = self.file.read();
         self.region
             .region(guard.as_deref())
-            .map(drop)
+            .map(|map| map.advise(true))
             .map_err(|e| Error::io("mapping segment", &self.path, e))
     }
 
@@ -349,6 +351,8 @@ impl Segment {
     /// map, which stays valid), so a long backlog holds no descriptors.
     pub fn release_fd(&self) {
         self.file.write().take();
+        // Sealed: read from now on, with readahead.
+        self.region.advise(false);
     }
 
     /// `fdatasync` of the segment file.

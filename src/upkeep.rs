@@ -146,6 +146,8 @@ pub struct Upkeep {
     mode: u32,
     /// Work was queued since the last run.
     pending: AtomicBool,
+    /// A prefault is queued (for the `walq-prefault` thread).
+    prefault_pending: AtomicBool,
     /// A rotation deleted retired segments itself (`take_spare`).
     freed: AtomicBool,
     /// A compaction of `dead.wal` was asked for (`dead::compact`).
@@ -185,6 +187,7 @@ impl Upkeep {
             seg_size,
             mode,
             pending: AtomicBool::new(true),
+            prefault_pending: AtomicBool::new(false),
             freed: AtomicBool::new(false),
             dead_compaction: AtomicBool::new(false),
             spares: Mutex::new(Spares {
@@ -385,9 +388,12 @@ impl Upkeep {
     }
 
     /// Queues the prefault of `off..off+len` of `seg` (the pages the
-    /// appends will store into next, under `Durability::Os`), done on the
-    /// `walq-upkeep` thread: faulting them in zero-fills each page, and
-    /// under the queue lock that cost was the appender's. One range is
+    /// appends will store into next, when they store into the map), done
+    /// on the `walq-prefault` thread: faulting them in zero-fills each
+    /// page, and under the queue lock that cost was the appender's. A
+    /// thread of its own, not `walq-upkeep`'s: that one waits hundreds of
+    /// milliseconds for a sealing fdatasync after each rotation, and
+    /// meanwhile the appender faulted every page in itself. One range is
     /// kept: a newer one replaces it (the tail has moved past the older
     /// one, whose pages the appends faulted in themselves meanwhile).
     pub fn prefault(&self, seg: &Arc<Segment>, off: u32, len: u32) {
@@ -396,12 +402,23 @@ impl Upkeep {
             off,
             end: off.saturating_add(len),
         });
-        self.pending.store(true, Ordering::Release);
+        self.prefault_pending.store(true, Ordering::Release);
     }
 
-    /// Runs the prefault queued by [`Upkeep::prefault`], unless its
-    /// segment is no longer the active one (sealed meanwhile).
-    fn run_prefault(&self) {
+    /// Whether a prefault is queued (one load: checked after every
+    /// operation).
+    #[inline]
+    pub fn has_prefault(&self) -> bool {
+        self.prefault_pending.load(Ordering::Acquire)
+    }
+
+    /// Runs the prefault queued by [`Upkeep::prefault`] (the
+    /// `walq-prefault` thread's work), unless its segment is no longer the
+    /// active one (sealed meanwhile).
+    pub fn run_prefault(&self) {
+        if !self.prefault_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let Some(p) = self.prefault.lock().take() else {
             return;
         };
@@ -423,8 +440,6 @@ impl Upkeep {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        // The prefault first: the appender is heading for those pages.
-        self.run_prefault();
         self.sync_seal(commit)?;
         self.start_writeback();
         self.fill_spares();
@@ -678,18 +693,17 @@ mod tests {
         let dir = Path::new("/q");
         fs.create_dir_all(dir, 0o700).unwrap();
         let up = Upkeep::new(fs.clone(), dir.to_path_buf(), SIZE, 0o600, 1);
-        let commit = Committer::new(0);
         let seg = |id| Arc::new(Segment::create(&*fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
         let (s1, s2) = (seg(1), seg(2));
         // A newer range replaces the one not run yet.
         up.prefault(&s1, 0, 100);
         up.prefault(&s1, 1000, 100);
-        up.run(&commit).unwrap();
+        up.run_prefault();
         assert_eq!(*seen.lock(), [(1000, 100)]);
         // Queued for segment 1, which a rotation sealed before the run.
         up.prefault(&s1, 2000, 100);
         up.rotated(2);
-        up.run(&commit).unwrap();
+        up.run_prefault();
         assert_eq!(
             *seen.lock(),
             [(1000, 100)],
@@ -698,10 +712,10 @@ mod tests {
         // The active segment is prefaulted while its file is open, not
         // once its descriptor is released.
         up.prefault(&s2, 0, 100);
-        up.run(&commit).unwrap();
+        up.run_prefault();
         up.prefault(&s2, 100, 100);
         s2.release_fd();
-        up.run(&commit).unwrap();
+        up.run_prefault();
         assert_eq!(*seen.lock(), [(1000, 100), (0, 100)]);
     }
 }

@@ -592,7 +592,7 @@ mod tests {
             // Mostly the oldest few (a FIFO drain that leaves stragglers),
             // sometimes any.
             let pick = |r: u64| {
-                let n = if r % 4 == 0 {
+                let n = if r.is_multiple_of(4) {
                     live.len()
                 } else {
                     live.len().min(3)

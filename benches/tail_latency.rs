@@ -152,9 +152,21 @@ fn run(mode: Durability, producers: usize, per_producer: usize) {
             let (q, all) = (q.clone(), all.clone());
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(per_producer);
-                for _ in 0..per_producer {
+                // `WALQ_TAIL_KEYS=1`: every job has its own idempotency
+                // key (the key index, and its part of each checkpoint).
+                let keys = std::env::var("WALQ_TAIL_KEYS").is_ok_and(|v| v == "1");
+                let mut key = String::new();
+                for n in 0..per_producer {
+                    let opts = walq::EnqueueOptions::new();
+                    let opts = if keys {
+                        key.clear();
+                        key.push_str(&format!("{:?}-{n}", std::thread::current().id()));
+                        opts.idempotency_key(key.as_str())
+                    } else {
+                        opts
+                    };
                     let t = Instant::now();
-                    q.enqueue(&payload).expect("enqueue");
+                    q.enqueue_with(&payload, opts).expect("enqueue");
                     lat.push(t.elapsed());
                 }
                 all.lock().expect("lock").extend(lat);

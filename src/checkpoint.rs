@@ -17,13 +17,13 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::{stored_key, QueueState};
+use super::QueueState;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, Slots, FLAG_CLEAN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::Groups;
 use crate::jobs::{CapturedSlots, SlotState};
-use crate::keys::{key_check, key_hash, IN_DEAD_LETTERS};
+use crate::keys::{key_check, key_hash, CapturedKeys, IN_DEAD_LETTERS};
 use crate::levels::Levels;
 use crate::segment::Segment;
 use crate::vfs::Vfs;
@@ -120,22 +120,6 @@ impl QueueState {
             .region
             .bytes(from as usize, (tail - from) as usize)
             .unwrap_or_default();
-        let keys = self
-            .keys
-            .iter()
-            .filter(|(_, e)| e.seg != IN_DEAD_LETTERS)
-            .filter_map(|(hash, e)| {
-                let key = stored_key(&self.log, &self.dead, &e)?;
-                Some(CkKey {
-                    hash,
-                    check: key_check(&key),
-                    id: e.id,
-                    expires_ms: e.expires_ms,
-                    seg: e.seg,
-                    off: e.off,
-                })
-            })
-            .collect();
         let (queues, queue_jobs) = self.capture_queues();
         let lanes = self.all_lanes();
         let slots = self.jobs.capture();
@@ -164,7 +148,7 @@ impl QueueState {
                 })
                 .collect(),
             groups: lanes.iter().flat_map(|(_, g)| g.members()).collect(),
-            keys,
+            keys: Vec::new(),
             queues,
             queue_jobs,
         };
@@ -173,15 +157,21 @@ impl QueueState {
             .flat_map(|(order, _)| order.other_levels())
             .inspect(|&(id, level)| debug_assert_eq!(level, self.priority_of(id)))
             .collect();
-        Capture { ck, slots, levels }
+        Capture {
+            ck,
+            slots,
+            levels,
+            keys: self.keys.capture(),
+        }
     }
 }
 
 /// A checkpoint captured under the queue lock whose job slots are still
 /// shared with the job table ([`crate::jobs::JobTable::capture`]):
 /// [`Writing::finish`] lays them out, O(live jobs), once the lock is
-/// released. Everything else in it is O(jobs that wait, are kept aside,
-/// belong to a group or a named queue, or have a key).
+/// released; the key index likewise ([`crate::keys::KeyIndex::capture`]).
+/// Everything else in it is O(jobs that wait, are kept aside, have a
+/// level, or belong to a group or a named queue).
 #[derive(Debug)]
 pub struct Capture {
     /// Complete but for its slots.
@@ -189,6 +179,7 @@ pub struct Capture {
     slots: CapturedSlots,
     /// Jobs of another level than Normal.
     levels: Vec<(u64, u8)>,
+    keys: CapturedKeys,
 }
 
 impl Capture {
@@ -205,7 +196,20 @@ impl Capture {
             mut ck,
             slots,
             levels,
+            keys,
         } = self;
+        ck.keys = keys
+            .iter()
+            .filter(|(_, e)| e.seg != IN_DEAD_LETTERS)
+            .map(|(hash, e)| CkKey {
+                hash,
+                check: e.check,
+                id: e.id,
+                expires_ms: e.expires_ms,
+                seg: e.seg,
+                off: e.off,
+            })
+            .collect();
         let normal = crate::format::record::PRIORITY_NORMAL;
         out.clear();
         out.reserve(slots.len());

@@ -16,7 +16,7 @@ use crate::dead::{DeadEntry, DeadLetter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::record::{DeadRec, EnqueueRec, Record, PRIORITY_NORMAL};
 use crate::jobs::SlotState;
-use crate::keys::{KeyEntry, IN_DEAD_LETTERS};
+use crate::keys::{key_check, KeyEntry, IN_DEAD_LETTERS};
 use crate::named::scoped_hash;
 use crate::options::MAX_ERROR_LEN;
 use crate::vfs::VfsFile;
@@ -216,6 +216,7 @@ impl QueueState {
                     expires_ms: old.map_or(now, |e| e.expires_ms),
                     seg: a.seg,
                     off: a.off,
+                    check: key_check(key),
                 };
                 self.keys.set(hash, old.map(|e| e.id), entry);
             }

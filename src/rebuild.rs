@@ -155,6 +155,7 @@ impl Replay {
                 expires_ms: e.enqueued_ms.saturating_add(dedup_ms),
                 seg,
                 off,
+                check: key_check(e.key),
             };
             let hash = scoped_hash(e.queue, e.key);
             self.keys.insert((hash, key_check(e.key)), entry);
@@ -225,6 +226,7 @@ impl Replay {
                 expires_ms: k.expires_ms,
                 seg: k.seg,
                 off: k.off,
+                check: k.check,
             };
             replay.keys.insert((k.hash, k.check), entry);
         }
@@ -483,6 +485,7 @@ pub(crate) fn apply(
                 expires_ms,
                 seg: seg.id,
                 off,
+                check: key_check(key),
             };
             replay
                 .keys
@@ -541,6 +544,7 @@ fn add_dead_letter_keys(
                 expires_ms: letter.enqueued_ms.saturating_add(dedup_ms),
                 seg: IN_DEAD_LETTERS,
                 off: 0,
+                check: k.1,
             };
             replay.keys.insert(k, entry);
         }

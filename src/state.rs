@@ -33,7 +33,7 @@ use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN, MAX_GROUP_LEN
 use crate::groups::Groups;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
-use crate::keys::{KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::keys::{key_check, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::leases::{Lease, Leases};
 use crate::levels::Levels;
 use crate::log::{Appended, Log};
@@ -319,6 +319,7 @@ impl QueueState {
                 expires_ms: now.saturating_add(self.cfg.dedup_ms),
                 seg: a.seg,
                 off: a.off,
+                check: key_check(key),
             };
             self.keys.set(hash, None, entry);
             if self.keys.wants_sweep() {
@@ -976,6 +977,13 @@ impl QueueState {
         for &(id, _) in &self.unconfirmed {
             assert!(id > last, "unconfirmed enqueues out of order");
             last = id;
+        }
+        // Each key entry's check is the check of the key bytes it points
+        // at (a checkpoint stores it as it is).
+        for (_, e) in self.keys.iter() {
+            if let Some(key) = stored_key(&self.log, &self.dead, &e) {
+                assert_eq!(e.check, key_check(&key), "key check of job {}", e.id);
+            }
         }
     }
 

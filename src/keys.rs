@@ -85,6 +85,9 @@ pub struct KeyIndex {
     /// Further entries of hashes shared by distinct keys.
     extra: HashMap<u128, Vec<KeyEntry>>,
     swept_at_len: usize,
+    /// The shard a sweep under way goes on from (see
+    /// [`KeyIndex::sweep_step`]).
+    sweeping: Option<usize>,
 }
 
 impl Default for KeyIndex {
@@ -94,6 +97,7 @@ impl Default for KeyIndex {
             len: 0,
             extra: HashMap::new(),
             swept_at_len: 0,
+            sweeping: None,
         }
     }
 }
@@ -235,22 +239,54 @@ impl KeyIndex {
         )
     }
 
+    /// Calls `f` with every entry of shards `from..from + n` (and, with the
+    /// last shard, the entries that share a hash with another key), and
+    /// returns the shard to go on from, or `None` once all were visited:
+    /// a scan of every key split into steps (reclaim's, see `reclaim`).
+    pub fn scan(&self, from: usize, n: usize, mut f: impl FnMut(u128, KeyEntry)) -> Option<usize> {
+        let end = from.saturating_add(n).min(SHARDS);
+        for shard in self.shards.get(from..end).unwrap_or_default() {
+            shard.iter().for_each(|(h, e)| f(*h, *e));
+        }
+        if end < SHARDS {
+            return Some(end);
+        }
+        for (h, v) in &self.extra {
+            v.iter().for_each(|e| f(*h, *e));
+        }
+        None
+    }
+
     /// Keeps the entries for which `keep` says yes.
     pub fn retain(&mut self, mut keep: impl FnMut(&KeyEntry) -> bool) {
-        let gone: Vec<(u128, u64)> = self
-            .iter()
-            .filter(|(_, e)| !keep(e))
-            .map(|(h, e)| (h, e.id))
-            .collect();
+        self.sweeping = None;
+        while !self.sweep_step(SHARDS, &mut keep) {}
+    }
+
+    /// One step of a sweep: keeps the entries of the next `n` shards (and,
+    /// with the last, the colliding entries) for which `keep` says yes.
+    /// Returns whether the sweep is done.
+    pub fn sweep_step(&mut self, n: usize, mut keep: impl FnMut(&KeyEntry) -> bool) -> bool {
+        let mut gone = Vec::new();
+        let next = self.scan(self.sweeping.unwrap_or(0), n, |h, e| {
+            if !keep(&e) {
+                gone.push((h, e.id));
+            }
+        });
         for (hash, id) in gone {
             self.remove(hash, id);
         }
-        self.swept_at_len = self.len;
+        self.sweeping = next;
+        if next.is_none() {
+            self.swept_at_len = self.len;
+        }
+        next.is_none()
     }
 
-    /// Whether the index has doubled since it was last swept.
+    /// Whether a sweep is under way, or due: the index has doubled since
+    /// it was last swept.
     pub fn wants_sweep(&self) -> bool {
-        self.len > 1024 && self.len > 2 * self.swept_at_len
+        self.sweeping.is_some() || (self.len > 1024 && self.len > 2 * self.swept_at_len)
     }
 
     /// Heap bytes held (approximate), for the memory report.
@@ -288,9 +324,17 @@ mod tests {
             );
         }
         assert!(k.wants_sweep());
-        k.retain(|e| e.expires_ms >= 1000);
+        // In steps: each looks at 16 shards.
+        let mut steps = 1;
+        while !k.sweep_step(16, |e| e.expires_ms >= 1000) {
+            assert!(k.wants_sweep(), "a sweep under way");
+            steps += 1;
+        }
+        assert_eq!(steps, SHARDS / 16);
         assert_eq!(k.len(), 2000);
         assert!(!k.wants_sweep());
+        k.retain(|e| e.expires_ms >= 2000);
+        assert_eq!(k.len(), 1000);
     }
 
     #[test]
@@ -351,5 +395,37 @@ mod tests {
             "the kept-aside entry moved up"
         );
         assert!(k.of_job(0, 0).is_none());
+    }
+
+    #[test]
+    fn a_scan_in_steps_visits_every_entry_once() {
+        let e = |id: u64| KeyEntry {
+            id,
+            expires_ms: 1,
+            seg: 2,
+            off: 3,
+            check: id,
+        };
+        let mut k = KeyIndex::default();
+        for i in 0..3000u64 {
+            k.set(
+                u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                None,
+                e(i),
+            );
+        }
+        k.set(5, None, e(9000));
+        k.set(5, None, e(9001));
+        let mut seen = Vec::new();
+        let (mut from, mut steps) = (Some(0), 0);
+        while let Some(at) = from {
+            from = k.scan(at, 16, |_, e| seen.push(e.id));
+            steps += 1;
+        }
+        assert_eq!(steps, SHARDS / 16);
+        seen.sort_unstable();
+        let mut want: Vec<u64> = (0..3000).chain([9000, 9001]).collect();
+        want.sort_unstable();
+        assert_eq!(seen, want);
     }
 }

@@ -37,6 +37,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
 use crate::jobs::SlotState;
+use crate::keys::KeyEntry;
 
 use super::QueueState;
 
@@ -49,6 +50,29 @@ const RETRY_AFTER: u32 = 256;
 
 /// Job-table slots looked at per call while listing a segment's jobs.
 const SCAN_STEP: usize = 32 * 1024;
+/// Key index shards (of 256) looked at per operation while listing the
+/// keys homed in the segment to empty: a million keys take about 4,000
+/// entries a shard, so a step visits about 64,000.
+const KEY_SCAN_SHARDS: usize = 16;
+
+/// The keys homed in a segment, being listed a few shards per operation.
+#[derive(Debug)]
+struct KeyScan {
+    seg: u32,
+    next: usize,
+    found: Vec<(u128, KeyEntry)>,
+}
+
+/// The keys homed in the front segment, listed: what carrying the keys of
+/// its finished jobs would write, the soonest of their expiries, and the
+/// entries as they were listed.
+#[derive(Debug)]
+struct Homed {
+    seg: u32,
+    bytes: u64,
+    first_expiry: u64,
+    keys: Vec<(u128, KeyEntry)>,
+}
 
 /// The live jobs of a segment to carry.
 #[derive(Debug)]
@@ -73,11 +97,14 @@ pub(super) struct Maintenance {
     /// The oldest segment is kept for the remembered keys in it until this
     /// time: `(segment id, first expiry)`.
     key_block: Option<(u32, u64)>,
-    /// `homed_key_bytes` of the front segment, computed once per segment
-    /// (it scans every key) until its first key expires: `(segment id,
-    /// bytes, first expiry)`. It only steers the choice to carry or wait;
-    /// `carry_keys` carries whatever keys are homed there when it runs.
-    homed: Option<(u32, u64, u64)>,
+    /// The keys homed in the front segment, listed once per segment (the
+    /// listing visits every key, a few shards per operation) until its
+    /// first key expires. The byte count only steers the choice to carry or
+    /// wait; `carry_keys` carries those of the listed keys that are still
+    /// homed there when it runs (keys only ever leave the oldest segment).
+    homed: Option<Homed>,
+    /// The listing under way.
+    key_scan: Option<KeyScan>,
 }
 
 impl Maintenance {
@@ -150,7 +177,9 @@ impl QueueState {
             // Keys of finished jobs still in their window count as live
             // bytes too: a segment that is mostly remembered keys stays
             // until they expire instead of being copied forward again.
-            let (key_bytes, first_expiry) = self.homed_keys_of(id, now);
+            let Some((key_bytes, first_expiry)) = self.homed_keys_of(id, now) else {
+                break; // still listing keys: continue on the next call
+            };
             if (live_bytes + key_bytes) * 4 > self.log.seg_size {
                 self.set_key_block(Some((id, first_expiry)));
                 break;
@@ -190,39 +219,67 @@ impl QueueState {
         Ok(true)
     }
 
-    /// [`QueueState::homed_key_bytes`] of segment `id`, once per segment.
-    fn homed_keys_of(&mut self, id: u32, now: u64) -> (u64, u64) {
-        if let Some((seg, bytes, first)) = self.maintenance.homed {
-            if seg == id && now < first {
-                return (bytes, first);
+    /// What carrying the keys of finished jobs homed in segment `id` would
+    /// write, and the soonest of their expiries (see [`Homed`]), or `None`
+    /// while the keys are still being listed ([`KEY_SCAN_SHARDS`] shards
+    /// per call, so no operation pays for a scan of every key).
+    fn homed_keys_of(&mut self, id: u32, now: u64) -> Option<(u64, u64)> {
+        if let Some(h) = &self.maintenance.homed {
+            if h.seg == id && now < h.first_expiry {
+                return Some((h.bytes, h.first_expiry));
             }
         }
-        let (bytes, first) = self.homed_key_bytes(id, now);
-        self.maintenance.homed = Some((id, bytes, first));
-        (bytes, first)
+        if self.keys.is_empty() {
+            self.maintenance.homed = None;
+            return Some((0, u64::MAX));
+        }
+        let mut scan = match self.maintenance.key_scan.take() {
+            Some(s) if s.seg == id => s,
+            _ => KeyScan {
+                seg: id,
+                next: 0,
+                found: Vec::new(),
+            },
+        };
+        let next = self.keys.scan(scan.next, KEY_SCAN_SHARDS, |hash, e| {
+            if e.seg == id {
+                scan.found.push((hash, e));
+            }
+        });
+        if let Some(next) = next {
+            scan.next = next;
+            self.maintenance.key_scan = Some(scan);
+            return None;
+        }
+        let homed = self.homed_key_bytes(id, scan.found, now);
+        let out = (homed.bytes, homed.first_expiry);
+        self.maintenance.homed = Some(homed);
+        Some(out)
     }
 
     /// Bytes of the key records that carrying the keys of finished jobs
-    /// homed in segment `id` would write, and the soonest of their expiries.
-    /// Forgets expired keys.
-    fn homed_key_bytes(&mut self, id: u32, now: u64) -> (u64, u64) {
-        if self.keys.is_empty() {
-            return (0, u64::MAX);
-        }
-        let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
-            return (0, u64::MAX);
+    /// among `found` (the keys homed in segment `id`) would write, and the
+    /// soonest of their expiries. Forgets expired keys.
+    fn homed_key_bytes(&mut self, id: u32, found: Vec<(u128, KeyEntry)>, now: u64) -> Homed {
+        let mut homed = Homed {
+            seg: id,
+            bytes: 0,
+            first_expiry: u64::MAX,
+            keys: Vec::new(),
         };
-        let (mut bytes, mut first_expiry) = (0u64, u64::MAX);
-        let mut expired = Vec::new();
-        for (hash, entry) in self.keys.iter() {
-            if entry.seg != id || self.jobs.get(entry.id).is_some() {
+        let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
+            return homed;
+        };
+        for (hash, entry) in found {
+            if self.jobs.get(entry.id).is_some() {
+                homed.keys.push((hash, entry));
                 continue;
             }
             if entry.expires_ms <= now {
-                expired.push((hash, entry.id));
+                self.keys.remove(hash, entry.id);
                 continue;
             }
-            first_expiry = first_expiry.min(entry.expires_ms);
+            homed.first_expiry = homed.first_expiry.min(entry.expires_ms);
             // What carrying it costs: a key record, not the job's record.
             let key_len =
                 seg.frame_at(entry.off)
@@ -232,12 +289,10 @@ impl QueueState {
                         Some(Record::Key { key, .. }) => key.len(),
                         _ => 0,
                     });
-            bytes += (FRAME_HEADER_LEN + 16 + key_len) as u64;
+            homed.bytes += (FRAME_HEADER_LEN + 16 + key_len) as u64;
+            homed.keys.push((hash, entry));
         }
-        for (hash, job) in expired {
-            self.keys.remove(hash, job);
-        }
-        (bytes, first_expiry)
+        homed
     }
 
     fn oldest_fresh_in(&mut self, id: u32) -> bool {
@@ -380,8 +435,22 @@ impl QueueState {
         let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
             return Ok(());
         };
-        let homed: Vec<_> = self.keys.iter().filter(|(_, e)| e.seg == id).collect();
-        for (hash, entry) in homed {
+        // Listed by `homed_keys_of` for this segment: no key moves into the
+        // oldest segment, so what is homed there now is among them.
+        // (Without a listing, which `reclaim` never lets happen, every key
+        // is looked at: a key left behind would be deleted with its bytes.)
+        let listed = match &self.maintenance.homed {
+            Some(h) if h.seg == id => h.keys.clone(),
+            _ => self.keys.iter().filter(|(_, e)| e.seg == id).collect(),
+        };
+        for (hash, listed) in listed {
+            let Some(entry) = self
+                .keys
+                .of_job(hash, listed.id)
+                .filter(|e| e.seg == id && e.off == listed.off)
+            else {
+                continue; // moved or forgotten since it was listed
+            };
             // Normally only keys of finished jobs are left here (a live
             // job's key moves with it), but a damaged or crafted log can
             // point a live job's key at a key record: keep it known.

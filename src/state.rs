@@ -156,6 +156,12 @@ fn too_large(what: &str, len: usize, limit: usize) -> Error {
 }
 
 /// The bytes of the key an entry points to, if they can be read.
+/// Whether a key stays known: its window is open, or its job is live or
+/// dead.
+fn key_is_kept(e: &KeyEntry, now: u64, jobs: &JobTable, dead: &DeadFile) -> bool {
+    e.expires_ms > now || jobs.get(e.id).is_some() || dead.entries().contains_key(&e.id)
+}
+
 fn stored_key(log: &Log, dead: &DeadFile, e: &KeyEntry) -> Option<Vec<u8>> {
     if e.seg == IN_DEAD_LETTERS {
         return dead.get(e.id).ok()??.key;
@@ -323,7 +329,7 @@ impl QueueState {
             };
             self.keys.set(hash, None, entry);
             if self.keys.wants_sweep() {
-                self.sweep_keys(now);
+                self.sweep_keys_step(now);
             }
         }
         self.counters.enqueued += 1;
@@ -838,9 +844,17 @@ impl QueueState {
     /// Forgets keys whose job is finished and whose window has passed.
     pub fn sweep_keys(&mut self, now: u64) {
         let (jobs, dead) = (&self.jobs, &self.dead);
-        self.keys.retain(|e| {
-            e.expires_ms > now || jobs.get(e.id).is_some() || dead.entries().contains_key(&e.id)
-        });
+        self.keys.retain(|e| key_is_kept(e, now, jobs, dead));
+    }
+
+    /// [`QueueState::sweep_keys`] a few shards at a time (a keyed enqueue
+    /// does one step while a sweep is due or under way, so none pays for a
+    /// sweep of every key).
+    fn sweep_keys_step(&mut self, now: u64) {
+        const SHARDS_PER_STEP: usize = 16;
+        let (jobs, dead) = (&self.jobs, &self.dead);
+        self.keys
+            .sweep_step(SHARDS_PER_STEP, |e| key_is_kept(e, now, jobs, dead));
     }
 
     /// A snapshot of the counts: running counts, no scan.

@@ -360,15 +360,20 @@ mod tests {
         assert_eq!(k.len(), 2);
     }
 
-    #[test]
-    fn a_capture_keeps_its_moment() {
-        let e = |id: u64| KeyEntry {
+    /// An entry of job `id` (its check is its id).
+    fn entry(id: u64) -> KeyEntry {
+        KeyEntry {
             id,
             expires_ms: 1,
             seg: 2,
             off: 3,
             check: id,
-        };
+        }
+    }
+
+    #[test]
+    fn a_capture_keeps_its_moment() {
+        let e = entry;
         let mut k = KeyIndex::default();
         for i in 0..5000u64 {
             k.set(u128::from(i) * 7919, None, e(i));
@@ -399,13 +404,7 @@ mod tests {
 
     #[test]
     fn a_scan_in_steps_visits_every_entry_once() {
-        let e = |id: u64| KeyEntry {
-            id,
-            expires_ms: 1,
-            seg: 2,
-            off: 3,
-            check: id,
-        };
+        let e = entry;
         let mut k = KeyIndex::default();
         for i in 0..3000u64 {
             k.set(

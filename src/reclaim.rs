@@ -50,10 +50,11 @@ const RETRY_AFTER: u32 = 256;
 
 /// Job-table slots looked at per call while listing a segment's jobs.
 const SCAN_STEP: usize = 32 * 1024;
-/// Key index shards (of 256) looked at per operation while listing the
-/// keys homed in the segment to empty: a million keys take about 4,000
-/// entries a shard, so a step visits about 64,000.
-const KEY_SCAN_SHARDS: usize = 16;
+/// Key index entries looked at per operation (whole shards, see
+/// `KeyIndex::scan`) while listing the keys homed in the segment to
+/// empty: an index of up to this many keys is listed in one operation, a
+/// million keys in 16.
+const KEY_SCAN_ENTRIES: usize = 64 * 1024;
 
 /// The keys homed in a segment, being listed a few shards per operation.
 #[derive(Debug)]
@@ -221,7 +222,7 @@ impl QueueState {
 
     /// What carrying the keys of finished jobs homed in segment `id` would
     /// write, and the soonest of their expiries (see [`Homed`]), or `None`
-    /// while the keys are still being listed ([`KEY_SCAN_SHARDS`] shards
+    /// while the keys are still being listed ([`KEY_SCAN_ENTRIES`] keys
     /// per call, so no operation pays for a scan of every key).
     fn homed_keys_of(&mut self, id: u32, now: u64) -> Option<(u64, u64)> {
         if let Some(h) = &self.maintenance.homed {
@@ -241,7 +242,7 @@ impl QueueState {
                 found: Vec::new(),
             },
         };
-        let next = self.keys.scan(scan.next, KEY_SCAN_SHARDS, |hash, e| {
+        let next = self.keys.scan(scan.next, KEY_SCAN_ENTRIES, |hash, e| {
             if e.seg == id {
                 scan.found.push((hash, e));
             }

@@ -847,14 +847,14 @@ impl QueueState {
         self.keys.retain(|e| key_is_kept(e, now, jobs, dead));
     }
 
-    /// [`QueueState::sweep_keys`] a few shards at a time (a keyed enqueue
-    /// does one step while a sweep is due or under way, so none pays for a
-    /// sweep of every key).
+    /// [`QueueState::sweep_keys`] about 64 Ki keys at a time (a keyed
+    /// enqueue does one step while a sweep is due or under way, so none
+    /// pays for a sweep of every key).
     fn sweep_keys_step(&mut self, now: u64) {
-        const SHARDS_PER_STEP: usize = 16;
+        const KEYS_PER_STEP: usize = 64 * 1024;
         let (jobs, dead) = (&self.jobs, &self.dead);
         self.keys
-            .sweep_step(SHARDS_PER_STEP, |e| key_is_kept(e, now, jobs, dead));
+            .sweep_step(KEYS_PER_STEP, |e| key_is_kept(e, now, jobs, dead));
     }
 
     /// A snapshot of the counts: running counts, no scan.

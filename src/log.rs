@@ -23,9 +23,11 @@
 //! Under `Durability::Os` appends are stores into the active segment's map.
 //! Each append that carries the tail over a 1 MiB boundary (and the first
 //! into a new segment) queues the prefault of the next 2 MiB for the
-//! `walq-upkeep` thread ([`Upkeep::prefault`]), so the kernel's zero-fill
+//! `walq-prefault` thread ([`Upkeep::prefault`]), so the kernel's zero-fill
 //! of those pages is not paid under the queue lock; a late prefault only
-//! means the stores fault the pages in themselves.
+//! means the stores fault the pages in themselves, one page per fault (the
+//! active segment's map is advised against readahead, see
+//! `Region::advise`).
 //!
 //! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
 //! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])

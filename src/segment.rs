@@ -371,7 +371,7 @@ impl Segment {
     }
 
     /// Faults in `off..off+len` of the map for the appends ahead (see
-    /// [`VfsFile::prefault`]): best effort, run by the `walq-upkeep`
+    /// [`VfsFile::prefault`]): best effort, run by the `walq-prefault`
     /// thread. Does nothing once the segment is sealed (its descriptor is
     /// closed; the release waits for a prefault under way), so a sealed
     /// segment's pages past its tail are not dirtied. Sound whatever the

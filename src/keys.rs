@@ -176,16 +176,17 @@ impl KeyIndex {
     /// key, found with [`KeyIndex::find`] or [`KeyIndex::of_job`]), or adds
     /// one beside the entries of other keys with the same hash.
     pub fn set(&mut self, hash: u128, replaces: Option<u64>, entry: KeyEntry) {
-        let first = self.shard(hash).get(&hash).map(|e| e.id);
-        match first {
-            None => {
-                self.shard_mut(hash).insert(hash, entry);
+        // One lookup in the common cases (a new key, or the key's own
+        // entry replaced); a hash shared with another key goes aside.
+        match self.shard_mut(hash).entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(entry);
                 self.len += 1;
             }
-            Some(id) if Some(id) == replaces => {
-                self.shard_mut(hash).insert(hash, entry);
+            std::collections::hash_map::Entry::Occupied(mut o) if Some(o.get().id) == replaces => {
+                o.insert(entry);
             }
-            Some(_) => {
+            std::collections::hash_map::Entry::Occupied(_) => {
                 let extra = self.extra.entry(hash).or_default();
                 match extra.iter_mut().find(|e| Some(e.id) == replaces) {
                     Some(e) => *e = entry,

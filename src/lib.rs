@@ -71,6 +71,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod checkpointer;
 mod clock;
 mod commit;
 mod dead;

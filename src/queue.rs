@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
+use crate::checkpointer::{Checkpointer, Handoff};
 use crate::clock::{ms as duration_ms, Now};
 use crate::commit::Committer;
 use crate::dead::DeadLetter;
@@ -67,6 +68,8 @@ struct Inner {
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
     /// When the next checkpoint of the index is written.
     checkpoints: Schedule,
+    /// The thread that writes them.
+    checkpointer: Checkpointer,
     /// Whether a handle of a named queue was made: consumers then wait on
     /// different queues, and every wakeup is a `notify_all`.
     multi: AtomicBool,
@@ -178,7 +181,7 @@ impl Queue {
         // The log's committer: the one path that syncs the log.
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();
-        let done = Queue::open_done(vfs, dir, &opts, &state, now, &mut report)?;
+        let done = Queue::open_done(vfs.clone(), dir, &opts, &state, now, &mut report)?;
         let checkpoints = Schedule::new(opts.checkpoint_every, &state);
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
@@ -205,10 +208,33 @@ impl Queue {
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
             checkpoints,
+            checkpointer: Checkpointer::default(),
             multi: AtomicBool::new(false),
         });
+        // Made first: if a thread cannot be started, its drop stops the
+        // ones that were, and releases the directory.
+        let owner = Arc::new(Owner(inner.clone()));
+        Queue::start_threads(&inner, &vfs, periodic)?;
+        // The spares of the active segment are prepared at once.
+        inner.upkeeper.ring();
+        Ok(Queue {
+            inner,
+            queue: 0,
+            _owner: Some(owner),
+        })
+    }
+
+    /// Starts the queue's threads: `walq-flush` (under
+    /// `Durability::Periodic`), `walq-upkeep`, `walq-prefault`, and
+    /// `walq-checkpoint` (unless periodic checkpoints are off).
+    fn start_threads(
+        inner: &Arc<Inner>,
+        vfs: &Arc<dyn Vfs>,
+        periodic: Option<Duration>,
+    ) -> Result<()> {
+        let dir = &inner.dir;
         if let Some(every) = periodic {
-            let weak = Arc::downgrade(&inner);
+            let weak = Arc::downgrade(inner);
             let stop = inner.stop.clone();
             let handle = std::thread::Builder::new()
                 .name("walq-flush".into())
@@ -216,7 +242,7 @@ impl Queue {
                 .map_err(|e| Error::io("starting flush thread", dir, e))?;
             *inner.flusher.lock() = Some(handle);
         }
-        let (weak, mailbox) = (Arc::downgrade(&inner), inner.upkeeper.clone());
+        let (weak, mailbox) = (Arc::downgrade(inner), inner.upkeeper.clone());
         let handle = std::thread::Builder::new()
             .name("walq-upkeep".into())
             .spawn(move || upkeep_loop(&weak, &mailbox))
@@ -233,14 +259,16 @@ impl Queue {
             })
             .map_err(|e| Error::io("starting prefault thread", dir, e))?;
         *inner.prefault_thread.lock() = Some(handle);
-        // The spares of the active segment are prepared at once.
-        inner.upkeeper.ring();
-        let owner = Some(Arc::new(Owner(inner.clone())));
-        Ok(Queue {
-            inner,
-            queue: 0,
-            _owner: owner,
-        })
+        if inner.opts.checkpoint_every != 0 {
+            let (weak, to) = (Arc::downgrade(inner), dir.clone());
+            let (vfs, mode) = (vfs.clone(), inner.opts.file_mode);
+            let write = move |h| write_checkpoints(&weak, &to, &*vfs, mode, h);
+            inner
+                .checkpointer
+                .start(write)
+                .map_err(|e| Error::io("starting checkpoint thread", dir, e))?;
+        }
+        Ok(())
     }
 
     /// This queue's id in its store (for a pool over several queues).
@@ -364,6 +392,7 @@ impl Queue {
     pub fn wait_upkeep(&self) {
         self.inner.upkeeper.wait_idle();
         self.inner.prefaulter.wait_idle();
+        self.inner.checkpoints.wait_idle();
     }
 
     /// The `walq-upkeep` thread's work: runs the log's upkeep. A failed
@@ -387,50 +416,12 @@ impl Queue {
     /// (a failed log sync poisons the queue, as any; a checkpoint that
     /// cannot be written is only left out). A close waits for it.
     fn checkpoint_if_due(&self, mut st: MutexGuard<'_, QueueState>) {
-        let Some((capture, writing)) = self.inner.checkpoints.due(&st) else {
+        let Some(handoff) = self.inner.checkpoints.due(&st) else {
             return;
         };
-        st.note_checkpoint(capture.next_lsn());
-        let (vfs, mode) = (st.log.vfs.clone(), st.log.mode);
+        st.note_checkpoint(handoff.0.next_lsn());
         drop(st);
-        let (commit, dir) = (self.inner.commit.clone(), self.inner.dir.clone());
-        let weak = Arc::downgrade(&self.inner);
-        let write = move || {
-            let mut ck = writing.finish(capture);
-            // Holds the queue only to poison it: dropping the last user
-            // handle meanwhile waits for this write (`Inner::shut_down`),
-            // then releases the directory; this thread's `failed` holds no
-            // user handle.
-            let failed = loop {
-                if let Err(e) = commit.wait(ck.next_lsn - 1) {
-                    break weak.upgrade().map(|inner| {
-                        let queue = Queue {
-                            inner,
-                            queue: 0,
-                            _owner: None,
-                        };
-                        queue.poison(&e);
-                        queue
-                    });
-                }
-                let _ = checkpoint::write(&*vfs, &dir, &ck, mode);
-                writing.recycle(std::mem::take(&mut ck.slots));
-                match missed_checkpoint(&weak) {
-                    Some(next) => ck = writing.finish(next),
-                    None => break None,
-                }
-            };
-            // In this order: if `failed` holds the last handle, its drop
-            // waits for `writing` to be gone.
-            drop(writing);
-            drop(failed);
-        };
-        let spawned = std::thread::Builder::new()
-            .name("walq-checkpoint".into())
-            .spawn(write);
-        // No thread to be had (a process limit): the checkpoint is skipped,
-        // not written inline; the next one is due after as much log again.
-        drop(spawned);
+        self.inner.checkpointer.hand(handoff);
     }
 
     /// Runs a state operation; any I/O failure poisons the queue. After an
@@ -942,6 +933,7 @@ impl Inner {
         self.upkeeper.wait_idle();
         self.upkeeper.stop();
         self.prefaulter.stop();
+        self.checkpointer.stop();
         for thread in [&self.upkeep_thread, &self.prefault_thread] {
             if let Some(handle) = thread.lock().take() {
                 // The threads hold no user handle; checked all the same.
@@ -968,6 +960,42 @@ fn upkeep_loop(weak: &Weak<Inner>, mailbox: &crate::upkeep::Mailbox) {
         }
         mailbox.done();
     }
+}
+
+/// The `walq-checkpoint` thread's work for one capture: lays it out,
+/// waits until the log is durable up to the LSN it covers, writes it, and
+/// then any that fell due meanwhile. Holds the queue only to poison it:
+/// dropping the last user handle meanwhile waits for this write
+/// (`Inner::shut_down`), then releases the directory.
+fn write_checkpoints(weak: &Weak<Inner>, to: &Path, vfs: &dyn Vfs, mode: u32, handoff: Handoff) {
+    let (capture, writing) = handoff;
+    let Some(commit) = weak.upgrade().map(|inner| inner.commit.clone()) else {
+        return;
+    };
+    let mut ck = writing.finish(capture);
+    let failed = loop {
+        if let Err(e) = commit.wait(ck.next_lsn - 1) {
+            break weak.upgrade().map(|inner| {
+                let queue = Queue {
+                    inner,
+                    queue: 0,
+                    _owner: None,
+                };
+                queue.poison(&e);
+                queue
+            });
+        }
+        let _ = checkpoint::write(vfs, to, &ck, mode);
+        writing.recycle(std::mem::take(&mut ck.slots));
+        match missed_checkpoint(weak) {
+            Some(next) => ck = writing.finish(next),
+            None => break None,
+        }
+    };
+    // In this order: if `failed` holds the last handle, its drop waits for
+    // `writing` to be gone.
+    drop(writing);
+    drop(failed);
 }
 
 /// A checkpoint that fell due while the last one was being written (the

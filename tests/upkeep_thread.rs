@@ -6,25 +6,28 @@
 use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::ThreadId;
 
 use parking_lot::Mutex;
 use walq::vfs::{Mapping, SimFs, Vfs, VfsFile};
 use walq::{Durability, Options, Queue};
 
-type Seen = Arc<Mutex<Vec<(String, &'static str, String)>>>;
+type Seen = Arc<Mutex<Vec<(String, &'static str, String, ThreadId)>>>;
 
 /// A file system that records which thread created or removed each file,
 /// and which prefaulted a range of one.
 #[derive(Debug)]
 struct Watched {
     inner: SimFs,
-    /// (thread name, what, file name).
+    /// (thread name, what, file name, thread).
     seen: Seen,
 }
 
 fn note(seen: &Seen, what: &'static str, name: String) {
-    let thread = std::thread::current().name().unwrap_or("").to_string();
-    seen.lock().push((thread, what, name));
+    let thread = std::thread::current();
+    let id = thread.id();
+    seen.lock()
+        .push((thread.name().unwrap_or("").to_string(), what, name, id));
 }
 
 impl Watched {
@@ -159,7 +162,7 @@ fn spares_and_deletions_run_on_the_upkeep_thread() {
         .collect();
     assert!(spares.len() > 5, "spares made: {spares:?}");
     assert!(deleted.len() > 5, "segments deleted: {deleted:?}");
-    for (thread, what, name) in spares.iter().chain(&deleted) {
+    for (thread, what, name, _) in spares.iter().chain(&deleted) {
         assert_eq!(thread, "walq-upkeep", "{what} {name} on thread {thread:?}");
     }
     q.close().unwrap();
@@ -188,9 +191,37 @@ fn pages_ahead_of_the_tail_are_prefaulted_on_a_thread_of_their_own() {
         prefaults.iter().any(|s| s.2 == mib),
         "the 2 MiB after the 1 MiB boundary prefaulted: {prefaults:?}"
     );
-    for (thread, _, range) in &prefaults {
+    for (thread, _, range, _) in &prefaults {
         // Not `walq-upkeep`, which waits for each rotation's sealing sync.
         assert_eq!(thread, "walq-prefault", "prefault of {range} on {thread:?}");
+    }
+    q.close().unwrap();
+}
+
+#[test]
+fn checkpoints_are_written_by_one_thread_that_lives_with_the_queue() {
+    // The operation that makes a checkpoint due hands its capture over: it
+    // neither writes it nor spawns a thread for it.
+    let fs = Arc::new(Watched::new());
+    let dir = PathBuf::from("/q");
+    let opts = Options::default()
+        .segment_size(64 * 1024)
+        .durability(Durability::Os)
+        .checkpoint_every(8 * 1024);
+    let q = Queue::open_on(fs.clone(), &dir, opts).unwrap();
+    for i in 0..400u32 {
+        q.enqueue(&[i as u8; 200]).unwrap();
+        q.wait_upkeep();
+    }
+    let seen = fs.seen.lock().clone();
+    let written: Vec<_> = seen
+        .iter()
+        .filter(|s| s.1 == "create" && s.2.starts_with("CHECKPOINT"))
+        .collect();
+    assert!(written.len() > 5, "checkpoints written: {written:?}");
+    for (thread, _, name, id) in &written {
+        assert_eq!(thread, "walq-checkpoint", "{name} on thread {thread:?}");
+        assert_eq!(*id, written[0].3, "{name} on another thread than the first");
     }
     q.close().unwrap();
 }

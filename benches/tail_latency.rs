@@ -15,7 +15,10 @@
 //! `cargo bench --bench tail_latency` (`WALQ_TAIL_JOBS=N` for the Os run;
 //! Sync runs a fortieth of it on each of 4 producers; `WALQ_TAIL_SEGMENT=B`
 //! for segments of `B` bytes instead of 256 KiB;
-//! `WALQ_TAIL_CHECKPOINT_EVERY=B` for `Options::checkpoint_every`).
+//! `WALQ_TAIL_CHECKPOINT_EVERY=B` for `Options::checkpoint_every`;
+//! `WALQ_TAIL_ALONE=1`: producers without consumer and monitor;
+//! `WALQ_TAIL_KEYS=1`: a key per job; `WALQ_TAIL_DELAYED=1`: every job
+//! delayed by an hour; `WALQ_TAIL_NAMED=1`: jobs on a named queue).
 //!
 //! Recorded for issue 8 (2-vCPU VM shared with five other builds, load
 //! average about 12, ext4 on virtio; before = commit af7d9ed, after =
@@ -147,17 +150,33 @@ fn run(mode: Durability, producers: usize, per_producer: usize) {
     let payload = [0x42u8; 100];
     let all = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
+    // `WALQ_TAIL_NAMED=1`: the producers enqueue on a named queue (its
+    // jobs' queue map, and its part of each checkpoint).
+    let named = std::env::var("WALQ_TAIL_NAMED").is_ok_and(|v| v == "1");
+    let target = if named {
+        q.store().queue("tail").expect("named queue")
+    } else {
+        q.clone()
+    };
     let threads: Vec<_> = (0..producers)
         .map(|_| {
-            let (q, all) = (q.clone(), all.clone());
+            let (q, all) = (target.clone(), all.clone());
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(per_producer);
                 // `WALQ_TAIL_KEYS=1`: every job has its own idempotency
                 // key (the key index, and its part of each checkpoint).
                 let keys = std::env::var("WALQ_TAIL_KEYS").is_ok_and(|v| v == "1");
+                // `WALQ_TAIL_DELAYED=1`: every job is delayed by an hour (the
+                // waiting jobs' due times, and their part of each checkpoint).
+                let delayed = std::env::var("WALQ_TAIL_DELAYED").is_ok_and(|v| v == "1");
                 let mut key = String::new();
                 for n in 0..per_producer {
                     let opts = walq::EnqueueOptions::new();
+                    let opts = if delayed {
+                        opts.delay(Duration::from_secs(3600))
+                    } else {
+                        opts
+                    };
                     let opts = if keys {
                         key.clear();
                         key.push_str(&format!("{:?}-{n}", std::thread::current().id()));
@@ -176,6 +195,7 @@ fn run(mode: Durability, producers: usize, per_producer: usize) {
     for t in threads {
         t.join().expect("producer");
     }
+    drop(target);
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
     for h in helpers {

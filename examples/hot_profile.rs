@@ -9,11 +9,24 @@
 //! - `dequeue_ack`: prefill `jobs`, then `jobs` × (`dequeue` + `ack`);
 //! - `batch_ack`: prefill `jobs`, then `dequeue_batch(100)` + `ack_batch`
 //!   until drained;
+//! - `levels_ack`, `groups_ack`: prefill `jobs` one by one, every other
+//!   one Urgent, or in 1,000 groups; then `jobs` × (`dequeue` + `ack`)
+//!   (the `features/100B` rows of the dequeue bench);
 //! - `prefill`: the prefill alone (to subtract from a profile).
 
 use std::time::Instant;
 
-use walq::{Durability, Options, Queue};
+use walq::{Durability, EnqueueOptions, Options, Priority, Queue};
+
+/// The options of job `i` of a `levels_ack` or `groups_ack` prefill.
+fn feature_opts(what: &str, i: u64) -> EnqueueOptions {
+    let o = EnqueueOptions::new();
+    match what {
+        "levels_ack" if i.is_multiple_of(2) => o.priority(Priority::Urgent),
+        "groups_ack" => o.group(format!("customer-{}", i % 1000)),
+        _ => o,
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -27,7 +40,11 @@ fn main() {
     let opts = Options::default().durability(Durability::Os);
     let q = Queue::open_with(dir.path(), opts).expect("open");
     let p: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    if what != "enqueue" {
+    if what.ends_with("s_ack") {
+        for i in 0..jobs {
+            q.enqueue_with(&p, feature_opts(what, i)).expect("prefill");
+        }
+    } else if what != "enqueue" {
         let mut left = jobs;
         while left > 0 {
             let k = left.min(1000) as usize;
@@ -43,7 +60,7 @@ fn main() {
                 q.enqueue(&p).expect("enqueue");
             }
         }
-        "dequeue_ack" => {
+        "dequeue_ack" | "levels_ack" | "groups_ack" => {
             for _ in 0..jobs {
                 let job = q.dequeue().expect("dequeue").expect("a job");
                 q.ack(job.receipt()).expect("ack");

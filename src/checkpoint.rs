@@ -21,10 +21,11 @@ use super::QueueState;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, Slots, FLAG_CLEAN};
 use crate::format::header::SEGMENT_HEADER_LEN;
-use crate::groups::Groups;
+use crate::groups::CapturedGroups;
 use crate::jobs::{CapturedSlots, SlotState};
 use crate::keys::{key_check, key_hash, CapturedKeys, IN_DEAD_LETTERS};
-use crate::levels::Levels;
+use crate::levels::CapturedLevels;
+use crate::named::CapturedNamed;
 use crate::segment::Segment;
 use crate::vfs::Vfs;
 
@@ -65,30 +66,14 @@ impl QueueState {
         u64::from(self.log.active().id) * self.log.seg_size + u64::from(self.log.tail)
     }
 
-    /// The delivery order and groups of every queue, the default first.
-    fn all_lanes(&self) -> Vec<(&Levels, &Groups)> {
+    /// The delivery order and groups of every queue, the default first,
+    /// as they are now.
+    fn capture_lanes(&self) -> Vec<(CapturedLevels, CapturedGroups)> {
         let named = self.named.lanes().map(|(_, l)| (&l.order, &l.groups));
         std::iter::once((&self.delivery, &self.groups))
             .chain(named)
+            .map(|(order, groups)| (order.capture(), groups.capture()))
             .collect()
-    }
-
-    /// The named queues, and the live jobs of named queues with their
-    /// queue (the version 4 section; written only when there is such a
-    /// job).
-    fn capture_queues(&self) -> (Vec<CkQueue>, Vec<(u64, u16)>) {
-        let jobs = self.named.jobs_by_id();
-        let queues = self
-            .named
-            .defs_of(&jobs)
-            .into_iter()
-            .map(|(id, d)| CkQueue {
-                id,
-                def: d.written,
-                name: d.name,
-            })
-            .collect();
-        (queues, jobs)
     }
 
     /// The index as a checkpoint covering every record written so far.
@@ -120,8 +105,6 @@ impl QueueState {
             .region
             .bytes(from as usize, (tail - from) as usize)
             .unwrap_or_default();
-        let (queues, queue_jobs) = self.capture_queues();
-        let lanes = self.all_lanes();
         let slots = self.jobs.capture();
         let ck = Checkpoint {
             flags: if clean { FLAG_CLEAN } else { 0 },
@@ -140,45 +123,38 @@ impl QueueState {
                 .stragglers()
                 .map(|(id, s)| (id, ck_slot(s, self.priority_of(id))))
                 .collect(),
-            waiting: lanes
-                .iter()
-                .flat_map(|(order, groups)| {
-                    let due = |id| Some((id, order.due_of(id)?));
-                    order.waiting_ids().filter_map(due).chain(groups.blocked())
-                })
-                .collect(),
-            groups: lanes.iter().flat_map(|(_, g)| g.members()).collect(),
+            waiting: Vec::new(),
+            groups: Vec::new(),
             keys: Vec::new(),
-            queues,
-            queue_jobs,
+            queues: Vec::new(),
+            queue_jobs: Vec::new(),
         };
-        let levels = lanes
-            .iter()
-            .flat_map(|(order, _)| order.other_levels())
-            .inspect(|&(id, level)| debug_assert_eq!(level, self.priority_of(id)))
-            .collect();
         Capture {
             ck,
             slots,
-            levels,
+            lanes: self.capture_lanes(),
+            named: self.named.capture(),
             keys: self.keys.capture(),
         }
     }
 }
 
-/// A checkpoint captured under the queue lock whose job slots are still
-/// shared with the job table ([`crate::jobs::JobTable::capture`]):
-/// [`Writing::finish`] lays them out, O(live jobs), once the lock is
-/// released; the key index likewise ([`crate::keys::KeyIndex::capture`]).
-/// Everything else in it is O(jobs that wait, are kept aside, have a
-/// level, or belong to a group or a named queue).
+/// A checkpoint captured under the queue lock whose big parts are still
+/// shared with the index: the job table's blocks
+/// ([`crate::jobs::JobTable::capture`]), the key index's shards
+/// ([`crate::keys::KeyIndex::capture`]), and the shards of the maps of
+/// waiting, leveled, grouped and named queues' jobs
+/// ([`crate::cowmap`]). [`Writing::finish`] lays them out once the lock is
+/// released. Only the jobs kept aside (ids below the table's base) are
+/// copied under the lock.
 #[derive(Debug)]
 pub struct Capture {
-    /// Complete but for its slots.
+    /// Complete but for what the fields below hold.
     ck: Checkpoint,
     slots: CapturedSlots,
-    /// Jobs of another level than Normal.
-    levels: Vec<(u64, u8)>,
+    /// Each queue's delivery order and groups, the default queue first.
+    lanes: Vec<(CapturedLevels, CapturedGroups)>,
+    named: CapturedNamed,
     keys: CapturedKeys,
 }
 
@@ -188,14 +164,14 @@ impl Capture {
         self.ck.next_lsn
     }
 
-    /// The checkpoint, its slots laid out into `out` (the last
-    /// checkpoint's, see [`Writing::recycle`]): a plain copy, then the few
-    /// jobs of another level than Normal patched in.
-    fn finish(self, mut out: Vec<CkSlot>) -> Checkpoint {
+    /// The checkpoint, laid out; its slots go into `out` (the last
+    /// checkpoint's, see [`Writing::recycle`]).
+    fn finish(self, out: Vec<CkSlot>) -> Checkpoint {
         let Capture {
             mut ck,
             slots,
-            levels,
+            lanes,
+            named,
             keys,
         } = self;
         ck.keys = keys
@@ -210,23 +186,49 @@ impl Capture {
                 off: e.off,
             })
             .collect();
-        let normal = crate::format::record::PRIORITY_NORMAL;
-        out.clear();
-        out.reserve(slots.len());
-        for run in slots.runs() {
-            out.extend(run.iter().map(|s| ck_slot(s, normal)));
-        }
-        for (id, level) in levels {
-            let at = id
-                .checked_sub(slots.base())
-                .and_then(|i| usize::try_from(i).ok());
-            if let Some(slot) = at.and_then(|i| out.get_mut(i)) {
-                slot.priority = level;
-            }
-        }
-        ck.slots = out;
+        ck.waiting = lanes
+            .iter()
+            .flat_map(|(order, groups)| order.waiting().chain(groups.blocked()))
+            .collect();
+        ck.groups = lanes.iter().flat_map(|(_, g)| g.members()).collect();
+        let levels = lanes.iter().flat_map(|(order, _)| order.other_levels());
+        ck.slots = lay_out(&slots, levels, out);
+        ck.queue_jobs = named.jobs_by_id();
+        ck.queues = named
+            .defs_of(&ck.queue_jobs)
+            .into_iter()
+            .map(|(id, d)| CkQueue {
+                id,
+                def: d.written,
+                name: d.name,
+            })
+            .collect();
         ck
     }
+}
+
+/// The slots of the id-ordered table, laid out into `out`: a plain copy,
+/// then the few jobs of another level than Normal patched in.
+fn lay_out(
+    slots: &CapturedSlots,
+    levels: impl Iterator<Item = (u64, u8)>,
+    mut out: Vec<CkSlot>,
+) -> Vec<CkSlot> {
+    let normal = crate::format::record::PRIORITY_NORMAL;
+    out.clear();
+    out.reserve(slots.len());
+    for run in slots.runs() {
+        out.extend(run.iter().map(|s| ck_slot(s, normal)));
+    }
+    for (id, level) in levels {
+        let at = id
+            .checked_sub(slots.base())
+            .and_then(|i| usize::try_from(i).ok());
+        if let Some(slot) = at.and_then(|i| out.get_mut(i)) {
+            slot.priority = level;
+        }
+    }
+    out
 }
 
 /// Writes `ck` crash-atomically (`CHECKPOINT.tmp`, fsync, rename, fsync of

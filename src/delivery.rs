@@ -18,7 +18,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::idhash::IdMap;
+use crate::cowmap::{Captured, CowIdMap};
 
 type Heap = BinaryHeap<Reverse<(u64, u64)>>;
 
@@ -28,7 +28,8 @@ pub struct Delivery {
     fresh: u64,
     future: Heap,
     ready: Heap,
-    due_of: IdMap<u64>,
+    /// Copy-on-write: a checkpoint captures it by pointer.
+    due_of: CowIdMap<u64>,
     promoted_to: u64,
 }
 
@@ -138,6 +139,12 @@ impl Delivery {
     /// The ids of every waiting job.
     pub fn waiting_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.due_of.keys().copied()
+    }
+
+    /// The waiting jobs and their due times as they are now (for a
+    /// checkpoint: O(1) in their number).
+    pub fn capture_waiting(&self) -> Captured<u64, u64> {
+        self.due_of.capture()
     }
 }
 

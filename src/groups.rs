@@ -14,12 +14,13 @@
 //! exactly one group, as its head or among its blocked jobs, in id order;
 //! `blocked` counts the blocked jobs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
 
-use crate::idhash::IdMap;
+use crate::cowmap::{Captured, CowIdMap, CowMap};
 
 /// One group's live jobs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Group {
     head: u64,
     /// Blocked jobs after the head, in id order, with their due times.
@@ -30,9 +31,28 @@ struct Group {
 #[derive(Debug, Default)]
 pub struct Groups {
     /// Live grouped jobs: their group's hash.
-    group_of: IdMap<u128>,
-    groups: HashMap<u128, Group>,
+    group_of: CowIdMap<u128>,
+    groups: CowMap<u128, Group, RandomState>,
     blocked: u64,
+}
+
+/// A [`Groups`] at one moment (see [`Groups::capture`]).
+#[derive(Debug)]
+pub struct CapturedGroups {
+    members: Captured<u64, u128>,
+    groups: Captured<u128, Group, RandomState>,
+}
+
+impl CapturedGroups {
+    /// Every live grouped job and its group hash.
+    pub fn members(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
+        self.members.iter().map(|(id, g)| (*id, *g))
+    }
+
+    /// Blocked jobs and their due times.
+    pub fn blocked(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.groups.iter().flat_map(|(_, g)| g.rest.iter().copied())
+    }
 }
 
 impl Groups {
@@ -134,9 +154,13 @@ impl Groups {
         }
     }
 
-    /// Every live grouped job and its group hash.
-    pub fn members(&self) -> impl Iterator<Item = (u64, u128)> + '_ {
-        self.group_of.iter().map(|(id, g)| (*id, *g))
+    /// The grouped jobs as they are now (for a checkpoint: O(1) in their
+    /// number).
+    pub fn capture(&self) -> CapturedGroups {
+        CapturedGroups {
+            members: self.group_of.capture(),
+            groups: self.groups.capture(),
+        }
     }
 
     /// Blocked jobs and their due times.
@@ -160,7 +184,7 @@ impl Groups {
     pub fn check(&self) {
         let mut n = 0u64;
         let mut members = 0usize;
-        for (hash, g) in &self.groups {
+        for (hash, g) in self.groups.iter() {
             assert_eq!(self.group_of.get(&g.head), Some(hash), "head of a group");
             let mut last = g.head;
             for &(id, _) in &g.rest {

@@ -16,9 +16,9 @@
 //! the invariants of [`Delivery`]; a waiting job is in the heaps of the
 //! level `level_of` gives it (Normal when absent), and only there.
 
+use crate::cowmap::{Captured, CowIdMap};
 use crate::delivery::Delivery;
 use crate::format::record::PRIORITY_NORMAL;
-use crate::idhash::IdMap;
 use crate::priority::{choose, CYCLE_LEN};
 
 const NORMAL: usize = PRIORITY_NORMAL as usize;
@@ -28,11 +28,33 @@ const NORMAL: usize = PRIORITY_NORMAL as usize;
 pub struct Levels {
     lanes: [Delivery; 4],
     /// Live jobs whose level is not Normal: their priority byte.
-    level_of: IdMap<u8>,
+    /// Copy-on-write: a checkpoint captures it by pointer.
+    level_of: CowIdMap<u8>,
     /// Position in the cycle.
     turn: usize,
     /// The job the last choice picked, and the position after it.
     picked: Option<(u64, usize)>,
+}
+
+/// A [`Levels`] at one moment (see [`Levels::capture`]).
+#[derive(Debug)]
+pub struct CapturedLevels {
+    waiting: Vec<Captured<u64, u64>>,
+    levels: Captured<u64, u8>,
+}
+
+impl CapturedLevels {
+    /// Every waiting job with its due time.
+    pub fn waiting(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let lanes = self.waiting.iter();
+        lanes.flat_map(|c| c.iter().map(|(id, due)| (*id, *due)))
+    }
+
+    /// The live jobs of a level other than Normal, with their priority
+    /// byte (every other live job is Normal).
+    pub fn other_levels(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.levels.iter().map(|(id, level)| (*id, *level))
+    }
 }
 
 impl Levels {
@@ -75,10 +97,13 @@ impl Levels {
         }
     }
 
-    /// The live jobs of a level other than Normal, with their priority
-    /// byte (every other live job is Normal).
-    pub fn other_levels(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
-        self.level_of.iter().map(|(id, level)| (*id, *level))
+    /// The waiting jobs of every level and the levels other than Normal
+    /// as they are now (for a checkpoint: O(1) in their number).
+    pub fn capture(&self) -> CapturedLevels {
+        CapturedLevels {
+            waiting: self.lanes.iter().map(Delivery::capture_waiting).collect(),
+            levels: self.level_of.capture(),
+        }
     }
 
     /// The priority byte of a live job.

@@ -74,6 +74,7 @@
 mod checkpointer;
 mod clock;
 mod commit;
+mod cowmap;
 mod dead;
 mod delivery;
 mod done;

@@ -16,10 +16,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::cowmap::{Captured, CowIdMap};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::record::{valid_queue_name, MAX_QUEUE_NAME};
 use crate::groups::Groups;
-use crate::idhash::IdMap;
 use crate::levels::Levels;
 use crate::queue_options::QueueOptions;
 
@@ -39,6 +39,39 @@ pub struct Def {
     pub written: Option<(u32, u64)>,
 }
 
+/// The named queues' jobs and definitions at one moment (see
+/// [`Named::capture`]).
+#[derive(Debug)]
+pub struct CapturedNamed {
+    jobs: Captured<u64, u16>,
+    defs: BTreeMap<u16, Def>,
+}
+
+impl CapturedNamed {
+    /// Each live job of a named queue with its queue, by job id.
+    pub fn jobs_by_id(&self) -> Vec<(u64, u16)> {
+        let mut jobs: Vec<(u64, u16)> = self.jobs.iter().map(|(id, q)| (*id, *q)).collect();
+        jobs.sort_unstable();
+        jobs
+    }
+
+    /// Every named queue the store knows and every queue of `jobs`
+    /// ([`CapturedNamed::jobs_by_id`]), by id, with its name and the place
+    /// of its latest QueueDef (queues without live jobs keep their ids, so
+    /// the keys scoped to them stay theirs).
+    pub fn defs_of(&self, jobs: &[(u64, u16)]) -> Vec<(u16, Def)> {
+        let mut ids: std::collections::BTreeSet<u16> = jobs.iter().map(|j| j.1).collect();
+        ids.extend(self.defs.keys());
+        let unnamed = |q| Def {
+            name: format!("queue-{q}"),
+            written: None,
+        };
+        ids.into_iter()
+            .map(|q| (q, self.defs.get(&q).cloned().unwrap_or_else(|| unnamed(q))))
+            .collect()
+    }
+}
+
 /// The delivery order of one named queue.
 #[derive(Debug, Default)]
 pub struct Lane {
@@ -53,7 +86,8 @@ pub struct Lane {
 /// The named queues of a store (see the module docs).
 #[derive(Debug, Default)]
 pub struct Named {
-    queue_of: IdMap<u16>,
+    /// Copy-on-write: a checkpoint captures it by pointer.
+    queue_of: CowIdMap<u16>,
     lanes: HashMap<u16, Lane>,
     defs: BTreeMap<u16, Def>,
     by_name: HashMap<String, u16>,
@@ -254,28 +288,14 @@ impl Named {
             .collect()
     }
 
-    /// Each live job of a named queue with its queue, by job id (for the
-    /// checkpoint).
-    pub fn jobs_by_id(&self) -> Vec<(u64, u16)> {
-        let mut jobs: Vec<(u64, u16)> = self.queue_of.iter().map(|(id, q)| (*id, *q)).collect();
-        jobs.sort_unstable();
-        jobs
-    }
-
-    /// Every named queue the store knows and every queue of `jobs`
-    /// ([`Named::jobs_by_id`]), by id, with its name and the place of its
-    /// latest QueueDef (for the checkpoint: queues without live jobs keep
-    /// their ids, so the keys scoped to them stay theirs).
-    pub fn defs_of(&self, jobs: &[(u64, u16)]) -> Vec<(u16, Def)> {
-        let mut ids: std::collections::BTreeSet<u16> = jobs.iter().map(|j| j.1).collect();
-        ids.extend(self.defs.keys());
-        let unnamed = |q| Def {
-            name: format!("queue-{q}"),
-            written: None,
-        };
-        ids.into_iter()
-            .map(|q| (q, self.defs.get(&q).cloned().unwrap_or_else(|| unnamed(q))))
-            .collect()
+    /// The live jobs of named queues and the queue definitions as they are
+    /// now (for a checkpoint: O(1) in the number of jobs; the definitions
+    /// are at most [`crate::named::MAX_QUEUES`] small entries).
+    pub fn capture(&self) -> CapturedNamed {
+        CapturedNamed {
+            jobs: self.queue_of.capture(),
+            defs: self.defs.clone(),
+        }
     }
 
     /// Heap bytes of the map of jobs to queues.

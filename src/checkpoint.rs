@@ -18,11 +18,12 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::QueueState;
+use crate::cowmap::Captured;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, Slots, FLAG_CLEAN};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::CapturedGroups;
-use crate::jobs::{CapturedSlots, SlotState};
+use crate::jobs::{CapturedSlots, Slot, SlotState};
 use crate::keys::{key_check, key_hash, CapturedKeys, IN_DEAD_LETTERS};
 use crate::levels::CapturedLevels;
 use crate::named::CapturedNamed;
@@ -118,11 +119,7 @@ impl QueueState {
             segments,
             slot_base: slots.base(),
             slots: Vec::new(),
-            aside: self
-                .jobs
-                .stragglers()
-                .map(|(id, s)| (id, ck_slot(s, self.priority_of(id))))
-                .collect(),
+            aside: Vec::new(),
             waiting: Vec::new(),
             groups: Vec::new(),
             keys: Vec::new(),
@@ -132,6 +129,7 @@ impl QueueState {
         Capture {
             ck,
             slots,
+            aside: self.jobs.capture_stragglers(),
             lanes: self.capture_lanes(),
             named: self.named.capture(),
             keys: self.keys.capture(),
@@ -143,15 +141,18 @@ impl QueueState {
 /// shared with the index: the job table's blocks
 /// ([`crate::jobs::JobTable::capture`]), the key index's shards
 /// ([`crate::keys::KeyIndex::capture`]), and the shards of the maps of
-/// waiting, leveled, grouped and named queues' jobs
-/// ([`crate::cowmap`]). [`Writing::finish`] lays them out once the lock is
-/// released. Only the jobs kept aside (ids below the table's base) are
-/// copied under the lock.
+/// waiting, leveled, grouped and named queues' jobs and of the jobs kept
+/// aside ([`crate::cowmap`]). [`Writing::finish`] lays them out once the
+/// lock is released. Only the queue definitions (at most
+/// [`crate::named::MAX_QUEUES`]) and the segment list are copied under the
+/// lock.
 #[derive(Debug)]
 pub struct Capture {
     /// Complete but for what the fields below hold.
     ck: Checkpoint,
     slots: CapturedSlots,
+    /// The jobs kept aside (ids below the table's base).
+    aside: Captured<u64, Slot>,
     /// Each queue's delivery order and groups, the default queue first.
     lanes: Vec<(CapturedLevels, CapturedGroups)>,
     named: CapturedNamed,
@@ -170,6 +171,7 @@ impl Capture {
         let Capture {
             mut ck,
             slots,
+            aside,
             lanes,
             named,
             keys,
@@ -191,8 +193,14 @@ impl Capture {
             .flat_map(|(order, groups)| order.waiting().chain(groups.blocked()))
             .collect();
         ck.groups = lanes.iter().flat_map(|(_, g)| g.members()).collect();
+        let normal = crate::format::record::PRIORITY_NORMAL;
+        ck.aside = aside
+            .iter()
+            .map(|(id, s)| (*id, ck_slot(s, normal)))
+            .collect();
+        ck.aside.sort_unstable_by_key(|&(id, _)| id);
         let levels = lanes.iter().flat_map(|(order, _)| order.other_levels());
-        ck.slots = lay_out(&slots, levels, out);
+        ck.slots = lay_out(&slots, levels, &mut ck.aside, out);
         ck.queue_jobs = named.jobs_by_id();
         ck.queues = named
             .defs_of(&ck.queue_jobs)
@@ -208,10 +216,12 @@ impl Capture {
 }
 
 /// The slots of the id-ordered table, laid out into `out`: a plain copy,
-/// then the few jobs of another level than Normal patched in.
+/// then the few jobs of another level than Normal patched in, there or
+/// among the jobs kept `aside` (sorted by id).
 fn lay_out(
     slots: &CapturedSlots,
     levels: impl Iterator<Item = (u64, u8)>,
+    aside: &mut [(u64, CkSlot)],
     mut out: Vec<CkSlot>,
 ) -> Vec<CkSlot> {
     let normal = crate::format::record::PRIORITY_NORMAL;
@@ -221,6 +231,12 @@ fn lay_out(
         out.extend(run.iter().map(|s| ck_slot(s, normal)));
     }
     for (id, level) in levels {
+        if id < slots.base() {
+            if let Ok(i) = aside.binary_search_by_key(&id, |&(id, _)| id) {
+                aside[i].1.priority = level;
+            }
+            continue;
+        }
         let at = id
             .checked_sub(slots.base())
             .and_then(|i| usize::try_from(i).ok());

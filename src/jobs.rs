@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::cowmap::{Captured, CowIdMap};
 use crate::idhash::IdMap;
 
 /// Slots per block: 64 KiB.
@@ -108,7 +109,8 @@ pub struct JobTable {
     /// One past the last id of the id-ordered part.
     end: u64,
     blocks: VecDeque<Block>,
-    stragglers: IdMap<Slot>,
+    /// Copy-on-write: a checkpoint captures them by pointer.
+    stragglers: CowIdMap<Slot>,
     in_slots: usize,
     parked_fresh: Vec<u64>,
 }
@@ -387,6 +389,12 @@ impl JobTable {
         self.stragglers.iter().map(|(id, s)| (*id, s))
     }
 
+    /// The jobs kept aside as they are now (for a checkpoint: O(1) in
+    /// their number).
+    pub fn capture_stragglers(&self) -> Captured<u64, Slot> {
+        self.stragglers.capture()
+    }
+
     /// Every live job, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> + '_ {
         self.runs_from(self.base)
@@ -423,28 +431,79 @@ impl JobTable {
         }
     }
 
-    /// A table from the slots a checkpoint stored, in id order from
-    /// `base`, and the jobs kept aside; the caller checked that every
-    /// kept-aside id is below `base`.
-    pub fn from_parts(base: u64, slots: &[Slot], stragglers: IdMap<Slot>) -> JobTable {
-        let in_slots = slots.iter().filter(|s| s.state != SlotState::Empty).count();
-        let blocks = slots.chunks(BLOCK).map(block_of).collect();
-        JobTable {
-            start: base,
-            base,
-            end: base + slots.len() as u64,
-            blocks,
-            stragglers,
-            in_slots,
-            parked_fresh: Vec::new(),
-        }
-    }
-
     /// Heap bytes held, for the memory report.
     pub fn heap_bytes(&self) -> usize {
         self.blocks.len() * BLOCK * std::mem::size_of::<Slot>()
             + self.blocks.capacity() * std::mem::size_of::<Block>()
             + self.stragglers.capacity() * (std::mem::size_of::<(u64, Slot)>() + 1)
+    }
+}
+
+/// Builds a table from the slots a checkpoint stored, in id order, block
+/// by block: the slots are written once into a block-sized buffer and
+/// copied into their block, never into a table-sized buffer first (open
+/// of 200,000 jobs: 3.2 MB written once less).
+#[derive(Debug, Default)]
+pub struct TableBuilder {
+    blocks: VecDeque<Block>,
+    /// The block being filled.
+    cur: Vec<Slot>,
+    len: u64,
+    in_slots: usize,
+}
+
+impl TableBuilder {
+    /// Slots added so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Adds `n` slots, the `k`-th of them `slot(k)`.
+    pub fn extend(&mut self, n: u64, slot: impl Fn(u64) -> Slot) {
+        let mut k = 0;
+        while k < n {
+            if self.cur.capacity() == 0 {
+                self.cur.reserve_exact(BLOCK);
+            }
+            let take = ((BLOCK - self.cur.len()) as u64).min(n - k);
+            let from = self.cur.len();
+            self.cur.extend((k..k + take).map(&slot));
+            self.in_slots += self.cur[from..]
+                .iter()
+                .filter(|s| s.state != SlotState::Empty)
+                .count();
+            (k, self.len) = (k + take, self.len + take);
+            if self.cur.len() == BLOCK {
+                self.blocks.push_back(block_of(&self.cur));
+                self.cur.clear();
+            }
+        }
+    }
+
+    /// Adds one slot.
+    pub fn push(&mut self, slot: Slot) {
+        self.extend(1, |_| slot);
+    }
+
+    /// The table: its first slot's id is `base`; `stragglers` are the jobs
+    /// kept aside (the caller checked every id is below `base`).
+    pub fn finish(mut self, base: u64, aside: IdMap<Slot>) -> JobTable {
+        if !self.cur.is_empty() {
+            self.blocks.push_back(block_of(&self.cur));
+        }
+        let mut stragglers = CowIdMap::default();
+        for (id, slot) in aside {
+            stragglers.insert(id, slot);
+        }
+        JobTable {
+            start: base,
+            base,
+            end: base + self.len,
+            blocks: self.blocks,
+            stragglers,
+            in_slots: self.in_slots,
+            parked_fresh: Vec::new(),
+        }
     }
 }
 

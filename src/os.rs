@@ -1,8 +1,7 @@
 //! The only `unsafe` code in walq: memory maps of segment files, the heap
 //! stand-in that test file systems use in their place, `fallocate`,
 //! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)`,
-//! `posix_fadvise` and `madvise` of a fresh heap buffer
-//! ([`populate_write`], whose safety argument is on it).
+//! `posix_fadvise` and `madvise` of mapped segments.
 //!
 //! # Safety argument
 //!
@@ -482,72 +481,5 @@ mod tests {
         let f = tempfile::tempfile().unwrap();
         preallocate(&f, 100_000).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 100_000);
-    }
-}
-
-/// Faults in the pages of a freshly reserved buffer for writing in one
-/// system call (`MADV_POPULATE_WRITE`, Linux 5.14), ahead of filling it:
-/// a multi-megabyte table built on open otherwise takes one page fault
-/// per 4 KiB page. Only the whole pages inside `buf` are advised. A hint:
-/// errors (older kernels, other systems) are ignored. Returns whether the
-/// kernel took the advice.
-///
-/// Safety argument: `madvise` is given only whole pages that lie inside
-/// `buf`, memory this process owns and may write (the caller holds it
-/// mutably). `MADV_POPULATE_WRITE` maps those pages writable, zero-filled
-/// if they were never touched, and never changes bytes already there, so
-/// no value the program can observe changes (the bytes are uninitialised
-/// to Rust until the caller writes them anyway).
-pub(crate) fn populate_write<T>(buf: &mut [std::mem::MaybeUninit<T>]) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let start = buf.as_mut_ptr() as usize;
-        let end = start.saturating_add(std::mem::size_of_val(buf));
-        let first = start.next_multiple_of(PAGE);
-        let last = end - end % PAGE;
-        if last <= first {
-            return false;
-        }
-        // Linux's value; older libc crates do not name it.
-        const MADV_POPULATE_WRITE: libc::c_int = 23;
-        // SAFETY: `first..last` is whole pages inside `buf` (see above).
-        let rc = unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                MADV_POPULATE_WRITE,
-            )
-        };
-        rc == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = buf;
-        false
-    }
-}
-
-#[cfg(test)]
-mod populate_tests {
-    /// The pages of a large fresh buffer are faulted in by the advice, not
-    /// by the writes that fill it (minor faults of this thread's process
-    /// counted around the fill).
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn populated_buffer_fills_without_faults() {
-        fn minor_faults() -> u64 {
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-            let rest = &stat[stat.rfind(')').unwrap() + 2..];
-            rest.split(' ').nth(7).unwrap().parse().unwrap()
-        }
-        let n = 1 << 20;
-        let mut v: Vec<u64> = Vec::with_capacity(n);
-        assert!(super::populate_write(v.spare_capacity_mut()));
-        let before = minor_faults();
-        v.extend(0..n as u64);
-        let faults = minor_faults() - before;
-        assert!(faults < 16, "{faults} page faults filling 8 MiB");
-        assert_eq!(v[n - 1], n as u64 - 1);
     }
 }

@@ -20,7 +20,7 @@ use crate::format::frame::FRAME_HEADER_LEN;
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::record::{EnqueueRec, Record, PRIORITY_MAX, PRIORITY_NORMAL};
 use crate::idhash::{IdMap, IdSet};
-use crate::jobs::{JobTable, Slot, SlotState};
+use crate::jobs::{JobTable, Slot, SlotState, TableBuilder};
 use crate::keys::{key_check, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::log::Log;
 use crate::named::{scoped_hash, Def, Named};
@@ -197,7 +197,7 @@ impl Replay {
             }
         }
         let mut replay = Replay::new();
-        replay.jobs = JobTable::from_parts(ck.slot_base, &slots, aside);
+        replay.jobs = slots.finish(ck.slot_base, aside);
         replay.in_flight = in_flight;
         replay.levels = levels;
         for &(id, group) in &ck.groups {
@@ -332,7 +332,7 @@ fn slot_table(
     ck: &Checkpoint,
     slots: Slots<'_>,
     one: &mut dyn FnMut(u64, &CkSlot) -> Option<Slot>,
-) -> std::result::Result<(Vec<Slot>, LiveCounts), String> {
+) -> std::result::Result<(TableBuilder, LiveCounts), String> {
     let out_of_range = || Err("damaged: a job slot is out of range".to_string());
     let covered: u64 = ck.segments.iter().map(|s| u64::from(s.end)).sum();
     let most = (1u64 << 22) + 8 * (covered / FRAME_HEADER_LEN as u64);
@@ -342,9 +342,7 @@ fn slot_table(
             slots.len()
         ));
     }
-    let mut table = Vec::with_capacity(slots.len());
-    // One system call instead of one page fault per 256 slots.
-    crate::os::populate_write(table.spare_capacity_mut());
+    let mut table = TableBuilder::default();
     let mut counts = LiveCounts {
         first_seg: ck.first_seg,
         per_seg: vec![(0, 0); ck.segments.len()],
@@ -353,10 +351,10 @@ fn slot_table(
     let mut live_bytes = 0u64;
     for run in slots.runs() {
         let run = run.map_err(|e| e.to_string())?;
-        let id = ck.slot_base.saturating_add(table.len() as u64);
-        let left = (slots.len() - table.len()) as u64;
+        let id = ck.slot_base.saturating_add(table.len());
+        let left = (slots.len() as u64).saturating_sub(table.len());
         match run {
-            SlotRun::Empty(n) if n <= left => table.resize(table.len() + n as usize, Slot::EMPTY),
+            SlotRun::Empty(n) if n <= left => table.extend(n, |_| Slot::EMPTY),
             SlotRun::Fresh(r) if r.n <= left => {
                 live_bytes += u64::from(r.end - r.off);
                 counts.add(r.seg, r.n, u64::from(r.end - r.off));
@@ -374,11 +372,11 @@ fn slot_table(
                 };
                 match r.same_len {
                     // The common case, in a loop the compiler unrolls.
-                    Some(len) => table.extend(
-                        (0..r.n as u32)
-                            .map(|k| fresh((r.seg, r.off.wrapping_add(k.wrapping_mul(len)), len))),
-                    ),
-                    None => table.extend(r.slots().map(fresh)),
+                    Some(len) => table.extend(r.n, |k| {
+                        let off = r.off.wrapping_add((k as u32).wrapping_mul(len));
+                        fresh((r.seg, off, len))
+                    }),
+                    None => r.slots().for_each(|s| table.push(fresh(s))),
                 }
             }
             SlotRun::One(s) if left > 0 => match one(id, &s) {
@@ -393,7 +391,7 @@ fn slot_table(
             _ => return Err(slots.overflow().to_string()),
         }
     }
-    if table.len() != slots.len() {
+    if table.len() != slots.len() as u64 {
         return Err(slots.overflow().to_string());
     }
     Ok((table, counts))

@@ -245,12 +245,6 @@ impl QueueState {
         std::mem::take(&mut self.group_freed)
     }
 
-    /// The priority level of a live job.
-    pub(crate) fn priority_of(&self, id: u64) -> u8 {
-        self.order_ref(id)
-            .map_or(crate::format::record::PRIORITY_NORMAL, |o| o.level(id))
-    }
-
     /// The job `key` belongs to, if the key is still known. The stored key
     /// bytes decide, not the hash alone.
     fn known_key(&mut self, hash: u128, key: &[u8], now: u64) -> Option<u64> {

@@ -303,6 +303,15 @@ impl Run {
         self.clock.now_ms()
     }
 
+    /// Waits for the upkeep the operations so far asked for (dead-letter
+    /// compaction runs on the upkeep thread): a workload that depends on
+    /// it happening between two operations stays the same run to run.
+    pub fn wait_upkeep(&self) {
+        if let Some(q) = &self.q {
+            q.wait_upkeep();
+        }
+    }
+
     /// Whether the workload goes on.
     pub fn live(&self) -> bool {
         !self.stopped && self.failed.is_none() && self.q.is_some()
@@ -927,6 +936,7 @@ pub fn dead_letter_workload(run: &mut Run) {
         run.enqueue(BIG, None, key);
         run.dequeue();
         run.fail();
+        run.wait_upkeep();
     }
     let mut purged = 0;
     for i in 0..22usize {
@@ -936,12 +946,14 @@ pub fn dead_letter_workload(run: &mut Run) {
         }
         if i % 7 == 3 && purged < 3 {
             run.purge();
+            run.wait_upkeep();
             purged += 1;
             continue;
         }
         run.redrive_id(ids[0]);
         run.dequeue();
         run.ack();
+        run.wait_upkeep();
     }
 }
 

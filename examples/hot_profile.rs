@@ -6,6 +6,7 @@
 //!
 //! workloads (all under `Durability::Os`):
 //! - `enqueue`: `jobs` × `enqueue`;
+//! - `keyed_enqueue`: `jobs` × `enqueue_with` an idempotency key each;
 //! - `dequeue_ack`: prefill `jobs`, then `jobs` × (`dequeue` + `ack`);
 //! - `batch_ack`: prefill `jobs`, then `dequeue_batch(100)` + `ack_batch`
 //!   until drained;
@@ -44,7 +45,7 @@ fn main() {
         for i in 0..jobs {
             q.enqueue_with(&p, feature_opts(what, i)).expect("prefill");
         }
-    } else if what != "enqueue" {
+    } else if !what.ends_with("enqueue") {
         let mut left = jobs;
         while left > 0 {
             let k = left.min(1000) as usize;
@@ -75,6 +76,12 @@ fn main() {
                 let acked = q.ack_batch(&receipts).expect("ack_batch");
                 assert!(acked.iter().all(|r| r.is_ok()));
                 done += batch.len() as u64;
+            }
+        }
+        "keyed_enqueue" => {
+            for i in 0..jobs {
+                let o = EnqueueOptions::new().idempotency_key(format!("order-{i}"));
+                q.enqueue_with(&p, o).expect("keyed enqueue");
             }
         }
         "prefill" => {}

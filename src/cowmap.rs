@@ -123,6 +123,25 @@ impl<K: ShardKey, V: Clone, S: BuildHasher + Default + Clone> CowMap<K, V, S> {
         old
     }
 
+    /// Inserts `value` if `key` has none and returns `None`; otherwise
+    /// leaves the map as it is and returns the value `key` has, to change
+    /// in place. One lookup either way.
+    pub fn insert_new(&mut self, key: K, value: V) -> Option<&mut V> {
+        if self.shards.is_empty() {
+            self.shards = (0..SHARDS).map(|_| Shard::default()).collect();
+        }
+        // The fields apart, so `len` can change while the entry is held.
+        let shard = Arc::make_mut(&mut self.shards[key.shard()]);
+        match shard.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(value);
+                self.len += 1;
+                None
+            }
+        }
+    }
+
     /// Removes `key`; returns the value it had.
     /// (A miss may copy a shard, as for [`CowMap::get_mut`].)
     pub fn remove(&mut self, key: &K) -> Option<V> {
@@ -136,6 +155,17 @@ impl<K: ShardKey, V: Clone, S: BuildHasher + Default + Clone> CowMap<K, V, S> {
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
         self.shards.iter().flat_map(|m| m.iter())
+    }
+
+    /// The entries of shard `shard` (below [`SHARDS`]), in no particular
+    /// order: for work split into steps of a few shards each.
+    pub fn shard_iter(&self, shard: usize) -> impl Iterator<Item = (&K, &V)> + '_ {
+        self.shards.get(shard).into_iter().flat_map(|m| m.iter())
+    }
+
+    /// Number of entries in shard `shard`.
+    pub fn shard_len(&self, shard: usize) -> usize {
+        self.shards.get(shard).map_or(0, |m| m.len())
     }
 
     /// Every key, in no particular order.
@@ -218,6 +248,24 @@ mod tests {
                 captured.iter().map(|(k, v)| (*k, *v)).collect();
             assert_eq!(&got, then, "a capture changed after it was taken");
         }
+    }
+
+    #[test]
+    fn insert_new_keeps_what_is_there_and_shards_list_their_own() {
+        let mut m: CowMap<u128, u32, std::collections::hash_map::RandomState> = CowMap::default();
+        assert_eq!(m.shard_iter(5).count(), 0, "before the first insert");
+        assert!(m.insert_new(5, 1).is_none());
+        let held = m.capture();
+        *m.insert_new(5, 2).expect("present") += 10;
+        assert!(m.insert_new(5 + SHARDS as u128, 3).is_none());
+        assert_eq!(m.get(&5), Some(&11));
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.shard_len(5), 2);
+        let mut five: Vec<u128> = m.shard_iter(5).map(|(k, _)| *k).collect();
+        five.sort_unstable();
+        assert_eq!(five, [5, 5 + SHARDS as u128]);
+        assert_eq!(m.shard_len(6), 0);
+        assert_eq!(held.iter().collect::<Vec<_>>(), [(&5, &1)]);
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //! A key is known while its job is live or dead, and otherwise until
 //! `expires_ms` (enqueue time + dedup window).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+
+use crate::cowmap::{Captured, CowMap, SHARDS};
 
 /// Segment value of a key whose bytes live in the dead-letter file.
 pub const IN_DEAD_LETTERS: u32 = u32::MAX;
@@ -67,21 +69,19 @@ pub fn key_check(key: &[u8]) -> u64 {
     half(key, 0x6368_6563_6b21)
 }
 
-/// Shards of the key index: each a hash map shared by `Arc`
-/// (copy-on-write), so that a checkpoint captures the index by cloning 256
+/// The first entry of each hash, in copy-on-write shards (see
+/// [`crate::cowmap`]): a checkpoint captures the index by cloning the shard
 /// pointers under the queue lock, and a map's growth rehashes one shard,
-/// not every key at once.
-const SHARDS: usize = 256;
-
-type Shard = Arc<HashMap<u128, KeyEntry>>;
+/// not every key at once. Key hashes are uniform, so their low bits pick
+/// the shard; inside a shard the standard hasher (keyed per process) is
+/// kept, as hashes of user keys.
+type FirstEntries = CowMap<u128, KeyEntry, RandomState>;
 
 /// The key index.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct KeyIndex {
-    /// The first entry of each hash, in shard `hash % SHARDS`.
-    shards: Vec<Shard>,
-    /// Number of entries in `shards`.
-    len: usize,
+    /// The first entry of each hash.
+    first: FirstEntries,
     /// Further entries of hashes shared by distinct keys.
     extra: HashMap<u128, Vec<KeyEntry>>,
     swept_at_len: usize,
@@ -90,50 +90,25 @@ pub struct KeyIndex {
     sweeping: Option<usize>,
 }
 
-impl Default for KeyIndex {
-    fn default() -> KeyIndex {
-        KeyIndex {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            len: 0,
-            extra: HashMap::new(),
-            swept_at_len: 0,
-            sweeping: None,
-        }
-    }
-}
-
 /// The key index at one moment (see [`KeyIndex::capture`]): later changes
 /// to the index do not show here.
 #[derive(Debug)]
 pub struct CapturedKeys {
-    shards: Vec<Shard>,
+    first: Captured<u128, KeyEntry, RandomState>,
     extra: Vec<(u128, KeyEntry)>,
 }
 
 impl CapturedKeys {
     /// Every entry with its hash.
     pub fn iter(&self) -> impl Iterator<Item = (u128, KeyEntry)> + '_ {
-        let first = self
-            .shards
-            .iter()
-            .flat_map(|m| m.iter().map(|(h, e)| (*h, *e)));
+        let first = self.first.iter().map(|(h, e)| (*h, *e));
         first.chain(self.extra.iter().copied())
     }
 }
 
 impl KeyIndex {
-    fn shard(&self, hash: u128) -> &HashMap<u128, KeyEntry> {
-        &self.shards[hash as usize % SHARDS]
-    }
-
-    /// The shard of `hash`, for a write: copied first if a capture still
-    /// holds it.
-    fn shard_mut(&mut self, hash: u128) -> &mut HashMap<u128, KeyEntry> {
-        Arc::make_mut(&mut self.shards[hash as usize % SHARDS])
-    }
-
     fn candidates(&self, hash: u128) -> impl Iterator<Item = &KeyEntry> + '_ {
-        self.shard(hash)
+        self.first
             .get(&hash)
             .into_iter()
             .chain(self.extra.get(&hash).into_iter().flatten())
@@ -144,7 +119,7 @@ impl KeyIndex {
     /// under the queue lock).
     pub fn capture(&self) -> CapturedKeys {
         CapturedKeys {
-            shards: self.shards.clone(),
+            first: self.first.capture(),
             extra: self
                 .extra
                 .iter()
@@ -178,27 +153,23 @@ impl KeyIndex {
     pub fn set(&mut self, hash: u128, replaces: Option<u64>, entry: KeyEntry) {
         // One lookup in the common cases (a new key, or the key's own
         // entry replaced); a hash shared with another key goes aside.
-        match self.shard_mut(hash).entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(entry);
-                self.len += 1;
-            }
-            std::collections::hash_map::Entry::Occupied(mut o) if Some(o.get().id) == replaces => {
-                o.insert(entry);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                let extra = self.extra.entry(hash).or_default();
-                match extra.iter_mut().find(|e| Some(e.id) == replaces) {
-                    Some(e) => *e = entry,
-                    None => extra.push(entry),
-                }
-            }
+        let Some(first) = self.first.insert_new(hash, entry) else {
+            return;
+        };
+        if Some(first.id) == replaces {
+            *first = entry;
+            return;
+        }
+        let extra = self.extra.entry(hash).or_default();
+        match extra.iter_mut().find(|e| Some(e.id) == replaces) {
+            Some(e) => *e = entry,
+            None => extra.push(entry),
         }
     }
 
     /// Forgets the key of job `id` under `hash`.
     pub fn remove(&mut self, hash: u128, id: u64) {
-        let first_is_gone = self.shard(hash).get(&hash).is_some_and(|e| e.id == id);
+        let first_is_gone = self.first.get(&hash).is_some_and(|e| e.id == id);
         if let Some(extra) = self.extra.get_mut(&hash) {
             extra.retain(|e| e.id != id);
             let promoted = if first_is_gone { extra.pop() } else { None };
@@ -206,33 +177,29 @@ impl KeyIndex {
                 self.extra.remove(&hash);
             }
             if let Some(p) = promoted {
-                self.shard_mut(hash).insert(hash, p);
+                self.first.insert(hash, p);
                 return;
             }
         }
-        if self.shard(hash).get(&hash).is_some_and(|e| e.id == id) {
-            self.shard_mut(hash).remove(&hash);
-            self.len -= 1;
+        if first_is_gone {
+            self.first.remove(&hash);
         }
     }
 
     /// Number of keys known.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len + self.extra.values().map(Vec::len).sum::<usize>()
+        self.first.len() + self.extra.values().map(Vec::len).sum::<usize>()
     }
 
     /// Whether no key is known.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.first.is_empty()
     }
 
     /// Every entry with its hash.
     pub fn iter(&self) -> impl Iterator<Item = (u128, KeyEntry)> + '_ {
-        let first = self
-            .shards
-            .iter()
-            .flat_map(|m| m.iter().map(|(h, e)| (*h, *e)));
+        let first = self.first.iter().map(|(h, e)| (*h, *e));
         first.chain(
             self.extra
                 .iter()
@@ -255,8 +222,8 @@ impl KeyIndex {
         let mut at = from;
         let mut visited = 0usize;
         while at < SHARDS && (at == from || visited < budget) {
-            visited += self.shards[at].len();
-            self.shards[at].iter().for_each(|(h, e)| f(*h, *e));
+            visited += self.first.shard_len(at);
+            self.first.shard_iter(at).for_each(|(h, e)| f(*h, *e));
             at += 1;
         }
         if at < SHARDS {
@@ -289,7 +256,7 @@ impl KeyIndex {
         }
         self.sweeping = next;
         if next.is_none() {
-            self.swept_at_len = self.len;
+            self.swept_at_len = self.first.len();
         }
         next.is_none()
     }
@@ -297,13 +264,13 @@ impl KeyIndex {
     /// Whether a sweep is under way, or due: the index has doubled since
     /// it was last swept.
     pub fn wants_sweep(&self) -> bool {
-        self.sweeping.is_some() || (self.len > 1024 && self.len > 2 * self.swept_at_len)
+        let len = self.first.len();
+        self.sweeping.is_some() || (len > 1024 && len > 2 * self.swept_at_len)
     }
 
     /// Heap bytes held (approximate), for the memory report.
     pub fn heap_bytes(&self) -> usize {
-        let maps: usize = self.shards.iter().map(|m| m.capacity() * 57).sum();
-        maps + self.shards.len() * 64 + self.extra.len() * 72
+        self.first.capacity() * 57 + SHARDS * 64 + self.extra.len() * 72
     }
 }
 

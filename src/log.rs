@@ -9,7 +9,7 @@
 //! 1. fdatasync the old active segment through the committer (the one sync
 //!    path, see `commit`), so nothing in the new segment is acknowledged
 //!    while an older record could still be lost (cheap: the writeback of
-//!    every completed 2 MiB chunk was started as the tail passed it, see
+//!    every completed 1 MiB chunk was started as the tail passed it, see
 //!    [`Upkeep::write_back`], so at most the last chunk is left to write);
 //! 2. install the spare prepared ahead (see `segment` and `upkeep`): its
 //!    header written and fdatasynced, renamed into place; make it the
@@ -25,10 +25,9 @@
 //! into a new segment) queues the prefault of the next 2 MiB for the
 //! `walq-prefault` thread ([`Upkeep::prefault`]), so the kernel's zero-fill
 //! of those pages is not paid under the queue lock; a late prefault only
-//! means the stores fault the pages in themselves (the active segment's
-//! map is advised against readahead and for 2 MiB folios, see
-//! `Region::advise`), and every other boundary starts the writeback of the
-//! 2 MiB behind it ([`Upkeep::write_back`]).
+//! means the stores fault the pages in themselves, one page per fault (the
+//! active segment's map is advised against readahead, see
+//! `Region::advise`).
 //!
 //! A failed creation (ENOSPC, say) writes nothing and changes nothing: the
 //! append fails, the queue is not poisoned ([`Log::take_harmless_failure`])
@@ -64,11 +63,8 @@ use crate::vfs::Vfs;
 /// thread, see [`Upkeep::prefault`]).
 const PREFAULT_BYTES: u32 = 2 << 20;
 /// The chunk of the active segment whose writeback is started once the
-/// tail has passed it (every other 1 MiB boundary where the prefault
-/// runs). One 2 MiB page-cache folio where the map has them (see
-/// `Region::advise`): a smaller chunk would write-protect the folio the
-/// tail is still in, and the next store would fault and dirty it again.
-const WRITEBACK_CHUNK: u32 = 2 << 20;
+/// tail has passed it (the 1 MiB boundaries where the prefault runs).
+const WRITEBACK_CHUNK: u32 = 1 << 20;
 /// Payloads up to this many bytes are copied next to their record's head
 /// and written with it: one checksum pass and one write, not two.
 const INLINE_TAIL: usize = 2048;
@@ -595,7 +591,7 @@ impl Log {
             // this segment (the committer's, after rotation) has at most
             // the last chunk left to write (see `upkeep`). Not under `Sync`,
             // whose group commits write everything as it comes.
-            if next >= WRITEBACK_CHUNK && next.is_multiple_of(WRITEBACK_CHUNK) {
+            if next >= WRITEBACK_CHUNK {
                 self.upkeep.write_back(seg, next - WRITEBACK_CHUNK, next);
             }
         }

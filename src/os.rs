@@ -200,35 +200,27 @@ impl Region {
 
     /// Tells the kernel how the map is used from now on (a hint: errors
     /// are ignored). `appending`: stores at a moving tail into a
-    /// preallocated file.
+    /// preallocated file, which gain nothing from readahead
+    /// (`MADV_RANDOM`). Without it, a store's page fault can read ahead a
+    /// whole window (up to the device's `read_ahead_kb`: 8 MiB on the
+    /// virtio disk of docs/benchmarks.md) and zero-fill every page of it
+    /// inline, the preallocated extents reading as zeros: 20-50 ms under
+    /// the queue lock, seen with `perf` on ext4. Otherwise the default
+    /// (`MADV_NORMAL`: readahead for the reads of a sealed segment).
     ///
-    /// - `MADV_RANDOM`: no readahead on a store's page fault. Without it a
-    ///   fault can read ahead a whole window (up to the device's
-    ///   `read_ahead_kb`: 8 MiB on the virtio disk of docs/benchmarks.md)
-    ///   and zero-fill every page of it inline, the preallocated extents
-    ///   reading as zeros: 20-50 ms under the queue lock, seen with `perf`
-    ///   on ext4.
-    /// - `MADV_HUGEPAGE`: a fault (the prefault thread's, normally) brings
-    ///   in one 2 MiB page-cache folio, mapped by one page-table entry
-    ///   where the file system has large folios (ext4 since Linux 6.16,
-    ///   xfs). With 4 KiB folios, the writeback of every page written
-    ///   through the map write-protects it and flushes the TLB of every
-    ///   CPU running the process: one interprocessor interrupt per 4 KiB,
-    ///   a third of the CPU of a no-fsync enqueue loop (docs/benchmarks.md,
-    ///   "Writeback in 2 MiB folios"). Without large-folio support, or
-    ///   with transparent huge pages off, this changes nothing.
-    ///
-    /// Otherwise the default (`MADV_NORMAL`: readahead for the reads of a
-    /// sealed segment; the huge-page advice stays, it helps reads too).
+    /// Not `MADV_HUGEPAGE` (tried, docs/benchmarks.md, "2 MiB folios:
+    /// measured and rejected"): it ends the per-page TLB shootdowns of the
+    /// writeback, but ext4's `page_mkwrite` dirties a whole 2 MiB folio, so
+    /// every fdatasync in the middle of one (a dead letter, `sync()`, a
+    /// `Periodic` flush) writes 2 MiB.
     pub(crate) fn advise(&self, appending: bool) {
         if let Inner::Map(m) = &self.inner {
-            if appending {
-                let _ = m.advise(memmap2::Advice::Random);
-                #[cfg(target_os = "linux")]
-                let _ = m.advise(memmap2::Advice::HugePage);
+            let advice = if appending {
+                memmap2::Advice::Random
             } else {
-                let _ = m.advise(memmap2::Advice::Normal);
-            }
+                memmap2::Advice::Normal
+            };
+            let _ = m.advise(advice);
         }
     }
 
@@ -504,19 +496,19 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn an_appended_map_reads_no_ahead_and_asks_for_huge_pages() {
+    fn an_appended_map_reads_no_ahead_and_a_sealed_one_does() {
         let f = tempfile::tempfile().unwrap();
         preallocate(&f, 4 << 20).unwrap();
         let r = Region::map(&f, 4 << 20).unwrap();
+        let has = |flag: &str| {
+            let flags = r.vm_flags().expect("the map in /proc/self/smaps");
+            flags.split_whitespace().any(|x| x == flag)
+        };
         r.advise(true);
-        let flags = r.vm_flags().expect("the map in /proc/self/smaps");
-        let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-        assert!(has("rr"), "no MADV_RANDOM: {flags}");
-        assert!(has("hg"), "no MADV_HUGEPAGE: {flags}");
+        assert!(has("rr"), "an appended map reads ahead (no MADV_RANDOM)");
+        assert!(!has("hg"), "2 MiB folios: see Region::advise");
         r.advise(false);
-        let flags = r.vm_flags().expect("the map in /proc/self/smaps");
-        let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-        assert!(!has("rr"), "a sealed segment reads ahead: {flags}");
+        assert!(!has("rr"), "a sealed segment does not read ahead");
     }
 
     #[test]

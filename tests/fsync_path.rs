@@ -150,28 +150,25 @@ fn nothing_is_acknowledged_after_a_failed_sync() {
 #[test]
 fn os_appends_start_the_writeback_of_each_completed_chunk_only() {
     // Under `Os` the fdatasync that seals a segment would write it whole:
-    // the writeback of every completed 2 MiB chunk of the active segment
-    // (one page-cache folio where the map has 2 MiB folios) is started
-    // ahead of it, never of bytes at or past the tail nor of half a
-    // chunk, and under `Sync` (whose group commits write everything) not
-    // at all.
+    // the writeback of every completed 1 MiB chunk of the active segment is
+    // started ahead of it, never of bytes at or past the tail, and under
+    // `Sync` (whose group commits write everything) not at all.
     const MIB: u64 = 1 << 20;
     let clock = ManualClock::new(START_MS);
-    let opts = |d| options(&clock, d).segment_size(8 * MIB).checkpoint_every(0);
+    let opts = |d| options(&clock, d).segment_size(4 * MIB).checkpoint_every(0);
     let fs = SimFs::new();
     let q = Queue::open_on(Arc::new(fs.clone()), dir(), opts(Durability::Os)).unwrap();
     let payload = vec![7u8; 1000];
-    for _ in 0..5500 {
+    for _ in 0..3500 {
         q.enqueue(&payload).unwrap();
         // The writeback is started by the upkeep thread: one call per
         // chunk when each enqueue's upkeep is done before the next.
         q.wait_upkeep();
     }
-    // 5,500 records of a little over 1000 bytes: the tail is past 5 MiB
-    // and short of 6 MiB, in the first segment; the chunk from 4 MiB is
-    // not complete.
+    // 3,500 records of a little over 1000 bytes: the tail is past 3 MiB
+    // and short of 4 MiB, in the first segment.
     assert_eq!(q.stats().segments, 1);
-    assert_eq!(fs.writebacks(), [(0, 2 * MIB), (2 * MIB, 2 * MIB)]);
+    assert_eq!(fs.writebacks(), [(0, MIB), (MIB, MIB), (2 * MIB, MIB)]);
     drop(q);
 
     let fs = SimFs::new();

@@ -2,7 +2,9 @@
 //! or `perf`), printing jobs/s and the user/system CPU split.
 //!
 //! `walq_profile <workload> [jobs] [payload bytes] [os|sync|periodic]`
-//! workloads: enqueue, dequeue_ack, batch, open, producers64
+//! workloads: enqueue, dequeue_ack, batch, open, producers64, and
+//! fail10 (dequeue + ack, every 10th job `fail`ed instead, so
+//! dead-lettered: a log fdatasync each, even under `Os`)
 
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,7 @@ fn main() {
         }
     };
     let q = match what {
-        "dequeue_ack" | "open" => {
+        "dequeue_ack" | "fail10" | "open" => {
             fill(&q);
             q.sync().expect("sync");
             if what == "open" {
@@ -96,6 +98,16 @@ fn main() {
             for _ in 0..jobs {
                 let j = q.dequeue().expect("dequeue").expect("job");
                 q.ack(j.receipt()).expect("ack");
+            }
+        }
+        "fail10" => {
+            for i in 0..jobs {
+                let j = q.dequeue().expect("dequeue").expect("job");
+                if i % 10 == 0 {
+                    q.fail(j.receipt(), "boom").expect("fail");
+                } else {
+                    q.ack(j.receipt()).expect("ack");
+                }
             }
         }
         "producers64" => {

@@ -27,6 +27,17 @@
 //!    a torn tail is cut by writing zeros, not by `set_len`. Segments are
 //!    deleted by unlinking, which leaves existing mappings valid. The queue
 //!    directory is locked (`LOCK`, `flock`), so no other walq shrinks it.
+//! 5. **Dropping page-table entries changes no byte.**
+//!    [`Region::release_pages`] calls `MADV_DONTNEED` on the map, which is
+//!    `unsafe` in memmap2 because on a *private* or anonymous map it
+//!    discards the contents. A region's map is always shared and backed by
+//!    a file ([`Region::map`], `map_raw`): there the kernel drops only this
+//!    process's page-table entries (moving their dirty bits to the page
+//!    cache), and the next access faults the same page back in from the
+//!    page cache (madvise(2), "shared file mappings"). A slice handed out
+//!    reads the same bytes before and after, and a store racing the call
+//!    is not lost (the kernel clears each entry atomically and keeps its
+//!    dirty bit). Heap regions do nothing.
 //!
 //! What remains outside the type system, as with every mmap database
 //! (LMDB, bbolt): a process outside walq that truncates a live segment
@@ -224,16 +235,50 @@ impl Region {
         }
     }
 
-    /// The map's flags as `/proc/self/smaps` lists them (`VmFlags`), for
-    /// tests of [`Region::advise`].
+    /// Drops this process's page-table entries for `off..off+len` of the
+    /// map (`MADV_DONTNEED`; rule 5 of the module safety argument): a
+    /// hint, errors are ignored, and no byte changes.
+    ///
+    /// Called on a completed chunk of the active segment before its
+    /// writeback starts. Writeback write-protects every page it cleans
+    /// that a process still maps writable (`folio_mkclean`), and on a
+    /// multi-threaded process each one flushes the TLB of the other CPUs
+    /// with an interprocessor interrupt: one per 4 KiB written, which cost
+    /// half of a no-fsync enqueue loop's rate (docs/benchmarks.md, "The
+    /// writeback's TLB shootdowns"). Dropped first, the whole chunk costs
+    /// one ranged flush, and the writeback finds nothing mapped. A reader
+    /// of the chunk faults its pages back in from the page cache.
+    pub(crate) fn release_pages(&self, off: usize, len: usize) {
+        #[cfg(target_os = "linux")]
+        if let Inner::Map(m) = &self.inner {
+            let len = len.min(self.len.saturating_sub(off));
+            if len > 0 {
+                // SAFETY: `m` is a shared map of a file (`Region::map`),
+                // where `MADV_DONTNEED` changes no byte (rule 5); the range
+                // is inside the map (clamped above).
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, off, len)
+                };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (off, len);
+    }
+
+    /// A field of this map's entry in `/proc/self/smaps` (`VmFlags`,
+    /// `Rss`, ...), for tests of [`Region::advise`] and
+    /// [`Region::release_pages`].
     #[cfg(all(test, target_os = "linux"))]
-    fn vm_flags(&self) -> Option<String> {
+    fn smaps_field(&self, field: &str) -> Option<String> {
         let start = format!("{:x}-", self.base() as usize);
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
         lines.next()?;
-        let flags = lines.find(|l| l.starts_with("VmFlags:"))?;
-        Some(flags.trim_start_matches("VmFlags:").to_string())
+        let name = format!("{field}:");
+        let line = lines
+            .take_while(|l| !l.contains('-') || l.starts_with("VmFlags"))
+            .find(|l| l.starts_with(&name))?;
+        Some(line.trim_start_matches(&name).trim().to_string())
     }
 }
 
@@ -501,7 +546,9 @@ mod tests {
         preallocate(&f, 4 << 20).unwrap();
         let r = Region::map(&f, 4 << 20).unwrap();
         let has = |flag: &str| {
-            let flags = r.vm_flags().expect("the map in /proc/self/smaps");
+            let flags = r
+                .smaps_field("VmFlags")
+                .expect("the map in /proc/self/smaps");
             flags.split_whitespace().any(|x| x == flag)
         };
         r.advise(true);
@@ -509,6 +556,44 @@ mod tests {
         assert!(!has("hg"), "2 MiB folios: see Region::advise");
         r.advise(false);
         assert!(!has("rr"), "a sealed segment does not read ahead");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_leave_the_map_and_keep_their_bytes() {
+        const MIB: usize = 1 << 20;
+        let f = tempfile::tempfile().unwrap();
+        preallocate(&f, 4 * MIB as u64).unwrap();
+        let r = Region::map(&f, 4 * MIB as u64).unwrap();
+        let data: Vec<u8> = (0..2 * MIB).map(|i| (i % 251) as u8).collect();
+        r.write(0, &data).unwrap();
+        r.publish(2 * MIB);
+        let rss_kib = || -> usize {
+            let rss = r.smaps_field("Rss").expect("the map in /proc/self/smaps");
+            rss.trim_end_matches("kB").trim().parse().unwrap()
+        };
+        assert!(
+            rss_kib() >= 2048,
+            "written pages are mapped: {} KiB",
+            rss_kib()
+        );
+        r.release_pages(0, MIB);
+        assert!(
+            rss_kib() <= 1024 + 64,
+            "released pages stay mapped: {} KiB",
+            rss_kib()
+        );
+        // A slice of the released chunk reads the same bytes (faulted back
+        // in from the page cache), and so does the file.
+        assert_eq!(r.bytes(0, 2 * MIB), Some(&data[..]));
+        let mut back = vec![0u8; MIB];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut back, 0).unwrap();
+        assert_eq!(back, data[..MIB]);
+        // Clamped to the map, and a no-op past it.
+        r.release_pages(3 * MIB, 8 * MIB);
+        r.release_pages(usize::MAX, 1);
+        start_writeback(&f, 0, MIB as u64).unwrap();
+        f.sync_data().unwrap();
     }
 
     #[test]

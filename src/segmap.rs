@@ -79,6 +79,11 @@ pub struct SegMap {
     published: AtomicUsize,
     /// The budget's clock at the last read (least recently used first).
     used: AtomicU64,
+    /// End of the bytes stored through the map (not by `pwrite`): pages
+    /// below it may be mapped dirty (see [`SegMap::release_stored`]).
+    stored: AtomicUsize,
+    /// Whole pages below this were released already.
+    released: AtomicUsize,
     budget: OnceLock<Arc<MapBudget>>,
 }
 
@@ -91,7 +96,39 @@ impl SegMap {
             map: OnceLock::new(),
             published: AtomicUsize::new(0),
             used: AtomicU64::new(0),
+            stored: AtomicUsize::new(0),
+            released: AtomicUsize::new(0),
             budget: OnceLock::new(),
+        }
+    }
+
+    /// Bytes up to `end` were stored through the map.
+    pub fn stored(&self, end: usize) {
+        self.stored.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// Where the released pages end (for tests).
+    #[cfg(test)]
+    pub fn released(&self) -> usize {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Drops this process's page-table entries for the whole pages below
+    /// `upto` that were stored through the map and not released yet
+    /// (`Region::release_pages`: no byte changes), before their writeback
+    /// or sync: a page that writeback cleans while it is mapped writable
+    /// costs an interprocessor interrupt to every other CPU running the
+    /// process. Each page is released once; pages written by `pwrite`
+    /// only (the appends under `Durability::Sync`) are never mapped dirty
+    /// and not released.
+    pub fn release_stored(&self, upto: usize) {
+        const PAGE: usize = 4096;
+        let upto = upto.min(self.stored.load(Ordering::Acquire)) / PAGE * PAGE;
+        let from = self.released.fetch_max(upto, Ordering::AcqRel);
+        if from < upto {
+            if let Some(map) = self.map.get() {
+                map.release_pages(from, upto - from);
+            }
         }
     }
 

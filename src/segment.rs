@@ -355,16 +355,21 @@ impl Segment {
         self.region.advise(false);
     }
 
-    /// `fdatasync` of the segment file.
+    /// `fdatasync` of the segment file (after releasing the pages stored
+    /// through the map, see [`SegMap::release_stored`]).
     pub fn sync_data(&self) -> Result<()> {
+        self.region.release_stored(usize::MAX);
         self.with_file("fdatasync of segment", |f| f.sync_data())
     }
 
     /// Starts the writeback of `off..off+len` (see
-    /// [`VfsFile::start_writeback`]): best effort, so that the fdatasync
-    /// that seals the segment has little left to write. Does nothing once
-    /// the segment is sealed (its descriptor is closed, and it was synced).
+    /// [`VfsFile::start_writeback`]), after releasing the pages stored
+    /// there through the map ([`SegMap::release_stored`]): best effort, so
+    /// that the fdatasync that seals the segment has little left to write.
+    /// Does nothing once the segment is sealed (its descriptor is closed,
+    /// and it was synced).
     pub fn start_writeback(&self, off: u32, len: u32) {
+        self.region.release_stored(off.saturating_add(len) as usize);
         let _ = self.with_file("starting writeback of segment", |f| {
             f.start_writeback(u64::from(off), u64::from(len))
         });
@@ -464,7 +469,11 @@ impl Segment {
             } else {
                 f.write_at(bytes, u64::from(off))
             }
-        })
+        })?;
+        if !syscall {
+            self.region.stored(off as usize + bytes.len());
+        }
+        Ok(())
     }
 }
 
@@ -488,6 +497,30 @@ mod tests {
         assert!(!is_own_tmp("notes.tmp", "dead.wal"));
         assert!(!is_own_tmp("backup.tmp", "dead.wal"));
         assert!(!is_own_tmp("0000000042.wal", "dead.wal"));
+    }
+
+    #[test]
+    fn pages_stored_through_the_map_are_released_once_before_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segment::create(&StdFs, dir.path(), 3, 1 << 20, 10, 20, 0o600).unwrap();
+        let released = || s.region.released();
+        s.write_by(64, &[1u8; 10_000], false).unwrap();
+        s.sync_data().unwrap();
+        assert_eq!(released(), 8192, "the whole pages below the stores");
+        // Written by `pwrite`: never mapped dirty, nothing to release.
+        s.write_by(10_064, &[2u8; 20_000], true).unwrap();
+        s.sync_data().unwrap();
+        assert_eq!(released(), 8192);
+        s.write_by(30_064, &[3u8; 10_000], false).unwrap();
+        s.start_writeback(0, 16_384);
+        assert_eq!(released(), 16_384, "up to the chunk written back");
+        s.start_writeback(0, 4096);
+        assert_eq!(released(), 16_384, "never back");
+        s.sync_data().unwrap();
+        assert_eq!(released(), 36_864, "not the page the tail is in");
+        s.publish(40_064);
+        assert_eq!(s.region.bytes(64, 3), Some(&[1u8, 1, 1][..]));
+        assert_eq!(s.region.bytes(30_064, 2), Some(&[3u8, 3][..]));
     }
 
     #[test]

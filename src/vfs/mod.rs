@@ -47,9 +47,7 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// Starts writing back `off..off+len` without waiting for it and
     /// without reading the file's writeback-error state (see
     /// `os::start_writeback`): a hint that makes a later
-    /// [`VfsFile::sync_data`] cheaper. A mapped file drops its mappings of
-    /// those pages first (`os::Region::release_pages`), so the writeback
-    /// does not interrupt the other CPUs for each page. A no-op by default.
+    /// [`VfsFile::sync_data`] cheaper. A no-op by default.
     fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
         let _ = (off, len);
         Ok(())

@@ -48,11 +48,6 @@ impl VfsFile for StdFile {
     }
 
     fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
-        if let Some(map) = self.map.get() {
-            if let (Ok(o), Ok(l)) = (usize::try_from(off), usize::try_from(len)) {
-                map.release_pages(o, l);
-            }
-        }
         crate::os::start_writeback(&self.file, off, len)
     }
 

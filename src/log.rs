@@ -576,7 +576,7 @@ impl Log {
             return Err(e);
         }
         // Crossing a 1 MiB boundary (or the first append into a new
-        // segment): have the next 2 MiB faulted in, by the upkeep thread
+        // segment): have the next 2 MiB faulted in, by the prefault thread
         // once the queue lock is released, not here (faulting a page in
         // zero-fills it: a third of an append's cost when done inline).
         // Should the thread be late, the stores fault the pages in

@@ -219,8 +219,8 @@ impl Region {
     /// the queue lock, seen with `perf` on ext4. Otherwise the default
     /// (`MADV_NORMAL`: readahead for the reads of a sealed segment).
     ///
-    /// Not `MADV_HUGEPAGE` (tried, docs/benchmarks.md, "2 MiB folios:
-    /// measured and rejected"): it ends the per-page TLB shootdowns of the
+    /// Not `MADV_HUGEPAGE` (tried and rejected, docs/benchmarks.md, "The
+    /// writeback's TLB shootdowns"): it ends the per-page TLB shootdowns of the
     /// writeback, but ext4's `page_mkwrite` dirties a whole 2 MiB folio, so
     /// every fdatasync in the middle of one (a dead letter, `sync()`, a
     /// `Periodic` flush) writes 2 MiB.
@@ -239,8 +239,9 @@ impl Region {
     /// map (`MADV_DONTNEED`; rule 5 of the module safety argument): a
     /// hint, errors are ignored, and no byte changes.
     ///
-    /// Called on a completed chunk of the active segment before its
-    /// writeback starts. Writeback write-protects every page it cleans
+    /// Called (through `SegMap::release_stored`) on the pages stored
+    /// through the map before their writeback starts and before any
+    /// `fdatasync` of the segment. Writeback write-protects every page it cleans
     /// that a process still maps writable (`folio_mkclean`), and on a
     /// multi-threaded process each one flushes the TLB of the other CPUs
     /// with an interprocessor interrupt: one per 4 KiB written, which cost

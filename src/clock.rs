@@ -24,8 +24,7 @@ pub trait Clock: Send + Sync + 'static {
     /// Milliseconds on a monotonic clock (any origin, same process). The
     /// default reads [`Instant`].
     fn monotonic_ms(&self) -> u64 {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        ms(ORIGIN.get_or_init(Instant::now).elapsed())
+        instant_ms()
     }
 }
 
@@ -50,8 +49,21 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
+        crate::os::clock_ms(libc::CLOCK_REALTIME)
+            .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms))
     }
+
+    /// `CLOCK_MONOTONIC`, read directly: the clock [`Instant`] reads, for
+    /// a third of the instructions.
+    fn monotonic_ms(&self) -> u64 {
+        crate::os::clock_ms(libc::CLOCK_MONOTONIC).unwrap_or_else(instant_ms)
+    }
+}
+
+/// Milliseconds since this process first asked, on [`Instant`].
+fn instant_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ms(ORIGIN.get_or_init(Instant::now).elapsed())
 }
 
 /// A clock that moves only when told to. Clones share the same time.
@@ -96,5 +108,37 @@ impl Clock for ManualClock {
 
     fn monotonic_ms(&self) -> u64 {
         self.now_ms.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_wall_clock_reads_what_std_reads() {
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms);
+        let ours = SystemClock.now_ms();
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms);
+        assert!(
+            before <= ours && ours <= after,
+            "{before} <= {ours} <= {after}"
+        );
+    }
+
+    #[test]
+    fn the_system_monotonic_clock_moves_with_instant() {
+        let start = Instant::now();
+        let first = SystemClock.monotonic_ms();
+        std::thread::sleep(Duration::from_millis(20));
+        let second = SystemClock.monotonic_ms();
+        let slept = ms(start.elapsed());
+        // The sleep lasts at least 20 ms; our clock saw at most what
+        // `Instant` saw (plus the rounding of two whole-ms readings).
+        assert!(second >= first + 19, "{first} then {second}");
+        assert!(
+            second - first <= slept + 1,
+            "{first} then {second}, slept {slept}"
+        );
     }
 }

@@ -354,7 +354,7 @@ fn slot_table(
         let id = ck.slot_base.saturating_add(table.len());
         let left = (slots.len() as u64).saturating_sub(table.len());
         match run {
-            SlotRun::Empty(n) if n <= left => table.extend(n, |_| Slot::EMPTY),
+            SlotRun::Empty(n) if n <= left => table.extend_empty(n),
             SlotRun::Fresh(r) if r.n <= left => {
                 live_bytes += u64::from(r.end - r.off);
                 counts.add(r.seg, r.n, u64::from(r.end - r.off));
@@ -372,7 +372,7 @@ fn slot_table(
                 };
                 match r.same_len {
                     // The common case, in a loop the compiler unrolls.
-                    Some(len) => table.extend(r.n, |k| {
+                    Some(len) => table.extend_live(r.n, |k| {
                         let off = r.off.wrapping_add((k as u32).wrapping_mul(len));
                         fresh((r.seg, off, len))
                     }),

@@ -2,7 +2,8 @@
 //! or `perf`), printing jobs/s and the user/system CPU split.
 //!
 //! `walq_profile <workload> [jobs] [payload bytes] [os|sync|periodic]`
-//! workloads: enqueue, dequeue_ack, batch, open, producers64, and
+//! workloads: enqueue, dequeue_ack, batch, open, producersN (N threads,
+//! e.g. producers64), and
 //! fail10 (dequeue + ack, every 10th job `fail`ed instead, so
 //! dead-lettered: a log fdatasync each, even under `Os`)
 
@@ -110,11 +111,14 @@ fn main() {
                 }
             }
         }
-        "producers64" => {
+        producers if producers.starts_with("producers") => {
+            let n: u64 = producers["producers".len()..]
+                .parse()
+                .expect("producersN: N threads");
             std::thread::scope(|s| {
-                for _ in 0..64 {
+                for _ in 0..n {
                     s.spawn(|| {
-                        for _ in 0..jobs / 64 {
+                        for _ in 0..jobs / n {
                             q.enqueue(&p).expect("enqueue");
                         }
                     });

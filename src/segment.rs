@@ -388,6 +388,16 @@ impl Segment {
         });
     }
 
+    /// Writes zeros over `off..off+len`, space past the tail that reads as
+    /// zeros already (see [`VfsFile::write_zeros_ahead`]): best effort, an
+    /// error is ignored (the appends that land there convert the extents
+    /// themselves, as without it).
+    pub fn write_zeros_ahead(&self, off: u32, len: u32) {
+        let _ = self.with_file("writing zeros ahead of the tail", |f| {
+            f.write_zeros_ahead(u64::from(off), u64::from(len))
+        });
+    }
+
     /// The file's bytes, read with `pread` (recovery reads this way, so an
     /// unreadable sector is an error naming the file, not a `SIGBUS`), and
     /// where its data ends: the image is as long as the file, but only the

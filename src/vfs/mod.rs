@@ -52,6 +52,17 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
         let _ = (off, len);
         Ok(())
     }
+    /// Writes zeros over `off..off+len`, preallocated space past the
+    /// log's tail that reads as zeros already, where the file system
+    /// overwrites preallocated blocks in place (ext4, xfs, tmpfs): their
+    /// extents become written, so the fdatasyncs of the appends that later
+    /// land there write data only, with no extent conversion to commit
+    /// (`Log::zero_ahead`). A hint: it changes no byte the file reads, and
+    /// elsewhere, or by default, it does nothing.
+    fn write_zeros_ahead(&self, off: u64, len: u64) -> io::Result<()> {
+        let _ = (off, len);
+        Ok(())
+    }
     /// Faults in `off..off+len` of the file's map for writing ahead of
     /// the appends that will store there (`MADV_POPULATE_WRITE`, see
     /// `os::Region::prefault`), so that they do not each take a page fault

@@ -47,6 +47,23 @@ impl VfsFile for StdFile {
         self.file.write_all_at(buf, off)
     }
 
+    fn write_zeros_ahead(&self, off: u64, len: u64) -> io::Result<()> {
+        /// Zeros per `pwrite` (in the zero-initialised data segment, so no
+        /// binary size).
+        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+        if self.stores.get() != Some(&true) {
+            return Ok(());
+        }
+        let end = off.saturating_add(len).min(self.len()?);
+        let mut at = off;
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64);
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
+        Ok(())
+    }
+
     fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
         crate::os::start_writeback(&self.file, off, len)
     }

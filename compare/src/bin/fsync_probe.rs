@@ -14,10 +14,13 @@
 //!
 //! `PROBE_SECS` (default 2) per row.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
+
+#[path = "../probe_files.rs"]
+mod probe_files;
+use probe_files::{new_file, Space};
 
 fn secs() -> Duration {
     Duration::from_secs_f64(
@@ -28,24 +31,7 @@ fn secs() -> Duration {
     )
 }
 
-fn dir() -> tempfile::TempDir {
-    match std::env::var_os("COMPARE_DIR") {
-        Some(b) => tempfile::tempdir_in(b).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    }
-}
-
 const SIZE: u64 = 64 << 20;
-
-fn new_file(path: &std::path::Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .expect("open")
-}
 
 /// `write(rec) + fdatasync` in a loop at increasing offsets; returns
 /// (rounds/s, mean latency µs).
@@ -65,18 +51,13 @@ fn rounds(f: &File, rec: usize) -> (f64, f64) {
 }
 
 fn main() {
-    let d = dir();
+    let d = probe_files::dir();
     println!("| file | record | fdatasync rounds/s | mean µs |");
     println!("|---|---|---:|---:|");
-    for rec in [100usize, 1024, 64 * 1024] {
+    for rec in [100usize, 1024, 10_000, 64 * 1024] {
         // Zero-filled (initialised extents).
         let p = d.path().join("zeros");
-        let f = new_file(&p);
-        let chunk = vec![0u8; 1 << 20];
-        for i in 0..(SIZE >> 20) {
-            f.write_all_at(&chunk, i << 20).expect("zero fill");
-        }
-        f.sync_all().expect("sync");
+        let f = new_file(&p, Space::Zeroed, SIZE);
         let (r, l) = rounds(&f, rec);
         println!("| zero-filled, overwritten | {rec} B | {r:.0} | {l:.0} |");
         drop(f);
@@ -84,11 +65,7 @@ fn main() {
 
         // fallocate'd (unwritten extents).
         let p = d.path().join("falloc");
-        let f = new_file(&p);
-        // SAFETY: plain syscall on an open descriptor.
-        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, SIZE as libc::off_t) };
-        assert_eq!(rc, 0, "fallocate");
-        f.sync_all().expect("sync");
+        let f = new_file(&p, Space::Fallocated, SIZE);
         let (r, l) = rounds(&f, rec);
         println!("| fallocate'd | {rec} B | {r:.0} | {l:.0} |");
         drop(f);
@@ -96,8 +73,7 @@ fn main() {
 
         // Appending.
         let p = d.path().join("append");
-        let f = new_file(&p);
-        f.sync_all().expect("sync");
+        let f = new_file(&p, Space::Growing, 0);
         let (r, l) = rounds(&f, rec);
         println!("| appending (size grows) | {rec} B | {r:.0} | {l:.0} |");
         drop(f);
@@ -107,7 +83,7 @@ fn main() {
     // Sequential bandwidth: 1 GiB... scaled down to 256 MiB, 1 MiB writes,
     // one fdatasync at the end.
     let p = d.path().join("seq");
-    let f = new_file(&p);
+    let f = new_file(&p, Space::Growing, 0);
     let chunk = vec![0x11u8; 1 << 20];
     let total = 256u64 << 20;
     let start = Instant::now();

@@ -6,34 +6,14 @@
 //!
 //! `cargo run --release --manifest-path compare/Cargo.toml --bin sync_probe -- [ops] [bytes]`
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use walq::{Durability, Options, Queue};
 
-fn file(path: &std::path::Path, zeroed: bool, size: u64) -> File {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .expect("open");
-    if zeroed {
-        let z = vec![0u8; 1 << 20];
-        for i in 0..size >> 20 {
-            f.write_all_at(&z, i << 20).expect("zero");
-        }
-    } else {
-        // SAFETY: plain syscall on a descriptor we own.
-        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) };
-        assert_eq!(rc, 0, "fallocate");
-    }
-    f.sync_all().expect("sync");
-    f
-}
+#[path = "../probe_files.rs"]
+mod probe_files;
+use probe_files::{new_file, Space};
 
 fn pct(v: &mut [u64], p: f64) -> f64 {
     v.sort_unstable();
@@ -44,10 +24,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let ops: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let dir = match std::env::var_os("COMPARE_DIR") {
-        Some(b) => tempfile::tempdir_in(b).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    };
+    let dir = probe_files::dir();
     let q = Queue::open_with(
         dir.path().join("q"),
         Options::default().durability(Durability::Sync),
@@ -55,8 +32,8 @@ fn main() {
     .expect("open");
     let rec = size + 56;
     let bytes = ((ops * rec) as u64 + (2 << 20)).next_multiple_of(1 << 20);
-    let zf = file(&dir.path().join("zeroed"), true, bytes);
-    let ff = file(&dir.path().join("falloc"), false, bytes);
+    let zf = new_file(&dir.path().join("zeroed"), Space::Zeroed, bytes);
+    let ff = new_file(&dir.path().join("falloc"), Space::Fallocated, bytes);
     let p = vec![0x42u8; size];
     let buf = vec![0x42u8; rec];
     let (mut w, mut z, mut fa) = (Vec::new(), Vec::new(), Vec::new());

@@ -29,11 +29,15 @@
 //! (default 3); all rates are printed, sorted. `COMPARE_DIR` picks the file
 //! system (default: the temp dir's).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
+
+#[path = "../probe_files.rs"]
+mod probe_files;
+use probe_files::{new_file, Space};
 
 /// The prefault window, as walq's (`PREFAULT_BYTES` in src/log.rs).
 const WINDOW: usize = 2 << 20;
@@ -43,29 +47,6 @@ fn env_num(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn dir() -> tempfile::TempDir {
-    match std::env::var_os("COMPARE_DIR") {
-        Some(b) => tempfile::tempdir_in(b).expect("tempdir"),
-        None => tempfile::tempdir().expect("tempdir"),
-    }
-}
-
-fn new_file(path: &Path, fallocate: Option<usize>) -> File {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .expect("open");
-    if let Some(len) = fallocate {
-        // SAFETY: a plain system call on a descriptor this function owns.
-        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) };
-        assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
-    }
-    f
 }
 
 /// A shared map of `len` bytes of a file from `off`, unmapped on drop.
@@ -148,14 +129,19 @@ fn row(kind: &str, dir: &Path, total: usize, size: usize) -> (f64, Option<f64>) 
     let started;
     match kind {
         "growing" | "fallocated" => {
-            let f = new_file(&path, (kind == "fallocated").then_some(total));
+            let space = if kind == "fallocated" {
+                Space::Fallocated
+            } else {
+                Space::Growing
+            };
+            let f = new_file(&path, space, total as u64);
             started = Instant::now();
             for i in 0..n {
                 f.write_all_at(&rec, (i * size) as u64).expect("pwrite");
             }
         }
         _ => {
-            let f = new_file(&path, Some(total));
+            let f = new_file(&path, Space::Fallocated, total as u64);
             let map = Map::new(&f, 0, total, random);
             if kind != "faulting" {
                 populate_ns = Some(populate(&f, &map, total, kind == "second"));
@@ -183,7 +169,7 @@ fn main() {
     };
     let total = env_num("PROBE_MB", 256) << 20;
     let runs = env_num("PROBE_RUNS", 3).max(1);
-    let dir = dir();
+    let dir = probe_files::dir();
     println!("| record | append by | records/s ({runs} runs, sorted) | populate per 4 KiB page |");
     println!("|---|---|---|---|");
     for &size in &sizes {

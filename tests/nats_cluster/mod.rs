@@ -43,19 +43,45 @@ pub fn server_binary() -> String {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+/// `n` distinct free ports: every listener is held until all are
+/// chosen, so no two servers are handed the same port.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
 }
+
+/// Attempts at starting the cluster. A port chosen free can be taken
+/// before its server binds it (an outgoing connection's source port, a
+/// server of the previous test still exiting): each attempt picks fresh
+/// ports, and the last failure panics with the servers' own words.
+const START_ATTEMPTS: usize = 3;
 
 impl Cluster {
     /// Starts three servers and waits until each accepts connections.
     pub fn start() -> Cluster {
         let bin = server_binary();
+        let mut attempt = 1;
+        loop {
+            match Cluster::try_start(&bin) {
+                Ok(cluster) => return cluster,
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("starting the cluster, attempt {attempt}: {e}; again on new ports");
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn try_start(bin: &str) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let all = free_ports(6);
+        let ports: Vec<(u16, u16)> = all.chunks(2).map(|p| (p[0], p[1])).collect();
         let mut nodes = Vec::new();
         for (i, (port, cport)) in ports.iter().enumerate() {
             let routes: Vec<String> = ports
@@ -84,21 +110,29 @@ impl Cluster {
         }
         let mut cluster = Cluster { _dir: dir, nodes };
         for i in 0..3 {
-            cluster.spawn(i, &bin);
+            cluster.spawn(i, bin);
         }
         for i in 0..3 {
-            cluster.wait_listening(i);
+            cluster.wait_listening(i)?;
         }
-        cluster
+        Ok(cluster)
     }
 
     fn spawn(&mut self, i: usize, bin: &str) {
         let node = &mut self.nodes[i];
+        // The server's own account of a failed start (appended across
+        // restarts), for `wait_listening`'s message.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.conf.with_extension("log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
         let child = Command::new(bin)
             .arg("-c")
             .arg(&node.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {bin}: {e}"));
         // The watchdog: kills the server once this process is gone.
@@ -117,16 +151,24 @@ impl Cluster {
         node.child = Some(child);
     }
 
-    fn wait_listening(&self, i: usize) {
+    /// Waits up to 30 s for server `i` to accept connections; else says
+    /// why, with the end of the server's log.
+    fn wait_listening(&self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = format!("127.0.0.1:{}", self.nodes[i].port);
         while TcpStream::connect(&addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server n{i} never listened on {addr}"
-            );
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.nodes[i].conf.with_extension("log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "nats-server n{i} never listened on {addr}; its log ends: {:?}",
+                    tail.into_iter().rev().collect::<Vec<_>>()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// Every server's URL, comma-separated.
@@ -151,7 +193,9 @@ impl Cluster {
         self.kill(i);
         let bin = server_binary();
         self.spawn(i, &bin);
-        self.wait_listening(i);
+        if let Err(e) = self.wait_listening(i) {
+            panic!("{e}");
+        }
     }
 
     /// Connects a backend to queue `name`, retrying while the cluster

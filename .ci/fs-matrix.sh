@@ -225,31 +225,34 @@ run_kill9() {
   drop_fs "$fs-kill9"
 }
 
+# The full-disk test once per durability, each on a fresh file system:
+# `os` (appends are stores into the mapped segment) and `sync` (`pwrite`
+# appends, an fdatasync per call, zeros written ahead of the tail).
 run_full_disk() {
-  local fs=$1 mnt log="$LOGS/$fs-full-disk.log" t0 rc
-  if ! make_fs "$fs" "${FULL_SIZE[$fs]}" "$fs-full"; then
-    F_RES[$fs]="FAIL (could not make the file system)"
+  local fs=$1 dur=$2 mnt log="$LOGS/$fs-full-disk-$2.log" t0 rc key="$1/$2"
+  if ! make_fs "$fs" "${FULL_SIZE[$fs]}" "$fs-full-$dur"; then
+    F_RES[$key]="FAIL (could not make the file system)"
     failed=1
     return
   fi
   mnt="$MNT"
   mkdir -p "$mnt/full"
-  say "$fs: full-disk test in $mnt/full ($(findmnt -no FSTYPE,SIZE "$mnt" | tr -s ' '))"
+  say "$fs: full-disk test ($dur) in $mnt/full ($(findmnt -no FSTYPE,SIZE "$mnt" | tr -s ' '))"
   t0=$SECONDS
-  WALQ_FULL_DISK_DIR="$mnt/full" timeout --signal=KILL "$RUN_TIMEOUT" \
+  WALQ_FULL_DISK_DIR="$mnt/full" WALQ_FULL_DISK_DURABILITY="$dur" timeout --signal=KILL "$RUN_TIMEOUT" \
     "$FULL_BIN" full_disk_scenario_real_fs --exact --nocapture --test-threads=1 >"$log" 2>&1
   rc=$?
-  F_TIME[$fs]=$((SECONDS - t0))
+  F_TIME[$key]=$((SECONDS - t0))
   grep -E '^full-disk scenario on|^  (ok|FAIL|info)  ' "$log" | cut -c1-400
   if ((rc == 0)) && grep -q "^test result: ok. 1 passed" "$log"; then
-    F_RES[$fs]="ok"
+    F_RES[$key]="ok"
   else
     local fails
     fails="$(grep -oE '^  FAIL  [a-z-]+' "$log" | awk '{print $2}' | paste -sd, -)"
-    F_RES[$fs]="FAIL (exit $rc${fails:+: $fails})"
+    F_RES[$key]="FAIL (exit $rc${fails:+: $fails})"
     failed=1
   fi
-  drop_fs "$fs-full"
+  drop_fs "$fs-full-$dur"
 }
 
 started=$SECONDS
@@ -257,15 +260,18 @@ for fs in $FS_LIST; do
   case $fs in ext4 | xfs | btrfs | tmpfs) ;; *) say "unknown file system '$fs'"; exit 2 ;; esac
   if [[ -n "${SKIP[$fs]:-}" ]]; then
     K_RES[$fs]="SKIPPED (${SKIP[$fs]})"
-    F_RES[$fs]="SKIPPED (${SKIP[$fs]})"
+    F_RES[$fs/os]="SKIPPED (${SKIP[$fs]})"
+    F_RES[$fs/sync]="SKIPPED (${SKIP[$fs]})"
     continue
   fi
   run_kill9 "$fs"
-  if [[ $FULL_DISK_CHECKS == on ]]; then
-    run_full_disk "$fs"
-  else
-    F_RES[$fs]="OFF (FULL_DISK_CHECKS=off)"
-  fi
+  for dur in os sync; do
+    if [[ $FULL_DISK_CHECKS == on ]]; then
+      run_full_disk "$fs" "$dur"
+    else
+      F_RES[$fs/$dur]="OFF (FULL_DISK_CHECKS=off)"
+    fi
+  done
 done
 
 # ---------------------------------------------------------------------------
@@ -273,13 +279,17 @@ done
 
 echo
 say "summary (logs in $LOGS)"
-printf '  %-6s  %-28s %6s   %s\n' "fs" "kill -9" "time" "full disk (time)"
+printf '  %-6s  %-28s %6s   %-22s %s\n' "fs" "kill -9" "time" "full disk, Os (time)" "full disk, Sync (time)"
 for fs in $FS_LIST; do
-  f_time=""
-  [[ -n "${F_TIME[$fs]:-}" ]] && f_time=" (${F_TIME[$fs]}s)"
   k_time=""
   [[ -n "${K_TIME[$fs]:-}" ]] && k_time="${K_TIME[$fs]}s"
-  printf '  %-6s  %-28s %6s   %s\n' "$fs" "${K_RES[$fs]:-}" "$k_time" "${F_RES[$fs]:-}$f_time"
+  f=()
+  for dur in os sync; do
+    t=""
+    [[ -n "${F_TIME[$fs/$dur]:-}" ]] && t=" (${F_TIME[$fs/$dur]}s)"
+    f+=("${F_RES[$fs/$dur]:-}$t")
+  done
+  printf '  %-6s  %-28s %6s   %-22s %s\n' "$fs" "${K_RES[$fs]:-}" "$k_time" "${f[0]}" "${f[1]}"
 done
 say "total $((SECONDS - started))s"
 if [[ $FULL_DISK_CHECKS == off ]]; then

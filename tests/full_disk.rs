@@ -8,7 +8,8 @@
 //! Three phases, run one after the other on the same directory:
 //!
 //! 1. **fill**: open the queue (1 MiB segments on a real disk, so it
-//!    rotates often; `Durability::Os`) and enqueue self-checking payloads
+//!    rotates often; `Durability::Os`, or `Sync` where the run says so)
+//!    and enqueue self-checking payloads
 //!    of 0.5–8 KiB until an enqueue fails. Then list the queue directory.
 //! 2. **drain**: top the disk up with a filler file (written until it gets
 //!    ENOSPC, in ever smaller pieces), so the disk is full for certain;
@@ -60,7 +61,10 @@
 //!   SIGBUS or any other signal is reported as a clear failure of the check
 //!   that was under way, and the later phases still run and report.
 //!   `.ci/fs-matrix.sh` sets the variable for ext4, xfs, btrfs and tmpfs
-//!   file systems it makes on loop devices.
+//!   file systems it makes on loop devices, and runs the scenario twice on
+//!   each (on fresh file systems): with `WALQ_FULL_DISK_DURABILITY=os` (the
+//!   default) and `=sync` (`pwrite` appends and an `fdatasync` per call,
+//!   the path `Durability::Sync` queues take).
 //! - Without it, that test does nothing and says so, and
 //!   `full_disk_scenario_sim` runs the same scenario on the simulated file
 //!   system. `SimFs` itself has no notion of space (its ENOSPC is an
@@ -98,6 +102,7 @@ use walq::vfs::{Mapping, SimFs, StdFs, Vfs, VfsFile};
 use walq::{Durability, ErrorKind, Options, Queue};
 
 const DIR_ENV: &str = "WALQ_FULL_DISK_DIR";
+const DURABILITY_ENV: &str = "WALQ_FULL_DISK_DURABILITY";
 const CHILD_PHASE_ENV: &str = "WALQ_FULL_DISK_CHILD";
 const CHILD_ROOT_ENV: &str = "WALQ_FULL_DISK_CHILD_ROOT";
 const CHILD_TEST: &str = "full_disk_scenario_child";
@@ -109,9 +114,13 @@ const HANG_LIMIT: Duration = Duration::from_secs(300);
 const AFTER_DRAIN_BASE: u64 = 1 << 40;
 const AFTER_DRAIN_JOBS: u64 = 100;
 
-/// Sizes of one run of the scenario.
+/// Sizes (and the durability) of one run of the scenario.
 #[derive(Clone, Copy, Debug)]
 struct Sizes {
+    /// `Os`: appends are stores into the mapped segment; `Sync`: `pwrite`
+    /// and an `fdatasync` per call, with zeros written ahead of the tail on
+    /// ext4, xfs and tmpfs (`Log::zero_ahead`).
+    durability: Durability,
     segment: u64,
     min_payload: u64,
     max_payload: u64,
@@ -120,6 +129,7 @@ struct Sizes {
 }
 
 const REAL: Sizes = Sizes {
+    durability: Durability::Os,
     segment: 1 << 20,
     min_payload: 512,
     max_payload: 8 << 10,
@@ -127,6 +137,7 @@ const REAL: Sizes = Sizes {
 };
 
 const SIM: Sizes = Sizes {
+    durability: Durability::Os,
     segment: 64 << 10,
     min_payload: 256,
     max_payload: 3 << 10,
@@ -135,10 +146,21 @@ const SIM: Sizes = Sizes {
 /// Capacity of the simulated disk.
 const SIM_CAPACITY: u64 = 3 << 20;
 
+/// The real-disk sizes, with the durability `WALQ_FULL_DISK_DURABILITY`
+/// names (`os`, the default, or `sync`; a child inherits it).
+fn real_sizes() -> Sizes {
+    let durability = match std::env::var(DURABILITY_ENV).as_deref() {
+        Err(_) | Ok("os") => Durability::Os,
+        Ok("sync") => Durability::Sync,
+        Ok(other) => panic!("{DURABILITY_ENV}={other}: expected os or sync"),
+    };
+    Sizes { durability, ..REAL }
+}
+
 fn options(sizes: &Sizes) -> Options {
     Options::default()
         .segment_size(sizes.segment)
-        .durability(Durability::Os)
+        .durability(sizes.durability)
         .visibility_timeout(Duration::from_secs(6 * 3600))
         .max_attempts(1000)
 }
@@ -814,7 +836,7 @@ fn full_disk_scenario_child() {
     Env {
         vfs: Arc::new(StdFs),
         root: PathBuf::from(root),
-        sizes: REAL,
+        sizes: real_sizes(),
         out: &mut out,
     }
     .run(phase);
@@ -847,7 +869,8 @@ fn full_disk_scenario_real_fs() {
         root.display()
     );
     let spare = tempfile::tempdir().expect("tempdir for the copy");
-    run_scenario(&root.display().to_string(), |phase| {
+    let label = format!("{} ({:?})", root.display(), real_sizes().durability);
+    run_scenario(&label, |phase| {
         if phase != Phase::Verify {
             return run_child(&root, phase);
         }
@@ -1184,6 +1207,21 @@ fn full_disk_scenario_sim_cow() {
     sim_scenario(
         QuotaFs::new_cow(SIM_CAPACITY),
         "the simulated copy-on-write file system (QuotaFs over SimFs)",
+        SIM,
+    );
+}
+
+/// [`full_disk_scenario_sim_cow`] with `Durability::Sync`: each `pwrite`
+/// append is an overwrite that needs new space, as on btrfs.
+#[test]
+fn full_disk_scenario_sim_cow_sync() {
+    sim_scenario(
+        QuotaFs::new_cow(SIM_CAPACITY),
+        "the simulated copy-on-write file system (QuotaFs over SimFs), Sync",
+        Sizes {
+            durability: Durability::Sync,
+            ..SIM
+        },
     );
 }
 
@@ -1239,12 +1277,30 @@ fn full_disk_scenario_sim() {
     sim_scenario(
         QuotaFs::new(SIM_CAPACITY),
         "the simulated file system (QuotaFs over SimFs)",
+        SIM,
+    );
+}
+
+/// The scenario with `Durability::Sync`: appends are `pwrite`s into the
+/// preallocated segment, so the queue's logic on a full disk is checked on
+/// the write path that `Sync` queues take (the zeros written ahead of the
+/// tail are a no-op on the simulated file system, whose preallocated bytes
+/// read as zeros already).
+#[test]
+fn full_disk_scenario_sim_sync() {
+    sim_scenario(
+        QuotaFs::new(SIM_CAPACITY),
+        "the simulated file system (QuotaFs over SimFs), Sync",
+        Sizes {
+            durability: Durability::Sync,
+            ..SIM
+        },
     );
 }
 
 /// The scenario in this process on the simulated disk `fs`, which grows
 /// by its capacity again (space comes back) before the verify phase.
-fn sim_scenario(fs: QuotaFs, label: &str) {
+fn sim_scenario(fs: QuotaFs, label: &str, sizes: Sizes) {
     let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
     run_scenario(label, |phase| {
         if phase == Phase::Verify {
@@ -1255,7 +1311,7 @@ fn sim_scenario(fs: QuotaFs, label: &str) {
         Env {
             vfs: vfs.clone(),
             root: PathBuf::from("/disk"),
-            sizes: SIM,
+            sizes,
             out: &mut out,
         }
         .run(phase);

@@ -276,17 +276,18 @@ impl Committer {
     /// next sync the rest (64 Sync producers on 2 vCPUs: about 32 jobs per
     /// fdatasync, where one could cover 64). So it yields its CPU to them
     /// while fewer records wait than the larger of the last two counts of
-    /// callers woken, for at most as long as the last sync took
-    /// ([`MAX_GATHER`] at most): waiting longer than a sync is worse than
-    /// syncing twice. A lone caller (one woken: itself) never waits: its
-    /// own record is the one it waits for. (Waiting for 3/4 of them, as
-    /// before, left about a quarter of the callers to the next sync: 64
-    /// `Sync` producers, 45 jobs per fdatasync, against 50-52 now;
-    /// docs/benchmarks.md, "The leader waits for all the callers".)
+    /// callers woken, for at most [`GATHER_SYNCS`] times as long as the
+    /// last sync took ([`MAX_GATHER`] at most; [`gather_limit`]). A lone
+    /// caller (one woken: itself) never waits: its own record is the one
+    /// it waits for. (Waiting for 3/4 of them, as before 7b0824e, left
+    /// about a quarter of the callers to the next sync; waiting no longer
+    /// than one sync, as before 2026-12-02, covered 41-44 of 64 once the
+    /// syncs got shorter; docs/benchmarks.md, "The leader waits for all
+    /// the callers" and "Gathering for three syncs".)
     fn gather(&self, durable: u64) {
         let pending = || self.written.load(Ordering::Acquire).saturating_sub(durable);
         let want = gather_target(self.woken.load(Ordering::Relaxed));
-        let limit = Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed)).min(MAX_GATHER);
+        let limit = gather_limit(self.sync_nanos.load(Ordering::Relaxed));
         let start = Instant::now();
         std::thread::yield_now();
         while pending() < want && start.elapsed() < limit {
@@ -343,6 +344,19 @@ impl Committer {
 
 /// The longest a leader waits for callers before it syncs.
 const MAX_GATHER: Duration = Duration::from_millis(1);
+
+/// How many times the last sync's duration a leader may wait for callers.
+/// Waking 64 threads on 2 vCPUs takes longer than a short `fdatasync`:
+/// one sync's worth of waiting covered 41-44 of 64 Sync producers per
+/// sync, three cover 57-61 at the same rate and mean latency
+/// (docs/benchmarks.md, "Gathering for three syncs"). The wait ends as
+/// soon as the callers are in, so it costs time only when they are slow.
+const GATHER_SYNCS: u64 = 3;
+
+/// The longest a leader waits for callers after a sync of `sync_nanos`.
+fn gather_limit(sync_nanos: u64) -> Duration {
+    Duration::from_nanos(sync_nanos.saturating_mul(GATHER_SYNCS)).min(MAX_GATHER)
+}
 
 /// How many pending records a leader waits for, given the callers the
 /// last two syncs woke (packed as in `Committer::woken`): the larger
@@ -402,7 +416,10 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_waits_for_the_last_batches_and_no_longer_than_a_sync() {
+    fn a_leader_waits_for_the_last_batches_and_a_few_syncs_at_most() {
+        assert_eq!(gather_limit(0), Duration::ZERO, "no sync yet: no wait");
+        assert_eq!(gather_limit(200_000), Duration::from_micros(600));
+        assert_eq!(gather_limit(u64::MAX), MAX_GATHER, "never past the cap");
         assert_eq!(gather_target(0), 0, "no sync yet: no wait");
         assert_eq!(gather_target(1 << 32 | 1), 0, "a lone caller never waits");
         assert_eq!(gather_target(1 << 32 | 2), 2, "two callers: both");

@@ -2,7 +2,9 @@
 # Real file systems (brief guarantees 13 and 14, issue 8): runs the kill -9
 # harness (tests/crash_kill9.rs) and the full-disk test (tests/full_disk.rs)
 # on ext4, xfs, btrfs and tmpfs file systems made on loop devices (tmpfs:
-# a size-limited tmpfs mount), each test on a fresh file system of its own.
+# a size-limited tmpfs mount), and on overlayfs over an ext4 loop image
+# (what a Docker container writes to), each test on a fresh file system of
+# its own.
 #
 #   sudo bash .ci/fs-matrix.sh                # everything
 #   sudo FS_MATRIX_FS="btrfs" bash .ci/fs-matrix.sh
@@ -42,15 +44,16 @@ esac
 # Kill -9 cycles per file system (`cargo test` runs its own 200 on the
 # default disk). 0.01-0.3 s a cycle on a 2-core VM, see docs/testing.md.
 KILL9_CYCLES="${KILL9_CYCLES:-100}"
-FS_LIST="${FS_MATRIX_FS:-ext4 xfs btrfs tmpfs}"
+FS_LIST="${FS_MATRIX_FS:-ext4 xfs btrfs tmpfs overlay}"
 # Per test run; a hung run is killed and counts as a failure.
 RUN_TIMEOUT="${FS_MATRIX_TIMEOUT:-600}"
 
 # File system sizes. The full-disk ones are small, since the test fills
 # them: xfs cannot be made smaller than 300 MiB; 128 MiB of btrfs holds
 # about 47 MiB of data (metadata is duplicated).
-declare -A KILL9_SIZE=([ext4]=256M [xfs]=300M [btrfs]=256M [tmpfs]=256M)
-declare -A FULL_SIZE=([ext4]=64M [xfs]=300M [btrfs]=128M [tmpfs]=64M)
+# overlay: the size of the ext4 image under it.
+declare -A KILL9_SIZE=([ext4]=256M [xfs]=300M [btrfs]=256M [tmpfs]=256M [overlay]=256M)
+declare -A FULL_SIZE=([ext4]=64M [xfs]=300M [btrfs]=128M [tmpfs]=64M [overlay]=64M)
 
 LOGS="$PWD/target/fs-matrix"
 
@@ -62,8 +65,10 @@ say() { printf 'fs-matrix: %s\n' "$*"; }
 WORK=""
 MOUNTS=()
 cleanup() {
-  local m
-  for m in "${MOUNTS[@]}"; do
+  local i m
+  # Newest first: an overlay goes before the file system under it.
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
+    m=${MOUNTS[i]}
     if mountpoint -q "$m" 2>/dev/null; then
       umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || say "could not unmount $m"
     fi
@@ -89,7 +94,7 @@ declare -A MKFS_PKG=([ext4]=e2fsprogs [xfs]=xfsprogs [btrfs]=btrfs-progs)
 declare -A SKIP=()
 missing_pkgs=()
 for fs in $FS_LIST; do
-  [[ $fs == tmpfs ]] && continue
+  [[ $fs == tmpfs || $fs == overlay ]] && continue
   command -v "mkfs.$fs" >/dev/null 2>&1 || missing_pkgs+=("${MKFS_PKG[$fs]}")
 done
 if ((${#missing_pkgs[@]})); then
@@ -104,7 +109,7 @@ if ((${#missing_pkgs[@]})); then
   fi
 fi
 for fs in $FS_LIST; do
-  if [[ $fs != tmpfs ]] && ! command -v "mkfs.$fs" >/dev/null 2>&1; then
+  if [[ $fs != tmpfs && $fs != overlay ]] && ! command -v "mkfs.$fs" >/dev/null 2>&1; then
     SKIP[$fs]="mkfs.$fs is not installed and could not be installed"
   fi
 done
@@ -126,8 +131,17 @@ else
   umount "$probe/m"
 fi
 if [[ -n "$loop_err" ]]; then
-  say "SKIPPED ext4, xfs, btrfs: this machine does not allow loop mounts: $loop_err"
-  for fs in ext4 xfs btrfs; do SKIP[$fs]="no loop mounts on this machine"; done
+  say "SKIPPED ext4, xfs, btrfs, overlay: this machine does not allow loop mounts: $loop_err"
+  for fs in ext4 xfs btrfs overlay; do SKIP[$fs]="no loop mounts on this machine"; done
+fi
+if [[ -z "$loop_err" ]]; then
+  mkdir -p "$probe/lower" "$probe/upper" "$probe/work"
+  if ov_err="$(mount -t overlay walq-probe -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" "$probe/m" 2>&1)"; then
+    umount "$probe/m"
+  else
+    say "SKIPPED overlay: this machine does not allow overlay mounts: $(head -n 1 <<<"$ov_err")"
+    SKIP[overlay]="no overlay mounts on this machine"
+  fi
 fi
 if tmpfs_err="$(mount -t tmpfs -o size=1M walq-probe "$probe/m" 2>&1)"; then
   umount "$probe/m"
@@ -168,10 +182,23 @@ make_fs() {
   local base="$WORK/$name" mnt="$WORK/$name/mnt"
   MNT="$mnt"
   mkdir -p "$mnt" || return 1
+  # An overlay's host file system is mounted first and unmounted last.
+  [[ $fs == overlay ]] && MOUNTS+=("$base/host")
   MOUNTS+=("$mnt")
   case $fs in
     tmpfs)
       mount -t tmpfs -o "size=$size,mode=0755" "walq-$name" "$mnt" || return 1
+      ;;
+    overlay)
+      # An ext4 image holds the layers; the overlay over it is the test's.
+      local host="$base/host"
+      mkdir -p "$host" || return 1
+      truncate -s "$size" "$base/img" || return 1
+      mkfs.ext4 -q -F -m 0 -b 4096 "$base/img" >"$base/mkfs.log" 2>&1 || { cat "$base/mkfs.log"; return 1; }
+      mount -o loop "$base/img" "$host" || return 1
+      mkdir -p "$host/lower" "$host/upper" "$host/work" || return 1
+      mount -t overlay "walq-$name" \
+        -o "lowerdir=$host/lower,upperdir=$host/upper,workdir=$host/work" "$mnt" || return 1
       ;;
     *)
       truncate -s "$size" "$base/img" || return 1
@@ -188,9 +215,12 @@ make_fs() {
 drop_fs() {
   local name=$1
   local mnt="$WORK/$name/mnt"
-  if mountpoint -q "$mnt"; then
-    umount "$mnt" || umount -l "$mnt"
-  fi
+  local m
+  for m in "$mnt" "$WORK/$name/host"; do
+    if mountpoint -q "$m"; then
+      umount "$m" || umount -l "$m"
+    fi
+  done
   rm -rf --one-file-system "$WORK/$name"
 }
 
@@ -257,7 +287,7 @@ run_full_disk() {
 
 started=$SECONDS
 for fs in $FS_LIST; do
-  case $fs in ext4 | xfs | btrfs | tmpfs) ;; *) say "unknown file system '$fs'"; exit 2 ;; esac
+  case $fs in ext4 | xfs | btrfs | tmpfs | overlay) ;; *) say "unknown file system '$fs'"; exit 2 ;; esac
   if [[ -n "${SKIP[$fs]:-}" ]]; then
     K_RES[$fs]="SKIPPED (${SKIP[$fs]})"
     F_RES[$fs/os]="SKIPPED (${SKIP[$fs]})"
@@ -279,7 +309,7 @@ done
 
 echo
 say "summary (logs in $LOGS)"
-printf '  %-6s  %-28s %6s   %-22s %s\n' "fs" "kill -9" "time" "full disk, Os (time)" "full disk, Sync (time)"
+printf '  %-7s  %-28s %6s   %-22s %s\n' "fs" "kill -9" "time" "full disk, Os (time)" "full disk, Sync (time)"
 for fs in $FS_LIST; do
   k_time=""
   [[ -n "${K_TIME[$fs]:-}" ]] && k_time="${K_TIME[$fs]}s"
@@ -289,7 +319,7 @@ for fs in $FS_LIST; do
     [[ -n "${F_TIME[$fs/$dur]:-}" ]] && t=" (${F_TIME[$fs/$dur]}s)"
     f+=("${F_RES[$fs/$dur]:-}$t")
   done
-  printf '  %-6s  %-28s %6s   %-22s %s\n' "$fs" "${K_RES[$fs]:-}" "$k_time" "${f[0]}" "${f[1]}"
+  printf '  %-7s  %-28s %6s   %-22s %s\n' "$fs" "${K_RES[$fs]:-}" "$k_time" "${f[0]}" "${f[1]}"
 done
 say "total $((SECONDS - started))s"
 if [[ $FULL_DISK_CHECKS == off ]]; then

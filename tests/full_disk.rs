@@ -61,7 +61,7 @@
 //!   SIGBUS or any other signal is reported as a clear failure of the check
 //!   that was under way, and the later phases still run and report.
 //!   `.ci/fs-matrix.sh` sets the variable for ext4, xfs, btrfs and tmpfs
-//!   file systems it makes on loop devices, and runs the scenario twice on
+//!   file systems it makes on loop devices (and overlayfs over ext4), and runs the scenario twice on
 //!   each (on fresh file systems): with `WALQ_FULL_DISK_DURABILITY=os` (the
 //!   default) and `=sync` (`pwrite` appends and an `fdatasync` per call,
 //!   the path `Durability::Sync` queues take).
@@ -851,7 +851,7 @@ fn full_disk_scenario_real_fs() {
         eprintln!(
             "full_disk_scenario_real_fs: {DIR_ENV} is not set, so no real file system is \
              filled here (full_disk_scenario_sim runs the scenario on the simulated one; \
-             `sudo bash .ci/fs-matrix.sh` runs it on ext4, xfs, btrfs and tmpfs)"
+             `sudo bash .ci/fs-matrix.sh` runs it on ext4, xfs, btrfs, tmpfs and overlayfs)"
         );
         return;
     };

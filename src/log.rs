@@ -152,6 +152,9 @@ struct Staged {
     bytes: Vec<u8>,
     first_lsn: u64,
     last_lsn: u64,
+    /// The operation's changes before the batch: staged records are not
+    /// changes until they are written.
+    changes_before: u32,
 }
 
 impl Log {
@@ -382,28 +385,33 @@ impl Log {
         Ok(())
     }
 
-    /// Holds the records appended from now on, under `pwrite` appends, for
-    /// one write at [`Log::stage_flush`]: a batch of 100 jobs costs one
-    /// system call, not 100. The caller has made room for every record
+    /// Holds the records appended from now on, under `pwrite` appends (the
+    /// appends of `Durability::Sync`, and every append on a file system
+    /// where stores into the map are not safe: btrfs, overlayfs, any not
+    /// known), for one write at [`Log::stage_flush`]: a batch of 100 jobs
+    /// costs one system call, not 100. The caller has made room for every record
     /// ([`Log::ensure_room`]), so the batch never rotates, and must call
     /// `stage_flush` (or `stage_abort`) before the operation ends. Nothing
     /// staged is published or counted as written until the flush. A no-op
     /// with map stores, which cost no system call.
     pub fn stage_begin(&mut self) {
-        if self.syscall_appends {
+        if self.syscall_appends || self.active().writes_by_syscall() {
             self.staged = Some(Staged {
                 bytes: Vec::new(),
                 first_lsn: self.next_lsn,
                 last_lsn: 0,
+                changes_before: self.op_changes,
             });
         }
     }
 
     /// Writes the staged records with one `pwrite`, then publishes them.
     /// On failure nothing is published, the LSNs are given back and the
-    /// bytes the write may have left past the tail are zeroed (as a failed
-    /// append's); the operation already changed memory, so the failure
-    /// poisons the queue.
+    /// bytes the write may have left past the tail are zeroed, as after a
+    /// failed append: the caller made nothing live for the staged records
+    /// yet (`QueueState::enqueue_batch`), so they are not counted as
+    /// changes, and a full disk is harmless if nothing else changed
+    /// ([`Log::take_harmless_failure`]; EIO still poisons the queue).
     pub fn stage_flush(&mut self) -> Result<()> {
         let Some(st) = self.staged.take() else {
             return Ok(());
@@ -418,6 +426,7 @@ impl Log {
             self.residue = self.residue.max(self.tail + len);
             let _ = self.clear_residue();
             self.next_lsn = st.first_lsn;
+            self.op_changes = st.changes_before;
             self.note_failure(&e);
             return Err(e);
         }
@@ -477,6 +486,7 @@ impl Log {
     pub fn stage_abort(&mut self) {
         if let Some(st) = self.staged.take() {
             self.next_lsn = st.first_lsn;
+            self.op_changes = st.changes_before;
         }
     }
 

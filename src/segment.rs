@@ -470,6 +470,16 @@ impl Segment {
         self.write_by(off, bytes, false)
     }
 
+    /// Whether a plain write into this segment is a `pwrite` (its file
+    /// system is not one where stores into the map are safe; see
+    /// `os::map_stores_are_safe`). `false` once the file is closed.
+    pub fn writes_by_syscall(&self) -> bool {
+        self.file
+            .read()
+            .as_deref()
+            .is_some_and(|f| f.writes_by_syscall())
+    }
+
     /// Writes `bytes` at `off`: stores into the map where that is safe,
     /// unless `syscall` asks for `pwrite` (see [`VfsFile::write_at_syscall`]).
     pub fn write_by(&self, off: u32, bytes: &[u8], syscall: bool) -> Result<()> {

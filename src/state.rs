@@ -148,6 +148,17 @@ struct JobRecord {
     group: Vec<u8>,
 }
 
+/// `Err` once job ids are exhausted.
+fn check_new_id(id: u64) -> Result<()> {
+    if id >= crate::format::MAX_ID {
+        return Err(Error::new(
+            ErrorKind::InvalidOptions,
+            "job ids are exhausted (2^62 jobs enqueued)",
+        ));
+    }
+    Ok(())
+}
+
 fn too_large(what: &str, len: usize, limit: usize) -> Error {
     Error::new(
         ErrorKind::PayloadTooLarge,
@@ -282,37 +293,12 @@ impl QueueState {
             }
         }
         let id = self.next_id;
-        if id >= crate::format::MAX_ID {
-            return Err(Error::new(
-                ErrorKind::InvalidOptions,
-                "job ids are exhausted (2^62 jobs enqueued)",
-            ));
-        }
+        check_new_id(id)?;
         self.ensure_def(queue)?;
         let due_ms = now.saturating_add(ms(opts.delay));
-        let max_attempts = opts
-            .max_attempts
-            .or_else(|| self.named.options(queue).and_then(|o| o.max_attempts))
-            .unwrap_or(self.cfg.max_attempts);
-        let rec = Record::Enqueue(EnqueueRec {
-            id,
-            enqueued_ms: now,
-            due_ms,
-            attempts: 0,
-            max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
-            key,
-            payload,
-            queue,
-            priority: opts.priority.byte(),
-            group: opts.group.as_deref().unwrap_or_default(),
-        });
+        let rec = self.enqueue_record(id, queue, payload, opts, now, due_ms);
         let a = self.log.append(&rec, flags, self.next_id + 1)?;
-        self.next_id += 1;
-        if self.cfg.read_committed {
-            self.unconfirmed.push_back((id, a.lsn));
-        }
-        let state = self.place_new(id, queue, opts, due_ms, now);
-        self.add_job(id, a, 0, state, due_ms);
+        self.add_enqueued(id, queue, opts, (now, due_ms), a);
         if let Some(hash) = hash {
             let entry = KeyEntry {
                 id,
@@ -326,12 +312,61 @@ impl QueueState {
                 self.sweep_keys_step(now);
             }
         }
-        self.counters.enqueued += 1;
         Ok(EnqueueOutcome {
             id,
             duplicate: false,
             lsn: a.lsn,
         })
+    }
+
+    /// The record of new job `id` (not written yet), due at `due_ms`.
+    #[inline]
+    fn enqueue_record<'a>(
+        &self,
+        id: u64,
+        queue: u16,
+        payload: &'a [u8],
+        opts: &'a EnqueueOptions,
+        now: u64,
+        due_ms: u64,
+    ) -> Record<'a> {
+        let max_attempts = opts
+            .max_attempts
+            .or_else(|| self.named.options(queue).and_then(|o| o.max_attempts))
+            .unwrap_or(self.cfg.max_attempts);
+        Record::Enqueue(EnqueueRec {
+            id,
+            enqueued_ms: now,
+            due_ms,
+            attempts: 0,
+            max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
+            key: opts.key.as_deref().unwrap_or_default(),
+            payload,
+            queue,
+            priority: opts.priority.byte(),
+            group: opts.group.as_deref().unwrap_or_default(),
+        })
+    }
+
+    /// Makes new job `id`, whose record `a` was written, live (all but its
+    /// idempotency key), enqueued at `now`, due at `due_ms`.
+    #[inline(always)]
+    fn add_enqueued(
+        &mut self,
+        id: u64,
+        queue: u16,
+        opts: &EnqueueOptions,
+        (now, due_ms): (u64, u64),
+        a: Appended,
+    ) {
+        debug_assert_eq!(id, self.next_id, "jobs are made live in id order");
+        self.next_id += 1;
+        if self.cfg.read_committed {
+            self.unconfirmed.push_back((id, a.lsn));
+        }
+        let state = self.place_new(id, queue, opts, due_ms, now);
+        self.add_job(id, a, 0, state, due_ms);
+        self.counters.enqueued += 1;
     }
 
     /// The level and group of a new job, and whether it starts fresh or
@@ -379,9 +414,11 @@ impl QueueState {
         }
         self.ensure_def(queue)?;
         self.log.ensure_room(total, self.next_id)?;
-        let mut ids = Vec::with_capacity(payloads.len());
-        let mut lsn = self.log.next_lsn.saturating_sub(1);
-        // One write for the whole batch (under `pwrite` appends).
+        // One write for the whole batch (under `pwrite` appends), and no
+        // job made live before it succeeded: a batch that fails on a full
+        // disk changes nothing (`Log::stage_flush`).
+        let due_ms = now.saturating_add(ms(opts.delay));
+        let mut written = Vec::with_capacity(payloads.len());
         self.log.stage_begin();
         for (i, p) in payloads.iter().enumerate() {
             let flags = if i + 1 < payloads.len() {
@@ -389,13 +426,23 @@ impl QueueState {
             } else {
                 0
             };
-            let out = self
-                .enqueue(queue, p, &opts, now, flags)
+            let id = self.next_id + i as u64;
+            let a = check_new_id(id)
+                .and_then(|()| {
+                    let rec = self.enqueue_record(id, queue, p, &opts, now, due_ms);
+                    self.log.append(&rec, flags, id + 1)
+                })
                 .inspect_err(|_| self.log.stage_abort())?;
-            ids.push(out.id);
-            lsn = out.lsn;
+            written.push((id, a));
         }
         self.log.stage_flush()?;
+        let lsn = written
+            .last()
+            .map_or(self.log.next_lsn.saturating_sub(1), |w| w.1.lsn);
+        let ids = written.iter().map(|w| w.0).collect();
+        for (id, a) in written {
+            self.add_enqueued(id, queue, &opts, (now, due_ms), a);
+        }
         Ok((ids, lsn))
     }
 

@@ -1,4 +1,5 @@
-//! Under `Durability::Sync` appends are `pwrite`s; a batch of jobs is
+//! Under `Durability::Sync` appends are `pwrite`s (and under `Os` too on
+//! file systems where stores into the map are not safe); a batch of jobs is
 //! written with one of them, not one per job, and stays all-or-nothing
 //! across a power cut.
 
@@ -65,4 +66,90 @@ fn a_failed_batch_write_adds_no_job() {
     }
     assert_eq!(got, vec![b"before".to_vec()], "no job of the failed batch");
     q.enqueue(b"after").unwrap();
+}
+
+/// Under `Durability::Os` on a file system where stores into the map are
+/// not safe (btrfs, overlayfs: every append is a `pwrite` there), a batch
+/// is staged for one write too, not written one job at a time.
+#[test]
+fn an_os_batch_is_one_write_where_appends_are_pwrites() {
+    let fs = SimFs::new();
+    fs.writes_by_syscall(true);
+    let q = open_with(&fs, Durability::Os);
+    q.enqueue(b"before").unwrap();
+    let payloads: Vec<Vec<u8>> = (0..100).map(|i| format!("job {i}").into_bytes()).collect();
+    let writes = fs.op_count(FaultOp::Write);
+    q.enqueue_batch(payloads.iter()).unwrap();
+    assert_eq!(
+        fs.op_count(FaultOp::Write) - writes,
+        1,
+        "writes for one batch of 100 jobs"
+    );
+    drop(q);
+    let q = open_with(&fs, Durability::Os);
+    let mut want = vec![b"before".to_vec()];
+    want.extend(payloads);
+    assert_eq!(drain(&q), want, "every job of the batch, in order");
+}
+
+/// A staged batch whose one write fails on a full disk makes no job live
+/// and leaves the queue serving, as a single enqueue that fails there
+/// does (it is not poisoned); the same failure with EIO poisons it.
+#[test]
+fn a_staged_batch_on_a_full_disk_fails_harmlessly() {
+    for (durability, by_syscall) in [(Durability::Sync, false), (Durability::Os, true)] {
+        for kind in [std::io::ErrorKind::StorageFull, std::io::ErrorKind::Other] {
+            let fs = SimFs::new();
+            fs.writes_by_syscall(by_syscall);
+            let q = open_with(&fs, durability);
+            q.enqueue(b"before").unwrap();
+            fs.set_fault(Some(Fault {
+                op: FaultOp::Write,
+                at: fs.op_count(FaultOp::Write),
+                forever: false,
+                kind,
+            }));
+            let batch = [b"x".as_slice(), b"y", b"z"];
+            let err = q.enqueue_batch(batch).unwrap_err();
+            fs.set_fault(None);
+            let case = format!("{durability:?}, {kind:?}");
+            assert_eq!(err.kind(), ErrorKind::Io, "{case}: {err}");
+            assert_eq!(q.stats().ready, 1, "{case}: no job of the batch");
+            let after = q.enqueue(b"after");
+            if kind == std::io::ErrorKind::StorageFull {
+                after.unwrap_or_else(|e| panic!("{case}: the queue still serves: {e}"));
+                assert_eq!(
+                    drain(&q),
+                    vec![b"before".to_vec(), b"after".to_vec()],
+                    "{case}"
+                );
+            } else {
+                let e = after.expect_err(&case);
+                assert_eq!(e.kind(), ErrorKind::Poisoned, "{case}: {e}");
+            }
+            drop(q);
+            let q = open_with(&fs, durability);
+            assert!(
+                !drain(&q).iter().any(|p| batch.contains(&p.as_slice())),
+                "{case}: a job of the failed batch came back"
+            );
+        }
+    }
+}
+
+fn open_with(fs: &SimFs, durability: Durability) -> Queue {
+    let opts = Options::default()
+        .durability(durability)
+        .segment_size(1 << 20);
+    Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), opts).expect("open")
+}
+
+/// Every payload still queued, in delivery order, each acked.
+fn drain(q: &Queue) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        got.push(job.payload().to_vec());
+        q.ack(job.receipt()).unwrap();
+    }
+    got
 }

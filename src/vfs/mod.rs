@@ -44,6 +44,13 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     fn write_at_syscall(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.write_at(buf, off)
     }
+    /// Whether [`VfsFile::write_at`] is a system call (`pwrite`), not a
+    /// store into a map: then the log stages the records of a batch for
+    /// one write, as it does for [`VfsFile::write_at_syscall`] appends. By
+    /// default `false` (the simulated file system stores into memory).
+    fn writes_by_syscall(&self) -> bool {
+        false
+    }
     /// Starts writing back `off..off+len` without waiting for it and
     /// without reading the file's writeback-error state (see
     /// `os::start_writeback`): a hint that makes a later

@@ -367,6 +367,9 @@ struct State {
     max_syncs_in_flight: usize,
     /// Ranges whose writeback was started ([`VfsFile::start_writeback`]).
     writebacks: Vec<(u64, u64)>,
+    /// What files answer to [`VfsFile::writes_by_syscall`] (see
+    /// [`SimFs::writes_by_syscall`]).
+    writes_by_syscall: bool,
 }
 
 impl State {
@@ -525,6 +528,7 @@ impl SimFs {
         let mut rng = SplitMix(seed ^ 0x0005_1af5_0000_0000);
         let mut new = State {
             dirs: st.dirs.clone(),
+            writes_by_syscall: st.writes_by_syscall,
             ..State::default()
         };
         let mut moved: BTreeMap<u64, u64> = BTreeMap::new();
@@ -623,6 +627,15 @@ impl SimFs {
         self.shared.state.lock().kernel_sync_errors = on;
     }
 
+    /// Makes every file answer `on` to [`VfsFile::writes_by_syscall`], as
+    /// the real file system's files do where stores into a map are not
+    /// safe (btrfs, overlayfs): the log then takes the path it takes there
+    /// (a batch staged for one write). Nothing else changes. Off by
+    /// default.
+    pub fn writes_by_syscall(&self, on: bool) {
+        self.shared.state.lock().writes_by_syscall = on;
+    }
+
     /// The most syncs ever running at once on one file.
     pub fn max_syncs_in_flight(&self) -> usize {
         self.shared.state.lock().max_syncs_in_flight
@@ -704,6 +717,10 @@ impl SimFile {
 }
 
 impl VfsFile for SimFile {
+    fn writes_by_syscall(&self) -> bool {
+        self.shared.state.lock().writes_by_syscall
+    }
+
     fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
         self.shared.state.lock().writebacks.push((off, len));
         Ok(())

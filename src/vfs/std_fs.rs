@@ -47,6 +47,10 @@ impl VfsFile for StdFile {
         self.file.write_all_at(buf, off)
     }
 
+    fn writes_by_syscall(&self) -> bool {
+        !matches!((self.map.get(), self.stores.get()), (Some(_), Some(true)))
+    }
+
     fn write_zeros_ahead(&self, off: u64, len: u64) -> io::Result<()> {
         /// Zeros per `pwrite` (in the zero-initialised data segment, so no
         /// binary size).

@@ -40,6 +40,17 @@ struct Sweep {
     /// Every how many sync points to also crash during the recovery, at
     /// each of the recovery's own sync points (0: never).
     double_every: u64,
+    /// Files answer `writes_by_syscall` (`SimFs::writes_by_syscall`): the
+    /// log appends as on btrfs or overlayfs, where even `Os` appends are
+    /// `pwrite`s and a batch is staged for one.
+    pwrite_appends: bool,
+}
+
+/// A fresh file system for a run of `sw`.
+fn fresh_fs(sw: &Sweep) -> SimFs {
+    let fs = SimFs::new();
+    fs.writes_by_syscall(sw.pwrite_appends);
+    fs
 }
 
 /// How many times the default number of seeds to run (see the module
@@ -56,7 +67,7 @@ fn scale() -> u64 {
 /// (sync points, crashes checked).
 fn sweep(sw: &Sweep) -> (u64, u64) {
     let started = Instant::now();
-    let mut base = Run::start_with(SimFs::new(), sw.seed, None, sw.durability);
+    let mut base = Run::start_with(fresh_fs(sw), sw.seed, None, sw.durability);
     (sw.workload)(&mut base);
     assert!(base.failed.is_none(), "{}: {:?}", sw.name, base.failed);
     let n = base.fs.syncs();
@@ -64,7 +75,7 @@ fn sweep(sw: &Sweep) -> (u64, u64) {
     let seeds = sw.seeds * scale();
     // k = n: the power goes at the end of the whole run.
     for k in 0..=n {
-        let mut run = Run::start_with(SimFs::new(), sw.seed, Some(k), sw.durability);
+        let mut run = Run::start_with(fresh_fs(sw), sw.seed, Some(k), sw.durability);
         (sw.workload)(&mut run);
         assert!(run.failed.is_none(), "{}: {:?}", sw.name, run.failed);
         for s in 0..seeds {
@@ -141,6 +152,7 @@ fn mixed_workload_survives_power_loss_at_every_sync_point() {
         workload: mixed,
         seeds: 4,
         double_every: 4,
+        pwrite_appends: false,
     });
 }
 
@@ -169,6 +181,7 @@ fn priority_levels_and_a_group_survive_power_loss_at_every_sync_point() {
         workload: levels,
         seeds: 2,
         double_every: 0,
+        pwrite_appends: false,
     });
     assert!(n > 50 && checks > 100, "{n} sync points, {checks} checks");
 }
@@ -182,6 +195,7 @@ fn mixed_workload_with_big_jobs_survives_power_loss_at_every_sync_point() {
         workload: mixed_big,
         seeds: 4,
         double_every: 0,
+        pwrite_appends: false,
     });
 }
 
@@ -214,6 +228,7 @@ fn dead_letter_compaction_survives_power_loss_at_every_sync_point() {
         workload: dead_letter_workload,
         seeds: 3,
         double_every: 25,
+        pwrite_appends: false,
     });
 }
 
@@ -250,6 +265,23 @@ fn leftover_temporary_files_are_removed_on_open() {
         .any(|n| n.ends_with(".tmp")));
 }
 
+/// The same under `Os` where appends are `pwrite`s (btrfs, overlayfs):
+/// batches are staged for one write there, and made live after it.
+#[test]
+fn os_pwrite_appends_power_loss_loses_only_unsynced_work() {
+    for seed in 41..41 + 2 * scale() {
+        sweep(&Sweep {
+            name: "os, pwrite appends",
+            seed,
+            durability: Durability::Os,
+            workload: mixed,
+            seeds: 8,
+            double_every: 3,
+            pwrite_appends: true,
+        });
+    }
+}
+
 #[test]
 fn os_durability_power_loss_loses_only_unsynced_work() {
     // Under `Durability::Os` a power loss may lose what was not synced, but
@@ -263,6 +295,7 @@ fn os_durability_power_loss_loses_only_unsynced_work() {
             workload: mixed,
             seeds: 8,
             double_every: 3,
+            pwrite_appends: false,
         });
     }
 }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::segment::Segment;
@@ -45,8 +45,11 @@ use crate::vfs::Vfs;
 struct CommitState {
     syncing: bool,
     failure: Option<String>,
-    /// Callers waiting for the sync in flight.
-    waiting: u64,
+    /// Callers waiting for the sync in flight, parked
+    /// ([`Committer::park_until_woken`]); the leader wakes each of them
+    /// when it is done, and their number is the count of callers that sync
+    /// served.
+    parked: Vec<std::thread::Thread>,
 }
 
 /// What the next sync covers: the active segment (the last LSN written to
@@ -66,7 +69,13 @@ struct Target {
 #[derive(Debug, Default)]
 pub struct Committer {
     state: Mutex<CommitState>,
-    cv: Condvar,
+    /// Counts the times parked callers were woken (a sync ended or a
+    /// failure was latched): a parked caller returns from its park once it
+    /// changed, and a spurious wake-up parks it again.
+    woken_gen: AtomicU64,
+    /// A failure is latched (`CommitState::failure` holds its message):
+    /// read by woken callers without the state lock.
+    failed: std::sync::atomic::AtomicBool,
     target: Mutex<Target>,
     /// The last LSN written to the target segment. Stored by the log after
     /// each append (no lock on the hot path); read by the leader with the
@@ -102,9 +111,11 @@ impl Drop for LeaderGuard<'_> {
         if !self.done {
             let mut st = self.commit.state.lock();
             st.syncing = false;
-            st.failure
-                .get_or_insert_with(|| "the group-commit leader panicked".to_string());
-            self.commit.cv.notify_all();
+            self.commit
+                .latch(&mut st, "the group-commit leader panicked".to_string());
+            let parked = self.commit.take_parked(&mut st);
+            drop(st);
+            wake(parked);
         }
     }
 }
@@ -186,15 +197,43 @@ impl Committer {
 
     /// Whether a failure is latched.
     pub fn failed(&self) -> bool {
-        self.state.lock().failure.is_some()
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Latches a failure: every waiter and later caller gets an error, and
     /// the durable LSN never moves again.
     pub fn fail(&self, message: String) {
         let mut st = self.state.lock();
+        self.latch(&mut st, message);
+        let parked = self.take_parked(&mut st);
+        drop(st);
+        wake(parked);
+    }
+
+    /// Latches `message` as the failure unless one is latched already.
+    fn latch(&self, st: &mut CommitState, message: String) {
         st.failure.get_or_insert(message);
-        self.cv.notify_all();
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// The parked callers, to be woken once the state lock is released
+    /// ([`wake`]); they return from their park from now on.
+    fn take_parked(&self, st: &mut CommitState) -> Vec<std::thread::Thread> {
+        self.woken_gen.fetch_add(1, Ordering::AcqRel);
+        std::mem::take(&mut st.parked)
+    }
+
+    /// Parks the caller, registered in `st.parked`, until the leader of
+    /// the sync in flight woke it (or a failure did). Returns without the
+    /// state lock: a woken caller whose record the sync covered returns
+    /// at once, without queueing for the lock behind the others it woke.
+    fn park_until_woken(&self, mut st: MutexGuard<'_, CommitState>) {
+        let gen = self.woken_gen.load(Ordering::Acquire);
+        st.parked.push(std::thread::current());
+        drop(st);
+        while self.woken_gen.load(Ordering::Acquire) == gen {
+            std::thread::park();
+        }
     }
 
     fn failure_error(msg: &str) -> Error {
@@ -224,11 +263,13 @@ impl Committer {
     /// Returns once `done()` holds, syncing the target (as leader) or
     /// waiting for the sync in flight.
     fn wait_until(&self, done: impl Fn() -> bool) -> Result<()> {
-        if done() {
-            return Ok(());
-        }
-        let mut st = self.state.lock();
         loop {
+            // Also where a woken caller comes back: most find their record
+            // durable and return without the state lock.
+            if done() {
+                return Ok(());
+            }
+            let mut st = self.state.lock();
             if let Some(msg) = &st.failure {
                 return Err(Self::failure_error(msg));
             }
@@ -236,9 +277,7 @@ impl Committer {
                 return Ok(());
             }
             if st.syncing {
-                st.waiting += 1;
-                self.cv.wait(&mut st);
-                st.waiting -= 1;
+                self.park_until_woken(st);
                 continue;
             }
             st.syncing = true;
@@ -250,23 +289,24 @@ impl Committer {
             self.gather(self.durable());
             let started = Instant::now();
             let result = self.sync_target();
-            st = self.state.lock();
+            let mut st = self.state.lock();
             guard.done = true;
             st.syncing = false;
-            self.cv.notify_all();
-            match result {
-                // Published only if no failure was latched meanwhile.
+            match &result {
+                // Published only if no failure was latched meanwhile, and
+                // before any waiter is woken.
                 Ok(upto) if st.failure.is_none() => {
-                    self.note_sync(st.waiting + 1, started.elapsed());
+                    self.note_sync(st.parked.len() as u64 + 1, started.elapsed());
                     self.syncs.fetch_add(1, Ordering::Relaxed);
-                    self.durable.fetch_max(upto, Ordering::AcqRel);
+                    self.durable.fetch_max(*upto, Ordering::AcqRel);
                 }
                 Ok(_) => {}
-                Err(err) => {
-                    st.failure.get_or_insert(err.to_string());
-                    return Err(err);
-                }
+                Err(err) => self.latch(&mut st, err.to_string()),
             }
+            let parked = self.take_parked(&mut st);
+            drop(st);
+            wake(parked);
+            result?;
         }
     }
 
@@ -339,6 +379,13 @@ impl Committer {
                 .fetch_max(u64::from(seg.id), Ordering::AcqRel);
         }
         Ok(upto)
+    }
+}
+
+/// Wakes callers parked by [`Committer::park_until_woken`].
+fn wake(parked: Vec<std::thread::Thread>) {
+    for t in parked {
+        t.unpark();
     }
 }
 

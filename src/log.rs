@@ -625,14 +625,7 @@ impl Log {
         // system, say) is rolled back: nothing is published, the tail and
         // the LSN stay, and whatever it wrote past the tail is the residue,
         // zeroed before the next write (right away, if that works).
-        let written = seg.write_by(off, &self.buf, syscall).and_then(|()| {
-            if tail.is_empty() {
-                Ok(())
-            } else {
-                seg.write_by(off + self.buf.len() as u32, tail, syscall)
-            }
-        });
-        if let Err(e) = written {
+        if let Err(e) = seg.append(off, &self.buf, tail, syscall) {
             self.write_failed = true;
             self.residue = self.residue.max(off + len);
             let _ = self.clear_residue();
@@ -659,7 +652,6 @@ impl Log {
             }
         }
         self.tail += len;
-        seg.publish(self.tail);
         let id = seg.id;
         self.commit.written(lsn);
         self.next_lsn += 1;

@@ -15,11 +15,12 @@
 //!    watermark, `published`, that only grows. [`Region::bytes`] hands out
 //!    slices only below it; [`Region::write`] refuses any write that starts
 //!    below it. So no slice handed out can overlap a write, now or later.
-//! 2. **Writes and publication are serialised.** `write` and `publish` take
-//!    the region's writer lock, so a watermark never moves over a write in
-//!    progress, and two writes never run at once. `publish` stores with
-//!    `Release` and `bytes` loads with `Acquire`, so a reader that sees the
-//!    watermark sees the bytes written below it.
+//! 2. **Writes and publication are serialised.** `write`, `publish` and
+//!    `append` (both in one) take the region's writer lock, so a watermark
+//!    never moves over a write in progress, and two writes never run at
+//!    once. The watermark is stored with `Release` and `bytes` loads it
+//!    with `Acquire`, so a reader that sees the watermark sees the bytes
+//!    written below it.
 //! 3. **Bounds are checked** on every read and write; an out-of-range
 //!    request returns `None` or an error, never touches memory.
 //! 4. **The mapped file never shrinks while mapped (by walq).** Segments
@@ -190,6 +191,36 @@ impl Region {
     /// watermark.
     pub(crate) fn write(&self, off: usize, data: &[u8]) -> io::Result<()> {
         let _writer = self.writer.lock();
+        self.store(off, data)
+    }
+
+    /// Copies `head` to `off` and `tail` right after it, then publishes
+    /// both, under one hold of the writer lock: [`Region::write`] twice and
+    /// [`Region::publish`] in one, for an append (one lock round trip, not
+    /// three, and no read-modify-write of the watermark). On an error
+    /// nothing is published; the bytes already copied lie above the
+    /// watermark, where no slice reaches them.
+    pub(crate) fn append(&self, off: usize, head: &[u8], tail: &[u8]) -> io::Result<()> {
+        let _writer = self.writer.lock();
+        self.store(off, head)?;
+        // `store` checked `off + head.len()` against the length: no overflow.
+        let end = off + head.len();
+        if !tail.is_empty() {
+            self.store(end, tail)?;
+        }
+        let end = end + tail.len();
+        // Every move of the watermark holds the writer lock (rule 2), so a
+        // load and a store cannot lose a concurrent move.
+        if end > self.published.load(Ordering::Relaxed) {
+            self.published.store(end, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Copies `data` to `off`, which must not be below the published
+    /// watermark; the caller holds the writer lock.
+    #[inline]
+    fn store(&self, off: usize, data: &[u8]) -> io::Result<()> {
         if off < self.published.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -209,8 +240,9 @@ impl Region {
         }
         // SAFETY: in bounds (checked above); `data` is a shared borrow, so
         // it is not a slice of this range (slices exist only below the
-        // watermark, and `off` is at or above it); we hold the writer lock,
-        // so no other write and no publication runs meanwhile (rule 2).
+        // watermark, and `off` is at or above it); the caller holds the
+        // writer lock, so no other write and no publication runs meanwhile
+        // (rule 2).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(off), data.len());
         }
@@ -521,6 +553,26 @@ mod tests {
         assert!(r.bytes(usize::MAX, 2).is_none());
         assert!(r.write(14, b"abcd").is_err());
         assert!(r.write(usize::MAX, b"a").is_err());
+    }
+
+    #[test]
+    fn an_append_writes_both_parts_and_publishes_them_or_nothing() {
+        let r = Region::heap(16);
+        r.append(2, b"ab", b"cd").unwrap();
+        assert_eq!(r.published(), 6);
+        assert_eq!(r.bytes(2, 4), Some(&b"abcd"[..]));
+        r.append(6, b"ef", b"").unwrap();
+        assert_eq!(r.bytes(6, 2), Some(&b"ef"[..]));
+        assert!(r.append(7, b"x", b"").is_err(), "below the watermark");
+        // The head fits, the tail does not: an error, and nothing published.
+        assert!(r.append(8, b"ghij", b"klmnopq").is_err());
+        assert_eq!(r.published(), 8);
+        assert!(r.append(usize::MAX, b"a", b"b").is_err());
+        assert_eq!(r.published(), 8);
+        // The copied head lies above the watermark: a later append there
+        // is allowed, and reads see only what it published.
+        r.append(8, b"12345678", b"").unwrap();
+        assert_eq!(r.bytes(8, 8), Some(&b"12345678"[..]));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! through `Arc::get_mut`, that is, when nothing else holds the segment.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::vfs::{Region, Vfs, VfsFile};
@@ -84,6 +84,8 @@ pub struct SegMap {
     stored: AtomicUsize,
     /// Whole pages below this were released already.
     released: AtomicUsize,
+    /// Appends store into the map itself (see [`SegMap::append`]).
+    stores: AtomicBool,
     budget: OnceLock<Arc<MapBudget>>,
 }
 
@@ -98,6 +100,7 @@ impl SegMap {
             used: AtomicU64::new(0),
             stored: AtomicUsize::new(0),
             released: AtomicUsize::new(0),
+            stores: AtomicBool::new(false),
             budget: OnceLock::new(),
         }
     }
@@ -149,6 +152,31 @@ impl SegMap {
     /// Bytes `0..published()` are readable and frozen.
     pub fn published(&self) -> usize {
         self.published.load(Ordering::Acquire)
+    }
+
+    /// From now on [`SegMap::append`] stores into the map: the segment's
+    /// file writes by nothing but stores into a map of it
+    /// (`VfsFile::writes_are_map_stores`), so a store into this map, a
+    /// shared map of the same file, is the same write.
+    pub fn store_appends(&self) {
+        self.stores.store(true, Ordering::Relaxed);
+    }
+
+    /// Stores `head` at `off` and `tail` right after it into the map and
+    /// publishes both (`Region::append`), where appends are map stores
+    /// ([`SegMap::store_appends`]) and the segment is mapped; `None`
+    /// otherwise, and then nothing was written.
+    #[inline]
+    pub fn append(&self, off: usize, head: &[u8], tail: &[u8]) -> Option<std::io::Result<()>> {
+        if !self.stores.load(Ordering::Relaxed) {
+            return None;
+        }
+        let map = self.map.get()?;
+        Some(map.append(off, head, tail).map(|()| {
+            let end = off + head.len() + tail.len();
+            self.stored.fetch_max(end, Ordering::AcqRel);
+            self.published.fetch_max(end, Ordering::AcqRel);
+        }))
     }
 
     /// Freezes `0..upto` (see `Region::publish`).

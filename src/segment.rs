@@ -148,6 +148,9 @@ impl Spare {
         let region = SegMap::new(path.clone(), map.len());
         region.set(map);
         region.advise(true);
+        if file.writes_are_map_stores() {
+            region.store_appends();
+        }
         region.publish(SEGMENT_HEADER_LEN);
         Ok(Segment {
             id,
@@ -333,7 +336,11 @@ impl Segment {
         self.region
             .region(guard.as_deref())
             .map(|map| map.advise(true))
-            .map_err(|e| Error::io("mapping segment", &self.path, e))
+            .map_err(|e| Error::io("mapping segment", &self.path, e))?;
+        if guard.as_deref().is_some_and(|f| f.writes_are_map_stores()) {
+            self.region.store_appends();
+        }
+        Ok(())
     }
 
     /// Counts this segment's map in `budget` (see `segmap`).
@@ -478,6 +485,27 @@ impl Segment {
             .read()
             .as_deref()
             .is_some_and(|f| f.writes_by_syscall())
+    }
+
+    /// Appends a record's bytes, `head` at `off` and `tail` right after
+    /// it, and publishes them: one store into the map and one publication
+    /// where appends are map stores ([`SegMap::append`]), else
+    /// [`Segment::write_by`] for each part, then [`Segment::publish`].
+    /// On an error nothing is published.
+    #[inline]
+    pub fn append(&self, off: u32, head: &[u8], tail: &[u8], syscall: bool) -> Result<()> {
+        if !syscall {
+            if let Some(stored) = self.region.append(off as usize, head, tail) {
+                return stored.map_err(|e| Error::io("writing record", &self.path, e));
+            }
+        }
+        self.write_by(off, head, syscall)?;
+        let end = off + head.len() as u32;
+        if !tail.is_empty() {
+            self.write_by(end, tail, syscall)?;
+        }
+        self.publish(end + tail.len() as u32);
+        Ok(())
     }
 
     /// Writes `bytes` at `off`: stores into the map where that is safe,

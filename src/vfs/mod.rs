@@ -51,6 +51,15 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     fn writes_by_syscall(&self) -> bool {
         false
     }
+    /// Whether [`VfsFile::write_at`] is nothing but a store into this
+    /// file's shared map, so that the log may store an append into the
+    /// segment's map itself, write and publication under one lock
+    /// (`Region::append`). By default `false`: every write goes through
+    /// `write_at` (the simulated file system records each one for its
+    /// crash model).
+    fn writes_are_map_stores(&self) -> bool {
+        false
+    }
     /// Starts writing back `off..off+len` without waiting for it and
     /// without reading the file's writeback-error state (see
     /// `os::start_writeback`): a hint that makes a later

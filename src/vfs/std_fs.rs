@@ -48,7 +48,11 @@ impl VfsFile for StdFile {
     }
 
     fn writes_by_syscall(&self) -> bool {
-        !matches!((self.map.get(), self.stores.get()), (Some(_), Some(true)))
+        !self.writes_are_map_stores()
+    }
+
+    fn writes_are_map_stores(&self) -> bool {
+        matches!((self.map.get(), self.stores.get()), (Some(_), Some(true)))
     }
 
     fn write_zeros_ahead(&self, off: u64, len: u64) -> io::Result<()> {

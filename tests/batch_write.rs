@@ -10,10 +10,7 @@ use walq::vfs::{Fault, FaultOp, SimFs};
 use walq::{Durability, ErrorKind, Options, Queue};
 
 fn open(fs: &SimFs) -> Queue {
-    let opts = Options::default()
-        .durability(Durability::Sync)
-        .segment_size(1 << 20);
-    Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), opts).expect("open")
+    open_with(fs, Durability::Sync)
 }
 
 #[test]
@@ -31,11 +28,7 @@ fn a_batch_is_one_write_and_survives_a_power_cut() {
     let after = fs.power_loss(7);
     drop(q);
     let q = open(&after);
-    let mut got = Vec::new();
-    while let Some(job) = q.dequeue().unwrap() {
-        got.push(job.payload().to_vec());
-        q.ack(job.receipt()).unwrap();
-    }
+    let got = drain(&q);
     let mut want = vec![b"before".to_vec()];
     want.extend(payloads);
     assert_eq!(got, want, "every job of the acknowledged batch, in order");
@@ -59,11 +52,7 @@ fn a_failed_batch_write_adds_no_job() {
     fs.set_fault(None);
     drop(q);
     let q = open(&fs);
-    let mut got = Vec::new();
-    while let Some(job) = q.dequeue().unwrap() {
-        got.push(job.payload().to_vec());
-        q.ack(job.receipt()).unwrap();
-    }
+    let got = drain(&q);
     assert_eq!(got, vec![b"before".to_vec()], "no job of the failed batch");
     q.enqueue(b"after").unwrap();
 }

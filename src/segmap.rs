@@ -74,8 +74,10 @@ pub struct SegMap {
     path: PathBuf,
     len: usize,
     map: OnceLock<Arc<Region>>,
-    /// Bytes below this are published (the map's watermark, kept while
-    /// the segment is unmapped).
+    /// Bytes below this are published: the watermark while the segment is
+    /// unmapped. While mapped, the map's own watermark is the one that
+    /// counts (appends move only that one, see [`SegMap::append`]); it is
+    /// never below this.
     published: AtomicUsize,
     /// The budget's clock at the last read (least recently used first).
     used: AtomicU64,
@@ -151,7 +153,10 @@ impl SegMap {
 
     /// Bytes `0..published()` are readable and frozen.
     pub fn published(&self) -> usize {
-        self.published.load(Ordering::Acquire)
+        match self.map.get() {
+            Some(map) => map.published(),
+            None => self.published.load(Ordering::Acquire),
+        }
     }
 
     /// From now on [`SegMap::append`] stores into the map: the segment's
@@ -173,9 +178,13 @@ impl SegMap {
         }
         let map = self.map.get()?;
         Some(map.append(off, head, tail).map(|()| {
+            // One appender moves `stored` (under the queue lock), and it
+            // only says which pages to release, a hint (`release_stored`):
+            // a load and a store, not a read-modify-write.
             let end = off + head.len() + tail.len();
-            self.stored.fetch_max(end, Ordering::AcqRel);
-            self.published.fetch_max(end, Ordering::AcqRel);
+            if end > self.stored.load(Ordering::Relaxed) {
+                self.stored.store(end, Ordering::Release);
+            }
         }))
     }
 
@@ -259,7 +268,9 @@ impl SegMap {
     /// Drops the map (mapped again on the next read). `&mut`: no slice of
     /// it can be alive.
     pub fn unmap(&mut self) {
-        if self.map.take().is_some() {
+        if let Some(map) = self.map.take() {
+            // The map's watermark outlives it here.
+            self.published.fetch_max(map.published(), Ordering::AcqRel);
             if let Some(b) = self.budget.get() {
                 b.mapped.fetch_sub(1, Ordering::Relaxed);
             }

@@ -419,8 +419,13 @@ fn carried_job_on_its_last_attempt_is_dead_lettered_after_a_crash() {
     }
     let mut failed = None;
     while let Some(j) = q.dequeue().unwrap() {
-        // An ack writes one record; the ack that carries the job writes its
-        // enqueue record (two writes) and then its lease record: fail that.
+        // The fault is counted in writes: no write of a background thread
+        // (the spare the rotation asked for) may be pending when it is set.
+        q.wait_upkeep();
+        // An ack writes one record and the next dequeue one; the carry of
+        // the job, in the maintenance after one of them, writes its enqueue
+        // record and then its lease record: fail those (the call succeeds,
+        // the queue is poisoned, the next ack fails).
         fs.set_fault(Some(Fault {
             op: FaultOp::Write,
             at: fs.op_count(FaultOp::Write) + 3,

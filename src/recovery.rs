@@ -49,6 +49,18 @@ struct ScanEnd {
     cut: bool,
 }
 
+impl ScanEnd {
+    /// Offset `off` of a segment, where LSN `next_lsn` comes next (not
+    /// cut).
+    fn at(off: u32, next_lsn: u64) -> ScanEnd {
+        ScanEnd {
+            off,
+            next_lsn,
+            cut: false,
+        }
+    }
+}
+
 /// Opens (or creates) the queue in `dir`; `dir` exists and is locked.
 pub fn recover(
     vfs: Arc<dyn Vfs>,
@@ -57,32 +69,105 @@ pub fn recover(
     clock_ms: u64,
 ) -> Result<(QueueState, RecoveryReport)> {
     let mut report = RecoveryReport::default();
+    let listing = list_dir(&*vfs, dir, &mut report)?;
+    let ids = &listing.ids[..];
+    let (mut dead, dead_report) =
+        DeadFile::open_unsynced(&*vfs, dir, opts.file_mode, opts.recovery)?;
+    let dead_intact = dead_report.torn_bytes == 0 && dead_report.damaged_bytes == 0;
+    report.torn_bytes += dead_report.torn_bytes;
+    report.bytes_skipped += dead_report.damaged_bytes;
+
+    let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
+    let (mut replay, from) = replay_start(&*vfs, dir, ids, &dead_lsns, &mut report);
+    let clean = from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
+    let kept = reuse_spares(&*vfs, dir, &listing.spares, ids, clean, opts.segment_size)?;
+    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
+    let ctx = ScanCtx {
+        last: false,
+        newest: None,
+        mode: opts.recovery,
+        dead_lsns: &dead_lsns,
+        dedup_ms,
+        vfs: &*vfs,
+    };
+    let mut scanned = scan_log(dir, ids, from.as_ref(), &ctx, &mut replay, &mut report)?;
+    check_clean_close(
+        &*vfs,
+        dir,
+        &scanned.segments,
+        scanned.next_lsn,
+        opts.recovery,
+        &mut report,
+    )?;
+    if scanned.segments.is_empty() {
+        scanned.create_first(&*vfs, dir, opts, replay.next_id)?;
+    }
+    // Whatever survived the crash is on disk from here on, so later sync
+    // lags are measured from a true durable point.
+    let synced_at_close = synced_at_close(from.as_ref(), &scanned, &report);
+    if !synced_at_close {
+        sync_active(&*vfs, dir, &scanned.segments)?;
+    }
+    // The same holds for `dead.wal` when this open cut nothing from it:
+    // `Queue::close` synced it before it wrote the clean checkpoint
+    // (crash-atomically), and nothing was written to it since, because
+    // an open clears the clean flag durably (`clear_clean` below) before
+    // its first append to the log or to `dead.wal`, and the only write an
+    // open makes before that (cutting a torn or damaged tail) is excluded
+    // here. So its bytes on disk are the ones just read: no `fdatasync`.
+    dead.opened(synced_at_close && dead_intact)?;
+    let log = open_log(vfs, dir, opts, scanned, clean, kept)?;
+    finish(log, dead, replay, opts, clock_ms, report)
+}
+
+/// The files of the queue directory that recovery starts from.
+struct Listing {
+    /// The segments' ids, ascending and consecutive.
+    ids: Vec<u32>,
+    /// The names of the spare segments (`*.wal.spare`).
+    spares: Vec<String>,
+}
+
+/// Lists `dir`: walq's own leftover temporary files are removed (then the
+/// directory is synced), the segment ids sorted, a newest segment that
+/// never reached the disk dropped (`rotation_tear::drop_unborn`), and the
+/// rest checked to be consecutive.
+fn list_dir(vfs: &dyn Vfs, dir: &Path, report: &mut RecoveryReport) -> Result<Listing> {
     let names = vfs
         .list(dir)
         .map_err(|e| Error::io("listing queue directory", dir, e))?;
-    let mut ids = Vec::new();
-    let mut spares = Vec::new();
-    for name in &names {
-        if segment::is_spare(name) {
-            spares.push(name);
-        } else if segment::is_own_tmp(name, crate::dead::DEAD_FILE)
+    let mut listing = Listing {
+        ids: Vec::new(),
+        spares: Vec::new(),
+    };
+    for name in names {
+        if segment::is_spare(&name) {
+            listing.spares.push(name);
+        } else if segment::is_own_tmp(&name, crate::dead::DEAD_FILE)
             || name.strip_suffix(segment::TMP_SUFFIX) == Some(crate::done::DONE_FILE)
             || name.strip_suffix(segment::TMP_SUFFIX) == Some(CHECKPOINT_FILE)
         {
-            let path = dir.join(name);
+            let path = dir.join(&name);
             vfs.remove(&path)
                 .map_err(|e| Error::io("removing leftover temporary file", &path, e))?;
             report.temp_files_removed += 1;
-        } else if let Some(id) = segment::parse_name(name) {
-            ids.push(id);
+        } else if let Some(id) = segment::parse_name(&name) {
+            listing.ids.push(id);
         }
     }
     if report.temp_files_removed > 0 {
         vfs.sync_dir(dir)
             .map_err(|e| Error::io("syncing directory", dir, e))?;
     }
-    ids.sort_unstable();
-    rotation_tear::drop_unborn(&*vfs, dir, &mut ids, &mut report)?;
+    listing.ids.sort_unstable();
+    rotation_tear::drop_unborn(vfs, dir, &mut listing.ids, report)?;
+    check_consecutive(dir, &listing.ids)?;
+    Ok(listing)
+}
+
+/// Fails, naming the segment after the gap, unless the ascending `ids`
+/// are consecutive: a missing segment is reported, never skipped.
+fn check_consecutive(dir: &Path, ids: &[u32]) -> Result<()> {
     for pair in ids.windows(2) {
         if pair[1] != pair[0] + 1 {
             let path = dir.join(segment::file_name(pair[1]));
@@ -93,15 +178,22 @@ pub fn recover(
             ));
         }
     }
+    Ok(())
+}
 
-    let (mut dead, dead_report) =
-        DeadFile::open_unsynced(&*vfs, dir, opts.file_mode, opts.recovery)?;
-    let dead_intact = dead_report.torn_bytes == 0 && dead_report.damaged_bytes == 0;
-    report.torn_bytes += dead_report.torn_bytes;
-    report.bytes_skipped += dead_report.damaged_bytes;
-
-    let dead_lsns: HashMap<u64, u64> = dead.entries().iter().map(|(id, e)| (*id, e.lsn)).collect();
-    let (mut replay, from) = match use_checkpoint(&*vfs, dir, &ids, &dead_lsns) {
+/// Where replay starts: the checkpoint's state and the checkpoint when it
+/// can be used (noted in `report`), else an empty state whose next job id
+/// is past every dead letter's, for a replay of the whole log. A
+/// checkpoint that cannot be used is removed (unless it is missing), and
+/// why it was not used goes into `report`.
+fn replay_start(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    ids: &[u32],
+    dead_lsns: &HashMap<u64, u64>,
+    report: &mut RecoveryReport,
+) -> (Replay, Option<Checkpoint>) {
+    match use_checkpoint(vfs, dir, ids, dead_lsns) {
         Ok((replay, ck)) => {
             report.checkpoint_used = true;
             report.checkpoint_lsn = ck.next_lsn - 1;
@@ -120,77 +212,58 @@ pub fn recover(
             }
             (replay, None)
         }
-    };
-    let clean = from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
-    let kept = reuse_spares(&*vfs, dir, &spares, &ids, clean, opts.segment_size)?;
-    let dedup_ms = u64::try_from(opts.dedup_window.as_millis()).unwrap_or(u64::MAX);
-    let ctx = ScanCtx {
-        last: false,
-        newest: None,
-        mode: opts.recovery,
-        dead_lsns: &dead_lsns,
-        dedup_ms,
-        vfs: &*vfs,
-    };
-    let scanned = scan_log(dir, &ids, from.as_ref(), &ctx, &mut replay, &mut report)?;
-    let (mut segments, mut next_lsn, tail) = scanned;
-    check_clean_close(&*vfs, dir, &segments, next_lsn, opts.recovery, &mut report)?;
-    if segments.is_empty() {
-        let seg = Segment::create(
-            &*vfs,
-            dir,
-            1,
-            opts.segment_size,
-            1,
-            replay.next_id,
-            opts.file_mode,
-        )?;
-        segments.push_back(SegInfo {
-            seg: Arc::new(seg),
-            live_jobs: 0,
-            live_bytes: 0,
-        });
-        next_lsn = Some(1);
     }
-    let next_lsn = next_lsn.unwrap_or(1);
-    // Whatever survived the crash is on disk from here on, so later sync
-    // lags are measured from a true durable point.
-    let active = &segments.back().expect("at least one segment").seg;
-    let used_clean = from.as_ref().is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
+}
+
+/// Whether the log is as a clean close left it, all of it synced by that
+/// close: the checkpoint used (`ck`) is clean, nothing was written after
+/// it, and this open cut no torn bytes (from the log or `dead.wal`).
+fn synced_at_close(ck: Option<&Checkpoint>, scanned: &ScannedLog, report: &RecoveryReport) -> bool {
+    let used_clean = ck.is_some_and(|ck| ck.flags & FLAG_CLEAN != 0);
     // After a clean close, with nothing written since, all of it was
     // synced by the close.
-    let untouched = from
-        .as_ref()
-        .is_some_and(|ck| ck.next_lsn == next_lsn && ck.segments.len() == segments.len());
-    let synced_at_close = used_clean && untouched && report.torn_bytes == 0;
-    if !synced_at_close {
-        active.sync_data()?;
-        // The active segment's name too: after a kill -9 just after a
-        // rotation, the page cache held a name no sync had made durable.
-        vfs.sync_dir(dir)
-            .map_err(|e| Error::io("syncing directory", dir, e))?;
-    }
-    // The same holds for `dead.wal` when this open cut nothing from it:
-    // `Queue::close` synced it before it wrote the clean checkpoint
-    // (crash-atomically), and nothing was written to it since, because
-    // an open clears the clean flag durably (`clear_clean` below) before
-    // its first append to the log or to `dead.wal`, and the only write an
-    // open makes before that (cutting a torn or damaged tail) is excluded
-    // here. So its bytes on disk are the ones just read: no `fdatasync`.
-    dead.opened(synced_at_close && dead_intact)?;
-    let commit = Arc::new(Committer::new(next_lsn - 1));
+    let next_lsn = scanned.append_lsn();
+    let untouched =
+        ck.is_some_and(|ck| ck.next_lsn == next_lsn && ck.segments.len() == scanned.segments.len());
+    used_clean && untouched && report.torn_bytes == 0
+}
 
+/// Syncs the active segment (the last of `segments`, which has one at
+/// least), then the directory.
+fn sync_active(vfs: &dyn Vfs, dir: &Path, segments: &VecDeque<SegInfo>) -> Result<()> {
+    let active = &segments.back().expect("at least one segment").seg;
+    active.sync_data()?;
+    // The active segment's name too: after a kill -9 just after a
+    // rotation, the page cache held a name no sync had made durable.
+    vfs.sync_dir(dir)
+        .map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// The log, opened for appends where the scan left it. After a clean
+/// close (`clean`: the checkpoint used is clean) the checkpoint's clean
+/// flag is cleared durably first; then the previous run's `kept` spares
+/// are adopted and the next spare and the reserve prepared.
+fn open_log(
+    vfs: Arc<dyn Vfs>,
+    dir: &Path,
+    opts: &Options,
+    scanned: ScannedLog,
+    clean: bool,
+    kept: Vec<Spare>,
+) -> Result<Log> {
+    let next_lsn = scanned.append_lsn();
+    let commit = Arc::new(Committer::new(next_lsn - 1));
     let mut log = Log::new(
         dir.to_path_buf(),
         vfs,
         opts.file_mode,
         opts.segment_size,
-        segments,
-        tail,
+        scanned.segments,
+        scanned.tail,
         next_lsn,
         commit,
     );
-    if used_clean {
+    if clean {
         // The log grows from here without the clean checkpoint saying so:
         // the next open must not skip the rest of this segment. Durably
         // and before the first append: under `Durability::Os` appends are
@@ -206,7 +279,7 @@ pub fn recover(
     }
     log.prepare_spare();
     log.fill_reserve();
-    finish(log, dead, replay, opts, clock_ms, report)
+    Ok(log)
 }
 
 /// The previous run's spare segments that are kept: only after a clean
@@ -219,7 +292,7 @@ pub fn recover(
 fn reuse_spares(
     vfs: &dyn Vfs,
     dir: &Path,
-    spares: &[&String],
+    spares: &[String],
     ids: &[u32],
     clean: bool,
     size: u64,
@@ -260,8 +333,41 @@ fn use_checkpoint(
     Ok((replay, ck))
 }
 
-/// The log after the open: its segments, the next LSN and the tail.
-type Scanned = (VecDeque<SegInfo>, Option<u64>, u32);
+/// The log after the scan.
+struct ScannedLog {
+    /// The segments, oldest first (none in a new queue).
+    segments: VecDeque<SegInfo>,
+    /// The LSN after the last record found (`None` before any segment).
+    next_lsn: Option<u64>,
+    /// Where the records of the last segment end.
+    tail: u32,
+}
+
+impl ScannedLog {
+    /// The LSN of the next append (1 in a new log).
+    fn append_lsn(&self) -> u64 {
+        self.next_lsn.unwrap_or(1)
+    }
+
+    /// Creates segment 1 of a new queue (no segment was found): its
+    /// records start at LSN 1, its job ids at `next_id`.
+    fn create_first(
+        &mut self,
+        vfs: &dyn Vfs,
+        dir: &Path,
+        opts: &Options,
+        next_id: u64,
+    ) -> Result<()> {
+        let seg = Segment::create(vfs, dir, 1, opts.segment_size, 1, next_id, opts.file_mode)?;
+        self.segments.push_back(SegInfo {
+            seg: Arc::new(seg),
+            live_jobs: 0,
+            live_bytes: 0,
+        });
+        self.next_lsn = Some(1);
+        Ok(())
+    }
+}
 
 /// Replays the segments, all of them or (with a checkpoint) only the log
 /// written after the checkpoint: covered segments are taken as they are.
@@ -272,11 +378,13 @@ fn scan_log(
     ctx: &ScanCtx<'_>,
     replay: &mut Replay,
     report: &mut RecoveryReport,
-) -> Result<Scanned> {
+) -> Result<ScannedLog> {
     let covered = ck.map_or(0, |c| c.segments.len());
-    let mut segments = VecDeque::new();
-    let mut next_lsn = None;
-    let mut tail = SEGMENT_HEADER_LEN as u32;
+    let mut scanned = ScannedLog {
+        segments: VecDeque::new(),
+        next_lsn: None,
+        tail: SEGMENT_HEADER_LEN as u32,
+    };
     let newest_id = ids.last().copied().unwrap_or(0);
     let newest_path = dir.join(segment::file_name(newest_id));
     for (i, &id) in ids.iter().enumerate() {
@@ -287,66 +395,32 @@ fn scan_log(
             &dir.join(segment::file_name(id)),
             id,
         )?);
-        let seg = &seg;
         replay.next_id = replay.next_id.max(seg.header.next_job_id);
-        let last = i + 1 == ids.len();
         let newest = (i + 2 == ids.len()).then_some(Newest {
             id: newest_id,
             path: &newest_path,
         });
         let ctx = &ScanCtx {
-            last,
+            last: i + 1 == ids.len(),
             newest,
             ..*ctx
         };
         let end = match ck {
-            Some(c) if i + 1 < covered => {
-                // Covered and sealed: read through its map from now on.
-                let end = c.segments[i].end;
-                ScanEnd {
-                    off: end,
-                    next_lsn: 0,
-                    cut: false,
-                }
-            }
-            Some(c) if i + 1 == covered => {
-                let from = ScanEnd {
-                    off: c.segments[i].end,
-                    next_lsn: c.next_lsn,
-                    cut: false,
-                };
-                let clean = c.flags & FLAG_CLEAN != 0;
-                scan_after(seg, from, last && clean, ctx, replay, report)?
-            }
+            Some(c) if i < covered => scan_covered(&seg, c, i, ctx, replay, report)?,
             _ => {
-                let expected = expected_lsn(seg, next_lsn, ctx.mode, report)?;
-                let from = ScanEnd {
-                    off: SEGMENT_HEADER_LEN as u32,
-                    next_lsn: expected,
-                    cut: false,
-                };
-                scan_segment(seg, from, ctx, replay, report)?
+                let expected = expected_lsn(&seg, scanned.next_lsn, ctx.mode, report)?;
+                let from = ScanEnd::at(SEGMENT_HEADER_LEN as u32, expected);
+                scan_segment(&seg, from, ctx, replay, report)?
             }
         };
-        // From here on the segment is read through its map, below what was
-        // found intact; a sealed one gives its descriptor back.
-        seg.publish(end.off);
-        if let (true, Some(newest)) = (end.cut, newest) {
-            // Torn across the rotation: this segment is the last now.
-            rotation_tear::drop_newest(ctx.vfs, dir, newest, report)?;
-        }
-        if last || end.cut {
-            seg.map_now()?;
-        } else {
-            seg.release_fd();
-        }
+        settle_segment(dir, &seg, &end, ctx, report)?;
         if i + 1 >= covered {
-            next_lsn = Some(end.next_lsn);
+            scanned.next_lsn = Some(end.next_lsn);
             report.segments_scanned += 1;
         }
-        tail = end.off;
-        segments.push_back(SegInfo {
-            seg: seg.clone(),
+        scanned.tail = end.off;
+        scanned.segments.push_back(SegInfo {
+            seg,
             live_jobs: 0,
             live_bytes: 0,
         });
@@ -354,7 +428,55 @@ fn scan_log(
             break;
         }
     }
-    Ok((segments, next_lsn, tail))
+    Ok(scanned)
+}
+
+/// Scans segment `i` of the log, which checkpoint `ck` covers. One
+/// covered and sealed is taken as it is: it ends where the checkpoint
+/// says (nothing is read). The last covered one is replayed after the
+/// checkpoint's end (`scan_after`).
+fn scan_covered(
+    seg: &Segment,
+    ck: &Checkpoint,
+    i: usize,
+    ctx: &ScanCtx<'_>,
+    replay: &mut Replay,
+    report: &mut RecoveryReport,
+) -> Result<ScanEnd> {
+    let end = ck.segments[i].end;
+    if i + 1 < ck.segments.len() {
+        // Covered and sealed: read through its map from now on.
+        return Ok(ScanEnd::at(end, 0));
+    }
+    let from = ScanEnd::at(end, ck.next_lsn);
+    let clean = ck.flags & FLAG_CLEAN != 0;
+    scan_after(seg, from, ctx.last && clean, ctx, replay, report)
+}
+
+/// Settles a segment after its scan ended at `end`: publishes what was
+/// found intact, drops the newest segment if this one was cut at a tail
+/// torn across the rotation, and maps the last segment (or the one cut)
+/// now, while a sealed one gives its descriptor back.
+fn settle_segment(
+    dir: &Path,
+    seg: &Segment,
+    end: &ScanEnd,
+    ctx: &ScanCtx<'_>,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    // From here on the segment is read through its map, below what was
+    // found intact; a sealed one gives its descriptor back.
+    seg.publish(end.off);
+    if let (true, Some(newest)) = (end.cut, ctx.newest) {
+        // Torn across the rotation: this segment is the last now.
+        rotation_tear::drop_newest(ctx.vfs, dir, newest, report)?;
+    }
+    if ctx.last || end.cut {
+        seg.map_now()?;
+    } else {
+        seg.release_fd();
+    }
+    Ok(())
 }
 
 /// The LSN segment `seg` must start with, after one ending at `next_lsn`.
@@ -514,6 +636,32 @@ fn frame_in<'a>(
     frame::decode(buf, seg.id, seg.size())
 }
 
+/// A segment as read for its scan.
+struct Image<'a> {
+    seg: &'a Segment,
+    /// The whole segment, read from the scan's start on (nothing before
+    /// it is looked at).
+    bytes: &'a [u8],
+    /// `bytes` up to where the file's data ends (all zeros after it), the
+    /// only ones searched for later records and nonzero bytes.
+    written: &'a [u8],
+    /// The segment's size.
+    size: u32,
+}
+
+/// Where the scan of a segment is.
+struct Cursor {
+    /// Offset of the next frame.
+    off: u32,
+    /// The LSN the next frame must have.
+    expected: u64,
+    /// Offsets of the frames of an unfinished batch, applied when its last
+    /// frame is found.
+    batch: Vec<u32>,
+    /// The scan stopped at a torn tail.
+    torn: bool,
+}
+
 /// Replays one segment, read with `pread` (an unreadable sector is an
 /// error naming the file, never a `SIGBUS`); returns where it ends.
 fn scan_segment(
@@ -523,112 +671,174 @@ fn scan_segment(
     replay: &mut Replay,
     report: &mut RecoveryReport,
 ) -> Result<ScanEnd> {
-    // `image` is the whole segment, read from `from.off` on (nothing
-    // before it is looked at); `written` its bytes up to where the file's
-    // data ends (all zeros after it), the only ones searched for later
-    // records and nonzero bytes.
-    let (image, data_end) = seg.read_image(from.off)?;
-    let (image, written) = (&image[..], &image[..data_end]);
-    let (last, mode, dead_lsns, dedup_ms) = (ctx.last, ctx.mode, ctx.dead_lsns, ctx.dedup_ms);
-    let size = seg.size();
-    let (mut off, mut expected) = (from.off, from.next_lsn);
-    let mut batch: Vec<u32> = Vec::new();
-    let mut torn = false;
+    let (bytes, data_end) = seg.read_image(from.off)?;
+    let image = Image {
+        seg,
+        bytes: &bytes[..],
+        written: &bytes[..data_end],
+        size: seg.size(),
+    };
+    let mut at = Cursor {
+        off: from.off,
+        expected: from.next_lsn,
+        batch: Vec::new(),
+        torn: false,
+    };
     loop {
-        let damage = match frame_in(image, seg, off) {
-            Ok(f) if f.lsn == expected => {
-                if f.flags & FLAG_BATCH_MORE != 0 {
-                    batch.push(off);
-                } else {
-                    for b in std::mem::take(&mut batch) {
-                        let bf = frame_in(image, seg, b)
-                            .map_err(|e| Error::corrupt(&seg.path, u64::from(b), e.to_string()))?;
-                        apply(seg, b, &bf, replay, dead_lsns, dedup_ms)?;
-                    }
-                    apply(seg, off, &f, replay, dead_lsns, dedup_ms)?;
-                }
-                expected += 1;
-                off += f.len;
+        let damage = match frame_in(image.bytes, seg, at.off) {
+            Ok(f) if f.lsn == at.expected => {
+                take_frame(&image, &mut at, &f, ctx, replay)?;
                 continue;
             }
-            Ok(f) => format!("record has LSN {}, expected {expected}", f.lsn),
-            Err(FrameError::Zero) if all_zero(written, off) => break,
+            Ok(f) => format!("record has LSN {}, expected {}", f.lsn, at.expected),
+            Err(FrameError::Zero) if all_zero(image.written, at.off) => break,
             Err(e) => e.to_string(),
         };
-        // A damaged or torn record at `off`.
-        let (next, durable_later) = find_later(image, written.len(), seg, off + 1, expected);
-        if !durable_later && (last || torn_across(ctx, expected - batch.len() as u64)?) {
-            torn = true;
+        // A damaged or torn record at `at.off`.
+        if !past_damage(&image, &mut at, damage, ctx, report)? {
             break;
         }
-        match (mode, next) {
-            (RecoveryMode::Salvage, Some((next_off, f))) => {
-                report.records_lost += f.lsn - expected;
-                report.bytes_skipped += u64::from(next_off - off);
-                report.records_lost += batch.len() as u64;
-                batch.clear();
-                expected = f.lsn;
-                off = next_off;
-            }
-            (RecoveryMode::Salvage, None) => {
-                report.bytes_skipped += u64::from(size - off);
-                break;
-            }
-            (RecoveryMode::Strict, _) => {
-                return Err(Error::corrupt(
-                    &seg.path,
-                    u64::from(off),
-                    format!("{damage} (not a torn tail: later records are intact)"),
-                ));
-            }
-        }
     }
-    let had_batch = !batch.is_empty();
-    if let (false, false, Some(newest)) = (torn, last, ctx.newest) {
+    end_scan(&image, at, from.off, ctx, report)
+}
+
+/// Takes intact frame `f`, found at `at.off` with the LSN expected there,
+/// and moves `at` past it. A frame with more of its batch to follow waits
+/// in `at.batch`; any other applies the waiting frames of its batch (read
+/// again from `image`), then itself.
+#[inline]
+fn take_frame(
+    image: &Image<'_>,
+    at: &mut Cursor,
+    f: &Frame<'_>,
+    ctx: &ScanCtx<'_>,
+    replay: &mut Replay,
+) -> Result<()> {
+    let seg = image.seg;
+    if f.flags & FLAG_BATCH_MORE != 0 {
+        at.batch.push(at.off);
+    } else {
+        for b in std::mem::take(&mut at.batch) {
+            let bf = frame_in(image.bytes, seg, b)
+                .map_err(|e| Error::corrupt(&seg.path, u64::from(b), e.to_string()))?;
+            apply(seg, b, &bf, replay, ctx.dead_lsns, ctx.dedup_ms)?;
+        }
+        apply(seg, at.off, f, replay, ctx.dead_lsns, ctx.dedup_ms)?;
+    }
+    at.expected += 1;
+    at.off += f.len;
+    Ok(())
+}
+
+/// Deals with a damaged or torn record at `at.off` (`damage` says what is
+/// wrong with it); returns whether the scan goes on. With no later frame
+/// proving it durable, in the last segment (or torn across the rotation)
+/// it is a torn tail: the scan stops there (`at.torn`). Otherwise Salvage
+/// skips to the next intact frame, counting what was lost, or stops if
+/// there is none; Strict fails naming the file and offset.
+fn past_damage(
+    image: &Image<'_>,
+    at: &mut Cursor,
+    damage: String,
+    ctx: &ScanCtx<'_>,
+    report: &mut RecoveryReport,
+) -> Result<bool> {
+    let (seg, off) = (image.seg, at.off);
+    let written = image.written.len();
+    let (next, durable_later) = find_later(image.bytes, written, seg, off + 1, at.expected);
+    if !durable_later && (ctx.last || torn_across(ctx, at.expected - at.batch.len() as u64)?) {
+        at.torn = true;
+        return Ok(false);
+    }
+    match (ctx.mode, next) {
+        (RecoveryMode::Salvage, Some((next_off, f))) => {
+            report.records_lost += f.lsn - at.expected;
+            report.bytes_skipped += u64::from(next_off - off);
+            report.records_lost += at.batch.len() as u64;
+            at.batch.clear();
+            at.expected = f.lsn;
+            at.off = next_off;
+            Ok(true)
+        }
+        (RecoveryMode::Salvage, None) => {
+            report.bytes_skipped += u64::from(image.size - off);
+            Ok(false)
+        }
+        (RecoveryMode::Strict, _) => Err(Error::corrupt(
+            &seg.path,
+            u64::from(off),
+            format!("{damage} (not a torn tail: later records are intact)"),
+        )),
+    }
+}
+
+/// Ends the scan of a segment that started at `start` and stopped at `at`;
+/// returns where the segment ends. An unfinished batch is dropped (none
+/// of it was acknowledged); the newest segment but one that ends early is
+/// torn across the rotation unless the newest proves otherwise. A torn
+/// tail (any tail of the last segment) is zeroed and synced; a sealed
+/// segment that does not end cleanly is an error under Strict.
+fn end_scan(
+    image: &Image<'_>,
+    mut at: Cursor,
+    start: u32,
+    ctx: &ScanCtx<'_>,
+    report: &mut RecoveryReport,
+) -> Result<ScanEnd> {
+    let had_batch = !at.batch.is_empty();
+    if let (false, false, Some(newest)) = (at.torn, ctx.last, ctx.newest) {
         // Ends early (inside a batch, or before the LSN the newest segment
         // starts with): torn across the rotation unless the newest segment
         // proves otherwise.
-        let short = had_batch || rotation_tear::newest_base(ctx.vfs, newest)? != expected;
-        torn = short && torn_across(ctx, expected - batch.len() as u64)?;
+        let short = had_batch || rotation_tear::newest_base(ctx.vfs, newest)? != at.expected;
+        at.torn = short && torn_across(ctx, at.expected - at.batch.len() as u64)?;
     }
     if had_batch {
         // An unfinished batch: none of it was acknowledged.
-        report.incomplete_batch_records += batch.len() as u64;
-        expected -= batch.len() as u64;
-        off = batch[0];
+        report.incomplete_batch_records += at.batch.len() as u64;
+        at.expected -= at.batch.len() as u64;
+        at.off = at.batch[0];
     }
-    if last || torn {
-        let end = last_nonzero(written, off);
-        if end > off {
-            report.torn_bytes += u64::from(end - off);
-            // Zeroing is an overwrite: on a full copy-on-write disk it
-            // needs new space, which the reserve gives (see `reserve`).
-            zero(seg, off, end).or_else(|e| {
-                let dir = seg.path.parent().unwrap_or(Path::new("."));
-                if crate::reserve::is_enospc(&e) && crate::reserve::give_up(ctx.vfs, dir) {
-                    zero(seg, off, end)
-                } else {
-                    Err(e)
-                }
-            })?;
-            seg.sync_data()?;
-        }
-    } else if had_batch || !all_zero(written, off) {
+    if ctx.last || at.torn {
+        cut_tail(image, at.off, ctx.vfs, report)?;
+    } else if had_batch || !all_zero(image.written, at.off) {
         // Sealed segments end cleanly; anything else was reported above.
-        if mode == RecoveryMode::Strict {
+        if ctx.mode == RecoveryMode::Strict {
             return Err(Error::corrupt(
-                &seg.path,
-                u64::from(off),
+                &image.seg.path,
+                u64::from(at.off),
                 "sealed segment ends inside an unfinished batch",
             ));
         }
     }
-    report.bytes_scanned += u64::from(off.saturating_sub(from.off));
+    report.bytes_scanned += u64::from(at.off.saturating_sub(start));
     Ok(ScanEnd {
-        off,
-        next_lsn: expected,
-        cut: torn && !last,
+        off: at.off,
+        next_lsn: at.expected,
+        cut: at.torn && !ctx.last,
     })
+}
+
+/// Zeroes the segment's torn tail, from `off` to its last nonzero byte
+/// (if there is one past `off`), and syncs it; counts it as torn bytes.
+fn cut_tail(image: &Image<'_>, off: u32, vfs: &dyn Vfs, report: &mut RecoveryReport) -> Result<()> {
+    let seg = image.seg;
+    let end = last_nonzero(image.written, off);
+    if end > off {
+        report.torn_bytes += u64::from(end - off);
+        // Zeroing is an overwrite: on a full copy-on-write disk it
+        // needs new space, which the reserve gives (see `reserve`).
+        zero(seg, off, end).or_else(|e| {
+            let dir = seg.path.parent().unwrap_or(Path::new("."));
+            if crate::reserve::is_enospc(&e) && crate::reserve::give_up(vfs, dir) {
+                zero(seg, off, end)
+            } else {
+                Err(e)
+            }
+        })?;
+        seg.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Whether damage or an early end at LSN `lsn` in the newest segment but

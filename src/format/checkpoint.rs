@@ -380,25 +380,116 @@ impl Checkpoint {
     /// instead ([`Slots`]), so that a reader can build its table from them
     /// in one pass.
     pub fn decode_lazy(buf: &[u8]) -> Result<(Checkpoint, Slots<'_>), CheckpointError> {
-        let damaged = |why: &str| CheckpointError::Damaged(why.to_string());
-        if buf.len() < HEAD_LEN + 4 || buf[0..8] != CHECKPOINT_MAGIC {
-            return Err(damaged("not a checkpoint (short, or wrong magic)"));
+        let (version, flags) = check_head(buf)?;
+        let layout = Layout::read(buf, version)?;
+        let counts = &layout.counts;
+        let mut ck = decode_head(buf, flags);
+        let mut body = Sections {
+            body: &buf[..buf.len() - 4],
+            at: HEAD_LEN,
+        };
+        ck.segments = body
+            .take(counts[0] * SEG_LEN)
+            .chunks_exact(SEG_LEN)
+            .map(|b| CkSegment {
+                base_lsn: u64_at(b, 0).unwrap_or(0),
+                size: u32_at(b, 8).unwrap_or(0),
+                end: u32_at(b, 12).unwrap_or(0),
+            })
+            .collect();
+        let slots = Slots {
+            bytes: body.take(layout.slot_bytes),
+            count: counts[1],
+            runs: layout.runs,
+        };
+        ck.decode_rest(&mut body, counts);
+        if layout.queues {
+            (ck.queues, ck.queue_jobs) = queues::decode(body.rest())?;
         }
-        let version = u16_at(buf, 8).unwrap_or(0);
-        if !(CHECKPOINT_VERSION_1..=CHECKPOINT_VERSION).contains(&version) {
-            return Err(CheckpointError::Version(version));
-        }
-        if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
-            return Err(damaged("head checksum mismatch"));
-        }
-        let (body, tail) = buf.split_at(buf.len() - 4);
-        if crc32fast::hash(&body[HEAD_LEN..]) != u32_at(tail, 0).unwrap_or(0) {
-            return Err(damaged("checksum mismatch"));
-        }
-        let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
-        if flags & !FLAG_CLEAN != 0 || u32_at(buf, 12) != Some(0) {
-            return Err(damaged("unknown flags or nonzero reserved bytes"));
-        }
+        Ok((ck, slots))
+    }
+
+    /// The sections after the slots (all but the queue section), as
+    /// `encode_rest` writes them; `counts` are the head's.
+    fn decode_rest(&mut self, body: &mut Sections<'_>, counts: &[usize]) {
+        self.aside = body
+            .take(counts[2] * ASIDE_LEN)
+            .chunks_exact(ASIDE_LEN)
+            .map(|b| (u64_at(b, 0).unwrap_or(0), slot_at(&b[8..])))
+            .collect();
+        self.waiting = body
+            .take(counts[3] * WAIT_LEN)
+            .chunks_exact(WAIT_LEN)
+            .map(|b| (u64_at(b, 0).unwrap_or(0), u64_at(b, 8).unwrap_or(0)))
+            .collect();
+        self.keys = body
+            .take(counts[4] * KEY_LEN)
+            .chunks_exact(KEY_LEN)
+            .map(|b| CkKey {
+                hash: u128_at(b),
+                check: u64_at(b, 16).unwrap_or(0),
+                id: u64_at(b, 24).unwrap_or(0),
+                expires_ms: u64_at(b, 32).unwrap_or(0),
+                seg: u32_at(b, 40).unwrap_or(0),
+                off: u32_at(b, 44).unwrap_or(0),
+            })
+            .collect();
+        self.groups = body
+            .take(counts[5] * GROUP_LEN)
+            .chunks_exact(GROUP_LEN)
+            .map(|b| (u64_at(b, 0).unwrap_or(0), u128_at(&b[8..])))
+            .collect();
+    }
+}
+
+/// A [`CheckpointError::Damaged`] saying `why`.
+fn damaged(why: &str) -> CheckpointError {
+    CheckpointError::Damaged(why.to_string())
+}
+
+/// Checks a checkpoint file's magic, version, head and body checksums,
+/// flags and reserved bytes; returns its version and flags.
+fn check_head(buf: &[u8]) -> Result<(u16, u16), CheckpointError> {
+    if buf.len() < HEAD_LEN + 4 || buf[0..8] != CHECKPOINT_MAGIC {
+        return Err(damaged("not a checkpoint (short, or wrong magic)"));
+    }
+    let version = u16_at(buf, 8).unwrap_or(0);
+    if !(CHECKPOINT_VERSION_1..=CHECKPOINT_VERSION).contains(&version) {
+        return Err(CheckpointError::Version(version));
+    }
+    if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
+        return Err(damaged("head checksum mismatch"));
+    }
+    let (body, tail) = buf.split_at(buf.len() - 4);
+    if crc32fast::hash(&body[HEAD_LEN..]) != u32_at(tail, 0).unwrap_or(0) {
+        return Err(damaged("checksum mismatch"));
+    }
+    let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
+    if flags & !FLAG_CLEAN != 0 || u32_at(buf, 12) != Some(0) {
+        return Err(damaged("unknown flags or nonzero reserved bytes"));
+    }
+    Ok((version, flags))
+}
+
+/// Where a checkpoint's sections lie, from the counts in its head.
+struct Layout {
+    /// The head's seven counts: segments, slots, jobs aside, waiting jobs,
+    /// keys, groups, and (version 3 and up) the slot runs' bytes.
+    counts: Vec<usize>,
+    /// Bytes of the slots section.
+    slot_bytes: usize,
+    /// Version 3 and up: the slots are stored as runs.
+    runs: bool,
+    /// Version 4: the queue section fills the rest of the body.
+    queues: bool,
+}
+
+impl Layout {
+    /// Reads the counts of a checkpoint (`buf`, whose head was checked)
+    /// of version `version`: the ones its version reserves must be 0, and
+    /// the sections' lengths must add up to the file's, with one covered
+    /// segment at least.
+    fn read(buf: &[u8], version: u16) -> Result<Layout, CheckpointError> {
         let count = |at: usize| u64_at(buf, at).and_then(|n| usize::try_from(n).ok());
         let counts: Option<Vec<usize>> = (0..7).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
@@ -419,7 +510,8 @@ impl Checkpoint {
         for (n, size) in fixed.iter().zip(sizes) {
             want += *n as u128 * size as u128;
         }
-        // Version 4: the queue section fills the rest (checked below).
+        // Version 4: the queue section fills the rest (checked when it is
+        // decoded).
         let fits = if v4 {
             want <= buf.len() as u128
         } else {
@@ -428,65 +520,52 @@ impl Checkpoint {
         if !fits || counts[0] == 0 {
             return Err(damaged("lengths do not add up to the file's"));
         }
-        let mut ck = Checkpoint {
-            flags,
-            generation: u64_at(buf, 16).unwrap_or(0),
-            next_lsn: u64_at(buf, 24).unwrap_or(0),
-            next_id: u64_at(buf, 32).unwrap_or(0),
-            hash_probe: u64_at(buf, 40).unwrap_or(0),
-            first_seg: u32_at(buf, 48).unwrap_or(0),
-            digest_from: u32_at(buf, 52).unwrap_or(0),
-            digest: u32_at(buf, 56).unwrap_or(0),
-            slot_base: u64_at(buf, 64).unwrap_or(0),
-            ..Checkpoint::default()
-        };
-        let mut at = HEAD_LEN;
-        let mut take = |len: usize| {
-            let part = &body[at..at + len];
-            at += len;
-            part
-        };
-        ck.segments = take(counts[0] * SEG_LEN)
-            .chunks_exact(SEG_LEN)
-            .map(|b| CkSegment {
-                base_lsn: u64_at(b, 0).unwrap_or(0),
-                size: u32_at(b, 8).unwrap_or(0),
-                end: u32_at(b, 12).unwrap_or(0),
-            })
-            .collect();
-        // `slot_bytes` fits: it is part of the file's length.
-        let slots = Slots {
-            bytes: take(slot_bytes as usize),
-            count: counts[1],
+        Ok(Layout {
+            counts,
+            // It fits: it is part of the file's length.
+            slot_bytes: slot_bytes as usize,
             runs: v3,
-        };
-        ck.aside = take(counts[2] * ASIDE_LEN)
-            .chunks_exact(ASIDE_LEN)
-            .map(|b| (u64_at(b, 0).unwrap_or(0), slot_at(&b[8..])))
-            .collect();
-        ck.waiting = take(counts[3] * WAIT_LEN)
-            .chunks_exact(WAIT_LEN)
-            .map(|b| (u64_at(b, 0).unwrap_or(0), u64_at(b, 8).unwrap_or(0)))
-            .collect();
-        ck.keys = take(counts[4] * KEY_LEN)
-            .chunks_exact(KEY_LEN)
-            .map(|b| CkKey {
-                hash: u128_at(b),
-                check: u64_at(b, 16).unwrap_or(0),
-                id: u64_at(b, 24).unwrap_or(0),
-                expires_ms: u64_at(b, 32).unwrap_or(0),
-                seg: u32_at(b, 40).unwrap_or(0),
-                off: u32_at(b, 44).unwrap_or(0),
-            })
-            .collect();
-        ck.groups = take(counts[5] * GROUP_LEN)
-            .chunks_exact(GROUP_LEN)
-            .map(|b| (u64_at(b, 0).unwrap_or(0), u128_at(&b[8..])))
-            .collect();
-        if v4 {
-            (ck.queues, ck.queue_jobs) = queues::decode(&body[at..])?;
-        }
-        Ok((ck, slots))
+            queues: v4,
+        })
+    }
+}
+
+/// The fields of a checkpoint's head (`buf`, checked), with `flags`.
+fn decode_head(buf: &[u8], flags: u16) -> Checkpoint {
+    Checkpoint {
+        flags,
+        generation: u64_at(buf, 16).unwrap_or(0),
+        next_lsn: u64_at(buf, 24).unwrap_or(0),
+        next_id: u64_at(buf, 32).unwrap_or(0),
+        hash_probe: u64_at(buf, 40).unwrap_or(0),
+        first_seg: u32_at(buf, 48).unwrap_or(0),
+        digest_from: u32_at(buf, 52).unwrap_or(0),
+        digest: u32_at(buf, 56).unwrap_or(0),
+        slot_base: u64_at(buf, 64).unwrap_or(0),
+        ..Checkpoint::default()
+    }
+}
+
+/// A checkpoint's body (everything before its CRC), taken section by
+/// section from the head on.
+struct Sections<'a> {
+    body: &'a [u8],
+    /// Where the next section starts.
+    at: usize,
+}
+
+impl<'a> Sections<'a> {
+    /// The next section, `len` bytes long (the layout was checked: the
+    /// body holds them).
+    fn take(&mut self, len: usize) -> &'a [u8] {
+        let part = &self.body[self.at..self.at + len];
+        self.at += len;
+        part
+    }
+
+    /// The rest of the body.
+    fn rest(&self) -> &'a [u8] {
+        &self.body[self.at..]
     }
 }
 

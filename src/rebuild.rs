@@ -176,42 +176,16 @@ impl Replay {
         slots: Slots<'_>,
         dead_lsns: &HashMap<u64, u64>,
     ) -> std::result::Result<Replay, String> {
-        let damaged = |what: &str| Err(format!("damaged: {what}"));
         let mut in_flight = IdSet::default();
         let mut levels = IdMap::default();
-        let (slots, mut counts) = slot_table(ck, slots, &mut |id, s| {
-            convert(ck, id, s, &mut in_flight, &mut levels)
-        })?;
         let mut convert = |id: u64, s: &CkSlot| convert(ck, id, s, &mut in_flight, &mut levels);
-        let mut aside = IdMap::default();
-        for (id, s) in &ck.aside {
-            match convert(*id, s) {
-                Some(slot) if *id < ck.slot_base && slot.state != SlotState::Empty => {
-                    counts.add(slot.seg, 1, u64::from(slot.len));
-                    // (An id stored twice is counted once.)
-                    if let Some(old) = aside.insert(*id, slot) {
-                        counts.remove(&old);
-                    }
-                }
-                _ => return damaged("a job kept aside is out of range"),
-            }
-        }
+        let (slots, mut counts) = slot_table(ck, slots, &mut convert)?;
+        let aside = aside_table(ck, &mut convert, &mut counts)?;
         let mut replay = Replay::new();
         replay.jobs = slots.finish(ck.slot_base, aside);
         replay.in_flight = in_flight;
         replay.levels = levels;
-        for &(id, group) in &ck.groups {
-            if replay.jobs.get(id).is_none() {
-                return damaged("a job of a group is not live");
-            }
-            replay.groups.insert(id, group);
-        }
-        for &(id, due) in &ck.waiting {
-            if replay.jobs.get(id).is_none() {
-                return damaged("a waiting job is not live");
-            }
-            replay.due.insert(id, due);
-        }
+        checkpoint_groups_and_waiting(ck, &mut replay)?;
         checkpoint_queues(ck, &mut replay)?;
         let fresh_of_a_level = replay
             .levels
@@ -220,35 +194,104 @@ impl Replay {
         if fresh_of_a_level {
             return damaged("a job of a level other than Normal is not waiting");
         }
-        for k in &ck.keys {
-            let entry = KeyEntry {
-                id: k.id,
-                expires_ms: k.expires_ms,
-                seg: k.seg,
-                off: k.off,
-                check: k.check,
-            };
-            replay.keys.insert((k.hash, k.check), entry);
-        }
+        checkpoint_keys(ck, &mut replay);
         replay.next_id = ck.next_id.max(1);
+        replay.settle_dead_letters(ck, dead_lsns, &mut counts);
+        replay.counts = Some(counts);
+        Ok(replay)
+    }
+
+    /// Settles the dead letters (`dead_lsns`: each one's LSN) against the
+    /// jobs the checkpoint `ck` left live, and moves the next job id past
+    /// theirs. A dead letter written after the checkpoint shadows its job
+    /// (taken out of the table and of `counts`; the ack record may be
+    /// missing); one written before it was superseded by a redrive.
+    fn settle_dead_letters(
+        &mut self,
+        ck: &Checkpoint,
+        dead_lsns: &HashMap<u64, u64>,
+        counts: &mut LiveCounts,
+    ) {
         for (&id, &lsn) in dead_lsns {
-            replay.next_id = replay.next_id.max(id.saturating_add(1));
-            if replay.jobs.get(id).is_none() {
+            self.next_id = self.next_id.max(id.saturating_add(1));
+            if self.jobs.get(id).is_none() {
                 continue;
             }
             if lsn >= ck.next_lsn {
-                if let Some(gone) = replay.jobs.remove(id) {
+                if let Some(gone) = self.jobs.remove(id) {
                     counts.remove(&gone);
                 }
-                replay.due.remove(&id);
-                replay.in_flight.remove(&id);
-                replay.shadowed_by_dead.insert(id);
+                self.due.remove(&id);
+                self.in_flight.remove(&id);
+                self.shadowed_by_dead.insert(id);
             } else {
-                replay.superseded_dead.push(id);
+                self.superseded_dead.push(id);
             }
         }
-        replay.counts = Some(counts);
-        Ok(replay)
+    }
+}
+
+/// `Err` saying that the checkpoint is damaged: `what` does not add up.
+fn damaged<T>(what: &str) -> std::result::Result<T, String> {
+    Err(format!("damaged: {what}"))
+}
+
+/// The checkpoint's jobs kept aside (ids below its table's), converted by
+/// `one` and counted in `counts`; `Err` if one is out of range or empty.
+fn aside_table(
+    ck: &Checkpoint,
+    one: &mut dyn FnMut(u64, &CkSlot) -> Option<Slot>,
+    counts: &mut LiveCounts,
+) -> std::result::Result<IdMap<Slot>, String> {
+    let mut aside = IdMap::default();
+    for (id, s) in &ck.aside {
+        match one(*id, s) {
+            Some(slot) if *id < ck.slot_base && slot.state != SlotState::Empty => {
+                counts.add(slot.seg, 1, u64::from(slot.len));
+                // (An id stored twice is counted once.)
+                if let Some(old) = aside.insert(*id, slot) {
+                    counts.remove(&old);
+                }
+            }
+            _ => return damaged("a job kept aside is out of range"),
+        }
+    }
+    Ok(aside)
+}
+
+/// The checkpoint's groups and waiting jobs' due times into `replay`,
+/// whose job table is the checkpoint's: every job listed must be live.
+/// `Err` says which list does not add up.
+fn checkpoint_groups_and_waiting(
+    ck: &Checkpoint,
+    replay: &mut Replay,
+) -> std::result::Result<(), String> {
+    for &(id, group) in &ck.groups {
+        if replay.jobs.get(id).is_none() {
+            return damaged("a job of a group is not live");
+        }
+        replay.groups.insert(id, group);
+    }
+    for &(id, due) in &ck.waiting {
+        if replay.jobs.get(id).is_none() {
+            return damaged("a waiting job is not live");
+        }
+        replay.due.insert(id, due);
+    }
+    Ok(())
+}
+
+/// The checkpoint's idempotency keys into `replay`.
+fn checkpoint_keys(ck: &Checkpoint, replay: &mut Replay) {
+    for k in &ck.keys {
+        let entry = KeyEntry {
+            id: k.id,
+            expires_ms: k.expires_ms,
+            seg: k.seg,
+            off: k.off,
+            check: k.check,
+        };
+        replay.keys.insert((k.hash, k.check), entry);
     }
 }
 
@@ -257,7 +300,6 @@ impl Replay {
 /// named queue is never fresh), and a QueueDef's place inside the log the
 /// checkpoint covers. `Err` says what does not add up.
 fn checkpoint_queues(ck: &Checkpoint, replay: &mut Replay) -> std::result::Result<(), String> {
-    let damaged = |what: &str| Err(format!("damaged: {what}"));
     let last_seg = ck.first_seg.saturating_add(ck.segments.len() as u32);
     for q in &ck.queues {
         if let Some((seg, lsn)) = q.def {
@@ -416,6 +458,43 @@ impl Replay {
         self.due.remove(&id);
         self.in_flight.remove(&id);
     }
+
+    /// Whether job `id` of an Enqueue record at LSN `lsn` is live after
+    /// it, given the dead letters (`dead_lsns`: each one's LSN). Not if
+    /// its dead letter is newer: the job died after the record was
+    /// written (noted as shadowed). An older dead letter was superseded
+    /// by a redrive (noted as such).
+    #[inline]
+    fn outlives_dead_letter(&mut self, id: u64, lsn: u64, dead_lsns: &HashMap<u64, u64>) -> bool {
+        if let Some(&dead_lsn) = dead_lsns.get(&id) {
+            if dead_lsn > lsn {
+                // Died after this record was written.
+                self.shadowed_by_dead.insert(id);
+                return false;
+            }
+            self.superseded_dead.push(id); // redriven
+        }
+        true
+    }
+
+    /// A Nack record: a live job waits again, due at `due_ms`.
+    #[inline]
+    fn nack(&mut self, id: u64, due_ms: u64) {
+        if self.jobs.get(id).is_some() {
+            self.due.insert(id, due_ms);
+            self.in_flight.remove(&id);
+        }
+    }
+
+    /// A QueueDef record at LSN `lsn` of segment `seg`: queue `queue` is
+    /// named `name`.
+    #[inline]
+    fn queue_def(&mut self, queue: u16, name: &[u8], seg: u32, lsn: u64) {
+        // Decoding checked the name: it is ASCII.
+        let name = String::from_utf8_lossy(name).into_owned();
+        let written = Some((seg, lsn));
+        self.defs.push((queue, Def { name, written }));
+    }
 }
 
 fn corrupt(seg: &Segment, off: u32, what: String) -> Error {
@@ -444,15 +523,9 @@ pub(crate) fn apply(
                 return Err(corrupt(seg, off, what));
             }
             replay.next_id = replay.next_id.max(e.id + 1);
-            if let Some(&dead_lsn) = dead_lsns.get(&e.id) {
-                if dead_lsn > f.lsn {
-                    // Died after this record was written.
-                    replay.shadowed_by_dead.insert(e.id);
-                    return Ok(());
-                }
-                replay.superseded_dead.push(e.id); // redriven
+            if replay.outlives_dead_letter(e.id, f.lsn, dead_lsns) {
+                replay.enqueue(seg.id, off, f.len, &e, dedup_ms);
             }
-            replay.enqueue(seg.id, off, f.len, &e, dedup_ms);
         }
         Record::Lease { id, attempts } => replay.lease(id, attempts),
         Record::LeaseMany(entries) => {
@@ -466,12 +539,7 @@ pub(crate) fn apply(
                 replay.ack(id);
             }
         }
-        Record::Nack { id, due_ms } => {
-            if replay.jobs.get(id).is_some() {
-                replay.due.insert(id, due_ms);
-                replay.in_flight.remove(&id);
-            }
-        }
+        Record::Nack { id, due_ms } => replay.nack(id, due_ms),
         Record::Key {
             queue,
             id,
@@ -489,12 +557,7 @@ pub(crate) fn apply(
                 .keys
                 .insert((scoped_hash(queue, key), key_check(key)), entry);
         }
-        Record::QueueDef { queue, name } => {
-            // Decoding checked the name: it is ASCII.
-            let name = String::from_utf8_lossy(name).into_owned();
-            let written = Some((seg.id, f.lsn));
-            replay.defs.push((queue, Def { name, written }));
-        }
+        Record::QueueDef { queue, name } => replay.queue_def(queue, name, seg.id, f.lsn),
         Record::Dead(_) | Record::Removed { .. } => {
             let what = "a dead-letter record inside a log segment".to_string();
             return Err(corrupt(seg, off, what));

@@ -110,6 +110,15 @@ impl QueueState {
             priority,
             group,
         };
+        let lsn = self.write_dead_letter(id, &rec)?;
+        self.forget_dead_lettered(id, queue, key, read.is_err());
+        Ok(lsn)
+    }
+
+    /// Writes dead letter `rec` of job `id` in dead-lettering's fsync
+    /// order: the log synced, the dead letter written and synced, then an
+    /// ack record in the log. Returns the ack record's LSN.
+    fn write_dead_letter(&mut self, id: u64, rec: &DeadRec<'_>) -> Result<u64> {
         // Order, whatever the durability mode (dead-lettering is rare):
         // the job's log records (its enqueue, perhaps a batch still waiting
         // for its group commit) are durable before its dead letter, and the
@@ -122,11 +131,19 @@ impl QueueState {
         // harmless (the queue is poisoned; reopening resolves it).
         let lsn = self.log.next_lsn;
         let dead = &mut self.dead;
-        self.log.write_draining(|| dead.add(&rec, lsn))?;
+        self.log.write_draining(|| dead.add(rec, lsn))?;
         self.dead.sync()?;
         // Mark the job finished in the log too, so that its records there
         // stay dead even after the dead letter is purged.
         let a = self.log.append(&Record::Ack { id }, 0, self.next_id)?;
+        Ok(a.lsn)
+    }
+
+    /// Memory after job `id` of queue `queue` became a dead letter (see
+    /// `dead_letter`): its key, if it has one (`key`), now lives in the
+    /// dead letters, and the job is finished. `damaged`: its record could
+    /// not be read (counted).
+    fn forget_dead_lettered(&mut self, id: u64, queue: u16, key: &[u8], damaged: bool) {
         if !key.is_empty() {
             // The key stays in its queue's scope (the dead letter names
             // the queue, so the next open scopes it the same way).
@@ -140,7 +157,7 @@ impl QueueState {
                 self.keys.set(hash, Some(id), moved);
             }
         }
-        if read.is_err() {
+        if damaged {
             self.counters.damaged += 1;
         }
         if let Some(s) = self.jobs.get_mut(id) {
@@ -148,7 +165,6 @@ impl QueueState {
         }
         self.finish(id);
         self.counters.dead_lettered += 1;
-        Ok(a.lsn)
     }
 
     /// Reads the dead letters among `ids` that exist and whose job is not

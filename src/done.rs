@@ -124,6 +124,33 @@ pub struct DoneFile {
     last_ms: u64,
 }
 
+/// Opens the completion file `path` in `dir`, or creates it if it does
+/// not exist (a header and no records, file mode `mode`, written
+/// crash-atomically by `write_side_file`); says whether it was created.
+fn open_or_create(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    mode: u32,
+) -> Result<(Arc<dyn VfsFile>, bool)> {
+    match vfs.open(path) {
+        Ok(f) => Ok((Arc::from(f), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
+            Arc::from(write_side_file(
+                vfs,
+                dir,
+                path,
+                FileKind::Done,
+                DONE_SEGMENT_ID,
+                mode,
+                &[],
+            )?),
+            true,
+        )),
+        Err(e) => Err(Error::io("opening completion file", path, e)),
+    }
+}
+
 impl DoneFile {
     /// Opens `dir/done.rec`, creating it if missing (a directory written
     /// before completion records existed gains one), and verifies it.
@@ -137,22 +164,7 @@ impl DoneFile {
         now: u64,
     ) -> Result<(DoneFile, DoneRecovery)> {
         let path = dir.join(DONE_FILE);
-        let (file, fresh) = match vfs.open(&path) {
-            Ok(f) => (Arc::from(f), false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
-                Arc::from(write_side_file(
-                    &*vfs,
-                    dir,
-                    &path,
-                    FileKind::Done,
-                    DONE_SEGMENT_ID,
-                    mode,
-                    &[],
-                )?),
-                true,
-            ),
-            Err(e) => return Err(Error::io("opening completion file", &path, e)),
-        };
+        let (file, fresh) = open_or_create(&*vfs, dir, &path, mode)?;
         let mut done = DoneFile {
             vfs,
             dir: dir.to_path_buf(),

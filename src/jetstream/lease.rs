@@ -60,6 +60,16 @@ pub(crate) fn decide(rec: &Record, h: &JobHeaders, seq: u64) -> Decision {
     Decision::Lease
 }
 
+/// What leasing reads of a delivery: its stream sequence, its reply
+/// subject, its job headers (a message without them is job `seq`, copy
+/// 0, with the configured max attempts) and its payload.
+struct Incoming {
+    seq: u64,
+    reply: String,
+    h: JobHeaders,
+    payload: Vec<u8>,
+}
+
 impl Inner {
     /// Leases the next job, waiting up to `wait` for one.
     pub(crate) async fn lease(
@@ -98,13 +108,8 @@ impl Inner {
         }
     }
 
-    /// Reconciles one delivery with its record; leases it, or settles
-    /// what an earlier crash left half done and returns `None`.
-    async fn take(
-        &self,
-        msg: Message,
-        visibility: Duration,
-    ) -> Result<Option<Delivery<JetStreamLease>>> {
+    /// Reads delivery `msg` (see `Incoming`).
+    fn incoming(&self, msg: &Message) -> Result<Incoming> {
         let seq = msg
             .info()
             .map_err(|e| nats_err("ack subject", e))?
@@ -121,6 +126,27 @@ impl Inner {
             key: None,
         });
         let payload = msg.payload.to_vec();
+        Ok(Incoming {
+            seq,
+            reply,
+            h,
+            payload,
+        })
+    }
+
+    /// Reconciles one delivery with its record; leases it, or settles
+    /// what an earlier crash left half done and returns `None`.
+    async fn take(
+        &self,
+        msg: Message,
+        visibility: Duration,
+    ) -> Result<Option<Delivery<JetStreamLease>>> {
+        let Incoming {
+            seq,
+            reply,
+            h,
+            payload,
+        } = self.incoming(&msg)?;
         loop {
             let (rec, rev) = match self.record(h.id).await? {
                 Some(found) => found,

@@ -157,6 +157,42 @@ struct Staged {
     changes_before: u32,
 }
 
+impl Staged {
+    /// Adds a sealed record (`head`, then `tail`) after the bytes staged
+    /// so far; `at` is where it would go unstaged, at the log's tail. Where
+    /// it will go, after the records staged before it.
+    fn add(&mut self, head: &[u8], tail: &[u8], at: Appended) -> Appended {
+        let off = at.off + self.bytes.len() as u32;
+        self.bytes.extend_from_slice(head);
+        self.bytes.extend_from_slice(tail);
+        self.last_lsn = at.lsn;
+        Appended { off, ..at }
+    }
+}
+
+/// After a record of `len` bytes was stored into `seg`'s map at `off`:
+/// when it crossed a 1 MiB boundary (or was the first append into a new
+/// segment), has the next 2 MiB faulted in by the prefault thread once the
+/// queue lock is released, not here (faulting a page in zero-fills it: a
+/// third of an append's cost when done inline; should the thread be late,
+/// the stores fault the pages in themselves), and starts the writeback of
+/// the chunk before the boundary, so that the fdatasync that seals this
+/// segment (the committer's, after rotation) has at most the last chunk
+/// left to write (see `upkeep`). Not for `pwrite` appends: it would dirty
+/// pages for the next fdatasync to write, and under `Sync` the group
+/// commits write everything as it comes.
+#[inline]
+fn schedule_page_work(upkeep: &Upkeep, seg: &Arc<Segment>, off: u32, len: u32) {
+    let crossing = (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32;
+    if crossing {
+        let next = ((off + len) >> 20) << 20;
+        upkeep.prefault(seg, next, PREFAULT_BYTES);
+        if next >= WRITEBACK_CHUNK {
+            upkeep.write_back(seg, next - WRITEBACK_CHUNK, next);
+        }
+    }
+}
+
 impl Log {
     /// A log over recovered `segments` (at least one), appending at `tail`.
     #[allow(clippy::too_many_arguments)]
@@ -572,16 +608,7 @@ impl Log {
         draining: bool,
     ) -> Result<Appended> {
         self.write_failed = false;
-        self.buf.clear();
-        self.buf.resize(FRAME_HEADER_LEN, 0);
-        let mut tail = rec.encode_into(&mut self.buf);
-        let syscall = self.syscall_appends;
-        if syscall || tail.len() <= INLINE_TAIL {
-            // One checksum pass and one write per record, not two (a
-            // `pwrite` append always copies: one system call, not two).
-            self.buf.extend_from_slice(tail);
-            tail = &[];
-        }
+        let tail = self.frame_head(rec);
         let len = (self.buf.len() + tail.len()) as u64;
         // The common case, a record that fits in the active segment with
         // nothing staged, needs no rotation and is below the frame limit.
@@ -607,63 +634,57 @@ impl Log {
             .seg;
         frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
         let len = u32::try_from(len).expect("checked against the segment size");
+        let at = Appended {
+            seg: seg.id,
+            off: self.tail,
+            len,
+            lsn,
+        };
         if let Some(st) = self.staged.as_mut() {
-            let off = self.tail + st.bytes.len() as u32;
-            st.bytes.extend_from_slice(&self.buf);
-            st.bytes.extend_from_slice(tail);
-            st.last_lsn = lsn;
+            let at = st.add(&self.buf, tail, at);
             self.next_lsn += 1;
-            return Ok(Appended {
-                seg: seg.id,
-                off,
-                len,
-                lsn,
-            });
+            return Ok(at);
         }
-        let off = self.tail;
         // A failed write (ENOSPC from `pwrite` on a copy-on-write file
         // system, say) is rolled back: nothing is published, the tail and
         // the LSN stay, and whatever it wrote past the tail is the residue,
         // zeroed before the next write (right away, if that works).
-        if let Err(e) = seg.append(off, &self.buf, tail, syscall) {
+        let syscall = self.syscall_appends;
+        if let Err(e) = seg.append(at.off, &self.buf, tail, syscall) {
             self.write_failed = true;
-            self.residue = self.residue.max(off + len);
+            self.residue = self.residue.max(at.off + len);
             let _ = self.clear_residue();
             return Err(e);
         }
-        // Crossing a 1 MiB boundary (or the first append into a new
-        // segment): have the next 2 MiB faulted in, by the prefault thread
-        // once the queue lock is released, not here (faulting a page in
-        // zero-fills it: a third of an append's cost when done inline).
-        // Should the thread be late, the stores fault the pages in
-        // themselves. (Not for `pwrite` appends: it would dirty pages for
-        // the next fdatasync to write.)
-        let crossing = (off >> 20) != ((off + len) >> 20) || off == SEGMENT_HEADER_LEN as u32;
-        if crossing && !syscall {
-            let next = ((off + len) >> 20) << 20;
-            self.upkeep.prefault(seg, next, PREFAULT_BYTES);
-            // The chunk before `next` is complete: start its writeback
-            // after the lock is released, so that the fdatasync that seals
-            // this segment (the committer's, after rotation) has at most
-            // the last chunk left to write (see `upkeep`). Not under `Sync`,
-            // whose group commits write everything as it comes.
-            if next >= WRITEBACK_CHUNK {
-                self.upkeep.write_back(seg, next - WRITEBACK_CHUNK, next);
-            }
+        if !syscall {
+            schedule_page_work(&self.upkeep, seg, at.off, len);
         }
         self.tail += len;
-        let id = seg.id;
         self.commit.written(lsn);
         self.next_lsn += 1;
         if syscall {
             self.zero_ahead();
         }
-        Ok(Appended {
-            seg: id,
-            off,
-            len,
-            lsn,
-        })
+        Ok(at)
+    }
+
+    /// Encodes `rec` into the frame buffer after room for the frame header
+    /// and returns the part of it left to write after the buffer: the
+    /// payload of a large record, nothing otherwise. A payload of up to
+    /// [`INLINE_TAIL`] bytes (and every payload of a `pwrite` append) is
+    /// copied into the buffer, so the record takes one checksum pass and
+    /// one write, not two (a `pwrite` append always copies: one system
+    /// call, not two).
+    #[inline]
+    fn frame_head<'r>(&mut self, rec: &Record<'r>) -> &'r [u8] {
+        self.buf.clear();
+        self.buf.resize(FRAME_HEADER_LEN, 0);
+        let tail = rec.encode_into(&mut self.buf);
+        if self.syscall_appends || tail.len() <= INLINE_TAIL {
+            self.buf.extend_from_slice(tail);
+            return &[];
+        }
+        tail
     }
 
     /// Makes everything written so far durable, through the committer (the

@@ -941,6 +941,44 @@ impl QueueState {
 
     /// Asserts the invariants listed in the module docs (tests only; O(n)).
     pub fn check_invariants(&self) {
+        let (fresh, per_seg) = self.check_slots();
+        self.delivery.check(fresh);
+        self.named.check();
+        self.check_lanes();
+        for id in self.leases.ids() {
+            assert_eq!(
+                self.jobs.get(id).map(|s| s.state),
+                Some(SlotState::InFlight)
+            );
+        }
+        for info in &self.log.segments {
+            let (n, bytes) = per_seg.get(&info.seg.id).copied().unwrap_or_default();
+            assert_eq!(
+                (info.live_jobs, info.live_bytes),
+                (n, bytes),
+                "segment {} counts",
+                info.seg.id
+            );
+        }
+        let mut last = 0;
+        for &(id, _) in &self.unconfirmed {
+            assert!(id > last, "unconfirmed enqueues out of order");
+            last = id;
+        }
+        // Each key entry's check is the check of the key bytes it points
+        // at (a checkpoint stores it as it is).
+        for (_, e) in self.keys.iter() {
+            if let Some(key) = stored_key(&self.log, &self.dead, &e) {
+                assert_eq!(e.check, key_check(&key), "key check of job {}", e.id);
+            }
+        }
+    }
+
+    /// Asserts each live job's state against the delivery order, groups,
+    /// leases and dead letters (part of [`QueueState::check_invariants`]);
+    /// returns the count of fresh jobs and the live jobs and bytes per
+    /// segment.
+    fn check_slots(&self) -> (u64, HashMap<u32, (u64, u64)>) {
         let mut fresh = 0u64;
         let mut per_seg: HashMap<u32, (u64, u64)> = HashMap::new();
         for (id, slot) in self.jobs.iter() {
@@ -984,8 +1022,13 @@ impl QueueState {
                 self.next_id
             );
         }
-        self.delivery.check(fresh);
-        self.named.check();
+        (fresh, per_seg)
+    }
+
+    /// Asserts that every lane's (the default queue's and each named
+    /// queue's) blocked and waiting jobs are waiting jobs of that queue
+    /// (part of [`QueueState::check_invariants`]).
+    fn check_lanes(&self) {
         let lanes = std::iter::once((0, (&self.delivery, &self.groups)))
             .chain(self.named.lanes().map(|(q, l)| (q, (&l.order, &l.groups))));
         let mut waiting: HashSet<u64> = HashSet::new();
@@ -1012,33 +1055,6 @@ impl QueueState {
                 self.jobs.get(*id).map(|s| s.state),
                 Some(SlotState::Waiting)
             );
-        }
-        for id in self.leases.ids() {
-            assert_eq!(
-                self.jobs.get(id).map(|s| s.state),
-                Some(SlotState::InFlight)
-            );
-        }
-        for info in &self.log.segments {
-            let (n, bytes) = per_seg.get(&info.seg.id).copied().unwrap_or_default();
-            assert_eq!(
-                (info.live_jobs, info.live_bytes),
-                (n, bytes),
-                "segment {} counts",
-                info.seg.id
-            );
-        }
-        let mut last = 0;
-        for &(id, _) in &self.unconfirmed {
-            assert!(id > last, "unconfirmed enqueues out of order");
-            last = id;
-        }
-        // Each key entry's check is the check of the key bytes it points
-        // at (a checkpoint stores it as it is).
-        for (_, e) in self.keys.iter() {
-            if let Some(key) = stored_key(&self.log, &self.dead, &e) {
-                assert_eq!(e.check, key_check(&key), "key check of job {}", e.id);
-            }
         }
     }
 

@@ -95,7 +95,33 @@ pub struct EnqueueRec<'a> {
     pub group: &'a [u8],
 }
 
-impl EnqueueRec<'_> {
+impl<'a> EnqueueRec<'a> {
+    /// Appends the body before the payload (kind 1 or 12, whichever it
+    /// needs) to `head` and returns the payload (see
+    /// [`Record::encode_into`]).
+    #[inline]
+    fn encode_into(&self, head: &mut Vec<u8>) -> &'a [u8] {
+        // The fixed part in one copy (one capacity check, not six).
+        let mut fixed = [0u8; ENQUEUE_FIXED_LEN];
+        fixed[0..8].copy_from_slice(&self.id.to_le_bytes());
+        fixed[8..16].copy_from_slice(&self.enqueued_ms.to_le_bytes());
+        fixed[16..24].copy_from_slice(&self.due_ms.to_le_bytes());
+        fixed[24..28].copy_from_slice(&self.attempts.to_le_bytes());
+        fixed[28..30].copy_from_slice(&self.max_attempts.to_le_bytes());
+        fixed[30..32].copy_from_slice(&len16(self.key).to_le_bytes());
+        head.extend_from_slice(&fixed);
+        if self.is_extended() {
+            head.extend_from_slice(&self.queue.to_le_bytes());
+            head.extend_from_slice(&[self.priority, 0]);
+            head.extend_from_slice(&len16(self.group).to_le_bytes());
+            head.extend_from_slice(self.key);
+            head.extend_from_slice(self.group);
+        } else {
+            head.extend_from_slice(self.key);
+        }
+        self.payload
+    }
+
     /// Whether the record needs kind 12 (a priority other than Normal, a
     /// group or a queue id); otherwise it is written as kind 1, which
     /// every version reads.
@@ -139,7 +165,31 @@ pub struct DeadRec<'a> {
     pub group: &'a [u8],
 }
 
-impl DeadRec<'_> {
+impl<'a> DeadRec<'a> {
+    /// Appends the body before the payload (kind 6 or 13, whichever it
+    /// needs) to `head` and returns the payload (see
+    /// [`Record::encode_into`]).
+    fn encode_into(&self, head: &mut Vec<u8>) -> &'a [u8] {
+        head.extend_from_slice(&self.id.to_le_bytes());
+        head.extend_from_slice(&self.enqueued_ms.to_le_bytes());
+        head.extend_from_slice(&self.dead_ms.to_le_bytes());
+        head.extend_from_slice(&self.attempts.to_le_bytes());
+        head.extend_from_slice(&len16(self.key).to_le_bytes());
+        head.extend_from_slice(&len16(self.error).to_le_bytes());
+        if self.is_extended() {
+            head.extend_from_slice(&len16(self.queue).to_le_bytes());
+            head.extend_from_slice(&[self.priority, 0]);
+            head.extend_from_slice(&len16(self.group).to_le_bytes());
+        }
+        head.extend_from_slice(self.key);
+        head.extend_from_slice(self.error);
+        if self.is_extended() {
+            head.extend_from_slice(self.queue);
+            head.extend_from_slice(self.group);
+        }
+        self.payload
+    }
+
     /// Whether the record needs kind 13 (a named queue, a level other
     /// than Normal or a group); otherwise it is kind 6, as before.
     pub fn is_extended(&self) -> bool {
@@ -289,27 +339,7 @@ impl<'a> Record<'a> {
     /// follows it (the payload), so payloads are never copied twice.
     pub fn encode_into(&self, head: &mut Vec<u8>) -> &'a [u8] {
         match *self {
-            Record::Enqueue(e) => {
-                // The fixed part in one copy (one capacity check, not six).
-                let mut fixed = [0u8; ENQUEUE_FIXED_LEN];
-                fixed[0..8].copy_from_slice(&e.id.to_le_bytes());
-                fixed[8..16].copy_from_slice(&e.enqueued_ms.to_le_bytes());
-                fixed[16..24].copy_from_slice(&e.due_ms.to_le_bytes());
-                fixed[24..28].copy_from_slice(&e.attempts.to_le_bytes());
-                fixed[28..30].copy_from_slice(&e.max_attempts.to_le_bytes());
-                fixed[30..32].copy_from_slice(&len16(e.key).to_le_bytes());
-                head.extend_from_slice(&fixed);
-                if e.is_extended() {
-                    head.extend_from_slice(&e.queue.to_le_bytes());
-                    head.extend_from_slice(&[e.priority, 0]);
-                    head.extend_from_slice(&len16(e.group).to_le_bytes());
-                    head.extend_from_slice(e.key);
-                    head.extend_from_slice(e.group);
-                } else {
-                    head.extend_from_slice(e.key);
-                }
-                e.payload
-            }
+            Record::Enqueue(e) => e.encode_into(head),
             Record::Lease { id, attempts } => {
                 let mut body = [0u8; 12];
                 body[0..8].copy_from_slice(&id.to_le_bytes());
@@ -339,26 +369,7 @@ impl<'a> Record<'a> {
                 head.extend_from_slice(&expires_ms.to_le_bytes());
                 key
             }
-            Record::Dead(d) => {
-                head.extend_from_slice(&d.id.to_le_bytes());
-                head.extend_from_slice(&d.enqueued_ms.to_le_bytes());
-                head.extend_from_slice(&d.dead_ms.to_le_bytes());
-                head.extend_from_slice(&d.attempts.to_le_bytes());
-                head.extend_from_slice(&len16(d.key).to_le_bytes());
-                head.extend_from_slice(&len16(d.error).to_le_bytes());
-                if d.is_extended() {
-                    head.extend_from_slice(&len16(d.queue).to_le_bytes());
-                    head.extend_from_slice(&[d.priority, 0]);
-                    head.extend_from_slice(&len16(d.group).to_le_bytes());
-                }
-                head.extend_from_slice(d.key);
-                head.extend_from_slice(d.error);
-                if d.is_extended() {
-                    head.extend_from_slice(d.queue);
-                    head.extend_from_slice(d.group);
-                }
-                d.payload
-            }
+            Record::Dead(d) => d.encode_into(head),
             Record::AckMany(e) | Record::LeaseMany(e) => {
                 head.extend_from_slice(&count32(e.len()).to_le_bytes());
                 e.raw

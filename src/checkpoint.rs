@@ -64,7 +64,7 @@ impl QueueState {
     /// Where the log ends, as a byte count that only grows (segment id
     /// times segment size plus the tail): the periodic checkpoint's clock.
     pub(crate) fn log_position(&self) -> u64 {
-        u64::from(self.log.active().id) * self.log.seg_size + u64::from(self.log.tail)
+        self.log.position()
     }
 
     /// The delivery order and groups of every queue, the default first,
@@ -508,7 +508,7 @@ impl Schedule {
 
 /// The id of the log's first segment.
 fn first_segment(state: &QueueState) -> u32 {
-    state.log.segments.front().map_or(0, |info| info.seg.id)
+    state.log.first_id()
 }
 
 /// The right to write one checkpoint (see [`Schedule`]); dropping it lets

@@ -26,6 +26,21 @@ pub trait Clock: Send + Sync + 'static {
     fn monotonic_ms(&self) -> u64 {
         instant_ms()
     }
+
+    /// Both readings at once, `(wall, monotonic)`: what an operation that
+    /// sets or checks a lease asks for. The default reads
+    /// [`Clock::now_ms`] and then [`Clock::monotonic_ms`];
+    /// [`SystemClock`] reads one clock instead of two (see there).
+    ///
+    /// ```
+    /// use walq::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new(5_000);
+    /// assert_eq!(clock.both_ms(), (5_000, 5_000));
+    /// ```
+    fn both_ms(&self) -> (u64, u64) {
+        (self.now_ms(), self.monotonic_ms())
+    }
 }
 
 /// Whole milliseconds of `d`, saturating: the one conversion of a
@@ -44,6 +59,13 @@ pub(crate) struct Now {
 }
 
 /// The system clock.
+///
+/// [`Clock::both_ms`] reads `CLOCK_MONOTONIC` alone and adds the wall
+/// clock's lead over it, itself read again whenever 10 ms of monotonic time
+/// have passed since the last look. A `clock_gettime` costs about 29 ns in
+/// a VM, a tenth of a dequeue; a step of the wall clock (NTP, an operator's
+/// `date -s`) is seen within those 10 ms, and slewing moves the wall clock
+/// by at most 5 µs in them.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -57,6 +79,53 @@ impl Clock for SystemClock {
     /// a third of the instructions.
     fn monotonic_ms(&self) -> u64 {
         crate::os::clock_ms(libc::CLOCK_MONOTONIC).unwrap_or_else(instant_ms)
+    }
+
+    fn both_ms(&self) -> (u64, u64) {
+        let Some(mono) = crate::os::clock_ns(libc::CLOCK_MONOTONIC) else {
+            return (self.now_ms(), self.monotonic_ms());
+        };
+        let wall = WALL_LEAD.wall_at(mono).unwrap_or_else(|| self.now_ms());
+        (wall, mono / 1_000_000)
+    }
+}
+
+/// How far the wall clock is ahead of the monotonic one, shared by every
+/// [`SystemClock`] of the process.
+static WALL_LEAD: WallLead = WallLead {
+    lead_ns: AtomicU64::new(0),
+    read_at_ns: AtomicU64::new(0),
+};
+
+/// Monotonic nanoseconds after which the wall clock's lead is read again.
+const REREAD_LEAD_NS: u64 = 10_000_000;
+
+/// The wall clock's lead over `CLOCK_MONOTONIC` (both in nanoseconds), and
+/// the monotonic time it was read at (0: never). `read_at_ns` is stored
+/// after the lead with `Release` and loaded with `Acquire`, so a reader
+/// that sees a time sees that lead or a later one (a racing reread's:
+/// any of them is at most one reread period old, which is all this
+/// promises).
+struct WallLead {
+    lead_ns: AtomicU64,
+    read_at_ns: AtomicU64,
+}
+
+impl WallLead {
+    /// Wall milliseconds at monotonic nanosecond `mono`: derived from the
+    /// lead while it is fresh, else read (`None` if the wall clock cannot
+    /// be read in nanoseconds).
+    fn wall_at(&self, mono: u64) -> Option<u64> {
+        let at = self.read_at_ns.load(Ordering::Acquire);
+        if at != 0 && mono >= at && mono - at < REREAD_LEAD_NS {
+            let lead = self.lead_ns.load(Ordering::Relaxed);
+            return Some(mono.wrapping_add(lead) / 1_000_000);
+        }
+        let wall = crate::os::clock_ns(libc::CLOCK_REALTIME)?;
+        self.lead_ns
+            .store(wall.wrapping_sub(mono), Ordering::Relaxed);
+        self.read_at_ns.store(mono.max(1), Ordering::Release);
+        Some(wall / 1_000_000)
     }
 }
 
@@ -124,6 +193,56 @@ mod tests {
             before <= ours && ours <= after,
             "{before} <= {ours} <= {after}"
         );
+    }
+
+    fn std_wall_ms() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms)
+    }
+
+    #[test]
+    fn both_system_readings_agree_with_std() {
+        let before = std_wall_ms();
+        let mono_before = SystemClock.monotonic_ms();
+        let (wall, mono) = SystemClock.both_ms();
+        let after = std_wall_ms();
+        // The derived wall time may round one millisecond below a reading
+        // taken at a millisecond's edge.
+        assert!(
+            before.saturating_sub(1) <= wall && wall <= after + 1,
+            "{before} <= {wall} <= {after}"
+        );
+        assert!(mono >= mono_before && mono <= SystemClock.monotonic_ms());
+    }
+
+    #[test]
+    fn the_wall_lead_is_used_while_fresh_and_read_again_after_ten_ms() {
+        let lead = WallLead {
+            lead_ns: AtomicU64::new(0),
+            read_at_ns: AtomicU64::new(0),
+        };
+        let mono = crate::os::clock_ns(libc::CLOCK_MONOTONIC).unwrap();
+        // Never read: reads the wall clock.
+        let first = lead.wall_at(mono).unwrap();
+        assert!(first.abs_diff(std_wall_ms()) <= 1, "{first}");
+        // Fresh: derived from the lead that read stored.
+        let stored = lead.lead_ns.load(Ordering::Relaxed);
+        let later = mono + 5_000_000;
+        assert_eq!(
+            lead.wall_at(later),
+            Some(later.wrapping_add(stored) / 1_000_000)
+        );
+        assert!(later.wrapping_add(stored) / 1_000_000 >= first + 4);
+        // A lead planted wrong (as a step of the wall clock would make it)
+        // is believed for 10 ms, then read again.
+        lead.lead_ns.store(0, Ordering::Relaxed);
+        lead.read_at_ns.store(mono, Ordering::Release);
+        assert_eq!(
+            lead.wall_at(mono + 9_000_000),
+            Some((mono + 9_000_000) / 1_000_000)
+        );
+        let reread = lead.wall_at(mono + REREAD_LEAD_NS).unwrap();
+        assert!(reread.abs_diff(std_wall_ms()) <= 1, "{reread}");
+        assert_ne!(lead.lead_ns.load(Ordering::Relaxed), 0);
     }
 
     #[test]

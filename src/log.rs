@@ -143,6 +143,9 @@ pub struct Log {
     zeroed: (u32, u32),
     /// The bound on the segments' maps (see `segmap`).
     maps: Arc<MapBudget>,
+    /// The ids of the first and the active segment, kept with `segments`
+    /// (by [`Log::note_ends`]) for the checks every operation makes.
+    ends: (u32, u32),
 }
 
 /// Records appended but not yet written: a batch's frames, written with
@@ -222,7 +225,7 @@ impl Log {
             mode,
             active,
         ));
-        Log {
+        let mut log = Log {
             dir,
             vfs,
             mode,
@@ -243,7 +246,33 @@ impl Log {
             staged: None,
             zeroed: (0, 0),
             maps,
-        }
+            ends: (0, 0),
+        };
+        log.note_ends();
+        log
+    }
+
+    /// Notes the ids of the first and the active segment, after
+    /// `segments` changed at either end.
+    fn note_ends(&mut self) {
+        let id = |info: Option<&SegInfo>| info.map_or(0, |i| i.seg.id);
+        self.ends = (id(self.segments.front()), id(self.segments.back()));
+    }
+
+    /// The id of the oldest segment.
+    #[inline]
+    pub fn first_id(&self) -> u32 {
+        debug_assert_eq!(self.ends.0, self.segments.front().map_or(0, |i| i.seg.id));
+        self.ends.0
+    }
+
+    /// Where the next record goes, as one number across segments (the
+    /// active segment's id times the segment size, plus the tail): what
+    /// the checkpoint schedule measures the log's growth by.
+    #[inline]
+    pub fn position(&self) -> u64 {
+        debug_assert_eq!(self.ends.1, self.active().id);
+        u64::from(self.ends.1) * self.seg_size + u64::from(self.tail)
     }
 
     /// Unmaps sealed segments, least recently read first, while the log
@@ -719,6 +748,7 @@ impl Log {
             return None;
         }
         let info = self.segments.pop_front()?;
+        self.note_ends();
         self.upkeep.retire(info.seg.clone(), self.next_lsn - 1);
         Some(info.seg)
     }
@@ -786,6 +816,7 @@ impl Log {
             live_jobs: 0,
             live_bytes: 0,
         });
+        self.note_ends();
         self.tail = SEGMENT_HEADER_LEN as u32;
         Ok(())
     }

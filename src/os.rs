@@ -61,11 +61,16 @@ use parking_lot::Mutex;
 /// system call). `None` if the call fails or the reading lies before the
 /// clock's origin.
 ///
-/// [`crate::SystemClock`] reads this once or twice per operation; through
+/// [`crate::SystemClock`] reads this once per operation; through
 /// `std::time` a reading cost about three times as many instructions
 /// (`SystemTime::duration_since` and `Instant::elapsed` check and convert
 /// a `Duration` first).
 pub(crate) fn clock_ms(id: libc::clockid_t) -> Option<u64> {
+    clock_ns(id).map(|ns| ns / 1_000_000)
+}
+
+/// Nanoseconds on the system clock `id`, as [`clock_ms`] reads it.
+pub(crate) fn clock_ns(id: libc::clockid_t) -> Option<u64> {
     let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
     // SAFETY: `clock_gettime` writes one `timespec` into the buffer we pass
     // (valid, writable, properly aligned) and reads nothing else.
@@ -77,7 +82,7 @@ pub(crate) fn clock_ms(id: libc::clockid_t) -> Option<u64> {
     let ts = unsafe { ts.assume_init() };
     let secs = u64::try_from(ts.tv_sec).ok()?;
     let nanos = u64::try_from(ts.tv_nsec).ok()?;
-    secs.checked_mul(1_000)?.checked_add(nanos / 1_000_000)
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// A fixed-length byte region: a shared memory map of a file, or a heap

@@ -327,11 +327,8 @@ impl Queue {
     }
 
     fn clock(&self) -> Now {
-        let clock = &self.inner.opts.clock;
-        Now {
-            wall: clock.now_ms(),
-            mono: clock.monotonic_ms(),
-        }
+        let (wall, mono) = self.inner.opts.clock.both_ms();
+        Now { wall, mono }
     }
 
     /// The wall clock alone, for operations that set no lease deadline

@@ -395,6 +395,15 @@ impl Segment {
         });
     }
 
+    /// Where the file's written (or cached) data ends, as far as the file
+    /// system tells ([`VfsFile::written_end`]); 0 when unknown.
+    pub fn written_end(&self) -> u32 {
+        self.with_file("finding where the segment's data ends", |f| {
+            Ok(f.written_end())
+        })
+        .map_or(0, |end| u32::try_from(end).unwrap_or(u32::MAX))
+    }
+
     /// Writes zeros over `off..off+len`, space past the tail that reads as
     /// zeros already (see [`VfsFile::write_zeros_ahead`]): best effort, an
     /// error is ignored (the appends that land there convert the extents

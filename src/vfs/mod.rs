@@ -79,6 +79,16 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
         let _ = (off, len);
         Ok(())
     }
+    /// An offset past which the file's blocks may still be preallocated
+    /// and never written (where [`VfsFile::write_zeros_ahead`] would have
+    /// work to do); everything before it is data the file system has
+    /// written or holds in its page cache. A hint for the log's zeros
+    /// ahead after an open: too high costs the appends there an extent
+    /// conversion at their sync, never a byte. By default 0 (nothing
+    /// known written).
+    fn written_end(&self) -> u64 {
+        0
+    }
     /// Faults in `off..off+len` of the file's map for writing ahead of
     /// the appends that will store there (`MADV_POPULATE_WRITE`, see
     /// `os::Region::prefault`), so that they do not each take a page fault

@@ -72,6 +72,17 @@ impl VfsFile for StdFile {
         Ok(())
     }
 
+    fn written_end(&self) -> u64 {
+        // Only where zeros are written ahead at all (`data_end` reports
+        // the whole file as data elsewhere, which would be harmless here
+        // too, but says nothing).
+        if self.stores.get() != Some(&true) {
+            return 0;
+        }
+        self.len()
+            .map_or(0, |len| crate::os::data_end(&self.file, len))
+    }
+
     fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
         crate::os::start_writeback(&self.file, off, len)
     }

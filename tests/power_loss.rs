@@ -498,3 +498,46 @@ fn a_clean_reopen_syncs_only_the_clean_flag_and_loses_nothing() {
     assert!(fs.syncs() - before > 1, "an open after a drop syncs");
     assert_eq!(q.dead_letters().unwrap().len(), 2);
 }
+
+/// A close that leaves a lease held: the next open releases it with a
+/// record it does not sync on its own (one fdatasync fewer). A power cut
+/// before anything syncs it loses only the release, which the open after
+/// releases again: the job is there, on its next attempt, counted once.
+#[test]
+fn a_release_lost_to_a_power_cut_is_released_again() {
+    let fs = SimFs::new();
+    let clock = walq::ManualClock::new(START_MS);
+    let q = open_with(&fs, &clock, Durability::Sync).unwrap();
+    q.enqueue(b"held at close").unwrap();
+    let job = q.dequeue().unwrap().expect("a job");
+    assert_eq!(job.attempt(), 1);
+    q.close().unwrap();
+    drop(q);
+
+    let before = fs.syncs();
+    let q = open_with(&fs, &clock, Durability::Sync).unwrap();
+    assert_eq!(q.recovery_report().leases_released, 1);
+    assert_eq!(
+        fs.syncs() - before,
+        1,
+        "syncs of a clean reopen that releases a lease (the clean flag's only)"
+    );
+    // The power goes out now, before anything syncs the release.
+    let mut released_again = 0;
+    for seed in 0..16 {
+        let lost = fs.power_loss(seed);
+        let q = open_with(&lost, &clock, Durability::Sync).unwrap();
+        let report = q.recovery_report();
+        assert!(report.leases_released <= 1, "seed {seed}: {report:?}");
+        released_again += report.leases_released;
+        let job = q.dequeue().unwrap().expect("the job is still there");
+        assert_eq!(job.payload(), b"held at close", "seed {seed}");
+        assert_eq!(job.attempt(), 2, "seed {seed}: the attempt counted once");
+        assert!(q.dequeue().unwrap().is_none(), "seed {seed}");
+    }
+    assert!(
+        released_again > 0,
+        "no seed lost the unsynced release record: the case is not exercised"
+    );
+    drop(q);
+}

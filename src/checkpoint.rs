@@ -227,9 +227,7 @@ fn lay_out(
     let normal = crate::format::record::PRIORITY_NORMAL;
     out.clear();
     out.reserve(slots.len());
-    for run in slots.runs() {
-        out.extend(run.iter().map(|s| ck_slot(s, normal)));
-    }
+    slots.for_each(|s| out.push(ck_slot(s, normal)));
     for (id, level) in levels {
         if id < slots.base() {
             if let Ok(i) = aside.binary_search_by_key(&id, |&(id, _)| id) {

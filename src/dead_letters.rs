@@ -60,7 +60,7 @@ impl QueueState {
     /// the damage as its error, counted in `damaged_total`. Returns the
     /// LSN to wait for.
     pub(crate) fn dead_letter(&mut self, id: u64, error: &str, now: u64) -> Result<u64> {
-        let Some(slot) = self.jobs.get(id).copied() else {
+        let Some(slot) = self.jobs.get(id) else {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("job {id} is not live"),

@@ -413,11 +413,8 @@ fn slot_table(
                     state: SlotState::Fresh,
                 };
                 match r.same_len {
-                    // The common case, in a loop the compiler unrolls.
-                    Some(len) => table.extend_live(r.n, |k| {
-                        let off = r.off.wrapping_add((k as u32).wrapping_mul(len));
-                        fresh((r.seg, off, len))
-                    }),
+                    // The common case: whole blocks stay runs.
+                    Some(len) => table.extend_fresh_run(r.n, r.seg, r.off, len),
                     None => r.slots().for_each(|s| table.push(fresh(s))),
                 }
             }
@@ -750,7 +747,7 @@ impl QueueState {
         let mut in_flight: Vec<u64> = replay.in_flight.iter().copied().collect();
         in_flight.sort_unstable();
         for id in in_flight {
-            let Some(slot) = self.jobs.get(id).copied() else {
+            let Some(slot) = self.jobs.get(id) else {
                 continue;
             };
             // A record that no longer reads back is served (and found
@@ -828,7 +825,7 @@ impl QueueState {
                 c.1 += u64::from(slot.len);
             }
         };
-        self.jobs.ordered_slots().flatten().for_each(&mut count);
+        self.jobs.for_each_ordered(&mut count);
         self.jobs.stragglers().for_each(|(_, s)| count(s));
         (fresh, per_seg)
     }

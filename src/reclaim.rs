@@ -370,7 +370,7 @@ impl QueueState {
         // follows a carried in-flight job it poisons the queue.
         self.log.begin_op();
         let seg = self.log.info(id).map(|i| i.seg.clone());
-        let slot = *self
+        let slot = self
             .jobs
             .get(job)
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "job"))?;

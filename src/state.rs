@@ -693,7 +693,7 @@ impl QueueState {
                 SlotState::Fresh
             };
             let slot = match self.jobs.get(id) {
-                Some(s) if s.state == expected => *s,
+                Some(s) if s.state == expected => s,
                 _ => {
                     return Err(Error::new(
                         ErrorKind::Corrupt,
@@ -748,7 +748,7 @@ impl QueueState {
     /// if that was its last attempt (or its record is damaged).
     pub fn expire_leases(&mut self, now: Now) -> Result<()> {
         while let Some((id, lease)) = self.leases.first_expired(now.mono) {
-            let Some(slot) = self.jobs.get(id).copied() else {
+            let Some(slot) = self.jobs.get(id) else {
                 self.leases.remove(id);
                 continue;
             };
@@ -838,7 +838,7 @@ impl QueueState {
     /// Nacks a job: retried after a delay, or dead if out of attempts.
     pub fn nack(&mut self, r: Receipt, retry: Retry, error: &str, now: Now) -> Result<u64> {
         self.check_receipt(r, now)?;
-        let Some(slot) = self.jobs.get(r.id).copied() else {
+        let Some(slot) = self.jobs.get(r.id) else {
             return Err(Error::new(ErrorKind::LeaseLost, "job is gone"));
         };
         let max_attempts = self.job_meta(&slot).map_or(0, |m| m.1);

@@ -62,7 +62,7 @@ pub(crate) struct Now {
 ///
 /// [`Clock::both_ms`] reads `CLOCK_MONOTONIC` alone and adds the wall
 /// clock's lead over it, itself read again whenever 10 ms of monotonic time
-/// have passed since the last look. A `clock_gettime` costs about 29 ns in
+/// have passed since the last look. A `clock_gettime` costs about 25 ns in
 /// a VM, a tenth of a dequeue; a step of the wall clock (NTP, an operator's
 /// `date -s`) is seen within those 10 ms, and slewing moves the wall clock
 /// by at most 5 µs in them.

@@ -531,21 +531,12 @@ impl TableBuilder {
     /// (callgrind, docs/benchmarks.md "Reopen: the job table built in
     /// place").
     pub fn extend_live(&mut self, n: u64, slot: impl Fn(u64) -> Slot) {
-        let mut k = 0;
-        while k < n {
-            let take = if self.cur.is_empty() && n - k >= BLOCK as u64 {
-                let block: Arc<[Slot]> = (k..k + BLOCK as u64).map(&slot).collect();
-                debug_assert!(block.iter().all(|s| s.state != SlotState::Empty));
-                self.blocks.push_back(Block::Written(block));
-                BLOCK as u64
-            } else {
-                let take = ((BLOCK - self.cur.len()) as u64).min(n - k);
-                self.stage(k..k + take, &slot);
-                take
-            };
-            self.in_slots += take as usize;
-            (k, self.len) = (k + take, self.len + take);
-        }
+        let whole = |k: u64| {
+            let block: Arc<[Slot]> = (k..k + BLOCK as u64).map(&slot).collect();
+            debug_assert!(block.iter().all(|s| s.state != SlotState::Empty));
+            Block::Written(block)
+        };
+        self.extend_by(n, true, whole, &slot);
     }
 
     /// Adds `n` fresh jobs back to back in segment `seg` from `off`, each
@@ -558,33 +549,37 @@ impl TableBuilder {
             off: off.wrapping_add((k as u32).wrapping_mul(len)),
             len,
         };
-        let mut k = 0;
-        while k < n {
-            let take = if self.cur.is_empty() && n - k >= BLOCK as u64 {
-                self.blocks.push_back(Block::Fresh(at(k)));
-                BLOCK as u64
-            } else {
-                let take = ((BLOCK - self.cur.len()) as u64).min(n - k);
-                self.stage(k..k + take, &|k| at(k).slot(0));
-                take
-            };
-            self.in_slots += take as usize;
-            (k, self.len) = (k + take, self.len + take);
-        }
+        self.extend_by(n, true, |k| Block::Fresh(at(k)), &|k| at(k).slot(0));
     }
 
     /// Adds `n` empty slots (whole blocks as copies of the empty block).
     pub fn extend_empty(&mut self, n: u64) {
+        self.extend_by(n, false, |_| empty_block(), &|_| EMPTY);
+    }
+
+    /// Adds `n` slots, the `k`-th of them `slot(k)`: a whole block that
+    /// starts a block of the table is `whole(k)` (its first slot the
+    /// `k`-th), the rest is staged. `live` slots count in `in_slots`.
+    fn extend_by(
+        &mut self,
+        n: u64,
+        live: bool,
+        mut whole: impl FnMut(u64) -> Block,
+        slot: &dyn Fn(u64) -> Slot,
+    ) {
         let mut k = 0;
         while k < n {
             let take = if self.cur.is_empty() && n - k >= BLOCK as u64 {
-                self.blocks.push_back(empty_block());
+                self.blocks.push_back(whole(k));
                 BLOCK as u64
             } else {
                 let take = ((BLOCK - self.cur.len()) as u64).min(n - k);
-                self.stage(0..take, &|_| EMPTY);
+                self.stage(k..k + take, slot);
                 take
             };
+            if live {
+                self.in_slots += take as usize;
+            }
             (k, self.len) = (k + take, self.len + take);
         }
     }

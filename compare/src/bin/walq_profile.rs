@@ -42,12 +42,15 @@ fn reopen_phases(dir: &std::path::Path, opts: &dyn Fn() -> Options) {
         let job = q.dequeue().expect("dequeue").expect("a job");
         let first = t.elapsed() - open;
         std::hint::black_box(job.payload());
+        let t = Instant::now();
         q.close().expect("close");
+        let close = t.elapsed();
         println!(
-            "reopen {run}: open {:.3} ms ({} minor faults), first dequeue {:.3} ms, checkpoint used {}, leases released {}",
+            "reopen {run}: open {:.3} ms ({} minor faults), first dequeue {:.3} ms, close {:.3} ms, checkpoint used {}, leases released {}",
             open.as_secs_f64() * 1e3,
             f1 - f0,
             first.as_secs_f64() * 1e3,
+            close.as_secs_f64() * 1e3,
             q.recovery_report().checkpoint_used,
             q.recovery_report().leases_released
         );

@@ -20,10 +20,12 @@ use std::sync::atomic::Ordering;
 use super::QueueState;
 use crate::cowmap::Captured;
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, Slots, FLAG_CLEAN};
+use crate::format::checkpoint::{
+    Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, CkSlots, Slots, FLAG_CLEAN,
+};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::CapturedGroups;
-use crate::jobs::{CapturedSlots, Slot, SlotState};
+use crate::jobs::{CapturedSlots, Slot, SlotState, Stretch};
 use crate::keys::{key_check, key_hash, CapturedKeys, IN_DEAD_LETTERS};
 use crate::levels::CapturedLevels;
 use crate::named::CapturedNamed;
@@ -118,7 +120,7 @@ impl QueueState {
             digest: digest(active.id, bytes),
             segments,
             slot_base: slots.base(),
-            slots: Vec::new(),
+            slots: CkSlots::default(),
             aside: Vec::new(),
             waiting: Vec::new(),
             groups: Vec::new(),
@@ -215,7 +217,8 @@ impl Capture {
     }
 }
 
-/// The slots of the id-ordered table, laid out into `out`: a plain copy,
+/// The slots of the id-ordered table, laid out into `out` (the laid-out
+/// ones: a block of fresh jobs the table holds as a run stays a run),
 /// then the few jobs of another level than Normal patched in, there or
 /// among the jobs kept `aside` (sorted by id).
 fn lay_out(
@@ -223,11 +226,21 @@ fn lay_out(
     levels: impl Iterator<Item = (u64, u8)>,
     aside: &mut [(u64, CkSlot)],
     mut out: Vec<CkSlot>,
-) -> Vec<CkSlot> {
+) -> CkSlots {
     let normal = crate::format::record::PRIORITY_NORMAL;
+    let mut laid_out = 0;
+    slots.for_each_stretch(|s| {
+        if let Stretch::Slots(s) = s {
+            laid_out += s.len();
+        }
+    });
     out.clear();
-    out.reserve(slots.len());
-    slots.for_each(|s| out.push(ck_slot(s, normal)));
+    out.reserve(laid_out);
+    let mut ck = CkSlots::with_buffer(out);
+    slots.for_each_stretch(|s| match s {
+        Stretch::Slots(s) => s.iter().for_each(|s| ck.push(ck_slot(s, normal))),
+        Stretch::Fresh { n, seg, off, len } => ck.push_fresh(n, seg, off, len),
+    });
     for (id, level) in levels {
         if id < slots.base() {
             if let Ok(i) = aside.binary_search_by_key(&id, |&(id, _)| id) {
@@ -238,11 +251,11 @@ fn lay_out(
         let at = id
             .checked_sub(slots.base())
             .and_then(|i| usize::try_from(i).ok());
-        if let Some(slot) = at.and_then(|i| out.get_mut(i)) {
+        if let Some(slot) = at.and_then(|i| ck.get_mut(i)) {
             slot.priority = level;
         }
     }
-    out
+    ck
 }
 
 /// Writes `ck` crash-atomically (`CHECKPOINT.tmp`, fsync, rename, fsync of

@@ -648,25 +648,47 @@ impl std::fmt::Debug for CapturedSlots {
     }
 }
 
+/// Consecutive captured slots (see [`CapturedSlots::for_each_stretch`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Stretch<'a> {
+    /// Slots as the table holds them.
+    Slots(&'a [Slot]),
+    /// `n` fresh jobs (never attempted) back to back in segment `seg` from
+    /// offset `off`, `len` bytes each.
+    Fresh {
+        n: usize,
+        seg: u32,
+        off: u32,
+        len: u32,
+    },
+}
+
 impl CapturedSlots {
     /// Id of the first slot.
     pub fn base(&self) -> u64 {
         self.base
     }
 
-    /// Number of slots, from [`CapturedSlots::base`] on.
-    pub fn len(&self) -> usize {
-        (self.end - self.base) as usize
-    }
-
     /// Calls `f` with the slots in id order from [`CapturedSlots::base`],
-    /// empty ones included.
-    pub fn for_each(&self, mut f: impl FnMut(&Slot)) {
+    /// empty ones included, a block or part of one at a time: a block of
+    /// fresh jobs the table holds as a run comes as that run.
+    pub fn for_each_stretch(&self, mut f: impl FnMut(Stretch<'_>)) {
         for (b, block) in self.blocks.iter().enumerate() {
             let first = self.first + (b * BLOCK) as u64;
-            let lo = self.base.max(first) - first;
-            let hi = self.end.min(first + BLOCK as u64) - first;
-            block.for_each(lo as usize, hi as usize, &mut f);
+            let lo = (self.base.max(first) - first) as usize;
+            let hi = (self.end.min(first + BLOCK as u64) - first) as usize;
+            if lo >= hi {
+                continue;
+            }
+            f(match block {
+                Block::Written(slots) => Stretch::Slots(&slots[lo..hi]),
+                Block::Fresh(run) => Stretch::Fresh {
+                    n: hi - lo,
+                    seg: run.seg,
+                    off: run.slot(lo).off,
+                    len: run.len,
+                },
+            });
         }
     }
 }
@@ -835,7 +857,13 @@ mod tests {
     /// The slots a capture holds, by id (empty ones left out).
     fn captured(c: &CapturedSlots) -> Vec<(u64, Slot)> {
         let mut all = Vec::new();
-        c.for_each(|s| all.push(*s));
+        c.for_each_stretch(|s| match s {
+            Stretch::Slots(s) => all.extend_from_slice(s),
+            Stretch::Fresh { n, seg, off, len } => {
+                let run = FreshRun { seg, off, len };
+                all.extend((0..n).map(|i| run.slot(i)));
+            }
+        });
         (c.base()..)
             .zip(all)
             .filter(|(_, s)| s.state != SlotState::Empty)
@@ -859,7 +887,7 @@ mod tests {
         t.remove(BLOCK as u64 + 7);
         t.insert(3 * BLOCK as u64, slot(SlotState::Fresh));
         assert_eq!(captured(&c), before);
-        assert_eq!(c.len(), 3 * BLOCK);
+        assert_eq!(before.len(), 3 * BLOCK);
         assert_eq!(t.get(5).unwrap().state, SlotState::InFlight);
         assert!(t.get(BLOCK as u64 + 7).is_none());
         // Unchanged blocks are still shared; changed ones were copied.

@@ -983,7 +983,7 @@ fn write_checkpoints(weak: &Weak<Inner>, to: &Path, vfs: &dyn Vfs, mode: u32, ha
             });
         }
         let _ = checkpoint::write(vfs, to, &ck, mode);
-        writing.recycle(std::mem::take(&mut ck.slots));
+        writing.recycle(std::mem::take(&mut ck.slots).into_buffer());
         match missed_checkpoint(weak) {
             Some(next) => ck = writing.finish(next),
             None => break None,

@@ -444,3 +444,82 @@ fn jobs_kept_aside_keep_their_level_in_the_checkpoint() {
     let first: Vec<u64> = seen.drained.iter().take(4).map(|d| d.0).collect();
     assert_eq!(first, vec![2, 4, 3, 1], "the four, by level");
 }
+
+/// A backlog reopened from its checkpoint holds its whole blocks of fresh
+/// jobs as the checkpoint's runs; a close then writes those runs without
+/// laying them out. The slots it writes are the ones the first close
+/// wrote, and after a change in one block (an ack) and jobs of another
+/// level among the runs, every job is still served, in order.
+#[test]
+fn a_backlog_reopened_from_runs_is_checkpointed_as_it_was() {
+    use walq::format::checkpoint::Checkpoint;
+    use walq::{Durability, EnqueueOptions, Options, Priority};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START);
+    let options = || {
+        Options::default()
+            .clock(clock.clone())
+            .durability(Durability::Os)
+            .checkpoint_every(0)
+    };
+    let q = Queue::open_with(dir.path(), options()).expect("open");
+    let mut ids = Vec::new();
+    for i in 0..5 * 4096 + 500u32 {
+        let opts = match i {
+            8200 => EnqueueOptions::new().priority(Priority::High),
+            16400 => EnqueueOptions::new().priority(Priority::Low),
+            _ => EnqueueOptions::new(),
+        };
+        let e = q.enqueue_with(&i.to_le_bytes(), opts).expect("enqueue");
+        ids.push((e.id, i));
+    }
+    q.close().expect("close");
+    drop(q);
+    let first = Checkpoint::decode(&checkpoint_bytes(dir.path())).expect("decodes");
+    // Open and close with no change: the runs go back as runs.
+    let q = Queue::open_with(dir.path(), options()).expect("reopen");
+    assert!(q.recovery_report().checkpoint_used);
+    q.close().expect("close");
+    drop(q);
+    let second = Checkpoint::decode(&checkpoint_bytes(dir.path())).expect("decodes");
+    assert_eq!(second.slot_base, first.slot_base);
+    assert!(second.slots == first.slots, "the same slots written again");
+    // A change: the first job served (the High one) and acked.
+    let q = Queue::open_with(dir.path(), options()).expect("reopen");
+    let job = q.dequeue().expect("dequeue").expect("a job");
+    assert_eq!(job.payload(), 8200u32.to_le_bytes());
+    q.ack(job.receipt()).expect("ack");
+    q.close().expect("close");
+    drop(q);
+    let scan = tempfile::tempdir().expect("tempdir");
+    copy_dir(dir.path(), scan.path());
+    std::fs::remove_file(scan.path().join("CHECKPOINT")).expect("remove");
+    let drain = |dir: &Path| {
+        let q = Queue::open_with(dir, options()).expect("reopen");
+        q.check_invariants();
+        let mut served = Vec::new();
+        while let Some(job) = q.dequeue().expect("dequeue") {
+            served.push((job.id(), job.payload().to_vec()));
+            q.ack(job.receipt()).expect("ack");
+        }
+        (q.recovery_report().checkpoint_used, served)
+    };
+    let (used, served) = drain(dir.path());
+    let (scanned, expected) = drain(scan.path());
+    assert!(used && !scanned);
+    let differ = served.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(
+        differ,
+        None,
+        "{:?}",
+        differ.map(|i| (&served[i], &expected[i]))
+    );
+    assert_eq!(served.len(), expected.len());
+    ids.remove(8200);
+    let mut got: Vec<(u64, u32)> = served
+        .iter()
+        .map(|(id, p)| (*id, u32::from_le_bytes(p[..].try_into().expect("4 bytes"))))
+        .collect();
+    got.sort_unstable();
+    assert!(got == ids, "every job but the acked one, once");
+}

@@ -15,8 +15,10 @@ use super::{u16_at, u32_at, u64_at};
 
 mod queues;
 mod runs;
+mod slots;
 pub use queues::CkQueue;
 pub use runs::{SlotRun, Slots};
+pub use slots::CkSlots;
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
@@ -142,7 +144,7 @@ pub struct Checkpoint {
     /// Id of the first slot.
     pub slot_base: u64,
     /// The job table's slots, in id order from `slot_base`.
-    pub slots: Vec<CkSlot>,
+    pub slots: CkSlots,
     /// Jobs kept aside (id, slot).
     pub aside: Vec<(u64, CkSlot)>,
     /// Waiting jobs' due times (id, due ms).
@@ -305,7 +307,7 @@ impl Checkpoint {
         }
         match &runs {
             Some(runs) => out.extend_from_slice(runs),
-            None => self.slots.iter().for_each(|s| put_slot(&mut out, s)),
+            None => self.slots.iter().for_each(|s| put_slot(&mut out, &s)),
         }
         self.encode_rest(&mut out, groups);
         if version >= CHECKPOINT_VERSION {
@@ -353,17 +355,26 @@ impl Checkpoint {
                     if n > slots.len() - ck.slots.len() {
                         return Err(slots.overflow());
                     }
-                    ck.slots.resize(ck.slots.len() + n, CkSlot::default());
+                    (0..n).for_each(|_| ck.slots.push(CkSlot::default()));
                 }
-                SlotRun::Fresh(fresh) => {
-                    ck.slots.extend(fresh.slots().map(|(seg, off, len)| CkSlot {
-                        seg,
-                        off,
-                        len,
-                        state: 1,
-                        ..CkSlot::default()
-                    }))
-                }
+                SlotRun::Fresh(fresh) => match fresh.same_len {
+                    Some(len) => {
+                        let n = usize::try_from(fresh.n).map_err(|_| slots.overflow())?;
+                        if n > slots.len() - ck.slots.len() {
+                            return Err(slots.overflow());
+                        }
+                        ck.slots.push_fresh(n, fresh.seg, fresh.off, len)
+                    }
+                    None => fresh.slots().for_each(|(seg, off, len)| {
+                        ck.slots.push(CkSlot {
+                            seg,
+                            off,
+                            len,
+                            state: 1,
+                            ..CkSlot::default()
+                        })
+                    }),
+                },
                 SlotRun::One(s) => ck.slots.push(s),
             }
             if ck.slots.len() > slots.len() {
@@ -597,7 +608,7 @@ mod tests {
                 end: 530,
             }],
             slot_base: 10,
-            slots: vec![slot, CkSlot::default()],
+            slots: vec![slot, CkSlot::default()].into(),
             aside: vec![(3, slot)],
             waiting: vec![(10, 1234), (3, 5)],
             keys: vec![CkKey {
@@ -682,7 +693,7 @@ mod tests {
     #[test]
     fn version_3_stores_runs_in_a_few_bytes_and_round_trips() {
         let ck = Checkpoint {
-            slots: table(),
+            slots: table().into(),
             groups: vec![(10, 7)],
             ..sample()
         };
@@ -704,7 +715,7 @@ mod tests {
     #[test]
     fn runs_that_do_not_add_up_are_damage() {
         let ck = Checkpoint {
-            slots: table(),
+            slots: table().into(),
             ..sample()
         };
         // The slot count one more, and one less, than the runs hold (the
@@ -844,7 +855,7 @@ mod tests {
         assert_eq!(Checkpoint::decode(&bytes), Ok(plain));
         for level in [0u8, 2, 3] {
             let mut ck = sample();
-            ck.slots[0].priority = level;
+            ck.slots.get_mut(0).expect("a slot").priority = level;
             ck.aside[0].1.priority = 3;
             ck.groups = vec![(10, 1 << 90), (3, 7)];
             for version in [2, 3] {

@@ -11,6 +11,7 @@
 //! most 10 bytes for a u64); the decoder refuses overlong or overflowing
 //! ones, counts of 0, lengths of 0, and runs that end past 4 GiB.
 
+use super::slots::{CkSlots, SlotPiece};
 use super::{put_slot, slot_at, CheckpointError, CkSlot, NORMAL, SLOT_LEN};
 
 /// Tag of a run of empty slots: count.
@@ -220,54 +221,228 @@ fn plain(s: &CkSlot) -> bool {
 }
 
 /// The slots as runs: empty slots (whatever their other fields) as
-/// counts, fresh jobs back to back as runs, any other slot whole.
-pub(super) fn encode(slots: &[CkSlot]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < slots.len() {
-        let s = &slots[i];
-        if s.state == 0 {
-            let n = slots[i..].iter().take_while(|s| s.state == 0).count();
-            out.push(EMPTY);
-            put_var(&mut out, n as u64);
-            i += n;
-        } else if plain(s) {
-            let mut j = i + 1;
-            while j < slots.len()
-                && plain(&slots[j])
-                && slots[j].seg == s.seg
-                && Some(slots[j].off) == slots[j - 1].off.checked_add(slots[j - 1].len)
-            {
-                j += 1;
-            }
-            put_fresh(&mut out, &slots[i..j]);
-            i = j;
-        } else {
-            out.push(ONE);
-            put_slot(&mut out, s);
-            i += 1;
-        }
-    }
-    out
+/// counts, fresh jobs back to back as runs, any other slot whole. A run
+/// of fresh jobs [`CkSlots`] holds as a run is written as one, without
+/// laying out its slots; the bytes are those of the same slots laid out.
+pub(super) fn encode(slots: &CkSlots) -> Vec<u8> {
+    let mut w = RunWriter::default();
+    slots.for_each_piece(|piece| match piece {
+        SlotPiece::Laid(laid) => laid.iter().for_each(|s| w.slot(s)),
+        SlotPiece::Fresh(run) => w.fresh(run.n as u64, run.seg, run.off, run.len),
+    });
+    w.finish()
 }
 
-/// One run of fresh jobs back to back (`run` is not empty).
-fn put_fresh(out: &mut Vec<u8>, run: &[CkSlot]) {
-    let same = run.iter().all(|s| s.len == run[0].len);
-    out.push(if same { SAME } else { EACH });
-    put_var(out, run.len() as u64);
-    put_var(out, u64::from(run[0].seg));
-    put_var(out, u64::from(run[0].off));
-    if same {
-        put_var(out, u64::from(run[0].len));
-    } else {
-        run.iter().for_each(|s| put_var(out, u64::from(s.len)));
+/// Writes slots as runs, one slot or one run of fresh jobs at a time: a
+/// run is kept open while what comes continues it.
+#[derive(Default)]
+struct RunWriter {
+    out: Vec<u8>,
+    /// Empty slots not written yet.
+    empty: u64,
+    /// The run of fresh jobs not written yet.
+    run: Option<OpenRun>,
+}
+
+/// A run of fresh jobs being gathered.
+struct OpenRun {
+    n: u64,
+    seg: u32,
+    off: u32,
+    /// Offset just past the last job.
+    end: u64,
+    len: u32,
+    /// Every length, once they differ.
+    each: Option<Vec<u32>>,
+}
+
+impl RunWriter {
+    fn slot(&mut self, s: &CkSlot) {
+        if s.state == 0 {
+            self.close_run();
+            self.empty += 1;
+        } else if plain(s) {
+            self.fresh(1, s.seg, s.off, s.len);
+        } else {
+            self.close_run();
+            self.close_empty();
+            self.out.push(ONE);
+            put_slot(&mut self.out, s);
+        }
+    }
+
+    /// `n` fresh jobs back to back in `seg` from `off`, `len` bytes each.
+    fn fresh(&mut self, n: u64, seg: u32, off: u32, len: u32) {
+        self.close_empty();
+        let continues = self
+            .run
+            .as_ref()
+            .is_some_and(|r| r.seg == seg && r.end == u64::from(off));
+        if !continues {
+            self.close_run();
+            self.run = Some(OpenRun {
+                n: 0,
+                seg,
+                off,
+                end: u64::from(off),
+                len,
+                each: None,
+            });
+        }
+        let r = self.run.as_mut().expect("a run is open");
+        if r.each.is_none() && len != r.len {
+            r.each = Some(vec![r.len; r.n as usize]);
+        }
+        if let Some(each) = r.each.as_mut() {
+            each.extend(std::iter::repeat_n(len, n as usize));
+        }
+        r.n += n;
+        r.end += n * u64::from(len);
+    }
+
+    fn close_empty(&mut self) {
+        if self.empty > 0 {
+            self.out.push(EMPTY);
+            put_var(&mut self.out, self.empty);
+            self.empty = 0;
+        }
+    }
+
+    fn close_run(&mut self) {
+        let Some(r) = self.run.take() else {
+            return;
+        };
+        self.out.push(if r.each.is_some() { EACH } else { SAME });
+        for v in [r.n, u64::from(r.seg), u64::from(r.off)] {
+            put_var(&mut self.out, v);
+        }
+        match r.each {
+            Some(each) => each
+                .iter()
+                .for_each(|&l| put_var(&mut self.out, u64::from(l))),
+            None => put_var(&mut self.out, u64::from(r.len)),
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.close_run();
+        self.close_empty();
+        self.out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The encoder as it was before runs were kept as runs: slot by slot,
+    /// each run found by looking ahead (the model of [`encode`]).
+    fn encode_slot_by_slot(slots: &[CkSlot]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < slots.len() {
+            let s = &slots[i];
+            if s.state == 0 {
+                let n = slots[i..].iter().take_while(|s| s.state == 0).count();
+                out.push(EMPTY);
+                put_var(&mut out, n as u64);
+                i += n;
+            } else if plain(s) {
+                let mut j = i + 1;
+                while j < slots.len()
+                    && plain(&slots[j])
+                    && slots[j].seg == s.seg
+                    && Some(slots[j].off) == slots[j - 1].off.checked_add(slots[j - 1].len)
+                {
+                    j += 1;
+                }
+                let run = &slots[i..j];
+                let same = run.iter().all(|r| r.len == s.len);
+                out.push(if same { SAME } else { EACH });
+                for v in [run.len() as u64, u64::from(s.seg), u64::from(s.off)] {
+                    put_var(&mut out, v);
+                }
+                let lens = if same { &run[..1] } else { run };
+                lens.iter()
+                    .for_each(|r| put_var(&mut out, u64::from(r.len)));
+                i = j;
+            } else {
+                out.push(ONE);
+                put_slot(&mut out, s);
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// What to add next: a kind (0 empty, 1 fresh slot, 2 run of fresh
+    /// jobs, 3 a waiting slot, 4 a fresh slot of another level), a count,
+    /// a length choice, and whether to jump to another place in the log.
+    fn steps() -> impl Strategy<Value = Vec<(u8, usize, bool, u8)>> {
+        proptest::collection::vec((0u8..5, 1usize..6, any::<bool>(), 0u8..8), 0..40)
+    }
+
+    fn build(steps: &[(u8, usize, bool, u8)]) -> CkSlots {
+        let mut s = CkSlots::default();
+        let (mut seg, mut off) = (1u32, 64u32);
+        for &(kind, n, long, jump) in steps {
+            match jump {
+                0 => seg += 1,
+                1 => off += 7,
+                _ => {}
+            }
+            let len = if long { 30 } else { 20 };
+            let slot = CkSlot {
+                seg,
+                off,
+                len,
+                state: 1,
+                ..CkSlot::default()
+            };
+            match kind {
+                0 => s.push(CkSlot::default()),
+                1 => s.push(slot),
+                2 => s.push_fresh(n, seg, off, len),
+                3 => s.push(CkSlot { state: 2, ..slot }),
+                _ => s.push(CkSlot {
+                    priority: 3,
+                    ..slot
+                }),
+            }
+            let added = if kind == 2 {
+                n as u32
+            } else {
+                u32::from(kind != 0)
+            };
+            off += added * len;
+        }
+        s
+    }
+
+    proptest! {
+        #[test]
+        fn runs_kept_as_runs_encode_as_their_slots_do(steps in steps()) {
+            let slots = build(&steps);
+            let flat: Vec<CkSlot> = slots.iter().collect();
+            let bytes = encode(&slots);
+            prop_assert_eq!(&bytes, &encode_slot_by_slot(&flat));
+            prop_assert_eq!(&bytes, &encode(&CkSlots::from(flat.clone())));
+            let read = Slots { bytes: &bytes, count: flat.len(), runs: true };
+            let mut back = Vec::new();
+            for run in read.runs() {
+                match run.expect("a valid run") {
+                    SlotRun::Empty(n) => back.extend((0..n).map(|_| CkSlot::default())),
+                    SlotRun::Fresh(f) => back.extend(f.slots().map(|(seg, off, len)| CkSlot {
+                        seg, off, len, state: 1, ..CkSlot::default()
+                    })),
+                    SlotRun::One(s) => back.push(s),
+                }
+            }
+            let empty_as_default = |s: &CkSlot| if s.state == 0 { CkSlot::default() } else { *s };
+            prop_assert_eq!(back, flat.iter().map(empty_as_default).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn varints_round_trip_and_refuse_overflow() {
@@ -296,7 +471,7 @@ mod tests {
             ..CkSlot::default()
         };
         let same: Vec<CkSlot> = (0..10_000).map(|i| fresh(64 + 150 * i, 150)).collect();
-        assert!(encode(&same).len() < 16);
+        assert!(encode(&same.into()).len() < 16);
         let mut off = 64;
         let each: Vec<CkSlot> = (0..10_000u32)
             .map(|i| {
@@ -306,6 +481,6 @@ mod tests {
             })
             .collect();
         // Lengths below 128: one byte each.
-        assert!(encode(&each).len() < 10_000 + 16);
+        assert!(encode(&each.into()).len() < 10_000 + 16);
     }
 }

@@ -21,11 +21,11 @@ use super::QueueState;
 use crate::cowmap::Captured;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{
-    Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, CkSlots, Slots, FLAG_CLEAN,
+    Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, SlotPiece, SlotSource, Slots, FLAG_CLEAN,
 };
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::CapturedGroups;
-use crate::jobs::{CapturedSlots, Slot, SlotState, Stretch};
+use crate::jobs::{CapturedSlots, Slot, SlotState, Stretch, BLOCK};
 use crate::keys::{key_check, key_hash, CapturedKeys, IN_DEAD_LETTERS};
 use crate::levels::CapturedLevels;
 use crate::named::CapturedNamed;
@@ -120,7 +120,7 @@ impl QueueState {
             digest: digest(active.id, bytes),
             segments,
             slot_base: slots.base(),
-            slots: CkSlots::default(),
+            slots: Vec::new(),
             aside: Vec::new(),
             waiting: Vec::new(),
             groups: Vec::new(),
@@ -144,7 +144,7 @@ impl QueueState {
 /// ([`crate::jobs::JobTable::capture`]), the key index's shards
 /// ([`crate::keys::KeyIndex::capture`]), and the shards of the maps of
 /// waiting, leveled, grouped and named queues' jobs and of the jobs kept
-/// aside ([`crate::cowmap`]). [`Writing::finish`] lays them out once the
+/// aside ([`crate::cowmap`]). [`Writing::finish`] encodes them once the
 /// lock is released. Only the queue definitions (at most
 /// [`crate::named::MAX_QUEUES`]) and the segment list are copied under the
 /// lock.
@@ -167,9 +167,10 @@ impl Capture {
         self.ck.next_lsn
     }
 
-    /// The checkpoint, laid out; its slots go into `out` (the last
-    /// checkpoint's, see [`Writing::recycle`]).
-    fn finish(self, out: Vec<CkSlot>) -> Checkpoint {
+    /// The checkpoint's bytes. The capture is released once they are
+    /// encoded: until then the job table's blocks it holds are shared, and
+    /// the first change to one of them copies it (64 KiB).
+    fn finish(self) -> Encoded {
         let Capture {
             mut ck,
             slots,
@@ -201,8 +202,18 @@ impl Capture {
             .map(|(id, s)| (*id, ck_slot(s, normal)))
             .collect();
         ck.aside.sort_unstable_by_key(|&(id, _)| id);
-        let levels = lanes.iter().flat_map(|(order, _)| order.other_levels());
-        ck.slots = lay_out(&slots, levels, &mut ck.aside, out);
+        let mut levels: Vec<(u64, u8)> = lanes
+            .iter()
+            .flat_map(|(order, _)| order.other_levels())
+            .collect();
+        levels.sort_unstable_by_key(|&(id, _)| id);
+        let in_table = levels.partition_point(|&(id, _)| id < slots.base());
+        for &(id, level) in &levels[..in_table] {
+            if let Ok(i) = ck.aside.binary_search_by_key(&id, |&(id, _)| id) {
+                ck.aside[i].1.priority = level;
+            }
+        }
+        levels.drain(..in_table);
         ck.queue_jobs = named.jobs_by_id();
         ck.queues = named
             .defs_of(&ck.queue_jobs)
@@ -213,55 +224,78 @@ impl Capture {
                 name: d.name,
             })
             .collect();
-        ck
+        Encoded {
+            next_lsn: ck.next_lsn,
+            bytes: ck.encode_from(&TableSlots { slots, levels }),
+        }
     }
 }
 
-/// The slots of the id-ordered table, laid out into `out` (the laid-out
-/// ones: a block of fresh jobs the table holds as a run stays a run),
-/// then the few jobs of another level than Normal patched in, there or
-/// among the jobs kept `aside` (sorted by id).
-fn lay_out(
-    slots: &CapturedSlots,
-    levels: impl Iterator<Item = (u64, u8)>,
-    aside: &mut [(u64, CkSlot)],
-    mut out: Vec<CkSlot>,
-) -> CkSlots {
-    let normal = crate::format::record::PRIORITY_NORMAL;
-    let mut laid_out = 0;
-    slots.for_each_stretch(|s| {
-        if let Stretch::Slots(s) = s {
-            laid_out += s.len();
-        }
-    });
-    out.clear();
-    out.reserve(laid_out);
-    let mut ck = CkSlots::with_buffer(out);
-    slots.for_each_stretch(|s| match s {
-        Stretch::Slots(s) => s.iter().for_each(|s| ck.push(ck_slot(s, normal))),
-        Stretch::Fresh { n, seg, off, len } => ck.push_fresh(n, seg, off, len),
-    });
-    for (id, level) in levels {
-        if id < slots.base() {
-            if let Ok(i) = aside.binary_search_by_key(&id, |&(id, _)| id) {
-                aside[i].1.priority = level;
-            }
-            continue;
-        }
-        let at = id
-            .checked_sub(slots.base())
-            .and_then(|i| usize::try_from(i).ok());
-        if let Some(slot) = at.and_then(|i| ck.get_mut(i)) {
-            slot.priority = level;
-        }
+/// A checkpoint file's bytes, ready to be written.
+#[derive(Debug)]
+pub struct Encoded {
+    next_lsn: u64,
+    bytes: Vec<u8>,
+}
+
+impl Encoded {
+    /// The first LSN the checkpoint does not cover.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
     }
-    ck
+}
+
+/// The captured job table as the checkpoint's encoder reads it: a written
+/// block converted into one reused buffer of at most [`BLOCK`] slots with
+/// the levels patched in, a block of fresh jobs the table holds as a run
+/// passed as the run. No copy of the table is made (one was, 16 bytes a
+/// job, and kept from one checkpoint to the next: about 14 of the 30
+/// bytes of memory a queued job took, `benches/memory.rs`).
+#[derive(Debug)]
+struct TableSlots {
+    slots: CapturedSlots,
+    /// The table's jobs of another level than Normal, by id.
+    levels: Vec<(u64, u8)>,
+}
+
+impl SlotSource for TableSlots {
+    fn count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn for_each_piece(&self, f: &mut dyn FnMut(SlotPiece<'_>)) {
+        let normal = crate::format::record::PRIORITY_NORMAL;
+        let mut buf = Vec::with_capacity(BLOCK);
+        let mut levels = self.levels.iter().peekable();
+        let mut id = self.slots.base();
+        self.slots.for_each_stretch(|s| {
+            let end = id + s.len() as u64;
+            let plain = levels.peek().is_none_or(|&&(l, _)| l >= end);
+            match s {
+                Stretch::Fresh { n, seg, off, len } if plain => {
+                    f(SlotPiece::Fresh { n, seg, off, len })
+                }
+                _ => {
+                    buf.clear();
+                    s.for_each(|slot| buf.push(ck_slot(slot, normal)));
+                    while let Some(&(l, level)) = levels.next_if(|&&(l, _)| l < end) {
+                        let at = l.checked_sub(id).and_then(|i| usize::try_from(i).ok());
+                        if let Some(slot) = at.and_then(|i| buf.get_mut(i)) {
+                            slot.priority = level;
+                        }
+                    }
+                    f(SlotPiece::Laid(&buf));
+                }
+            }
+            id = end;
+        });
+    }
 }
 
 /// Writes `ck` crash-atomically (`CHECKPOINT.tmp`, fsync, rename, fsync of
 /// the directory).
-pub fn write(vfs: &dyn Vfs, dir: &Path, ck: &Checkpoint, mode: u32) -> Result<()> {
-    crate::vfs::write_atomically(vfs, dir, CHECKPOINT_FILE, &[&ck.encode()], mode).map(drop)
+pub fn write(vfs: &dyn Vfs, dir: &Path, ck: &Encoded, mode: u32) -> Result<()> {
+    crate::vfs::write_atomically(vfs, dir, CHECKPOINT_FILE, &[&ck.bytes], mode).map(drop)
 }
 
 /// Clears the clean flag of the checkpoint in place (its 128-byte head
@@ -431,9 +465,6 @@ pub struct Schedule {
 struct Gate {
     busy: parking_lot::Mutex<bool>,
     idle: parking_lot::Condvar,
-    /// The slot table of the last checkpoint written, emptied, for the next
-    /// capture to fill (see [`Writing::recycle`]).
-    spare: parking_lot::Mutex<Vec<CkSlot>>,
 }
 
 impl Schedule {
@@ -528,24 +559,10 @@ fn first_segment(state: &QueueState) -> u32 {
 pub struct Writing(std::sync::Arc<Gate>);
 
 impl Writing {
-    /// The checkpoint `capture` holds, its slots laid out (O(live jobs):
-    /// call it with the queue lock released) into the slot table of the
-    /// last checkpoint written.
-    pub fn finish(&self, capture: Capture) -> Checkpoint {
-        let buf = std::mem::take(&mut *self.0.spare.lock());
-        capture.finish(buf)
-    }
-
-    /// Keeps the slot table of a checkpoint just written for the next
-    /// one: filling a fresh allocation of 16 bytes per live job faults in
-    /// every page of it (about 11 ns a job: 22 ms for 1.9 million). Not kept when it is far
-    /// larger than what it held (the backlog shrank).
-    pub fn recycle(&self, mut slots: Vec<CkSlot>) {
-        if slots.capacity() / 4 > slots.len() + 4096 {
-            return;
-        }
-        slots.clear();
-        *self.0.spare.lock() = slots;
+    /// The checkpoint `capture` holds, encoded (O(live jobs) but for runs
+    /// of fresh jobs: call it with the queue lock released).
+    pub fn finish(&self, capture: Capture) -> Encoded {
+        capture.finish()
     }
 }
 

@@ -663,10 +663,36 @@ pub enum Stretch<'a> {
     },
 }
 
+impl<'a> Stretch<'a> {
+    /// Number of slots.
+    pub fn len(&self) -> usize {
+        match self {
+            Stretch::Slots(s) => s.len(),
+            Stretch::Fresh { n, .. } => *n,
+        }
+    }
+
+    /// Calls `f` with each slot, in order.
+    pub fn for_each(&self, mut f: impl FnMut(&Slot)) {
+        match *self {
+            Stretch::Slots(s) => s.iter().for_each(f),
+            Stretch::Fresh { n, seg, off, len } => {
+                let run = FreshRun { seg, off, len };
+                (0..n).for_each(|i| f(&run.slot(i)));
+            }
+        }
+    }
+}
+
 impl CapturedSlots {
     /// Id of the first slot.
     pub fn base(&self) -> u64 {
         self.base
+    }
+
+    /// Number of slots, from [`CapturedSlots::base`] on.
+    pub fn len(&self) -> usize {
+        (self.end - self.base) as usize
     }
 
     /// Calls `f` with the slots in id order from [`CapturedSlots::base`],
@@ -857,13 +883,8 @@ mod tests {
     /// The slots a capture holds, by id (empty ones left out).
     fn captured(c: &CapturedSlots) -> Vec<(u64, Slot)> {
         let mut all = Vec::new();
-        c.for_each_stretch(|s| match s {
-            Stretch::Slots(s) => all.extend_from_slice(s),
-            Stretch::Fresh { n, seg, off, len } => {
-                let run = FreshRun { seg, off, len };
-                all.extend((0..n).map(|i| run.slot(i)));
-            }
-        });
+        c.for_each_stretch(|s| s.for_each(|s| all.push(*s)));
+        assert_eq!(all.len(), c.len());
         (c.base()..)
             .zip(all)
             .filter(|(_, s)| s.state != SlotState::Empty)

@@ -959,7 +959,7 @@ fn upkeep_loop(weak: &Weak<Inner>, mailbox: &crate::upkeep::Mailbox) {
     }
 }
 
-/// The `walq-checkpoint` thread's work for one capture: lays it out,
+/// The `walq-checkpoint` thread's work for one capture: encodes it,
 /// waits until the log is durable up to the LSN it covers, writes it, and
 /// then any that fell due meanwhile. Holds the queue only to poison it:
 /// dropping the last user handle meanwhile waits for this write
@@ -971,7 +971,7 @@ fn write_checkpoints(weak: &Weak<Inner>, to: &Path, vfs: &dyn Vfs, mode: u32, ha
     };
     let mut ck = writing.finish(capture);
     let failed = loop {
-        if let Err(e) = commit.wait(ck.next_lsn - 1) {
+        if let Err(e) = commit.wait(ck.next_lsn() - 1) {
             break weak.upgrade().map(|inner| {
                 let queue = Queue {
                     inner,
@@ -983,7 +983,6 @@ fn write_checkpoints(weak: &Weak<Inner>, to: &Path, vfs: &dyn Vfs, mode: u32, ha
             });
         }
         let _ = checkpoint::write(vfs, to, &ck, mode);
-        writing.recycle(std::mem::take(&mut ck.slots).into_buffer());
         match missed_checkpoint(weak) {
             Some(next) => ck = writing.finish(next),
             None => break None,

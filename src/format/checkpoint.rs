@@ -18,7 +18,7 @@ mod runs;
 mod slots;
 pub use queues::CkQueue;
 pub use runs::{SlotRun, Slots};
-pub use slots::CkSlots;
+pub use slots::{fresh_slot, SlotPiece, SlotSource};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
@@ -144,7 +144,7 @@ pub struct Checkpoint {
     /// Id of the first slot.
     pub slot_base: u64,
     /// The job table's slots, in id order from `slot_base`.
-    pub slots: CkSlots,
+    pub slots: Vec<CkSlot>,
     /// Jobs kept aside (id, slot).
     pub aside: Vec<(u64, CkSlot)>,
     /// Waiting jobs' due times (id, due ms).
@@ -236,10 +236,16 @@ pub fn head_without_clean(file: &[u8]) -> Option<[u8; HEAD_LEN]> {
 impl Checkpoint {
     /// Length of the encoded file in versions 1 and 2 (version 3 stores
     /// the slots in fewer bytes).
+    #[cfg(any(test, feature = "testing"))]
     pub fn encoded_len(&self) -> usize {
+        self.encoded_len_with(self.slots.len())
+    }
+
+    /// [`Checkpoint::encoded_len`] with `slots` slots.
+    fn encoded_len_with(&self, slots: usize) -> usize {
         HEAD_LEN
             + SEG_LEN * self.segments.len()
-            + SLOT_LEN * self.slots.len()
+            + SLOT_LEN * slots
             + ASIDE_LEN * self.aside.len()
             + WAIT_LEN * self.waiting.len()
             + KEY_LEN * self.keys.len()
@@ -247,15 +253,24 @@ impl Checkpoint {
             + 4
     }
 
-    /// Encodes the file as [`CHECKPOINT_VERSION`] when the store knows a
-    /// named queue (even one without live jobs: its id and its keys must
-    /// not pass to a queue created after the open), else as version 3
-    /// (which older builds read).
+    /// [`Checkpoint::encode_from`] with the checkpoint's own
+    /// [`Checkpoint::slots`] (tests and tools).
+    #[cfg(any(test, feature = "testing"))]
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_from(&self.slots)
+    }
+
+    /// Encodes the file, its job-table slots read from `slots` (in place
+    /// of [`Checkpoint::slots`]: a queue's own checkpoint reads its
+    /// captured job table, with no copy of it), as [`CHECKPOINT_VERSION`]
+    /// when the store knows a named queue (even one without live jobs: its
+    /// id and its keys must not pass to a queue created after the open),
+    /// else as version 3 (which older builds read).
+    pub fn encode_from(&self, slots: &dyn SlotSource) -> Vec<u8> {
         if self.queues.is_empty() && self.queue_jobs.is_empty() {
-            self.encode_as(CHECKPOINT_VERSION_3)
+            self.encode_as_from(CHECKPOINT_VERSION_3, slots)
         } else {
-            self.encode_as(CHECKPOINT_VERSION)
+            self.encode_as_from(CHECKPOINT_VERSION, slots)
         }
     }
 
@@ -263,14 +278,19 @@ impl Checkpoint {
     /// for tests and tools: version 1 stores every priority as Normal and
     /// no groups, so it suits only a checkpoint without either, and
     /// versions 1 to 3 leave out the queue section).
+    #[cfg(any(test, feature = "testing"))]
     pub fn encode_as(&self, version: u16) -> Vec<u8> {
-        let runs = (version >= CHECKPOINT_VERSION_3).then(|| runs::encode(&self.slots));
+        self.encode_as_from(version, &self.slots)
+    }
+
+    fn encode_as_from(&self, version: u16, slots: &dyn SlotSource) -> Vec<u8> {
+        let runs = (version >= CHECKPOINT_VERSION_3).then(|| runs::encode(slots));
         let groups = if version == CHECKPOINT_VERSION_1 {
             &[][..]
         } else {
             &self.groups[..]
         };
-        let mut out = Vec::with_capacity(self.encoded_len());
+        let mut out = Vec::with_capacity(self.encoded_len_with(slots.count()));
         out.extend_from_slice(&CHECKPOINT_MAGIC);
         out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
@@ -290,7 +310,7 @@ impl Checkpoint {
         out.extend_from_slice(&self.slot_base.to_le_bytes());
         for n in [
             self.segments.len(),
-            self.slots.len(),
+            slots.count(),
             self.aside.len(),
             self.waiting.len(),
             self.keys.len(),
@@ -307,7 +327,12 @@ impl Checkpoint {
         }
         match &runs {
             Some(runs) => out.extend_from_slice(runs),
-            None => self.slots.iter().for_each(|s| put_slot(&mut out, &s)),
+            None => slots.for_each_piece(&mut |piece| match piece {
+                SlotPiece::Laid(laid) => laid.iter().for_each(|s| put_slot(&mut out, s)),
+                SlotPiece::Fresh { n, seg, off, len } => {
+                    (0..n).for_each(|i| put_slot(&mut out, &fresh_slot(seg, off, len, i)))
+                }
+            }),
         }
         self.encode_rest(&mut out, groups);
         if version >= CHECKPOINT_VERSION {
@@ -355,26 +380,17 @@ impl Checkpoint {
                     if n > slots.len() - ck.slots.len() {
                         return Err(slots.overflow());
                     }
-                    (0..n).for_each(|_| ck.slots.push(CkSlot::default()));
+                    ck.slots.resize(ck.slots.len() + n, CkSlot::default());
                 }
-                SlotRun::Fresh(fresh) => match fresh.same_len {
-                    Some(len) => {
-                        let n = usize::try_from(fresh.n).map_err(|_| slots.overflow())?;
-                        if n > slots.len() - ck.slots.len() {
-                            return Err(slots.overflow());
-                        }
-                        ck.slots.push_fresh(n, fresh.seg, fresh.off, len)
-                    }
-                    None => fresh.slots().for_each(|(seg, off, len)| {
-                        ck.slots.push(CkSlot {
-                            seg,
-                            off,
-                            len,
-                            state: 1,
-                            ..CkSlot::default()
-                        })
-                    }),
-                },
+                SlotRun::Fresh(fresh) => {
+                    ck.slots.extend(fresh.slots().map(|(seg, off, len)| CkSlot {
+                        seg,
+                        off,
+                        len,
+                        state: 1,
+                        ..CkSlot::default()
+                    }))
+                }
                 SlotRun::One(s) => ck.slots.push(s),
             }
             if ck.slots.len() > slots.len() {
@@ -608,7 +624,7 @@ mod tests {
                 end: 530,
             }],
             slot_base: 10,
-            slots: vec![slot, CkSlot::default()].into(),
+            slots: vec![slot, CkSlot::default()],
             aside: vec![(3, slot)],
             waiting: vec![(10, 1234), (3, 5)],
             keys: vec![CkKey {
@@ -693,7 +709,7 @@ mod tests {
     #[test]
     fn version_3_stores_runs_in_a_few_bytes_and_round_trips() {
         let ck = Checkpoint {
-            slots: table().into(),
+            slots: table(),
             groups: vec![(10, 7)],
             ..sample()
         };
@@ -715,7 +731,7 @@ mod tests {
     #[test]
     fn runs_that_do_not_add_up_are_damage() {
         let ck = Checkpoint {
-            slots: table().into(),
+            slots: table(),
             ..sample()
         };
         // The slot count one more, and one less, than the runs hold (the
@@ -855,7 +871,7 @@ mod tests {
         assert_eq!(Checkpoint::decode(&bytes), Ok(plain));
         for level in [0u8, 2, 3] {
             let mut ck = sample();
-            ck.slots.get_mut(0).expect("a slot").priority = level;
+            ck.slots[0].priority = level;
             ck.aside[0].1.priority = 3;
             ck.groups = vec![(10, 1 << 90), (3, 7)];
             for version in [2, 3] {

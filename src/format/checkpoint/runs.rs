@@ -215,6 +215,19 @@ fn put_var(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// `v` as a varint, `n` times.
+fn put_var_times(out: &mut Vec<u8>, v: u64, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let start = out.len();
+    put_var(out, v);
+    let one = out.len() - start;
+    for _ in 1..n {
+        out.extend_from_within(start..start + one);
+    }
+}
+
 /// Whether a slot can be part of a run of fresh jobs.
 fn plain(s: &CkSlot) -> bool {
     s.state == 1 && s.attempts == 0 && s.priority == NORMAL && s.len > 0
@@ -252,8 +265,9 @@ struct OpenRun {
     /// Offset just past the last job.
     end: u64,
     len: u32,
-    /// Every length, once they differ.
-    each: Option<Vec<u32>>,
+    /// Every length as the varints to write, once they differ: the run's
+    /// encoded size, not 4 bytes a job.
+    each: Option<Vec<u8>>,
 }
 
 impl RunWriter {
@@ -291,10 +305,12 @@ impl RunWriter {
         }
         let r = self.run.as_mut().expect("a run is open");
         if r.each.is_none() && len != r.len {
-            r.each = Some(vec![r.len; r.n as usize]);
+            let mut each = Vec::new();
+            put_var_times(&mut each, u64::from(r.len), r.n);
+            r.each = Some(each);
         }
         if let Some(each) = r.each.as_mut() {
-            each.extend(std::iter::repeat_n(len, n as usize));
+            put_var_times(each, u64::from(len), n);
         }
         r.n += n;
         r.end += n * u64::from(len);
@@ -317,9 +333,7 @@ impl RunWriter {
             put_var(&mut self.out, v);
         }
         match r.each {
-            Some(each) => each
-                .iter()
-                .for_each(|&l| put_var(&mut self.out, u64::from(l))),
+            Some(each) => self.out.extend_from_slice(&each),
             None => put_var(&mut self.out, u64::from(r.len)),
         }
     }
@@ -438,7 +452,8 @@ mod tests {
                 1 => off += 7,
                 _ => {}
             }
-            let len = if long { 30 } else { 20 };
+            // 300: a two-byte varint, 20: a one-byte one.
+            let len = if long { 300 } else { 20 };
             let slot = CkSlot {
                 seg,
                 off,

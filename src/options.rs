@@ -87,7 +87,9 @@ impl Backoff {
         let base = self.initial.as_secs_f64() * self.multiplier.powi(exp);
         let capped = base.min(self.max.as_secs_f64());
         let jittered = capped * (1.0 - self.jitter * random.clamp(0.0, 1.0));
-        Duration::from_secs_f64(jittered.max(0.0))
+        // `max: Duration::MAX` ("no cap") is 2^64 s as an f64, one past
+        // what a Duration holds: such a delay is the cap itself.
+        Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(self.max)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -472,5 +474,26 @@ mod tests {
         assert_eq!(b.delay(u32::MAX, 0.5), Duration::from_millis(1000));
         let j = Backoff { jitter: 0.5, ..b };
         assert_eq!(j.delay(1, 1.0), Duration::from_millis(50));
+    }
+
+    /// "No cap" (`max: Duration::MAX`) is a valid policy; a delay that
+    /// outgrows what a `Duration` holds is the cap, not a panic.
+    #[test]
+    fn an_uncapped_backoff_saturates() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::MAX,
+            jitter: 0.0,
+        };
+        assert!(b.validate().is_ok());
+        assert_eq!(b.delay(3, 0.0), Duration::from_secs(4));
+        assert_eq!(b.delay(65, 0.0), Duration::MAX);
+        let huge = Backoff {
+            initial: Duration::MAX,
+            multiplier: 1.0,
+            ..b
+        };
+        assert_eq!(huge.delay(1, 0.0), Duration::MAX);
     }
 }

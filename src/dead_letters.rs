@@ -57,7 +57,8 @@ impl QueueState {
     /// record in the log (see `docs/architecture.md`). A crash between the
     /// last two is resolved on open by LSN order. A job whose record cannot
     /// be read back (damaged after open) goes with an empty payload and
-    /// the damage as its error, counted in `damaged_total`. Returns the
+    /// the damage as its error, counted in `damaged_total`; any other
+    /// failure to read it is returned, with nothing changed. Returns the
     /// LSN to wait for.
     pub(crate) fn dead_letter(&mut self, id: u64, error: &str, now: u64) -> Result<u64> {
         let Some(slot) = self.jobs.get(id) else {
@@ -70,6 +71,13 @@ impl QueueState {
         let read = match &seg {
             Ok(s) => s.enqueue_at(slot.off),
             Err(e) => Err(Error::new(ErrorKind::Corrupt, e.to_string())),
+        };
+        // Only damage drops the payload: a record that could not be read
+        // for another reason (a sealed segment not mapped again: EMFILE,
+        // address space) is intact, and the call fails with nothing done.
+        let read = match read {
+            Err(e) if e.kind() != ErrorKind::Corrupt => return Err(e),
+            read => read,
         };
         let (enqueued_ms, key, payload, text) = match &read {
             Ok(e) => (e.enqueued_ms, e.key, e.payload, error.to_string()),

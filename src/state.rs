@@ -540,6 +540,18 @@ impl QueueState {
         Ok((e.enqueued_ms, u32::from(e.max_attempts)))
     }
 
+    /// A job's max attempts, 0 if its record is damaged (so that it goes
+    /// to the dead letters). Any other failure to read it (a sealed
+    /// segment that cannot be mapped again: EMFILE, address space) is not
+    /// damage and is returned: the job must keep its payload.
+    fn max_attempts_of(&self, slot: &Slot) -> Result<u32> {
+        match self.job_meta(slot) {
+            Ok((_, max)) => Ok(max),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     fn read_job(&self, id: u64, slot: &Slot) -> Result<JobRecord> {
         // Owned copies: a `Job` pins no segment and a payload read later
         // cannot fault on a file truncated meanwhile (docs/architecture.md).
@@ -752,7 +764,7 @@ impl QueueState {
                 self.leases.remove(id);
                 continue;
             };
-            let max_attempts = self.job_meta(&slot).map_or(0, |m| m.1);
+            let max_attempts = self.max_attempts_of(&slot)?;
             if u32::from(slot.attempts) >= max_attempts {
                 let text = format!("lease expired during attempt {}", slot.attempts);
                 self.dead_letter(id, &text, now.wall)?;
@@ -841,7 +853,7 @@ impl QueueState {
         let Some(slot) = self.jobs.get(r.id) else {
             return Err(Error::new(ErrorKind::LeaseLost, "job is gone"));
         };
-        let max_attempts = self.job_meta(&slot).map_or(0, |m| m.1);
+        let max_attempts = self.max_attempts_of(&slot)?;
         if u32::from(slot.attempts) >= max_attempts {
             let lsn = self.dead_letter(r.id, error, now.wall)?;
             self.leases.remove(r.id);

@@ -240,3 +240,109 @@ fn dead_letters_are_paginated() {
     assert_eq!(seen, ids);
     assert_eq!(q.dead_letters().unwrap().len(), 25);
 }
+
+/// `SimFs` whose `open` (mapping a sealed segment again) fails with
+/// EMFILE while `fail_open` is set: a transient I/O error, not damage.
+#[derive(Debug)]
+struct NoDescriptors {
+    inner: SimFs,
+    fail_open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl walq::vfs::Vfs for NoDescriptors {
+    fn create_dir_all(&self, dir: &Path, mode: u32) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir, mode)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create(&self, path: &Path, mode: u32) -> std::io::Result<Box<dyn walq::vfs::VfsFile>> {
+        self.inner.create(path, mode)
+    }
+    fn open(&self, path: &Path) -> std::io::Result<Box<dyn walq::vfs::VfsFile>> {
+        if self.fail_open.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(libc_emfile()));
+        }
+        self.inner.open(path)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn lock(
+        &self,
+        path: &Path,
+        mode: u32,
+    ) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.inner.lock(path, mode)
+    }
+}
+
+/// EMFILE on Linux.
+fn libc_emfile() -> i32 {
+    24
+}
+
+/// A job leased from a sealed segment that is no longer mapped (over
+/// 300 segments were read after it), and the one attempt it was allowed
+/// is over, by a nack, a `fail` or its lease running out. The job's record must
+/// be read to dead-letter it; when mapping its segment again fails with
+/// EMFILE, the call fails and the job keeps its payload: it is not a
+/// "damaged" dead letter with the payload dropped (the bug this caught:
+/// any failure to read the record counted as damage).
+#[test]
+fn a_segment_that_cannot_be_mapped_again_is_not_damage() {
+    for how in ["nack", "lease expiry", "fail"] {
+        let sim = SimFs::new();
+        let fail_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vfs: Arc<dyn walq::vfs::Vfs> = Arc::new(NoDescriptors {
+            inner: sim.clone(),
+            fail_open: fail_open.clone(),
+        });
+        let clock = ManualClock::new(1_000_000);
+        let opts = sim_opts(&clock, Durability::Os).max_attempts(1);
+        let q = Queue::open_on(vfs, Path::new("/q"), opts.clone()).unwrap();
+        let a = q.enqueue(b"precious payload").unwrap();
+        let filler = vec![7u8; 20 * 1024];
+        for _ in 0..1000 {
+            q.enqueue(&filler).unwrap();
+        }
+        let job = q.dequeue().unwrap().unwrap();
+        assert_eq!(job.id(), a);
+        // Reading every filler maps its sealed segment: the maps kept are
+        // bounded, so the job's segment is unmapped.
+        assert_eq!(q.dequeue_batch(2000).unwrap().len(), 1000);
+        fail_open.store(true, Ordering::SeqCst);
+        let failed = match how {
+            "nack" => q.nack(job.receipt(), walq::Retry::Backoff, "retry me"),
+            "fail" => q.fail(job.receipt(), "gave up"),
+            _ => {
+                clock.advance(Duration::from_secs(31));
+                q.dequeue().map(|_| ())
+            }
+        };
+        fail_open.store(false, Ordering::SeqCst);
+        let e = failed.expect_err(how);
+        assert!(
+            matches!(e.kind(), ErrorKind::Io | ErrorKind::Poisoned),
+            "{how}: {e}"
+        );
+        assert_eq!(
+            q.stats().damaged_total,
+            0,
+            "{how}: EMFILE counted as damage"
+        );
+        drop(q);
+        let q = Queue::open_on(Arc::new(sim), Path::new("/q"), opts).unwrap();
+        // Its one attempt is over, so the reopen dead-letters it (as any
+        // job whose last lease a stopped process held), payload and all.
+        let dead = q.dead_letter(a).unwrap().expect("a dead letter");
+        assert_eq!(dead.payload, b"precious payload", "{how}: {}", dead.error);
+        assert_eq!(q.stats().damaged_total, 0, "{how}");
+    }
+}

@@ -572,3 +572,91 @@ impl Drop for Writing {
         self.0.idle.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::checkpoint::SlotPiece;
+    use crate::jobs::{JobTable, TableBuilder};
+    use proptest::prelude::*;
+
+    fn laid(src: &dyn SlotSource) -> Vec<CkSlot> {
+        let mut all = Vec::new();
+        src.for_each_piece(&mut |p| match p {
+            SlotPiece::Laid(l) => all.extend_from_slice(l),
+            SlotPiece::Fresh { n, seg, off, len } => {
+                all.extend((0..n).map(|i| crate::format::checkpoint::fresh_slot(seg, off, len, i)))
+            }
+        });
+        all
+    }
+
+    fn table(steps: &[(u8, u16)]) -> JobTable {
+        let mut b = TableBuilder::default();
+        let (seg, mut off) = (3u32, 64u32);
+        for &(kind, n) in steps {
+            let n = u64::from(n);
+            match kind {
+                0 => b.extend_empty(n),
+                1 => {
+                    b.extend_fresh_run(n, seg, off, 20);
+                    off += 20 * n as u32;
+                }
+                _ => {
+                    b.push(Slot {
+                        seg,
+                        off,
+                        len: 30,
+                        attempts: 1,
+                        state: SlotState::Waiting,
+                    });
+                    off += 30;
+                }
+            }
+        }
+        b.finish(1000, Default::default())
+    }
+
+    proptest! {
+        /// The queue's own slot source (written blocks through the reused
+        /// buffer, fresh blocks as runs, levels patched in, a fresh block
+        /// holding a level laid out) hands out the captured table's slots
+        /// with their levels, and encodes as they do laid out.
+        #[test]
+        fn table_slots_match_the_table_laid_out(
+            steps in proptest::collection::vec((0u8..3, 1u16..9000), 1..8),
+            edits in proptest::collection::vec((any::<u32>(), 0u8..3), 0..6),
+            lv in proptest::collection::vec((any::<u32>(), 0u8..4), 0..6),
+        ) {
+            let mut t = table(&steps);
+            let ids: Vec<u64> = t.iter().map(|(id, _)| id).collect();
+            prop_assume!(!ids.is_empty());
+            for (k, e) in edits {
+                let id = ids[k as usize % ids.len()];
+                match e {
+                    0 => { t.remove(id); }
+                    1 => { if let Some(s) = t.get_mut(id) { s.attempts += 1; } }
+                    _ => {}
+                }
+            }
+            let cap = t.capture();
+            let mut model: Vec<CkSlot> = Vec::new();
+            cap.for_each_stretch(|s| s.for_each(|s| model.push(ck_slot(s, 1))));
+            let mut levels: Vec<(u64, u8)> = lv.iter()
+                .map(|&(k, l)| (ids[k as usize % ids.len()], l))
+                .filter(|&(id, _)| id >= cap.base())
+                .collect();
+            levels.sort_unstable_by_key(|&(id, _)| id);
+            levels.dedup_by_key(|l| l.0);
+            for &(id, l) in &levels {
+                model[(id - cap.base()) as usize].priority = l;
+            }
+            let src = TableSlots { slots: cap, levels };
+            prop_assert_eq!(src.count(), model.len());
+            let got = laid(&src);
+            prop_assert!(got == model);
+            let ck = Checkpoint { segments: vec![CkSegment { base_lsn: 1, size: 1 << 30, end: 1 << 29 }], ..Checkpoint::default() };
+            prop_assert!(ck.encode_from(&src) == ck.encode_from(&model));
+        }
+    }
+}

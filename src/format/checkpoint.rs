@@ -22,12 +22,13 @@ pub use slots::{fresh_slot, SlotPiece, SlotSource};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
-/// The newest version read: version 3 with a section naming the named
-/// queues that have live jobs and each such job's queue. Written only
-/// when a job of a named queue is live ([`Checkpoint::encode`]).
+/// The newest version read: version 3 with a section naming every named
+/// queue the store knows and each live job's queue. Written whenever the
+/// store knows a named queue, drained ones included
+/// ([`Checkpoint::encode_from`]).
 pub const CHECKPOINT_VERSION: u16 = 4;
 /// Version 2 with the job table's slots stored as runs ([`SlotRun`]):
-/// written when no job of a named queue is live.
+/// written when the store knows no named queue.
 pub const CHECKPOINT_VERSION_3: u16 = 3;
 /// Slots of 16 bytes carrying priorities, and the groups section.
 pub const CHECKPOINT_VERSION_2: u16 = 2;
@@ -238,14 +239,14 @@ impl Checkpoint {
     /// the slots in fewer bytes).
     #[cfg(any(test, feature = "testing"))]
     pub fn encoded_len(&self) -> usize {
-        self.encoded_len_with(self.slots.len())
+        self.encoded_len_with(SLOT_LEN * self.slots.len())
     }
 
-    /// [`Checkpoint::encoded_len`] with `slots` slots.
-    fn encoded_len_with(&self, slots: usize) -> usize {
+    /// [`Checkpoint::encoded_len`] with a slot section of `slot_bytes`.
+    fn encoded_len_with(&self, slot_bytes: usize) -> usize {
         HEAD_LEN
             + SEG_LEN * self.segments.len()
-            + SLOT_LEN * slots
+            + slot_bytes
             + ASIDE_LEN * self.aside.len()
             + WAIT_LEN * self.waiting.len()
             + KEY_LEN * self.keys.len()
@@ -290,7 +291,11 @@ impl Checkpoint {
         } else {
             &self.groups[..]
         };
-        let mut out = Vec::with_capacity(self.encoded_len_with(slots.count()));
+        // The slot section's real length: runs take a few bytes where the
+        // slots they stand for would take 16 each (160 MB reserved for a
+        // close of 10 million untouched jobs, before this).
+        let slot_bytes = runs.as_ref().map_or(SLOT_LEN * slots.count(), Vec::len);
+        let mut out = Vec::with_capacity(self.encoded_len_with(slot_bytes));
         out.extend_from_slice(&CHECKPOINT_MAGIC);
         out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
@@ -383,6 +388,9 @@ impl Checkpoint {
                     ck.slots.resize(ck.slots.len() + n, CkSlot::default());
                 }
                 SlotRun::Fresh(fresh) => {
+                    if fresh.n > (slots.len() - ck.slots.len()) as u64 {
+                        return Err(slots.overflow());
+                    }
                     ck.slots.extend(fresh.slots().map(|(seg, off, len)| CkSlot {
                         seg,
                         off,
@@ -726,6 +734,29 @@ mod tests {
             b[at] ^= 0x04;
             assert!(Checkpoint::decode(&b).is_err(), "byte {at}");
         }
+    }
+
+    /// A close of 10 million untouched jobs encodes a few hundred bytes,
+    /// and reserves no more: not 16 bytes for each slot a run stands for.
+    #[test]
+    fn an_encoded_run_reserves_its_own_length() {
+        struct Run;
+        impl SlotSource for Run {
+            fn count(&self) -> usize {
+                10_000_000
+            }
+            fn for_each_piece(&self, f: &mut dyn FnMut(slots::SlotPiece<'_>)) {
+                f(slots::SlotPiece::Fresh {
+                    n: 10_000_000,
+                    seg: 1,
+                    off: 64,
+                    len: 50,
+                })
+            }
+        }
+        let b = sample().encode_from(&Run);
+        assert!(b.len() < 4096, "{} bytes", b.len());
+        assert!(b.capacity() < 4096, "{} bytes reserved", b.capacity());
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! count; any other slot is stored whole, as in version 2.
 //!
 //! Integers in runs are LEB128 varints (7 bits a byte, low bits first, at
-//! most 10 bytes for a u64); the decoder refuses overlong or overflowing
-//! ones, counts of 0, lengths of 0, and runs that end past 4 GiB.
+//! most 10 bytes for a u64); the decoder refuses ones longer than 10 bytes
+//! or over `u64::MAX` (a padded but shorter one, such as `80 00` for 0, is
+//! read: the file's CRC, not the encoding, is what vouches for its bytes),
+//! counts of 0, lengths of 0, and runs that end past 4 GiB.
 
 use super::slots::{SlotPiece, SlotSource};
 use super::{put_slot, slot_at, CheckpointError, CkSlot, NORMAL, SLOT_LEN};
@@ -136,10 +138,11 @@ impl<'a> Iterator for RunIter<'a> {
             self.at += SLOT_LEN;
             return Some(Ok(SlotRun::One(slot)));
         }
+        let start = self.at;
         let run = read_run(self.bytes, &mut self.at);
         self.failed = run.is_none();
         Some(run.ok_or_else(|| {
-            CheckpointError::Damaged(format!("slot run at byte {} of the runs", self.at))
+            CheckpointError::Damaged(format!("slot run at byte {start} of the runs"))
         }))
     }
 }
@@ -287,6 +290,9 @@ impl RunWriter {
 
     /// `n` fresh jobs back to back in `seg` from `off`, `len` bytes each.
     fn fresh(&mut self, n: u64, seg: u32, off: u32, len: u32) {
+        // A run of no job or of empty records would be refused by every
+        // later open (which would then scan the whole log).
+        debug_assert!(n > 0 && len > 0, "a fresh run of {n} jobs of {len} bytes");
         self.close_empty();
         let continues = self
             .run

@@ -4,7 +4,8 @@
 # on ext4, xfs, btrfs and tmpfs file systems made on loop devices (tmpfs:
 # a size-limited tmpfs mount), and on overlayfs over an ext4 loop image
 # (what a Docker container writes to), each test on a fresh file system of
-# its own.
+# its own; and on ext4 and btrfs, tests/write_errors.rs on a device whose
+# writes fail (a loop image on a tmpfs smaller than it).
 #
 #   sudo bash .ci/fs-matrix.sh                # everything
 #   sudo FS_MATRIX_FS="btrfs" bash .ci/fs-matrix.sh
@@ -157,7 +158,7 @@ rm -rf "$probe"
 
 say "building the test binaries (cargo test --no-run)"
 build_json="$LOGS/build.json"
-if ! cargo test --no-run --test crash_kill9 --test full_disk --message-format=json >"$build_json" 2>"$LOGS/build.log"; then
+if ! cargo test --no-run --test crash_kill9 --test full_disk --test write_errors --message-format=json >"$build_json" 2>"$LOGS/build.log"; then
   tail -n 30 "$LOGS/build.log"
   say "FAILED: the test binaries do not build"
   exit 1
@@ -167,7 +168,8 @@ exe_of() {
 }
 KILL9_BIN="$(exe_of crash_kill9)"
 FULL_BIN="$(exe_of full_disk)"
-if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" ]]; then
+EIO_BIN="$(exe_of write_errors)"
+if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" || ! -x "$EIO_BIN" ]]; then
   say "FAILED: cannot find the built test binaries in $build_json"
   exit 1
 fi
@@ -285,6 +287,60 @@ run_full_disk() {
   drop_fs "$fs-full-$dur"
 }
 
+# Real write errors (tests/write_errors.rs): a loop image of 200 MiB on a
+# tmpfs of 40 MiB, so the device's writes fail (EIO to the file system)
+# once the tmpfs is full. Fill until a call fails; unmount, give the tmpfs
+# room, repair (e2fsck; btrfs needs none), mount again; check that every
+# acknowledged job is there. ext4 and btrfs: mkfs.xfs zeroes more of its
+# image than such a tmpfs holds.
+declare -A E_RES=() E_TIME=()
+run_write_errors() {
+  local fs=$1 dur=$2 key="$1/$2" name="$1-eio-$2" t0 rc phase
+  local base="$WORK/$name" log="$LOGS/$1-write-errors-$2.log"
+  local back="$base/back" mnt="$base/mnt"
+  mkdir -p "$back" "$mnt"
+  MOUNTS+=("$back" "$mnt")
+  if ! { mount -t tmpfs -o size=40M "walq-$name" "$back" && truncate -s 200M "$back/img" &&
+    case $fs in
+      ext4) mkfs.ext4 -q -F -m 0 -b 4096 "$back/img" ;;
+      btrfs) mkfs.btrfs -q -f "$back/img" ;;
+    esac >"$base/mkfs.log" 2>&1 && mount -o loop "$back/img" "$mnt" && mkdir -m 700 "$mnt/q"; }; then
+    E_RES[$key]="FAIL (could not make the failing device)"
+    failed=1
+    return
+  fi
+  say "$fs: write errors ($dur), a 200 MiB image on a 40 MiB tmpfs"
+  t0=$SECONDS
+  : >"$log"
+  for phase in fill check; do
+    if [[ $phase == check ]]; then
+      umount "$mnt" && mount -o remount,size=400M "$back" || { rc=1; break; }
+      if [[ $fs == ext4 ]]; then
+        e2fsck -fy "$back/img" >>"$log" 2>&1
+        (($? < 4)) || { echo "e2fsck could not repair the image" >>"$log"; rc=1; break; }
+      fi
+      mount -o loop "$back/img" "$mnt" || { rc=1; break; }
+    fi
+    WALQ_WRITE_ERRORS_DIR="$mnt/q" WALQ_WRITE_ERRORS_STATE="$base/state" WALQ_WRITE_ERRORS_PHASE=$phase \
+      WALQ_WRITE_ERRORS_DURABILITY=$dur timeout --signal=KILL "$RUN_TIMEOUT" \
+      "$EIO_BIN" write_errors_lose_nothing_acknowledged --exact --nocapture --test-threads=1 >>"$log" 2>&1
+    rc=$?
+    ((rc == 0)) || break
+  done
+  E_TIME[$key]=$((SECONDS - t0))
+  grep -oE 'write errors: .*' "$log" | cut -c1-300 | sed 's/^/  /'
+  if ((rc == 0)) && [[ $(grep -c "^test result: ok. 1 passed" "$log") == 2 ]]; then
+    E_RES[$key]="ok"
+  else
+    E_RES[$key]="FAIL (exit $rc)"
+    failed=1
+    tail -n 30 "$log"
+  fi
+  mountpoint -q "$mnt" && umount "$mnt"
+  mountpoint -q "$back" && umount "$back"
+  rm -rf --one-file-system "$base"
+}
+
 started=$SECONDS
 for fs in $FS_LIST; do
   case $fs in ext4 | xfs | btrfs | tmpfs | overlay) ;; *) say "unknown file system '$fs'"; exit 2 ;; esac
@@ -295,6 +351,11 @@ for fs in $FS_LIST; do
     continue
   fi
   run_kill9 "$fs"
+  if [[ $fs == ext4 || $fs == btrfs ]]; then
+    for dur in os sync; do
+      run_write_errors "$fs" "$dur"
+    done
+  fi
   for dur in os sync; do
     if [[ $FULL_DISK_CHECKS == on ]]; then
       run_full_disk "$fs" "$dur"
@@ -320,6 +381,9 @@ for fs in $FS_LIST; do
     f+=("${F_RES[$fs/$dur]:-}$t")
   done
   printf '  %-7s  %-28s %6s   %-22s %s\n' "$fs" "${K_RES[$fs]:-}" "$k_time" "${f[0]}" "${f[1]}"
+done
+for key in ext4/os ext4/sync btrfs/os btrfs/sync; do
+  [[ -n "${E_RES[$key]:-}" ]] && printf '  write errors, %-10s %s (%ss)\n' "$key:" "${E_RES[$key]}" "${E_TIME[$key]}"
 done
 say "total $((SECONDS - started))s"
 if [[ $FULL_DISK_CHECKS == off ]]; then

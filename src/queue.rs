@@ -1305,9 +1305,13 @@ impl Queue {
     /// (under [`Durability::Sync`]) waits for one group commit that covers
     /// them all.
     ///
-    /// The outer `Err` means nothing in the batch is acknowledged (the
-    /// queue is closed or poisoned, or the write or fdatasync failed);
-    /// otherwise one result per receipt, in order: `Ok` once that ack is
+    /// The outer `Err` means no ack of the batch is confirmed (the queue
+    /// is closed or poisoned, or the write or fdatasync failed). As with a
+    /// failed [`Queue::ack`], what reached the disk may still count after
+    /// a reopen: a batch that fits in a segment is one framed batch, all
+    /// of it applied or none; a larger one (over 8 million receipts with
+    /// the default 64 MiB segments) is several, each applied or not.
+    /// Otherwise one result per receipt, in order: `Ok` once that ack is
     /// durable, or the receipt's own error ([`ErrorKind::LeaseLost`] when
     /// its lease expired or was replaced), which changes nothing.
     ///

@@ -18,6 +18,7 @@ use crate::format::record::{
 use crate::job::{Job, Receipt};
 use crate::jobs::SlotState;
 use crate::leases::Lease;
+use crate::levels::Turn;
 
 /// One result per receipt of an ack batch, and the LSN to wait for (none
 /// when nothing was written).
@@ -94,13 +95,14 @@ impl QueueState {
         visibility_ms: u64,
     ) -> Result<Vec<Job>> {
         self.expire_leases(now)?;
+        let turn = self.lane_parts(queue).0.turn();
         let mut picked: Vec<(Ready, Option<u64>)> = Vec::with_capacity(max.min(1024));
         while picked.len() < max {
             let r = match self.next_ready(queue, now) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    self.give_back(picked);
+                    self.give_back(queue, picked, turn);
                     return Err(e);
                 }
             };
@@ -128,7 +130,7 @@ impl QueueState {
             }
         };
         if let Err(e) = written {
-            self.give_back(picked);
+            self.give_back(queue, picked, turn);
             return Err(e);
         }
         let jobs = picked
@@ -139,8 +141,10 @@ impl QueueState {
     }
 
     /// Puts taken jobs whose lease was not written back where they were:
-    /// fresh, or waiting with their due time.
-    fn give_back(&mut self, picked: Vec<(Ready, Option<u64>)>) {
+    /// fresh, or waiting with their due time; and `queue`'s priority
+    /// cycle where it stood before the batch.
+    fn give_back(&mut self, queue: u16, picked: Vec<(Ready, Option<u64>)>, turn: Turn) {
+        self.lane_parts(queue).0.rewind(turn);
         for (r, due) in picked.into_iter().rev() {
             let Some(slot) = self.jobs.get_mut(r.id) else {
                 continue;

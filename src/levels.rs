@@ -36,6 +36,13 @@ pub struct Levels {
     picked: Option<(u64, usize)>,
 }
 
+/// The position of a [`Levels`]' cycle ([`Levels::turn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Turn {
+    turn: usize,
+    picked: Option<(u64, usize)>,
+}
+
 /// A [`Levels`] at one moment (see [`Levels::capture`]).
 #[derive(Debug)]
 pub struct CapturedLevels {
@@ -184,6 +191,21 @@ impl Levels {
     pub fn pop_due(&mut self, id: u64) {
         let lane = self.lane(id);
         self.lanes[lane].pop_due(id);
+    }
+
+    /// Where the cycle stands, for a batch that takes jobs before it
+    /// writes their lease and may give them back ([`Levels::rewind`]).
+    pub fn turn(&self) -> Turn {
+        Turn {
+            turn: self.turn,
+            picked: self.picked,
+        }
+    }
+
+    /// Puts the cycle back where [`Levels::turn`] saw it.
+    pub fn rewind(&mut self, t: Turn) {
+        self.turn = t.turn;
+        self.picked = t.picked;
     }
 
     /// Job `id` was taken to be served: if [`Levels::pick`] chose it, the

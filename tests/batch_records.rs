@@ -279,3 +279,47 @@ fn a_full_disk_on_a_batch_record_changes_nothing() {
     q.sync().expect("not poisoned");
     assert_eq!(q.stats().acked_total, 5);
 }
+
+/// A batch rolled back by a full disk leaves the priority cycle where it
+/// was: the jobs then come out in the order of a twin queue that never
+/// tried the batch (the cycle had moved on by the batch's picks before).
+#[test]
+fn a_full_disk_on_a_batch_record_keeps_the_priority_cycle() {
+    use std::io;
+    use std::sync::Arc;
+    use walq::vfs::{Fault, FaultOp, SimFs};
+    use walq::{EnqueueOptions, Priority};
+
+    let levels = [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+    let order = |fail_first: bool| -> Vec<u64> {
+        let fs = SimFs::new();
+        let opts = Options::default().segment_size(64 * 1024);
+        let q = Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), opts).unwrap();
+        for i in 0..40u8 {
+            let level = levels[usize::from(i) % levels.len()];
+            q.enqueue_with(&[i], EnqueueOptions::new().priority(level))
+                .unwrap();
+        }
+        if fail_first {
+            fs.set_fault(Some(Fault {
+                op: FaultOp::Write,
+                at: fs.op_count(FaultOp::Write),
+                forever: false,
+                kind: io::ErrorKind::StorageFull,
+            }));
+            q.dequeue_batch(7).unwrap_err();
+            q.check_invariants();
+        }
+        std::iter::from_fn(|| q.dequeue().unwrap())
+            .map(|j| j.id())
+            .collect()
+    };
+    let ids = order(true);
+    assert_eq!(ids.len(), 40);
+    assert_eq!(ids, order(false));
+}

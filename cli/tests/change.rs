@@ -419,3 +419,20 @@ fn named_queues_are_shown_and_kept_by_export_import_and_salvage() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(by_queue(&s), want, "after salvage");
 }
+
+/// `export -o` into the queue's own directory is refused before anything
+/// is written: `-o DIR/0000000001.wal` replaced a segment with the export.
+#[test]
+fn export_refuses_to_write_into_the_queue_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let before = image(dir.path());
+    let seg = segments(dir.path())[0].clone();
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["export", d, "-o", seg.to_str().unwrap()]);
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("queue directory"), "{}", run.stderr);
+    assert_eq!(image(dir.path()), before, "export changed the queue");
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}

@@ -397,3 +397,46 @@ fn a_segment_missing_from_a_live_listing_is_not_damage() {
     );
     drop(q);
 }
+
+/// A segment made a sparse terabyte is damage, reported without reading
+/// it (a read of it whole asked for a terabyte of memory and aborted).
+#[test]
+fn a_terabyte_segment_is_reported_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let seg = &segments(dir.path())[0];
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    let f = std::fs::OpenOptions::new().write(true).open(seg).unwrap();
+    f.set_len(1 << 40).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["verify", d]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    let expected =
+        format!("{name} at byte 0: segment is 1099511627776 bytes, above the 4 GiB limit");
+    assert!(all.contains(&expected), "{all}");
+    assert_eq!(run.code, 1, "{all}");
+    // `stats` counts it as damage (it aborted, exit 134, before).
+    let run = walq(&["stats", d]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "{all}");
+    assert!(all.contains("damage     2"), "{all}");
+}
+
+/// A FIFO where `done.rec` belongs is refused with its name; opening it
+/// to read waited for a writer forever.
+#[test]
+fn a_fifo_in_place_of_a_queue_file_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let fifo = dir.path().join("done.rec");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success(), "mkfifo");
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_ne!(run.code, 0, "{all}");
+    assert!(
+        all.contains("done.rec") && all.contains("not a regular file"),
+        "{all}"
+    );
+}

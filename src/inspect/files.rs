@@ -23,7 +23,7 @@ pub struct LockHolder {
 /// read-only and never created.
 pub fn is_live(dir: &Path) -> Result<bool> {
     let path = dir.join(crate::queue::LOCK_FILE);
-    let file = match File::open(&path) {
+    let file = match open_for_reading(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io("opening the lock file", &path, e)),
@@ -89,19 +89,46 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
 /// was written before it was counted in it, so what is read is a prefix
 /// the writer had finished, or ends in the part of a record being written
 /// (a torn tail, not damage).
+///
+/// Anything but a regular file (a FIFO, a device, a socket put where a
+/// queue file belongs) is refused unread, and a file too large to hold in
+/// memory (a sparse file of a terabyte, say) is an error that names its
+/// size, not an abort.
 pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
+    let file = match open_for_reading(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("opening", path, e)),
     };
-    let len = file
+    let meta = file
         .metadata()
-        .map_err(|e| Error::io("reading the size of", path, e))?
-        .len();
-    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        .map_err(|e| Error::io("reading the size of", path, e))?;
+    if !meta.is_file() {
+        let what =
+            "not a regular file (a FIFO, device or socket where a queue file belongs): not read";
+        return Err(Error::new(ErrorKind::Corrupt, what).with_path(path));
+    }
+    let len = meta.len();
+    let mut buf = Vec::new();
+    let room = usize::try_from(len)
+        .map_err(|_| ())
+        .and_then(|n| buf.try_reserve_exact(n).map_err(|_| ()));
+    if room.is_err() {
+        let what = format!("{len} bytes: more than this process can hold in memory to read");
+        return Err(Error::new(ErrorKind::Io, what).with_path(path));
+    }
     file.take(len)
         .read_to_end(&mut buf)
         .map_err(|e| Error::io("reading", path, e))?;
     Ok(Some(buf))
+}
+
+/// Opens `path` to read without blocking on a FIFO (whose `open` would
+/// wait for a writer forever); reads of a regular file are unaffected.
+fn open_for_reading(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
 }

@@ -250,6 +250,15 @@ impl Scan<'_> {
     /// by page while the writer appends, so a copy can hold a later record
     /// but miss an earlier one that a second read finds intact.
     fn read_segment(&mut self, name: &str, id: u32, last: bool) -> Result<Option<Vec<u8>>> {
+        // Offsets in a segment are 32-bit: a larger file (a sparse one, a
+        // file that is not ours) is damage, reported without reading it.
+        if let Ok(meta) = std::fs::metadata(self.dir.join(name)) {
+            if meta.len() > u64::from(u32::MAX) {
+                let what = format!("segment is {} bytes, above the 4 GiB limit", meta.len());
+                self.problem(Problem::damage(name, 0, what));
+                return Ok(None);
+            }
+        }
         let mut bytes = self.read(name)?;
         if !(self.sum.live && last) {
             return Ok(bytes);
@@ -403,12 +412,12 @@ impl Scan<'_> {
     /// The checkpoint is an index, not data: one that cannot be used costs
     /// the next open a full scan of the log, nothing else (a note).
     fn check_checkpoint(&mut self, name: &str) {
-        let why = match std::fs::read(self.dir.join(name)) {
-            Ok(bytes) => match crate::state::checkpoint::decode(&bytes) {
+        let why = match files::read(&self.dir.join(name)) {
+            Ok(Some(bytes)) => match crate::state::checkpoint::decode(&bytes) {
                 Ok(_) => return,
                 Err(why) => why,
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Ok(None) => return,
             Err(e) => format!("unreadable: {e}"),
         };
         let what =

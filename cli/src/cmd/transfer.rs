@@ -18,8 +18,33 @@ use crate::{progress, render};
 /// The version of the export format this build writes and reads.
 const EXPORT_VERSION: u64 = 1;
 
+/// Refuses an output file in the queue's own directory: export only
+/// reads the queue, and `-o DIR/0000000001.wal` would overwrite a segment.
+fn refuse_inside(output: &Path, dir: &Path) -> Result<(), Fail> {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let same = match (parent.canonicalize(), dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        let what = format!(
+            "{}: the output would be written into the queue directory {}, which export only reads",
+            output.display(),
+            dir.display()
+        );
+        return Err(Fail::new(FAILED, what));
+    }
+    Ok(())
+}
+
 /// Runs `walq export`.
 pub fn export(a: &ExportArgs) -> CmdResult {
+    if let Some(path) = &a.output {
+        refuse_inside(path, &a.dir)?;
+    }
     let (inspector, snap) = super::snapshot(&a.dir)?;
     let mut out: Box<dyn Write> = match &a.output {
         Some(path) => Box::new(std::io::BufWriter::new(

@@ -18,11 +18,18 @@ pub struct LockHolder {
     pub command: Option<String>,
 }
 
-/// Whether a running process holds the queue, found by trying its lock
-/// without waiting and releasing it at once. The `LOCK` file is opened
-/// read-only and never created.
+/// Whether a running process holds the queue. On Linux this is read from
+/// `/proc/locks` (by the `LOCK` file's inode), without taking the lock: a
+/// test that took it, however briefly, could make an application that
+/// opens the queue at that instant fail with `Locked`. Where
+/// `/proc/locks` cannot be read, the lock is tried without waiting and
+/// released at once. The `LOCK` file is opened read-only and never
+/// created.
 pub fn is_live(dir: &Path) -> Result<bool> {
     let path = dir.join(crate::queue::LOCK_FILE);
+    if let Some(held) = held_per_proc_locks(&path) {
+        return Ok(held);
+    }
     let file = match open_for_reading(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -36,6 +43,32 @@ pub fn is_live(dir: &Path) -> Result<bool> {
     }
 }
 
+/// Whether `/proc/locks` lists a lock on `lock` (`Some(false)` also when
+/// the file does not exist); `None` when that cannot be told.
+fn held_per_proc_locks(lock: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let inode = match std::fs::metadata(lock) {
+        Ok(m) => m.ino(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    Some(holder_pid(&locks, inode).is_some())
+}
+
+/// The pid of the `FLOCK` on `inode` in the text of `/proc/locks`.
+fn holder_pid(locks: &str, inode: u64) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let dev_ino = fields.iter().position(|f| f.matches(':').count() == 2)?;
+        let ino: u64 = fields[dev_ino].rsplit(':').next()?.parse().ok()?;
+        if ino != inode || !line.contains("FLOCK") {
+            return None;
+        }
+        fields.get(dev_ino.checked_sub(1)?)?.parse::<u32>().ok()
+    })
+}
+
 /// The process holding the queue's lock, looked up in `/proc/locks` by the
 /// lock file's inode (Linux only; `None` elsewhere or when not found).
 pub fn lock_holder(dir: &Path) -> Option<LockHolder> {
@@ -44,15 +77,7 @@ pub fn lock_holder(dir: &Path) -> Option<LockHolder> {
         .ok()?
         .ino();
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pid = locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let dev_ino = fields.iter().position(|f| f.matches(':').count() == 2)?;
-        let ino: u64 = fields[dev_ino].rsplit(':').next()?.parse().ok()?;
-        if ino != inode || !line.contains("FLOCK") {
-            return None;
-        }
-        fields.get(dev_ino.checked_sub(1)?)?.parse::<u32>().ok()
-    })?;
+    let pid = holder_pid(&locks, inode)?;
     let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|c| c.trim().to_string());
@@ -131,4 +156,47 @@ fn open_for_reading(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_is_read_from_proc_locks() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF\n\
+                     2: POSIX  ADVISORY  READ 77 fd:01:1234 0 EOF\n";
+        assert_eq!(holder_pid(locks, 1234), Some(4242));
+        assert_eq!(holder_pid(locks, 99), None);
+    }
+
+    /// The liveness test never takes the lock itself: an application that
+    /// opens the queue while a monitor (`walq stats` in a loop) looks at
+    /// it is never refused with `Locked`.
+    #[test]
+    fn looking_at_a_queue_never_keeps_it_from_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::Queue::open(dir.path()).unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let looker = {
+            let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    is_live(&dir).unwrap();
+                }
+            })
+        };
+        let mut held = 0;
+        for _ in 0..300 {
+            let q = crate::Queue::open(dir.path());
+            stop.store(q.is_err(), std::sync::atomic::Ordering::Relaxed);
+            let q = q.expect("open while the queue is looked at");
+            held += usize::from(is_live(dir.path()).unwrap());
+            drop(q);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        looker.join().unwrap();
+        assert_eq!(held, 300, "a held queue is live");
+        assert!(!is_live(dir.path()).unwrap());
+    }
 }

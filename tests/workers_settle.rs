@@ -250,3 +250,153 @@ fn counters_add_up_with_16_workers_and_batched_settles() {
     assert_eq!((st.ready, st.in_flight, st.delayed), (0, 0, 0), "{st:?}");
     assert_eq!(q.dead_letter_ids().len() as u64, dead);
 }
+
+/// A worker waiting for room in its window (512 acks unsettled) keeps the
+/// lease of the job it just finished in its slot, where the heartbeat
+/// extends it: before, the lease was in neither the slot nor the settler's
+/// queue while it waited, a slow sync let it expire, the ack was refused
+/// and the finished job ran again (found by review).
+#[test]
+fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let n = 520u64;
+    enqueue_n(&q, n);
+    fs.pause_syncs(true);
+    let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u32>::new()));
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = {
+        let (runs, ran) = (runs.clone(), ran.clone());
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(20))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                ran.fetch_add(1, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _unpause = Unpause(fs.clone());
+    // 512 acks unsettled (one batch stuck in its sync, the rest queued);
+    // the 513th handler returned and its worker waits for room.
+    wait_until("the window filled", || ran.load(Ordering::SeqCst) >= 513);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ran.load(Ordering::SeqCst), 513);
+    // The sync stays slow for longer than the visibility timeout, while
+    // heartbeats run (as in the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync).
+    for _ in 0..6 {
+        let seen = pool.stats().extended;
+        clock.advance(Duration::from_millis(100));
+        wait_for(Duration::from_secs(10), || {
+            pool.stats().extended >= seen + 2
+        });
+    }
+    fs.pause_syncs(false);
+    wait_until("every job done", || pool.stats().done >= n);
+    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    let twice: Vec<_> = runs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, &r)| r > 1)
+        .map(|(&id, _)| id)
+        .collect();
+    assert!(
+        twice.is_empty() && s.lost == 0,
+        "jobs run twice: {twice:?}; {s:?}"
+    );
+}
+
+/// An ack with a result is not appended at once when the settler takes
+/// it: `ack_with_result` syncs the completion file first, then acks. The
+/// leases of the batch being settled are extended too: before, they left
+/// the settler's queue when taken, a slow sync let them expire, the ack
+/// was refused and the job ran again (found by review).
+#[test]
+fn an_ack_with_a_result_keeps_its_lease_while_the_settler_syncs() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let n = 3u64;
+    enqueue_n(&q, n);
+    fs.pause_syncs(true);
+    let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u32>::new()));
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = {
+        let (runs, ran) = (runs.clone(), ran.clone());
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(20))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                ran.fetch_add(1, Ordering::SeqCst);
+                Outcome::done_with(b"ok".to_vec())
+            })
+            .unwrap()
+    };
+    let _unpause = Unpause(fs.clone());
+    wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
+    fs.wait_paused_syncs(1);
+    for _ in 0..6 {
+        let seen = pool.stats().extended;
+        clock.advance(Duration::from_millis(100));
+        wait_for(Duration::from_secs(10), || {
+            pool.stats().extended >= seen + 2
+        });
+    }
+    fs.pause_syncs(false);
+    wait_until("every job done", || pool.stats().done >= n);
+    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    let twice: Vec<_> = runs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, &r)| r > 1)
+        .map(|(&id, _)| id)
+        .collect();
+    assert!(
+        twice.is_empty() && s.lost == 0,
+        "jobs run twice: {twice:?}; {s:?}"
+    );
+}
+
+/// A handler that succeeded with a result over the limit is failed with a
+/// dead letter that says so, once: before, the ack was refused, the lease
+/// left to expire and the job run again on every attempt (found by
+/// review).
+#[test]
+fn a_done_with_an_oversized_result_is_failed_once_not_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(dir.path(), Options::default().max_attempts(3)).unwrap();
+    let id = q.enqueue(b"x").unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let pool = {
+        let ran = ran.clone();
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .visibility(Duration::from_millis(100))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |_: &JobContext, _: &[u8]| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Outcome::done_with(vec![0u8; walq::MAX_RESULT_LEN + 1])
+            })
+            .unwrap()
+    };
+    wait_until("the job is dead", || q.dead_letter(id).unwrap().is_some());
+    let s = pool.shutdown(Duration::from_secs(5)).stats;
+    let dead = q.dead_letter(id).unwrap().unwrap();
+    assert!(
+        dead.error.contains("over the 4096-byte limit"),
+        "{}",
+        dead.error
+    );
+    assert_eq!(dead.attempts, 1, "{s:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "{s:?}");
+    assert_eq!((s.dead, s.settle_errors), (1, 0), "{s:?}");
+}

@@ -41,7 +41,7 @@ use crate::worker::counters::{Count, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::outcome::Outcome;
 use crate::worker::pool::{spawn_named, Shared};
-use crate::worker::run::{panic_text, settle, settle_count};
+use crate::worker::run::{panic_text, result_within_limit, settle, settle_count};
 use crate::worker::shutdown::ShutdownReport;
 use crate::worker::trace::JobSpan;
 
@@ -363,6 +363,7 @@ async fn run_one<B: AsyncBackend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
+    let outcome = result_within_limit(outcome);
     span.outcome(&ctx, &outcome, panicked);
     // `None`: shutdown released the job while the handler ran.
     if let Some(active) = shared.take(index) {

@@ -5,6 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::done::MAX_RESULT_LEN;
 use crate::error::ErrorKind;
 use crate::worker::backend::{Backend, Delivery};
 use crate::worker::context::JobContext;
@@ -85,7 +86,13 @@ fn run_one<B: Backend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
+    let outcome = result_within_limit(outcome);
     span.outcome(&ctx, &outcome, panicked);
+    if matches!(outcome, Outcome::Done(_)) {
+        // Wait for room while the lease is in the slot, where the
+        // heartbeat extends it.
+        shared.settler.wait_room(index);
+    }
     // `None`: shutdown released the job while the handler ran.
     if let Some(active) = shared.take(index) {
         let outcome = match outcome {
@@ -109,6 +116,22 @@ fn run_one<B: Backend>(
         }
     }
     shared.end();
+}
+
+/// A `Done` whose result is over [`MAX_RESULT_LEN`] becomes a `Fail`
+/// that says so: the ack would be refused, the lease left to expire and
+/// the job, which succeeded, run again on every attempt. Its side effects
+/// happened once; the dead letter tells the developer to shrink the
+/// result. Shared with the async pool.
+pub(crate) fn result_within_limit(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Done(Some(result)) if result.len() > MAX_RESULT_LEN => Outcome::Fail(format!(
+            "the handler returned Done with a result of {} bytes, over the {MAX_RESULT_LEN}-byte \
+             limit of a job's result; the job is not run again",
+            result.len()
+        )),
+        other => other,
+    }
 }
 
 /// Runs the handler, turning a panic into a retry that carries the panic

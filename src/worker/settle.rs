@@ -16,9 +16,12 @@
 //! * each worker has at most [`WINDOW`] acks handed over and not yet
 //!   settled; a worker at its window waits, so nothing queues without
 //!   bound;
-//! * the heartbeat extends the leases of acks waiting here
-//!   ([`Settler::pending_leases`]), so a slow sync cannot let a finished
-//!   job's lease expire and the job run again;
+//! * the heartbeat extends the leases of acks waiting here and of the
+//!   batch being settled ([`Settler::pending_leases`]; an ack with a
+//!   result syncs `done.rec` before its ack record), and a worker at its
+//!   window waits with its finished job's lease still in its slot, so a
+//!   slow sync cannot let a finished job's lease expire and the job run
+//!   again;
 //! * shutdown closes the settler after the workers stopped handing over,
 //!   and the settler settles everything pending before it exits.
 
@@ -46,6 +49,8 @@ struct State<L> {
     /// Per worker: acks handed over and not yet settled (queued or being
     /// settled).
     unsettled: Vec<usize>,
+    /// Leases of the batch being settled (extended until settled).
+    in_flight: Vec<L>,
     /// No more acks come; the settler exits once `queue` is empty.
     closing: bool,
     /// The settler thread exited (or never started): settle inline.
@@ -67,6 +72,7 @@ impl<L: Clone> Settler<L> {
             state: Mutex::new(State {
                 queue: Vec::new(),
                 unsettled: vec![0; workers],
+                in_flight: Vec::new(),
                 closing: false,
                 gone: false,
             }),
@@ -103,11 +109,24 @@ impl<L: Clone> Settler<L> {
         Ok(())
     }
 
+    /// Waits until worker `worker` has room in its window (or the settler
+    /// is gone), so that it can wait while its lease is still in its slot.
+    pub(crate) fn wait_room(&self, worker: usize) {
+        let mut st = self.state.lock();
+        while st.unsettled[worker] >= WINDOW && !st.gone {
+            self.room.wait(&mut st);
+        }
+    }
+
     /// The leases of acks handed over and not yet taken for settling, for
     /// the heartbeat to extend.
     pub(crate) fn pending_leases(&self) -> Vec<L> {
         let st = self.state.lock();
-        st.queue.iter().map(|h| h.lease.clone()).collect()
+        st.queue
+            .iter()
+            .map(|h| h.lease.clone())
+            .chain(st.in_flight.iter().cloned())
+            .collect()
     }
 
     /// No more acks will be handed over; the settler thread settles what
@@ -134,12 +153,15 @@ impl<L: Clone> Settler<L> {
             }
             self.work.wait(&mut st);
         }
-        Some(std::mem::take(&mut st.queue))
+        let batch = std::mem::take(&mut st.queue);
+        st.in_flight = batch.iter().map(|h| h.lease.clone()).collect();
+        Some(batch)
     }
 
     /// Frees the window slots of a settled batch.
     fn settled(&self, batch: &[Handed<L>]) {
         let mut st = self.state.lock();
+        st.in_flight.clear();
         for h in batch {
             st.unsettled[h.worker] -= 1;
         }

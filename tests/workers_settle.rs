@@ -251,17 +251,20 @@ fn counters_add_up_with_16_workers_and_batched_settles() {
     assert_eq!(q.dead_letter_ids().len() as u64, dead);
 }
 
-/// A worker waiting for room in its window (512 acks unsettled) keeps the
-/// lease of the job it just finished in its slot, where the heartbeat
-/// extends it: before, the lease was in neither the slot nor the settler's
-/// queue while it waited, a slow sync let it expire, the ack was refused
-/// and the finished job ran again (found by review).
-#[test]
-fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
+/// One worker runs `n` jobs whose handler returns `outcome()` while the
+/// file system holds every sync; `stuck` waits until the case under test
+/// is in place. Then the held sync outlasts the visibility timeout twice
+/// over while heartbeats run (as in
+/// `the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync`), the syncs
+/// resume, and no finished job may have run again or been lost.
+fn no_finished_job_runs_again(
+    n: u64,
+    outcome: fn() -> Outcome,
+    stuck: impl FnOnce(&SimFs, &AtomicU64),
+) {
     let fs = SimFs::new();
     let clock = ManualClock::new(1_000_000);
     let q = open_sim(&fs, &clock);
-    let n = 520u64;
     enqueue_n(&q, n);
     fs.pause_syncs(true);
     let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u32>::new()));
@@ -276,18 +279,12 @@ fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
             .start(move |ctx: &JobContext, _: &[u8]| {
                 *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
                 ran.fetch_add(1, Ordering::SeqCst);
-                Outcome::done()
+                outcome()
             })
             .unwrap()
     };
     let _unpause = Unpause(fs.clone());
-    // 512 acks unsettled (one batch stuck in its sync, the rest queued);
-    // the 513th handler returned and its worker waits for room.
-    wait_until("the window filled", || ran.load(Ordering::SeqCst) >= 513);
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(ran.load(Ordering::SeqCst), 513);
-    // The sync stays slow for longer than the visibility timeout, while
-    // heartbeats run (as in the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync).
+    stuck(&fs, &ran);
     for _ in 0..6 {
         let seen = pool.stats().extended;
         clock.advance(Duration::from_millis(100));
@@ -298,9 +295,8 @@ fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
     fs.pause_syncs(false);
     wait_until("every job done", || pool.stats().done >= n);
     let s = pool.shutdown(Duration::from_secs(10)).stats;
+    let runs = runs.lock().unwrap();
     let twice: Vec<_> = runs
-        .lock()
-        .unwrap()
         .iter()
         .filter(|(_, &r)| r > 1)
         .map(|(&id, _)| id)
@@ -311,6 +307,22 @@ fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
     );
 }
 
+/// A worker waiting for room in its window (512 acks unsettled) keeps the
+/// lease of the job it just finished in its slot, where the heartbeat
+/// extends it: before, the lease was in neither the slot nor the settler's
+/// queue while it waited, a slow sync let it expire, the ack was refused
+/// and the finished job ran again (found by review).
+#[test]
+fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
+    no_finished_job_runs_again(520, Outcome::done, |_, ran| {
+        // 512 acks unsettled (one batch held in its sync, the rest
+        // queued); the 513th handler returned and its worker waits.
+        wait_until("the window filled", || ran.load(Ordering::SeqCst) >= 513);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ran.load(Ordering::SeqCst), 513, "the window holds 512");
+    });
+}
+
 /// An ack with a result is not appended at once when the settler takes
 /// it: `ack_with_result` syncs the completion file first, then acks. The
 /// leases of the batch being settled are extended too: before, they left
@@ -318,51 +330,13 @@ fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
 /// was refused and the job ran again (found by review).
 #[test]
 fn an_ack_with_a_result_keeps_its_lease_while_the_settler_syncs() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
-    let n = 3u64;
-    enqueue_n(&q, n);
-    fs.pause_syncs(true);
-    let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u32>::new()));
-    let ran = Arc::new(AtomicU64::new(0));
-    let pool = {
-        let (runs, ran) = (runs.clone(), ran.clone());
-        WorkerPool::builder(q.clone())
-            .workers(1)
-            .visibility(Duration::from_millis(300))
-            .heartbeat(Duration::from_millis(20))
-            .poll_interval(Duration::from_millis(5))
-            .start(move |ctx: &JobContext, _: &[u8]| {
-                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
-                ran.fetch_add(1, Ordering::SeqCst);
-                Outcome::done_with(b"ok".to_vec())
-            })
-            .unwrap()
-    };
-    let _unpause = Unpause(fs.clone());
-    wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
-    fs.wait_paused_syncs(1);
-    for _ in 0..6 {
-        let seen = pool.stats().extended;
-        clock.advance(Duration::from_millis(100));
-        wait_for(Duration::from_secs(10), || {
-            pool.stats().extended >= seen + 2
-        });
-    }
-    fs.pause_syncs(false);
-    wait_until("every job done", || pool.stats().done >= n);
-    let s = pool.shutdown(Duration::from_secs(10)).stats;
-    let twice: Vec<_> = runs
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, &r)| r > 1)
-        .map(|(&id, _)| id)
-        .collect();
-    assert!(
-        twice.is_empty() && s.lost == 0,
-        "jobs run twice: {twice:?}; {s:?}"
+    no_finished_job_runs_again(
+        3,
+        || Outcome::done_with(b"ok".to_vec()),
+        |fs, ran| {
+            wait_until("every handler ran", || ran.load(Ordering::SeqCst) == 3);
+            fs.wait_paused_syncs(1);
+        },
     );
 }
 

@@ -155,45 +155,20 @@ fn jobs_count_done_only_once_their_acks_are_durable_and_shutdown_settles_the_res
 
 #[test]
 fn the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
-    let n = 30;
-    enqueue_n(&q, n);
-    fs.pause_syncs(true);
-    let ran = Arc::new(AtomicU64::new(0));
-    let pool = {
-        let ran = ran.clone();
-        WorkerPool::builder(q.clone())
-            .workers(2)
-            .visibility(Duration::from_millis(300))
-            .heartbeat(Duration::from_millis(20))
-            .poll_interval(Duration::from_millis(5))
-            .start(move |_: &JobContext, _: &[u8]| {
-                ran.fetch_add(1, Ordering::SeqCst);
-                Outcome::done()
-            })
-            .unwrap()
-    };
-    let _unpause = Unpause(fs.clone());
-    wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
-    fs.wait_paused_syncs(1);
-    // Time passes well beyond the visibility timeout while the acks wait;
-    // each step waits for heartbeats that extend the waiting leases.
-    for _ in 0..6 {
-        let seen = pool.stats().extended;
-        clock.advance(Duration::from_millis(100));
-        // Without extensions of the waiting acks this never comes, and the
-        // acks are refused below (lost) once syncs resume.
-        wait_for(Duration::from_secs(10), || {
-            pool.stats().extended >= seen + 2
-        });
-    }
-    fs.pause_syncs(false);
-    wait_until("every ack settled", || accounted(&pool.stats()) >= n);
-    let s = pool.shutdown(Duration::from_secs(10)).stats;
-    assert_eq!((s.done, s.lost, s.leased), (n, 0, n), "{s:?}");
-    assert_eq!(q.stats().acked_total, n);
+    // Two workers run 30 jobs; all 30 acks wait in the settler (one in
+    // the held sync, the rest queued), so each beat extends 30 leases.
+    no_finished_job_runs_again(
+        Case {
+            jobs: 30,
+            workers: 2,
+            leases: 30,
+        },
+        Outcome::done,
+        |fs, ran| {
+            wait_until("every handler ran", || ran.load(Ordering::SeqCst) == 30);
+            fs.wait_paused_syncs(1);
+        },
+    );
 }
 
 #[test]
@@ -251,20 +226,33 @@ fn counters_add_up_with_16_workers_and_batched_settles() {
     assert_eq!(q.dead_letter_ids().len() as u64, dead);
 }
 
-/// One worker runs `n` jobs whose handler returns `outcome()` while the
-/// file system holds every sync; `stuck` waits until the case under test
-/// is in place. Then the held sync outlasts the visibility timeout twice
-/// over while heartbeats run (as in
-/// `the_heartbeat_keeps_the_leases_of_acks_waiting_for_a_sync`), the syncs
-/// resume, and no finished job may have run again or been lost.
+/// The shape of one held-sync scenario.
+struct Case {
+    /// Jobs enqueued and run.
+    jobs: u64,
+    /// Workers in the pool.
+    workers: usize,
+    /// Leases each heartbeat extends once the case is in place.
+    leases: u64,
+}
+
+/// `case.workers` workers run `case.jobs` jobs whose handler returns
+/// `outcome()` while the file system holds every sync; `stuck` waits until
+/// the case under test is in place. Then the held sync outlasts the
+/// visibility timeout twice over, in steps of a third of it; after each
+/// step, heartbeats extend every held lease (2 × `case.leases` extensions
+/// include one whole beat that began after the step: a beat may take
+/// longer than a step on a loaded machine). The syncs resume, and every
+/// job must be done exactly once, none run again or lost.
 fn no_finished_job_runs_again(
-    n: u64,
+    case: Case,
     outcome: fn() -> Outcome,
     stuck: impl FnOnce(&SimFs, &AtomicU64),
 ) {
     let fs = SimFs::new();
     let clock = ManualClock::new(1_000_000);
     let q = open_sim(&fs, &clock);
+    let n = case.jobs;
     enqueue_n(&q, n);
     fs.pause_syncs(true);
     let runs = Arc::new(Mutex::new(std::collections::BTreeMap::<u64, u32>::new()));
@@ -272,7 +260,7 @@ fn no_finished_job_runs_again(
     let pool = {
         let (runs, ran) = (runs.clone(), ran.clone());
         WorkerPool::builder(q.clone())
-            .workers(1)
+            .workers(case.workers)
             .visibility(Duration::from_millis(300))
             .heartbeat(Duration::from_millis(20))
             .poll_interval(Duration::from_millis(5))
@@ -288,12 +276,14 @@ fn no_finished_job_runs_again(
     for _ in 0..6 {
         let seen = pool.stats().extended;
         clock.advance(Duration::from_millis(100));
+        // Without extensions of the held leases this never comes, and
+        // the acks are refused below (lost) once syncs resume.
         wait_for(Duration::from_secs(10), || {
-            pool.stats().extended >= seen + 2
+            pool.stats().extended >= seen + 2 * case.leases
         });
     }
     fs.pause_syncs(false);
-    wait_until("every job done", || pool.stats().done >= n);
+    wait_until("every ack settled", || accounted(&pool.stats()) >= n);
     let s = pool.shutdown(Duration::from_secs(10)).stats;
     let runs = runs.lock().unwrap();
     let twice: Vec<_> = runs
@@ -305,6 +295,8 @@ fn no_finished_job_runs_again(
         twice.is_empty() && s.lost == 0,
         "jobs run twice: {twice:?}; {s:?}"
     );
+    assert_eq!((s.done, s.leased), (n, n), "{s:?}");
+    assert_eq!(q.stats().acked_total, n);
 }
 
 /// A worker waiting for room in its window (512 acks unsettled) keeps the
@@ -314,9 +306,14 @@ fn no_finished_job_runs_again(
 /// and the finished job ran again (found by review).
 #[test]
 fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
-    no_finished_job_runs_again(520, Outcome::done, |_, ran| {
-        // 512 acks unsettled (one batch held in its sync, the rest
-        // queued); the 513th handler returned and its worker waits.
+    // 512 acks unsettled (one batch held in its sync, the rest queued)
+    // and the 513th finished job's lease in its worker's slot.
+    let case = Case {
+        jobs: 520,
+        workers: 1,
+        leases: 513,
+    };
+    no_finished_job_runs_again(case, Outcome::done, |_, ran| {
         wait_until("the window filled", || ran.load(Ordering::SeqCst) >= 513);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(ran.load(Ordering::SeqCst), 513, "the window holds 512");
@@ -330,8 +327,15 @@ fn a_worker_waiting_for_window_room_keeps_its_finished_jobs_lease() {
 /// was refused and the job ran again (found by review).
 #[test]
 fn an_ack_with_a_result_keeps_its_lease_while_the_settler_syncs() {
+    // All three acks are in the batch held in its sync (the first ack's
+    // `done.rec` sync) or queued behind it.
+    let case = Case {
+        jobs: 3,
+        workers: 1,
+        leases: 3,
+    };
     no_finished_job_runs_again(
-        3,
+        case,
         || Outcome::done_with(b"ok".to_vec()),
         |fs, ran| {
             wait_until("every handler ran", || ran.load(Ordering::SeqCst) == 3);

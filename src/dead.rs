@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::frame::{self, FRAME_HEADER_LEN};
 use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::format::record::{DeadRec, Record};
+use crate::format::resync;
 use crate::format::FORMAT_VERSION;
 use crate::options::RecoveryMode;
 use crate::vfs::{Vfs, VfsFile};
@@ -239,6 +240,11 @@ impl DeadFile {
         let mut report = DeadRecovery::default();
         let mut off = SEGMENT_HEADER_LEN as u64;
         let mut buf = Vec::new();
+        let mut past = Past {
+            tail: None,
+            budget: resync::Budget::for_file(usize::try_from(self.len).unwrap_or(usize::MAX)),
+            recovery,
+        };
         while off < self.len {
             self.read_frame(off, &mut buf)?;
             match frame::decode(&buf, DEAD_SEGMENT_ID, MAX_DEAD_RECORD) {
@@ -247,33 +253,61 @@ impl DeadFile {
                     self.index_record(Record::decode(kind, f.body), off, len, lsn)?;
                     off += u64::from(len);
                 }
-                Err(err) => {
-                    let mut rest = vec![0u8; usize::try_from(self.len - off).unwrap_or(0)];
-                    self.read_into(&mut rest, off)?;
-                    let (next, durable) = later_frames(&rest, 0);
-                    match (next, recovery) {
-                        (_, _) if !durable => {
-                            // A torn tail: the last append did not complete.
-                            report.torn_bytes = self.len - off;
-                            self.cut(off)?;
-                            break;
-                        }
-                        (Some(next), RecoveryMode::Salvage) => {
-                            report.damaged_bytes += next as u64;
-                            off += next as u64;
-                        }
-                        (_, RecoveryMode::Strict) | (None, _) => {
-                            return Err(Error::corrupt(
-                                &self.path,
-                                off,
-                                format!("{err} in the middle of the dead letters"),
-                            ));
-                        }
-                    }
-                }
+                Err(err) => match self.past_damage(off, &err, &mut past, &mut report)? {
+                    Some(next) => off = next,
+                    None => break,
+                },
             }
         }
         Ok(report)
+    }
+
+    /// Deals with damage (`err`) at `off`: returns where the records go on
+    /// (Salvage), or `None` after cutting a torn tail. The rest of the file
+    /// is read once, at the first damage, and every search draws on one
+    /// budget (`format::resync`), so crafted bytes cannot make the open
+    /// take quadratic time.
+    fn past_damage(
+        &mut self,
+        off: u64,
+        err: &frame::FrameError,
+        past: &mut Past,
+        report: &mut DeadRecovery,
+    ) -> Result<Option<u64>> {
+        if past.tail.is_none() {
+            let mut rest = vec![0u8; usize::try_from(self.len - off).unwrap_or(0)];
+            self.read_into(&mut rest, off)?;
+            past.tail = Some((off, rest));
+        }
+        let Some((base, rest)) = past.tail.as_ref() else {
+            return Ok(None);
+        };
+        let damaged = (off - base) as usize;
+        let (next, durable) = later_frames(rest, damaged, &mut past.budget).map_err(|g| {
+            let at = resync::GaveUp {
+                at: g.at + *base as usize,
+                ..g
+            };
+            Error::corrupt(&self.path, off, format!("{err} in the dead letters; {at}"))
+        })?;
+        match (next, past.recovery) {
+            (_, _) if !durable => {
+                // A torn tail: the last append did not complete.
+                report.torn_bytes = self.len - off;
+                self.cut(off)?;
+                Ok(None)
+            }
+            (Some(next), RecoveryMode::Salvage) => {
+                let next = base + next as u64;
+                report.damaged_bytes += next - off;
+                Ok(Some(next))
+            }
+            (_, RecoveryMode::Strict) | (None, _) => Err(Error::corrupt(
+                &self.path,
+                off,
+                format!("{err} in the middle of the dead letters"),
+            )),
+        }
     }
 
     fn index_record(
@@ -514,38 +548,54 @@ pub(crate) fn write_side_file(
     crate::vfs::write_atomically(vfs, dir, &name, &[&header.encode(), body], mode)
 }
 
+/// What the replay of the dead letters keeps once it met damage.
+struct Past {
+    /// The rest of the file from the first damage on, and its offset.
+    tail: Option<(u64, Vec<u8>)>,
+    /// What the searches past damage may still do.
+    budget: resync::Budget,
+    recovery: RecoveryMode,
+}
+
 /// The first intact frame after a damaged one at `damaged`, and whether
 /// any later intact frame proves, through its sync lag (bytes written since
 /// the last sync), that the damaged bytes had been synced: then the damage
 /// is not a torn write.
-fn later_frames(bytes: &[u8], damaged: usize) -> (Option<usize>, bool) {
-    later_side_frames(bytes, damaged, DEAD_SEGMENT_ID, MAX_DEAD_RECORD)
+fn later_frames(
+    bytes: &[u8],
+    damaged: usize,
+    budget: &mut resync::Budget,
+) -> std::result::Result<(Option<usize>, bool), resync::GaveUp> {
+    later_side_frames(bytes, damaged, DEAD_SEGMENT_ID, MAX_DEAD_RECORD, budget)
 }
 
 /// [`later_frames`] for any side file, with its checksum seed and record
-/// size limit.
+/// size limit; all the searches of one file draw on one `budget` (see
+/// `format::resync`).
 pub(crate) fn later_side_frames(
     bytes: &[u8],
     damaged: usize,
     segment_id: u32,
     max_len: u32,
-) -> (Option<usize>, bool) {
-    let mut first = None;
-    let mut off = damaged + 1;
-    while off < bytes.len() {
-        match frame::decode(&bytes[off..], segment_id, max_len) {
-            Ok(f) => {
-                first.get_or_insert(off);
-                if off.saturating_sub(f.sync_lag as usize) > damaged {
-                    return (first, true);
-                }
-                // Byte by byte: a bogus frame's length could skip real ones.
-                off += 1;
-            }
-            Err(_) => off += 1,
-        }
-    }
-    (first, false)
+    budget: &mut resync::Budget,
+) -> std::result::Result<(Option<usize>, bool), resync::GaveUp> {
+    let goal = resync::Goal {
+        // Any LSN: the side files' sequence numbers are not dense.
+        wanted: |_: usize, _: &[u8]| true,
+        proves: |off: usize, f: &frame::Frame<'_>| {
+            off.saturating_sub(f.sync_lag as usize) > damaged
+        },
+        need_proof: true,
+    };
+    let later = resync::search(
+        bytes,
+        damaged + 1..bytes.len(),
+        segment_id,
+        max_len,
+        goal,
+        budget,
+    )?;
+    Ok((later.first.map(|(off, _)| off), later.durable))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::format::checkpoint::{Checkpoint, FLAG_CLEAN};
 use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::format::resync;
 use crate::log::{Log, SegInfo};
 use crate::options::{Options, RecoveryMode};
 use crate::rotation_tear::{self, Newest};
@@ -660,6 +661,8 @@ struct Cursor {
     batch: Vec<u32>,
     /// The scan stopped at a torn tail.
     torn: bool,
+    /// What the segment's searches past damage may still do.
+    budget: resync::Budget,
 }
 
 /// Replays one segment, read with `pread` (an unreadable sector is an
@@ -683,6 +686,7 @@ fn scan_segment(
         expected: from.next_lsn,
         batch: Vec::new(),
         torn: false,
+        budget: resync::Budget::for_file(image.bytes.len()),
     };
     loop {
         let damage = match frame_in(image.bytes, seg, at.off) {
@@ -744,20 +748,26 @@ fn past_damage(
     report: &mut RecoveryReport,
 ) -> Result<bool> {
     let (seg, off) = (image.seg, at.off);
-    let written = image.written.len();
-    let (next, durable_later) = find_later(image.bytes, written, seg, off + 1, at.expected);
-    if !durable_later && (ctx.last || torn_across(ctx, at.expected - at.batch.len() as u64)?) {
+    // Only the newest segment, or the one before it, can end in a torn
+    // tail; elsewhere damage is damage, and the first later frame is all
+    // the scan needs.
+    let may_be_torn = ctx.last || ctx.newest.is_some();
+    let later = find_later(image, &mut at.budget, off + 1, at.expected, may_be_torn).map_err(
+        |gave_up| Error::corrupt(&seg.path, u64::from(off), format!("{damage}; {gave_up}")),
+    )?;
+    let next = later.first;
+    if !later.durable && (ctx.last || torn_across(ctx, at.expected - at.batch.len() as u64)?) {
         at.torn = true;
         return Ok(false);
     }
     match (ctx.mode, next) {
         (RecoveryMode::Salvage, Some((next_off, f))) => {
             report.records_lost += f.lsn - at.expected;
-            report.bytes_skipped += u64::from(next_off - off);
+            report.bytes_skipped += (next_off - off as usize) as u64;
             report.records_lost += at.batch.len() as u64;
             at.batch.clear();
             at.expected = f.lsn;
-            at.off = next_off;
+            at.off = next_off as u32;
             Ok(true)
         }
         (RecoveryMode::Salvage, None) => {
@@ -880,35 +890,33 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
     Ok(())
 }
 
-/// The first intact frame after `from` with an LSN past `expected`, and
-/// whether any intact frame after `from` proves, through its sync lag, that
-/// LSN `expected` had been durable (then the damage is not a torn write).
-/// Frames start before `written` (the bytes after it are zeros).
+/// The first intact frame after `from` with an LSN past `expected`, and,
+/// if `need_proof`, whether any intact frame after `from` proves, through
+/// its sync lag, that LSN `expected` had been durable (then the damage is
+/// not a torn write). Frames start before the written end (the bytes after
+/// it are zeros).
 fn find_later<'a>(
-    bytes: &'a [u8],
-    written: usize,
-    seg: &Segment,
+    image: &Image<'a>,
+    budget: &mut resync::Budget,
     from: u32,
     expected: u64,
-) -> (Option<(u32, Frame<'a>)>, bool) {
-    let size = bytes.len();
-    let mut first = None;
-    let mut off = from as usize;
-    while off < written && off + frame::FRAME_HEADER_LEN <= size {
-        let lsn = frame::peek_lsn(&bytes[off..]).unwrap_or(0);
-        if lsn > expected && lsn - expected < (1 << 40) {
-            if let Ok(f) = frame::decode(&bytes[off..], seg.id, seg.size()) {
-                if first.is_none() {
-                    first = Some((off as u32, f));
-                }
-                if f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected {
-                    return (first, true);
-                }
-            }
-        }
-        // Byte by byte, not frame by frame: a frame found inside damaged
-        // bytes may be bogus and its length would skip real ones.
-        off += 1;
-    }
-    (first, false)
+    need_proof: bool,
+) -> std::result::Result<resync::Later<'a>, resync::GaveUp> {
+    let goal = resync::Goal {
+        wanted: |_: usize, head: &[u8]| {
+            let lsn = frame::peek_lsn(head).unwrap_or(0);
+            lsn > expected && lsn - expected < (1 << 40)
+        },
+        proves: |_: usize, f: &Frame<'_>| f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected,
+        need_proof,
+    };
+    let span = from as usize..image.written.len();
+    resync::search(
+        image.bytes,
+        span,
+        image.seg.id,
+        image.seg.size(),
+        goal,
+        budget,
+    )
 }

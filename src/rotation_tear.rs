@@ -30,6 +30,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::format::frame;
 use crate::format::header::SEGMENT_HEADER_LEN;
+use crate::format::resync;
 use crate::segment::{self, Segment};
 use crate::stats::RecoveryReport;
 use crate::vfs::Vfs;
@@ -88,22 +89,29 @@ pub fn newest_base(vfs: &dyn Vfs, newest: Newest<'_>) -> Result<u64> {
 }
 
 /// Whether an intact frame of the newest segment proves, through its sync
-/// lag, that LSN `lsn` had been durable.
+/// lag, that LSN `lsn` had been durable. A search that runs out of its
+/// budget (crafted bytes) is an error naming the segment, never a "no".
 pub fn newest_proves(vfs: &dyn Vfs, newest: Newest<'_>, lsn: u64) -> Result<bool> {
     let seg = Segment::open(vfs, newest.path, newest.id)?;
     let (image, data_end) = seg.read_image(SEGMENT_HEADER_LEN as u32)?;
-    let mut off = SEGMENT_HEADER_LEN;
-    // Byte by byte: a frame found inside damaged bytes may be bogus, and
-    // its length would skip real ones.
-    while off + frame::FRAME_HEADER_LEN <= data_end.min(image.len()) {
-        if let Ok(f) = frame::decode(&image[off..], seg.id, seg.size()) {
-            if f.lsn.saturating_sub(u64::from(f.sync_lag)) >= lsn {
-                return Ok(true);
-            }
-        }
-        off += 1;
+    let goal = resync::Goal {
+        // A frame with an LSN below `lsn` cannot prove it.
+        wanted: |_: usize, head: &[u8]| frame::peek_lsn(head).unwrap_or(0) >= lsn,
+        proves: |_: usize, f: &frame::Frame<'_>| f.lsn.saturating_sub(u64::from(f.sync_lag)) >= lsn,
+        need_proof: true,
+    };
+    let mut budget = resync::Budget::for_file(image.len());
+    // Frames whose header starts before the data's end.
+    let end = data_end.min(image.len());
+    let span = SEGMENT_HEADER_LEN..(end + 1).saturating_sub(frame::FRAME_HEADER_LEN);
+    match resync::search(&image, span, seg.id, seg.size(), goal, &mut budget) {
+        Ok(later) => Ok(later.durable),
+        Err(gave_up) => Err(Error::corrupt(
+            newest.path,
+            gave_up.at as u64,
+            format!("looking for a record that proves LSN {lsn} durable: {gave_up}"),
+        )),
     }
-    Ok(false)
 }
 
 /// Removes the newest segment after the one before it was cut (none of its

@@ -107,6 +107,17 @@ fn seeded(segment_id: u32) -> crc32fast::Hasher {
     })
 }
 
+/// Whether the fields of what may be a frame header at the start of `buf`
+/// that [`decode`] checks after the checksum (kind, flags, reserved) are
+/// ones an intact frame has: a cheap filter ahead of the checksum for the
+/// byte-by-byte search after damage. It rejects nothing [`decode`] accepts.
+pub fn plausible_header(buf: &[u8]) -> bool {
+    match buf.get(..FRAME_HEADER_LEN) {
+        Some(head) => head[16] != 0 && head[17] & !KNOWN_FLAGS == 0 && head[18..20] == [0, 0],
+        None => false,
+    }
+}
+
 /// The LSN field of what may be a frame header at the start of `buf`,
 /// unverified (for the byte-by-byte search for intact frames after damage).
 pub fn peek_lsn(buf: &[u8]) -> Option<u64> {

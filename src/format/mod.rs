@@ -10,6 +10,7 @@ pub mod done;
 pub mod frame;
 pub mod header;
 pub mod record;
+pub(crate) mod resync;
 
 /// The format version written by this build, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;

@@ -4,9 +4,10 @@
 use super::entry::{Entry, Problem};
 use super::scan::{all_zero, Scan, SegEnd, SegScan};
 use crate::error::Result;
-use crate::format::frame::{self, FrameError, FLAG_BATCH_MORE, FRAME_HEADER_LEN};
+use crate::format::frame::{self, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::{FileKind, SEGMENT_HEADER_LEN};
 use crate::format::record::Record;
+use crate::format::resync;
 use crate::format::MAX_ID;
 
 impl Scan<'_> {
@@ -71,6 +72,7 @@ impl Scan<'_> {
         let mut off = SEGMENT_HEADER_LEN;
         let mut batch: Option<(usize, u64)> = None;
         let mut max_fresh_id = 0;
+        let mut budget = resync::Budget::for_file(bytes.len());
         while off < bytes.len() {
             let damage = match frame::decode(&bytes[off..], seg.id, max_len) {
                 Ok(f) if f.lsn == exp => match log_entry(f.kind, f.body, f.lsn) {
@@ -95,7 +97,16 @@ impl Scan<'_> {
                 Err(FrameError::Zero) if all_zero(&bytes[off..]) => break,
                 Err(e) => e.to_string(),
             };
-            let (next, durable) = find_later(bytes, seg.id, max_len, off + 1, exp);
+            let later = match find_later(bytes, seg, max_len, off + 1, exp, &mut budget) {
+                Ok(later) => later,
+                Err(gave_up) => {
+                    let what = format!("{damage}; {gave_up}: the rest of the segment was not read");
+                    self.problem(Problem::damage(name, off as u64, what));
+                    batch = None;
+                    break;
+                }
+            };
+            let (next, durable) = (later.first.map(|(o, f)| (o, f.lsn)), later.durable);
             if seg.last && !durable {
                 self.torn_tail(name, bytes, off, &damage);
                 break;
@@ -169,31 +180,27 @@ fn log_entry<'a>(kind: u8, body: &'a [u8], lsn: u64) -> std::result::Result<Entr
     }
 }
 
-/// The first intact frame after `from` with an LSN past `expected` (its
-/// offset and LSN), and whether an intact frame after `from` proves,
-/// through its sync lag, that LSN `expected` had been durable. Byte by
-/// byte: a frame found inside damaged bytes may be bogus, and its length
-/// would skip real ones.
-fn find_later(
-    bytes: &[u8],
-    seg: u32,
+/// The first intact frame after `from` with an LSN past `expected`, and,
+/// in the last segment (where damage may be a torn tail), whether an
+/// intact frame after `from` proves, through its sync lag, that LSN
+/// `expected` had been durable. See `format::resync`.
+fn find_later<'a>(
+    bytes: &'a [u8],
+    seg: &SegScan<'_>,
     max_len: u32,
     from: usize,
     expected: u64,
-) -> (Option<(usize, u64)>, bool) {
-    let mut first = None;
-    let mut off = from;
-    while off + FRAME_HEADER_LEN <= bytes.len() {
-        let lsn = frame::peek_lsn(&bytes[off..]).unwrap_or(0);
-        if lsn > expected && lsn - expected < (1 << 40) {
-            if let Ok(f) = frame::decode(&bytes[off..], seg, max_len) {
-                first.get_or_insert((off, f.lsn));
-                if f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected {
-                    return (first, true);
-                }
-            }
-        }
-        off += 1;
-    }
-    (first, false)
+    budget: &mut resync::Budget,
+) -> std::result::Result<resync::Later<'a>, resync::GaveUp> {
+    let goal = resync::Goal {
+        wanted: |_: usize, head: &[u8]| {
+            let lsn = frame::peek_lsn(head).unwrap_or(0);
+            lsn > expected && lsn - expected < (1 << 40)
+        },
+        proves: |_: usize, f: &frame::Frame<'_>| {
+            f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected
+        },
+        need_proof: seg.last,
+    };
+    resync::search(bytes, from..bytes.len(), seg.id, max_len, goal, budget)
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{healthy, image, json, opts, segments, walq, walq_stdin};
+use common::{contents, healthy, image, json, large, opts, segments, walq, walq_stdin};
 use walq::Queue;
 
 fn stats(d: &str) -> serde_json::Value {
@@ -435,4 +435,119 @@ fn export_refuses_to_write_into_the_queue_directory() {
     assert_eq!(image(dir.path()), before, "export changed the queue");
     let run = walq(&["verify", d]);
     assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+/// An export of a queue opened with a larger `max_payload` imports:
+/// before, import opened its target with the default limits and stopped
+/// at the first item over 16 MiB, after writing the items before it.
+#[test]
+fn an_export_with_payloads_over_the_default_limit_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    large(dir.path(), 20 << 20, 17 << 20, &[17 << 20, 10]);
+    let d = dir.path().to_str().unwrap();
+    let out = walq(&["export", d]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().join("copy");
+    let import = walq_stdin(&["import", t.to_str().unwrap()], Some(&out.stdout));
+    assert_eq!(import.code, 0, "{}", import.stderr);
+    assert_eq!(
+        import.stdout.trim(),
+        "imported 2 pending jobs and 1 dead letters"
+    );
+    assert!(
+        import.stderr.contains("max_payload 17825792"),
+        "says which limits it used: {}",
+        import.stderr
+    );
+    assert_eq!(contents(&t), contents(dir.path()));
+    let verify = walq(&["verify", t.to_str().unwrap()]);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
+}
+
+/// An export whose line 3 is refused, with the reason.
+fn refused_third_line(bad: &str) -> String {
+    let good = r#"{"type":"job","payload":"fine","due_ms":0,"attempts":0,"max_attempts":5}"#;
+    format!("{{\"walq_export\":1}}\n{good}\n{bad}\n{good}\n")
+}
+
+/// A pending job of `queue` with `extra` fields, as an export line.
+fn job_line(queue: &str, extra: &str) -> String {
+    format!(
+        r#"{{"type":"job","queue":"{queue}","payload":"p","due_ms":0,"attempts":0,"max_attempts":5{extra}}}"#
+    )
+}
+
+/// An import with a line that no queue takes fails naming the line and
+/// the limit (exit 6) and leaves an existing queue as it was, byte for
+/// byte: every item is checked before the first write. Before, a key,
+/// group or queue name refused by the queue stopped the import after the
+/// lines before it were written.
+#[test]
+fn an_import_with_a_refused_line_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let (before, jobs) = (image(dir.path()), contents(dir.path()));
+    let key = format!(r#","key":"{}""#, "k".repeat(2000));
+    let group = format!(r#","group":"{}""#, "g".repeat(300));
+    let many: String = (0..=walq::MAX_QUEUES)
+        .map(|i| job_line(&format!("q{i}"), "") + "\n")
+        .collect();
+    let cases = [
+        (
+            refused_third_line(&job_line("default", &key)),
+            "line 3: idempotency key of 2000 bytes is over the limit of 1024 bytes",
+        ),
+        (
+            refused_third_line(&job_line("default", r#","key":"""#)),
+            "line 3: an empty idempotency key",
+        ),
+        (
+            refused_third_line(&job_line("mail", &group)),
+            "line 3: group key of 300 bytes is over the limit of 256 bytes",
+        ),
+        (
+            refused_third_line(&job_line("no spaces", "")),
+            "line 3: queue name \"no spaces\" is invalid",
+        ),
+        (refused_third_line("{not json"), "line 3: "),
+        (
+            format!("{{\"walq_export\":1}}\n{many}"),
+            "line 1026: queue \"q1024\" would be named queue 1025",
+        ),
+    ];
+    for (input, says) in cases {
+        let run = walq_stdin(&["import", d], Some(&input));
+        assert_eq!(run.code, 6, "{says}: {}{}", run.stdout, run.stderr);
+        assert_eq!(contents(dir.path()), jobs, "{says}: jobs were added");
+        assert_eq!(image(dir.path()), before, "{says}: a file changed");
+        assert!(run.stderr.contains(says), "{says}: {}", run.stderr);
+    }
+    // The store's own named queues count too: refused once the target is
+    // open, still before anything is written.
+    let run = walq_stdin(
+        &["import", d],
+        Some(&format!(
+            "{{\"walq_export\":1}}\n{}\n",
+            job_line("mail", "")
+        )),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let jobs = contents(dir.path());
+    let new: String = (1..walq::MAX_QUEUES)
+        .chain([walq::MAX_QUEUES + 1])
+        .map(|i| job_line(&format!("q{i}"), "") + "\n")
+        .collect();
+    let run = walq_stdin(
+        &["import", d],
+        Some(&format!("{{\"walq_export\":1}}\n{new}")),
+    );
+    assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(contents(dir.path()), jobs, "jobs were added");
 }

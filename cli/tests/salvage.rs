@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{healthy, image, json, segments, walq};
+use common::{contents, healthy, image, json, large, segments, walq};
 
 fn payloads(dir: &str) -> Vec<String> {
     let run = walq(&["export", dir]);
@@ -83,4 +83,34 @@ fn salvage_of_a_healthy_queue_copies_everything() {
     let again = walq(&["salvage", dir.path().to_str().unwrap(), "--into", n]);
     assert_eq!(again.code, 6, "{}", again.stderr);
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+}
+
+/// A queue opened with a larger `max_payload` and segments is copied
+/// whole: NEW is opened with limits that take its largest job (here also
+/// a segment larger than the default 64 MiB). Before, NEW had the default
+/// limits and salvage stopped at the first job over 16 MiB.
+#[test]
+fn salvage_copies_payloads_over_the_default_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    large(dir.path(), 70 << 20, 17 << 20, &[66 << 20, 17 << 20, 5]);
+    let target = tempfile::tempdir().unwrap();
+    let new = target.path().join("salvaged");
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["salvage", d, "--into", new.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("copied 3 pending jobs and 1 dead letters"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("max_payload 69206016 and segment_size 70254592"),
+        "says which limits it used: {}",
+        run.stderr
+    );
+    assert_eq!(contents(&new), contents(dir.path()));
+    let verify = walq(&["verify", new.to_str().unwrap()]);
+    assert_eq!(verify.code, 0, "the copy is healthy: {}", verify.stdout);
 }

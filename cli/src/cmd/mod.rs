@@ -4,6 +4,7 @@ mod bench;
 mod dead;
 mod dump;
 mod enqueue;
+mod limits;
 mod look;
 mod salvage;
 mod stats;
@@ -74,13 +75,17 @@ pub fn warn_damage(snap: &Snapshot) {
 /// refuse a directory that holds no queue yet (instead of creating one).
 /// `Durability::Os` for bulk writes, which sync once at the end.
 pub fn open_store(dir: &Path, existing: bool, durability: Durability) -> Result<Store, Fail> {
+    open_store_with(dir, existing, Options::default().durability(durability))
+}
+
+/// [`open_store`] with `opts` instead of the defaults.
+pub fn open_store_with(dir: &Path, existing: bool, opts: Options) -> Result<Store, Fail> {
     if existing {
         // Read-only look first: a typo must not create a queue.
         Inspector::open(dir)
             .and_then(|i| i.scan(&mut NoVisit))
             .map_err(|e| Fail::reading(dir, &e))?;
     }
-    let opts = Options::default().durability(durability);
     Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
 }
 

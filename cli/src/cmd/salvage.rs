@@ -3,12 +3,13 @@
 
 use std::path::Path;
 
-use walq::inspect::Severity;
+use walq::inspect::{Severity, Snapshot};
 
 use crate::args::SalvageArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
 use crate::progress;
 
+use super::limits::Limits;
 use super::transfer::{add_dead, add_job, DeadSpec, JobSpec, Target};
 
 /// NEW must be absent or an empty directory, and not DIR itself.
@@ -32,11 +33,35 @@ fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
     }
 }
 
+/// The limits that take every job and dead letter of `snap`; a failure
+/// names the first that no queue takes, before NEW is created.
+fn limits_of(dir: &Path, snap: &Snapshot) -> Result<Limits, Fail> {
+    let mut limits = Limits::default();
+    let refuse = |kind: &str, id: u64, why: String| {
+        Fail::new(
+            FAILED,
+            format!("{}: {kind} {id}: {why}; nothing was copied", dir.display()),
+        )
+    };
+    for d in snap.dead.values() {
+        limits
+            .admit(&DeadSpec::of(d).sizes())
+            .map_err(|why| refuse("dead letter", d.id, why))?;
+    }
+    for j in snap.jobs.values() {
+        limits
+            .admit(&JobSpec::of(j).sizes())
+            .map_err(|why| refuse("job", j.id, why))?;
+    }
+    Ok(limits)
+}
+
 /// Runs `walq salvage`.
 pub fn run(a: &SalvageArgs) -> CmdResult {
     check_target(&a.dir, &a.into)?;
     let (_, snap) = super::snapshot(&a.dir)?;
-    let mut target = Target::open(&a.into)?;
+    let limits = limits_of(&a.dir, &snap)?;
+    let mut target = Target::open(&a.into, &limits)?;
     let bar = progress::bar(
         (snap.jobs.len() + snap.dead.len()) as u64,
         "copying",
@@ -46,14 +71,7 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     let copy = |e: walq::Error| Fail::operation(&a.into, &e);
     // Dead letters first: they are made by leasing a job, so no other may be ready.
     for d in snap.dead.values() {
-        let spec = DeadSpec {
-            queue: &d.queue,
-            priority: d.priority,
-            payload: &d.payload,
-            key: d.key.as_deref(),
-            error: &d.error,
-        };
-        match add_dead(&mut target, &spec).map_err(copy)? {
+        match add_dead(&mut target, &DeadSpec::of(d)).map_err(copy)? {
             true => dead += 1,
             false => dups += 1,
         }

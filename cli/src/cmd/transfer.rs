@@ -9,8 +9,9 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use walq::inspect::PendingJob;
 
-use walq::{Durability, EnqueueOptions, Priority, Queue, Store};
+use walq::{DeadLetter, Durability, EnqueueOptions, Priority, Queue, Store};
 
+use super::limits::{Limits, Sizes};
 use crate::args::{ExportArgs, ImportArgs};
 use crate::fail::{CmdResult, Fail, FAILED, OK};
 use crate::{progress, render};
@@ -106,6 +107,41 @@ struct Item {
     group: Option<Vec<u8>>,
 }
 
+impl Item {
+    /// What the target's limits must admit of it: what is written.
+    fn sizes(&self) -> Sizes<'_> {
+        if self.dead {
+            self.dead_spec().sizes()
+        } else {
+            self.job_spec().sizes()
+        }
+    }
+
+    /// It as a dead letter to add.
+    fn dead_spec(&self) -> DeadSpec<'_> {
+        DeadSpec {
+            queue: &self.queue,
+            priority: self.priority,
+            payload: &self.payload,
+            key: self.key.as_deref(),
+            error: &self.error,
+        }
+    }
+
+    /// It as a pending job to add.
+    fn job_spec(&self) -> JobSpec<'_> {
+        JobSpec {
+            queue: &self.queue,
+            payload: &self.payload,
+            key: self.key.as_deref(),
+            due_ms: self.due_ms,
+            attempts_left: self.attempts_left,
+            priority: self.priority,
+            group: self.group.as_deref(),
+        }
+    }
+}
+
 fn field_u64(m: &Map<String, Value>, name: &str) -> Result<u64, String> {
     m.get(name)
         .and_then(Value::as_u64)
@@ -157,9 +193,12 @@ fn item(m: &Map<String, Value>) -> Result<Item, String> {
     })
 }
 
-/// Reads and checks the whole export before anything is written.
-fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<Vec<Item>, Fail> {
+/// Reads and checks the whole export before anything is written: each
+/// line must parse and fit the limits no option raises. Returns the items
+/// and the limits that take them all.
+fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<(Vec<Item>, Limits), Fail> {
     let mut items = Vec::new();
+    let mut limits = Limits::default();
     let mut header = false;
     for (i, line) in input.lines().enumerate() {
         let at = |what: String| Fail::new(FAILED, format!("{name}: line {}: {what}", i + 1));
@@ -181,7 +220,9 @@ fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<Vec<Item>, Fail> {
                 None => return Err(at("not a walq export (no \"walq_export\" header)".into())),
             }
         }
-        items.push(item(&m).map_err(at)?);
+        let it = item(&m).map_err(&at)?;
+        limits.admit(&it.sizes()).map_err(&at)?;
+        items.push(it);
     }
     if !header {
         return Err(Fail::new(
@@ -189,7 +230,7 @@ fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<Vec<Item>, Fail> {
             format!("{name}: empty, not a walq export"),
         ));
     }
-    Ok(items)
+    Ok((items, limits))
 }
 
 /// What an import added.
@@ -211,9 +252,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// Opens the store in `dir` for bulk writes.
-    pub fn open(dir: &Path) -> Result<Target, Fail> {
-        let store = super::open_store(dir, false, Durability::Os)?;
+    /// Opens the store in `dir` for bulk writes, with `limits` (and says
+    /// so on stderr when they are not the defaults).
+    pub fn open(dir: &Path, limits: &Limits) -> Result<Target, Fail> {
+        let opts = limits.options().durability(Durability::Os);
+        let store = super::open_store_with(dir, false, opts)?;
+        if limits.raised() {
+            eprintln!(
+                "walq: note: an item is over the default limits: {} was opened with \
+                 max_payload {} and segment_size {}; open it with at least these \
+                 (Options::max_payload, Options::segment_size)",
+                dir.display(),
+                limits.max_payload(),
+                limits.segment_size()
+            );
+        }
         Ok(Target {
             store,
             queues: HashMap::new(),
@@ -248,6 +301,30 @@ pub struct DeadSpec<'a> {
     pub key: Option<&'a [u8]>,
     /// The last error.
     pub error: &'a str,
+}
+
+impl<'a> DeadSpec<'a> {
+    /// The spec of a dead letter found in a snapshot (its group is not
+    /// kept: a dead letter is rebuilt without one).
+    pub fn of(d: &'a DeadLetter) -> DeadSpec<'a> {
+        DeadSpec {
+            queue: &d.queue,
+            priority: d.priority,
+            payload: &d.payload,
+            key: d.key.as_deref(),
+            error: &d.error,
+        }
+    }
+
+    /// What the target's limits must admit of it.
+    pub fn sizes(&self) -> Sizes<'a> {
+        Sizes {
+            queue: self.queue,
+            payload: self.payload.len() as u64,
+            key: self.key.map(<[u8]>::len),
+            group: None,
+        }
+    }
 }
 
 /// Adds a dead letter: enqueued with one attempt, leased and failed with
@@ -314,6 +391,16 @@ impl<'a> JobSpec<'a> {
             group: j.group.as_deref(),
         }
     }
+
+    /// What the target's limits must admit of it.
+    pub fn sizes(&self) -> Sizes<'a> {
+        Sizes {
+            queue: self.queue,
+            payload: self.payload.len() as u64,
+            key: self.key.map(<[u8]>::len),
+            group: self.group.map(<[u8]>::len),
+        }
+    }
 }
 
 /// Adds a pending job to its queue; false if its key was already known.
@@ -344,8 +431,8 @@ pub fn import(a: &ImportArgs) -> CmdResult {
         ),
         None => (Box::new(std::io::stdin().lock()), "stdin".into()),
     };
-    let items = read_items(input, &name)?;
-    let mut target = Target::open(&a.dir)?;
+    let (items, limits) = read_items(input, &name)?;
+    let mut target = Target::open(&a.dir, &limits)?;
     let added = add_all(&mut target, &a.dir, &items)?;
     target.close(&a.dir)?;
     println!(
@@ -364,12 +451,18 @@ pub fn import(a: &ImportArgs) -> CmdResult {
     Ok(OK)
 }
 
-fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
-    let mut added = Added::default();
+/// The checks that need the target, before anything is written: every
+/// item's queue can be opened (a store holds at most `MAX_QUEUES` named
+/// queues, counting those it has), and the queues of dead letters have no
+/// ready job.
+fn check_target(t: &mut Target, dir: &Path, items: &[Item]) -> Result<(), Fail> {
     let mut busy = false;
-    for it in items.iter().filter(|i| i.dead) {
-        let q = t.queue(&it.queue).map_err(|e| Fail::operation(dir, &e))?;
-        busy |= q.stats().ready > 0;
+    for it in items {
+        let q = t.queue(&it.queue).map_err(|e| {
+            let f = Fail::operation(dir, &e);
+            Fail::new(f.code, format!("{}; nothing was imported", f.message))
+        })?;
+        busy |= it.dead && q.stats().ready > 0;
     }
     if busy {
         return Err(Fail::new(
@@ -381,6 +474,13 @@ fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Adds every item to the target, dead letters first.
+fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
+    check_target(t, dir, items)?;
+    let mut added = Added::default();
     let bar = progress::bar(items.len() as u64, "importing", "items");
     // Dead letters first, while no other job is ready.
     for it in items
@@ -388,27 +488,10 @@ fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
         .filter(|i| i.dead)
         .chain(items.iter().filter(|i| !i.dead))
     {
-        let key = it.key.as_deref();
         let result = if it.dead {
-            let d = DeadSpec {
-                queue: &it.queue,
-                priority: it.priority,
-                payload: &it.payload,
-                key,
-                error: &it.error,
-            };
-            add_dead(t, &d)
+            add_dead(t, &it.dead_spec())
         } else {
-            let job = JobSpec {
-                queue: &it.queue,
-                payload: &it.payload,
-                key,
-                due_ms: it.due_ms,
-                attempts_left: it.attempts_left,
-                priority: it.priority,
-                group: it.group.as_deref(),
-            };
-            add_job(t, &job)
+            add_job(t, &it.job_spec())
         };
         match result.map_err(|e| Fail::operation(dir, &e))? {
             false => added.duplicates += 1,

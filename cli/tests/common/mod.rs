@@ -150,3 +150,70 @@ pub fn image(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// A queue in `dir` opened with `max_payload(max)` and segments that hold
+/// it, closed: a dead letter of `dead` bytes of `b'd'` (key "k-dead",
+/// error "too big"), then a pending job of each size in `jobs`, the i-th
+/// of bytes `b'a' + i`, the first with key "k-0". Sizes over 16 MiB are
+/// what the default limits refuse.
+pub fn large(dir: &Path, max: u32, dead: usize, jobs: &[usize]) {
+    quiet(|| {
+        let opts = Options::default()
+            .segment_size(u64::from(max) + (1 << 20))
+            .max_payload(max);
+        let q = Queue::open_with(dir, opts).unwrap();
+        let once = EnqueueOptions::new()
+            .idempotency_key("k-dead")
+            .max_attempts(1);
+        q.enqueue_with(&vec![b'd'; dead], once).unwrap();
+        let job = q.dequeue_timeout(Duration::ZERO).unwrap().unwrap();
+        q.fail(job.receipt(), "too big").unwrap();
+        for (i, &len) in jobs.iter().enumerate() {
+            let mut eo = EnqueueOptions::new();
+            if i == 0 {
+                eo = eo.idempotency_key("k-0");
+            }
+            q.enqueue_with(&vec![b'a' + i as u8; len], eo).unwrap();
+        }
+        q.close().unwrap();
+    });
+}
+
+/// A payload in a few words: its length and its byte when all its bytes
+/// are the same (large payloads stay readable in a failed assertion).
+fn summary(payload: &[u8]) -> String {
+    match payload.first() {
+        Some(&b) if payload.iter().all(|&x| x == b) => {
+            format!("{} x {:?}", payload.len(), b as char)
+        }
+        _ => format!(
+            "{} bytes {:?}",
+            payload.len(),
+            String::from_utf8_lossy(payload)
+        ),
+    }
+}
+
+/// What the queue in `dir` holds, read without its lock: each pending
+/// job as "job queue key payload" and each dead letter as "dead queue key
+/// payload error", ids and times left out, sorted.
+pub fn contents(dir: &Path) -> Vec<String> {
+    let snap = walq::inspect::Inspector::open(dir)
+        .and_then(|i| i.snapshot())
+        .unwrap();
+    let key = |k: &Option<Vec<u8>>| k.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+    let mut v: Vec<String> = snap
+        .jobs
+        .values()
+        .map(|j| {
+            let (q, k, p) = (&j.queue, key(&j.key), summary(&j.payload));
+            format!("job {q:?} {k:?} {p}")
+        })
+        .chain(snap.dead.values().map(|d| {
+            let (q, k, p) = (&d.queue, key(&d.key), summary(&d.payload));
+            format!("dead {q:?} {k:?} {p} {:?}", d.error)
+        }))
+        .collect();
+    v.sort();
+    v
+}

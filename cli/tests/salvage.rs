@@ -85,6 +85,28 @@ fn salvage_of_a_healthy_queue_copies_everything() {
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
 }
 
+/// NEW inside DIR is refused before anything is created: salvage only
+/// reads DIR (before, it created NEW there).
+#[test]
+fn salvage_refuses_a_target_inside_the_queue_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let before = contents(dir.path());
+    for inside in ["sub", "sub/deeper"] {
+        let into = dir.path().join(inside);
+        let d = dir.path().to_str().unwrap();
+        let run = walq(&["salvage", d, "--into", into.to_str().unwrap()]);
+        assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("which salvage only reads"),
+            "{}",
+            run.stderr
+        );
+        assert!(!dir.path().join("sub").exists(), "{inside}: created in DIR");
+        assert!(contents(dir.path()) == before, "{inside}: DIR changed");
+    }
+}
+
 /// A queue opened with a larger `max_payload` and segments is copied
 /// whole: NEW is opened with limits that take its largest job (here also
 /// a segment larger than the default 64 MiB). Before, NEW had the default

@@ -1,7 +1,7 @@
 //! `walq salvage DIR --into NEW`: the intact jobs of a damaged queue,
 //! copied into a fresh one; the damaged directory is only read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use walq::inspect::{Severity, Snapshot};
 
@@ -12,11 +12,20 @@ use crate::progress;
 use super::limits::Limits;
 use super::transfer::{add_dead, add_job, DeadSpec, JobSpec, Target};
 
-/// NEW must be absent or an empty directory, and not DIR itself.
+/// NEW must be absent or an empty directory, and neither DIR itself nor
+/// inside it (salvage only reads DIR).
 fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
-    if let (Ok(a), Ok(b)) = (dir.canonicalize(), into.canonicalize()) {
+    if let (Ok(a), Some(b)) = (dir.canonicalize(), resolved(into)) {
         if a == b {
             return Err(Fail::new(FAILED, "--into must be a new directory, not DIR"));
+        }
+        if b.starts_with(&a) {
+            let what = format!(
+                "--into {} is inside {}, which salvage only reads",
+                into.display(),
+                dir.display()
+            );
+            return Err(Fail::new(FAILED, what));
         }
     }
     match std::fs::read_dir(into).map(|mut entries| entries.next().is_some()) {
@@ -30,6 +39,24 @@ fn check_target(dir: &Path, into: &Path) -> Result<(), Fail> {
         Ok(false) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Fail::new(FAILED, format!("{}: {e}", into.display()))),
+    }
+}
+
+/// What `path` will be once created: its nearest existing ancestor,
+/// canonical, with the missing rest appended. `None` if a missing part is
+/// `..` or the path has no existing ancestor.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut missing = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return Some(missing.iter().rev().fold(real, |p, part| p.join(part)));
+        }
+        missing.push(at.file_name()?.to_owned());
+        at = match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
     }
 }
 

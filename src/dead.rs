@@ -242,7 +242,6 @@ impl DeadFile {
         let mut buf = Vec::new();
         let mut past = Past {
             tail: None,
-            budget: resync::Budget::for_file(usize::try_from(self.len).unwrap_or(usize::MAX)),
             recovery,
         };
         while off < self.len {
@@ -264,9 +263,7 @@ impl DeadFile {
 
     /// Deals with damage (`err`) at `off`: returns where the records go on
     /// (Salvage), or `None` after cutting a torn tail. The rest of the file
-    /// is read once, at the first damage, and every search draws on one
-    /// budget (`format::resync`), so crafted bytes cannot make the open
-    /// take quadratic time.
+    /// is read once, at the first damage, not again at each.
     fn past_damage(
         &mut self,
         off: u64,
@@ -283,13 +280,7 @@ impl DeadFile {
             return Ok(None);
         };
         let damaged = (off - base) as usize;
-        let (next, durable) = later_frames(rest, damaged, &mut past.budget).map_err(|g| {
-            let at = resync::GaveUp {
-                at: g.at + *base as usize,
-                ..g
-            };
-            Error::corrupt(&self.path, off, format!("{err} in the dead letters; {at}"))
-        })?;
+        let (next, durable) = later_frames(rest, damaged);
         match (next, past.recovery) {
             (_, _) if !durable => {
                 // A torn tail: the last append did not complete.
@@ -552,8 +543,6 @@ pub(crate) fn write_side_file(
 struct Past {
     /// The rest of the file from the first damage on, and its offset.
     tail: Option<(u64, Vec<u8>)>,
-    /// What the searches past damage may still do.
-    budget: resync::Budget,
     recovery: RecoveryMode,
 }
 
@@ -561,24 +550,18 @@ struct Past {
 /// any later intact frame proves, through its sync lag (bytes written since
 /// the last sync), that the damaged bytes had been synced: then the damage
 /// is not a torn write.
-fn later_frames(
-    bytes: &[u8],
-    damaged: usize,
-    budget: &mut resync::Budget,
-) -> std::result::Result<(Option<usize>, bool), resync::GaveUp> {
-    later_side_frames(bytes, damaged, DEAD_SEGMENT_ID, MAX_DEAD_RECORD, budget)
+fn later_frames(bytes: &[u8], damaged: usize) -> (Option<usize>, bool) {
+    later_side_frames(bytes, damaged, DEAD_SEGMENT_ID, MAX_DEAD_RECORD)
 }
 
 /// [`later_frames`] for any side file, with its checksum seed and record
-/// size limit; all the searches of one file draw on one `budget` (see
-/// `format::resync`).
+/// size limit (see `format::resync`).
 pub(crate) fn later_side_frames(
     bytes: &[u8],
     damaged: usize,
     segment_id: u32,
     max_len: u32,
-    budget: &mut resync::Budget,
-) -> std::result::Result<(Option<usize>, bool), resync::GaveUp> {
+) -> (Option<usize>, bool) {
     let goal = resync::Goal {
         // Any LSN: the side files' sequence numbers are not dense.
         wanted: |_: usize, _: &[u8]| true,
@@ -587,15 +570,8 @@ pub(crate) fn later_side_frames(
         },
         need_proof: true,
     };
-    let later = resync::search(
-        bytes,
-        damaged + 1..bytes.len(),
-        segment_id,
-        max_len,
-        goal,
-        budget,
-    )?;
-    Ok((later.first.map(|(off, _)| off), later.durable))
+    let later = resync::search(bytes, damaged + 1..bytes.len(), segment_id, max_len, goal);
+    (later.first.map(|(off, _)| off), later.durable)
 }
 
 #[cfg(test)]

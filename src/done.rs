@@ -216,7 +216,6 @@ impl DoneFile {
     fn replay(&mut self, bytes: &[u8], recovery: RecoveryMode, now: u64) -> Result<DoneRecovery> {
         let mut report = DoneRecovery::default();
         let mut off = SEGMENT_HEADER_LEN;
-        let mut budget = crate::format::resync::Budget::for_file(bytes.len());
         while off < bytes.len() {
             match frame::decode(&bytes[off..], DONE_SEGMENT_ID, MAX_DONE_RECORD) {
                 Ok(f) => {
@@ -247,17 +246,8 @@ impl DoneFile {
                     break;
                 }
                 Err(err) => {
-                    let (next, durable) = later_side_frames(
-                        bytes,
-                        off,
-                        DONE_SEGMENT_ID,
-                        MAX_DONE_RECORD,
-                        &mut budget,
-                    )
-                    .map_err(|gave_up| {
-                        let what = format!("{err} in the completion file; {gave_up}");
-                        Error::corrupt(&self.path, off as u64, what)
-                    })?;
+                    let (next, durable) =
+                        later_side_frames(bytes, off, DONE_SEGMENT_ID, MAX_DONE_RECORD);
                     match (next, recovery) {
                         (_, _) if !durable => {
                             // A torn tail: the last append did not complete.

@@ -661,8 +661,6 @@ struct Cursor {
     batch: Vec<u32>,
     /// The scan stopped at a torn tail.
     torn: bool,
-    /// What the segment's searches past damage may still do.
-    budget: resync::Budget,
 }
 
 /// Replays one segment, read with `pread` (an unreadable sector is an
@@ -686,7 +684,6 @@ fn scan_segment(
         expected: from.next_lsn,
         batch: Vec::new(),
         torn: false,
-        budget: resync::Budget::for_file(image.bytes.len()),
     };
     loop {
         let damage = match frame_in(image.bytes, seg, at.off) {
@@ -752,9 +749,7 @@ fn past_damage(
     // tail; elsewhere damage is damage, and the first later frame is all
     // the scan needs.
     let may_be_torn = ctx.last || ctx.newest.is_some();
-    let later = find_later(image, &mut at.budget, off + 1, at.expected, may_be_torn).map_err(
-        |gave_up| Error::corrupt(&seg.path, u64::from(off), format!("{damage}; {gave_up}")),
-    )?;
+    let later = find_later(image, off + 1, at.expected, may_be_torn);
     let next = later.first;
     if !later.durable && (ctx.last || torn_across(ctx, at.expected - at.batch.len() as u64)?) {
         at.torn = true;
@@ -897,11 +892,10 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
 /// it are zeros).
 fn find_later<'a>(
     image: &Image<'a>,
-    budget: &mut resync::Budget,
     from: u32,
     expected: u64,
     need_proof: bool,
-) -> std::result::Result<resync::Later<'a>, resync::GaveUp> {
+) -> resync::Later<'a> {
     let goal = resync::Goal {
         wanted: |_: usize, head: &[u8]| {
             let lsn = frame::peek_lsn(head).unwrap_or(0);
@@ -911,12 +905,5 @@ fn find_later<'a>(
         need_proof,
     };
     let span = from as usize..image.written.len();
-    resync::search(
-        image.bytes,
-        span,
-        image.seg.id,
-        image.seg.size(),
-        goal,
-        budget,
-    )
+    resync::search(image.bytes, span, image.seg.id, image.seg.size(), goal)
 }

@@ -89,8 +89,7 @@ pub fn newest_base(vfs: &dyn Vfs, newest: Newest<'_>) -> Result<u64> {
 }
 
 /// Whether an intact frame of the newest segment proves, through its sync
-/// lag, that LSN `lsn` had been durable. A search that runs out of its
-/// budget (crafted bytes) is an error naming the segment, never a "no".
+/// lag, that LSN `lsn` had been durable.
 pub fn newest_proves(vfs: &dyn Vfs, newest: Newest<'_>, lsn: u64) -> Result<bool> {
     let seg = Segment::open(vfs, newest.path, newest.id)?;
     let (image, data_end) = seg.read_image(SEGMENT_HEADER_LEN as u32)?;
@@ -100,18 +99,10 @@ pub fn newest_proves(vfs: &dyn Vfs, newest: Newest<'_>, lsn: u64) -> Result<bool
         proves: |_: usize, f: &frame::Frame<'_>| f.lsn.saturating_sub(u64::from(f.sync_lag)) >= lsn,
         need_proof: true,
     };
-    let mut budget = resync::Budget::for_file(image.len());
     // Frames whose header starts before the data's end.
     let end = data_end.min(image.len());
     let span = SEGMENT_HEADER_LEN..(end + 1).saturating_sub(frame::FRAME_HEADER_LEN);
-    match resync::search(&image, span, seg.id, seg.size(), goal, &mut budget) {
-        Ok(later) => Ok(later.durable),
-        Err(gave_up) => Err(Error::corrupt(
-            newest.path,
-            gave_up.at as u64,
-            format!("looking for a record that proves LSN {lsn} durable: {gave_up}"),
-        )),
-    }
+    Ok(resync::search(&image, span, seg.id, seg.size(), goal).durable)
 }
 
 /// Removes the newest segment after the one before it was cut (none of its

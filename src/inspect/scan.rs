@@ -316,7 +316,6 @@ impl Scan<'_> {
 
     fn side_records(&mut self, name: &str, role: FileRole, bytes: &[u8], seed: u32, max_len: u32) {
         let mut off = SEGMENT_HEADER_LEN;
-        let mut budget = crate::format::resync::Budget::for_file(bytes.len());
         while off < bytes.len() {
             let damage = match frame::decode(&bytes[off..], seed, max_len) {
                 Ok(f) => match side_entry(role, &f) {
@@ -334,16 +333,7 @@ impl Scan<'_> {
                 }
                 Err(e) => e.to_string(),
             };
-            let (next, durable) =
-                match crate::dead::later_side_frames(bytes, off, seed, max_len, &mut budget) {
-                    Ok(found) => found,
-                    Err(gave_up) => {
-                        let what =
-                            format!("{damage}; {gave_up}: the rest of the file was not read");
-                        self.problem(Problem::damage(name, off as u64, what));
-                        break;
-                    }
-                };
+            let (next, durable) = crate::dead::later_side_frames(bytes, off, seed, max_len);
             if !durable {
                 let what = format!(
                     "torn tail of {} bytes ({damage}): a write cut short, cut on the next open",

@@ -72,7 +72,6 @@ impl Scan<'_> {
         let mut off = SEGMENT_HEADER_LEN;
         let mut batch: Option<(usize, u64)> = None;
         let mut max_fresh_id = 0;
-        let mut budget = resync::Budget::for_file(bytes.len());
         while off < bytes.len() {
             let damage = match frame::decode(&bytes[off..], seg.id, max_len) {
                 Ok(f) if f.lsn == exp => match log_entry(f.kind, f.body, f.lsn) {
@@ -97,15 +96,7 @@ impl Scan<'_> {
                 Err(FrameError::Zero) if all_zero(&bytes[off..]) => break,
                 Err(e) => e.to_string(),
             };
-            let later = match find_later(bytes, seg, max_len, off + 1, exp, &mut budget) {
-                Ok(later) => later,
-                Err(gave_up) => {
-                    let what = format!("{damage}; {gave_up}: the rest of the segment was not read");
-                    self.problem(Problem::damage(name, off as u64, what));
-                    batch = None;
-                    break;
-                }
-            };
+            let later = find_later(bytes, seg, max_len, off + 1, exp);
             let (next, durable) = (later.first.map(|(o, f)| (o, f.lsn)), later.durable);
             if seg.last && !durable {
                 self.torn_tail(name, bytes, off, &damage);
@@ -190,8 +181,7 @@ fn find_later<'a>(
     max_len: u32,
     from: usize,
     expected: u64,
-    budget: &mut resync::Budget,
-) -> std::result::Result<resync::Later<'a>, resync::GaveUp> {
+) -> resync::Later<'a> {
     let goal = resync::Goal {
         wanted: |_: usize, head: &[u8]| {
             let lsn = frame::peek_lsn(head).unwrap_or(0);
@@ -202,5 +192,5 @@ fn find_later<'a>(
         },
         need_proof: seg.last,
     };
-    resync::search(bytes, from..bytes.len(), seg.id, max_len, goal, budget)
+    resync::search(bytes, from..bytes.len(), seg.id, max_len, goal)
 }

@@ -70,9 +70,11 @@ impl std::fmt::Display for FrameError {
 }
 
 /// Computes the checksum of a frame whose bytes `4..` are split into parts.
+/// An empty part changes nothing and is skipped (the payload after an
+/// inlined record, on every small append).
 pub fn checksum(segment_id: u32, parts: &[&[u8]]) -> u32 {
     let mut h = seeded(segment_id);
-    for p in parts {
+    for p in parts.iter().filter(|p| !p.is_empty()) {
         h.update(p);
     }
     h.finalize()

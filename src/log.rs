@@ -116,6 +116,9 @@ pub struct Log {
     /// Group-commit coordinator (holds the durable LSN).
     pub commit: Arc<Committer>,
     buf: Vec<u8>,
+    /// The checksum seed of the segment last appended to: its id and a
+    /// hasher fed with it ([`frame::seed`]), cloned for each record.
+    crc_seed: Option<(u32, crc32fast::Hasher)>,
     /// The last append failed before writing anything (see rotation).
     harmless_failure: bool,
     /// The spares prepared ahead, and segments to delete: file work done
@@ -235,6 +238,7 @@ impl Log {
             next_lsn,
             commit,
             buf: Vec::with_capacity(256),
+            crc_seed: None,
             harmless_failure: false,
             upkeep,
             op_changes: 0,
@@ -674,7 +678,8 @@ impl Log {
             .back()
             .expect("a log has an active segment")
             .seg;
-        frame::seal(&mut self.buf, seg.id, lsn, rec.kind(), flags, lag, tail);
+        let seed = seed_for(&mut self.crc_seed, seg.id);
+        frame::seal_seeded(&mut self.buf, seed, lsn, rec.kind(), flags, lag, tail);
         let len = u32::try_from(len).expect("checked against the segment size");
         let at = Appended {
             seg: seg.id,
@@ -832,5 +837,15 @@ impl Log {
         self.note_ends();
         self.tail = SEGMENT_HEADER_LEN as u32;
         Ok(())
+    }
+}
+
+/// A clone of the checksum seed of segment `id` ([`frame::seed`]), from
+/// `cache` when it holds that segment's, else made and kept there.
+#[inline]
+fn seed_for(cache: &mut Option<(u32, crc32fast::Hasher)>, id: u32) -> crc32fast::Hasher {
+    match cache {
+        Some((cached, h)) if *cached == id => h.clone(),
+        _ => cache.insert((id, frame::seed(id))).1.clone(),
     }
 }

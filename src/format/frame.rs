@@ -73,11 +73,25 @@ impl std::fmt::Display for FrameError {
 /// An empty part changes nothing and is skipped (the payload after an
 /// inlined record, on every small append).
 pub fn checksum(segment_id: u32, parts: &[&[u8]]) -> u32 {
-    let mut h = seeded(segment_id);
+    checksum_seeded(seeded(segment_id), parts)
+}
+
+/// [`checksum`] with a hasher already fed with the segment id (from
+/// [`seed`], or a clone of one).
+fn checksum_seeded(mut h: crc32fast::Hasher, parts: &[&[u8]]) -> u32 {
     for p in parts.iter().filter(|p| !p.is_empty()) {
         h.update(p);
     }
     h.finalize()
+}
+
+/// A hasher fed with `segment_id`, the seed of every frame checksum of
+/// that segment: a writer that keeps it and passes clones to
+/// [`seal_seeded`] pays neither the seeding nor the per-thread cache.
+pub fn seed(segment_id: u32) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&segment_id.to_le_bytes());
+    h
 }
 
 std::thread_local! {
@@ -100,8 +114,7 @@ fn seeded(segment_id: u32) -> crc32fast::Hasher {
                 }
             }
         }
-        let mut h = crc32fast::Hasher::new();
-        h.update(&segment_id.to_le_bytes());
+        let h = seed(segment_id);
         if let Ok(mut cached) = cell.try_borrow_mut() {
             *cached = (segment_id, Some(h.clone()));
         }
@@ -158,6 +171,20 @@ pub fn seal(
     sync_lag: u32,
     tail: &[u8],
 ) {
+    seal_seeded(buf, seeded(segment_id), lsn, kind, flags, sync_lag, tail);
+}
+
+/// [`seal`] with `seed`, a hasher fed with the frame's segment id (see
+/// [`seed`]).
+pub fn seal_seeded(
+    buf: &mut [u8],
+    seed: crc32fast::Hasher,
+    lsn: u64,
+    kind: u8,
+    flags: u8,
+    sync_lag: u32,
+    tail: &[u8],
+) {
     assert!(kind != 0, "record kind 0 is reserved for zeroed space");
     assert!(buf.len() >= FRAME_HEADER_LEN, "frame buffer holds a header");
     let len = buf.len() + tail.len();
@@ -168,7 +195,7 @@ pub fn seal(
     buf[17] = flags;
     buf[18..20].copy_from_slice(&[0u8; 2]);
     buf[20..24].copy_from_slice(&sync_lag.to_le_bytes());
-    let crc = checksum(segment_id, &[&buf[4..], tail]);
+    let crc = checksum_seeded(seed, &[&buf[4..], tail]);
     buf[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 

@@ -484,10 +484,18 @@ impl Schedule {
     /// capture of `state` and the right to write it, which may move to
     /// another thread. Cheap when none is due. One that is due while
     /// another is being written is remembered ([`Schedule::missed`]).
+    #[inline]
     pub fn due(&self, state: &QueueState) -> Option<(Capture, Writing)> {
         if !self.is_due(state) {
             return None;
         }
+        self.start(state)
+    }
+
+    /// [`Schedule::due`] once one is due: the right to write it, unless
+    /// another is being written.
+    #[inline(never)]
+    fn start(&self, state: &QueueState) -> Option<(Capture, Writing)> {
         let Some(mut busy) = self.gate.busy.try_lock() else {
             self.missed.store(true, Ordering::Relaxed);
             return None;
@@ -509,6 +517,7 @@ impl Schedule {
             .then(|| self.capture(state))
     }
 
+    #[inline]
     fn is_due(&self, state: &QueueState) -> bool {
         let retired = first_segment(state) > self.first_seg.load(Ordering::Relaxed);
         self.every != 0 && (retired || state.log_position() >= self.next_at.load(Ordering::Relaxed))

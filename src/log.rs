@@ -334,6 +334,7 @@ impl Log {
 
     /// Starts a state operation: its first failed change, if it wrote
     /// nothing, is harmless ([`Log::take_harmless_failure`]).
+    #[inline]
     pub fn begin_op(&mut self) {
         self.harmless_failure = false;
         self.op_changes = 0;

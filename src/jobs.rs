@@ -386,6 +386,7 @@ impl JobTable {
 
     /// Whether fresh jobs were parked since the last
     /// [`JobTable::take_parked_fresh`] (a check for every operation).
+    #[inline]
     pub fn has_parked_fresh(&self) -> bool {
         !self.parked_fresh.is_empty()
     }

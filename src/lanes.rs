@@ -87,11 +87,17 @@ impl QueueState {
 
     /// Writes queue `q`'s QueueDef record if the log recovery reads does
     /// not hold one (see [`crate::named::Named::needs_def`]).
+    #[inline]
     pub(super) fn ensure_def(&mut self, q: u16) -> Result<()> {
         if q == 0 {
             // The default queue has no QueueDef (every enqueue asks).
             return Ok(());
         }
+        self.ensure_named_def(q)
+    }
+
+    /// [`QueueState::ensure_def`] for a named queue `q`.
+    fn ensure_named_def(&mut self, q: u16) -> Result<()> {
         let first = self.log.segments.front().map_or(0, |i| i.seg.id);
         if !self.named.needs_def(q, self.def_floor, first) {
             return Ok(());

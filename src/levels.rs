@@ -86,12 +86,21 @@ impl Levels {
     }
 
     /// Sets the level of a live job (before it is made waiting).
+    #[inline]
     pub fn set_level(&mut self, id: u64, level: u8) {
-        if usize::from(level) == NORMAL || level > 3 {
-            // A queue without levels has an empty map: no hash per enqueue.
-            if !self.level_of.is_empty() {
-                self.level_of.remove(&id);
-            }
+        let normal = usize::from(level) == NORMAL || level > 3;
+        // A queue without levels has an empty map: no hash per enqueue.
+        if normal && self.level_of.is_empty() {
+            return;
+        }
+        self.set_level_mapped(id, level, normal);
+    }
+
+    /// [`Levels::set_level`] when the map is used: `normal` (the level is
+    /// Normal) takes `id` out of it.
+    fn set_level_mapped(&mut self, id: u64, level: u8, normal: bool) {
+        if normal {
+            self.level_of.remove(&id);
         } else {
             self.level_of.insert(id, level);
         }

@@ -136,10 +136,16 @@ impl Named {
     }
 
     /// Makes live job `id` a job of queue `q`.
+    #[inline]
     pub fn assign(&mut self, id: u64, q: u16) {
         if q == 0 {
             return;
         }
+        self.assign_named(id, q);
+    }
+
+    /// [`Named::assign`] for a named queue `q`.
+    fn assign_named(&mut self, id: u64, q: u16) {
         self.max_id = self.max_id.max(q);
         if self.queue_of.insert(id, q).is_none() {
             self.lanes.entry(q).or_default().live += 1;

@@ -490,10 +490,15 @@ impl QueueState {
 
     /// Fresh jobs the job table moved aside wait in the delivery order
     /// instead, at their enqueue time, so they keep their place.
+    #[inline]
     fn unpark(&mut self) {
-        if !self.jobs.has_parked_fresh() {
-            return;
+        if self.jobs.has_parked_fresh() {
+            self.unpark_parked();
         }
+    }
+
+    /// [`QueueState::unpark`] once fresh jobs were parked.
+    fn unpark_parked(&mut self) {
         for id in self.jobs.take_parked_fresh() {
             let enqueued_ms = self.enqueued_ms_of(id).min(self.last.wall);
             self.delivery.take_fresh();

@@ -203,8 +203,21 @@ impl QueueState {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Checks a payload and options against the limits.
+    /// Checks a payload and options against the limits. A payload within
+    /// the limit with no key, group or `max_attempts` (every plain
+    /// enqueue) passes inline.
+    #[inline]
     pub fn validate_enqueue(&self, payload: &[u8], opts: &EnqueueOptions) -> Result<()> {
+        let plain = opts.key.is_none() && opts.group.is_none() && opts.max_attempts.is_none();
+        if plain && payload.len() <= self.cfg.max_payload as usize {
+            return Ok(());
+        }
+        self.validate_fully(payload, opts)
+    }
+
+    /// [`QueueState::validate_enqueue`] for a job with options or a
+    /// payload over the limit.
+    fn validate_fully(&self, payload: &[u8], opts: &EnqueueOptions) -> Result<()> {
         if payload.len() > self.cfg.max_payload as usize {
             return Err(too_large(
                 "payload",

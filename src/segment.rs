@@ -158,6 +158,7 @@ impl Spare {
             file: RwLock::new(Some(file)),
             region,
             header,
+            seed: frame::seed(id),
         })
     }
 
@@ -184,6 +185,9 @@ pub struct Segment {
     pub region: SegMap,
     /// The decoded header.
     pub header: SegmentHeader,
+    /// The checksum seed of this segment's frames ([`frame::seed`]), kept
+    /// for the read-back verify of every dequeue (no per-thread cache).
+    seed: crc32fast::Hasher,
 }
 
 /// Whether `name` is a temporary name that walq itself creates (a
@@ -308,6 +312,7 @@ impl Segment {
             file: RwLock::new(Some(file)),
             region,
             header,
+            seed: frame::seed(id),
         })
     }
 
@@ -456,7 +461,7 @@ impl Segment {
             .region
             .bytes(off as usize, rest)
             .ok_or(FrameError::Truncated)?;
-        frame::decode(buf, self.id, self.size())
+        frame::decode_seeded(buf, &self.seed, self.size())
     }
 
     /// Decodes and verifies the enqueue record of a job at `off`.

@@ -215,6 +215,28 @@ pub fn clear_sync_lag(frame: &mut [u8], segment_id: u32) {
 /// Decodes and verifies the frame at the start of `buf`, whose length must
 /// not exceed `max_len`.
 pub fn decode(buf: &[u8], segment_id: u32, max_len: u32) -> Result<Frame<'_>, FrameError> {
+    decode_with(buf, max_len, || seeded(segment_id))
+}
+
+/// [`decode`] with `seed`, a hasher fed with the frame's segment id (see
+/// [`seed`]): a reader that keeps it (a `Segment`) pays neither the
+/// seeding nor the per-thread cache per record.
+pub fn decode_seeded<'a>(
+    buf: &'a [u8],
+    seed: &crc32fast::Hasher,
+    max_len: u32,
+) -> Result<Frame<'a>, FrameError> {
+    decode_with(buf, max_len, || seed.clone())
+}
+
+/// [`decode`], the checksum seeded by `seed()` (called only once the
+/// length is known good).
+#[inline]
+fn decode_with(
+    buf: &[u8],
+    max_len: u32,
+    seed: impl FnOnce() -> crc32fast::Hasher,
+) -> Result<Frame<'_>, FrameError> {
     let Some(head) = buf.get(..FRAME_HEADER_LEN) else {
         return if buf.iter().all(|&b| b == 0) {
             Err(FrameError::Zero)
@@ -235,7 +257,7 @@ pub fn decode(buf: &[u8], segment_id: u32, max_len: u32) -> Result<Frame<'_>, Fr
         return Err(FrameError::Truncated);
     };
     let stored = u32_at(frame, 0).unwrap_or(0);
-    if checksum(segment_id, &[&frame[4..]]) != stored {
+    if checksum_seeded(seed(), &[&frame[4..]]) != stored {
         return Err(FrameError::BadChecksum);
     }
     let kind = frame[16];
@@ -297,6 +319,20 @@ mod tests {
         assert_eq!(f.sync_lag, 5);
         assert_eq!(f.body, b"headtail-bytes");
         assert_eq!(f.len as usize, bytes.len());
+    }
+
+    #[test]
+    fn seeded_decode_is_decode() {
+        let bytes = frame(9, b"head", b"tail");
+        assert_eq!(
+            decode_seeded(&bytes, &seed(9), 1 << 20),
+            decode(&bytes, 9, 1 << 20)
+        );
+        assert!(decode_seeded(&bytes, &seed(9), 1 << 20).is_ok());
+        assert_eq!(
+            decode_seeded(&bytes, &seed(10), 1 << 20),
+            Err(FrameError::BadChecksum)
+        );
     }
 
     #[test]

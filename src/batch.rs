@@ -110,7 +110,7 @@ impl QueueState {
                 .from_waiting
                 .then(|| self.order_mut(r.id).due_of(r.id))
                 .flatten();
-            self.take(r.id, r.from_waiting);
+            self.take_leased(&r);
             picked.push((r, due));
         }
         let written = match picked.as_slice() {
@@ -141,14 +141,16 @@ impl QueueState {
     }
 
     /// Puts taken jobs whose lease was not written back where they were:
-    /// fresh, or waiting with their due time; and `queue`'s priority
-    /// cycle where it stood before the batch.
+    /// fresh, or waiting with their due time, with the attempts they had
+    /// (`take_leased` counted one); and `queue`'s priority cycle where it
+    /// stood before the batch.
     fn give_back(&mut self, queue: u16, picked: Vec<(Ready, Option<u64>)>, turn: Turn) {
         self.lane_parts(queue).0.rewind(turn);
         for (r, due) in picked.into_iter().rev() {
             let Some(slot) = self.jobs.get_mut(r.id) else {
                 continue;
             };
+            slot.attempts = r.slot.attempts;
             match due {
                 Some(due) if r.from_waiting => {
                     slot.state = SlotState::Waiting;

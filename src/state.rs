@@ -681,6 +681,26 @@ impl QueueState {
 
     /// Takes a job out of the delivery order: it is in flight from now on.
     fn take(&mut self, id: u64, from_waiting: bool) {
+        self.take_from_order(id, from_waiting);
+        if let Some(slot) = self.jobs.get_mut(id) {
+            slot.state = SlotState::InFlight;
+        }
+    }
+
+    /// [`QueueState::take`] for a lease: the job's slot also counts the
+    /// attempt, in the same lookup ([`QueueState::grant`] does not look
+    /// the slot up again). A lease whose record then fails to be written
+    /// is given back with its attempts as they were (`give_back`).
+    fn take_leased(&mut self, r: &Ready) {
+        self.take_from_order(r.id, r.from_waiting);
+        if let Some(slot) = self.jobs.get_mut(r.id) {
+            slot.state = SlotState::InFlight;
+            slot.attempts = r.slot.attempts.saturating_add(1);
+        }
+    }
+
+    /// The delivery order's side of [`QueueState::take`].
+    fn take_from_order(&mut self, id: u64, from_waiting: bool) {
         let order = self.order_mut(id);
         if from_waiting {
             order.pop_due(id);
@@ -688,9 +708,6 @@ impl QueueState {
             order.take_fresh();
         }
         order.taken(id);
-        if let Some(slot) = self.jobs.get_mut(id) {
-            slot.state = SlotState::InFlight;
-        }
     }
 
     /// Leases the next ready job, if any. A job whose record fails its
@@ -705,7 +722,7 @@ impl QueueState {
             attempts: u32::from(r.slot.attempts.saturating_add(1)),
         };
         self.log.append(&lease, 0, self.next_id)?;
-        self.take(r.id, r.from_waiting);
+        self.take_leased(&r);
         Ok(Some(self.grant(r, now, visibility_ms)))
     }
 
@@ -751,12 +768,10 @@ impl QueueState {
     }
 
     /// The memory side of a lease whose record is written and whose job
-    /// is taken: its attempt counted, its lease held.
+    /// is taken ([`QueueState::take_leased`], which counted the attempt):
+    /// its lease held.
     fn grant(&mut self, r: Ready, now: Now, visibility_ms: u64) -> Job {
         let attempts = r.slot.attempts.saturating_add(1);
-        if let Some(slot) = self.jobs.get_mut(r.id) {
-            slot.attempts = attempts;
-        }
         let token = self.next_token;
         self.next_token += 1;
         let deadline = now.mono.saturating_add(visibility_ms);

@@ -126,6 +126,28 @@ fn a_staged_batch_on_a_full_disk_fails_harmlessly() {
     }
 }
 
+/// A lease batch whose write fails on a full disk gives its jobs back as
+/// they were: served again, in order, as their first attempt.
+#[test]
+fn a_failed_lease_batch_counts_no_attempt() {
+    let fs = SimFs::new();
+    fs.writes_by_syscall(true);
+    let q = open_with(&fs, Durability::Os);
+    q.enqueue_batch([b"a".as_slice(), b"b", b"c"]).unwrap();
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Write,
+        at: fs.op_count(FaultOp::Write),
+        forever: true,
+        kind: std::io::ErrorKind::StorageFull,
+    }));
+    let err = q.dequeue_batch(3).unwrap_err();
+    fs.set_fault(None);
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let jobs = q.dequeue_batch(3).expect("the queue still serves");
+    let got: Vec<_> = jobs.iter().map(|j| (j.payload(), j.attempt())).collect();
+    assert_eq!(got, [(&b"a"[..], 1), (&b"b"[..], 1), (&b"c"[..], 1)]);
+}
+
 fn open_with(fs: &SimFs, durability: Durability) -> Queue {
     let opts = Options::default()
         .durability(durability)

@@ -250,15 +250,28 @@ impl JobTable {
         (slot.state != SlotState::Empty).then_some(slot)
     }
 
+    /// The slot of live job `id`, in `base..end`, for a write, with one
+    /// lookup of its block (the state is read before the block is made
+    /// writable: an empty slot copies no block a capture holds).
+    #[inline]
+    fn ordered_live_mut(&mut self, id: u64) -> Option<&mut Slot> {
+        if id < self.base || id >= self.end {
+            return None;
+        }
+        let (b, i) = self.locate(id);
+        let block = &mut self.blocks[b];
+        if block.slot(i).state == SlotState::Empty {
+            return None;
+        }
+        Some(&mut block.written_mut()[i])
+    }
+
     /// The job with this id, if live, for update.
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Slot> {
         if id < self.base {
             return self.stragglers.get_mut(&id);
         }
-        if self.ordered(id)?.state == SlotState::Empty {
-            return None;
-        }
-        Some(self.ordered_mut(id))
+        self.ordered_live_mut(id)
     }
 
     /// Inserts or replaces a live job.
@@ -326,10 +339,7 @@ impl JobTable {
         if id < self.base {
             return self.stragglers.remove(&id);
         }
-        if self.ordered(id)?.state == SlotState::Empty {
-            return None;
-        }
-        let old = std::mem::replace(self.ordered_mut(id), EMPTY);
+        let old = std::mem::replace(self.ordered_live_mut(id)?, EMPTY);
         self.in_slots -= 1;
         self.trim();
         Some(old)

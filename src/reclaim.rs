@@ -126,10 +126,20 @@ impl QueueState {
     /// Runs reclaim as best-effort maintenance after an operation. Returns
     /// only an I/O error of an append or a log sync, which must poison the
     /// queue; every other failure is recorded and retried or reported.
+    ///
+    /// The check (one segment, nothing to reclaim: nearly every operation
+    /// of a short queue) is inline; the rest is out of line.
+    #[inline]
     pub fn maintain(&mut self, now: u64) -> Option<Error> {
         if self.maintenance.stuck.is_some() || self.log.segments.len() <= 1 {
             return None;
         }
+        self.maintain_reclaim(now)
+    }
+
+    /// [`QueueState::maintain`] with segments to look at.
+    #[inline(never)]
+    fn maintain_reclaim(&mut self, now: u64) -> Option<Error> {
         if self.maintenance.backoff > 0 {
             self.maintenance.backoff -= 1;
             return None;

@@ -119,6 +119,7 @@ impl Leases {
 
     /// The soonest deadline (possibly of a stale entry: waking early is
     /// harmless).
+    #[inline]
     pub fn next_deadline(&self) -> Option<u64> {
         self.expiries.peek().map(|Reverse((d, _, _))| *d)
     }

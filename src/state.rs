@@ -791,7 +791,21 @@ impl QueueState {
 
     /// Ends leases whose deadline passed: the job is ready again, or dead
     /// if that was its last attempt (or its record is damaged).
+    ///
+    /// The check (the soonest deadline, nearly always ahead) is inline;
+    /// the expiry is out of line.
+    #[inline]
     pub fn expire_leases(&mut self, now: Now) -> Result<()> {
+        if self.leases.next_deadline().is_none_or(|d| d > now.mono) {
+            return Ok(());
+        }
+        self.expire_due_leases(now)
+    }
+
+    /// [`QueueState::expire_leases`] once a deadline (perhaps of a stale
+    /// entry) is due.
+    #[inline(never)]
+    fn expire_due_leases(&mut self, now: Now) -> Result<()> {
         while let Some((id, lease)) = self.leases.first_expired(now.mono) {
             let Some(slot) = self.jobs.get(id) else {
                 self.leases.remove(id);

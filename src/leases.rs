@@ -83,6 +83,17 @@ impl Leases {
         self.take(id);
     }
 
+    /// Ends the lease on `id` and returns it if it is held with `token`
+    /// and its deadline is after `now` (a receipt's valid lease);
+    /// otherwise changes nothing (see [`Leases::take`]).
+    pub fn take_valid(&mut self, id: u64, token: u64, now: u64) -> Option<Lease> {
+        let held = self.held.get(&id)?;
+        if held.token != token || held.deadline <= now {
+            return None;
+        }
+        self.take(id)
+    }
+
     /// Ends the lease on `id` and returns it, if held (see
     /// [`Leases::remove`]).
     pub fn take(&mut self, id: u64) -> Option<Lease> {
@@ -132,5 +143,29 @@ impl Leases {
     /// Heap bytes held, for the memory report.
     pub fn heap_bytes(&self) -> usize {
         self.held.capacity() * 33 + self.expiries.capacity() * 24
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_valid_takes_only_a_held_unexpired_lease_of_the_token() {
+        let mut leases = Leases::default();
+        leases.insert(
+            7,
+            Lease {
+                token: 1,
+                deadline: 100,
+            },
+        );
+        assert_eq!(leases.take_valid(7, 2, 50), None, "another token");
+        assert_eq!(leases.take_valid(7, 1, 100), None, "expired");
+        assert_eq!(leases.take_valid(8, 1, 50), None, "not held");
+        assert!(leases.contains(7), "a refused take changes nothing");
+        let lease = leases.take_valid(7, 1, 99);
+        assert_eq!(lease.map(|l| l.token), Some(1));
+        assert!(!leases.contains(7));
     }
 }

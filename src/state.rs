@@ -858,7 +858,21 @@ impl QueueState {
         }
     }
 
+    /// Whether the receipt's lease is held and unexpired: that check
+    /// inline, the error (rare) out of line.
+    #[inline]
     fn check_receipt(&mut self, r: Receipt, now: Now) -> Result<()> {
+        match self.leases.get(r.id) {
+            Some(l) if l.token == r.token && l.deadline > now.mono => Ok(()),
+            _ => self.receipt_refused(r, now),
+        }
+    }
+
+    /// Why [`QueueState::check_receipt`] refused `r` (an expired lease is
+    /// ended first).
+    #[cold]
+    #[inline(never)]
+    fn receipt_refused(&mut self, r: Receipt, now: Now) -> Result<()> {
         match self.leases.get(r.id) {
             Some(l) if l.token == r.token && l.deadline > now.mono => Ok(()),
             Some(l) if l.token == r.token => {

@@ -14,18 +14,23 @@
 //! [`Goal::wanted`] rules out (in the log: an LSN the search cannot use).
 //! A search stops at the first frame it needs.
 //!
-//! Known limit: bytes crafted to look like plausible headers at every
-//! offset still make a search quadratic (each candidate is checksummed over
-//! its claimed length). A work budget that refused such files was tried and
-//! dropped: honest payloads (a table of 24-byte entries) and scattered
-//! damage under `Durability::Os` exhausted any budget tight enough to
-//! matter, and a refused open is worse than a slow one. The fix that keeps
-//! every decision is a checksum of any range in O(log n) from prefix
-//! checksums (CRC-32 is affine); see docs/format.md, "Sync lag".
+//! Each candidate costs a bounded amount of work, whatever length its
+//! header claims: one up to [`DIRECT_MAX`] bytes long is checksummed
+//! directly; a longer one through prefix checksums ([`RangeCrc`]: two
+//! checksums of under 256 bytes and four multiplications), and only a
+//! match is then decoded directly. So crafted bytes that look like headers
+//! at every offset, claiming the whole segment each, cost a search linear
+//! work, not the square of the damaged span (`tests` below count it).
 
 use std::ops::Range;
 
 use crate::format::frame::{self, Frame, FRAME_HEADER_LEN};
+use crate::format::range_crc::RangeCrc;
+use crate::format::u32_at;
+
+/// Candidates claiming up to this many bytes are checksummed directly;
+/// longer ones through prefix checksums first.
+pub(crate) const DIRECT_MAX: u32 = 4096;
 
 /// What a search looks for after damage.
 pub(crate) struct Goal<W, P> {
@@ -49,6 +54,8 @@ pub(crate) struct Later<'a> {
     pub first: Option<(usize, Frame<'a>)>,
     /// Whether an intact frame proved the damage had been synced.
     pub durable: bool,
+    /// Bytes checksummed by the search (a measure of its work).
+    pub hashed: usize,
 }
 
 /// Searches `bytes` for intact frames starting in `span`, checksummed with
@@ -67,26 +74,87 @@ where
     let mut later = Later {
         first: None,
         durable: false,
+        hashed: 0,
     };
     let end = span.end.min(bytes.len());
+    let mut check = Candidates::new(bytes, span.start, segment_id, max_len);
     let mut off = span.start;
     while off < end && off + FRAME_HEADER_LEN <= bytes.len() {
         let rest = &bytes[off..];
         if frame::plausible_header(rest) && (goal.wanted)(off, rest) {
-            if let Ok(f) = frame::decode(rest, segment_id, max_len) {
+            if let Some(f) = check.frame_at(off) {
                 later.first.get_or_insert((off, f));
-                if !goal.need_proof {
-                    return later;
-                }
-                if (goal.proves)(off, &f) {
-                    later.durable = true;
+                if !goal.need_proof || (goal.proves)(off, &f) {
+                    later.durable = goal.need_proof;
+                    later.hashed = check.hashed();
                     return later;
                 }
             }
         }
         off += 1;
     }
+    later.hashed = check.hashed();
     later
+}
+
+/// Decodes candidate frames of one buffer, each in bounded work.
+struct Candidates<'a> {
+    bytes: &'a [u8],
+    segment_id: u32,
+    max_len: u32,
+    /// Where the prefix checksums start (the search's first offset).
+    base: usize,
+    /// The checksum of the segment id alone (each frame's seed).
+    seed: u32,
+    /// Prefix checksums from `base`, made for the first long candidate.
+    ranges: Option<RangeCrc<'a>>,
+    /// Bytes checksummed directly.
+    hashed: usize,
+}
+
+impl<'a> Candidates<'a> {
+    fn new(bytes: &'a [u8], base: usize, segment_id: u32, max_len: u32) -> Candidates<'a> {
+        Candidates {
+            bytes,
+            segment_id,
+            max_len,
+            base: base.min(bytes.len()),
+            seed: frame::checksum(segment_id, &[]),
+            ranges: None,
+            hashed: 0,
+        }
+    }
+
+    /// The intact frame at `off` (at or after `base`), as
+    /// [`frame::decode`] finds it.
+    fn frame_at(&mut self, off: usize) -> Option<Frame<'a>> {
+        let rest = self.bytes.get(off..)?;
+        let len = u32_at(rest, 4)?;
+        if (len as usize) < FRAME_HEADER_LEN || len > self.max_len || len as usize > rest.len() {
+            return None; // what decode refuses before any checksum
+        }
+        if len > DIRECT_MAX && !self.long_candidate_matches(off, len as usize)? {
+            return None;
+        }
+        self.hashed += len as usize - 4;
+        frame::decode(rest, self.segment_id, self.max_len).ok()
+    }
+
+    /// Whether the checksum stored at `off` matches the `len` bytes it
+    /// covers, by prefix checksums.
+    fn long_candidate_matches(&mut self, off: usize, len: usize) -> Option<bool> {
+        let stored = u32_at(self.bytes, off)?;
+        let (base, bytes) = (self.base, self.bytes);
+        let ranges = self
+            .ranges
+            .get_or_insert_with(|| RangeCrc::new(&bytes[base..]));
+        let start = off.checked_sub(base)? + 4;
+        Some(ranges.checksum(self.seed, start, start + len - 4)? == stored)
+    }
+
+    fn hashed(&self) -> usize {
+        self.hashed + self.ranges.as_ref().map_or(0, RangeCrc::hashed)
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +244,101 @@ mod tests {
         let later = search(&bytes, 1..at_proof, SEG, 1024, goal);
         assert!(later.first.is_some());
         assert!(!later.durable);
+    }
+
+    /// Bytes that look like a header every 8 bytes, each claiming `len`.
+    fn header_like(n: usize, len: u32) -> Vec<u8> {
+        let mut unit = [0u8; 8];
+        unit[0] = 1; // the kind, as byte 16 of a candidate 16 bytes before
+        unit[4..8].copy_from_slice(&len.to_le_bytes());
+        unit.iter().copied().cycle().take(n).collect()
+    }
+
+    #[test]
+    fn crafted_headers_claiming_long_frames_cost_linear_work() {
+        let n = 1 << 20;
+        let mut bytes = header_like(n, (n / 2) as u32);
+        let at_frame = bytes.len();
+        bytes.extend(frame_bytes(7, 0, b"after the crafted bytes"));
+        let goal = Goal {
+            wanted: any,
+            proves: proves_from(0),
+            need_proof: true,
+        };
+        let later = search(&bytes, 1..bytes.len(), SEG, u32::MAX, goal);
+        assert_eq!(later.first.map(|(off, _)| off), Some(at_frame));
+        assert!(later.durable);
+        // Checked one by one, the n / 16 candidates that fit would hash
+        // n / 2 bytes each: n² / 32. The bound is linear.
+        assert!(
+            later.hashed < 64 * bytes.len(),
+            "{} bytes hashed for {} bytes searched",
+            later.hashed,
+            bytes.len()
+        );
+    }
+
+    /// The search as it was before prefix checksums: every candidate
+    /// decoded directly.
+    fn naive(bytes: &[u8], span: Range<usize>, proof_from: u64) -> (Option<usize>, bool) {
+        let mut first = None;
+        for off in span {
+            if off + FRAME_HEADER_LEN > bytes.len() {
+                break;
+            }
+            if let Ok(f) = frame::decode(&bytes[off..], SEG, u32::MAX) {
+                first.get_or_insert(off);
+                if f.lsn.saturating_sub(u64::from(f.sync_lag)) >= proof_from {
+                    return (first, true);
+                }
+            }
+        }
+        (first, false)
+    }
+
+    #[test]
+    fn long_and_short_frames_are_found_as_a_direct_search_finds_them() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..40 {
+            let mut bytes = Vec::new();
+            let frames = next() % 6;
+            for lsn in 1..=frames {
+                let len = match next() % 3 {
+                    0 => (next() % 64) as usize,
+                    1 => 4000 + (next() % 200) as usize,
+                    _ => 5000 + (next() % 20_000) as usize,
+                };
+                let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let lag = (next() % 3) as u32;
+                bytes.extend(frame_bytes(lsn, lag, &payload));
+                let garbage = (next() % 40) as usize;
+                bytes.extend((0..garbage).map(|_| next() as u8));
+            }
+            // Damage somewhere: flip a byte.
+            if !bytes.is_empty() {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] ^= 0x5a;
+            }
+            let from = (next() as usize) % (bytes.len() + 1);
+            let proof_from = next() % 5;
+            let goal = Goal {
+                wanted: any,
+                proves: proves_from(proof_from),
+                need_proof: true,
+            };
+            let later = search(&bytes, from..bytes.len(), SEG, u32::MAX, goal);
+            let got = (later.first.map(|(off, _)| off), later.durable);
+            assert_eq!(
+                got,
+                naive(&bytes, from..bytes.len(), proof_from),
+                "round {round}"
+            );
+        }
     }
 }

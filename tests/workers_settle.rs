@@ -3,15 +3,15 @@
 //! their leases, shutdown settles every pending ack before it returns,
 //! and the counters add up with many workers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use walq::vfs::{Fault, FaultOp, SimFs};
-use walq::worker::{JobContext, Outcome, PoolStats, WorkerPool};
-use walq::{Durability, ManualClock, Options, Queue};
+use walq::worker::{Backend, Delivery, JobContext, JobStatus, Outcome, PoolStats, WorkerPool};
+use walq::{Durability, EnqueueOptions, Enqueued, ManualClock, Options, Queue, Receipt};
 
 /// Waits (up to a generous deadline, for liveness only) until `cond`.
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -240,9 +240,11 @@ struct Case {
 /// `outcome()` while the file system holds every sync; `stuck` waits until
 /// the case under test is in place. Then the held sync outlasts the
 /// visibility timeout twice over, in steps of a third of it; after each
-/// step, heartbeats extend every held lease (2 × `case.leases` extensions
-/// include one whole beat that began after the step: a beat may take
-/// longer than a step on a loaded machine). The syncs resume, and every
+/// step, heartbeats extend every held lease (2 × the leases held: one
+/// whole beat that began after the step, as a beat may take longer than a
+/// step on a loaded machine). The leases held are counted at each step:
+/// an ack the settler took into the held sync's batch holds none, and
+/// waiting for its extension stalled the test for 10 s per step. The syncs resume, and every
 /// job must be done exactly once, none run again or lost.
 fn no_finished_job_runs_again(
     case: Case,
@@ -275,11 +277,16 @@ fn no_finished_job_runs_again(
     stuck(&fs, &ran);
     for _ in 0..6 {
         let seen = pool.stats().extended;
+        // The leases the heartbeat must extend: at most `case.leases`,
+        // fewer when the settler took acks into the held sync's batch
+        // (their leases ended when their records were written).
+        let held = q.stats().in_flight;
+        assert!(held <= case.leases, "{held} leases held");
         clock.advance(Duration::from_millis(100));
         // Without extensions of the held leases this never comes, and
         // the acks are refused below (lost) once syncs resume.
         wait_for(Duration::from_secs(10), || {
-            pool.stats().extended >= seen + 2 * case.leases
+            pool.stats().extended >= seen + 2 * held
         });
     }
     fs.pause_syncs(false);
@@ -377,4 +384,89 @@ fn a_done_with_an_oversized_result_is_failed_once_not_rerun() {
     assert_eq!(dead.attempts, 1, "{s:?}");
     assert_eq!(ran.load(Ordering::SeqCst), 1, "{s:?}");
     assert_eq!((s.dead, s.settle_errors), (1, 0), "{s:?}");
+}
+
+/// A queue whose first `complete_batch` panics, as a buggy backend might:
+/// the pool's settler thread dies with a batch of acks in hand.
+struct PanicsOnce {
+    q: Queue,
+    panicked: AtomicBool,
+}
+
+impl Backend for PanicsOnce {
+    type Lease = Receipt;
+
+    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> walq::Result<Enqueued> {
+        Backend::enqueue(&self.q, payload, opts)
+    }
+
+    fn lease(&self, vis: Duration, wait: Duration) -> walq::Result<Option<Delivery<Receipt>>> {
+        Backend::lease(&self.q, vis, wait)
+    }
+
+    fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> walq::Result<()> {
+        Backend::complete(&self.q, lease, result)
+    }
+
+    fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<walq::Result<()>> {
+        assert!(
+            self.panicked.swap(true, Ordering::SeqCst),
+            "the first complete_batch panics"
+        );
+        Backend::complete_batch(&self.q, items)
+    }
+
+    fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> walq::Result<()> {
+        Backend::retry(&self.q, lease, delay, error)
+    }
+
+    fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
+        Backend::fail(&self.q, lease, error)
+    }
+
+    fn extend(&self, lease: &Receipt, visibility: Duration) -> walq::Result<()> {
+        Backend::extend(&self.q, lease, visibility)
+    }
+
+    fn status(&self, id: u64) -> walq::Result<JobStatus> {
+        Backend::status(&self.q, id)
+    }
+}
+
+#[test]
+fn acks_held_by_a_settler_that_panicked_are_settled_not_kept_leased() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let ids = enqueue_n(&q, 20);
+    let backend = PanicsOnce {
+        q: q.clone(),
+        panicked: AtomicBool::new(false),
+    };
+    let runs = Arc::new(Mutex::new(BTreeMap::<u64, u32>::new()));
+    let pool = {
+        let runs = runs.clone();
+        WorkerPool::builder(backend)
+            .workers(2)
+            .poll_interval(Duration::from_millis(5))
+            .heartbeat(Duration::from_millis(10))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    // The clock never moves: no lease expires, so a job whose ack the
+    // dead settler held is done only if that ack is settled.
+    wait_until("every job is done", || {
+        ids.iter()
+            .all(|&id| matches!(q.status(id), Ok(JobStatus::Done { .. })))
+    });
+    let report = pool.shutdown(Duration::from_secs(10));
+    let s = report.stats;
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), ids.len(), "every job ran");
+    assert!(runs.values().all(|&n| n == 1), "no job ran twice: {runs:?}");
+    assert_eq!((s.done, s.leased, accounted(&s)), (20, 20, 20), "{s:?}");
+    assert_eq!(q.stats().in_flight, 0);
 }

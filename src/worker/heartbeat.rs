@@ -11,7 +11,8 @@ use crate::worker::pool::Shared;
 /// Every heartbeat interval, extends each running job's lease by the
 /// visibility timeout, until the pool's heartbeat stops. A lease that
 /// cannot be extended because it is gone is marked lost, for the handler
-/// to see.
+/// to see. Each beat also settles the acks a dead settler thread left
+/// (see [`crate::worker::settle`]) and extends those still waiting.
 pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
     let every = shared.cfg.heartbeat_every();
     while !shared.heartbeat_stop.sleep(every) {
@@ -33,6 +34,7 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
                 Err(_) => shared.counters.add(Count::LeaseErrors),
             }
         }
+        crate::worker::settle::settle_orphans(shared);
         crate::worker::settle::extend_pending(shared);
     }
 }

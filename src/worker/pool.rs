@@ -273,6 +273,9 @@ impl<B: Backend> WorkerPool<B> {
         if let Some(h) = self.settler.take() {
             let _ = h.join();
         }
+        // A settler that died left its acks to settle here (the
+        // heartbeat may not have come round to them).
+        crate::worker::settle::settle_orphans(&self.shared);
         self.shared.heartbeat_stop.set();
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();

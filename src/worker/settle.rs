@@ -23,7 +23,12 @@
 //!   slow sync cannot let a finished job's lease expire and the job run
 //!   again;
 //! * shutdown closes the settler after the workers stopped handing over,
-//!   and the settler settles everything pending before it exits.
+//!   and the settler settles everything pending before it exits;
+//! * if the settler thread dies (a backend that panics in
+//!   `complete_batch`), the acks it held become orphans: the heartbeat
+//!   settles them on its next beat and shutdown settles any left, so a
+//!   finished job is neither kept leased forever nor run again (unless
+//!   its lease expires first); workers settle their own acks from then on.
 
 use parking_lot::{Condvar, Mutex};
 
@@ -51,6 +56,8 @@ struct State<L> {
     unsettled: Vec<usize>,
     /// Leases of the batch being settled (extended until settled).
     in_flight: Vec<L>,
+    /// Acks the settler thread held when it died, not settled yet.
+    orphans: Vec<Handed<L>>,
     /// No more acks come; the settler exits once `queue` is empty.
     closing: bool,
     /// The settler thread exited (or never started): settle inline.
@@ -73,6 +80,7 @@ impl<L: Clone> Settler<L> {
                 queue: Vec::new(),
                 unsettled: vec![0; workers],
                 in_flight: Vec::new(),
+                orphans: Vec::new(),
                 closing: false,
                 gone: false,
             }),
@@ -124,6 +132,7 @@ impl<L: Clone> Settler<L> {
         let st = self.state.lock();
         st.queue
             .iter()
+            .chain(&st.orphans)
             .map(|h| h.lease.clone())
             .chain(st.in_flight.iter().cloned())
             .collect()
@@ -137,11 +146,27 @@ impl<L: Clone> Settler<L> {
         self.work.notify_all();
     }
 
-    /// Marks the settler thread gone, waking any worker waiting for room.
+    /// Marks the settler thread gone, waking any worker waiting for room;
+    /// the acks still queued become orphans.
     fn gone(&self) {
         let mut st = self.state.lock();
         st.gone = true;
+        let queued = std::mem::take(&mut st.queue);
+        st.orphans.extend(queued);
         self.room.notify_all();
+    }
+
+    /// Keeps a batch whose settling was cut short (the settler thread
+    /// panicked) for [`settle_orphans`].
+    fn orphan(&self, batch: Vec<Handed<L>>) {
+        let mut st = self.state.lock();
+        st.in_flight.clear();
+        st.orphans.extend(batch);
+    }
+
+    /// Takes the orphans to settle them.
+    fn take_orphans(&self) -> Vec<Handed<L>> {
+        std::mem::take(&mut self.state.lock().orphans)
     }
 
     /// Waits for acks to settle; `None` once closing and all are settled.
@@ -182,23 +207,52 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
     let settler = &shared.settler;
     let _gone = Gone(settler);
     while let Some(batch) = settler.take() {
-        let items: Vec<(&B::Lease, Option<&[u8]>)> = batch
-            .iter()
-            .map(|h| (&h.lease, h.result.as_deref()))
-            .collect();
-        let results = shared.backend.complete_batch(&items);
-        debug_assert_eq!(results.len(), batch.len());
-        for i in 0..batch.len() {
-            let result = match results.get(i) {
-                Some(Ok(())) => Ok(()),
-                Some(Err(e)) => Err(e.kind()),
-                None => Err(crate::error::ErrorKind::Io),
-            };
-            crate::worker::run::count_settled(&shared.counters, result, Count::Done);
+        settle_batch(shared, batch);
+    }
+}
+
+/// Records a batch of acks with one [`Backend::complete_batch`], counts
+/// each, and frees their window slots. If the backend panics, the batch
+/// is kept as orphans (see [`settle_orphans`]) and the panic goes on.
+fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
+    struct Orphaned<'a, L: Clone>(&'a Settler<L>, Option<Vec<Handed<L>>>);
+    impl<L: Clone> Drop for Orphaned<'_, L> {
+        fn drop(&mut self) {
+            if let Some(batch) = self.1.take() {
+                self.0.orphan(batch);
+            }
         }
-        // Counted before the window slots are freed: once nothing is
-        // unsettled, the counters are exact.
-        settler.settled(&batch);
+    }
+    let settler = &shared.settler;
+    let mut guard = Orphaned(settler, Some(batch));
+    let batch = guard.1.as_ref().expect("the batch is held until settled");
+    let items: Vec<(&B::Lease, Option<&[u8]>)> = batch
+        .iter()
+        .map(|h| (&h.lease, h.result.as_deref()))
+        .collect();
+    let results = shared.backend.complete_batch(&items);
+    debug_assert_eq!(results.len(), batch.len());
+    let batch = guard.1.take().expect("the batch is held until settled");
+    for i in 0..batch.len() {
+        let result = match results.get(i) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.kind()),
+            None => Err(crate::error::ErrorKind::Io),
+        };
+        crate::worker::run::count_settled(&shared.counters, result, Count::Done);
+    }
+    // Counted before the window slots are freed: once nothing is
+    // unsettled, the counters are exact.
+    settler.settled(&batch);
+}
+
+/// Settles the acks a dead settler thread left (for the heartbeat, and
+/// for shutdown once the settler is joined). An ack the dead thread had
+/// recorded already is refused now and counted lost.
+pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>) {
+    let orphans = shared.settler.take_orphans();
+    if !orphans.is_empty() {
+        settle_batch(shared, orphans);
     }
 }
 

@@ -259,20 +259,12 @@ impl Scan<'_> {
                 return Ok(None);
             }
         }
-        let mut bytes = self.read(name)?;
+        let bytes = self.read(name)?;
         if !(self.sum.live && last) {
             return Ok(bytes);
         }
-        for _ in 0..3 {
-            match &bytes {
-                Some(b) if shows_damage(self.dir, name, id, b) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    bytes = files::read(&self.dir.join(name))?;
-                }
-                _ => break,
-            }
-        }
-        Ok(bytes)
+        let dir = self.dir;
+        reread_while(dir, name, bytes, |b| shows_damage(dir, name, id, b))
     }
 
     fn side_file(&mut self, name: &str, role: FileRole) -> Result<()> {
@@ -298,20 +290,12 @@ impl Scan<'_> {
     /// `read` copies page by page, so one copy can hold a later record but
     /// miss an earlier one that was being written.
     fn read_side_file(&mut self, name: &str, role: FileRole) -> Result<Option<Vec<u8>>> {
-        let mut bytes = self.read(name)?;
+        let bytes = self.read(name)?;
         if !self.sum.live {
             return Ok(bytes);
         }
-        for _ in 0..3 {
-            match &bytes {
-                Some(b) if side_shows_damage(self.dir, name, role, b) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    bytes = files::read(&self.dir.join(name))?;
-                }
-                _ => break,
-            }
-        }
-        Ok(bytes)
+        let dir = self.dir;
+        reread_while(dir, name, bytes, |b| side_shows_damage(dir, name, role, b))
     }
 
     fn side_records(&mut self, name: &str, role: FileRole, bytes: &[u8], seed: u32, max_len: u32) {
@@ -437,6 +421,26 @@ fn side_entry<'a>(role: FileRole, f: &Frame<'a>) -> Option<Entry<'a>> {
         },
         _ => DoneRecord::decode(f.kind, f.body).map(Entry::Done),
     }
+}
+
+/// Reads file `name` again (up to three times, 20 ms apart) while its
+/// bytes show damage that a writer still filling it may explain.
+fn reread_while(
+    dir: &Path,
+    name: &str,
+    mut bytes: Option<Vec<u8>>,
+    shows: impl Fn(&[u8]) -> bool,
+) -> Result<Option<Vec<u8>>> {
+    for _ in 0..3 {
+        match &bytes {
+            Some(b) if shows(b) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                bytes = files::read(&dir.join(name))?;
+            }
+            _ => break,
+        }
+    }
+    Ok(bytes)
 }
 
 /// Whether a scan of the newest segment's `bytes` finds damage.

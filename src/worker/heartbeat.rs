@@ -17,17 +17,24 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
     let every = shared.cfg.heartbeat_every();
     while !shared.heartbeat_stop.sleep(every) {
         for slot in &shared.slots {
-            let guard = slot.lock();
-            let Some(active) = guard.as_ref() else {
-                continue;
+            // The lease is copied out and the slot unlocked before the
+            // extension, which may wait on a remote backend: the worker
+            // must be able to take its finished job meanwhile. An
+            // extension that lands after the job was settled is refused,
+            // and the `lost` flag it sets is then read by no one.
+            let (lease, lost) = {
+                let guard = slot.lock();
+                match guard.as_ref() {
+                    Some(active) if !active.lost.load(Ordering::Acquire) => {
+                        (active.lease.clone(), active.lost.clone())
+                    }
+                    _ => continue,
+                }
             };
-            if active.lost.load(Ordering::Acquire) {
-                continue;
-            }
-            match shared.backend.extend(&active.lease, shared.cfg.visibility) {
+            match shared.backend.extend(&lease, shared.cfg.visibility) {
                 Ok(()) => shared.counters.add(Count::Extended),
                 Err(e) if matches!(e.kind(), ErrorKind::LeaseLost | ErrorKind::NotFound) => {
-                    active.lost.store(true, Ordering::Release);
+                    lost.store(true, Ordering::Release);
                 }
                 // A transient failure: the next beat tries again, well
                 // before the lease runs out.

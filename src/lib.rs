@@ -127,13 +127,18 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;
 pub use done::MAX_RESULT_LEN;
 pub use error::{Error, ErrorKind, Result};
+/// Longest message group key, in bytes (`EnqueueOptions::group`).
+pub use format::record::MAX_GROUP_LEN;
+/// Longest queue name, in bytes (`Store::queue`).
+pub use format::record::MAX_QUEUE_NAME;
 pub use job::{Job, Receipt};
 #[doc(hidden)]
 pub use keys::force_key_hash_collisions as __force_key_hash_collisions;
-pub use named::{DEFAULT_QUEUE, MAX_QUEUES};
+pub use named::{validate_name as validate_queue_name, DEFAULT_QUEUE, MAX_QUEUES};
 pub use options::{
     Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, DEFAULT_CHECKPOINT_EVERY,
-    MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_SEGMENT_SIZE, MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN,
+    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 pub use priority::Priority;
 pub use queue::{Enqueued, Queue, Store, LOCK_FILE};

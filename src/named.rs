@@ -98,7 +98,14 @@ pub struct Named {
 }
 
 /// Checks a queue name against the rules: 1..=64 bytes of
-/// `[A-Za-z0-9_.-]`.
+/// `[A-Za-z0-9_.-]` (`Store::queue` refuses any other with
+/// [`ErrorKind::InvalidOptions`]).
+///
+/// ```
+/// assert!(walq::validate_queue_name("emails.high-priority").is_ok());
+/// assert!(walq::validate_queue_name("no spaces").is_err());
+/// assert!(walq::validate_queue_name("").is_err());
+/// ```
 pub fn validate_name(name: &str) -> Result<()> {
     if valid_queue_name(name.as_bytes()) {
         return Ok(());

@@ -20,6 +20,8 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_ERROR_LEN: usize = 4096;
 /// Default payload limit (16 MiB).
 pub const DEFAULT_MAX_PAYLOAD: u64 = 16 << 20;
+/// Default segment size (64 MiB).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Largest `max_attempts`.
 pub const MAX_ATTEMPTS_LIMIT: u32 = u16::MAX as u32;
 
@@ -147,7 +149,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            segment_size: 64 << 20,
+            segment_size: DEFAULT_SEGMENT_SIZE,
             durability: Durability::Sync,
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 5,

@@ -509,7 +509,7 @@ fn an_import_with_a_refused_line_writes_nothing() {
         ),
         (
             refused_third_line(&job_line("no spaces", "")),
-            "line 3: queue name \"no spaces\" is invalid",
+            "line 3: invalid options: queue name \"no spaces\" is invalid",
         ),
         (refused_third_line("{not json"), "line 3: "),
         (

@@ -10,16 +10,10 @@
 
 use std::collections::HashSet;
 
-use walq::{Options, DEFAULT_QUEUE, MAX_KEY_LEN, MAX_QUEUES, MAX_SEGMENT_SIZE};
-
-/// The segment size of `Options::default()` (64 MiB).
-const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
-/// The payload limit of `Options::default()` (16 MiB).
-const DEFAULT_MAX_PAYLOAD: u64 = 16 << 20;
-/// Longest group key (`EnqueueOptions::group`: 1 to 256 bytes).
-const MAX_GROUP_LEN: usize = 256;
-/// Longest queue name (`Store::queue`: 1 to 64 bytes).
-const MAX_QUEUE_NAME: usize = 64;
+use walq::{
+    Options, DEFAULT_MAX_PAYLOAD, DEFAULT_QUEUE, DEFAULT_SEGMENT_SIZE, MAX_GROUP_LEN, MAX_KEY_LEN,
+    MAX_QUEUES, MAX_SEGMENT_SIZE,
+};
 /// What a segment must hold besides the largest payload that
 /// `Options::max_payload` may allow: the file header (64 bytes), a frame
 /// header (24), the fixed part of an Enqueue record (32) and the longest
@@ -95,16 +89,7 @@ impl Limits {
         if name.is_empty() || name == DEFAULT_QUEUE || self.names.contains(name) {
             return Ok(());
         }
-        let valid = name.len() <= MAX_QUEUE_NAME
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !valid {
-            return Err(format!(
-                "queue name {name:?} is invalid: a name is 1 to {MAX_QUEUE_NAME} bytes of \
-                 A-Z, a-z, 0-9, '_', '.' and '-'"
-            ));
-        }
+        walq::validate_queue_name(name).map_err(|e| e.to_string())?;
         if self.names.len() >= MAX_QUEUES {
             return Err(format!(
                 "queue {name:?} would be named queue {} of a store that holds at most {MAX_QUEUES}",

@@ -18,7 +18,7 @@
 //! finds `P(i)` from the block before `i` (fewer than [`BLOCK`] bytes).
 //! The power of `x` comes from three tables of 2,048, 2,048 and 1,024
 //! entries. So a candidate costs two checksums of under [`BLOCK`] bytes
-//! and four multiplications, whatever length it claims, and a whole search
+//! and at most three multiplications, whatever length it claims, and a whole search
 //! hashes each byte of the buffer about once more.
 //!
 //! The result equals [`crate::format::frame::checksum`] of the same bytes;

@@ -17,7 +17,7 @@
 //! Each candidate costs a bounded amount of work, whatever length its
 //! header claims: one up to [`DIRECT_MAX`] bytes long is checksummed
 //! directly; a longer one through prefix checksums ([`RangeCrc`]: two
-//! checksums of under 256 bytes and four multiplications), and only a
+//! checksums of under 256 bytes and at most three multiplications), and only a
 //! match is then decoded directly. So crafted bytes that look like headers
 //! at every offset, claiming the whole segment each, cost a search linear
 //! work, not the square of the damaged span (`tests` below count it).

@@ -429,13 +429,21 @@ fn gather_target(woken: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::Spare;
     use crate::vfs::{Fault, FaultOp, SimFs};
     use std::path::Path;
 
     fn committer(fs: &SimFs) -> Arc<Committer> {
         let dir = Path::new("/q");
         fs.create_dir_all(dir, 0o700).unwrap();
-        let seg = Segment::create(fs, dir, 1, 1 << 16, 1, 1, 0o600).unwrap();
+        let seg = Segment::create(
+            fs,
+            dir,
+            Spare::prepare(fs, dir, 1, 1 << 16, 0o600, 0).unwrap(),
+            1,
+            1,
+        )
+        .unwrap();
         let c = Arc::new(Committer::new(0));
         c.set_target(Arc::new(seg), 0);
         c

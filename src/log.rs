@@ -65,6 +65,10 @@ const PREFAULT_BYTES: u32 = 2 << 20;
 /// `pwrite` appends keep at least this many bytes past the tail written
 /// (as zeros) ahead of them, in steps of this size (see [`Log::zero_ahead`]).
 const ZERO_AHEAD: u32 = 1 << 20;
+/// Bytes of a segment written (zeros) when it is prepared, for logs whose
+/// appends are `pwrite`s: the first [`Log::zero_ahead`] of the segment,
+/// done off the write path (see [`Spare::prepare`]).
+pub const PREPARED_ZEROS: u32 = 2 * ZERO_AHEAD;
 /// The chunk of the active segment whose writeback is started once the
 /// tail has passed it (the 1 MiB boundaries where the prefault runs).
 const WRITEBACK_CHUNK: u32 = 1 << 20;
@@ -316,19 +320,31 @@ impl Log {
     /// same page faults again (`page_mkwrite`); a `pwrite` takes no fault
     /// (measured in `docs/benchmarks.md`). Reads still go through the map.
     ///
-    /// Turned on at open, it also notes how far past the tail the active
-    /// segment's blocks are already written (the zeros the previous run
-    /// wrote ahead, or its prefaulted pages, synced at its close), so the
-    /// first append does not write its [`ZERO_AHEAD`] of zeros again: half
-    /// a millisecond of the first operation after a reopen.
+    /// Turned on at open, it has the spares prepared from then on (by the
+    /// `walq-upkeep` thread, off the write path) written over their first
+    /// [`PREPARED_ZEROS`], and notes how far past the tail the active
+    /// segment's blocks are already written (see
+    /// [`Log::note_written_ahead`]).
     pub fn append_by_syscall(&mut self, on: bool) {
         self.syscall_appends = on;
+        self.upkeep
+            .set_spare_zeros(if on { PREPARED_ZEROS } else { 0 });
         if on {
-            let seg = self.active();
-            let written = seg.written_end().min(seg.size());
-            if written > self.tail {
-                self.zeroed = (seg.id, written);
-            }
+            self.note_written_ahead();
+        }
+    }
+
+    /// Notes how far past the tail the active segment's blocks are
+    /// already written (the zeros written when it was prepared, or those
+    /// a previous run wrote ahead, or its prefaulted pages, synced at its
+    /// close), so that its first appends do not write [`ZERO_AHEAD`] of
+    /// zeros again: 2-3 ms of the first operation after an open or a
+    /// rotation, inside its commit.
+    fn note_written_ahead(&mut self) {
+        let seg = self.active();
+        let written = seg.written_end().min(seg.size());
+        if written > self.tail {
+            self.zeroed = (seg.id, written);
         }
     }
 
@@ -837,6 +853,9 @@ impl Log {
         });
         self.note_ends();
         self.tail = SEGMENT_HEADER_LEN as u32;
+        if self.syscall_appends {
+            self.note_written_ahead();
+        }
         Ok(())
     }
 }

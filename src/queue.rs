@@ -174,10 +174,7 @@ impl Queue {
             }
         })?;
         let now = opts.clock.now_ms();
-        let (mut state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
-        state
-            .log
-            .append_by_syscall(opts.durability == Durability::Sync);
+        let (state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
         // The log's committer: the one path that syncs the log.
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();

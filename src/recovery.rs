@@ -31,8 +31,8 @@ use crate::format::close::CleanClose;
 use crate::format::frame::{self, Frame, FrameError, FLAG_BATCH_MORE};
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::format::resync;
-use crate::log::{Log, SegInfo};
-use crate::options::{Options, RecoveryMode};
+use crate::log::{Log, SegInfo, PREPARED_ZEROS};
+use crate::options::{Durability, Options, RecoveryMode};
 use crate::rotation_tear::{self, Newest};
 use crate::segment::{self, Segment, Spare};
 use crate::state::checkpoint::{self, CHECKPOINT_FILE};
@@ -278,7 +278,11 @@ fn open_log(
     for spare in kept {
         log.adopt_spare(spare);
     }
+    // The spare prepared here, inside the open, has only its header block
+    // written; those the upkeep thread prepares later have their zeros
+    // ahead too (see `Log::append_by_syscall`).
     log.prepare_spare();
+    log.append_by_syscall(opts.durability == Durability::Sync);
     log.fill_reserve();
     Ok(log)
 }
@@ -359,7 +363,15 @@ impl ScannedLog {
         opts: &Options,
         next_id: u64,
     ) -> Result<()> {
-        let seg = Segment::create(vfs, dir, 1, opts.segment_size, 1, next_id, opts.file_mode)?;
+        // Under `Sync` appends are `pwrite`s, which keep zeros written
+        // ahead of them: the first are written now (see `Spare::prepare`).
+        let zeros = if opts.durability == Durability::Sync {
+            PREPARED_ZEROS
+        } else {
+            0
+        };
+        let spare = Spare::prepare(vfs, dir, 1, opts.segment_size, opts.file_mode, zeros)?;
+        let seg = Segment::create(vfs, dir, spare, 1, next_id)?;
         self.segments.push_back(SegInfo {
             seg: Arc::new(seg),
             live_jobs: 0,

@@ -40,7 +40,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -144,6 +144,9 @@ pub struct Upkeep {
     dir: PathBuf,
     seg_size: u64,
     mode: u32,
+    /// Bytes of each spare written (zeros) when it is prepared (see
+    /// [`Spare::prepare`], [`Upkeep::set_spare_zeros`]).
+    spare_zeros: AtomicU32,
     /// Work was queued since the last run.
     pending: AtomicBool,
     /// A prefault is queued (for the `walq-prefault` thread).
@@ -186,6 +189,7 @@ impl Upkeep {
             dir,
             seg_size,
             mode,
+            spare_zeros: AtomicU32::new(0),
             pending: AtomicBool::new(true),
             prefault_pending: AtomicBool::new(false),
             freed: AtomicBool::new(false),
@@ -228,8 +232,16 @@ impl Upkeep {
         self.dead_compaction.load(Ordering::Acquire)
     }
 
+    /// Has the spares prepared from now on written (zeros) over their
+    /// first `bytes`, for logs whose appends are `pwrite`s (see
+    /// `Log::append_by_syscall`). 0 (the default): the header block only.
+    pub fn set_spare_zeros(&self, bytes: u32) {
+        self.spare_zeros.store(bytes, Ordering::Relaxed);
+    }
+
     fn prepare(&self, id: u32) -> Result<Spare> {
-        Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode)
+        let zeros = self.spare_zeros.load(Ordering::Relaxed);
+        Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode, zeros)
     }
 
     /// Prepares the missing spares (best effort: without one, rotation
@@ -543,7 +555,18 @@ mod tests {
         // and the spare is made in the space it gave back.
         let (fs, up) = setup();
         let dir = Path::new("/q");
-        let seg = |id| Arc::new(Segment::create(&fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let seg = |id| {
+            Arc::new(
+                Segment::create(
+                    &fs,
+                    dir,
+                    Spare::prepare(&fs, dir, id, SIZE, 0o600, 0).unwrap(),
+                    1,
+                    1,
+                )
+                .unwrap(),
+            )
+        };
         let (s1, s2) = (seg(1), seg(2));
         let commit = Committer::new(0);
         commit.set_target(s2, 0);
@@ -572,7 +595,18 @@ mod tests {
     fn retired_segments_go_once_durable_and_oldest_first() {
         let (fs, up) = setup();
         let dir = Path::new("/q");
-        let seg = |id| Arc::new(Segment::create(&fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let seg = |id| {
+            Arc::new(
+                Segment::create(
+                    &fs,
+                    dir,
+                    Spare::prepare(&fs, dir, id, SIZE, 0o600, 0).unwrap(),
+                    1,
+                    1,
+                )
+                .unwrap(),
+            )
+        };
         let (s1, s2, s3) = (seg(1), seg(2), seg(3));
         let commit = Committer::new(0);
         commit.set_target(s3.clone(), 0);
@@ -693,7 +727,18 @@ mod tests {
         let dir = Path::new("/q");
         fs.create_dir_all(dir, 0o700).unwrap();
         let up = Upkeep::new(fs.clone(), dir.to_path_buf(), SIZE, 0o600, 1);
-        let seg = |id| Arc::new(Segment::create(&*fs, dir, id, SIZE, 1, 1, 0o600).unwrap());
+        let seg = |id| {
+            Arc::new(
+                Segment::create(
+                    &*fs,
+                    dir,
+                    Spare::prepare(&*fs, dir, id, SIZE, 0o600, 0).unwrap(),
+                    1,
+                    1,
+                )
+                .unwrap(),
+            )
+        };
         let (s1, s2) = (seg(1), seg(2));
         // A newer range replaces the one not run yet.
         up.prefault(&s1, 0, 100);

@@ -59,7 +59,7 @@ impl VfsFile for StdFile {
         /// Zeros per `pwrite` (in the zero-initialised data segment, so no
         /// binary size).
         static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
-        if self.stores.get() != Some(&true) {
+        if !self.overwrites_in_place() {
             return Ok(());
         }
         let end = off.saturating_add(len).min(self.len()?);
@@ -76,7 +76,7 @@ impl VfsFile for StdFile {
         // Only where zeros are written ahead at all (`data_end` reports
         // the whole file as data elsewhere, which would be harmless here
         // too, but says nothing).
-        if self.stores.get() != Some(&true) {
+        if !self.overwrites_in_place() {
             return 0;
         }
         self.len()
@@ -141,12 +141,21 @@ impl VfsFile for StdFile {
 }
 
 impl StdFile {
+    /// Whether the file system overwrites preallocated blocks in place
+    /// (`os::map_stores_are_safe`): asked once, before or after the file
+    /// is mapped (a spare's zeros are written before its map exists).
+    fn overwrites_in_place(&self) -> bool {
+        *self
+            .stores
+            .get_or_init(|| crate::os::map_stores_are_safe(&self.file))
+    }
+
     fn map_region(&self, len: u64) -> io::Result<Arc<Region>> {
         if let Some(map) = self.map.get() {
             return Ok(map.clone());
         }
         let map = Arc::new(Region::map(&self.file, len)?);
-        let _ = self.stores.set(crate::os::map_stores_are_safe(&self.file));
+        self.overwrites_in_place();
         Ok(self.map.get_or_init(|| map).clone())
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -386,14 +386,24 @@ fn a_done_with_an_oversized_result_is_failed_once_not_rerun() {
     assert_eq!((s.dead, s.settle_errors), (1, 0), "{s:?}");
 }
 
-/// A queue whose first `complete_batch` panics, as a buggy backend might:
-/// the pool's settler thread dies with a batch of acks in hand.
-struct PanicsOnce {
+/// A queue whose first `panics` calls of `complete_batch` panic, as a
+/// buggy backend might: the first kills the pool's settler thread with a
+/// batch of acks in hand.
+struct PanicsInBatches {
     q: Queue,
-    panicked: AtomicBool,
+    panics: AtomicU64,
 }
 
-impl Backend for PanicsOnce {
+impl PanicsInBatches {
+    fn new(q: &Queue, panics: u64) -> PanicsInBatches {
+        PanicsInBatches {
+            q: q.clone(),
+            panics: AtomicU64::new(panics),
+        }
+    }
+}
+
+impl Backend for PanicsInBatches {
     type Lease = Receipt;
 
     fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> walq::Result<Enqueued> {
@@ -409,10 +419,11 @@ impl Backend for PanicsOnce {
     }
 
     fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<walq::Result<()>> {
-        assert!(
-            self.panicked.swap(true, Ordering::SeqCst),
-            "the first complete_batch panics"
-        );
+        let left = self.panics.load(Ordering::SeqCst);
+        if left > 0 {
+            self.panics.store(left - 1, Ordering::SeqCst);
+            panic!("complete_batch panics ({left} more to go)");
+        }
         Backend::complete_batch(&self.q, items)
     }
 
@@ -439,10 +450,7 @@ fn acks_held_by_a_settler_that_panicked_are_settled_not_kept_leased() {
     let clock = ManualClock::new(1_000_000);
     let q = open_sim(&fs, &clock);
     let ids = enqueue_n(&q, 20);
-    let backend = PanicsOnce {
-        q: q.clone(),
-        panicked: AtomicBool::new(false),
-    };
+    let backend = PanicsInBatches::new(&q, 1);
     let runs = Arc::new(Mutex::new(BTreeMap::<u64, u32>::new()));
     let pool = {
         let runs = runs.clone();
@@ -469,4 +477,39 @@ fn acks_held_by_a_settler_that_panicked_are_settled_not_kept_leased() {
     assert!(runs.values().all(|&n| n == 1), "no job ran twice: {runs:?}");
     assert_eq!((s.done, s.leased, accounted(&s)), (20, 20, 20), "{s:?}");
     assert_eq!(q.stats().in_flight, 0);
+}
+
+/// The backend panics again when the orphans of the dead settler are
+/// settled: the panic must not escape (it would kill the heartbeat, or
+/// unwind out of `shutdown`). The orphans are given up as settle errors;
+/// every other job is done.
+#[test]
+fn a_backend_that_panics_again_on_the_orphans_gives_them_up_without_unwinding() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let ids = enqueue_n(&q, 20);
+    let pool = WorkerPool::builder(PanicsInBatches::new(&q, 2))
+        .workers(2)
+        .poll_interval(Duration::from_millis(5))
+        .heartbeat(Duration::from_millis(10))
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    // Every job ran and was either acked or given up.
+    wait_until("every job is settled", || {
+        let s = pool.stats();
+        s.done + s.settle_errors == ids.len() as u64
+    });
+    let report = pool.shutdown(Duration::from_secs(10));
+    let s = report.stats;
+    assert!(s.settle_errors >= 1, "the orphans were given up: {s:?}");
+    assert_eq!((s.leased, accounted(&s)), (20, 20), "{s:?}");
+    let done = ids
+        .iter()
+        .filter(|&&id| matches!(q.status(id), Ok(JobStatus::Done { .. })))
+        .count() as u64;
+    assert_eq!(done, s.done, "{s:?}");
+    // The given-up jobs are still leased: they run again once their
+    // leases expire.
+    assert_eq!(q.stats().in_flight, s.settle_errors, "{s:?}");
 }

@@ -29,9 +29,15 @@
 //!   settles them on its next beat and shutdown settles any left, so a
 //!   finished job is neither kept leased forever nor run again (unless
 //!   its lease expires first); workers settle their own acks from then on.
+//!   Should the backend panic again on the orphans, they are given up
+//!   (counted as settle errors; the jobs run again once their leases
+//!   expire) and neither the heartbeat nor `shutdown` unwinds.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::error::ErrorKind;
 use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
 use crate::worker::pool::Shared;
@@ -237,7 +243,7 @@ fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
         let result = match results.get(i) {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(e.kind()),
-            None => Err(crate::error::ErrorKind::Io),
+            None => Err(ErrorKind::Io),
         };
         crate::worker::run::count_settled(&shared.counters, result, Count::Done);
     }
@@ -249,10 +255,25 @@ fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
 /// Settles the acks a dead settler thread left (for the heartbeat, and
 /// for shutdown once the settler is joined). An ack the dead thread had
 /// recorded already is refused now and counted lost.
+///
+/// If the backend panics again, the panic stops here: it would otherwise
+/// kill the heartbeat (whose running jobs' leases would then lapse) or
+/// unwind out of `shutdown`. The acks are given up, counted as settle
+/// errors: their leases are no longer extended, and each job runs again
+/// once its lease expires (at least once, as for any ack that fails).
 pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>) {
     let orphans = shared.settler.take_orphans();
-    if !orphans.is_empty() {
-        settle_batch(shared, orphans);
+    if orphans.is_empty() {
+        return;
+    }
+    let settled = catch_unwind(AssertUnwindSafe(|| settle_batch(shared, orphans)));
+    if settled.is_err() {
+        // `settle_batch` kept the batch as orphans again when it unwound.
+        let given_up = shared.settler.take_orphans();
+        for _ in &given_up {
+            crate::worker::run::count_settled(&shared.counters, Err(ErrorKind::Io), Count::Done);
+        }
+        shared.settler.settled(&given_up);
     }
 }
 

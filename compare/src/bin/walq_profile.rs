@@ -8,7 +8,10 @@
 //! dead-lettered: a log fdatasync each, even under `Os`), and reopen
 //! (`jobs` queued and closed, then 9 × open + first dequeue + close
 //! without the ack, as the comparison's reopen row does: the time of the
-//! open and of the dequeue after it, each run)
+//! open and of the dequeue after it, each run), and fresh (9 × a new
+//! queue in a new directory, opened, then `jobs` enqueues, each timed, as
+//! the comparison's one-fsync-per-job rows do: the open, the first
+//! enqueue, the median and slowest of the others, each run)
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,35 @@ fn reopen_phases(dir: &std::path::Path, opts: &dyn Fn() -> Options) {
     }
 }
 
+/// Nine new queues, each in a new directory under `base`: the open, then
+/// `jobs` enqueues of `p`, each timed.
+fn fresh_queues(base: &std::path::Path, jobs: usize, p: &[u8], opts: &dyn Fn() -> Options) {
+    for run in 1..=9 {
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        let t = Instant::now();
+        let q = Queue::open_with(dir.path(), opts()).expect("open");
+        let open = t.elapsed();
+        let mut lat: Vec<Duration> = (0..jobs.max(2))
+            .map(|_| {
+                let t = Instant::now();
+                q.enqueue(p).expect("enqueue");
+                t.elapsed()
+            })
+            .collect();
+        let first = lat.remove(0);
+        let total = first + lat.iter().sum::<Duration>();
+        lat.sort();
+        println!(
+            "fresh {run}: open {:.3} ms, first enqueue {:.0} µs, others median {:.0} µs max {:.0} µs, {:.0} enqueues/s",
+            open.as_secs_f64() * 1e3,
+            first.as_secs_f64() * 1e6,
+            lat[lat.len() / 2].as_secs_f64() * 1e6,
+            lat[lat.len() - 1].as_secs_f64() * 1e6,
+            (lat.len() + 1) as f64 / total.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("enqueue", String::as_str);
@@ -75,8 +107,12 @@ fn main() {
         None => tempfile::tempdir().expect("tempdir"),
     };
     let opts = || Options::default().durability(mode);
-    let q = Queue::open_with(dir.path(), opts()).expect("open");
     let p: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    if what == "fresh" {
+        fresh_queues(dir.path(), jobs as usize, &p, &opts);
+        return;
+    }
+    let q = Queue::open_with(dir.path(), opts()).expect("open");
     let fill = |q: &Queue| {
         let mut left = jobs;
         while left > 0 {

@@ -583,17 +583,17 @@ mod tests {
         assert!(!is_own_tmp("0000000042.wal", "dead.wal"));
     }
 
+    /// Segment 3 of `size` bytes in `dir` (records from LSN 10, job ids
+    /// from 20).
+    fn created(dir: &Path, size: u64) -> Segment {
+        let spare = Spare::prepare(&StdFs, dir, 3, size, 0o600, 0).unwrap();
+        Segment::create(&StdFs, dir, spare, 10, 20).unwrap()
+    }
+
     #[test]
     fn pages_stored_through_the_map_are_released_once_before_a_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Segment::create(
-            &StdFs,
-            dir.path(),
-            Spare::prepare(&StdFs, dir.path(), 3, 1 << 20, 0o600, 0).unwrap(),
-            10,
-            20,
-        )
-        .unwrap();
+        let s = created(dir.path(), 1 << 20);
         let released = || s.region.released();
         s.write_by(64, &[1u8; 10_000], false).unwrap();
         s.sync_data().unwrap();
@@ -617,14 +617,7 @@ mod tests {
     #[test]
     fn create_then_open() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Segment::create(
-            &StdFs,
-            dir.path(),
-            Spare::prepare(&StdFs, dir.path(), 3, 1 << 16, 0o600, 0).unwrap(),
-            10,
-            20,
-        )
-        .unwrap();
+        let s = created(dir.path(), 1 << 16);
         s.write(64, b"x").unwrap();
         drop(s);
         let s = Segment::open(&StdFs, &dir.path().join(file_name(3)), 3).unwrap();

@@ -497,6 +497,12 @@ mod tests {
 
     const SIZE: u64 = 1 << 16;
 
+    /// Segment `id` of `SIZE` bytes, created in `dir`.
+    fn segment(fs: &dyn Vfs, dir: &Path, id: u32) -> Arc<Segment> {
+        let spare = Spare::prepare(fs, dir, id, SIZE, 0o600, 0).unwrap();
+        Arc::new(Segment::create(fs, dir, spare, 1, 1).unwrap())
+    }
+
     fn setup() -> (SimFs, Upkeep) {
         let fs = SimFs::new();
         let dir = Path::new("/q");
@@ -555,18 +561,7 @@ mod tests {
         // and the spare is made in the space it gave back.
         let (fs, up) = setup();
         let dir = Path::new("/q");
-        let seg = |id| {
-            Arc::new(
-                Segment::create(
-                    &fs,
-                    dir,
-                    Spare::prepare(&fs, dir, id, SIZE, 0o600, 0).unwrap(),
-                    1,
-                    1,
-                )
-                .unwrap(),
-            )
-        };
+        let seg = |id| segment(&fs, dir, id);
         let (s1, s2) = (seg(1), seg(2));
         let commit = Committer::new(0);
         commit.set_target(s2, 0);
@@ -595,18 +590,7 @@ mod tests {
     fn retired_segments_go_once_durable_and_oldest_first() {
         let (fs, up) = setup();
         let dir = Path::new("/q");
-        let seg = |id| {
-            Arc::new(
-                Segment::create(
-                    &fs,
-                    dir,
-                    Spare::prepare(&fs, dir, id, SIZE, 0o600, 0).unwrap(),
-                    1,
-                    1,
-                )
-                .unwrap(),
-            )
-        };
+        let seg = |id| segment(&fs, dir, id);
         let (s1, s2, s3) = (seg(1), seg(2), seg(3));
         let commit = Committer::new(0);
         commit.set_target(s3.clone(), 0);
@@ -727,18 +711,7 @@ mod tests {
         let dir = Path::new("/q");
         fs.create_dir_all(dir, 0o700).unwrap();
         let up = Upkeep::new(fs.clone(), dir.to_path_buf(), SIZE, 0o600, 1);
-        let seg = |id| {
-            Arc::new(
-                Segment::create(
-                    &*fs,
-                    dir,
-                    Spare::prepare(&*fs, dir, id, SIZE, 0o600, 0).unwrap(),
-                    1,
-                    1,
-                )
-                .unwrap(),
-            )
-        };
+        let seg = |id| segment(&*fs, dir, id);
         let (s1, s2) = (seg(1), seg(2));
         // A newer range replaces the one not run yet.
         up.prefault(&s1, 0, 100);

@@ -135,11 +135,20 @@ fn thread_wchar() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether the zeros written ahead can be seen here (holes reported) and
+/// the bytes a thread writes counted; if not, says so.
+fn writes_countable(dir: &Path) -> bool {
+    let yes = holes_reported(dir) && thread_wchar().is_some();
+    if !yes {
+        eprintln!("no holes in preallocated space, or no per-thread I/O counts: nothing to check");
+    }
+    yes
+}
+
 #[test]
 fn a_reopened_queue_does_not_write_its_zeros_ahead_again() {
     let dir = tempfile::tempdir().unwrap();
-    if !holes_reported(dir.path()) || thread_wchar().is_none() {
-        eprintln!("no holes in preallocated space, or no per-thread I/O counts: nothing to check");
+    if !writes_countable(dir.path()) {
         return;
     }
     let q = Queue::open_with(dir.path(), sync_opts()).unwrap();
@@ -179,8 +188,7 @@ fn a_reopened_queue_does_not_write_its_zeros_ahead_again() {
 #[test]
 fn the_first_enqueue_of_a_fresh_queue_finds_its_zeros_written() {
     let dir = tempfile::tempdir().unwrap();
-    if !holes_reported(dir.path()) || thread_wchar().is_none() {
-        eprintln!("no holes in preallocated space, or no per-thread I/O counts: nothing to check");
+    if !writes_countable(dir.path()) {
         return;
     }
     let q = Queue::open_with(dir.path(), sync_opts()).unwrap();
@@ -223,8 +231,7 @@ fn segments(dir: &Path) -> usize {
 fn a_rotation_into_a_prepared_segment_writes_no_zeros_inside_the_enqueue() {
     const PAYLOAD: usize = 200 << 10;
     let dir = tempfile::tempdir().unwrap();
-    if !holes_reported(dir.path()) || thread_wchar().is_none() {
-        eprintln!("no holes in preallocated space, or no per-thread I/O counts: nothing to check");
+    if !writes_countable(dir.path()) {
         return;
     }
     let q = Queue::open_with(dir.path(), sync_opts().segment_size(4 * MIB)).unwrap();

@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use walq::worker::{Backend, Delivery, JobContext, JobStatus, Outcome, WorkerPool};
-use walq::{EnqueueOptions, Enqueued, Queue, Receipt};
+use walq::worker::{JobContext, JobStatus, Outcome, WorkerPool};
+use walq::Queue;
+
+mod hooked_backend;
+use hooked_backend::{Hooked, Hooks};
 
 /// Opens when set; waits for that.
 #[derive(Default)]
@@ -40,49 +43,17 @@ impl Drop for OpenOnDrop {
     }
 }
 
-/// A queue whose `extend` waits at a gate, as an extension of a remote
-/// backend waits on a slow network.
+/// An `extend` that waits at a gate, as an extension of a remote backend
+/// waits on a slow network.
 struct SlowExtend {
-    q: Queue,
     extending: AtomicBool,
     gate: Arc<Gate>,
 }
 
-impl Backend for SlowExtend {
-    type Lease = Receipt;
-
-    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> walq::Result<Enqueued> {
-        Backend::enqueue(&self.q, payload, opts)
-    }
-
-    fn lease(&self, vis: Duration, wait: Duration) -> walq::Result<Option<Delivery<Receipt>>> {
-        Backend::lease(&self.q, vis, wait)
-    }
-
-    fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> walq::Result<()> {
-        Backend::complete(&self.q, lease, result)
-    }
-
-    fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<walq::Result<()>> {
-        Backend::complete_batch(&self.q, items)
-    }
-
-    fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> walq::Result<()> {
-        Backend::retry(&self.q, lease, delay, error)
-    }
-
-    fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
-        Backend::fail(&self.q, lease, error)
-    }
-
-    fn extend(&self, lease: &Receipt, visibility: Duration) -> walq::Result<()> {
+impl Hooks for SlowExtend {
+    fn before_extend(&self) {
         self.extending.store(true, Ordering::SeqCst);
         self.gate.wait();
-        Backend::extend(&self.q, lease, visibility)
-    }
-
-    fn status(&self, id: u64) -> walq::Result<JobStatus> {
-        Backend::status(&self.q, id)
     }
 }
 
@@ -92,10 +63,12 @@ fn a_worker_settles_its_finished_job_while_an_extension_of_its_lease_waits() {
     let q = Queue::open(dir.path()).unwrap();
     let id = q.enqueue(b"slow network").unwrap();
     let gate = Arc::new(Gate::default());
-    let backend = Arc::new(SlowExtend {
+    let backend = Arc::new(Hooked {
         q: q.clone(),
-        extending: AtomicBool::new(false),
-        gate: gate.clone(),
+        hooks: SlowExtend {
+            extending: AtomicBool::new(false),
+            gate: gate.clone(),
+        },
     });
     let pool = {
         let backend = backend.clone();
@@ -106,7 +79,7 @@ fn a_worker_settles_its_finished_job_while_an_extension_of_its_lease_waits() {
             .start(move |_: &JobContext, _: &[u8]| {
                 // Finish only once the heartbeat is inside an extension of
                 // this job's lease.
-                while !backend.extending.load(Ordering::SeqCst) {
+                while !backend.hooks.extending.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Outcome::done()

@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use walq::vfs::{Fault, FaultOp, SimFs};
-use walq::worker::{Backend, Delivery, JobContext, JobStatus, Outcome, PoolStats, WorkerPool};
-use walq::{Durability, EnqueueOptions, Enqueued, ManualClock, Options, Queue, Receipt};
+use walq::worker::{JobContext, JobStatus, Outcome, PoolStats, WorkerPool};
+use walq::{Durability, ManualClock, Options, Queue};
+
+mod hooked_backend;
+use hooked_backend::{Hooked, Hooks};
 
 /// Waits (up to a generous deadline, for liveness only) until `cond`.
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -386,61 +389,31 @@ fn a_done_with_an_oversized_result_is_failed_once_not_rerun() {
     assert_eq!((s.dead, s.settle_errors), (1, 0), "{s:?}");
 }
 
-/// A queue whose first `panics` calls of `complete_batch` panic, as a
-/// buggy backend might: the first kills the pool's settler thread with a
+/// The first `panics` calls of `complete_batch` panic, as a buggy
+/// backend's might: the first kills the pool's settler thread with a
 /// batch of acks in hand.
 struct PanicsInBatches {
-    q: Queue,
     panics: AtomicU64,
 }
 
 impl PanicsInBatches {
-    fn new(q: &Queue, panics: u64) -> PanicsInBatches {
-        PanicsInBatches {
+    fn new(q: &Queue, panics: u64) -> Hooked<PanicsInBatches> {
+        Hooked {
             q: q.clone(),
-            panics: AtomicU64::new(panics),
+            hooks: PanicsInBatches {
+                panics: AtomicU64::new(panics),
+            },
         }
     }
 }
 
-impl Backend for PanicsInBatches {
-    type Lease = Receipt;
-
-    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> walq::Result<Enqueued> {
-        Backend::enqueue(&self.q, payload, opts)
-    }
-
-    fn lease(&self, vis: Duration, wait: Duration) -> walq::Result<Option<Delivery<Receipt>>> {
-        Backend::lease(&self.q, vis, wait)
-    }
-
-    fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> walq::Result<()> {
-        Backend::complete(&self.q, lease, result)
-    }
-
-    fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<walq::Result<()>> {
+impl Hooks for PanicsInBatches {
+    fn before_complete_batch(&self) {
         let left = self.panics.load(Ordering::SeqCst);
         if left > 0 {
             self.panics.store(left - 1, Ordering::SeqCst);
             panic!("complete_batch panics ({left} more to go)");
         }
-        Backend::complete_batch(&self.q, items)
-    }
-
-    fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> walq::Result<()> {
-        Backend::retry(&self.q, lease, delay, error)
-    }
-
-    fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
-        Backend::fail(&self.q, lease, error)
-    }
-
-    fn extend(&self, lease: &Receipt, visibility: Duration) -> walq::Result<()> {
-        Backend::extend(&self.q, lease, visibility)
-    }
-
-    fn status(&self, id: u64) -> walq::Result<JobStatus> {
-        Backend::status(&self.q, id)
     }
 }
 

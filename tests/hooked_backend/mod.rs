@@ -1,0 +1,61 @@
+//! A [`Queue`] as a worker backend with a hook before two of its calls,
+//! for tests that make one call slow or panic and delegate the rest.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use walq::worker::{Backend, Delivery, JobStatus};
+use walq::{EnqueueOptions, Enqueued, Queue, Receipt};
+
+/// What runs before a call of [`Hooked`] reaches its queue; each hook
+/// does nothing unless a test overrides it.
+pub trait Hooks: Send + Sync + 'static {
+    /// Runs before `extend` (a heartbeat's lease extension).
+    fn before_extend(&self) {}
+    /// Runs before `complete_batch` (a settler's batch of acks).
+    fn before_complete_batch(&self) {}
+}
+
+/// `q` driven as a [`Backend`], with `hooks` run before its calls.
+pub struct Hooked<H> {
+    pub q: Queue,
+    pub hooks: H,
+}
+
+impl<H: Hooks> Backend for Hooked<H> {
+    type Lease = Receipt;
+
+    fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> walq::Result<Enqueued> {
+        Backend::enqueue(&self.q, payload, opts)
+    }
+
+    fn lease(&self, vis: Duration, wait: Duration) -> walq::Result<Option<Delivery<Receipt>>> {
+        Backend::lease(&self.q, vis, wait)
+    }
+
+    fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> walq::Result<()> {
+        Backend::complete(&self.q, lease, result)
+    }
+
+    fn complete_batch(&self, items: &[(&Receipt, Option<&[u8]>)]) -> Vec<walq::Result<()>> {
+        self.hooks.before_complete_batch();
+        Backend::complete_batch(&self.q, items)
+    }
+
+    fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> walq::Result<()> {
+        Backend::retry(&self.q, lease, delay, error)
+    }
+
+    fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
+        Backend::fail(&self.q, lease, error)
+    }
+
+    fn extend(&self, lease: &Receipt, visibility: Duration) -> walq::Result<()> {
+        self.hooks.before_extend();
+        Backend::extend(&self.q, lease, visibility)
+    }
+
+    fn status(&self, id: u64) -> walq::Result<JobStatus> {
+        Backend::status(&self.q, id)
+    }
+}

@@ -88,7 +88,9 @@ impl Spare {
                 let ahead = u64::from(zeros)
                     .min(size)
                     .saturating_sub(HEADER_BLOCK as u64);
-                let _ = file.write_zeros_ahead(HEADER_BLOCK as u64, ahead);
+                if ahead > 0 {
+                    let _ = file.write_zeros_ahead(HEADER_BLOCK as u64, ahead);
+                }
                 file.sync_all().map_err(|e| ("syncing new segment", e))
             });
         if let Err((what, e)) = prepared {

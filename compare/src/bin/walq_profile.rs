@@ -11,7 +11,9 @@
 //! open and of the dequeue after it, each run), and fresh (9 × a new
 //! queue in a new directory, opened, then `jobs` enqueues, each timed, as
 //! the comparison's one-fsync-per-job rows do: the open, the first
-//! enqueue, the median and slowest of the others, each run)
+//! enqueue, the median, p99.9 and slowest of the others, and the three
+//! slowest enqueues by index (a `Sync` queue writes its next MiB of zeros
+//! every ~6,500 jobs of 100 B), each run)
 
 use std::time::{Duration, Instant};
 
@@ -75,16 +77,25 @@ fn fresh_queues(base: &std::path::Path, jobs: usize, p: &[u8], opts: &dyn Fn() -
                 t.elapsed()
             })
             .collect();
+        let mut slowest: Vec<(Duration, usize)> = lat.iter().copied().zip(0..).collect();
+        slowest.sort_by(|a, b| b.cmp(a));
+        let slowest: Vec<String> = slowest[..3.min(slowest.len())]
+            .iter()
+            .map(|(d, i)| format!("#{i} {:.0} µs", d.as_secs_f64() * 1e6))
+            .collect();
         let first = lat.remove(0);
         let total = first + lat.iter().sum::<Duration>();
         lat.sort();
+        let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
         println!(
-            "fresh {run}: open {:.3} ms, first enqueue {:.0} µs, others median {:.0} µs max {:.0} µs, {:.0} enqueues/s",
+            "fresh {run}: open {:.3} ms, first enqueue {:.0} µs, others median {:.0} µs p99.9 {:.0} µs max {:.0} µs, {:.0} enqueues/s; slowest {}",
             open.as_secs_f64() * 1e3,
             first.as_secs_f64() * 1e6,
-            lat[lat.len() / 2].as_secs_f64() * 1e6,
+            at(0.5).as_secs_f64() * 1e6,
+            at(0.999).as_secs_f64() * 1e6,
             lat[lat.len() - 1].as_secs_f64() * 1e6,
-            (lat.len() + 1) as f64 / total.as_secs_f64()
+            (lat.len() + 1) as f64 / total.as_secs_f64(),
+            slowest.join(", ")
         );
     }
 }

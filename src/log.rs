@@ -558,6 +558,10 @@ impl Log {
     /// the log's lock (no append runs meanwhile), onto space that reads as
     /// zeros already, whether they reach the disk or not; a failed write
     /// of them is ignored.
+    ///
+    /// Past half the segment it also asks the `walq-upkeep` thread for the
+    /// zeros of the spares an open prepared without them
+    /// ([`Upkeep::want_spare_zeros`]).
     fn zero_ahead(&mut self) {
         let Some(seg) = self.segments.back().map(|a| &a.seg) else {
             return;
@@ -568,6 +572,11 @@ impl Log {
             0
         };
         let size = seg.size();
+        if self.tail > size / 2 {
+            // The next rotation nears: the spares an open prepared without
+            // their zeros get them now, off the write path.
+            self.upkeep.want_spare_zeros();
+        }
         let ahead = self.tail.saturating_add(ZERO_AHEAD);
         if done >= ahead.min(size) {
             return;

@@ -278,9 +278,10 @@ fn open_log(
     for spare in kept {
         log.adopt_spare(spare);
     }
-    // The spare prepared here, inside the open, has only its header block
-    // written; those the upkeep thread prepares later have their zeros
-    // ahead too (see `Log::append_by_syscall`).
+    // The spares prepared here, inside the open, have only their header
+    // block written; the upkeep thread writes their zeros once the tail
+    // passes half the active segment, and prepares later ones with them
+    // (see `Log::append_by_syscall`, `Upkeep::want_spare_zeros`).
     log.prepare_spare();
     log.append_by_syscall(opts.durability == Durability::Sync);
     log.fill_reserve();

@@ -43,6 +43,10 @@ pub struct Spare {
     /// The id the segment will have.
     pub id: u32,
     size: u64,
+    /// The bytes from the file's start that [`Spare::prepare`] or
+    /// [`Spare::top_up`] were asked to write (zeros); `u32::MAX` for a
+    /// spare a previous run prepared (unknown, left as it is).
+    zeros: u32,
     tmp: PathBuf,
     file: Box<dyn VfsFile>,
 }
@@ -101,9 +105,34 @@ impl Spare {
         Ok(Spare {
             id,
             size,
+            zeros,
             tmp,
             file,
         })
+    }
+
+    /// Whether [`Spare::top_up`] to `zeros` would write anything.
+    pub fn lacks_zeros(&self, zeros: u32) -> bool {
+        self.zeros < zeros
+    }
+
+    /// Writes the spare's first `zeros` bytes (zeros) as
+    /// [`Spare::prepare`] would have, then syncs them: for a spare
+    /// prepared before the log knew it needs them (the ones an open
+    /// prepares). Run on the `walq-upkeep` thread with the spare out of
+    /// the ready ones, so no rotation writes into it meanwhile. On a
+    /// failed sync the spare is not to be used (the caller discards it):
+    /// a file whose sync failed is not one to trust with a segment.
+    pub fn top_up(&mut self, zeros: u32) -> std::io::Result<()> {
+        let from = HEADER_BLOCK as u64;
+        let ahead = u64::from(zeros).min(self.size).saturating_sub(from);
+        if ahead > 0 {
+            // A hint, as in `prepare`: on failure the appends write them.
+            let _ = self.file.write_zeros_ahead(from, ahead);
+        }
+        self.file.sync_all()?;
+        self.zeros = zeros;
+        Ok(())
     }
 
     /// The spare a previous run prepared, if it has its full `size`: it
@@ -117,6 +146,7 @@ impl Spare {
         (file.len().ok()? == size).then_some(Spare {
             id,
             size,
+            zeros: u32::MAX,
             tmp,
             file,
         })
@@ -140,6 +170,7 @@ impl Spare {
             size,
             tmp,
             file,
+            ..
         } = self;
         let path = dir.join(file_name(id));
         let header = SegmentHeader {

@@ -34,6 +34,11 @@ pub const CLOSE_FILE: &str = "CLOSED";
 /// will hold the header.
 const HEADER_BLOCK: usize = 4096;
 
+/// How much of a spare's zeros [`Spare::top_up`] writes and syncs at a
+/// time: a log `fdatasync` running beside it waits behind one chunk's
+/// writes, not behind the whole 2 MiB.
+const TOP_UP_CHUNK: u64 = 256 * 1024;
+
 /// The next segment, prepared ahead of time: `NNNNNNNNNN.wal.spare`, created
 /// and preallocated to its full size, not yet renamed into place. Rotation
 /// only writes its header and renames it, so it needs no new disk space: a
@@ -117,20 +122,23 @@ impl Spare {
     }
 
     /// Writes the spare's first `zeros` bytes (zeros) as
-    /// [`Spare::prepare`] would have, then syncs them: for a spare
+    /// [`Spare::prepare`] would have, [`TOP_UP_CHUNK`] at a time, each
+    /// synced before the next is written: for a spare
     /// prepared before the log knew it needs them (the ones an open
     /// prepares). Run on the `walq-upkeep` thread with the spare out of
     /// the ready ones, so no rotation writes into it meanwhile. On a
     /// failed sync the spare is not to be used (the caller discards it):
     /// a file whose sync failed is not one to trust with a segment.
     pub fn top_up(&mut self, zeros: u32) -> std::io::Result<()> {
-        let from = HEADER_BLOCK as u64;
-        let ahead = u64::from(zeros).min(self.size).saturating_sub(from);
-        if ahead > 0 {
+        let end = u64::from(zeros).min(self.size);
+        let mut from = HEADER_BLOCK as u64;
+        while from < end {
+            let len = TOP_UP_CHUNK.min(end - from);
             // A hint, as in `prepare`: on failure the appends write them.
-            let _ = self.file.write_zeros_ahead(from, ahead);
+            let _ = self.file.write_zeros_ahead(from, len);
+            self.file.sync_all()?;
+            from += len;
         }
-        self.file.sync_all()?;
         self.zeros = zeros;
         Ok(())
     }

@@ -134,6 +134,10 @@ pub struct Log {
     /// End of bytes past `tail` in the active segment that a failed write
     /// may have left (0: none); zeroed before the next write or rotation.
     residue: u32,
+    /// A failed write left a residue in the active segment (zeroed since
+    /// or not): bytes other than records were written there, so rotation
+    /// has its seal synced even when every record in it is durable.
+    had_residue: bool,
     /// Space held for draining records where overwrites need space.
     reserve: Option<Reserve>,
     /// Whether the file system was asked if it needs the reserve.
@@ -247,6 +251,7 @@ impl Log {
             upkeep,
             op_changes: 0,
             residue: 0,
+            had_residue: false,
             reserve: None,
             reserve_checked: false,
             write_failed: false,
@@ -391,6 +396,14 @@ impl Log {
         self.op_changes == 0 && !self.commit.failed()
     }
 
+    /// Remembers that a failed write may have left bytes up to `end` past
+    /// the tail, and zeroes them if it can (else before the next write).
+    fn note_residue(&mut self, end: u32) {
+        self.residue = self.residue.max(end);
+        self.had_residue = true;
+        let _ = self.clear_residue();
+    }
+
     /// Zeroes what a failed write may have left past the tail. On failure
     /// nothing changed (the residue is still remembered).
     fn clear_residue(&mut self) -> Result<()> {
@@ -522,8 +535,7 @@ impl Log {
         let len = u32::try_from(st.bytes.len()).expect("checked against the segment size");
         if let Err(e) = seg.write_by(self.tail, &st.bytes, true) {
             self.write_failed = true;
-            self.residue = self.residue.max(self.tail + len);
-            let _ = self.clear_residue();
+            self.note_residue(self.tail + len);
             self.next_lsn = st.first_lsn;
             self.op_changes = st.changes_before;
             self.note_failure(&e);
@@ -725,8 +737,7 @@ impl Log {
         let syscall = self.syscall_appends;
         if let Err(e) = seg.append(at.off, &self.buf, tail, syscall) {
             self.write_failed = true;
-            self.residue = self.residue.max(at.off + len);
-            let _ = self.clear_residue();
+            self.note_residue(at.off + len);
             return Err(e);
         }
         if !syscall {
@@ -851,6 +862,7 @@ impl Log {
             seg.clone(),
             self.active().clone(),
             self.next_lsn - 1,
+            !std::mem::take(&mut self.had_residue),
             self.vfs.clone(),
             self.dir.clone(),
         );

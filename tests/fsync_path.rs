@@ -87,7 +87,7 @@ fn a_dropped_writeback_is_never_published_as_durable() {
     }));
     // The leader's sync of the log fails, not the upkeep thread's sync of
     // the spare it prepares after the rotation, which races it.
-    fs.sync_faults_only_on(Some(&dir().join("0000000001.wal")))
+    fs.faults_only_on(Some(&dir().join("0000000001.wal")))
         .unwrap();
     let (a, b) = leader_against_rotation(&fs, &q);
     assert!(a.is_err() || b.is_err(), "one fsync failed");

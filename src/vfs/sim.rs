@@ -359,9 +359,9 @@ struct State {
     counts: [u64; 6],
     /// Fail syncs as Linux does (see [`SimFs::kernel_sync_errors`]).
     kernel_sync_errors: bool,
-    /// A sync fault hits only syncs of this inode (see
-    /// [`SimFs::sync_faults_only_on`]).
-    sync_fault_ino: Option<u64>,
+    /// A sync or write fault hits only that operation on this inode (see
+    /// [`SimFs::faults_only_on`]).
+    fault_ino: Option<u64>,
     /// Syncs running now, per inode, and the most ever seen on one inode.
     syncs_in_flight: BTreeMap<u64, usize>,
     max_syncs_in_flight: usize,
@@ -388,25 +388,35 @@ impl State {
         }
     }
 
-    /// A sync of inode `ino` that passed fault injection: counts it and
-    /// says whether it makes anything durable.
-    fn sync_point(&mut self, ino: u64) -> io::Result<bool> {
-        match (self.sync_fault_ino, self.fault) {
-            (Some(only), Some(f)) if f.op == FaultOp::Sync => {
-                let count = self.counts[FaultOp::Sync.index()];
-                self.counts[FaultOp::Sync.index()] += 1;
+    /// Counts an operation on inode `ino` and fails it if a fault says
+    /// so: as [`State::check`], unless a fault of this kind is meant for
+    /// one file ([`SimFs::faults_only_on`]); then the first operation of
+    /// the kind on that file from count `at` on fails (and every later one
+    /// there, if `forever`).
+    fn check_on(&mut self, op: FaultOp, ino: u64) -> io::Result<()> {
+        match (self.fault_ino, self.fault) {
+            (Some(only), Some(f)) if f.op == op => {
+                let count = self.counts[op.index()];
+                self.counts[op.index()] += 1;
                 if only == ino && count >= f.at {
                     if !f.forever {
                         self.fault = None;
                     }
                     return Err(io::Error::new(
                         f.kind,
-                        format!("simulated Sync fault (operation #{count})"),
+                        format!("simulated {op:?} fault (operation #{count})"),
                     ));
                 }
+                Ok(())
             }
-            _ => self.check(FaultOp::Sync)?,
+            _ => self.check(op),
         }
+    }
+
+    /// A sync of inode `ino` that passed fault injection: counts it and
+    /// says whether it makes anything durable.
+    fn sync_point(&mut self, ino: u64) -> io::Result<bool> {
+        self.check_on(FaultOp::Sync, ino)?;
         if self.freeze_at.is_some_and(|at| self.syncs >= at) {
             self.frozen = true;
         }
@@ -589,14 +599,15 @@ impl SimFs {
         self.shared.state.lock().fault = fault;
     }
 
-    /// Makes a [`FaultOp::Sync`] fault hit only syncs of the file at `path`
-    /// (`None`: any file, the default): the first of them from operation
-    /// `at` on fails (every one, if `forever`). For a test whose fault is
-    /// meant for one file while other threads sync others (the queue's
-    /// upkeep thread preparing spare segments).
-    pub fn sync_faults_only_on(&self, path: Option<&Path>) -> io::Result<()> {
+    /// Makes a [`FaultOp::Sync`] or [`FaultOp::Write`] fault hit only
+    /// syncs or writes of the file at `path` (`None`: any file, the
+    /// default): the first of them from operation `at` on fails (every
+    /// one, if `forever`). For a test whose fault is meant for one file
+    /// while other threads write and sync others (the queue's upkeep
+    /// thread preparing spare segments).
+    pub fn faults_only_on(&self, path: Option<&Path>) -> io::Result<()> {
         let mut st = self.shared.state.lock();
-        st.sync_fault_ino = match path {
+        st.fault_ino = match path {
             Some(p) => Some(*st.names.get(p).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::NotFound, format!("no file {}", p.display()))
             })?),
@@ -750,7 +761,7 @@ impl VfsFile for SimFile {
             .checked_add(buf.len())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "write past 2^64"))?;
         let lost = st.frozen;
-        if let Err(e) = st.check(FaultOp::Write) {
+        if let Err(e) = st.check_on(FaultOp::Write, self.ino) {
             let half = &buf[..buf.len() / 2];
             if !half.is_empty() {
                 st.inode(self.ino)?.write(start, half, lost);

@@ -49,8 +49,10 @@ pub struct Spare {
     pub id: u32,
     size: u64,
     /// The bytes from the file's start that [`Spare::prepare`] or
-    /// [`Spare::top_up`] were asked to write (zeros); `u32::MAX` for a
-    /// spare a previous run prepared (unknown, left as it is).
+    /// [`Spare::top_up`] were asked to write (zeros). For a spare a
+    /// previous run prepared, only the header block is known written: the
+    /// rest may be (a `Sync` run's spare) or not, and is topped up as for
+    /// a new spare (writing zeros over zeros changes no byte).
     zeros: u32,
     tmp: PathBuf,
     file: Box<dyn VfsFile>,
@@ -154,7 +156,7 @@ impl Spare {
         (file.len().ok()? == size).then_some(Spare {
             id,
             size,
-            zeros: u32::MAX,
+            zeros: HEADER_BLOCK as u32,
             tmp,
             file,
         })

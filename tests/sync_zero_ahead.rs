@@ -222,28 +222,20 @@ fn segments(dir: &Path) -> usize {
         .count()
 }
 
-/// The enqueue that rotates into a prepared segment writes its record,
-/// not the zeros ahead of it: those were written off the write path, by
-/// the `walq-upkeep` thread, when the segment was prepared (segments 4
-/// on) or, for the two spares the open prepared with their header block
-/// only (segments 2 and 3), once the tail passed half the first segment.
-#[test]
-fn a_rotation_into_a_prepared_segment_writes_no_zeros_inside_the_enqueue() {
+/// Enqueues 200 KiB jobs into `q` (in `dir`) until it rotated five times;
+/// fails unless each rotating enqueue wrote its record only, not the
+/// zeros ahead of it.
+fn check_rotations_write_no_zeros(q: &Queue, dir: &Path) {
     const PAYLOAD: usize = 200 << 10;
-    let dir = tempfile::tempdir().unwrap();
-    if !writes_countable(dir.path()) {
-        return;
-    }
-    let q = Queue::open_with(dir.path(), sync_opts().segment_size(4 * MIB)).unwrap();
     let payload = vec![7u8; PAYLOAD];
     let mut rotations = Vec::new();
     while rotations.len() < 5 {
         // The spare is ready, and no upkeep work runs during the count
         // (appends and their zeros are written by the enqueuing thread).
         q.wait_upkeep();
-        let before = (segments(dir.path()), thread_wchar().unwrap());
+        let before = (segments(dir), thread_wchar().unwrap());
         q.enqueue(&payload).unwrap();
-        let after = (segments(dir.path()), thread_wchar().unwrap());
+        let after = (segments(dir), thread_wchar().unwrap());
         if after.0 > before.0 {
             rotations.push((after.0, after.1 - before.1));
         }
@@ -255,4 +247,45 @@ fn a_rotation_into_a_prepared_segment_writes_no_zeros_inside_the_enqueue() {
              for a {PAYLOAD}-byte job: {rotations:?}"
         );
     }
+}
+
+/// The enqueue that rotates into a prepared segment writes its record,
+/// not the zeros ahead of it: those were written off the write path, by
+/// the `walq-upkeep` thread, when the segment was prepared (segments 4
+/// on) or, for the two spares the open prepared with their header block
+/// only (segments 2 and 3), once the tail passed half the first segment.
+#[test]
+fn a_rotation_into_a_prepared_segment_writes_no_zeros_inside_the_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    if !writes_countable(dir.path()) {
+        return;
+    }
+    let q = Queue::open_with(dir.path(), sync_opts().segment_size(4 * MIB)).unwrap();
+    check_rotations_write_no_zeros(&q, dir.path());
+}
+
+/// The same after a clean close: the spares the last run left (prepared
+/// by its open with their header block only, and kept by the close) are
+/// reused, and get their zeros like the ones an open prepares.
+#[test]
+fn the_spares_a_clean_close_kept_get_their_zeros_too() {
+    let dir = tempfile::tempdir().unwrap();
+    if !writes_countable(dir.path()) {
+        return;
+    }
+    let opts = || sync_opts().segment_size(4 * MIB);
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    q.enqueue(b"short-lived").unwrap();
+    q.wait_upkeep();
+    q.close().unwrap();
+    let spares = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let e = e.as_ref().unwrap();
+            e.file_name().to_string_lossy().ends_with(".wal.spare")
+        })
+        .count();
+    assert_eq!(spares, 2, "the close kept both spares");
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    check_rotations_write_no_zeros(&q, dir.path());
 }

@@ -261,9 +261,28 @@ impl Upkeep {
         }
     }
 
+    /// Prepares the spare for segment `id` with its zeros written in one
+    /// piece: for a rotation that found no spare ready and waits for it.
     fn prepare(&self, id: u32) -> Result<Spare> {
         let zeros = self.spare_zeros.load(Ordering::Relaxed);
         Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode, zeros)
+    }
+
+    /// Prepares the spare for segment `id` ahead of time, its zeros
+    /// written as [`Spare::top_up`] writes them: a piece at a time, each
+    /// synced, so that the log's `fdatasync`s beside it (the commits right
+    /// after the rotation that asked for this spare) wait behind one piece
+    /// and not behind 2 MiB. A spare whose top-up fails is discarded, as
+    /// in [`Upkeep::top_up_spares`].
+    fn prepare_ahead(&self, id: u32) -> Result<Spare> {
+        let zeros = self.spare_zeros.load(Ordering::Relaxed);
+        let mut spare = Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode, 0)?;
+        if let Err(e) = spare.top_up(zeros) {
+            let path = self.dir.join(crate::segment::file_name(id));
+            spare.discard(&*self.vfs);
+            return Err(Error::io("syncing the zeros of a new segment", &path, e));
+        }
+        Ok(spare)
     }
 
     /// Prepares the missing spares (best effort: without one, rotation
@@ -284,7 +303,7 @@ impl Upkeep {
             if self.spares.lock().active >= id {
                 continue; // taken by a rotation meanwhile
             }
-            match self.prepare(id) {
+            match self.prepare_ahead(id) {
                 Ok(s) => Self::insert(&mut self.spares.lock(), s),
                 Err(_) => return,
             }

@@ -13,7 +13,8 @@
 //! the comparison's one-fsync-per-job rows do: the open, the first
 //! enqueue, the median, p99.9 and slowest of the others, and the three
 //! slowest enqueues by index (a `Sync` queue writes its next MiB of zeros
-//! every ~6,500 jobs of 100 B), each run)
+//! every ~6,500 jobs of 100 B), and each rotating enqueue's index with
+//! its time and the two after it, each run)
 
 use std::time::{Duration, Instant};
 
@@ -70,11 +71,27 @@ fn fresh_queues(base: &std::path::Path, jobs: usize, p: &[u8], opts: &dyn Fn() -
         let t = Instant::now();
         let q = Queue::open_with(dir.path(), opts()).expect("open");
         let open = t.elapsed();
+        let mut rotations = Vec::new();
         let mut lat: Vec<Duration> = (0..jobs.max(2))
-            .map(|_| {
+            .map(|i| {
+                let segments = q.stats().segments;
                 let t = Instant::now();
                 q.enqueue(p).expect("enqueue");
-                t.elapsed()
+                let took = t.elapsed();
+                if q.stats().segments > segments {
+                    rotations.push(i);
+                }
+                took
+            })
+            .collect();
+        // The rotating enqueue and the two after it, each rotation.
+        let around: Vec<String> = rotations
+            .iter()
+            .map(|&r| {
+                let us: Vec<String> = (r..(r + 3).min(lat.len()))
+                    .map(|i| format!("{:.0}", lat[i].as_secs_f64() * 1e6))
+                    .collect();
+                format!("#{r} {} µs", us.join("/"))
             })
             .collect();
         let mut slowest: Vec<(Duration, usize)> = lat.iter().copied().zip(0..).collect();
@@ -88,14 +105,19 @@ fn fresh_queues(base: &std::path::Path, jobs: usize, p: &[u8], opts: &dyn Fn() -
         lat.sort();
         let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
         println!(
-            "fresh {run}: open {:.3} ms, first enqueue {:.0} µs, others median {:.0} µs p99.9 {:.0} µs max {:.0} µs, {:.0} enqueues/s; slowest {}",
+            "fresh {run}: open {:.3} ms, first enqueue {:.0} µs, others median {:.0} µs p99.9 {:.0} µs max {:.0} µs, {:.0} enqueues/s; slowest {}; rotations {}",
             open.as_secs_f64() * 1e3,
             first.as_secs_f64() * 1e6,
             at(0.5).as_secs_f64() * 1e6,
             at(0.999).as_secs_f64() * 1e6,
             lat[lat.len() - 1].as_secs_f64() * 1e6,
             (lat.len() + 1) as f64 / total.as_secs_f64(),
-            slowest.join(", ")
+            slowest.join(", "),
+            if around.is_empty() {
+                "none".to_string()
+            } else {
+                around.join(", ")
+            }
         );
     }
 }

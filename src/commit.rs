@@ -21,12 +21,15 @@
 //! all three. So a record of the new segment is never published before
 //! every record of the sealed one is durable. A seal all of whose records
 //! are durable already, with nothing else written to it since, is not
-//! pending at all (see [`Committer::set_new_target`]). Rotation keeps at most one
-//! seal pending: it leaves a segment only after a leader has synced that
-//! segment as the target at least once ([`Committer::synced_target`]), so
-//! at any moment every segment but the newest two is durable, and the
-//! newest but one has a durable name and header (the rule recovery relies
-//! on, see `recovery.rs` and docs/format.md, "Torn across a rotation"). A failed sync is never retried (after a
+//! pending at all (see [`Committer::set_new_target`]). Rotation keeps at
+//! most one seal pending: it leaves a segment only after a leader has
+//! synced that segment as the target at least once
+//! ([`Committer::synced_target`]), so at any moment every segment but the
+//! newest two is durable, and the newest but one has a durable name and
+//! header (the rule recovery relies on, see `recovery.rs` and
+//! docs/format.md, "Torn across a rotation").
+//!
+//! A failed sync is never retried (after a
 //! failed fsync the kernel may have dropped the dirty pages): the failure
 //! is latched before anything is published, every waiter gets it, nothing
 //! is published after it, and the queue is poisoned. A leader that panics

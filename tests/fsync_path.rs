@@ -35,10 +35,25 @@ fn nearly_full(fs: &SimFs, clock: &ManualClock) -> Queue {
 /// Returns their results.
 fn leader_against_rotation(fs: &SimFs, q: &Queue) -> (walq::Result<u64>, walq::Result<u64>) {
     fs.pause_syncs(true);
+    let before = q.stats().written_lsn;
     let leader = {
         let q = q.clone();
         std::thread::spawn(move || q.enqueue(b"small"))
     };
+    // The small job is in segment 1 before the rotation starts (a paused
+    // sync alone could be the upkeep thread's, of a spare, with the small
+    // job not yet written: the rotation would then go first and find
+    // segment 1 durable, with nothing of it left to sync).
+    for _ in 0..200_000 {
+        if q.stats().written_lsn > before {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    assert!(
+        q.stats().written_lsn > before,
+        "the small job was never written"
+    );
     fs.wait_paused_syncs(1);
     let rotation = {
         let q = q.clone();
@@ -79,16 +94,17 @@ fn a_dropped_writeback_is_never_published_as_durable() {
     let clock = ManualClock::new(START_MS);
     let q = nearly_full(&fs, &clock);
     fs.kernel_sync_errors(true);
+    // The leader's sync of the log fails, not the upkeep thread's sync of
+    // a spare, which races it (set before the fault, so that no sync of
+    // another file can take it meanwhile).
+    fs.faults_only_on(Some(&dir().join("0000000001.wal")))
+        .unwrap();
     fs.set_fault(Some(Fault {
         op: FaultOp::Sync,
         at: fs.op_count(FaultOp::Sync),
         forever: false,
         kind: io::ErrorKind::Other,
     }));
-    // The leader's sync of the log fails, not the upkeep thread's sync of
-    // the spare it prepares after the rotation, which races it.
-    fs.faults_only_on(Some(&dir().join("0000000001.wal")))
-        .unwrap();
     let (a, b) = leader_against_rotation(&fs, &q);
     assert!(a.is_err() || b.is_err(), "one fsync failed");
     let claimed = q.stats().durable_lsn;

@@ -125,10 +125,12 @@ impl Spare {
 
     /// Writes the spare's first `zeros` bytes (zeros) as
     /// [`Spare::prepare`] would have, [`TOP_UP_CHUNK`] at a time, each
-    /// synced before the next is written: for a spare
-    /// prepared before the log knew it needs them (the ones an open
-    /// prepares). Run on the `walq-upkeep` thread with the spare out of
-    /// the ready ones, so no rotation writes into it meanwhile. On a
+    /// synced before the next is written: for a spare prepared before the
+    /// log knew it needs them (the ones an open prepares or a clean close
+    /// kept), and for each spare prepared ahead after a rotation (its
+    /// zeros in pieces beside the log's commits). Run on the `walq-upkeep`
+    /// thread with the spare out of the ready ones, so no rotation writes
+    /// into it meanwhile. On a
     /// failed sync the spare is not to be used (the caller discards it):
     /// a file whose sync failed is not one to trust with a segment.
     pub fn top_up(&mut self, zeros: u32) -> std::io::Result<()> {

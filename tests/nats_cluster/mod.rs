@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,8 +21,13 @@ use walq::jetstream::{JetStream, JetStreamConfig};
 /// One server of the cluster.
 struct Node {
     port: u16,
+    /// The route (cluster) port.
+    cport: u16,
     conf: PathBuf,
     child: Option<Child>,
+    /// The log's length when this life of the server started: the lines
+    /// `wait_listening` reads come after it.
+    log_from: usize,
 }
 
 /// A running 3-node cluster; dropped, it stops.
@@ -57,8 +62,8 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 /// Attempts at starting the cluster. A port chosen free can be taken
 /// before its server binds it (an outgoing connection's source port, a
-/// server of the previous test still exiting): each attempt picks fresh
-/// ports, and the last failure panics with the servers' own words.
+/// server of another test): each attempt picks fresh ports, and the last
+/// failure panics with the servers' own words.
 const START_ATTEMPTS: usize = 3;
 
 impl Cluster {
@@ -104,8 +109,10 @@ impl Cluster {
                 .expect("write server config");
             nodes.push(Node {
                 port: *port,
+                cport: *cport,
                 conf,
                 child: None,
+                log_from: 0,
             });
         }
         let mut cluster = Cluster { _dir: dir, nodes };
@@ -120,8 +127,11 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize, bin: &str) {
         let node = &mut self.nodes[i];
-        // The server's own account of a failed start (appended across
-        // restarts), for `wait_listening`'s message.
+        // The server's own account of its start (appended across
+        // restarts), which `wait_listening` reads.
+        node.log_from = std::fs::read_to_string(node.conf.with_extension("log"))
+            .map(|l| l.len())
+            .unwrap_or(0);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -151,24 +161,53 @@ impl Cluster {
         node.child = Some(child);
     }
 
-    /// Waits up to 30 s for server `i` to accept connections; else says
-    /// why, with the end of the server's log.
-    fn wait_listening(&self, i: usize) -> Result<(), String> {
+    /// Waits up to 30 s until server `i` says it listens on both its
+    /// client and its route port; else says why, with the end of its log.
+    ///
+    /// A probe connection would not do: a server listens for clients a
+    /// few milliseconds before it binds its route port, and exits if that
+    /// port is taken, so the client port can answer and the server die
+    /// after (CI saw a two-node "cluster" that never placed a stream). A
+    /// port taken by another process would answer a probe as well.
+    fn wait_listening(&mut self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = format!("127.0.0.1:{}", self.nodes[i].port);
-        while TcpStream::connect(&addr).is_err() {
-            if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(self.nodes[i].conf.with_extension("log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(format!(
-                    "nats-server n{i} never listened on {addr}; its log ends: {:?}",
-                    tail.into_iter().rev().collect::<Vec<_>>()
-                ));
+        let node = &mut self.nodes[i];
+        let routes = format!(
+            "Listening for route connections on 127.0.0.1:{}",
+            node.cport
+        );
+        let clients = format!(
+            "Listening for client connections on 127.0.0.1:{}",
+            node.port
+        );
+        loop {
+            let log = std::fs::read_to_string(node.conf.with_extension("log")).unwrap_or_default();
+            let life = log.get(node.log_from..).unwrap_or("");
+            if life.contains(&clients) && life.contains(&routes) {
+                return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let exited = match node.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(None)) => None,
+                Some(Ok(Some(status))) => Some(format!("exited ({status})")),
+                Some(Err(e)) => Some(format!("cannot be waited for ({e})")),
+                None => Some("was never started".to_string()),
+            };
+            let why = match exited {
+                Some(why) => why,
+                None if Instant::now() >= deadline => "did not listen within 30 s".to_string(),
+                None => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            };
+            let tail: Vec<&str> = life.lines().rev().take(5).collect();
+            return Err(format!(
+                "nats-server n{i} (client port {}, route port {}) {why}; its log ends: {:?}",
+                node.port,
+                node.cport,
+                tail.into_iter().rev().collect::<Vec<_>>()
+            ));
         }
-        Ok(())
     }
 
     /// Every server's URL, comma-separated.
@@ -178,6 +217,23 @@ impl Cluster {
             .map(|n| format!("nats://127.0.0.1:{}", n.port))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// The last `lines` lines of every server's log, for a failure's
+    /// message: the servers' own account of what went wrong.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = std::fs::read_to_string(node.conf.with_extension("log")).unwrap_or_default();
+            let all: Vec<&str> = log.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("--- n{i} log, last {} lines ---\n", tail.len()));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// SIGKILLs server `i` (its store stays).
@@ -215,7 +271,11 @@ impl Cluster {
                     eprintln!("waiting for the cluster: {e}");
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => panic!("cannot set up queue {name} on {}: {e}", self.urls()),
+                Err(e) => panic!(
+                    "cannot set up queue {name} on {}: {e}\n{}",
+                    self.urls(),
+                    self.log_tails(20)
+                ),
             }
         }
     }

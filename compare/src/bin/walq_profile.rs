@@ -14,7 +14,8 @@
 //! enqueue, the median, p99.9 and slowest of the others, and the three
 //! slowest enqueues by index (a `Sync` queue writes its next MiB of zeros
 //! every ~6,500 jobs of 100 B), and each rotating enqueue's index with
-//! its time and the two after it, each run)
+//! its time and the two after it, each run). `WALQ_CHECKPOINT_EVERY=<bytes>`
+//! sets `Options::checkpoint_every` (0: only at close).
 
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,18 @@ fn main() {
         Some(b) => tempfile::tempdir_in(b).expect("tempdir"),
         None => tempfile::tempdir().expect("tempdir"),
     };
-    let opts = || Options::default().durability(mode);
+    // WALQ_CHECKPOINT_EVERY=<bytes> overrides `Options::checkpoint_every`
+    // (0 = only at close), to tell the checkpoint's syncs from the log's.
+    let every = std::env::var("WALQ_CHECKPOINT_EVERY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let opts = || {
+        let o = Options::default().durability(mode);
+        match every {
+            Some(bytes) => o.checkpoint_every(bytes),
+            None => o,
+        }
+    };
     let p: Vec<u8> = (0..size).map(|i| i as u8).collect();
     if what == "fresh" {
         fresh_queues(dir.path(), jobs as usize, &p, &opts);

@@ -52,9 +52,28 @@ struct CommitState {
     failure: Option<String>,
     /// Callers waiting for the sync in flight, parked
     /// ([`Committer::park_until_woken`]); the leader wakes each of them
-    /// when it is done, and their number is the count of callers that sync
-    /// served.
+    /// when it is done, and their number, less the ones aside, is the
+    /// count of callers that sync served ([`Committer::gather`]).
     parked: Vec<std::thread::Thread>,
+    /// How many of `parked` wait [`Waiter::Aside`].
+    parked_aside: usize,
+}
+
+/// Who waits for a sync, for the count of callers a sync served, which
+/// tells the next leader how many records to wait for
+/// ([`Committer::gather`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiter {
+    /// A caller that wrote the record it waits for, and will likely write
+    /// the next one soon: an enqueue, an ack, a rotation, `Queue::sync`.
+    Appender,
+    /// A thread of the queue's own that writes no record: the upkeep
+    /// thread (a seal, a retired segment), the checkpoint writer, close.
+    /// Counted as a caller, it would make the next two leaders wait, up
+    /// to a millisecond each, for a record that never comes: every
+    /// rotation under `Durability::Sync` did (docs/benchmarks.md,
+    /// "Rotation under Sync: the two enqueues after it").
+    Aside,
 }
 
 /// What the next sync covers: the active segment (the last LSN written to
@@ -240,6 +259,7 @@ impl Committer {
     /// ([`wake`]); they return from their park from now on.
     fn take_parked(&self, st: &mut CommitState) -> Vec<std::thread::Thread> {
         self.woken_gen.fetch_add(1, Ordering::AcqRel);
+        st.parked_aside = 0;
         std::mem::take(&mut st.parked)
     }
 
@@ -247,9 +267,10 @@ impl Committer {
     /// the sync in flight woke it (or a failure did). Returns without the
     /// state lock: a woken caller whose record the sync covered returns
     /// at once, without queueing for the lock behind the others it woke.
-    fn park_until_woken(&self, mut st: MutexGuard<'_, CommitState>) {
+    fn park_until_woken(&self, mut st: MutexGuard<'_, CommitState>, who: Waiter) {
         let gen = self.woken_gen.load(Ordering::Acquire);
         st.parked.push(std::thread::current());
+        st.parked_aside += usize::from(who == Waiter::Aside);
         drop(st);
         while self.woken_gen.load(Ordering::Acquire) == gen {
             std::thread::park();
@@ -266,23 +287,28 @@ impl Committer {
     }
 
     /// Returns once `lsn` is durable, syncing the log (as leader) or
-    /// waiting for the sync in flight.
+    /// waiting for the sync in flight: for the caller that wrote it.
     pub fn wait(&self, lsn: u64) -> Result<()> {
-        self.wait_until(|| self.durable() >= lsn)
+        self.wait_as(lsn, Waiter::Appender)
+    }
+
+    /// [`Committer::wait`] for `who`.
+    pub fn wait_as(&self, lsn: u64, who: Waiter) -> Result<()> {
+        self.wait_until(|| self.durable() >= lsn, who)
     }
 
     /// Returns once segment `id` (the target) was synced by a leader, with
     /// the seal and the directory before it: rotation calls this before
     /// it leaves segment `id`, so at most one seal is ever pending.
-    pub fn wait_synced(&self, id: u32) -> Result<()> {
+    pub fn wait_synced(&self, id: u32, who: Waiter) -> Result<()> {
         // Never a segment past the target (no sync could reach it).
         let reachable = |id: u32| self.target.lock().seg.as_ref().map_or(0, |t| t.id.min(id));
-        self.wait_until(|| self.synced_target() >= u64::from(reachable(id)))
+        self.wait_until(|| self.synced_target() >= u64::from(reachable(id)), who)
     }
 
     /// Returns once `done()` holds, syncing the target (as leader) or
     /// waiting for the sync in flight.
-    fn wait_until(&self, done: impl Fn() -> bool) -> Result<()> {
+    fn wait_until(&self, done: impl Fn() -> bool, who: Waiter) -> Result<()> {
         loop {
             // Also where a woken caller comes back: most find their record
             // durable and return without the state lock.
@@ -297,7 +323,7 @@ impl Committer {
                 return Ok(());
             }
             if st.syncing {
-                self.park_until_woken(st);
+                self.park_until_woken(st, who);
                 continue;
             }
             st.syncing = true;
@@ -316,7 +342,9 @@ impl Committer {
                 // Published only if no failure was latched meanwhile, and
                 // before any waiter is woken.
                 Ok(upto) if st.failure.is_none() => {
-                    self.note_sync(st.parked.len() as u64 + 1, started.elapsed());
+                    let callers =
+                        st.parked.len() - st.parked_aside + usize::from(who == Waiter::Appender);
+                    self.note_sync(callers as u64, started.elapsed());
                     self.syncs.fetch_add(1, Ordering::Relaxed);
                     self.durable.fetch_max(*upto, Ordering::AcqRel);
                 }
@@ -523,6 +551,46 @@ mod tests {
             64 << 32 | 1,
             "it woke itself"
         );
+    }
+
+    /// Leads a sync of LSN 1, held by paused syncs, with a second caller
+    /// waiting as `who` behind it; returns how many callers the sync
+    /// counted as served.
+    fn callers_counted_beside(who: Waiter) -> u64 {
+        let fs = SimFs::new();
+        let c = committer(&fs);
+        c.written(1);
+        fs.pause_syncs(true);
+        let leader = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait(1))
+        };
+        while fs.paused_syncs() == 0 {
+            std::thread::yield_now();
+        }
+        let other = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait_as(1, who))
+        };
+        while c.state.lock().parked.is_empty() {
+            std::thread::yield_now();
+        }
+        fs.pause_syncs(false);
+        leader.join().unwrap().unwrap();
+        other.join().unwrap().unwrap();
+        c.woken.load(Ordering::Relaxed) & u64::from(u32::MAX)
+    }
+
+    #[test]
+    fn a_thread_that_writes_nothing_is_not_waited_for_by_the_next_leader() {
+        let two = callers_counted_beside(Waiter::Appender);
+        assert_eq!(two, 2, "an appender parked behind the leader counts");
+        assert_eq!(gather_target(two), 2);
+        // The upkeep thread waiting for a rotation's seal, say: counted, it
+        // made the next two leaders yield for a record nobody writes.
+        let one = callers_counted_beside(Waiter::Aside);
+        assert_eq!(one, 1, "only the leader counts");
+        assert_eq!(gather_target(one), 0, "a lone caller never waits");
     }
 
     #[test]

@@ -47,7 +47,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::commit::Committer;
+use crate::commit::{Committer, Waiter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::close::CleanClose;
 use crate::format::frame::{self, FRAME_HEADER_LEN};
@@ -842,7 +842,8 @@ impl Log {
         // At most one seal pending (see `commit`): leave this segment only
         // once a leader synced it. Rare: under `Durability::Os` the upkeep
         // thread syncs each seal soon after its rotation.
-        self.commit.wait_synced(self.active().id)?;
+        self.commit
+            .wait_synced(self.active().id, Waiter::Appender)?;
         let id = self.active().id.checked_add(1).ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidOptions,

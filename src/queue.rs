@@ -9,7 +9,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::checkpointer::{Checkpointer, Handoff};
 use crate::clock::{ms as duration_ms, Now};
-use crate::commit::Committer;
+use crate::commit::{Committer, Waiter};
 use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Receipt};
@@ -868,7 +868,7 @@ impl Queue {
         } else {
             self.inner
                 .commit
-                .wait(st.log.next_lsn - 1)
+                .wait_as(st.log.next_lsn - 1, Waiter::Aside)
                 .and_then(|()| self.inner.upkeep.run(&self.inner.commit).map(drop))
                 .and_then(|()| st.dead.sync())
                 .and_then(|()| self.inner.done.lock().sync())
@@ -968,7 +968,7 @@ fn write_checkpoints(weak: &Weak<Inner>, to: &Path, vfs: &dyn Vfs, mode: u32, ha
     };
     let mut ck = writing.finish(capture);
     let failed = loop {
-        if let Err(e) = commit.wait(ck.next_lsn() - 1) {
+        if let Err(e) = commit.wait_as(ck.next_lsn() - 1, Waiter::Aside) {
             break weak.upgrade().map(|inner| {
                 let queue = Queue {
                     inner,

@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::commit::Committer;
+use crate::commit::{Committer, Waiter};
 use crate::error::{Error, Result};
 use crate::segment::{Segment, Spare};
 use crate::vfs::Vfs;
@@ -425,7 +425,7 @@ impl Upkeep {
     fn sync_seal(&self, commit: &Committer) -> Result<()> {
         if self.seal.swap(false, Ordering::AcqRel) {
             let active = self.spares.lock().active;
-            commit.wait_synced(active)?;
+            commit.wait_synced(active, Waiter::Aside)?;
         }
         Ok(())
     }
@@ -534,7 +534,7 @@ impl Upkeep {
         let mut retired = self.retired.lock();
         let mut deleted = false;
         while let Some(r) = retired.front() {
-            commit.wait(r.lsn)?;
+            commit.wait_as(r.lsn, Waiter::Aside)?;
             if let Err(e) = self.vfs.remove(&r.seg.path) {
                 let e = Error::io("deleting finished segment", &r.seg.path, e);
                 *self.error.lock() = Some(e.to_string());

@@ -177,9 +177,10 @@ fn a_killed_and_restarted_server_loses_no_enqueued_job_and_redoes_no_acked_one()
         log.redone
     );
     for id in &ids {
+        let status = js.status(*id).unwrap();
         assert!(
-            matches!(js.status(*id).unwrap(), JobStatus::Done { .. }),
-            "job {id}"
+            matches!(status, JobStatus::Done { .. }),
+            "job {id}: {status:?}"
         );
     }
     // The work queue empties (acks reach the replicated stream a moment

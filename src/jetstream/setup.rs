@@ -113,19 +113,38 @@ impl Inner {
         }
     }
 
-    /// Job `id`'s record and its revision.
+    /// Job `id`'s record and its revision, read from the leader of the
+    /// bucket's stream (`STREAM.MSG.GET`).
+    ///
+    /// Not `kv::Store::entry`: a KV bucket always allows direct gets,
+    /// which any replica answers, with no read-after-write. A replica
+    /// catching up after a restart answered with a record older than an
+    /// acknowledged `complete`, and `status` said in flight for a job
+    /// already done (CI, `jetstream_faults`; nats-server turns direct
+    /// gets off in its own tests for the same reason, nats-server#6947).
+    /// The reads a compare-and-set follows were safe either way (a stale
+    /// revision fails the CAS, and the caller reads again).
     pub(crate) async fn record(&self, id: u64) -> Result<Option<(Record, u64)>> {
-        let entry = self
+        let subject = format!("{}{id}", self.kv.prefix);
+        let msg = match self
             .kv
-            .entry(id.to_string())
+            .stream
+            .get_last_raw_message_by_subject(&subject)
             .await
-            .map_err(|e| nats_err(&format!("read record of job {id}"), e))?;
-        Ok(entry.and_then(|e| {
-            if e.operation != kv::Operation::Put {
-                return None;
+        {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None)
             }
-            Record::decode(&e.value).map(|r| (r, e.revision))
-        }))
+            Err(e) => return Err(nats_err(&format!("read record of job {id}"), e)),
+        };
+        // A delete, a purge or an expiry marker: no record.
+        let op = msg.headers.get("KV-Operation").map(|v| v.as_str());
+        let marker = msg.headers.get("Nats-Marker-Reason").is_some();
+        if !matches!(op, None | Some("PUT")) || marker {
+            return Ok(None);
+        }
+        Ok(Record::decode(&msg.payload).map(|r| (r, msg.sequence)))
     }
 
     /// Creates job `id`'s record; `Stale` if it exists.

@@ -30,6 +30,19 @@ struct Node {
     log_from: usize,
 }
 
+impl Node {
+    /// The server's log so far, every life of it (empty if unreadable).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.conf.with_extension("log")).unwrap_or_default()
+    }
+}
+
+/// The last `n` lines of `text`, oldest first.
+fn last_lines(text: &str, n: usize) -> Vec<&str> {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(n)..].to_vec()
+}
+
 /// A running 3-node cluster; dropped, it stops.
 pub struct Cluster {
     _dir: tempfile::TempDir,
@@ -129,9 +142,7 @@ impl Cluster {
         let node = &mut self.nodes[i];
         // The server's own account of its start (appended across
         // restarts), which `wait_listening` reads.
-        node.log_from = std::fs::read_to_string(node.conf.with_extension("log"))
-            .map(|l| l.len())
-            .unwrap_or(0);
+        node.log_from = node.log().len();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -181,7 +192,7 @@ impl Cluster {
             node.port
         );
         loop {
-            let log = std::fs::read_to_string(node.conf.with_extension("log")).unwrap_or_default();
+            let log = node.log();
             let life = log.get(node.log_from..).unwrap_or("");
             if life.contains(&clients) && life.contains(&routes) {
                 return Ok(());
@@ -200,12 +211,11 @@ impl Cluster {
                     continue;
                 }
             };
-            let tail: Vec<&str> = life.lines().rev().take(5).collect();
             return Err(format!(
                 "nats-server n{i} (client port {}, route port {}) {why}; its log ends: {:?}",
                 node.port,
                 node.cport,
-                tail.into_iter().rev().collect::<Vec<_>>()
+                last_lines(life, 5)
             ));
         }
     }
@@ -224,9 +234,8 @@ impl Cluster {
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for (i, node) in self.nodes.iter().enumerate() {
-            let log = std::fs::read_to_string(node.conf.with_extension("log")).unwrap_or_default();
-            let all: Vec<&str> = log.lines().collect();
-            let tail = &all[all.len().saturating_sub(lines)..];
+            let log = node.log();
+            let tail = last_lines(&log, lines);
             out.push_str(&format!("--- n{i} log, last {} lines ---\n", tail.len()));
             for line in tail {
                 out.push_str(line);

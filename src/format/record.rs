@@ -1,8 +1,8 @@
 //! Record bodies: what each frame kind carries.
 //!
-//! Log segments hold kinds 1–5, 11, 12, 14 and 15; the dead-letter file
-//! holds kinds 6, 7 and 13 (kinds 8–10 are `done.rec`'s). Decoding is total: any byte string gives a
-//! record or a `None`.
+//! Log segments hold kinds 1–5, 11, 12 and 14–16; the dead-letter file
+//! holds kinds 6, 7 and 13 (kinds 8–10 are `done.rec`'s). Decoding is
+//! total: any byte string gives a record or a `None`.
 
 use super::{u16_at, u32_at, u64_at};
 

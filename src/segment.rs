@@ -118,6 +118,11 @@ impl Spare {
         })
     }
 
+    /// The spare's file (`NNNNNNNNNN.wal.spare`), for an error about it.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Whether [`Spare::top_up`] to `zeros` would write anything.
     pub fn lacks_zeros(&self, zeros: u32) -> bool {
         self.zeros < zeros

@@ -43,8 +43,9 @@ pub struct Stats {
     pub disk_bytes: u64,
     /// Heap bytes of the in-memory index (job slots, leases, keys).
     pub index_bytes: u64,
-    /// The last failure of background maintenance (reclaiming disk), if
-    /// any. It never failed an operation; a failed deletion is retried.
+    /// The last failure of background maintenance (reclaiming disk,
+    /// preparing a spare segment ahead), if any. It never failed an
+    /// operation; a failed deletion or preparation is tried again.
     #[serde(default)]
     pub maintenance_error: Option<String>,
 }

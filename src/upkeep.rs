@@ -163,7 +163,8 @@ pub struct Upkeep {
     /// Held while spare files are being made (taken before `spares`).
     preparing: Mutex<()>,
     retired: Mutex<VecDeque<Retired>>,
-    /// The last failure of a deletion, for `Stats::maintenance_error`.
+    /// The last failure of a deletion or of a spare's preparation, for
+    /// `Stats::maintenance_error`.
     error: Mutex<Option<String>>,
     /// A completed range of the active segment whose writeback is to be
     /// started (see [`Upkeep::write_back`]).
@@ -213,7 +214,7 @@ impl Upkeep {
         }
     }
 
-    /// The last failed deletion or compaction, if any.
+    /// The last failed deletion, compaction or spare preparation, if any.
     pub fn error(&self) -> Option<String> {
         self.error.lock().clone()
     }
@@ -278,9 +279,9 @@ impl Upkeep {
         let zeros = self.spare_zeros.load(Ordering::Relaxed);
         let mut spare = Spare::prepare(&*self.vfs, &self.dir, id, self.seg_size, self.mode, 0)?;
         if let Err(e) = spare.top_up(zeros) {
-            let path = self.dir.join(crate::segment::file_name(id));
+            let err = Error::io("syncing the zeros of a new segment", spare.path(), e);
             spare.discard(&*self.vfs);
-            return Err(Error::io("syncing the zeros of a new segment", &path, e));
+            return Err(err);
         }
         Ok(spare)
     }
@@ -305,7 +306,12 @@ impl Upkeep {
             }
             match self.prepare_ahead(id) {
                 Ok(s) => Self::insert(&mut self.spares.lock(), s),
-                Err(_) => return,
+                Err(e) => {
+                    // Not an operation's failure: a rotation without a
+                    // spare makes one itself. Shown in `Stats`.
+                    self.note_error(e.to_string());
+                    return;
+                }
             }
         }
         if self.top_up.load(Ordering::Acquire) && !self.topped_up.load(Ordering::Relaxed) {
@@ -612,6 +618,8 @@ mod tests {
         assert_eq!(two.id, 2);
         up.rotated(2);
         up.fill_spares(); // cannot make segment 4 on the full disk
+        let noted = up.error().unwrap_or_default();
+        assert!(noted.contains("0000000004.wal.spare"), "{noted:?}");
         let err = up.take_spare(3, false, &commit).unwrap_err();
         assert!(err.to_string().contains("0000000004"), "{err}");
         // The spare is still there for records that drain the queue.

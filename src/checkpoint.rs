@@ -524,8 +524,10 @@ impl Schedule {
     }
 
     fn capture(&self, state: &QueueState) -> Capture {
-        self.next_at
-            .store(state.log_position() + self.every, Ordering::Relaxed);
+        self.next_at.store(
+            state.log_position().saturating_add(self.every),
+            Ordering::Relaxed,
+        );
         self.first_seg
             .store(first_segment(state), Ordering::Relaxed);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;

@@ -49,6 +49,20 @@ pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The longest wait a deadline stands for: a caller's longer wait (up to
+/// `Duration::MAX`, the natural "wait for ever") waits this long, about a
+/// century, instead of overflowing `Instant`.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `wait` from now, saturating: the one way a caller's
+/// duration (a dequeue's wait, a shutdown's deadline, a timeout) becomes
+/// a deadline, so that no duration a caller may pass panics with
+/// "overflow when adding duration to instant".
+pub(crate) fn deadline(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait.min(FOREVER)).unwrap_or(now)
+}
+
 /// One reading of both clocks, taken when an operation starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Now {

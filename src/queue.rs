@@ -624,7 +624,7 @@ impl Queue {
         pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
         wait: Duration,
     ) -> Result<Option<Job>> {
-        let deadline = Instant::now() + wait;
+        let deadline = crate::clock::deadline(wait);
         let mut st = self.lock_for_write()?;
         loop {
             self.check_open()?;

@@ -147,3 +147,97 @@ fn arbitrary_segment_bytes_never_panic() {
         assert!(result.is_ok(), "panic on round {round}");
     }
 }
+
+/// `Duration::MAX` is the natural "wait for ever": every call that turns a
+/// caller's duration into a deadline takes it (it used to panic with
+/// "overflow when adding duration to instant").
+#[test]
+fn the_longest_waits_and_deadlines_are_taken_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(dir.path(), os()).unwrap();
+    let a = q.enqueue(b"a").unwrap();
+    let b = q.enqueue(b"b").unwrap();
+    let job = q
+        .dequeue_timeout(Duration::MAX)
+        .unwrap()
+        .expect("a job is ready");
+    assert_eq!(job.id(), a);
+    q.ack(job.receipt()).unwrap();
+    let job = q
+        .dequeue_wait(Duration::from_secs(30), Duration::MAX)
+        .unwrap()
+        .expect("a job is ready");
+    assert_eq!(job.id(), b);
+    q.ack(job.receipt()).unwrap();
+
+    // A pool may not poll "for ever" (a shutdown waits for the poll); it
+    // may take the longest deadlines, runs jobs with them, and stops.
+    let err = walq::worker::WorkerPool::builder(q.clone())
+        .poll_interval(Duration::MAX)
+        .start(|_, _| walq::worker::Outcome::done())
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pool = walq::worker::WorkerPool::builder(q.clone())
+        .workers(2)
+        .shutdown_timeout(Duration::MAX)
+        .start(move |ctx, _payload| {
+            let _ = tx.send(ctx.id());
+            walq::worker::Outcome::done()
+        })
+        .unwrap();
+    let c = q.enqueue(b"c").unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(c));
+    let report = pool.shutdown(Duration::MAX);
+    assert_eq!(report.running, 0, "{report:?}");
+}
+
+#[test]
+fn a_worker_pool_name_with_a_nul_byte_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(dir.path(), os()).unwrap();
+    let err = walq::worker::WorkerPool::builder(q)
+        .name("bad\0name")
+        .start(|_, _| walq::worker::Outcome::done())
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions);
+    assert!(err.to_string().contains("NUL"), "{err}");
+}
+
+/// `checkpoint_every(u64::MAX)` means "only at close": reclaim making a
+/// checkpoint due must not overflow the next position (a panic in a debug
+/// build, a checkpoint after every operation in a release build).
+#[test]
+fn the_largest_checkpoint_interval_only_checkpoints_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = os().segment_size(64 << 10).checkpoint_every(u64::MAX);
+    let q = Queue::open_with(dir.path(), opts).unwrap();
+    for _ in 0..3000 {
+        q.enqueue(&[7u8; 100]).unwrap();
+    }
+    while let Some(job) = q.dequeue().unwrap() {
+        q.ack(job.receipt()).unwrap();
+    }
+    q.wait_upkeep();
+    let path = dir.path().join("CHECKPOINT");
+    let stamp = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec()))
+    };
+    let before = stamp();
+    for _ in 0..20 {
+        q.enqueue(b"y").unwrap();
+        let job = q.dequeue().unwrap().expect("just enqueued");
+        q.ack(job.receipt()).unwrap();
+        q.wait_upkeep();
+    }
+    assert_eq!(
+        stamp(),
+        before,
+        "CHECKPOINT rewritten by operations that made none due"
+    );
+}

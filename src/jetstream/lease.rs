@@ -77,7 +77,7 @@ impl Inner {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Option<Delivery<JetStreamLease>>> {
-        let deadline = Instant::now() + wait;
+        let deadline = crate::clock::deadline(wait);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(msg) = self.next_message(left).await? else {

@@ -86,7 +86,7 @@ impl Inner {
     /// Waits until the bucket and both streams answer: a stream just created has
     /// its replicas elect a leader first, and calls made before that fail.
     async fn wait_ready(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let deadline = tokio::time::Instant::from_std(crate::clock::deadline(self.cfg.timeout));
         loop {
             let probe = match self.kv.entry("0").await {
                 Ok(_) => match self.work.get_info().await {

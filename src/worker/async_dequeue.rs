@@ -61,7 +61,7 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub async fn dequeue_async(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::from_std(crate::clock::deadline(wait));
         loop {
             // The epoch is taken before the look, so an enqueue between
             // the look and the wait wakes the wait.
@@ -76,7 +76,11 @@ impl Queue {
             // Sleep until the next job or lease comes due (at least 1 ms,
             // as the blocking wait does), the deadline, or a wake.
             let until = match self.next_due_in() {
-                Some(due) => deadline.min(now + due.max(Duration::from_millis(1))),
+                // A job due centuries ahead (a delay of `Duration::MAX`)
+                // waits for the deadline.
+                Some(due) => now
+                    .checked_add(due.max(Duration::from_millis(1)))
+                    .map_or(deadline, |at| deadline.min(at)),
                 None => deadline,
             };
             tokio::select! {

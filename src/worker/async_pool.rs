@@ -23,7 +23,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
@@ -196,7 +196,7 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     /// once, attempt counted; their contexts see `lease_lost`) and drops
     /// their futures. Returns when every task has ended.
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
-        let until = Instant::now() + deadline;
+        let until = crate::clock::deadline(deadline);
         let running = self.shared.begin_stop();
         self.stop_tx.send_replace(true);
         let shared = self.shared.clone();
@@ -244,7 +244,7 @@ impl<B: AsyncBackend> Drop for AsyncWorkerPool<B> {
         self.shared.begin_stop();
         self.stop_tx.send_replace(true);
         let shared = self.shared.clone();
-        let until = Instant::now() + shared.cfg.shutdown_timeout;
+        let until = crate::clock::deadline(shared.cfg.shutdown_timeout);
         let name = format!("{}-stop", shared.cfg.name);
         let _ = spawn_named(name, move || {
             shared.wait_idle(until);

@@ -15,6 +15,10 @@ use crate::worker::rate::RateLimit;
 /// Most workers one pool runs.
 pub const MAX_WORKERS: usize = 1024;
 
+/// The longest [`PoolBuilder::poll_interval`]: an idle worker checks for
+/// shutdown this often at least, so a shutdown is never held up longer.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The settings of a pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -54,8 +58,15 @@ impl Config {
                 self.visibility
             ));
         }
-        if self.poll.is_zero() {
-            return bad("poll_interval must be more than zero".into());
+        if self.poll.is_zero() || self.poll > MAX_POLL_INTERVAL {
+            return bad(format!(
+                "poll_interval {:?} is outside (0, {MAX_POLL_INTERVAL:?}]",
+                self.poll
+            ));
+        }
+        if self.name.contains('\0') {
+            // A thread name with a NUL makes std's spawn panic.
+            return bad(format!("name {:?} contains a NUL byte", self.name));
         }
         Ok(())
     }
@@ -109,7 +120,8 @@ impl<B: Backend> PoolBuilder<B> {
         self
     }
 
-    /// Thread names are `<name>-<n>` (default `walq-worker`).
+    /// Thread names are `<name>-<n>` (default `walq-worker`); a name
+    /// with a NUL byte is refused by `start` ([`ErrorKind::InvalidOptions`]).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.cfg.name = name.into();
         self
@@ -130,7 +142,8 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// How long an idle worker waits for a job before it checks for
-    /// shutdown again (default 100 ms). Enqueues wake it at once.
+    /// shutdown again (default 100 ms, at most [`MAX_POLL_INTERVAL`]: a
+    /// shutdown waits for it). Enqueues wake it at once.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.cfg.poll = every;
         self

@@ -226,7 +226,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
         wait: Duration,
     ) -> Result<Option<Delivery<Receipt>>> {
         let first = self.first()?;
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::from_std(crate::clock::deadline(wait));
         loop {
             // The epoch is taken before the look, so an enqueue between
             // the look and the wait wakes the wait.
@@ -239,7 +239,11 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
                 return Ok(None);
             }
             let until = match first.next_due_in() {
-                Some(due) => deadline.min(now + due.max(Duration::from_millis(1))),
+                // A job due centuries ahead (a delay of `Duration::MAX`)
+                // waits for the deadline.
+                Some(due) => now
+                    .checked_add(due.max(Duration::from_millis(1)))
+                    .map_or(deadline, |at| deadline.min(at)),
                 None => deadline,
             };
             tokio::select! {

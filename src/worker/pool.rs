@@ -253,7 +253,7 @@ impl<B: Backend> WorkerPool<B> {
     }
 
     fn stop(&mut self, deadline: Duration) -> ShutdownReport {
-        let until = Instant::now() + deadline;
+        let until = crate::clock::deadline(deadline);
         let mut report = ShutdownReport {
             running: self.shared.begin_stop(),
             ..ShutdownReport::default()

@@ -236,6 +236,16 @@ impl DoneFile {
                             format!("completion record with job id {} out of range", rec.id()),
                         ));
                     }
+                    if f.lsn >= crate::format::MAX_ID {
+                        return Err(Error::corrupt(
+                            &self.path,
+                            off as u64,
+                            format!(
+                                "completion record with sequence number {} out of range",
+                                f.lsn
+                            ),
+                        ));
+                    }
                     self.next_seq = self.next_seq.max(f.lsn.saturating_add(1));
                     self.apply(rec, off as u64, f.len, now);
                     off += f.len as usize;

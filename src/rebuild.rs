@@ -376,6 +376,17 @@ fn slot_table(
     one: &mut dyn FnMut(u64, &CkSlot) -> Option<Slot>,
 ) -> std::result::Result<(TableBuilder, LiveCounts), String> {
     let out_of_range = || Err("damaged: a job slot is out of range".to_string());
+    // Every slot is an id handed out before the checkpoint: a table past
+    // the next id (a damaged base) would strand the jobs enqueued after it.
+    let table_end = ck.slot_base.checked_add(slots.len() as u64);
+    if table_end.is_none_or(|end| end > ck.next_id.max(1)) {
+        return Err(format!(
+            "damaged: job slots {}.. (+{}) reach past the next job id {}",
+            ck.slot_base,
+            slots.len(),
+            ck.next_id
+        ));
+    }
     let covered: u64 = ck.segments.iter().map(|s| u64::from(s.end)).sum();
     let most = (1u64 << 22) + 8 * (covered / FRAME_HEADER_LEN as u64);
     if slots.is_runs() && slots.len() as u64 > most {

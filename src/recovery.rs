@@ -588,7 +588,9 @@ fn check_clean_close(
                     ),
                 ));
             }
-            report.bytes_skipped += clean.segment_size - size;
+            report.bytes_skipped = report
+                .bytes_skipped
+                .saturating_add(clean.segment_size - size);
         }
     }
     if found < clean.last_lsn {
@@ -603,7 +605,7 @@ fn check_clean_close(
                 ),
             ));
         }
-        report.records_lost += clean.last_lsn - found;
+        report.records_lost = report.records_lost.saturating_add(clean.last_lsn - found);
     }
     Ok(())
 }

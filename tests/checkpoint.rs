@@ -523,3 +523,22 @@ fn a_backlog_reopened_from_runs_is_checkpointed_as_it_was() {
     got.sort_unstable();
     assert!(got == ids, "every job but the acked one, once");
 }
+
+/// A checkpoint whose job table reaches past the next job id (a damaged
+/// base, with checksums that match) is not used: from it, the jobs
+/// enqueued next would sit below the table and never be delivered, and a
+/// base near `u64::MAX` overflowed.
+#[test]
+fn a_checkpoint_whose_slots_reach_past_the_next_id_falls_back() {
+    use walq::format::checkpoint::{Checkpoint, CkSlot};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 5, 300, 0, true);
+    let good = Checkpoint::decode(&checkpoint_bytes(dir.path())).expect("decodes");
+    for base in [good.next_id, (1 << 62) - 100, u64::MAX - 1] {
+        let mut ck = good.clone();
+        ck.slot_base = base;
+        ck.slots = vec![CkSlot::default(); 3];
+        let label = format!("slot base {base}");
+        falls_back(dir.path(), now, &ck.encode_as(3), "next job id", &label);
+    }
+}

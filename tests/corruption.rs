@@ -217,3 +217,47 @@ fn zeroed_bytes_and_garbage_after_the_log_are_handled() {
     let after = std::fs::read(first_segment(dir.path())).unwrap();
     assert!(after[ends[5]..].iter().take(300).all(|&b| b == 0) || after.len() >= ends[5]);
 }
+
+/// A `done.rec` record whose checksum matches but whose sequence number is
+/// past the bound every counter of walq keeps (2^62) is damage, named with
+/// its file and offset: counting on from it overflowed.
+#[test]
+fn a_completion_record_with_an_impossible_sequence_number_is_refused() {
+    use walq::format::frame;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q = Queue::open(dir.path()).unwrap();
+        q.enqueue(b"a").unwrap();
+        let job = q.dequeue().unwrap().unwrap();
+        q.ack_with_result(job.receipt(), b"r").unwrap();
+        q.close().unwrap();
+    }
+    let path = dir.path().join("done.rec");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The first record (a Done of job 1 with result "r"), sealed again
+    // with sequence number u64::MAX.
+    let first_len = u32::from_le_bytes(bytes[68..72].try_into().unwrap()) as usize;
+    let kind = bytes[64 + 16];
+    let body = bytes[64 + frame::FRAME_HEADER_LEN..64 + first_len].to_vec();
+    let mut out = Vec::new();
+    frame::encode(
+        &mut out,
+        u32::from_le_bytes(*b"DONE"),
+        u64::MAX,
+        kind,
+        0,
+        0,
+        &body,
+        &[],
+    );
+    assert_eq!(out.len(), first_len);
+    bytes[64..64 + first_len].copy_from_slice(&out);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Queue::open(dir.path()).map(|_| ()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("done.rec") && text.contains("sequence number"),
+        "{text}"
+    );
+}

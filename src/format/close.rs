@@ -56,11 +56,17 @@ impl CleanClose {
         if crc32fast::hash(&buf[0..32]) != u32_at(buf, 32)? {
             return None;
         }
-        Some(CleanClose {
+        let close = CleanClose {
             segment_id: u32_at(buf, 12)?,
             segment_size: u64_at(buf, 16)?,
             last_lsn: u64_at(buf, 24)?,
-        })
+        };
+        // Bounds a writer keeps: a segment is at most 1 GiB, LSNs stay
+        // below `MAX_ID`. A record past them is damaged, not a measure of
+        // what was lost.
+        let sane = close.segment_size <= crate::options::MAX_SEGMENT_SIZE
+            && close.last_lsn < crate::format::MAX_ID;
+        sane.then_some(close)
     }
 }
 
@@ -77,6 +83,14 @@ mod tests {
         };
         let bytes = c.encode();
         assert_eq!(CleanClose::decode(&bytes), Some(c));
+        for (size, lsn) in [(u64::MAX, 1234), (1 << 16, u64::MAX), (1 << 16, 1 << 62)] {
+            let far = CleanClose {
+                segment_size: size,
+                last_lsn: lsn,
+                ..c
+            };
+            assert_eq!(CleanClose::decode(&far.encode()), None, "{far:?}");
+        }
         for bit in 0..CLOSE_LEN * 8 {
             let mut b = bytes;
             b[bit / 8] ^= 1 << (bit % 8);

@@ -56,6 +56,10 @@ pub struct MJob {
     pub unsynced_lease: bool,
     /// The log's last word on this job is a lease (released on open).
     pub log_in_flight: bool,
+    /// An open released its lease and nothing synced the release record
+    /// since: a power loss may take it, and the next open releases the
+    /// lease again, due at that open.
+    pub unsynced_release: bool,
     /// State.
     pub state: MState,
 }
@@ -161,6 +165,7 @@ impl Model {
                 synced_attempts: (0, 0),
                 unsynced_lease: false,
                 log_in_flight: false,
+                unsynced_release: false,
                 state: MState::Ready { lo: due, hi: due },
             },
         );
@@ -219,6 +224,7 @@ impl Model {
         for job in self.jobs.values_mut() {
             job.synced_attempts = job.attempts;
             job.unsynced_lease = false;
+            job.unsynced_release = false;
         }
     }
 
@@ -246,10 +252,22 @@ impl Model {
             if uncertain {
                 job.attempts = (job.synced_attempts.0, job.attempts.1);
             }
+            let release_lost = lost_leases && job.unsynced_release;
+            if let (true, MState::Ready { lo, hi }) = (release_lost, job.state) {
+                // The last open's release may be gone: released again now.
+                job.state = MState::Ready {
+                    lo,
+                    hi: hi.max(now),
+                };
+                job.unsynced_release = true;
+            } else {
+                job.unsynced_release = false;
+            }
             if job.log_in_flight || uncertain {
                 // Released (its due time is the open, or earlier if the
                 // lease was carried forward or lost): ready now.
                 job.state = MState::Ready { lo: 0, hi: now };
+                job.unsynced_release = true;
                 if job.attempts.0 >= job.max_attempts && job.log_in_flight && !uncertain {
                     job.state = MState::Dead;
                 } else if job.attempts.1 >= job.max_attempts {

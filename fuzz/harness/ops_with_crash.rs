@@ -9,7 +9,9 @@
 //! then id), with its payload, key and attempt number; a receipt works
 //! exactly while its lease is held; dead letters match. Under
 //! `Durability::Sync` a power loss keeps every operation that returned
-//! `Ok`; leases written since the last sync may or may not survive.
+//! `Ok`; leases written since the last sync may or may not survive, and
+//! so may the releases an open wrote (then the next open releases those
+//! leases again, due at that open).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -398,15 +398,13 @@ impl Upkeep {
             for want in [Some(id), id.checked_add(1).filter(|_| !draining)] {
                 let Some(want) = want else { continue };
                 if !sp.ready.iter().any(|s| s.id == want) {
-                    let s = self.prepare(want).or_else(|e| {
-                        if !self.delete_retired(commit)? {
-                            return Err(e);
+                    let s = match self.prepare(want) {
+                        Ok(s) => s,
+                        Err(_) => {
+                            self.free_retired(commit)?;
+                            self.prepare(want)?
                         }
-                        // Space came back: the reserve is made again too.
-                        self.freed.store(true, Ordering::Release);
-                        self.pending.store(true, Ordering::Release);
-                        self.prepare(want)
-                    })?;
+                    };
                     Self::insert(&mut sp, s);
                 }
             }
@@ -415,6 +413,21 @@ impl Upkeep {
         let spare = sp.ready.pop_front().expect("a spare for this id is ready");
         self.pending.store(true, Ordering::Release);
         Ok(spare)
+    }
+
+    /// Deletes the retired segments now, for a rotation whose spare did
+    /// not fit, which then tries once more whatever this deleted: the
+    /// upkeep thread may have deleted them meanwhile (its run holds
+    /// `retired` until its directory sync, after which the file system
+    /// hands their blocks out again), and a drain on a full disk must not
+    /// fail for having asked a moment too early.
+    fn free_retired(&self, commit: &Committer) -> Result<()> {
+        if self.delete_retired(commit)? {
+            // Space came back: the reserve is made again too.
+            self.freed.store(true, Ordering::Release);
+            self.pending.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Segment `id` is now the active one: spares are kept for the ids
@@ -600,6 +613,28 @@ mod tests {
             forever: true,
             kind: std::io::ErrorKind::StorageFull,
         }));
+    }
+
+    /// A rotation whose spare does not fit tries again once, even when
+    /// it has no retired segment to delete itself: the space may have
+    /// come back meanwhile (the upkeep thread deleted them). CI saw a
+    /// drain on a full ext4 fail so.
+    #[test]
+    fn a_rotation_tries_again_after_space_came_back() {
+        let (fs, up) = setup();
+        let commit = Committer::new(0);
+        // The next allocation fails, the one after it finds room.
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Allocate,
+            at: fs.op_count(FaultOp::Allocate),
+            forever: false,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+        let spare = up
+            .take_spare(2, true, &commit)
+            .expect("the second try fits");
+        assert_eq!(spare.id, 2);
+        spare.discard(&fs);
     }
 
     #[test]

@@ -79,7 +79,9 @@ impl Spare {
         zeros: u32,
     ) -> Result<Spare> {
         let tmp = dir.join(format!("{}{SPARE_SUFFIX}", file_name(id)));
-        let file = create_spare_file(vfs, &tmp, mode)?;
+        let file = vfs
+            .create(&tmp, mode)
+            .map_err(|e| Error::io("creating new segment", &tmp, e))?;
         // The header block is written (zeros) and the allocation synced
         // now, off the write path: installing the spare then overwrites an
         // already written block, and its fdatasync has no metadata to
@@ -259,22 +261,6 @@ pub struct Segment {
     /// The checksum seed of this segment's frames ([`frame::seed`]), kept
     /// for the read-back verify of every dequeue (no per-thread cache).
     seed: crc32fast::Hasher,
-}
-
-/// Creates the file of a spare at `tmp`. A file already there is one an
-/// earlier preparation of this id could not remove (its removal failed
-/// after a failed write or sync): never a segment, since only rotation
-/// renames a spare into place, and no other process writes this
-/// directory (the lock). It is removed and the file created anew, so one
-/// failed removal does not fail every later preparation of the id.
-fn create_spare_file(vfs: &dyn Vfs, tmp: &Path, mode: u32) -> Result<Box<dyn VfsFile>> {
-    let created = match vfs.create(tmp, mode) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            vfs.remove(tmp).and_then(|()| vfs.create(tmp, mode))
-        }
-        other => other,
-    };
-    created.map_err(|e| Error::io("creating new segment", tmp, e))
 }
 
 /// Whether `name` is a temporary name that walq itself creates (a
@@ -629,23 +615,6 @@ impl Segment {
 mod tests {
     use super::*;
     use crate::vfs::StdFs;
-
-    #[test]
-    fn a_spare_left_behind_by_a_failed_removal_is_made_anew() {
-        let fs = crate::vfs::SimFs::new();
-        let dir = Path::new("/q");
-        fs.create_dir_all(dir, 0o700).unwrap();
-        let stale = dir.join("0000000002.wal.spare");
-        let file = fs.create(&stale, 0o600).unwrap();
-        file.write_at(b"left over", 0).unwrap();
-        drop(file);
-        let spare = Spare::prepare(&fs, dir, 2, 1 << 16, 0o600, 0).expect("prepared");
-        assert_eq!(spare.path(), stale.as_path());
-        let mut head = [0xffu8; 9];
-        fs.open(&stale).unwrap().read_at(&mut head, 0).unwrap();
-        assert_eq!(head, [0u8; 9], "the old bytes are gone");
-        spare.discard(&fs);
-    }
 
     #[test]
     fn names_round_trip() {

@@ -411,6 +411,9 @@ impl Upkeep {
         }
         self.discard_below(&mut sp, id);
         let spare = sp.ready.pop_front().expect("a spare for this id is ready");
+        // Taken: no longer one to prepare. Until `rotated`, its file is
+        // still a spare's, and a preparation of its id would fail on it.
+        sp.active = sp.active.max(id);
         self.pending.store(true, Ordering::Release);
         Ok(spare)
     }
@@ -613,6 +616,24 @@ mod tests {
             forever: true,
             kind: std::io::ErrorKind::StorageFull,
         }));
+    }
+
+    /// Between a rotation taking its spare and installing it, the spare's
+    /// file is still there under its spare name: a preparation of the
+    /// spares meanwhile (the upkeep thread's) must not take that id for a
+    /// missing one (its file creation failed, and was noted as a
+    /// maintenance error).
+    #[test]
+    fn a_spare_taken_by_a_rotation_is_not_prepared_again() {
+        let (fs, up) = setup();
+        let commit = Committer::new(0);
+        up.fill_spares();
+        let two = up.take_spare(2, false, &commit).unwrap();
+        up.fill_spares(); // before `rotated(2)`
+        assert_eq!(up.error(), None);
+        assert!(names(&fs).contains(&"0000000004.wal.spare".to_string()));
+        up.rotated(2);
+        two.discard(&fs);
     }
 
     /// A rotation whose spare does not fit tries again once, even when

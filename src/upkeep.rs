@@ -638,8 +638,8 @@ mod tests {
 
     /// A rotation whose spare does not fit tries again once, even when
     /// it has no retired segment to delete itself: the space may have
-    /// come back meanwhile (the upkeep thread deleted them). CI saw a
-    /// drain on a full ext4 fail so.
+    /// come back meanwhile (the upkeep thread deleted them). The full-disk
+    /// drain of `.ci/fs-matrix.sh` on ext4 failed so, once in nine runs.
     #[test]
     fn a_rotation_tries_again_after_space_came_back() {
         let (fs, up) = setup();

@@ -1,8 +1,9 @@
 //! Record bodies of the completion file (`done.rec`).
 //!
 //! Kinds 8–10 belong to this file only (log segments hold 1–5, 11, 12
-//! and 14–16, the dead-letter file 6, 7 and 13). All integers are little-endian. Decoding is
-//! total: any byte string gives a record or a `None`.
+//! and 14–16, the dead-letter file 6, 7 and 13). All integers are
+//! little-endian. Decoding is total: any byte string gives a record or a
+//! `None`.
 //!
 //! ```text
 //! kind 8  Done     id u64 ‖ finished_ms u64 ‖ result (the rest, ≤ 4096 bytes)

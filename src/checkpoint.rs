@@ -104,9 +104,13 @@ impl QueueState {
         let from = tail
             .saturating_sub(DIGEST_SPAN)
             .max(SEGMENT_HEADER_LEN as u32);
+        // Bytes the kernel cannot read digest as none: the next open then
+        // finds the digest wrong and scans.
+        let (at, len) = (from as usize, (tail - from) as usize);
         let bytes = active
             .region
-            .bytes(from as usize, (tail - from) as usize)
+            .bytes(at, len)
+            .filter(|_| active.region.readable(at, len).is_ok())
             .unwrap_or_default();
         let slots = self.jobs.capture();
         let ck = Checkpoint {

@@ -45,7 +45,10 @@
 //! makes a later access of the lost pages raise `SIGBUS`. walq limits that
 //! exposure: a [`crate::Job`] owns a copy of its payload (user code never
 //! holds a slice of a map), recovery reads files with `pread` before
-//! mapping them, and appends go through `pwrite` where a store into the
+//! mapping them, a record is read only after the kernel faulted its pages
+//! in without error ([`Region::populate_read`], through
+//! `SegMap::readable`: a page it cannot read is an error, not a signal),
+//! and appends go through `pwrite` where a store into the
 //! map could fault for lack of space (copy-on-write file systems, see
 //! [`map_stores_are_safe`]). `docs/architecture.md` lists what stays fatal.
 
@@ -268,6 +271,41 @@ impl Region {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = (off, len);
+    }
+
+    /// Faults `off..off+len` of the map in for reading
+    /// (`MADV_POPULATE_READ`, Linux 5.14), so that a page the kernel
+    /// cannot read is an error here, where it can be reported, instead of
+    /// `SIGBUS` at the access: an I/O error reading it from the device, a
+    /// page beyond the end of a file someone cut short, a poisoned page.
+    /// `Ok` where nothing could be checked: a kernel without the advice,
+    /// a failure that says nothing about the page (no memory for page
+    /// tables, a signal), a heap region.
+    ///
+    /// Changes no byte and no state that reads observe (rule 5 holds a
+    /// fortiori: entries are added, none dropped).
+    pub(crate) fn populate_read(&self, off: usize, len: usize) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Inner::Map(m) = &self.inner {
+            let len = len.min(self.len.saturating_sub(off));
+            if len > 0 {
+                return match m.advise_range(memmap2::Advice::PopulateRead, off, len) {
+                    // madvise(2): EFAULT "a SIGBUS would have been
+                    // generated on actual access"; EHWPOISON a poisoned page.
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EFAULT | libc::EHWPOISON | libc::EIO)
+                        ) =>
+                    {
+                        Err(e)
+                    }
+                    _ => Ok(()),
+                };
+            }
+        }
+        let _ = (off, len);
+        Ok(())
     }
 
     /// Tells the kernel how the map is used from now on (a hint: errors
@@ -619,6 +657,40 @@ mod tests {
         }
         f.write_all_at(&[2u8; 10], (8 << 20) - 10).unwrap();
         assert_eq!(data_end(&f, 8 << 20), 8 << 20);
+    }
+
+    /// The kernel's own answer, not a model: pages past the end of a file
+    /// cut short under the map are an error from `populate_read`, where
+    /// touching them would raise `SIGBUS`; pages still in the file are
+    /// fine. (An I/O error reading a page takes the same path in the
+    /// kernel: the fault returns `VM_FAULT_SIGBUS`, which
+    /// `MADV_POPULATE_READ` reports as EFAULT.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn populate_read_reports_pages_a_cut_took_instead_of_faulting() {
+        const PAGE: usize = 4096;
+        let f = tempfile::tempfile().unwrap();
+        preallocate(&f, 16 * PAGE as u64).unwrap();
+        let r = Region::map(&f, 16 * PAGE as u64).unwrap();
+        r.write(0, &[5u8; 16 * PAGE]).unwrap();
+        r.publish(16 * PAGE);
+        assert!(r.populate_read(0, 16 * PAGE).is_ok());
+        f.set_len(4 * PAGE as u64).unwrap();
+        assert!(
+            r.populate_read(0, 4 * PAGE).is_ok(),
+            "pages still in the file"
+        );
+        assert!(r.populate_read(PAGE, 10).is_ok(), "an unaligned range");
+        let past = r
+            .populate_read(5 * PAGE, PAGE)
+            .expect_err("a page the cut took");
+        assert_eq!(past.raw_os_error(), Some(libc::EFAULT), "{past}");
+        assert!(
+            r.populate_read(3 * PAGE, 2 * PAGE).is_err(),
+            "a range across the cut"
+        );
+        assert_eq!(r.bytes(0, 4), Some(&[5u8; 4][..]));
+        assert!(Region::heap(16).populate_read(0, 16).is_ok());
     }
 
     #[cfg(target_os = "linux")]

@@ -27,6 +27,13 @@ use crate::vfs::{Region, Vfs, VfsFile};
 /// One operation may map a few more; the next one unmaps them again.
 pub const MAX_MAPS: usize = 256;
 
+/// Bytes [`SegMap::readable`] checks past the ones asked for, so that a
+/// reader moving through a segment makes one check per this much.
+pub const READ_WINDOW: usize = 64 << 10;
+
+/// The unit [`SegMap::readable`] counts in (the smallest page size).
+const PAGE: usize = 4096;
+
 /// What the segments of one log share: the file system to map a sealed
 /// segment again, the count of maps, and a clock for least-recent use.
 #[derive(Debug)]
@@ -88,6 +95,9 @@ pub struct SegMap {
     released: AtomicUsize,
     /// Appends store into the map itself (see [`SegMap::append`]).
     stores: AtomicBool,
+    /// The pages a read last checked ([`SegMap::readable`]): first and
+    /// end page, packed `first << 32 | end`; empty after an unmap.
+    checked: AtomicU64,
     budget: OnceLock<Arc<MapBudget>>,
 }
 
@@ -103,6 +113,7 @@ impl SegMap {
             stored: AtomicUsize::new(0),
             released: AtomicUsize::new(0),
             stores: AtomicBool::new(false),
+            checked: AtomicU64::new(0),
             budget: OnceLock::new(),
         }
     }
@@ -265,9 +276,44 @@ impl SegMap {
         self.bytes_with(None, off, len)
     }
 
+    /// Checks that the kernel can read `off..off+len` of the map, mapped
+    /// already ([`Region::populate_read`]): a page it cannot read (an I/O
+    /// error, or a file cut short by someone else) is an error here, not
+    /// `SIGBUS` when the bytes are touched. The check covers up to
+    /// [`READ_WINDOW`] bytes past the range, and a range inside the pages
+    /// last checked is not checked again, so a reader moving forward makes
+    /// one `madvise` per window. `Ok` when there is no map.
+    ///
+    /// Not a guarantee: a page the kernel drops after its check (memory
+    /// pressure) and then fails to read again still raises `SIGBUS`
+    /// (docs/architecture.md, "I/O errors and external actions").
+    pub fn readable(&self, off: usize, len: usize) -> std::io::Result<()> {
+        let end = off.saturating_add(len).min(self.len);
+        let checked = self.checked.load(Ordering::Relaxed);
+        let (first, last) = ((checked >> 32) as usize, (checked & 0xffff_ffff) as usize);
+        if first * PAGE <= off && end <= last * PAGE {
+            return Ok(());
+        }
+        let Some(map) = self.map.get() else {
+            return Ok(());
+        };
+        let first = off / PAGE;
+        let last = end
+            .max(off.saturating_add(READ_WINDOW))
+            .min(self.len)
+            .div_ceil(PAGE);
+        map.populate_read(first * PAGE, (last - first) * PAGE)?;
+        // A segment is at most 1 GiB: page numbers fit in 32 bits.
+        self.checked
+            .store(((first as u64) << 32) | last as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Drops the map (mapped again on the next read). `&mut`: no slice of
     /// it can be alive.
     pub fn unmap(&mut self) {
+        // A check of the old map's pages says nothing of the next map's.
+        *self.checked.get_mut() = 0;
         if let Some(map) = self.map.take() {
             // The map's watermark outlives it here.
             self.published.fetch_max(map.published(), Ordering::AcqRel);

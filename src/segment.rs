@@ -533,6 +533,18 @@ impl Segment {
             .region
             .bytes(off as usize, rest)
             .ok_or(FrameError::Truncated)?;
+        // The header's pages first, then those of the length it claims:
+        // bytes the kernel cannot read are an error, not SIGBUS.
+        let off = off as usize;
+        let unreadable = |_| FrameError::Unreadable;
+        let head = rest.min(frame::FRAME_HEADER_LEN);
+        self.region.readable(off, head).map_err(unreadable)?;
+        let claimed = crate::format::u32_at(buf, 4).map_or(0, |l| l as usize);
+        if claimed > head {
+            self.region
+                .readable(off, claimed.min(rest))
+                .map_err(unreadable)?;
+        }
         frame::decode_seeded(buf, &self.seed, self.size())
     }
 

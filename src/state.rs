@@ -606,9 +606,10 @@ impl QueueState {
         self.log
             .info(slot.seg)
             .and_then(|i| {
-                i.seg
-                    .region
-                    .bytes(slot.off as usize + FRAME_HEADER_LEN + 8, 8)
+                let at = slot.off as usize + FRAME_HEADER_LEN + 8;
+                let bytes = i.seg.region.bytes(at, 8)?;
+                i.seg.region.readable(at, 8).ok()?;
+                Some(bytes)
             })
             .map_or(0, |b| crate::format::u64_at(b, 0).unwrap_or(0))
     }

@@ -56,3 +56,72 @@ fn a_job_kept_by_the_user_does_not_pin_a_deleted_segment() {
     assert_eq!(kept.payload().len(), 40_000);
     assert_eq!(kept.into_payload(), vec![1u8; 40_000]);
 }
+
+/// Cuts the file at `path` to `len` bytes, as someone else might.
+fn cut(path: &std::path::Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Dequeues until the queue is empty: the payloads served (acked) and the
+/// ids of the jobs that went to the dead letters instead.
+fn drain(q: &Queue) -> Vec<Vec<u8>> {
+    let mut served = Vec::new();
+    while let Some(job) = q.dequeue().expect("a dequeue after the cut") {
+        q.ack(job.receipt()).unwrap();
+        served.push(job.into_payload());
+    }
+    served
+}
+
+/// Job `i`'s payload: 3,000 bytes that name it.
+fn payload(i: u8) -> Vec<u8> {
+    vec![i; 3_000]
+}
+
+/// The jobs whose records a cut took are dead-lettered, with the file and
+/// offset in their error, and the queue keeps serving: reading those
+/// records through the map raised `SIGBUS` before (the dequeue checks
+/// that the kernel can read a record's pages first).
+#[test]
+fn jobs_a_cut_of_a_sealed_segment_took_are_dead_lettered_not_a_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .segment_size(MIN_SEGMENT_SIZE)
+        .durability(Durability::Os);
+    let q = Queue::open_with(dir.path(), opts).unwrap();
+    for i in 0..60u8 {
+        q.enqueue(&payload(i)).unwrap();
+    }
+    let segs = segment_files(dir.path());
+    assert!(segs.len() >= 3, "two sealed segments and the active one");
+    cut(&segs[0], 32 << 10);
+    let served = drain(&q);
+    let dead = q.dead_letters().unwrap();
+    assert!(!dead.is_empty(), "the cut took records");
+    assert!(
+        served.len() > 30,
+        "only the cut's records are lost: {}",
+        served.len()
+    );
+    assert_eq!(served.len() + dead.len(), 60, "every job served or dead");
+    for (i, p) in served.iter().enumerate() {
+        assert_eq!(p.len(), 3_000, "job {i}: a whole payload");
+        assert!(p.iter().all(|&b| b == p[0]), "job {i}: its own bytes");
+    }
+    let seg = segs[0].file_name().unwrap().to_string_lossy().into_owned();
+    for d in &dead {
+        assert!(d.error.contains("unreadable"), "{}", d.error);
+        assert!(d.error.contains(&seg), "names the segment: {}", d.error);
+        assert!(d.payload.is_empty());
+    }
+    // The queue still works: new jobs go to the intact active segment.
+    q.enqueue(b"after").unwrap();
+    let job = q.dequeue().unwrap().expect("the new job");
+    assert_eq!(job.payload(), b"after");
+    q.ack(job.receipt()).unwrap();
+}

@@ -55,6 +55,9 @@ pub enum FrameError {
     /// Checksum fine but a field is out of range (kind 0, unknown flags,
     /// reserved bits set).
     Invalid,
+    /// The kernel could not read the bytes (an I/O error, or a mapped file
+    /// cut short by someone else): never a decision about their content.
+    Unreadable,
 }
 
 impl std::fmt::Display for FrameError {
@@ -65,6 +68,7 @@ impl std::fmt::Display for FrameError {
             FrameError::BadLength => "record length out of range",
             FrameError::BadChecksum => "record checksum mismatch",
             FrameError::Invalid => "record header field out of range",
+            FrameError::Unreadable => "record unreadable (an I/O error, or the file was cut short)",
         })
     }
 }

@@ -4,8 +4,10 @@
 # on ext4, xfs, btrfs and tmpfs file systems made on loop devices (tmpfs:
 # a size-limited tmpfs mount), and on overlayfs over an ext4 loop image
 # (what a Docker container writes to), each test on a fresh file system of
-# its own; and on ext4 and btrfs, tests/write_errors.rs on a device whose
-# writes fail (a loop image on a tmpfs smaller than it).
+# its own; on ext4 and btrfs, tests/write_errors.rs on a device whose
+# writes fail (a loop image on a tmpfs smaller than it); and once,
+# tests/read_errors.rs on a FUSE file system whose chosen reads fail with
+# EIO (.ci/eio_fuse.py; FS_MATRIX_READ_ERRORS=off leaves it out).
 #
 #   sudo bash .ci/fs-matrix.sh                # everything
 #   sudo FS_MATRIX_FS="btrfs" bash .ci/fs-matrix.sh
@@ -158,7 +160,8 @@ rm -rf "$probe"
 
 say "building the test binaries (cargo test --no-run)"
 build_json="$LOGS/build.json"
-if ! cargo test --no-run --test crash_kill9 --test full_disk --test write_errors --message-format=json >"$build_json" 2>"$LOGS/build.log"; then
+if ! cargo test --no-run --test crash_kill9 --test full_disk --test write_errors --test read_errors \
+  --message-format=json >"$build_json" 2>"$LOGS/build.log"; then
   tail -n 30 "$LOGS/build.log"
   say "FAILED: the test binaries do not build"
   exit 1
@@ -169,7 +172,8 @@ exe_of() {
 KILL9_BIN="$(exe_of crash_kill9)"
 FULL_BIN="$(exe_of full_disk)"
 EIO_BIN="$(exe_of write_errors)"
-if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" || ! -x "$EIO_BIN" ]]; then
+READ_BIN="$(exe_of read_errors)"
+if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" || ! -x "$EIO_BIN" || ! -x "$READ_BIN" ]]; then
   say "FAILED: cannot find the built test binaries in $build_json"
   exit 1
 fi
@@ -341,7 +345,69 @@ run_write_errors() {
   rm -rf --one-file-system "$base"
 }
 
+# Real read errors (tests/read_errors.rs): .ci/eio_fuse.py, a pass-through
+# FUSE file system (fusepy over libfuse2, installed here) whose reads of a
+# chosen range fail with EIO, as a bad sector's would. The kernel turns a
+# failed read of a mapped page into SIGBUS; the test checks that walq
+# dead-letters the job instead. Skipped (and said) where FUSE is missing.
+READ_ERRORS="${FS_MATRIX_READ_ERRORS:-on}"
+R_RES="" R_TIME=0
+run_read_errors() {
+  local base="$WORK/read-errors" log="$LOGS/read-errors.log" t0 rc i
+  local back="$base/back" mnt="$base/mnt"
+  if [[ ! -e /dev/fuse ]]; then
+    R_RES="SKIPPED (no /dev/fuse on this machine)"
+    return
+  fi
+  if ! python3 -c 'import fuse' >/dev/null 2>&1; then
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q libfuse2 ||
+      { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libfuse2; }; } >"$LOGS/apt-fuse.log" 2>&1
+    python3 -m pip install --quiet --disable-pip-version-check fusepy >>"$LOGS/apt-fuse.log" 2>&1
+  fi
+  if ! python3 -c 'import fuse' >/dev/null 2>&1; then
+    R_RES="SKIPPED (fusepy or libfuse2 could not be installed, see $LOGS/apt-fuse.log)"
+    return
+  fi
+  mkdir -p "$back" "$mnt"
+  : >"$base/control"
+  MOUNTS+=("$mnt")
+  python3 .ci/eio_fuse.py "$back" "$mnt" "$base/control" >"$LOGS/read-errors-fuse.log" 2>&1 &
+  for ((i = 0; i < 100; i++)); do
+    mountpoint -q "$mnt" && break
+    sleep 0.1
+  done
+  if ! mountpoint -q "$mnt"; then
+    R_RES="FAIL (the FUSE file system did not mount, see $LOGS/read-errors-fuse.log)"
+    failed=1
+    return
+  fi
+  say "read errors: a FUSE pass-through whose chosen reads fail with EIO, at $mnt"
+  t0=$SECONDS
+  WALQ_READ_ERRORS_DIR="$mnt/q" WALQ_READ_ERRORS_CONTROL="$base/control" timeout --signal=KILL "$RUN_TIMEOUT" \
+    "$READ_BIN" a_record_on_unreadable_pages_is_dead_lettered_not_a_sigbus --exact --nocapture \
+    --test-threads=1 >"$log" 2>&1
+  rc=$?
+  R_TIME=$((SECONDS - t0))
+  grep -oE 'read errors: .*' "$log" | sed 's/^/  /'
+  if ((rc == 0)) && grep -q "^test result: ok. 1 passed" "$log" &&
+    grep -q "EIO for" "$LOGS/read-errors-fuse.log"; then
+    R_RES="ok ($(grep -c "EIO for" "$LOGS/read-errors-fuse.log") reads failed with EIO)"
+  else
+    R_RES="FAIL (exit $rc)"
+    failed=1
+    tail -n 30 "$log"
+  fi
+  umount "$mnt" 2>/dev/null || umount -l "$mnt"
+  wait
+  rm -rf --one-file-system "$base"
+}
+
 started=$SECONDS
+if [[ $READ_ERRORS == on ]]; then
+  run_read_errors
+else
+  R_RES="OFF (FS_MATRIX_READ_ERRORS=off)"
+fi
 for fs in $FS_LIST; do
   case $fs in ext4 | xfs | btrfs | tmpfs | overlay) ;; *) say "unknown file system '$fs'"; exit 2 ;; esac
   if [[ -n "${SKIP[$fs]:-}" ]]; then
@@ -385,6 +451,7 @@ done
 for key in ext4/os ext4/sync btrfs/os btrfs/sync; do
   [[ -n "${E_RES[$key]:-}" ]] && printf '  write errors, %-10s %s (%ss)\n' "$key:" "${E_RES[$key]}" "${E_TIME[$key]}"
 done
+printf '  read errors (FUSE, EIO): %s (%ss)\n' "$R_RES" "$R_TIME"
 say "total $((SECONDS - started))s"
 if [[ $FULL_DISK_CHECKS == off ]]; then
   say "NOTE: FULL_DISK_CHECKS=off in .ci/fs-matrix.sh: the full-disk test (guarantee 13) was NOT run."

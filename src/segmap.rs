@@ -282,7 +282,8 @@ impl SegMap {
     /// `SIGBUS` when the bytes are touched. The check covers up to
     /// [`READ_WINDOW`] bytes past the range, and a range inside the pages
     /// last checked is not checked again, so a reader moving forward makes
-    /// one `madvise` per window. `Ok` when there is no map.
+    /// one `madvise` per window. Only the range's own pages decide: when
+    /// the window fails, they are checked alone. `Ok` when there is no map.
     ///
     /// Not a guarantee: a page the kernel drops after its check (memory
     /// pressure) and then fails to read again still raises `SIGBUS`
@@ -302,7 +303,14 @@ impl SegMap {
             .max(off.saturating_add(READ_WINDOW))
             .min(self.len)
             .div_ceil(PAGE);
-        map.populate_read(first * PAGE, (last - first) * PAGE)?;
+        if map
+            .populate_read(first * PAGE, (last - first) * PAGE)
+            .is_err()
+        {
+            // Something in the window is unreadable; the record's own
+            // pages decide (a bad page after it is another record's).
+            return map.populate_read(off, end.saturating_sub(off));
+        }
         // A segment is at most 1 GiB: page numbers fit in 32 bits.
         self.checked
             .store(((first as u64) << 32) | last as u64, Ordering::Relaxed);
@@ -335,6 +343,45 @@ mod tests {
     use super::*;
     use crate::vfs::SimFs;
     use std::path::Path;
+
+    /// On a real file cut short under its map: a record below the cut is
+    /// readable though its window reaches past the cut, one past the cut
+    /// is not, and a failed window is not remembered as checked.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_records_own_pages_decide_whether_it_is_readable() {
+        use crate::vfs::{StdFs, Vfs};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let file = StdFs.create(&path, 0o600).unwrap();
+        file.allocate(256 << 10).unwrap();
+        file.write_at(&[9u8; 256 << 10], 0).unwrap();
+        let m = SegMap::new(path.clone(), 256 << 10);
+        m.set(file.map(256 << 10).unwrap().0);
+        m.publish(256 << 10);
+        assert!(m.readable(200 << 10, 100).is_ok(), "nothing cut yet");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(8 << 10)
+            .unwrap();
+        assert!(m.readable(70 << 10, 100).is_err(), "past the cut");
+        assert!(
+            m.readable(4096, 100).is_ok(),
+            "below the cut, its window past it"
+        );
+        assert!(
+            m.readable(4200, 100).is_ok(),
+            "the failed window was not kept"
+        );
+        assert!(m.readable(8 << 10, 1).is_err(), "the first page cut");
+        assert!(
+            m.readable(6 << 10, 4 << 10).is_err(),
+            "a record across the cut"
+        );
+        assert!(m.bytes(0, 4).is_some_and(|b| b == [9u8; 4]));
+    }
 
     #[test]
     fn a_sealed_map_is_made_again_on_demand_and_counted() {

@@ -435,6 +435,37 @@ fn starting_an_async_pool_outside_a_runtime_is_refused_not_panicked_on() {
     assert_eq!(err.kind(), walq::ErrorKind::InvalidOptions);
 }
 
+/// As in the thread pool: a poll under a millisecond with a rate limit
+/// panicked every task at its first wait for a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_rate_limit_with_a_poll_under_a_millisecond_keeps_its_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    let payloads: Vec<Vec<u8>> = (0..10u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    q.enqueue_batch(&payloads).unwrap();
+    let workers = 2;
+    let pool = WorkerPool::builder(q.clone())
+        .workers(workers)
+        .rate_limit(walq::RateLimit::per_second(5).burst(5))
+        .clock(clock.clone())
+        .poll_interval(Duration::from_micros(500))
+        .start_async(|_ctx: JobContext, _p: Vec<u8>| async { Outcome::done() })
+        .unwrap();
+    wait_until("the tasks wait for a token, alive", || {
+        let s = pool.stats();
+        s.done == 5 && s.throttled == workers as u64
+    })
+    .await;
+    clock.advance(Duration::from_secs(1));
+    wait_until("the next tick's tokens are used", || {
+        pool.stats().done == 10
+    })
+    .await;
+    let s = pool.shutdown(LIVENESS).await.stats;
+    assert_eq!(accounted(&s), s.leased);
+}
+
 /// The async pool takes the same token bucket before each lease: counted
 /// per tick of a manual clock, not timed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,6 +343,36 @@ fn a_rate_limit_admits_exactly_the_tokens_of_each_tick() {
     pool.shutdown(Duration::from_secs(60));
 }
 
+/// A poll interval under a millisecond is accepted, and a rate limit
+/// with it must not kill the workers: the nap for a token was
+/// `wait.clamp(1 ms, poll)`, which panics when the poll is the smaller.
+#[test]
+fn a_rate_limit_with_a_poll_under_a_millisecond_keeps_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = common::open(dir.path(), &clock);
+    let payloads: Vec<Vec<u8>> = (0..10u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    q.enqueue_batch(&payloads).unwrap();
+    let workers = 2;
+    let pool = WorkerPool::builder(q.clone())
+        .workers(workers)
+        .rate_limit(RateLimit::per_second(5).burst(5))
+        .clock(clock.clone())
+        .poll_interval(Duration::from_micros(500))
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    wait_until("the workers wait for a token, alive", || {
+        let s = pool.stats();
+        s.done == 5 && s.throttled == workers as u64
+    });
+    clock.advance(Duration::from_secs(1));
+    wait_until("the next tick's tokens are used", || {
+        pool.stats().done == 10
+    });
+    pool.shutdown(Duration::from_secs(60));
+    assert_eq!(q.stats().ready, 0);
+}
+
 #[test]
 fn a_handler_retry_waits_the_delay_it_names() {
     let dir = tempfile::tempdir().unwrap();

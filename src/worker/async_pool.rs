@@ -316,7 +316,7 @@ async fn take_token<B: AsyncBackend>(shared: &Shared<B>, stop: &mut watch::Recei
             Ok(()) => return true,
             Err(wait) => {
                 let _gauge = shared.counters.throttled();
-                let nap = wait.clamp(Duration::from_millis(1), shared.cfg.poll);
+                let nap = super::rate::nap(wait, shared.cfg.poll);
                 tokio::select! {
                     () = tokio::time::sleep(nap) => {}
                     () = stopped(stop) => return false,

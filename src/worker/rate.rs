@@ -65,6 +65,15 @@ struct Bucket {
     last_ms: u64,
 }
 
+/// How long a worker sleeps for a token it was told to wait `wait` for:
+/// never under a millisecond (no spinning on a bucket that refills in
+/// microseconds) and never over the pool's poll interval `poll` (how soon
+/// a stopping pool is noticed), the poll winning where it is the shorter
+/// (a poll interval may be under a millisecond).
+pub(crate) fn nap(wait: Duration, poll: Duration) -> Duration {
+    wait.max(Duration::from_millis(1)).min(poll)
+}
+
 impl TokenBucket {
     pub(crate) fn new(limit: RateLimit, clock: Arc<dyn Clock>) -> TokenBucket {
         let last_ms = clock.now_ms();

@@ -43,7 +43,7 @@ fn take_token<B: Backend>(shared: &Shared<B>) -> bool {
             Ok(()) => return true,
             Err(wait) => {
                 let _gauge = shared.counters.throttled();
-                let nap = wait.clamp(Duration::from_millis(1), shared.cfg.poll);
+                let nap = super::rate::nap(wait, shared.cfg.poll);
                 if shared.stop.sleep(nap) {
                     return false;
                 }

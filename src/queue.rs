@@ -452,11 +452,7 @@ impl Queue {
         if st.take_group_freed() {
             // An ack or a dead letter freed the next job of a group: it
             // may be ready now, for a consumer waiting for a job.
-            if self.inner.multi.load(Ordering::Acquire) {
-                self.inner.ready.notify_all();
-            } else {
-                self.inner.ready.notify_one();
-            }
+            self.notify_a_consumer();
             self.inner.async_wait.wake_all();
         }
         if let Some(e) = st.maintain(now.wall) {
@@ -490,12 +486,24 @@ impl Queue {
         if self.inner.opts.durability == Durability::Sync {
             drop(self.inner.state.lock());
         }
-        if all || self.inner.multi.load(Ordering::Acquire) {
+        if all {
+            self.inner.ready.notify_all();
+        } else {
+            self.notify_a_consumer();
+        }
+        self.inner.async_wait.wake_all();
+    }
+
+    /// Wakes a blocked consumer for one job that became ready: one
+    /// thread, unless the store has named queues, whose consumers wait on
+    /// the same condition variable for different queues (the one woken
+    /// might wait for another queue, and the job's consumer sleep on).
+    fn notify_a_consumer(&self) {
+        if self.inner.multi.load(Ordering::Acquire) {
             self.inner.ready.notify_all();
         } else {
             self.inner.ready.notify_one();
         }
-        self.inner.async_wait.wake_all();
     }
 
     /// Waits until `lsn` is durable if the queue runs in `Durability::Sync`.
@@ -679,7 +687,7 @@ impl Queue {
     /// job has used its last attempt it goes to the dead letters instead.
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
         let lsn = self.write_op_at(|st, now| st.nack(receipt, retry, error, now), |&l| l)?;
-        self.inner.ready.notify_one();
+        self.notify_a_consumer();
         self.inner.async_wait.wake_all();
         self.settle(lsn)
     }

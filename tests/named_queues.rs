@@ -14,7 +14,7 @@ mod common;
 use common::scanned;
 use walq::vfs::SimFs;
 use walq::{
-    Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Store,
+    Durability, EnqueueOptions, ErrorKind, ManualClock, Options, Priority, Queue, Retry, Store,
     DEFAULT_QUEUE, MAX_QUEUES,
 };
 
@@ -520,7 +520,7 @@ fn a_drained_queues_definition_is_carried_with_its_keys() {
 
 #[test]
 fn each_queue_has_its_own_visibility_attempts_and_backoff() {
-    use walq::{Backoff, JobStatus, QueueOptions, Retry};
+    use walq::{Backoff, JobStatus, QueueOptions};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     // The store: 30 s leases (common::opts), 5 attempts, 1 s backoff.
@@ -1178,4 +1178,39 @@ fn a_named_queues_keys_outlive_reclaim_and_purge() {
         let b = store.queue("b").unwrap();
         assert!(!duplicate(&b, "acked"));
     }
+}
+
+/// A nack makes its job ready at once: the consumer waiting on that job's
+/// queue must wake, though a consumer of another queue of the store waits
+/// on the same condition variable, and waited first. `nack` woke one
+/// waiter, the first, so the job's own consumer slept its whole wait (a
+/// review found it). Here both wait ten minutes; A's must have the job
+/// within the liveness bound of a minute.
+#[test]
+fn a_nack_wakes_the_consumer_of_its_own_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = store.queue("a").unwrap();
+    let b = store.queue("b").unwrap();
+    a.enqueue(b"job").unwrap();
+    let long = Duration::from_secs(600);
+    // A lease as long as the waits: its expiry wakes no one meanwhile.
+    let job = a.dequeue_for(long).unwrap().expect("the job");
+    let b_waits = std::thread::spawn(move || b.dequeue_wait(long, long).unwrap().map(|j| j.id()));
+    // B's consumer first in line (if it is not yet, the test is weaker,
+    // not wrong).
+    std::thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a2 = a.clone();
+    std::thread::spawn(move || tx.send(a2.dequeue_wait(long, long).unwrap().map(|j| j.id())));
+    std::thread::sleep(Duration::from_millis(200));
+    a.nack(job.receipt(), Retry::After(Duration::ZERO), "again")
+        .unwrap();
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("A's consumer woke for the job (liveness bound: a minute)");
+    assert_eq!(got, Some(job.id()), "A's consumer got the job back");
+    // Wake B's consumer with a job of its own, so that the test ends.
+    store.queue("b").unwrap().enqueue(b"b's").unwrap();
+    assert!(b_waits.join().unwrap().is_some());
 }

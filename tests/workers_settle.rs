@@ -486,3 +486,62 @@ fn a_backend_that_panics_again_on_the_orphans_gives_them_up_without_unwinding() 
     // leases expire.
     assert_eq!(q.stats().in_flight, s.settle_errors, "{s:?}");
 }
+
+/// A worker whose handler returned `Done` waits for room while 512 of its
+/// acks are not yet durable; a shutdown whose deadline passes meanwhile
+/// must not release that job as if it were still running (a review found
+/// it released, and so run again). The worker settles it itself once the
+/// syncs resume, and every job ran exactly once.
+#[test]
+fn shutdown_does_not_release_a_job_whose_handler_returned() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    let ids = enqueue_n(&q, 520);
+    fs.pause_syncs(true);
+    let unpause = Unpause(fs.clone());
+    let runs: Arc<Mutex<BTreeMap<u64, u32>>> = Arc::default();
+    let pool = {
+        let runs = runs.clone();
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let ran = || runs.lock().unwrap().values().sum::<u32>();
+    wait_until("a handler returned with 512 acks unsettled", || {
+        ran() == 513
+    });
+    let ready = q.stats().ready;
+    let stopper = std::thread::spawn(move || pool.shutdown(Duration::from_millis(50)));
+    // Past the deadline: a release (a nack record) would show at once in
+    // `ready`, its sync paused. (A slower machine makes this weaker, not
+    // wrong.)
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(q.stats().ready, ready, "nothing was released");
+    drop(unpause);
+    let report = stopper.join().unwrap();
+    assert!(report.released.is_empty(), "{:?}", report.released);
+    assert_eq!(report.stats.done, 513, "{:?}", report.stats);
+    // The rest run once each on a second pool; none of the first 513 again.
+    let pool = {
+        let runs = runs.clone();
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_until("every job ran", || ran() >= 520);
+    pool.shutdown(Duration::from_secs(60));
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), ids.len());
+    assert!(runs.values().all(|&n| n == 1), "a job ran twice: {runs:?}");
+}

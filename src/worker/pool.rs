@@ -45,6 +45,9 @@ pub(crate) struct Active<L> {
     pub(crate) id: u64,
     pub(crate) lease: L,
     pub(crate) lost: Arc<AtomicBool>,
+    /// The handler returned: the worker settles the job itself, and a
+    /// shutdown must not release it (a finished job would run again).
+    pub(crate) finished: bool,
 }
 
 struct Busy {
@@ -131,10 +134,19 @@ impl<B: Backend> Shared<B> {
             id: info.id,
             lease,
             lost: lost.clone(),
+            finished: false,
         };
         self.begin(index, active)?;
         let ctx = JobContext::in_pool(info, name.clone(), lost, self.stop.flag());
         Ok((ctx, payload))
+    }
+
+    /// Marks worker `index`'s job as finished by its handler (see
+    /// [`Active::finished`]); nothing if shutdown released it meanwhile.
+    pub(crate) fn mark_finished(&self, index: usize) {
+        if let Some(active) = self.slots[index].lock().as_mut() {
+            active.finished = true;
+        }
     }
 
     /// Takes worker `index`'s job back to settle it; `None` if shutdown
@@ -171,11 +183,14 @@ impl<B: Backend> Shared<B> {
     }
 
     /// Hands back every job still running: ready at once, attempt counted.
-    /// Returns the workers that were running them.
+    /// Returns the workers that were running them. A job whose handler
+    /// returned is not running: its worker settles it (a `Done` may be
+    /// waiting for room among the acks not yet durable), and the shutdown
+    /// joins that worker like one that was idle.
     pub(crate) fn release_running(&self, report: &mut ShutdownReport) -> Vec<usize> {
         let mut stragglers = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
-            let Some(active) = slot.lock().take() else {
+            let Some(active) = slot.lock().take_if(|a| !a.finished) else {
                 continue;
             };
             active.lost.store(true, Ordering::Release);

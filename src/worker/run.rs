@@ -3,7 +3,6 @@
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::done::MAX_RESULT_LEN;
 use crate::error::ErrorKind;
@@ -86,6 +85,7 @@ fn run_one<B: Backend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
+    shared.mark_finished(index);
     let outcome = result_within_limit(outcome);
     span.outcome(&ctx, &outcome, panicked);
     if matches!(outcome, Outcome::Done(_)) {

@@ -551,3 +551,31 @@ fn an_import_with_a_refused_line_writes_nothing() {
     );
     assert_eq!(contents(dir.path()), jobs, "jobs were added");
 }
+
+/// Output that cannot be written is a failure with exit 6, never a panic
+/// (exit 101): `enqueue` printed its ids with `println!`, which panics
+/// when stdout is a full device (a review found it). The job itself is
+/// in the queue: only the report was lost.
+#[test]
+fn an_unwritable_stdout_is_a_failure_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let q = q.to_str().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = common::quiet(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_walq"))
+            .args(["enqueue", q, "payload"])
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run walq")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("writing output"), "{stderr}");
+    assert_eq!(stats(q)["ready"], 1, "the job was enqueued");
+}

@@ -74,6 +74,6 @@ fn change(t: &DeadTarget, done: &str, one: One, all: All) -> CmdResult {
     } else {
         "dead letters"
     };
-    println!("{done} {n} {what}");
+    writeln!(std::io::stdout().lock(), "{done} {n} {what}")?;
     Ok(OK)
 }

@@ -1,6 +1,7 @@
 //! `walq enqueue`: jobs from arguments or stdin lines.
 
 use std::io::BufRead;
+use std::io::Write;
 use std::time::Duration;
 
 use walq::{Durability, EnqueueOptions};
@@ -78,7 +79,11 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
             .enqueue_with(p.as_bytes(), opts.clone())
             .map_err(|e| Fail::operation(&a.dir, &e))?;
         if done.duplicate {
-            println!("job {} already has this key: nothing added", done.id);
+            writeln!(
+                std::io::stdout().lock(),
+                "job {} already has this key: nothing added",
+                done.id
+            )?;
         } else {
             ids.push(done.id);
         }
@@ -86,10 +91,16 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
     drop(q);
     super::close_store(&a.dir, store)?;
     match ids.as_slice() {
-        [] if payloads.is_empty() => println!("no jobs (stdin was empty)"),
+        [] if payloads.is_empty() => {
+            writeln!(std::io::stdout().lock(), "no jobs (stdin was empty)")?
+        }
         [] => {}
-        [one] => println!("enqueued job {one}"),
-        [first, .., last] => println!("enqueued {} jobs (ids {first}..={last})", ids.len()),
+        [one] => writeln!(std::io::stdout().lock(), "enqueued job {one}")?,
+        [first, .., last] => writeln!(
+            std::io::stdout().lock(),
+            "enqueued {} jobs (ids {first}..={last})",
+            ids.len()
+        )?,
     }
     Ok(OK)
 }

@@ -1,6 +1,7 @@
 //! `walq salvage DIR --into NEW`: the intact jobs of a damaged queue,
 //! copied into a fresh one; the damaged directory is only read.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use walq::inspect::{Severity, Snapshot};
@@ -114,12 +115,16 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     }
     bar.finish_and_clear();
     target.close(&a.into)?;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "copied {jobs} pending jobs and {dead} dead letters into {}",
         a.into.display()
-    );
+    )?;
     if dups > 0 {
-        println!("skipped {dups} that shared an idempotency key with one copied before");
+        writeln!(
+            std::io::stdout().lock(),
+            "skipped {dups} that shared an idempotency key with one copied before"
+        )?;
     }
     let damage: Vec<_> = snap
         .problems
@@ -127,19 +132,31 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
         .filter(|p| p.severity == Severity::Damage)
         .collect();
     if damage.is_empty() {
-        println!("nothing lost: {} was healthy", a.dir.display());
+        writeln!(
+            std::io::stdout().lock(),
+            "nothing lost: {} was healthy",
+            a.dir.display()
+        )?;
         return Ok(OK);
     }
-    println!("lost: whatever the damaged bytes held:");
+    writeln!(
+        std::io::stdout().lock(),
+        "lost: whatever the damaged bytes held:"
+    )?;
     for p in &damage {
-        println!("  {p}");
+        writeln!(std::io::stdout().lock(), "  {p}")?;
     }
     if snap.summary.records_lost > 0 {
-        println!(
+        writeln!(
+            std::io::stdout().lock(),
             "  at least {} log records are missing (each an enqueue or a state change of a job)",
             snap.summary.records_lost
-        );
+        )?;
     }
-    println!("{} was not changed", a.dir.display());
+    writeln!(
+        std::io::stdout().lock(),
+        "{} was not changed",
+        a.dir.display()
+    )?;
     Ok(DAMAGED)
 }

@@ -435,7 +435,8 @@ pub fn import(a: &ImportArgs) -> CmdResult {
     let mut target = Target::open(&a.dir, &limits)?;
     let added = add_all(&mut target, &a.dir, &items)?;
     target.close(&a.dir)?;
-    println!(
+    writeln!(
+        std::io::stdout().lock(),
         "imported {} pending jobs and {} dead letters{}",
         added.jobs,
         added.dead,
@@ -447,7 +448,7 @@ pub fn import(a: &ImportArgs) -> CmdResult {
         } else {
             String::new()
         }
-    );
+    )?;
     Ok(OK)
 }
 

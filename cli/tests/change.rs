@@ -579,3 +579,42 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
     assert!(stderr.contains("writing output"), "{stderr}");
     assert_eq!(stats(q)["ready"], 1, "the job was enqueued");
 }
+
+/// `export -o` through a symbolic or hard link to one of the queue's own
+/// files is refused before a byte is cut (a review overwrote a segment
+/// with a symbolic link beside the queue), and the export file it writes
+/// is private to its owner (0600: it holds every payload).
+#[test]
+fn export_never_writes_over_the_queues_files_and_keeps_its_output_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    healthy(&dir);
+    let d = dir.to_str().unwrap();
+    let seg = segments(&dir)[0].clone();
+    let before = std::fs::read(&seg).unwrap();
+    let sym = tmp.path().join("backup.jsonl");
+    std::os::unix::fs::symlink(&seg, &sym).unwrap();
+    let hard = tmp.path().join("hard.jsonl");
+    std::fs::hard_link(&seg, &hard).unwrap();
+    for out in [&sym, &hard] {
+        let run = walq(&["export", d, "-o", out.to_str().unwrap()]);
+        assert_eq!(run.code, 6, "{}", run.stderr);
+        assert!(run.stderr.contains("by another name"), "{}", run.stderr);
+    }
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        before,
+        "the segment is untouched"
+    );
+    assert_eq!(walq(&["verify", d]).code, 0);
+    let good = tmp.path().join("good.jsonl");
+    let run = walq(&["export", d, "-o", good.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mode = std::fs::metadata(&good).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    assert_eq!(
+        items(&std::fs::read_to_string(&good).unwrap()),
+        items(&walq(&["export", d]).stdout)
+    );
+}

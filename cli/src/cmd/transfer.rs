@@ -41,17 +41,54 @@ fn refuse_inside(output: &Path, dir: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Opens export's output file: private to its owner (0600, it holds
+/// every payload), and never one of the queue's own files by another name
+/// (a symbolic or hard link): checked before anything is cut, so a
+/// refused output changes no byte.
+fn create_output(path: &Path, dir: &Path) -> Result<std::fs::File, Fail> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // A symbolic link is followed, then caught by the inode below when it
+    // leads to a file of the queue.
+    let fail = |e: std::io::Error| Fail::new(FAILED, format!("{}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    let meta = file.metadata().map_err(fail)?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Fail::new(FAILED, format!("{}: {e}", dir.display())))?;
+    for entry in entries.flatten() {
+        if let Ok(m) = entry.metadata() {
+            if (m.dev(), m.ino()) == (meta.dev(), meta.ino()) {
+                return Err(Fail::new(
+                    FAILED,
+                    format!(
+                        "{}: the output is the queue's file {} by another name, which export only reads",
+                        path.display(),
+                        entry.path().display()
+                    ),
+                ));
+            }
+        }
+    }
+    file.set_len(0).map_err(fail)?;
+    Ok(file)
+}
+
 /// Runs `walq export`.
 pub fn export(a: &ExportArgs) -> CmdResult {
     if let Some(path) = &a.output {
         refuse_inside(path, &a.dir)?;
     }
     let (inspector, snap) = super::snapshot(&a.dir)?;
-    let mut out: Box<dyn Write> = match &a.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?,
-        )),
+    let file = match &a.output {
+        Some(path) => Some(create_output(path, &a.dir)?),
+        None => None,
+    };
+    let mut out: Box<dyn Write> = match &file {
+        Some(f) => Box::new(std::io::BufWriter::new(f)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let header = json!({
@@ -85,6 +122,12 @@ pub fn export(a: &ExportArgs) -> CmdResult {
     }
     bar.finish_and_clear();
     out.flush()?;
+    drop(out);
+    if let (Some(f), Some(path)) = (&file, &a.output) {
+        // Durable before it is reported written.
+        f.sync_all()
+            .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?;
+    }
     eprintln!(
         "walq: exported {} pending jobs and {} dead letters",
         snap.jobs.len(),

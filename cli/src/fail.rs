@@ -74,6 +74,7 @@ impl Fail {
                     dir.display()
                 ),
             ),
+            ErrorKind::Io if !cannot_reach(e) => Fail::new(FAILED, describe(dir, e)),
             ErrorKind::Io | ErrorKind::UnsupportedVersion | ErrorKind::NotFound => {
                 Fail::new(UNREADABLE, describe(dir, e))
             }
@@ -89,6 +90,21 @@ impl Fail {
         };
         Fail::new(code, describe(dir, e))
     }
+}
+
+/// Whether an I/O error of an open says the queue cannot be reached (no
+/// such file, no permission, not a directory: exit 3, "unreadable"),
+/// rather than that the open failed on the way (a full disk creating a
+/// segment, EIO: exit 6, "failed").
+fn cannot_reach(e: &walq::Error) -> bool {
+    use std::io::ErrorKind as Io;
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    io.is_none_or(|io| {
+        matches!(
+            io.kind(),
+            Io::NotFound | Io::PermissionDenied | Io::NotADirectory | Io::IsADirectory
+        )
+    })
 }
 
 /// The error text, with the file when the error does not name one.

@@ -618,3 +618,36 @@ fn export_never_writes_over_the_queues_files_and_keeps_its_output_private() {
         items(&walq(&["export", d]).stdout)
     );
 }
+
+/// A queue that cannot be created for lack of space is "failed" (exit 6,
+/// docs/cli.md), not "unreadable" (exit 3, which a review got: every I/O
+/// error of an open was taken for an unreachable queue). Needs a small
+/// tmpfs, so root; elsewhere it says so and checks nothing.
+#[test]
+fn a_full_disk_at_creation_is_a_failure_not_unreadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1M", "walq-cli-test"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!(
+            "a_full_disk_at_creation_is_a_failure_not_unreadable: no tmpfs mount here (not root?)"
+        );
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let q = mnt.join("q");
+    let run = walq(&["enqueue", q.to_str().unwrap(), "x"]);
+    assert_eq!(run.code, 6, "{}", run.stderr);
+    assert!(run.stderr.contains("No space left"), "{}", run.stderr);
+}

@@ -48,36 +48,69 @@ pub fn is_live(dir: &Path) -> Result<bool> {
 fn held_per_proc_locks(lock: &Path) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let inode = match std::fs::metadata(lock) {
-        Ok(m) => m.ino(),
+    let file = match std::fs::metadata(lock) {
+        Ok(m) => FileId::of(&m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(false),
         Err(_) => return None,
     };
-    Some(holder_pid(&locks, inode).is_some())
+    Some(holder_pid(&locks, file).is_some())
 }
 
-/// The pid of the `FLOCK` on `inode` in the text of `/proc/locks`.
-fn holder_pid(locks: &str, inode: u64) -> Option<u32> {
+/// A file as `/proc/locks` names it: the device's major and minor number
+/// and the inode. The inode alone is not enough: two file systems have
+/// inodes of the same number (a lock on another tmpfs's inode 3 made an
+/// idle queue look live, naming an unrelated process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    major: u64,
+    minor: u64,
+    inode: u64,
+}
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        // glibc's gnu_dev_major/minor: the split of a 64-bit dev_t.
+        let dev = m.dev();
+        FileId {
+            major: ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000),
+            minor: (dev & 0xff) | ((dev >> 12) & 0xffff_ff00),
+            inode: m.ino(),
+        }
+    }
+
+    /// Parses `/proc/locks`' `MAJ:MIN:INODE` (hex, hex, decimal).
+    fn parse(field: &str) -> Option<FileId> {
+        let mut parts = field.split(':');
+        let major = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let inode = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some(FileId {
+            major,
+            minor,
+            inode,
+        })
+    }
+}
+
+/// The pid of the `FLOCK` on `file` in the text of `/proc/locks`.
+fn holder_pid(locks: &str, file: FileId) -> Option<u32> {
     locks.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let dev_ino = fields.iter().position(|f| f.matches(':').count() == 2)?;
-        let ino: u64 = fields[dev_ino].rsplit(':').next()?.parse().ok()?;
-        if ino != inode || !line.contains("FLOCK") {
+        let at = fields.iter().position(|f| f.matches(':').count() == 2)?;
+        if FileId::parse(fields[at]) != Some(file) || !line.contains("FLOCK") {
             return None;
         }
-        fields.get(dev_ino.checked_sub(1)?)?.parse::<u32>().ok()
+        fields.get(at.checked_sub(1)?)?.parse::<u32>().ok()
     })
 }
 
 /// The process holding the queue's lock, looked up in `/proc/locks` by the
 /// lock file's inode (Linux only; `None` elsewhere or when not found).
 pub fn lock_holder(dir: &Path) -> Option<LockHolder> {
-    use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(dir.join(crate::queue::LOCK_FILE))
-        .ok()?
-        .ino();
+    let file = FileId::of(&std::fs::metadata(dir.join(crate::queue::LOCK_FILE)).ok()?);
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pid = holder_pid(&locks, inode)?;
+    let pid = holder_pid(&locks, file)?;
     let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|c| c.trim().to_string());
@@ -166,8 +199,35 @@ mod tests {
     fn the_holder_is_read_from_proc_locks() {
         let locks = "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF\n\
                      2: POSIX  ADVISORY  READ 77 fd:01:1234 0 EOF\n";
-        assert_eq!(holder_pid(locks, 1234), Some(4242));
-        assert_eq!(holder_pid(locks, 99), None);
+        let file = |major, minor, inode| FileId {
+            major,
+            minor,
+            inode,
+        };
+        assert_eq!(holder_pid(locks, file(0xfd, 1, 1234)), Some(4242));
+        assert_eq!(holder_pid(locks, file(0xfd, 1, 99)), None);
+        // The same inode on another device is another file (a review
+        // found a queue reported live for a lock on another tmpfs).
+        assert_eq!(holder_pid(locks, file(0, 0x2a, 1234)), None);
+    }
+
+    /// The device numbers walq reads from a file's metadata are the ones
+    /// the kernel prints in `/proc/locks` (a lock of this process, read
+    /// back).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lock_of_this_process_is_found_by_device_and_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let f = std::fs::File::create(&path).unwrap();
+        f.try_lock().unwrap();
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        let id = FileId::of(&std::fs::metadata(&path).unwrap());
+        assert_eq!(
+            holder_pid(&locks, id),
+            Some(std::process::id()),
+            "{id:?} in {locks}"
+        );
     }
 
     /// The liveness test never takes the lock itself: an application that

@@ -46,7 +46,6 @@ pub fn is_live(dir: &Path) -> Result<bool> {
 /// Whether `/proc/locks` lists a lock on `lock` (`Some(false)` also when
 /// the file does not exist); `None` when that cannot be told.
 fn held_per_proc_locks(lock: &Path) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
     let file = match std::fs::metadata(lock) {
         Ok(m) => FileId::of(&m),

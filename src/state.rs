@@ -1157,7 +1157,13 @@ impl QueueState {
             let attempts = u32::from(slot.attempts);
             return match slot.state {
                 SlotState::Fresh => LiveStatus::Ready { attempts },
-                SlotState::Waiting => match self.order_ref(id).and_then(|o| o.due_of(id)) {
+                // A job blocked behind its group's head is not in the
+                // delivery order: its due time is kept with the group.
+                SlotState::Waiting => match self
+                    .order_ref(id)
+                    .and_then(|o| o.due_of(id))
+                    .or_else(|| self.groups_ref(id).and_then(|g| g.blocked_due(id)))
+                {
                     Some(due_ms) if due_ms > now.wall => LiveStatus::Delayed { due_ms, attempts },
                     _ => LiveStatus::Ready { attempts },
                 },

@@ -497,3 +497,34 @@ fn concurrent_results_share_fsyncs_and_all_survive() {
         assert_eq!(q.status(id).unwrap(), done_with(want.as_bytes(), T0));
     }
 }
+
+/// A job of a message group enqueued with a delay, behind the group's
+/// head, reads as `Delayed` with its due time, as `stats` counts it (a
+/// review found it read as `Queued`: its due time is kept with the group
+/// while it is blocked, not in the delivery order).
+#[test]
+fn a_delayed_job_blocked_behind_its_group_reads_as_delayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+    let g = || EnqueueOptions::new().group("customer-42");
+    let a = q.enqueue_with(b"charge", g()).unwrap().id;
+    let b = q
+        .enqueue_with(b"refund in an hour", g().delay(Duration::from_secs(3600)))
+        .unwrap()
+        .id;
+    let due_ms = T0 + 3_600_000;
+    assert_eq!(q.stats().delayed, 1);
+    assert_eq!(q.status(a).unwrap(), JobStatus::Queued { attempts: 0 });
+    let expect = JobStatus::Delayed {
+        due_ms,
+        attempts: 0,
+    };
+    assert_eq!(q.status(b).unwrap(), expect, "blocked behind a");
+    let head = q.dequeue().unwrap().expect("a");
+    assert_eq!(q.status(b).unwrap(), expect, "behind a leased");
+    q.ack(head.receipt()).unwrap();
+    assert_eq!(q.status(b).unwrap(), expect, "the head now");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(q.status(b).unwrap(), JobStatus::Queued { attempts: 0 });
+}

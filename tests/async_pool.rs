@@ -498,3 +498,73 @@ async fn an_async_rate_limit_admits_exactly_the_tokens_of_each_tick() {
     let s = pool.shutdown(LIVENESS).await.stats;
     assert_eq!(accounted(&s), s.leased);
 }
+
+/// A `Done` with a result waits for `done.rec`'s sync before its ack; the
+/// heartbeat must keep the lease meanwhile, as the thread pool's settler
+/// does. The async pool took the lease out of the task's slot before the
+/// settle, so a disk slow for longer than the visibility timeout let the
+/// lease run out: the finished job ran again and its ack was refused (a
+/// review found it: 3 runs, 2 lost). Simulated file system with its syncs
+/// held, manual clock: no timing decides the outcome.
+#[test]
+fn an_async_result_keeps_its_lease_while_its_result_is_synced() {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use walq::vfs::SimFs;
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let opts = Options::default()
+        .segment_size(256 * 1024)
+        .durability(walq::Durability::Sync)
+        .max_attempts(5)
+        .clock(clock.clone());
+    let q = Queue::open_on(Arc::new(fs.clone()), std::path::Path::new("/q"), opts).unwrap();
+    q.enqueue(b"render invoice").unwrap();
+    fs.pause_syncs(true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runs: Arc<Mutex<BTreeMap<u64, u32>>> = Arc::default();
+    let pool = {
+        let _rt = rt.enter();
+        let runs = runs.clone();
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(20))
+            .poll_interval(Duration::from_millis(5))
+            .start_async(move |ctx: JobContext, _p: Vec<u8>| {
+                let runs = runs.clone();
+                async move {
+                    *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+                    Outcome::done_with(b"invoice.pdf".to_vec())
+                }
+            })
+            .unwrap()
+    };
+    let ran = || runs.lock().unwrap().values().sum::<u32>();
+    let deadline = Instant::now() + LIVENESS;
+    while ran() < 1 {
+        assert!(Instant::now() < deadline, "the handler never ran");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    fs.wait_paused_syncs(1);
+    // 800 ms of the manual clock, over the 300 ms visibility, each step
+    // after beats of the (real-time) heartbeat.
+    for _ in 0..8 {
+        let beats = pool.stats().extended;
+        let deadline = Instant::now() + LIVENESS;
+        while pool.stats().extended < beats + 2 {
+            assert!(Instant::now() < deadline, "the heartbeat stopped extending");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        clock.advance(Duration::from_millis(100));
+    }
+    fs.pause_syncs(false);
+    let stats = rt.block_on(pool.shutdown(LIVENESS)).stats;
+    assert_eq!(*runs.lock().unwrap(), BTreeMap::from([(1, 1)]), "ran once");
+    assert_eq!((stats.done, stats.lost), (1, 0), "{stats:?}");
+    assert_eq!(q.stats().acked_total, 1);
+}

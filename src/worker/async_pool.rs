@@ -363,13 +363,18 @@ async fn run_one<B: AsyncBackend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
+    shared.mark_finished(index);
     let outcome = result_within_limit(outcome);
     span.outcome(&ctx, &outcome, panicked);
-    // `None`: shutdown released the job while the handler ran.
-    if let Some(active) = shared.take(index) {
+    // `None`: shutdown released the job while the handler ran. The lease
+    // stays in the slot until the settle returns, so that the heartbeat
+    // extends it meanwhile (an ack with a result waits for `done.rec`'s
+    // sync first; a lease that ran out then would run the job again).
+    if let Some(lease) = shared.lease_of(index) {
         let s = shared.clone();
         let counted =
-            blocking(move || settle(&s.backend, &s.counters, &ctx, &active.lease, outcome)).await;
+            blocking(move || settle(&s.backend, &s.counters, &ctx, &lease, outcome)).await;
+        shared.take(index);
         match counted {
             Some(Count::Lost) => span.lease_lost(),
             Some(_) => {}

@@ -149,6 +149,13 @@ impl<B: Backend> Shared<B> {
         }
     }
 
+    /// A copy of worker `index`'s lease, left in the slot (where the
+    /// heartbeat extends it) while the job is settled; `None` if shutdown
+    /// released the job meanwhile.
+    pub(crate) fn lease_of(&self, index: usize) -> Option<B::Lease> {
+        self.slots[index].lock().as_ref().map(|a| a.lease.clone())
+    }
+
     /// Takes worker `index`'s job back to settle it; `None` if shutdown
     /// released it meanwhile.
     pub(crate) fn take(&self, index: usize) -> Option<Active<B::Lease>> {

@@ -53,6 +53,8 @@ fn create_output(path: &Path, dir: &Path) -> Result<std::fs::File, Fail> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
+        // Cut only once it is known not to be a file of the queue.
+        .truncate(false)
         .mode(0o600)
         .open(path)
         .map_err(fail)?;

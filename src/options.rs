@@ -346,6 +346,62 @@ impl EnqueueOptions {
         EnqueueOptions::default()
     }
 
+    /// Checks the options on their own, before any queue is involved (an
+    /// empty or oversized idempotency or group key, `max_attempts` outside
+    /// `1..=`[`MAX_ATTEMPTS_LIMIT`](crate::MAX_ATTEMPTS_LIMIT)): what an
+    /// enqueue with them would refuse with
+    /// [`ErrorKind::InvalidOptions`](crate::ErrorKind::InvalidOptions) or
+    /// [`ErrorKind::PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge), whatever the
+    /// payload. Every enqueue runs the same checks.
+    ///
+    /// ```
+    /// use walq::EnqueueOptions;
+    /// assert!(EnqueueOptions::new().max_attempts(3).validate().is_ok());
+    /// assert!(EnqueueOptions::new().max_attempts(0).validate().is_err());
+    /// assert!(EnqueueOptions::new().idempotency_key("").validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        if let Some(key) = &self.key {
+            if key.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidOptions,
+                    "an idempotency key must not be empty",
+                ));
+            }
+            if key.len() > MAX_KEY_LEN {
+                return Err(crate::state::too_large(
+                    "idempotency key",
+                    key.len(),
+                    MAX_KEY_LEN,
+                ));
+            }
+        }
+        if let Some(group) = &self.group {
+            if group.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::InvalidOptions,
+                    "a group key must not be empty",
+                ));
+            }
+            if group.len() > crate::format::record::MAX_GROUP_LEN {
+                return Err(crate::state::too_large(
+                    "group key",
+                    group.len(),
+                    crate::format::record::MAX_GROUP_LEN,
+                ));
+            }
+        }
+        if let Some(n) = self.max_attempts {
+            if n == 0 || n > MAX_ATTEMPTS_LIMIT {
+                return Err(Error::new(
+                    ErrorKind::InvalidOptions,
+                    format!("max_attempts {n} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The job becomes visible only after `delay`.
     pub fn delay(mut self, delay: Duration) -> EnqueueOptions {
         self.delay = delay;

@@ -29,7 +29,7 @@ use crate::clock::{ms, Now};
 use crate::dead::DeadFile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
-use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN, MAX_GROUP_LEN};
+use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN};
 use crate::groups::Groups;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
@@ -38,7 +38,7 @@ use crate::leases::{Lease, Leases};
 use crate::levels::Levels;
 use crate::log::{Appended, Log};
 use crate::named::{scoped_hash, Named};
-use crate::options::{Backoff, EnqueueOptions, Retry, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
+use crate::options::{Backoff, EnqueueOptions, Retry};
 use crate::priority::Priority;
 use crate::segment::Segment;
 use crate::stats::Stats;
@@ -159,7 +159,7 @@ fn check_new_id(id: u64) -> Result<()> {
     Ok(())
 }
 
-fn too_large(what: &str, len: usize, limit: usize) -> Error {
+pub(crate) fn too_large(what: &str, len: usize, limit: usize) -> Error {
     Error::new(
         ErrorKind::PayloadTooLarge,
         format!("{what} of {len} bytes is over the limit of {limit} bytes"),
@@ -225,37 +225,7 @@ impl QueueState {
                 self.cfg.max_payload as usize,
             ));
         }
-        if let Some(key) = &opts.key {
-            if key.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::InvalidOptions,
-                    "an idempotency key must not be empty",
-                ));
-            }
-            if key.len() > MAX_KEY_LEN {
-                return Err(too_large("idempotency key", key.len(), MAX_KEY_LEN));
-            }
-        }
-        if let Some(group) = &opts.group {
-            if group.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::InvalidOptions,
-                    "a group key must not be empty",
-                ));
-            }
-            if group.len() > MAX_GROUP_LEN {
-                return Err(too_large("group key", group.len(), MAX_GROUP_LEN));
-            }
-        }
-        if let Some(n) = opts.max_attempts {
-            if n == 0 || n > MAX_ATTEMPTS_LIMIT {
-                return Err(Error::new(
-                    ErrorKind::InvalidOptions,
-                    format!("max_attempts {n} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
-                ));
-            }
-        }
-        Ok(())
+        opts.validate()
     }
 
     /// Size of the frame an enqueue of this payload and key writes.

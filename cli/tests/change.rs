@@ -651,3 +651,24 @@ fn a_full_disk_at_creation_is_a_failure_not_unreadable() {
     assert_eq!(run.code, 6, "{}", run.stderr);
     assert!(run.stderr.contains("No space left"), "{}", run.stderr);
 }
+
+/// Options an enqueue would refuse are a usage error (exit 2) before the
+/// queue is opened: no directory is created for a command that cannot
+/// enqueue (a review found each of these leaving a new queue behind, with
+/// exit 6).
+#[test]
+fn bad_enqueue_options_are_usage_errors_that_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("nd");
+    let d = q.to_str().unwrap();
+    for args in [
+        vec!["enqueue", d, "--max-attempts", "0", "x"],
+        vec!["enqueue", d, "--key=", "x"],
+        vec!["enqueue", d, "--group=", "x"],
+        vec!["enqueue", d, "--queue=bad!", "x"],
+    ] {
+        let run = walq(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(!q.exists(), "{args:?} created the queue");
+    }
+}

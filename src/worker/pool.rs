@@ -152,6 +152,7 @@ impl<B: Backend> Shared<B> {
     /// A copy of worker `index`'s lease, left in the slot (where the
     /// heartbeat extends it) while the job is settled; `None` if shutdown
     /// released the job meanwhile.
+    #[cfg(feature = "tokio")]
     pub(crate) fn lease_of(&self, index: usize) -> Option<B::Lease> {
         self.slots[index].lock().as_ref().map(|a| a.lease.clone())
     }

@@ -58,6 +58,13 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
     if let Some(g) = &a.group {
         opts = opts.group(g);
     }
+    // Bad options are a usage error before anything is opened: the queue
+    // is not created for a command that cannot enqueue into it.
+    opts.validate()
+        .map_err(|e| Fail::new(USAGE, e.to_string()))?;
+    if let Some(name) = a.queue.as_deref().filter(|n| !n.is_empty()) {
+        walq::validate_queue_name(name).map_err(|e| Fail::new(USAGE, e.to_string()))?;
+    }
     let payloads: Vec<String> = if a.payloads.is_empty() {
         let lines: Result<Vec<String>, _> = std::io::stdin().lock().lines().collect();
         lines.map_err(|e| Fail::new(crate::fail::FAILED, format!("reading stdin: {e}")))?

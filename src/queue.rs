@@ -609,19 +609,21 @@ impl Queue {
             let vt = st.lease_ms(queue, vt);
             st.dequeue(queue, now, vt)
         };
-        self.dequeue_picking(&mut pick, wait)
+        self.dequeue_picking(&mut pick, wait, &[queue])
     }
 
     /// A blocking dequeue of the job `pick` leases (for a worker pool over
     /// several queues of the store, `worker::MultiQueue`), waiting up to
     /// `wait` for one: `pick` runs under the store's lock, each time a job
-    /// may have become ready.
+    /// may have become ready in one of `queues` (ids of the store's
+    /// queues).
     pub(crate) fn dequeue_picking(
         &self,
         pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
         wait: Duration,
+        queues: &[u16],
     ) -> Result<Option<Job>> {
-        let out = self.dequeue_locked(pick, wait);
+        let out = self.dequeue_locked(pick, wait, queues);
         self.upkeep();
         out
     }
@@ -631,6 +633,7 @@ impl Queue {
         &self,
         pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
         wait: Duration,
+        queues: &[u16],
     ) -> Result<Option<Job>> {
         let deadline = crate::clock::deadline(wait);
         let mut st = self.lock_for_write()?;
@@ -659,7 +662,7 @@ impl Queue {
                 return Ok(None);
             }
             let until_due = st
-                .wakeup_in(now)
+                .wakeup_in(now, queues)
                 .map_or(left, |t| Duration::from_millis(t.max(1)));
             self.inner.ready.wait_for(&mut st, left.min(until_due));
         }
@@ -1292,12 +1295,13 @@ impl Queue {
         &self.inner.async_wait
     }
 
-    /// How long until a delayed job or a lease comes due, if any will.
+    /// How long until a delayed job of one of `queues` or a lease comes
+    /// due, if any will.
     #[cfg(feature = "tokio")]
-    pub(crate) fn next_due_in(&self) -> Option<Duration> {
+    pub(crate) fn next_due_in(&self, queues: &[u16]) -> Option<Duration> {
         let mut st = self.inner.state.lock();
         let now = st.now(self.clock());
-        st.wakeup_in(now).map(Duration::from_millis)
+        st.wakeup_in(now, queues).map(Duration::from_millis)
     }
 }
 

@@ -811,12 +811,17 @@ impl QueueState {
         }
     }
 
-    /// Milliseconds until something may become ready (a due job or an
-    /// expiring lease), for blocking waits.
-    pub fn wakeup_in(&self, now: Now) -> Option<u64> {
-        let named = self.named.lanes().filter_map(|(_, l)| l.order.next_due());
-        let due = named
-            .chain(self.delivery.next_due())
+    /// Milliseconds until something may become ready for a consumer of
+    /// `queues` (a due job of one of them, or an expiring lease), for
+    /// blocking waits. Only those queues' jobs count: a job ready in
+    /// another queue, which no one consumes, would otherwise wake this
+    /// waiter every millisecond (a review measured one waiting 3 s burn
+    /// 70 ms of CPU).
+    pub fn wakeup_in(&self, now: Now, queues: &[u16]) -> Option<u64> {
+        let due = queues
+            .iter()
+            .filter_map(|&q| self.lane_ref(q))
+            .filter_map(|(order, _)| order.next_due())
             .min()
             .map(|d| d.saturating_sub(now.wall));
         let exp = self

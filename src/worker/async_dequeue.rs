@@ -75,7 +75,7 @@ impl Queue {
             }
             // Sleep until the next job or lease comes due (at least 1 ms,
             // as the blocking wait does), the deadline, or a wake.
-            let until = match self.next_due_in() {
+            let until = match self.next_due_in(&[self.queue_id()]) {
                 // A job due centuries ahead (a delay of `Duration::MAX`)
                 // waits for the deadline.
                 Some(due) => now

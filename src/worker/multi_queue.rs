@@ -107,6 +107,11 @@ impl MultiQueue {
         })
     }
 
+    /// The store's ids of the queues served (what a wait watches).
+    fn queue_ids(&self) -> Vec<u16> {
+        self.queues.iter().map(|(q, _)| q.queue_id()).collect()
+    }
+
     /// One weighted pick over the queues with a ready job, under the
     /// store's lock; the queue's index and its job.
     fn pick(&self, st: &mut QueueState, now: Now, vt: u64) -> Result<Option<(usize, Job)>> {
@@ -166,7 +171,8 @@ impl MultiQueue {
                 job
             }))
         };
-        let job = self.first()?.dequeue_picking(&mut pick, wait)?;
+        let ids = self.queue_ids();
+        let job = self.first()?.dequeue_picking(&mut pick, wait, &ids)?;
         Ok(job.zip(from).map(|(job, i)| (self.queues[i].0.name(), job)))
     }
 }
@@ -238,7 +244,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
             if now >= deadline {
                 return Ok(None);
             }
-            let until = match first.next_due_in() {
+            let until = match first.next_due_in(&self.queue_ids()) {
                 // A job due centuries ahead (a delay of `Duration::MAX`)
                 // waits for the deadline.
                 Some(due) => now

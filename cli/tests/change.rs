@@ -672,3 +672,43 @@ fn bad_enqueue_options_are_usage_errors_that_create_nothing() {
         assert!(!q.exists(), "{args:?} created the queue");
     }
 }
+
+/// A command that changes an existing queue refuses it when its
+/// read-only scan finds damage (exit 1, docs/cli.md), also where the open
+/// alone would not see it: from a clean close's checkpoint the open does
+/// not read the records the checkpoint covers (a review purged dead
+/// letters of such a queue with exit 0).
+#[test]
+fn dead_purge_refuses_a_queue_whose_damage_the_checkpoint_hides() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    common::quiet(|| {
+        let q = Queue::open_with(dir.path(), opts()).unwrap();
+        q.enqueue(b"kept alive").unwrap();
+        q.enqueue(b"dies").unwrap();
+        let first = q.dequeue().unwrap().unwrap();
+        q.nack(
+            first.receipt(),
+            walq::Retry::After(std::time::Duration::from_secs(3600)),
+            "later",
+        )
+        .unwrap();
+        let second = q.dequeue().unwrap().unwrap();
+        q.fail(second.receipt(), "broken").unwrap();
+        // More than the checkpoint's digest span (the last 4 KiB before
+        // the tail) after the damaged record.
+        for _ in 0..20 {
+            q.enqueue(&[7u8; 500]).unwrap();
+        }
+        q.close().unwrap();
+    });
+    // A bit of the first job's record (the segment's first frame).
+    let seg = &segments(dir.path())[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    bytes[64 + 24 + 40] ^= 0x40;
+    std::fs::write(seg, &bytes).unwrap();
+    let run = walq(&["dead", "purge", d, "--all"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("walq verify"), "{}", run.stderr);
+    assert_eq!(stats(d)["dead"], 1, "the dead letter is still there");
+}

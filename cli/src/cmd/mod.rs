@@ -81,10 +81,25 @@ pub fn open_store(dir: &Path, existing: bool, durability: Durability) -> Result<
 /// [`open_store`] with `opts` instead of the defaults.
 pub fn open_store_with(dir: &Path, existing: bool, opts: Options) -> Result<Store, Fail> {
     if existing {
-        // Read-only look first: a typo must not create a queue.
-        Inspector::open(dir)
+        // Read-only look first: a typo must not create a queue, and a
+        // damaged queue is not changed (the open alone, from a
+        // checkpoint, does not read the records it covers).
+        let summary = Inspector::open(dir)
             .and_then(|i| i.scan(&mut NoVisit))
             .map_err(|e| Fail::reading(dir, &e))?;
+        if summary.damage > 0 {
+            return Err(Fail::new(
+                crate::fail::DAMAGED,
+                format!(
+                    "{}: {} damaged place(s) found, so nothing was changed: `walq verify {}` \
+                     lists them, `walq salvage {} --into NEW` copies what is intact",
+                    dir.display(),
+                    summary.damage,
+                    dir.display(),
+                    dir.display()
+                ),
+            ));
+        }
     }
     Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::segment_files;
+use common::{cut_file, segment_files};
 use walq::{Durability, Options, Queue, MIN_SEGMENT_SIZE};
 
 #[test]
@@ -18,12 +18,7 @@ fn a_leased_payload_survives_its_segment_being_truncated() {
     q.enqueue(&payload).unwrap();
     let job = q.dequeue().unwrap().expect("a job");
     for seg in segment_files(dir.path()) {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
+        cut_file(&seg, 0);
     }
     // Before: the payload was a slice of the map; this read raised SIGBUS.
     assert_eq!(job.payload(), &payload[..]);
@@ -55,16 +50,6 @@ fn a_job_kept_by_the_user_does_not_pin_a_deleted_segment() {
     assert!(!pinned, "a kept Job pins the deleted segment's map");
     assert_eq!(kept.payload().len(), 40_000);
     assert_eq!(kept.into_payload(), vec![1u8; 40_000]);
-}
-
-/// Cuts the file at `path` to `len` bytes, as someone else might.
-fn cut(path: &std::path::Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
 }
 
 /// Dequeues until the queue is empty: the payloads served (acked) and the
@@ -99,7 +84,7 @@ fn jobs_a_cut_of_a_sealed_segment_took_are_dead_lettered_not_a_sigbus() {
     }
     let segs = segment_files(dir.path());
     assert!(segs.len() >= 3, "two sealed segments and the active one");
-    cut(&segs[0], 32 << 10);
+    cut_file(&segs[0], 32 << 10);
     let served = drain(&q);
     let dead = q.dead_letters().unwrap();
     assert!(!dead.is_empty(), "the cut took records");

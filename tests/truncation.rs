@@ -2,8 +2,11 @@
 //! opened silently with jobs missing (guarantee 13; issue 8, finding 8),
 //! and open touches only the files walq itself creates.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::cut_file;
 use walq::format::frame;
 use walq::format::header::SEGMENT_HEADER_LEN;
 use walq::{Durability, ErrorKind, Options, Queue, RecoveryMode, MIN_SEGMENT_SIZE};
@@ -59,15 +62,6 @@ fn assert_refused_then_salvaged(dir: &Path, seg: &Path) {
     assert!(lost > 0, "Salvage reports the loss");
 }
 
-fn truncate(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
 #[test]
 fn a_segment_truncated_to_half_is_refused_in_strict_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,7 +69,7 @@ fn a_segment_truncated_to_half_is_refused_in_strict_mode() {
     let len = std::fs::metadata(&seg).unwrap().len();
     let used = frame_offsets(&std::fs::read(&seg).unwrap());
     assert_eq!(used.len(), JOBS);
-    truncate(&seg, (used[JOBS - 1] as u64) / 2);
+    cut_file(&seg, (used[JOBS - 1] as u64) / 2);
     assert!(std::fs::metadata(&seg).unwrap().len() < len);
     assert_refused_then_salvaged(dir.path(), &seg);
 }
@@ -85,7 +79,7 @@ fn a_segment_truncated_on_a_record_boundary_is_refused_in_strict_mode() {
     let dir = tempfile::tempdir().unwrap();
     let seg = closed_queue(dir.path());
     let offs = frame_offsets(&std::fs::read(&seg).unwrap());
-    truncate(&seg, offs[JOBS / 2] as u64);
+    cut_file(&seg, offs[JOBS / 2] as u64);
     assert_refused_then_salvaged(dir.path(), &seg);
 }
 

@@ -487,6 +487,20 @@ fn a_backend_that_panics_again_on_the_orphans_gives_them_up_without_unwinding() 
     assert_eq!(q.stats().in_flight, s.settle_errors, "{s:?}");
 }
 
+/// One worker whose handler counts each job's runs in `runs`, then
+/// returns `Done`.
+fn counting_pool(q: &Queue, runs: &Arc<Mutex<BTreeMap<u64, u32>>>) -> WorkerPool {
+    let runs = runs.clone();
+    WorkerPool::builder(q.clone())
+        .workers(1)
+        .poll_interval(Duration::from_millis(5))
+        .start(move |ctx: &JobContext, _: &[u8]| {
+            *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
+            Outcome::done()
+        })
+        .unwrap()
+}
+
 /// A worker whose handler returned `Done` waits for room while 512 of its
 /// acks are not yet durable; a shutdown whose deadline passes meanwhile
 /// must not release that job as if it were still running (a review found
@@ -501,17 +515,7 @@ fn shutdown_does_not_release_a_job_whose_handler_returned() {
     fs.pause_syncs(true);
     let unpause = Unpause(fs.clone());
     let runs: Arc<Mutex<BTreeMap<u64, u32>>> = Arc::default();
-    let pool = {
-        let runs = runs.clone();
-        WorkerPool::builder(q.clone())
-            .workers(1)
-            .poll_interval(Duration::from_millis(5))
-            .start(move |ctx: &JobContext, _: &[u8]| {
-                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
-                Outcome::done()
-            })
-            .unwrap()
-    };
+    let pool = counting_pool(&q, &runs);
     let ran = || runs.lock().unwrap().values().sum::<u32>();
     wait_until("a handler returned with 512 acks unsettled", || {
         ran() == 513
@@ -528,17 +532,7 @@ fn shutdown_does_not_release_a_job_whose_handler_returned() {
     assert!(report.released.is_empty(), "{:?}", report.released);
     assert_eq!(report.stats.done, 513, "{:?}", report.stats);
     // The rest run once each on a second pool; none of the first 513 again.
-    let pool = {
-        let runs = runs.clone();
-        WorkerPool::builder(q.clone())
-            .workers(1)
-            .poll_interval(Duration::from_millis(5))
-            .start(move |ctx: &JobContext, _: &[u8]| {
-                *runs.lock().unwrap().entry(ctx.id()).or_default() += 1;
-                Outcome::done()
-            })
-            .unwrap()
-    };
+    let pool = counting_pool(&q, &runs);
     wait_until("every job ran", || ran() >= 520);
     pool.shutdown(Duration::from_secs(60));
     let runs = runs.lock().unwrap();

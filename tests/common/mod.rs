@@ -42,6 +42,17 @@ pub fn lease_all(q: &Queue) -> Vec<walq::Job> {
 }
 
 /// The log segment files of the queue in `dir`, oldest first.
+/// Cuts the file at `path` to `len` bytes, as someone else might (the
+/// truncation and external-damage tests).
+pub fn cut_file(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the file to cut")
+        .set_len(len)
+        .expect("cut the file");
+}
+
 pub fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .expect("read the queue directory")

@@ -164,6 +164,24 @@ fn damage_in_a_live_queue_is_reported_once() {
     assert_eq!(damage.len(), 1, "{}", run.stdout);
     let name = seg.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(damage[0]["file"], name.as_str(), "{}", run.stdout);
+    // The looks taken again because of the damage do not repeat records.
+    let dump = walq(&["dump", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(dump.code, 1, "{}{}", dump.stdout, dump.stderr);
+    let mut places: Vec<(String, u64)> = json_lines(&dump.stdout)
+        .into_iter()
+        .filter(|l| l.get("kind").is_some())
+        .map(|l| (l["file"].to_string(), l["offset"].as_u64().unwrap()))
+        .collect();
+    let records = places.len();
+    assert!(records > 10, "{}", dump.stdout);
+    places.sort();
+    places.dedup();
+    assert_eq!(
+        places.len(),
+        records,
+        "a record dumped twice: {}",
+        dump.stdout
+    );
     drop(q);
 }
 

@@ -47,6 +47,7 @@ impl Visitor for Ignore {}
 
 /// Passes records on at once and keeps the problems back until the look
 /// that reports them is known to be the last (see [`Inspector::verify`]).
+/// Later looks pass their records to [`Ignore`].
 struct HeldProblems<'a> {
     visitor: &'a mut dyn Visitor,
     problems: Vec<Problem>,
@@ -117,28 +118,35 @@ impl Inspector {
     /// again (up to [`LIVE_LOOKS`] times, as [`Inspector::snapshot`]): files
     /// read one after the other while the writer appends, rotates and
     /// compacts can disagree for a moment, while damage on disk is still
-    /// there at the last look. Only the last look's problems reach `visitor`.
+    /// there at the last look. `visitor` sees the records of the first look
+    /// only (each once) and the problems of the last look only.
     pub fn verify(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
         if !self.live {
             return self.verify_once(visitor);
         }
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let mut held = HeldProblems {
-                visitor: &mut *visitor,
+        let mut held = HeldProblems {
+            visitor: &mut *visitor,
+            problems: Vec::new(),
+        };
+        let mut summary = self.verify_once(&mut held)?;
+        let mut problems = held.problems;
+        let mut tries = 1;
+        while summary.damage > 0 && tries < LIVE_LOOKS {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // Later looks only decide which problems are real: their
+            // records were already passed on by the first.
+            let mut again = HeldProblems {
+                visitor: &mut Ignore,
                 problems: Vec::new(),
             };
-            let summary = self.verify_once(&mut held)?;
-            let problems = held.problems;
-            if summary.damage == 0 || tries >= LIVE_LOOKS {
-                for p in &problems {
-                    visitor.problem(p);
-                }
-                return Ok(summary);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            summary = self.verify_once(&mut again)?;
+            problems = again.problems;
+            tries += 1;
         }
+        for p in &problems {
+            visitor.problem(p);
+        }
+        Ok(summary)
     }
 
     fn verify_once(&self, visitor: &mut dyn Visitor) -> Result<ScanSummary> {

@@ -152,6 +152,18 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
 /// memory (a sparse file of a terabyte, say) is an error that names its
 /// size, not an abort.
 pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
+    read_with(path, false)
+}
+
+/// [`read`] for a file that starts with a walq file header (a segment,
+/// `dead.wal`, `done.rec`): when its first bytes are not one, only they
+/// are read. A scan reads nothing past a damaged header, and a file that
+/// is not ours (a sparse file of gigabytes, say) is then not read whole.
+pub(crate) fn read_headed(path: &Path) -> Result<Option<Vec<u8>>> {
+    read_with(path, true)
+}
+
+fn read_with(path: &Path, headed: bool) -> Result<Option<Vec<u8>>> {
     let file = match open_for_reading(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -166,6 +178,13 @@ pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
         return Err(Error::new(ErrorKind::Corrupt, what).with_path(path));
     }
     let len = meta.len();
+    if headed {
+        if let Some(prefix) =
+            foreign_prefix(&file, len).map_err(|e| Error::io("reading", path, e))?
+        {
+            return Ok(Some(prefix));
+        }
+    }
     let mut buf = Vec::new();
     let room = usize::try_from(len)
         .map_err(|_| ())
@@ -178,6 +197,22 @@ pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::io("reading", path, e))?;
     Ok(Some(buf))
+}
+
+/// The first bytes of a file of `len` bytes when they are no walq file
+/// header (a header of a newer format is one: the scan says so).
+fn foreign_prefix(file: &File, len: u64) -> io::Result<Option<Vec<u8>>> {
+    use crate::format::header::{HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
+    use std::os::unix::fs::FileExt;
+    if len <= SEGMENT_HEADER_LEN as u64 {
+        return Ok(None);
+    }
+    let mut prefix = vec![0u8; SEGMENT_HEADER_LEN];
+    file.read_exact_at(&mut prefix, 0)?;
+    match SegmentHeader::decode(&prefix) {
+        Ok(_) | Err(HeaderError::FutureVersion(_)) => Ok(None),
+        Err(_) => Ok(Some(prefix)),
+    }
 }
 
 /// Opens `path` to read without blocking on a FIFO (whose `open` would
@@ -257,5 +292,39 @@ mod tests {
         looker.join().unwrap();
         assert_eq!(held, 300, "a held queue is live");
         assert!(!is_live(dir.path()).unwrap());
+    }
+
+    /// A side file whose header is not ours (here a sparse gigabyte put in
+    /// place of `dead.wal`) is damage at offset 0, found by reading its
+    /// header alone: a review saw 5 GiB read whole, into memory, first.
+    #[test]
+    fn a_file_with_a_foreign_header_is_not_read_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = crate::Queue::open(dir.path()).unwrap();
+        q.enqueue(b"job").unwrap();
+        q.close().unwrap();
+        let dead = dir.path().join(crate::dead::DEAD_FILE);
+        let file = std::fs::File::create(&dead).unwrap();
+        file.set_len(1 << 30).unwrap();
+        drop(file);
+        let mut problems = Vec::new();
+        use crate::inspect::{Problem, Visitor};
+        struct Keep<'a>(&'a mut Vec<Problem>);
+        impl Visitor for Keep<'_> {
+            fn problem(&mut self, p: &Problem) {
+                self.0.push(p.clone());
+            }
+        }
+        let inspector = crate::inspect::Inspector::open(dir.path()).unwrap();
+        let summary = inspector.verify(&mut Keep(&mut problems)).unwrap();
+        // The segment (64 MiB, preallocated) is read; the gigabyte is not.
+        assert!(summary.bytes < 1 << 28, "read {} bytes", summary.bytes);
+        let at_dead: Vec<_> = problems
+            .iter()
+            .filter(|p| p.file == crate::dead::DEAD_FILE)
+            .collect();
+        assert_eq!(at_dead.len(), 1, "{problems:?}");
+        assert_eq!(at_dead[0].offset, 0, "{problems:?}");
+        assert_eq!(summary.damage, 1, "{problems:?}");
     }
 }

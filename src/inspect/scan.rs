@@ -129,7 +129,20 @@ impl Scan<'_> {
     }
 
     fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        let bytes = files::read(&self.dir.join(name))?;
+        self.read_file(name, files::read)
+    }
+
+    /// [`Scan::read`] of a file that starts with a walq file header.
+    fn read_headed(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.read_file(name, files::read_headed)
+    }
+
+    fn read_file(
+        &mut self,
+        name: &str,
+        read: fn(&Path) -> Result<Option<Vec<u8>>>,
+    ) -> Result<Option<Vec<u8>>> {
+        let bytes = read(&self.dir.join(name))?;
         match &bytes {
             Some(b) => self.sum.bytes += b.len() as u64,
             None => {
@@ -259,7 +272,7 @@ impl Scan<'_> {
                 return Ok(None);
             }
         }
-        let bytes = self.read(name)?;
+        let bytes = self.read_headed(name)?;
         if !(self.sum.live && last) {
             return Ok(bytes);
         }
@@ -290,7 +303,7 @@ impl Scan<'_> {
     /// `read` copies page by page, so one copy can hold a later record but
     /// miss an earlier one that was being written.
     fn read_side_file(&mut self, name: &str, role: FileRole) -> Result<Option<Vec<u8>>> {
-        let bytes = self.read(name)?;
+        let bytes = self.read_headed(name)?;
         if !self.sum.live {
             return Ok(bytes);
         }
@@ -435,7 +448,7 @@ fn reread_while(
         match &bytes {
             Some(b) if shows(b) => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
-                bytes = files::read(&dir.join(name))?;
+                bytes = files::read_headed(&dir.join(name))?;
             }
             _ => break,
         }

@@ -129,6 +129,155 @@ fn enqueue_from_arguments_and_stdin() {
     assert_eq!(walq(&["enqueue", d, "a", "b", "--key", "k"]).code, 2);
 }
 
+/// Empty stdin lines are skipped, not enqueued as empty jobs.
+#[test]
+fn enqueue_skips_empty_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let d = path.to_str().unwrap();
+    let run = walq_stdin(&["enqueue", d], Some("a\n\nb\n\n"));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "enqueued 2 jobs (ids 1..=2)");
+    assert!(
+        run.stderr.contains("skipped 2 empty line(s)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stats(d)["ready"], 2);
+}
+
+/// A line over the payload limit stops `enqueue` at that line, without
+/// reading it whole; the jobs before it are kept, synced and counted.
+#[test]
+fn a_failed_enqueue_says_what_it_added_before_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let d = path.to_str().unwrap();
+    let long = "x".repeat(walq::DEFAULT_MAX_PAYLOAD as usize + 1);
+    let input = format!("a\nb\n{long}\nc\n");
+    let run = walq_stdin(&["enqueue", d], Some(&input));
+    assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("stdin line 3"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("enqueued 2 jobs (ids 1..=2) before this (they are durable)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(stats(d)["ready"], 2);
+}
+
+/// Lines are enqueued as they arrive: a producer that keeps stdin open
+/// sees its first job in the queue before it sends the next.
+#[test]
+fn enqueue_takes_stdin_lines_as_they_arrive() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let d = path.to_str().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walq"))
+        .args(["enqueue", d])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    input.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = false;
+    while !seen && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let peek = walq(&["peek", d, "--json"]);
+        seen = peek.code == 0 && peek.stdout.contains("first");
+    }
+    input.write_all(b"second\n").unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        seen,
+        "the first line was not enqueued while stdin stayed open"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "enqueued 2 jobs (ids 1..=2)"
+    );
+}
+
+/// An import that fails part way (here the kernel refuses to grow
+/// `dead.wal` past the process's file size limit with `EFBIG`) counts
+/// what it added before the failure and says whether that is durable.
+#[test]
+fn a_failed_import_says_what_it_added_before_the_failure() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let export = dir.path().join("export.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&export).unwrap());
+    writeln!(out, r#"{{"walq_export":1}}"#).unwrap();
+    let payload = "x".repeat(1 << 20);
+    for _ in 0..72 {
+        writeln!(
+            out,
+            r#"{{"type":"dead","payload":"{payload}","error":"e"}}"#
+        )
+        .unwrap();
+    }
+    drop(out);
+    // Segments (64 MiB) fit under the limit; `dead.wal` (72 MiB) does not.
+    let limit = walq::DEFAULT_SEGMENT_SIZE + (4 << 20);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_walq"));
+    cmd.args([
+        "import",
+        path.to_str().unwrap(),
+        "-i",
+        export.to_str().unwrap(),
+    ]);
+    // SAFETY: between fork and exec, only async-signal-safe calls
+    // (setrlimit, signal) are made.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // Ignored, SIGXFSZ leaves the write failing with EFBIG.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let run = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(6), "{stderr}");
+    let said = stderr
+        .split("\nimported ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    // The failed write stopped the store (no write is trusted after one),
+    // so the final sync is refused as well, and the message says so.
+    let state = "dead letters before this (syncing them failed too, so they may be lost: ";
+    assert!(stderr.contains(state), "{stderr}");
+    let d = path.to_str().unwrap();
+    let list = walq(&["dead", "list", d, "--json"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let kept = list.stdout.lines().count() as u64;
+    // The dead letter being added when the write failed was enqueued and
+    // leased to be failed: it is left leased, and the message says so.
+    assert_eq!(stats(d)["leased"], 1);
+    assert!(stderr.contains("may be left as a leased job"), "{stderr}");
+    assert!(kept > 0 && kept < 72, "{kept} dead letters kept");
+    assert_eq!(said, Some(0), "jobs counted: {stderr}");
+    assert!(
+        stderr.contains(&format!("and {kept} dead letters before")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn writing_commands_refuse_damaged_queues_and_foreign_paths() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,13 @@
 //! `walq enqueue`: jobs from arguments or stdin lines.
 
-use std::io::BufRead;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
-use walq::{Durability, EnqueueOptions};
+use walq::{Durability, EnqueueOptions, Queue};
 
 use crate::args::EnqueueArgs;
-use crate::fail::{CmdResult, Fail, OK, USAGE};
+use crate::fail::{CmdResult, Fail, FAILED, OK, USAGE};
 
 /// Parses `500ms`, `30s`, `10m`, `2h`, `1d` or a number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, Fail> {
@@ -65,49 +65,150 @@ pub fn run(a: &EnqueueArgs) -> CmdResult {
     if let Some(name) = a.queue.as_deref().filter(|n| !n.is_empty()) {
         walq::validate_queue_name(name).map_err(|e| Fail::new(USAGE, e.to_string()))?;
     }
-    let payloads: Vec<String> = if a.payloads.is_empty() {
-        let lines: Result<Vec<String>, _> = std::io::stdin().lock().lines().collect();
-        lines.map_err(|e| Fail::new(crate::fail::FAILED, format!("reading stdin: {e}")))?
-    } else {
-        a.payloads.clone()
-    };
-    // One sync at the end for many jobs; each job synced when only one.
-    let durability = if payloads.len() > 1 {
-        Durability::Os
-    } else {
-        Durability::Sync
-    };
-    let store = super::open_store(&a.dir, false, durability)?;
+    let store = super::open_store(&a.dir, false, Durability::Os)?;
     let q = super::queue_of(&store, a.queue.as_deref().unwrap_or_default())
         .map_err(|e| Fail::new(USAGE, e.to_string()))?;
-    let mut ids = Vec::with_capacity(payloads.len());
-    for p in &payloads {
-        let done = q
-            .enqueue_with(p.as_bytes(), opts.clone())
-            .map_err(|e| Fail::operation(&a.dir, &e))?;
-        if done.duplicate {
-            writeln!(
-                std::io::stdout().lock(),
-                "job {} already has this key: nothing added",
-                done.id
-            )?;
-        } else {
-            ids.push(done.id);
-        }
-    }
+    let mut added = Added::default();
+    let fed = if a.payloads.is_empty() {
+        from_stdin(&a.dir, &q, &opts, &mut added)
+    } else {
+        a.payloads
+            .iter()
+            .try_for_each(|p| add(&a.dir, &q, p.as_bytes(), &opts, &mut added))
+    };
     drop(q);
-    super::close_store(&a.dir, store)?;
-    match ids.as_slice() {
-        [] if payloads.is_empty() => {
-            writeln!(std::io::stdout().lock(), "no jobs (stdin was empty)")?
-        }
-        [] => {}
-        [one] => writeln!(std::io::stdout().lock(), "enqueued job {one}")?,
-        [first, .., last] => writeln!(
-            std::io::stdout().lock(),
-            "enqueued {} jobs (ids {first}..={last})",
-            ids.len()
-        )?,
+    // What was added before a failure is synced and counted as well: the
+    // failure's message says how many jobs went in.
+    let closed = super::close_store(&a.dir, store);
+    match (fed, closed) {
+        (Ok(()), Ok(())) => {}
+        (Ok(()), Err(f)) => return Err(f),
+        (Err(f), closed) => return Err(partial(f, &added, closed)),
     }
+    added.report(a.payloads.is_empty())?;
     Ok(OK)
+}
+
+/// What an enqueue added so far.
+#[derive(Default)]
+struct Added {
+    first: Option<u64>,
+    last: u64,
+    jobs: u64,
+    duplicates: u64,
+    /// Empty stdin lines, skipped.
+    blank: u64,
+}
+
+impl Added {
+    /// The ids added, as a phrase.
+    fn phrase(&self) -> String {
+        match (self.jobs, self.first) {
+            (1, Some(id)) => format!("job {id}"),
+            (n, Some(first)) => format!("{n} jobs (ids {first}..={})", self.last),
+            _ => "no job".to_string(),
+        }
+    }
+
+    fn report(&self, stdin: bool) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.blank > 0 {
+            eprintln!("walq: skipped {} empty line(s)", self.blank);
+        }
+        if self.jobs > 0 {
+            writeln!(out, "enqueued {}", self.phrase())?;
+        } else if stdin && self.duplicates == 0 {
+            writeln!(out, "no jobs (stdin held no line)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Enqueues one payload, saying so when its key was already known.
+fn add(
+    dir: &Path,
+    q: &Queue,
+    payload: &[u8],
+    opts: &EnqueueOptions,
+    added: &mut Added,
+) -> Result<(), Fail> {
+    let done = q
+        .enqueue_with(payload, opts.clone())
+        .map_err(|e| Fail::operation(dir, &e))?;
+    if done.duplicate {
+        added.duplicates += 1;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "job {} already has this key: nothing added", done.id)?;
+    } else {
+        added.first.get_or_insert(done.id);
+        added.last = done.id;
+        added.jobs += 1;
+    }
+    Ok(())
+}
+
+/// Enqueues each line of stdin as it arrives (empty lines are skipped),
+/// reading no line past the payload limit. What was added is synced
+/// before the command waits for more input, so a slow producer's jobs
+/// are durable without waiting for the end of its input.
+fn from_stdin(dir: &Path, q: &Queue, opts: &EnqueueOptions, added: &mut Added) -> Result<(), Fail> {
+    let limit = walq::DEFAULT_MAX_PAYLOAD;
+    let mut input = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
+    let mut line = Vec::new();
+    for number in 1u64.. {
+        line.clear();
+        let read = (&mut input)
+            .take(limit + 2)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Fail::new(FAILED, format!("reading stdin: {e}")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        let ended = line.last() == Some(&b'\n');
+        if ended {
+            line.pop();
+        }
+        if line.len() as u64 > limit {
+            let what =
+                format!("stdin line {number}: longer than the payload limit of {limit} bytes");
+            return Err(Fail::new(FAILED, what));
+        }
+        if line.is_empty() {
+            added.blank += 1;
+        } else {
+            let at = |f: Fail| Fail::new(f.code, format!("stdin line {number}: {}", f.message));
+            add(dir, q, &line, opts, added).map_err(at)?;
+        }
+        if input.buffer().is_empty() {
+            q.sync().map_err(|e| Fail::operation(dir, &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The failure `f` of an enqueue that added `added` first, whose close
+/// (and sync) then ended with `closed`.
+fn partial(f: Fail, added: &Added, closed: Result<(), Fail>) -> Fail {
+    if added.jobs == 0 {
+        return f;
+    }
+    let message = format!(
+        "{}\nenqueued {} before this ({})",
+        f.message,
+        added.phrase(),
+        kept_state(closed)
+    );
+    Fail::new(f.code, message)
+}
+
+/// Whether what a failed command added before its failure is durable:
+/// `closed` is how the close that syncs it ended.
+pub fn kept_state(closed: Result<(), Fail>) -> String {
+    match closed {
+        Ok(()) => "they are durable".to_string(),
+        Err(e) => format!(
+            "syncing them failed too, so they may be lost: {}",
+            e.message
+        ),
+    }
 }

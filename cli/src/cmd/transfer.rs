@@ -478,23 +478,37 @@ pub fn import(a: &ImportArgs) -> CmdResult {
     };
     let (items, limits) = read_items(input, &name)?;
     let mut target = Target::open(&a.dir, &limits)?;
-    let added = add_all(&mut target, &a.dir, &items)?;
-    target.close(&a.dir)?;
-    writeln!(
-        std::io::stdout().lock(),
-        "imported {} pending jobs and {} dead letters{}",
-        added.jobs,
-        added.dead,
-        if added.duplicates > 0 {
-            format!(
-                " ({} skipped: their key was already known)",
-                added.duplicates
-            )
-        } else {
-            String::new()
+    let mut added = Added::default();
+    let result = add_all(&mut target, &a.dir, &items, &mut added);
+    // What was added before a failure is synced and counted as well.
+    let closed = target.close(&a.dir);
+    match (result, closed) {
+        (Ok(()), Ok(())) => {}
+        (Ok(()), Err(f)) => return Err(f),
+        (Err(f), _) if added.jobs + added.dead == 0 => return Err(f),
+        (Err(f), closed) => {
+            let state = super::enqueue::kept_state(closed);
+            let message = format!("{}\nimported {added} before this ({state})", f.message);
+            return Err(Fail::new(f.code, message));
         }
-    )?;
+    }
+    writeln!(std::io::stdout().lock(), "imported {added}")?;
     Ok(OK)
+}
+
+impl std::fmt::Display for Added {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pending jobs and {} dead letters",
+            self.jobs, self.dead
+        )?;
+        if self.duplicates > 0 {
+            let n = self.duplicates;
+            write!(f, " ({n} skipped: their key was already known)")?;
+        }
+        Ok(())
+    }
 }
 
 /// The checks that need the target, before anything is written: every
@@ -523,10 +537,21 @@ fn check_target(t: &mut Target, dir: &Path, items: &[Item]) -> Result<(), Fail> 
     Ok(())
 }
 
+/// A dead letter is added by enqueueing, leasing and failing a job: one
+/// whose adding failed part way may be left leased (and ready again once
+/// its lease ends), which its failure says.
+fn leased_dead_letter(f: Fail) -> Fail {
+    let message = format!(
+        "{}\nthe dead letter being imported may be left as a leased job, delivered again \
+         once its lease ends (`walq stats` counts it as leased)",
+        f.message
+    );
+    Fail::new(f.code, message)
+}
+
 /// Adds every item to the target, dead letters first.
-fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
+fn add_all(t: &mut Target, dir: &Path, items: &[Item], added: &mut Added) -> Result<(), Fail> {
     check_target(t, dir, items)?;
-    let mut added = Added::default();
     let bar = progress::bar(items.len() as u64, "importing", "items");
     // Dead letters first, while no other job is ready.
     for it in items
@@ -539,7 +564,11 @@ fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
         } else {
             add_job(t, &it.job_spec())
         };
-        match result.map_err(|e| Fail::operation(dir, &e))? {
+        let result = result.map_err(|e| match it.dead {
+            true => leased_dead_letter(Fail::operation(dir, &e)),
+            false => Fail::operation(dir, &e),
+        });
+        match result? {
             false => added.duplicates += 1,
             true if it.dead => added.dead += 1,
             true => added.jobs += 1,
@@ -547,5 +576,5 @@ fn add_all(t: &mut Target, dir: &Path, items: &[Item]) -> Result<Added, Fail> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(added)
+    Ok(())
 }

@@ -91,6 +91,19 @@ struct Entry {
     /// Finish time of a result, purge time of a marker.
     at_ms: u64,
     purged: bool,
+    /// Sequence number of the record (tells a record from a later one of
+    /// the same job, wherever a rewrite moved it).
+    seq: u64,
+}
+
+/// A result [`DoneFile::record_result`] wrote, and the result it
+/// superseded: what [`DoneFile::retract`] needs to take it back.
+#[derive(Debug)]
+pub struct Recorded {
+    id: u64,
+    seq: u64,
+    /// The job's result before this one: `(finished_ms, result)`.
+    prior: Option<(u64, Vec<u8>)>,
 }
 
 /// The open completion file and its in-memory index.
@@ -247,7 +260,7 @@ impl DoneFile {
                         ));
                     }
                     self.next_seq = self.next_seq.max(f.lsn.saturating_add(1));
-                    self.apply(rec, off as u64, f.len, now);
+                    self.apply(rec, off as u64, f.len, f.lsn, now);
                     off += f.len as usize;
                 }
                 Err(FrameError::Zero) if bytes[off..].iter().all(|&b| b == 0) => {
@@ -285,7 +298,7 @@ impl DoneFile {
 
     /// Applies one record to the index; a later record of a job supersedes
     /// the earlier ones.
-    fn apply(&mut self, rec: DoneRecord<'_>, off: u64, len: u32, now: u64) {
+    fn apply(&mut self, rec: DoneRecord<'_>, off: u64, len: u32, seq: u64, now: u64) {
         let id = rec.id();
         self.forget(id);
         match rec {
@@ -299,6 +312,7 @@ impl DoneFile {
                             len,
                             at_ms: finished_ms,
                             purged: false,
+                            seq,
                         },
                     );
                 }
@@ -312,6 +326,7 @@ impl DoneFile {
                         len,
                         at_ms: purged_ms,
                         purged: true,
+                        seq,
                     },
                 );
             }
@@ -374,7 +389,8 @@ impl DoneFile {
         Ok(())
     }
 
-    fn append(&mut self, rec: &DoneRecord<'_>) -> Result<(u64, u32)> {
+    /// Appends `rec`: returns its offset, length and sequence number.
+    fn append(&mut self, rec: &DoneRecord<'_>) -> Result<(u64, u32, u64)> {
         self.buf.clear();
         self.buf.resize(FRAME_HEADER_LEN, 0);
         let tail = rec.encode_into(&mut self.buf);
@@ -383,9 +399,10 @@ impl DoneFile {
         if end > self.alloc {
             self.grow(end)?;
         }
+        let seq = self.next_seq;
         let frame = crate::dead::SideFrame {
             segment_id: DONE_SEGMENT_ID,
-            seq: self.next_seq,
+            seq,
             kind: rec.kind(),
             off,
             synced_len: self.synced_len,
@@ -395,7 +412,7 @@ impl DoneFile {
             .map_err(|e| Error::io("appending to completion file", &self.path, e))?;
         self.len = off + u64::from(len);
         self.next_seq += 1;
-        Ok((off, len))
+        Ok((off, len, seq))
     }
 
     /// Writes zeros ahead of the records up to a multiple of
@@ -414,20 +431,54 @@ impl DoneFile {
 
     /// Records that job `id` completed with `result` at `now`. Not durable
     /// until [`DoneFile::sync`].
-    pub fn record_result(&mut self, id: u64, result: &[u8], now: u64) -> Result<()> {
+    pub fn record_result(&mut self, id: u64, result: &[u8], now: u64) -> Result<Recorded> {
         if result.len() > MAX_RESULT_LEN {
             return Err(result_too_large(result.len()));
         }
+        // A result kept from an earlier run, to put back should this one
+        // be taken back (one that cannot be read is not: a status would
+        // fail to read it too).
+        let prior = match self.get(id, now) {
+            Ok(Some(Completion::Result {
+                finished_ms,
+                result,
+            })) => Some((finished_ms, result)),
+            _ => None,
+        };
         let at = now.max(self.last_ms);
         self.last_ms = at;
-        let (off, len) = self.append(&DoneRecord::Done {
+        let (off, len, seq) = self.append(&DoneRecord::Done {
             id,
             finished_ms: at,
             result,
         })?;
-        self.apply_appended(id, off, len, at, false);
+        self.apply_appended(id, off, len, seq, at, false);
         self.sweep(now);
-        self.maybe_compact()
+        self.maybe_compact()?;
+        Ok(Recorded { id, seq, prior })
+    }
+
+    /// Takes back a result whose ack was refused (the lease was lost while
+    /// the result was written): unless a later record of the job
+    /// superseded it, the job's earlier result, or none, is current again.
+    /// Not durable until [`DoneFile::sync`].
+    pub fn retract(&mut self, recorded: Recorded) -> Result<()> {
+        let Recorded { id, seq, prior } = recorded;
+        if !matches!(self.entries.get(&id), Some(e) if e.seq == seq) {
+            return Ok(());
+        }
+        match prior {
+            Some((finished_ms, result)) => {
+                let (off, len, seq) = self.append(&DoneRecord::Done {
+                    id,
+                    finished_ms,
+                    result: &result,
+                })?;
+                self.apply_appended(id, off, len, seq, finished_ms, false);
+                Ok(())
+            }
+            None => self.clear(id),
+        }
     }
 
     /// Records that dead letters `ids` are being purged. Not durable until
@@ -436,8 +487,8 @@ impl DoneFile {
         let at = now.max(self.last_ms);
         self.last_ms = at;
         for &id in ids {
-            let (off, len) = self.append(&DoneRecord::Purged { id, purged_ms: at })?;
-            self.apply_appended(id, off, len, at, true);
+            let (off, len, seq) = self.append(&DoneRecord::Purged { id, purged_ms: at })?;
+            self.apply_appended(id, off, len, seq, at, true);
         }
         self.sweep(now);
         self.maybe_compact()
@@ -452,7 +503,7 @@ impl DoneFile {
         Ok(())
     }
 
-    fn apply_appended(&mut self, id: u64, off: u64, len: u32, at_ms: u64, purged: bool) {
+    fn apply_appended(&mut self, id: u64, off: u64, len: u32, seq: u64, at_ms: u64, purged: bool) {
         self.forget(id);
         self.insert(
             id,
@@ -461,6 +512,7 @@ impl DoneFile {
                 len,
                 at_ms,
                 purged,
+                seq,
             },
         );
     }
@@ -782,5 +834,36 @@ mod tests {
         let mut d = open(dir.path(), 1000, 3, RecoveryMode::Salvage).unwrap();
         assert_eq!(d.get(1, 3).unwrap(), None);
         assert!(d.get(2, 3).unwrap().is_some());
+    }
+
+    /// A retracted result leaves the job's earlier result (or none), on
+    /// reopen too; a result superseded since is not retracted.
+    #[test]
+    fn a_retracted_result_gives_way_to_the_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), 1000, 0, RecoveryMode::Strict).unwrap();
+        let result = |r: &[u8], at| {
+            Some(Completion::Result {
+                finished_ms: at,
+                result: r.to_vec(),
+            })
+        };
+        d.record_result(1, b"earlier", 1).unwrap();
+        let refused = d.record_result(1, b"refused", 2).unwrap();
+        d.retract(refused).unwrap();
+        assert_eq!(d.get(1, 3).unwrap(), result(b"earlier", 1));
+        let refused = d.record_result(2, b"refused", 2).unwrap();
+        d.retract(refused).unwrap();
+        assert_eq!(d.get(2, 3).unwrap(), None);
+        let superseded = d.record_result(3, b"refused", 2).unwrap();
+        d.record_result(3, b"accepted", 3).unwrap();
+        d.retract(superseded).unwrap();
+        assert_eq!(d.get(3, 3).unwrap(), result(b"accepted", 3));
+        d.sync().unwrap();
+        drop(d);
+        let mut d = open(dir.path(), 1000, 4, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.get(1, 4).unwrap(), result(b"earlier", 1));
+        assert_eq!(d.get(2, 4).unwrap(), None);
+        assert_eq!(d.get(3, 4).unwrap(), result(b"accepted", 3));
     }
 }

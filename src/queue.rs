@@ -1178,7 +1178,8 @@ impl Queue {
     /// one). A result over the limit is refused with
     /// [`ErrorKind::PayloadTooLarge`] and nothing is written; a stale
     /// receipt is refused with [`ErrorKind::LeaseLost`] before anything is
-    /// written.
+    /// written, and a lease lost while the result was written refuses the
+    /// ack with [`ErrorKind::LeaseLost`] and takes the result back.
     pub fn ack_with_result(&self, receipt: Receipt, result: &[u8]) -> Result<()> {
         use crate::status::LiveStatus;
         if result.len() > crate::done::MAX_RESULT_LEN {
@@ -1211,25 +1212,39 @@ impl Queue {
             }
             now.wall
         };
+        let recorded = self.write_done(|done| done.record_result(receipt.id, result, now))?;
+        match self.ack(receipt) {
+            // The lease was lost while the result was written: the result
+            // goes with the refused ack, so that the run that does settle
+            // the job decides its result (none, for a plain ack).
+            Err(e) if e.kind() == ErrorKind::LeaseLost => {
+                self.write_done(|done| done.retract(recorded))?;
+                Err(e)
+            }
+            acked => acked,
+        }
+    }
+
+    /// Runs `f` on the completion file and, under [`Durability::Sync`],
+    /// makes what it appended durable; an I/O error poisons the queue.
+    fn write_done<R>(&self, f: impl FnOnce(&mut crate::done::DoneFile) -> Result<R>) -> Result<R> {
         let written = {
             let mut done = self.inner.done.lock();
-            done.record_result(receipt.id, result, now)
-                .map(|()| done.sync_target())
+            f(&mut done).map(|r| (r, done.sync_target()))
         };
-        let durable = written.and_then(|target| {
+        let durable = written.and_then(|(r, target)| {
             if self.inner.opts.durability == Durability::Sync {
-                self.inner.done.make_durable(target)
+                self.inner.done.make_durable(target).map(|()| r)
             } else {
-                Ok(())
+                Ok(r)
             }
         });
-        if let Err(e) = durable {
+        if let Err(e) = &durable {
             if e.kind() == ErrorKind::Io {
-                self.poison(&e);
+                self.poison(e);
             }
-            return Err(e);
         }
-        self.ack(receipt)
+        durable
     }
 
     /// Opens the completion file and drops purge markers whose purge did

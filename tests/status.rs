@@ -528,3 +528,42 @@ fn a_delayed_job_blocked_behind_its_group_reads_as_delayed() {
     clock.advance(Duration::from_secs(3600));
     assert_eq!(q.status(b).unwrap(), JobStatus::Queued { attempts: 0 });
 }
+
+/// An ack whose lease is lost while its result is being made durable is
+/// refused (`LeaseLost`), and its result must go with it: the run that
+/// does settle the job decides the result, none for a plain ack (a review
+/// found the refused run's result shown for a job another run finished).
+/// Syncs held on the simulated file system, manual clock: no timing
+/// decides the outcome.
+#[test]
+fn a_result_whose_ack_was_refused_is_taken_back() {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(T0);
+    let q = sim_queue(&fs, &clock);
+    let id = q.enqueue(b"x").unwrap();
+    let first = q.dequeue().unwrap().unwrap();
+    let written = || {
+        let bytes = fs.read_file(Path::new("/q").join(DONE_FILE).as_path());
+        bytes.is_some_and(|b| b.windows(7).any(|w| w == b"refused"))
+    };
+    fs.pause_syncs(true);
+    let refused = std::thread::scope(|s| {
+        let acking = s.spawn(|| q.ack_with_result(first.receipt(), b"refused"));
+        // The result is written (after the lease was checked) and its
+        // sync is held; meanwhile the 30 s lease runs out.
+        while !written() {
+            std::thread::yield_now();
+        }
+        clock.advance(Duration::from_secs(31));
+        fs.pause_syncs(false);
+        acking.join().unwrap()
+    });
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::LeaseLost);
+    let second = q.dequeue().unwrap().unwrap();
+    assert_eq!((second.id(), second.attempt()), (id, 2));
+    q.ack(second.receipt()).unwrap();
+    assert_eq!(q.status(id).unwrap(), PLAIN_DONE);
+    drop(q);
+    let q = sim_queue(&fs, &clock);
+    assert_eq!(q.status(id).unwrap(), PLAIN_DONE, "after a restart");
+}

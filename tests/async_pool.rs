@@ -7,6 +7,7 @@
 #![cfg(feature = "tokio")]
 
 mod common;
+mod hooked_backend;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -567,4 +568,64 @@ fn an_async_result_keeps_its_lease_while_its_result_is_synced() {
     assert_eq!(*runs.lock().unwrap(), BTreeMap::from([(1, 1)]), "ran once");
     assert_eq!((stats.done, stats.lost), (1, 0), "{stats:?}");
     assert_eq!(q.stats().acked_total, 1);
+}
+
+/// Panics in the first `release`; holds `alive` for as long as the pool
+/// (any of its threads) holds the backend.
+struct FirstReleasePanics {
+    panicked: AtomicBool,
+    _alive: Arc<()>,
+}
+
+impl hooked_backend::Hooks for FirstReleasePanics {
+    fn before_release(&self) {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("release failed");
+        }
+    }
+}
+
+/// A backend whose `release` panics during shutdown must not leave the
+/// heartbeat thread running: it kept the pool (and the queue) alive and
+/// went on extending the lease of the other running job, which then never
+/// came back (a review found it: the panic ended the shutdown's blocking
+/// step before it stopped the heartbeat). The panic is a settle error; the
+/// other job is released; nothing of the pool is left once `shutdown`
+/// returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_panics_in_shutdown_leaves_no_heartbeat_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 5);
+    let jobs = [q.enqueue(b"a").unwrap(), q.enqueue(b"b").unwrap()];
+    let alive = Arc::new(());
+    let hooks = FirstReleasePanics {
+        panicked: AtomicBool::new(false),
+        _alive: alive.clone(),
+    };
+    let backend = hooked_backend::Hooked {
+        q: q.clone(),
+        hooks,
+    };
+    let pool = WorkerPool::builder(backend)
+        .workers(2)
+        .visibility(Duration::from_secs(600)) // expiry cannot explain a redelivery
+        .heartbeat(Duration::from_millis(20))
+        .start_async(|_: JobContext, _: Vec<u8>| std::future::pending::<Outcome>())
+        .unwrap();
+    wait_until("both handlers run", || pool.stats().running == 2).await;
+    let report = pool.shutdown(Duration::from_millis(50)).await;
+    assert_eq!(
+        Arc::strong_count(&alive),
+        1,
+        "a thread of the pool still holds it after shutdown"
+    );
+    let s = report.stats;
+    assert_eq!((s.leased, s.released, s.settle_errors), (2, 1, 1), "{s:?}");
+    assert_eq!(report.released.len(), 1);
+    // The released job is ready again, attempt counted; the other stays
+    // leased until its lease expires, no longer extended.
+    let again = common::lease_all(&q);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id(), again[0].attempt()), (report.released[0], 2));
+    assert!(jobs.contains(&report.released[0]));
 }

@@ -217,8 +217,12 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
             (report, stragglers)
         })
         .await;
-        // An error: the runtime is shutting down; end every task.
+        // An error: the runtime is shutting down (the step may not have
+        // run); end every task, and the heartbeat whatever became of it.
         let all = stopped.is_err();
+        if all {
+            self.shared.heartbeat_stop.set();
+        }
         let (mut report, stragglers) = stopped.unwrap_or_default();
         for (index, task) in self.tasks.drain(..).enumerate() {
             if all || stragglers.contains(&index) {

@@ -1,5 +1,6 @@
 //! The worker pool: threads that lease jobs and run a handler.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -195,6 +196,11 @@ impl<B: Backend> Shared<B> {
     /// returned is not running: its worker settles it (a `Done` may be
     /// waiting for room among the acks not yet durable), and the shutdown
     /// joins that worker like one that was idle.
+    ///
+    /// A backend that panics in `release` counts a settle error (the job
+    /// comes back when its lease expires, no longer extended): the panic
+    /// stops here, so the other jobs are released and the shutdown goes on
+    /// to stop the heartbeat.
     pub(crate) fn release_running(&self, report: &mut ShutdownReport) -> Vec<usize> {
         let mut stragglers = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
@@ -204,13 +210,16 @@ impl<B: Backend> Shared<B> {
             active.lost.store(true, Ordering::Release);
             stragglers.push(index);
             let why = "the worker pool shut down before the handler finished";
-            match self.backend.release(&active.lease, why) {
-                Ok(()) => {
+            let released = catch_unwind(AssertUnwindSafe(|| {
+                self.backend.release(&active.lease, why)
+            }));
+            match released {
+                Ok(Ok(())) => {
                     self.counters.add(Count::Released);
                     report.released.push(active.id);
                 }
-                Err(e) if e.kind() == ErrorKind::LeaseLost => self.counters.add(Count::Lost),
-                Err(_) => self.counters.add(Count::SettleErrors),
+                Ok(Err(e)) if e.kind() == ErrorKind::LeaseLost => self.counters.add(Count::Lost),
+                Ok(Err(_)) | Err(_) => self.counters.add(Count::SettleErrors),
             }
         }
         stragglers

@@ -1,4 +1,4 @@
-//! A [`Queue`] as a worker backend with a hook before two of its calls,
+//! A [`Queue`] as a worker backend with a hook before three of its calls,
 //! for tests that make one call slow or panic and delegate the rest.
 #![allow(dead_code)]
 
@@ -14,6 +14,8 @@ pub trait Hooks: Send + Sync + 'static {
     fn before_extend(&self) {}
     /// Runs before `complete_batch` (a settler's batch of acks).
     fn before_complete_batch(&self) {}
+    /// Runs before `release` (a shutdown handing back a running job).
+    fn before_release(&self) {}
 }
 
 /// `q` driven as a [`Backend`], with `hooks` run before its calls.
@@ -46,6 +48,11 @@ impl<H: Hooks> Backend for Hooked<H> {
         Backend::retry(&self.q, lease, delay, error)
     }
 
+    fn release(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
+        self.hooks.before_release();
+        Backend::release(&self.q, lease, error)
+    }
+
     fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
         Backend::fail(&self.q, lease, error)
     }
@@ -57,5 +64,17 @@ impl<H: Hooks> Backend for Hooked<H> {
 
     fn status(&self, id: u64) -> walq::Result<JobStatus> {
         Backend::status(&self.q, id)
+    }
+}
+
+/// Leases as the queue does, for the async pool.
+#[cfg(feature = "tokio")]
+impl<H: Hooks> walq::worker::AsyncBackend for Hooked<H> {
+    async fn lease_async(
+        &self,
+        vis: Duration,
+        wait: Duration,
+    ) -> walq::Result<Option<Delivery<Receipt>>> {
+        walq::worker::AsyncBackend::lease_async(&self.q, vis, wait).await
     }
 }

@@ -103,8 +103,29 @@ impl<T: Serialize + DeserializeOwned, B: Backend> Jobs<T, B> {
 
     /// Enqueues `job` with a delay, an idempotency key or its own
     /// `max_attempts`.
+    ///
+    /// A job whose JSON would not decode as a `T` is refused with
+    /// [`ErrorKind::InvalidOptions`] and the decode error, rather than
+    /// enqueued for a worker to dead-letter: serde_json writes a NaN or
+    /// infinite float as `null`, which no `f64` field decodes.
     pub fn enqueue_with(&self, job: &T, opts: EnqueueOptions) -> Result<Enqueued> {
-        self.backend.enqueue(&encode(job)?, opts)
+        self.backend.enqueue(&encode_decodable(job)?, opts)
+    }
+}
+
+/// [`encode`], checked to decode as a `T` again, as a worker will.
+fn encode_decodable<T: Serialize + DeserializeOwned>(job: &T) -> Result<Vec<u8>> {
+    let bytes = encode(job)?;
+    match serde_json::from_slice::<T>(&bytes) {
+        Ok(_) => Ok(bytes),
+        Err(e) => Err(Error::new(
+            ErrorKind::InvalidOptions,
+            format!(
+                "a {} would not decode from its JSON, so no worker could run it \
+                 (serde_json writes a NaN or infinite float as null): {e}",
+                type_name::<T>()
+            ),
+        )),
     }
 }
 

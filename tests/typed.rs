@@ -177,3 +177,38 @@ fn values_json_cannot_hold_are_refused_not_panicked_on() {
     assert_eq!(err.kind(), ErrorKind::InvalidOptions);
     assert!(err.to_string().contains("typed::Email"), "{err}");
 }
+
+#[derive(Serialize, Deserialize)]
+struct Reading {
+    sensor: u32,
+    celsius: f64,
+}
+
+/// serde_json writes a NaN or infinite `f64` as `null`, which does not
+/// decode as an `f64`: such a job was accepted and then dead-lettered by
+/// the first worker to lease it (a review found it). It is refused at
+/// enqueue, with an error that says why, and nothing is enqueued.
+#[test]
+fn a_job_that_would_not_decode_is_refused_at_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let readings = Jobs::<Reading>::new(q.clone());
+    for celsius in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let bad = Reading { sensor: 7, celsius };
+        let bytes = typed::encode(&bad).unwrap();
+        assert!(typed::decode::<Reading>(&bytes).is_err(), "the cause");
+        let err = readings.enqueue(&bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOptions);
+        let text = err.to_string();
+        for part in ["typed::Reading", "NaN", "null, expected f64"] {
+            assert!(text.contains(part), "{part:?} not in {text:?}");
+        }
+    }
+    assert!(q.dequeue().unwrap().is_none(), "nothing was enqueued");
+    let fine = Reading {
+        sensor: 7,
+        celsius: 21.5,
+    };
+    let id = readings.enqueue(&fine).unwrap();
+    assert_eq!(q.dequeue().unwrap().unwrap().id(), id);
+}

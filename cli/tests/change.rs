@@ -303,6 +303,19 @@ fn writing_commands_refuse_damaged_queues_and_foreign_paths() {
         0,
         "no queue created"
     );
+    // A directory of other files is not made a queue by enqueue/import.
+    std::fs::write(empty.path().join("notes.txt"), b"mine").unwrap();
+    for args in [vec!["enqueue", e, "x"], vec!["import", e]] {
+        let run = walq_stdin(&args, Some("{\"walq_export\":1}\n"));
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("holds files but no walq queue"),
+            "{}",
+            run.stderr
+        );
+        let names: Vec<_> = std::fs::read_dir(empty.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{args:?} created files: {names:?}");
+    }
 }
 
 /// What an export says about each item, without ids and times.

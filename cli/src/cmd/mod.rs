@@ -101,7 +101,42 @@ pub fn open_store_with(dir: &Path, existing: bool, opts: Options) -> Result<Stor
             ));
         }
     }
+    if !existing {
+        refuse_foreign(dir)?;
+    }
     Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
+}
+
+/// Refuses a directory that holds files but none of a queue (no `LOCK`,
+/// which a queue's first open creates, and no `.wal` file, which a copy
+/// of a queue without its `LOCK` still has): `walq enqueue ~ job` must not
+/// scatter a queue's files among a home directory's. A new or empty
+/// directory is made a queue.
+fn refuse_foreign(dir: &Path) -> Result<(), Fail> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // missing (created by the open) or reported by it
+    };
+    let mut any = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == walq::LOCK_FILE || name.ends_with(".wal") {
+            return Ok(());
+        }
+        any = true;
+    }
+    if !any {
+        return Ok(());
+    }
+    Err(Fail::new(
+        crate::fail::UNREADABLE,
+        format!(
+            "{}: holds files but no walq queue (no {} or .wal file); a queue is only \
+             created in a new or empty directory",
+            dir.display(),
+            walq::LOCK_FILE
+        ),
+    ))
 }
 
 /// Syncs and closes a store opened by [`open_store`].

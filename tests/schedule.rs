@@ -408,3 +408,36 @@ fn the_thread_ticks_and_shuts_down() {
     assert_eq!(again.tick().unwrap(), Default::default());
     assert_eq!(take_ticks(&q).len(), 1);
 }
+
+/// A schedule registered while the thread waits out a long poll is run
+/// when its ticks are due, not at the end of that wait: `register` wakes
+/// the thread. Before, a minutely schedule registered next to a thread
+/// polling hourly had its ticks collapsed into one job (or skipped).
+#[test]
+fn registering_wakes_the_thread() {
+    let (dir, clock) = setup();
+    let (q, s) = open(dir.path(), &clock);
+    s.register(Schedule::cron("daily", "0 3 * * *").unwrap())
+        .unwrap();
+    let thread = s.spawn(Duration::from_secs(3600)).unwrap();
+    clock.set(1_700_017_200_000); // 03:00: the daily tick
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // The thread waits past a tick (no poll is due for an hour)...
+    until("the thread ran the daily tick", &|| q.stats().ready == 1);
+    // ...and now waits for the next one, a day away, or the hourly poll.
+    std::thread::sleep(Duration::from_millis(50));
+    s.register(Schedule::every("often", Duration::from_secs(1)).unwrap())
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    until("the new schedule ran without waiting for the poll", &|| {
+        q.stats().ready == 2
+    });
+    assert_eq!(thread.last_error(), None);
+    thread.shutdown();
+}

@@ -2,9 +2,11 @@
 //! due ticks.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::codec::{self, Entry, MAX_SCHEDULES};
 use super::definition::Schedule;
@@ -36,6 +38,11 @@ struct Inner {
     store: Store,
     /// The file's content, sorted by name; changed only after a save.
     entries: Mutex<Vec<Entry>>,
+    /// Changes of the schedules so far, and the condition the threads of
+    /// [`Scheduler::spawn`] wait on: a registration or removal, or a
+    /// thread told to stop, wakes them.
+    changes: Mutex<u64>,
+    changed: Condvar,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -138,6 +145,8 @@ impl Scheduler {
                 clock,
                 store,
                 entries: Mutex::new(entries),
+                changes: Mutex::new(0),
+                changed: Condvar::new(),
             }),
         })
     }
@@ -190,6 +199,8 @@ impl Scheduler {
         };
         self.inner.store.save(&next)?;
         *entries = next;
+        drop(entries);
+        self.wake_threads(true);
         Ok(outcome)
     }
 
@@ -204,6 +215,8 @@ impl Scheduler {
         next.remove(i);
         self.inner.store.save(&next)?;
         *entries = next;
+        drop(entries);
+        self.wake_threads(true);
         Ok(true)
     }
 
@@ -324,6 +337,30 @@ impl Scheduler {
 
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// Wakes the threads waiting in [`Scheduler::wait_for_change`]:
+    /// `changed` when the schedules changed (their next tick may be
+    /// sooner than the one they wait for), else to look at their stop
+    /// flags.
+    pub(crate) fn wake_threads(&self, changed: bool) {
+        let mut changes = self.inner.changes.lock();
+        if changed {
+            *changes += 1;
+        }
+        self.inner.changed.notify_all();
+    }
+
+    /// Waits up to `wait` unless `stop` is set or the schedules changed
+    /// since `seen` (the count of changes this thread has seen, updated).
+    /// Both are checked under the lock `wake_threads` takes, so a wakeup
+    /// between the check and the wait is not lost.
+    pub(crate) fn wait_for_change(&self, seen: &mut u64, stop: &AtomicBool, wait: Duration) {
+        let mut changes = self.inner.changes.lock();
+        if !stop.load(Ordering::Acquire) && *changes == *seen {
+            self.inner.changed.wait_for(&mut changes, wait);
+        }
+        *seen = *changes;
     }
 }
 

@@ -1,11 +1,12 @@
 //! A background thread that calls [`Scheduler::tick`], with a clean
 //! shutdown.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use super::scheduler::Scheduler;
 use crate::error::{Error, ErrorKind, Result};
@@ -14,7 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 /// thread too (and waits for it).
 #[derive(Debug)]
 pub struct SchedulerThread {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    sched: Scheduler,
+    stop: Arc<AtomicBool>,
     last_error: Arc<Mutex<Option<String>>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -22,8 +24,10 @@ pub struct SchedulerThread {
 impl Scheduler {
     /// Starts a thread that calls [`Scheduler::tick`] whenever a tick is
     /// due, and at least every `poll` (so a clock stepped forward is
-    /// noticed). An error is kept for [`SchedulerThread::last_error`] and
-    /// the thread goes on; the failed tick is tried again after `poll`.
+    /// noticed). A schedule registered (or removed) while it waits wakes
+    /// it, so a new schedule's ticks are not held up by the poll. An
+    /// error is kept for [`SchedulerThread::last_error`] and the thread
+    /// goes on; the failed tick is tried again after `poll`.
     pub fn spawn(&self, poll: Duration) -> Result<SchedulerThread> {
         if poll.is_zero() {
             return Err(Error::new(
@@ -31,7 +35,7 @@ impl Scheduler {
                 "the scheduler's poll interval must be more than zero",
             ));
         }
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
         let last_error = Arc::new(Mutex::new(None));
         let (sched, s, errors) = (self.clone(), stop.clone(), last_error.clone());
         let handle = std::thread::Builder::new()
@@ -39,6 +43,7 @@ impl Scheduler {
             .spawn(move || run(&sched, &s, &errors, poll))
             .map_err(|e| Error::io("starting the scheduler thread", &self.path(), e))?;
         Ok(SchedulerThread {
+            sched: self.clone(),
             stop,
             last_error,
             handle: Some(handle),
@@ -56,12 +61,8 @@ impl Scheduler {
     }
 }
 
-fn run(
-    sched: &Scheduler,
-    stop: &(Mutex<bool>, Condvar),
-    last_error: &Mutex<Option<String>>,
-    poll: Duration,
-) {
+fn run(sched: &Scheduler, stop: &AtomicBool, last_error: &Mutex<Option<String>>, poll: Duration) {
+    let mut seen = 0;
     loop {
         let wait = match sched.tick() {
             Ok(_) => sched.wait_hint(poll),
@@ -70,11 +71,8 @@ fn run(
                 poll
             }
         };
-        let mut stopped = stop.0.lock();
-        if !*stopped {
-            stop.1.wait_for(&mut stopped, wait);
-        }
-        if *stopped {
+        sched.wait_for_change(&mut seen, stop, wait);
+        if stop.load(Ordering::Acquire) {
             return;
         }
     }
@@ -94,8 +92,8 @@ impl SchedulerThread {
     }
 
     fn stop_and_join(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
+        self.stop.store(true, Ordering::Release);
+        self.sched.wake_threads(false);
         if let Some(handle) = self.handle.take() {
             // A tick never panics on input or disk errors; if the thread
             // did panic there is nothing left to stop.

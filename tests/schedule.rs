@@ -441,3 +441,38 @@ fn registering_wakes_the_thread() {
     assert_eq!(thread.last_error(), None);
     thread.shutdown();
 }
+
+/// A schedule whose enqueue keeps failing does not hold the others up:
+/// after a tick that returned its error the thread still wakes for the
+/// next due tick of the healthy ones, not only after the poll. Before,
+/// every tick failed, the thread waited the whole poll each time, and an
+/// every-second schedule ran (one collapsed job) once per poll.
+#[test]
+fn a_failing_schedule_does_not_hold_the_thread_to_the_poll() {
+    let (dir, clock) = setup();
+    let q = Queue::open_with(dir.path(), common::opts(&clock).max_payload(1024)).unwrap();
+    let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+    let every_second = |name: &str| Schedule::every(name, Duration::from_secs(1)).unwrap();
+    s.register(every_second("bad").payload(vec![0u8; 4096]))
+        .unwrap();
+    s.register(every_second("good")).unwrap();
+    let thread = s.spawn(Duration::from_secs(3600)).unwrap();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    for n in 1..=3 {
+        clock.advance(Duration::from_secs(1));
+        until("the healthy schedule ran its tick", &|| {
+            q.stats().ready == n
+        });
+    }
+    let err = thread.last_error().expect("the bad schedule's error");
+    assert!(err.contains("\"bad\""), "{err}");
+    thread.shutdown();
+    let ticks = take_ticks(&q);
+    assert!(ticks.iter().all(|t| t.0 == "good"), "{ticks:?}");
+}

@@ -240,6 +240,18 @@ impl Scheduler {
         next.min().map(|s| s.saturating_mul(1000))
     }
 
+    /// The soonest next tick of any schedule that is after `after`
+    /// (seconds since the epoch), leaving out ticks at or before it (those
+    /// a failed [`Scheduler::tick`] at `after` left due).
+    pub(crate) fn next_due_after(&self, after: u64) -> Option<u64> {
+        let entries = self.inner.entries.lock();
+        let next = entries
+            .iter()
+            .filter_map(|e| e.schedule.spec.next_after(e.cursor))
+            .filter(|&t| t > after);
+        next.min()
+    }
+
     /// Enqueues one job for each schedule with a due tick, skips missed
     /// ticks per policy, then records the progress in the schedule file.
     ///

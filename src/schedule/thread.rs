@@ -27,7 +27,8 @@ impl Scheduler {
     /// noticed). A schedule registered (or removed) while it waits wakes
     /// it, so a new schedule's ticks are not held up by the poll. An
     /// error is kept for [`SchedulerThread::last_error`] and the thread
-    /// goes on; the failed tick is tried again after `poll`.
+    /// goes on; the failed tick is tried again when the next tick of any
+    /// schedule is due, or after `poll`.
     pub fn spawn(&self, poll: Duration) -> Result<SchedulerThread> {
         if poll.is_zero() {
             return Err(Error::new(
@@ -50,13 +51,17 @@ impl Scheduler {
         })
     }
 
-    /// How long to wait before the next tick: until the next one is due,
-    /// at most `poll`, at least a millisecond.
-    fn wait_hint(&self, poll: Duration) -> Duration {
+    /// How long to wait before the next tick: until the next tick after
+    /// `ticked_at` (the second a tick was just run for) is due, at most
+    /// `poll`, at least a millisecond. A tick at or before `ticked_at`
+    /// still due is one whose enqueue failed: it is tried again with the
+    /// next tick that comes due, or after `poll`, neither in a busy loop
+    /// nor holding the other schedules to the poll.
+    fn wait_hint(&self, poll: Duration, ticked_at: u64) -> Duration {
         let now = self.clock().now_ms();
-        let until = self
-            .next_due_ms()
-            .map_or(poll, |due| Duration::from_millis(due.saturating_sub(now)));
+        let until = self.next_due_after(ticked_at).map_or(poll, |due| {
+            Duration::from_millis(due.saturating_mul(1000).saturating_sub(now))
+        });
         until.min(poll).max(Duration::from_millis(1))
     }
 }
@@ -64,13 +69,13 @@ impl Scheduler {
 fn run(sched: &Scheduler, stop: &AtomicBool, last_error: &Mutex<Option<String>>, poll: Duration) {
     let mut seen = 0;
     loop {
-        let wait = match sched.tick() {
-            Ok(_) => sched.wait_hint(poll),
-            Err(e) => {
-                *last_error.lock() = Some(e.to_string());
-                poll
-            }
-        };
+        // `tick` reads the clock after this: every schedule it left due
+        // at this second or before failed.
+        let ticked_at = sched.clock().now_ms() / 1000;
+        if let Err(e) = sched.tick() {
+            *last_error.lock() = Some(e.to_string());
+        }
+        let wait = sched.wait_hint(poll, ticked_at);
         sched.wait_for_change(&mut seen, stop, wait);
         if stop.load(Ordering::Acquire) {
             return;

@@ -476,3 +476,34 @@ fn a_failing_schedule_does_not_hold_the_thread_to_the_poll() {
     let ticks = take_ticks(&q);
     assert!(ticks.iter().all(|t| t.0 == "good"), "{ticks:?}");
 }
+
+/// A schedule whose last tick is due but not yet run is still registered
+/// (and run) by a program that registers its schedules at every start;
+/// re-registering it unchanged is `Unchanged`, before and after that last
+/// tick ran. Before, `register` refused it ("never fires after now"), so
+/// a program that stops on that error never ran the tick.
+#[test]
+fn a_last_tick_still_due_is_run_after_a_restart() {
+    let (dir, clock) = setup();
+    let once = || Schedule::cron("new-year", "0 0 0 1 1 * 2024").unwrap();
+    let new_year = 1_704_067_200; // 2024-01-01T00:00:00Z
+    {
+        let (_q, s) = open(dir.path(), &clock);
+        assert_eq!(s.register(once()).unwrap(), Registered::Added);
+    }
+    clock.set((new_year + 30) * 1000); // down over the tick
+    let (q, s) = open(dir.path(), &clock);
+    assert_eq!(s.register(once()).unwrap(), Registered::Unchanged);
+    assert_eq!(s.tick().unwrap().fired.len(), 1);
+    assert_eq!(take_ticks(&q), vec![("new-year".to_string(), new_year)]);
+    drop((q, s));
+    clock.advance(Duration::from_secs(3600));
+    let (q, s) = open(dir.path(), &clock);
+    assert_eq!(s.register(once()).unwrap(), Registered::Unchanged);
+    assert!(s.tick().unwrap().fired.is_empty());
+    assert!(take_ticks(&q).is_empty());
+    // A schedule added after its last tick is still refused.
+    let past = Schedule::cron("past", "0 0 0 1 1 * 2024").unwrap();
+    let err = s.register(past).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions);
+}

@@ -178,16 +178,28 @@ impl Scheduler {
             }
             Err(_) => now,
         };
-        if schedule.spec.next_after(cursor.max(now)).is_none() {
+        let entry = Entry { schedule, cursor };
+        if found.is_ok_and(|i| same(&entries[i], &entry)) {
+            return Ok(Registered::Unchanged);
+        }
+        // A registered schedule keeps its progress: a tick after its
+        // cursor that is due already (not run yet) still counts.
+        if entry.schedule.spec.next_after(cursor).is_none() {
             return Err(Error::new(
                 ErrorKind::InvalidOptions,
-                format!("schedule {:?} never fires after now", schedule.name),
+                format!(
+                    "schedule {:?} never fires after {}",
+                    entry.schedule.name,
+                    if found.is_ok() {
+                        "its last tick"
+                    } else {
+                        "now"
+                    }
+                ),
             ));
         }
-        let entry = Entry { schedule, cursor };
         let mut next = entries.clone();
         let outcome = match found {
-            Ok(i) if same(&next[i], &entry) => return Ok(Registered::Unchanged),
             Ok(i) => {
                 next[i] = entry;
                 Registered::Updated

@@ -331,10 +331,10 @@ fn invalid_cron_is_a_clear_error() {
     let (dir, clock) = setup();
     let (_q, s) = open(dir.path(), &clock);
     let past = Schedule::cron("past", "0 0 0 1 1 * 2020").unwrap();
-    assert_eq!(
-        s.register(past).unwrap_err().kind(),
-        ErrorKind::InvalidOptions
-    );
+    let err = s.register(past).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions);
+    // The message names the expression, as docs/recurring.md says.
+    assert!(err.to_string().contains("0 0 0 1 1 * 2020"), "{err}");
     assert!(!dir.path().join(SCHEDULE_FILE).exists(), "nothing written");
 }
 

@@ -188,8 +188,14 @@ impl Scheduler {
             return Err(Error::new(
                 ErrorKind::InvalidOptions,
                 format!(
-                    "schedule {:?} never fires after {}",
+                    "schedule {:?}{} never fires after {}",
                     entry.schedule.name,
+                    entry
+                        .schedule
+                        .spec
+                        .cron_text()
+                        .map(|t| format!(" (cron expression {t:?})"))
+                        .unwrap_or_default(),
                     if found.is_ok() {
                         "its last tick"
                     } else {

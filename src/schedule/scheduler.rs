@@ -113,6 +113,11 @@ pub struct ScheduleInfo {
 
 impl Scheduler {
     /// The scheduler of `queue`'s directory, on the system clock.
+    ///
+    /// Its schedules enqueue into `queue`. The directory has one schedule
+    /// file, which does not record the queue: in a store with named
+    /// queues, open the scheduler on the same queue on every run (see
+    /// docs/recurring.md, "Named queues").
     pub fn open(queue: &Queue) -> Result<Scheduler> {
         Scheduler::open_with_clock(queue, SystemClock)
     }

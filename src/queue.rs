@@ -835,7 +835,10 @@ impl Queue {
         }
     }
 
-    /// Counts and sizes.
+    /// Counts and sizes. For a named queue of a store, `ready`, `delayed`
+    /// and `in_flight` are this queue's; the other fields (dead letters,
+    /// totals, disk) are the store's ([`Store::stats`] lists every queue's
+    /// counts).
     pub fn stats(&self) -> Stats {
         let mut st = self.inner.state.lock();
         let now = st.now(self.clock());

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use walq::jetstream::{JetStream, JetStreamStats};
 use walq::worker::{Backend, JobStatus};
-use walq::EnqueueOptions;
+use walq::{EnqueueOptions, ErrorKind};
 
 /// Waits until the stats match: in a replicated stream, counts follow an
 /// enqueue or an ack through the stream's and consumer's own logs, a
@@ -104,4 +104,81 @@ fn an_async_pool_runs_on_jetstream_from_another_runtime() {
     for id in ids {
         assert!(matches!(js.status(id).unwrap(), JobStatus::Done { .. }));
     }
+}
+
+/// Publishes `payload` on `subject` as a plain core-NATS client would
+/// (a raw connection to the cluster's first server) and returns the
+/// reply: for a subject a stream captures, its PubAck. For the tests that
+/// put bytes walq did not write where walq reads.
+fn raw_publish(urls: &str, subject: &str, payload: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let addr = urls
+        .split(',')
+        .next()
+        .and_then(|u| u.strip_prefix("nats://"))
+        .expect("a nats:// url");
+    let stream = std::net::TcpStream::connect(addr).expect("connect to nats-server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the server's INFO");
+    let mut out = Vec::new();
+    out.extend_from_slice(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+    out.extend_from_slice(b"SUB _INBOX.walqtest 1\r\n");
+    out.extend_from_slice(
+        format!("PUB {subject} _INBOX.walqtest {}\r\n", payload.len()).as_bytes(),
+    );
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    writer.write_all(&out).unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("the PubAck");
+        if line.starts_with("PING") {
+            writer.write_all(b"PONG\r\n").unwrap();
+        } else if let Some(rest) = line.strip_prefix("MSG ") {
+            let len: usize = rest.split_whitespace().last().unwrap().parse().unwrap();
+            let mut body = vec![0; len + 2];
+            reader.read_exact(&mut body).unwrap();
+            body.truncate(len);
+            return String::from_utf8_lossy(&body).into_owned();
+        } else if line.starts_with("-ERR") {
+            panic!("nats-server refused the publish: {line}");
+        }
+    }
+}
+
+#[test]
+fn a_job_record_that_does_not_decode_is_an_error_not_a_hang() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "badrecord");
+    let id = js.enqueue(b"job", EnqueueOptions::new()).unwrap().id;
+    // Bytes that are no job record, where the job's record is.
+    let ack = raw_publish(
+        &cluster.urls(),
+        &format!("$KV.WALQ_badrecord_jobs.{id}"),
+        b"not a record",
+    );
+    assert!(ack.contains("\"seq\""), "no PubAck: {ack}");
+
+    // Leasing the job's message must say so, not retry for ever (it read
+    // no record, tried to create one, found one and read again).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let leaser = js.clone();
+    std::thread::spawn(move || {
+        let got = leaser.lease(Duration::from_secs(30), Duration::from_secs(10));
+        let _ = tx.send(got.map(|d| d.map(|d| d.id())));
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("lease never returned: it loops on a record it cannot decode");
+    let err = got.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    // And `status` says so, rather than `Unknown`.
+    let err = js.status(id).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }

@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::ServerAddr;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::jetstream::config::JetStreamConfig;
 use crate::jetstream::headers::JobHeaders;
 use crate::jetstream::nats_err;
@@ -144,7 +144,21 @@ impl Inner {
         if !matches!(op, None | Some("PUT")) || marker {
             return Ok(None);
         }
-        Ok(Record::decode(&msg.payload).map(|r| (r, msg.sequence)))
+        // Bytes that are no record are an error, not an absent record: the
+        // lease would try to create one, find it taken and read again, for
+        // ever.
+        match Record::decode(&msg.payload) {
+            Some(rec) => Ok(Some((rec, msg.sequence))),
+            None => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "record of job {id} in bucket {} (revision {}, {} bytes) is not a walq job record",
+                    self.cfg.bucket(),
+                    msg.sequence,
+                    msg.payload.len()
+                ),
+            )),
+        }
     }
 
     /// Creates job `id`'s record; `Stale` if it exists.

@@ -182,3 +182,43 @@ fn a_job_record_that_does_not_decode_is_an_error_not_a_hang() {
     let err = js.status(id).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }
+
+#[test]
+fn durations_too_long_to_add_to_the_clock_do_not_wrap() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "farfuture");
+    // A delay past every clock: the job is delayed, not ready at once.
+    let later = js
+        .enqueue(b"later", EnqueueOptions::new().delay(Duration::MAX))
+        .unwrap()
+        .id;
+    assert!(
+        matches!(js.status(later).unwrap(), JobStatus::Delayed { .. }),
+        "{:?}",
+        js.status(later).unwrap()
+    );
+    let now = js.enqueue(b"now", EnqueueOptions::new()).unwrap().id;
+    // A lease as long as a Duration goes: still held when settled.
+    let d = js
+        .lease(Duration::MAX, Duration::from_secs(10))
+        .unwrap()
+        .expect("the ready job");
+    assert_eq!(d.id(), now);
+    js.extend(d.lease(), Duration::MAX).unwrap();
+    // A retry after the longest delay: delayed, not ready at once.
+    js.retry(d.lease(), Some(Duration::MAX), "much later")
+        .unwrap();
+    assert!(
+        matches!(
+            js.status(now).unwrap(),
+            JobStatus::Delayed { attempts: 1, .. }
+        ),
+        "{:?}",
+        js.status(now).unwrap()
+    );
+    let early = js
+        .lease(Duration::from_secs(30), Duration::from_secs(2))
+        .unwrap()
+        .map(|d| (d.id(), d.attempt()));
+    assert_eq!(early, None, "jobs {later} (delayed) and {now} (retried)");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::jetstream::headers::{id_of_key, random_id, JobHeaders};
-use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::record::{ms_after, now_ms, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::jetstream::{JetStream, JetStreamStats};
 use crate::options::{EnqueueOptions, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
@@ -80,7 +80,7 @@ impl Inner {
         let due_ms = if opts.delay.is_zero() {
             0
         } else {
-            now_ms() + opts.delay.as_millis() as u64
+            ms_after(now_ms(), opts.delay)
         };
         let rec = Record::new(max_attempts, due_ms, opts.key.clone());
         let id = match &opts.key {

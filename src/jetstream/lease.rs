@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::jetstream::backend::JetStreamLease;
 use crate::jetstream::headers::JobHeaders;
 use crate::jetstream::nats_err;
-use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::record::{ms_after, now_ms, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::worker::Delivery;
 
@@ -181,7 +181,7 @@ impl Inner {
                     leased.attempts += 1;
                     leased.copy = h.copy;
                     leased.msg_seq = seq;
-                    leased.lease_expires_ms = now_ms() + visibility.as_millis() as u64;
+                    leased.lease_expires_ms = ms_after(now_ms(), visibility);
                     let Cas::Written(rev) = self.cas(h.id, &leased, rev).await? else {
                         continue;
                     };

@@ -139,13 +139,27 @@ pub(crate) fn now_ms() -> u64 {
     SystemClock.now_ms()
 }
 
+/// The time `d` after `now` (ms since the epoch), saturating: a delay or a
+/// lease as long as a `Duration` goes ends at the end of time, never
+/// (wrapped around) in the past.
+pub(crate) fn ms_after(now: u64, d: std::time::Duration) -> u64 {
+    now.saturating_add(crate::clock::ms(d))
+}
+
+/// The latest time a schedule is written for: 2200-01-01T00:00:00Z. A
+/// schedule at 9999-12-31T23:59:59Z fired at once (nats-server 2.15.1;
+/// likely its nanoseconds since the epoch, an `i64`, end in 2262), which
+/// made a delay of `Duration::MAX` no delay at all.
+const LAST_SCHEDULE_SECOND: i64 = 7_258_118_400;
+
 /// `ms` since the epoch as RFC 3339 UTC, rounded up to the second (a
-/// schedule may fire late, never early).
+/// schedule may fire late, never early); a time past 2200 (a delay of
+/// "for ever") is written as 2200-01-01T00:00:00Z.
 pub(crate) fn rfc3339_ceil(ms: u64) -> String {
     // `u64::MAX / 1000` rounded up is below `i64::MAX`: the fallback is
     // never taken.
     let secs = i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX);
-    format!("{}Z", civil_text(secs))
+    format!("{}Z", civil_text(secs.min(LAST_SCHEDULE_SECOND)))
 }
 
 #[cfg(test)]
@@ -159,6 +173,8 @@ mod tests {
         // 2026-11-30T08:07:01Z
         assert_eq!(rfc3339_ceil(1_796_026_021_000), "2026-11-30T08:07:01Z");
         assert_eq!(rfc3339_ceil(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_ceil(u64::MAX), "2200-01-01T00:00:00Z");
+        assert_eq!(ms_after(5, std::time::Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::done::MAX_RESULT_LEN;
 use crate::error::{Error, ErrorKind, Result};
 use crate::jetstream::backend::JetStreamLease;
 use crate::jetstream::headers::{random_id, JobHeaders};
-use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::record::{ms_after, now_ms, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::jetstream::{lease_lost, nats_err};
 use crate::options::MAX_ERROR_LEN;
@@ -79,7 +79,7 @@ impl Inner {
         retrying.state = State::Retrying;
         retrying.copy += 1;
         retrying.msg_seq = 0;
-        retrying.due_ms = now_ms() + delay.as_millis() as u64;
+        retrying.due_ms = ms_after(now_ms(), delay);
         retrying.lease_expires_ms = 0;
         retrying.error = Some(error_text(error));
         let rev = self.fenced(lease, &held, &retrying).await?;
@@ -134,7 +134,7 @@ impl Inner {
     pub(crate) async fn extend(&self, lease: &JetStreamLease, visibility: Duration) -> Result<()> {
         let mut held = lease.state.held.lock().await;
         let mut extended = held.0.clone();
-        extended.lease_expires_ms = now_ms() + visibility.as_millis() as u64;
+        extended.lease_expires_ms = ms_after(now_ms(), visibility);
         held.1 = self.fenced(lease, &held, &extended).await?;
         held.0 = extended;
         // Restarts the server's AckWait for this delivery.

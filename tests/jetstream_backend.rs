@@ -222,3 +222,40 @@ fn durations_too_long_to_add_to_the_clock_do_not_wrap() {
         .map(|d| (d.id(), d.attempt()));
     assert_eq!(early, None, "jobs {later} (delayed) and {now} (retried)");
 }
+
+#[test]
+fn a_reconnect_applies_a_changed_ack_wait_and_retention() {
+    let cluster = nats_cluster::Cluster::start();
+    let first = cluster.connect(
+        |c| {
+            c.ack_wait(Duration::from_secs(1))
+                .retention(Duration::from_secs(1))
+        },
+        "changed",
+    );
+    drop(first);
+    let js = cluster.connect(
+        |c| {
+            c.ack_wait(Duration::from_secs(600))
+                .retention(Duration::from_secs(600))
+        },
+        "changed",
+    );
+    let key = EnqueueOptions::new().idempotency_key("once");
+    let id = js.enqueue(b"slow", key.clone()).unwrap().id;
+    let d = js
+        .lease(Duration::from_secs(600), Duration::from_secs(10))
+        .unwrap()
+        .expect("the job");
+    assert_eq!(d.id(), id);
+    // An AckWait of 600 s: not handed to a second worker meanwhile (with
+    // the first connect's 1 s it was, while the first still held it).
+    let again = js
+        .lease(Duration::from_secs(600), Duration::from_secs(4))
+        .unwrap();
+    assert!(again.is_none(), "job {id} delivered twice");
+    // A retention of 600 s: the key is still the job's.
+    let dup = js.enqueue(b"slow", key).unwrap();
+    assert_eq!((dup.id, dup.duplicate), (id, true));
+    js.complete(d.lease(), None).unwrap();
+}

@@ -50,18 +50,33 @@ impl Inner {
         let js = jetstream::ContextBuilder::new()
             .timeout(cfg.timeout)
             .build(client.clone());
+        // Created, or, when it exists, brought to this configuration's
+        // AckWait, MaxAckPending and retention (the streams' duplicate
+        // window, the bucket's max age): kept as they were created, they
+        // would silently break what this configuration promises (a lease
+        // handed to a second worker while its handler runs, a key
+        // forgotten early). Anything else an operator set stays.
         let work = js
             .get_or_create_stream(work_stream(&cfg))
             .await
             .map_err(|e| nats_err(&format!("create stream {}", cfg.stream()), e))?;
+        keep_retention(&js, &work, cfg.retention, false).await?;
         let dead = js
             .get_or_create_stream(dead_stream(&cfg))
             .await
             .map_err(|e| nats_err(&format!("create stream {}", cfg.dead_stream()), e))?;
-        let consumer = work
+        keep_retention(&js, &dead, cfg.retention, false).await?;
+        let mut consumer = work
             .get_or_create_consumer(&cfg.consumer(), consumer_config(&cfg))
             .await
             .map_err(|e| nats_err(&format!("create consumer {}", cfg.consumer()), e))?;
+        let held = &consumer.cached_info().config;
+        if held.ack_wait != cfg.ack_wait || held.max_ack_pending != cfg.max_ack_pending {
+            consumer = work
+                .update_consumer(consumer_config(&cfg))
+                .await
+                .map_err(|e| nats_err(&format!("update consumer {}", cfg.consumer()), e))?;
+        }
         let kv = match js.get_key_value(cfg.bucket()).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -69,6 +84,7 @@ impl Inner {
                 .await
                 .map_err(|e| nats_err(&format!("create bucket {}", cfg.bucket()), e))?,
         };
+        keep_retention(&js, &kv.stream, cfg.retention, true).await?;
         let inner = Inner {
             cfg,
             client,
@@ -224,6 +240,33 @@ impl Inner {
     pub(crate) async fn ack(&self, reply: &str) {
         let _ = self.client.request(reply.to_string(), "+ACK".into()).await;
     }
+}
+
+/// Sets an existing stream's duplicate window (and, for the job bucket's
+/// stream, its max age) to `retention` where it differs; the rest of its
+/// configuration stays.
+async fn keep_retention(
+    js: &jetstream::Context,
+    stream: &stream::Stream,
+    retention: std::time::Duration,
+    bucket: bool,
+) -> Result<()> {
+    let mut config = stream.cached_info().config.clone();
+    let name = config.name.clone();
+    let before = (config.duplicate_window, config.max_age);
+    if bucket {
+        config.max_age = retention;
+        // The window may not outlast the max age.
+        config.duplicate_window = config.duplicate_window.min(retention);
+    } else {
+        config.duplicate_window = retention;
+    }
+    if (config.duplicate_window, config.max_age) != before {
+        js.update_stream(config)
+            .await
+            .map_err(|e| nats_err(&format!("set the retention of stream {name}"), e))?;
+    }
+    Ok(())
 }
 
 fn work_stream(cfg: &JetStreamConfig) -> stream::Config {

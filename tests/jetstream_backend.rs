@@ -259,3 +259,16 @@ fn a_reconnect_applies_a_changed_ack_wait_and_retention() {
     assert_eq!((dup.id, dup.duplicate), (id, true));
     js.complete(d.lease(), None).unwrap();
 }
+
+#[test]
+fn errors_with_the_cluster_gone_say_what_failed() {
+    let mut cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c.timeout(Duration::from_secs(2)), "gone");
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let err = js.stats().unwrap_err();
+    assert!(err.to_string().contains("WALQ_gone"), "{err}");
+    let err = js.dead_letters().unwrap_err();
+    assert!(err.to_string().contains("WALQ_gone_DEAD"), "{err}");
+}

@@ -75,7 +75,15 @@ impl Inner {
                     out.push(letter_of(&msg));
                 }
                 Err(e) if e.to_string().contains("no message found") => return Ok(out),
-                Err(e) => return Err(nats_err("read dead letters", e)),
+                Err(e) => {
+                    return Err(nats_err(
+                        &format!(
+                            "read dead letters of stream {} from sequence {seq}",
+                            self.cfg.dead_stream()
+                        ),
+                        e,
+                    ))
+                }
             }
         }
     }
@@ -153,7 +161,15 @@ impl Inner {
             .delete_message(seq)
             .await
             .map(|_| ())
-            .map_err(|e| nats_err("delete dead letter", e))
+            .map_err(|e| {
+                nats_err(
+                    &format!(
+                        "delete dead letter at sequence {seq} of stream {}",
+                        self.cfg.dead_stream()
+                    ),
+                    e,
+                )
+            })
     }
 }
 

@@ -100,10 +100,18 @@ impl Inner {
             .expires(wait.max(Duration::from_millis(10)))
             .messages()
             .await
-            .map_err(|e| nats_err("pull request", e))?;
+            .map_err(|e| {
+                nats_err(
+                    &format!("pull request to consumer {}", self.cfg.consumer()),
+                    e,
+                )
+            })?;
         match batch.next().await {
             Some(Ok(msg)) => Ok(Some(msg)),
-            Some(Err(e)) => Err(nats_err("pull", e)),
+            Some(Err(e)) => Err(nats_err(
+                &format!("pull from consumer {}", self.cfg.consumer()),
+                e,
+            )),
             None => Ok(None),
         }
     }
@@ -112,7 +120,15 @@ impl Inner {
     fn incoming(&self, msg: &Message) -> Result<Incoming> {
         let seq = msg
             .info()
-            .map_err(|e| nats_err("ack subject", e))?
+            .map_err(|e| {
+                nats_err(
+                    &format!(
+                        "ack subject of a delivery from consumer {}",
+                        self.cfg.consumer()
+                    ),
+                    e,
+                )
+            })?
             .stream_sequence;
         let reply = msg
             .reply

@@ -141,7 +141,12 @@ impl Inner {
         self.client
             .publish(lease.state.reply.clone(), "+WPI".into())
             .await
-            .map_err(|e| nats_err("in-progress ack", e))
+            .map_err(|e| {
+                nats_err(
+                    &format!("in-progress ack of job {}", lease.state.headers.id),
+                    e,
+                )
+            })
     }
 }
 

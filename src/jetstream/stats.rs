@@ -33,12 +33,12 @@ impl Inner {
             .work
             .get_info()
             .await
-            .map_err(|e| nats_err("stream info", e))?;
+            .map_err(|e| nats_err(&format!("info of stream {}", self.cfg.stream()), e))?;
         let dead = self
             .dead
             .get_info()
             .await
-            .map_err(|e| nats_err("dead stream info", e))?;
+            .map_err(|e| nats_err(&format!("info of stream {}", self.cfg.dead_stream()), e))?;
         let consumer = self
             .js
             .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
@@ -46,10 +46,19 @@ impl Inner {
                 self.cfg.stream(),
             )
             .await
-            .map_err(|e| nats_err("consumer", e))?
+            .map_err(|e| {
+                nats_err(
+                    &format!(
+                        "consumer {} of stream {}",
+                        self.cfg.consumer(),
+                        self.cfg.stream()
+                    ),
+                    e,
+                )
+            })?
             .info()
             .await
-            .map_err(|e| nats_err("consumer info", e))?
+            .map_err(|e| nats_err(&format!("info of consumer {}", self.cfg.consumer()), e))?
             .clone();
         let in_flight = consumer.num_ack_pending as u64;
         Ok(JetStreamStats {

@@ -272,3 +272,29 @@ fn errors_with_the_cluster_gone_say_what_failed() {
     let err = js.dead_letters().unwrap_err();
     assert!(err.to_string().contains("WALQ_gone_DEAD"), "{err}");
 }
+
+#[test]
+fn a_duplicate_enqueue_of_a_delayed_job_leaves_its_payload_alone() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "dupdelay");
+    let opts = EnqueueOptions::new()
+        .idempotency_key("k")
+        .delay(Duration::from_secs(2));
+    let first = js.enqueue(b"first", opts.clone()).unwrap();
+    let second = js.enqueue(b"second", opts).unwrap();
+    assert_eq!((second.id, second.duplicate), (first.id, true));
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(20))
+        .unwrap()
+        .expect("the delayed job");
+    assert_eq!(
+        (d.id(), String::from_utf8_lossy(d.payload()).into_owned()),
+        (first.id, "first".to_string())
+    );
+    js.complete(d.lease(), None).unwrap();
+    let again = js
+        .lease(Duration::from_secs(30), Duration::from_secs(4))
+        .unwrap()
+        .map(|d| (d.id(), String::from_utf8_lossy(d.payload()).into_owned()));
+    assert_eq!(again, None);
+}

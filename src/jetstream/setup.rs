@@ -202,7 +202,7 @@ impl Inner {
     /// Publishes copy `h.copy` of a job, ready at `due_ms` (a message
     /// schedule when that is in the future), and waits for the stream to
     /// store it. The `Nats-Msg-Id` makes a second publish of the same copy
-    /// a no-op inside the duplicate window.
+    /// (immediate or scheduled) a no-op inside the duplicate window.
     pub(crate) async fn publish_copy(
         &self,
         h: &JobHeaders,
@@ -210,6 +210,11 @@ impl Inner {
         due_ms: u64,
     ) -> Result<()> {
         let mut headers = h.to_map();
+        // On a schedule too: a second schedule on the copy's subject
+        // replaces the first, so a duplicate enqueue of a delayed job (which
+        // publishes its copy 0 again, see `duplicate`) would put its own
+        // payload in place of the job's.
+        headers.insert("Nats-Msg-Id", format!("walq-{}-{}", h.id, h.copy).as_str());
         let subject = if due_ms > now_ms() {
             headers.insert(
                 "Nats-Schedule",
@@ -218,7 +223,6 @@ impl Inner {
             headers.insert("Nats-Schedule-Target", self.cfg.jobs_subject().as_str());
             self.cfg.sched_subject(h.id, h.copy)
         } else {
-            headers.insert("Nats-Msg-Id", format!("walq-{}-{}", h.id, h.copy).as_str());
             self.cfg.jobs_subject()
         };
         let msg = jetstream::message::PublishMessage::build()

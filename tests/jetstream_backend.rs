@@ -298,3 +298,39 @@ fn a_duplicate_enqueue_of_a_delayed_job_leaves_its_payload_alone() {
         .map(|d| (d.id(), String::from_utf8_lossy(d.payload()).into_owned()));
     assert_eq!(again, None);
 }
+
+#[test]
+fn a_dead_letter_that_outlived_its_record_can_be_redriven_and_purged() {
+    let cluster = nats_cluster::Cluster::start();
+    // Records untouched for 3 s age out of the bucket; letters stay.
+    let js = cluster.connect(|c| c.retention(Duration::from_secs(3)), "olddead");
+    let a = js.enqueue(b"a", EnqueueOptions::new()).unwrap().id;
+    let b = js.enqueue(b"b", EnqueueOptions::new()).unwrap().id;
+    for _ in 0..2 {
+        let d = js
+            .lease(Duration::from_secs(30), Duration::from_secs(10))
+            .unwrap()
+            .expect("a job");
+        js.fail(d.lease(), "bad").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while js.status(a).unwrap() != JobStatus::Unknown || js.status(b).unwrap() != JobStatus::Unknown
+    {
+        assert!(Instant::now() < deadline, "the records never aged out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut letters: Vec<u64> = js.dead_letters().unwrap().iter().map(|l| l.id).collect();
+    letters.sort_unstable();
+    let mut both = vec![a, b];
+    both.sort_unstable();
+    assert_eq!(letters, both);
+
+    js.redrive(a).unwrap();
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap()
+        .expect("the redriven job");
+    assert_eq!((d.id(), d.payload()), (a, &b"a"[..]));
+    js.purge(b).unwrap();
+    assert!(js.dead_letters().unwrap().is_empty());
+}

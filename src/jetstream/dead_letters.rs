@@ -100,22 +100,36 @@ impl Inner {
             })
     }
 
-    async fn dead_record(&self, id: u64) -> Result<(Record, u64)> {
+    /// Job `id`'s record, dead (or being redriven). A letter that outlived
+    /// its record (untouched for longer than `retention`, the bucket's max
+    /// age, while the letters stay) gets its record back from the letter's
+    /// headers: the letter is the job.
+    async fn dead_record(&self, id: u64, letter: &StreamMessage) -> Result<(Record, u64)> {
+        let not_dead = || {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("job {id} is not in the dead letters"),
+            )
+        };
         match self.record(id).await? {
             Some((rec, rev)) if matches!(rec.state, State::Dead | State::Redriving) => {
                 Ok((rec, rev))
             }
-            _ => Err(Error::new(
-                ErrorKind::NotFound,
-                format!("job {id} is not in the dead letters"),
-            )),
+            Some(_) => Err(not_dead()),
+            None => {
+                let rec = record_of_letter(letter, self.cfg.max_attempts);
+                match self.create(id, &rec).await? {
+                    Cas::Written(rev) => Ok((rec, rev)),
+                    Cas::Stale => Err(changed(id)),
+                }
+            }
         }
     }
 
     /// Sends job `id` back to the queue as a fresh job (attempts reset).
     pub(crate) async fn redrive(&self, id: u64) -> Result<()> {
         let msg = self.dead_message(id).await?;
-        let (rec, rev) = self.dead_record(id).await?;
+        let (rec, rev) = self.dead_record(id, &msg).await?;
         let (rec, rev) = if rec.state == State::Redriving {
             (rec, rev)
         } else {
@@ -146,7 +160,7 @@ impl Inner {
     /// Drops job `id`'s dead letter; its status becomes `Purged`.
     pub(crate) async fn purge(&self, id: u64) -> Result<()> {
         let msg = self.dead_message(id).await?;
-        let (rec, rev) = self.dead_record(id).await?;
+        let (rec, rev) = self.dead_record(id, &msg).await?;
         let mut purged = rec;
         purged.state = State::Purged;
         purged.finished_ms = now_ms();
@@ -178,6 +192,29 @@ fn changed(id: u64) -> Error {
         ErrorKind::NotFound,
         format!("job {id} changed while it was being redriven or purged"),
     )
+}
+
+/// The record of a dead job, from its letter's headers (for a letter
+/// whose record aged out of the bucket).
+fn record_of_letter(msg: &StreamMessage, default_max_attempts: u32) -> Record {
+    let h = &msg.headers;
+    let mut rec = Record::new(
+        get(h, headers::MAX_ATTEMPTS).unwrap_or(default_max_attempts),
+        0,
+        h.get(headers::KEY).and_then(|v| unhex(v.as_str())),
+    );
+    rec.state = State::Dead;
+    rec.attempts = get(h, headers::ATTEMPTS).unwrap_or(0);
+    // `walq-dead-<id>-<copy>`: the copy that died, so a redrive publishes
+    // a copy after it.
+    rec.copy = h
+        .get("Nats-Msg-Id")
+        .and_then(|v| v.as_str().rsplit('-').next()?.parse().ok())
+        .unwrap_or(0);
+    rec.enqueued_ms = get(h, headers::ENQUEUED_MS).unwrap_or(0);
+    rec.finished_ms = get(h, headers::DEAD_MS).unwrap_or(0);
+    rec.error = h.get(headers::ERROR).map(|v| v.as_str().to_string());
+    rec
 }
 
 /// A dead-letter message as a [`DeadLetter`].

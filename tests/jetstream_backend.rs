@@ -334,3 +334,22 @@ fn a_dead_letter_that_outlived_its_record_can_be_redriven_and_purged() {
     js.purge(b).unwrap();
     assert!(js.dead_letters().unwrap().is_empty());
 }
+
+#[test]
+fn the_last_handle_dropped_inside_an_async_task_does_not_panic() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "asyncdrop");
+    let id = js.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // An async application's last handle (a pool's, a task's) goes with
+    // the task that held it.
+    let joined = rt.block_on(async move { tokio::spawn(async move { drop(js) }).await });
+    assert!(joined.is_ok(), "dropping the backend panicked: {joined:?}");
+    // And a later handle works.
+    let js = cluster.connect(|c| c, "asyncdrop");
+    assert_eq!(js.status(id).unwrap(), JobStatus::Queued { attempts: 0 });
+}

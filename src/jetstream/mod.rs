@@ -61,7 +61,31 @@ pub use stats::JetStreamStats;
 #[derive(Clone)]
 pub struct JetStream {
     inner: Arc<setup::Inner>,
-    rt: Arc<tokio::runtime::Runtime>,
+    rt: Arc<OwnedRuntime>,
+}
+
+/// The backend's runtime. Dropped with the last handle, it shuts down in
+/// the background: a runtime dropped the ordinary way waits for its
+/// threads, which panics inside an async task ("Cannot drop a runtime in
+/// a context where blocking is not allowed"), where an async
+/// application's last handle (an async pool's, a task's) goes.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for OwnedRuntime {
+    type Target = tokio::runtime::Runtime;
+
+    fn deref(&self) -> &tokio::runtime::Runtime {
+        // Taken only by `drop`.
+        self.0.as_ref().expect("the runtime is there until dropped")
+    }
+}
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for JetStream {
@@ -81,7 +105,7 @@ impl JetStream {
             .enable_all()
             .build()
             .map_err(|e| Error::new(ErrorKind::Io, format!("JetStream runtime: {e}")))?;
-        let rt = Arc::new(rt);
+        let rt = Arc::new(OwnedRuntime(Some(rt)));
         let inner = run(&rt, setup::Inner::connect(cfg))?;
         Ok(JetStream {
             inner: Arc::new(inner),

@@ -65,9 +65,10 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Hex back to bytes.
+/// Hex back to bytes; `None` unless every character is a hex digit.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    // `from_str_radix` alone also takes a sign: "+f" would be 0x0f.
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -132,6 +133,15 @@ mod tests {
         assert_eq!(JobHeaders::parse(Some(&h.to_map())), Some(h));
         assert_eq!(JobHeaders::parse(Some(&HeaderMap::new())), None);
         assert_eq!(unhex("0"), None);
+    }
+
+    #[test]
+    fn unhex_takes_hex_digits_only() {
+        assert_eq!(unhex("00fF"), Some(vec![0, 255]));
+        assert_eq!(unhex("+f"), None);
+        assert_eq!(unhex("+f+f"), None);
+        assert_eq!(unhex("-1"), None);
+        assert_eq!(unhex("é0"), None);
     }
 
     #[test]

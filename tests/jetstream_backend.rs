@@ -1,6 +1,10 @@
 //! JetStream-only behaviour: a retry in backoff holds no MaxAckPending
-//! slot, and the stats read from stream and consumer info. Needs
-//! nats-server 2.12+ (see `tests/nats_cluster`).
+//! slot; the stats read from stream and consumer info; records and
+//! headers from the network that are not walq's; durations that would
+//! wrap; a reconnect with changed settings; a duplicate delayed enqueue;
+//! old dead letters; errors with the cluster gone; the last handle
+//! dropped in an async task. Needs nats-server 2.12+ (see
+//! `tests/nats_cluster`).
 
 mod nats_cluster;
 

@@ -192,9 +192,7 @@ impl Inner {
                     }
                 }
                 Decision::Lease => {
-                    let mut leased = rec.clone();
-                    leased.state = State::InFlight;
-                    leased.attempts += 1;
+                    let mut leased = rec.leased_again();
                     leased.copy = h.copy;
                     leased.msg_seq = seq;
                     leased.lease_expires_ms = ms_after(now_ms(), visibility);

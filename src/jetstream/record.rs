@@ -67,6 +67,17 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The record of the job leased once more: in flight, its attempt
+    /// counted. The count saturates: a record read from the bucket is
+    /// bytes from the network, and one that says `u32::MAX` attempts must
+    /// not wrap to 0 (and unlimited attempts) or panic.
+    pub(crate) fn leased_again(&self) -> Record {
+        let mut leased = self.clone();
+        leased.state = State::InFlight;
+        leased.attempts = self.attempts.saturating_add(1);
+        leased
+    }
+
     /// A fresh job.
     pub(crate) fn new(max_attempts: u32, due_ms: u64, key: Option<Vec<u8>>) -> Record {
         let now = now_ms();
@@ -193,5 +204,14 @@ mod tests {
             }
         );
         assert_eq!(r.status(11), JobStatus::Queued { attempts: 1 });
+    }
+
+    #[test]
+    fn an_attempt_count_from_the_network_does_not_wrap() {
+        let mut r = Record::new(3, 0, None);
+        assert_eq!(r.leased_again().attempts, 1);
+        assert_eq!(r.leased_again().state, State::InFlight);
+        r.attempts = u32::MAX;
+        assert_eq!(r.leased_again().attempts, u32::MAX);
     }
 }

@@ -202,13 +202,21 @@ fn durations_too_long_to_add_to_the_clock_do_not_wrap() {
         js.status(later).unwrap()
     );
     let now = js.enqueue(b"now", EnqueueOptions::new()).unwrap().id;
-    // A lease as long as a Duration goes: still held when settled.
-    let d = js
+    // A lease longer than the consumer's AckWait (30 s here) is refused:
+    // the server would hand the job out again while it runs.
+    let err = js
         .lease(Duration::MAX, Duration::from_secs(10))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    assert!(err.to_string().contains("AckWait"), "{err}");
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
         .unwrap()
         .expect("the ready job");
     assert_eq!(d.id(), now);
-    js.extend(d.lease(), Duration::MAX).unwrap();
+    let err = js.extend(d.lease(), Duration::MAX).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    js.extend(d.lease(), Duration::from_secs(30)).unwrap();
     // A retry after the longest delay: delayed, not ready at once.
     js.retry(d.lease(), Some(Duration::MAX), "much later")
         .unwrap();

@@ -122,6 +122,27 @@ impl JetStreamConfig {
         Ok(())
     }
 
+    /// Refuses a lease (or an extension) longer than the consumer's
+    /// AckWait: the server hands a delivery out again once its AckWait
+    /// passes without an in-progress ack, whatever the lease says, so a
+    /// longer lease would let a second worker run the job while the first
+    /// still does.
+    pub(crate) fn check_visibility(&self, visibility: Duration) -> Result<()> {
+        if visibility <= self.ack_wait {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::InvalidOptions,
+            format!(
+                "a lease of {visibility:?} is longer than the AckWait {:?} of consumer {}: \
+                 the server would hand the job to another worker while it runs; set \
+                 JetStreamConfig::ack_wait to at least the worker pool's visibility",
+                self.ack_wait,
+                self.consumer()
+            ),
+        ))
+    }
+
     /// The work-queue stream.
     pub(crate) fn stream(&self) -> String {
         format!("WALQ_{}", self.name)

@@ -77,6 +77,7 @@ impl Inner {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Option<Delivery<JetStreamLease>>> {
+        self.cfg.check_visibility(visibility)?;
         let deadline = crate::clock::deadline(wait);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -132,6 +132,7 @@ impl Inner {
     }
 
     pub(crate) async fn extend(&self, lease: &JetStreamLease, visibility: Duration) -> Result<()> {
+        self.cfg.check_visibility(visibility)?;
         let mut held = lease.state.held.lock().await;
         let mut extended = held.0.clone();
         extended.lease_expires_ms = ms_after(now_ms(), visibility);

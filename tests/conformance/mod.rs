@@ -264,13 +264,11 @@ pub fn a_delayed_job_is_not_delivered_early<H: Harness>(h: &H) {
 }
 
 pub fn status_follows_a_job_from_queued_to_done<H: Harness>(h: &H) {
-    let b = h.fresh(Setup::default());
+    let setup = Setup::default();
+    let b = h.fresh(setup);
     let id = b.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
     assert_eq!(b.status(id).unwrap(), JobStatus::Queued { attempts: 0 });
-    let d = b
-        .lease(Duration::from_secs(30), LONG)
-        .unwrap()
-        .expect("a job");
+    let d = b.lease(setup.visibility, LONG).unwrap().expect("a job");
     assert!(matches!(
         b.status(id).unwrap(),
         JobStatus::InFlight { attempt: 1, .. }
@@ -322,7 +320,7 @@ pub fn a_stale_lease_cannot_settle_or_extend<H: Harness>(h: &H) {
         b.status(id).unwrap(),
         JobStatus::InFlight { attempt: 2, .. }
     ));
-    b.extend(live.lease(), Duration::from_secs(5)).unwrap();
+    b.extend(live.lease(), setup.visibility).unwrap();
     b.complete(live.lease(), None).unwrap();
     assert!(matches!(b.status(id).unwrap(), JobStatus::Done { .. }));
     // Settled, the live lease is spent too.

@@ -124,6 +124,12 @@ impl Error {
         self
     }
 
+    /// The message alone, without the kind's prefix or the file (to
+    /// build another error around it).
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

@@ -268,6 +268,13 @@ impl Queue {
         Ok(())
     }
 
+    /// Checks a payload and options against this queue's limits, as an
+    /// enqueue would, writing nothing (for a schedule's payload, checked
+    /// when it is registered rather than at each tick).
+    pub(crate) fn check_enqueue(&self, payload: &[u8], opts: &EnqueueOptions) -> Result<()> {
+        self.inner.state.lock().validate_enqueue(payload, opts)
+    }
+
     /// This queue's id in its store (for a pool over several queues).
     pub(crate) fn queue_id(&self) -> u16 {
         self.queue

@@ -321,6 +321,29 @@ fn a_damaged_schedule_file_is_a_clear_error_and_the_queue_is_unaffected() {
     }
 }
 
+/// A payload over the queue's limit is refused when the schedule is
+/// registered, not at each of its ticks.
+#[test]
+fn a_payload_over_the_queues_limit_is_refused_at_register() {
+    let (dir, clock) = setup();
+    let q = Queue::open_with(dir.path(), common::opts(&clock).max_payload(64)).unwrap();
+    let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+    let big = Schedule::every("big", Duration::from_secs(60))
+        .unwrap()
+        .payload(vec![7u8; 65]);
+    let err = s.register(big).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
+    assert!(
+        err.to_string().contains("\"big\""),
+        "names the schedule: {err}"
+    );
+    assert!(!dir.path().join(SCHEDULE_FILE).exists(), "nothing written");
+    let fits = Schedule::every("fits", Duration::from_secs(60))
+        .unwrap()
+        .payload(vec![7u8; 64]);
+    assert_eq!(s.register(fits).unwrap(), Registered::Added);
+}
+
 #[test]
 fn invalid_cron_is_a_clear_error() {
     for bad in ["61 * * * *", "* * *", "every day", "0 0 31 2 *"] {
@@ -450,12 +473,16 @@ fn registering_wakes_the_thread() {
 #[test]
 fn a_failing_schedule_does_not_hold_the_thread_to_the_poll() {
     let (dir, clock) = setup();
-    let q = Queue::open_with(dir.path(), common::opts(&clock).max_payload(1024)).unwrap();
-    let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
     let every_second = |name: &str| Schedule::every(name, Duration::from_secs(1)).unwrap();
+    let (q, s) = open(dir.path(), &clock);
     s.register(every_second("bad").payload(vec![0u8; 4096]))
         .unwrap();
     s.register(every_second("good")).unwrap();
+    drop((s, q));
+    // Reopened with a smaller limit: the bad schedule's payload, checked
+    // against the limit of its registration, fails at every tick.
+    let q = Queue::open_with(dir.path(), common::opts(&clock).max_payload(1024)).unwrap();
+    let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
     let thread = s.spawn(Duration::from_secs(3600)).unwrap();
     let until = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -170,6 +170,15 @@ impl Scheduler {
     /// schedule at every start of a program is cheap and changes nothing.
     pub fn register(&self, schedule: Schedule) -> Result<Registered> {
         schedule.validate()?;
+        // A payload over the queue's limit would fail at every tick.
+        let opts = crate::EnqueueOptions::new();
+        self.inner
+            .queue
+            .check_enqueue(schedule.payload_bytes(), &opts)
+            .map_err(|e| {
+                let what = format!("schedule {:?}: {}", schedule.name, e.message());
+                Error::new(e.kind(), what)
+            })?;
         let now = self.now_s();
         let mut entries = self.inner.entries.lock();
         let found = entries.binary_search_by(|e| e.schedule.name.as_str().cmp(&schedule.name));

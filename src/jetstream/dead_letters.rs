@@ -3,6 +3,7 @@
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::HeaderMap;
 
 use crate::dead::DeadLetter;
@@ -74,7 +75,8 @@ impl Inner {
                     seq = msg.sequence + 1;
                     out.push(letter_of(&msg));
                 }
-                Err(e) if e.to_string().contains("no message found") => return Ok(out),
+                // The end, told by the server's error code, not its text.
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(out),
                 Err(e) => {
                     return Err(nats_err(
                         &format!(

@@ -60,6 +60,21 @@ impl Fail {
         Fail::new(code, describe(dir, e))
     }
 
+    /// This failure of a command that had `done` (say "enqueued 3 jobs")
+    /// before it, and whose close, which syncs that, ended with `closed`:
+    /// the message says what was done and whether it is durable.
+    pub fn after_adding(self, done: &str, closed: Result<(), Fail>) -> Fail {
+        let state = match closed {
+            Ok(()) => "they are durable".to_string(),
+            Err(e) => format!(
+                "syncing them failed too, so they may be lost: {}",
+                e.message
+            ),
+        };
+        let message = format!("{}\n{done} before this ({state})", self.message);
+        Fail::new(self.code, message)
+    }
+
     /// An error from `Queue::open` on `dir`.
     pub fn opening(dir: &Path, e: &walq::Error) -> Fail {
         match e.kind() {

@@ -192,23 +192,5 @@ fn partial(f: Fail, added: &Added, closed: Result<(), Fail>) -> Fail {
     if added.jobs == 0 {
         return f;
     }
-    let message = format!(
-        "{}\nenqueued {} before this ({})",
-        f.message,
-        added.phrase(),
-        kept_state(closed)
-    );
-    Fail::new(f.code, message)
-}
-
-/// Whether what a failed command added before its failure is durable:
-/// `closed` is how the close that syncs it ended.
-pub fn kept_state(closed: Result<(), Fail>) -> String {
-    match closed {
-        Ok(()) => "they are durable".to_string(),
-        Err(e) => format!(
-            "syncing them failed too, so they may be lost: {}",
-            e.message
-        ),
-    }
+    f.after_adding(&format!("enqueued {}", added.phrase()), closed)
 }

@@ -486,11 +486,7 @@ pub fn import(a: &ImportArgs) -> CmdResult {
         (Ok(()), Ok(())) => {}
         (Ok(()), Err(f)) => return Err(f),
         (Err(f), _) if added.jobs + added.dead == 0 => return Err(f),
-        (Err(f), closed) => {
-            let state = super::enqueue::kept_state(closed);
-            let message = format!("{}\nimported {added} before this ({state})", f.message);
-            return Err(Fail::new(f.code, message));
-        }
+        (Err(f), closed) => return Err(f.after_adding(&format!("imported {added}"), closed)),
     }
     writeln!(std::io::stdout().lock(), "imported {added}")?;
     Ok(OK)

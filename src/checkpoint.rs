@@ -21,7 +21,8 @@ use super::QueueState;
 use crate::cowmap::Captured;
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{
-    Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, SlotPiece, SlotSource, Slots, FLAG_CLEAN,
+    check_file_len, Checkpoint, CkKey, CkQueue, CkSegment, CkSlot, SlotPiece, SlotSource, Slots,
+    FLAG_CLEAN, HEAD_LEN,
 };
 use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::CapturedGroups;
@@ -320,7 +321,7 @@ pub fn clear_clean(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
 
 fn rewrite_head(vfs: &dyn Vfs, path: &Path) -> std::io::Result<()> {
     let file = vfs.open(path)?;
-    let mut head = [0u8; crate::format::checkpoint::HEAD_LEN];
+    let mut head = [0u8; HEAD_LEN];
     file.read_at(&mut head, 0)?;
     let head = crate::format::checkpoint::head_without_clean(&head)
         .ok_or_else(|| std::io::Error::other("checkpoint head"))?;
@@ -337,6 +338,12 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Vec<u8>, String> {
         Err(e) => return Err(format!("unreadable: {e}")),
     };
     let len = file.len().map_err(|e| format!("unreadable: {e}"))?;
+    // The head first: the body is read (and its memory taken) only when
+    // the head's counts give the file's length.
+    let mut head = vec![0u8; HEAD_LEN.min(usize::try_from(len).unwrap_or(usize::MAX))];
+    file.read_at(&mut head, 0)
+        .map_err(|e| format!("unreadable: {e}"))?;
+    check_file_len(&head, len).map_err(|e| e.to_string())?;
     let len = usize::try_from(len).map_err(|_| "larger than memory".to_string())?;
     let mut buf = vec![0u8; len];
     file.read_at(&mut buf, 0)

@@ -265,6 +265,38 @@ fn a_checkpoint_ahead_of_the_log_falls_back() {
 }
 
 #[test]
+fn a_checkpoint_file_longer_than_its_head_says_is_not_read_into_memory() {
+    // A checkpoint grown to 64 GiB (sparse: its head intact, zeros after
+    // its end), more than this machine's memory: open reads the head, sees
+    // that its counts do not give the file's length, and scans instead of
+    // allocating 64 GiB for the file (which aborted the process).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 7, 300, 0, true);
+    let (_, scanned) = observe(dir.path(), now, true);
+    let path = dir.path().join("CHECKPOINT");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("checkpoint");
+    file.set_len(64 << 30).expect("grow the checkpoint");
+    drop(file);
+    let (report, seen) = {
+        let clock = ManualClock::new(now);
+        let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
+        (q.recovery_report().clone(), q.stats())
+    };
+    assert!(!report.checkpoint_used);
+    let reason = report.checkpoint_fallback.unwrap_or_default();
+    assert!(reason.contains("lengths do not add up"), "{reason}");
+    let stats = (seen.ready, seen.delayed, seen.in_flight, seen.dead);
+    assert_eq!(stats, scanned.stats, "the scan shows what a scan shows");
+    assert!(
+        !path.exists(),
+        "the checkpoint that was not used is deleted"
+    );
+}
+
+#[test]
 fn after_a_crash_only_the_log_after_the_checkpoint_is_replayed() {
     for seed in 5..=8 {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -416,7 +416,7 @@ impl Checkpoint {
     /// in one pass.
     pub fn decode_lazy(buf: &[u8]) -> Result<(Checkpoint, Slots<'_>), CheckpointError> {
         let (version, flags) = check_head(buf)?;
-        let layout = Layout::read(buf, version)?;
+        let layout = Layout::read(buf, version, buf.len() as u128)?;
         let counts = &layout.counts;
         let mut ck = decode_head(buf, flags);
         let mut body = Sections {
@@ -485,15 +485,9 @@ fn damaged(why: &str) -> CheckpointError {
 /// Checks a checkpoint file's magic, version, head and body checksums,
 /// flags and reserved bytes; returns its version and flags.
 fn check_head(buf: &[u8]) -> Result<(u16, u16), CheckpointError> {
-    if buf.len() < HEAD_LEN + 4 || buf[0..8] != CHECKPOINT_MAGIC {
+    let version = check_head_alone(buf)?;
+    if buf.len() < HEAD_LEN + 4 {
         return Err(damaged("not a checkpoint (short, or wrong magic)"));
-    }
-    let version = u16_at(buf, 8).unwrap_or(0);
-    if !(CHECKPOINT_VERSION_1..=CHECKPOINT_VERSION).contains(&version) {
-        return Err(CheckpointError::Version(version));
-    }
-    if head_crc(&buf[..HEAD_LEN]) != u32_at(buf, 60).unwrap_or(0) {
-        return Err(damaged("head checksum mismatch"));
     }
     let (body, tail) = buf.split_at(buf.len() - 4);
     if crc32fast::hash(&body[HEAD_LEN..]) != u32_at(tail, 0).unwrap_or(0) {
@@ -504,6 +498,34 @@ fn check_head(buf: &[u8]) -> Result<(u16, u16), CheckpointError> {
         return Err(damaged("unknown flags or nonzero reserved bytes"));
     }
     Ok((version, flags))
+}
+
+/// Checks the magic, version and head checksum of `head` (a checkpoint
+/// file's first [`HEAD_LEN`] bytes, or all of a shorter file); returns
+/// the version.
+fn check_head_alone(head: &[u8]) -> Result<u16, CheckpointError> {
+    if head.len() < HEAD_LEN || head[0..8] != CHECKPOINT_MAGIC {
+        return Err(damaged("not a checkpoint (short, or wrong magic)"));
+    }
+    let version = u16_at(head, 8).unwrap_or(0);
+    if !(CHECKPOINT_VERSION_1..=CHECKPOINT_VERSION).contains(&version) {
+        return Err(CheckpointError::Version(version));
+    }
+    if head_crc(&head[..HEAD_LEN]) != u32_at(head, 60).unwrap_or(0) {
+        return Err(damaged("head checksum mismatch"));
+    }
+    Ok(version)
+}
+
+/// Checks, from a checkpoint file's head alone, that the file's length
+/// `file_len` is the one its counts give (version 4: within the bounds
+/// of its queue section), so that a reader allocates a checkpoint's
+/// bytes only when its head vouches for them: a damaged head, or a file
+/// grown past its end (a sparse file of many GiB), is refused before its
+/// body is read.
+pub fn check_file_len(head: &[u8], file_len: u64) -> Result<(), CheckpointError> {
+    let version = check_head_alone(head)?;
+    Layout::read(head, version, u128::from(file_len)).map(|_| ())
 }
 
 /// Where a checkpoint's sections lie, from the counts in its head.
@@ -522,9 +544,9 @@ struct Layout {
 impl Layout {
     /// Reads the counts of a checkpoint (`buf`, whose head was checked)
     /// of version `version`: the ones its version reserves must be 0, and
-    /// the sections' lengths must add up to the file's, with one covered
-    /// segment at least.
-    fn read(buf: &[u8], version: u16) -> Result<Layout, CheckpointError> {
+    /// the sections' lengths must add up to the file's, `file_len`, with
+    /// one covered segment at least.
+    fn read(buf: &[u8], version: u16, file_len: u128) -> Result<Layout, CheckpointError> {
         let count = |at: usize| u64_at(buf, at).and_then(|n| usize::try_from(n).ok());
         let counts: Option<Vec<usize>> = (0..7).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
@@ -546,11 +568,14 @@ impl Layout {
             want += *n as u128 * size as u128;
         }
         // Version 4: the queue section fills the rest (checked when it is
-        // decoded).
+        // decoded), at most every queue with the longest name and one
+        // entry for each live job (a slot's or one kept aside).
         let fits = if v4 {
-            want <= buf.len() as u128
+            let jobs = counts[1] as u128 + counts[2] as u128;
+            let most = queues::max_len(jobs);
+            want <= file_len && file_len - want <= most
         } else {
-            want == buf.len() as u128
+            want == file_len
         };
         if !fits || counts[0] == 0 {
             return Err(damaged("lengths do not add up to the file's"));
@@ -830,6 +855,37 @@ mod tests {
         let crc = crc32fast::hash(&b[HEAD_LEN..n]);
         b[n..].copy_from_slice(&crc.to_le_bytes());
         seal_head(&mut b[..HEAD_LEN]);
+    }
+
+    #[test]
+    fn the_head_alone_bounds_the_files_length() {
+        // Version 3: exactly the length the counts give.
+        let v3 = sample().encode_as(CHECKPOINT_VERSION_3);
+        let len = v3.len() as u64;
+        assert_eq!(check_file_len(&v3[..HEAD_LEN], len), Ok(()));
+        for wrong in [len - 1, len + 1, 64 << 30] {
+            assert!(check_file_len(&v3[..HEAD_LEN], wrong).is_err(), "{wrong}");
+        }
+        // Version 4: the queue section may be as long as every queue with
+        // the longest name and an entry for each slot and job kept aside.
+        let ck = with_queues();
+        let v4 = ck.encode();
+        let len = v4.len() as u64;
+        let mut encoded = Vec::new();
+        queues::encode(&mut encoded, &ck.queues, &ck.queue_jobs);
+        let section = encoded.len() as u64;
+        let jobs = ck.slots.len() as u128 + ck.aside.len() as u128;
+        let most = (len - section) as u128 + queues::max_len(jobs);
+        assert_eq!(check_file_len(&v4[..HEAD_LEN], len), Ok(()));
+        assert_eq!(check_file_len(&v4[..HEAD_LEN], most as u64), Ok(()));
+        for wrong in [len - section - 1, most as u64 + 1, 64 << 30] {
+            assert!(check_file_len(&v4[..HEAD_LEN], wrong).is_err(), "{wrong}");
+        }
+        // A damaged or short head vouches for nothing.
+        let mut bad = v4[..HEAD_LEN].to_vec();
+        bad[80] ^= 1;
+        assert!(check_file_len(&bad, len).is_err());
+        assert!(check_file_len(&v4[..HEAD_LEN - 1], len).is_err());
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
 /// memory (a sparse file of a terabyte, say) is an error that names its
 /// size, not an abort.
 pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-    read_with(path, false)
+    read_with(path, Prefix::None)
 }
 
 /// [`read`] for a file that starts with a walq file header (a segment,
@@ -160,10 +160,32 @@ pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
 /// are read. A scan reads nothing past a damaged header, and a file that
 /// is not ours (a sparse file of gigabytes, say) is then not read whole.
 pub(crate) fn read_headed(path: &Path) -> Result<Option<Vec<u8>>> {
-    read_with(path, true)
+    read_with(path, Prefix::Header)
 }
 
-fn read_with(path: &Path, headed: bool) -> Result<Option<Vec<u8>>> {
+/// [`read`] for the checkpoint: its head is read and checked first, and
+/// the rest only when the head's counts give the file's length (the
+/// check open makes). `Ok(Some(Err(why)))` when they do not.
+pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
+    match read_with(path, Prefix::CheckpointHead) {
+        Ok(found) => Ok(found.map(Ok)),
+        Err(e) if e.kind() == ErrorKind::Corrupt => Ok(Some(Err(e.message().to_string()))),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a read checks of a file's first bytes before it reads the rest.
+#[derive(Clone, Copy, PartialEq)]
+enum Prefix {
+    /// Nothing.
+    None,
+    /// A walq file header: when they are not one, only they are read.
+    Header,
+    /// A checkpoint's head, which must give the file's length.
+    CheckpointHead,
+}
+
+fn read_with(path: &Path, prefix: Prefix) -> Result<Option<Vec<u8>>> {
     let file = match open_for_reading(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -178,12 +200,15 @@ fn read_with(path: &Path, headed: bool) -> Result<Option<Vec<u8>>> {
         return Err(Error::new(ErrorKind::Corrupt, what).with_path(path));
     }
     let len = meta.len();
-    if headed {
+    if prefix == Prefix::Header {
         if let Some(prefix) =
             foreign_prefix(&file, len).map_err(|e| Error::io("reading", path, e))?
         {
             return Ok(Some(prefix));
         }
+    }
+    if prefix == Prefix::CheckpointHead {
+        checkpoint_head(&file, len, path)?;
     }
     let mut buf = Vec::new();
     let room = usize::try_from(len)
@@ -213,6 +238,18 @@ fn foreign_prefix(file: &File, len: u64) -> io::Result<Option<Vec<u8>>> {
         Ok(_) | Err(HeaderError::FutureVersion(_)) => Ok(None),
         Err(_) => Ok(Some(prefix)),
     }
+}
+
+/// Checks the head of the checkpoint `file` (`len` bytes) alone: `Err`
+/// (`Corrupt`, saying why) when it does not give the file's length.
+fn checkpoint_head(file: &File, len: u64, path: &Path) -> Result<()> {
+    use crate::format::checkpoint::{check_file_len, HEAD_LEN};
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; HEAD_LEN.min(usize::try_from(len).unwrap_or(usize::MAX))];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| Error::io("reading", path, e))?;
+    check_file_len(&head, len)
+        .map_err(|e| Error::new(ErrorKind::Corrupt, e.to_string()).with_path(path))
 }
 
 /// Opens `path` to read without blocking on a FIFO (whose `open` would
@@ -326,5 +363,37 @@ mod tests {
         assert_eq!(at_dead.len(), 1, "{problems:?}");
         assert_eq!(at_dead[0].offset, 0, "{problems:?}");
         assert_eq!(summary.damage, 1, "{problems:?}");
+    }
+
+    #[test]
+    fn a_checkpoint_longer_than_its_head_says_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = crate::Queue::open(dir.path()).unwrap();
+        q.enqueue(b"job").unwrap();
+        q.close().unwrap();
+        let path = dir.path().join(crate::state::checkpoint::CHECKPOINT_FILE);
+        let good = read_checkpoint(&path).unwrap().unwrap().unwrap();
+        assert_eq!(good, std::fs::read(&path).unwrap());
+        // Grown to 64 GiB, sparse: the head is intact, its counts are not
+        // the file's length, so the body is not read (nor memory taken
+        // for it), and verify says why the checkpoint cannot be used.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(64 << 30).unwrap();
+        drop(file);
+        let why = read_checkpoint(&path).unwrap().unwrap().unwrap_err();
+        assert!(why.contains("lengths do not add up"), "{why}");
+        let mut problems = Vec::new();
+        use crate::inspect::{Problem, Visitor};
+        struct Keep<'a>(&'a mut Vec<Problem>);
+        impl Visitor for Keep<'_> {
+            fn problem(&mut self, p: &Problem) {
+                self.0.push(p.clone());
+            }
+        }
+        let inspector = crate::inspect::Inspector::open(dir.path()).unwrap();
+        inspector.verify(&mut Keep(&mut problems)).unwrap();
+        let note = problems.iter().find(|p| p.file == "CHECKPOINT");
+        let note = format!("{note:?}");
+        assert!(note.contains("lengths do not add up"), "{problems:?}");
     }
 }

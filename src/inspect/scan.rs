@@ -409,11 +409,12 @@ impl Scan<'_> {
     /// The checkpoint is an index, not data: one that cannot be used costs
     /// the next open a full scan of the log, nothing else (a note).
     fn check_checkpoint(&mut self, name: &str) {
-        let why = match files::read(&self.dir.join(name)) {
-            Ok(Some(bytes)) => match crate::state::checkpoint::decode(&bytes) {
+        let why = match files::read_checkpoint(&self.dir.join(name)) {
+            Ok(Some(Ok(bytes))) => match crate::state::checkpoint::decode(&bytes) {
                 Ok(_) => return,
                 Err(why) => why,
             },
+            Ok(Some(Err(why))) => why,
             Ok(None) => return,
             Err(e) => format!("unreadable: {e}"),
         };

@@ -16,7 +16,7 @@
 //! job's queue is listed.
 
 use super::CheckpointError;
-use crate::format::record::valid_queue_name;
+use crate::format::record::{valid_queue_name, MAX_QUEUE_NAME};
 use crate::format::u64_at;
 use crate::named::MAX_QUEUES;
 
@@ -36,6 +36,14 @@ type Section = (Vec<CkQueue>, Vec<(u64, u16)>);
 
 const QUEUE_FIXED: usize = 15;
 const JOB_LEN: usize = 10;
+
+/// The longest a valid section can be with `jobs` live jobs in all: its
+/// counts, every queue the limit allows with the longest name, and an
+/// entry for each job.
+pub(super) fn max_len(jobs: u128) -> u128 {
+    let queue = QUEUE_FIXED as u128 + MAX_QUEUE_NAME as u128;
+    16 + MAX_QUEUES as u128 * queue + jobs * JOB_LEN as u128
+}
 
 /// Appends the section.
 pub(super) fn encode(out: &mut Vec<u8>, queues: &[CkQueue], jobs: &[(u64, u16)]) {

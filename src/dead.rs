@@ -272,8 +272,9 @@ impl DeadFile {
         report: &mut DeadRecovery,
     ) -> Result<Option<u64>> {
         if past.tail.is_none() {
-            let mut rest = vec![0u8; usize::try_from(self.len - off).unwrap_or(0)];
-            self.read_into(&mut rest, off)?;
+            // Up to where the data ends: a file grown by zeros (holes) past
+            // its records is not read into memory (they hold no frame).
+            let rest = crate::vfs::read_span(&*self.file, &self.path, off, self.len)?;
             past.tail = Some((off, rest));
         }
         let Some((base, rest)) = past.tail.as_ref() else {

@@ -206,12 +206,9 @@ impl DoneFile {
             .file
             .len()
             .map_err(|e| Error::io("reading completion file length", &done.path, e))?;
-        let len_usize = usize::try_from(len)
-            .map_err(|_| Error::corrupt(&done.path, 0, "completion file too large"))?;
-        let mut bytes = vec![0u8; len_usize];
-        done.file
-            .read_at(&mut bytes, 0)
-            .map_err(|e| Error::io("reading completion file", &done.path, e))?;
+        // Up to where the data ends: zeros (holes) past the records, as in
+        // a file grown by mistake to many GiB, are not read into memory.
+        let bytes = crate::vfs::read_span(&*done.file, &done.path, 0, len)?;
         let header = SegmentHeader::decode(&bytes)
             .map_err(|e| crate::segment::header_error(&done.path, e))?;
         if header.kind != FileKind::Done {

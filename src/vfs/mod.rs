@@ -108,6 +108,12 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
         self.read_at(&mut buf[from..], from as u64)?;
         Ok(buf.len())
     }
+    /// An offset at or below the file's length past which it is known to
+    /// read as zeros (holes, preallocated extents never written). By
+    /// default its length: all of it may be data.
+    fn zeros_from(&self) -> io::Result<u64> {
+        self.len()
+    }
     /// Sets the length (used only on files that are never mapped).
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves disk space so that the file is at least `len` bytes long.
@@ -120,6 +126,40 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     /// shrinks afterwards). Writes through [`VfsFile::write_at`] to the
     /// range show in the region.
     fn map(&self, len: u64) -> io::Result<Mapping>;
+}
+
+/// The bytes of `file` (at `path`) from `from` to `to`, read only up to
+/// where its data ends ([`VfsFile::zeros_from`]; the zeros past it are
+/// left out, so the result may be shorter). Their memory is reserved
+/// first: a span too large to hold (a sparse file of many GiB where the
+/// file system does not report its holes) is an error naming the file,
+/// the offset and the size, not an abort.
+pub(crate) fn read_span(
+    file: &dyn VfsFile,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> crate::error::Result<Vec<u8>> {
+    use crate::error::{Error, ErrorKind};
+    let data_end = file
+        .zeros_from()
+        .map_err(|e| Error::io("looking for the data of", path, e))?;
+    let end = data_end.min(to).max(from);
+    let mut buf = Vec::new();
+    let room = usize::try_from(end - from)
+        .map_err(|_| ())
+        .and_then(|n| buf.try_reserve_exact(n).map(|()| n).map_err(|_| ()));
+    let Ok(n) = room else {
+        let what = format!(
+            "{} bytes from offset {from}: more than this process can hold in memory to read",
+            end - from
+        );
+        return Err(Error::new(ErrorKind::Io, what).with_path(path));
+    };
+    buf.resize(n, 0);
+    file.read_at(&mut buf, from)
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok(buf)
 }
 
 /// A file system.
@@ -194,4 +234,61 @@ pub(crate) fn write_atomically(
     vfs.sync_dir(dir)
         .map_err(|e| Error::io("syncing directory", dir, e))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `len` bytes, all data as far as it knows, whose bytes
+    /// are `byte` (nothing is stored).
+    #[derive(Debug)]
+    struct Endless {
+        len: u64,
+        byte: u8,
+    }
+
+    impl VfsFile for Endless {
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.len)
+        }
+        fn read_at(&self, buf: &mut [u8], _off: u64) -> io::Result<()> {
+            buf.fill(self.byte);
+            Ok(())
+        }
+        fn write_at(&self, _buf: &[u8], _off: u64) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn set_len(&self, _len: u64) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn allocate(&self, _len: u64) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn sync_all(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn map(&self, _len: u64) -> io::Result<Mapping> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    #[test]
+    fn a_span_too_large_to_hold_is_an_error_that_names_it() {
+        let file = Endless {
+            len: u64::MAX / 2,
+            byte: 7,
+        };
+        let path = Path::new("/queue/dead.wal");
+        let err = read_span(&file, path, 64, file.len).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("dead.wal"), "{text}");
+        assert!(text.contains("from offset 64"), "{text}");
+        assert!(text.contains(&format!("{} bytes", file.len - 64)), "{text}");
+        // A span that fits is read.
+        assert_eq!(read_span(&file, path, 64, 80).unwrap(), vec![7u8; 16]);
+    }
 }

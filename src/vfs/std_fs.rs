@@ -83,6 +83,10 @@ impl VfsFile for StdFile {
             .map_or(0, |len| crate::os::data_end(&self.file, len))
     }
 
+    fn zeros_from(&self) -> io::Result<u64> {
+        self.len().map(|len| crate::os::data_end(&self.file, len))
+    }
+
     fn start_writeback(&self, off: u64, len: u64) -> io::Result<()> {
         crate::os::start_writeback(&self.file, off, len)
     }

@@ -334,6 +334,21 @@ mod tests {
     /// A side file whose header is not ours (here a sparse gigabyte put in
     /// place of `dead.wal`) is damage at offset 0, found by reading its
     /// header alone: a review saw 5 GiB read whole, into memory, first.
+    /// `verify` of the queue in `dir`: its summary and every problem.
+    fn verify(dir: &Path) -> (crate::inspect::ScanSummary, Vec<crate::inspect::Problem>) {
+        use crate::inspect::{Problem, Visitor};
+        struct Keep(Vec<Problem>);
+        impl Visitor for Keep {
+            fn problem(&mut self, p: &Problem) {
+                self.0.push(p.clone());
+            }
+        }
+        let mut keep = Keep(Vec::new());
+        let inspector = crate::inspect::Inspector::open(dir).unwrap();
+        let summary = inspector.verify(&mut keep).unwrap();
+        (summary, keep.0)
+    }
+
     #[test]
     fn a_file_with_a_foreign_header_is_not_read_past_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -344,16 +359,7 @@ mod tests {
         let file = std::fs::File::create(&dead).unwrap();
         file.set_len(1 << 30).unwrap();
         drop(file);
-        let mut problems = Vec::new();
-        use crate::inspect::{Problem, Visitor};
-        struct Keep<'a>(&'a mut Vec<Problem>);
-        impl Visitor for Keep<'_> {
-            fn problem(&mut self, p: &Problem) {
-                self.0.push(p.clone());
-            }
-        }
-        let inspector = crate::inspect::Inspector::open(dir.path()).unwrap();
-        let summary = inspector.verify(&mut Keep(&mut problems)).unwrap();
+        let (summary, problems) = verify(dir.path());
         // The segment (64 MiB, preallocated) is read; the gigabyte is not.
         assert!(summary.bytes < 1 << 28, "read {} bytes", summary.bytes);
         let at_dead: Vec<_> = problems
@@ -382,16 +388,7 @@ mod tests {
         drop(file);
         let why = read_checkpoint(&path).unwrap().unwrap().unwrap_err();
         assert!(why.contains("lengths do not add up"), "{why}");
-        let mut problems = Vec::new();
-        use crate::inspect::{Problem, Visitor};
-        struct Keep<'a>(&'a mut Vec<Problem>);
-        impl Visitor for Keep<'_> {
-            fn problem(&mut self, p: &Problem) {
-                self.0.push(p.clone());
-            }
-        }
-        let inspector = crate::inspect::Inspector::open(dir.path()).unwrap();
-        inspector.verify(&mut Keep(&mut problems)).unwrap();
+        let (_, problems) = verify(dir.path());
         let note = problems.iter().find(|p| p.file == "CHECKPOINT");
         let note = format!("{note:?}");
         assert!(note.contains("lengths do not add up"), "{problems:?}");

@@ -124,6 +124,13 @@ impl Error {
         self
     }
 
+    /// The same error, its message preceded by `context` (what had
+    /// happened before it, say); kind, file, offset and source are kept.
+    pub(crate) fn prefixed(mut self, context: &str) -> Error {
+        self.message = format!("{context}{}", self.message);
+        self
+    }
+
     /// The message alone, without the kind's prefix or the file (to
     /// build another error around it).
     pub(crate) fn message(&self) -> &str {

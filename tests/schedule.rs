@@ -534,3 +534,121 @@ fn a_last_tick_still_due_is_run_after_a_restart() {
     let err = s.register(past).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidOptions);
 }
+
+/// Every ready job as (schedule, tick) -> job id, leased and acked.
+fn take_job_ids(q: &Queue) -> BTreeMap<(String, u64), u64> {
+    let mut out = BTreeMap::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        let key = job.idempotency_key().expect("a scheduled job has a key");
+        let (name, tick) = parse_tick_key(key).expect("a tick key");
+        assert!(out.insert((name.to_string(), tick), job.id()).is_none());
+        q.ack(job.receipt()).unwrap();
+    }
+    out
+}
+
+/// Registers "a", "bad" (a 4 KiB payload) and "c", every minute, then
+/// reopens the queue with a 1 KiB `max_payload`: "bad" fails at every
+/// tick, the others enqueue.
+fn one_bad_of_three(dir: &Path, clock: &ManualClock) -> (Queue, Scheduler) {
+    let minutely = |name: &str| Schedule::every(name, Duration::from_secs(60)).unwrap();
+    let (q, s) = open(dir, clock);
+    s.register(minutely("a")).unwrap();
+    s.register(minutely("bad").payload(vec![0u8; 4096]))
+        .unwrap();
+    s.register(minutely("c")).unwrap();
+    drop((s, q));
+    let q = Queue::open_with(dir, common::opts(clock).max_payload(1024)).unwrap();
+    let s = Scheduler::open_with_clock(&q, clock.clone()).unwrap();
+    (q, s)
+}
+
+/// A tick whose enqueue is refused for one schedule names, in its error,
+/// the jobs the other schedules enqueued (with their ids) and that they
+/// were recorded, besides the failed schedule and tick. The failed tick
+/// stays due: a later tick does not enqueue the others again, and after
+/// a restart that lets it through it gets its job (none skipped). Before,
+/// the error named only the failed schedule: a user could not tell that
+/// "a" and "c" had jobs.
+#[test]
+fn a_tick_refused_for_one_schedule_names_the_jobs_it_enqueued() {
+    let (dir, clock) = setup();
+    let (q, s) = one_bad_of_three(dir.path(), &clock);
+    clock.advance(Duration::from_secs(60));
+    let tick = T0 - T0 % 60 + 60;
+    let err = s.tick().unwrap_err().to_string();
+    let jobs = take_job_ids(&q);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    for name in ["a", "c"] {
+        let id = jobs[&(name.to_string(), tick)];
+        let named = format!("\"{name}\" tick {tick} as job {id}");
+        assert!(err.contains(&named), "{named:?} missing from: {err}");
+        assert_eq!(s.get(name).unwrap().last_tick, tick, "{name} recorded");
+    }
+    assert!(err.contains("recorded in the schedule file"), "{err}");
+    assert!(
+        err.contains(&format!("tick {tick} of schedule \"bad\"")),
+        "{err}"
+    );
+    // A retry in the same minute enqueues nothing new; "bad" fails again.
+    let again = s.tick().unwrap_err().to_string();
+    assert!(!again.contains("\"a\""), "{again}");
+    assert!(take_job_ids(&q).is_empty());
+    // Restarted with the default limit: the failed tick runs, once.
+    drop((s, q));
+    let (q, s) = open(dir.path(), &clock);
+    let fired = s.tick().unwrap().fired;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!((fired[0].name.as_str(), fired[0].tick), ("bad", tick));
+    assert_eq!(take_ticks(&q), vec![("bad".to_string(), tick)]);
+}
+
+/// A tick whose schedule file write fails after its enqueues names every
+/// job it enqueued, with its id, and says that nothing was recorded. A
+/// retry is idempotent: the same ticks come back as the same jobs
+/// (`duplicate`), and each tick has one job. Before, the error was the
+/// bare I/O error of the file write.
+#[test]
+fn a_tick_whose_file_write_fails_names_the_unrecorded_jobs_and_a_retry_is_idempotent() {
+    let (dir, clock) = setup();
+    let (q, s) = one_bad_of_three(dir.path(), &clock);
+    clock.advance(Duration::from_secs(60));
+    let tick = T0 - T0 % 60 + 60;
+    let blocked = block_saves(dir.path());
+    let err = s.tick().unwrap_err();
+    drop(blocked);
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("did not record"), "{text}");
+    assert!(text.contains("writing the schedule file"), "{text}");
+    assert!(
+        text.contains(&format!("schedule \"bad\" tick {tick}")),
+        "{text}"
+    );
+    let mut ids = BTreeMap::new();
+    for name in ["a", "c"] {
+        assert!(s.get(name).unwrap().last_tick < tick, "{name} not recorded");
+        let (_, id) = text
+            .split(&format!("\"{name}\" tick {tick} as job "))
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .map(|id| (name, id.parse::<u64>().unwrap()))
+            .unwrap_or_else(|| panic!("{name}'s job missing from: {text}"));
+        ids.insert(name.to_string(), id);
+    }
+    // The retry (a few seconds on, same ticks) gets the same jobs back.
+    clock.advance(Duration::from_secs(5));
+    let retry = s.tick().unwrap_err().to_string();
+    assert!(retry.contains("recorded in the schedule file"), "{retry}");
+    for name in ["a", "c"] {
+        let again = format!(
+            "\"{name}\" tick {tick} as job {}, already queued",
+            ids[name]
+        );
+        assert!(retry.contains(&again), "{again:?} missing from: {retry}");
+        assert_eq!(s.get(name).unwrap().last_tick, tick);
+    }
+    let jobs = take_job_ids(&q);
+    let expected: BTreeMap<_, _> = ids.into_iter().map(|(n, id)| ((n, tick), id)).collect();
+    assert_eq!(jobs, expected, "one job per tick, the first enqueue's");
+}

@@ -43,6 +43,7 @@
 
 mod codec;
 mod definition;
+mod failure;
 mod key;
 mod plan;
 mod scheduler;

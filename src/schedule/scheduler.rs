@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::codec::{self, Entry, MAX_SCHEDULES};
 use super::definition::Schedule;
+use super::failure::{self, FailedTick};
 use super::key::tick_key;
 use super::plan::{plan, Action};
 use super::store::Store;
@@ -292,8 +293,17 @@ impl Scheduler {
     /// file records the tick, so a crash in between enqueues the same key
     /// again on the next run, which the queue deduplicates. If enqueueing
     /// one schedule fails, the others still run and their progress is
-    /// saved; the first error is returned and the failed tick is tried
-    /// again on the next call.
+    /// saved; the failed tick is tried again on the next call.
+    ///
+    /// A tick that failed part way returns one error that names what it
+    /// did before: each job it enqueued (schedule, tick and job id), each
+    /// tick it skipped, whether the schedule file recorded them, and every
+    /// schedule whose enqueue failed. Its kind and file are those of the
+    /// sync or file write when that failed (then nothing was recorded,
+    /// and the next call enqueues the same ticks again under the same
+    /// keys, getting the same jobs back), else of the first failed
+    /// enqueue. [`Scheduler::schedules`] tells a program which ticks the
+    /// file recorded.
     pub fn tick(&self) -> Result<TickReport> {
         let now = self.now_s();
         let mut entries = self.inner.entries.lock();
@@ -307,17 +317,32 @@ impl Scheduler {
             return Ok(TickReport::default());
         }
         let mut next = entries.clone();
-        let (report, first_err) = self.run_plans(&mut next, &plans);
+        let (report, failed) = self.run_plans(&mut next, &plans);
+        let recorded = self.record(&next, &report);
+        if recorded.is_ok() {
+            *entries = next;
+        }
+        failure::outcome(report, failed, recorded)
+    }
+
+    /// Makes what `report` enqueued durable, then saves `next` (unless
+    /// the tick changed nothing).
+    fn record(&self, next: &[Entry], report: &TickReport) -> Result<()> {
         if !report.fired.is_empty() {
             // Under Durability::Os or Periodic the enqueue is not durable
             // yet: it must be before the file says the tick is done.
-            self.inner.queue.sync()?;
+            self.inner
+                .queue
+                .sync()
+                .map_err(|e| e.prefixed("syncing the queue before recording the tick: "))?;
         }
         if !report.fired.is_empty() || !report.skipped.is_empty() {
-            self.inner.store.save(&next)?;
-            *entries = next;
+            self.inner
+                .store
+                .save(next)
+                .map_err(|e| e.prefixed("writing the schedule file: "))?;
         }
-        first_err.map_or(Ok(report), Err)
+        Ok(())
     }
 
     /// Carries out `plans` on `next` (cursors advanced for what happened).
@@ -325,9 +350,9 @@ impl Scheduler {
         &self,
         next: &mut [Entry],
         plans: &[(usize, Action)],
-    ) -> (TickReport, Option<Error>) {
+    ) -> (TickReport, Vec<FailedTick>) {
         let mut report = TickReport::default();
-        let mut first_err = None;
+        let mut failed = Vec::new();
         for &(i, action) in plans {
             let e = &mut next[i];
             let name = e.schedule.name.clone();
@@ -347,13 +372,11 @@ impl Scheduler {
                             duplicate: out.duplicate,
                         });
                     }
-                    Err(err) => {
-                        first_err.get_or_insert(err);
-                    }
+                    Err(error) => failed.push(FailedTick { name, tick, error }),
                 },
             }
         }
-        (report, first_err)
+        (report, failed)
     }
 
     fn enqueue(&self, s: &Schedule, tick: u64) -> Result<crate::queue::Enqueued> {

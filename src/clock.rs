@@ -144,7 +144,7 @@ impl WallLead {
 }
 
 /// Milliseconds since this process first asked, on [`Instant`].
-fn instant_ms() -> u64 {
+pub(crate) fn instant_ms() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ms(ORIGIN.get_or_init(Instant::now).elapsed())
 }

@@ -2,7 +2,7 @@
 //! extension that waits on its backend (a remote one, over a slow network)
 //! holds no lock the worker needs to settle.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,4 +102,154 @@ fn a_worker_settles_its_finished_job_while_an_extension_of_its_lease_waits() {
     gate.open();
     let s = pool.shutdown(Duration::from_secs(10)).stats;
     assert_eq!((s.leased, s.done), (1, 1), "{s:?}");
+}
+
+/// Waits for `done`, up to a generous deadline (liveness only).
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The first `extend` waits at a gate (a stalled disk sync, a slow
+/// network); the others go through, counted.
+struct FirstExtendStalls {
+    calls: AtomicU32,
+    gate: Arc<Gate>,
+}
+
+impl Hooks for FirstExtendStalls {
+    fn before_extend(&self) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.gate.wait();
+        }
+    }
+}
+
+/// One extension that blocks does not hold up the other running jobs'
+/// leases: while it waits, the other job's lease is still extended, beat
+/// after beat, and its handler does not see its lease lost. Before, one
+/// heartbeat thread extended every lease in turn, so the stalled call
+/// held up every other lease until it expired and its job ran twice.
+#[test]
+fn one_stalled_extension_does_not_hold_up_the_other_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    q.enqueue(b"one").unwrap();
+    q.enqueue(b"two").unwrap();
+    let gate = Arc::new(Gate::default());
+    let finish = Arc::new(Gate::default());
+    let lost = Arc::new(AtomicU32::new(0));
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: FirstExtendStalls {
+            calls: AtomicU32::new(0),
+            gate: gate.clone(),
+        },
+    });
+    let pool = {
+        let (finish, lost) = (finish.clone(), lost.clone());
+        WorkerPool::builder(backend.clone())
+            .workers(2)
+            .visibility(Duration::from_secs(60))
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                finish.wait();
+                if ctx.lease_lost() {
+                    lost.fetch_add(1, Ordering::SeqCst);
+                }
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    // Dropped before the pool, whose shutdown needs the heartbeat back.
+    let _open = (OpenOnDrop(gate.clone()), OpenOnDrop(finish.clone()));
+    wait_for("both jobs running", || pool.stats().leased == 2);
+    wait_for("an extension stalled", || {
+        backend.hooks.calls.load(Ordering::SeqCst) >= 1
+    });
+    // Only the other job's lease is left to extend: it must be, again
+    // and again, while the first extension still waits.
+    let before = backend.hooks.calls.load(Ordering::SeqCst);
+    wait_for(
+        "the other lease was not extended while one extension stalled",
+        || backend.hooks.calls.load(Ordering::SeqCst) >= before + 3,
+    );
+    finish.open();
+    wait_for("both jobs done", || pool.stats().done == 2);
+    gate.open();
+    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    assert_eq!((s.leased, s.done), (2, 2), "{s:?}");
+    assert_eq!(
+        lost.load(Ordering::SeqCst),
+        0,
+        "no handler saw its lease lost"
+    );
+}
+
+/// Every `extend` waits at a gate.
+struct EveryExtendStalls {
+    gate: Arc<Gate>,
+}
+
+impl Hooks for EveryExtendStalls {
+    fn before_extend(&self) {
+        self.gate.wait();
+    }
+}
+
+/// A lease whose extension has been stalled for a whole visibility
+/// timeout may have run out (another worker may run the job): its handler
+/// is told, through `lease_lost`, while the extension still waits.
+/// Before, the handler kept its lease as far as it could tell.
+#[test]
+fn a_lease_whose_extension_stalls_past_the_visibility_is_marked_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    q.enqueue(b"stalled").unwrap();
+    let gate = Arc::new(Gate::default());
+    // 0 while the handler runs, then 1 if it saw its lease lost, else 2.
+    let saw_lost = Arc::new(AtomicU32::new(0));
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: EveryExtendStalls { gate: gate.clone() },
+    });
+    let pool = {
+        let saw_lost = saw_lost.clone();
+        WorkerPool::builder(backend)
+            .workers(1)
+            .visibility(Duration::from_millis(200))
+            .heartbeat(Duration::from_millis(10))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                if ctx.attempt() > 1 {
+                    // The first attempt's lease ran out: the job is back.
+                    return Outcome::done();
+                }
+                // Shorter than `wait_for`'s, so that without the mark
+                // the assertion below fails, not the wait.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !ctx.lease_lost() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                let seen = if ctx.lease_lost() { 1 } else { 2 };
+                saw_lost.store(seen, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _open = OpenOnDrop(gate.clone());
+    wait_for("the handler returned", || {
+        saw_lost.load(Ordering::SeqCst) != 0
+    });
+    assert_eq!(
+        saw_lost.load(Ordering::SeqCst),
+        1,
+        "the handler was not told its lease may be gone"
+    );
+    gate.open();
+    pool.shutdown(Duration::from_secs(10));
 }

@@ -3,7 +3,7 @@
 //!
 //! What is shared with [`WorkerPool`](crate::worker::WorkerPool), not
 //! copied: the builder and its checks, the slots of running jobs and the
-//! shutdown steps (`Shared`), the heartbeat (one thread, as in the sync
+//! shutdown steps (`Shared`), the heartbeat (threads, as in the sync
 //! pool: an extension may block on a remote backend), the token bucket,
 //! the counters and the settle logic (`run::settle`).
 //!

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::worker::backend::JobInfo;
+use crate::worker::heartbeat::Beat;
 
 /// The job a handler runs, and the state of its lease.
 ///
@@ -30,6 +31,9 @@ pub struct JobContext {
     worker: Arc<str>,
     lost: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    /// In a pool: the heartbeat's state of the lease, and the visibility
+    /// timeout in ms.
+    beat: Option<(Arc<Beat>, u64)>,
 }
 
 impl JobContext {
@@ -69,7 +73,15 @@ impl JobContext {
             worker,
             lost,
             stopping,
+            beat: None,
         }
+    }
+
+    /// Lets [`JobContext::lease_lost`] see a lease whose extension has
+    /// been stalled for `visibility_ms` since it was last fresh.
+    pub(crate) fn with_beat(mut self, beat: Arc<Beat>, visibility_ms: u64) -> JobContext {
+        self.beat = Some((beat, visibility_ms));
+        self
     }
 
     /// The job id: unique, the same on every attempt, never reused.
@@ -114,8 +126,22 @@ impl JobContext {
     /// extend it, or the pool released the job at shutdown. Another worker
     /// may now run the job; stop and don't commit side effects. The
     /// outcome of this attempt will be refused.
+    ///
+    /// Also true (and from then on) once an extension of the lease has
+    /// been waiting on the backend for a whole visibility timeout since
+    /// the lease was last known fresh: the lease may have run out.
     pub fn lease_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
+        if self.lost.load(Ordering::Acquire) {
+            return true;
+        }
+        let stalled = self
+            .beat
+            .as_ref()
+            .is_some_and(|(beat, visibility_ms)| beat.stalled(*visibility_ms));
+        if stalled {
+            self.lost.store(true, Ordering::Release);
+        }
+        stalled
     }
 
     /// True once the pool is shutting down; a long handler may finish

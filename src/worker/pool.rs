@@ -46,6 +46,8 @@ pub(crate) struct Active<L> {
     pub(crate) id: u64,
     pub(crate) lease: L,
     pub(crate) lost: Arc<AtomicBool>,
+    /// The heartbeat's state of the lease.
+    pub(crate) beat: Arc<crate::worker::heartbeat::Beat>,
     /// The handler returned: the worker settles the job itself, and a
     /// shutdown must not release it (a finished job would run again).
     pub(crate) finished: bool,
@@ -131,14 +133,18 @@ impl<B: Backend> Shared<B> {
         self.counters.add(Count::Leased);
         let (info, payload, lease) = delivery.into_parts();
         let lost = Arc::new(AtomicBool::new(false));
+        let beat = crate::worker::heartbeat::Beat::new();
         let active = Active {
             id: info.id,
             lease,
             lost: lost.clone(),
+            beat: beat.clone(),
             finished: false,
         };
         self.begin(index, active)?;
-        let ctx = JobContext::in_pool(info, name.clone(), lost, self.stop.flag());
+        let visibility_ms = crate::clock::ms(self.cfg.visibility);
+        let ctx = JobContext::in_pool(info, name.clone(), lost, self.stop.flag())
+            .with_beat(beat, visibility_ms);
         Ok((ctx, payload))
     }
 

@@ -26,10 +26,23 @@ pub(crate) struct LeaseState {
     pub(crate) headers: JobHeaders,
     pub(crate) reply: String,
     pub(crate) payload: Vec<u8>,
-    /// The record as this lease last wrote it, and its revision. Held
-    /// across a settle, so a heartbeat and a settle of one lease never
-    /// race each other's compare-and-set.
-    pub(crate) held: tokio::sync::Mutex<(Record, u64)>,
+    /// What the lease knows of its job's record. Locked across a settle,
+    /// so a heartbeat and a settle of one lease never race each other's
+    /// compare-and-set.
+    pub(crate) held: tokio::sync::Mutex<Held>,
+}
+
+/// What a lease knows of its job's record.
+pub(crate) struct Held {
+    /// The record as this lease last wrote it.
+    pub(crate) rec: Record,
+    /// Its revision: the next write of the lease is a CAS at it.
+    pub(crate) rev: u64,
+    /// A write of this lease whose reply never came (a request timeout, a
+    /// connection lost): the server may have stored it. The next
+    /// operation of the lease reads the record first and, if it is
+    /// exactly this write, goes on from its revision.
+    pub(crate) unsure: Option<Record>,
 }
 
 impl JetStreamLease {
@@ -45,7 +58,11 @@ impl JetStreamLease {
                 headers: h,
                 reply,
                 payload,
-                held: tokio::sync::Mutex::new((rec, rev)),
+                held: tokio::sync::Mutex::new(Held {
+                    rec,
+                    rev,
+                    unsure: None,
+                }),
             }),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::done::MAX_RESULT_LEN;
 use crate::error::{Error, ErrorKind, Result};
-use crate::jetstream::backend::JetStreamLease;
+use crate::jetstream::backend::{Held, JetStreamLease};
 use crate::jetstream::headers::{random_id, JobHeaders};
 use crate::jetstream::record::{ms_after, now_ms, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
@@ -14,24 +14,64 @@ use crate::jetstream::{lease_lost, nats_err};
 use crate::options::MAX_ERROR_LEN;
 
 impl Inner {
-    /// Writes `next` over the lease's record; the new revision, or
-    /// `LeaseLost` if the lease expired or another delivery took the job.
+    /// Writes the record `next` makes of the lease's own, at the lease's
+    /// revision, and keeps it as the lease's; `LeaseLost` if the lease
+    /// expired, was settled, or another delivery took the job. A write
+    /// whose reply never came is kept as `unsure` (see `Held`).
     async fn fenced(
         &self,
         lease: &JetStreamLease,
-        held: &(Record, u64),
-        next: &Record,
-    ) -> Result<u64> {
+        held: &mut Held,
+        next: impl FnOnce(&Record) -> Record,
+    ) -> Result<()> {
         let id = lease.state.headers.id;
-        if held.0.state != State::InFlight {
+        self.resolve_unsure(id, held).await?;
+        if held.rec.state != State::InFlight {
             return Err(lease_lost(id, "the lease was settled already"));
         }
-        if held.0.lease_expires_ms < now_ms() {
+        if held.rec.lease_expires_ms < now_ms() {
             return Err(lease_lost(id, "the lease expired"));
         }
-        match self.cas(id, next, held.1).await? {
-            Cas::Written(rev) => Ok(rev),
-            Cas::Stale => Err(lease_lost(id, "another delivery holds the job")),
+        let next = next(&held.rec);
+        match self.cas(id, &next, held.rev).await {
+            Ok(Cas::Written(rev)) => {
+                held.rec = next;
+                held.rev = rev;
+                Ok(())
+            }
+            Ok(Cas::Stale) => Err(lease_lost(id, "another delivery holds the job")),
+            Err(e) => {
+                held.unsure = Some(next);
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds out whether the lease's `unsure` write was stored: if the
+    /// record is exactly that write, the lease goes on from it. (Another
+    /// delivery's lease writes other attempts and another delivery, and
+    /// every later write starts from one of those.) Otherwise the write
+    /// was not stored, or was overwritten, and the CAS at the lease's
+    /// revision tells which.
+    ///
+    /// Without it, a heartbeat whose reply was lost left the lease at the
+    /// revision before its own write, and every later heartbeat and
+    /// settle of a job this worker still held got `LeaseLost`.
+    async fn resolve_unsure(&self, id: u64, held: &mut Held) -> Result<()> {
+        let Some(unsure) = held.unsure.take() else {
+            return Ok(());
+        };
+        match self.record(id).await {
+            Ok(Some((rec, rev))) if rec == unsure => {
+                held.rec = rec;
+                held.rev = rev;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                held.unsure = Some(unsure);
+                Err(e)
+            }
         }
     }
 
@@ -47,12 +87,14 @@ impl Inner {
             ));
         }
         let mut held = lease.state.held.lock().await;
-        let mut done = held.0.clone();
-        done.state = State::Done;
-        done.result = result;
-        done.finished_ms = now_ms();
-        held.1 = self.fenced(lease, &held, &done).await?;
-        held.0 = done;
+        self.fenced(lease, &mut held, |rec| {
+            let mut done = rec.clone();
+            done.state = State::Done;
+            done.result = result;
+            done.finished_ms = now_ms();
+            done
+        })
+        .await?;
         self.ack(&lease.state.reply).await;
         Ok(())
     }
@@ -64,29 +106,30 @@ impl Inner {
         error: &str,
     ) -> Result<()> {
         let mut held = lease.state.held.lock().await;
-        if held.0.attempts >= held.0.max_attempts {
+        if held.rec.attempts >= held.rec.max_attempts {
             drop(held);
             return self.fail(lease, error).await;
         }
         let delay = delay.unwrap_or_else(|| {
             let random = (random_id() >> 11) as f64 / (1u64 << 52) as f64;
-            self.cfg.backoff.delay(held.0.attempts, random)
+            self.cfg.backoff.delay(held.rec.attempts, random)
         });
         // Intent first: the record names the new copy before it exists, so
         // a crash before the publish is finished by the next delivery of
         // this one (`Decision::FinishRetry`).
-        let mut retrying = held.0.clone();
-        retrying.state = State::Retrying;
-        retrying.copy += 1;
-        retrying.msg_seq = 0;
-        retrying.due_ms = ms_after(now_ms(), delay);
-        retrying.lease_expires_ms = 0;
-        retrying.error = Some(error_text(error));
-        let rev = self.fenced(lease, &held, &retrying).await?;
-        held.1 = rev;
-        held.0 = retrying.clone();
-        self.finish_retry(&lease.state.headers, &lease.state.payload, &retrying, rev)
-            .await?;
+        self.fenced(lease, &mut held, |rec| {
+            let mut retrying = rec.clone();
+            retrying.state = State::Retrying;
+            retrying.copy += 1;
+            retrying.msg_seq = 0;
+            retrying.due_ms = ms_after(now_ms(), delay);
+            retrying.lease_expires_ms = 0;
+            retrying.error = Some(error_text(error));
+            retrying
+        })
+        .await?;
+        let (h, payload) = (&lease.state.headers, &lease.state.payload);
+        self.finish_retry(h, payload, &held.rec, held.rev).await?;
         self.ack(&lease.state.reply).await;
         Ok(())
     }
@@ -119,14 +162,15 @@ impl Inner {
 
     pub(crate) async fn fail(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
         let mut held = lease.state.held.lock().await;
-        let mut dying = held.0.clone();
-        dying.state = State::Dying;
-        dying.error = Some(error_text(error));
-        let rev = self.fenced(lease, &held, &dying).await?;
-        held.1 = rev;
-        held.0 = dying.clone();
-        self.finish_dead(&lease.state.headers, &lease.state.payload, &dying, rev)
-            .await?;
+        self.fenced(lease, &mut held, |rec| {
+            let mut dying = rec.clone();
+            dying.state = State::Dying;
+            dying.error = Some(error_text(error));
+            dying
+        })
+        .await?;
+        let (h, payload) = (&lease.state.headers, &lease.state.payload);
+        self.finish_dead(h, payload, &held.rec, held.rev).await?;
         self.ack(&lease.state.reply).await;
         Ok(())
     }
@@ -134,10 +178,12 @@ impl Inner {
     pub(crate) async fn extend(&self, lease: &JetStreamLease, visibility: Duration) -> Result<()> {
         self.cfg.check_visibility(visibility)?;
         let mut held = lease.state.held.lock().await;
-        let mut extended = held.0.clone();
-        extended.lease_expires_ms = ms_after(now_ms(), visibility);
-        held.1 = self.fenced(lease, &held, &extended).await?;
-        held.0 = extended;
+        self.fenced(lease, &mut held, |rec| {
+            let mut extended = rec.clone();
+            extended.lease_expires_ms = ms_after(now_ms(), visibility);
+            extended
+        })
+        .await?;
         // Restarts the server's AckWait for this delivery.
         self.client
             .publish(lease.state.reply.clone(), "+WPI".into())

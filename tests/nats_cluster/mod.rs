@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -270,10 +272,24 @@ impl Cluster {
         cfg: impl Fn(JetStreamConfig) -> JetStreamConfig,
         name: &str,
     ) -> JetStream {
+        self.connect_via(&self.urls(), cfg, name)
+    }
+
+    /// Server `i`'s client address, `127.0.0.1:<port>`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// As [`Cluster::connect`], to `urls` (a proxy in front of a server).
+    pub fn connect_via(
+        &self,
+        urls: &str,
+        cfg: impl Fn(JetStreamConfig) -> JetStreamConfig,
+        name: &str,
+    ) -> JetStream {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let config =
-                cfg(JetStreamConfig::new(self.urls(), name).timeout(Duration::from_secs(5)));
+            let config = cfg(JetStreamConfig::new(urls, name).timeout(Duration::from_secs(5)));
             match JetStream::connect(config) {
                 Ok(js) => return js,
                 Err(e) if Instant::now() < deadline => {
@@ -282,7 +298,7 @@ impl Cluster {
                 }
                 Err(e) => panic!(
                     "cannot set up queue {name} on {}: {e}\n{}",
-                    self.urls(),
+                    urls,
                     self.log_tails(20)
                 ),
             }

@@ -348,6 +348,43 @@ fn a_dead_letter_that_outlived_its_record_can_be_redriven_and_purged() {
 }
 
 #[test]
+fn a_retry_whose_record_aged_out_in_its_backoff_keeps_its_attempts() {
+    let cluster = nats_cluster::Cluster::start();
+    // Records untouched for 3 s age out of the bucket; the backoff is
+    // longer than that.
+    let js = cluster.connect(|c| c.retention(Duration::from_secs(3)), "agedretry");
+    let opts = EnqueueOptions::new().max_attempts(2);
+    let id = js.enqueue(b"x", opts).unwrap().id;
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap()
+        .expect("the job");
+    js.retry(d.lease(), Some(Duration::from_secs(5)), "first")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while js.status(id).unwrap() != JobStatus::Unknown {
+        assert!(Instant::now() < deadline, "the record never aged out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(30))
+        .unwrap()
+        .expect("the retried job");
+    assert_eq!(
+        (d.id(), d.attempt(), d.max_attempts()),
+        (id, 2, 2),
+        "the retried copy came back with its attempts reset"
+    );
+    // Its last attempt: a retry sends it to the dead letters.
+    js.retry(d.lease(), None, "second").unwrap();
+    let status = js.status(id).unwrap();
+    assert!(
+        matches!(status, JobStatus::Dead { attempts: 2, .. }),
+        "{status:?}"
+    );
+}
+
+#[test]
 fn the_last_handle_dropped_inside_an_async_task_does_not_panic() {
     let cluster = nats_cluster::Cluster::start();
     let js = cluster.connect(|c| c, "asyncdrop");

@@ -120,6 +120,7 @@ impl Inner {
             copy: 0,
             max_attempts,
             key: opts.key,
+            attempts: 0,
         };
         if let Err(e) = self.publish_copy(&h, &payload, due_ms).await {
             // No message: drop the record, so the key is free again.
@@ -156,6 +157,7 @@ impl Inner {
                 copy: 0,
                 max_attempts: rec.max_attempts,
                 key: rec.key.clone(),
+                attempts: 0,
             };
             self.publish_copy(&h, payload, rec.due_ms).await?;
         }

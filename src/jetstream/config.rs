@@ -70,7 +70,11 @@ impl JetStreamConfig {
     /// How long idempotency keys, job records (status, results) and
     /// `Nats-Msg-Id` duplicates are kept (default 24 h, as the embedded
     /// queue's dedup window). It is the stream's duplicate window and the
-    /// job bucket's `max_age`.
+    /// job bucket's `max_age`: a job record not written for that long (a
+    /// job delayed, or backing off, longer) ages out, and until the job
+    /// is leased again its status reads `Unknown` and its key is free. Its
+    /// attempt count survives (a retry's copy carries it), so its max
+    /// attempts still hold. Keep it above the longest backoff.
     pub fn retention(mut self, retention: Duration) -> JetStreamConfig {
         self.retention = retention;
         self

@@ -151,6 +151,8 @@ impl Inner {
             copy: rec.copy,
             max_attempts: rec.max_attempts,
             key: rec.key.clone(),
+            // A redriven job starts again from no attempts.
+            attempts: 0,
         };
         self.publish_copy(&h, &msg.payload, 0).await?;
         let mut queued = rec.clone();

@@ -12,7 +12,8 @@ pub(crate) const COPY: &str = "Walq-Copy";
 pub(crate) const MAX_ATTEMPTS: &str = "Walq-Max-Attempts";
 /// The idempotency key, hex.
 pub(crate) const KEY: &str = "Walq-Key";
-/// Attempts made, on a dead letter.
+/// Attempts made: on a dead letter, all of them; on a retry's copy, those
+/// before it (absent: none).
 pub(crate) const ATTEMPTS: &str = "Walq-Attempts";
 /// The last error, on a dead letter.
 pub(crate) const ERROR: &str = "Walq-Error";
@@ -28,6 +29,11 @@ pub(crate) struct JobHeaders {
     pub(crate) copy: u32,
     pub(crate) max_attempts: u32,
     pub(crate) key: Option<Vec<u8>>,
+    /// Attempts the job made before this copy (0 for the enqueued one):
+    /// a copy whose record aged out of the bucket while it waited (a
+    /// backoff longer than `retention`) rebuilds its record with them, so
+    /// the job's max attempts still hold.
+    pub(crate) attempts: u32,
 }
 
 impl JobHeaders {
@@ -40,6 +46,9 @@ impl JobHeaders {
         if let Some(key) = &self.key {
             h.insert(KEY, hex(key).as_str());
         }
+        if self.attempts > 0 {
+            h.insert(ATTEMPTS, self.attempts.to_string().as_str());
+        }
         h
     }
 
@@ -51,6 +60,7 @@ impl JobHeaders {
             copy: get(h, COPY)?,
             max_attempts: get(h, MAX_ATTEMPTS)?,
             key: h.get(KEY).and_then(|v| unhex(v.as_str())),
+            attempts: get(h, ATTEMPTS).unwrap_or(0),
         })
     }
 }
@@ -129,8 +139,12 @@ mod tests {
             copy: 3,
             max_attempts: 5,
             key: Some(b"k\x00y".to_vec()),
+            attempts: 2,
         };
-        assert_eq!(JobHeaders::parse(Some(&h.to_map())), Some(h));
+        assert_eq!(JobHeaders::parse(Some(&h.to_map())), Some(h.clone()));
+        let first = JobHeaders { attempts: 0, ..h };
+        assert_eq!(first.to_map().get(ATTEMPTS), None);
+        assert_eq!(JobHeaders::parse(Some(&first.to_map())), Some(first));
         assert_eq!(JobHeaders::parse(Some(&HeaderMap::new())), None);
         assert_eq!(unhex("0"), None);
     }

@@ -141,6 +141,7 @@ impl Inner {
             copy: 0,
             max_attempts: self.cfg.max_attempts,
             key: None,
+            attempts: 0,
         });
         let payload = msg.payload.to_vec();
         Ok(Incoming {
@@ -168,10 +169,11 @@ impl Inner {
             let (rec, rev) = match self.record(h.id).await? {
                 Some(found) => found,
                 // The record aged out of the bucket (or was never written):
-                // the message is the job.
+                // the message is the job, with the attempts it carries.
                 None => {
                     let mut rec = Record::new(h.max_attempts, 0, h.key.clone());
                     rec.copy = h.copy;
+                    rec.attempts = h.attempts;
                     match self.create(h.id, &rec).await? {
                         Cas::Written(rev) => (rec, rev),
                         Cas::Stale => continue,
@@ -226,6 +228,7 @@ mod tests {
             copy,
             max_attempts: 3,
             key: None,
+            attempts: 0,
         }
     }
 

@@ -146,6 +146,7 @@ impl Inner {
             copy: rec.copy,
             max_attempts: rec.max_attempts,
             key: rec.key.clone(),
+            attempts: rec.attempts,
             ..h.clone()
         };
         self.publish_copy(&next, payload, rec.due_ms).await?;

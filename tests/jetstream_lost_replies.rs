@@ -65,3 +65,43 @@ fn a_heartbeat_whose_reply_was_lost_does_not_lose_the_lease() {
         .expect("the complete after a lost heartbeat reply");
     assert!(matches!(js.status(id).unwrap(), JobStatus::Done { .. }));
 }
+
+#[test]
+fn a_redrive_whose_publish_failed_leaves_the_job_dead() {
+    let cluster = Cluster::start();
+    let (js, proxy) = through_proxy(&cluster, "rd", |c| c);
+    // The redrive's publish never reaches the server; then, one that is
+    // stored but whose PubAck is lost.
+    let faults = [
+        (Dir::ToServer, "HPUB walq.rd.jobs ".to_string()),
+        (Dir::ToClient, puback_of("WALQ_rd")),
+    ];
+    for (n, (dir, frame)) in faults.into_iter().enumerate() {
+        let id = js.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
+        let d = js.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+        js.fail(d.lease(), "bad").unwrap();
+        proxy.drop_next(dir, &frame);
+        let failed = js.redrive(id);
+        assert_eq!(
+            proxy.dropped(),
+            n + 1,
+            "{frame} was not dropped: {failed:?}"
+        );
+        let err = failed.expect_err("a redrive without its publish returned Ok");
+        // The job is still dead, and says so.
+        assert!(
+            matches!(js.status(id).unwrap(), JobStatus::Dead { .. }),
+            "after the failed redrive ({err}), status says {:?}",
+            js.status(id)
+        );
+        assert_eq!(js.dead_letters().unwrap().len(), 1);
+        // Redriven again, it runs once.
+        js.redrive(id).unwrap();
+        let again = js.lease(LEASE, Duration::from_secs(10)).unwrap();
+        assert_eq!(again.as_ref().map(|d| d.id()), Some(id), "after {frame}");
+        js.complete(again.unwrap().lease(), None).unwrap();
+        assert!(js.dead_letters().unwrap().is_empty());
+        let twice = js.lease(LEASE, Duration::from_secs(3)).unwrap();
+        assert!(twice.is_none(), "after {frame}, ran twice: {twice:?}");
+    }
+}

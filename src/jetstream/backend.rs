@@ -244,7 +244,11 @@ impl JetStream {
     }
 
     /// Sends dead job `id` back to the queue with its attempts reset.
-    /// `NotFound` if it is not in the dead letters.
+    /// `NotFound` if it is not in the dead letters. When its publish
+    /// fails, the job stays dead (its status and the dead letters say
+    /// so) and the error says to redrive it again; only if the record
+    /// could not be set back does the error say it may have been sent
+    /// back.
     pub fn redrive(&self, id: u64) -> Result<()> {
         self.block(|i| async move { i.redrive(id).await })
     }

@@ -131,11 +131,11 @@ impl Inner {
     /// Sends job `id` back to the queue as a fresh job (attempts reset).
     pub(crate) async fn redrive(&self, id: u64) -> Result<()> {
         let msg = self.dead_message(id).await?;
-        let (rec, rev) = self.dead_record(id, &msg).await?;
-        let (rec, rev) = if rec.state == State::Redriving {
-            (rec, rev)
+        let (dead, rev) = self.dead_record(id, &msg).await?;
+        let (rec, rev) = if dead.state == State::Redriving {
+            (dead.clone(), rev)
         } else {
-            let mut redriving = rec.clone();
+            let mut redriving = dead.clone();
             redriving.state = State::Redriving;
             redriving.copy += 1;
             redriving.attempts = 0;
@@ -154,11 +154,41 @@ impl Inner {
             // A redriven job starts again from no attempts.
             attempts: 0,
         };
-        self.publish_copy(&h, &msg.payload, 0).await?;
+        if let Err(e) = self.publish_copy(&h, &msg.payload, 0).await {
+            return Err(self.undo_redrive(id, &dead, &rec, rev, e).await);
+        }
         let mut queued = rec.clone();
         queued.state = State::Queued;
         self.cas(id, &queued, rev).await?;
         self.delete_dead(msg.sequence).await
+    }
+
+    /// A redrive whose publish failed: the record goes back to dead, so
+    /// its status says where the job is (the letter is still there).
+    /// Before, it stayed `Redriving`, read as queued, with no message
+    /// queued. It keeps the new copy's number: should the publish have
+    /// been stored after all (a lost PubAck), that copy meets a dead
+    /// record and is skipped, and the next redrive publishes a copy after
+    /// it (the same copy again would be a duplicate the stream drops).
+    async fn undo_redrive(
+        &self,
+        id: u64,
+        before: &Record,
+        redriving: &Record,
+        rev: u64,
+        e: Error,
+    ) -> Error {
+        let mut dead = redriving.clone();
+        dead.state = State::Dead;
+        dead.attempts = before.attempts;
+        let what = match self.cas(id, &dead, rev).await {
+            Ok(Cas::Written(_)) => "it is still in the dead letters; redrive it again",
+            _ => "it may have been sent back to the queue; redrive it again to make sure",
+        };
+        Error::new(
+            e.kind(),
+            format!("redrive of job {id} did not finish ({e}); {what}"),
+        )
     }
 
     /// Drops job `id`'s dead letter; its status becomes `Purged`.

@@ -105,3 +105,32 @@ fn a_redrive_whose_publish_failed_leaves_the_job_dead() {
         assert!(twice.is_none(), "after {frame}, ran twice: {twice:?}");
     }
 }
+
+#[test]
+fn an_enqueue_whose_puback_was_lost_says_it_may_have_been_enqueued() {
+    let cluster = Cluster::start();
+    let (js, proxy) = through_proxy(&cluster, "enq", |c| c);
+    let keyed = EnqueueOptions::new().idempotency_key("k");
+    // The job is stored; its PubAck is lost.
+    proxy.drop_next(Dir::ToClient, &puback_of("WALQ_enq"));
+    let failed = js.enqueue(b"keyed", keyed.clone());
+    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {failed:?}");
+    let err = failed.expect_err("an enqueue without its PubAck returned Ok");
+    assert!(
+        err.to_string().contains("may have been enqueued"),
+        "the error does not say the job may be there: {err}"
+    );
+    // Enqueued again with its key, it is one job, run once.
+    let again = js.enqueue(b"keyed", keyed).unwrap();
+    let d = js.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(d.id(), again.id);
+    js.complete(d.lease(), None).unwrap();
+    let twice = js.lease(LEASE, Duration::from_secs(3)).unwrap();
+    assert!(twice.is_none(), "the keyed job ran twice: {twice:?}");
+    // Without a key the job is there too: an error means "maybe".
+    proxy.drop_next(Dir::ToClient, &puback_of("WALQ_enq"));
+    assert!(js.enqueue(b"unkeyed", EnqueueOptions::new()).is_err());
+    assert_eq!(proxy.dropped(), 2);
+    let d = js.lease(LEASE, Duration::from_secs(10)).unwrap();
+    assert_eq!(d.as_ref().map(|d| d.payload()), Some(&b"unkeyed"[..]));
+}

@@ -80,6 +80,9 @@ impl std::fmt::Debug for JetStreamLease {
 }
 
 impl Inner {
+    /// Creates the job's record, then publishes its first copy. An error
+    /// after the record was created means the job may have been enqueued
+    /// (see `maybe_enqueued`).
     pub(crate) async fn enqueue(&self, payload: Vec<u8>, opts: EnqueueOptions) -> Result<Enqueued> {
         let max_attempts = opts.max_attempts.unwrap_or(self.cfg.max_attempts);
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
@@ -123,9 +126,11 @@ impl Inner {
             attempts: 0,
         };
         if let Err(e) = self.publish_copy(&h, &payload, due_ms).await {
-            // No message: drop the record, so the key is free again.
+            // Perhaps no message: drop the record, so the key is free
+            // again. Perhaps one was stored (a lost PubAck): it is the
+            // job, and a lease rebuilds its record.
             let _ = self.kv.delete(id.to_string()).await;
-            return Err(e);
+            return Err(maybe_enqueued(id, e));
         }
         Ok(Enqueued {
             id,
@@ -159,7 +164,9 @@ impl Inner {
                 key: rec.key.clone(),
                 attempts: 0,
             };
-            self.publish_copy(&h, payload, rec.due_ms).await?;
+            self.publish_copy(&h, payload, rec.due_ms)
+                .await
+                .map_err(|e| maybe_enqueued(id, e))?;
         }
         Ok(Enqueued {
             id,
@@ -175,9 +182,34 @@ impl Inner {
     }
 }
 
+/// The error of an enqueue whose publish failed. The publish may have
+/// been stored all the same (its PubAck lost to a timeout or a dropped
+/// connection, or a failover), and then the job runs: the error says
+/// "may have been enqueued", and how to have it once.
+fn maybe_enqueued(id: u64, e: Error) -> Error {
+    Error::new(
+        e.kind(),
+        format!(
+            "job {id} may have been enqueued ({}); enqueue it again with the same \
+             idempotency key to have it exactly once",
+            e.message()
+        ),
+    )
+}
+
 impl Backend for JetStream {
     type Lease = JetStreamLease;
 
+    /// Creates the job's record and publishes the job, and returns once
+    /// the stream stored it (PubAck).
+    ///
+    /// An error means the job **may have been enqueued**: a publish whose
+    /// PubAck was lost (a timeout, a dropped connection, a failover) was
+    /// perhaps stored, and then the job runs. Enqueue again with the same
+    /// idempotency key to have it exactly once (the second enqueue finds
+    /// the job, or publishes the same copy, which the stream's duplicate
+    /// window drops); without a key, a second enqueue may make a second
+    /// job.
     fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
         let payload = payload.to_vec();
         self.block(|i| async move { i.enqueue(payload, opts).await })

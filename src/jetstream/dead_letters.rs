@@ -187,7 +187,10 @@ impl Inner {
         };
         Error::new(
             e.kind(),
-            format!("redrive of job {id} did not finish ({e}); {what}"),
+            format!(
+                "redrive of job {id} did not finish ({}); {what}",
+                e.message()
+            ),
         )
     }
 

@@ -385,6 +385,49 @@ fn a_retry_whose_record_aged_out_in_its_backoff_keeps_its_attempts() {
 }
 
 #[test]
+fn dead_letters_are_read_a_page_at_a_time_by_id() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "deadpages");
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        js.enqueue(format!("{n}").as_bytes(), EnqueueOptions::new())
+            .unwrap();
+        let d = js
+            .lease(Duration::from_secs(30), Duration::from_secs(10))
+            .unwrap()
+            .expect("a job");
+        js.fail(d.lease(), "bad").unwrap();
+        ids.push(d.id());
+    }
+    ids.sort_unstable();
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = js.dead_letters_page(after, 2).unwrap();
+        assert!(page.len() <= 2, "a page of {} letters", page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|l| l.id));
+        assert!(seen.len() <= ids.len(), "the pages never end: {seen:?}");
+    }
+    assert_eq!(seen, ids);
+    assert_eq!(js.dead_letter_ids().unwrap(), ids);
+    // A page after a letter purged meanwhile goes on from its id.
+    js.purge(ids[1]).unwrap();
+    let next: Vec<u64> = js
+        .dead_letters_page(Some(ids[1]), 10)
+        .unwrap()
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(next, ids[2..]);
+    assert_eq!(js.dead_letter(ids[0]).unwrap().map(|l| l.id), Some(ids[0]));
+    assert_eq!(js.dead_letter(ids[1]).unwrap(), None);
+    assert_eq!(js.dead_letters().unwrap().len(), 4);
+    assert_eq!(js.purge_all().unwrap(), 4);
+    assert!(js.dead_letters_page(None, 10).unwrap().is_empty());
+}
+
+#[test]
 fn the_last_handle_dropped_inside_an_async_task_does_not_panic() {
     let cluster = nats_cluster::Cluster::start();
     let js = cluster.connect(|c| c, "asyncdrop");

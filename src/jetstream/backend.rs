@@ -270,9 +270,36 @@ impl Backend for JetStream {
 }
 
 impl JetStream {
-    /// Every dead letter (payload, attempts, last error), oldest first.
+    /// Every dead letter (payload, attempts, last error), ascending by
+    /// job id, as [`crate::Queue::dead_letters`]: all in memory, read 256
+    /// at a time. Prefer [`JetStream::dead_letters_page`] when there may
+    /// be many.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         self.block(|i| async move { i.dead_letters().await })
+    }
+
+    /// Up to `limit` dead letters with job ids after `after` (from the
+    /// first with `None`), ascending by id, as
+    /// [`crate::Queue::dead_letters_page`]: pass the last id of a page as
+    /// the next page's `after`; the end is an empty page. A letter
+    /// redriven or purged while the page is read is left out, so a page
+    /// may be shorter than `limit` before the end.
+    ///
+    /// Each page lists the dead-letter stream's subjects (one
+    /// stream-info request per 100,000 letters), then reads its letters
+    /// at once.
+    pub fn dead_letters_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.block(move |i| async move { i.dead_letters_page(after, limit).await })
+    }
+
+    /// The ids of every dead letter, ascending, without their payloads.
+    pub fn dead_letter_ids(&self) -> Result<Vec<u64>> {
+        self.block(|i| async move { i.dead_letter_ids().await })
+    }
+
+    /// Job `id`'s dead letter, if it has one.
+    pub fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
+        self.block(move |i| async move { i.dead_letter(id).await })
     }
 
     /// Sends dead job `id` back to the queue with its attempts reset.
@@ -287,7 +314,7 @@ impl JetStream {
 
     /// Redrives every dead letter; how many.
     pub fn redrive_all(&self) -> Result<usize> {
-        let ids: Vec<u64> = self.dead_letters()?.iter().map(|d| d.id).collect();
+        let ids = self.dead_letter_ids()?;
         ids.iter().try_for_each(|&id| self.redrive(id))?;
         Ok(ids.len())
     }
@@ -299,7 +326,7 @@ impl JetStream {
 
     /// Purges every dead letter; how many.
     pub fn purge_all(&self) -> Result<usize> {
-        let ids: Vec<u64> = self.dead_letters()?.iter().map(|d| d.id).collect();
+        let ids = self.dead_letter_ids()?;
         ids.iter().try_for_each(|&id| self.purge(id))?;
         Ok(ids.len())
     }

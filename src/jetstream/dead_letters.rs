@@ -3,8 +3,9 @@
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream::RawMessageErrorKind;
+use async_nats::jetstream::stream::{InfoError, LastRawMessageErrorKind};
 use async_nats::HeaderMap;
+use futures_util::TryStreamExt;
 
 use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
@@ -15,6 +16,9 @@ use crate::jetstream::setup::{Cas, Inner};
 
 /// Longest error text kept in a dead letter's header.
 const MAX_HEADER_ERROR: usize = 2048;
+
+/// Dead letters read at once (concurrent requests).
+const DEAD_PAGE: usize = 256;
 
 impl Inner {
     /// Copies a `Dying` job to the dead letters (waiting for the stream to
@@ -59,35 +63,82 @@ impl Inner {
         Ok(())
     }
 
-    /// Every dead letter, oldest first.
-    pub(crate) async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        let mut out = Vec::new();
-        let mut seq = 1;
-        let filter = self.cfg.dead_subject(None);
-        loop {
-            let next = self
-                .dead
-                .raw_message_builder()
-                .sequence(seq)
-                .next_by_subject(filter.clone());
-            match next.send().await {
-                Ok(msg) => {
-                    seq = msg.sequence + 1;
-                    out.push(letter_of(&msg));
-                }
-                // The end, told by the server's error code, not its text.
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(out),
-                Err(e) => {
-                    return Err(nats_err(
-                        &format!(
-                            "read dead letters of stream {} from sequence {seq}",
-                            self.cfg.dead_stream()
-                        ),
-                        e,
-                    ))
-                }
+    /// The ids of every dead letter, ascending, without their payloads:
+    /// the subjects of the dead-letter stream (one per job), one
+    /// stream-info request per 100,000 of them.
+    pub(crate) async fn dead_letter_ids(&self) -> Result<Vec<u64>> {
+        let failed = |e: InfoError| {
+            nats_err(
+                &format!("list dead letters of stream {}", self.cfg.dead_stream()),
+                e,
+            )
+        };
+        let mut subjects = self
+            .dead
+            .info_with_subjects(self.cfg.dead_subject(None))
+            .await
+            .map_err(failed)?;
+        let prefix = self
+            .cfg
+            .dead_subject(None)
+            .trim_end_matches('*')
+            .to_string();
+        let mut ids = Vec::new();
+        while let Some((subject, _)) = subjects.try_next().await.map_err(failed)? {
+            // A subject that names no job is no letter of walq's.
+            if let Some(id) = subject.strip_prefix(&prefix).and_then(|s| s.parse().ok()) {
+                ids.push(id);
             }
         }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Job `id`'s dead letter, if it has one.
+    pub(crate) async fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
+        let subject = self.cfg.dead_subject(Some(id));
+        match self.dead.get_last_raw_message_by_subject(&subject).await {
+            Ok(msg) => Ok(Some(letter_of(&msg))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(nats_err(
+                &format!(
+                    "read dead letter of job {id} from stream {}",
+                    self.cfg.dead_stream()
+                ),
+                e,
+            )),
+        }
+    }
+
+    /// The letters of `ids`, read at once (one round trip), in order; a
+    /// letter gone meanwhile (redriven, purged) is left out.
+    async fn letters_of(&self, ids: &[u64]) -> Result<Vec<DeadLetter>> {
+        let reads = ids.iter().map(|&id| self.dead_letter(id));
+        let letters = futures_util::future::try_join_all(reads).await?;
+        Ok(letters.into_iter().flatten().collect())
+    }
+
+    /// Up to `limit` dead letters with ids after `after` (from the first
+    /// with `None`), ascending by id, as `Queue::dead_letters_page`.
+    pub(crate) async fn dead_letters_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let ids = self.dead_letter_ids().await?;
+        let from = after.map_or(0, |a| ids.partition_point(|&id| id <= a));
+        let page = ids.get(from..).unwrap_or_default();
+        self.letters_of(&page[..page.len().min(limit)]).await
+    }
+
+    /// Every dead letter, ascending by id, read `DEAD_PAGE` at a time.
+    pub(crate) async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let mut out = Vec::new();
+        for ids in self.dead_letter_ids().await?.chunks(DEAD_PAGE) {
+            out.extend(self.letters_of(ids).await?);
+        }
+        Ok(out)
     }
 
     async fn dead_message(&self, id: u64) -> Result<StreamMessage> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::jetstream::headers::{id_of_key, random_id, JobHeaders};
-use crate::jetstream::record::{ms_after, now_ms, Record, State};
+use crate::jetstream::record::{ms_after, now_ms, LeaseClock, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::jetstream::{JetStream, JetStreamStats};
 use crate::options::{EnqueueOptions, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
@@ -43,6 +43,8 @@ pub(crate) struct Held {
     /// operation of the lease reads the record first and, if it is
     /// exactly this write, goes on from its revision.
     pub(crate) unsure: Option<Record>,
+    /// The clock the lease's deadline is written and checked by.
+    pub(crate) clock: LeaseClock,
 }
 
 impl JetStreamLease {
@@ -52,6 +54,7 @@ impl JetStreamLease {
         payload: Vec<u8>,
         rec: Record,
         rev: u64,
+        clock: LeaseClock,
     ) -> Self {
         JetStreamLease {
             state: Arc::new(LeaseState {
@@ -62,6 +65,7 @@ impl JetStreamLease {
                     rec,
                     rev,
                     unsure: None,
+                    clock,
                 }),
             }),
         }

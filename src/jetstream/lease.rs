@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::jetstream::backend::JetStreamLease;
 use crate::jetstream::headers::JobHeaders;
 use crate::jetstream::nats_err;
-use crate::jetstream::record::{ms_after, now_ms, Record, State};
+use crate::jetstream::record::{ms_after, LeaseClock, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::worker::Delivery;
 
@@ -198,17 +198,22 @@ impl Inner {
                     let mut leased = rec.leased_again();
                     leased.copy = h.copy;
                     leased.msg_seq = seq;
-                    leased.lease_expires_ms = ms_after(now_ms(), visibility);
+                    let clock = LeaseClock::start();
+                    leased.lease_expires_ms = ms_after(clock.now_ms(), visibility);
                     let Cas::Written(rev) = self.cas(h.id, &leased, rev).await? else {
                         continue;
                     };
-                    let delivery = Delivery::new(
-                        h.id,
+                    let lease = JetStreamLease::new(
+                        h.clone(),
+                        reply,
                         payload.clone(),
-                        JetStreamLease::new(h.clone(), reply, payload, leased.clone(), rev),
-                    )
-                    .attempts(leased.attempts, leased.max_attempts)
-                    .idempotency_key(leased.key.clone());
+                        leased.clone(),
+                        rev,
+                        clock,
+                    );
+                    let delivery = Delivery::new(h.id, payload, lease)
+                        .attempts(leased.attempts, leased.max_attempts)
+                        .idempotency_key(leased.key.clone());
                     return Ok(Some(delivery));
                 }
             }

@@ -147,6 +147,15 @@ where
     })
 }
 
+/// Steps the wall clock the JetStream backend reads by `by_ms` (for
+/// walq's own tests of a clock step; process-wide). Not part of the
+/// supported API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub fn step_wall_clock_for_tests(by_ms: i64) {
+    record::WALL_STEP_MS.fetch_add(by_ms, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A NATS failure as a walq error.
 pub(crate) fn nats_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("JetStream {what}: {e}"))

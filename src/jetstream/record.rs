@@ -145,9 +145,45 @@ impl Record {
     }
 }
 
-/// Milliseconds since the epoch, by the system clock.
+/// Milliseconds since the epoch, by the system clock (in walq's own
+/// tests, plus the step `step_wall_clock_for_tests` set).
 pub(crate) fn now_ms() -> u64 {
-    SystemClock.now_ms()
+    let now = SystemClock.now_ms();
+    #[cfg(feature = "testing")]
+    let now = now.saturating_add_signed(WALL_STEP_MS.load(std::sync::atomic::Ordering::Relaxed));
+    now
+}
+
+/// How far walq's own tests stepped the wall clock (ms).
+#[cfg(feature = "testing")]
+pub(crate) static WALL_STEP_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// A lease's own clock: the wall time when the lease was taken, advanced
+/// by the monotonic clock since. A lease's deadline is written and
+/// checked by it, so a step of the wall clock (NTP, a resumed VM) does not
+/// expire a live lease, as the embedded queue's monotonic lease deadlines
+/// do not. (A step back made the old wall-clock check accept an expired
+/// lease; harmless, the record's CAS is the fence.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseClock {
+    wall: u64,
+    mono: std::time::Instant,
+}
+
+impl LeaseClock {
+    /// A clock starting now.
+    pub(crate) fn start() -> LeaseClock {
+        LeaseClock {
+            wall: now_ms(),
+            mono: std::time::Instant::now(),
+        }
+    }
+
+    /// The lease's time now (ms since the epoch, as the wall clock read
+    /// when the lease was taken).
+    pub(crate) fn now_ms(&self) -> u64 {
+        ms_after(self.wall, self.mono.elapsed())
+    }
 }
 
 /// The time `d` after `now` (ms since the epoch), saturating: a delay or a

@@ -29,7 +29,7 @@ impl Inner {
         if held.rec.state != State::InFlight {
             return Err(lease_lost(id, "the lease was settled already"));
         }
-        if held.rec.lease_expires_ms < now_ms() {
+        if held.rec.lease_expires_ms < held.clock.now_ms() {
             return Err(lease_lost(id, "the lease expired"));
         }
         let next = next(&held.rec);
@@ -179,9 +179,10 @@ impl Inner {
     pub(crate) async fn extend(&self, lease: &JetStreamLease, visibility: Duration) -> Result<()> {
         self.cfg.check_visibility(visibility)?;
         let mut held = lease.state.held.lock().await;
+        let now = held.clock.now_ms();
         self.fenced(lease, &mut held, |rec| {
             let mut extended = rec.clone();
-            extended.lease_expires_ms = ms_after(now_ms(), visibility);
+            extended.lease_expires_ms = ms_after(now, visibility);
             extended
         })
         .await?;

@@ -270,8 +270,10 @@ impl DoneFile {
                         later_side_frames(bytes, off, DONE_SEGMENT_ID, MAX_DONE_RECORD);
                     match (next, recovery) {
                         (_, _) if !durable => {
-                            // A torn tail: the last append did not complete.
-                            report.torn_bytes = (bytes.len() - off) as u64;
+                            // A torn tail: the last append did not complete
+                            // (it runs to the file's end, past the zeros
+                            // left unread).
+                            report.torn_bytes = self.len - off as u64;
                             self.cut(off as u64)?;
                             break;
                         }
@@ -289,6 +291,13 @@ impl DoneFile {
                     }
                 }
             }
+        }
+        if off == bytes.len() {
+            // The records run to where the bytes read end: past them the
+            // file holds zeros only (holes left unread, [`read_span`]).
+            //
+            // [`read_span`]: crate::vfs::read_span
+            self.len = off as u64;
         }
         Ok(report)
     }

@@ -119,3 +119,60 @@ fn a_segment_grown_past_the_limit_is_an_error_that_names_it() {
     assert!(err.contains("0000000001.wal"), "{err}");
     assert!(err.contains("above the 4 GiB limit"), "{err}");
 }
+
+/// A queue closed with job 1 done with a result of `n` bytes (0xAB, so
+/// that its record ends with a nonzero byte); where that record ends.
+fn queue_with_one_result(dir: &std::path::Path, n: usize) -> u64 {
+    let q = Queue::open(dir).unwrap();
+    q.enqueue(b"first").unwrap();
+    let job = q.dequeue().unwrap().expect("job 1");
+    q.ack_with_result(job.receipt(), &vec![0xAB; n]).unwrap();
+    q.close().unwrap();
+    let bytes = std::fs::read(dir.join("done.rec")).unwrap();
+    bytes.iter().rposition(|&b| b != 0).unwrap() as u64 + 1
+}
+
+#[test]
+fn a_completion_file_whose_records_end_on_a_block_takes_results_after_them() {
+    // The zeros written ahead of done.rec's records are data; when the
+    // records end exactly on a block (nothing written ahead, or it was
+    // cut) the data ends where they do and open reads nothing past them.
+    // It then took the grown length for the end of the records and wrote
+    // the next result there: into a file grown to the largest size the
+    // file system allows, every result failed ('File too large').
+    let probe = tempfile::tempdir().unwrap();
+    let end = queue_with_one_result(probe.path(), 1000);
+    let n = 1000 + (4096 - end % 4096) as usize % 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let end = queue_with_one_result(dir.path(), n);
+    assert_eq!(end % 4096, 0, "the record ends on a block");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("done.rec"))
+        .unwrap();
+    file.set_len(end).unwrap();
+    // The largest length this file system takes (tmpfs, xfs: i64::MAX;
+    // ext4 with 4 KiB blocks: 16 TiB less a block).
+    let grown = [i64::MAX as u64, (1u64 << 44) - 4096, GROWN]
+        .into_iter()
+        .find(|&len| file.set_len(len).is_ok())
+        .unwrap();
+    drop(file);
+    let Some(q) = open_grown(dir.path(), "done.rec") else {
+        return;
+    };
+    match q.status(1).unwrap() {
+        JobStatus::Done { result, .. } => assert_eq!(result.as_deref(), Some(&vec![0xAB; n][..])),
+        other => panic!("job 1: {other:?}"),
+    }
+    q.enqueue(b"second").unwrap();
+    let job = q.dequeue().unwrap().expect("job 2");
+    q.ack_with_result(job.receipt(), b"another")
+        .unwrap_or_else(|e| panic!("a result after a file grown to {grown}: {e}"));
+    drop(q);
+    let q = Queue::open(dir.path()).unwrap();
+    match q.status(2).unwrap() {
+        JobStatus::Done { result, .. } => assert_eq!(result.as_deref(), Some(&b"another"[..])),
+        other => panic!("job 2: {other:?}"),
+    }
+}

@@ -344,10 +344,17 @@ pub fn read(vfs: &dyn Vfs, dir: &Path) -> std::result::Result<Vec<u8>, String> {
     file.read_at(&mut head, 0)
         .map_err(|e| format!("unreadable: {e}"))?;
     check_file_len(&head, len).map_err(|e| e.to_string())?;
-    let len = usize::try_from(len).map_err(|_| "larger than memory".to_string())?;
-    let mut buf = vec![0u8; len];
-    file.read_at(&mut buf, 0)
-        .map_err(|e| format!("unreadable: {e}"))?;
+    // The head's word is a CRC's: the body is read only up to where the
+    // file's data ends (a checkpoint is written whole, so holes past it
+    // mean a file grown by zeros), its memory reserved first.
+    let buf =
+        crate::vfs::read_span(&*file, &path, 0, len).map_err(|e| format!("unreadable: {e}"))?;
+    if (buf.len() as u64) < len {
+        return Err(format!(
+            "damaged: bytes never written (holes) from offset {} to its end at {len}",
+            buf.len()
+        ));
+    }
     Ok(buf)
 }
 

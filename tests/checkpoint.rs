@@ -297,6 +297,60 @@ fn a_checkpoint_file_longer_than_its_head_says_is_not_read_into_memory() {
 }
 
 #[test]
+fn a_checkpoint_whose_head_vouches_for_64_gib_of_holes_is_not_read_into_memory() {
+    // The head's counts are checked against the file's length before the
+    // body is read, but a head that says 64 GiB (its checksum is only a
+    // CRC: damage, or a tool, can make one that matches) for a file grown
+    // to 64 GiB passed, and open allocated all of it: the process aborted
+    // (memory allocation failed). The body past the head is holes (never
+    // written): damaged, and the log is scanned.
+    const GROWN: u64 = 64 << 30;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = build(dir.path(), 7, 300, 0, true);
+    let (_, scanned) = observe(dir.path(), now, true);
+    let path = dir.path().join("CHECKPOINT");
+    let mut head = checkpoint_bytes(dir.path())[..128].to_vec();
+    let len = std::fs::metadata(&path).expect("checkpoint").len();
+    let version = u16::from_le_bytes([head[8], head[9]]);
+    // Version 3 and up: the slot runs' bytes; before, 16 bytes a slot.
+    let (at, add) = if version >= 3 {
+        (120, GROWN)
+    } else {
+        (80, GROWN / 16)
+    };
+    let count = u64::from_le_bytes(head[at..at + 8].try_into().unwrap());
+    head[at..at + 8].copy_from_slice(&(count + add).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&head[..60]);
+    h.update(&head[64..128]);
+    head[60..64].copy_from_slice(&h.finalize().to_le_bytes());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("checkpoint");
+    std::os::unix::fs::FileExt::write_all_at(&file, &head, 0).expect("head");
+    file.set_len(len + GROWN).expect("grow the checkpoint");
+    drop(file);
+    let (report, seen) = {
+        let clock = ManualClock::new(now);
+        let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
+        (q.recovery_report().clone(), q.stats())
+    };
+    assert!(!report.checkpoint_used);
+    let reason = report.checkpoint_fallback.unwrap_or_default();
+    assert!(
+        reason.contains("never written") || reason.contains("more than this process can hold"),
+        "{reason}"
+    );
+    let stats = (seen.ready, seen.delayed, seen.in_flight, seen.dead);
+    assert_eq!(stats, scanned.stats, "the scan shows what a scan shows");
+    assert!(
+        !path.exists(),
+        "the checkpoint that was not used is deleted"
+    );
+}
+
+#[test]
 fn after_a_crash_only_the_log_after_the_checkpoint_is_replayed() {
     for seed in 5..=8 {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -226,6 +226,8 @@ impl DoneFile {
     fn replay(&mut self, bytes: &[u8], recovery: RecoveryMode, now: u64) -> Result<DoneRecovery> {
         let mut report = DoneRecovery::default();
         let mut off = SEGMENT_HEADER_LEN;
+        // Where a search after damage proved the bytes before synced.
+        let mut synced = 0;
         while off < bytes.len() {
             match frame::decode(&bytes[off..], DONE_SEGMENT_ID, MAX_DONE_RECORD) {
                 Ok(f) => {
@@ -266,8 +268,13 @@ impl DoneFile {
                     break;
                 }
                 Err(err) => {
-                    let (next, durable) =
-                        later_side_frames(bytes, off, DONE_SEGMENT_ID, MAX_DONE_RECORD);
+                    let (next, durable) = later_side_frames(
+                        bytes,
+                        off,
+                        DONE_SEGMENT_ID,
+                        MAX_DONE_RECORD,
+                        &mut synced,
+                    );
                     match (next, recovery) {
                         (_, _) if !durable => {
                             // A torn tail: the last append did not complete

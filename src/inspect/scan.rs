@@ -313,6 +313,8 @@ impl Scan<'_> {
 
     fn side_records(&mut self, name: &str, role: FileRole, bytes: &[u8], seed: u32, max_len: u32) {
         let mut off = SEGMENT_HEADER_LEN;
+        // Where a search after damage proved the bytes before synced.
+        let mut synced = 0;
         while off < bytes.len() {
             let damage = match frame::decode(&bytes[off..], seed, max_len) {
                 Ok(f) => match side_entry(role, &f) {
@@ -330,7 +332,8 @@ impl Scan<'_> {
                 }
                 Err(e) => e.to_string(),
             };
-            let (next, durable) = crate::dead::later_side_frames(bytes, off, seed, max_len);
+            let (next, durable) =
+                crate::dead::later_side_frames(bytes, off, seed, max_len, &mut synced);
             if !durable {
                 let what = format!(
                     "torn tail of {} bytes ({damage}): a write cut short, cut on the next open",

@@ -676,6 +676,8 @@ struct Cursor {
     batch: Vec<u32>,
     /// The scan stopped at a torn tail.
     torn: bool,
+    /// The last frame a search after damage found proving LSNs durable.
+    proof: Option<resync::Proof>,
 }
 
 /// Replays one segment, read with `pread` (an unreadable sector is an
@@ -699,6 +701,7 @@ fn scan_segment(
         expected: from.next_lsn,
         batch: Vec::new(),
         torn: false,
+        proof: None,
     };
     loop {
         let damage = match frame_in(image.bytes, seg, at.off) {
@@ -764,7 +767,7 @@ fn past_damage(
     // tail; elsewhere damage is damage, and the first later frame is all
     // the scan needs.
     let may_be_torn = ctx.last || ctx.newest.is_some();
-    let later = find_later(image, off + 1, at.expected, may_be_torn);
+    let later = find_later(image, off + 1, at.expected, may_be_torn, &mut at.proof);
     let next = later.first;
     if !later.durable && (ctx.last || torn_across(ctx, at.expected - at.batch.len() as u64)?) {
         at.torn = true;
@@ -904,21 +907,15 @@ fn zero(seg: &Segment, from: u32, to: u32) -> Result<()> {
 /// if `need_proof`, whether any intact frame after `from` proves, through
 /// its sync lag, that LSN `expected` had been durable (then the damage is
 /// not a torn write). Frames start before the written end (the bytes after
-/// it are zeros).
+/// it are zeros). `proof`: see [`resync::search_log`].
 fn find_later<'a>(
     image: &Image<'a>,
     from: u32,
     expected: u64,
     need_proof: bool,
+    proof: &mut Option<resync::Proof>,
 ) -> resync::Later<'a> {
-    let goal = resync::Goal {
-        wanted: |_: usize, head: &[u8]| {
-            let lsn = frame::peek_lsn(head).unwrap_or(0);
-            lsn > expected && lsn - expected < (1 << 40)
-        },
-        proves: |_: usize, f: &Frame<'_>| f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected,
-        need_proof,
-    };
     let span = from as usize..image.written.len();
-    resync::search(image.bytes, span, image.seg.id, image.seg.size(), goal)
+    let (id, size) = (image.seg.id, image.seg.size());
+    resync::search_log(image.bytes, span, id, size, expected, need_proof, proof)
 }

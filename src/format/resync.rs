@@ -97,6 +97,59 @@ where
     later
 }
 
+/// An intact log frame, at `off` with LSN `lsn`, whose sync lag proves
+/// every LSN up to `through` durable.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Proof {
+    off: usize,
+    lsn: u64,
+    through: u64,
+}
+
+/// Searches a log segment's `bytes` (frames checksummed with
+/// `segment_id`, at most `max_len` long) in `span` after damage where LSN
+/// `expected` was due: the first intact frame with a later LSN, and, if
+/// `need_proof`, whether an intact frame proves LSN `expected` durable.
+///
+/// `proof` carries, from one damage to the next in the same `bytes`, the
+/// frame an earlier search found proving: when it lies in `span` and
+/// this search would take it, it is the proof, and the search stops at
+/// the first frame. Without it each damage searched the rest of the
+/// segment again for the same proof, work the square of its size.
+pub(crate) fn search_log<'a>(
+    bytes: &'a [u8],
+    span: Range<usize>,
+    segment_id: u32,
+    max_len: u32,
+    expected: u64,
+    need_proof: bool,
+    proof: &mut Option<Proof>,
+) -> Later<'a> {
+    let wanted = |lsn: u64| lsn > expected && lsn - expected < (1 << 40);
+    let known =
+        proof.is_some_and(|p| span.contains(&p.off) && wanted(p.lsn) && p.through >= expected);
+    let found = std::cell::Cell::new(None);
+    let goal = Goal {
+        wanted: |_: usize, head: &[u8]| wanted(frame::peek_lsn(head).unwrap_or(0)),
+        proves: |off: usize, f: &Frame<'_>| {
+            let through = f.lsn.saturating_sub(u64::from(f.sync_lag));
+            found.set(Some(Proof {
+                off,
+                lsn: f.lsn,
+                through,
+            }));
+            through >= expected
+        },
+        need_proof: need_proof && !known,
+    };
+    let mut later = search(bytes, span, segment_id, max_len, goal);
+    if later.durable {
+        *proof = found.get();
+    }
+    later.durable |= need_proof && known;
+    later
+}
+
 /// Decodes candidate frames of one buffer, each in bounded work.
 struct Candidates<'a> {
     bytes: &'a [u8],

@@ -72,6 +72,8 @@ impl Scan<'_> {
         let mut off = SEGMENT_HEADER_LEN;
         let mut batch: Option<(usize, u64)> = None;
         let mut max_fresh_id = 0;
+        // The last proof a search after damage found (`resync::search_log`).
+        let mut proof = None;
         while off < bytes.len() {
             let damage = match frame::decode(&bytes[off..], seg.id, max_len) {
                 Ok(f) if f.lsn == exp => match log_entry(f.kind, f.body, f.lsn) {
@@ -96,7 +98,7 @@ impl Scan<'_> {
                 Err(FrameError::Zero) if all_zero(&bytes[off..]) => break,
                 Err(e) => e.to_string(),
             };
-            let later = find_later(bytes, seg, max_len, off + 1, exp);
+            let later = find_later(bytes, seg, max_len, off + 1, exp, &mut proof);
             let (next, durable) = (later.first.map(|(o, f)| (o, f.lsn)), later.durable);
             if seg.last && !durable {
                 self.torn_tail(name, bytes, off, &damage);
@@ -174,23 +176,16 @@ fn log_entry<'a>(kind: u8, body: &'a [u8], lsn: u64) -> std::result::Result<Entr
 /// The first intact frame after `from` with an LSN past `expected`, and,
 /// in the last segment (where damage may be a torn tail), whether an
 /// intact frame after `from` proves, through its sync lag, that LSN
-/// `expected` had been durable. See `format::resync`.
+/// `expected` had been durable. See `format::resync` (and
+/// [`resync::search_log`] for `proof`).
 fn find_later<'a>(
     bytes: &'a [u8],
     seg: &SegScan<'_>,
     max_len: u32,
     from: usize,
     expected: u64,
+    proof: &mut Option<resync::Proof>,
 ) -> resync::Later<'a> {
-    let goal = resync::Goal {
-        wanted: |_: usize, head: &[u8]| {
-            let lsn = frame::peek_lsn(head).unwrap_or(0);
-            lsn > expected && lsn - expected < (1 << 40)
-        },
-        proves: |_: usize, f: &frame::Frame<'_>| {
-            f.lsn.saturating_sub(u64::from(f.sync_lag)) >= expected
-        },
-        need_proof: seg.last,
-    };
-    resync::search(bytes, from..bytes.len(), seg.id, max_len, goal)
+    let span = from..bytes.len();
+    resync::search_log(bytes, span, seg.id, max_len, expected, seg.last, proof)
 }

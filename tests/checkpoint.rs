@@ -264,6 +264,26 @@ fn a_checkpoint_ahead_of_the_log_falls_back() {
     );
 }
 
+/// Opens `dir` itself (its checkpoint too large to copy): the full scan
+/// runs, the report's reason contains one of `whys`, the counts are the
+/// scan's, and the unused checkpoint is deleted.
+fn falls_back_in_place(dir: &Path, now: u64, scanned: &Observed, whys: &[&str]) {
+    let (report, seen) = {
+        let clock = ManualClock::new(now);
+        let q = Queue::open_with(dir, opts(&clock, 0)).expect("open");
+        (q.recovery_report().clone(), q.stats())
+    };
+    assert!(!report.checkpoint_used);
+    let reason = report.checkpoint_fallback.unwrap_or_default();
+    assert!(whys.iter().any(|w| reason.contains(w)), "{reason}");
+    let stats = (seen.ready, seen.delayed, seen.in_flight, seen.dead);
+    assert_eq!(stats, scanned.stats, "the scan shows what a scan shows");
+    assert!(
+        !dir.join("CHECKPOINT").exists(),
+        "the checkpoint that was not used is deleted"
+    );
+}
+
 #[test]
 fn a_checkpoint_file_longer_than_its_head_says_is_not_read_into_memory() {
     // A checkpoint grown to 64 GiB (sparse: its head intact, zeros after
@@ -280,20 +300,7 @@ fn a_checkpoint_file_longer_than_its_head_says_is_not_read_into_memory() {
         .expect("checkpoint");
     file.set_len(64 << 30).expect("grow the checkpoint");
     drop(file);
-    let (report, seen) = {
-        let clock = ManualClock::new(now);
-        let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
-        (q.recovery_report().clone(), q.stats())
-    };
-    assert!(!report.checkpoint_used);
-    let reason = report.checkpoint_fallback.unwrap_or_default();
-    assert!(reason.contains("lengths do not add up"), "{reason}");
-    let stats = (seen.ready, seen.delayed, seen.in_flight, seen.dead);
-    assert_eq!(stats, scanned.stats, "the scan shows what a scan shows");
-    assert!(
-        !path.exists(),
-        "the checkpoint that was not used is deleted"
-    );
+    falls_back_in_place(dir.path(), now, &scanned, &["lengths do not add up"]);
 }
 
 #[test]
@@ -331,23 +338,8 @@ fn a_checkpoint_whose_head_vouches_for_64_gib_of_holes_is_not_read_into_memory()
     std::os::unix::fs::FileExt::write_all_at(&file, &head, 0).expect("head");
     file.set_len(len + GROWN).expect("grow the checkpoint");
     drop(file);
-    let (report, seen) = {
-        let clock = ManualClock::new(now);
-        let q = Queue::open_with(dir.path(), opts(&clock, 0)).expect("open");
-        (q.recovery_report().clone(), q.stats())
-    };
-    assert!(!report.checkpoint_used);
-    let reason = report.checkpoint_fallback.unwrap_or_default();
-    assert!(
-        reason.contains("never written") || reason.contains("more than this process can hold"),
-        "{reason}"
-    );
-    let stats = (seen.ready, seen.delayed, seen.in_flight, seen.dead);
-    assert_eq!(stats, scanned.stats, "the scan shows what a scan shows");
-    assert!(
-        !path.exists(),
-        "the checkpoint that was not used is deleted"
-    );
+    let whys = ["never written", "more than this process can hold"];
+    falls_back_in_place(dir.path(), now, &scanned, &whys);
 }
 
 #[test]

@@ -26,6 +26,13 @@ fn a_wall_clock_stepped_forward_does_not_expire_a_live_lease() {
     step_wall_clock_for_tests(3_600_000);
     js.extend(d.lease(), LEASE)
         .expect("a heartbeat after the clock step");
+    // The record keeps a wall time: the status, read by the (stepped)
+    // wall clock, shows the live lease in flight, not expired and queued.
+    let status = js.status(id).unwrap();
+    assert!(
+        matches!(status, JobStatus::InFlight { attempt: 1, .. }),
+        "a heartbeated lease after the clock step shows as {status:?}"
+    );
     js.complete(d.lease(), None)
         .expect("a complete after the clock step");
     assert!(matches!(js.status(id).unwrap(), JobStatus::Done { .. }));

@@ -39,12 +39,17 @@ pub(crate) struct Held {
     /// Its revision: the next write of the lease is a CAS at it.
     pub(crate) rev: u64,
     /// A write of this lease whose reply never came (a request timeout, a
-    /// connection lost): the server may have stored it. The next
-    /// operation of the lease reads the record first and, if it is
-    /// exactly this write, goes on from its revision.
-    pub(crate) unsure: Option<Record>,
-    /// The clock the lease's deadline is written and checked by.
+    /// connection lost), with the deadline it gave the lease (by
+    /// `clock`): the server may have stored it. The next operation of
+    /// the lease reads the record first and, if it is exactly this
+    /// write, goes on from its revision and deadline.
+    pub(crate) unsure: Option<(Record, u64)>,
+    /// The clock the lease's deadline is checked by.
     pub(crate) clock: LeaseClock,
+    /// When the lease ends, by `clock`. The record's `lease_expires_ms`
+    /// is the same deadline by the wall clock, for `status`: a wall
+    /// clock stepped since the lease was taken moves one, not the other.
+    pub(crate) expires_ms: u64,
 }
 
 impl JetStreamLease {
@@ -55,6 +60,7 @@ impl JetStreamLease {
         rec: Record,
         rev: u64,
         clock: LeaseClock,
+        expires_ms: u64,
     ) -> Self {
         JetStreamLease {
             state: Arc::new(LeaseState {
@@ -66,6 +72,7 @@ impl JetStreamLease {
                     rev,
                     unsure: None,
                     clock,
+                    expires_ms,
                 }),
             }),
         }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::jetstream::backend::JetStreamLease;
 use crate::jetstream::headers::JobHeaders;
 use crate::jetstream::nats_err;
-use crate::jetstream::record::{ms_after, LeaseClock, Record, State};
+use crate::jetstream::record::{ms_after, now_ms, LeaseClock, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::worker::Delivery;
 
@@ -199,7 +199,10 @@ impl Inner {
                     leased.copy = h.copy;
                     leased.msg_seq = seq;
                     let clock = LeaseClock::start();
-                    leased.lease_expires_ms = ms_after(clock.now_ms(), visibility);
+                    // The record's deadline is a wall time (`status`
+                    // reads it); the lease checks its own by `clock`.
+                    leased.lease_expires_ms = ms_after(now_ms(), visibility);
+                    let expires_ms = ms_after(clock.now_ms(), visibility);
                     let Cas::Written(rev) = self.cas(h.id, &leased, rev).await? else {
                         continue;
                     };
@@ -210,6 +213,7 @@ impl Inner {
                         leased.clone(),
                         rev,
                         clock,
+                        expires_ms,
                     );
                     let delivery = Delivery::new(h.id, payload, lease)
                         .attempts(leased.attempts, leased.max_attempts)

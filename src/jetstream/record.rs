@@ -159,8 +159,8 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) static WALL_STEP_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// A lease's own clock: the wall time when the lease was taken, advanced
-/// by the monotonic clock since. A lease's deadline is written and
-/// checked by it, so a step of the wall clock (NTP, a resumed VM) does not
+/// by the monotonic clock since. A lease's deadline is checked by it
+/// (the record keeps the deadline by the wall clock, for `status`), so a step of the wall clock (NTP, a resumed VM) does not
 /// expire a live lease, as the embedded queue's monotonic lease deadlines
 /// do not. (A step back made the old wall-clock check accept an expired
 /// lease; harmless, the record's CAS is the fence.)

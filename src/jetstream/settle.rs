@@ -18,10 +18,13 @@ impl Inner {
     /// revision, and keeps it as the lease's; `LeaseLost` if the lease
     /// expired, was settled, or another delivery took the job. A write
     /// whose reply never came is kept as `unsure` (see `Held`).
+    /// `expires_ms`: the lease's new deadline by its clock (an extension),
+    /// or `None` to keep it.
     async fn fenced(
         &self,
         lease: &JetStreamLease,
         held: &mut Held,
+        expires_ms: Option<u64>,
         next: impl FnOnce(&Record) -> Record,
     ) -> Result<()> {
         let id = lease.state.headers.id;
@@ -29,19 +32,21 @@ impl Inner {
         if held.rec.state != State::InFlight {
             return Err(lease_lost(id, "the lease was settled already"));
         }
-        if held.rec.lease_expires_ms < held.clock.now_ms() {
+        if held.expires_ms < held.clock.now_ms() {
             return Err(lease_lost(id, "the lease expired"));
         }
         let next = next(&held.rec);
+        let expires_ms = expires_ms.unwrap_or(held.expires_ms);
         match self.cas(id, &next, held.rev).await {
             Ok(Cas::Written(rev)) => {
                 held.rec = next;
                 held.rev = rev;
+                held.expires_ms = expires_ms;
                 Ok(())
             }
             Ok(Cas::Stale) => Err(lease_lost(id, "another delivery holds the job")),
             Err(e) => {
-                held.unsure = Some(next);
+                held.unsure = Some((next, expires_ms));
                 Err(e)
             }
         }
@@ -58,18 +63,19 @@ impl Inner {
     /// revision before its own write, and every later heartbeat and
     /// settle of a job this worker still held got `LeaseLost`.
     async fn resolve_unsure(&self, id: u64, held: &mut Held) -> Result<()> {
-        let Some(unsure) = held.unsure.take() else {
+        let Some((unsure, expires_ms)) = held.unsure.take() else {
             return Ok(());
         };
         match self.record(id).await {
             Ok(Some((rec, rev))) if rec == unsure => {
                 held.rec = rec;
                 held.rev = rev;
+                held.expires_ms = expires_ms;
                 Ok(())
             }
             Ok(_) => Ok(()),
             Err(e) => {
-                held.unsure = Some(unsure);
+                held.unsure = Some((unsure, expires_ms));
                 Err(e)
             }
         }
@@ -87,7 +93,7 @@ impl Inner {
             ));
         }
         let mut held = lease.state.held.lock().await;
-        self.fenced(lease, &mut held, |rec| {
+        self.fenced(lease, &mut held, None, |rec| {
             let mut done = rec.clone();
             done.state = State::Done;
             done.result = result;
@@ -117,7 +123,7 @@ impl Inner {
         // Intent first: the record names the new copy before it exists, so
         // a crash before the publish is finished by the next delivery of
         // this one (`Decision::FinishRetry`).
-        self.fenced(lease, &mut held, |rec| {
+        self.fenced(lease, &mut held, None, |rec| {
             let mut retrying = rec.clone();
             retrying.state = State::Retrying;
             retrying.copy += 1;
@@ -163,7 +169,7 @@ impl Inner {
 
     pub(crate) async fn fail(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
         let mut held = lease.state.held.lock().await;
-        self.fenced(lease, &mut held, |rec| {
+        self.fenced(lease, &mut held, None, |rec| {
             let mut dying = rec.clone();
             dying.state = State::Dying;
             dying.error = Some(error_text(error));
@@ -179,10 +185,13 @@ impl Inner {
     pub(crate) async fn extend(&self, lease: &JetStreamLease, visibility: Duration) -> Result<()> {
         self.cfg.check_visibility(visibility)?;
         let mut held = lease.state.held.lock().await;
-        let now = held.clock.now_ms();
-        self.fenced(lease, &mut held, |rec| {
+        // The record gets the wall time (`status` reads it), the lease
+        // the same deadline by its own clock (see `Held::expires_ms`).
+        let until = ms_after(held.clock.now_ms(), visibility);
+        let wall_until = ms_after(now_ms(), visibility);
+        self.fenced(lease, &mut held, Some(until), |rec| {
             let mut extended = rec.clone();
-            extended.lease_expires_ms = ms_after(now, visibility);
+            extended.lease_expires_ms = wall_until;
             extended
         })
         .await?;

@@ -134,3 +134,48 @@ fn an_enqueue_whose_puback_was_lost_says_it_may_have_been_enqueued() {
     let d = js.lease(LEASE, Duration::from_secs(10)).unwrap();
     assert_eq!(d.as_ref().map(|d| d.payload()), Some(&b"unkeyed"[..]));
 }
+
+#[test]
+fn a_redrive_rolled_back_under_a_concurrent_redrive_does_not_lose_the_job() {
+    let cluster = Cluster::start();
+    let (a, proxy_a) = through_proxy(&cluster, "rr", |c| c);
+    let proxy_b = Proxy::start(&cluster.addr(0));
+    let b = cluster.connect_via(&proxy_b.url(), |c| c.ack_wait(LEASE), "rr");
+    let id = a.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
+    let d = a.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+    a.fail(d.lease(), "bad").unwrap();
+    // Redrive A's publish never reaches the server: after 2 s it fails
+    // and sets the record back to dead.
+    proxy_a.drop_next(Dir::ToServer, "HPUB walq.rr.jobs ");
+    // Redrive B, started meanwhile, finds the record being redriven and
+    // publishes the copy, which is stored; its PubAck comes 3 s late,
+    // after A's rollback.
+    proxy_b.delay_next(Dir::ToClient, &puback_of("WALQ_rr"), Duration::from_secs(3));
+    let first = std::thread::spawn(move || {
+        let r = a.redrive(id);
+        (r, a)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let second = b.redrive(id);
+    let (first, a) = first.join().unwrap();
+    assert_eq!(
+        proxy_a.dropped(),
+        1,
+        "A's publish was not dropped: {first:?}"
+    );
+    assert!(
+        first.is_err(),
+        "A's redrive without its publish returned Ok"
+    );
+    second.expect("B's redrive, its publish stored");
+    // B said the job is back in the queue, and its letter is gone: the
+    // job runs.
+    assert!(a.dead_letters().unwrap().is_empty());
+    let again = a.lease(LEASE, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        again.as_ref().map(|d| d.id()),
+        Some(id),
+        "the redriven job never ran; status {:?}",
+        a.status(id)
+    );
+}

@@ -210,7 +210,25 @@ impl Inner {
         }
         let mut queued = rec.clone();
         queued.state = State::Queued;
-        self.cas(id, &queued, rev).await?;
+        let mut at = rev;
+        while let Cas::Stale = self.cas(id, &queued, at).await? {
+            match self.record(id).await? {
+                // A concurrent redrive of this copy whose publish failed
+                // set the record back to dead (`undo_redrive`: the copy,
+                // never leased) after this one's publish was stored: the
+                // copy is queued, and the record must say so before the
+                // letter goes, or the copy is skipped as dead and the job
+                // is lost.
+                Some((now, r))
+                    if now.state == State::Dead && now.copy == rec.copy && now.msg_seq == 0 =>
+                {
+                    at = r
+                }
+                // The copy was leased already (its record is newer), or
+                // taken on by another redrive.
+                _ => break,
+            }
+        }
         self.delete_dead(msg.sequence).await
     }
 

@@ -25,6 +25,9 @@ pub enum Dir {
 struct Rules {
     /// Drop the next frame going `Dir` that contains the bytes.
     armed: Vec<(Dir, Vec<u8>)>,
+    /// Hold the next frame going `Dir` that contains the bytes for the
+    /// time given, then forward it (and what follows it) as usual.
+    held: Vec<(Dir, Vec<u8>, std::time::Duration)>,
     /// Frames dropped so far.
     dropped: usize,
 }
@@ -68,6 +71,14 @@ impl Proxy {
         rules.armed.push((dir, pattern.as_bytes().to_vec()));
     }
 
+    /// Holds back the next frame going `dir` whose bytes contain
+    /// `pattern` for `by` (frames behind it in that direction wait too),
+    /// then forwards it: a reply that arrives late, not never.
+    pub fn delay_next(&self, dir: Dir, pattern: &str, by: std::time::Duration) {
+        let mut rules = self.rules.lock().unwrap();
+        rules.held.push((dir, pattern.as_bytes().to_vec(), by));
+    }
+
     /// How many frames were dropped so far.
     pub fn dropped(&self) -> usize {
         self.rules.lock().unwrap().dropped
@@ -96,6 +107,9 @@ fn pump(
             if take_rule(&rules, dir, &frame) {
                 continue;
             }
+            if let Some(by) = take_delay(&rules, dir, &frame) {
+                std::thread::sleep(by);
+            }
             if to.write_all(&frame).is_err() {
                 break;
             }
@@ -120,6 +134,16 @@ fn take_rule(rules: &Mutex<Rules>, dir: Dir, frame: &[u8]) -> bool {
         }
         None => false,
     }
+}
+
+/// How long an armed delay holds `frame`, if one matches (and disarms it).
+fn take_delay(rules: &Mutex<Rules>, dir: Dir, frame: &[u8]) -> Option<std::time::Duration> {
+    let mut rules = rules.lock().unwrap();
+    let i = rules
+        .held
+        .iter()
+        .position(|(d, p, _)| *d == dir && frame.windows(p.len()).any(|w| w == p.as_slice()))?;
+    Some(rules.held.remove(i).2)
 }
 
 /// One protocol frame: its line, and for a message its payload and CRLF.

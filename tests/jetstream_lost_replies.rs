@@ -179,3 +179,46 @@ fn a_redrive_rolled_back_under_a_concurrent_redrive_does_not_lose_the_job() {
         a.status(id)
     );
 }
+
+#[test]
+fn a_page_whose_letters_went_while_it_was_read_is_not_the_end() {
+    let cluster = Cluster::start();
+    let proxy = Proxy::start(&cluster.addr(0));
+    let pager = cluster.connect_via(&proxy.url(), |c| c.ack_wait(LEASE), "pg");
+    let other = cluster.connect(|c| c.ack_wait(LEASE), "pg");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = other.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
+        let d = other
+            .lease(LEASE, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id(), id);
+        other.fail(d.lease(), "bad").unwrap();
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    // The first page (one letter) lists both ids, then reads the first
+    // letter; the read is held 1.5 s, and meanwhile that letter is
+    // purged.
+    proxy.delay_next(
+        Dir::ToServer,
+        &format!("walq.pg.dead.{}", ids[0]),
+        Duration::from_millis(1500),
+    );
+    let first = ids[0];
+    let purger = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        other.purge(first)
+    });
+    let page = pager.dead_letters_page(None, 1).unwrap();
+    purger.join().unwrap().unwrap();
+    // An empty page is the end: it must not come while a letter is left.
+    assert!(
+        !page.is_empty(),
+        "an empty page while letter {} is still there: {:?}",
+        ids[1],
+        pager.dead_letter_ids()
+    );
+    assert_eq!(page[0].id, ids[1]);
+}

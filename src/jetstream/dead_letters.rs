@@ -126,10 +126,20 @@ impl Inner {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let ids = self.dead_letter_ids().await?;
         let from = after.map_or(0, |a| ids.partition_point(|&id| id <= a));
-        let page = ids.get(from..).unwrap_or_default();
-        self.letters_of(&page[..page.len().min(limit)]).await
+        // An empty page is the end: a page whose every letter went while
+        // it was read (redriven, purged) goes on to the ids after it.
+        for page in ids.get(from..).unwrap_or_default().chunks(limit) {
+            let letters = self.letters_of(page).await?;
+            if !letters.is_empty() {
+                return Ok(letters);
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// Every dead letter, ascending by id, read `DEAD_PAGE` at a time.

@@ -222,3 +222,33 @@ fn a_page_whose_letters_went_while_it_was_read_is_not_the_end() {
     );
     assert_eq!(page[0].id, ids[1]);
 }
+
+#[test]
+fn an_enqueue_whose_puback_was_lost_keeps_the_record_a_worker_wrote() {
+    let cluster = Cluster::start();
+    let (producer, proxy) = through_proxy(&cluster, "eqw", |c| c);
+    let worker = cluster.connect(|c| c.ack_wait(LEASE), "eqw");
+    let keyed = EnqueueOptions::new().idempotency_key("k");
+    // The job is stored; its PubAck is lost, and while the producer
+    // waits for it (2 s) a worker runs the job to completion.
+    proxy.drop_next(Dir::ToClient, &puback_of("WALQ_eqw"));
+    let running = std::thread::spawn(move || {
+        let d = worker.lease(LEASE, Duration::from_secs(10)).unwrap();
+        let d = d.expect("the job, stored although its PubAck was lost");
+        worker.complete(d.lease(), None).unwrap();
+        d.id()
+    });
+    let failed = producer.enqueue(b"keyed", keyed.clone());
+    let id = running.join().unwrap();
+    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {failed:?}");
+    assert!(failed.is_err(), "an enqueue without its PubAck returned Ok");
+    // The job ran and its record says so; enqueued again with its key,
+    // it is that job.
+    let status = producer.status(id).unwrap();
+    assert!(
+        matches!(status, JobStatus::Done { .. }),
+        "the completed job's status is {status:?}"
+    );
+    let again = producer.enqueue(b"keyed", keyed).unwrap();
+    assert!(again.duplicate, "the keyed job was enqueued anew");
+}

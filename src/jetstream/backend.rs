@@ -114,18 +114,18 @@ impl Inner {
             ms_after(now_ms(), opts.delay)
         };
         let rec = Record::new(max_attempts, due_ms, opts.key.clone());
-        let id = match &opts.key {
+        let (id, rev) = match &opts.key {
             Some(key) => {
                 let id = id_of_key(key);
-                if let Cas::Stale = self.create(id, &rec).await? {
-                    return self.duplicate(id, key, &payload).await;
+                match self.create(id, &rec).await? {
+                    Cas::Written(rev) => (id, rev),
+                    Cas::Stale => return self.duplicate(id, key, &payload).await,
                 }
-                id
             }
             None => loop {
                 let id = random_id();
-                if let Cas::Written(_) = self.create(id, &rec).await? {
-                    break id;
+                if let Cas::Written(rev) = self.create(id, &rec).await? {
+                    break (id, rev);
                 }
             },
         };
@@ -139,8 +139,13 @@ impl Inner {
         if let Err(e) = self.publish_copy(&h, &payload, due_ms).await {
             // Perhaps no message: drop the record, so the key is free
             // again. Perhaps one was stored (a lost PubAck): it is the
-            // job, and a lease rebuilds its record.
-            let _ = self.kv.delete(id.to_string()).await;
+            // job, and a lease rebuilds its record. Only the record as
+            // created goes: a worker that leased (or ran) the stored copy
+            // meanwhile wrote a newer one, which must stay.
+            let _ = self
+                .kv
+                .delete_expect_revision(id.to_string(), Some(rev))
+                .await;
             return Err(maybe_enqueued(id, e));
         }
         Ok(Enqueued {

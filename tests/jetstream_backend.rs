@@ -445,3 +445,27 @@ fn the_last_handle_dropped_inside_an_async_task_does_not_panic() {
     let js = cluster.connect(|c| c, "asyncdrop");
     assert_eq!(js.status(id).unwrap(), JobStatus::Queued { attempts: 0 });
 }
+
+#[test]
+fn a_dead_letter_without_walq_headers_is_paged_by_its_subject() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "foreignpages");
+    js.enqueue(b"x", EnqueueOptions::new()).unwrap();
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap()
+        .expect("a job");
+    js.fail(d.lease(), "bad").unwrap();
+    // A letter for job 1 that walq did not write: no Walq-Id header.
+    let ack = raw_publish(&cluster.urls(), "walq.foreignpages.dead.1", b"foreign");
+    assert!(ack.contains("WALQ_foreignpages_DEAD"), "not stored: {ack}");
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = js.dead_letters_page(after, 1).unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|l| l.id));
+        assert!(seen.len() <= 2, "the pages never end: {seen:?}");
+    }
+    assert_eq!(seen, vec![1, d.id()]);
+}

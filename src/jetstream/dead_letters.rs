@@ -99,7 +99,7 @@ impl Inner {
     pub(crate) async fn dead_letter(&self, id: u64) -> Result<Option<DeadLetter>> {
         let subject = self.cfg.dead_subject(Some(id));
         match self.dead.get_last_raw_message_by_subject(&subject).await {
-            Ok(msg) => Ok(Some(letter_of(&msg))),
+            Ok(msg) => Ok(Some(letter_of(id, &msg))),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(nats_err(
                 &format!(
@@ -333,11 +333,14 @@ fn record_of_letter(msg: &StreamMessage, default_max_attempts: u32) -> Record {
     rec
 }
 
-/// A dead-letter message as a [`DeadLetter`].
-fn letter_of(msg: &StreamMessage) -> DeadLetter {
+/// Job `id`'s dead-letter message as a [`DeadLetter`]. The id is the one
+/// its subject names (as listed and paged by), not its `Walq-Id` header:
+/// a letter without one read as job 0, and the next page, after 0,
+/// started over.
+fn letter_of(id: u64, msg: &StreamMessage) -> DeadLetter {
     let h = &msg.headers;
     DeadLetter {
-        id: get(h, headers::ID).unwrap_or(0),
+        id,
         attempts: get(h, headers::ATTEMPTS).unwrap_or(0),
         enqueued_ms: get(h, headers::ENQUEUED_MS).unwrap_or(0),
         dead_ms: get(h, headers::DEAD_MS).unwrap_or(0),

@@ -196,9 +196,16 @@ impl Inner {
         let (rec, rev) = if dead.state == State::Redriving {
             (dead.clone(), rev)
         } else {
+            let Some(copy) = dead.next_copy() else {
+                let what = format!(
+                    "job {id}: its copy number {} cannot grow, so it cannot be redriven",
+                    u32::MAX
+                );
+                return Err(Error::new(ErrorKind::Corrupt, what));
+            };
             let mut redriving = dead.clone();
             redriving.state = State::Redriving;
-            redriving.copy += 1;
+            redriving.copy = copy;
             redriving.attempts = 0;
             redriving.msg_seq = 0;
             redriving.due_ms = 0;

@@ -209,9 +209,29 @@ pub(crate) fn rfc3339_ceil(ms: u64) -> String {
     format!("{}Z", civil_text(secs.min(LAST_SCHEDULE_SECOND)))
 }
 
+impl Record {
+    /// The copy number a retry or redrive of this job publishes, or
+    /// `None` when it cannot grow: the number comes from the network (a
+    /// record, a header, a letter's message id), and adding one to
+    /// `u32::MAX` would panic in a debug build and, wrapped, reuse copy 0's
+    /// message id, which the stream may drop as a duplicate.
+    pub(crate) fn next_copy(&self) -> Option<u32> {
+        self.copy.checked_add(1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_number_from_the_network_does_not_wrap() {
+        let mut rec = Record::new(3, 0, None);
+        rec.copy = 7;
+        assert_eq!(rec.next_copy(), Some(8));
+        rec.copy = u32::MAX;
+        assert_eq!(rec.next_copy(), None);
+    }
 
     #[test]
     fn rfc3339_rounds_up_to_the_second() {

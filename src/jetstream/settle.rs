@@ -116,6 +116,16 @@ impl Inner {
             drop(held);
             return self.fail(lease, error).await;
         }
+        let Some(copy) = held.rec.next_copy() else {
+            // No copy number left to publish a retry under: the job dies
+            // with the reason, rather than wrap to a copy the stream drops.
+            drop(held);
+            let why = format!(
+                "{error} (no retry: its copy number {} cannot grow)",
+                u32::MAX
+            );
+            return self.fail(lease, &why).await;
+        };
         let delay = delay.unwrap_or_else(|| {
             let random = (random_id() >> 11) as f64 / (1u64 << 52) as f64;
             self.cfg.backoff.delay(held.rec.attempts, random)
@@ -126,7 +136,7 @@ impl Inner {
         self.fenced(lease, &mut held, None, |rec| {
             let mut retrying = rec.clone();
             retrying.state = State::Retrying;
-            retrying.copy += 1;
+            retrying.copy = copy;
             retrying.msg_seq = 0;
             retrying.due_ms = ms_after(now_ms(), delay);
             retrying.lease_expires_ms = 0;

@@ -166,7 +166,8 @@ impl std::fmt::Display for Problem {
 /// Receives what a scan finds, in order: each file's records, then the
 /// file's end; problems as they are found.
 pub trait Visitor {
-    /// A file is about to be scanned (`len` bytes as read).
+    /// A file is about to be scanned (`len` bytes long; a scan reads it
+    /// only up to where its data ends, zeros past that are not read).
     fn file_start(&mut self, _name: &str, _role: FileRole, _len: u64) {}
     /// A verified record.
     fn record(&mut self, _rec: &RecordView<'_>) {}

@@ -4,7 +4,7 @@
 //! a mapped file that shrinks would kill the reader with `SIGBUS`).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -136,8 +136,34 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The file as long as it was when opened, or `None` when it no longer
-/// exists (a live writer deleted it after the directory was listed).
+/// A file as a scan reads it: its bytes up to where its data ends, and
+/// the length it had when opened. Past the bytes it reads as zeros (holes,
+/// preallocated extents never written, found as the log's open finds them:
+/// `os::data_end`), which are not read: a file grown by zeros to many GiB
+/// (`truncate -s 64G dead.wal`) costs the memory of its records only.
+pub(crate) struct FileData {
+    /// The bytes from offset 0 up to where the data ends.
+    pub(crate) bytes: Vec<u8>,
+    /// The file's length; `bytes.len()..len` reads as zeros.
+    pub(crate) len: u64,
+}
+
+/// The first bytes of `CLOSED` that are read (it is 36 bytes long; open
+/// reads no more of it either).
+const SMALL_FILE: u64 = 4096;
+
+/// The first [`SMALL_FILE`] bytes of a small file (`CLOSED`), or `None`
+/// when it no longer exists.
+pub(crate) fn read_small(path: &Path) -> Result<Option<FileData>> {
+    read_with(path, Prefix::Small)
+}
+
+/// The file up to where its data ends ([`FileData`]), or `None` when it no
+/// longer exists (a live writer deleted it after the directory was
+/// listed). The file starts with a walq file header (a segment,
+/// `dead.wal`, `done.rec`): when its first bytes are not one, only they
+/// are read. A scan reads nothing past a damaged header, and a file that
+/// is not ours (a sparse file of gigabytes, say) is then not read whole.
 ///
 /// Only the length it had at the open is read: a live writer appending
 /// meanwhile (to `dead.wal`, say) writes past it, and a read that followed
@@ -148,27 +174,27 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<String>> {
 /// (a torn tail, not damage).
 ///
 /// Anything but a regular file (a FIFO, a device, a socket put where a
-/// queue file belongs) is refused unread, and a file too large to hold in
-/// memory (a sparse file of a terabyte, say) is an error that names its
-/// size, not an abort.
-pub(crate) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-    read_with(path, Prefix::None)
-}
-
-/// [`read`] for a file that starts with a walq file header (a segment,
-/// `dead.wal`, `done.rec`): when its first bytes are not one, only they
-/// are read. A scan reads nothing past a damaged header, and a file that
-/// is not ours (a sparse file of gigabytes, say) is then not read whole.
-pub(crate) fn read_headed(path: &Path) -> Result<Option<Vec<u8>>> {
+/// queue file belongs) is refused unread, and data too large to hold in
+/// memory (where the file system's holes are not trusted, a sparse file
+/// of a terabyte is all data) is an error that names its size, not an
+/// abort.
+pub(crate) fn read_headed(path: &Path) -> Result<Option<FileData>> {
     read_with(path, Prefix::Header)
 }
 
-/// [`read`] for the checkpoint: its head is read and checked first, and
-/// the rest only when the head's counts give the file's length (the
-/// check open makes). `Ok(Some(Err(why)))` when they do not.
+/// The checkpoint, read as open reads it: its head is read and checked
+/// first, and the rest only when the head's counts give the file's length,
+/// and only up to where its data ends. `Ok(Some(Err(why)))` when the head
+/// does not give the length or the file has holes (a checkpoint is
+/// written whole).
 pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<std::result::Result<Vec<u8>, String>>> {
     match read_with(path, Prefix::CheckpointHead) {
-        Ok(found) => Ok(found.map(Ok)),
+        Ok(Some(data)) if (data.bytes.len() as u64) < data.len => Ok(Some(Err(format!(
+            "damaged: bytes never written (holes) from offset {} to its end at {}",
+            data.bytes.len(),
+            data.len
+        )))),
+        Ok(found) => Ok(found.map(|d| Ok(d.bytes))),
         Err(e) if e.kind() == ErrorKind::Corrupt => Ok(Some(Err(e.message().to_string()))),
         Err(e) => Err(e),
     }
@@ -177,15 +203,15 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<std::result::Result<
 /// What a read checks of a file's first bytes before it reads the rest.
 #[derive(Clone, Copy, PartialEq)]
 enum Prefix {
-    /// Nothing.
-    None,
+    /// Nothing: only its first [`SMALL_FILE`] bytes are read.
+    Small,
     /// A walq file header: when they are not one, only they are read.
     Header,
     /// A checkpoint's head, which must give the file's length.
     CheckpointHead,
 }
 
-fn read_with(path: &Path, prefix: Prefix) -> Result<Option<Vec<u8>>> {
+fn read_with(path: &Path, prefix: Prefix) -> Result<Option<FileData>> {
     let file = match open_for_reading(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -200,28 +226,49 @@ fn read_with(path: &Path, prefix: Prefix) -> Result<Option<Vec<u8>>> {
         return Err(Error::new(ErrorKind::Corrupt, what).with_path(path));
     }
     let len = meta.len();
-    if prefix == Prefix::Header {
-        if let Some(prefix) =
-            foreign_prefix(&file, len).map_err(|e| Error::io("reading", path, e))?
-        {
-            return Ok(Some(prefix));
+    let end = match prefix {
+        Prefix::Small => len.min(SMALL_FILE),
+        Prefix::Header => {
+            if let Some(bytes) =
+                foreign_prefix(&file, len).map_err(|e| Error::io("reading", path, e))?
+            {
+                return Ok(Some(FileData { bytes, len }));
+            }
+            crate::os::data_end(&file, len)
         }
+        Prefix::CheckpointHead => {
+            checkpoint_head(&file, len, path)?;
+            crate::os::data_end(&file, len)
+        }
+    };
+    let bytes = read_to(&file, end, path)?;
+    if prefix != Prefix::Small {
+        // The read's readahead put clean zero pages past `end` into the
+        // page cache, where they would count as data for the next look
+        // (this scan's, or the open of the queue): drop them, as the log
+        // does after its reads (a hint).
+        crate::os::drop_clean_pages(&file, end, len);
     }
-    if prefix == Prefix::CheckpointHead {
-        checkpoint_head(&file, len, path)?;
-    }
+    Ok(Some(FileData { bytes, len }))
+}
+
+/// The first `end` bytes of `file`, their memory reserved first: an error
+/// naming the size when it cannot be.
+fn read_to(file: &File, end: u64, path: &Path) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    let room = usize::try_from(len)
+    let room = usize::try_from(end)
         .map_err(|_| ())
         .and_then(|n| buf.try_reserve_exact(n).map_err(|_| ()));
     if room.is_err() {
-        let what = format!("{len} bytes: more than this process can hold in memory to read");
+        let what = format!("{end} bytes: more than this process can hold in memory to read");
         return Err(Error::new(ErrorKind::Io, what).with_path(path));
     }
-    file.take(len)
-        .read_to_end(&mut buf)
+    // From the start: `os::data_end` moved the file's offset.
+    let mut file = file;
+    file.seek(io::SeekFrom::Start(0))
+        .and_then(|_| file.take(end).read_to_end(&mut buf))
         .map_err(|e| Error::io("reading", path, e))?;
-    Ok(Some(buf))
+    Ok(buf)
 }
 
 /// The first bytes of a file of `len` bytes when they are no walq file

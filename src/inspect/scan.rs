@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
-use super::files;
+use super::files::{self, FileData};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::close::CleanClose;
 use crate::format::done::DoneRecord;
@@ -128,23 +128,25 @@ impl Scan<'_> {
         self.visitor.problem(&p);
     }
 
-    fn read(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.read_file(name, files::read)
+    /// The first bytes of a small file (`CLOSED`).
+    fn read_small(&mut self, name: &str) -> Result<Option<FileData>> {
+        self.read_file(name, files::read_small)
     }
 
-    /// [`Scan::read`] of a file that starts with a walq file header.
-    fn read_headed(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+    /// A file that starts with a walq file header, up to where its data
+    /// ends ([`files::read_headed`]).
+    fn read_headed(&mut self, name: &str) -> Result<Option<FileData>> {
         self.read_file(name, files::read_headed)
     }
 
     fn read_file(
         &mut self,
         name: &str,
-        read: fn(&Path) -> Result<Option<Vec<u8>>>,
-    ) -> Result<Option<Vec<u8>>> {
-        let bytes = read(&self.dir.join(name))?;
-        match &bytes {
-            Some(b) => self.sum.bytes += b.len() as u64,
+        read: fn(&Path) -> Result<Option<FileData>>,
+    ) -> Result<Option<FileData>> {
+        let data = read(&self.dir.join(name))?;
+        match &data {
+            Some(d) => self.sum.bytes += d.bytes.len() as u64,
             None => {
                 let what = if self.sum.live {
                     "deleted by the running process while this scan ran (not damage)"
@@ -154,7 +156,7 @@ impl Scan<'_> {
                 self.problem(Problem::note(name, 0, what));
             }
         }
-        Ok(bytes)
+        Ok(data)
     }
 
     pub(crate) fn emit(&mut self, name: &str, off: usize, f: &Frame<'_>, entry: Entry<'_>) {
@@ -230,7 +232,7 @@ impl Scan<'_> {
                 expected = None;
                 prev = None;
             }
-            let Some(bytes) = self.read_segment(&name, id, last)? else {
+            let Some(data) = self.read_segment(&name, id, last)? else {
                 // Deleted by reclaim since the listing: the LSNs of the next
                 // segment cannot be checked against the one before.
                 expected = None;
@@ -238,11 +240,12 @@ impl Scan<'_> {
                 continue;
             };
             self.visitor
-                .file_start(&name, FileRole::Segment(id), bytes.len() as u64);
+                .file_start(&name, FileRole::Segment(id), data.len);
             let seg = SegScan {
                 name: &name,
                 id,
-                bytes: &bytes,
+                bytes: &data.bytes,
+                len: data.len,
                 last,
             };
             if let Some(end) = self.segment(&seg, expected, prev.take())? {
@@ -262,7 +265,7 @@ impl Scan<'_> {
     /// again (up to three times) while it shows damage: `read` copies page
     /// by page while the writer appends, so a copy can hold a later record
     /// but miss an earlier one that a second read finds intact.
-    fn read_segment(&mut self, name: &str, id: u32, last: bool) -> Result<Option<Vec<u8>>> {
+    fn read_segment(&mut self, name: &str, id: u32, last: bool) -> Result<Option<FileData>> {
         // Offsets in a segment are 32-bit: a larger file (a sparse one, a
         // file that is not ours) is damage, reported without reading it.
         if let Ok(meta) = std::fs::metadata(self.dir.join(name)) {
@@ -277,21 +280,21 @@ impl Scan<'_> {
             return Ok(bytes);
         }
         let dir = self.dir;
-        reread_while(dir, name, bytes, |b| shows_damage(dir, name, id, b))
+        reread_while(dir, name, bytes, |d| shows_damage(dir, name, id, d))
     }
 
     fn side_file(&mut self, name: &str, role: FileRole) -> Result<()> {
-        let Some(bytes) = self.read_side_file(name, role)? else {
+        let Some(data) = self.read_side_file(name, role)? else {
             return Ok(());
         };
-        self.visitor.file_start(name, role, bytes.len() as u64);
+        self.visitor.file_start(name, role, data.len);
         let (kind, seed, max_len) = side_params(role);
-        if let Some(h) = self.header(name, &bytes, kind)? {
+        if let Some(h) = self.header(name, &data.bytes, kind)? {
             if h.segment_id != seed {
                 let what = format!("file header id {:#x}, expected {seed:#x}", h.segment_id);
                 self.problem(Problem::damage(name, 0, what));
             }
-            self.side_records(name, role, &bytes, seed, max_len);
+            self.side_records(name, role, &data, seed, max_len);
         }
         self.visitor.file_end(name, role);
         Ok(())
@@ -302,16 +305,27 @@ impl Scan<'_> {
     /// the writer fills a zeroed region ahead of its tail with `pwrite`, and
     /// `read` copies page by page, so one copy can hold a later record but
     /// miss an earlier one that was being written.
-    fn read_side_file(&mut self, name: &str, role: FileRole) -> Result<Option<Vec<u8>>> {
+    fn read_side_file(&mut self, name: &str, role: FileRole) -> Result<Option<FileData>> {
         let bytes = self.read_headed(name)?;
         if !self.sum.live {
             return Ok(bytes);
         }
         let dir = self.dir;
-        reread_while(dir, name, bytes, |b| side_shows_damage(dir, name, role, b))
+        reread_while(dir, name, bytes, |d| side_shows_damage(dir, name, role, d))
     }
 
-    fn side_records(&mut self, name: &str, role: FileRole, bytes: &[u8], seed: u32, max_len: u32) {
+    /// The records of a side file. Past `data.bytes` it reads as zeros:
+    /// what a scan of the whole file would make of them is reported from
+    /// the length alone ([`Scan::zeros_after_records`]).
+    fn side_records(
+        &mut self,
+        name: &str,
+        role: FileRole,
+        data: &FileData,
+        seed: u32,
+        max_len: u32,
+    ) {
+        let bytes = &data.bytes[..];
         let mut off = SEGMENT_HEADER_LEN;
         // Where a search after damage proved the bytes before synced.
         let mut synced = 0;
@@ -335,28 +349,45 @@ impl Scan<'_> {
             let (next, durable) =
                 crate::dead::later_side_frames(bytes, off, seed, max_len, &mut synced);
             if !durable {
-                let what = format!(
-                    "torn tail of {} bytes ({damage}): a write cut short, cut on the next open",
-                    bytes.len() - off
-                );
-                self.problem(Problem::note(name, off as u64, what));
-                break;
+                return self.torn_side_tail(name, off as u64, data.len, &damage);
             }
             let what = format!("{damage} (not a torn tail: later records were synced)");
             self.problem(Problem::damage(name, off as u64, what));
             match next {
                 Some(n) => off = n,
-                None => break,
+                None => return,
             }
         }
+        self.zeros_after_records(name, role, off as u64, data.len);
+    }
+
+    /// The records of side file `name` end at `off`, where its data ends,
+    /// before its end at `len`: the zeros between (holes, not read) are
+    /// what a scan of them would find, the clean end of `done.rec` (its
+    /// zeros written ahead) or a torn tail of `dead.wal`, as its open
+    /// finds them.
+    fn zeros_after_records(&mut self, name: &str, role: FileRole, off: u64, len: u64) {
+        if off >= len || role == FileRole::Completions {
+            return;
+        }
+        self.torn_side_tail(name, off, len, &FrameError::Zero.to_string());
+    }
+
+    /// A torn tail of side file `name` from `off` to its end at `len`.
+    fn torn_side_tail(&mut self, name: &str, off: u64, len: u64, damage: &str) {
+        let what = format!(
+            "torn tail of {} bytes ({damage}): a write cut short, cut on the next open",
+            len.saturating_sub(off)
+        );
+        self.problem(Problem::note(name, off, what));
     }
 
     fn check_close(&mut self, last_segment: Option<u32>) -> Result<()> {
         let name = segment::CLOSE_FILE;
-        let Some(bytes) = self.read(name)? else {
+        let Some(data) = self.read_small(name)? else {
             return Ok(());
         };
-        let Some(clean) = CleanClose::decode(&bytes) else {
+        let Some(clean) = CleanClose::decode(&data.bytes) else {
             self.problem(Problem::damage(name, 0, "clean-close record is damaged"));
             return Ok(());
         };
@@ -445,9 +476,9 @@ fn side_entry<'a>(role: FileRole, f: &Frame<'a>) -> Option<Entry<'a>> {
 fn reread_while(
     dir: &Path,
     name: &str,
-    mut bytes: Option<Vec<u8>>,
-    shows: impl Fn(&[u8]) -> bool,
-) -> Result<Option<Vec<u8>>> {
+    mut bytes: Option<FileData>,
+    shows: impl Fn(&FileData) -> bool,
+) -> Result<Option<FileData>> {
     for _ in 0..3 {
         match &bytes {
             Some(b) if shows(b) => {
@@ -461,7 +492,7 @@ fn reread_while(
 }
 
 /// Whether a scan of the newest segment's `bytes` finds damage.
-fn shows_damage(dir: &Path, name: &str, id: u32, bytes: &[u8]) -> bool {
+fn shows_damage(dir: &Path, name: &str, id: u32, data: &FileData) -> bool {
     struct Quiet;
     impl Visitor for Quiet {}
     let mut quiet = Quiet;
@@ -476,7 +507,8 @@ fn shows_damage(dir: &Path, name: &str, id: u32, bytes: &[u8]) -> bool {
     let seg = SegScan {
         name,
         id,
-        bytes,
+        bytes: &data.bytes,
+        len: data.len,
         last: true,
     };
     // An unreadable header is damage too (or a newer format: an error).
@@ -501,7 +533,7 @@ fn side_params(role: FileRole) -> (FileKind, u32, u32) {
 
 /// Whether the records of side file `name` show damage (quietly, to
 /// decide whether to read it again).
-fn side_shows_damage(dir: &Path, name: &str, role: FileRole, bytes: &[u8]) -> bool {
+fn side_shows_damage(dir: &Path, name: &str, role: FileRole, data: &FileData) -> bool {
     struct Quiet;
     impl Visitor for Quiet {}
     let mut quiet = Quiet;
@@ -514,7 +546,7 @@ fn side_shows_damage(dir: &Path, name: &str, role: FileRole, bytes: &[u8]) -> bo
         },
     };
     let (_, seed, max_len) = side_params(role);
-    scan.side_records(name, role, bytes, seed, max_len);
+    scan.side_records(name, role, data, seed, max_len);
     scan.sum.damage > 0
 }
 
@@ -527,7 +559,10 @@ pub(crate) fn all_zero(bytes: &[u8]) -> bool {
 pub(crate) struct SegScan<'a> {
     pub(crate) name: &'a str,
     pub(crate) id: u32,
+    /// Its bytes up to where its data ends (zeros past them, not read).
     pub(crate) bytes: &'a [u8],
+    /// Its length.
+    pub(crate) len: u64,
     pub(crate) last: bool,
 }
 

@@ -56,11 +56,8 @@ impl Scan<'_> {
             }
             _ => h.base_lsn,
         };
-        let Ok(max_len) = u32::try_from(seg.bytes.len()) else {
-            let what = format!(
-                "segment is {} bytes, above the 4 GiB limit",
-                seg.bytes.len()
-            );
+        let Ok(max_len) = u32::try_from(seg.len) else {
+            let what = format!("segment is {} bytes, above the 4 GiB limit", seg.len);
             self.problem(Problem::damage(name, 0, what));
             return Ok(None);
         };

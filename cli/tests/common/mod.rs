@@ -64,6 +64,29 @@ pub fn walq_stdin(args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
+/// Runs `sh -c script` with `args` as `$0`, `$1`, ... (a pipeline that
+/// feeds `walq`, a run bounded by `ulimit -v`), stdin closed.
+pub fn sh(script: &str, args: &[&str]) -> Run {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = quiet(|| cmd.spawn().expect("spawn sh"));
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait sh");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
 /// `line` as JSON; a panic that shows the line when it is not.
 pub fn json(line: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))

@@ -5,6 +5,7 @@ mod dead;
 mod dump;
 mod enqueue;
 mod limits;
+mod lines;
 mod look;
 mod salvage;
 mod stats;

@@ -12,6 +12,7 @@ use walq::inspect::PendingJob;
 use walq::{DeadLetter, Durability, EnqueueOptions, Priority, Queue, Store};
 
 use super::limits::{Limits, Sizes};
+use super::lines::{self, Lines};
 use crate::args::{ExportArgs, ImportArgs};
 use crate::fail::{CmdResult, Fail, FAILED, OK};
 use crate::{progress, render};
@@ -240,18 +241,26 @@ fn item(m: &Map<String, Value>) -> Result<Item, String> {
 
 /// Reads and checks the whole export before anything is written: each
 /// line must parse and fit the limits no option raises. Returns the items
-/// and the limits that take them all.
+/// and the limits that take them all. No line longer than the longest an
+/// export writes ([`lines::MAX_LINE`]) is read, but the items are held in
+/// memory, their payloads with them (docs/cli.md says so).
 fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<(Vec<Item>, Limits), Fail> {
     let mut items = Vec::new();
     let mut limits = Limits::default();
     let mut header = false;
-    for (i, line) in input.lines().enumerate() {
-        let at = |what: String| Fail::new(FAILED, format!("{name}: line {}: {what}", i + 1));
-        let line = line.map_err(|e| at(e.to_string()))?;
-        if line.trim().is_empty() {
+    let mut lines = Lines::new(input, lines::MAX_LINE);
+    let mut line = Vec::new();
+    loop {
+        let read = lines.next_line(&mut line);
+        let i = lines.number;
+        let at = |what: String| Fail::new(FAILED, format!("{name}: line {i}: {what}"));
+        if !read.map_err(&at)? {
+            break;
+        }
+        if line.is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&line).map_err(|e| at(e.to_string()))?;
         let Value::Object(m) = value else {
             return Err(at("not a JSON object".into()));
         };

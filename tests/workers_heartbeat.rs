@@ -253,3 +253,234 @@ fn a_lease_whose_extension_stalls_past_the_visibility_is_marked_lost() {
     gate.open();
     pool.shutdown(Duration::from_secs(10));
 }
+
+/// The first `n` calls of `extend` wait at a gate; the others go through.
+struct FirstExtendsStall {
+    n: u32,
+    calls: AtomicU32,
+    gate: Arc<Gate>,
+}
+
+impl Hooks for FirstExtendsStall {
+    fn before_extend(&self) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.n {
+            self.gate.wait();
+        }
+    }
+}
+
+/// With every heartbeat thread (4) blocked in an extension, a fifth
+/// running lease goes unextended and runs out: its handler is told, as
+/// the four whose extensions stall are. Before, only a lease with an
+/// extension in flight was ever seen stalled, so the fifth handler kept
+/// its lease as far as it could tell while another worker could run its
+/// job.
+#[test]
+fn every_handler_is_told_once_its_lease_runs_out_while_every_heartbeat_thread_is_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    for i in 0..5u8 {
+        q.enqueue(&[i]).unwrap();
+    }
+    let gate = Arc::new(Gate::default());
+    let (returned, told) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: FirstExtendsStall {
+            n: 4,
+            calls: AtomicU32::new(0),
+            gate: gate.clone(),
+        },
+    });
+    let pool = {
+        let (returned, told) = (returned.clone(), told.clone());
+        WorkerPool::builder(backend)
+            .workers(5)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(10))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                if ctx.attempt() > 1 {
+                    return Outcome::done();
+                }
+                // Shorter than `wait_for`'s, so that without the mark
+                // the assertion below fails, not the wait.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !ctx.lease_lost() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                if ctx.lease_lost() {
+                    told.fetch_add(1, Ordering::SeqCst);
+                }
+                returned.fetch_add(1, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _open = OpenOnDrop(gate.clone());
+    wait_for("every first attempt returned", || {
+        returned.load(Ordering::SeqCst) == 5
+    });
+    assert_eq!(
+        told.load(Ordering::SeqCst),
+        5,
+        "a handler whose lease ran out unextended was not told"
+    );
+    gate.open();
+    pool.shutdown(Duration::from_secs(10));
+}
+
+/// Blocks the first heartbeat thread (`pending-heartbeat`) in an
+/// extension of job `hold`'s lease, holds the settler's sync, and counts
+/// the extensions of job `quick`'s lease while its ack waits in that sync.
+struct PendingAck {
+    hold: u64,
+    quick: u64,
+    blocked: AtomicBool,
+    gate: Arc<Gate>,
+    syncing: AtomicBool,
+    sync_gate: Arc<Gate>,
+    extended_while_syncing: AtomicU32,
+}
+
+impl Hooks for PendingAck {
+    fn before_extend_of(&self, id: u64) {
+        let first = std::thread::current().name() == Some("pending-heartbeat");
+        if id == self.hold && first {
+            self.blocked.store(true, Ordering::SeqCst);
+            self.gate.wait();
+        }
+        if id == self.quick && self.syncing.load(Ordering::SeqCst) {
+            self.extended_while_syncing.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn before_complete_batch(&self) {
+        self.syncing.store(true, Ordering::SeqCst);
+        self.sync_gate.wait();
+    }
+}
+
+/// A finished job's ack waits in a slow sync while the first heartbeat
+/// thread is blocked extending another lease: the other heartbeat thread
+/// keeps the waiting ack's lease alive, so the job does not run again.
+/// Before, only the first thread extended the leases of pending acks.
+#[test]
+fn a_pending_acks_lease_is_extended_while_the_first_heartbeat_thread_is_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let hold = q.enqueue(b"hold").unwrap();
+    let quick = q.enqueue(b"quick").unwrap();
+    let (gate, sync_gate, finish) = (
+        Arc::new(Gate::default()),
+        Arc::new(Gate::default()),
+        Arc::new(Gate::default()),
+    );
+    let reruns = Arc::new(AtomicU32::new(0));
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: PendingAck {
+            hold,
+            quick,
+            blocked: AtomicBool::new(false),
+            gate: gate.clone(),
+            syncing: AtomicBool::new(false),
+            sync_gate: sync_gate.clone(),
+            extended_while_syncing: AtomicU32::new(0),
+        },
+    });
+    let pool = {
+        let (backend, finish, reruns) = (backend.clone(), finish.clone(), reruns.clone());
+        WorkerPool::builder(backend.clone())
+            .name("pending")
+            .workers(2)
+            .visibility(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(20))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, payload: &[u8]| {
+                if ctx.attempt() > 1 {
+                    if payload == b"quick" {
+                        reruns.fetch_add(1, Ordering::SeqCst);
+                    }
+                } else if payload == b"hold" {
+                    finish.wait();
+                } else {
+                    while !backend.hooks.blocked.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _open = (
+        OpenOnDrop(gate.clone()),
+        OpenOnDrop(sync_gate.clone()),
+        OpenOnDrop(finish.clone()),
+    );
+    let extended = || backend.hooks.extended_while_syncing.load(Ordering::SeqCst);
+    wait_for(
+        "the pending ack's lease extended, or its job run again",
+        || extended() >= 3 || reruns.load(Ordering::SeqCst) > 0,
+    );
+    assert_eq!(
+        reruns.load(Ordering::SeqCst),
+        0,
+        "the finished job ran again: its pending ack's lease lapsed"
+    );
+    finish.open();
+    sync_gate.open();
+    gate.open();
+    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    assert_eq!(s.lost, 0, "{s:?}");
+}
+
+/// A heartbeat thread blocked for good in `extend` does not hold up
+/// `shutdown`: it returns once its deadline has passed, and its report
+/// names the thread and the call it is stuck in. Before, shutdown joined
+/// the heartbeat and waited as long as the backend did: for ever.
+#[test]
+fn shutdown_returns_and_names_a_heartbeat_thread_stuck_in_extend() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    q.enqueue(b"stuck").unwrap();
+    let gate = Arc::new(Gate::default());
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: SlowExtend {
+            extending: AtomicBool::new(false),
+            gate: gate.clone(),
+        },
+    });
+    let pool = {
+        let backend = backend.clone();
+        WorkerPool::builder(backend.clone())
+            .name("stuck")
+            .workers(1)
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |_: &JobContext, _: &[u8]| {
+                while !backend.hooks.extending.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    let _open = OpenOnDrop(gate.clone());
+    wait_for("the job done", || pool.stats().done == 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pool.shutdown(Duration::from_millis(50)));
+    });
+    let report = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("shutdown waited for a heartbeat thread stuck in extend");
+    let stuck = report.stuck.join("; ");
+    assert!(
+        stuck.contains("stuck-heartbeat") && stuck.contains("extend"),
+        "the report does not name the stuck thread and call: {stuck:?}"
+    );
+    assert_eq!(report.stats.done, 1, "{report:?}");
+    gate.open();
+}

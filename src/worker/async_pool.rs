@@ -99,7 +99,7 @@ pub struct AsyncWorkerPool<B: AsyncBackend = Queue> {
     shared: Arc<Shared<B>>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    heartbeat: Option<std::thread::JoinHandle<()>>,
+    heartbeat: Option<crate::worker::heartbeat_threads::Heartbeat>,
 }
 
 /// The sync handler slot of `Shared`, never called: async workers call
@@ -164,11 +164,7 @@ impl<B: AsyncBackend> PoolBuilder<B> {
             tasks: Vec::with_capacity(shared.cfg.workers),
             heartbeat: None,
         };
-        let s = shared.clone();
-        let name = format!("{}-heartbeat", shared.cfg.name);
-        pool.heartbeat = Some(spawn_named(name, move || {
-            crate::worker::heartbeat::run(&s);
-        })?);
+        pool.heartbeat = Some(crate::worker::heartbeat_threads::Heartbeat::start(&shared)?);
         let handler: Arc<dyn AsyncHandler> = Arc::new(handler);
         for index in 0..shared.cfg.workers {
             let label: Arc<str> = Arc::from(format!("{}-{index}", shared.cfg.name));
@@ -194,7 +190,10 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     /// Stops leasing, lets running handlers finish for up to `deadline`,
     /// then releases the jobs of handlers still running (ready again at
     /// once, attempt counted; their contexts see `lease_lost`) and drops
-    /// their futures. Returns when every task has ended.
+    /// their futures. Returns when every task has ended. Heartbeat threads
+    /// are waited for until the deadline (one heartbeat interval if it has
+    /// passed): one still blocked in `Backend::extend` then is left
+    /// detached and named in [`ShutdownReport::stuck`].
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         let until = crate::clock::deadline(deadline);
         let running = self.shared.begin_stop();
@@ -210,9 +209,8 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
             };
             shared.wait_idle(until);
             let stragglers = shared.release_running(&mut report);
-            shared.heartbeat_stop.set();
             if let Some(h) = heartbeat {
-                let _ = h.join();
+                report.stuck = h.stop(&shared, until);
             }
             (report, stragglers)
         })
@@ -253,8 +251,7 @@ impl<B: AsyncBackend> Drop for AsyncWorkerPool<B> {
         let _ = spawn_named(name, move || {
             shared.wait_idle(until);
             shared.release_running(&mut ShutdownReport::default());
-            shared.heartbeat_stop.set();
-            let _ = heartbeat.join();
+            heartbeat.stop(&shared, until);
         });
     }
 }

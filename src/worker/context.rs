@@ -77,8 +77,9 @@ impl JobContext {
         }
     }
 
-    /// Lets [`JobContext::lease_lost`] see a lease whose extension has
-    /// been stalled for `visibility_ms` since it was last fresh.
+    /// Lets [`JobContext::lease_lost`] see a lease that has gone
+    /// `visibility_ms` without a successful extension since it was last
+    /// fresh.
     pub(crate) fn with_beat(mut self, beat: Arc<Beat>, visibility_ms: u64) -> JobContext {
         self.beat = Some((beat, visibility_ms));
         self
@@ -127,21 +128,25 @@ impl JobContext {
     /// may now run the job; stop and don't commit side effects. The
     /// outcome of this attempt will be refused.
     ///
-    /// Also true (and from then on) once an extension of the lease has
-    /// been waiting on the backend for a whole visibility timeout since
-    /// the lease was last known fresh: the lease may have run out.
+    /// Also true (and from then on) once a whole visibility timeout has
+    /// passed since the lease was last known fresh (taken, or last
+    /// extended) without a successful extension: the lease may have run
+    /// out, whether its extension is blocked on the backend, failing, or
+    /// waiting for a heartbeat thread (all of which may be blocked in
+    /// other leases' extensions). This needs no heartbeat thread: the
+    /// context reads it itself.
     pub fn lease_lost(&self) -> bool {
         if self.lost.load(Ordering::Acquire) {
             return true;
         }
-        let stalled = self
+        let overdue = self
             .beat
             .as_ref()
-            .is_some_and(|(beat, visibility_ms)| beat.stalled(*visibility_ms));
-        if stalled {
+            .is_some_and(|(beat, visibility_ms)| beat.overdue(*visibility_ms));
+        if overdue {
             self.lost.store(true, Ordering::Release);
         }
-        stalled
+        overdue
     }
 
     /// True once the pool is shutting down; a long handler may finish

@@ -1,18 +1,32 @@
-//! Extends the leases of running handlers, so a slow job is not handed to
-//! a second worker while the first still runs it.
+//! Extends the leases of running handlers, and of finished jobs whose
+//! acks wait in the settler, so a job is not handed to a second worker
+//! while the first still runs or settles it.
 //!
 //! One extension can block for as long as its backend takes (a stalled
-//! disk sync, a slow network), and the backend bounds that, not the pool.
-//! So that one such call does not hold up the others' leases, a pool runs
-//! a small fixed number of heartbeat threads ([`MAX_HEARTBEAT_THREADS`],
-//! at most one per worker) over the same slots: each lease is claimed by
-//! one thread at a time (one extension in flight per lease, no queue),
-//! the threads take the leases extended longest ago (nearest to expiry)
-//! first. A lease whose extension has been in flight for a whole
-//! visibility timeout since it was last known fresh may have run out: its
-//! handler sees it lost in [`crate::worker::JobContext::lease_lost`] (which
-//! reads that itself, so it does not need a heartbeat thread that is not
-//! blocked), and the other threads mark it lost.
+//! disk sync, a slow network), and the backend bounds that, not the pool:
+//! a blocking call cannot be cancelled. So that one such call does not
+//! hold up the others' leases, a pool runs a small fixed number of
+//! heartbeat threads ([`MAX_HEARTBEAT_THREADS`], at most one per worker;
+//! see [`crate::worker::heartbeat_threads`]) over the same leases: each
+//! lease is claimed by one thread at a time (one extension in flight per
+//! lease, no queue), and every thread takes the leases extended longest
+//! ago (nearest to expiry) first, running ones and pending acks alike.
+//!
+//! The number of threads is not raised when they all block: a backend
+//! whose extensions all stall would only block more threads, without
+//! bound. Instead, the pool says what it can no longer vouch for. A lease
+//! lasts a visibility timeout from when it was last known fresh (taken,
+//! or its last successful extension sent); once that much time has
+//! passed without a successful extension, whether its extension is
+//! blocked, failing, or not even started because every heartbeat thread
+//! is blocked elsewhere, the lease may have run out and another worker
+//! may run the job. Its handler sees that in
+//! [`crate::worker::JobContext::lease_lost`], which reads it itself and
+//! needs no heartbeat thread that is not blocked, and the heartbeat
+//! threads mark it lost and stop extending it. A pending ack's lease that
+//! runs out has no handler to tell: it is still extended while it waits
+//! (the extension is fenced, so it only succeeds if the lease is still
+//! this worker's), and its ack is counted lost if refused.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,13 +35,14 @@ use crate::clock::{instant_ms, ms};
 use crate::error::ErrorKind;
 use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
+use crate::worker::heartbeat_threads::ThreadState;
 use crate::worker::pool::Shared;
 
 /// Most heartbeat threads a pool runs (fewer with fewer workers): as
 /// many extensions can block at once before the other leases wait.
 pub(crate) const MAX_HEARTBEAT_THREADS: usize = 4;
 
-/// The heartbeat state of one running job's lease.
+/// The heartbeat state of one job's lease, from its lease to its settle.
 #[derive(Debug)]
 pub(crate) struct Beat {
     /// A heartbeat thread is extending the lease.
@@ -47,52 +62,43 @@ impl Beat {
         })
     }
 
-    /// Whether an extension is in flight and `visibility_ms` have passed
-    /// since the lease was last fresh: it may have run out meanwhile.
-    pub(crate) fn stalled(&self, visibility_ms: u64) -> bool {
+    /// Whether `visibility_ms` have passed since the lease was last known
+    /// fresh: it may have run out, whatever held up its extension.
+    pub(crate) fn overdue(&self, visibility_ms: u64) -> bool {
         let fresh_ms = self.fresh_ms.load(Ordering::Acquire);
-        self.extending.load(Ordering::Acquire)
-            && instant_ms().saturating_sub(fresh_ms) >= visibility_ms
+        instant_ms().saturating_sub(fresh_ms) >= visibility_ms
     }
 }
 
-/// A lease due for an extension, copied out of its slot.
+/// A lease the heartbeat keeps: a running job's (in its worker's slot) or
+/// a finished job's whose ack waits in the settler.
+#[derive(Clone)]
+pub(crate) struct Kept<L> {
+    /// The job, named in a report of a thread stuck extending it.
+    pub(crate) id: u64,
+    pub(crate) lease: L,
+    pub(crate) beat: Arc<Beat>,
+}
+
+/// A lease due for an extension, copied out of its slot or the settler.
 struct Due<L> {
     fresh_ms: u64,
-    lease: L,
-    lost: Arc<AtomicBool>,
-    beat: Arc<Beat>,
+    kept: Kept<L>,
+    /// The running handler's flag; `None` for a pending ack.
+    lost: Option<Arc<AtomicBool>>,
 }
 
-/// Runs the pool's heartbeat threads until the heartbeat stops: this one,
-/// which also settles the acks a dead settler thread left (see
-/// [`crate::worker::settle`]) and extends those still waiting, and up to
-/// [`MAX_HEARTBEAT_THREADS`]` - 1` helpers, joined before it returns.
-pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
-    let threads = shared.cfg.workers.clamp(1, MAX_HEARTBEAT_THREADS);
-    std::thread::scope(|scope| {
-        for k in 1..threads {
-            let name = format!("{}-heartbeat-{k}", shared.cfg.name);
-            // A helper that cannot start leaves its share to the others.
-            let _ = std::thread::Builder::new()
-                .name(name)
-                .spawn_scoped(scope, || beat(shared, false));
-        }
-        beat(shared, true);
-    });
-}
-
-/// Every heartbeat interval, extends the running leases due, until the
-/// pool's heartbeat stops; `first` also looks after the settler's acks.
-fn beat<B: Backend>(shared: &Shared<B>, first: bool) {
+/// Every heartbeat interval, extends the leases due, until the pool's
+/// heartbeat stops; `first` also settles the acks a dead settler thread
+/// left (see [`crate::worker::settle`]).
+pub(crate) fn beat<B: Backend>(shared: &Shared<B>, state: &ThreadState, first: bool) {
     let every = shared.cfg.heartbeat_every();
     while !shared.heartbeat_stop.sleep(every) {
         for due in due_leases(shared) {
-            extend(shared, due);
+            extend(shared, state, due);
         }
         if first {
             crate::worker::settle::settle_orphans(shared);
-            crate::worker::settle::extend_pending(shared);
         }
     }
 }
@@ -104,14 +110,25 @@ fn is_due<B: Backend>(shared: &Shared<B>, fresh_ms: u64, now: u64) -> bool {
     now.saturating_sub(fresh_ms) >= ms(shared.cfg.heartbeat_every()) / 2
 }
 
-/// The running leases due for an extension, nearest to expiry first. A
-/// lease whose extension is in flight in another thread is left to it,
-/// and marked lost once a visibility timeout has passed since it was last
-/// fresh: it may have run out, and another worker may run the job.
+/// The leases due for an extension, nearest to expiry first: the running
+/// ones not marked lost, and those of pending acks. A lease whose
+/// extension is in flight in another thread is left to it. A running
+/// lease a visibility timeout past its last fresh moment is marked lost
+/// instead: it may have run out, and another worker may run the job.
 fn due_leases<B: Backend>(shared: &Shared<B>) -> Vec<Due<B::Lease>> {
     let now = instant_ms();
     let visibility = ms(shared.cfg.visibility);
     let mut due = Vec::new();
+    let mut push = |kept: Kept<B::Lease>, lost: Option<Arc<AtomicBool>>| {
+        let fresh_ms = kept.beat.fresh_ms.load(Ordering::Acquire);
+        if !kept.beat.extending.load(Ordering::Acquire) && is_due(shared, fresh_ms, now) {
+            due.push(Due {
+                fresh_ms,
+                kept,
+                lost,
+            });
+        }
+    };
     for slot in &shared.slots {
         // The lease is copied out and the slot unlocked before the
         // extension, which may wait on a remote backend: the worker must
@@ -125,44 +142,53 @@ fn due_leases<B: Backend>(shared: &Shared<B>) -> Vec<Due<B::Lease>> {
         if active.lost.load(Ordering::Acquire) {
             continue;
         }
-        if active.beat.stalled(visibility) {
+        if active.beat.overdue(visibility) {
             active.lost.store(true, Ordering::Release);
             continue;
         }
-        let fresh_ms = active.beat.fresh_ms.load(Ordering::Acquire);
-        if !active.beat.extending.load(Ordering::Acquire) && is_due(shared, fresh_ms, now) {
-            due.push(Due {
-                fresh_ms,
-                lease: active.lease.clone(),
-                lost: active.lost.clone(),
-                beat: active.beat.clone(),
-            });
-        }
+        let kept = Kept {
+            id: active.id,
+            lease: active.lease.clone(),
+            beat: active.beat.clone(),
+        };
+        push(kept, Some(active.lost.clone()));
+    }
+    for kept in shared.settler.pending() {
+        push(kept, None);
     }
     due.sort_by_key(|d| d.fresh_ms);
     due
 }
 
 /// Extends `due`'s lease, unless another thread is extending it or just
-/// did.
-fn extend<B: Backend>(shared: &Shared<B>, due: Due<B::Lease>) {
-    if due.beat.extending.swap(true, Ordering::AcqRel) {
+/// did. An extension refused because a pending ack landed meanwhile is
+/// expected and not counted.
+fn extend<B: Backend>(shared: &Shared<B>, state: &ThreadState, due: Due<B::Lease>) {
+    let beat = &due.kept.beat;
+    if beat.extending.swap(true, Ordering::AcqRel) {
         return;
     }
     let sent = instant_ms();
-    if is_due(shared, due.beat.fresh_ms.load(Ordering::Acquire), sent) {
-        match shared.backend.extend(&due.lease, shared.cfg.visibility) {
+    if is_due(shared, beat.fresh_ms.load(Ordering::Acquire), sent) {
+        state.extending(due.kept.id, sent);
+        let extended = shared
+            .backend
+            .extend(&due.kept.lease, shared.cfg.visibility);
+        state.extended();
+        match extended {
             Ok(()) => {
-                due.beat.fresh_ms.fetch_max(sent, Ordering::AcqRel);
+                beat.fresh_ms.fetch_max(sent, Ordering::AcqRel);
                 shared.counters.add(Count::Extended);
             }
             Err(e) if matches!(e.kind(), ErrorKind::LeaseLost | ErrorKind::NotFound) => {
-                due.lost.store(true, Ordering::Release);
+                if let Some(lost) = &due.lost {
+                    lost.store(true, Ordering::Release);
+                }
             }
             // A transient failure: the next beat tries again, well before
-            // the lease runs out.
+            // the lease runs out (or it is marked lost when it may have).
             Err(_) => shared.counters.add(Count::LeaseErrors),
         }
     }
-    due.beat.extending.store(false, Ordering::Release);
+    beat.extending.store(false, Ordering::Release);
 }

@@ -80,6 +80,7 @@ mod context;
 mod counters;
 mod handler;
 mod heartbeat;
+mod heartbeat_threads;
 mod multi_queue;
 mod outcome;
 mod pool;

@@ -16,6 +16,7 @@ use crate::worker::builder::{Config, PoolBuilder};
 use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, Counters, PoolStats};
 use crate::worker::handler::Handler;
+use crate::worker::heartbeat_threads::Heartbeat;
 use crate::worker::rate::{RateLimit, TokenBucket};
 use crate::worker::settle::Settler;
 use crate::worker::shutdown::ShutdownReport;
@@ -37,7 +38,7 @@ use crate::worker::signal::Signal;
 pub struct WorkerPool<B: Backend = Queue> {
     shared: Arc<Shared<B>>,
     workers: Vec<JoinHandle<()>>,
-    heartbeat: Option<JoinHandle<()>>,
+    heartbeat: Option<Heartbeat>,
     settler: Option<JoinHandle<()>>,
 }
 
@@ -254,11 +255,7 @@ impl<B: Backend> WorkerPool<B> {
             heartbeat: None,
             settler: None,
         };
-        let s = shared.clone();
-        let name = format!("{}-heartbeat", shared.cfg.name);
-        pool.heartbeat = Some(spawn_named(name, move || {
-            crate::worker::heartbeat::run(&s);
-        })?);
+        pool.heartbeat = Some(Heartbeat::start(&shared)?);
         let s = shared.clone();
         let name = format!("{}-settler", shared.cfg.name);
         pool.settler = Some(spawn_named(name, move || {
@@ -285,7 +282,10 @@ impl<B: Backend> WorkerPool<B> {
     /// again at once, their attempt counted, and their handlers see
     /// [`crate::worker::JobContext::lease_lost`]. Returns when the workers
     /// that finished have exited; a handler still running keeps its thread
-    /// until it returns, and its outcome is then dropped.
+    /// until it returns, and its outcome is then dropped. Heartbeat
+    /// threads are waited for until the deadline (one heartbeat interval
+    /// if it has passed): one still blocked in [`Backend::extend`] then is
+    /// left detached and named in [`ShutdownReport::stuck`].
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.stop(deadline)
     }
@@ -314,9 +314,10 @@ impl<B: Backend> WorkerPool<B> {
         // A settler that died left its acks to settle here (the
         // heartbeat may not have come round to them).
         crate::worker::settle::settle_orphans(&self.shared);
-        self.shared.heartbeat_stop.set();
+        // Bounded: a heartbeat thread blocked in `extend` past the
+        // deadline is left detached and named in the report.
         if let Some(h) = self.heartbeat.take() {
-            let _ = h.join();
+            report.stuck = h.stop(&self.shared, until);
         }
         report.finished = report.running.saturating_sub(stragglers.len());
         report.stats = self.stats();

@@ -100,7 +100,7 @@ fn run_one<B: Backend>(
             // batch with others and counts it then; this worker goes on to
             // its next job meanwhile.
             Outcome::Done(result) => {
-                match shared.settler.hand_over(index, active.lease, result) {
+                match shared.settler.hand_over(index, active, result) {
                     Ok(()) => None,
                     // The settler is gone (shutting down): settle here.
                     Err((lease, result)) => Some((lease, Outcome::Done(result))),

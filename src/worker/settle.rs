@@ -17,11 +17,12 @@
 //!   settled; a worker at its window waits, so nothing queues without
 //!   bound;
 //! * the heartbeat extends the leases of acks waiting here and of the
-//!   batch being settled ([`Settler::pending_leases`]; an ack with a
-//!   result syncs `done.rec` before its ack record), and a worker at its
-//!   window waits with its finished job's lease still in its slot, so a
-//!   slow sync cannot let a finished job's lease expire and the job run
-//!   again;
+//!   batch being settled ([`Settler::pending`]; an ack with a result
+//!   syncs `done.rec` before its ack record), and a worker at its window
+//!   waits with its finished job's lease still in its slot, so a slow
+//!   sync cannot let a finished job's lease expire and the job run again.
+//!   Each ack keeps its job's [`Beat`], so any heartbeat thread extends
+//!   it when due, not only one that might be blocked elsewhere;
 //! * shutdown closes the settler after the workers stopped handing over,
 //!   and the settler settles everything pending before it exits;
 //! * if the settler thread dies (a backend that panics in
@@ -40,7 +41,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::ErrorKind;
 use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
-use crate::worker::pool::Shared;
+use crate::worker::heartbeat::{Beat, Kept};
+use crate::worker::pool::{Active, Shared};
+use std::sync::Arc;
 
 /// Most acks one worker may have handed over and not yet settled. Bounds
 /// memory and how much work a crash can make redo; large enough that one
@@ -50,8 +53,21 @@ pub(crate) const WINDOW: usize = 512;
 /// One ack handed over by a worker.
 struct Handed<L> {
     worker: usize,
+    id: u64,
     lease: L,
+    /// The job's heartbeat state, carried over from its worker's slot.
+    beat: Arc<Beat>,
     result: Option<Vec<u8>>,
+}
+
+impl<L: Clone> Handed<L> {
+    fn kept(&self) -> Kept<L> {
+        Kept {
+            id: self.id,
+            lease: self.lease.clone(),
+            beat: self.beat.clone(),
+        }
+    }
 }
 
 struct State<L> {
@@ -61,7 +77,7 @@ struct State<L> {
     /// settled).
     unsettled: Vec<usize>,
     /// Leases of the batch being settled (extended until settled).
-    in_flight: Vec<L>,
+    in_flight: Vec<Kept<L>>,
     /// Acks the settler thread held when it died, not settled yet.
     orphans: Vec<Handed<L>>,
     /// No more acks come; the settler exits once `queue` is empty.
@@ -95,13 +111,14 @@ impl<L: Clone> Settler<L> {
         }
     }
 
-    /// Hands worker `worker`'s ack over, waiting while the worker has
-    /// [`WINDOW`] acks unsettled. Gives the ack back if the settler
-    /// thread is gone (the caller then settles it itself).
+    /// Hands worker `worker`'s ack of `active`'s job over, waiting while
+    /// the worker has [`WINDOW`] acks unsettled. Gives the lease and
+    /// result back if the settler thread is gone (the caller then settles
+    /// it itself).
     pub(crate) fn hand_over(
         &self,
         worker: usize,
-        lease: L,
+        active: Active<L>,
         result: Option<Vec<u8>>,
     ) -> std::result::Result<(), (L, Option<Vec<u8>>)> {
         let mut st = self.state.lock();
@@ -109,12 +126,14 @@ impl<L: Clone> Settler<L> {
             self.room.wait(&mut st);
         }
         if st.gone || st.closing {
-            return Err((lease, result));
+            return Err((active.lease, result));
         }
         st.unsettled[worker] += 1;
         st.queue.push(Handed {
             worker,
-            lease,
+            id: active.id,
+            lease: active.lease,
+            beat: active.beat,
             result,
         });
         if st.queue.len() == 1 {
@@ -132,14 +151,15 @@ impl<L: Clone> Settler<L> {
         }
     }
 
-    /// The leases of acks handed over and not yet taken for settling, for
-    /// the heartbeat to extend.
-    pub(crate) fn pending_leases(&self) -> Vec<L> {
+    /// The leases of acks handed over and not settled yet (queued, being
+    /// settled, or orphaned), for the heartbeat to extend. At most
+    /// [`WINDOW`] per worker.
+    pub(crate) fn pending(&self) -> Vec<Kept<L>> {
         let st = self.state.lock();
         st.queue
             .iter()
             .chain(&st.orphans)
-            .map(|h| h.lease.clone())
+            .map(Handed::kept)
             .chain(st.in_flight.iter().cloned())
             .collect()
     }
@@ -185,7 +205,7 @@ impl<L: Clone> Settler<L> {
             self.work.wait(&mut st);
         }
         let batch = std::mem::take(&mut st.queue);
-        st.in_flight = batch.iter().map(|h| h.lease.clone()).collect();
+        st.in_flight = batch.iter().map(Handed::kept).collect();
         Some(batch)
     }
 
@@ -274,17 +294,5 @@ pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>) {
             crate::worker::run::count_settled(&shared.counters, Err(ErrorKind::Io), Count::Done);
         }
         shared.settler.settled(&given_up);
-    }
-}
-
-/// For the heartbeat: extends the leases of jobs whose handler finished
-/// and whose ack waits in the settler, or a slow sync could let their
-/// leases expire and the jobs run again. An extension refused because the
-/// ack landed meanwhile is expected and not counted.
-pub(crate) fn extend_pending<B: Backend>(shared: &Shared<B>) {
-    for lease in shared.settler.pending_leases() {
-        if shared.backend.extend(&lease, shared.cfg.visibility).is_ok() {
-            shared.counters.add(Count::Extended);
-        }
     }
 }

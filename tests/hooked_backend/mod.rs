@@ -12,6 +12,12 @@ use walq::{EnqueueOptions, Enqueued, Queue, Receipt};
 pub trait Hooks: Send + Sync + 'static {
     /// Runs before `extend` (a heartbeat's lease extension).
     fn before_extend(&self) {}
+    /// Runs before `extend` of job `id`'s lease; calls `before_extend`
+    /// unless a test overrides it.
+    fn before_extend_of(&self, id: u64) {
+        let _ = id;
+        self.before_extend();
+    }
     /// Runs before `complete_batch` (a settler's batch of acks).
     fn before_complete_batch(&self) {}
     /// Runs before `release` (a shutdown handing back a running job).
@@ -58,7 +64,7 @@ impl<H: Hooks> Backend for Hooked<H> {
     }
 
     fn extend(&self, lease: &Receipt, visibility: Duration) -> walq::Result<()> {
-        self.hooks.before_extend();
+        self.hooks.before_extend_of(lease.job_id());
         Backend::extend(&self.q, lease, visibility)
     }
 

@@ -252,3 +252,43 @@ fn an_enqueue_whose_puback_was_lost_keeps_the_record_a_worker_wrote() {
     let again = producer.enqueue(b"keyed", keyed).unwrap();
     assert!(again.duplicate, "the keyed job was enqueued anew");
 }
+
+#[test]
+fn a_lease_whose_first_write_lost_its_reply_counts_its_attempt_once() {
+    let cluster = Cluster::start();
+    // A short AckWait, so a delivery whose lease failed comes back soon.
+    let wait = Duration::from_secs(5);
+    let (js, proxy) = through_proxy(&cluster, "lf", |c| c.ack_wait(wait));
+    let opts = EnqueueOptions::new().max_attempts(2);
+    let id = js.enqueue(b"x", opts).unwrap().id;
+    // The lease's compare-and-set (attempt 1) is stored; its PubAck is
+    // lost.
+    proxy.drop_next(Dir::ToClient, &puback_of("KV_WALQ_lf_jobs"));
+    // A worker that retries every run, until the job is dead.
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(40);
+    while !matches!(js.status(id).unwrap(), JobStatus::Dead { .. }) {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the job never died: runs {runs:?}, lease errors {errors:?}"
+        );
+        match js.lease(wait, Duration::from_secs(1)) {
+            Ok(Some(d)) => {
+                runs.push(d.attempt());
+                js.retry(d.lease(), Some(Duration::ZERO), "again").unwrap();
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {errors:?}");
+    // Two attempts allowed, two runs: the lost reply counted no attempt
+    // of its own.
+    assert_eq!(runs, vec![1, 2], "lease errors: {errors:?}");
+    assert!(
+        matches!(js.status(id).unwrap(), JobStatus::Dead { attempts: 2, .. }),
+        "{:?}",
+        js.status(id)
+    );
+}

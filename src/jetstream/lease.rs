@@ -152,6 +152,31 @@ impl Inner {
         })
     }
 
+    /// Writes `leased`, the record of a new lease (attempt counted), at
+    /// `rev`: its revision, or `None` when the record changed meanwhile.
+    ///
+    /// A write whose reply never came (a request timeout, a connection
+    /// lost) may have been stored: the record is read back and, when it
+    /// is exactly this write, the lease goes on from it. (Another
+    /// delivery's lease writes another deadline; nothing else writes an
+    /// in-flight record of this delivery.) Before, the error went to the
+    /// caller with the attempt counted, the delivery came back after
+    /// AckWait, and its lease counted a second attempt: a job with max
+    /// attempts N died after N - 1 runs. When the write is found not
+    /// stored, or the read fails too, the error goes to the caller: the
+    /// delivery comes back after AckWait (in the second case with the
+    /// attempt perhaps counted).
+    async fn take_lease(&self, id: u64, leased: &Record, rev: u64) -> Result<Option<u64>> {
+        match self.cas(id, leased, rev).await {
+            Ok(Cas::Written(rev)) => Ok(Some(rev)),
+            Ok(Cas::Stale) => Ok(None),
+            Err(e) => match self.record(id).await {
+                Ok(Some((rec, rev))) if rec == *leased => Ok(Some(rev)),
+                _ => Err(e),
+            },
+        }
+    }
+
     /// Reconciles one delivery with its record; leases it, or settles
     /// what an earlier crash left half done and returns `None`.
     async fn take(
@@ -203,7 +228,7 @@ impl Inner {
                     // reads it); the lease checks its own by `clock`.
                     leased.lease_expires_ms = ms_after(now_ms(), visibility);
                     let expires_ms = ms_after(clock.now_ms(), visibility);
-                    let Cas::Written(rev) = self.cas(h.id, &leased, rev).await? else {
+                    let Some(rev) = self.take_lease(h.id, &leased, rev).await? else {
                         continue;
                     };
                     let lease = JetStreamLease::new(

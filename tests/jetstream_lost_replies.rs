@@ -13,7 +13,7 @@ use nats_cluster::proxy::{Dir, Proxy};
 use nats_cluster::Cluster;
 use walq::jetstream::{JetStream, JetStreamConfig};
 use walq::worker::{Backend, JobStatus};
-use walq::EnqueueOptions;
+use walq::{EnqueueOptions, ErrorKind};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -291,4 +291,67 @@ fn a_lease_whose_first_write_lost_its_reply_counts_its_attempt_once() {
         "{:?}",
         js.status(id)
     );
+}
+
+#[test]
+fn a_settle_whose_reply_was_lost_succeeds_when_repeated() {
+    let cluster = Cluster::start();
+    let (js, proxy) = through_proxy(&cluster, "st", |c| c);
+    let record_write = puback_of("KV_WALQ_st_jobs");
+    let lease_lost = |r: walq::Result<()>| r.map_err(|e| e.kind()).unwrap_err();
+    // complete: stored, its reply lost.
+    let id = js.enqueue(b"done", EnqueueOptions::new()).unwrap().id;
+    let d = js.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+    proxy.drop_next(Dir::ToClient, &record_write);
+    let lost = js.complete(d.lease(), Some(b"r"));
+    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {lost:?}");
+    assert!(lost.is_err(), "a complete without its reply returned Ok");
+    // Another settle is refused: the job is done.
+    assert_eq!(lease_lost(js.fail(d.lease(), "no")), ErrorKind::LeaseLost);
+    js.complete(d.lease(), Some(b"r"))
+        .expect("the repeat of a stored complete");
+    match js.status(id).unwrap() {
+        JobStatus::Done { result, .. } => assert_eq!(result.as_deref(), Some(&b"r"[..])),
+        other => panic!("after the repeated complete: {other:?}"),
+    }
+    // Once a settle returned Ok, the lease is spent.
+    assert_eq!(
+        lease_lost(js.complete(d.lease(), None)),
+        ErrorKind::LeaseLost
+    );
+
+    // retry: its intent is stored, its reply lost.
+    let id = js.enqueue(b"retried", EnqueueOptions::new()).unwrap().id;
+    let d = js.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+    proxy.drop_next(Dir::ToClient, &record_write);
+    let lost = js.retry(d.lease(), Some(Duration::ZERO), "again");
+    assert_eq!(proxy.dropped(), 2, "no PubAck was dropped: {lost:?}");
+    assert!(lost.is_err(), "a retry without its reply returned Ok");
+    js.retry(d.lease(), Some(Duration::ZERO), "again")
+        .expect("the repeat of a stored retry");
+    // The job is back at once (not after AckWait), attempt 2, once.
+    let again = js.lease(LEASE, Duration::from_secs(10)).unwrap();
+    let again = again.expect("the retried job");
+    assert_eq!((again.id(), again.attempt()), (id, 2));
+    js.complete(again.lease(), None).unwrap();
+
+    // fail: its intent is stored, its reply lost.
+    let id = js.enqueue(b"failed", EnqueueOptions::new()).unwrap().id;
+    let d = js.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+    proxy.drop_next(Dir::ToClient, &record_write);
+    let lost = js.fail(d.lease(), "bad");
+    assert_eq!(proxy.dropped(), 3, "no PubAck was dropped: {lost:?}");
+    assert!(lost.is_err(), "a fail without its reply returned Ok");
+    js.fail(d.lease(), "bad")
+        .expect("the repeat of a stored fail");
+    assert!(
+        matches!(js.status(id).unwrap(), JobStatus::Dead { .. }),
+        "{:?}",
+        js.status(id)
+    );
+    let letters = js.dead_letters().unwrap();
+    assert_eq!(letters.iter().map(|l| l.id).collect::<Vec<_>>(), [id]);
+    // Nothing ran twice, nothing is left.
+    let left = js.lease(LEASE, Duration::from_secs(3)).unwrap();
+    assert!(left.is_none(), "a settled job came back: {left:?}");
 }

@@ -44,12 +44,25 @@ pub(crate) struct Held {
     /// the lease reads the record first and, if it is exactly this
     /// write, goes on from its revision and deadline.
     pub(crate) unsure: Option<(Record, u64)>,
+    /// A settle of this lease that returned an error: its write may be
+    /// stored (`unsure`), or stored with the steps after it (a publish,
+    /// the ack) not done. A repeat of the same settle finishes it and
+    /// succeeds; cleared when a settle returns `Ok`.
+    pub(crate) unfinished: Option<Settle>,
     /// The clock the lease's deadline is checked by.
     pub(crate) clock: LeaseClock,
     /// When the lease ends, by `clock`. The record's `lease_expires_ms`
     /// is the same deadline by the wall clock, for `status`: a wall
     /// clock stepped since the lease was taken moves one, not the other.
     pub(crate) expires_ms: u64,
+}
+
+/// Which settle a lease began (see `Held::unfinished`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Complete,
+    Retry,
+    Fail,
 }
 
 impl JetStreamLease {
@@ -71,6 +84,7 @@ impl JetStreamLease {
                     rec,
                     rev,
                     unsure: None,
+                    unfinished: None,
                     clock,
                     expires_ms,
                 }),
@@ -239,6 +253,19 @@ impl Backend for JetStream {
         self.block(|i| i.lease(visibility, wait))
     }
 
+    /// Writes `done` (a compare-and-set at the lease's revision), then
+    /// acks the delivery. `LeaseLost` if the lease expired, another
+    /// delivery took the job, or a settle of this lease returned `Ok`
+    /// already.
+    ///
+    /// **Repeating a settle that failed.** An error may mean the write
+    /// was stored and only its reply lost (a timeout, a dropped
+    /// connection, a failover). The same settle (`complete`, `retry` or
+    /// `fail`) on the same lease may then be called again: it reads the
+    /// record, and if the first call's write is there, finishes what that
+    /// call left undone and returns `Ok` (the first call's result, delay
+    /// or error text stands); if it is not, the settle is made as usual.
+    /// A different settle after a stored one is `LeaseLost`.
     fn complete(&self, lease: &JetStreamLease, result: Option<&[u8]>) -> Result<()> {
         let (lease, result) = (lease.clone(), result.map(<[u8]>::to_vec));
         self.block(|i| async move { i.complete(&lease, result).await })
@@ -265,11 +292,18 @@ impl Backend for JetStream {
         })
     }
 
+    /// Writes the retry's intent, publishes the job's next copy (due
+    /// after `delay`), then acks the delivery; on the last attempt, as
+    /// [`Backend::fail`]. A retry that returned an error may be repeated
+    /// (see [`Backend::complete`]).
     fn retry(&self, lease: &JetStreamLease, delay: Option<Duration>, error: &str) -> Result<()> {
         let (lease, error) = (lease.clone(), error.to_string());
         self.block(|i| async move { i.retry(&lease, delay, &error).await })
     }
 
+    /// Writes `dying`, publishes the dead letter, marks the job dead,
+    /// then acks the delivery. A fail that returned an error may be
+    /// repeated (see [`Backend::complete`]).
     fn fail(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
         let (lease, error) = (lease.clone(), error.to_string());
         self.block(|i| async move { i.fail(&lease, &error).await })

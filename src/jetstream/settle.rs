@@ -1,12 +1,17 @@
 //! Settling and extending a lease. Each is a compare-and-set on the job's
 //! record at the revision the lease last wrote: a lease replaced by a later
 //! delivery (or one that ran out) changes nothing and gets `LeaseLost`.
+//!
+//! A settle that returned an error may be repeated: when its write was
+//! stored after all (a lost reply), the repeat finishes what the first
+//! left undone and returns `Ok` (see `finish_repeat`). A settle that
+//! returned `Ok` spends the lease: any settle after it is `LeaseLost`.
 
 use std::time::Duration;
 
 use crate::done::MAX_RESULT_LEN;
 use crate::error::{Error, ErrorKind, Result};
-use crate::jetstream::backend::{Held, JetStreamLease};
+use crate::jetstream::backend::{Held, JetStreamLease, Settle};
 use crate::jetstream::headers::{random_id, JobHeaders};
 use crate::jetstream::record::{ms_after, now_ms, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
@@ -18,12 +23,15 @@ impl Inner {
     /// revision, and keeps it as the lease's; `LeaseLost` if the lease
     /// expired, was settled, or another delivery took the job. A write
     /// whose reply never came is kept as `unsure` (see `Held`).
+    /// `settle`: the settle this write begins (kept in `Held::unfinished`
+    /// until the settle returns `Ok`), `None` for an extension.
     /// `expires_ms`: the lease's new deadline by its clock (an extension),
     /// or `None` to keep it.
     async fn fenced(
         &self,
         lease: &JetStreamLease,
         held: &mut Held,
+        settle: Option<Settle>,
         expires_ms: Option<u64>,
         next: impl FnOnce(&Record) -> Record,
     ) -> Result<()> {
@@ -37,6 +45,7 @@ impl Inner {
         }
         let next = next(&held.rec);
         let expires_ms = expires_ms.unwrap_or(held.expires_ms);
+        held.unfinished = settle;
         match self.cas(id, &next, held.rev).await {
             Ok(Cas::Written(rev)) => {
                 held.rec = next;
@@ -81,6 +90,45 @@ impl Inner {
         }
     }
 
+    /// A repeat of `kind`, the settle of this lease that returned an
+    /// error: if that settle's write is stored (read back, see
+    /// `resolve_unsure`), finishes the steps after it that may not have
+    /// happened and returns `true`; `false` when the settle is to be
+    /// made (again) as usual.
+    ///
+    /// Before, the repeat found its own settle stored and got `LeaseLost`
+    /// ("settled already"), so a worker whose `complete` lost its reply
+    /// could not learn that the job was done, and a retry or dead-letter
+    /// left half done waited for AckWait to be finished by a redelivery.
+    async fn finish_repeat(
+        &self,
+        lease: &JetStreamLease,
+        held: &mut Held,
+        kind: Settle,
+    ) -> Result<bool> {
+        let id = lease.state.headers.id;
+        self.resolve_unsure(id, held).await?;
+        if held.unfinished != Some(kind) || held.rec.state == State::InFlight {
+            return Ok(false);
+        }
+        let (h, payload) = (&lease.state.headers, &lease.state.payload);
+        if kind != Settle::Complete {
+            // The steps after the intent end by writing the record: while
+            // it is still at the intent's revision, they may not be done.
+            // (Done again, they publish the same message id: no copy.)
+            let current = self.record(id).await?.map(|(_, rev)| rev);
+            if current == Some(held.rev) {
+                match kind {
+                    Settle::Retry => self.finish_retry(h, payload, &held.rec, held.rev).await?,
+                    _ => self.finish_dead(h, payload, &held.rec, held.rev).await?,
+                }
+            }
+        }
+        self.ack(&lease.state.reply).await;
+        held.unfinished = None;
+        Ok(true)
+    }
+
     pub(crate) async fn complete(
         &self,
         lease: &JetStreamLease,
@@ -93,7 +141,13 @@ impl Inner {
             ));
         }
         let mut held = lease.state.held.lock().await;
-        self.fenced(lease, &mut held, None, |rec| {
+        if self
+            .finish_repeat(lease, &mut held, Settle::Complete)
+            .await?
+        {
+            return Ok(());
+        }
+        self.fenced(lease, &mut held, Some(Settle::Complete), None, |rec| {
             let mut done = rec.clone();
             done.state = State::Done;
             done.result = result;
@@ -102,6 +156,7 @@ impl Inner {
         })
         .await?;
         self.ack(&lease.state.reply).await;
+        held.unfinished = None;
         Ok(())
     }
 
@@ -112,6 +167,9 @@ impl Inner {
         error: &str,
     ) -> Result<()> {
         let mut held = lease.state.held.lock().await;
+        if self.finish_repeat(lease, &mut held, Settle::Retry).await? {
+            return Ok(());
+        }
         if held.rec.attempts >= held.rec.max_attempts {
             drop(held);
             return self.fail(lease, error).await;
@@ -133,7 +191,7 @@ impl Inner {
         // Intent first: the record names the new copy before it exists, so
         // a crash before the publish is finished by the next delivery of
         // this one (`Decision::FinishRetry`).
-        self.fenced(lease, &mut held, None, |rec| {
+        self.fenced(lease, &mut held, Some(Settle::Retry), None, |rec| {
             let mut retrying = rec.clone();
             retrying.state = State::Retrying;
             retrying.copy = copy;
@@ -147,6 +205,7 @@ impl Inner {
         let (h, payload) = (&lease.state.headers, &lease.state.payload);
         self.finish_retry(h, payload, &held.rec, held.rev).await?;
         self.ack(&lease.state.reply).await;
+        held.unfinished = None;
         Ok(())
     }
 
@@ -179,7 +238,10 @@ impl Inner {
 
     pub(crate) async fn fail(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
         let mut held = lease.state.held.lock().await;
-        self.fenced(lease, &mut held, None, |rec| {
+        if self.finish_repeat(lease, &mut held, Settle::Fail).await? {
+            return Ok(());
+        }
+        self.fenced(lease, &mut held, Some(Settle::Fail), None, |rec| {
             let mut dying = rec.clone();
             dying.state = State::Dying;
             dying.error = Some(error_text(error));
@@ -189,6 +251,7 @@ impl Inner {
         let (h, payload) = (&lease.state.headers, &lease.state.payload);
         self.finish_dead(h, payload, &held.rec, held.rev).await?;
         self.ack(&lease.state.reply).await;
+        held.unfinished = None;
         Ok(())
     }
 
@@ -199,7 +262,7 @@ impl Inner {
         // the same deadline by its own clock (see `Held::expires_ms`).
         let until = ms_after(held.clock.now_ms(), visibility);
         let wall_until = ms_after(now_ms(), visibility);
-        self.fenced(lease, &mut held, Some(until), |rec| {
+        self.fenced(lease, &mut held, None, Some(until), |rec| {
             let mut extended = rec.clone();
             extended.lease_expires_ms = wall_until;
             extended

@@ -469,3 +469,64 @@ fn a_dead_letter_without_walq_headers_is_paged_by_its_subject() {
     }
     assert_eq!(seen, vec![1, d.id()]);
 }
+
+#[test]
+fn paging_through_the_dead_letters_lists_them_once() {
+    let cluster = nats_cluster::Cluster::start();
+    let proxy = nats_cluster::proxy::Proxy::start(&cluster.addr(0));
+    let js = cluster.connect_via(&proxy.url(), |c| c, "listonce");
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        js.enqueue(format!("{n}").as_bytes(), EnqueueOptions::new())
+            .unwrap();
+        let d = js
+            .lease(Duration::from_secs(30), Duration::from_secs(10))
+            .unwrap()
+            .expect("a job");
+        js.fail(d.lease(), "bad").unwrap();
+        ids.push(d.id());
+    }
+    ids.sort_unstable();
+    // A subject listing of the dead-letter stream: a stream-info request
+    // with a subjects filter.
+    let listing = "subjects_filter";
+    proxy.count_from_now(nats_cluster::proxy::Dir::ToServer, listing);
+    let page_through = |js: &JetStream| {
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = js.dead_letters_page(after, 2).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            seen.extend(page.iter().map(|l| l.id));
+            assert!(seen.len() <= 6, "the pages never end: {seen:?}");
+        }
+        seen
+    };
+    // What one listing costs: a second handle lists the letters once.
+    let other = cluster.connect_via(&proxy.url(), |c| c, "listonce");
+    assert_eq!(other.dead_letter_ids().unwrap(), ids);
+    let one = proxy.count(listing);
+    assert!(one > 0, "no listing request seen");
+    // Four pages (the last one empty), one listing.
+    assert_eq!(page_through(&js), ids);
+    assert_eq!(
+        proxy.count(listing),
+        2 * one,
+        "four pages listed more than once"
+    );
+    // A letter gone, or a new one, is seen by the next page.
+    js.purge(ids[0]).unwrap();
+    assert_eq!(page_through(&js), ids[1..]);
+    js.enqueue(b"new", EnqueueOptions::new()).unwrap();
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap()
+        .expect("a job");
+    js.fail(d.lease(), "bad").unwrap();
+    let mut now = ids[1..].to_vec();
+    now.push(d.id());
+    now.sort_unstable();
+    assert_eq!(page_through(&js), now);
+    assert_eq!(js.dead_letter_ids().unwrap(), now);
+    assert_eq!(proxy.count(listing), 4 * one, "one listing per change");
+}

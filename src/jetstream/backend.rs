@@ -335,16 +335,25 @@ impl JetStream {
     /// redriven or purged while the page is read is left out, so a page
     /// may be shorter than `limit` before the end.
     ///
-    /// Each page lists the dead-letter stream's subjects (one
-    /// stream-info request per 100,000 letters), then reads its letters
-    /// at once.
+    /// Cost: each page asks for the dead-letter stream's state (one
+    /// request) and reads its letters at once. It lists the stream's
+    /// subjects (one request per 100,000 letters, O(all letters)) only
+    /// when letters came or went since the last listing this backend
+    /// made; paging through a stream that is not changing lists it once.
+    /// A stream that changes between every page is listed for every
+    /// page: JetStream has no request for "the next n subjects after
+    /// this one" (a subject listing returns every subject its filter
+    /// matches; message reads go by stream sequence, and job ids are
+    /// random, so id order is no sequence order).
     pub fn dead_letters_page(&self, after: Option<u64>, limit: usize) -> Result<Vec<DeadLetter>> {
         self.block(move |i| async move { i.dead_letters_page(after, limit).await })
     }
 
-    /// The ids of every dead letter, ascending, without their payloads.
+    /// The ids of every dead letter, ascending, without their payloads:
+    /// a listing of the dead-letter stream's subjects, reused while no
+    /// letter came or went (see [`JetStream::dead_letters_page`]).
     pub fn dead_letter_ids(&self) -> Result<Vec<u64>> {
-        self.block(|i| async move { i.dead_letter_ids().await })
+        self.block(|i| async move { Ok(i.dead_letter_ids().await?.to_vec()) })
     }
 
     /// Job `id`'s dead letter, if it has one.

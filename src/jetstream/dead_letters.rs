@@ -3,7 +3,9 @@
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::message::StreamMessage;
-use async_nats::jetstream::stream::{InfoError, LastRawMessageErrorKind};
+use std::sync::Arc;
+
+use async_nats::jetstream::stream::{Info, InfoError, LastRawMessageErrorKind};
 use async_nats::HeaderMap;
 use futures_util::TryStreamExt;
 
@@ -64,20 +66,52 @@ impl Inner {
     }
 
     /// The ids of every dead letter, ascending, without their payloads:
-    /// the subjects of the dead-letter stream (one per job), one
-    /// stream-info request per 100,000 of them.
-    pub(crate) async fn dead_letter_ids(&self) -> Result<Vec<u64>> {
-        let failed = |e: InfoError| {
-            nats_err(
-                &format!("list dead letters of stream {}", self.cfg.dead_stream()),
-                e,
-            )
-        };
+    /// the listing kept from the last call when the stream's letters are
+    /// the same (one stream-info request, O(1)), else a new listing (see
+    /// `list_dead_letters`).
+    ///
+    /// JetStream has no request for "the next n subjects after this one":
+    /// a subject listing (`STREAM.INFO` with a subjects filter) returns
+    /// every subject the filter matches, 100,000 a response by offset;
+    /// message reads go by stream sequence, and ids are random. Before,
+    /// every page listed all letters, so paging through n letters took
+    /// O(n²) work; now it takes one listing while no letter comes or goes.
+    pub(crate) async fn dead_letter_ids(&self) -> Result<Arc<Vec<u64>>> {
+        let info = self
+            .dead
+            .get_info()
+            .await
+            .map_err(|e| self.list_failed(e))?;
+        let now = LettersKey::of(&info);
+        if let Some((key, ids)) = &*self.dead_listing.lock() {
+            if *key == now {
+                return Ok(ids.clone());
+            }
+        }
+        let (key, ids) = self.list_dead_letters().await?;
+        let ids = Arc::new(ids);
+        *self.dead_listing.lock() = Some((key, ids.clone()));
+        Ok(ids)
+    }
+
+    fn list_failed(&self, e: InfoError) -> Error {
+        nats_err(
+            &format!("list dead letters of stream {}", self.cfg.dead_stream()),
+            e,
+        )
+    }
+
+    /// Lists the subjects of the dead-letter stream (one per job), one
+    /// stream-info request per 100,000 of them: the ids, ascending, and
+    /// the stream's state the first response gave.
+    async fn list_dead_letters(&self) -> Result<(LettersKey, Vec<u64>)> {
+        let failed = |e| self.list_failed(e);
         let mut subjects = self
             .dead
             .info_with_subjects(self.cfg.dead_subject(None))
             .await
             .map_err(failed)?;
+        let key = LettersKey::of(&subjects.info);
         let prefix = self
             .cfg
             .dead_subject(None)
@@ -92,7 +126,7 @@ impl Inner {
         }
         ids.sort_unstable();
         ids.dedup();
-        Ok(ids)
+        Ok((key, ids))
     }
 
     /// Job `id`'s dead letter, if it has one.
@@ -309,6 +343,33 @@ impl Inner {
             })
     }
 }
+
+/// What tells one set of letters in the dead-letter stream from another:
+/// a letter added (a new letter, or one replacing a job's older letter)
+/// raises the last sequence; one removed (redriven, purged, aged out)
+/// lowers the count, and only an addition could raise it again; a stream
+/// deleted and made anew has another creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LettersKey {
+    created_ns: i128,
+    first: u64,
+    last: u64,
+    messages: u64,
+}
+
+impl LettersKey {
+    fn of(info: &Info) -> LettersKey {
+        LettersKey {
+            created_ns: info.created.unix_timestamp_nanos(),
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+            messages: info.state.messages,
+        }
+    }
+}
+
+/// The last listing of the dead letters and the key it was taken at.
+pub(crate) type Listing = parking_lot::Mutex<Option<(LettersKey, Arc<Vec<u64>>)>>;
 
 fn changed(id: u64) -> Error {
     Error::new(

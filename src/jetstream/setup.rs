@@ -21,6 +21,8 @@ pub(crate) struct Inner {
     pub(crate) kv: kv::Store,
     /// The backend's own runtime (this struct's futures run on it).
     pub(crate) runtime: tokio::runtime::Handle,
+    /// The last listing of the dead letters (see `dead_letter_ids`).
+    pub(crate) dead_listing: crate::jetstream::dead_letters::Listing,
 }
 
 /// The outcome of a compare-and-set on a record.
@@ -94,6 +96,7 @@ impl Inner {
             consumer,
             kv,
             runtime: tokio::runtime::Handle::current(),
+            dead_listing: Default::default(),
         };
         inner.wait_ready().await?;
         Ok(inner)

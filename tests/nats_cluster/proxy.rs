@@ -30,6 +30,8 @@ struct Rules {
     held: Vec<(Dir, Vec<u8>, std::time::Duration)>,
     /// Frames dropped so far.
     dropped: usize,
+    /// Count the frames going `Dir` that contain the bytes.
+    counted: Vec<(Dir, Vec<u8>, usize)>,
 }
 
 /// A running proxy; its threads end with their connections.
@@ -79,6 +81,25 @@ impl Proxy {
         rules.held.push((dir, pattern.as_bytes().to_vec(), by));
     }
 
+    /// Counts, from now on, the frames going `dir` whose bytes contain
+    /// `pattern` (see [`Proxy::count`]).
+    pub fn count_from_now(&self, dir: Dir, pattern: &str) {
+        let mut rules = self.rules.lock().unwrap();
+        rules.counted.push((dir, pattern.as_bytes().to_vec(), 0));
+    }
+
+    /// How many frames matching `pattern` passed since
+    /// [`Proxy::count_from_now`] (0 if never asked).
+    pub fn count(&self, pattern: &str) -> usize {
+        let rules = self.rules.lock().unwrap();
+        rules
+            .counted
+            .iter()
+            .filter(|(_, p, _)| p.as_slice() == pattern.as_bytes())
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
     /// How many frames were dropped so far.
     pub fn dropped(&self) -> usize {
         self.rules.lock().unwrap().dropped
@@ -104,6 +125,7 @@ fn pump(
             } else {
                 frame
             };
+            count(&rules, dir, &frame);
             if take_rule(&rules, dir, &frame) {
                 continue;
             }
@@ -117,6 +139,16 @@ fn pump(
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
+}
+
+/// Counts `frame` for every counting rule it matches.
+fn count(rules: &Mutex<Rules>, dir: Dir, frame: &[u8]) {
+    let mut rules = rules.lock().unwrap();
+    for (d, p, n) in rules.counted.iter_mut() {
+        if *d == dir && frame.windows(p.len()).any(|w| w == p.as_slice()) {
+            *n += 1;
+        }
+    }
 }
 
 /// Whether an armed rule drops `frame` (and disarms it if so).

@@ -288,6 +288,10 @@ impl SegMap {
     /// Not a guarantee: a page the kernel drops after its check (memory
     /// pressure) and then fails to read again still raises `SIGBUS`
     /// (docs/architecture.md, "I/O errors and external actions").
+    ///
+    /// The window test (nearly every call: each job's read-back checks
+    /// its header, then its length) is inline; the `madvise` out of line.
+    #[inline]
     pub fn readable(&self, off: usize, len: usize) -> std::io::Result<()> {
         let end = off.saturating_add(len).min(self.len);
         let checked = self.checked.load(Ordering::Relaxed);
@@ -295,6 +299,12 @@ impl SegMap {
         if first * PAGE <= off && end <= last * PAGE {
             return Ok(());
         }
+        self.check_readable(off, end)
+    }
+
+    /// [`SegMap::readable`] for `off..end` outside the pages last checked.
+    #[inline(never)]
+    fn check_readable(&self, off: usize, end: usize) -> std::io::Result<()> {
         let Some(map) = self.map.get() else {
             return Ok(());
         };

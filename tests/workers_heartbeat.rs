@@ -484,3 +484,44 @@ fn shutdown_returns_and_names_a_heartbeat_thread_stuck_in_extend() {
     assert_eq!(report.stats.done, 1, "{report:?}");
     gate.open();
 }
+
+/// A heartbeat interval near the visibility (allowed: any interval below
+/// it) still keeps a lease taken in the second half of an interval.
+/// Before, a lease was extended at a beat only once half an interval old:
+/// one taken 0.7 intervals after a beat was 0.3 intervals old at the next
+/// and skipped, and 1.3 intervals (more than the visibility of 1.11
+/// intervals) old at the one after, so it ran out, the handler was told
+/// its lease was lost and the job was leased again by the other worker.
+#[test]
+fn a_heartbeat_near_the_visibility_keeps_a_lease_taken_late_in_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let (visibility, every) = (Duration::from_millis(2000), Duration::from_millis(1800));
+    let runs = Arc::new(AtomicU32::new(0));
+    let lost = Arc::new(AtomicBool::new(false));
+    let (r, l) = (runs.clone(), lost.clone());
+    let pool = WorkerPool::builder(q.clone())
+        .workers(2)
+        .visibility(visibility)
+        .heartbeat(every)
+        .poll_interval(Duration::from_millis(5))
+        .start(move |ctx: &JobContext, _: &[u8]| {
+            r.fetch_add(1, Ordering::SeqCst);
+            // Long enough for two more beats after the lease.
+            std::thread::sleep(Duration::from_millis(3000));
+            l.fetch_or(ctx.lease_lost(), Ordering::SeqCst);
+            Outcome::done()
+        })
+        .unwrap();
+    // The heartbeat threads beat every 1.8 s from the pool's start: the
+    // job is leased about 0.7 of an interval in.
+    std::thread::sleep(Duration::from_millis(1260));
+    let id = q.enqueue(b"late").unwrap();
+    wait_for("the job settles", || {
+        matches!(q.status(id), Ok(JobStatus::Done { .. }))
+    });
+    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    assert!(!lost.load(Ordering::SeqCst), "the lease was lost: {s:?}");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "{s:?}");
+    assert_eq!((s.leased, s.done, s.lost), (1, 1, 0), "{s:?}");
+}

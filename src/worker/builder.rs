@@ -135,7 +135,11 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// How often running leases are extended (default a third of the
-    /// visibility timeout; must be less than it).
+    /// visibility timeout; must be less than it). A lease is extended at
+    /// a beat once half an interval old, or, with an interval over two
+    /// thirds of the visibility, once half of what the visibility leaves
+    /// after an interval old, so that a lease taken late in an interval
+    /// does not run out before the beat after next.
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.cfg.heartbeat = Some(every);
         self

@@ -105,9 +105,16 @@ pub(crate) fn beat<B: Backend>(shared: &Shared<B>, state: &ThreadState, first: b
 
 /// Whether a lease last fresh at `fresh_ms` is due at `now`: half a
 /// heartbeat interval old, so each beat extends it once whichever thread
-/// comes first.
+/// comes first; or, with an interval near the visibility, half of what
+/// the visibility leaves after one interval. A lease skipped at a beat
+/// is at most one interval older at the next, and must not have run out
+/// by then. Before, a lease taken late in an interval of more than two
+/// thirds of the visibility was skipped at the next beat (less than half
+/// an interval old) and had run out by the one after.
 fn is_due<B: Backend>(shared: &Shared<B>, fresh_ms: u64, now: u64) -> bool {
-    now.saturating_sub(fresh_ms) >= ms(shared.cfg.heartbeat_every()) / 2
+    let every = ms(shared.cfg.heartbeat_every());
+    let left = ms(shared.cfg.visibility).saturating_sub(every);
+    now.saturating_sub(fresh_ms) >= (every / 2).min(left / 2)
 }
 
 /// The leases due for an extension, nearest to expiry first: the running

@@ -293,6 +293,49 @@ fn a_lease_whose_first_write_lost_its_reply_counts_its_attempt_once() {
     );
 }
 
+/// A lease whose write is confirmed only after its visibility has passed
+/// (its reply lost, read back after the 2 s timeout, for a 1 s lease) is
+/// not handed out: it has run out, the delivery's AckWait has passed too,
+/// and the job may be leased again meanwhile. Before, the read-back handed
+/// it out: the caller ran the job on a lease its `complete` then found
+/// expired, while a pool's `lease_lost` would have said it was fresh for a
+/// whole visibility.
+#[test]
+fn a_lease_confirmed_after_its_visibility_is_not_handed_out() {
+    let cluster = Cluster::start();
+    let short = Duration::from_secs(1);
+    let (js, proxy) = through_proxy(&cluster, "lx", |c| c.ack_wait(short));
+    let id = js.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
+    // The lease's compare-and-set is stored; its PubAck is lost.
+    proxy.drop_next(Dir::ToClient, &puback_of("KV_WALQ_lx_jobs"));
+    let mut seen = Vec::new();
+    let give_up = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(std::time::Instant::now() < give_up, "never done: {seen:?}");
+        match js.lease(short, Duration::from_secs(1)) {
+            Ok(Some(d)) => {
+                let done = js.complete(d.lease(), None).map_err(|e| e.kind());
+                seen.push(format!("attempt {}: complete {done:?}", d.attempt()));
+                if done.is_ok() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => seen.push(format!("lease error: {e}")),
+        }
+    }
+    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {seen:?}");
+    assert!(
+        !seen.iter().any(|s| s.contains("LeaseLost")),
+        "a lease was handed out expired: {seen:?}"
+    );
+    assert!(
+        matches!(js.status(id).unwrap(), JobStatus::Done { .. }),
+        "{:?}",
+        js.status(id)
+    );
+}
+
 #[test]
 fn a_settle_whose_reply_was_lost_succeeds_when_repeated() {
     let cluster = Cluster::start();

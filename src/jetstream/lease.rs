@@ -60,6 +60,17 @@ pub(crate) fn decide(rec: &Record, h: &JobHeaders, seq: u64) -> Decision {
     Decision::Lease
 }
 
+/// What became of a lease's first write (see `Inner::take_lease`).
+enum Taken {
+    /// Written, at this revision: the lease is handed out.
+    Rev(u64),
+    /// The record changed meanwhile: reconcile the delivery again.
+    Stale,
+    /// Written, but the lease ran out before that was known: not handed
+    /// out, its delivery left to come back after AckWait.
+    Spent,
+}
+
 /// What leasing reads of a delivery: its stream sequence, its reply
 /// subject, its job headers (a message without them is job `seq`, copy
 /// 0, with the configured max attempts) and its payload.
@@ -153,7 +164,9 @@ impl Inner {
     }
 
     /// Writes `leased`, the record of a new lease (attempt counted), at
-    /// `rev`: its revision, or `None` when the record changed meanwhile.
+    /// `rev`: its revision, `Stale` when the record changed meanwhile, or
+    /// `Spent` when the write was confirmed only once the lease (ending
+    /// at `expires_ms` by `clock`) had run out.
     ///
     /// A write whose reply never came (a request timeout, a connection
     /// lost) may have been stored: the record is read back and, when it
@@ -166,19 +179,38 @@ impl Inner {
     /// stored, or the read fails too, the error goes to the caller: the
     /// delivery comes back after AckWait (in the second case with the
     /// attempt perhaps counted).
-    async fn take_lease(&self, id: u64, leased: &Record, rev: u64) -> Result<Option<u64>> {
-        match self.cas(id, leased, rev).await {
-            Ok(Cas::Written(rev)) => Ok(Some(rev)),
-            Ok(Cas::Stale) => Ok(None),
+    ///
+    /// A lease is not handed out once it has run out (a write or read
+    /// back that took its whole visibility, as one whose reply was lost
+    /// does when the request timeout is longer): its AckWait has passed
+    /// too, another worker may lease the job, and a pool would think it
+    /// fresh for a whole visibility. Its delivery comes back after
+    /// AckWait, with this attempt counted.
+    async fn take_lease(
+        &self,
+        id: u64,
+        leased: &Record,
+        rev: u64,
+        (clock, expires_ms): (LeaseClock, u64),
+    ) -> Result<Taken> {
+        let rev = match self.cas(id, leased, rev).await {
+            Ok(Cas::Written(rev)) => rev,
+            Ok(Cas::Stale) => return Ok(Taken::Stale),
             Err(e) => match self.record(id).await {
-                Ok(Some((rec, rev))) if rec == *leased => Ok(Some(rev)),
-                _ => Err(e),
+                Ok(Some((rec, rev))) if rec == *leased => rev,
+                _ => return Err(e),
             },
+        };
+        if clock.now_ms() >= expires_ms {
+            return Ok(Taken::Spent);
         }
+        Ok(Taken::Rev(rev))
     }
 
     /// Reconciles one delivery with its record; leases it, or settles
-    /// what an earlier crash left half done and returns `None`.
+    /// what an earlier crash left half done and returns `None` (also
+    /// `None`, the delivery not acked, for a lease that ran out before
+    /// its write was confirmed: see `take_lease`).
     async fn take(
         &self,
         msg: Message,
@@ -228,8 +260,11 @@ impl Inner {
                     // reads it); the lease checks its own by `clock`.
                     leased.lease_expires_ms = ms_after(now_ms(), visibility);
                     let expires_ms = ms_after(clock.now_ms(), visibility);
-                    let Some(rev) = self.take_lease(h.id, &leased, rev).await? else {
-                        continue;
+                    let deadline = (clock, expires_ms);
+                    let rev = match self.take_lease(h.id, &leased, rev, deadline).await? {
+                        Taken::Rev(rev) => rev,
+                        Taken::Stale => continue,
+                        Taken::Spent => return Ok(None),
                     };
                     let lease = JetStreamLease::new(
                         h.clone(),

@@ -2,7 +2,7 @@
 //! extension that waits on its backend (a remote one, over a slow network)
 //! holds no lock the worker needs to settle.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -524,4 +524,89 @@ fn a_heartbeat_near_the_visibility_keeps_a_lease_taken_late_in_its_interval() {
     assert!(!lost.load(Ordering::SeqCst), "the lease was lost: {s:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{s:?}");
     assert_eq!((s.leased, s.done, s.lost), (1, 1, 0), "{s:?}");
+}
+
+/// The first `extend` of job `stall` waits at a gate; every `extend` made
+/// once `stopped` is set is counted; `dropped` is set when the pool lets
+/// go of its backend (its last thread exited).
+struct StallThenCount {
+    stall: AtomicU64,
+    stalled: AtomicBool,
+    gate: Arc<Gate>,
+    stopped: Arc<AtomicBool>,
+    late: Arc<AtomicU32>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Hooks for StallThenCount {
+    fn before_extend_of(&self, id: u64) {
+        if self.stopped.load(Ordering::SeqCst) {
+            self.late.fetch_add(1, Ordering::SeqCst);
+        }
+        if id == self.stall.load(Ordering::SeqCst) && !self.stalled.swap(true, Ordering::SeqCst) {
+            self.gate.wait();
+        }
+    }
+}
+
+impl Drop for StallThenCount {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A heartbeat thread left detached by shutdown exits when its stuck call
+/// returns: it does not go on to extend the other leases it had listed
+/// (each of which could block it again, keeping the backend and a queue's
+/// directory lock). Before, it went through the rest of its list first.
+#[test]
+fn a_detached_heartbeat_thread_makes_no_call_after_its_stuck_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let (stopped, late, dropped) = (Arc::default(), Arc::default(), Arc::default());
+    let hooks = StallThenCount {
+        stall: AtomicU64::new(u64::MAX),
+        stalled: AtomicBool::new(false),
+        gate: gate.clone(),
+        stopped: Arc::clone(&stopped),
+        late: Arc::clone(&late),
+        dropped: Arc::clone(&dropped),
+    };
+    // The job whose extension stalls is leased first: it is the oldest,
+    // first in every thread's list, before the other job's lease.
+    let first = q.enqueue(b"first").unwrap();
+    hooks.stall.store(first, Ordering::SeqCst);
+    let backend = Hooked {
+        q: q.clone(),
+        hooks,
+    };
+    let pool = WorkerPool::builder(backend)
+        .name("detached")
+        .workers(2)
+        .visibility(Duration::from_secs(60))
+        .heartbeat(Duration::from_millis(20))
+        .poll_interval(Duration::from_millis(5))
+        .start(|ctx: &JobContext, _: &[u8]| {
+            while !ctx.is_shutting_down() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Outcome::done()
+        })
+        .unwrap();
+    let _open = OpenOnDrop(gate.clone());
+    wait_for("the first job running", || pool.stats().running == 1);
+    q.enqueue(b"second").unwrap();
+    wait_for("the second job extended", || pool.stats().extended >= 2);
+    let report = pool.shutdown(Duration::from_millis(50));
+    assert_eq!(report.stuck.len(), 1, "{report:?}");
+    // Longer than half a heartbeat interval: the second job's copied
+    // lease is due again when the stuck call returns.
+    std::thread::sleep(Duration::from_millis(100));
+    stopped.store(true, Ordering::SeqCst);
+    gate.open();
+    wait_for("the detached thread exited", || {
+        dropped.load(Ordering::SeqCst)
+    });
+    assert_eq!(late.load(Ordering::SeqCst), 0, "extends after shutdown");
 }

@@ -95,6 +95,12 @@ pub(crate) fn beat<B: Backend>(shared: &Shared<B>, state: &ThreadState, first: b
     let every = shared.cfg.heartbeat_every();
     while !shared.heartbeat_stop.sleep(every) {
         for due in due_leases(shared) {
+            // Stopped (perhaps while this thread was blocked in an
+            // extension, and left detached by shutdown): no more calls,
+            // each of which could block it again.
+            if shared.heartbeat_stop.is_set() {
+                return;
+            }
             extend(shared, state, due);
         }
         if first {

@@ -492,11 +492,16 @@ fn shutdown_returns_and_names_a_heartbeat_thread_stuck_in_extend() {
 /// and skipped, and 1.3 intervals (more than the visibility of 1.11
 /// intervals) old at the one after, so it ran out, the handler was told
 /// its lease was lost and the job was leased again by the other worker.
+///
+/// The times are long (an 8 s visibility, a 7.2 s interval, a test of
+/// about 18 s) so that a loaded machine cannot make the fixed code lose
+/// the lease: the beat that extends it comes 0.8 s before it runs out,
+/// and the code before the fix let it run out 1.36 s before its beat.
 #[test]
 fn a_heartbeat_near_the_visibility_keeps_a_lease_taken_late_in_its_interval() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path()).unwrap();
-    let (visibility, every) = (Duration::from_millis(2000), Duration::from_millis(1800));
+    let (visibility, every) = (Duration::from_millis(8000), Duration::from_millis(7200));
     let runs = Arc::new(AtomicU32::new(0));
     let lost = Arc::new(AtomicBool::new(false));
     let (r, l) = (runs.clone(), lost.clone());
@@ -508,19 +513,19 @@ fn a_heartbeat_near_the_visibility_keeps_a_lease_taken_late_in_its_interval() {
         .start(move |ctx: &JobContext, _: &[u8]| {
             r.fetch_add(1, Ordering::SeqCst);
             // Long enough for two more beats after the lease.
-            std::thread::sleep(Duration::from_millis(3000));
+            std::thread::sleep(Duration::from_millis(12_000));
             l.fetch_or(ctx.lease_lost(), Ordering::SeqCst);
             Outcome::done()
         })
         .unwrap();
-    // The heartbeat threads beat every 1.8 s from the pool's start: the
+    // The heartbeat threads beat every 7.2 s from the pool's start: the
     // job is leased about 0.7 of an interval in.
-    std::thread::sleep(Duration::from_millis(1260));
+    std::thread::sleep(Duration::from_millis(5040));
     let id = q.enqueue(b"late").unwrap();
     wait_for("the job settles", || {
         matches!(q.status(id), Ok(JobStatus::Done { .. }))
     });
-    let s = pool.shutdown(Duration::from_secs(10)).stats;
+    let s = pool.shutdown(Duration::from_secs(30)).stats;
     assert!(!lost.load(Ordering::SeqCst), "the lease was lost: {s:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 1, "{s:?}");
     assert_eq!((s.leased, s.done, s.lost), (1, 1, 0), "{s:?}");

@@ -64,17 +64,28 @@ pub(crate) struct Record {
     pub(crate) error: Option<String>,
     #[serde(default)]
     pub(crate) result: Option<Vec<u8>>,
+    /// Random, drawn by each lease (never 0 once leased; 0 in records of
+    /// builds before it, which ignore it): what makes a lease's writes its
+    /// own. A write whose reply was lost is taken as stored only when the
+    /// record read back equals it, and without the token two leases of
+    /// the same delivery (a redelivery after AckWait, on another host)
+    /// whose deadlines fell on the same millisecond wrote equal records,
+    /// so the lease whose write was not stored could take the other's for
+    /// its own and both would run the job.
+    #[serde(default)]
+    pub(crate) lease_token: u64,
 }
 
 impl Record {
     /// The record of the job leased once more: in flight, its attempt
-    /// counted. The count saturates: a record read from the bucket is
+    /// counted, with a fresh `lease_token`. The count saturates: a record read from the bucket is
     /// bytes from the network, and one that says `u32::MAX` attempts must
     /// not wrap to 0 (and unlimited attempts) or panic.
     pub(crate) fn leased_again(&self) -> Record {
         let mut leased = self.clone();
         leased.state = State::InFlight;
         leased.attempts = self.attempts.saturating_add(1);
+        leased.lease_token = crate::jetstream::headers::random_id();
         leased
     }
 
@@ -98,6 +109,7 @@ impl Record {
             key,
             error: None,
             result: None,
+            lease_token: 0,
         }
     }
 
@@ -269,5 +281,27 @@ mod tests {
         assert_eq!(r.leased_again().state, State::InFlight);
         r.attempts = u32::MAX;
         assert_eq!(r.leased_again().attempts, u32::MAX);
+    }
+
+    /// Two leases of the same record with the same deadline (the same
+    /// delivery leased on two hosts in the same millisecond) write
+    /// different records, so a lease whose write lost its reply does not
+    /// take the other's stored write for its own (`take_lease`,
+    /// `resolve_unsure` compare the record read back with their write).
+    #[test]
+    fn two_leases_of_one_delivery_write_different_records() {
+        let r = Record::new(3, 0, None);
+        let (mut a, mut b) = (r.leased_again(), r.leased_again());
+        a.lease_expires_ms = 1_700_000_000_000;
+        b.lease_expires_ms = 1_700_000_000_000;
+        assert_ne!(a, b);
+        assert_ne!(a.lease_token, 0);
+        // The token is stored and read back with the record.
+        assert_eq!(Record::decode(&a.encode()), Some(a.clone()));
+        // A record of a build before the token reads as token 0.
+        let mut old = serde_json::to_value(&a).unwrap();
+        old.as_object_mut().unwrap().remove("lease_token");
+        let old = Record::decode(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(old.lease_token, 0);
     }
 }

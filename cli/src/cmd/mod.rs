@@ -4,6 +4,7 @@ mod bench;
 mod dead;
 mod dump;
 mod enqueue;
+mod import;
 mod limits;
 mod lines;
 mod look;
@@ -30,7 +31,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Dump(a) => dump::run(&a),
         Cmd::Dead(c) => dead::run(c),
         Cmd::Export(a) => transfer::export(&a),
-        Cmd::Import(a) => transfer::import(&a),
+        Cmd::Import(a) => import::import(&a),
         Cmd::Enqueue(a) => enqueue::run(&a),
         Cmd::Salvage(a) => salvage::run(&a),
         Cmd::Bench(a) => bench::run(&a),

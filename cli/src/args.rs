@@ -78,9 +78,12 @@ Examples:
         after_help = "Delays are kept (what is left of them), and so is the number of attempts a
 job has left; dead letters arrive as dead letters with their error text.
 Dead letters can only be imported into a queue with no ready jobs.
-The whole input is checked before the first write, and held in memory
-until then (about the size of its payloads); no line is read past the
-longest an export writes. See docs/cli.md.
+The whole input is checked before the first write (a bad line writes
+nothing); until then the checked items wait in a private spill file in
+$TMPDIR (default /tmp), which needs room for about the size of the
+payloads and is removed however import ends. Memory holds one line at a
+time, whatever the input's size; no line is read past the longest an
+export writes. See docs/cli.md.
 
 Examples:
   walq import /var/lib/app/new-queue < backup.jsonl

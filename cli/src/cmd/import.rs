@@ -1,7 +1,12 @@
 //! `walq import`: adds the jobs and dead letters of an export (docs/cli.md)
-//! to a queue. Every line is read and checked before the target is
-//! opened, so a bad line anywhere leaves the target as it was.
+//! to a queue, in two passes. The first reads and checks every line and
+//! spills each checked item to a file ([`super::spill`]); only when the
+//! whole export passed is the target opened, and the second pass reads
+//! the items back and writes them. A bad line anywhere leaves the target
+//! as it was, and memory holds one line and one item at a time, whatever
+//! the export's size.
 
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -10,23 +15,33 @@ use walq::Priority;
 
 use super::limits::{Limits, Sizes};
 use super::lines::{self, Lines};
+use super::spill::{Replay, Spill};
 use super::transfer::{add_dead, add_job, DeadSpec, JobSpec, Target, EXPORT_VERSION};
 use crate::args::ImportArgs;
 use crate::fail::{CmdResult, Fail, FAILED, OK};
 use crate::{progress, render};
 
 /// One item of an export file.
-struct Item {
-    dead: bool,
+#[derive(Debug, PartialEq)]
+pub struct Item {
+    /// A dead letter (else a pending job).
+    pub dead: bool,
     /// Its queue's name (empty: the default queue).
-    queue: String,
-    payload: Vec<u8>,
-    key: Option<Vec<u8>>,
-    error: String,
-    due_ms: u64,
-    attempts_left: u32,
-    priority: Priority,
-    group: Option<Vec<u8>>,
+    pub queue: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The idempotency key, if any.
+    pub key: Option<Vec<u8>>,
+    /// A dead letter's last error (empty for a job).
+    pub error: String,
+    /// When a job is due (ms since the epoch).
+    pub due_ms: u64,
+    /// Attempts a job has left.
+    pub attempts_left: u32,
+    /// Its priority level.
+    pub priority: Priority,
+    /// A job's message group, if any.
+    pub group: Option<Vec<u8>>,
 }
 
 impl Item {
@@ -115,15 +130,76 @@ fn item(m: &Map<String, Value>) -> Result<Item, String> {
     })
 }
 
+/// What the check of an export found: its items, spilled to disk in two
+/// files (dead letters, which are written first, and jobs), and what the
+/// target must take.
+struct Checked {
+    dead: Spill,
+    jobs: Spill,
+    limits: Limits,
+    /// The queues the items go to, in the order first named.
+    queues: Vec<String>,
+    /// The same, to tell a queue already named.
+    named: HashSet<String>,
+    /// The queues dead letters go to.
+    dead_queues: HashSet<String>,
+}
+
+impl Checked {
+    /// Nothing checked yet; the spill files made.
+    fn new() -> Result<Checked, Fail> {
+        let spill = |what| Spill::create(what).map_err(|e| Fail::new(FAILED, e));
+        Ok(Checked {
+            dead: spill("dead")?,
+            jobs: spill("jobs")?,
+            limits: Limits::default(),
+            queues: Vec::new(),
+            named: HashSet::new(),
+            dead_queues: HashSet::new(),
+        })
+    }
+
+    /// Checks `it` against the limits no option raises and notes its
+    /// queue. `Err` says why no queue takes it.
+    fn admit(&mut self, it: &Item) -> Result<(), String> {
+        self.limits.admit(&it.sizes())?;
+        if !self.named.contains(&it.queue) {
+            self.named.insert(it.queue.clone());
+            self.queues.push(it.queue.clone());
+        }
+        if it.dead && !self.dead_queues.contains(&it.queue) {
+            self.dead_queues.insert(it.queue.clone());
+        }
+        Ok(())
+    }
+
+    /// Spills `it`, which was admitted.
+    fn spill(&mut self, it: &Item) -> Result<(), Fail> {
+        let spill = match it.dead {
+            true => &mut self.dead,
+            false => &mut self.jobs,
+        };
+        spill.push(it).map_err(|e| Fail::new(FAILED, e))
+    }
+}
+
+/// Checks an export's header line: `Err` says why it is none.
+fn header(m: &Map<String, Value>) -> Result<(), String> {
+    match m.get("walq_export").and_then(Value::as_u64) {
+        Some(EXPORT_VERSION) => Ok(()),
+        Some(v) => Err(format!(
+            "export format {v}; this build reads {EXPORT_VERSION}"
+        )),
+        None => Err("not a walq export (no \"walq_export\" header)".into()),
+    }
+}
+
 /// Reads and checks the whole export before anything is written: each
-/// line must parse and fit the limits no option raises. Returns the items
-/// and the limits that take them all. No line longer than the longest an
-/// export writes ([`lines::MAX_LINE`]) is read, but the items are held in
-/// memory, their payloads with them (docs/cli.md says so).
-fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<(Vec<Item>, Limits), Fail> {
-    let mut items = Vec::new();
-    let mut limits = Limits::default();
-    let mut header = false;
+/// line must parse and fit the limits no option raises. Each item is
+/// spilled once checked, so memory holds one line (at most
+/// [`lines::MAX_LINE`] bytes) and one item at a time.
+fn check_export(input: Box<dyn BufRead>, name: &str) -> Result<Checked, Fail> {
+    let mut checked: Option<Checked> = None;
     let mut lines = Lines::new(input, lines::MAX_LINE);
     let mut line = Vec::new();
     loop {
@@ -140,27 +216,17 @@ fn read_items(input: Box<dyn BufRead>, name: &str) -> Result<(Vec<Item>, Limits)
         let Value::Object(m) = value else {
             return Err(at("not a JSON object".into()));
         };
-        if !header {
-            match m.get("walq_export").and_then(Value::as_u64) {
-                Some(EXPORT_VERSION) => {
-                    header = true;
-                    continue;
-                }
-                Some(v) => return Err(at(format!("export format {v}; this build reads 1"))),
-                None => return Err(at("not a walq export (no \"walq_export\" header)".into())),
-            }
-        }
+        let Some(c) = checked.as_mut() else {
+            header(&m).map_err(&at)?;
+            checked = Some(Checked::new()?);
+            continue;
+        };
         let it = item(&m).map_err(&at)?;
-        limits.admit(&it.sizes()).map_err(&at)?;
-        items.push(it);
+        drop(m);
+        c.admit(&it).map_err(&at)?;
+        c.spill(&it)?;
     }
-    if !header {
-        return Err(Fail::new(
-            FAILED,
-            format!("{name}: empty, not a walq export"),
-        ));
-    }
-    Ok((items, limits))
+    checked.ok_or_else(|| Fail::new(FAILED, format!("{name}: empty, not a walq export")))
 }
 
 /// What an import added.
@@ -185,10 +251,16 @@ pub fn import(a: &ImportArgs) -> CmdResult {
         ),
         None => (Box::new(std::io::stdin().lock()), "stdin".into()),
     };
-    let (items, limits) = read_items(input, &name)?;
-    let mut target = Target::open(&a.dir, &limits)?;
+    let checked = check_export(input, &name)?;
+    let count = checked.dead.count() + checked.jobs.count();
+    // Every byte spilled reaches the file (a full disk is found) before
+    // the target is opened.
+    let replay = |s: Spill| s.replay().map_err(|e| Fail::new(FAILED, e));
+    let spilled = [replay(checked.dead)?, replay(checked.jobs)?];
+    let mut target = Target::open(&a.dir, &checked.limits)?;
     let mut added = Added::default();
-    let result = add_all(&mut target, &a.dir, &items, &mut added);
+    let result = check_target(&mut target, &a.dir, &checked.queues, &checked.dead_queues)
+        .and_then(|()| add_all(&mut target, &a.dir, spilled, count, &mut added));
     // What was added before a failure is synced and counted as well.
     let closed = target.close(&a.dir);
     match (result, closed) {
@@ -217,17 +289,22 @@ impl std::fmt::Display for Added {
 }
 
 /// The checks that need the target, before anything is written: every
-/// item's queue can be opened (a store holds at most `MAX_QUEUES` named
+/// queue named can be opened (a store holds at most `MAX_QUEUES` named
 /// queues, counting those it has), and the queues of dead letters have no
 /// ready job.
-fn check_target(t: &mut Target, dir: &Path, items: &[Item]) -> Result<(), Fail> {
+fn check_target(
+    t: &mut Target,
+    dir: &Path,
+    queues: &[String],
+    dead_queues: &HashSet<String>,
+) -> Result<(), Fail> {
     let mut busy = false;
-    for it in items {
-        let q = t.queue(&it.queue).map_err(|e| {
+    for name in queues {
+        let q = t.queue(name).map_err(|e| {
             let f = Fail::operation(dir, &e);
             Fail::new(f.code, format!("{}; nothing was imported", f.message))
         })?;
-        busy |= it.dead && q.stats().ready > 0;
+        busy |= dead_queues.contains(name) && q.stats().ready > 0;
     }
     if busy {
         return Err(Fail::new(
@@ -254,32 +331,41 @@ fn leased_dead_letter(f: Fail) -> Fail {
     Fail::new(f.code, message)
 }
 
-/// Adds every item to the target, dead letters first.
-fn add_all(t: &mut Target, dir: &Path, items: &[Item], added: &mut Added) -> Result<(), Fail> {
-    check_target(t, dir, items)?;
-    let bar = progress::bar(items.len() as u64, "importing", "items");
-    // Dead letters first, while no other job is ready.
-    for it in items
-        .iter()
-        .filter(|i| i.dead)
-        .chain(items.iter().filter(|i| !i.dead))
-    {
-        let result = if it.dead {
-            add_dead(t, &it.dead_spec())
-        } else {
-            add_job(t, &it.job_spec())
-        };
-        let result = result.map_err(|e| match it.dead {
-            true => leased_dead_letter(Fail::operation(dir, &e)),
-            false => Fail::operation(dir, &e),
-        });
-        match result? {
-            false => added.duplicates += 1,
-            true if it.dead => added.dead += 1,
-            true => added.jobs += 1,
+/// Adds the `count` items read back from `spilled` to the target, in
+/// order (dead letters first, while no other job is ready).
+fn add_all(
+    t: &mut Target,
+    dir: &Path,
+    spilled: [Replay; 2],
+    count: u64,
+    added: &mut Added,
+) -> Result<(), Fail> {
+    let bar = progress::bar(count, "importing", "items");
+    for mut items in spilled {
+        while let Some(it) = items.next_item().map_err(|e| Fail::new(FAILED, e))? {
+            add_one(t, dir, &it, added)?;
+            bar.inc(1);
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Adds one item to the target, and counts it.
+fn add_one(t: &mut Target, dir: &Path, it: &Item, added: &mut Added) -> Result<(), Fail> {
+    let result = if it.dead {
+        add_dead(t, &it.dead_spec())
+    } else {
+        add_job(t, &it.job_spec())
+    };
+    let result = result.map_err(|e| match it.dead {
+        true => leased_dead_letter(Fail::operation(dir, &e)),
+        false => Fail::operation(dir, &e),
+    });
+    match result? {
+        false => added.duplicates += 1,
+        true if it.dead => added.dead += 1,
+        true => added.jobs += 1,
+    }
     Ok(())
 }

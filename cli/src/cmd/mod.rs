@@ -9,6 +9,7 @@ mod limits;
 mod lines;
 mod look;
 mod salvage;
+mod spill;
 mod stats;
 mod transfer;
 mod verify;

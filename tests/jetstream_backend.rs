@@ -384,32 +384,46 @@ fn a_retry_whose_record_aged_out_in_its_backoff_keeps_its_attempts() {
     );
 }
 
+/// Enqueues one job per payload and fails each on its first lease, so it
+/// becomes a dead letter; returns their ids in order.
+fn dead_letters(js: &JetStream, payloads: &[&str]) -> Vec<u64> {
+    let mut ids: Vec<u64> = payloads
+        .iter()
+        .map(|p| {
+            js.enqueue(p.as_bytes(), EnqueueOptions::new()).unwrap();
+            let d = js
+                .lease(Duration::from_secs(30), Duration::from_secs(10))
+                .unwrap()
+                .expect("a job");
+            js.fail(d.lease(), "bad").unwrap();
+            d.id()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Reads the dead letters a page of `size` at a time, as an inspector
+/// would, and fails if the pages go on past `at_most` letters.
+fn page_through(js: &JetStream, size: usize, at_most: usize) -> Vec<u64> {
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = js.dead_letters_page(after, size).unwrap();
+        assert!(page.len() <= size, "a page of {} letters", page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        seen.extend(page.iter().map(|l| l.id));
+        assert!(seen.len() <= at_most, "the pages never end: {seen:?}");
+    }
+    seen
+}
+
 #[test]
 fn dead_letters_are_read_a_page_at_a_time_by_id() {
     let cluster = nats_cluster::Cluster::start();
     let js = cluster.connect(|c| c, "deadpages");
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        js.enqueue(format!("{n}").as_bytes(), EnqueueOptions::new())
-            .unwrap();
-        let d = js
-            .lease(Duration::from_secs(30), Duration::from_secs(10))
-            .unwrap()
-            .expect("a job");
-        js.fail(d.lease(), "bad").unwrap();
-        ids.push(d.id());
-    }
-    ids.sort_unstable();
-    let (mut seen, mut after) = (Vec::new(), None);
-    loop {
-        let page = js.dead_letters_page(after, 2).unwrap();
-        assert!(page.len() <= 2, "a page of {} letters", page.len());
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        seen.extend(page.iter().map(|l| l.id));
-        assert!(seen.len() <= ids.len(), "the pages never end: {seen:?}");
-    }
-    assert_eq!(seen, ids);
+    let ids = dead_letters(&js, &["0", "1", "2", "3", "4"]);
+    assert_eq!(page_through(&js, 2, ids.len()), ids);
     assert_eq!(js.dead_letter_ids().unwrap(), ids);
     // A page after a letter purged meanwhile goes on from its id.
     js.purge(ids[1]).unwrap();
@@ -450,24 +464,11 @@ fn the_last_handle_dropped_inside_an_async_task_does_not_panic() {
 fn a_dead_letter_without_walq_headers_is_paged_by_its_subject() {
     let cluster = nats_cluster::Cluster::start();
     let js = cluster.connect(|c| c, "foreignpages");
-    js.enqueue(b"x", EnqueueOptions::new()).unwrap();
-    let d = js
-        .lease(Duration::from_secs(30), Duration::from_secs(10))
-        .unwrap()
-        .expect("a job");
-    js.fail(d.lease(), "bad").unwrap();
+    let ours = dead_letters(&js, &["x"]);
     // A letter for job 1 that walq did not write: no Walq-Id header.
     let ack = raw_publish(&cluster.urls(), "walq.foreignpages.dead.1", b"foreign");
     assert!(ack.contains("WALQ_foreignpages_DEAD"), "not stored: {ack}");
-    let (mut seen, mut after) = (Vec::new(), None);
-    loop {
-        let page = js.dead_letters_page(after, 1).unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        seen.extend(page.iter().map(|l| l.id));
-        assert!(seen.len() <= 2, "the pages never end: {seen:?}");
-    }
-    assert_eq!(seen, vec![1, d.id()]);
+    assert_eq!(page_through(&js, 1, 2), vec![1, ours[0]]);
 }
 
 #[test]
@@ -475,40 +476,18 @@ fn paging_through_the_dead_letters_lists_them_once() {
     let cluster = nats_cluster::Cluster::start();
     let proxy = nats_cluster::proxy::Proxy::start(&cluster.addr(0));
     let js = cluster.connect_via(&proxy.url(), |c| c, "listonce");
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        js.enqueue(format!("{n}").as_bytes(), EnqueueOptions::new())
-            .unwrap();
-        let d = js
-            .lease(Duration::from_secs(30), Duration::from_secs(10))
-            .unwrap()
-            .expect("a job");
-        js.fail(d.lease(), "bad").unwrap();
-        ids.push(d.id());
-    }
-    ids.sort_unstable();
+    let ids = dead_letters(&js, &["0", "1", "2", "3", "4", "5"]);
     // A subject listing of the dead-letter stream: a stream-info request
     // with a subjects filter.
     let listing = "subjects_filter";
     proxy.count_from_now(nats_cluster::proxy::Dir::ToServer, listing);
-    let page_through = |js: &JetStream| {
-        let (mut seen, mut after) = (Vec::new(), None);
-        loop {
-            let page = js.dead_letters_page(after, 2).unwrap();
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            seen.extend(page.iter().map(|l| l.id));
-            assert!(seen.len() <= 6, "the pages never end: {seen:?}");
-        }
-        seen
-    };
     // What one listing costs: a second handle lists the letters once.
     let other = cluster.connect_via(&proxy.url(), |c| c, "listonce");
     assert_eq!(other.dead_letter_ids().unwrap(), ids);
     let one = proxy.count(listing);
     assert!(one > 0, "no listing request seen");
     // Four pages (the last one empty), one listing.
-    assert_eq!(page_through(&js), ids);
+    assert_eq!(page_through(&js, 2, 6), ids);
     assert_eq!(
         proxy.count(listing),
         2 * one,
@@ -516,17 +495,11 @@ fn paging_through_the_dead_letters_lists_them_once() {
     );
     // A letter gone, or a new one, is seen by the next page.
     js.purge(ids[0]).unwrap();
-    assert_eq!(page_through(&js), ids[1..]);
-    js.enqueue(b"new", EnqueueOptions::new()).unwrap();
-    let d = js
-        .lease(Duration::from_secs(30), Duration::from_secs(10))
-        .unwrap()
-        .expect("a job");
-    js.fail(d.lease(), "bad").unwrap();
+    assert_eq!(page_through(&js, 2, 6), ids[1..]);
     let mut now = ids[1..].to_vec();
-    now.push(d.id());
+    now.extend(dead_letters(&js, &["new"]));
     now.sort_unstable();
-    assert_eq!(page_through(&js), now);
+    assert_eq!(page_through(&js, 2, 6), now);
     assert_eq!(js.dead_letter_ids().unwrap(), now);
     assert_eq!(proxy.count(listing), 4 * one, "one listing per change");
 }

@@ -460,7 +460,6 @@ impl Queue {
             // An ack or a dead letter freed the next job of a group: it
             // may be ready now, for a consumer waiting for a job.
             self.notify_a_consumer();
-            self.inner.async_wait.wake_all();
         }
         if let Some(e) = st.maintain(now.wall) {
             self.poison(&e);
@@ -481,8 +480,7 @@ impl Queue {
             .get_or_insert_with(|| e.to_string());
         self.inner.poisoned.store(true, Ordering::Release);
         self.inner.commit.fail(e.to_string());
-        self.inner.ready.notify_all();
-        self.inner.async_wait.wake_all();
+        self.notify_all_consumers();
     }
 
     /// Wakes blocked consumers after an enqueue. Under `Durability::Sync`
@@ -494,23 +492,30 @@ impl Queue {
             drop(self.inner.state.lock());
         }
         if all {
-            self.inner.ready.notify_all();
+            self.notify_all_consumers();
         } else {
             self.notify_a_consumer();
         }
-        self.inner.async_wait.wake_all();
     }
 
-    /// Wakes a blocked consumer for one job that became ready: one
-    /// thread, unless the store has named queues, whose consumers wait on
-    /// the same condition variable for different queues (the one woken
-    /// might wait for another queue, and the job's consumer sleep on).
+    /// Wakes a blocked consumer for one job that became ready: one thread
+    /// and one async task, unless the store has named queues, whose
+    /// consumers wait on the same condition variable and waker list for
+    /// different queues (the one woken might wait for another queue, and
+    /// the job's consumer sleep on).
     fn notify_a_consumer(&self) {
         if self.inner.multi.load(Ordering::Acquire) {
-            self.inner.ready.notify_all();
+            self.notify_all_consumers();
         } else {
             self.inner.ready.notify_one();
+            self.inner.async_wait.wake_one();
         }
+    }
+
+    /// Wakes every blocked consumer, threads and async tasks.
+    fn notify_all_consumers(&self) {
+        self.inner.ready.notify_all();
+        self.inner.async_wait.wake_all();
     }
 
     /// Waits until `lsn` is durable if the queue runs in `Durability::Sync`.
@@ -698,7 +703,6 @@ impl Queue {
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
         let lsn = self.write_op_at(|st, now| st.nack(receipt, retry, error, now), |&l| l)?;
         self.notify_a_consumer();
-        self.inner.async_wait.wake_all();
         self.settle(lsn)
     }
 
@@ -780,8 +784,7 @@ impl Queue {
                 format!("no dead letter with id {id}"),
             ));
         }
-        self.inner.ready.notify_all();
-        self.inner.async_wait.wake_all();
+        self.notify_all_consumers();
         Ok(())
     }
 
@@ -833,8 +836,7 @@ impl Queue {
                 Ok((done.len(), ids.last().copied(), ids.len() == DEAD_PAGE))
             })?;
             total += done;
-            self.inner.ready.notify_all();
-            self.inner.async_wait.wake_all();
+            self.notify_all_consumers();
             match last {
                 Some(last) if full => after = Some(last),
                 _ => return Ok(total),
@@ -882,8 +884,7 @@ impl Queue {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Err(Error::new(ErrorKind::Closed, "the queue was closed"));
         }
-        self.inner.ready.notify_all();
-        self.inner.async_wait.wake_all();
+        self.notify_all_consumers();
         let result = if self.inner.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
@@ -1315,7 +1316,7 @@ impl Queue {
 /// Hooks for async dequeues (`src/worker/async_*.rs`).
 impl Queue {
     /// The wakers woken wherever the `ready` condvar is notified.
-    #[cfg(feature = "tokio")]
+    #[cfg(any(feature = "tokio", test))]
     pub(crate) fn async_wait(&self) -> &AsyncWait {
         &self.inner.async_wait
     }

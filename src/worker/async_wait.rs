@@ -6,11 +6,22 @@
 //! load. Async dequeues (behind the `tokio` feature) take an [`Epoch`]
 //! before they look for a ready job and then wait for [`AsyncWait::changed`]
 //! since that epoch: a wake between the look and the wait is never missed.
+//!
+//! One job made ready wakes one waiter ([`AsyncWait::wake_one`], the
+//! longest waiting), as the condvar's `notify_one` wakes one thread; before,
+//! every idle task of an async pool woke for each enqueue and all but one
+//! looked in vain. Unlike a thread, a woken task can be dropped before it
+//! looks (a cancelled dequeue): its [`Changed`] then passes the wake on to
+//! the next waiter, so a ready job is never left with every waiter asleep.
+//!
+//! Invariants (under the lock): `waiting == by_key.len()`; a key is in at
+//! most one of `by_key` (waiting) and `woken` (woken by `wake_one`, its
+//! wake not yet seen); keys only grow, so `by_key` is in waiting order.
 
-// Without the `tokio` feature only `wake_all` is called (by the queue).
+// Without the `tokio` feature only the wakes are called (by the queue).
 #![cfg_attr(not(feature = "tokio"), allow(dead_code))]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,7 +45,10 @@ pub(crate) struct AsyncWait {
 #[derive(Default)]
 struct Wakers {
     next_key: u64,
-    by_key: HashMap<u64, Waker>,
+    /// Waiting tasks, in the order they first waited.
+    by_key: BTreeMap<u64, Waker>,
+    /// Tasks woken one at a time whose future has not completed yet.
+    woken: HashSet<u64>,
 }
 
 impl AsyncWait {
@@ -43,10 +57,9 @@ impl AsyncWait {
         Epoch(self.epoch.load(Ordering::SeqCst))
     }
 
-    /// Wakes every waiting task (the queue changed: a job may be ready).
-    ///
-    /// All of them, not one: a woken task may have been dropped (a
-    /// cancelled dequeue), and a spare wake costs only a failed look.
+    /// Wakes every waiting task: the queue changed in a way more than one
+    /// of them may need to see (a batch, a close, a poisoned queue, or a
+    /// store with named queues, whose tasks wait for different queues).
     pub(crate) fn wake_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) == 0 {
@@ -55,11 +68,31 @@ impl AsyncWait {
         let woken: Vec<Waker> = {
             let mut w = self.wakers.lock();
             self.waiting.store(0, Ordering::SeqCst);
-            w.by_key.drain().map(|(_, waker)| waker).collect()
+            std::mem::take(&mut w.by_key).into_values().collect()
         };
         for waker in woken {
             waker.wake();
         }
+    }
+
+    /// Wakes the task that has waited longest: one job became ready. A
+    /// task in between its look and its wait sees the epoch move and looks
+    /// again as well.
+    pub(crate) fn wake_one(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let waker = {
+            let mut w = self.wakers.lock();
+            let Some((key, waker)) = w.by_key.pop_first() else {
+                return;
+            };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            w.woken.insert(key);
+            waker
+        };
+        waker.wake();
     }
 
     /// A future that completes once a wake happens after `since`.
@@ -68,6 +101,7 @@ impl AsyncWait {
             wait: self,
             since,
             key: None,
+            seen: false,
         }
     }
 
@@ -75,6 +109,12 @@ impl AsyncWait {
     #[cfg(test)]
     pub(crate) fn wakes(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// How many tasks are registered as waiting (for tests).
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 }
 
@@ -84,6 +124,8 @@ pub(crate) struct Changed<'a> {
     wait: &'a AsyncWait,
     since: Epoch,
     key: Option<u64>,
+    /// Completed: a wake this task was chosen for has been seen.
+    seen: bool,
 }
 
 impl Future for Changed<'_> {
@@ -92,6 +134,7 @@ impl Future for Changed<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let wait = self.wait;
         if wait.epoch() != self.since {
+            self.seen = true;
             return Poll::Ready(());
         }
         let mut w = wait.wakers.lock();
@@ -103,8 +146,8 @@ impl Future for Changed<'_> {
             }
         };
         // Registered (and counted) before the epoch is read again, all
-        // SeqCst: either this read sees `wake_all`'s bump, or `wake_all`
-        // sees the count, takes the lock after us and wakes our waker.
+        // SeqCst: either this read sees a wake's bump, or the wake sees the
+        // count, takes the lock after us and finds our waker.
         if w.by_key.insert(key, cx.waker().clone()).is_none() {
             wait.waiting.fetch_add(1, Ordering::SeqCst);
         }
@@ -113,6 +156,8 @@ impl Future for Changed<'_> {
             if w.by_key.remove(&key).is_some() {
                 wait.waiting.fetch_sub(1, Ordering::SeqCst);
             }
+            drop(w);
+            self.seen = true;
             return Poll::Ready(());
         }
         Poll::Pending
@@ -120,12 +165,19 @@ impl Future for Changed<'_> {
 }
 
 impl Drop for Changed<'_> {
+    /// Unregisters the task; a task chosen by [`AsyncWait::wake_one`] that
+    /// is dropped before it saw the wake passes the wake on.
     fn drop(&mut self) {
-        if let Some(key) = self.key {
+        let Some(key) = self.key else { return };
+        let pass_on = {
             let mut w = self.wait.wakers.lock();
             if w.by_key.remove(&key).is_some() {
                 self.wait.waiting.fetch_sub(1, Ordering::SeqCst);
             }
+            w.woken.remove(&key) && !self.seen
+        };
+        if pass_on {
+            self.wait.wake_one();
         }
     }
 }
@@ -182,5 +234,80 @@ mod tests {
         assert_eq!(wait.waiting.load(Ordering::SeqCst), 0);
         wait.wake_all();
         assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+    }
+
+    /// Polls `n` waiters once each (all pending), one counter each.
+    fn register<'a>(
+        wait: &'a AsyncWait,
+        n: usize,
+    ) -> (Vec<Pin<Box<Changed<'a>>>>, Vec<Arc<CountWakes>>) {
+        let since = wait.epoch();
+        let mut futs = Vec::new();
+        let mut counters = Vec::new();
+        for _ in 0..n {
+            let counter = Arc::new(CountWakes(AtomicUsize::new(0)));
+            let mut fut = Box::pin(wait.changed(since));
+            assert_eq!(poll_once(fut.as_mut(), &counter), Poll::Pending);
+            futs.push(fut);
+            counters.push(counter);
+        }
+        (futs, counters)
+    }
+
+    fn wakes_of(counters: &[Arc<CountWakes>]) -> Vec<usize> {
+        counters
+            .iter()
+            .map(|c| c.0.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    #[test]
+    fn wake_one_wakes_the_longest_waiting_task_only() {
+        let wait = AsyncWait::default();
+        let (_futs, counters) = register(&wait, 4);
+        wait.wake_one();
+        assert_eq!(wakes_of(&counters), [1, 0, 0, 0]);
+        assert_eq!(wait.waiting(), 3);
+        wait.wake_one();
+        assert_eq!(wakes_of(&counters), [1, 1, 0, 0]);
+        wait.wake_all();
+        assert_eq!(wakes_of(&counters), [1, 1, 1, 1]);
+        assert_eq!(wait.waiting(), 0);
+    }
+
+    #[test]
+    fn a_woken_task_dropped_before_it_looked_passes_the_wake_on() {
+        let wait = AsyncWait::default();
+        let (mut futs, counters) = register(&wait, 3);
+        wait.wake_one();
+        assert_eq!(wakes_of(&counters), [1, 0, 0]);
+        // The first task is cancelled before it polls again: its wake
+        // goes to the next in line.
+        drop(futs.remove(0));
+        assert_eq!(wakes_of(&counters), [1, 1, 0]);
+        // The second one sees its wake; dropping it then wakes no one.
+        assert_eq!(poll_once(futs[0].as_mut(), &counters[1]), Poll::Ready(()));
+        drop(futs.remove(0));
+        assert_eq!(wakes_of(&counters), [1, 1, 0]);
+        assert_eq!(wait.waiting(), 1);
+        assert!(wait.wakers.lock().woken.is_empty(), "no woken key left");
+    }
+
+    #[test]
+    fn an_enqueue_wakes_one_async_consumer_unless_the_store_has_named_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let q = store.queue("default").unwrap();
+        let wait = q.async_wait();
+        let (futs, counters) = register(wait, 5);
+        q.enqueue(b"one job").unwrap();
+        assert_eq!(wakes_of(&counters).iter().sum::<usize>(), 1);
+        drop(futs);
+        // With a named queue, a task may wait for another queue than the
+        // job's: every task looks.
+        let emails = store.queue("emails").unwrap();
+        let (_futs, counters) = register(wait, 5);
+        emails.enqueue(b"mail").unwrap();
+        assert_eq!(wakes_of(&counters), [1; 5]);
     }
 }

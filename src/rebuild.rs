@@ -671,6 +671,7 @@ impl QueueState {
             cfg,
             unconfirmed: VecDeque::new(),
             maintenance: super::reclaim::Maintenance::default(),
+            scratch: super::batch::BatchScratch::default(),
         }
     }
 

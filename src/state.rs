@@ -117,6 +117,8 @@ pub struct QueueState {
     /// under read-committed delivery).
     unconfirmed: VecDeque<(u64, u64)>,
     maintenance: reclaim::Maintenance,
+    /// Buffers the batch calls reuse.
+    scratch: batch::BatchScratch,
 }
 
 /// The outcome of an enqueue.

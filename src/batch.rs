@@ -8,7 +8,7 @@
 //! a segment, so recovery keeps all of it or none. A batch of one writes
 //! the plain Ack or Lease record.
 
-use super::{QueueState, Ready};
+use super::QueueState;
 use crate::clock::Now;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
@@ -34,6 +34,19 @@ pub(crate) struct BatchScratch {
     entries: Vec<u8>,
     /// The leases an ack batch took (put back if its write fails).
     taken: Vec<(u64, Lease)>,
+    /// Where the jobs a lease batch took came from.
+    places: Vec<Place>,
+}
+
+/// Where a job a lease batch took came from, to put it back there if the
+/// batch's lease record fails to be written.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    from_waiting: bool,
+    /// Its due time, if it was waiting.
+    due: Option<u64>,
+    /// Its attempts before this lease.
+    attempts: u16,
 }
 
 /// Entry bytes a scratch buffer keeps between calls: one full record of
@@ -60,6 +73,20 @@ impl BatchScratch {
         let mut taken = std::mem::take(&mut self.taken);
         taken.clear();
         taken
+    }
+
+    /// Hands the places buffer, empty, to a lease batch.
+    fn take_places(&mut self) -> Vec<Place> {
+        let mut places = std::mem::take(&mut self.places);
+        places.clear();
+        places
+    }
+
+    /// Keeps `places` for the next call, unless a large batch grew it.
+    fn keep_places(&mut self, places: Vec<Place>) {
+        if places.capacity() <= MAX_MANY {
+            self.places = places;
+        }
     }
 
     /// Keeps `taken` for the next call, unless a large batch grew it.
@@ -158,6 +185,10 @@ impl QueueState {
 
     /// Leases up to `max` ready jobs with LeaseMany records. If the write
     /// fails, the jobs go back to their places in the delivery order.
+    ///
+    /// Each job is built where it is returned, in the returned vector: its
+    /// receipt's token is filled in once the lease is written; `places`
+    /// (scratch) holds what a failed write needs to put the jobs back.
     pub fn dequeue_many(
         &mut self,
         queue: u16,
@@ -167,73 +198,114 @@ impl QueueState {
     ) -> Result<Vec<Job>> {
         self.expire_leases(now)?;
         let turn = self.lane_parts(queue).0.turn();
-        let mut picked: Vec<(Ready, Option<u64>)> = Vec::with_capacity(max.min(1024));
-        while picked.len() < max {
-            let r = match self.next_ready(queue, now) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    self.give_back(queue, picked, turn);
-                    return Err(e);
-                }
+        let mut jobs = Vec::with_capacity(max.min(1024));
+        let mut places = self.scratch.take_places();
+        let leased = self
+            .pick_many(queue, max, now, &mut jobs, &mut places)
+            .and_then(|()| self.write_leases(&jobs));
+        if let Err(e) = leased {
+            self.give_back(queue, jobs, &places, turn);
+            self.scratch.keep_places(places);
+            return Err(e);
+        }
+        self.scratch.keep_places(places);
+        if jobs.len() < jobs.capacity() {
+            // Fewer jobs than asked for (none, for a poll of an empty
+            // queue): the caller keeps no room it did not get jobs for.
+            jobs.shrink_to_fit();
+        }
+        for job in &mut jobs {
+            let token = self.grant_lease(job.id, now, visibility_ms);
+            job.receipt.token = token;
+        }
+        Ok(jobs)
+    }
+
+    /// Takes up to `max` ready jobs into `jobs` (receipts without a
+    /// token yet), and where each came from into `places`.
+    fn pick_many(
+        &mut self,
+        queue: u16,
+        max: usize,
+        now: Now,
+        jobs: &mut Vec<Job>,
+        places: &mut Vec<Place>,
+    ) -> Result<()> {
+        while jobs.len() < max {
+            let Some(r) = self.next_ready(queue, now)? else {
+                break;
             };
             let due = r
                 .from_waiting
                 .then(|| self.order_mut(r.id).due_of(r.id))
                 .flatten();
             self.take_leased(&r);
-            picked.push((r, due));
+            places.push(Place {
+                from_waiting: r.from_waiting,
+                due,
+                attempts: r.slot.attempts,
+            });
+            jobs.push(Job {
+                id: r.id,
+                attempt: u32::from(r.slot.attempts.saturating_add(1)),
+                max_attempts: r.rec.max_attempts,
+                enqueued_ms: r.rec.enqueued_ms,
+                receipt: Receipt { id: r.id, token: 0 },
+                key: r.rec.key,
+                payload: r.rec.payload,
+                priority: r.rec.priority,
+                group: r.rec.group,
+            });
         }
-        let written = match picked.as_slice() {
-            [] => return Ok(Vec::new()),
-            [(r, _)] => {
-                let attempts = u32::from(r.slot.attempts.saturating_add(1));
-                let lease = Record::Lease { id: r.id, attempts };
+        Ok(())
+    }
+
+    /// Writes the lease records of `jobs` (taken, attempts counted): a
+    /// Lease record for one, LeaseMany records for more.
+    fn write_leases(&mut self, jobs: &[Job]) -> Result<()> {
+        match jobs {
+            [] => Ok(()),
+            [job] => {
+                let lease = Record::Lease {
+                    id: job.id,
+                    attempts: job.attempt,
+                };
                 self.log.append(&lease, 0, self.next_id).map(|_| ())
             }
             _ => {
                 let mut raw = self.scratch.take_entries();
-                raw.reserve(picked.len() * LEASE_MANY_ENTRY);
-                for (r, _) in &picked {
-                    let attempts = u32::from(r.slot.attempts.saturating_add(1));
-                    push_lease_entry(&mut raw, r.id, attempts);
+                raw.reserve(jobs.len() * LEASE_MANY_ENTRY);
+                for job in jobs {
+                    push_lease_entry(&mut raw, job.id, job.attempt);
                 }
                 let written = self.append_many(&raw, true).map(|_| ());
                 self.scratch.keep_entries(raw);
                 written
             }
-        };
-        if let Err(e) = written {
-            self.give_back(queue, picked, turn);
-            return Err(e);
         }
-        let jobs = picked
-            .into_iter()
-            .map(|(r, _)| self.grant(r, now, visibility_ms))
-            .collect();
-        Ok(jobs)
     }
 
     /// Puts taken jobs whose lease was not written back where they were:
     /// fresh, or waiting with their due time, with the attempts they had
     /// (`take_leased` counted one); and `queue`'s priority cycle where it
     /// stood before the batch.
-    fn give_back(&mut self, queue: u16, picked: Vec<(Ready, Option<u64>)>, turn: Turn) {
+    fn give_back(&mut self, queue: u16, jobs: Vec<Job>, places: &[Place], turn: Turn) {
         self.lane_parts(queue).0.rewind(turn);
-        for (r, due) in picked.into_iter().rev() {
-            let Some(slot) = self.jobs.get_mut(r.id) else {
+        for (job, place) in jobs.iter().zip(places).rev() {
+            let id = job.id;
+            let Some(slot) = self.jobs.get_mut(id) else {
                 continue;
             };
-            slot.attempts = r.slot.attempts;
-            match due {
-                Some(due) if r.from_waiting => {
+            slot.attempts = place.attempts;
+            match place.due {
+                Some(due) if place.from_waiting => {
                     slot.state = SlotState::Waiting;
-                    self.order_mut(r.id).push_waiting(r.id, due);
+                    self.order_mut(id).push_waiting(id, due);
                 }
                 _ => {
                     slot.state = SlotState::Fresh;
                     self.delivery.add_fresh();
-                    self.fresh_cursor = self.fresh_cursor.min(r.id);
+                    self.fresh_cursor = self.fresh_cursor.min(id);
                 }
             }
         }

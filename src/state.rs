@@ -745,10 +745,7 @@ impl QueueState {
     /// its lease held.
     fn grant(&mut self, r: Ready, now: Now, visibility_ms: u64) -> Job {
         let attempts = r.slot.attempts.saturating_add(1);
-        let token = self.next_token;
-        self.next_token += 1;
-        let deadline = now.mono.saturating_add(visibility_ms);
-        self.leases.insert(r.id, Lease { token, deadline });
+        let token = self.grant_lease(r.id, now, visibility_ms);
         Job {
             id: r.id,
             attempt: u32::from(attempts),
@@ -760,6 +757,16 @@ impl QueueState {
             priority: r.rec.priority,
             group: r.rec.group,
         }
+    }
+
+    /// The lease of a job taken and whose lease record is written: held
+    /// from now for `visibility_ms`, under a new token (returned).
+    fn grant_lease(&mut self, id: u64, now: Now, visibility_ms: u64) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        let deadline = now.mono.saturating_add(visibility_ms);
+        self.leases.insert(id, Lease { token, deadline });
+        token
     }
 
     /// Ends leases whose deadline passed: the job is ready again, or dead

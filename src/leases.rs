@@ -9,6 +9,7 @@
 //! skipped and dropped in bulk once they outnumber the live ones).
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::BinaryHeap;
 
 use crate::idhash::IdMap;
@@ -90,18 +91,49 @@ impl Leases {
     /// Ends the lease on `id` and returns it if it is held with `token`
     /// and its deadline is after `now` (a receipt's valid lease);
     /// otherwise changes nothing (see [`Leases::take`]).
+    ///
+    /// One lookup of `id` for the check and the removal (an ack batch
+    /// calls this once per receipt).
     pub fn take_valid(&mut self, id: u64, token: u64, now: u64) -> Option<Lease> {
-        let held = self.held.get(&id)?;
-        if held.token != token || held.deadline <= now {
+        let Entry::Occupied(held) = self.held.entry(id) else {
+            return None;
+        };
+        if held.get().token != token || held.get().deadline <= now {
             return None;
         }
-        self.take(id)
+        let lease = held.remove();
+        self.taken();
+        Some(lease)
     }
 
     /// Ends the lease on `id` and returns it, if held (see
     /// [`Leases::remove`]).
+    #[inline]
     pub fn take(&mut self, id: u64) -> Option<Lease> {
         let lease = self.held.remove(&id);
+        self.taken();
+        lease
+    }
+
+    /// After a lease was taken out of `held`: its expiry entries go once
+    /// no lease is held, or in bulk once stale ones dominate. The test is
+    /// inline, the work (rare) out of line.
+    #[inline]
+    fn taken(&mut self) {
+        if self.held.is_empty() || self.stale_dominate() {
+            self.tidy();
+        }
+    }
+
+    /// Whether the expiry entries outnumber the held leases twice over,
+    /// plus 1,024 (see [`Leases::drop_stale`]).
+    fn stale_dominate(&self) -> bool {
+        self.expiries.len() > 2 * self.held.len() + 1024
+    }
+
+    /// [`Leases::taken`]'s work.
+    #[inline(never)]
+    fn tidy(&mut self) {
         if self.held.is_empty() {
             // No lease held: every expiry entry is stale (no scan needed).
             self.expiries.clear();
@@ -111,16 +143,15 @@ impl Leases {
             if self.held.capacity() > 1024 {
                 self.held.shrink_to(1024);
             }
-            return lease;
+            return;
         }
         self.drop_stale();
-        lease
     }
 
     /// Drops the stale expiry entries once they outnumber the held leases
     /// (twice over, plus 1,024: amortised O(1) per entry pushed).
     fn drop_stale(&mut self) {
-        if self.expiries.len() > 2 * self.held.len() + 1024 {
+        if self.stale_dominate() {
             let held = &self.held;
             self.expiries.retain(|Reverse((deadline, id, token))| {
                 held.get(id)

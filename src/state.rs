@@ -882,12 +882,27 @@ impl QueueState {
     }
 
     /// Acks a job: it is finished and never delivered again.
+    ///
+    /// A valid receipt's lease is checked and taken in one lookup, and put
+    /// back if the Ack record fails to be written (as in `ack_batch`);
+    /// any other receipt is refused by [`QueueState::check_receipt`].
     pub fn ack(&mut self, r: Receipt, now: Now) -> Result<u64> {
-        self.check_receipt(r, now)?;
-        let a = self
-            .log
-            .append(&Record::Ack { id: r.id }, 0, self.next_id)?;
-        self.leases.remove(r.id);
+        let lease = match self.leases.take_valid(r.id, r.token, now.mono) {
+            Some(lease) => Some(lease),
+            None => {
+                self.check_receipt(r, now)?;
+                self.leases.take(r.id)
+            }
+        };
+        let a = match self.log.append(&Record::Ack { id: r.id }, 0, self.next_id) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(lease) = lease {
+                    self.leases.insert(r.id, lease);
+                }
+                return Err(e);
+            }
+        };
         self.finish(r.id);
         self.counters.acked += 1;
         Ok(a.lsn)

@@ -280,6 +280,43 @@ fn a_full_disk_on_a_batch_record_changes_nothing() {
     assert_eq!(q.stats().acked_total, 5);
 }
 
+/// A single ack takes its lease before writing, as `ack_batch` does: a
+/// full disk on the Ack record puts the lease back, so the same receipt
+/// acks the job once there is room, and nothing else changed meanwhile.
+#[test]
+fn a_full_disk_on_a_single_ack_keeps_the_lease() {
+    use std::io;
+    use std::sync::Arc;
+    use walq::vfs::{Fault, FaultOp, SimFs};
+
+    let fs = SimFs::new();
+    let opts = Options::default().segment_size(64 * 1024);
+    let q = Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), opts).unwrap();
+    q.enqueue_batch((1..=3u8).map(|i| vec![i])).unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Write,
+        at: fs.op_count(FaultOp::Write),
+        forever: false,
+        kind: io::ErrorKind::StorageFull,
+    }));
+    let err = q.ack(job.receipt()).unwrap_err();
+    assert_eq!(
+        err.io_error().map(io::Error::kind),
+        Some(io::ErrorKind::StorageFull)
+    );
+    q.check_invariants();
+    let s = q.stats();
+    assert_eq!((s.ready, s.in_flight, s.acked_total), (2, 1, 0), "{s:?}");
+    q.ack(job.receipt())
+        .expect("the same receipt once space is back");
+    let err = q.ack(job.receipt()).unwrap_err();
+    assert_eq!(err.kind(), walq::ErrorKind::LeaseLost, "acked once: {err}");
+    q.sync().expect("not poisoned");
+    let s = q.stats();
+    assert_eq!((s.ready, s.in_flight, s.acked_total), (2, 0, 1), "{s:?}");
+}
+
 /// A batch rolled back by a full disk leaves the priority cycle where it
 /// was: the jobs then come out in the order of a twin queue that never
 /// tried the batch (the cycle had moved on by the batch's picks before).

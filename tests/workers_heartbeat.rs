@@ -476,7 +476,12 @@ fn shutdown_returns_and_names_a_heartbeat_thread_stuck_in_extend() {
     let report = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("shutdown waited for a heartbeat thread stuck in extend");
-    let stuck = report.stuck.join("; ");
+    let stuck = report
+        .stuck
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
     assert!(
         stuck.contains("stuck-heartbeat") && stuck.contains("extend"),
         "the report does not name the stuck thread and call: {stuck:?}"

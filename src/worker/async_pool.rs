@@ -41,8 +41,9 @@ use crate::worker::counters::{Count, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::outcome::Outcome;
 use crate::worker::pool::{spawn_named, Shared};
-use crate::worker::run::{panic_text, result_within_limit, settle, settle_count};
+use crate::worker::run::{panic_text, release_unstarted, result_within_limit, settle};
 use crate::worker::shutdown::ShutdownReport;
+use crate::worker::threads::ThreadState;
 use crate::worker::trace::JobSpan;
 
 /// How long one lease call waits before the worker looks again; wakes and
@@ -99,6 +100,8 @@ pub struct AsyncWorkerPool<B: AsyncBackend = Queue> {
     shared: Arc<Shared<B>>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// What each task's blocking settle is blocked in, if anything.
+    states: Vec<Arc<ThreadState>>,
     heartbeat: Option<crate::worker::heartbeat_threads::Heartbeat>,
 }
 
@@ -162,19 +165,25 @@ impl<B: AsyncBackend> PoolBuilder<B> {
             shared: shared.clone(),
             stop_tx,
             tasks: Vec::with_capacity(shared.cfg.workers),
+            states: Vec::with_capacity(shared.cfg.workers),
             heartbeat: None,
         };
         pool.heartbeat = Some(crate::worker::heartbeat_threads::Heartbeat::start(&shared)?);
         let handler: Arc<dyn AsyncHandler> = Arc::new(handler);
         for index in 0..shared.cfg.workers {
             let label: Arc<str> = Arc::from(format!("{}-{index}", shared.cfg.name));
+            let state = Arc::new(ThreadState::default());
             let task = work(
                 shared.clone(),
                 handler.clone(),
-                index,
-                label,
+                Worker {
+                    index,
+                    name: label,
+                    state: state.clone(),
+                },
                 pool.stop_tx.subscribe(),
             );
+            pool.states.push(state);
             pool.tasks.push(runtime.spawn(task));
         }
         Ok(pool)
@@ -190,12 +199,20 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     /// Stops leasing, lets running handlers finish for up to `deadline`,
     /// then releases the jobs of handlers still running (ready again at
     /// once, attempt counted; their contexts see `lease_lost`) and drops
-    /// their futures. Returns when every task has ended. Heartbeat threads
-    /// are waited for until the deadline (one heartbeat interval if it has
-    /// passed): one still blocked in `Backend::extend` then is left
-    /// detached and named in [`ShutdownReport::stuck`].
+    /// their futures. Heartbeat threads, then the other tasks, are waited
+    /// for until the deadline (or, once it has passed, one poll interval
+    /// plus one heartbeat interval more): a heartbeat thread still blocked
+    /// in `Backend::extend`, or a task whose settle (run on tokio's
+    /// blocking pool) is still blocked in the backend, is then left
+    /// detached (the task is aborted, its blocking call left to return)
+    /// and named in [`ShutdownReport::stuck`]; the job of such a settle is
+    /// counted as a settle error, not done. Such a call also keeps one of
+    /// the runtime's blocking threads, which a runtime's drop waits for
+    /// (`Runtime::shutdown_timeout` bounds that).
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         let until = crate::clock::deadline(deadline);
+        let grace = self.shared.cfg.stop_grace();
+        let stage = move || until.max(crate::clock::deadline(grace));
         let running = self.shared.begin_stop();
         self.stop_tx.send_replace(true);
         let shared = self.shared.clone();
@@ -210,7 +227,9 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
             shared.wait_idle(until);
             let stragglers = shared.release_running(&mut report);
             if let Some(h) = heartbeat {
-                report.stuck = h.stop(&shared, until);
+                for left in h.stop(&shared, stage()) {
+                    report.stuck.push(shared.give_up(left, false));
+                }
             }
             (report, stragglers)
         })
@@ -222,15 +241,36 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
             self.shared.heartbeat_stop.set();
         }
         let (mut report, stragglers) = stopped.unwrap_or_default();
-        for (index, task) in self.tasks.drain(..).enumerate() {
+        let until_tasks = tokio::time::Instant::from_std(stage());
+        let tasks = std::mem::take(&mut self.tasks);
+        for (index, task) in tasks.into_iter().enumerate() {
             if all || stragglers.contains(&index) {
                 task.abort();
             }
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(until_tasks, task).await.is_err() {
+                abort.abort();
+                report.stuck.extend(self.give_up_task(index));
+            }
         }
         report.finished = report.running.saturating_sub(stragglers.len());
         report.stats = self.stats();
         report
+    }
+
+    /// Gives up on worker task `index`, which did not end by the deadline:
+    /// reported if its blocking settle is stuck in the backend (the job of
+    /// that call is counted as a settle error by `give_up`).
+    fn give_up_task(&self, index: usize) -> Option<crate::worker::StuckThread> {
+        let given_up = self.states.get(index)?.give_up()?;
+        given_up.call?;
+        let name = format!("{}-{index}", self.shared.cfg.name);
+        let left = crate::worker::threads::Left {
+            index,
+            name,
+            given_up,
+        };
+        Some(self.shared.give_up(left, false))
     }
 }
 
@@ -251,7 +291,9 @@ impl<B: AsyncBackend> Drop for AsyncWorkerPool<B> {
         let _ = spawn_named(name, move || {
             shared.wait_idle(until);
             shared.release_running(&mut ShutdownReport::default());
-            heartbeat.stop(&shared, until);
+            let until = until.max(crate::clock::deadline(shared.cfg.stop_grace()));
+            // Threads still blocked are left detached; no one reads a report.
+            let _ = heartbeat.stop(&shared, until);
         });
     }
 }
@@ -273,11 +315,18 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// The loop of worker task `index`, until the pool stops leasing.
+/// One worker task: its index, name and the state of its blocking
+/// settles.
+struct Worker {
+    index: usize,
+    name: Arc<str>,
+    state: Arc<ThreadState>,
+}
+
 async fn work<B: AsyncBackend>(
     shared: Arc<Shared<B>>,
     handler: Arc<dyn AsyncHandler>,
-    index: usize,
-    name: Arc<str>,
+    worker: Worker,
     mut stop: watch::Receiver<bool>,
 ) {
     while !shared.stop.is_set() {
@@ -292,7 +341,7 @@ async fn work<B: AsyncBackend>(
             }
         };
         match leased {
-            Ok(Some(delivery)) => run_one(&shared, &*handler, index, &name, delivery).await,
+            Ok(Some(delivery)) => run_one(&shared, &*handler, &worker, delivery).await,
             Ok(None) => give_back_token(&shared),
             Err(e) if e.kind() == ErrorKind::Closed => break,
             Err(_) => {
@@ -337,21 +386,16 @@ fn give_back_token<B: AsyncBackend>(shared: &Shared<B>) {
 async fn run_one<B: AsyncBackend>(
     shared: &Arc<Shared<B>>,
     handler: &dyn AsyncHandler,
-    index: usize,
-    name: &Arc<str>,
+    worker: &Worker,
     delivery: Delivery<B::Lease>,
 ) {
-    let (ctx, payload) = match shared.start(index, name, delivery) {
+    let index = worker.index;
+    let (ctx, payload) = match shared.start(index, &worker.name, delivery) {
         Ok(started) => started,
         Err(active) => {
             // The pool began stopping while this job was being leased.
-            let s = shared.clone();
-            blocking(move || {
-                let why = "the worker pool shut down before the job started";
-                let released = s.backend.release(&active.lease, why);
-                settle_count(&s.counters, released, Count::Released);
-            })
-            .await;
+            let (s, st) = (shared.clone(), worker.state.clone());
+            blocking(move || release_unstarted(&s.backend, &s.counters, &st, &active)).await;
             return;
         }
     };
@@ -372,12 +416,13 @@ async fn run_one<B: AsyncBackend>(
     // extends it meanwhile (an ack with a result waits for `done.rec`'s
     // sync first; a lease that ran out then would run the job again).
     if let Some(lease) = shared.lease_of(index) {
-        let s = shared.clone();
+        let (s, st) = (shared.clone(), worker.state.clone());
         let counted =
-            blocking(move || settle(&s.backend, &s.counters, &ctx, &lease, outcome)).await;
+            blocking(move || settle(&s.backend, &s.counters, &st, &ctx, &lease, outcome)).await;
         shared.take(index);
         match counted {
-            Some(Count::Lost) => span.lease_lost(),
+            Some(Some(Count::Lost)) => span.lease_lost(),
+            // Counted, or given up by shutdown, which counted it.
             Some(_) => {}
             // The settle did not run to its end; the job comes back when
             // its lease expires.

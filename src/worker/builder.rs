@@ -37,6 +37,13 @@ impl Config {
         self.heartbeat.unwrap_or(self.visibility / 3)
     }
 
+    /// How long each stage of a shutdown waits for its threads once the
+    /// deadline has passed: one poll interval (a worker's lease waits
+    /// that long for a job) plus one heartbeat interval.
+    pub(crate) fn stop_grace(&self) -> Duration {
+        self.poll.saturating_add(self.heartbeat_every())
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::new(ErrorKind::InvalidOptions, msg));
         if !(1..=MAX_WORKERS).contains(&self.workers) {

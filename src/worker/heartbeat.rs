@@ -35,8 +35,9 @@ use crate::clock::{instant_ms, ms};
 use crate::error::ErrorKind;
 use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
-use crate::worker::heartbeat_threads::ThreadState;
 use crate::worker::pool::Shared;
+use crate::worker::shutdown::BackendCall;
+use crate::worker::threads::ThreadState;
 
 /// Most heartbeat threads a pool runs (fewer with fewer workers): as
 /// many extensions can block at once before the other leases wait.
@@ -103,8 +104,8 @@ pub(crate) fn beat<B: Backend>(shared: &Shared<B>, state: &ThreadState, first: b
             }
             extend(shared, state, due);
         }
-        if first {
-            crate::worker::settle::settle_orphans(shared);
+        if first && !shared.heartbeat_stop.is_set() {
+            crate::worker::settle::settle_orphans(shared, Some(state));
         }
     }
 }
@@ -183,11 +184,19 @@ fn extend<B: Backend>(shared: &Shared<B>, state: &ThreadState, due: Due<B::Lease
     }
     let sent = instant_ms();
     if is_due(shared, beat.fresh_ms.load(Ordering::Acquire), sent) {
-        state.extending(due.kept.id, sent);
+        // A thread shutdown gave up on makes no call, and does not act
+        // on one that returns after that.
+        if !state.begin(BackendCall::Extend, Some(due.kept.id)) {
+            beat.extending.store(false, Ordering::Release);
+            return;
+        }
         let extended = shared
             .backend
             .extend(&due.kept.lease, shared.cfg.visibility);
-        state.extended();
+        if !state.end() {
+            beat.extending.store(false, Ordering::Release);
+            return;
+        }
         match extended {
             Ok(()) => {
                 beat.fresh_ms.fetch_max(sent, Ordering::AcqRel);

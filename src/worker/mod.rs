@@ -90,6 +90,7 @@ mod run;
 mod settle;
 mod shutdown;
 mod signal;
+mod threads;
 mod trace;
 
 #[cfg(feature = "tokio")]
@@ -109,4 +110,4 @@ pub use multi_queue::{MultiQueue, MAX_QUEUE_WEIGHT};
 pub use outcome::Outcome;
 pub use pool::WorkerPool;
 pub use rate::RateLimit;
-pub use shutdown::ShutdownReport;
+pub use shutdown::{BackendCall, ShutdownReport, StuckThread};

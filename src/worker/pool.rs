@@ -19,8 +19,9 @@ use crate::worker::handler::Handler;
 use crate::worker::heartbeat_threads::Heartbeat;
 use crate::worker::rate::{RateLimit, TokenBucket};
 use crate::worker::settle::Settler;
-use crate::worker::shutdown::ShutdownReport;
+use crate::worker::shutdown::{BackendCall, ShutdownReport, StuckThread};
 use crate::worker::signal::Signal;
+use crate::worker::threads::{GivenUp, Left, Threads};
 
 /// A pool of named worker threads that lease jobs from a [`Backend`] and
 /// run a handler on each.
@@ -37,9 +38,9 @@ use crate::worker::signal::Signal;
 /// See the [module documentation](crate::worker) for an example.
 pub struct WorkerPool<B: Backend = Queue> {
     shared: Arc<Shared<B>>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Threads,
     heartbeat: Option<Heartbeat>,
-    settler: Option<JoinHandle<()>>,
+    settler: Threads,
 }
 
 /// The job a worker is running.
@@ -233,6 +234,41 @@ impl<B: Backend> Shared<B> {
     }
 }
 
+impl<B: Backend> Shared<B> {
+    /// What shutdown reports of a thread (or task) it gave up on. The
+    /// jobs of the settle call it was blocked in, and for a worker the
+    /// finished job waiting in its slot, are counted as settle errors
+    /// here: the thread counts nothing once given up, and the job is not
+    /// done (its lease, no longer extended, runs out).
+    pub(crate) fn give_up(&self, left: Left, worker: bool) -> StuckThread {
+        let GivenUp {
+            call,
+            waited,
+            mut jobs,
+        } = left.given_up;
+        let mut unsettled = if call.is_some_and(BackendCall::settles) {
+            jobs.len()
+        } else {
+            0
+        };
+        if worker {
+            if let Some(active) = self.slots[left.index].lock().take() {
+                jobs.push(active.id);
+                unsettled += 1;
+            }
+        }
+        for _ in 0..unsettled {
+            self.counters.add(Count::SettleErrors);
+        }
+        StuckThread {
+            thread: left.name,
+            call,
+            waited,
+            jobs,
+        }
+    }
+}
+
 impl<B: Backend> WorkerPool<B> {
     /// Configures a pool that drives `backend` (a [`Queue`], or another
     /// [`Backend`]).
@@ -251,23 +287,23 @@ impl<B: Backend> WorkerPool<B> {
         // On a spawn failure, dropping `pool` stops what was started.
         let mut pool = WorkerPool {
             shared: shared.clone(),
-            workers: Vec::with_capacity(shared.cfg.workers),
+            workers: Threads::default(),
             heartbeat: None,
-            settler: None,
+            settler: Threads::default(),
         };
         pool.heartbeat = Some(Heartbeat::start(&shared)?);
         let s = shared.clone();
         let name = format!("{}-settler", shared.cfg.name);
-        pool.settler = Some(spawn_named(name, move || {
-            crate::worker::settle::run(&s);
-        })?);
+        pool.settler.spawn(0, name, move |state| {
+            crate::worker::settle::run(&s, state);
+        })?;
         for index in 0..shared.cfg.workers {
             let name = format!("{}-{index}", shared.cfg.name);
             let s = shared.clone();
             let label: Arc<str> = Arc::from(name.as_str());
-            pool.workers.push(spawn_named(name, move || {
-                crate::worker::run::run(&s, index, &label);
-            })?);
+            pool.workers.spawn(index, name, move |state| {
+                crate::worker::run::run(&s, index, &label, state);
+            })?;
         }
         Ok(pool)
     }
@@ -280,18 +316,25 @@ impl<B: Backend> WorkerPool<B> {
     /// Stops leasing, lets running handlers finish for up to `deadline`,
     /// then releases the jobs of handlers still running: they are ready
     /// again at once, their attempt counted, and their handlers see
-    /// [`crate::worker::JobContext::lease_lost`]. Returns when the workers
-    /// that finished have exited; a handler still running keeps its thread
-    /// until it returns, and its outcome is then dropped. Heartbeat
-    /// threads are waited for until the deadline (one heartbeat interval
-    /// if it has passed): one still blocked in [`Backend::extend`] then is
-    /// left detached and named in [`ShutdownReport::stuck`].
+    /// [`crate::worker::JobContext::lease_lost`]. A handler still running
+    /// keeps its thread until it returns, and its outcome is then dropped.
+    ///
+    /// Then it waits for the workers that finished to exit, for the
+    /// settler to settle their acks, and for the heartbeat to stop, each
+    /// until the deadline (or, once it has passed, one poll interval plus
+    /// one heartbeat interval more): a thread still blocked in a backend
+    /// call then (a `lease`, a settle, `complete_batch`, `extend`) is left
+    /// detached and named in [`ShutdownReport::stuck`], so `shutdown`
+    /// returns even if the backend never does. Jobs whose settle it gives
+    /// up on are counted as settle errors, not done.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.stop(deadline)
     }
 
     fn stop(&mut self, deadline: Duration) -> ShutdownReport {
         let until = crate::clock::deadline(deadline);
+        let grace = self.shared.cfg.stop_grace();
+        let stage = || until.max(crate::clock::deadline(grace));
         let mut report = ShutdownReport {
             running: self.shared.begin_stop(),
             ..ShutdownReport::default()
@@ -300,24 +343,29 @@ impl<B: Backend> WorkerPool<B> {
         let stragglers = self.shared.release_running(&mut report);
         // Workers that finished have handed over their last acks once
         // they exit (a straggler's outcome is dropped, never handed over).
-        for (index, handle) in self.workers.drain(..).enumerate() {
-            if !stragglers.contains(&index) {
-                let _ = handle.join();
-            }
+        for left in self.workers.stop(stage(), |i| !stragglers.contains(&i)) {
+            report.stuck.push(self.shared.give_up(left, true));
         }
         // Every pending ack is settled (and counted) before shutdown
         // returns; the heartbeat keeps their leases alive until then.
         self.shared.settler.close();
-        if let Some(h) = self.settler.take() {
-            let _ = h.join();
+        let settler = self.settler.stop(stage(), |_| true);
+        if settler.is_empty() {
+            // A settler that died left its acks to settle here (the
+            // heartbeat may not have come round to them).
+            crate::worker::settle::settle_orphans(&self.shared, None);
         }
-        // A settler that died left its acks to settle here (the
-        // heartbeat may not have come round to them).
-        crate::worker::settle::settle_orphans(&self.shared);
-        // Bounded: a heartbeat thread blocked in `extend` past the
-        // deadline is left detached and named in the report.
+        for left in settler {
+            let mut stuck = self.shared.give_up(left, false);
+            stuck
+                .jobs
+                .extend(crate::worker::settle::abandon(&self.shared));
+            report.stuck.push(stuck);
+        }
         if let Some(h) = self.heartbeat.take() {
-            report.stuck = h.stop(&self.shared, until);
+            for left in h.stop(&self.shared, stage()) {
+                report.stuck.push(self.shared.give_up(left, false));
+            }
         }
         report.finished = report.running.saturating_sub(stragglers.len());
         report.stats = self.stats();
@@ -327,7 +375,7 @@ impl<B: Backend> WorkerPool<B> {
 
 impl<B: Backend> Drop for WorkerPool<B> {
     fn drop(&mut self) {
-        if !self.workers.is_empty() || self.heartbeat.is_some() || self.settler.is_some() {
+        if !self.workers.is_empty() || self.heartbeat.is_some() || !self.settler.is_empty() {
             let timeout = self.shared.cfg.shutdown_timeout;
             self.stop(timeout);
         }

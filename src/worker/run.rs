@@ -10,17 +10,34 @@ use crate::worker::backend::{Backend, Delivery};
 use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, Counters};
 use crate::worker::outcome::Outcome;
-use crate::worker::pool::Shared;
+use crate::worker::pool::{Active, Shared};
+use crate::worker::shutdown::BackendCall;
+use crate::worker::threads::ThreadState;
 use crate::worker::trace::JobSpan;
 
-/// The loop of worker `index`, until the pool stops leasing.
-pub(crate) fn run<B: Backend>(shared: &Shared<B>, index: usize, name: &Arc<str>) {
+/// The loop of worker `index`, until the pool stops leasing or shutdown
+/// gives up on the worker (`state`).
+pub(crate) fn run<B: Backend>(
+    shared: &Shared<B>,
+    index: usize,
+    name: &Arc<str>,
+    state: &ThreadState,
+) {
     while !shared.stop.is_set() {
         if !take_token(shared) {
             break;
         }
-        match shared.backend.lease(shared.cfg.visibility, shared.cfg.poll) {
-            Ok(Some(delivery)) => run_one(shared, index, name, delivery),
+        if !state.begin(BackendCall::Lease, None) {
+            break;
+        }
+        let leased = shared.backend.lease(shared.cfg.visibility, shared.cfg.poll);
+        if !state.end() {
+            // Given up by shutdown while leasing: a job leased now is not
+            // counted, and its lease runs out (it is delivered again).
+            break;
+        }
+        match leased {
+            Ok(Some(delivery)) => run_one(shared, index, name, state, delivery),
             Ok(None) => give_back_token(shared),
             Err(e) if e.kind() == ErrorKind::Closed => break,
             Err(_) => {
@@ -62,18 +79,14 @@ fn run_one<B: Backend>(
     shared: &Shared<B>,
     index: usize,
     name: &Arc<str>,
+    state: &ThreadState,
     delivery: Delivery<B::Lease>,
 ) {
     let (ctx, payload) = match shared.start(index, name, delivery) {
         Ok(started) => started,
         Err(active) => {
             // The pool began stopping while this job was being leased.
-            let why = "the worker pool shut down before the job started";
-            settle_count(
-                &shared.counters,
-                shared.backend.release(&active.lease, why),
-                Count::Released,
-            );
+            release_unstarted(&shared.backend, &shared.counters, state, &active);
             return;
         }
     };
@@ -109,8 +122,15 @@ fn run_one<B: Backend>(
             other => Some((active.lease, other)),
         };
         if let Some((lease, outcome)) = outcome {
-            let counted = settle(&shared.backend, &shared.counters, &ctx, &lease, outcome);
-            if matches!(counted, Count::Lost) {
+            let counted = settle(
+                &shared.backend,
+                &shared.counters,
+                state,
+                &ctx,
+                &lease,
+                outcome,
+            );
+            if matches!(counted, Some(Count::Lost)) {
                 span.lease_lost();
             }
         }
@@ -160,32 +180,59 @@ pub(crate) fn panic_text(panic: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Hands back a job leased as the pool began stopping, and counts it.
+/// Shared with the async pool.
+pub(crate) fn release_unstarted<B: Backend>(
+    backend: &B,
+    counters: &Counters,
+    state: &ThreadState,
+    active: &Active<B::Lease>,
+) {
+    let why = "the worker pool shut down before the job started";
+    if !state.begin(BackendCall::Release, Some(active.id)) {
+        // Given up by shutdown: no more calls; the lease runs out.
+        counters.add(Count::SettleErrors);
+        return;
+    }
+    let released = backend.release(&active.lease, why);
+    if state.end() {
+        settle_count(counters, released, Count::Released);
+    }
+}
+
 /// Records the outcome with the backend and counts it; returns what was
-/// counted. Shared with the async pool.
+/// counted, `None` if shutdown gave up on the call (`state`) while it
+/// was blocked, and counted it. Once given up, no call is made: the job
+/// is counted as a settle error, and its lease runs out. Shared with the
+/// async pool.
 pub(crate) fn settle<B: Backend>(
     backend: &B,
     counters: &Counters,
+    state: &ThreadState,
     ctx: &JobContext,
     lease: &B::Lease,
     outcome: Outcome,
-) -> Count {
-    match outcome {
-        Outcome::Done(result) => settle_count(
-            counters,
-            backend.complete(lease, result.as_deref()),
-            Count::Done,
-        ),
-        Outcome::Retry { error, after } => {
-            // On the last attempt a retry sends the job to the dead letters.
-            let counted = if ctx.is_last_attempt() {
-                Count::Dead
-            } else {
-                Count::Retried
-            };
-            settle_count(counters, backend.retry(lease, after, &error), counted)
-        }
-        Outcome::Fail(error) => settle_count(counters, backend.fail(lease, &error), Count::Dead),
+) -> Option<Count> {
+    let (call, counted) = match &outcome {
+        Outcome::Done(_) => (BackendCall::Complete, Count::Done),
+        // On the last attempt a retry sends the job to the dead letters.
+        Outcome::Retry { .. } if ctx.is_last_attempt() => (BackendCall::Retry, Count::Dead),
+        Outcome::Retry { .. } => (BackendCall::Retry, Count::Retried),
+        Outcome::Fail(_) => (BackendCall::Fail, Count::Dead),
+    };
+    if !state.begin(call, Some(ctx.id())) {
+        counters.add(Count::SettleErrors);
+        return Some(Count::SettleErrors);
     }
+    let result = match outcome {
+        Outcome::Done(result) => backend.complete(lease, result.as_deref()),
+        Outcome::Retry { error, after } => backend.retry(lease, after, &error),
+        Outcome::Fail(error) => backend.fail(lease, &error),
+    };
+    if !state.end() {
+        return None;
+    }
+    Some(settle_count(counters, result, counted))
 }
 
 /// Counts a settle's result: `counted` if it was recorded; returns the

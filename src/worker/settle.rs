@@ -24,7 +24,10 @@
 //!   Each ack keeps its job's [`Beat`], so any heartbeat thread extends
 //!   it when due, not only one that might be blocked elsewhere;
 //! * shutdown closes the settler after the workers stopped handing over,
-//!   and the settler settles everything pending before it exits;
+//!   and the settler settles everything pending before it exits; if it is
+//!   still blocked in `complete_batch` past the shutdown's deadline, it is
+//!   given up ([`abandon`]): its batch and the acks queued behind it are
+//!   counted as settle errors, not done, and it makes no further call;
 //! * if the settler thread dies (a backend that panics in
 //!   `complete_batch`), the acks it held become orphans: the heartbeat
 //!   settles them on its next beat and shutdown settles any left, so a
@@ -43,6 +46,7 @@ use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
 use crate::worker::heartbeat::{Beat, Kept};
 use crate::worker::pool::{Active, Shared};
+use crate::worker::threads::ThreadState;
 use std::sync::Arc;
 
 /// Most acks one worker may have handed over and not yet settled. Bounds
@@ -221,8 +225,8 @@ impl<L: Clone> Settler<L> {
 }
 
 /// The settler thread: settles handed-over acks in batches until closed
-/// and drained.
-pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
+/// and drained, or given up by shutdown.
+pub(crate) fn run<B: Backend>(shared: &Shared<B>, state: &ThreadState) {
     // Whatever happens, workers must not wait for a thread that is gone.
     struct Gone<'a, L: Clone>(&'a Settler<L>);
     impl<L: Clone> Drop for Gone<'_, L> {
@@ -233,14 +237,25 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>) {
     let settler = &shared.settler;
     let _gone = Gone(settler);
     while let Some(batch) = settler.take() {
-        settle_batch(shared, batch);
+        settle_batch(shared, Some(state), batch);
+        if state.given_up() {
+            return;
+        }
     }
 }
 
 /// Records a batch of acks with one [`Backend::complete_batch`], counts
 /// each, and frees their window slots. If the backend panics, the batch
 /// is kept as orphans (see [`settle_orphans`]) and the panic goes on.
-fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
+///
+/// `state`, the calling thread's: once shutdown has given up on it, no
+/// call is made (the acks are counted as settle errors, not done), and a
+/// call that returns after that counts nothing (shutdown counted it).
+fn settle_batch<B: Backend>(
+    shared: &Shared<B>,
+    state: Option<&ThreadState>,
+    batch: Vec<Handed<B::Lease>>,
+) {
     struct Orphaned<'a, L: Clone>(&'a Settler<L>, Option<Vec<Handed<L>>>);
     impl<L: Clone> Drop for Orphaned<'_, L> {
         fn drop(&mut self) {
@@ -250,13 +265,26 @@ fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
         }
     }
     let settler = &shared.settler;
+    if let Some(st) = state {
+        if !st.begin_batch(batch.iter().map(|h| h.id).collect()) {
+            give_up(shared, &batch);
+            return;
+        }
+    }
     let mut guard = Orphaned(settler, Some(batch));
     let batch = guard.1.as_ref().expect("the batch is held until settled");
     let items: Vec<(&B::Lease, Option<&[u8]>)> = batch
         .iter()
         .map(|h| (&h.lease, h.result.as_deref()))
         .collect();
-    let results = shared.backend.complete_batch(&items);
+    let called = catch_unwind(AssertUnwindSafe(|| shared.backend.complete_batch(&items)));
+    drop(items);
+    if !state.is_none_or(ThreadState::end) {
+        // Given up by shutdown during the call, which counted the acks.
+        guard.1 = None;
+        return;
+    }
+    let results = called.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     debug_assert_eq!(results.len(), batch.len());
     let batch = guard.1.take().expect("the batch is held until settled");
     for i in 0..batch.len() {
@@ -272,6 +300,15 @@ fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
     settler.settled(&batch);
 }
 
+/// Counts acks that were never recorded as settle errors (not done: each
+/// job runs again once its lease runs out) and frees their window slots.
+fn give_up<L: Clone>(shared: &Shared<impl Backend<Lease = L>>, acks: &[Handed<L>]) {
+    for _ in acks {
+        crate::worker::run::count_settled(&shared.counters, Err(ErrorKind::Io), Count::Done);
+    }
+    shared.settler.settled(acks);
+}
+
 /// Settles the acks a dead settler thread left (for the heartbeat, and
 /// for shutdown once the settler is joined). An ack the dead thread had
 /// recorded already is refused now and counted lost.
@@ -281,18 +318,34 @@ fn settle_batch<B: Backend>(shared: &Shared<B>, batch: Vec<Handed<B::Lease>>) {
 /// unwind out of `shutdown`. The acks are given up, counted as settle
 /// errors: their leases are no longer extended, and each job runs again
 /// once its lease expires (at least once, as for any ack that fails).
-pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>) {
+pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>, state: Option<&ThreadState>) {
     let orphans = shared.settler.take_orphans();
     if orphans.is_empty() {
         return;
     }
-    let settled = catch_unwind(AssertUnwindSafe(|| settle_batch(shared, orphans)));
+    let settled = catch_unwind(AssertUnwindSafe(|| settle_batch(shared, state, orphans)));
     if settled.is_err() {
         // `settle_batch` kept the batch as orphans again when it unwound.
-        let given_up = shared.settler.take_orphans();
-        for _ in &given_up {
-            crate::worker::run::count_settled(&shared.counters, Err(ErrorKind::Io), Count::Done);
-        }
-        shared.settler.settled(&given_up);
+        give_up(shared, &shared.settler.take_orphans());
     }
+}
+
+/// Shutdown gives up on a settler thread blocked in the backend: the acks
+/// queued behind its call and any orphans are counted as settle errors
+/// (not done), workers stop waiting for room and settle nothing more
+/// through it. Returns their jobs. The acks of the blocked call are not
+/// among them: shutdown counts those with the call it gave up on.
+pub(crate) fn abandon<B: Backend>(shared: &Shared<B>) -> Vec<u64> {
+    let acks = {
+        let mut st = shared.settler.state.lock();
+        st.closing = true;
+        st.gone = true;
+        let mut acks = std::mem::take(&mut st.queue);
+        acks.append(&mut st.orphans);
+        shared.settler.room.notify_all();
+        shared.settler.work.notify_all();
+        acks
+    };
+    give_up(shared, &acks);
+    acks.iter().map(|h| h.id).collect()
 }

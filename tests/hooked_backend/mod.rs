@@ -1,5 +1,6 @@
-//! A [`Queue`] as a worker backend with a hook before three of its calls,
-//! for tests that make one call slow or panic and delegate the rest.
+//! A [`Queue`] as a worker backend with a hook before its pool-facing
+//! calls, for tests that make one call slow or panic and delegate the
+//! rest.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -22,6 +23,14 @@ pub trait Hooks: Send + Sync + 'static {
     fn before_complete_batch(&self) {}
     /// Runs before `release` (a shutdown handing back a running job).
     fn before_release(&self) {}
+    /// Runs before `lease` (a worker taking its next job; not the async
+    /// pool's `lease_async`).
+    fn before_lease(&self) {}
+    /// Runs before `complete`, `retry` and `fail` of job `id` (a worker
+    /// settling its job itself).
+    fn before_settle(&self, id: u64) {
+        let _ = id;
+    }
 }
 
 /// `q` driven as a [`Backend`], with `hooks` run before its calls.
@@ -38,10 +47,12 @@ impl<H: Hooks> Backend for Hooked<H> {
     }
 
     fn lease(&self, vis: Duration, wait: Duration) -> walq::Result<Option<Delivery<Receipt>>> {
+        self.hooks.before_lease();
         Backend::lease(&self.q, vis, wait)
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> walq::Result<()> {
+        self.hooks.before_settle(lease.job_id());
         Backend::complete(&self.q, lease, result)
     }
 
@@ -51,6 +62,7 @@ impl<H: Hooks> Backend for Hooked<H> {
     }
 
     fn retry(&self, lease: &Receipt, delay: Option<Duration>, error: &str) -> walq::Result<()> {
+        self.hooks.before_settle(lease.job_id());
         Backend::retry(&self.q, lease, delay, error)
     }
 
@@ -60,6 +72,7 @@ impl<H: Hooks> Backend for Hooked<H> {
     }
 
     fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
+        self.hooks.before_settle(lease.job_id());
         Backend::fail(&self.q, lease, error)
     }
 

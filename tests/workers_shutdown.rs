@@ -1,0 +1,364 @@
+//! Shutdown is bounded by its deadline even when a backend call never
+//! returns: a settler blocked in `complete_batch`, or a worker blocked in
+//! a settle or a lease, is left detached and named in
+//! `ShutdownReport::stuck`, and a job whose settle never finished is not
+//! counted done. Each test blocks one call at a gate, and fails (through a
+//! generous watchdog, not a hang) if `shutdown` waits for it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use walq::worker::{JobContext, Outcome, ShutdownReport, WorkerPool};
+use walq::Queue;
+
+mod hooked_backend;
+use hooked_backend::{Hooked, Hooks};
+
+/// How long a test waits for anything before it fails (liveness only).
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Opens when set; waits for that.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.changed.wait(open).unwrap();
+        }
+    }
+}
+
+/// Opens the gate when dropped, so a failing test does not leave a
+/// thread (and a shutdown) blocked forever.
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Which call blocks at the gate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Blocked {
+    CompleteBatch,
+    Settle,
+    Lease,
+}
+
+/// Blocks every `which` call at the gate once `armed`; counts the calls
+/// made once `stopped` is set; sets `dropped` when the pool lets go of
+/// its backend (its last thread exited).
+struct Stall {
+    which: Blocked,
+    armed: AtomicBool,
+    entered: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+    stopped: Arc<AtomicBool>,
+    late: Arc<AtomicU32>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Stall {
+    fn new(which: Blocked, gate: &Arc<Gate>) -> Stall {
+        Stall {
+            which,
+            armed: AtomicBool::new(true),
+            entered: Arc::default(),
+            gate: gate.clone(),
+            stopped: Arc::default(),
+            late: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+
+    fn call(&self, which: Blocked) {
+        if self.stopped.load(Ordering::SeqCst) {
+            self.late.fetch_add(1, Ordering::SeqCst);
+        }
+        if which == self.which && self.armed.load(Ordering::SeqCst) {
+            self.entered.store(true, Ordering::SeqCst);
+            self.gate.wait();
+        }
+    }
+}
+
+impl Hooks for Stall {
+    fn before_complete_batch(&self) {
+        self.call(Blocked::CompleteBatch);
+    }
+    fn before_settle(&self, _id: u64) {
+        self.call(Blocked::Settle);
+    }
+    fn before_lease(&self) {
+        self.call(Blocked::Lease);
+    }
+    fn before_release(&self) {
+        self.call(Blocked::Settle);
+    }
+    fn before_extend(&self) {
+        if self.stopped.load(Ordering::SeqCst) {
+            self.late.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits for `done`, up to the watchdog.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + WATCHDOG;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Shuts `pool` down on another thread; fails the test if it has not
+/// returned within the watchdog.
+fn shutdown_within_watchdog<B: walq::worker::Backend>(
+    pool: WorkerPool<B>,
+    what: &str,
+) -> ShutdownReport {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pool.shutdown(Duration::from_millis(50)));
+    });
+    rx.recv_timeout(WATCHDOG)
+        .unwrap_or_else(|_| panic!("shutdown waited for {what}"))
+}
+
+/// The report's stuck threads, one sentence each.
+fn stuck_text(report: &ShutdownReport) -> String {
+    let lines: Vec<String> = report.stuck.iter().map(|s| s.to_string()).collect();
+    lines.join("; ")
+}
+
+fn pool_on(
+    backend: &Arc<Hooked<Stall>>,
+    name: &str,
+    handler: impl Fn(&JobContext, &[u8]) -> Outcome + Send + Sync + 'static,
+) -> WorkerPool<Arc<Hooked<Stall>>> {
+    WorkerPool::builder(backend.clone())
+        .name(name)
+        .workers(1)
+        .visibility(Duration::from_millis(300))
+        .heartbeat(Duration::from_millis(5))
+        .poll_interval(Duration::from_millis(5))
+        .start(handler)
+        .unwrap()
+}
+
+/// A settler blocked for good in `complete_batch` does not hold up
+/// `shutdown`: it returns, names the settler, the call and the job, and
+/// counts the job as a settle error, not done. Before, shutdown joined
+/// the settler and waited as long as the backend did.
+#[test]
+fn shutdown_returns_and_names_a_settler_stuck_in_complete_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"ack me").unwrap();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let hooks = Stall::new(Blocked::CompleteBatch, &gate);
+    let (stopped, late) = (hooks.stopped.clone(), hooks.late.clone());
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks,
+    });
+    let pool = pool_on(&backend, "batch", |_, _| Outcome::done());
+    wait_for("the settler in complete_batch", || {
+        backend.hooks.entered.load(Ordering::SeqCst)
+    });
+    let report = shutdown_within_watchdog(pool, "a settler stuck in complete_batch");
+    stopped.store(true, Ordering::SeqCst);
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("batch-settler") && stuck.contains("complete_batch"),
+        "the report does not name the stuck settler and its call: {stuck:?}"
+    );
+    assert!(stuck.contains(&id.to_string()), "{stuck:?}");
+    let s = &report.stats;
+    assert_eq!((s.leased, s.done, s.settle_errors), (1, 0, 1), "{s:?}");
+    gate.open();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(late.load(Ordering::SeqCst), 0, "calls after shutdown");
+}
+
+/// A worker blocked for good in a settle (here `retry`) does not hold up
+/// `shutdown`: the report names the worker, the call and the job, and
+/// the job is counted a settle error, not retried. Before, shutdown
+/// joined the worker for ever.
+#[test]
+fn shutdown_returns_and_names_a_worker_stuck_in_a_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"retry me").unwrap();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let hooks = Stall::new(Blocked::Settle, &gate);
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks,
+    });
+    let pool = pool_on(&backend, "settle", |_, _| Outcome::retry("again"));
+    wait_for("the worker in retry", || {
+        backend.hooks.entered.load(Ordering::SeqCst)
+    });
+    let report = shutdown_within_watchdog(pool, "a worker stuck in retry");
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("settle-0") && stuck.contains("retry"),
+        "the report does not name the stuck worker and its call: {stuck:?}"
+    );
+    assert!(stuck.contains(&id.to_string()), "{stuck:?}");
+    let s = &report.stats;
+    assert_eq!((s.leased, s.retried, s.settle_errors), (1, 0, 1), "{s:?}");
+}
+
+/// A worker blocked for good in `lease` does not hold up `shutdown`, and
+/// once its call returns it makes no other backend call: the job that
+/// call leased is neither run nor counted nor released; its lease runs
+/// out and it is delivered again. Before, shutdown joined the worker for
+/// ever.
+#[test]
+fn shutdown_returns_and_names_a_worker_stuck_in_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let hooks = Stall::new(Blocked::Lease, &gate);
+    let (stopped, late, dropped) = (
+        hooks.stopped.clone(),
+        hooks.late.clone(),
+        hooks.dropped.clone(),
+    );
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks,
+    });
+    let runs = Arc::new(AtomicU32::new(0));
+    let pool = {
+        let runs = runs.clone();
+        WorkerPool::builder(backend.clone())
+            .name("lease")
+            .workers(1)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |_: &JobContext, _: &[u8]| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_for("the worker in its lease", || {
+        backend.hooks.entered.load(Ordering::SeqCst)
+    });
+    let report = shutdown_within_watchdog(pool, "a worker stuck in lease");
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("lease-0") && stuck.contains("Backend::lease"),
+        "the report does not name the stuck worker and its call: {stuck:?}"
+    );
+    // The blocked call now leases a job, which the detached worker must
+    // leave alone.
+    let id = q.enqueue(b"leased by a detached worker").unwrap();
+    stopped.store(true, Ordering::SeqCst);
+    backend.hooks.armed.store(false, Ordering::SeqCst);
+    gate.open();
+    drop(backend);
+    wait_for("the detached worker exited", || {
+        dropped.load(Ordering::SeqCst)
+    });
+    assert_eq!(late.load(Ordering::SeqCst), 0, "calls after shutdown");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "a detached worker ran a job"
+    );
+    // The job comes back once the lease the stuck call took runs out.
+    let deadline = Instant::now() + WATCHDOG;
+    let job = loop {
+        if let Some(job) = q.dequeue().unwrap() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job never came back");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(job.id(), id);
+    assert_eq!(report.stats.leased, 0, "{:?}", report.stats);
+}
+
+/// An async pool's worker task whose settle (on tokio's blocking pool) is
+/// blocked for good does not hold up `shutdown`: the task is aborted, the
+/// report names it and the call, and the job is counted a settle error.
+/// Before, shutdown awaited the task for ever.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_shutdown_returns_and_names_a_task_stuck_in_a_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"retry me").unwrap();
+    let gate = Arc::new(Gate::default());
+    let hooks = Stall::new(Blocked::Settle, &gate);
+    let entered = hooks.entered.clone();
+    let backend = Hooked {
+        q: q.clone(),
+        hooks,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Dropped before the runtime, whose drop waits for the blocked call.
+    let _open = OpenOnDrop(gate.clone());
+    let pool = rt
+        .block_on(async {
+            WorkerPool::builder(backend)
+                .name("asy")
+                .workers(1)
+                .visibility(Duration::from_millis(300))
+                .heartbeat(Duration::from_millis(5))
+                .poll_interval(Duration::from_millis(5))
+                .start_async(|_: JobContext, _: Vec<u8>| async { Outcome::retry("again") })
+        })
+        .unwrap();
+    wait_for("the task's settle in retry", || {
+        entered.load(Ordering::SeqCst)
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.block_on(pool.shutdown(Duration::from_millis(50))));
+    });
+    let report = rx
+        .recv_timeout(WATCHDOG)
+        .expect("shutdown waited for a task stuck in retry");
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("asy-0") && stuck.contains("retry"),
+        "the report does not name the stuck task and its call: {stuck:?}"
+    );
+    assert!(stuck.contains(&id.to_string()), "{stuck:?}");
+    let s = &report.stats;
+    assert_eq!((s.leased, s.retried, s.settle_errors), (1, 0, 1), "{s:?}");
+    gate.open();
+    rt.shutdown_timeout(WATCHDOG);
+}

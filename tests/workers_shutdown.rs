@@ -362,3 +362,35 @@ fn async_shutdown_returns_and_names_a_task_stuck_in_a_settle() {
     gate.open();
     rt.shutdown_timeout(WATCHDOG);
 }
+
+/// A worker waiting for room among its acks (a window of 512) behind a
+/// settler blocked for good does not hold up `shutdown` either: both are
+/// given up, and every job leased is counted a settle error, none done
+/// (the acks queued behind the stuck call included). Before, shutdown
+/// joined that worker for ever.
+#[test]
+fn shutdown_gives_up_a_worker_waiting_for_room_behind_a_stuck_settler() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let ids: Vec<u64> = (0..600).map(|_| q.enqueue(b"ack me").unwrap()).collect();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: Stall::new(Blocked::CompleteBatch, &gate),
+    });
+    let pool = pool_on(&backend, "room", |_, _| Outcome::done());
+    // 512 acks unsettled (the batch in the stuck call and those queued),
+    // and one more finished job waiting for room.
+    wait_for("the worker at its window", || pool.stats().leased == 513);
+    std::thread::sleep(Duration::from_millis(20));
+    let report = shutdown_within_watchdog(pool, "a worker waiting behind a stuck settler");
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("room-settler") && stuck.contains("room-0"),
+        "the report does not name the settler and the worker: {stuck:?}"
+    );
+    let s = &report.stats;
+    assert_eq!((s.leased, s.done, s.settle_errors), (513, 0, 513), "{s:?}");
+    assert!(stuck.contains(&ids[0].to_string()), "{stuck:?}");
+}

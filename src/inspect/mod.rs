@@ -23,6 +23,7 @@
 
 mod entry;
 mod files;
+mod payload;
 mod scan;
 mod segscan;
 mod snapshot;
@@ -35,6 +36,7 @@ pub use crate::format::record::{DeadRec, EnqueueRec, Entries, Record};
 pub use crate::schedule::utc::utc_time;
 pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
 pub use files::{is_live, lock_holder, LockHolder};
+pub use payload::PayloadReader;
 pub use scan::ScanSummary;
 pub use snapshot::{Completion, JobState, PendingJob, Snapshot};
 
@@ -175,10 +177,47 @@ impl Inspector {
     /// missed; so is one that found damage, which a read racing the writer
     /// can show (damage on disk is still there at the last look).
     pub fn snapshot_observed(&self, observer: &mut dyn Visitor) -> Result<Snapshot> {
+        self.take_snapshot(true, observer)
+    }
+
+    /// [`Inspector::snapshot`] without the payloads of pending jobs: each
+    /// [`PendingJob::payload`] is empty ([`PendingJob::payload_len`] says
+    /// how long it is), so the snapshot's memory does not grow with the
+    /// payloads. [`Inspector::payload_reader`] reads them back one at a
+    /// time from the records the snapshot names ([`PendingJob::file`] and
+    /// [`PendingJob::offset`]). Dead letters keep their payloads (the
+    /// dead-letter file is read whole either way).
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue(b"hello")?;
+    /// let inspector = walq::inspect::Inspector::open(dir.path())?;
+    /// let snap = inspector.snapshot_without_payloads()?;
+    /// let job = snap.jobs.values().next().unwrap();
+    /// assert!(job.payload.is_empty());
+    /// assert_eq!(job.payload_len, 5);
+    /// let mut payloads = inspector.payload_reader();
+    /// assert_eq!(payloads.read(job)?, b"hello");
+    /// # Ok(()) }
+    /// ```
+    pub fn snapshot_without_payloads(&self) -> Result<Snapshot> {
+        self.take_snapshot(false, &mut Ignore)
+    }
+
+    /// Reads the payloads of the jobs of a snapshot of this directory,
+    /// each verified again (see [`PayloadReader`]).
+    pub fn payload_reader(&self) -> PayloadReader {
+        PayloadReader::new(&self.dir, self.live)
+    }
+
+    fn take_snapshot(&self, payloads: bool, observer: &mut dyn Visitor) -> Result<Snapshot> {
         let mut tries = 0;
         loop {
             let before = files::list(&self.dir)?;
-            let mut replay = snapshot::Replay::new(SystemClock.now_ms(), observer);
+            let now = SystemClock.now_ms();
+            let mut replay = snapshot::Replay::new(now, payloads, observer);
             let summary = self.scan(&mut replay)?;
             let mut snap = replay.into_snapshot();
             snap.next_job_id = snap.next_job_id.max(summary.next_job_id);

@@ -34,8 +34,12 @@ pub struct PendingJob {
     /// The name of its queue (empty: the default queue, as in
     /// [`DeadLetter::queue`]; `queue-N` if the log names no queue N).
     pub queue: String,
-    /// The payload.
+    /// The payload; empty in a snapshot taken without payloads
+    /// ([`Inspector::snapshot_without_payloads`](super::Inspector::snapshot_without_payloads)),
+    /// where [`PayloadReader::read`](super::PayloadReader::read) reads it.
     pub payload: Vec<u8>,
+    /// The payload's length in bytes (also when the payload was left out).
+    pub payload_len: u64,
     /// Leased when the snapshot was taken (by the running process, or by
     /// one that stopped: then the lease is released on the next open).
     pub leased: bool,
@@ -207,11 +211,13 @@ pub(crate) struct Replay<'a> {
     queue_ids: BTreeMap<u64, u16>,
     queue_names: BTreeMap<u16, String>,
     batch: Vec<Op>,
+    /// Whether pending jobs keep their payloads.
+    payloads: bool,
     observer: &'a mut dyn Visitor,
 }
 
 impl<'a> Replay<'a> {
-    pub(crate) fn new(taken_ms: u64, observer: &'a mut dyn Visitor) -> Replay<'a> {
+    pub(crate) fn new(taken_ms: u64, payloads: bool, observer: &'a mut dyn Visitor) -> Replay<'a> {
         Replay {
             snap: Snapshot {
                 taken_ms,
@@ -222,6 +228,7 @@ impl<'a> Replay<'a> {
             queue_ids: BTreeMap::new(),
             queue_names: BTreeMap::new(),
             batch: Vec::new(),
+            payloads,
             observer,
         }
     }
@@ -290,7 +297,12 @@ impl<'a> Replay<'a> {
                     priority: Priority::from_byte(e.priority),
                     group: (!e.group.is_empty()).then(|| e.group.to_vec()),
                     queue: String::new(),
-                    payload: e.payload.to_vec(),
+                    payload: if self.payloads {
+                        e.payload.to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    payload_len: e.payload.len() as u64,
                     leased: false,
                     file: r.file.to_string(),
                     offset: r.offset,

@@ -1,0 +1,235 @@
+//! Reading a pending job's payload back from its record, for snapshots
+//! taken without payloads ([`super::Inspector::snapshot_without_payloads`]):
+//! the record a [`PendingJob`] names is read again and verified whole
+//! before its payload is handed out.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::snapshot::PendingJob;
+use crate::error::{Error, Result};
+use crate::format::frame::{self, FRAME_HEADER_LEN};
+use crate::format::record::Record;
+
+/// Reads the payloads of pending jobs from their segments, one job at a
+/// time, so that a caller holds one payload in memory, not all of them.
+///
+/// Each read verifies the whole record again (its checksum, seeded with
+/// the segment's id, and that it is the enqueue record of that job): bytes
+/// that no longer verify are never returned, but an error of kind
+/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the file and
+/// offset. While a process holds the queue, a segment it removed since the
+/// snapshot (its jobs finished, or carried into a newer segment) is an
+/// error naming it too: take the snapshot again. The last segment read
+/// stays open, so jobs read in id order open each segment about once.
+#[derive(Debug)]
+pub struct PayloadReader {
+    dir: PathBuf,
+    live: bool,
+    /// The open segment: its name, file and length.
+    open: Option<(String, File, u64)>,
+}
+
+impl PayloadReader {
+    pub(crate) fn new(dir: &Path, live: bool) -> PayloadReader {
+        PayloadReader {
+            dir: dir.to_path_buf(),
+            live,
+            open: None,
+        }
+    }
+
+    /// The payload of `job`, read from its record ([`PendingJob::file`] at
+    /// [`PendingJob::offset`]) and verified.
+    pub fn read(&mut self, job: &PendingJob) -> Result<Vec<u8>> {
+        let path = self.dir.join(&job.file);
+        let at = job.offset;
+        let Some(segment_id) = crate::segment::parse_name(&job.file) else {
+            return Err(Error::corrupt(&path, at, "not a log segment's name"));
+        };
+        let (file, len) = self.file(&job.file)?;
+        let mut frame = read_frame(file, len, &path, at)?;
+        let Ok(max_len) = u32::try_from(frame.len()) else {
+            return Err(Error::corrupt(&path, at, "record longer than 4 GiB"));
+        };
+        let f = frame::decode(&frame, segment_id, max_len)
+            .map_err(|e| Error::corrupt(&path, at, format!("{e}, re-read for its payload")))?;
+        let payload_len = match Record::decode(f.kind, f.body) {
+            Some(Record::Enqueue(e)) if e.id == job.id => e.payload.len(),
+            _ => {
+                let what = format!("no longer the enqueue record of job {}", job.id);
+                return Err(Error::corrupt(&path, at, what));
+            }
+        };
+        // The payload ends the record: keep it, without a copy.
+        frame.drain(..frame.len() - payload_len);
+        Ok(frame)
+    }
+
+    /// The open segment `name` and its length, opened if another is.
+    fn file(&mut self, name: &str) -> Result<(&mut File, u64)> {
+        if self.open.as_ref().is_none_or(|(n, _, _)| n != name) {
+            self.open = None;
+            let path = self.dir.join(name);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && self.live => {
+                    let what = "opening a segment the running process removed since the \
+                                snapshot (take it again)";
+                    return Err(Error::io(what, &path, e));
+                }
+                Err(e) => return Err(Error::io("opening", &path, e)),
+            };
+            let len = file
+                .metadata()
+                .map_err(|e| Error::io("reading the length of", &path, e))?
+                .len();
+            self.open = Some((name.to_string(), file, len));
+        }
+        let (_, file, len) = self.open.as_mut().expect("opened above");
+        Ok((file, *len))
+    }
+}
+
+/// The bytes of the frame at `at` in `file` (`len` bytes long), as long
+/// as its header says (checked against the file's end before reading).
+fn read_frame(file: &mut File, len: u64, path: &Path, at: u64) -> Result<Vec<u8>> {
+    let read_err = |e: io::Error| Error::io(&format!("reading at offset {at} of"), path, e);
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    let fits = |n: u64| at.checked_add(n).is_some_and(|end| end <= len);
+    if !fits(FRAME_HEADER_LEN as u64) {
+        return Err(Error::corrupt(path, at, "record cut short: the file ends"));
+    }
+    file.seek(SeekFrom::Start(at)).map_err(read_err)?;
+    file.read_exact(&mut head).map_err(read_err)?;
+    let frame_len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+    if (frame_len as usize) < FRAME_HEADER_LEN || !fits(u64::from(frame_len)) {
+        let what = format!("record length {frame_len} out of range (the file is {len} bytes)");
+        return Err(Error::corrupt(path, at, what));
+    }
+    let mut frame = vec![0u8; frame_len as usize];
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&head);
+    file.read_exact(&mut frame[FRAME_HEADER_LEN..])
+        .map_err(read_err)?;
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::Inspector;
+    use crate::{EnqueueOptions, Options, Priority, Retry, Store};
+
+    /// A closed store with jobs in every state, over several segments:
+    /// keys, groups, levels, a delay, a named queue, a leased and a
+    /// nacked job, an acked one, a dead letter and a redriven one.
+    fn filled(dir: &std::path::Path) {
+        let opts = Options::default().segment_size(64 << 10);
+        let store = Store::open_with(dir, opts).unwrap();
+        let q = store.default_queue();
+        let named = store.queue("mail").unwrap();
+        for i in 0..60u32 {
+            let payload = vec![b'a' + (i % 26) as u8; 100 + 97 * i as usize];
+            let mut o = EnqueueOptions::new().priority(Priority::from_byte((i % 4) as u8));
+            if i % 3 == 0 {
+                o = o.idempotency_key(format!("k{i}"));
+            }
+            if i % 5 == 0 {
+                o = o.group(format!("g{}", i % 2));
+            }
+            if i % 7 == 0 {
+                o = o.delay(Duration::from_secs(3600));
+            }
+            if i % 11 == 0 {
+                o = o.max_attempts(1);
+            }
+            let target = if i % 4 == 1 { &named } else { &q };
+            target.enqueue_with(&payload, o).unwrap();
+        }
+        for (n, target) in [&q, &named].into_iter().enumerate() {
+            let mut held = Vec::new();
+            for _ in 0..6 {
+                if let Some(job) = target.dequeue_timeout(Duration::ZERO).unwrap() {
+                    held.push(job);
+                }
+            }
+            for (k, job) in held.into_iter().enumerate() {
+                match k % 3 {
+                    0 => target.ack(job.receipt()).unwrap(),
+                    1 => target.fail(job.receipt(), "boom").unwrap(),
+                    _ if n == 0 => std::mem::forget(job), // stays leased
+                    _ => target
+                        .nack(job.receipt(), Retry::After(Duration::ZERO), "x")
+                        .unwrap(),
+                }
+            }
+        }
+        if let Some(&id) = q.dead_letter_ids().first() {
+            q.redrive(id).unwrap();
+        }
+        q.close().unwrap();
+        drop(named);
+    }
+
+    #[test]
+    fn payloads_read_back_match_the_full_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        filled(tmp.path());
+        let inspector = Inspector::open(tmp.path()).unwrap();
+        let full = inspector.snapshot().unwrap();
+        let lean = inspector.snapshot_without_payloads().unwrap();
+        assert!(full.jobs.len() > 40 && !full.dead.is_empty());
+        assert!(full.summary.segments > 1, "one segment only");
+        assert_eq!(lean.dead, full.dead);
+        assert_eq!(lean.jobs.len(), full.jobs.len());
+        let mut reader = inspector.payload_reader();
+        for (id, job) in &lean.jobs {
+            assert!(job.payload.is_empty());
+            let mut job = job.clone();
+            job.payload = reader.read(&job).unwrap();
+            assert_eq!(job.payload_len, job.payload.len() as u64);
+            assert_eq!(&job, &full.jobs[id]);
+        }
+    }
+
+    #[test]
+    fn a_record_damaged_after_the_snapshot_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        filled(tmp.path());
+        let inspector = Inspector::open(tmp.path()).unwrap();
+        let lean = inspector.snapshot_without_payloads().unwrap();
+        let job = lean.jobs.values().last().unwrap();
+        let path = tmp.path().join(&job.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = (job.offset + 24 + job.payload_len) as usize;
+        bytes[last] ^= 1; // in the payload (past its header, key and group)
+        std::fs::write(&path, &bytes).unwrap();
+        let err = inspector.payload_reader().read(job).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert_eq!(err.path(), Some(path.as_path()));
+        assert_eq!(err.offset(), Some(job.offset));
+        // A record that names another job is not served either.
+        let mut other = job.clone();
+        other.id += 1000;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            inspector.payload_reader().read(job).unwrap(),
+            vec![job_byte(job); job.payload_len as usize]
+        );
+        let err = inspector.payload_reader().read(&other).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        // Past the end of the file.
+        other.id = job.id;
+        other.offset = bytes.len() as u64 - 8;
+        let err = inspector.payload_reader().read(&other).unwrap_err();
+        assert_eq!(err.offset(), Some(other.offset), "{err}");
+    }
+
+    /// The byte job `job`'s payload is made of in [`filled`].
+    fn job_byte(job: &super::PendingJob) -> u8 {
+        b'a' + ((job.payload_len as usize - 100) / 97 % 26) as u8
+    }
+}

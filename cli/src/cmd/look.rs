@@ -78,6 +78,12 @@ pub fn status_name(s: &JobState<'_>) -> &'static str {
 
 /// A pending job as a JSON object.
 pub fn job_json(job: &PendingJob, status: &str) -> Map<String, Value> {
+    job_json_with(job, status, &job.payload)
+}
+
+/// [`job_json`] with `payload` as the job's payload (read back for a
+/// snapshot taken without payloads).
+pub fn job_json_with(job: &PendingJob, status: &str, payload: &[u8]) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(job.id));
     m.insert("status".into(), json!(status));
@@ -95,7 +101,7 @@ pub fn job_json(job: &PendingJob, status: &str) -> Map<String, Value> {
     if let Some(g) = &job.group {
         render::put_bytes(&mut m, "group", g);
     }
-    render::put_bytes(&mut m, "payload", &job.payload);
+    render::put_bytes(&mut m, "payload", payload);
     m
 }
 

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
-use walq::inspect::PendingJob;
+use walq::inspect::{PendingJob, Snapshot};
 
 use walq::{DeadLetter, Durability, EnqueueOptions, Priority, Queue, Store};
 
@@ -80,12 +81,19 @@ fn create_output(path: &Path, dir: &Path) -> Result<std::fs::File, Fail> {
     Ok(file)
 }
 
-/// Runs `walq export`.
+/// Runs `walq export`. The snapshot leaves the pending jobs' payloads
+/// out, and each is read back (and verified again) when its line is
+/// written: memory does not grow with the payloads (dead letters are held,
+/// as the dead-letter file is read whole).
 pub fn export(a: &ExportArgs) -> CmdResult {
     if let Some(path) = &a.output {
         refuse_inside(path, &a.dir)?;
     }
-    let (inspector, snap) = super::snapshot(&a.dir)?;
+    let inspector = super::inspect(&a.dir)?;
+    let snap = inspector
+        .snapshot_without_payloads()
+        .map_err(|e| Fail::reading(&a.dir, &e))?;
+    super::warn_damage(&snap);
     let file = match &a.output {
         Some(path) => Some(create_output(path, &a.dir)?),
         None => None,
@@ -94,11 +102,56 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         Some(f) => Box::new(std::io::BufWriter::new(f)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
+    let mut payloads = inspector.payload_reader();
+    let source = Source {
+        dir: &a.dir,
+        live: inspector.live(),
+        snap: &snap,
+    };
+    write_export(&mut out, &source, &mut |job| {
+        payloads.read(job).map(Cow::Owned)
+    })?;
+    drop(out);
+    if let (Some(f), Some(path)) = (&file, &a.output) {
+        // Durable before it is reported written.
+        f.sync_all()
+            .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?;
+    }
+    eprintln!(
+        "walq: exported {} pending jobs and {} dead letters",
+        snap.jobs.len(),
+        snap.dead.len()
+    );
+    Ok(OK)
+}
+
+/// What an export is made of: the queue's directory, whether it was
+/// live, and its snapshot.
+struct Source<'a> {
+    dir: &'a Path,
+    live: bool,
+    snap: &'a Snapshot,
+}
+
+/// How an export gets a pending job's payload.
+type PayloadOf<'a> = dyn FnMut(&PendingJob) -> walq::Result<Cow<'_, [u8]>> + 'a;
+
+/// Writes the export of `src` to `out`: the header, the pending jobs in
+/// enqueue order (so that a group's jobs keep theirs on import), each with
+/// the payload `payload_of` gives, then the dead letters. A payload that
+/// cannot be read is an error naming its file and offset (what was
+/// written before it is an incomplete export).
+fn write_export(
+    out: &mut dyn Write,
+    src: &Source<'_>,
+    payload_of: &mut PayloadOf<'_>,
+) -> CmdResult {
+    let snap = src.snap;
     let header = json!({
         "walq_export": EXPORT_VERSION,
-        "source": a.dir.display().to_string(),
+        "source": src.dir.display().to_string(),
         "exported_ms": snap.taken_ms,
-        "live": inspector.live(),
+        "live": src.live,
         "jobs": snap.jobs.len(),
         "dead": snap.dead.len(),
     });
@@ -108,9 +161,12 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         "exporting",
         "items",
     );
-    // In enqueue order, so that a group's jobs keep theirs on import.
     for job in snap.jobs.values() {
-        let mut m = super::look::job_json(job, "pending");
+        let payload = payload_of(job).map_err(|e| {
+            let fail = Fail::reading(src.dir, &e);
+            Fail::new(fail.code, format!("{fail} (the export is incomplete)"))
+        })?;
+        let mut m = super::look::job_json_with(job, "pending", &payload);
         m.remove("status");
         m.insert("type".into(), json!("job"));
         writeln!(out, "{}", Value::Object(m))?;
@@ -125,17 +181,6 @@ pub fn export(a: &ExportArgs) -> CmdResult {
     }
     bar.finish_and_clear();
     out.flush()?;
-    drop(out);
-    if let (Some(f), Some(path)) = (&file, &a.output) {
-        // Durable before it is reported written.
-        f.sync_all()
-            .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?;
-    }
-    eprintln!(
-        "walq: exported {} pending jobs and {} dead letters",
-        snap.jobs.len(),
-        snap.dead.len()
-    );
     Ok(OK)
 }
 
@@ -313,4 +358,131 @@ pub fn add_job(t: &mut Target, job: &JobSpec<'_>) -> walq::Result<bool> {
         opts = opts.group(g);
     }
     Ok(!q.enqueue_with(job.payload, opts)?.duplicate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walq::inspect::Inspector;
+    use walq::{Options, Retry};
+
+    const LEVELS: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Urgent,
+    ];
+
+    /// A closed store over several segments with jobs in every state:
+    /// keys, groups, every level, delays, a named queue, leased, nacked,
+    /// acked, dead and redriven jobs, binary and UTF-8 payloads.
+    fn filled(dir: &Path) {
+        let store = Store::open_with(dir, Options::default().segment_size(64 << 10)).unwrap();
+        let q = store.default_queue();
+        let named = store.queue("mail").unwrap();
+        for i in 0..60u32 {
+            let mut payload = vec![b'a' + (i % 26) as u8; 100 + 97 * i as usize];
+            if i % 2 == 0 {
+                payload[0] = 0xff; // not UTF-8: base64 in the export
+            }
+            let mut o = EnqueueOptions::new().priority(LEVELS[i as usize % 4]);
+            if i % 3 == 0 {
+                o = o.idempotency_key(format!("k{i}"));
+            }
+            if i % 5 == 0 {
+                o = o.group(format!("g{}", i % 2));
+            }
+            if i % 7 == 0 {
+                o = o.delay(Duration::from_secs(3600));
+            }
+            if i % 11 == 0 {
+                o = o.max_attempts(1);
+            }
+            let target = if i % 4 == 1 { &named } else { &q };
+            target.enqueue_with(&payload, o).unwrap();
+        }
+        for (n, target) in [&q, &named].into_iter().enumerate() {
+            let mut held = Vec::new();
+            while let Some(job) = target.dequeue_timeout(Duration::ZERO).unwrap() {
+                held.push(job);
+                if held.len() == 6 {
+                    break;
+                }
+            }
+            for (k, job) in held.into_iter().enumerate() {
+                match k % 3 {
+                    0 => target.ack(job.receipt()).unwrap(),
+                    1 => target.fail(job.receipt(), "boom").unwrap(),
+                    _ if n == 0 => std::mem::forget(job), // stays leased
+                    _ => target
+                        .nack(job.receipt(), Retry::After(Duration::ZERO), "x")
+                        .unwrap(),
+                }
+            }
+        }
+        let dead = q.dead_letter_ids();
+        assert!(dead.len() >= 2, "{dead:?}");
+        q.redrive(dead[0]).unwrap();
+        drop(named);
+        q.close().unwrap();
+    }
+
+    /// The export as `walq export` wrote it before it read payloads back:
+    /// from a snapshot that holds them all (the code of that version).
+    fn old_export(out: &mut Vec<u8>, dir: &Path, live: bool, snap: &Snapshot) {
+        let header = json!({
+            "walq_export": EXPORT_VERSION,
+            "source": dir.display().to_string(),
+            "exported_ms": snap.taken_ms,
+            "live": live,
+            "jobs": snap.jobs.len(),
+            "dead": snap.dead.len(),
+        });
+        writeln!(out, "{header}").unwrap();
+        for job in snap.jobs.values() {
+            let mut m = super::super::look::job_json(job, "pending");
+            m.remove("status");
+            m.insert("type".into(), json!("job"));
+            writeln!(out, "{}", Value::Object(m)).unwrap();
+        }
+        for d in snap.dead.values() {
+            let mut m = super::super::look::dead_json(d);
+            m.remove("status");
+            m.insert("type".into(), json!("dead"));
+            writeln!(out, "{}", Value::Object(m)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_export_is_byte_for_byte_the_one_of_the_full_snapshot() {
+        let tmp = tempfile::tempdir().unwrap();
+        filled(tmp.path());
+        let inspector = Inspector::open(tmp.path()).unwrap();
+        let full = inspector.snapshot().unwrap();
+        let mut lean = inspector.snapshot_without_payloads().unwrap();
+        assert!(full.summary.segments > 1 && full.dead.len() >= 2);
+        assert!(
+            full.jobs.values().any(|j| j.leased) && full.jobs.values().any(|j| j.queue == "mail")
+        );
+        // Taken a moment apart: the header's time is the one difference.
+        lean.taken_ms = full.taken_ms;
+        let mut before = Vec::new();
+        old_export(&mut before, tmp.path(), false, &full);
+        let mut after = Vec::new();
+        let mut payloads = inspector.payload_reader();
+        let source = Source {
+            dir: tmp.path(),
+            live: false,
+            snap: &lean,
+        };
+        write_export(&mut after, &source, &mut |job| {
+            payloads.read(job).map(Cow::Owned)
+        })
+        .unwrap();
+        assert_eq!(
+            after.iter().filter(|&&b| b == b'\n').count(),
+            1 + full.jobs.len() + full.dead.len()
+        );
+        assert!(after == before, "the export changed");
+    }
 }

@@ -1,0 +1,83 @@
+//! `walq export` of a queue whose payloads are far more than the process
+//! may hold: it completes, each pending job's payload read back from its
+//! segment when its line is written. Before, export read the queue through
+//! a snapshot holding every payload in memory, and died (the allocator's
+//! abort) once they passed the limit.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+use walq::{Durability, EnqueueOptions, Options, Queue};
+
+/// The data limit of the export (KiB, for `ulimit -d`: heap and other
+/// private memory; `ulimit -v` would also count mapped files).
+const DATA_KIB: u64 = 256 << 10;
+
+/// Payloads: 1 MiB each, starting with their number.
+const PAYLOAD: usize = 1 << 20;
+
+/// Jobs: 1 GiB of payloads, four times the limit.
+const JOBS: usize = 1024;
+
+/// The payload of job `i`.
+fn payload(i: usize) -> Vec<u8> {
+    let mut p = format!("{i:06}:").into_bytes();
+    p.resize(PAYLOAD, b'a' + (i % 26) as u8);
+    p
+}
+
+/// A closed queue in `dir` with [`JOBS`] jobs (every tenth with a key),
+/// written without syncs.
+fn fill(dir: &std::path::Path) {
+    let q = Queue::open_with(dir, Options::default().durability(Durability::Os)).unwrap();
+    for i in 0..JOBS {
+        let mut opts = EnqueueOptions::new();
+        if i % 10 == 0 {
+            opts = opts.idempotency_key(format!("k{i}"));
+        }
+        q.enqueue_with(&payload(i), opts).unwrap();
+    }
+    q.close().unwrap();
+}
+
+#[test]
+fn a_queue_larger_than_the_memory_limit_exports_completely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    common::quiet(|| fill(&dir));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -d {DATA_KIB} && exec \"$0\" export \"$1\""))
+        .args([env!("CARGO_BIN_EXE_walq"), dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = common::quiet(|| cmd.spawn().expect("spawn sh"));
+    // Read as it is written: the export is never held whole here either.
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = 0;
+    for (n, line) in stdout.lines().enumerate() {
+        let line = line.expect("a line of UTF-8");
+        lines += 1;
+        let v = common::json(&line);
+        if n == 0 {
+            assert_eq!(v["jobs"], JOBS as u64, "{v}");
+            continue;
+        }
+        let i = n - 1;
+        assert_eq!(v["type"], "job");
+        let text = v["payload"].as_str().expect("a text payload");
+        assert!(text.as_bytes() == payload(i), "job {i}: another payload");
+        if i % 10 == 0 {
+            assert_eq!(v["key"], format!("k{i}"));
+        }
+    }
+    let out = child.wait_with_output().expect("wait sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(lines, 1 + JOBS, "{stderr}");
+    let done = format!("exported {JOBS} pending jobs and 0 dead letters");
+    assert!(stderr.contains(&done), "{stderr}");
+}

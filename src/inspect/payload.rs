@@ -19,9 +19,7 @@ use crate::format::record::Record;
 /// the segment's id, and that it is the enqueue record of that job): bytes
 /// that no longer verify are never returned, but an error of kind
 /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the file and
-/// offset. While a process holds the queue, a segment it removed since the
-/// snapshot (its jobs finished, or carried into a newer segment) is an
-/// error naming it too: take the snapshot again. The last segment read
+/// offset. The last segment read
 /// stays open, so jobs read in id order open each segment about once.
 #[derive(Debug)]
 pub struct PayloadReader {
@@ -42,7 +40,42 @@ impl PayloadReader {
 
     /// The payload of `job`, read from its record ([`PendingJob::file`] at
     /// [`PendingJob::offset`]) and verified.
+    ///
+    /// While a process holds the queue, it may have removed the job's
+    /// segment since the snapshot: then the queue is looked at again, and
+    /// the payload read from where the job is now (a job carried into a
+    /// newer segment); a job no longer pending (finished meanwhile) is an
+    /// error of kind [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
     pub fn read(&mut self, job: &PendingJob) -> Result<Vec<u8>> {
+        match self.read_at(job) {
+            Err(e) if self.live && e.kind() == crate::ErrorKind::NotFound => self.relocated(job),
+            other => other,
+        }
+    }
+
+    /// The payload of `job` read where a new snapshot finds it.
+    fn relocated(&mut self, job: &PendingJob) -> Result<Vec<u8>> {
+        let inspector = super::Inspector {
+            dir: self.dir.clone(),
+            live: self.live,
+        };
+        let snap = inspector.snapshot_without_payloads()?;
+        match snap.jobs.get(&job.id) {
+            Some(now) => self.read_at(now),
+            None => Err(Error::new(
+                crate::ErrorKind::NotFound,
+                format!(
+                    "job {} finished after the snapshot (the running process removed its \
+                     segment {})",
+                    job.id, job.file
+                ),
+            )
+            .with_path(&self.dir)),
+        }
+    }
+
+    /// The payload of `job` from its record.
+    fn read_at(&mut self, job: &PendingJob) -> Result<Vec<u8>> {
         let path = self.dir.join(&job.file);
         let at = job.offset;
         let Some(segment_id) = crate::segment::parse_name(&job.file) else {
@@ -75,9 +108,8 @@ impl PayloadReader {
             let file = match File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && self.live => {
-                    let what = "opening a segment the running process removed since the \
-                                snapshot (take it again)";
-                    return Err(Error::io(what, &path, e));
+                    let what = "removed by the running process since the snapshot";
+                    return Err(Error::new(crate::ErrorKind::NotFound, what).with_path(&path));
                 }
                 Err(e) => return Err(Error::io("opening", &path, e)),
             };
@@ -231,5 +263,58 @@ mod tests {
     /// The byte job `job`'s payload is made of in [`filled`].
     fn job_byte(job: &super::PendingJob) -> u8 {
         b'a' + ((job.payload_len as usize - 100) / 97 % 26) as u8
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use std::time::Duration;
+
+    use super::super::Inspector;
+    use crate::{ErrorKind, Options, Queue};
+
+    /// While the queue runs, a segment of the snapshot is reclaimed: the
+    /// job carried out of it is read where it is now, a job finished
+    /// meanwhile is `NotFound`, never another job's bytes.
+    #[test]
+    fn a_segment_reclaimed_after_the_snapshot_is_looked_up_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let q = Queue::open_with(tmp.path(), Options::default().segment_size(64 << 10)).unwrap();
+        let payload = |i: u64| vec![b'a' + (i % 26) as u8; 2000];
+        let ids: Vec<u64> = (0..100).map(|i| q.enqueue(&payload(i)).unwrap()).collect();
+        let inspector = Inspector::open(tmp.path()).unwrap();
+        assert!(inspector.live());
+        let snap = inspector.snapshot_without_payloads().unwrap();
+        let first = snap.jobs[&ids[0]].file.clone();
+        // Finish all but job 5 (and the last few): the first segment is
+        // pinned by one job only, so it is carried forward and deleted.
+        let mut held = Vec::new();
+        while let Some(job) = q.dequeue_timeout(Duration::ZERO).unwrap() {
+            held.push(job);
+        }
+        for job in held {
+            if job.id() == ids[5] || job.id() > ids[90] {
+                q.nack(job.receipt(), crate::Retry::After(Duration::ZERO), "x")
+                    .unwrap();
+            } else {
+                q.ack(job.receipt()).unwrap();
+            }
+        }
+        for i in 0..100 {
+            q.enqueue(&payload(i)).unwrap();
+            q.wait_upkeep();
+            if !tmp.path().join(&first).exists() {
+                break;
+            }
+        }
+        assert!(
+            !tmp.path().join(&first).exists(),
+            "{first} was not reclaimed"
+        );
+        let mut reader = inspector.payload_reader();
+        assert_eq!(reader.read(&snap.jobs[&ids[5]]).unwrap(), payload(5));
+        let err = reader.read(&snap.jobs[&ids[0]]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        assert_eq!(reader.read(&snap.jobs[&ids[95]]).unwrap(), payload(95));
     }
 }

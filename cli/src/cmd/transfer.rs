@@ -108,7 +108,7 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         live: inspector.live(),
         snap: &snap,
     };
-    write_export(&mut out, &source, &mut |job| {
+    let gone = write_export(&mut out, &source, &mut |job| {
         payloads.read(job).map(Cow::Owned)
     })?;
     drop(out);
@@ -117,9 +117,15 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         f.sync_all()
             .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?;
     }
+    if gone > 0 {
+        eprintln!(
+            "walq: note: {gone} job(s) finished while the export ran (the running process \
+             removed their records) and were left out"
+        );
+    }
     eprintln!(
         "walq: exported {} pending jobs and {} dead letters",
-        snap.jobs.len(),
+        snap.jobs.len() as u64 - gone,
         snap.dead.len()
     );
     Ok(OK)
@@ -138,14 +144,16 @@ type PayloadOf<'a> = dyn FnMut(&PendingJob) -> walq::Result<Cow<'_, [u8]>> + 'a;
 
 /// Writes the export of `src` to `out`: the header, the pending jobs in
 /// enqueue order (so that a group's jobs keep theirs on import), each with
-/// the payload `payload_of` gives, then the dead letters. A payload that
-/// cannot be read is an error naming its file and offset (what was
-/// written before it is an incomplete export).
+/// the payload `payload_of` gives, then the dead letters; how many jobs
+/// were left out because they finished meanwhile (a live queue: their
+/// payload is `NotFound`). A payload that cannot be read is an error
+/// naming its file and offset (what was written before it is an
+/// incomplete export).
 fn write_export(
     out: &mut dyn Write,
     src: &Source<'_>,
     payload_of: &mut PayloadOf<'_>,
-) -> CmdResult {
+) -> Result<u64, Fail> {
     let snap = src.snap;
     let header = json!({
         "walq_export": EXPORT_VERSION,
@@ -161,11 +169,20 @@ fn write_export(
         "exporting",
         "items",
     );
+    let mut gone = 0;
     for job in snap.jobs.values() {
-        let payload = payload_of(job).map_err(|e| {
-            let fail = Fail::reading(src.dir, &e);
-            Fail::new(fail.code, format!("{fail} (the export is incomplete)"))
-        })?;
+        let payload = match payload_of(job) {
+            Ok(p) => p,
+            Err(e) if src.live && e.kind() == walq::ErrorKind::NotFound => {
+                gone += 1;
+                continue;
+            }
+            Err(e) => {
+                let fail = Fail::reading(src.dir, &e);
+                let what = format!("{fail} (the export is incomplete)");
+                return Err(Fail::new(fail.code, what));
+            }
+        };
         let mut m = super::look::job_json_with(job, "pending", &payload);
         m.remove("status");
         m.insert("type".into(), json!("job"));
@@ -181,7 +198,7 @@ fn write_export(
     }
     bar.finish_and_clear();
     out.flush()?;
-    Ok(OK)
+    Ok(gone)
 }
 
 /// The queues of a store written to, by name (empty: the default queue),
@@ -475,10 +492,10 @@ mod tests {
             live: false,
             snap: &lean,
         };
-        write_export(&mut after, &source, &mut |job| {
+        let gone = write_export(&mut after, &source, &mut |job| {
             payloads.read(job).map(Cow::Owned)
-        })
-        .unwrap();
+        });
+        assert_eq!(gone.unwrap(), 0);
         assert_eq!(
             after.iter().filter(|&&b| b == b'\n').count(),
             1 + full.jobs.len() + full.dead.len()

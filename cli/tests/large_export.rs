@@ -81,3 +81,31 @@ fn a_queue_larger_than_the_memory_limit_exports_completely() {
     let done = format!("exported {JOBS} pending jobs and 0 dead letters");
     assert!(stderr.contains(&done), "{stderr}");
 }
+
+/// `walq salvage` reads the queue the same way: it copies every job of a
+/// queue larger than the limit, each with its payload.
+#[test]
+fn a_queue_larger_than_the_memory_limit_is_salvaged_completely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, into) = (tmp.path().join("q"), tmp.path().join("new"));
+    common::quiet(|| fill(&dir));
+    let script = format!("ulimit -d {DATA_KIB} && exec \"$0\" salvage \"$1\" --into \"$2\"");
+    let args = [
+        env!("CARGO_BIN_EXE_walq"),
+        dir.to_str().unwrap(),
+        into.to_str().unwrap(),
+    ];
+    let run = common::sh(&script, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let copied = format!("copied {JOBS} pending jobs and 0 dead letters");
+    assert!(run.stdout.contains(&copied), "{}", run.stdout);
+    common::quiet(|| {
+        let q = Queue::open(&into).unwrap();
+        assert_eq!(q.stats().ready, JOBS as u64);
+        for i in 0..JOBS {
+            let job = q.dequeue_timeout(std::time::Duration::ZERO).unwrap();
+            let job = job.unwrap_or_else(|| panic!("job {i} is missing"));
+            assert!(job.payload() == payload(i), "job {i}: another payload");
+        }
+    });
+}

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use walq::inspect::{Severity, Snapshot};
+use walq::inspect::{PayloadReader, Severity, Snapshot};
 
 use crate::args::SalvageArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
@@ -77,19 +77,24 @@ fn limits_of(dir: &Path, snap: &Snapshot) -> Result<Limits, Fail> {
             .map_err(|why| refuse("dead letter", d.id, why))?;
     }
     for j in snap.jobs.values() {
+        // The snapshot holds no payloads: their lengths are known.
+        let mut sizes = JobSpec::of(j).sizes();
+        sizes.payload = j.payload_len;
         limits
-            .admit(&JobSpec::of(j).sizes())
+            .admit(&sizes)
             .map_err(|why| refuse("job", j.id, why))?;
     }
     Ok(limits)
 }
 
-/// Runs `walq salvage`.
-pub fn run(a: &SalvageArgs) -> CmdResult {
-    check_target(&a.dir, &a.into)?;
-    let (_, snap) = super::snapshot(&a.dir)?;
-    let limits = limits_of(&a.dir, &snap)?;
-    let mut target = Target::open(&a.into, &limits)?;
+/// Copies the dead letters and jobs of `snap` into `target`, each job's
+/// payload read back with `payloads`: (jobs, dead letters, duplicates).
+fn copy_all(
+    a: &SalvageArgs,
+    target: &mut Target,
+    snap: &Snapshot,
+    payloads: &mut PayloadReader,
+) -> Result<(u64, u64, u64), Fail> {
     let bar = progress::bar(
         (snap.jobs.len() + snap.dead.len()) as u64,
         "copying",
@@ -99,7 +104,7 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     let copy = |e: walq::Error| Fail::operation(&a.into, &e);
     // Dead letters first: they are made by leasing a job, so no other may be ready.
     for d in snap.dead.values() {
-        match add_dead(&mut target, &DeadSpec::of(d)).map_err(copy)? {
+        match add_dead(target, &DeadSpec::of(d)).map_err(copy)? {
             true => dead += 1,
             false => dups += 1,
         }
@@ -107,13 +112,45 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     }
     // In enqueue order, so that a group's jobs keep theirs.
     for j in snap.jobs.values() {
-        match add_job(&mut target, &JobSpec::of(j)).map_err(copy)? {
+        let payload = match payloads.read(j) {
+            Ok(p) => p,
+            // A live DIR: the job finished after the snapshot.
+            Err(e) if e.kind() == walq::ErrorKind::NotFound => {
+                eprintln!(
+                    "walq: note: job {} finished while salvage ran: left out",
+                    j.id
+                );
+                continue;
+            }
+            Err(e) => return Err(Fail::reading(&a.dir, &e)),
+        };
+        let spec = JobSpec {
+            payload: &payload,
+            ..JobSpec::of(j)
+        };
+        match add_job(target, &spec).map_err(copy)? {
             true => jobs += 1,
             false => dups += 1,
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
+    Ok((jobs, dead, dups))
+}
+
+/// Runs `walq salvage`.
+pub fn run(a: &SalvageArgs) -> CmdResult {
+    check_target(&a.dir, &a.into)?;
+    let inspector = super::inspect(&a.dir)?;
+    let read = |e: walq::Error| Fail::reading(&a.dir, &e);
+    // Without payloads: each is read back (and verified again) when its
+    // job is copied, so memory does not grow with them.
+    let snap = inspector.snapshot_without_payloads().map_err(read)?;
+    super::warn_damage(&snap);
+    let mut payloads = inspector.payload_reader();
+    let limits = limits_of(&a.dir, &snap)?;
+    let mut target = Target::open(&a.into, &limits)?;
+    let (jobs, dead, dups) = copy_all(a, &mut target, &snap, &mut payloads)?;
     target.close(&a.into)?;
     writeln!(
         std::io::stdout().lock(),

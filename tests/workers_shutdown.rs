@@ -1,6 +1,7 @@
 //! Shutdown is bounded by its deadline even when a backend call never
 //! returns: a settler blocked in `complete_batch`, or a worker blocked in
-//! a settle or a lease, is left detached and named in
+//! a settle or a lease, or the thread of shutdown's own `release` or
+//! orphan `complete_batch` calls, is left detached and named in
 //! `ShutdownReport::stuck`, and a job whose settle never finished is not
 //! counted done. Each test blocks one call at a gate, and fails (through a
 //! generous watchdog, not a hang) if `shutdown` waits for it.
@@ -55,6 +56,7 @@ enum Blocked {
     CompleteBatch,
     Settle,
     Lease,
+    Release,
 }
 
 /// Blocks every `which` call at the gate once `armed`; counts the calls
@@ -105,7 +107,7 @@ impl Hooks for Stall {
         self.call(Blocked::Lease);
     }
     fn before_release(&self) {
-        self.call(Blocked::Settle);
+        self.call(Blocked::Release);
     }
     fn before_extend(&self) {
         if self.stopped.load(Ordering::SeqCst) {
@@ -393,4 +395,227 @@ fn shutdown_gives_up_a_worker_waiting_for_room_behind_a_stuck_settler() {
     let s = &report.stats;
     assert_eq!((s.leased, s.done, s.settle_errors), (513, 0, 513), "{s:?}");
     assert!(stuck.contains(&ids[0].to_string()), "{stuck:?}");
+}
+
+/// Waits for the `n`th job back in `q` once its lease ran out or it was
+/// released: returns the ids and attempts delivered, within the watchdog.
+fn delivered_again(q: &Queue, n: usize) -> Vec<(u64, u32)> {
+    let deadline = Instant::now() + WATCHDOG;
+    let mut back = Vec::new();
+    while back.len() < n {
+        if let Some(job) = q.dequeue().unwrap() {
+            back.push((job.id(), job.attempt()));
+        }
+        assert!(Instant::now() < deadline, "jobs never came back: {back:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    back.sort_unstable();
+    back
+}
+
+/// Handlers still running at the deadline, and a backend whose `release`
+/// never returns: `shutdown` gives up on the thread that releases them,
+/// names it, its call and both jobs, and counts both as settle errors,
+/// not released; the second release is never made. Each job is
+/// delivered again (the one in the stuck call once it returns, the other
+/// once its lease runs out), its first attempt counted. Before, shutdown
+/// made the releases on its own thread and waited as long as the backend.
+#[test]
+fn shutdown_returns_and_names_a_release_that_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let mut ids: Vec<u64> = (0..2).map(|_| q.enqueue(b"slow").unwrap()).collect();
+    ids.sort_unstable();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let hooks = Stall::new(Blocked::Release, &gate);
+    let (stopped, late, dropped) = (
+        hooks.stopped.clone(),
+        hooks.late.clone(),
+        hooks.dropped.clone(),
+    );
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks,
+    });
+    let started = Arc::new(AtomicU32::new(0));
+    let pool = {
+        let started = started.clone();
+        WorkerPool::builder(backend.clone())
+            .name("rel")
+            .workers(2)
+            .visibility(Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                started.fetch_add(1, Ordering::SeqCst);
+                while !ctx.lease_lost() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_for("both handlers running", || {
+        started.load(Ordering::SeqCst) == 2
+    });
+    let report = shutdown_within_watchdog(pool, "a release that never returns");
+    stopped.store(true, Ordering::SeqCst);
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("rel-release") && stuck.contains("Backend::release"),
+        "the report does not name the release thread and its call: {stuck:?}"
+    );
+    let mut named: Vec<u64> = report.stuck.iter().flat_map(|s| s.jobs.clone()).collect();
+    named.sort_unstable();
+    assert_eq!(named, ids, "{stuck:?}");
+    assert!(report.released.is_empty(), "{report:?}");
+    assert_eq!((report.running, report.finished), (2, 0), "{report:?}");
+    let s = &report.stats;
+    assert_eq!(
+        (s.leased, s.released, s.done, s.settle_errors),
+        (2, 0, 0, 2),
+        "{s:?}"
+    );
+    gate.open();
+    drop(backend);
+    wait_for("the detached threads exited", || {
+        dropped.load(Ordering::SeqCst)
+    });
+    assert_eq!(late.load(Ordering::SeqCst), 0, "calls after shutdown");
+    let back = delivered_again(&q, 2);
+    assert_eq!(back, vec![(ids[0], 2), (ids[1], 2)]);
+}
+
+/// The same in an async pool, whose releases ran on a blocking-pool
+/// thread that `shutdown` awaited: it returns, names the release thread,
+/// its call and the job, and counts the job a settle error. Before,
+/// shutdown awaited that thread for ever.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_shutdown_returns_and_names_a_release_that_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"slow").unwrap();
+    let gate = Arc::new(Gate::default());
+    let hooks = Stall::new(Blocked::Release, &gate);
+    let entered = hooks.entered.clone();
+    let backend = Hooked {
+        q: q.clone(),
+        hooks,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Dropped before the runtime, whose drop waits for blocking threads.
+    let _open = OpenOnDrop(gate.clone());
+    let started = Arc::new(AtomicBool::new(false));
+    let pool = {
+        let started = started.clone();
+        rt.block_on(async {
+            WorkerPool::builder(backend)
+                .name("arel")
+                .workers(1)
+                .visibility(Duration::from_millis(300))
+                .heartbeat(Duration::from_millis(5))
+                .poll_interval(Duration::from_millis(5))
+                .start_async(move |ctx: JobContext, _: Vec<u8>| {
+                    let started = started.clone();
+                    async move {
+                        started.store(true, Ordering::SeqCst);
+                        while !ctx.lease_lost() {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Outcome::done()
+                    }
+                })
+        })
+        .unwrap()
+    };
+    wait_for("the handler running", || started.load(Ordering::SeqCst));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.block_on(pool.shutdown(Duration::from_millis(50))));
+    });
+    let report = rx
+        .recv_timeout(WATCHDOG)
+        .expect("shutdown waited for a release that never returns");
+    assert!(entered.load(Ordering::SeqCst));
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("arel-release") && stuck.contains("Backend::release"),
+        "the report does not name the release thread and its call: {stuck:?}"
+    );
+    assert!(stuck.contains(&id.to_string()), "{stuck:?}");
+    assert!(report.released.is_empty(), "{report:?}");
+    let s = &report.stats;
+    assert_eq!((s.leased, s.released, s.settle_errors), (1, 0, 1), "{s:?}");
+    gate.open();
+    rt.shutdown_timeout(WATCHDOG);
+}
+
+/// Panics in the first `complete_batch` (killing the settler, whose acks
+/// become orphans), then blocks every later one at the gate.
+struct PanicThenBlock {
+    calls: AtomicU32,
+    gate: Arc<Gate>,
+}
+
+impl Hooks for PanicThenBlock {
+    fn before_complete_batch(&self) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("the settler's backend panicked (on purpose)");
+        }
+        self.gate.wait();
+    }
+}
+
+/// After the settler panicked, shutdown settles the acks it left on a
+/// thread of its own: when that `complete_batch` never returns, shutdown
+/// gives up on it, names it, its call and the job, and counts the job a
+/// settle error, not done; no further batch is tried. (The heartbeat,
+/// which also settles orphans, beats too seldom here to come first.)
+/// Before, shutdown made that call on its own thread and waited for it.
+#[test]
+fn shutdown_returns_and_names_an_orphan_complete_batch_that_never_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"ack me").unwrap();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks: PanicThenBlock {
+            calls: AtomicU32::new(0),
+            gate: gate.clone(),
+        },
+    });
+    let pool = WorkerPool::builder(backend.clone())
+        .name("orph")
+        .workers(1)
+        .visibility(Duration::from_secs(20))
+        .heartbeat(Duration::from_secs(2))
+        .poll_interval(Duration::from_millis(5))
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    wait_for("the settler panicked", || {
+        backend.hooks.calls.load(Ordering::SeqCst) == 1
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let report = shutdown_within_watchdog(pool, "an orphan complete_batch that never returns");
+    let stuck = stuck_text(&report);
+    assert!(
+        stuck.contains("orph-orphans") && stuck.contains("complete_batch"),
+        "the report does not name the orphans' thread and its call: {stuck:?}"
+    );
+    assert!(stuck.contains(&id.to_string()), "{stuck:?}");
+    let s = &report.stats;
+    assert_eq!((s.leased, s.done, s.settle_errors), (1, 0, 1), "{s:?}");
+    gate.open();
+    let calls = backend.hooks.calls.load(Ordering::SeqCst);
+    drop(backend);
+    assert_eq!(calls, 2, "complete_batch calls");
 }

@@ -206,7 +206,9 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     /// blocking pool) is still blocked in the backend, is then left
     /// detached (the task is aborted, its blocking call left to return)
     /// and named in [`ShutdownReport::stuck`]; the job of such a settle is
-    /// counted as a settle error, not done. Such a call also keeps one of
+    /// counted as a settle error, not done. The releases run on a thread of
+    /// their own, given up the same way if a `release` blocks (see
+    /// [`crate::worker::WorkerPool::shutdown`]). Such a call also keeps one of
     /// the runtime's blocking threads, which a runtime's drop waits for
     /// (`Runtime::shutdown_timeout` bounds that).
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
@@ -225,7 +227,7 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
                 ..ShutdownReport::default()
             };
             shared.wait_idle(until);
-            let stragglers = shared.release_running(&mut report);
+            let stragglers = shared.release_running(&mut report, stage());
             if let Some(h) = heartbeat {
                 for left in h.stop(&shared, stage()) {
                     report.stuck.push(shared.give_up(left, false));
@@ -290,10 +292,11 @@ impl<B: AsyncBackend> Drop for AsyncWorkerPool<B> {
         let name = format!("{}-stop", shared.cfg.name);
         let _ = spawn_named(name, move || {
             shared.wait_idle(until);
-            shared.release_running(&mut ShutdownReport::default());
-            let until = until.max(crate::clock::deadline(shared.cfg.stop_grace()));
+            let grace = shared.cfg.stop_grace();
+            let stage = || until.max(crate::clock::deadline(grace));
+            shared.release_running(&mut ShutdownReport::default(), stage());
             // Threads still blocked are left detached; no one reads a report.
-            let _ = heartbeat.stop(&shared, until);
+            let _ = heartbeat.stop(&shared, stage());
         });
     }
 }

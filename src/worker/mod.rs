@@ -86,6 +86,7 @@ mod outcome;
 mod pool;
 mod queue_backend;
 mod rate;
+mod release;
 mod run;
 mod settle;
 mod shutdown;

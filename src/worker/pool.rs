@@ -1,6 +1,5 @@
 //! The worker pool: threads that lease jobs and run a handler.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -205,31 +204,27 @@ impl<B: Backend> Shared<B> {
     /// waiting for room among the acks not yet durable), and the shutdown
     /// joins that worker like one that was idle.
     ///
-    /// A backend that panics in `release` counts a settle error (the job
-    /// comes back when its lease expires, no longer extended): the panic
-    /// stops here, so the other jobs are released and the shutdown goes on
-    /// to stop the heartbeat.
-    pub(crate) fn release_running(&self, report: &mut ShutdownReport) -> Vec<usize> {
+    /// The `release` calls run on a thread of their own, waited for until
+    /// `until` (see [`crate::worker::release`]): a job whose release was
+    /// given up then, or never made, is counted as a settle error and
+    /// named in [`ShutdownReport::stuck`], not in
+    /// [`ShutdownReport::released`].
+    pub(crate) fn release_running(
+        self: &Arc<Self>,
+        report: &mut ShutdownReport,
+        until: Instant,
+    ) -> Vec<usize> {
         let mut stragglers = Vec::new();
+        let mut jobs = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
             let Some(active) = slot.lock().take_if(|a| !a.finished) else {
                 continue;
             };
             active.lost.store(true, Ordering::Release);
             stragglers.push(index);
-            let why = "the worker pool shut down before the handler finished";
-            let released = catch_unwind(AssertUnwindSafe(|| {
-                self.backend.release(&active.lease, why)
-            }));
-            match released {
-                Ok(Ok(())) => {
-                    self.counters.add(Count::Released);
-                    report.released.push(active.id);
-                }
-                Ok(Err(e)) if e.kind() == ErrorKind::LeaseLost => self.counters.add(Count::Lost),
-                Ok(Err(_)) | Err(_) => self.counters.add(Count::SettleErrors),
-            }
+            jobs.push((active.id, active.lease));
         }
+        crate::worker::release::release_all(self, jobs, until, report);
         stragglers
     }
 }
@@ -327,6 +322,13 @@ impl<B: Backend> WorkerPool<B> {
     /// detached and named in [`ShutdownReport::stuck`], so `shutdown`
     /// returns even if the backend never does. Jobs whose settle it gives
     /// up on are counted as settle errors, not done.
+    ///
+    /// The `release`s at the deadline, and the `complete_batch` of acks a
+    /// settler that panicked left, run on threads of their own bounded
+    /// the same way (`<pool>-release`, `<pool>-orphans`): a job whose
+    /// release is given up, or skipped after one that is stuck, is counted
+    /// as a settle error, not released; its lease runs out and it is
+    /// delivered again, attempt counted.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.stop(deadline)
     }
@@ -340,7 +342,7 @@ impl<B: Backend> WorkerPool<B> {
             ..ShutdownReport::default()
         };
         self.shared.wait_idle(until);
-        let stragglers = self.shared.release_running(&mut report);
+        let stragglers = self.shared.release_running(&mut report, stage());
         // Workers that finished have handed over their last acks once
         // they exit (a straggler's outcome is dropped, never handed over).
         for left in self.workers.stop(stage(), |i| !stragglers.contains(&i)) {
@@ -352,8 +354,10 @@ impl<B: Backend> WorkerPool<B> {
         let settler = self.settler.stop(stage(), |_| true);
         if settler.is_empty() {
             // A settler that died left its acks to settle here (the
-            // heartbeat may not have come round to them).
-            crate::worker::settle::settle_orphans(&self.shared, None);
+            // heartbeat may not have come round to them), on a thread
+            // of their own that is given up if it is still blocked then.
+            let orphans = crate::worker::settle::settle_left_orphans(&self.shared, stage());
+            report.stuck.extend(orphans);
         }
         for left in settler {
             let mut stuck = self.shared.give_up(left, false);

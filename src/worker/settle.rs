@@ -30,7 +30,9 @@
 //!   counted as settle errors, not done, and it makes no further call;
 //! * if the settler thread dies (a backend that panics in
 //!   `complete_batch`), the acks it held become orphans: the heartbeat
-//!   settles them on its next beat and shutdown settles any left, so a
+//!   settles them on its next beat and shutdown settles any left (on a
+//!   thread of its own, given up like the settler if its call blocks
+//!   past the deadline: [`settle_left_orphans`]), so a
 //!   finished job is neither kept leased forever nor run again (unless
 //!   its lease expires first); workers settle their own acks from then on.
 //!   Should the backend panic again on the orphans, they are given up
@@ -46,8 +48,10 @@ use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
 use crate::worker::heartbeat::{Beat, Kept};
 use crate::worker::pool::{Active, Shared};
-use crate::worker::threads::ThreadState;
+use crate::worker::shutdown::StuckThread;
+use crate::worker::threads::{ThreadState, Threads};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Most acks one worker may have handed over and not yet settled. Bounds
 /// memory and how much work a crash can make redo; large enough that one
@@ -328,6 +332,40 @@ pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>, state: Option<&Thre
         // `settle_batch` kept the batch as orphans again when it unwound.
         give_up(shared, &shared.settler.take_orphans());
     }
+}
+
+/// Settles the acks a dead settler thread left, for shutdown: on a
+/// thread of their own (`<pool>-orphans`), waited for until `until`. If
+/// it is still blocked in `complete_batch` then, it is given up (see
+/// [`abandon`]): its acks are counted as settle errors, not done, it makes
+/// no further call, and it is returned to be named in
+/// [`crate::worker::ShutdownReport::stuck`]. Without a thread (the OS
+/// refused one), settles here, unbounded.
+pub(crate) fn settle_left_orphans<B: Backend>(
+    shared: &Arc<Shared<B>>,
+    until: Instant,
+) -> Vec<StuckThread> {
+    if shared.settler.state.lock().orphans.is_empty() {
+        return Vec::new();
+    }
+    let mut thread = Threads::default();
+    let s = shared.clone();
+    let name = format!("{}-orphans", shared.cfg.name);
+    if thread
+        .spawn(0, name, move |state| settle_orphans(&s, Some(state)))
+        .is_err()
+    {
+        settle_orphans(shared, None);
+    }
+    let stuck = thread.stop(until, |_| true);
+    stuck
+        .into_iter()
+        .map(|left| {
+            let mut stuck = shared.give_up(left, false);
+            stuck.jobs.extend(abandon(shared));
+            stuck
+        })
+        .collect()
 }
 
 /// Shutdown gives up on a settler thread blocked in the backend: the acks

@@ -14,7 +14,10 @@ pub struct ShutdownReport {
     /// Of those, how many finished within the deadline.
     pub finished: usize,
     /// Ids of the jobs released at the deadline (ready again at once,
-    /// attempt counted).
+    /// attempt counted). A job whose `release` shutdown gave up on, or
+    /// never made because an earlier one was stuck, is not here: it is
+    /// named in [`ShutdownReport::stuck`] and counted in `settle_errors`.
+    /// Its lease runs out and it is delivered again, attempt counted.
     pub released: Vec<u64>,
     /// The pool's counters when it stopped. Exact: a job whose settle
     /// shutdown gave up on (see [`ShutdownReport::stuck`]) is counted in
@@ -36,8 +39,16 @@ pub struct ShutdownReport {
     /// on the directory and its lock). A worker waiting for room among
     /// acks held by a stuck settler is given up too (with no call).
     ///
+    /// The calls shutdown makes itself run on threads of their own and
+    /// are bounded the same way: `<pool>-release`, releasing the jobs of
+    /// handlers still running at the deadline ([`BackendCall::Release`];
+    /// its jobs are the one of the blocked call and those not released
+    /// yet, which it then skips), and `<pool>-orphans`, settling the acks
+    /// a settler that panicked left ([`BackendCall::CompleteBatch`]).
+    ///
     /// A handler still running at the deadline is not listed here: its
-    /// job is in [`ShutdownReport::released`].
+    /// job is in [`ShutdownReport::released`] (or, if its release was
+    /// given up, in the jobs of `<pool>-release`).
     pub stuck: Vec<StuckThread>,
 }
 
@@ -53,14 +64,16 @@ pub enum BackendCall {
     Extend,
     /// `complete` (a worker acking its job itself).
     Complete,
-    /// `complete_batch` (the settler, or the heartbeat settling the acks
-    /// of a settler that died).
+    /// `complete_batch` (the settler, or the heartbeat or shutdown's
+    /// `<pool>-orphans` thread settling the acks of a settler that died).
     CompleteBatch,
     /// `retry` (a worker settling a `Retry` outcome).
     Retry,
     /// `fail` (a worker settling a `Fail` outcome).
     Fail,
-    /// `release` (a worker handing back a job leased as the pool stopped).
+    /// `release` (a worker handing back a job leased as the pool stopped,
+    /// or shutdown's `<pool>-release` thread handing back the jobs of
+    /// handlers still running at the deadline).
     Release,
 }
 
@@ -92,7 +105,8 @@ impl BackendCall {
 #[non_exhaustive]
 pub struct StuckThread {
     /// The thread's name (`<pool>-3`, `<pool>-settler`,
-    /// `<pool>-heartbeat-1`; an async pool's worker task `<pool>-3`).
+    /// `<pool>-heartbeat-1`, `<pool>-release`, `<pool>-orphans`; an async
+    /// pool's worker task `<pool>-3`).
     pub thread: String,
     /// The backend call it is blocked in; `None` when it was between
     /// calls (a worker waiting for room among the acks of a stuck

@@ -3,45 +3,16 @@
 //! holds no lock the worker needs to settle.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use walq::worker::{JobContext, JobStatus, Outcome, WorkerPool};
 use walq::Queue;
 
+mod gate;
 mod hooked_backend;
+use gate::{Gate, OpenOnDrop};
 use hooked_backend::{Hooked, Hooks};
-
-/// Opens when set; waits for that.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl Gate {
-    fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.changed.notify_all();
-    }
-
-    fn wait(&self) {
-        let mut open = self.open.lock().unwrap();
-        while !*open {
-            open = self.changed.wait(open).unwrap();
-        }
-    }
-}
-
-/// Opens the gate when dropped, so a failing assertion does not leave the
-/// heartbeat (and the pool's shutdown) waiting forever.
-struct OpenOnDrop(Arc<Gate>);
-
-impl Drop for OpenOnDrop {
-    fn drop(&mut self) {
-        self.0.open();
-    }
-}
 
 /// An `extend` that waits at a gate, as an extension of a remote backend
 /// waits on a slow network.

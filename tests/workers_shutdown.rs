@@ -7,48 +7,19 @@
 //! generous watchdog, not a hang) if `shutdown` waits for it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use walq::worker::{JobContext, Outcome, ShutdownReport, WorkerPool};
 use walq::Queue;
 
+mod gate;
 mod hooked_backend;
+use gate::{Gate, OpenOnDrop};
 use hooked_backend::{Hooked, Hooks};
 
 /// How long a test waits for anything before it fails (liveness only).
 const WATCHDOG: Duration = Duration::from_secs(30);
-
-/// Opens when set; waits for that.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    changed: Condvar,
-}
-
-impl Gate {
-    fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.changed.notify_all();
-    }
-
-    fn wait(&self) {
-        let mut open = self.open.lock().unwrap();
-        while !*open {
-            open = self.changed.wait(open).unwrap();
-        }
-    }
-}
-
-/// Opens the gate when dropped, so a failing test does not leave a
-/// thread (and a shutdown) blocked forever.
-struct OpenOnDrop(Arc<Gate>);
-
-impl Drop for OpenOnDrop {
-    fn drop(&mut self) {
-        self.0.open();
-    }
-}
 
 /// Which call blocks at the gate.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -121,6 +121,7 @@ mod upkeep;
 pub mod vfs;
 #[cfg(not(feature = "testing"))]
 mod vfs;
+mod wakeups;
 pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -18,7 +18,7 @@ use crate::state::checkpoint::{self, Schedule};
 use crate::state::QueueState;
 use crate::stats::{RecoveryReport, Stats};
 use crate::vfs::{StdFs, Vfs};
-use crate::worker::async_wait::AsyncWait;
+use crate::wakeups::Wakeups;
 
 #[path = "store.rs"]
 mod store;
@@ -45,9 +45,8 @@ struct Inner {
     opts: Options,
     state: Mutex<QueueState>,
     done: crate::done::Completions,
-    ready: Condvar,
-    /// Async waiters, woken wherever `ready` is notified.
-    async_wait: AsyncWait,
+    /// Blocked consumers, threads and async tasks, by queue.
+    wakeups: Wakeups,
     commit: Arc<Committer>,
     /// The log's file work done outside the queue lock (see `upkeep`).
     upkeep: Arc<crate::upkeep::Upkeep>,
@@ -70,8 +69,8 @@ struct Inner {
     checkpoints: Schedule,
     /// The thread that writes them.
     checkpointer: Checkpointer,
-    /// Whether a handle of a named queue was made: consumers then wait on
-    /// different queues, and every wakeup is a `notify_all`.
+    /// Whether a handle of a named queue was made: a job made ready whose
+    /// queue the waker does not know then wakes every consumer.
     multi: AtomicBool,
 }
 
@@ -189,8 +188,7 @@ impl Queue {
             opts,
             state: Mutex::new(state),
             done: crate::done::Completions::new(done),
-            ready: Condvar::new(),
-            async_wait: AsyncWait::default(),
+            wakeups: Wakeups::default(),
             commit,
             upkeep,
             upkeeper: Arc::default(),
@@ -487,35 +485,33 @@ impl Queue {
     /// this runs once the enqueue is durable (only durable jobs are
     /// delivered); the lock is taken and dropped first so that a consumer
     /// between its check and its wait cannot miss the wakeup.
-    fn wake_consumers(&self, all: bool) {
+    fn wake_consumers(&self, batch: bool) {
         if self.inner.opts.durability == Durability::Sync {
             drop(self.inner.state.lock());
         }
-        if all {
-            self.notify_all_consumers();
+        // The jobs are in this handle's queue.
+        if batch {
+            self.inner.wakeups.every(self.queue);
         } else {
-            self.notify_a_consumer();
+            self.inner.wakeups.one(self.queue);
         }
     }
 
-    /// Wakes a blocked consumer for one job that became ready: one thread
-    /// and one async task, unless the store has named queues, whose
-    /// consumers wait on the same condition variable and waker list for
-    /// different queues (the one woken might wait for another queue, and
-    /// the job's consumer sleep on).
+    /// Wakes a blocked consumer for one job that became ready in a queue
+    /// the caller does not know (a retry, or a group's next job freed):
+    /// one thread and one task of the default queue, unless the store has
+    /// named queues, whose consumers are then all woken.
     fn notify_a_consumer(&self) {
         if self.inner.multi.load(Ordering::Acquire) {
             self.notify_all_consumers();
         } else {
-            self.inner.ready.notify_one();
-            self.inner.async_wait.wake_one();
+            self.inner.wakeups.one(self.queue);
         }
     }
 
-    /// Wakes every blocked consumer, threads and async tasks.
+    /// Wakes every blocked consumer of every queue, threads and tasks.
     fn notify_all_consumers(&self) {
-        self.inner.ready.notify_all();
-        self.inner.async_wait.wake_all();
+        self.inner.wakeups.all();
     }
 
     /// Waits until `lsn` is durable if the queue runs in `Durability::Sync`.
@@ -676,7 +672,9 @@ impl Queue {
             let until_due = st
                 .wakeup_in(now, queues)
                 .map_or(left, |t| Duration::from_millis(t.max(1)));
-            self.inner.ready.wait_for(&mut st, left.min(until_due));
+            self.inner
+                .wakeups
+                .wait(&mut st, queues, left.min(until_due));
         }
     }
 
@@ -1315,10 +1313,16 @@ impl Queue {
 
 /// Hooks for async dequeues (`src/worker/async_*.rs`).
 impl Queue {
-    /// The wakers woken wherever the `ready` condvar is notified.
+    /// The wakers of tasks waiting for this handle's queue.
     #[cfg(any(feature = "tokio", test))]
-    pub(crate) fn async_wait(&self) -> &AsyncWait {
-        &self.inner.async_wait
+    pub(crate) fn async_wait(&self) -> &crate::worker::async_wait::AsyncWait {
+        self.inner.wakeups.tasks_of(self.queue)
+    }
+
+    /// The wakers of tasks waiting for several of the store's queues.
+    #[cfg(any(feature = "tokio", test))]
+    pub(crate) fn async_wait_several(&self) -> &crate::worker::async_wait::AsyncWait {
+        self.inner.wakeups.tasks_of_several()
     }
 
     /// How long until a delayed job of one of `queues` or a lease comes

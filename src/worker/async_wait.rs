@@ -294,20 +294,27 @@ mod tests {
     }
 
     #[test]
-    fn an_enqueue_wakes_one_async_consumer_unless_the_store_has_named_queues() {
+    fn an_enqueue_wakes_one_async_consumer_of_its_own_queue() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path()).unwrap();
         let q = store.queue("default").unwrap();
-        let wait = q.async_wait();
-        let (futs, counters) = register(wait, 5);
+        let (futs, counters) = register(q.async_wait(), 5);
         q.enqueue(b"one job").unwrap();
         assert_eq!(wakes_of(&counters).iter().sum::<usize>(), 1);
         drop(futs);
-        // With a named queue, a task may wait for another queue than the
-        // job's: every task looks.
+        // With named queues, each queue's tasks are woken for its jobs
+        // alone; a task waiting for several queues for every job.
         let emails = store.queue("emails").unwrap();
-        let (_futs, counters) = register(wait, 5);
+        let (_defaults, defaults) = register(q.async_wait(), 3);
+        let (_mails, mails) = register(emails.async_wait(), 3);
+        let (_both, both) = register(q.async_wait_several(), 2);
         emails.enqueue(b"mail").unwrap();
-        assert_eq!(wakes_of(&counters), [1; 5]);
+        assert_eq!(wakes_of(&mails), [1, 0, 0]);
+        assert_eq!(wakes_of(&defaults), [0, 0, 0]);
+        assert_eq!(wakes_of(&both), [1, 1]);
+        // A batch wakes every task of its queue.
+        emails.enqueue_batch([b"a", b"b"]).unwrap();
+        assert_eq!(wakes_of(&mails), [1, 1, 1]);
+        assert_eq!(wakes_of(&defaults), [0, 0, 0]);
     }
 }

@@ -236,7 +236,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
         loop {
             // The epoch is taken before the look, so an enqueue between
             // the look and the wait wakes the wait.
-            let since = first.async_wait().epoch();
+            let since = first.async_wait_several().epoch();
             if let Some((_, job)) = self.lease_from(visibility, Duration::ZERO)? {
                 return Ok(Some(delivery_of(job)));
             }
@@ -253,7 +253,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
                 None => deadline,
             };
             tokio::select! {
-                () = first.async_wait().changed(since) => {}
+                () = first.async_wait_several().changed(since) => {}
                 () = tokio::time::sleep_until(until) => {}
             }
         }

@@ -27,6 +27,9 @@ use crate::queue_options::QueueOptions;
 /// counted).
 pub const MAX_QUEUES: usize = 1024;
 
+/// Not a queue id: "in several queues" (see `QueueState::take_ready_in`).
+pub(crate) const ANY_QUEUE: u16 = u16::MAX;
+
 /// Name of queue 0, the queue `Queue::open` returns.
 pub const DEFAULT_QUEUE: &str = "default";
 

@@ -69,9 +69,6 @@ struct Inner {
     checkpoints: Schedule,
     /// The thread that writes them.
     checkpointer: Checkpointer,
-    /// Whether a handle of a named queue was made: a job made ready whose
-    /// queue the waker does not know then wakes every consumer.
-    multi: AtomicBool,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -204,7 +201,6 @@ impl Queue {
             lock: Mutex::new(Some(lock)),
             checkpoints,
             checkpointer: Checkpointer::default(),
-            multi: AtomicBool::new(false),
         });
         // Made first: if a thread cannot be started, its drop stops the
         // ones that were, and releases the directory.
@@ -454,10 +450,11 @@ impl Queue {
                 self.poison(e);
             }
         })?;
-        if st.take_group_freed() {
-            // An ack or a dead letter freed the next job of a group: it
-            // may be ready now, for a consumer waiting for a job.
-            self.notify_a_consumer();
+        if let Some(queue) = st.take_ready_in() {
+            // A retry, or an ack or a dead letter that freed the next job
+            // of a group: the job may be ready now, or sooner than a
+            // waiting consumer of its queue would look again.
+            self.inner.wakeups.ready_in(queue);
         }
         if let Some(e) = st.maintain(now.wall) {
             self.poison(&e);
@@ -492,18 +489,6 @@ impl Queue {
         // The jobs are in this handle's queue.
         if batch {
             self.inner.wakeups.every(self.queue);
-        } else {
-            self.inner.wakeups.one(self.queue);
-        }
-    }
-
-    /// Wakes a blocked consumer for one job that became ready in a queue
-    /// the caller does not know (a retry, or a group's next job freed):
-    /// one thread and one task of the default queue, unless the store has
-    /// named queues, whose consumers are then all woken.
-    fn notify_a_consumer(&self) {
-        if self.inner.multi.load(Ordering::Acquire) {
-            self.notify_all_consumers();
         } else {
             self.inner.wakeups.one(self.queue);
         }
@@ -700,7 +685,6 @@ impl Queue {
     /// job has used its last attempt it goes to the dead letters instead.
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
         let lsn = self.write_op_at(|st, now| st.nack(receipt, retry, error, now), |&l| l)?;
-        self.notify_a_consumer();
         self.settle(lsn)
     }
 

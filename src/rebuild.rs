@@ -656,7 +656,7 @@ impl QueueState {
             groups: super::Groups::default(),
             named: Named::default(),
             def_floor: 0,
-            group_freed: false,
+            ready_in: None,
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
             next_id: 1,

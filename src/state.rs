@@ -37,7 +37,7 @@ use crate::keys::{key_check, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
 use crate::leases::{Lease, Leases};
 use crate::levels::Levels;
 use crate::log::{Appended, Log};
-use crate::named::{scoped_hash, Named};
+use crate::named::{scoped_hash, Named, ANY_QUEUE};
 use crate::options::{Backoff, EnqueueOptions, Retry};
 use crate::priority::Priority;
 use crate::segment::Segment;
@@ -101,9 +101,11 @@ pub struct QueueState {
     /// QueueDef records before this LSN are not read by the next open
     /// (a checkpoint covers them).
     def_floor: u64,
-    /// A finished job freed the next job of its group (consumers waiting
-    /// for a job must be woken: see [`QueueState::take_group_freed`]).
-    group_freed: bool,
+    /// The queue in which an operation made a job wait or become ready
+    /// outside an enqueue: a group's next job freed, a retry. Consumers
+    /// waiting for that queue must look again (see
+    /// [`QueueState::take_ready_in`]); [`ANY_QUEUE`] when several.
+    ready_in: Option<u16>,
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
@@ -235,10 +237,21 @@ impl QueueState {
         (FRAME_HEADER_LEN + ENQUEUE_FIXED_LEN + key_len + payload.len()) as u64
     }
 
-    /// Whether an operation since the last call freed the next job of a
-    /// group (an ack or a dead letter of its head).
-    pub(crate) fn take_group_freed(&mut self) -> bool {
-        std::mem::take(&mut self.group_freed)
+    /// The queue in which an operation since the last call made a job
+    /// wait or become ready outside an enqueue (a group's next job freed
+    /// by an ack or a dead letter of its head, a retry), if any;
+    /// [`ANY_QUEUE`] when in several queues.
+    pub(crate) fn take_ready_in(&mut self) -> Option<u16> {
+        self.ready_in.take()
+    }
+
+    /// Notes that live job `id` waits or is ready now (see `ready_in`).
+    fn note_ready_in(&mut self, id: u64) {
+        let queue = self.named.queue_of(id);
+        self.ready_in = Some(match self.ready_in {
+            Some(before) if before != queue => ANY_QUEUE,
+            _ => queue,
+        });
     }
 
     /// The job `key` belongs to, if the key is still known. The stored key
@@ -509,7 +522,7 @@ impl QueueState {
             // The group's next job is free: it enters the delivery order
             // at its own due time, so it keeps its place.
             self.make_waiting(next, due);
-            self.group_freed = true;
+            self.note_ready_in(next);
         }
         self.unpark();
     }
@@ -936,6 +949,7 @@ impl QueueState {
             .append(&Record::Nack { id: r.id, due_ms }, 0, self.next_id)?;
         self.leases.remove(r.id);
         self.make_waiting(r.id, due_ms);
+        self.note_ready_in(r.id);
         self.counters.retried += 1;
         Ok(a.lsn)
     }

@@ -2,7 +2,6 @@
 //! queues"). A child of `queue`, whose handle it hands out.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 #[cfg(feature = "testing")]
 use std::sync::Arc;
 
@@ -80,9 +79,6 @@ impl Store {
     /// most [`crate::MAX_QUEUES`] named queues per store.
     pub fn queue(&self, name: &str) -> Result<Queue> {
         let q = self.default.lock_for_write()?.queue_id(name)?;
-        if q != 0 {
-            self.default.inner.multi.store(true, Ordering::Release);
-        }
         Ok(Queue {
             queue: q,
             ..self.default.clone()
@@ -134,5 +130,46 @@ impl Store {
     /// on (see [`Queue::close`]).
     pub fn close(&self) -> Result<()> {
         self.default.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EnqueueOptions, Retry};
+    use std::time::Duration;
+
+    /// A retry and an ack that frees a group's next job name the job's
+    /// queue, so the queue wakes that queue's consumers only; two such
+    /// changes in different queues name "any queue".
+    #[test]
+    fn a_retry_or_a_freed_group_job_names_its_queue_for_the_wake() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
+        for payload in [&b"head"[..], b"next", b"last"] {
+            b.enqueue_with(payload, EnqueueOptions::new().group("g"))
+                .unwrap();
+        }
+        a.enqueue(b"retried").unwrap();
+        let (job_a, head) = (a.dequeue().unwrap().unwrap(), b.dequeue().unwrap().unwrap());
+        let retry_now = Retry::After(Duration::ZERO);
+        {
+            let mut st = store.default.inner.state.lock();
+            let now = st.now(store.default.clock());
+            st.log.begin_op();
+            st.nack(job_a.receipt(), retry_now, "again", now).unwrap();
+            assert_eq!(st.take_ready_in(), Some(a.queue));
+            st.ack(head.receipt(), now).unwrap();
+            assert_eq!(st.take_ready_in(), Some(b.queue));
+            assert_eq!(st.take_ready_in(), None);
+        }
+        let (job_a, next) = (a.dequeue().unwrap().unwrap(), b.dequeue().unwrap().unwrap());
+        let mut st = store.default.inner.state.lock();
+        let now = st.now(store.default.clock());
+        st.log.begin_op();
+        st.nack(job_a.receipt(), retry_now, "again", now).unwrap();
+        st.ack(next.receipt(), now).unwrap();
+        assert_eq!(st.take_ready_in(), Some(crate::named::ANY_QUEUE));
     }
 }

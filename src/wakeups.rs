@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, MutexGuard};
 
-use crate::named::MAX_QUEUES;
+use crate::named::{ANY_QUEUE, MAX_QUEUES};
 use crate::worker::async_wait::AsyncWait;
 
 /// The store's blocked consumers: threads per queue, tasks per queue, and
@@ -60,10 +60,10 @@ pub(crate) struct Wakeups {
 impl Default for Wakeups {
     fn default() -> Wakeups {
         Wakeups {
-            threads: (0..MAX_QUEUES).map(|_| Condvar::new()).collect(),
+            threads: (0..=MAX_QUEUES).map(|_| Condvar::new()).collect(),
             several: Condvar::new(),
             several_waiting: AtomicUsize::new(0),
-            tasks: (0..MAX_QUEUES).map(|_| OnceLock::new()).collect(),
+            tasks: (0..=MAX_QUEUES).map(|_| OnceLock::new()).collect(),
             several_tasks: AsyncWait::default(),
             several_tasks_used: AtomicBool::new(false),
             waited_below: AtomicUsize::new(0),
@@ -100,6 +100,18 @@ impl Wakeups {
         usize::from(woke) + self.wake_several()
     }
 
+    /// A job became ready, or was given a sooner due time, in `queue`
+    /// outside an enqueue (a retry, a group's next job freed): wakes one
+    /// consumer of `queue` as [`Wakeups::one`] does, or every consumer if
+    /// `queue` is [`ANY_QUEUE`]. Returns how many threads it woke.
+    pub(crate) fn ready_in(&self, queue: u16) -> usize {
+        if queue == ANY_QUEUE {
+            self.all()
+        } else {
+            self.one(queue)
+        }
+    }
+
     /// Several jobs became ready in `queue` (a batch): wakes every thread
     /// and task waiting for that queue, and every consumer waiting for
     /// several. Returns how many threads it woke.
@@ -116,7 +128,10 @@ impl Wakeups {
     /// poisoned queue, or a job whose queue the caller does not know).
     /// Returns how many threads it woke.
     pub(crate) fn all(&self) -> usize {
-        let below = self.waited_below.load(Ordering::Acquire).min(MAX_QUEUES);
+        let below = self
+            .waited_below
+            .load(Ordering::Acquire)
+            .min(MAX_QUEUES + 1);
         let woke: usize = self.threads[..below].iter().map(Condvar::notify_all).sum();
         for tasks in self.tasks[..below].iter().filter_map(OnceLock::get) {
             tasks.wake_all();
@@ -146,7 +161,7 @@ impl Wakeups {
                 self.waited_below.fetch_max(at + 1, Ordering::AcqRel);
                 Box::default()
             }),
-            // Queue ids are below MAX_QUEUES; were one not, the task
+            // Queue ids are at most MAX_QUEUES; were one not, the task
             // would still be woken by every wake, as one waiting for
             // several queues is.
             None => self.tasks_of_several(),

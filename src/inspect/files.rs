@@ -211,12 +211,20 @@ enum Prefix {
     CheckpointHead,
 }
 
-fn read_with(path: &Path, prefix: Prefix) -> Result<Option<FileData>> {
+/// Opens `path` to read, with its length: `None` when it no longer
+/// exists; anything but a regular file is refused unread.
+fn open_regular(path: &Path) -> Result<Option<(File, u64)>> {
     let file = match open_for_reading(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("opening", path, e)),
     };
+    let len = regular_len(&file, path)?;
+    Ok(Some((file, len)))
+}
+
+/// The length of `file`, a regular file (anything else is refused).
+fn regular_len(file: &File, path: &Path) -> Result<u64> {
     let meta = file
         .metadata()
         .map_err(|e| Error::io("reading the size of", path, e))?;
@@ -225,7 +233,53 @@ fn read_with(path: &Path, prefix: Prefix) -> Result<Option<FileData>> {
             "not a regular file (a FIFO, device or socket where a queue file belongs): not read";
         return Err(Error::new(ErrorKind::Corrupt, what).with_path(path));
     }
-    let len = meta.len();
+    Ok(meta.len())
+}
+
+/// A file that starts with a walq file header, opened to be read a
+/// record at a time (`dead.wal`, whose records hold payloads) rather
+/// than whole ([`read_headed`]).
+#[derive(Debug)]
+pub(crate) struct HeadedFile {
+    pub(crate) file: File,
+    /// Its length when opened: nothing past it is read.
+    pub(crate) len: u64,
+    /// Where its data ends (`os::data_end`); zeros past it, not read.
+    pub(crate) end: u64,
+    /// Its first bytes when they are no walq file header: then nothing
+    /// else of it is read.
+    pub(crate) foreign: Option<Vec<u8>>,
+}
+
+/// `path` opened as a [`HeadedFile`], or `None` when it no longer exists.
+pub(crate) fn open_headed(path: &Path) -> Result<Option<HeadedFile>> {
+    match open_for_reading(path) {
+        Ok(file) => headed(file, path).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("opening", path, e)),
+    }
+}
+
+/// `file` (at `path`) as a [`HeadedFile`], its length taken now.
+pub(crate) fn headed(file: File, path: &Path) -> Result<HeadedFile> {
+    let len = regular_len(&file, path)?;
+    let foreign = foreign_prefix(&file, len).map_err(|e| Error::io("reading", path, e))?;
+    let end = match foreign {
+        Some(_) => 0,
+        None => crate::os::data_end(&file, len),
+    };
+    Ok(HeadedFile {
+        file,
+        len,
+        end,
+        foreign,
+    })
+}
+
+fn read_with(path: &Path, prefix: Prefix) -> Result<Option<FileData>> {
+    let Some((file, len)) = open_regular(path)? else {
+        return Ok(None);
+    };
     let end = match prefix {
         Prefix::Small => len.min(SMALL_FILE),
         Prefix::Header => {

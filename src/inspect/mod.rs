@@ -21,6 +21,8 @@
 //! # Ok(()) }
 //! ```
 
+mod deadread;
+mod deadscan;
 mod entry;
 mod files;
 mod payload;
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 pub use crate::format::done::DoneRecord;
 pub use crate::format::record::{DeadRec, EnqueueRec, Entries, Record};
 pub use crate::schedule::utc::utc_time;
+pub use deadread::{DeadPayloadReader, DeadPlace};
 pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
 pub use files::{is_live, lock_holder, LockHolder};
 pub use payload::PayloadReader;
@@ -185,8 +188,13 @@ impl Inspector {
     /// how long it is), so the snapshot's memory does not grow with the
     /// payloads. [`Inspector::payload_reader`] reads them back one at a
     /// time from the records the snapshot names ([`PendingJob::file`] and
-    /// [`PendingJob::offset`]). Dead letters keep their payloads (the
-    /// dead-letter file is read whole either way).
+    /// [`PendingJob::offset`]). Dead letters are left without theirs
+    /// as well: each [`DeadLetter::payload`](crate::DeadLetter::payload)
+    /// is empty, [`Snapshot::dead_places`] says where its record is and
+    /// how long its payload is, and [`Inspector::dead_payload_reader`]
+    /// reads them back one at a time. (`dead.wal` is scanned a record at a
+    /// time by every snapshot; only damage makes a scan read the rest of
+    /// it at once, as opening the queue does.)
     ///
     /// ```
     /// # fn main() -> walq::Result<()> {
@@ -210,6 +218,12 @@ impl Inspector {
     /// each verified again (see [`PayloadReader`]).
     pub fn payload_reader(&self) -> PayloadReader {
         PayloadReader::new(&self.dir, self.live)
+    }
+
+    /// Reads the payloads of the dead letters of a snapshot of this
+    /// directory, each verified again (see [`DeadPayloadReader`]).
+    pub fn dead_payload_reader(&self) -> DeadPayloadReader {
+        DeadPayloadReader::new(&self.dir, self.live)
     }
 
     fn take_snapshot(&self, payloads: bool, observer: &mut dyn Visitor) -> Result<Snapshot> {

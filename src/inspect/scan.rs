@@ -95,17 +95,10 @@ pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSum
         )
         .with_path(dir));
     }
-    let mut s = Scan {
-        dir,
-        visitor,
-        sum: ScanSummary {
-            live,
-            ..ScanSummary::default()
-        },
-    };
+    let mut s = Scan::new(dir, live, visitor);
     s.segments(&l.segments)?;
     if l.dead {
-        s.side_file(crate::dead::DEAD_FILE, FileRole::DeadLetters)?;
+        s.dead_file(crate::dead::DEAD_FILE)?;
     }
     if l.done {
         s.side_file(crate::done::DONE_FILE, FileRole::Completions)?;
@@ -117,6 +110,30 @@ pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSum
         s.other_file(name);
     }
     Ok(s.sum)
+}
+
+impl<'a> Scan<'a> {
+    /// A scan of the queue in `dir` reporting to `visitor`.
+    pub(crate) fn new(dir: &'a Path, live: bool, visitor: &'a mut dyn Visitor) -> Scan<'a> {
+        Scan {
+            dir,
+            visitor,
+            sum: ScanSummary {
+                live,
+                ..ScanSummary::default()
+            },
+        }
+    }
+
+    /// The directory scanned.
+    pub(crate) fn dir(&self) -> &'a Path {
+        self.dir
+    }
+
+    /// The visitor the scan reports to.
+    pub(crate) fn visitor(&mut self) -> &mut dyn Visitor {
+        &mut *self.visitor
+    }
 }
 
 impl Scan<'_> {
@@ -147,16 +164,19 @@ impl Scan<'_> {
         let data = read(&self.dir.join(name))?;
         match &data {
             Some(d) => self.sum.bytes += d.bytes.len() as u64,
-            None => {
-                let what = if self.sum.live {
-                    "deleted by the running process while this scan ran (not damage)"
-                } else {
-                    "deleted while this scan ran"
-                };
-                self.problem(Problem::note(name, 0, what));
-            }
+            None => self.deleted(name),
         }
         Ok(data)
+    }
+
+    /// File `name` was listed but is gone (a note).
+    pub(crate) fn deleted(&mut self, name: &str) {
+        let what = if self.sum.live {
+            "deleted by the running process while this scan ran (not damage)"
+        } else {
+            "deleted while this scan ran"
+        };
+        self.problem(Problem::note(name, 0, what));
     }
 
     pub(crate) fn emit(&mut self, name: &str, off: usize, f: &Frame<'_>, entry: Entry<'_>) {
@@ -294,7 +314,7 @@ impl Scan<'_> {
                 let what = format!("file header id {:#x}, expected {seed:#x}", h.segment_id);
                 self.problem(Problem::damage(name, 0, what));
             }
-            self.side_records(name, role, &data, seed, max_len);
+            self.side_records(name, role, &SideBytes::of(&data), seed, max_len);
         }
         self.visitor.file_end(name, role);
         Ok(())
@@ -314,26 +334,26 @@ impl Scan<'_> {
         reread_while(dir, name, bytes, |d| side_shows_damage(dir, name, role, d))
     }
 
-    /// The records of a side file. Past `data.bytes` it reads as zeros:
-    /// what a scan of the whole file would make of them is reported from
-    /// the length alone ([`Scan::zeros_after_records`]).
-    fn side_records(
+    /// The records of a side file from `data.base` on. Past `data.bytes`
+    /// it reads as zeros: what a scan of the whole file would make of them
+    /// is reported from the length alone ([`Scan::zeros_after_records`]).
+    pub(crate) fn side_records(
         &mut self,
         name: &str,
         role: FileRole,
-        data: &FileData,
+        data: &SideBytes<'_>,
         seed: u32,
         max_len: u32,
     ) {
-        let bytes = &data.bytes[..];
-        let mut off = SEGMENT_HEADER_LEN;
+        let (bytes, base) = (data.bytes, data.base);
+        let mut off = 0;
         // Where a search after damage proved the bytes before synced.
         let mut synced = 0;
         while off < bytes.len() {
             let damage = match frame::decode(&bytes[off..], seed, max_len) {
                 Ok(f) => match side_entry(role, &f) {
                     Some(entry) => {
-                        self.emit(name, off, &f, entry);
+                        self.emit(name, base + off, &f, entry);
                         off += f.len as usize;
                         continue;
                     }
@@ -348,17 +368,18 @@ impl Scan<'_> {
             };
             let (next, durable) =
                 crate::dead::later_side_frames(bytes, off, seed, max_len, &mut synced);
+            let at = (base + off) as u64;
             if !durable {
-                return self.torn_side_tail(name, off as u64, data.len, &damage);
+                return self.torn_side_tail(name, at, data.len, &damage);
             }
             let what = format!("{damage} (not a torn tail: later records were synced)");
-            self.problem(Problem::damage(name, off as u64, what));
+            self.problem(Problem::damage(name, at, what));
             match next {
                 Some(n) => off = n,
                 None => return,
             }
         }
-        self.zeros_after_records(name, role, off as u64, data.len);
+        self.zeros_after_records(name, role, (base + off) as u64, data.len);
     }
 
     /// The records of side file `name` end at `off`, where its data ends,
@@ -366,7 +387,7 @@ impl Scan<'_> {
     /// what a scan of them would find, the clean end of `done.rec` (its
     /// zeros written ahead) or a torn tail of `dead.wal`, as its open
     /// finds them.
-    fn zeros_after_records(&mut self, name: &str, role: FileRole, off: u64, len: u64) {
+    pub(crate) fn zeros_after_records(&mut self, name: &str, role: FileRole, off: u64, len: u64) {
         if off >= len || role == FileRole::Completions {
             return;
         }
@@ -459,7 +480,7 @@ impl Scan<'_> {
 }
 
 /// The entry of a side-file frame when its kind belongs in that file.
-fn side_entry<'a>(role: FileRole, f: &Frame<'a>) -> Option<Entry<'a>> {
+pub(crate) fn side_entry<'a>(role: FileRole, f: &Frame<'a>) -> Option<Entry<'a>> {
     match role {
         FileRole::DeadLetters => match Record::decode(f.kind, f.body)? {
             r @ (Record::Dead(_) | Record::Removed { .. }) => {
@@ -516,7 +537,7 @@ fn shows_damage(dir: &Path, name: &str, id: u32, data: &FileData) -> bool {
 }
 
 /// The file kind, checksum seed and record limit of a side file.
-fn side_params(role: FileRole) -> (FileKind, u32, u32) {
+pub(crate) fn side_params(role: FileRole) -> (FileKind, u32, u32) {
     match role {
         FileRole::DeadLetters => (
             FileKind::Dead,
@@ -546,8 +567,27 @@ fn side_shows_damage(dir: &Path, name: &str, role: FileRole, data: &FileData) ->
         },
     };
     let (_, seed, max_len) = side_params(role);
-    scan.side_records(name, role, data, seed, max_len);
+    scan.side_records(name, role, &SideBytes::of(data), seed, max_len);
     scan.sum.damage > 0
+}
+
+/// Bytes of a side file from its records on: `bytes[0]` is at offset
+/// `base` of a file `len` bytes long (zeros past the bytes, not read).
+pub(crate) struct SideBytes<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) base: usize,
+    pub(crate) len: u64,
+}
+
+impl<'a> SideBytes<'a> {
+    /// The records of a whole side file read into `data`.
+    fn of(data: &'a FileData) -> SideBytes<'a> {
+        SideBytes {
+            bytes: data.bytes.get(SEGMENT_HEADER_LEN..).unwrap_or(&[]),
+            base: SEGMENT_HEADER_LEN,
+            len: data.len,
+        }
+    }
 }
 
 /// Whether every byte is zero.

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use super::deadread::DeadPlace;
 use super::entry::{Entry, FileRole, Problem, RecordView, Visitor};
 use super::scan::ScanSummary;
 use crate::dead::DeadLetter;
 use crate::format::done::DoneRecord;
-use crate::format::record::Record;
+use crate::format::record::{DeadRec, Record};
 use crate::priority::Priority;
 
 /// A job that is not finished: ready, delayed or leased.
@@ -91,8 +92,15 @@ pub struct Snapshot {
     pub taken_ms: u64,
     /// Unfinished jobs by id.
     pub jobs: BTreeMap<u64, PendingJob>,
-    /// Dead letters by id.
+    /// Dead letters by id. In a snapshot taken without payloads
+    /// ([`Inspector::snapshot_without_payloads`](super::Inspector::snapshot_without_payloads))
+    /// each [`DeadLetter::payload`] is empty, and
+    /// [`DeadPayloadReader::read`](super::DeadPayloadReader::read) reads
+    /// it from the place [`Snapshot::dead_places`] names.
     pub dead: BTreeMap<u64, DeadLetter>,
+    /// Where each dead letter's record is in `dead.wal`, and how long its
+    /// payload is, by id (the same ids as [`Snapshot::dead`]).
+    pub dead_places: BTreeMap<u64, DeadPlace>,
     /// Results and purge markers of finished jobs, by id.
     pub completions: BTreeMap<u64, Completion>,
     /// The id the next enqueued job would get (at least).
@@ -211,7 +219,7 @@ pub(crate) struct Replay<'a> {
     queue_ids: BTreeMap<u64, u16>,
     queue_names: BTreeMap<u16, String>,
     batch: Vec<Op>,
-    /// Whether pending jobs keep their payloads.
+    /// Whether pending jobs and dead letters keep their payloads.
     payloads: bool,
     observer: &'a mut dyn Visitor,
 }
@@ -367,10 +375,20 @@ impl<'a> Replay<'a> {
                     }
                     None => {}
                 }
-                self.snap.dead.insert(id, DeadLetter::from_rec(&d));
+                let place = DeadPlace {
+                    id,
+                    offset: r.offset,
+                    len: r.len,
+                    payload_len: d.payload.len() as u64,
+                };
+                let kept = if self.payloads { d.payload } else { &[] };
+                let letter = DeadLetter::from_rec(&DeadRec { payload: kept, ..d });
+                self.snap.dead.insert(id, letter);
+                self.snap.dead_places.insert(id, place);
             }
             Entry::Record(Record::Removed { id }) => {
                 self.snap.dead.remove(&id);
+                self.snap.dead_places.remove(&id);
             }
             Entry::Done(DoneRecord::Done {
                 id,

@@ -107,6 +107,12 @@ pub fn job_json_with(job: &PendingJob, status: &str, payload: &[u8]) -> Map<Stri
 
 /// A dead letter as a JSON object.
 pub fn dead_json(d: &DeadLetter) -> Map<String, Value> {
+    dead_json_with(d, &d.payload)
+}
+
+/// [`dead_json`] with `payload` as the letter's payload (read back for a
+/// snapshot taken without payloads).
+pub fn dead_json_with(d: &DeadLetter, payload: &[u8]) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("id".into(), json!(d.id));
     m.insert("status".into(), json!("dead"));
@@ -121,7 +127,7 @@ pub fn dead_json(d: &DeadLetter) -> Map<String, Value> {
     if let Some(k) = &d.key {
         render::put_bytes(&mut m, "key", k);
     }
-    render::put_bytes(&mut m, "payload", &d.payload);
+    render::put_bytes(&mut m, "payload", payload);
     m
 }
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use walq::inspect::{PayloadReader, Severity, Snapshot};
+use walq::inspect::{DeadPayloadReader, PayloadReader, Severity, Snapshot};
 
 use crate::args::SalvageArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
@@ -72,8 +72,11 @@ fn limits_of(dir: &Path, snap: &Snapshot) -> Result<Limits, Fail> {
         )
     };
     for d in snap.dead.values() {
+        // Nor dead letters: their lengths are known too.
+        let mut sizes = DeadSpec::of(d).sizes();
+        sizes.payload = snap.dead_places.get(&d.id).map_or(0, |p| p.payload_len);
         limits
-            .admit(&DeadSpec::of(d).sizes())
+            .admit(&sizes)
             .map_err(|why| refuse("dead letter", d.id, why))?;
     }
     for j in snap.jobs.values() {
@@ -87,13 +90,20 @@ fn limits_of(dir: &Path, snap: &Snapshot) -> Result<Limits, Fail> {
     Ok(limits)
 }
 
-/// Copies the dead letters and jobs of `snap` into `target`, each job's
-/// payload read back with `payloads`: (jobs, dead letters, duplicates).
+/// The readers of the payloads of a snapshot's pending jobs and dead
+/// letters.
+struct Readers {
+    jobs: PayloadReader,
+    dead: DeadPayloadReader,
+}
+
+/// Copies the dead letters and jobs of `snap` into `target`, each payload
+/// read back with `payloads`: (jobs, dead letters, duplicates).
 fn copy_all(
     a: &SalvageArgs,
     target: &mut Target,
     snap: &Snapshot,
-    payloads: &mut PayloadReader,
+    payloads: &mut Readers,
 ) -> Result<(u64, u64, u64), Fail> {
     let bar = progress::bar(
         (snap.jobs.len() + snap.dead.len()) as u64,
@@ -104,7 +114,23 @@ fn copy_all(
     let copy = |e: walq::Error| Fail::operation(&a.into, &e);
     // Dead letters first: they are made by leasing a job, so no other may be ready.
     for d in snap.dead.values() {
-        match add_dead(target, &DeadSpec::of(d)).map_err(copy)? {
+        let payload = match payloads.dead.read_letter(snap, d.id) {
+            Ok(p) => p,
+            // A live DIR: the letter was redriven or purged after the snapshot.
+            Err(e) if e.kind() == walq::ErrorKind::NotFound => {
+                eprintln!(
+                    "walq: note: dead letter {} was removed while salvage ran: left out",
+                    d.id
+                );
+                continue;
+            }
+            Err(e) => return Err(Fail::reading(&a.dir, &e)),
+        };
+        let spec = DeadSpec {
+            payload: &payload,
+            ..DeadSpec::of(d)
+        };
+        match add_dead(target, &spec).map_err(copy)? {
             true => dead += 1,
             false => dups += 1,
         }
@@ -112,7 +138,7 @@ fn copy_all(
     }
     // In enqueue order, so that a group's jobs keep theirs.
     for j in snap.jobs.values() {
-        let payload = match payloads.read(j) {
+        let payload = match payloads.jobs.read(j) {
             Ok(p) => p,
             // A live DIR: the job finished after the snapshot.
             Err(e) if e.kind() == walq::ErrorKind::NotFound => {
@@ -144,10 +170,13 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     let inspector = super::inspect(&a.dir)?;
     let read = |e: walq::Error| Fail::reading(&a.dir, &e);
     // Without payloads: each is read back (and verified again) when its
-    // job is copied, so memory does not grow with them.
+    // job or dead letter is copied, so memory does not grow with them.
     let snap = inspector.snapshot_without_payloads().map_err(read)?;
     super::warn_damage(&snap);
-    let mut payloads = inspector.payload_reader();
+    let mut payloads = Readers {
+        jobs: inspector.payload_reader(),
+        dead: inspector.dead_payload_reader(),
+    };
     let limits = limits_of(&a.dir, &snap)?;
     let mut target = Target::open(&a.into, &limits)?;
     let (jobs, dead, dups) = copy_all(a, &mut target, &snap, &mut payloads)?;

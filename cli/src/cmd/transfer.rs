@@ -81,10 +81,9 @@ fn create_output(path: &Path, dir: &Path) -> Result<std::fs::File, Fail> {
     Ok(file)
 }
 
-/// Runs `walq export`. The snapshot leaves the pending jobs' payloads
-/// out, and each is read back (and verified again) when its line is
-/// written: memory does not grow with the payloads (dead letters are held,
-/// as the dead-letter file is read whole).
+/// Runs `walq export`. The snapshot leaves the payloads of pending jobs
+/// and dead letters out, and each is read back (and verified again) when
+/// its line is written: memory does not grow with the payloads.
 pub fn export(a: &ExportArgs) -> CmdResult {
     if let Some(path) = &a.output {
         refuse_inside(path, &a.dir)?;
@@ -103,14 +102,18 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut payloads = inspector.payload_reader();
+    let mut dead = inspector.dead_payload_reader();
     let source = Source {
         dir: &a.dir,
         live: inspector.live(),
         snap: &snap,
     };
-    let gone = write_export(&mut out, &source, &mut |job| {
-        payloads.read(job).map(Cow::Owned)
-    })?;
+    let (gone, gone_dead) = write_export(
+        &mut out,
+        &source,
+        &mut |job| payloads.read(job).map(Cow::Owned),
+        &mut |d| dead.read_letter(&snap, d.id).map(Cow::Owned),
+    )?;
     drop(out);
     if let (Some(f), Some(path)) = (&file, &a.output) {
         // Durable before it is reported written.
@@ -123,10 +126,16 @@ pub fn export(a: &ExportArgs) -> CmdResult {
              removed their records) and were left out"
         );
     }
+    if gone_dead > 0 {
+        eprintln!(
+            "walq: note: {gone_dead} dead letter(s) were redriven or purged while the export \
+             ran (the running process rewrote dead.wal without them) and were left out"
+        );
+    }
     eprintln!(
         "walq: exported {} pending jobs and {} dead letters",
         snap.jobs.len() as u64 - gone,
-        snap.dead.len()
+        snap.dead.len() as u64 - gone_dead
     );
     Ok(OK)
 }
@@ -142,10 +151,14 @@ struct Source<'a> {
 /// How an export gets a pending job's payload.
 type PayloadOf<'a> = dyn FnMut(&PendingJob) -> walq::Result<Cow<'_, [u8]>> + 'a;
 
+/// How an export gets a dead letter's payload.
+type DeadPayloadOf<'a> = dyn FnMut(&DeadLetter) -> walq::Result<Cow<'_, [u8]>> + 'a;
+
 /// Writes the export of `src` to `out`: the header, the pending jobs in
 /// enqueue order (so that a group's jobs keep theirs on import), each with
-/// the payload `payload_of` gives, then the dead letters; how many jobs
-/// were left out because they finished meanwhile (a live queue: their
+/// the payload `payload_of` gives, then the dead letters, each with the
+/// payload `dead_of` gives; how many jobs and dead letters were left out
+/// because they finished or were removed meanwhile (a live queue: their
 /// payload is `NotFound`). A payload that cannot be read is an error
 /// naming its file and offset (what was written before it is an
 /// incomplete export).
@@ -153,7 +166,8 @@ fn write_export(
     out: &mut dyn Write,
     src: &Source<'_>,
     payload_of: &mut PayloadOf<'_>,
-) -> Result<u64, Fail> {
+    dead_of: &mut DeadPayloadOf<'_>,
+) -> Result<(u64, u64), Fail> {
     let snap = src.snap;
     let header = json!({
         "walq_export": EXPORT_VERSION,
@@ -177,11 +191,7 @@ fn write_export(
                 gone += 1;
                 continue;
             }
-            Err(e) => {
-                let fail = Fail::reading(src.dir, &e);
-                let what = format!("{fail} (the export is incomplete)");
-                return Err(Fail::new(fail.code, what));
-            }
+            Err(e) => return Err(incomplete(src.dir, &e)),
         };
         let mut m = super::look::job_json_with(job, "pending", &payload);
         m.remove("status");
@@ -189,15 +199,44 @@ fn write_export(
         writeln!(out, "{}", Value::Object(m))?;
         bar.inc(1);
     }
-    for d in snap.dead.values() {
-        let mut m = super::look::dead_json(d);
+    let gone_dead = write_dead(out, src, dead_of, &bar)?;
+    bar.finish_and_clear();
+    out.flush()?;
+    Ok((gone, gone_dead))
+}
+
+/// The failure of an export that could not read a payload.
+fn incomplete(dir: &Path, e: &walq::Error) -> Fail {
+    let fail = Fail::reading(dir, e);
+    let what = format!("{fail} (the export is incomplete)");
+    Fail::new(fail.code, what)
+}
+
+/// Writes the dead letters of `src` to `out`, each with the payload
+/// `dead_of` gives; how many were left out because they were removed
+/// meanwhile (a live queue: their payload is `NotFound`).
+fn write_dead(
+    out: &mut dyn Write,
+    src: &Source<'_>,
+    dead_of: &mut DeadPayloadOf<'_>,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64, Fail> {
+    let mut gone = 0;
+    for d in src.snap.dead.values() {
+        let payload = match dead_of(d) {
+            Ok(p) => p,
+            Err(e) if src.live && e.kind() == walq::ErrorKind::NotFound => {
+                gone += 1;
+                continue;
+            }
+            Err(e) => return Err(incomplete(src.dir, &e)),
+        };
+        let mut m = super::look::dead_json_with(d, &payload);
         m.remove("status");
         m.insert("type".into(), json!("dead"));
         writeln!(out, "{}", Value::Object(m))?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
-    out.flush()?;
     Ok(gone)
 }
 
@@ -397,6 +436,7 @@ mod tests {
         let store = Store::open_with(dir, Options::default().segment_size(64 << 10)).unwrap();
         let q = store.default_queue();
         let named = store.queue("mail").unwrap();
+        many_dead(&q, &named);
         for i in 0..60u32 {
             let mut payload = vec![b'a' + (i % 26) as u8; 100 + 97 * i as usize];
             if i % 2 == 0 {
@@ -444,6 +484,33 @@ mod tests {
         q.close().unwrap();
     }
 
+    /// Many dead letters in both queues (every level, keys, binary and
+    /// UTF-8 payloads of many sizes, errors of many lengths), a few of
+    /// them purged again, made while the queues hold no other job.
+    fn many_dead(q: &Queue, named: &Queue) {
+        for i in 0..120u32 {
+            let mut payload = vec![b'A' + (i % 26) as u8; 1 + 331 * i as usize];
+            if i % 3 == 0 {
+                payload[0] = 0xfe;
+            }
+            let mut o = EnqueueOptions::new()
+                .max_attempts(1)
+                .priority(LEVELS[i as usize % 4]);
+            if i % 4 == 0 {
+                o = o.idempotency_key(format!("dead-k{i}"));
+            }
+            let target = if i % 5 == 2 { named } else { q };
+            let id = target.enqueue_with(&payload, o).unwrap().id;
+            let job = target.dequeue_timeout(Duration::ZERO).unwrap().unwrap();
+            assert_eq!(job.id(), id);
+            let error = format!("error {i}: {}", "x".repeat(i as usize));
+            target.fail(job.receipt(), &error).unwrap();
+            if i % 17 == 5 {
+                target.purge(id).unwrap();
+            }
+        }
+    }
+
     /// The export as `walq export` wrote it before it read payloads back:
     /// from a snapshot that holds them all (the code of that version).
     fn old_export(out: &mut Vec<u8>, dir: &Path, live: bool, snap: &Snapshot) {
@@ -477,7 +544,7 @@ mod tests {
         let inspector = Inspector::open(tmp.path()).unwrap();
         let full = inspector.snapshot().unwrap();
         let mut lean = inspector.snapshot_without_payloads().unwrap();
-        assert!(full.summary.segments > 1 && full.dead.len() >= 2);
+        assert!(full.summary.segments > 1 && full.dead.len() >= 100);
         assert!(
             full.jobs.values().any(|j| j.leased) && full.jobs.values().any(|j| j.queue == "mail")
         );
@@ -487,15 +554,20 @@ mod tests {
         old_export(&mut before, tmp.path(), false, &full);
         let mut after = Vec::new();
         let mut payloads = inspector.payload_reader();
+        let mut dead = inspector.dead_payload_reader();
         let source = Source {
             dir: tmp.path(),
             live: false,
             snap: &lean,
         };
-        let gone = write_export(&mut after, &source, &mut |job| {
-            payloads.read(job).map(Cow::Owned)
-        });
-        assert_eq!(gone.unwrap(), 0);
+        assert!(lean.dead.values().all(|d| d.payload.is_empty()));
+        let gone = write_export(
+            &mut after,
+            &source,
+            &mut |job| payloads.read(job).map(Cow::Owned),
+            &mut |d| dead.read_letter(&lean, d.id).map(Cow::Owned),
+        );
+        assert_eq!(gone.unwrap(), (0, 0));
         assert_eq!(
             after.iter().filter(|&&b| b == b'\n').count(),
             1 + full.jobs.len() + full.dead.len()

@@ -49,7 +49,8 @@ pub struct DeadLetter {
     pub error: String,
     /// The idempotency key, if the job had one.
     pub key: Option<Vec<u8>>,
-    /// The payload.
+    /// The payload (empty in an inspector's snapshot taken without
+    /// payloads, `inspect::Inspector::snapshot_without_payloads`).
     pub payload: Vec<u8>,
     /// The name of the queue the job belonged to (`"default"` for the
     /// default queue); a redrive returns it there.

@@ -53,7 +53,7 @@ pub struct DeadPlace {
 /// let q = walq::Queue::open(dir.path())?;
 /// let once = walq::EnqueueOptions::new().max_attempts(1);
 /// q.enqueue_with(b"hello", once)?;
-/// let job = q.dequeue()?;
+/// let job = q.dequeue_timeout(std::time::Duration::ZERO)?.unwrap();
 /// q.fail(job.receipt(), "boom")?;
 /// let inspector = walq::inspect::Inspector::open(dir.path())?;
 /// let snap = inspector.snapshot_without_payloads()?;
@@ -63,6 +63,7 @@ pub struct DeadPlace {
 /// assert_eq!(place.payload_len, 5);
 /// let mut dead = inspector.dead_payload_reader();
 /// assert_eq!(dead.read(place)?, b"hello");
+/// assert_eq!(dead.read_letter(&snap, letter.id)?, b"hello");
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -138,6 +139,19 @@ impl DeadPayloadReader {
         match index.places.get(&place.id).copied() {
             Some(now) => self.read_at(&now),
             None => Err(self.gone(place, index.damage.as_ref())),
+        }
+    }
+
+    /// The payload of dead letter `id` of `snap`, read from the record
+    /// [`Snapshot::dead_places`](super::Snapshot::dead_places) names (see
+    /// [`DeadPayloadReader::read`]); `NotFound` if `snap` has no such letter.
+    pub fn read_letter(&mut self, snap: &super::Snapshot, id: u64) -> Result<Vec<u8>> {
+        match snap.dead_places.get(&id) {
+            Some(place) => self.read(place),
+            None => {
+                let what = format!("dead letter {id} is not in the snapshot");
+                Err(Error::new(ErrorKind::NotFound, what).with_path(&self.dir))
+            }
         }
     }
 

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use walq::worker::{JobContext, Outcome, ShutdownReport, WorkerPool};
+use tempfile::TempDir;
+use walq::worker::{JobContext, Outcome, PoolBuilder, ShutdownReport, WorkerPool};
 use walq::Queue;
 
 mod gate;
@@ -122,19 +123,104 @@ fn stuck_text(report: &ShutdownReport) -> String {
     lines.join("; ")
 }
 
-fn pool_on(
-    backend: &Arc<Hooked<Stall>>,
+/// A builder of a pool on `backend` with `workers` workers and the short
+/// lease, heartbeat and poll intervals these tests use.
+fn short_intervals<B: walq::worker::Backend>(
+    backend: B,
     name: &str,
-    handler: impl Fn(&JobContext, &[u8]) -> Outcome + Send + Sync + 'static,
-) -> WorkerPool<Arc<Hooked<Stall>>> {
-    WorkerPool::builder(backend.clone())
+    workers: usize,
+) -> PoolBuilder<B> {
+    WorkerPool::builder(backend)
         .name(name)
-        .workers(1)
+        .workers(workers)
         .visibility(Duration::from_millis(300))
         .heartbeat(Duration::from_millis(5))
         .poll_interval(Duration::from_millis(5))
-        .start(handler)
+}
+
+/// A queue in a new temporary directory, a gate, and a backend on the
+/// queue whose `which` calls block at that gate.
+fn stalled_backend(which: Blocked) -> (TempDir, Arc<Gate>, Hooked<Stall>) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let gate = Arc::new(Gate::default());
+    let hooks = Stall::new(which, &gate);
+    (dir, gate, Hooked { q, hooks })
+}
+
+/// What a sync test holds: the backend of [`stalled_backend`] shared with
+/// its pool, its queue, the gate (opened however the test ends), and the
+/// hooks' flags, which outlive the backend.
+struct Stalled {
+    backend: Arc<Hooked<Stall>>,
+    _open: OpenOnDrop,
+    gate: Arc<Gate>,
+    q: Queue,
+    stopped: Arc<AtomicBool>,
+    late: Arc<AtomicU32>,
+    dropped: Arc<AtomicBool>,
+    _dir: TempDir,
+}
+
+impl Stalled {
+    fn new(which: Blocked) -> Stalled {
+        let (dir, gate, hooked) = stalled_backend(which);
+        let hooks = &hooked.hooks;
+        Stalled {
+            stopped: hooks.stopped.clone(),
+            late: hooks.late.clone(),
+            dropped: hooks.dropped.clone(),
+            q: hooked.q.clone(),
+            _open: OpenOnDrop(gate.clone()),
+            gate,
+            backend: Arc::new(hooked),
+            _dir: dir,
+        }
+    }
+
+    /// Starts a pool of `workers` named `name` on the backend.
+    fn pool(
+        &self,
+        name: &str,
+        workers: usize,
+        handler: impl Fn(&JobContext, &[u8]) -> Outcome + Send + Sync + 'static,
+    ) -> WorkerPool<Arc<Hooked<Stall>>> {
+        short_intervals(self.backend.clone(), name, workers)
+            .start(handler)
+            .unwrap()
+    }
+
+    /// Whether a call has reached the gate.
+    fn entered(&self) -> bool {
+        self.backend.hooks.entered.load(Ordering::SeqCst)
+    }
+}
+
+/// A runtime for the async pools.
+#[cfg(feature = "tokio")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap()
+}
+
+/// Shuts the async `pool` down on another thread; fails the test if it
+/// has not returned within the watchdog.
+#[cfg(feature = "tokio")]
+fn async_shutdown_within_watchdog<B: walq::worker::AsyncBackend>(
+    rt: &tokio::runtime::Runtime,
+    pool: walq::worker::AsyncWorkerPool<B>,
+    what: &str,
+) -> ShutdownReport {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(handle.block_on(pool.shutdown(Duration::from_millis(50))));
+    });
+    rx.recv_timeout(WATCHDOG)
+        .unwrap_or_else(|_| panic!("shutdown waited for {what}"))
 }
 
 /// A settler blocked for good in `complete_batch` does not hold up
@@ -143,23 +229,12 @@ fn pool_on(
 /// the settler and waited as long as the backend did.
 #[test]
 fn shutdown_returns_and_names_a_settler_stuck_in_complete_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let id = q.enqueue(b"ack me").unwrap();
-    let gate = Arc::new(Gate::default());
-    let _open = OpenOnDrop(gate.clone());
-    let hooks = Stall::new(Blocked::CompleteBatch, &gate);
-    let (stopped, late) = (hooks.stopped.clone(), hooks.late.clone());
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks,
-    });
-    let pool = pool_on(&backend, "batch", |_, _| Outcome::done());
-    wait_for("the settler in complete_batch", || {
-        backend.hooks.entered.load(Ordering::SeqCst)
-    });
+    let st = Stalled::new(Blocked::CompleteBatch);
+    let id = st.q.enqueue(b"ack me").unwrap();
+    let pool = st.pool("batch", 1, |_, _| Outcome::done());
+    wait_for("the settler in complete_batch", || st.entered());
     let report = shutdown_within_watchdog(pool, "a settler stuck in complete_batch");
-    stopped.store(true, Ordering::SeqCst);
+    st.stopped.store(true, Ordering::SeqCst);
     let stuck = stuck_text(&report);
     assert!(
         stuck.contains("batch-settler") && stuck.contains("complete_batch"),
@@ -168,9 +243,9 @@ fn shutdown_returns_and_names_a_settler_stuck_in_complete_batch() {
     assert!(stuck.contains(&id.to_string()), "{stuck:?}");
     let s = &report.stats;
     assert_eq!((s.leased, s.done, s.settle_errors), (1, 0, 1), "{s:?}");
-    gate.open();
+    st.gate.open();
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(late.load(Ordering::SeqCst), 0, "calls after shutdown");
+    assert_eq!(st.late.load(Ordering::SeqCst), 0, "calls after shutdown");
 }
 
 /// A worker blocked for good in a settle (here `retry`) does not hold up
@@ -179,20 +254,10 @@ fn shutdown_returns_and_names_a_settler_stuck_in_complete_batch() {
 /// joined the worker for ever.
 #[test]
 fn shutdown_returns_and_names_a_worker_stuck_in_a_settle() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let id = q.enqueue(b"retry me").unwrap();
-    let gate = Arc::new(Gate::default());
-    let _open = OpenOnDrop(gate.clone());
-    let hooks = Stall::new(Blocked::Settle, &gate);
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks,
-    });
-    let pool = pool_on(&backend, "settle", |_, _| Outcome::retry("again"));
-    wait_for("the worker in retry", || {
-        backend.hooks.entered.load(Ordering::SeqCst)
-    });
+    let st = Stalled::new(Blocked::Settle);
+    let id = st.q.enqueue(b"retry me").unwrap();
+    let pool = st.pool("settle", 1, |_, _| Outcome::retry("again"));
+    wait_for("the worker in retry", || st.entered());
     let report = shutdown_within_watchdog(pool, "a worker stuck in retry");
     let stuck = stuck_text(&report);
     assert!(
@@ -211,38 +276,16 @@ fn shutdown_returns_and_names_a_worker_stuck_in_a_settle() {
 /// ever.
 #[test]
 fn shutdown_returns_and_names_a_worker_stuck_in_a_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let gate = Arc::new(Gate::default());
-    let _open = OpenOnDrop(gate.clone());
-    let hooks = Stall::new(Blocked::Lease, &gate);
-    let (stopped, late, dropped) = (
-        hooks.stopped.clone(),
-        hooks.late.clone(),
-        hooks.dropped.clone(),
-    );
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks,
-    });
+    let st = Stalled::new(Blocked::Lease);
     let runs = Arc::new(AtomicU32::new(0));
     let pool = {
         let runs = runs.clone();
-        WorkerPool::builder(backend.clone())
-            .name("lease")
-            .workers(1)
-            .visibility(Duration::from_millis(300))
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .start(move |_: &JobContext, _: &[u8]| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                Outcome::done()
-            })
-            .unwrap()
+        st.pool("lease", 1, move |_, _| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Outcome::done()
+        })
     };
-    wait_for("the worker in its lease", || {
-        backend.hooks.entered.load(Ordering::SeqCst)
-    });
+    wait_for("the worker in its lease", || st.entered());
     let report = shutdown_within_watchdog(pool, "a worker stuck in lease");
     let stuck = stuck_text(&report);
     assert!(
@@ -251,15 +294,15 @@ fn shutdown_returns_and_names_a_worker_stuck_in_a_lease() {
     );
     // The blocked call now leases a job, which the detached worker must
     // leave alone.
-    let id = q.enqueue(b"leased by a detached worker").unwrap();
-    stopped.store(true, Ordering::SeqCst);
-    backend.hooks.armed.store(false, Ordering::SeqCst);
-    gate.open();
-    drop(backend);
+    let id = st.q.enqueue(b"leased by a detached worker").unwrap();
+    st.stopped.store(true, Ordering::SeqCst);
+    st.backend.hooks.armed.store(false, Ordering::SeqCst);
+    st.gate.open();
+    drop(st.backend);
     wait_for("the detached worker exited", || {
-        dropped.load(Ordering::SeqCst)
+        st.dropped.load(Ordering::SeqCst)
     });
-    assert_eq!(late.load(Ordering::SeqCst), 0, "calls after shutdown");
+    assert_eq!(st.late.load(Ordering::SeqCst), 0, "calls after shutdown");
     assert_eq!(
         runs.load(Ordering::SeqCst),
         0,
@@ -268,7 +311,7 @@ fn shutdown_returns_and_names_a_worker_stuck_in_a_lease() {
     // The job comes back once the lease the stuck call took runs out.
     let deadline = Instant::now() + WATCHDOG;
     let job = loop {
-        if let Some(job) = q.dequeue().unwrap() {
+        if let Some(job) = st.q.dequeue().unwrap() {
             break job;
         }
         assert!(Instant::now() < deadline, "the job never came back");
@@ -285,45 +328,22 @@ fn shutdown_returns_and_names_a_worker_stuck_in_a_lease() {
 #[cfg(feature = "tokio")]
 #[test]
 fn async_shutdown_returns_and_names_a_task_stuck_in_a_settle() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let id = q.enqueue(b"retry me").unwrap();
-    let gate = Arc::new(Gate::default());
-    let hooks = Stall::new(Blocked::Settle, &gate);
-    let entered = hooks.entered.clone();
-    let backend = Hooked {
-        q: q.clone(),
-        hooks,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_dir, gate, backend) = stalled_backend(Blocked::Settle);
+    let id = backend.q.enqueue(b"retry me").unwrap();
+    let entered = backend.hooks.entered.clone();
+    let rt = runtime();
     // Dropped before the runtime, whose drop waits for the blocked call.
     let _open = OpenOnDrop(gate.clone());
     let pool = rt
         .block_on(async {
-            WorkerPool::builder(backend)
-                .name("asy")
-                .workers(1)
-                .visibility(Duration::from_millis(300))
-                .heartbeat(Duration::from_millis(5))
-                .poll_interval(Duration::from_millis(5))
+            short_intervals(backend, "asy", 1)
                 .start_async(|_: JobContext, _: Vec<u8>| async { Outcome::retry("again") })
         })
         .unwrap();
     wait_for("the task's settle in retry", || {
         entered.load(Ordering::SeqCst)
     });
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = rt.handle().clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(handle.block_on(pool.shutdown(Duration::from_millis(50))));
-    });
-    let report = rx
-        .recv_timeout(WATCHDOG)
-        .expect("shutdown waited for a task stuck in retry");
+    let report = async_shutdown_within_watchdog(&rt, pool, "a task stuck in retry");
     let stuck = stuck_text(&report);
     assert!(
         stuck.contains("asy-0") && stuck.contains("retry"),
@@ -343,16 +363,9 @@ fn async_shutdown_returns_and_names_a_task_stuck_in_a_settle() {
 /// joined that worker for ever.
 #[test]
 fn shutdown_gives_up_a_worker_waiting_for_room_behind_a_stuck_settler() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let ids: Vec<u64> = (0..600).map(|_| q.enqueue(b"ack me").unwrap()).collect();
-    let gate = Arc::new(Gate::default());
-    let _open = OpenOnDrop(gate.clone());
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks: Stall::new(Blocked::CompleteBatch, &gate),
-    });
-    let pool = pool_on(&backend, "room", |_, _| Outcome::done());
+    let st = Stalled::new(Blocked::CompleteBatch);
+    let ids: Vec<u64> = (0..600).map(|_| st.q.enqueue(b"ack me").unwrap()).collect();
+    let pool = st.pool("room", 1, |_, _| Outcome::done());
     // 512 acks unsettled (the batch in the stuck call and those queued),
     // and one more finished job waiting for room.
     wait_for("the worker at its window", || pool.stats().leased == 513);
@@ -393,45 +406,25 @@ fn delivered_again(q: &Queue, n: usize) -> Vec<(u64, u32)> {
 /// made the releases on its own thread and waited as long as the backend.
 #[test]
 fn shutdown_returns_and_names_a_release_that_never_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let mut ids: Vec<u64> = (0..2).map(|_| q.enqueue(b"slow").unwrap()).collect();
+    let st = Stalled::new(Blocked::Release);
+    let mut ids: Vec<u64> = (0..2).map(|_| st.q.enqueue(b"slow").unwrap()).collect();
     ids.sort_unstable();
-    let gate = Arc::new(Gate::default());
-    let _open = OpenOnDrop(gate.clone());
-    let hooks = Stall::new(Blocked::Release, &gate);
-    let (stopped, late, dropped) = (
-        hooks.stopped.clone(),
-        hooks.late.clone(),
-        hooks.dropped.clone(),
-    );
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks,
-    });
     let started = Arc::new(AtomicU32::new(0));
     let pool = {
         let started = started.clone();
-        WorkerPool::builder(backend.clone())
-            .name("rel")
-            .workers(2)
-            .visibility(Duration::from_millis(300))
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .start(move |ctx: &JobContext, _: &[u8]| {
-                started.fetch_add(1, Ordering::SeqCst);
-                while !ctx.lease_lost() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Outcome::done()
-            })
-            .unwrap()
+        st.pool("rel", 2, move |ctx, _| {
+            started.fetch_add(1, Ordering::SeqCst);
+            while !ctx.lease_lost() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Outcome::done()
+        })
     };
     wait_for("both handlers running", || {
         started.load(Ordering::SeqCst) == 2
     });
     let report = shutdown_within_watchdog(pool, "a release that never returns");
-    stopped.store(true, Ordering::SeqCst);
+    st.stopped.store(true, Ordering::SeqCst);
     let stuck = stuck_text(&report);
     assert!(
         stuck.contains("rel-release") && stuck.contains("Backend::release"),
@@ -448,13 +441,13 @@ fn shutdown_returns_and_names_a_release_that_never_returns() {
         (2, 0, 0, 2),
         "{s:?}"
     );
-    gate.open();
-    drop(backend);
+    st.gate.open();
+    drop(st.backend);
     wait_for("the detached threads exited", || {
-        dropped.load(Ordering::SeqCst)
+        st.dropped.load(Ordering::SeqCst)
     });
-    assert_eq!(late.load(Ordering::SeqCst), 0, "calls after shutdown");
-    let back = delivered_again(&q, 2);
+    assert_eq!(st.late.load(Ordering::SeqCst), 0, "calls after shutdown");
+    let back = delivered_again(&st.q, 2);
     assert_eq!(back, vec![(ids[0], 2), (ids[1], 2)]);
 }
 
@@ -465,55 +458,31 @@ fn shutdown_returns_and_names_a_release_that_never_returns() {
 #[cfg(feature = "tokio")]
 #[test]
 fn async_shutdown_returns_and_names_a_release_that_never_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    let id = q.enqueue(b"slow").unwrap();
-    let gate = Arc::new(Gate::default());
-    let hooks = Stall::new(Blocked::Release, &gate);
-    let entered = hooks.entered.clone();
-    let backend = Hooked {
-        q: q.clone(),
-        hooks,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_dir, gate, backend) = stalled_backend(Blocked::Release);
+    let id = backend.q.enqueue(b"slow").unwrap();
+    let entered = backend.hooks.entered.clone();
+    let rt = runtime();
     // Dropped before the runtime, whose drop waits for blocking threads.
     let _open = OpenOnDrop(gate.clone());
     let started = Arc::new(AtomicBool::new(false));
     let pool = {
         let started = started.clone();
         rt.block_on(async {
-            WorkerPool::builder(backend)
-                .name("arel")
-                .workers(1)
-                .visibility(Duration::from_millis(300))
-                .heartbeat(Duration::from_millis(5))
-                .poll_interval(Duration::from_millis(5))
-                .start_async(move |ctx: JobContext, _: Vec<u8>| {
-                    let started = started.clone();
-                    async move {
-                        started.store(true, Ordering::SeqCst);
-                        while !ctx.lease_lost() {
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                        Outcome::done()
+            short_intervals(backend, "arel", 1).start_async(move |ctx: JobContext, _: Vec<u8>| {
+                let started = started.clone();
+                async move {
+                    started.store(true, Ordering::SeqCst);
+                    while !ctx.lease_lost() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                })
+                    Outcome::done()
+                }
+            })
         })
         .unwrap()
     };
     wait_for("the handler running", || started.load(Ordering::SeqCst));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = rt.handle().clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(handle.block_on(pool.shutdown(Duration::from_millis(50))));
-    });
-    let report = rx
-        .recv_timeout(WATCHDOG)
-        .expect("shutdown waited for a release that never returns");
+    let report = async_shutdown_within_watchdog(&rt, pool, "a release that never returns");
     assert!(entered.load(Ordering::SeqCst));
     let stuck = stuck_text(&report);
     assert!(

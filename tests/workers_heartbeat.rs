@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
 use walq::worker::{JobContext, JobStatus, Outcome, WorkerPool};
 use walq::Queue;
 
@@ -28,35 +29,57 @@ impl Hooks for SlowExtend {
     }
 }
 
-#[test]
-fn a_worker_settles_its_finished_job_while_an_extension_of_its_lease_waits() {
+/// A queue in a new temporary directory (removed with the `TempDir`).
+fn temp_queue() -> (TempDir, Queue) {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path()).unwrap();
-    let id = q.enqueue(b"slow network").unwrap();
-    let gate = Arc::new(Gate::default());
-    let backend = Arc::new(Hooked {
+    (dir, q)
+}
+
+/// `q` as a backend with `hooks` before its calls, shared with the test.
+fn hooked<H: Hooks>(q: &Queue, hooks: H) -> Arc<Hooked<H>> {
+    Arc::new(Hooked {
         q: q.clone(),
-        hooks: SlowExtend {
+        hooks,
+    })
+}
+
+/// A pool named `name` of one worker (heartbeat and poll every 5 ms) on
+/// `q`, whose extensions wait at `gate`; its handler finishes only once
+/// the heartbeat is inside an extension of its job's lease.
+fn done_inside_a_slow_extend(
+    q: &Queue,
+    gate: &Arc<Gate>,
+    name: &str,
+) -> WorkerPool<Arc<Hooked<SlowExtend>>> {
+    let backend = hooked(
+        q,
+        SlowExtend {
             extending: AtomicBool::new(false),
             gate: gate.clone(),
         },
-    });
-    let pool = {
-        let backend = backend.clone();
-        WorkerPool::builder(backend.clone())
-            .workers(1)
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .start(move |_: &JobContext, _: &[u8]| {
-                // Finish only once the heartbeat is inside an extension of
-                // this job's lease.
-                while !backend.hooks.extending.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Outcome::done()
-            })
-            .unwrap()
-    };
+    );
+    WorkerPool::builder(backend.clone())
+        .name(name)
+        .workers(1)
+        .heartbeat(Duration::from_millis(5))
+        .poll_interval(Duration::from_millis(5))
+        .start(move |_: &JobContext, _: &[u8]| {
+            while !backend.hooks.extending.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Outcome::done()
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_worker_settles_its_finished_job_while_an_extension_of_its_lease_waits() {
+    let (_dir, q) = temp_queue();
+    let id = q.enqueue(b"slow network").unwrap();
+    let gate = Arc::new(Gate::default());
+    // "walq-worker": the builder's default name.
+    let pool = done_inside_a_slow_extend(&q, &gate, "walq-worker");
     // Dropped before the pool, whose shutdown needs the heartbeat back.
     let _open = OpenOnDrop(gate.clone());
     // The extension still waits at the gate; the job must settle anyway
@@ -106,20 +129,19 @@ impl Hooks for FirstExtendStalls {
 /// held up every other lease until it expired and its job ran twice.
 #[test]
 fn one_stalled_extension_does_not_hold_up_the_other_leases() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     q.enqueue(b"one").unwrap();
     q.enqueue(b"two").unwrap();
     let gate = Arc::new(Gate::default());
     let finish = Arc::new(Gate::default());
     let lost = Arc::new(AtomicU32::new(0));
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks: FirstExtendStalls {
+    let backend = hooked(
+        &q,
+        FirstExtendStalls {
             calls: AtomicU32::new(0),
             gate: gate.clone(),
         },
-    });
+    );
     let pool = {
         let (finish, lost) = (finish.clone(), lost.clone());
         WorkerPool::builder(backend.clone())
@@ -178,16 +200,12 @@ impl Hooks for EveryExtendStalls {
 /// Before, the handler kept its lease as far as it could tell.
 #[test]
 fn a_lease_whose_extension_stalls_past_the_visibility_is_marked_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     q.enqueue(b"stalled").unwrap();
     let gate = Arc::new(Gate::default());
     // 0 while the handler runs, then 1 if it saw its lease lost, else 2.
     let saw_lost = Arc::new(AtomicU32::new(0));
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks: EveryExtendStalls { gate: gate.clone() },
-    });
+    let backend = hooked(&q, EveryExtendStalls { gate: gate.clone() });
     let pool = {
         let saw_lost = saw_lost.clone();
         WorkerPool::builder(backend)
@@ -248,21 +266,20 @@ impl Hooks for FirstExtendsStall {
 /// job.
 #[test]
 fn every_handler_is_told_once_its_lease_runs_out_while_every_heartbeat_thread_is_blocked() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     for i in 0..5u8 {
         q.enqueue(&[i]).unwrap();
     }
     let gate = Arc::new(Gate::default());
     let (returned, told) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks: FirstExtendsStall {
+    let backend = hooked(
+        &q,
+        FirstExtendsStall {
             n: 4,
             calls: AtomicU32::new(0),
             gate: gate.clone(),
         },
-    });
+    );
     let pool = {
         let (returned, told) = (returned.clone(), told.clone());
         WorkerPool::builder(backend)
@@ -338,8 +355,7 @@ impl Hooks for PendingAck {
 /// Before, only the first thread extended the leases of pending acks.
 #[test]
 fn a_pending_acks_lease_is_extended_while_the_first_heartbeat_thread_is_blocked() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     let hold = q.enqueue(b"hold").unwrap();
     let quick = q.enqueue(b"quick").unwrap();
     let (gate, sync_gate, finish) = (
@@ -348,9 +364,9 @@ fn a_pending_acks_lease_is_extended_while_the_first_heartbeat_thread_is_blocked(
         Arc::new(Gate::default()),
     );
     let reruns = Arc::new(AtomicU32::new(0));
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks: PendingAck {
+    let backend = hooked(
+        &q,
+        PendingAck {
             hold,
             quick,
             blocked: AtomicBool::new(false),
@@ -359,7 +375,7 @@ fn a_pending_acks_lease_is_extended_while_the_first_heartbeat_thread_is_blocked(
             sync_gate: sync_gate.clone(),
             extended_while_syncing: AtomicU32::new(0),
         },
-    });
+    );
     let pool = {
         let (backend, finish, reruns) = (backend.clone(), finish.clone(), reruns.clone());
         WorkerPool::builder(backend.clone())
@@ -412,32 +428,10 @@ fn a_pending_acks_lease_is_extended_while_the_first_heartbeat_thread_is_blocked(
 /// the heartbeat and waited as long as the backend did: for ever.
 #[test]
 fn shutdown_returns_and_names_a_heartbeat_thread_stuck_in_extend() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     q.enqueue(b"stuck").unwrap();
     let gate = Arc::new(Gate::default());
-    let backend = Arc::new(Hooked {
-        q: q.clone(),
-        hooks: SlowExtend {
-            extending: AtomicBool::new(false),
-            gate: gate.clone(),
-        },
-    });
-    let pool = {
-        let backend = backend.clone();
-        WorkerPool::builder(backend.clone())
-            .name("stuck")
-            .workers(1)
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .start(move |_: &JobContext, _: &[u8]| {
-                while !backend.hooks.extending.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Outcome::done()
-            })
-            .unwrap()
-    };
+    let pool = done_inside_a_slow_extend(&q, &gate, "stuck");
     let _open = OpenOnDrop(gate.clone());
     wait_for("the job done", || pool.stats().done == 1);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -475,8 +469,7 @@ fn shutdown_returns_and_names_a_heartbeat_thread_stuck_in_extend() {
 /// and the code before the fix let it run out 1.36 s before its beat.
 #[test]
 fn a_heartbeat_near_the_visibility_keeps_a_lease_taken_late_in_its_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     let (visibility, every) = (Duration::from_millis(8000), Duration::from_millis(7200));
     let runs = Arc::new(AtomicU32::new(0));
     let lost = Arc::new(AtomicBool::new(false));
@@ -542,8 +535,7 @@ impl Drop for StallThenCount {
 /// directory lock). Before, it went through the rest of its list first.
 #[test]
 fn a_detached_heartbeat_thread_makes_no_call_after_its_stuck_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
+    let (_dir, q) = temp_queue();
     let gate = Arc::new(Gate::default());
     let (stopped, late, dropped) = (Arc::default(), Arc::default(), Arc::default());
     let hooks = StallThenCount {

@@ -65,6 +65,28 @@ fn open_sim(fs: &SimFs, clock: &ManualClock) -> Queue {
     Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), options(clock)).expect("open")
 }
 
+/// A queue on a new simulated file system, its clock at 1 000 000.
+fn sim_queue() -> (SimFs, ManualClock, Queue) {
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let q = open_sim(&fs, &clock);
+    (fs, clock, q)
+}
+
+/// `workers` workers on `q` whose handler adds one to `ran`, then
+/// returns `Done`.
+fn counting_runs_in(q: &Queue, workers: usize, ran: &Arc<AtomicU64>) -> WorkerPool {
+    let ran = ran.clone();
+    WorkerPool::builder(q.clone())
+        .workers(workers)
+        .poll_interval(Duration::from_millis(5))
+        .start(move |_: &JobContext, _: &[u8]| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Outcome::done()
+        })
+        .unwrap()
+}
+
 fn enqueue_n(q: &Queue, n: u64) -> Vec<u64> {
     (0..n)
         .map(|i| q.enqueue(format!("job {i}").as_bytes()).unwrap())
@@ -73,9 +95,7 @@ fn enqueue_n(q: &Queue, n: u64) -> Vec<u64> {
 
 #[test]
 fn an_ack_whose_sync_fails_is_not_counted_done_and_the_job_comes_back() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
+    let (fs, clock, q) = sim_queue();
     enqueue_n(&q, 20);
     // Every sync from now on fails: no ack can become durable.
     fs.set_fault(Some(Fault {
@@ -85,17 +105,7 @@ fn an_ack_whose_sync_fails_is_not_counted_done_and_the_job_comes_back() {
         kind: std::io::ErrorKind::Other,
     }));
     let ran = Arc::new(AtomicU64::new(0));
-    let pool = {
-        let ran = ran.clone();
-        WorkerPool::builder(q.clone())
-            .workers(4)
-            .poll_interval(Duration::from_millis(5))
-            .start(move |_: &JobContext, _: &[u8]| {
-                ran.fetch_add(1, Ordering::SeqCst);
-                Outcome::done()
-            })
-            .unwrap()
-    };
+    let pool = counting_runs_in(&q, 4, &ran);
     wait_until("an ack's sync failed", || pool.stats().settle_errors > 0);
     let report = pool.shutdown(Duration::from_secs(10));
     let s = report.stats;
@@ -116,24 +126,12 @@ fn an_ack_whose_sync_fails_is_not_counted_done_and_the_job_comes_back() {
 
 #[test]
 fn jobs_count_done_only_once_their_acks_are_durable_and_shutdown_settles_the_rest() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
+    let (fs, clock, q) = sim_queue();
     let n = 40;
     enqueue_n(&q, n);
     fs.pause_syncs(true);
     let ran = Arc::new(AtomicU64::new(0));
-    let pool = {
-        let ran = ran.clone();
-        WorkerPool::builder(q.clone())
-            .workers(4)
-            .poll_interval(Duration::from_millis(5))
-            .start(move |_: &JobContext, _: &[u8]| {
-                ran.fetch_add(1, Ordering::SeqCst);
-                Outcome::done()
-            })
-            .unwrap()
-    };
+    let pool = counting_runs_in(&q, 4, &ran);
     let _unpause = Unpause(fs.clone());
     // Every handler returned while no sync could finish: none is done yet.
     wait_until("every handler ran", || ran.load(Ordering::SeqCst) == n);
@@ -254,9 +252,7 @@ fn no_finished_job_runs_again(
     outcome: fn() -> Outcome,
     stuck: impl FnOnce(&SimFs, &AtomicU64),
 ) {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
+    let (fs, clock, q) = sim_queue();
     let n = case.jobs;
     enqueue_n(&q, n);
     fs.pause_syncs(true);
@@ -419,9 +415,7 @@ impl Hooks for PanicsInBatches {
 
 #[test]
 fn acks_held_by_a_settler_that_panicked_are_settled_not_kept_leased() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
+    let (_fs, _clock, q) = sim_queue();
     let ids = enqueue_n(&q, 20);
     let backend = PanicsInBatches::new(&q, 1);
     let runs = Arc::new(Mutex::new(BTreeMap::<u64, u32>::new()));
@@ -458,9 +452,7 @@ fn acks_held_by_a_settler_that_panicked_are_settled_not_kept_leased() {
 /// every other job is done.
 #[test]
 fn a_backend_that_panics_again_on_the_orphans_gives_them_up_without_unwinding() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
+    let (_fs, _clock, q) = sim_queue();
     let ids = enqueue_n(&q, 20);
     let pool = WorkerPool::builder(PanicsInBatches::new(&q, 2))
         .workers(2)
@@ -508,9 +500,7 @@ fn counting_pool(q: &Queue, runs: &Arc<Mutex<BTreeMap<u64, u32>>>) -> WorkerPool
 /// syncs resume, and every job ran exactly once.
 #[test]
 fn shutdown_does_not_release_a_job_whose_handler_returned() {
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_000_000);
-    let q = open_sim(&fs, &clock);
+    let (fs, _clock, q) = sim_queue();
     let ids = enqueue_n(&q, 520);
     fs.pause_syncs(true);
     let unpause = Unpause(fs.clone());

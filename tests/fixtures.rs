@@ -604,11 +604,7 @@ fn corrupt_middle_is_an_error_naming_file_and_offset() {
     let clock = ManualClock::new(T0 + 60_000);
     let err = Queue::open_with(&dir, opts(&clock)).expect_err("damage before intact records");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert_eq!(
-        err.path().and_then(Path::file_name),
-        Some(std::ffi::OsStr::new(SEGMENT_1)),
-        "{err}"
-    );
+    assert_names_segment_1(&err);
     assert_eq!(err.offset(), Some(bad_offset), "{err}");
     let text = err.to_string();
     assert!(text.contains(SEGMENT_1), "{text}");
@@ -654,35 +650,40 @@ fn leftover_tmp_files_are_removed() {
     assert_eq!(q.stats().segments, 1);
 }
 
-#[test]
-fn future_version_is_refused() {
-    let (_tmp, dir) = copy_fixture("future_version");
-    let before = std::fs::read(dir.join(SEGMENT_1)).unwrap();
-    let clock = ManualClock::new(T0 + 60_000);
-    let err = Queue::open_with(&dir, opts(&clock)).expect_err("a newer format is refused");
-    assert_eq!(err.kind(), ErrorKind::UnsupportedVersion, "{err}");
+/// Asserts that `err` names the file of segment 1.
+fn assert_names_segment_1(err: &walq::Error) {
     assert_eq!(
         err.path().and_then(Path::file_name),
         Some(std::ffi::OsStr::new(SEGMENT_1)),
         "{err}"
     );
-    // Nothing was changed: a newer build can still read it.
+}
+
+/// Opens a copy of fixture `name`, which must be refused (`why`) with an
+/// error of `kind` naming segment 1, and leave that file as it was (so a
+/// newer build can still read it).
+fn assert_refused_unchanged(name: &str, why: &str, kind: ErrorKind) {
+    let (_tmp, dir) = copy_fixture(name);
+    let before = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let err = Queue::open_with(&dir, opts(&clock)).expect_err(why);
+    assert_eq!(err.kind(), kind, "{err}");
+    assert_names_segment_1(&err);
     assert_eq!(std::fs::read(dir.join(SEGMENT_1)).unwrap(), before);
 }
 
 #[test]
-fn not_walq_is_refused() {
-    let (_tmp, dir) = copy_fixture("not_walq");
-    let before = std::fs::read(dir.join(SEGMENT_1)).unwrap();
-    let clock = ManualClock::new(T0 + 60_000);
-    let err = Queue::open_with(&dir, opts(&clock)).expect_err("a foreign file is refused");
-    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
-    assert_eq!(
-        err.path().and_then(Path::file_name),
-        Some(std::ffi::OsStr::new(SEGMENT_1)),
-        "{err}"
+fn future_version_is_refused() {
+    assert_refused_unchanged(
+        "future_version",
+        "a newer format is refused",
+        ErrorKind::UnsupportedVersion,
     );
-    assert_eq!(std::fs::read(dir.join(SEGMENT_1)).unwrap(), before);
+}
+
+#[test]
+fn not_walq_is_refused() {
+    assert_refused_unchanged("not_walq", "a foreign file is refused", ErrorKind::Corrupt);
 }
 
 #[test]

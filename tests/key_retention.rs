@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{scanned, Rng};
-use walq::{Clock, EnqueueOptions, ManualClock, Priority, Store};
+use walq::{Clock, EnqueueOptions, ManualClock, Priority, Queue, Store};
 
 fn open(dir: &Path, clock: &ManualClock) -> Store {
     Store::open_with(dir, common::opts(clock)).expect("open store")
@@ -29,6 +29,18 @@ fn open(dir: &Path, clock: &ManualClock) -> Store {
 
 fn keyed(k: &str) -> EnqueueOptions {
     EnqueueOptions::new().idempotency_key(k)
+}
+
+/// Enqueues `payload` on `q` under `key`, allowed one attempt, and fails
+/// that attempt: the job is a dead letter. Returns its id.
+fn dead_letter_keyed(q: &Queue, payload: &[u8], key: &str) -> u64 {
+    let id = q
+        .enqueue_with(payload, keyed(key).max_attempts(1))
+        .unwrap()
+        .id;
+    let job = q.dequeue().unwrap().unwrap();
+    q.fail(job.receipt(), "boom").unwrap();
+    id
 }
 
 /// Asks for `key` on queue `queue` of the store: it must be a duplicate of
@@ -126,19 +138,9 @@ fn a_purge_after_a_checkpoint_open_keeps_the_key() {
     let (id, id0) = {
         let store = open(dir.path(), &clock);
         let a = store.queue("a").unwrap();
-        let id = a
-            .enqueue_with(b"x", keyed("k1").max_attempts(1))
-            .unwrap()
-            .id;
-        let job = a.dequeue().unwrap().unwrap();
-        a.fail(job.receipt(), "boom").unwrap();
+        let id = dead_letter_keyed(&a, b"x", "k1");
         let d = store.default_queue();
-        let id0 = d
-            .enqueue_with(b"y", keyed("k1").max_attempts(1))
-            .unwrap()
-            .id;
-        let job = d.dequeue().unwrap().unwrap();
-        d.fail(job.receipt(), "boom").unwrap();
+        let id0 = dead_letter_keyed(&d, b"y", "k1");
         store.close().unwrap();
         (id, id0)
     };
@@ -165,12 +167,7 @@ fn a_purged_letters_key_is_carried_by_reclaim() {
     let clock = ManualClock::new(1_000_000);
     let store = open(dir.path(), &clock);
     let a = store.queue("a").unwrap();
-    let id = a
-        .enqueue_with(b"x", keyed("k1").max_attempts(1))
-        .unwrap()
-        .id;
-    let job = a.dequeue().unwrap().unwrap();
-    a.fail(job.receipt(), "boom").unwrap();
+    let id = dead_letter_keyed(&a, b"x", "k1");
     a.purge_all().unwrap();
     reclaim_first_segment(&store, dir.path());
     reclaim_first_segment(&store, dir.path());
@@ -427,12 +424,7 @@ fn a_purge_cut_short_then_repeated_keeps_the_key() {
     let id = {
         let store = open(dir.path(), &clock);
         let a = store.queue("a").unwrap();
-        let id = a
-            .enqueue_with(b"x", keyed("k1").max_attempts(1))
-            .unwrap()
-            .id;
-        let job = a.dequeue().unwrap().unwrap();
-        a.fail(job.receipt(), "boom").unwrap();
+        let id = dead_letter_keyed(&a, b"x", "k1");
         store.close().unwrap();
         id
     };

@@ -8,6 +8,14 @@ use std::collections::BTreeSet;
 use common::{contents, healthy, image, json, large, opts, segments, walq, walq_stdin};
 use walq::Queue;
 
+/// A new temporary directory, and the path of a queue `q` in it (not
+/// created yet) as a command-line argument.
+fn new_queue_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("q").to_str().unwrap().to_owned();
+    (dir, d)
+}
+
 fn stats(d: &str) -> serde_json::Value {
     let run = walq(&["stats", d, "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -92,9 +100,8 @@ fn writing_commands_report_the_running_process_that_holds_the_lock() {
 
 #[test]
 fn enqueue_from_arguments_and_stdin() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let d = path.to_str().unwrap();
+    let (_dir, d) = new_queue_dir();
+    let d = d.as_str();
     let one = walq(&["enqueue", d, "hello", "--key", "k1", "--max-attempts", "2"]);
     assert_eq!(one.code, 0, "{}", one.stderr);
     assert_eq!(one.stdout.trim(), "enqueued job 1");
@@ -132,9 +139,8 @@ fn enqueue_from_arguments_and_stdin() {
 /// Empty stdin lines are skipped, not enqueued as empty jobs.
 #[test]
 fn enqueue_skips_empty_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let d = path.to_str().unwrap();
+    let (_dir, d) = new_queue_dir();
+    let d = d.as_str();
     let run = walq_stdin(&["enqueue", d], Some("a\n\nb\n\n"));
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout.trim(), "enqueued 2 jobs (ids 1..=2)");
@@ -150,9 +156,8 @@ fn enqueue_skips_empty_lines() {
 /// reading it whole; the jobs before it are kept, synced and counted.
 #[test]
 fn a_failed_enqueue_says_what_it_added_before_the_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let d = path.to_str().unwrap();
+    let (_dir, d) = new_queue_dir();
+    let d = d.as_str();
     let long = "x".repeat(walq::DEFAULT_MAX_PAYLOAD as usize + 1);
     let input = format!("a\nb\n{long}\nc\n");
     let run = walq_stdin(&["enqueue", d], Some(&input));
@@ -172,9 +177,8 @@ fn a_failed_enqueue_says_what_it_added_before_the_failure() {
 #[test]
 fn enqueue_takes_stdin_lines_as_they_arrive() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let d = path.to_str().unwrap();
+    let (_dir, d) = new_queue_dir();
+    let d = d.as_str();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walq"))
         .args(["enqueue", d])
         .stdin(std::process::Stdio::piped())
@@ -405,9 +409,8 @@ fn export_then_import_keeps_every_job_key_and_dead_letter() {
 
 #[test]
 fn levels_and_groups_are_shown_and_survive_export_import() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("q");
-    let d = d.to_str().unwrap();
+    let (_dir, d) = new_queue_dir();
+    let d = d.as_str();
     for (payload, extra) in [
         ("plain", vec![]),
         ("first of c42", vec!["--group", "c42"]),
@@ -515,9 +518,8 @@ fn by_queue(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
 /// in the default queue, where that queue's workers never look).
 #[test]
 fn named_queues_are_shown_and_kept_by_export_import_and_salvage() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("q");
-    let d = d.to_str().unwrap();
+    let (dir, d) = new_queue_dir();
+    let d = d.as_str();
     for (payload, extra) in [
         ("plain", vec![]),
         ("welcome ada", vec!["--queue", "mail"]),
@@ -728,9 +730,8 @@ fn an_import_with_a_refused_line_writes_nothing() {
 /// in the queue: only the report was lost.
 #[test]
 fn an_unwritable_stdout_is_a_failure_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = dir.path().join("q");
-    let q = q.to_str().unwrap();
+    let (_dir, q) = new_queue_dir();
+    let q = q.as_str();
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")

@@ -305,8 +305,9 @@ fn invalid_names_and_too_many_queues_are_clear_errors() {
     assert!(store.queue("q0").is_ok());
 }
 
-#[test]
-fn an_enqueue_on_one_queue_and_an_ack_on_another_share_one_fsync() {
+/// A store at `/s` on a new simulated file system: a manual clock, every
+/// record synced (`Durability::Sync`), no checkpoints.
+fn sim_store() -> (SimFs, Store) {
     let fs = SimFs::new();
     let clock = ManualClock::new(1_700_000_000_000);
     let opts = Options::default()
@@ -314,6 +315,12 @@ fn an_enqueue_on_one_queue_and_an_ack_on_another_share_one_fsync() {
         .durability(Durability::Sync)
         .checkpoint_every(0);
     let store = Store::open_on(Arc::new(fs.clone()), Path::new("/s"), opts).unwrap();
+    (fs, store)
+}
+
+#[test]
+fn an_enqueue_on_one_queue_and_an_ack_on_another_share_one_fsync() {
+    let (fs, store) = sim_store();
     let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
     let default = store.default_queue();
     b.enqueue(b"first").unwrap();
@@ -931,14 +938,8 @@ fn a_queue_definition_before_the_checkpoint_is_written_again_after_it() {
 #[test]
 fn a_full_disk_on_a_new_queues_first_job_does_not_poison_the_store() {
     use walq::vfs::{Fault, FaultOp};
-    let fs = SimFs::new();
-    let clock = ManualClock::new(1_700_000_000_000);
-    let opts = Options::default()
-        .clock(clock.clone())
-        // One write per record (`pwrite` appends).
-        .durability(Durability::Sync)
-        .checkpoint_every(0);
-    let store = Store::open_on(Arc::new(fs.clone()), Path::new("/s"), opts).unwrap();
+    // One write per record (`pwrite` appends).
+    let (fs, store) = sim_store();
     store.default_queue().enqueue(b"before").unwrap();
     let a = store.queue("a").unwrap();
     // The queue's definition is written, then the job's record hits ENOSPC.

@@ -191,6 +191,21 @@ impl Model {
         Some(id)
     }
 
+    /// Counts the delivery of `job` at `now` (its attempt and payload must
+    /// be the model's) and gives it a new lease; returns the lease's token.
+    fn leased(&mut self, job: &walq::Job, now: u64) -> Result<u64, TestCaseError> {
+        let mj = self.jobs.get_mut(&job.id()).unwrap();
+        mj.attempts += 1;
+        prop_assert_eq!(job.attempt(), mj.attempts);
+        prop_assert_eq!(job.payload(), &mj.payload[..]);
+        self.next_token += 1;
+        mj.st = St::Leased {
+            token: self.next_token,
+            deadline: now + VT_MS,
+        };
+        Ok(self.next_token)
+    }
+
     fn lease_valid(&self, id: u64, token: u64, now: u64) -> bool {
         matches!(self.jobs.get(&id).map(|j| &j.st),
             Some(St::Leased { token: t, deadline }) if *t == token && *deadline > now)
@@ -374,19 +389,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let got = qs[usize::from(queue)].dequeue().unwrap();
                 prop_assert_eq!(got.as_ref().map(|j| j.id()), want);
                 if let Some(job) = got {
-                    let mj = m.jobs.get_mut(&job.id()).unwrap();
+                    let mj = m.jobs.get(&job.id()).unwrap();
                     prop_assert_eq!(job.priority(), LEVELS[usize::from(mj.level)]);
                     let group = mj.group.map(|g| format!("group-{g}").into_bytes());
                     prop_assert_eq!(job.group(), group.as_deref());
-                    mj.attempts += 1;
-                    prop_assert_eq!(job.attempt(), mj.attempts);
-                    prop_assert_eq!(job.payload(), &mj.payload[..]);
-                    m.next_token += 1;
-                    mj.st = St::Leased {
-                        token: m.next_token,
-                        deadline: now + VT_MS,
-                    };
-                    receipts.push((job.receipt(), m.next_token));
+                    let token = m.leased(&job, now)?;
+                    receipts.push((job.receipt(), token));
                 }
             }
             Op::DequeueBatch(queue, n) => {
@@ -396,16 +404,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 for job in &got {
                     let want = m.take_next(queue, now);
                     prop_assert_eq!(Some(job.id()), want);
-                    let mj = m.jobs.get_mut(&job.id()).unwrap();
-                    mj.attempts += 1;
-                    prop_assert_eq!(job.attempt(), mj.attempts);
-                    prop_assert_eq!(job.payload(), &mj.payload[..]);
-                    m.next_token += 1;
-                    mj.st = St::Leased {
-                        token: m.next_token,
-                        deadline: now + VT_MS,
-                    };
-                    receipts.push((job.receipt(), m.next_token));
+                    let token = m.leased(job, now)?;
+                    receipts.push((job.receipt(), token));
                 }
                 if got.len() < n {
                     let next = m.next_ready(queue, now);

@@ -183,6 +183,17 @@ fn one_stalled_extension_does_not_hold_up_the_other_leases() {
     );
 }
 
+/// Waits, up to 20 s, for the handler of `ctx` to be told its lease may
+/// be gone; says whether it was. (Shorter than `wait_for`'s deadline, so
+/// that without the mark the test's assertion fails, not its wait.)
+fn told_lease_lost(ctx: &JobContext) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctx.lease_lost() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    ctx.lease_lost()
+}
+
 /// Every `extend` waits at a gate.
 struct EveryExtendStalls {
     gate: Arc<Gate>,
@@ -218,13 +229,7 @@ fn a_lease_whose_extension_stalls_past_the_visibility_is_marked_lost() {
                     // The first attempt's lease ran out: the job is back.
                     return Outcome::done();
                 }
-                // Shorter than `wait_for`'s, so that without the mark
-                // the assertion below fails, not the wait.
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while !ctx.lease_lost() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                let seen = if ctx.lease_lost() { 1 } else { 2 };
+                let seen = if told_lease_lost(ctx) { 1 } else { 2 };
                 saw_lost.store(seen, Ordering::SeqCst);
                 Outcome::done()
             })
@@ -291,13 +296,7 @@ fn every_handler_is_told_once_its_lease_runs_out_while_every_heartbeat_thread_is
                 if ctx.attempt() > 1 {
                     return Outcome::done();
                 }
-                // Shorter than `wait_for`'s, so that without the mark
-                // the assertion below fails, not the wait.
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while !ctx.lease_lost() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                if ctx.lease_lost() {
+                if told_lease_lost(ctx) {
                     told.fetch_add(1, Ordering::SeqCst);
                 }
                 returned.fetch_add(1, Ordering::SeqCst);

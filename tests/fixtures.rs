@@ -109,6 +109,19 @@ fn finish(dir: &Path) {
     }
 }
 
+/// Ends a fixture closed cleanly with its checkpoint: removes the LOCK,
+/// and `done.rec` and the spare segments, which every open recreates.
+fn finish_with_checkpoint(dir: &Path) {
+    finish(dir);
+    for name in [DONE_FILE.to_string()].into_iter().chain(
+        file_names(dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".spare")),
+    ) {
+        std::fs::remove_file(dir.join(name)).expect("remove a file the open recreates");
+    }
+}
+
 /// The fixtures that predate `done.rec` stay directories without one, so
 /// that they keep pinning the upgrade path (an old directory gains it).
 fn finish_without_done_rec(dir: &Path) {
@@ -356,14 +369,7 @@ fn gen_priorities() {
     assert_eq!(job.payload(), b"urgent-1");
     q.close().unwrap();
     drop(q);
-    finish(&dir);
-    for name in [DONE_FILE.to_string()].into_iter().chain(
-        file_names(&dir)
-            .into_iter()
-            .filter(|n| n.ends_with(".spare")),
-    ) {
-        std::fs::remove_file(dir.join(name)).expect("remove a file the open recreates");
-    }
+    finish_with_checkpoint(&dir);
 }
 
 /// A clean close with a checkpoint of version 3 (slot runs): 40 jobs of
@@ -391,14 +397,7 @@ fn gen_runs() {
     q.ack(first.receipt()).unwrap();
     q.close().unwrap();
     drop(q);
-    finish(&dir);
-    for name in [DONE_FILE.to_string()].into_iter().chain(
-        file_names(&dir)
-            .into_iter()
-            .filter(|n| n.ends_with(".spare")),
-    ) {
-        std::fs::remove_file(dir.join(name)).expect("remove a file the open recreates");
-    }
+    finish_with_checkpoint(&dir);
 }
 
 /// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`

@@ -20,8 +20,25 @@ fn corpus_dir(target: &str) -> PathBuf {
         .join(target)
 }
 
-/// Runs `run` on every input, naming the input that fails.
-fn run_inputs(target: &str, run: Target, seeds: Vec<(String, Vec<u8>)>) {
+/// The files of `target`'s checked-in corpus, sorted, named by path.
+fn corpus_inputs(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
+        .map(|dir| dir.map(|e| e.expect("corpus entry").path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).expect("reading a corpus file");
+            (path.display().to_string(), bytes)
+        })
+        .collect()
+}
+
+/// Runs `run` on every input (the seeds, `target`'s corpus and the corpora
+/// of the targets in `also`, which share its input format), naming the
+/// input that fails.
+fn run_inputs(target: &str, run: Target, seeds: Vec<(String, Vec<u8>)>, also: &[&str]) {
     if std::env::var_os("WALQ_FUZZ_WRITE_SEEDS").is_some() {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).expect("corpus directory");
@@ -33,13 +50,9 @@ fn run_inputs(target: &str, run: Target, seeds: Vec<(String, Vec<u8>)>) {
         .into_iter()
         .map(|(name, bytes)| (format!("generated seed {name}"), bytes))
         .collect();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir(target))
-        .map(|dir| dir.map(|e| e.expect("corpus entry").path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    for path in files {
-        let bytes = std::fs::read(&path).expect("reading a corpus file");
-        inputs.push((path.display().to_string(), bytes));
+    inputs.extend(corpus_inputs(target));
+    for other in also {
+        inputs.extend(corpus_inputs(other));
     }
     assert!(!inputs.is_empty(), "no inputs for {target}");
     let mut failed = Vec::new();
@@ -64,6 +77,7 @@ fn decode_record_corpus() {
         "decode_record",
         harness::decode_record::run,
         harness::seeds::decode_record(),
+        &[],
     );
 }
 
@@ -73,6 +87,20 @@ fn recover_segment_corpus() {
         "recover_segment",
         harness::recover_segment::run,
         harness::seeds::recover_segment(),
+        &[],
+    );
+}
+
+/// The inspector on the directories of `recover_segment` (the two targets
+/// read the same input format): its seeds and corpus, then
+/// `inspect_dir`'s own corpus.
+#[test]
+fn inspect_dir_corpus() {
+    run_inputs(
+        "inspect_dir",
+        harness::inspect_dir::run,
+        harness::seeds::recover_segment(),
+        &["recover_segment"],
     );
 }
 
@@ -82,6 +110,7 @@ fn ops_with_crash_corpus() {
         "ops_with_crash",
         harness::ops_with_crash::run,
         harness::seeds::ops_with_crash(),
+        &[],
     );
 }
 
@@ -91,6 +120,7 @@ fn checkpoint_corpus() {
         "checkpoint",
         harness::checkpoint::run,
         harness::seeds::checkpoint(),
+        &[],
     );
 }
 
@@ -100,5 +130,6 @@ fn schedules_corpus() {
         "schedules",
         harness::schedules::run,
         harness::seeds::schedules(),
+        &[],
     );
 }

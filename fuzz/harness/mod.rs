@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod decode_record;
 pub mod input;
+pub mod inspect_dir;
 pub mod model;
 pub mod ops_with_crash;
 pub mod recover_segment;

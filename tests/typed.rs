@@ -212,3 +212,79 @@ fn a_job_that_would_not_decode_is_refused_at_enqueue() {
     let id = readings.enqueue(&fine).unwrap();
     assert_eq!(q.dequeue().unwrap().unwrap().id(), id);
 }
+
+/// Several kinds of job on one queue and one pool: an enum tagged by
+/// serde, one handler that matches on it.
+mod kinds {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum Task {
+        Email { to: String },
+        Resize { photo: u64, width: u32 },
+    }
+
+    /// The deploy before `Task::Resize` existed.
+    pub mod old {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum Task {
+            Email { to: String },
+        }
+    }
+}
+
+#[test]
+fn several_job_kinds_share_a_queue_through_a_tagged_enum() {
+    use kinds::Task;
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let tasks = Jobs::<Task>::new(q.clone());
+    let mail = tasks.enqueue(&Task::Email { to: "ada".into() }).unwrap();
+    let resize = Task::Resize {
+        photo: 7,
+        width: 640,
+    };
+    let photo = tasks.enqueue(&resize).unwrap();
+    assert_eq!(
+        q.dequeue().unwrap().map(|j| j.payload().to_vec()),
+        Some(br#"{"kind":"email","to":"ada"}"#.to_vec()),
+        "the tag names the kind in the payload"
+    );
+    // That lease is not acked: the pool below gets the job when it runs out.
+    drop(q.close());
+    let q = Queue::open(dir.path()).unwrap();
+
+    // A worker of the deploy before `Resize` existed runs the mail and
+    // parks the resize in the dead letters, naming the unknown kind.
+    let old = WorkerPool::builder(q.clone())
+        .workers(1)
+        .start_typed(|_: &JobContext, _: kinds::old::Task| Outcome::done())
+        .unwrap();
+    wait_until("both are settled", || old.stats().processed() == 2);
+    let s = old.shutdown(Duration::from_secs(60)).stats;
+    assert_eq!((s.done, s.dead), (1, 1));
+    let dead = q.dead_letter(photo).unwrap().expect("the resize is dead");
+    assert!(
+        dead.error.contains("unknown variant `resize`"),
+        "{}",
+        dead.error
+    );
+    assert!(q.dead_letter(mail).unwrap().is_none());
+
+    // The new deploy runs every kind: the resize, redriven, reaches it.
+    q.redrive(photo).unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let new = {
+        let ran = ran.clone();
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .start_typed(move |ctx: &JobContext, task: Task| {
+                ran.lock().unwrap().push((ctx.id(), task));
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_until("the resize ran", || new.stats().processed() == 1);
+    assert_eq!(new.shutdown(Duration::from_secs(60)).stats.done, 1);
+    assert_eq!(*ran.lock().unwrap(), [(photo, resize)]);
+}

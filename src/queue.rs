@@ -450,11 +450,11 @@ impl Queue {
                 self.poison(e);
             }
         })?;
-        if let Some(queue) = st.take_ready_in() {
+        if let Some((queue, several)) = st.take_ready_in() {
             // A retry, or an ack or a dead letter that freed the next job
             // of a group: the job may be ready now, or sooner than a
             // waiting consumer of its queue would look again.
-            self.inner.wakeups.ready_in(queue);
+            self.inner.wakeups.ready_in(queue, several);
         }
         if let Some(e) = st.maintain(now.wall) {
             self.poison(&e);

@@ -104,8 +104,10 @@ pub struct QueueState {
     /// The queue in which an operation made a job wait or become ready
     /// outside an enqueue: a group's next job freed, a retry. Consumers
     /// waiting for that queue must look again (see
-    /// [`QueueState::take_ready_in`]); [`ANY_QUEUE`] when several.
-    ready_in: Option<u16>,
+    /// [`QueueState::take_ready_in`]); [`ANY_QUEUE`] when several. With
+    /// whether it did so for more than one job (then every consumer of
+    /// the queue must look: one woken takes one job).
+    ready_in: Option<(u16, bool)>,
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
@@ -240,8 +242,9 @@ impl QueueState {
     /// The queue in which an operation since the last call made a job
     /// wait or become ready outside an enqueue (a group's next job freed
     /// by an ack or a dead letter of its head, a retry), if any;
-    /// [`ANY_QUEUE`] when in several queues.
-    pub(crate) fn take_ready_in(&mut self) -> Option<u16> {
+    /// [`ANY_QUEUE`] when in several queues; with whether it did so for
+    /// more than one job (an `ack_batch` that freed two groups' next jobs).
+    pub(crate) fn take_ready_in(&mut self) -> Option<(u16, bool)> {
         self.ready_in.take()
     }
 
@@ -249,8 +252,9 @@ impl QueueState {
     fn note_ready_in(&mut self, id: u64) {
         let queue = self.named.queue_of(id);
         self.ready_in = Some(match self.ready_in {
-            Some(before) if before != queue => ANY_QUEUE,
-            _ => queue,
+            None => (queue, false),
+            Some((before, _)) if before == queue => (queue, true),
+            Some(_) => (ANY_QUEUE, true),
         });
     }
 

@@ -159,9 +159,9 @@ mod tests {
             let now = st.now(store.default.clock());
             st.log.begin_op();
             st.nack(job_a.receipt(), retry_now, "again", now).unwrap();
-            assert_eq!(st.take_ready_in(), Some(a.queue));
+            assert_eq!(st.take_ready_in(), Some((a.queue, false)));
             st.ack(head.receipt(), now).unwrap();
-            assert_eq!(st.take_ready_in(), Some(b.queue));
+            assert_eq!(st.take_ready_in(), Some((b.queue, false)));
             assert_eq!(st.take_ready_in(), None);
         }
         let (job_a, next) = (a.dequeue().unwrap().unwrap(), b.dequeue().unwrap().unwrap());
@@ -170,6 +170,6 @@ mod tests {
         st.log.begin_op();
         st.nack(job_a.receipt(), retry_now, "again", now).unwrap();
         st.ack(next.receipt(), now).unwrap();
-        assert_eq!(st.take_ready_in(), Some(crate::named::ANY_QUEUE));
+        assert_eq!(st.take_ready_in(), Some((crate::named::ANY_QUEUE, true)));
     }
 }

@@ -102,11 +102,15 @@ impl Wakeups {
 
     /// A job became ready, or was given a sooner due time, in `queue`
     /// outside an enqueue (a retry, a group's next job freed): wakes one
-    /// consumer of `queue` as [`Wakeups::one`] does, or every consumer if
-    /// `queue` is [`ANY_QUEUE`]. Returns how many threads it woke.
-    pub(crate) fn ready_in(&self, queue: u16) -> usize {
+    /// consumer of `queue` as [`Wakeups::one`] does, every consumer of
+    /// `queue` as [`Wakeups::every`] does if `several` jobs did, or every
+    /// consumer if `queue` is [`ANY_QUEUE`]. Returns how many threads it
+    /// woke.
+    pub(crate) fn ready_in(&self, queue: u16, several: bool) -> usize {
         if queue == ANY_QUEUE {
             self.all()
+        } else if several {
+            self.every(queue)
         } else {
             self.one(queue)
         }

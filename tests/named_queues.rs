@@ -1254,3 +1254,61 @@ fn a_consumer_does_not_spin_on_another_queues_ready_job() {
     assert!(rounds < 50, "B's consumer woke {rounds} times in 300 ms");
     assert_eq!(a.stats().ready, 1);
 }
+
+/// Starts `n` threads, each waiting up to ten minutes for a job of `q`
+/// with `dequeue_wait`, and returns once all of them wait; each sends the
+/// payload it got. Counted, not timed: a blocking wait reads `clock` once
+/// per look, under the store's lock, and waits under the same hold, so
+/// once `n` looks were counted the next operation finds them all waiting.
+fn blocked_consumers(
+    q: &Queue,
+    reads: &std::sync::atomic::AtomicU64,
+    n: u64,
+) -> std::sync::mpsc::Receiver<Option<String>> {
+    let long = Duration::from_secs(600);
+    let before = reads.load(std::sync::atomic::Ordering::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..n {
+        let (q, tx) = (q.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let got = q.dequeue_wait(long, long).unwrap();
+            let _ = tx.send(got.as_ref().map(payload));
+        });
+    }
+    while reads.load(std::sync::atomic::Ordering::SeqCst) < before + n {
+        std::thread::yield_now();
+    }
+    rx
+}
+
+/// One `ack_batch` that frees the next job of two groups of one queue
+/// makes two jobs ready at once: two blocked consumers of that queue must
+/// both wake (one wake for the two left the second asleep for its whole
+/// wait while a job was ready). Both wait ten minutes; each must have a
+/// job within the liveness bound of a minute.
+#[test]
+fn two_group_jobs_freed_at_once_wake_two_consumers_of_their_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = CountingClock(reads.clone());
+    let store = Store::open_with(dir.path(), Options::default().clock(clock)).unwrap();
+    let b = store.queue("b").unwrap();
+    for (group, job) in [("g1", "h1"), ("g2", "h2"), ("g1", "n1"), ("g2", "n2")] {
+        b.enqueue_with(job.as_bytes(), EnqueueOptions::new().group(group))
+            .unwrap();
+    }
+    let long = Duration::from_secs(600);
+    let heads: Vec<_> = (0..2)
+        .map(|_| b.dequeue_for(long).unwrap().expect("a head").receipt())
+        .collect();
+    let got = blocked_consumers(&b, &reads, 2);
+    assert!(b.ack_batch(&heads).unwrap().iter().all(Result::is_ok));
+    let mut payloads: Vec<_> = (0..2)
+        .map(|_| {
+            got.recv_timeout(Duration::from_secs(60))
+                .expect("each consumer woke for a freed job (liveness bound: a minute)")
+        })
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads, [Some("n1".to_string()), Some("n2".to_string())]);
+}

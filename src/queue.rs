@@ -587,8 +587,9 @@ impl Queue {
     }
 
     /// Leases the next ready job, waiting up to `wait` for one. Wakes on
-    /// enqueue, on a retry or delay coming due and on an expiring lease;
-    /// never spins.
+    /// enqueue, on a retry or delay coming due and on an expiring lease
+    /// (one taken by another consumer after this wait began is noticed
+    /// within the queue's visibility timeout); never spins.
     pub fn dequeue_timeout(&self, wait: Duration) -> Result<Option<Job>> {
         self.dequeue_waiting(None, wait)
     }
@@ -1070,7 +1071,8 @@ impl Queue {
 
     /// Leases the next ready job for `visibility`, waiting up to `wait` for
     /// one. Wakes on enqueue, on a retry or delay coming due and on an
-    /// expiring lease; never spins.
+    /// expiring lease (one taken by another consumer after this wait began
+    /// is noticed within the queue's visibility timeout); never spins.
     pub fn dequeue_wait(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
         self.dequeue_waiting(Some(lease_ms(visibility)?), wait)
     }

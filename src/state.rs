@@ -843,6 +843,13 @@ impl QueueState {
     /// another queue, which no one consumes, would otherwise wake this
     /// waiter every millisecond (a review measured one waiting 3 s burn
     /// 70 ms of CPU).
+    ///
+    /// At most the shortest default visibility timeout of `queues`: a
+    /// lease another consumer takes while this one waits is not known
+    /// when the wait begins, and no one is woken for it (that would wake
+    /// an idle consumer for every lease), so a waiter looks again at least
+    /// that often and a lease that runs out unsettled is noticed within
+    /// one visibility timeout.
     pub fn wakeup_in(&self, now: Now, queues: &[u16]) -> Option<u64> {
         let due = queues
             .iter()
@@ -854,10 +861,8 @@ impl QueueState {
             .leases
             .next_deadline()
             .map(|d| d.saturating_sub(now.mono));
-        match (due, exp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let look_again = queues.iter().map(|&q| self.lease_ms(q, None)).min();
+        [due, exp, look_again].into_iter().flatten().min()
     }
 
     /// Whether the receipt's lease is held and unexpired: that check

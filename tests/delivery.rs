@@ -265,3 +265,55 @@ fn dequeue_batch_leases_up_to_n_distinct_jobs() {
     assert!(q.dequeue_batch(5).unwrap().is_empty());
     q.check_invariants();
 }
+
+/// The system clock, counting reads: each look of a blocked dequeue reads
+/// it once under the queue lock, so a test knows when its consumers wait.
+#[derive(Clone)]
+struct CountingClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl walq::Clock for CountingClock {
+    fn now_ms(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        walq::SystemClock.now_ms()
+    }
+    fn monotonic_ms(&self) -> u64 {
+        walq::SystemClock.monotonic_ms()
+    }
+}
+
+/// A job leased by one blocked consumer and never settled reaches the
+/// queue's other blocked consumer once the lease runs out, though that
+/// consumer began its wait before the lease existed: a waiter looks again
+/// within a visibility timeout (2 s here). Before, it slept its whole
+/// wait (ten minutes), and the test's one-minute bound failed.
+#[test]
+fn an_expired_lease_reaches_a_consumer_that_waited_before_it() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let reads = std::sync::Arc::new(AtomicU64::new(0));
+    let options = walq::Options::default()
+        .clock(CountingClock(reads.clone()))
+        .visibility_timeout(Duration::from_secs(2));
+    let q = Queue::open_with(dir.path(), options).unwrap();
+    let before = reads.load(Ordering::SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let (q, tx) = (q.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let got = q.dequeue_wait(Duration::from_secs(1), Duration::from_secs(600));
+            let _ = tx.send(got.unwrap().map(|j| j.id()));
+        });
+    }
+    // Each consumer looked once (and found nothing): both wait.
+    while reads.load(Ordering::SeqCst) < before + 2 {
+        std::thread::yield_now();
+    }
+    let id = q.enqueue(b"job").unwrap();
+    let first = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(first, Some(id));
+    // Never settled: its lease of one second runs out.
+    let second = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the other consumer got the job once its lease ran out");
+    assert_eq!(second, Some(id));
+}

@@ -450,12 +450,7 @@ impl Queue {
                 self.poison(e);
             }
         })?;
-        if let Some((queue, several)) = st.take_ready_in() {
-            // A retry, or an ack or a dead letter that freed the next job
-            // of a group: the job may be ready now, or sooner than a
-            // waiting consumer of its queue would look again.
-            self.inner.wakeups.ready_in(queue, several);
-        }
+        self.wake_for_ready_in(&mut st);
         if let Some(e) = st.maintain(now.wall) {
             self.poison(&e);
             let sync = self.inner.opts.durability == Durability::Sync;
@@ -466,6 +461,17 @@ impl Queue {
         }
         self.checkpoint_if_due(st);
         Ok(out)
+    }
+
+    /// Wakes the consumers of the queue in which the operation just run
+    /// made a job ready outside an enqueue (a retry, or an ack, a dead
+    /// letter or an expired last lease that freed the next job of a
+    /// group): the job may be ready now, or sooner than a waiting
+    /// consumer of its queue would look again.
+    fn wake_for_ready_in(&self, st: &mut QueueState) {
+        if let Some((queue, several)) = st.take_ready_in() {
+            self.inner.wakeups.ready_in(queue, several);
+        }
     }
 
     fn poison(&self, e: &Error) {
@@ -636,6 +642,9 @@ impl Queue {
             let now = st.now(self.clock());
             st.log.begin_op();
             let got = pick(&mut st, now);
+            // The look may have expired a group head's last lease (its
+            // next job freed, maybe in another queue).
+            self.wake_for_ready_in(&mut st);
             if got.is_ok() {
                 if let Some(e) = st.maintain(now.wall) {
                     self.poison(&e);

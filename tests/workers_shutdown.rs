@@ -559,3 +559,98 @@ fn shutdown_returns_and_names_an_orphan_complete_batch_that_never_returns() {
     drop(backend);
     assert_eq!(calls, 2, "complete_batch calls");
 }
+
+/// Panics in the first settle (`complete`, `retry` or `fail`), as a buggy
+/// backend might; the later ones go through.
+#[derive(Default)]
+struct PanicsInFirstSettle {
+    calls: Arc<AtomicU32>,
+}
+
+impl Hooks for PanicsInFirstSettle {
+    fn before_settle(&self, _id: u64) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("the backend's settle panicked (on purpose)");
+        }
+    }
+}
+
+/// Two jobs on a queue whose backend panics in the first settle, with a
+/// lease long enough that the job of that settle does not come back
+/// during the test.
+fn two_jobs_and_a_panicking_settle() -> (TempDir, Hooked<PanicsInFirstSettle>) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    for _ in 0..2 {
+        q.enqueue(b"fail me").unwrap();
+    }
+    let hooks = PanicsInFirstSettle::default();
+    (dir, Hooked { q, hooks })
+}
+
+/// The counters of a pool whose backend panicked in one settle of two:
+/// that job is a settle error (its lease runs out), the other one is
+/// dead, and every job leased is counted.
+fn assert_one_settle_error_one_dead(s: &walq::worker::PoolStats) {
+    let accounted = s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors;
+    assert_eq!((s.leased, s.dead, s.settle_errors), (2, 1, 1), "{s:?}");
+    assert_eq!(accounted, s.leased, "{s:?}");
+}
+
+/// A backend that panics in a worker's own settle (here `fail`) does not
+/// kill the worker: the job is counted a settle error and the worker
+/// settles its next job. Before, the panic ended the worker thread: the
+/// job was counted nowhere, the pool ran one worker short (here none:
+/// the second job was never leased), and `shutdown` waited its whole
+/// deadline for a handler that no longer ran.
+#[test]
+fn a_settle_that_panics_is_a_settle_error_and_the_worker_goes_on() {
+    let (_dir, backend) = two_jobs_and_a_panicking_settle();
+    let calls = backend.hooks.calls.clone();
+    let pool = WorkerPool::builder(backend)
+        .name("pan")
+        .workers(1)
+        .visibility(Duration::from_secs(30))
+        .poll_interval(Duration::from_millis(5))
+        .start(|_: &JobContext, _: &[u8]| Outcome::fail("no"))
+        .unwrap();
+    wait_for("the second settle", || calls.load(Ordering::SeqCst) == 2);
+    wait_for("both jobs counted", || {
+        let s = pool.stats();
+        s.dead + s.settle_errors == 2
+    });
+    let report = shutdown_within_watchdog(pool, "a worker after a panicking settle");
+    assert_eq!(report.running, 0, "{report:?}");
+    assert_one_settle_error_one_dead(&report.stats);
+}
+
+/// The same in an async pool, whose settles run on tokio's blocking
+/// pool: the task goes on settling its next jobs. Before, the panic left
+/// the task's call state in `fail` for good, so that it refused every
+/// later settle without making it (each counted a settle error): its
+/// jobs ran, were never acked, and ran again once their leases ran out.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_settle_that_panics_is_a_settle_error_and_the_task_goes_on() {
+    let (_dir, backend) = two_jobs_and_a_panicking_settle();
+    let calls = backend.hooks.calls.clone();
+    let rt = runtime();
+    let pool = rt
+        .block_on(async {
+            WorkerPool::builder(backend)
+                .name("apan")
+                .workers(1)
+                .visibility(Duration::from_secs(30))
+                .poll_interval(Duration::from_millis(5))
+                .start_async(|_: JobContext, _: Vec<u8>| async { Outcome::fail("no") })
+        })
+        .unwrap();
+    wait_for("both jobs counted", || {
+        let s = pool.stats();
+        s.dead + s.settle_errors == 2
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "settle calls made");
+    let report = async_shutdown_within_watchdog(&rt, pool, "a task after a panicking settle");
+    assert_one_settle_error_one_dead(&report.stats);
+    rt.shutdown_timeout(WATCHDOG);
+}

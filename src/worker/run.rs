@@ -194,16 +194,26 @@ pub(crate) fn release_unstarted<B: Backend>(
         counters.add(Count::SettleErrors);
         return;
     }
-    let released = backend.release(&active.lease, why);
+    // A backend that panics here counts a settle error (see `settle`).
+    let released = catch_unwind(AssertUnwindSafe(|| backend.release(&active.lease, why)));
     if state.end() {
-        settle_count(counters, released, Count::Released);
+        match released {
+            Ok(released) => {
+                settle_count(counters, released, Count::Released);
+            }
+            Err(_) => counters.add(Count::SettleErrors),
+        }
     }
 }
 
 /// Records the outcome with the backend and counts it; returns what was
 /// counted, `None` if shutdown gave up on the call (`state`) while it
 /// was blocked, and counted it. Once given up, no call is made: the job
-/// is counted as a settle error, and its lease runs out. Shared with the
+/// is counted as a settle error, and its lease runs out. A backend that
+/// panics in the call counts a settle error too (the job comes back when
+/// its lease runs out): the panic stops here, so that the worker goes on
+/// (a sync pool's thread would die, its job counted nowhere) and ends its
+/// call (an async task's next settles would be refused). Shared with the
 /// async pool.
 pub(crate) fn settle<B: Backend>(
     backend: &B,
@@ -224,15 +234,21 @@ pub(crate) fn settle<B: Backend>(
         counters.add(Count::SettleErrors);
         return Some(Count::SettleErrors);
     }
-    let result = match outcome {
+    let result = catch_unwind(AssertUnwindSafe(|| match outcome {
         Outcome::Done(result) => backend.complete(lease, result.as_deref()),
         Outcome::Retry { error, after } => backend.retry(lease, after, &error),
         Outcome::Fail(error) => backend.fail(lease, &error),
-    };
+    }));
     if !state.end() {
         return None;
     }
-    Some(settle_count(counters, result, counted))
+    match result {
+        Ok(result) => Some(settle_count(counters, result, counted)),
+        Err(_) => {
+            counters.add(Count::SettleErrors);
+            Some(Count::SettleErrors)
+        }
+    }
 }
 
 /// Counts a settle's result: `counted` if it was recorded; returns the

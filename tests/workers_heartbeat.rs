@@ -582,3 +582,57 @@ fn a_detached_heartbeat_thread_makes_no_call_after_its_stuck_one() {
     });
     assert_eq!(late.load(Ordering::SeqCst), 0, "extends after shutdown");
 }
+
+/// The first `extend` panics, as a buggy backend might; the later ones
+/// are counted and go through.
+#[derive(Default)]
+struct FirstExtendPanics {
+    calls: Arc<AtomicU32>,
+}
+
+impl Hooks for FirstExtendPanics {
+    fn before_extend(&self) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("the backend's extend panicked (on purpose)");
+        }
+    }
+}
+
+/// A backend that panics in one `extend` does not end the heartbeat:
+/// the panic counts a lease error, and the lease is extended again at the
+/// next beats, so its handler keeps it. Before, the panic killed the
+/// heartbeat thread (the pool's only one here) and left the lease marked
+/// as being extended, so no thread extended it again: it ran out, the
+/// handler was told its lease was lost, and the job could run twice.
+#[test]
+fn an_extend_that_panics_does_not_end_the_heartbeat() {
+    let (_dir, q) = temp_queue();
+    let id = q.enqueue(b"slow").unwrap();
+    let backend = hooked(&q, FirstExtendPanics::default());
+    let calls = backend.hooks.calls.clone();
+    let seen = Arc::new(AtomicU32::new(0));
+    let lost = Arc::new(AtomicBool::new(false));
+    let (c, s, l) = (calls.clone(), seen.clone(), lost.clone());
+    let pool = WorkerPool::builder(backend)
+        .workers(1)
+        .visibility(Duration::from_secs(2))
+        .heartbeat(Duration::from_millis(20))
+        .poll_interval(Duration::from_millis(5))
+        .start(move |ctx: &JobContext, _: &[u8]| {
+            // Until three extensions after the one that panicked.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            s.store(c.load(Ordering::SeqCst), Ordering::SeqCst);
+            l.store(ctx.lease_lost(), Ordering::SeqCst);
+            Outcome::done()
+        })
+        .unwrap();
+    wait_for("the handler returns", || seen.load(Ordering::SeqCst) > 0);
+    let st = pool.shutdown(Duration::from_secs(30)).stats;
+    assert!(matches!(q.status(id), Ok(JobStatus::Done { .. })), "{st:?}");
+    assert!(seen.load(Ordering::SeqCst) >= 4, "extend calls: {st:?}");
+    assert!(!lost.load(Ordering::SeqCst), "the lease was lost: {st:?}");
+    assert_eq!((st.leased, st.done, st.lease_errors), (1, 1, 1), "{st:?}");
+}

@@ -654,3 +654,66 @@ fn an_async_settle_that_panics_is_a_settle_error_and_the_task_goes_on() {
     assert_one_settle_error_one_dead(&report.stats);
     rt.shutdown_timeout(WATCHDOG);
 }
+
+/// Panics in the first lease, as a buggy backend might; the later ones go
+/// through.
+#[derive(Default)]
+struct PanicsInFirstLease {
+    calls: Arc<AtomicU32>,
+}
+
+impl Hooks for PanicsInFirstLease {
+    fn before_lease(&self) {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("the backend's lease panicked (on purpose)");
+        }
+    }
+}
+
+/// A queue with one job, behind a backend whose first lease panics.
+fn a_job_and_a_panicking_lease() -> (TempDir, Hooked<PanicsInFirstLease>) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    q.enqueue(b"run me").unwrap();
+    let hooks = PanicsInFirstLease::default();
+    (dir, Hooked { q, hooks })
+}
+
+/// A backend that panics in a lease does not kill the worker: it counts a
+/// lease error and the worker leases again. Before, the panic ended the
+/// pool's only worker and the job was never run.
+#[test]
+fn a_lease_that_panics_is_a_lease_error_and_the_worker_goes_on() {
+    let (_dir, backend) = a_job_and_a_panicking_lease();
+    let pool = WorkerPool::builder(backend)
+        .name("lpan")
+        .workers(1)
+        .poll_interval(Duration::from_millis(5))
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    wait_for("the job done", || pool.stats().done == 1);
+    let report = shutdown_within_watchdog(pool, "a worker after a panicking lease");
+    assert_eq!((report.stats.lease_errors, report.stats.done), (1, 1));
+}
+
+/// The same in an async pool: the task goes on. Before, the panic ended
+/// the pool's only task and the job was never run.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_lease_that_panics_is_a_lease_error_and_the_task_goes_on() {
+    let (_dir, backend) = a_job_and_a_panicking_lease();
+    let rt = runtime();
+    let pool = rt
+        .block_on(async {
+            WorkerPool::builder(backend)
+                .name("alpan")
+                .workers(1)
+                .poll_interval(Duration::from_millis(5))
+                .start_async(|_: JobContext, _: Vec<u8>| async { Outcome::done() })
+        })
+        .unwrap();
+    wait_for("the job done", || pool.stats().done == 1);
+    let report = async_shutdown_within_watchdog(&rt, pool, "a task after a panicking lease");
+    assert_eq!((report.stats.lease_errors, report.stats.done), (1, 1));
+    rt.shutdown_timeout(WATCHDOG);
+}

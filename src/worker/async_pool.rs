@@ -41,7 +41,9 @@ use crate::worker::counters::{Count, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::outcome::Outcome;
 use crate::worker::pool::{spawn_named, Shared};
-use crate::worker::run::{panic_text, release_unstarted, result_within_limit, settle};
+use crate::worker::run::{
+    lease_panicked, panic_text, release_unstarted, result_within_limit, settle,
+};
 use crate::worker::shutdown::ShutdownReport;
 use crate::worker::threads::ThreadState;
 use crate::worker::trace::JobSpan;
@@ -336,8 +338,16 @@ async fn work<B: AsyncBackend>(
         if !take_token(&shared, &mut stop).await {
             break;
         }
+        // A backend that panics in the lease counts a lease error, as in
+        // the sync pool: the task goes on.
+        let lease = AssertUnwindSafe(
+            shared
+                .backend
+                .lease_async(shared.cfg.visibility, LEASE_WAIT),
+        )
+        .catch_unwind();
         let leased = tokio::select! {
-            r = shared.backend.lease_async(shared.cfg.visibility, LEASE_WAIT) => r,
+            r = lease => r.unwrap_or_else(|_| Err(lease_panicked())),
             () = stopped(&mut stop) => {
                 give_back_token(&shared);
                 break;

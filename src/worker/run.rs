@@ -30,7 +30,13 @@ pub(crate) fn run<B: Backend>(
         if !state.begin(BackendCall::Lease, None) {
             break;
         }
-        let leased = shared.backend.lease(shared.cfg.visibility, shared.cfg.poll);
+        // A backend that panics in the lease counts a lease error: the
+        // panic stops here, or it would end this worker (the pool one
+        // short for good).
+        let leased = catch_unwind(AssertUnwindSafe(|| {
+            shared.backend.lease(shared.cfg.visibility, shared.cfg.poll)
+        }))
+        .unwrap_or_else(|_| Err(lease_panicked()));
         if !state.end() {
             // Given up by shutdown while leasing: a job leased now is not
             // counted, and its lease runs out (it is delivered again).
@@ -47,6 +53,12 @@ pub(crate) fn run<B: Backend>(
             }
         }
     }
+}
+
+/// The error a lease that panicked counts as (a lease error). Shared with
+/// the async pool.
+pub(crate) fn lease_panicked() -> crate::Error {
+    crate::Error::new(ErrorKind::Io, "the backend panicked in lease")
 }
 
 /// Waits for the rate limiter, if any; false if the pool stopped first.

@@ -94,6 +94,7 @@ impl<H: Hooks> walq::worker::AsyncBackend for Hooked<H> {
         vis: Duration,
         wait: Duration,
     ) -> walq::Result<Option<Delivery<Receipt>>> {
+        self.hooks.before_lease();
         walq::worker::AsyncBackend::lease_async(&self.q, vis, wait).await
     }
 }

@@ -610,6 +610,12 @@ async fn a_release_that_panics_in_shutdown_leaves_no_heartbeat_behind() {
         .workers(2)
         .visibility(Duration::from_secs(600)) // expiry cannot explain a redelivery
         .heartbeat(Duration::from_millis(20))
+        // Each stage of the shutdown waits one poll interval past its
+        // deadline for its thread to exit: the release thread's panic
+        // prints a backtrace, which on a loaded machine took longer than
+        // the default 100 ms (CI saw the thread still running). It exits
+        // within that wait, so the wait costs only what the thread takes.
+        .poll_interval(Duration::from_secs(30))
         .start_async(|_: JobContext, _: Vec<u8>| std::future::pending::<Outcome>())
         .unwrap();
     wait_until("both handlers run", || pool.stats().running == 2).await;

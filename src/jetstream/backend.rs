@@ -131,9 +131,9 @@ impl Inner {
         let (id, rev) = match &opts.key {
             Some(key) => {
                 let id = id_of_key(key);
-                match self.create(id, &rec).await? {
-                    Cas::Written(rev) => (id, rev),
-                    Cas::Stale => return self.duplicate(id, key, &payload).await,
+                match self.create_keyed(id, &rec, key, &payload).await? {
+                    Ok(rev) => (id, rev),
+                    Err(duplicate) => return Ok(duplicate),
                 }
             }
             None => loop {
@@ -168,16 +168,40 @@ impl Inner {
         })
     }
 
-    /// An enqueue whose key is taken: the existing job. If that job never
-    /// ran, its first copy is published again (a no-op within the
-    /// duplicate window), in case the first enqueue stopped between its
-    /// record and its message.
-    async fn duplicate(&self, id: u64, key: &[u8], payload: &[u8]) -> Result<Enqueued> {
+    /// Creates the record of keyed job `id`: its revision, or the job
+    /// that holds the key already. A record that vanishes between the
+    /// create that found it and the read of it (the clean-up of an
+    /// enqueue that failed, landing late) is created again, a few times.
+    async fn create_keyed(
+        &self,
+        id: u64,
+        rec: &Record,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<std::result::Result<u64, Enqueued>> {
+        for _ in 0..3 {
+            match self.create(id, rec).await? {
+                Cas::Written(rev) => return Ok(Ok(rev)),
+                Cas::Stale => {
+                    if let Some(duplicate) = self.duplicate(id, key, payload).await? {
+                        return Ok(Err(duplicate));
+                    }
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!("job {id} vanished while its key was checked, three times; enqueue again"),
+        ))
+    }
+
+    /// An enqueue whose key is taken: the existing job (`None` if its
+    /// record is gone by now). If that job never ran, its first copy is
+    /// published again (a no-op within the duplicate window), in case the
+    /// first enqueue stopped between its record and its message.
+    async fn duplicate(&self, id: u64, key: &[u8], payload: &[u8]) -> Result<Option<Enqueued>> {
         let Some((rec, _)) = self.record(id).await? else {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("job {id} vanished while its key was checked; enqueue again"),
-            ));
+            return Ok(None);
         };
         if rec.key.as_deref() != Some(key) {
             return Err(Error::new(
@@ -198,10 +222,10 @@ impl Inner {
                 .await
                 .map_err(|e| maybe_enqueued(id, e))?;
         }
-        Ok(Enqueued {
+        Ok(Some(Enqueued {
             id,
             duplicate: true,
-        })
+        }))
     }
 
     pub(crate) async fn status(&self, id: u64) -> Result<JobStatus> {

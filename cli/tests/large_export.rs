@@ -44,11 +44,14 @@ fn fill(dir: &std::path::Path) {
     q.close().unwrap();
 }
 
-#[test]
-fn a_queue_larger_than_the_memory_limit_exports_completely() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("q");
-    common::quiet(|| fill(&dir));
+/// Runs `walq export` of `dir` under the data limit and hands each line
+/// (its number, its JSON) to `check` as it is written (so the export is
+/// never held whole here either); returns how many lines there were and
+/// what the export wrote to stderr, once it exited with 0.
+fn export_under_the_limit(
+    dir: &std::path::Path,
+    mut check: impl FnMut(usize, &serde_json::Value),
+) -> (usize, String) {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(format!("ulimit -d {DATA_KIB} && exec \"$0\" export \"$1\""))
@@ -57,16 +60,42 @@ fn a_queue_larger_than_the_memory_limit_exports_completely() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = common::quiet(|| cmd.spawn().expect("spawn sh"));
-    // Read as it is written: the export is never held whole here either.
     let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut lines = 0;
     for (n, line) in stdout.lines().enumerate() {
         let line = line.expect("a line of UTF-8");
         lines += 1;
-        let v = common::json(&line);
+        check(n, &common::json(&line));
+    }
+    let out = child.wait_with_output().expect("wait sh");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (lines, stderr)
+}
+
+/// Runs `walq salvage` of `dir` into `into` under the data limit; it must
+/// exit with 0.
+fn salvage_under_limit(dir: &std::path::Path, into: &std::path::Path) -> common::Run {
+    let script = format!("ulimit -d {DATA_KIB} && exec \"$0\" salvage \"$1\" --into \"$2\"");
+    let args = [
+        env!("CARGO_BIN_EXE_walq"),
+        dir.to_str().unwrap(),
+        into.to_str().unwrap(),
+    ];
+    let run = common::sh(&script, &args);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run
+}
+
+#[test]
+fn a_queue_larger_than_the_memory_limit_exports_completely() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("q");
+    common::quiet(|| fill(&dir));
+    let (lines, stderr) = export_under_the_limit(&dir, |n, v| {
         if n == 0 {
             assert_eq!(v["jobs"], JOBS as u64, "{v}");
-            continue;
+            return;
         }
         let i = n - 1;
         assert_eq!(v["type"], "job");
@@ -75,10 +104,7 @@ fn a_queue_larger_than_the_memory_limit_exports_completely() {
         if i % 10 == 0 {
             assert_eq!(v["key"], format!("k{i}"));
         }
-    }
-    let out = child.wait_with_output().expect("wait sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    });
     assert_eq!(lines, 1 + JOBS, "{stderr}");
     let done = format!("exported {JOBS} pending jobs and 0 dead letters");
     assert!(stderr.contains(&done), "{stderr}");
@@ -91,14 +117,7 @@ fn a_queue_larger_than_the_memory_limit_is_salvaged_completely() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, into) = (tmp.path().join("q"), tmp.path().join("new"));
     common::quiet(|| fill(&dir));
-    let script = format!("ulimit -d {DATA_KIB} && exec \"$0\" salvage \"$1\" --into \"$2\"");
-    let args = [
-        env!("CARGO_BIN_EXE_walq"),
-        dir.to_str().unwrap(),
-        into.to_str().unwrap(),
-    ];
-    let run = common::sh(&script, &args);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = salvage_under_limit(&dir, &into);
     let copied = format!("copied {JOBS} pending jobs and 0 dead letters");
     assert!(run.stdout.contains(&copied), "{}", run.stdout);
     common::quiet(|| {
@@ -139,23 +158,10 @@ fn dead_letters_larger_than_the_memory_limit_export_completely() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("q");
     common::quiet(|| fill_dead(&dir));
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("ulimit -d {DATA_KIB} && exec \"$0\" export \"$1\""))
-        .args([env!("CARGO_BIN_EXE_walq"), dir.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = common::quiet(|| cmd.spawn().expect("spawn sh"));
-    let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut lines = 0;
-    for (n, line) in stdout.lines().enumerate() {
-        let line = line.expect("a line of UTF-8");
-        lines += 1;
-        let v = common::json(&line);
+    let (lines, stderr) = export_under_the_limit(&dir, |n, v| {
         if n == 0 {
             assert_eq!((&v["jobs"], &v["dead"]), (&0.into(), &JOBS.into()), "{v}");
-            continue;
+            return;
         }
         let i = n - 1;
         assert_eq!(v["type"], "dead");
@@ -168,10 +174,7 @@ fn dead_letters_larger_than_the_memory_limit_export_completely() {
         if i % 10 == 0 {
             assert_eq!(v["key"], format!("k{i}"));
         }
-    }
-    let out = child.wait_with_output().expect("wait sh");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    });
     assert_eq!(lines, 1 + JOBS, "{stderr}");
     let done = format!("exported 0 pending jobs and {JOBS} dead letters");
     assert!(stderr.contains(&done), "{stderr}");
@@ -184,14 +187,7 @@ fn dead_letters_larger_than_the_memory_limit_are_salvaged_completely() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, into) = (tmp.path().join("q"), tmp.path().join("new"));
     common::quiet(|| fill_dead(&dir));
-    let script = format!("ulimit -d {DATA_KIB} && exec \"$0\" salvage \"$1\" --into \"$2\"");
-    let args = [
-        env!("CARGO_BIN_EXE_walq"),
-        dir.to_str().unwrap(),
-        into.to_str().unwrap(),
-    ];
-    let run = common::sh(&script, &args);
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let run = salvage_under_limit(&dir, &into);
     let copied = format!("copied 0 pending jobs and {JOBS} dead letters");
     assert!(run.stdout.contains(&copied), "{}", run.stdout);
     common::quiet(|| {

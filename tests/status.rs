@@ -567,3 +567,38 @@ fn a_result_whose_ack_was_refused_is_taken_back() {
     let q = sim_queue(&fs, &clock);
     assert_eq!(q.status(id).unwrap(), PLAIN_DONE, "after a restart");
 }
+
+/// A pool's handler that returns `Outcome::done_with` leaves its result
+/// where `status` finds it (through the settler's `complete_batch`).
+#[test]
+fn a_pool_handlers_result_is_read_back_by_status() {
+    use walq::worker::{JobContext, Outcome, WorkerPool};
+    let dir = tempfile::tempdir().unwrap();
+    let q = Arc::new(Queue::open(dir.path()).unwrap());
+    let ids: Vec<u64> = (0..3)
+        .map(|i| q.enqueue(format!("invoice {i}").as_bytes()).unwrap())
+        .collect();
+    let pool = WorkerPool::builder(q.clone())
+        .workers(2)
+        .start(|_: &JobContext, payload: &[u8]| {
+            let mut pdf = payload.to_vec();
+            pdf.extend_from_slice(b".pdf");
+            Outcome::done_with(pdf)
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pool.stats().done < 3 {
+        assert!(std::time::Instant::now() < deadline, "jobs not done");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let report = pool.shutdown(Duration::from_secs(10));
+    assert_eq!(report.stats.done, 3);
+    for (i, id) in ids.into_iter().enumerate() {
+        match q.status(id).unwrap() {
+            JobStatus::Done { result, .. } => {
+                assert_eq!(result, Some(format!("invoice {i}.pdf").into_bytes()));
+            }
+            other => panic!("job {id}: {other:?}"),
+        }
+    }
+}

@@ -263,18 +263,21 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     }
 
     /// Gives up on worker task `index`, which did not end by the deadline:
-    /// reported if its blocking settle is stuck in the backend (the job of
-    /// that call is counted as a settle error by `give_up`).
+    /// reported if its blocking settle is stuck in the backend, or if its
+    /// slot held a job it had not settled (the job of that call, or in
+    /// the slot, is counted as a settle error by `give_up`).
     fn give_up_task(&self, index: usize) -> Option<crate::worker::StuckThread> {
         let given_up = self.states.get(index)?.give_up()?;
-        given_up.call?;
         let name = format!("{}-{index}", self.shared.cfg.name);
         let left = crate::worker::threads::Left {
             index,
             name,
             given_up,
         };
-        Some(self.shared.give_up(left, false))
+        // Its slot's job (finished, or leased as the pool stopped) is
+        // counted too: the task counts nothing from now on.
+        let stuck = self.shared.give_up(left, true);
+        (stuck.call.is_some() || !stuck.jobs.is_empty()).then_some(stuck)
     }
 }
 
@@ -403,14 +406,11 @@ async fn run_one<B: AsyncBackend>(
     delivery: Delivery<B::Lease>,
 ) {
     let index = worker.index;
-    let (ctx, payload) = match shared.start(index, &worker.name, delivery) {
-        Ok(started) => started,
-        Err(active) => {
-            // The pool began stopping while this job was being leased.
-            let (s, st) = (shared.clone(), worker.state.clone());
-            blocking(move || release_unstarted(&s.backend, &s.counters, &st, &active)).await;
-            return;
-        }
+    let Some((ctx, payload)) = shared.start(index, &worker.name, delivery) else {
+        // The pool began stopping while this job was being leased.
+        let (s, st) = (shared.clone(), worker.state.clone());
+        blocking(move || release_unstarted(&s, &st, index)).await;
+        return;
     };
     let span = JobSpan::new(&shared.cfg.name, &ctx);
     let (outcome, panicked) = {
@@ -424,22 +424,25 @@ async fn run_one<B: AsyncBackend>(
     shared.mark_finished(index);
     let outcome = result_within_limit(outcome);
     span.outcome(&ctx, &outcome, panicked);
-    // `None`: shutdown released the job while the handler ran. The lease
-    // stays in the slot until the settle returns, so that the heartbeat
-    // extends it meanwhile (an ack with a result waits for `done.rec`'s
-    // sync first; a lease that ran out then would run the job again).
-    if let Some(lease) = shared.lease_of(index) {
-        let (s, st) = (shared.clone(), worker.state.clone());
-        let counted =
-            blocking(move || settle(&s.backend, &s.counters, &st, &ctx, &lease, outcome)).await;
-        shared.take(index);
-        match counted {
-            Some(Some(Count::Lost)) => span.lease_lost(),
-            // Counted, or given up by shutdown, which counted it.
-            Some(_) => {}
-            // The settle did not run to its end; the job comes back when
-            // its lease expires.
-            None => shared.counters.add(Count::SettleErrors),
+    // The lease stays in the slot until the settle returns, so that the
+    // heartbeat extends it meanwhile (an ack with a result waits for
+    // `done.rec`'s sync first; a lease that ran out then would run the
+    // job again).
+    let (s, st) = (shared.clone(), worker.state.clone());
+    let counted = blocking(move || settle(&s, &st, index, &ctx, outcome)).await;
+    match counted {
+        Some(Some(Count::Lost)) => span.lease_lost(),
+        // Counted; or released by shutdown while the handler ran, or
+        // given up by shutdown, which counted it.
+        Some(_) => {}
+        // The settle did not run to its end (the runtime is shutting
+        // down); the job comes back when its lease expires. Counted by
+        // whoever takes it from the slot: here, or a shutdown that gives
+        // up on this task.
+        None => {
+            if shared.take(index).is_some() {
+                shared.counters.add(Count::SettleErrors);
+            }
         }
     }
     shared.end();

@@ -200,11 +200,8 @@ fn extend<B: Backend>(shared: &Shared<B>, state: &ThreadState, due: Due<B::Lease
                 .extend(&due.kept.lease, shared.cfg.visibility)
         }))
         .unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "the backend panicked in extend")));
-        if !state.end() {
-            beat.extending.store(false, Ordering::Release);
-            return;
-        }
-        match extended {
+        // `None`: given up by shutdown meanwhile; nothing is counted.
+        state.end_with(|| match extended {
             Ok(()) => {
                 beat.fresh_ms.fetch_max(sent, Ordering::AcqRel);
                 shared.counters.add(Count::Extended);
@@ -217,7 +214,7 @@ fn extend<B: Backend>(shared: &Shared<B>, state: &ThreadState, due: Due<B::Lease
             // A transient failure: the next beat tries again, well before
             // the lease runs out (or it is marked lost when it may have).
             Err(_) => shared.counters.add(Count::LeaseErrors),
-        }
+        });
     }
     beat.extending.store(false, Ordering::Release);
 }

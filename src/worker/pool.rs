@@ -106,31 +106,33 @@ impl<B: Backend> Shared<B> {
         }
     }
 
-    /// Records that worker `index` runs `active`, unless the pool is
-    /// stopping (then the job is handed back).
-    pub(crate) fn begin(
-        &self,
-        index: usize,
-        active: Active<B::Lease>,
-    ) -> std::result::Result<(), Active<B::Lease>> {
+    /// Records that worker `index` runs `active`; false if the pool is
+    /// stopping: the job is then kept in the slot marked finished (not
+    /// running, so a shutdown does not release it), for the worker to
+    /// release ([`crate::worker::run::release_unstarted`]) or a shutdown
+    /// that gives up on the worker to count.
+    fn begin(&self, index: usize, mut active: Active<B::Lease>) -> bool {
         let mut busy = self.busy.lock();
-        if busy.stopping {
-            return Err(active);
+        let running = !busy.stopping;
+        if running {
+            busy.running += 1;
+        } else {
+            active.finished = true;
         }
-        busy.running += 1;
         *self.slots[index].lock() = Some(active);
-        Ok(())
+        running
     }
 
-    /// Counts a leased delivery and records that worker `index` runs it:
-    /// returns what its handler sees and its payload, or, when the pool
-    /// began stopping while the job was being leased, the job to release.
+    /// Counts a leased delivery and puts it in worker `index`'s slot:
+    /// returns what its handler sees and its payload, or `None` when the
+    /// pool began stopping while the job was being leased (the job, in the
+    /// slot, is to be released).
     pub(crate) fn start(
         &self,
         index: usize,
         name: &Arc<str>,
         delivery: Delivery<B::Lease>,
-    ) -> std::result::Result<(JobContext, Vec<u8>), Active<B::Lease>> {
+    ) -> Option<(JobContext, Vec<u8>)> {
         self.counters.add(Count::Leased);
         let (info, payload, lease) = delivery.into_parts();
         let lost = Arc::new(AtomicBool::new(false));
@@ -142,11 +144,13 @@ impl<B: Backend> Shared<B> {
             beat: beat.clone(),
             finished: false,
         };
-        self.begin(index, active)?;
+        if !self.begin(index, active) {
+            return None;
+        }
         let visibility_ms = crate::clock::ms(self.cfg.visibility);
         let ctx = JobContext::in_pool(info, name.clone(), lost, self.stop.flag())
             .with_beat(beat, visibility_ms);
-        Ok((ctx, payload))
+        Some((ctx, payload))
     }
 
     /// Marks worker `index`'s job as finished by its handler (see
@@ -157,12 +161,21 @@ impl<B: Backend> Shared<B> {
         }
     }
 
-    /// A copy of worker `index`'s lease, left in the slot (where the
-    /// heartbeat extends it) while the job is settled; `None` if shutdown
-    /// released the job meanwhile.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn lease_of(&self, index: usize) -> Option<B::Lease> {
-        self.slots[index].lock().as_ref().map(|a| a.lease.clone())
+    /// Worker `index`'s job and a copy of its lease, left in the slot
+    /// (where the heartbeat extends it, and where a shutdown that gives
+    /// up on the worker finds it) while the job is settled; `None` if
+    /// shutdown released or counted the job meanwhile.
+    pub(crate) fn lease_of(&self, index: usize) -> Option<(u64, B::Lease)> {
+        self.slots[index]
+            .lock()
+            .as_ref()
+            .map(|a| (a.id, a.lease.clone()))
+    }
+
+    /// Puts worker `index`'s job back in its slot (the settler would not
+    /// take its ack).
+    pub(crate) fn put_back(&self, index: usize, active: Active<B::Lease>) {
+        *self.slots[index].lock() = Some(active);
     }
 
     /// Takes worker `index`'s job back to settle it; `None` if shutdown
@@ -232,9 +245,10 @@ impl<B: Backend> Shared<B> {
 impl<B: Backend> Shared<B> {
     /// What shutdown reports of a thread (or task) it gave up on. The
     /// jobs of the settle call it was blocked in, and for a worker the
-    /// finished job waiting in its slot, are counted as settle errors
-    /// here: the thread counts nothing once given up, and the job is not
-    /// done (its lease, no longer extended, runs out).
+    /// job in its slot (finished, or leased as the pool stopped), are
+    /// counted as settle errors here: the thread counts nothing once
+    /// given up, and the job is not done (its lease, no longer extended,
+    /// runs out).
     pub(crate) fn give_up(&self, left: Left, worker: bool) -> StuckThread {
         let GivenUp {
             call,
@@ -247,9 +261,13 @@ impl<B: Backend> Shared<B> {
             0
         };
         if worker {
+            // The job a worker was about to settle, or settling: counted
+            // once (a settle call's job is this one).
             if let Some(active) = self.slots[left.index].lock().take() {
-                jobs.push(active.id);
-                unsettled += 1;
+                if !(unsettled > 0 && jobs.contains(&active.id)) {
+                    jobs.push(active.id);
+                    unsettled += 1;
+                }
             }
         }
         for _ in 0..unsettled {

@@ -85,7 +85,7 @@ pub(crate) fn release_all<B: Backend>(
 /// is left or shutdown gives up on it (`state`), counting each outcome.
 ///
 /// The next job is taken, and each outcome counted, under the lock of
-/// `pending`, with [`ThreadState::begin`] and [`ThreadState::end`]: once
+/// `pending`, with [`ThreadState::begin`] and [`ThreadState::end_with`]: once
 /// shutdown has given up, the thread neither takes a job nor counts one,
 /// and shutdown, taking that lock after giving up, sees every count the
 /// thread made.
@@ -113,17 +113,17 @@ fn release_each<B: Backend>(
         // panic stops here, so the other jobs are released.
         let released = catch_unwind(AssertUnwindSafe(|| shared.backend.release(&lease, WHY)));
         let mut p = pending.lock();
-        if !state.end() {
-            // Given up during the call: shutdown counted the job.
-            return;
-        }
-        match released {
+        let counted = state.end_with(|| match released {
             Ok(Ok(())) => {
                 shared.counters.add(Count::Released);
                 p.released.push(id);
             }
             Ok(Err(e)) if e.kind() == ErrorKind::LeaseLost => shared.counters.add(Count::Lost),
             Ok(Err(_)) | Err(_) => shared.counters.add(Count::SettleErrors),
+        });
+        if counted.is_none() {
+            // Given up during the call: shutdown counted the job.
+            return;
         }
     }
 }

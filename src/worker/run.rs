@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::done::MAX_RESULT_LEN;
 use crate::error::ErrorKind;
-use crate::worker::backend::{Backend, Delivery};
+use crate::worker::backend::Backend;
 use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, Counters};
 use crate::worker::outcome::Outcome;
-use crate::worker::pool::{Active, Shared};
+use crate::worker::pool::Shared;
 use crate::worker::shutdown::BackendCall;
 use crate::worker::threads::ThreadState;
 use crate::worker::trace::JobSpan;
@@ -37,13 +37,18 @@ pub(crate) fn run<B: Backend>(
             shared.backend.lease(shared.cfg.visibility, shared.cfg.poll)
         }))
         .unwrap_or_else(|_| Err(lease_panicked()));
-        if !state.end() {
+        // A job leased is counted and put in this worker's slot as the
+        // call ends: from then on, a shutdown that gives up on the worker
+        // finds it there and counts it.
+        let started = state
+            .end_with(|| leased.map(|delivery| delivery.map(|d| shared.start(index, name, d))));
+        let Some(leased) = started else {
             // Given up by shutdown while leasing: a job leased now is not
             // counted, and its lease runs out (it is delivered again).
             break;
-        }
+        };
         match leased {
-            Ok(Some(delivery)) => run_one(shared, index, name, state, delivery),
+            Ok(Some(started)) => run_one(shared, index, state, started),
             Ok(None) => give_back_token(shared),
             Err(e) if e.kind() == ErrorKind::Closed => break,
             Err(_) => {
@@ -86,21 +91,17 @@ fn give_back_token<B: Backend>(shared: &Shared<B>) {
     }
 }
 
-/// Runs one leased job and settles it.
+/// Runs one leased job (`None`: leased as the pool began stopping, to
+/// release) and settles it.
 fn run_one<B: Backend>(
     shared: &Shared<B>,
     index: usize,
-    name: &Arc<str>,
     state: &ThreadState,
-    delivery: Delivery<B::Lease>,
+    started: Option<(JobContext, Vec<u8>)>,
 ) {
-    let (ctx, payload) = match shared.start(index, name, delivery) {
-        Ok(started) => started,
-        Err(active) => {
-            // The pool began stopping while this job was being leased.
-            release_unstarted(&shared.backend, &shared.counters, state, &active);
-            return;
-        }
+    let Some((ctx, payload)) = started else {
+        release_unstarted(shared, state, index);
+        return;
     };
     let span = JobSpan::new(&shared.cfg.name, &ctx);
     let (outcome, panicked) = span.in_scope(|| {
@@ -113,41 +114,51 @@ fn run_one<B: Backend>(
     shared.mark_finished(index);
     let outcome = result_within_limit(outcome);
     span.outcome(&ctx, &outcome, panicked);
-    if matches!(outcome, Outcome::Done(_)) {
-        // Wait for room while the lease is in the slot, where the
-        // heartbeat extends it.
-        shared.settler.wait_room(index);
-    }
-    // `None`: shutdown released the job while the handler ran.
-    if let Some(active) = shared.take(index) {
-        let outcome = match outcome {
-            // A completion goes to the settler, which makes it durable in a
-            // batch with others and counts it then; this worker goes on to
-            // its next job meanwhile.
-            Outcome::Done(result) => {
-                match shared.settler.hand_over(index, active, result) {
-                    Ok(()) => None,
-                    // The settler is gone (shutting down): settle here.
-                    Err((lease, result)) => Some((lease, Outcome::Done(result))),
-                }
-            }
-            other => Some((active.lease, other)),
-        };
-        if let Some((lease, outcome)) = outcome {
-            let counted = settle(
-                &shared.backend,
-                &shared.counters,
-                state,
-                &ctx,
-                &lease,
-                outcome,
-            );
-            if matches!(counted, Some(Count::Lost)) {
-                span.lease_lost();
-            }
+    let outcome = match outcome {
+        Outcome::Done(result) => {
+            // Wait for room while the lease is in the slot, where the
+            // heartbeat extends it.
+            shared.settler.wait_room(index);
+            hand_over(shared, state, index, result)
+        }
+        other => Some(other),
+    };
+    // `None`: handed over (or released or counted by shutdown).
+    if let Some(outcome) = outcome {
+        let counted = settle(shared, state, index, &ctx, outcome);
+        if matches!(counted, Some(Count::Lost)) {
+            span.lease_lost();
         }
     }
     shared.end();
+}
+
+/// Hands worker `index`'s finished job to the settler, which makes it
+/// durable in a batch with others and counts it then; this worker goes
+/// on to its next job meanwhile. Returns the outcome to settle here if
+/// the settler is gone (shutting down), `None` if handed over or if the
+/// slot was empty (shutdown released the job while the handler ran, or
+/// gave up on this worker and counted it).
+fn hand_over<B: Backend>(
+    shared: &Shared<B>,
+    state: &ThreadState,
+    index: usize,
+    result: Option<Vec<u8>>,
+) -> Option<Outcome> {
+    // Taken from the slot and handed over in one step that shutdown
+    // waits out: the job is always in one of the two places.
+    state
+        .end_with(|| {
+            let active = shared.take(index)?;
+            match shared.settler.hand_over(index, active, result) {
+                Ok(()) => None,
+                Err((active, result)) => {
+                    shared.put_back(index, active);
+                    Some(Outcome::Done(result))
+                }
+            }
+        })
+        .flatten()
 }
 
 /// A `Done` whose result is over [`MAX_RESULT_LEN`] becomes a `Fail`
@@ -192,47 +203,47 @@ pub(crate) fn panic_text(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Hands back a job leased as the pool began stopping, and counts it.
-/// Shared with the async pool.
-pub(crate) fn release_unstarted<B: Backend>(
-    backend: &B,
-    counters: &Counters,
-    state: &ThreadState,
-    active: &Active<B::Lease>,
-) {
+/// Hands back worker `index`'s job, leased as the pool began stopping,
+/// and counts it. Shared with the async pool.
+pub(crate) fn release_unstarted<B: Backend>(shared: &Shared<B>, state: &ThreadState, index: usize) {
     let why = "the worker pool shut down before the job started";
-    if !state.begin(BackendCall::Release, Some(active.id)) {
-        // Given up by shutdown: no more calls; the lease runs out.
-        counters.add(Count::SettleErrors);
+    // `None`: shutdown gave up on this worker and counted the job.
+    let Some((id, lease)) = shared.lease_of(index) else {
+        return;
+    };
+    if !state.begin(BackendCall::Release, Some(id)) {
+        // Given up by shutdown, which counted the job from the slot; the
+        // lease runs out.
         return;
     }
     // A backend that panics here counts a settle error (see `settle`).
-    let released = catch_unwind(AssertUnwindSafe(|| backend.release(&active.lease, why)));
-    if state.end() {
+    let released = catch_unwind(AssertUnwindSafe(|| shared.backend.release(&lease, why)));
+    state.end_with(|| {
+        shared.take(index);
         match released {
-            Ok(released) => {
-                settle_count(counters, released, Count::Released);
-            }
-            Err(_) => counters.add(Count::SettleErrors),
+            Ok(released) => settle_count(&shared.counters, released, Count::Released),
+            Err(_) => counters_add(&shared.counters, Count::SettleErrors),
         }
-    }
+    });
 }
 
-/// Records the outcome with the backend and counts it; returns what was
-/// counted, `None` if shutdown gave up on the call (`state`) while it
-/// was blocked, and counted it. Once given up, no call is made: the job
-/// is counted as a settle error, and its lease runs out. A backend that
-/// panics in the call counts a settle error too (the job comes back when
-/// its lease runs out): the panic stops here, so that the worker goes on
-/// (a sync pool's thread would die, its job counted nowhere) and ends its
-/// call (an async task's next settles would be refused). Shared with the
-/// async pool.
+/// Records worker `index`'s outcome with the backend and counts it;
+/// returns what was counted, `None` if this worker counted nothing: the
+/// slot was empty (shutdown released the job while the handler ran), or
+/// shutdown gave up on the worker (before the call, or while it was
+/// blocked) and counted the job itself, from the slot or the call. The
+/// job stays in the slot until its outcome is counted, so the heartbeat
+/// extends its lease during the call. Once given up, no call is made: the
+/// lease runs out. A backend that panics in the call counts a settle
+/// error (the job comes back when its lease runs out): the panic stops
+/// here, so that the worker goes on (a sync pool's thread would die, its
+/// job counted nowhere) and ends its call (an async task's next settles
+/// would be refused). Shared with the async pool.
 pub(crate) fn settle<B: Backend>(
-    backend: &B,
-    counters: &Counters,
+    shared: &Shared<B>,
     state: &ThreadState,
+    index: usize,
     ctx: &JobContext,
-    lease: &B::Lease,
     outcome: Outcome,
 ) -> Option<Count> {
     let (call, counted) = match &outcome {
@@ -242,25 +253,29 @@ pub(crate) fn settle<B: Backend>(
         Outcome::Retry { .. } => (BackendCall::Retry, Count::Retried),
         Outcome::Fail(_) => (BackendCall::Fail, Count::Dead),
     };
+    let (_, lease) = shared.lease_of(index)?;
     if !state.begin(call, Some(ctx.id())) {
-        counters.add(Count::SettleErrors);
-        return Some(Count::SettleErrors);
-    }
-    let result = catch_unwind(AssertUnwindSafe(|| match outcome {
-        Outcome::Done(result) => backend.complete(lease, result.as_deref()),
-        Outcome::Retry { error, after } => backend.retry(lease, after, &error),
-        Outcome::Fail(error) => backend.fail(lease, &error),
-    }));
-    if !state.end() {
         return None;
     }
-    match result {
-        Ok(result) => Some(settle_count(counters, result, counted)),
-        Err(_) => {
-            counters.add(Count::SettleErrors);
-            Some(Count::SettleErrors)
+    let backend = &shared.backend;
+    let result = catch_unwind(AssertUnwindSafe(|| match outcome {
+        Outcome::Done(result) => backend.complete(&lease, result.as_deref()),
+        Outcome::Retry { error, after } => backend.retry(&lease, after, &error),
+        Outcome::Fail(error) => backend.fail(&lease, &error),
+    }));
+    state.end_with(|| {
+        shared.take(index);
+        match result {
+            Ok(result) => settle_count(&shared.counters, result, counted),
+            Err(_) => counters_add(&shared.counters, Count::SettleErrors),
         }
-    }
+    })
+}
+
+/// Adds one to `count`; returns it.
+fn counters_add(counters: &Counters, count: Count) -> Count {
+    counters.add(count);
+    count
 }
 
 /// Counts a settle's result: `counted` if it was recorded; returns the

@@ -119,22 +119,20 @@ impl<L: Clone> Settler<L> {
         }
     }
 
-    /// Hands worker `worker`'s ack of `active`'s job over, waiting while
-    /// the worker has [`WINDOW`] acks unsettled. Gives the lease and
-    /// result back if the settler thread is gone (the caller then settles
-    /// it itself).
+    /// Hands worker `worker`'s ack of `active`'s job over. Never waits:
+    /// the worker waited for room first ([`Settler::wait_room`]), and only
+    /// it adds to its window. Gives the job and result back if the window
+    /// is full or the settler thread is gone or closing (the caller then
+    /// settles it itself).
     pub(crate) fn hand_over(
         &self,
         worker: usize,
         active: Active<L>,
         result: Option<Vec<u8>>,
-    ) -> std::result::Result<(), (L, Option<Vec<u8>>)> {
+    ) -> std::result::Result<(), (Active<L>, Option<Vec<u8>>)> {
         let mut st = self.state.lock();
-        while st.unsettled[worker] >= WINDOW && !st.gone {
-            self.room.wait(&mut st);
-        }
-        if st.gone || st.closing {
-            return Err((active.lease, result));
+        if st.gone || st.closing || st.unsettled[worker] >= WINDOW {
+            return Err((active, result));
         }
         st.unsettled[worker] += 1;
         st.queue.push(Handed {
@@ -203,18 +201,25 @@ impl<L: Clone> Settler<L> {
         std::mem::take(&mut self.state.lock().orphans)
     }
 
-    /// Waits for acks to settle; `None` once closing and all are settled.
-    fn take(&self) -> Option<Vec<Handed<L>>> {
+    /// Waits for acks to settle; false once closing and all are settled.
+    fn wait_work(&self) -> bool {
         let mut st = self.state.lock();
         while st.queue.is_empty() {
             if st.closing {
-                return None;
+                return false;
             }
             self.work.wait(&mut st);
         }
+        true
+    }
+
+    /// Takes the acks handed over so far (none if shutdown abandoned them
+    /// meanwhile).
+    fn take(&self) -> Vec<Handed<L>> {
+        let mut st = self.state.lock();
         let batch = std::mem::take(&mut st.queue);
         st.in_flight = batch.iter().map(Handed::kept).collect();
-        Some(batch)
+        batch
     }
 
     /// Frees the window slots of a settled batch.
@@ -240,25 +245,29 @@ pub(crate) fn run<B: Backend>(shared: &Shared<B>, state: &ThreadState) {
     }
     let settler = &shared.settler;
     let _gone = Gone(settler);
-    while let Some(batch) = settler.take() {
-        settle_batch(shared, Some(state), batch);
+    while settler.wait_work() {
+        settle_batch(shared, Some(state), || settler.take());
         if state.given_up() {
             return;
         }
     }
 }
 
-/// Records a batch of acks with one [`Backend::complete_batch`], counts
-/// each, and frees their window slots. If the backend panics, the batch
-/// is kept as orphans (see [`settle_orphans`]) and the panic goes on.
+/// Takes a batch of acks (`take`), records it with one
+/// [`Backend::complete_batch`], counts each, and frees their window
+/// slots. If the backend panics, the batch is kept as orphans (see
+/// [`settle_orphans`]) and the panic goes on.
 ///
-/// `state`, the calling thread's: once shutdown has given up on it, no
-/// call is made (the acks are counted as settle errors, not done), and a
-/// call that returns after that counts nothing (shutdown counted it).
+/// `state`, the calling thread's: once shutdown has given up on it,
+/// nothing is taken (shutdown counts the acks left where they are), and a
+/// call that returns after that counts nothing (shutdown counted it). The
+/// batch is taken, and its outcome counted, in steps that shutdown waits
+/// out before giving up, so the thread never holds acks shutdown does
+/// not know of.
 fn settle_batch<B: Backend>(
     shared: &Shared<B>,
     state: Option<&ThreadState>,
-    batch: Vec<Handed<B::Lease>>,
+    take: impl FnOnce() -> Vec<Handed<B::Lease>>,
 ) {
     struct Orphaned<'a, L: Clone>(&'a Settler<L>, Option<Vec<Handed<L>>>);
     impl<L: Clone> Drop for Orphaned<'_, L> {
@@ -269,11 +278,15 @@ fn settle_batch<B: Backend>(
         }
     }
     let settler = &shared.settler;
-    if let Some(st) = state {
-        if !st.begin_batch(batch.iter().map(|h| h.id).collect()) {
-            give_up(shared, &batch);
-            return;
-        }
+    let batch = match state {
+        Some(st) => match st.begin_batch_with(take, |h| h.id) {
+            Some(batch) => batch,
+            None => return,
+        },
+        None => take(),
+    };
+    if batch.is_empty() {
+        return;
     }
     let mut guard = Orphaned(settler, Some(batch));
     let batch = guard.1.as_ref().expect("the batch is held until settled");
@@ -283,25 +296,49 @@ fn settle_batch<B: Backend>(
         .collect();
     let called = catch_unwind(AssertUnwindSafe(|| shared.backend.complete_batch(&items)));
     drop(items);
-    if !state.is_none_or(ThreadState::end) {
-        // Given up by shutdown during the call, which counted the acks.
-        guard.1 = None;
-        return;
-    }
-    let results = called.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let results = match called {
+        Ok(results) => results,
+        Err(panic) => {
+            // Kept as orphans in the step that ends the call, unless
+            // shutdown gave up on this thread during it (and counted them).
+            let batch = guard.1.take();
+            let orphan = || {
+                if let Some(batch) = batch {
+                    settler.orphan(batch);
+                }
+            };
+            match state {
+                Some(st) => {
+                    st.end_with(orphan);
+                }
+                None => orphan(),
+            }
+            std::panic::resume_unwind(panic)
+        }
+    };
     debug_assert_eq!(results.len(), batch.len());
     let batch = guard.1.take().expect("the batch is held until settled");
-    for i in 0..batch.len() {
-        let result = match results.get(i) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(e.kind()),
-            None => Err(ErrorKind::Io),
-        };
-        crate::worker::run::count_settled(&shared.counters, result, Count::Done);
+    let count = || {
+        for i in 0..batch.len() {
+            let result = match results.get(i) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(e.kind()),
+                None => Err(ErrorKind::Io),
+            };
+            crate::worker::run::count_settled(&shared.counters, result, Count::Done);
+        }
+        // Counted before the window slots are freed: once nothing is
+        // unsettled, the counters are exact.
+        settler.settled(&batch);
+    };
+    match state {
+        Some(st) => {
+            // `None`: given up by shutdown during the call, which counted
+            // the acks.
+            st.end_with(count);
+        }
+        None => count(),
     }
-    // Counted before the window slots are freed: once nothing is
-    // unsettled, the counters are exact.
-    settler.settled(&batch);
 }
 
 /// Counts acks that were never recorded as settle errors (not done: each
@@ -323,11 +360,8 @@ fn give_up<L: Clone>(shared: &Shared<impl Backend<Lease = L>>, acks: &[Handed<L>
 /// errors: their leases are no longer extended, and each job runs again
 /// once its lease expires (at least once, as for any ack that fails).
 pub(crate) fn settle_orphans<B: Backend>(shared: &Shared<B>, state: Option<&ThreadState>) {
-    let orphans = shared.settler.take_orphans();
-    if orphans.is_empty() {
-        return;
-    }
-    let settled = catch_unwind(AssertUnwindSafe(|| settle_batch(shared, state, orphans)));
+    let take = || shared.settler.take_orphans();
+    let settled = catch_unwind(AssertUnwindSafe(|| settle_batch(shared, state, take)));
     if settled.is_err() {
         // `settle_batch` kept the batch as orphans again when it unwound.
         give_up(shared, &shared.settler.take_orphans());

@@ -8,9 +8,18 @@
 //! still running ([`ThreadState::give_up`]) and leaves them detached. A
 //! thread given up starts no other backend call ([`ThreadState::begin`]
 //! refuses) and counts nothing for a call that returns after that
-//! ([`ThreadState::end`] says so): shutdown counted its jobs itself. The
-//! two claims are one compare-and-swap each on the same word, so exactly
-//! one side counts a call's outcome.
+//! ([`ThreadState::end_with`] says so): shutdown counted its jobs itself.
+//! The two claims are one compare-and-swap each on the same word, so
+//! exactly one side counts a call's outcome.
+//!
+//! A thread counts a call's outcome, and takes the jobs of its next call,
+//! in a short section that shutdown waits out before it gives up
+//! ([`ThreadState::end_with`], [`ThreadState::begin_with`]): once
+//! `give_up` returns, the thread has counted all it ever will and holds
+//! no job shutdown does not know of, so the counters shutdown reads
+//! after that are exact. A job a worker is about to settle stays in its
+//! slot until the call's outcome is counted; shutdown, giving up on an
+//! idle worker, takes it from there and counts it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -26,6 +35,9 @@ use crate::worker::shutdown::BackendCall;
 
 /// Between calls.
 const IDLE: u8 = 0;
+/// Counting a call's outcome, or taking the jobs of the next call: a
+/// short section without a backend call, which `give_up` waits out.
+const BUSY: u8 = u8::MAX - 1;
 /// Given up by shutdown: no more calls, nothing counted.
 const GIVEN_UP: u8 = u8::MAX;
 
@@ -80,21 +92,53 @@ impl ThreadState {
             .is_ok()
     }
 
-    /// About to call `complete_batch` on `jobs`; as [`ThreadState::begin`].
-    pub(crate) fn begin_batch(&self, jobs: Vec<u64>) -> bool {
-        *self.batch.lock() = jobs;
-        self.begin(BackendCall::CompleteBatch, None)
+    /// About to call `complete_batch` on the jobs `take` returns, taken
+    /// only if shutdown has not given up on this thread (`None` then):
+    /// from its return on, shutdown counts them if it gives up. An empty
+    /// batch makes no call (`Some` of it, the thread idle again).
+    pub(crate) fn begin_batch_with<T>(
+        &self,
+        take: impl FnOnce() -> Vec<T>,
+        id: impl Fn(&T) -> u64,
+    ) -> Option<Vec<T>> {
+        self.word
+            .compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let batch = take();
+        if batch.is_empty() {
+            self.word.store(IDLE, Ordering::Release);
+            return Some(batch);
+        }
+        *self.batch.lock() = batch.iter().map(id).collect();
+        self.job.store(0, Ordering::Relaxed);
+        self.since_ms.store(instant_ms(), Ordering::Relaxed);
+        self.word
+            .store(code(BackendCall::CompleteBatch), Ordering::Release);
+        Some(batch)
     }
 
-    /// The call returned: true if this thread counts its outcome, false
-    /// if shutdown gave up on it meanwhile (and counted it).
-    pub(crate) fn end(&self) -> bool {
+    /// The call returned: runs `count` (its outcome's counters) and
+    /// returns what it returns, unless shutdown gave up on the call
+    /// meanwhile (and counted it): `None`, and `count` is not run. A
+    /// shutdown that gives up on this thread while `count` runs waits for
+    /// it, so a count is either in the report or never made.
+    pub(crate) fn end_with<T>(&self, count: impl FnOnce() -> T) -> Option<T> {
         let word = self.word.load(Ordering::Acquire);
-        word != GIVEN_UP
-            && self
-                .word
-                .compare_exchange(word, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+        if word == GIVEN_UP || word == BUSY {
+            return None;
+        }
+        self.word
+            .compare_exchange(word, BUSY, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        // The word goes back to idle however `count` ends.
+        struct Idle<'a>(&'a AtomicU8);
+        impl Drop for Idle<'_> {
+            fn drop(&mut self) {
+                self.0.store(IDLE, Ordering::Release);
+            }
+        }
+        let _idle = Idle(&self.word);
+        Some(count())
     }
 
     /// Whether shutdown gave up on this thread.
@@ -110,6 +154,12 @@ impl ThreadState {
         loop {
             if word == GIVEN_UP || self.exited.load(Ordering::Acquire) {
                 return None;
+            }
+            if word == BUSY {
+                // Counting or taking jobs: no backend call, a few steps.
+                std::thread::yield_now();
+                word = self.word.load(Ordering::Acquire);
+                continue;
             }
             match self
                 .word
@@ -231,5 +281,93 @@ impl Threads {
             }
         }
         stuck
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    /// A thread counting a call's outcome when shutdown gives up on it:
+    /// `give_up` returns only after the count, so shutdown's read of the
+    /// counters after it includes it.
+    #[test]
+    fn give_up_waits_for_a_count_in_progress() {
+        let state = Arc::new(ThreadState::default());
+        let counted = Arc::new(AtomicUsize::new(0));
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        assert!(state.begin(BackendCall::Complete, Some(7)));
+        let (st, c) = (state.clone(), counted.clone());
+        let worker = std::thread::spawn(move || {
+            st.end_with(|| {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        entered.recv().unwrap();
+        let (st, c) = (state.clone(), counted.clone());
+        let (done_tx, done) = mpsc::channel();
+        let shutdown = std::thread::spawn(move || {
+            let given_up = st.give_up();
+            let seen = c.load(Ordering::SeqCst);
+            done_tx.send(()).unwrap();
+            (given_up, seen)
+        });
+        // Give `give_up` every chance to return early (a bound, not a
+        // timing: it must not return while the count is in progress).
+        let _ = done.recv_timeout(Duration::from_millis(500));
+        release.send(()).unwrap();
+        assert_eq!(worker.join().unwrap(), Some(()));
+        let (given_up, seen) = shutdown.join().unwrap();
+        assert_eq!(seen, 1, "give_up returned before the count it raced with");
+        let given_up = given_up.expect("the thread had not exited");
+        assert_eq!(given_up.call, None, "the call had ended and been counted");
+        assert!(given_up.jobs.is_empty());
+        assert!(
+            !state.begin(BackendCall::Lease, None),
+            "given up: no more calls"
+        );
+    }
+
+    /// Once given up, a thread takes no batch (shutdown counts the acks
+    /// where they are), and a batch it took is shutdown's to count.
+    #[test]
+    fn a_batch_is_taken_by_the_thread_or_left_for_shutdown() {
+        let state = ThreadState::default();
+        let batch = state.begin_batch_with(|| vec![3_u64, 4, 5], |id| *id);
+        assert_eq!(batch, Some(vec![3, 4, 5]));
+        let given_up = state.give_up().expect("blocked in its call");
+        assert_eq!(given_up.call, Some(BackendCall::CompleteBatch));
+        assert_eq!(given_up.jobs, vec![3, 4, 5]);
+        assert_eq!(state.end_with(|| ()), None, "shutdown counted the call");
+
+        let state = ThreadState::default();
+        assert!(state.give_up().is_some());
+        let mut taken = false;
+        let batch = state.begin_batch_with(
+            || {
+                taken = true;
+                vec![1_u64]
+            },
+            |id| *id,
+        );
+        assert_eq!(batch, None);
+        assert!(!taken, "a thread given up took acks shutdown counted");
+    }
+
+    /// An empty batch makes no call: the thread is idle again.
+    #[test]
+    fn an_empty_batch_leaves_the_thread_idle() {
+        let state = ThreadState::default();
+        assert_eq!(
+            state.begin_batch_with(Vec::<u64>::new, |id| *id),
+            Some(vec![])
+        );
+        assert!(state.begin(BackendCall::Lease, None));
+        assert_eq!(state.end_with(|| 1), Some(1));
     }
 }

@@ -1314,10 +1314,10 @@ impl Queue {
         self.inner.wakeups.tasks_of(self.queue)
     }
 
-    /// The wakers of tasks waiting for several of the store's queues.
+    /// The wakers of tasks waiting for the store's queues `queues` (ids).
     #[cfg(any(feature = "tokio", test))]
-    pub(crate) fn async_wait_several(&self) -> &crate::worker::async_wait::AsyncWait {
-        self.inner.wakeups.tasks_of_several()
+    pub(crate) fn async_wait_for(&self, queues: &[u16]) -> &crate::worker::async_wait::AsyncWait {
+        self.inner.wakeups.tasks_of_set(queues)
     }
 
     /// How long until a delayed job of one of `queues` or a lease comes

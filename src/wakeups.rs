@@ -11,8 +11,10 @@
 //! one task waiting for that queue, as a single queue's `notify_one` does.
 //!
 //! A consumer that waits for several queues at once (a pool over several
-//! queues, `MultiQueue`) waits on a shared condvar and list instead, which
-//! every wake notifies in full: a job of any queue may be its job.
+//! queues, `MultiQueue`) waits on the condvar and list of its set of
+//! queues ([`sets`]): a job of queue `q` wakes one consumer of each set
+//! that holds `q`. Past [`sets::MAX_SETS`] distinct sets, consumers share
+//! a fallback condvar and list that every wake notifies in full.
 //!
 //! No wake is missed:
 //! * A thread looks for a job and waits under the store's lock, which the
@@ -37,21 +39,27 @@ use parking_lot::{Condvar, MutexGuard};
 use crate::named::{ANY_QUEUE, MAX_QUEUES};
 use crate::worker::async_wait::AsyncWait;
 
+mod sets;
+
+use sets::QueueSets;
+
 /// The store's blocked consumers: threads per queue, tasks per queue, and
 /// those waiting for several queues.
 pub(crate) struct Wakeups {
     /// Threads waiting for one queue, by queue id.
     threads: Box<[Condvar]>,
-    /// Threads waiting for several queues.
+    /// Threads and tasks waiting for several queues, by set of queues.
+    sets: QueueSets,
+    /// Threads waiting for several queues past the sets kept apart.
     several: Condvar,
     /// How many threads wait on `several` (changed under the store's lock).
     several_waiting: AtomicUsize,
     /// Tasks waiting for one queue, by queue id (made on first use; about
     /// 100 bytes each, so not for all 1,024 ids up front).
     tasks: Box<[OnceLock<Box<AsyncWait>>]>,
-    /// Tasks waiting for several queues.
+    /// Tasks waiting for several queues past the sets kept apart.
     several_tasks: AsyncWait,
-    /// Whether a task ever waited for several queues.
+    /// Whether a task ever waited on `several_tasks`.
     several_tasks_used: AtomicBool,
     /// One past the highest queue id a thread or task waited for.
     waited_below: AtomicUsize,
@@ -61,6 +69,7 @@ impl Default for Wakeups {
     fn default() -> Wakeups {
         Wakeups {
             threads: (0..=MAX_QUEUES).map(|_| Condvar::new()).collect(),
+            sets: QueueSets::default(),
             several: Condvar::new(),
             several_waiting: AtomicUsize::new(0),
             tasks: (0..=MAX_QUEUES).map(|_| OnceLock::new()).collect(),
@@ -83,21 +92,25 @@ impl Wakeups {
                 return;
             }
         }
+        if let Some(set) = self.sets.of(queues) {
+            set.wait(st, timeout);
+            return;
+        }
         self.several_waiting.fetch_add(1, Ordering::AcqRel);
         self.several.wait_for(st, timeout);
         self.several_waiting.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// One job became ready in `queue`: wakes one thread and one task
-    /// waiting for that queue, and every consumer waiting for several.
-    /// Returns how many threads it woke.
+    /// waiting for that queue, and one of each set of queues that holds
+    /// it. Returns how many threads it woke.
     pub(crate) fn one(&self, queue: u16) -> usize {
         let at = usize::from(queue);
         let woke = self.threads.get(at).is_some_and(Condvar::notify_one);
         if let Some(tasks) = self.tasks.get(at).and_then(OnceLock::get) {
             tasks.wake_one();
         }
-        usize::from(woke) + self.wake_several()
+        usize::from(woke) + self.sets.wake(queue, false) + self.wake_several()
     }
 
     /// A job became ready, or was given a sooner due time, in `queue`
@@ -117,15 +130,15 @@ impl Wakeups {
     }
 
     /// Several jobs became ready in `queue` (a batch): wakes every thread
-    /// and task waiting for that queue, and every consumer waiting for
-    /// several. Returns how many threads it woke.
+    /// and task waiting for that queue, or for a set of queues that holds
+    /// it. Returns how many threads it woke.
     pub(crate) fn every(&self, queue: u16) -> usize {
         let at = usize::from(queue);
         let woke = self.threads.get(at).map_or(0, Condvar::notify_all);
         if let Some(tasks) = self.tasks.get(at).and_then(OnceLock::get) {
             tasks.wake_all();
         }
-        woke + self.wake_several()
+        woke + self.sets.wake(queue, true) + self.wake_several()
     }
 
     /// Wakes every blocked consumer of every queue (a redrive, a close, a
@@ -140,11 +153,11 @@ impl Wakeups {
         for tasks in self.tasks[..below].iter().filter_map(OnceLock::get) {
             tasks.wake_all();
         }
-        woke + self.wake_several()
+        woke + self.sets.wake_all() + self.wake_several()
     }
 
-    /// Wakes every consumer waiting for several queues; returns how many
-    /// threads it woke.
+    /// Wakes every consumer waiting for several queues past the sets kept
+    /// apart; returns how many threads it woke.
     fn wake_several(&self) -> usize {
         if self.several_tasks_used.load(Ordering::Acquire) {
             self.several_tasks.wake_all();
@@ -168,16 +181,24 @@ impl Wakeups {
             // Queue ids are at most MAX_QUEUES; were one not, the task
             // would still be woken by every wake, as one waiting for
             // several queues is.
-            None => self.tasks_of_several(),
+            None => {
+                self.several_tasks_used.store(true, Ordering::Release);
+                &self.several_tasks
+            }
         }
     }
 
-    /// The list a task waiting for several queues takes its epoch from and
-    /// waits on.
+    /// The list a task waiting for the queues `queues` takes its epoch
+    /// from and waits on (its set's, made on first use).
     #[cfg(any(feature = "tokio", test))]
-    pub(crate) fn tasks_of_several(&self) -> &AsyncWait {
-        self.several_tasks_used.store(true, Ordering::Release);
-        &self.several_tasks
+    pub(crate) fn tasks_of_set(&self, queues: &[u16]) -> &AsyncWait {
+        match self.sets.of(queues) {
+            Some(set) => set.tasks(),
+            None => {
+                self.several_tasks_used.store(true, Ordering::Release);
+                &self.several_tasks
+            }
+        }
     }
 }
 
@@ -221,6 +242,42 @@ mod tests {
         assert_eq!(wakeups.one(1), 2);
         // Left: the other thread of queue 1 and queue 2's.
         assert_eq!(wakeups.all(), 2);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_job_wakes_one_thread_of_each_set_of_queues_that_holds_its_queue() {
+        let wakeups = Arc::new(Wakeups::default());
+        let threads = waiting_threads(
+            &wakeups,
+            &[&[1, 2], &[1, 2], &[1, 2], &[3, 4], &[3, 4], &[2, 3]],
+        );
+        // One of {1, 2}; none of {3, 4} or {2, 3}.
+        assert_eq!(wakeups.one(1), 1);
+        // Queue 2's batch: the two left of {1, 2}, and {2, 3}'s.
+        assert_eq!(wakeups.every(2), 3);
+        assert_eq!(wakeups.one(4), 1);
+        assert_eq!(wakeups.all(), 1);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn sets_past_the_limit_share_a_condvar_every_wake_notifies() {
+        let wakeups = Arc::new(Wakeups::default());
+        let sets: Vec<[u16; 2]> = (0..u16::try_from(sets::MAX_SETS).unwrap())
+            .map(|i| [100 + i, 500 + i])
+            .collect();
+        for set in &sets {
+            assert!(wakeups.sets.of(set).is_some());
+        }
+        let threads = waiting_threads(&wakeups, &[&[7, 8], &[7, 8], &[5, 6]]);
+        // Past the limit: {7, 8} and {5, 6} wait on the fallback, which a
+        // job of any queue wakes in full.
+        assert_eq!(wakeups.one(100), 3);
         for t in threads {
             t.join().unwrap();
         }

@@ -303,18 +303,26 @@ mod tests {
         assert_eq!(wakes_of(&counters).iter().sum::<usize>(), 1);
         drop(futs);
         // With named queues, each queue's tasks are woken for its jobs
-        // alone; a task waiting for several queues for every job.
+        // alone; tasks waiting for several queues, one per set of queues
+        // that holds the job's queue.
         let emails = store.queue("emails").unwrap();
+        let other = store.queue("other").unwrap();
         let (_defaults, defaults) = register(q.async_wait(), 3);
         let (_mails, mails) = register(emails.async_wait(), 3);
-        let (_both, both) = register(q.async_wait_several(), 2);
+        let both_ids = [q.queue_id(), emails.queue_id()];
+        let (_both, both) = register(q.async_wait_for(&both_ids), 2);
+        let apart_ids = [q.queue_id(), other.queue_id()];
+        let (_apart, apart) = register(q.async_wait_for(&apart_ids), 2);
         emails.enqueue(b"mail").unwrap();
         assert_eq!(wakes_of(&mails), [1, 0, 0]);
         assert_eq!(wakes_of(&defaults), [0, 0, 0]);
-        assert_eq!(wakes_of(&both), [1, 1]);
-        // A batch wakes every task of its queue.
+        assert_eq!(wakes_of(&both), [1, 0]);
+        assert_eq!(wakes_of(&apart), [0, 0], "a set without the job's queue");
+        // A batch wakes every task of its queue, and of its sets.
         emails.enqueue_batch([b"a", b"b"]).unwrap();
         assert_eq!(wakes_of(&mails), [1, 1, 1]);
         assert_eq!(wakes_of(&defaults), [0, 0, 0]);
+        assert_eq!(wakes_of(&both), [1, 1]);
+        assert_eq!(wakes_of(&apart), [0, 0]);
     }
 }

@@ -233,10 +233,12 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
     ) -> Result<Option<Delivery<Receipt>>> {
         let first = self.first()?;
         let deadline = tokio::time::Instant::from_std(crate::clock::deadline(wait));
+        let ids = self.queue_ids();
+        let wakeups = first.async_wait_for(&ids);
         loop {
             // The epoch is taken before the look, so an enqueue between
             // the look and the wait wakes the wait.
-            let since = first.async_wait_several().epoch();
+            let since = wakeups.epoch();
             if let Some((_, job)) = self.lease_from(visibility, Duration::ZERO)? {
                 return Ok(Some(delivery_of(job)));
             }
@@ -244,7 +246,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
             if now >= deadline {
                 return Ok(None);
             }
-            let until = match first.next_due_in(&self.queue_ids()) {
+            let until = match first.next_due_in(&ids) {
                 // A job due centuries ahead (a delay of `Duration::MAX`)
                 // waits for the deadline.
                 Some(due) => now
@@ -253,7 +255,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
                 None => deadline,
             };
             tokio::select! {
-                () = first.async_wait_several().changed(since) => {}
+                () = wakeups.changed(since) => {}
                 () = tokio::time::sleep_until(until) => {}
             }
         }

@@ -406,7 +406,17 @@ async fn run_one<B: AsyncBackend>(
     delivery: Delivery<B::Lease>,
 ) {
     let index = worker.index;
-    let Some((ctx, payload)) = shared.start(index, &worker.name, delivery) else {
+    // Counted and put in the slot in a step that shutdown waits out, as
+    // the sync worker's lease ends: a task given up meanwhile (its lease
+    // ended as shutdown gave up on it) counts nothing and leaves the job,
+    // whose lease runs out.
+    let Some(started) = worker
+        .state
+        .end_with(|| shared.start(index, &worker.name, delivery))
+    else {
+        return;
+    };
+    let Some((ctx, payload)) = started else {
         // The pool began stopping while this job was being leased.
         let (s, st) = (shared.clone(), worker.state.clone());
         blocking(move || release_unstarted(&s, &st, index)).await;
@@ -473,5 +483,52 @@ async fn call_handler(
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(outcome) => (outcome, false),
         Err(panic) => panicked(panic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::backend::Backend;
+    use crate::worker::WorkerPool;
+
+    /// A task whose lease returns after shutdown gave up on it counts
+    /// nothing and leaves the job alone (its lease runs out): shutdown
+    /// read the counters when it gave up. Before, the task counted the
+    /// job leased after that, a job no one then counted an outcome of.
+    #[test]
+    fn a_task_given_up_as_its_lease_ends_counts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path()).unwrap();
+        q.enqueue(b"leased as shutdown gave up").unwrap();
+        let (backend, cfg, rate, clock) = WorkerPool::builder(q.clone())
+            .workers(1)
+            .validated()
+            .unwrap();
+        let shared = Arc::new(Shared::new(
+            backend,
+            cfg,
+            Box::new(NoSyncHandler),
+            rate,
+            clock,
+        ));
+        let delivery = Backend::lease(&q, Duration::from_secs(30), Duration::ZERO)
+            .unwrap()
+            .expect("a job is ready");
+        shared.begin_stop();
+        let worker = Worker {
+            index: 0,
+            name: Arc::from("given-up-0"),
+            state: Arc::new(ThreadState::default()),
+        };
+        assert!(worker.state.give_up().is_some());
+        let handler = |_: JobContext, _: Vec<u8>| async { Outcome::done() };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(run_one(&shared, &handler, &worker, delivery));
+        let s = shared.counters.snapshot();
+        assert_eq!((s.leased, s.released, s.settle_errors), (0, 0, 0), "{s:?}");
+        assert!(shared.take(0).is_none(), "the job was left in the slot");
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! A thread counts a call's outcome, and takes the jobs of its next call,
 //! in a short section that shutdown waits out before it gives up
-//! ([`ThreadState::end_with`], [`ThreadState::begin_with`]): once
+//! ([`ThreadState::end_with`], [`ThreadState::begin_batch_with`]): once
 //! `give_up` returns, the thread has counted all it ever will and holds
 //! no job shutdown does not know of, so the counters shutdown reads
 //! after that are exact. A job a worker is about to settle stays in its

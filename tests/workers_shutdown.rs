@@ -717,3 +717,105 @@ fn an_async_lease_that_panics_is_a_lease_error_and_the_task_goes_on() {
     assert_eq!((report.stats.lease_errors, report.stats.done), (1, 1));
     rt.shutdown_timeout(WATCHDOG);
 }
+
+/// Blocks the second `lease` call at a gate, and, if `release_stuck`,
+/// every `release` for good.
+#[derive(Default)]
+struct SecondLease {
+    leases: AtomicU32,
+    entered: AtomicBool,
+    lease_gate: Arc<Gate>,
+    release_stuck: bool,
+    release_gate: Arc<Gate>,
+    released_entered: AtomicBool,
+}
+
+impl Hooks for SecondLease {
+    fn before_lease(&self) {
+        if self.leases.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.entered.store(true, Ordering::SeqCst);
+            self.lease_gate.wait();
+        }
+    }
+    fn before_release(&self) {
+        self.released_entered.store(true, Ordering::SeqCst);
+        if self.release_stuck {
+            self.release_gate.wait();
+        }
+    }
+}
+
+/// Every leased job's outcome, as counted.
+fn accounted_of(s: &walq::worker::PoolStats) -> u64 {
+    s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors
+}
+
+/// Two workers: one runs a job until shutdown begins, then lets the
+/// other's lease (blocked at the gate) take a second job, leased as the
+/// pool stops. Returns the shutdown's report.
+fn lease_as_the_pool_stops(release_stuck: bool) -> ShutdownReport {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let hooks = SecondLease {
+        release_stuck,
+        ..SecondLease::default()
+    };
+    let (lease_gate, release_gate) = (hooks.lease_gate.clone(), hooks.release_gate.clone());
+    let _o1 = OpenOnDrop(lease_gate.clone());
+    let _o2 = OpenOnDrop(release_gate.clone());
+    let backend = Arc::new(Hooked {
+        q: q.clone(),
+        hooks,
+    });
+    q.enqueue(b"a").unwrap();
+    let gate = lease_gate.clone();
+    let pool = WorkerPool::builder(backend.clone())
+        .name("late")
+        .workers(2)
+        .visibility(Duration::from_millis(300))
+        .heartbeat(Duration::from_millis(5))
+        .poll_interval(Duration::from_millis(5))
+        .start(move |ctx: &JobContext, _: &[u8]| {
+            let deadline = Instant::now() + WATCHDOG;
+            while !ctx.is_shutting_down() {
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            gate.open();
+            Outcome::done()
+        })
+        .unwrap();
+    wait_for("second lease blocked", || {
+        backend.hooks.entered.load(Ordering::SeqCst) && pool.stats().leased == 1
+    });
+    q.enqueue(b"b").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pool.shutdown(Duration::from_secs(2)));
+    });
+    let report = rx.recv_timeout(WATCHDOG).expect("shutdown hung");
+    assert!(backend.hooks.released_entered.load(Ordering::SeqCst));
+    report
+}
+
+/// A job leased as the pool stops is kept in its worker's slot and
+/// released by the worker, counted once.
+#[test]
+fn a_job_leased_as_the_pool_stops_is_released() {
+    let report = lease_as_the_pool_stops(false);
+    let s = &report.stats;
+    assert_eq!((s.leased, s.done, s.released), (2, 1, 1), "{report:?}");
+    assert_eq!(accounted_of(s), s.leased, "{s:?}");
+    assert!(report.stuck.is_empty(), "{report:?}");
+}
+
+/// If that release never returns, shutdown gives the worker up and
+/// counts the job once, a settle error (the call's job is the slot's).
+#[test]
+fn a_job_leased_as_the_pool_stops_whose_release_sticks_is_counted_once() {
+    let report = lease_as_the_pool_stops(true);
+    let s = &report.stats;
+    assert_eq!((s.leased, s.done, s.settle_errors), (2, 1, 1), "{report:?}");
+    assert_eq!(accounted_of(s), s.leased, "{s:?}");
+    assert_eq!(report.stuck.len(), 1, "{report:?}");
+}

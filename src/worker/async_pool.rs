@@ -362,7 +362,15 @@ async fn work<B: AsyncBackend>(
             Err(e) if e.kind() == ErrorKind::Closed => break,
             Err(_) => {
                 give_back_token(&shared);
-                shared.counters.add(Count::LeaseErrors);
+                // Counted in a step shutdown waits out (nothing once it
+                // gave up on this task), as every count of the task.
+                if worker
+                    .state
+                    .end_with(|| shared.counters.add(Count::LeaseErrors))
+                    .is_none()
+                {
+                    break;
+                }
                 tokio::select! {
                     () = tokio::time::sleep(shared.cfg.poll) => {}
                     () = stopped(&mut stop) => break,

@@ -39,9 +39,16 @@ pub(crate) fn run<B: Backend>(
         .unwrap_or_else(|_| Err(lease_panicked()));
         // A job leased is counted and put in this worker's slot as the
         // call ends: from then on, a shutdown that gives up on the worker
-        // finds it there and counts it.
-        let started = state
-            .end_with(|| leased.map(|delivery| delivery.map(|d| shared.start(index, name, d))));
+        // finds it there and counts it. A failed lease is counted then too.
+        let started = state.end_with(|| match leased {
+            Ok(delivery) => Ok(delivery.map(|d| shared.start(index, name, d))),
+            Err(e) => {
+                if e.kind() != ErrorKind::Closed {
+                    shared.counters.add(Count::LeaseErrors);
+                }
+                Err(e)
+            }
+        });
         let Some(leased) = started else {
             // Given up by shutdown while leasing: a job leased now is not
             // counted, and its lease runs out (it is delivered again).
@@ -53,7 +60,6 @@ pub(crate) fn run<B: Backend>(
             Err(e) if e.kind() == ErrorKind::Closed => break,
             Err(_) => {
                 give_back_token(shared);
-                shared.counters.add(Count::LeaseErrors);
                 shared.stop.sleep(shared.cfg.poll);
             }
         }

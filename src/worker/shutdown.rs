@@ -110,7 +110,8 @@ pub struct StuckThread {
     pub thread: String,
     /// The backend call it is blocked in; `None` when it was between
     /// calls (a worker waiting for room among the acks of a stuck
-    /// settler).
+    /// settler, or holding a job it had not begun to settle: that job is
+    /// in [`StuckThread::jobs`], counted as a settle error).
     pub call: Option<BackendCall>,
     /// How long that call had been waiting when shutdown gave up on it.
     pub waited: Duration,

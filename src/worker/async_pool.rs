@@ -41,10 +41,8 @@ use crate::worker::counters::{Count, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::outcome::Outcome;
 use crate::worker::pool::{spawn_named, Shared};
-use crate::worker::run::{
-    lease_panicked, panic_text, release_unstarted, result_within_limit, settle,
-};
-use crate::worker::shutdown::ShutdownReport;
+use crate::worker::run::{panic_text, release_unstarted, result_within_limit, settle};
+use crate::worker::shutdown::{BackendCall, ShutdownReport};
 use crate::worker::threads::ThreadState;
 use crate::worker::trace::JobSpan;
 
@@ -350,7 +348,7 @@ async fn work<B: AsyncBackend>(
         )
         .catch_unwind();
         let leased = tokio::select! {
-            r = lease => r.unwrap_or_else(|_| Err(lease_panicked())),
+            r = lease => r.unwrap_or_else(|_| Err(BackendCall::Lease.panicked())),
             () = stopped(&mut stop) => {
                 give_back_token(&shared);
                 break;

@@ -28,12 +28,11 @@
 //! (the extension is fenced, so it only succeeds if the lease is still
 //! this worker's), and its ack is counted lost if refused.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::{instant_ms, ms};
-use crate::error::{Error, ErrorKind};
+use crate::error::ErrorKind;
 use crate::worker::backend::Backend;
 use crate::worker::counters::Count;
 use crate::worker::pool::Shared;
@@ -192,14 +191,12 @@ fn extend<B: Backend>(shared: &Shared<B>, state: &ThreadState, due: Due<B::Lease
             return;
         }
         // A backend that panics counts a lease error, as a failed
-        // extension: the panic stops here, or it would end this thread
-        // and leave the lease marked as being extended, by no one.
-        let extended = catch_unwind(AssertUnwindSafe(|| {
+        // extension.
+        let extended = BackendCall::Extend.guarded(|| {
             shared
                 .backend
                 .extend(&due.kept.lease, shared.cfg.visibility)
-        }))
-        .unwrap_or_else(|_| Err(Error::new(ErrorKind::Io, "the backend panicked in extend")));
+        });
         // `None`: given up by shutdown meanwhile; nothing is counted.
         state.end_with(|| match extended {
             Ok(()) => {

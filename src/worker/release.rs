@@ -12,7 +12,6 @@
 //! delivered again, its attempt counted (unless the blocked call releases
 //! its job when it returns).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -111,15 +110,15 @@ fn release_each<B: Backend>(
         // A backend that panics in `release` counts a settle error (the
         // job comes back when its lease expires, no longer extended): the
         // panic stops here, so the other jobs are released.
-        let released = catch_unwind(AssertUnwindSafe(|| shared.backend.release(&lease, WHY)));
+        let released = BackendCall::Release.guarded(|| shared.backend.release(&lease, WHY));
         let mut p = pending.lock();
         let counted = state.end_with(|| match released {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 shared.counters.add(Count::Released);
                 p.released.push(id);
             }
-            Ok(Err(e)) if e.kind() == ErrorKind::LeaseLost => shared.counters.add(Count::Lost),
-            Ok(Err(_)) | Err(_) => shared.counters.add(Count::SettleErrors),
+            Err(e) if e.kind() == ErrorKind::LeaseLost => shared.counters.add(Count::Lost),
+            Err(_) => shared.counters.add(Count::SettleErrors),
         });
         if counted.is_none() {
             // Given up during the call: shutdown counted the job.

@@ -30,13 +30,9 @@ pub(crate) fn run<B: Backend>(
         if !state.begin(BackendCall::Lease, None) {
             break;
         }
-        // A backend that panics in the lease counts a lease error: the
-        // panic stops here, or it would end this worker (the pool one
-        // short for good).
-        let leased = catch_unwind(AssertUnwindSafe(|| {
-            shared.backend.lease(shared.cfg.visibility, shared.cfg.poll)
-        }))
-        .unwrap_or_else(|_| Err(lease_panicked()));
+        // A backend that panics in the lease counts a lease error.
+        let leased = BackendCall::Lease
+            .guarded(|| shared.backend.lease(shared.cfg.visibility, shared.cfg.poll));
         // A job leased is counted and put in this worker's slot as the
         // call ends: from then on, a shutdown that gives up on the worker
         // finds it there and counts it. A failed lease is counted then too.
@@ -64,12 +60,6 @@ pub(crate) fn run<B: Backend>(
             }
         }
     }
-}
-
-/// The error a lease that panicked counts as (a lease error). Shared with
-/// the async pool.
-pub(crate) fn lease_panicked() -> crate::Error {
-    crate::Error::new(ErrorKind::Io, "the backend panicked in lease")
 }
 
 /// Waits for the rate limiter, if any; false if the pool stopped first.
@@ -223,13 +213,10 @@ pub(crate) fn release_unstarted<B: Backend>(shared: &Shared<B>, state: &ThreadSt
         return;
     }
     // A backend that panics here counts a settle error (see `settle`).
-    let released = catch_unwind(AssertUnwindSafe(|| shared.backend.release(&lease, why)));
+    let released = BackendCall::Release.guarded(|| shared.backend.release(&lease, why));
     state.end_with(|| {
         shared.take(index);
-        match released {
-            Ok(released) => settle_count(&shared.counters, released, Count::Released),
-            Err(_) => counters_add(&shared.counters, Count::SettleErrors),
-        }
+        settle_count(&shared.counters, released, Count::Released)
     });
 }
 
@@ -264,24 +251,15 @@ pub(crate) fn settle<B: Backend>(
         return None;
     }
     let backend = &shared.backend;
-    let result = catch_unwind(AssertUnwindSafe(|| match outcome {
+    let result = call.guarded(|| match outcome {
         Outcome::Done(result) => backend.complete(&lease, result.as_deref()),
         Outcome::Retry { error, after } => backend.retry(&lease, after, &error),
         Outcome::Fail(error) => backend.fail(&lease, &error),
-    }));
+    });
     state.end_with(|| {
         shared.take(index);
-        match result {
-            Ok(result) => settle_count(&shared.counters, result, counted),
-            Err(_) => counters_add(&shared.counters, Count::SettleErrors),
-        }
+        settle_count(&shared.counters, result, counted)
     })
-}
-
-/// Adds one to `count`; returns it.
-fn counters_add(counters: &Counters, count: Count) -> Count {
-    counters.add(count);
-    count
 }
 
 /// Counts a settle's result: `counted` if it was recorded; returns the

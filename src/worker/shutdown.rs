@@ -96,6 +96,25 @@ impl BackendCall {
     pub fn settles(self) -> bool {
         !matches!(self, BackendCall::Lease | BackendCall::Extend)
     }
+
+    /// Makes this call (`f`), turning a panic of the backend into
+    /// [`BackendCall::panicked`]: a pool thread counts it as a failed
+    /// call (a lease error, or a settle error) and goes on, where the
+    /// panic would end the thread (a sync pool one worker short for good,
+    /// its job counted nowhere; a heartbeat thread gone with a lease
+    /// marked as being extended).
+    pub(crate) fn guarded<T>(self, f: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(self.panicked()))
+    }
+
+    /// The error a call that panicked counts as.
+    pub(crate) fn panicked(self) -> crate::Error {
+        crate::Error::new(
+            crate::ErrorKind::Io,
+            format!("the backend panicked in {}", self.method()),
+        )
+    }
 }
 
 /// A pool thread (or, in an async pool, a worker task's blocking settle)

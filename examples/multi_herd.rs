@@ -8,14 +8,14 @@
 //! `cargo run --release --example multi_herd -- 4 4 20000`
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walq::worker::{Backend, MultiQueue};
 use walq::{Durability, Options, Store};
 
 #[path = "support/herd.rs"]
 mod herd;
-use herd::{arg, cpu_time};
+use herd::{arg, drive};
 
 fn main() -> walq::Result<()> {
     let (pairs, per_pair, jobs) = (arg(1, 4), arg(2, 4), arg(3, 20_000));
@@ -42,19 +42,10 @@ fn main() -> walq::Result<()> {
             });
         }
     }
-    // Let every consumer reach its wait.
-    std::thread::sleep(Duration::from_millis(200));
-    let (start, cpu) = (Instant::now(), cpu_time());
-    for i in 0..jobs {
-        handles[(i % (pairs * 2)) as usize].enqueue(b"job")?;
-        each_ack.recv().expect("a consumer acked the job");
-    }
-    let (wall, cpu) = (start.elapsed(), cpu_time() - cpu);
-    println!(
-        "{pairs} pairs x {per_pair} threads, jobs {jobs}: {:.1} us wall, {:.1} us CPU per job",
-        wall.as_secs_f64() * 1e6 / jobs as f64,
-        cpu.as_secs_f64() * 1e6 / jobs as f64,
-    );
+    let label = format!("{pairs} pairs x {per_pair} threads");
+    drive(&label, jobs, &each_ack, |i| {
+        handles[(i % (pairs * 2)) as usize].enqueue(b"job")
+    })?;
     // The consumers stop at the close (their lease fails with `Closed`).
     store.close()
 }

@@ -8,13 +8,13 @@
 //! `cargo run --release --example named_herd -- 4 4 20000`
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walq::{Durability, Options, Store};
 
 #[path = "support/herd.rs"]
 mod herd;
-use herd::{arg, cpu_time};
+use herd::{arg, drive};
 
 fn main() -> walq::Result<()> {
     let (queues, per_queue, jobs) = (arg(1, 4), arg(2, 4), arg(3, 20_000));
@@ -37,19 +37,10 @@ fn main() -> walq::Result<()> {
             });
         }
     }
-    // Let every consumer reach its wait.
-    std::thread::sleep(Duration::from_millis(200));
-    let (start, cpu) = (Instant::now(), cpu_time());
-    for i in 0..jobs {
-        handles[(i % queues) as usize].enqueue(b"job")?;
-        each_ack.recv().expect("a consumer acked the job");
-    }
-    let (wall, cpu) = (start.elapsed(), cpu_time() - cpu);
-    println!(
-        "{queues} queues x {per_queue} threads, jobs {jobs}: {:.1} us wall, {:.1} us CPU per job",
-        wall.as_secs_f64() * 1e6 / jobs as f64,
-        cpu.as_secs_f64() * 1e6 / jobs as f64,
-    );
+    let label = format!("{queues} queues x {per_queue} threads");
+    drive(&label, jobs, &each_ack, |i| {
+        handles[(i % queues) as usize].enqueue(b"job")
+    })?;
     // The consumers stop at the close (their dequeue fails with `Closed`).
     store.close()
 }

@@ -28,3 +28,29 @@ pub fn arg(n: usize, default: u64) -> u64 {
         .and_then(|a| a.parse().ok())
         .unwrap_or(default)
 }
+
+/// Enqueues `jobs` jobs one at a time (`enqueue(i)` for job `i`), each
+/// only once a consumer acked the one before (a message on `acked`), after
+/// letting every consumer reach its wait; prints `label` with the wall and
+/// process CPU time per job. (`async_herd` drives its tasks otherwise.)
+#[allow(dead_code)]
+pub fn drive(
+    label: &str,
+    jobs: u64,
+    acked: &std::sync::mpsc::Receiver<()>,
+    mut enqueue: impl FnMut(u64) -> walq::Result<u64>,
+) -> walq::Result<()> {
+    std::thread::sleep(Duration::from_millis(200));
+    let (start, cpu) = (std::time::Instant::now(), cpu_time());
+    for i in 0..jobs {
+        enqueue(i)?;
+        acked.recv().expect("a consumer acked the job");
+    }
+    let (wall, cpu) = (start.elapsed(), cpu_time() - cpu);
+    println!(
+        "{label}, jobs {jobs}: {:.1} us wall, {:.1} us CPU per job",
+        wall.as_secs_f64() * 1e6 / jobs as f64,
+        cpu.as_secs_f64() * 1e6 / jobs as f64,
+    );
+    Ok(())
+}

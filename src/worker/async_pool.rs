@@ -144,6 +144,14 @@ impl<B: AsyncBackend> PoolBuilder<B> {
         self.start_async_handler(async_typed(f))
     }
 
+    /// The checked settings as the state an async pool's tasks share (its
+    /// sync handler is never called).
+    fn async_shared(self) -> Result<Arc<Shared<B>>> {
+        let (backend, cfg, rate, clock) = self.validated()?;
+        let handler = Box::new(NoSyncHandler);
+        Ok(Arc::new(Shared::new(backend, cfg, handler, rate, clock)))
+    }
+
     /// Starts the pool with any [`AsyncHandler`].
     pub fn start_async_handler(self, handler: impl AsyncHandler) -> Result<AsyncWorkerPool<B>> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
@@ -152,14 +160,7 @@ impl<B: AsyncBackend> PoolBuilder<B> {
                 format!("an async worker pool starts inside a tokio runtime: {e}"),
             )
         })?;
-        let (backend, cfg, rate, clock) = self.validated()?;
-        let shared = Arc::new(Shared::new(
-            backend,
-            cfg,
-            Box::new(NoSyncHandler),
-            rate,
-            clock,
-        ));
+        let shared = self.async_shared()?;
         let (stop_tx, _) = watch::channel(false);
         let mut pool = AsyncWorkerPool {
             shared: shared.clone(),
@@ -507,17 +508,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let q = Queue::open(dir.path()).unwrap();
         q.enqueue(b"leased as shutdown gave up").unwrap();
-        let (backend, cfg, rate, clock) = WorkerPool::builder(q.clone())
+        let shared = WorkerPool::builder(q.clone())
             .workers(1)
-            .validated()
+            .async_shared()
             .unwrap();
-        let shared = Arc::new(Shared::new(
-            backend,
-            cfg,
-            Box::new(NoSyncHandler),
-            rate,
-            clock,
-        ));
         let delivery = Backend::lease(&q, Duration::from_secs(30), Duration::ZERO)
             .unwrap()
             .expect("a job is ready");

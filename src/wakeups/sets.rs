@@ -101,7 +101,8 @@ impl QueueSet {
 
 /// The store's sets of queues (see the module documentation).
 pub(crate) struct QueueSets {
-    sets: Box<[OnceLock<QueueSet>]>,
+    /// Boxed: about 250 bytes a set, made on first use.
+    sets: Box<[OnceLock<Box<QueueSet>>]>,
     /// How many of `sets` are made (each made before this counts it).
     made: AtomicUsize,
     /// Held while a set is made, so that two consumers of one new set make
@@ -122,7 +123,10 @@ impl Default for QueueSets {
 impl QueueSets {
     fn made(&self) -> impl Iterator<Item = &QueueSet> {
         let made = self.made.load(Ordering::Acquire).min(MAX_SETS);
-        self.sets[..made].iter().filter_map(OnceLock::get)
+        self.sets[..made]
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(|set| &**set)
     }
 
     /// The set for `queues`, made on first use; `None` once [`MAX_SETS`]
@@ -142,7 +146,7 @@ impl QueueSets {
         }
         let at = self.made.load(Ordering::Acquire);
         let slot = self.sets.get(at)?;
-        let set = slot.get_or_init(|| QueueSet::new(queues));
+        let set = slot.get_or_init(|| Box::new(QueueSet::new(queues)));
         self.made.store(at + 1, Ordering::Release);
         Some(set)
     }

@@ -635,3 +635,58 @@ async fn a_release_that_panics_in_shutdown_leaves_no_heartbeat_behind() {
     assert_eq!((again[0].id(), again[0].attempt()), (report.released[0], 2));
     assert!(jobs.contains(&report.released[0]));
 }
+
+/// Delays each settle (`complete`, `retry`, `fail`) of the backend, and
+/// says when one began.
+struct SlowSettle {
+    delay: Duration,
+    entered: Arc<AtomicBool>,
+}
+
+impl hooked_backend::Hooks for SlowSettle {
+    fn before_settle(&self, _id: u64) {
+        self.entered.store(true, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+    }
+}
+
+/// A task still settling its job when shutdown's deadline passes keeps the
+/// lease extended while shutdown waits for it, as a sync pool's worker
+/// does. Before, the async shutdown stopped the heartbeat before it waited
+/// for the tasks: a settle that outlasted the lease's remaining time found
+/// it expired, and the job, done, was counted lost (and ran again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_settling_past_the_deadline_keeps_its_lease_extended() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 5);
+    let id = q.enqueue(b"done, slowly recorded").unwrap();
+    let entered = Arc::new(AtomicBool::new(false));
+    let hooks = SlowSettle {
+        // Far longer than the lease's 600 ms, well within the 30 s that
+        // shutdown waits for the task (its poll interval; it returns as
+        // soon as the task ends).
+        delay: Duration::from_millis(1500),
+        entered: entered.clone(),
+    };
+    let backend = hooked_backend::Hooked {
+        q: q.clone(),
+        hooks,
+    };
+    let pool = WorkerPool::builder(backend)
+        .workers(1)
+        .visibility(Duration::from_millis(600))
+        .heartbeat(Duration::from_millis(50))
+        .poll_interval(Duration::from_secs(30))
+        .start_async(|_: JobContext, _: Vec<u8>| async { Outcome::done() })
+        .unwrap();
+    wait_until("the task's settle began", || entered.load(Ordering::SeqCst)).await;
+    let report = pool.shutdown(Duration::from_millis(10)).await;
+    let s = report.stats;
+    assert_eq!((s.leased, s.done, s.lost), (1, 1, 0), "{s:?}");
+    assert!(report.stuck.is_empty(), "{:?}", report.stuck);
+    assert!(
+        matches!(q.status(id).unwrap(), walq::JobStatus::Done { .. }),
+        "{:?}",
+        q.status(id)
+    );
+}

@@ -200,8 +200,9 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     /// Stops leasing, lets running handlers finish for up to `deadline`,
     /// then releases the jobs of handlers still running (ready again at
     /// once, attempt counted; their contexts see `lease_lost`) and drops
-    /// their futures. Heartbeat threads, then the other tasks, are waited
-    /// for until the deadline (or, once it has passed, one poll interval
+    /// their futures. The other tasks, then the heartbeat threads (which
+    /// extend the leases of jobs the tasks are still settling meanwhile),
+    /// are waited for until the deadline (or, once it has passed, one poll interval
     /// plus one heartbeat interval more): a heartbeat thread still blocked
     /// in `Backend::extend`, or a task whose settle (run on tokio's
     /// blocking pool) is still blocked in the backend, is then left
@@ -219,9 +220,8 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
         let running = self.shared.begin_stop();
         self.stop_tx.send_replace(true);
         let shared = self.shared.clone();
-        let heartbeat = self.heartbeat.take();
-        // Waiting for idle, releasing (may fsync) and joining the
-        // heartbeat thread all block: off the runtime's threads.
+        // Waiting for idle and releasing (may fsync) block: off the
+        // runtime's threads.
         let stopped = tokio::task::spawn_blocking(move || {
             let mut report = ShutdownReport {
                 running,
@@ -229,16 +229,11 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
             };
             shared.wait_idle(until);
             let stragglers = shared.release_running(&mut report, stage());
-            if let Some(h) = heartbeat {
-                for left in h.stop(&shared, stage()) {
-                    report.stuck.push(shared.give_up(left, false));
-                }
-            }
             (report, stragglers)
         })
         .await;
         // An error: the runtime is shutting down (the step may not have
-        // run); end every task, and the heartbeat whatever became of it.
+        // run); end every task, and the heartbeat whatever becomes of it.
         let all = stopped.is_err();
         if all {
             self.shared.heartbeat_stop.set();
@@ -256,9 +251,37 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
                 report.stuck.extend(self.give_up_task(index));
             }
         }
+        // The heartbeat last: it extends the leases of jobs the tasks
+        // were still settling while shutdown waited for them.
+        report.stuck.extend(self.stop_heartbeat(stage()).await);
         report.finished = report.running.saturating_sub(stragglers.len());
         report.stats = self.stats();
         report
+    }
+
+    /// Stops the heartbeat threads (joining them blocks: off the runtime's
+    /// threads) by `until`; returns those given up, stuck in `extend`.
+    async fn stop_heartbeat(
+        &mut self,
+        until: std::time::Instant,
+    ) -> Vec<crate::worker::StuckThread> {
+        let Some(heartbeat) = self.heartbeat.take() else {
+            return Vec::new();
+        };
+        let shared = self.shared.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let left = heartbeat.stop(&shared, until);
+            (left.into_iter())
+                .map(|left| shared.give_up(left, false))
+                .collect()
+        })
+        .await;
+        // An error: the runtime is shutting down; the heartbeat stops
+        // whatever becomes of the step.
+        stopped.unwrap_or_else(|_| {
+            self.shared.heartbeat_stop.set();
+            Vec::new()
+        })
     }
 
     /// Gives up on worker task `index`, which did not end by the deadline:

@@ -266,6 +266,21 @@ mod tests {
     }
 
     #[test]
+    fn consumers_of_the_same_queues_in_another_order_share_a_set() {
+        let wakeups = Arc::new(Wakeups::default());
+        let a = wakeups.sets.of(&[5, 9]).map(std::ptr::from_ref);
+        assert_eq!(a, wakeups.sets.of(&[9, 5, 9]).map(std::ptr::from_ref));
+        assert_ne!(a, wakeups.sets.of(&[5, 9, 10]).map(std::ptr::from_ref));
+        let threads = waiting_threads(&wakeups, &[&[5, 9], &[9, 5]]);
+        // One set: one of its two threads.
+        assert_eq!(wakeups.one(9), 1);
+        assert_eq!(wakeups.all(), 1);
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
     fn sets_past_the_limit_share_a_condvar_every_wake_notifies() {
         let wakeups = Arc::new(Wakeups::default());
         let sets: Vec<[u16; 2]> = (0..u16::try_from(sets::MAX_SETS).unwrap())

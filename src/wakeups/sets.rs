@@ -9,8 +9,8 @@
 //! store shared one condvar that every job of every queue notified in
 //! full.
 //!
-//! Sets are kept for the store's life and looked up by the exact list of
-//! queue ids the consumer gave (a pool passes the same list every time).
+//! Sets are kept for the store's life and looked up by the queues they
+//! hold, whatever the order a consumer lists them in.
 //! At most [`MAX_SETS`] are kept apart: consumers of further sets share
 //! the store's fallback condvar and list, which every wake notifies in
 //! full, as all of them did before.
@@ -32,9 +32,7 @@ const WORDS: usize = MAX_QUEUES / 64 + 1;
 
 /// The blocked consumers of one set of queues.
 pub(crate) struct QueueSet {
-    /// The queue ids as the consumers gave them (the lookup key).
-    queues: Box<[u16]>,
-    /// Bit `q` set for each queue `q` of the set.
+    /// Bit `q` set for each queue `q` of the set (the lookup key).
     members: [u64; WORDS],
     /// Threads waiting for this set.
     threads: Condvar,
@@ -44,16 +42,20 @@ pub(crate) struct QueueSet {
     tasks: AsyncWait,
 }
 
-impl QueueSet {
-    fn new(queues: &[u16]) -> QueueSet {
-        let mut members = [0_u64; WORDS];
-        for &q in queues {
-            if let Some(word) = members.get_mut(usize::from(q) / 64) {
-                *word |= 1 << (q % 64);
-            }
+/// The membership bitmap of `queues` (ids at most [`MAX_QUEUES`]).
+fn members(queues: &[u16]) -> [u64; WORDS] {
+    let mut members = [0_u64; WORDS];
+    for &q in queues {
+        if let Some(word) = members.get_mut(usize::from(q) / 64) {
+            *word |= 1 << (q % 64);
         }
+    }
+    members
+}
+
+impl QueueSet {
+    fn new(members: [u64; WORDS]) -> QueueSet {
         QueueSet {
-            queues: queues.into(),
             members,
             threads: Condvar::new(),
             waiting: AtomicUsize::new(0),
@@ -137,16 +139,17 @@ impl QueueSets {
             // Not a queue id: wait where every wake is seen.
             return None;
         }
-        if let Some(set) = self.made().find(|s| *s.queues == *queues) {
+        let key = members(queues);
+        if let Some(set) = self.made().find(|s| s.members == key) {
             return Some(set);
         }
         let _making = self.making.lock();
-        if let Some(set) = self.made().find(|s| *s.queues == *queues) {
+        if let Some(set) = self.made().find(|s| s.members == key) {
             return Some(set);
         }
         let at = self.made.load(Ordering::Acquire);
         let slot = self.sets.get(at)?;
-        let set = slot.get_or_init(|| Box::new(QueueSet::new(queues)));
+        let set = slot.get_or_init(|| Box::new(QueueSet::new(key)));
         self.made.store(at + 1, Ordering::Release);
         Some(set)
     }

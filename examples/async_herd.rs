@@ -7,13 +7,13 @@
 //! `cargo run --release --example async_herd --features tokio -- 64 20000`
 
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use walq::{Durability, Options, Queue};
 
 #[path = "support/herd.rs"]
 mod herd;
-use herd::{arg, cpu_time};
+use herd::{arg, drive};
 
 fn main() -> walq::Result<()> {
     let (tasks, jobs) = (arg(1, 64), arg(2, 20_000));
@@ -36,19 +36,9 @@ fn main() -> walq::Result<()> {
             }
         });
     }
-    // Let every task reach its wait.
-    std::thread::sleep(Duration::from_millis(200));
-    let (start, cpu) = (Instant::now(), cpu_time());
-    for _ in 0..jobs {
-        q.enqueue(b"job")?;
-        each_ack.recv().expect("a task acked the job");
-    }
-    let (wall, cpu) = (start.elapsed(), cpu_time() - cpu);
-    println!(
-        "tasks {tasks}, jobs {jobs}: {:.1} us wall, {:.1} us CPU per job",
-        wall.as_secs_f64() * 1e6 / jobs as f64,
-        cpu.as_secs_f64() * 1e6 / jobs as f64,
-    );
+    drive(&format!("tasks {tasks}"), jobs, &each_ack, |_| {
+        q.enqueue(b"job")
+    })?;
     rt.shutdown_background();
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! What the `*_herd` examples share: the process's CPU time and their
+//! What the `*_herd` examples share: the timed producer loop, the process's CPU time and their
 //! numeric arguments. Not an example itself (Cargo builds only the files
 //! directly in `examples/`); each includes it with `#[path]`.
 
@@ -32,8 +32,7 @@ pub fn arg(n: usize, default: u64) -> u64 {
 /// Enqueues `jobs` jobs one at a time (`enqueue(i)` for job `i`), each
 /// only once a consumer acked the one before (a message on `acked`), after
 /// letting every consumer reach its wait; prints `label` with the wall and
-/// process CPU time per job. (`async_herd` drives its tasks otherwise.)
-#[allow(dead_code)]
+/// process CPU time per job.
 pub fn drive(
     label: &str,
     jobs: u64,

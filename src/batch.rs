@@ -19,6 +19,7 @@ use crate::job::{Job, Receipt};
 use crate::jobs::SlotState;
 use crate::leases::Lease;
 use crate::levels::Turn;
+use crate::payload::{Arena, Payload};
 
 /// One result per receipt of an ack batch, and the LSN to wait for (none
 /// when nothing was written).
@@ -200,8 +201,12 @@ impl QueueState {
         let turn = self.lane_parts(queue).0.turn();
         let mut jobs = Vec::with_capacity(max.min(1024));
         let mut places = self.scratch.take_places();
+        let mut arena = Arena::for_batch(max);
+        let mut parts = Vec::with_capacity(max.min(1024));
         let leased = self
-            .pick_many(queue, max, now, &mut jobs, &mut places)
+            .pick_many(queue, max, now, &mut jobs, &mut places, &mut |p| {
+                parts.push(arena.keep(p));
+            })
             .and_then(|()| self.write_leases(&jobs));
         if let Err(e) = leased {
             self.give_back(queue, jobs, &places, turn);
@@ -214,15 +219,18 @@ impl QueueState {
             // queue): the caller keeps no room it did not get jobs for.
             jobs.shrink_to_fit();
         }
-        for job in &mut jobs {
+        debug_assert_eq!(parts.len(), jobs.len(), "one payload kept per job");
+        for (job, payload) in jobs.iter_mut().zip(arena.finish(parts.into_iter())) {
             let token = self.grant_lease(job.id, now, visibility_ms);
             job.receipt.token = token;
+            job.payload = payload;
         }
         Ok(jobs)
     }
 
     /// Takes up to `max` ready jobs into `jobs` (receipts without a
-    /// token yet), and where each came from into `places`.
+    /// token yet, payloads empty), where each came from into `places`, and
+    /// hands each one's payload, in order, to `keep`.
     fn pick_many(
         &mut self,
         queue: u16,
@@ -230,9 +238,10 @@ impl QueueState {
         now: Now,
         jobs: &mut Vec<Job>,
         places: &mut Vec<Place>,
+        keep: &mut impl FnMut(&[u8]),
     ) -> Result<()> {
         while jobs.len() < max {
-            let Some(r) = self.next_ready(queue, now)? else {
+            let Some(r) = self.next_ready(queue, now, keep)? else {
                 break;
             };
             let due = r
@@ -252,7 +261,7 @@ impl QueueState {
                 enqueued_ms: r.rec.enqueued_ms,
                 receipt: Receipt { id: r.id, token: 0 },
                 key: r.rec.key,
-                payload: r.rec.payload,
+                payload: Payload::Own(Vec::new()),
                 priority: r.rec.priority,
                 group: r.rec.group,
             });

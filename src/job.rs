@@ -48,7 +48,7 @@ pub struct Job {
     pub(crate) enqueued_ms: u64,
     pub(crate) receipt: Receipt,
     pub(crate) key: Vec<u8>,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: crate::payload::Payload,
     pub(crate) priority: crate::Priority,
     pub(crate) group: Vec<u8>,
 }
@@ -79,14 +79,18 @@ impl Job {
         UNIX_EPOCH + Duration::from_millis(self.enqueued_ms)
     }
 
-    /// The payload (the job's own copy).
+    /// The payload (a copy: nothing of the queue's files). The small
+    /// jobs of one [`Queue::dequeue_batch`](crate::Queue::dequeue_batch)
+    /// share one buffer of at most 64 KiB, which stays allocated while any
+    /// of them is.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        self.payload.as_slice()
     }
 
-    /// Takes the payload out of the job, without another copy.
+    /// Takes the payload out of the job: without another copy, except for
+    /// a job that shares its batch's buffer (see [`Job::payload`]).
     pub fn into_payload(self) -> Vec<u8> {
-        self.payload
+        self.payload.into_vec()
     }
 
     /// The idempotency key the job was enqueued with, if any.
@@ -116,7 +120,7 @@ impl std::fmt::Debug for Job {
             .field("id", &self.id)
             .field("attempt", &self.attempt)
             .field("enqueued_ms", &self.enqueued_ms)
-            .field("payload_len", &self.payload.len())
+            .field("payload_len", &self.payload.as_slice().len())
             .finish_non_exhaustive()
     }
 }

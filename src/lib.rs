@@ -102,6 +102,7 @@ mod named;
 mod options;
 #[allow(unsafe_code)]
 mod os;
+mod payload;
 mod priority;
 mod queue;
 mod queue_options;

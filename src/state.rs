@@ -39,6 +39,7 @@ use crate::levels::Levels;
 use crate::log::{Appended, Log};
 use crate::named::{scoped_hash, Named, ANY_QUEUE};
 use crate::options::{Backoff, EnqueueOptions, Retry};
+use crate::payload::Payload;
 use crate::priority::Priority;
 use crate::segment::Segment;
 use crate::stats::Stats;
@@ -137,17 +138,18 @@ pub struct EnqueueOutcome {
 }
 
 /// A job chosen to be served, with its verified record.
-struct Ready {
+struct Ready<P = Vec<u8>> {
     id: u64,
     from_waiting: bool,
     slot: Slot,
-    rec: JobRecord,
+    rec: JobRecord<P>,
 }
 
-/// Where a job's parts lie in its segment, read from its enqueue record.
-struct JobRecord {
+/// A job's enqueue record, copied out of its segment (the payload kept as
+/// the reader chose: see [`QueueState::next_ready`]).
+struct JobRecord<P> {
     key: Vec<u8>,
-    payload: Vec<u8>,
+    payload: P,
     enqueued_ms: u64,
     max_attempts: u32,
     priority: Priority,
@@ -559,7 +561,12 @@ impl QueueState {
         }
     }
 
-    fn read_job(&self, id: u64, slot: &Slot) -> Result<JobRecord> {
+    fn read_job<P>(
+        &self,
+        id: u64,
+        slot: &Slot,
+        keep: &mut impl FnMut(&[u8]) -> P,
+    ) -> Result<JobRecord<P>> {
         // Owned copies: a `Job` pins no segment and a payload read later
         // cannot fault on a file truncated meanwhile (docs/architecture.md).
         // The segment is borrowed, not cloned: no reference count to move.
@@ -580,7 +587,7 @@ impl QueueState {
         }
         Ok(JobRecord {
             key: e.key.to_vec(),
-            payload: e.payload.to_vec(),
+            payload: keep(e.payload),
             enqueued_ms: e.enqueued_ms,
             max_attempts: u32::from(e.max_attempts),
             priority: Priority::from_byte(e.priority),
@@ -681,7 +688,7 @@ impl QueueState {
     /// attempt, in the same lookup ([`QueueState::grant`] does not look
     /// the slot up again). A lease whose record then fails to be written
     /// is given back with its attempts as they were (`give_back`).
-    fn take_leased(&mut self, r: &Ready) {
+    fn take_leased<P>(&mut self, r: &Ready<P>) {
         self.take_from_order(r.id, r.from_waiting);
         if let Some(slot) = self.jobs.get_mut(r.id) {
             slot.state = SlotState::InFlight;
@@ -704,7 +711,7 @@ impl QueueState {
     /// checksum is moved to the dead letters and the next one is served.
     pub fn dequeue(&mut self, queue: u16, now: Now, visibility_ms: u64) -> Result<Option<Job>> {
         self.expire_leases(now)?;
-        let Some(r) = self.next_ready(queue, now)? else {
+        let Some(r) = self.next_ready(queue, now, &mut <[u8]>::to_vec)? else {
             return Ok(None);
         };
         let lease = Record::Lease {
@@ -716,10 +723,16 @@ impl QueueState {
         Ok(Some(self.grant(r, now, visibility_ms)))
     }
 
-    /// The next job to serve and its verified record, not taken yet. A
+    /// The next job to serve and its verified record, not taken yet, its
+    /// payload kept by `keep` (called once, for the record returned). A
     /// job whose record fails its checksum is moved to the dead letters
     /// and the next one is looked at.
-    fn next_ready(&mut self, queue: u16, now: Now) -> Result<Option<Ready>> {
+    fn next_ready<P>(
+        &mut self,
+        queue: u16,
+        now: Now,
+        keep: &mut impl FnMut(&[u8]) -> P,
+    ) -> Result<Option<Ready<P>>> {
         loop {
             let Some((id, from_waiting)) = self.peek_next(queue, now.wall) else {
                 return Ok(None);
@@ -738,7 +751,7 @@ impl QueueState {
                     ))
                 }
             };
-            match self.read_job(id, &slot) {
+            match self.read_job(id, &slot, keep) {
                 Ok(rec) => {
                     return Ok(Some(Ready {
                         id,
@@ -770,7 +783,7 @@ impl QueueState {
             enqueued_ms: r.rec.enqueued_ms,
             receipt: Receipt { id: r.id, token },
             key: r.rec.key,
-            payload: r.rec.payload,
+            payload: Payload::Own(r.rec.payload),
             priority: r.rec.priority,
             group: r.rec.group,
         }

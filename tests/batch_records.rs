@@ -360,3 +360,42 @@ fn a_full_disk_on_a_batch_record_keeps_the_priority_cycle() {
     assert_eq!(ids.len(), 40);
     assert_eq!(ids, order(false));
 }
+
+/// The jobs of one `dequeue_batch` may share one payload buffer: every
+/// payload reads back exactly whatever its size (small ones in the shared
+/// buffer, large ones and those past its 64 KiB bound in their own), a
+/// job kept alone after its batch is dropped still reads its own bytes,
+/// and `into_payload` hands out the job's bytes, no neighbour's.
+#[test]
+fn a_batchs_payloads_read_back_exactly_whatever_their_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let payload = |i: usize| -> Vec<u8> {
+        let len = match i % 5 {
+            0 => 0,
+            1 => 100,
+            2 => 2048,
+            3 => 2049,
+            _ => 1500 + i,
+        };
+        (0..len).map(|b| (b * 7 + i) as u8).collect()
+    };
+    let n = 200;
+    for i in 0..n {
+        q.enqueue(&payload(i)).unwrap();
+    }
+    let batch = q.dequeue_batch(n).unwrap();
+    assert_eq!(batch.len(), n);
+    for (i, job) in batch.iter().enumerate() {
+        assert_eq!(job.payload(), &payload(i)[..], "job {i}");
+    }
+    let mut batch = batch.into_iter();
+    let first = batch.next().unwrap();
+    let second = batch.nth(0).unwrap();
+    let kept = batch.nth(5).unwrap();
+    drop(batch);
+    assert_eq!(kept.payload(), &payload(7)[..]);
+    assert_eq!(second.into_payload(), payload(1));
+    assert_eq!(first.clone().into_payload(), payload(0));
+    assert_eq!(kept.into_payload(), payload(7));
+}

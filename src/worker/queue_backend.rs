@@ -9,11 +9,15 @@ use crate::queue::{Enqueued, Queue};
 use crate::status::JobStatus;
 use crate::worker::backend::{Backend, Delivery};
 
-/// What a worker sees of a leased job (shared with the async pool).
+/// What a worker sees of a leased job (shared with the async pool). The
+/// job's payload moves into the delivery: no second copy per job.
 pub(crate) fn delivery_of(job: Job) -> Delivery<Receipt> {
-    Delivery::new(job.id(), job.payload().to_vec(), job.receipt())
-        .attempts(job.attempt(), job.max_attempts())
-        .idempotency_key(job.idempotency_key().map(<[u8]>::to_vec))
+    let (id, receipt) = (job.id(), job.receipt());
+    let (attempt, max_attempts) = (job.attempt(), job.max_attempts());
+    let key = job.idempotency_key().map(<[u8]>::to_vec);
+    Delivery::new(id, job.into_payload(), receipt)
+        .attempts(attempt, max_attempts)
+        .idempotency_key(key)
 }
 
 impl Backend for Queue {

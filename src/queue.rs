@@ -397,7 +397,7 @@ impl Queue {
         match self.inner.upkeep.run(&self.inner.commit) {
             Ok(false) => {}
             Ok(true) => self.inner.state.lock().log.fill_reserve(),
-            Err(e) => self.poison(&e),
+            Err(e) => self.poison_unlocked(&e),
         }
         if self.inner.upkeep.dead_compaction_wanted() {
             QueueState::compact_dead_letters(&self.inner.state);
@@ -474,14 +474,49 @@ impl Queue {
         }
     }
 
+    /// Poisons the queue after a failed write or sync (every later
+    /// operation fails until a reopen) and wakes every blocked consumer.
+    /// The caller holds the state lock; see [`Queue::poison_unlocked`].
     fn poison(&self, e: &Error) {
+        self.mark_poisoned(e);
+        self.notify_all_consumers();
+    }
+
+    /// [`Queue::poison`] from a thread that does not hold the state lock.
+    /// A consumer checks the flag under that lock and then waits on a
+    /// condvar, which releases it: between the two, a wake-up is lost. So
+    /// the lock is taken once after the flag is set and before the wake:
+    /// a consumer then either saw the flag or is waiting. The lock is only
+    /// tried while the queue is open: a close holds it while it waits for
+    /// the checkpoint thread (which may be this one), and wakes every
+    /// consumer itself.
+    fn poison_unlocked(&self, e: &Error) {
+        self.mark_poisoned(e);
+        loop {
+            if self
+                .inner
+                .state
+                .try_lock_for(Duration::from_millis(1))
+                .is_some()
+            {
+                break;
+            }
+            if self.inner.closed.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        self.notify_all_consumers();
+    }
+
+    /// Sets the poison flag (the first cause kept) and fails the
+    /// committer's waiters.
+    fn mark_poisoned(&self, e: &Error) {
         self.inner
             .poison_cause
             .lock()
             .get_or_insert_with(|| e.to_string());
         self.inner.poisoned.store(true, Ordering::Release);
         self.inner.commit.fail(e.to_string());
-        self.notify_all_consumers();
     }
 
     /// Wakes blocked consumers after an enqueue. Under `Durability::Sync`
@@ -518,7 +553,7 @@ impl Queue {
     fn make_durable(&self, lsn: u64) -> Result<()> {
         let result = self.inner.commit.wait(lsn);
         if let Err(e) = &result {
-            self.poison(e);
+            self.poison_unlocked(e);
         }
         result
     }
@@ -989,7 +1024,7 @@ fn write_checkpoints(weak: &Weak<Inner>, to: &Path, vfs: &dyn Vfs, mode: u32, ha
                     queue: 0,
                     _owner: None,
                 };
-                queue.poison(&e);
+                queue.poison_unlocked(&e);
                 queue
             });
         }
@@ -1245,7 +1280,7 @@ impl Queue {
         });
         if let Err(e) = &durable {
             if e.kind() == ErrorKind::Io {
-                self.poison(e);
+                self.poison_unlocked(e);
             }
         }
         durable

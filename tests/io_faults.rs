@@ -551,6 +551,51 @@ fn failed_group_commit_fails_every_waiter() {
     }
 }
 
+/// A consumer blocked in `dequeue_wait` (whose wait a manual clock never
+/// ends) returns `Poisoned` when a producer's fsync fails: the poison of a
+/// thread that holds no queue lock wakes it. Rounds with the consumer
+/// started at different moments around the failure.
+#[test]
+fn a_failed_fsync_wakes_blocked_consumers_with_poisoned() {
+    for round in 0..20u64 {
+        let fs = SimFs::new();
+        let clock = walq::ManualClock::new(START_MS);
+        let q = open(&fs, &clock).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (q, tx) = (q.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let r = q.dequeue_wait(Duration::from_secs(30), Duration::from_secs(3600));
+                    tx.send(r.map(|j| j.map(|j| j.id()))).unwrap();
+                })
+            })
+            .collect();
+        for _ in 0..round {
+            std::thread::yield_now();
+        }
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Sync,
+            at: fs.op_count(FaultOp::Sync),
+            forever: true,
+            kind: io::ErrorKind::Other,
+        }));
+        let e = q.enqueue(b"lost").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "round {round}: {e}");
+        for _ in 0..2 {
+            // A generous bound that only a lost wake-up reaches.
+            let r = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("round {round}: a consumer sleeps through the poison"));
+            let e = r.expect_err("the only job's fsync failed: nothing to deliver");
+            assert_eq!(e.kind(), ErrorKind::Poisoned, "round {round}: {e}");
+        }
+        for c in consumers {
+            c.join().unwrap();
+        }
+    }
+}
+
 /// A full disk on a record's write is rolled back (not poisoned) only when
 /// that write is the first change of its operation: failing a job writes
 /// its dead letter first, so a failure of the ack record that follows

@@ -391,7 +391,7 @@ fn a_batchs_payloads_read_back_exactly_whatever_their_size() {
     }
     let mut batch = batch.into_iter();
     let first = batch.next().unwrap();
-    let second = batch.nth(0).unwrap();
+    let second = batch.next().unwrap();
     let kept = batch.nth(5).unwrap();
     drop(batch);
     assert_eq!(kept.payload(), &payload(7)[..]);

@@ -79,6 +79,10 @@ mod dead;
 mod delivery;
 mod done;
 mod error;
+// A store with jobs in every state, for walq's own tests and the CLI's.
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod fixture;
 // The raw format and file-system seam are internal. The `testing` feature
 // exposes them to walq's own tests and fuzz targets; a release build's API
 // has neither (and neither reaches the memory-map type, see `os`).

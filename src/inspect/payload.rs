@@ -177,61 +177,8 @@ fn read_frame(file: &mut File, len: u64, path: &Path, at: u64) -> Result<Vec<u8>
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::super::Inspector;
-    use crate::{EnqueueOptions, Options, Priority, Retry, Store};
-
-    /// A closed store with jobs in every state, over several segments:
-    /// keys, groups, levels, a delay, a named queue, a leased and a
-    /// nacked job, an acked one, a dead letter and a redriven one.
-    fn filled(dir: &std::path::Path) {
-        let opts = Options::default().segment_size(64 << 10);
-        let store = Store::open_with(dir, opts).unwrap();
-        let q = store.default_queue();
-        let named = store.queue("mail").unwrap();
-        for i in 0..60u32 {
-            let payload = vec![b'a' + (i % 26) as u8; 100 + 97 * i as usize];
-            let mut o = EnqueueOptions::new().priority(Priority::from_byte((i % 4) as u8));
-            if i % 3 == 0 {
-                o = o.idempotency_key(format!("k{i}"));
-            }
-            if i % 5 == 0 {
-                o = o.group(format!("g{}", i % 2));
-            }
-            if i % 7 == 0 {
-                o = o.delay(Duration::from_secs(3600));
-            }
-            if i % 11 == 0 {
-                o = o.max_attempts(1);
-            }
-            let target = if i % 4 == 1 { &named } else { &q };
-            target.enqueue_with(&payload, o).unwrap();
-        }
-        for (n, target) in [&q, &named].into_iter().enumerate() {
-            let mut held = Vec::new();
-            for _ in 0..6 {
-                if let Some(job) = target.dequeue_timeout(Duration::ZERO).unwrap() {
-                    held.push(job);
-                }
-            }
-            for (k, job) in held.into_iter().enumerate() {
-                match k % 3 {
-                    0 => target.ack(job.receipt()).unwrap(),
-                    1 => target.fail(job.receipt(), "boom").unwrap(),
-                    _ if n == 0 => std::mem::forget(job), // stays leased
-                    _ => target
-                        .nack(job.receipt(), Retry::After(Duration::ZERO), "x")
-                        .unwrap(),
-                }
-            }
-        }
-        if let Some(&id) = q.dead_letter_ids().first() {
-            q.redrive(id).unwrap();
-        }
-        q.close().unwrap();
-        drop(named);
-    }
+    use crate::fixture::filled_store as filled;
 
     #[test]
     fn payloads_read_back_match_the_full_snapshot() {
@@ -288,9 +235,10 @@ mod tests {
         other.id += 1000;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
+        let full = inspector.snapshot().unwrap();
         assert_eq!(
             inspector.payload_reader().read(job).unwrap(),
-            vec![job_byte(job); job.payload_len as usize]
+            full.jobs[&job.id].payload
         );
         let err = inspector.payload_reader().read(&other).unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
@@ -299,11 +247,6 @@ mod tests {
         other.offset = bytes.len() as u64 - 8;
         let err = inspector.payload_reader().read(&other).unwrap_err();
         assert_eq!(err.offset(), Some(other.offset), "{err}");
-    }
-
-    /// The byte job `job`'s payload is made of in [`filled`].
-    fn job_byte(job: &super::PendingJob) -> u8 {
-        b'a' + ((job.payload_len as usize - 100) / 97 % 26) as u8
     }
 }
 

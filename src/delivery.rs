@@ -102,6 +102,24 @@ impl Delivery {
         self.due_of.remove(&id);
     }
 
+    /// Takes waiting job `id` out wherever it is in the heaps (a cancel):
+    /// O(waiting jobs), where [`Delivery::pop_due`] is O(log n). Returns
+    /// whether it was waiting.
+    pub fn remove_waiting(&mut self, id: u64) -> bool {
+        let Some(due) = self.due_of.remove(&id) else {
+            return false;
+        };
+        let heap = if due <= self.promoted_to {
+            &mut self.ready
+        } else {
+            &mut self.future
+        };
+        let before = heap.len();
+        heap.retain(|&Reverse(entry)| entry != (due, id));
+        assert_eq!(heap.len() + 1, before, "job {id}'s heap entry");
+        true
+    }
+
     /// Waiting jobs that are due (after the last promotion), and not.
     pub fn waiting_counts(&self) -> (u64, u64) {
         let ready = self.ready.len() as u64;

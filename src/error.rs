@@ -39,6 +39,9 @@ pub enum ErrorKind {
     Poisoned,
     /// The queue was closed.
     Closed,
+    /// The job is leased to a worker, so the operation (a
+    /// [`crate::Queue::cancel`]) cannot take it now. Nothing was changed.
+    InFlight,
 }
 
 impl ErrorKind {
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::InvalidOptions => "invalid options",
             ErrorKind::Poisoned => "queue poisoned by an earlier I/O failure",
             ErrorKind::Closed => "queue closed",
+            ErrorKind::InFlight => "job in flight",
         }
     }
 }
@@ -197,7 +201,7 @@ impl From<Error> for io::Error {
                 .as_ref()
                 .map_or(io::ErrorKind::Other, io::Error::kind),
             ErrorKind::Corrupt | ErrorKind::UnsupportedVersion => io::ErrorKind::InvalidData,
-            ErrorKind::Locked => io::ErrorKind::WouldBlock,
+            ErrorKind::Locked | ErrorKind::InFlight => io::ErrorKind::WouldBlock,
             ErrorKind::NotFound | ErrorKind::LeaseLost => io::ErrorKind::NotFound,
             ErrorKind::PayloadTooLarge | ErrorKind::InvalidOptions => io::ErrorKind::InvalidInput,
             ErrorKind::Poisoned | ErrorKind::Closed => io::ErrorKind::Other,

@@ -202,6 +202,13 @@ impl Levels {
         self.lanes[lane].pop_due(id);
     }
 
+    /// Takes waiting job `id` out of its level's heaps, wherever it is
+    /// in them (a cancel). Returns whether it was waiting.
+    pub fn remove_waiting(&mut self, id: u64) -> bool {
+        let lane = self.lane(id);
+        self.lanes[lane].remove_waiting(id)
+    }
+
     /// Where the cycle stands, for a batch that takes jobs before it
     /// writes their lease and may give them back ([`Levels::rewind`]).
     pub fn turn(&self) -> Turn {

@@ -1206,6 +1206,57 @@ impl Queue {
         })
     }
 
+    /// Cancels a job that waits to run (queued, delayed, waiting for a
+    /// retry, or blocked behind its group's head): it is removed and is
+    /// never delivered. Its status then reads [`JobStatus::Purged`]
+    /// (removed without completing), never `Done`. Under
+    /// [`Durability::Sync`] the cancel is on stable storage when this
+    /// returns.
+    ///
+    /// A leased job is not taken from its worker: [`ErrorKind::InFlight`]
+    /// (settle it from the worker, or cancel it once its lease ends; a
+    /// lease whose deadline passed is released first, as a dequeue would).
+    /// [`ErrorKind::NotFound`] if no job with that id waits in this queue
+    /// (never issued, finished, a dead letter, or another queue's). The
+    /// job's idempotency key stays known for its window, as an acked
+    /// job's does: an enqueue with the same key inside it is a duplicate.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    /// use walq::{EnqueueOptions, JobStatus, Queue};
+    /// let q = Queue::open(dir.path())?;
+    /// let reminder = q.enqueue_with(
+    ///     b"remind user 5",
+    ///     EnqueueOptions::new().delay(Duration::from_secs(24 * 3600)),
+    /// )?;
+    /// q.cancel(reminder.id)?; // user 5 acted before the day passed
+    /// assert!(matches!(q.status(reminder.id)?, JobStatus::Purged { .. }));
+    /// assert!(q.dequeue()?.is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`JobStatus::Purged`]: crate::JobStatus::Purged
+    pub fn cancel(&self, id: u64) -> Result<()> {
+        let lsn = self.locked_op(
+            |st, now| {
+                st.check_cancellable(self.queue, id, now)?;
+                // First the marker, synced (as a purge's): a cancelled job
+                // never reads as done. A crash before the Ack record
+                // leaves the job live, and the next open clears it.
+                let mut done = self.inner.done.lock();
+                done.record_purged(&[id], now.wall)?;
+                done.sync()?;
+                drop(done);
+                st.log.mark_changed();
+                st.cancel(id)
+            },
+            |&lsn| lsn,
+        )?;
+        self.settle(lsn)
+    }
+
     /// Acks a job and keeps `result` (at most [`crate::MAX_RESULT_LEN`]
     /// bytes) with its done status for the dedup window, for
     /// [`Queue::status`].

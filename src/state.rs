@@ -46,6 +46,8 @@ use crate::stats::Stats;
 
 #[path = "batch.rs"]
 mod batch;
+#[path = "cancel.rs"]
+mod cancel;
 #[path = "checkpoint.rs"]
 pub(crate) mod checkpoint;
 #[path = "dead_letters.rs"]

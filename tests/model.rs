@@ -54,6 +54,9 @@ enum Op {
     Advance(u64),
     Redrive(usize),
     Purge(usize),
+    /// `cancel` through queue `.0`'s handle of the `.1`-th known job id
+    /// (of any state, or one never issued).
+    Cancel(u8, usize),
     /// Reopen; with `scan`, the checkpoint is deleted first, so the whole
     /// log (batch records included) is replayed.
     Reopen {
@@ -77,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u64..2500).prop_map(Op::Advance),
         1 => (0usize..4).prop_map(Op::Redrive),
         1 => (0usize..4).prop_map(Op::Purge),
+        2 => (0u8..3, 0usize..16).prop_map(|(queue, i)| Op::Cancel(queue, i)),
         1 => any::<bool>().prop_map(|scan| Op::Reopen { scan }),
     ]
 }
@@ -518,6 +522,35 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     q.purge(id).unwrap();
                     m.finish(id);
+                }
+            }
+            Op::Cancel(queue, i) => {
+                m.expire(now);
+                let mut ids: Vec<u64> = m.jobs.keys().copied().collect();
+                ids.push(m.jobs.keys().last().map_or(1_000, |id| id + 1_000));
+                let id = ids[i % ids.len()];
+                let handle = &qs[usize::from(queue)];
+                let result = handle.cancel(id);
+                match m.jobs.get(&id).map(|j| (j.queue, &j.st)) {
+                    Some((jq, St::Ready { .. })) if jq == queue => {
+                        result.unwrap();
+                        m.finish(id);
+                        let status = handle.status(id).unwrap();
+                        prop_assert!(
+                            matches!(status, walq::JobStatus::Purged { .. }),
+                            "cancelled job {} reads {:?}",
+                            id,
+                            status
+                        );
+                    }
+                    Some((jq, St::Leased { .. })) if jq == queue => {
+                        let err = result.expect_err("a leased job was cancelled");
+                        prop_assert_eq!(err.kind(), ErrorKind::InFlight);
+                    }
+                    _ => {
+                        let err = result.expect_err("a job that does not wait here was cancelled");
+                        prop_assert_eq!(err.kind(), ErrorKind::NotFound);
+                    }
                 }
             }
             Op::Reopen { scan } => {

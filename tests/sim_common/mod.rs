@@ -149,6 +149,8 @@ pub enum OpKind {
     Fail,
     Redrive,
     Purge,
+    /// `Queue::cancel` of a queued job.
+    Cancel,
     /// `Queue::sync`.
     Sync,
 }
@@ -164,7 +166,8 @@ impl OpKind {
             | OpKind::Batch
             | OpKind::Ack
             | OpKind::Nack
-            | OpKind::Fail => durability == Durability::Sync,
+            | OpKind::Fail
+            | OpKind::Cancel => durability == Durability::Sync,
             OpKind::Dequeue | OpKind::Purge => false,
         }
     }
@@ -737,6 +740,26 @@ impl Run {
         self.end(op, result);
     }
 
+    /// Cancels a job the model says is queued (ready, delayed or waiting
+    /// for a retry; of either queue), picked at random.
+    pub fn cancel(&mut self) {
+        if !self.live() {
+            return;
+        }
+        let queued: Vec<(u64, u8)> = (self.m.jobs.iter())
+            .filter(|(_, j)| matches!(j.events.last().map(|e| e.outcome), Some(Outcome::Live(_))))
+            .map(|(id, j)| (*id, j.queue))
+            .collect();
+        if queued.is_empty() {
+            return;
+        }
+        let (id, queue) = queued[self.rng.below(queued.len() as u64) as usize];
+        let op = self.begin(OpKind::Cancel);
+        let result = lane_handle(self.q(), queue).and_then(|h| h.cancel(id));
+        self.event(id, op, Outcome::Gone);
+        self.end(op, result);
+    }
+
     pub fn redrive_all(&mut self) {
         if !self.live() {
             return;
@@ -880,6 +903,43 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
                 let ms = run.rng.range(500, 5000);
                 run.advance(ms);
             }
+        }
+    }
+}
+
+/// Queued jobs cancelled in every waiting state (fresh, delayed, waiting
+/// for a retry, in a group, in either queue) between leases, acks and
+/// retries, with a clean reopen and a crash-reopen in the middle.
+pub fn cancel_workload(run: &mut Run) {
+    for round in 0..4 {
+        for i in 0..10u64 {
+            run.lane = u8::from(i % 3 == 0);
+            let delay = (i % 4 == 1).then(|| Duration::from_millis(run.rng.range(500, 3000)));
+            let key = (i % 5 == 2).then(|| format!("key-{round}-{i}"));
+            let group = (i % 3 == 2).then(|| format!("g{}", i % 2));
+            let priority = if i % 4 == 3 {
+                Priority::Urgent
+            } else {
+                Priority::Normal
+            };
+            let len = run.rng.range(40, 900) as usize;
+            run.enqueue_at(len, delay, key, priority, group);
+        }
+        run.lane = 0;
+        run.dequeue();
+        run.dequeue();
+        run.ack();
+        run.nack(Retry::After(Duration::from_millis(1000)));
+        for _ in 0..4 {
+            run.cancel();
+        }
+        run.advance(1200);
+        run.dequeue();
+        run.cancel();
+        match round {
+            1 => run.close_reopen(),
+            2 => run.reopen(),
+            _ => {}
         }
     }
 }

@@ -59,6 +59,21 @@ Examples:
     /// The dead letters: list, show, redrive (put back), purge (delete).
     #[command(subcommand)]
     Dead(DeadCmd),
+    /// Cancel jobs that wait to run (queued, delayed, waiting for a retry):
+    /// they are never delivered. Takes the lock.
+    #[command(
+        after_help = "A cancelled job's status reads purged (removed without completing); its
+idempotency key stays known for its window. Jobs of named queues are found
+in their queue. Taking the lock releases the leases of a process that is
+gone, so a job it held waits again and can be cancelled. The ids are
+cancelled in order; the first that is not waiting (finished, a dead letter,
+unknown: exit 5) stops the command, and those before it stay cancelled.
+
+Examples:
+  walq cancel /var/lib/app/queue 42
+  walq cancel /var/lib/app/queue 42 43 44"
+    )]
+    Cancel(CancelArgs),
     /// Pending jobs and dead letters as JSON lines (read-only).
     #[command(
         after_help = "Each line is one JSON object: a header {\"walq_export\":1,...}, then one
@@ -203,6 +218,16 @@ pub struct DeadTarget {
     /// Every dead letter.
     #[arg(long)]
     pub all: bool,
+}
+
+/// `walq cancel`.
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// The job ids.
+    #[arg(required = true)]
+    pub ids: Vec<u64>,
 }
 
 /// `walq export`.

@@ -883,3 +883,53 @@ fn dead_purge_refuses_a_queue_whose_damage_the_checkpoint_hides() {
     assert!(run.stderr.contains("walq verify"), "{}", run.stderr);
     assert_eq!(stats(d)["dead"], 1, "the dead letter is still there");
 }
+
+#[test]
+fn cancel_takes_back_waiting_jobs_of_any_queue_and_stops_at_the_first_refusal() {
+    let (_tmp, d) = new_queue_dir();
+    let (a, b, mailed, leased) = common::quiet(|| {
+        let store = walq::Store::open_with(std::path::Path::new(&d), opts()).unwrap();
+        let q = store.default_queue();
+        let mail = store.queue("mail").unwrap();
+        let a = q.enqueue(b"a").unwrap();
+        let b = q.enqueue(b"b").unwrap();
+        let mailed = mail.enqueue(b"to mail").unwrap();
+        let leased = q.enqueue(b"leased").unwrap();
+        // A job leased when its process went away: the CLI's open
+        // releases the lease, so the job waits again and is cancelled.
+        let job = q.dequeue().unwrap().unwrap();
+        assert_eq!(job.id(), a);
+        std::mem::forget(job);
+        drop(mail);
+        q.close().unwrap();
+        (a, b, mailed, leased)
+    });
+    let run = walq(&["cancel", &d, &a.to_string(), &mailed.to_string()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        format!("cancelled job {a}\ncancelled job {mailed}\n")
+    );
+    for (id, status) in [(a, "purged"), (mailed, "purged"), (b, "ready")] {
+        let show = walq(&["show", &d, &id.to_string(), "--json"]);
+        assert_eq!(show.code, 0, "{}", show.stderr);
+        assert_eq!(json(show.stdout.trim())["status"], status, "job {id}");
+    }
+    let again = walq(&[
+        "cancel",
+        &d,
+        &b.to_string(),
+        &a.to_string(),
+        &leased.to_string(),
+    ]);
+    assert_eq!(again.code, 5, "{}", again.stderr);
+    assert_eq!(again.stdout, format!("cancelled job {b}\n"));
+    assert!(
+        again.stderr.contains(&format!("no job {a} waits")),
+        "{}",
+        again.stderr
+    );
+    let s = stats(&d);
+    assert_eq!(s["ready"].as_u64(), Some(1), "{s}");
+    assert_eq!(walq(&["cancel", &d]).code, 2, "an id is required");
+}

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod bench;
+mod cancel;
 mod dead;
 mod dump;
 mod enqueue;
@@ -36,6 +37,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Enqueue(a) => enqueue::run(&a),
         Cmd::Salvage(a) => salvage::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Cancel(a) => cancel::run(&a),
     }
 }
 

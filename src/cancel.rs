@@ -36,12 +36,14 @@ impl QueueState {
                     format!("job {id} is a dead letter, not a waiting job: purge it instead"),
                 ))
             }
-            _ => return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
                     "no job {id} waits in this queue (never issued, finished, or another queue's)"
                 ),
-            )),
+                ))
+            }
         };
         if slot.state == SlotState::InFlight {
             return Err(Error::new(

@@ -51,9 +51,10 @@ pub enum JobStatus {
         /// The last error text.
         error: String,
     },
-    /// Was in the dead letters and was purged: it never completed.
+    /// Removed without completing: a dead letter that was purged, or a
+    /// job cancelled while it waited ([`crate::Queue::cancel`]).
     Purged {
-        /// When it was purged (ms since the epoch).
+        /// When it was purged or cancelled (ms since the epoch).
         purged_ms: u64,
     },
     /// No job with this id was ever enqueued here.

@@ -216,7 +216,7 @@ fn show_finished(
         }
         Some(Completion::Purged { purged_ms }) => writeln!(
             out,
-            "status     purged from the dead letters at {}",
+            "status     purged at {} (removed without completing: a purged dead letter or a cancelled job)",
             render::time(*purged_ms)
         ),
         None => writeln!(

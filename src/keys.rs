@@ -186,8 +186,8 @@ impl KeyIndex {
         }
     }
 
-    /// Number of keys known.
-    #[cfg(test)]
+    /// Number of keys known (O(1) but for the rare hashes shared by
+    /// several keys).
     pub fn len(&self) -> usize {
         self.first.len() + self.extra.values().map(Vec::len).sum::<usize>()
     }

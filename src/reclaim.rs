@@ -71,8 +71,29 @@ struct KeyScan {
 struct Homed {
     seg: u32,
     bytes: u64,
+    /// How many Key records `bytes` is (keys of finished jobs in their
+    /// window).
+    count: u64,
     first_expiry: u64,
     keys: Vec<(u128, KeyEntry)>,
+}
+
+/// The oldest segment, kept for the remembered keys in it until the first
+/// expires, or until the log outgrows what is live
+/// ([`QueueState::log_outgrew_live`], looked at again once the log has
+/// `recheck_at` segments).
+#[derive(Debug, Clone, Copy)]
+struct KeyBlock {
+    seg: u32,
+    until: u64,
+    recheck_at: usize,
+}
+
+/// When a key block next looks at the log's size: once it grew by a
+/// quarter (at least 4 segments), so the sum over segments it takes is
+/// amortised over the segments added.
+fn recheck_at(segments: usize) -> usize {
+    segments + (segments / 4).max(4)
 }
 
 /// The live jobs of a segment to carry.
@@ -95,9 +116,8 @@ pub(super) struct Maintenance {
     backoff: u32,
     /// Live jobs of the segment being emptied: being listed, or listed.
     plan: Option<Plan>,
-    /// The oldest segment is kept for the remembered keys in it until this
-    /// time: `(segment id, first expiry)`.
-    key_block: Option<(u32, u64)>,
+    /// The oldest segment is kept for the remembered keys in it.
+    key_block: Option<KeyBlock>,
     /// The keys homed in the front segment, listed once per segment (the
     /// listing visits every key, a few shards per operation) until its
     /// first key expires. The byte count only steers the choice to carry or
@@ -173,11 +193,7 @@ impl QueueState {
             let front = &self.log.segments[0];
             let id = front.seg.id;
             let (live_jobs, live_bytes) = (front.live_jobs, front.live_bytes);
-            if id >= stop
-                || self
-                    .key_block()
-                    .is_some_and(|(seg, until)| seg == id && now < until)
-            {
+            if id >= stop || self.key_blocked(id, now) {
                 break;
             }
             // Fresh jobs in the oldest segment are the next to be served:
@@ -187,15 +203,20 @@ impl QueueState {
             }
             // Keys of finished jobs still in their window count as live
             // bytes too: a segment that is mostly remembered keys stays
-            // until they expire instead of being copied forward again.
+            // until they expire instead of being copied forward again,
+            // unless the log behind it outgrew what is live.
             let Some((key_bytes, first_expiry)) = self.homed_keys_of(id, now) else {
                 break; // still listing keys: continue on the next call
             };
-            if (live_bytes + key_bytes) * 4 > self.log.seg_size {
-                self.set_key_block(Some((id, first_expiry)));
+            if (live_bytes + key_bytes) * 4 > self.log.seg_size && !self.log_outgrew_live() {
+                self.maintenance.key_block = Some(KeyBlock {
+                    seg: id,
+                    until: first_expiry,
+                    recheck_at: recheck_at(self.log.segments.len()),
+                });
                 break;
             }
-            self.set_key_block(None);
+            self.maintenance.key_block = None;
             if live_jobs > 0 && !self.carry_jobs(id, &mut budget)? {
                 break; // budget spent: continue on the next call
             }
@@ -211,12 +232,53 @@ impl QueueState {
         Ok(())
     }
 
-    fn key_block(&self) -> Option<(u32, u64)> {
-        self.maintenance.key_block
+    /// Whether the log is larger than guarantee 9 allows for what is live
+    /// in it: 4 × (the live jobs' bytes and the remembered keys' Key
+    /// records) plus 2 segments. Then the front segment is carried forward even if it
+    /// is mostly remembered keys: kept until its first key expires, it
+    /// would hold back every segment behind it for up to a dedup window,
+    /// as keyed jobs churned past it (57 GB in 27 minutes of the CLI's
+    /// live test). Each such carry writes at most a segment and frees the
+    /// segments behind it; a log made mostly of keys never outgrows this
+    /// bound, so its keys are not copied over and over. The keys' bytes
+    /// are estimated from the front segment's own (its Key records'
+    /// average size) times the keys remembered.
+    fn log_outgrew_live(&self) -> bool {
+        let per_key = match &self.maintenance.homed {
+            Some(h) if h.count > 0 => h.bytes / h.count,
+            _ => (FRAME_HEADER_LEN + 16) as u64,
+        };
+        let keys = (self.keys.len() as u64).saturating_mul(per_key);
+        let live: u64 = self.log.segments.iter().map(|s| s.live_bytes).sum();
+        let seg = self.log.seg_size;
+        let held = (self.log.segments.len() as u64).saturating_mul(seg);
+        held > keys
+            .saturating_add(live)
+            .saturating_mul(4)
+            .saturating_add(2 * seg)
     }
 
-    fn set_key_block(&mut self, b: Option<(u32, u64)>) {
-        self.maintenance.key_block = b;
+    /// Whether front segment `id` is kept for its remembered keys (see
+    /// [`KeyBlock`]).
+    fn key_blocked(&mut self, id: u32, now: u64) -> bool {
+        let Some(b) = self.maintenance.key_block else {
+            return false;
+        };
+        if b.seg != id || now >= b.until {
+            return false;
+        }
+        let segments = self.log.segments.len();
+        if segments < b.recheck_at {
+            return true;
+        }
+        if self.log_outgrew_live() {
+            return false;
+        }
+        self.maintenance.key_block = Some(KeyBlock {
+            recheck_at: recheck_at(segments),
+            ..b
+        });
+        true
     }
 
     /// Takes the emptied oldest segment out of the queue's view: the dead
@@ -275,6 +337,7 @@ impl QueueState {
         let mut homed = Homed {
             seg: id,
             bytes: 0,
+            count: 0,
             first_expiry: u64::MAX,
             keys: Vec::new(),
         };
@@ -301,6 +364,7 @@ impl QueueState {
                         _ => 0,
                     });
             homed.bytes += (FRAME_HEADER_LEN + 16 + key_len) as u64;
+            homed.count += 1;
             homed.keys.push((hash, entry));
         }
         homed

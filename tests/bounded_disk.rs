@@ -109,3 +109,55 @@ fn a_carried_in_flight_job_is_redelivered_after_restart_with_its_attempts() {
         (id, 2, &b"slow"[..])
     );
 }
+
+/// Keyed jobs churning through the queue: every finished job's key stays
+/// remembered for its 24 h window, and reclaim carries those keys forward
+/// into newer segments, where they pile up. A front segment that is
+/// mostly such keys used to be kept until its first key expired, and with
+/// it every segment behind it: the disk grew with every job enqueued for
+/// a day (the CLI's live test reached 57 GB). Now the log stays within
+/// guarantee 9's bound: about 4 × (live jobs' bytes + the keys' Key
+/// records) + 2 segments, plus the quarter it may grow by between looks.
+#[test]
+fn keys_in_their_window_do_not_hold_back_the_segments_behind_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    let mut keys = 0u64;
+    let mut key_bytes = 0u64;
+    for round in 0..3000u64 {
+        for _ in 0..4 {
+            let key = format!("k{keys}");
+            // A Key record: frame header, id and expiry, the key.
+            key_bytes += 24 + 16 + key.len() as u64;
+            let opts = EnqueueOptions::new().idempotency_key(key);
+            q.enqueue_with(&[(round % 251) as u8; 4000], opts).unwrap();
+            keys += 1;
+        }
+        for _ in 0..4 {
+            let job = q.dequeue().unwrap().expect("a job");
+            q.ack(job.receipt()).unwrap();
+        }
+    }
+    q.wait_upkeep();
+    let seg = 64 * 1024;
+    let bound = (4 * key_bytes).div_ceil(seg) + 2;
+    let segments = q.stats().segments;
+    eprintln!("{keys} keys, {key_bytes} B of key records: {segments} segments, bound {bound}");
+    assert!(
+        segments <= bound + bound / 4 + 4,
+        "{segments} segments for {keys} remembered keys ({key_bytes} B): bound {bound}"
+    );
+    // The keys are all still remembered.
+    let again = q
+        .enqueue_with(b"again", EnqueueOptions::new().idempotency_key("k0"))
+        .unwrap();
+    assert!(again.duplicate, "k0 is inside its window");
+    let again = q
+        .enqueue_with(
+            b"again",
+            EnqueueOptions::new().idempotency_key(format!("k{}", keys - 1)),
+        )
+        .unwrap();
+    assert!(again.duplicate);
+}

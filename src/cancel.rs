@@ -73,6 +73,8 @@ impl QueueState {
         } else if !self.groups_mut(id).is_blocked(id) {
             self.order_mut(id).remove_waiting(id);
         }
+        // Out of the delivery order now, as a leased job is: `finish`
+        // takes such a job (it asserts so) and lets go of the rest.
         if let Some(slot) = self.jobs.get_mut(id) {
             slot.state = SlotState::InFlight;
         }

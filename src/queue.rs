@@ -1242,13 +1242,9 @@ impl Queue {
         let lsn = self.locked_op(
             |st, now| {
                 st.check_cancellable(self.queue, id, now)?;
-                // First the marker, synced (as a purge's): a cancelled job
-                // never reads as done. A crash before the Ack record
-                // leaves the job live, and the next open clears it.
-                let mut done = self.inner.done.lock();
-                done.record_purged(&[id], now.wall)?;
-                done.sync()?;
-                drop(done);
+                // First the marker, as a purge's. A crash before the Ack
+                // record leaves the job live, and the next open clears it.
+                self.write_purge_markers(&[id], now.wall)?;
                 st.log.mark_changed();
                 st.cancel(id)
             },
@@ -1378,8 +1374,15 @@ impl Queue {
         if dead.is_empty() {
             return Ok(());
         }
+        self.write_purge_markers(&dead, now)
+    }
+
+    /// Writes a Purged marker for each of `ids` to `done.rec` and syncs it
+    /// (every mode): before a purge or a cancel, so that the job never
+    /// reads as done.
+    fn write_purge_markers(&self, ids: &[u64], now: u64) -> Result<()> {
         let mut done = self.inner.done.lock();
-        done.record_purged(&dead, now)?;
+        done.record_purged(ids, now)?;
         done.sync()
     }
 

@@ -234,8 +234,8 @@ impl QueueState {
 
     /// Whether the log is larger than guarantee 9 allows for what is live
     /// in it: 4 × (the live jobs' bytes and the remembered keys' Key
-    /// records) plus 2 segments. Then the front segment is carried forward even if it
-    /// is mostly remembered keys: kept until its first key expires, it
+    /// records) plus 2 segments. Then the front segment is carried forward
+    /// even if it is mostly remembered keys: kept until its first key expires, it
     /// would hold back every segment behind it for up to a dedup window,
     /// as keyed jobs churned past it (57 GB in 27 minutes of the CLI's
     /// live test). Each such carry writes at most a segment and frees the

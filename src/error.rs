@@ -90,8 +90,18 @@ pub struct Error {
 }
 
 impl Error {
-    /// Builds an error of `kind` with a message.
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+    /// Builds an error of `kind` with a message: what a
+    /// [`crate::worker::Backend`] written outside walq returns, so its
+    /// callers (the worker pools) can match on the kind as they do on
+    /// walq's own.
+    ///
+    /// ```
+    /// use walq::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::NotFound, "no job 7 waits here");
+    /// assert_eq!(err.kind(), ErrorKind::NotFound);
+    /// assert!(err.to_string().contains("no job 7 waits here"));
+    /// ```
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
             kind,
             message: message.into(),

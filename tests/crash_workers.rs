@@ -121,6 +121,10 @@ impl Backend for Logged {
     fn status(&self, id: u64) -> walq::Result<JobStatus> {
         self.q.status(id)
     }
+
+    fn cancel(&self, id: u64) -> walq::Result<()> {
+        self.q.cancel(id)
+    }
 }
 
 fn child_main(dir: &Path) -> ! {

@@ -503,3 +503,30 @@ fn paging_through_the_dead_letters_lists_them_once() {
     assert_eq!(js.dead_letter_ids().unwrap(), now);
     assert_eq!(proxy.count(listing), 4 * one, "one listing per change");
 }
+
+#[test]
+fn a_cancelled_job_leaves_no_schedule_and_its_ready_copy_is_dropped() {
+    let cluster = nats_cluster::Cluster::start();
+    let js = cluster.connect(|c| c, "cancel");
+    let day = EnqueueOptions::new().delay(Duration::from_secs(24 * 3600));
+    let reminder = js.enqueue(b"remind", day).unwrap().id;
+    let ready = js.enqueue(b"now", EnqueueOptions::new()).unwrap().id;
+    stats_become(&js, |s| (s.ready, s.delayed) == (1, 1));
+    js.cancel(reminder).unwrap();
+    // The day-long schedule is gone from the stream at once.
+    stats_become(&js, |s| {
+        (s.ready, s.delayed, s.stream_messages) == (1, 0, 1)
+    });
+    js.cancel(ready).unwrap();
+    // A ready copy stays until a worker meets it, and drops it.
+    let none = js
+        .lease(Duration::from_secs(30), Duration::from_millis(500))
+        .unwrap();
+    assert!(none.is_none(), "a cancelled job was delivered");
+    stats_become(&js, |s| {
+        (s.ready, s.in_flight, s.stream_messages) == (0, 0, 0)
+    });
+    for id in [reminder, ready] {
+        assert!(matches!(js.status(id).unwrap(), JobStatus::Purged { .. }));
+    }
+}

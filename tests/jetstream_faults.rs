@@ -70,6 +70,10 @@ impl Backend for Logged {
     fn status(&self, id: u64) -> walq::Result<JobStatus> {
         self.0.status(id)
     }
+
+    fn cancel(&self, id: u64) -> walq::Result<()> {
+        self.0.cancel(id)
+    }
 }
 
 #[test]

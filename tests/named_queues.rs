@@ -1312,3 +1312,35 @@ fn two_group_jobs_freed_at_once_wake_two_consumers_of_their_queue() {
     payloads.sort();
     assert_eq!(payloads, [Some("n1".to_string()), Some("n2".to_string())]);
 }
+
+#[test]
+fn a_multi_queue_cancels_a_job_in_whichever_queue_holds_it() {
+    use walq::worker::{Backend, JobStatus, MultiQueue};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (a, b) = (store.queue("a").unwrap(), store.queue("b").unwrap());
+    let in_b = b.enqueue(b"b").unwrap();
+    let in_a = a.enqueue(b"a").unwrap();
+    let pool = MultiQueue::new(&store)
+        .queue("a", 1)
+        .unwrap()
+        .queue("b", 1)
+        .unwrap();
+    // The second queue's job: the first queue's NotFound is passed over.
+    pool.cancel(in_b).unwrap();
+    assert!(matches!(
+        pool.status(in_b).unwrap(),
+        JobStatus::Purged { .. }
+    ));
+    let leased = pool.lease(Duration::from_secs(30), Duration::ZERO).unwrap();
+    assert_eq!(leased.as_ref().map(|d| d.id()), Some(in_a));
+    // A leased job is refused by the queue that holds it.
+    assert_eq!(pool.cancel(in_a).unwrap_err().kind(), ErrorKind::InFlight);
+    assert!(pool
+        .lease(Duration::from_secs(30), Duration::ZERO)
+        .unwrap()
+        .is_none());
+    assert_eq!(pool.cancel(in_b).unwrap_err().kind(), ErrorKind::NotFound);
+    let empty = MultiQueue::new(&store).cancel(in_a).unwrap_err();
+    assert_eq!(empty.kind(), ErrorKind::InvalidOptions);
+}

@@ -28,6 +28,7 @@ struct State {
     leased: HashMap<u64, u64>,
     done: HashMap<u64, Option<Vec<u8>>>,
     dead: HashMap<u64, String>,
+    cancelled: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -46,18 +47,13 @@ impl Memory {
     }
 }
 
-/// `walq::Error` has no public constructor (a backend outside the crate
-/// cannot build one yet), so this test backend borrows the error a real
-/// queue returns for a stale receipt. Only stale leases reach it.
+/// The error of a stale lease, built as any backend outside the crate
+/// builds its errors.
 fn lease_lost(id: u64) -> Error {
-    let dir = tempfile::tempdir().unwrap();
-    let q = Queue::open(dir.path()).unwrap();
-    q.enqueue(b"x").unwrap();
-    let job = q.dequeue().unwrap().unwrap();
-    q.ack(job.receipt()).unwrap();
-    let err = q.ack(job.receipt()).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::LeaseLost, "job {id}");
-    err
+    Error::new(
+        ErrorKind::LeaseLost,
+        format!("job {id}: the lease is no longer current"),
+    )
 }
 
 impl Backend for Memory {
@@ -150,9 +146,30 @@ impl Backend for Memory {
             JobStatus::Queued {
                 attempts: st.attempts.get(&id).copied().unwrap_or(0),
             }
+        } else if st.cancelled.contains(&id) {
+            JobStatus::Purged { purged_ms: 0 }
         } else {
             JobStatus::Unknown
         })
+    }
+
+    fn cancel(&self, id: u64) -> walq::Result<()> {
+        let mut st = self.0.lock().unwrap();
+        if st.leased.contains_key(&id) {
+            return Err(Error::new(
+                ErrorKind::InFlight,
+                format!("job {id} is leased"),
+            ));
+        }
+        let Some(at) = st.ready.iter().position(|&r| r == id) else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no job {id} waits"),
+            ));
+        };
+        st.ready.remove(at);
+        st.cancelled.push(id);
+        Ok(())
     }
 }
 
@@ -161,6 +178,9 @@ fn a_pool_runs_unchanged_on_another_backend() {
     let memory = Arc::new(Memory::default());
     let jobs = Jobs::<u32, _>::new(memory.clone());
     let ids: Vec<u64> = (0..30).map(|n| jobs.enqueue(&n).unwrap()).collect();
+    // Taken back before any worker sees it: it never runs.
+    let cancelled = jobs.enqueue(&99).unwrap();
+    memory.cancel(cancelled).unwrap();
     let pool = WorkerPool::builder(memory.clone())
         .workers(3)
         .heartbeat(Duration::from_millis(5))
@@ -191,6 +211,8 @@ fn a_pool_runs_unchanged_on_another_backend() {
         memory.status(ids[5]).unwrap(),
         JobStatus::Dead { attempts: 3, .. }
     ));
+    let purged = JobStatus::Purged { purged_ms: 0 };
+    assert_eq!(memory.status(cancelled).unwrap(), purged);
     let dead = memory.0.lock().unwrap().dead[&ids[5]].clone();
     assert_eq!(dead, "handler panicked: poison 5");
 }

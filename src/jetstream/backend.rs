@@ -341,6 +341,17 @@ impl Backend for JetStream {
     fn status(&self, id: u64) -> Result<JobStatus> {
         self.block(|i| async move { i.status(id).await })
     }
+
+    /// Sets the job's record to `Purged` (a compare-and-set at the
+    /// revision read, so a lease taken meanwhile wins and the cancel is
+    /// refused); a delivery of it is then acknowledged and skipped. A
+    /// delayed copy's schedule is purged from the stream; a ready copy
+    /// stays there (and in `stats`' waiting count) until a worker meets
+    /// and drops it. Whether a lease ran out is judged by this host's
+    /// wall clock, as [`Backend::status`] judges it.
+    fn cancel(&self, id: u64) -> Result<()> {
+        self.block(|i| async move { i.cancel(id).await })
+    }
 }
 
 impl JetStream {

@@ -33,6 +33,7 @@
 
 mod async_lease;
 mod backend;
+mod cancel;
 mod config;
 mod dead_letters;
 mod headers;

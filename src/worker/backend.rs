@@ -71,6 +71,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What became of job `id`.
     fn status(&self, id: u64) -> Result<JobStatus>;
+
+    /// Takes back job `id` while it waits to run (ready, delayed, waiting
+    /// for a retry): it is never delivered, and its status reads
+    /// [`JobStatus::Purged`]. A job leased to a worker is refused with
+    /// [`crate::ErrorKind::InFlight`] and nothing changes; one that does
+    /// not wait (never issued, finished, dead) is
+    /// [`crate::ErrorKind::NotFound`]. See [`crate::Queue::cancel`].
+    fn cancel(&self, id: u64) -> Result<()>;
 }
 
 /// One leased job, as a [`Backend`] hands it to a worker.
@@ -195,5 +203,9 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn status(&self, id: u64) -> Result<JobStatus> {
         (**self).status(id)
+    }
+
+    fn cancel(&self, id: u64) -> Result<()> {
+        (**self).cancel(id)
     }
 }

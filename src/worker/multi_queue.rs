@@ -219,6 +219,23 @@ impl Backend for MultiQueue {
     fn status(&self, id: u64) -> Result<JobStatus> {
         self.first()?.status(id)
     }
+
+    /// Cancels job `id` in whichever of the queues it waits in: each
+    /// refuses a job that is not its own with `NotFound`, so the first
+    /// other answer (done, or `InFlight`) is the job's.
+    fn cancel(&self, id: u64) -> Result<()> {
+        let mut last = Err(Error::new(
+            ErrorKind::InvalidOptions,
+            "a MultiQueue needs at least one queue",
+        ));
+        for (q, _) in &self.queues {
+            last = q.cancel(id);
+            if !matches!(&last, Err(e) if e.kind() == ErrorKind::NotFound) {
+                break;
+            }
+        }
+        last
+    }
 }
 
 /// Leases for the async pool: the weighted pick runs inline (it never

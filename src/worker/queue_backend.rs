@@ -85,4 +85,8 @@ impl Backend for Queue {
     fn status(&self, id: u64) -> Result<JobStatus> {
         Queue::status(self, id)
     }
+
+    fn cancel(&self, id: u64) -> Result<()> {
+        Queue::cancel(self, id)
+    }
 }

@@ -70,7 +70,9 @@ macro_rules! conformance_tests {
             a_stale_lease_cannot_settle_or_extend,
             a_job_whose_leases_keep_expiring_dies_after_max_attempts,
             typed_jobs_round_trip_and_undecodable_ones_die,
-            shutdown_releases_running_work_with_the_attempt_counted);
+            shutdown_releases_running_work_with_the_attempt_counted,
+            a_cancelled_job_is_never_delivered,
+            only_a_waiting_job_can_be_cancelled);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
@@ -421,4 +423,66 @@ pub fn shutdown_releases_running_work_with_the_attempt_counted<H: Harness>(h: &H
         .expect("released job");
     assert_eq!((d.id(), d.attempt()), (id, 2));
     b.complete(d.lease(), None).unwrap();
+}
+
+fn purged<B: Backend>(b: &B, id: u64) -> bool {
+    matches!(b.status(id).unwrap(), JobStatus::Purged { .. })
+}
+
+fn refused<B: Backend>(b: &B, id: u64) -> ErrorKind {
+    b.cancel(id).expect_err("the cancel is refused").kind()
+}
+
+pub fn a_cancelled_job_is_never_delivered<H: Harness>(h: &H) {
+    let setup = Setup::default();
+    let b = h.fresh(setup);
+    let key = EnqueueOptions::new().idempotency_key("reminder-5");
+    let delay = EnqueueOptions::new().delay(Duration::from_secs(1));
+    let ready = b.enqueue(b"ready", EnqueueOptions::new()).unwrap().id;
+    let later = b.enqueue(b"later", delay).unwrap().id;
+    let keyed = b.enqueue(b"keyed", key.clone()).unwrap().id;
+    let kept = b.enqueue(b"kept", EnqueueOptions::new()).unwrap().id;
+    for id in [ready, later, keyed] {
+        b.cancel(id).unwrap();
+        assert!(purged(&b, id), "job {id}: {:?}", b.status(id));
+    }
+    assert_eq!(refused(&b, ready), ErrorKind::NotFound, "cancelled twice");
+    // The key stays known for its window, as a finished job's does.
+    let again = b.enqueue(b"keyed", key).unwrap();
+    assert!(again.duplicate && again.id == keyed, "{again:?}");
+    // Only the job left is delivered.
+    let d = b.lease(setup.visibility, LONG).unwrap().expect("a job");
+    assert_eq!(d.id(), kept);
+    // A job waiting for its retry's backoff can be cancelled too.
+    b.retry(d.lease(), Some(Duration::from_secs(1)), "later")
+        .unwrap();
+    b.cancel(kept).unwrap();
+    assert!(purged(&b, kept));
+    // Past the delay and the backoff (JetStream's schedules fire on
+    // whole seconds): nothing is delivered.
+    let none = b.lease(setup.visibility, Duration::from_millis(2500));
+    assert!(none.unwrap().is_none(), "a cancelled job was delivered");
+    for id in [ready, later, keyed, kept] {
+        assert!(purged(&b, id), "job {id}: {:?}", b.status(id));
+    }
+}
+
+pub fn only_a_waiting_job_can_be_cancelled<H: Harness>(h: &H) {
+    let setup = Setup::default();
+    let b = h.fresh(setup);
+    let id = b.enqueue(b"x", EnqueueOptions::new()).unwrap().id;
+    let d = b.lease(setup.visibility, LONG).unwrap().expect("a job");
+    // Leased: refused, and the worker still holds it.
+    assert_eq!(refused(&b, id), ErrorKind::InFlight);
+    b.extend(d.lease(), setup.visibility).unwrap();
+    b.fail(d.lease(), "bad").unwrap();
+    // A dead letter is purged, not cancelled.
+    assert_eq!(refused(&b, id), ErrorKind::NotFound);
+    assert!(matches!(b.status(id).unwrap(), JobStatus::Dead { .. }));
+    let done = b.enqueue(b"y", EnqueueOptions::new()).unwrap().id;
+    let d = b.lease(setup.visibility, LONG).unwrap().expect("a job");
+    b.complete(d.lease(), None).unwrap();
+    assert_eq!(refused(&b, done), ErrorKind::NotFound);
+    assert!(matches!(b.status(done).unwrap(), JobStatus::Done { .. }));
+    assert_eq!(refused(&b, 0), ErrorKind::NotFound, "never issued");
 }

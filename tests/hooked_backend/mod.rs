@@ -84,6 +84,10 @@ impl<H: Hooks> Backend for Hooked<H> {
     fn status(&self, id: u64) -> walq::Result<JobStatus> {
         Backend::status(&self.q, id)
     }
+
+    fn cancel(&self, id: u64) -> walq::Result<()> {
+        Backend::cancel(&self.q, id)
+    }
 }
 
 /// Leases as the queue does, for the async pool.

@@ -1,0 +1,125 @@
+//! Cancelling a job that waits to run: one compare-and-set of its record
+//! to `Purged`.
+//!
+//! The record is the job (see `lease::decide`): a delivery of a job whose
+//! record is `Purged` is acknowledged and skipped, so a cancelled job's
+//! messages need not be found. A ready copy stays in the work stream
+//! until a consumer meets and drops it (`JetStream::stats` counts it as
+//! waiting until then); a delayed copy's schedule is purged at once, so a
+//! far-off reminder does not linger for days.
+//!
+//! What can be cancelled is what `status` reports as waiting: `Queued`,
+//! `Delayed`, `Retrying` and an `InFlight` record whose lease ran out by
+//! the wall clock. A live lease, a dead-lettering (`Dying`) and a redrive
+//! (`Redriving`) are refused with `InFlight`: another party is moving the
+//! job, and a cancel in the middle could strand its dead letter.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::jetstream::nats_err;
+use crate::jetstream::record::{now_ms, Record, State};
+use crate::jetstream::setup::{Cas, Inner};
+
+/// Whether `rec` (of job `id`) may be cancelled at `now`; the refusal
+/// if not.
+pub(crate) fn check_cancellable(id: u64, rec: &Record, now: u64) -> Result<()> {
+    let busy = |what: String| Err(Error::new(ErrorKind::InFlight, what));
+    match rec.state {
+        State::Queued | State::Delayed | State::Retrying => Ok(()),
+        State::InFlight if rec.lease_expires_ms <= now => Ok(()),
+        State::InFlight => busy(format!(
+            "job {id} is leased (attempt {}): settle it from its worker, or cancel it once its lease ends",
+            rec.attempts
+        )),
+        State::Dying => busy(format!(
+            "job {id} is being moved to the dead letters: purge it once it is there"
+        )),
+        State::Redriving => busy(format!(
+            "job {id} is being sent back from the dead letters: cancel it once it is queued"
+        )),
+        State::Dead => Err(Error::new(
+            ErrorKind::NotFound,
+            format!("job {id} is a dead letter, not a waiting job: purge it instead"),
+        )),
+        State::Done | State::Purged => Err(not_waiting(id)),
+    }
+}
+
+fn not_waiting(id: u64) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no job {id} waits in this queue (never issued, finished, or aged out)"),
+    )
+}
+
+impl Inner {
+    /// Cancels job `id` (see the module's documentation). A record that
+    /// changes meanwhile (a worker leased the job) is read and checked
+    /// again.
+    pub(crate) async fn cancel(&self, id: u64) -> Result<()> {
+        loop {
+            let Some((rec, rev)) = self.record(id).await? else {
+                return Err(not_waiting(id));
+            };
+            check_cancellable(id, &rec, now_ms())?;
+            let mut purged = rec.clone();
+            purged.state = State::Purged;
+            purged.finished_ms = now_ms();
+            purged.lease_expires_ms = 0;
+            if let Cas::Written(_) = self.cas(id, &purged, rev).await? {
+                return self.drop_schedule(id, &rec).await;
+            }
+        }
+    }
+
+    /// Purges the schedule of `rec`'s live copy, if it waits for one. A
+    /// schedule that fires all the same (it fired meanwhile, or the purge
+    /// failed) delivers a copy that is skipped.
+    async fn drop_schedule(&self, id: u64, rec: &Record) -> Result<()> {
+        if !matches!(rec.state, State::Delayed | State::Retrying) || rec.due_ms <= now_ms() {
+            return Ok(());
+        }
+        let subject = self.cfg.sched_subject(id, rec.copy);
+        self.work
+            .purge()
+            .filter(subject.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                nats_err(
+                    &format!(
+                        "purge of {subject} (job {id} is cancelled; its copy will be skipped)"
+                    ),
+                    e,
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_waiting_records_can_be_cancelled() {
+        let now = 1_000_000;
+        let mut rec = Record::new(3, 0, None);
+        let kind = |rec: &Record| check_cancellable(7, rec, now).map_err(|e| e.kind());
+        for state in [State::Queued, State::Delayed, State::Retrying] {
+            rec.state = state;
+            assert_eq!(kind(&rec), Ok(()), "{state:?}");
+        }
+        rec.state = State::InFlight;
+        rec.lease_expires_ms = now + 1;
+        assert_eq!(kind(&rec), Err(ErrorKind::InFlight));
+        rec.lease_expires_ms = now;
+        assert_eq!(kind(&rec), Ok(()), "a lease that ran out");
+        for state in [State::Dying, State::Redriving] {
+            rec.state = state;
+            assert_eq!(kind(&rec), Err(ErrorKind::InFlight), "{state:?}");
+        }
+        for state in [State::Done, State::Dead, State::Purged] {
+            rec.state = state;
+            assert_eq!(kind(&rec), Err(ErrorKind::NotFound), "{state:?}");
+        }
+    }
+}

@@ -52,6 +52,8 @@ pub const MAX_DONE_RESULTS: usize = 100_000;
 /// [`MAX_DONE_RESULTS`]).
 pub const MAX_DONE_RESULT_BYTES: u64 = 64 << 20;
 /// Largest record accepted when reading.
+/// The bytes of one Purged marker in the file (a frame without a result).
+const PURGED_FRAME_LEN: u64 = (FRAME_HEADER_LEN + DONE_FIXED_LEN) as u64;
 const MAX_DONE_RECORD: u32 = (FRAME_HEADER_LEN + DONE_FIXED_LEN + MAX_RESULT_LEN) as u32;
 /// The file grows by zeros written ahead in steps of this many bytes.
 const GROW_CHUNK: u64 = 64 << 10;
@@ -494,6 +496,19 @@ impl DoneFile {
         }
     }
 
+    /// Makes room in the file's allocated space for `n` Purged markers, so
+    /// that [`DoneFile::record_purged`] of `n` ids writes into blocks that
+    /// exist: on a full disk this fails before any marker is written, and
+    /// nothing changes (the file keeps its length; a partly written
+    /// stretch of zeros past it is what a preallocation leaves anyway).
+    pub fn make_room_for_purged(&mut self, n: usize) -> Result<()> {
+        let end = self.len + PURGED_FRAME_LEN * n as u64;
+        if end > self.alloc {
+            self.grow(end)?;
+        }
+        Ok(())
+    }
+
     /// Records that dead letters `ids` are being purged. Not durable until
     /// [`DoneFile::sync`].
     pub fn record_purged(&mut self, ids: &[u64], now: u64) -> Result<()> {
@@ -740,6 +755,21 @@ mod tests {
 
     fn open(dir: &Path, window: u64, now: u64, mode: RecoveryMode) -> Result<DoneFile> {
         DoneFile::open(Arc::new(StdFs), dir, 0o600, mode, window, now).map(|(d, _)| d)
+    }
+
+    #[test]
+    fn purged_markers_fill_exactly_the_room_made_for_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), 1000, 10, RecoveryMode::Strict).unwrap();
+        // Up to the allocation's edge, so one more byte would grow it.
+        let n = ((GROW_CHUNK - d.len) / PURGED_FRAME_LEN) as usize;
+        d.make_room_for_purged(n).unwrap();
+        let alloc = d.alloc;
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        let before = d.len;
+        d.record_purged(&ids, 20).unwrap();
+        assert_eq!(d.len - before, PURGED_FRAME_LEN * n as u64);
+        assert_eq!(d.alloc, alloc, "the markers grew the file");
     }
 
     #[test]

@@ -1244,7 +1244,7 @@ impl Queue {
                 st.check_cancellable(self.queue, id, now)?;
                 // First the marker, as a purge's. A crash before the Ack
                 // record leaves the job live, and the next open clears it.
-                self.write_purge_markers(&[id], now.wall)?;
+                self.write_purge_markers(st, &[id], now.wall)?;
                 st.log.mark_changed();
                 st.cancel(id)
             },
@@ -1365,7 +1365,7 @@ impl Queue {
     /// Writes durable purge markers for those of `ids` that are dead
     /// letters, before they are purged, so a purged job never reads as
     /// done. Called under the state lock (lock order: state, then done).
-    fn mark_purged(&self, st: &QueueState, ids: &[u64], now: u64) -> Result<()> {
+    fn mark_purged(&self, st: &mut QueueState, ids: &[u64], now: u64) -> Result<()> {
         let dead: Vec<u64> = ids
             .iter()
             .copied()
@@ -1374,14 +1374,25 @@ impl Queue {
         if dead.is_empty() {
             return Ok(());
         }
-        self.write_purge_markers(&dead, now)
+        self.write_purge_markers(st, &dead, now)
     }
 
     /// Writes a Purged marker for each of `ids` to `done.rec` and syncs it
     /// (every mode): before a purge or a cancel, so that the job never
     /// reads as done.
-    fn write_purge_markers(&self, ids: &[u64], now: u64) -> Result<()> {
-        let mut done = self.inner.done.lock();
+    ///
+    /// Room for the markers is made first, as the log's draining writes
+    /// are made ([`crate::log::Log::write_draining`]): on a full disk that
+    /// fails before any marker is written, so the operation is refused
+    /// with ENOSPC and the queue is not poisoned (before, a cancel or a
+    /// purge on a full disk poisoned it, and every worker's drain with
+    /// it); on a copy-on-write file system the reserve is given up for
+    /// it. A failure after that (a marker, the sync) poisons, as before.
+    fn write_purge_markers(&self, st: &mut QueueState, ids: &[u64], now: u64) -> Result<()> {
+        let done = &self.inner.done;
+        st.log
+            .write_draining(|| done.lock().make_room_for_purged(ids.len()))?;
+        let mut done = done.lock();
         done.record_purged(ids, now)?;
         done.sync()
     }

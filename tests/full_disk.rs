@@ -13,7 +13,7 @@
 //!    of 0.5–8 KiB until an enqueue fails. Then list the queue directory.
 //! 2. **drain**: top the disk up with a filler file (written until it gets
 //!    ENOSPC, in ever smaller pieces), so the disk is full for certain;
-//!    reopen the queue; dequeue and ack every job; then enqueue 100 new jobs
+//!    reopen the queue; cancel a few jobs; dequeue and ack every job; then enqueue 100 new jobs
 //!    and dequeue and ack them (the space the drain freed must be usable).
 //! 3. **verify**: give space back and open the queue again, then lease and
 //!    ack whatever is left. Removing the filler alone does not do it (the
@@ -33,6 +33,11 @@
 //!   segment whose preparation failed) is left in the queue directory
 //!   taking the last free bytes;
 //! - `reopen-while-full`: the queue opens on the full disk;
+//! - `cancel-while-full`: eight waiting jobs are cancelled on the full
+//!   disk; each cancel returns `Ok` (on a copy-on-write disk through the
+//!   reserve) or ENOSPC (elsewhere: `done.rec` has no room for the
+//!   marker), and never poisons the queue (before, it did, and the drain
+//!   failed); a cancelled job never comes out (`ok-jobs-survive`);
 //! - `drain-while-full`: every job can be dequeued and acked on the full
 //!   disk (leases and acks always have room), and no job comes out that was
 //!   not enqueued, or comes out twice;
@@ -199,6 +204,7 @@ fn is_enospc(e: &walq::Error) -> bool {
 //   E <id> <tag>          enqueue returned Ok
 //   A <id> <tag>          dequeued, checked and acked (Ok)
 //   R <id> <tag>          left over, seen in phase 3, acked there
+//   X <id>                cancel returned Ok (never to be delivered)
 //   C <check> ok <text>   a check passed
 //   C <check> FAIL <text> a check failed
 //   I <text>              information
@@ -420,6 +426,8 @@ impl Env<'_> {
         // The open may have freed space (a leftover .tmp): fill that too.
         self.say("S top-up-again".into());
         self.top_up_and_say("after the reopen");
+        self.say("S cancel-while-full".into());
+        self.cancel_some(&q);
         self.say("S drain".into());
         let mut n = 0u64;
         loop {
@@ -482,6 +490,42 @@ impl Env<'_> {
         }
     }
 
+    /// Cancels eight waiting jobs on the full disk (every seventh id
+    /// after the first job waiting). Each cancel must return `Ok` or
+    /// ENOSPC, and leave the queue serving: the drain after it checks
+    /// that, and the verdicts that a cancelled job never comes out.
+    fn cancel_some(&mut self, q: &Queue) {
+        // The fill's first job may be acked already (`serve-after-enospc`).
+        let first = (0..64).find(|&id| matches!(q.status(id), Ok(walq::JobStatus::Queued { .. })));
+        let Some(first) = first else {
+            self.check(
+                "cancel-while-full",
+                Err("no waiting job found to cancel".into()),
+            );
+            return;
+        };
+        let (mut ok, mut full) = (0, 0);
+        for id in (0..8).map(|k| first + 7 * k) {
+            match q.cancel(id) {
+                Ok(()) => {
+                    ok += 1;
+                    self.say(format!("X {id}"));
+                }
+                Err(e) if is_enospc(&e) => {
+                    full += 1;
+                    self.say(format!("I cancel of job {id} on the full disk: {e}"));
+                }
+                Err(e) => {
+                    let text = format!("cancel of job {id}: {e}");
+                    self.check("cancel-while-full", Err(text));
+                    return;
+                }
+            }
+        }
+        let text = format!("{ok} jobs cancelled, {full} refused with ENOSPC");
+        self.check("cancel-while-full", Ok(text));
+    }
+
     fn verify(&mut self) {
         self.say("S remove-filler".into());
         match self.vfs.remove(&self.filler()) {
@@ -526,10 +570,11 @@ impl Env<'_> {
 // The parent: runs the phases, gathers the lines, judges.
 
 /// The checks in the order they are reported.
-const CHECKS: [&str; 6] = [
+const CHECKS: [&str; 7] = [
     "enospc-is-error",
     "no-tmp-left",
     "reopen-while-full",
+    "cancel-while-full",
     "drain-while-full",
     "enqueue-after-drain",
     "ok-jobs-survive",
@@ -549,6 +594,7 @@ struct Verdicts {
     ok_jobs: BTreeMap<u64, u64>,
     acked: BTreeMap<u64, u64>,
     left: BTreeMap<u64, u64>,
+    cancelled: Vec<u64>,
     problems: Vec<String>,
 }
 
@@ -609,6 +655,10 @@ impl Verdicts {
                     };
                     self.set(check, r);
                 }
+                "X" => match rest.parse() {
+                    Ok(id) => self.cancelled.push(id),
+                    Err(_) => self.problems.push(format!("bad line {line:?}")),
+                },
                 "I" => self.info.push(format!("{}: {rest}", phase.name())),
                 "S" => step = rest.to_string(),
                 _ => self.problems.push(format!("bad line {line:?}")),
@@ -619,6 +669,7 @@ impl Verdicts {
                 // A signal instead of an error, wherever it hit.
                 (Phase::Fill, _) => "enospc-is-error",
                 (Phase::Drain, "top-up" | "reopen") => "reopen-while-full",
+                (Phase::Drain, "cancel-while-full") => "cancel-while-full",
                 (Phase::Drain, "top-up-again" | "drain") => "drain-while-full",
                 (Phase::Drain, _) => "enqueue-after-drain",
                 (Phase::Verify, _) => "ok-jobs-survive",
@@ -654,10 +705,18 @@ impl Verdicts {
                 trouble.push(format!("job {id} came back after its ack"));
             }
         }
+        for id in &self.cancelled {
+            if self.acked.contains_key(id) || self.left.contains_key(id) {
+                trouble.push(format!(
+                    "job {id} was delivered after its cancel returned Ok"
+                ));
+            }
+        }
         let missing: Vec<u64> = self
             .ok_jobs
             .keys()
             .filter(|id| !self.acked.contains_key(id) && !self.left.contains_key(id))
+            .filter(|id| !self.cancelled.contains(id))
             .copied()
             .collect();
         if !missing.is_empty() {
@@ -668,10 +727,11 @@ impl Verdicts {
             ));
         }
         let summary = format!(
-            "{} jobs enqueued Ok: {} delivered and acked, {} still there after the drain",
+            "{} jobs enqueued Ok: {} delivered and acked, {} still there after the drain, {} cancelled",
             self.ok_jobs.len(),
             self.acked.len(),
-            self.left.len()
+            self.left.len(),
+            self.cancelled.len()
         );
         if trouble.is_empty() {
             if !matches!(self.results.get("ok-jobs-survive"), Some(Err(_))) {

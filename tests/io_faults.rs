@@ -149,12 +149,15 @@ fn fault_run(workload: fn(&mut Run), fault: Fault, tally: &mut Tally) {
     } else if !in_open
         && fault.kind == io::ErrorKind::StorageFull
         && (err.to_string().contains("writing record")
-            || err.to_string().contains("appending dead letter"))
+            || err.to_string().contains("appending dead letter")
+            || err.to_string().contains("growing completion file"))
         && !is_poisoned(&run)
     {
-        // A record's (or a dead letter's) write hit a full disk as the first change of its
-        // operation: rolled back (nothing published, nothing changed in
-        // memory), so the queue is not poisoned. What was acknowledged is
+        // A record's (or a dead letter's) write, or the room made in
+        // `done.rec` for a cancel's or purge's marker, hit a full disk as
+        // the first change of its operation: rolled back (nothing
+        // published, nothing changed in memory), so the queue is not
+        // poisoned. What was acknowledged is
         // checked below, after a reopen and after a power loss.
         tally.rolled_back += 1;
         assert_not_poisoned(&run, &label);

@@ -38,6 +38,7 @@ use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
 use crate::jobs::SlotState;
 use crate::keys::KeyEntry;
+use crate::segment::Segment;
 
 use super::QueueState;
 
@@ -76,6 +77,9 @@ struct Homed {
     count: u64,
     first_expiry: u64,
     keys: Vec<(u128, KeyEntry)>,
+    /// How many of `keys` `carry_keys` went through already (it carries
+    /// them a budget at a time).
+    carried: usize,
 }
 
 /// The oldest segment, kept for the remembered keys in it until the first
@@ -220,7 +224,9 @@ impl QueueState {
             if live_jobs > 0 && !self.carry_jobs(id, &mut budget)? {
                 break; // budget spent: continue on the next call
             }
-            self.carry_keys(id, now)?;
+            if !self.carry_keys(id, now, &mut budget)? {
+                break; // budget spent: continue on the next call
+            }
             self.carry_defs(id)?;
             if self.log.segments.len() <= 1 || self.log.segments[0].live_jobs > 0 {
                 break;
@@ -340,6 +346,7 @@ impl QueueState {
             count: 0,
             first_expiry: u64::MAX,
             keys: Vec::new(),
+            carried: 0,
         };
         let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
             return homed;
@@ -502,67 +509,105 @@ impl QueueState {
     }
 
     /// Carries keys of finished jobs whose bytes live in segment `id` and
-    /// whose window is still open; forgets the expired ones.
-    fn carry_keys(&mut self, id: u32, now: u64) -> Result<()> {
+    /// whose window is still open, within `budget` bytes (the rest on
+    /// later calls, from where this one stopped); forgets the expired
+    /// ones. Returns whether all are done.
+    ///
+    /// Before the budget, one operation carried every key of the segment:
+    /// with keys carried forward segment after segment, that was every
+    /// key remembered (11,218 Key records in one operation, 1 MiB
+    /// segments, `tests/bounded_disk.rs`).
+    fn carry_keys(&mut self, id: u32, now: u64, budget: &mut u64) -> Result<bool> {
         if self.keys.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
-            return Ok(());
-        };
         // Listed by `homed_keys_of` for this segment: no key moves into the
         // oldest segment, so what is homed there now is among them.
         // (Without a listing, which `reclaim` never lets happen, every key
         // is looked at: a key left behind would be deleted with its bytes.)
-        let listed = match &self.maintenance.homed {
-            Some(h) if h.seg == id => h.keys.clone(),
-            _ => self.keys.iter().filter(|(_, e)| e.seg == id).collect(),
+        let mut homed = match self.maintenance.homed.take() {
+            Some(h) if h.seg == id => h,
+            _ => Homed {
+                seg: id,
+                bytes: 0,
+                count: 0,
+                first_expiry: u64::MAX,
+                keys: self.keys.iter().filter(|(_, e)| e.seg == id).collect(),
+                carried: 0,
+            },
         };
-        for (hash, listed) in listed {
-            let Some(entry) = self
-                .keys
-                .of_job(hash, listed.id)
-                .filter(|e| e.seg == id && e.off == listed.off)
-            else {
-                continue; // moved or forgotten since it was listed
-            };
-            // Normally only keys of finished jobs are left here (a live
-            // job's key moves with it), but a damaged or crafted log can
-            // point a live job's key at a key record: keep it known.
-            let live = self.jobs.get(entry.id).is_some();
-            if entry.expires_ms <= now && !live {
-                self.keys.remove(hash, entry.id);
-                continue;
+        let out = self.carry_listed_keys(&mut homed, now, budget);
+        self.maintenance.homed = Some(homed);
+        out
+    }
+
+    /// [`QueueState::carry_keys`] of the keys of `homed` not gone through
+    /// yet, while `budget` lasts. A key counts as gone through only once
+    /// carried (or found moved, expired or not its own): one whose append
+    /// failed is tried again on the next call, never left behind to be
+    /// deleted with the segment.
+    fn carry_listed_keys(&mut self, homed: &mut Homed, now: u64, budget: &mut u64) -> Result<bool> {
+        let Some(seg) = self.log.info(homed.seg).map(|i| i.seg.clone()) else {
+            return Ok(true);
+        };
+        while let Some(&(hash, listed)) = homed.keys.get(homed.carried) {
+            if *budget == 0 {
+                return Ok(false);
             }
-            let at = u64::from(entry.off);
-            let frame = seg
-                .frame_at(entry.off)
-                .map_err(|e| Error::corrupt(&seg.path, at, format!("carrying a key: {e}")))?;
-            // The record holding the key names its queue (Enqueue2 and
-            // kind 16 carry it; kinds 1 and 5 are the default queue's).
-            let (queue, key) = match Record::decode(frame.kind, frame.body) {
-                Some(Record::Enqueue(e)) => (e.queue, e.key),
-                Some(Record::Key { queue, key, .. }) => (queue, key),
-                _ => return Err(Error::corrupt(&seg.path, at, "key record does not decode")),
-            };
-            if crate::named::scoped_hash(queue, key) != hash {
-                // Not the key it is known by (a damaged log): forgotten.
-                self.keys.remove(hash, entry.id);
-                continue;
-            }
-            let rec = Record::Key {
-                queue,
-                id: entry.id,
-                expires_ms: entry.expires_ms,
-                key,
-            };
-            self.log.begin_op();
-            let a = self.log.append(&rec, 0, self.next_id)?;
-            let mut moved = entry;
-            moved.seg = a.seg;
-            moved.off = a.off;
-            self.keys.set(hash, Some(entry.id), moved);
+            let written = self.carry_key(&seg, hash, listed, now)?;
+            homed.carried += 1;
+            *budget = budget.saturating_sub(written);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Carries key `hash` of job `listed.id`, listed as homed in `seg`, if
+    /// it still is and its window is open (else forgets it, or leaves it
+    /// to where it moved); returns the bytes written.
+    fn carry_key(&mut self, seg: &Segment, hash: u128, listed: KeyEntry, now: u64) -> Result<u64> {
+        let Some(entry) = self
+            .keys
+            .of_job(hash, listed.id)
+            .filter(|e| e.seg == seg.id && e.off == listed.off)
+        else {
+            return Ok(0); // moved or forgotten since it was listed
+        };
+        // Normally only keys of finished jobs are left here (a live job's
+        // key moves with it), but a damaged or crafted log can point a
+        // live job's key at a key record: keep it known.
+        let live = self.jobs.get(entry.id).is_some();
+        if entry.expires_ms <= now && !live {
+            self.keys.remove(hash, entry.id);
+            return Ok(0);
+        }
+        let at = u64::from(entry.off);
+        let frame = seg
+            .frame_at(entry.off)
+            .map_err(|e| Error::corrupt(&seg.path, at, format!("carrying a key: {e}")))?;
+        // The record holding the key names its queue (Enqueue2 and kind 16
+        // carry it; kinds 1 and 5 are the default queue's).
+        let (queue, key) = match Record::decode(frame.kind, frame.body) {
+            Some(Record::Enqueue(e)) => (e.queue, e.key),
+            Some(Record::Key { queue, key, .. }) => (queue, key),
+            _ => return Err(Error::corrupt(&seg.path, at, "key record does not decode")),
+        };
+        if crate::named::scoped_hash(queue, key) != hash {
+            // Not the key it is known by (a damaged log): forgotten.
+            self.keys.remove(hash, entry.id);
+            return Ok(0);
+        }
+        let rec = Record::Key {
+            queue,
+            id: entry.id,
+            expires_ms: entry.expires_ms,
+            key,
+        };
+        self.log.begin_op();
+        let a = self.log.append(&rec, 0, self.next_id)?;
+        let mut moved = entry;
+        moved.seg = a.seg;
+        moved.off = a.off;
+        self.keys.set(hash, Some(entry.id), moved);
+        Ok(u64::from(a.len))
     }
 }

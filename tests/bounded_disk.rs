@@ -161,3 +161,44 @@ fn keys_in_their_window_do_not_hold_back_the_segments_behind_them() {
         .unwrap();
     assert!(again.duplicate);
 }
+
+/// Carrying the remembered keys of the oldest segment forward is paid a
+/// bounded amount per operation, as carrying its jobs is: with 1 MiB
+/// segments, every key ever enqueued (all inside their window) is carried
+/// with each segment, and in one operation that was all of them, several
+/// thousand Key records under the queue lock. Now no operation writes more
+/// than the carry budget (64 KiB) of them, plus its own record and the job
+/// carries' own budget.
+#[test]
+fn carrying_remembered_keys_is_spread_over_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let opts = common::opts(&clock).segment_size(1 << 20);
+    let q = walq::Queue::open_with(dir.path(), opts).unwrap();
+    let mut most = 0u64;
+    let mut lsn = q.stats().written_lsn;
+    let mut step = |q: &walq::Queue| {
+        let now = q.stats().written_lsn;
+        most = most.max(now - lsn);
+        lsn = now;
+    };
+    for n in 0..12_000u64 {
+        let opts = EnqueueOptions::new().idempotency_key(format!("key-{n}"));
+        q.enqueue_with(&[(n % 251) as u8; 4000], opts).unwrap();
+        step(&q);
+        let job = q.dequeue().unwrap().expect("a job");
+        step(&q);
+        q.ack(job.receipt()).unwrap();
+        step(&q);
+    }
+    // A Key record is at least 40 bytes (frame header, id, expiry): the
+    // budget's worth, plus the job carries' (16 jobs of 4 KiB) and slack.
+    let bound = 64 * 1024 / 40 + 16 + 4;
+    eprintln!("most records written by one operation: {most} (bound {bound})");
+    assert!(
+        most <= bound,
+        "one operation wrote {most} records (bound {bound})"
+    );
+    let again = q.enqueue_with(b"x", EnqueueOptions::new().idempotency_key("key-0"));
+    assert!(again.unwrap().duplicate, "key-0 is inside its window");
+}

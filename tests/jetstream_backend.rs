@@ -530,3 +530,43 @@ fn a_cancelled_job_leaves_no_schedule_and_its_ready_copy_is_dropped() {
         assert!(matches!(js.status(id).unwrap(), JobStatus::Purged { .. }));
     }
 }
+
+/// Waits until job `id`'s record has aged out of the bucket.
+fn aged_out(js: &JetStream, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while js.status(id).unwrap() != JobStatus::Unknown {
+        assert!(Instant::now() < deadline, "the record never aged out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_reminder_delayed_past_the_retention_can_still_be_cancelled() {
+    let cluster = nats_cluster::Cluster::start();
+    // Records untouched for 2 s age out; the reminder waits an hour.
+    let js = cluster.connect(|c| c.retention(Duration::from_secs(2)), "agedcancel");
+    let hour = EnqueueOptions::new().delay(Duration::from_secs(3600));
+    let reminder = js.enqueue(b"remind", hour).unwrap().id;
+    // A job that ran and finished, its record aged out too.
+    let soon = EnqueueOptions::new().delay(Duration::from_millis(200));
+    let finished = js.enqueue(b"done", soon).unwrap().id;
+    let d = js
+        .lease(Duration::from_secs(30), Duration::from_secs(10))
+        .unwrap()
+        .expect("the short delay's job");
+    assert_eq!(d.id(), finished);
+    js.complete(d.lease(), None).unwrap();
+    aged_out(&js, reminder);
+    aged_out(&js, finished);
+    // Without its record, the reminder's schedule is what shows it waits.
+    js.cancel(reminder).unwrap();
+    assert!(matches!(
+        js.status(reminder).unwrap(),
+        JobStatus::Purged { .. }
+    ));
+    stats_become(&js, |s| (s.delayed, s.stream_messages) == (0, 0));
+    assert_eq!(js.cancel(reminder).unwrap_err().kind(), ErrorKind::NotFound);
+    // A finished job leaves no schedule: not cancelled, not found.
+    assert_eq!(js.cancel(finished).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(js.status(finished).unwrap(), JobStatus::Unknown);
+}

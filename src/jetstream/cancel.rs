@@ -8,13 +8,23 @@
 //! waiting until then); a delayed copy's schedule is purged at once, so a
 //! far-off reminder does not linger for days.
 //!
+//! A job delayed for longer than `retention` outlives its record (the
+//! bucket's `max_age`): its status reads `Unknown` until it is leased.
+//! The reminder that most wants cancelling is such a job, so a cancel
+//! that finds no record looks for the job's first copy waiting for its
+//! schedule and, if it is there, creates the record as `Purged` from the
+//! copy's headers (a copy that fires later meets it and is skipped).
+//!
 //! What can be cancelled is what `status` reports as waiting: `Queued`,
 //! `Delayed`, `Retrying` and an `InFlight` record whose lease ran out by
 //! the wall clock. A live lease, a dead-lettering (`Dying`) and a redrive
 //! (`Redriving`) are refused with `InFlight`: another party is moving the
 //! job, and a cancel in the middle could strand its dead letter.
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+
 use crate::error::{Error, ErrorKind, Result};
+use crate::jetstream::headers::JobHeaders;
 use crate::jetstream::nats_err;
 use crate::jetstream::record::{now_ms, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
@@ -58,7 +68,10 @@ impl Inner {
     pub(crate) async fn cancel(&self, id: u64) -> Result<()> {
         loop {
             let Some((rec, rev)) = self.record(id).await? else {
-                return Err(not_waiting(id));
+                match self.cancel_aged_out(id).await? {
+                    true => return Ok(()),
+                    false => continue, // a record appeared meanwhile
+                }
             };
             check_cancellable(id, &rec, now_ms())?;
             let mut purged = rec.clone();
@@ -71,6 +84,35 @@ impl Inner {
         }
     }
 
+    /// Cancels job `id`, which has no record: if its first copy waits for
+    /// its schedule, a `Purged` record is created from the copy's headers
+    /// and the schedule purged (`true`; `false` if a record was created
+    /// meanwhile). Otherwise the job is not waiting, or not known:
+    /// `NotFound`.
+    async fn cancel_aged_out(&self, id: u64) -> Result<bool> {
+        let subject = self.cfg.sched_subject(id, 0);
+        let msg = match self.work.get_last_raw_message_by_subject(&subject).await {
+            Ok(msg) => msg,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Err(not_waiting(id))
+            }
+            Err(e) => return Err(nats_err(&format!("read {subject}"), e)),
+        };
+        let h = JobHeaders::parse(Some(&msg.headers)).filter(|h| h.id == id);
+        let Some(h) = h else {
+            return Err(not_waiting(id));
+        };
+        let mut purged = Record::new(h.max_attempts, 0, h.key.clone());
+        purged.state = State::Purged;
+        purged.attempts = h.attempts;
+        purged.copy = h.copy;
+        purged.finished_ms = now_ms();
+        match self.create(id, &purged).await? {
+            Cas::Written(_) => self.purge_schedule(id, h.copy).await.map(|()| true),
+            Cas::Stale => Ok(false),
+        }
+    }
+
     /// Purges the schedule of `rec`'s live copy, if it waits for one. A
     /// schedule that fires all the same (it fired meanwhile, or the purge
     /// failed) delivers a copy that is skipped.
@@ -78,7 +120,12 @@ impl Inner {
         if !matches!(rec.state, State::Delayed | State::Retrying) || rec.due_ms <= now_ms() {
             return Ok(());
         }
-        let subject = self.cfg.sched_subject(id, rec.copy);
+        self.purge_schedule(id, rec.copy).await
+    }
+
+    /// Purges the schedule of copy `copy` of job `id` from the stream.
+    async fn purge_schedule(&self, id: u64, copy: u32) -> Result<()> {
+        let subject = self.cfg.sched_subject(id, copy);
         self.work
             .purge()
             .filter(subject.clone())

@@ -74,7 +74,9 @@ impl JetStreamConfig {
     /// job delayed, or backing off, longer) ages out, and until the job
     /// is leased again its status reads `Unknown` and its key is free. Its
     /// attempt count survives (a retry's copy carries it), so its max
-    /// attempts still hold. Keep it above the longest backoff.
+    /// attempts still hold, and a job delayed past it can still be
+    /// cancelled (a retry backing off past it cannot: `NotFound`). Keep it
+    /// above the longest backoff.
     pub fn retention(mut self, retention: Duration) -> JetStreamConfig {
         self.retention = retention;
         self

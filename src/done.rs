@@ -651,12 +651,15 @@ impl DoneFile {
 
     /// Rewrites the file with only the records still needed:
     /// `done.rec.tmp`, fsync, rename over `done.rec`, fsync the directory.
+    /// The index moves to the new offsets only once the new file is in
+    /// place: a rewrite that fails before its rename (a full disk) leaves
+    /// file and index as they were.
     pub fn compact(&mut self) -> Result<()> {
         let mut live: Vec<(u64, Entry)> = self.entries.iter().map(|(&id, &e)| (id, e)).collect();
         live.sort_unstable_by_key(|(_, e)| e.off);
         let mut body = Vec::with_capacity(self.kept_bytes as usize);
         let mut moved = HashMap::with_capacity(live.len());
-        for (id, e) in live {
+        for (_, e) in &mut live {
             let mut bytes = vec![0u8; e.len as usize];
             self.file
                 .read_at(&mut bytes, e.off)
@@ -665,7 +668,7 @@ impl DoneFile {
             frame::clear_sync_lag(&mut bytes, DONE_SEGMENT_ID);
             let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
             moved.insert(e.off, off);
-            self.entries.insert(id, Entry { off, ..e });
+            e.off = off;
             body.extend_from_slice(&bytes);
         }
         let file = write_side_file(
@@ -677,6 +680,7 @@ impl DoneFile {
             self.mode,
             &body,
         )?;
+        self.entries.extend(live);
         self.file = Arc::from(file);
         self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
         self.alloc = self.len;
@@ -841,6 +845,42 @@ mod tests {
             d.get(5000, 11_100).unwrap(),
             Some(Completion::Purged { purged_ms: 10_000 })
         );
+    }
+
+    #[test]
+    fn a_compaction_that_fails_leaves_file_and_index_as_they_were() {
+        use crate::vfs::{Fault, FaultOp, SimFs};
+        let fs = SimFs::new();
+        let dir = Path::new("/q");
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+        let (mut d, _) = DoneFile::open(vfs, dir, 0o600, RecoveryMode::Strict, 1000, 0).unwrap();
+        // 50 results that expire, then 150 that stay: a quarter garbage,
+        // too little for a compaction of its own.
+        for id in 1..=200u64 {
+            let at = if id <= 50 { 10 } else { 1_500 };
+            d.record_result(id, &[id as u8; 4000], at).unwrap();
+        }
+        d.sync().unwrap();
+        let kept = |d: &mut DoneFile, id: u64| match d.get(id, 2_000) {
+            Ok(Some(Completion::Result { result, .. })) => result == [id as u8; 4000],
+            other => panic!("job {id}: {other:?}"),
+        };
+        assert!(d.get(1, 2_000).unwrap().is_none(), "expired");
+        // The rewrite's file cannot be made.
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Create,
+            at: fs.op_count(FaultOp::Create),
+            forever: true,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+        assert!(d.compact().is_err());
+        fs.set_fault(None);
+        // Before, the index already pointed where the new file would have
+        // put the records: in the old one, the expired results lie there.
+        assert!((51..=200).all(|id| kept(&mut d, id)));
+        d.compact().unwrap();
+        assert!((51..=200).all(|id| kept(&mut d, id)));
     }
 
     #[test]

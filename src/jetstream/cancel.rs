@@ -79,7 +79,8 @@ impl Inner {
             purged.finished_ms = now_ms();
             purged.lease_expires_ms = 0;
             if let Cas::Written(_) = self.cas(id, &purged, rev).await? {
-                return self.drop_schedule(id, &rec).await;
+                self.drop_schedule(id, &rec).await;
+                return Ok(());
             }
         }
     }
@@ -108,37 +109,29 @@ impl Inner {
         purged.copy = h.copy;
         purged.finished_ms = now_ms();
         match self.create(id, &purged).await? {
-            Cas::Written(_) => self.purge_schedule(id, h.copy).await.map(|()| true),
+            Cas::Written(_) => {
+                self.purge_schedule(id, h.copy).await;
+                Ok(true)
+            }
             Cas::Stale => Ok(false),
         }
     }
 
-    /// Purges the schedule of `rec`'s live copy, if it waits for one. A
-    /// schedule that fires all the same (it fired meanwhile, or the purge
-    /// failed) delivers a copy that is skipped.
-    async fn drop_schedule(&self, id: u64, rec: &Record) -> Result<()> {
-        if !matches!(rec.state, State::Delayed | State::Retrying) || rec.due_ms <= now_ms() {
-            return Ok(());
+    /// Purges the schedule of `rec`'s live copy, if it waits for one.
+    async fn drop_schedule(&self, id: u64, rec: &Record) {
+        if matches!(rec.state, State::Delayed | State::Retrying) && rec.due_ms > now_ms() {
+            self.purge_schedule(id, rec.copy).await;
         }
-        self.purge_schedule(id, rec.copy).await
     }
 
-    /// Purges the schedule of copy `copy` of job `id` from the stream.
-    async fn purge_schedule(&self, id: u64, copy: u32) -> Result<()> {
+    /// Purges the schedule of copy `copy` of job `id` from the stream. Best
+    /// effort: the cancel is done once the record says `Purged`, and a
+    /// schedule that fires all the same (the purge failed, or it fired
+    /// meanwhile) delivers a copy that is skipped; until then `stats`
+    /// counts it as delayed.
+    async fn purge_schedule(&self, id: u64, copy: u32) {
         let subject = self.cfg.sched_subject(id, copy);
-        self.work
-            .purge()
-            .filter(subject.clone())
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                nats_err(
-                    &format!(
-                        "purge of {subject} (job {id} is cancelled; its copy will be skipped)"
-                    ),
-                    e,
-                )
-            })
+        let _ = self.work.purge().filter(subject).await;
     }
 }
 

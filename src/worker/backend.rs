@@ -9,7 +9,7 @@ use crate::status::JobStatus;
 
 /// A queue as a [`crate::worker::WorkerPool`] and a
 /// [`crate::typed::Jobs`] handle see it: enqueue, lease, settle, extend,
-/// and look a job up.
+/// look a job up, and cancel one that waits.
 ///
 /// [`crate::Queue`] implements it. Another backend (a distributed one, such
 /// as NATS JetStream) implements the same methods and runs the same pools

@@ -1470,6 +1470,21 @@ fn dead_letters_on_a_full_disk(vfs: Arc<dyn Vfs>, root: &Path, sizes: &Sizes) {
     }
     assert_eq!(acked + failed.len(), 20);
     assert_eq!(q.dead_letter_ids(), failed);
+    // A purge on the full disk (the drain gave space back: filled again)
+    // is done, or refused with ENOSPC; either way the queue still serves
+    // (before, the refusal poisoned it).
+    fill_disk(&*vfs, root, "filler3");
+    match q.purge(failed[0]) {
+        Ok(()) => {
+            failed.remove(0);
+        }
+        Err(e) => assert!(is_enospc(&e), "purge on a full disk: {e}"),
+    }
+    let none = q.dequeue().expect("the queue still serves after the purge");
+    assert!(none.is_none(), "the backlog was drained");
+    vfs.remove(&root.join("filler3")).unwrap();
+    let _ = std::process::Command::new("sync").status();
+    assert_eq!(q.dead_letter_ids(), failed);
     assert_eq!(q.stats().dead, failed.len() as u64);
     q.close().expect("close");
     let q = Queue::open_on(vfs.clone(), &dir, options(sizes)).expect("reopen");

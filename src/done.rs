@@ -51,9 +51,9 @@ pub const MAX_DONE_RESULTS: usize = 100_000;
 /// Most bytes of result records held at once (same rule as
 /// [`MAX_DONE_RESULTS`]).
 pub const MAX_DONE_RESULT_BYTES: u64 = 64 << 20;
-/// Largest record accepted when reading.
 /// The bytes of one Purged marker in the file (a frame without a result).
 const PURGED_FRAME_LEN: u64 = (FRAME_HEADER_LEN + DONE_FIXED_LEN) as u64;
+/// Largest record accepted when reading.
 const MAX_DONE_RECORD: u32 = (FRAME_HEADER_LEN + DONE_FIXED_LEN + MAX_RESULT_LEN) as u32;
 /// The file grows by zeros written ahead in steps of this many bytes.
 const GROW_CHUNK: u64 = 64 << 10;

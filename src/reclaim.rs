@@ -93,6 +93,20 @@ struct KeyBlock {
     recheck_at: usize,
 }
 
+impl Homed {
+    /// No key listed yet for segment `seg`.
+    fn empty(seg: u32) -> Homed {
+        Homed {
+            seg,
+            bytes: 0,
+            count: 0,
+            first_expiry: u64::MAX,
+            keys: Vec::new(),
+            carried: 0,
+        }
+    }
+}
+
 /// When a key block next looks at the log's size: once it grew by a
 /// quarter (at least 4 segments), so the sum over segments it takes is
 /// amortised over the segments added.
@@ -340,14 +354,7 @@ impl QueueState {
     /// among `found` (the keys homed in segment `id`) would write, and the
     /// soonest of their expiries. Forgets expired keys.
     fn homed_key_bytes(&mut self, id: u32, found: Vec<(u128, KeyEntry)>, now: u64) -> Homed {
-        let mut homed = Homed {
-            seg: id,
-            bytes: 0,
-            count: 0,
-            first_expiry: u64::MAX,
-            keys: Vec::new(),
-            carried: 0,
-        };
+        let mut homed = Homed::empty(id);
         let Some(seg) = self.log.info(id).map(|i| i.seg.clone()) else {
             return homed;
         };
@@ -528,12 +535,8 @@ impl QueueState {
         let mut homed = match self.maintenance.homed.take() {
             Some(h) if h.seg == id => h,
             _ => Homed {
-                seg: id,
-                bytes: 0,
-                count: 0,
-                first_expiry: u64::MAX,
                 keys: self.keys.iter().filter(|(_, e)| e.seg == id).collect(),
-                carried: 0,
+                ..Homed::empty(id)
             },
         };
         let out = self.carry_listed_keys(&mut homed, now, budget);

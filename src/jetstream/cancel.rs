@@ -74,11 +74,7 @@ impl Inner {
                 }
             };
             check_cancellable(id, &rec, now_ms())?;
-            let mut purged = rec.clone();
-            purged.state = State::Purged;
-            purged.finished_ms = now_ms();
-            purged.lease_expires_ms = 0;
-            if let Cas::Written(_) = self.cas(id, &purged, rev).await? {
+            if let Cas::Written(_) = self.cas(id, &rec.purged(), rev).await? {
                 self.drop_schedule(id, &rec).await;
                 return Ok(());
             }
@@ -103,12 +99,7 @@ impl Inner {
         let Some(h) = h else {
             return Err(not_waiting(id));
         };
-        let mut purged = Record::new(h.max_attempts, 0, h.key.clone());
-        purged.state = State::Purged;
-        purged.attempts = h.attempts;
-        purged.copy = h.copy;
-        purged.finished_ms = now_ms();
-        match self.create(id, &purged).await? {
+        match self.create(id, &Record::of_copy(&h).purged()).await? {
             Cas::Written(_) => {
                 self.purge_schedule(id, h.copy).await;
                 Ok(true)

@@ -318,10 +318,7 @@ impl Inner {
     pub(crate) async fn purge(&self, id: u64) -> Result<()> {
         let msg = self.dead_message(id).await?;
         let (rec, rev) = self.dead_record(id, &msg).await?;
-        let mut purged = rec;
-        purged.state = State::Purged;
-        purged.finished_ms = now_ms();
-        if let Cas::Stale = self.cas(id, &purged, rev).await? {
+        if let Cas::Stale = self.cas(id, &rec.purged(), rev).await? {
             return Err(changed(id));
         }
         self.delete_dead(msg.sequence).await

@@ -228,9 +228,7 @@ impl Inner {
                 // The record aged out of the bucket (or was never written):
                 // the message is the job, with the attempts it carries.
                 None => {
-                    let mut rec = Record::new(h.max_attempts, 0, h.key.clone());
-                    rec.copy = h.copy;
-                    rec.attempts = h.attempts;
+                    let rec = Record::of_copy(&h);
                     match self.create(h.id, &rec).await? {
                         Cas::Written(rev) => (rec, rev),
                         Cas::Stale => continue,

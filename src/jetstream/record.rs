@@ -113,6 +113,26 @@ impl Record {
         }
     }
 
+    /// The record of a job rebuilt from one of its copies' headers (its
+    /// own aged out of the bucket): waiting, with the copy and the
+    /// attempts the copy carries.
+    pub(crate) fn of_copy(h: &crate::jetstream::headers::JobHeaders) -> Record {
+        let mut rec = Record::new(h.max_attempts, 0, h.key.clone());
+        rec.copy = h.copy;
+        rec.attempts = h.attempts;
+        rec
+    }
+
+    /// This record purged (a dead letter dropped, or a waiting job
+    /// cancelled) now.
+    pub(crate) fn purged(&self) -> Record {
+        let mut purged = self.clone();
+        purged.state = State::Purged;
+        purged.finished_ms = now_ms();
+        purged.lease_expires_ms = 0;
+        purged
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }

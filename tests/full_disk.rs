@@ -91,7 +91,8 @@
 //!   an overwrite needs free space for a new copy of each 4 KiB block it
 //!   touches), which refuses the drain's lease records on a full disk as
 //!   btrfs does, so the `RESERVE` file walq keeps there is exercised in
-//!   `cargo test` too. Mounting a small tmpfs
+//!   `cargo test` too; `full_disk_scenario_sim_quota` runs it on a quota
+//!   that runs out (EDQUOT, treated as a full disk). Mounting a small tmpfs
 //!   from inside `cargo test` would need root and would mount things behind
 //!   the user's back, so that is left to `.ci/fs-matrix.sh`.
 
@@ -194,9 +195,13 @@ fn check_payload(p: &[u8], sizes: &Sizes) -> Option<u64> {
     (payload(tag, sizes) == p).then_some(tag)
 }
 
+/// Whether `e` is a full disk: ENOSPC, or EDQUOT (a quota that ran out,
+/// which walq treats the same; `full_disk_scenario_sim_quota`).
 fn is_enospc(e: &walq::Error) -> bool {
     e.kind() == ErrorKind::Io
-        && e.io_error().map(std::io::Error::kind) == Some(std::io::ErrorKind::StorageFull)
+        && e.io_error().map(std::io::Error::kind).is_some_and(|k| {
+            k == std::io::ErrorKind::StorageFull || k == std::io::ErrorKind::QuotaExceeded
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -971,6 +976,9 @@ fn full_disk_scenario_real_fs() {
 struct Pool {
     capacity: Mutex<u64>,
     used: Mutex<u64>,
+    /// What a write that does not fit fails with: ENOSPC, or EDQUOT for a
+    /// quota (a user's, or an XFS project quota on a container's volume).
+    full: std::io::ErrorKind,
 }
 
 impl Pool {
@@ -992,6 +1000,15 @@ impl Pool {
     fn give(&self, n: u64) {
         *self.used.lock() -= n;
     }
+
+    /// The error of a write that does not fit.
+    fn full_error(&self) -> std::io::Error {
+        let what = match self.full {
+            std::io::ErrorKind::QuotaExceeded => "Disk quota exceeded (simulated)",
+            _ => "No space left on device (simulated)",
+        };
+        std::io::Error::new(self.full, what)
+    }
 }
 
 /// The blocks of one file (inode): given back when the last name and the
@@ -1006,13 +1023,6 @@ impl Drop for Blocks {
     fn drop(&mut self) {
         self.pool.give(*self.size.get_mut());
     }
-}
-
-fn enospc() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::StorageFull,
-        "No space left on device (simulated)",
-    )
 }
 
 /// A [`SimFs`] with a fixed capacity (see the module docs for the model).
@@ -1034,9 +1044,23 @@ impl QuotaFs {
             pool: Arc::new(Pool {
                 capacity: Mutex::new(capacity),
                 used: Mutex::new(0),
+                full: std::io::ErrorKind::StorageFull,
             }),
             names: Arc::new(Mutex::new(HashMap::new())),
             cow: false,
+        }
+    }
+
+    /// A [`QuotaFs`] whose writes that do not fit fail with EDQUOT: a
+    /// quota ran out, not the disk.
+    fn new_quota(capacity: u64) -> QuotaFs {
+        let fs = QuotaFs::new(capacity);
+        QuotaFs {
+            pool: Arc::new(Pool {
+                full: std::io::ErrorKind::QuotaExceeded,
+                ..Arc::into_inner(fs.pool).expect("a new pool")
+            }),
+            ..fs
         }
     }
 
@@ -1082,7 +1106,7 @@ impl QuotaFile {
         let size = *self.blocks.size.lock();
         let need = end.saturating_sub(size);
         if need > 0 && self.blocks.pool.take(need, false) < need {
-            return Err(enospc());
+            return Err(self.blocks.pool.full_error());
         }
         *self.blocks.size.lock() += need;
         Ok(need)
@@ -1112,7 +1136,7 @@ impl VfsFile for QuotaFile {
             if end > off {
                 let need = end.div_ceil(BLOCK) * BLOCK - off / BLOCK * BLOCK;
                 if self.blocks.pool.take(need, false) < need {
-                    return Err(enospc());
+                    return Err(self.blocks.pool.full_error());
                 }
                 self.blocks.pool.give(need);
             }
@@ -1152,7 +1176,7 @@ impl VfsFile for QuotaFile {
                 .inspect_err(|_| self.refund(got))?;
         }
         if got < need {
-            return Err(enospc());
+            return Err(self.blocks.pool.full_error());
         }
         Ok(())
     }
@@ -1350,6 +1374,20 @@ fn full_disk_scenario_sim() {
     sim_scenario(
         QuotaFs::new(SIM_CAPACITY),
         "the simulated file system (QuotaFs over SimFs)",
+        SIM,
+    );
+}
+
+/// The scenario on a quota that runs out (EDQUOT) rather than a full disk:
+/// walq must treat it the same (refuse, roll back, keep serving), not as an
+/// I/O failure that poisons the queue. The kernel of the reference VM is
+/// built without quota support (`CONFIG_QUOTA`: neither ext4 nor xfs mount
+/// with quotas), so this is checked on the simulated disk only.
+#[test]
+fn full_disk_scenario_sim_quota() {
+    sim_scenario(
+        QuotaFs::new_quota(SIM_CAPACITY),
+        "the simulated file system with a quota (QuotaFs over SimFs, EDQUOT)",
         SIM,
     );
 }

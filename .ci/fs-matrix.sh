@@ -160,7 +160,7 @@ rm -rf "$probe"
 
 say "building the test binaries (cargo test --no-run)"
 build_json="$LOGS/build.json"
-if ! cargo test --no-run --test crash_kill9 --test full_disk --test write_errors --test read_errors \
+if ! cargo test --no-run --test crash_kill9 --test full_disk --test write_errors --test read_errors --test fs_shutdown \
   --message-format=json >"$build_json" 2>"$LOGS/build.log"; then
   tail -n 30 "$LOGS/build.log"
   say "FAILED: the test binaries do not build"
@@ -173,7 +173,8 @@ KILL9_BIN="$(exe_of crash_kill9)"
 FULL_BIN="$(exe_of full_disk)"
 EIO_BIN="$(exe_of write_errors)"
 READ_BIN="$(exe_of read_errors)"
-if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" || ! -x "$EIO_BIN" || ! -x "$READ_BIN" ]]; then
+DOWN_BIN="$(exe_of fs_shutdown)"
+if [[ ! -x "$KILL9_BIN" || ! -x "$FULL_BIN" || ! -x "$EIO_BIN" || ! -x "$READ_BIN" || ! -x "$DOWN_BIN" ]]; then
   say "FAILED: cannot find the built test binaries in $build_json"
   exit 1
 fi
@@ -345,6 +346,50 @@ run_write_errors() {
   rm -rf --one-file-system "$base"
 }
 
+# A file system that shuts down under an open queue (tests/fs_shutdown.rs):
+# a fresh 300 MiB image, jobs enqueued and synced, `sync -f` and
+# `xfs_io -x -c shutdown` from inside the test, then more calls, which must
+# fail with errors (before os::store_guard, xfs under Os died of SIGBUS);
+# unmount, mount again (log recovery), and every acknowledged job is there.
+declare -A D_RES=() D_TIME=()
+run_fs_shutdown() {
+  local fs=$1 dur=$2 key="$1/$2" name="$1-down-$2" t0 rc=0 phase
+  local log="$LOGS/$1-shutdown-$2.log"
+  if ! command -v xfs_io >/dev/null 2>&1; then
+    D_RES[$key]="SKIPPED (xfs_io is not installed)"
+    return
+  fi
+  if ! make_fs "$fs" 300M "$name"; then
+    D_RES[$key]="FAIL (could not make the file system)"
+    failed=1
+    return
+  fi
+  say "$fs: shut down under an open queue ($dur)"
+  t0=$SECONDS
+  : >"$log"
+  for phase in run check; do
+    if [[ $phase == check ]]; then
+      umount "$MNT" && mount -o loop "$WORK/$name/img" "$MNT" || { rc=1; break; }
+    fi
+    WALQ_FS_SHUTDOWN_DIR="$MNT/q" WALQ_FS_SHUTDOWN_MNT="$MNT" WALQ_FS_SHUTDOWN_STATE="$WORK/$name/state" \
+      WALQ_FS_SHUTDOWN_PHASE=$phase WALQ_FS_SHUTDOWN_DURABILITY=$dur timeout --signal=KILL "$RUN_TIMEOUT" \
+      "$DOWN_BIN" a_file_system_that_shuts_down_is_an_error_not_a_signal --exact --nocapture \
+      --test-threads=1 >>"$log" 2>&1
+    rc=$?
+    ((rc == 0)) || break
+  done
+  D_TIME[$key]=$((SECONDS - t0))
+  grep -oE 'fs shutdown: (first|all) .*' "$log" | cut -c1-300 | sed 's/^/  /'
+  if ((rc == 0)) && [[ $(grep -c "^test result: ok. 1 passed" "$log") == 2 ]]; then
+    D_RES[$key]="ok"
+  else
+    D_RES[$key]="FAIL (exit $rc)"
+    failed=1
+    tail -n 30 "$log"
+  fi
+  drop_fs "$name"
+}
+
 # Real read errors (tests/read_errors.rs): .ci/eio_fuse.py, a pass-through
 # FUSE file system (fusepy over libfuse2, installed here) whose reads of a
 # chosen range fail with EIO, as a bad sector's would. The kernel turns a
@@ -422,6 +467,11 @@ for fs in $FS_LIST; do
       run_write_errors "$fs" "$dur"
     done
   fi
+  if [[ $fs == ext4 || $fs == xfs ]]; then
+    for dur in os sync; do
+      run_fs_shutdown "$fs" "$dur"
+    done
+  fi
   for dur in os sync; do
     if [[ $FULL_DISK_CHECKS == on ]]; then
       run_full_disk "$fs" "$dur"
@@ -450,6 +500,9 @@ for fs in $FS_LIST; do
 done
 for key in ext4/os ext4/sync btrfs/os btrfs/sync; do
   [[ -n "${E_RES[$key]:-}" ]] && printf '  write errors, %-10s %s (%ss)\n' "$key:" "${E_RES[$key]}" "${E_TIME[$key]}"
+done
+for key in ext4/os ext4/sync xfs/os xfs/sync; do
+  [[ -n "${D_RES[$key]:-}" ]] && printf '  fs shutdown, %-10s %s (%ss)\n' "$key:" "${D_RES[$key]}" "${D_TIME[$key]}"
 done
 printf '  read errors (FUSE, EIO): %s (%ss)\n' "$R_RES" "$R_TIME"
 say "total $((SECONDS - started))s"

@@ -1,7 +1,10 @@
 //! The only `unsafe` code in walq: memory maps of segment files, the heap
 //! stand-in that test file systems use in their place, `fallocate`,
 //! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)`,
-//! `posix_fadvise`, `madvise` of mapped segments and `clock_gettime`.
+//! `posix_fadvise`, `madvise` of mapped segments and `clock_gettime`;
+//! and, in [`store_guard`] (with its own safety argument), the `SIGBUS`
+//! handler that turns a store into a map that the kernel refuses into an
+//! error.
 //!
 //! # Safety argument
 //!
@@ -50,7 +53,10 @@
 //! `SegMap::readable`: a page it cannot read is an error, not a signal),
 //! and appends go through `pwrite` where a store into the
 //! map could fault for lack of space (copy-on-write file systems, see
-//! [`map_stores_are_safe`]). `docs/architecture.md` lists what stays fatal.
+//! [`map_stores_are_safe`]); a store that faults all the same (a file
+//! system that shut down, an active segment cut short) is caught by
+//! [`store_guard`] and returned as an error. `docs/architecture.md` lists
+//! what stays fatal.
 
 use std::cell::UnsafeCell;
 use std::fs::File;
@@ -58,6 +64,9 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
+
+#[cfg(target_os = "linux")]
+mod store_guard;
 
 /// Milliseconds on the system clock `id` (`CLOCK_REALTIME` or
 /// `CLOCK_MONOTONIC`), from one `clock_gettime` (a vDSO call on Linux, no
@@ -137,6 +146,8 @@ impl Region {
         let len_usize = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "map length"))?;
         let map = memmap2::MmapOptions::new().len(len_usize).map_raw(file)?;
+        #[cfg(target_os = "linux")]
+        store_guard::install();
         Ok(Region::new(Inner::Map(map), len_usize))
     }
 
@@ -227,7 +238,7 @@ impl Region {
 
     /// Copies `data` to `off`, which must not be below the published
     /// watermark; the caller holds the writer lock.
-    #[inline]
+    #[inline(always)]
     fn store(&self, off: usize, data: &[u8]) -> io::Result<()> {
         if off < self.published.load(Ordering::Acquire) {
             return Err(io::Error::new(
@@ -251,9 +262,16 @@ impl Region {
         // watermark, and `off` is at or above it); the caller holds the
         // writer lock, so no other write and no publication runs meanwhile
         // (rule 2).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(off), data.len());
+        let dst = unsafe { self.base().add(off) };
+        #[cfg(target_os = "linux")]
+        if let Inner::Map(_) = self.inner {
+            // SAFETY: as above; a store the kernel refuses is diverted
+            // into a private copy of its page (`store_guard`).
+            return unsafe { store_guard::copy(data.as_ptr(), dst, data.len()) }
+                .map_err(|()| store_refused(off));
         }
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
         Ok(())
     }
 
@@ -380,6 +398,16 @@ impl Region {
             .find(|l| l.starts_with(&name))?;
         Some(line.trim_start_matches(&name).trim().to_string())
     }
+}
+
+/// The error of a store at `off` that the kernel refused (`store_guard`).
+#[cold]
+fn store_refused(off: usize) -> io::Error {
+    io::Error::other(format!(
+        "the kernel refused a store into the mapped file at offset {off} \
+         (SIGBUS caught: the file system shut down or went read-only, \
+         or the file was cut short)"
+    ))
 }
 
 /// Whether a store into a shared map of `file` is backed by the space that
@@ -627,6 +655,75 @@ mod tests {
         r.write(0, b"hello").unwrap();
         r.publish(5);
         assert_eq!(r.bytes(0, 5), Some(&b"hello"[..]));
+    }
+
+    /// A file of two pages, mapped, then cut to nothing under the map:
+    /// a store into it faults (`SIGBUS`, the page lies past the file's
+    /// end), the way a store into a file system that shut down does.
+    fn cut_map() -> (std::fs::File, Region) {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(8192).unwrap();
+        let r = Region::map(&f, 8192).unwrap();
+        r.write(0, b"before").unwrap();
+        r.publish(6);
+        f.set_len(0).unwrap();
+        (f, r)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_store_the_kernel_refuses_is_an_error_not_a_signal() {
+        let (_f, r) = cut_map();
+        // Before `store_guard`, this store killed the test process.
+        let err = r.write(4096, b"after").expect_err("the page is gone");
+        assert!(err.to_string().contains("refused a store"), "{err}");
+        assert!(
+            err.to_string().contains("offset 4096"),
+            "names the offset: {err}"
+        );
+        // A store spanning both pages is refused too, and the first
+        // page's published bytes read as before (the cut took them from
+        // the file; the copy that replaced the page holds what the kernel
+        // could still read: nothing, so zeros, which is what the file
+        // holds now).
+        assert!(r.write(10, &[1u8; 5000]).is_err());
+        // The thread's window is closed again: a plain store elsewhere in
+        // memory is unaffected, and a heap region still works.
+        let h = Region::heap(8);
+        h.write(0, b"ok").unwrap();
+    }
+
+    /// A `SIGBUS` outside a walq store still kills the process: the
+    /// handler passes it on. Run in a child (this test binary again).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fault_outside_a_store_still_kills() {
+        const CHILD: &str = "WALQ_STORE_GUARD_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let (_f, r) = cut_map();
+            // A read of the cut page, not through `Region::bytes` (which
+            // would refuse it): not in any window.
+            let p = r.base();
+            // SAFETY: in bounds of the map; the page faults, which is
+            // the point (the process dies here).
+            let b = unsafe { std::ptr::read_volatile(p.add(4096)) };
+            println!("read {b}: survived");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "os::tests::a_fault_outside_a_store_still_kills"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGBUS),
+            "the child must die of SIGBUS: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     #[test]

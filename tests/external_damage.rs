@@ -110,3 +110,38 @@ fn jobs_a_cut_of_a_sealed_segment_took_are_dead_lettered_not_a_sigbus() {
     assert_eq!(job.payload(), b"after");
     q.ack(job.receipt()).unwrap();
 }
+
+/// Someone cuts the **active** segment of an open queue: the next append
+/// stores into a page past the file's end, which the kernel refuses with
+/// `SIGBUS`. That is an I/O error now (the store is diverted, see
+/// `os::store_guard`), the queue is poisoned (its map no longer shows the
+/// file), and a reopen recovers what the file still holds. Before, the
+/// enqueue killed the process. (The same fault is what a store into an
+/// xfs that shut down raises; `tests/fs_shutdown.rs` checks that on a
+/// real one.)
+#[test]
+fn an_append_into_a_cut_active_segment_is_an_error_not_a_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .segment_size(MIN_SEGMENT_SIZE)
+        .durability(Durability::Os);
+    let q = Queue::open_with(dir.path(), opts.clone()).unwrap();
+    q.enqueue(b"kept").unwrap();
+    q.sync().unwrap();
+    let active = segment_files(dir.path()).pop().expect("the active segment");
+    // The first page (the header and the kept job) stays.
+    cut_file(&active, 4096);
+    let err = q
+        .enqueue(&vec![3u8; 10_000])
+        .expect_err("the append's pages are gone");
+    assert_eq!(err.kind(), walq::ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("refused a store"), "{err}");
+    let after = q.enqueue(b"more").expect_err("poisoned");
+    assert_eq!(after.kind(), walq::ErrorKind::Poisoned, "{after}");
+    drop(q);
+    // The kept job is in the first page, which the cut left: a salvage
+    // open serves it, and new work goes on.
+    let q = Queue::open_with(dir.path(), opts.recovery(walq::RecoveryMode::Salvage)).unwrap();
+    q.enqueue(b"new").unwrap();
+    assert_eq!(drain(&q), vec![b"kept".to_vec(), b"new".to_vec()]);
+}

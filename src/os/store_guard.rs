@@ -1,0 +1,218 @@
+//! Stores into a shared map that the kernel refuses become an error, not
+//! a `SIGBUS` that kills the process.
+//!
+//! A store into a page of a shared file map that is not writable in the
+//! page table (never touched, or cleaned by writeback since: `fdatasync`,
+//! the kernel's flusher, someone's `sync`) faults, and the file system's
+//! `page_mkwrite` decides. It fails, and the kernel raises `SIGBUS`, when
+//! the file system has shut down (xfs after a metadata or log I/O error,
+//! or `xfs_io -x -c shutdown`: measured on the reference VM, the next
+//! enqueue of a `Durability::Os` queue killed the process) or when the page
+//! lies past the end of a file someone cut short.
+//!
+//! [`copy`] makes such a store an error instead. Before copying it marks
+//! the destination range as this thread's *window*; a process-wide
+//! `SIGBUS` handler (installed once, the first time walq maps a file)
+//! checks the faulting address against the window of the faulting thread.
+//! Inside it, the handler puts a private anonymous copy of the page (its
+//! current bytes where the kernel can still read them, zeros otherwise) in
+//! place of the file's page with one `mremap`, notes the fault, and
+//! returns: the store runs again into the copy and the copy completes.
+//! [`copy`] then reports the fault, and the caller treats it as a failed
+//! write (the log poisons the queue: the map no longer shows the file, and
+//! nothing more may be appended to it or read from it by this queue).
+//! Outside a window the handler passes the signal on to the handler that
+//! was installed before (Rust's own, which tells a stack overflow apart),
+//! or restores the default action, so every other `SIGBUS` kills the
+//! process as it did before.
+//!
+//! # Safety argument
+//!
+//! * **The handler is async-signal-safe.** It reads two thread-locals of
+//!   its own thread (const-initialised, no destructor: a plain TLS access;
+//!   [`copy`] touched them first, so their storage exists) and a
+//!   [`OnceLock`] set before the handler was installed, and makes system
+//!   calls (`mmap`, `process_vm_readv`, `mremap`, `munmap`, `sigaction`,
+//!   `raise`). It allocates nothing, takes no lock and never unwinds.
+//! * **The page swap changes no byte a reader can see.** The copy holds
+//!   the page's current bytes (read by the kernel, which reports an
+//!   unreadable page as an error instead of faulting), and `mremap` puts
+//!   it in place atomically; readers read only published bytes, which no
+//!   store changes (`Region` rule 1). Where the page cannot be read, its
+//!   bytes were already lost to every reader (each of them would fault).
+//! * **Only walq's own stores are diverted.** The window is set and
+//!   cleared by the thread that stores, around the copy, with compiler
+//!   fences so that neither moves across the copy; a fault elsewhere, or
+//!   on another thread, is passed on.
+//! * **What stays outside:** a program that installs its own `SIGBUS`
+//!   handler after walq replaces this one (its handler then sees walq's
+//!   faults, as before this module); a fault reading a map (a record is
+//!   checked readable before it is read, `Region::populate_read`).
+
+use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+
+thread_local! {
+    /// The start of this thread's store in progress.
+    static START: AtomicUsize = const { AtomicUsize::new(0) };
+    /// The end (exclusive) of this thread's store in progress, 0 when none;
+    /// with [`FAULT`] set once the handler diverted a fault in it.
+    static END: AtomicUsize = const { AtomicUsize::new(0) };
+}
+
+/// The bit the handler sets in [`END`] when it diverted a fault: the top
+/// bit, which no user-space address of a 64-bit Linux process has (and a
+/// 32-bit map never reaches).
+const FAULT: usize = 1 << (usize::BITS - 1);
+
+/// The `SIGBUS` action found when the handler was installed.
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+/// The system's page size, read once at installation.
+static PAGE: OnceLock<usize> = OnceLock::new();
+
+/// Installs the handler, once per process; later calls do nothing.
+pub(crate) fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `sysconf` takes and returns plain integers.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let _ = PAGE.set(
+            usize::try_from(page)
+                .ok()
+                .filter(|&p| p > 0)
+                .unwrap_or(4096),
+        );
+        // SAFETY: `sigaction` reads the action we pass (valid plain data)
+        // and writes the old one into the struct we pass. The previous
+        // action is stored before ours is installed, so the handler always
+        // finds it.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut old) != 0 {
+                return;
+            }
+            let _ = PREVIOUS.set(old);
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_sigbus as *const () as usize;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut new.sa_mask);
+            libc::sigaction(libc::SIGBUS, &new, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Copies `len` bytes from `src` to `dst`, where `dst` lies in a shared
+/// map; `Err` if the kernel refused a store (the page was then replaced
+/// by a private copy, see the module docs, so the map no longer shows the
+/// file there).
+///
+/// # Safety
+///
+/// As for `std::ptr::copy_nonoverlapping`: `src` valid for `len` reads,
+/// `dst` for `len` writes, not overlapping.
+#[inline(always)]
+pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) -> Result<(), ()> {
+    START.with(|s| s.store(dst as usize, Ordering::Relaxed));
+    END.with(|e| e.store(dst as usize + len, Ordering::Relaxed));
+    compiler_fence(Ordering::SeqCst);
+    std::ptr::copy_nonoverlapping(src, dst, len);
+    compiler_fence(Ordering::SeqCst);
+    if END.with(|e| e.swap(0, Ordering::Relaxed)) & FAULT != 0 {
+        Err(())
+    } else {
+        Ok(())
+    }
+}
+
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid `siginfo_t` to an SA_SIGINFO
+    // handler; `si_addr` is the faulting address for a SIGBUS.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let start = START.with(|s| s.load(Ordering::Relaxed));
+    let end = END.with(|e| e.load(Ordering::Relaxed));
+    if addr >= start && addr < end & !FAULT && replace_page(addr) {
+        END.with(|e| e.store(end | FAULT, Ordering::Relaxed));
+        return;
+    }
+    // SAFETY: forwards the kernel's own arguments.
+    unsafe { pass_on(sig, info, ctx) }
+}
+
+/// Puts a private copy of the page holding `addr` in its place; whether
+/// that worked.
+fn replace_page(addr: usize) -> bool {
+    let page = PAGE.get().copied().unwrap_or(4096);
+    let start = addr & !(page - 1);
+    // SAFETY: a fresh anonymous mapping of our own; the kernel reads the
+    // page at `start` for us and reports an unreadable one as an error
+    // (no fault); `mremap` moves our fresh page over `start`, which lies
+    // in a shared map of walq's (the window), replacing that page only.
+    unsafe {
+        let tmp = libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if tmp == libc::MAP_FAILED {
+            return false;
+        }
+        let local = libc::iovec {
+            iov_base: tmp,
+            iov_len: page,
+        };
+        let remote = libc::iovec {
+            iov_base: start as *mut libc::c_void,
+            iov_len: page,
+        };
+        // Zeros stay where the page cannot be read.
+        let _ = libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
+        let moved = libc::mremap(
+            tmp,
+            page,
+            page,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            start as *mut libc::c_void,
+        );
+        if moved == libc::MAP_FAILED {
+            libc::munmap(tmp, page);
+            return false;
+        }
+    }
+    true
+}
+
+/// Gives a `SIGBUS` that is not walq's to the previous handler, or to the
+/// default action.
+///
+/// # Safety
+///
+/// Called from the handler with the kernel's arguments.
+unsafe fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if let Some(prev) = PREVIOUS.get() {
+        let handler = prev.sa_sigaction;
+        if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+            if prev.sa_flags & libc::SA_SIGINFO != 0 {
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    std::mem::transmute(handler);
+                f(sig, info, ctx);
+            } else {
+                let f: extern "C" fn(libc::c_int) = std::mem::transmute(handler);
+                f(sig);
+            }
+            return;
+        }
+    }
+    // The default action: a fault happens again when the handler returns
+    // and kills the process, as without walq; a signal someone sent is
+    // raised again.
+    let mut dfl: libc::sigaction = std::mem::zeroed();
+    dfl.sa_sigaction = libc::SIG_DFL;
+    libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+    if (*info).si_code <= 0 {
+        libc::raise(sig);
+    }
+}

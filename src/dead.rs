@@ -528,6 +528,20 @@ pub(crate) fn write_side_file(
     mode: u32,
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
+    try_write_side_file(vfs, dir, path, kind, segment_id, mode, body)
+        .map_err(crate::vfs::AtomicWriteError::into_error)
+}
+
+/// [`write_side_file`], saying whether a failure came before the rename.
+pub(crate) fn try_write_side_file(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    kind: FileKind,
+    segment_id: u32,
+    mode: u32,
+    body: &[u8],
+) -> std::result::Result<Box<dyn VfsFile>, crate::vfs::AtomicWriteError> {
     let header = SegmentHeader {
         version: FORMAT_VERSION,
         kind,
@@ -539,7 +553,7 @@ pub(crate) fn write_side_file(
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     debug_assert_eq!(path, dir.join(&name));
-    crate::vfs::write_atomically(vfs, dir, &name, &[&header.encode(), body], mode)
+    crate::vfs::try_write_atomically(vfs, dir, &name, &[&header.encode(), body], mode)
 }
 
 /// What the replay of the dead letters keeps once it met damage.

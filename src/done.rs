@@ -30,13 +30,13 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dead::{later_side_frames, write_side_file};
+use crate::dead::{later_side_frames, try_write_side_file, write_side_file};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::done::{DoneRecord, DONE_FIXED_LEN};
 use crate::format::frame::{self, FrameError, FRAME_HEADER_LEN};
 use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::options::RecoveryMode;
-use crate::vfs::{Vfs, VfsFile};
+use crate::vfs::{AtomicWriteError, Vfs, VfsFile};
 
 /// File name of the completion file.
 pub const DONE_FILE: &str = "done.rec";
@@ -641,10 +641,18 @@ impl DoneFile {
         self.entries.len()
     }
 
+    /// Compacts when garbage dominates. A compaction that a full disk
+    /// stops before its rename changed nothing (file and index as they
+    /// were): it is tried again at a later record, and the record that
+    /// asked for it stands. Before, it failed the record's operation (a
+    /// cancel or a purge on a full disk then poisoned the queue).
     fn maybe_compact(&mut self) -> Result<()> {
         let garbage = self.len - SEGMENT_HEADER_LEN as u64 - self.kept_bytes;
         if garbage > COMPACT_MIN_GARBAGE && garbage * 2 > self.len {
-            self.compact()?;
+            match self.try_compact() {
+                Err(AtomicWriteError::Unchanged(e)) if crate::reserve::is_enospc(&e) => {}
+                other => other.map_err(AtomicWriteError::into_error)?,
+            }
         }
         Ok(())
     }
@@ -653,17 +661,18 @@ impl DoneFile {
     /// `done.rec.tmp`, fsync, rename over `done.rec`, fsync the directory.
     /// The index moves to the new offsets only once the new file is in
     /// place: a rewrite that fails before its rename (a full disk) leaves
-    /// file and index as they were.
-    pub fn compact(&mut self) -> Result<()> {
+    /// file and index as they were, and says so
+    /// ([`AtomicWriteError::Unchanged`]).
+    fn try_compact(&mut self) -> std::result::Result<(), AtomicWriteError> {
         let mut live: Vec<(u64, Entry)> = self.entries.iter().map(|(&id, &e)| (id, e)).collect();
         live.sort_unstable_by_key(|(_, e)| e.off);
         let mut body = Vec::with_capacity(self.kept_bytes as usize);
         let mut moved = HashMap::with_capacity(live.len());
         for (_, e) in &mut live {
             let mut bytes = vec![0u8; e.len as usize];
-            self.file
-                .read_at(&mut bytes, e.off)
-                .map_err(|err| Error::io("reading completion record", &self.path, err))?;
+            self.file.read_at(&mut bytes, e.off).map_err(|err| {
+                AtomicWriteError::Unchanged(Error::io("reading completion record", &self.path, err))
+            })?;
             // The rewritten file is synced whole: clear the sync lag.
             frame::clear_sync_lag(&mut bytes, DONE_SEGMENT_ID);
             let off = (SEGMENT_HEADER_LEN + body.len()) as u64;
@@ -671,7 +680,7 @@ impl DoneFile {
             e.off = off;
             body.extend_from_slice(&bytes);
         }
-        let file = write_side_file(
+        let file = try_write_side_file(
             &*self.vfs,
             &self.dir,
             &self.path,
@@ -874,12 +883,15 @@ mod tests {
             forever: true,
             kind: std::io::ErrorKind::StorageFull,
         }));
-        assert!(d.compact().is_err());
+        assert!(matches!(
+            d.try_compact(),
+            Err(AtomicWriteError::Unchanged(_))
+        ));
         fs.set_fault(None);
         // Before, the index already pointed where the new file would have
         // put the records: in the old one, the expired results lie there.
         assert!((51..=200).all(|id| kept(&mut d, id)));
-        d.compact().unwrap();
+        d.try_compact().unwrap();
         assert!((51..=200).all(|id| kept(&mut d, id)));
     }
 

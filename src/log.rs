@@ -364,6 +364,20 @@ impl Log {
         }
     }
 
+    /// Whether the current operation has changed nothing yet.
+    pub fn op_unchanged(&self) -> bool {
+        self.op_changes == 0
+    }
+
+    /// The changes the current operation made so far are complete: memory
+    /// and log agree on them whatever follows (expired leases, each
+    /// released by its own record), so a failure after this point that
+    /// changes nothing else is harmless again. Only for changes made since
+    /// [`Log::op_unchanged`] was true.
+    pub fn changes_complete(&mut self) {
+        self.op_changes = 0;
+    }
+
     /// The current operation changed memory (or another file) before its
     /// next append: a failure of that append is no longer harmless.
     pub fn mark_changed(&mut self) {

@@ -1389,10 +1389,11 @@ impl Queue {
     /// it); on a copy-on-write file system the reserve is given up for
     /// it. A failure after that (a marker, the sync) poisons, as before.
     fn write_purge_markers(&self, st: &mut QueueState, ids: &[u64], now: u64) -> Result<()> {
-        let done = &self.inner.done;
+        // One hold of the completion file: an `ack_with_result` (which
+        // takes only this lock) cannot use the room up in between.
+        let mut done = self.inner.done.lock();
         st.log
-            .write_draining(|| done.lock().make_room_for_purged(ids.len()))?;
-        let mut done = done.lock();
+            .write_draining(|| done.make_room_for_purged(ids.len()))?;
         done.record_purged(ids, now)?;
         done.sync()
     }

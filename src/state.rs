@@ -818,6 +818,10 @@ impl QueueState {
     /// entry) is due.
     #[inline(never)]
     fn expire_due_leases(&mut self, now: Now) -> Result<()> {
+        // Each expiry is whole once its record is written, so an operation
+        // that starts by expiring leases (a dequeue, a cancel) may still
+        // fail harmlessly after them, on a full disk say.
+        let unchanged = self.log.op_unchanged();
         while let Some((id, lease)) = self.leases.first_expired(now.mono) {
             let Some(slot) = self.jobs.get(id) else {
                 self.leases.remove(id);
@@ -841,6 +845,9 @@ impl QueueState {
             self.leases.remove(id);
             self.make_waiting(id, due_ms);
             self.counters.retried += 1;
+        }
+        if unchanged {
+            self.log.changes_complete();
         }
         Ok(())
     }

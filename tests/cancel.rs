@@ -215,3 +215,100 @@ fn a_cancel_cut_before_its_log_record_leaves_the_job_queued() {
     q.ack(job.receipt()).unwrap();
     assert!(matches!(q.status(id).unwrap(), JobStatus::Done { .. }));
 }
+
+/// A cancel on a full disk that first releases an expired lease (its
+/// Nack record is written, as a dequeue would) is still refused with
+/// ENOSPC without poisoning the queue: the released lease is whole once
+/// its record is written, so the cancel's failure after it changes
+/// nothing. Before, every cancel on a full disk poisoned the queue once
+/// any lease had run out.
+#[test]
+fn a_cancel_on_a_full_disk_after_an_expired_lease_does_not_poison() {
+    // The cancel's writes in turn (the released lease's record, then the
+    // completion file's growth) until the one that fails is the growth.
+    let found = (0..8).find_map(|k| {
+        let clock = ManualClock::new(1_000_000);
+        let fs = SimFs::new();
+        let q =
+            Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), common::opts(&clock)).unwrap();
+        let waiting = put(&q, "waiting", EnqueueOptions::new());
+        let leased = put(&q, "leased", EnqueueOptions::new());
+        let first = q.dequeue().unwrap().expect("a job");
+        assert_eq!(first.id(), waiting);
+        q.nack(
+            first.receipt(),
+            Retry::After(Duration::from_secs(3600)),
+            "later",
+        )
+        .unwrap();
+        let job = q.dequeue().unwrap().expect("the second job");
+        assert_eq!(job.id(), leased);
+        q.sync().unwrap();
+        clock.advance(Duration::from_secs(60));
+        fs.set_fault(Some(Fault {
+            op: FaultOp::Write,
+            at: fs.op_count(FaultOp::Write) + k,
+            forever: true,
+            kind: std::io::ErrorKind::StorageFull,
+        }));
+        let e = q.cancel(waiting).expect_err("a write fails");
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        e.to_string()
+            .contains("growing completion file")
+            .then_some((q, fs, waiting, leased))
+    });
+    let (q, fs, waiting, leased) =
+        found.expect("a cancel grows the completion file after the lease's record");
+    // Not poisoned: once there is room, the released job is served again
+    // and the cancel goes through (a poisoned queue refuses both until
+    // it is reopened).
+    fs.set_fault(None);
+    let again = q.dequeue().expect("dequeue after the refused cancel");
+    assert_eq!(again.expect("the released job").id(), leased);
+    q.cancel(waiting).expect("cancel once there is room");
+    assert!(is_purged(&q, waiting));
+}
+
+/// A cancel whose completion marker makes the completion file due for
+/// compaction (results whose window ended dominate it) on a disk too full
+/// for the rewrite: the compaction is left for later, the cancel stands,
+/// and the queue keeps serving. Before, the failed rewrite failed the
+/// cancel after its marker was written, and that poisoned the queue.
+#[test]
+fn a_cancel_whose_compaction_finds_no_room_stands() {
+    let clock = ManualClock::new(1_000_000);
+    let fs = SimFs::new();
+    let opts = common::opts(&clock).dedup_window(Duration::from_secs(60));
+    let q = Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), opts).unwrap();
+    // 1.2 MB of results, more than the compaction's 1 MiB floor.
+    for i in 0..300u32 {
+        put(&q, &format!("job {i}"), EnqueueOptions::new());
+        let job = q.dequeue().unwrap().expect("the job");
+        q.ack_with_result(job.receipt(), &[7u8; 4000]).unwrap();
+    }
+    let victim = put(&q, "cancel me", EnqueueOptions::new());
+    let other = put(&q, "keep me", EnqueueOptions::new());
+    q.sync().unwrap();
+    let (_, before) = q.completion_footprint();
+    clock.advance(Duration::from_secs(120));
+    // No file can be created: the rewrite's `done.rec.tmp` fails.
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Create,
+        at: fs.op_count(FaultOp::Create),
+        forever: true,
+        kind: std::io::ErrorKind::StorageFull,
+    }));
+    q.cancel(victim)
+        .expect("the cancel stands without its compaction");
+    assert!(is_purged(&q, victim));
+    let (_, during) = q.completion_footprint();
+    assert!(during >= before, "not compacted yet: {during} < {before}");
+    let job = q.dequeue().expect("not poisoned").expect("the other job");
+    assert_eq!(job.id(), other);
+    // Room again: the next completion record compacts.
+    fs.set_fault(None);
+    q.ack_with_result(job.receipt(), b"ok").unwrap();
+    let (_, after) = q.completion_footprint();
+    assert!(after < before / 4, "compacted: {after} of {before} bytes");
+    assert!(is_purged(&q, victim));
+}

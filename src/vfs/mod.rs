@@ -193,6 +193,25 @@ pub trait Vfs: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How a [`try_write_atomically`] failed.
+#[derive(Debug)]
+pub(crate) enum AtomicWriteError {
+    /// Before the rename: the file is as it was (the `.tmp` removed).
+    Unchanged(crate::Error),
+    /// After the rename: the new file is in place, its name not known
+    /// durable (the directory's sync failed).
+    Replaced(crate::Error),
+}
+
+impl AtomicWriteError {
+    /// The error, whichever step failed.
+    pub(crate) fn into_error(self) -> crate::Error {
+        match self {
+            AtomicWriteError::Unchanged(e) | AtomicWriteError::Replaced(e) => e,
+        }
+    }
+}
+
 /// Writes `dir/name` crash-atomically with `parts` one after another: a
 /// temporary file `name.tmp` is written and fsynced, renamed over `name`,
 /// and the directory fsynced. After a crash the file is either the old one
@@ -205,13 +224,25 @@ pub(crate) fn write_atomically(
     parts: &[&[u8]],
     mode: u32,
 ) -> crate::Result<Box<dyn VfsFile>> {
+    try_write_atomically(vfs, dir, name, parts, mode).map_err(AtomicWriteError::into_error)
+}
+
+/// [`write_atomically`], saying whether a failure came before the rename
+/// (nothing changed) or after it.
+pub(crate) fn try_write_atomically(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    parts: &[&[u8]],
+    mode: u32,
+) -> Result<Box<dyn VfsFile>, AtomicWriteError> {
     use crate::error::Error;
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{}", crate::segment::TMP_SUFFIX));
     let _ = vfs.remove(&tmp);
     let file = vfs
         .create(&tmp, mode)
-        .map_err(|e| Error::io("creating", &tmp, e))?;
+        .map_err(|e| AtomicWriteError::Unchanged(Error::io("creating", &tmp, e)))?;
     let mut off = 0u64;
     let written = parts
         .iter()
@@ -229,10 +260,10 @@ pub(crate) fn write_atomically(
     if let Err(e) = written {
         drop(file);
         let _ = vfs.remove(&tmp);
-        return Err(e);
+        return Err(AtomicWriteError::Unchanged(e));
     }
     vfs.sync_dir(dir)
-        .map_err(|e| Error::io("syncing directory", dir, e))?;
+        .map_err(|e| AtomicWriteError::Replaced(Error::io("syncing directory", dir, e)))?;
     Ok(file)
 }
 

@@ -398,3 +398,34 @@ fn a_settle_whose_reply_was_lost_succeeds_when_repeated() {
     let left = js.lease(LEASE, Duration::from_secs(3)).unwrap();
     assert!(left.is_none(), "a settled job came back: {left:?}");
 }
+
+/// A cancel whose `Purged` record was stored but whose reply was lost
+/// returned an error before it purged the delayed copy's schedule; the
+/// schedule would then fire after the record aged out (a delay longer
+/// than `retention`) and the copy run as a job. Called again, the cancel
+/// finds the record `Purged`, purges the schedule, and says `NotFound`.
+#[test]
+fn a_cancel_whose_reply_was_lost_purges_the_schedule_when_repeated() {
+    let cluster = Cluster::start();
+    let (js, proxy) = through_proxy(&cluster, "cl", |c| c);
+    let day = EnqueueOptions::new().delay(Duration::from_secs(24 * 3600));
+    let id = js.enqueue(b"remind", day).unwrap().id;
+    let delayed = |js: &JetStream| js.stats().unwrap().delayed;
+    assert_eq!(delayed(&js), 1);
+    proxy.drop_next(Dir::ToClient, &puback_of("KV_WALQ_cl_jobs"));
+    let lost = js.cancel(id);
+    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {lost:?}");
+    assert!(lost.is_err(), "a cancel without its reply returned Ok");
+    assert!(matches!(js.status(id).unwrap(), JobStatus::Purged { .. }));
+    assert_eq!(delayed(&js), 1, "the schedule is still there");
+    let again = js.cancel(id).expect_err("cancelled already");
+    assert_eq!(again.kind(), ErrorKind::NotFound, "{again}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while delayed(&js) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repeated cancel left the schedule in the stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

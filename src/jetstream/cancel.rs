@@ -5,8 +5,11 @@
 //! record is `Purged` is acknowledged and skipped, so a cancelled job's
 //! messages need not be found. A ready copy stays in the work stream
 //! until a consumer meets and drops it (`JetStream::stats` counts it as
-//! waiting until then); a delayed copy's schedule is purged at once, so a
-//! far-off reminder does not linger for days.
+//! waiting until then); a delayed copy's schedule is purged before the
+//! cancel returns, so a far-off reminder does not linger for days, nor
+//! fire after its `Purged` record aged out (a retry's next copy published
+//! after the cancel is purged by the worker that published it:
+//! `finish_retry`).
 //!
 //! A job delayed for longer than `retention` outlives its record (the
 //! bucket's `max_age`): its status reads `Unknown` until it is leased.
@@ -73,9 +76,15 @@ impl Inner {
                     false => continue, // a record appeared meanwhile
                 }
             };
+            if rec.state == State::Purged {
+                // Cancelled already, perhaps by a call that failed after
+                // its write (a lost reply, a failed purge of the
+                // schedule): finish what it left, then say so.
+                self.drop_schedule(id, &rec).await?;
+            }
             check_cancellable(id, &rec, now_ms())?;
             if let Cas::Written(_) = self.cas(id, &rec.purged(), rev).await? {
-                self.drop_schedule(id, &rec).await;
+                self.drop_schedule(id, &rec).await?;
                 return Ok(());
             }
         }
@@ -101,28 +110,45 @@ impl Inner {
         };
         match self.create(id, &Record::of_copy(&h).purged()).await? {
             Cas::Written(_) => {
-                self.purge_schedule(id, h.copy).await;
+                self.purge_schedule(id, h.copy).await?;
                 Ok(true)
             }
             Cas::Stale => Ok(false),
         }
     }
 
-    /// Purges the schedule of `rec`'s live copy, if it waits for one.
-    async fn drop_schedule(&self, id: u64, rec: &Record) {
-        if matches!(rec.state, State::Delayed | State::Retrying) && rec.due_ms > now_ms() {
-            self.purge_schedule(id, rec.copy).await;
+    /// Purges the schedule of `rec`'s live copy, if it may wait for one
+    /// (a copy due later; the record may say `Purged` already).
+    async fn drop_schedule(&self, id: u64, rec: &Record) -> Result<()> {
+        let waits = matches!(rec.state, State::Delayed | State::Retrying | State::Purged);
+        if waits && rec.due_ms > now_ms() {
+            self.purge_schedule(id, rec.copy).await?;
         }
+        Ok(())
     }
 
-    /// Purges the schedule of copy `copy` of job `id` from the stream. Best
-    /// effort: the cancel is done once the record says `Purged`, and a
-    /// schedule that fires all the same (the purge failed, or it fired
-    /// meanwhile) delivers a copy that is skipped; until then `stats`
-    /// counts it as delayed.
-    async fn purge_schedule(&self, id: u64, copy: u32) {
+    /// Purges the schedule of copy `copy` of job `id` from the stream.
+    ///
+    /// A cancel returns `Ok` only once this succeeded: a schedule that
+    /// outlives the `Purged` record (a delay longer than `retention`)
+    /// would fire after the record aged out, and its copy would run as a
+    /// job whose record aged out. A failure is the cancel's error; the
+    /// record says `Purged` already, and a cancel called again purges
+    /// the schedule before it answers `NotFound`. A schedule that fires
+    /// meanwhile delivers a copy that meets the record and is skipped.
+    pub(crate) async fn purge_schedule(&self, id: u64, copy: u32) -> Result<()> {
         let subject = self.cfg.sched_subject(id, copy);
-        let _ = self.work.purge().filter(subject).await;
+        self.work
+            .purge()
+            .filter(&subject)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                nats_err(
+                    &format!("purge the schedule {subject} of cancelled job {id}"),
+                    e,
+                )
+            })
     }
 }
 

@@ -231,8 +231,17 @@ impl Inner {
         } else {
             State::Queued
         };
-        // Stale: the new copy was leased already; its record is newer.
-        self.cas(h.id, &waiting, rev).await?;
+        // Stale: the new copy was leased already (its record is newer), or
+        // the job was cancelled while it waited to be published. A
+        // cancel purged the schedule before this publish, perhaps: purge
+        // it here, or it could fire after the `Purged` record aged out.
+        if let Cas::Stale = self.cas(h.id, &waiting, rev).await? {
+            if let Some((now, _)) = self.record(h.id).await? {
+                if now.state == State::Purged && now.copy == rec.copy && rec.due_ms > now_ms() {
+                    self.purge_schedule(h.id, rec.copy).await?;
+                }
+            }
+        }
         Ok(())
     }
 

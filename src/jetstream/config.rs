@@ -75,8 +75,11 @@ impl JetStreamConfig {
     /// is leased again its status reads `Unknown` and its key is free. Its
     /// attempt count survives (a retry's copy carries it), so its max
     /// attempts still hold, and a job delayed past it can still be
-    /// cancelled (a retry backing off past it cannot: `NotFound`). Keep it
-    /// above the longest backoff.
+    /// cancelled (a retry backing off past it cannot: `NotFound`). A
+    /// cancelled job's record ages out too: its ready copy, if it waits in
+    /// the backlog longer than this after the cancel, is delivered as a
+    /// job whose record aged out, and runs. Keep it above the longest
+    /// backoff and the longest time a job waits in the backlog.
     pub fn retention(mut self, retention: Duration) -> JetStreamConfig {
         self.retention = retention;
         self

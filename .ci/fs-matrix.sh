@@ -346,6 +346,36 @@ run_write_errors() {
   rm -rf --one-file-system "$base"
 }
 
+# Purging many dead letters on a full disk (tests/full_disk.rs,
+# purging_many_dead_letters_on_a_full_real_disk): refused with ENOSPC or
+# done, never a poisoned queue (before, the removals written to dead.wal
+# after the completion markers hit ENOSPC halfway on ext4 and xfs).
+declare -A P_RES=() P_TIME=()
+run_purge_full() {
+  local fs=$1 name="$1-purge" t0 rc log="$LOGS/$1-purge-full.log"
+  if ! make_fs "$fs" "${FULL_SIZE[$fs]}" "$name"; then
+    P_RES[$fs]="FAIL (could not make the file system)"
+    failed=1
+    return
+  fi
+  mkdir -m 700 "$MNT/p"
+  say "$fs: purging many dead letters on a full disk"
+  t0=$SECONDS
+  WALQ_FULL_DISK_PURGE_DIR="$MNT/p" timeout --signal=KILL "$RUN_TIMEOUT" \
+    "$FULL_BIN" purging_many_dead_letters_on_a_full_real_disk --exact --nocapture \
+    --test-threads=1 >"$log" 2>&1
+  rc=$?
+  P_TIME[$fs]=$((SECONDS - t0))
+  if ((rc == 0)) && grep -q "^test result: ok. 1 passed" "$log"; then
+    P_RES[$fs]="ok"
+  else
+    P_RES[$fs]="FAIL (exit $rc)"
+    failed=1
+    tail -n 30 "$log"
+  fi
+  drop_fs "$name"
+}
+
 # A file system that shuts down under an open queue (tests/fs_shutdown.rs):
 # a fresh 300 MiB image, jobs enqueued and synced, `sync -f` and
 # `xfs_io -x -c shutdown` from inside the test, then more calls, which must
@@ -472,6 +502,9 @@ for fs in $FS_LIST; do
       run_fs_shutdown "$fs" "$dur"
     done
   fi
+  if [[ $fs == ext4 || $fs == xfs || $fs == btrfs ]]; then
+    run_purge_full "$fs"
+  fi
   for dur in os sync; do
     if [[ $FULL_DISK_CHECKS == on ]]; then
       run_full_disk "$fs" "$dur"
@@ -500,6 +533,9 @@ for fs in $FS_LIST; do
 done
 for key in ext4/os ext4/sync btrfs/os btrfs/sync; do
   [[ -n "${E_RES[$key]:-}" ]] && printf '  write errors, %-10s %s (%ss)\n' "$key:" "${E_RES[$key]}" "${E_TIME[$key]}"
+done
+for fs in ext4 xfs btrfs; do
+  [[ -n "${P_RES[$fs]:-}" ]] && printf '  purge on a full disk, %-6s %s (%ss)\n' "$fs:" "${P_RES[$fs]}" "${P_TIME[$fs]}"
 done
 for key in ext4/os ext4/sync xfs/os xfs/sync; do
   [[ -n "${D_RES[$key]:-}" ]] && printf '  fs shutdown, %-10s %s (%ss)\n' "$key:" "${D_RES[$key]}" "${D_TIME[$key]}"

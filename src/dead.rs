@@ -112,6 +112,13 @@ pub struct DeadRecovery {
     pub damaged_bytes: u64,
 }
 
+/// The bytes of a removal's frame (its record is a job id).
+pub const REMOVED_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64 + 8;
+
+/// [`DeadFile::make_room_for_removals`] allocates in steps of this many
+/// bytes (a block).
+const RESERVE_STEP: u64 = 4096;
+
 /// The open dead-letter file.
 #[derive(Debug)]
 pub struct DeadFile {
@@ -125,6 +132,9 @@ pub struct DeadFile {
     buf: Vec<u8>,
     /// A compaction is under way (see `compact`).
     compacting: bool,
+    /// The file's blocks are allocated up to here (at least `len`), by
+    /// [`DeadFile::make_room_for_removals`].
+    reserved: u64,
 }
 
 impl DeadFile {
@@ -182,6 +192,7 @@ impl DeadFile {
             synced_len: 0,
             buf: Vec::new(),
             compacting: false,
+            reserved: 0,
         };
         let report = dead.replay(recovery)?;
         Ok((dead, report))
@@ -212,6 +223,7 @@ impl DeadFile {
             synced_len: SEGMENT_HEADER_LEN as u64,
             buf: Vec::new(),
             compacting: false,
+            reserved: 0,
         })
     }
 
@@ -354,6 +366,7 @@ impl DeadFile {
             .sync_data()
             .map_err(|e| Error::io("syncing dead letters", &self.path, e))?;
         self.len = len;
+        self.reserved = len;
         Ok(())
     }
 
@@ -368,6 +381,22 @@ impl DeadFile {
         let len = u32::try_from(self.len - off).unwrap_or(u32::MAX);
         if let Some(old) = self.entries.insert(rec.id, DeadEntry { off, len, lsn }) {
             self.garbage += u64::from(old.len);
+        }
+        Ok(())
+    }
+
+    /// Makes room for `n` removals ([`DeadFile::remove`]): the blocks
+    /// they will be written to are allocated first (without changing the
+    /// file's length), so that on a full disk this fails, before anything
+    /// is written, rather than a removal halfway through a purge.
+    pub fn make_room_for_removals(&mut self, n: usize) -> Result<()> {
+        let end = self.len + REMOVED_FRAME_LEN * n as u64;
+        if end > self.reserved.max(self.len) {
+            let upto = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
+            self.file
+                .reserve(upto)
+                .map_err(|e| Error::io("making room in the dead letters", &self.path, e))?;
+            self.reserved = upto;
         }
         Ok(())
     }

@@ -449,6 +449,31 @@ pub(crate) fn map_stores_are_safe(file: &File) -> bool {
     }
 }
 
+/// Allocates the blocks of `file`'s first `len` bytes without changing
+/// its length (`FALLOC_FL_KEEP_SIZE`): appends up to `len` then need no
+/// new block. `Ok` without reserving anything where the file system does
+/// not support it (or off Linux).
+pub(crate) fn reserve_blocks(file: &File, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length"))?;
+        // SAFETY: plain syscall on a file descriptor we own; no memory is
+        // passed.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                return Err(err);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, len);
+    Ok(())
+}
+
 /// Reserves `len` bytes of disk for `file` so that writes through a map
 /// cannot fail for lack of space later. Falls back to writing zeros where
 /// `fallocate` is not supported.

@@ -94,6 +94,7 @@ impl DeadFile {
         };
         self.file = Arc::from(file);
         self.len = len;
+        self.reserved = len;
         let live: u64 = entries.values().map(|e| u64::from(e.len)).sum();
         self.garbage = len - SEGMENT_HEADER_LEN as u64 - live;
         self.entries = entries;

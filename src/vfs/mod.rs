@@ -118,6 +118,15 @@ pub trait VfsFile: Send + Sync + std::fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Reserves disk space so that the file is at least `len` bytes long.
     fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Allocates the blocks of the file's first `len` bytes without
+    /// changing its length (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so
+    /// that appends up to `len` write into blocks that exist: on a full
+    /// disk this fails, and such an append after it does not. Where the
+    /// file system cannot, nothing is reserved (the default: `Ok`).
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
     /// `fdatasync`: data and the metadata needed to read it are durable.
     fn sync_data(&self) -> io::Result<()>;
     /// `fsync`: data and all metadata are durable.

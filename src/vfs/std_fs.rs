@@ -131,6 +131,10 @@ impl VfsFile for StdFile {
         crate::os::preallocate(&self.file, len)
     }
 
+    fn reserve(&self, len: u64) -> io::Result<()> {
+        crate::os::reserve_blocks(&self.file, len)
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }

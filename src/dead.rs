@@ -509,6 +509,7 @@ fn write_fresh(
     body: &[u8],
 ) -> Result<Box<dyn VfsFile>> {
     write_side_file(vfs, dir, path, FileKind::Dead, DEAD_SEGMENT_ID, mode, body)
+        .map_err(crate::vfs::AtomicWriteError::into_error)
 }
 
 /// Where and how a record is appended to a side file (dead letters,
@@ -546,23 +547,10 @@ impl SideFrame {
 }
 
 /// Writes a side file (dead letters, completions) with `body` after its
-/// header crash-atomically (`vfs::write_atomically`: `<name>.tmp`, fsync,
-/// rename over `path`, fsync of the directory).
+/// header crash-atomically (`vfs::try_write_atomically`: `<name>.tmp`,
+/// fsync, rename over `path`, fsync of the directory), saying whether a
+/// failure came before the rename.
 pub(crate) fn write_side_file(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    path: &Path,
-    kind: FileKind,
-    segment_id: u32,
-    mode: u32,
-    body: &[u8],
-) -> Result<Box<dyn VfsFile>> {
-    try_write_side_file(vfs, dir, path, kind, segment_id, mode, body)
-        .map_err(crate::vfs::AtomicWriteError::into_error)
-}
-
-/// [`write_side_file`], saying whether a failure came before the rename.
-pub(crate) fn try_write_side_file(
     vfs: &dyn Vfs,
     dir: &Path,
     path: &Path,

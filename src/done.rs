@@ -30,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::dead::{later_side_frames, try_write_side_file, write_side_file};
+use crate::dead::{later_side_frames, write_side_file};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::done::{DoneRecord, DONE_FIXED_LEN};
 use crate::format::frame::{self, FrameError, FRAME_HEADER_LEN};
@@ -151,15 +151,10 @@ fn open_or_create(
     match vfs.open(path) {
         Ok(f) => Ok((Arc::from(f), false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
-            Arc::from(write_side_file(
-                vfs,
-                dir,
-                path,
-                FileKind::Done,
-                DONE_SEGMENT_ID,
-                mode,
-                &[],
-            )?),
+            Arc::from(
+                write_side_file(vfs, dir, path, FileKind::Done, DONE_SEGMENT_ID, mode, &[])
+                    .map_err(AtomicWriteError::into_error)?,
+            ),
             true,
         )),
         Err(e) => Err(Error::io("opening completion file", path, e)),
@@ -680,7 +675,7 @@ impl DoneFile {
             e.off = off;
             body.extend_from_slice(&bytes);
         }
-        let file = try_write_side_file(
+        let file = write_side_file(
             &*self.vfs,
             &self.dir,
             &self.path,

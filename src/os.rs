@@ -219,6 +219,7 @@ impl Region {
     /// three, and no read-modify-write of the watermark). On an error
     /// nothing is published; the bytes already copied lie above the
     /// watermark, where no slice reaches them.
+    #[inline]
     pub(crate) fn append(&self, off: usize, head: &[u8], tail: &[u8]) -> io::Result<()> {
         let _writer = self.writer.lock();
         self.store(off, head)?;

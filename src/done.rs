@@ -123,6 +123,9 @@ pub struct DoneFile {
     synced_len: u64,
     /// Bumped by every rewrite (a new file, synced whole).
     generation: u64,
+    /// After a compaction that a full disk stopped: the length the file
+    /// must reach before the next try (0: none waits).
+    compact_retry_len: u64,
     buf: Vec<u8>,
     /// In-window results and purge markers, by job id.
     entries: HashMap<u64, Entry>,
@@ -185,6 +188,7 @@ impl DoneFile {
             alloc: SEGMENT_HEADER_LEN as u64,
             synced_len: SEGMENT_HEADER_LEN as u64,
             generation: 0,
+            compact_retry_len: 0,
             buf: Vec::new(),
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -643,10 +647,20 @@ impl DoneFile {
     /// cancel or a purge on a full disk then poisoned the queue).
     fn maybe_compact(&mut self) -> Result<()> {
         let garbage = self.len - SEGMENT_HEADER_LEN as u64 - self.kept_bytes;
-        if garbage > COMPACT_MIN_GARBAGE && garbage * 2 > self.len {
+        if garbage > COMPACT_MIN_GARBAGE
+            && garbage * 2 > self.len
+            && self.len >= self.compact_retry_len
+        {
             match self.try_compact() {
-                Err(AtomicWriteError::Unchanged(e)) if crate::reserve::is_enospc(&e) => {}
-                other => other.map_err(AtomicWriteError::into_error)?,
+                // Not again at every record while the disk stays full (each
+                // try reads every kept record): once the file grew a chunk.
+                Err(AtomicWriteError::Unchanged(e)) if crate::reserve::is_enospc(&e) => {
+                    self.compact_retry_len = self.len + GROW_CHUNK;
+                }
+                other => {
+                    other.map_err(AtomicWriteError::into_error)?;
+                    self.compact_retry_len = 0;
+                }
             }
         }
         Ok(())

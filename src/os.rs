@@ -2,7 +2,7 @@
 //! stand-in that test file systems use in their place, `fallocate`,
 //! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)`,
 //! `posix_fadvise`, `madvise` of mapped segments and `clock_gettime`;
-//! and, in [`store_guard`] (with its own safety argument), the `SIGBUS`
+//! and, in `store_guard` (Linux; with its own safety argument), the `SIGBUS`
 //! handler that turns a store into a map that the kernel refuses into an
 //! error.
 //!
@@ -55,7 +55,7 @@
 //! map could fault for lack of space (copy-on-write file systems, see
 //! [`map_stores_are_safe`]); a store that faults all the same (a file
 //! system that shut down, an active segment cut short) is caught by
-//! [`store_guard`] and returned as an error. `docs/architecture.md` lists
+//! `store_guard` and returned as an error. `docs/architecture.md` lists
 //! what stays fatal.
 
 use std::cell::UnsafeCell;
@@ -402,6 +402,7 @@ impl Region {
 }
 
 /// The error of a store at `off` that the kernel refused (`store_guard`).
+#[cfg(target_os = "linux")]
 #[cold]
 fn store_refused(off: usize) -> io::Error {
     io::Error::other(format!(
@@ -686,6 +687,7 @@ mod tests {
     /// A file of two pages, mapped, then cut to nothing under the map:
     /// a store into it faults (`SIGBUS`, the page lies past the file's
     /// end), the way a store into a file system that shut down does.
+    #[cfg(target_os = "linux")]
     fn cut_map() -> (std::fs::File, Region) {
         let f = tempfile::tempfile().unwrap();
         f.set_len(8192).unwrap();

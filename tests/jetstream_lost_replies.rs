@@ -429,3 +429,44 @@ fn a_cancel_whose_reply_was_lost_purges_the_schedule_when_repeated() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The same for a reminder whose record aged out before the cancel (its
+/// `Purged` record is made from the schedule's headers, with no due
+/// time): the first cancel's purge of the schedule never reaches the
+/// server, and the cancel fails; the repeated cancel purges it all the
+/// same. Before, it skipped a `Purged` record without a due time.
+#[test]
+fn an_aged_out_reminder_whose_schedule_purge_was_lost_is_purged_when_repeated() {
+    let cluster = Cluster::start();
+    // The record ages out before the cancel; the Purged record it makes
+    // must outlive the lost purge's 2 s timeout and the second cancel.
+    let (js, proxy) = through_proxy(&cluster, "ca", |c| c.retention(Duration::from_secs(8)));
+    let hour = EnqueueOptions::new().delay(Duration::from_secs(3600));
+    let id = js.enqueue(b"remind", hour).unwrap().id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while js.status(id).unwrap() != JobStatus::Unknown {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never aged out"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let delayed = |js: &JetStream| js.stats().unwrap().delayed;
+    assert_eq!(delayed(&js), 1);
+    proxy.drop_next(Dir::ToServer, "STREAM.PURGE");
+    let lost = js.cancel(id);
+    assert_eq!(proxy.dropped(), 1, "no purge was dropped: {lost:?}");
+    assert!(lost.is_err(), "a cancel whose purge was lost returned Ok");
+    assert!(matches!(js.status(id).unwrap(), JobStatus::Purged { .. }));
+    assert_eq!(delayed(&js), 1, "the schedule is still there");
+    let again = js.cancel(id).expect_err("cancelled already");
+    assert_eq!(again.kind(), ErrorKind::NotFound, "{again}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while delayed(&js) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the repeated cancel left the schedule in the stream"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

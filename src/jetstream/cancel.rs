@@ -117,11 +117,17 @@ impl Inner {
         }
     }
 
-    /// Purges the schedule of `rec`'s live copy, if it may wait for one
-    /// (a copy due later; the record may say `Purged` already).
+    /// Purges the schedule of `rec`'s live copy, if it may wait for one: a
+    /// delayed or retrying copy due later, and whatever a `Purged` record
+    /// names (a record made from an aged-out copy's headers holds no due
+    /// time; purging a subject with no message is a no-op).
     async fn drop_schedule(&self, id: u64, rec: &Record) -> Result<()> {
-        let waits = matches!(rec.state, State::Delayed | State::Retrying | State::Purged);
-        if waits && rec.due_ms > now_ms() {
+        let waits = match rec.state {
+            State::Delayed | State::Retrying => rec.due_ms > now_ms(),
+            State::Purged => true,
+            _ => false,
+        };
+        if waits {
             self.purge_schedule(id, rec.copy).await?;
         }
         Ok(())

@@ -28,42 +28,63 @@
 //!
 //! # Safety argument
 //!
-//! * **The handler is async-signal-safe.** It reads two thread-locals of
-//!   its own thread (const-initialised, no destructor: a plain TLS access;
-//!   [`copy`] touched them first, so their storage exists) and a
-//!   [`OnceLock`] set before the handler was installed, and makes system
-//!   calls (`mmap`, `process_vm_readv`, `mremap`, `munmap`, `sigaction`,
-//!   `raise`). It allocates nothing, takes no lock and never unwinds.
+//! * **The handler is async-signal-safe.** It reads a thread-local of its
+//!   own thread (const-initialised, no destructor: a plain TLS access) and
+//!   two [`OnceLock`]s set before the handler was installed, and makes
+//!   system calls (`mmap`, `process_vm_readv`, `mremap`, `munmap`,
+//!   `sigaction`, `raise`). It allocates nothing, takes no lock and never
+//!   unwinds. A signal someone sent (`si_code` <= 0) is passed on before
+//!   any of it.
 //! * **The page swap changes no byte a reader can see.** The copy holds
-//!   the page's current bytes (read by the kernel, which reports an
-//!   unreadable page as an error instead of faulting), and `mremap` puts
-//!   it in place atomically; readers read only published bytes, which no
-//!   store changes (`Region` rule 1). Where the page cannot be read, its
-//!   bytes were already lost to every reader (each of them would fault).
-//! * **Only walq's own stores are diverted.** The window is set and
-//!   cleared by the thread that stores, around the copy, with compiler
-//!   fences so that neither moves across the copy; a fault elsewhere, or
-//!   on another thread, is passed on.
+//!   the page's current bytes, read by the kernel (`process_vm_readv`,
+//!   which reports an unreadable page as EFAULT instead of faulting), and
+//!   `mremap` puts it in place atomically; readers read only published
+//!   bytes, which no store changes (`Region` rule 1). Only where the kernel
+//!   cannot read the page either (EFAULT) is the copy zeros: its bytes
+//!   were already lost to every reader, each of whom would fault. Any
+//!   other failure to read it (the call refused by a seccomp filter)
+//!   replaces nothing, and the fault kills as before.
+//! * **Only walq's own stores are diverted, and each page once.** The
+//!   window is set and cleared by the thread that stores, around the
+//!   copy, with compiler fences so that neither moves across the copy; a
+//!   fault elsewhere, or on another thread, is passed on. A page that
+//!   faults again after its replacement is passed on too, so a store
+//!   never loops.
 //! * **What stays outside:** a program that installs its own `SIGBUS`
 //!   handler after walq replaces this one (its handler then sees walq's
 //!   faults, as before this module); a fault reading a map (a record is
-//!   checked readable before it is read, `Region::populate_read`).
+//!   checked readable before it is read, `Region::populate_read`). Passing
+//!   on calls the previous handler directly, without its signal mask;
+//!   Rust's own handler resets `SIGBUS` to the default action when the
+//!   fault is not a stack overflow, so after a `SIGBUS` someone sent (the
+//!   process survives it, as without walq) walq's handler is gone for the
+//!   rest of the process. Where walq is in a library loaded with `dlopen`,
+//!   the first TLS access of a thread that never stored may allocate
+//!   (glibc's `__tls_get_addr`): the handler touches its thread-local only
+//!   for a fault, which kills the process unless it is walq's.
 
 use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
-thread_local! {
-    /// The start of this thread's store in progress.
-    static START: AtomicUsize = const { AtomicUsize::new(0) };
-    /// The end (exclusive) of this thread's store in progress, 0 when none;
-    /// with [`FAULT`] set once the handler diverted a fault in it.
-    static END: AtomicUsize = const { AtomicUsize::new(0) };
+/// This thread's store in progress, read by the handler.
+struct Window {
+    /// The destination's start.
+    start: AtomicUsize,
+    /// The destination's end (exclusive); 0 when no store is in progress.
+    end: AtomicUsize,
+    /// The page the handler last replaced in this store; 0 if none.
+    replaced: AtomicUsize,
 }
 
-/// The bit the handler sets in [`END`] when it diverted a fault: the top
-/// bit, which no user-space address of a 64-bit Linux process has (and a
-/// 32-bit map never reaches).
-const FAULT: usize = 1 << (usize::BITS - 1);
+thread_local! {
+    static WINDOW: Window = const {
+        Window {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            replaced: AtomicUsize::new(0),
+        }
+    };
+}
 
 /// The `SIGBUS` action found when the handler was installed.
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
@@ -113,37 +134,73 @@ pub(crate) fn install() {
 /// `dst` for `len` writes, not overlapping.
 #[inline(always)]
 pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) -> Result<(), ()> {
-    START.with(|s| s.store(dst as usize, Ordering::Relaxed));
-    END.with(|e| e.store(dst as usize + len, Ordering::Relaxed));
+    let w = window();
+    w.replaced.store(0, Ordering::Relaxed);
+    w.start.store(dst as usize, Ordering::Relaxed);
+    w.end.store(dst as usize + len, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     std::ptr::copy_nonoverlapping(src, dst, len);
     compiler_fence(Ordering::SeqCst);
-    if END.with(|e| e.swap(0, Ordering::Relaxed)) & FAULT != 0 {
-        Err(())
-    } else {
+    w.end.store(0, Ordering::Relaxed);
+    if w.replaced.load(Ordering::Relaxed) == 0 {
         Ok(())
+    } else {
+        Err(())
     }
+}
+
+/// This thread's window: one TLS lookup, then plain field accesses (a
+/// closure per access cost a call each on the append path).
+#[inline(always)]
+fn window() -> &'static Window {
+    // SAFETY: the pointer is to this thread's `WINDOW`, which has no
+    // destructor and lives as long as the thread; the reference is used
+    // only by this thread, within the call that took it (`copy`, the
+    // handler), and every access is atomic.
+    unsafe { &*WINDOW.with(|w| w as *const Window) }
 }
 
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid `siginfo_t` to an SA_SIGINFO
-    // handler; `si_addr` is the faulting address for a SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let start = START.with(|s| s.load(Ordering::Relaxed));
-    let end = END.with(|e| e.load(Ordering::Relaxed));
-    if addr >= start && addr < end & !FAULT && replace_page(addr) {
-        END.with(|e| e.store(end | FAULT, Ordering::Relaxed));
+    // handler; for a fault (`si_code` > 0) `si_addr` is its address.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Sent by someone (`kill`, `sigqueue`: `si_code` <= 0) is no fault.
+    if code > 0 && divert(addr) {
         return;
     }
     // SAFETY: forwards the kernel's own arguments.
     unsafe { pass_on(sig, info, ctx) }
 }
 
-/// Puts a private copy of the page holding `addr` in its place; whether
-/// that worked.
-fn replace_page(addr: usize) -> bool {
+/// Whether a fault at `addr` lay in this thread's store window and its
+/// page was replaced, so the store can finish. A page that faults again
+/// after its replacement is not replaced again (the store would never
+/// finish): the fault is passed on.
+fn divert(addr: usize) -> bool {
+    let w = window();
+    let (start, end) = (
+        w.start.load(Ordering::Relaxed),
+        w.end.load(Ordering::Relaxed),
+    );
+    if addr < start || addr >= end {
+        return false;
+    }
+    let page = addr & !(PAGE.get().copied().unwrap_or(4096) - 1);
+    if w.replaced.load(Ordering::Relaxed) == page || !replace_page(page) {
+        return false;
+    }
+    w.replaced.store(page, Ordering::Relaxed);
+    true
+}
+
+/// Puts a private copy of the page at `start` in its place; whether that
+/// worked. The copy holds the page's bytes, read by the kernel for us
+/// (`process_vm_readv`), or zeros where the kernel cannot read them
+/// either (EFAULT: the page is gone, past the end of a cut file). Any
+/// other failure (the call refused by a seccomp filter, say) replaces
+/// nothing, and the fault is passed on.
+fn replace_page(start: usize) -> bool {
     let page = PAGE.get().copied().unwrap_or(4096);
-    let start = addr & !(page - 1);
     // SAFETY: a fresh anonymous mapping of our own; the kernel reads the
     // page at `start` for us and reports an unreadable one as an error
     // (no fault); `mremap` moves our fresh page over `start`, which lies
@@ -168,8 +225,12 @@ fn replace_page(addr: usize) -> bool {
             iov_base: start as *mut libc::c_void,
             iov_len: page,
         };
-        // Zeros stay where the page cannot be read.
-        let _ = libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
+        let read = libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
+        let unreadable = read < 0 && *libc::__errno_location() == libc::EFAULT;
+        if read != page as isize && !unreadable {
+            libc::munmap(tmp, page);
+            return false;
+        }
         let moved = libc::mremap(
             tmp,
             page,
@@ -206,9 +267,17 @@ unsafe fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::
             return;
         }
     }
-    // The default action: a fault happens again when the handler returns
-    // and kills the process, as without walq; a signal someone sent is
-    // raised again.
+    // Ignored: a signal someone sent stays ignored; a fault happens again
+    // when the handler returns, and the kernel kills (as without walq).
+    // The default action: the same, and a signal someone sent is raised
+    // again.
+    if PREVIOUS
+        .get()
+        .is_some_and(|p| p.sa_sigaction == libc::SIG_IGN)
+        && (*info).si_code <= 0
+    {
+        return;
+    }
     let mut dfl: libc::sigaction = std::mem::zeroed();
     dfl.sa_sigaction = libc::SIG_DFL;
     libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());

@@ -32,8 +32,8 @@
 //!   own thread (const-initialised, no destructor: a plain TLS access) and
 //!   two [`OnceLock`]s set before the handler was installed, and makes
 //!   system calls (`mmap`, `process_vm_readv`, `mremap`, `munmap`,
-//!   `sigaction`, `raise`). It allocates nothing, takes no lock and never
-//!   unwinds. A signal someone sent (`si_code` <= 0) is passed on before
+//!   `sigaction`, `raise`), with `errno` saved and put back. It allocates
+//!   nothing, takes no lock and never unwinds. A signal someone sent (`si_code` <= 0) is passed on before
 //!   any of it.
 //! * **The page swap changes no byte a reader can see.** The copy holds
 //!   the page's current bytes, read by the kernel (`process_vm_readv`,
@@ -163,13 +163,19 @@ fn window() -> &'static Window {
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid `siginfo_t` to an SA_SIGINFO
     // handler; for a fault (`si_code` > 0) `si_addr` is its address.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // `errno` is this thread's; the handler's system calls must not
+    // change it under the code they interrupted.
+    let (code, addr, errno) = unsafe {
+        let errno = *libc::__errno_location();
+        ((*info).si_code, (*info).si_addr() as usize, errno)
+    };
     // Sent by someone (`kill`, `sigqueue`: `si_code` <= 0) is no fault.
-    if code > 0 && divert(addr) {
-        return;
+    if !(code > 0 && divert(addr)) {
+        // SAFETY: forwards the kernel's own arguments.
+        unsafe { pass_on(sig, info, ctx) }
     }
-    // SAFETY: forwards the kernel's own arguments.
-    unsafe { pass_on(sig, info, ctx) }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 /// Whether a fault at `addr` lay in this thread's store window and its

@@ -410,24 +410,9 @@ fn a_cancel_whose_reply_was_lost_purges_the_schedule_when_repeated() {
     let (js, proxy) = through_proxy(&cluster, "cl", |c| c);
     let day = EnqueueOptions::new().delay(Duration::from_secs(24 * 3600));
     let id = js.enqueue(b"remind", day).unwrap().id;
-    let delayed = |js: &JetStream| js.stats().unwrap().delayed;
     assert_eq!(delayed(&js), 1);
     proxy.drop_next(Dir::ToClient, &puback_of("KV_WALQ_cl_jobs"));
-    let lost = js.cancel(id);
-    assert_eq!(proxy.dropped(), 1, "no PubAck was dropped: {lost:?}");
-    assert!(lost.is_err(), "a cancel without its reply returned Ok");
-    assert!(matches!(js.status(id).unwrap(), JobStatus::Purged { .. }));
-    assert_eq!(delayed(&js), 1, "the schedule is still there");
-    let again = js.cancel(id).expect_err("cancelled already");
-    assert_eq!(again.kind(), ErrorKind::NotFound, "{again}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while delayed(&js) != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the repeated cancel left the schedule in the stream"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cancel_lost_then_repeated(&js, &proxy, id);
 }
 
 /// The same for a reminder whose record aged out before the cancel (its
@@ -451,18 +436,29 @@ fn an_aged_out_reminder_whose_schedule_purge_was_lost_is_purged_when_repeated() 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let delayed = |js: &JetStream| js.stats().unwrap().delayed;
     assert_eq!(delayed(&js), 1);
     proxy.drop_next(Dir::ToServer, "STREAM.PURGE");
+    cancel_lost_then_repeated(&js, &proxy, id);
+}
+
+/// Delayed copies waiting for their schedule.
+fn delayed(js: &JetStream) -> u64 {
+    js.stats().unwrap().delayed
+}
+
+/// Cancels job `id` with the proxy armed to drop one message: the cancel
+/// fails after its `Purged` record is stored, with the schedule still in
+/// the stream; called again it says `NotFound`, and the schedule goes.
+fn cancel_lost_then_repeated(js: &JetStream, proxy: &Proxy, id: u64) {
     let lost = js.cancel(id);
-    assert_eq!(proxy.dropped(), 1, "no purge was dropped: {lost:?}");
-    assert!(lost.is_err(), "a cancel whose purge was lost returned Ok");
+    assert_eq!(proxy.dropped(), 1, "nothing was dropped: {lost:?}");
+    assert!(lost.is_err(), "a cancel that lost a message returned Ok");
     assert!(matches!(js.status(id).unwrap(), JobStatus::Purged { .. }));
-    assert_eq!(delayed(&js), 1, "the schedule is still there");
+    assert_eq!(delayed(js), 1, "the schedule is still there");
     let again = js.cancel(id).expect_err("cancelled already");
     assert_eq!(again.kind(), ErrorKind::NotFound, "{again}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while delayed(&js) != 0 {
+    while delayed(js) != 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the repeated cancel left the schedule in the stream"

@@ -232,33 +232,7 @@ impl DoneFile {
         while off < bytes.len() {
             match frame::decode(&bytes[off..], DONE_SEGMENT_ID, MAX_DONE_RECORD) {
                 Ok(f) => {
-                    let Some(rec) = DoneRecord::decode(f.kind, f.body) else {
-                        return Err(Error::corrupt(
-                            &self.path,
-                            off as u64,
-                            format!(
-                                "record kind {} does not belong in the completion file",
-                                f.kind
-                            ),
-                        ));
-                    };
-                    if rec.id() >= crate::format::MAX_ID {
-                        return Err(Error::corrupt(
-                            &self.path,
-                            off as u64,
-                            format!("completion record with job id {} out of range", rec.id()),
-                        ));
-                    }
-                    if f.lsn >= crate::format::MAX_ID {
-                        return Err(Error::corrupt(
-                            &self.path,
-                            off as u64,
-                            format!(
-                                "completion record with sequence number {} out of range",
-                                f.lsn
-                            ),
-                        ));
-                    }
+                    let rec = self.checked(&f, off)?;
                     self.next_seq = self.next_seq.max(f.lsn.saturating_add(1));
                     self.apply(rec, off as u64, f.len, f.lsn, now);
                     off += f.len as usize;
@@ -308,6 +282,31 @@ impl DoneFile {
             self.len = off as u64;
         }
         Ok(report)
+    }
+
+    /// The completion record framed by `f` at `off`, if it belongs in
+    /// this file and its job id and sequence number are in range.
+    fn checked<'b>(&self, f: &frame::Frame<'b>, off: usize) -> Result<DoneRecord<'b>> {
+        let corrupt = |what: String| Error::corrupt(&self.path, off as u64, what);
+        let Some(rec) = DoneRecord::decode(f.kind, f.body) else {
+            return Err(corrupt(format!(
+                "record kind {} does not belong in the completion file",
+                f.kind
+            )));
+        };
+        if rec.id() >= crate::format::MAX_ID {
+            return Err(corrupt(format!(
+                "completion record with job id {} out of range",
+                rec.id()
+            )));
+        }
+        if f.lsn >= crate::format::MAX_ID {
+            return Err(corrupt(format!(
+                "completion record with sequence number {} out of range",
+                f.lsn
+            )));
+        }
+        Ok(rec)
     }
 
     /// Applies one record to the index; a later record of a job supersedes

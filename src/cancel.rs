@@ -68,17 +68,24 @@ impl QueueState {
             "cancelling job {id}, which does not wait ({state:?})"
         );
         let a = self.log.append(&Record::Ack { id }, 0, self.next_id)?;
+        self.take_waiting(id);
+        self.finish(id);
+        Ok(a.lsn)
+    }
+
+    /// Takes waiting job `id` (fresh, waiting or blocked behind its
+    /// group's head) out of the delivery order, as a lease would: in
+    /// flight from now on, for [`QueueState::finish`] (which takes such a
+    /// job, asserting so, and lets go of its level, queue and group).
+    pub(super) fn take_waiting(&mut self, id: u64) {
+        let state = self.jobs.get(id).map(|s| s.state);
         if state == Some(SlotState::Fresh) {
             self.order_mut(id).take_fresh();
         } else if !self.groups_mut(id).is_blocked(id) {
             self.order_mut(id).remove_waiting(id);
         }
-        // Out of the delivery order now, as a leased job is: `finish`
-        // takes such a job (it asserts so) and lets go of the rest.
         if let Some(slot) = self.jobs.get_mut(id) {
             slot.state = SlotState::InFlight;
         }
-        self.finish(id);
-        Ok(a.lsn)
     }
 }

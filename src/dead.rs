@@ -390,7 +390,25 @@ impl DeadFile {
     /// file's length), so that on a full disk this fails, before anything
     /// is written, rather than a removal halfway through a purge.
     pub fn make_room_for_removals(&mut self, n: usize) -> Result<()> {
-        let end = self.len + REMOVED_FRAME_LEN * n as u64;
+        self.make_room(REMOVED_FRAME_LEN * n as u64)
+    }
+
+    /// Makes room for a dead letter like `rec` ([`DeadFile::add`]; its
+    /// fields are fixed-width, so only the lengths of its texts and
+    /// payload count): its blocks are allocated first, as for
+    /// [`DeadFile::make_room_for_removals`].
+    pub fn make_room_for_letter(&mut self, rec: &DeadRec<'_>) -> Result<()> {
+        self.buf.clear();
+        self.buf.resize(FRAME_HEADER_LEN, 0);
+        let tail = Record::Dead(*rec).encode_into(&mut self.buf);
+        let len = (self.buf.len() + tail.len()) as u64;
+        self.make_room(len)
+    }
+
+    /// Allocates the blocks of the next `bytes` past the end, in steps of
+    /// [`RESERVE_STEP`], where they are not allocated yet.
+    fn make_room(&mut self, bytes: u64) -> Result<()> {
+        let end = self.len + bytes;
         if end > self.reserved.max(self.len) {
             let upto = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
             self.file

@@ -21,7 +21,7 @@ use crate::named::scoped_hash;
 use crate::options::MAX_ERROR_LEN;
 use crate::vfs::VfsFile;
 
-fn cut_text(text: &str) -> &[u8] {
+pub(super) fn cut_text(text: &str) -> &[u8] {
     if text.len() <= MAX_ERROR_LEN {
         return text.as_bytes();
     }

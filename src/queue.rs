@@ -1253,6 +1253,55 @@ impl Queue {
         self.settle(lsn)
     }
 
+    /// Adds a job straight to this queue's dead letters, never delivered:
+    /// for moving dead letters from another queue or another system
+    /// (`walq import` uses it). The job gets a new id and keeps `opts`'
+    /// key, level and group (a delay is ignored: it is dead from the
+    /// start); `error` (cut to [`crate::MAX_ERROR_LEN`] bytes) is its last
+    /// error, and its attempts read 1. A redrive returns it to the queue
+    /// like any dead letter, with the queue's `max_attempts`. A key already known returns that job with
+    /// `duplicate` set and adds nothing. No other job is touched.
+    ///
+    /// The payload and options are checked as [`Queue::enqueue_with`]
+    /// checks them. Room for the dead letter is allocated first, so a full
+    /// disk refuses the call before anything is written; a crash or a
+    /// failed write after the job's record leaves it in flight on its last
+    /// attempt, moved to the dead letters at the next open. Under
+    /// [`Durability::Sync`] the dead letter is on stable storage when this
+    /// returns (dead letters are synced whatever the durability).
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue(b"resize photo 1")?;
+    /// let moved = q.enqueue_dead_letter(b"resize photo 2", Default::default(), "timed out upstream")?;
+    /// assert_eq!(q.dead_letter_ids(), vec![moved.id]);
+    /// let job = q.dequeue()?.expect("the waiting job");
+    /// assert_eq!(job.payload(), b"resize photo 1"); // untouched, first attempt
+    /// assert_eq!(job.attempt(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_dead_letter(
+        &self,
+        payload: &[u8],
+        opts: EnqueueOptions,
+        error: &str,
+    ) -> Result<Enqueued> {
+        let out = self.write_op_at(
+            |st, now| {
+                st.validate_enqueue(payload, &opts)?;
+                st.enqueue_dead(self.queue, payload, &opts, error, now.wall)
+            },
+            |o| o.lsn,
+        )?;
+        self.settle(out.lsn)?;
+        Ok(Enqueued {
+            id: out.id,
+            duplicate: out.duplicate,
+        })
+    }
+
     /// Acks a job and keeps `result` (at most [`crate::MAX_RESULT_LEN`]
     /// bytes) with its done status for the dedup window, for
     /// [`Queue::status`].

@@ -43,7 +43,7 @@ use crate::segment::Segment;
 use super::QueueState;
 
 /// Length of a lease frame.
-const LEASE_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64 + 12;
+pub(super) const LEASE_FRAME_LEN: u64 = FRAME_HEADER_LEN as u64 + 12;
 /// Bytes of job records carried per maintenance call.
 const CARRY_BUDGET: u64 = 64 * 1024;
 /// Maintenance calls skipped after a failed unlink before trying again.

@@ -46,6 +46,8 @@ use crate::stats::Stats;
 
 #[path = "batch.rs"]
 mod batch;
+#[path = "bury.rs"]
+mod bury;
 #[path = "cancel.rs"]
 mod cancel;
 #[path = "checkpoint.rs"]

@@ -156,3 +156,110 @@ fn a_redrive_cut_short_keeps_the_jobs_key_after_a_scan() {
 fn a_redrive_cut_short_keeps_the_jobs_key_from_the_checkpoint() {
     a_redrive_cut_short_keeps_the_jobs_key(true);
 }
+
+/// `enqueue_dead_letter` adds a dead letter without delivering anything:
+/// jobs already in the queue (ready, delayed and falling due, waiting for
+/// a retry) keep their attempts and places, however many letters come in.
+/// (`walq import` made dead letters by leasing and failing jobs; a job of
+/// the queue leased on the way was nacked, an attempt used per letter,
+/// until it died.)
+#[test]
+fn importing_dead_letters_touches_no_other_job() {
+    use std::time::Duration;
+    use walq::{EnqueueOptions, Retry};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    let ready = q.enqueue(b"ready").unwrap();
+    let delayed = q
+        .enqueue_with(
+            b"delayed",
+            EnqueueOptions::new()
+                .delay(Duration::from_millis(5))
+                .max_attempts(3),
+        )
+        .unwrap()
+        .id;
+    let retried = q.enqueue(b"retried").unwrap();
+    let mut imported = Vec::new();
+    for i in 0..50u64 {
+        if i == 10 {
+            // One job waits for its retry; the delayed one falls due.
+            let first = q.dequeue().unwrap().unwrap();
+            let second = q.dequeue().unwrap().unwrap();
+            assert_eq!((first.id(), second.id()), (ready, retried));
+            for job in [first, second] {
+                q.nack(job.receipt(), Retry::After(Duration::ZERO), "again")
+                    .unwrap();
+            }
+            clock.advance(Duration::from_millis(10));
+        }
+        let payload = format!("letter {i}");
+        let added = q
+            .enqueue_dead_letter(
+                payload.as_bytes(),
+                EnqueueOptions::new(),
+                "failed elsewhere",
+            )
+            .unwrap();
+        assert!(!added.duplicate);
+        imported.push(added.id);
+    }
+    assert_eq!(q.dead_letter_ids(), imported);
+    let mut got = drain(&q);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (ready, b"ready".to_vec(), 2),
+            (delayed, b"delayed".to_vec(), 1),
+            (retried, b"retried".to_vec(), 2),
+        ],
+        "each job delivered with the attempts it had, none dead"
+    );
+    assert_eq!(q.dead_letter_ids(), imported);
+}
+
+/// What an imported dead letter keeps (payload, error, key, level, its
+/// queue), that a key already known adds nothing, that it survives a
+/// reopen and that a redrive delivers it.
+#[test]
+fn an_imported_dead_letter_keeps_what_it_was_given() {
+    use walq::{EnqueueOptions, Priority, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let opts = EnqueueOptions::new()
+        .idempotency_key("invoice-9")
+        .priority(Priority::Urgent);
+    let id = {
+        let store = Store::open_with(dir.path(), common::opts(&clock)).unwrap();
+        let q = store.queue("billing").unwrap();
+        let first = q
+            .enqueue_dead_letter(b"send invoice 9", opts.clone(), "smtp refused")
+            .unwrap();
+        let again = q
+            .enqueue_dead_letter(b"send invoice 9", opts.clone(), "smtp refused")
+            .unwrap();
+        assert!(again.duplicate && again.id == first.id);
+        let dup = q.enqueue_with(b"send invoice 9", opts.clone()).unwrap();
+        assert!(dup.duplicate && dup.id == first.id, "the key is known");
+        assert!(q.dequeue().unwrap().is_none(), "nothing to deliver");
+        store.close().unwrap();
+        first.id
+    };
+    let store = Store::open_with(dir.path(), common::opts(&clock)).unwrap();
+    let q = store.queue("billing").unwrap();
+    let d = q.dead_letter(id).unwrap().expect("the dead letter");
+    assert_eq!(d.payload, b"send invoice 9");
+    assert_eq!(d.error, "smtp refused");
+    assert_eq!(d.key.as_deref(), Some(&b"invoice-9"[..]));
+    assert_eq!(d.queue, "billing");
+    assert_eq!(d.priority, Priority::Urgent);
+    assert_eq!(d.attempts, 1, "counted as one attempt, as a failed job");
+    q.redrive(id).unwrap();
+    let job = q.dequeue().unwrap().expect("redriven");
+    assert_eq!(
+        (job.id(), job.attempt(), job.payload()),
+        (id, 1, &b"send invoice 9"[..])
+    );
+}

@@ -106,7 +106,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use walq::vfs::{Mapping, SimFs, StdFs, Vfs, VfsFile};
-use walq::{Durability, ErrorKind, Options, Queue};
+use walq::{Durability, EnqueueOptions, ErrorKind, Options, Queue};
 
 const DIR_ENV: &str = "WALQ_FULL_DISK_DIR";
 const DURABILITY_ENV: &str = "WALQ_FULL_DISK_DURABILITY";
@@ -1599,4 +1599,53 @@ fn purging_many_dead_letters_on_a_full_disk(vfs: Arc<dyn Vfs>, root: &Path, size
     q.close().expect("close");
     let q = Queue::open_on(vfs.clone(), &dir, options(sizes)).expect("reopen");
     assert!(q.dead_letter_ids().is_empty(), "the purge is durable");
+}
+
+/// `enqueue_dead_letter` on a full disk: the room for the dead letter is
+/// allocated before the job's record is written, so the call is refused
+/// with ENOSPC and nothing changes (before the room came first: the job's
+/// record went in, the dead letter's write failed, and the queue was
+/// poisoned, to reopen with the job waiting to run).
+#[test]
+fn importing_dead_letters_on_a_full_disk_never_poisons() {
+    let fs = QuotaFs::new(SIM_CAPACITY);
+    let vfs: Arc<dyn Vfs> = Arc::new(fs);
+    let root = PathBuf::from("/disk");
+    let dir = root.join("queue");
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("open");
+    let waiting = q.enqueue(b"waiting job").expect("enqueue");
+    fill_disk(&*vfs, &root, "filler");
+    let big = vec![7u8; 32 << 10];
+    let mut refused = 0;
+    for _ in 0..64 {
+        match q.enqueue_dead_letter(&big, EnqueueOptions::new(), "moved here") {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(is_enospc(&e), "a refused import says the disk is full: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "64 dead letters of 32 KiB fit on a full disk");
+    let stats = q.stats();
+    assert_eq!(
+        stats.dead as usize,
+        64 - refused,
+        "a refused import adds nothing"
+    );
+    assert_eq!(stats.ready, 1, "only the waiting job is ready");
+    let job = q
+        .dequeue()
+        .expect("the queue still serves after a refused import")
+        .expect("the waiting job");
+    assert_eq!((job.id(), job.attempt()), (waiting, 1));
+    q.ack(job.receipt()).expect("ack");
+    drop(q);
+    vfs.remove(&root.join("filler")).unwrap();
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("reopen");
+    assert!(
+        q.dequeue().expect("dequeue").is_none(),
+        "no refused import waits to run"
+    );
+    assert_eq!(q.dead_letter_ids().len(), 64 - refused);
 }

@@ -57,6 +57,14 @@ enum Op {
     /// `cancel` through queue `.0`'s handle of the `.1`-th known job id
     /// (of any state, or one never issued).
     Cancel(u8, usize),
+    /// `enqueue_dead_letter` into a queue, with a key and a group maybe,
+    /// at a level: a dead letter at once, nothing delivered.
+    EnqueueDead {
+        queue: u8,
+        key: Option<u8>,
+        level: u8,
+        group: Option<u8>,
+    },
     /// Reopen; with `scan`, the checkpoint is deleted first, so the whole
     /// log (batch records included) is replayed.
     Reopen {
@@ -81,6 +89,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..4).prop_map(Op::Redrive),
         1 => (0usize..4).prop_map(Op::Purge),
         2 => (0u8..3, 0usize..16).prop_map(|(queue, i)| Op::Cancel(queue, i)),
+        1 => (0u8..3, proptest::option::of(0u8..4), 0u8..4, proptest::option::of(0u8..4))
+            .prop_map(|(queue, key, level, group)| Op::EnqueueDead { queue, key, level, group }),
         1 => any::<bool>().prop_map(|scan| Op::Reopen { scan }),
     ]
 }
@@ -552,6 +562,48 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(err.kind(), ErrorKind::NotFound);
                     }
                 }
+            }
+            Op::EnqueueDead {
+                queue,
+                key,
+                level,
+                group,
+            } => {
+                seq += 1;
+                let p = payload(seq, 30);
+                let mut o = EnqueueOptions::new().priority(LEVELS[usize::from(level)]);
+                if let Some(g) = group {
+                    o = o.group(format!("group-{g}"));
+                }
+                if let Some(k) = key {
+                    o = o.idempotency_key([k]);
+                }
+                let out = qs[usize::from(queue)]
+                    .enqueue_dead_letter(&p, o, "imported")
+                    .unwrap();
+                if let Some(id) = key.and_then(|k| m.key_owner(queue, k, now)) {
+                    prop_assert!(out.duplicate, "the key of job {} should be known", id);
+                    prop_assert_eq!(out.id, id);
+                    continue;
+                }
+                prop_assert!(!out.duplicate, "a dead letter's key should be free");
+                if let Some(k) = key {
+                    m.finished_keys.remove(&(queue, k));
+                }
+                m.jobs.insert(
+                    out.id,
+                    MJob {
+                        queue,
+                        payload: p,
+                        attempts: 0,
+                        max_attempts: MAX_ATTEMPTS,
+                        st: St::Dead,
+                        key,
+                        enq: now,
+                        level,
+                        group,
+                    },
+                );
             }
             Op::Reopen { scan } => {
                 drop(q);

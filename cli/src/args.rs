@@ -91,8 +91,8 @@ Examples:
     /// missing). Takes the queue's lock.
     #[command(
         after_help = "Delays are kept (what is left of them), and so is the number of attempts a
-job has left; dead letters arrive as dead letters with their error text.
-Dead letters can only be imported into a queue with no ready jobs.
+job has left; dead letters arrive as dead letters with their error text
+(added straight to the dead letters: no job of the queue is touched).
 The whole input is checked before the first write (a bad line writes
 nothing); until then the checked items wait in a private spill file in
 $TMPDIR (default /tmp), which needs room for about the size of the

@@ -141,8 +141,6 @@ struct Checked {
     queues: Vec<String>,
     /// The same, to tell a queue already named.
     named: HashSet<String>,
-    /// The queues dead letters go to.
-    dead_queues: HashSet<String>,
 }
 
 impl Checked {
@@ -155,7 +153,6 @@ impl Checked {
             limits: Limits::default(),
             queues: Vec::new(),
             named: HashSet::new(),
-            dead_queues: HashSet::new(),
         })
     }
 
@@ -166,9 +163,6 @@ impl Checked {
         if !self.named.contains(&it.queue) {
             self.named.insert(it.queue.clone());
             self.queues.push(it.queue.clone());
-        }
-        if it.dead && !self.dead_queues.contains(&it.queue) {
-            self.dead_queues.insert(it.queue.clone());
         }
         Ok(())
     }
@@ -259,7 +253,7 @@ pub fn import(a: &ImportArgs) -> CmdResult {
     let spilled = [replay(checked.dead)?, replay(checked.jobs)?];
     let mut target = Target::open(&a.dir, &checked.limits)?;
     let mut added = Added::default();
-    let result = check_target(&mut target, &a.dir, &checked.queues, &checked.dead_queues)
+    let result = check_target(&mut target, &a.dir, &checked.queues)
         .and_then(|()| add_all(&mut target, &a.dir, spilled, count, &mut added));
     // What was added before a failure is synced and counted as well.
     let closed = target.close(&a.dir);
@@ -288,51 +282,33 @@ impl std::fmt::Display for Added {
     }
 }
 
-/// The checks that need the target, before anything is written: every
+/// The check that needs the target, before anything is written: every
 /// queue named can be opened (a store holds at most `MAX_QUEUES` named
-/// queues, counting those it has), and the queues of dead letters have no
-/// ready job.
-fn check_target(
-    t: &mut Target,
-    dir: &Path,
-    queues: &[String],
-    dead_queues: &HashSet<String>,
-) -> Result<(), Fail> {
-    let mut busy = false;
+/// queues, counting those it has).
+fn check_target(t: &mut Target, dir: &Path, queues: &[String]) -> Result<(), Fail> {
     for name in queues {
-        let q = t.queue(name).map_err(|e| {
+        t.queue(name).map_err(|e| {
             let f = Fail::operation(dir, &e);
             Fail::new(f.code, format!("{}; nothing was imported", f.message))
         })?;
-        busy |= dead_queues.contains(name) && q.stats().ready > 0;
-    }
-    if busy {
-        return Err(Fail::new(
-            FAILED,
-            format!(
-                "{}: dead letters can only be imported into a queue with no ready jobs \
-                 (they are made by leasing and failing a job); nothing was imported",
-                dir.display()
-            ),
-        ));
     }
     Ok(())
 }
 
-/// A dead letter is added by enqueueing, leasing and failing a job: one
-/// whose adding failed part way may be left leased (and ready again once
-/// its lease ends), which its failure says.
-fn leased_dead_letter(f: Fail) -> Fail {
+/// A dead letter whose adding failed after its job's records were written
+/// is left in flight on its last attempt, and the next open moves it to
+/// the dead letters (`Queue::enqueue_dead_letter`), which its failure says.
+fn unfinished_dead_letter(f: Fail) -> Fail {
     let message = format!(
-        "{}\nthe dead letter being imported may be left as a leased job, delivered again \
-         once its lease ends (`walq stats` counts it as leased)",
+        "{}\nthe dead letter being imported may be left as a job in flight on its last \
+         attempt; it is moved to the dead letters when the queue is next opened",
         f.message
     );
     Fail::new(f.code, message)
 }
 
 /// Adds the `count` items read back from `spilled` to the target, in
-/// order (dead letters first, while no other job is ready).
+/// order (dead letters first).
 fn add_all(
     t: &mut Target,
     dir: &Path,
@@ -359,7 +335,7 @@ fn add_one(t: &mut Target, dir: &Path, it: &Item, added: &mut Added) -> Result<(
         add_job(t, &it.job_spec())
     };
     let result = result.map_err(|e| match it.dead {
-        true => leased_dead_letter(Fail::operation(dir, &e)),
+        true => unfinished_dead_letter(Fail::operation(dir, &e)),
         false => Fail::operation(dir, &e),
     });
     match result? {

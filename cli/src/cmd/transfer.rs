@@ -323,36 +323,17 @@ impl<'a> DeadSpec<'a> {
     }
 }
 
-/// Adds a dead letter: enqueued with one attempt, leased and failed with
-/// its error. Its queue must have no other ready job (checked by callers).
+/// Adds a dead letter straight to its queue's dead letters
+/// (`Queue::enqueue_dead_letter`: nothing is delivered, no other job is
+/// touched). `false`: its key was already known, nothing was added.
 pub fn add_dead(t: &mut Target, d: &DeadSpec<'_>) -> walq::Result<bool> {
     let q = t.queue(d.queue)?;
-    let (payload, error) = (d.payload, d.error);
-    let mut opts = EnqueueOptions::new().max_attempts(1).priority(d.priority);
-    let key = d.key;
-    if let Some(k) = key {
+    let mut opts = EnqueueOptions::new().priority(d.priority);
+    if let Some(k) = d.key {
         opts = opts.idempotency_key(k);
     }
-    let added = q.enqueue_with(payload, opts)?;
-    if added.duplicate {
-        return Ok(false);
-    }
-    let mut others = Vec::new();
-    while let Some(job) = q.dequeue_timeout(Duration::ZERO)? {
-        if job.id() == added.id {
-            q.fail(job.receipt(), error)?;
-            break;
-        }
-        others.push(job); // not ours: callers make sure there is none
-    }
-    for job in others {
-        q.nack(
-            job.receipt(),
-            walq::Retry::After(Duration::ZERO),
-            "released by walq import",
-        )?;
-    }
-    Ok(true)
+    let added = q.enqueue_dead_letter(d.payload, opts, d.error)?;
+    Ok(!added.duplicate)
 }
 
 /// A pending job to add: its queue, what is left of its delay and

@@ -19,6 +19,10 @@ pub const LOCKED: u8 = 4;
 pub const NOT_FOUND: u8 = 5;
 /// The operation failed (an I/O error, a full disk, a refused write).
 pub const FAILED: u8 = 6;
+/// The reader of stdout went away before the output was written (what a
+/// shell reports for a process killed by `SIGPIPE`: 128 + 13). Never 0:
+/// `walq verify DIR | head -1` must not read as healthy.
+pub const CLOSED_OUTPUT: u8 = 141;
 
 /// The exit codes, for `--help`.
 pub const EXIT_CODES: &str = "\
@@ -31,7 +35,9 @@ Exit codes:
      newer format than this build reads
   4  locked: a running process holds the queue (commands that change it)
   5  not found: no job or dead letter with that id
-  6  failed: the operation failed (I/O error, full disk, refused write)";
+  6  failed: the operation failed (I/O error, full disk, refused write)
+141  the reader of the output went away (`walq dump DIR | head`): stopped
+     quietly, as a process killed by SIGPIPE";
 
 /// A failure: a message for stderr and an exit code.
 #[derive(Debug)]
@@ -157,9 +163,10 @@ impl fmt::Display for Fail {
 
 impl From<std::io::Error> for Fail {
     fn from(e: std::io::Error) -> Fail {
-        // The reader went away (`walq dump DIR | head`): stop quietly.
+        // The reader went away (`walq dump DIR | head`): stop quietly,
+        // but not with 0 (that would say, for `verify`, "healthy").
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Fail::new(OK, "");
+            return Fail::new(CLOSED_OUTPUT, "");
         }
         // Writing to stdout failed (a full disk, say).
         Fail::new(FAILED, format!("writing output: {e}"))

@@ -138,3 +138,57 @@ fn stats_watch_sees_a_running_producer() {
         "{lines:?}"
     );
 }
+
+/// `stats --watch` (found by review): each refresh says whether a process
+/// holds the queue now (before: what the first said, for ever), and dead
+/// letters purged between two refreshes are not counted as acked (before:
+/// every purged letter counted as one ack).
+#[test]
+fn stats_watch_follows_the_lock_and_tells_a_purge_from_an_ack() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    {
+        let q = walq::Queue::open_with(dir.path(), common::opts()).unwrap();
+        for _ in 0..20 {
+            q.enqueue(b"doomed").unwrap();
+        }
+        while let Some(job) = q.dequeue().unwrap() {
+            q.fail(job.receipt(), "no").unwrap();
+        }
+        q.close().unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walq"))
+        .args([
+            "stats",
+            d,
+            "--watch",
+            "--count",
+            "2",
+            "--interval",
+            "2",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = common::json(&lines.next().unwrap().unwrap());
+    assert_eq!(
+        (first["live"].as_bool(), first["dead"].as_u64()),
+        (Some(false), Some(20))
+    );
+    // Opened (and held) while the watch sleeps: the second refresh sees it.
+    let q = walq::Queue::open_with(dir.path(), common::opts()).unwrap();
+    assert_eq!(q.purge_all().unwrap(), 20);
+    let second = common::json(&lines.next().unwrap().unwrap());
+    assert!(child.wait().unwrap().success());
+    drop(q);
+    assert_eq!(second["live"], true, "{second}");
+    assert_eq!(second["dead"], 0, "{second}");
+    assert_eq!(
+        second["acked_per_s"], 0.0,
+        "a purge is not an ack: {second}"
+    );
+}

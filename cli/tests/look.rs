@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{healthy, image, json, opts, quiet, walq};
+use common::{contents, healthy, image, json, opts, quiet, walq};
 use walq::Queue;
 
 #[test]
@@ -213,4 +213,70 @@ fn show_gives_the_result_kept_in_done_rec() {
     );
     let dump = walq(&["dump", d]);
     assert!(dump.stdout.contains("done.rec @64"), "{}", dump.stdout);
+}
+
+/// `export -o` (found by review): a symbolic link to a file not yet in
+/// the queue directory is refused before anything is created there
+/// (before: the open created an empty `0000000002.wal`, and the queue no
+/// longer opened); an existing file is made private (0600) before the
+/// payloads go in; a device is written as it is (before: `set_len` on
+/// `/dev/null` failed).
+#[test]
+fn export_output_paths_are_checked_before_anything_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let before = contents(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let link = out.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("0000000099.wal"), &link).unwrap();
+    let run = walq(&["export", d, "-o", link.to_str().unwrap()]);
+    assert_eq!(run.code, 6, "{}", run.stderr);
+    assert!(run.stderr.contains("only reads"), "{}", run.stderr);
+    assert_eq!(
+        contents(dir.path()),
+        before,
+        "export created a file in the queue"
+    );
+    assert_eq!(walq(&["verify", d]).code, 0);
+
+    let open = out.path().join("open.jsonl");
+    std::fs::write(&open, "old").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = walq(&["export", d, "-o", open.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "an existing output file keeps mode {mode:o}");
+    let text = std::fs::read_to_string(&open).unwrap();
+    assert!(text.contains("\"walq_export\":1"), "{text}");
+
+    let run = walq(&["export", d, "-o", "/dev/null"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+/// A reader that went away (found by review): the command stops quietly
+/// with 141, as a process killed by SIGPIPE, never 0 (before: 0, so
+/// `walq verify DIR | head -1` read as healthy whatever it found).
+#[test]
+fn a_closed_output_is_never_success() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    for args in [vec!["verify", d], vec!["dump", d], vec!["export", d]] {
+        let mut fds = [0; 2];
+        // SAFETY: `pipe` fills both descriptors, owned from here on.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: fresh descriptors from `pipe`, owned once each.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        drop(read);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_walq"))
+            .args(&args)
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(141), "walq {args:?} into a closed pipe");
+    }
 }

@@ -1,10 +1,11 @@
 //! `walq stats`: counts, files and disk use; `--watch` adds rates.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use walq::inspect::Snapshot;
+use walq::inspect::{Completion, Snapshot};
 
 use crate::args::StatsArgs;
 use crate::fail::{CmdResult, Fail, OK, USAGE};
@@ -22,6 +23,11 @@ struct Numbers {
     disk_bytes: u64,
     files: usize,
     damage: u64,
+    /// The dead letters' ids (to tell which left between two refreshes).
+    dead_ids: BTreeSet<u64>,
+    /// Ids the completion file says were purged (dead letters purged and
+    /// jobs cancelled, for the dedup window).
+    purged_ids: BTreeSet<u64>,
 }
 
 impl Numbers {
@@ -38,6 +44,13 @@ impl Numbers {
             disk_bytes: snap.files.iter().map(|(_, len)| len).sum(),
             files: snap.files.len(),
             damage: snap.summary.damage,
+            dead_ids: snap.dead.keys().copied().collect(),
+            purged_ids: snap
+                .completions
+                .iter()
+                .filter(|(_, c)| matches!(c, Completion::Purged { .. }))
+                .map(|(id, _)| *id)
+                .collect(),
         }
     }
 
@@ -55,14 +68,22 @@ struct Rates {
 
 impl Rates {
     /// Enqueued/s from the job ids handed out; finished/s from what left
-    /// the backlog without reaching the dead letters.
+    /// the backlog without reaching the dead letters. Dead letters that
+    /// left the dead letters were redriven (back in the backlog) or purged
+    /// (gone without passing through it): the purged ones, which the
+    /// completion file names, are not counted as finished.
     fn between(a: &Numbers, b: &Numbers, secs: f64) -> Rates {
         let enq = b.next_job_id.saturating_sub(a.next_job_id) as f64;
         let backlog = b.backlog() as f64 - a.backlog() as f64;
         let dead = b.dead as f64 - a.dead as f64;
+        let purged = a
+            .dead_ids
+            .difference(&b.dead_ids)
+            .filter(|id| b.purged_ids.contains(id))
+            .count() as f64;
         Rates {
             enqueued: enq / secs,
-            acked: ((enq - backlog - dead) / secs).max(0.0),
+            acked: ((enq - backlog - dead - purged) / secs).max(0.0),
             backlog: backlog / secs,
         }
     }
@@ -74,19 +95,21 @@ pub fn run(a: &StatsArgs) -> CmdResult {
         .ok()
         .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
         .ok_or_else(|| Fail::new(USAGE, "--interval must be between 0 and 86400 seconds"))?;
-    let inspector = super::inspect(&a.dir)?;
+    // Opened again at each refresh: whether a process holds the queue
+    // (which a snapshot of a live queue needs to know) may change.
     let read = || {
+        let inspector = super::inspect(&a.dir)?;
         let snap = inspector
             .snapshot()
             .map_err(|e| Fail::reading(&a.dir, &e))?;
         if !a.watch {
             super::warn_damage(&snap);
         }
-        Ok::<_, Fail>(Numbers::of(&snap))
+        Ok::<_, Fail>((inspector.live(), Numbers::of(&snap)))
     };
-    let live = inspector.live();
     if !a.watch {
-        print(a, live, &read()?, None)?;
+        let (live, numbers) = read()?;
+        print(a, live, &numbers, None)?;
         return Ok(OK);
     }
     let clear = std::io::stdout().is_terminal() && !a.json;
@@ -94,7 +117,7 @@ pub fn run(a: &StatsArgs) -> CmdResult {
     let mut shown = 0;
     loop {
         let now = Instant::now();
-        let numbers = read()?;
+        let (live, numbers) = read()?;
         let rates = prev
             .as_ref()
             .map(|(t, p)| Rates::between(p, &numbers, now.duration_since(*t).as_secs_f64()));

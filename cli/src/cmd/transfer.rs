@@ -3,7 +3,7 @@
 //! a target queue that `walq import` and `walq salvage` share.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -43,14 +43,36 @@ fn refuse_inside(output: &Path, dir: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Where `path` leads: its symbolic links followed (up to 40), whether or
+/// not the file at the end exists.
+fn link_target(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(to) = std::fs::read_link(&p) else {
+            break;
+        };
+        p = match p.parent() {
+            Some(parent) if to.is_relative() => parent.join(to),
+            _ => to,
+        };
+    }
+    p
+}
+
 /// Opens export's output file: private to its owner (0600, it holds
-/// every payload), and never one of the queue's own files by another name
-/// (a symbolic or hard link): checked before anything is cut, so a
-/// refused output changes no byte.
+/// every payload; an existing file is made so too), and never one of the
+/// queue's own files by another name (a symbolic or hard link): checked
+/// before anything is created or cut, so a refused output changes no
+/// byte. A device (`/dev/null`, `/dev/stdout`) is written as it is.
 fn create_output(path: &Path, dir: &Path) -> Result<std::fs::File, Fail> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    // A symbolic link is followed, then caught by the inode below when it
-    // leads to a file of the queue.
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    // A symbolic link, even one to a file not there yet (which opening
+    // would create inside the queue), is refused like the path it leads
+    // to; one to an existing file of the queue is caught by the inode
+    // below as well.
+    if link_target(path) != path {
+        refuse_inside(&link_target(path), dir)?;
+    }
     let fail = |e: std::io::Error| Fail::new(FAILED, format!("{}: {e}", path.display()));
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -77,7 +99,11 @@ fn create_output(path: &Path, dir: &Path) -> Result<std::fs::File, Fail> {
             }
         }
     }
-    file.set_len(0).map_err(fail)?;
+    if meta.is_file() {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+        file.set_len(0).map_err(fail)?;
+    }
     Ok(file)
 }
 
@@ -115,8 +141,10 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         &mut |d| dead.read_letter(&snap, d.id).map(Cow::Owned),
     )?;
     drop(out);
-    if let (Some(f), Some(path)) = (&file, &a.output) {
-        // Durable before it is reported written.
+    // A file is durable before it is reported written (a device, such as
+    // `/dev/null` or a pipe, has nothing to sync and refuses it).
+    let regular = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.is_file());
+    if let (Some(f), Some(path)) = (file.as_ref().filter(|f| regular(f)), &a.output) {
         f.sync_all()
             .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?;
     }

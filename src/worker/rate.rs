@@ -14,6 +14,11 @@ const MILLI: u64 = 1000;
 /// At most `per_second` jobs started per second, with bursts of up to
 /// `burst` jobs after a quiet spell (default 1: evenly spaced).
 ///
+/// The bucket refills by the millisecond, on the monotonic clock (a wall
+/// clock stepped back does not stop it): above 1,000 jobs a second it
+/// holds at least the jobs of one millisecond (`per_second / 1000`,
+/// rounded up), whatever `burst` says, so that the rate is reached.
+///
 /// ```
 /// use walq::worker::RateLimit;
 /// let steady = RateLimit::per_second(200);
@@ -53,7 +58,7 @@ impl RateLimit {
 }
 
 /// The bucket: starts full, refills `per_second` tokens a second by the
-/// given clock, holds at most `burst`.
+/// given clock's monotonic reading, holds at most [`TokenBucket::cap`].
 pub(crate) struct TokenBucket {
     limit: RateLimit,
     clock: Arc<dyn Clock>,
@@ -76,24 +81,35 @@ pub(crate) fn nap(wait: Duration, poll: Duration) -> Duration {
 
 impl TokenBucket {
     pub(crate) fn new(limit: RateLimit, clock: Arc<dyn Clock>) -> TokenBucket {
-        let last_ms = clock.now_ms();
-        TokenBucket {
+        let last_ms = clock.monotonic_ms();
+        let bucket = TokenBucket {
             state: Mutex::new(Bucket {
-                milli_tokens: u64::from(limit.burst) * MILLI,
+                milli_tokens: 0,
                 last_ms,
             }),
             limit,
             clock,
-        }
+        };
+        bucket.state.lock().milli_tokens = bucket.cap();
+        bucket
+    }
+
+    /// What the bucket holds at most, in thousandths of a token: `burst`
+    /// tokens, and at least one millisecond's worth (refills come by the
+    /// millisecond: a smaller bucket would cap the rate at its size per
+    /// millisecond).
+    fn cap(&self) -> u64 {
+        let per_ms = u64::from(self.limit.per_second).div_ceil(1000);
+        u64::from(self.limit.burst).max(per_ms) * MILLI
     }
 
     /// Takes a token, or says how long until the next one.
     pub(crate) fn try_take(&self) -> std::result::Result<(), Duration> {
         let mut b = self.state.lock();
-        let now = self.clock.now_ms();
+        let now = self.clock.monotonic_ms();
         let elapsed = now.saturating_sub(b.last_ms);
         b.last_ms = b.last_ms.max(now);
-        let cap = u64::from(self.limit.burst) * MILLI;
+        let cap = self.cap();
         let refill = elapsed.saturating_mul(u64::from(self.limit.per_second));
         b.milli_tokens = b.milli_tokens.saturating_add(refill).min(cap);
         if b.milli_tokens >= MILLI {
@@ -108,8 +124,8 @@ impl TokenBucket {
 
     /// Returns a token that was not used (no job was ready).
     pub(crate) fn give_back(&self) {
+        let cap = self.cap();
         let mut b = self.state.lock();
-        let cap = u64::from(self.limit.burst) * MILLI;
         b.milli_tokens = (b.milli_tokens + MILLI).min(cap);
     }
 }
@@ -156,5 +172,56 @@ mod tests {
         assert_eq!(take_all(&bucket), 1);
         assert!(RateLimit::per_second(0).validate().is_err());
         assert!(RateLimit::per_second(1).burst(0).validate().is_err());
+    }
+
+    /// A clock whose wall reading can be stepped apart from its monotonic
+    /// one (`ManualClock` moves both together).
+    struct SteppedClock {
+        wall: parking_lot::Mutex<u64>,
+        mono: ManualClock,
+    }
+
+    impl Clock for SteppedClock {
+        fn now_ms(&self) -> u64 {
+            *self.wall.lock()
+        }
+        fn monotonic_ms(&self) -> u64 {
+            self.mono.monotonic_ms()
+        }
+    }
+
+    /// Found by review: the bucket refilled by the wall clock, so a step
+    /// back of an hour (NTP, a restored VM) stopped every rate-limited
+    /// pool for that hour.
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_stop_the_refill() {
+        let clock = Arc::new(SteppedClock {
+            wall: parking_lot::Mutex::new(10_000_000),
+            mono: ManualClock::new(5_000),
+        });
+        let bucket = TokenBucket::new(RateLimit::per_second(10), clock.clone());
+        assert_eq!(take_all(&bucket), 1);
+        *clock.wall.lock() -= 3_600_000;
+        clock.mono.advance(Duration::from_millis(1_000));
+        assert_eq!(take_all(&bucket), 1, "refilled after a second");
+    }
+
+    /// Found by review: with the default burst of 1 the bucket held one
+    /// token and refilled by the millisecond, so 5,000 a second gave
+    /// 1,000.
+    #[test]
+    fn rates_above_a_thousand_a_second_are_reached() {
+        let clock = ManualClock::new(0);
+        let bucket = TokenBucket::new(RateLimit::per_second(5_000), Arc::new(clock.clone()));
+        let mut taken = take_all(&bucket);
+        for _ in 0..1_000 {
+            clock.advance(Duration::from_millis(1));
+            taken += take_all(&bucket);
+        }
+        assert_eq!(
+            taken,
+            5_000 + 5,
+            "a second's worth, plus the bucket it started with"
+        );
     }
 }

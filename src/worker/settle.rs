@@ -196,9 +196,14 @@ impl<L: Clone> Settler<L> {
         st.orphans.extend(batch);
     }
 
-    /// Takes the orphans to settle them.
+    /// Takes the orphans to settle them: their leases are in flight (still
+    /// extended by heartbeats, [`Settler::pending`]) until
+    /// [`Settler::settled`] or [`Settler::orphan`] takes them out.
     fn take_orphans(&self) -> Vec<Handed<L>> {
-        std::mem::take(&mut self.state.lock().orphans)
+        let mut st = self.state.lock();
+        let batch = std::mem::take(&mut st.orphans);
+        st.in_flight.extend(batch.iter().map(Handed::kept));
+        batch
     }
 
     /// Waits for acks to settle; false once closing and all are settled.
@@ -420,4 +425,45 @@ pub(crate) fn abandon<B: Backend>(shared: &Shared<B>) -> Vec<u64> {
     };
     give_up(shared, &acks);
     acks.iter().map(|h| h.id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by review: orphans taken to be settled (the settler thread
+    /// had died) left `pending`, so no heartbeat extended their leases
+    /// while a slow `complete_batch` settled them, and they could run
+    /// again.
+    #[test]
+    fn orphans_being_settled_stay_pending_until_settled() {
+        let settler: Settler<u64> = Settler::new(1);
+        {
+            let mut st = settler.state.lock();
+            st.unsettled[0] = 2;
+            for id in [7, 8] {
+                st.queue.push(Handed {
+                    worker: 0,
+                    id,
+                    lease: id * 10,
+                    beat: crate::worker::heartbeat::Beat::new(),
+                    result: None,
+                });
+            }
+        }
+        settler.gone();
+        let ids = |s: &Settler<u64>| s.pending().iter().map(|k| k.id).collect::<Vec<_>>();
+        assert_eq!(ids(&settler), vec![7, 8], "orphans are pending");
+        let batch = settler.take_orphans();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(ids(&settler), vec![7, 8], "and stay so while settled");
+        assert!(settler.take_orphans().is_empty());
+        assert_eq!(
+            ids(&settler),
+            vec![7, 8],
+            "a second, empty take changes nothing"
+        );
+        settler.settled(&batch);
+        assert!(ids(&settler).is_empty());
+    }
 }

@@ -288,6 +288,27 @@ fn cancel_faults() {
     }
 }
 
+/// Imports of dead letters cut by a fault at each write and each sync of
+/// a workload of them: an import that returned `Ok` stays a dead letter;
+/// one that failed leaves a dead letter or nothing, never a job that runs,
+/// after a reopen and a power loss.
+#[test]
+fn import_faults() {
+    let mut base = Run::start(SimFs::new(), SEED, None);
+    import_workload(&mut base);
+    assert!(base.failed.is_none(), "{:?}", base.failed);
+    let imports = base
+        .m
+        .ops
+        .iter()
+        .filter(|o| o.kind == OpKind::ImportDead)
+        .count();
+    assert!(imports >= 12, "{imports} imports");
+    for op in [FaultOp::Write, FaultOp::Sync, FaultOp::Allocate] {
+        sweep_with(op, import_workload);
+    }
+}
+
 #[test]
 fn write_faults() {
     sweep(FaultOp::Write);

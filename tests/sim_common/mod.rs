@@ -151,6 +151,8 @@ pub enum OpKind {
     Purge,
     /// `Queue::cancel` of a queued job.
     Cancel,
+    /// `Queue::enqueue_dead_letter`.
+    ImportDead,
     /// `Queue::sync`.
     Sync,
 }
@@ -160,7 +162,8 @@ impl OpKind {
     /// letters) is durable.
     fn syncs_all(self, durability: Durability) -> bool {
         match self {
-            OpKind::Sync | OpKind::Redrive => true,
+            // A dead letter is written after the log is synced, and synced.
+            OpKind::Sync | OpKind::Redrive | OpKind::ImportDead => true,
             OpKind::Open
             | OpKind::Enqueue
             | OpKind::Batch
@@ -219,6 +222,9 @@ pub struct Model {
     /// Payloads of enqueue calls that failed: their jobs may exist. One
     /// entry per call (a batch is all or nothing).
     pub phantoms: Vec<Vec<Vec<u8>>>,
+    /// Payloads of `enqueue_dead_letter` calls that failed: their jobs may
+    /// exist, as dead letters only (never delivered).
+    pub dead_phantoms: Vec<Vec<u8>>,
     /// Dequeue calls that failed: some job may have had an attempt counted.
     pub failed_dequeues: Vec<usize>,
 }
@@ -282,6 +288,7 @@ impl Run {
                 batches: Vec::new(),
                 keys: BTreeMap::new(),
                 phantoms: Vec::new(),
+                dead_phantoms: Vec::new(),
                 failed_dequeues: Vec::new(),
             },
             held: Vec::new(),
@@ -742,6 +749,48 @@ impl Run {
 
     /// Cancels a job the model says is queued (ready, delayed or waiting
     /// for a retry; of either queue), picked at random.
+    /// Adds a dead letter straight away (`enqueue_dead_letter`), through
+    /// the current lane's handle.
+    pub fn import_dead(&mut self, len: usize) {
+        if !self.live() {
+            return;
+        }
+        let tag = self.next_tag();
+        let p = payload(tag, len);
+        let op = self.begin(OpKind::ImportDead);
+        let lane = self.lane;
+        let result = self
+            .handle()
+            .and_then(|h| h.enqueue_dead_letter(&p, EnqueueOptions::new(), "imported"));
+        match result {
+            Ok(e) => {
+                assert!(!e.duplicate && !self.m.jobs.contains_key(&e.id));
+                self.m.jobs.insert(
+                    e.id,
+                    JobModel {
+                        payload: p,
+                        key: None,
+                        batch: None,
+                        queue: lane,
+                        events: vec![Event {
+                            op,
+                            outcome: Outcome::Dead(1),
+                        }],
+                        attempts: 1,
+                        priority: Priority::Normal,
+                        group: None,
+                        redriven: false,
+                    },
+                );
+                self.end(op, Ok(()));
+            }
+            Err(e) => {
+                self.m.dead_phantoms.push(p);
+                self.end(op, Err(e));
+            }
+        }
+    }
+
     pub fn cancel(&mut self) {
         if !self.live() {
             return;
@@ -910,6 +959,34 @@ pub fn mixed_workload(run: &mut Run, steps: usize, big: bool) {
 /// Queued jobs cancelled in every waiting state (fresh, delayed, waiting
 /// for a retry, in a group, in either queue) between leases, acks and
 /// retries, with a clean reopen and a crash-reopen in the middle.
+/// Dead letters imported (`enqueue_dead_letter`) between enqueues,
+/// leases, acks and retries of the same queues, with reopens.
+pub fn import_workload(run: &mut Run) {
+    for round in 0..3 {
+        for i in 0..8u64 {
+            run.lane = u8::from(i % 3 == 0);
+            let len = run.rng.range(40, 900) as usize;
+            if i % 2 == 0 {
+                run.import_dead(len);
+            } else {
+                run.enqueue_at(len, None, None, Priority::Normal, None);
+            }
+        }
+        run.lane = 0;
+        run.dequeue();
+        run.ack();
+        run.dequeue();
+        run.nack(Retry::After(Duration::from_millis(100)));
+        run.advance(200);
+        run.import_dead(300);
+        match round {
+            0 => run.close_reopen(),
+            1 => run.reopen(),
+            _ => {}
+        }
+    }
+}
+
 pub fn cancel_workload(run: &mut Run) {
     for round in 0..4 {
         for i in 0..10u64 {
@@ -1171,6 +1248,13 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
             None => {
                 let tag = tag_of(p)
                     .unwrap_or_else(|| panic!("{label}: job {id} was never enqueued: {p:?}"));
+                if let Some(want) = m.dead_phantoms.iter().find(|q| tag_of(q) == Some(tag)) {
+                    // A failed import: a dead letter or nothing, never a
+                    // job that runs.
+                    assert_eq!(p, want, "{label}: imported dead letter {id} payload");
+                    assert_eq!(outcome, Outcome::Dead(1), "{label}: failed import {id}");
+                    continue;
+                }
                 let call = phantom_tags
                     .get(&tag)
                     .unwrap_or_else(|| panic!("{label}: job {id} (tag {tag}) was never enqueued"));

@@ -82,11 +82,7 @@ impl QueueState {
         error: &str,
         now: u64,
     ) -> Result<()> {
-        let name = if queue == 0 {
-            String::new()
-        } else {
-            self.queue_name(queue)
-        };
+        let name = self.letter_queue_name(queue);
         let rec = DeadRec {
             id: 0,
             enqueued_ms: now,

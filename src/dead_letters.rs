@@ -97,11 +97,7 @@ impl QueueState {
         // The queue (by name: a dead letter outlives its queue's records
         // in the log), level and group go with it (kind 13 when needed).
         let queue = self.named.queue_of(id);
-        let name = if queue == 0 {
-            String::new()
-        } else {
-            self.queue_name(queue)
-        };
+        let name = self.letter_queue_name(queue);
         let (priority, group) = match &read {
             Ok(e) => (e.priority, e.group),
             Err(_) => (PRIORITY_NORMAL, &[][..]),
@@ -121,6 +117,16 @@ impl QueueState {
         let lsn = self.write_dead_letter(id, &rec)?;
         self.forget_dead_lettered(id, queue, key, read.is_err());
         Ok(lsn)
+    }
+
+    /// The queue name a dead letter of queue `queue` carries: empty for
+    /// the default queue.
+    pub(super) fn letter_queue_name(&self, queue: u16) -> String {
+        if queue == 0 {
+            String::new()
+        } else {
+            self.queue_name(queue)
+        }
     }
 
     /// Writes dead letter `rec` of job `id` in dead-lettering's fsync

@@ -91,7 +91,10 @@ impl Spec {
         match &self.0 {
             Kind::Every(n) => Some(now - now % n),
             Kind::Cron { cron, .. } => {
-                let now = i64::try_from(now).ok()?;
+                // No cron tick lies past the last year searched: a clock
+                // set further ahead is searched from there, not year by
+                // year down from where it says (minutes of CPU per call).
+                let now = i64::try_from(now.min(CRON_END)).ok()?;
                 let t = cron.find_previous_occurrence(&UtcSecond(now), true).ok()?;
                 u64::try_from(t.0).ok()
             }
@@ -103,6 +106,9 @@ impl Spec {
         match &self.0 {
             Kind::Every(n) => (after / n).checked_add(1)?.checked_mul(*n),
             Kind::Cron { cron, .. } => {
+                if after >= CRON_END {
+                    return None;
+                }
                 let after = i64::try_from(after).ok()?;
                 let t = cron.find_next_occurrence(&UtcSecond(after), false).ok()?;
                 u64::try_from(t.0).ok()
@@ -110,6 +116,10 @@ impl Spec {
         }
     }
 }
+
+/// 5000-01-01T00:00:00Z (seconds): cron patterns are searched up to the
+/// year 5000 (croner's limit), so no cron tick lies past it.
+const CRON_END: u64 = 95_617_584_000;
 
 #[cfg(test)]
 mod tests {
@@ -146,5 +156,21 @@ mod tests {
         assert!(Spec::cron(&"* ".repeat(200)).is_err());
         assert!(Spec::every(Duration::ZERO).is_err());
         assert!(Spec::every(Duration::from_millis(1500)).is_err());
+    }
+
+    /// Found by review: a clock set far past the year 5000 (near
+    /// `u64::MAX` ms) made the search for the latest tick step back one
+    /// year at a time, minutes of CPU for one call.
+    #[test]
+    fn a_clock_past_the_last_year_searched_is_answered_at_once() {
+        let spec = Spec::cron("0 0 1 1 *").unwrap();
+        let far = u64::MAX / 1000;
+        let latest = spec.latest_at_or_before(far).expect("a tick before 5000");
+        assert_eq!(
+            latest, CRON_END,
+            "5000-01-01 00:00 is a tick of the pattern"
+        );
+        assert_eq!(spec.next_after(far), None);
+        assert_eq!(spec.next_after(CRON_END), None);
     }
 }

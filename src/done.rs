@@ -316,6 +316,10 @@ impl DoneFile {
         self.forget(id);
         match rec {
             DoneRecord::Done { finished_ms, .. } => {
+                // A time past the open's (written while the wall clock
+                // was ahead) counts as the open's: it must not pin every
+                // later record's time, nor keep results past their window.
+                let finished_ms = finished_ms.min(now);
                 self.last_ms = self.last_ms.max(finished_ms);
                 if finished_ms.saturating_add(self.window_ms) > now {
                     self.insert(
@@ -331,6 +335,7 @@ impl DoneFile {
                 }
             }
             DoneRecord::Purged { purged_ms, .. } => {
+                let purged_ms = purged_ms.min(now);
                 self.last_ms = self.last_ms.max(purged_ms);
                 self.insert(
                     id,
@@ -541,6 +546,16 @@ impl DoneFile {
                 seq,
             },
         );
+    }
+
+    /// The ids at or above `first` that have an entry (a result or a
+    /// marker).
+    pub fn ids_from(&self, first: u64) -> Vec<u64> {
+        self.entries
+            .keys()
+            .copied()
+            .filter(|&id| id >= first)
+            .collect()
     }
 
     /// The ids with a purge marker.

@@ -1384,7 +1384,8 @@ impl Queue {
 
     /// Opens the completion file and drops purge markers whose purge did
     /// not happen (a crash after the marker, before the purge): their job
-    /// is still dead, or was redriven.
+    /// is still dead, or was redriven; and every entry of an id the log
+    /// never issued (below).
     fn open_done(
         vfs: Arc<dyn Vfs>,
         dir: &Path,
@@ -1404,6 +1405,15 @@ impl Queue {
                 done.clear(id)?;
                 stale = true;
             }
+        }
+        // An entry of an id the log never issued: its job's records were
+        // lost (a power cut under `Os` or `Periodic` keeps `done.rec`,
+        // synced on every write, and loses log pages), and the next
+        // enqueue takes that id again; it must not inherit the lost job's
+        // result or purge marker.
+        for id in done.ids_from(state.next_job_id()) {
+            done.clear(id)?;
+            stale = true;
         }
         if stale {
             done.sync()?;

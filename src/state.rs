@@ -1185,6 +1185,12 @@ impl QueueState {
         self.live_status(id, any_time) == crate::status::LiveStatus::Dead
     }
 
+    /// The id the next enqueue takes: no job at or above it was ever
+    /// issued as far as the log says.
+    pub fn next_job_id(&self) -> u64 {
+        self.next_id
+    }
+
     /// Whether job `id` is neither live nor dead: finished, or never issued.
     pub fn is_settled_or_unknown(&self, id: u64) -> bool {
         use crate::status::LiveStatus;

@@ -135,7 +135,10 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// The visibility timeout of each lease (default 30 s). While a handler
-    /// runs, the pool extends its lease by this much every heartbeat.
+    /// runs, the pool extends its lease by this much every heartbeat. It
+    /// sizes every lease the pool takes, whatever the queue's own
+    /// `QueueOptions::visibility_timeout` says (that one sizes plain
+    /// `dequeue` calls).
     pub fn visibility(mut self, visibility: Duration) -> Self {
         self.cfg.visibility = visibility;
         self

@@ -98,14 +98,21 @@ struct Entry {
     seq: u64,
 }
 
-/// A result [`DoneFile::record_result`] wrote, and the result it
-/// superseded: what [`DoneFile::retract`] needs to take it back.
+/// A result [`DoneFile::record_result`] wrote: what
+/// [`DoneFile::retract`] and [`DoneFile::confirm`] need to find it.
 #[derive(Debug)]
 pub struct Recorded {
     id: u64,
     seq: u64,
-    /// The job's result before this one: `(finished_ms, result)`.
-    prior: Option<(u64, Vec<u8>)>,
+}
+
+/// A result written and whose ack is not settled yet, and the result of
+/// the job's last settled run (`(finished_ms, result)`), which a refused
+/// ack puts back.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    settled: Option<(u64, Vec<u8>)>,
 }
 
 /// The open completion file and its in-memory index.
@@ -140,6 +147,12 @@ pub struct DoneFile {
     max_results: usize,
     next_seq: u64,
     last_ms: u64,
+    /// Per job, the result written whose ack is not settled yet (at most
+    /// one: a later run's result means the earlier run's lease was lost).
+    /// In memory only; entries leave at [`DoneFile::confirm`] or
+    /// [`DoneFile::retract`] (one whose ack failed otherwise, an I/O error
+    /// that poisoned the queue, stays until the handle is dropped).
+    pending: HashMap<u64, Pending>,
 }
 
 /// Opens the completion file `path` in `dir`, or creates it if it does
@@ -199,6 +212,7 @@ impl DoneFile {
             max_results: MAX_DONE_RESULTS,
             next_seq: 1,
             last_ms: 0,
+            pending: HashMap::new(),
         };
         if fresh {
             return Ok((done, DoneRecovery::default()));
@@ -453,15 +467,20 @@ impl DoneFile {
         if result.len() > MAX_RESULT_LEN {
             return Err(result_too_large(result.len()));
         }
-        // A result kept from an earlier run, to put back should this one
-        // be taken back (one that cannot be read is not: a status would
-        // fail to read it too).
-        let prior = match self.get(id, now) {
-            Ok(Some(Completion::Result {
-                finished_ms,
-                result,
-            })) => Some((finished_ms, result)),
-            _ => None,
+        // The result of the job's last settled run, to put back should
+        // this one be taken back: the current result, unless it is itself
+        // unsettled (its run's lease was lost, since this run holds one),
+        // then the one that result would have put back. One that cannot be
+        // read is not kept (a status would fail to read it too).
+        let settled = match self.pending.remove(&id) {
+            Some(p) if self.entries.get(&id).is_some_and(|e| e.seq == p.seq) => p.settled,
+            _ => match self.get(id, now) {
+                Ok(Some(Completion::Result {
+                    finished_ms,
+                    result,
+                })) => Some((finished_ms, result)),
+                _ => None,
+            },
         };
         let at = now.max(self.last_ms);
         self.last_ms = at;
@@ -471,21 +490,39 @@ impl DoneFile {
             result,
         })?;
         self.apply_appended(id, off, len, seq, at, false);
+        self.pending.insert(id, Pending { seq, settled });
         self.sweep(now);
         self.maybe_compact()?;
-        Ok(Recorded { id, seq, prior })
+        Ok(Recorded { id, seq })
+    }
+
+    /// The ack of `recorded`'s run succeeded: its result is the job's
+    /// settled one.
+    pub fn confirm(&mut self, recorded: &Recorded) {
+        if self
+            .pending
+            .get(&recorded.id)
+            .is_some_and(|p| p.seq == recorded.seq)
+        {
+            self.pending.remove(&recorded.id);
+        }
     }
 
     /// Takes back a result whose ack was refused (the lease was lost while
     /// the result was written): unless a later record of the job
-    /// superseded it, the job's earlier result, or none, is current again.
-    /// Not durable until [`DoneFile::sync`].
+    /// superseded it, the result of the job's last settled run (one whose
+    /// ack succeeded, [`DoneFile::confirm`]), or none, is current again;
+    /// never another refused run's. Not durable until [`DoneFile::sync`].
     pub fn retract(&mut self, recorded: Recorded) -> Result<()> {
-        let Recorded { id, seq, prior } = recorded;
+        let Recorded { id, seq } = recorded;
+        let pending = match self.pending.get(&id) {
+            Some(p) if p.seq == seq => self.pending.remove(&id),
+            _ => None,
+        };
         if !matches!(self.entries.get(&id), Some(e) if e.seq == seq) {
             return Ok(());
         }
-        match prior {
+        match pending.and_then(|p| p.settled) {
             Some((finished_ms, result)) => {
                 let (off, len, seq) = self.append(&DoneRecord::Done {
                     id,
@@ -793,6 +830,34 @@ mod tests {
         DoneFile::open(Arc::new(StdFs), dir, 0o600, mode, window, now).map(|(d, _)| d)
     }
 
+    /// Found by review: two runs whose acks were both refused (each lease
+    /// ran out while its result was synced) left the first run's result,
+    /// which no settled run produced: the second run's retract put back
+    /// the result it had superseded.
+    #[test]
+    fn a_refused_run_never_brings_back_another_refused_runs_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), 1000, 10, RecoveryMode::Strict).unwrap();
+        let settled = d.record_result(1, b"settled", 10).unwrap();
+        d.confirm(&settled);
+        let a = d.record_result(1, b"A, refused", 11).unwrap();
+        let b = d.record_result(1, b"B, refused", 12).unwrap();
+        d.retract(a).unwrap();
+        d.retract(b).unwrap();
+        let now = d.get(1, 13).unwrap();
+        assert!(
+            matches!(&now, Some(Completion::Result { result, .. }) if result == b"settled"),
+            "{now:?}"
+        );
+        // With no settled run before them: no result at all.
+        let a = d.record_result(2, b"A, refused", 14).unwrap();
+        let b = d.record_result(2, b"B, refused", 15).unwrap();
+        d.retract(a).unwrap();
+        d.retract(b).unwrap();
+        assert!(d.get(2, 16).unwrap().is_none());
+        assert!(d.pending.is_empty(), "nothing left pending");
+    }
+
     #[test]
     fn purged_markers_fill_exactly_the_room_made_for_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -954,8 +1019,8 @@ mod tests {
         assert!(d.get(2, 3).unwrap().is_some());
     }
 
-    /// A retracted result leaves the job's earlier result (or none), on
-    /// reopen too; a result superseded since is not retracted.
+    /// A retracted result leaves the job's earlier settled result (or
+    /// none), on reopen too; a result superseded since is not retracted.
     #[test]
     fn a_retracted_result_gives_way_to_the_one_before_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -966,7 +1031,8 @@ mod tests {
                 result: r.to_vec(),
             })
         };
-        d.record_result(1, b"earlier", 1).unwrap();
+        let earlier = d.record_result(1, b"earlier", 1).unwrap();
+        d.confirm(&earlier); // its ack succeeded
         let refused = d.record_result(1, b"refused", 2).unwrap();
         d.retract(refused).unwrap();
         assert_eq!(d.get(1, 3).unwrap(), result(b"earlier", 1));

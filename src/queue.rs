@@ -1356,7 +1356,11 @@ impl Queue {
                 self.write_done(|done| done.retract(recorded))?;
                 Err(e)
             }
-            acked => acked,
+            Ok(()) => {
+                self.inner.done.lock().confirm(&recorded);
+                Ok(())
+            }
+            failed => failed,
         }
     }
 

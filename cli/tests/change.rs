@@ -776,7 +776,11 @@ fn export_never_writes_over_the_queues_files_and_keeps_its_output_private() {
         let run = walq(&["export", d, "-o", out.to_str().unwrap()]);
         assert_eq!(run.code, 6, "{}", run.stderr);
         // The symbolic link by where it leads, the hard link by its inode.
-        assert!(run.stderr.contains("which export only reads"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("which export only reads"),
+            "{}",
+            run.stderr
+        );
     }
     assert_eq!(
         std::fs::read(&seg).unwrap(),

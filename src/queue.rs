@@ -1259,8 +1259,9 @@ impl Queue {
     /// key, level and group (a delay is ignored: it is dead from the
     /// start); `error` (cut to [`crate::MAX_ERROR_LEN`] bytes) is its last
     /// error, and its attempts read 1. A redrive returns it to the queue
-    /// like any dead letter, with the queue's `max_attempts`. A key already known returns that job with
-    /// `duplicate` set and adds nothing. No other job is touched.
+    /// like any dead letter, with the queue's `max_attempts`. A key
+    /// already known returns that job with `duplicate` set and adds
+    /// nothing. No other job is touched.
     ///
     /// The payload and options are checked as [`Queue::enqueue_with`]
     /// checks them. Room for the dead letter is allocated first, so a full

@@ -165,12 +165,13 @@ fn stats_watch_follows_the_lock_and_tells_a_purge_from_an_ack() {
             d,
             "--watch",
             "--count",
-            "2",
+            "3",
             "--interval",
             "2",
             "--json",
         ])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -183,8 +184,14 @@ fn stats_watch_follows_the_lock_and_tells_a_purge_from_an_ack() {
     let q = walq::Queue::open_with(dir.path(), common::opts()).unwrap();
     assert_eq!(q.purge_all().unwrap(), 20);
     let second = common::json(&lines.next().unwrap().unwrap());
-    assert!(child.wait().unwrap().success());
+    let third = common::json(&lines.next().unwrap().unwrap());
+    assert_eq!(third["live"], true, "{third}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
     drop(q);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Said once, when it became live; not at every refresh after.
+    assert_eq!(stderr.matches("the queue is live").count(), 1, "{stderr}");
     assert_eq!(second["live"], true, "{second}");
     assert_eq!(second["dead"], 0, "{second}");
     assert_eq!(

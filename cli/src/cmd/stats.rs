@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use walq::inspect::{Completion, Snapshot};
+use walq::inspect::{Completion, Inspector, Snapshot};
 
 use crate::args::StatsArgs;
 use crate::fail::{CmdResult, Fail, OK, USAGE};
@@ -96,9 +96,15 @@ pub fn run(a: &StatsArgs) -> CmdResult {
         .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
         .ok_or_else(|| Fail::new(USAGE, "--interval must be between 0 and 86400 seconds"))?;
     // Opened again at each refresh: whether a process holds the queue
-    // (which a snapshot of a live queue needs to know) may change.
-    let read = || {
-        let inspector = super::inspect(&a.dir)?;
+    // (which a snapshot of a live queue needs to know) may change. The
+    // note that it is live is printed once, not at every refresh.
+    let mut noted = false;
+    let mut read = || {
+        let inspector = match noted {
+            false => super::inspect(&a.dir)?,
+            true => Inspector::open(&a.dir).map_err(|e| Fail::reading(&a.dir, &e))?,
+        };
+        noted |= inspector.live();
         let snap = inspector
             .snapshot()
             .map_err(|e| Fail::reading(&a.dir, &e))?;

@@ -73,7 +73,9 @@ impl QueueState {
     /// enqueue_dead`] will write, before anything is written: on a full
     /// disk the call fails here, and nothing changes (the dead letter's
     /// own write then goes into blocks that exist; see
-    /// `DeadFile::make_room_for_letter`).
+    /// `DeadFile::make_room_for_letter`). Never with the reserve of a
+    /// copy-on-write disk: an import adds to the queue, and the reserve is
+    /// kept for the leases and acks that drain a full disk.
     fn make_room_for_dead(
         &mut self,
         queue: u16,
@@ -96,6 +98,6 @@ impl QueueState {
             group: opts.group.as_deref().unwrap_or_default(),
         };
         let dead = &mut self.dead;
-        self.log.write_draining(|| dead.make_room_for_letter(&rec))
+        self.log.write_adding(|| dead.make_room_for_letter(&rec))
     }
 }

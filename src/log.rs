@@ -674,6 +674,21 @@ impl Log {
             Err(e) if is_enospc(&e) && !self.commit.failed() && self.release_reserve() => write(),
             other => other,
         };
+        self.side_write_done(out)
+    }
+
+    /// Runs a write into another file that adds to what the queue holds
+    /// (room for an imported dead letter) as [`Log::write_draining`] runs
+    /// its own, but never with the reserve: that is kept for what drains a
+    /// full disk, as enqueues never get it.
+    pub fn write_adding<T>(&mut self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        let out = write();
+        self.side_write_done(out)
+    }
+
+    /// Counts a side write's success as a change of the operation, or
+    /// classifies its failure ([`Log::take_harmless_failure`]).
+    fn side_write_done<T>(&mut self, out: Result<T>) -> Result<T> {
         match &out {
             Ok(_) => self.op_changes = self.op_changes.saturating_add(1),
             Err(e) => {

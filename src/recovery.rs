@@ -103,8 +103,9 @@ pub fn recover(
     if scanned.segments.is_empty() {
         scanned.create_first(&*vfs, dir, opts, replay.next_id)?;
     }
-    // Whatever survived the crash is on disk from here on, so later sync
-    // lags are measured from a true durable point.
+    // Whatever survived the crash is on disk from here on (the two newest
+    // segments synced: every older one was before), so later sync lags
+    // are measured from a true durable point.
     let synced_at_close = synced_at_close(from.as_ref(), &scanned, &report);
     if !synced_at_close {
         sync_active(&*vfs, dir, &scanned.segments)?;
@@ -230,9 +231,24 @@ fn synced_at_close(ck: Option<&Checkpoint>, scanned: &ScannedLog, report: &Recov
 }
 
 /// Syncs the active segment (the last of `segments`, which has one at
-/// least), then the directory.
+/// least) and the one before it, then the directory.
+///
+/// The one before: a kill -9 right after a rotation leaves the sealed
+/// segment's tail in the page cache only (the next group-commit leader
+/// would have synced it), and the scan just read it from there. Unsynced,
+/// it would stay so while this run counts every record as durable: a
+/// clean close would then write a checkpoint ahead of the disk, and a
+/// later `Sync` append's sync lag would vouch for records a power cut
+/// can still take. Every older segment was synced before a rotation left
+/// it (docs/format.md, "Torn across a rotation").
 fn sync_active(vfs: &dyn Vfs, dir: &Path, segments: &VecDeque<SegInfo>) -> Result<()> {
     let active = &segments.back().expect("at least one segment").seg;
+    if let Some(sealed) = segments.len().checked_sub(2).map(|i| &segments[i].seg) {
+        let path = &sealed.path;
+        vfs.open(path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| Error::io("fdatasync of segment", path, e))?;
+    }
     active.sync_data()?;
     // The active segment's name too: after a kill -9 just after a
     // rotation, the page cache held a name no sync had made durable.

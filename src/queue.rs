@@ -733,6 +733,37 @@ impl Queue {
         self.settle(lsn)
     }
 
+    /// Gives a leased job back, ready now, without counting the attempt
+    /// its lease started: for a consumer that stops before it ran the job,
+    /// or before it finished (a stop is not the job's failure). Unlike
+    /// [`Queue::nack`], a job on its last attempt stays queued. The worker
+    /// pools release this way at shutdown.
+    ///
+    /// A lease that ran out or was settled is refused with
+    /// [`ErrorKind::LeaseLost`](crate::ErrorKind::LeaseLost), and nothing
+    /// changes. A crash before the release is written leaves the job
+    /// leased: the next open releases it with the attempt counted, as it
+    /// does every lease of a process that stopped.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue(b"resize video 42")?;
+    /// let job = q.dequeue()?.expect("a job");
+    /// assert_eq!(job.attempt(), 1);
+    /// // Shutting down before the job ran: give it back.
+    /// q.release(job.receipt())?;
+    /// let again = q.dequeue()?.expect("the same job");
+    /// assert_eq!((again.id(), again.attempt()), (job.id(), 1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn release(&self, receipt: Receipt) -> Result<()> {
+        let lsn = self.write_op_at(|st, now| st.release(receipt, now), |&l| l)?;
+        self.settle(lsn)
+    }
+
     /// Sends a job straight to the dead letters with `error`.
     pub fn fail(&self, receipt: Receipt, error: &str) -> Result<()> {
         let lsn = self.write_op_at(|st, now| st.fail(receipt, error, now), |&l| l)?;

@@ -60,6 +60,8 @@ mod lanes;
 pub(crate) mod rebuild;
 #[path = "reclaim.rs"]
 mod reclaim;
+#[path = "release.rs"]
+mod release;
 
 /// The options the state machine needs, in milliseconds.
 #[derive(Debug, Clone)]

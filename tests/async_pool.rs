@@ -145,7 +145,7 @@ impl Drop for DropCount {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_releases_running_async_jobs_at_once_with_the_attempt_counted() {
+async fn shutdown_releases_running_async_jobs_at_once_with_the_attempt_given_back() {
     let dir = tempfile::tempdir().unwrap();
     let q = real_clock_queue(dir.path(), 5);
     let a = q.enqueue(b"stuck a").unwrap();
@@ -187,13 +187,13 @@ async fn shutdown_releases_running_async_jobs_at_once_with_the_attempt_counted()
     let s = report.stats;
     assert_eq!((s.leased, s.released, s.done, s.running), (2, 2, 0, 0));
     assert_eq!(accounted(&s), s.leased);
-    // Ready again at once (not after the 600 s lease), attempt counted.
+    // Ready again at once (not after the 600 s lease), attempt given back.
     let mut again: Vec<(u64, u32)> = common::lease_all(&q)
         .iter()
         .map(|j| (j.id(), j.attempt()))
         .collect();
     again.sort_unstable();
-    assert_eq!(again, vec![(a, 2), (b, 2)]);
+    assert_eq!(again, vec![(a, 1), (b, 1)]);
     // The contexts were told (seen before the futures were dropped, or
     // not at all if the abort came first: at most 2).
     assert!(saw_lost.load(Ordering::SeqCst) <= 2);
@@ -628,11 +628,11 @@ async fn a_release_that_panics_in_shutdown_leaves_no_heartbeat_behind() {
     let s = report.stats;
     assert_eq!((s.leased, s.released, s.settle_errors), (2, 1, 1), "{s:?}");
     assert_eq!(report.released.len(), 1);
-    // The released job is ready again, attempt counted; the other stays
-    // leased until its lease expires, no longer extended.
+    // The released job is ready again, attempt given back; the other
+    // stays leased until its lease expires, no longer extended.
     let again = common::lease_all(&q);
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0].id(), again[0].attempt()), (report.released[0], 2));
+    assert_eq!((again[0].id(), again[0].attempt()), (report.released[0], 1));
     assert!(jobs.contains(&report.released[0]));
 }
 

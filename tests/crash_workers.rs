@@ -110,6 +110,10 @@ impl Backend for Logged {
         self.q.retry(lease, delay, error)
     }
 
+    fn release(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
+        Backend::release(&self.q, lease, error)
+    }
+
     fn fail(&self, lease: &Receipt, error: &str) -> walq::Result<()> {
         Backend::fail(&self.q, lease, error)
     }

@@ -61,6 +61,9 @@ impl Backend for Logged {
     fn retry(&self, l: &JetStreamLease, d: Option<Duration>, e: &str) -> walq::Result<()> {
         self.0.retry(l, d, e)
     }
+    fn release(&self, l: &JetStreamLease, e: &str) -> walq::Result<()> {
+        self.0.release(l, e)
+    }
     fn fail(&self, l: &JetStreamLease, e: &str) -> walq::Result<()> {
         self.0.fail(l, e)
     }

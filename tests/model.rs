@@ -49,6 +49,8 @@ enum Op {
     /// record for the valid ones.
     AckBatch(Vec<usize>),
     Nack(usize, u64),
+    /// `release`: ready now, the lease's attempt given back.
+    Release(usize),
     Fail(usize),
     Extend(usize, u64),
     Advance(u64),
@@ -83,6 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0usize..8).prop_map(Op::Ack),
         2 => proptest::collection::vec(0usize..8, 0..6).prop_map(Op::AckBatch),
         2 => ((0usize..8), 0u64..2000).prop_map(|(i, d)| Op::Nack(i, d)),
+        1 => (0usize..8).prop_map(Op::Release),
         1 => (0usize..8).prop_map(Op::Fail),
         1 => ((0usize..8), 1u64..3000).prop_map(|(i, d)| Op::Extend(i, d)),
         2 => (0u64..2500).prop_map(Op::Advance),
@@ -462,7 +465,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.finish(id);
                 }
             }
-            Op::Ack(i) | Op::Fail(i) | Op::Nack(i, _) | Op::Extend(i, _) => {
+            Op::Ack(i) | Op::Fail(i) | Op::Nack(i, _) | Op::Release(i) | Op::Extend(i, _) => {
                 if receipts.is_empty() {
                     continue;
                 }
@@ -473,6 +476,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Op::Ack(_) => q.ack(r),
                     Op::Fail(_) => q.fail(r, "failed"),
                     Op::Nack(_, d) => q.nack(r, Retry::After(Duration::from_millis(d)), "retry"),
+                    Op::Release(_) => q.release(r),
                     Op::Extend(_, d) => q.extend(r, Duration::from_millis(d)),
                     _ => unreachable!(),
                 };
@@ -496,6 +500,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         } else {
                             St::Ready { at: now + d }
                         };
+                    }
+                    Op::Release(_) => {
+                        let j = m.jobs.get_mut(&id).unwrap();
+                        j.attempts -= 1;
+                        j.st = St::Ready { at: now };
                     }
                     Op::Extend(_, d) => {
                         let j = m.jobs.get_mut(&id).unwrap();

@@ -106,7 +106,7 @@ fn dequeue_wait_wakes_on_enqueue_and_leases_for_its_visibility() {
 }
 
 #[test]
-fn shutdown_releases_running_jobs_at_once_with_the_attempt_counted() {
+fn shutdown_releases_running_jobs_at_once_with_the_attempt_given_back() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let q = common::open(dir.path(), &clock);
@@ -147,7 +147,8 @@ fn shutdown_releases_running_jobs_at_once_with_the_attempt_counted() {
     let again = common::lease_all(&q);
     assert_eq!(
         again.iter().map(|j| j.attempt()).collect::<Vec<_>>(),
-        [2, 2]
+        [1, 1],
+        "a stop is not the job's failure: the attempt is given back"
     );
 
     // The stragglers finish; their outcome is dropped, not applied.

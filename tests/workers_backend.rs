@@ -109,6 +109,13 @@ impl Backend for Memory {
         })
     }
 
+    fn release(&self, lease: &Lease, _error: &str) -> walq::Result<()> {
+        self.settle(lease, |st| {
+            *st.attempts.get_mut(&lease.id).expect("leased") -= 1;
+            st.ready.push_front(lease.id);
+        })
+    }
+
     fn fail(&self, lease: &Lease, error: &str) -> walq::Result<()> {
         self.settle(lease, |st| {
             st.dead.insert(lease.id, error.to_string());

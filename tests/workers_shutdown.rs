@@ -401,8 +401,9 @@ fn delivered_again(q: &Queue, n: usize) -> Vec<(u64, u32)> {
 /// never returns: `shutdown` gives up on the thread that releases them,
 /// names it, its call and both jobs, and counts both as settle errors,
 /// not released; the second release is never made. Each job is
-/// delivered again (the one in the stuck call once it returns, the other
-/// once its lease runs out), its first attempt counted. Before, shutdown
+/// delivered again: the one in the stuck call once it returns, its
+/// attempt given back; the other once its lease runs out, its first
+/// attempt counted. Before, shutdown
 /// made the releases on its own thread and waited as long as the backend.
 #[test]
 fn shutdown_returns_and_names_a_release_that_never_returns() {
@@ -448,7 +449,10 @@ fn shutdown_returns_and_names_a_release_that_never_returns() {
     });
     assert_eq!(st.late.load(Ordering::SeqCst), 0, "calls after shutdown");
     let back = delivered_again(&st.q, 2);
-    assert_eq!(back, vec![(ids[0], 2), (ids[1], 2)]);
+    let (mut again, mut attempts): (Vec<u64>, Vec<u32>) = back.into_iter().unzip();
+    again.sort_unstable();
+    attempts.sort_unstable();
+    assert_eq!((again, attempts), (ids, vec![1, 2]));
 }
 
 /// The same in an async pool, whose releases ran on a blocking-pool
@@ -752,8 +756,9 @@ fn accounted_of(s: &walq::worker::PoolStats) -> u64 {
 
 /// Two workers: one runs a job until shutdown begins, then lets the
 /// other's lease (blocked at the gate) take a second job, leased as the
-/// pool stops. Returns the shutdown's report.
-fn lease_as_the_pool_stops(release_stuck: bool) -> ShutdownReport {
+/// pool stops. Returns the shutdown's report, and the status of that
+/// second job after it.
+fn lease_as_the_pool_stops(release_stuck: bool) -> (ShutdownReport, walq::JobStatus) {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(dir.path()).unwrap();
     let hooks = SecondLease {
@@ -788,34 +793,71 @@ fn lease_as_the_pool_stops(release_stuck: bool) -> ShutdownReport {
     wait_for("second lease blocked", || {
         backend.hooks.entered.load(Ordering::SeqCst) && pool.stats().leased == 1
     });
-    q.enqueue(b"b").unwrap();
+    let second = q.enqueue(b"b").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(pool.shutdown(Duration::from_secs(2)));
     });
     let report = rx.recv_timeout(WATCHDOG).expect("shutdown hung");
     assert!(backend.hooks.released_entered.load(Ordering::SeqCst));
-    report
+    (report, q.status(second).unwrap())
 }
 
 /// A job leased as the pool stops is kept in its worker's slot and
-/// released by the worker, counted once.
+/// released by the worker, counted once, and its attempt given back: it
+/// never ran (before, the release counted it, and on a last attempt the
+/// job went to the dead letters without running).
 #[test]
 fn a_job_leased_as_the_pool_stops_is_released() {
-    let report = lease_as_the_pool_stops(false);
+    let (report, second) = lease_as_the_pool_stops(false);
     let s = &report.stats;
     assert_eq!((s.leased, s.done, s.released), (2, 1, 1), "{report:?}");
     assert_eq!(accounted_of(s), s.leased, "{s:?}");
     assert!(report.stuck.is_empty(), "{report:?}");
+    assert_eq!(second, walq::JobStatus::Queued { attempts: 0 });
 }
 
 /// If that release never returns, shutdown gives the worker up and
 /// counts the job once, a settle error (the call's job is the slot's).
 #[test]
 fn a_job_leased_as_the_pool_stops_whose_release_sticks_is_counted_once() {
-    let report = lease_as_the_pool_stops(true);
+    let (report, _) = lease_as_the_pool_stops(true);
     let s = &report.stats;
     assert_eq!((s.leased, s.done, s.settle_errors), (2, 1, 1), "{report:?}");
     assert_eq!(accounted_of(s), s.leased, "{s:?}");
     assert_eq!(report.stuck.len(), 1, "{report:?}");
+}
+
+/// A job whose handler had not finished when the shutdown's deadline
+/// passed is released on its last attempt: it is queued again, reported
+/// released, not dead (before: `report.released` named it while the
+/// release had sent it to the dead letters).
+#[test]
+fn a_job_released_at_shutdown_on_its_last_attempt_stays_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(dir.path(), walq::Options::default().max_attempts(1)).unwrap();
+    let id = q.enqueue(b"long job").unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let finish = Arc::new(Gate::default());
+    let _open = OpenOnDrop(finish.clone());
+    let gate = finish.clone();
+    let started_tx = std::sync::Mutex::new(started_tx);
+    let pool = WorkerPool::builder(q.clone())
+        .workers(1)
+        .start(move |_: &JobContext, _: &[u8]| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            gate.wait();
+            Outcome::done()
+        })
+        .unwrap();
+    started.recv_timeout(WATCHDOG).expect("the handler started");
+    let report = pool.shutdown(Duration::ZERO);
+    finish.open();
+    assert_eq!(report.released, vec![id], "{report:?}");
+    assert_eq!((report.stats.released, report.stats.dead), (1, 0));
+    assert_eq!(
+        q.status(id).unwrap(),
+        walq::JobStatus::Queued { attempts: 0 }
+    );
+    assert_eq!(q.stats().dead, 0);
 }

@@ -54,10 +54,10 @@ impl Drop for PendingLease {
         if let Some(handle) = self.handle.take() {
             let inner = self.inner.clone();
             self.inner.runtime.spawn(async move {
+                // Given back, its attempt too: the job never ran (a
+                // counted retry sent a last attempt to the dead letters).
                 if let Ok(Ok(Some(d))) = handle.await {
-                    let _ = inner
-                        .retry(d.lease(), Some(Duration::ZERO), "lease abandoned")
-                        .await;
+                    let _ = inner.release(d.lease(), "lease abandoned").await;
                 }
             });
         }

@@ -325,6 +325,15 @@ impl Backend for JetStream {
         self.block(|i| async move { i.retry(&lease, delay, &error).await })
     }
 
+    /// As [`Backend::retry`] due now, with the attempt the lease counted
+    /// taken back (the record's and the next copy's attempts), and never
+    /// a dead letter. A release that returned an error may be repeated
+    /// (see [`Backend::complete`]).
+    fn release(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
+        let (lease, error) = (lease.clone(), error.to_string());
+        self.block(|i| async move { i.release(&lease, &error).await })
+    }
+
     /// Writes `dying`, publishes the dead letter, marks the job dead,
     /// then acks the delivery. A fail that returned an error may be
     /// repeated (see [`Backend::complete`]).

@@ -18,6 +18,15 @@ use crate::jetstream::setup::{Cas, Inner};
 use crate::jetstream::{lease_lost, nats_err};
 use crate::options::MAX_ERROR_LEN;
 
+/// Whether a requeue counts the attempt the lease started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// A retry: the attempt was made (on the last one, a dead letter).
+    Counted,
+    /// A release: the worker stopped, the job did not fail.
+    GivenBack,
+}
+
 impl Inner {
     /// Writes the record `next` makes of the lease's own, at the lease's
     /// revision, and keeps it as the lease's; `LeaseLost` if the lease
@@ -166,11 +175,32 @@ impl Inner {
         delay: Option<Duration>,
         error: &str,
     ) -> Result<()> {
+        self.requeue(lease, delay, error, Attempt::Counted).await
+    }
+
+    /// Gives the job back ready now with the attempt its lease counted
+    /// taken back (a worker that stopped): a retry due now whose record
+    /// and next copy carry one attempt fewer, never a dead letter.
+    pub(crate) async fn release(&self, lease: &JetStreamLease, error: &str) -> Result<()> {
+        let now = Some(Duration::ZERO);
+        self.requeue(lease, now, error, Attempt::GivenBack).await
+    }
+
+    /// Publishes the job's next copy, due after `delay` (the backoff's
+    /// when `None`), or on a counted last attempt sends it to the dead
+    /// letters.
+    async fn requeue(
+        &self,
+        lease: &JetStreamLease,
+        delay: Option<Duration>,
+        error: &str,
+        attempt: Attempt,
+    ) -> Result<()> {
         let mut held = lease.state.held.lock().await;
         if self.finish_repeat(lease, &mut held, Settle::Retry).await? {
             return Ok(());
         }
-        if held.rec.attempts >= held.rec.max_attempts {
+        if attempt == Attempt::Counted && held.rec.attempts >= held.rec.max_attempts {
             drop(held);
             return self.fail(lease, error).await;
         }
@@ -199,6 +229,9 @@ impl Inner {
             retrying.due_ms = ms_after(now_ms(), delay);
             retrying.lease_expires_ms = 0;
             retrying.error = Some(error_text(error));
+            if attempt == Attempt::GivenBack {
+                retrying.attempts = rec.attempts.saturating_sub(1);
+            }
             retrying
         })
         .await?;

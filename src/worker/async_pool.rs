@@ -199,7 +199,7 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
 
     /// Stops leasing, lets running handlers finish for up to `deadline`,
     /// then releases the jobs of handlers still running (ready again at
-    /// once, attempt counted; their contexts see `lease_lost`) and drops
+    /// once, attempt given back; their contexts see `lease_lost`) and drops
     /// their futures. The other tasks, then the heartbeat threads (which
     /// extend the leases of jobs the tasks are still settling meanwhile),
     /// are waited for until the deadline (or, once it has passed, one poll interval

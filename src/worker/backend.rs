@@ -57,11 +57,12 @@ pub trait Backend: Send + Sync + 'static {
     /// last attempt goes to the dead letters instead.
     fn retry(&self, lease: &Self::Lease, delay: Option<Duration>, error: &str) -> Result<()>;
 
-    /// Gives the job back ready now (the attempt stays counted), for a
-    /// worker that stops before its handler finished.
-    fn release(&self, lease: &Self::Lease, error: &str) -> Result<()> {
-        self.retry(lease, Some(Duration::ZERO), error)
-    }
+    /// Gives the job back ready now without counting the attempt its
+    /// lease started, for a worker that stops before its handler ran or
+    /// finished: a stop is not the job's failure, so a job on its last
+    /// attempt stays queued, never dead-lettered. `error` says why (a
+    /// backend may record it). See [`crate::Queue::release`].
+    fn release(&self, lease: &Self::Lease, error: &str) -> Result<()>;
 
     /// Sends the job straight to the dead letters with `error`.
     fn fail(&self, lease: &Self::Lease, error: &str) -> Result<()>;

@@ -22,7 +22,7 @@ pub struct PoolStats {
     pub dead: u64,
     /// Attempts whose handler panicked (also counted in `retried` or `dead`).
     pub panicked: u64,
-    /// Jobs handed back at shutdown, ready at once, attempt counted.
+    /// Jobs handed back at shutdown, ready at once, attempt given back.
     pub released: u64,
     /// Attempts whose outcome was refused because the lease was lost.
     pub lost: u64,

@@ -208,6 +208,10 @@ impl Backend for MultiQueue {
         self.first()?.retry(lease, delay, error)
     }
 
+    fn release(&self, lease: &Receipt, _error: &str) -> Result<()> {
+        self.first()?.release(*lease)
+    }
+
     fn fail(&self, lease: &Receipt, error: &str) -> Result<()> {
         Backend::fail(self.first()?, lease, error)
     }

@@ -211,7 +211,8 @@ impl<B: Backend> Shared<B> {
         }
     }
 
-    /// Hands back every job still running: ready at once, attempt counted.
+    /// Hands back every job still running: ready at once, attempt given
+    /// back ([`Backend::release`]).
     /// Returns the workers that were running them. A job whose handler
     /// returned is not running: its worker settles it (a `Done` may be
     /// waiting for room among the acks not yet durable), and the shutdown
@@ -328,7 +329,8 @@ impl<B: Backend> WorkerPool<B> {
 
     /// Stops leasing, lets running handlers finish for up to `deadline`,
     /// then releases the jobs of handlers still running: they are ready
-    /// again at once, their attempt counted, and their handlers see
+    /// again at once, their attempt given back (a stop is not the job's
+    /// failure: a job on its last attempt stays queued), and their handlers see
     /// [`crate::worker::JobContext::lease_lost`]. A handler still running
     /// keeps its thread until it returns, and its outcome is then dropped.
     ///

@@ -74,6 +74,10 @@ impl Backend for Queue {
         self.nack(*lease, retry, error)
     }
 
+    fn release(&self, lease: &Receipt, _error: &str) -> Result<()> {
+        Queue::release(self, *lease)
+    }
+
     fn fail(&self, lease: &Receipt, error: &str) -> Result<()> {
         Queue::fail(self, *lease, error)
     }

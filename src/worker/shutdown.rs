@@ -14,7 +14,7 @@ pub struct ShutdownReport {
     /// Of those, how many finished within the deadline.
     pub finished: usize,
     /// Ids of the jobs released at the deadline (ready again at once,
-    /// attempt counted). A job whose `release` shutdown gave up on, or
+    /// attempt given back). A job whose `release` shutdown gave up on, or
     /// never made because an earlier one was stuck, is not here: it is
     /// named in [`ShutdownReport::stuck`] and counted in `settle_errors`.
     /// Its lease runs out and it is delivered again, attempt counted.

@@ -70,7 +70,7 @@ macro_rules! conformance_tests {
             a_stale_lease_cannot_settle_or_extend,
             a_job_whose_leases_keep_expiring_dies_after_max_attempts,
             typed_jobs_round_trip_and_undecodable_ones_die,
-            shutdown_releases_running_work_with_the_attempt_counted,
+            shutdown_releases_running_work_with_the_attempt_given_back,
             a_cancelled_job_is_never_delivered,
             only_a_waiting_job_can_be_cancelled);
     };
@@ -403,9 +403,12 @@ pub fn typed_jobs_round_trip_and_undecodable_ones_die<H: Harness>(h: &H) {
         JobStatus::Dead { ref error, .. } if error.contains("missing field `width`")));
 }
 
-pub fn shutdown_releases_running_work_with_the_attempt_counted<H: Harness>(h: &H) {
+/// A stop is not the job's failure: a job released on its last attempt
+/// is queued again, its attempt given back, not dead-lettered.
+pub fn shutdown_releases_running_work_with_the_attempt_given_back<H: Harness>(h: &H) {
     let b = h.fresh(Setup::default());
-    let id = b.enqueue(b"slow", EnqueueOptions::new()).unwrap().id;
+    let last = EnqueueOptions::new().max_attempts(1);
+    let id = b.enqueue(b"slow", last).unwrap().id;
     let p = pool(&b, |ctx, _| {
         while !ctx.lease_lost() {
             std::thread::sleep(Duration::from_millis(10));
@@ -416,12 +419,12 @@ pub fn shutdown_releases_running_work_with_the_attempt_counted<H: Harness>(h: &H
     let report = p.shutdown(Duration::from_millis(200));
     assert_eq!(report.released, vec![id]);
     assert_eq!(report.stats.released, 1);
-    assert_eq!(b.status(id).unwrap(), JobStatus::Queued { attempts: 1 });
+    assert_eq!(b.status(id).unwrap(), JobStatus::Queued { attempts: 0 });
     let d = b
         .lease(Duration::from_secs(5), LONG)
         .unwrap()
         .expect("released job");
-    assert_eq!((d.id(), d.attempt()), (id, 2));
+    assert_eq!((d.id(), d.attempt(), d.max_attempts()), (id, 1, 1));
     b.complete(d.lease(), None).unwrap();
 }
 

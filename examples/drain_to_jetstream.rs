@@ -14,7 +14,9 @@
 //! out, it is leased again, and the second enqueue is a duplicate of the
 //! first. Delayed jobs are moved when they come due. Stop the embedded
 //! queue's producers and workers first; dead letters stay where they are
-//! (redrive them first to move them too).
+//! (redrive them first to move them too). Priorities and message groups
+//! are not carried: JetStream has neither (an enqueue with them is
+//! refused), so jobs move in delivery order, as Normal jobs of no group.
 
 use std::time::Duration;
 

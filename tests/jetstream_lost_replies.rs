@@ -425,7 +425,12 @@ fn an_aged_out_reminder_whose_schedule_purge_was_lost_is_purged_when_repeated() 
     let cluster = Cluster::start();
     // The record ages out before the cancel; the Purged record it makes
     // must outlive the lost purge's 2 s timeout and the second cancel.
-    let (js, proxy) = through_proxy(&cluster, "ca", |c| c.retention(Duration::from_secs(8)));
+    // (A retention is at least twice the AckWait; nothing is leased here.)
+    let short = |c: JetStreamConfig| {
+        c.ack_wait(Duration::from_secs(4))
+            .retention(Duration::from_secs(8))
+    };
+    let (js, proxy) = through_proxy(&cluster, "ca", short);
     let hour = EnqueueOptions::new().delay(Duration::from_secs(3600));
     let id = js.enqueue(b"remind", hour).unwrap().id;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

@@ -9,7 +9,8 @@ use crate::jetstream::headers::{id_of_key, random_id, JobHeaders};
 use crate::jetstream::record::{ms_after, now_ms, LeaseClock, Record, State};
 use crate::jetstream::setup::{Cas, Inner};
 use crate::jetstream::{JetStream, JetStreamStats};
-use crate::options::{EnqueueOptions, MAX_ATTEMPTS_LIMIT, MAX_KEY_LEN};
+use crate::options::{EnqueueOptions, MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN};
+use crate::priority::Priority;
 use crate::queue::Enqueued;
 use crate::status::JobStatus;
 use crate::worker::{Backend, Delivery};
@@ -104,7 +105,54 @@ impl std::fmt::Debug for JetStreamLease {
     }
 }
 
+/// Refuses what the JetStream backend cannot honour rather than ignore
+/// it: a message group (its jobs would run at once and in any order) and
+/// a level other than `Normal` (one stream delivers in publish order).
+fn refuse_unsupported(opts: &EnqueueOptions) -> Result<()> {
+    if opts.group.is_some() {
+        return Err(Error::new(
+            ErrorKind::InvalidOptions,
+            "the JetStream backend has no message groups: a group's jobs would not run one at a time",
+        ));
+    }
+    if opts.priority != Priority::Normal {
+        return Err(Error::new(
+            ErrorKind::InvalidOptions,
+            format!(
+                "the JetStream backend has no priority levels: {:?} would be delivered as Normal",
+                opts.priority
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of a message the headers walq adds may take: a dead letter's
+/// error text (at most [`MAX_ERROR_LEN`]), its key, ids and counters.
+const HEADER_ROOM: usize = MAX_ERROR_LEN + MAX_KEY_LEN + 1024;
+
 impl Inner {
+    /// Refuses a payload that the server would refuse in any copy of the
+    /// job (its `max_payload`, 1 MiB by default, less [`HEADER_ROOM`]),
+    /// before anything is written: the client would refuse the publish
+    /// locally, and an enqueue that then said "may have been enqueued,
+    /// enqueue it again" would fail the same way each time.
+    fn check_fits(&self, len: usize) -> Result<()> {
+        let max_payload = self.client.server_info().max_payload;
+        let limit = max_payload.saturating_sub(HEADER_ROOM);
+        // 0: no INFO seen (never after `connect`): the server decides.
+        if max_payload > 0 && len > limit {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "a payload of {len} bytes is over {limit}: the server's max_payload of \
+                     {max_payload} bytes less {HEADER_ROOM} for walq's headers"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates the job's record, then publishes its first copy. An error
     /// after the record was created means the job may have been enqueued
     /// (see `maybe_enqueued`).
@@ -116,12 +164,9 @@ impl Inner {
                 format!("max_attempts {max_attempts} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
             ));
         }
-        if opts.key.as_ref().is_some_and(|k| k.len() > MAX_KEY_LEN) {
-            return Err(Error::new(
-                ErrorKind::PayloadTooLarge,
-                format!("an idempotency key is at most {MAX_KEY_LEN} bytes"),
-            ));
-        }
+        opts.validate()?;
+        refuse_unsupported(&opts)?;
+        self.check_fits(payload.len())?;
         let due_ms = if opts.delay.is_zero() {
             0
         } else {

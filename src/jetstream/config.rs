@@ -79,7 +79,11 @@ impl JetStreamConfig {
     /// cancelled job's record ages out too: its ready copy, if it waits in
     /// the backlog longer than this after the cancel, is delivered as a
     /// job whose record aged out, and runs. Keep it above the longest
-    /// backoff and the longest time a job waits in the backlog.
+    /// backoff and the longest time a job waits in the backlog. At least
+    /// twice [`JetStreamConfig::ack_wait`] (refused otherwise): a
+    /// delivery comes back one AckWait after its lease began, and a
+    /// record that had aged out by then would make a finished job (whose
+    /// ack was lost) run again, and a crashed last attempt start over.
     pub fn retention(mut self, retention: Duration) -> JetStreamConfig {
         self.retention = retention;
         self
@@ -113,6 +117,14 @@ impl JetStreamConfig {
                 self.name
             ));
         }
+        // Queue `x_DEAD`'s stream would be queue `x`'s dead letters.
+        if self.name.ends_with("_DEAD") {
+            return bad(format!(
+                "queue name {:?} must not end in \"_DEAD\": that names another queue's \
+                 dead-letter stream",
+                self.name
+            ));
+        }
         if !(1..=5).contains(&self.replicas) {
             return bad(format!("replicas {} is outside 1..=5", self.replicas));
         }
@@ -127,6 +139,13 @@ impl JetStreamConfig {
         }
         if self.retention < Duration::from_secs(1) || self.max_ack_pending < 1 {
             return bad("retention must be at least 1 s and max_ack_pending at least 1".into());
+        }
+        if self.retention < self.ack_wait.saturating_mul(2) {
+            return bad(format!(
+                "retention {:?} is under twice the ack_wait {:?}: a job's record could age \
+                 out before its delivery comes back, and a finished job run again",
+                self.retention, self.ack_wait
+            ));
         }
         Ok(())
     }
@@ -188,5 +207,34 @@ impl JetStreamConfig {
             Some(id) => format!("walq.{}.dead.{id}", self.name),
             None => format!("walq.{}.dead.*", self.name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(cfg: JetStreamConfig) -> String {
+        let e = cfg.validate().expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::InvalidOptions);
+        e.to_string()
+    }
+
+    #[test]
+    fn a_name_that_is_another_queues_dead_letter_stream_is_refused() {
+        let text = refused(JetStreamConfig::new("nats://x", "mail_DEAD"));
+        assert!(text.contains("_DEAD"), "{text}");
+        assert!(JetStreamConfig::new("nats://x", "mail_DEADLINE")
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn a_retention_under_twice_the_ack_wait_is_refused() {
+        let cfg = JetStreamConfig::new("nats://x", "mail").ack_wait(Duration::from_secs(5));
+        let text = refused(cfg.clone().retention(Duration::from_secs(9)));
+        assert!(text.contains("twice the ack_wait"), "{text}");
+        assert!(cfg.retention(Duration::from_secs(10)).validate().is_ok());
+        assert!(JetStreamConfig::new("nats://x", "mail").validate().is_ok());
     }
 }

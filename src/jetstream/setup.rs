@@ -184,7 +184,9 @@ impl Inner {
     pub(crate) async fn create(&self, id: u64, rec: &Record) -> Result<Cas> {
         match self.kv.create(id.to_string(), rec.encode().into()).await {
             Ok(rev) => Ok(Cas::Written(rev)),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(Cas::Stale),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists || lost_race(&e) => {
+                Ok(Cas::Stale)
+            }
             Err(e) => Err(nats_err(&format!("create record of job {id}"), e)),
         }
     }
@@ -197,7 +199,9 @@ impl Inner {
             .await
         {
             Ok(rev) => Ok(Cas::Written(rev)),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(Cas::Stale),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision || lost_race(&e) => {
+                Ok(Cas::Stale)
+            }
             Err(e) => Err(nats_err(&format!("update record of job {id}"), e)),
         }
     }
@@ -324,4 +328,25 @@ fn bucket_config(cfg: &JetStreamConfig) -> kv::Config {
         num_replicas: cfg.replicas,
         ..Default::default()
     }
+}
+
+/// Whether a compare-and-set failed because another write to the key won:
+/// on a clustered stream, one that loses while the other write is still
+/// being applied gets error 10164 ("wrong last sequence", constant form),
+/// which the client does not map to `WrongLastRevision` (10071). Read
+/// from the error's sources; before, such a loss was an I/O error (a
+/// review saw 19 of 60 leases racing a redrive fail so, each delivery
+/// then held for a whole AckWait).
+fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
+    const WRONG_LAST_SEQUENCE: [u64; 2] = [10071, 10164];
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(js) = err.downcast_ref::<jetstream::Error>() {
+            if WRONG_LAST_SEQUENCE.contains(&js.error_code().0) {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }

@@ -690,3 +690,73 @@ async fn a_task_settling_past_the_deadline_keeps_its_lease_extended() {
         q.status(id)
     );
 }
+
+/// A runtime built without its timer is refused when the pool starts
+/// (before: `start_async` returned `Ok`, the first idle wait panicked,
+/// the task's error path panicked again and the task died for good, and
+/// `shutdown` panicked too). So is `dequeue_async` when it would wait.
+#[test]
+fn a_runtime_without_a_timer_is_refused_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let started = rt.block_on(async {
+        WorkerPool::builder(q.clone())
+            .workers(1)
+            .start_async(|_: JobContext, _: Vec<u8>| async { Outcome::done() })
+            .map(|_| ())
+    });
+    let err = started.expect_err("a runtime without a timer");
+    assert_eq!(err.kind(), walq::ErrorKind::InvalidOptions, "{err}");
+    assert!(err.to_string().contains("enable_time"), "{err}");
+    let waited = rt.block_on(q.dequeue_async(Duration::from_secs(30), Duration::from_secs(1)));
+    let err = waited.expect_err("a wait without a timer");
+    assert_eq!(err.kind(), walq::ErrorKind::InvalidOptions, "{err}");
+}
+
+/// A pool dropped without `shutdown`, then its runtime dropped (which
+/// drops the running handler futures): the job is released at once, not
+/// held leased, and extended, for the whole `shutdown_timeout` (an hour
+/// here; before, the stop thread waited for runs that had ended with
+/// their futures). The 60 s bound is liveness only.
+#[test]
+fn a_pool_dropped_with_its_runtime_releases_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"dropped with the runtime").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (tx, started) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let pool = rt
+        .block_on(async {
+            WorkerPool::builder(q.clone())
+                .workers(1)
+                .shutdown_timeout(Duration::from_secs(3600))
+                .start_async(move |_: JobContext, _: Vec<u8>| {
+                    tx.lock().unwrap().send(()).unwrap();
+                    std::future::pending::<Outcome>()
+                })
+        })
+        .unwrap();
+    started.recv().unwrap();
+    drop(pool);
+    drop(rt);
+    let bound = Instant::now() + Duration::from_secs(60);
+    while matches!(q.status(id).unwrap(), walq::JobStatus::InFlight { .. }) {
+        assert!(
+            Instant::now() < bound,
+            "the job stays leased with no handler"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        q.status(id).unwrap(),
+        walq::JobStatus::Queued { attempts: 0 }
+    );
+}

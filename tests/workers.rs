@@ -502,6 +502,9 @@ fn bad_pool_settings_are_refused_not_panicked_on() {
             .visibility(Duration::from_secs(1))
             .heartbeat(Duration::from_secs(1)),
         WorkerPool::builder(q.clone()).poll_interval(Duration::ZERO),
+        // Intervals that would spin a thread.
+        WorkerPool::builder(q.clone()).heartbeat(Duration::from_nanos(1)),
+        WorkerPool::builder(q.clone()).poll_interval(Duration::from_nanos(1)),
         WorkerPool::builder(q.clone()).rate_limit(RateLimit::per_second(0)),
     ];
     for builder in builders {

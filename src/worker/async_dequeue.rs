@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Receipt};
 use crate::queue::Queue;
 use crate::worker::backend::{Backend, Delivery};
@@ -83,12 +83,28 @@ impl Queue {
                     .map_or(deadline, |at| deadline.min(at)),
                 None => deadline,
             };
+            check_timers()?;
             tokio::select! {
                 () = self.async_wait().changed(since) => {}
                 () = tokio::time::sleep_until(until) => {}
             }
         }
     }
+}
+
+/// Refuses a runtime without its timer (`enable_time`): tokio panics at
+/// the first sleep there, which in a worker pool killed a task silently
+/// (its error path sleeps too) and then `shutdown` itself (a review found
+/// it). Creating a sleep is what panics, so the check creates one, and
+/// the panic (printed by the panic hook) becomes an error.
+pub(crate) fn check_timers() -> Result<()> {
+    let made = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO)));
+    made.map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOptions,
+            "the tokio runtime has no timer: build it with `enable_time()` (or `enable_all()`)",
+        )
+    })
 }
 
 impl AsyncBackend for Queue {

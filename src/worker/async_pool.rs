@@ -160,6 +160,7 @@ impl<B: AsyncBackend> PoolBuilder<B> {
                 format!("an async worker pool starts inside a tokio runtime: {e}"),
             )
         })?;
+        crate::worker::async_dequeue::check_timers()?;
         let shared = self.async_shared()?;
         let (stop_tx, _) = watch::channel(false);
         let mut pool = AsyncWorkerPool {
@@ -452,6 +453,7 @@ async fn run_one<B: AsyncBackend>(
         blocking(move || release_unstarted(&s, &st, index)).await;
         return;
     };
+    let _ends = Ends(shared);
     let span = JobSpan::new(&shared.cfg.name, &ctx);
     let (outcome, panicked) = {
         let _running = shared.counters.running();
@@ -485,7 +487,21 @@ async fn run_one<B: AsyncBackend>(
             }
         }
     }
-    shared.end();
+}
+
+/// Ends a job's run in the pool's count however [`run_one`] ends: when it
+/// returns, and when its future is dropped mid-run (the pool dropped, then
+/// its runtime, which drops the handler futures). Before, a dropped
+/// future never ended its run: the stop thread of a dropped pool waited
+/// the whole `shutdown_timeout` for it, its job leased and extended by the
+/// heartbeat meanwhile, and the queue held open (a review found it). Its
+/// job is still in the slot: the stop thread releases it.
+struct Ends<'a, B: AsyncBackend>(&'a Shared<B>);
+
+impl<B: AsyncBackend> Drop for Ends<'_, B> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 /// Runs `f` (which may fsync) on tokio's blocking pool; `None` if it

@@ -30,6 +30,10 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
 }
 
+/// The shortest heartbeat and poll interval: shorter ones would spin a
+/// thread (a nanosecond passed the old check, more than zero).
+const MIN_INTERVAL: Duration = Duration::from_micros(100);
+
 impl Config {
     /// How often running leases are extended: the set interval, or a
     /// third of the visibility timeout.
@@ -59,15 +63,16 @@ impl Config {
             ));
         }
         let beat = self.heartbeat_every();
-        if beat.is_zero() || beat >= self.visibility {
+        if beat < MIN_INTERVAL || beat >= self.visibility {
             return bad(format!(
-                "heartbeat {beat:?} must be more than zero and less than the visibility {:?}",
+                "heartbeat {beat:?} must be at least {MIN_INTERVAL:?} and less than the \
+                 visibility {:?}",
                 self.visibility
             ));
         }
-        if self.poll.is_zero() || self.poll > MAX_POLL_INTERVAL {
+        if !(MIN_INTERVAL..=MAX_POLL_INTERVAL).contains(&self.poll) {
             return bad(format!(
-                "poll_interval {:?} is outside (0, {MAX_POLL_INTERVAL:?}]",
+                "poll_interval {:?} is outside [{MIN_INTERVAL:?}, {MAX_POLL_INTERVAL:?}]",
                 self.poll
             ));
         }
@@ -145,7 +150,8 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// How often running leases are extended (default a third of the
-    /// visibility timeout; must be less than it). A lease is extended at
+    /// visibility timeout; must be less than it, and at least 100 µs). A
+    /// lease is extended at
     /// a beat once half an interval old, or, with an interval over two
     /// thirds of the visibility, once half of what the visibility leaves
     /// after an interval old, so that a lease taken late in an interval
@@ -156,8 +162,8 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// How long an idle worker waits for a job before it checks for
-    /// shutdown again (default 100 ms, at most [`MAX_POLL_INTERVAL`]: a
-    /// shutdown waits for it). Enqueues wake it at once.
+    /// shutdown again (default 100 ms, at least 100 µs, at most
+    /// [`MAX_POLL_INTERVAL`]: a shutdown waits for it). Enqueues wake it at once.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.cfg.poll = every;
         self

@@ -317,7 +317,7 @@ impl Queue {
             let cause = self.inner.poison_cause.lock().clone().unwrap_or_default();
             return Err(Error::new(
                 ErrorKind::Poisoned,
-                format!("an earlier write or fsync failed ({cause}); reopen the queue to recover"),
+                format!("an earlier operation failed ({cause}); reopen the queue to recover"),
             )
             .with_path(&self.inner.dir));
         }

@@ -145,3 +145,57 @@ fn an_append_into_a_cut_active_segment_is_an_error_not_a_sigbus() {
     q.enqueue(b"new").unwrap();
     assert_eq!(drain(&q), vec![b"kept".to_vec(), b"new".to_vec()]);
 }
+
+/// A sealed segment cut short while it is not mapped (after a reopen)
+/// cannot be mapped again: the read is an I/O error naming the file, and
+/// the queue is poisoned rather than dead-lettering the readable jobs
+/// below the cut without their payloads. The reopen finds the short
+/// segment: Strict refuses it naming the file, Salvage serves every job
+/// below the cut.
+#[test]
+fn a_cut_of_an_unmapped_sealed_segment_poisons_and_the_reopen_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || {
+        Options::default()
+            .segment_size(MIN_SEGMENT_SIZE)
+            .durability(Durability::Os)
+    };
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    for i in 0..60u8 {
+        q.enqueue(&vec![i; 3_000]).unwrap();
+    }
+    q.close().unwrap();
+    drop(q);
+    let q = Queue::open_with(dir.path(), opts()).unwrap();
+    let first = segment_files(dir.path())[0].clone();
+    cut_file(&first, 32 << 10);
+    let err = q.dequeue().expect_err("the cut segment cannot be mapped");
+    assert!(err.to_string().contains(&*first.to_string_lossy()), "{err}");
+    let again = q.dequeue().expect_err("poisoned");
+    assert_eq!(again.kind(), walq::ErrorKind::Poisoned, "{again}");
+    drop(q);
+    let strict = Queue::open_with(dir.path(), opts()).expect_err("a short segment");
+    assert_eq!(strict.kind(), walq::ErrorKind::Corrupt, "{strict}");
+    let salvage = opts().recovery(walq::RecoveryMode::Salvage);
+    let q = Queue::open_with(dir.path(), salvage).unwrap();
+    let mut served = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        served.push(job.payload()[0]);
+        q.ack(job.receipt()).unwrap();
+    }
+    // The jobs below the cut and every later segment's, in order; only
+    // the cut's stretch is missing.
+    let missing: Vec<u8> = (0..60).filter(|i| !served.contains(i)).collect();
+    assert!(served.windows(2).all(|w| w[0] < w[1]), "{served:?}");
+    assert_eq!(
+        (served[0], served.last().copied()),
+        (0, Some(59)),
+        "{served:?}"
+    );
+    let (lo, hi) = (missing[0], *missing.last().unwrap());
+    assert_eq!(
+        missing,
+        (lo..=hi).collect::<Vec<_>>(),
+        "one stretch: {served:?}"
+    );
+}

@@ -59,8 +59,8 @@ pub struct DeadLetter {
     /// The job's priority level; a redrive keeps it.
     #[serde(skip)]
     pub priority: crate::Priority,
-    /// The job's message group, if it had one; a redrive returns the job
-    /// to its group, behind the group's live jobs.
+    /// The job's message group, if it had one (for inspection): a redrive
+    /// brings the job back without its group (see `docs/design-queues.md`).
     #[serde(default)]
     pub group: Option<Vec<u8>>,
 }

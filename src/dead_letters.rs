@@ -19,7 +19,7 @@ use crate::jobs::SlotState;
 use crate::keys::{key_check, KeyEntry, IN_DEAD_LETTERS};
 use crate::named::scoped_hash;
 use crate::options::MAX_ERROR_LEN;
-use crate::vfs::VfsFile;
+use crate::vfs::{AtomicWriteError, VfsFile};
 
 pub(super) fn cut_text(text: &str) -> &[u8] {
     if text.len() <= MAX_ERROR_LEN {
@@ -326,26 +326,39 @@ impl QueueState {
 
     /// Runs a wanted compaction of the dead-letter file: started and
     /// finished under the queue lock `state`, the copy in between without
-    /// it. A failure leaves the file as it was; it is recorded for
-    /// `Stats::maintenance_error` and the compaction tried again later.
-    pub(crate) fn compact_dead_letters(state: &parking_lot::Mutex<QueueState>) {
+    /// it. A failure before the new file's rename leaves the file as it
+    /// was; it is recorded for `Stats::maintenance_error` and the
+    /// compaction tried again later. A failed directory sync after the
+    /// rename is returned: the caller poisons the queue (see
+    /// `dead::compact`).
+    pub(crate) fn compact_dead_letters(state: &parking_lot::Mutex<QueueState>) -> Result<()> {
         let (mut c, vfs, dir, mode) = {
             let mut st = state.lock();
             if !st.log.upkeep().take_dead_compaction() {
-                return;
+                return Ok(());
             }
             let Some(c) = st.dead.start_compaction() else {
-                return;
+                return Ok(());
             };
             (c, st.log.vfs.clone(), st.log.dir.clone(), st.log.mode)
         };
-        let written = c.write(&*vfs, mode);
+        let written = c.write(&*vfs, mode).map_err(AtomicWriteError::Unchanged);
         let mut st = state.lock();
         let finished = st.dead.finish_compaction(c, &*vfs, &dir);
-        if let Err(e) = written.and(finished) {
-            st.log
-                .upkeep()
-                .note_error(format!("compacting dead letters: {e}"));
+        match written.and(finished) {
+            Ok(()) => Ok(()),
+            Err(AtomicWriteError::Unchanged(e)) => {
+                let text = format!("compacting dead letters: {e}");
+                st.log.upkeep().note_error(text);
+                Ok(())
+            }
+            Err(AtomicWriteError::Replaced(e)) => {
+                // Latched before the lock is released: no operation after
+                // this one gets a sync (and so an `Ok` under `Sync`)
+                // before the caller has poisoned the queue.
+                st.log.commit.fail(e.to_string());
+                Err(e)
+            }
         }
     }
 

@@ -400,7 +400,9 @@ impl Queue {
             Err(e) => self.poison_unlocked(&e),
         }
         if self.inner.upkeep.dead_compaction_wanted() {
-            QueueState::compact_dead_letters(&self.inner.state);
+            if let Err(e) = QueueState::compact_dead_letters(&self.inner.state) {
+                self.poison_unlocked(&e);
+            }
         }
     }
 

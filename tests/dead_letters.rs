@@ -263,3 +263,87 @@ fn an_imported_dead_letter_keeps_what_it_was_given() {
         (id, 1, &b"send invoice 9"[..])
     );
 }
+
+/// A `dead.wal` compaction whose directory sync fails after the rename
+/// poisons the queue: the dead letters and removals written to the new
+/// file after it would be lost with it if a power cut brought the old
+/// name back (two reviews found it: a purge that returned `Ok` came back
+/// and a failed job's letter was gone, the log saying it finished). So
+/// once the fault hits, nothing more returns `Ok`, and after a power cut
+/// the dead letters are what they were when it hit.
+#[test]
+fn a_compaction_whose_directory_sync_fails_poisons_the_queue() {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use walq::vfs::{Fault, FaultOp, SimFs, Vfs};
+    use walq::{Durability, Options};
+    let opts = |clock: &ManualClock| {
+        Options::default()
+            .segment_size(64 << 20)
+            .durability(Durability::Sync)
+            .max_attempts(1)
+            .checkpoint_every(0)
+            .visibility_timeout(Duration::from_secs(3600))
+            .clock(clock.clone())
+    };
+    let dir = Path::new("/q");
+    for k in 0..8u64 {
+        let fs = SimFs::new();
+        fs.create_dir_all(dir, 0o700).unwrap();
+        let clock = ManualClock::new(1_700_000_000_000);
+        let q = walq::Queue::open_on(Arc::new(fs.clone()), dir, opts(&clock)).unwrap();
+        let big = vec![7u8; 64 << 10];
+        let ids: Vec<u64> = (0..40).map(|_| q.enqueue(&big).unwrap()).collect();
+        for _ in 0..40 {
+            let j = q.dequeue().unwrap().unwrap();
+            q.fail(j.receipt(), "boom").unwrap();
+        }
+        let late = q.enqueue(b"late job").unwrap();
+        let mut hit = false;
+        for &id in ids.iter().take(35) {
+            q.wait_upkeep();
+            let at = fs.op_count(FaultOp::Sync) + k;
+            let kind = std::io::ErrorKind::Other;
+            fs.set_fault(Some(Fault {
+                op: FaultOp::Sync,
+                at,
+                forever: false,
+                kind,
+            }));
+            let purged = q.purge(id);
+            q.wait_upkeep();
+            fs.set_fault(None);
+            if purged.is_err() {
+                break;
+            }
+            let noted = q.stats().maintenance_error.unwrap_or_default();
+            if noted.contains("compacting dead letters") {
+                continue;
+            }
+            if q.enqueue(b"probe").is_err() {
+                hit = true;
+                break;
+            }
+        }
+        if !hit {
+            continue;
+        }
+        let err = q.dequeue().expect_err("poisoned");
+        assert_eq!(err.kind(), ErrorKind::Poisoned, "{err}");
+        assert!(err.to_string().contains("syncing directory"), "{err}");
+        let before = q.dead_letter_ids();
+        let crashed = fs.power_loss(1);
+        drop(q);
+        let q = walq::Queue::open_on(Arc::new(crashed), dir, opts(&clock)).unwrap();
+        // The letters at the fault (old or new file: the same letters),
+        // and the late job still waiting, never finished.
+        assert_eq!(q.dead_letter_ids(), before);
+        assert!(matches!(
+            q.status(late).unwrap(),
+            walq::JobStatus::Queued { .. }
+        ));
+        return;
+    }
+    panic!("no fault hit the compaction's directory sync");
+}

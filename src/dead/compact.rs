@@ -14,9 +14,13 @@
 //!
 //! A failure before the rename leaves `dead.wal` as it was (the temporary
 //! file is removed; a leftover one is removed on open): the compaction is
-//! dropped and tried again later. After the rename, the new file holds the
-//! same letters as the old one, so a failed directory sync only leaves
-//! unknown which of two equivalent files a power cut keeps.
+//! dropped and tried again later. A failed directory sync after the
+//! rename poisons the queue ([`AtomicWriteError::Replaced`]): the new file
+//! holds the same letters as the old one at that moment, but every dead
+//! letter and removal written to it later is lost with it if a power cut
+//! brings the old name back (a purge that returned `Ok` came back, a
+//! failed job's letter was gone while the log said it finished; two
+//! reviews found it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::format::frame;
 use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::format::FORMAT_VERSION;
-use crate::vfs::{Vfs, VfsFile};
+use crate::vfs::{AtomicWriteError, Vfs, VfsFile};
 
 /// The written new file: handle, end of the copied letters, and each
 /// letter's offset in it.
@@ -71,14 +75,17 @@ impl DeadFile {
         })
     }
 
-    /// Installs a written compaction (see the module docs). On failure
-    /// `dead.wal` is unchanged and the compaction is dropped.
+    /// Installs a written compaction (see the module docs). A failure
+    /// before the rename leaves `dead.wal` unchanged and drops the
+    /// compaction ([`AtomicWriteError::Unchanged`]); one after it
+    /// ([`AtomicWriteError::Replaced`]: the directory's sync) must poison
+    /// the queue.
     pub fn finish_compaction(
         &mut self,
         mut c: Compaction,
         vfs: &dyn Vfs,
         dir: &Path,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), AtomicWriteError> {
         self.compacting = false;
         let Some((file, body_end, moved)) = c.new.take() else {
             return Ok(());
@@ -89,7 +96,7 @@ impl DeadFile {
             Err(e) => {
                 drop(file);
                 let _ = vfs.remove(&c.tmp);
-                return Err(e);
+                return Err(AtomicWriteError::Unchanged(e));
             }
         };
         self.file = Arc::from(file);
@@ -100,7 +107,7 @@ impl DeadFile {
         self.entries = entries;
         self.synced_len = len;
         vfs.sync_dir(dir)
-            .map_err(|e| Error::io("syncing directory", dir, e))
+            .map_err(|e| AtomicWriteError::Replaced(Error::io("syncing directory", dir, e)))
     }
 
     /// Copies the frames appended since the start, syncs and renames the
@@ -151,7 +158,8 @@ impl DeadFile {
     pub fn compact(&mut self, vfs: &dyn Vfs, dir: &Path, mode: u32) -> Result<()> {
         if let Some(mut c) = self.start_compaction() {
             let written = c.write(vfs, mode);
-            self.finish_compaction(c, vfs, dir)?;
+            self.finish_compaction(c, vfs, dir)
+                .map_err(AtomicWriteError::into_error)?;
             written?;
         }
         Ok(())

@@ -23,6 +23,7 @@ use crate::format::record::{DeadRec, Record};
 use crate::format::resync;
 use crate::format::FORMAT_VERSION;
 use crate::options::RecoveryMode;
+use crate::sync_latch::SyncLatch;
 use crate::vfs::{Vfs, VfsFile};
 
 mod compact;
@@ -129,6 +130,8 @@ pub struct DeadFile {
     garbage: u64,
     /// Bytes known durable; a frame's sync lag is its offset minus this.
     synced_len: u64,
+    /// A failed fdatasync of the file, latched (see `sync_latch`).
+    latch: SyncLatch,
     buf: Vec<u8>,
     /// A compaction is under way (see `compact`).
     compacting: bool,
@@ -190,6 +193,7 @@ impl DeadFile {
             entries: BTreeMap::new(),
             garbage: 0,
             synced_len: 0,
+            latch: SyncLatch::default(),
             buf: Vec::new(),
             compacting: false,
             reserved: 0,
@@ -221,6 +225,7 @@ impl DeadFile {
             entries: BTreeMap::new(),
             garbage: 0,
             synced_len: SEGMENT_HEADER_LEN as u64,
+            latch: SyncLatch::default(),
             buf: Vec::new(),
             compacting: false,
             reserved: 0,
@@ -450,9 +455,9 @@ impl DeadFile {
 
     /// Makes every append durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("syncing dead letters", &self.path, e))?;
+        let file = &self.file;
+        self.latch
+            .run("syncing dead letters", &self.path, || file.sync_data())?;
         self.synced_len = self.len;
         Ok(())
     }

@@ -36,6 +36,7 @@ use crate::format::done::{DoneRecord, DONE_FIXED_LEN};
 use crate::format::frame::{self, FrameError, FRAME_HEADER_LEN};
 use crate::format::header::{FileKind, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::options::RecoveryMode;
+use crate::sync_latch::SyncLatch;
 use crate::vfs::{AtomicWriteError, Vfs, VfsFile};
 
 /// File name of the completion file.
@@ -128,6 +129,8 @@ pub struct DoneFile {
     /// Length of the file: records, then zeros written ahead of them.
     alloc: u64,
     synced_len: u64,
+    /// A failed fdatasync of the file, latched (see `sync_latch`).
+    latch: SyncLatch,
     /// Bumped by every rewrite (a new file, synced whole).
     generation: u64,
     /// After a compaction that a full disk stopped: the length the file
@@ -200,6 +203,7 @@ impl DoneFile {
             len: SEGMENT_HEADER_LEN as u64,
             alloc: SEGMENT_HEADER_LEN as u64,
             synced_len: SEGMENT_HEADER_LEN as u64,
+            latch: SyncLatch::default(),
             generation: 0,
             compact_retry_len: 0,
             buf: Vec::new(),
@@ -609,9 +613,9 @@ impl DoneFile {
         if self.synced_len == self.len {
             return Ok(());
         }
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io("syncing completion file", &self.path, e))?;
+        let file = &self.file;
+        self.latch
+            .run("syncing completion file", &self.path, || file.sync_data())?;
         self.synced_len = self.len;
         Ok(())
     }
@@ -799,16 +803,22 @@ impl Completions {
     /// concurrent callers.
     pub fn make_durable(&self, target: SyncTarget) -> Result<()> {
         let _turn = self.syncing.lock();
+        let what = "syncing completion file";
         let (upto, file, path) = {
             let done = self.file.lock();
             if done.is_synced(target) {
                 return Ok(());
             }
+            done.latch.check(what, &done.path)?;
             (done.sync_target(), done.file.clone(), done.path.clone())
         };
-        file.sync_data()
-            .map_err(|e| Error::io("syncing completion file", &path, e))?;
-        self.file.lock().mark_synced(upto);
+        let synced = file.sync_data().map_err(|e| Error::io(what, &path, e));
+        let mut done = self.file.lock();
+        if let Err(e) = &synced {
+            done.latch.note(e);
+        }
+        synced?;
+        done.mark_synced(upto);
         Ok(())
     }
 }

@@ -921,6 +921,11 @@ impl Queue {
         let lsn = self.inner.state.lock().log.next_lsn - 1;
         self.make_durable(lsn)?;
         let mut st = self.inner.state.lock();
+        // Again under the lock: an operation that failed meanwhile (its
+        // side file's sync, reported once by the kernel) poisoned the
+        // queue, and a sync of that file now would succeed without having
+        // written what the failure dropped.
+        self.check_open()?;
         st.dead.sync().inspect_err(|e| self.poison(e))?;
         self.inner
             .done

@@ -195,3 +195,83 @@ fn os_appends_start_the_writeback_of_each_completed_chunk_only() {
     q.wait_upkeep();
     assert!(fs.writebacks().is_empty(), "{:?}", fs.writebacks());
 }
+
+/// A cancel whose `done.rec` sync fails (reported once, Linux-style: the
+/// dirty pages dropped) while a `Queue::sync` waits for the queue lock:
+/// the sync must not return `Ok`, since a sync of `done.rec` after the
+/// failed one would succeed without having written an earlier result
+/// (before: it returned `Ok`, and after a power cut the result of an
+/// acked job was gone; a review found it). The 300 ms sleep only lines
+/// the threads up; if it fails to, the test checks nothing more than the
+/// ordinary path.
+#[test]
+fn a_sync_after_another_callers_failed_sync_of_done_rec_is_not_ok() {
+    use std::path::Path;
+    use std::time::Duration;
+    use walq::{EnqueueOptions, JobStatus, Options};
+    let opts = |c: &ManualClock| {
+        Options::default()
+            .durability(Durability::Os)
+            .visibility_timeout(Duration::from_secs(3600))
+            .checkpoint_every(0)
+            .clock(c.clone())
+    };
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let dir = Path::new("/q");
+    let q = Queue::open_on(Arc::new(fs.clone()), dir, opts(&clock)).unwrap();
+    q.enqueue(b"w").unwrap();
+    let w = q.dequeue().unwrap().unwrap();
+    q.ack_with_result(w.receipt(), b"warm").unwrap();
+    q.sync().unwrap(); // done.rec grown and synced
+    let j0 = q.enqueue(b"j0").unwrap();
+    let j2 = q.enqueue(b"j2").unwrap();
+    let later = EnqueueOptions::new().delay(Duration::from_secs(3600));
+    let j1 = q.enqueue_with(b"j1", later).unwrap().id;
+    let a0 = q.dequeue().unwrap().unwrap();
+    assert_eq!(a0.id(), j0);
+    q.ack_with_result(a0.receipt(), b"r0").unwrap(); // written, not synced (Os)
+    let a2 = q.dequeue().unwrap().unwrap();
+    assert_eq!(a2.id(), j2);
+    // The log made durable, done.rec not.
+    q.fail(a2.receipt(), "x").unwrap();
+    q.redrive(j2).unwrap();
+    q.wait_upkeep();
+    let st = q.stats();
+    assert_eq!(st.written_lsn, st.durable_lsn);
+    fs.kernel_sync_errors(true);
+    fs.faults_only_on(Some(&dir.join("done.rec"))).unwrap();
+    fs.pause_syncs(true);
+    let cancel = {
+        let q = q.clone();
+        std::thread::spawn(move || q.cancel(j1))
+    };
+    fs.wait_paused_syncs(1); // the cancel's done.rec sync held
+    let sync = {
+        let q = q.clone();
+        std::thread::spawn(move || q.sync())
+    };
+    std::thread::sleep(Duration::from_millis(300)); // ordering only
+    let at = fs.op_count(FaultOp::Sync);
+    let kind = io::ErrorKind::Other;
+    fs.set_fault(Some(Fault {
+        op: FaultOp::Sync,
+        at,
+        forever: false,
+        kind,
+    }));
+    fs.pause_syncs(false);
+    let (cancelled, synced) = (cancel.join().unwrap(), sync.join().unwrap());
+    fs.set_fault(None);
+    assert!(cancelled.is_err(), "the cancel's sync failed");
+    if synced.is_ok() {
+        let after = fs.power_loss(3);
+        drop(q);
+        let q = Queue::open_on(Arc::new(after), dir, opts(&clock)).unwrap();
+        let s = q.status(j0).unwrap();
+        assert!(
+            matches!(&s, JobStatus::Done { result: Some(r), .. } if r == b"r0"),
+            "sync() returned Ok; after a power cut the result is gone: {s:?}"
+        );
+    }
+}

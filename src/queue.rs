@@ -521,16 +521,17 @@ impl Queue {
         self.inner.commit.fail(e.to_string());
     }
 
-    /// Wakes blocked consumers after an enqueue. Under `Durability::Sync`
+    /// Wakes blocked consumers after an enqueue (`every` of them for a
+    /// batch or a delayed job, else one). Under `Durability::Sync`
     /// this runs once the enqueue is durable (only durable jobs are
     /// delivered); the lock is taken and dropped first so that a consumer
     /// between its check and its wait cannot miss the wakeup.
-    fn wake_consumers(&self, batch: bool) {
+    fn wake_consumers(&self, every: bool) {
         if self.inner.opts.durability == Durability::Sync {
             drop(self.inner.state.lock());
         }
         // The jobs are in this handle's queue.
-        if batch {
+        if every {
             self.inner.wakeups.every(self.queue);
         } else {
             self.inner.wakeups.one(self.queue);
@@ -589,7 +590,12 @@ impl Queue {
         })?;
         self.settle(out.lsn)?;
         if !out.duplicate {
-            self.wake_consumers(false);
+            // A delayed job wakes every consumer: each then sleeps until
+            // its due time at most. Woken alone, one whose own wait ends
+            // before the job is due would leave with the news, and the
+            // others would sleep on to their own timeouts (a review found
+            // the job waiting up to a visibility timeout past its due).
+            self.wake_consumers(!opts.delay.is_zero());
         }
         Ok(Enqueued {
             id: out.id,

@@ -256,6 +256,17 @@ impl QueueState {
         self.ready_in.take()
     }
 
+    /// Notes that live job `id` comes due later: every consumer of its
+    /// queue is woken to sleep until then at most (one woken alone may
+    /// leave before, and the others would sleep past it).
+    fn note_due_later_in(&mut self, id: u64) {
+        let queue = self.named.queue_of(id);
+        self.ready_in = Some(match self.ready_in {
+            Some((before, _)) if before != queue => (ANY_QUEUE, true),
+            _ => (queue, true),
+        });
+    }
+
     /// Notes that live job `id` waits or is ready now (see `ready_in`).
     fn note_ready_in(&mut self, id: u64) {
         let queue = self.named.queue_of(id);
@@ -984,7 +995,12 @@ impl QueueState {
             .append(&Record::Nack { id: r.id, due_ms }, 0, self.next_id)?;
         self.leases.remove(r.id);
         self.make_waiting(r.id, due_ms);
-        self.note_ready_in(r.id);
+        if delay > 0 {
+            // Every consumer recomputes its wait (see `Queue::enqueue_with`).
+            self.note_due_later_in(r.id);
+        } else {
+            self.note_ready_in(r.id);
+        }
         self.counters.retried += 1;
         Ok(a.lsn)
     }

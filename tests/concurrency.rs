@@ -95,3 +95,65 @@ fn many_threads_os() {
 fn many_threads_sync_group_commit() {
     run(Durability::Sync, 8, 100);
 }
+
+/// Two consumers blocked in `dequeue_timeout`; a job enqueued with a
+/// delay (or retried after one) reaches the one still waiting when it
+/// comes due, though the other, whose own wait ends first, is gone by
+/// then. Before, one consumer alone was woken: the one about to leave,
+/// and the job waited for the other's timeout (up to a visibility
+/// timeout; a review found it). The sleeps only order the threads; the
+/// 60 s bound is liveness, against the waiter's own 120 s.
+fn a_job_due_later_reaches_the_consumer_still_waiting(d: Durability, via_nack: bool) {
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .durability(d)
+        .visibility_timeout(Duration::from_secs(600));
+    let q = Queue::open_with(dir.path(), opts).unwrap();
+    let mut receipt = None;
+    if via_nack {
+        q.enqueue(b"x").unwrap();
+        receipt = Some(q.dequeue().unwrap().unwrap().receipt());
+    }
+    let leaving = {
+        let q = q.clone();
+        std::thread::spawn(move || q.dequeue_timeout(Duration::from_millis(800)).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(200)); // ordering only
+    let (tx, rx) = std::sync::mpsc::channel();
+    let staying = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let got = q.dequeue_timeout(Duration::from_secs(120)).unwrap();
+            tx.send(Instant::now()).unwrap();
+            got
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200)); // ordering only
+    let later = Duration::from_millis(1500);
+    match receipt {
+        Some(r) => q.nack(r, Retry::After(later), "later").unwrap(),
+        None => {
+            let opts = walq::EnqueueOptions::new().delay(later);
+            q.enqueue_with(b"later", opts).unwrap();
+        }
+    }
+    assert!(
+        leaving.join().unwrap().is_none(),
+        "left before the job was due"
+    );
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the consumer still waiting slept past the due time");
+    assert!(staying.join().unwrap().is_some());
+}
+
+#[test]
+fn a_delayed_job_reaches_the_consumer_still_waiting() {
+    a_job_due_later_reaches_the_consumer_still_waiting(Durability::Os, false);
+    a_job_due_later_reaches_the_consumer_still_waiting(Durability::Sync, false);
+}
+
+#[test]
+fn a_retry_after_a_delay_reaches_the_consumer_still_waiting() {
+    a_job_due_later_reaches_the_consumer_still_waiting(Durability::Os, true);
+}

@@ -40,11 +40,11 @@ impl VfsFile for StdFile {
                 return map.write(off, buf);
             }
         }
-        self.file.write_all_at(buf, off)
+        pwrite_all(&self.file, buf, off)
     }
 
     fn write_at_syscall(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, off)
+        pwrite_all(&self.file, buf, off)
     }
 
     fn writes_by_syscall(&self) -> bool {
@@ -147,6 +147,31 @@ impl VfsFile for StdFile {
         self.map_region(len).map(super::Mapping)
     }
 }
+
+/// `pwrite`s all of `buf` at `off`, trying again a few times on EAGAIN.
+///
+/// A blocking `pwrite` to a regular file is not supposed to return EAGAIN,
+/// but a nearly full btrfs did (`.ci/fs-matrix.sh`, full disk under `Os`:
+/// "Resource temporarily unavailable" on the record's `pwrite`, which
+/// poisoned the queue where a full disk must be a plain ENOSPC). It is
+/// transient: the write is tried again (the bytes already written are
+/// written again, in place), up to [`EAGAIN_TRIES`] times with a short
+/// pause, and a last EAGAIN is returned as it is.
+fn pwrite_all(file: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    let mut tries = 1;
+    loop {
+        match file.write_all_at(buf, off) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && tries < EAGAIN_TRIES => {
+                std::thread::sleep(std::time::Duration::from_millis(tries));
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times a `pwrite` that returns EAGAIN is made in all.
+const EAGAIN_TRIES: u64 = 8;
 
 impl StdFile {
     /// Whether the file system overwrites preallocated blocks in place

@@ -205,6 +205,18 @@ impl QueueState {
         for letter in &letters {
             queues.push(self.named.id_for(&letter.queue)?);
         }
+        // The removals written to `dead.wal` after the jobs' records need
+        // blocks: allocated first, so that a full disk refuses the redrive
+        // here, with nothing written (before: the records went in, the
+        // removals got ENOSPC, and the queue was poisoned). Never from the
+        // reserve: a redrive adds jobs, as an enqueue does.
+        let unchanged = self.log.op_unchanged();
+        let (dead, n) = (&mut self.dead, letters.len());
+        self.log.write_adding(|| dead.make_room_for_removals(n))?;
+        if unchanged {
+            // Allocated blocks change nothing that replay or memory reads.
+            self.log.changes_complete();
+        }
         let mut written = Vec::with_capacity(letters.len());
         for (letter, &queue) in letters.iter().zip(&queues) {
             self.ensure_def(queue)?;

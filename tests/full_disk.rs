@@ -1601,6 +1601,55 @@ fn purging_many_dead_letters_on_a_full_disk(vfs: Arc<dyn Vfs>, root: &Path, size
     assert!(q.dead_letter_ids().is_empty(), "the purge is durable");
 }
 
+/// `redrive` of many dead letters, one at a time, on a full disk: each is
+/// done or refused with ENOSPC, and the queue keeps serving (before, the
+/// jobs' records went into the log's preallocated segment, the removals'
+/// append to `dead.wal` got ENOSPC, and the queue was poisoned; a review
+/// found it). A refused redrive leaves its letter dead; a done one leaves
+/// a job to run.
+#[test]
+fn redriving_dead_letters_on_a_full_disk_never_poisons() {
+    let fs = QuotaFs::new(SIM_CAPACITY);
+    let (vfs, root): (Arc<dyn Vfs>, _) = (Arc::new(fs), PathBuf::from("/disk"));
+    let dir = root.join("queue");
+    let q = Queue::open_on(vfs.clone(), &dir, options(&SIM)).expect("open");
+    for tag in 0..300 {
+        q.enqueue(format!("job {tag}").as_bytes()).expect("enqueue");
+    }
+    while let Some(job) = q.dequeue().expect("dequeue") {
+        q.fail(job.receipt(), "does not work").expect("dead-letter");
+    }
+    let dead = q.dead_letter_ids();
+    fill_disk(&*vfs, &root, "filler");
+    let (mut redriven, mut refused) = (Vec::new(), 0);
+    for &id in &dead {
+        match q.redrive(id) {
+            Ok(()) => redriven.push(id),
+            Err(e) => {
+                assert!(
+                    is_enospc(&e),
+                    "a refused redrive says the disk is full: {e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "300 redrives all fitted on a full disk");
+    let left = q.dead_letter_ids();
+    assert_eq!(
+        left.len() + redriven.len(),
+        dead.len(),
+        "a refused redrive changes nothing"
+    );
+    let mut ran = Vec::new();
+    while let Some(job) = q.dequeue().expect("the queue still serves") {
+        ran.push(job.id());
+        q.ack(job.receipt()).expect("ack");
+    }
+    ran.sort_unstable();
+    assert_eq!(ran, redriven, "each redriven job runs once");
+}
+
 /// `enqueue_dead_letter` on a full disk: the room for the dead letter is
 /// allocated before the job's record is written, so the call is refused
 /// with ENOSPC and nothing changes (before the room came first: the job's

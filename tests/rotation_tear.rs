@@ -379,6 +379,26 @@ fn killed_after_rotation(fs: &SimFs, dir: &Path, k: usize) {
     fs.freeze_after_syncs(None);
 }
 
+/// For 16 power-loss seeds: run 1 killed just after a rotation, run 2
+/// opened under `d` (it sees every job of run 1), then `then(seed, fs,
+/// run 2, jobs of run 1)`, which returns what went wrong, if anything.
+fn after_a_kill_just_after_a_rotation(
+    d: Durability,
+    then: impl Fn(u64, &SimFs, Queue, usize) -> Option<String>,
+) {
+    let k = enqueues_to_rotate();
+    let dir = Path::new("/q");
+    let mut failures = Vec::new();
+    for seed in 0..16u64 {
+        let fs = SimFs::new();
+        killed_after_rotation(&fs, dir, k);
+        let q = Queue::open_on(Arc::new(fs.clone()), dir, kill_opts(d)).unwrap();
+        assert_eq!(q.stats().ready, k as u64, "run 2 sees every job of run 1");
+        failures.extend(then(seed, &fs, q, k));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// After a kill -9 just after a rotation, a reopen and a clean close, a
 /// power cut loses nothing: the open syncs the segment the rotation
 /// sealed, not only the active one (before: 12 of 16 seeds lost the
@@ -386,35 +406,23 @@ fn killed_after_rotation(fs: &SimFs, dir: &Path, k: usize) {
 /// dead-lettered as damaged).
 #[test]
 fn a_clean_close_after_a_kill_just_after_a_rotation_is_durable() {
-    let k = enqueues_to_rotate();
-    let dir = Path::new("/q");
-    let mut failures = Vec::new();
-    for seed in 0..16u64 {
-        let fs = SimFs::new();
-        killed_after_rotation(&fs, dir, k);
-        let q = Queue::open_on(Arc::new(fs.clone()), dir, kill_opts(Durability::Os)).unwrap();
-        assert_eq!(q.stats().ready, k as u64);
+    after_a_kill_just_after_a_rotation(Durability::Os, |seed, fs, q, k| {
         q.close().unwrap();
         drop(q);
         let crashed = fs.power_loss(seed);
-        match Queue::open_on(Arc::new(crashed), dir, kill_opts(Durability::Os)) {
-            Err(e) => failures.push(format!("seed {seed}: open failed: {e}")),
-            Ok(q) => {
-                let mut intact = 0;
-                while let Some(j) = q.dequeue().unwrap() {
-                    intact += usize::from(j.payload() == [7u8; 1000]);
-                    q.ack(j.receipt()).unwrap();
-                }
-                if intact != k {
-                    let dead = q.stats().dead;
-                    failures.push(format!(
-                        "seed {seed}: {intact} of {k} jobs served intact, {dead} dead letters"
-                    ));
-                }
-            }
+        let dir = Path::new("/q");
+        let q = match Queue::open_on(Arc::new(crashed), dir, kill_opts(Durability::Os)) {
+            Err(e) => return Some(format!("seed {seed}: open failed: {e}")),
+            Ok(q) => q,
+        };
+        let mut intact = 0;
+        while let Some(j) = q.dequeue().unwrap() {
+            intact += usize::from(j.payload() == [7u8; 1000]);
+            q.ack(j.receipt()).unwrap();
         }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let dead = q.stats().dead;
+        (intact != k).then(|| format!("seed {seed}: {intact} of {k} intact, {dead} dead"))
+    });
 }
 
 /// After the same kill and a reopen, a `Sync` enqueue that returned `Ok`
@@ -423,27 +431,17 @@ fn a_clean_close_after_a_kill_just_after_a_rotation_is_durable() {
 /// open refused the log as corrupt).
 #[test]
 fn a_sync_enqueue_after_a_kill_just_after_a_rotation_survives_a_power_cut() {
-    let k = enqueues_to_rotate();
-    let dir = Path::new("/q");
-    let mut failures = Vec::new();
-    for seed in 0..16u64 {
-        let fs = SimFs::new();
-        killed_after_rotation(&fs, dir, k);
-        let q = Queue::open_on(Arc::new(fs.clone()), dir, kill_opts(Durability::Sync)).unwrap();
-        assert_eq!(q.stats().ready, k as u64, "run 2 sees every job of run 1");
+    after_a_kill_just_after_a_rotation(Durability::Sync, |seed, fs, q, _| {
         q.enqueue(b"acknowledged under Sync").unwrap();
         let crashed = fs.power_loss(seed);
         drop(q);
-        match Queue::open_on(Arc::new(crashed), dir, kill_opts(Durability::Sync)) {
-            Err(e) => failures.push(format!("seed {seed}: open failed: {e}")),
-            Ok(q) => {
-                let found = std::iter::from_fn(|| q.dequeue().unwrap())
-                    .any(|j| j.payload() == b"acknowledged under Sync");
-                if !found {
-                    failures.push(format!("seed {seed}: the Sync enqueue is lost"));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let dir = Path::new("/q");
+        let q = match Queue::open_on(Arc::new(crashed), dir, kill_opts(Durability::Sync)) {
+            Err(e) => return Some(format!("seed {seed}: open failed: {e}")),
+            Ok(q) => q,
+        };
+        let found = std::iter::from_fn(|| q.dequeue().unwrap())
+            .any(|j| j.payload() == b"acknowledged under Sync");
+        (!found).then(|| format!("seed {seed}: the Sync enqueue is lost"))
+    });
 }

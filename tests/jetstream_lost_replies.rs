@@ -471,3 +471,27 @@ fn cancel_lost_then_repeated(js: &JetStream, proxy: &Proxy, id: u64) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `release` whose intent was stored but whose reply was lost, then a
+/// `retry` of the same lease: the retry is `LeaseLost` (a different
+/// settle after a stored one), not the release finished under its name
+/// (before: it returned `Ok` and the attempt was never counted, so a
+/// last attempt stayed queued; a review found it). The release repeated
+/// finishes what it began: the job is queued, its attempt given back.
+#[test]
+fn a_retry_after_a_release_whose_reply_was_lost_is_refused() {
+    let cluster = Cluster::start();
+    let (js, proxy) = through_proxy(&cluster, "relmix", |c| c);
+    let once = EnqueueOptions::new().max_attempts(1);
+    let id = js.enqueue(b"x", once).unwrap().id;
+    let d = js.lease(LEASE, Duration::from_secs(10)).unwrap().unwrap();
+    proxy.drop_next(Dir::ToClient, "\"stream\":\"KV_WALQ_relmix_jobs\"");
+    let released = js.release(d.lease(), "stopping");
+    assert_eq!(proxy.dropped(), 1, "{released:?}");
+    assert!(released.is_err(), "the reply was lost");
+    let retried = js.retry(d.lease(), None, "handler failed");
+    assert_eq!(retried.map_err(|e| e.kind()), Err(ErrorKind::LeaseLost));
+    js.release(d.lease(), "stopping")
+        .expect("the release repeated");
+    assert_eq!(js.status(id).unwrap(), JobStatus::Queued { attempts: 0 });
+}

@@ -17,8 +17,8 @@ use crate::worker::{AsyncBackend, Delivery};
 type Leased = Result<Option<Delivery<JetStreamLease>>>;
 
 /// A lease under way on the backend's runtime. Dropped before it
-/// finished, it gives back whatever the lease took (ready again at once;
-/// the attempt stays counted, as for a released job).
+/// finished, it gives back whatever the lease took (ready again at once,
+/// the attempt given back, as for a released job: it never ran).
 struct PendingLease {
     handle: Option<tokio::task::JoinHandle<Leased>>,
     inner: Arc<Inner>,

@@ -63,6 +63,10 @@ pub(crate) struct Held {
 pub(crate) enum Settle {
     Complete,
     Retry,
+    /// A retry due now with the attempt given back: a settle of its own,
+    /// so that a `retry` after a `release` whose reply was lost (or the
+    /// reverse) is `LeaseLost`, not the other finished.
+    Release,
     Fail,
 }
 

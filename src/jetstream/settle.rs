@@ -128,7 +128,9 @@ impl Inner {
             let current = self.record(id).await?.map(|(_, rev)| rev);
             if current == Some(held.rev) {
                 match kind {
-                    Settle::Retry => self.finish_retry(h, payload, &held.rec, held.rev).await?,
+                    Settle::Retry | Settle::Release => {
+                        self.finish_retry(h, payload, &held.rec, held.rev).await?;
+                    }
                     _ => self.finish_dead(h, payload, &held.rec, held.rev).await?,
                 }
             }
@@ -197,7 +199,11 @@ impl Inner {
         attempt: Attempt,
     ) -> Result<()> {
         let mut held = lease.state.held.lock().await;
-        if self.finish_repeat(lease, &mut held, Settle::Retry).await? {
+        let kind = match attempt {
+            Attempt::Counted => Settle::Retry,
+            Attempt::GivenBack => Settle::Release,
+        };
+        if self.finish_repeat(lease, &mut held, kind).await? {
             return Ok(());
         }
         if attempt == Attempt::Counted && held.rec.attempts >= held.rec.max_attempts {
@@ -221,7 +227,7 @@ impl Inner {
         // Intent first: the record names the new copy before it exists, so
         // a crash before the publish is finished by the next delivery of
         // this one (`Decision::FinishRetry`).
-        self.fenced(lease, &mut held, Some(Settle::Retry), None, |rec| {
+        self.fenced(lease, &mut held, Some(kind), None, |rec| {
             let mut retrying = rec.clone();
             retrying.state = State::Retrying;
             retrying.copy = copy;

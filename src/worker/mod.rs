@@ -16,7 +16,7 @@
 //!   pace, so a backlog drains without overwhelming what the handler calls;
 //! * [`WorkerPool::shutdown`] stops leasing, lets running handlers finish
 //!   within a deadline and releases the rest at once (ready again, attempt
-//!   counted) instead of leaving them until their lease expires;
+//!   given back) instead of leaving them until their lease expires;
 //! * [`WorkerPool::stats`] counts leased, done, retried, dead, panicked,
 //!   released and lost attempts.
 //!

@@ -210,13 +210,7 @@ impl QueueState {
         // here, with nothing written (before: the records went in, the
         // removals got ENOSPC, and the queue was poisoned). Never from the
         // reserve: a redrive adds jobs, as an enqueue does.
-        let unchanged = self.log.op_unchanged();
-        let (dead, n) = (&mut self.dead, letters.len());
-        self.log.write_adding(|| dead.make_room_for_removals(n))?;
-        if unchanged {
-            // Allocated blocks change nothing that replay or memory reads.
-            self.log.changes_complete();
-        }
+        self.make_room_for_removals(letters.len(), false)?;
         let mut written = Vec::with_capacity(letters.len());
         for (letter, &queue) in letters.iter().zip(&queues) {
             self.ensure_def(queue)?;
@@ -372,6 +366,27 @@ impl QueueState {
                 Err(e)
             }
         }
+    }
+
+    /// Allocates the blocks `n` Removed records will take in `dead.wal`
+    /// before anything is written (`DeadFile::make_room_for_removals`), so
+    /// that a full disk refuses the operation here. A `draining` one (a
+    /// purge) may give up the copy-on-write reserve; one that adds jobs (a
+    /// redrive) never does. Allocated blocks change nothing that replay or
+    /// memory reads: an operation that changed nothing before stays
+    /// harmless if it is refused next.
+    pub(crate) fn make_room_for_removals(&mut self, n: usize, draining: bool) -> Result<()> {
+        let unchanged = self.log.op_unchanged();
+        let dead = &mut self.dead;
+        if draining {
+            self.log.write_draining(|| dead.make_room_for_removals(n))?;
+        } else {
+            self.log.write_adding(|| dead.make_room_for_removals(n))?;
+        }
+        if unchanged {
+            self.log.changes_complete();
+        }
+        Ok(())
     }
 
     /// Reads one dead letter.

@@ -1485,15 +1485,7 @@ impl Queue {
         // The removals the purge writes to `dead.wal` after the markers
         // need blocks too: allocated first, so a full disk refuses the
         // purge here, with nothing written.
-        let n = dead.len();
-        let unchanged = st.log.op_unchanged();
-        st.log
-            .write_draining(|| st.dead.make_room_for_removals(n))?;
-        if unchanged {
-            // Allocated blocks change nothing that replay or memory reads:
-            // a full disk refusing the markers next is still harmless.
-            st.log.changes_complete();
-        }
+        st.make_room_for_removals(dead.len(), true)?;
         self.write_purge_markers(st, &dead, now)
     }
 

@@ -83,10 +83,10 @@ impl Queue {
                     .map_or(deadline, |at| deadline.min(at)),
                 None => deadline,
             };
-            check_timers()?;
+            let sleep = timer(|| tokio::time::sleep_until(until))?;
             tokio::select! {
                 () = self.async_wait().changed(since) => {}
-                () = tokio::time::sleep_until(until) => {}
+                () = sleep => {}
             }
         }
     }
@@ -98,8 +98,14 @@ impl Queue {
 /// it). Creating a sleep is what panics, so the check creates one, and
 /// the panic (printed by the panic hook) becomes an error.
 pub(crate) fn check_timers() -> Result<()> {
-    let made = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO)));
-    made.map_err(|_| {
+    timer(|| tokio::time::sleep(Duration::ZERO)).map(drop)
+}
+
+/// The sleep `make` creates, or [`check_timers`]'s error where the
+/// runtime has no timer (a wait makes its own sleep this way, not a
+/// second one to check first).
+fn timer(make: impl FnOnce() -> tokio::time::Sleep) -> Result<tokio::time::Sleep> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).map_err(|_| {
         Error::new(
             ErrorKind::InvalidOptions,
             "the tokio runtime has no timer: build it with `enable_time()` (or `enable_all()`)",

@@ -122,7 +122,10 @@ impl QueueState {
             hash_probe: hash_probe(),
             first_seg: self.log.segments[0].seg.id,
             digest_from: from,
-            digest: digest(active.id, bytes),
+            digest: active
+                .region
+                .guard_read(|| digest(active.id, bytes))
+                .unwrap_or_else(|()| digest(active.id, &[])),
             segments,
             slot_base: slots.base(),
             slots: Vec::new(),

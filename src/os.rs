@@ -2,9 +2,9 @@
 //! stand-in that test file systems use in their place, `fallocate`,
 //! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)`,
 //! `posix_fadvise`, `madvise` of mapped segments and `clock_gettime`;
-//! and, in `store_guard` (Linux; with its own safety argument), the `SIGBUS`
-//! handler that turns a store into a map that the kernel refuses into an
-//! error.
+//! and, in `fault_guard` (Linux; with its own safety argument), the
+//! `SIGBUS` handler that turns a store into a map, or a read of a record in
+//! one, that the kernel cannot serve into an error.
 //!
 //! # Safety argument
 //!
@@ -54,19 +54,20 @@
 //! and appends go through `pwrite` where a store into the
 //! map could fault for lack of space (copy-on-write file systems, see
 //! [`map_stores_are_safe`]); a store that faults all the same (a file
-//! system that shut down, an active segment cut short) is caught by
-//! `store_guard` and returned as an error. `docs/architecture.md` lists
+//! system that shut down, an active segment cut short), and a read of a
+//! record whose page was cut or evicted after its check, is caught by
+//! `fault_guard` and returned as an error ([`Region::open_read`]). `docs/architecture.md` lists
 //! what stays fatal.
 
 use std::cell::UnsafeCell;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
 #[cfg(target_os = "linux")]
-mod store_guard;
+mod fault_guard;
 
 /// Milliseconds on the system clock `id` (`CLOCK_REALTIME` or
 /// `CLOCK_MONOTONIC`), from one `clock_gettime` (a vDSO call on Linux, no
@@ -106,6 +107,10 @@ pub struct Region {
     published: AtomicUsize,
     /// Serialises writes and publication (rule 2).
     writer: Mutex<()>,
+    /// A guarded read faulted and a page of the map was replaced by a
+    /// private one ([`Region::open_read`]): the map no longer shows the
+    /// file, so every later write is refused.
+    diverged: AtomicBool,
 }
 
 enum Inner {
@@ -147,7 +152,7 @@ impl Region {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "map length"))?;
         let map = memmap2::MmapOptions::new().len(len_usize).map_raw(file)?;
         #[cfg(target_os = "linux")]
-        store_guard::install();
+        fault_guard::install();
         Ok(Region::new(Inner::Map(map), len_usize))
     }
 
@@ -164,6 +169,7 @@ impl Region {
             len,
             published: AtomicUsize::new(0),
             writer: Mutex::new(()),
+            diverged: AtomicBool::new(false),
         }
     }
 
@@ -206,10 +212,44 @@ impl Region {
         Some(unsafe { std::slice::from_raw_parts(self.base().add(off), len) })
     }
 
+    /// Opens a read window over the region: until [`ReadGuard::close`], a
+    /// page of it that faults (a file cut short, a page evicted and
+    /// unreadable since its check with [`Region::populate_read`]) is
+    /// replaced by a private one, zeros where the kernel cannot read it,
+    /// where the fault would have raised `SIGBUS` (`fault_guard`); `close`
+    /// then says so. Read only this region's slices ([`Region::bytes`])
+    /// while it is open, on this thread; windows do not nest. A heap
+    /// region opens none.
+    #[inline(always)]
+    pub(crate) fn open_read(&self) -> ReadGuard<'_> {
+        #[cfg(target_os = "linux")]
+        let window = match self.inner {
+            // SAFETY: the whole region is one shared file map of ours; a
+            // fault elsewhere while the window is open is not in its range
+            // and is passed on as before.
+            Inner::Map(_) => Some(unsafe { fault_guard::ReadWindow::open(self.base(), self.len) }),
+            Inner::Heap(_) => None,
+        };
+        ReadGuard {
+            region: self,
+            #[cfg(target_os = "linux")]
+            window,
+        }
+    }
+
+    /// Whether a guarded read replaced a page of the map
+    /// ([`Region::open_read`]): the map no longer shows the file, and
+    /// nothing more may be written to the file while it is mapped (a
+    /// `pwrite` would not show through the private page either).
+    pub(crate) fn diverged(&self) -> bool {
+        self.diverged.load(Ordering::Acquire)
+    }
+
     /// Copies `data` to `off`, which must not be below the published
     /// watermark.
     pub(crate) fn write(&self, off: usize, data: &[u8]) -> io::Result<()> {
         let _writer = self.writer.lock();
+        self.refuse_diverged()?;
         self.store(off, data)
     }
 
@@ -218,7 +258,9 @@ impl Region {
     /// [`Region::publish`] in one, for an append (one lock round trip, not
     /// three, and no read-modify-write of the watermark). On an error
     /// nothing is published; the bytes already copied lie above the
-    /// watermark, where no slice reaches them.
+    /// watermark, where no slice reaches them. Does not check
+    /// [`Region::diverged`] (a load on every append): the segment's map
+    /// stops taking appends when a read diverges it (`SegMap::close_read`).
     #[inline]
     pub(crate) fn append(&self, off: usize, head: &[u8], tail: &[u8]) -> io::Result<()> {
         let _writer = self.writer.lock();
@@ -233,6 +275,16 @@ impl Region {
         // load and a store cannot lose a concurrent move.
         if end > self.published.load(Ordering::Relaxed) {
             self.published.store(end, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// `Err` once a guarded read diverged the map ([`Region::diverged`]):
+    /// a store would reach the private page, not the file.
+    #[inline(always)]
+    fn refuse_diverged(&self) -> io::Result<()> {
+        if self.diverged.load(Ordering::Relaxed) {
+            return Err(diverged_error());
         }
         Ok(())
     }
@@ -267,8 +319,8 @@ impl Region {
         #[cfg(target_os = "linux")]
         if let Inner::Map(_) = self.inner {
             // SAFETY: as above; a store the kernel refuses is diverted
-            // into a private copy of its page (`store_guard`).
-            return unsafe { store_guard::copy(data.as_ptr(), dst, data.len()) }
+            // into a private copy of its page (`fault_guard`).
+            return unsafe { fault_guard::copy(data.as_ptr(), dst, data.len()) }
                 .map_err(|()| store_refused(off));
         }
         // SAFETY: as above.
@@ -401,7 +453,40 @@ impl Region {
     }
 }
 
-/// The error of a store at `off` that the kernel refused (`store_guard`).
+/// A read window of a [`Region`] ([`Region::open_read`]), open until
+/// [`ReadGuard::close`] or dropped.
+pub(crate) struct ReadGuard<'a> {
+    region: &'a Region,
+    #[cfg(target_os = "linux")]
+    window: Option<fault_guard::ReadWindow>,
+}
+
+impl ReadGuard<'_> {
+    /// Closes the window: `Err` if a page faulted while it was open. The
+    /// reads saw zeros there, not the file's bytes, and the faulted page
+    /// is a private one from then on, so the map no longer shows the file
+    /// there: the region refuses every later write ([`Region::diverged`]).
+    #[inline(always)]
+    pub(crate) fn close(self) -> Result<(), ()> {
+        #[cfg(target_os = "linux")]
+        if self.window.is_some_and(|w| w.close()) {
+            self.region.diverged.store(true, Ordering::Release);
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
+/// The error of a write to a region whose map a faulted read diverged
+/// ([`Region::diverged`]).
+#[cold]
+pub(crate) fn diverged_error() -> io::Error {
+    io::Error::other(
+        "a read of the mapped file faulted (the file was cut short, or a page could not be read): the map no longer shows the file, so nothing more is written to it",
+    )
+}
+
+/// The error of a store at `off` that the kernel refused (`fault_guard`).
 #[cfg(target_os = "linux")]
 #[cold]
 fn store_refused(off: usize) -> io::Error {
@@ -702,7 +787,7 @@ mod tests {
     #[test]
     fn a_store_the_kernel_refuses_is_an_error_not_a_signal() {
         let (_f, r) = cut_map();
-        // Before `store_guard`, this store killed the test process.
+        // Before `fault_guard`, this store killed the test process.
         let err = r.write(4096, b"after").expect_err("the page is gone");
         assert!(err.to_string().contains("refused a store"), "{err}");
         assert!(
@@ -816,6 +901,46 @@ mod tests {
         );
         assert_eq!(r.bytes(0, 4), Some(&[5u8; 4][..]));
         assert!(Region::heap(16).populate_read(0, 16).is_ok());
+    }
+
+    /// A guarded read of pages a cut took finishes on zeros and says so,
+    /// where the plain read raised `SIGBUS`; the region then refuses
+    /// writes (the faulted page is a private one), and a read that did not
+    /// fault is `Ok` with its bytes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_guarded_read_of_a_cut_page_is_an_error_and_stops_writes() {
+        const PAGE: usize = 4096;
+        let f = tempfile::tempfile().unwrap();
+        preallocate(&f, 16 * PAGE as u64).unwrap();
+        let r = Region::map(&f, 16 * PAGE as u64).unwrap();
+        r.write(0, &[5u8; 8 * PAGE]).unwrap();
+        r.publish(8 * PAGE);
+        assert!(r.populate_read(0, 16 * PAGE).is_ok());
+        let whole = r.bytes(0, 8 * PAGE).unwrap();
+        let sum = |b: &[u8]| b.iter().map(|&x| u64::from(x)).sum::<u64>();
+        let guarded = |b: &[u8]| {
+            let window = r.open_read();
+            let total = sum(b);
+            window.close().map(|()| total)
+        };
+        assert_eq!(guarded(whole), Ok(5 * 8 * PAGE as u64));
+        f.set_len(4 * PAGE as u64).unwrap();
+        assert_eq!(
+            guarded(&whole[..4 * PAGE]),
+            Ok(5 * 4 * PAGE as u64),
+            "the pages the cut left"
+        );
+        assert!(!r.diverged());
+        assert_eq!(guarded(whole), Err(()), "across the cut");
+        assert!(r.diverged());
+        // Zeros where the cut took the pages, read without a fault now.
+        assert_eq!(whole[6 * PAGE], 0);
+        assert_eq!(whole[PAGE], 5, "the file's pages are the file's");
+        let refused = r.write(8 * PAGE, b"x").expect_err("diverged");
+        assert!(refused.to_string().contains("faulted"), "{refused}");
+        let heap = Region::heap(16);
+        assert_eq!(heap.open_read().close(), Ok(()));
     }
 
     #[cfg(target_os = "linux")]

@@ -174,8 +174,11 @@ impl SegMap {
     /// file writes by nothing but stores into a map of it
     /// (`VfsFile::writes_are_map_stores`), so a store into this map, a
     /// shared map of the same file, is the same write.
+    /// Not while a read has diverged the map ([`SegMap::close_read`]).
     pub fn store_appends(&self) {
-        self.stores.store(true, Ordering::Relaxed);
+        if !self.diverged() {
+            self.stores.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Stores `head` at `off` and `tail` right after it into the map and
@@ -329,6 +332,48 @@ impl SegMap {
         self.checked
             .store(((first as u64) << 32) | last as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Opens a read window over the map, if there is one
+    /// (`Region::open_read`): until [`SegMap::close_read`], a page that
+    /// faults is an error from it, not `SIGBUS`.
+    #[inline(always)]
+    pub fn open_read(&self) -> Option<crate::os::ReadGuard<'_>> {
+        self.map.get().map(|m| m.open_read())
+    }
+
+    /// Closes a read window of [`SegMap::open_read`]: `Err` if a page
+    /// faulted while it was open. The map then no longer shows the file
+    /// (`Region::diverged`), so appends stop storing into it: they take
+    /// the path of [`Segment::write_by`](crate::segment::Segment::write_by),
+    /// which refuses them.
+    #[inline(always)]
+    pub fn close_read(&self, window: Option<crate::os::ReadGuard<'_>>) -> Result<(), ()> {
+        match window.map(|w| w.close()) {
+            Some(Err(())) => {
+                self.stores.store(false, Ordering::Relaxed);
+                Err(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `read`, which reads only slices of this map
+    /// ([`SegMap::bytes`]), in a read window ([`SegMap::open_read`]):
+    /// `Err` if a page faulted (the read saw zeros there).
+    #[inline(always)]
+    pub fn guard_read<R>(&self, read: impl FnOnce() -> R) -> Result<R, ()> {
+        let window = self.open_read();
+        let out = read();
+        self.close_read(window).map(|()| out)
+    }
+
+    /// Whether a guarded read faulted in this map (`Region::diverged`): it
+    /// no longer shows the file, so nothing more may be written to the
+    /// segment while it is mapped.
+    #[inline]
+    pub fn diverged(&self) -> bool {
+        self.map.get().is_some_and(|m| m.diverged())
     }
 
     /// Drops the map (mapped again on the next read). `&mut`: no slice of

@@ -534,15 +534,37 @@ impl Segment {
             .bytes(off as usize, rest)
             .ok_or(FrameError::Truncated)?;
         // The header's pages first, then those of the length it claims:
-        // bytes the kernel cannot read are an error, not SIGBUS.
-        let off = off as usize;
+        // bytes the kernel cannot read are an error, not SIGBUS. The reads
+        // themselves are in a read window: a page cut or evicted and
+        // unreadable since its check is an error too.
+        let window = self.region.open_read();
+        let frame = self.check_and_decode(buf, off as usize);
+        if self.region.close_read(window).is_err() {
+            return Err(FrameError::Unreadable);
+        }
+        // A map a faulted read left zeros in reads them from then on:
+        // damage found there is that fault's.
+        frame.map_err(|e| match self.region.diverged() {
+            true => FrameError::Unreadable,
+            false => e,
+        })
+    }
+
+    /// Checks that the kernel can read the frame at `off`, `buf` and the
+    /// rest of the published bytes, and decodes it.
+    #[inline(always)]
+    fn check_and_decode<'a>(
+        &self,
+        buf: &'a [u8],
+        off: usize,
+    ) -> std::result::Result<Frame<'a>, FrameError> {
         let unreadable = |_| FrameError::Unreadable;
-        let head = rest.min(frame::FRAME_HEADER_LEN);
+        let head = buf.len().min(frame::FRAME_HEADER_LEN);
         self.region.readable(off, head).map_err(unreadable)?;
         let claimed = crate::format::u32_at(buf, 4).map_or(0, |l| l as usize);
         if claimed > head {
             self.region
-                .readable(off, claimed.min(rest))
+                .readable(off, claimed.min(buf.len()))
                 .map_err(unreadable)?;
         }
         frame::decode_seeded(buf, &self.seed, self.size())
@@ -609,6 +631,11 @@ impl Segment {
     /// Writes `bytes` at `off`: stores into the map where that is safe,
     /// unless `syscall` asks for `pwrite` (see [`VfsFile::write_at_syscall`]).
     pub fn write_by(&self, off: u32, bytes: &[u8], syscall: bool) -> Result<()> {
+        if self.region.diverged() {
+            // Readers would not see these bytes through the map.
+            let e = crate::os::diverged_error();
+            return Err(Error::io("writing record", &self.path, e));
+        }
         self.with_file("writing record", |f| {
             if syscall {
                 f.write_at_syscall(bytes, u64::from(off))

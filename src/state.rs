@@ -622,9 +622,12 @@ impl QueueState {
                 let at = slot.off as usize + FRAME_HEADER_LEN + 8;
                 let bytes = i.seg.region.bytes(at, 8)?;
                 i.seg.region.readable(at, 8).ok()?;
-                Some(bytes)
+                i.seg
+                    .region
+                    .guard_read(|| crate::format::u64_at(bytes, 0))
+                    .ok()?
             })
-            .map_or(0, |b| crate::format::u64_at(b, 0).unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// The smallest id whose enqueue is not known durable (`u64::MAX` when

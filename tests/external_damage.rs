@@ -74,6 +74,23 @@ fn payload(i: u8) -> Vec<u8> {
 /// that the kernel can read a record's pages first).
 #[test]
 fn jobs_a_cut_of_a_sealed_segment_took_are_dead_lettered_not_a_sigbus() {
+    cut_a_sealed_segment_and_drain(false);
+}
+
+/// The same cut, after a dequeue read the segment's first job and so had
+/// its pages checked (the whole 64 KiB window): the records past the cut
+/// are not checked again, and reading them faulted with `SIGBUS`, which
+/// killed the test process, until reads were guarded
+/// (`os/fault_guard.rs`). They are dead-lettered as the unchecked case's.
+#[test]
+fn a_cut_inside_the_window_a_reader_checked_is_dead_lettered_not_a_sigbus() {
+    cut_a_sealed_segment_and_drain(true);
+}
+
+/// Enqueues 60 jobs of 3,000 bytes over several 64 KiB segments, reads the
+/// first one if `read_first`, cuts the first segment to 32 KiB, drains,
+/// and checks what a cut of a sealed segment may do.
+fn cut_a_sealed_segment_and_drain(read_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options::default()
         .segment_size(MIN_SEGMENT_SIZE)
@@ -82,10 +99,16 @@ fn jobs_a_cut_of_a_sealed_segment_took_are_dead_lettered_not_a_sigbus() {
     for i in 0..60u8 {
         q.enqueue(&payload(i)).unwrap();
     }
+    let mut served = Vec::new();
+    if read_first {
+        let job = q.dequeue().unwrap().expect("the first job");
+        q.ack(job.receipt()).unwrap();
+        served.push(job.into_payload());
+    }
     let segs = segment_files(dir.path());
     assert!(segs.len() >= 3, "two sealed segments and the active one");
     cut_file(&segs[0], 32 << 10);
-    let served = drain(&q);
+    served.extend(drain(&q));
     let dead = q.dead_letters().unwrap();
     assert!(!dead.is_empty(), "the cut took records");
     assert!(
@@ -111,10 +134,67 @@ fn jobs_a_cut_of_a_sealed_segment_took_are_dead_lettered_not_a_sigbus() {
     q.ack(job.receipt()).unwrap();
 }
 
+/// Someone cuts the **active** segment inside the window a reader checked,
+/// through a record that is still to be read: the read faults (`SIGBUS`
+/// before reads were guarded), the job is never served with the zeros
+/// read in place of its bytes, and the page now lies in a private copy,
+/// so the next append (the job's dead-letter record), which lands in that
+/// very page, is an error that poisons the queue: it would have gone into
+/// the private page, reached no file, and returned `Ok`. A reopen serves
+/// what the cut left.
+#[test]
+fn a_read_of_a_cut_active_segment_refuses_the_appends_after_it() {
+    read_a_cut_active_segment_then_append(Durability::Os);
+}
+
+/// The same under `Sync`, whose appends are `pwrite`s: one would reach
+/// the file, but readers would read the private page's zeros in its place
+/// and dead-letter the job as damaged.
+#[test]
+fn a_read_of_a_cut_active_segment_refuses_the_pwrites_after_it() {
+    read_a_cut_active_segment_then_append(Durability::Sync);
+}
+
+fn read_a_cut_active_segment_then_append(durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .segment_size(MIN_SEGMENT_SIZE)
+        .durability(durability);
+    let q = Queue::open_with(dir.path(), opts.clone()).unwrap();
+    q.enqueue(b"first").unwrap();
+    // Starts in the first page, ends in the second.
+    q.enqueue(&vec![5u8; 5_000]).unwrap();
+    q.sync().unwrap();
+    let job = q.dequeue().unwrap().expect("the first job");
+    q.ack(job.receipt()).unwrap();
+    let active = segment_files(dir.path()).pop().expect("the active segment");
+    cut_file(&active, 4096);
+    // The job's read faults; its dead letter's record is the next append,
+    // into the page the fault replaced.
+    let err = match q.dequeue() {
+        Ok(Some(job)) => panic!("served a job of {} bytes", job.payload().len()),
+        Ok(None) => panic!("the append after the faulted read went through"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), walq::ErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("faulted"), "{err}");
+    assert!(
+        err.to_string().contains(&*active.to_string_lossy()),
+        "{err}"
+    );
+    let after = q.enqueue(b"more").expect_err("poisoned");
+    assert_eq!(after.kind(), walq::ErrorKind::Poisoned, "{after}");
+    drop(q);
+    let q = Queue::open_with(dir.path(), opts.recovery(walq::RecoveryMode::Salvage)).unwrap();
+    q.enqueue(b"new").unwrap();
+    // The cut took the second job's record and the first one's ack.
+    assert_eq!(drain(&q), vec![b"first".to_vec(), b"new".to_vec()]);
+}
+
 /// Someone cuts the **active** segment of an open queue: the next append
 /// stores into a page past the file's end, which the kernel refuses with
 /// `SIGBUS`. That is an I/O error now (the store is diverted, see
-/// `os::store_guard`), the queue is poisoned (its map no longer shows the
+/// `os::fault_guard`), the queue is poisoned (its map no longer shows the
 /// file), and a reopen recovers what the file still holds. Before, the
 /// enqueue killed the process. (The same fault is what a store into an
 /// xfs that shut down raises; `tests/fs_shutdown.rs` checks that on a

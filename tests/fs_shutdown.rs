@@ -3,7 +3,7 @@
 //! `xfs_io -x -c shutdown`): every later call fails with an error, none
 //! kills the process, and nothing acknowledged before is lost.
 //!
-//! Measured on the reference VM before `os::store_guard`: under
+//! Measured on the reference VM before `os::fault_guard`: under
 //! `Durability::Os` on xfs, after a `sync` (anyone's: it cleans the mapped
 //! pages) and a shutdown, the next enqueue stored into a clean page of the
 //! map, xfs refused it (`page_mkwrite` on a shut-down file system) and the

@@ -1,5 +1,6 @@
-//! Stores into a shared map that the kernel refuses become an error, not
-//! a `SIGBUS` that kills the process.
+//! Faults on a shared map that the kernel cannot serve become an error,
+//! not a `SIGBUS` that kills the process: stores walq makes into a map,
+//! and reads walq makes of records in one.
 //!
 //! A store into a page of a shared file map that is not writable in the
 //! page table (never touched, or cleaned by writeback since: `fdatasync`,
@@ -8,23 +9,28 @@
 //! the file system has shut down (xfs after a metadata or log I/O error,
 //! or `xfs_io -x -c shutdown`: measured on the reference VM, the next
 //! enqueue of a `Durability::Os` queue killed the process) or when the page
-//! lies past the end of a file someone cut short.
+//! lies past the end of a file someone cut short. A read of a page that is
+//! not in the page table faults the same way when the kernel cannot read
+//! it: past the end of a cut file, or an I/O error from the device. Reads
+//! are checked first (`Region::populate_read`), but a check says nothing of
+//! a cut or an eviction after it.
 //!
-//! [`copy`] makes such a store an error instead. Before copying it marks
-//! the destination range as this thread's *window*; a process-wide
-//! `SIGBUS` handler (installed once, the first time walq maps a file)
-//! checks the faulting address against the window of the faulting thread.
-//! Inside it, the handler puts a private anonymous copy of the page (its
-//! current bytes where the kernel can still read them, zeros otherwise) in
-//! place of the file's page with one `mremap`, notes the fault, and
-//! returns: the store runs again into the copy and the copy completes.
-//! [`copy`] then reports the fault, and the caller treats it as a failed
-//! write (the log poisons the queue: the map no longer shows the file, and
-//! nothing more may be appended to it or read from it by this queue).
-//! Outside a window the handler passes the signal on to the handler that
-//! was installed before (Rust's own, which tells a stack overflow apart),
-//! or restores the default action, so every other `SIGBUS` kills the
-//! process as it did before.
+//! [`copy`] and [`ReadWindow`] make such a fault an error instead. They mark the
+//! range they touch as this thread's *window*; a process-wide `SIGBUS`
+//! handler (installed once, the first time walq maps a file) checks the
+//! faulting address against the window of the faulting thread. Inside it,
+//! the handler puts a private anonymous copy of the page (its current
+//! bytes where the kernel can still read them, zeros otherwise) in place
+//! of the file's page with one `mremap`, notes the fault, and returns: the
+//! access runs again on the copy and completes. The caller then learns of
+//! the fault: a store is a failed write (the log poisons the queue: the
+//! map no longer shows the file, and nothing more may be appended to it or
+//! read from it by this queue); a read is an unreadable record, and the
+//! region refuses every later write (`ReadGuard::close`), since a store
+//! into the private page would reach no file. Outside a window the handler
+//! passes the signal on to the handler that was installed before (Rust's
+//! own, which tells a stack overflow apart), or restores the default
+//! action, so every other `SIGBUS` kills the process as it did before.
 //!
 //! # Safety argument
 //!
@@ -44,12 +50,20 @@
 //!   were already lost to every reader, each of whom would fault. Any
 //!   other failure to read it (the call refused by a seccomp filter)
 //!   replaces nothing, and the fault kills as before.
-//! * **Only walq's own stores are diverted, and each page once.** The
-//!   window is set and cleared by the thread that stores, around the
-//!   copy, with compiler fences so that neither moves across the copy; a
-//!   fault elsewhere, or on another thread, is passed on. A page that
-//!   faults again after its replacement is passed on too, so a store
-//!   never loops.
+//! * **Only walq's own accesses are diverted, and each page once in a
+//!   row.** The window is set and cleared by the thread that accesses the
+//!   map, around the access, with compiler fences so that it does not move
+//!   out of the window, and cleared on unwinding too; a fault elsewhere,
+//!   or on another thread, is passed on. A [`ReadWindow`] covers only a
+//!   range of one of walq's shared maps (its opener's contract), and
+//!   nothing else that could fault is read while it is open. A page
+//!   that faults again right after its replacement is passed on too, so an
+//!   access never loops.
+//! * **A read that faulted sees zeros, never another file's bytes.** The
+//!   page was unreadable to every reader (each would fault), and the
+//!   private page holds zeros, or the bytes the kernel could read after
+//!   all. Slices of it that other threads hold read the same; the zeros
+//!   fail the record's checksum, so no reader serves them.
 //! * **What stays outside:** a program that installs its own `SIGBUS`
 //!   handler after walq replaces this one (its handler then sees walq's
 //!   faults, as before this module); a fault reading a map (a record is
@@ -59,20 +73,21 @@
 //!   fault is not a stack overflow, so after a `SIGBUS` someone sent (the
 //!   process survives it, as without walq) walq's handler is gone for the
 //!   rest of the process. Where walq is in a library loaded with `dlopen`,
-//!   the first TLS access of a thread that never stored may allocate
+//!   the first TLS access of a thread that never used a window may allocate
 //!   (glibc's `__tls_get_addr`): the handler touches its thread-local only
 //!   for a fault, which kills the process unless it is walq's.
 
 use std::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
 use std::sync::{Once, OnceLock};
 
-/// This thread's store in progress, read by the handler.
+/// This thread's access in progress (a store or a read), read by the
+/// handler.
 struct Window {
-    /// The destination's start.
+    /// The range's start.
     start: AtomicUsize,
-    /// The destination's end (exclusive); 0 when no store is in progress.
+    /// The range's end (exclusive); 0 when no access is in progress.
     end: AtomicUsize,
-    /// The page the handler last replaced in this store; 0 if none.
+    /// The page the handler last replaced in this access; 0 if none.
     replaced: AtomicUsize,
 }
 
@@ -134,18 +149,83 @@ pub(crate) fn install() {
 /// `dst` for `len` writes, not overlapping.
 #[inline(always)]
 pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) -> Result<(), ()> {
-    let w = window();
-    w.replaced.store(0, Ordering::Relaxed);
-    w.start.store(dst as usize, Ordering::Relaxed);
-    w.end.store(dst as usize + len, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
+    let window = Open::new(dst as usize, len);
     std::ptr::copy_nonoverlapping(src, dst, len);
-    compiler_fence(Ordering::SeqCst);
-    w.end.store(0, Ordering::Relaxed);
-    if w.replaced.load(Ordering::Relaxed) == 0 {
-        Ok(())
-    } else {
+    if window.close() {
         Err(())
+    } else {
+        Ok(())
+    }
+}
+
+/// A read window: while it is open, a fault of this thread in its range
+/// is diverted (the page replaced, see the module docs) and noted;
+/// [`ReadWindow::close`] says whether one was. Opened and closed by one
+/// thread (it is neither `Send` nor `Sync`); windows do not nest.
+pub(crate) struct ReadWindow(Open);
+
+impl ReadWindow {
+    /// Opens a window over `start..start+len`.
+    ///
+    /// # Safety
+    ///
+    /// `start..start+len` lies in a shared file map of walq's (a
+    /// `Region`'s), whose pages may be replaced, and nothing else that
+    /// could raise `SIGBUS` is read while the window is open.
+    #[inline(always)]
+    pub(crate) unsafe fn open(start: *const u8, len: usize) -> ReadWindow {
+        ReadWindow(Open::new(start as usize, len))
+    }
+
+    /// Closes the window; whether a page of it faulted while it was open
+    /// (its reads then saw bytes that are not the file's there, and the
+    /// map no longer shows the file).
+    #[inline(always)]
+    pub(crate) fn close(self) -> bool {
+        self.0.close()
+    }
+}
+
+/// This thread's window, open: closed by [`Open::close`], or when dropped
+/// (on unwinding too: a window left open would divert a later fault of
+/// this thread that no caller learns of).
+struct Open {
+    window: &'static Window,
+    /// Not `Send`: the window is this thread's.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Open {
+    #[inline(always)]
+    fn new(start: usize, len: usize) -> Open {
+        let w = window();
+        debug_assert_eq!(w.end.load(Ordering::Relaxed), 0, "windows do not nest");
+        w.replaced.store(0, Ordering::Relaxed);
+        w.start.store(start, Ordering::Relaxed);
+        w.end.store(start.saturating_add(len), Ordering::Relaxed);
+        // No access of the window's range moves above this.
+        compiler_fence(Ordering::SeqCst);
+        Open {
+            window: w,
+            _thread: std::marker::PhantomData,
+        }
+    }
+
+    /// Whether a page was replaced while the window was open.
+    #[inline(always)]
+    fn close(self) -> bool {
+        let w = self.window;
+        drop(self);
+        w.replaced.load(Ordering::Relaxed) != 0
+    }
+}
+
+impl Drop for Open {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // No access of the window's range moves below this.
+        compiler_fence(Ordering::SeqCst);
+        self.window.end.store(0, Ordering::Relaxed);
     }
 }
 
@@ -178,9 +258,9 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     unsafe { *libc::__errno_location() = errno };
 }
 
-/// Whether a fault at `addr` lay in this thread's store window and its
-/// page was replaced, so the store can finish. A page that faults again
-/// after its replacement is not replaced again (the store would never
+/// Whether a fault at `addr` lay in this thread's window and its page was
+/// replaced, so the access can finish. A page that faults again right
+/// after its replacement is not replaced again (the access would never
 /// finish): the fault is passed on.
 fn divert(addr: usize) -> bool {
     let w = window();

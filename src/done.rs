@@ -799,6 +799,20 @@ impl Completions {
         self.file.lock()
     }
 
+    /// Locks the file for work that ends in [`DoneFile::sync`] under the
+    /// lock (a purge's or a cancel's markers, `Queue::sync`, `close`):
+    /// takes the sync turn first, so that no such sync runs while a
+    /// [`Completions::make_durable`] fdatasync is in flight, whose failure
+    /// (reported once by the kernel) must be latched before the file is
+    /// synced again. Lock order: the queue's state, the turn, the file.
+    pub fn lock_for_sync(&self) -> SyncGuard<'_> {
+        let turn = self.syncing.lock();
+        SyncGuard {
+            file: self.file.lock(),
+            _turn: turn,
+        }
+    }
+
     /// Makes everything up to `target` durable, sharing the fdatasync with
     /// concurrent callers.
     pub fn make_durable(&self, target: SyncTarget) -> Result<()> {
@@ -820,6 +834,26 @@ impl Completions {
         synced?;
         done.mark_synced(upto);
         Ok(())
+    }
+}
+
+/// The completion file locked with the sync turn held
+/// ([`Completions::lock_for_sync`]).
+pub struct SyncGuard<'a> {
+    file: parking_lot::MutexGuard<'a, DoneFile>,
+    _turn: parking_lot::MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for SyncGuard<'_> {
+    type Target = DoneFile;
+    fn deref(&self) -> &DoneFile {
+        &self.file
+    }
+}
+
+impl std::ops::DerefMut for SyncGuard<'_> {
+    fn deref_mut(&mut self) -> &mut DoneFile {
+        &mut self.file
     }
 }
 

@@ -935,7 +935,7 @@ impl Queue {
         st.dead.sync().inspect_err(|e| self.poison(e))?;
         self.inner
             .done
-            .lock()
+            .lock_for_sync()
             .sync()
             .inspect_err(|e| self.poison(e))
     }
@@ -964,7 +964,7 @@ impl Queue {
                 .wait_as(st.log.next_lsn - 1, Waiter::Aside)
                 .and_then(|()| self.inner.upkeep.run(&self.inner.commit).map(drop))
                 .and_then(|()| st.dead.sync())
-                .and_then(|()| self.inner.done.lock().sync())
+                .and_then(|()| self.inner.done.lock_for_sync().sync())
                 .inspect_err(|e| self.poison(e))
         };
         if result.is_ok() && !self.inner.poisoned.load(Ordering::Acquire) {
@@ -1413,6 +1413,12 @@ impl Queue {
     /// makes what it appended durable; an I/O error poisons the queue.
     fn write_done<R>(&self, f: impl FnOnce(&mut crate::done::DoneFile) -> Result<R>) -> Result<R> {
         let written = {
+            // Under the state lock (lock order: state, then done), checked
+            // open: a `close` either ran before (nothing is written) or
+            // runs after, and its sync of `done.rec` covers the append.
+            // Before, the append could land after `close` returned and
+            // released the directory.
+            let _st = self.lock_for_write()?;
             let mut done = self.inner.done.lock();
             f(&mut done).map(|r| (r, done.sync_target()))
         };
@@ -1501,9 +1507,11 @@ impl Queue {
     /// it); on a copy-on-write file system the reserve is given up for
     /// it. A failure after that (a marker, the sync) poisons, as before.
     fn write_purge_markers(&self, st: &mut QueueState, ids: &[u64], now: u64) -> Result<()> {
-        // One hold of the completion file: an `ack_with_result` (which
-        // takes only this lock) cannot use the room up in between.
-        let mut done = self.inner.done.lock();
+        // One hold of the completion file: no result written meanwhile
+        // can use the room up in between. The sync turn first: no
+        // `make_durable` fdatasync of the file is in flight while this
+        // one's runs (`Completions::lock_for_sync`).
+        let mut done = self.inner.done.lock_for_sync();
         st.log
             .write_draining(|| done.make_room_for_purged(ids.len()))?;
         done.record_purged(ids, now)?;

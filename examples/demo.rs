@@ -212,7 +212,7 @@ fn watch(
 /// status for the dedup window.
 fn poll_status(q: &Queue, id: u64) -> String {
     match q.status(id) {
-        Ok(JobStatus::Queued { .. }) | Ok(JobStatus::Delayed { .. }) => {
+        Ok(JobStatus::Queued { .. } | JobStatus::Delayed { .. } | JobStatus::Blocked { .. }) => {
             let s = q.stats();
             let waiting = s.ready + s.delayed + s.in_flight;
             format!("waiting ({waiting} jobs queued or running)")

@@ -1212,6 +1212,7 @@ impl Queue {
             st.expire_leases(now)?;
             Ok(match st.live_status(id, now) {
                 LiveStatus::Ready { attempts } => JobStatus::Queued { attempts },
+                LiveStatus::Blocked { attempts } => JobStatus::Blocked { attempts },
                 LiveStatus::Delayed { due_ms, attempts } => JobStatus::Delayed { due_ms, attempts },
                 LiveStatus::InFlight {
                     attempt,

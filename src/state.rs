@@ -1228,8 +1228,14 @@ impl QueueState {
         use crate::status::LiveStatus;
         if let Some(slot) = self.jobs.get(id) {
             let attempts = u32::from(slot.attempts);
+            // A job due now but behind its group's unfinished head is not
+            // ready (one with a due time of its own still reads `Delayed`).
+            let ready = || match self.groups_ref(id).is_some_and(|g| g.is_blocked(id)) {
+                true => LiveStatus::Blocked { attempts },
+                false => LiveStatus::Ready { attempts },
+            };
             return match slot.state {
-                SlotState::Fresh => LiveStatus::Ready { attempts },
+                SlotState::Fresh => ready(),
                 // A job blocked behind its group's head is not in the
                 // delivery order: its due time is kept with the group.
                 SlotState::Waiting => match self
@@ -1238,7 +1244,7 @@ impl QueueState {
                     .or_else(|| self.groups_ref(id).and_then(|g| g.blocked_due(id)))
                 {
                     Some(due_ms) if due_ms > now.wall => LiveStatus::Delayed { due_ms, attempts },
-                    _ => LiveStatus::Ready { attempts },
+                    _ => ready(),
                 },
                 SlotState::InFlight => {
                     let lease = self.leases.get(id).unwrap_or(Lease {

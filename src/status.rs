@@ -1,7 +1,7 @@
 //! Job status: what became of a job, for clients that hold its id.
 //!
 //! Derived, in this order of precedence, from the live state (queued,
-//! delayed, in flight), the dead letters, and then, for an id below the
+//! delayed, blocked behind its group, in flight), the dead letters, and then, for an id below the
 //! next id that is neither live nor dead, the completion file
 //! (`done.rec`, see `done`): a result recorded inside the window, a purge
 //! marker, or else plain "done" (ids are never reused, so a finished job
@@ -24,6 +24,15 @@ pub enum JobStatus {
     Delayed {
         /// When it becomes ready (ms since the epoch).
         due_ms: u64,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// Due, but waiting behind an older job of its message group
+    /// ([`crate::EnqueueOptions::group`]) that has not finished: no
+    /// dequeue delivers it before that job is acked, dead-lettered or
+    /// cancelled. (One that also waits for a delay or backoff of its own
+    /// reads `Delayed` until then.) [`crate::Stats`] counts it as delayed.
+    Blocked {
         /// Attempts made so far.
         attempts: u32,
     },
@@ -73,6 +82,11 @@ pub enum LiveStatus {
     Delayed {
         /// When it becomes ready.
         due_ms: u64,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// Due, but waiting behind an older job of its message group.
+    Blocked {
         /// Attempts made so far.
         attempts: u32,
     },

@@ -529,6 +529,39 @@ fn a_delayed_job_blocked_behind_its_group_reads_as_delayed() {
     assert_eq!(q.status(b).unwrap(), JobStatus::Queued { attempts: 0 });
 }
 
+/// A job of a message group that is due but behind its group's head reads
+/// as `Blocked`, not `Queued` ("the next dequeue may deliver it", which
+/// none does): a review found it `Queued` while `stats` counted it
+/// delayed and the CLI showed it waiting for its group. It reads `Queued`
+/// once the head finishes.
+#[test]
+fn a_due_job_blocked_behind_its_group_reads_as_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let q = open(dir.path(), &clock);
+    let g = || EnqueueOptions::new().group("customer-7");
+    let a = q.enqueue_with(b"first", g()).unwrap().id;
+    let b = q.enqueue_with(b"second", g()).unwrap().id;
+    let blocked = JobStatus::Blocked { attempts: 0 };
+    assert_eq!(q.status(a).unwrap(), JobStatus::Queued { attempts: 0 });
+    assert_eq!(q.status(b).unwrap(), blocked, "behind a, which waits");
+    let head = q.dequeue().unwrap().expect("a");
+    assert_eq!(q.status(b).unwrap(), blocked, "behind a leased");
+    q.nack(
+        head.receipt(),
+        Retry::After(Duration::from_secs(60)),
+        "busy",
+    )
+    .unwrap();
+    assert!(q.dequeue().unwrap().is_none(), "b waits for a's retry");
+    assert_eq!(q.status(b).unwrap(), blocked, "behind a's backoff");
+    assert_eq!(q.stats().delayed, 2, "a's backoff and b");
+    clock.advance(Duration::from_secs(60));
+    let head = q.dequeue().unwrap().expect("a again");
+    q.ack(head.receipt()).unwrap();
+    assert_eq!(q.status(b).unwrap(), JobStatus::Queued { attempts: 0 });
+}
+
 /// An ack whose lease is lost while its result is being made durable is
 /// refused (`LeaseLost`), and its result must go with it: the run that
 /// does settle the job decides the result, none for a plain ack (a review

@@ -459,9 +459,11 @@ impl Log {
         self.seg_size - SEGMENT_HEADER_LEN as u64
     }
 
-    /// Bytes of all segment files.
+    /// Bytes of all segment files, and of the spare segments prepared
+    /// ahead.
     pub fn disk_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| u64::from(s.seg.size())).sum()
+        let segments: u64 = self.segments.iter().map(|s| u64::from(s.seg.size())).sum();
+        segments + self.upkeep.spare_bytes()
     }
 
     /// Rotates first if `bytes` more of new jobs would not fit in the

@@ -917,7 +917,10 @@ impl Queue {
     pub fn stats(&self) -> Stats {
         let mut st = self.inner.state.lock();
         let now = st.now(self.clock());
-        st.queue_stats(self.queue, now)
+        let mut stats = st.queue_stats(self.queue, now);
+        // The completion file's lock after the queue's (the lock order).
+        stats.disk_bytes += self.inner.done.lock().disk_bytes();
+        stats
     }
 
     /// Makes every write so far durable (fdatasync), whatever the

@@ -59,6 +59,11 @@ pub struct Spare {
 }
 
 impl Spare {
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Creates and preallocates the temporary file of segment `id`, with
     /// its first `zeros` bytes written (zeros) where the file system
     /// overwrites preallocated blocks in place (see

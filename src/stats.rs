@@ -39,7 +39,11 @@ pub struct Stats {
     pub durable_lsn: u64,
     /// Log segment files.
     pub segments: u64,
-    /// Bytes of all files (segments and dead letters).
+    /// Bytes of the queue's files on disk: the log's segments, the spare
+    /// segments prepared ahead (`.wal.spare`), the dead letters
+    /// (`dead.wal`) and the completion file (`done.rec`). Sizes as the
+    /// files are long, preallocated space included; the few KiB of
+    /// `CHECKPOINT`, `CLOSED`, `LOCK` and `schedules.bin` are not counted.
     pub disk_bytes: u64,
     /// Heap bytes of the in-memory index (job slots, leases, keys).
     pub index_bytes: u64,

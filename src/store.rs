@@ -106,7 +106,9 @@ impl Store {
     pub fn stats(&self) -> StoreStats {
         let mut st = self.default.inner.state.lock();
         let now = st.now(self.default.clock());
-        let total = st.stats(now);
+        let mut total = st.stats(now);
+        // The completion file's lock after the queue's (the lock order).
+        total.disk_bytes += self.default.inner.done.lock().disk_bytes();
         let queues = st.queue_counts(now);
         StoreStats { total, queues }
     }

@@ -286,6 +286,11 @@ impl Upkeep {
         Ok(spare)
     }
 
+    /// Bytes of the spares prepared and ready now (for `Stats::disk_bytes`).
+    pub fn spare_bytes(&self) -> u64 {
+        self.spares.lock().ready.iter().map(Spare::size).sum()
+    }
+
     /// Prepares the missing spares (best effort: without one, rotation
     /// creates the segment itself). The file work runs without the spare
     /// lock, so a rotation whose spare is ready never waits for it.

@@ -41,7 +41,13 @@
 //!    page cache (madvise(2), "shared file mappings"). A slice handed out
 //!    reads the same bytes before and after, and a store racing the call
 //!    is not lost (the kernel clears each entry atomically and keeps its
-//!    dirty bit). Heap regions do nothing.
+//!    dirty bit). Heap regions do nothing. The one exception, a page
+//!    `fault_guard` replaced by a private copy after a fault, marks the
+//!    region diverged ([`Region::diverged`]) as soon as the faulting access
+//!    returns, and a diverged region releases nothing; a release that
+//!    races the replacement can only zero that page, whose bytes no reader
+//!    is served again (the access fails, and the region is poisoned for
+//!    writes).
 //!
 //! What remains outside the type system, as with every mmap database
 //! (LMDB, bbolt): a process outside walq that truncates a live segment
@@ -107,9 +113,10 @@ pub struct Region {
     published: AtomicUsize,
     /// Serialises writes and publication (rule 2).
     writer: Mutex<()>,
-    /// A guarded read faulted and a page of the map was replaced by a
-    /// private one ([`Region::open_read`]): the map no longer shows the
-    /// file, so every later write is refused.
+    /// A guarded read faulted ([`Region::open_read`]), or a store was
+    /// refused, and a page of the map was replaced by a private one
+    /// (`fault_guard`): the map no longer shows the file, so every later
+    /// write is refused.
     diverged: AtomicBool,
 }
 
@@ -237,7 +244,7 @@ impl Region {
         }
     }
 
-    /// Whether a guarded read replaced a page of the map
+    /// Whether a guarded read or a refused store replaced a page of the map
     /// ([`Region::open_read`]): the map no longer shows the file, and
     /// nothing more may be written to the file while it is mapped (a
     /// `pwrite` would not show through the private page either).
@@ -320,8 +327,12 @@ impl Region {
         if let Inner::Map(_) = self.inner {
             // SAFETY: as above; a store the kernel refuses is diverted
             // into a private copy of its page (`fault_guard`).
-            return unsafe { fault_guard::copy(data.as_ptr(), dst, data.len()) }
-                .map_err(|()| store_refused(off));
+            return unsafe { fault_guard::copy(data.as_ptr(), dst, data.len()) }.map_err(|()| {
+                // The page is a private copy now: the map no longer shows
+                // the file there.
+                self.diverged.store(true, Ordering::Release);
+                store_refused(off)
+            });
         }
         // SAFETY: as above.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
@@ -420,8 +431,11 @@ impl Region {
     /// one ranged flush, and the writeback finds nothing mapped. A reader
     /// of the chunk faults its pages back in from the page cache.
     pub(crate) fn release_pages(&self, off: usize, len: usize) {
+        // A diverged map holds private pages (`fault_guard`), where
+        // `MADV_DONTNEED` would zero what they hold: rule 5 covers only
+        // the file's own pages.
         #[cfg(target_os = "linux")]
-        if let Inner::Map(m) = &self.inner {
+        if let (Inner::Map(m), false) = (&self.inner, self.diverged()) {
             let len = len.min(self.len.saturating_sub(off));
             if len > 0 {
                 // SAFETY: `m` is a shared map of a file (`Region::map`),
@@ -477,12 +491,12 @@ impl ReadGuard<'_> {
     }
 }
 
-/// The error of a write to a region whose map a faulted read diverged
+/// The error of a write to a region whose map a faulted access diverged
 /// ([`Region::diverged`]).
 #[cold]
 pub(crate) fn diverged_error() -> io::Error {
     io::Error::other(
-        "a read of the mapped file faulted (the file was cut short, or a page could not be read): the map no longer shows the file, so nothing more is written to it",
+        "an earlier access to the mapped file faulted (the file was cut short, its file system shut down, or a page could not be read): the map no longer shows the file, so nothing more is written to it",
     )
 }
 
@@ -794,12 +808,11 @@ mod tests {
             err.to_string().contains("offset 4096"),
             "names the offset: {err}"
         );
-        // A store spanning both pages is refused too, and the first
-        // page's published bytes read as before (the cut took them from
-        // the file; the copy that replaced the page holds what the kernel
-        // could still read: nothing, so zeros, which is what the file
-        // holds now).
-        assert!(r.write(10, &[1u8; 5000]).is_err());
+        // The page is a private copy now: the region is diverged, and
+        // refuses every later store, also one into the pages the cut left.
+        assert!(r.diverged());
+        let again = r.write(10, &[1u8; 5000]).expect_err("diverged");
+        assert!(again.to_string().contains("faulted"), "{again}");
         // The thread's window is closed again: a plain store elsewhere in
         // memory is unaffected, and a heap region still works.
         let h = Region::heap(8);

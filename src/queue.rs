@@ -1363,7 +1363,9 @@ impl Queue {
     /// [`ErrorKind::PayloadTooLarge`] and nothing is written; a stale
     /// receipt is refused with [`ErrorKind::LeaseLost`] before anything is
     /// written, and a lease lost while the result was written refuses the
-    /// ack with [`ErrorKind::LeaseLost`] and takes the result back.
+    /// ack with [`ErrorKind::LeaseLost`] and takes the result back (unless
+    /// the queue is closed or poisoned in between: the call then fails as
+    /// closed or poisoned, and the result stays as after a crash).
     pub fn ack_with_result(&self, receipt: Receipt, result: &[u8]) -> Result<()> {
         use crate::status::LiveStatus;
         if result.len() > crate::done::MAX_RESULT_LEN {

@@ -66,8 +66,10 @@
 //!   fail the record's checksum, so no reader serves them.
 //! * **What stays outside:** a program that installs its own `SIGBUS`
 //!   handler after walq replaces this one (its handler then sees walq's
-//!   faults, as before this module); a fault reading a map (a record is
-//!   checked readable before it is read, `Region::populate_read`). Passing
+//!   faults, as before this module); a read of a map outside a
+//!   [`ReadWindow`] (the copy of a payload out of the map after its record
+//!   was checked in one: the microseconds between the two, see
+//!   docs/architecture.md). Passing
 //!   on calls the previous handler directly, without its signal mask;
 //!   Rust's own handler resets `SIGBUS` to the default action when the
 //!   fault is not a stack overflow, so after a `SIGBUS` someone sent (the

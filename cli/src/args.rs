@@ -263,7 +263,8 @@ pub struct EnqueueArgs {
     /// Delay before the jobs become ready: 500ms, 30s, 10m, 2h, or seconds.
     #[arg(long, value_name = "DURATION")]
     pub delay: Option<String>,
-    /// Attempts before the dead letters (default: the queue's, 5).
+    /// Attempts before the dead letters (default 5: the queue's own
+    /// setting is not stored on disk, so the CLI cannot use it).
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
     /// Priority level: low, normal (default), high or urgent.

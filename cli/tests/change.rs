@@ -853,6 +853,57 @@ fn bad_enqueue_options_are_usage_errors_that_create_nothing() {
     }
 }
 
+/// A usage error says what is wrong: the range `--interval` takes (0 is
+/// refused, so the message must not offer it), and a delay that is a
+/// duration but too large for one, with the limit (not "not a duration").
+#[test]
+fn usage_errors_state_the_true_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["stats", d, "--watch", "--interval", "0"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("--interval must be more than 0 and at most 86400 seconds"),
+        "{}",
+        run.stderr
+    );
+    let (_tmp, q) = new_queue_dir();
+    let run = walq(&["enqueue", &q, "x", "--delay", "18446744073709551615s"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("duration too large")
+            && run.stderr.contains("the longest is 18446744073709551615s"),
+        "{}",
+        run.stderr
+    );
+    assert!(!std::path::Path::new(&q).exists(), "created the queue");
+    let run = walq(&["enqueue", &q, "x", "--delay", "ten"]);
+    assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
+}
+
+/// `--max-attempts` defaults to 5, whatever the application that made
+/// the queue set (its `Options::max_attempts` is not on disk), and the
+/// help says so.
+#[test]
+fn enqueue_max_attempts_default_is_five_and_the_help_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path()); // opened with max_attempts 3
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["enqueue", d, "fresh"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = walq(&["peek", d, "--json", "-n", "100"]);
+    let job = common::json_lines(&run.stdout)
+        .into_iter()
+        .find(|j| j["payload"] == "fresh")
+        .expect("the new job");
+    assert_eq!(job["max_attempts"], 5, "{job}");
+    let help = walq(&["enqueue", "--help"]);
+    assert!(help.stdout.contains("default 5"), "{}", help.stdout);
+    assert!(!help.stdout.contains("the queue's, 5"), "{}", help.stdout);
+}
+
 /// A command that changes an existing queue refuses it when its
 /// read-only scan finds damage (exit 1, docs/cli.md), also where the open
 /// alone would not see it: from a clean close's checkpoint the open does

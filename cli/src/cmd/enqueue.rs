@@ -31,7 +31,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, Fail> {
         "d" => value * 86_400.0,
         _ => return Err(bad()),
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+    // Every number of seconds parses; only one past what a `Duration`
+    // holds does not fit.
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        Fail::new(
+            USAGE,
+            format!(
+                "duration too large: {text:?} (the longest is {}s)",
+                Duration::MAX.as_secs()
+            ),
+        )
+    })
 }
 
 /// Runs `walq enqueue`.

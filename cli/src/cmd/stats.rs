@@ -94,7 +94,12 @@ pub fn run(a: &StatsArgs) -> CmdResult {
     let interval = Duration::try_from_secs_f64(a.interval)
         .ok()
         .filter(|d| !d.is_zero() && d.as_secs() <= 86_400)
-        .ok_or_else(|| Fail::new(USAGE, "--interval must be between 0 and 86400 seconds"))?;
+        .ok_or_else(|| {
+            Fail::new(
+                USAGE,
+                "--interval must be more than 0 and at most 86400 seconds",
+            )
+        })?;
     // Opened again at each refresh: whether a process holds the queue
     // (which a snapshot of a live queue needs to know) may change. The
     // note that it is live is printed once, not at every refresh.

@@ -321,6 +321,59 @@ fn a_damaged_schedule_file_is_a_clear_error_and_the_queue_is_unaffected() {
     }
 }
 
+/// `Inspector::verify` checks the schedule file with the scheduler's own
+/// decoder: whatever makes `Scheduler::open` refuse it is damage at the
+/// offset the scheduler names (a review found a flipped byte at offset 40
+/// reported healthy), and the check writes nothing.
+#[test]
+fn verify_reports_a_schedule_file_the_scheduler_refuses() {
+    use walq::inspect::{Inspector, Severity, Visitor};
+    #[derive(Default)]
+    struct Problems(Vec<walq::inspect::Problem>);
+    impl Visitor for Problems {
+        fn problem(&mut self, p: &walq::inspect::Problem) {
+            self.0.push(p.clone());
+        }
+    }
+    let (dir, clock) = setup();
+    let path = dir.path().join(SCHEDULE_FILE);
+    {
+        let (q, s) = open(dir.path(), &clock);
+        s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+            .unwrap();
+        q.enqueue(b"unrelated job").unwrap();
+    }
+    let good = std::fs::read(&path).unwrap();
+    let inspector = Inspector::open(dir.path()).unwrap();
+    let summary = inspector.verify(&mut Problems::default()).unwrap();
+    assert_eq!(summary.damage, 0, "healthy before the damage");
+    assert_eq!(inspector.schedules().unwrap(), Some(good.clone()));
+    let mut flipped = good.clone();
+    flipped[40] ^= 0x40;
+    for (what, bytes) in [
+        ("a flipped byte", flipped),
+        ("a cut", good[..good.len() - 3].to_vec()),
+        ("another file", b"%PDF-1.7 not a schedule".to_vec()),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let refused = {
+            let q = common::open(dir.path(), &clock);
+            Scheduler::open_with_clock(&q, clock.clone()).unwrap_err()
+        };
+        let mut seen = Problems::default();
+        let summary = inspector.verify(&mut seen).unwrap();
+        assert_eq!(summary.damage, 1, "{what}: {:?}", seen.0);
+        let p = &seen.0[0];
+        assert_eq!(p.severity, Severity::Damage, "{what}");
+        assert_eq!(p.file, SCHEDULE_FILE, "{what}");
+        assert_eq!(Some(p.offset), refused.offset(), "{what}: {p} vs {refused}");
+        let err = inspector.schedules().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{what}");
+        assert_eq!(err.path(), Some(path.as_path()), "{what}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: read only");
+    }
+}
+
 /// A payload over the queue's limit is refused when the schedule is
 /// registered, not at each of its ticks.
 #[test]

@@ -41,8 +41,9 @@ pub enum Cmd {
   walq show /var/lib/app/queue 42
   walq show /var/lib/app/queue 42 --json")]
     Show(ShowArgs),
-    /// Check every record's checksum in every file and the invariants
-    /// between files; damage is reported with file and byte offset.
+    /// Check every record's checksum in every file (schedules.bin too, as
+    /// the scheduler reads it) and the invariants between files; damage is
+    /// reported with file and byte offset.
     #[command(
         after_help = "Exit status: 0 healthy, 1 damaged, 3 unreadable or not a queue.
 

@@ -40,6 +40,35 @@ fn a_healthy_queue_verifies() {
     assert_eq!(image(dir.path()), before, "verify changed a file");
 }
 
+/// `schedules.bin` is checked as the scheduler reads it: a flipped byte
+/// there is damage named by file and offset (a review found it reported
+/// healthy, exit 0, while `Scheduler::open` refused the file).
+#[test]
+fn a_damaged_schedule_file_is_damage_named_by_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = common::healthy_with_schedule(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let path = dir.path().join(walq::schedule::SCHEDULE_FILE);
+    let mut bytes = good.clone();
+    bytes[40] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let before = image(dir.path());
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let crc_at = good.len() - 4; // the scheduler's offset: its checksum
+    let expected = format!("damage schedules.bin at byte {crc_at}: checksum mismatch");
+    assert!(run.stdout.contains(&expected), "{}", run.stdout);
+    assert!(run.stdout.contains("DAMAGED"), "{}", run.stdout);
+    let json = walq(&["verify", d, "--json"]);
+    assert_eq!(json.code, 1);
+    let first = &json_lines(&json.stdout)[0];
+    assert_eq!(first["file"], "schedules.bin");
+    assert_eq!(first["offset"], crc_at);
+    assert_eq!(image(dir.path()), before, "verify changed a file");
+}
+
 #[test]
 fn a_flipped_byte_is_damage_named_by_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();

@@ -200,6 +200,27 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<std::result::Result<
     }
 }
 
+/// The schedule file (`schedules.bin`) read whole, as the scheduler reads
+/// it, and decoded with the scheduler's own decoder: its bytes, or `None`
+/// when it does not exist. Damage is an error of kind
+/// [`ErrorKind::Corrupt`] naming the file and the offset; a file written
+/// by a newer walq is [`ErrorKind::UnsupportedVersion`]. The scheduler
+/// replaces the file by a rename, so the one opened here is read whole as
+/// it was written, also while a scheduler runs.
+pub(crate) fn read_schedules(path: &Path) -> Result<Option<Vec<u8>>> {
+    use crate::schedule::codec;
+    let Some((file, len)) = open_regular(path)? else {
+        return Ok(None);
+    };
+    if len > codec::MAX_FILE_LEN as u64 {
+        let what = format!("{len} bytes is over the limit of {}", codec::MAX_FILE_LEN);
+        return Err(Error::corrupt(path, 0, what));
+    }
+    let bytes = read_to(&file, len, path)?;
+    codec::decode(&bytes, path)?;
+    Ok(Some(bytes))
+}
+
 /// What a read checks of a file's first bytes before it reads the rest.
 #[derive(Clone, Copy, PartialEq)]
 enum Prefix {

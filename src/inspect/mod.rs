@@ -117,7 +117,11 @@ impl Inspector {
 
     /// Checks every record of every file and the invariants between
     /// files, reporting each record and problem to `visitor`. The summary
-    /// counts the damage (`damage == 0`: healthy).
+    /// counts the damage (`damage == 0`: healthy). The schedule file
+    /// (`schedules.bin`) is checked with the decoder
+    /// [`Scheduler::open`](crate::schedule::Scheduler::open) uses: what it
+    /// would refuse is damage at the offset it names (its entries are no
+    /// records: the visitor sees none of them).
     ///
     /// While a process holds the queue, a check that finds damage is done
     /// again (up to [`LIVE_LOOKS`] times, as [`Inspector::snapshot`]): files
@@ -166,6 +170,18 @@ impl Inspector {
             visitor.problem(p);
         }
         Ok(summary)
+    }
+
+    /// The bytes of the schedule file (`schedules.bin`, see
+    /// [`crate::schedule`]) as they are now, checked with the decoder
+    /// [`Scheduler::open`](crate::schedule::Scheduler::open) uses: `None`
+    /// when the queue has none. A file the scheduler would refuse is an
+    /// error of kind [`ErrorKind::Corrupt`] that names the file and the
+    /// offset ([`ErrorKind::UnsupportedVersion`] for one a newer walq
+    /// wrote). Nothing is written or locked.
+    pub fn schedules(&self) -> Result<Option<Vec<u8>>> {
+        let path = self.dir.join(crate::schedule::SCHEDULE_FILE);
+        files::read_schedules(&path)
     }
 
     /// The queue's state as the files hold it now.

@@ -84,7 +84,8 @@ fn layout(names: Vec<String>) -> Layout {
 }
 
 /// Scans every file of the queue in `dir`: the segments in log order,
-/// `dead.wal`, `done.rec`, `CLOSED`. Fails only when the directory cannot be
+/// `dead.wal`, `done.rec`, `CLOSED`, then the others (the checkpoint and
+/// `schedules.bin` checked). Fails only when the directory cannot be
 /// listed or holds no queue; damage goes to the visitor.
 pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
     let l = layout(files::list(dir)?);
@@ -107,7 +108,7 @@ pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSum
         s.check_close(l.segments.last().copied())?;
     }
     for name in &l.others {
-        s.other_file(name);
+        s.other_file(name)?;
     }
     Ok(s.sum)
 }
@@ -435,28 +436,46 @@ impl Scan<'_> {
         Ok(())
     }
 
-    fn other_file(&mut self, name: &str) {
+    fn other_file(&mut self, name: &str) -> Result<()> {
         use crate::schedule::store::{SCHEDULE_FILE, SCHEDULE_LOCK_FILE};
         use crate::state::checkpoint::CHECKPOINT_FILE;
         // The lock, the disk reserve and the spare segment prepared ahead
-        // of time hold no queue data; the schedule file is the scheduler's
-        // (it checks its own checksum when it opens it).
-        let known = [
-            crate::queue::LOCK_FILE,
-            "RESERVE",
-            SCHEDULE_FILE,
-            SCHEDULE_LOCK_FILE,
-        ];
+        // of time hold no queue data.
+        let known = [crate::queue::LOCK_FILE, "RESERVE", SCHEDULE_LOCK_FILE];
         let what = if known.contains(&name) || segment::is_spare(name) {
-            return;
+            return Ok(());
         } else if name == CHECKPOINT_FILE {
-            return self.check_checkpoint(name);
+            self.check_checkpoint(name);
+            return Ok(());
+        } else if name == SCHEDULE_FILE {
+            return self.check_schedules(name);
         } else if name.ends_with(segment::TMP_SUFFIX) {
             "a leftover temporary file (deleted on the next open)"
         } else {
             "not a walq file (ignored)"
         };
         self.problem(Problem::note(name, 0, what));
+        Ok(())
+    }
+
+    /// The schedule file, decoded as `Scheduler::open` decodes it: what
+    /// would make the scheduler refuse it is damage at its offset.
+    fn check_schedules(&mut self, name: &str) -> Result<()> {
+        match files::read_schedules(&self.dir.join(name)) {
+            Ok(Some(bytes)) => self.sum.bytes += bytes.len() as u64,
+            Ok(None) => self.deleted(name),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                let what = format!("{} (the scheduler refuses this file)", e.message());
+                self.problem(Problem::damage(name, e.offset().unwrap_or(0), what));
+            }
+            Err(e) if e.kind() == ErrorKind::UnsupportedVersion => {
+                // Not damage: a newer walq wrote it.
+                let what = format!("{}: not checked", e.message());
+                self.problem(Problem::note(name, 0, what));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
     }
 }
 

@@ -41,7 +41,7 @@
 //! condition on the dedup window: `docs/recurring.md`. The schedule file
 //! `schedules.bin`: `docs/format.md`.
 
-mod codec;
+pub(crate) mod codec;
 mod definition;
 mod failure;
 mod key;

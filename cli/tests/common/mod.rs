@@ -148,6 +148,22 @@ fn fill(dir: &Path) {
     q.close().unwrap();
 }
 
+/// [`healthy`], with a recurring schedule ("hourly", every hour)
+/// registered in its `schedules.bin`, whose bytes are returned.
+pub fn healthy_with_schedule(dir: &Path) -> Vec<u8> {
+    healthy(dir);
+    quiet(|| {
+        let q = Queue::open_with(dir, opts()).unwrap();
+        let s = walq::schedule::Scheduler::open(&q).unwrap();
+        let every = walq::schedule::Schedule::every("hourly", Duration::from_secs(3600));
+        s.register(every.unwrap().payload(b"tick".to_vec()))
+            .unwrap();
+        drop(s);
+        q.close().unwrap();
+    });
+    std::fs::read(dir.join(walq::schedule::SCHEDULE_FILE)).unwrap()
+}
+
 /// The segment files of the queue in `dir`, sorted.
 pub fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)

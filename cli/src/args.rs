@@ -115,11 +115,12 @@ Examples:
   walq enqueue /var/lib/app/queue 'report' --delay 10m --max-attempts 3
   seq 1 1000 | walq enqueue /var/lib/app/queue      # one job per line")]
     Enqueue(EnqueueArgs),
-    /// Copy every intact pending job and dead letter of a damaged queue
-    /// into a fresh one, and report what was lost. DIR is only read.
+    /// Copy every intact pending job and dead letter of a damaged queue,
+    /// and its schedules.bin if that verifies, into a fresh one, and report
+    /// what was lost. DIR is only read.
     #[command(
-        after_help = "Exit status: 0 everything copied (DIR was healthy), 1 DIR was damaged and
-what was intact was copied, 3 DIR unreadable, 6 NEW not empty or not writable.
+        after_help = "Exit status: 0 everything copied (DIR was healthy), 1 DIR was damaged (or its
+schedules.bin was not copied) and what was intact was copied, 3 DIR unreadable, 6 NEW not empty or not writable.
 
 Examples:
   walq salvage /var/lib/app/queue --into /var/lib/app/queue.salvaged

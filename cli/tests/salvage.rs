@@ -4,6 +4,7 @@
 mod common;
 
 use common::{contents, healthy, image, json, large, segments, walq};
+use walq::Queue;
 
 fn payloads(dir: &str) -> Vec<String> {
     let run = walq(&["export", dir]);
@@ -83,6 +84,78 @@ fn salvage_of_a_healthy_queue_copies_everything() {
     let again = walq(&["salvage", dir.path().to_str().unwrap(), "--into", n]);
     assert_eq!(again.code, 6, "{}", again.stderr);
     assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+}
+
+/// A healthy queue's schedules are copied with their progress: NEW gets
+/// DIR's `schedules.bin` byte for byte (mode 0600), and the scheduler
+/// opened on NEW has the schedule. Before, salvage said "nothing lost"
+/// and NEW had no schedule file.
+#[test]
+fn salvage_copies_the_schedule_file() {
+    use std::os::unix::fs::PermissionsExt;
+    use walq::schedule::{Scheduler, SCHEDULE_FILE};
+    let dir = tempfile::tempdir().unwrap();
+    let schedules = common::healthy_with_schedule(dir.path());
+    let target = tempfile::tempdir().unwrap();
+    let new = target.path().join("salvaged");
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["salvage", d, "--into", new.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("copied schedules.bin"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("nothing lost"), "{}", run.stdout);
+    let copied = new.join(SCHEDULE_FILE);
+    assert_eq!(std::fs::read(&copied).unwrap(), schedules);
+    let mode = std::fs::metadata(&copied).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!new.join(format!("{SCHEDULE_FILE}.tmp")).exists());
+    common::quiet(|| {
+        let q = Queue::open(&new).unwrap();
+        let s = Scheduler::open(&q).unwrap();
+        let names: Vec<String> = s
+            .schedules()
+            .iter()
+            .map(|i| i.schedule.name().to_string())
+            .collect();
+        assert_eq!(names, ["hourly"]);
+    });
+}
+
+/// A damaged `schedules.bin` is not copied (NEW gets none, as the
+/// scheduler would refuse it), the jobs are, and salvage reports the loss
+/// with exit 1 instead of "nothing lost".
+#[test]
+fn salvage_reports_a_damaged_schedule_file_as_lost() {
+    use walq::schedule::SCHEDULE_FILE;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = common::healthy_with_schedule(dir.path());
+    bytes[40] ^= 0x40;
+    std::fs::write(dir.path().join(SCHEDULE_FILE), &bytes).unwrap();
+    let before = image(dir.path());
+    let target = tempfile::tempdir().unwrap();
+    let new = target.path().join("salvaged");
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["salvage", d, "--into", new.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("nothing lost"), "{}", run.stdout);
+    let at = format!("schedules.bin at byte {}", bytes.len() - 4);
+    assert!(run.stdout.contains(&at), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("schedules.bin was not copied"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("copied 3 pending jobs and 1 dead letters"),
+        "{}",
+        run.stdout
+    );
+    assert!(!new.join(SCHEDULE_FILE).exists());
+    assert_eq!(image(dir.path()), before, "salvage changed DIR");
 }
 
 /// NEW inside DIR is refused before anything is created: salvage only

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use walq::inspect::{DeadPayloadReader, PayloadReader, Severity, Snapshot};
+use walq::schedule::SCHEDULE_FILE;
 
 use crate::args::SalvageArgs;
 use crate::fail::{CmdResult, Fail, DAMAGED, FAILED, OK};
@@ -164,6 +165,31 @@ fn copy_all(
     Ok((jobs, dead, dups))
 }
 
+/// Writes `bytes`, a schedule file that verified, into the queue
+/// directory `into` as `schedules.bin`, as the scheduler writes it
+/// (crash-atomically: a temporary file synced, renamed, the directory
+/// synced; mode 0600).
+fn write_schedules(into: &Path, bytes: &[u8]) -> Result<(), Fail> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = into.join(SCHEDULE_FILE);
+    let tmp = into.join(format!("{SCHEDULE_FILE}.tmp"));
+    let fail = |e: std::io::Error| Fail::new(FAILED, format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(fail)?;
+    std::fs::File::open(into)
+        .and_then(|d| d.sync_all())
+        .map_err(fail)
+}
+
 /// Runs `walq salvage`.
 pub fn run(a: &SalvageArgs) -> CmdResult {
     check_target(&a.dir, &a.into)?;
@@ -186,6 +212,20 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
         "copied {jobs} pending jobs and {dead} dead letters into {}",
         a.into.display()
     )?;
+    // `Some(why)`: DIR has a schedule file that was not copied.
+    let schedules_lost = match inspector.schedules() {
+        Ok(None) => None,
+        Ok(Some(bytes)) => {
+            write_schedules(&a.into, &bytes)?;
+            writeln!(
+                std::io::stdout().lock(),
+                "copied {SCHEDULE_FILE} (the recurring schedules and how far each has run)"
+            )?;
+            None
+        }
+        Err(e) if e.kind() == walq::ErrorKind::Io => return Err(Fail::reading(&a.dir, &e)),
+        Err(e) => Some(e.to_string()),
+    };
     if dups > 0 {
         writeln!(
             std::io::stdout().lock(),
@@ -197,7 +237,7 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
         .iter()
         .filter(|p| p.severity == Severity::Damage)
         .collect();
-    if damage.is_empty() {
+    if damage.is_empty() && schedules_lost.is_none() {
         writeln!(
             std::io::stdout().lock(),
             "nothing lost: {} was healthy",
@@ -211,6 +251,14 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     )?;
     for p in &damage {
         writeln!(std::io::stdout().lock(), "  {p}")?;
+    }
+    if let Some(why) = &schedules_lost {
+        writeln!(
+            std::io::stdout().lock(),
+            "  {SCHEDULE_FILE} was not copied ({why}): every recurring schedule and its \
+             progress; register them again on {}",
+            a.into.display()
+        )?;
     }
     if snap.summary.records_lost > 0 {
         writeln!(

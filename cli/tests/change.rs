@@ -853,6 +853,87 @@ fn bad_enqueue_options_are_usage_errors_that_create_nothing() {
     }
 }
 
+/// Every segment file (`NNNNNNNNNN.wal` and spares) of `dir` with its length.
+fn segment_lengths(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e))
+        .filter(|(n, _)| n.len() >= 14 && n[..10].bytes().all(|b| b.is_ascii_digit()))
+        .map(|(n, e)| (n, e.metadata().unwrap().len()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The writing commands open an existing queue with the segment size its
+/// segments have (64 KiB here), so the segments and spares they create
+/// are that size too. Before, they opened it with the default 64 MiB, and
+/// a queue of a few hundred KiB grew to over 100 MB.
+#[test]
+fn writing_commands_keep_the_queues_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path()); // segments of 64 KiB
+    let d = dir.path().to_str().unwrap();
+    let small = |what: &str| {
+        let lengths = segment_lengths(dir.path());
+        assert!(!lengths.is_empty());
+        for (name, len) in lengths {
+            assert_eq!(len, 64 << 10, "after {what}: {name}");
+        }
+    };
+    small("the fixture");
+    let run = walq(&["enqueue", d, "one", "two"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    small("enqueue");
+    // Enough to fill several segments: new ones are made at that size.
+    let lines: String = (0..3000).map(|i| format!("job number {i:06}\n")).collect();
+    let run = walq_stdin(&["enqueue", d], Some(&lines));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(segment_lengths(dir.path()).len() > 3);
+    small("enqueue of many");
+    let run = walq(&["cancel", d, "1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    small("cancel");
+    let run = walq(&["dead", "redrive", d, "5"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    small("dead redrive");
+    let export = tempfile::NamedTempFile::new().unwrap();
+    let e = export.path().to_str().unwrap();
+    assert_eq!(walq(&["export", d, "-o", e]).code, 0);
+    let run = walq(&["import", d, "-i", e]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    small("import");
+    assert_eq!(stats(d)["damage"], 0);
+}
+
+/// A newest segment whose length is no segment size (cut by hand, say)
+/// does not tell the queue's segment size: a writing command refuses it,
+/// naming the file, and changes nothing.
+#[test]
+fn a_segment_of_no_segment_size_is_refused_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let seg = segments(dir.path()).pop().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let before = image(dir.path());
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["enqueue", d, "x"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let name = seg.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        run.stderr.contains(&name) && run.stderr.contains("1000 bytes, which is no segment size"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(image(dir.path()), before, "changed the queue");
+}
+
 /// A usage error says what is wrong: the range `--interval` takes (0 is
 /// refused, so the message must not offer it), and a delay that is a
 /// duration but too large for one, with the limit (not "not a duration").

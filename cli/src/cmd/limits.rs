@@ -116,6 +116,12 @@ impl Limits {
             .segment_size(self.segment_size())
     }
 
+    /// Whether segments of `size` bytes (an existing target's) take every
+    /// item without raising the payload limit above its default.
+    pub fn fits_in(&self, size: u64) -> bool {
+        !self.raised() && self.segment <= size
+    }
+
     /// The payload limit the target gets.
     pub fn max_payload(&self) -> u64 {
         self.payload.max(DEFAULT_MAX_PAYLOAD)

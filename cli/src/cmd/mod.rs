@@ -78,13 +78,26 @@ pub fn warn_damage(snap: &Snapshot) {
 
 /// Opens the store in `dir` for writing, taking its lock. `existing`:
 /// refuse a directory that holds no queue yet (instead of creating one).
-/// `Durability::Os` for bulk writes, which sync once at the end.
+/// `Durability::Os` for bulk writes, which sync once at the end. A queue
+/// that exists is opened with the segment size its segments have (see
+/// [`segment_size`]); a new one with the default.
 pub fn open_store(dir: &Path, existing: bool, durability: Durability) -> Result<Store, Fail> {
-    open_store_with(dir, existing, Options::default().durability(durability))
+    open_store_with(dir, existing, |segments| {
+        let opts = Options::default().durability(durability);
+        match segments {
+            Some(size) => opts.segment_size(size),
+            None => opts,
+        }
+    })
 }
 
-/// [`open_store`] with `opts` instead of the defaults.
-pub fn open_store_with(dir: &Path, existing: bool, opts: Options) -> Result<Store, Fail> {
+/// [`open_store`] with the options `opts` makes of the segment size of
+/// the queue in `dir` (`None`: no segment yet, a new queue).
+pub fn open_store_with(
+    dir: &Path,
+    existing: bool,
+    opts: impl FnOnce(Option<u64>) -> Options,
+) -> Result<Store, Fail> {
     if existing {
         // Read-only look first: a typo must not create a queue, and a
         // damaged queue is not changed (the open alone, from a
@@ -109,7 +122,57 @@ pub fn open_store_with(dir: &Path, existing: bool, opts: Options) -> Result<Stor
     if !existing {
         refuse_foreign(dir)?;
     }
+    let opts = opts(segment_size(dir)?);
     Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
+}
+
+/// The segment size of the queue in `dir`: the length of its newest log
+/// segment, `None` when it has none (no queue yet). Segments are
+/// preallocated to the `Options::segment_size` the queue was opened with,
+/// and no header records it: opened with the default instead, a queue of
+/// 64 KiB segments would grow every new segment to 64 MiB. A newest
+/// segment whose length is no segment size is refused, not guessed at.
+pub fn segment_size(dir: &Path) -> Result<Option<u64>, Fail> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            let what = format!("{}: listing the directory: {e}", dir.display());
+            return Err(Fail::new(crate::fail::UNREADABLE, what));
+        }
+    };
+    let newest = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let digits = name.strip_suffix(".wal")?;
+            let id: u32 = (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok())??;
+            Some((id, e.path()))
+        })
+        .max_by_key(|(id, _)| *id);
+    let Some((_, path)) = newest else {
+        return Ok(None);
+    };
+    let len = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| {
+        let what = format!("{}: reading its length: {e}", path.display());
+        Fail::new(crate::fail::UNREADABLE, what)
+    })?;
+    if !(walq::MIN_SEGMENT_SIZE..=walq::MAX_SEGMENT_SIZE).contains(&len) {
+        return Err(Fail::new(
+            crate::fail::DAMAGED,
+            format!(
+                "{}: {len} bytes, which is no segment size ({}..={}): the queue's segment \
+                 size cannot be told from it, so nothing was changed; `walq verify {}` \
+                 checks the queue",
+                path.display(),
+                walq::MIN_SEGMENT_SIZE,
+                walq::MAX_SEGMENT_SIZE,
+                dir.display()
+            ),
+        ));
+    }
+    Ok(Some(len))
 }
 
 /// Refuses a directory that holds files but none of a queue (no `LOCK`,

@@ -279,16 +279,30 @@ impl Target {
     /// Opens the store in `dir` for bulk writes, with `limits` (and says
     /// so on stderr when they are not the defaults).
     pub fn open(dir: &Path, limits: &Limits) -> Result<Target, Fail> {
-        let opts = limits.options().durability(Durability::Os);
-        let store = super::open_store_with(dir, false, opts)?;
-        if limits.raised() {
+        // An existing queue keeps its segment size while its segments
+        // hold every item; a larger one is chosen only when they do not.
+        let mut chosen = None;
+        let store = super::open_store_with(dir, false, |existing| {
+            let size = match existing {
+                Some(size) if limits.fits_in(size) => size,
+                Some(size) => limits.segment_size().max(size),
+                None => limits.segment_size(),
+            };
+            chosen = Some((existing, size));
+            limits
+                .options()
+                .segment_size(size)
+                .durability(Durability::Os)
+        })?;
+        let grown = matches!(chosen, Some((Some(old), new)) if new > old);
+        if limits.raised() || grown {
+            let size = chosen.map_or(limits.segment_size(), |(_, size)| size);
             eprintln!(
-                "walq: note: an item is over the default limits: {} was opened with \
-                 max_payload {} and segment_size {}; open it with at least these \
-                 (Options::max_payload, Options::segment_size)",
+                "walq: note: an item is over the default limits or the queue's segments: {} \
+                 was opened with max_payload {} and segment_size {size}; open it with at \
+                 least these (Options::max_payload, Options::segment_size)",
                 dir.display(),
                 limits.max_payload(),
-                limits.segment_size()
             );
         }
         Ok(Target {

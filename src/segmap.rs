@@ -368,9 +368,9 @@ impl SegMap {
         self.close_read(window).map(|()| out)
     }
 
-    /// Whether a guarded read faulted in this map (`Region::diverged`): it
-    /// no longer shows the file, so nothing more may be written to the
-    /// segment while it is mapped.
+    /// Whether a faulted read or a refused store diverged this map
+    /// (`Region::diverged`): it no longer shows the file, so nothing more
+    /// may be written to the segment while it is mapped.
     #[inline]
     pub fn diverged(&self) -> bool {
         self.map.get().is_some_and(|m| m.diverged())

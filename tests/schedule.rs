@@ -288,16 +288,20 @@ fn common_rng(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// Registers schedule "m" (every minute) and enqueues an unrelated job in
+/// `dir`, then closes both; the schedule file's path.
+fn one_schedule_and_a_job(dir: &Path, clock: &ManualClock) -> std::path::PathBuf {
+    let (q, s) = open(dir, clock);
+    s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+        .unwrap();
+    q.enqueue(b"unrelated job").unwrap();
+    dir.join(SCHEDULE_FILE)
+}
+
 #[test]
 fn a_damaged_schedule_file_is_a_clear_error_and_the_queue_is_unaffected() {
     let (dir, clock) = setup();
-    let path = dir.path().join(SCHEDULE_FILE);
-    {
-        let (q, s) = open(dir.path(), &clock);
-        s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
-            .unwrap();
-        q.enqueue(b"unrelated job").unwrap();
-    }
+    let path = one_schedule_and_a_job(dir.path(), &clock);
     let good = std::fs::read(&path).unwrap();
     let mut damaged = good.clone();
     damaged[20] ^= 0x40;
@@ -336,13 +340,7 @@ fn verify_reports_a_schedule_file_the_scheduler_refuses() {
         }
     }
     let (dir, clock) = setup();
-    let path = dir.path().join(SCHEDULE_FILE);
-    {
-        let (q, s) = open(dir.path(), &clock);
-        s.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
-            .unwrap();
-        q.enqueue(b"unrelated job").unwrap();
-    }
+    let path = one_schedule_and_a_job(dir.path(), &clock);
     let good = std::fs::read(&path).unwrap();
     let inspector = Inspector::open(dir.path()).unwrap();
     let summary = inspector.verify(&mut Problems::default()).unwrap();

@@ -144,6 +144,10 @@ pub struct Log {
     reserve_checked: bool,
     /// The last failed append failed writing (not creating a segment).
     write_failed: bool,
+    /// The active segment is the last spare, which a draining record
+    /// rotated into: new jobs go into it only once the spare after it
+    /// exists again ([`Log::ensure_room_for`]).
+    last_spare: bool,
     /// Appends are `pwrite`s, never stores into the map (set under
     /// `Durability::Sync`, see [`Log::append_by_syscall`]).
     syscall_appends: bool,
@@ -255,6 +259,7 @@ impl Log {
             reserve: None,
             reserve_checked: false,
             write_failed: false,
+            last_spare: false,
             syscall_appends: false,
             staged: None,
             zeroed: (0, 0),
@@ -496,6 +501,9 @@ impl Log {
                 ),
             ));
         }
+        if self.last_spare && !draining {
+            self.leave_last_spare()?;
+        }
         let staged = self.staged.as_ref().map_or(0, |st| st.bytes.len() as u64);
         let end = u64::from(self.tail) + staged + bytes;
         if end > u64::from(self.active().size()) {
@@ -511,6 +519,28 @@ impl Log {
             self.rotate(next_job_id, draining)?;
         }
         Ok(())
+    }
+
+    /// For a new job while the active segment is the last spare: the
+    /// spare after it, ready or prepared now, lets new jobs in again; if
+    /// it cannot be made (ENOSPC), the job is refused as a rotation would
+    /// refuse it, and the segment's room stays the drain's. Before, new
+    /// jobs filled it, and the next lease or ack needed a segment that
+    /// could not be made: the queue could not be drained.
+    #[cold]
+    fn leave_last_spare(&mut self) -> Result<()> {
+        let next = self.active().id.saturating_add(1);
+        self.upkeep.ensure_spare(next, &self.commit)?;
+        self.last_spare = false;
+        Ok(())
+    }
+
+    /// Whether the active segment is the last spare (see
+    /// [`Log::leave_last_spare`]): no spare after it is ready. Checked at
+    /// open, once the spares were prepared, and after each rotation.
+    pub fn note_last_spare(&mut self) {
+        let next = self.active().id.saturating_add(1);
+        self.last_spare = !self.upkeep.has_spare(next);
     }
 
     /// Holds the records appended from now on, under `pwrite` appends (the
@@ -726,8 +756,10 @@ impl Log {
         let tail = self.frame_head(rec);
         let len = (self.buf.len() + tail.len()) as u64;
         // The common case, a record that fits in the active segment with
-        // nothing staged, needs no rotation and is below the frame limit.
+        // nothing staged, needs no rotation and is below the frame limit
+        // (and the segment is not the last spare, kept for the drain).
         let fits = self.staged.is_none()
+            && !self.last_spare
             && len <= self.max_frame()
             && self
                 .segments
@@ -899,6 +931,8 @@ impl Log {
             self.dir.clone(),
         );
         self.upkeep.rotated(id);
+        // A new job's rotation made sure of the spare after this one.
+        self.last_spare = draining && !self.upkeep.has_spare(id.saturating_add(1));
         self.segments.push_back(SegInfo {
             seg,
             live_jobs: 0,

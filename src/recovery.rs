@@ -299,6 +299,7 @@ fn open_log(
     // passes half the active segment, and prepares later ones with them
     // (see `Log::append_by_syscall`, `Upkeep::want_spare_zeros`).
     log.prepare_spare();
+    log.note_last_spare();
     log.append_by_syscall(opts.durability == Durability::Sync);
     log.fill_reserve();
     Ok(log)

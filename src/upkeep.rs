@@ -423,6 +423,35 @@ impl Upkeep {
         Ok(spare)
     }
 
+    /// Whether the spare for segment `id` is ready.
+    pub fn has_spare(&self, id: u32) -> bool {
+        self.spares.lock().ready.iter().any(|s| s.id == id)
+    }
+
+    /// The spare for segment `id` (the one after the active segment),
+    /// prepared now if none is ready, as [`Upkeep::take_spare`] prepares
+    /// one (the retired segments deleted first should it not fit); the
+    /// preparation's error (ENOSPC on a full disk) if it cannot be made.
+    /// Nothing is taken.
+    pub fn ensure_spare(&self, id: u32, commit: &Committer) -> Result<()> {
+        if self.has_spare(id) {
+            return Ok(());
+        }
+        let _preparing = self.preparing.lock();
+        let mut sp = self.spares.lock();
+        if !sp.ready.iter().any(|s| s.id == id) {
+            let s = match self.prepare(id) {
+                Ok(s) => s,
+                Err(_) => {
+                    self.free_retired(commit)?;
+                    self.prepare(id)?
+                }
+            };
+            Self::insert(&mut sp, s);
+        }
+        Ok(())
+    }
+
     /// Deletes the retired segments now, for a rotation whose spare did
     /// not fit, which then tries once more whatever this deleted: the
     /// upkeep thread may have deleted them meanwhile (its run holds

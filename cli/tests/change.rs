@@ -1115,3 +1115,38 @@ fn importing_dead_letters_leaves_the_queues_jobs_alone() {
     assert_eq!(job["status"], "ready", "{}", show.stdout);
     assert_eq!(job["attempts"], 0, "{}", show.stdout);
 }
+
+/// A writing command refuses a queue directory owned by another user than
+/// the one running it, and changes nothing: run as root, `walq enqueue`
+/// left root-owned 0600 files (a spare, `CHECKPOINT`, `CLOSED`) in a
+/// service user's queue, which the service could then no longer open (an
+/// operator review). Needs root to give the directory away; as another
+/// user it says so and checks nothing.
+#[test]
+fn a_queue_of_another_user_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    healthy(&q);
+    if let Err(e) = std::os::unix::fs::chown(&q, Some(65534), Some(65534)) {
+        eprintln!("not checked: giving the directory to uid 65534 needs root ({e})");
+        return;
+    }
+    let before = image(&q);
+    let d = q.to_str().unwrap();
+    for args in [
+        vec!["enqueue", d, "x"],
+        vec!["cancel", d, "1"],
+        vec!["dead", "purge", d, "--all"],
+    ] {
+        let run = walq(&args);
+        assert_eq!(run.code, 6, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("belongs to user id 65534"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(image(&q) == before, "{args:?}: the queue changed");
+    }
+    // Read-only commands still work.
+    assert_eq!(walq(&["stats", d]).code, 0);
+}

@@ -122,6 +122,7 @@ pub fn open_store_with(
     if !existing {
         refuse_foreign(dir)?;
     }
+    refuse_other_owner(dir)?;
     let opts = opts(segment_size(dir)?);
     Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
 }
@@ -180,6 +181,33 @@ pub fn segment_size(dir: &Path) -> Result<Option<u64>, Fail> {
 /// of a queue without its `LOCK` still has): `walq enqueue ~ job` must not
 /// scatter a queue's files among a home directory's. A new or empty
 /// directory is made a queue.
+/// Refuses a queue directory that belongs to another user than the one
+/// running walq: the files a writing command makes (a segment, a spare,
+/// `CHECKPOINT`, `CLOSED`) would be the runner's, mode 0600, and the
+/// queue's own process could no longer open them (an operator review:
+/// `walq enqueue` run as root locked a service out of its queue). The
+/// running user is the owner of `/proc/self` (proc(5)); without `/proc`
+/// nothing is checked.
+fn refuse_other_owner(dir: &Path) -> Result<(), Fail> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(queue), Ok(me)) = (std::fs::metadata(dir), std::fs::metadata("/proc/self")) else {
+        return Ok(()); // missing (created by the open) or reported by it
+    };
+    if queue.uid() == me.uid() {
+        return Ok(());
+    }
+    Err(Fail::new(
+        crate::fail::FAILED,
+        format!(
+            "{}: belongs to user id {}, and walq runs as user id {}: the files this command              would write there would be unreadable to the queue's owner; run it as that user              (for example `sudo -u '#{}' walq ...`); nothing was changed",
+            dir.display(),
+            queue.uid(),
+            me.uid(),
+            queue.uid()
+        ),
+    ))
+}
+
 fn refuse_foreign(dir: &Path) -> Result<(), Fail> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(()); // missing (created by the open) or reported by it

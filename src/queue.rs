@@ -155,8 +155,17 @@ impl Queue {
 
     fn open_vfs(vfs: Arc<dyn Vfs>, dir: &Path, opts: Options) -> Result<Queue> {
         opts.validate()?;
-        vfs.create_dir_all(dir, opts.dir_mode)
-            .map_err(|e| Error::io("creating queue directory", dir, e))?;
+        vfs.create_dir_all(dir, opts.dir_mode).map_err(|e| {
+            // "File exists" said nothing of what was wrong.
+            let e = match e.kind() {
+                std::io::ErrorKind::AlreadyExists => std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "the path exists and is not a directory (a file, or a symbolic link to nothing)",
+                ),
+                _ => e,
+            };
+            Error::io("creating queue directory", dir, e)
+        })?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = vfs.lock(&lock_path, opts.file_mode).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {

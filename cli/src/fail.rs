@@ -114,16 +114,18 @@ impl Fail {
 }
 
 /// Whether an I/O error of an open says the queue cannot be reached (no
-/// such file, no permission, not a directory: exit 3, "unreadable"),
-/// rather than that the open failed on the way (a full disk creating a
-/// segment, EIO: exit 6, "failed").
+/// such file, not a directory: exit 3, "unreadable"), rather than that
+/// the open failed on the way (a full disk creating a segment, EIO, a
+/// queue that may be read but not written, by permission or a read-only
+/// file system alike: exit 6, "failed"; a queue that cannot be read at all
+/// fails the read-only look before the open, with exit 3).
 fn cannot_reach(e: &walq::Error) -> bool {
     use std::io::ErrorKind as Io;
     let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
     io.is_none_or(|io| {
         matches!(
             io.kind(),
-            Io::NotFound | Io::PermissionDenied | Io::NotADirectory | Io::IsADirectory
+            Io::NotFound | Io::NotADirectory | Io::IsADirectory
         )
     })
 }

@@ -1150,3 +1150,26 @@ fn a_queue_of_another_user_is_not_written() {
     // Read-only commands still work.
     assert_eq!(walq(&["stats", d]).code, 0);
 }
+
+/// `enqueue` on a path that is a file, or a symbolic link to nothing, says
+/// it is not a directory (exit 3, as `stats` says of the same path): it
+/// said "creating queue directory: File exists" and exited 6 (an operator
+/// review).
+#[test]
+fn enqueue_onto_a_file_or_a_dangling_link_says_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, b"not a queue").unwrap();
+    let link = dir.path().join("dangling");
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+    for path in [&file, &link] {
+        let p = path.to_str().unwrap();
+        let run = walq(&["enqueue", p, "x"]);
+        assert_eq!(run.code, 3, "{p}: {}{}", run.stdout, run.stderr);
+        let said = run.stderr.to_lowercase();
+        assert!(said.contains("not a directory"), "{p}: {}", run.stderr);
+        assert!(!run.stderr.contains("File exists"), "{p}: {}", run.stderr);
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a queue");
+    assert!(!dir.path().join("nowhere").exists(), "nothing created");
+}

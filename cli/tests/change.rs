@@ -1173,3 +1173,68 @@ fn enqueue_onto_a_file_or_a_dangling_link_says_not_a_directory() {
     assert_eq!(std::fs::read(&file).unwrap(), b"not a queue");
     assert!(!dir.path().join("nowhere").exists(), "nothing created");
 }
+
+/// An export that cannot be written whole (here the file size limit,
+/// EFBIG; a full disk alike) names its output file, exits 6, and removes
+/// what it wrote: before, the message named no file and the cut file
+/// stayed, which an import then took for a whole export (an operator
+/// review). A device given as `-o` is named too.
+#[test]
+fn a_failed_export_names_its_file_and_leaves_no_cut_export() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    large(dir.path(), 4096, 10, &[2000; 64]);
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("e.jsonl");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_walq"));
+    cmd.args(["export", dir.path().to_str().unwrap(), "-o"])
+        .arg(&file);
+    // SAFETY: between fork and exec, only async-signal-safe calls
+    // (setrlimit, signal) are made.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 16 << 10,
+                rlim_max: 16 << 10,
+            };
+            // Ignored, SIGXFSZ leaves the write failing with EFBIG.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let run = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("incomplete file was removed"), "{stderr}");
+    assert!(!file.exists(), "the cut export is gone");
+    let full = walq(&["export", dir.path().to_str().unwrap(), "-o", "/dev/full"]);
+    assert_eq!(full.code, 6, "{}", full.stderr);
+    assert!(full.stderr.contains("/dev/full"), "{}", full.stderr);
+}
+
+/// An export cut short (its header counts more items than it holds) is
+/// refused before anything is written: it imported what it held and
+/// exited 0 (an operator review).
+#[test]
+fn an_export_cut_short_is_not_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let out = walq(&["export", dir.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.len() > 2, "{}", out.stdout);
+    let cut = lines[..lines.len() - 1].join("\n") + "\n";
+    let target = tempfile::tempdir().unwrap();
+    let t = target.path().join("copy");
+    let run = walq_stdin(&["import", t.to_str().unwrap()], Some(&cut));
+    assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cut short"), "{}", run.stderr);
+    assert!(!t.exists(), "nothing was imported");
+    // The whole export imports.
+    let whole = walq_stdin(&["import", t.to_str().unwrap()], Some(&out.stdout));
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+}

@@ -194,6 +194,9 @@ fn header(m: &Map<String, Value>) -> Result<(), String> {
 /// [`lines::MAX_LINE`] bytes) and one item at a time.
 fn check_export(input: Box<dyn BufRead>, name: &str) -> Result<Checked, Fail> {
     let mut checked: Option<Checked> = None;
+    // The counts the header gives (an export written by `walq export`
+    // has them): a file cut short holds fewer items.
+    let mut said: Option<(u64, u64)> = None;
     let mut lines = Lines::new(input, lines::MAX_LINE);
     let mut line = Vec::new();
     loop {
@@ -212,6 +215,8 @@ fn check_export(input: Box<dyn BufRead>, name: &str) -> Result<Checked, Fail> {
         };
         let Some(c) = checked.as_mut() else {
             header(&m).map_err(&at)?;
+            let count = |k: &str| m.get(k).and_then(Value::as_u64);
+            said = count("jobs").zip(count("dead"));
             checked = Some(Checked::new()?);
             continue;
         };
@@ -220,7 +225,19 @@ fn check_export(input: Box<dyn BufRead>, name: &str) -> Result<Checked, Fail> {
         c.admit(&it).map_err(&at)?;
         c.spill(&it)?;
     }
-    checked.ok_or_else(|| Fail::new(FAILED, format!("{name}: empty, not a walq export")))
+    let checked =
+        checked.ok_or_else(|| Fail::new(FAILED, format!("{name}: empty, not a walq export")))?;
+    let held = (checked.jobs.count(), checked.dead.count());
+    match said {
+        Some((jobs, dead)) if (jobs, dead) != held => Err(Fail::new(
+            FAILED,
+            format!(
+                "{name}: its header says {jobs} pending jobs and {dead} dead letters, but it                  holds {} and {}: it was cut short (or edited); nothing was imported",
+                held.0, held.1
+            ),
+        )),
+        _ => Ok(checked),
+    }
 }
 
 /// What an import added.

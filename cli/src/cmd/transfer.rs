@@ -134,17 +134,48 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         live: inspector.live(),
         snap: &snap,
     };
-    let (gone, gone_dead) = write_export(
+    let written = write_export(
         &mut out,
         &source,
         &mut |job| payloads.read(job).map(Cow::Owned),
         &mut |d| dead.read_letter(&snap, d.id).map(Cow::Owned),
-    )?;
+    )
+    // The buffer's last bytes: a drop would swallow their failure.
+    .and_then(|counts| Ok(out.flush().map(|()| counts)?));
     drop(out);
+    let regular = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.is_file());
+    let output = file.as_ref().filter(|f| regular(f)).zip(a.output.as_ref());
+    let (gone, gone_dead) = match (written, output) {
+        (Ok(counts), _) => counts,
+        // A file cut short by a failure is no export: it is removed, so
+        // that no import takes it for one.
+        (Err(f), Some((_, path))) => {
+            let removed = match std::fs::remove_file(path) {
+                Ok(()) => "the incomplete file was removed".to_string(),
+                Err(e) => format!("the incomplete file could not be removed: {e}"),
+            };
+            let said = f.message.trim_start_matches("writing output: ");
+            let what = format!("{}: {said}; {removed}", path.display());
+            return Err(Fail::new(f.code, what));
+        }
+        // A device or a pipe given as `-o`: named, nothing to remove.
+        (Err(f), None) => {
+            return Err(match &a.output {
+                Some(path) => Fail::new(
+                    f.code,
+                    format!(
+                        "{}: {}",
+                        path.display(),
+                        f.message.trim_start_matches("writing output: ")
+                    ),
+                ),
+                None => f,
+            })
+        }
+    };
     // A file is durable before it is reported written (a device, such as
     // `/dev/null` or a pipe, has nothing to sync and refuses it).
-    let regular = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.is_file());
-    if let (Some(f), Some(path)) = (file.as_ref().filter(|f| regular(f)), &a.output) {
+    if let Some((f, path)) = output {
         f.sync_all()
             .map_err(|e| Fail::new(FAILED, format!("{}: {e}", path.display())))?;
     }

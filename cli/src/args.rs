@@ -250,6 +250,10 @@ pub struct ImportArgs {
     /// Read this file instead of stdin.
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// Import an export that holds fewer items than its header counts (one
+    /// filtered on purpose, say): refused otherwise, as a cut export.
+    #[arg(long)]
+    pub partial: bool,
 }
 
 /// `walq enqueue`.

@@ -1100,7 +1100,7 @@ fn importing_dead_letters_leaves_the_queues_jobs_alone() {
     let victim = walq(&["enqueue", t, "victim", "--max-attempts", "2"]);
     assert_eq!(victim.code, 0, "{}", victim.stderr);
     for _ in 0..3 {
-        let import = walq_stdin(&["import", t], Some(&dead));
+        let import = walq_stdin(&["import", t, "--partial"], Some(&dead));
         assert_eq!(import.code, 0, "{}", import.stderr);
     }
     let s = stats(t);
@@ -1234,7 +1234,12 @@ fn an_export_cut_short_is_not_imported() {
     assert_eq!(run.code, 6, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("cut short"), "{}", run.stderr);
     assert!(!t.exists(), "nothing was imported");
-    // The whole export imports.
+    // Filtered on purpose, it imports with `--partial`; the whole export
+    // imports as it is.
+    let other = target.path().join("filtered");
+    let o = other.to_str().unwrap();
+    let filtered = walq_stdin(&["import", o, "--partial"], Some(&cut));
+    assert_eq!(filtered.code, 0, "{}", filtered.stderr);
     let whole = walq_stdin(&["import", t.to_str().unwrap()], Some(&out.stdout));
     assert_eq!(whole.code, 0, "{}", whole.stderr);
 }

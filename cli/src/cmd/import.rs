@@ -192,7 +192,7 @@ fn header(m: &Map<String, Value>) -> Result<(), String> {
 /// line must parse and fit the limits no option raises. Each item is
 /// spilled once checked, so memory holds one line (at most
 /// [`lines::MAX_LINE`] bytes) and one item at a time.
-fn check_export(input: Box<dyn BufRead>, name: &str) -> Result<Checked, Fail> {
+fn check_export(input: Box<dyn BufRead>, name: &str, partial: bool) -> Result<Checked, Fail> {
     let mut checked: Option<Checked> = None;
     // The counts the header gives (an export written by `walq export`
     // has them): a file cut short holds fewer items.
@@ -229,10 +229,12 @@ fn check_export(input: Box<dyn BufRead>, name: &str) -> Result<Checked, Fail> {
         checked.ok_or_else(|| Fail::new(FAILED, format!("{name}: empty, not a walq export")))?;
     let held = (checked.jobs.count(), checked.dead.count());
     match said {
-        Some((jobs, dead)) if (jobs, dead) != held => Err(Fail::new(
+        Some((jobs, dead)) if (jobs, dead) != held && !partial => Err(Fail::new(
             FAILED,
             format!(
-                "{name}: its header says {jobs} pending jobs and {dead} dead letters, but it                  holds {} and {}: it was cut short (or edited); nothing was imported",
+                "{name}: its header says {jobs} pending jobs and {dead} dead letters, but it holds \
+                 {} and {}: it was cut short (or edited); nothing was imported (`--partial` imports an \
+                 export filtered on purpose)",
                 held.0, held.1
             ),
         )),
@@ -262,7 +264,7 @@ pub fn import(a: &ImportArgs) -> CmdResult {
         ),
         None => (Box::new(std::io::stdin().lock()), "stdin".into()),
     };
-    let checked = check_export(input, &name)?;
+    let checked = check_export(input, &name, a.partial)?;
     let count = checked.dead.count() + checked.jobs.count();
     // Every byte spilled reaches the file (a full disk is found) before
     // the target is opened.

@@ -40,6 +40,10 @@ pub struct Enqueued {
     pub duplicate: bool,
 }
 
+/// A lock of a file beside the queue's own, held until the queue is
+/// closed or its holder lets go (see `Queue::release_with_directory`).
+pub(crate) type SideLock = Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>;
+
 struct Inner {
     dir: PathBuf,
     opts: Options,
@@ -65,6 +69,9 @@ struct Inner {
     stop: Arc<(Mutex<bool>, Condvar)>,
     /// The directory lock, released by `close` or the last drop.
     lock: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    /// Locks of files beside the queue's own that go with the directory:
+    /// `close` releases them too (a `Scheduler`'s `schedules.lock`).
+    side_locks: Mutex<Vec<std::sync::Weak<SideLock>>>,
     /// When the next checkpoint of the index is written.
     checkpoints: Schedule,
     /// The thread that writes them.
@@ -208,6 +215,7 @@ impl Queue {
             flusher: Mutex::new(None),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
             lock: Mutex::new(Some(lock)),
+            side_locks: Mutex::new(Vec::new()),
             checkpoints,
             checkpointer: Checkpointer::default(),
         });
@@ -318,7 +326,7 @@ impl Queue {
         Ok(guard)
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the queue was closed"));
         }
@@ -995,7 +1003,21 @@ impl Queue {
         }
         drop(st);
         self.inner.lock.lock().take();
+        for side in self.inner.side_locks.lock().drain(..) {
+            if let Some(held) = side.upgrade() {
+                held.lock().take();
+            }
+        }
         result
+    }
+
+    /// Releases `lock` with the directory's when this queue is closed (the
+    /// `Scheduler`'s lock of `schedules.lock`: a closed store hands its
+    /// schedules over with its directory).
+    pub(crate) fn release_with_directory(&self, lock: &Arc<SideLock>) {
+        let mut sides = self.inner.side_locks.lock();
+        sides.retain(|w| w.strong_count() > 0);
+        sides.push(Arc::downgrade(lock));
     }
 
     /// Asserts internal invariants (for tests; O(jobs)).

@@ -703,3 +703,38 @@ fn a_tick_whose_file_write_fails_names_the_unrecorded_jobs_and_a_retry_is_idempo
     let expected: BTreeMap<_, _> = ids.into_iter().map(|(n, id)| ((n, tick), id)).collect();
     assert_eq!(jobs, expected, "one job per tick, the first enqueue's");
 }
+
+/// A closed queue hands its schedules over with its directory: the next
+/// owner (here in the same process, while the old scheduler is still
+/// alive) opens them at once, and the old scheduler writes nothing more.
+/// A review found the new owner refused (`Locked`) until the old
+/// scheduler was dropped, and the old one's `register` and `remove`
+/// returning `Ok` and rewriting `schedules.bin` after the close.
+#[test]
+fn a_closed_queue_hands_its_schedules_over() {
+    let (dir, clock) = setup();
+    let (q, old) = open(dir.path(), &clock);
+    old.register(Schedule::every("m", Duration::from_secs(60)).unwrap())
+        .unwrap();
+    q.close().unwrap();
+    let file = std::fs::read(dir.path().join(SCHEDULE_FILE)).unwrap();
+    let (q2, new) = open(dir.path(), &clock);
+    assert_eq!(new.schedules().len(), 1, "the new owner has the schedule");
+    let every = || Schedule::every("h", Duration::from_secs(3600)).unwrap();
+    for (what, err) in [
+        ("register", old.register(every()).unwrap_err()),
+        ("remove", old.remove("m").unwrap_err()),
+        ("tick", old.tick().unwrap_err()),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Closed, "{what}: {err}");
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join(SCHEDULE_FILE)).unwrap(),
+        file,
+        "the old scheduler wrote nothing"
+    );
+    assert_eq!(new.register(every()).unwrap(), Registered::Added);
+    let err = Scheduler::open(&q).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    drop((q2, new));
+}

@@ -27,7 +27,10 @@ use crate::vfs::{StdFs, Vfs};
 /// and the lock of the schedule file: one scheduler per directory at a
 /// time; processes take turns like they do with the queue. Call
 /// [`Scheduler::tick`] yourself, or let [`Scheduler::spawn`] run a thread
-/// that does. Cheap to clone; clones share one scheduler.
+/// that does. Cheap to clone; clones share one scheduler. Closing its
+/// queue (`Queue::close`) releases the schedules with the directory: the
+/// next owner opens them at once, and this scheduler's `register`,
+/// `remove` and `tick` return [`ErrorKind::Closed`] from then on.
 #[derive(Clone)]
 pub struct Scheduler {
     inner: Arc<Inner>,
@@ -142,7 +145,13 @@ impl Scheduler {
     }
 
     fn open_vfs(vfs: Arc<dyn Vfs>, queue: &Queue, clock: Arc<dyn Clock>) -> Result<Scheduler> {
+        queue.check_open()?;
         let store = Store::open(vfs, queue.path())?;
+        // Released with the directory's lock when the queue is closed, so
+        // that a store handed over takes its schedules along; checked
+        // again in case the close came in between.
+        queue.release_with_directory(store.lock());
+        queue.check_open()?;
         let mut entries = store.load()?;
         entries.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
         Ok(Scheduler {
@@ -170,6 +179,7 @@ impl Scheduler {
     /// how far it has run). Durable when it returns. Registering the same
     /// schedule at every start of a program is cheap and changes nothing.
     pub fn register(&self, schedule: Schedule) -> Result<Registered> {
+        self.inner.queue.check_open()?;
         schedule.validate()?;
         // A payload over the queue's limit would fail at every tick.
         let opts = crate::EnqueueOptions::new();
@@ -240,6 +250,7 @@ impl Scheduler {
     /// Removes the schedule `name`; false if there was none. Jobs it
     /// already enqueued stay in the queue.
     pub fn remove(&self, name: &str) -> Result<bool> {
+        self.inner.queue.check_open()?;
         let mut entries = self.inner.entries.lock();
         let Some(i) = entries.iter().position(|e| e.schedule.name == name) else {
             return Ok(false);
@@ -305,6 +316,7 @@ impl Scheduler {
     /// enqueue. [`Scheduler::schedules`] tells a program which ticks the
     /// file recorded.
     pub fn tick(&self) -> Result<TickReport> {
+        self.inner.queue.check_open()?;
         let now = self.now_s();
         let mut entries = self.inner.entries.lock();
         let plans: Vec<(usize, Action)> = entries

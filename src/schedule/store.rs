@@ -2,13 +2,13 @@
 //! crash-atomically (`schedules.bin.tmp`, fsync, rename, directory fsync),
 //! guarded by `schedules.lock` so that one scheduler at a time owns it.
 
-use std::any::Any;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::codec::{self, Entry};
 use crate::error::{Error, ErrorKind, Result};
+use crate::queue::SideLock;
 use crate::vfs::{write_atomically, Vfs};
 
 /// The schedule file's name in the queue directory.
@@ -22,7 +22,9 @@ const FILE_MODE: u32 = 0o600;
 pub(crate) struct Store {
     vfs: Arc<dyn Vfs>,
     dir: PathBuf,
-    _lock: Box<dyn Any + Send + Sync>,
+    /// The lock of `schedules.lock`; `None` once the queue was closed
+    /// (`Queue::close` releases it with the directory's).
+    lock: Arc<SideLock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -53,8 +55,13 @@ impl Store {
         Ok(Store {
             vfs,
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock: Arc::new(parking_lot::Mutex::new(Some(lock))),
         })
+    }
+
+    /// The lock, for the queue to release with its directory's.
+    pub fn lock(&self) -> &Arc<SideLock> {
+        &self.lock
     }
 
     /// The path of the schedule file.
@@ -89,6 +96,16 @@ impl Store {
     /// Replaces the file with `entries`, crash-atomically: after a crash
     /// the file holds either the old or the new list.
     pub fn save(&self, entries: &[Entry]) -> Result<()> {
+        // Held through the write: a close releases the lock only after it,
+        // and no write follows the release (another scheduler may own the
+        // file from then on).
+        let held = self.lock.lock();
+        if held.is_none() {
+            return Err(Error::new(
+                ErrorKind::Closed,
+                "the queue was closed: this Scheduler no longer owns its schedules",
+            ));
+        }
         let bytes = codec::encode(entries);
         write_atomically(&*self.vfs, &self.dir, SCHEDULE_FILE, &[&bytes], FILE_MODE).map(drop)
     }

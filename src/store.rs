@@ -76,7 +76,11 @@ impl Store {
     /// The queue named `name` (1 to 64 bytes of `A-Z a-z 0-9 _ . -`;
     /// `"default"` is the default queue). A new name gets the next queue
     /// id; its definition is written to the log with its first job. At
-    /// most [`crate::MAX_QUEUES`] named queues per store.
+    /// most [`crate::MAX_QUEUES`] named queues per store. A name only
+    /// looked up (no job ever enqueued to it) counts towards that limit,
+    /// and is listed by [`Store::stats`], until the store is opened again:
+    /// do not look up names you do not mean to use (names typed by users,
+    /// say) with this call.
     pub fn queue(&self, name: &str) -> Result<Queue> {
         let q = self.default.lock_for_write()?.queue_id(name)?;
         Ok(Queue {

@@ -403,14 +403,7 @@ impl Upkeep {
             for want in [Some(id), id.checked_add(1).filter(|_| !draining)] {
                 let Some(want) = want else { continue };
                 if !sp.ready.iter().any(|s| s.id == want) {
-                    let s = match self.prepare(want) {
-                        Ok(s) => s,
-                        Err(_) => {
-                            self.free_retired(commit)?;
-                            self.prepare(want)?
-                        }
-                    };
-                    Self::insert(&mut sp, s);
+                    Self::insert(&mut sp, self.prepare_now(want, commit)?);
                 }
             }
         }
@@ -440,16 +433,19 @@ impl Upkeep {
         let _preparing = self.preparing.lock();
         let mut sp = self.spares.lock();
         if !sp.ready.iter().any(|s| s.id == id) {
-            let s = match self.prepare(id) {
-                Ok(s) => s,
-                Err(_) => {
-                    self.free_retired(commit)?;
-                    self.prepare(id)?
-                }
-            };
-            Self::insert(&mut sp, s);
+            Self::insert(&mut sp, self.prepare_now(id, commit)?);
         }
         Ok(())
+    }
+
+    /// The spare for segment `id`, prepared now by the caller: should it
+    /// not fit, the retired segments not deleted yet are deleted first
+    /// (see [`Upkeep::free_retired`]) and it is tried once more.
+    fn prepare_now(&self, id: u32, commit: &Committer) -> Result<Spare> {
+        self.prepare(id).or_else(|_| {
+            self.free_retired(commit)?;
+            self.prepare(id)
+        })
     }
 
     /// Deletes the retired segments now, for a rotation whose spare did

@@ -217,7 +217,6 @@ fn enqueue_takes_stdin_lines_as_they_arrive() {
 #[test]
 fn a_failed_import_says_what_it_added_before_the_failure() {
     use std::io::Write;
-    use std::os::unix::process::CommandExt;
     const DEAD: u64 = 40;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
@@ -246,23 +245,7 @@ fn a_failed_import_says_what_it_added_before_the_failure() {
         "-i",
         export.to_str().unwrap(),
     ]);
-    // SAFETY: between fork and exec, only async-signal-safe calls
-    // (setrlimit, signal) are made.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            // Ignored, SIGXFSZ leaves the write failing with EFBIG.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            match libc::setrlimit(libc::RLIMIT_FSIZE, &lim) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    let run = cmd.output().unwrap();
+    let run = with_file_size_limit(&mut cmd, limit).output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(6), "{stderr}");
     let said = stderr
@@ -1181,7 +1164,6 @@ fn enqueue_onto_a_file_or_a_dangling_link_says_not_a_directory() {
 /// review). A device given as `-o` is named too.
 #[test]
 fn a_failed_export_names_its_file_and_leaves_no_cut_export() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     large(dir.path(), 4096, 10, &[2000; 64]);
     let out = tempfile::tempdir().unwrap();
@@ -1189,23 +1171,7 @@ fn a_failed_export_names_its_file_and_leaves_no_cut_export() {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_walq"));
     cmd.args(["export", dir.path().to_str().unwrap(), "-o"])
         .arg(&file);
-    // SAFETY: between fork and exec, only async-signal-safe calls
-    // (setrlimit, signal) are made.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: 16 << 10,
-                rlim_max: 16 << 10,
-            };
-            // Ignored, SIGXFSZ leaves the write failing with EFBIG.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            match libc::setrlimit(libc::RLIMIT_FSIZE, &lim) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    let run = cmd.output().unwrap();
+    let run = with_file_size_limit(&mut cmd, 16 << 10).output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(6), "{stderr}");
     assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
@@ -1242,4 +1208,25 @@ fn an_export_cut_short_is_not_imported() {
     assert_eq!(filtered.code, 0, "{}", filtered.stderr);
     let whole = walq_stdin(&["import", t.to_str().unwrap()], Some(&out.stdout));
     assert_eq!(whole.code, 0, "{}", whole.stderr);
+}
+
+/// `cmd` with its files limited to `limit` bytes (`RLIMIT_FSIZE`), and
+/// `SIGXFSZ` ignored so that a write past it fails with EFBIG.
+fn with_file_size_limit(cmd: &mut std::process::Command, limit: u64) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, only async-signal-safe calls
+    // (setrlimit, signal) are made.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        })
+    }
 }

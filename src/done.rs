@@ -12,14 +12,22 @@
 //!   ack writes nothing here);
 //! - `Purged`: dead letter `id` was purged, so the job did not complete;
 //! - `Cleared`: forget the earlier records of `id` (a purge marker whose
-//!   purge did not happen before a crash).
+//!   purge did not happen before a crash);
+//! - `Horizon`: purge markers of ids up to `id` were dropped (below).
 //!
 //! Memory holds only what is still needed: results inside the window (the
 //! queue's dedup window) as `id → (offset, length, finish time)`, and the
 //! purge markers. Results are read back from disk on demand. A result
 //! leaves memory when its window ends, or earlier when more than
 //! [`MAX_DONE_RESULTS`] results or [`MAX_DONE_RESULT_BYTES`] bytes of them
-//! are held (oldest first). The file is rewritten with only the records
+//! are held (oldest first). Purge markers are kept until more than
+//! [`MAX_PURGE_MARKERS`] are held; then the oldest are dropped and the
+//! *horizon* rises to the highest id dropped: a finished job at or below
+//! it without a record may have been cancelled or purged, so it reads
+//! [`crate::JobStatus::Expired`], never `Done`. The horizon is written
+//! (a Horizon record) at the head of every rewrite, which is the only
+//! moment dropped markers leave the file; until then the next open drops
+//! them again. The file is rewritten with only the records
 //! still needed (`done.rec.tmp`, fsync, rename, fsync of the directory)
 //! once the rest is more than 1 MiB and more than half of it.
 //!
@@ -52,6 +60,10 @@ pub const MAX_DONE_RESULTS: usize = 100_000;
 /// Most bytes of result records held at once (same rule as
 /// [`MAX_DONE_RESULTS`]).
 pub const MAX_DONE_RESULT_BYTES: u64 = 64 << 20;
+/// Most purge markers (cancelled or purged jobs) held at once; beyond it
+/// the oldest are dropped and their jobs read
+/// [`crate::JobStatus::Expired`] (see the module docs).
+pub const MAX_PURGE_MARKERS: usize = 100_000;
 /// The bytes of one Purged marker in the file (a frame without a result).
 const PURGED_FRAME_LEN: u64 = (FRAME_HEADER_LEN + DONE_FIXED_LEN) as u64;
 /// Largest record accepted when reading.
@@ -76,6 +88,9 @@ pub enum Completion {
         /// When it was purged.
         purged_ms: u64,
     },
+    /// No record, and at or below the horizon: finished, but whether it
+    /// completed or was cancelled or purged is no longer known.
+    Expired,
 }
 
 /// What opening the completion file found.
@@ -144,6 +159,14 @@ pub struct DoneFile {
     order: VecDeque<(u64, u64, u64)>,
     results: usize,
     result_bytes: u64,
+    /// `(seq, id)` of purge markers, oldest first; entries superseded
+    /// since are skipped when popped.
+    markers: VecDeque<(u64, u64)>,
+    /// Purge markers in `entries`.
+    purged: usize,
+    max_markers: usize,
+    /// The highest id whose purge marker was dropped (0: none).
+    horizon: u64,
     /// Bytes of the records in `entries`; the rest of the file is garbage.
     kept_bytes: u64,
     window_ms: u64,
@@ -211,6 +234,10 @@ impl DoneFile {
             order: VecDeque::new(),
             results: 0,
             result_bytes: 0,
+            markers: VecDeque::new(),
+            purged: 0,
+            max_markers: MAX_PURGE_MARKERS,
+            horizon: 0,
             kept_bytes: 0,
             window_ms,
             max_results: MAX_DONE_RESULTS,
@@ -331,7 +358,9 @@ impl DoneFile {
     /// the earlier ones.
     fn apply(&mut self, rec: DoneRecord<'_>, off: u64, len: u32, seq: u64, now: u64) {
         let id = rec.id();
-        self.forget(id);
+        if !matches!(rec, DoneRecord::Horizon { .. }) {
+            self.forget(id);
+        }
         match rec {
             DoneRecord::Done { finished_ms, .. } => {
                 // A time past the open's (written while the wall clock
@@ -367,12 +396,16 @@ impl DoneFile {
                 );
             }
             DoneRecord::Cleared { .. } => {}
+            DoneRecord::Horizon { .. } => self.horizon = id,
         }
     }
 
     fn insert(&mut self, id: u64, e: Entry) {
         self.kept_bytes += u64::from(e.len);
-        if !e.purged {
+        if e.purged {
+            self.purged += 1;
+            self.markers.push_back((e.seq, id));
+        } else {
             self.results += 1;
             self.result_bytes += u64::from(e.len);
             self.order.push_back((e.at_ms, id, e.off));
@@ -383,10 +416,31 @@ impl DoneFile {
     fn forget(&mut self, id: u64) {
         if let Some(old) = self.entries.remove(&id) {
             self.kept_bytes -= u64::from(old.len);
-            if !old.purged {
+            if old.purged {
+                self.purged -= 1;
+            } else {
                 self.results -= 1;
                 self.result_bytes -= u64::from(old.len);
             }
+        }
+    }
+
+    /// Drops the oldest purge markers while more than the cap are held,
+    /// raising the horizon over their ids.
+    fn sweep_markers(&mut self) {
+        while self.purged > self.max_markers {
+            let Some((seq, id)) = self.markers.pop_front() else {
+                break;
+            };
+            if matches!(self.entries.get(&id), Some(e) if e.purged && e.seq == seq) {
+                self.forget(id);
+                self.horizon = self.horizon.max(id);
+            }
+        }
+        if self.markers.len() > 2 * self.purged + 1024 {
+            let entries = &self.entries;
+            self.markers
+                .retain(|&(seq, id)| entries.get(&id).is_some_and(|e| e.purged && e.seq == seq));
         }
     }
 
@@ -405,6 +459,7 @@ impl DoneFile {
                 self.forget(id);
             }
         }
+        self.sweep_markers();
         if self.order.capacity() > 4 * self.order.len() + 1024 {
             self.order.shrink_to_fit();
         }
@@ -620,19 +675,20 @@ impl DoneFile {
         Ok(())
     }
 
-    /// What the file knows about job `id` at `now`: a result still inside
-    /// its window (read and verified from disk), or a purge marker.
-    /// Expired results are dropped from memory first.
+    /// What the file knows about finished job `id` at `now`: a result
+    /// still inside its window (read and verified from disk), a purge
+    /// marker, or, without either, [`Completion::Expired`] at or below the
+    /// horizon. Expired results are dropped from memory first.
     pub fn get(&mut self, id: u64, now: u64) -> Result<Option<Completion>> {
         self.sweep(now);
         let Some(e) = self.entries.get(&id).copied() else {
-            return Ok(None);
+            return Ok(self.without_record(id));
         };
         if e.purged {
             return Ok(Some(Completion::Purged { purged_ms: e.at_ms }));
         }
         if e.at_ms.saturating_add(self.window_ms) <= now {
-            return Ok(None);
+            return Ok(self.without_record(id));
         }
         let mut bytes = vec![0u8; e.len as usize];
         self.file
@@ -656,6 +712,26 @@ impl DoneFile {
             finished_ms,
             result: result.to_vec(),
         }))
+    }
+
+    /// What a finished job without a record of its own reads as.
+    fn without_record(&self, id: u64) -> Option<Completion> {
+        (id != 0 && id <= self.horizon).then_some(Completion::Expired)
+    }
+
+    /// Lowers the horizon below `next_id` (the log's next job id), writing
+    /// the lowered one: a power cut under `Os` or `Periodic` can lose log
+    /// records whose markers `done.rec` kept and dropped, and the ids from
+    /// `next_id` on are issued again. Says whether it wrote. Not durable
+    /// until [`DoneFile::sync`].
+    pub fn lower_horizon_below(&mut self, next_id: u64) -> Result<bool> {
+        if self.horizon < next_id {
+            return Ok(false);
+        }
+        let id = next_id.saturating_sub(1);
+        self.append(&DoneRecord::Horizon { id })?;
+        self.horizon = id;
+        Ok(true)
     }
 
     /// The point to make durable for everything appended so far.
@@ -730,7 +806,25 @@ impl DoneFile {
     fn try_compact(&mut self) -> std::result::Result<(), AtomicWriteError> {
         let mut live: Vec<(u64, Entry)> = self.entries.iter().map(|(&id, &e)| (id, e)).collect();
         live.sort_unstable_by_key(|(_, e)| e.off);
-        let mut body = Vec::with_capacity(self.kept_bytes as usize);
+        let mut body = Vec::with_capacity(self.kept_bytes as usize + FRAME_HEADER_LEN + 8);
+        // The markers dropped leave the file here: the horizon over them
+        // goes first (a later Horizon record, appended after, supersedes).
+        let horizon_seq = self.next_seq;
+        if self.horizon != 0 {
+            let rec = DoneRecord::Horizon { id: self.horizon };
+            let mut head = vec![0u8; FRAME_HEADER_LEN];
+            let tail = rec.encode_into(&mut head);
+            frame::seal(
+                &mut head,
+                DONE_SEGMENT_ID,
+                horizon_seq,
+                rec.kind(),
+                0,
+                0,
+                tail,
+            );
+            body.extend_from_slice(&head);
+        }
         let mut moved = HashMap::with_capacity(live.len());
         for (_, e) in &mut live {
             let mut bytes = vec![0u8; e.len as usize];
@@ -754,6 +848,9 @@ impl DoneFile {
             &body,
         )?;
         self.entries.extend(live);
+        if self.horizon != 0 {
+            self.next_seq = horizon_seq + 1;
+        }
         self.file = Arc::from(file);
         self.len = (SEGMENT_HEADER_LEN + body.len()) as u64;
         self.alloc = self.len;
@@ -960,6 +1057,116 @@ mod tests {
         assert_eq!(d.get(90, 100).unwrap(), None);
         assert!(d.get(91, 100).unwrap().is_some());
         assert!(d.order.len() <= 10);
+    }
+
+    /// Purge markers were kept for good: an application that cancels
+    /// most of its jobs grew `done.rec` and its index without bound. Past
+    /// the cap the oldest are dropped, and their jobs read `Expired`,
+    /// never `Done`; the horizon survives a rewrite and a reopen.
+    #[test]
+    fn markers_over_the_cap_are_dropped_oldest_first_and_read_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), u64::MAX / 4, 1, RecoveryMode::Strict).unwrap();
+        d.max_markers = 3;
+        d.record_result(2, b"kept", 1).unwrap();
+        d.record_purged(&[1, 3, 4], 1).unwrap();
+        d.record_purged(&[5, 6], 2).unwrap();
+        assert_eq!(d.index_len(), 4, "the result and three markers");
+        assert_eq!(d.get(1, 2).unwrap(), Some(Completion::Expired));
+        assert_eq!(d.get(3, 2).unwrap(), Some(Completion::Expired));
+        assert_eq!(
+            d.get(4, 2).unwrap(),
+            Some(Completion::Purged { purged_ms: 1 })
+        );
+        assert_eq!(
+            d.get(6, 2).unwrap(),
+            Some(Completion::Purged { purged_ms: 2 })
+        );
+        assert!(matches!(
+            d.get(2, 2).unwrap(),
+            Some(Completion::Result { .. })
+        ));
+        assert_eq!(d.get(7, 2).unwrap(), None, "above the horizon: plain done");
+        // The rewrite drops the markers' records and writes the horizon.
+        d.try_compact()
+            .map_err(AtomicWriteError::into_error)
+            .unwrap();
+        d.sync().unwrap();
+        drop(d);
+        let mut d = open(dir.path(), u64::MAX / 4, 3, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.index_len(), 4);
+        assert_eq!(d.get(1, 3).unwrap(), Some(Completion::Expired));
+        assert_eq!(d.get(3, 3).unwrap(), Some(Completion::Expired));
+        assert_eq!(
+            d.get(5, 3).unwrap(),
+            Some(Completion::Purged { purged_ms: 2 })
+        );
+        assert_eq!(d.get(7, 3).unwrap(), None);
+        // Later records after the rewrite: the sequence goes on.
+        d.record_purged(&[7], 3).unwrap();
+        d.sync().unwrap();
+        drop(d);
+        let mut d = open(dir.path(), u64::MAX / 4, 4, RecoveryMode::Strict).unwrap();
+        assert_eq!(
+            d.get(7, 4).unwrap(),
+            Some(Completion::Purged { purged_ms: 3 })
+        );
+        assert_eq!(d.get(3, 4).unwrap(), Some(Completion::Expired));
+    }
+
+    /// Without a rewrite the dropped markers are still in the file: the
+    /// next open, under the same cap, drops them again.
+    #[test]
+    fn dropped_markers_not_yet_rewritten_are_dropped_again_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), u64::MAX / 4, 1, RecoveryMode::Strict).unwrap();
+        d.max_markers = 2;
+        d.record_purged(&[1, 2, 3, 4], 1).unwrap();
+        d.sync().unwrap();
+        drop(d);
+        let path = dir.path();
+        let (mut d, _) = DoneFile::open(
+            Arc::new(StdFs),
+            path,
+            0o600,
+            RecoveryMode::Strict,
+            u64::MAX / 4,
+            2,
+        )
+        .map(|(mut d, r)| {
+            d.max_markers = 2;
+            d.sweep(2);
+            (d, r)
+        })
+        .unwrap();
+        // The default cap kept all four at open; the test's cap drops two.
+        assert_eq!(d.index_len(), 2);
+        assert_eq!(d.get(2, 2).unwrap(), Some(Completion::Expired));
+        assert_eq!(
+            d.get(3, 2).unwrap(),
+            Some(Completion::Purged { purged_ms: 1 })
+        );
+    }
+
+    /// A power cut under `Os` can lose log records of jobs whose markers
+    /// were dropped; their ids are issued again, and must not read
+    /// `Expired` once finished.
+    #[test]
+    fn the_horizon_is_lowered_below_the_next_id_and_stays_lowered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = open(dir.path(), u64::MAX / 4, 1, RecoveryMode::Strict).unwrap();
+        d.max_markers = 1;
+        d.record_purged(&[10, 20], 1).unwrap();
+        assert_eq!(d.get(10, 1).unwrap(), Some(Completion::Expired));
+        assert!(!d.lower_horizon_below(11).unwrap(), "10 is below 11");
+        assert!(d.lower_horizon_below(8).unwrap());
+        assert_eq!(d.get(8, 1).unwrap(), None);
+        assert_eq!(d.get(7, 1).unwrap(), Some(Completion::Expired));
+        d.sync().unwrap();
+        drop(d);
+        let mut d = open(dir.path(), u64::MAX / 4, 2, RecoveryMode::Strict).unwrap();
+        assert_eq!(d.get(8, 2).unwrap(), None, "the lowered horizon holds");
+        assert_eq!(d.get(7, 2).unwrap(), Some(Completion::Expired));
     }
 
     #[test]

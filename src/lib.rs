@@ -132,7 +132,7 @@ pub mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dead::DeadLetter;
-pub use done::MAX_RESULT_LEN;
+pub use done::{MAX_PURGE_MARKERS, MAX_RESULT_LEN};
 pub use error::{Error, ErrorKind, Result};
 /// Longest message group key, in bytes (`EnqueueOptions::group`).
 pub use format::record::MAX_GROUP_LEN;

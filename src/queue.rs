@@ -1275,6 +1275,7 @@ impl Queue {
                         result: Some(result),
                     },
                     Some(Completion::Purged { purged_ms }) => JobStatus::Purged { purged_ms },
+                    Some(Completion::Expired) => JobStatus::Expired,
                     None => JobStatus::Done {
                         finished_ms: None,
                         result: None,
@@ -1507,6 +1508,7 @@ impl Queue {
             done.clear(id)?;
             stale = true;
         }
+        stale |= done.lower_horizon_below(state.next_job_id())?;
         if stale {
             done.sync()?;
         }

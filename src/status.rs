@@ -4,8 +4,9 @@
 //! delayed, blocked behind its group, in flight), the dead letters, and then, for an id below the
 //! next id that is neither live nor dead, the completion file
 //! (`done.rec`, see `done`): a result recorded inside the window, a purge
-//! marker, or else plain "done" (ids are never reused, so a finished job
-//! needs no record of its own).
+//! marker, "expired" at or below the horizon of dropped markers, or else
+//! plain "done" (ids are never reused, so a finished job needs no record
+//! of its own).
 
 /// What became of a job, as told by [`crate::Queue::status`].
 ///
@@ -66,6 +67,14 @@ pub enum JobStatus {
         /// When it was purged or cancelled (ms since the epoch).
         purged_ms: u64,
     },
+    /// Finished long ago, and whether it completed or was removed is no
+    /// longer known: more than [`crate::MAX_PURGE_MARKERS`] jobs were
+    /// cancelled or purged since, and the oldest of their markers were
+    /// dropped to keep the completion file bounded. Only a job at or below
+    /// the highest id whose marker was dropped, and without a result still
+    /// kept, reads this way; a queue that never cancels or purges that
+    /// many jobs never reports it.
+    Expired,
     /// No job with this id was ever enqueued here.
     Unknown,
 }

@@ -312,6 +312,55 @@ fn gen_completions() {
     finish(&dir);
 }
 
+/// A `done.rec` as a rewrite leaves it after purge markers were dropped
+/// past the cap: a Horizon record (kind 17) naming job 2, then the marker
+/// kept (job 3). Jobs 1 and 3 were cancelled, 2 acked, 4 is queued. The
+/// cap is 100,000 markers, so the file is made by hand from the one the
+/// queue wrote: its header, the Horizon record, job 3's marker.
+fn gen_horizon() {
+    use walq::format::done::DoneRecord;
+    let dir = fresh_dir("horizon");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    let ids = q.enqueue_batch(["one", "two", "three", "four"]).unwrap();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+    q.cancel(1).unwrap();
+    q.cancel(3).unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.id(), 2);
+    q.ack(job.receipt()).unwrap();
+    q.close().unwrap();
+    drop(q);
+    let old = std::fs::read(dir.join(DONE_FILE)).unwrap();
+    let seed = u32::from_le_bytes(*b"DONE");
+    let mut out = old[..SEGMENT_HEADER_LEN].to_vec();
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut kept = Vec::new();
+    while let Ok(f) = frame::decode(&old[off..], seed, 1 << 16) {
+        let rec = DoneRecord::decode(f.kind, f.body).expect("a completion record");
+        if rec.id() == 3 {
+            kept = old[off..off + f.len as usize].to_vec();
+        }
+        off += f.len as usize;
+    }
+    assert!(!kept.is_empty(), "job 3's marker");
+    let rec = DoneRecord::Horizon { id: 2 };
+    let mut head = vec![0u8; frame::FRAME_HEADER_LEN];
+    let tail = rec.encode_into(&mut head);
+    frame::seal(&mut head, seed, 3, rec.kind(), 0, 0, tail);
+    out.extend_from_slice(&head);
+    frame::clear_sync_lag(&mut kept, seed);
+    out.extend_from_slice(&kept);
+    std::fs::write(dir.join(DONE_FILE), out).unwrap();
+    finish(&dir);
+    for name in file_names(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".spare"))
+    {
+        std::fs::remove_file(dir.join(name)).expect("remove a spare the open recreates");
+    }
+}
+
 /// Jobs leased with `dequeue_batch` and settled with `ack_batch` (record
 /// kinds 15 LeaseMany and 14 AckMany), without a checkpoint, so opening it
 /// replays them.
@@ -417,6 +466,10 @@ fn regenerate_fixtures() {
         gen_priorities();
         return;
     }
+    if which.as_deref() == Ok("horizon") {
+        gen_horizon();
+        return;
+    }
     if which.as_deref() == Ok("checkpoint_runs") {
         gen_runs();
         return;
@@ -435,6 +488,7 @@ fn regenerate_fixtures() {
     gen_batches();
     gen_priorities();
     gen_runs();
+    gen_horizon();
     eprintln!("fixtures written to {}", fixtures_root().display());
 }
 
@@ -697,6 +751,7 @@ fn fixtures_hold_no_lock_file() {
         "completions",
         "batches",
         "priorities",
+        "horizon",
     ] {
         let names = file_names(&fixtures_root().join(name));
         assert!(!names.iter().any(|n| n == LOCK_FILE), "{name}: {names:?}");
@@ -865,6 +920,40 @@ fn a_directory_without_done_rec_gains_one() {
     assert!(matches!(q.status(2).unwrap(), JobStatus::Dead { .. }));
     assert_eq!(q.status(4).unwrap(), JobStatus::Queued { attempts: 1 });
     assert_eq!(q.status(9).unwrap(), JobStatus::Unknown);
+}
+
+#[test]
+fn horizon_fixture_reads_dropped_markers_as_expired() {
+    let (_tmp, dir) = copy_fixture("horizon");
+    let before = std::fs::read(dir.join(DONE_FILE)).unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("opens");
+    assert_eq!(
+        q.status(1).unwrap(),
+        JobStatus::Expired,
+        "cancelled, marker dropped"
+    );
+    assert_eq!(
+        q.status(2).unwrap(),
+        JobStatus::Expired,
+        "acked, below the horizon"
+    );
+    assert_eq!(q.status(3).unwrap(), JobStatus::Purged { purged_ms: T0 });
+    assert_eq!(q.status(4).unwrap(), JobStatus::Queued { attempts: 0 });
+    assert_eq!(q.status(5).unwrap(), JobStatus::Unknown);
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!((job.id(), job.payload()), (4, &b"four"[..]));
+    q.ack(job.receipt()).unwrap();
+    assert_eq!(
+        q.status(4).unwrap(),
+        JobStatus::Done {
+            finished_ms: None,
+            result: None
+        },
+        "above the horizon"
+    );
+    drop(q);
+    assert_eq!(std::fs::read(dir.join(DONE_FILE)).unwrap(), before);
 }
 
 #[test]

@@ -732,3 +732,48 @@ fn a_clock_that_was_ahead_does_not_pin_later_results() {
         "the result left its 60 s window"
     );
 }
+
+/// Purge markers were kept for good: a queue that purged or cancelled
+/// many jobs grew `done.rec` and its in-memory index by one entry each,
+/// without bound. Past `MAX_PURGE_MARKERS` the oldest are dropped; their
+/// jobs read `Expired` (never `Done`: they did not complete), before and
+/// after a reopen, and a job acked since still reads done.
+#[test]
+fn purge_markers_past_the_cap_are_dropped_and_their_jobs_read_expired() {
+    // On a tmpfs where there is one: each dead letter is synced.
+    let dir = tempfile::Builder::new()
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap();
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock).max_attempts(1).durability(Durability::Os);
+    let q = Queue::open_with(dir.path(), o()).unwrap();
+    let n = walq::MAX_PURGE_MARKERS + 2;
+    let mut left = n;
+    while left > 0 {
+        q.enqueue_batch((0..left.min(500)).map(|_| b"x")).unwrap();
+        for job in q.dequeue_batch(left.min(500)).unwrap() {
+            q.fail(job.receipt(), "bad").unwrap();
+            left -= 1;
+        }
+    }
+    assert_eq!(q.purge_all().unwrap(), n);
+    let acked = q.enqueue(b"acked later").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    q.ack(job.receipt()).unwrap();
+    let check = |q: &Queue| {
+        assert_eq!(q.status(1).unwrap(), JobStatus::Expired);
+        assert_eq!(q.status(2).unwrap(), JobStatus::Expired);
+        assert_eq!(q.status(3).unwrap(), JobStatus::Purged { purged_ms: T0 });
+        assert_eq!(
+            q.status(n as u64).unwrap(),
+            JobStatus::Purged { purged_ms: T0 }
+        );
+        assert_eq!(q.status(acked).unwrap(), PLAIN_DONE);
+        assert!(q.completion_footprint().0 <= walq::MAX_PURGE_MARKERS);
+    };
+    check(&q);
+    q.close().unwrap();
+    drop(q);
+    check(&Queue::open_with(dir.path(), o()).unwrap());
+}

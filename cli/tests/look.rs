@@ -215,6 +215,34 @@ fn show_gives_the_result_kept_in_done_rec() {
     assert!(dump.stdout.contains("done.rec @64"), "{}", dump.stdout);
 }
 
+/// A finished job at or below the horizon of dropped purge markers (the
+/// library's `horizon` fixture) shows as expired, not as acked, in text
+/// and JSON; `dump` names the Horizon record.
+#[test]
+fn show_tells_an_expired_job_from_an_acked_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/horizon");
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let text = walq(&["show", d, "2"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout.contains("status     expired"),
+        "{}",
+        text.stdout
+    );
+    let v = json(walq(&["show", d, "1", "--json"]).stdout.trim());
+    assert_eq!(v["status"].as_str(), Some("expired"));
+    let v = json(walq(&["show", d, "3", "--json"]).stdout.trim());
+    assert_eq!(v["status"].as_str(), Some("purged"));
+    let dump = walq(&["dump", d]);
+    assert!(dump.stdout.contains("horizon"), "{}", dump.stdout);
+}
+
 /// `export -o` (found by review): a symbolic link to a file not yet in
 /// the queue directory is refused before anything is created there
 /// (before: the open created an empty `0000000002.wal`, and the queue no

@@ -1,7 +1,7 @@
 //! Record bodies of the completion file (`done.rec`).
 //!
-//! Kinds 8–10 belong to this file only (log segments hold 1–5, 11, 12
-//! and 14–16, the dead-letter file 6, 7 and 13). All integers are
+//! Kinds 8–10 and 17 belong to this file only (log segments hold 1–5,
+//! 11, 12 and 14–16, the dead-letter file 6, 7 and 13). All integers are
 //! little-endian. Decoding is total: any byte string gives a record or a
 //! `None`.
 //!
@@ -9,6 +9,7 @@
 //! kind 8  Done     id u64 ‖ finished_ms u64 ‖ result (the rest, ≤ 4096 bytes)
 //! kind 9  Purged   id u64 ‖ purged_ms u64
 //! kind 10 Cleared  id u64
+//! kind 17 Horizon  id u64
 //! ```
 
 use super::u64_at;
@@ -19,6 +20,8 @@ pub const KIND_DONE: u8 = 8;
 pub const KIND_PURGED: u8 = 9;
 /// Kind byte of a [`DoneRecord::Cleared`].
 pub const KIND_CLEARED: u8 = 10;
+/// Kind byte of a [`DoneRecord::Horizon`].
+pub const KIND_HORIZON: u8 = 17;
 /// Fixed part of a completion body: id, finish time.
 pub const DONE_FIXED_LEN: usize = 8 + 8;
 
@@ -47,6 +50,14 @@ pub enum DoneRecord<'a> {
         /// Job id.
         id: u64,
     },
+    /// Purge markers of jobs up to `id` were dropped (over the cap on
+    /// markers kept): a finished job at or below `id` without a record
+    /// of its own may have been cancelled or purged. The last one in the
+    /// file holds.
+    Horizon {
+        /// The highest job id whose marker was dropped.
+        id: u64,
+    },
 }
 
 impl<'a> DoneRecord<'a> {
@@ -56,6 +67,7 @@ impl<'a> DoneRecord<'a> {
             DoneRecord::Done { .. } => KIND_DONE,
             DoneRecord::Purged { .. } => KIND_PURGED,
             DoneRecord::Cleared { .. } => KIND_CLEARED,
+            DoneRecord::Horizon { .. } => KIND_HORIZON,
         }
     }
 
@@ -64,7 +76,8 @@ impl<'a> DoneRecord<'a> {
         match *self {
             DoneRecord::Done { id, .. }
             | DoneRecord::Purged { id, .. }
-            | DoneRecord::Cleared { id } => id,
+            | DoneRecord::Cleared { id }
+            | DoneRecord::Horizon { id } => id,
         }
     }
 
@@ -85,7 +98,7 @@ impl<'a> DoneRecord<'a> {
                 head.extend_from_slice(&purged_ms.to_le_bytes());
                 &[]
             }
-            DoneRecord::Cleared { id } => {
+            DoneRecord::Cleared { id } | DoneRecord::Horizon { id } => {
                 head.extend_from_slice(&id.to_le_bytes());
                 &[]
             }
@@ -105,6 +118,9 @@ impl<'a> DoneRecord<'a> {
                 purged_ms: u64_at(body, 8)?,
             }),
             KIND_CLEARED if body.len() == 8 => Some(DoneRecord::Cleared {
+                id: u64_at(body, 0)?,
+            }),
+            KIND_HORIZON if body.len() == 8 => Some(DoneRecord::Horizon {
                 id: u64_at(body, 0)?,
             }),
             _ => None,
@@ -134,6 +150,7 @@ mod tests {
                 purged_ms: 4,
             },
             DoneRecord::Cleared { id: 5 },
+            DoneRecord::Horizon { id: 6 },
         ] {
             let mut body = Vec::new();
             let tail = rec.encode_into(&mut body);
@@ -149,5 +166,6 @@ mod tests {
         }
         assert_eq!(DoneRecord::decode(6, &[0; 32]), None);
         assert_eq!(DoneRecord::decode(KIND_PURGED, &[0; 17]), None);
+        assert_eq!(DoneRecord::decode(KIND_HORIZON, &[0; 9]), None);
     }
 }

@@ -36,6 +36,7 @@ impl<'a> Entry<'a> {
                 DoneRecord::Done { .. } => "done",
                 DoneRecord::Purged { .. } => "purged",
                 DoneRecord::Cleared { .. } => "cleared",
+                DoneRecord::Horizon { .. } => "horizon",
             },
         }
     }

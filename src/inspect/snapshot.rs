@@ -81,6 +81,9 @@ pub enum JobState<'a> {
     /// Finished, with what `done.rec` keeps about it, if anything (a
     /// plain ack keeps nothing).
     Finished(Option<&'a Completion>),
+    /// Finished, without a record, at or below [`Snapshot::horizon`]:
+    /// completed, cancelled or purged, no longer known which.
+    Expired,
     /// No job with this id was ever enqueued.
     Unknown,
 }
@@ -103,6 +106,11 @@ pub struct Snapshot {
     pub dead_places: BTreeMap<u64, DeadPlace>,
     /// Results and purge markers of finished jobs, by id.
     pub completions: BTreeMap<u64, Completion>,
+    /// The highest job id whose purge marker was dropped (the last
+    /// Horizon record of `done.rec`; 0: none). The queue itself also
+    /// drops markers past [`crate::MAX_PURGE_MARKERS`] on open, which a
+    /// read-only snapshot does not: it shows every marker the file holds.
+    pub horizon: u64,
     /// The id the next enqueued job would get (at least).
     pub next_job_id: u64,
     /// Every file's name and length as read.
@@ -127,7 +135,10 @@ impl Snapshot {
         } else if let Some(letter) = self.dead.get(&id) {
             JobState::Dead(letter)
         } else if id != 0 && id < self.next_job_id {
-            JobState::Finished(self.completions.get(&id))
+            match self.completions.get(&id) {
+                None if id <= self.horizon => JobState::Expired,
+                c => JobState::Finished(c),
+            }
         } else {
             JobState::Unknown
         }
@@ -408,6 +419,7 @@ impl<'a> Replay<'a> {
             Entry::Done(DoneRecord::Cleared { id }) => {
                 self.snap.completions.remove(&id);
             }
+            Entry::Done(DoneRecord::Horizon { id }) => self.snap.horizon = id,
             _ => {}
         }
     }

@@ -43,7 +43,7 @@ fn fields(e: &Entry<'_>, m: &mut Map<String, Value>) {
         Entry::Done(DoneRecord::Purged { purged_ms, .. }) => {
             m.insert("purged_ms".into(), json!(purged_ms));
         }
-        Entry::Done(DoneRecord::Cleared { .. }) => {}
+        Entry::Done(DoneRecord::Cleared { .. } | DoneRecord::Horizon { .. }) => {}
     }
 }
 

@@ -72,6 +72,7 @@ pub fn status_name(s: &JobState<'_>) -> &'static str {
         JobState::Finished(Some(Completion::Done { .. })) => "done",
         JobState::Finished(Some(Completion::Purged { .. })) => "purged",
         JobState::Finished(None) => "finished",
+        JobState::Expired => "expired",
         JobState::Unknown => "unknown",
     }
 }
@@ -170,6 +171,7 @@ pub fn show(a: &ShowArgs) -> CmdResult {
         }
         JobState::Dead(d) => show_dead(&mut out, d, a.json)?,
         JobState::Finished(c) => show_finished(&mut out, a, status, c)?,
+        JobState::Expired => show_expired(&mut out, a, status)?,
         JobState::Unknown => {
             return Err(Fail::new(
                 NOT_FOUND,
@@ -224,6 +226,19 @@ fn show_finished(
             "status     finished (acked; walq keeps no record of finished jobs without a result)"
         ),
     }
+}
+
+/// Prints a finished job whose purge marker may have been dropped.
+fn show_expired(out: &mut impl Write, a: &ShowArgs, status: &str) -> std::io::Result<()> {
+    if a.json {
+        return writeln!(out, "{}", json!({"id": a.id, "status": status}));
+    }
+    writeln!(out, "job        {}", a.id)?;
+    writeln!(
+        out,
+        "status     expired (finished: acked, cancelled or purged; more than {} jobs were cancelled or purged since, and the oldest of their records were dropped)",
+        walq::MAX_PURGE_MARKERS
+    )
 }
 
 /// The queue line of `show`, for a job of a named queue.

@@ -119,6 +119,7 @@ mod segment;
 mod state;
 mod stats;
 mod status;
+mod store_id;
 mod sync_latch;
 pub mod typed;
 mod upkeep;

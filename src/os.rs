@@ -1,7 +1,8 @@
 //! The only `unsafe` code in walq: memory maps of segment files, the heap
 //! stand-in that test file systems use in their place, `fallocate`,
 //! `fstatfs`, `sync_file_range`, `lseek(SEEK_DATA/SEEK_HOLE)`,
-//! `posix_fadvise`, `madvise` of mapped segments and `clock_gettime`;
+//! `posix_fadvise`, `madvise` of mapped segments, `clock_gettime` and
+//! `getrandom`;
 //! and, in `fault_guard` (Linux; with its own safety argument), the
 //! `SIGBUS` handler that turns a store into a map, or a read of a record in
 //! one, that the kernel cannot serve into an error.
@@ -86,6 +87,27 @@ mod fault_guard;
 /// a `Duration` first).
 pub(crate) fn clock_ms(id: libc::clockid_t) -> Option<u64> {
     clock_ns(id).map(|ns| ns / 1_000_000)
+}
+
+/// Fills `buf` from the kernel's random source (`getrandom(2)`, which
+/// blocks only until the pool is first seeded at boot).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: `rest` is a live, writable buffer of `rest.len()` bytes;
+        // getrandom writes at most that many and keeps no pointer.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        got += n as usize;
+    }
+    Ok(())
 }
 
 /// Nanoseconds on the system clock `id`, as [`clock_ms`] reads it.

@@ -76,6 +76,8 @@ struct Inner {
     checkpoints: Schedule,
     /// The thread that writes them.
     checkpointer: Checkpointer,
+    /// The store id as 32 hex digits (file `STORE_ID`, `store_id`).
+    provider_scope: Arc<str>,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -191,6 +193,12 @@ impl Queue {
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();
         let done = Queue::open_done(vfs.clone(), dir, &opts, &state, now, &mut report)?;
+        let (store_id, replaced) =
+            crate::store_id::load_or_create(&*vfs, dir, opts.file_mode, opts.recovery)?;
+        if replaced {
+            let len = crate::format::store_id::STORE_ID_LEN as u64;
+            report.bytes_skipped = report.bytes_skipped.saturating_add(len);
+        }
         let checkpoints = Schedule::new(opts.checkpoint_every, &state);
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
@@ -218,6 +226,7 @@ impl Queue {
             side_locks: Mutex::new(Vec::new()),
             checkpoints,
             checkpointer: Checkpointer::default(),
+            provider_scope: Arc::from(crate::store_id::hex(&store_id)),
         });
         // Made first: if a thread cannot be started, its drop stops the
         // ones that were, and releases the directory.
@@ -310,6 +319,12 @@ impl Queue {
     /// The queue directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The store id as 32 hex digits: the scope of the keys jobs hand to
+    /// outside services (`JobContext::provider_key`).
+    pub(crate) fn provider_scope(&self) -> &Arc<str> {
+        &self.inner.provider_scope
     }
 
     /// What recovery found when this queue was opened.

@@ -272,8 +272,12 @@ pub struct Segment {
 /// segment being built, or `dead` being rewritten): only those are removed
 /// on open, never a user's `notes.tmp`.
 pub fn is_own_tmp(name: &str, dead_file: &str) -> bool {
-    name.strip_suffix(TMP_SUFFIX)
-        .is_some_and(|base| parse_name(base).is_some() || base == dead_file || base == CLOSE_FILE)
+    name.strip_suffix(TMP_SUFFIX).is_some_and(|base| {
+        parse_name(base).is_some()
+            || base == dead_file
+            || base == CLOSE_FILE
+            || base == crate::store_id::STORE_ID_FILE
+    })
 }
 
 /// Whether `name` is a spare segment walq prepared ([`Spare`]).

@@ -218,7 +218,14 @@ fn disk_bytes_counts_the_spares_and_side_files() {
     let job = q.dequeue().unwrap().expect("a job");
     q.ack_with_result(job.receipt(), b"kept").unwrap();
     q.wait_upkeep();
-    let small = ["CHECKPOINT", "CLOSED", "LOCK", "RESERVE", "schedules.bin"];
+    let small = [
+        "CHECKPOINT",
+        "CLOSED",
+        "LOCK",
+        "RESERVE",
+        "STORE_ID",
+        "schedules.bin",
+    ];
     let mut on_disk = 0;
     let mut spares = 0;
     for entry in std::fs::read_dir(dir.path()).unwrap() {

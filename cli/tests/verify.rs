@@ -40,6 +40,26 @@ fn a_healthy_queue_verifies() {
     assert_eq!(image(dir.path()), before, "verify changed a file");
 }
 
+/// `STORE_ID` is checked as the queue reads it: a damaged one (which the
+/// queue refuses to open with) is damage naming the file.
+#[test]
+fn a_damaged_store_id_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let path = dir.path().join("STORE_ID");
+    let mut bytes = std::fs::read(&path).expect("the queue wrote its store id");
+    bytes[13] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("damage STORE_ID at byte 0: the store id is damaged"),
+        "{}",
+        run.stdout
+    );
+}
+
 /// `schedules.bin` is checked as the scheduler reads it: a flipped byte
 /// there is damage named by file and offset (a review found it reported
 /// healthy, exit 0, while `Scheduler::open` refused the file).

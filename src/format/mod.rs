@@ -12,6 +12,7 @@ pub mod header;
 pub(crate) mod range_crc;
 pub mod record;
 pub(crate) mod resync;
+pub mod store_id;
 
 /// The format version written by this build, and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;

@@ -449,12 +449,28 @@ impl Scan<'_> {
             return Ok(());
         } else if name == SCHEDULE_FILE {
             return self.check_schedules(name);
+        } else if name == crate::store_id::STORE_ID_FILE {
+            return self.check_store_id(name);
         } else if name.ends_with(segment::TMP_SUFFIX) {
             "a leftover temporary file (deleted on the next open)"
         } else {
             "not a walq file (ignored)"
         };
         self.problem(Problem::note(name, 0, what));
+        Ok(())
+    }
+
+    /// The store id: one the queue would refuse is damage (its jobs'
+    /// provider keys derive from it).
+    fn check_store_id(&mut self, name: &str) -> Result<()> {
+        let Some(data) = self.read_small(name)? else {
+            return Ok(());
+        };
+        if crate::format::store_id::decode(&data.bytes).is_none() {
+            let what = "the store id is damaged (the queue refuses to open with it: \
+                        its jobs' provider keys derive from it)";
+            self.problem(Problem::damage(name, 0, what));
+        }
         Ok(())
     }
 

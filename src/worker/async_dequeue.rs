@@ -120,6 +120,6 @@ impl AsyncBackend for Queue {
         wait: Duration,
     ) -> Result<Option<Delivery<Receipt>>> {
         let job = self.dequeue_async(visibility, wait).await?;
-        Ok(job.map(crate::worker::queue_backend::delivery_of))
+        Ok(job.map(|job| crate::worker::queue_backend::delivery_of(self, job)))
     }
 }

@@ -1,5 +1,6 @@
 //! The small trait a worker pool drives a queue through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Result;
@@ -89,6 +90,7 @@ pub struct Delivery<L> {
     attempt: u32,
     max_attempts: u32,
     idempotency_key: Option<Vec<u8>>,
+    scope: Option<Arc<str>>,
     payload: Vec<u8>,
     lease: L,
 }
@@ -101,6 +103,7 @@ impl<L> Delivery<L> {
             attempt: 1,
             max_attempts: 1,
             idempotency_key: None,
+            scope: None,
             payload,
             lease,
         }
@@ -116,6 +119,18 @@ impl<L> Delivery<L> {
     /// Sets the idempotency key the job was enqueued with.
     pub fn idempotency_key(mut self, key: Option<Vec<u8>>) -> Delivery<L> {
         self.idempotency_key = key;
+        self
+    }
+
+    /// Sets the scope of the job's id: what makes
+    /// [`JobContext::provider_key`](crate::worker::JobContext::provider_key)
+    /// unique beyond this backend, since job ids of two backends (two
+    /// stores, two streams) repeat. It must stay the same for the
+    /// backend's life, differ between backends, and be safe in an HTTP
+    /// header (walq's backends use 32 hex digits). Without one the key is
+    /// `walq-job-<id>`, unique only within the backend.
+    pub fn provider_scope(mut self, scope: Arc<str>) -> Delivery<L> {
+        self.scope = Some(scope);
         self
     }
 
@@ -151,6 +166,7 @@ impl<L> Delivery<L> {
             attempt: self.attempt,
             max_attempts: self.max_attempts,
             idempotency_key: self.idempotency_key,
+            scope: self.scope,
         };
         (info, self.payload, self.lease)
     }
@@ -163,6 +179,8 @@ pub(crate) struct JobInfo {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) idempotency_key: Option<Vec<u8>>,
+    /// The scope of the id ([`Delivery::provider_scope`]).
+    pub(crate) scope: Option<Arc<str>>,
 }
 
 /// A shared backend is a backend: one `Arc` can feed a [`crate::Jobs`]

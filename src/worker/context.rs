@@ -21,7 +21,7 @@ use crate::worker::heartbeat::Beat;
 /// // Handlers can be unit-tested with a context of their own.
 /// let ctx = JobContext::new(42).with_attempt(2, 5).with_key(b"order-42".to_vec());
 /// assert_eq!(ctx.id(), 42);
-/// assert_eq!(ctx.provider_key(), "walq-job-42");
+/// assert_eq!(ctx.provider_key(), "walq-job-42"); // no store: a test's context
 /// assert!(!ctx.is_last_attempt());
 /// assert!(!ctx.lease_lost());
 /// ```
@@ -45,6 +45,7 @@ impl JobContext {
             attempt: 1,
             max_attempts: 1,
             idempotency_key: None,
+            scope: None,
         };
         JobContext::in_pool(info, Arc::from("test"), Arc::default(), Arc::default())
     }
@@ -113,9 +114,29 @@ impl JobContext {
 
     /// A key to hand to an outside service (a payment or mail provider)
     /// so that it performs this job's side effect at most once, whatever
-    /// the attempt: `walq-job-<id>`.
+    /// the attempt: `walq-<store>-<id>`, where `<store>` is 32 hex digits
+    /// that tell this store (or JetStream stream) from every other, drawn
+    /// when it was created and kept for its life (file `STORE_ID`). Job
+    /// ids start at 1 in every store, so without it two stores sharing one
+    /// provider account (two servers, or a directory wiped and made again)
+    /// would hand it the same key for two different jobs, and the provider
+    /// would answer the second with the first one's cached response.
+    ///
+    /// It changes when a job moves to another store (`walq export` and
+    /// `import` give it a new id there), and after a salvage that had to
+    /// draw a new store id: a job whose side effect must survive such a
+    /// move carries a key of its own in its payload or
+    /// [`idempotency_key`](JobContext::idempotency_key).
+    ///
+    /// A context made with [`JobContext::new`] (outside a pool) has no
+    /// store: its key is `walq-job-<id>`. So has a job of the JetStream
+    /// backend, whose ids are random 63-bit numbers (or derived from the
+    /// job's idempotency key), unique without a scope.
     pub fn provider_key(&self) -> String {
-        format!("walq-job-{}", self.info.id)
+        match &self.info.scope {
+            Some(scope) => format!("walq-{scope}-{}", self.info.id),
+            None => format!("walq-job-{}", self.info.id),
+        }
     }
 
     /// The name of the worker thread running the job.

@@ -185,9 +185,10 @@ impl Backend for MultiQueue {
     }
 
     fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Receipt>>> {
+        let first = self.first()?;
         Ok(self
             .lease_from(visibility, wait)?
-            .map(|(_, job)| delivery_of(job)))
+            .map(|(_, job)| delivery_of(first, job)))
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> Result<()> {
@@ -261,7 +262,7 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
             // the look and the wait wakes the wait.
             let since = wakeups.epoch();
             if let Some((_, job)) = self.lease_from(visibility, Duration::ZERO)? {
-                return Ok(Some(delivery_of(job)));
+                return Ok(Some(delivery_of(first, job)));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {

@@ -9,15 +9,17 @@ use crate::queue::{Enqueued, Queue};
 use crate::status::JobStatus;
 use crate::worker::backend::{Backend, Delivery};
 
-/// What a worker sees of a leased job (shared with the async pool). The
-/// job's payload moves into the delivery: no second copy per job.
-pub(crate) fn delivery_of(job: Job) -> Delivery<Receipt> {
+/// What a worker sees of a leased job of `queue`'s store (shared with the
+/// async pool). The job's payload moves into the delivery: no second copy
+/// per job.
+pub(crate) fn delivery_of(queue: &Queue, job: Job) -> Delivery<Receipt> {
     let (id, receipt) = (job.id(), job.receipt());
     let (attempt, max_attempts) = (job.attempt(), job.max_attempts());
     let key = job.idempotency_key().map(<[u8]>::to_vec);
     Delivery::new(id, job.into_payload(), receipt)
         .attempts(attempt, max_attempts)
         .idempotency_key(key)
+        .provider_scope(queue.provider_scope().clone())
 }
 
 impl Backend for Queue {
@@ -28,7 +30,9 @@ impl Backend for Queue {
     }
 
     fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Receipt>>> {
-        Ok(self.dequeue_wait(visibility, wait)?.map(delivery_of))
+        Ok(self
+            .dequeue_wait(visibility, wait)?
+            .map(|job| delivery_of(self, job)))
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> Result<()> {

@@ -107,6 +107,13 @@ fn finish(dir: &Path) {
     if lock.exists() {
         std::fs::remove_file(lock).expect("remove LOCK");
     }
+    // Random bytes: removed so that generation stays deterministic (every
+    // fixture is then also a store of a build before `STORE_ID`, which an
+    // open gives one).
+    let id = dir.join("STORE_ID");
+    if id.exists() {
+        std::fs::remove_file(id).expect("remove STORE_ID");
+    }
 }
 
 /// Ends a fixture closed cleanly with its checkpoint: removes the LOCK,

@@ -202,6 +202,14 @@ impl QueueState {
     pub fn redrive(&mut self, ids: &[u64], now: u64) -> Result<Vec<u64>> {
         let letters = self.read_letters(ids)?;
         let mut queues = Vec::with_capacity(letters.len());
+        // Room made before, not between, the lookups: a definition made
+        // for one letter is not freed for the next.
+        if letters
+            .iter()
+            .any(|l| self.named.lookup(&l.queue).is_none())
+        {
+            self.named.reclaim();
+        }
         for letter in &letters {
             queues.push(self.named.id_for(&letter.queue)?);
         }

@@ -50,9 +50,13 @@ impl QueueState {
         self.lane_ref(self.named.queue_of(id)).map(|l| l.1)
     }
 
-    /// The id of queue `name` (see [`crate::named::Named::id_for`]).
-    pub fn queue_id(&mut self, name: &str) -> Result<u16> {
-        self.named.id_for(name)
+    /// The id of queue `name` for a handle, and the claim the handle
+    /// holds (see [`crate::named::Named::handle_for`]).
+    pub fn queue_handle(
+        &mut self,
+        name: &str,
+    ) -> Result<(u16, Option<std::sync::Arc<crate::named::Claim>>)> {
+        self.named.handle_for(name)
     }
 
     /// Sets queue `q`'s own options (see `Store::queue_with`).
@@ -145,6 +149,8 @@ impl QueueState {
 
     /// The counts of every queue at `now`, default queue first.
     pub fn queue_counts(&mut self, now: Now) -> Vec<QueueStats> {
+        // Names only looked up, whose handles are gone, are not listed.
+        self.named.reclaim();
         let mut named: Vec<(u16, u64)> = self.named.lanes().map(|(q, l)| (q, l.live)).collect();
         named.sort_unstable();
         let mut out = Vec::with_capacity(named.len() + 1);

@@ -13,8 +13,14 @@
 //! one is no longer in the log that recovery reads (before the checkpoint
 //! the next open starts from, or in a segment deleted since): see
 //! [`Named::needs_def`] and docs/format.md, "Queue definitions".
+//!
+//! A name only looked up has a definition in memory, not written: it is
+//! freed ([`Named::reclaim`]) once nothing refers to it, so names looked
+//! up and never used do not fill the [`MAX_QUEUES`] (see
+//! docs/architecture.md, "Named queues", and [`Claim`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::cowmap::{Captured, CowIdMap};
 use crate::error::{Error, ErrorKind, Result};
@@ -75,6 +81,14 @@ impl CapturedNamed {
     }
 }
 
+/// A queue handle's hold on a named queue whose QueueDef is not written
+/// yet: while a handle holds one (see [`Named::handle_for`]), the
+/// definition is not freed, so the handle's id keeps its name. One per
+/// such definition, kept in [`Named`] as well: a strong count of 1 is "no
+/// handle". A definition once written needs none (it is kept for good).
+#[derive(Debug, Default)]
+pub struct Claim(());
+
 /// The delivery order of one named queue.
 #[derive(Debug, Default)]
 pub struct Lane {
@@ -98,6 +112,17 @@ pub struct Named {
     opts: HashMap<u16, QueueOptions>,
     /// The highest queue id seen (defined, or on a job).
     max_id: u16,
+    /// The claims of definitions not written that handles were given, by
+    /// queue id (at most one per definition).
+    claims: HashMap<u16, Arc<Claim>>,
+    /// Definitions not written that are never freed all the same: keys
+    /// are scoped by their ids (the keys of dead letters given ids at
+    /// open, jobs of a queue whose QueueDef the log lost).
+    kept: HashSet<u16>,
+    /// Ids freed by [`Named::reclaim`], given again first (lowest first),
+    /// so that looking names up does not use up the ids: each is below
+    /// `max_id`, so there are fewer than `u16::MAX`.
+    free: BTreeSet<u16>,
 }
 
 /// Checks a queue name against the rules: 1..=64 bytes of
@@ -195,7 +220,10 @@ impl Named {
     }
 
     /// The id of queue `name`, giving it the next free id if it is new
-    /// (no record is written: the first enqueue writes its QueueDef).
+    /// (no record is written: the first enqueue writes its QueueDef). A
+    /// new definition is not written and held by nothing: the caller
+    /// writes it, or keeps it ([`Named::keep`]), or takes a claim
+    /// ([`Named::handle_for`]) before the next [`Named::reclaim`].
     pub fn id_for(&mut self, name: &str) -> Result<u16> {
         validate_name(name)?;
         if name == DEFAULT_QUEUE {
@@ -212,29 +240,121 @@ impl Named {
                 ),
             ));
         }
-        let q = match self.max_id.checked_add(1) {
-            Some(q) => q,
-            None => (1..=u16::MAX)
-                .find(|q| !self.defs.contains_key(q) && !self.lanes.contains_key(q))
-                .ok_or_else(|| Error::new(ErrorKind::InvalidOptions, "queue ids exhausted"))?,
-        };
+        let q = self.next_free_id()?;
         self.define(q, name, None);
         Ok(q)
+    }
+
+    /// The id a new queue gets: the lowest freed one, else one past the
+    /// highest seen, else the lowest unused. Never [`ANY_QUEUE`] (not an
+    /// id) nor 0 (the default queue).
+    fn next_free_id(&mut self) -> Result<u16> {
+        while let Some(q) = self.free.pop_first() {
+            if !self.defs.contains_key(&q) && !self.lanes.contains_key(&q) {
+                return Ok(q);
+            }
+        }
+        match self.max_id.checked_add(1) {
+            Some(q) if q != ANY_QUEUE => Ok(q),
+            _ => (1..ANY_QUEUE)
+                .find(|q| !self.defs.contains_key(q) && !self.lanes.contains_key(q))
+                .ok_or_else(|| Error::new(ErrorKind::InvalidOptions, "queue ids exhausted")),
+        }
+    }
+
+    /// The id of queue `name` for a queue handle ([`Named::id_for`]), and
+    /// the claim the handle holds while the queue's definition is not
+    /// written (none for the default queue or a written one). At the
+    /// limit, definitions nothing refers to are freed first
+    /// ([`Named::reclaim`]), so only queues in use count towards it.
+    pub fn handle_for(&mut self, name: &str) -> Result<(u16, Option<Arc<Claim>>)> {
+        validate_name(name)?;
+        if self.lookup(name).is_none() && self.defs.len() >= MAX_QUEUES {
+            self.reclaim();
+        }
+        let q = self.id_for(name)?;
+        Ok((q, self.claim(q)))
+    }
+
+    /// A claim on queue `q`'s definition if it is not written.
+    fn claim(&mut self, q: u16) -> Option<Arc<Claim>> {
+        let written = self.defs.get(&q).is_none_or(|d| d.written.is_some());
+        if q == 0 || written || self.kept.contains(&q) {
+            return None;
+        }
+        Some(self.claims.entry(q).or_default().clone())
+    }
+
+    /// Keeps queue `q`'s definition for good even if it is not written
+    /// (something scoped by its id refers to it).
+    pub fn keep(&mut self, q: u16) {
+        if q != 0 && self.defs.get(&q).is_some_and(|d| d.written.is_none()) {
+            self.kept.insert(q);
+            self.claims.remove(&q);
+        }
+    }
+
+    /// Whether queue `q`'s definition is one nothing refers to: not
+    /// written, not kept, no options, no live job, no handle's claim.
+    fn unused(&self, q: u16, def: &Def) -> bool {
+        def.written.is_none()
+            && !self.kept.contains(&q)
+            && !self.opts.contains_key(&q)
+            && self.lanes.get(&q).is_none_or(|l| l.live == 0)
+            && self
+                .claims
+                .get(&q)
+                .is_none_or(|c| Arc::strong_count(c) == 1)
+    }
+
+    /// Frees every definition nothing refers to (names looked up whose
+    /// handles are gone, and never used): the name, the id and the empty
+    /// lane; the id may then go to another name. Returns how many were
+    /// freed. At most [`MAX_QUEUES`] definitions are checked.
+    pub fn reclaim(&mut self) -> usize {
+        let unused: Vec<u16> = self
+            .defs
+            .iter()
+            .filter(|(q, d)| self.unused(**q, d))
+            .map(|(q, _)| *q)
+            .collect();
+        for &q in &unused {
+            if let Some(def) = self.defs.remove(&q) {
+                if self.by_name.get(&def.name) == Some(&q) {
+                    self.by_name.remove(&def.name);
+                }
+            }
+            self.lanes.remove(&q);
+            self.claims.remove(&q);
+            self.free.insert(q);
+        }
+        unused.len()
     }
 
     /// Records that queue `q` is `name` (a replayed or written QueueDef:
     /// the latest for a name or an id wins).
     pub fn define(&mut self, q: u16, name: &str, written: Option<(u32, u64)>) {
         self.max_id = self.max_id.max(q);
+        self.free.remove(&q);
         if let Some(old) = self.defs.get(&q) {
             if old.name != name {
                 self.by_name.remove(&old.name);
+                // A handle's claim was on the old name.
+                self.claims.remove(&q);
+                self.kept.remove(&q);
             }
         }
         if let Some(other) = self.by_name.insert(name.to_string(), q) {
             if other != q {
                 self.defs.remove(&other);
+                self.claims.remove(&other);
+                self.kept.remove(&other);
             }
+        }
+        if written.is_some() {
+            // Kept for good from now on: no claim needed.
+            self.claims.remove(&q);
+            self.kept.remove(&q);
         }
         self.defs.insert(
             q,
@@ -319,8 +439,19 @@ impl Named {
         self.queue_of.capacity() * 11
     }
 
-    /// Checks the per-queue live counts against `queue_of`.
+    /// Checks the per-queue live counts against `queue_of`, and that each
+    /// claim and freed id is where it belongs.
     pub fn check(&self) {
+        for q in self.claims.keys().chain(&self.kept) {
+            let def = self.defs.get(q);
+            assert!(
+                def.is_some_and(|d| d.written.is_none()),
+                "queue {q} claimed or kept"
+            );
+        }
+        for q in &self.free {
+            assert!(!self.defs.contains_key(q), "freed queue {q} defined");
+        }
         let mut live: HashMap<u16, u64> = HashMap::new();
         for q in self.queue_of.values() {
             *live.entry(*q).or_default() += 1;
@@ -366,6 +497,63 @@ mod tests {
         }
         let e = n.id_for("one-more").unwrap_err();
         assert!(e.to_string().contains("at most 1024"), "{e}");
+    }
+
+    /// Definitions only looked up, their claims dropped, are freed at the
+    /// limit, and their ids given again; one written, kept, with options,
+    /// with a live job or claimed is not.
+    #[test]
+    fn only_definitions_nothing_refers_to_are_freed() {
+        let mut n = Named::default();
+        let (written, _) = n.handle_for("written").unwrap();
+        n.define(written, "written", Some((1, 1)));
+        let (kept, _) = n.handle_for("kept").unwrap();
+        n.keep(kept);
+        let (opts, _) = n.handle_for("opts").unwrap();
+        n.set_options(opts, QueueOptions::new().max_attempts(3));
+        let (live, _) = n.handle_for("live").unwrap();
+        n.assign(99, live);
+        let (claimed, claim) = n.handle_for("claimed").unwrap();
+        assert!(claim.is_some());
+        assert!(n.handle_for("written").unwrap().1.is_none());
+        assert!(n.handle_for("kept").unwrap().1.is_none());
+        for i in 0..MAX_QUEUES - 5 {
+            let (_, claim) = n.handle_for(&format!("q{i}")).unwrap();
+            drop(claim);
+        }
+        assert_eq!(n.defs.len(), MAX_QUEUES);
+        // At the limit: the 1019 unused ones are freed, the lowest id
+        // given again.
+        assert_eq!(n.handle_for("new").unwrap().0, 6);
+        assert_eq!(n.defs.len(), 6);
+        assert_eq!(n.lookup("q0"), None);
+        assert_eq!(n.lanes.len(), 6);
+        for (name, q) in [("written", written), ("kept", kept), ("opts", opts)] {
+            assert_eq!(n.lookup(name), Some(q), "{name}");
+        }
+        assert_eq!(n.lookup("live"), Some(live));
+        assert_eq!(n.lookup("claimed"), Some(claimed));
+        n.check();
+        // Unused once the claim is dropped, the job gone, the options
+        // reset.
+        drop(claim);
+        n.forget(99);
+        n.set_options(opts, QueueOptions::default());
+        assert_eq!(n.reclaim(), 4, "new, claimed, live, opts");
+        assert_eq!(n.defs.len(), 2);
+        n.check();
+    }
+
+    /// Ids are never 0 nor `ANY_QUEUE`, even past the highest one.
+    #[test]
+    fn ids_skip_the_reserved_ones() {
+        let mut n = Named::default();
+        n.define(ANY_QUEUE - 1, "last", Some((1, 1)));
+        let q = n.id_for("next").unwrap();
+        assert_eq!(q, 1);
+        n.define(ANY_QUEUE - 2, "x", None);
+        n.reclaim();
+        assert_eq!(n.id_for("again").unwrap(), 1, "the lowest freed id");
     }
 
     #[test]

@@ -121,12 +121,37 @@ pub struct Queue {
     _owner: Option<Arc<Owner>>,
 }
 
-/// See `Queue::_owner`: its drop is the drop of the last user handle.
-struct Owner(Arc<Inner>);
+/// See `Queue::_owner`.
+enum Owner {
+    /// The store's: its drop is the drop of the last user handle.
+    Store(Arc<Inner>),
+    /// A named queue's handles whose QueueDef was not written yet when
+    /// `Store::queue` made them: the store's owner, and the claim that
+    /// keeps the queue's definition (its name for its id) while they live
+    /// (see `named::Claim`). Other handles hold the store's owner itself,
+    /// so a clone of theirs costs what it did.
+    Claimed {
+        store: Option<Arc<Owner>>,
+        /// Held, never read.
+        _claim: Arc<crate::named::Claim>,
+    },
+}
+
+impl Owner {
+    /// The store's owner behind `owner`.
+    fn store(owner: &Arc<Owner>) -> Option<Arc<Owner>> {
+        match &**owner {
+            Owner::Store(_) => Some(owner.clone()),
+            Owner::Claimed { store, .. } => store.clone(),
+        }
+    }
+}
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.shut_down();
+        if let Owner::Store(inner) = self {
+            inner.shut_down();
+        }
     }
 }
 
@@ -230,7 +255,7 @@ impl Queue {
         });
         // Made first: if a thread cannot be started, its drop stops the
         // ones that were, and releases the directory.
-        let owner = Arc::new(Owner(inner.clone()));
+        let owner = Arc::new(Owner::Store(inner.clone()));
         Queue::start_threads(&inner, &vfs, periodic)?;
         // The spares of the active segment are prepared at once.
         inner.upkeeper.ring();
@@ -310,8 +335,9 @@ impl Queue {
     pub fn store(&self) -> Store {
         Store {
             default: Queue {
+                inner: self.inner.clone(),
                 queue: 0,
-                ..self.clone()
+                _owner: self._owner.as_ref().and_then(Owner::store),
             },
         }
     }

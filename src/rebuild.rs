@@ -606,6 +606,8 @@ fn add_dead_letter_keys(
         // The name was checked when the record decoded; a store already
         // at its queue limit scopes the key to the default queue.
         let queue = named.id_for(&letter.queue).unwrap_or(0);
+        // The key is scoped by the id: the name keeps it while this runs.
+        named.keep(queue);
         let k = (scoped_hash(queue, &key), key_check(&key));
         if replay.keys.get(&k).is_none_or(|e| e.id <= id) {
             let entry = KeyEntry {
@@ -721,6 +723,17 @@ impl QueueState {
                     self.named.define(q, &name, None);
                 }
             }
+        }
+        // Their keys are scoped by the ids, even once the jobs are done:
+        // a queue with jobs and no QueueDef written is kept all the same.
+        let with_jobs: Vec<u16> = self
+            .named
+            .lanes()
+            .filter(|(_, l)| l.live > 0)
+            .map(|(q, _)| q)
+            .collect();
+        for q in with_jobs {
+            self.named.keep(q);
         }
         if report.checkpoint_used {
             self.def_floor = report.checkpoint_lsn.saturating_add(1);

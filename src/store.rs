@@ -2,10 +2,9 @@
 //! queues"). A child of `queue`, whose handle it hands out.
 
 use std::path::Path;
-#[cfg(feature = "testing")]
 use std::sync::Arc;
 
-use super::Queue;
+use super::{Owner, Queue};
 use crate::error::Result;
 use crate::options::Options;
 use crate::stats::{RecoveryReport, StoreStats};
@@ -74,18 +73,29 @@ impl Store {
     }
 
     /// The queue named `name` (1 to 64 bytes of `A-Z a-z 0-9 _ . -`;
-    /// `"default"` is the default queue). A new name gets the next queue
-    /// id; its definition is written to the log with its first job. At
-    /// most [`crate::MAX_QUEUES`] named queues per store. A name only
-    /// looked up (no job ever enqueued to it) counts towards that limit,
-    /// and is listed by [`Store::stats`], until the store is opened again:
-    /// do not look up names you do not mean to use (names typed by users,
-    /// say) with this call.
+    /// `"default"` is the default queue). A new name gets a queue id; its
+    /// definition is written to the log with its first job, and from then
+    /// on the name keeps that id for good.
+    ///
+    /// At most [`crate::MAX_QUEUES`] named queues per store are in use: a
+    /// queue is in use once a job was enqueued to it (even if all its
+    /// jobs are done: its idempotency keys are scoped by its id), while it
+    /// has options of its own ([`Store::queue_with`]), or while a handle
+    /// of it is alive. A name only looked up, whose handles are all
+    /// dropped, is not in use: it does not count towards the limit, is
+    /// not listed by [`Store::stats`], and its id may go to another name
+    /// (looking it up again gives it an id afresh). Past the limit a new
+    /// name is refused with [`crate::ErrorKind::InvalidOptions`].
     pub fn queue(&self, name: &str) -> Result<Queue> {
-        let q = self.default.lock_for_write()?.queue_id(name)?;
+        let (q, claim) = self.default.lock_for_write()?.queue_handle(name)?;
+        let store = self.default._owner.as_ref().and_then(Owner::store);
         Ok(Queue {
+            inner: self.default.inner.clone(),
             queue: q,
-            ..self.default.clone()
+            _owner: match claim {
+                Some(_claim) => Some(Arc::new(Owner::Claimed { store, _claim })),
+                None => store,
+            },
         })
     }
 
@@ -106,7 +116,9 @@ impl Store {
         self.default.clone()
     }
 
-    /// The store's counts (every queue summed) and each queue's.
+    /// The store's counts (every queue summed) and each queue's: every
+    /// queue in use (see [`Store::queue`]), not the names only looked up
+    /// whose handles are gone.
     pub fn stats(&self) -> StoreStats {
         let mut st = self.default.inner.state.lock();
         let now = st.now(self.default.clock());

@@ -308,6 +308,148 @@ fn invalid_names_and_too_many_queues_are_clear_errors() {
     assert!(store.queue("q0").is_ok());
 }
 
+/// The names of the queues `store.stats()` lists.
+fn listed(store: &Store) -> Vec<String> {
+    store.stats().queues.into_iter().map(|q| q.name).collect()
+}
+
+/// 1,024 names looked up and never enqueued to, their handles dropped,
+/// leave room for new queues, and are not listed. Before, each kept a
+/// definition until the store was reopened: every further new name was
+/// refused with "at most 1024".
+#[test]
+fn names_only_looked_up_do_not_fill_the_queue_limit() {
+    let (dir, clock, store) = fresh();
+    for round in 0..3 {
+        for i in 0..MAX_QUEUES {
+            let q = store.queue(&format!("r{round}-looked-up-{i}")).unwrap();
+            assert!(q.dequeue().unwrap().is_none());
+        }
+    }
+    let jobs = store.queue("jobs").unwrap();
+    jobs.enqueue(b"real work").unwrap();
+    assert_eq!(listed(&store), ["default", "jobs"]);
+    assert_eq!(jobs.name(), "jobs");
+    store.default_queue().check_invariants();
+    store.close().unwrap();
+    drop((jobs, store));
+    let store = open(dir.path(), &clock);
+    assert_eq!(listed(&store), ["default", "jobs"]);
+    assert_eq!(lease_all(&store.queue("jobs").unwrap()), ["real work"]);
+}
+
+/// A handle taken before the limit is reached and kept while thousands
+/// of other names are looked up (and their definitions freed, their ids
+/// given again) still enqueues to its own name: its job is in that queue,
+/// live and after a reopen (from the checkpoint and by a full scan).
+#[test]
+fn a_handle_kept_across_the_limit_enqueues_to_its_own_name() {
+    let (dir, clock, store) = fresh();
+    let kept = store.queue("kept").unwrap();
+    let also = kept.clone();
+    drop(kept);
+    let mut held = Vec::new();
+    for i in 0..3 * MAX_QUEUES {
+        let q = store.queue(&format!("other-{i}")).unwrap();
+        if i % 512 == 0 {
+            // A few held too, and not freed.
+            held.push(q);
+        }
+    }
+    // Listed while held, unlike the names whose handles are gone.
+    let names = listed(&store);
+    assert!(names.contains(&"kept".to_string()), "{names:?}");
+    assert_eq!(names.len(), 2 + held.len(), "{names:?}");
+    let id = also.enqueue(b"for kept").unwrap();
+    assert_eq!(also.name(), "kept");
+    assert_eq!(store.queue("kept").unwrap().stats().ready, 1);
+    for q in &held {
+        assert!(q.dequeue().unwrap().is_none(), "{}", q.name());
+        assert_eq!(q.stats().ready, 0);
+    }
+    for i in [0, 1, 1000, 3000] {
+        let other = store.queue(&format!("other-{i}")).unwrap();
+        assert!(other.dequeue().unwrap().is_none(), "other-{i}");
+    }
+    assert!(matches!(
+        also.status(id).unwrap(),
+        walq::JobStatus::Queued { .. }
+    ));
+    store.default_queue().check_invariants();
+    store.close().unwrap();
+    drop((also, held, store));
+    let copy = scanned(dir.path());
+    for (dir, from_checkpoint) in [(copy.path(), false), (dir.path(), true)] {
+        let store = open(dir, &clock);
+        assert_eq!(store.recovery_report().checkpoint_used, from_checkpoint);
+        assert_eq!(listed(&store), ["default", "kept"]);
+        for i in [0, 512, 1024] {
+            let other = store.queue(&format!("other-{i}")).unwrap();
+            assert!(other.dequeue().unwrap().is_none(), "other-{i}");
+        }
+        assert_eq!(lease_all(&store.queue("kept").unwrap()), ["for kept"]);
+    }
+}
+
+/// Names looked up while a checkpoint is written (their handles held)
+/// are in it, not written: after the reopen nothing refers to them, so
+/// they are neither listed nor counted.
+#[test]
+fn names_looked_up_at_a_checkpoint_are_not_kept_by_the_reopen() {
+    let (dir, clock, store) = fresh();
+    store.queue("used").unwrap().enqueue(b"x").unwrap();
+    let held: Vec<Queue> = (0..MAX_QUEUES - 1)
+        .map(|i| store.queue(&format!("held-{i}")).unwrap())
+        .collect();
+    assert_eq!(listed(&store).len(), MAX_QUEUES + 1);
+    store.close().unwrap();
+    drop((held, store));
+    let store = open(dir.path(), &clock);
+    assert!(store.recovery_report().checkpoint_used);
+    assert_eq!(listed(&store), ["default", "used"]);
+    let new = store.queue("new").unwrap();
+    new.enqueue(b"y").unwrap();
+    assert_eq!(lease_all(&new), ["y"]);
+    assert_eq!(lease_all(&store.queue("used").unwrap()), ["x"]);
+}
+
+/// Queues in use count towards the limit whether or not a handle is
+/// held: 1,024 that got a job (handles dropped, jobs finished or not)
+/// refuse the 1,025th name with the clear error, live and after a reopen,
+/// and so does a store whose queues were only given options.
+#[test]
+fn queues_in_use_still_refuse_the_1025th() {
+    let (dir, clock, store) = fresh();
+    for i in 0..MAX_QUEUES {
+        let q = store.queue(&format!("used-{i}")).unwrap();
+        q.enqueue(b"job").unwrap();
+        if i % 2 == 0 {
+            assert_eq!(drain(&q), ["job"]);
+        }
+    }
+    let e = store.queue("one-more").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidOptions);
+    assert!(e.to_string().contains("at most 1024 named queues"), "{e}");
+    assert_eq!(listed(&store).len(), MAX_QUEUES + 1);
+    store.close().unwrap();
+    drop(store);
+    let store = open(dir.path(), &clock);
+    let e = store.queue("one-more").unwrap_err();
+    assert!(e.to_string().contains("at most 1024 named queues"), "{e}");
+    assert_eq!(lease_all(&store.queue("used-1").unwrap()), ["job"]);
+    drop(store);
+
+    let (_dir, _clock, store) = fresh();
+    let opts = walq::QueueOptions::new().max_attempts(2);
+    for i in 0..MAX_QUEUES {
+        store
+            .queue_with(&format!("opts-{i}"), opts.clone())
+            .unwrap();
+    }
+    let e = store.queue("one-more").unwrap_err();
+    assert!(e.to_string().contains("at most 1024 named queues"), "{e}");
+}
+
 /// A store at `/s` on a new simulated file system: a manual clock, every
 /// record synced (`Durability::Sync`), no checkpoints.
 fn sim_store() -> (SimFs, Store) {

@@ -628,7 +628,7 @@ fn check_clean_close(
 }
 
 /// The bytes of a small file, `None` if it does not exist.
-fn read_small(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_small(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
     let file = match vfs.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

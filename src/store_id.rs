@@ -30,7 +30,7 @@ pub(crate) fn load_or_create(
     recovery: RecoveryMode,
 ) -> Result<([u8; 16], bool)> {
     let path = dir.join(STORE_ID_FILE);
-    let found = read(vfs, &path)?;
+    let found = crate::recovery::read_small(vfs, &path)?;
     let replaced = found.is_some();
     if let Some(bytes) = found {
         if let Some(id) = store_id::decode(&bytes) {
@@ -49,21 +49,6 @@ pub(crate) fn load_or_create(
     let id = draw().map_err(|e| Error::io("drawing a random store id", &path, e))?;
     crate::vfs::write_atomically(vfs, dir, STORE_ID_FILE, &[&store_id::encode(id)], mode)?;
     Ok((id, replaced))
-}
-
-/// The file's bytes (at most one byte past a record's length), or `None`
-/// if it does not exist.
-fn read(vfs: &dyn Vfs, path: &Path) -> Result<Option<Vec<u8>>> {
-    let file = match vfs.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("opening", path, e)),
-    };
-    let len = file.len().map_err(|e| Error::io("reading", path, e))?;
-    let mut buf = vec![0u8; len.min(store_id::STORE_ID_LEN as u64 + 1) as usize];
-    file.read_at(&mut buf, 0)
-        .map_err(|e| Error::io("reading", path, e))?;
-    Ok(Some(buf))
 }
 
 /// 16 bytes from the kernel's random source.

@@ -167,6 +167,9 @@ pub struct DoneFile {
     max_markers: usize,
     /// The highest id whose purge marker was dropped (0: none).
     horizon: u64,
+    /// From the open until [`DoneFile::finish_open`]: no marker is
+    /// dropped, so the queue's clearing sees every marker the file holds.
+    markers_held: bool,
     /// Bytes of the records in `entries`; the rest of the file is garbage.
     kept_bytes: u64,
     window_ms: u64,
@@ -238,6 +241,7 @@ impl DoneFile {
             purged: 0,
             max_markers: MAX_PURGE_MARKERS,
             horizon: 0,
+            markers_held: true,
             kept_bytes: 0,
             window_ms,
             max_results: MAX_DONE_RESULTS,
@@ -459,7 +463,9 @@ impl DoneFile {
                 self.forget(id);
             }
         }
-        self.sweep_markers();
+        if !self.markers_held {
+            self.sweep_markers();
+        }
         if self.order.capacity() > 4 * self.order.len() + 1024 {
             self.order.shrink_to_fit();
         }
@@ -719,12 +725,24 @@ impl DoneFile {
         (id != 0 && id <= self.horizon).then_some(Completion::Expired)
     }
 
+    /// Ends the open, once the queue cleared the entries it must (the
+    /// markers of ids at or above `next_id`, the log's next job id, and of
+    /// purges that did not happen, [`DoneFile::clear`]): only then are the
+    /// oldest markers past the cap dropped, so that no stale marker is
+    /// dropped uncleared and read again by a later open, and the horizon
+    /// is lowered below `next_id`. Says whether it wrote. Not durable
+    /// until [`DoneFile::sync`].
+    pub fn finish_open(&mut self, next_id: u64) -> Result<bool> {
+        self.markers_held = false;
+        self.sweep_markers();
+        self.lower_horizon_below(next_id)
+    }
+
     /// Lowers the horizon below `next_id` (the log's next job id), writing
     /// the lowered one: a power cut under `Os` or `Periodic` can lose log
     /// records whose markers `done.rec` kept and dropped, and the ids from
-    /// `next_id` on are issued again. Says whether it wrote. Not durable
-    /// until [`DoneFile::sync`].
-    pub fn lower_horizon_below(&mut self, next_id: u64) -> Result<bool> {
+    /// `next_id` on are issued again. Says whether it wrote.
+    fn lower_horizon_below(&mut self, next_id: u64) -> Result<bool> {
         if self.horizon < next_id {
             return Ok(false);
         }
@@ -968,7 +986,9 @@ mod tests {
     use crate::vfs::StdFs;
 
     fn open(dir: &Path, window: u64, now: u64, mode: RecoveryMode) -> Result<DoneFile> {
-        DoneFile::open(Arc::new(StdFs), dir, 0o600, mode, window, now).map(|(d, _)| d)
+        let (mut d, _) = DoneFile::open(Arc::new(StdFs), dir, 0o600, mode, window, now)?;
+        d.finish_open(crate::format::MAX_ID)?;
+        Ok(d)
     }
 
     /// Found by review: two runs whose acks were both refused (each lease
@@ -1133,13 +1153,12 @@ mod tests {
             u64::MAX / 4,
             2,
         )
-        .map(|(mut d, r)| {
-            d.max_markers = 2;
-            d.sweep(2);
-            (d, r)
-        })
         .unwrap();
-        // The default cap kept all four at open; the test's cap drops two.
+        // Every marker is held until the open finishes; then the test's
+        // cap drops two.
+        assert_eq!(d.index_len(), 4);
+        d.max_markers = 2;
+        d.finish_open(crate::format::MAX_ID).unwrap();
         assert_eq!(d.index_len(), 2);
         assert_eq!(d.get(2, 2).unwrap(), Some(Completion::Expired));
         assert_eq!(

@@ -1549,7 +1549,7 @@ impl Queue {
             done.clear(id)?;
             stale = true;
         }
-        stale |= done.lower_horizon_below(state.next_job_id())?;
+        stale |= done.finish_open(state.next_job_id())?;
         if stale {
             done.sync()?;
         }

@@ -733,6 +733,31 @@ fn a_clock_that_was_ahead_does_not_pin_later_results() {
     );
 }
 
+/// A directory on a tmpfs where there is one (each dead letter is synced).
+fn shm() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
+}
+
+/// Enqueues `n` jobs and settles each with `settle`, 500 at a time.
+fn settle_all(q: &Queue, n: usize, settle: impl Fn(&Queue, walq::Job)) {
+    let mut left = n;
+    while left > 0 {
+        q.enqueue_batch((0..left.min(500)).map(|_| b"x")).unwrap();
+        for job in q.dequeue_batch(left.min(500)).unwrap() {
+            settle(q, job);
+            left -= 1;
+        }
+    }
+}
+
+/// Leaves `n` dead letters (the queue allows one attempt).
+fn fail_all(q: &Queue, n: usize) {
+    settle_all(q, n, |q, job| q.fail(job.receipt(), "bad").unwrap());
+}
+
 /// Purge markers were kept for good: a queue that purged or cancelled
 /// many jobs grew `done.rec` and its in-memory index by one entry each,
 /// without bound. Past `MAX_PURGE_MARKERS` the oldest are dropped; their
@@ -740,23 +765,12 @@ fn a_clock_that_was_ahead_does_not_pin_later_results() {
 /// after a reopen, and a job acked since still reads done.
 #[test]
 fn purge_markers_past_the_cap_are_dropped_and_their_jobs_read_expired() {
-    // On a tmpfs where there is one: each dead letter is synced.
-    let dir = tempfile::Builder::new()
-        .tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .unwrap();
+    let dir = shm();
     let clock = ManualClock::new(T0);
     let o = || opts(&clock).max_attempts(1).durability(Durability::Os);
     let q = Queue::open_with(dir.path(), o()).unwrap();
     let n = walq::MAX_PURGE_MARKERS + 2;
-    let mut left = n;
-    while left > 0 {
-        q.enqueue_batch((0..left.min(500)).map(|_| b"x")).unwrap();
-        for job in q.dequeue_batch(left.min(500)).unwrap() {
-            q.fail(job.receipt(), "bad").unwrap();
-            left -= 1;
-        }
-    }
+    fail_all(&q, n);
     assert_eq!(q.purge_all().unwrap(), n);
     let acked = q.enqueue(b"acked later").unwrap();
     let job = q.dequeue().unwrap().unwrap();
@@ -776,4 +790,84 @@ fn purge_markers_past_the_cap_are_dropped_and_their_jobs_read_expired() {
     q.close().unwrap();
     drop(q);
     check(&Queue::open_with(dir.path(), o()).unwrap());
+}
+
+/// Acks the next ten jobs; returns their ids.
+fn ten_acked(q: &Queue) -> Vec<u64> {
+    let ids: Vec<u64> = (0..10).map(|_| q.enqueue(b"new").unwrap()).collect();
+    for _ in 0..10 {
+        let job = q.dequeue().unwrap().unwrap();
+        q.ack(job.receipt()).unwrap();
+    }
+    ids
+}
+
+/// Ten jobs acked from id `first` on read plain done, now and after a
+/// reopen.
+fn read_done_across_a_reopen(q: Queue, first: u64, dir: &Path, o: impl Fn() -> walq::Options) {
+    let ids = ten_acked(&q);
+    assert_eq!(ids[0], first, "the ids are issued again");
+    for &id in &ids {
+        assert_eq!(q.status(id).unwrap(), PLAIN_DONE, "job {id} in session");
+    }
+    q.close().unwrap();
+    drop(q);
+    let q = Queue::open_with(dir, o()).unwrap();
+    for &id in &ids {
+        assert_eq!(
+            q.status(id).unwrap(),
+            PLAIN_DONE,
+            "job {id} after the reopen"
+        );
+    }
+}
+
+/// Found by review: a power cut under `Os` that loses the log keeps
+/// `done.rec` (synced at every purge), and the ids are issued again. The
+/// markers the cap had dropped were still in the file and, never cleared,
+/// came back at the next open: a reissued job, plainly acked, read
+/// `Purged`. The power cut is a copy of `done.rec` into a store whose log
+/// never issued those ids.
+#[test]
+fn dropped_markers_of_ids_a_power_cut_lost_do_not_come_back() {
+    let (a, b) = (shm(), shm());
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock).max_attempts(1).durability(Durability::Os);
+    let q = Queue::open_with(a.path(), o()).unwrap();
+    let n = walq::MAX_PURGE_MARKERS + 50_000;
+    fail_all(&q, n);
+    assert_eq!(q.purge_all().unwrap(), n);
+    assert_eq!(q.status(1).unwrap(), JobStatus::Expired);
+    q.close().unwrap();
+    drop(q);
+    std::fs::copy(a.path().join(DONE_FILE), b.path().join(DONE_FILE)).unwrap();
+    let q = Queue::open_with(b.path(), o()).unwrap();
+    read_done_across_a_reopen(q, 1, b.path(), o);
+}
+
+/// Found by review: the same with part of the log kept (ids up to
+/// 110,000), the markers dropped being those of the lost ids: the
+/// horizon, lowered at the first open, rose again over the reissued ids
+/// at the next, which then read `Expired`.
+#[test]
+fn a_lowered_horizon_does_not_rise_again_over_reissued_ids() {
+    let (a, b) = (shm(), shm());
+    let clock = ManualClock::new(T0);
+    let o = || opts(&clock).max_attempts(1).durability(Durability::Os);
+    let q = Queue::open_with(a.path(), o()).unwrap();
+    let n = walq::MAX_PURGE_MARKERS as u64 + 20_000;
+    fail_all(&q, n as usize);
+    for id in (1..=n).rev() {
+        q.purge(id).unwrap();
+    }
+    assert_eq!(q.status(n).unwrap(), JobStatus::Expired);
+    q.close().unwrap();
+    drop(q);
+    let q = Queue::open_with(b.path(), o()).unwrap();
+    settle_all(&q, 110_000, |q, job| q.ack(job.receipt()).unwrap());
+    q.close().unwrap();
+    drop(q);
+    std::fs::copy(a.path().join(DONE_FILE), b.path().join(DONE_FILE)).unwrap();
+    let q = Queue::open_with(b.path(), o()).unwrap();
+    read_done_across_a_reopen(q, 110_001, b.path(), o);
 }

@@ -760,3 +760,31 @@ fn a_pool_dropped_with_its_runtime_releases_its_jobs() {
         walq::JobStatus::Queued { attempts: 0 }
     );
 }
+
+/// An async pool is not started on a closed queue (`Closed`), and tasks
+/// that stop because the queue was closed under the pool are counted in
+/// `closed_exits`. Before, `start_async` returned `Ok` and its tasks
+/// ended at their first lease, without a count or an event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_pool_refuses_a_closed_queue_and_counts_tasks_a_close_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = real_clock_queue(dir.path(), 3);
+    let pool = WorkerPool::builder(q.clone())
+        .workers(2)
+        .start_async(|_ctx: JobContext, _payload: Vec<u8>| async { Outcome::done() })
+        .unwrap();
+    q.close().unwrap();
+    wait_until("every task saw the close", || {
+        pool.stats().closed_exits == 2
+    })
+    .await;
+    let report = pool.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.stats.closed_exits, 2, "{:?}", report.stats);
+    assert_eq!(report.stats.lease_errors, 0, "a close is not a lease error");
+
+    let err = WorkerPool::builder(q.clone())
+        .workers(2)
+        .start_async(|_ctx: JobContext, _payload: Vec<u8>| async { Outcome::done() })
+        .unwrap_err();
+    assert_eq!(err.kind(), walq::ErrorKind::Closed, "{err}");
+}

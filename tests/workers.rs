@@ -529,3 +529,42 @@ fn a_stopped_pool_lets_go_of_the_queue_so_it_can_be_reopened() {
     let q = common::open(dir.path(), &clock); // Locked if a thread still held it
     assert_eq!(q.stats().ready + q.stats().in_flight, 0);
 }
+
+/// A pool is not started on a closed queue: `start` fails with `Closed`.
+/// Before, it returned `Ok` and its workers stopped at their first lease,
+/// leaving a pool that did nothing, without a trace.
+#[test]
+fn a_pool_is_not_started_on_a_closed_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    q.enqueue(b"never run").unwrap();
+    q.close().unwrap();
+    let err = WorkerPool::builder(q.clone())
+        .workers(2)
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+}
+
+/// Workers that stop because their queue was closed under the pool are
+/// counted in `closed_exits` (live, and in the shutdown report). Before,
+/// each worker left its loop without a count or an event.
+#[test]
+fn workers_stopped_by_a_closed_queue_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let pool = WorkerPool::builder(q.clone())
+        .workers(3)
+        .poll_interval(Duration::from_millis(5))
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    assert_eq!(pool.stats().closed_exits, 0);
+    q.close().unwrap();
+    wait_until("every worker saw the close", || {
+        pool.stats().closed_exits == 3
+    });
+    let report = pool.shutdown(Duration::from_secs(5));
+    assert_eq!(report.stats.closed_exits, 3, "{:?}", report.stats);
+    assert_eq!(report.stats.lease_errors, 0, "a close is not a lease error");
+    assert!(report.stuck.is_empty(), "{:?}", report.stuck);
+}

@@ -382,7 +382,15 @@ async fn work<B: AsyncBackend>(
         match leased {
             Ok(Some(delivery)) => run_one(&shared, &*handler, &worker, delivery).await,
             Ok(None) => give_back_token(&shared),
-            Err(e) if e.kind() == ErrorKind::Closed => break,
+            Err(e) if e.kind() == ErrorKind::Closed => {
+                // The backend was closed under the pool: the task ends,
+                // counted (nothing once shutdown gave up on it).
+                worker.state.end_with(|| {
+                    shared.counters.add(Count::ClosedExits);
+                    crate::worker::trace::worker_closed(&shared.cfg.name, &worker.name);
+                });
+                break;
+            }
             Err(_) => {
                 give_back_token(&shared);
                 // Counted in a step shutdown waits out (nothing once it

@@ -81,6 +81,18 @@ pub trait Backend: Send + Sync + 'static {
     /// not wait (never issued, finished, dead) is
     /// [`crate::ErrorKind::NotFound`]. See [`crate::Queue::cancel`].
     fn cancel(&self, id: u64) -> Result<()>;
+
+    /// Fails if the backend can no longer lease anything, with the error
+    /// its `lease` would fail with: a worker pool's `start` calls it and
+    /// refuses such a backend, rather than start workers that would stop
+    /// at their first lease. A cheap check, no I/O.
+    ///
+    /// The default says it is open. [`crate::Queue`] fails with
+    /// [`crate::ErrorKind::Closed`] once closed, and with
+    /// [`crate::ErrorKind::Poisoned`] once poisoned.
+    fn check_open(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One leased job, as a [`Backend`] hands it to a worker.
@@ -226,5 +238,9 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn cancel(&self, id: u64) -> Result<()> {
         (**self).cancel(id)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        (**self).check_open()
     }
 }

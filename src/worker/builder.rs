@@ -190,6 +190,10 @@ impl<B: Backend> PoolBuilder<B> {
     }
 
     /// Starts the workers with a closure handler.
+    ///
+    /// Fails with [`ErrorKind::InvalidOptions`] for a bad setting, and
+    /// with the error of [`Backend::check_open`] for a backend that can
+    /// lease nothing: [`ErrorKind::Closed`] for a closed [`crate::Queue`].
     pub fn start<F, R>(self, handler: F) -> Result<WorkerPool<B>>
     where
         F: Fn(&JobContext, &[u8]) -> R + Send + Sync + 'static,
@@ -198,19 +202,24 @@ impl<B: Backend> PoolBuilder<B> {
         self.start_handler(handler)
     }
 
-    /// Starts the workers with any [`Handler`].
+    /// Starts the workers with any [`Handler`]; fails as
+    /// [`PoolBuilder::start`] does.
     pub fn start_handler(self, handler: impl Handler) -> Result<WorkerPool<B>> {
         let (backend, cfg, rate, clock) = self.validated()?;
         WorkerPool::spawn(backend, cfg, Box::new(handler), rate, clock)
     }
 
-    /// The settings, checked (shared with the async pool).
+    /// The settings, checked, and the backend, open (shared with the
+    /// async pool). A closed backend is refused here: before, a pool
+    /// started on a closed queue returned `Ok` and its workers stopped at
+    /// their first lease, without a trace (a review found it).
     #[allow(clippy::type_complexity)]
     pub(crate) fn validated(self) -> Result<(B, Config, Option<RateLimit>, Arc<dyn Clock>)> {
         self.cfg.validate()?;
         if let Some(rate) = &self.rate {
             rate.validate()?;
         }
+        self.backend.check_open()?;
         Ok((self.backend, self.cfg, self.rate, self.clock))
     }
 }

@@ -38,6 +38,12 @@ pub struct PoolStats {
     pub running: u64,
     /// Workers waiting for the rate limiter now.
     pub throttled: u64,
+    /// Workers (an async pool's tasks) that stopped for good because the
+    /// backend was closed under the pool: their lease failed with
+    /// [`crate::ErrorKind::Closed`]. Once it equals the pool's `workers`,
+    /// the pool leases nothing more; shut it down. (A pool is not started
+    /// on a closed backend: `start` fails with `Closed`.)
+    pub closed_exits: u64,
 }
 
 impl PoolStats {
@@ -60,12 +66,13 @@ pub(crate) enum Count {
     SettleErrors,
     LeaseErrors,
     Extended,
+    ClosedExits,
 }
 
 /// The live counters, shared by a pool's threads.
 #[derive(Default)]
 pub(crate) struct Counters {
-    totals: [AtomicU64; 10],
+    totals: [AtomicU64; 11],
     running: AtomicU64,
     throttled: AtomicU64,
 }
@@ -100,6 +107,7 @@ impl Counters {
             extended: get(Count::Extended),
             running: self.running.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            closed_exits: get(Count::ClosedExits),
         }
     }
 }

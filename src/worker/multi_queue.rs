@@ -241,6 +241,12 @@ impl Backend for MultiQueue {
         }
         last
     }
+
+    /// Fails as soon as one of the queues is closed (or poisoned): they
+    /// are queues of one store, closed together.
+    fn check_open(&self) -> Result<()> {
+        self.queues.iter().try_for_each(|(q, _)| q.check_open())
+    }
 }
 
 /// Leases for the async pool: the weighted pick runs inline (it never

@@ -97,4 +97,8 @@ impl Backend for Queue {
     fn cancel(&self, id: u64) -> Result<()> {
         Queue::cancel(self, id)
     }
+
+    fn check_open(&self) -> Result<()> {
+        Queue::check_open(self)
+    }
 }

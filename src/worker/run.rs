@@ -39,7 +39,12 @@ pub(crate) fn run<B: Backend>(
         let started = state.end_with(|| match leased {
             Ok(delivery) => Ok(delivery.map(|d| shared.start(index, name, d))),
             Err(e) => {
-                if e.kind() != ErrorKind::Closed {
+                // A closed backend ends the worker: counted, so that a
+                // pool whose queue was closed under it shows it.
+                if e.kind() == ErrorKind::Closed {
+                    shared.counters.add(Count::ClosedExits);
+                    crate::worker::trace::worker_closed(&shared.cfg.name, name);
+                } else {
                     shared.counters.add(Count::LeaseErrors);
                 }
                 Err(e)

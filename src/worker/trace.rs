@@ -6,7 +6,8 @@
 //! the handler call; the async pool instruments the handler's future with
 //! it, so whatever the handler logs nests under its job. The outcome is an
 //! event with the span as parent: `debug` for done, `warn` for a retry, a
-//! dead letter or a panic, with the error text.
+//! dead letter or a panic, with the error text. A worker that stops
+//! because the backend was closed is a `warn` event of its own.
 
 use crate::worker::context::JobContext;
 use crate::worker::outcome::Outcome;
@@ -85,4 +86,16 @@ impl JobSpan {
         tracing::warn!(parent: &self.span, outcome = "lost",
             "the job's lease was lost; its outcome was not recorded");
     }
+}
+
+/// A worker (or task) of pool `pool` stopped because the backend was
+/// closed (a `warn` event; counted in `PoolStats::closed_exits` too).
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+pub(crate) fn worker_closed(pool: &str, worker: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        pool,
+        worker,
+        "the backend was closed: this worker stops and leases nothing more"
+    );
 }

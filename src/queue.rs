@@ -710,23 +710,56 @@ impl Queue {
             let vt = st.lease_ms(queue, vt);
             st.dequeue(queue, now, vt)
         };
-        self.dequeue_picking(&mut pick, wait, &[queue])
+        self.dequeue_picking(&mut pick, wait, &[queue], &|| false)
     }
 
     /// A blocking dequeue of the job `pick` leases (for a worker pool over
     /// several queues of the store, `worker::MultiQueue`), waiting up to
     /// `wait` for one: `pick` runs under the store's lock, each time a job
     /// may have become ready in one of `queues` (ids of the store's
-    /// queues).
+    /// queues). The wait ends early, `Ok(None)`, once `stop` is true
+    /// (see [`Queue::wake_stopping`]).
     pub(crate) fn dequeue_picking(
         &self,
         pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
         wait: Duration,
         queues: &[u16],
+        stop: &dyn Fn() -> bool,
     ) -> Result<Option<Job>> {
-        let out = self.dequeue_locked(pick, wait, queues);
+        let out = self.dequeue_locked(pick, wait, queues, stop);
         self.upkeep();
         out
+    }
+
+    /// [`Queue::dequeue_wait`] for a worker pool's lease: the wait ends
+    /// early, `Ok(None)`, once `stop` is true and
+    /// [`Queue::wake_stopping`] has been called since.
+    pub(crate) fn dequeue_wait_unless(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Job>> {
+        let vt = Some(lease_ms(visibility)?);
+        let queue = self.queue;
+        let mut pick = |st: &mut QueueState, now: Now| {
+            let vt = st.lease_ms(queue, vt);
+            st.dequeue(queue, now, vt)
+        };
+        self.dequeue_picking(&mut pick, wait, &[queue], stop)
+    }
+
+    /// Wakes every consumer blocked waiting for a job of `queues`, so
+    /// that a [`Queue::dequeue_picking`] whose `stop` has become true
+    /// returns (the others look again and wait on). `stop` is read under
+    /// the store's lock before each wait, and that lock is taken and
+    /// dropped here before the wake: a consumer between its read and its
+    /// wait cannot miss it. The caller sets what `stop` reads first.
+    pub(crate) fn wake_stopping(&self, queues: &[u16]) {
+        drop(self.inner.state.lock());
+        for queue in queues {
+            self.inner.wakeups.every(*queue);
+        }
     }
 
     /// [`Queue::dequeue_picking`] under the lock.
@@ -735,6 +768,7 @@ impl Queue {
         pick: &mut dyn FnMut(&mut QueueState, Now) -> Result<Option<Job>>,
         wait: Duration,
         queues: &[u16],
+        stop: &dyn Fn() -> bool,
     ) -> Result<Option<Job>> {
         let deadline = crate::clock::deadline(wait);
         let mut st = self.lock_for_write()?;
@@ -762,7 +796,8 @@ impl Queue {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            // Read under the lock, before the wait: see `wake_stopping`.
+            if left.is_zero() || stop() {
                 return Ok(None);
             }
             let until_due = st

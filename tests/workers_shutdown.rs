@@ -861,3 +861,48 @@ fn a_job_released_at_shutdown_on_its_last_attempt_stays_queued() {
     );
     assert_eq!(q.stats().dead, 0);
 }
+
+/// Counts the leases the pool's workers begin.
+struct CountLeases(Arc<AtomicU32>);
+
+impl Hooks for CountLeases {
+    fn before_lease(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Shutting an idle pool down wakes its workers blocked in `lease` (the
+/// queue's own wait for a job): `Backend::wake_waiters` ends their
+/// `lease_until_stopped` at once. Before, each waited out its poll
+/// interval; with the longest one (`MAX_POLL_INTERVAL`, 60 s) shutdown
+/// took up to a minute, so the watchdog (30 s, under that interval) fails
+/// this test instead of it hanging: a bound for liveness, no timing claim.
+#[test]
+fn an_idle_pools_shutdown_wakes_its_workers_blocked_in_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    // A queue's wait for a job looks again within its visibility timeout
+    // (default 30 s): an hour, so that only the poll interval or a wake
+    // ends the workers' wait.
+    let opts = walq::Options::default().visibility_timeout(Duration::from_secs(3600));
+    let q = Queue::open_with(dir.path(), opts).unwrap();
+    let leases = Arc::new(AtomicU32::new(0));
+    let backend = Hooked {
+        q: q.clone(),
+        hooks: CountLeases(leases.clone()),
+    };
+    let pool = WorkerPool::builder(backend)
+        .name("idle")
+        .workers(3)
+        .poll_interval(walq::worker::MAX_POLL_INTERVAL)
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    // Each worker is in (or entering) its first lease; none has a job.
+    wait_for("every worker leasing", || {
+        leases.load(Ordering::SeqCst) == 3
+    });
+    let report = shutdown_within_watchdog(pool, "idle workers to end their poll wait");
+    assert!(report.stuck.is_empty(), "{}", stuck_text(&report));
+    assert_eq!(report.stats.leased, 0, "{:?}", report.stats);
+    // The woken leases took nothing: every worker leased once.
+    assert_eq!(leases.load(Ordering::SeqCst), 3);
+}

@@ -34,6 +34,32 @@ pub trait Backend: Send + Sync + 'static {
     /// for one to become ready. `Ok(None)` when none did.
     fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Self::Lease>>>;
 
+    /// [`Backend::lease`], whose wait for a job ends early, `Ok(None)`,
+    /// once `stop()` is true: what a sync worker pool's idle workers lease
+    /// through, so that a shutdown, which sets their stop flag and then
+    /// calls [`Backend::wake_waiters`], does not wait out their poll
+    /// interval. A backend that overrides it reads `stop` before each
+    /// wait in a way [`Backend::wake_waiters`] cannot slip past (e.g.
+    /// under the lock its wake takes), and overrides `wake_waiters` too.
+    ///
+    /// The default calls [`Backend::lease`], ignoring `stop`: a shutdown
+    /// then waits up to one poll interval for each idle worker.
+    fn lease_until_stopped(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Delivery<Self::Lease>>> {
+        let _ = stop;
+        self.lease(visibility, wait)
+    }
+
+    /// Wakes the calls of [`Backend::lease_until_stopped`] waiting for a
+    /// job, so that each reads its `stop` again (a worker pool calls it
+    /// once, as it begins to stop, after setting its workers' stop flag).
+    /// A waiter whose `stop` is still false waits on. Default: nothing.
+    fn wake_waiters(&self) {}
+
     /// Marks the job done, with an optional small result kept for clients
     /// that poll [`Backend::status`].
     fn complete(&self, lease: &Self::Lease, result: Option<&[u8]>) -> Result<()>;
@@ -206,6 +232,19 @@ impl<B: Backend> Backend for std::sync::Arc<B> {
 
     fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Self::Lease>>> {
         (**self).lease(visibility, wait)
+    }
+
+    fn lease_until_stopped(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Delivery<Self::Lease>>> {
+        (**self).lease_until_stopped(visibility, wait, stop)
+    }
+
+    fn wake_waiters(&self) {
+        (**self).wake_waiters()
     }
 
     fn complete(&self, lease: &Self::Lease, result: Option<&[u8]>) -> Result<()> {

@@ -16,7 +16,9 @@ use crate::worker::rate::RateLimit;
 pub const MAX_WORKERS: usize = 1024;
 
 /// The longest [`PoolBuilder::poll_interval`]: an idle worker checks for
-/// shutdown this often at least, so a shutdown is never held up longer.
+/// shutdown this often at least, so a shutdown is never held up longer
+/// (on a [`crate::Queue`] or a [`crate::worker::MultiQueue`], shutdown
+/// wakes idle workers at once: see [`Backend::wake_waiters`]).
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The settings of a pool.
@@ -163,7 +165,11 @@ impl<B: Backend> PoolBuilder<B> {
 
     /// How long an idle worker waits for a job before it checks for
     /// shutdown again (default 100 ms, at least 100 µs, at most
-    /// [`MAX_POLL_INTERVAL`]: a shutdown waits for it). Enqueues wake it at once.
+    /// [`MAX_POLL_INTERVAL`]). Enqueues wake it at once, and so does a
+    /// shutdown on a backend that implements [`Backend::wake_waiters`]
+    /// ([`crate::Queue`], [`crate::worker::MultiQueue`]); on another, a
+    /// shutdown waits up to this long for an idle worker. It is also how
+    /// long a worker waits after a failed lease.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.cfg.poll = every;
         self

@@ -163,6 +163,17 @@ impl MultiQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Option<(String, Job)>> {
+        self.lease_from_unless(visibility, wait, &|| false)
+    }
+
+    /// [`MultiQueue::lease_from`], whose wait ends early once `stop` is
+    /// true (see `Queue::wake_stopping`).
+    fn lease_from_unless(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<(String, Job)>> {
         let vt = crate::clock::ms(visibility).max(1);
         let mut from = None;
         let mut pick = |st: &mut QueueState, now: Now| {
@@ -172,7 +183,7 @@ impl MultiQueue {
             }))
         };
         let ids = self.queue_ids();
-        let job = self.first()?.dequeue_picking(&mut pick, wait, &ids)?;
+        let job = self.first()?.dequeue_picking(&mut pick, wait, &ids, stop)?;
         Ok(job.zip(from).map(|(job, i)| (self.queues[i].0.name(), job)))
     }
 }
@@ -189,6 +200,23 @@ impl Backend for MultiQueue {
         Ok(self
             .lease_from(visibility, wait)?
             .map(|(_, job)| delivery_of(first, job)))
+    }
+
+    fn lease_until_stopped(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Delivery<Receipt>>> {
+        Ok(self
+            .lease_from_unless(visibility, wait, stop)?
+            .map(|(_, job)| delivery_of(job)))
+    }
+
+    fn wake_waiters(&self) {
+        if let Ok(first) = self.first() {
+            first.wake_stopping(&self.queue_ids());
+        }
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> Result<()> {

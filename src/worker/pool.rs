@@ -198,6 +198,10 @@ impl<B: Backend> Shared<B> {
             busy.running
         };
         self.stop.set();
+        // Idle workers blocked in a lease see the stop now, not at the
+        // end of their poll interval (before, an idle pool's shutdown
+        // took up to `poll_interval`; a review found it).
+        self.backend.wake_waiters();
         running
     }
 

@@ -35,6 +35,24 @@ impl Backend for Queue {
             .map(|job| delivery_of(self, job)))
     }
 
+    fn lease_until_stopped(
+        &self,
+        visibility: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Delivery<Receipt>>> {
+        Ok(self
+            .dequeue_wait_unless(visibility, wait, stop)?
+            .map(delivery_of))
+    }
+
+    /// Wakes the threads of this handle's queue blocked waiting for a job
+    /// (and, spuriously, its async tasks and the `MultiQueue`s over it,
+    /// which look again and wait on).
+    fn wake_waiters(&self) {
+        self.wake_stopping(&[self.queue_id()]);
+    }
+
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> Result<()> {
         match result {
             None => self.ack(*lease),

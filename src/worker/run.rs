@@ -31,8 +31,11 @@ pub(crate) fn run<B: Backend>(
             break;
         }
         // A backend that panics in the lease counts a lease error.
-        let leased = BackendCall::Lease
-            .guarded(|| shared.backend.lease(shared.cfg.visibility, shared.cfg.poll));
+        // Its wait ends as soon as the pool stops (`begin_stop` wakes it).
+        let stopped = || shared.stop.is_set();
+        let leased = BackendCall::Lease.guarded(|| {
+            (shared.backend).lease_until_stopped(shared.cfg.visibility, shared.cfg.poll, &stopped)
+        });
         // A job leased is counted and put in this worker's slot as the
         // call ends: from then on, a shutdown that gives up on the worker
         // finds it there and counts it. A failed lease is counted then too.

@@ -23,8 +23,8 @@ pub trait Hooks: Send + Sync + 'static {
     fn before_complete_batch(&self) {}
     /// Runs before `release` (a shutdown handing back a running job).
     fn before_release(&self) {}
-    /// Runs before `lease` (a worker taking its next job; not the async
-    /// pool's `lease_async`).
+    /// Runs before `lease` and `lease_until_stopped` (a worker taking its
+    /// next job; not the async pool's `lease_async`).
     fn before_lease(&self) {}
     /// Runs before `complete`, `retry` and `fail` of job `id` (a worker
     /// settling its job itself).
@@ -49,6 +49,24 @@ impl<H: Hooks> Backend for Hooked<H> {
     fn lease(&self, vis: Duration, wait: Duration) -> walq::Result<Option<Delivery<Receipt>>> {
         self.hooks.before_lease();
         Backend::lease(&self.q, vis, wait)
+    }
+
+    fn lease_until_stopped(
+        &self,
+        vis: Duration,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> walq::Result<Option<Delivery<Receipt>>> {
+        self.hooks.before_lease();
+        Backend::lease_until_stopped(&self.q, vis, wait, stop)
+    }
+
+    fn wake_waiters(&self) {
+        Backend::wake_waiters(&self.q)
+    }
+
+    fn check_open(&self) -> walq::Result<()> {
+        Backend::check_open(&self.q)
     }
 
     fn complete(&self, lease: &Receipt, result: Option<&[u8]>) -> walq::Result<()> {

@@ -906,3 +906,101 @@ fn an_idle_pools_shutdown_wakes_its_workers_blocked_in_lease() {
     // The woken leases took nothing: every worker leased once.
     assert_eq!(leases.load(Ordering::SeqCst), 3);
 }
+
+/// A handler that shuts its own pool down (a "stop job"): shutdown does
+/// not wait for that handler nor release its job; the handler's `Done`
+/// is then settled by its worker, so the stop job is not run again.
+/// Before, shutdown waited its whole deadline (an hour here: the
+/// watchdog fails the test instead) for the very handler calling it,
+/// then released its job and dropped its `Done`.
+#[test]
+fn a_handler_that_shuts_its_own_pool_down_completes_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let slot: Arc<std::sync::Mutex<Option<WorkerPool>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pool = {
+        let (slot, tx) = (slot.clone(), std::sync::Mutex::new(tx));
+        WorkerPool::builder(q.clone())
+            .name("stopper")
+            .workers(2)
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                let pool = slot.lock().unwrap().take();
+                if let Some(pool) = pool {
+                    let report = pool.shutdown(Duration::from_secs(3600));
+                    let seen = (ctx.is_shutting_down(), ctx.lease_lost());
+                    let _ = tx.lock().unwrap().send((report, seen));
+                }
+                Outcome::done_with(b"stopped".to_vec())
+            })
+            .unwrap()
+    };
+    *slot.lock().unwrap() = Some(pool);
+    // Enqueued once the handler can find the pool.
+    let id = q.enqueue(b"stop the pool").unwrap();
+    let (report, (shutting_down, lost)) = rx
+        .recv_timeout(WATCHDOG)
+        .expect("shutdown called by a handler waited for that handler");
+    assert!(shutting_down && !lost, "the caller's lease was taken away");
+    assert!(report.released.is_empty(), "{report:?}");
+    assert!(report.stuck.is_empty(), "{}", stuck_text(&report));
+    assert_eq!((report.running, report.finished), (0, 0), "{report:?}");
+    wait_for("the stop job done", || {
+        matches!(q.status(id), Ok(walq::worker::JobStatus::Done { .. }))
+    });
+    drop(q);
+    // Reopened (the pool's threads let go of the directory): the stop job
+    // does not run again.
+    wait_for("the directory unlocked", || Queue::open(dir.path()).is_ok());
+    let q = Queue::open(dir.path()).unwrap();
+    assert!(
+        q.dequeue().unwrap().is_none(),
+        "the stop job is queued again"
+    );
+}
+
+/// The same in an async pool: a handler that awaits its own pool's
+/// shutdown is neither waited for nor aborted, and its `Done` is settled.
+/// Before, the task aborted itself in the middle of the shutdown and its
+/// job was released, to run again.
+#[cfg(feature = "tokio")]
+#[test]
+fn an_async_handler_that_shuts_its_own_pool_down_completes_its_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let slot: Arc<std::sync::Mutex<Option<walq::worker::AsyncWorkerPool>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt = runtime();
+    let _guard = rt.enter();
+    let pool = {
+        let (slot, tx) = (slot.clone(), Arc::new(std::sync::Mutex::new(tx)));
+        WorkerPool::builder(q.clone())
+            .name("stopper")
+            .workers(2)
+            .start_async(move |ctx: JobContext, _: Vec<u8>| {
+                let (slot, tx) = (slot.clone(), tx.clone());
+                async move {
+                    let pool = slot.lock().unwrap().take();
+                    if let Some(pool) = pool {
+                        let report = pool.shutdown(Duration::from_secs(3600)).await;
+                        let seen = (ctx.is_shutting_down(), ctx.lease_lost());
+                        let _ = tx.lock().unwrap().send((report, seen));
+                    }
+                    Outcome::done()
+                }
+            })
+            .unwrap()
+    };
+    *slot.lock().unwrap() = Some(pool);
+    // Enqueued once the handler can find the pool.
+    let id = q.enqueue(b"stop the pool").unwrap();
+    let (report, (shutting_down, lost)) = rx
+        .recv_timeout(WATCHDOG)
+        .expect("shutdown awaited by a handler waited for that handler");
+    assert!(shutting_down && !lost, "the caller's lease was taken away");
+    assert!(report.released.is_empty(), "{report:?}");
+    assert!(report.stuck.is_empty(), "{}", stuck_text(&report));
+    wait_for("the stop job done", || {
+        matches!(q.status(id), Ok(walq::worker::JobStatus::Done { .. }))
+    });
+}

@@ -214,11 +214,24 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
     /// [`crate::worker::WorkerPool::shutdown`]). Such a call also keeps one of
     /// the runtime's blocking threads, which a runtime's drop waits for
     /// (`Runtime::shutdown_timeout` bounds that).
+    ///
+    /// Awaited inside one of this pool's own handlers (a job that stops
+    /// the pool), shutdown treats that handler as finishing its job, as
+    /// [`crate::worker::WorkerPool::shutdown`] does: it neither waits for
+    /// it, nor releases its job, nor aborts its task; the task settles the
+    /// handler's outcome when it returns (after the report was taken, so
+    /// not in [`ShutdownReport::stats`]; return within the visibility
+    /// timeout, the lease is no longer extended). Before, the task aborted
+    /// itself mid-shutdown and its job was released, to run again.
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         let until = crate::clock::deadline(deadline);
         let grace = self.shared.cfg.stop_grace();
         let stage = move || until.max(crate::clock::deadline(grace));
-        let running = self.shared.begin_stop();
+        // Awaited by a handler of this pool (in its worker task): that
+        // handler is not waited for, nor its job released, nor its task
+        // aborted; the task settles the job when the handler returns.
+        let own = self.own_task();
+        let running = (self.shared.begin_stop()).saturating_sub(usize::from(own.is_some()));
         self.stop_tx.send_replace(true);
         let shared = self.shared.clone();
         // Waiting for idle and releasing (may fsync) block: off the
@@ -228,7 +241,7 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
                 running,
                 ..ShutdownReport::default()
             };
-            shared.wait_idle(until);
+            shared.wait_idle(until, usize::from(own.is_some()));
             let stragglers = shared.release_running(&mut report, stage());
             (report, stragglers)
         })
@@ -243,6 +256,11 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
         let until_tasks = tokio::time::Instant::from_std(stage());
         let tasks = std::mem::take(&mut self.tasks);
         for (index, task) in tasks.into_iter().enumerate() {
+            if Some(index) == own && !all {
+                // The caller's own task: left to finish (its handle
+                // dropped, the task detached).
+                continue;
+            }
             if all || stragglers.contains(&index) {
                 task.abort();
             }
@@ -258,6 +276,17 @@ impl<B: AsyncBackend> AsyncWorkerPool<B> {
         report.finished = report.running.saturating_sub(stragglers.len());
         report.stats = self.stats();
         report
+    }
+
+    /// The index of the worker task this is called from, if it is one of
+    /// this pool's (a handler stopping its own pool), marked finished: it
+    /// is not running as far as the shutdown goes, so its job is not
+    /// released (its task settles it once the handler returns).
+    fn own_task(&self) -> Option<usize> {
+        let me = tokio::task::try_id()?;
+        let index = self.tasks.iter().position(|t| t.id() == me)?;
+        self.shared.mark_finished(index);
+        Some(index)
     }
 
     /// Stops the heartbeat threads (joining them blocks: off the runtime's
@@ -313,13 +342,16 @@ impl<B: AsyncBackend> Drop for AsyncWorkerPool<B> {
         let Some(heartbeat) = self.heartbeat.take() else {
             return;
         };
+        // Dropped by one of its own handlers: not waited for (see
+        // `shutdown`).
+        let own = usize::from(self.own_task().is_some());
         self.shared.begin_stop();
         self.stop_tx.send_replace(true);
         let shared = self.shared.clone();
         let until = crate::clock::deadline(shared.cfg.shutdown_timeout);
         let name = format!("{}-stop", shared.cfg.name);
         let _ = spawn_named(name, move || {
-            shared.wait_idle(until);
+            shared.wait_idle(until, own);
             let grace = shared.cfg.stop_grace();
             let stage = || until.max(crate::clock::deadline(grace));
             shared.release_running(&mut ShutdownReport::default(), stage());

@@ -205,10 +205,11 @@ impl<B: Backend> Shared<B> {
         running
     }
 
-    /// Waits until no handler runs, or `deadline`.
-    pub(crate) fn wait_idle(&self, deadline: Instant) {
+    /// Waits until no handler runs but `own` (1 for a shutdown called by
+    /// a handler of the pool, 0 otherwise), or `deadline`.
+    pub(crate) fn wait_idle(&self, deadline: Instant, own: usize) {
         let mut busy = self.busy.lock();
-        while busy.running > 0 {
+        while busy.running > own {
             if self.idle.wait_until(&mut busy, deadline).timed_out() {
                 return;
             }
@@ -353,6 +354,21 @@ impl<B: Backend> WorkerPool<B> {
     /// release is given up, or skipped after one that is stuck, is counted
     /// as a settle error, not released; its lease runs out and it is
     /// delivered again, attempt counted.
+    ///
+    /// Called from inside one of this pool's own handlers (a job that
+    /// stops the pool, holding it in, say, an `Arc<Mutex<Option<_>>>`),
+    /// shutdown treats that handler as finishing its job: it neither waits
+    /// for it nor releases its job, and does not count it in
+    /// [`ShutdownReport::running`]. It stops the rest of the pool as
+    /// above and returns; when the handler then returns, its worker
+    /// settles its outcome itself (a `Done` is acked, not run again) and
+    /// exits. That outcome is counted after the report was taken, so it is
+    /// not in [`ShutdownReport::stats`], and the job's lease is no longer
+    /// extended once shutdown returns: return soon after (within the
+    /// pool's visibility timeout), or the lease runs out and the job runs
+    /// again. Before, such a call waited its whole deadline for its own
+    /// handler, then released the job, whose `Done` was dropped: the stop
+    /// job ran again at the next start.
     pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         self.stop(deadline)
     }
@@ -361,15 +377,25 @@ impl<B: Backend> WorkerPool<B> {
         let until = crate::clock::deadline(deadline);
         let grace = self.shared.cfg.stop_grace();
         let stage = || until.max(crate::clock::deadline(grace));
+        // Called by a handler of this pool (from its worker's thread):
+        // that handler is not waited for, nor its job released; its
+        // worker settles the job when the handler returns.
+        let own = self.workers.current();
         let mut report = ShutdownReport {
             running: self.shared.begin_stop(),
             ..ShutdownReport::default()
         };
-        self.shared.wait_idle(until);
+        if let Some(index) = own {
+            report.running = report.running.saturating_sub(1);
+            self.shared.mark_finished(index);
+        }
+        self.shared.wait_idle(until, usize::from(own.is_some()));
         let stragglers = self.shared.release_running(&mut report, stage());
         // Workers that finished have handed over their last acks once
-        // they exit (a straggler's outcome is dropped, never handed over).
-        for left in self.workers.stop(stage(), |i| !stragglers.contains(&i)) {
+        // they exit (a straggler's outcome is dropped, never handed over;
+        // the calling worker, if any, exits after this returns).
+        let wait = |i: usize| Some(i) != own && !stragglers.contains(&i);
+        for left in self.workers.stop(stage(), wait) {
             report.stuck.push(self.shared.give_up(left, true));
         }
         // Every pending ack is settled (and counted) before shutdown

@@ -247,6 +247,15 @@ impl Threads {
         self.threads.is_empty()
     }
 
+    /// The index of the group's thread this is called from, if any (a
+    /// handler that shuts its own pool down).
+    pub(crate) fn current(&self) -> Option<usize> {
+        let me = std::thread::current().id();
+        (self.threads.iter())
+            .find(|t| t.2.thread().id() == me)
+            .map(|t| t.0)
+    }
+
     /// Waits for the threads for which `wait` is true until `until`;
     /// joins those that exited, gives up on the others and returns them.
     /// Threads `wait` excludes are left detached without a word (a

@@ -407,6 +407,50 @@ fn a_handler_retry_waits_the_delay_it_names() {
     assert_eq!(*attempts.lock().unwrap(), [1, 2]);
 }
 
+/// A retry delay over `MAX_RETRY_DELAY` (here `Duration::MAX`) is not
+/// kept: the job is retried after the queue's backoff (1 s, no jitter),
+/// its error saying so; a delay of exactly the limit is kept. Before,
+/// `retry_after(Duration::MAX)` parked the job as delayed until
+/// `u64::MAX` ms, never run again nor dead-lettered.
+#[test]
+fn a_retry_delay_over_the_limit_is_the_queues_backoff() {
+    use walq::worker::{JobStatus, MAX_RETRY_DELAY};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let backoff = Backoff {
+        initial: Duration::from_secs(1),
+        jitter: 0.0,
+        ..Backoff::default()
+    };
+    let opts = common::opts(&clock).max_attempts(2).backoff(backoff);
+    let q = Queue::open_with(dir.path(), opts).unwrap();
+    let forever = q.enqueue(b"forever").unwrap();
+    let a_year = q.enqueue(b"a year").unwrap();
+    let pool = WorkerPool::builder(q.clone())
+        .workers(1)
+        .poll_interval(Duration::from_millis(5))
+        .start(
+            |ctx: &JobContext, payload: &[u8]| match (payload, ctx.attempt()) {
+                (b"forever", 1) => Outcome::retry_after(Duration::MAX, "later, much later"),
+                (b"a year", 1) => Outcome::retry_after(MAX_RETRY_DELAY, "next year"),
+                _ => Outcome::done(),
+            },
+        )
+        .unwrap();
+    wait_until("both jobs asked for a retry", || pool.stats().retried == 2);
+    let due = |id| match q.status(id).unwrap() {
+        JobStatus::Delayed { due_ms, .. } => due_ms,
+        other => panic!("job {id} is not delayed: {other:?}"),
+    };
+    assert_eq!(due(forever), 1_000_000 + 1_000, "not the queue's backoff");
+    let year_ms = u64::try_from(MAX_RETRY_DELAY.as_millis()).unwrap();
+    assert_eq!(due(a_year), 1_000_000 + year_ms, "the limit itself is kept");
+    clock.advance(Duration::from_secs(1));
+    wait_until("the backed-off retry ran", || pool.stats().done == 1);
+    pool.shutdown(Duration::from_secs(60));
+    assert!(matches!(q.status(forever), Ok(JobStatus::Done { .. })));
+}
+
 #[test]
 fn a_failed_job_goes_to_the_dead_letters_with_its_error_text() {
     let dir = tempfile::tempdir().unwrap();

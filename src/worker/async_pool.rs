@@ -41,7 +41,7 @@ use crate::worker::counters::{Count, PoolStats};
 use crate::worker::handler::Handler;
 use crate::worker::outcome::Outcome;
 use crate::worker::pool::{spawn_named, Shared};
-use crate::worker::run::{panic_text, release_unstarted, result_within_limit, settle};
+use crate::worker::run::{panic_text, release_unstarted, settle, within_limits};
 use crate::worker::shutdown::{BackendCall, ShutdownReport};
 use crate::worker::threads::ThreadState;
 use crate::worker::trace::JobSpan;
@@ -504,7 +504,7 @@ async fn run_one<B: AsyncBackend>(
         shared.counters.add(Count::Panicked);
     }
     shared.mark_finished(index);
-    let outcome = result_within_limit(outcome);
+    let outcome = within_limits(outcome);
     span.outcome(&ctx, &outcome, panicked);
     // The lease stays in the slot until the settle returns, so that the
     // heartbeat extends it meanwhile (an ack with a result waits for

@@ -108,7 +108,7 @@ pub use context::JobContext;
 pub use counters::PoolStats;
 pub use handler::Handler;
 pub use multi_queue::{MultiQueue, MAX_QUEUE_WEIGHT};
-pub use outcome::Outcome;
+pub use outcome::{Outcome, MAX_RETRY_DELAY};
 pub use pool::WorkerPool;
 pub use rate::RateLimit;
 pub use shutdown::{BackendCall, ShutdownReport, StuckThread};

@@ -3,6 +3,11 @@
 use std::fmt::Display;
 use std::time::Duration;
 
+/// The longest delay a handler's [`Outcome::Retry`] keeps: 365 days. A
+/// longer one (`Duration::MAX`, a bad computation) is treated as a failed
+/// attempt retried after the queue's backoff, its error saying so.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The result of one attempt, returned by a handler.
 ///
 /// A handler may also return `Result<(), E>` with `E: Display`: `Ok(())`
@@ -27,10 +32,19 @@ pub enum Outcome {
     Done(Option<Vec<u8>>),
     /// Try again: after `after`, or after the queue's backoff when `None`.
     /// On the last attempt the job goes to the dead letters with `error`.
+    ///
+    /// A delay over [`MAX_RETRY_DELAY`] (a year; `Duration::MAX`, say) is
+    /// not kept: a worker pool retries the job after the queue's backoff
+    /// instead, and its error says so. Such a delay would park the job as
+    /// delayed for good, neither run again nor dead-lettered.
     Retry {
-        /// Why the attempt failed, kept with the job.
+        /// Why the attempt failed. It is kept only if the job goes to the
+        /// dead letters (this was its last attempt): a job waiting for its
+        /// next attempt does not carry it (its status reads `Delayed`).
+        /// A worker pool's tracing event for the attempt shows it.
         error: String,
-        /// A delay the handler names (e.g. from a `Retry-After` header).
+        /// A delay the handler names (e.g. from a `Retry-After` header),
+        /// at most [`MAX_RETRY_DELAY`].
         after: Option<Duration>,
     },
     /// Give up: the job goes to the dead letters with this error now.
@@ -56,7 +70,8 @@ impl Outcome {
         }
     }
 
-    /// Retry after exactly `delay`.
+    /// Retry after exactly `delay`; a delay over [`MAX_RETRY_DELAY`]
+    /// becomes the queue's backoff (see [`Outcome::Retry`]).
     pub fn retry_after(delay: Duration, error: impl Display) -> Outcome {
         Outcome::Retry {
             error: error.to_string(),

@@ -9,7 +9,7 @@ use crate::error::ErrorKind;
 use crate::worker::backend::Backend;
 use crate::worker::context::JobContext;
 use crate::worker::counters::{Count, Counters};
-use crate::worker::outcome::Outcome;
+use crate::worker::outcome::{Outcome, MAX_RETRY_DELAY};
 use crate::worker::pool::Shared;
 use crate::worker::shutdown::BackendCall;
 use crate::worker::threads::ThreadState;
@@ -116,7 +116,7 @@ fn run_one<B: Backend>(
         shared.counters.add(Count::Panicked);
     }
     shared.mark_finished(index);
-    let outcome = result_within_limit(outcome);
+    let outcome = within_limits(outcome);
     span.outcome(&ctx, &outcome, panicked);
     let outcome = match outcome {
         Outcome::Done(result) => {
@@ -165,18 +165,37 @@ fn hand_over<B: Backend>(
         .flatten()
 }
 
-/// A `Done` whose result is over [`MAX_RESULT_LEN`] becomes a `Fail`
-/// that says so: the ack would be refused, the lease left to expire and
-/// the job, which succeeded, run again on every attempt. Its side effects
-/// happened once; the dead letter tells the developer to shrink the
-/// result. Shared with the async pool.
-pub(crate) fn result_within_limit(outcome: Outcome) -> Outcome {
+/// An outcome over the limits of what a job keeps, made one the queue
+/// takes. Shared with the async pool.
+///
+/// * A `Done` whose result is over [`MAX_RESULT_LEN`] becomes a `Fail`
+///   that says so: the ack would be refused, the lease left to expire and
+///   the job, which succeeded, run again on every attempt. Its side
+///   effects happened once; the dead letter tells the developer to shrink
+///   the result.
+/// * A `Retry` whose delay is over [`MAX_RETRY_DELAY`] is retried after
+///   the queue's backoff instead, its error saying so: such a delay
+///   (`Duration::MAX`, a bad computation) parked the job as delayed until
+///   the end of time, never run again nor dead-lettered (a review found
+///   it). With the backoff the attempt counts as any failed one, and the
+///   job reaches the dead letters after its last attempt.
+pub(crate) fn within_limits(outcome: Outcome) -> Outcome {
     match outcome {
         Outcome::Done(Some(result)) if result.len() > MAX_RESULT_LEN => Outcome::Fail(format!(
             "the handler returned Done with a result of {} bytes, over the {MAX_RESULT_LEN}-byte \
              limit of a job's result; the job is not run again",
             result.len()
         )),
+        Outcome::Retry {
+            error,
+            after: Some(delay),
+        } if delay > MAX_RETRY_DELAY => Outcome::Retry {
+            error: format!(
+                "{error} (the handler asked for a retry after {delay:?}, over the limit of \
+                 {MAX_RETRY_DELAY:?}; retried after the queue's backoff instead)"
+            ),
+            after: None,
+        },
         other => other,
     }
 }

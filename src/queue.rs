@@ -827,8 +827,13 @@ impl Queue {
         self.settle(lsn)
     }
 
-    /// Gives a job back for a retry after `retry`, recording `error`. If the
-    /// job has used its last attempt it goes to the dead letters instead.
+    /// Gives a job back for a retry after `retry`. If the job has used its
+    /// last attempt it goes to the dead letters instead, with `error`.
+    ///
+    /// `error` is kept only then, as the dead letter's error: a job given
+    /// back for another attempt keeps no error (the retry's log record
+    /// has none), and its status (`Delayed`, then `Queued`) carries none.
+    /// Log it yourself if you need each attempt's error.
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
         let lsn = self.write_op_at(|st, now| st.nack(receipt, retry, error, now), |&l| l)?;
         self.settle(lsn)

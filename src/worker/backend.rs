@@ -80,8 +80,15 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Gives the job back for another attempt after `delay`, or after the
-    /// backend's own backoff when `None`, recording `error`. A job on its
-    /// last attempt goes to the dead letters instead.
+    /// backend's own backoff when `None`. A job on its last attempt goes
+    /// to the dead letters instead, with `error`.
+    ///
+    /// `error` says why the attempt failed. Whether a backend keeps it
+    /// for a job that is retried is its own choice: [`crate::Queue`] keeps
+    /// it only when the job is dead-lettered (its log's retry record has
+    /// no error, and the job's status, `Delayed` or `Queued`, carries
+    /// none); the JetStream backend keeps the last one in the job's
+    /// record.
     fn retry(&self, lease: &Self::Lease, delay: Option<Duration>, error: &str) -> Result<()>;
 
     /// Gives the job back ready now without counting the attempt its

@@ -208,9 +208,10 @@ impl Backend for MultiQueue {
         wait: Duration,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Delivery<Receipt>>> {
+        let first = self.first()?;
         Ok(self
             .lease_from_unless(visibility, wait, stop)?
-            .map(|(_, job)| delivery_of(job)))
+            .map(|(_, job)| delivery_of(first, job)))
     }
 
     fn wake_waiters(&self) {

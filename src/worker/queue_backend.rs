@@ -43,7 +43,7 @@ impl Backend for Queue {
     ) -> Result<Option<Delivery<Receipt>>> {
         Ok(self
             .dequeue_wait_unless(visibility, wait, stop)?
-            .map(delivery_of))
+            .map(|job| delivery_of(self, job)))
     }
 
     /// Wakes the threads of this handle's queue blocked waiting for a job

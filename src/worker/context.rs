@@ -86,7 +86,11 @@ impl JobContext {
         self
     }
 
-    /// The job id: unique, the same on every attempt, never reused.
+    /// The job id: unique, the same on every attempt, never reused (one
+    /// exception: under `Durability::Os` or `Periodic` a power cut can lose
+    /// the log records of the newest jobs, and their ids are then issued
+    /// again; under `Sync`, the default, a job is delivered only once its
+    /// enqueue is durable, so no delivered id is issued twice).
     pub fn id(&self) -> u64 {
         self.info.id
     }
@@ -121,6 +125,14 @@ impl JobContext {
     /// provider account (two servers, or a directory wiped and made again)
     /// would hand it the same key for two different jobs, and the provider
     /// would answer the second with the first one's cached response.
+    ///
+    /// Under `Durability::Os` or `Periodic` a power cut can lose the log
+    /// records of jobs that already ran (and made their provider call);
+    /// their ids, and so their keys, are then issued again to new jobs,
+    /// which the provider would answer with the lost jobs' cached
+    /// responses. Jobs with side effects that must happen exactly once
+    /// belong in a `Sync` queue (the default), where a job is delivered
+    /// only once its enqueue is durable.
     ///
     /// It changes when a job moves to another store (`walq export` and
     /// `import` give it a new id there), and after a salvage that had to

@@ -78,6 +78,9 @@ struct Inner {
     checkpointer: Checkpointer,
     /// The store id as 32 hex digits (file `STORE_ID`, `store_id`).
     provider_scope: Arc<str>,
+    /// The store id, and whether a full disk kept it from being written
+    /// at open (`close` tries again).
+    store_id: Mutex<crate::store_id::Loaded>,
 }
 
 /// An embedded, crash-safe job queue stored in one directory.
@@ -218,9 +221,8 @@ impl Queue {
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();
         let done = Queue::open_done(vfs.clone(), dir, &opts, &state, now, &mut report)?;
-        let (store_id, replaced) =
-            crate::store_id::load_or_create(&*vfs, dir, opts.file_mode, opts.recovery)?;
-        if replaced {
+        let store_id = crate::store_id::load_or_create(&*vfs, dir, opts.file_mode, opts.recovery)?;
+        if store_id.replaced {
             let len = crate::format::store_id::STORE_ID_LEN as u64;
             report.bytes_skipped = report.bytes_skipped.saturating_add(len);
         }
@@ -251,7 +253,8 @@ impl Queue {
             side_locks: Mutex::new(Vec::new()),
             checkpoints,
             checkpointer: Checkpointer::default(),
-            provider_scope: Arc::from(crate::store_id::hex(&store_id)),
+            provider_scope: Arc::from(crate::store_id::hex(&store_id.id)),
+            store_id: Mutex::new(store_id),
         });
         // Made first: if a thread cannot be started, its drop stops the
         // ones that were, and releases the directory.
@@ -1078,6 +1081,7 @@ impl Queue {
             // open just has one check fewer; an older record stays valid
             // (the log only grows).
             let _ = st.log.record_clean_close();
+            self.save_store_id(&st);
             // Best effort: the reserve a drain used is made again while
             // there is room, for the next open on a disk that fills up.
             st.log.fill_reserve();
@@ -1090,6 +1094,17 @@ impl Queue {
             }
         }
         result
+    }
+
+    /// Writes the store id that a full disk kept from being written at
+    /// open (best effort: another try at the next close).
+    fn save_store_id(&self, st: &QueueState) {
+        let mut id = self.inner.store_id.lock();
+        if id.unsaved
+            && crate::store_id::save(&*st.log.vfs, &self.inner.dir, id.id, st.log.mode).is_ok()
+        {
+            id.unsaved = false;
+        }
     }
 
     /// Releases `lock` with the directory's when this queue is closed (the

@@ -17,24 +17,44 @@ use crate::vfs::Vfs;
 /// File name of the store id.
 pub const STORE_ID_FILE: &str = "STORE_ID";
 
+/// The store id a queue opened with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loaded {
+    /// The id.
+    pub id: [u8; 16],
+    /// A damaged file was replaced (`RecoveryMode::Salvage`).
+    pub replaced: bool,
+    /// Drawn but not written: the disk was full. [`save`] tries again.
+    pub unsaved: bool,
+}
+
 /// The store id of the queue in `dir`: read from `STORE_ID`, or drawn and
 /// written (crash-atomically, mode `mode`) when the file is missing. A
 /// damaged file is `Corrupt` naming it under `RecoveryMode::Strict`
 /// (a new id would change every provider key, so a side effect a job
-/// already performed could be performed again); `Salvage` replaces it and
-/// says so by returning `true`.
+/// already performed could be performed again); `Salvage` replaces it.
+///
+/// A full disk (a store of an older build, upgraded while its disk is
+/// full) does not stop the open, which a drain needs: the id drawn is
+/// used, `unsaved`, and written by a later [`save`] (the queue's close).
+/// A crash before that draws another id at the next open, so keys change
+/// only for jobs that ran in such a session and are delivered again.
 pub(crate) fn load_or_create(
     vfs: &dyn Vfs,
     dir: &Path,
     mode: u32,
     recovery: RecoveryMode,
-) -> Result<([u8; 16], bool)> {
+) -> Result<Loaded> {
     let path = dir.join(STORE_ID_FILE);
     let found = crate::recovery::read_small(vfs, &path)?;
     let replaced = found.is_some();
     if let Some(bytes) = found {
         if let Some(id) = store_id::decode(&bytes) {
-            return Ok((id, false));
+            return Ok(Loaded {
+                id,
+                replaced: false,
+                unsaved: false,
+            });
         }
         if recovery == RecoveryMode::Strict {
             return Err(Error::corrupt(
@@ -47,8 +67,20 @@ pub(crate) fn load_or_create(
         }
     }
     let id = draw().map_err(|e| Error::io("drawing a random store id", &path, e))?;
-    crate::vfs::write_atomically(vfs, dir, STORE_ID_FILE, &[&store_id::encode(id)], mode)?;
-    Ok((id, replaced))
+    let unsaved = match save(vfs, dir, id, mode) {
+        Err(e) if crate::reserve::is_enospc(&e) => true,
+        other => other.map(|()| false)?,
+    };
+    Ok(Loaded {
+        id,
+        replaced,
+        unsaved,
+    })
+}
+
+/// Writes `STORE_ID` with `id`, crash-atomically.
+pub(crate) fn save(vfs: &dyn Vfs, dir: &Path, id: [u8; 16], mode: u32) -> Result<()> {
+    crate::vfs::write_atomically(vfs, dir, STORE_ID_FILE, &[&store_id::encode(id)], mode).map(drop)
 }
 
 /// 16 bytes from the kernel's random source.

@@ -118,3 +118,49 @@ fn a_damaged_store_id_is_refused_and_salvage_replaces_it() {
     let q = open(dir.path());
     assert_eq!(q.recovery_report().bytes_skipped, 0);
 }
+
+/// A store of an older build (no `STORE_ID`) opened on a full disk: the
+/// open must not fail for want of 32 bytes (a drain needs it); the id
+/// drawn is used and written by the close, so the keys of the jobs run
+/// in that session stay the same afterwards.
+#[test]
+fn a_full_disk_does_not_stop_an_upgraded_store_from_opening() {
+    use walq::vfs::{Fault, FaultOp, SimFs, Vfs};
+    let fs = SimFs::new();
+    let clock = ManualClock::new(1_000_000);
+    let open_sim = |fs: &SimFs| {
+        Queue::open_on(
+            std::sync::Arc::new(fs.clone()),
+            Path::new("/q"),
+            common::opts(&clock),
+        )
+    };
+    let q = open_sim(&fs).unwrap();
+    q.enqueue(b"one").unwrap();
+    q.enqueue(b"two").unwrap();
+    q.close().unwrap();
+    drop(q);
+    fs.remove(&Path::new("/q").join(STORE_ID)).unwrap();
+    fs.set_fault(Some(walq::vfs::Fault {
+        op: FaultOp::Create,
+        at: fs.op_count(FaultOp::Create),
+        forever: true,
+        kind: std::io::ErrorKind::StorageFull,
+    }));
+    let q = open_sim(&fs).expect("opens on a full disk");
+    let (id, during) = key_of_next_job(&q);
+    assert_eq!(id, 1);
+    assert!(fs.read_file(&Path::new("/q").join(STORE_ID)).is_none());
+    fs.set_fault(None::<Fault>);
+    q.close().unwrap();
+    drop(q);
+    assert!(fs.read_file(&Path::new("/q").join(STORE_ID)).is_some());
+    let q = open_sim(&fs).unwrap();
+    let (id, after) = key_of_next_job(&q);
+    assert_eq!(id, 2);
+    assert_eq!(
+        during.strip_suffix("-1").unwrap(),
+        after.strip_suffix("-2").unwrap(),
+        "the id used on the full disk is the one written"
+    );
+}

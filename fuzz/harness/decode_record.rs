@@ -12,13 +12,18 @@
 //! - `Record::decode(kind, body)` for the input's kind byte and every known
 //!   kind: a record that decodes has that kind and `encode_into` gives back
 //!   `body` byte for byte.
+//! - `DoneRecord::decode(kind, body)` for every completion-file kind (8–10,
+//!   17 Horizon): one that decodes has that kind and re-encodes to `body`.
+//! - `store_id::decode(buf)`: an id that decodes re-encodes to `buf`.
 //! - `SegmentHeader::decode(buf)`: a header that decodes re-encodes to the
 //!   first 64 bytes of `buf`; a header built from the input's fields
 //!   round-trips through `encode`/`decode`.
 
+use walq::format::done::DoneRecord;
 use walq::format::frame::{self, FrameError, FRAME_HEADER_LEN, KNOWN_FLAGS};
 use walq::format::header::{FileKind, HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
 use walq::format::record::Record;
+use walq::format::store_id;
 use walq::format::FORMAT_VERSION;
 
 use super::input::Input;
@@ -40,6 +45,16 @@ pub fn run(data: &[u8]) {
         for kind in 1..=16 {
             check_record(kind, body);
         }
+        for kind in [kind, 8, 9, 10, 17] {
+            check_done_record(kind, body);
+        }
+    }
+    if let Some(id) = store_id::decode(buf) {
+        assert_eq!(
+            store_id::encode(id)[..],
+            *buf,
+            "store id does not re-encode"
+        );
     }
     check_header(buf);
     check_header(data);
@@ -152,6 +167,26 @@ fn check_record(kind: u8, body: &[u8]) {
     head.extend_from_slice(tail);
     assert_eq!(head, body, "record does not re-encode to its body");
     assert_eq!(Record::decode(kind, &head), Some(rec));
+}
+
+/// Decodes `body` as a completion-file record of `kind`; one that decodes
+/// re-encodes exactly.
+fn check_done_record(kind: u8, body: &[u8]) {
+    let Some(rec) = DoneRecord::decode(kind, body) else {
+        return;
+    };
+    assert_eq!(
+        rec.kind(),
+        kind,
+        "completion record decoded as another kind"
+    );
+    let mut head = Vec::new();
+    let tail = rec.encode_into(&mut head);
+    head.extend_from_slice(tail);
+    assert_eq!(
+        head, body,
+        "completion record does not re-encode to its body"
+    );
 }
 
 /// Decodes `buf` as a file header; a header that decodes re-encodes exactly.

@@ -495,10 +495,30 @@ async fn run_one<B: AsyncBackend>(
     };
     let _ends = Ends(shared);
     let span = JobSpan::new(&shared.cfg.name, &ctx);
-    let (outcome, panicked) = {
+    let ran = {
         let _running = shared.counters.running();
-        span.instrument(call_handler(handler, ctx.clone(), payload))
-            .await
+        let run = span.instrument(call_handler(handler, ctx.clone(), payload));
+        match shared.cfg.job_timeout {
+            // At the timeout the handler's future is dropped (cancelled).
+            Some(timeout) => tokio::time::timeout(timeout, run).await.ok(),
+            None => Some(run.await),
+        }
+    };
+    // Cancelled at the timeout, or returned past it (read before the job
+    // is marked finished, after which the heartbeat no longer looks): a
+    // failed attempt, retried after the queue's backoff at once rather
+    // than left to the lease's expiry, which would keep the job waiting
+    // a visibility timeout more for nothing.
+    let timed_out = shared.timed_out(index, ran.is_none());
+    let (outcome, panicked) = match ran {
+        Some(ran) if !timed_out => ran,
+        _ => {
+            let timeout = shared.cfg.job_timeout.unwrap_or_default();
+            (
+                Outcome::retry(format!("timed out after {timeout:?}")),
+                false,
+            )
+        }
     };
     if panicked {
         shared.counters.add(Count::Panicked);

@@ -21,6 +21,15 @@ pub const MAX_WORKERS: usize = 1024;
 /// wakes idle workers at once: see [`Backend::wake_waiters`]).
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The longest [`PoolBuilder::job_timeout`]: a week. A longer one is
+/// almost certainly a unit mistake (milliseconds given as seconds); a job
+/// that may run longer needs no timeout.
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The shortest [`PoolBuilder::job_timeout`]: the heartbeat and the
+/// handler's context measure it in whole milliseconds.
+const MIN_JOB_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// The settings of a pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -30,6 +39,8 @@ pub(crate) struct Config {
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) poll: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// How long a handler may run before its attempt is given up.
+    pub(crate) job_timeout: Option<Duration>,
 }
 
 /// The shortest heartbeat and poll interval: shorter ones would spin a
@@ -78,6 +89,13 @@ impl Config {
                 self.poll
             ));
         }
+        if let Some(timeout) = self.job_timeout {
+            if !(MIN_JOB_TIMEOUT..=MAX_JOB_TIMEOUT).contains(&timeout) {
+                return bad(format!(
+                    "job_timeout {timeout:?} is outside [{MIN_JOB_TIMEOUT:?}, {MAX_JOB_TIMEOUT:?}]"
+                ));
+            }
+        }
         if self.name.contains('\0') {
             // A thread name with a NUL makes std's spawn panic.
             return bad(format!("name {:?} contains a NUL byte", self.name));
@@ -122,6 +140,7 @@ impl<B: Backend> PoolBuilder<B> {
                 heartbeat: None,
                 poll: Duration::from_millis(100),
                 shutdown_timeout: Duration::from_secs(30),
+                job_timeout: None,
             },
             rate: None,
             clock: Arc::new(SystemClock),
@@ -185,6 +204,56 @@ impl<B: Backend> PoolBuilder<B> {
     /// [`crate::ManualClock`] makes the limit testable by counting).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Gives up on an attempt whose handler has run longer than `timeout`
+    /// (default: no timeout; at least 1 ms, at most [`MAX_JOB_TIMEOUT`],
+    /// else `start` fails with [`ErrorKind::InvalidOptions`]). The time
+    /// runs from the lease, on the system's monotonic clock.
+    ///
+    /// Once it has passed, the heartbeat stops extending the job's lease,
+    /// [`JobContext::lease_lost`] reports true (a handler that checks it
+    /// should stop), the attempt is counted in
+    /// [`PoolStats::timed_out`](crate::worker::PoolStats::timed_out), and
+    /// with the `tracing` feature a `warn` event says so. Then:
+    ///
+    /// * In a [`WorkerPool`] (threads), a handler cannot be stopped from
+    ///   outside: its worker thread stays busy until the handler returns,
+    ///   and that late outcome is refused, whatever it is, and counted in
+    ///   `lost`. The job is delivered again once its lease runs out (at
+    ///   most a visibility timeout later), its attempt counted at lease
+    ///   time; a job that always hangs goes to the dead letters after its
+    ///   last attempt, with the queue's error `lease expired during
+    ///   attempt N`. Meanwhile the pool's other workers go on.
+    /// * In an async pool ([`PoolBuilder::start_async`], feature `tokio`),
+    ///   the handler's future is dropped (cancelled) at the timeout and the
+    ///   attempt fails at once, as a retry after the queue's backoff (the
+    ///   dead letters on the last attempt) with the error `timed out after
+    ///   <timeout>`, counted in `retried` or `dead`. A future that returns
+    ///   on its own past the timeout is treated the same way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use walq::worker::{Outcome, WorkerPool};
+    ///
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// let pool = WorkerPool::builder(q.clone())
+    ///     .job_timeout(Duration::from_secs(300))
+    ///     .start(|ctx, _payload| {
+    ///         // A long handler checks now and then whether to give up.
+    ///         if ctx.lease_lost() {
+    ///             return Outcome::retry("gave up");
+    ///         }
+    ///         Outcome::done()
+    ///     })?;
+    /// pool.shutdown(Duration::from_secs(5));
+    /// # Ok(()) }
+    /// ```
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.job_timeout = Some(timeout);
         self
     }
 

@@ -168,14 +168,18 @@ impl JobContext {
     /// waiting for a heartbeat thread (all of which may be blocked in
     /// other leases' extensions). This needs no heartbeat thread: the
     /// context reads it itself.
+    ///
+    /// And true once the job has run longer than the pool's
+    /// [`job_timeout`](crate::worker::PoolBuilder::job_timeout): its
+    /// lease is no longer extended and its outcome will be refused (in an
+    /// async pool, the handler's future is dropped at the timeout).
     pub fn lease_lost(&self) -> bool {
         if self.lost.load(Ordering::Acquire) {
             return true;
         }
-        let overdue = self
-            .beat
-            .as_ref()
-            .is_some_and(|(beat, visibility_ms)| beat.overdue(*visibility_ms));
+        let overdue = self.beat.as_ref().is_some_and(|(beat, visibility_ms)| {
+            beat.overdue(*visibility_ms) || beat.past_timeout()
+        });
         if overdue {
             self.lost.store(true, Ordering::Release);
         }

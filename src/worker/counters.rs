@@ -44,6 +44,11 @@ pub struct PoolStats {
     /// the pool leases nothing more; shut it down. (A pool is not started
     /// on a closed backend: `start` fails with `Closed`.)
     pub closed_exits: u64,
+    /// Attempts given up because their handler ran longer than
+    /// [`crate::worker::PoolBuilder::job_timeout`] (also counted in
+    /// `lost` for a thread pool, whose late outcome is refused, or in
+    /// `retried` or `dead` for an async pool, which fails the attempt).
+    pub timed_out: u64,
 }
 
 impl PoolStats {
@@ -67,12 +72,13 @@ pub(crate) enum Count {
     LeaseErrors,
     Extended,
     ClosedExits,
+    TimedOut,
 }
 
 /// The live counters, shared by a pool's threads.
 #[derive(Default)]
 pub(crate) struct Counters {
-    totals: [AtomicU64; 11],
+    totals: [AtomicU64; 12],
     running: AtomicU64,
     throttled: AtomicU64,
 }
@@ -108,6 +114,7 @@ impl Counters {
             running: self.running.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
             closed_exits: get(Count::ClosedExits),
+            timed_out: get(Count::TimedOut),
         }
     }
 }

@@ -52,15 +52,41 @@ pub(crate) struct Beat {
     /// taken, or when its last successful extension was sent. It lasts a
     /// visibility timeout from then at least.
     fresh_ms: AtomicU64,
+    /// When (`instant_ms`) the job was leased: its job timeout runs from
+    /// then.
+    started_ms: u64,
+    /// The pool's job timeout in ms, if any.
+    timeout_ms: Option<u64>,
+    /// The attempt's timeout was counted (once, by whoever saw it first).
+    timed_out: AtomicBool,
 }
 
 impl Beat {
-    /// A lease taken now.
-    pub(crate) fn new() -> Arc<Beat> {
+    /// A lease taken now, of a job that may run for `timeout` (`None`: no
+    /// limit).
+    pub(crate) fn new(timeout: Option<std::time::Duration>) -> Arc<Beat> {
+        let now = instant_ms();
         Arc::new(Beat {
             extending: AtomicBool::new(false),
-            fresh_ms: AtomicU64::new(instant_ms()),
+            fresh_ms: AtomicU64::new(now),
+            started_ms: now,
+            // At least 1 ms (the builder refuses less), so a job is never
+            // timed out at its start.
+            timeout_ms: timeout.map(|t| ms(t).max(1)),
+            timed_out: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the job has run for its job timeout since it was leased.
+    pub(crate) fn past_timeout(&self) -> bool {
+        self.timeout_ms
+            .is_some_and(|t| instant_ms().saturating_sub(self.started_ms) >= t)
+    }
+
+    /// Marks the attempt timed out: true the first time only, so that it
+    /// is counted once whoever sees it (the heartbeat, the worker).
+    pub(crate) fn mark_timed_out(&self) -> bool {
+        !self.timed_out.swap(true, Ordering::AcqRel)
     }
 
     /// Whether `visibility_ms` have passed since the lease was last known
@@ -128,7 +154,9 @@ fn is_due<B: Backend>(shared: &Shared<B>, fresh_ms: u64, now: u64) -> bool {
 /// ones not marked lost, and those of pending acks. A lease whose
 /// extension is in flight in another thread is left to it. A running
 /// lease a visibility timeout past its last fresh moment is marked lost
-/// instead: it may have run out, and another worker may run the job.
+/// instead: it may have run out, and another worker may run the job. So
+/// is a running job past its job timeout: its lease is left to run out
+/// (and the timeout counted, once).
 fn due_leases<B: Backend>(shared: &Shared<B>) -> Vec<Due<B::Lease>> {
     let now = instant_ms();
     let visibility = ms(shared.cfg.visibility);
@@ -143,7 +171,7 @@ fn due_leases<B: Backend>(shared: &Shared<B>) -> Vec<Due<B::Lease>> {
             });
         }
     };
-    for slot in &shared.slots {
+    for (index, slot) in shared.slots.iter().enumerate() {
         // The lease is copied out and the slot unlocked before the
         // extension, which may wait on a remote backend: the worker must
         // be able to take its finished job meanwhile. An extension that
@@ -153,6 +181,15 @@ fn due_leases<B: Backend>(shared: &Shared<B>) -> Vec<Due<B::Lease>> {
         let Some(active) = guard.as_ref() else {
             continue;
         };
+        // Before the `lost` check: the handler's context may have marked
+        // it lost on seeing the timeout itself, and it is counted here.
+        // A finished job is not: its outcome is being settled (by an
+        // async pool, the failed attempt of a handler it cancelled).
+        if !active.finished && active.beat.past_timeout() {
+            active.lost.store(true, Ordering::Release);
+            shared.count_timeout(index, active.id, &active.beat);
+            continue;
+        }
         if active.lost.load(Ordering::Acquire) {
             continue;
         }

@@ -103,7 +103,7 @@ pub use async_pool::AsyncWorkerPool;
 
 pub use crate::status::JobStatus;
 pub use backend::{Backend, Delivery};
-pub use builder::{PoolBuilder, MAX_POLL_INTERVAL, MAX_WORKERS};
+pub use builder::{PoolBuilder, MAX_JOB_TIMEOUT, MAX_POLL_INTERVAL, MAX_WORKERS};
 pub use context::JobContext;
 pub use counters::PoolStats;
 pub use handler::Handler;

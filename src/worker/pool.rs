@@ -136,7 +136,7 @@ impl<B: Backend> Shared<B> {
         self.counters.add(Count::Leased);
         let (info, payload, lease) = delivery.into_parts();
         let lost = Arc::new(AtomicBool::new(false));
-        let beat = crate::worker::heartbeat::Beat::new();
+        let beat = crate::worker::heartbeat::Beat::new(self.cfg.job_timeout);
         let active = Active {
             id: info.id,
             lease,
@@ -151,6 +151,37 @@ impl<B: Backend> Shared<B> {
         let ctx = JobContext::in_pool(info, name.clone(), lost, self.stop.flag())
             .with_beat(beat, visibility_ms);
         Some((ctx, payload))
+    }
+
+    /// Whether worker `index`'s job has run past its job timeout (or
+    /// `cancelled`: an async pool dropped its handler at the timeout);
+    /// counts the timeout if so, once. False if the slot is empty
+    /// (shutdown released the job while the handler ran).
+    pub(crate) fn timed_out(&self, index: usize, cancelled: bool) -> bool {
+        let slot = self.slots[index].lock();
+        let Some(active) = slot.as_ref() else {
+            return false;
+        };
+        if !cancelled && !active.beat.past_timeout() {
+            return false;
+        }
+        self.count_timeout(index, active.id, &active.beat);
+        true
+    }
+
+    /// Counts (and traces) the timeout of job `id`, run by worker
+    /// `index`, unless it was counted already.
+    pub(crate) fn count_timeout(
+        &self,
+        index: usize,
+        id: u64,
+        beat: &crate::worker::heartbeat::Beat,
+    ) {
+        if beat.mark_timed_out() {
+            self.counters.add(Count::TimedOut);
+            let timeout = self.cfg.job_timeout.unwrap_or_default();
+            crate::worker::trace::job_timed_out(&self.cfg.name, index, id, timeout);
+        }
     }
 
     /// Marks worker `index`'s job as finished by its handler (see

@@ -115,6 +115,14 @@ fn run_one<B: Backend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
+    // Past its job timeout (read before the job is marked finished, after
+    // which the heartbeat no longer looks): the heartbeat stopped
+    // extending the lease, which runs out and delivers the job again. This
+    // late outcome is refused, as one whose lease was lost.
+    if shared.timed_out(index, false) {
+        refuse_late(shared, state, index, &span);
+        return;
+    }
     shared.mark_finished(index);
     let outcome = within_limits(outcome);
     span.outcome(&ctx, &outcome, panicked);
@@ -133,6 +141,24 @@ fn run_one<B: Backend>(
         if matches!(counted, Some(Count::Lost)) {
             span.lease_lost();
         }
+    }
+    shared.end();
+}
+
+/// Refuses the outcome of worker `index`'s job, which ran past its job
+/// timeout: counted lost, no call made, its lease left to run out (the
+/// attempt was counted when it was leased). Nothing if shutdown released
+/// the job or gave up on the worker meanwhile (and counted it).
+fn refuse_late<B: Backend>(shared: &Shared<B>, state: &ThreadState, index: usize, span: &JobSpan) {
+    let counted = state.end_with(|| {
+        let taken = shared.take(index).is_some();
+        if taken {
+            shared.counters.add(Count::Lost);
+        }
+        taken
+    });
+    if counted == Some(true) {
+        span.lease_lost();
     }
     shared.end();
 }

@@ -446,7 +446,7 @@ mod tests {
                     worker: 0,
                     id,
                     lease: id * 10,
-                    beat: crate::worker::heartbeat::Beat::new(),
+                    beat: crate::worker::heartbeat::Beat::new(None),
                     result: None,
                 });
             }

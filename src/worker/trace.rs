@@ -99,3 +99,17 @@ pub(crate) fn worker_closed(pool: &str, worker: &str) {
         "the backend was closed: this worker stops and leases nothing more"
     );
 }
+
+/// Job `id`, run by worker `index` of pool `pool`, ran past its job
+/// timeout (a `warn` event; counted in `PoolStats::timed_out` too).
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+pub(crate) fn job_timed_out(pool: &str, index: usize, id: u64, timeout: std::time::Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        pool,
+        worker = %format_args!("{pool}-{index}"),
+        job.id = id,
+        timeout_ms = timeout.as_millis() as u64,
+        "the job ran past its timeout: its attempt is given up"
+    );
+}

@@ -1,0 +1,300 @@
+//! `PoolBuilder::job_timeout`: a handler that runs past it has its attempt
+//! given up. A thread pool stops extending the lease (the job comes back
+//! when it runs out, and dies after its last attempt) and refuses the late
+//! outcome; an async pool drops the handler's future and fails the attempt
+//! at once. Other workers go on serving, and fast handlers are unaffected.
+//!
+//! No test asserts a timing: the queue's time is a `ManualClock`, advanced
+//! where a lease or a backoff must run out, and the bounded waits are
+//! watchdogs for liveness only (the job timeout itself is 50 ms of real
+//! time, which the waits outlast by far).
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use walq::worker::{JobContext, Outcome, PoolStats, WorkerPool, MAX_JOB_TIMEOUT};
+use walq::{ErrorKind, ManualClock, Queue};
+
+/// Generous: for liveness only, never a timing claim.
+const LIVENESS: Duration = Duration::from_secs(60);
+
+const TIMEOUT: Duration = Duration::from_millis(50);
+
+/// Waits (up to a generous deadline, for liveness only) until `cond`.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + LIVENESS;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn accounted(s: &PoolStats) -> u64 {
+    s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors
+}
+
+fn open(dir: &std::path::Path, clock: &ManualClock) -> Queue {
+    Queue::open_with(dir, common::opts(clock).max_attempts(2)).unwrap()
+}
+
+/// A handler that never returns on its own (blocked on a channel only the
+/// end of the test releases) times out on each attempt: its lease is no
+/// longer extended, so the job comes back once the queue's clock passes
+/// it, and after its second attempt it is in the dead letters with the
+/// queue's expiry error. Meanwhile the third worker serves fast jobs on
+/// their first attempt, and the late outcomes are refused.
+#[test]
+fn a_hung_handler_times_out_and_its_job_dies_while_other_workers_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    let hung = q.enqueue(b"hang").unwrap();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let hangs = Arc::new(AtomicU32::new(0));
+    let saw_lost = Arc::new(AtomicU32::new(0));
+    let fast_attempts = Arc::new(Mutex::new(Vec::new()));
+    let pool = {
+        let (hangs, saw_lost) = (hangs.clone(), saw_lost.clone());
+        let fast_attempts = fast_attempts.clone();
+        WorkerPool::builder(q.clone())
+            .workers(3)
+            .visibility(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .job_timeout(TIMEOUT)
+            .start(move |ctx: &JobContext, payload: &[u8]| {
+                if payload == b"hang" {
+                    hangs.fetch_add(1, Ordering::SeqCst);
+                    // Both hung attempts wait here (the second on the
+                    // lock) until the test drops the sender.
+                    let _ = released.lock().unwrap().recv_timeout(LIVENESS);
+                    if ctx.lease_lost() {
+                        saw_lost.fetch_add(1, Ordering::SeqCst);
+                    }
+                } else {
+                    fast_attempts.lock().unwrap().push(ctx.attempt());
+                }
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_until("the first attempt hangs", || {
+        hangs.load(Ordering::SeqCst) == 1
+    });
+    // Without the timeout the heartbeat extends the lease for ever and
+    // nothing is counted: this wait is where the test fails.
+    wait_until("the first attempt timed out", || {
+        pool.stats().timed_out == 1
+    });
+    // Past the lease's end in queue time: no longer extended, it runs out
+    // and a second worker takes the job. (Advanced until then: an
+    // extension sent just before the timeout may land after an advance.)
+    wait_until("the second attempt hangs", || {
+        clock.advance(Duration::from_secs(2));
+        hangs.load(Ordering::SeqCst) == 2
+    });
+    wait_until("the second attempt timed out", || {
+        pool.stats().timed_out == 2
+    });
+    wait_until("the job is in the dead letters", || {
+        clock.advance(Duration::from_secs(2));
+        q.dead_letter(hung).unwrap().is_some()
+    });
+    let dead = q.dead_letter(hung).unwrap().unwrap();
+    assert_eq!(dead.error, "lease expired during attempt 2");
+    assert_eq!(dead.attempts, 2);
+
+    // Two workers are still stuck in their handlers; the third serves.
+    assert_eq!(pool.stats().running, 2);
+    for _ in 0..5 {
+        q.enqueue(b"fast").unwrap();
+    }
+    wait_until("the fast jobs are done", || pool.stats().done == 5);
+    assert_eq!(*fast_attempts.lock().unwrap(), vec![1; 5]);
+
+    // Released at last: both late outcomes are refused.
+    drop(release);
+    wait_until("the late outcomes are counted", || pool.stats().lost == 2);
+    let s = pool.shutdown(LIVENESS).stats;
+    assert_eq!(saw_lost.load(Ordering::SeqCst), 2, "lease_lost() said so");
+    assert_eq!(
+        (s.leased, s.done, s.lost, s.timed_out, s.dead, s.retried),
+        (7, 5, 2, 2, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(accounted(&s), s.leased);
+    let qs = q.stats();
+    assert_eq!((qs.acked_total, qs.dead), (5, 1));
+    assert_eq!(qs.ready + qs.delayed + qs.in_flight, 0);
+}
+
+/// A handler that finishes within the timeout is not touched by it: its
+/// lease is extended past several visibility timeouts of queue time, it
+/// never sees `lease_lost`, and its outcome settles the job. (A guard
+/// against a timeout that fires early, e.g. one counted in queue time or
+/// from the last extension; it passes without the feature too.)
+#[test]
+fn a_handler_within_its_timeout_is_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"slow but in time").unwrap();
+    let (go, gone) = mpsc::channel::<()>();
+    let gone = Mutex::new(gone);
+    let lost = Arc::new(AtomicU32::new(0));
+    let pool = {
+        let lost = lost.clone();
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .visibility(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .job_timeout(LIVENESS * 10)
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                let _ = gone.lock().unwrap().recv_timeout(LIVENESS);
+                if ctx.lease_lost() {
+                    lost.fetch_add(1, Ordering::SeqCst);
+                }
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    for _ in 0..4 {
+        let seen = pool.stats().extended;
+        wait_until("the heartbeat extended the lease", || {
+            pool.stats().extended >= seen + 2
+        });
+        clock.advance(Duration::from_millis(600));
+    }
+    go.send(()).unwrap();
+    wait_until("the job is done", || pool.stats().done == 1);
+    let s = pool.shutdown(LIVENESS).stats;
+    assert_eq!((s.leased, s.done, s.lost, s.timed_out), (1, 1, 0, 0));
+    assert_eq!(lost.load(Ordering::SeqCst), 0);
+    assert!(
+        matches!(q.status(id).unwrap(), walq::JobStatus::Done { .. }),
+        "the handler's outcome settled the job"
+    );
+}
+
+#[test]
+fn a_zero_or_huge_job_timeout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    for timeout in [
+        Duration::ZERO,
+        Duration::from_micros(999),
+        MAX_JOB_TIMEOUT + Duration::from_secs(1),
+        Duration::MAX,
+    ] {
+        let err = WorkerPool::builder(q.clone())
+            .job_timeout(timeout)
+            .start(|_: &JobContext, _: &[u8]| Outcome::done())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{timeout:?}: {err}");
+    }
+    let pool = WorkerPool::builder(q.clone())
+        .job_timeout(MAX_JOB_TIMEOUT)
+        .start(|_: &JobContext, _: &[u8]| Outcome::done())
+        .unwrap();
+    pool.shutdown(LIVENESS);
+}
+
+#[cfg(feature = "tokio")]
+mod async_pool {
+    use super::*;
+
+    async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + LIVENESS;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Counts its drop: the handler's future was dropped (cancelled).
+    struct Dropped(Arc<AtomicU32>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A handler that awaits for ever is cancelled at the timeout, and the
+    /// attempt fails at once: retried after the queue's backoff, then
+    /// dead-lettered with "timed out after 50ms". The other task serves a
+    /// fast job on its first attempt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_that_awaits_for_ever_is_cancelled_and_its_job_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let q = open(dir.path(), &clock);
+        let hung = q.enqueue(b"hang").unwrap();
+        let started = Arc::new(AtomicU32::new(0));
+        let dropped = Arc::new(AtomicU32::new(0));
+        let pool = {
+            let (started, dropped) = (started.clone(), dropped.clone());
+            WorkerPool::builder(q.clone())
+                .workers(2)
+                // An hour of queue time: only the timeout ends an attempt.
+                .visibility(Duration::from_secs(3600))
+                .poll_interval(Duration::from_millis(5))
+                .job_timeout(TIMEOUT)
+                .start_async(move |ctx: JobContext, payload: Vec<u8>| {
+                    let (started, dropped) = (started.clone(), dropped.clone());
+                    async move {
+                        if payload == b"hang" {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            let _guard = Dropped(dropped);
+                            std::future::pending::<()>().await;
+                        }
+                        assert_eq!(ctx.attempt(), 1, "a fast job runs once");
+                        Outcome::done()
+                    }
+                })
+                .unwrap()
+        };
+        // Without the timeout the future is never dropped: the test fails
+        // here.
+        wait_until("the first attempt was cancelled", || {
+            dropped.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        wait_until("the first attempt was retried", || {
+            pool.stats().retried == 1
+        })
+        .await;
+        // Past the backoff (at most an hour) in queue time; no lease is
+        // held meanwhile (the job waits for its retry).
+        clock.advance(Duration::from_secs(2 * 3600));
+        wait_until("the job is in the dead letters", || {
+            q.dead_letter(hung).unwrap().is_some()
+        })
+        .await;
+        let dead = q.dead_letter(hung).unwrap().unwrap();
+        assert_eq!(dead.error, "timed out after 50ms");
+        assert_eq!(dead.attempts, 2);
+        assert_eq!(
+            (
+                started.load(Ordering::SeqCst),
+                dropped.load(Ordering::SeqCst)
+            ),
+            (2, 2)
+        );
+
+        q.enqueue(b"fast").unwrap();
+        wait_until("the fast job is done", || pool.stats().done == 1).await;
+        let s = pool.shutdown(LIVENESS).await.stats;
+        assert_eq!(
+            (s.leased, s.done, s.retried, s.dead, s.lost, s.timed_out),
+            (3, 1, 1, 1, 0, 2),
+            "{s:?}"
+        );
+        assert_eq!(accounted(&s), s.leased);
+    }
+}

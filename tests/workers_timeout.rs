@@ -70,8 +70,9 @@ fn a_hung_handler_times_out_and_its_job_dies_while_other_workers_serve() {
                 if payload == b"hang" {
                     hangs.fetch_add(1, Ordering::SeqCst);
                     // Both hung attempts wait here (the second on the
-                    // lock) until the test drops the sender.
-                    let _ = released.lock().unwrap().recv_timeout(LIVENESS);
+                    // lock) until the test drops the sender (or well after
+                    // the watchdogs failed it).
+                    let _ = released.lock().unwrap().recv_timeout(LIVENESS * 3);
                     if ctx.lease_lost() {
                         saw_lost.fetch_add(1, Ordering::SeqCst);
                     }
@@ -130,6 +131,60 @@ fn a_hung_handler_times_out_and_its_job_dies_while_other_workers_serve() {
     let qs = q.stats();
     assert_eq!((qs.acked_total, qs.dead), (5, 1));
     assert_eq!(qs.ready + qs.delayed + qs.in_flight, 0);
+}
+
+/// A cooperative handler sees `lease_lost` once past its timeout and
+/// returns `Done` while its lease is still valid in the queue (the queue's
+/// clock stands still): that late outcome is refused all the same, counted
+/// lost, and the job runs again once the lease has run out.
+#[test]
+fn a_late_outcome_is_refused_even_while_the_lease_is_still_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"late").unwrap();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let pool = {
+        let attempts = attempts.clone();
+        WorkerPool::builder(q.clone())
+            .workers(2)
+            .visibility(Duration::from_secs(1))
+            .heartbeat(Duration::from_millis(5))
+            .poll_interval(Duration::from_millis(5))
+            .job_timeout(TIMEOUT)
+            .start(move |ctx: &JobContext, _: &[u8]| {
+                if ctx.attempt() == 1 {
+                    let deadline = Instant::now() + LIVENESS * 3;
+                    while !ctx.lease_lost() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                attempts.lock().unwrap().push(ctx.attempt());
+                Outcome::done()
+            })
+            .unwrap()
+    };
+    wait_until("the late outcome is refused", || pool.stats().lost == 1);
+    assert_eq!(
+        q.stats().acked_total,
+        0,
+        "the first attempt's Done was refused"
+    );
+    wait_until("the job runs again", || {
+        clock.advance(Duration::from_secs(2));
+        pool.stats().done == 1
+    });
+    let s = pool.shutdown(LIVENESS).stats;
+    assert_eq!(
+        (s.leased, s.done, s.lost, s.timed_out),
+        (2, 1, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(*attempts.lock().unwrap(), vec![1, 2]);
+    assert!(matches!(
+        q.status(id).unwrap(),
+        walq::JobStatus::Done { .. }
+    ));
 }
 
 /// A handler that finishes within the timeout is not touched by it: its

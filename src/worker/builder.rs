@@ -226,7 +226,7 @@ impl<B: Backend> PoolBuilder<B> {
     ///   time; a job that always hangs goes to the dead letters after its
     ///   last attempt, with the queue's error `lease expired during
     ///   attempt N`. Meanwhile the pool's other workers go on.
-    /// * In an async pool ([`PoolBuilder::start_async`], feature `tokio`),
+    /// * In an async pool (`start_async`, feature `tokio`),
     ///   the handler's future is dropped (cancelled) at the timeout and the
     ///   attempt fails at once, as a retry after the queue's backoff (the
     ///   dead letters on the last attempt) with the error `timed out after

@@ -17,8 +17,12 @@
 //! * [`WorkerPool::shutdown`] stops leasing, lets running handlers finish
 //!   within a deadline and releases the rest at once (ready again, attempt
 //!   given back) instead of leaving them until their lease expires;
+//! * an optional job timeout ([`PoolBuilder::job_timeout`]) gives up on a
+//!   handler that runs too long: its lease is no longer extended (and an
+//!   async pool drops its future), so a hung job is retried and
+//!   eventually dead-lettered instead of holding its worker for good;
 //! * [`WorkerPool::stats`] counts leased, done, retried, dead, panicked,
-//!   released and lost attempts.
+//!   released, lost and timed-out attempts.
 //!
 //! The pool drives the queue through the small [`Backend`] trait, which
 //! [`crate::Queue`] implements; another backend runs the same pools and

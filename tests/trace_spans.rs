@@ -351,3 +351,40 @@ fn each_job_of_an_async_pool_runs_in_a_span_across_its_awaits() {
     );
     assert_eq!(e.fields["error"], "handler panicked: async kaboom");
 }
+
+/// A job that runs past the pool's job timeout is a `warn` event naming
+/// the pool, the worker, the job and the timeout.
+#[test]
+fn a_job_past_its_timeout_is_a_warn_event() {
+    let store = store();
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(dir.path()).unwrap();
+    let id = q.enqueue(b"slow").unwrap();
+    let pool = WorkerPool::builder(q.clone())
+        .name("traced-timeout")
+        .workers(1)
+        .job_timeout(Duration::from_millis(20))
+        .start(|ctx: &JobContext, _: &[u8]| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !ctx.lease_lost() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Outcome::done()
+        })
+        .unwrap();
+    wait_until("the late outcome is refused", || pool.stats().lost == 1);
+    let s = pool.shutdown(Duration::from_secs(60)).stats;
+    assert_eq!(s.timed_out, 1, "{s:?}");
+    let events = store.events.lock().unwrap();
+    let found: Vec<&EventRec> = events
+        .iter()
+        .filter(|e| e.fields.get("pool").map(String::as_str) == Some("traced-timeout"))
+        .filter(|e| e.fields.contains_key("timeout_ms"))
+        .collect();
+    assert_eq!(found.len(), 1, "one timeout event: {found:?}");
+    let event = found[0];
+    assert_eq!(event.level, Level::WARN);
+    assert_eq!(event.fields["job.id"], id.to_string());
+    assert_eq!(event.fields["timeout_ms"], "20");
+    assert_eq!(event.fields["worker"], "traced-timeout-0");
+}

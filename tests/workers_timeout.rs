@@ -353,3 +353,46 @@ mod async_pool {
         assert_eq!(accounted(&s), s.leased);
     }
 }
+
+/// At shutdown a job still running past its timeout is not released:
+/// released, its attempt was given back, so a job that always hangs,
+/// stopped by every deploy, never reached the dead letters. Its lease,
+/// no longer extended, runs out with the attempt counted.
+#[test]
+fn shutdown_does_not_give_back_the_attempt_of_a_timed_out_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"hang").unwrap();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let pool = WorkerPool::builder(q.clone())
+        .workers(1)
+        .visibility(Duration::from_secs(1))
+        .heartbeat(Duration::from_millis(5))
+        .poll_interval(Duration::from_millis(5))
+        .job_timeout(TIMEOUT)
+        .start(move |_: &JobContext, _: &[u8]| {
+            let _ = released.lock().unwrap().recv_timeout(LIVENESS * 3);
+            Outcome::done()
+        })
+        .unwrap();
+    wait_until("the attempt timed out", || pool.stats().timed_out == 1);
+    let report = pool.shutdown(Duration::from_millis(20));
+    assert!(report.released.is_empty(), "{report:?}");
+    assert!(
+        matches!(
+            q.status(id).unwrap(),
+            walq::JobStatus::InFlight { attempt: 1, .. }
+        ),
+        "the lease is left to run out: {:?}",
+        q.status(id).unwrap()
+    );
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        q.status(id).unwrap(),
+        walq::JobStatus::Queued { attempts: 1 },
+        "the attempt counted"
+    );
+    drop(release);
+}

@@ -258,7 +258,8 @@ impl<B: Backend> Shared<B> {
     /// `until` (see [`crate::worker::release`]): a job whose release was
     /// given up then, or never made, is counted as a settle error and
     /// named in [`ShutdownReport::stuck`], not in
-    /// [`ShutdownReport::released`].
+    /// [`ShutdownReport::released`]. A job past its job timeout is not
+    /// released: its lease runs out, its attempt counted.
     pub(crate) fn release_running(
         self: &Arc<Self>,
         report: &mut ShutdownReport,
@@ -272,7 +273,13 @@ impl<B: Backend> Shared<B> {
             };
             active.lost.store(true, Ordering::Release);
             stragglers.push(index);
-            jobs.push((active.id, active.lease));
+            // A job past its job timeout is not released: that would give
+            // its attempt back, and a job that always hangs would never
+            // reach the dead letters across restarts. Its lease, no longer
+            // extended, runs out with the attempt counted.
+            if !active.beat.past_timeout() {
+                jobs.push((active.id, active.lease));
+            }
         }
         crate::worker::release::release_all(self, jobs, until, report);
         stragglers

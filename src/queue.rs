@@ -356,6 +356,27 @@ impl Queue {
         &self.inner.provider_scope
     }
 
+    /// The key to hand an outside service (a payment or mail provider) so
+    /// that it performs job `id`'s side effect at most once, whatever the
+    /// attempt: `walq-<store>-<id>`, the same key a worker pool's handler
+    /// gets from `JobContext::provider_key` (see there, and
+    /// `docs/idempotency.md`), for consumers that dequeue by hand. The
+    /// store part (32 hex digits, file `STORE_ID`) tells this store from
+    /// every other, so two stores never hand out the same key.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let q = walq::Queue::open(dir.path())?;
+    /// q.enqueue(b"charge order 42")?;
+    /// let job = q.dequeue()?.unwrap();
+    /// let key = q.provider_key(job.id());
+    /// assert!(key.starts_with("walq-") && key.ends_with("-1"));
+    /// # Ok::<(), walq::Error>(())
+    /// ```
+    pub fn provider_key(&self, id: u64) -> String {
+        format!("walq-{}-{id}", self.inner.provider_scope)
+    }
+
     /// What recovery found when this queue was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report

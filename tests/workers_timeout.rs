@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use walq::worker::{JobContext, Outcome, PoolStats, WorkerPool, MAX_JOB_TIMEOUT};
+use walq::worker::{JobContext, Outcome, PoolBuilder, PoolStats, WorkerPool, MAX_JOB_TIMEOUT};
 use walq::{ErrorKind, ManualClock, Queue};
 
 /// Generous: for liveness only, never a timing claim.
@@ -34,6 +34,17 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn accounted(s: &PoolStats) -> u64 {
     s.done + s.retried + s.dead + s.lost + s.released + s.settle_errors
+}
+
+/// A pool of `workers` on `q` that beats and polls every 5 ms, leases for
+/// a second of queue time, and gives up on a handler after `timeout`.
+fn fast_pool(q: &Queue, workers: usize, timeout: Duration) -> PoolBuilder<Queue> {
+    WorkerPool::builder(q.clone())
+        .workers(workers)
+        .visibility(Duration::from_secs(1))
+        .heartbeat(Duration::from_millis(5))
+        .poll_interval(Duration::from_millis(5))
+        .job_timeout(timeout)
 }
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Queue {
@@ -60,12 +71,7 @@ fn a_hung_handler_times_out_and_its_job_dies_while_other_workers_serve() {
     let pool = {
         let (hangs, saw_lost) = (hangs.clone(), saw_lost.clone());
         let fast_attempts = fast_attempts.clone();
-        WorkerPool::builder(q.clone())
-            .workers(3)
-            .visibility(Duration::from_secs(1))
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .job_timeout(TIMEOUT)
+        fast_pool(&q, 3, TIMEOUT)
             .start(move |ctx: &JobContext, payload: &[u8]| {
                 if payload == b"hang" {
                     hangs.fetch_add(1, Ordering::SeqCst);
@@ -146,12 +152,7 @@ fn a_late_outcome_is_refused_even_while_the_lease_is_still_valid() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let pool = {
         let attempts = attempts.clone();
-        WorkerPool::builder(q.clone())
-            .workers(2)
-            .visibility(Duration::from_secs(1))
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .job_timeout(TIMEOUT)
+        fast_pool(&q, 2, TIMEOUT)
             .start(move |ctx: &JobContext, _: &[u8]| {
                 if ctx.attempt() == 1 {
                     let deadline = Instant::now() + LIVENESS * 3;
@@ -203,12 +204,7 @@ fn a_handler_within_its_timeout_is_unaffected() {
     let lost = Arc::new(AtomicU32::new(0));
     let pool = {
         let lost = lost.clone();
-        WorkerPool::builder(q.clone())
-            .workers(2)
-            .visibility(Duration::from_secs(1))
-            .heartbeat(Duration::from_millis(5))
-            .poll_interval(Duration::from_millis(5))
-            .job_timeout(LIVENESS * 10)
+        fast_pool(&q, 2, LIVENESS * 10)
             .start(move |ctx: &JobContext, _: &[u8]| {
                 let _ = gone.lock().unwrap().recv_timeout(LIVENESS);
                 if ctx.lease_lost() {
@@ -366,12 +362,7 @@ fn shutdown_does_not_give_back_the_attempt_of_a_timed_out_job() {
     let id = q.enqueue(b"hang").unwrap();
     let (release, released) = mpsc::channel::<()>();
     let released = Mutex::new(released);
-    let pool = WorkerPool::builder(q.clone())
-        .workers(1)
-        .visibility(Duration::from_secs(1))
-        .heartbeat(Duration::from_millis(5))
-        .poll_interval(Duration::from_millis(5))
-        .job_timeout(TIMEOUT)
+    let pool = fast_pool(&q, 1, TIMEOUT)
         .start(move |_: &JobContext, _: &[u8]| {
             let _ = released.lock().unwrap().recv_timeout(LIVENESS * 3);
             Outcome::done()

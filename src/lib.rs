@@ -92,6 +92,7 @@ pub mod format;
 #[cfg(not(feature = "testing"))]
 mod format;
 mod groups;
+mod id_floor;
 mod idhash;
 pub mod inspect;
 #[cfg(feature = "jetstream")]

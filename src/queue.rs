@@ -216,7 +216,16 @@ impl Queue {
             }
         })?;
         let now = opts.clock.now_ms();
-        let (state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
+        let (mut state, mut report) = crate::recovery::recover(vfs.clone(), dir, &opts, now)?;
+        let floor = crate::id_floor::load(
+            vfs.clone(),
+            dir,
+            opts.file_mode,
+            opts.recovery,
+            state.next_job_id(),
+        )?;
+        report.bytes_skipped = report.bytes_skipped.saturating_add(floor.skipped);
+        state.install_id_floor(floor.floor, floor.start);
         // The log's committer: the one path that syncs the log.
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();
@@ -1102,6 +1111,8 @@ impl Queue {
             // open just has one check fewer; an older record stays valid
             // (the log only grows).
             let _ = st.log.record_clean_close();
+            // Best effort: a floor left high only skips ids at the next open.
+            let _ = st.settle_id_floor();
             self.save_store_id(&st);
             // Best effort: the reserve a drain used is made again while
             // there is room, for the next open on a disk that fills up.

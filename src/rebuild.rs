@@ -662,6 +662,7 @@ impl QueueState {
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
             next_id: 1,
+            id_floor: None,
             fresh_cursor: 0,
             // Time as the clock says: a record stamped in the future (a
             // clock that stepped back, or a crafted file) must not make

@@ -31,6 +31,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record, ENQUEUE_FIXED_LEN};
 use crate::groups::Groups;
+use crate::id_floor::IdFloor;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_check, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
@@ -118,6 +119,9 @@ pub struct QueueState {
     leases: Leases,
     keys: KeyIndex,
     next_id: u64,
+    /// The durable bound ids are issued below (`None` for a state no
+    /// `Queue` opened: nothing enqueues there).
+    id_floor: Option<IdFloor>,
     fresh_cursor: u64,
     last: Now,
     next_token: u64,
@@ -315,6 +319,7 @@ impl QueueState {
         }
         let id = self.next_id;
         check_new_id(id)?;
+        self.cover_ids(id + 1)?;
         self.ensure_def(queue)?;
         let due_ms = now.saturating_add(ms(opts.delay));
         let rec = self.enqueue_record(id, queue, payload, opts, now, due_ms);
@@ -433,6 +438,7 @@ impl QueueState {
             // A named queue's records are kind 12: six bytes more.
             total += Self::enqueue_frame_len(p, 0) + if queue == 0 { 0 } else { 6 };
         }
+        self.cover_ids(self.next_id.saturating_add(payloads.len() as u64))?;
         self.ensure_def(queue)?;
         self.log.ensure_room(total, self.next_id)?;
         // One write for the whole batch (under `pwrite` appends), and no
@@ -1207,9 +1213,33 @@ impl QueueState {
     }
 
     /// The id the next enqueue takes: no job at or above it was ever
-    /// issued as far as the log says.
+    /// issued (as far as the log says, and past the id floor once
+    /// [`QueueState::install_id_floor`] ran).
     pub fn next_job_id(&self) -> u64 {
         self.next_id
+    }
+
+    /// Issues ids from `start` on (at least), held below `floor`.
+    pub(crate) fn install_id_floor(&mut self, floor: IdFloor, start: u64) {
+        self.next_id = self.next_id.max(start);
+        self.id_floor = Some(floor);
+    }
+
+    /// Makes sure ids below `end` may be issued ([`IdFloor::cover`]).
+    #[inline]
+    fn cover_ids(&mut self, end: u64) -> Result<()> {
+        match &mut self.id_floor {
+            Some(floor) => floor.cover(end),
+            None => Ok(()),
+        }
+    }
+
+    /// At a clean close: the floor down to the next id ([`IdFloor::settle`]).
+    pub(crate) fn settle_id_floor(&mut self) -> Result<()> {
+        match &mut self.id_floor {
+            Some(floor) => floor.settle(self.next_id),
+            None => Ok(()),
+        }
     }
 
     /// Whether job `id` is neither live nor dead: finished, or never issued.

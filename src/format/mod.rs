@@ -9,6 +9,7 @@ pub mod close;
 pub mod done;
 pub mod frame;
 pub mod header;
+pub mod id_floor;
 pub(crate) mod range_crc;
 pub mod record;
 pub(crate) mod resync;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::id_floor::{self, Slot, SLOT_LEN, SLOT_STRIDE};
+use crate::format::id_floor::{self, Slot, SLOT_LEN};
 use crate::format::MAX_ID;
 use crate::options::RecoveryMode;
 use crate::vfs::{Vfs, VfsFile};
@@ -128,17 +128,10 @@ pub(crate) fn load(
 /// The slot in force in `file`, and the file's length.
 fn read_slots(file: &dyn VfsFile, path: &Path) -> Result<(Option<Slot>, u64)> {
     let len = file.len().map_err(|e| Error::io("reading", path, e))?;
-    let read = |off: u64| -> Result<Option<Slot>> {
-        if off + SLOT_LEN as u64 > len {
-            return Ok(None);
-        }
-        let mut buf = [0u8; SLOT_LEN];
-        file.read_at(&mut buf, off)
-            .map_err(|e| Error::io("reading", path, e))?;
-        Ok(id_floor::decode(&buf))
-    };
-    let (a, b) = (read(0)?, read(SLOT_STRIDE)?);
-    Ok((id_floor::in_force(a, b), len))
+    let mut buf = vec![0u8; len.min(id_floor::FILE_LEN) as usize];
+    file.read_at(&mut buf, 0)
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok((id_floor::read(&buf), len))
 }
 
 impl IdFloor {
@@ -189,5 +182,99 @@ impl IdFloor {
         let at = slot.offset() as usize;
         whole[at..at + SLOT_LEN].copy_from_slice(bytes);
         crate::vfs::write_atomically(&*self.vfs, &self.dir, ID_FLOOR_FILE, &[&whole], self.mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::{Fault, FaultOp, SimFs};
+
+    fn load_sim(fs: &SimFs, log_next: u64) -> Result<Loaded> {
+        let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+        vfs.create_dir_all(Path::new("/q"), 0o700).unwrap();
+        load(vfs, Path::new("/q"), 0o600, RecoveryMode::Strict, log_next)
+    }
+
+    fn fail(fs: &SimFs, op: FaultOp, kind: std::io::ErrorKind) {
+        fs.set_fault(Some(Fault {
+            op,
+            at: fs.op_count(op),
+            forever: true,
+            kind,
+        }));
+    }
+
+    #[test]
+    fn ids_are_covered_a_step_ahead_and_survive_a_power_cut() {
+        let fs = SimFs::new();
+        let mut l = load_sim(&fs, 5).unwrap();
+        assert_eq!(l.start, 5, "no file: the log's next id");
+        l.floor.cover(6).unwrap();
+        assert_eq!(l.floor.durable.floor, 6 + ID_FLOOR_STEP);
+        let syncs = fs.syncs();
+        l.floor.cover(ID_FLOOR_STEP).unwrap();
+        assert_eq!(fs.syncs(), syncs, "covered already: nothing written");
+        l.floor.cover(7 + ID_FLOOR_STEP).unwrap();
+        for seed in 0..8 {
+            let after = load_sim(&fs.power_loss(seed), 5).unwrap();
+            assert_eq!(after.start, 7 + 2 * ID_FLOOR_STEP, "seed {seed}");
+        }
+    }
+
+    /// A failed `fdatasync` is not taken as success: the floor in force
+    /// stays, and the next call writes the slot again.
+    #[test]
+    fn a_failed_sync_keeps_the_old_floor_and_the_next_call_writes_again() {
+        let fs = SimFs::new();
+        let mut floor = load_sim(&fs, 1).unwrap().floor;
+        floor.cover(2).unwrap();
+        let before = floor.durable;
+        fs.faults_only_on(Some(Path::new("/q/ID_FLOOR"))).unwrap();
+        fail(&fs, FaultOp::Sync, std::io::ErrorKind::Other);
+        let end = before.floor + 1;
+        let err = floor.cover(end).unwrap_err();
+        assert!(err.to_string().contains("ID_FLOOR"), "{err}");
+        assert_eq!(floor.durable, before);
+        fs.set_fault(None);
+        floor.cover(end).unwrap();
+        assert_eq!(floor.durable.seq, before.seq + 1);
+        let after = load_sim(&fs.power_loss(3), 1).unwrap();
+        assert_eq!(after.start, end + ID_FLOOR_STEP);
+    }
+
+    /// On a full disk the file cannot be made: the call fails with the
+    /// disk's error, and succeeds once there is room.
+    #[test]
+    fn a_full_disk_refuses_the_first_cover_until_there_is_room() {
+        let fs = SimFs::new();
+        let mut floor = load_sim(&fs, 1).unwrap().floor;
+        fail(&fs, FaultOp::Create, std::io::ErrorKind::StorageFull);
+        let err = floor.cover(2).unwrap_err();
+        assert!(crate::reserve::is_enospc(&err), "{err}");
+        assert!(fs.read_file(Path::new("/q/ID_FLOOR")).is_none());
+        fs.set_fault(None);
+        floor.cover(2).unwrap();
+        assert_eq!(load_sim(&fs, 1).unwrap().start, 2 + ID_FLOOR_STEP);
+    }
+
+    /// A clean close's lower floor is in force over the higher one before
+    /// it; a torn write of it leaves the higher one (a gap, never a reuse).
+    #[test]
+    fn settle_lowers_the_floor_and_a_torn_settle_keeps_the_higher_one() {
+        let fs = SimFs::new();
+        let mut floor = load_sim(&fs, 1).unwrap().floor;
+        floor.cover(2).unwrap();
+        floor.settle(40).unwrap();
+        assert_eq!(load_sim(&fs, 1).unwrap().start, 40);
+        let mut bytes = fs.read_file(Path::new("/q/ID_FLOOR")).unwrap();
+        let newest = floor.durable.offset() as usize;
+        bytes[newest + 30] ^= 1;
+        let vfs: Arc<dyn Vfs> = Arc::new(fs.clone());
+        vfs.open(Path::new("/q/ID_FLOOR"))
+            .unwrap()
+            .write_at(&bytes, 0)
+            .unwrap();
+        assert_eq!(load_sim(&fs, 1).unwrap().start, 2 + ID_FLOOR_STEP);
     }
 }

@@ -739,6 +739,13 @@ impl Log {
         self.harmless_failure = self.failure_is_harmless() && (!self.write_failed || is_enospc(e));
     }
 
+    /// A write outside the log (the id floor) failed before the operation
+    /// changed anything, and changed nothing itself: harmless, whatever
+    /// the error, as long as the operation had changed nothing before.
+    pub fn note_outside_failure(&mut self) {
+        self.harmless_failure = self.failure_is_harmless();
+    }
+
     /// Gives the reserve up (see [`Log::append`]); whether there was one.
     fn release_reserve(&mut self) -> bool {
         let vfs = self.vfs.clone();

@@ -1229,7 +1229,9 @@ impl QueueState {
     #[inline]
     fn cover_ids(&mut self, end: u64) -> Result<()> {
         match &mut self.id_floor {
-            Some(floor) => floor.cover(end),
+            Some(floor) => floor
+                .cover(end)
+                .inspect_err(|_| self.log.note_outside_failure()),
             None => Ok(()),
         }
     }

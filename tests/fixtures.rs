@@ -368,6 +368,39 @@ fn gen_horizon() {
     }
 }
 
+/// Three queued jobs and an `ID_FLOOR` whose slot in force (made by hand,
+/// as a crash after a raise leaves it) is above the log's next id: slot 0
+/// holds a clean close's floor 4 (sequence 2), slot 1 floor 1000
+/// (sequence 3).
+fn gen_id_floor() {
+    use walq::format::id_floor::{encode, Slot, FILE_LEN};
+    let dir = fresh_dir("id_floor");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    assert_eq!(q.enqueue_batch(["one", "two", "three"]).unwrap(), [1, 2, 3]);
+    q.close().unwrap();
+    drop(q);
+    let mut file = vec![0u8; FILE_LEN as usize];
+    for slot in [
+        Slot { seq: 2, floor: 4 },
+        Slot {
+            seq: 3,
+            floor: 1000,
+        },
+    ] {
+        let at = slot.offset() as usize;
+        file[at..at + 40].copy_from_slice(&encode(slot));
+    }
+    std::fs::write(dir.join("ID_FLOOR"), file).unwrap();
+    finish(&dir);
+    for name in file_names(&dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".spare"))
+    {
+        std::fs::remove_file(dir.join(name)).expect("remove a spare the open recreates");
+    }
+}
+
 /// Jobs leased with `dequeue_batch` and settled with `ack_batch` (record
 /// kinds 15 LeaseMany and 14 AckMany), without a checkpoint, so opening it
 /// replays them.
@@ -477,6 +510,10 @@ fn regenerate_fixtures() {
         gen_horizon();
         return;
     }
+    if which.as_deref() == Ok("id_floor") {
+        gen_id_floor();
+        return;
+    }
     if which.as_deref() == Ok("checkpoint_runs") {
         gen_runs();
         return;
@@ -496,6 +533,7 @@ fn regenerate_fixtures() {
     gen_priorities();
     gen_runs();
     gen_horizon();
+    gen_id_floor();
     eprintln!("fixtures written to {}", fixtures_root().display());
 }
 
@@ -759,10 +797,43 @@ fn fixtures_hold_no_lock_file() {
         "batches",
         "priorities",
         "horizon",
+        "id_floor",
     ] {
         let names = file_names(&fixtures_root().join(name));
         assert!(!names.iter().any(|n| n == LOCK_FILE), "{name}: {names:?}");
     }
+}
+
+/// An open issues ids from the floor in force (a crash may have lost jobs
+/// below it), leaves the file as it was until an enqueue needs more, and
+/// keeps the jobs.
+#[test]
+fn id_floor_fixture_issues_ids_from_its_floor() {
+    let (_tmp, dir) = copy_fixture("id_floor");
+    let before = std::fs::read(dir.join("ID_FLOOR")).unwrap();
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("opens");
+    assert_eq!(std::fs::read(dir.join("ID_FLOOR")).unwrap(), before);
+    assert_eq!(q.recovery_report().bytes_skipped, 0);
+    assert_eq!(q.enqueue(b"four").unwrap(), 1000);
+    let mut ids = Vec::new();
+    while let Some(job) = q.dequeue().unwrap() {
+        ids.push(job.id());
+        q.ack(job.receipt()).unwrap();
+    }
+    assert_eq!(ids, [1, 2, 3, 1000]);
+}
+
+/// A store of a build before `ID_FLOOR` (every other fixture) issues the
+/// log's next id, with no gap, and gets the file with that enqueue.
+#[test]
+fn a_store_without_an_id_floor_issues_the_logs_next_id() {
+    let (_tmp, dir) = copy_fixture("batches");
+    assert!(!dir.join("ID_FLOOR").exists(), "batches predates ID_FLOOR");
+    let clock = ManualClock::new(T0 + 60_000);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("opens");
+    assert_eq!(q.enqueue(b"next").unwrap(), 7);
+    assert!(dir.join("ID_FLOOR").exists());
 }
 
 #[test]

@@ -60,6 +60,30 @@ fn a_damaged_store_id_is_damage() {
     );
 }
 
+/// `ID_FLOOR` is checked as the queue reads it: one damaged slot (a torn
+/// write) is read past, both damaged is damage naming the file.
+#[test]
+fn a_damaged_id_floor_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let path = dir.path().join("ID_FLOOR");
+    let mut bytes = std::fs::read(&path).expect("the queue wrote its id floor");
+    bytes[20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "one slot left: {}{}", run.stdout, run.stderr);
+    bytes[4096 + 20] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let run = walq(&["verify", dir.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("damage ID_FLOOR at byte 0: the id floor is damaged"),
+        "{}",
+        run.stdout
+    );
+}
+
 /// `schedules.bin` is checked as the scheduler reads it: a flipped byte
 /// there is damage named by file and offset (a review found it reported
 /// healthy, exit 0, while `Scheduler::open` refused the file).

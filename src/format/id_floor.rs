@@ -88,6 +88,13 @@ pub fn in_force(a: Option<Slot>, b: Option<Slot>) -> Option<Slot> {
     }
 }
 
+/// The slot in force in the bytes of a whole file (either slot may be
+/// damaged, or missing from a short file).
+pub fn read(file: &[u8]) -> Option<Slot> {
+    let slot = |at: usize| file.get(at..at + SLOT_LEN).and_then(decode);
+    in_force(slot(0), slot(SLOT_STRIDE as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +135,13 @@ mod tests {
         assert_eq!(in_force(None, Some(old)), Some(old));
         assert_eq!(in_force(None, None), None);
         assert_ne!(old.offset(), new.offset(), "writes alternate slots");
+        let mut file = vec![0u8; FILE_LEN as usize];
+        for slot in [old, new] {
+            let at = slot.offset() as usize;
+            file[at..at + SLOT_LEN].copy_from_slice(&encode(slot));
+        }
+        assert_eq!(read(&file), Some(new));
+        assert_eq!(read(&file[..SLOT_LEN]), Some(old), "a short file: one slot");
+        assert_eq!(read(&file[..SLOT_LEN - 1]), None);
     }
 }

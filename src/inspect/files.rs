@@ -150,7 +150,7 @@ pub(crate) struct FileData {
 
 /// The first bytes of `CLOSED` that are read (it is 36 bytes long; open
 /// reads no more of it either).
-const SMALL_FILE: u64 = 4096;
+const SMALL_FILE: u64 = 8192;
 
 /// The first [`SMALL_FILE`] bytes of a small file (`CLOSED`), or `None`
 /// when it no longer exists.

@@ -451,6 +451,8 @@ impl Scan<'_> {
             return self.check_schedules(name);
         } else if name == crate::store_id::STORE_ID_FILE {
             return self.check_store_id(name);
+        } else if name == crate::id_floor::ID_FLOOR_FILE {
+            return self.check_id_floor(name);
         } else if name.ends_with(segment::TMP_SUFFIX) {
             "a leftover temporary file (deleted on the next open)"
         } else {
@@ -469,6 +471,21 @@ impl Scan<'_> {
         if crate::format::store_id::decode(&data.bytes).is_none() {
             let what = "the store id is damaged (the queue refuses to open with it: \
                         its jobs' provider keys derive from it)";
+            self.problem(Problem::damage(name, 0, what));
+        }
+        Ok(())
+    }
+
+    /// The id floor: one with no valid slot is damage (the queue refuses
+    /// to open with it); one damaged slot is a torn write, which the open
+    /// reads past.
+    fn check_id_floor(&mut self, name: &str) -> Result<()> {
+        let Some(data) = self.read_small(name)? else {
+            return Ok(());
+        };
+        if crate::format::id_floor::read(&data.bytes).is_none() {
+            let what = "the id floor is damaged (the queue refuses to open with it: \
+                        ids of jobs a power cut lost could be issued again)";
             self.problem(Problem::damage(name, 0, what));
         }
         Ok(())

@@ -54,10 +54,8 @@ pub struct Job {
 }
 
 impl Job {
-    /// The job id: unique, stable across redeliveries, never reused (under
-    /// `Durability::Os` or `Periodic`, a power cut can lose the newest
-    /// jobs' records and their ids are issued again; see
-    /// [`crate::worker::JobContext::provider_key`]).
+    /// The job id: unique, stable across redeliveries, never reused, even
+    /// after a power cut (see [`crate::worker::JobContext::provider_key`]).
     pub fn id(&self) -> u64 {
         self.id
     }

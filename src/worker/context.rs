@@ -126,13 +126,13 @@ impl JobContext {
     /// would hand it the same key for two different jobs, and the provider
     /// would answer the second with the first one's cached response.
     ///
-    /// Under `Durability::Os` or `Periodic` a power cut can lose the log
-    /// records of jobs that already ran (and made their provider call);
-    /// their ids, and so their keys, are then issued again to new jobs,
-    /// which the provider would answer with the lost jobs' cached
-    /// responses. Jobs with side effects that must happen exactly once
-    /// belong in a `Sync` queue (the default), where a job is delivered
-    /// only once its enqueue is durable.
+    /// Ids are never issued twice, even when a power cut under
+    /// `Durability::Os` or `Periodic` loses the log records of jobs that
+    /// already ran (and made their provider call): the store keeps a
+    /// synced id floor (file `ID_FLOOR`), so a new job never gets a lost
+    /// job's key. Such a power cut can still lose an ack, so a job runs
+    /// again with its own key; jobs whose enqueue must not be lost belong
+    /// in a `Sync` queue (the default).
     ///
     /// It changes when a job moves to another store (`walq export` and
     /// `import` give it a new id there), and after a salvage that had to

@@ -148,6 +148,11 @@ impl IdFloor {
         self.write(end.saturating_add(ID_FLOOR_STEP).min(MAX_ID))
     }
 
+    /// Whether the file exists (was found or made).
+    pub(crate) fn exists(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// At a clean close: lowers the floor to `next_id` (nothing more is
     /// issued in this session), so the next open leaves no gap.
     pub(crate) fn settle(&mut self, next_id: u64) -> Result<()> {

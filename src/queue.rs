@@ -226,6 +226,11 @@ impl Queue {
         )?;
         report.bytes_skipped = report.bytes_skipped.saturating_add(floor.skipped);
         state.install_id_floor(floor.floor, floor.start);
+        // Made now where it is missing (a new store, or an older build's),
+        // so the first enqueue does not pay for a new file; best effort:
+        // on a full disk (or a read-only one) the first enqueue makes it,
+        // or is refused with the reason.
+        let _ = state.prepare_id_floor();
         // The log's committer: the one path that syncs the log.
         let commit = state.log.commit.clone();
         let upkeep = state.log.upkeep().clone();

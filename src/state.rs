@@ -166,6 +166,10 @@ struct JobRecord<P> {
     group: Vec<u8>,
 }
 
+/// How far the wall clock may step back and be held at the latest reading
+/// rather than followed ([`QueueState::now`]): one minute.
+pub const WALL_STEP_BACK_MS: u64 = 60_000;
+
 /// `Err` once job ids are exhausted.
 fn check_new_id(id: u64) -> Result<()> {
     if id >= crate::format::MAX_ID {
@@ -204,9 +208,19 @@ fn stored_key(log: &Log, dead: &DeadFile, e: &KeyEntry) -> Option<Vec<u8>> {
 }
 
 impl QueueState {
-    /// Monotonic readings: never behind a time already used.
+    /// The time an operation uses: the monotonic reading never behind one
+    /// already used; the wall reading held at the latest one through a
+    /// step back of up to [`WALL_STEP_BACK_MS`], followed past it.
     pub fn now(&mut self, clock: Now) -> Now {
-        self.last.wall = self.last.wall.max(clock.wall);
+        // A small step back (NTP) is absorbed: now holds still until the
+        // clock catches up. A large one (a clock that was wrong, then set
+        // right) is followed: held, every delay, backoff and window would
+        // be measured from the wrong time until real time caught up (found
+        // by review: a year, after a bad clock at boot).
+        let back = self.last.wall.saturating_sub(clock.wall);
+        if back == 0 || back > WALL_STEP_BACK_MS {
+            self.last.wall = clock.wall;
+        }
         self.last.mono = self.last.mono.max(clock.mono);
         self.last
     }
@@ -1233,6 +1247,14 @@ impl QueueState {
                 .cover(end)
                 .inspect_err(|_| self.log.note_outside_failure()),
             None => Ok(()),
+        }
+    }
+
+    /// Makes the floor's file if it is missing, covering the next id.
+    pub(crate) fn prepare_id_floor(&mut self) -> Result<()> {
+        match &mut self.id_floor {
+            Some(floor) if !floor.exists() => floor.cover(self.next_id.saturating_add(1)),
+            _ => Ok(()),
         }
     }
 

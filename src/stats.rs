@@ -43,7 +43,7 @@ pub struct Stats {
     /// segments prepared ahead (`.wal.spare`), the dead letters
     /// (`dead.wal`) and the completion file (`done.rec`). Sizes as the
     /// files are long, preallocated space included; the few KiB of
-    /// `CHECKPOINT`, `CLOSED`, `LOCK`, `STORE_ID` and `schedules.bin` are not counted,
+    /// `CHECKPOINT`, `CLOSED`, `ID_FLOOR`, `LOCK`, `STORE_ID` and `schedules.bin` are not counted,
     /// nor is a spare while the `walq-upkeep` thread makes it or writes
     /// its zeros (it is counted once ready).
     pub disk_bytes: u64,

@@ -221,6 +221,7 @@ fn disk_bytes_counts_the_spares_and_side_files() {
     let small = [
         "CHECKPOINT",
         "CLOSED",
+        "ID_FLOOR",
         "LOCK",
         "RESERVE",
         "STORE_ID",

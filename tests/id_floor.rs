@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use walq::vfs::{Fault, FaultOp, SimFs};
+use walq::vfs::{Fault, FaultOp, SimFs, Vfs};
 use walq::{ErrorKind, ManualClock, Queue, RecoveryMode};
 
 const FLOOR: &str = "ID_FLOOR";
@@ -46,9 +46,10 @@ fn a_damaged_floor_is_refused_and_salvage_starts_past_the_log() {
     assert_eq!(q.enqueue(b"then").unwrap(), next + 1);
 }
 
-/// The file is made with the first enqueue. On a full disk that enqueue
-/// is refused with the disk's error (the queue is not poisoned), and the
-/// same call succeeds once there is room.
+/// The file is made by the open; on a full disk the open goes on without
+/// it (a drain needs the open), and the first enqueue makes it or is
+/// refused with the disk's error (the queue is not poisoned); the same
+/// call succeeds once there is room.
 #[test]
 fn a_full_disk_refuses_the_enqueue_that_needs_the_floor_and_nothing_else() {
     let fs = SimFs::new();
@@ -56,13 +57,16 @@ fn a_full_disk_refuses_the_enqueue_that_needs_the_floor_and_nothing_else() {
     let open = |fs: &SimFs| {
         Queue::open_on(Arc::new(fs.clone()), Path::new("/q"), common::opts(&clock)).unwrap()
     };
-    let q = open(&fs);
+    drop(open(&fs));
+    fs.remove(Path::new("/q/ID_FLOOR")).unwrap();
     fs.set_fault(Some(Fault {
         op: FaultOp::Create,
         at: fs.op_count(FaultOp::Create),
         forever: true,
         kind: std::io::ErrorKind::StorageFull,
     }));
+    let q = open(&fs);
+    assert!(fs.read_file(Path::new("/q/ID_FLOOR")).is_none());
     let err = q.enqueue(b"job").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(err.to_string().contains(FLOOR), "{err}");

@@ -1177,6 +1177,29 @@ pub fn guaranteed_ops(m: &Model, k: u64) -> Vec<bool> {
         .collect()
 }
 
+/// Ids are never issued twice: the next enqueue after the power cut gets
+/// an id above every id an enqueue returned before the cut (the id floor;
+/// one that returned after sync `k` froze the disk returned, as far as the
+/// disk knows, after the cut), and above every job found, even when the
+/// cut lost their records.
+fn check_no_id_issued_again(m: &Model, q: &Queue, obs: &Observed, k: u64, label: &str) {
+    let returned = m
+        .jobs
+        .iter()
+        .filter(|(_, j)| m.ops[j.events[0].op].syncs <= k)
+        .map(|(&id, _)| id)
+        .max()
+        .unwrap_or(0);
+    let found = obs.live.keys().chain(obs.dead.keys()).copied().max();
+    let new = q
+        .enqueue(b"after the power cut")
+        .unwrap_or_else(|e| panic!("{label}: enqueue after the cut: {e}"));
+    assert!(
+        new > returned.max(found.unwrap_or(0)),
+        "{label}: id {new} issued again (enqueues had returned up to {returned})"
+    );
+}
+
 /// Reopens the queue on `fs` and checks it against `m`, where syncs up to
 /// `k` are known real (`u64::MAX`: all of them). Returns what it found.
 pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observed {
@@ -1209,6 +1232,7 @@ pub fn check(m: &Model, fs: &SimFs, k: u64, now_ms: u64, label: &str) -> Observe
         drain_lane(m, &h, lane, &mut obs, label);
     }
     q.check_invariants();
+    check_no_id_issued_again(m, &q, &obs, k, label);
 
     let guaranteed = guaranteed_ops(m, k);
     let max_guaranteed = m

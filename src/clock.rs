@@ -15,8 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Wall time is what gets persisted (enqueue times, due times). Lease
 /// deadlines use [`Clock::monotonic_ms`], so a wall clock stepped forward
 /// (NTP, a suspended VM) does not expire every lease at once. The queue
-/// never lets either reading go backwards: it keeps the largest value it
-/// has seen, so a clock step back cannot reorder jobs.
+/// never lets the monotonic reading go backwards. A wall clock that steps
+/// back by up to a minute (NTP) is held at the latest reading until it
+/// catches up; one that steps back further (a clock that was wrong, then
+/// set right) is followed, so new delays and backoffs are measured from
+/// the corrected time. Due times already stored stay as they were.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;

@@ -15,6 +15,9 @@
 //! - `DoneRecord::decode(kind, body)` for every completion-file kind (8–10,
 //!   17 Horizon): one that decodes has that kind and re-encodes to `body`.
 //! - `store_id::decode(buf)`: an id that decodes re-encodes to `buf`.
+//! - `id_floor::decode(buf)`: a slot that decodes re-encodes to `buf`;
+//!   `id_floor::read(buf)` (the slot in force of a whole file) is one of
+//!   the two slots' decodes.
 //! - `SegmentHeader::decode(buf)`: a header that decodes re-encodes to the
 //!   first 64 bytes of `buf`; a header built from the input's fields
 //!   round-trips through `encode`/`decode`.
@@ -23,8 +26,8 @@ use walq::format::done::DoneRecord;
 use walq::format::frame::{self, FrameError, FRAME_HEADER_LEN, KNOWN_FLAGS};
 use walq::format::header::{FileKind, HeaderError, SegmentHeader, SEGMENT_HEADER_LEN};
 use walq::format::record::Record;
-use walq::format::store_id;
 use walq::format::FORMAT_VERSION;
+use walq::format::{id_floor, store_id};
 
 use super::input::Input;
 
@@ -56,9 +59,29 @@ pub fn run(data: &[u8]) {
             "store id does not re-encode"
         );
     }
+    check_id_floor(buf);
     check_header(buf);
     check_header(data);
     check_built_header(data);
+}
+
+/// Decodes `buf` as an id-floor slot and as a whole id-floor file.
+fn check_id_floor(buf: &[u8]) {
+    if let Some(slot) = id_floor::decode(buf) {
+        assert_eq!(id_floor::encode(slot)[..], *buf, "slot does not re-encode");
+    }
+    if let Some(slot) = id_floor::read(buf) {
+        let at = slot.offset() as usize;
+        let from = |at: usize| {
+            buf.get(at..at + id_floor::SLOT_LEN)
+                .and_then(id_floor::decode)
+        };
+        assert!(
+            from(0) == Some(slot) || from(id_floor::SLOT_STRIDE as usize) == Some(slot),
+            "the slot in force is not one of the file's (sequence {}, written at {at})",
+            slot.seq
+        );
+    }
 }
 
 /// Decodes `buf` as a frame; a frame that decodes must re-encode exactly.

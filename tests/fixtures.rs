@@ -825,7 +825,7 @@ fn id_floor_fixture_issues_ids_from_its_floor() {
 }
 
 /// A store of a build before `ID_FLOOR` (every other fixture) issues the
-/// log's next id, with no gap, and gets the file with that enqueue.
+/// log's next id, with no gap, and gets the file at its open.
 #[test]
 fn a_store_without_an_id_floor_issues_the_logs_next_id() {
     let (_tmp, dir) = copy_fixture("batches");

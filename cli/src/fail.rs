@@ -31,8 +31,8 @@ Exit codes:
   1  damaged: verify or salvage found damage, or a command that opens the
      queue for writing found it damaged (run `walq verify DIR`)
   2  usage error
-  3  unreadable: no such path, not a directory, not a walq queue, or a
-     newer format than this build reads
+  3  unreadable: no such path, not a directory, not a walq queue, no
+     permission to read it, or a newer format than this build reads
   4  locked: a running process holds the queue (commands that change it)
   5  not found: no job or dead letter with that id
   6  failed: the operation failed (I/O error, full disk, refused write)
@@ -118,7 +118,8 @@ impl Fail {
 /// the open failed on the way (a full disk creating a segment, EIO, a
 /// queue that may be read but not written, by permission or a read-only
 /// file system alike: exit 6, "failed"; a queue that cannot be read at all
-/// fails the read-only look before the open, with exit 3).
+/// fails the read-only look before the open, with exit 3, in the commands
+/// that look first: `cancel`, `dead redrive`/`purge`).
 fn cannot_reach(e: &walq::Error) -> bool {
     use std::io::ErrorKind as Io;
     let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());

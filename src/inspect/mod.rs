@@ -93,6 +93,9 @@ impl Inspector {
             }
             Err(e) => return Err(Error::io("reading", dir, e)),
         }
+        // A directory that may not be listed (another user's, mode 0700)
+        // is named as such, not by the first file tried in it (`LOCK`).
+        std::fs::read_dir(dir).map_err(|e| Error::io("listing the directory", dir, e))?;
         Ok(Inspector {
             dir: dir.to_path_buf(),
             live: files::is_live(dir)?,

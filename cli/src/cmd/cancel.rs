@@ -12,6 +12,9 @@ use crate::fail::{CmdResult, Fail, OK};
 /// queue's handle). Stops at the first that cannot be cancelled; those
 /// before it stay cancelled.
 pub fn run(a: &CancelArgs) -> CmdResult {
+    // As every writing command: another user's queue is refused before
+    // it is read (exit 6, even when it cannot be read).
+    super::refuse_other_owner(&a.dir)?;
     let inspector = super::inspect(&a.dir)?;
     let snap = inspector
         .snapshot_without_payloads()

@@ -98,6 +98,10 @@ pub fn open_store_with(
     existing: bool,
     opts: impl FnOnce(Option<u64>) -> Options,
 ) -> Result<Store, Fail> {
+    // Ownership first: a queue of another user is refused alike by every
+    // writing command (exit 6), whether or not its files can be read (its
+    // read-only look failed first, with exit 3, when it was 0700).
+    refuse_other_owner(dir)?;
     if existing {
         // Read-only look first: a typo must not create a queue, and a
         // damaged queue is not changed (the open alone, from a
@@ -122,7 +126,6 @@ pub fn open_store_with(
     if !existing {
         refuse_foreign(dir)?;
     }
-    refuse_other_owner(dir)?;
     let opts = opts(segment_size(dir)?);
     Store::open_with(dir, opts).map_err(|e| Fail::opening(dir, &e))
 }
@@ -176,11 +179,6 @@ pub fn segment_size(dir: &Path) -> Result<Option<u64>, Fail> {
     Ok(Some(len))
 }
 
-/// Refuses a directory that holds files but none of a queue (no `LOCK`,
-/// which a queue's first open creates, and no `.wal` file, which a copy
-/// of a queue without its `LOCK` still has): `walq enqueue ~ job` must not
-/// scatter a queue's files among a home directory's. A new or empty
-/// directory is made a queue.
 /// Refuses a queue directory that belongs to another user than the one
 /// running walq: the files a writing command makes (a segment, a spare,
 /// `CHECKPOINT`, `CLOSED`) would be the runner's, mode 0600, and the
@@ -188,7 +186,7 @@ pub fn segment_size(dir: &Path) -> Result<Option<u64>, Fail> {
 /// `walq enqueue` run as root locked a service out of its queue). The
 /// running user is the owner of `/proc/self` (proc(5)); without `/proc`
 /// nothing is checked.
-fn refuse_other_owner(dir: &Path) -> Result<(), Fail> {
+pub fn refuse_other_owner(dir: &Path) -> Result<(), Fail> {
     use std::os::unix::fs::MetadataExt;
     let (Ok(queue), Ok(me)) = (std::fs::metadata(dir), std::fs::metadata("/proc/self")) else {
         return Ok(()); // missing (created by the open) or reported by it
@@ -199,7 +197,9 @@ fn refuse_other_owner(dir: &Path) -> Result<(), Fail> {
     Err(Fail::new(
         crate::fail::FAILED,
         format!(
-            "{}: belongs to user id {}, and walq runs as user id {}: the files this command              would write there would be unreadable to the queue's owner; run it as that user              (for example `sudo -u '#{}' walq ...`); nothing was changed",
+            "{}: belongs to user id {}, and walq runs as user id {}: the files this command \
+             would write there would be unreadable to the queue's owner; run it as that user \
+             (for example `sudo -u '#{}' walq ...`); nothing was changed",
             dir.display(),
             queue.uid(),
             me.uid(),
@@ -208,6 +208,11 @@ fn refuse_other_owner(dir: &Path) -> Result<(), Fail> {
     ))
 }
 
+/// Refuses a directory that holds files but none of a queue (no `LOCK`,
+/// which a queue's first open creates, and no `.wal` file, which a copy
+/// of a queue without its `LOCK` still has): `walq enqueue ~ job` must not
+/// scatter a queue's files among a home directory's. A new or empty
+/// directory is made a queue.
 fn refuse_foreign(dir: &Path) -> Result<(), Fail> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(()); // missing (created by the open) or reported by it

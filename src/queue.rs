@@ -388,7 +388,7 @@ impl Queue {
     /// # Ok::<(), walq::Error>(())
     /// ```
     pub fn provider_key(&self, id: u64) -> String {
-        format!("walq-{}-{id}", self.inner.provider_scope)
+        crate::worker::provider_key(Some(&self.inner.provider_scope), id)
     }
 
     /// What recovery found when this queue was opened.

@@ -217,6 +217,19 @@ impl<L> Delivery<L> {
     }
 }
 
+/// The key job `id` of the backend of `scope` hands to an outside service
+/// ([`JobContext::provider_key`](crate::worker::JobContext::provider_key)):
+/// `walq-<scope>-<id>`, or `walq-job-<id>` without a scope. The one place
+/// the format is written: `Queue::provider_key` gives consumers that
+/// dequeue by hand the key a pool's handler gets, and the two must never
+/// drift apart (a provider would run the side effect twice).
+pub(crate) fn provider_key(scope: Option<&str>, id: u64) -> String {
+    match scope {
+        Some(scope) => format!("walq-{scope}-{id}"),
+        None => format!("walq-job-{id}"),
+    }
+}
+
 /// The identity of one attempt of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JobInfo {

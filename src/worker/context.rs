@@ -145,10 +145,7 @@ impl JobContext {
     /// backend, whose ids are random 63-bit numbers (or derived from the
     /// job's idempotency key), unique without a scope.
     pub fn provider_key(&self) -> String {
-        match &self.info.scope {
-            Some(scope) => format!("walq-{scope}-{}", self.info.id),
-            None => format!("walq-job-{}", self.info.id),
-        }
+        super::backend::provider_key(self.info.scope.as_deref(), self.info.id)
     }
 
     /// The name of the worker thread running the job.

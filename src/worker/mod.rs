@@ -106,6 +106,7 @@ pub use async_handler::{async_typed, AsyncHandler, AsyncTyped};
 pub use async_pool::AsyncWorkerPool;
 
 pub use crate::status::JobStatus;
+pub(crate) use backend::provider_key;
 pub use backend::{Backend, Delivery};
 pub use builder::{PoolBuilder, MAX_JOB_TIMEOUT, MAX_POLL_INTERVAL, MAX_WORKERS};
 pub use context::JobContext;

@@ -348,6 +348,203 @@ mod async_pool {
         );
         assert_eq!(accounted(&s), s.leased);
     }
+
+    /// A job's status while it waits for its retry: not done, one attempt
+    /// counted.
+    fn waits_for_retry_after_one_attempt(q: &Queue, id: u64) {
+        let status = q.status(id).unwrap();
+        assert!(
+            matches!(
+                status,
+                walq::JobStatus::Delayed { attempts: 1, .. }
+                    | walq::JobStatus::Queued { attempts: 1 }
+            ),
+            "{status:?}"
+        );
+    }
+
+    /// A future that is not cancellation-friendly: it blocks its thread
+    /// (no `.await`) until its context says the timeout has passed, lands
+    /// its side effect, and returns `Done`. The pool cannot drop it
+    /// meanwhile (a future is dropped only between polls), so it returns
+    /// on its own just past the timeout: that late `Done` must not
+    /// complete the job. The attempt fails as a timeout (retried, counted
+    /// once in `timed_out`), the side effect has landed all the same (the
+    /// documented limitation: `provider_key` is what makes it safe to
+    /// repeat), and the second attempt completes the job.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_done_of_a_future_that_blocks_past_its_timeout_is_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let q = open(dir.path(), &clock);
+        let id = q.enqueue(b"late").unwrap();
+        let landed = Arc::new(Mutex::new(Vec::new()));
+        let pool = {
+            let landed = landed.clone();
+            WorkerPool::builder(q.clone())
+                .workers(2)
+                // An hour of queue time: only the timeout ends an attempt.
+                .visibility(Duration::from_secs(3600))
+                .poll_interval(Duration::from_millis(5))
+                .job_timeout(TIMEOUT)
+                .start_async(move |ctx: JobContext, _: Vec<u8>| {
+                    let landed = landed.clone();
+                    async move {
+                        if ctx.attempt() == 1 {
+                            let deadline = Instant::now() + LIVENESS * 3;
+                            while !ctx.lease_lost() && Instant::now() < deadline {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                        landed.lock().unwrap().push(ctx.attempt());
+                        Outcome::done()
+                    }
+                })
+                .unwrap()
+        };
+        wait_until("the late attempt is settled", || {
+            let s = pool.stats();
+            s.retried + s.done + s.lost + s.dead > 0
+        })
+        .await;
+        let s = pool.stats();
+        assert_eq!(
+            (s.done, s.retried, s.timed_out, s.lost),
+            (0, 1, 1, 0),
+            "the late Done was not a retry: {s:?}"
+        );
+        assert_eq!(q.stats().acked_total, 0, "the late Done completed the job");
+        waits_for_retry_after_one_attempt(&q, id);
+        assert_eq!(*landed.lock().unwrap(), vec![1], "its side effect landed");
+        // Past the backoff in queue time: the second attempt runs in time.
+        clock.advance(Duration::from_secs(2 * 3600));
+        wait_until("the job is done", || pool.stats().done == 1).await;
+        let s = pool.shutdown(LIVENESS).await.stats;
+        assert_eq!(
+            (s.leased, s.done, s.retried, s.dead, s.lost, s.timed_out),
+            (2, 1, 1, 0, 0, 1),
+            "{s:?}"
+        );
+        assert_eq!(accounted(&s), s.leased);
+        assert_eq!(*landed.lock().unwrap(), vec![1, 2]);
+        assert!(matches!(
+            q.status(id).unwrap(),
+            walq::JobStatus::Done { .. }
+        ));
+    }
+
+    /// A cooperative future that would complete just after its timeout: it
+    /// awaits (so it can be dropped) until its context says the timeout
+    /// has passed, then lands its side effect and returns `Done`. Whether
+    /// the pool's timer drops it first or it returns first, the attempt is
+    /// a timeout, never a completion: retried, then, on the last attempt,
+    /// dead-lettered with `timed out after 50ms`, each attempt counted
+    /// once. Its side effect lands at most once per attempt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_future_completing_just_after_its_timeout_never_completes_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let q = open(dir.path(), &clock);
+        let id = q.enqueue(b"just late").unwrap();
+        let landed = Arc::new(AtomicU32::new(0));
+        let pool = {
+            let landed = landed.clone();
+            WorkerPool::builder(q.clone())
+                .workers(2)
+                .visibility(Duration::from_secs(3600))
+                .poll_interval(Duration::from_millis(5))
+                .job_timeout(TIMEOUT)
+                .start_async(move |ctx: JobContext, _: Vec<u8>| {
+                    let landed = landed.clone();
+                    async move {
+                        let deadline = Instant::now() + LIVENESS * 3;
+                        while !ctx.lease_lost() && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        landed.fetch_add(1, Ordering::SeqCst);
+                        Outcome::done()
+                    }
+                })
+                .unwrap()
+        };
+        wait_until("the first attempt is retried", || pool.stats().retried == 1).await;
+        waits_for_retry_after_one_attempt(&q, id);
+        clock.advance(Duration::from_secs(2 * 3600));
+        wait_until("the job is in the dead letters", || {
+            q.dead_letter(id).unwrap().is_some()
+        })
+        .await;
+        let dead = q.dead_letter(id).unwrap().unwrap();
+        assert_eq!(dead.error, "timed out after 50ms");
+        assert_eq!(dead.attempts, 2);
+        let s = pool.shutdown(LIVENESS).await.stats;
+        assert_eq!(
+            (s.leased, s.done, s.retried, s.dead, s.lost, s.timed_out),
+            (2, 0, 1, 1, 0, 2),
+            "{s:?}"
+        );
+        assert_eq!(accounted(&s), s.leased);
+        assert_eq!(q.stats().acked_total, 0);
+        assert!(landed.load(Ordering::SeqCst) <= 2);
+    }
+
+    /// What dropping a handler's future does not stop: a task it spawned.
+    /// The handler spawns its side effect, which waits until the handler's
+    /// future was dropped at the timeout and then lands. The attempt fails
+    /// as a timeout all the same (retried, not done, counted once), while
+    /// the side effect lands after it: the documented limitation (the
+    /// handler owns what it spawns; `provider_key` makes a repeat safe).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_side_effect_spawned_by_a_cancelled_future_lands_after_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let q = open(dir.path(), &clock);
+        let id = q.enqueue(b"spawns").unwrap();
+        let dropped = Arc::new(AtomicU32::new(0));
+        let landed = Arc::new(Mutex::new(Vec::new()));
+        let pool = {
+            let (dropped, landed) = (dropped.clone(), landed.clone());
+            WorkerPool::builder(q.clone())
+                .workers(2)
+                .visibility(Duration::from_secs(3600))
+                .poll_interval(Duration::from_millis(5))
+                .job_timeout(TIMEOUT)
+                .start_async(move |ctx: JobContext, _: Vec<u8>| {
+                    let (dropped, landed) = (dropped.clone(), landed.clone());
+                    async move {
+                        let _guard = Dropped(dropped.clone());
+                        let effect = tokio::spawn(async move {
+                            wait_until("the handler is dropped", || {
+                                dropped.load(Ordering::SeqCst) == 1
+                            })
+                            .await;
+                            landed.lock().unwrap().push(ctx.provider_key());
+                        });
+                        let _ = effect.await;
+                        Outcome::done()
+                    }
+                })
+                .unwrap()
+        };
+        wait_until("the side effect landed", || {
+            landed.lock().unwrap().len() == 1
+        })
+        .await;
+        wait_until("the attempt is settled", || {
+            let s = pool.stats();
+            s.retried + s.done + s.lost + s.dead > 0
+        })
+        .await;
+        let s = pool.shutdown(LIVENESS).await.stats;
+        assert_eq!(
+            (s.leased, s.done, s.retried, s.lost, s.timed_out),
+            (1, 0, 1, 0, 1),
+            "{s:?}"
+        );
+        assert_eq!(accounted(&s), s.leased);
+        waits_for_retry_after_one_attempt(&q, id);
+        assert_eq!(*landed.lock().unwrap(), vec![q.provider_key(id)]);
+    }
 }
 
 /// At shutdown a job still running past its timeout is not released:

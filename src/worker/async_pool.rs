@@ -504,12 +504,12 @@ async fn run_one<B: AsyncBackend>(
             None => Some(run.await),
         }
     };
-    // Cancelled at the timeout, or returned past it (read before the job
-    // is marked finished, after which the heartbeat no longer looks): a
+    // Cancelled at the timeout, or returned past it (read as the job is
+    // marked finished, after which the heartbeat no longer looks): a
     // failed attempt, retried after the queue's backoff at once rather
     // than left to the lease's expiry, which would keep the job waiting
     // a visibility timeout more for nothing.
-    let timed_out = shared.timed_out(index, ran.is_none());
+    let timed_out = shared.finish_run(index, ran.is_none(), true);
     let (outcome, panicked) = match ran {
         Some(ran) if !timed_out => ran,
         _ => {
@@ -523,7 +523,6 @@ async fn run_one<B: AsyncBackend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
-    shared.mark_finished(index);
     let outcome = within_limits(outcome);
     span.outcome(&ctx, &outcome, panicked);
     // The lease stays in the slot until the settle returns, so that the

@@ -231,7 +231,11 @@ impl<B: Backend> PoolBuilder<B> {
     ///   attempt fails at once, as a retry after the queue's backoff (the
     ///   dead letters on the last attempt) with the error `timed out after
     ///   <timeout>`, counted in `retried` or `dead`. A future that returns
-    ///   on its own past the timeout is treated the same way.
+    ///   on its own past the timeout is treated the same way: even its
+    ///   `Done` does not complete the job. A future that blocks its thread
+    ///   (no `.await`) cannot be dropped until it returns, and tasks it
+    ///   spawned are not stopped with it: their side effects may land
+    ///   after the timeout (see docs/workers.md, "Job timeouts").
     ///
     /// ```
     /// use std::time::Duration;

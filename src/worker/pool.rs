@@ -153,20 +153,30 @@ impl<B: Backend> Shared<B> {
         Some((ctx, payload))
     }
 
-    /// Whether worker `index`'s job has run past its job timeout (or
-    /// `cancelled`: an async pool dropped its handler at the timeout);
-    /// counts the timeout if so, once. False if the slot is empty
-    /// (shutdown released the job while the handler ran).
-    pub(crate) fn timed_out(&self, index: usize, cancelled: bool) -> bool {
-        let slot = self.slots[index].lock();
-        let Some(active) = slot.as_ref() else {
+    /// Ends the run of worker `index`'s handler: whether its job ran past
+    /// its job timeout (or `cancelled`: an async pool dropped its handler
+    /// at the timeout), counting the timeout if so, once; false if the
+    /// slot is empty (shutdown released the job while the handler ran).
+    /// In the same step, under the slot's lock, the job is marked finished
+    /// (see [`Active::finished`]), unless it timed out and `mark_late` is
+    /// false (a thread pool refuses a late outcome and leaves the lease to
+    /// run out). One step: checked and marked apart, a heartbeat between
+    /// the two saw an unfinished job past its timeout and counted a
+    /// timeout for an attempt its worker had found in time and settled as
+    /// done (`timed_out` and `done` both counted for one attempt).
+    pub(crate) fn finish_run(&self, index: usize, cancelled: bool, mark_late: bool) -> bool {
+        let mut slot = self.slots[index].lock();
+        let Some(active) = slot.as_mut() else {
             return false;
         };
-        if !cancelled && !active.beat.past_timeout() {
-            return false;
+        let late = cancelled || active.beat.past_timeout();
+        if late {
+            self.count_timeout(index, active.id, &active.beat);
         }
-        self.count_timeout(index, active.id, &active.beat);
-        true
+        if !late || mark_late {
+            active.finished = true;
+        }
+        late
     }
 
     /// Counts (and traces) the timeout of job `id`, run by worker
@@ -492,4 +502,64 @@ pub(crate) fn spawn_named(
         .name(name.clone())
         .spawn(f)
         .map_err(|e| Error::new(ErrorKind::Io, format!("starting thread {name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::worker::{JobContext, Outcome, WorkerPool};
+    use crate::Queue;
+
+    /// A pool's shared state on a queue in `dir`, with one job leased into
+    /// worker 0's slot; job timeout `timeout`.
+    fn one_running(dir: &std::path::Path, timeout: Duration) -> Shared<Queue> {
+        let q = Queue::open(dir).unwrap();
+        q.enqueue(b"job").unwrap();
+        let builder = WorkerPool::builder(q.clone()).workers(1);
+        let (backend, cfg, rate, clock) = builder.job_timeout(timeout).validated().unwrap();
+        let handler = Box::new(|_: &JobContext, _: &[u8]| Outcome::done());
+        let shared = Shared::new(backend, cfg, handler, rate, clock);
+        let delivery = Backend::lease(&q, Duration::from_secs(30), Duration::ZERO)
+            .unwrap()
+            .expect("a job is ready");
+        assert!(shared.start(0, &Arc::from("w-0"), delivery).is_some());
+        shared
+    }
+
+    fn finished(shared: &Shared<Queue>) -> bool {
+        shared.slots[0].lock().as_ref().unwrap().finished
+    }
+
+    /// A run its worker finds in time is marked finished in the same step
+    /// (under the slot's lock), so no heartbeat can see it unfinished past
+    /// its timeout afterwards: checked and marked apart, a beat in between
+    /// counted a timeout for an attempt then settled as done.
+    #[test]
+    fn a_run_found_in_time_is_finished_in_the_same_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = one_running(dir.path(), Duration::from_secs(3600));
+        assert!(!shared.finish_run(0, false, false), "an hour is not up");
+        assert!(finished(&shared), "marked finished as it was found in time");
+        assert_eq!(shared.counters.snapshot().timed_out, 0);
+    }
+
+    /// A late run (here cancelled, as an async pool's at its timeout) is
+    /// counted once however often it is seen, and marked finished only
+    /// when its late outcome is to be settled (async), not when it is
+    /// refused (threads).
+    #[test]
+    fn a_late_run_is_counted_once_and_finished_only_if_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = one_running(dir.path(), Duration::from_secs(3600));
+        assert!(shared.finish_run(0, true, false));
+        assert!(
+            !finished(&shared),
+            "a refused late outcome leaves it running"
+        );
+        assert!(shared.finish_run(0, true, true));
+        assert!(finished(&shared), "a settled late outcome finishes it");
+        assert_eq!(shared.counters.snapshot().timed_out, 1);
+    }
 }

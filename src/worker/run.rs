@@ -115,15 +115,14 @@ fn run_one<B: Backend>(
     if panicked {
         shared.counters.add(Count::Panicked);
     }
-    // Past its job timeout (read before the job is marked finished, after
+    // Past its job timeout (read as the job is marked finished, after
     // which the heartbeat no longer looks): the heartbeat stopped
     // extending the lease, which runs out and delivers the job again. This
     // late outcome is refused, as one whose lease was lost.
-    if shared.timed_out(index, false) {
+    if shared.finish_run(index, false, false) {
         refuse_late(shared, state, index, &span);
         return;
     }
-    shared.mark_finished(index);
     let outcome = within_limits(outcome);
     span.outcome(&ctx, &outcome, panicked);
     let outcome = match outcome {

@@ -1,12 +1,14 @@
 //! Model-based test of recurring jobs: random sequences of registrations,
-//! removals, clock steps, ticks (some failing between the enqueue and the
+//! removals, clock steps (forward and back), ticks (some failing between the enqueue and the
 //! schedule file's update), restarts and drains, checked after every step
 //! against a small model of the rule in docs/recurring.md.
 //!
 //! The model keeps, per schedule, its period, missed-tick policy, grace and
 //! cursor (the last tick dealt with), and the set of ticks that have a job.
-//! Each `tick` must fire exactly the ticks the model plans, flag a tick
-//! that already has a job as a duplicate, and skip exactly the missed ones;
+//! Each `tick` must set back exactly the cursors ahead of the clock (to
+//! the second before now), fire exactly the ticks the model plans, flag a
+//! tick that already has a job as a duplicate, and skip exactly the missed
+//! ones;
 //! `schedules()` must list the model's schedules with its cursors; and at
 //! the end every tick with a job has exactly one.
 
@@ -33,6 +35,8 @@ enum Op {
     },
     Remove(u8),
     Advance(u64),
+    /// The clock stepped back by this many milliseconds.
+    StepBack(u64),
     /// A tick; `blocked` makes the file's update fail after the enqueues.
     Tick {
         blocked: bool,
@@ -48,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         1 => (0u8..3).prop_map(Op::Remove),
         4 => prop_oneof![0u64..2_000, 0u64..30_000].prop_map(Op::Advance),
+        1 => prop_oneof![0u64..3_000, 0u64..60_000].prop_map(Op::StepBack),
         4 => (0u8..4).prop_map(|b| Op::Tick { blocked: b == 0 }),
         1 => Just(Op::Restart),
         1 => Just(Op::Drain),
@@ -69,15 +74,25 @@ struct Model {
     jobs: BTreeSet<(String, u64)>,
 }
 
-/// What one tick does: (fired with duplicate flags, skipped, new cursors).
-type Planned = (Vec<(String, u64, bool)>, Vec<(String, u64)>);
+/// What one tick does: (fired with duplicate flags, skipped, cursors set
+/// back as (name, from, to)).
+type Planned = (
+    Vec<(String, u64, bool)>,
+    Vec<(String, u64)>,
+    Vec<(String, u64, u64)>,
+);
 
 impl Model {
     fn plan(&self, now_s: u64) -> Planned {
-        let (mut fired, mut skipped) = (Vec::new(), Vec::new());
+        let (mut fired, mut skipped, mut rewound) = (Vec::new(), Vec::new(), Vec::new());
         for (name, s) in &self.scheds {
+            let mut cursor = s.cursor;
+            if cursor > now_s {
+                cursor = now_s - 1;
+                rewound.push((name.clone(), s.cursor, cursor));
+            }
             let latest = now_s - now_s % s.period_s;
-            if latest <= s.cursor {
+            if latest <= cursor {
                 continue;
             }
             if !s.skip || now_s - latest <= s.grace_s {
@@ -87,7 +102,7 @@ impl Model {
                 skipped.push((name.clone(), latest));
             }
         }
-        (fired, skipped)
+        (fired, skipped, rewound)
     }
 
     fn apply(&mut self, planned: &Planned, saved: bool) {
@@ -95,6 +110,9 @@ impl Model {
             self.jobs.insert((name.clone(), *tick));
         }
         if saved {
+            for (name, _, to) in &planned.2 {
+                self.scheds.get_mut(name).expect("planned").cursor = *to;
+            }
             let ticks = planned.0.iter().map(|(n, t, _)| (n, t));
             for (name, tick) in ticks.chain(planned.1.iter().map(|(n, t)| (n, t))) {
                 self.scheds.get_mut(name).expect("planned").cursor = *tick;
@@ -120,7 +138,8 @@ fn schedule(name: &str, period_s: u64, skip: bool, grace_s: u64) -> Schedule {
     }
 }
 
-/// The report as (fired, skipped), sorted by name like the model's.
+/// The report as (fired, skipped, set back), sorted by name like the
+/// model's.
 fn observed(r: &TickReport) -> Planned {
     let mut fired: Vec<_> = r
         .fired
@@ -128,9 +147,15 @@ fn observed(r: &TickReport) -> Planned {
         .map(|f| (f.name.clone(), f.tick, f.duplicate))
         .collect();
     let mut skipped: Vec<_> = r.skipped.iter().map(|s| (s.name.clone(), s.tick)).collect();
+    let mut rewound: Vec<_> = r
+        .rewound
+        .iter()
+        .map(|b| (b.name.clone(), b.from, b.to))
+        .collect();
     fired.sort();
     skipped.sort();
-    (fired, skipped)
+    rewound.sort();
+    (fired, skipped, rewound)
 }
 
 /// Every ready job's (schedule, tick), acked.
@@ -153,7 +178,7 @@ fn tick(s: &Scheduler, m: &mut Model, dir: &Path, now_s: u64, blocked: bool) {
     if blocked {
         std::fs::remove_dir(&tmp).expect("unblock");
     }
-    let nothing = planned.0.is_empty() && planned.1.is_empty();
+    let nothing = planned.0.is_empty() && planned.1.is_empty() && planned.2.is_empty();
     match result {
         Ok(report) => {
             assert!(!blocked || nothing, "a tick whose save failed returned Ok");
@@ -216,6 +241,7 @@ fn run(ops: &[Op]) {
                 assert_eq!(removed, m.scheds.remove(&name).is_some(), "remove {name}");
             }
             Op::Advance(ms) => clock.advance(Duration::from_millis(ms)),
+            Op::StepBack(ms) => clock.set(clock.now_ms() - ms),
             Op::Tick { blocked } => tick(&s, &mut m, dir.path(), now_s, blocked),
             Op::Restart => {
                 drop(s);

@@ -77,9 +77,21 @@ fn not_recorded(report: &TickReport, failed: &[FailedTick], err: Error) -> Error
     err.prefixed(&context)
 }
 
-/// "enqueued "a" tick 1700000060 as job 3, ...; skipped ...", or empty.
+/// "set back the last tick of "a" from ... to ..., enqueued "a" tick
+/// 1700000060 as job 3, ... and skipped ...", or empty.
 fn done(report: &TickReport) -> String {
     let mut parts = Vec::new();
+    if !report.rewound.is_empty() {
+        let back: Vec<String> = report
+            .rewound
+            .iter()
+            .map(|r| format!("of {:?} from {} to {}", r.name, r.from, r.to))
+            .collect();
+        parts.push(format!(
+            "set back the last tick (ahead of the clock) {}",
+            back.join(", ")
+        ));
+    }
     if !report.fired.is_empty() {
         let jobs: Vec<String> = report
             .fired

@@ -57,7 +57,7 @@ pub use definition::{
     Missed, Schedule, DEFAULT_GRACE, MAX_GRACE_SECS, MAX_NAME_LEN, MAX_SCHEDULE_PAYLOAD,
 };
 pub use key::{parse_tick_key, tick_key, KEY_PREFIX};
-pub use scheduler::{Fired, Registered, ScheduleInfo, Scheduler, Skipped, TickReport};
+pub use scheduler::{Fired, Registered, Rewound, ScheduleInfo, Scheduler, Skipped, TickReport};
 pub use spec::{Spec, MAX_CRON_LEN};
 pub use store::{SCHEDULE_FILE, SCHEDULE_LOCK_FILE};
 pub use thread::SchedulerThread;

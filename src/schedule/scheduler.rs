@@ -12,7 +12,7 @@ use super::codec::{self, Entry, MAX_SCHEDULES};
 use super::definition::Schedule;
 use super::failure::{self, FailedTick};
 use super::key::tick_key;
-use super::plan::{plan, Action};
+use super::plan::{plan, resume_from, Action};
 use super::store::Store;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
@@ -63,7 +63,8 @@ pub enum Registered {
     /// A new schedule; its first tick is the first one after now.
     Added,
     /// A schedule of that name was replaced; its progress (the last tick
-    /// dealt with) is kept, so no tick runs twice.
+    /// dealt with) is kept by [`Scheduler::register`], so no tick runs
+    /// twice, and set to now by [`Scheduler::register_from_now`].
     Updated,
     /// The same schedule was already registered; nothing was written.
     Unchanged,
@@ -93,6 +94,21 @@ pub struct Skipped {
     pub tick: u64,
 }
 
+/// A schedule whose last tick [`Scheduler::tick`] found ahead of the
+/// clock and set back: the clock stepped back since that tick was taken
+/// (see docs/recurring.md, "Clock steps").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewound {
+    /// The schedule's name.
+    pub name: String,
+    /// The last tick found ahead of the clock (seconds since the Unix
+    /// epoch).
+    pub from: u64,
+    /// The last tick it was set to: the second before the clock's time,
+    /// so a tick at that time is due and later ones come due as usual.
+    pub to: u64,
+}
+
 /// What one [`Scheduler::tick`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -100,6 +116,9 @@ pub struct TickReport {
     pub fired: Vec<Fired>,
     /// The schedules whose due ticks were all missed.
     pub skipped: Vec<Skipped>,
+    /// The schedules whose last tick was ahead of the clock, set back
+    /// before their due tick (if any) was dealt with.
+    pub rewound: Vec<Rewound>,
 }
 
 /// A registered schedule and its progress, from [`Scheduler::schedules`].
@@ -109,7 +128,9 @@ pub struct ScheduleInfo {
     pub schedule: Schedule,
     /// Ticks at or before this time (seconds since the Unix epoch) have
     /// been dealt with (the registration time for a schedule that has not
-    /// ticked yet).
+    /// ticked yet), as the schedule file records it. One ahead of the
+    /// clock (the clock stepped back) is set back by the next
+    /// [`Scheduler::tick`].
     pub last_tick: u64,
     /// The next tick after `last_tick`, if the schedule fires again.
     pub next_tick: Option<u64>,
@@ -178,7 +199,34 @@ impl Scheduler {
     /// Registers `schedule`, or replaces the one with its name (keeping
     /// how far it has run). Durable when it returns. Registering the same
     /// schedule at every start of a program is cheap and changes nothing.
+    ///
+    /// A replaced schedule keeps its last tick, so a tick of the new spec
+    /// between that last tick and now is due at once: "0 3 * * *" edited
+    /// to "0 9 * * *" at 10:00 runs the 09:00 tick now (under
+    /// [`super::Missed::RunOnce`]). [`Scheduler::register_from_now`]
+    /// starts it afresh instead.
     pub fn register(&self, schedule: Schedule) -> Result<Registered> {
+        self.register_with(schedule, false)
+    }
+
+    /// Registers `schedule`, or replaces the one with its name, starting
+    /// it afresh: its last tick becomes now, as for a new schedule, so
+    /// only its ticks after now run. Durable when it returns.
+    ///
+    /// For changing a schedule's timetable without running a tick of the
+    /// new one that is already past ("0 3 * * *" edited to "0 9 * * *"
+    /// at 10:00: the first job is tomorrow's 09:00 tick). It drops the
+    /// ticks that came due since the last tick and were not run yet (a
+    /// program that was down over a tick): do not call it at every start
+    /// in place of [`Scheduler::register`]. Unlike removing and
+    /// registering again, it is one durable change, so a crash cannot
+    /// leave the schedule removed.
+    pub fn register_from_now(&self, schedule: Schedule) -> Result<Registered> {
+        self.register_with(schedule, true)
+    }
+
+    /// `register` (`fresh`: `register_from_now`).
+    fn register_with(&self, schedule: Schedule, fresh: bool) -> Result<Registered> {
         self.inner.queue.check_open()?;
         schedule.validate()?;
         // A payload over the queue's limit would fail at every tick.
@@ -194,40 +242,25 @@ impl Scheduler {
         let mut entries = self.inner.entries.lock();
         let found = entries.binary_search_by(|e| e.schedule.name.as_str().cmp(&schedule.name));
         let cursor = match found {
-            Ok(i) => entries[i].cursor,
+            Ok(i) if !fresh => entries[i].cursor,
             Err(_) if entries.len() >= MAX_SCHEDULES => {
                 return Err(Error::new(
                     ErrorKind::InvalidOptions,
                     format!("a queue holds at most {MAX_SCHEDULES} schedules"),
                 ));
             }
-            Err(_) => now,
+            _ => now,
         };
         let entry = Entry { schedule, cursor };
         if found.is_ok_and(|i| same(&entries[i], &entry)) {
             return Ok(Registered::Unchanged);
         }
         // A registered schedule keeps its progress: a tick after its
-        // cursor that is due already (not run yet) still counts.
-        if entry.schedule.spec.next_after(cursor).is_none() {
-            return Err(Error::new(
-                ErrorKind::InvalidOptions,
-                format!(
-                    "schedule {:?}{} never fires after {}",
-                    entry.schedule.name,
-                    entry
-                        .schedule
-                        .spec
-                        .cron_text()
-                        .map(|t| format!(" (cron expression {t:?})"))
-                        .unwrap_or_default(),
-                    if found.is_ok() {
-                        "its last tick"
-                    } else {
-                        "now"
-                    }
-                ),
-            ));
+        // cursor that is due already (not run yet) still counts. A cursor
+        // ahead of the clock is not waited for (`tick` sets it back).
+        let from = resume_from(cursor, now);
+        if entry.schedule.spec.next_after(from).is_none() {
+            return Err(never_fires(&entry, found.is_ok() && !fresh));
         }
         let mut next = entries.clone();
         let outcome = match found {
@@ -276,22 +309,23 @@ impl Scheduler {
     }
 
     /// When the next tick of any schedule is due (ms since the epoch).
+    ///
+    /// A schedule whose last tick is ahead of the clock (the clock stepped
+    /// back) counts from the clock's time, as the next
+    /// [`Scheduler::tick`] resumes it.
     pub fn next_due_ms(&self) -> Option<u64> {
-        let entries = self.inner.entries.lock();
-        let next = entries
-            .iter()
-            .filter_map(|e| e.schedule.spec.next_after(e.cursor));
-        next.min().map(|s| s.saturating_mul(1000))
+        self.next_due_after(0).map(|s| s.saturating_mul(1000))
     }
 
     /// The soonest next tick of any schedule that is after `after`
     /// (seconds since the epoch), leaving out ticks at or before it (those
     /// a failed [`Scheduler::tick`] at `after` left due).
     pub(crate) fn next_due_after(&self, after: u64) -> Option<u64> {
+        let now = self.now_s();
         let entries = self.inner.entries.lock();
         let next = entries
             .iter()
-            .filter_map(|e| e.schedule.spec.next_after(e.cursor))
+            .filter_map(|e| e.schedule.spec.next_after(resume_from(e.cursor, now)))
             .filter(|&t| t > after);
         next.min()
     }
@@ -315,6 +349,11 @@ impl Scheduler {
     /// keys, getting the same jobs back), else of the first failed
     /// enqueue. [`Scheduler::schedules`] tells a program which ticks the
     /// file recorded.
+    ///
+    /// A schedule whose last tick is ahead of the clock (the clock stepped
+    /// back since that tick) resumes with the clock: its last tick is set
+    /// back to the second before now ([`TickReport::rewound`]) and
+    /// recorded with the rest (docs/recurring.md, "Clock steps").
     pub fn tick(&self) -> Result<TickReport> {
         self.inner.queue.check_open()?;
         let now = self.now_s();
@@ -325,11 +364,17 @@ impl Scheduler {
             .map(|(i, e)| (i, plan(e, now)))
             .filter(|(_, a)| *a != Action::Nothing)
             .collect();
-        if plans.is_empty() {
+        if plans.is_empty() && entries.iter().all(|e| e.cursor <= now) {
             return Ok(TickReport::default());
         }
         let mut next = entries.clone();
-        let (report, failed) = self.run_plans(&mut next, &plans);
+        // Before the plans: a failed enqueue leaves its tick due from the
+        // cursor set back, not from one the clock may never reach.
+        let mut report = TickReport {
+            rewound: rewind(&mut next, now),
+            ..TickReport::default()
+        };
+        let failed = self.run_plans(&mut next, &plans, &mut report);
         let recorded = self.record(&next, &report);
         if recorded.is_ok() {
             *entries = next;
@@ -348,7 +393,7 @@ impl Scheduler {
                 .sync()
                 .map_err(|e| e.prefixed("syncing the queue before recording the tick: "))?;
         }
-        if !report.fired.is_empty() || !report.skipped.is_empty() {
+        if !report.fired.is_empty() || !report.skipped.is_empty() || !report.rewound.is_empty() {
             self.inner
                 .store
                 .save(next)
@@ -357,13 +402,14 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Carries out `plans` on `next` (cursors advanced for what happened).
+    /// Carries out `plans` on `next` (cursors advanced for what happened),
+    /// adding it to `report`; the ticks that failed.
     fn run_plans(
         &self,
         next: &mut [Entry],
         plans: &[(usize, Action)],
-    ) -> (TickReport, Vec<FailedTick>) {
-        let mut report = TickReport::default();
+        report: &mut TickReport,
+    ) -> Vec<FailedTick> {
         let mut failed = Vec::new();
         for &(i, action) in plans {
             let e = &mut next[i];
@@ -388,7 +434,7 @@ impl Scheduler {
                 },
             }
         }
-        (report, failed)
+        failed
     }
 
     fn enqueue(&self, s: &Schedule, tick: u64) -> Result<crate::queue::Enqueued> {
@@ -441,6 +487,41 @@ impl Scheduler {
         }
         *seen = *changes;
     }
+}
+
+/// Sets back every cursor of `entries` that is ahead of `now` to where
+/// its schedule resumes ([`resume_from`]).
+fn rewind(entries: &mut [Entry], now: u64) -> Vec<Rewound> {
+    let mut rewound = Vec::new();
+    for e in entries.iter_mut().filter(|e| e.cursor > now) {
+        let to = resume_from(e.cursor, now);
+        rewound.push(Rewound {
+            name: e.schedule.name.clone(),
+            from: e.cursor,
+            to,
+        });
+        e.cursor = to;
+    }
+    rewound
+}
+
+/// The error for `entry`, which has no tick after its last tick
+/// (`kept`: a registered schedule's, else now).
+fn never_fires(entry: &Entry, kept: bool) -> Error {
+    Error::new(
+        ErrorKind::InvalidOptions,
+        format!(
+            "schedule {:?}{} never fires after {}",
+            entry.schedule.name,
+            entry
+                .schedule
+                .spec
+                .cron_text()
+                .map(|t| format!(" (cron expression {t:?})"))
+                .unwrap_or_default(),
+            if kept { "its last tick" } else { "now" }
+        ),
+    )
 }
 
 /// Whether two entries would be written the same.

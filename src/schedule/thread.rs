@@ -23,8 +23,8 @@ pub struct SchedulerThread {
 
 impl Scheduler {
     /// Starts a thread that calls [`Scheduler::tick`] whenever a tick is
-    /// due, and at least every `poll` (so a clock stepped forward is
-    /// noticed). A schedule registered (or removed) while it waits wakes
+    /// due, and at least every `poll` (so a clock stepped forward or back
+    /// is noticed within `poll`). A schedule registered (or removed) while it waits wakes
     /// it, so a new schedule's ticks are not held up by the poll. An
     /// error is kept for [`SchedulerThread::last_error`] and the thread
     /// goes on; the failed tick is tried again when the next tick of any

@@ -148,8 +148,9 @@ pub(crate) struct FileData {
     pub(crate) len: u64,
 }
 
-/// The first bytes of `CLOSED` that are read (it is 36 bytes long; open
-/// reads no more of it either).
+/// The first bytes of a small file that are read: `CLOSED` is 36 bytes
+/// long, `STORE_ID` 32, `ID_FLOOR` 4,136 (its second slot at 4096); open
+/// reads no more of them either.
 const SMALL_FILE: u64 = 8192;
 
 /// The first [`SMALL_FILE`] bytes of a small file (`CLOSED`), or `None`

@@ -146,8 +146,8 @@ pub use keys::force_key_hash_collisions as __force_key_hash_collisions;
 pub use named::{validate_name as validate_queue_name, DEFAULT_QUEUE, MAX_QUEUES};
 pub use options::{
     Backoff, Durability, EnqueueOptions, Options, RecoveryMode, Retry, DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_MAX_PAYLOAD, DEFAULT_SEGMENT_SIZE, MAX_ATTEMPTS_LIMIT, MAX_ERROR_LEN, MAX_KEY_LEN,
-    MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+    DEFAULT_MAX_PAYLOAD, DEFAULT_SEGMENT_SIZE, MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_ERROR_LEN,
+    MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
 pub use priority::Priority;
 pub use queue::{Enqueued, Queue, Store, LOCK_FILE};

@@ -25,6 +25,35 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 /// Largest `max_attempts`.
 pub const MAX_ATTEMPTS_LIMIT: u32 = u16::MAX as u32;
 
+/// The longest delay or lease walq takes: 365 days.
+///
+/// Refused over it, with [`ErrorKind::InvalidOptions`] and nothing
+/// written: an enqueue's [`EnqueueOptions::delay`], a nack's
+/// [`Retry::After`], a visibility timeout ([`Options::visibility_timeout`],
+/// [`crate::QueueOptions::visibility_timeout`], [`crate::Queue::dequeue_for`]
+/// and [`crate::Queue::dequeue_wait`], a worker pool's `visibility`) and a
+/// lease extension ([`crate::Queue::extend`]). A [`Backoff`] delay is
+/// capped at it. A longer one (`Duration::MAX`, a bad computation) would
+/// park a job for good: delayed, or leased, until the end of time, never
+/// run again and never dead-lettered. A worker pool's handler may name a
+/// longer retry delay: [`crate::worker::MAX_RETRY_DELAY`] (this same limit)
+/// says what becomes of it.
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Refuses a delay or lease `d` over [`MAX_DELAY`], naming `what` it is,
+/// the limit and the value given.
+pub(crate) fn check_delay(what: &str, d: Duration) -> Result<()> {
+    if d <= MAX_DELAY {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidOptions,
+        format!(
+            "{what} of {d:?} is over the longest walq takes, MAX_DELAY = {MAX_DELAY:?} (365 days)"
+        ),
+    ))
+}
+
 /// When an acknowledged write is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -64,7 +93,8 @@ pub struct Backoff {
     pub initial: Duration,
     /// Growth factor per attempt (at least 1.0).
     pub multiplier: f64,
-    /// Longest delay.
+    /// Longest delay. A `max` over [`MAX_DELAY`] (365 days; `Duration::MAX`
+    /// for "no cap") is [`MAX_DELAY`]: no retry waits longer.
     pub max: Duration,
     /// Fraction of the delay that is randomised away, in `0.0..=1.0`.
     pub jitter: f64,
@@ -83,15 +113,16 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The delay before the next attempt after `attempts` attempts, with
-    /// `random` a uniform value in `0.0..1.0`.
+    /// `random` a uniform value in `0.0..1.0`; at most [`MAX_DELAY`].
     pub fn delay(&self, attempts: u32, random: f64) -> Duration {
         let exp = i32::try_from(attempts.saturating_sub(1).min(64)).unwrap_or(64);
         let base = self.initial.as_secs_f64() * self.multiplier.powi(exp);
-        let capped = base.min(self.max.as_secs_f64());
+        // An uncapped backoff's delay would soon park the job for good
+        // (`Duration::MAX`: delayed until `u64::MAX` ms).
+        let max = self.max.min(MAX_DELAY);
+        let capped = base.min(max.as_secs_f64());
         let jittered = capped * (1.0 - self.jitter * random.clamp(0.0, 1.0));
-        // `max: Duration::MAX` ("no cap") is 2^64 s as an f64, one past
-        // what a Duration holds: such a delay is the cap itself.
-        Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(self.max)
+        Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(max)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -303,6 +334,7 @@ impl Options {
         if self.visibility_timeout.is_zero() {
             return bad("visibility_timeout must be more than zero".into());
         }
+        check_delay("visibility_timeout", self.visibility_timeout)?;
         if let Durability::Periodic(every) = self.durability {
             if every.is_zero() {
                 return bad("Durability::Periodic interval must be more than zero".into());
@@ -399,10 +431,12 @@ impl EnqueueOptions {
                 ));
             }
         }
-        Ok(())
+        check_delay("an enqueue's delay", self.delay)
     }
 
-    /// The job becomes visible only after `delay`.
+    /// The job becomes visible only after `delay`, at most [`MAX_DELAY`]
+    /// (365 days): an enqueue with a longer one is refused with
+    /// [`ErrorKind::InvalidOptions`](crate::ErrorKind::InvalidOptions).
     pub fn delay(mut self, delay: Duration) -> EnqueueOptions {
         self.delay = delay;
         self
@@ -477,7 +511,10 @@ impl EnqueueOptions {
 pub enum Retry {
     /// After the queue's [`Backoff`] delay for the attempts made so far.
     Backoff,
-    /// After exactly this delay.
+    /// After exactly this delay, at most [`MAX_DELAY`] (365 days): a nack
+    /// with a longer one is refused with
+    /// [`ErrorKind::InvalidOptions`](crate::ErrorKind::InvalidOptions) and
+    /// the job stays leased.
     After(Duration),
 }
 
@@ -535,7 +572,8 @@ mod tests {
     }
 
     /// "No cap" (`max: Duration::MAX`) is a valid policy; a delay that
-    /// outgrows what a `Duration` holds is the cap, not a panic.
+    /// outgrows what a `Duration` holds is not a panic, and no delay is
+    /// over `MAX_DELAY` (a longer one parked the job for good).
     #[test]
     fn an_uncapped_backoff_saturates() {
         let b = Backoff {
@@ -546,12 +584,14 @@ mod tests {
         };
         assert!(b.validate().is_ok());
         assert_eq!(b.delay(3, 0.0), Duration::from_secs(4));
-        assert_eq!(b.delay(65, 0.0), Duration::MAX);
+        assert_eq!(b.delay(65, 0.0), MAX_DELAY);
+        assert_eq!(b.delay(25, 0.0), Duration::from_secs(1 << 24));
+        assert_eq!(b.delay(26, 0.0), MAX_DELAY);
         let huge = Backoff {
             initial: Duration::MAX,
             multiplier: 1.0,
             ..b
         };
-        assert_eq!(huge.delay(1, 0.0), Duration::MAX);
+        assert_eq!(huge.delay(1, 0.0), MAX_DELAY);
     }
 }

@@ -13,7 +13,7 @@ use crate::commit::{Committer, Waiter};
 use crate::dead::DeadLetter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Receipt};
-use crate::options::{Durability, EnqueueOptions, Options, Retry};
+use crate::options::{check_delay, Durability, EnqueueOptions, Options, Retry};
 use crate::state::checkpoint::{self, Schedule};
 use crate::state::QueueState;
 use crate::stats::{RecoveryReport, Stats};
@@ -872,7 +872,14 @@ impl Queue {
     /// back for another attempt keeps no error (the retry's log record
     /// has none), and its status (`Delayed`, then `Queued`) carries none.
     /// Log it yourself if you need each attempt's error.
+    ///
+    /// A `Retry::After` delay over [`crate::MAX_DELAY`] (365 days) is
+    /// refused with [`ErrorKind::InvalidOptions`], nothing written: the job
+    /// stays leased.
     pub fn nack(&self, receipt: Receipt, retry: Retry, error: &str) -> Result<()> {
+        if let Retry::After(delay) = retry {
+            check_delay("a nack's Retry::After delay", delay)?;
+        }
         let lsn = self.write_op_at(|st, now| st.nack(receipt, retry, error, now), |&l| l)?;
         self.settle(lsn)
     }
@@ -915,7 +922,11 @@ impl Queue {
     }
 
     /// Extends a lease to `by` from now (a heartbeat for long jobs).
+    ///
+    /// `by` over [`crate::MAX_DELAY`] (365 days) is refused with
+    /// [`ErrorKind::InvalidOptions`] and the lease left as it was.
     pub fn extend(&self, receipt: Receipt, by: Duration) -> Result<()> {
+        check_delay("a lease extension", by)?;
         self.write_op(|st, now| st.extend(receipt, duration_ms(by), now))
     }
 
@@ -1308,6 +1319,9 @@ fn flush_loop(weak: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), every: Duration
 impl Queue {
     /// Leases the next ready job for `visibility` (instead of the queue's
     /// visibility timeout), or returns `None` at once if none is ready.
+    /// `visibility` is at least 1 ms and at most [`crate::MAX_DELAY`]
+    /// (365 days); outside that, the call is refused with
+    /// [`ErrorKind::InvalidOptions`] and nothing is leased.
     ///
     /// ```
     /// use std::time::Duration;
@@ -1328,13 +1342,17 @@ impl Queue {
     /// one. Wakes on enqueue, on a retry or delay coming due and on an
     /// expiring lease (one taken by another consumer after this wait began
     /// is noticed within the queue's visibility timeout); never spins.
+    /// `visibility` is bounded as [`Queue::dequeue_for`]'s is; `wait` may
+    /// be anything (`Duration::MAX` waits for ever).
     pub fn dequeue_wait(&self, visibility: Duration, wait: Duration) -> Result<Option<Job>> {
         self.dequeue_waiting(Some(lease_ms(visibility)?), wait)
     }
 }
 
-/// A per-call visibility timeout in milliseconds; at least 1 ms.
+/// A per-call visibility timeout in milliseconds; at least 1 ms, at most
+/// [`crate::MAX_DELAY`].
 fn lease_ms(visibility: Duration) -> Result<u64> {
+    check_delay("a lease's visibility timeout", visibility)?;
     let vt = duration_ms(visibility);
     if vt == 0 {
         return Err(Error::new(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::clock::ms;
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::{Backoff, MAX_ATTEMPTS_LIMIT};
+use crate::options::{check_delay, Backoff, MAX_ATTEMPTS_LIMIT};
 
 /// A queue's own visibility timeout, max attempts and retry backoff,
 /// given to [`crate::Store::queue_with`]. Each one left unset is the
@@ -41,7 +41,8 @@ impl QueueOptions {
         QueueOptions::default()
     }
 
-    /// How long a dequeued job of this queue stays leased.
+    /// How long a dequeued job of this queue stays leased: at least 1 ms,
+    /// at most [`crate::MAX_DELAY`] (365 days).
     pub fn visibility_timeout(mut self, d: Duration) -> QueueOptions {
         self.visibility_timeout = Some(d);
         self
@@ -76,6 +77,7 @@ impl QueueOptions {
                     "a queue's visibility_timeout must be at least 1 ms, got {d:?}"
                 ));
             }
+            check_delay("a queue's visibility_timeout", d)?;
         }
         if let Some(b) = &self.backoff {
             b.validate()?;

@@ -236,11 +236,14 @@ impl QueueState {
     }
 
     /// Checks a payload and options against the limits. A payload within
-    /// the limit with no key, group or `max_attempts` (every plain
-    /// enqueue) passes inline.
+    /// the limit with no key, group or `max_attempts` and a delay within
+    /// [`crate::MAX_DELAY`] (every plain enqueue) passes inline.
     #[inline]
     pub fn validate_enqueue(&self, payload: &[u8], opts: &EnqueueOptions) -> Result<()> {
-        let plain = opts.key.is_none() && opts.group.is_none() && opts.max_attempts.is_none();
+        let plain = opts.key.is_none()
+            && opts.group.is_none()
+            && opts.max_attempts.is_none()
+            && opts.delay <= crate::options::MAX_DELAY;
         if plain && payload.len() <= self.cfg.max_payload as usize {
             return Ok(());
         }

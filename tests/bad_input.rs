@@ -245,3 +245,178 @@ fn the_largest_checkpoint_interval_only_checkpoints_when_due() {
         "CHECKPOINT rewritten by operations that made none due"
     );
 }
+
+/// Asserts that `err` refuses a delay or lease over `MAX_DELAY`, naming
+/// the limit and the value given (`Duration::MAX`).
+fn refuses_max(err: walq::Error) {
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("MAX_DELAY") && text.contains("31536000s"),
+        "the limit: {text}"
+    );
+    assert!(
+        text.contains(&format!("{:?}", Duration::MAX)),
+        "the value: {text}"
+    );
+}
+
+/// An enqueue delay over `MAX_DELAY` (365 days) parked the job for good
+/// (due at `u64::MAX` ms: never run, never dead-lettered). Every enqueue
+/// path refuses it, and writes nothing; `MAX_DELAY` itself is taken.
+#[test]
+fn enqueue_delays_over_max_delay_are_refused_on_every_path() {
+    use walq::worker::{Backend, MultiQueue};
+    let dir = tempfile::tempdir().unwrap();
+    let store = walq::Store::open_with(dir.path(), os()).unwrap();
+    let q = store.default_queue();
+    let mail = store.queue("mail").unwrap();
+    let written = || store.stats().total.written_lsn;
+    let lsn = written();
+    let never = || EnqueueOptions::new().delay(Duration::MAX);
+    refuses_max(never().validate().unwrap_err());
+    refuses_max(q.enqueue_with(b"x", never()).unwrap_err());
+    let just_over = walq::MAX_DELAY + Duration::from_millis(1);
+    let err = q
+        .enqueue_with(b"x", EnqueueOptions::new().delay(just_over))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    refuses_max(mail.enqueue_with(b"x", never()).unwrap_err());
+    refuses_max(
+        walq::Jobs::<String>::new(q.clone())
+            .enqueue_with(&"x".to_string(), never())
+            .unwrap_err(),
+    );
+    let multi = MultiQueue::new(&store).queue("mail", 1).unwrap();
+    refuses_max(Backend::enqueue(&multi, b"x", never()).unwrap_err());
+    refuses_max(
+        q.enqueue_dead_letter(b"x", never(), "imported")
+            .unwrap_err(),
+    );
+    // With a key, a group or max_attempts (the full check) as well.
+    let keyed = never().idempotency_key("k").group("g").max_attempts(2);
+    refuses_max(mail.enqueue_with(b"x", keyed).unwrap_err());
+    assert_eq!(written(), lsn, "a refused enqueue wrote a record");
+    let longest = EnqueueOptions::new().delay(walq::MAX_DELAY);
+    let id = q.enqueue_with(b"a year", longest).unwrap().id;
+    drop((q, mail, multi));
+    store.close().unwrap();
+    let store = walq::Store::open_with(dir.path(), os()).unwrap();
+    let q = store.default_queue();
+    assert!(
+        matches!(q.status(id).unwrap(), walq::JobStatus::Delayed { .. }),
+        "{:?}",
+        q.status(id)
+    );
+    let s = store.stats().total;
+    assert_eq!(
+        (s.ready, s.delayed, s.in_flight, s.dead),
+        (0, 1, 0, 0),
+        "{s:?}"
+    );
+}
+
+/// A job leased, to be settled with bad durations: its queue (on a
+/// manual clock), the clock and the job.
+fn leased() -> (tempfile::TempDir, Queue, walq::ManualClock, walq::Job) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = walq::ManualClock::new(1_000_000);
+    let opts = os().clock(clock.clone());
+    let q = Queue::open_with(dir.path(), opts).unwrap();
+    q.enqueue(b"x").unwrap();
+    let job = q.dequeue_for(Duration::from_secs(60)).unwrap().unwrap();
+    (dir, q, clock, job)
+}
+
+/// `nack(Retry::After(Duration::MAX))` parked the job as delayed until
+/// `u64::MAX` ms, never run nor dead-lettered; the `Backend::retry` of a
+/// `Queue` and of a `MultiQueue` took it too. Refused now, the job left
+/// leased as it was; `MAX_DELAY` itself is taken.
+#[test]
+fn nack_delays_over_max_delay_are_refused_and_the_lease_kept() {
+    use walq::worker::{Backend, MultiQueue};
+    let (dir, q, _clock, job) = leased();
+    let lsn = q.stats().written_lsn;
+    let never = walq::Retry::After(Duration::MAX);
+    refuses_max(q.nack(job.receipt(), never, "later").unwrap_err());
+    refuses_max(Backend::retry(&q, &job.receipt(), Some(Duration::MAX), "x").unwrap_err());
+    let multi = MultiQueue::new(&q.store()).queue("default", 1).unwrap();
+    refuses_max(
+        multi
+            .retry(&job.receipt(), Some(Duration::MAX), "x")
+            .unwrap_err(),
+    );
+    assert_eq!(q.stats().written_lsn, lsn, "a refused nack wrote a record");
+    assert!(
+        matches!(
+            q.status(job.id()).unwrap(),
+            walq::JobStatus::InFlight { .. }
+        ),
+        "{:?}",
+        q.status(job.id())
+    );
+    let longest = walq::Retry::After(walq::MAX_DELAY);
+    q.nack(job.receipt(), longest, "a year").unwrap();
+    let s = q.stats();
+    assert_eq!(
+        (s.delayed, s.in_flight, s.retried_total),
+        (1, 0, 1),
+        "{s:?}"
+    );
+    drop((q, multi, dir));
+}
+
+/// `extend(receipt, Duration::MAX)` set a lease expiring at `u64::MAX`
+/// ms: a worker that then died held the job for good. Refused now, the
+/// lease left as it was (it still runs out after its 60 s).
+#[test]
+fn lease_extensions_over_max_delay_are_refused_and_the_lease_kept() {
+    use walq::worker::Backend;
+    let (_dir, q, clock, job) = leased();
+    refuses_max(q.extend(job.receipt(), Duration::MAX).unwrap_err());
+    refuses_max(Backend::extend(&q, &job.receipt(), Duration::MAX).unwrap_err());
+    clock.advance(Duration::from_secs(61));
+    let again = q.dequeue().unwrap().expect("the lease ran out");
+    assert_eq!((again.id(), again.attempt()), (job.id(), 2));
+    q.extend(again.receipt(), walq::MAX_DELAY).unwrap();
+    clock.advance(walq::MAX_DELAY - Duration::from_secs(1));
+    assert!(q.dequeue().unwrap().is_none(), "extended by MAX_DELAY");
+}
+
+/// A lease longer than `MAX_DELAY` is refused wherever one is sized:
+/// the queue's options, a named queue's, a per-call lease (`dequeue_for`,
+/// `dequeue_wait`, a `MultiQueue`'s) and a worker pool's `visibility`.
+/// Nothing is leased by a refused call. A wait may be anything.
+#[test]
+fn visibility_timeouts_over_max_delay_are_refused() {
+    use walq::worker::{MultiQueue, WorkerPool};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("never-created");
+    let err = Queue::open_with(&path, os().visibility_timeout(Duration::MAX)).unwrap_err();
+    refuses_max(err);
+    assert!(!path.exists());
+    let store = walq::Store::open_with(dir.path(), os()).unwrap();
+    let long = walq::QueueOptions::new().visibility_timeout(Duration::MAX);
+    refuses_max(store.queue_with("long", long).unwrap_err());
+    let q = store.default_queue();
+    q.enqueue(b"x").unwrap();
+    refuses_max(q.dequeue_for(Duration::MAX).unwrap_err());
+    refuses_max(q.dequeue_wait(Duration::MAX, Duration::MAX).unwrap_err());
+    let multi = MultiQueue::new(&store).queue("default", 1).unwrap();
+    refuses_max(multi.lease_from(Duration::MAX, Duration::ZERO).unwrap_err());
+    let err = WorkerPool::builder(q.clone())
+        .visibility(Duration::MAX)
+        .heartbeat(Duration::from_secs(1))
+        .start(|_, _| walq::worker::Outcome::done())
+        .map(|_| ())
+        .unwrap_err();
+    refuses_max(err);
+    let s = q.stats();
+    assert_eq!(
+        (s.ready, s.in_flight),
+        (1, 0),
+        "a refused call leased: {s:?}"
+    );
+    let job = q.dequeue_for(walq::MAX_DELAY).unwrap().expect("ready");
+    q.ack(job.receipt()).unwrap();
+}

@@ -195,9 +195,15 @@ fn a_job_record_that_does_not_decode_is_an_error_not_a_hang() {
 fn durations_too_long_to_add_to_the_clock_do_not_wrap() {
     let cluster = nats_cluster::Cluster::start();
     let js = cluster.connect(|c| c, "farfuture");
-    // A delay past every clock: the job is delayed, not ready at once.
+    // A delay past `MAX_DELAY` is refused (it would park the job for
+    // good); the longest one taken delays the job, not ready at once.
+    let err = js
+        .enqueue(b"never", EnqueueOptions::new().delay(Duration::MAX))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    assert!(err.to_string().contains("MAX_DELAY"), "{err}");
     let later = js
-        .enqueue(b"later", EnqueueOptions::new().delay(Duration::MAX))
+        .enqueue(b"later", EnqueueOptions::new().delay(walq::MAX_DELAY))
         .unwrap()
         .id;
     assert!(
@@ -221,8 +227,14 @@ fn durations_too_long_to_add_to_the_clock_do_not_wrap() {
     let err = js.extend(d.lease(), Duration::MAX).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
     js.extend(d.lease(), Duration::from_secs(30)).unwrap();
-    // A retry after the longest delay: delayed, not ready at once.
-    js.retry(d.lease(), Some(Duration::MAX), "much later")
+    // A retry after more than the longest delay is refused, the lease
+    // kept; one after the longest delay: delayed, not ready at once.
+    let err = js
+        .retry(d.lease(), Some(Duration::MAX), "for ever")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+    assert!(err.to_string().contains("MAX_DELAY"), "{err}");
+    js.retry(d.lease(), Some(walq::MAX_DELAY), "much later")
         .unwrap();
     assert!(
         matches!(

@@ -947,6 +947,38 @@ fn usage_errors_state_the_true_limits() {
     assert!(run.stderr.contains("not a duration"), "{}", run.stderr);
 }
 
+/// A `--delay` over `walq::MAX_DELAY` (365 days) is a usage error naming
+/// the limit and the value, before the queue is created: the library
+/// took it and parked the job for good. An import of a job due further
+/// ahead than that (an export of a queue written before the limit, due
+/// at `u64::MAX` ms) brings it over due in `MAX_DELAY`, not refused.
+#[test]
+fn a_delay_over_the_longest_is_refused_and_an_import_keeps_such_a_job() {
+    let (_tmp, q) = new_queue_dir();
+    let run = walq(&["enqueue", &q, "x", "--delay", "400d"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("MAX_DELAY = 31536000s") && run.stderr.contains("34560000s"),
+        "{}",
+        run.stderr
+    );
+    assert!(!std::path::Path::new(&q).exists(), "created the queue");
+    let run = walq(&["enqueue", &q, "x", "--delay", "365d"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = job_line("default", "").replace(r#""due_ms":0"#, r#""due_ms":18446744073709551615"#);
+    let run = walq_stdin(
+        &["import", &q],
+        Some(&format!("{{\"walq_export\":1}}\n{line}\n")),
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let s = stats(&q);
+    assert_eq!(
+        (s["ready"].as_u64(), s["delayed"].as_u64()),
+        (Some(0), Some(2)),
+        "{s}"
+    );
+}
+
 /// `--max-attempts` defaults to 5, whatever the application that made
 /// the queue set (its `Options::max_attempts` is not on disk), and the
 /// help says so.

@@ -177,6 +177,9 @@ impl Inner {
         delay: Option<Duration>,
         error: &str,
     ) -> Result<()> {
+        if let Some(delay) = delay {
+            crate::options::check_delay("a retry's delay", delay)?;
+        }
         self.requeue(lease, delay, error, Attempt::Counted).await
     }
 

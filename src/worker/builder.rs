@@ -75,6 +75,7 @@ impl Config {
                 self.visibility
             ));
         }
+        crate::options::check_delay("a worker pool's visibility", self.visibility)?;
         let beat = self.heartbeat_every();
         if beat < MIN_INTERVAL || beat >= self.visibility {
             return bad(format!(
@@ -164,7 +165,9 @@ impl<B: Backend> PoolBuilder<B> {
     /// runs, the pool extends its lease by this much every heartbeat. It
     /// sizes every lease the pool takes, whatever the queue's own
     /// `QueueOptions::visibility_timeout` says (that one sizes plain
-    /// `dequeue` calls).
+    /// `dequeue` calls). At least 3 ms, at most [`crate::MAX_DELAY`] (365
+    /// days): `start` refuses others with
+    /// [`crate::ErrorKind::InvalidOptions`].
     pub fn visibility(mut self, visibility: Duration) -> Self {
         self.cfg.visibility = visibility;
         self

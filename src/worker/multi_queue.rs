@@ -157,7 +157,9 @@ impl MultiQueue {
     }
 
     /// Leases the next job by the weighted rule, waiting up to `wait`;
-    /// with the name of the queue it came from.
+    /// with the name of the queue it came from. A `visibility` over
+    /// [`crate::MAX_DELAY`] is refused with
+    /// [`crate::ErrorKind::InvalidOptions`].
     pub fn lease_from(
         &self,
         visibility: Duration,
@@ -174,6 +176,7 @@ impl MultiQueue {
         wait: Duration,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<(String, Job)>> {
+        crate::options::check_delay("a lease's visibility timeout", visibility)?;
         let vt = crate::clock::ms(visibility).max(1);
         let mut from = None;
         let mut pick = |st: &mut QueueState, now: Now| {

@@ -3,10 +3,12 @@
 use std::fmt::Display;
 use std::time::Duration;
 
-/// The longest delay a handler's [`Outcome::Retry`] keeps: 365 days. A
-/// longer one (`Duration::MAX`, a bad computation) is treated as a failed
-/// attempt retried after the queue's backoff, its error saying so.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest delay a handler's [`Outcome::Retry`] keeps: 365 days, the
+/// queue's own [`crate::MAX_DELAY`]. A longer one (`Duration::MAX`, a bad
+/// computation) is treated as a failed attempt retried after the queue's
+/// backoff, its error saying so (a raw [`crate::Queue::nack`] with such a
+/// delay is refused instead).
+pub const MAX_RETRY_DELAY: Duration = crate::options::MAX_DELAY;
 
 /// The result of one attempt, returned by a handler.
 ///

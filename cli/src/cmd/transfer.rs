@@ -456,7 +456,11 @@ impl<'a> JobSpec<'a> {
 /// Adds a pending job to its queue; false if its key was already known.
 pub fn add_job(t: &mut Target, job: &JobSpec<'_>) -> walq::Result<bool> {
     let q = t.queue(job.queue)?;
-    let delay = Duration::from_millis(job.due_ms.saturating_sub(render::now_ms()));
+    // A job due further ahead than an enqueue may delay one (written
+    // before walq refused such delays: due at `u64::MAX` ms, parked for
+    // good) is carried over due in `MAX_DELAY`, not refused.
+    let delay =
+        Duration::from_millis(job.due_ms.saturating_sub(render::now_ms())).min(walq::MAX_DELAY);
     let mut opts = EnqueueOptions::new()
         .delay(delay)
         .max_attempts(job.attempts_left.min(walq::MAX_ATTEMPTS_LIMIT))

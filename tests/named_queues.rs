@@ -851,6 +851,53 @@ fn a_pool_over_several_queues_follows_the_weights_and_skips_empty_queues() {
     assert!(e.to_string().contains("already"), "{e}");
 }
 
+/// A queue that was empty for a while and is refilled gets its weight in
+/// every window of `W` leases at once. Before, it kept the negative
+/// credit of its last lease while it was out of the pick: with weights
+/// a=5, b=1, c=1, b drained, 3 leases, b refilled, the first window of
+/// 7 was `aaacaaa` (a review found it).
+#[test]
+fn a_refilled_queue_gets_its_weight_in_every_window_at_once() {
+    use walq::worker::MultiQueue;
+    let (_dir, _clock, store) = fresh();
+    for (name, n) in [("a", 200), ("b", 1), ("c", 200)] {
+        let q = store.queue(name).unwrap();
+        for i in 0..n {
+            q.enqueue(format!("{name}{i}").as_bytes()).unwrap();
+        }
+    }
+    let pool = MultiQueue::new(&store)
+        .queue("a", 5)
+        .unwrap()
+        .queue("b", 1)
+        .unwrap()
+        .queue("c", 1)
+        .unwrap();
+    let mut names = Vec::new();
+    while !names.contains(&"b".to_string()) {
+        names.extend(lease_names(&pool, &store, 1));
+    }
+    // b is empty: a and c share 5:1, every window of 6.
+    let without_b = lease_names(&pool, &store, 3 + 12);
+    for w in without_b[3..].windows(6) {
+        let c = w.iter().filter(|n| *n == "c").count();
+        assert_eq!(c, 1, "window {w:?} in {without_b:?}");
+    }
+    let b = store.queue("b").unwrap();
+    for i in 0..50 {
+        b.enqueue(format!("b{i}").as_bytes()).unwrap();
+    }
+    let names = lease_names(&pool, &store, 35);
+    for w in names.windows(7) {
+        let count = |q: &str| w.iter().filter(|n| *n == q).count();
+        assert_eq!(
+            (count("a"), count("b"), count("c")),
+            (5, 1, 1),
+            "{w:?} in {names:?}"
+        );
+    }
+}
+
 #[test]
 fn a_worker_pool_serves_several_queues_and_a_waiting_lease_wakes_on_any() {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,16 +2,22 @@
 //! pool that serves them all (docs/design-queues.md, "Worker pools over
 //! several queues").
 //!
-//! The queue a lease comes from is chosen by smooth weighted round robin
-//! over the queues that have a ready job: each pick adds every such
-//! queue's weight to its credit, takes the queue of the highest credit
-//! (the first added on a tie) and takes the sum of their weights off it.
-//! A queue with no ready job is left out of the pick (its credit does not
-//! move), so an empty queue costs nothing and a busy one cannot
-//! starve the others beyond its weight: while every queue has ready
-//! jobs, any `W` consecutive leases (`W` the sum of the weights) give
-//! each queue exactly its weight. The picks run under the store's lock,
-//! and a lease waits on the store's wakeups, never polling.
+//! The queue a lease comes from is chosen by weighted round robin over a
+//! fixed round of `W` turns (`W` the sum of the weights): a queue of
+//! weight `w` has `w` turns in it, spread evenly (its `k`-th at
+//! `(2k + 1) / 2w` of the round; on a tie, the queue added first goes
+//! first). A pick takes the first turn after the last one taken whose
+//! queue has a ready job; a queue with none is passed over, so an empty
+//! queue costs nothing. Nothing but the last turn taken is kept: a queue
+//! that was empty for a while comes back to its own turns, owing and
+//! owed nothing. So while the same queues have ready jobs, any run of
+//! consecutive leases as long as the sum of their weights gives each
+//! exactly its weight (with every queue busy: any `W` consecutive leases,
+//! from the first lease after an empty queue was refilled on), and a
+//! queue that has a ready job at every pick gets at least its weight in
+//! any `W` consecutive leases, however the others come and go. The picks
+//! run under the store's lock, and a lease waits on the store's wakeups,
+//! never polling.
 
 use std::time::Duration;
 
@@ -57,8 +63,8 @@ pub const MAX_QUEUE_WEIGHT: u32 = 1000;
 pub struct MultiQueue {
     store: Store,
     queues: Vec<(Queue, u32)>,
-    /// Each queue's credit in the round robin.
-    credit: Mutex<Vec<i64>>,
+    /// The last turn taken in the round (`None`: none yet).
+    last: Mutex<Option<Turn>>,
 }
 
 impl MultiQueue {
@@ -67,7 +73,7 @@ impl MultiQueue {
         MultiQueue {
             store: store.clone(),
             queues: Vec::new(),
-            credit: Mutex::new(Vec::new()),
+            last: Mutex::new(None),
         }
     }
 
@@ -92,7 +98,6 @@ impl MultiQueue {
             ));
         }
         self.queues.push((q, weight));
-        self.credit.lock().push(0);
         Ok(self)
     }
 
@@ -115,45 +120,37 @@ impl MultiQueue {
     /// One weighted pick over the queues with a ready job, under the
     /// store's lock; the queue's index and its job.
     fn pick(&self, st: &mut QueueState, now: Now, vt: u64) -> Result<Option<(usize, Job)>> {
-        let mut credit = self.credit.lock();
-        let weight = |i: usize| i64::from(self.queues[i].1);
+        let mut last = self.last.lock();
         let mut open = Vec::with_capacity(self.queues.len());
         for (i, (q, _)) in self.queues.iter().enumerate() {
             if st.has_ready(q.queue_id(), now)? {
                 open.push(i);
             }
         }
-        while !open.is_empty() {
-            let total: i64 = open.iter().map(|&i| weight(i)).sum();
-            for &i in &open {
-                credit[i] += weight(i);
-            }
-            let mut best = open[0];
-            for &i in &open[1..] {
-                if credit[i] > credit[best] {
-                    best = i;
-                }
-            }
-            let queue = self.queues[best].0.queue_id();
-            let job = st.dequeue(queue, now, vt);
-            match job {
+        while let Some(turn) = self.next_turn(*last, &open) {
+            let queue = self.queues[turn.queue].0.queue_id();
+            match st.dequeue(queue, now, vt) {
                 Ok(Some(job)) => {
-                    credit[best] -= total;
-                    return Ok(Some((best, job)));
+                    *last = Some(turn);
+                    return Ok(Some((turn.queue, job)));
                 }
                 other => {
                     // Found empty after all (its next job was damaged and
                     // dead-lettered), or failing: the pick is made again
-                    // without it.
-                    for &i in &open {
-                        credit[i] -= weight(i);
-                    }
+                    // without it, from the same place in the round.
                     other?;
-                    open.retain(|&i| i != best);
+                    open.retain(|&i| i != turn.queue);
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The first turn after `last` of one of the queues `open`.
+    fn next_turn(&self, last: Option<Turn>, open: &[usize]) -> Option<Turn> {
+        let weight = |i: usize| self.queues[i].1;
+        let candidates = open.iter().map(|&i| Turn::after(last, i, weight));
+        candidates.reduce(|a, b| if b.before(a, weight) { b } else { a })
     }
 
     /// Leases the next job by the weighted rule, waiting up to `wait`;
@@ -281,6 +278,65 @@ impl Backend for MultiQueue {
     }
 }
 
+/// One turn in the weighted round: queue `queue`'s `k`-th of its `w`
+/// turns, at `(2k + 1) / 2w` of the round, in round `round` (counted
+/// from the last turn taken: 0 is its round, 1 the next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Turn {
+    queue: usize,
+    k: u32,
+    round: u8,
+}
+
+impl Turn {
+    /// Queue `i`'s first turn after `last` (the round's first without
+    /// one), its weight given by `weight`.
+    fn after(last: Option<Turn>, i: usize, weight: impl Fn(usize) -> u32) -> Turn {
+        let Some(last) = last else {
+            return Turn {
+                queue: i,
+                k: 0,
+                round: 0,
+            };
+        };
+        let wi = u64::from(weight(i));
+        // The smallest odd `m` with `m / 2wi` past the last turn's place
+        // `(2k + 1) / 2w`: `m * w > (2k + 1) * wi`, or `==` for a queue
+        // added after the last turn's (it goes after it on a tie).
+        let (num, den) = (
+            (2 * u64::from(last.k) + 1) * wi,
+            u64::from(weight(last.queue)),
+        );
+        let q = num / den;
+        let m = if i > last.queue && num % den == 0 && q % 2 == 1 {
+            q
+        } else {
+            (q + 1) | 1
+        };
+        match u32::try_from((m - 1) / 2) {
+            Ok(k) if u64::from(k) < wi => Turn {
+                queue: i,
+                k,
+                round: 0,
+            },
+            _ => Turn {
+                queue: i,
+                k: 0,
+                round: 1,
+            },
+        }
+    }
+
+    /// Whether this turn comes before `other` (both after the same last
+    /// turn): by round, then place in the round, then the queue added
+    /// first.
+    fn before(self, other: Turn, weight: impl Fn(usize) -> u32) -> bool {
+        let place = |t: Turn, w: usize| (2 * u64::from(t.k) + 1) * u64::from(weight(w));
+        let (mine, theirs) = (place(self, other.queue), place(other, self.queue));
+        (self.round, mine, self.queue) < (other.round, theirs, other.queue)
+    }
+}
+
 /// Leases for the async pool: the weighted pick runs inline (it never
 /// fsyncs); with nothing ready the task waits on the store's async
 /// wakeups and the next due time, as `Queue::dequeue_async` does.
@@ -317,6 +373,55 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
             tokio::select! {
                 () = wakeups.changed(since) => {}
                 () = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Turn;
+
+    /// `n` turns taken one after another from `last`, every queue in
+    /// `open` having a ready job at each (as `MultiQueue::pick` takes them).
+    fn take(weights: &[u32], open: &[usize], mut last: Option<Turn>, n: usize) -> Vec<Turn> {
+        let weight = |i: usize| weights[i];
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let next = open
+                .iter()
+                .map(|&i| Turn::after(last, i, weight))
+                .reduce(|a, b| if b.before(a, weight) { b } else { a })
+                .expect("a queue is open");
+            out.push(next);
+            last = Some(next);
+        }
+        out
+    }
+
+    /// Every window of `sum(weights of open)` turns gives each open queue
+    /// exactly its weight, whatever turn (of any queue, open or not) was
+    /// the last taken: what makes a `MultiQueue`'s windows exact again
+    /// as soon as a queue comes back.
+    #[test]
+    fn every_window_of_a_round_gives_each_queue_its_weight() {
+        let cases: &[&[u32]] = &[&[1], &[5, 1, 1], &[3, 1, 4], &[20, 1], &[2, 3, 7, 7]];
+        for weights in cases {
+            let all: Vec<usize> = (0..weights.len()).collect();
+            let total: u32 = weights.iter().sum();
+            let lasts = take(weights, &all, None, total as usize + 1);
+            let half = all[..weights.len().div_ceil(2)].to_vec();
+            for open in [all.clone(), half, vec![all.len() - 1]] {
+                let w = open.iter().map(|&i| weights[i] as usize).sum::<usize>();
+                for last in [None].into_iter().chain(lasts.iter().copied().map(Some)) {
+                    let seq = take(weights, &open, last, 3 * w);
+                    for window in seq.windows(w) {
+                        for &i in &open {
+                            let n = window.iter().filter(|t| t.queue == i).count();
+                            assert_eq!(n, weights[i] as usize, "{weights:?} {open:?} {last:?}");
+                        }
+                    }
+                }
             }
         }
     }

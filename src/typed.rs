@@ -61,7 +61,9 @@ use crate::queue::{Enqueued, Queue};
 use crate::worker::{Backend, Handler, JobContext, Outcome, PoolBuilder, WorkerPool};
 
 /// A handle that enqueues jobs of type `T` on a [`Backend`] (a [`Queue`]
-/// by default). Cheap to clone if the backend is.
+/// by default). Cheap to clone if the backend is. On a
+/// [`crate::worker::MultiQueue`] the jobs all go to its first queue:
+/// see [`Jobs::new`].
 pub struct Jobs<T, B: Backend = Queue> {
     backend: B,
     _type: PhantomData<fn(T) -> T>,
@@ -84,6 +86,11 @@ impl<T, B: Backend> fmt::Debug for Jobs<T, B> {
 
 impl<T: Serialize + DeserializeOwned, B: Backend> Jobs<T, B> {
     /// Typed jobs on `backend`.
+    ///
+    /// On a [`crate::worker::MultiQueue`], every job goes to its first
+    /// queue (see there); for jobs of one named queue, make the handle on
+    /// that queue instead:
+    /// `Jobs::<Report>::new(store.queue("reports")?)`.
     pub fn new(backend: B) -> Jobs<T, B> {
         Jobs {
             backend,

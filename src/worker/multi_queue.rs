@@ -59,6 +59,27 @@ pub const MAX_QUEUE_WEIGHT: u32 = 1000;
 /// pool.shutdown(Duration::from_secs(5));
 /// # Ok(()) }
 /// ```
+///
+/// **Enqueues through a `MultiQueue` go to its first queue** (the first
+/// given to [`MultiQueue::queue`]): [`Backend::enqueue`] on it, and a
+/// [`crate::Jobs`] handle made on it, put every job there, whatever the
+/// weights (they choose only where leases come from). To enqueue into a
+/// given queue, use that queue's own handle:
+///
+/// ```
+/// use walq::worker::{Backend, MultiQueue};
+/// use walq::{EnqueueOptions, Jobs, Store};
+/// # fn main() -> walq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = Store::open(dir.path())?;
+/// let both = MultiQueue::new(&store).queue("emails", 3)?.queue("reports", 1)?;
+/// both.enqueue(b"welcome ada", EnqueueOptions::new())?; // into "emails", the first queue
+/// store.queue("reports")?.enqueue(b"monthly totals")?; // into "reports"
+/// Jobs::<String>::new(store.queue("reports")?).enqueue(&"yearly totals".into())?;
+/// assert_eq!(store.queue("emails")?.stats().ready, 1);
+/// assert_eq!(store.queue("reports")?.stats().ready, 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MultiQueue {
     store: Store,
@@ -191,6 +212,9 @@ impl MultiQueue {
 impl Backend for MultiQueue {
     type Lease = Receipt;
 
+    /// Enqueues into the first queue, whatever the weights; use a
+    /// queue's own handle (`store.queue("reports")?.enqueue(..)`) to
+    /// enqueue into another (see [`MultiQueue`]).
     fn enqueue(&self, payload: &[u8], opts: EnqueueOptions) -> Result<Enqueued> {
         self.first()?.enqueue_with(payload, opts)
     }

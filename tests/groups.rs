@@ -224,3 +224,56 @@ fn an_ack_that_frees_a_group_wakes_a_waiting_consumer() {
         assert_eq!(waiter.join().unwrap(), Some(b"second".to_vec()));
     });
 }
+
+/// A read-only snapshot names a job's state as `Queue::status` does: a
+/// due job behind its group's unfinished head is `JobState::Blocked`
+/// (`JobStatus::Blocked`), not `Delayed` (what the snapshot, and so
+/// `walq show` and `walq peek`, said, with a due time in the past); one
+/// of the group with a delay of its own is `Delayed` in both.
+#[test]
+fn a_snapshot_names_a_blocked_job_as_the_queue_does() {
+    use walq::inspect::{Inspector, JobState};
+    use walq::JobStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open_with(dir.path(), Options::default().durability(Durability::Os)).unwrap();
+    let in_g = || EnqueueOptions::new().group("g");
+    let head = q.enqueue_with(b"head", in_g()).unwrap().id;
+    let blocked = q.enqueue_with(b"blocked", in_g()).unwrap().id;
+    let later = in_g().delay(Duration::from_secs(3600));
+    let delayed = q.enqueue_with(b"delayed", later).unwrap().id;
+    let plain = q.enqueue(b"plain").unwrap();
+    assert_eq!(
+        q.status(blocked).unwrap(),
+        JobStatus::Blocked { attempts: 0 }
+    );
+    assert!(matches!(
+        q.status(delayed).unwrap(),
+        JobStatus::Delayed { .. }
+    ));
+    q.close().unwrap();
+    drop(q);
+    let snap = Inspector::open(dir.path())
+        .and_then(|i| i.snapshot())
+        .unwrap();
+    let state = |id| match snap.state(id) {
+        JobState::Ready(j) if j.id == id => "ready",
+        JobState::Blocked(j) if j.id == id => "blocked",
+        JobState::Delayed(j) if j.id == id => "delayed",
+        _ => "other",
+    };
+    let states: Vec<&str> = [head, blocked, delayed, plain]
+        .into_iter()
+        .map(state)
+        .collect();
+    assert_eq!(
+        states,
+        ["ready", "blocked", "delayed", "ready"],
+        "{:?}",
+        snap.jobs
+    );
+    assert_eq!(
+        snap.counts(),
+        (2, 2, 0),
+        "blocked and delayed both count as delayed"
+    );
+}

@@ -414,8 +414,9 @@ fn levels_and_groups_are_shown_and_survive_export_import() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("unknown priority"), "{}", bad.stderr);
 
-    // The second job of c42 waits for the first: delayed, listed after
-    // the ready jobs; the urgent job is listed first.
+    // The second job of c42 waits for the first: blocked (counted as
+    // delayed), listed after the ready jobs; the urgent job is listed
+    // first.
     let s = stats(d);
     assert_eq!(
         (s["ready"].as_u64(), s["delayed"].as_u64()),
@@ -468,6 +469,7 @@ fn levels_and_groups_are_shown_and_survive_export_import() {
         c42,
         vec![b"first of c42".to_vec(), b"second of c42".to_vec()]
     );
+    a_blocked_job_is_named_as_the_library_names_it(d);
 }
 
 /// The jobs of a store, queue by queue (the default queue first), as
@@ -709,6 +711,58 @@ fn an_import_with_a_refused_line_writes_nothing() {
         run.stderr
     );
     assert_eq!(contents(dir.path()), jobs, "jobs were added");
+}
+
+/// Job 3 of `d` (the second of group c42) is due and waits for job 2:
+/// `Queue::status` says `Blocked`, and `show` and `peek` (text and JSON)
+/// say `blocked` (they said `delayed`, with a due time in the past); a
+/// job with a delay of its own reads `delayed` in both.
+fn a_blocked_job_is_named_as_the_library_names_it(d: &str) {
+    let show = walq(&["show", d, "3"]);
+    assert!(
+        show.stdout.contains("status     blocked\n"),
+        "{}",
+        show.stdout
+    );
+    let json = walq(&["show", d, "3", "--json"]);
+    assert_eq!(common::json_lines(&json.stdout)[0]["status"], "blocked");
+    let peek = walq(&["peek", d, "--json"]);
+    let status = |id: u64| {
+        common::json_lines(&peek.stdout)
+            .into_iter()
+            .find(|j| j["id"] == id)
+            .map(|j| j["status"].clone())
+    };
+    assert_eq!(status(3), Some("blocked".into()), "{}", peek.stdout);
+    assert_eq!(status(2), Some("ready".into()), "{}", peek.stdout);
+    let text = walq(&["peek", d]);
+    let line = text.stdout.lines().find(|l| l.contains("second of c42"));
+    assert!(
+        line.is_some_and(|l| l.contains(" blocked ")),
+        "{}",
+        text.stdout
+    );
+    let later = walq(&[
+        "enqueue",
+        d,
+        "later of c42",
+        "--group",
+        "c42",
+        "--delay",
+        "1h",
+    ]);
+    assert_eq!(later.code, 0, "{}", later.stderr);
+    let show = walq(&["show", d, "6", "--json"]);
+    assert_eq!(common::json_lines(&show.stdout)[0]["status"], "delayed");
+    let q = Queue::open_with(d, opts()).unwrap();
+    assert_eq!(
+        q.status(3).unwrap(),
+        walq::JobStatus::Blocked { attempts: 0 }
+    );
+    assert!(matches!(
+        q.status(6).unwrap(),
+        walq::JobStatus::Delayed { .. }
+    ));
 }
 
 /// Output that cannot be written is a failure with exit 6, never a panic

@@ -74,6 +74,12 @@ pub enum JobState<'a> {
     Ready(&'a PendingJob),
     /// Waiting for its due time.
     Delayed(&'a PendingJob),
+    /// Due, but waiting behind an older unfinished job of its message
+    /// group: what [`crate::Queue::status`] reads as
+    /// [`crate::JobStatus::Blocked`] (one that also waits for a due time
+    /// of its own is [`JobState::Delayed`] until then, as there).
+    /// [`Snapshot::counts`] counts it as delayed, as [`crate::Stats`] does.
+    Blocked(&'a PendingJob),
     /// Leased.
     Leased(&'a PendingJob),
     /// In the dead letters.
@@ -127,8 +133,10 @@ impl Snapshot {
         if let Some(job) = self.jobs.get(&id) {
             if job.leased {
                 JobState::Leased(job)
-            } else if job.due_ms > self.taken_ms || self.waits_for_group(job) {
+            } else if job.due_ms > self.taken_ms {
                 JobState::Delayed(job)
+            } else if self.waits_for_group(job) {
+                JobState::Blocked(job)
             } else {
                 JobState::Ready(job)
             }

@@ -67,6 +67,10 @@ pub fn status_name(s: &JobState<'_>) -> &'static str {
     match s {
         JobState::Ready(_) => "ready",
         JobState::Delayed(_) => "delayed",
+        // As `Queue::status` names it (`JobStatus::Blocked`): due, but
+        // behind an older job of its group. It read "delayed", with a
+        // due time in the past.
+        JobState::Blocked(_) => "blocked",
         JobState::Leased(_) => "leased",
         JobState::Dead(_) => "dead",
         JobState::Finished(Some(Completion::Done { .. })) => "done",
@@ -139,7 +143,10 @@ pub fn show(a: &ShowArgs) -> CmdResult {
     let status = status_name(&state);
     let mut out = std::io::stdout().lock();
     match state {
-        JobState::Ready(job) | JobState::Delayed(job) | JobState::Leased(job) => {
+        JobState::Ready(job)
+        | JobState::Delayed(job)
+        | JobState::Blocked(job)
+        | JobState::Leased(job) => {
             if a.json {
                 writeln!(out, "{}", Value::Object(job_json(job, status)))?;
             } else {

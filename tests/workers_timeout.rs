@@ -47,6 +47,17 @@ fn fast_pool(q: &Queue, workers: usize, timeout: Duration) -> PoolBuilder<Queue>
         .job_timeout(timeout)
 }
 
+/// Two workers whose leases last an hour of queue time, so only the job
+/// timeout (`TIMEOUT`) ends an attempt (the async tests).
+#[cfg(feature = "tokio")]
+fn hour_lease_pool(q: &Queue) -> PoolBuilder<Queue> {
+    WorkerPool::builder(q.clone())
+        .workers(2)
+        .visibility(Duration::from_secs(3600))
+        .poll_interval(Duration::from_millis(5))
+        .job_timeout(TIMEOUT)
+}
+
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Queue {
     Queue::open_with(dir, common::opts(clock).max_attempts(2)).unwrap()
 }
@@ -290,12 +301,7 @@ mod async_pool {
         let dropped = Arc::new(AtomicU32::new(0));
         let pool = {
             let (started, dropped) = (started.clone(), dropped.clone());
-            WorkerPool::builder(q.clone())
-                .workers(2)
-                // An hour of queue time: only the timeout ends an attempt.
-                .visibility(Duration::from_secs(3600))
-                .poll_interval(Duration::from_millis(5))
-                .job_timeout(TIMEOUT)
+            hour_lease_pool(&q)
                 .start_async(move |ctx: JobContext, payload: Vec<u8>| {
                     let (started, dropped) = (started.clone(), dropped.clone());
                     async move {
@@ -381,12 +387,7 @@ mod async_pool {
         let landed = Arc::new(Mutex::new(Vec::new()));
         let pool = {
             let landed = landed.clone();
-            WorkerPool::builder(q.clone())
-                .workers(2)
-                // An hour of queue time: only the timeout ends an attempt.
-                .visibility(Duration::from_secs(3600))
-                .poll_interval(Duration::from_millis(5))
-                .job_timeout(TIMEOUT)
+            hour_lease_pool(&q)
                 .start_async(move |ctx: JobContext, _: Vec<u8>| {
                     let landed = landed.clone();
                     async move {
@@ -449,11 +450,7 @@ mod async_pool {
         let landed = Arc::new(AtomicU32::new(0));
         let pool = {
             let landed = landed.clone();
-            WorkerPool::builder(q.clone())
-                .workers(2)
-                .visibility(Duration::from_secs(3600))
-                .poll_interval(Duration::from_millis(5))
-                .job_timeout(TIMEOUT)
+            hour_lease_pool(&q)
                 .start_async(move |ctx: JobContext, _: Vec<u8>| {
                     let landed = landed.clone();
                     async move {
@@ -504,11 +501,7 @@ mod async_pool {
         let landed = Arc::new(Mutex::new(Vec::new()));
         let pool = {
             let (dropped, landed) = (dropped.clone(), landed.clone());
-            WorkerPool::builder(q.clone())
-                .workers(2)
-                .visibility(Duration::from_secs(3600))
-                .poll_interval(Duration::from_millis(5))
-                .job_timeout(TIMEOUT)
+            hour_lease_pool(&q)
                 .start_async(move |ctx: JobContext, _: Vec<u8>| {
                     let (dropped, landed) = (dropped.clone(), landed.clone());
                     async move {

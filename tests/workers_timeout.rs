@@ -58,6 +58,16 @@ fn hour_lease_pool(q: &Queue) -> PoolBuilder<Queue> {
         .job_timeout(TIMEOUT)
 }
 
+/// Blocks the handler's thread (no `.await`) until its timeout has
+/// passed (`lease_lost`), or a generous bound that only a missed timeout
+/// reaches.
+fn block_until_lease_lost(ctx: &JobContext) {
+    let deadline = Instant::now() + LIVENESS * 3;
+    while !ctx.lease_lost() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Queue {
     Queue::open_with(dir, common::opts(clock).max_attempts(2)).unwrap()
 }
@@ -166,10 +176,7 @@ fn a_late_outcome_is_refused_even_while_the_lease_is_still_valid() {
         fast_pool(&q, 2, TIMEOUT)
             .start(move |ctx: &JobContext, _: &[u8]| {
                 if ctx.attempt() == 1 {
-                    let deadline = Instant::now() + LIVENESS * 3;
-                    while !ctx.lease_lost() && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
+                    block_until_lease_lost(ctx);
                 }
                 attempts.lock().unwrap().push(ctx.attempt());
                 Outcome::done()
@@ -392,10 +399,7 @@ mod async_pool {
                     let landed = landed.clone();
                     async move {
                         if ctx.attempt() == 1 {
-                            let deadline = Instant::now() + LIVENESS * 3;
-                            while !ctx.lease_lost() && Instant::now() < deadline {
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
+                            block_until_lease_lost(&ctx);
                         }
                         landed.lock().unwrap().push(ctx.attempt());
                         Outcome::done()

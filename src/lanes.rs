@@ -82,6 +82,32 @@ impl QueueState {
         Ok(self.peek_next(q, now.wall).is_some())
     }
 
+    /// Whether queue `q` is paused ([`crate::Queue::pause`]).
+    pub fn is_paused(&self, q: u16) -> bool {
+        self.named.is_paused(q)
+    }
+
+    /// Pauses (`on`) or resumes queue `q` in memory, once `PAUSED` says so.
+    pub fn set_paused(&mut self, q: u16, on: bool) {
+        self.named.set_paused(q, on);
+    }
+
+    /// The names `PAUSED` must list for queue `q` to be paused (`on`) or
+    /// resumed.
+    pub fn paused_names_with(&self, q: u16, on: bool) -> Vec<String> {
+        self.named.paused_names_with(q, on)
+    }
+
+    /// Pauses the queues `PAUSED` names, at open (each gets an id if the
+    /// store did not know it: a queue is paused by name).
+    pub fn install_paused(&mut self, names: &[String]) -> Result<()> {
+        for name in names {
+            let q = self.named.id_for(name)?;
+            self.named.set_paused(q, true);
+        }
+        Ok(())
+    }
+
     /// The name of queue `q`.
     pub fn queue_name(&self, q: u16) -> String {
         self.named
@@ -164,6 +190,7 @@ impl QueueState {
                 ready,
                 delayed,
                 in_flight,
+                paused: self.named.is_paused(q),
             });
         }
         let (ready, delayed) = self.lane_counts(0, now.wall);
@@ -173,6 +200,7 @@ impl QueueState {
             ready,
             delayed,
             in_flight,
+            paused: self.named.is_paused(0),
         };
         out.insert(0, default);
         out
@@ -182,6 +210,7 @@ impl QueueState {
     /// flight); every other field is the store's.
     pub fn queue_stats(&mut self, q: u16, now: Now) -> Stats {
         let mut stats = self.stats(now);
+        stats.paused = self.named.is_paused(q);
         if !self.named.lanes().any(|_| true) {
             return stats;
         }

@@ -107,6 +107,7 @@ mod named;
 mod options;
 #[allow(unsafe_code)]
 mod os;
+mod pause;
 mod payload;
 mod priority;
 mod queue;
@@ -149,6 +150,7 @@ pub use options::{
     DEFAULT_MAX_PAYLOAD, DEFAULT_SEGMENT_SIZE, MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_ERROR_LEN,
     MAX_KEY_LEN, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
 };
+pub use pause::PAUSED_FILE;
 pub use priority::Priority;
 pub use queue::{Enqueued, Queue, Store, LOCK_FILE};
 pub use queue_options::QueueOptions;

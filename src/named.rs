@@ -123,6 +123,9 @@ pub struct Named {
     /// so that looking names up does not use up the ids: each is below
     /// `max_id`, so there are fewer than `u16::MAX`.
     free: BTreeSet<u16>,
+    /// Queues paused ([`crate::Queue::pause`]): they deliver nothing. A
+    /// paused queue's definition is never freed (the pause is by name).
+    paused: BTreeSet<u16>,
 }
 
 /// Checks a queue name against the rules: 1..=64 bytes of
@@ -300,6 +303,7 @@ impl Named {
         def.written.is_none()
             && !self.kept.contains(&q)
             && !self.opts.contains_key(&q)
+            && !self.paused.contains(&q)
             && self.lanes.get(&q).is_none_or(|l| l.live == 0)
             && self
                 .claims
@@ -383,6 +387,39 @@ impl Named {
         self.opts.get(&q)
     }
 
+    /// Whether queue `q` is paused: one comparison when none is.
+    #[inline]
+    pub fn is_paused(&self, q: u16) -> bool {
+        !self.paused.is_empty() && self.paused.contains(&q)
+    }
+
+    /// Pauses (`on`) or resumes queue `q` in memory.
+    pub fn set_paused(&mut self, q: u16, on: bool) {
+        if on {
+            self.paused.insert(q);
+        } else {
+            self.paused.remove(&q);
+        }
+    }
+
+    /// The names of the paused queues, sorted (as `PAUSED` lists them),
+    /// with queue `q` paused (`on`) or resumed: what the file must say
+    /// before the change is made in memory.
+    pub fn paused_names_with(&self, q: u16, on: bool) -> Vec<String> {
+        let mut ids = self.paused.clone();
+        if on {
+            ids.insert(q);
+        } else {
+            ids.remove(&q);
+        }
+        let mut names: Vec<String> = ids
+            .into_iter()
+            .filter_map(|q| self.name(q).map(str::to_string))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The id of queue `name` if the store knows it (nothing is given a
     /// new id).
     pub fn lookup(&self, name: &str) -> Option<u16> {
@@ -451,6 +488,12 @@ impl Named {
         }
         for q in &self.free {
             assert!(!self.defs.contains_key(q), "freed queue {q} defined");
+        }
+        for q in &self.paused {
+            assert!(
+                *q == 0 || self.defs.contains_key(q),
+                "paused queue {q} undefined"
+            );
         }
         let mut live: HashMap<u16, u64> = HashMap::new();
         for q in self.queue_of.values() {

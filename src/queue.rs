@@ -240,6 +240,9 @@ impl Queue {
             let len = crate::format::store_id::STORE_ID_LEN as u64;
             report.bytes_skipped = report.bytes_skipped.saturating_add(len);
         }
+        let paused = crate::pause::load(&*vfs, dir, opts.recovery)?;
+        report.bytes_skipped = report.bytes_skipped.saturating_add(paused.skipped);
+        state.install_paused(&paused.names)?;
         let checkpoints = Schedule::new(opts.checkpoint_every, &state);
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),
@@ -1068,6 +1071,68 @@ impl Queue {
         // The completion file's lock after the queue's (the lock order).
         stats.disk_bytes += self.inner.done.lock().disk_bytes();
         stats
+    }
+
+    /// Pauses this queue: no dequeue (nor worker pool, nor
+    /// [`crate::worker::MultiQueue`]) is given its jobs until
+    /// [`Queue::resume`], in this process or after a restart. Enqueues,
+    /// acks, nacks, cancels and the jobs already leased go on as before; a
+    /// lease that runs out puts its job back to wait. The pause is
+    /// written (file `PAUSED`, crash-atomically, under the queue's lock:
+    /// about one `fsync` and one directory `fsync`) before it takes
+    /// effect, so once this returns it holds after any crash. Pausing a
+    /// paused queue does nothing.
+    ///
+    /// A failure (a full disk, say) is an [`ErrorKind::Io`] naming
+    /// `PAUSED`, and the queue goes on as before it; if the failure came
+    /// after the new file was in place (its directory's sync), the pause
+    /// may hold from the next open.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = walq::Store::open(dir.path())?;
+    /// let emails = store.queue("emails")?;
+    /// emails.enqueue(b"to: ada")?;
+    /// emails.pause()?; // the mail provider is down
+    /// assert!(emails.dequeue()?.is_none());
+    /// assert!(emails.stats().paused);
+    /// emails.resume()?;
+    /// assert!(emails.dequeue()?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn pause(&self) -> Result<()> {
+        self.set_paused(true)
+    }
+
+    /// Resumes a paused queue ([`Queue::pause`]): its ready jobs are
+    /// delivered again, and consumers waiting for one are woken. Resuming
+    /// a queue that is not paused does nothing.
+    pub fn resume(&self) -> Result<()> {
+        self.set_paused(false)
+    }
+
+    /// Whether this queue is paused ([`Queue::pause`]).
+    pub fn is_paused(&self) -> bool {
+        self.inner.state.lock().is_paused(self.queue)
+    }
+
+    /// Pauses (`on`) or resumes this queue: `PAUSED` first, then memory.
+    fn set_paused(&self, on: bool) -> Result<()> {
+        {
+            let mut st = self.lock_for_write()?;
+            if st.is_paused(self.queue) == on {
+                return Ok(());
+            }
+            let names = st.paused_names_with(self.queue, on);
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            crate::pause::save(&*st.log.vfs, &self.inner.dir, &names, st.log.mode)?;
+            st.set_paused(self.queue, on);
+        }
+        if !on {
+            self.inner.wakeups.every(self.queue);
+        }
+        Ok(())
     }
 
     /// Makes every write so far durable (fdatasync), whatever the

@@ -278,6 +278,7 @@ pub fn is_own_tmp(name: &str, dead_file: &str) -> bool {
             || base == CLOSE_FILE
             || base == crate::store_id::STORE_ID_FILE
             || base == crate::id_floor::ID_FLOOR_FILE
+            || base == crate::pause::PAUSED_FILE
     })
 }
 

@@ -672,8 +672,11 @@ impl QueueState {
     }
 
     /// The next job of queue `queue` to serve, without taking it:
-    /// `(id, from_waiting)`.
+    /// `(id, from_waiting)`. None while the queue is paused.
     fn peek_next(&mut self, queue: u16, now: u64) -> Option<(u64, bool)> {
+        if self.named.is_paused(queue) {
+            return None;
+        }
         let limit = self.first_unconfirmed();
         if queue != 0 {
             let order = self.lane_parts(queue).0;
@@ -916,6 +919,7 @@ impl QueueState {
     pub fn wakeup_in(&self, now: Now, queues: &[u16]) -> Option<u64> {
         let due = queues
             .iter()
+            .filter(|&&q| !self.named.is_paused(q))
             .filter_map(|&q| self.lane_ref(q))
             .filter_map(|(order, _)| order.next_due())
             .min()
@@ -1100,6 +1104,7 @@ impl QueueState {
             disk_bytes: self.log.disk_bytes() + self.dead.disk_bytes(),
             index_bytes: index_bytes as u64,
             maintenance_error: self.maintenance_error(),
+            paused: false,
         }
     }
 

@@ -43,8 +43,8 @@ pub struct Stats {
     /// segments prepared ahead (`.wal.spare`), the dead letters
     /// (`dead.wal`) and the completion file (`done.rec`). Sizes as the
     /// files are long, preallocated space included; the few KiB of
-    /// `CHECKPOINT`, `CLOSED`, `ID_FLOOR`, `LOCK`, `STORE_ID` and `schedules.bin` are not counted,
-    /// nor is a spare while the `walq-upkeep` thread makes it or writes
+    /// `CHECKPOINT`, `CLOSED`, `ID_FLOOR`, `LOCK`, `PAUSED`, `STORE_ID` and
+    /// `schedules.bin` are not counted, nor is a spare while the `walq-upkeep` thread makes it or writes
     /// its zeros (it is counted once ready).
     pub disk_bytes: u64,
     /// Heap bytes of the in-memory index (job slots, leases, keys).
@@ -54,6 +54,12 @@ pub struct Stats {
     /// operation; a failed deletion or preparation is tried again.
     #[serde(default)]
     pub maintenance_error: Option<String>,
+    /// Whether this queue is paused ([`crate::Queue::pause`]): `ready`
+    /// counts jobs that are due but not delivered until it is resumed.
+    /// (The store's totals of [`crate::Store::stats`] say `false`; each
+    /// queue's [`QueueStats::paused`] says which are.)
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// What opening the queue found and did, from
@@ -108,6 +114,9 @@ pub struct QueueStats {
     pub delayed: u64,
     /// Jobs of the queue leased and not yet settled.
     pub in_flight: u64,
+    /// Whether the queue is paused ([`crate::Queue::pause`]): its ready
+    /// jobs are not delivered until it is resumed.
+    pub paused: bool,
 }
 
 /// A snapshot of a store: its totals and each queue's counts.

@@ -84,6 +84,34 @@ fn a_damaged_id_floor_is_damage() {
     );
 }
 
+/// `PAUSED` is checked as the queue reads it: a healthy one is no
+/// problem, a flipped byte is damage naming the file.
+#[test]
+fn a_damaged_pause_file_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    quiet(|| {
+        let q = Queue::open_with(dir.path(), opts()).unwrap();
+        q.pause().unwrap();
+        q.close().unwrap();
+    });
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let path = dir.path().join(walq::PAUSED_FILE);
+    let mut bytes = std::fs::read(&path).expect("the queue wrote PAUSED");
+    bytes[17] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let run = walq(&["verify", d]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("damage PAUSED at byte 0: the list of paused queues is damaged"),
+        "{}",
+        run.stdout
+    );
+}
+
 /// `schedules.bin` is checked as the scheduler reads it: a flipped byte
 /// there is damage named by file and offset (a review found it reported
 /// healthy, exit 0, while `Scheduler::open` refused the file).

@@ -10,6 +10,7 @@ pub mod done;
 pub mod frame;
 pub mod header;
 pub mod id_floor;
+pub mod paused;
 pub(crate) mod range_crc;
 pub mod record;
 pub(crate) mod resync;

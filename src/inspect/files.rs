@@ -149,9 +149,9 @@ pub(crate) struct FileData {
 }
 
 /// The first bytes of a small file that are read: `CLOSED` is 36 bytes
-/// long, `STORE_ID` 32, `ID_FLOOR` 4,136 (its second slot at 4096); open
-/// reads no more of them either.
-const SMALL_FILE: u64 = 8192;
+/// long, `STORE_ID` 32, `ID_FLOOR` 4,136 (its second slot at 4096),
+/// `PAUSED` at most 66,645; open reads no more of them either.
+const SMALL_FILE: u64 = 72 * 1024;
 
 /// The first [`SMALL_FILE`] bytes of a small file (`CLOSED`), or `None`
 /// when it no longer exists.

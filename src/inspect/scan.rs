@@ -453,6 +453,8 @@ impl Scan<'_> {
             return self.check_store_id(name);
         } else if name == crate::id_floor::ID_FLOOR_FILE {
             return self.check_id_floor(name);
+        } else if name == crate::pause::PAUSED_FILE {
+            return self.check_paused(name);
         } else if name.ends_with(segment::TMP_SUFFIX) {
             "a leftover temporary file (deleted on the next open)"
         } else {
@@ -486,6 +488,24 @@ impl Scan<'_> {
         if crate::format::id_floor::read(&data.bytes).is_none() {
             let what = "the id floor is damaged (the queue refuses to open with it: \
                         ids of jobs a power cut lost could be issued again)";
+            self.problem(Problem::damage(name, 0, what));
+        }
+        Ok(())
+    }
+
+    /// The list of paused queues: one that does not decode is damage (the
+    /// queue refuses to open with it).
+    fn check_paused(&mut self, name: &str) -> Result<()> {
+        let Some(data) = self.read_small(name)? else {
+            return Ok(());
+        };
+        let mut bytes = data.bytes;
+        // Holes read as zeros; one byte past the longest file is enough.
+        let longest = crate::format::paused::MAX_PAUSED_LEN as u64 + 1;
+        bytes.resize(data.len.min(longest) as usize, 0);
+        if crate::format::paused::decode(&bytes).is_none() {
+            let what = "the list of paused queues is damaged (the queue refuses to open \
+                        with it: a paused queue would deliver)";
             self.problem(Problem::damage(name, 0, what));
         }
         Ok(())

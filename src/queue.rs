@@ -242,7 +242,11 @@ impl Queue {
         }
         let paused = crate::pause::load(&*vfs, dir, opts.recovery)?;
         report.bytes_skipped = report.bytes_skipped.saturating_add(paused.skipped);
-        state.install_paused(&paused.names)?;
+        state.install_paused(&paused.names).map_err(|e| {
+            // Only a file naming more queues than the store can hold.
+            let path = dir.join(crate::pause::PAUSED_FILE);
+            Error::corrupt(&path, 0, format!("cannot pause its queues: {e}"))
+        })?;
         let checkpoints = Schedule::new(opts.checkpoint_every, &state);
         let periodic = match opts.durability {
             Durability::Periodic(every) => Some(every),

@@ -344,3 +344,24 @@ fn the_paused_fixture_opens_with_its_queues_paused() {
     let file = std::fs::read(fixture.join(PAUSED_FILE)).unwrap();
     assert_eq!(&file[..8], b"walqpau\0");
 }
+
+/// A `PAUSED` naming more queues than the store can then hold (1,024
+/// names besides a queue the log defines) is refused naming the file, not
+/// with the limit's error alone.
+#[test]
+fn a_pause_file_naming_too_many_queues_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let store = Store::open_with(dir.path(), common::opts(&clock)).unwrap();
+    store.queue("a").unwrap().enqueue(b"job").unwrap();
+    store.close().unwrap();
+    drop(store);
+    let names: Vec<String> = (0..1024).map(|i| format!("q{i:04}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bytes = walq::format::paused::encode(&names).unwrap();
+    std::fs::write(dir.path().join(PAUSED_FILE), bytes).unwrap();
+    let err = Store::open_with(dir.path(), common::opts(&clock)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains(PAUSED_FILE), "{err}");
+    assert!(err.to_string().contains("1024"), "{err}");
+}

@@ -184,6 +184,10 @@ pub enum DeadCmd {
         /// JSON lines, one dead letter per line.
         #[arg(long)]
         json: bool,
+        /// Only the dead letters of this queue of the store (`default`:
+        /// the default queue); an unknown name is an error.
+        #[arg(long, value_name = "NAME")]
+        queue: Option<String>,
     },
     /// One dead letter with its error and payload (read-only).
     #[command(after_help = "Examples:
@@ -240,6 +244,10 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Only the jobs and dead letters of this queue of the store
+    /// (`default`: the default queue); an unknown name is an error.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
 }
 
 /// `walq import`.
@@ -321,6 +329,10 @@ pub struct StatsArgs {
     /// With --watch: stop after this many refreshes.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Count only this queue of the store
+    /// (`default`: the default queue); an unknown name is an error.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
 }
 
 /// `walq peek`.
@@ -331,6 +343,10 @@ pub struct PeekArgs {
     /// How many jobs.
     #[arg(short = 'n', long = "count", default_value_t = 10)]
     pub n: usize,
+    /// Only the jobs of this queue of the store
+    /// (`default`: the default queue); an unknown name is an error.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
     /// JSON lines, one job per line.
     #[arg(long)]
     pub json: bool,

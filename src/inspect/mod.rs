@@ -26,6 +26,7 @@ mod deadscan;
 mod entry;
 mod files;
 mod payload;
+mod queues;
 mod scan;
 mod segscan;
 mod snapshot;
@@ -40,6 +41,7 @@ pub use deadread::{DeadPayloadReader, DeadPlace};
 pub use entry::{Entry, FileRole, Problem, RecordView, Severity, Visitor};
 pub use files::{is_live, lock_holder, LockHolder};
 pub use payload::PayloadReader;
+pub use queues::{dead_queue, job_queue, QueueCounts};
 pub use scan::ScanSummary;
 pub use snapshot::{Completion, JobState, PendingJob, Snapshot};
 

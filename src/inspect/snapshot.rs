@@ -121,6 +121,10 @@ pub struct Snapshot {
     pub next_job_id: u64,
     /// Every file's name and length as read.
     pub files: Vec<(String, u64)>,
+    /// The names of the named queues the log defines (its QueueDef
+    /// records; the latest wins), by queue id. The default queue (id 0)
+    /// is not listed: [`Snapshot::queue_names`] adds it.
+    pub queues: BTreeMap<u16, String>,
     /// Damage and notes, in the order found.
     pub problems: Vec<Problem>,
     /// Totals of the scan.
@@ -171,21 +175,24 @@ impl Snapshot {
     }
 
     /// Whether `job` waits for an older job of its group (only a group's
-    /// oldest unfinished job can be delivered).
+    /// oldest unfinished job can be delivered). Groups are per queue: a
+    /// group of the same name in another queue is another group.
     pub fn waits_for_group(&self, job: &PendingJob) -> bool {
         job.group.as_ref().is_some_and(|g| {
             self.jobs
                 .range(..job.id)
-                .any(|(_, other)| other.group.as_ref() == Some(g))
+                .any(|(_, other)| other.group.as_ref() == Some(g) && other.queue == job.queue)
         })
     }
 
-    /// The oldest unfinished job of each group.
-    fn group_heads(&self) -> BTreeMap<&[u8], u64> {
+    /// The oldest unfinished job of each group, by queue and group.
+    pub(super) fn group_heads(&self) -> BTreeMap<(&str, &[u8]), u64> {
         let mut heads = BTreeMap::new();
         for job in self.jobs.values() {
             if let Some(g) = &job.group {
-                heads.entry(g.as_slice()).or_insert(job.id);
+                heads
+                    .entry((job.queue.as_str(), g.as_slice()))
+                    .or_insert(job.id);
             }
         }
         heads
@@ -210,10 +217,10 @@ impl Snapshot {
 }
 
 /// Whether `job` is the oldest unfinished job of its group (or has none).
-fn is_head(heads: &BTreeMap<&[u8], u64>, job: &PendingJob) -> bool {
+pub(super) fn is_head(heads: &BTreeMap<(&str, &[u8]), u64>, job: &PendingJob) -> bool {
     job.group
         .as_deref()
-        .is_none_or(|g| heads.get(g) == Some(&job.id))
+        .is_none_or(|g| heads.get(&(job.queue.as_str(), g)) == Some(&job.id))
 }
 
 /// A log record held until its batch completes.
@@ -270,6 +277,7 @@ impl<'a> Replay<'a> {
                 };
             }
         }
+        self.snap.queues = self.queue_names;
         self.snap
     }
 

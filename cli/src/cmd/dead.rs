@@ -12,15 +12,16 @@ use crate::render;
 /// Runs a `walq dead` command.
 pub fn run(cmd: DeadCmd) -> CmdResult {
     match cmd {
-        DeadCmd::List { dir, json } => list(&dir, json),
+        DeadCmd::List { dir, json, queue } => list(&dir, json, queue.as_deref()),
         DeadCmd::Show { dir, id, json } => show(&dir, id, json),
         DeadCmd::Redrive(t) => change(&t, "redriven", |q, id| q.redrive(id), |q| q.redrive_all()),
         DeadCmd::Purge(t) => change(&t, "purged", |q, id| q.purge(id), |q| q.purge_all()),
     }
 }
 
-fn list(dir: &std::path::Path, json: bool) -> CmdResult {
-    let (_, snap) = super::snapshot(dir)?;
+fn list(dir: &std::path::Path, json: bool, queue: Option<&str>) -> CmdResult {
+    let (_, mut snap) = super::snapshot(dir)?;
+    super::filter::only(dir, &mut snap, queue)?;
     let mut out = std::io::stdout().lock();
     if !json && snap.dead.is_empty() {
         writeln!(out, "no dead letters")?;

@@ -12,7 +12,8 @@ use crate::render;
 
 /// Runs `walq peek`.
 pub fn peek(a: &PeekArgs) -> CmdResult {
-    let (_, snap) = super::snapshot(&a.dir)?;
+    let (_, mut snap) = super::snapshot(&a.dir)?;
+    super::filter::only(&a.dir, &mut snap, a.queue.as_deref())?;
     let mut out = std::io::stdout().lock();
     let jobs = snap.in_delivery_order();
     if !a.json && jobs.is_empty() {

@@ -5,6 +5,7 @@ mod cancel;
 mod dead;
 mod dump;
 mod enqueue;
+mod filter;
 mod import;
 mod limits;
 mod lines;

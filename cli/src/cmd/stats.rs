@@ -1,11 +1,11 @@
 //! `walq stats`: counts, files and disk use; `--watch` adds rates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use walq::inspect::{Completion, Inspector, Snapshot};
+use walq::inspect::{Completion, Inspector, QueueCounts, Snapshot};
 
 use crate::args::StatsArgs;
 use crate::fail::{CmdResult, Fail, OK, USAGE};
@@ -28,6 +28,8 @@ struct Numbers {
     /// Ids the completion file says were purged (dead letters purged and
     /// jobs cancelled, for the dedup window).
     purged_ids: BTreeSet<u64>,
+    /// The counts of each queue of the store (with `--queue`, of that one).
+    queues: BTreeMap<String, QueueCounts>,
 }
 
 impl Numbers {
@@ -51,6 +53,7 @@ impl Numbers {
                 .filter(|(_, c)| matches!(c, Completion::Purged { .. }))
                 .map(|(id, _)| *id)
                 .collect(),
+            queues: snap.counts_by_queue(),
         }
     }
 
@@ -110,13 +113,18 @@ pub fn run(a: &StatsArgs) -> CmdResult {
             true => Inspector::open(&a.dir).map_err(|e| Fail::reading(&a.dir, &e))?,
         };
         noted |= inspector.live();
-        let snap = inspector
+        let mut snap = inspector
             .snapshot()
             .map_err(|e| Fail::reading(&a.dir, &e))?;
+        super::filter::only(&a.dir, &mut snap, a.queue.as_deref())?;
         if !a.watch {
             super::warn_damage(&snap);
         }
-        Ok::<_, Fail>((inspector.live(), Numbers::of(&snap)))
+        let mut numbers = Numbers::of(&snap);
+        if let Some(q) = &a.queue {
+            numbers.queues.retain(|name, _| name == q);
+        }
+        Ok::<_, Fail>((inspector.live(), numbers))
     };
     if !a.watch {
         let (live, numbers) = read()?;
@@ -148,26 +156,7 @@ pub fn run(a: &StatsArgs) -> CmdResult {
 fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Result<(), Fail> {
     let mut out = std::io::stdout().lock();
     if a.json {
-        let mut v = json!({
-            "dir": a.dir.display().to_string(),
-            "live": live,
-            "ready": n.ready,
-            "delayed": n.delayed,
-            "leased": n.leased,
-            "dead": n.dead,
-            "next_job_id": n.next_job_id,
-            "last_lsn": n.last_lsn,
-            "segments": n.segments,
-            "files": n.files,
-            "disk_bytes": n.disk_bytes,
-            "damage": n.damage,
-        });
-        if let Some(r) = rates {
-            v["enqueued_per_s"] = json!(r.enqueued);
-            v["acked_per_s"] = json!(r.acked);
-            v["backlog_per_s"] = json!(r.backlog);
-        }
-        writeln!(out, "{v}")?;
+        writeln!(out, "{}", as_json(a, live, n, rates))?;
         return Ok(());
     }
     let c = render::colour();
@@ -178,6 +167,12 @@ fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Resul
     };
     writeln!(out, "queue      {}", a.dir.display())?;
     writeln!(out, "state      {state}")?;
+    if let Some(q) = &a.queue {
+        writeln!(
+            out,
+            "only       {q} (ids, LSN, segments and disk are the store's)"
+        )?;
+    }
     writeln!(out, "ready      {}", n.ready)?;
     writeln!(out, "delayed    {}", n.delayed)?;
     writeln!(out, "leased     {}", n.leased)?;
@@ -201,6 +196,7 @@ fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Resul
         let d = format!("{} (run `walq verify`)", n.damage);
         writeln!(out, "damage     {}", render::red(&d, c))?;
     }
+    print_queues(&mut out, n)?;
     if let Some(r) = rates {
         let trend = match r.backlog {
             b if b > 0.0 => "growing",
@@ -210,6 +206,65 @@ fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Resul
         writeln!(out, "enqueued/s {:.1}", r.enqueued)?;
         writeln!(out, "acked/s    {:.1}", r.acked)?;
         writeln!(out, "backlog    {:+.1}/s ({trend})", r.backlog)?;
+    }
+    Ok(())
+}
+
+/// The one JSON object of a refresh.
+fn as_json(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> serde_json::Value {
+    let queues: serde_json::Map<String, serde_json::Value> = n
+        .queues
+        .iter()
+        .map(|(name, c)| {
+            let v =
+                json!({"ready": c.ready, "delayed": c.delayed, "leased": c.leased, "dead": c.dead});
+            (name.clone(), v)
+        })
+        .collect();
+    let mut v = json!({
+        "dir": a.dir.display().to_string(),
+        "live": live,
+        "ready": n.ready,
+        "delayed": n.delayed,
+        "leased": n.leased,
+        "dead": n.dead,
+        "next_job_id": n.next_job_id,
+        "last_lsn": n.last_lsn,
+        "segments": n.segments,
+        "files": n.files,
+        "disk_bytes": n.disk_bytes,
+        "damage": n.damage,
+        "queues": queues,
+    });
+    if let Some(q) = &a.queue {
+        v["queue"] = json!(q);
+    }
+    if let Some(r) = rates {
+        v["enqueued_per_s"] = json!(r.enqueued);
+        v["acked_per_s"] = json!(r.acked);
+        v["backlog_per_s"] = json!(r.backlog);
+    }
+    v
+}
+
+/// One row per queue, when the store has named queues (and no `--queue`
+/// narrowed it to one).
+fn print_queues(out: &mut impl Write, n: &Numbers) -> std::io::Result<()> {
+    if n.queues.len() < 2 {
+        return Ok(());
+    }
+    let width = n.queues.keys().map(String::len).max().unwrap_or(0).max(5);
+    writeln!(
+        out,
+        "by queue   {:<width$}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "name", "ready", "delayed", "leased", "dead"
+    )?;
+    for (name, c) in &n.queues {
+        writeln!(
+            out,
+            "           {name:<width$}  {:>8}  {:>8}  {:>8}  {:>8}",
+            c.ready, c.delayed, c.leased, c.dead
+        )?;
     }
     Ok(())
 }

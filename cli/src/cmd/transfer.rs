@@ -115,10 +115,11 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         refuse_inside(path, &a.dir)?;
     }
     let inspector = super::inspect(&a.dir)?;
-    let snap = inspector
+    let mut snap = inspector
         .snapshot_without_payloads()
         .map_err(|e| Fail::reading(&a.dir, &e))?;
     super::warn_damage(&snap);
+    super::filter::only(&a.dir, &mut snap, a.queue.as_deref())?;
     let file = match &a.output {
         Some(path) => Some(create_output(path, &a.dir)?),
         None => None,
@@ -133,6 +134,7 @@ pub fn export(a: &ExportArgs) -> CmdResult {
         dir: &a.dir,
         live: inspector.live(),
         snap: &snap,
+        queue: a.queue.as_deref(),
     };
     let written = write_export(
         &mut out,
@@ -200,11 +202,12 @@ pub fn export(a: &ExportArgs) -> CmdResult {
 }
 
 /// What an export is made of: the queue's directory, whether it was
-/// live, and its snapshot.
+/// live, its snapshot, and the one queue it holds (`--queue`), if so.
 struct Source<'a> {
     dir: &'a Path,
     live: bool,
     snap: &'a Snapshot,
+    queue: Option<&'a str>,
 }
 
 /// How an export gets a pending job's payload.
@@ -228,7 +231,7 @@ fn write_export(
     dead_of: &mut DeadPayloadOf<'_>,
 ) -> Result<(u64, u64), Fail> {
     let snap = src.snap;
-    let header = json!({
+    let mut header = json!({
         "walq_export": EXPORT_VERSION,
         "source": src.dir.display().to_string(),
         "exported_ms": snap.taken_ms,
@@ -236,6 +239,9 @@ fn write_export(
         "jobs": snap.jobs.len(),
         "dead": snap.dead.len(),
     });
+    if let Some(q) = src.queue {
+        header["queue"] = json!(q);
+    }
     writeln!(out, "{header}")?;
     let bar = progress::bar(
         (snap.jobs.len() + snap.dead.len()) as u64,
@@ -528,6 +534,7 @@ mod tests {
             dir: tmp.path(),
             live: false,
             snap: &lean,
+            queue: None,
         };
         assert!(lean.dead.values().all(|d| d.payload.is_empty()));
         let gone = write_export(

@@ -9,9 +9,9 @@ use crate::fail::EXIT_CODES;
 /// Look inside, verify, repair, move and benchmark a walq queue.
 ///
 /// Read-only commands (stats, peek, show, dead list/show, verify, dump,
-/// export) work while a running program holds the queue: they never take
-/// its lock and never write, and say when what they show is a snapshot of
-/// a live queue. Commands that change the queue take its lock and say
+/// export, schedules) work while a running program holds the queue: they
+/// never take its lock and never write, and say when what they show is a
+/// snapshot of a live queue. Commands that change the queue take its lock and say
 /// which process holds it when they cannot.
 #[derive(Parser, Debug)]
 #[command(name = "walq", version, after_help = EXIT_CODES)]
@@ -28,13 +28,15 @@ pub enum Cmd {
     #[command(after_help = "Examples:
   walq stats /var/lib/app/queue
   walq stats /var/lib/app/queue --json
+  walq stats /var/lib/app/queue --queue emails     # one named queue only
   walq stats /var/lib/app/queue --watch            # refresh every second, with rates
   walq stats /var/lib/app/queue --watch --count 5  # five refreshes, then exit")]
     Stats(StatsArgs),
     /// The next jobs in delivery order (read-only: nothing is leased).
     #[command(after_help = "Examples:
   walq peek /var/lib/app/queue
-  walq peek /var/lib/app/queue -n 50 --json")]
+  walq peek /var/lib/app/queue -n 50 --json
+  walq peek /var/lib/app/queue --queue emails      # one named queue only")]
     Peek(PeekArgs),
     /// One job: status, attempts, key, times, payload.
     #[command(after_help = "Examples:
@@ -52,6 +54,19 @@ Examples:
   walq verify /var/lib/app/queue --json   # one JSON line per problem, then a summary"
     )]
     Verify(VerifyArgs),
+    /// The recurring schedules (schedules.bin): spec, payload, last and
+    /// next tick (read-only).
+    #[command(
+        after_help = "The schedule file does not record which queue its schedules enqueue into
+(the application opens its Scheduler on a queue). A queue without
+schedules.bin has no schedules (exit 0); a damaged one is an error naming
+the file and the offset (exit 1).
+
+Examples:
+  walq schedules /var/lib/app/queue
+  walq schedules /var/lib/app/queue --json"
+    )]
+    Schedules(SchedulesArgs),
     /// Every record: the log segments in LSN order, then dead.wal, then done.rec.
     #[command(after_help = "Examples:
   walq dump /var/lib/app/queue | less
@@ -85,6 +100,7 @@ are valid UTF-8, else standard base64 (\"payload_base64\"). See docs/cli.md.
 Examples:
   walq export /var/lib/app/queue > backup.jsonl
   walq export /var/lib/app/queue -o backup.jsonl
+  walq export /var/lib/app/queue --queue emails > emails.jsonl
   walq export /var/lib/app/queue | jq -r 'select(.type == \"dead\") | .error'"
     )]
     Export(ExportArgs),
@@ -360,6 +376,16 @@ pub struct ShowArgs {
     /// The job id.
     pub id: u64,
     /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walq schedules`.
+#[derive(Args, Debug)]
+pub struct SchedulesArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// JSON lines, one schedule per line.
     #[arg(long)]
     pub json: bool,
 }

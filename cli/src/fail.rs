@@ -28,9 +28,10 @@ pub const CLOSED_OUTPUT: u8 = 141;
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  ok (verify: the queue is healthy)
-  1  damaged: verify or salvage found damage, or a command that opens the
-     queue for writing found it damaged (run `walq verify DIR`)
-  2  usage error
+  1  damaged: verify or salvage found damage, schedules found schedules.bin
+     damaged, or a command that opens the queue for writing found it
+     damaged (run `walq verify DIR`)
+  2  usage error (an unknown --queue name too)
   3  unreadable: no such path, not a directory, not a walq queue, no
      permission to read it, or a newer format than this build reads
   4  locked: a running process holds the queue (commands that change it)
@@ -153,7 +154,7 @@ pub fn locked_message(dir: &Path) -> String {
     format!(
         "{} is locked by {who}: a running program has the queue open, and only one \
          may change it. Stop it, or use the read-only commands (stats, peek, show, \
-         dead list/show, verify, dump, export), which work while it runs.",
+         dead list/show, verify, dump, export, schedules), which work while it runs.",
         lock.display()
     )
 }

@@ -28,6 +28,7 @@ mod files;
 mod payload;
 mod queues;
 mod scan;
+mod schedules;
 mod segscan;
 mod snapshot;
 mod verify;
@@ -43,6 +44,7 @@ pub use files::{is_live, lock_holder, LockHolder};
 pub use payload::PayloadReader;
 pub use queues::{dead_queue, job_queue, QueueCounts};
 pub use scan::ScanSummary;
+pub use schedules::ScheduleView;
 pub use snapshot::{Completion, JobState, PendingJob, Snapshot};
 
 use crate::clock::{Clock, SystemClock};
@@ -187,6 +189,35 @@ impl Inspector {
     pub fn schedules(&self) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join(crate::schedule::SCHEDULE_FILE);
         files::read_schedules(&path)
+    }
+
+    /// The schedules of the schedule file (`schedules.bin`), decoded as
+    /// [`Scheduler::open`](crate::schedule::Scheduler::open) decodes them,
+    /// each with its next tick: `None` when the queue has none. Fails as
+    /// [`Inspector::schedules`] does (a damaged file is
+    /// [`ErrorKind::Corrupt`], naming it and the offset), and with
+    /// [`ErrorKind::NotFound`] when the directory holds no queue. Nothing
+    /// is written or locked (not `schedules.lock` either).
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    /// use walq::schedule::{Schedule, Scheduler};
+    /// let q = walq::Queue::open(dir.path())?;
+    /// let inspector = walq::inspect::Inspector::open(dir.path())?;
+    /// assert!(inspector.schedule_list()?.is_none());
+    /// let scheduler = Scheduler::open(&q)?;
+    /// scheduler.register(Schedule::every("heartbeat", Duration::from_secs(60))?)?;
+    /// let list = inspector.schedule_list()?.unwrap();
+    /// assert_eq!(list[0].name, "heartbeat");
+    /// assert_eq!(list[0].every_secs, Some(60));
+    /// assert_eq!(list[0].next_tick, Some(list[0].last_tick / 60 * 60 + 60));
+    /// # Ok(()) }
+    /// ```
+    pub fn schedule_list(&self) -> Result<Option<Vec<ScheduleView>>> {
+        scan::require_queue(&self.dir)?;
+        schedules::read(&self.dir)
     }
 
     /// The queue's state as the files hold it now.

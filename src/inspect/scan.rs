@@ -83,11 +83,9 @@ fn layout(names: Vec<String>) -> Layout {
     l
 }
 
-/// Scans every file of the queue in `dir`: the segments in log order,
-/// `dead.wal`, `done.rec`, `CLOSED`, then the others (the checkpoint and
-/// `schedules.bin` checked). Fails only when the directory cannot be
-/// listed or holds no queue; damage goes to the visitor.
-pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+/// The files of the queue in `dir`: fails when the directory cannot be
+/// listed or holds no queue (no log segment and no `dead.wal`).
+fn queue_layout(dir: &Path) -> Result<Layout> {
     let l = layout(files::list(dir)?);
     if l.segments.is_empty() && !l.dead {
         return Err(Error::new(
@@ -96,6 +94,20 @@ pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSum
         )
         .with_path(dir));
     }
+    Ok(l)
+}
+
+/// Fails as [`scan`] does when `dir` cannot be listed or holds no queue.
+pub(crate) fn require_queue(dir: &Path) -> Result<()> {
+    queue_layout(dir).map(drop)
+}
+
+/// Scans every file of the queue in `dir`: the segments in log order,
+/// `dead.wal`, `done.rec`, `CLOSED`, then the others (the checkpoint and
+/// `schedules.bin` checked). Fails only when the directory cannot be
+/// listed or holds no queue; damage goes to the visitor.
+pub fn scan(dir: &Path, live: bool, visitor: &mut dyn Visitor) -> Result<ScanSummary> {
+    let l = queue_layout(dir)?;
     let mut s = Scan::new(dir, live, visitor);
     s.segments(&l.segments)?;
     if l.dead {

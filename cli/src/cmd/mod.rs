@@ -11,6 +11,7 @@ mod limits;
 mod lines;
 mod look;
 mod salvage;
+mod schedules;
 mod spill;
 mod stats;
 mod transfer;
@@ -39,6 +40,7 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Salvage(a) => salvage::run(&a),
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Cancel(a) => cancel::run(&a),
+        Cmd::Schedules(a) => schedules::run(&a),
     }
 }
 

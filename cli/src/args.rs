@@ -90,6 +90,25 @@ Examples:
   walq cancel /var/lib/app/queue 42 43 44"
     )]
     Cancel(CancelArgs),
+    /// Pause a queue: no program delivers its jobs until it is resumed,
+    /// across restarts. Takes the lock.
+    #[command(
+        after_help = "The pause is written to the queue directory (file PAUSED) and holds for
+every program that opens the queue, until `walq resume` or Queue::resume.
+Enqueues still go in; jobs already running finish. The queue is named as
+the program names it (`default` for the default queue); pausing a queue
+with no job yet is allowed. A program running on the queue holds its lock:
+call Queue::pause from the program then (this command exits 4).
+
+Examples:
+  walq pause /var/lib/app/queue emails
+  walq pause /var/lib/app/queue default"
+    )]
+    Pause(PauseArgs),
+    /// Resume a paused queue: its jobs are delivered again. Takes the lock.
+    #[command(after_help = "Examples:
+  walq resume /var/lib/app/queue emails")]
+    Resume(PauseArgs),
     /// Pending jobs and dead letters as JSON lines (read-only).
     #[command(
         after_help = "Each line is one JSON object: a header {\"walq_export\":1,...}, then one
@@ -250,6 +269,15 @@ pub struct CancelArgs {
     /// The job ids.
     #[arg(required = true)]
     pub ids: Vec<u64>,
+}
+
+/// `walq pause` and `walq resume`.
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    /// The queue directory.
+    pub dir: PathBuf,
+    /// The queue's name (`default` for the default queue).
+    pub queue: String,
 }
 
 /// `walq export`.

@@ -191,6 +191,22 @@ impl Inspector {
         files::read_schedules(&path)
     }
 
+    /// The names of the paused queues (file `PAUSED`, see
+    /// [`crate::Queue::pause`]), sorted; empty when none is paused. A file
+    /// the queue would refuse is an error of kind [`ErrorKind::Corrupt`]
+    /// naming it. Nothing is written or locked.
+    pub fn paused(&self) -> Result<Vec<String>> {
+        let path = self.dir.join(crate::pause::PAUSED_FILE);
+        let Some(data) = files::read_small(&path)? else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = data.bytes;
+        let longest = crate::format::paused::MAX_PAUSED_LEN as u64 + 1;
+        bytes.resize(data.len.min(longest) as usize, 0);
+        crate::format::paused::decode(&bytes)
+            .ok_or_else(|| Error::corrupt(&path, 0, "the list of paused queues is damaged"))
+    }
+
     /// The schedules of the schedule file (`schedules.bin`), decoded as
     /// [`Scheduler::open`](crate::schedule::Scheduler::open) decodes them,
     /// each with its next tick: `None` when the queue has none. Fails as

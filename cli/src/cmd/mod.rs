@@ -10,6 +10,7 @@ mod import;
 mod limits;
 mod lines;
 mod look;
+mod pause;
 mod salvage;
 mod schedules;
 mod spill;
@@ -41,6 +42,8 @@ pub fn run(cmd: Cmd) -> CmdResult {
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Cancel(a) => cancel::run(&a),
         Cmd::Schedules(a) => schedules::run(&a),
+        Cmd::Pause(a) => pause::run(&a, true),
+        Cmd::Resume(a) => pause::run(&a, false),
     }
 }
 

@@ -30,6 +30,8 @@ struct Numbers {
     purged_ids: BTreeSet<u64>,
     /// The counts of each queue of the store (with `--queue`, of that one).
     queues: BTreeMap<String, QueueCounts>,
+    /// The paused queues (with `--queue`, that one if it is).
+    paused: Vec<String>,
 }
 
 impl Numbers {
@@ -54,6 +56,7 @@ impl Numbers {
                 .map(|(id, _)| *id)
                 .collect(),
             queues: snap.counts_by_queue(),
+            paused: Vec::new(),
         }
     }
 
@@ -121,8 +124,10 @@ pub fn run(a: &StatsArgs) -> CmdResult {
             super::warn_damage(&snap);
         }
         let mut numbers = Numbers::of(&snap);
+        numbers.paused = paused(&inspector, !a.watch);
         if let Some(q) = &a.queue {
             numbers.queues.retain(|name, _| name == q);
+            numbers.paused.retain(|name| name == q);
         }
         Ok::<_, Fail>((inspector.live(), numbers))
     };
@@ -196,6 +201,10 @@ fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Resul
         let d = format!("{} (run `walq verify`)", n.damage);
         writeln!(out, "damage     {}", render::red(&d, c))?;
     }
+    if !n.paused.is_empty() {
+        let names = n.paused.join(", ");
+        writeln!(out, "paused     {}", render::yellow(&names, c))?;
+    }
     print_queues(&mut out, n)?;
     if let Some(r) = rates {
         let trend = match r.backlog {
@@ -208,6 +217,17 @@ fn print(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> Resul
         writeln!(out, "backlog    {:+.1}/s ({trend})", r.backlog)?;
     }
     Ok(())
+}
+
+/// The paused queues; none, with a warning on stderr (once: `warn`), when
+/// `PAUSED` cannot be read (stats goes on; `walq verify` names the damage).
+fn paused(inspector: &Inspector, warn: bool) -> Vec<String> {
+    inspector.paused().unwrap_or_else(|e| {
+        if warn {
+            eprintln!("walq: warning: which queues are paused is unknown: {e}");
+        }
+        Vec::new()
+    })
 }
 
 /// The one JSON object of a refresh.
@@ -235,6 +255,7 @@ fn as_json(a: &StatsArgs, live: bool, n: &Numbers, rates: Option<&Rates>) -> ser
         "disk_bytes": n.disk_bytes,
         "damage": n.damage,
         "queues": queues,
+        "paused": n.paused,
     });
     if let Some(q) = &a.queue {
         v["queue"] = json!(q);

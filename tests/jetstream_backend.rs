@@ -87,16 +87,23 @@ fn an_async_pool_runs_on_jetstream_from_another_runtime() {
         .enable_all()
         .build()
         .unwrap();
+    // Each handler sees its job's queue: the name the config was made
+    // with (not the stream `WALQ_asyncpool`).
+    let queues = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = queues.clone();
     let stats = rt.block_on(async {
         let pool = walq::WorkerPool::builder(js.clone())
             .workers(4)
             .visibility(Duration::from_secs(10))
             .poll_interval(Duration::from_millis(50))
-            .start_async(|ctx: walq::JobContext, _payload: Vec<u8>| async move {
-                if ctx.attempt() == 1 && ctx.id().is_multiple_of(2) {
-                    walq::Outcome::retry_after(Duration::ZERO, "even ids fail once")
-                } else {
-                    walq::Outcome::done()
+            .start_async(move |ctx: walq::JobContext, _payload: Vec<u8>| {
+                seen.lock().unwrap().push(ctx.queue().to_string());
+                async move {
+                    if ctx.attempt() == 1 && ctx.id().is_multiple_of(2) {
+                        walq::Outcome::retry_after(Duration::ZERO, "even ids fail once")
+                    } else {
+                        walq::Outcome::done()
+                    }
                 }
             })
             .unwrap();
@@ -109,6 +116,9 @@ fn an_async_pool_runs_on_jetstream_from_another_runtime() {
     });
     let even = ids.iter().filter(|id| id.is_multiple_of(2)).count() as u64;
     assert_eq!((stats.done, stats.retried, stats.lost), (10, even, 0));
+    let queues = queues.lock().unwrap();
+    assert_eq!(queues.len() as u64, 10 + even, "one per attempt");
+    assert!(queues.iter().all(|q| q == "asyncpool"), "{queues:?}");
     for id in ids {
         assert!(matches!(js.status(id).unwrap(), JobStatus::Done { .. }));
     }

@@ -1536,3 +1536,148 @@ fn a_multi_queue_cancels_a_job_in_whichever_queue_holds_it() {
     let empty = MultiQueue::new(&store).cancel(in_a).unwrap_err();
     assert_eq!(empty.kind(), ErrorKind::InvalidOptions);
 }
+
+/// What a pool's handler saw: (`ctx.queue()`, payload) of each job.
+type Seen = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Runs a thread pool on `backend` until it has processed `n` jobs; what
+/// its handler saw, sorted.
+fn seen_by_pool<B: walq::worker::Backend>(backend: B, n: u64) -> Vec<(String, String)> {
+    use walq::{Outcome, WorkerPool};
+    let seen = Seen::default();
+    let record = seen.clone();
+    let pool = WorkerPool::builder(backend)
+        .workers(2)
+        .start(move |ctx, payload: &[u8]| {
+            let payload = String::from_utf8_lossy(payload).into_owned();
+            record
+                .lock()
+                .unwrap()
+                .push((ctx.queue().to_string(), payload));
+            Outcome::done()
+        })
+        .unwrap();
+    // A guard against a hang, not a timing assertion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while pool.stats().processed() < n {
+        assert!(std::time::Instant::now() < deadline, "the pool stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.shutdown(Duration::from_secs(5));
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    seen
+}
+
+/// One job in each of "emails", "reports" and the default queue.
+fn one_job_each(store: &Store) {
+    for name in ["emails", "reports", DEFAULT_QUEUE] {
+        let q = store.queue(name).unwrap();
+        q.enqueue(format!("{name}-job").as_bytes()).unwrap();
+    }
+}
+
+fn pair(queue: &str, payload: &str) -> (String, String) {
+    (queue.to_string(), payload.to_string())
+}
+
+/// `JobContext::queue` names the queue each job was leased from: in a
+/// pool over several queues (a `MultiQueue`, the default queue among
+/// them, named "default"), in a pool on one named queue and in a pool on
+/// the default queue. Before, a handler serving "emails" and "reports"
+/// had to look inside the payload to tell them apart.
+#[test]
+fn a_handler_knows_which_queue_its_job_came_from() {
+    use walq::worker::MultiQueue;
+    let (_dir, _clock, store) = fresh();
+    one_job_each(&store);
+    let all = MultiQueue::new(&store)
+        .queue("emails", 2)
+        .unwrap()
+        .queue("reports", 1)
+        .unwrap()
+        .queue(DEFAULT_QUEUE, 1)
+        .unwrap();
+    assert_eq!(
+        seen_by_pool(all, 3),
+        vec![
+            pair("default", "default-job"),
+            pair("emails", "emails-job"),
+            pair("reports", "reports-job"),
+        ]
+    );
+    one_job_each(&store);
+    let reports = store.queue("reports").unwrap();
+    assert_eq!(
+        seen_by_pool(reports, 1),
+        vec![pair("reports", "reports-job")]
+    );
+    assert_eq!(
+        seen_by_pool(store.default_queue(), 1),
+        vec![pair("default", "default-job")]
+    );
+    // A context made outside a pool (a handler's unit test).
+    let ctx = walq::worker::JobContext::new(7);
+    assert_eq!(ctx.queue(), DEFAULT_QUEUE);
+    assert_eq!(ctx.with_queue("emails").queue(), "emails");
+}
+
+/// The async pool's leases (`MultiQueue`'s and `Queue`'s own async
+/// paths) name the queue as the thread pool's do.
+#[cfg(feature = "tokio")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_handler_knows_which_queue_its_job_came_from() {
+    use walq::worker::{AsyncBackend, JobContext, MultiQueue};
+    use walq::{Outcome, WorkerPool};
+    async fn seen_by_async_pool<B: AsyncBackend>(backend: B, n: u64) -> Vec<(String, String)> {
+        let seen = Seen::default();
+        let record = seen.clone();
+        let pool = WorkerPool::builder(backend)
+            .workers(2)
+            .start_async(move |ctx: JobContext, payload: Vec<u8>| {
+                let payload = String::from_utf8_lossy(&payload).into_owned();
+                record
+                    .lock()
+                    .unwrap()
+                    .push((ctx.queue().to_string(), payload));
+                async { Outcome::done() }
+            })
+            .unwrap();
+        // A guard against a hang, not a timing assertion.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while pool.stats().processed() < n {
+            assert!(std::time::Instant::now() < deadline, "the pool stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pool.shutdown(Duration::from_secs(5)).await;
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        seen
+    }
+    let (_dir, _clock, store) = fresh();
+    one_job_each(&store);
+    let all = MultiQueue::new(&store)
+        .queue(DEFAULT_QUEUE, 1)
+        .unwrap()
+        .queue("emails", 1)
+        .unwrap()
+        .queue("reports", 1)
+        .unwrap();
+    assert_eq!(
+        seen_by_async_pool(all, 3).await,
+        vec![
+            pair("default", "default-job"),
+            pair("emails", "emails-job"),
+            pair("reports", "reports-job"),
+        ]
+    );
+    one_job_each(&store);
+    assert_eq!(
+        seen_by_async_pool(store.queue("emails").unwrap(), 1).await,
+        vec![pair("emails", "emails-job")]
+    );
+    assert_eq!(
+        seen_by_async_pool(store.default_queue(), 1).await,
+        vec![pair("default", "default-job")]
+    );
+}

@@ -275,7 +275,8 @@ impl Inner {
                     );
                     let delivery = Delivery::new(h.id, payload, lease)
                         .attempts(leased.attempts, leased.max_attempts)
-                        .idempotency_key(leased.key.clone());
+                        .idempotency_key(leased.key.clone())
+                        .queue(self.queue_name.clone());
                     return Ok(Some(delivery));
                 }
             }

@@ -23,6 +23,9 @@ pub(crate) struct Inner {
     pub(crate) runtime: tokio::runtime::Handle,
     /// The last listing of the dead letters (see `dead_letter_ids`).
     pub(crate) dead_listing: crate::jetstream::dead_letters::Listing,
+    /// The queue's name (`cfg.name`), shared by every delivery
+    /// (`JobContext::queue`).
+    pub(crate) queue_name: std::sync::Arc<str>,
 }
 
 /// The outcome of a compare-and-set on a record.
@@ -88,6 +91,7 @@ impl Inner {
         };
         keep_retention(&js, &kv.stream, cfg.retention, true).await?;
         let inner = Inner {
+            queue_name: cfg.name.as_str().into(),
             cfg,
             client,
             js,

@@ -136,6 +136,7 @@ pub struct Delivery<L> {
     max_attempts: u32,
     idempotency_key: Option<Vec<u8>>,
     scope: Option<Arc<str>>,
+    queue: Option<Arc<str>>,
     payload: Vec<u8>,
     lease: L,
 }
@@ -149,6 +150,7 @@ impl<L> Delivery<L> {
             max_attempts: 1,
             idempotency_key: None,
             scope: None,
+            queue: None,
             payload,
             lease,
         }
@@ -176,6 +178,18 @@ impl<L> Delivery<L> {
     /// `walq-job-<id>`, unique only within the backend.
     pub fn provider_scope(mut self, scope: Arc<str>) -> Delivery<L> {
         self.scope = Some(scope);
+        self
+    }
+
+    /// Sets the name of the queue the job came from, which the handler
+    /// reads from [`JobContext::queue`](crate::worker::JobContext::queue):
+    /// a named queue's name ([`crate::DEFAULT_QUEUE`] for a store's
+    /// default queue), or for the JetStream backend the queue name its
+    /// `JetStreamConfig` was made with. A delivery that names none is
+    /// seen as coming from [`crate::DEFAULT_QUEUE`] (a backend with one
+    /// queue need not name it).
+    pub fn queue(mut self, name: Arc<str>) -> Delivery<L> {
+        self.queue = Some(name);
         self
     }
 
@@ -212,6 +226,7 @@ impl<L> Delivery<L> {
             max_attempts: self.max_attempts,
             idempotency_key: self.idempotency_key,
             scope: self.scope,
+            queue: self.queue,
         };
         (info, self.payload, self.lease)
     }
@@ -239,6 +254,9 @@ pub(crate) struct JobInfo {
     pub(crate) idempotency_key: Option<Vec<u8>>,
     /// The scope of the id ([`Delivery::provider_scope`]).
     pub(crate) scope: Option<Arc<str>>,
+    /// The queue the job came from ([`Delivery::queue`]); `None`: the
+    /// default queue.
+    pub(crate) queue: Option<Arc<str>>,
 }
 
 /// A shared backend is a backend: one `Arc` can feed a [`crate::Jobs`]

@@ -46,6 +46,7 @@ impl JobContext {
             max_attempts: 1,
             idempotency_key: None,
             scope: None,
+            queue: None,
         };
         JobContext::in_pool(info, Arc::from("test"), Arc::default(), Arc::default())
     }
@@ -60,6 +61,13 @@ impl JobContext {
     /// Sets the idempotency key.
     pub fn with_key(mut self, key: Vec<u8>) -> JobContext {
         self.info.idempotency_key = Some(key);
+        self
+    }
+
+    /// Sets the name of the queue the job came from (default
+    /// [`crate::DEFAULT_QUEUE`]).
+    pub fn with_queue(mut self, name: &str) -> JobContext {
+        self.info.queue = Some(Arc::from(name));
         self
     }
 
@@ -146,6 +154,31 @@ impl JobContext {
     /// job's idempotency key), unique without a scope.
     pub fn provider_key(&self) -> String {
         super::backend::provider_key(self.info.scope.as_deref(), self.info.id)
+    }
+
+    /// The name of the queue the job came from, so that a handler of a
+    /// pool serving several queues (a
+    /// [`MultiQueue`](crate::worker::MultiQueue)) can tell their jobs
+    /// apart without looking inside the payload.
+    ///
+    /// * A pool on a [`crate::Queue`]: that queue's name, as
+    ///   [`crate::Queue::name`] gives it: the name given to
+    ///   `store.queue(name)`, or [`crate::DEFAULT_QUEUE`] (`"default"`)
+    ///   for the default queue (`Queue::open`, `store.default_queue()`).
+    /// * A pool on a `MultiQueue`: the name of the one of its queues the
+    ///   job was leased from.
+    /// * A pool on the JetStream backend: the queue name its
+    ///   `JetStreamConfig::new(urls, name)` was given (`mail`, not the
+    ///   stream `WALQ_mail` nor the subject `walq.mail.jobs`).
+    /// * Another backend: what its [`Delivery::queue`](crate::worker::Delivery::queue)
+    ///   set, else [`crate::DEFAULT_QUEUE`]; a context made with
+    ///   [`JobContext::new`]: [`crate::DEFAULT_QUEUE`] unless
+    ///   [`JobContext::with_queue`] set one.
+    ///
+    /// Never empty: queue names are 1 to 64 bytes
+    /// ([`crate::validate_queue_name`]).
+    pub fn queue(&self) -> &str {
+        self.info.queue.as_deref().unwrap_or(crate::DEFAULT_QUEUE)
     }
 
     /// The name of the worker thread running the job.

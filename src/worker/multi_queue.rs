@@ -19,6 +19,7 @@
 //! run under the store's lock, and a lease waits on the store's wakeups,
 //! never polling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,7 +32,7 @@ use crate::queue::{Enqueued, Queue, Store};
 use crate::state::QueueState;
 use crate::status::JobStatus;
 use crate::worker::backend::{Backend, Delivery};
-use crate::worker::queue_backend::delivery_of;
+use crate::worker::queue_backend::{delivery_named, name_of};
 
 /// Most a queue's weight can be in a [`MultiQueue`].
 pub const MAX_QUEUE_WEIGHT: u32 = 1000;
@@ -84,6 +85,8 @@ pub const MAX_QUEUE_WEIGHT: u32 = 1000;
 pub struct MultiQueue {
     store: Store,
     queues: Vec<(Queue, u32)>,
+    /// Each queue's name, as its jobs' handlers see it (`JobContext::queue`).
+    names: Vec<Option<Arc<str>>>,
     /// The last turn taken in the round (`None`: none yet).
     last: Mutex<Option<Turn>>,
 }
@@ -94,6 +97,7 @@ impl MultiQueue {
         MultiQueue {
             store: store.clone(),
             queues: Vec::new(),
+            names: Vec::new(),
             last: Mutex::new(None),
         }
     }
@@ -118,6 +122,7 @@ impl MultiQueue {
                 format!("queue {name:?} is already in this pool"),
             ));
         }
+        self.names.push(name_of(&q));
         self.queues.push((q, weight));
         Ok(self)
     }
@@ -183,17 +188,25 @@ impl MultiQueue {
         visibility: Duration,
         wait: Duration,
     ) -> Result<Option<(String, Job)>> {
-        self.lease_from_unless(visibility, wait, &|| false)
+        Ok(self
+            .lease_unless(visibility, wait, &|| false)?
+            .map(|(i, job)| (self.queues[i].0.name(), job)))
     }
 
-    /// [`MultiQueue::lease_from`], whose wait ends early once `stop` is
-    /// true (see `Queue::wake_stopping`).
-    fn lease_from_unless(
+    /// What a worker sees of `job`, leased from queue `i`.
+    fn delivery(&self, i: usize, job: Job) -> Delivery<Receipt> {
+        delivery_named(&self.queues[i].0, job, self.names[i].clone())
+    }
+
+    /// Leases the next job by the weighted rule, with the index of the
+    /// queue it came from; the wait ends early once `stop` is true (see
+    /// `Queue::wake_stopping`).
+    fn lease_unless(
         &self,
         visibility: Duration,
         wait: Duration,
         stop: &dyn Fn() -> bool,
-    ) -> Result<Option<(String, Job)>> {
+    ) -> Result<Option<(usize, Job)>> {
         crate::options::check_delay("a lease's visibility timeout", visibility)?;
         let vt = crate::clock::ms(visibility).max(1);
         let mut from = None;
@@ -205,7 +218,7 @@ impl MultiQueue {
         };
         let ids = self.queue_ids();
         let job = self.first()?.dequeue_picking(&mut pick, wait, &ids, stop)?;
-        Ok(job.zip(from).map(|(job, i)| (self.queues[i].0.name(), job)))
+        Ok(job.zip(from).map(|(job, i)| (i, job)))
     }
 }
 
@@ -220,10 +233,9 @@ impl Backend for MultiQueue {
     }
 
     fn lease(&self, visibility: Duration, wait: Duration) -> Result<Option<Delivery<Receipt>>> {
-        let first = self.first()?;
         Ok(self
-            .lease_from(visibility, wait)?
-            .map(|(_, job)| delivery_of(first, job)))
+            .lease_unless(visibility, wait, &|| false)?
+            .map(|(i, job)| self.delivery(i, job)))
     }
 
     fn lease_until_stopped(
@@ -232,10 +244,9 @@ impl Backend for MultiQueue {
         wait: Duration,
         stop: &dyn Fn() -> bool,
     ) -> Result<Option<Delivery<Receipt>>> {
-        let first = self.first()?;
         Ok(self
-            .lease_from_unless(visibility, wait, stop)?
-            .map(|(_, job)| delivery_of(first, job)))
+            .lease_unless(visibility, wait, stop)?
+            .map(|(i, job)| self.delivery(i, job)))
     }
 
     fn wake_waiters(&self) {
@@ -379,8 +390,8 @@ impl crate::worker::async_dequeue::AsyncBackend for MultiQueue {
             // The epoch is taken before the look, so an enqueue between
             // the look and the wait wakes the wait.
             let since = wakeups.epoch();
-            if let Some((_, job)) = self.lease_from(visibility, Duration::ZERO)? {
-                return Ok(Some(delivery_of(first, job)));
+            if let Some((i, job)) = self.lease_unless(visibility, Duration::ZERO, &|| false)? {
+                return Ok(Some(self.delivery(i, job)));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {

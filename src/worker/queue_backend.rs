@@ -1,5 +1,6 @@
 //! [`Backend`] for the embedded [`Queue`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -9,17 +10,34 @@ use crate::queue::{Enqueued, Queue};
 use crate::status::JobStatus;
 use crate::worker::backend::{Backend, Delivery};
 
-/// What a worker sees of a leased job of `queue`'s store (shared with the
-/// async pool). The job's payload moves into the delivery: no second copy
-/// per job.
+/// What a worker sees of a leased job of `queue` (shared with the async
+/// pool). The job's payload moves into the delivery: no second copy per
+/// job.
 pub(crate) fn delivery_of(queue: &Queue, job: Job) -> Delivery<Receipt> {
+    delivery_named(queue, job, name_of(queue))
+}
+
+/// What a worker sees of a leased job of `queue`'s store that came from
+/// the queue called `name` (`None`: the default queue).
+pub(crate) fn delivery_named(queue: &Queue, job: Job, name: Option<Arc<str>>) -> Delivery<Receipt> {
     let (id, receipt) = (job.id(), job.receipt());
     let (attempt, max_attempts) = (job.attempt(), job.max_attempts());
     let key = job.idempotency_key().map(<[u8]>::to_vec);
-    Delivery::new(id, job.into_payload(), receipt)
+    let delivery = Delivery::new(id, job.into_payload(), receipt)
         .attempts(attempt, max_attempts)
         .idempotency_key(key)
-        .provider_scope(queue.provider_scope().clone())
+        .provider_scope(queue.provider_scope().clone());
+    match name {
+        Some(name) => delivery.queue(name),
+        None => delivery,
+    }
+}
+
+/// The name a handler sees for a job of `queue` (`JobContext::queue`):
+/// `None` for the default queue (seen as `DEFAULT_QUEUE`, no lock taken),
+/// else its name (read under the store's lock, as `Queue::name` does).
+pub(crate) fn name_of(queue: &Queue) -> Option<Arc<str>> {
+    (queue.queue_id() != 0).then(|| Arc::from(queue.name()))
 }
 
 impl Backend for Queue {

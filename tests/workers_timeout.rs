@@ -68,6 +68,13 @@ fn block_until_lease_lost(ctx: &JobContext) {
     }
 }
 
+/// Blocks the handler's thread until its timeout has passed, then
+/// panics.
+fn panic_past_timeout(ctx: &JobContext) -> Outcome {
+    block_until_lease_lost(ctx);
+    panic!("late panic of job {}", ctx.id());
+}
+
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Queue {
     Queue::open_with(dir, common::opts(clock).max_attempts(2)).unwrap()
 }
@@ -204,6 +211,30 @@ fn a_late_outcome_is_refused_even_while_the_lease_is_still_valid() {
         q.status(id).unwrap(),
         walq::JobStatus::Done { .. }
     ));
+}
+
+/// A handler that panics past its timeout: the attempt counts once in
+/// `timed_out`, once in `panicked` (the handler did panic) and once in
+/// `lost` (the late outcome is refused), as the async pool counts the
+/// same panic in `timed_out`, `panicked` and `retried`
+/// (`a_late_panic_of_a_future_that_blocks_past_its_timeout_is_counted`).
+#[test]
+fn a_panic_past_the_timeout_counts_as_panicked_and_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let q = open(dir.path(), &clock);
+    q.enqueue(b"late panic").unwrap();
+    let pool = fast_pool(&q, 2, TIMEOUT)
+        .start(|ctx: &JobContext, _: &[u8]| panic_past_timeout(ctx))
+        .unwrap();
+    wait_until("the late outcome is refused", || pool.stats().lost == 1);
+    let s = pool.shutdown(LIVENESS).stats;
+    assert_eq!(
+        (s.leased, s.lost, s.panicked, s.timed_out, s.retried, s.dead),
+        (1, 1, 1, 1, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(accounted(&s), s.leased);
 }
 
 /// A handler that finishes within the timeout is not touched by it: its
@@ -541,6 +572,34 @@ mod async_pool {
         assert_eq!(accounted(&s), s.leased);
         waits_for_retry_after_one_attempt(&q, id);
         assert_eq!(*landed.lock().unwrap(), vec![q.provider_key(id)]);
+    }
+    /// A future that blocks its thread past its timeout and then panics:
+    /// the attempt is the timeout's retry, and the panic still counts in
+    /// `panicked`, once, as a thread pool counts a late panic
+    /// (`a_panic_past_the_timeout_counts_as_panicked_and_lost`). Before,
+    /// the async pool dropped it from `panicked`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_panic_of_a_future_that_blocks_past_its_timeout_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let q = open(dir.path(), &clock);
+        let id = q.enqueue(b"late panic").unwrap();
+        let pool = hour_lease_pool(&q)
+            .start_async(|ctx: JobContext, _: Vec<u8>| async move { panic_past_timeout(&ctx) })
+            .unwrap();
+        wait_until("the late attempt is settled", || {
+            let s = pool.stats();
+            s.retried + s.done + s.lost + s.dead > 0
+        })
+        .await;
+        let s = pool.shutdown(LIVENESS).await.stats;
+        assert_eq!(
+            (s.leased, s.retried, s.panicked, s.timed_out, s.lost, s.dead),
+            (1, 1, 1, 1, 0, 0),
+            "{s:?}"
+        );
+        assert_eq!(accounted(&s), s.leased);
+        waits_for_retry_after_one_attempt(&q, id);
     }
 }
 

@@ -510,13 +510,17 @@ async fn run_one<B: AsyncBackend>(
     // than left to the lease's expiry, which would keep the job waiting
     // a visibility timeout more for nothing.
     let timed_out = shared.finish_run(index, ran.is_none(), true);
+    // A handler that panicked counts in `panicked` even past its timeout
+    // (its outcome is then the timeout's), as in a thread pool: the
+    // counter says what the handler did, the outcome counters how the
+    // attempt was settled.
     let (outcome, panicked) = match ran {
         Some(ran) if !timed_out => ran,
         _ => {
             let timeout = shared.cfg.job_timeout.unwrap_or_default();
             (
                 Outcome::retry(format!("timed out after {timeout:?}")),
-                false,
+                ran.is_some_and(|(_, panicked)| panicked),
             )
         }
     };

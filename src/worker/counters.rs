@@ -8,6 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Once the pool has stopped and its handlers have returned, every leased
 /// job is accounted for exactly once:
 /// `leased == done + retried + dead + lost + released + settle_errors`.
+///
+/// `panicked` and `timed_out` say what happened during an attempt, not
+/// how it was settled: each counts an attempt at most once, on top of
+/// its one outcome above. An attempt can count in both (a handler that
+/// panics past its timeout), and both pools count alike: a panic counts
+/// in `panicked` whenever it happens, in time or past the job timeout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Jobs leased by the workers (each attempt counts once).
@@ -20,7 +26,11 @@ pub struct PoolStats {
     /// on the last attempt, a panic on the last attempt, or a payload that
     /// does not decode.
     pub dead: u64,
-    /// Attempts whose handler panicked (also counted in `retried` or `dead`).
+    /// Attempts whose handler panicked, whether before its job timeout or
+    /// after it, in both pools. Also counted in `retried` or `dead`; or,
+    /// for a panic past the timeout, in `timed_out` too and in `lost` (a
+    /// thread pool, which refuses the late outcome) or `retried`/`dead`
+    /// (an async pool, which fails the attempt as timed out).
     pub panicked: u64,
     /// Jobs handed back at shutdown, ready at once, attempt given back.
     pub released: u64,

@@ -201,6 +201,34 @@ fn a_job_record_that_does_not_decode_is_an_error_not_a_hang() {
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }
 
+/// An AckWait or a retention (the streams' duplicate window and the job
+/// bucket's max age) over `MAX_DELAY` is refused by `connect` before it
+/// connects, naming the setting and the limit. Before, both were taken
+/// and sent to the server as durations that saturate on conversion
+/// (with `Duration::MAX`). Needs no server: nothing listens at the URL.
+#[test]
+fn an_ack_wait_or_retention_over_max_delay_is_refused_before_connecting() {
+    let over = walq::MAX_DELAY + Duration::from_secs(1);
+    let cfg = JetStreamConfig::new("nats://127.0.0.1:1", "bounds").timeout(Duration::from_secs(2));
+    for (cfg, what) in [
+        (
+            cfg.clone().ack_wait(over).retention(Duration::MAX),
+            "ack_wait",
+        ),
+        (
+            cfg.clone().ack_wait(Duration::MAX).retention(Duration::MAX),
+            "ack_wait",
+        ),
+        (cfg.clone().retention(over), "retention"),
+        (cfg.retention(Duration::MAX), "retention"),
+    ] {
+        let err = JetStream::connect(cfg).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidOptions, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(what) && text.contains("MAX_DELAY"), "{text}");
+    }
+}
+
 #[test]
 fn durations_too_long_to_add_to_the_clock_do_not_wrap() {
     let cluster = nats_cluster::Cluster::start();

@@ -49,7 +49,10 @@ impl JetStreamConfig {
 
     /// The consumer's AckWait: how long a delivery stays leased without a
     /// heartbeat before the server hands it out again (default 30 s). Keep
-    /// it at least the worker pool's `visibility`.
+    /// it at least the worker pool's `visibility`. 100 ms to
+    /// [`crate::MAX_DELAY`] (365 days), and at most half the
+    /// [`retention`](JetStreamConfig::retention); `connect` refuses
+    /// another with [`ErrorKind::InvalidOptions`].
     pub fn ack_wait(mut self, wait: Duration) -> JetStreamConfig {
         self.ack_wait = wait;
         self
@@ -83,7 +86,9 @@ impl JetStreamConfig {
     /// twice [`JetStreamConfig::ack_wait`] (refused otherwise): a
     /// delivery comes back one AckWait after its lease began, and a
     /// record that had aged out by then would make a finished job (whose
-    /// ack was lost) run again, and a crashed last attempt start over.
+    /// ack was lost) run again, and a crashed last attempt start over. At
+    /// most [`crate::MAX_DELAY`] (365 days; `connect` refuses a longer one
+    /// with [`ErrorKind::InvalidOptions`]).
     pub fn retention(mut self, retention: Duration) -> JetStreamConfig {
         self.retention = retention;
         self
@@ -131,6 +136,14 @@ impl JetStreamConfig {
         if self.ack_wait < Duration::from_millis(100) {
             return bad(format!("ack_wait {:?} is under 100 ms", self.ack_wait));
         }
+        // The embedded queue's bound on a lease or a delay: a longer one
+        // would saturate or wrap where it is converted (to milliseconds
+        // in the job record, to the server's nanoseconds).
+        crate::options::check_delay("JetStreamConfig::ack_wait", self.ack_wait)?;
+        crate::options::check_delay(
+            "JetStreamConfig::retention (the streams' duplicate window)",
+            self.retention,
+        )?;
         if !(1..=crate::options::MAX_ATTEMPTS_LIMIT).contains(&self.max_attempts) {
             return bad(format!(
                 "max_attempts {} is out of range",
@@ -236,5 +249,25 @@ mod tests {
         assert!(text.contains("twice the ack_wait"), "{text}");
         assert!(cfg.retention(Duration::from_secs(10)).validate().is_ok());
         assert!(JetStreamConfig::new("nats://x", "mail").validate().is_ok());
+    }
+
+    #[test]
+    fn an_ack_wait_or_retention_over_max_delay_is_refused() {
+        use crate::options::MAX_DELAY;
+        let cfg = JetStreamConfig::new("nats://x", "mail");
+        let over = MAX_DELAY + Duration::from_secs(1);
+        for ack_wait in [over, Duration::MAX] {
+            let text = refused(cfg.clone().ack_wait(ack_wait).retention(Duration::MAX));
+            assert!(text.contains("ack_wait"), "{text}");
+            assert!(text.contains("MAX_DELAY"), "{text}");
+        }
+        for retention in [over, Duration::MAX] {
+            let text = refused(cfg.clone().retention(retention));
+            assert!(text.contains("retention"), "{text}");
+            assert!(text.contains("MAX_DELAY"), "{text}");
+        }
+        // The longest of each that go together are taken.
+        let longest = cfg.ack_wait(MAX_DELAY / 2).retention(MAX_DELAY);
+        assert!(longest.validate().is_ok());
     }
 }

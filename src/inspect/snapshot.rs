@@ -69,6 +69,7 @@ pub enum Completion {
 
 /// Where a job stands in a [`Snapshot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JobState<'a> {
     /// Ready to be dequeued.
     Ready(&'a PendingJob),

@@ -111,6 +111,7 @@ pub struct Rewound {
 
 /// What one [`Scheduler::tick`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickReport {
     /// The jobs enqueued, one per schedule with a due tick.
     pub fired: Vec<Fired>,

@@ -79,6 +79,7 @@ pub fn status_name(s: &JobState<'_>) -> &'static str {
         JobState::Finished(None) => "finished",
         JobState::Expired => "expired",
         JobState::Unknown => "unknown",
+        _ => "other",
     }
 }
 
@@ -191,6 +192,7 @@ pub fn show(a: &ShowArgs) -> CmdResult {
                 ),
             ))
         }
+        _ => writeln!(out, "job        {}\nstatus     {status}", a.id)?,
     }
     Ok(OK)
 }

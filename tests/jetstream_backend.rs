@@ -124,6 +124,60 @@ fn an_async_pool_runs_on_jetstream_from_another_runtime() {
     }
 }
 
+/// The key a pool's handler gets for the one job `js` holds.
+fn provider_key_of_one_job(js: &JetStream) -> String {
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = keys.clone();
+    let pool = walq::WorkerPool::builder(js.clone())
+        .workers(1)
+        .poll_interval(Duration::from_millis(50))
+        .start(move |ctx: &walq::JobContext, _payload: &[u8]| {
+            seen.lock().unwrap().push(ctx.provider_key());
+            walq::Outcome::done()
+        })
+        .unwrap();
+    // A guard against a hang, not a timing assertion.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.stats().done < 1 {
+        assert!(Instant::now() < deadline, "{:?}", pool.stats());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pool.shutdown(Duration::from_secs(10));
+    let keys = keys.lock().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
+/// The key a JetStream job gives outside services is scoped by its stream
+/// (name and creation time), as an embedded job's is by its store: jobs of
+/// two streams enqueued with one idempotency key have one id and hand out
+/// two keys (before, both were `walq-job-<id>`, and a provider answered
+/// the second with the first's response), and a backend connected again
+/// keeps its scope.
+#[test]
+fn provider_keys_of_two_streams_differ_and_a_stream_keeps_its_own() {
+    let cluster = nats_cluster::Cluster::start();
+    let (a, b) = (
+        cluster.connect(|c| c, "keysa"),
+        cluster.connect(|c| c, "keysb"),
+    );
+    // A keyed job's id is its key's hash: one key, one id in both.
+    let key = || EnqueueOptions::new().idempotency_key("order-42");
+    let ida = a.enqueue(b"a", key()).unwrap().id;
+    let idb = b.enqueue(b"b", key()).unwrap().id;
+    assert_eq!(ida, idb, "one key, one id");
+    let (ka, kb) = (provider_key_of_one_job(&a), provider_key_of_one_job(&b));
+    assert_ne!(ka, kb);
+    let scope = |k: &str| k.rsplit_once('-').unwrap().0.to_string();
+    assert!(
+        scope(&ka).starts_with("walq-js") && ka.ends_with(&format!("-{ida}")),
+        "{ka}"
+    );
+    let again = cluster.connect(|c| c, "keysa");
+    again.enqueue(b"a2", EnqueueOptions::new()).unwrap();
+    assert_eq!(scope(&provider_key_of_one_job(&again)), scope(&ka));
+}
+
 /// Publishes `payload` on `subject` as a plain core-NATS client would
 /// (a raw connection to the cluster's first server) and returns the
 /// reply: for a subject a stream captures, its PubAck. For the tests that

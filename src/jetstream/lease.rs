@@ -276,7 +276,8 @@ impl Inner {
                     let delivery = Delivery::new(h.id, payload, lease)
                         .attempts(leased.attempts, leased.max_attempts)
                         .idempotency_key(leased.key.clone())
-                        .queue(self.queue_name.clone());
+                        .queue(self.queue_name.clone())
+                        .provider_scope(self.provider_scope.clone());
                     return Ok(Some(delivery));
                 }
             }

@@ -26,6 +26,10 @@ pub(crate) struct Inner {
     /// The queue's name (`cfg.name`), shared by every delivery
     /// (`JobContext::queue`).
     pub(crate) queue_name: std::sync::Arc<str>,
+    /// The scope of the keys deliveries give outside services
+    /// (`JobContext::provider_key`): the work stream's name and creation
+    /// time ([`provider_scope`]).
+    pub(crate) provider_scope: std::sync::Arc<str>,
 }
 
 /// The outcome of a compare-and-set on a record.
@@ -90,8 +94,10 @@ impl Inner {
                 .map_err(|e| nats_err(&format!("create bucket {}", cfg.bucket()), e))?,
         };
         keep_retention(&js, &kv.stream, cfg.retention, true).await?;
+        let created = format!("{:?}", work.cached_info().created);
         let inner = Inner {
             queue_name: cfg.name.as_str().into(),
+            provider_scope: provider_scope(&cfg.stream(), &created).into(),
             cfg,
             client,
             js,
@@ -282,6 +288,26 @@ async fn keep_retention(
             .map_err(|e| nats_err(&format!("set the retention of stream {name}"), e))?;
     }
     Ok(())
+}
+
+/// The scope of a stream's provider keys: `js` and 16 hex digits hashed
+/// from the stream's name and its creation time, so two streams (of one
+/// cluster or two), and a stream deleted and made again, hand an outside
+/// service different keys for their job ids, as two stores do.
+pub(crate) fn provider_scope(stream: &str, created: &str) -> String {
+    let hash = |salt: &[u8]| {
+        let mut h = crc32fast::Hasher::new();
+        h.update(salt);
+        h.update(stream.as_bytes());
+        h.update(&[0]);
+        h.update(created.as_bytes());
+        h.finalize()
+    };
+    format!(
+        "js{:08x}{:08x}",
+        hash(b"walq-scope-a"),
+        hash(b"walq-scope-b")
+    )
 }
 
 fn work_stream(cfg: &JetStreamConfig) -> stream::Config {

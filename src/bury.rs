@@ -91,7 +91,7 @@ impl QueueState {
             dead_ms: now,
             attempts: 0,
             key: opts.key.as_deref().unwrap_or_default(),
-            error: cut_text(error),
+            error: cut_text(error).as_bytes(),
             payload,
             queue: name.as_bytes(),
             priority: opts.priority.byte(),

@@ -28,6 +28,7 @@ use crate::format::header::SEGMENT_HEADER_LEN;
 use crate::groups::CapturedGroups;
 use crate::jobs::{CapturedSlots, Slot, SlotState, Stretch, BLOCK};
 use crate::keys::{key_check, key_hash, CapturedKeys, IN_DEAD_LETTERS};
+use crate::last_errors::CapturedErrors;
 use crate::levels::CapturedLevels;
 use crate::named::CapturedNamed;
 use crate::segment::Segment;
@@ -135,6 +136,7 @@ impl QueueState {
             keys: Vec::new(),
             queues: Vec::new(),
             queue_jobs: Vec::new(),
+            errors: Vec::new(),
         };
         Capture {
             ck,
@@ -143,6 +145,7 @@ impl QueueState {
             lanes: self.capture_lanes(),
             named: self.named.capture(),
             keys: self.keys.capture(),
+            errors: self.errors.capture(),
         }
     }
 }
@@ -167,6 +170,8 @@ pub struct Capture {
     lanes: Vec<(CapturedLevels, CapturedGroups)>,
     named: CapturedNamed,
     keys: CapturedKeys,
+    /// The live jobs' last errors.
+    errors: CapturedErrors,
 }
 
 impl Capture {
@@ -186,7 +191,9 @@ impl Capture {
             lanes,
             named,
             keys,
+            errors,
         } = self;
+        ck.errors = crate::last_errors::sorted(&errors);
         ck.keys = keys
             .iter()
             .filter(|(_, e)| e.seg != IN_DEAD_LETTERS)
@@ -239,11 +246,12 @@ impl Capture {
     }
 }
 
-/// A checkpoint file's bytes, ready to be written.
+/// A checkpoint file's bytes, ready to be written (`None`: none can be,
+/// see [`Checkpoint::encode_from`]).
 #[derive(Debug)]
 pub struct Encoded {
     next_lsn: u64,
-    bytes: Vec<u8>,
+    bytes: Option<Vec<u8>>,
 }
 
 impl Encoded {
@@ -301,9 +309,14 @@ impl SlotSource for TableSlots {
 }
 
 /// Writes `ck` crash-atomically (`CHECKPOINT.tmp`, fsync, rename, fsync of
-/// the directory).
+/// the directory). An encoding that could not be made (an error section
+/// over its limit) writes nothing: the checkpoint on disk, if any, stays
+/// valid (an older one, which the next open replays the log after).
 pub fn write(vfs: &dyn Vfs, dir: &Path, ck: &Encoded, mode: u32) -> Result<()> {
-    crate::vfs::write_atomically(vfs, dir, CHECKPOINT_FILE, &[&ck.bytes], mode).map(drop)
+    let Some(bytes) = &ck.bytes else {
+        return Ok(());
+    };
+    crate::vfs::write_atomically(vfs, dir, CHECKPOINT_FILE, &[bytes], mode).map(drop)
 }
 
 /// Clears the clean flag of the checkpoint in place (its 128-byte head

@@ -21,15 +21,18 @@ use crate::named::scoped_hash;
 use crate::options::MAX_ERROR_LEN;
 use crate::vfs::{AtomicWriteError, VfsFile};
 
-pub(super) fn cut_text(text: &str) -> &[u8] {
+/// An error text as kept (dead letters, NackErr records, the last-error
+/// map): its first [`MAX_ERROR_LEN`] bytes at most, cut at a char
+/// boundary.
+pub(super) fn cut_text(text: &str) -> &str {
     if text.len() <= MAX_ERROR_LEN {
-        return text.as_bytes();
+        return text;
     }
     let mut end = MAX_ERROR_LEN;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text.as_bytes()[..end]
+    &text[..end]
 }
 
 /// A page of dead letters to read without the queue lock: the file handle
@@ -108,7 +111,7 @@ impl QueueState {
             dead_ms: now,
             attempts: u32::from(slot.attempts),
             key,
-            error: cut_text(&text),
+            error: cut_text(&text).as_bytes(),
             payload,
             queue: name.as_bytes(),
             priority,

@@ -100,6 +100,7 @@ pub mod jetstream;
 mod job;
 mod jobs;
 mod keys;
+mod last_errors;
 mod leases;
 mod levels;
 mod log;

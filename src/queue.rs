@@ -875,10 +875,11 @@ impl Queue {
     /// Gives a job back for a retry after `retry`. If the job has used its
     /// last attempt it goes to the dead letters instead, with `error`.
     ///
-    /// `error` is kept only then, as the dead letter's error: a job given
-    /// back for another attempt keeps no error (the retry's log record
-    /// has none), and its status (`Delayed`, then `Queued`) carries none.
-    /// Log it yourself if you need each attempt's error.
+    /// A non-empty `error` (cut to [`crate::MAX_ERROR_LEN`] bytes at a
+    /// char boundary) is kept durably as the job's last error until it
+    /// finishes: [`Queue::last_error`] reads it while the job waits for
+    /// its retry or runs again, and it survives a reopen. An empty one
+    /// leaves the job's previous error, if any, as it was.
     ///
     /// A `Retry::After` delay over [`crate::MAX_DELAY`] (365 days) is
     /// refused with [`ErrorKind::InvalidOptions`], nothing written: the job
@@ -1504,6 +1505,32 @@ impl Queue {
                 LiveStatus::NeverIssued => JobStatus::Unknown,
             })
         })
+    }
+
+    /// The last error of job `id`: the text given to the last
+    /// [`Queue::nack`] with a non-empty error (cut to
+    /// [`crate::MAX_ERROR_LEN`] bytes), while the job is live (waiting for
+    /// its retry, or leased again). `None` for a job that never failed with
+    /// an error, and for one that finished: acked, cancelled, or
+    /// dead-lettered (its [`JobStatus::Dead`](crate::JobStatus::Dead)
+    /// carries the error it died with). Kept durably: it reads the same
+    /// after a reopen, from the checkpoint or from a full scan of the log.
+    ///
+    /// ```
+    /// # fn main() -> walq::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    /// use walq::{Queue, Retry};
+    /// let q = Queue::open(dir.path())?;
+    /// let id = q.enqueue(b"charge card 7")?;
+    /// let job = q.dequeue()?.unwrap();
+    /// q.nack(job.receipt(), Retry::After(Duration::from_secs(60)), "gateway timeout")?;
+    /// assert_eq!(q.last_error(id)?.as_deref(), Some("gateway timeout"));
+    /// # Ok(()) }
+    /// ```
+    pub fn last_error(&self, id: u64) -> Result<Option<String>> {
+        self.check_open()?;
+        Ok(self.inner.state.lock().last_error(id).map(str::to_owned))
     }
 
     /// Cancels a job that waits to run (queued, delayed, waiting for a

@@ -43,6 +43,8 @@ pub(crate) struct Replay {
     /// order, by queue id.
     defs: Vec<(u16, Def)>,
     in_flight: IdSet,
+    /// Live jobs' last errors (NackErr records, or the checkpoint's).
+    errors: IdMap<String>,
     /// Keys by their hash and an independent check hash: distinct keys
     /// that share a hash keep an entry each.
     keys: HashMap<(u128, u64), KeyEntry>,
@@ -105,6 +107,7 @@ impl Replay {
             queues: IdMap::default(),
             defs: Vec::new(),
             in_flight: IdSet::default(),
+            errors: IdMap::default(),
             keys: HashMap::new(),
             superseded_dead: Vec::new(),
             counts: None,
@@ -124,6 +127,9 @@ impl Replay {
         };
         self.jobs.insert(e.id, slot);
         self.in_flight.remove(&e.id);
+        // The record replaces the job whole: a carried job's error follows
+        // it (a NackErr in the same batch), a redriven one starts afresh.
+        self.errors.remove(&e.id);
         // A job of a level other than Normal is never fresh: it waits in
         // its level from its enqueue.
         let normal = e.priority == PRIORITY_NORMAL;
@@ -195,6 +201,7 @@ impl Replay {
             return damaged("a job of a level other than Normal is not waiting");
         }
         checkpoint_keys(ck, &mut replay);
+        checkpoint_errors(ck, &mut replay)?;
         replay.next_id = ck.next_id.max(1);
         replay.settle_dead_letters(ck, dead_lsns, &mut counts);
         replay.counts = Some(counts);
@@ -293,6 +300,18 @@ fn checkpoint_keys(ck: &Checkpoint, replay: &mut Replay) {
         };
         replay.keys.insert((k.hash, k.check), entry);
     }
+}
+
+/// The checkpoint's last errors into `replay` (version 5): every job
+/// listed must be live. `Err` says what does not add up.
+fn checkpoint_errors(ck: &Checkpoint, replay: &mut Replay) -> std::result::Result<(), String> {
+    for (id, text) in &ck.errors {
+        if replay.jobs.get(*id).is_none() {
+            return damaged("a job with a last error is not live");
+        }
+        replay.errors.insert(*id, text.clone());
+    }
+    Ok(())
 }
 
 /// The checkpoint's named queues and their jobs into `replay` (version
@@ -465,6 +484,7 @@ impl Replay {
         self.jobs.remove(id);
         self.due.remove(&id);
         self.in_flight.remove(&id);
+        self.errors.remove(&id);
     }
 
     /// Whether job `id` of an Enqueue record at LSN `lsn` is live after
@@ -491,6 +511,15 @@ impl Replay {
         if self.jobs.get(id).is_some() {
             self.due.insert(id, due_ms);
             self.in_flight.remove(&id);
+        }
+    }
+
+    /// A NackErr record: a Nack that also sets the job's last error.
+    #[inline]
+    fn nack_err(&mut self, id: u64, due_ms: u64, error: &str) {
+        if self.jobs.get(id).is_some() {
+            self.nack(id, due_ms);
+            self.errors.insert(id, error.to_owned());
         }
     }
 
@@ -548,6 +577,7 @@ pub(crate) fn apply(
             }
         }
         Record::Nack { id, due_ms } => replay.nack(id, due_ms),
+        Record::NackErr { id, due_ms, error } => replay.nack_err(id, due_ms, error),
         Record::Key {
             queue,
             id,
@@ -661,6 +691,7 @@ impl QueueState {
             ready_in: None,
             leases: super::Leases::default(),
             keys: KeyIndex::default(),
+            errors: Default::default(),
             next_id: 1,
             id_floor: None,
             fresh_cursor: 0,
@@ -924,6 +955,12 @@ pub(crate) fn finish(
     state.next_id = replay.next_id.max(active_next_id);
     for ((hash, _), entry) in std::mem::take(&mut replay.keys) {
         state.keys.set(hash, None, entry);
+    }
+    for (id, text) in std::mem::take(&mut replay.errors) {
+        // Jobs a newer dead letter shadows are no longer in the table.
+        if state.jobs.get(id).is_some() {
+            state.errors.set(id, &text);
+        }
     }
     state.restore_queues(&replay, &report);
     for (&id, &level) in replay.levels.iter() {

@@ -38,6 +38,7 @@ use crate::format::frame::{FLAG_BATCH_MORE, FRAME_HEADER_LEN};
 use crate::format::record::{EnqueueRec, Record};
 use crate::jobs::SlotState;
 use crate::keys::KeyEntry;
+use crate::log::Appended;
 use crate::segment::Segment;
 
 use super::QueueState;
@@ -454,8 +455,9 @@ impl QueueState {
     /// returns the bytes written.
     fn carry_job(&mut self, id: u32, job: u64) -> Result<u64> {
         // One step: its records, then memory. A full disk on its first
-        // record changes nothing (see `maintain`); on the lease that
-        // follows a carried in-flight job it poisons the queue.
+        // record changes nothing (see `maintain`); on the error or the
+        // lease that follow the copy (`append_carried`) it poisons the
+        // queue.
         self.log.begin_op();
         let seg = self.log.info(id).map(|i| i.seg.clone());
         let slot = self
@@ -479,23 +481,7 @@ impl QueueState {
             ..e
         });
         let in_flight = slot.state == SlotState::InFlight;
-        let a = if in_flight {
-            // Keep the job leased in the log, as it is in memory: the
-            // carried copy and its lease form one batch, so a crash keeps
-            // both or neither.
-            let len = (FRAME_HEADER_LEN + e.body_len()) as u64;
-            self.log
-                .ensure_room_draining(len + LEASE_FRAME_LEN, self.next_id)?;
-            let a = self.log.append(&rec, FLAG_BATCH_MORE, self.next_id)?;
-            let lease = Record::Lease {
-                id: job,
-                attempts: u32::from(slot.attempts),
-            };
-            self.log.append(&lease, 0, self.next_id)?;
-            a
-        } else {
-            self.log.append(&rec, 0, self.next_id)?
-        };
+        let a = self.append_carried(&rec, e.body_len(), due_ms, in_flight, slot.attempts)?;
         self.count_in_segment(id, slot.len, false);
         self.count_in_segment(a.seg, a.len, true);
         if let Some(s) = self.jobs.get_mut(job) {
@@ -513,6 +499,54 @@ impl QueueState {
         }
         self.counters.carried += 1;
         Ok(u64::from(a.len))
+    }
+
+    /// Appends a carried job's copy `rec` (`body_len` bytes of body), then
+    /// its last error as a NackErr (replay sets the due time `due_ms`
+    /// again, and the error) and, for a job in flight, its Lease (after
+    /// the NackErr, so it stays leased): one batch, so a crash keeps all
+    /// or none. Returns where the copy went.
+    fn append_carried(
+        &mut self,
+        rec: &Record<'_>,
+        body_len: usize,
+        due_ms: u64,
+        in_flight: bool,
+        attempts: u16,
+    ) -> Result<Appended> {
+        let job = match rec {
+            Record::Enqueue(e) => e.id,
+            _ => unreachable!("a carried job's copy is an Enqueue record"),
+        };
+        let error = self.errors.get(job).map(str::to_owned);
+        if !in_flight && error.is_none() {
+            return self.log.append(rec, 0, self.next_id);
+        }
+        let len = (FRAME_HEADER_LEN + body_len) as u64;
+        let err_len = error
+            .as_ref()
+            .map_or(0, |t| (FRAME_HEADER_LEN + 16 + t.len()) as u64);
+        let lease_len = if in_flight { LEASE_FRAME_LEN } else { 0 };
+        self.log
+            .ensure_room_draining(len + err_len + lease_len, self.next_id)?;
+        let a = self.log.append(rec, FLAG_BATCH_MORE, self.next_id)?;
+        if let Some(error) = &error {
+            let nack = Record::NackErr {
+                id: job,
+                due_ms,
+                error,
+            };
+            let more = if in_flight { FLAG_BATCH_MORE } else { 0 };
+            self.log.append(&nack, more, self.next_id)?;
+        }
+        if in_flight {
+            let lease = Record::Lease {
+                id: job,
+                attempts: u32::from(attempts),
+            };
+            self.log.append(&lease, 0, self.next_id)?;
+        }
+        Ok(a)
     }
 
     /// Carries keys of finished jobs whose bytes live in segment `id` and

@@ -35,6 +35,7 @@ use crate::id_floor::IdFloor;
 use crate::job::{Job, Receipt};
 use crate::jobs::{JobTable, Slot, SlotState};
 use crate::keys::{key_check, KeyEntry, KeyIndex, IN_DEAD_LETTERS};
+use crate::last_errors::LastErrors;
 use crate::leases::{Lease, Leases};
 use crate::levels::Levels;
 use crate::log::{Appended, Log};
@@ -118,6 +119,8 @@ pub struct QueueState {
     ready_in: Option<(u16, bool)>,
     leases: Leases,
     keys: KeyIndex,
+    /// The last error of each live job that failed with one.
+    errors: LastErrors,
     next_id: u64,
     /// The durable bound ids are issued below (`None` for a state no
     /// `Queue` opened: nothing enqueues there).
@@ -561,6 +564,7 @@ impl QueueState {
             "only a taken job is finished"
         );
         self.order_mut(id).forget(id);
+        self.errors.forget(id);
         self.count_in_segment(slot.seg, slot.len, false);
         let freed = self.groups_mut(id).finish(id);
         self.named.forget(id);
@@ -1020,9 +1024,19 @@ impl QueueState {
             Retry::After(d) => ms(d),
         };
         let due_ms = now.wall.saturating_add(delay);
-        let a = self
-            .log
-            .append(&Record::Nack { id: r.id, due_ms }, 0, self.next_id)?;
+        // With an error, a NackErr (kind 18) that keeps it; without, the
+        // plain Nack, byte for byte as before.
+        let error = dead_letters::cut_text(error);
+        let rec = match error {
+            "" => Record::Nack { id: r.id, due_ms },
+            error => Record::NackErr {
+                id: r.id,
+                due_ms,
+                error,
+            },
+        };
+        let a = self.log.append(&rec, 0, self.next_id)?;
+        self.errors.set(r.id, error);
         self.leases.remove(r.id);
         self.make_waiting(r.id, due_ms);
         if delay > 0 {
@@ -1119,6 +1133,11 @@ impl QueueState {
                 self.jobs.get(id).map(|s| s.state),
                 Some(SlotState::InFlight)
             );
+        }
+        // Only live jobs keep a last error, never an empty one.
+        for (id, text) in self.errors.iter() {
+            assert!(self.jobs.get(id).is_some(), "job {id} keeps an error");
+            assert!(!text.is_empty() && text.len() <= crate::MAX_ERROR_LEN);
         }
         for info in &self.log.segments {
             let (n, bytes) = per_seg.get(&info.seg.id).copied().unwrap_or_default();
@@ -1282,6 +1301,11 @@ impl QueueState {
             self.live_status(id, any_time),
             LiveStatus::Finished | LiveStatus::NeverIssued
         )
+    }
+
+    /// Job `id`'s last error, while it is live and has one.
+    pub fn last_error(&self, id: u64) -> Option<&str> {
+        self.errors.get(id)
     }
 
     /// What the live state says about job `id` at `now` (for

@@ -179,10 +179,10 @@ fn a_damaged_checkpoint_falls_back_to_the_full_scan() {
             &format!("cut at {cut}"),
         );
     }
-    // Versions 1 to 4 are read; the next one is not.
-    let mut v5 = good.clone();
-    v5[8] = 5;
-    falls_back(dir.path(), now, &v5, "version 5", "version 5");
+    // Versions 1 to 5 are read; the next one is not.
+    let mut v6 = good.clone();
+    v6[8] = 6;
+    falls_back(dir.path(), now, &v6, "version 6", "version 6");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Property: over random sessions of random operations, each ended by a
 //! clean close or a crash (the queue dropped), opening from the checkpoint
 //! shows exactly what opening with a full scan shows (counts, every job's
-//! status, dead letters, keys, every job drained in order with its
+//! status and last error, dead letters, keys, every job drained in order with its
 //! attempt, level and group; jobs are enqueued at every level and in a few
 //! groups). `PROPTEST_CASES=N` for more cases.
 
@@ -21,6 +21,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Lease),
         3 => Just(Op::Ack),
         1 => (0u64..100).prop_map(Op::Nack),
+        1 => (0u64..100).prop_map(Op::NackErr),
         1 => Just(Op::Fail),
         1 => Just(Op::Redrive),
         1 => (0u64..60).prop_map(Op::Advance),

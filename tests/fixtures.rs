@@ -489,6 +489,40 @@ fn gen_runs() {
     finish_with_checkpoint(&dir);
 }
 
+/// The error of job 4 of `last_errors/`: 5,000 bytes, cut to 4,096 when
+/// kept ('é' is 2 bytes, after an odd 1: the cut falls at 4,095).
+fn long_error() -> String {
+    format!("x{}", "é".repeat(2_500))
+}
+
+fn gen_last_errors() {
+    let dir = fresh_dir("last_errors");
+    let clock = ManualClock::new(T0);
+    let q = Queue::open_with(&dir, opts(&clock)).expect("open");
+    for name in ["retry-later", "retry-now", "plain", "long", "acked"] {
+        q.enqueue(name.as_bytes()).unwrap();
+    }
+    let held: Vec<walq::Receipt> = (0..5)
+        .map(|_| q.dequeue().unwrap().expect("a job").receipt())
+        .collect();
+    let now = Retry::After(Duration::ZERO);
+    q.nack(held[0], Retry::After(HOUR), "gateway timeout")
+        .unwrap();
+    q.nack(held[1], now, "é boom").unwrap();
+    q.nack(held[2], Retry::After(HOUR), "").unwrap();
+    q.nack(held[3], Retry::After(HOUR), &long_error()).unwrap();
+    q.nack(held[4], now, "once").unwrap();
+    let again = q.dequeue().unwrap().expect("job 2");
+    assert_eq!(again.id(), 2);
+    let acked = q.dequeue().unwrap().expect("job 5");
+    q.ack(acked.receipt()).unwrap();
+    q.close().unwrap();
+    drop(q);
+    finish_with_checkpoint(&dir);
+    // As in every fixture but `id_floor/`: the open makes it.
+    std::fs::remove_file(dir.join("ID_FLOOR")).expect("remove ID_FLOOR");
+}
+
 /// Writes every fixture; runs only with `WALQ_REGEN_FIXTURES=1`
 /// (`WALQ_REGEN_FIXTURES=checkpoint` or `=batches`: only that one).
 #[test]
@@ -518,6 +552,10 @@ fn regenerate_fixtures() {
         gen_runs();
         return;
     }
+    if which.as_deref() == Ok("last_errors") {
+        gen_last_errors();
+        return;
+    }
     if which.as_deref() != Ok("1") {
         return;
     }
@@ -532,6 +570,7 @@ fn regenerate_fixtures() {
     gen_batches();
     gen_priorities();
     gen_runs();
+    gen_last_errors();
     gen_horizon();
     gen_id_floor();
     eprintln!("fixtures written to {}", fixtures_root().display());
@@ -980,6 +1019,52 @@ fn checkpoint_runs_opens_from_its_version_3_checkpoint_as_from_the_log() {
         seen.push(jobs);
     }
     assert_eq!(seen[0], seen[1], "checkpoint and scan serve the same");
+}
+
+#[test]
+fn last_errors_opens_with_each_jobs_error_from_the_checkpoint_and_from_the_log() {
+    for scan in [false, true] {
+        let (_tmp, q) = open_fixture("last_errors", 5, scan, |dir| {
+            let bytes = std::fs::read(dir.join(SEGMENT_1)).unwrap();
+            let kinds: Vec<u8> = frames(&bytes, 1)
+                .iter()
+                .map(|&(off, _)| bytes[off + 16])
+                .collect();
+            // Five enqueues, five leases, four NackErr records (kind
+            // 18) and one plain Nack (kind 4: the empty error), two
+            // leases and an ack.
+            assert_eq!(
+                kinds,
+                [1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 18, 18, 4, 18, 18, 2, 2, 3],
+                "scan: {scan}"
+            );
+        });
+        let kept: String = long_error().chars().take(2_048).collect();
+        assert_eq!(kept.len(), 4_095);
+        let errors: Vec<Option<String>> = (1..=6).map(|id| q.last_error(id).unwrap()).collect();
+        assert_eq!(
+            errors,
+            [
+                Some("gateway timeout".to_string()),
+                Some("é boom".to_string()),
+                None,
+                Some(kept),
+                None,
+                None
+            ],
+            "scan: {scan}"
+        );
+        let s = q.stats();
+        assert_eq!((s.ready, s.delayed, s.in_flight), (1, 3, 0), "{s:?}");
+        // Job 2, released at the open (attempt 3), keeps its error until
+        // it is acked.
+        let job = q.dequeue().unwrap().expect("job 2");
+        assert_eq!((job.id(), job.attempt()), (2, 3));
+        assert_eq!(q.last_error(2).unwrap().as_deref(), Some("é boom"));
+        q.ack(job.receipt()).unwrap();
+        assert_eq!(q.last_error(2).unwrap(), None);
+        assert_eq!(q.enqueue(b"next").unwrap(), 6);
+    }
 }
 
 #[test]

@@ -117,6 +117,8 @@ struct MJob {
     enq: u64,
     level: u8,
     group: Option<u8>,
+    /// The last error of a nack with one (`Queue::last_error`).
+    error: Option<String>,
 }
 
 /// The documented cycle of levels (Urgent 8, High 4, Normal 2, Low 1).
@@ -340,6 +342,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         enq: now,
                         level,
                         group,
+                        error: None,
                     },
                 );
             }
@@ -369,6 +372,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 enq: now,
                                 level: NORMAL,
                                 group: None,
+                                error: None,
                             },
                         );
                     }
@@ -396,6 +400,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             enq: now,
                             level: NORMAL,
                             group: None,
+                            error: None,
                         },
                     );
                 }
@@ -475,7 +480,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let result = match op {
                     Op::Ack(_) => q.ack(r),
                     Op::Fail(_) => q.fail(r, "failed"),
-                    Op::Nack(_, d) => q.nack(r, Retry::After(Duration::from_millis(d)), "retry"),
+                    Op::Nack(_, d) => {
+                        q.nack(r, Retry::After(Duration::from_millis(d)), &nack_error(d))
+                    }
                     Op::Release(_) => q.release(r),
                     Op::Extend(_, d) => q.extend(r, Duration::from_millis(d)),
                     _ => unreachable!(),
@@ -500,6 +507,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         } else {
                             St::Ready { at: now + d }
                         };
+                        // A nack without an error keeps the last one.
+                        let text = nack_error(d);
+                        if !text.is_empty() {
+                            j.error = Some(text);
+                        }
                     }
                     Op::Release(_) => {
                         let j = m.jobs.get_mut(&id).unwrap();
@@ -538,6 +550,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     // A dead letter keeps its level (record 13), not its
                     // group: redriven at its level, without its group.
                     j.group = None;
+                    j.error = None;
                 } else {
                     q.purge(id).unwrap();
                     m.finish(id);
@@ -611,6 +624,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         enq: now,
                         level,
                         group,
+                        error: None,
                     },
                 );
             }
@@ -639,10 +653,25 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// The invariants hold, and each queue's counts (the dead letters are
-/// the store's) and the store's totals are the model's.
+/// The error text a nack of delay `d` gives: none for one in three.
+fn nack_error(d: u64) -> String {
+    match d % 3 {
+        0 => String::new(),
+        _ => format!("retry after {d} ms"),
+    }
+}
+
+/// The invariants hold, each queue's counts (the dead letters are the
+/// store's) and the store's totals are the model's, and so is the last
+/// error of every job that waits or is leased (a dead job's reads none
+/// once the queue has seen its lease run out; the model may know first).
 fn check_counts(qs: &[Queue], m: &Model, now: u64) -> Result<(), TestCaseError> {
     qs[0].check_invariants();
+    for (&id, j) in &m.jobs {
+        if j.st != St::Dead {
+            prop_assert_eq!(qs[0].last_error(id).unwrap(), j.error.clone(), "job {}", id);
+        }
+    }
     let dead = m.all_counts(None, now).3;
     for (i, q) in (0u8..).zip(qs) {
         let s = q.stats();

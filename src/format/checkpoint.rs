@@ -13,6 +13,7 @@
 
 use super::{u16_at, u32_at, u64_at};
 
+mod errors;
 mod queues;
 mod runs;
 mod slots;
@@ -22,11 +23,14 @@ pub use slots::{fresh_slot, SlotPiece, SlotSource};
 
 /// The first eight bytes.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"walqckp\0";
-/// The newest version read: version 3 with a section naming every named
-/// queue the store knows and each live job's queue. Written whenever the
-/// store knows a named queue, drained ones included
-/// ([`Checkpoint::encode_from`]).
-pub const CHECKPOINT_VERSION: u16 = 4;
+/// The newest version read: version 4 with a section of the live jobs'
+/// last errors (its length in bytes at offset 12 of the head). Written
+/// whenever a live job has a last error ([`Checkpoint::encode_from`]).
+pub const CHECKPOINT_VERSION: u16 = 5;
+/// Version 3 with a section naming every named queue the store knows and
+/// each live job's queue. Written whenever the store knows a named queue,
+/// drained ones included, and no live job has a last error.
+pub const CHECKPOINT_VERSION_4: u16 = 4;
 /// Version 2 with the job table's slots stored as runs ([`SlotRun`]):
 /// written when the store knows no named queue.
 pub const CHECKPOINT_VERSION_3: u16 = 3;
@@ -158,8 +162,11 @@ pub struct Checkpoint {
     /// store knows), by id. Version 4 only.
     pub queues: Vec<CkQueue>,
     /// Each live job of a named queue with its queue id, by job id.
-    /// Version 4 only.
+    /// Version 4 and up.
     pub queue_jobs: Vec<(u64, u16)>,
+    /// The last error of each live job that has one, by job id. Version 5
+    /// only.
+    pub errors: Vec<(u64, String)>,
 }
 
 /// Why bytes are not a checkpoint this build can use.
@@ -259,26 +266,33 @@ impl Checkpoint {
     #[cfg(any(test, feature = "testing"))]
     pub fn encode(&self) -> Vec<u8> {
         self.encode_from(&self.slots)
+            .expect("an error section within the limit")
     }
 
     /// Encodes the file, its job-table slots read from `slots` (in place
     /// of [`Checkpoint::slots`]: a queue's own checkpoint reads its
     /// captured job table, with no copy of it), as [`CHECKPOINT_VERSION`]
-    /// when the store knows a named queue (even one without live jobs: its
-    /// id and its keys must not pass to a queue created after the open),
-    /// else as version 3 (which older builds read).
-    pub fn encode_from(&self, slots: &dyn SlotSource) -> Vec<u8> {
-        if self.queues.is_empty() && self.queue_jobs.is_empty() {
-            self.encode_as_from(CHECKPOINT_VERSION_3, slots)
+    /// when a live job has a last error, else as version 4 when the store
+    /// knows a named queue (even one without live jobs: its id and its
+    /// keys must not pass to a queue created after the open), else as
+    /// version 3 (which older builds read). `None` when the error section
+    /// would pass [`MAX_ERROR_SECTION`] bytes (no checkpoint is written
+    /// then: the next open scans from an older one, or the whole log).
+    pub fn encode_from(&self, slots: &dyn SlotSource) -> Option<Vec<u8>> {
+        if !self.errors.is_empty() {
+            let fits = errors::len(&self.errors) <= MAX_ERROR_SECTION;
+            fits.then(|| self.encode_as_from(CHECKPOINT_VERSION, slots))
+        } else if self.queues.is_empty() && self.queue_jobs.is_empty() {
+            Some(self.encode_as_from(CHECKPOINT_VERSION_3, slots))
         } else {
-            self.encode_as_from(CHECKPOINT_VERSION, slots)
+            Some(self.encode_as_from(CHECKPOINT_VERSION_4, slots))
         }
     }
 
-    /// Encodes the file as version `version` (1 to 4; the older ones
+    /// Encodes the file as version `version` (1 to 5; the older ones
     /// for tests and tools: version 1 stores every priority as Normal and
-    /// no groups, so it suits only a checkpoint without either, and
-    /// versions 1 to 3 leave out the queue section).
+    /// no groups, so it suits only a checkpoint without either, versions
+    /// 1 to 3 leave out the queue section, 1 to 4 the error section).
     #[cfg(any(test, feature = "testing"))]
     pub fn encode_as(&self, version: u16) -> Vec<u8> {
         self.encode_as_from(version, &self.slots)
@@ -299,7 +313,13 @@ impl Checkpoint {
         out.extend_from_slice(&CHECKPOINT_MAGIC);
         out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        // Version 5: the error section's bytes (else reserved, 0).
+        let error_bytes = if version >= CHECKPOINT_VERSION {
+            errors::len(&self.errors)
+        } else {
+            0
+        };
+        out.extend_from_slice(&u32::try_from(error_bytes).unwrap_or(u32::MAX).to_le_bytes());
         for v in [
             self.generation,
             self.next_lsn,
@@ -341,6 +361,9 @@ impl Checkpoint {
         }
         self.encode_rest(&mut out, groups);
         if version >= CHECKPOINT_VERSION {
+            errors::encode(&mut out, &self.errors);
+        }
+        if version >= CHECKPOINT_VERSION_4 {
             queues::encode(&mut out, &self.queues, &self.queue_jobs);
         }
         let crc = crc32fast::hash(&out[HEAD_LEN..]);
@@ -438,6 +461,7 @@ impl Checkpoint {
             runs: layout.runs,
         };
         ck.decode_rest(&mut body, counts);
+        ck.errors = errors::decode(body.take(layout.error_bytes))?;
         if layout.queues {
             (ck.queues, ck.queue_jobs) = queues::decode(body.rest())?;
         }
@@ -477,6 +501,11 @@ impl Checkpoint {
     }
 }
 
+/// Most bytes of the error section (its length is a u32 of the head): a
+/// store with more (about a million failing jobs, each with an error of
+/// 4 KiB) writes no checkpoint.
+pub const MAX_ERROR_SECTION: usize = u32::MAX as usize;
+
 /// A [`CheckpointError::Damaged`] saying `why`.
 fn damaged(why: &str) -> CheckpointError {
     CheckpointError::Damaged(why.to_string())
@@ -494,7 +523,8 @@ fn check_head(buf: &[u8]) -> Result<(u16, u16), CheckpointError> {
         return Err(damaged("checksum mismatch"));
     }
     let flags = u16_at(buf, 10).unwrap_or(u16::MAX);
-    if flags & !FLAG_CLEAN != 0 || u32_at(buf, 12) != Some(0) {
+    let reserved = version < CHECKPOINT_VERSION && u32_at(buf, 12) != Some(0);
+    if flags & !FLAG_CLEAN != 0 || reserved {
         return Err(damaged("unknown flags or nonzero reserved bytes"));
     }
     Ok((version, flags))
@@ -537,8 +567,10 @@ struct Layout {
     slot_bytes: usize,
     /// Version 3 and up: the slots are stored as runs.
     runs: bool,
-    /// Version 4: the queue section fills the rest of the body.
+    /// Version 4 and up: the queue section fills the rest of the body.
     queues: bool,
+    /// Version 5: bytes of the error section (before the queue section).
+    error_bytes: usize,
 }
 
 impl Layout {
@@ -551,7 +583,11 @@ impl Layout {
         let counts: Option<Vec<usize>> = (0..7).map(|i| count(72 + 8 * i)).collect();
         let counts = counts.ok_or_else(|| damaged("counts out of range"))?;
         let v3 = version > CHECKPOINT_VERSION_2;
-        let v4 = version >= CHECKPOINT_VERSION;
+        let v4 = version >= CHECKPOINT_VERSION_4;
+        let error_bytes = match version >= CHECKPOINT_VERSION {
+            true => u32_at(buf, 12).unwrap_or(0) as usize,
+            false => 0,
+        };
         if (version == CHECKPOINT_VERSION_1 && counts[5] != 0) || (!v3 && counts[6] != 0) {
             return Err(damaged("unknown flags or nonzero reserved bytes"));
         }
@@ -563,7 +599,7 @@ impl Layout {
         };
         let sizes = [SEG_LEN, ASIDE_LEN, WAIT_LEN, KEY_LEN, GROUP_LEN];
         let fixed = [counts[0], counts[2], counts[3], counts[4], counts[5]];
-        let mut want = HEAD_LEN as u128 + 4 + slot_bytes;
+        let mut want = HEAD_LEN as u128 + 4 + slot_bytes + error_bytes as u128;
         for (n, size) in fixed.iter().zip(sizes) {
             want += *n as u128 * size as u128;
         }
@@ -586,6 +622,7 @@ impl Layout {
             slot_bytes: slot_bytes as usize,
             runs: v3,
             queues: v4,
+            error_bytes,
         })
     }
 }
@@ -671,6 +708,7 @@ mod tests {
             groups: Vec::new(),
             queues: Vec::new(),
             queue_jobs: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -779,7 +817,7 @@ mod tests {
                 })
             }
         }
-        let b = sample().encode_from(&Run);
+        let b = sample().encode_from(&Run).expect("encoded");
         assert!(b.len() < 4096, "{} bytes", b.len());
         assert!(b.capacity() < 4096, "{} bytes reserved", b.capacity());
     }
@@ -818,8 +856,8 @@ mod tests {
     #[test]
     fn a_future_version_is_named() {
         let mut b = sample().encode();
-        b[8] = 5;
-        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(5)));
+        b[8] = 6;
+        assert_eq!(Checkpoint::decode(&b), Err(CheckpointError::Version(6)));
     }
 
     /// [`sample`] with jobs 10 and 3 on two named queues, and a third.
@@ -945,6 +983,83 @@ mod tests {
         // A version 3 file with the section appended.
         let mut b = ck.encode();
         b[8] = 3;
+        reseal(&mut b);
+        assert!(Checkpoint::decode(&b).is_err());
+    }
+
+    /// [`with_queues`] (or [`sample`]) with last errors for jobs 3 and 10.
+    fn with_errors(ck: Checkpoint) -> Checkpoint {
+        Checkpoint {
+            errors: vec![(3, "boom".into()), (10, "é".repeat(2048))],
+            ..ck
+        }
+    }
+
+    #[test]
+    fn version_5_round_trips_and_detects_every_bit_flip_and_cut() {
+        for ck in [with_errors(sample()), with_errors(with_queues())] {
+            let bytes = ck.encode();
+            assert_eq!(u16_at(&bytes, 8), Some(5));
+            let section = errors::len(&ck.errors) as u32;
+            assert_eq!(u32_at(&bytes, 12), Some(section));
+            assert_eq!(Checkpoint::decode(&bytes), Ok(ck.clone()));
+            assert_eq!(
+                check_file_len(&bytes[..HEAD_LEN], bytes.len() as u64),
+                Ok(())
+            );
+            // Bit flips of the long text are slow to try one by one: every
+            // byte of the head and the first entries, and a sample of it.
+            let bits = (0..(HEAD_LEN + 600) * 8).chain((0..bytes.len() * 8).step_by(61));
+            for bit in bits.filter(|b| *b < bytes.len() * 8) {
+                let mut b = bytes.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                assert!(Checkpoint::decode(&b).is_err(), "bit {bit}");
+            }
+            for cut in (0..bytes.len()).step_by(7) {
+                assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut {cut}");
+            }
+            // Older versions leave the section out (and read as no errors).
+            for version in [3, 4] {
+                let old = Checkpoint::decode(&ck.encode_as(version)).expect("older");
+                assert!(old.errors.is_empty());
+                assert_eq!(u32_at(&ck.encode_as(version), 12), Some(0));
+            }
+        }
+        // Without errors, what was written before: version 3 or 4.
+        assert_eq!(u16_at(&with_queues().encode(), 8), Some(4));
+        assert_eq!(u16_at(&sample().encode(), 8), Some(3));
+    }
+
+    #[test]
+    fn a_forged_error_section_is_damage() {
+        let ck = with_errors(sample());
+        let runs = u64_at(&ck.encode(), 120).expect("runs") as usize;
+        let at = HEAD_LEN + SEG_LEN + runs + ASIDE_LEN + 2 * WAIT_LEN + KEY_LEN;
+        let forge = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = ck.encode();
+            edit(&mut b);
+            reseal(&mut b);
+            Checkpoint::decode(&b).expect_err("forged")
+        };
+        type Edit<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+        let cases: Vec<(&str, Edit<'_>)> = vec![
+            ("ids not increasing", Box::new(|b| b[at] = 10)),
+            ("out of range", Box::new(|b| b[at + 8..at + 10].fill(0))),
+            ("not UTF-8", Box::new(|b| b[at + 10] = 0xff)),
+            // The last text 2 bytes shorter: they read as an entry.
+            (
+                "runs past",
+                Box::new(|b| b[at + 22..at + 24].copy_from_slice(&4094u16.to_le_bytes())),
+            ),
+            ("do not add up", Box::new(|b| b[14] ^= 0x10)),
+        ];
+        for (why, edit) in cases {
+            let e = forge(&*edit);
+            assert!(e.to_string().contains(why), "{why}: {e}");
+        }
+        // Version 4 with the section's length set: reserved bytes.
+        let mut b = ck.encode();
+        b[8] = 4;
         reseal(&mut b);
         assert!(Checkpoint::decode(&b).is_err());
     }

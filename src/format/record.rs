@@ -1,6 +1,6 @@
 //! Record bodies: what each frame kind carries.
 //!
-//! Log segments hold kinds 1–5, 11, 12 and 14–16; the dead-letter file
+//! Log segments hold kinds 1–5, 11, 12, 14–16 and 18; the dead-letter file
 //! holds kinds 6, 7 and 13 (kinds 8–10 are `done.rec`'s). Decoding is
 //! total: any byte string gives a record or a `None`.
 
@@ -31,6 +31,11 @@ pub const KIND_QUEUE_DEF: u8 = 11;
 /// Record kind: the key of a finished job of a named queue (log only):
 /// queue id u16 (never 0) followed by the body of a Key record (kind 5).
 pub const KIND_KEY2: u8 = 16;
+/// Kind byte of a [`Record::NackErr`]: a Nack with the attempt's error.
+pub const KIND_NACK_ERR: u8 = 18;
+/// Longest error text a [`Record::NackErr`] carries (bytes): the dead
+/// letters' limit, [`crate::MAX_ERROR_LEN`].
+pub const MAX_NACK_ERROR: usize = crate::options::MAX_ERROR_LEN;
 /// Longest queue name (bytes).
 pub const MAX_QUEUE_NAME: usize = 64;
 /// Kind byte of an [`Record::Enqueue`] with a priority other than
@@ -281,6 +286,18 @@ pub enum Record<'a> {
         /// When it becomes ready again.
         due_ms: u64,
     },
+    /// A job will be retried at `due_ms`, and `error` is why its attempt
+    /// failed (kind 18, log only; never empty, at most
+    /// [`MAX_NACK_ERROR`] bytes of UTF-8). Replayed as a Nack that also
+    /// sets the job's last error.
+    NackErr {
+        /// Job id.
+        id: u64,
+        /// When it becomes ready again.
+        due_ms: u64,
+        /// The attempt's error text.
+        error: &'a str,
+    },
     /// An idempotency key of a finished job, remembered until `expires_ms`.
     Key {
         /// The queue whose key it is (0: the default queue, kind 5; a
@@ -324,6 +341,7 @@ impl<'a> Record<'a> {
             Record::Lease { .. } => KIND_LEASE,
             Record::Ack { .. } => KIND_ACK,
             Record::Nack { .. } => KIND_NACK,
+            Record::NackErr { .. } => KIND_NACK_ERR,
             Record::Key { queue: 0, .. } => KIND_KEY,
             Record::Key { .. } => KIND_KEY2,
             Record::Dead(d) if d.is_extended() => KIND_DEAD2,
@@ -355,6 +373,11 @@ impl<'a> Record<'a> {
                 head.extend_from_slice(&id.to_le_bytes());
                 head.extend_from_slice(&due_ms.to_le_bytes());
                 &[]
+            }
+            Record::NackErr { id, due_ms, error } => {
+                head.extend_from_slice(&id.to_le_bytes());
+                head.extend_from_slice(&due_ms.to_le_bytes());
+                error.as_bytes()
             }
             Record::Key {
                 queue,
@@ -450,6 +473,7 @@ impl<'a> Record<'a> {
             KIND_ACK_MANY => many(body, ACK_MANY_ENTRY).map(Record::AckMany),
             KIND_LEASE_MANY => many(body, LEASE_MANY_ENTRY).map(Record::LeaseMany),
             KIND_QUEUE_DEF => decode_queue_def(body),
+            KIND_NACK_ERR => decode_nack_err(body),
             _ => None,
         }
     }
@@ -463,7 +487,7 @@ impl<'a> Record<'a> {
         let width = match kind {
             KIND_ACK_MANY => ACK_MANY_ENTRY,
             KIND_LEASE_MANY => LEASE_MANY_ENTRY,
-            1..=7 | KIND_QUEUE_DEF | KIND_ENQUEUE2 | KIND_DEAD2 | KIND_KEY2 => {
+            1..=7 | KIND_QUEUE_DEF | KIND_ENQUEUE2 | KIND_DEAD2 | KIND_KEY2 | KIND_NACK_ERR => {
                 return Some(format!("record of kind {kind} does not decode"))
             }
             _ => return Some(format!("record of unknown kind {kind}")),
@@ -537,6 +561,21 @@ fn decode_dead2(body: &[u8]) -> Option<DeadRec<'_>> {
     (name_ok && d.is_extended()).then_some(d)
 }
 
+/// A NackErr body: job id, due time, then the error text (the rest of
+/// the frame): 1 to [`MAX_NACK_ERROR`] bytes of UTF-8 (an empty error is
+/// written as a plain Nack, kind 4).
+fn decode_nack_err(body: &[u8]) -> Option<Record<'_>> {
+    let text = body.get(16..)?;
+    if text.is_empty() || text.len() > MAX_NACK_ERROR {
+        return None;
+    }
+    Some(Record::NackErr {
+        id: u64_at(body, 0)?,
+        due_ms: u64_at(body, 8)?,
+        error: std::str::from_utf8(text).ok()?,
+    })
+}
+
 fn decode_queue_def(body: &[u8]) -> Option<Record<'_>> {
     let queue = u16_at(body, 0)?;
     let len = usize::from(u16_at(body, 2)?);
@@ -586,7 +625,7 @@ mod tests {
         // Every strict prefix of a fixed-size body is rejected.
         if !matches!(
             rec,
-            Record::Enqueue(_) | Record::Dead(_) | Record::Key { .. }
+            Record::Enqueue(_) | Record::Dead(_) | Record::Key { .. } | Record::NackErr { .. }
         ) {
             for cut in 0..body.len() {
                 assert_eq!(Record::decode(rec.kind(), &body[..cut]), None);
@@ -631,6 +670,11 @@ mod tests {
         round_trip(Record::Lease { id: 9, attempts: 3 });
         round_trip(Record::Ack { id: 9 });
         round_trip(Record::Nack { id: 9, due_ms: 77 });
+        round_trip(Record::NackErr {
+            id: 9,
+            due_ms: 77,
+            error: "boom: é",
+        });
         round_trip(Record::Key {
             queue: 0,
             id: 9,
@@ -785,6 +829,24 @@ mod tests {
         let mut body = vec![0u8; ENQUEUE_FIXED_LEN];
         body[30] = 200; // key length beyond the body
         assert_eq!(Record::decode(KIND_ENQUEUE, &body), None);
+    }
+
+    #[test]
+    fn nack_err_bodies_empty_long_or_not_utf8_are_none() {
+        let body = |text: &[u8]| [&9u64.to_le_bytes()[..], &77u64.to_le_bytes(), text].concat();
+        let longest = vec![b'e'; MAX_NACK_ERROR];
+        assert!(Record::decode(KIND_NACK_ERR, &body(&longest)).is_some());
+        for bad in [
+            body(b""),
+            body(&[b'e'; MAX_NACK_ERROR + 1]),
+            body(&[0xff, 0xfe]),
+            body(b"x")[..16].to_vec(),
+            body(b"x")[..9].to_vec(),
+        ] {
+            assert_eq!(Record::decode(KIND_NACK_ERR, &bad), None);
+            let why = Record::malformed(KIND_NACK_ERR, &bad).expect("a reason");
+            assert!(why.contains("kind 18"), "{why}");
+        }
     }
 
     fn enqueue2_body(priority: u8, flags: u8, group_len: u16) -> Vec<u8> {

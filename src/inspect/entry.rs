@@ -25,6 +25,7 @@ impl<'a> Entry<'a> {
                 Record::Lease { .. } => "lease",
                 Record::Ack { .. } => "ack",
                 Record::Nack { .. } => "nack",
+                Record::NackErr { .. } => "nack-error",
                 Record::Key { .. } => "key",
                 Record::Dead(_) => "dead",
                 Record::Removed { .. } => "removed",
@@ -53,6 +54,7 @@ impl<'a> Entry<'a> {
                 Record::Lease { id, .. }
                 | Record::Ack { id }
                 | Record::Nack { id, .. }
+                | Record::NackErr { id, .. }
                 | Record::Key { id, .. }
                 | Record::Removed { id } => id,
                 Record::QueueDef { .. } => 0,
@@ -71,6 +73,7 @@ impl<'a> Entry<'a> {
                 Record::Lease { .. }
                 | Record::Ack { .. }
                 | Record::Nack { .. }
+                | Record::NackErr { .. }
                 | Record::Key { .. }
                 | Record::Dead(_)
                 | Record::Removed { .. }

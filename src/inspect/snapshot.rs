@@ -348,7 +348,9 @@ impl<'a> Replay<'a> {
             ),
             Record::Lease { id, attempts } => Op::Lease(id, attempts),
             Record::Ack { id } => Op::Ack(id),
-            Record::Nack { id, due_ms } => Op::Nack(id, due_ms),
+            Record::Nack { id, due_ms } | Record::NackErr { id, due_ms, .. } => {
+                Op::Nack(id, due_ms)
+            }
             Record::AckMany(entries) => return self.log_many(entries.ids().map(Op::Ack), r),
             Record::LeaseMany(entries) => {
                 let ops = entries.leases().map(|(id, n)| Op::Lease(id, n));

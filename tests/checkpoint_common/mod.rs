@@ -39,8 +39,12 @@ pub enum Op {
     Lease,
     /// Lease a job and ack it.
     Ack,
-    /// Lease a job and nack it with a retry after this many seconds.
+    /// Lease a job and nack it with a retry after this many seconds, and
+    /// no error text (a plain Nack record).
     Nack(u64),
+    /// The same with an error text (a NackErr record: the job's last
+    /// error, which makes the checkpoint version 5).
+    NackErr(u64),
     /// Lease a job and fail it (dead letter).
     Fail,
     /// Redrive every dead letter.
@@ -77,10 +81,16 @@ pub fn apply(q: &Queue, clock: &ManualClock, ops: &[Op], held: &mut Vec<walq::Jo
                     q.ack(j.receipt()).expect("ack");
                 }
             }
-            Op::Nack(s) => {
+            Op::Nack(s) | Op::NackErr(s) => {
                 if let Some(j) = q.dequeue().expect("dequeue") {
                     let retry = walq::Retry::After(Duration::from_secs(*s));
-                    q.nack(j.receipt(), retry, "again").expect("nack");
+                    // An error of its own, so that the last error of each
+                    // job can be told apart.
+                    let error = match op {
+                        Op::NackErr(_) => format!("again after {s} s, attempt {}", j.attempt()),
+                        _ => String::new(),
+                    };
+                    q.nack(j.receipt(), retry, &error).expect("nack");
                 }
             }
             Op::Fail => {
@@ -156,6 +166,7 @@ pub type Drained = (u64, Vec<u8>, u32, Priority, Option<Vec<u8>>);
 #[derive(Debug, PartialEq, Eq)]
 pub struct Observed {
     pub stats: (u64, u64, u64, u64),
+    /// Each id's status and last error.
     pub statuses: Vec<(u64, String)>,
     pub dead: Vec<(u64, Vec<u8>, u32)>,
     /// Id, payload, attempt, level and group of every job, in the order
@@ -190,7 +201,11 @@ pub fn observe(dir: &Path, now_ms: u64, scan: bool) -> (RecoveryReport, Observed
     let stats = (s.ready, s.delayed, s.in_flight, s.dead);
     let last = q.enqueue(b"probe").expect("probe");
     let statuses = (1..last)
-        .map(|id| (id, status_text(q.status(id).expect("status"))))
+        .map(|id| {
+            let status = status_text(q.status(id).expect("status"));
+            let error = q.last_error(id).expect("last error");
+            (id, format!("{status} last error {error:?}"))
+        })
         .collect();
     let dead = q
         .dead_letters()

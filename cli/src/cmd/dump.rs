@@ -74,6 +74,10 @@ fn record_fields(r: Record<'_>, m: &mut Map<String, Value>) {
         Record::Nack { due_ms, .. } => {
             m.insert("due_ms".into(), json!(due_ms));
         }
+        Record::NackErr { due_ms, error, .. } => {
+            m.insert("due_ms".into(), json!(due_ms));
+            m.insert("error".into(), json!(error));
+        }
         Record::Key {
             queue,
             expires_ms,

@@ -3,7 +3,8 @@
 //!
 //! Input: a flags byte, then the bytes. The harness builds a store on
 //! `SimFs` with a workload chosen by the flags' upper bits (jobs enqueued,
-//! some keyed, delayed, leased, acked, failed; for odd workloads a third of
+//! some keyed, delayed, leased, acked, failed, nacked with an error (so
+//! that the checkpoint has an error section); for odd workloads a third of
 //! them on a named queue, so that the checkpoint has a queue section;
 //! periodic checkpoints; a clean close or a crash), then replaces its `CHECKPOINT` with the input
 //! bytes: as they are, or XORed onto the real checkpoint (`XOR`, so that
@@ -94,6 +95,15 @@ fn build(fs: &SimFs, seed: u8, close: bool) -> BTreeMap<u64, Vec<u8>> {
             4 => {
                 // Leased when the queue stops.
                 held.extend(q.dequeue().expect("dequeue"));
+            }
+            5 => {
+                // Waits for its retry with a last error (the checkpoint's
+                // error section, version 5).
+                if let Some(j) = q.dequeue().expect("dequeue") {
+                    let retry = walq::Retry::After(Duration::from_secs(60));
+                    q.nack(j.receipt(), retry, &format!("error {i}"))
+                        .expect("nack");
+                }
             }
             _ => {}
         }

@@ -44,8 +44,8 @@ pub fn run(data: &[u8]) {
         check_record(kind, body);
         // Every kind a log, dead-letter or completion file holds (11 is
         // QueueDef, 12 Enqueue2, 13 a dead letter naming its queue, 16 a
-        // named queue's key).
-        for kind in 1..=16 {
+        // named queue's key, 18 a nack with its error).
+        for kind in (1..=16).chain([18]) {
             check_record(kind, body);
         }
         for kind in [kind, 8, 9, 10, 17] {

@@ -308,3 +308,41 @@ fn a_closed_output_is_never_success() {
         assert_eq!(status.code(), Some(141), "walq {args:?} into a closed pipe");
     }
 }
+
+/// `show` gives a retrying job's last error (a NackErr record), in text
+/// and JSON, and keeps it past a lease that ran out (a plain Nack), as
+/// `Queue::last_error` does.
+#[test]
+fn show_gives_a_retrying_jobs_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = quiet(|| {
+        let q = walq::Queue::open_with(dir.path(), opts()).unwrap();
+        let id = q.enqueue(b"charge card").unwrap();
+        let job = q.dequeue().unwrap().unwrap();
+        let retry = walq::Retry::After(std::time::Duration::ZERO);
+        q.nack(job.receipt(), retry, "card declined: insufficient funds")
+            .unwrap();
+        // Leased again and given back without a text (as a lease that
+        // ran out is): the error stays.
+        let job = q.dequeue().unwrap().unwrap();
+        q.nack(job.receipt(), retry, "").unwrap();
+        assert_eq!(
+            q.last_error(id).unwrap().as_deref(),
+            Some("card declined: insufficient funds")
+        );
+        q.close().unwrap();
+        id
+    });
+    let d = dir.path().to_str().unwrap();
+    let run = walq(&["show", d, &id.to_string()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("last error card declined: insufficient funds"),
+        "{}",
+        run.stdout
+    );
+    let run = walq(&["show", d, &id.to_string(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(v["last_error"], "card declined: insufficient funds");
+}

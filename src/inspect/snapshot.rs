@@ -48,6 +48,9 @@ pub struct PendingJob {
     pub file: String,
     /// Its byte offset.
     pub offset: u64,
+    /// The error text of its last failed attempt, if that attempt's nack
+    /// gave one (NackErr records; [`crate::Queue::last_error`]).
+    pub last_error: Option<String>,
 }
 
 /// What `done.rec` says about a finished job.
@@ -230,7 +233,8 @@ enum Op {
     Enqueue(PendingJob, u64, u16),
     Lease(u64, u32),
     Ack(u64),
-    Nack(u64, u64),
+    /// The job, its due time, and the error its nack gave, if any.
+    Nack(u64, u64, Option<String>),
 }
 
 /// The visitor that rebuilds a [`Snapshot`], forwarding every event to
@@ -307,10 +311,14 @@ impl<'a> Replay<'a> {
             Op::Ack(id) => {
                 jobs.remove(&id);
             }
-            Op::Nack(id, due) => {
+            Op::Nack(id, due, error) => {
                 if let Some(j) = jobs.get_mut(&id) {
                     j.due_ms = due;
                     j.leased = false;
+                    // A plain nack (a lease ran out) keeps the last error.
+                    if error.is_some() {
+                        j.last_error = error;
+                    }
                 }
             }
         }
@@ -342,15 +350,15 @@ impl<'a> Replay<'a> {
                     leased: false,
                     file: r.file.to_string(),
                     offset: r.offset,
+                    last_error: None,
                 },
                 r.lsn,
                 e.queue,
             ),
             Record::Lease { id, attempts } => Op::Lease(id, attempts),
             Record::Ack { id } => Op::Ack(id),
-            Record::Nack { id, due_ms } | Record::NackErr { id, due_ms, .. } => {
-                Op::Nack(id, due_ms)
-            }
+            Record::Nack { id, due_ms } => Op::Nack(id, due_ms, None),
+            Record::NackErr { id, due_ms, error } => Op::Nack(id, due_ms, Some(error.to_string())),
             Record::AckMany(entries) => return self.log_many(entries.ids().map(Op::Ack), r),
             Record::LeaseMany(entries) => {
                 let ops = entries.leases().map(|(id, n)| Op::Lease(id, n));

@@ -150,7 +150,11 @@ pub fn show(a: &ShowArgs) -> CmdResult {
         | JobState::Blocked(job)
         | JobState::Leased(job) => {
             if a.json {
-                writeln!(out, "{}", Value::Object(job_json(job, status)))?;
+                let mut v = job_json(job, status);
+                if let Some(e) = &job.last_error {
+                    v.insert("last_error".into(), json!(e));
+                }
+                writeln!(out, "{}", Value::Object(v))?;
             } else {
                 let leased = if job.leased && !snap.summary.live {
                     " (by a process that stopped: released on the next open)"
@@ -173,6 +177,9 @@ pub fn show(a: &ShowArgs) -> CmdResult {
                         ""
                     };
                     writeln!(out, "group      {}{waits}", render::payload(g))?;
+                }
+                if let Some(e) = &job.last_error {
+                    writeln!(out, "last error {e}")?;
                 }
                 writeln!(out, "stored in  {} at byte {}", job.file, job.offset)?;
                 writeln!(out, "payload    {}", render::payload(&job.payload))?;

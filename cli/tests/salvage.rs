@@ -209,3 +209,34 @@ fn salvage_copies_payloads_over_the_default_limit() {
     let verify = walq(&["verify", new.to_str().unwrap()]);
     assert_eq!(verify.code, 0, "the copy is healthy: {}", verify.stdout);
 }
+
+/// A queue paused in the source is paused in the copy (before, the copy
+/// delivered it and salvage said nothing was lost); a damaged `PAUSED` is
+/// reported lost (exit 1), the copy made with nothing paused.
+#[test]
+fn salvage_keeps_the_pauses_or_says_they_are_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(walq(&["pause", d, "default"]).code, 0);
+    let into = tempfile::tempdir().unwrap();
+    let n = into.path().join("copy");
+    let run = walq(&["salvage", d, "--into", n.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("paused again: default"), "{}", run.stdout);
+    let stats = walq(&["stats", n.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
+    assert_eq!(v["paused"], serde_json::json!(["default"]));
+
+    let path = dir.path().join(walq::PAUSED_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[17] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let n2 = into.path().join("copy2");
+    let run = walq(&["salvage", d, "--into", n2.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("which queues were paused"), "{}", run.stdout);
+    let stats = walq(&["stats", n2.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
+    assert_eq!(v["paused"], serde_json::json!([]));
+}

@@ -206,6 +206,7 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
     let limits = limits_of(&a.dir, &snap)?;
     let mut target = Target::open(&a.into, &limits)?;
     let (jobs, dead, dups) = copy_all(a, &mut target, &snap, &mut payloads)?;
+    let pauses_lost = carry_pauses(a, &inspector, &mut target)?;
     target.close(&a.into)?;
     writeln!(
         std::io::stdout().lock(),
@@ -237,7 +238,7 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
         .iter()
         .filter(|p| p.severity == Severity::Damage)
         .collect();
-    if damage.is_empty() && schedules_lost.is_none() {
+    if damage.is_empty() && schedules_lost.is_none() && pauses_lost.is_none() {
         writeln!(
             std::io::stdout().lock(),
             "nothing lost: {} was healthy",
@@ -260,6 +261,14 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
             a.into.display()
         )?;
     }
+    if let Some(why) = &pauses_lost {
+        writeln!(
+            std::io::stdout().lock(),
+            "  which queues were paused ({why}): every queue of {} delivers; pause again \
+             those that must wait",
+            a.into.display()
+        )?;
+    }
     if snap.summary.records_lost > 0 {
         writeln!(
             std::io::stdout().lock(),
@@ -273,4 +282,28 @@ pub fn run(a: &SalvageArgs) -> CmdResult {
         a.dir.display()
     )?;
     Ok(DAMAGED)
+}
+
+/// Pauses in `target` the queues paused in DIR (file `PAUSED`), so that a
+/// salvaged copy does not start delivering what its source held back.
+/// `Some(why)` when DIR's list cannot be read (damaged): nothing paused.
+fn carry_pauses(
+    a: &SalvageArgs,
+    inspector: &walq::inspect::Inspector,
+    target: &mut Target,
+) -> Result<Option<String>, Fail> {
+    let names = match inspector.paused() {
+        Ok(names) => names,
+        Err(e) if e.kind() == walq::ErrorKind::Io => return Err(Fail::reading(&a.dir, &e)),
+        Err(e) => return Ok(Some(e.to_string())),
+    };
+    for name in &names {
+        let queue = target.queue(name).map_err(|e| Fail::operation(&a.into, &e))?;
+        queue.pause().map_err(|e| Fail::operation(&a.into, &e))?;
+    }
+    if !names.is_empty() {
+        let names = names.join(", ");
+        writeln!(std::io::stdout().lock(), "paused again: {names} (as in the source)")?;
+    }
+    Ok(None)
 }

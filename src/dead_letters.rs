@@ -82,6 +82,14 @@ impl QueueState {
             Err(e) if e.kind() != ErrorKind::Corrupt => return Err(e),
             read => read,
         };
+        // A final attempt that gave no text keeps the last one an earlier
+        // attempt gave (`Queue::last_error`).
+        let error = match error {
+            "" => self.errors.get(id).unwrap_or(""),
+            text => text,
+        }
+        .to_string();
+        let error = error.as_str();
         let (enqueued_ms, key, payload, text) = match &read {
             Ok(e) => (e.enqueued_ms, e.key, e.payload, error.to_string()),
             Err(damage) if error.is_empty() => (

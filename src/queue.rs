@@ -873,7 +873,8 @@ impl Queue {
     }
 
     /// Gives a job back for a retry after `retry`. If the job has used its
-    /// last attempt it goes to the dead letters instead, with `error`.
+    /// last attempt it goes to the dead letters instead, with `error` (or,
+    /// when `error` is empty, the last error an earlier attempt gave).
     ///
     /// A non-empty `error` (cut to [`crate::MAX_ERROR_LEN`] bytes at a
     /// char boundary) is kept durably as the job's last error until it

@@ -877,7 +877,12 @@ impl QueueState {
             };
             let max_attempts = self.max_attempts_of(&slot)?;
             if u32::from(slot.attempts) >= max_attempts {
-                let text = format!("lease expired during attempt {}", slot.attempts);
+                let mut text = format!("lease expired during attempt {}", slot.attempts);
+                if let Some(last) = self.errors.get(id) {
+                    // Cut to MAX_ERROR_LEN by `dead_letter`, as every
+                    // dead letter's error is.
+                    text = format!("{text} (last error: {last})");
+                }
                 self.dead_letter(id, &text, now.wall)?;
                 self.leases.remove(id);
                 continue;

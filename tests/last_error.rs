@@ -278,3 +278,30 @@ fn a_damaged_error_section_falls_back_to_the_full_scan() {
         assert_errors(&q, ids);
     }
 }
+
+/// A job whose final attempt fails without a text (an empty nack, a lease
+/// that runs out) is dead-lettered with the last error an earlier attempt
+/// gave, not an empty one (a review found `""` and `lease expired during
+/// attempt 2` alone, the earlier "gateway timeout" lost).
+#[test]
+fn a_dead_letter_keeps_the_last_error_when_the_final_attempt_gives_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let q = Queue::open_with(dir.path(), common::opts(&clock).max_attempts(2)).unwrap();
+    let now = Retry::After(Duration::ZERO);
+    let (a, b) = (q.enqueue(b"a").unwrap(), q.enqueue(b"b").unwrap());
+    let (ra, rb) = (lease(&q, a), lease(&q, b));
+    q.nack(ra, now, "gateway timeout").unwrap();
+    q.nack(rb, now, "gateway timeout").unwrap();
+    q.nack(lease(&q, a), now, "").unwrap();
+    let _held = lease(&q, b);
+    clock.advance(Duration::from_secs(31));
+    assert!(q.dequeue().unwrap().is_none(), "b's lease ran out: dead");
+    let error = |id| q.dead_letter(id).unwrap().expect("dead").error;
+    assert_eq!(error(a), "gateway timeout");
+    assert_eq!(
+        error(b),
+        "lease expired during attempt 2 (last error: gateway timeout)"
+    );
+    assert_eq!(q.last_error(a).unwrap(), None, "forgotten with the job");
+}

@@ -223,7 +223,11 @@ fn salvage_keeps_the_pauses_or_says_they_are_lost() {
     let n = into.path().join("copy");
     let run = walq(&["salvage", d, "--into", n.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("paused again: default"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("paused again: default"),
+        "{}",
+        run.stdout
+    );
     let stats = walq(&["stats", n.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
     assert_eq!(v["paused"], serde_json::json!(["default"]));
@@ -235,7 +239,11 @@ fn salvage_keeps_the_pauses_or_says_they_are_lost() {
     let n2 = into.path().join("copy2");
     let run = walq(&["salvage", d, "--into", n2.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("which queues were paused"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("which queues were paused"),
+        "{}",
+        run.stdout
+    );
     let stats = walq(&["stats", n2.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_str(stats.stdout.trim()).unwrap();
     assert_eq!(v["paused"], serde_json::json!([]));

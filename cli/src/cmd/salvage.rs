@@ -298,12 +298,17 @@ fn carry_pauses(
         Err(e) => return Ok(Some(e.to_string())),
     };
     for name in &names {
-        let queue = target.queue(name).map_err(|e| Fail::operation(&a.into, &e))?;
+        let queue = target
+            .queue(name)
+            .map_err(|e| Fail::operation(&a.into, &e))?;
         queue.pause().map_err(|e| Fail::operation(&a.into, &e))?;
     }
     if !names.is_empty() {
         let names = names.join(", ");
-        writeln!(std::io::stdout().lock(), "paused again: {names} (as in the source)")?;
+        writeln!(
+            std::io::stdout().lock(),
+            "paused again: {names} (as in the source)"
+        )?;
     }
     Ok(None)
 }

@@ -94,10 +94,10 @@ impl Inner {
                 .map_err(|e| nats_err(&format!("create bucket {}", cfg.bucket()), e))?,
         };
         keep_retention(&js, &kv.stream, cfg.retention, true).await?;
-        let created = format!("{:?}", work.cached_info().created);
+        let created = work.cached_info().created.unix_timestamp_nanos();
         let inner = Inner {
             queue_name: cfg.name.as_str().into(),
-            provider_scope: provider_scope(&cfg.stream(), &created).into(),
+            provider_scope: provider_scope(&cfg.stream(), created).into(),
             cfg,
             client,
             js,
@@ -290,24 +290,21 @@ async fn keep_retention(
     Ok(())
 }
 
-/// The scope of a stream's provider keys: `js` and 16 hex digits hashed
-/// from the stream's name and its creation time, so two streams (of one
+/// The scope of a stream's provider keys: `js` and 16 hex digits, the
+/// 64-bit FNV-1a hash of the stream's name, a zero byte and its creation
+/// time (ns since the epoch, i128 little-endian), so two streams (of one
 /// cluster or two), and a stream deleted and made again, hand an outside
-/// service different keys for their job ids, as two stores do.
-pub(crate) fn provider_scope(stream: &str, created: &str) -> String {
-    let hash = |salt: &[u8]| {
-        let mut h = crc32fast::Hasher::new();
-        h.update(salt);
-        h.update(stream.as_bytes());
-        h.update(&[0]);
-        h.update(created.as_bytes());
-        h.finalize()
-    };
-    format!(
-        "js{:08x}{:08x}",
-        hash(b"walq-scope-a"),
-        hash(b"walq-scope-b")
-    )
+/// service different keys for their job ids, as two stores do. The bytes
+/// hashed are fixed here (not a type's `Debug`), so the scope of a stream
+/// stays the same across walq versions.
+pub(crate) fn provider_scope(stream: &str, created_ns: i128) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = stream.bytes().chain([0]).chain(created_ns.to_le_bytes());
+    for b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("js{hash:016x}")
 }
 
 fn work_stream(cfg: &JetStreamConfig) -> stream::Config {
@@ -379,4 +376,20 @@ fn lost_race(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::provider_scope;
+
+    #[test]
+    fn the_scope_is_fixed_and_tells_streams_and_lives_apart() {
+        // Pinned: a change of these bytes changes every JetStream job's
+        // provider key.
+        assert_eq!(provider_scope("WALQ_mail", 0), "jsec1d730258b61db4");
+        let a = provider_scope("WALQ_mail", 1_765_000_000_000_000_000);
+        assert_ne!(a, provider_scope("WALQ_mails", 1_765_000_000_000_000_000));
+        assert_ne!(a, provider_scope("WALQ_mail", 1_765_000_000_000_000_001));
+        assert_eq!(a.len(), 18);
+    }
 }

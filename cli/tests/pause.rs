@@ -73,3 +73,46 @@ fn pause_refuses_a_bad_name_a_missing_queue_and_a_held_one() {
     drop(held);
     assert!(!dir.path().join(walq::PAUSED_FILE).exists());
 }
+
+/// The read-only views agree with the pause: a queue paused before its
+/// first job is a known queue (`--queue`, the per-queue counts), and a
+/// due job of a paused queue reads `paused`, not `ready`, in `peek` and
+/// `show` (a review found `--queue emails` refused as unknown while
+/// `stats` listed it paused, and paused jobs listed as ready).
+#[test]
+fn the_views_agree_with_the_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    healthy(dir.path());
+    let d = dir.path().to_str().unwrap();
+    assert_eq!(walq(&["pause", d, "emails"]).code, 0);
+    let run = walq(&["stats", d, "--queue", "emails", "--json"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(v["paused"], serde_json::json!(["emails"]));
+    assert_eq!(v["queues"]["emails"]["ready"], 0);
+    assert_eq!(walq(&["peek", d, "--queue", "emails"]).code, 0);
+
+    let peek = walq(&["peek", d, "--json"]);
+    let ready: Vec<u64> = peek
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["status"] == "ready")
+        .map(|v| v["id"].as_u64().unwrap())
+        .collect();
+    let id = *ready.first().expect("the healthy queue has a ready job");
+    assert_eq!(walq(&["pause", d, "default"]).code, 0);
+    let peek = walq(&["peek", d, "--json"]);
+    assert!(
+        !peek.stdout.contains("\"status\":\"ready\""),
+        "{}",
+        peek.stdout
+    );
+    assert!(
+        peek.stdout.contains("\"status\":\"paused\""),
+        "{}",
+        peek.stdout
+    );
+    let show = walq(&["show", d, &id.to_string()]);
+    assert!(show.stdout.contains("status     paused"), "{}", show.stdout);
+}

@@ -304,6 +304,7 @@ impl Inspector {
             let mut snap = replay.into_snapshot();
             snap.next_job_id = snap.next_job_id.max(summary.next_job_id);
             snap.summary = summary;
+            snap.paused = self.paused().unwrap_or_default().into_iter().collect();
             tries += 1;
             let settled = segments(&files::list(&self.dir)?) == segments(&before);
             // A read racing the writer's stores can copy a later record

@@ -51,6 +51,8 @@ impl Snapshot {
         names.insert(DEFAULT_QUEUE.to_string());
         names.extend(self.jobs.values().map(|j| job_queue(j).to_string()));
         names.extend(self.dead.values().map(|d| dead_queue(d).to_string()));
+        // A queue may be paused before its first job.
+        names.extend(self.paused.iter().cloned());
         names
     }
 

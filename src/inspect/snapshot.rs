@@ -129,6 +129,11 @@ pub struct Snapshot {
     /// records; the latest wins), by queue id. The default queue (id 0)
     /// is not listed: [`Snapshot::queue_names`] adds it.
     pub queues: BTreeMap<u16, String>,
+    /// The queues paused when the snapshot was taken (file `PAUSED`,
+    /// [`crate::Queue::pause`]), `"default"` for the default queue: their
+    /// ready jobs are not delivered. Empty when none is, or when the file
+    /// is damaged (`walq verify` reports it).
+    pub paused: std::collections::BTreeSet<String>,
     /// Damage and notes, in the order found.
     pub problems: Vec<Problem>,
     /// Totals of the scan.

@@ -174,7 +174,8 @@ impl<L> Delivery<L> {
     /// unique beyond this backend, since job ids of two backends (two
     /// stores, two streams) repeat. It must stay the same for the
     /// backend's life, differ between backends, and be safe in an HTTP
-    /// header (walq's backends use 32 hex digits). Without one the key is
+    /// header (the embedded store uses 32 hex digits, JetStream `js` and
+    /// 16). Without one the key is
     /// `walq-job-<id>`, unique only within the backend.
     pub fn provider_scope(mut self, scope: Arc<str>) -> Delivery<L> {
         self.scope = Some(scope);

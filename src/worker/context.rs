@@ -149,9 +149,10 @@ impl JobContext {
     /// [`idempotency_key`](JobContext::idempotency_key).
     ///
     /// A context made with [`JobContext::new`] (outside a pool) has no
-    /// store: its key is `walq-job-<id>`. So has a job of the JetStream
-    /// backend, whose ids are random 63-bit numbers (or derived from the
-    /// job's idempotency key), unique without a scope.
+    /// store: its key is `walq-job-<id>`. A job of the JetStream backend
+    /// gets `walq-js<16 hex digits>-<id>`, scoped by its stream's name and
+    /// creation time (its ids are random 63-bit numbers, or derived from
+    /// the job's idempotency key, and repeat across streams).
     pub fn provider_key(&self) -> String {
         super::backend::provider_key(self.info.scope.as_deref(), self.info.id)
     }
@@ -176,9 +177,13 @@ impl JobContext {
     ///   [`JobContext::with_queue`] set one.
     ///
     /// Never empty: queue names are 1 to 64 bytes
-    /// ([`crate::validate_queue_name`]).
+    /// ([`crate::validate_queue_name`]); an empty name a backend gave
+    /// reads as [`crate::DEFAULT_QUEUE`].
     pub fn queue(&self) -> &str {
-        self.info.queue.as_deref().unwrap_or(crate::DEFAULT_QUEUE)
+        match self.info.queue.as_deref() {
+            Some(name) if !name.is_empty() => name,
+            _ => crate::DEFAULT_QUEUE,
+        }
     }
 
     /// The name of the worker thread running the job.

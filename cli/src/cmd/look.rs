@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use serde_json::{json, Map, Value};
-use walq::inspect::{Completion, JobState, PendingJob};
+use walq::inspect::{Completion, JobState, PendingJob, Snapshot};
 use walq::{DeadLetter, Priority};
 
 use crate::args::{PeekArgs, ShowArgs};
@@ -20,7 +20,7 @@ pub fn peek(a: &PeekArgs) -> CmdResult {
         writeln!(out, "no pending jobs")?;
     }
     for job in jobs.into_iter().take(a.n) {
-        let state = status_name(&snap.state(job.id));
+        let state = shown_status(&snap, job.id);
         if a.json {
             writeln!(out, "{}", Value::Object(job_json(job, state)))?;
         } else {
@@ -83,6 +83,16 @@ pub fn status_name(s: &JobState<'_>) -> &'static str {
     }
 }
 
+/// The status word of job `id` as `peek` and `show` print it: as
+/// [`status_name`], but `paused` for a ready job of a paused queue
+/// (`Queue::pause`: it is due, and not delivered until the resume).
+fn shown_status(snap: &Snapshot, id: u64) -> &'static str {
+    match snap.state(id) {
+        JobState::Ready(job) if snap.paused.contains(walq::inspect::job_queue(job)) => "paused",
+        state => status_name(&state),
+    }
+}
+
 /// A pending job as a JSON object.
 pub fn job_json(job: &PendingJob, status: &str) -> Map<String, Value> {
     job_json_with(job, status, &job.payload)
@@ -142,7 +152,7 @@ pub fn dead_json_with(d: &DeadLetter, payload: &[u8]) -> Map<String, Value> {
 pub fn show(a: &ShowArgs) -> CmdResult {
     let (_, snap) = super::snapshot(&a.dir)?;
     let state = snap.state(a.id);
-    let status = status_name(&state);
+    let status = shown_status(&snap, a.id);
     let mut out = std::io::stdout().lock();
     match state {
         JobState::Ready(job)

@@ -264,6 +264,7 @@ impl QueueState {
                 payload: Payload::Own(Vec::new()),
                 priority: r.rec.priority,
                 group: r.rec.group,
+                last_error: self.errors.shared(r.id),
             });
         }
         Ok(())

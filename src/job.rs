@@ -51,6 +51,8 @@ pub struct Job {
     pub(crate) payload: crate::payload::Payload,
     pub(crate) priority: crate::Priority,
     pub(crate) group: Vec<u8>,
+    /// The error its last failed attempt gave, if any.
+    pub(crate) last_error: Option<std::sync::Arc<str>>,
 }
 
 impl Job {
@@ -112,6 +114,14 @@ impl Job {
     /// The receipt of this lease.
     pub fn receipt(&self) -> Receipt {
         self.receipt
+    }
+
+    /// The error text the job's last failed attempt gave to
+    /// [`crate::Queue::nack`] (or `fail`), if any: `None` on a first
+    /// attempt and after attempts that failed without a text (see
+    /// [`crate::Queue::last_error`]).
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
     }
 }
 

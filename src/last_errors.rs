@@ -54,6 +54,15 @@ impl LastErrors {
         self.map.get(&id).map(|t| &**t)
     }
 
+    /// Job `id`'s last error, shared (for a leased [`crate::Job`]).
+    #[inline]
+    pub fn shared(&self, id: u64) -> Option<Arc<str>> {
+        if self.map.is_empty() {
+            return None;
+        }
+        self.map.get(&id).cloned()
+    }
+
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &str)> + '_ {
         self.map.iter().map(|(id, t)| (*id, &**t))

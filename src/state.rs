@@ -836,6 +836,7 @@ impl QueueState {
             payload: Payload::Own(r.rec.payload),
             priority: r.rec.priority,
             group: r.rec.group,
+            last_error: self.errors.shared(r.id),
         }
     }
 

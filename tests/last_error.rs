@@ -305,3 +305,52 @@ fn a_dead_letter_keeps_the_last_error_when_the_final_attempt_gives_none() {
     );
     assert_eq!(q.last_error(a).unwrap(), None, "forgotten with the job");
 }
+
+/// A leased job carries its last error (`Job::last_error`, single and
+/// batch dequeues), and a pool's handler reads it from its context on the
+/// next attempt (`JobContext::last_error`).
+#[test]
+fn a_leased_job_and_a_handler_see_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let q = open(dir.path(), &clock);
+    let id = q.enqueue(b"charge").unwrap();
+    let job = q.dequeue().unwrap().unwrap();
+    assert_eq!(job.last_error(), None, "a first attempt");
+    q.nack(job.receipt(), Retry::After(Duration::ZERO), "card declined")
+        .unwrap();
+    let job = q.dequeue_batch(10).unwrap().pop().unwrap();
+    assert_eq!((job.id(), job.last_error()), (id, Some("card declined")));
+    q.nack(job.receipt(), Retry::After(Duration::ZERO), "")
+        .unwrap();
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let pool = walq::WorkerPool::builder(q.clone())
+        .workers(1)
+        .poll_interval(Duration::from_millis(10))
+        .start(move |ctx: &walq::JobContext, _: &[u8]| {
+            s.lock().unwrap().push(ctx.last_error().map(str::to_string));
+            if ctx.attempt() < 4 {
+                walq::Outcome::retry_after(Duration::ZERO, "gateway timeout")
+            } else {
+                walq::Outcome::done()
+            }
+        })
+        .unwrap();
+    // A guard against a hang, not a timing assertion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pool.stats().done < 1 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", pool.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.shutdown(Duration::from_secs(5));
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        *seen,
+        [
+            Some("card declined".to_string()),
+            Some("gateway timeout".to_string())
+        ]
+    );
+}

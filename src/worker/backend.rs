@@ -137,6 +137,7 @@ pub struct Delivery<L> {
     idempotency_key: Option<Vec<u8>>,
     scope: Option<Arc<str>>,
     queue: Option<Arc<str>>,
+    last_error: Option<Arc<str>>,
     payload: Vec<u8>,
     lease: L,
 }
@@ -151,6 +152,7 @@ impl<L> Delivery<L> {
             idempotency_key: None,
             scope: None,
             queue: None,
+            last_error: None,
             payload,
             lease,
         }
@@ -194,6 +196,14 @@ impl<L> Delivery<L> {
         self
     }
 
+    /// Sets the error text the job's last failed attempt gave, which the
+    /// handler reads from
+    /// [`JobContext::last_error`](crate::worker::JobContext::last_error).
+    pub fn last_error(mut self, error: Option<Arc<str>>) -> Delivery<L> {
+        self.last_error = error;
+        self
+    }
+
     /// The job id: stable across attempts, never reused.
     pub fn id(&self) -> u64 {
         self.id
@@ -228,6 +238,7 @@ impl<L> Delivery<L> {
             idempotency_key: self.idempotency_key,
             scope: self.scope,
             queue: self.queue,
+            last_error: self.last_error,
         };
         (info, self.payload, self.lease)
     }
@@ -258,6 +269,8 @@ pub(crate) struct JobInfo {
     /// The queue the job came from ([`Delivery::queue`]); `None`: the
     /// default queue.
     pub(crate) queue: Option<Arc<str>>,
+    /// The error of the job's last failed attempt ([`Delivery::last_error`]).
+    pub(crate) last_error: Option<Arc<str>>,
 }
 
 /// A shared backend is a backend: one `Arc` can feed a [`crate::Jobs`]

@@ -47,6 +47,7 @@ impl JobContext {
             idempotency_key: None,
             scope: None,
             queue: None,
+            last_error: None,
         };
         JobContext::in_pool(info, Arc::from("test"), Arc::default(), Arc::default())
     }
@@ -184,6 +185,15 @@ impl JobContext {
             Some(name) if !name.is_empty() => name,
             _ => crate::DEFAULT_QUEUE,
         }
+    }
+
+    /// The error text the job's last failed attempt gave (its handler's
+    /// `Outcome::retry` text, or a raw nack's), if any: `None` on a first
+    /// attempt, after attempts that failed without a text, and on the
+    /// JetStream backend (which keeps no such record). For a handler that
+    /// acts on why the job failed before (logs it, picks another route).
+    pub fn last_error(&self) -> Option<&str> {
+        self.info.last_error.as_deref()
     }
 
     /// The name of the worker thread running the job.

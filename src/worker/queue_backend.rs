@@ -23,9 +23,11 @@ pub(crate) fn delivery_named(queue: &Queue, job: Job, name: Option<Arc<str>>) ->
     let (id, receipt) = (job.id(), job.receipt());
     let (attempt, max_attempts) = (job.attempt(), job.max_attempts());
     let key = job.idempotency_key().map(<[u8]>::to_vec);
+    let last_error = job.last_error.clone();
     let delivery = Delivery::new(id, job.into_payload(), receipt)
         .attempts(attempt, max_attempts)
         .idempotency_key(key)
+        .last_error(last_error)
         .provider_scope(queue.provider_scope().clone());
     match name {
         Some(name) => delivery.queue(name),

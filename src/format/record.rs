@@ -288,7 +288,7 @@ pub enum Record<'a> {
     },
     /// A job will be retried at `due_ms`, and `error` is why its attempt
     /// failed (kind 18, log only; never empty, at most
-    /// [`MAX_NACK_ERROR`] bytes of UTF-8). Replayed as a Nack that also
+    /// [`crate::MAX_ERROR_LEN`] bytes of UTF-8). Replayed as a Nack that also
     /// sets the job's last error.
     NackErr {
         /// Job id.

@@ -153,6 +153,16 @@ pub(crate) struct FileData {
 /// `PAUSED` at most 66,645; open reads no more of them either.
 const SMALL_FILE: u64 = 72 * 1024;
 
+/// The paused queues `data` (a read of `PAUSED`) names, decoded as the
+/// queue decodes them (holes read as zeros); `None` if it does not decode.
+pub(crate) fn paused_names(data: FileData) -> Option<Vec<String>> {
+    let mut bytes = data.bytes;
+    // One byte past the longest file is enough to refuse a longer one.
+    let longest = crate::format::paused::MAX_PAUSED_LEN as u64 + 1;
+    bytes.resize(data.len.min(longest) as usize, 0);
+    crate::format::paused::decode(&bytes)
+}
+
 /// The first [`SMALL_FILE`] bytes of a small file (`CLOSED`), or `None`
 /// when it no longer exists.
 pub(crate) fn read_small(path: &Path) -> Result<Option<FileData>> {

@@ -200,10 +200,7 @@ impl Inspector {
         let Some(data) = files::read_small(&path)? else {
             return Ok(Vec::new());
         };
-        let mut bytes = data.bytes;
-        let longest = crate::format::paused::MAX_PAUSED_LEN as u64 + 1;
-        bytes.resize(data.len.min(longest) as usize, 0);
-        crate::format::paused::decode(&bytes)
+        files::paused_names(data)
             .ok_or_else(|| Error::corrupt(&path, 0, "the list of paused queues is damaged"))
     }
 

@@ -511,11 +511,7 @@ impl Scan<'_> {
         let Some(data) = self.read_small(name)? else {
             return Ok(());
         };
-        let mut bytes = data.bytes;
-        // Holes read as zeros; one byte past the longest file is enough.
-        let longest = crate::format::paused::MAX_PAUSED_LEN as u64 + 1;
-        bytes.resize(data.len.min(longest) as usize, 0);
-        if crate::format::paused::decode(&bytes).is_none() {
+        if files::paused_names(data).is_none() {
             let what = "the list of paused queues is damaged (the queue refuses to open \
                         with it: a paused queue would deliver)";
             self.problem(Problem::damage(name, 0, what));
